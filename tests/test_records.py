@@ -1,0 +1,171 @@
+"""Records: every kind parses, and every kind of bad input is refused with FILE:LINE: FIELD."""
+
+import json
+
+import pytest
+
+from redline.records import (
+    Feedback,
+    Preference,
+    Ranking,
+    ReadReport,
+    RecordError,
+    append_records,
+    read_jsonl_prefix,
+    read_records,
+    write_hf_dataset,
+    write_records,
+)
+
+GOOD = {
+    "demonstration": {"prompt": "Say hi.", "response": "Hi!"},
+    "ranking": {"prompt": "Pick.", "responses": ["a", "b", "c"], "ranks": [1, 0, 1]},
+    "preference": {"prompt": [{"role": "user", "content": "Pick."}], "chosen": "good", "rejected": "bad"},
+    "feedback": {"prompt": "Q", "response": "R", "critique": "Too short.", "revision": "A longer R."},
+    "response": {"id": "r1", "prompt": "Q", "response": "", "source": "gpt-3.5"},
+    "judgment": {"id": "j1", "prompt": "Q", "a": "x", "b": "y", "winner": "tie", "judge": "oracle"},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(GOOD))
+def test_every_kind_round_trips_through_jsonl_and_parquet(kind, tmp_path, jsonl):
+    path = jsonl([GOOD[kind], {**GOOD[kind], "id": "second", "meta": {"k": 1}}])
+    records = read_records(path, kind)
+    assert len(records) == 2 and records[1].meta == {"k": 1}
+    for suffix in (".jsonl", ".parquet"):
+        out = tmp_path / f"out{suffix}"
+        write_records(out, records)
+        again = read_records(out, kind)
+        assert [r.to_dict() for r in again] == [r.to_dict() for r in records]
+
+
+def test_hf_dataset_folder_round_trips(tmp_path):
+    records = [Preference(prompt="p", chosen="c", rejected="r", id=str(i)) for i in range(3)]
+    write_hf_dataset(tmp_path / "ds", records)
+    assert [r.id for r in read_records(tmp_path / "ds", "preference")] == ["0", "1", "2"]
+
+
+def test_ranking_comparisons_drop_ties():
+    r = Ranking(prompt="p", responses=["a", "b", "c"], ranks=[1, 0, 1])
+    assert r.comparisons() == [(1, 0), (1, 2)]
+    assert r.n_ties() == 1
+
+
+@pytest.mark.parametrize(
+    "row, field, reason",
+    [
+        ('{"prompt": "x", "response": ', "<line>", "not JSON"),
+        ('["a list"]', "<record>", "expected a JSON object"),
+        ({"response": "r"}, "prompt", "missing"),
+        ({"prompt": 3, "response": "r"}, "prompt", "expected a string or a list of messages"),
+        ({"prompt": "p", "response": 7}, "response", "expected a string"),
+        ({"prompt": "p", "response": "   "}, "response", "empty string"),
+        ({"prompt": [{"role": "robot", "content": "x"}], "response": "r"}, "prompt[0].role", "unknown role 'robot'"),
+        ({"prompt": [], "response": "r"}, "prompt", "empty list"),
+        ({"prompt": "p", "response": "r", "meta": "x"}, "meta", "expected an object"),
+    ],
+)
+def test_bad_demonstration_is_refused_with_line_and_field(row, field, reason, jsonl):
+    path = jsonl([GOOD["demonstration"], row])
+    with pytest.raises(RecordError) as err:
+        read_records(path, "demonstration")
+    assert f"{path}:2: {field}: " in str(err.value)
+    assert reason in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "row, field, reason",
+    [
+        ({"prompt": "p", "responses": ["a", "b"], "ranks": [0]}, "ranks", "1 ranks for 2 responses"),
+        ({"prompt": "p", "responses": ["a", "b"], "ranks": [0, -1]}, "ranks", ">= 0"),
+        ({"prompt": "p", "responses": ["a", "b"], "ranks": [0, 0]}, "ranks", "every response is tied"),
+        ({"prompt": "p", "responses": ["a"], "ranks": [0]}, "responses", "at least 2"),
+        ({"prompt": "p", "responses": ["a", ""], "ranks": [0, 1]}, "responses[1]", "empty string"),
+        ({"prompt": "p", "responses": ["a", "b"], "ranks": [0, "1"]}, "ranks", "list of integers"),
+    ],
+)
+def test_ranks_that_do_not_fit_are_refused(row, field, reason, jsonl):
+    path = jsonl([row])
+    with pytest.raises(RecordError) as err:
+        read_records(path, "ranking")
+    assert str(err.value).startswith(f"{path}:1: {field}: ")
+    assert reason in str(err.value)
+
+
+def test_duplicate_id_names_both_lines(jsonl):
+    path = jsonl([{**GOOD["response"], "id": "a"}, {**GOOD["response"], "id": "b"}, {**GOOD["response"], "id": "a"}])
+    with pytest.raises(RecordError, match=r":3: id: duplicate id 'a' \(first on line 1\)"):
+        read_records(path, "response")
+
+
+def test_all_errors_of_a_file_are_reported_not_only_the_first(jsonl):
+    path = jsonl([{"prompt": "p"}, GOOD["demonstration"], "not json", {"prompt": "", "response": "r"}])
+    with pytest.raises(RecordError) as err:
+        read_records(path, "demonstration")
+    assert [e.split(": ")[0] for e in err.value.errors] == [f"{path}:1", f"{path}:3", f"{path}:4"]
+
+
+def test_error_list_is_capped_but_counts_everything(jsonl):
+    path = jsonl([{"prompt": "p"}] * 50)
+    with pytest.raises(RecordError) as err:
+        read_records(path, "demonstration")
+    assert len(err.value.errors) == 20 and err.value.total == 50
+    assert "and 30 more" in str(err.value)
+
+
+def test_unreadable_and_non_utf8_files_are_clear_errors(tmp_path):
+    with pytest.raises(RecordError, match=r"missing.jsonl:0: <file>: cannot read"):
+        read_records(tmp_path / "missing.jsonl", "demonstration")
+    bad = tmp_path / "latin1.jsonl"
+    bad.write_bytes(b'{"prompt": "caf\xe9", "response": "r"}\n')
+    with pytest.raises(RecordError, match="not UTF-8"):
+        read_records(bad, "demonstration")
+
+
+def test_skip_invalid_goes_on_and_reports_how_many_and_why(jsonl):
+    path = jsonl([GOOD["demonstration"], {"prompt": "p"}, {"prompt": "p"}, "{", GOOD["demonstration"]])
+    report = ReadReport(str(path))
+    records = read_records(path, "demonstration", skip_invalid=True, report=report)
+    assert len(records) == 2 and report.skipped == 3
+    assert report.reasons["response: missing"] == 2
+    assert "skipped 3 invalid" in report.summary()
+
+
+def test_limit_keeps_the_first_valid_records(jsonl):
+    path = jsonl([{**GOOD["demonstration"], "id": str(i)} for i in range(10)])
+    assert [r.id for r in read_records(path, "demonstration", limit=3)] == ["0", "1", "2"]
+
+
+def test_feedback_without_revision_must_say_critique_only(jsonl):
+    row = {"prompt": "p", "response": "r", "critique": "c"}
+    with pytest.raises(RecordError, match="revision: missing"):
+        read_records(jsonl([row]), "feedback")
+    record = read_records(jsonl([{**row, "meta": {"critique_only": True}}], "b.jsonl"), "feedback")[0]
+    assert record.critique_only and record.revision is None
+    assert Feedback(prompt="p", response="r", critique="c").to_dict()["meta"] == {"critique_only": True}
+
+
+def test_unknown_kind_is_refused(jsonl):
+    with pytest.raises(ValueError, match="unknown record kind 'rankings'"):
+        read_records(jsonl([GOOD["ranking"]]), "rankings")
+
+
+def test_write_is_atomic_no_partial_file_on_failure(tmp_path):
+    def rows():
+        yield {"prompt": "p", "response": "r"}
+        raise RuntimeError("interrupted")
+
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(RuntimeError):
+        write_records(out, rows())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_torn_last_line_is_cut_so_appends_resume_cleanly(tmp_path):
+    out = tmp_path / "run.jsonl"
+    append_records(out, [{"i": 0}, {"i": 1}])
+    with open(out, "a") as f:
+        f.write('{"i": 2, "half')  # a kill mid-write
+    assert read_jsonl_prefix(out) == [{"i": 0}, {"i": 1}]
+    append_records(out, [{"i": 2}])
+    assert [json.loads(line)["i"] for line in out.read_text().splitlines()] == [0, 1, 2]
