@@ -1,0 +1,167 @@
+"""Import public feedback data sets as redline records.
+
+    redline data import --from FORMAT INPUT OUTPUT [--limit N] [--skip-invalid]
+
+INPUT is JSON Lines, a ``.json`` file holding one JSON array, Parquet, a ``datasets`` folder or a hub
+id (``org/name`` or ``org/name:split``). Each format's module documents its rows with an example:
+
+    hh-rlhf                  Anthropic HH-RLHF transcripts        -> preference
+    trl                      TRL's preference, prompt-completion  -> preference or demonstration
+                             and messages rows
+    shepherd                 Shepherd question/answer/feedback    -> feedback (critique-only)
+    ultrafeedback            openbmb/UltraFeedback completions    -> ranking, and feedback (critique-only)
+                             HuggingFaceH4/ultrafeedback_binarized -> preference
+    summarize-from-feedback  OpenAI TL;DR comparisons             -> preference
+
+Where an input yields two kinds, OUTPUT gets the first of them in the order above and each other kind
+goes beside it, named by its kind: ``out.jsonl`` holds UltraFeedback's rankings and ``out.feedback.jsonl``
+its critiques. Every record keeps ``meta.source_format``, and the row's own ``id`` and ``meta``.
+
+A bad row stops the import: every bad row is listed as ``FILE:ROW: FIELD: reason`` (up to 20) and no
+file is written. With ``--skip-invalid`` bad rows are skipped, and how many and why is printed. What a
+valid row holds that no record can carry (UltraFeedback's ties, unscored completions) is counted and
+printed too. ``--limit N`` imports the first N valid rows. A preference whose chosen and rejected
+replies are the same, and a repeated id, are refused like any bad row. Rows of a Parquet file, a data
+set or a JSON array are numbered from 1, like lines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from redline.formats import hh_rlhf, shepherd, summarize_from_feedback, trl, ultrafeedback
+from redline.records import MAX_ERRORS, FieldError, ReadReport, Record, RecordError, iter_raw, write_records
+
+# The format name -> its module, which holds ``convert(row) -> list[Record]`` and ``KINDS``.
+FORMATS = {
+    "hh-rlhf": hh_rlhf,
+    "trl": trl,
+    "shepherd": shepherd,
+    "ultrafeedback": ultrafeedback,
+    "summarize-from-feedback": summarize_from_feedback,
+}
+
+
+@dataclass
+class ImportReport(ReadReport):
+    """A ``ReadReport`` of input rows, plus what valid rows held that no record carries."""
+
+    left_out: Counter = field(default_factory=Counter)
+
+    def summary(self) -> str:
+        line = f"{self.path}: imported {self.read} rows"
+        if self.skipped:
+            why = "; ".join(f"{n}× {r}" for r, n in self.reasons.most_common(5))
+            line += f", skipped {self.skipped} invalid ({why})"
+        if self.left_out:
+            line += ", left out " + "; ".join(f"{n} {what}" for what, n in self.left_out.most_common())
+        return line
+
+
+def import_file(
+    fmt: str,
+    source: str | os.PathLike,
+    output: Path,
+    *,
+    limit: int | None = None,
+    skip_invalid: bool = False,
+    report: ImportReport | None = None,
+) -> dict[Path, tuple[str, int]]:
+    """Convert ``source`` from format ``fmt`` and write the records; return {path: (kind, count)}.
+
+    Raises ``RecordError`` listing every bad row (and writes nothing) unless ``skip_invalid``. Pass a
+    ``report`` to receive the counts; without one, skips and left-out parts are printed to stderr.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r} (expected one of {', '.join(FORMATS)})")
+    module = FORMATS[fmt]
+    printing = report is None
+    report = report if report is not None else ImportReport(str(source))
+    report.path = str(source)
+    by_kind: dict[str, list[Record]] = {}
+    seen_ids: dict[tuple[str, str], int] = {}  # (kind, id) -> row number
+    errors: list[str] = []
+    n_errors = 0
+    for number, row in _rows(source):
+        try:
+            if isinstance(row, FieldError):
+                raise row
+            if not isinstance(row, dict):
+                raise FieldError("<record>", f"expected a JSON object, got {type(row).__name__}")
+            # Only UltraFeedback drops parts of a valid row (ties, unscored completions); count them.
+            left_out = Counter()
+            records = module.convert(row, left_out=left_out) if module is ultrafeedback else module.convert(row)
+            for record in records:
+                _check(record, seen_ids, number)
+        except FieldError as e:
+            message = f"{source}:{number}: {e.field}: {e.reason}"
+            if skip_invalid:
+                report.skipped += 1
+                report.reasons[f"{e.field}: {e.reason.split(' (')[0]}"] += 1
+                if len(report.examples) < MAX_ERRORS:
+                    report.examples.append(message)
+                continue
+            n_errors += 1
+            if len(errors) < MAX_ERRORS:
+                errors.append(message)
+            continue
+        if n_errors:
+            continue  # keep looking for errors; nothing will be written
+        for record in records:
+            by_kind.setdefault(record.kind, []).append(record)
+            if record.id is not None:
+                seen_ids[record.kind, record.id] = number
+        report.left_out.update(left_out)
+        report.read += 1
+        if limit is not None and report.read >= limit:
+            break
+    if n_errors:
+        raise RecordError(errors, n_errors)
+
+    kinds = [kind for kind in module.KINDS if kind in by_kind] or [module.KINDS[0]]
+    written = {}
+    for i, kind in enumerate(kinds):
+        path = Path(output) if i == 0 else beside(Path(output), kind)
+        written[path] = (kind, write_records(path, by_kind.get(kind, [])))
+    if printing and (report.skipped or report.left_out):
+        print(report.summary(), file=sys.stderr)
+        for example in report.examples[:5]:
+            print(f"  skipped {example}", file=sys.stderr)
+    return written
+
+
+def beside(output: Path, kind: str) -> Path:
+    """Where a second kind of record goes: ``out.jsonl`` -> ``out.feedback.jsonl``."""
+    return output.with_name(f"{output.stem}.{kind}{output.suffix}")
+
+
+def _check(record: Record, seen_ids: dict[tuple[str, str], int], number: int) -> None:
+    """What no single record class can see: a repeated id, and a preference between equal replies."""
+    if record.id is not None and (record.kind, record.id) in seen_ids:
+        raise FieldError("id", f"duplicate id {record.id!r} (first on row {seen_ids[record.kind, record.id]})")
+    if record.kind == "preference" and record.chosen == record.rejected:
+        raise FieldError("rejected", "identical to chosen: no preference to learn")
+
+
+def _rows(source: str | os.PathLike) -> Iterable[tuple[int, Any]]:
+    """``iter_raw``, plus ``.json`` files holding one JSON array (as many data sets are published)."""
+    path = Path(source)
+    if path.suffix != ".json" or not path.is_file():
+        return iter_raw(source)
+    with open(path, "rb") as f:
+        head = f.read(4096).lstrip()
+    if not head.startswith(b"["):
+        return iter_raw(source)
+    try:
+        items = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise RecordError([f"{source}:{e.lineno}: <file>: not JSON: {e.msg} at column {e.colno}"]) from e
+    except UnicodeDecodeError as e:
+        raise RecordError([f"{source}:0: <file>: not UTF-8 text: {e}"]) from e
+    return enumerate(items, start=1)

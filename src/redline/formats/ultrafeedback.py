@@ -1,0 +1,197 @@
+"""UltraFeedback -> ranking records, and critique-only feedback records beside them.
+
+Origin: Cui et al. 2023, "UltraFeedback: Boosting Language Models with High-quality Feedback"
+(arXiv 2310.01377); the data set ``openbmb/UltraFeedback`` (as fixed on 2023-12-29). A row::
+
+    {"source": "sharegpt", "instruction": "I am going to Cairo ...",
+     "completions": [{"model": "gpt-4", "principle": "helpfulness", "custom_system_prompt": "...",
+                      "response": "In Cairo for 4-5 days ...",
+                      "annotations": {"instruction_following": {"Rating": "5", "Rationale": "..."},
+                                      "honesty": {"Rating": "5", ...}, "truthfulness": {...},
+                                      "helpfulness": {"Rating": "4", "Type": [...], ...}},
+                      "critique": "Your answer is ...", "overall_score": 8.5, "fine-grained_score": 4.75},
+                     ... three more completions ...]}
+
+becomes one ranking (to OUTPUT) and a feedback record per completion (to OUTPUT.feedback.jsonl)::
+
+    {"prompt": "I am going to Cairo ...", "responses": ["Cairo is ...", "In Cairo ...", ...],
+     "ranks": [2, 0, 1, 0], "meta": {"source_format": "ultrafeedback", "prompt_source": "sharegpt",
+                                     "score": "fine-grained_score", "scores": [...], "models": [...]}}
+    {"prompt": "I am going to Cairo ...", "response": "In Cairo ...", "critique": "Your answer is ...",
+     "revision": null, "meta": {"source_format": "ultrafeedback", "model": "gpt-4", "critique_only": true, ...}}
+
+Steps, numbered the same in ``convert``:
+1. Each completion's score is its ``fine-grained_score`` by default: the mean of the four aspect
+   ratings ("N/A" left out), computed from ``annotations`` where the field is absent. The paper's
+   UltraRM learns from these ratings, and ``overall_score`` (the critique's 1-10 grade) had to be
+   repaired once (UltraFeedback issue #8). ``score="overall"`` ranks by ``overall_score`` instead.
+2. Ranks are dense: 0 for the highest score, equal scores share a rank.
+3. A completion with an empty response or no score is left out of the ranking, and a prompt with
+   fewer than 2 ranked completions, or whose completions all tie, yields no ranking; each is counted
+   in ``left_out`` (the import prints the counts).
+4. Each completion with a critique yields a critique-only feedback record. Its prompt is the
+   instruction alone: the principle's system prompt differed per completion, so it stays in meta.
+Texts are stripped.
+
+The binarized variant ``HuggingFaceH4/ultrafeedback_binarized`` (splits ``train_prefs`` and
+``test_prefs``), told by ``chosen``/``rejected`` in place of ``completions``, is a preference already::
+
+    {"prompt": "...", "prompt_id": "0a1b", "chosen": [<user>, <assistant "Sure ...">],
+     "rejected": [<user>, <assistant "No.">], "score_chosen": 8.0, "score_rejected": 5.0}
+    -> {"id": "0a1b", "prompt": "...", "chosen": "Sure ...", "rejected": "No.",
+        "meta": {"source_format": "ultrafeedback", "score_chosen": 8.0, "score_rejected": 5.0}}
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from redline.records import FieldError, Feedback, Preference, Ranking, Record, _meta, _prompt, _text
+
+NAME = "ultrafeedback"
+KINDS = ("ranking", "preference", "feedback")
+SCORES = {"fine-grained": "fine-grained_score", "overall": "overall_score"}
+
+
+def convert(row: dict, *, score: str = "fine-grained", left_out: Counter | None = None) -> list[Record]:
+    """One UltraFeedback row -> a ranking (if any) and its feedback records; a binarized row -> a preference.
+
+    ``left_out``, when given, counts what the row held that no record carries (ties, unscored completions).
+    """
+    if "completions" not in row and "chosen" in row and "rejected" in row:
+        return [_binarized(row)]
+    if score not in SCORES:
+        raise ValueError(f"unknown score {score!r} (expected one of {', '.join(SCORES)})")
+    left_out = left_out if left_out is not None else Counter()
+    prompt = _text(row, "instruction").strip()
+    completions = row.get("completions")
+    if not isinstance(completions, list):
+        raise FieldError("completions", "missing" if completions is None else "expected a list of completions")
+    meta = {**_meta(row), "source_format": NAME}
+    if isinstance(row.get("source"), str):
+        meta["prompt_source"] = row["source"]
+
+    responses, scores, models, feedback = [], [], [], []
+    for i, completion in enumerate(completions):
+        where = f"completions[{i}]"
+        if not isinstance(completion, dict):
+            raise FieldError(where, f"expected an object, got {type(completion).__name__}")
+        response = _optional_text(completion, "response", where)
+        if not response:
+            left_out["completions with an empty response"] += 1
+            continue
+        # step 1
+        value = _score(completion, SCORES[score], where)
+        if value is None:
+            left_out["completions with no score"] += 1
+        else:
+            responses.append(response)
+            scores.append(value)
+            models.append(completion.get("model"))
+        # step 4
+        critique = _optional_text(completion, "critique", where)
+        if not critique:
+            left_out["completions with no critique"] += 1
+            continue
+        feedback_meta = {**meta, "critique_only": True, "completion": i}
+        for key in ("model", "principle", "overall_score", "fine-grained_score"):
+            if completion.get(key) is not None:
+                feedback_meta[key] = completion[key]
+        feedback.append(
+            Feedback.from_dict(
+                {
+                    "prompt": prompt,
+                    "response": response,
+                    "critique": critique,
+                    "revision": None,
+                    "id": None if row.get("id") is None else f"{row['id']}-{i}",
+                    "meta": feedback_meta,
+                }
+            )
+        )
+
+    # steps 2 and 3
+    ranking = []
+    if len(responses) < 2:
+        left_out["prompts with fewer than 2 scored completions"] += 1
+    elif len(set(scores)) == 1:
+        left_out["prompts whose completions all tie"] += 1
+    else:
+        ranking_meta = {**meta, "score": SCORES[score], "scores": scores, "models": models}
+        record = {"prompt": prompt, "responses": responses, "ranks": dense_ranks(scores), "id": row.get("id")}
+        ranking = [Ranking.from_dict({**record, "meta": ranking_meta})]
+    return ranking + feedback
+
+
+def dense_ranks(scores: list[float]) -> list[int]:
+    """``[4.5, 3.0, 4.5, 2.0] -> [0, 1, 0, 2]``: 0 for the best score, equal scores share a rank."""
+    order = sorted(set(scores), reverse=True)
+    return [order.index(s) for s in scores]
+
+
+def mean_rating(annotations: object, where: str) -> float | None:
+    """The mean of the aspects' ``Rating`` ("N/A" and absent aspects left out), as UltraFeedback computes it."""
+    if not isinstance(annotations, dict):
+        return None
+    ratings = []
+    for aspect, value in annotations.items():
+        if value is None:  # an aspect a Parquet schema holds but this completion lacks
+            continue
+        if not isinstance(value, dict):
+            raise FieldError(f"{where}.annotations.{aspect}", f"expected an object, got {type(value).__name__}")
+        rating = value.get("Rating")
+        if rating is None or rating == "N/A":
+            continue
+        try:
+            ratings.append(float(rating))
+        except (TypeError, ValueError):
+            raise FieldError(f"{where}.annotations.{aspect}.Rating", f"not a number: {rating!r}") from None
+    return sum(ratings) / len(ratings) if ratings else None
+
+
+def _score(completion: dict, field: str, where: str) -> float | None:
+    value = completion.get(field)
+    if value is None and field == "fine-grained_score":
+        return mean_rating(completion.get("annotations"), where)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise FieldError(f"{where}.{field}", f"expected a number, got {type(value).__name__}")
+    return float(value)
+
+
+def _optional_text(obj: dict, name: str, where: str) -> str:
+    """The stripped text of a field that must be there, but may be null or empty ('' then)."""
+    if name not in obj:
+        raise FieldError(f"{where}.{name}", "missing")
+    value = obj[name]
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise FieldError(f"{where}.{name}", f"expected a string, got {type(value).__name__}")
+    return value.strip()
+
+
+def _binarized(row: dict) -> Record:
+    meta = {**_meta(row), "source_format": NAME}
+    for key in ("score_chosen", "score_rejected"):
+        if row.get(key) is not None:
+            meta[key] = row[key]
+    record = {
+        "prompt": _text(row, "prompt").strip(),
+        "chosen": _final_reply(row, "chosen"),
+        "rejected": _final_reply(row, "rejected"),
+        "id": row.get("id") if row.get("id") is not None else row.get("prompt_id"),
+        "meta": meta,
+    }
+    return Preference.from_dict(record)
+
+
+def _final_reply(row: dict, name: str) -> str:
+    """The last message of a conversation, which must be the assistant's (or a plain string)."""
+    if not isinstance(row.get(name), list):
+        return _text(row, name).strip()
+    messages = _prompt(row, name)
+    if messages[-1]["role"] != "assistant":
+        raise FieldError(name, f"the last message is the {messages[-1]['role']}'s, not the assistant's")
+    return messages[-1]["content"].strip()
