@@ -75,6 +75,7 @@ def read_for_command(args: argparse.Namespace, path, kind: str):
 
 
 def _add_data(sub) -> None:
+    import redline.formats
     from redline.formats import FORMATS
     from redline.records import KINDS
 
@@ -95,7 +96,12 @@ def _add_data(sub) -> None:
     add_reading(p)
     p.set_defaults(func=_data_stats)
 
-    p = data.add_parser("import", help="turn a public data format into redline records")
+    p = data.add_parser(
+        "import",
+        help="turn a public data format into redline records",
+        description=redline.formats.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--from", dest="fmt", required=True, choices=sorted(FORMATS), help="the input format")
     p.add_argument("input", help="JSONL/JSON/Parquet file, a datasets folder or a hub id")
     p.add_argument("output", type=Path, help="JSONL or Parquet output; importers that yield two kinds write a second file beside it")

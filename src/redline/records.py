@@ -63,7 +63,7 @@ class FieldError(ValueError):
 # ----------------------------------------------------------------------------- field checks
 
 
-def _text(obj: dict, name: str, *, allow_empty: bool = False) -> str:
+def text_field(obj: dict, name: str, *, allow_empty: bool = False) -> str:
     if name not in obj:
         raise FieldError(name, "missing")
     value = obj[name]
@@ -74,7 +74,7 @@ def _text(obj: dict, name: str, *, allow_empty: bool = False) -> str:
     return value
 
 
-def _prompt(obj: dict, name: str = "prompt") -> Prompt:
+def prompt_field(obj: dict, name: str = "prompt") -> Prompt:
     if name not in obj:
         raise FieldError(name, "missing")
     value = obj[name]
@@ -99,7 +99,7 @@ def _prompt(obj: dict, name: str = "prompt") -> Prompt:
     raise FieldError(name, f"expected a string or a list of messages, got {type(value).__name__}")
 
 
-def _optional_id(obj: dict) -> str | None:
+def optional_id(obj: dict) -> str | None:
     value = obj.get("id")
     if value is None:
         return None
@@ -111,7 +111,7 @@ def _optional_id(obj: dict) -> str | None:
     return value
 
 
-def _meta(obj: dict) -> dict:
+def meta_field(obj: dict) -> dict:
     value = obj.get("meta")
     if value is None:
         return {}
@@ -173,7 +173,7 @@ class Demonstration(Record):
 
     @classmethod
     def _parse(cls, obj):
-        return cls(prompt=_prompt(obj), response=_text(obj, "response"), id=_optional_id(obj), meta=_meta(obj))
+        return cls(prompt=prompt_field(obj), response=text_field(obj, "response"), id=optional_id(obj), meta=meta_field(obj))
 
 
 @dataclass
@@ -185,7 +185,7 @@ class Ranking(Record):
 
     @classmethod
     def _parse(cls, obj):
-        prompt = _prompt(obj)
+        prompt = prompt_field(obj)
         responses = obj.get("responses")
         if "responses" not in obj:
             raise FieldError("responses", "missing")
@@ -209,7 +209,7 @@ class Ranking(Record):
             raise FieldError("ranks", "ranks must be >= 0 (0 = best)")
         if len(set(ranks)) < 2:
             raise FieldError("ranks", "every response is tied: the ranking says nothing")
-        return cls(prompt=prompt, responses=list(responses), ranks=list(ranks), id=_optional_id(obj), meta=_meta(obj))
+        return cls(prompt=prompt, responses=list(responses), ranks=list(ranks), id=optional_id(obj), meta=meta_field(obj))
 
     def comparisons(self) -> list[tuple[int, int]]:
         """Every (better, worse) pair of indices; ties are dropped, as InstructGPT does."""
@@ -232,11 +232,11 @@ class Preference(Record):
     @classmethod
     def _parse(cls, obj):
         return cls(
-            prompt=_prompt(obj),
-            chosen=_text(obj, "chosen"),
-            rejected=_text(obj, "rejected"),
-            id=_optional_id(obj),
-            meta=_meta(obj),
+            prompt=prompt_field(obj),
+            chosen=text_field(obj, "chosen"),
+            rejected=text_field(obj, "rejected"),
+            id=optional_id(obj),
+            meta=meta_field(obj),
         )
 
 
@@ -256,16 +256,16 @@ class Feedback(Record):
     def _parse(cls, obj):
         revision = obj.get("revision")
         if revision is not None:
-            revision = _text(obj, "revision")
-        elif "revision" not in obj and not _meta(obj).get("critique_only"):
+            revision = text_field(obj, "revision")
+        elif "revision" not in obj and not meta_field(obj).get("critique_only"):
             raise FieldError("revision", "missing (write null and meta.critique_only = true for a critique-only record)")
         return cls(
-            prompt=_prompt(obj),
-            response=_text(obj, "response"),
-            critique=_text(obj, "critique"),
+            prompt=prompt_field(obj),
+            response=text_field(obj, "response"),
+            critique=text_field(obj, "critique"),
             revision=revision,
-            id=_optional_id(obj),
-            meta=_meta(obj),
+            id=optional_id(obj),
+            meta=meta_field(obj),
         )
 
     def to_dict(self):
@@ -289,11 +289,11 @@ class Response(Record):
             raise FieldError("source", f"expected a string, got {type(source).__name__}")
         # An empty response is legal here: it is what a model wrote, and the judges must see it.
         return cls(
-            prompt=_prompt(obj),
-            response=_text(obj, "response", allow_empty=True),
+            prompt=prompt_field(obj),
+            response=text_field(obj, "response", allow_empty=True),
             source=source,
-            id=_optional_id(obj),
-            meta=_meta(obj),
+            id=optional_id(obj),
+            meta=meta_field(obj),
         )
 
 
@@ -310,7 +310,7 @@ class Judgment(Record):
 
     @classmethod
     def _parse(cls, obj):
-        winner = _text(obj, "winner")
+        winner = text_field(obj, "winner")
         if winner not in WINNERS:
             raise FieldError("winner", f"{winner!r} is not one of {', '.join(WINNERS)}")
         order = obj.get("order", "ab")
@@ -320,15 +320,15 @@ class Judgment(Record):
         if not isinstance(raw, str):
             raise FieldError("raw", "expected a string")
         return cls(
-            prompt=_prompt(obj),
-            a=_text(obj, "a", allow_empty=True),
-            b=_text(obj, "b", allow_empty=True),
+            prompt=prompt_field(obj),
+            a=text_field(obj, "a", allow_empty=True),
+            b=text_field(obj, "b", allow_empty=True),
             winner=winner,
-            judge=_text(obj, "judge"),
+            judge=text_field(obj, "judge"),
             order=order,
             raw=raw,
-            id=_optional_id(obj),
-            meta=_meta(obj),
+            id=optional_id(obj),
+            meta=meta_field(obj),
         )
 
 

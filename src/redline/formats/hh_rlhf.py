@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 
-from redline.records import FieldError, Preference, Record, _meta, _text
+from redline.records import FieldError, Preference, Record, meta_field, text_field
 
 NAME = "hh-rlhf"
 KINDS = ("preference",)
@@ -39,8 +39,8 @@ _ROLES = {"Human": "user", "Assistant": "assistant"}
 def convert(row: dict) -> list[Record]:
     """One HH-RLHF row -> one preference record (``FieldError`` names the bad field)."""
     # step 1
-    chosen = parse_transcript(_text(row, "chosen"), "chosen")
-    rejected = parse_transcript(_text(row, "rejected"), "rejected")
+    chosen = parse_transcript(text_field(row, "chosen"), "chosen")
+    rejected = parse_transcript(text_field(row, "rejected"), "rejected")
     # step 2
     prompt = chosen[:-1]
     if prompt[-1]["role"] != "user":
@@ -61,7 +61,7 @@ def convert(row: dict) -> list[Record]:
         "chosen": chosen[-1]["content"],
         "rejected": rejected[-1]["content"],
         "id": row.get("id"),
-        "meta": {**_meta(row), "source_format": NAME},
+        "meta": {**meta_field(row), "source_format": NAME},
     }
     return [Preference.from_dict(record)]
 

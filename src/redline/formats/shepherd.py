@@ -18,7 +18,7 @@ Texts are stripped (Shepherd's answers end with a blank line left by the generat
 
 from __future__ import annotations
 
-from redline.records import Feedback, Record, _meta, _text
+from redline.records import Feedback, Record, meta_field, text_field
 
 NAME = "shepherd"
 KINDS = ("feedback",)
@@ -27,11 +27,11 @@ KINDS = ("feedback",)
 def convert(row: dict) -> list[Record]:
     """One Shepherd row -> one critique-only feedback record."""
     record = {
-        "prompt": _text(row, "question").strip(),
-        "response": _text(row, "answer").strip(),
-        "critique": _text(row, "feedback").strip(),
+        "prompt": text_field(row, "question").strip(),
+        "response": text_field(row, "answer").strip(),
+        "critique": text_field(row, "feedback").strip(),
         "revision": None,
         "id": row.get("id"),
-        "meta": {**_meta(row), "source_format": NAME, "critique_only": True},
+        "meta": {**meta_field(row), "source_format": NAME, "critique_only": True},
     }
     return [Feedback.from_dict(record)]

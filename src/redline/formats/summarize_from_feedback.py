@@ -27,7 +27,7 @@ becomes::
 
 from __future__ import annotations
 
-from redline.records import FieldError, Preference, Record, _meta, _text
+from redline.records import FieldError, Preference, Record, meta_field, text_field
 
 NAME = "summarize-from-feedback"
 KINDS = ("preference",)
@@ -43,12 +43,12 @@ def convert(row: dict) -> list[Record]:
     try:
         if info.get("post") is not None:
             prompt = REDDIT_PROMPT.format(
-                subreddit=_text(info, "subreddit").strip(),
-                title=_text(info, "title").strip(),
-                post=_text(info, "post").strip(),
+                subreddit=text_field(info, "subreddit").strip(),
+                title=text_field(info, "title").strip(),
+                post=text_field(info, "post").strip(),
             )
         elif info.get("article") is not None:
-            prompt = NEWS_PROMPT.format(title=_text(info, "title").strip(), article=_text(info, "article").strip())
+            prompt = NEWS_PROMPT.format(title=text_field(info, "title").strip(), article=text_field(info, "article").strip())
         else:
             raise FieldError("post", "missing (and no article either: neither a Reddit nor a CNN/DM row)")
     except FieldError as e:
@@ -63,7 +63,7 @@ def convert(row: dict) -> list[Record]:
         if not isinstance(summary, dict):
             raise FieldError(f"summaries[{i}]", f"expected an object, got {type(summary).__name__}")
         try:
-            texts.append(_text(summary, "text").strip())
+            texts.append(text_field(summary, "text").strip())
         except FieldError as e:
             raise FieldError(f"summaries[{i}].{e.field}", e.reason) from None
     choice = row.get("choice")
@@ -85,7 +85,7 @@ def convert(row: dict) -> list[Record]:
         "chosen": texts[choice],
         "rejected": texts[1 - choice],
         "id": row.get("id"),
-        "meta": {**_meta(row), **{k: v for k, v in meta.items() if v is not None}, "source_format": NAME},
+        "meta": {**meta_field(row), **{k: v for k, v in meta.items() if v is not None}, "source_format": NAME},
     }
     return [Preference.from_dict(record)]
 

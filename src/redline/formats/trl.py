@@ -29,7 +29,7 @@ kept exactly: TRL's standard fields are concatenated, so their spaces matter.
 
 from __future__ import annotations
 
-from redline.records import Demonstration, FieldError, Preference, Record, _meta, _prompt, _text
+from redline.records import Demonstration, FieldError, Preference, Record, meta_field, prompt_field, text_field
 
 NAME = "trl"
 KINDS = ("preference", "demonstration")
@@ -37,19 +37,19 @@ KINDS = ("preference", "demonstration")
 
 def convert(row: dict) -> list[Record]:
     """One TRL row -> one preference or demonstration record, by its keys."""
-    base = {"id": row.get("id"), "meta": {**_meta(row), "source_format": NAME}}
+    base = {"id": row.get("id"), "meta": {**meta_field(row), "source_format": NAME}}
     if "chosen" in row and "rejected" in row:
         if "prompt" in row:  # step 1
-            record = {"prompt": _prompt(row), "chosen": _reply(row, "chosen"), "rejected": _reply(row, "rejected")}
+            record = {"prompt": prompt_field(row), "chosen": _reply(row, "chosen"), "rejected": _reply(row, "rejected")}
         else:  # step 2
             record = _split_implicit_prompt(row)
         return [Preference.from_dict({**record, **base})]
     if "prompt" in row and "completion" in row:  # step 3
         if "label" in row:
             raise FieldError("label", "unpaired preference (KTO) rows have no redline record; pair them first")
-        return [Demonstration.from_dict({"prompt": _prompt(row), "response": _reply(row, "completion"), **base})]
+        return [Demonstration.from_dict({"prompt": prompt_field(row), "response": _reply(row, "completion"), **base})]
     if "messages" in row:  # step 4
-        messages = _prompt(row, "messages")
+        messages = prompt_field(row, "messages")
         last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
         if last is None:
             raise FieldError("messages", "no assistant message to learn from")
@@ -69,8 +69,8 @@ def convert(row: dict) -> list[Record]:
 def _reply(row: dict, name: str) -> str:
     """A standard reply (a string) or a conversational one (a list of one assistant message)."""
     if not isinstance(row.get(name), list):
-        return _text(row, name)
-    messages = _prompt(row, name)
+        return text_field(row, name)
+    messages = prompt_field(row, name)
     if len(messages) != 1 or messages[0]["role"] != "assistant":
         roles = ", ".join(m["role"] for m in messages)
         raise FieldError(name, f"expected one assistant message, got {len(messages)} ({roles})")
@@ -84,7 +84,7 @@ def _split_implicit_prompt(row: dict) -> dict:
             "missing; an implicit prompt can only be split off conversations (chosen and rejected as "
             "lists of messages), not off strings",
         )
-    chosen, rejected = _prompt(row, "chosen"), _prompt(row, "rejected")
+    chosen, rejected = prompt_field(row, "chosen"), prompt_field(row, "rejected")
     shared = 0
     while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
         shared += 1

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from redline.records import FieldError, Feedback, Preference, Ranking, Record, _meta, _prompt, _text
+from redline.records import FieldError, Feedback, Preference, Ranking, Record, meta_field, prompt_field, text_field
 
 NAME = "ultrafeedback"
 KINDS = ("ranking", "preference", "feedback")
@@ -63,11 +63,11 @@ def convert(row: dict, *, score: str = "fine-grained", left_out: Counter | None 
     if score not in SCORES:
         raise ValueError(f"unknown score {score!r} (expected one of {', '.join(SCORES)})")
     left_out = left_out if left_out is not None else Counter()
-    prompt = _text(row, "instruction").strip()
+    prompt = text_field(row, "instruction").strip()
     completions = row.get("completions")
     if not isinstance(completions, list):
         raise FieldError("completions", "missing" if completions is None else "expected a list of completions")
-    meta = {**_meta(row), "source_format": NAME}
+    meta = {**meta_field(row), "source_format": NAME}
     if isinstance(row.get("source"), str):
         meta["prompt_source"] = row["source"]
 
@@ -173,12 +173,12 @@ def _optional_text(obj: dict, name: str, where: str) -> str:
 
 
 def _binarized(row: dict) -> Record:
-    meta = {**_meta(row), "source_format": NAME}
+    meta = {**meta_field(row), "source_format": NAME}
     for key in ("score_chosen", "score_rejected"):
         if row.get(key) is not None:
             meta[key] = row[key]
     record = {
-        "prompt": _text(row, "prompt").strip(),
+        "prompt": text_field(row, "prompt").strip(),
         "chosen": _final_reply(row, "chosen"),
         "rejected": _final_reply(row, "rejected"),
         "id": row.get("id") if row.get("id") is not None else row.get("prompt_id"),
@@ -190,8 +190,8 @@ def _binarized(row: dict) -> Record:
 def _final_reply(row: dict, name: str) -> str:
     """The last message of a conversation, which must be the assistant's (or a plain string)."""
     if not isinstance(row.get(name), list):
-        return _text(row, name).strip()
-    messages = _prompt(row, name)
+        return text_field(row, name).strip()
+    messages = prompt_field(row, name)
     if messages[-1]["role"] != "assistant":
         raise FieldError(name, f"the last message is the {messages[-1]['role']}'s, not the assistant's")
     return messages[-1]["content"].strip()

@@ -1,0 +1,94 @@
+"""The `redline` command: help everywhere, shared option names, one-line errors with exit code 2."""
+
+import argparse
+import json
+
+import pytest
+
+from redline.cli import build_parser, main
+
+
+def _all_subparsers(parser, path=()):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield path + (name,), sub
+                yield from _all_subparsers(sub, path + (name,))
+
+
+def _leaf_commands():
+    subs = list(_all_subparsers(build_parser()))
+    parents = {p[:-1] for p, _ in subs}
+    return [(p, s) for p, s in subs if p not in parents]
+
+
+@pytest.mark.parametrize("path", [p for p, _ in _leaf_commands()], ids=" ".join)
+def test_every_command_has_help(path, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main([*path, "--help"])
+    assert exit.value.code == 0
+    assert "usage: redline " + " ".join(path) in capsys.readouterr().out
+
+
+def test_shared_options_are_spelled_the_same_everywhere():
+    readers = 0
+    for path, sub in _leaf_commands():
+        options = {o for a in sub._actions for o in a.option_strings}
+        if "--limit" in options:
+            readers += 1
+            assert "--skip-invalid" in options, path
+        if "--max-steps" in options or "--epochs" in options:
+            assert {"--max-steps", "--epochs", "--out", "--seed"} <= options, path
+        assert not options & {"--output", "--output-dir", "--model-name", "--random-seed", "--n", "--max_steps"}, path
+    assert readers >= 3
+
+
+def test_validate_reports_count_and_exit_0(jsonl, capsys):
+    path = jsonl([{"prompt": "p", "chosen": "a", "rejected": "b"}] * 3)
+    assert main(["data", "validate", str(path), "--kind", "preference"]) == 0
+    assert "3 valid preference records" in capsys.readouterr().out
+
+
+def test_validate_bad_file_prints_every_bad_line_and_exits_2(jsonl, capsys):
+    path = jsonl([{"prompt": "p", "chosen": "a"}, "nope", {"prompt": "p", "chosen": "a", "rejected": "b"}])
+    assert main(["data", "validate", str(path), "--kind", "preference"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:1: rejected: missing" in err
+    assert f"{path}:2: <line>: not JSON" in err
+    assert "Traceback" not in err
+
+
+def test_missing_file_is_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["data", "validate", str(tmp_path / "none.jsonl"), "--kind", "feedback"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "none.jsonl:0: <file>: cannot read" in err[0]
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    from redline.records import RecordError
+
+    with pytest.raises(RecordError):
+        main(["--debug", "data", "validate", str(tmp_path / "none.jsonl"), "--kind", "feedback"])
+
+
+def test_skip_invalid_reports_on_stderr(jsonl, capsys):
+    path = jsonl([{"prompt": "p", "chosen": "a", "rejected": "b"}, {"prompt": "p"}])
+    assert main(["data", "validate", str(path), "--kind", "preference", "--skip-invalid"]) == 0
+    out = capsys.readouterr()
+    assert "1 valid preference records" in out.out and "skipped 1 invalid" in out.err
+
+
+def test_stats_counts_ties_duplicates_and_token_lengths(jsonl, capsys):
+    rows = [
+        {"prompt": "p1", "responses": ["a b c", "d", "e"], "ranks": [0, 1, 1]},
+        {"prompt": "p1", "responses": ["a b c", "d", "e"], "ranks": [0, 1, 1]},
+        {"prompt": "p2", "responses": ["x", "y"], "ranks": [1, 0]},
+    ]
+    assert main(["data", "stats", str(jsonl(rows)), "--kind", "ranking", "--tokenizer", "tiny-random"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["records"] == 3 and stats["unique_prompts"] == 2
+    assert stats["duplicate_prompts"] == 1 and stats["duplicate_records"] == 1
+    assert stats["tied_pairs"] == 2 and stats["rankings_with_ties"] == 2
+    assert stats["comparisons"] == 2 + 2 + 1
+    assert stats["responses_per_ranking"] == {"2": 1, "3": 2}
+    assert stats["tokens"]["responses"]["max"] >= 3 and stats["tokens"]["prompt"]["min"] >= 1

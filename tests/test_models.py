@@ -1,0 +1,101 @@
+"""Model loading and saving on tiny-random: no network, seconds."""
+
+import json
+
+import pytest
+import torch
+
+from redline import RedlineError
+from redline.models import (
+    LoraSettings,
+    ModelCard,
+    add_lora,
+    load_causal_lm,
+    load_reward_model,
+    load_tokenizer,
+    resolve,
+    save_model,
+)
+
+
+def test_tiny_random_is_a_two_layer_llama_with_the_embedded_tokenizer():
+    model = load_causal_lm("tiny-random", device="cpu")
+    tokenizer = load_tokenizer("tiny-random")
+    assert model.config.num_hidden_layers == 2 and model.config.hidden_size == 64
+    assert model.config.vocab_size == len(tokenizer) == 49152
+    assert tokenizer.pad_token is not None
+    chat = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    assert chat.endswith("<|im_start|>assistant\n")
+    assert not model.training
+
+
+def test_tiny_random_weights_are_fixed():
+    a = load_causal_lm("tiny-random", device="cpu").state_dict()
+    b = load_causal_lm("tiny-random", device="cpu").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_dtype_is_honoured():
+    model = load_causal_lm("tiny-random", dtype="bfloat16", device="cpu")
+    assert next(model.parameters()).dtype == torch.bfloat16
+
+
+def test_reward_model_has_one_output_and_knows_its_pad_token():
+    model = load_reward_model("tiny-random", device="cpu")
+    tokenizer = load_tokenizer("tiny-random")
+    batch = tokenizer(["a short one", "a somewhat longer text here"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        logits = model(**batch).logits
+    assert logits.shape == (2, 1)
+    assert model.config.pad_token_id == tokenizer.pad_token_id
+
+
+def test_unknown_names_are_clear_errors(tmp_path):
+    with pytest.raises(RedlineError, match="is not a folder, a hub id"):
+        resolve("no-such-model")
+    with pytest.raises(RedlineError, match="dtype 'float8'"):
+        load_causal_lm("tiny-random", dtype="float8")
+
+
+def test_lora_trains_only_adapters_and_saves_a_loadable_run(tmp_path):
+    model = add_lora(load_causal_lm("tiny-random", device="cpu").train(), LoraSettings(r=4, alpha=8))
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    # One step so the adapter is not the identity, then save and reload through the run folder.
+    tokenizer = load_tokenizer("tiny-random")
+    batch = tokenizer(["hello world"], return_tensors="pt")
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
+    model(**batch, labels=batch["input_ids"]).loss.backward()
+    optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        expected = model(**batch).logits
+    card = ModelCard(kind="sft", base_model="tiny-random", data=["demos.jsonl"], command="redline train sft")
+    out = save_model(model, tokenizer, tmp_path / "run", card)
+    info = json.loads((out / "redline.json").read_text())
+    assert info["adapter"] is True and info["base_model"] == "tiny-random"
+    assert "redline train sft" in (out / "README.md").read_text()
+    assert not list(out.glob("*.bin")) and list(out.glob("*.safetensors"))
+    reloaded = load_causal_lm(str(out), device="cpu")
+    with torch.no_grad():
+        assert torch.allclose(reloaded(**batch).logits, expected, atol=1e-5)
+
+
+def test_a_reward_run_is_refused_where_a_language_model_is_expected(tmp_path):
+    model = load_reward_model("tiny-random", device="cpu")
+    save_model(model, load_tokenizer("tiny-random"), tmp_path / "rm", ModelCard(kind="reward", base_model="tiny-random"))
+    with pytest.raises(RedlineError, match="is a reward model, not a causal language model"):
+        load_causal_lm(str(tmp_path / "rm"))
+    assert load_reward_model(str(tmp_path / "rm"), device="cpu").config.num_labels == 1
+
+
+@pytest.mark.slow
+def test_embedded_model_answers_in_its_chat_format():
+    model = load_causal_lm("embedded", device="cpu")
+    tokenizer = load_tokenizer("embedded")
+    assert model.config.num_hidden_layers == 30
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    out = model.generate(**ids, max_new_tokens=12, do_sample=False)
+    assert "Paris" in tokenizer.decode(out[0, ids["input_ids"].shape[1]:])
