@@ -132,6 +132,61 @@ def _data_import(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- train
+
+
+def _add_train(sub) -> None:
+    from redline.train.critic import CriticConfig
+    from redline.train.sft import DemonstrationConfig, add_settings_arguments
+
+    train = sub.add_parser("train", help="fine-tune models: sft, critic").add_subparsers(
+        dest="train_command", required=True, metavar="COMMAND"
+    )
+    p = train.add_parser(
+        "critic",
+        help="train a critique-and-revision model on feedback records (Jin et al. 2023)",
+        description="Fine-tune a model that, given a prompt and a response, writes a critique and then a revision. "
+        "The loss covers only the critique and the revision. Every flag is a field of CriticConfig; "
+        "RUN/train_config.json holds the resolved config (--config repeats a run).",
+    )
+    add_settings_arguments(p, CriticConfig)
+    add_out(p, help="the run folder (model, card, config, training curve, checkpoints)")
+    p.add_argument("--config", help="a resolved train_config.json to start from (flags override it)")
+    p.set_defaults(func=_train_critic)
+
+    p = train.add_parser(
+        "sft",
+        help="supervised fine-tuning on demonstrations (InstructGPT step 1)",
+        description="Fine-tune on demonstration records with the loss on the response only.",
+    )
+    add_settings_arguments(p, DemonstrationConfig)
+    add_out(p, help="the run folder")
+    p.add_argument("--config", help="a resolved train_config.json to start from (flags override it)")
+    p.set_defaults(func=_train_sft)
+
+
+def _train_critic(args) -> int:
+    from redline.train.critic import CriticConfig, train_critic
+    from redline.train.sft import settings_from_args
+
+    config = settings_from_args(CriticConfig, args)
+    if not config.data:
+        raise RedlineError("--data is required: a file of feedback records")
+    metrics = train_critic(config, args.out)
+    print(json.dumps(metrics))
+    return 0
+
+
+def _train_sft(args) -> int:
+    from redline.train.sft import DemonstrationConfig, settings_from_args, train_demonstrations
+
+    config = settings_from_args(DemonstrationConfig, args)
+    if not config.data:
+        raise RedlineError("--data is required: a file of demonstration records")
+    print(json.dumps(train_demonstrations(config, args.out)))
+    return 0
+
+
 # ----------------------------------------------------------------------------- demo
 
 
@@ -171,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_demo(sub)
     _add_data(sub)
+    _add_train(sub)
     return parser
 
 

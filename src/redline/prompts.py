@@ -1,0 +1,163 @@
+"""Every template redline puts in front of a model, in one place.
+
+Each section belongs to one method; its parser (where the model's output must be read back)
+lives beside its template, so a change to one is seen with the other.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from redline.records import Prompt, prompt_text
+
+# ============================================================================ critic (Jin et al. 2023)
+# One model reads a request and a response, writes a critique (strengths and weaknesses), then a
+# revision. Critique-only records (Shepherd, UltraFeedback) are asked for the critique alone, so
+# they teach the critique without teaching the model to stop before a revision.
+
+CRITIC_TEMPLATE = """Below is a request and a response to it. First write a critique of the response that names what it does well and what it gets wrong. Then write a revision of the response that fixes every problem the critique names and keeps everything else.
+
+### Request
+{prompt}
+
+### Response
+{response}"""
+
+CRITIQUE_ONLY_TEMPLATE = """Below is a request and a response to it. Write a critique of the response that names what it does well and what it gets wrong.
+
+### Request
+{prompt}
+
+### Response
+{response}"""
+
+CRITIQUE_MARK = "Critique:"
+REVISION_MARK = "Revision:"
+
+
+def critic_messages(prompt: Prompt, response: str, critique_only: bool = False) -> list[dict[str, str]]:
+    """The chat prompt the critic sees. A chat prompt is shown by its last user message."""
+    template = CRITIQUE_ONLY_TEMPLATE if critique_only else CRITIC_TEMPLATE
+    return [{"role": "user", "content": template.format(prompt=prompt_text(prompt), response=response)}]
+
+
+def critic_target(critique: str, revision: str | None) -> str:
+    """What the critic learns to write: the critique, then (unless critique-only) the revision."""
+    text = f"{CRITIQUE_MARK} {critique.strip()}"
+    return text if revision is None else f"{text}\n\n{REVISION_MARK}\n{revision}"
+
+
+@dataclass
+class CriticOutput:
+    critique: str
+    revision: str | None  # None: the output did not parse (no revision part, or an empty one)
+
+    @property
+    def parsed(self) -> bool:
+        return self.revision is not None
+
+
+_REVISION_SPLIT = re.compile(rf"^\s*{re.escape(REVISION_MARK)}[ \t]*\n?", re.MULTILINE)
+
+
+def parse_critic_output(text: str) -> CriticOutput:
+    """Split a critic's generation into critique and revision.
+
+    The revision starts after the first line that begins with "Revision:"; a missing marker or an
+    empty revision is a parse failure (``revision`` None), which callers count and never apply.
+    """
+    parts = _REVISION_SPLIT.split(text, maxsplit=1)
+    critique = parts[0].strip()
+    if critique.startswith(CRITIQUE_MARK):
+        critique = critique[len(CRITIQUE_MARK):].strip()
+    if len(parts) < 2:
+        return CriticOutput(critique=critique, revision=None)
+    revision = parts[1].strip("\n")
+    return CriticOutput(critique=critique, revision=revision if revision.strip() else None)
+
+
+# ============================================================================ pairwise judge (AlpacaEval-style)
+# The LLM judge sees one instruction and two outputs and names the better one. The wording
+# follows AlpacaEval's pairwise annotator ("Output (a)" / "Output (b)"); the judge asks twice,
+# with the outputs swapped, so a judge that prefers a position cancels out (judges/llm.py).
+# Bump PAIRWISE_VERSION whenever the template changes: it is part of the judge cache key.
+
+PAIRWISE_VERSION = "pairwise-v1"
+
+PAIRWISE_SYSTEM = (
+    "You are a careful, impartial judge of answers to instructions. You compare two outputs and "
+    "name the better one. The order in which they are shown and their lengths must not sway you."
+)
+
+PAIRWISE_TEMPLATE = """Which output follows the instruction better? Judge whether it does what was asked, every explicit requirement included (length, format, words to use or avoid), and whether it is correct and helpful.
+
+## Instruction
+{instruction}
+
+## Output (a)
+{output_a}
+
+## Output (b)
+{output_b}
+
+## Your answer
+Answer with exactly "Output (a)" or "Output (b)" and nothing else."""
+
+
+def render_instruction(prompt: Prompt) -> str:
+    """A prompt as the judge reads it: the text, or a chat written out turn by turn."""
+    if isinstance(prompt, str):
+        return prompt
+    if len(prompt) == 1:
+        return prompt[0]["content"]
+    return "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in prompt)
+
+
+def pairwise_messages(prompt: Prompt, first: str, second: str) -> list[dict[str, str]]:
+    """The chat the LLM judge is sent: ``first`` is shown as Output (a), ``second`` as Output (b)."""
+    user = PAIRWISE_TEMPLATE.format(instruction=render_instruction(prompt), output_a=first, output_b=second)
+    return [{"role": "system", "content": PAIRWISE_SYSTEM}, {"role": "user", "content": user}]
+
+
+# Ordered from the most explicit form a judge writes to the loosest. The first pattern that
+# matches decides; if it matches both letters the answer is ambiguous and the verdict invalid
+# (an answer that names both outputs says nothing a parser can trust).
+_LETTER = r"[\(\[\"'*]*\s*(a|b|1|2)\s*[\)\]\"'*]*"
+_WHOLE = re.compile(rf"^(?:output|response|answer|assistant)?\s*{_LETTER}\s*[.!]?$")
+_VERDICT_PATTERNS = [
+    re.compile(r"\[\[\s*(a|b|c|tie)\s*\]\]"),  # MT-Bench: [[A]], [[B]], [[C]] = tie
+    re.compile(rf"(?:output|response|answer|assistant)\s*{_LETTER}\s*(?:is|was|seems|appears)\s+(?:clearly\s+|slightly\s+|much\s+)?(?:the\s+)?(?:better|best|preferred|superior|stronger)"),
+    re.compile(rf"(?:better|best|preferred|winning|superior)\s+(?:output|response|answer)\s*(?:is|:)\s*(?:output|response|answer)?\s*{_LETTER}(?![a-z])"),
+    re.compile(rf"(?:i\s+(?:would\s+)?(?:prefer|choose|pick|select)|verdict\s*:|winner\s*(?:is|:)|answer\s*:|choice\s*:)\s*(?:output|response|answer)?\s*{_LETTER}(?![a-z])"),
+    re.compile(rf"(?:output|response)\s*{_LETTER}(?![a-z])"),  # names one output somewhere, and only one
+    re.compile(r"^[\(\[]?(a|b)[\)\]]?(?:[.:,!\n]|$)"),  # starts with "A." or "B:" or "(b)"
+]
+_TIE_RE = re.compile(r"\b(?:it'?s a tie|tie|equally good|equally bad|both (?:are|outputs are) equal(?:ly good)?|neither is better)\b")
+_LETTER_VERDICT = {"a": "a", "1": "a", "b": "b", "2": "b", "c": "tie", "tie": "tie"}
+
+
+def parse_pairwise_verdict(text: str) -> str:
+    """``a``, ``b``, ``tie`` or ``invalid`` from what a judge wrote.
+
+    Reads "Output (a)", "A", "(b)", "[[B]]", "Response B is better", "I prefer output 2",
+    "Tie" ... in any case. Anything that names both or neither is ``invalid``.
+    """
+    t = re.sub(r"<think>.*?</think>", "", text.lower(), flags=re.DOTALL)  # reasoning models think first
+    t = t.strip().strip("*\"'`").strip()  # markdown bold, quotes
+    if not t:
+        return "invalid"
+    # The whole answer, or its first line, is a bare label: that decides, whatever follows.
+    for candidate in (t, t.splitlines()[0].strip().strip("*\"'`").strip()):
+        whole = _WHOLE.match(candidate)
+        if whole:
+            return _LETTER_VERDICT[whole.group(1)]
+    for pattern in _VERDICT_PATTERNS:
+        found = {_LETTER_VERDICT[m] for m in pattern.findall(t)}
+        if len(found) == 1:
+            return found.pop()
+        if len(found) > 1:
+            return "invalid"
+    if _TIE_RE.search(t):
+        return "tie"
+    return "invalid"

@@ -1,0 +1,235 @@
+"""Supervised fine-tuning on (prompt, completion) chat pairs, with the loss on the completion only.
+
+One routine serves every supervised trainer in redline: `redline train sft` (InstructGPT's SFT on
+demonstrations), the critic (critique and revision given a prompt and a response) and PIT's SFT
+(the better response given the prompt and the worse one). Each builds its chat pairs and calls
+``train_sft``; TRL's ``SFTTrainer`` does the work (tokenising with the model's own chat template,
+masking the prompt out of the loss, the training loop, checkpoints).
+
+What a run folder holds when it is done::
+
+    RUN/train_config.json      the resolved config: `redline train ... --config RUN/train_config.json` repeats it
+    RUN/model.safetensors      the weights (or adapter_model.safetensors for LoRA) and the tokenizer
+    RUN/README.md, redline.json  the model card: base model, data, command, date, metrics
+    RUN/train_log.jsonl        every logged step (loss, learning rate, epoch)
+    RUN/training_curve.png     the loss against the step
+    RUN/checkpoints/           checkpoints; an interrupted run resumes from the last one
+
+InstructGPT's SFT (arXiv 2203.02155) trained 16 epochs with cosine decay and residual dropout 0.2
+on 175B-scale models; the defaults here are for a 135M model on a CPU (1 epoch, LoRA, no dropout
+change) and every one is a config field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from redline import RedlineError
+
+
+@dataclass
+class SFTSettings:
+    """Knobs every supervised trainer shares. Defaults fit the embedded 135M model on a CPU."""
+
+    # --- model
+    model: str = field(default="embedded", metadata={"help": "base model: hub id, path, embedded or tiny-random"})
+    lora: bool = field(default=True, metadata={"help": "train LoRA adapters (False: full fine-tuning)"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA path"})
+    dtype: str = field(default="float32", metadata={"help": "weights dtype while training"})
+    device: str = field(default="auto", metadata={"help": "cpu, cuda or auto"})
+    # --- optimisation
+    learning_rate: float | None = field(default=None, metadata={"help": "peak lr (default: 2e-4 LoRA, 2e-5 full)"})
+    epochs: float = field(default=1.0, metadata={"help": "passes over the data"})
+    max_steps: int | None = field(default=None, metadata={"help": "stop after N optimiser steps (overrides epochs)"})
+    batch_size: int = field(default=8, metadata={"help": "sequences per device per step"})
+    grad_accum: int = field(default=1, metadata={"help": "steps accumulated per optimiser step"})
+    lr_scheduler: str = field(default="cosine", metadata={"help": "transformers scheduler name"})
+    warmup: float = field(default=0.03, metadata={"help": "warm-up steps (int) or share of all steps (<1)"})
+    max_length: int = field(default=768, metadata={"help": "tokens per sequence; longer ones are cut"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory"})
+    # --- bookkeeping
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    logging_steps: int = field(default=5, metadata={"help": "log every N steps"})
+    save_steps: int = field(default=50, metadata={"help": "checkpoint every N steps"})
+    report_to: str = field(default="none", metadata={"help": "none, tensorboard or wandb"})
+
+    def lr(self) -> float:
+        return self.learning_rate if self.learning_rate is not None else (2e-4 if self.lora else 2e-5)
+
+
+def settings_from_args(cls, args) -> Any:
+    """Build a config dataclass from argparse values, taking only the fields the user gave.
+
+    ``--config RUN/train_config.json`` loads a resolved config first; flags given on the command line
+    override it.
+    """
+    values: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        values.update(json.loads(Path(args.config).read_text()))
+    for f in fields(cls):
+        given = getattr(args, f.name, None)
+        if given is not None:
+            values[f.name] = given
+    unknown = set(values) - {f.name for f in fields(cls)}
+    if unknown:
+        raise RedlineError(f"unknown config fields {sorted(unknown)} for {cls.__name__}")
+    return cls(**values)
+
+
+def add_settings_arguments(parser, cls, skip: tuple[str, ...] = ()) -> None:
+    """One flag per config field (``--lora-r``, ``--no-lora`` ...), help text from the dataclass."""
+    for f in fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, dest=f.name, action="store_true", default=None, help=help_text)
+            parser.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false", help=f"do not: {help_text}")
+            continue
+        kind = {"int": int, "float": float, "int | None": int, "float | None": float}.get(str(f.type), str)
+        parser.add_argument(flag, dest=f.name, type=kind, default=None, help=f"{help_text} (default: {f.default})")
+
+
+def last_checkpoint(out: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = out / "checkpoints"
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def save_training_curve(log_history: list[dict], out: Path, title: str) -> Path | None:
+    """Write every logged step to train_log.jsonl and the loss curve to training_curve.png."""
+    with open(out / "train_log.jsonl", "w") as f:
+        for row in log_history:
+            f.write(json.dumps(row) + "\n")
+    points = [(row["step"], row["loss"]) for row in log_history if "loss" in row and "step" in row]
+    if not points:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3)
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("training loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = out / "training_curve.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def train_sft(
+    examples: list[dict],
+    settings: SFTSettings,
+    out: str | os.PathLike,
+    *,
+    kind: str,
+    data: list[str],
+    config: Any = None,
+) -> dict[str, Any]:
+    """Fine-tune ``settings.model`` on chat pairs ``{"prompt": [messages], "completion": [messages]}``.
+
+    The loss covers only the completion. ``config`` (the command's resolved config dataclass) is
+    written to RUN/train_config.json. Resumes from RUN/checkpoints when a checkpoint is there. Returns
+    the metrics written into the model card.
+    """
+    import torch
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from redline.models import LoraSettings, ModelCard, add_lora, command_line, load_causal_lm, load_tokenizer, pick_device, save_model
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not examples:
+        raise RedlineError("no training examples")
+    (out / "train_config.json").write_text(json.dumps(asdict(config or settings), indent=2, default=str) + "\n")
+
+    device = pick_device(settings.device)
+    torch.manual_seed(settings.seed)
+    tokenizer = load_tokenizer(settings.model)
+    model = load_causal_lm(settings.model, dtype=settings.dtype, device=device).train()
+    if settings.lora:
+        model = add_lora(model, LoraSettings(r=settings.lora_r, alpha=settings.lora_alpha, dropout=settings.lora_dropout))
+
+    args = SFTConfig(
+        output_dir=str(out / "checkpoints"),
+        learning_rate=settings.lr(),
+        num_train_epochs=settings.epochs,
+        max_steps=settings.max_steps if settings.max_steps is not None else -1,
+        per_device_train_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.grad_accum,
+        lr_scheduler_type=settings.lr_scheduler,
+        warmup_steps=settings.warmup,
+        max_length=settings.max_length,
+        gradient_checkpointing=settings.gradient_checkpointing,
+        bf16=settings.dtype == "bfloat16" and device.startswith("cuda"),
+        fp16=False,
+        use_cpu=device == "cpu",
+        seed=settings.seed,
+        logging_steps=settings.logging_steps,
+        logging_first_step=True,
+        save_steps=settings.save_steps,
+        save_total_limit=2,
+        report_to=settings.report_to,
+        completion_only_loss=True,
+        dataset_num_proc=None,
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples), processing_class=tokenizer)
+    resume = last_checkpoint(out)
+    if resume:
+        print(f"redline: resuming from {resume}", file=sys.stderr)
+    result = trainer.train(resume_from_checkpoint=resume)
+
+    history = trainer.state.log_history
+    losses = [row["loss"] for row in history if "loss" in row]
+    metrics = {
+        "examples": len(examples),
+        "steps": trainer.state.global_step,
+        "first_loss": round(losses[0], 4) if losses else None,
+        "final_loss": round(losses[-1], 4) if losses else None,
+        "train_seconds": round(result.metrics.get("train_runtime", math.nan), 1),
+    }
+    card = ModelCard(kind=kind, base_model=settings.model, data=data, command=command_line(), metrics=metrics)
+    save_model(trainer.model, tokenizer, out, card)
+    save_training_curve(history, out, f"{kind}: {settings.model}")
+    return metrics
+
+
+@dataclass
+class DemonstrationConfig(SFTSettings):
+    """`redline train sft`: demonstrations, then every SFT knob (see SFTSettings)."""
+
+    data: str = field(default="", metadata={"help": "demonstration records (JSONL, Parquet or a datasets folder)"})
+    limit: int | None = field(default=None, metadata={"help": "train on the first N records"})
+    skip_invalid: bool = field(default=False, metadata={"help": "skip bad records instead of stopping"})
+
+
+def train_demonstrations(config: DemonstrationConfig, out) -> dict[str, Any]:
+    """InstructGPT step 1: the prompt as the user turn, the demonstration as the assistant turn."""
+    from redline.records import read_records
+
+    records = read_records(config.data, "demonstration", skip_invalid=config.skip_invalid, limit=config.limit)
+    examples = [
+        {"prompt": as_chat(r.prompt), "completion": [{"role": "assistant", "content": r.response}]} for r in records
+    ]
+    return train_sft(examples, config, out, kind="sft", data=[config.data], config=config)
+
+
+def as_chat(prompt) -> list[dict[str, str]]:
+    """A record prompt as chat messages: a string is one user message."""
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)

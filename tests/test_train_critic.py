@@ -1,0 +1,77 @@
+"""The critic trainer on tiny-random: the loss covers only critique and revision, it falls, and a
+killed run resumes from its checkpoint."""
+
+import json
+
+import pytest
+
+from redline.cli import main
+from redline.prompts import critic_messages, critic_target, parse_critic_output
+from redline.records import Feedback
+from redline.train.critic import critic_examples
+
+FEEDBACK = [
+    {
+        "prompt": f"Write a sentence about topic {i}, all in lowercase.",
+        "response": f"The Topic {i} Is Interesting.",
+        "critique": "It is one clear sentence, but it uses capital letters; the prompt asked for all lowercase.",
+        "revision": f"the topic {i} is interesting.",
+    }
+    for i in range(16)
+]
+
+
+def test_examples_put_critique_then_revision_in_the_completion_only():
+    records = [Feedback(**FEEDBACK[0]), Feedback(prompt="q", response="r", critique="Too short.")]
+    full, critique_only = critic_examples(records)
+    assert FEEDBACK[0]["response"] in full["prompt"][0]["content"]
+    assert full["completion"][0]["content"] == critic_target(FEEDBACK[0]["critique"], FEEDBACK[0]["revision"])
+    assert "Revision:" not in critique_only["completion"][0]["content"]
+    assert critique_only["prompt"] == critic_messages("q", "r", critique_only=True)
+    assert "revision" not in critique_only["prompt"][0]["content"].lower()
+
+
+@pytest.mark.parametrize(
+    "text, critique, revision",
+    [
+        ("Critique: Too long.\n\nRevision:\nshort one", "Too long.", "short one"),
+        ("Critique: Good.\nRevision: same text", "Good.", "same text"),
+        ("Critique: no revision follows", "no revision follows", None),
+        ("Critique: empty one\nRevision:\n   \n", "empty one", None),
+        ("The word Revision: inside a line does not count", "The word Revision: inside a line does not count", None),
+    ],
+)
+def test_parse_critic_output(text, critique, revision):
+    out = parse_critic_output(text)
+    assert (out.critique, out.revision, out.parsed) == (critique, revision, revision is not None)
+
+
+def test_parse_inverts_the_target():
+    out = parse_critic_output(critic_target("Fine, but too long.", "line one\n- bullet\nP.S. end"))
+    assert out.critique == "Fine, but too long." and out.revision == "line one\n- bullet\nP.S. end"
+
+
+def test_train_critic_cli_loss_falls_adapter_changes_and_resume_continues(jsonl, tmp_path):
+    from safetensors.torch import load_file
+
+    data = jsonl(FEEDBACK)
+    run = tmp_path / "run"
+    common = ["train", "critic", "--data", str(data), "--model", "tiny-random", "--out", str(run),
+              "--batch-size", "4", "--learning-rate", "3e-3", "--logging-steps", "1", "--save-steps", "4", "--warmup", "0"]
+    assert main(common + ["--max-steps", "8"]) == 0
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    losses = [row["loss"] for row in log if "loss" in row]
+    assert losses[-1] < losses[0]
+    adapter = load_file(run / "adapter_model.safetensors")
+    assert any(("lora_B" in k) and v.abs().sum() > 0 for k, v in adapter.items())  # B starts at zero
+    info = json.loads((run / "redline.json").read_text())
+    assert info["kind"] == "critic" and info["base_model"] == "tiny-random" and info["adapter"]
+    assert json.loads((run / "train_config.json").read_text())["max_steps"] == 8
+    assert (run / "training_curve.png").stat().st_size > 0
+
+    # A longer run in the same folder resumes from checkpoint-8 rather than starting over.
+    assert main(common + ["--max-steps", "12"]) == 0
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    steps = [row["step"] for row in log if "loss" in row]
+    assert steps[-1] == 12 and 1 in steps  # the history of the first run is carried in the checkpoint
+    assert json.loads((run / "redline.json").read_text())["metrics"]["steps"] == 12
