@@ -137,7 +137,8 @@ def _data_import(args) -> int:
 
 def _add_train(sub) -> None:
     from redline.train.critic import CriticConfig
-    from redline.train.sft import DemonstrationConfig, add_settings_arguments
+    from redline.config import add_settings_arguments
+    from redline.train.sft import DemonstrationConfig
 
     train = sub.add_parser("train", help="fine-tune models: sft, critic").add_subparsers(
         dest="train_command", required=True, metavar="COMMAND"
@@ -166,8 +167,8 @@ def _add_train(sub) -> None:
 
 
 def _train_critic(args) -> int:
+    from redline.config import settings_from_args
     from redline.train.critic import CriticConfig, train_critic
-    from redline.train.sft import settings_from_args
 
     config = settings_from_args(CriticConfig, args)
     if not config.data:
@@ -178,12 +179,43 @@ def _train_critic(args) -> int:
 
 
 def _train_sft(args) -> int:
-    from redline.train.sft import DemonstrationConfig, settings_from_args, train_demonstrations
+    from redline.config import settings_from_args
+    from redline.train.sft import DemonstrationConfig, train_demonstrations
 
     config = settings_from_args(DemonstrationConfig, args)
     if not config.data:
         raise RedlineError("--data is required: a file of demonstration records")
     print(json.dumps(train_demonstrations(config, args.out)))
+    return 0
+
+
+# ----------------------------------------------------------------------------- revise
+
+
+def _add_revise(sub) -> None:
+    from redline.config import add_settings_arguments
+    from redline.improve.revise import ReviseConfig
+
+    p = sub.add_parser(
+        "revise",
+        help="critique and revise any model's responses with a trained critic, iteratively",
+        description="Iteration k critiques and revises the output of iteration k-1. DIR gets iteration_0.jsonl "
+        "(the input) ... iteration_N.jsonl and summary.json; rerun the same command to resume.",
+    )
+    add_settings_arguments(p, ReviseConfig)
+    add_out(p, help="output folder")
+    p.set_defaults(func=_revise)
+
+
+def _revise(args) -> int:
+    from redline.config import settings_from_args
+    from redline.improve.revise import ReviseConfig, revise
+
+    config = settings_from_args(ReviseConfig, args)
+    if not config.critic or not config.input:
+        raise RedlineError("--critic and --input are required")
+    summary = revise(config, args.out)
+    print(json.dumps(summary["iterations"]))
     return 0
 
 
@@ -227,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_data(sub)
     _add_train(sub)
+    _add_revise(sub)
     return parser
 
 

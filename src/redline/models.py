@@ -177,14 +177,16 @@ def load_tokenizer(name: str):
     return tokenizer
 
 
-def _load(auto_cls, name: str, dtype: str, device: str, **kwargs):
+def _load(auto_cls, name: str, dtype: str, device: str, merge_lora: bool = False, **kwargs):
     path = resolve(name)
     info = run_info(path)
     if info.get("adapter"):
         from peft import PeftModel
 
         base = _load(auto_cls, info["base_model"], dtype, device, **kwargs)
-        return PeftModel.from_pretrained(base, path, is_trainable=False)
+        model = PeftModel.from_pretrained(base, path, is_trainable=False)
+        # Merged weights generate as fast as the base model; unmerged ones keep the adapter switchable.
+        return model.merge_and_unload() if merge_lora else model
     try:
         model = auto_cls.from_pretrained(path, dtype=_torch_dtype(dtype), trust_remote_code=False, use_safetensors=True, **kwargs)
     except OSError as e:
@@ -192,14 +194,15 @@ def _load(auto_cls, name: str, dtype: str, device: str, **kwargs):
     return model.to(pick_device(device))
 
 
-def load_causal_lm(name: str, dtype: str = "float32", device: str = "auto"):
-    """A causal LM, in eval mode, on ``device``; a LoRA run folder comes back as a PeftModel."""
+def load_causal_lm(name: str, dtype: str = "float32", device: str = "auto", merge_lora: bool = False):
+    """A causal LM, in eval mode, on ``device``. A LoRA run folder comes back as a PeftModel, or
+    with ``merge_lora`` as a plain model with the adapter folded into its weights (for inference)."""
     from transformers import AutoModelForCausalLM
 
     info = run_info(name) if os.path.isdir(name) else {}
     if info.get("kind") in ("reward", "gap-reward"):
         raise RedlineError(f"{name} is a {info['kind']} model, not a causal language model")
-    return _load(AutoModelForCausalLM, name, dtype, device).eval()
+    return _load(AutoModelForCausalLM, name, dtype, device, merge_lora=merge_lora).eval()
 
 
 def load_reward_model(name: str, dtype: str = "float32", device: str = "auto"):

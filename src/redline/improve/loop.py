@@ -1,0 +1,178 @@
+"""The iteration loop shared by `revise` (critic), `improve` (PIT) and `refine` (Self-Refine).
+
+Each takes response records and rewrites every response N times; iteration k works on the output
+of iteration k−1. What differs is one step — how a batch of (prompt, current response) becomes
+(feedback, new response) — passed in as a function. The loop owns the rest: the output layout,
+the stop rules, and resuming.
+
+Output layout (what ``redline evaluate`` reads)::
+
+    DIR/iteration_0.jsonl     the input responses, as given
+    DIR/iteration_K.jsonl     one record per input id, after iteration K:
+        id, prompt, source, meta      as in the input (meta keeps e.g. the simulated instructions)
+        response                      the current response after iteration K (what is judged)
+        response_0                    the original response
+        feedback                      the critique / feedback written at iteration K ("" if none)
+        revision                      the raw new response of iteration K, or null if it did not parse
+        changed                       whether `response` differs from iteration K−1's
+        parsed                        whether the step's output parsed
+        stopped                       whether the item had stopped before iteration K (carried over)
+        halted                        whether the item stops after iteration K (stop rules below)
+    DIR/summary.json          per iteration: items, changed, parse failures, stopped; the run's settings
+
+Stop rules (``stop``):
+    fixed          every item runs N iterations;
+    nothing        an item stops once its step changes nothing (the critic or the feedback finds
+                   nothing to fix); it is carried over unchanged;
+    best           keep the best response so far by a judge: a new response replaces the current
+                   one only if the judge prefers it; an item stops when it is not replaced.
+
+A parse failure leaves the response as it was (counted in the summary; the item goes on).
+
+Resuming: records are appended in chunks and fsynced. Run the same command again and every
+iteration file is read back (a torn last line is dropped), finished ids are skipped, and the run
+continues with no record lost or duplicated.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from redline import RedlineError
+from redline.records import Response, append_records, read_jsonl_prefix, write_records
+
+STOP_RULES = ("fixed", "nothing", "best")
+
+
+@dataclass
+class StepOutput:
+    feedback: str
+    revision: str | None  # None: the output did not parse; the response stays as it was
+
+
+# (current records with id, prompt, response, meta; iteration number) -> one output per record
+Step = Callable[[list[dict], int], list[StepOutput]]
+
+
+def item_seed(seed: int, item_id: str, iteration: int) -> int:
+    """A sampling seed per (item, iteration) that does not depend on batching or on resuming."""
+    import zlib
+
+    return (seed * 1_000_003 + zlib.crc32(f"{item_id}\x00{iteration}".encode())) % (2**31 - 1)
+
+
+def _same(a: str, b: str) -> bool:
+    return " ".join(a.split()) == " ".join(b.split())
+
+
+def iteration_path(out: Path, k: int) -> Path:
+    return out / f"iteration_{k}.jsonl"
+
+
+def run_iterations(
+    responses: Sequence[Response],
+    step: Step,
+    *,
+    iterations: int,
+    out: str | Path,
+    stop: str = "fixed",
+    judge: Any = None,
+    chunk_size: int = 32,
+    settings: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run ``iterations`` rounds of ``step`` over ``responses``; write the layout above; return the summary."""
+    from tqdm.auto import tqdm
+
+    if stop not in STOP_RULES:
+        raise RedlineError(f"--stop {stop!r} is not one of {', '.join(STOP_RULES)}")
+    if stop == "best" and judge is None:
+        raise RedlineError("--stop best needs a judge (--judge)")
+    if iterations < 1:
+        raise RedlineError("--iterations must be at least 1")
+    ids = [r.id for r in responses]
+    if any(i is None for i in ids) or len(set(ids)) != len(ids):
+        raise RedlineError("every input response needs a unique id (the iteration files are matched by id)")
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    first = iteration_path(out, 0)
+    if first.exists():
+        previous = {row["id"]: row for row in read_jsonl_prefix(first)}
+        if set(previous) != set(ids):
+            raise RedlineError(f"{out} holds a run on other inputs; choose another --out or remove it")
+    else:
+        write_records(first, [{**r.to_dict(), "response_0": r.response} for r in responses])
+    previous = {row["id"]: row for row in read_jsonl_prefix(first)}
+
+    summary: dict[str, Any] = {"settings": settings or {}, "stop": stop, "iterations": []}
+    for k in range(1, iterations + 1):
+        path = iteration_path(out, k)
+        done = {row["id"]: row for row in read_jsonl_prefix(path)}
+        todo = [previous[i] for i in ids if i not in done]
+        bar = tqdm(total=len(ids), initial=len(done), desc=f"iteration {k}/{iterations}", unit="item", disable=not progress)
+        for start in range(0, len(todo), chunk_size):
+            chunk = todo[start : start + chunk_size]
+            rows = _iterate_chunk(chunk, step, k, stop, judge)
+            append_records(path, rows)
+            bar.update(len(rows))
+        bar.close()
+        current = {row["id"]: row for row in read_jsonl_prefix(path)}
+        rows = [current[i] for i in ids]
+        summary["iterations"].append(
+            {
+                "iteration": k,
+                "items": len(rows),
+                "changed": sum(r["changed"] for r in rows),
+                "parse_failures": sum(not r["parsed"] for r in rows if not r["stopped"]),
+                "stopped": sum(r["stopped"] for r in rows),
+            }
+        )
+        previous = current
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"redline: wrote {iterations} iterations of {len(ids)} responses to {out}", file=sys.stderr)
+    return summary
+
+
+def _iterate_chunk(chunk: list[dict], step: Step, k: int, stop: str, judge: Any) -> list[dict]:
+    """Iteration ``k`` over a chunk of records from iteration k−1."""
+    active = [row for row in chunk if not row.get("halted")]
+    outputs = dict(zip((row["id"] for row in active), step(active, k))) if active else {}
+
+    candidates = {}
+    for row in active:
+        o = outputs[row["id"]]
+        if o.revision is not None and not _same(o.revision, row["response"]):
+            candidates[row["id"]] = o.revision
+    accepted = set(candidates)
+    if stop == "best" and candidates:
+        accepted = _judge_prefers_new(judge, [row for row in active if row["id"] in candidates], candidates)
+
+    rows = []
+    for row in chunk:
+        base = {k: row[k] for k in ("id", "prompt", "response_0") if k in row}
+        base.update({k: row[k] for k in ("source", "meta") if row.get(k) is not None})
+        if row.get("halted"):
+            rows.append({**base, "response": row["response"], "feedback": "", "revision": None,
+                         "changed": False, "parsed": True, "stopped": True, "halted": True})
+            continue
+        o = outputs[row["id"]]
+        new = o.revision if row["id"] in accepted else row["response"]
+        changed = row["id"] in accepted
+        halted = stop != "fixed" and not changed and o.revision is not None
+        rows.append({**base, "response": new, "feedback": o.feedback, "revision": o.revision,
+                     "changed": changed, "parsed": o.revision is not None, "stopped": False, "halted": halted})
+    return rows
+
+
+def _judge_prefers_new(judge, rows: list[dict], candidates: dict[str, str]) -> set[str]:
+    """Ids whose new response the judge prefers to the current one (ties keep the current one)."""
+    from redline.judges import Item
+
+    items = [Item(prompt=row["prompt"], a=candidates[row["id"]], b=row["response"], meta=row.get("meta", {})) for row in rows]
+    verdicts = judge.judge_many(items)
+    return {row["id"] for row, v in zip(rows, verdicts) if v.winner == "a"}

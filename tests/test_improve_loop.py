@@ -1,0 +1,112 @@
+"""The iteration loop shared by revise, improve and refine: layout, stop rules, parse failures, resume."""
+
+import json
+
+import pytest
+
+from redline import RedlineError
+from redline.improve.loop import StepOutput, item_seed, run_iterations
+from redline.judges import Verdict
+from redline.records import Response, read_jsonl_prefix
+
+
+def responses(n=5):
+    return [Response(id=f"r{i}", prompt=f"prompt {i}", response="x" * (i + 1), source="m", meta={"i": i}) for i in range(n)]
+
+
+def shorten(rows, iteration):
+    """A step that cuts one character each time, and finds nothing to fix at one character."""
+    return [StepOutput(feedback=f"too long at {iteration}", revision=row["response"][:-1] or row["response"]) for row in rows]
+
+
+def rows_of(out, k):
+    return read_jsonl_prefix(out / f"iteration_{k}.jsonl")
+
+
+def test_fixed_iterations_write_the_whole_chain(tmp_path):
+    summary = run_iterations(responses(), shorten, iterations=3, out=tmp_path, progress=False)
+    assert [r["response"] for r in rows_of(tmp_path, 0)] == ["x", "xx", "xxx", "xxxx", "xxxxx"]
+    last = rows_of(tmp_path, 3)
+    assert [r["response"] for r in last] == ["x", "x", "x", "x", "xx"]
+    assert all(r["response_0"] == "x" * (i + 1) and r["meta"] == {"i": i} and r["source"] == "m" for i, r in enumerate(last))
+    assert last[0]["feedback"] == "too long at 3" and last[0]["changed"] is False
+    assert [it["changed"] for it in summary["iterations"]] == [4, 3, 2]
+    assert json.loads((tmp_path / "summary.json").read_text())["iterations"][2]["changed"] == 2
+
+
+def test_stop_when_nothing_changes_carries_the_item_over(tmp_path):
+    calls = []
+
+    def step(rows, k):
+        calls.append([r["id"] for r in rows])
+        return shorten(rows, k)
+
+    summary = run_iterations(responses(3), step, iterations=4, out=tmp_path, stop="nothing", progress=False)
+    assert calls == [["r0", "r1", "r2"], ["r1", "r2"], ["r2"]]  # a stopped item is never stepped again
+    assert [it["stopped"] for it in summary["iterations"]] == [0, 1, 2, 3]
+    assert [r["response"] for r in rows_of(tmp_path, 4)] == ["x", "x", "x"]
+
+
+def test_a_parse_failure_leaves_the_response_and_is_counted(tmp_path):
+    def step(rows, k):
+        return [StepOutput(feedback="?", revision=None if row["id"] == "r1" else row["response"] + "!") for row in rows]
+
+    summary = run_iterations(responses(3), step, iterations=1, out=tmp_path, progress=False)
+    r1 = rows_of(tmp_path, 1)[1]
+    assert r1["response"] == "xx" and r1["parsed"] is False and r1["changed"] is False
+    assert summary["iterations"][0]["parse_failures"] == 1
+
+
+class PreferShorter:
+    name = "shorter"
+
+    def judge_many(self, items):
+        return [Verdict("a" if len(i.a) < len(i.b) else "b" if len(i.b) < len(i.a) else "tie") for i in items]
+
+
+def test_keep_best_by_a_judge_rejects_worse_revisions(tmp_path):
+    def lengthen_odd(rows, k):
+        return [StepOutput("", row["response"] + "y" if row["meta"]["i"] % 2 else row["response"][:-1] or "z") for row in rows]
+
+    run_iterations(responses(4), lengthen_odd, iterations=2, out=tmp_path, stop="best", judge=PreferShorter(), progress=False)
+    after = rows_of(tmp_path, 1)
+    assert [r["response"] for r in after] == ["x", "xx", "xx", "xxxx"]  # odd ones kept, even ones shortened
+    assert [r["halted"] for r in after] == [True, True, False, True]  # r0: "z" ties "x", so it stops
+
+
+def test_killed_run_resumes_without_losing_or_duplicating(tmp_path):
+    seen = []
+
+    def flaky(rows, k):
+        seen.extend((k, r["id"]) for r in rows)
+        if len(seen) > 9:
+            raise KeyboardInterrupt  # ctrl-c during iteration 2's second chunk
+        return shorten(rows, k)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_iterations(responses(6), flaky, iterations=2, out=tmp_path, chunk_size=2, progress=False)
+    assert [r["id"] for r in rows_of(tmp_path, 2)] == ["r0", "r1"]
+    seen.clear()
+    run_iterations(responses(6), flaky, iterations=2, out=tmp_path, chunk_size=2, progress=False)
+    assert seen == [(2, "r2"), (2, "r3"), (2, "r4"), (2, "r5")]  # nothing done twice
+    assert sorted(r["id"] for r in rows_of(tmp_path, 2)) == [f"r{i}" for i in range(6)]  # nothing lost
+    fresh = tmp_path / "fresh"
+    run_iterations(responses(6), shorten, iterations=2, out=fresh, progress=False)
+    assert {r["id"]: r["response"] for r in rows_of(tmp_path, 2)} == {r["id"]: r["response"] for r in rows_of(fresh, 2)}
+
+
+def test_bad_settings_are_refused_before_any_work(tmp_path):
+    with pytest.raises(RedlineError, match="unique id"):
+        run_iterations([Response(prompt="p", response="r")], shorten, iterations=1, out=tmp_path)
+    with pytest.raises(RedlineError, match="needs a judge"):
+        run_iterations(responses(), shorten, iterations=1, out=tmp_path, stop="best")
+    with pytest.raises(RedlineError, match="not one of"):
+        run_iterations(responses(), shorten, iterations=1, out=tmp_path, stop="sometimes")
+    run_iterations(responses(2), shorten, iterations=1, out=tmp_path / "a", progress=False)
+    with pytest.raises(RedlineError, match="other inputs"):
+        run_iterations(responses(3), shorten, iterations=1, out=tmp_path / "a", progress=False)
+
+
+def test_item_seed_depends_on_item_and_iteration_only():
+    assert item_seed(0, "a", 1) == item_seed(0, "a", 1)
+    assert len({item_seed(0, "a", 1), item_seed(0, "a", 2), item_seed(0, "b", 1), item_seed(1, "a", 1)}) == 4
