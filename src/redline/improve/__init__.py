@@ -1,0 +1,1 @@
+"""Iterative improvement of responses: revise (critic), improve (PIT), refine (Self-Refine)."""

@@ -1,0 +1,1 @@
+"""Trainers: SFT (demonstrations, critic), and the methods built on them."""
