@@ -1,0 +1,679 @@
+"""Win rates: judge two sets of responses pair by pair, and say how sure the number is.
+
+``redline evaluate --a A --b B --judge JUDGE --out OUT`` reads two files of ``response`` records,
+matches them by ``id`` (by prompt when some record has no id), asks the judge about every pair
+and writes, in OUT:
+
+    config.json       the resolved ``EvaluateConfig``: the run can be repeated from its folder
+    judgments.jsonl   one ``judgment`` record a pair, appended as they come; a rerun resumes
+                      (and retries pairs whose call failed for good)
+    summary.json      the numbers below
+    report.md         the same, for people
+
+The numbers: wins, ties and losses of A, the win rate of A (a tie counts ½, an invalid verdict
+is left out: a judge that could not answer is no evidence either way), the invalid rate, a
+percentile-bootstrap 95% interval over pairs, position consistency (LLM judges ask in both
+orders: the share of pairs whose two answers agree), the mean lengths of A and B in words, and a
+**length-controlled win rate** after AlpacaEval 2 (Dubois et al. 2024, "Length-Controlled
+AlpacaEval", arXiv 2404.04475): a logistic regression of the verdict on the tanh-squashed,
+standardised length difference, read at zero difference. AlpacaEval's model also has a term per
+instruction, estimated across many models' outputs; with two sets of responses there is nothing
+to estimate it from, so it is left out. Judges that answer once (oracle, reward model) see the
+two responses in a random order per pair (``order`` in the judgment), so a position bias
+averages out instead of favouring one side.
+
+**Iterations.** ``--a`` may be the output folder of ``redline revise`` / ``improve`` / ``refine``::
+
+    DIR/iteration_1.jsonl ... DIR/iteration_N.jsonl
+        {"id": "q1", "prompt": "...", "response": "<the iteration's output>",
+         "response_0": "<the original response>", "meta": {...}}
+
+one file per iteration, each a JSONL of records with at least ``id``, ``prompt`` and ``response``
+(what that iteration wrote); the original response the loop started from is in ``response_0``
+(or ``meta.response_0``). Other fields are ignored, and so is ``iteration_0.jsonl`` (the loop's
+copy of its input, the original itself); ``improve/loop.py`` writes this layout. Every iteration is judged against the original (or against ``--b``
+when given); each gets ``OUT/iteration_K/`` with its judgments and summary, and the top level
+holds ``summary.json``, ``report.md`` and ``win_rate_curve.png``, the win rate by iteration with
+its intervals.
+
+``redline evaluate agreement`` measures how often two judges agree on the same pairs: the raw
+agreement rate and Cohen's kappa over a/b/tie, on pairs both judged validly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import sys
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from redline import RedlineError
+from redline.judges import Item, Judge, swap_winner
+from redline.records import (
+    FieldError,
+    Judgment,
+    ReadReport,
+    Response,
+    append_records,
+    iter_raw,
+    prompt_key,
+    prompt_text,
+    read_jsonl_prefix,
+    read_records,
+)
+
+SCORE = {"a": 1.0, "tie": 0.5, "b": 0.0}  # the win of A; invalid has no score
+ITERATION_RE = re.compile(r"^iteration_(\d+)\.jsonl$")
+MAX_MISMATCHES = 5
+
+
+# ============================================================================ statistics
+# Pure functions of verdict lists and arrays; tests/test_evaluate_stats.py checks each by hand.
+
+
+def count_verdicts(winners: Sequence[str]) -> dict[str, int]:
+    c = Counter(winners)
+    return {"wins": c["a"], "ties": c["tie"], "losses": c["b"], "invalid": c["invalid"], "pairs": len(winners)}
+
+
+def scores_of(winners: Sequence[str]) -> np.ndarray:
+    """A's score per valid verdict: 1 win, ½ tie, 0 loss (invalid verdicts left out)."""
+    return np.array([SCORE[w] for w in winners if w != "invalid"], dtype=float)
+
+
+def win_rate(winners: Sequence[str]) -> float | None:
+    """(wins + ½ ties) / valid verdicts; None when no verdict is valid."""
+    s = scores_of(winners)
+    return float(s.mean()) if len(s) else None
+
+
+def bootstrap_interval(
+    scores: np.ndarray, resamples: int = 2000, seed: int = 0, level: float = 0.95, statistic=None
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of ``statistic`` (default: the mean) over resampled pairs.
+
+    ``statistic`` takes an array of indices into the data and returns a number, so the same
+    resampling serves the win rate and the length-controlled rate.
+    """
+    n = len(scores)
+    if n == 0 or resamples <= 0:
+        return None
+    rng = np.random.default_rng(seed)
+    values = []
+    for start in range(0, resamples, 256):  # in chunks: resamples x n indices can be large
+        idx = rng.integers(0, n, size=(min(256, resamples - start), n))
+        if statistic is None:
+            values.append(scores[idx].mean(axis=1))
+        else:
+            values.append(np.array([statistic(row) for row in idx]))
+    values = np.concatenate(values)
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+
+
+def cohen_kappa(x: Sequence[str], y: Sequence[str]) -> float | None:
+    """Cohen's kappa of two raters on the same items: (p_o - p_e) / (1 - p_e).
+
+    None when it is undefined (no items, or both raters always give the same single label).
+    """
+    if len(x) != len(y):
+        raise ValueError(f"kappa needs paired labels, got {len(x)} and {len(y)}")
+    n = len(x)
+    if n == 0:
+        return None
+    p_o = sum(a == b for a, b in zip(x, y)) / n
+    cx, cy = Counter(x), Counter(y)
+    p_e = sum(cx[k] * cy[k] for k in cx) / n**2
+    if p_e == 1:
+        return None
+    return (p_o - p_e) / (1 - p_e)
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iterations: int = 100) -> tuple[float, float]:
+    """(intercept, slope) of P(y=1) = sigmoid(intercept + slope * x), y in [0, 1] (soft labels).
+
+    Newton's method on the cross-entropy with an L2 penalty on the slope only: the penalty keeps
+    a perfectly separating length term finite, and leaving the intercept free keeps the fit exact
+    when x carries no information (then sigmoid(intercept) is the mean of y). numpy, not
+    scikit-learn: two parameters are ten lines, not a dependency.
+    """
+    X = np.stack([np.ones_like(x), x], axis=1)
+    theta = np.zeros(2)
+    penalty = np.array([0.0, l2])
+    for _ in range(iterations):
+        p = 1 / (1 + np.exp(-(X @ theta)))
+        grad = X.T @ (p - y) + penalty * theta
+        hess = (X * (p * (1 - p))[:, None]).T @ X + np.diag(penalty) + 1e-12 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        step *= min(1.0, 5.0 / max(np.abs(step).max(), 1e-300))  # damp wild first steps
+        theta -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    return float(theta[0]), float(theta[1])
+
+
+def length_features(len_a: np.ndarray, len_b: np.ndarray) -> np.ndarray:
+    """AlpacaEval 2's length term: tanh of the length difference over its standard deviation."""
+    d = np.asarray(len_a, float) - np.asarray(len_b, float)
+    sd = d.std()
+    return np.tanh(d / sd) if sd > 0 else np.zeros_like(d)
+
+
+def length_controlled_win_rate(scores: np.ndarray, len_a: np.ndarray, len_b: np.ndarray) -> tuple[float | None, float]:
+    """(win rate at zero length difference, the length coefficient), after AlpacaEval 2.
+
+    ``scores`` are A's scores (1, ½, 0) of valid verdicts and the lengths of those same pairs.
+    """
+    scores = np.asarray(scores, float)
+    if len(scores) == 0:
+        return None, 0.0
+    if np.all(scores == scores[0]):  # all wins (or all losses): the fit would run off to infinity
+        return float(scores[0]), 0.0
+    intercept, slope = fit_logistic(length_features(len_a, len_b), scores)
+    return float(1 / (1 + np.exp(-intercept))), slope
+
+
+def agreement(x: Sequence[str], y: Sequence[str]) -> dict[str, Any]:
+    """How two judges' verdicts on the same pairs agree; pairs either judged invalid are left out."""
+    if len(x) != len(y):
+        raise ValueError(f"agreement needs paired verdicts, got {len(x)} and {len(y)}")
+    both = [(a, b) for a, b in zip(x, y) if a != "invalid" and b != "invalid"]
+    labels = ["a", "tie", "b"]
+    table = {a: {b: sum(1 for p in both if p == (a, b)) for b in labels} for a in labels}
+    return {
+        "pairs": len(x),
+        "both_valid": len(both),
+        "agreement": sum(a == b for a, b in both) / len(both) if both else None,
+        "kappa": cohen_kappa([a for a, _ in both], [b for _, b in both]),
+        "table": table,
+    }
+
+
+def word_count(text: str) -> int:
+    return len(re.findall(r"[^\W_]+(?:['’][^\W_]+)*", text))
+
+
+def summarize(judgments: Sequence[Judgment], resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Every number of the report, from judgments (winner in A/B terms)."""
+    winners = [j.winner for j in judgments]
+    out: dict[str, Any] = count_verdicts(winners)
+    valid = [j for j in judgments if j.winner != "invalid"]
+    scores = scores_of(winners)
+    out["win_rate"] = win_rate(winners)
+    out["ci95"] = bootstrap_interval(scores, resamples, seed)
+    out["invalid_rate"] = out["invalid"] / len(winners) if winners else None
+    len_a = np.array([word_count(j.a) for j in valid], float)
+    len_b = np.array([word_count(j.b) for j in valid], float)
+    lc, slope = length_controlled_win_rate(scores, len_a, len_b)
+    out["lc_win_rate"] = lc
+    out["length_coefficient"] = slope
+    if lc is not None and len(scores) > 1:
+        feats = length_features(len_a, len_b)
+
+        def lc_of(idx):
+            s = scores[idx]
+            if np.all(s == s[0]):
+                return float(s[0])
+            return 1 / (1 + np.exp(-fit_logistic(feats[idx], s)[0]))
+
+        # Fewer resamples than the plain rate: each is a fit, and an interval to 2 digits needs few.
+        out["lc_ci95"] = bootstrap_interval(scores, min(resamples, 500), seed, statistic=lc_of)
+    else:
+        out["lc_ci95"] = None
+    out["mean_words_a"] = float(np.mean([word_count(j.a) for j in judgments])) if judgments else None
+    out["mean_words_b"] = float(np.mean([word_count(j.b) for j in judgments])) if judgments else None
+    # Position: judges that ask both orders report how often the two agree; judges that answer
+    # once report how often the response shown first won (½ is no bias).
+    both = [j.meta["orders"] for j in judgments if j.order == "both" and isinstance(j.meta.get("orders"), dict)]
+    both = [o for o in both if "invalid" not in o.values()]
+    out["position_consistency"] = sum(o["ab"] == o["ba"] for o in both) / len(both) if both else None
+    once = [j for j in valid if j.order in ("ab", "ba")]
+    first = [SCORE[j.winner if j.order == "ab" else swap_winner(j.winner)] for j in once]
+    out["first_shown_win_rate"] = float(np.mean(first)) if first else None
+    out["bootstrap_resamples"] = resamples
+    return out
+
+
+# ============================================================================ pairs
+
+
+@dataclass
+class Pair:
+    id: str
+    prompt: Any
+    a: str
+    b: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _short(text: str, n: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def match_pairs(
+    a: Sequence[Response], b: Sequence[Response], *, a_name: str = "A", b_name: str = "B", skip_invalid: bool = False
+) -> tuple[list[Pair], list[str]]:
+    """Pair the records of A and B by id (by prompt when a record has no id), in A's order.
+
+    Returns (pairs, problems). A record without a partner, or an id whose prompts differ, is a
+    problem: a ``RedlineError`` listing the first few, unless ``skip_invalid`` (then skipped).
+    """
+    by_id = all(r.id is not None for r in a) and all(r.id is not None for r in b)
+    problems: list[str] = []
+
+    def key(r: Response) -> str:
+        return r.id if by_id else prompt_key(r.prompt)
+
+    if not by_id:
+        for records, name in ((a, a_name), (b, b_name)):
+            seen = Counter(key(r) for r in records)
+            for k, n in seen.items():
+                if n > 1:
+                    problems.append(f"{name}: the prompt {_short(prompt_text(json.loads(k)) if k.startswith('[') else k)!r} "
+                                    f"appears {n} times; give the records ids to match them")
+        if problems:
+            raise RedlineError("cannot match records by prompt:\n  " + "\n  ".join(problems[:MAX_MISMATCHES]))
+    b_by_key = {key(r): r for r in b}
+    a_keys = {key(r) for r in a}
+    what = "id" if by_id else "prompt"
+    pairs = []
+    for r in a:
+        k = key(r)
+        other = b_by_key.get(k)
+        label = repr(k) if by_id else repr(_short(prompt_text(r.prompt)))
+        if other is None:
+            problems.append(f"{what} {label} is in {a_name} but not in {b_name}")
+            continue
+        if by_id and prompt_key(other.prompt) != prompt_key(r.prompt):
+            problems.append(
+                f"id {label}: the prompts differ: {_short(prompt_text(r.prompt))!r} in {a_name}, "
+                f"{_short(prompt_text(other.prompt))!r} in {b_name}"
+            )
+            continue
+        pid = r.id if by_id else "p" + hashlib.sha1(k.encode()).hexdigest()[:12]
+        pairs.append(Pair(pid, r.prompt, r.response, other.response, {**other.meta, **r.meta}))
+    for r in b:
+        if key(r) not in a_keys:
+            label = repr(key(r)) if by_id else repr(_short(prompt_text(r.prompt)))
+            problems.append(f"{what} {label} is in {b_name} but not in {a_name}")
+    if problems and not skip_invalid:
+        more = f"\n  ... {len(problems) - MAX_MISMATCHES} more" if len(problems) > MAX_MISMATCHES else ""
+        raise RedlineError(
+            f"{a_name} and {b_name} do not match ({len(problems)} problems; --skip-invalid judges the "
+            f"{len(pairs)} pairs that do):\n  " + "\n  ".join(problems[:MAX_MISMATCHES]) + more
+        )
+    return pairs, problems
+
+
+def pair_order(seed: int, pair_id: str) -> str:
+    """Which side a single-order judge sees first: random, but fixed by (seed, pair), so a
+    resumed or shortened run shows every pair the way it did before."""
+    return random.Random(f"{seed}:{pair_id}").choice(["ab", "ba"])
+
+
+# ============================================================================ judging
+
+
+def _read_done(path: Path, judge: Judge, pairs: Sequence[Pair]) -> dict[str, Judgment]:
+    """Judgments an earlier run of this evaluation left in ``path``, by pair id."""
+    wanted = {p.id: p for p in pairs}
+    done: dict[str, Judgment] = {}
+    for number, row in enumerate(read_jsonl_prefix(path), start=1):
+        try:
+            j = Judgment.from_dict(row)
+        except FieldError as e:
+            raise RedlineError(f"{path}:{number}: {e}; delete the file to start over") from None
+        if j.judge != judge.name:
+            raise RedlineError(
+                f"{path} holds judgments by {j.judge!r}, not {judge.name!r}: use another --out, or delete it"
+            )
+        pair = wanted.get(j.id)
+        if pair is None:
+            continue  # a pair of an earlier, larger run (--limit): kept in the file, left out here
+        if (j.a, j.b) != (pair.a, pair.b):
+            raise RedlineError(
+                f"{path}: pair {j.id!r} was judged on other responses than these: use another --out, or delete it"
+            )
+        done[j.id] = j  # a later line (a retried failure) replaces an earlier one
+    return done
+
+
+def judge_pairs(
+    pairs: Sequence[Pair], judge: Judge, out_file: Path, *, seed: int = 0, chunk: int = 64, progress: bool = True
+) -> list[Judgment]:
+    """Judge every pair not already in ``out_file``, appending as it goes; return all, in pair order.
+
+    Pairs an earlier run could not judge because a call failed for good (``meta.error``) are
+    tried again; answers that did not parse are kept (asking again would cost and say the same).
+    """
+    done = _read_done(out_file, judge, pairs)
+    todo = [p for p in pairs if p.id not in done or (done[p.id].winner == "invalid" and "error" in done[p.id].meta)]
+    if todo:
+        judge.check()
+    bar = None
+    if progress and todo:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), desc=f"judging with {judge.name}", unit="pair", file=sys.stderr)
+    for start in range(0, len(todo), chunk):
+        batch = todo[start:start + chunk]
+        orders = ["both" if judge.both_orders else pair_order(seed, p.id) for p in batch]
+        items = [
+            Item(p.prompt, p.b, p.a, p.meta) if order == "ba" else Item(p.prompt, p.a, p.b, p.meta)
+            for p, order in zip(batch, orders)
+        ]
+        verdicts = judge.judge_many(items)
+        if len(verdicts) != len(items):
+            raise RuntimeError(f"judge {judge.name} returned {len(verdicts)} verdicts for {len(items)} pairs")
+        new = []
+        for p, order, v in zip(batch, orders, verdicts):
+            winner = swap_winner(v.winner) if order == "ba" else v.winner
+            new.append(Judgment(prompt=p.prompt, a=p.a, b=p.b, winner=winner, judge=judge.name, order=order,
+                                raw=v.raw, id=p.id, meta=v.detail))
+        append_records(out_file, new)
+        done.update((j.id, j) for j in new)
+        if bar is not None:
+            bar.update(len(batch))
+    if bar is not None:
+        bar.close()
+    return [done[p.id] for p in pairs]
+
+
+# ============================================================================ the command
+
+
+@dataclass
+class EvaluateConfig:
+    """`redline evaluate`: everything a run needs; written to OUT/config.json."""
+
+    a: str = field(metadata={"help": "response records (file), or a revise/improve/refine output folder"})
+    judge: str = field(metadata={"help": "oracle, oracle:noisy, reward:RUN_OR_MODEL, openai:MODEL@BASE_URL"})
+    out: str = field(metadata={"help": "output folder"})
+    b: str | None = field(default=None, metadata={"help": "response records to compare with (optional for a folder)"})
+    seed: int = field(default=0, metadata={"help": "order of each pair, bootstrap resamples"})
+    limit: int | None = field(default=None, metadata={"help": "judge only the first N pairs"})
+    skip_invalid: bool = field(default=False, metadata={"help": "skip bad records and unmatched pairs"})
+    bootstrap: int = field(default=2000, metadata={"help": "bootstrap resamples for the 95% interval"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+
+
+def read_responses(path: str, skip_invalid: bool = False) -> list[Response]:
+    report = ReadReport(str(path))
+    records = read_records(path, "response", skip_invalid=skip_invalid, report=report)
+    if report.skipped:
+        print(report.summary(), file=sys.stderr)
+    return records  # type: ignore[return-value]
+
+
+def iteration_files(folder: str | Path) -> list[tuple[int, Path]]:
+    """(k, path) of every ``iteration_K.jsonl`` in a folder with K >= 1, by k; [] if it has none.
+
+    ``iteration_0.jsonl`` (the loop's copy of its input) is the original itself: not judged."""
+    folder = Path(folder)
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := ITERATION_RE.match(p.name)) and int(m.group(1)) > 0]
+    return sorted(found)
+
+
+def read_iteration(path: Path, skip_invalid: bool = False) -> tuple[list[Response], list[Response]]:
+    """(the iteration's responses, the originals) of one ``iteration_K.jsonl`` (layout: module docstring)."""
+    responses, originals, errors, skipped = [], [], [], 0
+    for number, obj in iter_raw(path):
+        try:
+            if isinstance(obj, FieldError):
+                raise obj
+            record = Response.from_dict(obj)
+            if record.id is None:
+                raise FieldError("id", "missing (every record of an iteration file needs one)")
+            original = obj.get("response_0", record.meta.get("response_0"))
+            if not isinstance(original, str):
+                raise FieldError("response_0", "missing: the original response goes in response_0 or meta.response_0")
+        except FieldError as e:
+            if skip_invalid:
+                skipped += 1
+                continue
+            errors.append(f"{path}:{number}: {e.field}: {e.reason}")
+            continue
+        responses.append(record)
+        originals.append(Response(prompt=record.prompt, response=original, id=record.id, meta=record.meta))
+    if errors:
+        from redline.records import RecordError
+
+        raise RecordError(errors[:20], len(errors))
+    if skipped:
+        print(f"{path}: skipped {skipped} invalid records", file=sys.stderr)
+    return responses, originals
+
+
+def _write_outputs(out: Path, summary: dict[str, Any], report: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "report.md").write_text(report)
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def _ci(ci) -> str:
+    return "–" if not ci else f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
+def table_row(label: str, s: dict[str, Any]) -> str:
+    return (
+        f"| {label} | {s['wins']} | {s['ties']} | {s['losses']} | {s['invalid']} | {_pct(s['win_rate'])} | "
+        f"{_ci(s['ci95'])} | {_pct(s['lc_win_rate'])} | {_pct(s['position_consistency'])} | "
+        f"{s['mean_words_a'] or 0:.0f} / {s['mean_words_b'] or 0:.0f} |"
+    )
+
+
+TABLE_HEAD = (
+    "| | A wins | ties | B wins | invalid | win rate of A | 95% CI | LC win rate | position consistency | words A / B |\n"
+    "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- |"
+)
+
+REPORT_NOTES = """
+Win rate = (wins + ½ ties) / valid verdicts; invalid verdicts (the judge could not answer) are left
+out and counted apart. The 95% interval is a percentile bootstrap over pairs ({resamples} resamples).
+The length-controlled (LC) win rate follows AlpacaEval 2 (arXiv 2404.04475): a logistic regression
+of the verdict on tanh(length difference / its sd), read at zero difference. Position consistency
+(judges that ask in both orders) is the share of pairs whose two answers agree; a disagreement is
+scored a tie. Judges that answer once saw each pair in a random order (first-shown win rate: {first}).
+"""
+
+
+def _report(title: str, lines: list[str], rows: list[str], summary: dict[str, Any]) -> str:
+    notes = REPORT_NOTES.format(resamples=summary["bootstrap_resamples"], first=_pct(summary.get("first_shown_win_rate")))
+    return f"# {title}\n\n" + "".join(f"- {line}\n" for line in lines) + f"\n{TABLE_HEAD}\n" + "\n".join(rows) + "\n" + notes
+
+
+def evaluate(config: EvaluateConfig, judge: Judge | None = None) -> dict[str, Any]:
+    """Run one evaluation (or an iteration curve, for a folder) and write OUT; return the summary.
+
+    Files are read and matched first, then the judge is checked (a server that does not answer
+    fails here), then judging starts; nothing is judged twice across reruns.
+    """
+    out = Path(config.out)
+    if Path(config.a).is_dir() and iteration_files(config.a):
+        return evaluate_iterations(config, judge)
+    if config.b is None:
+        raise RedlineError("--b is needed unless --a is a folder of iteration_K.jsonl files")
+    a = read_responses(config.a, config.skip_invalid)
+    b = read_responses(config.b, config.skip_invalid)
+    pairs, problems = match_pairs(a, b, a_name=config.a, b_name=config.b, skip_invalid=config.skip_invalid)
+    if problems:
+        print(f"skipped {len(problems)} unmatched records (first: {problems[0]})", file=sys.stderr)
+    pairs = pairs[: config.limit] if config.limit is not None else pairs
+    if not pairs:
+        raise RedlineError(f"no pairs to judge between {config.a} and {config.b}")
+    judge = judge if judge is not None else _parse(config.judge)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    try:
+        judge.check()
+        judgments = judge_pairs(pairs, judge, out / "judgments.jsonl", seed=config.seed, progress=config.progress)
+    finally:
+        judge.close()
+    summary = {"judge": judge.name, "a": config.a, "b": config.b, "seed": config.seed,
+               **summarize(judgments, config.bootstrap, config.seed)}
+    lines = [f"A: `{config.a}`", f"B: `{config.b}`", f"judge: `{judge.name}`",
+             f"pairs: {summary['pairs']} (invalid: {summary['invalid']}, {_pct(summary['invalid_rate'])})"]
+    _write_outputs(out, summary, _report("Win rate of A against B", lines, [table_row("A vs B", summary)], summary))
+    return summary
+
+
+def _parse(spec: str) -> Judge:
+    from redline.judges import parse_judge
+
+    return parse_judge(spec)
+
+
+def evaluate_iterations(config: EvaluateConfig, judge: Judge | None = None) -> dict[str, Any]:
+    """Judge every ``iteration_K.jsonl`` of a folder against the original; write the curve."""
+    out = Path(config.out)
+    files = iteration_files(config.a)
+    baseline = read_responses(config.b, config.skip_invalid) if config.b else None
+    plan = []
+    for k, path in files:  # read and match everything before judging anything
+        responses, originals = read_iteration(path, config.skip_invalid)
+        b_name = config.b or f"{path.name} (response_0)"
+        pairs, problems = match_pairs(responses, baseline or originals, a_name=str(path), b_name=b_name,
+                                      skip_invalid=config.skip_invalid)
+        if problems:
+            print(f"iteration {k}: skipped {len(problems)} unmatched records", file=sys.stderr)
+        pairs = pairs[: config.limit] if config.limit is not None else pairs
+        if not pairs:
+            raise RedlineError(f"{path}: no pairs to judge")
+        plan.append((k, pairs))
+    judge = judge if judge is not None else _parse(config.judge)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    curve = []
+    try:
+        judge.check()
+        for k, pairs in plan:
+            sub = out / f"iteration_{k}"
+            judgments = judge_pairs(pairs, judge, sub / "judgments.jsonl", seed=config.seed, progress=config.progress)
+            s = {"iteration": k, **summarize(judgments, config.bootstrap, config.seed)}
+            _write_outputs(sub, s, _report(f"Iteration {k} against the original", [f"judge: `{judge.name}`"],
+                                            [table_row(f"iteration {k}", s)], s))
+            curve.append(s)
+    finally:
+        judge.close()
+    against = config.b or "the original responses (response_0)"
+    summary = {"judge": judge.name, "a": config.a, "b": config.b, "seed": config.seed, "iterations": curve}
+    plot_curve(curve, out / "win_rate_curve.png", title=f"win rate against {Path(config.b).name if config.b else 'the original'}")
+    lines = [f"iterations: `{config.a}` ({len(curve)} files)", f"against: {against}", f"judge: `{judge.name}`",
+             "curve: `win_rate_curve.png`"]
+    rows = [table_row(f"iteration {s['iteration']}", s) for s in curve]
+    _write_outputs(out, summary, _report("Win rate of each iteration against the original", lines, rows, curve[-1]))
+    return summary
+
+
+def plot_curve(curve: Sequence[dict[str, Any]], path: Path, title: str = "win rate") -> Path:
+    """The win rate (and the length-controlled rate) by iteration, with 95% intervals, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: files only
+    import matplotlib.pyplot as plt
+
+    ks = [s["iteration"] for s in curve]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for key, ci_key, label, style in (("win_rate", "ci95", "win rate", "o-"), ("lc_win_rate", "lc_ci95", "length-controlled", "s--")):
+        points = [(k, s[key], s[ci_key]) for k, s in zip(ks, curve) if s[key] is not None]
+        if not points:
+            continue
+        x = [p[0] for p in points]
+        y = [100 * p[1] for p in points]
+        lo = [100 * (p[1] - p[2][0]) if p[2] else 0 for p in points]
+        hi = [100 * (p[2][1] - p[1]) if p[2] else 0 for p in points]
+        ax.errorbar(x, y, yerr=[lo, hi], fmt=style, capsize=4, label=label)
+    ax.axhline(50, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("win rate (%)")
+    ax.set_xticks(ks)
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+# ============================================================================ agreement
+
+
+def read_judgments(path: str | Path) -> list[Judgment]:
+    """The judgments of a file; where a pair appears twice (a retried failure), the later line wins."""
+    latest: dict[Any, Judgment] = {}
+    for number, row in enumerate(read_jsonl_prefix(path), start=1):
+        try:
+            j = Judgment.from_dict(row)
+        except FieldError as e:
+            raise RedlineError(f"{path}:{number}: {e}") from None
+        latest[(j.judge, j.id if j.id is not None else prompt_key(j.prompt))] = j
+    return list(latest.values())
+
+
+def judgments_by_judge(paths: Sequence[str | Path]) -> dict[str, dict[str, Judgment]]:
+    """Judgments from one or more files, grouped by judge, then by pair id (the prompt if none)."""
+    grouped: dict[str, dict[str, Judgment]] = {}
+    for path in paths:
+        if not Path(path).is_file():
+            raise RedlineError(f"no such judgments file: {path}")
+        for j in read_judgments(path):
+            grouped.setdefault(j.judge, {})[j.id if j.id is not None else prompt_key(j.prompt)] = j
+    return grouped
+
+
+def agreement_of(first: dict[str, Judgment], second: dict[str, Judgment]) -> dict[str, Any]:
+    """Agreement of two judges on the pairs both judged (by id)."""
+    ids = [i for i in first if i in second]
+    if not ids:
+        raise RedlineError("the two judges share no pairs (no id in common)")
+    return agreement([first[i].winner for i in ids], [second[i].winner for i in ids])
+
+
+def evaluate_agreement(
+    judges: Sequence[str] | None = None,
+    a: str | None = None,
+    b: str | None = None,
+    out: str | Path = "agreement",
+    *,
+    judgments: Sequence[str] | None = None,
+    seed: int = 0,
+    limit: int | None = None,
+    skip_invalid: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Agreement of two judges: judge A vs B with each (``out/judge_1``, ``out/judge_2``, resumable),
+    or read existing judgments files; write ``out/agreement.json``."""
+    out = Path(out)
+    if judgments:
+        grouped = judgments_by_judge(judgments)
+        if len(grouped) != 2:
+            raise RedlineError(f"agreement needs judgments by exactly two judges; found {len(grouped)}: {', '.join(grouped)}")
+        (n1, first), (n2, second) = grouped.items()
+    else:
+        if not judges or len(judges) != 2 or not a or not b:
+            raise RedlineError("agreement needs --judges J1,J2 with --a and --b, or --judgments FILE[,FILE]")
+        results = []
+        for i, spec in enumerate(judges, start=1):
+            config = EvaluateConfig(a=a, b=b, judge=spec, out=str(out / f"judge_{i}"), seed=seed, limit=limit,
+                                    skip_invalid=skip_invalid, bootstrap=0, progress=progress)
+            evaluate(config)
+            (name, by_id), = judgments_by_judge([Path(config.out) / "judgments.jsonl"]).items()
+            results.append((name, by_id))
+        (n1, first), (n2, second) = results
+    result = {"judges": [n1, n2], **agreement_of(first, second)}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "agreement.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result

@@ -1,0 +1,65 @@
+"""The oracle judge: the simulated annotators' exact quality score decides.
+
+Each record's ``meta`` carries its verifiable instructions (``{"topic": ..., "instructions":
+[...]}``, as ``redline.simulate`` writes them); ``simulate.oracle.quality`` scores each response
+in [0, 1] and the higher score wins; equal scores are a tie. It stands in for the human
+evaluators of the papers, so it is noiseless by default. With noise (``oracle:noisy``, or
+``noise=P``) each verdict is, with probability P, replaced by a coin flip between A and B, as
+AlpacaFarm's simulated annotators inject label noise (Dubois et al. 2023; P = 0.25 by default
+there and here). The coin is seeded by the pair itself, so a rerun gives the same verdicts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from typing import Sequence
+
+from redline import RedlineError
+from redline.judges import Item, Verdict
+from redline.records import prompt_key, prompt_text
+
+DEFAULT_NOISE = 0.25  # AlpacaFarm flips a quarter of its simulated labels
+
+
+class OracleJudge:
+    """``oracle`` / ``oracle:noisy``: the simulated environment's oracle as a pairwise judge."""
+
+    both_orders = False  # the score of one response does not depend on the other's position
+
+    def __init__(self, noise: float | None = 0.0, seed: int = 0):
+        noise = DEFAULT_NOISE if noise is None else noise
+        if not 0.0 <= noise <= 1.0:
+            raise RedlineError(f"oracle noise must be in [0, 1], got {noise}")
+        self.noise, self.seed = noise, seed
+        self.name = "oracle" if noise == 0 else f"oracle:noisy?noise={noise:g}&seed={seed}"
+
+    def check(self) -> None:
+        from redline.simulate.oracle import quality  # noqa: F401  (fails here if simulate is missing)
+
+    def judge_many(self, items: Sequence[Item]) -> list[Verdict]:
+        from redline.simulate.oracle import quality
+
+        verdicts = []
+        for item in items:
+            if "instructions" not in item.meta:
+                raise RedlineError(
+                    f"the oracle judge needs the instructions in each record's meta (meta.instructions); "
+                    f"the record with prompt {prompt_text(item.prompt)[:60]!r} has none"
+                )
+            text = prompt_text(item.prompt)
+            qa, qb = quality(item.meta, item.a, text), quality(item.meta, item.b, text)
+            winner = "tie" if qa == qb else ("a" if qa > qb else "b")
+            detail = {"quality": [qa, qb]}
+            if self.noise:
+                key = json.dumps([self.seed, prompt_key(item.prompt), item.a, item.b])
+                rng = random.Random(hashlib.sha256(key.encode()).hexdigest())
+                if rng.random() < self.noise:
+                    winner = rng.choice(["a", "b"])
+                    detail["flipped"] = True
+            verdicts.append(Verdict(winner, raw=f"quality {qa:.4f} vs {qb:.4f}", detail=detail))
+        return verdicts
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,90 @@
+"""The reward-model judge: score each response alone, the higher score wins.
+
+Any redline reward run or Hugging Face sequence-classification model with one output
+(``models.load_reward_model``). A response is scored as the prompt and the response written
+through the tokenizer's chat template (a plain ``prompt + blank line + response`` where the
+tokenizer has none), the way a reward model sees a finished conversation. Scores within
+``margin`` of each other are a tie. Scoring is batched, sorted by length so a batch pads little,
+and every distinct (prompt, response) is scored once per judge, so an original compared with
+five revisions is not scored five times.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from redline import RedlineError
+from redline.judges import Item, Verdict
+from redline.records import Prompt, prompt_key
+
+
+def reward_text(tokenizer, prompt: Prompt, response: str) -> str:
+    """The text a reward model scores for one (prompt, response)."""
+    if getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+        return tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": response}], tokenize=False)
+    text = prompt if isinstance(prompt, str) else "\n\n".join(m["content"] for m in prompt)
+    return f"{text}\n\n{response}"
+
+
+class RewardJudge:
+    """``reward:RUN_OR_MODEL``: the response with the higher reward wins; within ``margin``, a tie."""
+
+    both_orders = False  # scores do not depend on the order; the caller may shuffle, it costs nothing
+
+    def __init__(self, model: str, margin: float = 0.0, batch_size: int = 16, device: str = "auto",
+                 dtype: str = "float32", max_length: int = 2048):
+        if margin < 0:
+            raise RedlineError(f"reward judge margin must be >= 0, got {margin}")
+        if batch_size < 1:
+            raise RedlineError(f"reward judge batch_size must be >= 1, got {batch_size}")
+        self.model_name, self.margin, self.batch_size = model, margin, batch_size
+        self.device, self.dtype, self.max_length = device, dtype, max_length
+        self.name = f"reward:{model}"
+        self._model = self._tokenizer = None
+        self._scores: dict[tuple[str, str], float] = {}
+
+    def check(self) -> None:
+        """Load the model now, so a bad path fails before any judging."""
+        if self._model is None:
+            from redline.models import load_reward_model, load_tokenizer
+
+            self._model = load_reward_model(self.model_name, dtype=self.dtype, device=self.device)
+            self._tokenizer = load_tokenizer(self.model_name)
+            self._tokenizer.padding_side = "right"
+            self._tokenizer.truncation_side = "left"  # the reward is read at the end: keep the response
+
+    def score(self, pairs: Sequence[tuple[Prompt, str]]) -> list[float]:
+        """The reward of each (prompt, response), batched and sorted by length."""
+        import torch
+
+        self.check()
+        todo = {}
+        for prompt, response in pairs:
+            key = (prompt_key(prompt), response)
+            if key not in self._scores and key not in todo:
+                todo[key] = reward_text(self._tokenizer, prompt, response)
+        keys = sorted(todo, key=lambda k: len(todo[k]))
+        device = next(self._model.parameters()).device
+        for start in range(0, len(keys), self.batch_size):
+            chunk = keys[start:start + self.batch_size]
+            batch = self._tokenizer(
+                [todo[k] for k in chunk], return_tensors="pt", padding=True, truncation=True,
+                max_length=self.max_length, add_special_tokens=False,
+            ).to(device)
+            with torch.no_grad():
+                logits = self._model(**batch).logits[:, 0].float().cpu().tolist()
+            self._scores.update(zip(chunk, logits))
+        return [self._scores[(prompt_key(p), r)] for p, r in pairs]
+
+    def judge_many(self, items: Sequence[Item]) -> list[Verdict]:
+        scores = self.score([(it.prompt, it.a) for it in items] + [(it.prompt, it.b) for it in items])
+        verdicts = []
+        for i in range(len(items)):
+            a, b = scores[i], scores[len(items) + i]
+            winner = "tie" if abs(a - b) <= self.margin else ("a" if a > b else "b")
+            verdicts.append(Verdict(winner, raw=f"{a:.6g} vs {b:.6g}", detail={"scores": [a, b]}))
+        return verdicts
+
+    def close(self) -> None:
+        self._model = self._tokenizer = None

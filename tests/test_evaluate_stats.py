@@ -1,0 +1,141 @@
+"""The statistics of evaluate.py against cases worked out by hand."""
+
+import numpy as np
+import pytest
+
+from redline.evaluate import (
+    agreement,
+    bootstrap_interval,
+    cohen_kappa,
+    count_verdicts,
+    fit_logistic,
+    length_controlled_win_rate,
+    length_features,
+    scores_of,
+    summarize,
+    win_rate,
+    word_count,
+)
+from redline.records import Judgment
+
+
+def test_ties_count_half_and_invalid_is_left_out():
+    # 3 wins, 2 ties, 1 loss, 2 invalid: (3 + 2/2) / 6 = 4/6
+    winners = ["a", "a", "a", "tie", "tie", "b", "invalid", "invalid"]
+    assert win_rate(winners) == pytest.approx(4 / 6)
+    assert count_verdicts(winners) == {"wins": 3, "ties": 2, "losses": 1, "invalid": 2, "pairs": 8}
+    assert list(scores_of(winners)) == [1, 1, 1, 0.5, 0.5, 0]
+
+
+def test_all_ties_is_one_half_and_all_invalid_is_none():
+    assert win_rate(["tie"] * 5) == 0.5
+    assert win_rate(["invalid"] * 4) is None
+    assert win_rate([]) is None
+    s = summarize([_j("invalid")] * 3)
+    assert s["win_rate"] is None and s["ci95"] is None and s["lc_win_rate"] is None
+    assert s["invalid_rate"] == 1.0
+
+
+def test_bootstrap_interval_covers_the_true_rate_on_simulated_verdicts():
+    # 400 verdicts drawn with P(A wins) = 0.7: the 95% interval should hold 0.7 (and be about
+    # ±1.96·sqrt(.7·.3/400) = ±0.045 wide); 20 independent draws, at least 17 must cover it.
+    rng = np.random.default_rng(1)
+    covered = 0
+    for trial in range(20):
+        scores = (rng.random(400) < 0.7).astype(float)
+        lo, hi = bootstrap_interval(scores, resamples=1000, seed=trial)
+        assert 0.06 < hi - lo < 0.12
+        covered += lo <= 0.7 <= hi
+    assert covered >= 17
+
+
+def test_bootstrap_interval_of_constant_scores_is_a_point():
+    assert bootstrap_interval(np.ones(10), 200) == (1.0, 1.0)
+    assert bootstrap_interval(np.array([]), 200) is None
+
+
+def test_cohen_kappa_on_a_small_table():
+    # Judge 1 vs judge 2 on 10 pairs:      j2=a  j2=b
+    #                              j1=a      4     1
+    #                              j1=b      2     3
+    # p_o = 7/10; p_e = (5/10)(6/10) + (5/10)(4/10) = 0.5; kappa = (0.7 - 0.5)/(1 - 0.5) = 0.4
+    x = ["a"] * 5 + ["b"] * 5
+    y = ["a", "a", "a", "a", "b", "a", "a", "b", "b", "b"]
+    assert cohen_kappa(x, y) == pytest.approx(0.4)
+    assert cohen_kappa(x, x) == pytest.approx(1.0)
+    assert cohen_kappa(["a"] * 3, ["a"] * 3) is None  # p_e = 1: undefined
+    assert cohen_kappa([], []) is None
+
+
+def test_agreement_leaves_invalid_pairs_out():
+    x = ["a", "b", "tie", "invalid", "a"]
+    y = ["a", "a", "tie", "b", "invalid"]
+    result = agreement(x, y)
+    # 3 pairs valid in both: (a,a) (b,a) (tie,tie) -> 2/3 agree
+    assert result["both_valid"] == 3 and result["agreement"] == pytest.approx(2 / 3)
+    assert result["table"]["b"]["a"] == 1
+    # p_e = P1(a)P2(a) + P1(b)P2(b) + P1(tie)P2(tie) = (1/3)(2/3) + (1/3)(0) + (1/3)(1/3) = 1/3
+    # kappa = (2/3 - 1/3) / (1 - 1/3) = 0.5
+    assert result["kappa"] == pytest.approx(0.5)
+
+
+def test_length_controlled_rate_equals_the_raw_rate_when_lengths_are_equal():
+    scores = np.array([1, 1, 0, 0.5, 1, 0, 1])
+    lc, slope = length_controlled_win_rate(scores, np.full(7, 10), np.full(7, 10))
+    assert lc == pytest.approx(scores.mean(), abs=1e-9)
+    assert slope == 0.0
+
+
+def test_length_controlled_rate_removes_a_length_effect():
+    # A wins exactly when it is longer, and it is longer in 3 of 4 pairs: raw 75%. Read at zero
+    # length difference the rate moves toward ½ (the penalty keeps the slope finite).
+    scores = np.array([1.0, 1.0, 1.0, 0.0] * 10)
+    len_a = np.array([30, 30, 30, 10] * 10)
+    len_b = np.array([10, 10, 10, 30] * 10)
+    lc, slope = length_controlled_win_rate(scores, len_a, len_b)
+    assert slope > 0
+    assert 0.5 <= lc < 0.75
+
+
+def test_length_controlled_rate_of_all_wins_is_one():
+    assert length_controlled_win_rate(np.ones(5), np.arange(5), np.zeros(5))[0] == 1.0
+
+
+def test_logistic_fit_recovers_known_coefficients():
+    # Data drawn from sigmoid(0.5 + 2x): the fit should find them to within sampling error.
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, 20000)
+    y = (rng.random(20000) < 1 / (1 + np.exp(-(0.5 + 2 * x)))).astype(float)
+    b0, b1 = fit_logistic(x, y, l2=0.0)
+    assert b0 == pytest.approx(0.5, abs=0.06) and b1 == pytest.approx(2.0, abs=0.12)
+
+
+def test_length_features_are_tanh_of_standardised_differences():
+    # differences 2 and -2, sd 2: tanh(1), tanh(-1)
+    assert np.allclose(length_features(np.array([3, 1]), np.array([1, 3])), [np.tanh(1), np.tanh(-1)])
+
+
+def test_word_count():
+    # It's | a | test | isn't | it | 3 | words | no | 9: apostrophes keep a word whole
+    assert word_count("It's a test, isn't it? 3 words... no: 9") == 9
+
+
+def _j(winner, order="ab", a="one two", b="three", meta=None):
+    return Judgment(prompt="p", a=a, b=b, winner=winner, judge="t", order=order, meta=meta or {})
+
+
+def test_summary_position_numbers():
+    both = [
+        _j("a", "both", meta={"orders": {"ab": "a", "ba": "a"}}),
+        _j("tie", "both", meta={"orders": {"ab": "a", "ba": "b"}}),
+        _j("invalid", "both", meta={"orders": {"ab": "a", "ba": "invalid"}}),
+    ]
+    s = summarize(both, resamples=100)
+    assert s["position_consistency"] == 0.5  # 1 of the 2 pairs with both answers valid
+    assert s["first_shown_win_rate"] is None
+    # Shown first: A (ab, A won), B (ba, B won), A (ab, B won) -> first won 2 of 3
+    once = [_j("a", "ab"), _j("b", "ba"), _j("b", "ab")]
+    s = summarize(once, resamples=100)
+    assert s["first_shown_win_rate"] == pytest.approx(2 / 3)
+    assert s["position_consistency"] is None
+    assert s["mean_words_a"] == 2 and s["mean_words_b"] == 1
