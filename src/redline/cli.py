@@ -219,6 +219,40 @@ def _revise(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- experiment
+
+
+def _add_experiment(sub) -> None:
+    from redline.config import add_settings_arguments
+    from redline.experiments.critic import CriticExperimentConfig
+
+    experiment = sub.add_parser("experiment", help="rerun a paper's experiment end to end").add_subparsers(
+        dest="experiment_command", required=True, metavar="COMMAND"
+    )
+    p = experiment.add_parser(
+        "critic",
+        help="train critics on growing data, revise held-out responses N times, judge every iteration",
+        description="Jin et al. 2023's experiment: for each training size, train a critic, revise the test "
+        "responses (and a second responder's) for N iterations and judge each iteration against the original. "
+        "--data is a folder with feedback.jsonl and test.jsonl. Rerun the same command to resume.",
+    )
+    add_settings_arguments(p, CriticExperimentConfig)
+    add_out(p, help="output folder (results.md, results.json, win_rates.png, one folder a size)")
+    p.set_defaults(func=_experiment_critic)
+
+
+def _experiment_critic(args) -> int:
+    from redline.config import settings_from_args
+    from redline.experiments.critic import CriticExperimentConfig, run_critic_experiment
+
+    config = settings_from_args(CriticExperimentConfig, args)
+    if not config.data:
+        raise RedlineError("--data is required: a folder with feedback.jsonl and test.jsonl")
+    run_critic_experiment(config, args.out)
+    print((args.out / "results.md").read_text())
+    return 0
+
+
 # ----------------------------------------------------------------------------- demo
 
 
@@ -260,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(sub)
     _add_train(sub)
     _add_revise(sub)
+    _add_experiment(sub)
     return parser
 
 
