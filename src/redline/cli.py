@@ -279,6 +279,76 @@ def _demo(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- simulate
+
+
+def _add_simulate(sub) -> None:
+    sim = sub.add_parser(
+        "simulate", help="the simulated-annotator environment: build feedback data with known truth, score responses"
+    ).add_subparsers(dest="simulate_command", required=True, metavar="COMMAND")
+
+    p = sim.add_parser(
+        "build",
+        help="sample K responses per prompt; write rankings, preferences, feedback, demonstrations, test, manifest",
+        description="Draw writing tasks with verifiable instructions, sample K responses per prompt, and let a pool "
+        "of noisy simulated annotators rank, compare, critique and revise them. Rerun with the same --out to resume.",
+    )
+    add_model(p, help="who writes the responses: 'template' (no model), 'embedded' or a model name (default: %(default)s)")
+    p.add_argument("--responder", dest="model", default=argparse.SUPPRESS, help="the same as --model")
+    p.add_argument("--prompts", type=int, default=600, metavar="N", help="training prompts (default: %(default)s)")
+    p.add_argument("--test-prompts", type=int, default=100, metavar="M", help="held-out prompts (default: %(default)s)")
+    p.add_argument("--k", type=int, default=4, help="responses per training prompt, >= 2 (default: %(default)s)")
+    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default: %(default)s)")
+    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling (default: %(default)s)")
+    p.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="(default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32, metavar="B", help="prompts per generation call (default: %(default)s)")
+    p.add_argument("--tasks", type=Path, help="JSONL of tasks {topic, instructions[, form, prompt, id]} instead of drawing them")
+    p.add_argument("--types", help="comma-separated instruction types to draw from (default: all)")
+    p.add_argument("--annotators", type=int, default=5, help="annotators in the pool (default: %(default)s)")
+    p.add_argument("--noise-scale", type=float, default=1.0, help="annotator noise times this; 0 = noise-free (default: %(default)s)")
+    p.add_argument("--pairs", choices=["best-worst", "all"], default="best-worst", help="preferences per ranking (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_out(p, help="output folder")
+    add_seed(p)
+    p.set_defaults(func=_simulate_build)
+
+    p = sim.add_parser("score", help="oracle quality of records that carry their instructions in meta; prints one JSON line")
+    p.add_argument("--input", required=True, help="record file (JSONL, Parquet, datasets folder)")
+    p.add_argument("--field", default="response", help="field to score: response, revision, chosen, responses... (default: %(default)s)")
+    add_reading(p)
+    p.set_defaults(func=_simulate_score)
+
+
+def _simulate_build(args) -> int:
+    from redline.simulate.build import BuildConfig, build
+
+    types = tuple(t.strip() for t in args.types.split(",") if t.strip()) if args.types is not None else None
+    config = BuildConfig(
+        out=args.out, responder=args.model, prompts=args.prompts, test_prompts=args.test_prompts, k=args.k, seed=args.seed,
+        tasks=args.tasks, types=types, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
+        dtype=args.dtype, device=args.device, batch_size=args.batch_size, annotators=args.annotators,
+        noise_scale=args.noise_scale, pairs=args.pairs, progress=not args.no_progress,
+    )
+    manifest = build(config)
+    counts, quality, met = manifest["counts"], manifest["quality"], manifest["all_met"]
+    for name in ("demonstrations", "rankings", "preferences", "feedback", "test"):
+        print(f"wrote {counts[name]} records to {args.out / (name + '.jsonl')}")
+    print(f"annotator agreement {manifest['agreement']['mean']:.3f}; oracle quality of responses {quality['responses'] or 0:.3f} "
+          f"(all instructions met {met['responses'] or 0:.1%}), of revisions {quality['revisions'] or 0:.3f} ({met['revisions'] or 0:.1%})")
+    return 0
+
+
+def _simulate_score(args) -> int:
+    from redline.simulate.build import score_file
+
+    result = score_file(args.input, args.field, limit=args.limit, skip_invalid=args.skip_invalid)
+    skipped = result.pop("skipped", 0)
+    if skipped:
+        print(f"{args.input}: skipped {skipped} invalid records", file=sys.stderr)
+    print(json.dumps(result))
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -295,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_revise(sub)
     _add_experiment(sub)
+    _add_simulate(sub)
     return parser
 
 

@@ -1,0 +1,472 @@
+"""``redline simulate build`` and ``redline simulate score``: feedback data from simulated annotators.
+
+``build`` writes, into one folder, every kind of feedback the trainers take, for prompts whose
+truth is known (see ``oracle``):
+
+- ``rankings.jsonl``: the K responses of each training prompt, ranked by one annotator of the pool;
+- ``preferences.jsonl``: from each ranking, the best against the worst response (``--pairs
+  best-worst``, the default: one clear, independent pair per prompt) or every ordered pair
+  (``--pairs all``, InstructGPT's C(K,2) comparisons, which are not independent);
+- ``feedback.jsonl``: one record per (prompt, response): the annotator's critique and revision.
+  Records where nothing is broken are kept: the critique praises and the revision equals the
+  response. A critic must learn to leave a good answer alone (Self-Refine's stop condition), so
+  these are data, not noise; ``meta.all_met`` marks them for anyone who wants to drop them;
+- ``demonstrations.jsonl``: the annotator's best-ranked response with every problem fixed, so it
+  reads like the responder (a model's own words, made right);
+- ``test.jsonl``: held-out prompts with one initial response each, as ``response`` records;
+- ``manifest.json``: the configuration and command line, versions, annotator noise, counts,
+  measured annotator agreement, mean oracle quality and the share meeting all instructions (of
+  responses, revisions, demonstrations and test responses), and the build time.
+
+Every record carries ``meta = {"topic", "form", "instructions", ...}``, so any of them can be
+scored later (``score_file``). Splits are by prompt: a test prompt never appears in training.
+
+Steps (numbered the same in ``build``):
+1. check the configuration; every error a user can act on comes before any work;
+2. draw the tasks (or read them with ``--tasks``); test prompts first, so a larger ``--prompts``
+   keeps the same test set;
+3. load the responder: ``template`` (no model), or a model through ``redline.generation``;
+4. sample K responses per training prompt and one per test prompt, appending each batch to
+   ``DIR/.responses.jsonl`` as it is made, so a killed build resumes where it stopped;
+5. annotate: rank, compare, critique, revise, demonstrate (one annotator per prompt, chosen by a
+   seeded RNG, which is why the same seed gives the same files);
+6. write the record files (each atomically) and the manifest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import platform
+import random
+import shlex
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from statistics import mean
+from typing import Callable, Sequence
+
+from redline import RedlineError, __version__
+from redline.records import (
+    Demonstration,
+    FieldError,
+    Feedback,
+    Preference,
+    Ranking,
+    RecordError,
+    Response,
+    append_records,
+    iter_raw,
+    prompt_text,
+    read_jsonl_prefix,
+    write_records,
+)
+from redline.simulate.annotators import make_pool, measure_agreement
+from redline.simulate.instructions import TYPES, InstructionError, parse_instructions
+from redline.simulate.oracle import check_all
+from redline.simulate.tasks import Task, load_tasks, make_tasks, template_response
+
+SIMULATE_VERSION = 1  # bump when tasks, checkers or fixers change what a seed produces
+PAIRS = ("best-worst", "all")
+Respond = Callable[[list[tuple[Task, int]]], list[str]]
+
+
+@dataclass
+class BuildConfig:
+    """Everything a build depends on; written into ``manifest.json`` so it can be repeated.
+
+    What to build:
+        out: the folder for the files.
+        responder: who writes responses: 'template' (no model), 'embedded' or a model name.
+        prompts: training prompts (each gets K responses).
+        test_prompts: held-out prompts (each gets one response).
+        k: responses per training prompt (>= 2).
+        seed: one seed for tasks, sampling and annotators.
+        tasks: a JSONL file of tasks to use instead of drawing them (first the test tasks).
+        types: draw only these instruction types.
+    Sampling (model responders):
+        temperature, top_p, max_new_tokens, dtype, device, batch_size.
+    Annotators:
+        annotators: pool size; noise_scale: their default noise times this (0 = noise-free);
+        pairs: 'best-worst' or 'all' comparisons per ranking for the preference file.
+    """
+
+    out: Path
+    responder: str = "embedded"
+    prompts: int = 600
+    test_prompts: int = 100
+    k: int = 4
+    seed: int = 0
+    tasks: Path | None = None
+    types: tuple[str, ...] | None = None
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_new_tokens: int = 256
+    dtype: str = "float32"
+    device: str = "auto"
+    batch_size: int = 32
+    annotators: int = 5
+    noise_scale: float = 1.0
+    pairs: str = "best-worst"
+    progress: bool = True
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["out"] = str(self.out)
+        out["tasks"] = str(self.tasks) if self.tasks else None
+        out["types"] = list(self.types) if self.types else None
+        return out
+
+    def command(self) -> str:
+        """The command line that repeats this build."""
+        args = ["redline", "simulate", "build", "--responder", self.responder, "--prompts", str(self.prompts),
+                "--test-prompts", str(self.test_prompts), "--k", str(self.k), "--seed", str(self.seed),
+                "--out", str(self.out)]
+        if self.responder != "template":
+            args += ["--temperature", str(self.temperature), "--top-p", str(self.top_p),
+                     "--max-new-tokens", str(self.max_new_tokens), "--dtype", self.dtype, "--device", self.device]
+        if self.tasks:
+            args += ["--tasks", str(self.tasks)]
+        if self.types:
+            args += ["--types", ",".join(self.types)]
+        if self.annotators != 5:
+            args += ["--annotators", str(self.annotators)]
+        if self.noise_scale != 1.0:
+            args += ["--noise-scale", str(self.noise_scale)]
+        if self.pairs != "best-worst":
+            args += ["--pairs", self.pairs]
+        return shlex.join(args)
+
+    def check(self) -> None:
+        """Raise ``RedlineError`` for a configuration that cannot work (step 1)."""
+        if self.k < 2:
+            raise RedlineError(f"--k must be at least 2 (a ranking compares responses), got {self.k}")
+        if self.prompts < 1:
+            raise RedlineError(f"--prompts must be at least 1, got {self.prompts}")
+        if self.test_prompts < 0:
+            raise RedlineError(f"--test-prompts must be 0 or more, got {self.test_prompts}")
+        if self.pairs not in PAIRS:
+            raise RedlineError(f"--pairs must be one of {', '.join(PAIRS)}, got {self.pairs!r}")
+        if self.annotators < 1:
+            raise RedlineError(f"--annotators must be at least 1, got {self.annotators}")
+        if self.noise_scale < 0:
+            raise RedlineError(f"--noise-scale must be 0 or more, got {self.noise_scale}")
+        if self.batch_size < 1:
+            raise RedlineError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.types is not None:
+            unknown = [t for t in self.types if t not in TYPES]
+            if unknown or not self.types:
+                raise RedlineError(f"unknown instruction type(s) {', '.join(map(repr, unknown))} (known: {', '.join(TYPES)})")
+        if self.out.exists() and not self.out.is_dir():
+            raise RedlineError(f"--out {self.out} exists and is not a folder")
+
+
+# ----------------------------------------------------------------------------- steps 2–3: tasks, responder
+
+
+def build_tasks(cfg: BuildConfig) -> tuple[list[Task], list[Task]]:
+    """(train, test) tasks; no prompt is in both."""
+    if cfg.tasks is not None:
+        tasks = load_tasks(cfg.tasks)
+        prompts = [t.prompt for t in tasks]
+        if len(set(prompts)) != len(prompts):
+            raise RedlineError(f"tasks file {cfg.tasks} repeats a prompt; prompts must be distinct to split by prompt")
+        test = tasks[: cfg.test_prompts]
+        train = tasks[cfg.test_prompts : cfg.test_prompts + cfg.prompts]
+        if not train:
+            raise RedlineError(f"tasks file {cfg.tasks} has {len(tasks)} tasks: none left for training after {len(test)} test prompts")
+        return train, test
+    test = make_tasks(cfg.test_prompts, cfg.seed, "test", cfg.types)
+    train = make_tasks(cfg.prompts, cfg.seed, "train", cfg.types, exclude={t.prompt for t in test})
+    return train, test
+
+
+def sample_seed(seed: int, task_id: str, j: int) -> int:
+    return random.Random(f"redline-simulate:{seed}:{task_id}:{j}").getrandbits(31)
+
+
+def load_responder(cfg: BuildConfig) -> Respond:
+    """A function from (task, sample index) pairs to response texts; loads the model now."""
+    if cfg.responder == "template":
+        return lambda batch: [template_response(t, random.Random(sample_seed(cfg.seed, t.id, j))) for t, j in batch]
+    try:
+        from redline.generation import SamplingParams, load_engine
+    except ImportError as e:
+        raise RedlineError(f"responder {cfg.responder!r} needs the generation engine (redline.generation): {e}") from e
+    try:
+        engine = load_engine(cfg.responder, backend="transformers", dtype=cfg.dtype, device=cfg.device)
+    except RedlineError:
+        raise
+    except (OSError, ValueError, ImportError, RuntimeError, KeyError) as e:
+        raise RedlineError(f"cannot load responder {cfg.responder!r}: {e}") from e
+    params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+
+    def respond(batch: list[tuple[Task, int]]) -> list[str]:
+        chats = [[{"role": "user", "content": t.prompt}] for t, _ in batch]
+        seeds = [sample_seed(cfg.seed, t.id, j) for t, j in batch]
+        return [c.text.strip() for c in engine.generate(chats, params, seeds=seeds, progress=False)]
+
+    return respond
+
+
+# ----------------------------------------------------------------------------- step 4: responses, resumable
+
+
+def _identity(cfg: BuildConfig) -> dict:
+    """What the cached responses depend on; a cache made under another identity is refused."""
+    tasks_sha = hashlib.sha256(Path(cfg.tasks).read_bytes()).hexdigest()[:16] if cfg.tasks else None
+    sampling = {} if cfg.responder == "template" else {
+        "temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens}
+    return {"version": SIMULATE_VERSION, "responder": cfg.responder, "seed": cfg.seed,
+            "types": list(cfg.types) if cfg.types else None, "tasks_sha": tasks_sha, **sampling}
+
+
+def _key(task: Task, j: int) -> str:
+    return f"{task.id}:{j}"
+
+
+def generate_responses(cfg: BuildConfig, requests: list[tuple[Task, int]], respond: Respond) -> dict[str, str]:
+    """Every requested response, from the cache where a previous run made it."""
+    from tqdm.auto import tqdm
+
+    path = cfg.out / ".responses.jsonl"
+    identity = _identity(cfg)
+    rows = read_jsonl_prefix(path)
+    if rows and rows[0].get("header") != identity:
+        raise RedlineError(
+            f"{path} holds responses of a different build ({rows[0].get('header')}); use another --out or delete it"
+        )
+    if not rows:
+        append_records(path, [{"header": identity}])
+    done = {row["key"]: row["text"] for row in rows[1:] if "key" in row}
+    todo = [(t, j) for t, j in requests if _key(t, j) not in done]
+    with tqdm(total=len(requests), initial=len(requests) - len(todo), desc="responses", unit="resp",
+              disable=not cfg.progress) as bar:
+        for start in range(0, len(todo), cfg.batch_size):
+            batch = todo[start : start + cfg.batch_size]
+            texts = respond(batch)
+            if len(texts) != len(batch):
+                raise RedlineError(f"the responder returned {len(texts)} responses for {len(batch)} prompts")
+            rows = [{"key": _key(t, j), "text": text} for (t, j), text in zip(batch, texts)]
+            append_records(path, rows)
+            done.update((row["key"], row["text"]) for row in rows)
+            bar.update(len(batch))
+    return done
+
+
+# ----------------------------------------------------------------------------- step 5: annotation
+
+
+@dataclass
+class Annotated:
+    """The records made from one training prompt."""
+
+    ranking: Ranking | None
+    preferences: list[Preference]
+    feedback: list[Feedback]
+    demonstration: Demonstration
+    qualities: list[float]  # oracle quality of each response
+    revision_qualities: list[float]
+    all_met: list[bool]
+    revision_all_met: list[bool]
+    skipped: list[str]
+
+
+def annotate(task: Task, responses: Sequence[str], pool, seed: int, pairs: str = "best-worst") -> Annotated:
+    rng = random.Random(f"redline-simulate:{seed}:{task.id}:annotate")
+    annotator = pool[rng.randrange(len(pool))]
+    meta = {**task.meta(), "annotator": annotator.name}
+    reports = [check_all(task, r) for r in responses]
+    qualities = [r.quality for r in reports]
+    skipped: list[str] = []
+
+    # Rank the responses that have text (a record cannot hold an empty one).
+    usable = [i for i, r in enumerate(responses) if r.strip()]
+    skipped += ["empty response"] * (len(responses) - len(usable))
+    ranks = annotator.rank_qualities([qualities[i] for i in usable], rng)
+    ranking, preferences = None, []
+    if len(usable) >= 2 and len(set(ranks)) >= 2:
+        ranking = Ranking(prompt=task.prompt, responses=[responses[i] for i in usable], ranks=ranks, id=task.id,
+                          meta={**meta, "oracle_quality": [round(qualities[i], 4) for i in usable]})
+        comparisons = ranking.comparisons()
+        if pairs == "best-worst":
+            best = min(range(len(ranks)), key=lambda i: (ranks[i], i))
+            worst = max(range(len(ranks)), key=lambda i: (ranks[i], -i))
+            comparisons = [(best, worst)]
+        for n, (w, l) in enumerate(comparisons):
+            preferences.append(Preference(prompt=task.prompt, chosen=ranking.responses[w], rejected=ranking.responses[l],
+                                          id=task.id if pairs == "best-worst" else f"{task.id}-{n}",
+                                          meta={**meta, "pair": [usable[w], usable[l]]}))
+    elif len(usable) >= 2:
+        skipped.append("every response tied")
+    else:
+        skipped.append("fewer than 2 non-empty responses")
+
+    # Critique and revise every response with text.
+    feedback, revision_qualities, revision_all_met = [], [], []
+    for i in usable:
+        critique = annotator.critique(task, responses[i], rng)
+        revision = annotator.revise(task, responses[i], critique)
+        after = check_all(task, revision)
+        revision_qualities.append(after.quality)
+        revision_all_met.append(after.all_met)
+        feedback.append(Feedback(
+            prompt=task.prompt, response=responses[i], critique=critique.text, revision=revision, id=f"{task.id}-{i}",
+            meta={**meta, "broken": list(critique.named), "faults": list(critique.faults),
+                  "all_met": not critique.named and not critique.faults,
+                  "oracle_quality": [round(qualities[i], 4), round(after.quality, 4)]},
+        ))
+
+    # Demonstrate from the annotator's favourite.
+    best = usable[min(range(len(usable)), key=lambda i: (ranks[i], i))] if usable else 0
+    demonstration = Demonstration(prompt=task.prompt, response=annotator.demonstrate(task, responses[best]), id=task.id,
+                                  meta={**meta, "from_response": best})
+    return Annotated(ranking, preferences, feedback, demonstration, qualities, revision_qualities,
+                     [r.all_met for r in reports], revision_all_met, skipped)
+
+
+# ----------------------------------------------------------------------------- the build
+
+
+def _share(values: Sequence[bool]) -> float | None:
+    return round(sum(values) / len(values), 4) if values else None
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return round(mean(values), 4) if values else None
+
+
+def build(cfg: BuildConfig) -> dict:
+    """Build the data set described by ``cfg`` into ``cfg.out``; return the manifest."""
+    started = time.time()
+    cfg.check()  # step 1
+    train, test = build_tasks(cfg)  # step 2
+    respond = load_responder(cfg)  # step 3
+    cfg.out.mkdir(parents=True, exist_ok=True)
+
+    requests = [(t, j) for t in train for j in range(cfg.k)] + [(t, 0) for t in test]  # step 4
+    texts = generate_responses(cfg, requests, respond)
+
+    pool = make_pool(cfg.annotators, cfg.noise_scale)  # step 5
+    results = [annotate(t, [texts[_key(t, j)] for j in range(cfg.k)], pool, cfg.seed, cfg.pairs) for t in train]
+    test_records = [
+        Response(prompt=t.prompt, response=texts[_key(t, 0)], source=cfg.responder, id=t.id, meta=t.meta()) for t in test
+    ]
+    test_reports = [check_all(t, r.response) for t, r in zip(test, test_records)]
+
+    files = {  # step 6
+        "demonstrations.jsonl": [r.demonstration for r in results],
+        "rankings.jsonl": [r.ranking for r in results if r.ranking is not None],
+        "preferences.jsonl": [p for r in results for p in r.preferences],
+        "feedback.jsonl": [f for r in results for f in r.feedback],
+        "test.jsonl": test_records,
+    }
+    for name, records in files.items():
+        write_records(cfg.out / name, records)
+
+    skipped: dict[str, int] = {}
+    for r in results:
+        for reason in r.skipped:
+            skipped[reason] = skipped.get(reason, 0) + 1
+    demo_reports = [check_all(t, r.demonstration.response) for t, r in zip(train, results)]
+    type_counts: dict[str, int] = {}
+    for t in train:
+        for inst in t.instructions:
+            type_counts[inst.type] = type_counts.get(inst.type, 0) + 1
+    manifest = {
+        "kind": "redline-simulate",
+        "command": cfg.command(),
+        "config": cfg.to_dict(),
+        "seed": cfg.seed,
+        "responder": cfg.responder,
+        "versions": {"redline": __version__, "simulate": SIMULATE_VERSION, "python": platform.python_version()},
+        "annotators": [a.noise() for a in pool],
+        "preferences_from": cfg.pairs,
+        "feedback_policy": "one record per (prompt, non-empty response); records where nothing is broken are kept "
+                           "(the critique praises, the revision equals the response) and marked meta.all_met",
+        "counts": {
+            "train_prompts": len(train),
+            "test_prompts": len(test),
+            "responses": len(train) * cfg.k,
+            **{name.removesuffix(".jsonl"): len(records) for name, records in files.items()},
+            "feedback_all_met": sum(f.meta["all_met"] for r in results for f in r.feedback),
+            "skipped": skipped,
+        },
+        "instruction_types": dict(sorted(type_counts.items())),
+        "agreement": measure_agreement(pool, [r.qualities for r in results], cfg.seed),
+        "quality": {
+            "responses": _mean([q for r in results for q in r.qualities]),
+            "revisions": _mean([q for r in results for q in r.revision_qualities]),
+            "demonstrations": _mean([d.quality for d in demo_reports]),
+            "test_responses": _mean([d.quality for d in test_reports]),
+        },
+        "all_met": {
+            "responses": _share([m for r in results for m in r.all_met]),
+            "revisions": _share([m for r in results for m in r.revision_all_met]),
+            "demonstrations": _share([d.all_met for d in demo_reports]),
+            "test_responses": _share([d.all_met for d in test_reports]),
+        },
+        "build_seconds": round(time.time() - started, 2),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    (cfg.out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return manifest
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+def score_file(path: str | Path, field: str = "response", limit: int | None = None, skip_invalid: bool = False) -> dict:
+    """Score the ``field`` of every record that carries its instructions in ``meta``.
+
+    ``field`` may hold a string (``response``, ``revision``, ``chosen``...) or a list of strings
+    (``responses`` of a ranking: each one is scored). Returns ``{"n", "mean_quality", "all_met"}``
+    where ``all_met`` is the share of scored texts that meet every instruction (and ``skipped``,
+    with ``skip_invalid``, when records were skipped).
+    """
+    qualities: list[float] = []
+    met: list[bool] = []
+    errors: list[str] = []
+    n_errors = n_records = 0
+    for number, obj in iter_raw(path):
+        if limit is not None and n_records >= limit:
+            break
+        try:
+            if isinstance(obj, FieldError):
+                raise obj
+            if not isinstance(obj, dict):
+                raise FieldError("<record>", f"expected a JSON object, got {type(obj).__name__}")
+            meta = obj.get("meta")
+            if not isinstance(meta, dict) or "instructions" not in meta:
+                raise FieldError("meta.instructions", "missing (only records that carry their instructions can be scored)")
+            try:
+                instructions = parse_instructions(meta["instructions"])
+            except InstructionError as e:
+                raise FieldError("meta.instructions", str(e)) from None
+            value = obj.get(field)
+            if field not in obj:
+                raise FieldError(field, "missing")
+            texts = [value] if isinstance(value, str) else value
+            if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+                raise FieldError(field, "expected a string or a list of strings" + (" (null: a critique-only record)" if value is None else ""))
+            prompt = obj.get("prompt")
+            prompt = prompt_text(prompt) if isinstance(prompt, (str, list)) and prompt else None
+        except FieldError as e:
+            n_errors += 1
+            if not skip_invalid and len(errors) < 20:
+                errors.append(f"{path}:{number}: {e.field}: {e.reason}")
+            continue
+        n_records += 1
+        task = {"topic": meta.get("topic"), "instructions": [i.to_dict() for i in instructions]}
+        for text in texts:
+            report = check_all(task, text, prompt)
+            qualities.append(report.quality)
+            met.append(report.all_met)
+    if n_errors and not skip_invalid:
+        raise RecordError(errors, n_errors)
+    result = {"n": len(qualities), "mean_quality": _mean(qualities), "all_met": _share(met)}
+    if n_errors:
+        result["skipped"] = n_errors
+    return result
