@@ -136,11 +136,12 @@ def _data_import(args) -> int:
 
 
 def _add_train(sub) -> None:
-    from redline.train.critic import CriticConfig
     from redline.config import add_settings_arguments
+    from redline.train.critic import CriticConfig
+    from redline.train.reward import RewardConfig
     from redline.train.sft import DemonstrationConfig
 
-    train = sub.add_parser("train", help="fine-tune models: sft, critic").add_subparsers(
+    train = sub.add_parser("train", help="fine-tune models: sft, critic, reward").add_subparsers(
         dest="train_command", required=True, metavar="COMMAND"
     )
     p = train.add_parser(
@@ -164,6 +165,28 @@ def _add_train(sub) -> None:
     add_out(p, help="the run folder")
     p.add_argument("--config", help="a resolved train_config.json to start from (flags override it)")
     p.set_defaults(func=_train_sft)
+
+    p = train.add_parser(
+        "reward",
+        help="train a reward model on K-way rankings (InstructGPT step 2)",
+        description="All C(K,2) comparisons of a prompt in one batch element, one forward pass per completion, "
+        "ties dropped. Preference records work as K = 2. Saves a sequence-classification model.",
+    )
+    add_settings_arguments(p, RewardConfig)
+    add_out(p, help="the run folder")
+    p.add_argument("--config", help="a resolved train_config.json to start from (flags override it)")
+    p.set_defaults(func=_train_reward)
+
+
+def _train_reward(args) -> int:
+    from redline.config import settings_from_args
+    from redline.train.reward import RewardConfig, train_reward
+
+    config = settings_from_args(RewardConfig, args)
+    if not config.data:
+        raise RedlineError("--data is required: a file of ranking or preference records")
+    print(json.dumps(train_reward(config, args.out)))
+    return 0
 
 
 def _train_critic(args) -> int:
@@ -279,6 +302,112 @@ def _demo(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- evaluate
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="judge two sets of responses: win rate, 95%% interval, length-controlled rate, report",
+        description="Judge response records of A against B, pair by pair (matched by id, else by prompt). "
+        "OUT gets judgments.jsonl (rerun to resume), summary.json and report.md. --a may be a revise/improve/"
+        "refine output folder (iteration_1.jsonl ... iteration_N.jsonl): every iteration is judged against "
+        "the original and the win-rate curve is drawn (win_rate_curve.png).",
+    )
+    p.add_argument("--a", help="response records, or a folder of iteration_K.jsonl files")
+    p.add_argument("--b", help="response records to compare with (optional when --a is an iterations folder)")
+    p.add_argument("--judge", help="oracle, oracle:noisy, reward:RUN_OR_MODEL[?margin=M], openai:MODEL@BASE_URL[?key_env=VAR]")
+    add_out(p, required=False, help="output folder")
+    add_seed(p)
+    add_reading(p)
+    p.add_argument("--bootstrap", type=int, default=2000, metavar="N", help="bootstrap resamples (default: %(default)s)")
+    p.set_defaults(func=_evaluate)
+    more = p.add_subparsers(dest="evaluate_command", required=False, metavar="COMMAND")
+    q = more.add_parser(
+        "agreement",
+        help="how often two judges agree on the same pairs (rate and Cohen's kappa)",
+        description="Judge A against B with two judges (OUT/judge_1, OUT/judge_2; rerun to resume), or read "
+        "judgments files by two judges, and write OUT/agreement.json: agreement rate and Cohen's kappa "
+        "over a/b/tie on the pairs both judged validly.",
+    )
+    q.add_argument("--judges", help="two judge specs, comma-separated: J1,J2")
+    q.add_argument("--a", help="response records")
+    q.add_argument("--b", help="response records to compare with")
+    q.add_argument("--judgments", help="instead of judging: judgments file(s), FILE[,FILE], by exactly two judges")
+    add_out(q, help="output folder")
+    add_seed(q)
+    add_reading(q)
+    q.set_defaults(func=_evaluate_agreement)
+
+
+def _evaluate(args) -> int:
+    from redline.evaluate import EvaluateConfig, evaluate, table_row, TABLE_HEAD
+
+    missing = [flag for flag, value in (("--a", args.a), ("--judge", args.judge), ("--out", args.out)) if not value]
+    if missing:
+        raise RedlineError(f"redline evaluate needs {', '.join(missing)}")
+    config = EvaluateConfig(a=args.a, b=args.b, judge=args.judge, out=str(args.out), seed=args.seed, limit=args.limit,
+                            skip_invalid=args.skip_invalid, bootstrap=args.bootstrap)
+    summary = evaluate(config)
+    rows = summary.get("iterations") or [summary]
+    print(TABLE_HEAD)
+    for row in rows:
+        print(table_row(f"iteration {row['iteration']}" if "iteration" in row else "A vs B", row))
+    print(f"\nwrote {args.out}/summary.json and {args.out}/report.md")
+    return 0
+
+
+def _evaluate_agreement(args) -> int:
+    from redline.evaluate import evaluate_agreement
+
+    result = evaluate_agreement(
+        judges=[j.strip() for j in args.judges.split(",")] if args.judges else None, a=args.a, b=args.b, out=args.out,
+        judgments=args.judgments.split(",") if args.judgments else None, seed=args.seed, limit=args.limit,
+        skip_invalid=args.skip_invalid,
+    )
+    kappa = "–" if result["kappa"] is None else f"{result['kappa']:.3f}"
+    rate = "–" if result["agreement"] is None else f"{100 * result['agreement']:.1f}%"
+    print(f"{result['judges'][0]} vs {result['judges'][1]}: agreement {rate}, Cohen's kappa {kappa} "
+          f"on {result['both_valid']} of {result['pairs']} pairs (both valid)")
+    return 0
+
+
+# ----------------------------------------------------------------------------- serve
+
+
+def _add_serve(sub) -> None:
+    import os
+
+    p = sub.add_parser(
+        "serve",
+        help="an OpenAI-compatible server (/v1/chat/completions, /v1/models) over a model",
+        description="Serve a model over HTTP for any OpenAI client, and for the LLM judge "
+        "(--judge openai:MODEL@http://HOST:PORT/v1). Concurrent requests are batched through the generation engine.",
+    )
+    add_model(p, default=None)
+    p.add_argument("--port", type=int, default=8000, help="(default: %(default)s)")
+    p.add_argument("--host", default="127.0.0.1", help="(default: %(default)s; 0.0.0.0 to listen beyond this machine)")
+    p.add_argument("--api-key", default=os.environ.get("REDLINE_API_KEY"),
+                   help="require 'Authorization: Bearer KEY' (default: $REDLINE_API_KEY; unset: no key)")
+    p.add_argument("--max-batch", type=int, default=8, metavar="N", help="requests per engine call (default: %(default)s)")
+    p.add_argument("--max-concurrency", type=int, default=64, metavar="N",
+                   help="requests in flight; more get 429 (default: %(default)s)")
+    p.add_argument("--batch-wait-ms", type=float, default=5.0, metavar="MS",
+                   help="how long a request waits for others to batch with (default: %(default)s)")
+    p.add_argument("--served-name", default=None, help="the model name clients ask for (default: --model)")
+    p.add_argument("--backend", default="transformers", choices=["transformers", "vllm"], help="(default: %(default)s)")
+    p.set_defaults(func=_serve)
+
+
+def _serve(args) -> int:
+    from redline.serve import serve
+
+    serve(args.model, host=args.host, port=args.port, api_key=args.api_key, max_batch=args.max_batch,
+          max_concurrency=args.max_concurrency, batch_wait_ms=args.batch_wait_ms, served_name=args.served_name,
+          backend=args.backend, dtype=args.dtype, device=args.device)
+    return 0
+
+
 # ----------------------------------------------------------------------------- simulate
 
 
@@ -365,6 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_revise(sub)
     _add_experiment(sub)
+    _add_evaluate(sub)
+    _add_serve(sub)
     _add_simulate(sub)
     return parser
 

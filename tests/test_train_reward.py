@@ -1,0 +1,82 @@
+"""The K-way reward model on tiny-random: batching, the loss falls, accuracy is reported, the bias
+normalises demonstrations, and the result loads as a plain sequence-classification model."""
+
+import json
+
+import torch
+
+from redline.cli import main
+from redline.models import load_tokenizer
+from redline.records import Ranking
+from redline.train.reward import GroupCollator, encode_groups, split_by_prompt
+
+
+def rankings(n=24):
+    # The best response is long and says "good"; the worst is short: learnable by a tiny model.
+    return [
+        {"prompt": f"Question {i}?", "responses": [f"good answer {i} " * 4, f"answer {i}", "no"], "ranks": [0, 1, 2]}
+        for i in range(n)
+    ]
+
+
+def test_groups_keep_every_comparison_of_a_prompt_in_one_element():
+    tok = load_tokenizer("tiny-random")
+    r = Ranking(prompt="p", responses=["a", "b", "c", "d"], ranks=[0, 1, 1, 2])
+    groups = encode_groups([r], tok, 64, as_pairs=False)
+    assert len(groups) == 1 and len(groups[0]["input_ids"]) == 4
+    assert groups[0]["pairs"] == [(0, 1), (0, 2), (0, 3), (1, 3), (2, 3)]  # the tie (1, 2) is dropped
+    pairs = encode_groups([r], tok, 64, as_pairs=True)
+    assert len(pairs) == 5 and all(len(g["input_ids"]) == 2 for g in pairs)  # a forward pass per side
+
+
+def test_collator_offsets_indices_per_group():
+    batch = GroupCollator(pad_id=0)([
+        {"input_ids": [[5, 6], [7]], "pairs": [(0, 1)]},
+        {"input_ids": [[1], [2], [3, 4, 5]], "pairs": [(2, 0), (2, 1)]},
+    ])
+    assert batch["input_ids"].shape == (5, 3)
+    assert batch["winners"].tolist() == [0, 4, 4] and batch["losers"].tolist() == [1, 2, 3]
+    assert batch["groups"].tolist() == [0, 1, 1] and int(batch["n_groups"]) == 2
+    assert batch["attention_mask"][1].tolist() == [1, 0, 0]
+
+
+def test_split_never_puts_a_prompt_in_both_parts():
+    rs = [Ranking(prompt=f"p{i % 10}", responses=["a", "b"], ranks=[0, 1]) for i in range(40)]
+    train, held = split_by_prompt(rs, 0.2, seed=0)
+    assert {r.prompt for r in train}.isdisjoint({r.prompt for r in held}) and len(held) == 8
+
+
+def test_train_reward_cli(jsonl, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    data = jsonl(rankings())
+    demos = jsonl([{"prompt": f"Question {i}?", "response": f"good answer {i}"} for i in range(4)], "demos.jsonl")
+    run = tmp_path / "rm"
+    assert main(["train", "reward", "--data", str(data), "--model", "tiny-random", "--out", str(run), "--no-lora",
+                 "--learning-rate", "3e-3", "--max-steps", "12", "--batch-size", "4", "--logging-steps", "1",
+                 "--warmup", "0", "--eval-split", "0.25", "--normalize-with", str(demos), "--save-steps", "100"]) == 0
+    info = json.loads((run / "redline.json").read_text())
+    m = info["metrics"]
+    assert info["kind"] == "reward" and m["mode"] == "groups" and m["eval_comparisons"] == 6 * 3
+    assert m["eval_accuracy"] >= 0.5
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    losses = [row["loss"] for row in log if "loss" in row]
+    assert losses[-1] < losses[0]
+    # A plain transformers load works, and with the stored bias demonstrations average 0.
+    model = AutoModelForSequenceClassification.from_pretrained(run)
+    assert model.config.num_labels == 1
+    from redline.train.reward import chat_text, score_texts
+
+    tok = load_tokenizer(str(run))
+    scores = score_texts(model, tok, [chat_text(tok, f"Question {i}?", f"good answer {i}") for i in range(4)])
+    assert abs(sum(scores) / 4) < 1e-3
+    assert abs(model.config.reward_bias - m["reward_bias"]) < 1e-3
+
+
+def test_preferences_train_as_k_equals_2(jsonl, tmp_path):
+    data = jsonl([{"prompt": f"q{i}", "chosen": "good good good", "rejected": "bad"} for i in range(8)])
+    run = tmp_path / "rm"
+    assert main(["train", "reward", "--data", str(data), "--model", "tiny-random", "--out", str(run),
+                 "--max-steps", "2", "--batch-size", "4", "--pairs"]) == 0
+    m = json.loads((run / "redline.json").read_text())["metrics"]
+    assert m["mode"] == "pairs" and m["train_comparisons"] == 7 and m["eval_comparisons"] == 1
