@@ -497,12 +497,42 @@ def _report(title: str, lines: list[str], rows: list[str], summary: dict[str, An
 def evaluate(config: EvaluateConfig, judge: Judge | None = None) -> dict[str, Any]:
     """Run one evaluation (or an iteration curve, for a folder) and write OUT; return the summary.
 
-    Files are read and matched first, then the judge is checked (a server that does not answer
-    fails here), then judging starts; nothing is judged twice across reruns.
+    The judge spec is parsed first, the files are read and matched next, then the judge is
+    checked (a server that does not answer fails here), and only then does judging start; nothing
+    is judged twice across reruns. A judge passed in is the caller's: it is not closed here.
     """
+    owned = judge is None
+    judge = judge if judge is not None else _parse(config.judge)
+    try:
+        if Path(config.a).is_dir() and iteration_files(config.a):
+            return _evaluate_curve(config, judge)
+        return _evaluate_files(config, judge)
+    finally:
+        if owned:
+            judge.close()
+
+
+def evaluate_iterations(config: EvaluateConfig, judge: Judge | None = None) -> dict[str, Any]:
+    """Judge every ``iteration_K.jsonl`` of the folder ``config.a`` against the original; draw the curve."""
+    if not (Path(config.a).is_dir() and iteration_files(config.a)):
+        raise RedlineError(f"{config.a} is not a folder of iteration_K.jsonl files (K >= 1)")
+    return evaluate(config, judge)
+
+
+def _parse(spec: str) -> Judge:
+    from redline.judges import parse_judge
+
+    return parse_judge(spec)
+
+
+def _start(config: EvaluateConfig) -> Path:
     out = Path(config.out)
-    if Path(config.a).is_dir() and iteration_files(config.a):
-        return evaluate_iterations(config, judge)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    return out
+
+
+def _evaluate_files(config: EvaluateConfig, judge: Judge) -> dict[str, Any]:
     if config.b is None:
         raise RedlineError("--b is needed unless --a is a folder of iteration_K.jsonl files")
     a = read_responses(config.a, config.skip_invalid)
@@ -513,14 +543,9 @@ def evaluate(config: EvaluateConfig, judge: Judge | None = None) -> dict[str, An
     pairs = pairs[: config.limit] if config.limit is not None else pairs
     if not pairs:
         raise RedlineError(f"no pairs to judge between {config.a} and {config.b}")
-    judge = judge if judge is not None else _parse(config.judge)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
-    try:
-        judge.check()
-        judgments = judge_pairs(pairs, judge, out / "judgments.jsonl", seed=config.seed, progress=config.progress)
-    finally:
-        judge.close()
+    judge.check()
+    out = _start(config)
+    judgments = judge_pairs(pairs, judge, out / "judgments.jsonl", seed=config.seed, progress=config.progress)
     summary = {"judge": judge.name, "a": config.a, "b": config.b, "seed": config.seed,
                **summarize(judgments, config.bootstrap, config.seed)}
     lines = [f"A: `{config.a}`", f"B: `{config.b}`", f"judge: `{judge.name}`",
@@ -529,15 +554,7 @@ def evaluate(config: EvaluateConfig, judge: Judge | None = None) -> dict[str, An
     return summary
 
 
-def _parse(spec: str) -> Judge:
-    from redline.judges import parse_judge
-
-    return parse_judge(spec)
-
-
-def evaluate_iterations(config: EvaluateConfig, judge: Judge | None = None) -> dict[str, Any]:
-    """Judge every ``iteration_K.jsonl`` of a folder against the original; write the curve."""
-    out = Path(config.out)
+def _evaluate_curve(config: EvaluateConfig, judge: Judge) -> dict[str, Any]:
     files = iteration_files(config.a)
     baseline = read_responses(config.b, config.skip_invalid) if config.b else None
     plan = []
@@ -552,24 +569,20 @@ def evaluate_iterations(config: EvaluateConfig, judge: Judge | None = None) -> d
         if not pairs:
             raise RedlineError(f"{path}: no pairs to judge")
         plan.append((k, pairs))
-    judge = judge if judge is not None else _parse(config.judge)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    judge.check()
+    out = _start(config)
     curve = []
-    try:
-        judge.check()
-        for k, pairs in plan:
-            sub = out / f"iteration_{k}"
-            judgments = judge_pairs(pairs, judge, sub / "judgments.jsonl", seed=config.seed, progress=config.progress)
-            s = {"iteration": k, **summarize(judgments, config.bootstrap, config.seed)}
-            _write_outputs(sub, s, _report(f"Iteration {k} against the original", [f"judge: `{judge.name}`"],
-                                            [table_row(f"iteration {k}", s)], s))
-            curve.append(s)
-    finally:
-        judge.close()
+    for k, pairs in plan:
+        sub = out / f"iteration_{k}"
+        judgments = judge_pairs(pairs, judge, sub / "judgments.jsonl", seed=config.seed, progress=config.progress)
+        s = {"iteration": k, **summarize(judgments, config.bootstrap, config.seed)}
+        _write_outputs(sub, s, _report(f"Iteration {k} against the original", [f"judge: `{judge.name}`"],
+                                        [table_row(f"iteration {k}", s)], s))
+        curve.append(s)
     against = config.b or "the original responses (response_0)"
     summary = {"judge": judge.name, "a": config.a, "b": config.b, "seed": config.seed, "iterations": curve}
-    plot_curve(curve, out / "win_rate_curve.png", title=f"win rate against {Path(config.b).name if config.b else 'the original'}")
+    plot_curve(curve, out / "win_rate_curve.png",
+               title=f"win rate against {Path(config.b).name if config.b else 'the original'}")
     lines = [f"iterations: `{config.a}` ({len(curve)} files)", f"against: {against}", f"judge: `{judge.name}`",
              "curve: `win_rate_curve.png`"]
     rows = [table_row(f"iteration {s['iteration']}", s) for s in curve]

@@ -3,10 +3,13 @@
 Each record's ``meta`` carries its verifiable instructions (``{"topic": ..., "instructions":
 [...]}``, as ``redline.simulate`` writes them); ``simulate.oracle.quality`` scores each response
 in [0, 1] and the higher score wins; equal scores are a tie. It stands in for the human
-evaluators of the papers, so it is noiseless by default. With noise (``oracle:noisy``, or
-``noise=P``) each verdict is, with probability P, replaced by a coin flip between A and B, as
-AlpacaFarm's simulated annotators inject label noise (Dubois et al. 2023; P = 0.25 by default
-there and here). The coin is seeded by the pair itself, so a rerun gives the same verdicts.
+evaluators of the papers, so it is noiseless by default.
+
+With noise (``oracle:noisy``, or ``noise=S``) each pair goes to one annotator drawn from the
+simulated pool (``simulate.annotators.make_pool(noise_scale=S)``; S = 1 is the pool's own
+noise, which makes two annotators agree about as often as InstructGPT's labelers did), who sees
+the qualities through its jitter and flips: AlpacaFarm's pool of noisy simulated annotators
+(Dubois et al. 2023). The draw is seeded by the pair itself, so a rerun gives the same verdicts.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from redline import RedlineError
 from redline.judges import Item, Verdict
 from redline.records import prompt_key, prompt_text
 
-DEFAULT_NOISE = 0.25  # AlpacaFarm flips a quarter of its simulated labels
+DEFAULT_NOISE = 1.0  # the simulated pool's own noise
 
 
 class OracleJudge:
@@ -30,8 +33,8 @@ class OracleJudge:
 
     def __init__(self, noise: float | None = 0.0, seed: int = 0):
         noise = DEFAULT_NOISE if noise is None else noise
-        if not 0.0 <= noise <= 1.0:
-            raise RedlineError(f"oracle noise must be in [0, 1], got {noise}")
+        if noise < 0:
+            raise RedlineError(f"oracle noise (a scale of the annotators' noise) must be >= 0, got {noise}")
         self.noise, self.seed = noise, seed
         self.name = "oracle" if noise == 0 else f"oracle:noisy?noise={noise:g}&seed={seed}"
 
@@ -39,8 +42,10 @@ class OracleJudge:
         from redline.simulate.oracle import quality  # noqa: F401  (fails here if simulate is missing)
 
     def judge_many(self, items: Sequence[Item]) -> list[Verdict]:
+        from redline.simulate.annotators import make_pool
         from redline.simulate.oracle import quality
 
+        pool = make_pool(noise_scale=self.noise) if self.noise else []
         verdicts = []
         for item in items:
             if "instructions" not in item.meta:
@@ -51,13 +56,13 @@ class OracleJudge:
             text = prompt_text(item.prompt)
             qa, qb = quality(item.meta, item.a, text), quality(item.meta, item.b, text)
             winner = "tie" if qa == qb else ("a" if qa > qb else "b")
-            detail = {"quality": [qa, qb]}
-            if self.noise:
+            detail: dict = {"quality": [qa, qb]}
+            if pool:
                 key = json.dumps([self.seed, prompt_key(item.prompt), item.a, item.b])
                 rng = random.Random(hashlib.sha256(key.encode()).hexdigest())
-                if rng.random() < self.noise:
-                    winner = rng.choice(["a", "b"])
-                    detail["flipped"] = True
+                annotator = rng.choice(pool)
+                winner = annotator.prefer_qualities(qa, qb, rng)
+                detail["annotator"] = annotator.name
             verdicts.append(Verdict(winner, raw=f"quality {qa:.4f} vs {qb:.4f}", detail=detail))
         return verdicts
 

@@ -1,0 +1,271 @@
+"""`redline evaluate` end to end: the oracle judge, matching, order, resuming, iterations, agreement."""
+
+import json
+import random
+
+import pytest
+
+from redline import RedlineError
+from redline.cli import main
+from redline.evaluate import EvaluateConfig, evaluate, judge_pairs, match_pairs, pair_order, read_judgments
+from redline.judges import Item, Verdict, parse_judge
+from redline.records import Response, read_records
+from redline.simulate.instructions import fix_all
+from redline.simulate.oracle import quality
+from redline.simulate.tasks import make_tasks, template_response
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.fixture
+def response_files(tmp_path):
+    """A: the template responder's answers with every instruction fixed; B: the raw answers."""
+    tasks = make_tasks(8, seed=0)
+    a, b = [], []
+    for t in tasks:
+        raw = template_response(t, random.Random(t.id))
+        a.append({"id": t.id, "prompt": t.prompt, "response": fix_all(t.instructions, raw, t.topic), "meta": t.meta()})
+        b.append({"id": t.id, "prompt": t.prompt, "response": raw, "meta": t.meta()})
+    return _write(tmp_path / "a.jsonl", a), _write(tmp_path / "b.jsonl", b), tasks
+
+
+def test_evaluate_cli_with_the_oracle(response_files, tmp_path, capsys):
+    a, b, tasks = response_files
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--a", a, "--b", b, "--judge", "oracle", "--out", str(out), "--bootstrap", "200"]) == 0
+    assert "win rate of A" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    judgments = read_records(out / "judgments.jsonl", "judgment")
+    assert summary["pairs"] == len(judgments) == 8
+    assert summary["wins"] + summary["ties"] + summary["losses"] + summary["invalid"] == 8
+    # Each verdict is the oracle's: the higher quality wins, whichever side was shown first.
+    records_a = {r["id"]: r for r in map(json.loads, open(a))}
+    records_b = {r["id"]: r for r in map(json.loads, open(b))}
+    for j in judgments:
+        qa = quality(records_a[j.id]["meta"], j.a, j.prompt)
+        qb = quality(records_b[j.id]["meta"], j.b, j.prompt)
+        assert j.winner == ("tie" if qa == qb else "a" if qa > qb else "b")
+        assert j.order in ("ab", "ba") and j.judge == "oracle"
+    assert summary["wins"] > summary["losses"]  # fixing instructions makes responses better
+    assert (out / "report.md").read_text().startswith("# Win rate of A against B")
+    assert json.loads((out / "config.json").read_text())["judge"] == "oracle"
+
+
+def test_rerun_resumes_without_judging_again(response_files, tmp_path):
+    a, b, _ = response_files
+    config = EvaluateConfig(a=a, b=b, judge="oracle", out=str(tmp_path / "eval"), bootstrap=50, progress=False)
+    evaluate(config)
+    lines = (tmp_path / "eval" / "judgments.jsonl").read_text()
+    counter = CountingJudge(parse_judge("oracle"))
+    evaluate(config, judge=counter)
+    assert counter.calls == 0
+    assert (tmp_path / "eval" / "judgments.jsonl").read_text() == lines
+
+
+class CountingJudge:
+    """Wraps a judge and counts the items it is asked about."""
+
+    def __init__(self, judge):
+        self.judge, self.name, self.both_orders, self.calls = judge, judge.name, judge.both_orders, 0
+
+    def check(self):
+        self.judge.check()
+
+    def judge_many(self, items):
+        self.calls += len(items)
+        return self.judge.judge_many(items)
+
+    def close(self):
+        pass
+
+
+class FirstShownJudge:
+    """Always prefers the response shown first: the worst position bias there is."""
+
+    name = "first-shown"
+    both_orders = False
+
+    def __init__(self, fail_after=None):
+        self.fail_after, self.calls = fail_after, 0
+
+    def check(self):
+        pass
+
+    def judge_many(self, items):
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise KeyboardInterrupt  # as if the run were killed
+        return [Verdict("a", raw="first") for _ in items]
+
+    def close(self):
+        pass
+
+
+def _pairs(n):
+    a = [Response(prompt=f"p{i}", response=f"a{i}", id=str(i)) for i in range(n)]
+    b = [Response(prompt=f"p{i}", response=f"b{i}", id=str(i)) for i in range(n)]
+    return match_pairs(a, b)[0]
+
+
+def test_random_order_turns_a_first_position_judge_into_a_coin(tmp_path):
+    pairs = _pairs(400)
+    judgments = judge_pairs(pairs, FirstShownJudge(), tmp_path / "j.jsonl", seed=3, progress=False)
+    wins = sum(j.winner == "a" for j in judgments)
+    # Without shuffling A would win 400 of 400; shuffled, A wins where it was shown first,
+    # about 200 (binomial sd 10).
+    assert 150 < wins < 250
+    assert all((j.winner == "a") == (j.order == "ab") for j in judgments)
+    # The order is a function of (seed, id): the same on a rerun or a shorter run.
+    assert [j.order for j in judgments] == [pair_order(3, p.id) for p in pairs]
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(tmp_path):
+    pairs = _pairs(10)
+    path = tmp_path / "j.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        judge_pairs(pairs, FirstShownJudge(fail_after=2), path, chunk=3, progress=False)
+    assert len(read_judgments(path)) == 6  # two chunks of 3 were written
+    judge = FirstShownJudge()
+    judgments = judge_pairs(pairs, judge, path, chunk=3, progress=False)
+    assert judge.calls == 2  # the remaining 4 pairs: chunks of 3 and 1
+    assert [j.id for j in judgments] == [p.id for p in pairs]
+    assert len(path.read_text().splitlines()) == 10
+
+
+def test_pairs_that_failed_for_good_are_retried_on_rerun(tmp_path):
+    pairs = _pairs(4)
+    path = tmp_path / "j.jsonl"
+
+    class Failing(FirstShownJudge):
+        def judge_many(self, items):
+            return [Verdict("invalid", raw="error", detail={"error": "HTTP 503"}) for _ in items]
+
+    judge_pairs(pairs, Failing(), path, progress=False)
+    judgments = judge_pairs(pairs, FirstShownJudge(), path, progress=False)
+    assert all(j.winner in ("a", "b") for j in judgments)
+    assert len(read_judgments(path)) == 4  # the later lines replace the failures
+
+
+def test_a_rerun_with_another_judge_is_refused(tmp_path):
+    pairs = _pairs(2)
+    judge_pairs(pairs, FirstShownJudge(), tmp_path / "j.jsonl", progress=False)
+    other = FirstShownJudge()
+    other.name = "another"
+    with pytest.raises(RedlineError, match="holds judgments by 'first-shown'"):
+        judge_pairs(pairs, other, tmp_path / "j.jsonl", progress=False)
+
+
+def test_mismatched_files_list_the_first_mismatches(tmp_path, capsys):
+    a = _write(tmp_path / "a.jsonl", [{"id": f"q{i}", "prompt": f"p{i}", "response": "x"} for i in range(8)])
+    b = _write(tmp_path / "b.jsonl", [{"id": f"q{i}", "prompt": f"p{i}", "response": "y"} for i in range(2, 10)]
+               + [{"id": "q1", "prompt": "other", "response": "y"}])
+    code = main(["evaluate", "--a", a, "--b", b, "--judge", "oracle", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "do not match (4 problems" in err  # q0 only in A, q1 prompts differ, q8 and q9 only in B
+    assert "id 'q0' is in" in err and "id 'q1': the prompts differ" in err and "id 'q8' is in" in err
+    # --skip-invalid judges the pairs that do match (and the oracle then wants its meta)
+    pairs, problems = match_pairs(read_records(a, "response"), read_records(b, "response"), skip_invalid=True)
+    assert [p.id for p in pairs] == [f"q{i}" for i in range(2, 8)] and len(problems) == 4
+
+
+def test_records_without_ids_match_by_prompt(tmp_path):
+    a = [Response(prompt=[{"role": "user", "content": "hi"}], response="A1"), Response(prompt="two", response="A2")]
+    b = [Response(prompt="two", response="B2"), Response(prompt=[{"role": "user", "content": "hi"}], response="B1")]
+    pairs, _ = match_pairs(a, b)
+    assert [(p.a, p.b) for p in pairs] == [("A1", "B1"), ("A2", "B2")]
+    assert pairs[0].id.startswith("p") and pairs[0].id != pairs[1].id
+    with pytest.raises(RedlineError, match="appears 2 times"):
+        match_pairs(a + a[:1], b)
+
+
+def test_bad_judge_spec_is_one_clear_error(response_files, tmp_path, capsys):
+    a, b, _ = response_files
+    assert main(["evaluate", "--a", a, "--b", b, "--judge", "gpt4", "--out", str(tmp_path / "o")]) == 2
+    assert "judge 'gpt4' does not parse" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_oracle_needs_instructions_in_meta(tmp_path):
+    with pytest.raises(RedlineError, match="meta.instructions"):
+        parse_judge("oracle").judge_many([Item("p", "a", "b")])
+
+
+def test_noisy_oracle_is_seeded_and_sometimes_disagrees(response_files):
+    _, _, tasks = response_files
+    items = [Item(t.prompt, template_response(t, random.Random(i)), template_response(t, random.Random(-i)), t.meta())
+             for t in tasks for i in range(1, 11)]
+    exact = [v.winner for v in parse_judge("oracle").judge_many(items)]
+    noisy = parse_judge("oracle:noisy")
+    first = [v.winner for v in noisy.judge_many(items)]
+    assert first == [v.winner for v in noisy.judge_many(items)]  # seeded by the pair: reproducible
+    assert first != exact
+    assert parse_judge("oracle?noise=0").judge_many(items)[0].winner == exact[0]
+    assert noisy.name.startswith("oracle:noisy")
+
+
+def _iteration_folder(tmp_path, tasks, n=2):
+    folder = tmp_path / "revise"
+    folder.mkdir()
+    rows0 = []
+    for t in tasks:
+        raw = template_response(t, random.Random(t.id))
+        rows0.append({"id": t.id, "prompt": t.prompt, "response": raw, "meta": t.meta()})
+    _write(folder / "iteration_0.jsonl", rows0)  # the loop's copy of its input: not judged
+    for k in range(1, n + 1):
+        rows = []
+        for r, t in zip(rows0, tasks):
+            better = fix_all(t.instructions, r["response"], t.topic) if k > 1 else r["response"] + " More words here."
+            rows.append({**r, "response": better, "response_0": r["response"], "feedback": "..."})
+        _write(folder / f"iteration_{k}.jsonl", rows)
+    return folder
+
+
+def test_iterations_folder_gives_a_curve(response_files, tmp_path, capsys):
+    _, _, tasks = response_files
+    folder = _iteration_folder(tmp_path, tasks)
+    out = tmp_path / "curve"
+    assert main(["evaluate", "--a", str(folder), "--judge", "oracle", "--out", str(out), "--bootstrap", "100"]) == 0
+    printed = capsys.readouterr().out
+    assert "iteration 1" in printed and "iteration 2" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert [s["iteration"] for s in summary["iterations"]] == [1, 2]
+    assert summary["iterations"][1]["win_rate"] >= 0.5
+    assert (out / "win_rate_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "iteration_2" / "judgments.jsonl").exists()
+
+
+def test_iteration_file_without_the_original_names_the_line(tmp_path):
+    folder = tmp_path / "revise"
+    folder.mkdir()
+    _write(folder / "iteration_1.jsonl", [{"id": "x", "prompt": "p", "response": "r"}])
+    with pytest.raises(Exception, match="iteration_1.jsonl:1: response_0: missing"):
+        evaluate(EvaluateConfig(a=str(folder), judge="oracle", out=str(tmp_path / "o")))
+
+
+def test_agreement_of_two_judgment_files(tmp_path, capsys):
+    pairs = _pairs(6)
+    judge_pairs(pairs, FirstShownJudge(), tmp_path / "one.jsonl", seed=1, progress=False)
+    other = FirstShownJudge()
+    other.name = "first-shown-seed-2"
+    judge_pairs(pairs, other, tmp_path / "two.jsonl", seed=2, progress=False)
+    out = tmp_path / "agree"
+    files = f"{tmp_path / 'one.jsonl'},{tmp_path / 'two.jsonl'}"
+    assert main(["evaluate", "agreement", "--judgments", files, "--out", str(out)]) == 0
+    result = json.loads((out / "agreement.json").read_text())
+    one = {j.id: j.winner for j in read_judgments(tmp_path / "one.jsonl")}
+    two = {j.id: j.winner for j in read_judgments(tmp_path / "two.jsonl")}
+    assert result["agreement"] == pytest.approx(sum(one[i] == two[i] for i in one) / 6)
+    assert "Cohen's kappa" in capsys.readouterr().out
+
+
+def test_agreement_cli_runs_both_judges(response_files, tmp_path):
+    a, b, _ = response_files
+    out = tmp_path / "agree"
+    assert main(["evaluate", "agreement", "--judges", "oracle,oracle:noisy", "--a", a, "--b", b, "--out", str(out)]) == 0
+    result = json.loads((out / "agreement.json").read_text())
+    assert result["judges"][0] == "oracle" and result["judges"][1].startswith("oracle:noisy")
+    assert result["pairs"] == 8 and 0 <= result["agreement"] <= 1
