@@ -1,21 +1,67 @@
-"""`redline demo`: the first run on a laptop — load the embedded model and answer a few prompts.
+"""`redline demo`: the whole critique-and-revision loop on a laptop, in minutes.
 
-Everything goes through the generation engine, as every other command does, so the demo also
-shows that the engine, the model cache and the tokenizer's chat template work on this machine.
+The newcomer's first run (DESIGN.md): no GPU, no network, the embedded model and the simulated
+annotators. It reruns the critic experiment of Jin et al. 2023 (arXiv 2311.14543) in miniature:
+
+  1. find the data: the shipped simulated set (``data/simulated/`` in a checkout), or, where it
+     is missing, build a small one with the template responder (seconds, no model);
+  2. train a critic (LoRA on the embedded model) on the first ``--train-records`` feedback records;
+  3. revise ``--test-items`` held-out responses for ``--iterations`` rounds;
+  4. judge every iteration against the original with the oracle, and print the win rates with
+     their 95% intervals; the curve is drawn to ``OUT/eval/win_rate_curve.png``.
+
+Every step resumes: run it again and finished steps are skipped. The full-size experiment is
+``redline experiment critic``.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+
+SHIPPED = Path(__file__).resolve().parents[2] / "data" / "simulated"
 
 
-def answer_prompts(model: str, prompts: list[str], args) -> list[str]:
-    from redline.generation import SamplingParams, as_chat, load_engine
+def find_data(out: Path) -> Path:
+    """Step 1: the shipped simulated set, or a small template-built one."""
+    if (SHIPPED / "feedback.jsonl").exists() and (SHIPPED / "test.jsonl").exists():
+        return SHIPPED
+    from redline.simulate.build import BuildConfig, build
 
-    engine = load_engine(model, dtype=args.dtype, device=args.device)
-    params = SamplingParams(temperature=0.0, max_new_tokens=args.max_new_tokens, seed=args.seed)
-    completions = engine.generate([as_chat(p) for p in prompts], params, progress=True)
-    tokens = sum(c.completion_tokens for c in completions)
-    seconds = max(c.seconds for c in completions) if completions else 0.0
-    print(f"redline: {len(completions)} answers, {tokens} tokens in {seconds:.1f} s", file=sys.stderr)
-    return [c.text.strip() for c in completions]
+    folder = out / "data"
+    if not (folder / "manifest.json").exists():
+        print(f"redline: {SHIPPED} not found; building a small simulated set with the template responder", file=sys.stderr)
+        build(BuildConfig(out=str(folder), responder="template", prompts=200, test_prompts=50, k=4, seed=0))
+    return folder
+
+
+def run_demo(args) -> str:
+    """Steps 1–4; returns the report printed at the end."""
+    from redline.evaluate import EvaluateConfig, evaluate_iterations
+    from redline.improve.revise import ReviseConfig, revise
+    from redline.records import read_records
+    from redline.train.critic import CriticConfig, train_critic
+
+    out = Path(args.out)
+    data = find_data(out)  # step 1
+    print(f"redline: data from {data}", file=sys.stderr)
+
+    critic = out / "critic"  # step 2
+    if not (critic / "redline.json").exists():
+        config = CriticConfig(
+            model=args.model, data=str(data / "feedback.jsonl"), limit=args.train_records, epochs=1.0,
+            max_steps=args.max_steps, batch_size=4, max_length=640, seed=args.seed, dtype=args.dtype, device=args.device,
+        )
+        print(f"redline: training a critic on {args.train_records} feedback records (LoRA, {args.model})", file=sys.stderr)
+        train_critic(config, critic)
+
+    test = read_records(data / "test.jsonl", "response", limit=args.test_items)  # step 3
+    revise(
+        ReviseConfig(critic=str(critic), iterations=args.iterations, max_new_tokens=args.max_new_tokens,
+                     seed=args.seed, dtype=args.dtype, device=args.device),
+        out / "revise",
+        responses=test,
+    )
+
+    evaluate_iterations(EvaluateConfig(a=str(out / "revise"), judge="oracle", out=str(out / "eval"), seed=args.seed))  # step 4
+    return (out / "eval" / "report.md").read_text()
