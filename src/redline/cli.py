@@ -305,6 +305,182 @@ def _demo(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- evaluate
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="judge two sets of responses: win rate, 95%% interval, length-controlled rate, report",
+        description="Judge response records of A against B, pair by pair (matched by id, else by prompt). "
+        "OUT gets judgments.jsonl (rerun to resume), summary.json and report.md. --a may be a revise/improve/"
+        "refine output folder (iteration_1.jsonl ... iteration_N.jsonl): every iteration is judged against "
+        "the original and the win-rate curve is drawn (win_rate_curve.png).",
+    )
+    p.add_argument("--a", help="response records, or a folder of iteration_K.jsonl files")
+    p.add_argument("--b", help="response records to compare with (optional when --a is an iterations folder)")
+    p.add_argument("--judge", help="oracle, oracle:noisy, reward:RUN_OR_MODEL[?margin=M], openai:MODEL@BASE_URL[?key_env=VAR]")
+    add_out(p, required=False, help="output folder")
+    add_seed(p)
+    add_reading(p)
+    p.add_argument("--bootstrap", type=int, default=2000, metavar="N", help="bootstrap resamples (default: %(default)s)")
+    p.set_defaults(func=_evaluate)
+    more = p.add_subparsers(dest="evaluate_command", required=False, metavar="COMMAND")
+    q = more.add_parser(
+        "agreement",
+        help="how often two judges agree on the same pairs (rate and Cohen's kappa)",
+        description="Judge A against B with two judges (OUT/judge_1, OUT/judge_2; rerun to resume), or read "
+        "judgments files by two judges, and write OUT/agreement.json: agreement rate and Cohen's kappa "
+        "over a/b/tie on the pairs both judged validly.",
+    )
+    q.add_argument("--judges", help="two judge specs, comma-separated: J1,J2")
+    q.add_argument("--a", help="response records")
+    q.add_argument("--b", help="response records to compare with")
+    q.add_argument("--judgments", help="instead of judging: judgments file(s), FILE[,FILE], by exactly two judges")
+    add_out(q, help="output folder")
+    add_seed(q)
+    add_reading(q)
+    q.set_defaults(func=_evaluate_agreement)
+
+
+def _evaluate(args) -> int:
+    from redline.evaluate import EvaluateConfig, evaluate, table_row, TABLE_HEAD
+
+    missing = [flag for flag, value in (("--a", args.a), ("--judge", args.judge), ("--out", args.out)) if not value]
+    if missing:
+        raise RedlineError(f"redline evaluate needs {', '.join(missing)}")
+    config = EvaluateConfig(a=args.a, b=args.b, judge=args.judge, out=str(args.out), seed=args.seed, limit=args.limit,
+                            skip_invalid=args.skip_invalid, bootstrap=args.bootstrap)
+    summary = evaluate(config)
+    rows = summary.get("iterations") or [summary]
+    print(TABLE_HEAD)
+    for row in rows:
+        print(table_row(f"iteration {row['iteration']}" if "iteration" in row else "A vs B", row))
+    print(f"\nwrote {args.out}/summary.json and {args.out}/report.md")
+    return 0
+
+
+def _evaluate_agreement(args) -> int:
+    from redline.evaluate import evaluate_agreement
+
+    result = evaluate_agreement(
+        judges=[j.strip() for j in args.judges.split(",")] if args.judges else None, a=args.a, b=args.b, out=args.out,
+        judgments=args.judgments.split(",") if args.judgments else None, seed=args.seed, limit=args.limit,
+        skip_invalid=args.skip_invalid,
+    )
+    kappa = "–" if result["kappa"] is None else f"{result['kappa']:.3f}"
+    rate = "–" if result["agreement"] is None else f"{100 * result['agreement']:.1f}%"
+    print(f"{result['judges'][0]} vs {result['judges'][1]}: agreement {rate}, Cohen's kappa {kappa} "
+          f"on {result['both_valid']} of {result['pairs']} pairs (both valid)")
+    return 0
+
+
+# ----------------------------------------------------------------------------- serve
+
+
+def _add_serve(sub) -> None:
+    import os
+
+    p = sub.add_parser(
+        "serve",
+        help="an OpenAI-compatible server (/v1/chat/completions, /v1/models) over a model",
+        description="Serve a model over HTTP for any OpenAI client, and for the LLM judge "
+        "(--judge openai:MODEL@http://HOST:PORT/v1). Concurrent requests are batched through the generation engine.",
+    )
+    add_model(p, default=None)
+    p.add_argument("--port", type=int, default=8000, help="(default: %(default)s)")
+    p.add_argument("--host", default="127.0.0.1", help="(default: %(default)s; 0.0.0.0 to listen beyond this machine)")
+    p.add_argument("--api-key", default=os.environ.get("REDLINE_API_KEY"),
+                   help="require 'Authorization: Bearer KEY' (default: $REDLINE_API_KEY; unset: no key)")
+    p.add_argument("--max-batch", type=int, default=8, metavar="N", help="requests per engine call (default: %(default)s)")
+    p.add_argument("--max-concurrency", type=int, default=64, metavar="N",
+                   help="requests in flight; more get 429 (default: %(default)s)")
+    p.add_argument("--batch-wait-ms", type=float, default=5.0, metavar="MS",
+                   help="how long a request waits for others to batch with (default: %(default)s)")
+    p.add_argument("--served-name", default=None, help="the model name clients ask for (default: --model)")
+    p.add_argument("--backend", default="transformers", choices=["transformers", "vllm"], help="(default: %(default)s)")
+    p.set_defaults(func=_serve)
+
+
+def _serve(args) -> int:
+    from redline.serve import serve
+
+    serve(args.model, host=args.host, port=args.port, api_key=args.api_key, max_batch=args.max_batch,
+          max_concurrency=args.max_concurrency, batch_wait_ms=args.batch_wait_ms, served_name=args.served_name,
+          backend=args.backend, dtype=args.dtype, device=args.device)
+    return 0
+
+
+# ----------------------------------------------------------------------------- simulate
+
+
+def _add_simulate(sub) -> None:
+    sim = sub.add_parser(
+        "simulate", help="the simulated-annotator environment: build feedback data with known truth, score responses"
+    ).add_subparsers(dest="simulate_command", required=True, metavar="COMMAND")
+
+    p = sim.add_parser(
+        "build",
+        help="sample K responses per prompt; write rankings, preferences, feedback, demonstrations, test, manifest",
+        description="Draw writing tasks with verifiable instructions, sample K responses per prompt, and let a pool "
+        "of noisy simulated annotators rank, compare, critique and revise them. Rerun with the same --out to resume.",
+    )
+    add_model(p, help="who writes the responses: 'template' (no model), 'embedded' or a model name (default: %(default)s)")
+    p.add_argument("--responder", dest="model", default=argparse.SUPPRESS, help="the same as --model")
+    p.add_argument("--prompts", type=int, default=600, metavar="N", help="training prompts (default: %(default)s)")
+    p.add_argument("--test-prompts", type=int, default=100, metavar="M", help="held-out prompts (default: %(default)s)")
+    p.add_argument("--k", type=int, default=4, help="responses per training prompt, >= 2 (default: %(default)s)")
+    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default: %(default)s)")
+    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling (default: %(default)s)")
+    p.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="(default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32, metavar="B", help="prompts per generation call (default: %(default)s)")
+    p.add_argument("--tasks", type=Path, help="JSONL of tasks {topic, instructions[, form, prompt, id]} instead of drawing them")
+    p.add_argument("--types", help="comma-separated instruction types to draw from (default: all)")
+    p.add_argument("--annotators", type=int, default=5, help="annotators in the pool (default: %(default)s)")
+    p.add_argument("--noise-scale", type=float, default=1.0, help="annotator noise times this; 0 = noise-free (default: %(default)s)")
+    p.add_argument("--pairs", choices=["best-worst", "all"], default="best-worst", help="preferences per ranking (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_out(p, help="output folder")
+    add_seed(p)
+    p.set_defaults(func=_simulate_build)
+
+    p = sim.add_parser("score", help="oracle quality of records that carry their instructions in meta; prints one JSON line")
+    p.add_argument("--input", required=True, help="record file (JSONL, Parquet, datasets folder)")
+    p.add_argument("--field", default="response", help="field to score: response, revision, chosen, responses... (default: %(default)s)")
+    add_reading(p)
+    p.set_defaults(func=_simulate_score)
+
+
+def _simulate_build(args) -> int:
+    from redline.simulate.build import BuildConfig, build
+
+    types = tuple(t.strip() for t in args.types.split(",") if t.strip()) if args.types is not None else None
+    config = BuildConfig(
+        out=args.out, responder=args.model, prompts=args.prompts, test_prompts=args.test_prompts, k=args.k, seed=args.seed,
+        tasks=args.tasks, types=types, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
+        dtype=args.dtype, device=args.device, batch_size=args.batch_size, annotators=args.annotators,
+        noise_scale=args.noise_scale, pairs=args.pairs, progress=not args.no_progress,
+    )
+    manifest = build(config)
+    counts, quality, met = manifest["counts"], manifest["quality"], manifest["all_met"]
+    for name in ("demonstrations", "rankings", "preferences", "feedback", "test"):
+        print(f"wrote {counts[name]} records to {args.out / (name + '.jsonl')}")
+    print(f"annotator agreement {manifest['agreement']['mean']:.3f}; oracle quality of responses {quality['responses'] or 0:.3f} "
+          f"(all instructions met {met['responses'] or 0:.1%}), of revisions {quality['revisions'] or 0:.3f} ({met['revisions'] or 0:.1%})")
+    return 0
+
+
+def _simulate_score(args) -> int:
+    from redline.simulate.build import score_file
+
+    result = score_file(args.input, args.field, limit=args.limit, skip_invalid=args.skip_invalid)
+    skipped = result.pop("skipped", 0)
+    if skipped:
+        print(f"{args.input}: skipped {skipped} invalid records", file=sys.stderr)
+    print(json.dumps(result))
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
 
 
