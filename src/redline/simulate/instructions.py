@@ -65,6 +65,7 @@ from redline.simulate.text import (
     placeholders,
     sentence_spans,
     sentences,
+    surface_text,
     tidy,
     words,
 )
@@ -371,6 +372,8 @@ def _split_candidates(core: str) -> Iterator[str]:
             if len(spans) > 1:
                 options.append((len(spans), i, spans[len(spans) // 2][0]))
     for _, i, at in sorted(options, key=lambda o: -o[0]):
+        if at is not None and HEADER_RE.match(lines[i][at:]):
+            continue  # a split must not turn text into a section header
         if at is None:  # a blank line before line i
             yield "\n".join(lines[:i] + [""] + lines[i:])
         else:
@@ -457,12 +460,14 @@ def _fix_keyword_avoid(inst, core, ctx):
             continue
         # Delete the word with a comma and the space after it ("Really, it is" → "It is"); a
         # capitalised word hands its capital to the next one.
+        mark = "\x00"  # where a capitalised word was deleted
         core = re.sub(
-            rf"\b({re.escape(keyword)})\b,?[ \t]*(\w?)",
-            lambda m: m.group(2).upper() if m.group(1)[0].isupper() and not m.group(1).isupper() else m.group(2),
+            rf"\b({re.escape(keyword)})\b,?[ \t]*",
+            lambda m: mark if m.group(1)[0].isupper() and not m.group(1).isupper() else "",
             core,
             flags=re.IGNORECASE,
         )
+        core = re.sub(f"{mark}+(\\w?)", lambda m: m.group(1).upper(), core)
     return re.sub(r"(?<=\S)[ \t]{2,}", " ", core)
 
 
@@ -495,6 +500,7 @@ def _first_word_with(text: str, test: Callable[[str], bool]) -> str:
 
 
 def _check_lowercase(inst, raw, core):
+    raw = surface_text(raw)
     capitals = sum(c.isupper() for c in raw)
     has_letters = any(c.isalpha() for c in raw)
     return has_letters and raw == raw.lower(), {
@@ -505,6 +511,7 @@ def _check_lowercase(inst, raw, core):
 
 
 def _check_uppercase(inst, raw, core):
+    raw = surface_text(raw)
     lower = sum(c.islower() for c in raw)
     has_letters = any(c.isalpha() for c in raw)
     return has_letters and raw == raw.upper(), {
@@ -514,12 +521,18 @@ def _check_uppercase(inst, raw, core):
     }
 
 
+def _with_letters(core: str, ctx: _Ctx) -> str:
+    """A case rule needs letters to hold: an answer without any gets a sentence first."""
+    has_letters = lambda c: any(ch.isalpha() for ch in c)
+    return core if has_letters(core) else _grow(core, ctx, has_letters, _fresh(T.FILLERS, core, ctx.topic))
+
+
 def _fix_lowercase(inst, core, ctx):
-    return core.lower() if core.strip() else _grow(core, ctx, lambda c: bool(c.strip()), _fresh(T.FILLERS, core, ctx.topic)).lower()
+    return _with_letters(core, ctx).lower()
 
 
 def _fix_uppercase(inst, core, ctx):
-    return core.upper() if core.strip() else _grow(core, ctx, lambda c: bool(c.strip()), _fresh(T.FILLERS, core, ctx.topic)).upper()
+    return _with_letters(core, ctx).upper()
 
 
 # ----------------------------------------------------------------------------- format
@@ -574,7 +587,7 @@ def _highlight_candidates(core: str) -> Iterator[str]:
             sentence = lines[i][start:end]
             if "*" in sentence:
                 continue
-            body = re.sub(r"[.!?\"'’”)\]]+$", "", sentence)
+            body = re.sub(r"[\s.!?\"'’”)\]]+$", "", sentence)
             if not WORD_RE.search(body):
                 continue
             wrapped = f"*{body}*{sentence[len(body):]}"
@@ -661,13 +674,13 @@ def _check_end_phrase(inst, raw, core):
 
 
 def _fix_end_phrase(inst, core, ctx):
-    lines = core.rstrip().split("\n")
     if not core.strip():
         return inst.phrase
-    if line_kind(lines[-1]) in ("title", "header"):
-        return "\n".join(lines) + "\n" + inst.phrase
-    lines[-1] = append_sentence(lines[-1], inst.phrase)
-    return "\n".join(lines)
+    lines = core.rstrip().split("\n")
+    candidates = [core.rstrip() + "\n\n" + inst.phrase]  # a line of its own
+    if line_kind(lines[-1]) not in ("title", "header"):  # or the last sentence of the last line
+        candidates.insert(0, _replace_line(lines, len(lines) - 1, append_sentence(lines[-1], inst.phrase)))
+    return _first_ok(candidates, ctx) or candidates[0]
 
 
 def _check_quotes(inst, raw, core):
@@ -676,7 +689,12 @@ def _check_quotes(inst, raw, core):
 
 
 def _fix_quotes(inst, raw, ctx):
-    return f'"{raw.strip()}"'
+    # Quotes and JSON never go together: a JSON answer is unwrapped, so its lines stay lines.
+    shell = open_shell(raw)
+    inner = (shell.core if shell.json_key is not None else raw).strip()
+    if not words(inner):  # quotes around nothing are no answer: say something inside them
+        inner = (inner + " " + T.fill(T.FILLERS[0], ctx.topic or "it")).strip()
+    return f'"{inner}"'
 
 
 def _check_postscript(inst, raw, core):
@@ -1163,14 +1181,18 @@ def fix(inst: Instruction, text: str, topic: str = "", keep: Iterable[Instructio
     spec = SPECS[inst.type]
     keep = [k for k in keep if k != inst]
     if spec.fixes_raw:
-        return spec.fix(inst, text, None)
+        return spec.fix(inst, text, _Ctx(topic, lambda raw: True))
     shell = open_shell(text)
 
     def ok(core: str) -> bool:
         candidate = shell.wrap(core)
         return all(check(k, candidate).met for k in keep)
 
-    return shell.wrap(spec.fix(inst, shell.core, _Ctx(topic, ok)))
+    fixed = spec.fix(inst, shell.core, _Ctx(topic, ok))
+    wrapped = shell.wrap(fixed)
+    if not check(inst, wrapped).met and shell.json_key is not None:
+        wrapped = shell.wrap(fixed, force=True)  # the JSON wrapper itself was the problem (a key's case)
+    return wrapped
 
 
 def _fix_guarded(inst: Instruction, text: str, topic: str, instructions: list[Instruction]) -> str:

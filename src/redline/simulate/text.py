@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 WORD_RE = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 TITLE_RE = re.compile(r"<<[^\n<>]+>>")
-HEADER_RE = re.compile(r"^\s*SECTION\s+\d+")
+HEADER_RE = re.compile(r"^\s*SECTION\s+\d+", re.IGNORECASE)  # case-blind: lowercasing keeps the structure
 BULLET_RE = re.compile(r"^\s*[*-]\s+(?=\S)")
 PS_RE = re.compile(r"^\s*p\.\s?s\.\s*", re.IGNORECASE)
 HIGHLIGHT_RE = re.compile(r"\*[^\n*]*[^\s*][^\n*]*\*")
@@ -66,6 +66,20 @@ def json_object(text: str) -> dict | None:
     return obj if isinstance(obj, dict) else None
 
 
+def surface_text(raw: str) -> str:
+    """The text that case rules read: a JSON object's keys and strings (not its escapes), else the raw text."""
+    obj = json_object(raw)
+    return raw if obj is None else "\n".join(_keys(obj) + _strings(obj))
+
+
+def _keys(obj) -> list[str]:
+    if isinstance(obj, dict):
+        return list(obj) + [k for v in obj.values() for k in _keys(v)]
+    if isinstance(obj, list):
+        return [k for v in obj for k in _keys(v)]
+    return []
+
+
 def _strings(obj) -> list[str]:
     if isinstance(obj, str):
         return [obj]
@@ -85,13 +99,16 @@ class Shell:
     json_key: str | None = None  # the text was a JSON object; rewrapped under this key
     quoted: bool = False  # the text (inside the JSON, if any) was wrapped in double quotes
 
-    def wrap(self, core: str) -> str:
-        if core == self.core:
+    def wrap(self, core: str, force: bool = False) -> str:
+        if core == self.core and not force:
             return self.raw  # unchanged: keep the original formatting byte for byte
         body = f'"{core}"' if self.quoted else core
-        if self.json_key is not None:
-            return json.dumps({self.json_key: body}, ensure_ascii=False)
-        return body
+        if self.json_key is None:
+            return body
+        key = self.json_key
+        if any(c.isalpha() for c in core):  # the key follows the text's case, so a case rule can hold
+            key = key.upper() if core == core.upper() else key.lower() if core == core.lower() else key
+        return json.dumps({key: body}, ensure_ascii=False)
 
 
 def is_quoted(text: str) -> bool:
