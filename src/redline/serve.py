@@ -151,10 +151,9 @@ class Batcher:
 
         temperature, top_p, max_new_tokens, stop = settings
         params = SamplingParams(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, stop=list(stop))
-        seeds = None
-        if any(p.seed is not None for p in group):
-            # A request without a seed gets a fresh one, as it would alone.
-            seeds = [p.seed if p.seed is not None else random.randrange(2**31) for p in group]
+        # Seeds always per request: the engine's default (params.seed + position) would make a
+        # reply depend on its place in the batch; a request without a seed gets a fresh one.
+        seeds = [p.seed if p.seed is not None else random.randrange(2**31) for p in group]
         self.stats["batches"] += 1
         self.stats["generated"] += len(group)
         try:
@@ -314,6 +313,8 @@ class RunningServer:
         self._sock = sock
 
     def start(self, timeout: float = 30.0) -> "RunningServer":
+        if self._thread.is_alive():
+            return self
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:

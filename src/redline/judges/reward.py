@@ -1,12 +1,13 @@
 """The reward-model judge: score each response alone, the higher score wins.
 
 Any redline reward run or Hugging Face sequence-classification model with one output
-(``models.load_reward_model``). A response is scored as the prompt and the response written
-through the tokenizer's chat template (a plain ``prompt + blank line + response`` where the
-tokenizer has none), the way a reward model sees a finished conversation. Scores within
-``margin`` of each other are a tie. Scoring is batched, sorted by length so a batch pads little,
-and every distinct (prompt, response) is scored once per judge, so an original compared with
-five revisions is not scored five times.
+(``models.load_reward_model``). A response is scored exactly as ``redline train reward`` trained
+it (``train.reward.chat_text`` and ``score_texts``: the prompt and the response through the chat
+template, the run's ``reward_bias`` added), or as ``prompt + blank line + response`` where the
+tokenizer has no chat template. Scores within ``margin`` of each other are a tie. Scoring is
+batched, sorted by length so a batch pads little, and every distinct (prompt, response) is scored
+once per judge, so an original compared with five revisions is not scored five times. Texts
+longer than ``max_length`` tokens lose their start, not their end: the reward is read at the end.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from redline.records import Prompt, prompt_key
 def reward_text(tokenizer, prompt: Prompt, response: str) -> str:
     """The text a reward model scores for one (prompt, response)."""
     if getattr(tokenizer, "chat_template", None):
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-        return tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": response}], tokenize=False)
+        from redline.train.reward import chat_text
+
+        return chat_text(tokenizer, prompt, response)
     text = prompt if isinstance(prompt, str) else "\n\n".join(m["content"] for m in prompt)
     return f"{text}\n\n{response}"
 
@@ -55,8 +57,8 @@ class RewardJudge:
             self._tokenizer.truncation_side = "left"  # the reward is read at the end: keep the response
 
     def score(self, pairs: Sequence[tuple[Prompt, str]]) -> list[float]:
-        """The reward of each (prompt, response), batched and sorted by length."""
-        import torch
+        """The reward of each (prompt, response); each distinct one is computed once."""
+        from redline.train.reward import score_texts
 
         self.check()
         todo = {}
@@ -64,17 +66,9 @@ class RewardJudge:
             key = (prompt_key(prompt), response)
             if key not in self._scores and key not in todo:
                 todo[key] = reward_text(self._tokenizer, prompt, response)
-        keys = sorted(todo, key=lambda k: len(todo[k]))
-        device = next(self._model.parameters()).device
-        for start in range(0, len(keys), self.batch_size):
-            chunk = keys[start:start + self.batch_size]
-            batch = self._tokenizer(
-                [todo[k] for k in chunk], return_tensors="pt", padding=True, truncation=True,
-                max_length=self.max_length, add_special_tokens=False,
-            ).to(device)
-            with torch.no_grad():
-                logits = self._model(**batch).logits[:, 0].float().cpu().tolist()
-            self._scores.update(zip(chunk, logits))
+        keys = list(todo)
+        values = score_texts(self._model, self._tokenizer, [todo[k] for k in keys], self.batch_size, self.max_length)
+        self._scores.update(zip(keys, values))
         return [self._scores[(prompt_key(p), r)] for p, r in pairs]
 
     def judge_many(self, items: Sequence[Item]) -> list[Verdict]:
