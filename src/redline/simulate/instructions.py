@@ -808,7 +808,7 @@ SPECS: dict[str, Spec] = {
         prompts=("Write at least {N}.", "Your response should contain {n} or more sentences.", "Use no fewer than {N}."),
         met=("It has {C}, meeting the minimum of {n}.", "With {C} it clears the minimum of {n}.",
              "The sentence count is fine: {count} where at least {n} were asked for."),
-        broken=("It has only {C}; the prompt asked for at least {n}.", "It needs {D} more to reach the minimum of {n}.",
+        broken=("It has only {C}; the prompt asked for at least {n}.", "It has {C}, {diff} short of the minimum of {n}.",
                 "There are {C} where at least {n} were asked for."),
         check=_check_sentences_at_least, fix=_fix_sentences_at_least, sample=_n("sentences_at_least", (6, 8, 10, 12)),
     ),
@@ -912,7 +912,7 @@ SPECS: dict[str, Spec] = {
              "It marks {C}, as asked."),
         broken=("It has {C}; the prompt asked for at least {n}.",
                 "The prompt asked for at least {N} in *asterisks*, but it has {count}.",
-                "It needs {D} more to reach the {n} asked for."),
+                "It marks only {C}, short of the {n} asked for."),
         check=_check_highlights_at_least, fix=_fix_highlights_at_least, sample=_n("highlights_at_least", (1, 2, 3)),
     ),
     "json_format": Spec(
@@ -989,7 +989,7 @@ SPECS: dict[str, Spec] = {
              "It has enough [placeholders]: {count}."),
         broken=("It has {C} in square brackets; the prompt asked for at least {n}.",
                 "The prompt asked for at least {N} like [address], but it has {count}.",
-                "It needs {D} more in square brackets."),
+                "Only {C} in square brackets; it needs at least {n}."),
         check=_check_placeholders, fix=_fix_placeholders, sample=_n("placeholders", (1, 2, 3)),
     ),
 }
@@ -1183,10 +1183,12 @@ def fix(inst: Instruction, text: str, topic: str = "", keep: Iterable[Instructio
     if spec.fixes_raw:
         return spec.fix(inst, text, _Ctx(topic, lambda raw: True))
     shell = open_shell(text)
+    # A fix must not take an answer off its topic (the oracle's penalty), whatever else it keeps.
+    on_topic = bool(topic) and T.mentions(shell.core, topic)
 
     def ok(core: str) -> bool:
         candidate = shell.wrap(core)
-        return all(check(k, candidate).met for k in keep)
+        return all(check(k, candidate).met for k in keep) and (not on_topic or T.mentions(core, topic))
 
     fixed = spec.fix(inst, shell.core, _Ctx(topic, ok))
     wrapped = shell.wrap(fixed)
@@ -1198,9 +1200,10 @@ def fix(inst: Instruction, text: str, topic: str = "", keep: Iterable[Instructio
 def _fix_guarded(inst: Instruction, text: str, topic: str, instructions: list[Instruction]) -> str:
     met = [j for j in instructions if j != inst and check(j, text).met]
     earlier = [j for j in met if _RANK[j.type] < _RANK[inst.type]]
+    on_topic = bool(topic) and T.mentions(text, topic)
     for keep in (met, earlier) if len(earlier) < len(met) else (met,):
         fixed = fix(inst, text, topic, keep)
-        if check(inst, fixed).met and all(check(j, fixed).met for j in keep):
+        if check(inst, fixed).met and all(check(j, fixed).met for j in keep) and (not on_topic or T.mentions(fixed, topic)):
             return fixed
     return text
 

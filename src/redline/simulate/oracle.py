@@ -9,9 +9,10 @@ it impossible to game with text that satisfies checkers without answering::
               × (1 − repetition penalty)   r = 1 − distinct 4-grams / all 4-grams (lowercased words);
                                            no penalty up to r = 0.15, rising linearly to 1 at r = 0.5
               × topic         1 if the topic word appears (stem + up to 3 letters), else 0.25
-              × (1 − copied)  copied = share of the response's word 5-grams found in the prompt
-                              (the prompt's required literals, such as a closing phrase, excluded);
-                              only when the prompt is given
+              × (1 − copy penalty)  c = share of the response's word 5-grams found in the prompt (no
+                              5-gram spans a required literal such as a closing phrase); no penalty
+                              up to c = 0.1, rising linearly to 1 at c = 0.5; only when the prompt
+                              is given
 
 An empty answer, a loop that repeats one sentence, text about something else, or the prompt
 pasted back all score near 0 even where they happen to meet a format instruction. A response
@@ -47,6 +48,8 @@ REPEAT_FREE = 0.15
 REPEAT_ZERO = 0.5
 OFF_TOPIC = 0.25
 COPY_N = 5
+COPY_FREE = 0.1
+COPY_ZERO = 0.5
 
 
 @dataclass
@@ -106,24 +109,27 @@ def repetition(text: str) -> float:
 
 
 def on_topic(text: str, topic: str) -> bool:
-    stem = T.topic_word(topic)
-    return re.search(rf"\b{re.escape(stem)}\w{{0,3}}\b", text, re.IGNORECASE) is not None
+    return T.mentions(text, topic)
 
 
-def _prompt_grams(prompt: str, instructions: Iterable[Instruction]) -> set:
-    for inst in instructions:  # a required literal is not copying
-        for literal in (inst.phrase, inst.keyword, *inst.keywords):
-            if literal:
-                prompt = prompt.replace(literal, " ")
-    return set(ngrams([w.lower() for w in words(prompt)], COPY_N))
+def _grams(text: str, literals: Iterable[str]) -> list[tuple[str, ...]]:
+    """Word 5-grams of ``text``, none spanning a required literal (a closing phrase, a keyword)."""
+    pattern = "|".join(re.escape(x) for x in sorted(literals, key=len, reverse=True) if x)
+    segments = re.split(pattern, text, flags=re.IGNORECASE) if pattern else [text]
+    return [g for segment in segments for g in ngrams([w.lower() for w in words(segment)], COPY_N)]
+
+
+def _literals(instructions: Iterable[Instruction]) -> list[str]:
+    return [x for inst in instructions for x in (inst.phrase, inst.keyword, *inst.keywords) if x]
 
 
 def copied(text: str, prompt: str, instructions: Iterable[Instruction] = ()) -> float:
-    """Share of the response's word 5-grams that also occur in the prompt."""
-    grams = ngrams([w.lower() for w in words(text)], COPY_N)
+    """Share of the response's word 5-grams that also occur in the prompt (required literals aside)."""
+    literals = _literals(instructions)
+    grams = _grams(text, literals)
     if not grams:
         return 0.0
-    source = _prompt_grams(prompt, instructions)
+    source = set(_grams(prompt, literals))
     return sum(g in source for g in grams) / len(grams)
 
 
@@ -151,7 +157,7 @@ def check_all(task: Any, response: str, prompt: str | None = None) -> Report:
     if prompt:
         share = copied(core, prompt, instructions)
         facts["copied"] = round(share, 3)
-        penalties["copied"] = 1.0 - share
+        penalties["copied"] = 1.0 - min(1.0, max(0.0, share - COPY_FREE) / (COPY_ZERO - COPY_FREE))
     return Report([check(i, response) for i in instructions], penalties, facts)
 
 
@@ -235,10 +241,14 @@ def repair(task: Any, response: str, faults: Iterable[str], prompt: str | None =
     core = shell.core
     fresh = lambda: T.write_prose(topic or "writing", random.Random(f"repair:{topic}"), paragraphs=2)
     if "copied" in faults and prompt:
-        source = _prompt_grams(prompt, instructions)
-        core = _drop_sentences(
-            core, lambda norm, s: sum(g in source for g in ngrams(norm.split(), COPY_N)) > 0.5 * max(1, len(norm.split()) - COPY_N + 1)
-        )
+        literals = _literals(instructions)
+        source = set(_grams(prompt, literals))
+
+        def pasted(norm: str, sentence: str) -> bool:
+            grams = _grams(sentence, literals)
+            return bool(grams) and sum(g in source for g in grams) > 0.5 * len(grams)
+
+        core = _drop_sentences(core, pasted)
     if "repetition" in faults:
         seen: set[str] = set()
 
@@ -251,7 +261,7 @@ def repair(task: Any, response: str, faults: Iterable[str], prompt: str | None =
         core = _drop_sentences(core, repeated)
         if repetition(core) > REPEAT_FREE:
             core = fresh()  # a loop inside sentences: nothing worth keeping
-    if len(words(core)) < MIN_WORDS or "short" in faults and len(words(core)) < FULL_WORDS:
+    if len(words(core)) < FULL_WORDS:  # too short to escape the penalty, perhaps after the cuts above
         core = (core.rstrip() + "\n\n" if words(core) else "") + fresh()
     if topic and not on_topic(core, topic):
         met = [i for i in instructions if check(i, shell.wrap(core)).met]

@@ -15,6 +15,7 @@ Two families of sentences, kept apart on purpose:
 from __future__ import annotations
 
 import random
+import re
 import zlib
 
 # ----------------------------------------------------------------------------- topics
@@ -84,6 +85,12 @@ def topic_word(topic: str) -> str:
     if word.endswith("s") and not word.endswith("ss") and len(word) > 3:
         return word[:-1]
     return word
+
+
+def mentions(text: str, topic: str) -> bool:
+    """Whether ``text`` names the topic: its stem plus at most 3 letters, as a whole word."""
+    stem = topic_word(topic)
+    return re.search(rf"\b{re.escape(stem)}\w{{0,3}}\b", text, re.IGNORECASE) is not None
 
 
 def title_case(text: str) -> str:

@@ -1,0 +1,126 @@
+"""Simulated annotators: critiques name exactly what is broken, revisions change only that, noise is measured."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from redline.simulate.annotators import Annotator, make_pool, measure_agreement, pair_agreement
+from redline.simulate.instructions import SPECS, check
+from redline.simulate.oracle import check_all
+from redline.simulate.tasks import make_tasks, template_response
+
+TASKS = make_tasks(60, seed=7)
+
+
+def _responses(task, k=4, seed=0):
+    return [template_response(task, random.Random(f"{seed}:{task.id}:{j}")) for j in range(k)]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, len(TASKS) - 1), st.integers(0, 10**6))
+def test_a_critique_names_exactly_the_broken_instructions(index, seed):
+    task = TASKS[index]
+    rng = random.Random(seed)
+    response = template_response(task, rng)
+    report = check_all(task, response)
+    critique = Annotator("careful").critique(task, response, rng)
+    assert set(critique.named) == {c.instruction.type for c in report.broken}
+    assert set(critique.praised) == {c.instruction.type for c in report.met}
+    assert set(critique.faults) == set(report.faults)
+    for c in report.broken:  # with the specifics: how many it found of what it counts
+        if SPECS[c.instruction.type].unit:
+            assert str(c.facts["count"]) in critique.text or "once" in critique.text or "twice" in critique.text
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, len(TASKS) - 1), st.integers(0, 10**6))
+def test_a_revision_changes_only_what_the_critique_names(index, seed):
+    task = TASKS[index]
+    rng = random.Random(seed)
+    response = template_response(task, rng)
+    annotator = Annotator("careful")
+    critique = annotator.critique(task, response, rng)
+    revision = annotator.revise(task, response, critique)
+    after = check_all(task, revision)
+    for inst in task.instructions:
+        if inst.type in critique.named or check(inst, response).met:
+            assert check(inst, revision).met, (inst, response, revision)
+    assert after.faults == []
+    if not critique.named and not critique.faults:  # nothing broken: praise only, and no change
+        assert revision == response
+        assert set(critique.praised) == {i.type for i in task.instructions}
+
+
+def test_a_careless_annotator_can_overlook_a_problem_and_then_leaves_it_alone():
+    annotator = Annotator("hasty", miss=1.0)
+    task = next(t for t in TASKS for r in [_responses(t)[0]] if check_all(t, r).broken)
+    response = next(r for r in _responses(task, 8) if check_all(task, r).broken)
+    critique = annotator.critique(task, response, random.Random(0))
+    assert critique.named == ()
+    revision = annotator.revise(task, response, critique)
+    assert check_all(task, revision).broken  # nothing named, nothing fixed
+
+
+def test_critiques_vary_in_order_and_wording():
+    task = TASKS[0]
+    response = _responses(task)[0]
+    texts = {Annotator("a").critique(task, response, random.Random(s)).text for s in range(40)}
+    assert len(texts) > 10
+
+
+def test_a_demonstration_meets_every_instruction_and_reads_like_the_response():
+    for task in TASKS[:20]:
+        response = _responses(task)[0]
+        demo = Annotator("a").demonstrate(task, response)
+        report = check_all(task, demo)
+        assert report.all_met and not report.faults
+        if not check_all(task, response).faults:
+            first = response.split()[:3]
+            assert all(w.lower().strip('"{*') in demo.lower() for w in first)
+
+
+def test_rankings_follow_quality_without_noise_and_ties_stay_ties():
+    rng = random.Random(0)
+    assert Annotator("exact").rank_qualities([0.5, 1.0, 0.0, 0.5], rng) == [1, 0, 2, 1]
+    assert Annotator("exact").prefer_qualities(0.2, 0.7, rng) == "b"
+    assert Annotator("exact").prefer_qualities(0.5, 0.5, rng) == "tie"
+    assert Annotator("contrarian", flip=1.0).prefer_qualities(0.2, 0.7, rng) == "a"
+
+
+def test_the_same_seed_gives_the_same_judgements():
+    noisy = Annotator("n", flip=0.2, jitter=0.3)
+    q = [0.1, 0.5, 0.5, 0.9]
+    assert [noisy.rank_qualities(q, random.Random(s)) for s in range(20)] == [noisy.rank_qualities(q, random.Random(s)) for s in range(20)]
+
+
+def _items(n=300, k=4, seed=0):
+    rng = random.Random(seed)
+    return [[rng.choice((0.0, 1 / 3, 0.5, 2 / 3, 1.0)) for _ in range(k)] for _ in range(n)]
+
+
+def test_agreement_is_one_without_noise_and_falls_as_noise_grows():
+    items = _items()
+    quiet = measure_agreement(make_pool(5, noise_scale=0.0), items)
+    assert quiet["mean"] == 1.0 and set(quiet["with_oracle"].values()) == {1.0}
+    means = [measure_agreement(make_pool(5, noise_scale=s), items)["mean"] for s in (0.25, 1.0, 2.0)]
+    assert means[0] > means[1] > means[2] > 0.4
+    pool = make_pool(5)
+    accuracy = measure_agreement(pool, items)["with_oracle"]
+    assert accuracy[pool[0].name] > accuracy[pool[-1].name]  # the careful one agrees with the truth more
+
+
+def test_the_default_pool_disagrees_like_people_on_template_data():
+    """InstructGPT's labelers agreed 72.6% of the time; the default pool lands near it (±8 points)."""
+    items = [[check_all(t, r).quality for r in _responses(t)] for t in TASKS]
+    assert 0.64 <= measure_agreement(make_pool(), items)["mean"] <= 0.81
+
+
+def test_pair_agreement_counts_ties_as_an_order():
+    assert pair_agreement([0, 1, 2], [0, 1, 2]) == (3, 3)
+    assert pair_agreement([0, 0, 1], [0, 1, 2]) == (2, 3)
+    with pytest.raises(ValueError):
+        make_pool(0)
