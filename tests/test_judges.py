@@ -1,0 +1,101 @@
+"""Judge specs, the verdict parser, the two-order rule and the reward-model judge (tiny-random)."""
+
+import pytest
+
+from redline import RedlineError
+from redline.judges import Item, Verdict, parse_judge, swap_winner
+from redline.judges.llm import combine_orders
+from redline.judges.oracle import OracleJudge
+from redline.judges.reward import RewardJudge
+from redline.prompts import pairwise_messages, parse_pairwise_verdict
+
+
+@pytest.mark.parametrize(
+    "text, verdict",
+    [
+        ("Output (a)", "a"), ("Output (b)", "b"), ("output (B)", "b"), ("A", "a"), ("b", "b"), ("(b)", "b"),
+        ("[[A]]", "a"), ("[[B]]", "b"), ("[[C]]", "tie"), ("**Output (b)**", "b"), ('"Output (a)"', "a"),
+        ("Response B is better.", "b"), ("Response B is better than Response A.", "b"),
+        ("Output (a) is better than Output (b)", "a"), ("The better response is B", "b"),
+        ("I prefer Output 2", "b"), ("Verdict: A", "a"), ("Answer: Output (b)", "b"), ("Assistant A", "a"),
+        ("A. It follows every instruction.", "a"), ("Output (a)\n\nOutput (b) misses the keyword.", "a"),
+        ("<think>a or b? a, surely</think>Output (b)", "b"), ("Tie", "tie"), ("Both are equally good.", "tie"),
+        ("", "invalid"), ("I cannot decide.", "invalid"), ("A good answer needs more.", "invalid"),
+        ("Output (a) or Output (b)", "invalid"), ("[[A]] is better than [[B]]", "invalid"),
+    ],
+)
+def test_verdict_parser(text, verdict):
+    assert parse_pairwise_verdict(text) == verdict
+
+
+def test_the_template_shows_first_as_a_and_second_as_b():
+    messages = pairwise_messages([{"role": "user", "content": "Write a haiku."}], "FIRST", "SECOND")
+    user = messages[-1]["content"]
+    assert messages[0]["role"] == "system"
+    assert "Write a haiku." in user and user.index("## Output (a)\nFIRST") < user.index("## Output (b)\nSECOND")
+
+
+def test_two_orders_agreeing_decide_and_disagreeing_tie():
+    assert combine_orders("a", "a") == "a"
+    assert combine_orders("b", "b") == "b"
+    assert combine_orders("a", "b") == "tie"  # a judge that always picks the first position
+    assert combine_orders("tie", "a") == "tie"
+    assert combine_orders("a", "invalid") == "invalid"  # one order alone would carry its bias
+    assert swap_winner("a") == "b" and swap_winner("tie") == "tie" and swap_winner("invalid") == "invalid"
+
+
+def test_a_verdict_must_be_one_of_four():
+    with pytest.raises(ValueError):
+        Verdict("maybe")
+
+
+def test_specs_parse_to_judges():
+    assert isinstance(parse_judge("oracle"), OracleJudge) and parse_judge("oracle").noise == 0
+    assert parse_judge("oracle:noisy").noise == 1.0
+    assert parse_judge("oracle?noise=0.5&seed=3").name == "oracle:noisy?noise=0.5&seed=3"
+    reward = parse_judge("reward:runs/rm?margin=0.1&batch_size=4")
+    assert isinstance(reward, RewardJudge) and (reward.model_name, reward.margin, reward.batch_size) == ("runs/rm", 0.1, 4)
+    assert parse_judge("reward:tiny-random", margin=0.5).margin == 0.5  # an option from the CLI wins
+
+
+@pytest.mark.parametrize(
+    "spec, says",
+    [
+        ("gpt4", "does not parse"),
+        ("oracle:loud", "'oracle' or 'oracle:noisy'"),
+        ("oracle?noise=lots", "not a float"),
+        ("reward:", "name a reward model"),
+        ("reward:x?margn=1", "unknown option 'margn'"),
+        ("reward:x?margin", "needs a value"),
+        ("openai:@http://x/v1", "name the model"),
+        ("openai:m@ftp://x", "http:// or https://"),
+        ("openai:gpt-4o", "needs a key"),
+    ],
+)
+def test_bad_specs_are_clear_errors(spec, says, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(RedlineError, match=says):
+        parse_judge(spec)
+
+
+def test_reward_judge_on_tiny_random():
+    judge = RewardJudge("tiny-random", device="cpu", batch_size=2)
+    items = [Item("Say hi.", "Hello there!", "Go away."), Item("Count.", "one two three", "one"),
+             Item("Same.", "identical", "identical")]
+    verdicts = judge.judge_many(items)
+    scores = judge.score([(it.prompt, r) for it in items for r in (it.a, it.b)])
+    for v, (sa, sb) in zip(verdicts, zip(scores[::2], scores[1::2])):
+        assert v.detail["scores"] == [sa, sb]
+        assert v.winner == ("tie" if sa == sb else "a" if sa > sb else "b")
+    assert verdicts[2].winner == "tie"
+    # swapping the sides swaps the verdict: the scores do not depend on the order
+    swapped = judge.judge_many([Item(it.prompt, it.b, it.a) for it in items])
+    assert [v.winner for v in swapped] == [swap_winner(v.winner) for v in verdicts]
+    # a margin wider than any gap makes every verdict a tie
+    wide = RewardJudge("tiny-random", device="cpu", margin=1e6)
+    assert {v.winner for v in wide.judge_many(items)} == {"tie"}
+
+
+def test_reward_judge_fails_early_on_a_bad_model(tmp_path):
+    with pytest.raises(RedlineError, match="is not a folder"):
+        RewardJudge(str(tmp_path / "missing" / "run"), device="cpu").check()
