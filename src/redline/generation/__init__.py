@@ -1,0 +1,162 @@
+"""One interface for every caller that needs text from a model: a batch of prompts in, completions out.
+
+Revise loops, PPO rollouts, judges and the server all call ``engine.generate(prompts, params)``::
+
+    from redline.generation import SamplingParams, load_engine
+
+    engine = load_engine("embedded")                       # transformers on CPU or GPU
+    out = engine.generate(["Once upon a time"], SamplingParams(temperature=0, max_new_tokens=32))
+    out[0].text, out[0].finish_reason, engine.last_stats.tokens_per_s
+
+A ``str`` prompt is raw text, tokenized as the tokenizer does by default (as vLLM does); a list of
+``{"role", "content"}`` messages gets the model's chat template with the generation prompt
+(``as_chat`` turns a record's string prompt into such a list). Item i's seed is ``params.seed + i``
+unless ``seeds`` says otherwise, and a completion depends only on its prompt, its seed and the
+sampling settings, never on what else shares its batch (see ``transformers_engine`` for exactly what
+holds, bit for bit).
+
+Engines:
+
+- ``transformers`` (``TransformersEngine``): our own decode loop over a ``transformers`` model, with
+  a per-sequence KV cache, continuous batching and per-row RNG; the fast path on CPU.
+- ``vllm`` (``VLLMEngine``): vLLM on GPU, imported only when asked for.
+- ``ScriptedEngine``: canned or computed replies, for the tests of every other module.
+
+This module stays light: torch and the backends are imported only by ``load_engine``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Union, runtime_checkable
+
+Message = dict[str, str]
+Prompt = Union[str, list[Message]]
+
+BACKENDS = ("transformers", "vllm")
+
+
+@dataclass
+class SamplingParams:
+    """How to sample; one set per ``generate`` call, shared by its items."""
+
+    temperature: float = 0.7  # 0 = greedy
+    top_p: float = 1.0  # nucleus sampling: keep the most likely tokens up to this much probability
+    max_new_tokens: int = 256
+    stop: list[str] = field(default_factory=list)  # cut before the first of these; finish_reason "stop"
+    seed: int = 0  # item i uses seed + i unless generate() is given seeds
+
+    def __post_init__(self):
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if isinstance(self.stop, str):
+            self.stop = [self.stop]
+        self.stop = [s for s in self.stop if s]
+
+
+@dataclass
+class Completion:
+    text: str  # the completion only, without the prompt, the EOS token or the stop string
+    prompt_tokens: int
+    completion_tokens: int  # tokens generated, up to and including the one that ended it
+    finish_reason: str  # "stop" (EOS or a stop string) | "length" (max_new_tokens reached)
+    seconds: float  # wall-clock time from this item's start (its prefill) to its last token
+    seed: int
+
+
+@dataclass
+class GenerationStats:
+    """What the last ``generate`` call did; ``tokens_per_s`` counts generated tokens only."""
+
+    items: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def items_per_s(self) -> float:
+        return self.items / self.seconds if self.seconds > 0 else 0.0
+
+
+@runtime_checkable
+class Engine(Protocol):
+    last_stats: GenerationStats
+
+    def generate(
+        self,
+        prompts: list[Prompt],
+        params: SamplingParams,
+        seeds: list[int] | None = None,
+        progress: bool = True,
+    ) -> list[Completion]:
+        """One completion per prompt, in input order."""
+        ...
+
+
+def as_chat(prompt: Prompt) -> list[Message]:
+    """A record's prompt as chat messages: a string becomes one user message."""
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    return list(prompt)
+
+
+def item_seeds(n: int, params: SamplingParams, seeds: list[int] | None) -> list[int]:
+    """Item i's seed: ``seeds[i]`` if given, else ``params.seed + i``."""
+    if seeds is None:
+        return [params.seed + i for i in range(n)]
+    if len(seeds) != n:
+        raise ValueError(f"{len(seeds)} seeds for {n} prompts")
+    return [int(s) for s in seeds]
+
+
+def cut_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
+    """``text`` up to the earliest stop string (removed), and whether one was found."""
+    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def load_engine(
+    model: str, backend: str = "transformers", dtype: str = "float32", device: str = "auto", **options: Any
+) -> Engine:
+    """An engine for a model name (hub id, folder, ``embedded``, ``tiny-random``, a run folder).
+
+    ``options`` go to the backend: ``TransformersEngine`` (``max_batch``, ``kv_budget_gb``,
+    ``threads``, ``exact``, ...) or ``VLLMEngine`` (any ``vllm.LLM`` argument).
+    """
+    if backend == "transformers":
+        from redline.generation.transformers_engine import TransformersEngine
+
+        return TransformersEngine.load(model, dtype=dtype, device=device, **options)
+    if backend == "vllm":
+        from redline.generation.vllm_engine import VLLMEngine
+
+        return VLLMEngine.load(model, dtype=dtype, device=device, **options)
+    from redline import RedlineError
+
+    raise RedlineError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
+
+
+from redline.generation.scripted import ScriptedEngine  # noqa: E402  (needs the classes above)
+
+__all__ = [
+    "BACKENDS",
+    "Completion",
+    "Engine",
+    "GenerationStats",
+    "Message",
+    "Prompt",
+    "SamplingParams",
+    "ScriptedEngine",
+    "as_chat",
+    "cut_at_stop",
+    "item_seeds",
+    "load_engine",
+]
