@@ -85,6 +85,11 @@ def test_wrappers_do_not_change_counts():
     assert not check(I("no_commas"), json.dumps({"a": "x", "b": "y"})).met  # the raw text has a comma
 
 
+def test_a_horizontal_rule_is_not_a_bullet():
+    assert check(I("bullets_exact", n=1), "* one\n\n* * *\n\n- - -\n\n***").met
+    assert fix(I("bullets_exact", n=1), "* * one\n* two") == "* * one\ntwo"
+
+
 def test_sentences_ignore_titles_headers_and_the_ps_marker():
     text = "<<Title>>\n\nSECTION 1\nOne. Two!\n* three\n\nP.S. Four? Yes 3.5 is a number."
     assert sentences(text) == ["One.", "Two!", "three", "Four?", "Yes 3.5 is a number."]

@@ -51,7 +51,6 @@ from redline.simulate.text import (
     block_kind,
     blocks,
     bullet_lines,
-    content_start,
     count_word,
     has_postscript,
     header_lines,
@@ -549,7 +548,7 @@ def _fix_bullets_exact(inst, core, ctx):
     if len(found) > inst.n:
         # The extra points become plain lines: their words stay, only the markers go.
         for i in found[inst.n :]:
-            lines[i] = lines[i][content_start(lines[i], "bullet") :]
+            lines[i] = re.sub(r"^(?:\s*[*-]\s+)+", "", lines[i])  # every marker: "* - x" must not stay a bullet
         return "\n".join(lines)
     marker = lines[found[-1]].lstrip()[:1] if found else "*"
     items = [match_case(f"{marker} {s}", core) for s in _fresh(T.BULLET_ITEMS, core, ctx.topic)]

@@ -30,6 +30,7 @@ WORD_RE = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 TITLE_RE = re.compile(r"<<[^\n<>]+>>")
 HEADER_RE = re.compile(r"^\s*SECTION\s+\d+", re.IGNORECASE)  # case-blind: lowercasing keeps the structure
 BULLET_RE = re.compile(r"^\s*[*-]\s+(?=\S)")
+RULE_RE = re.compile(r"^\s*(?:[*_-]\s*){3,}$")  # "* * *" is a horizontal rule, not a bullet
 PS_RE = re.compile(r"^\s*p\.\s?s\.\s*", re.IGNORECASE)
 HIGHLIGHT_RE = re.compile(r"\*[^\n*]*[^\s*][^\n*]*\*")
 PLACEHOLDER_RE = re.compile(r"\[[^\[\]\n]*[^\s\[\]][^\[\]\n]*\]")
@@ -146,7 +147,7 @@ def line_kind(line: str) -> str:
         return "header"
     if PS_RE.match(line):
         return "ps"
-    if BULLET_RE.match(line):
+    if BULLET_RE.match(line) and not RULE_RE.match(line):
         return "bullet"
     return "prose"
 

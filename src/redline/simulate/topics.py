@@ -296,7 +296,7 @@ TOPIC_SENTENCES: tuple[str, ...] = (
 OPENERS: tuple[str, ...] = (
     "Let me tell you about {t}.",
     "Here are a few thoughts on {t}.",
-    "{T} is a subject close to my heart.",
+    "Few subjects are as close to my heart as {t}.",
     "This one is about {t}.",
     "I want to share something about {t}.",
 )

@@ -1,0 +1,231 @@
+"""The builder and the CLI: determinism, splits, valid records, resuming, model responders, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from redline import RedlineError
+from redline.cli import main
+from redline.records import read_records
+from redline.simulate.build import BuildConfig, build, build_tasks, generate_responses, load_responder
+from redline.simulate.oracle import check_all
+
+FILES = {
+    "demonstrations.jsonl": "demonstration",
+    "rankings.jsonl": "ranking",
+    "preferences.jsonl": "preference",
+    "feedback.jsonl": "feedback",
+    "test.jsonl": "response",
+}
+
+
+def _config(out: Path, **kw) -> BuildConfig:
+    base = dict(out=out, responder="template", prompts=12, test_prompts=4, k=3, seed=5, progress=False)
+    return BuildConfig(**{**base, **kw})
+
+
+def _contents(folder: Path) -> dict[str, str]:
+    return {name: (folder / name).read_text() for name in FILES}
+
+
+def _stable(manifest: dict) -> dict:
+    return {k: v for k, v in manifest.items() if k not in ("build_seconds", "created", "command", "config")}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sim") / "a"
+    return out, build(_config(out))
+
+
+def test_every_file_is_written_and_every_record_is_valid(built):
+    out, manifest = built
+    for name, kind in FILES.items():
+        records = read_records(out / name, kind)
+        assert len(records) == manifest["counts"][name.removesuffix(".jsonl")]
+        for record in records:
+            assert record.meta["instructions"] and record.meta["topic"]
+    assert manifest["counts"]["feedback"] == 12 * 3 and manifest["counts"]["test"] == 4
+    for key in ("seed", "responder", "versions", "annotators", "agreement", "quality", "all_met", "build_seconds", "command"):
+        assert key in manifest
+    assert manifest["command"].startswith("redline simulate build --responder template --prompts 12")
+
+
+def test_revisions_and_demonstrations_meet_their_instructions(built):
+    out, manifest = built
+    assert manifest["all_met"]["revisions"] == 1.0 and manifest["all_met"]["demonstrations"] == 1.0
+    assert manifest["quality"]["revisions"] >= manifest["quality"]["responses"]
+    for f in read_records(out / "feedback.jsonl", "feedback"):
+        assert (f.revision == f.response) == f.meta["all_met"]
+    for p in read_records(out / "preferences.jsonl", "preference"):
+        assert check_all(p.meta, p.chosen, p.prompt).quality >= 0  # scorable from the record alone
+
+
+def test_splits_are_by_prompt(built):
+    out, _ = built
+    test_prompts = {r.prompt for r in read_records(out / "test.jsonl", "response")}
+    for name, kind in FILES.items():
+        if name != "test.jsonl":
+            assert not test_prompts & {r.prompt for r in read_records(out / name, kind)}
+
+
+def test_the_same_seed_gives_the_same_files_and_another_seed_does_not(built, tmp_path):
+    out, manifest = built
+    again = build(_config(tmp_path / "b"))
+    assert _contents(tmp_path / "b") == _contents(out)
+    assert _stable(again) == _stable(manifest)
+    build(_config(tmp_path / "c", seed=6))
+    assert _contents(tmp_path / "c") != _contents(out)
+
+
+def test_more_prompts_keep_the_test_set(built, tmp_path):
+    out, _ = built
+    build(_config(tmp_path / "more", prompts=15))
+    assert (tmp_path / "more" / "test.jsonl").read_text() == (out / "test.jsonl").read_text()
+
+
+def test_a_killed_build_resumes_without_redoing_work(built, tmp_path):
+    out, _ = built
+    config = _config(tmp_path / "resumed", batch_size=5)
+    respond = load_responder(config)
+    calls = []
+
+    def dies_after_two_batches(batch):
+        calls.append(len(batch))
+        if len(calls) > 2:
+            raise KeyboardInterrupt
+        return respond(batch)
+
+    train, test = build_tasks(config)
+    requests = [(t, j) for t in train for j in range(config.k)] + [(t, 0) for t in test]
+    config.out.mkdir(parents=True)
+    with pytest.raises(KeyboardInterrupt):
+        generate_responses(config, requests, dies_after_two_batches)
+    with open(config.out / ".responses.jsonl", "a") as f:
+        f.write('{"key": "torn')  # the line being written when the process died
+    calls.clear()
+    counted = lambda batch: (calls.append(len(batch)), respond(batch))[1]
+    generate_responses(config, requests, counted)
+    assert sum(calls) == len(requests) - 10
+    build(config)  # uses the cache for everything
+    assert _contents(config.out) == _contents(out)
+
+
+def test_a_cache_from_another_build_is_refused(built):
+    out, _ = built
+    with pytest.raises(RedlineError, match="different build"):
+        build(_config(out, seed=99))
+
+
+def test_a_model_responder_goes_through_the_engine(tmp_path, monkeypatch):
+    import redline.generation as generation
+
+    seen = {}
+
+    def fake_load_engine(model, backend="transformers", dtype="float32", device="auto"):
+        seen["load"] = (model, backend, dtype, device)
+        return generation.ScriptedEngine(lambda prompt, seed: f"  Coffee and {prompt[-1]['content'][:20]} seed {seed}.  ")
+
+    monkeypatch.setattr(generation, "load_engine", fake_load_engine)
+    config = _config(tmp_path / "m", responder="some/model", prompts=3, test_prompts=1, k=2, max_new_tokens=40)
+    manifest = build(config)
+    assert seen["load"] == ("some/model", "transformers", "float32", "auto")
+    rankings = read_records(tmp_path / "m" / "rankings.jsonl", "ranking") if manifest["counts"]["rankings"] else []
+    responses = [json.loads(line)["text"] for line in (tmp_path / "m" / ".responses.jsonl").read_text().splitlines()[1:]]
+    assert len(responses) == 3 * 2 + 1 and all(r.startswith("Coffee and") for r in responses)  # chat prompts, stripped
+    assert len({r.rsplit("seed", 1)[1] for r in responses}) == len(responses)  # one seed per sample
+    assert all(len(r.responses) == 2 for r in rankings)
+    assert "--max-new-tokens 40" in manifest["command"]
+
+
+def test_a_real_model_responder_builds_end_to_end(tmp_path):
+    """tiny-random through the real engine: gibberish, which the annotators critique and repair."""
+    config = _config(tmp_path / "tiny", responder="tiny-random", prompts=2, test_prompts=1, k=2, max_new_tokens=12)
+    manifest = build(config)
+    assert manifest["counts"]["feedback"] + manifest["counts"]["skipped"].get("empty response", 0) == 4
+    assert manifest["all_met"]["demonstrations"] == 1.0
+    again = build(_config(tmp_path / "tiny2", responder="tiny-random", prompts=2, test_prompts=1, k=2, max_new_tokens=12))
+    assert _contents(tmp_path / "tiny2") == _contents(tmp_path / "tiny")  # seeded sampling: the same files
+
+
+def test_a_responder_that_cannot_load_fails_before_any_work(tmp_path, monkeypatch):
+    import redline.generation as generation
+
+    def broken(*args, **kwargs):
+        raise OSError("no such model: nope/nope")
+
+    monkeypatch.setattr(generation, "load_engine", broken)
+    with pytest.raises(RedlineError, match="cannot load responder 'nope/nope'"):
+        build(_config(tmp_path / "x", responder="nope/nope"))
+    assert not (tmp_path / "x").exists()
+
+
+# ----------------------------------------------------------------------------- the command line
+
+
+def test_the_cli_builds_and_scores(tmp_path, capsys):
+    out = tmp_path / "cli"
+    code = main(["simulate", "build", "--responder", "template", "--prompts", "6", "--test-prompts", "2", "--k", "2",
+                 "--seed", "1", "--out", str(out), "--no-progress"])
+    assert code == 0
+    assert "wrote 6 records to" in capsys.readouterr().out
+    assert main(["simulate", "score", "--input", str(out / "test.jsonl")]) == 0
+    line = capsys.readouterr().out.strip()
+    result = json.loads(line)
+    assert set(result) == {"n", "mean_quality", "all_met"} and result["n"] == 2 and "\n" not in line
+    assert main(["simulate", "score", "--input", str(out / "feedback.jsonl"), "--field", "revision"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"n": 12, "mean_quality": pytest.approx(1.0, abs=0.05), "all_met": 1.0}
+    assert main(["simulate", "score", "--input", str(out / "rankings.jsonl"), "--field", "responses", "--limit", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 4
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--k", "1"], "--k must be at least 2"),
+        (["--types", "lowercase,haiku"], "unknown instruction type(s) 'haiku'"),
+        (["--prompts", "0"], "--prompts must be at least 1"),
+    ],
+)
+def test_bad_build_options_are_one_clear_line(tmp_path, capsys, args, message):
+    out = tmp_path / "bad"
+    code = main(["simulate", "build", "--responder", "template", "--out", str(out), "--no-progress", *args])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_a_bad_tasks_file_names_its_lines(tmp_path, capsys):
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(
+        json.dumps({"topic": "tea", "instructions": [{"type": "title"}]}) + "\n"
+        + json.dumps({"topic": "tea", "instructions": [{"type": "sonnet"}]}) + "\n"
+        + json.dumps({"topic": "tea", "instructions": [{"type": "lowercase"}, {"type": "uppercase"}]}) + "\n"
+    )
+    code = main(["simulate", "build", "--responder", "template", "--tasks", str(tasks), "--out", str(tmp_path / "o"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"{tasks}:2: unknown instruction type 'sonnet'" in err
+    assert f"{tasks}:3: conflicting instructions: 'lowercase' and 'uppercase' conflict" in err
+
+
+def test_a_good_tasks_file_is_used_as_given(tmp_path):
+    tasks = tmp_path / "tasks.jsonl"
+    lines = [{"topic": "tea", "form": "haiku", "instructions": [{"type": "bullets_exact", "n": i}]} for i in range(1, 5)]
+    tasks.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    manifest = build(_config(tmp_path / "t", tasks=tasks, test_prompts=1, prompts=10))
+    assert manifest["counts"]["train_prompts"] == 3 and manifest["counts"]["test_prompts"] == 1
+    test = read_records(tmp_path / "t" / "test.jsonl", "response")
+    assert test[0].meta["instructions"] == [{"type": "bullets_exact", "n": 1}]
+
+
+def test_scoring_records_without_instructions_is_an_error(tmp_path, capsys):
+    bare = tmp_path / "bare.jsonl"
+    bare.write_text(json.dumps({"prompt": "p", "response": "r"}) + "\n")
+    assert main(["simulate", "score", "--input", str(bare)]) == 2
+    assert "meta.instructions" in capsys.readouterr().err
+    assert main(["simulate", "score", "--input", str(bare), "--skip-invalid"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"n": 0, "mean_quality": None, "all_met": None}
