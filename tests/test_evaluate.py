@@ -269,3 +269,15 @@ def test_agreement_cli_runs_both_judges(response_files, tmp_path):
     result = json.loads((out / "agreement.json").read_text())
     assert result["judges"][0] == "oracle" and result["judges"][1].startswith("oracle:noisy")
     assert result["pairs"] == 8 and 0 <= result["agreement"] <= 1
+
+
+def test_evaluate_with_a_reward_model_judge(response_files, tmp_path):
+    a, b, _ = response_files
+    out = tmp_path / "rm"
+    summary = evaluate(EvaluateConfig(a=a, b=b, judge="reward:tiny-random?device=cpu", out=str(out), limit=4,
+                                      bootstrap=100, progress=False))
+    assert summary["judge"] == "reward:tiny-random" and summary["pairs"] == 4
+    for j in read_judgments(out / "judgments.jsonl"):
+        first, second = j.meta["scores"]  # in the order shown
+        score_a, score_b = (first, second) if j.order == "ab" else (second, first)
+        assert j.winner == ("tie" if score_a == score_b else "a" if score_a > score_b else "b")

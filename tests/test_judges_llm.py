@@ -192,3 +192,26 @@ def test_spec_options_reach_the_judge(tmp_path):
         "gpt-4o-mini", "http://localhost:9/v1", 2, 1, 8)
     assert judge.name == "openai:gpt-4o-mini@http://localhost:9/v1"
     judge.close()
+
+
+class SlowFirstEngine:
+    """Takes ``delay`` seconds over its first call only: the judge's first ask times out."""
+
+    def __init__(self, engine, delay):
+        self.engine, self.delay, self.calls = engine, delay, 0
+
+    def generate(self, prompts, params, seeds=None, progress=True):
+        import time
+
+        self.calls += 1
+        if self.calls == 1:
+            time.sleep(self.delay)
+        return self.engine.generate(prompts, params, seeds=seeds, progress=progress)
+
+
+def test_a_timed_out_call_is_retried(serve_engine):
+    engine = SlowFirstEngine(ScriptedEngine(prefers_good), delay=1.0)
+    _, judge = serve_engine(engine, concurrency=1, timeout=0.3, retries=8)
+    verdict = judge.judge_many(ITEMS[:1])[0]
+    assert verdict.winner == "b"
+    assert judge.stats["retries"] >= 1 and judge.stats["failures"] == 0

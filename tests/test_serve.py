@@ -160,3 +160,51 @@ def test_requests_beyond_the_concurrency_bound_get_429():
         engine.gate.set()
         assert held.result().status_code == 200
     assert busy.status_code == 429 and busy.headers["retry-after"] == "1"
+
+
+def test_redline_serve_command_with_tiny_random(tmp_path):
+    """The real command, as a user starts it: tiny-random behind `redline serve`, judged over HTTP."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from redline.judges import WINNERS, Item
+    from redline.judges.llm import OpenAIJudge
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "redline.cli", "serve", "--model", "tiny-random", "--device", "cpu", "--port", str(port),
+         "--max-batch", "4"],
+        env={**os.environ, "REDLINE_API_KEY": "sesame"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "redline serve did not come up"
+            time.sleep(0.2)
+        body = {"model": "tiny-random", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5, "temperature": 0}
+        assert httpx.post(f"{base}/v1/chat/completions", json=body, timeout=60).status_code == 401
+        r = httpx.post(f"{base}/v1/chat/completions", json=body, headers={"Authorization": "Bearer sesame"}, timeout=60)
+        assert r.status_code == 200, r.text
+        usage = r.json()["usage"]
+        assert usage["prompt_tokens"] > 1 and 1 <= usage["completion_tokens"] <= 5
+        judge = OpenAIJudge("tiny-random", f"{base}/v1", api_key="sesame", cache="off", max_tokens=4, timeout=60)
+        verdicts = judge.judge_many([Item("Say hi.", "Hello!", "Bye."), Item("Count to two.", "1 2", "3")])
+        judge.close()
+        # a random model's answers rarely parse; what matters is that every call came back
+        assert all(v.winner in WINNERS and "error" not in v.detail for v in verdicts)
+        assert judge.stats["requests"] == 4 and judge.stats["failures"] == 0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -6,7 +6,9 @@ and writes, in OUT:
 
     config.json       the resolved ``EvaluateConfig``: the run can be repeated from its folder
     judgments.jsonl   one ``judgment`` record a pair, appended as they come; a rerun resumes
-                      (and retries pairs whose call failed for good)
+                      (and retries pairs whose call failed for good). ``winner`` is in A/B terms;
+                      ``order`` says which was shown first (``ab``, ``ba``, or ``both`` for judges
+                      that ask twice) and ``meta`` keeps the judge's details in the order shown
     summary.json      the numbers below
     report.md         the same, for people
 
@@ -599,11 +601,12 @@ def plot_curve(curve: Sequence[dict[str, Any]], path: Path, title: str = "win ra
 
     ks = [s["iteration"] for s in curve]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for key, ci_key, label, style in (("win_rate", "ci95", "win rate", "o-"), ("lc_win_rate", "lc_ci95", "length-controlled", "s--")):
+    series = (("win_rate", "ci95", "win rate", "o-", 0.0), ("lc_win_rate", "lc_ci95", "length-controlled", "s--", 0.06))
+    for key, ci_key, label, style, shift in series:  # shifted a little so the two intervals stay apart
         points = [(k, s[key], s[ci_key]) for k, s in zip(ks, curve) if s[key] is not None]
         if not points:
             continue
-        x = [p[0] for p in points]
+        x = [p[0] + shift for p in points]
         y = [100 * p[1] for p in points]
         lo = [100 * (p[1] - p[2][0]) if p[2] else 0 for p in points]
         hi = [100 * (p[2][1] - p[1]) if p[2] else 0 for p in points]
