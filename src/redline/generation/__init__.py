@@ -66,6 +66,9 @@ class Completion:
     finish_reason: str  # "stop" (EOS or a stop string) | "length" (max_new_tokens reached)
     seconds: float  # wall-clock time from this item's start (its prefill) to its last token
     seed: int
+    # The generated ids behind completion_tokens (EOS included); empty where the engine has no
+    # tokenizer (ScriptedEngine). PPO scores exactly these, since re-tokenizing text is not exact.
+    token_ids: list[int] = field(default_factory=list)
 
 
 @dataclass

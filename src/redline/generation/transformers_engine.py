@@ -356,27 +356,28 @@ class TransformersEngine:
         )
         return out
 
-    def _completion(self, item: _Item, tokens: list[int], params: SamplingParams, max_new: int) -> Completion:
+    def _completion(self, item: _Item, ids: list[int], params: SamplingParams, max_new: int) -> Completion:
         """The text of a finished row: EOS dropped, cut before a stop string; count tokens up to the end."""
-        reason = "length" if len(tokens) >= max_new else "stop"
-        if tokens and tokens[-1] in self.eos_ids:
-            tokens, reason = tokens[:-1], "stop"
-            n_tokens = len(tokens) + 1
-        else:
-            n_tokens = len(tokens)
-        text, hit = cut_at_stop(self.tokenizer.decode(tokens, skip_special_tokens=True), params.stop)
+        reason = "length" if len(ids) >= max_new else "stop"
+        body = ids
+        if ids and ids[-1] in self.eos_ids:
+            body, reason = ids[:-1], "stop"
+        text, hit = cut_at_stop(self.tokenizer.decode(body, skip_special_tokens=True), params.stop)
+        n = len(ids)
         if hit:
-            # The stop string may have been seen a few steps late: count tokens up to the one completing it.
-            while n_tokens > 1 and self._stop_in(tokens[: n_tokens - 1], params.stop):
-                n_tokens -= 1
+            # The stop string may have been seen a few steps late: count up to the token that completed it.
+            n = len(body)
+            while n > 1 and self._stop_in(body[: n - 1], params.stop):
+                n -= 1
             reason = "stop"
         return Completion(
             text=text,
             prompt_tokens=len(item.ids),
-            completion_tokens=n_tokens,
+            completion_tokens=n,
             finish_reason=reason,
             seconds=time.perf_counter() - item.start,
             seed=item.seed,
+            token_ids=ids[:n],
         )
 
 

@@ -1,0 +1,171 @@
+"""The transformers engine on the tiny random Llama (real tokenizer): behaviour, not numbers.
+
+A random model's text is gibberish, but it is deterministic gibberish: every test compares the
+engine with itself (alone vs. batched, with vs. without a stop string) or with ``model.generate``.
+"""
+
+import contextlib
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from redline.generation import SamplingParams, as_chat, load_engine  # noqa: E402
+
+PROMPTS = [
+    "Hello",
+    "The quick brown fox jumps over the lazy dog, and then it runs far away into the",
+    "Once upon a time",
+    as_chat("Write a haiku about autumn."),
+]
+SAMPLED = SamplingParams(temperature=1.0, top_p=0.95, max_new_tokens=24, seed=3)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    # One thread: the suite runs beside other processes on few cores, where OpenMP threads that
+    # wait for each other are many times slower than one.
+    return load_engine("tiny-random", max_batch=8, threads=1)
+
+
+def texts(completions):
+    return [c.text for c in completions]
+
+
+@contextlib.contextmanager
+def options(engine, **values):
+    """Change engine options for one block (loading another engine takes seconds)."""
+    saved = {k: getattr(engine, k) for k in values}
+    for k, v in values.items():
+        setattr(engine, k, v)
+    try:
+        yield engine
+    finally:
+        for k, v in saved.items():
+            setattr(engine, k, v)
+
+
+def test_same_seed_same_completion_alone_or_in_any_batch(engine):
+    alone = [engine.generate([p], SAMPLED, seeds=[40 + i], progress=False)[0] for i, p in enumerate(PROMPTS)]
+    batched = engine.generate(PROMPTS, SAMPLED, seeds=[40, 41, 42, 43], progress=False)
+    assert texts(batched) == texts(alone)
+    # reversed order, extra prompts of other lengths around them, and a batch too small for all
+    others = ["x " * 50, "y", "z z z"]
+    mixed = engine.generate(others + PROMPTS[::-1], SAMPLED, seeds=[1, 2, 3, 43, 42, 41, 40], progress=False)
+    assert texts(mixed[3:]) == texts(alone)[::-1]
+    with options(engine, max_batch=2):
+        assert texts(engine.generate(PROMPTS, SAMPLED, seeds=[40, 41, 42, 43], progress=False)) == texts(alone)
+
+
+def test_seeds_default_to_params_seed_plus_index(engine):
+    out = engine.generate([PROMPTS[0]] * 3, SAMPLED, progress=False)
+    assert [c.seed for c in out] == [3, 4, 5]
+    again = engine.generate([PROMPTS[0]], SAMPLED, seeds=[4], progress=False)
+    assert again[0].text == out[1].text
+    assert len(set(texts(out))) > 1  # different seeds, different samples
+
+
+def test_greedy_equals_model_generate(engine):
+    tok, model = engine.tokenizer, engine.model
+    params = SamplingParams(temperature=0, max_new_tokens=16)
+    out = engine.generate(PROMPTS, params, progress=False)
+    for prompt, completion in zip(PROMPTS, out):
+        ids = torch.tensor([engine.encode(prompt)])
+        ref = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=16, do_sample=False)
+        new = ref[0, ids.shape[1] :].tolist()
+        if new and new[-1] in engine.eos_ids:
+            new = new[:-1]
+        assert completion.text == tok.decode(new, skip_special_tokens=True)
+        assert completion.prompt_tokens == ids.shape[1]
+
+
+def test_chat_prompts_get_the_chat_template(engine):
+    chat = as_chat("Hi there")
+    text = engine.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    assert engine.encode(chat) == engine.tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert engine.encode(chat) != engine.encode("Hi there")
+
+
+def test_stop_strings_cut_where_they_should(engine):
+    params = SamplingParams(temperature=1.0, max_new_tokens=40, seed=7)
+    full = engine.generate(PROMPTS, params, progress=False)
+    for prompt, c in zip(PROMPTS, full):
+        assert c.finish_reason == "length" and c.completion_tokens == 40
+        stop = c.text[len(c.text) // 2 : len(c.text) // 2 + 3]  # three characters from the middle
+        cut = engine.generate([prompt], SamplingParams(**{**params.__dict__, "stop": [stop]}), seeds=[c.seed], progress=False)[0]
+        assert cut.finish_reason == "stop"
+        assert cut.text == c.text[: c.text.find(stop)]
+        assert stop not in cut.text
+        # counted up to the token that completed the stop string, not up to the step that saw it
+        n = cut.completion_tokens
+        assert cut.token_ids == c.token_ids[:n]
+        assert stop in engine.tokenizer.decode(c.token_ids[:n]) and stop not in engine.tokenizer.decode(c.token_ids[: n - 1])
+
+
+def test_eos_ends_a_completion(engine):
+    params = SamplingParams(temperature=0, max_new_tokens=12)
+    ids = engine.generate([PROMPTS[2]], params, progress=False)[0].token_ids
+    saved = engine.eos_ids
+    engine.eos_ids = sorted(set(saved) | {ids[2]})  # pretend the third token is EOS
+    try:
+        c = engine.generate([PROMPTS[2]], params, progress=False)[0]
+    finally:
+        engine.eos_ids = saved
+    end = ids.index(ids[2])
+    assert c.finish_reason == "stop"
+    assert c.completion_tokens == end + 1 and c.token_ids == ids[: end + 1]  # the EOS counts, its text does not
+    assert c.text == engine.tokenizer.decode(ids[:end], skip_special_tokens=True)
+
+
+def test_one_long_prompt_and_many_short_come_back_in_order(engine):
+    long = "word " * 600
+    prompts = [f"short prompt {i}" for i in range(5)] + [long] + [f"p{i}" for i in range(6)]
+    params = SamplingParams(temperature=0.8, max_new_tokens=10)
+    with options(engine, max_batch=4):
+        out = engine.generate(prompts, params, progress=False)
+    assert [c.prompt_tokens for c in out] == [len(engine.encode(p)) for p in prompts]
+    assert [c.seed for c in out] == list(range(len(prompts)))
+    assert all(c.finish_reason in ("stop", "length") for c in out)
+    assert engine.last_stats.items == len(prompts)
+    assert engine.last_stats.completion_tokens == sum(c.completion_tokens for c in out)
+    alone = [engine.generate([p], params, seeds=[i], progress=False)[0].text for i, p in enumerate(prompts)]
+    assert texts(out) == alone
+
+
+def test_max_new_tokens_is_respected(engine):
+    for m in (1, 2, 7):
+        out = engine.generate(PROMPTS, SamplingParams(temperature=1.0, max_new_tokens=m), progress=False)
+        for c in out:
+            assert 1 <= c.completion_tokens <= m and len(c.token_ids) == c.completion_tokens
+            if c.finish_reason == "length":
+                assert c.completion_tokens == m
+        assert sum(c.completion_tokens for c in out) == engine.last_stats.completion_tokens
+
+
+def test_empty_batch_and_timings(engine):
+    assert engine.generate([], SAMPLED, progress=False) == []
+    out = engine.generate(PROMPTS[:2], SAMPLED, progress=True)
+    assert all(c.seconds > 0 for c in out)
+    stats = engine.last_stats
+    assert stats.items == 2 and stats.seconds > 0 and stats.tokens_per_s > 0
+
+
+def test_not_exact_still_generates_the_same_shape_of_output(engine):
+    with options(engine, exact=False, max_batch=3):
+        out = engine.generate(PROMPTS, SAMPLED, progress=False)
+    assert len(out) == len(PROMPTS) and all(0 < c.completion_tokens <= 24 for c in out)
+
+
+@pytest.mark.slow
+def test_embedded_greedy_equals_generate_and_batches_do_not_matter():
+    engine = load_engine("embedded", max_batch=16)
+    prompts = [as_chat("Name three colors."), as_chat("What is the capital of France? Answer in one word."), "1, 2, 3,"]
+    params = SamplingParams(temperature=0, max_new_tokens=24)
+    out = engine.generate(prompts, params, progress=False)
+    for prompt, completion in zip(prompts, out):
+        ids = torch.tensor([engine.encode(prompt)])
+        ref = engine.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=24, do_sample=False)
+        assert completion.text == engine.tokenizer.decode(ref[0, ids.shape[1] :], skip_special_tokens=True)
+    sampled = SamplingParams(temperature=0.7, max_new_tokens=24)
+    alone = [engine.generate([p], sampled, seeds=[i], progress=False)[0].text for i, p in enumerate(prompts)]
+    assert texts(engine.generate(prompts * 3, sampled, seeds=[0, 1, 2] * 3, progress=False)) == alone * 3
