@@ -112,6 +112,14 @@ def test_a_killed_build_resumes_without_redoing_work(built, tmp_path):
     assert sum(calls) == len(requests) - 10
     build(config)  # uses the cache for everything
     assert _contents(config.out) == _contents(out)
+    # a cached response counts only for the prompt it answered (say the catalogue's wording changed)
+    cache = config.out / ".responses.jsonl"
+    rows = [json.loads(line) for line in cache.read_text().splitlines()]
+    rows[1]["prompt_sha"] = "another"
+    cache.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    calls.clear()
+    generate_responses(config, requests, counted)
+    assert sum(calls) == 1
 
 
 def test_a_cache_from_another_build_is_refused(built):

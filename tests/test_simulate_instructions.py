@@ -85,6 +85,15 @@ def test_wrappers_do_not_change_counts():
     assert not check(I("no_commas"), json.dumps({"a": "x", "b": "y"})).met  # the raw text has a comma
 
 
+def test_sections_keep_the_text_written_after_a_marker():
+    text = "SECTION 1: Sharks are old. They swim far.\n\nSECTION 2: Sharks are fast. They hunt well."
+    assert sentences(text) == ["Sharks are old.", "They swim far.", "Sharks are fast.", "They hunt well."]
+    fixed = fix(I("sections", n=3), text, "sharks")
+    assert check(I("sections", n=3), fixed).met
+    assert all(s in fixed for s in ("Sharks are old.", "They swim far.", "Sharks are fast.", "They hunt well."))
+    assert fix(I("sections", n=1), text, "sharks") == "SECTION 1: Sharks are old. They swim far.\n\nSharks are fast. They hunt well."
+
+
 def test_a_horizontal_rule_is_not_a_bullet():
     assert check(I("bullets_exact", n=1), "* one\n\n* * *\n\n- - -\n\n***").met
     assert fix(I("bullets_exact", n=1), "* * one\n* two") == "* * one\ntwo"

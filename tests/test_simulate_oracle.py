@@ -62,6 +62,8 @@ def test_off_topic_text_scores_low():
     assert report.all_met and report.faults == ["off_topic"]
     assert report.quality <= 0.25
     assert quality(META, GOOD.replace("coffee", "coffees"), PROMPT) == 1.0  # plurals count as the topic
+    for topic, text in (("cleaning", "We clean the house."), ("running", "She runs daily."), ("public libraries", "A library.")):
+        assert check_all({"topic": topic, "instructions": [{"type": "title"}]}, text).facts["on_topic"], topic
 
 
 def test_check_all_gives_the_verdict_in_parts():

@@ -227,6 +227,10 @@ def _key(task: Task, j: int) -> str:
     return f"{task.id}:{j}"
 
 
+def _prompt_sha(task: Task) -> str:
+    return hashlib.sha256(task.prompt.encode()).hexdigest()[:12]
+
+
 def generate_responses(cfg: BuildConfig, requests: list[tuple[Task, int]], respond: Respond) -> dict[str, str]:
     """Every requested response, from the cache where a previous run made it."""
     from tqdm.auto import tqdm
@@ -240,7 +244,9 @@ def generate_responses(cfg: BuildConfig, requests: list[tuple[Task, int]], respo
         )
     if not rows:
         append_records(path, [{"header": identity}])
-    done = {row["key"]: row["text"] for row in rows[1:] if "key" in row}
+    # A cached response counts only for the very prompt it answered.
+    cached = {row["key"]: (row.get("prompt_sha"), row["text"]) for row in rows[1:] if "key" in row}
+    done = {_key(t, j): cached[_key(t, j)][1] for t, j in requests if cached.get(_key(t, j), (None,))[0] == _prompt_sha(t)}
     todo = [(t, j) for t, j in requests if _key(t, j) not in done]
     with tqdm(total=len(requests), initial=len(requests) - len(todo), desc="responses", unit="resp",
               disable=not cfg.progress) as bar:
@@ -249,7 +255,7 @@ def generate_responses(cfg: BuildConfig, requests: list[tuple[Task, int]], respo
             texts = respond(batch)
             if len(texts) != len(batch):
                 raise RedlineError(f"the responder returned {len(texts)} responses for {len(batch)} prompts")
-            rows = [{"key": _key(t, j), "text": text} for (t, j), text in zip(batch, texts)]
+            rows = [{"key": _key(t, j), "prompt_sha": _prompt_sha(t), "text": text} for (t, j), text in zip(batch, texts)]
             append_records(path, rows)
             done.update((row["key"], row["text"]) for row in rows)
             bar.update(len(batch))

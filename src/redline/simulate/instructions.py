@@ -51,6 +51,7 @@ from redline.simulate.text import (
     block_kind,
     blocks,
     bullet_lines,
+    content_start,
     count_word,
     has_postscript,
     header_lines,
@@ -627,14 +628,24 @@ def _check_sections(inst, raw, core):
     return count == inst.n, {"count": count}
 
 
+def _unhead(line: str) -> str:
+    """A header line without its "SECTION k" marker; text after the marker stays, on its own line."""
+    rest = line[content_start(line, "header") :]
+    return "\n" + rest if rest.strip() else ""
+
+
 def _fix_sections(inst, core, ctx):
     lines = core.split("\n")
     heads = header_lines(core)
-    if len(heads) > inst.n:  # drop the last extra headers: their sections join the one before
-        extra = set(heads[inst.n :])
-        return tidy("\n".join(line for i, line in enumerate(lines) if i not in extra))
-    # Fewer than asked: take the headers out, cut the body into n parts, head each part.
-    core = tidy("\n".join(line for i, line in enumerate(lines) if i not in set(heads)))
+    if len(heads) > inst.n:  # unmark the last extra headers: their sections join the one before
+        for i in heads[inst.n :]:
+            lines[i] = _unhead(lines[i]).strip("\n")
+        return tidy("\n".join(lines))
+    # Fewer than asked: unmark the headers (a blank line keeps each old section a block of its
+    # own), cut the body into n parts at block boundaries, and head each part.
+    for i in heads:
+        lines[i] = _unhead(lines[i])
+    core = tidy("\n".join(lines))
     fillers = iter(_fresh(T.FILLERS, core, ctx.topic, "", "sections"))
     for _ in range(50):
         lines = core.split("\n")
@@ -1189,11 +1200,7 @@ def fix(inst: Instruction, text: str, topic: str = "", keep: Iterable[Instructio
         candidate = shell.wrap(core)
         return all(check(k, candidate).met for k in keep) and (not on_topic or T.mentions(core, topic))
 
-    fixed = spec.fix(inst, shell.core, _Ctx(topic, ok))
-    wrapped = shell.wrap(fixed)
-    if not check(inst, wrapped).met and shell.json_key is not None:
-        wrapped = shell.wrap(fixed, force=True)  # the JSON wrapper itself was the problem (a key's case)
-    return wrapped
+    return shell.wrap(spec.fix(inst, shell.core, _Ctx(topic, ok)))
 
 
 def _fix_guarded(inst: Instruction, text: str, topic: str, instructions: list[Instruction]) -> str:

@@ -8,7 +8,7 @@ it impossible to game with text that satisfies checkers without answering::
               × substance     0 below 5 words; min(1, words / 25) above
               × (1 − repetition penalty)   r = 1 − distinct 4-grams / all 4-grams (lowercased words);
                                            no penalty up to r = 0.15, rising linearly to 1 at r = 0.5
-              × topic         1 if the topic word appears (stem + up to 3 letters), else 0.25
+              × topic         1 if the topic word appears (stem + up to 4 letters), else 0.25
               × (1 − copy penalty)  c = share of the response's word 5-grams found in the prompt (no
                               5-gram spans a required literal such as a closing phrase); no penalty
                               up to c = 0.1, rising linearly to 1 at c = 0.5; only when the prompt
@@ -39,7 +39,7 @@ from redline.simulate.instructions import (
     check,
     parse_instructions,
 )
-from redline.simulate.text import content_start, line_kind, match_case, open_shell, sentence_spans, tidy, words
+from redline.simulate.text import content_start, line_kind, match_case, open_shell, sentence_spans, sentences, tidy, words
 
 MIN_WORDS = 5
 FULL_WORDS = 25
@@ -232,6 +232,17 @@ def _drop_sentences(core: str, drop) -> str:
     return tidy("\n".join(out))
 
 
+def _before_the_loop(core: str) -> str:
+    """The longest start of ``core``, cut after a sentence (else a word), that does not repeat itself."""
+    cuts = [m.end() for m in re.finditer(r"[.!?][\"'’”*)\]]*(?=\s|$)", core)]
+    for cut_points in (cuts, [m.end() for m in re.finditer(r"\S+", core)]):
+        for cut in reversed(cut_points):
+            if repetition(core[:cut]) <= REPEAT_FREE / 3 and len(words(core[:cut])) >= MIN_WORDS:  # well clear of the loop
+                kept = tidy(core[:cut]).rstrip(" ,;:-")
+                return kept if re.search(r"[.!?][\"'’”*)\]]*$", kept) else kept + "."
+    return ""
+
+
 def repair(task: Any, response: str, faults: Iterable[str], prompt: str | None = None) -> str:
     """Undo the named faults (``Report.faults``) with as small an edit as each allows."""
     instructions, topic, task_prompt = _unpack(task)
@@ -244,9 +255,13 @@ def repair(task: Any, response: str, faults: Iterable[str], prompt: str | None =
         literals = _literals(instructions)
         source = set(_grams(prompt, literals))
 
+        prompt_words = " " + " ".join(w.lower() for w in words(prompt)) + " "
+
         def pasted(norm: str, sentence: str) -> bool:
             grams = _grams(sentence, literals)
-            return bool(grams) and sum(g in source for g in grams) > 0.5 * len(grams)
+            if not grams:  # too short for 5-grams once the literals are set aside: copied whole?
+                return f" {norm} " in prompt_words
+            return sum(g in source for g in grams) > 0.5 * len(grams)
 
         core = _drop_sentences(core, pasted)
     if "repetition" in faults:
@@ -259,10 +274,12 @@ def repair(task: Any, response: str, faults: Iterable[str], prompt: str | None =
             return False
 
         core = _drop_sentences(core, repeated)
-        if repetition(core) > REPEAT_FREE:
-            core = fresh()  # a loop inside sentences: nothing worth keeping
+        if repetition(core) > REPEAT_FREE:  # a loop inside sentences: keep what came before it
+            core = _before_the_loop(core)
     if len(words(core)) < FULL_WORDS:  # too short to escape the penalty, perhaps after the cuts above
-        core = (core.rstrip() + "\n\n" if words(core) else "") + fresh()
+        have = {" ".join(w.lower() for w in words(s)) for s in sentences(core)}
+        more = _drop_sentences(fresh(), lambda norm, s: norm in have)  # nothing said twice
+        core = (core.rstrip() + "\n\n" if words(core) else "") + more
     if topic and not on_topic(core, topic):
         met = [i for i in instructions if check(i, shell.wrap(core)).met]
         sentence = match_case(T.fill(T.pick(T.TOPIC_SENTENCES, topic), topic), core)

@@ -3,7 +3,9 @@
 A response may come wrapped, as a JSON object (``{"response": "..."}``, fenced in ``````json``
 or not) and/or in double quotation marks. The *core* is the text inside both wrappers; structure
 (bullets, sections, paragraphs, sentences, words, keywords) is read from the core, so wrapping an
-answer does not change its counts. Surface rules (case, commas, the wrappers) read the raw text.
+answer does not change its counts. Surface rules read the raw text: commas and the wrappers
+as they are, case in the raw text or, for JSON, in its strings (a key is structure, and ``\n``
+escapes are not letters).
 
 Conventions, fixed here so that checkers and fixers agree:
 
@@ -12,8 +14,8 @@ Conventions, fixed here so that checkers and fixers agree:
 - a *block* is a run of non-blank lines; a *paragraph* is a block with words in it that is
   neither a lone title nor a postscript;
 - a *sentence* ends at ``.``, ``!`` or ``?`` (then closing marks such as ``*`` or ``"``) followed by
-  a space or the end of the line; no sentence runs across lines; titles and section headers are
-  not sentences, a bullet is at least one, the ``P.S.`` marker is not one;
+  a space or the end of the line; no sentence runs across lines; titles and ``SECTION k`` markers
+  are not sentences (text after a marker is), a bullet is at least one, ``P.S.`` is not one;
 - a *word* is a run of letters or digits (an apostrophe inside keeps it whole); ``P.S.`` is two.
 
 Most of this follows IFEval's checkers (Zhou et al. 2023, arXiv 2311.07911); IFEval counts
@@ -28,7 +30,9 @@ from dataclasses import dataclass
 
 WORD_RE = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 TITLE_RE = re.compile(r"<<[^\n<>]+>>")
-HEADER_RE = re.compile(r"^\s*SECTION\s+\d+", re.IGNORECASE)  # case-blind: lowercasing keeps the structure
+# Case-blind, so lowercasing keeps the structure; text after the marker ("SECTION 1: Sharks are
+# ...") is part of the section, not of its header.
+HEADER_RE = re.compile(r"^\s*SECTION\s+\d+\b[ \t]*[:.)\-–—]*[ \t]*", re.IGNORECASE)
 BULLET_RE = re.compile(r"^\s*[*-]\s+(?=\S)")
 RULE_RE = re.compile(r"^\s*(?:[*_-]\s*){3,}$")  # "* * *" is a horizontal rule, not a bullet
 PS_RE = re.compile(r"^\s*p\.\s?s\.\s*", re.IGNORECASE)
@@ -68,17 +72,9 @@ def json_object(text: str) -> dict | None:
 
 
 def surface_text(raw: str) -> str:
-    """The text that case rules read: a JSON object's keys and strings (not its escapes), else the raw text."""
+    """The text that case rules read: a JSON object's strings (not its keys or escapes), else the raw text."""
     obj = json_object(raw)
-    return raw if obj is None else "\n".join(_keys(obj) + _strings(obj))
-
-
-def _keys(obj) -> list[str]:
-    if isinstance(obj, dict):
-        return list(obj) + [k for v in obj.values() for k in _keys(v)]
-    if isinstance(obj, list):
-        return [k for v in obj for k in _keys(v)]
-    return []
+    return raw if obj is None else "\n".join(_strings(obj))
 
 
 def _strings(obj) -> list[str]:
@@ -100,16 +96,13 @@ class Shell:
     json_key: str | None = None  # the text was a JSON object; rewrapped under this key
     quoted: bool = False  # the text (inside the JSON, if any) was wrapped in double quotes
 
-    def wrap(self, core: str, force: bool = False) -> str:
-        if core == self.core and not force:
+    def wrap(self, core: str) -> str:
+        if core == self.core:
             return self.raw  # unchanged: keep the original formatting byte for byte
         body = f'"{core}"' if self.quoted else core
-        if self.json_key is None:
-            return body
-        key = self.json_key
-        if any(c.isalpha() for c in core):  # the key follows the text's case, so a case rule can hold
-            key = key.upper() if core == core.upper() else key.lower() if core == core.lower() else key
-        return json.dumps({key: body}, ensure_ascii=False)
+        if self.json_key is not None:
+            return json.dumps({self.json_key: body}, ensure_ascii=False)
+        return body
 
 
 def is_quoted(text: str) -> bool:
@@ -158,7 +151,9 @@ def content_start(line: str, kind: str) -> int:
         return BULLET_RE.match(line).end()
     if kind == "ps":
         return PS_RE.match(line).end()
-    if kind in ("title", "header", "blank"):
+    if kind == "header":
+        return HEADER_RE.match(line).end()
+    if kind in ("title", "blank"):
         return len(line)
     return len(line) - len(line.lstrip())
 
@@ -197,16 +192,16 @@ def blocks(core: str) -> list[list[int]]:
 
 
 def block_kind(lines: list[str], block: list[int]) -> str:
-    """'title' (only titles), 'ps' (starts with P.S.), 'header' (only headers) or 'paragraph'."""
+    """'title' (only titles), 'ps' (starts with P.S.), 'header' (only bare headers), 'paragraph'."""
     kinds = [line_kind(lines[i]) for i in block]
     if all(k == "title" for k in kinds):
         return "title"
     if kinds[0] == "ps":
         return "ps"
-    if all(k == "header" for k in kinds):
-        return "header"
-    text = TITLE_RE.sub(" ", "\n".join(lines[i] for i in block))
-    return "paragraph" if WORD_RE.search(text) else "empty"
+    text = "\n".join(lines[i][content_start(lines[i], k) :] if k == "header" else lines[i] for i, k in zip(block, kinds))
+    if WORD_RE.search(TITLE_RE.sub(" ", text)):
+        return "paragraph"
+    return "header" if "header" in kinds else "empty"
 
 
 def paragraphs(core: str) -> list[str]:

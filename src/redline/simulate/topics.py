@@ -73,9 +73,13 @@ FORMS: tuple[str, ...] = (
 def topic_word(topic: str) -> str:
     """The stem that marks a response as on-topic: the last word, without a plural ending.
 
-    "public libraries" → "librar" (matches library and libraries), "volcanoes" → "volcano".
+    "public libraries" → "librar" (matches library and libraries), "volcanoes" → "volcano",
+    "cleaning" → "clean".
     """
     word = topic.split()[-1].lower()
+    if word.endswith("ing") and len(word) > 5:  # cleaning → clean, running → run
+        word = word[:-3]
+        return word[:-1] if word[-1] == word[-2] and word[-1] not in "ls" else word
     if word.endswith("ies") and len(word) > 4:
         return word[:-3]
     if word.endswith("oes") and len(word) > 4:
@@ -88,9 +92,9 @@ def topic_word(topic: str) -> str:
 
 
 def mentions(text: str, topic: str) -> bool:
-    """Whether ``text`` names the topic: its stem plus at most 3 letters, as a whole word."""
+    """Whether ``text`` names the topic: its stem plus at most 4 letters, as a whole word."""
     stem = topic_word(topic)
-    return re.search(rf"\b{re.escape(stem)}\w{{0,3}}\b", text, re.IGNORECASE) is not None
+    return re.search(rf"\b{re.escape(stem)}\w{{0,4}}\b", text, re.IGNORECASE) is not None
 
 
 def title_case(text: str) -> str:
