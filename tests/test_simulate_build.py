@@ -196,6 +196,7 @@ def test_the_cli_builds_and_scores(tmp_path, capsys):
         (["--k", "1"], "--k must be at least 2"),
         (["--types", "lowercase,haiku"], "unknown instruction type(s) 'haiku'"),
         (["--prompts", "0"], "--prompts must be at least 1"),
+        (["--top-p", "0"], "0 < --top-p <= 1"),
     ],
 )
 def test_bad_build_options_are_one_clear_line(tmp_path, capsys, args, message):

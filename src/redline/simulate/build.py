@@ -153,6 +153,11 @@ class BuildConfig:
             raise RedlineError(f"--annotators must be at least 1, got {self.annotators}")
         if self.noise_scale < 0:
             raise RedlineError(f"--noise-scale must be 0 or more, got {self.noise_scale}")
+        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.max_new_tokens < 1:
+            raise RedlineError(
+                f"sampling needs --temperature >= 0, 0 < --top-p <= 1 and --max-new-tokens >= 1; got "
+                f"{self.temperature}, {self.top_p}, {self.max_new_tokens}"
+            )
         if self.batch_size < 1:
             raise RedlineError(f"batch size must be at least 1, got {self.batch_size}")
         if self.types is not None:

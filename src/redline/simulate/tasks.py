@@ -182,22 +182,23 @@ def _drop_last_sentences(core: str, until) -> str:
 def _break(inst: Instruction, text: str, topic: str, rng: random.Random) -> str:
     """A small edit that breaks ``inst`` the way a careless writer would (may break others too)."""
     kind, n = inst.type, inst.n
+    margin = rng.randint(0, 20)  # how far past a word limit the careless writer goes
 
     if kind == "words_at_most":
-        return _in_core(text, lambda c: _add_sentences(c, topic, rng, lambda x: len(words(x)) > n + rng.randint(0, 20)))
+        return _in_core(text, lambda c: _add_sentences(c, topic, rng, lambda x: len(words(x)) > n + margin))
     if kind == "words_at_least":
-        return _in_core(text, lambda c: _drop_last_sentences(c, lambda x: len(words(x)) < n - rng.randint(0, 20)))
+        return _in_core(text, lambda c: _drop_last_sentences(c, lambda x: len(words(x)) < n - margin))
     if kind == "sentences_at_most":
         return _in_core(text, lambda c: _add_sentences(c, topic, rng, lambda x: len(sentences(x)) > n))
     if kind == "sentences_at_least":
         return _in_core(text, lambda c: _drop_last_sentences(c, lambda x: len(sentences(x)) < n))
     if kind == "paragraphs_exact":
-        # One paragraph too many: the last one split in two, or one too few: two joined.
+        # One paragraph too few (the last two joined) or one too many (a new one at the end).
         def edit(c):
             if len(paragraphs(c)) > 1 and rng.random() < 0.5:
                 parts = c.rsplit("\n\n", 1)
                 return parts[0] + " " + parts[1]
-            return _add_sentences(c, topic, rng, lambda x: True) + "\n\n" + T.fill(rng.choice(T.PROSE), topic)
+            return c.rstrip() + "\n\n" + T.fill(rng.choice(T.PROSE), topic)
         return _in_core(text, edit)
     if kind == "keyword_include":
         return _in_core(text, lambda c: re.sub(rf"\b{re.escape(inst.keywords[0])}\b", "it", c, flags=re.IGNORECASE))
