@@ -57,6 +57,19 @@ def test_same_seed_same_completion_alone_or_in_any_batch(engine):
         assert texts(engine.generate(PROMPTS, SAMPLED, seeds=[40, 41, 42, 43], progress=False)) == texts(alone)
 
 
+def test_a_shared_prompt_prefix_is_computed_once_and_changes_nothing(engine):
+    head = "You are a careful critic. Read the question and the response, then critique and revise. " * 2
+    prompts = [as_chat(head + f"Question {i}: " + "why? " * (3 * i)) for i in range(5)]
+    batched = engine.generate(prompts, SAMPLED, progress=False)
+    assert engine.last_stats.shared_prompt_tokens >= 4 * 40  # items 2..5 copy the head from item 1
+    alone = [engine.generate([p], SAMPLED, seeds=[SAMPLED.seed + i], progress=False)[0] for i, p in enumerate(prompts)]
+    assert engine.last_stats.shared_prompt_tokens == 0
+    assert [c.token_ids for c in batched] == [c.token_ids for c in alone]
+    with options(engine, share_prefix=False):
+        assert [c.token_ids for c in engine.generate(prompts, SAMPLED, progress=False)] == [c.token_ids for c in alone]
+        assert engine.last_stats.shared_prompt_tokens == 0
+
+
 def test_seeds_default_to_params_seed_plus_index(engine):
     out = engine.generate([PROMPTS[0]] * 3, SAMPLED, progress=False)
     assert [c.seed for c in out] == [3, 4, 5]

@@ -79,6 +79,8 @@ class GenerationStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
+    prefill_seconds: float = 0.0  # part of seconds spent on prompts (where the engine knows)
+    shared_prompt_tokens: int = 0  # prompt tokens copied from another item's cache, not computed
 
     @property
     def tokens_per_s(self) -> float:

@@ -41,15 +41,17 @@ import time
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from redline import RedlineError
 from redline.generation import Completion, GenerationStats, Prompt, SamplingParams, cut_at_stop, item_seeds
 from redline.generation.sampling import sample, uniform_stream
 
 ATTENTION = "redline_slots"
-ROW_MULTIPLE = 8  # decode rows are padded to this; covers 4-row micro-kernels (MKL/oneDNN on AVX-512)
-SPAN_MULTIPLE = 64  # attention reads this many columns at a time (fewer distinct shapes)
+ROW_MULTIPLE = 8  # GEMM rows are padded to this; covers 4-row micro-kernels (MKL/oneDNN on AVX-512)
+SPAN_MULTIPLE = 64  # attention reads a multiple of this many columns
+PREFILL_BLOCK = 512  # tokens of one prompt per prefill forward (bounds the attention scores' memory)
+PREFILL_TOKENS = 2048  # tokens of all prompts per prefill forward
+MIN_SHARED = 16  # a shorter common prefix is computed again rather than copied
 
 
 def _round_up(x: int, m: int) -> int:
@@ -64,8 +66,10 @@ class SlotCache:
 
     It duck-types the part of ``transformers.Cache`` that attention layers call (``update``).
     ``k[layer]``: (slots, kv_heads, width, head_dim), allocated on the first ``update`` of a layer.
-    Before each forward the engine sets either ``prefill_slot`` (one prompt, written from column 0)
-    or ``pos`` (n,): the column where each of the rows 0..n-1 writes its new token.
+    Before each forward the engine sets ``span`` (the columns attention reads) and either
+    ``prefill`` (one (slot, start, rows) per batch row: a block of a prompt, written into row ``slot``
+    from column ``start``) or ``pos`` (n,): the column where each of the rows 0..n-1 writes its one
+    new token.
     """
 
     def __init__(self, slots: int, width: int):
@@ -73,9 +77,9 @@ class SlotCache:
         self.width = width
         self.k: dict[int, torch.Tensor] = {}
         self.v: dict[int, torch.Tensor] = {}
-        self.prefill_slot: int | None = None
+        self.prefill: list[tuple[int, int, int]] | None = None
         self.pos: torch.Tensor | None = None
-        self.span = 0  # columns the decode attention reads
+        self.span = 0
         self._rows = torch.arange(slots)
 
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
@@ -86,11 +90,12 @@ class SlotCache:
             self.k[layer_idx] = key_states.new_zeros(shape)
             self.v[layer_idx] = value_states.new_zeros(shape)
         k, v = self.k[layer_idx], self.v[layer_idx]
-        if self.prefill_slot is not None:
-            length = key_states.shape[2]
-            k[self.prefill_slot, :, :length] = key_states[0]
-            v[self.prefill_slot, :, :length] = value_states[0]
-            return key_states, value_states  # the prompt attends to itself only
+        if self.prefill is not None:
+            for b, (slot, start, rows) in enumerate(self.prefill):
+                k[slot, :, start : start + rows] = key_states[b, :, :rows]
+                v[slot, :, start : start + rows] = value_states[b, :, :rows]
+            slots = [slot for slot, _, _ in self.prefill]
+            return k[slots, :, : self.span], v[slots, :, : self.span]
         n = key_states.shape[0]
         rows = self._rows[:n].to(k.device)
         k[rows, :, self.pos] = key_states[:, :, 0]
@@ -101,35 +106,38 @@ class SlotCache:
         return 0  # positions are always passed explicitly
 
     def move(self, src: int, dst: int) -> None:
+        """Row ``src`` becomes row ``dst`` (compacting the active rows)."""
         for layer in self.k:
             self.k[layer][dst] = self.k[layer][src]
             self.v[layer][dst] = self.v[layer][src]
 
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (*self.k.values(), *self.v.values()))
+    def copy_prefix(self, src: int, dst: int, length: int) -> None:
+        """Columns 0..length-1 of row ``src`` into row ``dst``: a shared prompt prefix, computed once."""
+        for layer in self.k:
+            self.k[layer][dst, :, :length] = self.k[layer][src, :, :length]
+            self.v[layer][dst, :, :length] = self.v[layer][src, :, :length]
 
 
 def slot_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """Attention for the ``SlotCache``: causal over one prompt (no mask), or one decode token per row.
+    """Attention over ``SlotCache`` rows: two matmuls and a softmax, each row on its own columns.
 
-    query (n, heads, q_len, d); key/value (n, kv_heads, span, d); attention_mask (n, 1, 1, span)
-    additive (0 or -inf) in decode. Returns (n, q_len, heads, d) as transformers expects.
+    query (n, heads, q, d): q = 1 in decode, a prompt block in prefill; key/value (n, kv_heads,
+    span, d); attention_mask (n, 1, q, span), additive 0 / -inf. Returns (n, q, heads, d) as
+    transformers expects. Not SDPA: its CPU kernel gives a row different bits depending on where the
+    row sits in the batch, and these matmuls do not (module doc).
     """
-    n, heads, q_len, dim = query.shape
+    n, heads, q, dim = query.shape
     kv_heads = key.shape[1]
+    group = heads // kv_heads
     if scaling is None:
         scaling = dim**-0.5
-    if attention_mask is None:  # prefill: one prompt, causal over itself
-        out = F.scaled_dot_product_attention(
-            query, key, value, is_causal=q_len > 1, scale=scaling, enable_gqa=kv_heads != heads
-        )
-        return out.transpose(1, 2).contiguous(), None
-    # Decode: the query heads that share a K/V head become that head's "positions" (no repeat_kv).
-    q = query.reshape(n, kv_heads, heads // kv_heads, dim)
-    scores = torch.matmul(q, key.transpose(-1, -2)) * scaling + attention_mask
+    # The query heads that share a K/V head are stacked as extra query rows: no repeat_kv copy.
+    stacked = query.reshape(n, kv_heads, group * q, dim)
+    scores = torch.matmul(stacked, key.transpose(-1, -2)) * scaling
+    scores = scores.view(n, kv_heads, group, q, -1) + attention_mask[:, :, None]
     weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
-    out = torch.matmul(weights, value)  # (n, kv_heads, group, d)
-    return out.reshape(n, 1, heads, dim), None
+    out = torch.matmul(weights.view(n, kv_heads, group * q, -1), value)
+    return out.view(n, heads, q, dim).transpose(1, 2), None
 
 
 def _register_attention() -> None:
@@ -157,7 +165,8 @@ class _Item:
     index: int
     ids: list[int]
     seed: int
-    start: float = 0.0
+    start: float = 0.0  # when its prefill began
+    shared: int = 0  # prompt tokens copied from another row instead of computed
 
 
 class TransformersEngine:
@@ -165,7 +174,9 @@ class TransformersEngine:
 
     Options: ``max_batch`` rows decoded together; ``kv_budget_gb`` caps the K/V cache (fewer rows for
     long items); ``stop_every`` steps between stop-string checks; ``exact`` pads decode rows for
-    bit-exact batch independence; ``threads`` sets ``torch.set_num_threads``.
+    bit-exact batch independence; ``threads`` sets ``torch.set_num_threads``; ``ignore_eos`` keeps
+    generating after EOS (benchmarks, so that every method generates the same number of tokens);
+    ``share_prefix`` copies a prompt prefix that an active row already holds instead of computing it.
     """
 
     def __init__(
@@ -178,8 +189,11 @@ class TransformersEngine:
         stop_every: int = 4,
         exact: bool = True,
         threads: int | None = None,
+        ignore_eos: bool = False,
+        share_prefix: bool = True,
     ):
         self.model = model.eval()
+        self.share_prefix = share_prefix
         self.tokenizer = tokenizer
         self.config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         self.max_batch = max_batch
@@ -191,7 +205,8 @@ class TransformersEngine:
             torch.set_num_threads(threads)
         eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
-        self.eos_ids = sorted({int(e) for e in eos} | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()))
+        eos = {int(e) for e in eos} | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
+        self.eos_ids = [] if ignore_eos else sorted(eos)
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self._check_supported()
@@ -227,7 +242,7 @@ class TransformersEngine:
         element = next(self.model.parameters()).element_size()
         return 2 * c.num_hidden_layers * kv_heads * head_dim * element
 
-    def _forward(self, cache: SlotCache, ids, positions, mask, logits_to_keep: int = 0):
+    def _forward(self, cache: SlotCache, ids, positions, mask, logits_to_keep=1):
         with _attention_of(self.config, ATTENTION):
             out = self.model(
                 input_ids=ids,
@@ -238,6 +253,54 @@ class TransformersEngine:
                 logits_to_keep=logits_to_keep,
             )
         return out.logits[:, -1].float()
+
+    def _mask(self, positions: torch.Tensor, span: int) -> torch.Tensor:
+        """(rows, 1, q, span) additive mask: the query at position p sees columns 0..p of its own row."""
+        visible = torch.arange(span, device=self.device) <= positions[..., None]
+        mask = torch.zeros(visible.shape, dtype=self.dtype, device=self.device).masked_fill_(~visible, float("-inf"))
+        return mask[:, None]
+
+    def _prefill(self, cache: SlotCache, jobs: list[tuple[int, list[int], int]]) -> torch.Tensor:
+        """Prompts into the cache: ``jobs`` are (slot, ids, done), where columns ``0..done-1`` of the slot
+        already hold a shared prefix. Returns the logits (len(jobs), V) after each prompt's last token.
+
+        Each forward takes the next block (at most ``PREFILL_BLOCK`` tokens) of several prompts, up to
+        ``PREFILL_TOKENS`` tokens in all: one read of the weights serves them all, which is most of
+        the cost of a short prompt. With ``exact``, a block is padded with pad tokens to a multiple of
+        ``ROW_MULTIPLE`` rows (and the last-token logits to ``ROW_MULTIPLE`` copies), so every row is
+        computed the same way whatever shares its forward and however much of its prompt was shared.
+        The padding rows' K/V land past the prompt, where decoding overwrites them before reading.
+        """
+        pad = self.tokenizer.pad_token_id or 0
+        multiple = ROW_MULTIPLE if self.exact else 1
+        logits: list[torch.Tensor | None] = [None] * len(jobs)
+        done = [d for _, _, d in jobs]
+        while True:
+            todo = [j for j, (_, ids, _) in enumerate(jobs) if done[j] < len(ids)]
+            if not todo:
+                break
+            group: list[int] = []
+            for j in todo:  # as many blocks as fit the token budget (at least one)
+                rows = max(_round_up(min(PREFILL_BLOCK, len(jobs[i][1]) - done[i]), multiple) for i in (*group, j))
+                if group and rows * (len(group) + 1) > PREFILL_TOKENS:
+                    break
+                group.append(j)
+            sizes = [min(PREFILL_BLOCK, len(jobs[j][1]) - done[j]) for j in group]
+            rows = max(_round_up(c, multiple) for c in sizes)
+            tokens = torch.tensor(
+                [jobs[j][1][done[j] : done[j] + c] + [pad] * (rows - c) for j, c in zip(group, sizes)], device=self.device
+            )
+            positions = torch.tensor([done[j] for j in group], device=self.device)[:, None] + torch.arange(rows, device=self.device)
+            cache.prefill = [(jobs[j][0], done[j], _round_up(c, multiple)) for j, c in zip(group, sizes)]
+            cache.span = min(_round_up(max(done[j] + _round_up(c, multiple) for j, c in zip(group, sizes)), SPAN_MULTIPLE), cache.width)
+            keep = torch.tensor([[c - 1] * multiple for c in sizes], device=self.device)
+            out = self._forward(cache, tokens, positions, self._mask(positions, cache.span), keep)
+            for b, (j, c) in enumerate(zip(group, sizes)):
+                done[j] += c
+                if done[j] == len(jobs[j][1]):
+                    logits[j] = out[b]
+        cache.prefill = None
+        return torch.stack(logits)
 
     def _stop_in(self, tokens: list[int], stop: list[str]) -> bool:
         return cut_at_stop(self.tokenizer.decode(tokens, skip_special_tokens=True), stop)[1]
@@ -257,17 +320,17 @@ class TransformersEngine:
         if not prompts:
             self.last_stats = GenerationStats()
             return []
-        # Step 1: tokenize; longest prompt first.
+        # Step 1: tokenize; longest prompt first (pending is popped from the end).
         items = [_Item(i, self.encode(p), s) for i, (p, s) in enumerate(zip(prompts, seeds))]
         max_positions = getattr(self.config, "max_position_embeddings", None) or 1 << 30
         longest = max(len(it.ids) for it in items)
         if longest + 1 > max_positions:
             raise RedlineError(f"a prompt has {longest} tokens; the model takes at most {max_positions}")
         max_new = min(params.max_new_tokens, max_positions - longest)
-        pending = sorted(items, key=lambda it: -len(it.ids))
-        pending.reverse()  # pop() from the end takes the longest first
+        pending = sorted(items, key=lambda it: len(it.ids))
 
-        width = min(_round_up(longest + max_new, SPAN_MULTIPLE), _round_up(max_positions, SPAN_MULTIPLE))
+        # Room for the longest item, its generated tokens and the padding rows of its last prefill block.
+        width = _round_up(longest + max_new + ROW_MULTIPLE, SPAN_MULTIPLE)
         rows_cap = max(1, min(self.max_batch, len(items), self.kv_budget // (width * self._kv_bytes_per_token())))
         slots = _round_up(rows_cap, ROW_MULTIPLE) if self.exact else rows_cap
         cache = SlotCache(slots, width)
@@ -277,6 +340,7 @@ class TransformersEngine:
         n_gen = torch.zeros(slots, dtype=torch.long)  # tokens generated so far
         out_tokens = torch.zeros(slots, max_new, dtype=torch.long)
         uniforms = torch.zeros(slots, max_new, dtype=torch.float64)
+        prompt_ids = torch.full((slots, width), -1, dtype=torch.long)  # for finding shared prefixes
         eos = torch.tensor(self.eos_ids, dtype=torch.long)
         row_item: list[_Item | None] = [None] * slots
         results: list[Completion | None] = [None] * len(items)
@@ -284,35 +348,61 @@ class TransformersEngine:
 
         bar = _progress(len(items), progress)
         n = 0  # active rows are 0..n-1
-        steps = 0
-        generated = 0
+        steps = generated = 0
+        prefill_seconds = 0.0
         while pending or n:
-            # Step 2: admit items into free rows, prefilling each alone.
-            while pending and n < rows_cap:
-                item = pending.pop()
-                item.start = time.perf_counter()
-                cache.prefill_slot = n
-                ids = torch.tensor([item.ids], device=dev)
-                logits = self._forward(cache, ids, torch.arange(len(item.ids), device=dev)[None], None, 1)
-                cache.prefill_slot = None
-                uniforms[n] = uniform_stream(item.seed, max_new)
-                first = sample(logits, params.temperature, params.top_p, uniforms[n, :1]).cpu()
-                out_tokens[n, 0] = first[0]
-                n_gen[n] = 1
-                last[n] = first[0]
-                pos[n] = len(item.ids)
-                row_item[n] = item
-                n += 1
-            # Retire what the first token already finished (EOS, or max_new_tokens == 1).
+            # Step 2: admit items into free rows. A prompt prefix that an active row already holds is
+            # copied, not computed; an item that shares a prefix with a newcomer only (the first
+            # items of a batch with a common template) waits for the next prefill forward, to copy it.
+            admitted: list[tuple[_Item, int]] = []  # (item, tokens shared)
+            while pending and n + len(admitted) < rows_cap:
+                item = pending[-1]
+                ids = torch.tensor(item.ids)
+                shared, source = 0, -1
+                if self.share_prefix and n:
+                    same = (prompt_ids[:n, : len(ids)] == ids).cumprod(dim=1).sum(dim=1)
+                    source = int(same.argmax())
+                    shared = min(int(same[source]), len(ids) - 1)
+                if self.share_prefix and admitted and shared < MIN_SHARED:
+                    if max(_common_prefix(item.ids, other.ids) for other, _ in admitted) >= MIN_SHARED:
+                        break
+                if shared < MIN_SHARED:
+                    shared = 0
+                else:
+                    cache.copy_prefix(source, n + len(admitted), shared)
+                pending.pop()
+                row = n + len(admitted)
+                prompt_ids[row] = -1
+                prompt_ids[row, : len(ids)] = ids
+                item.shared = shared
+                admitted.append((item, shared))
+            if admitted:
+                t0 = time.perf_counter()
+                for item, _ in admitted:
+                    item.start = t0
+                jobs = [(n + i, item.ids, shared) for i, (item, shared) in enumerate(admitted)]
+                logits = self._prefill(cache, jobs)
+                prefill_seconds += time.perf_counter() - t0
+                for i, (item, _) in enumerate(admitted):
+                    uniforms[n + i] = uniform_stream(item.seed, max_new)
+                rows_new = torch.arange(n, n + len(admitted))
+                first = sample(logits, params.temperature, params.top_p, uniforms[rows_new, 0]).cpu()
+                out_tokens[rows_new, 0] = first
+                n_gen[rows_new] = 1
+                last[n : n + len(admitted)] = first.to(dev)
+                pos[n : n + len(admitted)] = torch.tensor([len(item.ids) for item, _ in admitted], device=dev)
+                for i, (item, _) in enumerate(admitted):
+                    row_item[n + i] = item
+                n += len(admitted)
+            # Rows whose first token already finished them (EOS, or max_new_tokens == 1).
             done = [b for b in range(n) if n_gen[b] == 1 and (int(out_tokens[b, 0]) in self.eos_ids or max_new == 1)]
             if not done:
-                # Step 3: one decode step for rows 0..n-1 (padded with idle rows, see module doc).
+                # Step 3: one decode step for rows 0..n-1, padded with idle rows (module doc).
                 rows = min(_round_up(n, ROW_MULTIPLE), slots) if self.exact else n
-                span = min(_round_up(int(pos[:rows].max()) + 1, SPAN_MULTIPLE), width)
-                cache.pos, cache.span = pos[:rows], span
-                visible = torch.arange(span, device=dev)[None, :] <= pos[:rows, None]
-                mask = torch.zeros(visible.shape, dtype=self.dtype, device=dev).masked_fill_(~visible, float("-inf"))
-                logits = self._forward(cache, last[:rows, None], pos[:rows, None], mask[:, None, None, :])[:n]
+                cache.pos = pos[:rows]
+                cache.span = min(_round_up(int(pos[:rows].max()) + 1, SPAN_MULTIPLE), width)
+                mask = self._mask(pos[:rows, None], cache.span)
+                logits = self._forward(cache, last[:rows, None], pos[:rows, None], mask)[:n]
                 # Step 4: sample with each row's own uniforms.
                 step_u = uniforms[:n].gather(1, n_gen[:n, None]).squeeze(1)
                 nxt = sample(logits, params.temperature, params.top_p, step_u).cpu()
@@ -322,7 +412,8 @@ class TransformersEngine:
                 pos[:n] += 1
                 steps += 1
                 generated += n
-                # Step 5: which rows are finished?
+                _advance(bar, n / max_new)
+                # Step 5: which rows are finished? Stop strings are looked for in the decoded tail only.
                 finished = torch.isin(nxt, eos) | (n_gen[:n] >= max_new)
                 done = finished.nonzero().flatten().tolist()
                 if params.stop and steps % self.stop_every == 0:
@@ -334,11 +425,11 @@ class TransformersEngine:
             for b in sorted(done, reverse=True):
                 item = row_item[b]
                 results[item.index] = self._completion(item, out_tokens[b, : int(n_gen[b])].tolist(), params, max_new)
-                bar.update(1)
+                _advance(bar, 1 - (int(n_gen[b]) - 1) / max_new)  # what this item had left (see _progress)
                 n -= 1
                 if b != n:
                     cache.move(n, b)
-                    for t in (pos, last, n_gen, out_tokens, uniforms):
+                    for t in (pos, last, n_gen, out_tokens, uniforms, prompt_ids):
                         t[b] = t[n]
                     row_item[b] = row_item[n]
                 row_item[n] = None
@@ -353,6 +444,8 @@ class TransformersEngine:
             prompt_tokens=sum(c.prompt_tokens for c in out),
             completion_tokens=sum(c.completion_tokens for c in out),
             seconds=time.perf_counter() - start,
+            prefill_seconds=prefill_seconds,
+            shared_prompt_tokens=sum(it.shared for it in items),
         )
         return out
 
@@ -381,8 +474,34 @@ class TransformersEngine:
         )
 
 
+def _advance(bar, amount: float) -> None:
+    bar.update(min(amount, bar.total - bar.n))  # float sums may overshoot the total by a hair
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def _progress(total: int, enabled: bool):
-    """A tqdm bar over items, with the rate and the time left (a no-op when disabled)."""
+    """A tqdm bar over items, with the rate and the time left (a no-op when disabled).
+
+    Each decode step moves it by 1/max_new_tokens of an item per active row, and a finished item by
+    what it had left: items of one batch tend to finish together, and a bar that only counted
+    finished items would sit at 0 with no estimate until they do.
+    """
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="item", desc="generate", file=sys.stderr, dynamic_ncols=True, disable=not enabled)
+    return tqdm(
+        total=total,
+        unit="item",
+        desc="generate",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        disable=not enabled,
+        bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]",
+    )

@@ -1,0 +1,308 @@
+"""Generation benchmark: how many tokens per second each way of generating gets from one model.
+
+Methods, each run in its own subprocess so that its peak memory (RSS) is its own:
+
+- ``naive``: ``model.generate`` one item at a time (``--naive-items`` of them: it is slow);
+- ``batched``: ``model.generate`` on batches of 16, left-padded, in input order;
+- ``engine``: redline's transformers engine (``load_engine(model)``), float32;
+- ``engine-bf16``: the same engine with bfloat16 weights and K/V cache;
+- ``llamacpp``: llama.cpp through ``llama-cpp-python`` on the embedded Q4_1 GGUF, one item at a time
+  (skipped with a note where ``llama_cpp`` does not import).
+
+Workloads, ``--items`` each (64 by default):
+
+- ``revise``: a critique-and-revision prompt holding a question and a ~200-token response (~300
+  prompt tokens with the chat template), 200 tokens out with EOS ignored, so every method generates
+  exactly the same number of tokens;
+- ``rollout``: a short question (~40 prompt tokens), up to 128 tokens out, EOS honoured as in a PPO
+  rollout; each method counts the tokens it actually generated.
+
+Sampling is temperature 0.7, top-p 1. tokens/s counts generated tokens over wall time (model loading
+and a short warm-up excluded; prefill included). The ceiling is the CPU's fp32 matmul peak over the
+FLOPs of one token of the embedded model: about 700 tokens/s (``--ceiling``).
+
+    .venv/bin/python benchmarks/generation.py --out benchmarks/results/generation.json
+    .venv/bin/python benchmarks/generation.py --workload rollout --items 16 --methods engine,batched
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+METHODS = ("naive", "batched", "engine", "engine-bf16", "llamacpp")
+WORKLOADS = ("revise", "rollout")
+TEMPERATURE = 0.7
+BATCH = 16
+
+QUESTIONS = [
+    "How do I keep basil alive indoors?",
+    "Explain why the sky is blue to a ten-year-old.",
+    "What should I pack for a three-day hiking trip?",
+    "How can a small team run better meetings?",
+    "Why do cats knock things off tables?",
+    "Give me tips for learning to play the guitar as an adult.",
+    "What is the difference between weather and climate?",
+    "How should I prepare for a job interview at a startup?",
+    "What are good habits for writing clean Python code?",
+    "How does compound interest work?",
+    "What makes a good night's sleep?",
+    "How do I start running if I have never exercised?",
+]
+SENTENCES = [
+    "It depends on several factors, and the most important one is consistency over time.",
+    "Many people overlook the basics, which is usually where the biggest gains are found.",
+    "Start small, measure what happens, and adjust your approach every week or so.",
+    "A common mistake is trying to change everything at once instead of one thing at a time.",
+    "Light, water and temperature all matter, but they interact in ways that are easy to miss.",
+    "Scientists have studied this for decades, and the short answer is still surprisingly simple.",
+    "If you write down what you did each day, patterns become obvious after a month.",
+    "Experts disagree on the details, yet most of them agree on the general direction.",
+    "The cheapest option is not always the worst one, and the most expensive is rarely the best.",
+    "Ask someone who has done it before; an hour of advice can save weeks of trial and error.",
+    "Remember that rest is part of the process, not a break from it.",
+    "Keep a checklist, because memory fails exactly when you are tired or in a hurry.",
+    "The first results may be disappointing, which is normal and says little about the outcome.",
+    "Think about what could go wrong and prepare one simple plan for each case.",
+    "Sometimes the best move is to do less, but to do it every single day without exception.",
+    "Numbers help: even a rough estimate is better than a guess you never check.",
+]
+REVISE_TEMPLATE = (
+    "Below is a question and a response written by an assistant. First write a short critique of the "
+    "response: say what is wrong, missing or unclear. Then write an improved response that fixes every "
+    "problem the critique names.\n\nQuestion: {question}\n\nResponse: {response}\n\n"
+    "Answer in the form:\nCritique: ...\nRevision: ..."
+)
+
+
+def workload(name: str, items: int) -> tuple[list, dict]:
+    """(prompts as chat messages, settings) of a workload; the same on every run."""
+    rng = random.Random(0)
+    prompts = []
+    for i in range(items):
+        question = QUESTIONS[i % len(QUESTIONS)]
+        if name == "revise":
+            response = " ".join(rng.choice(SENTENCES) for _ in range(rng.randint(9, 12)))
+            prompts.append([{"role": "user", "content": REVISE_TEMPLATE.format(question=question, response=response)}])
+        else:
+            prompts.append([{"role": "user", "content": f"{question} Answer in a few sentences. ({i})"}])
+    if name == "revise":
+        return prompts, dict(max_new_tokens=200, ignore_eos=True)
+    return prompts, dict(max_new_tokens=128, ignore_eos=False)
+
+
+# ----------------------------------------------------------------------------- the methods (worker side)
+
+
+def _count_generated(new_ids: list[int], eos_ids: set[int]) -> int:
+    """Tokens a row of ``generate`` output really generated: up to and including its first EOS."""
+    n = 0
+    for t in new_ids:
+        n += 1
+        if t in eos_ids:
+            break
+    return n
+
+
+def run_hf_generate(model_name: str, prompts, settings, batch: int) -> dict:
+    import torch
+
+    from redline.models import load_causal_lm, load_tokenizer
+
+    model = load_causal_lm(model_name, "float32", "cpu")
+    tok = load_tokenizer(model_name)
+    tok.padding_side = "left"
+    eos = {tok.eos_token_id} | {model.generation_config.eos_token_id}
+    texts = [tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    m = settings["max_new_tokens"]
+    kwargs = dict(do_sample=True, temperature=TEMPERATURE, top_p=1.0, max_new_tokens=m, pad_token_id=tok.pad_token_id)
+    if settings["ignore_eos"]:
+        kwargs["min_new_tokens"] = m  # EOS suppressed until max_new_tokens: equal counts for every method
+
+    def go(chunk):
+        enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.inference_mode():
+            out = model.generate(**enc, **kwargs)
+        new = out[:, enc["input_ids"].shape[1] :].tolist()
+        return sum(_count_generated(row, eos) for row in new), int(enc["attention_mask"].sum())
+
+    torch.manual_seed(0)
+    go(texts[:1])  # warm-up
+    start = time.perf_counter()
+    tokens = prompt_tokens = 0
+    for i in range(0, len(texts), batch):
+        t, p = go(texts[i : i + batch])
+        tokens += t
+        prompt_tokens += p
+    return dict(seconds=time.perf_counter() - start, tokens=tokens, prompt_tokens=prompt_tokens, items=len(texts))
+
+
+def run_engine(model_name: str, prompts, settings, dtype: str) -> dict:
+    from redline.generation import SamplingParams, load_engine
+
+    engine = load_engine(model_name, dtype=dtype, device="cpu", ignore_eos=settings["ignore_eos"])
+    params = SamplingParams(temperature=TEMPERATURE, max_new_tokens=settings["max_new_tokens"])
+    engine.generate(prompts[:2], SamplingParams(temperature=TEMPERATURE, max_new_tokens=4), progress=False)
+    out = engine.generate(prompts, params, progress=True)
+    s = engine.last_stats
+    return dict(
+        seconds=s.seconds,
+        tokens=s.completion_tokens,
+        prompt_tokens=s.prompt_tokens,
+        items=s.items,
+        finish_reasons={r: sum(c.finish_reason == r for c in out) for r in ("stop", "length")},
+    )
+
+
+def run_llamacpp(model_name: str, prompts, settings) -> dict:
+    import llama_cpp
+
+    from redline.models import embedded_gguf_path, load_tokenizer
+
+    if model_name != "embedded":
+        raise SystemExit("llama.cpp runs the embedded GGUF only")
+    tok = load_tokenizer(model_name)
+    llm = llama_cpp.Llama(model_path=str(embedded_gguf_path()), n_ctx=1024, n_threads=os.cpu_count(), verbose=False, seed=0)
+    m = settings["max_new_tokens"]
+    bias = {tok.eos_token_id: -1e9} if settings["ignore_eos"] else None
+    texts = [tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    llm.create_completion(texts[0], max_tokens=4, temperature=TEMPERATURE)  # warm-up
+    start = time.perf_counter()
+    tokens = prompt_tokens = 0
+    for text in texts:
+        out = llm.create_completion(text, max_tokens=m, temperature=TEMPERATURE, top_p=1.0, logit_bias=bias)
+        tokens += out["usage"]["completion_tokens"]
+        prompt_tokens += out["usage"]["prompt_tokens"]
+    return dict(seconds=time.perf_counter() - start, tokens=tokens, prompt_tokens=prompt_tokens, items=len(texts))
+
+
+def worker(args) -> dict:
+    prompts, settings = workload(args.workload, args.items)
+    if args.worker in ("naive", "llamacpp"):
+        prompts = prompts[: args.naive_items]
+    load_before = os.getloadavg()[0]
+    if args.worker == "naive":
+        result = run_hf_generate(args.model, prompts, settings, batch=1)
+    elif args.worker == "batched":
+        result = run_hf_generate(args.model, prompts, settings, batch=BATCH)
+    elif args.worker == "engine":
+        result = run_engine(args.model, prompts, settings, "float32")
+    elif args.worker == "engine-bf16":
+        result = run_engine(args.model, prompts, settings, "bfloat16")
+    elif args.worker == "llamacpp":
+        result = run_llamacpp(args.model, prompts, settings)
+    else:
+        raise SystemExit(f"unknown method {args.worker}")
+    result.update(
+        method=args.worker,
+        workload=args.workload,
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        load_before=load_before,
+        load_after=os.getloadavg()[0],
+    )
+    return result
+
+
+# ----------------------------------------------------------------------------- the driver
+
+
+def run_method(method: str, workload_name: str, args) -> dict:
+    if method == "llamacpp":
+        import importlib.util
+
+        if importlib.util.find_spec("llama_cpp") is None:
+            return dict(method=method, workload=workload_name, skipped="llama-cpp-python is not installed")
+    cmd = [sys.executable, __file__, "--worker", method, "--workload", workload_name, "--items", str(args.items),
+           "--naive-items", str(args.naive_items), "--model", args.model]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        return dict(method=method, workload=workload_name, skipped=f"failed with exit code {proc.returncode}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def table(runs: list[dict], ceiling: float) -> str:
+    head = "| workload | method | items | tokens | seconds | tokens/s | items/s | peak RSS (MB) | of ceiling | vs batched |"
+    lines = [head, "|" + " --- |" * 10]
+    for r in runs:
+        if "skipped" in r:
+            lines.append(f"| {r['workload']} | {r['method']} | skipped: {r['skipped']} |" + " |" * 7)
+            continue
+        batched = next((b for b in runs if b["workload"] == r["workload"] and b["method"] == "batched" and "tokens_per_s" in b), None)
+        vs = f"{r['tokens_per_s'] / batched['tokens_per_s']:.2f}×" if batched else "–"
+        lines.append(
+            f"| {r['workload']} | {r['method']} | {r['items']} | {r['tokens']} | {r['seconds']:.1f} | "
+            f"{r['tokens_per_s']:.1f} | {r['items_per_s']:.2f} | {r['peak_rss_mb']:.0f} | "
+            f"{100 * r['tokens_per_s'] / ceiling:.0f}% | {vs} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workload", choices=(*WORKLOADS, "all"), default="all")
+    parser.add_argument("--items", type=int, default=64)
+    parser.add_argument("--naive-items", type=int, default=8, help="items for the one-at-a-time methods")
+    parser.add_argument("--model", default="embedded")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--ceiling", type=float, default=700.0, help="tokens/s at the CPU's fp32 matmul peak")
+    parser.add_argument("--out", default="benchmarks/results/generation.json")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+
+    import torch
+    import transformers
+
+    workloads = WORKLOADS if args.workload == "all" else (args.workload,)
+    methods = [m for m in args.methods.split(",") if m]
+    machine = dict(
+        cpu=_cpu_name(),
+        cores=os.cpu_count(),
+        torch=torch.__version__,
+        transformers=transformers.__version__,
+        threads=torch.get_num_threads(),
+        python=platform.python_version(),
+        load_at_start=os.getloadavg(),
+    )
+    print(f"machine: {machine}", file=sys.stderr)
+    runs = []
+    for w in workloads:
+        for m in methods:
+            print(f"--- {w} / {m}", file=sys.stderr)
+            r = run_method(m, w, args)
+            if "skipped" not in r:
+                r["tokens_per_s"] = r["tokens"] / r["seconds"]
+                r["items_per_s"] = r["items"] / r["seconds"]
+            print(json.dumps(r), file=sys.stderr)
+            runs.append(r)
+    machine["load_at_end"] = os.getloadavg()
+    report = table(runs, args.ceiling)
+    print(report)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(dict(command=" ".join(["python", *sys.argv]), machine=machine, ceiling=args.ceiling, runs=runs, table=report), indent=2) + "\n")
+    print(f"wrote {out}", file=sys.stderr)
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    main()
