@@ -22,8 +22,10 @@ Deviations from the paper:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from redline import RedlineError
 from redline.improve.loop import StepOutput, item_seed, run_iterations
 from redline.prompts import critic_messages, parse_critic_output
 
@@ -75,6 +77,11 @@ def revise(config: ReviseConfig, out, engine=None, judge=None, responses=None) -
 
     from redline.records import read_records
 
+    from redline.models import run_info
+
+    kind = run_info(config.critic).get("kind") if Path(config.critic).is_dir() else None
+    if kind is not None and kind != "critic":
+        raise RedlineError(f"{config.critic} is a {kind} run, not a critic (train one with `redline train critic`)")
     if responses is None:
         responses = read_records(config.input, "response", skip_invalid=config.skip_invalid, limit=config.limit)
     if judge is None and config.judge:
