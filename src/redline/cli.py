@@ -177,6 +177,28 @@ def _add_train(sub) -> None:
     p.add_argument("--config", help="a resolved train_config.json to start from (flags override it)")
     p.set_defaults(func=_train_reward)
 
+    from redline.train.ppo import PPOConfig
+
+    p = train.add_parser(
+        "ppo",
+        help="PPO-ptx against a reward model (InstructGPT step 3)",
+        description="PPO with a per-token KL penalty against the SFT policy, a value model initialised from the "
+        "reward model, GAE, and an optional pretraining mix (--ptx-data, --ptx-coef). Resumes from RUN/checkpoints; "
+        "runs under `accelerate launch` too. Every flag is a field of PPOConfig.",
+    )
+    add_settings_arguments(p, PPOConfig)
+    add_out(p, help="the run folder (policy, value model, ppo_log.jsonl, checkpoints)")
+    p.add_argument("--config", help="a resolved train_config.json to start from (flags override it)")
+    p.set_defaults(func=_train_ppo)
+
+
+def _train_ppo(args) -> int:
+    from redline.config import settings_from_args
+    from redline.train.ppo import PPOConfig, train_ppo
+
+    print(json.dumps(train_ppo(settings_from_args(PPOConfig, args), args.out)))
+    return 0
+
 
 def _train_reward(args) -> int:
     from redline.config import settings_from_args

@@ -1,0 +1,875 @@
+"""PPO-ptx: reinforcement learning against a reward model, with a per-token KL penalty and a pretraining mix.
+
+Ouyang et al. 2022, "Training language models to follow instructions with human feedback",
+arXiv 2203.02155, §3.5 and Appendix C.4. The policy starts from the SFT model and maximises
+
+    E_(x,y)~π_RL [ r(x, y) − β · log(π_RL(y|x) / π_SFT(y|x)) ]  +  γ · E_x~D_pretrain [ log π_RL(x) ]
+
+Each episode is a bandit: one prompt, one sampled response, the reward model's score on its last
+token and −β·(log π − log π_SFT) on every token. The paper's settings: β = 0.02 (fixed), value
+function initialised from the reward model, batch 512 episodes, minibatch 64, 1 PPO epoch, clip 0.2,
+GAE with no discount (γ = 1), rollout temperature 1, an EMA of the policy weights with decay 0.992,
+Adam with β = (0.9, 0.95), a constant learning rate after a 10-iteration warm-up, and for PPO-ptx
+8 pretraining examples per RL episode with γ_ptx = 27.8 ("PPO" is γ_ptx = 0).
+
+    redline train ppo --policy runs/sft --reward runs/rm --prompts prompts.jsonl --out runs/ppo \\
+        [--ptx-data demonstrations.jsonl --ptx-coef 27.8]
+
+One implementation serves every RL method here: ``run_ppo`` takes a reward function
+``(prompts, responses, records) -> list[float]`` and a prompt builder ``(record) -> messages``.
+``train_ppo`` (the command) builds InstructGPT's reward function from a reward model; PIT passes a
+reward-gap function and prompts built from (x, y_ref), and the loop is the same.
+
+``run_ppo``, one iteration in seven steps (the same numbers mark the code):
+
+1. Rollout: the iteration's prompts, built by ``build_prompt``, sampled from the *current* policy
+   through redline's transformers engine wrapped around the live model (temperature 1).
+2. Score: ``reward_fn`` scores each whole response.
+3. Evaluate, without gradients: log π_old and the entropy from the policy, log π_SFT from the
+   reference (the policy with its LoRA adapter off, or a frozen copy), V_old from the value model.
+4. Rewards and advantages: −β·k1 per token plus the score on the last token; GAE; whitening.
+5. Update, for each PPO epoch and minibatch: the clipped policy loss plus γ_ptx times the LM loss on
+   pretraining texts (one Adam step), the clipped value loss (another); the EMA follows the policy.
+6. KL controller: with ``--adaptive-kl``, β moves toward the KL target (Ziegler et al. 2019).
+7. Log the iteration (RUN/ppo_log.jsonl, and TensorBoard/W&B with ``--report-to``); checkpoint
+   every ``save_every`` iterations.
+
+The maths (GAE, whitening, KL estimates, the clipped losses, entropy) are the pure functions of
+``redline.ops.rl``, tested by hand.
+
+Deviations from the paper:
+  1. Sizes for a CPU: 16 episodes per iteration, minibatches of 8, 64 new tokens, LoRA adapters on
+     the policy and on the value model. ``--batch-size 512 --minibatch-size 64`` are the paper's.
+  2. One pretraining text per episode by default (the paper: 8), since each costs an LM forward and
+     backward; ``--ptx-ratio 8`` is the paper's. The paper mixed GPT-3's pretraining data; here
+     ``--ptx-data`` is any text (``{"text": ...}``) or demonstrations (prompt + response, chat-formatted).
+  3. The EMA is off by default (``--ema-decay 0.992`` is the paper's): over a few dozen iterations an
+     EMA that slow stays close to the SFT weights. When on, the saved policy is the EMA.
+  4. λ = 0.95: the paper states γ = 1 for GAE but not λ.
+  5. β can follow Ziegler et al.'s adaptive controller (``--adaptive-kl``); the paper kept it fixed.
+  6. No dropout: policy and value stay in eval mode, so the rollout's log-probs and the update's come
+     from the same function (TRL does the same).
+  7. The value model is the reward model's backbone with its score head read at every position; with
+     LoRA and ``--shared-reference`` (the default) the reward model *is* the value model with its
+     adapter off, and the SFT reference is the policy with its adapter off: one copy of each base.
+  8. Learning rates for a 135M model with LoRA (the paper's per-size rates are for full training of
+     1.3B–175B): 2e-5 policy and 1e-4 value with LoRA, 1e-6 and 5e-6 without. The warm-up is linear.
+  9. Advantages are whitened over each process's own episodes (no gather across processes).
+
+What a run folder holds::
+
+    RUN/train_config.json        the resolved PPOConfig (``--config`` repeats the run)
+    RUN/ppo_log.jsonl            one row per iteration: reward, KL, entropy, losses, β, time split
+    RUN/adapter_model.safetensors  the policy (or model.safetensors), tokenizer, README.md, redline.json
+    RUN/value/                   the value model
+    RUN/checkpoints/iter-NNNNNN/ trainable weights, optimizer and RNG states, β, iteration; a rerun
+                                 of the same command resumes from the last one as if never stopped
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+from redline import RedlineError
+from redline.train.sft import as_chat
+
+# (prompts as chat messages, response texts, the records they came from) -> one score per response
+RewardFn = Callable[[list[list[dict]], list[str], list[dict]], list[float]]
+# a prompt record -> the chat messages the policy answers
+PromptBuilder = Callable[[dict], list[dict]]
+
+LOG = "ppo_log.jsonl"
+CHECKPOINTS = "checkpoints"
+KEEP_CHECKPOINTS = 2
+
+
+@dataclass
+class PPOConfig:
+    """`redline train ppo`: the models, the data, then the RL knobs. Defaults fit the embedded model on a CPU."""
+
+    # --- models
+    policy: str = field(default="", metadata={"help": "the SFT run (or any causal LM) to start from; also the frozen reference"})
+    reward: str = field(default="", metadata={"help": "the reward-model run (redline train reward); the value model starts from it"})
+    lora: bool = field(default=True, metadata={"help": "train LoRA adapters on policy and value (False: all weights)"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator"})
+    shared_reference: bool = field(default=True, metadata={
+        "help": "LoRA only: the SFT reference is the policy with its adapter off and the reward model the value "
+                "model with its adapter off (one copy of each base); --no-shared-reference loads frozen copies"})
+    dtype: str = field(default="float32", metadata={"help": "weights dtype"})
+    device: str = field(default="auto", metadata={"help": "cpu, cuda or auto (accelerate places the models)"})
+    # --- prompts and pretraining texts
+    prompts: str = field(default="", metadata={"help": "records with a `prompt` field (any kind): the RL prompts"})
+    limit: int | None = field(default=None, metadata={"help": "use the first N prompt records"})
+    skip_invalid: bool = field(default=False, metadata={"help": "skip bad prompt records instead of stopping"})
+    max_prompt_length: int = field(default=256, metadata={"help": "tokens per prompt (chat template included)"})
+    truncate_prompts: bool = field(default=False, metadata={
+        "help": "cut longer prompts to their last max_prompt_length tokens (counted) instead of refusing them"})
+    ptx_data: str | None = field(default=None, metadata={"help": "pretraining-mix texts: {\"text\"} or demonstration records"})
+    ptx_coef: float = field(default=27.8, metadata={"help": "γ_ptx, the LM loss's weight (the paper's 27.8; 0 = plain PPO)"})
+    ptx_ratio: float = field(default=1.0, metadata={"help": "pretraining texts per RL episode (the paper: 8)"})
+    ptx_max_length: int = field(default=256, metadata={"help": "tokens per pretraining text; longer ones are cut"})
+    # --- rollouts and reward
+    iterations: int = field(default=20, metadata={"help": "PPO iterations (rollout + update)"})
+    batch_size: int = field(default=16, metadata={"help": "episodes (prompts) per iteration, all processes together (the paper: 512)"})
+    max_new_tokens: int = field(default=64, metadata={"help": "tokens per response"})
+    temperature: float = field(default=1.0, metadata={"help": "rollout sampling temperature (the paper: 1)"})
+    top_p: float = field(default=1.0, metadata={"help": "rollout nucleus sampling"})
+    beta: float = field(default=0.02, metadata={"help": "per-token KL penalty coefficient (the paper: 0.02)"})
+    adaptive_kl: bool = field(default=False, metadata={"help": "drive beta toward kl_target (Ziegler et al. 2019)"})
+    kl_target: float = field(default=6.0, metadata={"help": "adaptive KL: target KL per episode, in nats"})
+    kl_horizon: int = field(default=10000, metadata={"help": "adaptive KL: episodes over which beta adapts"})
+    reward_max_length: int = field(default=512, metadata={"help": "tokens per (prompt, response) the reward model reads"})
+    # --- PPO
+    ppo_epochs: int = field(default=1, metadata={"help": "passes over each iteration's episodes (the paper: 1)"})
+    minibatch_size: int = field(default=8, metadata={"help": "episodes per optimizer step (the paper: 64)"})
+    micro_batch_size: int = field(default=4, metadata={"help": "sequences per forward pass (gradients accumulate)"})
+    clip_range: float = field(default=0.2, metadata={"help": "PPO ratio clip ε (the paper: 0.2)"})
+    value_clip: float = field(default=0.2, metadata={"help": "value clip around the rollout's values"})
+    gamma: float = field(default=1.0, metadata={"help": "GAE discount (the paper: 1, no discount)"})
+    lam: float = field(default=0.95, metadata={"help": "GAE λ"})
+    whiten_advantages: bool = field(default=True, metadata={"help": "scale advantages to mean 0, variance 1"})
+    learning_rate: float | None = field(default=None, metadata={"help": "policy lr (default: 2e-5 LoRA, 1e-6 full)"})
+    value_learning_rate: float | None = field(default=None, metadata={"help": "value lr (default: 1e-4 LoRA, 5e-6 full)"})
+    adam_beta1: float = field(default=0.9, metadata={"help": "Adam β1 (the paper: 0.9)"})
+    adam_beta2: float = field(default=0.95, metadata={"help": "Adam β2 (the paper: 0.95)"})
+    warmup_iterations: int = field(default=10, metadata={"help": "linear lr warm-up, in iterations (the paper: 10)"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping (0 = off)"})
+    ema_decay: float | None = field(default=None, metadata={"help": "EMA of the policy weights, saved as the final policy (the paper: 0.992)"})
+    # --- bookkeeping
+    seed: int = field(default=0, metadata={"help": "seed of prompt order, rollouts and minibatches"})
+    save_every: int = field(default=5, metadata={"help": "checkpoint every N iterations (and after the last)"})
+    report_to: str = field(default="none", metadata={"help": "none, tensorboard or wandb (through accelerate's trackers)"})
+
+    def policy_lr(self) -> float:
+        return self.learning_rate if self.learning_rate is not None else (2e-5 if self.lora else 1e-6)
+
+    def value_lr(self) -> float:
+        return self.value_learning_rate if self.value_learning_rate is not None else (1e-4 if self.lora else 5e-6)
+
+    def check(self) -> None:
+        """Settings that cannot work, refused before anything loads."""
+        positive = ("iterations", "batch_size", "max_new_tokens", "minibatch_size", "micro_batch_size",
+                    "ppo_epochs", "max_prompt_length", "save_every")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise RedlineError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
+            raise RedlineError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+        if self.report_to not in ("none", "tensorboard", "wandb"):
+            raise RedlineError(f"--report-to must be none, tensorboard or wandb, got {self.report_to!r}")
+        if self.ptx_coef < 0 or self.ptx_ratio < 0:
+            raise RedlineError("--ptx-coef and --ptx-ratio cannot be negative")
+
+
+@dataclass
+class Rollout:
+    """One iteration's episodes, B of them: the prompt left-padded to Q tokens, the response right-padded to A."""
+
+    query_ids: Any  # (B, Q) prompt tokens, left-padded with the pad id
+    query_mask: Any  # (B, Q) 1 on prompt tokens
+    response_ids: Any  # (B, A) sampled tokens (EOS included when generated), right-padded
+    response_mask: Any  # (B, A) 1 on response tokens
+    logprobs: Any  # (B, A) log π_old(a_t|s_t), the policy that sampled
+    ref_logprobs: Any  # (B, A) log π_SFT(a_t|s_t), the frozen reference
+    values: Any  # (B, A) V_old(s_t), the value before token t
+    scores: Any  # (B,) the reward function's score of each whole response
+    rewards: Any  # (B, A) −β·k1 on every token, plus the score on the last
+    advantages: Any  # (B, A) GAE advantages (whitened unless switched off)
+    returns: Any  # (B, A) value targets: GAE advantages before whitening + V_old
+
+    def select(self, idx) -> "Rollout":
+        """The episodes ``idx`` (a LongTensor of rows)."""
+        return Rollout(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
+
+
+# ----------------------------------------------------------------------------- prompts and texts
+
+
+def read_prompt_records(path: str, *, limit: int | None = None, skip_invalid: bool = False) -> list[dict]:
+    """Records with a ``prompt`` (any kind: demonstration, ranking, preference ...), as dicts."""
+    from redline.records import FieldError, RecordError, iter_raw, prompt_field
+
+    records, errors, skipped = [], [], 0
+    for number, obj in iter_raw(path):
+        try:
+            if isinstance(obj, FieldError):
+                raise obj
+            if not isinstance(obj, dict):
+                raise FieldError("<record>", f"expected an object, got {type(obj).__name__}")
+            records.append({**obj, "prompt": prompt_field(obj)})
+        except FieldError as e:
+            if skip_invalid:
+                skipped += 1
+                continue
+            errors.append(f"{path}:{number}: {e.field}: {e.reason}")
+        if limit is not None and len(records) >= limit:
+            break
+    if errors:
+        raise RecordError(errors[:20], len(errors))
+    if skipped:
+        print(f"redline: skipped {skipped} invalid prompt records in {path}", file=sys.stderr)
+    if not records:
+        raise RedlineError(f"{path}: no prompts")
+    return records
+
+
+def read_ptx_texts(path: str, tokenizer) -> list[str]:
+    """Pretraining-mix texts: ``{"text": ...}`` as it is, a demonstration ``{"prompt", "response"}`` as its chat."""
+    from redline.records import iter_raw
+    from redline.train.reward import chat_text
+
+    texts = []
+    for number, obj in iter_raw(path):
+        if isinstance(obj, dict) and isinstance(obj.get("text"), str) and obj["text"].strip():
+            texts.append(obj["text"])
+        elif isinstance(obj, dict) and "prompt" in obj and isinstance(obj.get("response"), str):
+            texts.append(chat_text(tokenizer, obj["prompt"], obj["response"]))
+        else:
+            raise RedlineError(f"{path}:{number}: a pretraining-mix record needs `text`, or `prompt` and `response`")
+    if not texts:
+        raise RedlineError(f"{path}: no pretraining texts")
+    return texts
+
+
+def encode_prompt(tokenizer, messages: list[dict]) -> list[int]:
+    """The prompt's token ids exactly as the engine encodes them (chat template, generation prompt)."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def fit_prompts(tokenizer, prompts: list[list[dict]], max_tokens: int, truncate: bool) -> tuple[list[list[dict]], int]:
+    """Prompts that fit ``max_tokens``: longer ones are refused with a count, or with ``truncate`` cut
+    to the end of their last user message. Returns (prompts, how many were cut)."""
+    lengths = [len(encode_prompt(tokenizer, p)) for p in prompts]
+    long = [i for i, n in enumerate(lengths) if n > max_tokens]
+    if long and not truncate:
+        raise RedlineError(
+            f"{len(long)} of {len(prompts)} prompts have more than {max_tokens} tokens (the longest {max(lengths)}); "
+            "raise --max-prompt-length or pass --truncate-prompts"
+        )
+    out = list(prompts)
+    for i in long:
+        out[i] = _truncate_prompt(tokenizer, prompts[i], max_tokens)
+    return out, len(long)
+
+
+def _truncate_prompt(tokenizer, messages: list[dict], max_tokens: int) -> list[dict]:
+    # Keep the end of the last user message (as TRL's left truncation does); decoding can shift a
+    # token or two, so measure again until it fits.
+    users = [i for i, m in enumerate(messages) if m["role"] == "user"]
+    target = users[-1] if users else len(messages) - 1
+    content = tokenizer(messages[target]["content"], add_special_tokens=False)["input_ids"]
+    for _ in range(8):
+        excess = len(encode_prompt(tokenizer, messages)) - max_tokens
+        if excess <= 0:
+            return messages
+        if excess >= len(content):
+            break
+        content = content[excess:]
+        messages = [dict(m) for m in messages]
+        messages[target]["content"] = tokenizer.decode(content, skip_special_tokens=True)
+    raise RedlineError(f"a prompt does not fit in {max_tokens} tokens even with its last user message cut")
+
+
+def stream_indices(n: int, start: int, count: int, seed: int) -> list[int]:
+    """Items ``start .. start+count-1`` of an endless stream over range(n): each pass a fresh shuffle.
+
+    A pure function of its arguments, so an iteration's prompts depend only on its number: a resumed
+    run draws exactly what the uninterrupted one did.
+    """
+    out = []
+    for k in range(start, start + count):
+        epoch, offset = divmod(k, n)
+        order = list(range(n))
+        random.Random(seed * 1_000_003 + epoch).shuffle(order)
+        out.append(order[offset])
+    return out
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def check_reward_model(name: str) -> None:
+    """A plain reward model (sequence classification, one score), or a clear error before anything loads."""
+    from redline.models import resolve, run_info
+
+    kind = run_info(name).get("kind") if os.path.isdir(name) else None
+    if kind == "gap-reward":
+        raise RedlineError(
+            f"{name} is a gap-reward model: it scores a response against a reference, r_gap(x, y, y_ref). "
+            "PPO-ptx needs a plain reward model from `redline train reward` (PIT's RL uses the gap model)"
+        )
+    if kind is not None and kind != "reward":
+        raise RedlineError(f"{name} is a {kind} run (a causal language model), not a reward model; "
+                           "pass a run of `redline train reward` as --reward")
+    if kind is None:
+        from transformers import AutoConfig
+
+        try:
+            architectures = AutoConfig.from_pretrained(resolve(name)).architectures or []
+        except OSError as e:
+            raise RedlineError(f"cannot read the reward model {name!r}: {e}") from e
+        if not any(a.endswith("ForSequenceClassification") for a in architectures):
+            raise RedlineError(f"{name} is not a reward model (architectures {architectures}); "
+                               "pass a run of `redline train reward` as --reward")
+
+
+def check_policy_model(name: str) -> None:
+    from redline.models import run_info
+
+    kind = run_info(name).get("kind") if os.path.isdir(name) else None
+    if kind in ("reward", "gap-reward"):
+        raise RedlineError(f"{name} is a {kind} model; --policy wants the SFT run (a causal language model)")
+
+
+def load_ppo_models(config: PPOConfig, device: str):
+    """(policy, reference, value, reward_model, tokenizer) as ``config`` asks.
+
+    The SFT policy is loaded as plain weights (a LoRA SFT run is merged) so the PPO adapter sits on
+    top of it and ``disable_adapter()`` gives the SFT policy back. ``reference`` and ``reward_model``
+    are None in shared mode: the policy and the value model with their adapters off stand in for them.
+    """
+    import torch
+
+    from redline.models import LoraSettings, add_lora, load_causal_lm, load_reward_model, load_tokenizer
+
+    torch.manual_seed(config.seed)  # LoRA's A matrices start random: the same seed, the same run
+    tokenizer = load_tokenizer(config.policy)
+    value_tokenizer = load_tokenizer(config.reward)
+    if value_tokenizer.get_vocab() != tokenizer.get_vocab():
+        raise RedlineError(f"the value model starts from {config.reward}, whose tokenizer differs from the policy's: "
+                           "per-token values need the policy's tokens (train the reward model on the same base)")
+    lora = LoraSettings(r=config.lora_r, alpha=config.lora_alpha, dropout=0.0)
+    shared = config.lora and config.shared_reference
+
+    policy = load_causal_lm(config.policy, config.dtype, device, merge_lora=True)
+    reference = None if shared else _frozen(load_causal_lm(config.policy, config.dtype, device, merge_lora=True))
+    policy = add_lora(policy, lora) if config.lora else policy.requires_grad_(True)
+
+    value = load_reward_model(config.reward, config.dtype, device)
+    reward_model = None if shared else _frozen(load_reward_model(config.reward, config.dtype, device))
+    value = add_lora(value, lora, task_type="SEQ_CLS") if config.lora else value.requires_grad_(True)
+    return policy, reference, value, reward_model, tokenizer
+
+
+def _frozen(model):
+    return model.eval().requires_grad_(False)
+
+
+def instructgpt_reward(reward_model, tokenizer, max_length: int = 512, adapter_off: bool = False) -> RewardFn:
+    """InstructGPT's reward: the reward model's score of the chat (prompt, response), bias included.
+
+    ``adapter_off``: the reward model is the value model, read with its LoRA adapter (and trained
+    head) switched off, which gives back the reward model's own weights.
+    """
+    from redline.train.reward import chat_text, score_texts
+
+    def reward_fn(prompts: list[list[dict]], responses: list[str], records: list[dict]) -> list[float]:
+        texts = [chat_text(tokenizer, p, r) for p, r in zip(prompts, responses)]
+        with reward_model.disable_adapter() if adapter_off else contextlib.nullcontext():
+            return score_texts(reward_model, tokenizer, texts, max_length=max_length)
+
+    return reward_fn
+
+
+def _token_values_class():
+    import torch
+
+    class TokenValues(torch.nn.Module):
+        """Per-token values from a sequence-classification model: its score head on every position.
+
+        ``LlamaForSequenceClassification`` pools the head's (B, T, 1) output at the last token; the
+        value function wants all of it. A module of its own so that ``accelerator.prepare`` (DDP)
+        wraps the forward that training calls.
+        """
+
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask, position_ids, n_last: int):
+            inner = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+            backbone = getattr(inner, inner.base_model_prefix)
+            hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
+            # the state before response token t is the hidden state of the token before it
+            return inner.score(hidden[:, -(n_last + 1) : -1]).squeeze(-1).float()  # (B, n_last)
+
+    return TokenValues
+
+
+# ----------------------------------------------------------------------------- forward passes
+
+
+def _pad(rows: list[list[int]], pad_id: int, left: bool):
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        sl = slice(width - len(r), width) if left else slice(0, len(r))
+        ids[i, sl] = torch.tensor(r, dtype=torch.long)
+        mask[i, sl] = 1
+    return ids, mask
+
+
+def _sequence(query_ids, query_mask, response_ids, response_mask):
+    """Prompt and response side by side: (ids, attention mask, position ids), each (b, Q + A)."""
+    import torch
+
+    ids = torch.cat([query_ids, response_ids], dim=1)
+    mask = torch.cat([query_mask, response_mask], dim=1)
+    return ids, mask, (mask.cumsum(1) - 1).clamp(min=0)  # left padding: positions count real tokens
+
+
+def response_logits(model, query_ids, query_mask, response_ids, response_mask, temperature: float = 1.0):
+    """Logits (b, A, V) that predict each response token: position Q−1+t predicts token t."""
+    ids, mask, pos = _sequence(query_ids, query_mask, response_ids, response_mask)
+    n = response_ids.shape[1]
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=n + 1).logits[:, :-1]
+    return logits.float() / temperature
+
+
+def lm_loss(model, ids, mask):
+    """Mean next-token NLL over the real tokens of right-padded texts: the pretraining mix's loss."""
+    from redline.ops.rl import logprobs_from_logits, masked_mean
+
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+    return -masked_mean(logprobs_from_logits(logits, ids[:, 1:]), mask[:, 1:])
+
+
+def trainable(model) -> dict[str, Any]:
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def run_ppo(
+    config: PPOConfig,
+    policy,
+    reference,
+    value,
+    tokenizer,
+    prompt_records: list[dict],
+    reward_fn: RewardFn,
+    build_prompt: PromptBuilder,
+    out: str | os.PathLike,
+    ptx_texts: list[str] | None = None,
+    *,
+    kind: str = "ppo",
+    data: list[str] | None = None,
+) -> dict[str, Any]:
+    """PPO(-ptx), steps 1–7 of the module docstring, for ``config.iterations`` iterations; returns the metrics.
+
+    ``policy``: a causal LM; with ``reference=None`` a peft model whose ``disable_adapter()`` is the
+    reference policy. ``value``: a sequence-classification model whose score head is read at every
+    position. ``reward_fn(prompts, responses, records)`` scores whole responses; ``build_prompt(record)``
+    gives the messages the policy answers. Resumes from RUN/checkpoints; saves the final policy (card
+    ``kind``), RUN/value, RUN/ppo_log.jsonl and RUN/train_config.json.
+    """
+    import torch
+    from accelerate import Accelerator
+
+    from redline.generation import SamplingParams
+    from redline.generation.transformers_engine import TransformersEngine
+    from redline.ops import rl
+
+    config.check()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if reference is None and not hasattr(policy, "disable_adapter"):
+        raise RedlineError("a shared reference needs a LoRA policy (peft); pass a frozen reference model")
+    trackers = _trackers(config.report_to)
+    accelerator = Accelerator(cpu=config.device == "cpu", log_with=trackers or None, project_dir=str(out))
+    main = accelerator.is_main_process
+    if main:
+        (out / "train_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+
+    # Before training starts: prompts that fit, tokenized pretraining texts.
+    prompts, n_cut = fit_prompts(tokenizer, [build_prompt(r) for r in prompt_records], config.max_prompt_length,
+                                 config.truncate_prompts)
+    if n_cut and main:
+        print(f"redline: cut {n_cut} of {len(prompts)} prompts to {config.max_prompt_length} tokens", file=sys.stderr)
+    use_ptx = bool(ptx_texts) and config.ptx_coef > 0 and config.ptx_ratio > 0
+    ptx_ids = tokenizer(ptx_texts, add_special_tokens=False, truncation=True,
+                        max_length=config.ptx_max_length)["input_ids"] if use_ptx else []
+
+    policy_opt = torch.optim.Adam(trainable(policy).values(), lr=config.policy_lr(), betas=(config.adam_beta1, config.adam_beta2))
+    value_opt = torch.optim.Adam(trainable(value).values(), lr=config.value_lr(), betas=(config.adam_beta1, config.adam_beta2))
+    values_module = _token_values_class()(value)
+    policy_model, values_model, policy_opt, value_opt = accelerator.prepare(policy, values_module, policy_opt, value_opt)
+    policy, value = accelerator.unwrap_model(policy_model), accelerator.unwrap_model(values_model).model
+    if reference is not None:
+        reference = reference.to(accelerator.device)
+    policy.eval()  # no dropout (deviation 6); the engine would set eval mode anyway
+    value.eval()
+    ema = {n: p.detach().clone() for n, p in trainable(policy).items()} if config.ema_decay is not None else None
+
+    state = {"iteration": 0, "episodes": 0, "beta": config.beta}
+    resume = last_checkpoint(out)
+    if resume is not None:
+        state = load_checkpoint(resume, policy, value, policy_opt, value_opt, ema)
+        if main:
+            print(f"redline: resuming from {resume} (iteration {state['iteration']})", file=sys.stderr)
+    if main:
+        _truncate_log(out / LOG, state["iteration"])
+    if trackers:
+        accelerator.init_trackers("redline-ppo", config={k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                                                          for k, v in asdict(config).items()})
+
+    engine = TransformersEngine(policy, tokenizer, max_batch=max(1, config.batch_size), exact=False)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    pad = tokenizer.pad_token_id
+    dev = accelerator.device
+    micro = config.micro_batch_size
+    n_ptx = max(1, round(config.ptx_ratio * config.minibatch_size)) if use_ptx else 0
+
+    def reference_logits(q, qm, r, rm):
+        if reference is not None:
+            return response_logits(reference, q, qm, r, rm, config.temperature)
+        with policy.disable_adapter():
+            return response_logits(policy, q, qm, r, rm, config.temperature)
+
+    for it in range(state["iteration"], config.iterations):
+        t_start = time.perf_counter()
+        beta = state["beta"]
+        warm = min(1.0, (it + 1) / max(1, config.warmup_iterations))
+        for opt, lr in ((policy_opt, config.policy_lr()), (value_opt, config.value_lr())):
+            for group in opt.param_groups:
+                group["lr"] = lr * warm
+
+        # Step 1: rollout from the current policy.
+        chosen = stream_indices(len(prompts), it * config.batch_size, config.batch_size, config.seed)[rank::world]
+        batch_prompts = [prompts[i] for i in chosen]
+        batch_records = [prompt_records[i] for i in chosen]
+        first_seed = (config.seed * 1_000_003 + it) * config.batch_size
+        seeds = [first_seed + k for k in range(rank, config.batch_size, world)][: len(chosen)]
+        params = SamplingParams(temperature=config.temperature, top_p=config.top_p,
+                                max_new_tokens=config.max_new_tokens, seed=first_seed)
+        completions = engine.generate(batch_prompts, params, seeds=seeds, progress=False)
+        query_ids, query_mask = _pad([engine.encode(p) for p in batch_prompts], pad, left=True)
+        response_ids, response_mask = _pad([c.token_ids for c in completions], pad, left=False)
+        query_ids, query_mask, response_ids, response_mask = (t.to(dev) for t in (query_ids, query_mask, response_ids, response_mask))
+        t_generated = time.perf_counter()
+
+        # Step 2: score the whole responses.
+        scores = torch.tensor(reward_fn(batch_prompts, [c.text for c in completions], batch_records),
+                              dtype=torch.float32, device=dev)
+        t_scored = time.perf_counter()
+
+        # Step 3: log π_old, entropy, log π_SFT and V_old, without gradients.
+        logprobs, ref_logprobs, values, entropy = [], [], [], []
+        with torch.no_grad():
+            for s in range(0, len(chosen), micro):
+                q, qm, r, rm_ = (t[s : s + micro] for t in (query_ids, query_mask, response_ids, response_mask))
+                logits = response_logits(policy, q, qm, r, rm_, config.temperature)
+                logprobs.append(rl.logprobs_from_logits(logits, r))
+                entropy.append(rl.entropy_from_logits(logits))
+                del logits
+                ref_logprobs.append(rl.logprobs_from_logits(reference_logits(q, qm, r, rm_), r))
+                values.append(values_model(*_sequence(q, qm, r, rm_), n_last=r.shape[1]))
+        logprobs, ref_logprobs, values, entropy = (torch.cat(x) for x in (logprobs, ref_logprobs, values, entropy))
+        t_evaluated = time.perf_counter()
+
+        # Step 4: per-token rewards, GAE, whitening.
+        rewards = rl.kl_penalized_rewards(scores, logprobs, ref_logprobs, response_mask, beta)
+        advantages, returns = rl.gae(rewards, values, response_mask, config.gamma, config.lam)
+        if config.whiten_advantages:
+            advantages = rl.masked_whiten(advantages, response_mask)
+        rollout = Rollout(query_ids=query_ids, query_mask=query_mask, response_ids=response_ids,
+                          response_mask=response_mask, logprobs=logprobs, ref_logprobs=ref_logprobs, values=values,
+                          scores=scores, rewards=rewards, advantages=advantages, returns=returns)
+
+        # Step 5: PPO epochs over minibatches; the LM loss on pretraining texts joins the policy's step.
+        sums: dict[str, float] = {}
+        minibatches = math.ceil(len(chosen) / config.minibatch_size)
+        order = torch.Generator().manual_seed(config.seed * 1_000_003 + it)
+        for epoch in range(config.ppo_epochs):
+            perm = torch.randperm(len(chosen), generator=order)
+            for m in range(minibatches):
+                mb = perm[m * config.minibatch_size : (m + 1) * config.minibatch_size]
+                chunks = [mb[s : s + micro] for s in range(0, len(mb), micro)]
+                step = (it * config.ppo_epochs + epoch) * minibatches + m
+                texts = [ptx_ids[i] for i in stream_indices(len(ptx_ids), step * n_ptx, n_ptx, config.seed + 7919 * (rank + 1))] if n_ptx else []
+                ptx_chunks = [texts[s : s + micro] for s in range(0, len(texts), micro)]
+                backwards = len(chunks) + len(ptx_chunks)
+                for k, idx in enumerate(chunks):
+                    part = rollout.select(idx)
+                    with _sync_on_last(accelerator, policy_model, k == backwards - 1):
+                        logits = response_logits(policy_model, part.query_ids, part.query_mask, part.response_ids,
+                                                 part.response_mask, config.temperature)
+                        new_logprobs = rl.logprobs_from_logits(logits, part.response_ids)
+                        loss, clipfrac, approx_kl = rl.clipped_policy_loss(new_logprobs, part.logprobs, part.advantages,
+                                                                          part.response_mask, config.clip_range)
+                        accelerator.backward(loss * len(idx) / len(mb))
+                    _add(sums, policy_loss=loss.item(), clipfrac=clipfrac.item(), approx_kl=approx_kl.item(), weight=len(idx))
+                for k, rows in enumerate(ptx_chunks):
+                    ids, mask = (t.to(dev) for t in _pad(rows, pad, left=False))
+                    with _sync_on_last(accelerator, policy_model, len(chunks) + k == backwards - 1):
+                        ptx = lm_loss(policy_model, ids, mask)
+                        accelerator.backward(config.ptx_coef * ptx * len(rows) / len(texts))
+                    _add(sums, ptx_loss=ptx.item(), weight=len(rows), key="ptx")
+                _optimizer_step(accelerator, policy_opt, policy, config.max_grad_norm)
+                if ema is not None:
+                    with torch.no_grad():
+                        for name, p in trainable(policy).items():
+                            ema[name].mul_(config.ema_decay).add_(p.detach(), alpha=1 - config.ema_decay)
+                for k, idx in enumerate(chunks):
+                    part = rollout.select(idx)
+                    with _sync_on_last(accelerator, values_model, k == len(chunks) - 1):
+                        new_values = values_model(*_sequence(part.query_ids, part.query_mask, part.response_ids,
+                                                             part.response_mask), n_last=part.response_ids.shape[1])
+                        vloss, vclip = rl.clipped_value_loss(new_values, part.values, part.returns, part.response_mask,
+                                                             config.value_clip)
+                        accelerator.backward(vloss * len(idx) / len(mb))
+                    _add(sums, value_loss=vloss.item(), value_clipfrac=vclip.item(), weight=len(idx), key="value")
+                _optimizer_step(accelerator, value_opt, value, config.max_grad_norm)
+        t_trained = time.perf_counter()
+
+        # Step 6: the KL controller, on the measured KL per episode.
+        kl_per_episode = (rl.kl_k1(logprobs, ref_logprobs) * response_mask).sum(1)
+        stats = {
+            "reward": scores.mean().item(),
+            "reward_std": scores.std().item() if len(scores) > 1 else 0.0,
+            "kl": kl_per_episode.mean().item(),
+            "kl_k3": (rl.kl_k3(logprobs, ref_logprobs) * response_mask).sum(1).mean().item(),
+            "non_score_reward": (-beta * kl_per_episode).mean().item(),
+            "entropy": rl.masked_mean(entropy, response_mask).item(),
+            "response_length": response_mask.sum(1).float().mean().item(),
+            "truncated": sum(c.finish_reason == "length" for c in completions) / len(completions),
+            "value_mean": rl.masked_mean(values, response_mask).item(),
+            "return_mean": rl.masked_mean(returns, response_mask).item(),
+            **_means(sums),
+        }
+        stats = _mean_across(accelerator, stats)
+        state["iteration"], state["episodes"] = it + 1, state["episodes"] + config.batch_size
+        if config.adaptive_kl:
+            state["beta"] = rl.adaptive_kl_beta(beta, stats["kl"], config.kl_target, config.kl_horizon, config.batch_size)
+
+        # Step 7: log, and checkpoint every save_every iterations.
+        row = {"iteration": it + 1, "episodes": state["episodes"], **{k: round(v, 6) for k, v in stats.items()},
+               "ptx_loss": round(stats["ptx_loss"], 6) if "ptx_loss" in stats else None,
+               "beta": beta, "lr": config.policy_lr() * warm,
+               "generate_s": round(t_generated - t_start, 3), "score_s": round(t_scored - t_generated, 3),
+               "evaluate_s": round(t_evaluated - t_scored, 3), "train_s": round(t_trained - t_evaluated, 3)}
+        if main:
+            with open(out / LOG, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(f"redline: ppo iteration {it + 1}/{config.iterations}: reward {row['reward']:.3f} "
+                  f"kl {row['kl']:.3f} length {row['response_length']:.1f} "
+                  f"({row['generate_s']:.1f}s generate, {row['train_s']:.1f}s train)", file=sys.stderr)
+        if trackers:
+            accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=it + 1)
+        if (it + 1) % config.save_every == 0 or it + 1 == config.iterations:
+            if main:
+                save_checkpoint(out, state, policy, value, policy_opt, value_opt, ema)
+            accelerator.wait_for_everyone()
+
+    if trackers:
+        accelerator.end_training()
+    metrics = _final_metrics(out / LOG, state, n_cut)
+    if main:
+        save_final(config, policy, value, tokenizer, out, ema, kind=kind, data=data or [config.prompts], metrics=metrics)
+    accelerator.wait_for_everyone()
+    return metrics
+
+
+def _optimizer_step(accelerator, optimizer, model, max_grad_norm: float) -> None:
+    if max_grad_norm > 0:
+        accelerator.clip_grad_norm_(list(trainable(model).values()), max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _sync_on_last(accelerator, model, last: bool):
+    """Gradients of a minibatch accumulate over several backward passes; DDP syncs on the last only."""
+    return contextlib.nullcontext() if last else accelerator.no_sync(model)
+
+
+def _add(sums: dict[str, float], weight: int, key: str = "policy", **values: float) -> None:
+    for name, v in values.items():
+        sums[name] = sums.get(name, 0.0) + v * weight
+    sums[f"_weight_{key}"] = sums.get(f"_weight_{key}", 0.0) + weight
+
+
+def _means(sums: dict[str, float]) -> dict[str, float]:
+    owner = {"ptx_loss": "ptx", "value_loss": "value", "value_clipfrac": "value"}
+    return {k: v / sums[f"_weight_{owner.get(k, 'policy')}"] for k, v in sums.items() if not k.startswith("_")}
+
+
+def _mean_across(accelerator, stats: dict[str, float]) -> dict[str, float]:
+    """The mean of each statistic over processes (a no-op on one)."""
+    if accelerator.num_processes == 1:
+        return stats
+    import torch
+
+    keys = sorted(stats)
+    means = accelerator.reduce(torch.tensor([stats[k] for k in keys], device=accelerator.device), reduction="mean")
+    return dict(zip(keys, means.tolist()))
+
+
+def _trackers(report_to: str) -> list[str]:
+    """accelerate trackers for --report-to, or none with a clear message when the package is missing."""
+    import importlib.util
+
+    if report_to == "none":
+        return []
+    if importlib.util.find_spec(report_to) is None:
+        print(f"redline: --report-to {report_to} needs the {report_to} package (pip install {report_to}); "
+              f"logging to {LOG} only", file=sys.stderr)
+        return []
+    return [report_to]
+
+
+def _final_metrics(log: Path, state: dict, n_cut: int) -> dict[str, Any]:
+    rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    metrics: dict[str, Any] = {"iterations": state["iteration"], "episodes": state["episodes"], "beta": state["beta"],
+                               "prompts_truncated": n_cut}
+    if rows:
+        for key in ("reward", "kl", "response_length"):
+            metrics[f"first_{key}"], metrics[f"final_{key}"] = rows[0][key], rows[-1][key]
+    return metrics
+
+
+# ----------------------------------------------------------------------------- checkpoints and saving
+
+
+def last_checkpoint(out: Path) -> Path | None:
+    """The last complete checkpoint (one with its state.json), or None."""
+    folder = Path(out) / CHECKPOINTS
+    done = sorted(p for p in folder.glob("iter-*") if (p / "state.json").is_file()) if folder.is_dir() else []
+    return done[-1] if done else None
+
+
+def save_checkpoint(out: Path, state: dict, policy, value, policy_opt, value_opt, ema) -> Path:
+    """Trainable weights (safetensors), optimizer and RNG states, β and the iteration; the older ones pruned."""
+    import torch
+    from safetensors.torch import save_file
+
+    folder = Path(out) / CHECKPOINTS
+    final = folder / f"iter-{state['iteration']:06d}"
+    tmp = folder / f".{final.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({n: p.detach().cpu().contiguous() for n, p in trainable(policy).items()}, str(tmp / "policy.safetensors"))
+    save_file({n: p.detach().cpu().contiguous() for n, p in trainable(value).items()}, str(tmp / "value.safetensors"))
+    if ema is not None:
+        save_file({n: t.cpu().contiguous() for n, t in ema.items()}, str(tmp / "ema.safetensors"))
+    torch.save({"policy": policy_opt.state_dict(), "value": value_opt.state_dict(),
+                "torch_rng": torch.get_rng_state()}, tmp / "optimizer.pt")
+    (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")  # written last: marks it complete
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    for old in sorted(folder.glob("iter-*"))[:-KEEP_CHECKPOINTS]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(path: Path, policy, value, policy_opt, value_opt, ema) -> dict:
+    """Put a checkpoint back into the live models and optimizers; returns its state (iteration, β ...)."""
+    import torch
+    from safetensors.torch import load_file
+
+    for model, name in ((policy, "policy"), (value, "value")):
+        saved = load_file(str(path / f"{name}.safetensors"))
+        params = trainable(model)
+        if set(saved) != set(params):
+            raise RedlineError(f"{path}: the {name} checkpoint does not match this model (different LoRA settings?)")
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(saved[n])
+    if ema is not None:
+        saved = load_file(str(path / "ema.safetensors")) if (path / "ema.safetensors").exists() else None
+        for n in ema:
+            ema[n].copy_(saved[n] if saved else trainable(policy)[n].detach())
+    states = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
+    policy_opt.load_state_dict(states["policy"])
+    value_opt.load_state_dict(states["value"])
+    torch.set_rng_state(states["torch_rng"])
+    return json.loads((path / "state.json").read_text())
+
+
+def _truncate_log(log: Path, iteration: int) -> None:
+    """Drop log rows past the checkpoint being resumed from: those iterations run again."""
+    if not log.exists():
+        return
+    rows = [line for line in log.read_text().splitlines() if line.strip() and json.loads(line)["iteration"] <= iteration]
+    log.write_text("".join(line + "\n" for line in rows))
+
+
+def save_final(config: PPOConfig, policy, value, tokenizer, out: Path, ema, *, kind: str, data: list[str],
+               metrics: dict[str, Any]) -> None:
+    """The policy as a redline run (loadable by ``load_causal_lm`` and the engine) and RUN/value.
+
+    The PPO adapter sits on the SFT weights. An SFT run that is a full model is the adapter's base;
+    an SFT run that is itself a LoRA adapter was merged at load, so the policy is merged and saved as
+    a full model whose base is the SFT run's base.
+    """
+    import torch
+
+    from redline.models import ModelCard, command_line, run_info, save_model
+
+    if ema is not None:
+        with torch.no_grad():
+            for n, p in trainable(policy).items():
+                p.copy_(ema[n])
+    info = run_info(config.policy) if os.path.isdir(config.policy) else {}
+    base = _name(config.policy)
+    if info.get("adapter") and hasattr(policy, "merge_and_unload"):
+        policy, base = policy.merge_and_unload(), info["base_model"]
+    notes = "Trained with `redline train ppo` (PPO-ptx, Ouyang et al. 2022); the log is ppo_log.jsonl."
+    card = ModelCard(kind=kind, base_model=base, data=data, command=command_line(), metrics=metrics, notes=notes)
+    save_model(policy, tokenizer, out, card)
+    value_card = ModelCard(kind="value", base_model=_name(config.reward), data=data, command=command_line())
+    save_model(value, tokenizer, out / "value", value_card)
+
+
+def _name(model: str) -> str:
+    """A model name that still works from another directory: folders become absolute paths."""
+    return str(Path(model).resolve()) if os.path.isdir(model) else model
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def train_ppo(config: PPOConfig, out: str | os.PathLike) -> dict[str, Any]:
+    """`redline train ppo`: InstructGPT's PPO-ptx, with the reward model's score as the reward.
+
+    Every input is checked before a model loads: the config, the reward model's kind, the policy's
+    kind, the prompts (records and lengths) and the pretraining texts.
+    """
+    from accelerate import PartialState
+
+    from redline.models import load_tokenizer
+
+    for flag in ("policy", "reward", "prompts"):
+        if not getattr(config, flag):
+            raise RedlineError(f"--{flag} is required")
+    config.check()
+    check_reward_model(config.reward)
+    check_policy_model(config.policy)
+    tokenizer = load_tokenizer(config.policy)
+    records = read_prompt_records(config.prompts, limit=config.limit, skip_invalid=config.skip_invalid)
+    fit_prompts(tokenizer, [as_chat(r["prompt"]) for r in records], config.max_prompt_length, config.truncate_prompts)
+    ptx_texts = read_ptx_texts(config.ptx_data, tokenizer) if config.ptx_data else None
+
+    # accelerate decides the device, so that each process of `accelerate launch` gets its own
+    device = str(PartialState(cpu=config.device == "cpu").device)
+    policy, reference, value, reward_model, tokenizer = load_ppo_models(config, device)
+    shared = reward_model is None
+    reward_fn = instructgpt_reward(value if shared else reward_model, tokenizer, config.reward_max_length, adapter_off=shared)
+    data = [config.prompts] + ([config.ptx_data] if config.ptx_data else [])
+    return run_ppo(config, policy, reference, value, tokenizer, records, reward_fn,
+                   lambda record: as_chat(record["prompt"]), out, ptx_texts, kind="ppo", data=data)

@@ -1,0 +1,213 @@
+"""PPO-ptx on tiny-random: a run trains and logs, resume equals an uninterrupted run, the pretraining
+mix is computed (and off at γ = 0), the shared reference is the SFT policy, bad input is refused."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from redline import RedlineError
+from redline.cli import main
+from redline.models import ModelCard, load_causal_lm, load_reward_model, load_tokenizer, save_model
+from redline.train.ppo import (
+    PPOConfig,
+    Rollout,
+    fit_prompts,
+    instructgpt_reward,
+    load_ppo_models,
+    response_logits,
+    run_ppo,
+    stream_indices,
+    trainable,
+)
+from redline.train.sft import as_chat
+
+LOG_FIELDS = {
+    "iteration", "episodes", "reward", "reward_std", "kl", "kl_k3", "non_score_reward", "entropy", "response_length",
+    "truncated", "value_mean", "return_mean", "policy_loss", "clipfrac", "approx_kl", "value_loss", "value_clipfrac",
+    "ptx_loss", "beta", "lr", "generate_s", "score_s", "evaluate_s", "train_s",
+}
+PROMPTS = [{"prompt": f"Write a sentence about topic {i}.", "id": str(i)} for i in range(8)]
+PTX = [{"text": f"Topic {i} is a fine thing to write about, and here is why."} for i in range(8)]
+
+
+def count_e(prompts, responses, records):
+    """A scripted reward: how often the letter e appears in the response."""
+    return [float(r.count("e")) for r in responses]
+
+
+@pytest.fixture(scope="module")
+def rm_run(tmp_path_factory):
+    """A reward-model run folder: tiny-random with a (random) score head, as `train reward` saves it."""
+    run = tmp_path_factory.mktemp("rm") / "rm"
+    save_model(load_reward_model("tiny-random", device="cpu"), load_tokenizer("tiny-random"), run,
+               ModelCard(kind="reward", base_model="tiny-random"))
+    return run
+
+
+def config(rm_run, **changes) -> PPOConfig:
+    settings = dict(policy="tiny-random", reward=str(rm_run), prompts="-", device="cpu", iterations=2, batch_size=4,
+                    minibatch_size=2, micro_batch_size=2, max_new_tokens=8, warmup_iterations=1, learning_rate=1e-3,
+                    value_learning_rate=1e-3, save_every=1, lora_r=4)
+    settings.update(changes)
+    return PPOConfig(**settings)
+
+
+def ppo(cfg: PPOConfig, out, ptx=None):
+    policy, reference, value, _, tokenizer = load_ppo_models(cfg, "cpu")
+    return run_ppo(cfg, policy, reference, value, tokenizer, PROMPTS, count_e, lambda r: as_chat(r["prompt"]), out, ptx)
+
+
+def log(run):
+    return [json.loads(line) for line in (run / "ppo_log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def straight(rm_run, tmp_path_factory):
+    """Two iterations in one go (checkpoints after each)."""
+    run = tmp_path_factory.mktemp("straight") / "run"
+    ppo(config(rm_run), run)
+    return run
+
+
+def test_two_iterations_train_log_every_field_and_save_a_loadable_policy(straight, rm_run):
+    rows = log(straight)
+    assert [r["iteration"] for r in rows] == [1, 2]
+    for row in rows:
+        assert set(row) == LOG_FIELDS
+        assert all(row[k] is not None for k in LOG_FIELDS - {"ptx_loss"}) and row["ptx_loss"] is None
+        assert 1 <= row["response_length"] <= 8 and row["beta"] == 0.02 and row["entropy"] > 0
+    assert rows[0]["kl"] == 0  # LoRA starts as the identity: the first rollout is the SFT policy's
+    assert rows[1]["kl"] != 0  # ... and the update moved it
+    # The trained adapter is no longer the fresh one (LoRA B starts at zero).
+    adapter = load_file(str(straight / "adapter_model.safetensors"))
+    assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in adapter.items())
+    info = json.loads((straight / "redline.json").read_text())
+    assert info["kind"] == "ppo" and info["base_model"] == "tiny-random" and info["adapter"]
+    assert info["metrics"]["iterations"] == 2 and info["metrics"]["episodes"] == 8
+    saved = json.loads((straight / "train_config.json").read_text())
+    assert saved["iterations"] == 2 and saved["beta"] == 0.02
+    # load_causal_lm and the engine load the result; the value model loads as a reward model.
+    from redline.generation import SamplingParams, load_engine
+
+    assert load_causal_lm(str(straight), device="cpu") is not None
+    engine = load_engine(str(straight), device="cpu")
+    assert engine.generate(["hi"], SamplingParams(max_new_tokens=3), progress=False)[0].completion_tokens >= 1
+    assert load_reward_model(str(straight / "value"), device="cpu").config.num_labels == 1
+
+
+def test_resume_continues_as_if_never_stopped(straight, rm_run, tmp_path):
+    run = tmp_path / "run"
+    ppo(config(rm_run, iterations=1), run)  # stopped after one iteration ...
+    ppo(config(rm_run, iterations=2), run)  # ... and started again: resumes from iter-000001
+    a = load_file(str(straight / "adapter_model.safetensors"))
+    b = load_file(str(run / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    value_a = load_file(str(straight / "value" / "adapter_model.safetensors"))
+    value_b = load_file(str(run / "value" / "adapter_model.safetensors"))
+    assert all(torch.allclose(value_a[k], value_b[k], atol=1e-6) for k in value_a)
+    assert [r["reward"] for r in log(run)] == pytest.approx([r["reward"] for r in log(straight)], abs=1e-5)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["iter-000001", "iter-000002"]
+
+
+def test_ptx_loss_is_computed_and_coefficient_zero_disables_it(straight, rm_run, tmp_path):
+    texts = [r["text"] for r in PTX]
+    ppo(config(rm_run, iterations=1, ptx_coef=0.0), tmp_path / "off", texts)
+    ppo(config(rm_run, iterations=1, ptx_coef=1.0, ptx_ratio=2.0), tmp_path / "on", texts)
+    plain = load_file(str(straight / "checkpoints" / "iter-000001" / "policy.safetensors"))
+    off = load_file(str(tmp_path / "off" / "checkpoints" / "iter-000001" / "policy.safetensors"))
+    on = load_file(str(tmp_path / "on" / "checkpoints" / "iter-000001" / "policy.safetensors"))
+    assert all(torch.equal(plain[k], off[k]) for k in plain)  # γ = 0 is plain PPO, to the bit
+    assert not all(torch.allclose(plain[k], on[k]) for k in plain)
+    assert log(tmp_path / "off")[0]["ptx_loss"] is None
+    assert log(tmp_path / "on")[0]["ptx_loss"] > 1.0  # a random model's LM loss is near log(49152) ≈ 10.8
+
+
+def test_shared_reference_is_the_sft_policy_and_shared_reward_is_the_reward_model(rm_run):
+    cfg = config(rm_run)
+    policy, reference, value, reward_model, tokenizer = load_ppo_models(cfg, "cpu")
+    assert reference is None and reward_model is None  # LoRA + shared: no second copies
+    with torch.no_grad():
+        for p in list(trainable(policy).values()) + list(trainable(value).values()):
+            p.add_(0.05)  # an adapter that changes the outputs
+    q = torch.tensor([[0, 5, 6, 7]])
+    r = torch.tensor([[8, 9, 10]])
+    qm, rm = torch.tensor([[0, 1, 1, 1]]), torch.ones(1, 3, dtype=torch.long)
+    base = load_causal_lm("tiny-random", device="cpu")
+    with torch.no_grad():
+        expected = response_logits(base, q, qm, r, rm)
+        with policy.disable_adapter():
+            shared = response_logits(policy, q, qm, r, rm)
+        adapted = response_logits(policy, q, qm, r, rm)
+    assert torch.allclose(shared, expected, atol=1e-5)
+    assert not torch.allclose(adapted, expected, atol=1e-3)
+    # The reward function on the value model with its adapter off scores as the reward model does.
+    prompts, responses = [as_chat("a question")], ["an answer"]
+    shared_scores = instructgpt_reward(value, tokenizer, adapter_off=True)(prompts, responses, [{}])
+    rm_scores = instructgpt_reward(load_reward_model(str(rm_run), device="cpu"), tokenizer)(prompts, responses, [{}])
+    assert shared_scores == pytest.approx(rm_scores, abs=1e-5)
+    # Without sharing, frozen copies are loaded.
+    _, reference, _, reward_model, _ = load_ppo_models(config(rm_run, shared_reference=False), "cpu")
+    assert reference is not None and not any(p.requires_grad for p in reference.parameters())
+    assert reward_model is not None
+
+
+def test_cli_end_to_end_with_separate_reference_and_ptx(rm_run, jsonl, tmp_path):
+    prompts = jsonl(PROMPTS, "prompts.jsonl")
+    ptx = jsonl([{"prompt": "Say hi.", "response": "Hi there."}, *PTX], "ptx.jsonl")
+    run = tmp_path / "ppo"
+    assert main(["train", "ppo", "--policy", "tiny-random", "--reward", str(rm_run), "--prompts", str(prompts),
+                 "--out", str(run), "--device", "cpu", "--iterations", "1", "--batch-size", "2",
+                 "--minibatch-size", "2", "--micro-batch-size", "1", "--max-new-tokens", "4", "--lora-r", "4",
+                 "--no-shared-reference", "--ptx-data", str(ptx), "--ptx-coef", "0.5", "--adaptive-kl",
+                 "--report-to", "tensorboard"]) == 0
+    row = log(run)[0]
+    assert row["ptx_loss"] > 0 and row["response_length"] <= 4
+    info = json.loads((run / "redline.json").read_text())
+    assert info["kind"] == "ppo" and str(ptx) in info["data"]
+    assert json.loads((run / "train_config.json").read_text())["shared_reference"] is False
+
+
+@pytest.mark.parametrize("kind, message", [("sft", "is a sft run"), ("gap-reward", "is a gap-reward model")])
+def test_wrong_reward_model_kind_is_refused_before_training(kind, message, jsonl, tmp_path, capsys):
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    (wrong / "redline.json").write_text(json.dumps({"kind": kind, "base_model": "tiny-random"}))
+    prompts = jsonl(PROMPTS, "prompts.jsonl")
+    args = ["train", "ppo", "--policy", "tiny-random", "--prompts", str(prompts), "--out", str(tmp_path / "run")]
+    assert main(args + ["--reward", str(wrong)]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    assert main(args + ["--reward", "tiny-random"]) == 2  # a causal LM with no run card
+    assert "is not a reward model" in capsys.readouterr().err
+
+
+def test_long_prompts_are_refused_with_a_count_or_cut_and_counted():
+    tok = load_tokenizer("tiny-random")
+    prompts = [as_chat("short"), as_chat("word " * 300), as_chat("another " * 300 + "question?")]
+    with pytest.raises(RedlineError, match="2 of 3 prompts have more than 64 tokens"):
+        fit_prompts(tok, prompts, 64, truncate=False)
+    fitted, cut = fit_prompts(tok, prompts, 64, truncate=True)
+    assert cut == 2 and fitted[0] == prompts[0]
+    from redline.train.ppo import encode_prompt
+
+    assert all(len(encode_prompt(tok, p)) <= 64 for p in fitted)
+    assert fitted[2][0]["content"].endswith("question?")  # the end of the message is kept
+
+
+def test_stream_indices_cover_every_item_once_per_pass_and_depend_only_on_position():
+    first_pass = stream_indices(5, 0, 5, seed=3)
+    assert sorted(first_pass) == list(range(5))
+    assert stream_indices(5, 2, 6, seed=3) == first_pass[2:] + stream_indices(5, 5, 3, seed=3)
+    assert sorted(stream_indices(5, 5, 5, seed=3)) == list(range(5))
+
+
+def test_rollout_select_takes_rows_of_every_field():
+    b, a = 3, 2
+    t = torch.arange(b * a).view(b, a)
+    r = Rollout(query_ids=t, query_mask=t, response_ids=t, response_mask=t, logprobs=t.float(), ref_logprobs=t.float(),
+                values=t.float(), scores=torch.arange(b).float(), rewards=t.float(), advantages=t.float(), returns=t.float())
+    part = r.select(torch.tensor([2, 0]))
+    assert part.scores.tolist() == [2.0, 0.0] and part.response_ids.tolist() == [[4, 5], [0, 1]]
