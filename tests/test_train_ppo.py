@@ -164,7 +164,7 @@ def test_shared_reference_is_the_sft_policy_and_shared_reward_is_the_reward_mode
     assert reward_model is not None
 
 
-def test_cli_end_to_end_with_separate_reference_and_ptx(rm_run, jsonl, tmp_path):
+def test_cli_end_to_end_with_separate_reference_and_ptx(rm_run, jsonl, tmp_path, capsys):
     prompts = jsonl(PROMPTS, "prompts.jsonl")
     ptx = jsonl([{"prompt": "Say hi.", "response": "Hi there."}, *PTX], "ptx.jsonl")
     run = tmp_path / "ppo"
@@ -175,6 +175,10 @@ def test_cli_end_to_end_with_separate_reference_and_ptx(rm_run, jsonl, tmp_path)
                  "--report-to", "tensorboard"]) == 0
     row = log(run)[0]
     assert row["ptx_loss"] > 0 and row["response_length"] <= 4
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:  # not installed here: said so, and the run went on
+        assert "--report-to tensorboard needs the tensorboard package" in capsys.readouterr().err
     info = json.loads((run / "redline.json").read_text())
     assert info["kind"] == "ppo" and str(ptx) in info["data"]
     assert json.loads((run / "train_config.json").read_text())["shared_reference"] is False
@@ -221,3 +225,31 @@ def test_rollout_select_takes_rows_of_every_field():
                 values=t.float(), scores=torch.arange(b).float(), rewards=t.float(), advantages=t.float(), returns=t.float())
     part = r.select(torch.tensor([2, 0]))
     assert part.scores.tolist() == [2.0, 0.0] and part.response_ids.tolist() == [[4, 5], [0, 1]]
+
+
+def test_ema_weights_are_the_saved_policy(rm_run, tmp_path):
+    run = tmp_path / "run"
+    ppo(config(rm_run, iterations=1, ema_decay=0.5), run)
+    saved = load_file(str(run / "adapter_model.safetensors"))
+    ema = load_file(str(run / "checkpoints" / "iter-000001" / "ema.safetensors"))
+    live = load_file(str(run / "checkpoints" / "iter-000001" / "policy.safetensors"))
+    assert all(torch.equal(saved[k.replace(".default", "")], v) for k, v in ema.items())
+    assert not all(torch.equal(live[k], ema[k]) for k in ema)  # two Adam steps, half-way each: behind the live weights
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_an_sft_run_that_is_a_lora_adapter_is_the_reference_and_the_base_of_the_result(rm_run, tmp_path, lora):
+    from redline.models import LoraSettings, add_lora
+
+    torch.manual_seed(1)
+    sft = add_lora(load_causal_lm("tiny-random", device="cpu"), LoraSettings(r=4))
+    with torch.no_grad():
+        for p in trainable(sft).values():
+            p.add_(0.05)  # an SFT adapter that is not the identity
+    save_model(sft, load_tokenizer("tiny-random"), tmp_path / "sft", ModelCard(kind="sft", base_model="tiny-random"))
+    run = tmp_path / "run"
+    ppo(config(rm_run, policy=str(tmp_path / "sft"), iterations=1, lora=lora), run)
+    assert log(run)[0]["kl"] == pytest.approx(0, abs=1e-5)  # the first rollout is the SFT policy, and so is the reference
+    info = json.loads((run / "redline.json").read_text())
+    assert info["base_model"] == "tiny-random" and not info["adapter"]  # merged: an adapter cannot sit on an adapter
+    assert load_causal_lm(str(run), device="cpu").config.num_hidden_layers == 2

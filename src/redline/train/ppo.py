@@ -827,8 +827,9 @@ def save_final(config: PPOConfig, policy, value, tokenizer, out: Path, ema, *, k
                 p.copy_(ema[n])
     info = run_info(config.policy) if os.path.isdir(config.policy) else {}
     base = _name(config.policy)
-    if info.get("adapter") and hasattr(policy, "merge_and_unload"):
-        policy, base = policy.merge_and_unload(), info["base_model"]
+    if info.get("adapter"):
+        base = info["base_model"]
+        policy = policy.merge_and_unload() if hasattr(policy, "merge_and_unload") else policy
     notes = "Trained with `redline train ppo` (PPO-ptx, Ouyang et al. 2022); the log is ppo_log.jsonl."
     card = ModelCard(kind=kind, base_model=base, data=data, command=command_line(), metrics=metrics, notes=notes)
     save_model(policy, tokenizer, out, card)
