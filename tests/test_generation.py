@@ -130,6 +130,27 @@ def test_eos_ends_a_completion(engine):
     assert c.text == engine.tokenizer.decode(ids[:end], skip_special_tokens=True)
 
 
+def test_an_engine_over_a_model_in_memory_gives_the_model_back_as_it_was(engine):
+    from redline.generation import Engine
+    from redline.generation.transformers_engine import TransformersEngine
+
+    model = engine.model
+    model.train()
+    try:
+        live = TransformersEngine(model, engine.tokenizer, ignore_eos=True)
+        assert isinstance(live, Engine) and live.eos_ids == []
+        out = live.generate(PROMPTS[:2], SamplingParams(temperature=0, max_new_tokens=5), progress=False)
+        assert model.training  # PPO's policy stays in train mode
+        assert all(c.finish_reason == "length" and c.completion_tokens == 5 for c in out)
+        assert config_attention(model) != "redline_slots"  # our attention is plugged in only during a call
+    finally:
+        model.eval()
+
+
+def config_attention(model):
+    return model.config._attn_implementation
+
+
 def test_one_long_prompt_and_many_short_come_back_in_order(engine):
     long = "word " * 600
     prompts = [f"short prompt {i}" for i in range(5)] + [long] + [f"p{i}" for i in range(6)]

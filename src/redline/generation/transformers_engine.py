@@ -6,14 +6,16 @@ and finished rows keep computing until the longest is done, and sampling draws f
 so a completion depends on its batch. The loop here runs the model's own ``forward`` (any decoder that
 uses transformers' attention interface and cache API, LoRA adapters included), with two things of
 ours plugged in: a ``SlotCache`` that gives every sequence its own row of a preallocated K/V cache,
-and an attention function that lets each row attend to its own columns only.
+and an attention function (``slot_attention``) that lets each row attend to its own columns only.
 
 ``generate`` in five steps (the same numbers mark the code):
 
 1. Tokenize; order the items longest prompt first, so the rows that share a batch have similar
    lengths and little attention is spent on columns that a shorter row masks out.
-2. Admit items into free rows of the cache. Each prompt is prefilled alone: its K/V fill its own row
-   from column 0, and its first token is sampled from the prefill's last logits.
+2. Admit items into free rows of the cache. A prompt prefix that an active row already holds (a
+   chat template, a revise instruction, few-shot examples) is copied from that row; the rest of the
+   admitted prompts are prefilled together, a few blocks per forward (``_prefill``), and each row's
+   first token is sampled from its prompt's last logits.
 3. Decode one token for every active row in one forward: row b writes its K/V at column ``pos[b]``
    and attends to columns ``0..pos[b]`` of its own row.
 4. Sample with each row's own uniform stream (``sampling.sample``).
@@ -21,16 +23,20 @@ and an attention function that lets each row attend to its own columns only.
    on the decoded tail only) a stop string; the last active row moves into the hole, so the active
    rows stay contiguous, and the free rows are refilled from step 2 at once (continuous batching).
 
-What holds bit for bit. A row's prefill depends only on its prompt; in a decode step every row's
-numbers come from row-wise operations (the attention is two matmuls and a softmax per row, which
-unlike SDPA's CPU kernel gives the same bits whatever the row's position and the cache's width), and
-the linear layers are padded with idle rows to a multiple of ``ROW_MULTIPLE`` rows, because a CPU
-GEMM computes the rows of a partial micro-kernel block (and a one-row GEMV) with a different
-summation order. With ``exact=True`` (the default) a completion is therefore the same, token for
-token, alone or in any batch: tested on tiny-random, and measured for the GEMM shapes of the embedded
-model with MKL/oneDNN on an AVX-512 CPU. Another BLAS may block differently; ``exact=False`` drops
-the padding rows, and then outputs agree only up to float rounding (a near-tie can flip a token).
-Greedy decoding matches ``model.generate`` up to the same rounding.
+What holds bit for bit. Every operation is row-wise: a GEMM row's result depends only on that row,
+provided no row falls in a partial micro-kernel block (or a one-row GEMV), which compute with another
+summation order, so with ``exact=True`` (the default) GEMMs always get a multiple of
+``ROW_MULTIPLE`` rows: decode batches are padded with idle rows, prompt blocks with pad tokens, and
+prompt logits with copies of the last row. The attention is two matmuls and a softmax per row, which
+unlike SDPA's CPU kernel give a row the same bits wherever it sits in the batch and however wide the
+cache is. A completion is therefore the same, token for token, alone or in any batch, and whether or
+not its prompt prefix was copied from another row: tested on tiny-random and on the embedded model,
+and measured for the embedded model's GEMM shapes with MKL/oneDNN on an AVX-512 CPU. Another BLAS or
+CPU may block differently. With ``exact=False`` (no padding) outputs agree only up to float rounding,
+and a near-tie can flip a token; greedy decoding matches ``model.generate`` up to that rounding.
+
+Measured and dropped (numbers in benchmarks/RESULTS.md): SDPA for the attention (slower on this CPU
+and not batch-invariant), ``torch.compile`` of the forward (minutes of recompiles, no faster).
 """
 
 from __future__ import annotations
@@ -172,7 +178,10 @@ class _Item:
 class TransformersEngine:
     """A batch of prompts in, completions out, over a ``transformers`` causal LM (see module doc).
 
-    Options: ``max_batch`` rows decoded together; ``kv_budget_gb`` caps the K/V cache (fewer rows for
+    Built from a model and tokenizer in memory (``TransformersEngine(policy, tokenizer)``, as PPO
+    rollouts do: every forward reads the live weights, so nothing needs re-syncing after an update;
+    the model is put in eval mode for the call and given back in the mode it was in) or by name
+    (``load_engine``). Options: ``max_batch`` rows decoded together; ``kv_budget_gb`` caps the K/V cache (fewer rows for
     long items); ``stop_every`` steps between stop-string checks; ``exact`` pads decode rows for
     bit-exact batch independence; ``threads`` sets ``torch.set_num_threads``; ``ignore_eos`` keeps
     generating after EOS (benchmarks, so that every method generates the same number of tokens);
@@ -192,7 +201,7 @@ class TransformersEngine:
         ignore_eos: bool = False,
         share_prefix: bool = True,
     ):
-        self.model = model.eval()
+        self.model = model
         self.share_prefix = share_prefix
         self.tokenizer = tokenizer
         self.config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
@@ -220,11 +229,18 @@ class TransformersEngine:
 
     def _check_supported(self) -> None:
         c = self.config
-        for attr in ("attn_logit_softcapping", "sliding_window"):
-            if getattr(c, attr, None):
-                raise RedlineError(
-                    f"the transformers engine does not implement {attr} ({c.model_type}); use backend='vllm'"
-                )
+        if getattr(c, "attn_logit_softcapping", None):
+            raise RedlineError(f"the transformers engine does not implement attention softcapping ({c.model_type})")
+
+    def _check_window(self, width: int) -> None:
+        """``slot_attention`` attends to every earlier token: refuse where a sliding window would cut some."""
+        c = self.config
+        window = getattr(c, "sliding_window", None) if getattr(c, "use_sliding_window", True) else None
+        if window and width > window:
+            raise RedlineError(
+                f"{c.model_type} attends within a sliding window of {window} tokens, and this batch needs "
+                f"{width}; the transformers engine does not implement sliding windows (use backend='vllm')"
+            )
 
     # ------------------------------------------------------------------ helpers
 
@@ -307,7 +323,6 @@ class TransformersEngine:
 
     # ------------------------------------------------------------------ generate
 
-    @torch.inference_mode()
     def generate(
         self,
         prompts: list[Prompt],
@@ -315,6 +330,16 @@ class TransformersEngine:
         seeds: list[int] | None = None,
         progress: bool = True,
     ) -> list[Completion]:
+        """One completion per prompt, in input order (see the module doc for how)."""
+        training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                return self._generate(prompts, params, seeds, progress)
+        finally:
+            self.model.train(training)
+
+    def _generate(self, prompts, params, seeds, progress) -> list[Completion]:
         start = time.perf_counter()
         seeds = item_seeds(len(prompts), params, seeds)
         if not prompts:
@@ -331,6 +356,7 @@ class TransformersEngine:
 
         # Room for the longest item, its generated tokens and the padding rows of its last prefill block.
         width = _round_up(longest + max_new + ROW_MULTIPLE, SPAN_MULTIPLE)
+        self._check_window(width)
         rows_cap = max(1, min(self.max_batch, len(items), self.kv_budget // (width * self._kv_bytes_per_token())))
         slots = _round_up(rows_cap, ROW_MULTIPLE) if self.exact else rows_cap
         cache = SlotCache(slots, width)
@@ -386,16 +412,18 @@ class TransformersEngine:
                 for i, (item, _) in enumerate(admitted):
                     uniforms[n + i] = uniform_stream(item.seed, max_new)
                 rows_new = torch.arange(n, n + len(admitted))
-                first = sample(logits, params.temperature, params.top_p, uniforms[rows_new, 0]).cpu()
+                first = sample(logits, params.temperature, params.top_p, uniforms[rows_new, 0].to(dev)).cpu()
                 out_tokens[rows_new, 0] = first
                 n_gen[rows_new] = 1
                 last[n : n + len(admitted)] = first.to(dev)
                 pos[n : n + len(admitted)] = torch.tensor([len(item.ids) for item, _ in admitted], device=dev)
                 for i, (item, _) in enumerate(admitted):
                     row_item[n + i] = item
+                # Rows whose first token already finishes them (EOS, or max_new_tokens == 1).
+                done = [n + i for i, t in enumerate(first.tolist()) if t in self.eos_ids or max_new == 1]
                 n += len(admitted)
-            # Rows whose first token already finished them (EOS, or max_new_tokens == 1).
-            done = [b for b in range(n) if n_gen[b] == 1 and (int(out_tokens[b, 0]) in self.eos_ids or max_new == 1)]
+            else:
+                done = []
             if not done:
                 # Step 3: one decode step for rows 0..n-1, padded with idle rows (module doc).
                 rows = min(_round_up(n, ROW_MULTIPLE), slots) if self.exact else n
@@ -404,7 +432,7 @@ class TransformersEngine:
                 mask = self._mask(pos[:rows, None], cache.span)
                 logits = self._forward(cache, last[:rows, None], pos[:rows, None], mask)[:n]
                 # Step 4: sample with each row's own uniforms.
-                step_u = uniforms[:n].gather(1, n_gen[:n, None]).squeeze(1)
+                step_u = uniforms[:n].gather(1, n_gen[:n, None]).squeeze(1).to(dev)
                 nxt = sample(logits, params.temperature, params.top_p, step_u).cpu()
                 out_tokens[torch.arange(n), n_gen[:n]] = nxt
                 n_gen[:n] += 1
