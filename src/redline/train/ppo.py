@@ -132,7 +132,7 @@ class PPOConfig:
     reward_max_length: int = field(default=512, metadata={"help": "tokens per (prompt, response) the reward model reads"})
     # --- PPO
     ppo_epochs: int = field(default=1, metadata={"help": "passes over each iteration's episodes (the paper: 1)"})
-    minibatch_size: int = field(default=8, metadata={"help": "episodes per optimizer step (the paper: 64)"})
+    minibatch_size: int = field(default=8, metadata={"help": "episodes per optimizer step, all processes together (the paper: 64)"})
     micro_batch_size: int = field(default=4, metadata={"help": "sequences per forward pass (gradients accumulate)"})
     clip_range: float = field(default=0.2, metadata={"help": "PPO ratio clip ε (the paper: 0.2)"})
     value_clip: float = field(default=0.2, metadata={"help": "value clip around the rollout's values"})
@@ -529,12 +529,18 @@ def run_ppo(
         accelerator.init_trackers("redline-ppo", config={k: v if isinstance(v, (int, float, str, bool)) else str(v)
                                                           for k, v in asdict(config).items()})
 
+    # The engine wraps the live policy object: every rollout samples from the current weights with no
+    # copy or reload. A completion depends only on its prompt, its seed and the weights (seeds follow
+    # the episode's place in the run), so a resumed run and any number of processes sample the same.
     engine = TransformersEngine(policy, tokenizer, max_batch=max(1, config.batch_size), exact=False)
     rank, world = accelerator.process_index, accelerator.num_processes
+    if config.batch_size < world:
+        raise RedlineError(f"--batch-size {config.batch_size} gives some of the {world} processes no episodes")
+    minibatch = max(1, config.minibatch_size // world)  # per process: minibatch_size is for all of them
     pad = tokenizer.pad_token_id
     dev = accelerator.device
     micro = config.micro_batch_size
-    n_ptx = max(1, round(config.ptx_ratio * config.minibatch_size)) if use_ptx else 0
+    n_ptx = max(1, round(config.ptx_ratio * minibatch)) if use_ptx else 0
 
     def reference_logits(q, qm, r, rm):
         if reference is not None:
@@ -594,12 +600,12 @@ def run_ppo(
 
         # Step 5: PPO epochs over minibatches; the LM loss on pretraining texts joins the policy's step.
         sums: dict[str, float] = {}
-        minibatches = math.ceil(len(chosen) / config.minibatch_size)
+        minibatches = math.ceil(len(chosen) / minibatch)
         order = torch.Generator().manual_seed(config.seed * 1_000_003 + it)
         for epoch in range(config.ppo_epochs):
             perm = torch.randperm(len(chosen), generator=order)
             for m in range(minibatches):
-                mb = perm[m * config.minibatch_size : (m + 1) * config.minibatch_size]
+                mb = perm[m * minibatch : (m + 1) * minibatch]
                 chunks = [mb[s : s + micro] for s in range(0, len(mb), micro)]
                 step = (it * config.ppo_epochs + epoch) * minibatches + m
                 texts = [ptx_ids[i] for i in stream_indices(len(ptx_ids), step * n_ptx, n_ptx, config.seed + 7919 * (rank + 1))] if n_ptx else []
