@@ -164,6 +164,10 @@ def test_one_long_prompt_and_many_short_come_back_in_order(engine):
     assert engine.last_stats.completion_tokens == sum(c.completion_tokens for c in out)
     alone = [engine.generate([p], params, seeds=[i], progress=False)[0].text for i, p in enumerate(prompts)]
     assert texts(out) == alone
+    # a K/V budget that holds only 3 rows as wide as the long item needs: fewer rows, same completions
+    width = -(-(len(engine.encode(long)) + 10 + 8) // 64) * 64  # prompt + max_new_tokens + padding rows
+    with options(engine, kv_budget=3 * width * engine._kv_bytes_per_token()):
+        assert texts(engine.generate(prompts, params, progress=False)) == alone
 
 
 def test_max_new_tokens_is_respected(engine):

@@ -357,7 +357,11 @@ class TransformersEngine:
         # Room for the longest item, its generated tokens and the padding rows of its last prefill block.
         width = _round_up(longest + max_new + ROW_MULTIPLE, SPAN_MULTIPLE)
         self._check_window(width)
-        rows_cap = max(1, min(self.max_batch, len(items), self.kv_budget // (width * self._kv_bytes_per_token())))
+        # Every row is as wide as the longest item needs: one long outlier means fewer rows for all.
+        budget_rows = self.kv_budget // (width * self._kv_bytes_per_token())
+        rows_cap = max(1, min(self.max_batch, len(items), budget_rows))
+        if self.exact and rows_cap == budget_rows > ROW_MULTIPLE:
+            rows_cap -= rows_cap % ROW_MULTIPLE  # the padding rows must fit the budget too
         slots = _round_up(rows_cap, ROW_MULTIPLE) if self.exact else rows_cap
         cache = SlotCache(slots, width)
         dev = self.device
