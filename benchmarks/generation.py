@@ -6,6 +6,8 @@ Methods, each run in its own subprocess so that its peak memory (RSS) is its own
 - ``batched``: ``model.generate`` on batches of 16, left-padded, in input order;
 - ``engine``: redline's transformers engine (``load_engine(model)``), float32;
 - ``engine-bf16``: the same engine with bfloat16 weights and K/V cache;
+- ``engine-1``: the float32 engine given one item at a time (``--naive-items`` of them), the
+  latency case that llama.cpp's single-prompt speed is about;
 - ``llamacpp``: llama.cpp through ``llama-cpp-python`` on the embedded Q4_1 GGUF, one item at a time
   (skipped with a note where ``llama_cpp`` does not import).
 
@@ -38,7 +40,7 @@ import sys
 import time
 from pathlib import Path
 
-METHODS = ("naive", "batched", "engine", "engine-bf16", "llamacpp")
+METHODS = ("naive", "batched", "engine", "engine-bf16", "engine-1", "llamacpp")
 WORKLOADS = ("revise", "rollout")
 TEMPERATURE = 0.7
 BATCH = 16
@@ -145,24 +147,29 @@ def run_hf_generate(model_name: str, prompts, settings, batch: int) -> dict:
     return dict(seconds=time.perf_counter() - start, tokens=tokens, prompt_tokens=prompt_tokens, items=len(texts))
 
 
-def run_engine(model_name: str, prompts, settings, dtype: str) -> dict:
+def run_engine(model_name: str, prompts, settings, dtype: str, one_at_a_time: bool = False) -> dict:
     from redline.generation import SamplingParams, load_engine
 
     engine = load_engine(model_name, dtype=dtype, device="cpu", ignore_eos=settings["ignore_eos"])
     params = SamplingParams(temperature=TEMPERATURE, max_new_tokens=settings["max_new_tokens"])
     engine.generate(prompts[:2], SamplingParams(temperature=TEMPERATURE, max_new_tokens=4), progress=False)
-    out = engine.generate(prompts, params, progress=True)
-    s = engine.last_stats
+    calls = [[p] for p in prompts] if one_at_a_time else [prompts]
+    out, stats = [], []
+    for i, call in enumerate(calls):
+        out += engine.generate(call, params, seeds=[i] if one_at_a_time else None, progress=not one_at_a_time)
+        stats.append(engine.last_stats)
     return dict(
-        seconds=s.seconds,
-        tokens=s.completion_tokens,
-        prompt_tokens=s.prompt_tokens,
-        items=s.items,
+        seconds=sum(s.seconds for s in stats),
+        prefill_seconds=sum(s.prefill_seconds for s in stats),
+        tokens=sum(s.completion_tokens for s in stats),
+        prompt_tokens=sum(s.prompt_tokens for s in stats),
+        shared_prompt_tokens=sum(s.shared_prompt_tokens for s in stats),
+        items=len(out),
         finish_reasons={r: sum(c.finish_reason == r for c in out) for r in ("stop", "length")},
     )
 
 
-def run_llamacpp(model_name: str, prompts, settings) -> dict:
+def run_llamacpp(model_name: str, prompts, settings, threads: int) -> dict:
     import llama_cpp
 
     from redline.models import embedded_gguf_path, load_tokenizer
@@ -170,7 +177,7 @@ def run_llamacpp(model_name: str, prompts, settings) -> dict:
     if model_name != "embedded":
         raise SystemExit("llama.cpp runs the embedded GGUF only")
     tok = load_tokenizer(model_name)
-    llm = llama_cpp.Llama(model_path=str(embedded_gguf_path()), n_ctx=1024, n_threads=os.cpu_count(), verbose=False, seed=0)
+    llm = llama_cpp.Llama(model_path=str(embedded_gguf_path()), n_ctx=1024, n_threads=threads or os.cpu_count(), verbose=False, seed=0)
     m = settings["max_new_tokens"]
     bias = {tok.eos_token_id: -1e9} if settings["ignore_eos"] else None
     texts = [tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
@@ -185,8 +192,12 @@ def run_llamacpp(model_name: str, prompts, settings) -> dict:
 
 
 def worker(args) -> dict:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # every method alike
     prompts, settings = workload(args.workload, args.items)
-    if args.worker in ("naive", "llamacpp"):
+    if args.worker in ("naive", "engine-1", "llamacpp"):
         prompts = prompts[: args.naive_items]
     load_before = os.getloadavg()[0]
     if args.worker == "naive":
@@ -197,8 +208,10 @@ def worker(args) -> dict:
         result = run_engine(args.model, prompts, settings, "float32")
     elif args.worker == "engine-bf16":
         result = run_engine(args.model, prompts, settings, "bfloat16")
+    elif args.worker == "engine-1":
+        result = run_engine(args.model, prompts, settings, "float32", one_at_a_time=True)
     elif args.worker == "llamacpp":
-        result = run_llamacpp(args.model, prompts, settings)
+        result = run_llamacpp(args.model, prompts, settings, args.threads)
     else:
         raise SystemExit(f"unknown method {args.worker}")
     result.update(
@@ -221,7 +234,7 @@ def run_method(method: str, workload_name: str, args) -> dict:
         if importlib.util.find_spec("llama_cpp") is None:
             return dict(method=method, workload=workload_name, skipped="llama-cpp-python is not installed")
     cmd = [sys.executable, __file__, "--worker", method, "--workload", workload_name, "--items", str(args.items),
-           "--naive-items", str(args.naive_items), "--model", args.model]
+           "--naive-items", str(args.naive_items), "--model", args.model, "--threads", str(args.threads)]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         return dict(method=method, workload=workload_name, skipped=f"failed with exit code {proc.returncode}")
@@ -252,6 +265,7 @@ def main(argv=None) -> None:
     parser.add_argument("--naive-items", type=int, default=8, help="items for the one-at-a-time methods")
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--threads", type=int, default=0, help="torch threads for every method (0: torch's default)")
     parser.add_argument("--ceiling", type=float, default=700.0, help="tokens/s at the CPU's fp32 matmul peak")
     parser.add_argument("--out", default="benchmarks/results/generation.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -270,7 +284,8 @@ def main(argv=None) -> None:
         cores=os.cpu_count(),
         torch=torch.__version__,
         transformers=transformers.__version__,
-        threads=torch.get_num_threads(),
+        threads=args.threads or torch.get_num_threads(),
+        omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", "(default)"),
         python=platform.python_version(),
         load_at_start=os.getloadavg(),
     )
