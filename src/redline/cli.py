@@ -191,6 +191,27 @@ def _add_train(sub) -> None:
     p.add_argument("--config", help="a resolved train_config.json to start from (flags override it)")
     p.set_defaults(func=_train_ppo)
 
+    from redline.train.gap_reward import GapRewardConfig
+
+    p = train.add_parser(
+        "gap-reward",
+        help="train PIT's reward-gap model r_gap(x, y, y_ref) on preference pairs (Wang et al. 2023)",
+        description="Four forward passes per pair, (w,l) (w,w) (l,l) (l,w), and five Bradley-Terry terms on their "
+        "order; held-out accuracy per ordering. Saves a sequence-classification model of kind gap-reward.",
+    )
+    add_settings_arguments(p, GapRewardConfig)
+    add_out(p, help="the run folder")
+    p.add_argument("--config", help="a resolved train_config.json to start from (flags override it)")
+    p.set_defaults(func=_train_gap_reward)
+
+
+def _train_gap_reward(args) -> int:
+    from redline.config import settings_from_args
+    from redline.train.gap_reward import GapRewardConfig, train_gap_reward
+
+    print(json.dumps(train_gap_reward(settings_from_args(GapRewardConfig, args), args.out)))
+    return 0
+
 
 def _train_ppo(args) -> int:
     from redline.config import settings_from_args

@@ -161,3 +161,100 @@ def parse_pairwise_verdict(text: str) -> str:
     if _TIE_RE.search(t):
         return "tie"
     return "invalid"
+
+
+# ============================================================================ PIT (Wang et al. 2023)
+# One template serves the whole method: the PIT policy reads the request and a reference response
+# and writes a better one (SFT target y_w given y_l; RL; `redline improve`), and the reward-gap
+# model reads the same chat with the candidate as the assistant turn, so r_gap(x, y, y_ref) scores
+# exactly what the policy saw and wrote, and PPO's value model (which starts from the gap model)
+# reads the same text as the reward. A chat prompt is written out turn by turn (HH-RLHF dialogues
+# keep their context). The paper's own prompt is not public; this wording is ours.
+
+PIT_TEMPLATE = """Below is a request and a response to it. Write a better response to the request: keep what the response does well and fix what it gets wrong. Answer with the new response only.
+
+### Request
+{prompt}
+
+### Response
+{response}"""
+
+
+def pit_messages(prompt: Prompt, reference: str) -> list[dict[str, str]]:
+    """The user turn of PIT (and of the gap model): the request and the response to improve."""
+    return [{"role": "user", "content": PIT_TEMPLATE.format(prompt=render_instruction(prompt), response=reference)}]
+
+
+_ECHOED_HEADING = re.compile(
+    r"^\s*(?:#+\s*)?(?:\*\*)?(?:(?:new|better|improved|revised|refined|rewritten)\s+)?response(?:\*\*)?\s*:?(?:\*\*)?\s*\n",
+    re.IGNORECASE,
+)
+
+
+def parse_rewrite(text: str) -> str | None:
+    """A new response from what a model wrote: the text, less an echoed heading ("### Response",
+    "Improved response:"); None when nothing is left (a parse failure, never applied)."""
+    body = _ECHOED_HEADING.sub("", text.strip() + "\n", count=1).strip()
+    return body or None
+
+
+# ============================================================================ Self-Refine (Madaan et al. 2023)
+# The same model gives feedback on its response, then refines the response given that feedback;
+# it stops when the feedback says there is nothing to fix. The stop phrase is asked for in the
+# feedback prompt and read back by ``parse_feedback``. The paper writes a prompt per task with
+# few-shot examples and scored traits; these are one zero-shot pair for any request.
+
+NO_ISSUES = "NO ISSUES"
+
+FEEDBACK_TEMPLATE = """Below is a request and a response to it. Give feedback on the response: name every way it fails the request (a requirement missed or broken, an error, a part that does not help), one per line, each line starting with "- ". Do not rewrite the response. If there is nothing to fix, answer with exactly NO ISSUES and nothing else.
+
+### Request
+{prompt}
+
+### Response
+{response}"""
+
+ITERATE_TEMPLATE = """Below is a request, a response to it and feedback on the response. Rewrite the response so that it fixes every problem the feedback names and keeps everything else. Answer with the new response only.
+
+### Request
+{prompt}
+
+### Response
+{response}
+
+### Feedback
+{feedback}"""
+
+
+def feedback_messages(prompt: Prompt, response: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": FEEDBACK_TEMPLATE.format(prompt=render_instruction(prompt), response=response)}]
+
+
+def iterate_messages(prompt: Prompt, response: str, feedback: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": ITERATE_TEMPLATE.format(prompt=render_instruction(prompt), response=response,
+                                                                 feedback=feedback)}]
+
+
+@dataclass
+class FeedbackOutput:
+    feedback: str
+    done: bool  # the feedback finds nothing to fix
+    parsed: bool  # False: empty feedback (nothing to refine with, and no stop phrase)
+
+
+def _stop_line(line: str) -> bool:
+    bare = line.strip().strip("*_#`\"'.!:- ").strip()
+    if bare.lower().startswith("feedback"):
+        bare = bare[len("feedback"):].strip(" :*")
+    return bare.upper() == NO_ISSUES
+
+
+def parse_feedback(text: str) -> FeedbackOutput:
+    """Read the stop phrase: the feedback is done when its first or last non-empty line is NO ISSUES
+    (markdown, quotes, final punctuation and a "Feedback:" label ignored). The phrase anywhere else
+    ("it has no issues with tone, but ...") is not a stop: it is part of the feedback."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return FeedbackOutput(feedback="", done=False, parsed=False)
+    done = _stop_line(lines[0]) or _stop_line(lines[-1])
+    return FeedbackOutput(feedback=text.strip(), done=done, parsed=True)

@@ -214,10 +214,36 @@ def annotator_ceiling(rankings: list[Ranking]) -> float | None:
     return round(agree / total, 4) if total else None
 
 
+def training_arguments(config, out: Path, device: str):
+    """The Trainer's arguments of a reward-style trainer (this one, and the gap model's in gap_reward.py)."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(out / "checkpoints"),
+        learning_rate=config.lr(),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps if config.max_steps is not None else -1,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        lr_scheduler_type=config.lr_scheduler,
+        lr_scheduler_kwargs={"min_lr_rate": 0.1} if config.lr_scheduler == "cosine_with_min_lr" else None,
+        warmup_steps=config.warmup,
+        adam_beta2=0.95,
+        gradient_checkpointing=config.gradient_checkpointing,
+        use_cpu=device == "cpu",
+        seed=config.seed,
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        save_steps=config.save_steps,
+        save_total_limit=2,
+        report_to=config.report_to,
+        remove_unused_columns=False,
+    )
+
+
 def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
     """Steps 1–6 of the module docstring; returns the run's metrics."""
     import torch
-    from transformers import TrainingArguments
 
     from redline.models import (
         LoraSettings, ModelCard, add_lora, command_line, load_reward_model, load_tokenizer, pick_device,
@@ -244,27 +270,7 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
     # step 2
     groups = encode_groups(train, tokenizer, config.max_length, as_pairs=config.pairs)
     # step 3
-    args = TrainingArguments(
-        output_dir=str(out / "checkpoints"),
-        learning_rate=config.lr(),
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps if config.max_steps is not None else -1,
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum,
-        lr_scheduler_type=config.lr_scheduler,
-        lr_scheduler_kwargs={"min_lr_rate": 0.1} if config.lr_scheduler == "cosine_with_min_lr" else None,
-        warmup_steps=config.warmup,
-        adam_beta2=0.95,
-        gradient_checkpointing=config.gradient_checkpointing,
-        use_cpu=device == "cpu",
-        seed=config.seed,
-        logging_steps=config.logging_steps,
-        logging_first_step=True,
-        save_steps=config.save_steps,
-        save_total_limit=2,
-        report_to=config.report_to,
-        remove_unused_columns=False,
-    )
+    args = training_arguments(config, out, device)
     trainer = _ranking_trainer_class()(model=model, args=args, train_dataset=groups,
                                        data_collator=GroupCollator(tokenizer.pad_token_id))
     resume = last_checkpoint(out)

@@ -1,0 +1,337 @@
+"""Train PIT's reward-gap model: how much better a response is than a reference, from preference pairs.
+
+Wang et al. 2023, "Enabling language models to implicitly learn self-improvement" (PIT),
+arXiv 2310.00898 (ICLR 2024), §3: from the pairs (x, y_w, y_l) a reward model is trained on, learn
+``r_gap(x, y, y_ref)`` with the target order r_gap(w,l) > r_gap(w,w) ≈ r_gap(l,l) > r_gap(l,w)
+and five Bradley–Terry terms (``redline.ops.gap``). PIT's RL maximises it, with y_ref a response to
+improve; no rubric is ever written down.
+
+    redline train gap-reward --data preferences.jsonl --model embedded --out runs/gap [--split-thirds]
+
+Steps:
+  1. read preference records; with ``--split-thirds`` keep the reward-model third (``split_thirds``:
+     the paper splits each data set in three equal parts, SFT / reward model / RL); hold out a share
+     of prompts (``--eval-split``) or read ``--eval-data``; count pairs whose chosen equals rejected;
+  2. write each pair as four texts — (w,l), (w,w), (l,l), (l,w) — each the PIT chat (prompts.py:
+     the request and the reference as the user turn, the candidate as the assistant turn), and
+     tokenise them once;
+  3. train with ``gap_ranking_loss`` in a ``transformers.Trainer`` whose batch element is one pair
+     with its four forward passes (``GapCollator`` reuses the reward trainer's ``GroupCollator``);
+  4. measure held-out accuracy on each of the five orderings (and their mean);
+  5. save a plain sequence-classification model (LoRA merged) with ``kind="gap-reward"`` in its card.
+
+Deviations from the paper:
+  1. The five terms are averaged with equal weights (``--term-weights`` changes them); the paper's
+     weighting is not in reach. At equal scores the loss is log 2, a plain reward model's scale.
+  2. Pairs whose chosen equals rejected carry no (w,l) ordering: they are skipped and counted. With
+     ``--anchor-weight A > 0`` they, and every pair's (w,w) and (l,l), feed a term A·r_gap(y,y)²
+     that pins "no better than the reference" at 0 (ours; off by default, so the paper's loss).
+  3. The gap model reads the PIT policy's own prompt: a chat whose user turn is the improvement
+     template with (x, y_ref) and whose assistant turn is y. So the RL reward scores exactly what the
+     policy saw and wrote, and PPO's value model, started from this model, reads the same text.
+  4. LoRA by default (the head trains fully), lr 1e-4; ``--no-lora`` trains all weights at 9e-6.
+  5. Texts longer than ``--max-length`` lose their end (as in the reward trainer); they are counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from redline import RedlineError
+from redline.prompts import pit_messages
+from redline.records import Preference, ReadReport, read_records
+from redline.train.reward import GroupCollator, chat_text, score_texts, split_by_prompt, training_arguments
+from redline.train.sft import SFTSettings, last_checkpoint, save_training_curve
+
+KIND = "gap-reward"
+
+
+@dataclass
+class GapRewardConfig(SFTSettings):
+    """`redline train gap-reward`: the data, the loss, then the training knobs (see SFTSettings)."""
+
+    # --- data
+    data: str = field(default="", metadata={"help": "preference records (prompt, chosen, rejected)"})
+    eval_data: str | None = field(default=None, metadata={"help": "held-out preferences (default: split from --data)"})
+    eval_split: float = field(default=0.1, metadata={"help": "share of prompts held out when --eval-data is not given"})
+    split_thirds: bool = field(default=False, metadata={
+        "help": "train on the reward-model third of --data (the paper's SFT / reward / RL split; "
+                "`train pit --split-thirds` with the same --split-seed takes the other two)"})
+    split_seed: int = field(default=0, metadata={"help": "seed of the three-way split (the same in both commands)"})
+    limit: int | None = field(default=None, metadata={"help": "use the first N records"})
+    skip_invalid: bool = field(default=False, metadata={"help": "skip bad records instead of stopping"})
+    # --- loss
+    term_weights: str = field(default="1,1,1,1,1", metadata={
+        "help": "weights of the orderings wl>ww, wl>ll, wl>lw, ww>lw, ll>lw (the loss is their weighted mean)"})
+    anchor_weight: float = field(default=0.0, metadata={
+        "help": "weight of r_gap(y,y)^2 on self-comparisons, identical pairs included (0: off, the paper's loss)"})
+    # --- training (the rest: SFTSettings)
+    batch_size: int = field(default=2, metadata={"help": "preference pairs per step (four sequences each)"})
+    lr_scheduler: str = field(default="cosine_with_min_lr", metadata={"help": "transformers scheduler name"})
+
+    def lr(self) -> float:
+        return self.learning_rate if self.learning_rate is not None else (1e-4 if self.lora else 9e-6)
+
+    def weights(self) -> tuple[float, ...]:
+        try:
+            w = tuple(float(x) for x in self.term_weights.split(","))
+        except ValueError:
+            w = ()
+        if len(w) != 5 or min(w) < 0 or sum(w) <= 0:
+            raise RedlineError(f"--term-weights wants five non-negative numbers, not all 0, like 1,1,1,1,1; "
+                               f"got {self.term_weights!r}")
+        return w
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def read_preferences(path: str, *, limit: int | None = None, skip_invalid: bool = False) -> list[Preference]:
+    """Preference records; with ``skip_invalid`` the skipped ones are reported on stderr."""
+    report = ReadReport(str(path))
+    records = read_records(path, "preference", limit=limit, skip_invalid=skip_invalid, report=report)
+    if report.skipped:
+        print(report.summary(), file=sys.stderr)
+    return records  # type: ignore[return-value]
+
+
+def split_thirds(records: list, seed: int = 0) -> tuple[list, list, list]:
+    """(SFT, reward model, RL): three parts of near-equal numbers of prompts, never a prompt in two.
+
+    A pure function of the records and the seed, so `train gap-reward` and `train pit` given the same
+    file and ``--split-seed`` agree on who gets which third.
+    """
+    rest, sft = split_by_prompt(records, 1 / 3, seed)
+    rl, reward = split_by_prompt(rest, 1 / 2, seed + 1)
+    return sft, reward, rl
+
+
+def is_identical(p: Preference) -> bool:
+    return p.chosen.strip() == p.rejected.strip()
+
+
+def gap_text(tokenizer, prompt, reference: str, response: str) -> str:
+    """What r_gap(x, y, y_ref) reads: the PIT chat, (x, y_ref) as the user turn, y as the assistant's."""
+    return chat_text(tokenizer, pit_messages(prompt, reference), response)
+
+
+def gap_quad(tokenizer, p: Preference) -> list[str]:
+    """The four texts of a pair, in the order of ``ops.gap``'s columns: (w,l), (w,w), (l,l), (l,w)."""
+    w, l = p.chosen, p.rejected
+    return [gap_text(tokenizer, p.prompt, ref, y) for y, ref in ((w, l), (w, w), (l, l), (l, w))]
+
+
+def encode_pairs(prefs: list[Preference], tokenizer, max_length: int, anchors: bool) -> tuple[list[dict], dict[str, int]]:
+    """Step 2: one element per pair (four token lists), and with ``anchors`` one per identical pair.
+
+    Returns the elements and counts: pairs, identical pairs, anchors used, sequences cut.
+    """
+    items, counts = [], {"pairs": 0, "identical_pairs": 0, "anchors": 0, "truncated_sequences": 0}
+    for p in prefs:
+        if is_identical(p):
+            counts["identical_pairs"] += 1
+            if not anchors:
+                continue
+            texts, anchor = [gap_text(tokenizer, p.prompt, p.chosen, p.chosen)], True
+        else:
+            texts, anchor = gap_quad(tokenizer, p), False
+        ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        counts["truncated_sequences"] += sum(len(x) > max_length for x in ids)
+        items.append({"input_ids": [x[:max_length] for x in ids], "anchor": anchor})
+        counts["anchors" if anchor else "pairs"] += 1
+    return items, counts
+
+
+class GapCollator:
+    """Pads the batch with the reward trainer's ``GroupCollator``; says where each pair's four are."""
+
+    def __init__(self, pad_id: int):
+        self.pad = GroupCollator(pad_id)
+
+    def __call__(self, items: list[dict]) -> dict:
+        import torch
+
+        padded = self.pad([{"input_ids": it["input_ids"], "pairs": []} for it in items])
+        quads, selfs, offset = [], [], 0
+        for it in items:
+            if it["anchor"]:
+                selfs.append(offset)
+            else:
+                quads.append(list(range(offset, offset + 4)))
+                selfs.extend([offset + 1, offset + 2])  # (w,w) and (l,l)
+            offset += len(it["input_ids"])
+        return {
+            "input_ids": padded["input_ids"],  # (N, T) every sequence of the batch
+            "attention_mask": padded["attention_mask"],  # (N, T)
+            "quads": torch.tensor(quads, dtype=torch.long).reshape(-1, 4),  # (P, 4) rows of (w,l), (w,w), (l,l), (l,w)
+            "selfs": torch.tensor(selfs, dtype=torch.long),  # (M,) self-comparisons, for the anchor term
+        }
+
+
+def _gap_trainer_class():
+    from transformers import Trainer
+
+    from redline.ops.gap import anchor_loss, gap_ranking_loss
+
+    class GapTrainer(Trainer):
+        """A Trainer whose loss is PIT's five-term reward-gap loss (plus the optional anchor)."""
+
+        term_weights: tuple[float, ...] = (1.0,) * 5
+        anchor_weight: float = 0.0
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            scores = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits.squeeze(-1)  # (N,)
+            quads = inputs["quads"]
+            loss = gap_ranking_loss(scores[quads], self.term_weights) if len(quads) else scores.sum() * 0
+            if self.anchor_weight > 0:
+                loss = loss + self.anchor_weight * anchor_loss(scores[inputs["selfs"]])
+            return (loss, scores) if return_outputs else loss
+
+    return GapTrainer
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+def gap_scores(model, tokenizer, prefs: list[Preference], max_length: int = 512):
+    """(P, 4) r_gap of (w,l), (w,w), (l,l), (l,w) for each pair, in one batched scoring pass."""
+    import torch
+
+    texts = [t for p in prefs for t in gap_quad(tokenizer, p)]
+    return torch.tensor(score_texts(model, tokenizer, texts, max_length=max_length)).reshape(-1, 4)
+
+
+def held_out_accuracies(model, tokenizer, prefs: list[Preference], max_length: int) -> dict[str, Any]:
+    """Step 4: accuracy of each ordering on held-out pairs (identical pairs have none), and the mean."""
+    from redline.ops.gap import ordering_accuracies
+
+    pairs = [p for p in prefs if not is_identical(p)]
+    result: dict[str, Any] = {"eval_pairs": len(pairs)}
+    if not pairs:
+        return result
+    accuracy = ordering_accuracies(gap_scores(model, tokenizer, pairs, max_length))
+    result.update({f"eval_accuracy_{name}": round(v, 4) for name, v in accuracy.items()})
+    result["eval_accuracy"] = round(sum(accuracy.values()) / len(accuracy), 4)
+    return result
+
+
+def gap_reward(model, tokenizer, max_length: int = 512, adapter_off: bool = False):
+    """PIT's RL reward ``(prompts, responses, records) -> r_gap(x, y, y_ref)`` for ``run_ppo``.
+
+    Each record carries ``prompt`` (x) and ``reference`` (y_ref). ``adapter_off``: the gap model is
+    PPO's value model read with its LoRA adapter off, which gives the gap model's own weights back.
+    """
+
+    def reward_fn(prompts: list[list[dict]], responses: list[str], records: list[dict]) -> list[float]:
+        texts = [gap_text(tokenizer, r["prompt"], r["reference"], y) for r, y in zip(records, responses)]
+        with model.disable_adapter() if adapter_off else contextlib.nullcontext():
+            return score_texts(model, tokenizer, texts, max_length=max_length)
+
+    return reward_fn
+
+
+def check_gap_reward_model(name: str) -> None:
+    """A gap-reward run, or one clear error (a plain reward model is the likely mix-up) before anything loads."""
+    from redline.models import run_info
+
+    kind = run_info(name).get("kind") if os.path.isdir(name) else None
+    if kind == KIND:
+        return
+    if kind == "reward":
+        raise RedlineError(
+            f"{name} is a plain reward model r(x, y) (redline train reward); PIT needs a gap-reward model "
+            "r_gap(x, y, y_ref) that scores a response against a reference: train one with `redline train gap-reward`"
+        )
+    what = f"a {kind} run" if kind else "not a redline run (it has no redline.json)"
+    raise RedlineError(f"{name} is {what}, not a gap-reward model; train one with `redline train gap-reward`")
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def train_gap_reward(config: GapRewardConfig, out: str | os.PathLike) -> dict[str, Any]:
+    """Steps 1–5 of the module docstring; returns the run's metrics."""
+    import torch
+
+    from redline.models import LoraSettings, ModelCard, add_lora, command_line, load_reward_model, load_tokenizer, pick_device, save_model
+
+    if not config.data:
+        raise RedlineError("--data is required: a file of preference records")
+    weights = config.weights()
+    if config.anchor_weight < 0:
+        raise RedlineError(f"--anchor-weight must be >= 0, got {config.anchor_weight}")
+    out = Path(out)
+
+    # Step 1: the data, its reward-model third, the held-out prompts.
+    prefs = read_preferences(config.data, limit=config.limit, skip_invalid=config.skip_invalid)
+    if config.split_thirds:
+        prefs = split_thirds(prefs, config.split_seed)[1]
+    if config.eval_data:
+        train, held = prefs, read_preferences(config.eval_data)
+    else:
+        train, held = split_by_prompt(prefs, config.eval_split, config.seed)
+
+    device = pick_device(config.device)
+    torch.manual_seed(config.seed)
+    tokenizer = load_tokenizer(config.model)
+
+    # Step 2: four texts per pair, tokenised once.
+    items, counts = encode_pairs(train, tokenizer, config.max_length, anchors=config.anchor_weight > 0)
+    if not counts["pairs"]:
+        raise RedlineError(f"{config.data}: no preference pair with chosen different from rejected to train on")
+    if counts["identical_pairs"]:
+        use = "used as (y, y) anchors" if config.anchor_weight > 0 else "skipped (no ordering to learn; see --anchor-weight)"
+        print(f"redline: {counts['identical_pairs']} pairs with chosen identical to rejected: {use}", file=sys.stderr)
+    if counts["truncated_sequences"]:
+        print(f"redline: {counts['truncated_sequences']} sequences longer than --max-length {config.max_length} "
+              "lost their end", file=sys.stderr)
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    model = load_reward_model(config.model, dtype=config.dtype, device=device).train()
+    if config.lora:
+        model = add_lora(model, LoraSettings(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout), task_type="SEQ_CLS")
+
+    # Step 3: the five-term loss, one pair (four forward passes) per batch element.
+    trainer = _gap_trainer_class()(model=model, args=training_arguments(config, out, device), train_dataset=items,
+                                   data_collator=GapCollator(tokenizer.pad_token_id))
+    trainer.term_weights, trainer.anchor_weight = weights, config.anchor_weight
+    resume = last_checkpoint(out)
+    if resume:
+        print(f"redline: resuming from {resume}", file=sys.stderr)
+    result = trainer.train(resume_from_checkpoint=resume)
+    model = trainer.model.merge_and_unload() if config.lora else trainer.model
+    model.eval()
+
+    # Step 4: held-out accuracy per ordering.
+    losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
+    metrics: dict[str, Any] = {
+        "train_pairs": counts["pairs"],
+        "identical_pairs": counts["identical_pairs"],
+        "anchors": counts["anchors"],
+        "truncated_sequences": counts["truncated_sequences"],
+        "term_weights": config.term_weights,
+        "anchor_weight": config.anchor_weight,
+        "steps": trainer.state.global_step,
+        "first_loss": round(losses[0], 4) if losses else None,
+        "final_loss": round(losses[-1], 4) if losses else None,
+        "train_seconds": round(result.metrics.get("train_runtime", 0.0), 1),
+    }
+    metrics.update(held_out_accuracies(model, tokenizer, held, config.max_length))
+
+    # Step 5: a plain sequence-classification model that says what it is.
+    model.config.redline_kind = KIND
+    notes = ("Reward-gap model of PIT (Wang et al. 2023): r_gap(x, y, y_ref) is the score of the chat whose user turn is "
+             "redline's PIT template with the request x and the reference y_ref, and whose assistant turn is y "
+             "(redline.train.gap_reward.gap_text). Higher: y improves more on y_ref.")
+    data = [config.data] + ([config.eval_data] if config.eval_data else [])
+    save_model(model, tokenizer, out, ModelCard(kind=KIND, base_model=config.model, data=data, command=command_line(),
+                                                metrics=metrics, notes=notes))
+    save_training_curve(trainer.state.log_history, out, f"gap reward model: {config.model}")
+    return metrics

@@ -1,0 +1,176 @@
+"""PIT's reward-gap model: the five-term loss by hand, the four texts of a pair, the collator, the
+three-way split, training on tiny-random (the loss falls, per-ordering accuracy is reported, the
+result is a plain classifier of kind gap-reward), identical pairs, and run kinds refused both ways."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from redline import RedlineError
+from redline.cli import main
+from redline.models import ModelCard, load_reward_model, load_tokenizer, save_model
+from redline.ops.gap import ORDERING_NAMES, anchor_loss, gap_ranking_loss, gap_terms, ordering_accuracies
+from redline.records import Preference
+from redline.train.gap_reward import (
+    GapCollator,
+    check_gap_reward_model,
+    encode_pairs,
+    gap_quad,
+    gap_reward,
+    split_thirds,
+)
+from redline.train.ppo import check_reward_model
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a shared 2-core machine its waits cost."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def sp(d):  # −log σ(d) = log(1 + e^−d)
+    return math.log1p(math.exp(-d))
+
+
+# ----------------------------------------------------------------------------- the loss, by hand
+
+
+def test_five_terms_by_hand():
+    # columns (w,l), (w,w), (l,l), (l,w) = 2, 1, 1, 0
+    # orderings wl>ww d=1, wl>ll d=1, wl>lw d=2, ww>lw d=1, ll>lw d=1
+    # terms: sp(1) = 0.313262 four times, sp(2) = 0.126928 once; mean = 1.379974 / 5 = 0.275995
+    gaps = torch.tensor([[2.0, 1.0, 1.0, 0.0]])
+    assert torch.allclose(gap_terms(gaps).squeeze(1), torch.tensor([sp(1), sp(1), sp(2), sp(1), sp(1)]), atol=1e-6)
+    assert abs(gap_ranking_loss(gaps).item() - 0.275995) < 1e-5
+    # equal scores: every term is log 2, so is the loss (a plain reward model's starting loss)
+    assert abs(gap_ranking_loss(torch.zeros(3, 4)).item() - math.log(2)) < 1e-6
+
+
+def test_weights_and_the_mean_over_pairs_by_hand():
+    gaps = torch.tensor([[2.0, 1.0, 1.0, 0.0], [0.0, 0.0, 0.0, 3.0]])
+    # weights (0,0,1,0,0): only wl>lw; pair 0: sp(2) = 0.126928; pair 1: sp(-3) = 3.048587 → mean 1.587757
+    assert abs(gap_ranking_loss(gaps, (0, 0, 1, 0, 0)).item() - (sp(2) + sp(-3)) / 2) < 1e-6
+    # weights (2,0,0,0,1) on pair 0: (2·sp(1) + 1·sp(1)) / 3 = sp(1)
+    assert abs(gap_ranking_loss(gaps[:1], (2, 0, 0, 0, 1)).item() - sp(1)) < 1e-6
+    with pytest.raises(ValueError):
+        gap_ranking_loss(gaps, (0, 0, 0, 0, 0))
+    with pytest.raises(ValueError):
+        gap_ranking_loss(gaps, (1, 1, 1))
+
+
+def test_gradient_raises_wl_lowers_lw_and_balances_the_self_comparisons():
+    # At equal scores each term's gradient is ∓σ(0)/5 = ∓0.1 on its two sides. (w,l) is the higher side
+    # of three terms: −0.3; (l,w) the lower side of three: +0.3; (w,w) and (l,l) are lower once and
+    # higher once: 0. Descent raises (w,l), lowers (l,w), leaves the self-comparisons.
+    gaps = torch.zeros(1, 4, requires_grad=True)
+    gap_ranking_loss(gaps).backward()
+    assert torch.allclose(gaps.grad, torch.tensor([[-0.3, 0.0, 0.0, 0.3]]), atol=1e-6)
+
+
+def test_anchor_loss_and_accuracies_by_hand():
+    assert abs(anchor_loss(torch.tensor([1.0, -2.0])).item() - 2.5) < 1e-6  # (1 + 4) / 2
+    assert anchor_loss(torch.tensor([])).item() == 0
+    # pair 0 holds every ordering; pair 1 = (1, 1, 0, 0): wl>ww tie (no), wl>ll yes, wl>lw yes, ww>lw yes, ll>lw tie (no)
+    acc = ordering_accuracies(torch.tensor([[2.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]]))
+    assert list(acc) == list(ORDERING_NAMES)
+    assert [acc[n] for n in ORDERING_NAMES] == [0.5, 1.0, 1.0, 1.0, 0.5]
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def test_the_four_texts_put_the_reference_in_the_user_turn_and_the_candidate_in_the_assistant_turn():
+    tok = load_tokenizer("tiny-random")
+    wl, ww, ll, lw = gap_quad(tok, Preference(prompt="Name a colour.", chosen="WINNER", rejected="LOSER"))
+    for text, candidate, reference in ((wl, "WINNER", "LOSER"), (ww, "WINNER", "WINNER"), (ll, "LOSER", "LOSER"),
+                                       (lw, "LOSER", "WINNER")):
+        user, assistant = text.split("<|im_start|>assistant\n")
+        assert f"### Response\n{reference}" in user and "Name a colour." in user
+        assert assistant.startswith(candidate)
+
+
+def test_collator_and_identical_pairs_as_anchors_or_skipped():
+    tok = load_tokenizer("tiny-random")
+    prefs = [Preference(prompt="p", chosen="good", rejected="bad"), Preference(prompt="q", chosen="same", rejected=" same")]
+    items, counts = encode_pairs(prefs, tok, 512, anchors=True)
+    assert counts == {"pairs": 1, "identical_pairs": 1, "anchors": 1, "truncated_sequences": 0}
+    assert [len(it["input_ids"]) for it in items] == [4, 1]
+    batch = GapCollator(tok.pad_token_id)(items)
+    assert batch["input_ids"].shape[0] == 5
+    assert batch["quads"].tolist() == [[0, 1, 2, 3]] and batch["selfs"].tolist() == [1, 2, 4]
+    items, counts = encode_pairs(prefs, tok, 8, anchors=False)  # skipped, counted; 8 tokens cut all four
+    assert len(items) == 1 and counts["identical_pairs"] == 1 and counts["anchors"] == 0
+    assert counts["truncated_sequences"] == 4 and all(len(x) == 8 for x in items[0]["input_ids"])
+
+
+def test_thirds_are_equal_disjoint_and_the_same_for_both_commands():
+    prefs = [Preference(prompt=f"p{i % 30}", chosen="a", rejected="b") for i in range(60)]
+    sft, reward, rl = split_thirds(prefs, seed=3)
+    keys = [{p.prompt for p in part} for part in (sft, reward, rl)]
+    assert [len(k) for k in keys] == [10, 10, 10] and not (keys[0] & keys[1] or keys[0] & keys[2] or keys[1] & keys[2])
+    assert [p.prompt for p in split_thirds(prefs, seed=3)[1]] == [p.prompt for p in reward]
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def preferences(n=24):
+    # The better response is long and says "good"; the worse is short: learnable by a tiny model.
+    rows = [{"prompt": f"Question {i}?", "chosen": f"good answer {i} " * 4, "rejected": "no"} for i in range(n)]
+    return rows + [{"prompt": "Same?", "chosen": "same", "rejected": "same"}]
+
+
+def test_train_gap_reward_cli(jsonl, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    run = tmp_path / "gap"
+    assert main(["train", "gap-reward", "--data", str(jsonl(preferences())), "--model", "tiny-random", "--out", str(run),
+                 "--no-lora", "--learning-rate", "3e-3", "--max-steps", "12", "--batch-size", "4", "--logging-steps", "1",
+                 "--warmup", "0", "--eval-split", "0.25", "--save-steps", "100", "--device", "cpu"]) == 0
+    info = json.loads((run / "redline.json").read_text())
+    m = info["metrics"]
+    assert info["kind"] == "gap-reward" and not info["adapter"]
+    assert m["identical_pairs"] == 1 and m["train_pairs"] + m["eval_pairs"] == 24
+    assert m["final_loss"] < m["first_loss"]  # the loss falls on separable data
+    assert abs(m["first_loss"] - math.log(2)) < 0.05  # ... from about log 2
+    for name in ORDERING_NAMES:
+        assert 0 <= m[f"eval_accuracy_{name}"] <= 1
+    assert m["eval_accuracy_wl>lw"] == 1.0  # the easiest ordering, learned in 12 steps
+    model = AutoModelForSequenceClassification.from_pretrained(run)
+    assert model.config.num_labels == 1 and model.config.redline_kind == "gap-reward"
+    # the RL reward reads it: a good answer over a bad reference beats the reverse
+    tok = load_tokenizer(str(run))
+    reward = gap_reward(model.eval(), tok)
+    records = [{"prompt": "Question 1?", "reference": "no"}, {"prompt": "Question 1?", "reference": "good answer 1 " * 4}]
+    better, worse = reward([[], []], ["good answer 1 " * 4, "no"], records)
+    assert better > worse
+    # a gap-reward run is not a plain reward model for PPO-ptx, and the reverse
+    with pytest.raises(RedlineError, match="gap-reward model"):
+        check_reward_model(str(run))
+    check_gap_reward_model(str(run))
+
+
+def test_a_plain_reward_model_or_no_run_is_refused_as_a_gap_model(tmp_path, jsonl):
+    rm = tmp_path / "rm"
+    save_model(load_reward_model("tiny-random", device="cpu"), load_tokenizer("tiny-random"), rm,
+               ModelCard(kind="reward", base_model="tiny-random"))
+    with pytest.raises(RedlineError, match="plain reward model"):
+        check_gap_reward_model(str(rm))
+    with pytest.raises(RedlineError, match="not a redline run"):
+        check_gap_reward_model("tiny-random")
+
+
+def test_bad_settings_and_data_are_refused(jsonl, tmp_path, capsys):
+    data = jsonl(preferences(2))
+    assert main(["train", "gap-reward", "--data", str(data), "--model", "tiny-random", "--out", str(tmp_path / "a"),
+                 "--term-weights", "1,1"]) == 2
+    assert "--term-weights" in capsys.readouterr().err
+    same = jsonl([{"prompt": "p", "chosen": "x", "rejected": "x"}], "same.jsonl")
+    assert main(["train", "gap-reward", "--data", str(same), "--model", "tiny-random", "--out", str(tmp_path / "b")]) == 2
+    assert "no preference pair" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
