@@ -204,6 +204,29 @@ def _add_train(sub) -> None:
     p.add_argument("--config", help="a resolved train_config.json to start from (flags override it)")
     p.set_defaults(func=_train_gap_reward)
 
+    from redline.train.pit import PITConfig
+
+    p = train.add_parser(
+        "pit",
+        help="train a PIT policy that improves a reference response (Wang et al. 2023)",
+        description="PIT SFT (the better response given the prompt and the worse one), then PPO with the reward-gap "
+        "model in a curriculum: round 0 improves the data's responses, round 1 BASE's samples (--rounds 0,1 | 0 | 1 | none). "
+        "Each stage gets its folder in RUN; a rerun skips finished stages and resumes the unfinished one.",
+    )
+    add_settings_arguments(p, PITConfig)
+    add_out(p, help="the run folder (sft/, references.jsonl, rl-*/, pit.json)")
+    p.add_argument("--config", help="a resolved train_config.json to start from (flags override it)")
+    p.set_defaults(func=_train_pit)
+
+
+def _train_pit(args) -> int:
+    from redline.config import settings_from_args
+    from redline.train.pit import PITConfig, train_pit
+
+    manifest = train_pit(settings_from_args(PITConfig, args), args.out)
+    print(json.dumps({"policy": str(args.out / manifest["policy"]), "stages": manifest["stages"]}, default=str))
+    return 0
+
 
 def _train_gap_reward(args) -> int:
     from redline.config import settings_from_args

@@ -1,0 +1,364 @@
+"""Train a PIT policy: a model that improves a reference response, learnt from preference pairs alone.
+
+Wang et al. 2023, "Enabling language models to implicitly learn self-improvement" (PIT),
+arXiv 2310.00898 (ICLR 2024). From pairs (x, y_w, y_l) and a reward-gap model r_gap(x, y, y_ref)
+(``redline train gap-reward``), PIT learns to write a response better than a given one:
+
+  * PIT SFT maximises log p(y_w | x, y_l): the better response given the prompt and the worse one;
+  * RL maximises E[r_gap(x, y, y_ref)] − β·KL(π ‖ π_SFT) in a curriculum: round 0 improves the
+    references of the data (y_l and y_w), round 1 improves references sampled from the ordinary
+    policy, which are better and so harder to improve. Dropping either round loses most of the gain.
+
+    redline train pit --policy runs/sft --gap-reward runs/gap --data preferences.jsonl --out runs/pit \\
+        [--rounds 0,1] [--split-thirds]
+
+Steps (the same numbers mark ``train_pit``):
+  1. Check everything before a model loads: the gap model's kind, the policy's kind, their
+     tokenizers, the rounds, the records; split the data (``--split-thirds``) and build every
+     round-0 prompt, refusing the run if one does not fit ``--max-prompt-length``.
+  2. PIT SFT (``train_sft``, kind ``pit-sft``) on chat pairs: the PIT template (prompts.py) with
+     (x, y_l) as the user turn, y_w as the completion. Pairs whose chosen equals rejected are skipped
+     and counted (they would teach copying).
+  3. Round-1 references: one response per RL prompt, sampled from BASE (``--policy``) with the
+     generation engine; kept in RUN/references.jsonl.
+  4. RL, round by round with the shared ``run_ppo``: the prompt of an episode is the PIT template
+     with (x, y_ref); the reward is r_gap(x, y, y_ref); the KL is to the PIT SFT model in every round;
+     the value model starts from the gap model. Each round starts from the previous round's policy.
+  5. Write RUN/pit.json: which folder holds the final policy (what ``redline improve`` loads), and
+     every stage's metrics.
+
+What a run folder holds::
+
+    RUN/train_config.json   the resolved PITConfig (``--config`` repeats the run)
+    RUN/sft/                PIT SFT (kind pit-sft)
+    RUN/references.jsonl    round 1's references, sampled from BASE
+    RUN/rl-0/  RUN/rl-0-1/  the policy after the rounds it has been through (kind pit); ``--rounds 1``
+    RUN/rl-1/               alone gives rl-1 (round 1 straight from SFT), so ablations share one RUN
+    RUN/pit.json            the final policy's folder and the metrics of every stage
+
+Resuming: a stage whose folder holds its redline.json is done and is skipped; an unfinished RL
+round resumes from its own checkpoints (``run_ppo``); the SFT stage from its Trainer checkpoints.
+
+Splitting the data: the paper splits each data set in three equal parts (SFT, reward model, RL).
+``--split-thirds`` (here and in ``train gap-reward``, with the same ``--split-seed``) does that on one
+file. Without it every stage reads all of ``--data``: split the file yourself, or pass
+``--rl-data`` for RL prompts of their own.
+
+Deviations from the paper:
+  1. Sizes for a CPU: 4 PPO iterations per round of 8 episodes, 64 new tokens, LoRA (see PPOConfig's
+     deviations, which all apply). The paper's scale is not in reach.
+  2. Round 1's references come from BASE, the policy PIT SFT starts from (the paper: "the ordinary
+     RLHF policy"); pass a PPO run as ``--policy`` to match the paper exactly.
+  3. Round 0 uses both references of a pair as separate episodes (the paper: "y_l and y_w"; the mix
+     is not stated). A pair whose chosen equals rejected gives one episode.
+  4. Round 1 keeps the KL to PIT SFT, so its reference is a frozen copy of the SFT model (round 0
+     shares the policy's weights with its adapter off); the value model starts from the gap model
+     again in each round rather than from round 0's value model, since its rewards change.
+  5. PIT's template is ours (the paper's is not public), and the gap model reads the same chat.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from redline import RedlineError
+
+MANIFEST = "pit.json"
+REFERENCES = "references.jsonl"
+ROUNDS = (0, 1)
+POLICY_KINDS = ("pit", "pit-sft")
+
+
+@dataclass
+class PITConfig:
+    """`redline train pit`: the models, the data, the stages, then each stage's knobs. Defaults fit a CPU."""
+
+    # --- models
+    policy: str = field(default="", metadata={"help": "BASE: the policy PIT SFT starts from (an SFT or PPO run, or any causal LM); round 1's references are its samples"})
+    gap_reward: str = field(default="", metadata={"help": "the reward-gap model (redline train gap-reward): the RL reward, and the value model's start"})
+    lora: bool = field(default=True, metadata={"help": "LoRA adapters for SFT and RL (False: all weights)"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator"})
+    dtype: str = field(default="float32", metadata={"help": "weights dtype"})
+    device: str = field(default="auto", metadata={"help": "cpu, cuda or auto"})
+    # --- data
+    data: str = field(default="", metadata={"help": "preference records (prompt, chosen, rejected)"})
+    rl_data: str | None = field(default=None, metadata={"help": "preference records for RL (default: --data, or its RL third)"})
+    split_thirds: bool = field(default=False, metadata={"help": "SFT on the first third of --data and RL on the last (the paper's split; `train gap-reward --split-thirds` takes the middle one)"})
+    split_seed: int = field(default=0, metadata={"help": "seed of the three-way split (the same as the gap model's)"})
+    limit: int | None = field(default=None, metadata={"help": "use the first N records of each file"})
+    skip_invalid: bool = field(default=False, metadata={"help": "skip bad records instead of stopping"})
+    # --- stages
+    rounds: str = field(default="0,1", metadata={"help": "RL rounds in curriculum order: 0,1 (the paper), 0, 1, or none (PIT SFT only)"})
+    # --- PIT SFT
+    sft_epochs: float = field(default=1.0, metadata={"help": "PIT SFT passes over the data"})
+    sft_max_steps: int | None = field(default=None, metadata={"help": "PIT SFT: stop after N optimiser steps"})
+    sft_batch_size: int = field(default=8, metadata={"help": "PIT SFT sequences per step"})
+    sft_learning_rate: float | None = field(default=None, metadata={"help": "PIT SFT peak lr (default: 2e-4 LoRA, 2e-5 full)"})
+    sft_max_length: int = field(default=1024, metadata={"help": "PIT SFT tokens per sequence (prompt, y_l and y_w); longer ones are cut"})
+    # --- round 1's references
+    reference_temperature: float = field(default=0.7, metadata={"help": "sampling temperature of BASE's references"})
+    reference_max_new_tokens: int = field(default=256, metadata={"help": "tokens per reference"})
+    # --- RL, each round
+    iterations: int = field(default=4, metadata={"help": "PPO iterations per round"})
+    batch_size: int = field(default=8, metadata={"help": "episodes per PPO iteration"})
+    minibatch_size: int = field(default=4, metadata={"help": "episodes per optimizer step"})
+    micro_batch_size: int = field(default=4, metadata={"help": "sequences per forward pass"})
+    max_new_tokens: int = field(default=64, metadata={"help": "tokens per RL response"})
+    temperature: float = field(default=1.0, metadata={"help": "rollout sampling temperature"})
+    beta: float = field(default=0.02, metadata={"help": "per-token KL penalty toward PIT SFT"})
+    learning_rate: float | None = field(default=None, metadata={"help": "policy lr (default: PPOConfig's)"})
+    value_learning_rate: float | None = field(default=None, metadata={"help": "value lr (default: PPOConfig's)"})
+    ppo_epochs: int = field(default=1, metadata={"help": "passes over each iteration's episodes"})
+    warmup_iterations: int = field(default=1, metadata={"help": "linear lr warm-up, in iterations"})
+    max_prompt_length: int = field(default=512, metadata={"help": "tokens per RL prompt (template, request and reference)"})
+    truncate_prompts: bool = field(default=False, metadata={"help": "cut longer RL prompts (from the start of the user turn) instead of refusing them"})
+    reward_max_length: int = field(default=768, metadata={"help": "tokens the gap model reads per (prompt, reference, response)"})
+    shared_reference: bool = field(default=True, metadata={"help": "LoRA: round 0's KL reference is the policy with its adapter off and the gap model the value model with its adapter off"})
+    save_every: int = field(default=2, metadata={"help": "PPO checkpoint every N iterations"})
+    # --- bookkeeping
+    seed: int = field(default=0, metadata={"help": "random seed of every stage"})
+    logging_steps: int = field(default=5, metadata={"help": "PIT SFT: log every N steps"})
+    save_steps: int = field(default=50, metadata={"help": "PIT SFT: checkpoint every N steps"})
+
+    def rounds_list(self) -> list[int]:
+        text = self.rounds.strip().lower()
+        if text in ("", "none"):
+            return []
+        try:
+            rounds = [int(r) for r in text.split(",")]
+        except ValueError:
+            rounds = [-1]
+        if any(r not in ROUNDS for r in rounds) or rounds != sorted(set(rounds)):
+            raise RedlineError(f"--rounds wants 0,1, 0, 1 or none (in curriculum order), got {self.rounds!r}")
+        return rounds
+
+    def sft_settings(self):
+        from redline.train.sft import SFTSettings
+
+        return SFTSettings(model=self.policy, lora=self.lora, lora_r=self.lora_r, lora_alpha=self.lora_alpha,
+                           dtype=self.dtype, device=self.device, learning_rate=self.sft_learning_rate,
+                           epochs=self.sft_epochs, max_steps=self.sft_max_steps, batch_size=self.sft_batch_size,
+                           max_length=self.sft_max_length, seed=self.seed, logging_steps=self.logging_steps,
+                           save_steps=self.save_steps)
+
+    def ppo_config(self, start: str, prompts: str):
+        """The PPOConfig of one round: the policy starts from ``start``; the gap model is PPO's reward."""
+        from redline.train.ppo import PPOConfig
+
+        return PPOConfig(policy=start, reward=self.gap_reward, lora=self.lora, lora_r=self.lora_r, lora_alpha=self.lora_alpha,
+                         shared_reference=self.shared_reference, dtype=self.dtype, device=self.device, prompts=prompts,
+                         max_prompt_length=self.max_prompt_length, truncate_prompts=self.truncate_prompts,
+                         ptx_coef=0.0, iterations=self.iterations, batch_size=self.batch_size,
+                         max_new_tokens=self.max_new_tokens, temperature=self.temperature, beta=self.beta,
+                         reward_max_length=self.reward_max_length, ppo_epochs=self.ppo_epochs,
+                         minibatch_size=self.minibatch_size, micro_batch_size=self.micro_batch_size,
+                         learning_rate=self.learning_rate, value_learning_rate=self.value_learning_rate,
+                         warmup_iterations=self.warmup_iterations, seed=self.seed, save_every=self.save_every)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def pit_sft_examples(prefs) -> tuple[list[dict], int]:
+    """Step 2's chat pairs: the PIT template with (x, y_l) as the prompt, y_w as the completion.
+
+    Returns the examples and how many identical pairs (chosen equal to rejected) were skipped.
+    """
+    from redline.prompts import pit_messages
+    from redline.train.gap_reward import is_identical
+
+    examples = [{"prompt": pit_messages(p.prompt, p.rejected), "completion": [{"role": "assistant", "content": p.chosen}]}
+                for p in prefs if not is_identical(p)]
+    return examples, len(prefs) - len(examples)
+
+
+def round0_records(prefs) -> list[dict]:
+    """Round 0's episodes: each pair's prompt with y_l, and with y_w, as the reference to improve."""
+    from redline.train.gap_reward import is_identical
+
+    records = []
+    for i, p in enumerate(prefs):
+        refs = [("l", p.rejected)] + ([] if is_identical(p) else [("w", p.chosen)])
+        for side, ref in refs:
+            records.append({"id": f"{p.id or i}:{side}", "prompt": p.prompt, "reference": ref})
+    return records
+
+
+def unique_prompts(prefs) -> list:
+    from redline.records import prompt_key
+
+    seen, prompts = set(), []
+    for p in prefs:
+        if prompt_key(p.prompt) not in seen:
+            seen.add(prompt_key(p.prompt))
+            prompts.append(p.prompt)
+    return prompts
+
+
+def build_prompt(record: dict) -> list[dict]:
+    """An RL episode's prompt: improve ``reference`` as an answer to ``prompt``."""
+    from redline.prompts import pit_messages
+
+    return pit_messages(record["prompt"], record["reference"])
+
+
+def is_complete(folder: Path) -> bool:
+    """A stage is done when its model card is written (``save_model`` writes it last)."""
+    return (folder / "redline.json").is_file()
+
+
+def stage_name(rounds: list[int]) -> str:
+    return "rl-" + "-".join(str(r) for r in rounds)
+
+
+def pit_policy(path: str | os.PathLike) -> str:
+    """The PIT policy a path names (a `train pit` folder: its final stage), or one clear error."""
+    from redline.models import run_info
+
+    path = Path(path)
+    if (path / MANIFEST).is_file():
+        return str(path / json.loads((path / MANIFEST).read_text())["policy"])
+    kind = run_info(path).get("kind") if path.is_dir() else None
+    if kind in POLICY_KINDS:
+        return str(path)
+    what = f"a {kind} run" if kind else "not a redline run" if not path.is_dir() else "a folder with no redline.json"
+    raise RedlineError(f"{path} is {what}, not a PIT policy; train one with `redline train pit` "
+                       "(a `train pit` folder, or one of its sft/ or rl-*/ stages)")
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def sample_references(config: PITConfig, prompts: list, path: Path) -> list[dict]:
+    """Step 3: one response per prompt from BASE, written as response records (atomically)."""
+    from redline.generation import SamplingParams, as_chat, load_engine
+    from redline.records import read_jsonl_prefix, write_records
+
+    if path.is_file():
+        rows = read_jsonl_prefix(path)
+        if len(rows) == len(prompts):
+            return rows
+    engine = load_engine(config.policy, dtype=config.dtype, device=config.device)
+    params = SamplingParams(temperature=config.reference_temperature, max_new_tokens=config.reference_max_new_tokens,
+                            seed=config.seed)
+    completions = engine.generate([as_chat(p) for p in prompts], params, progress=False)
+    rows = [{"id": f"ref-{i}", "prompt": p, "response": c.text, "source": config.policy}
+            for i, (p, c) in enumerate(zip(prompts, completions))]
+    del engine
+    gc.collect()
+    tmp = path.with_suffix(".tmp.jsonl")
+    write_records(tmp, rows)
+    os.replace(tmp, path)
+    return rows
+
+
+def run_round(config: PITConfig, start: str, sft: str, records: list[dict], out: Path, source: str) -> dict[str, Any]:
+    """Step 4, one round: PPO from ``start`` with the gap reward, the KL to PIT SFT.
+
+    ``records`` carry ``prompt`` and ``reference``; ``source`` names the file they came from (the card says it).
+    """
+    from accelerate import PartialState
+
+    from redline.models import load_causal_lm
+    from redline.train.gap_reward import gap_reward
+    from redline.train.ppo import _frozen, load_ppo_models, run_ppo
+
+    ppo = config.ppo_config(start, prompts=source)
+    device = str(PartialState(cpu=config.device == "cpu").device)
+    policy, reference, value, reward_model, tokenizer = load_ppo_models(ppo, device)
+    if start != sft:  # the KL anchor stays PIT SFT after round 0
+        del reference
+        reference = _frozen(load_causal_lm(sft, config.dtype, device, merge_lora=True))
+    shared = reward_model is None
+    reward_fn = gap_reward(value if shared else reward_model, tokenizer, config.reward_max_length, adapter_off=shared)
+    metrics = run_ppo(ppo, policy, reference, value, tokenizer, records, reward_fn, build_prompt, out, kind="pit",
+                      data=[source, config.gap_reward])
+    del policy, reference, value, reward_model
+    gc.collect()
+    return metrics
+
+
+def train_pit(config: PITConfig, out: str | os.PathLike) -> dict[str, Any]:
+    """Steps 1–5 of the module docstring; returns every stage's metrics."""
+    from redline.models import load_tokenizer, run_info
+    from redline.train.gap_reward import check_gap_reward_model, read_preferences, split_thirds
+    from redline.train.ppo import check_policy_model, fit_prompts
+    from redline.train.sft import train_sft
+
+    # Step 1: every check before a model loads.
+    for flag in ("policy", "gap_reward", "data"):
+        if not getattr(config, flag):
+            raise RedlineError(f"--{flag.replace('_', '-')} is required")
+    rounds = config.rounds_list()
+    check_gap_reward_model(config.gap_reward)
+    check_policy_model(config.policy)
+    tokenizer = load_tokenizer(config.policy)
+    if load_tokenizer(config.gap_reward).get_vocab() != tokenizer.get_vocab():
+        raise RedlineError(f"the gap model {config.gap_reward} has another tokenizer than {config.policy}: the value "
+                           "model reads the policy's tokens (train the gap model on the same base)")
+    prefs = read_preferences(config.data, limit=config.limit, skip_invalid=config.skip_invalid)
+    sft_prefs, rl_prefs = prefs, prefs
+    if config.split_thirds:
+        sft_prefs, _, rl_prefs = split_thirds(prefs, config.split_seed)  # the middle third is the gap model's
+    if config.rl_data:
+        rl_prefs = read_preferences(config.rl_data, limit=config.limit, skip_invalid=config.skip_invalid)
+    examples, n_identical = pit_sft_examples(sft_prefs)
+    if not examples:
+        raise RedlineError(f"{config.data}: no preference pair with chosen different from rejected for PIT SFT")
+    if n_identical:
+        print(f"redline: PIT SFT skips {n_identical} pairs whose chosen equals rejected", file=sys.stderr)
+    first = round0_records(rl_prefs)
+    if 0 in rounds:
+        fit_prompts(tokenizer, [build_prompt(r) for r in first], config.max_prompt_length, config.truncate_prompts)
+    if rounds:
+        config.ppo_config(config.policy, prompts="-").check()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    stages: dict[str, Any] = {}
+    rl_source = config.rl_data or config.data
+
+    # Step 2: PIT SFT, log p(y_w | x, y_l).
+    sft = out / "sft"
+    if is_complete(sft):
+        print(f"redline: {sft} is done; skipping PIT SFT", file=sys.stderr)
+        stages["sft"] = run_info(sft).get("metrics", {})
+    else:
+        stages["sft"] = train_sft(examples, config.sft_settings(), sft, kind="pit-sft", data=[config.data])
+        stages["sft"]["identical_pairs_skipped"] = n_identical
+        gc.collect()
+
+    # Step 3: round 1's references, sampled from BASE.
+    references = []
+    if 1 in rounds and not is_complete(out / stage_name(rounds)):
+        references = sample_references(config, unique_prompts(rl_prefs), out / REFERENCES)
+
+    # Step 4: the RL curriculum, each round from the last one's policy, the KL to PIT SFT.
+    start = str(sft)
+    for k, r in enumerate(rounds):
+        stage = out / stage_name(rounds[: k + 1])
+        if is_complete(stage):
+            print(f"redline: {stage} is done; skipping RL round {r}", file=sys.stderr)
+            stages[stage.name] = run_info(stage).get("metrics", {})
+        else:
+            if r == 0:
+                records = first
+            else:
+                records = [{"id": row["id"], "prompt": row["prompt"], "reference": row["response"]} for row in references]
+            source = str(out / REFERENCES) if r == 1 else rl_source
+            stages[stage.name] = run_round(config, start, str(sft), records, stage, source)
+        start = str(stage)
+
+    # Step 5: the manifest `redline improve` reads.
+    final = Path(start).name
+    manifest = {"policy": final, "rounds": rounds, "stages": stages, "base": config.policy, "gap_reward": config.gap_reward}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    print(f"redline: PIT policy in {out / final}", file=sys.stderr)
+    return manifest

@@ -1,0 +1,124 @@
+"""PIT training on tiny-random: SFT's examples, the round-0 episodes, the whole curriculum (SFT, BASE's
+references, round 0, round 1 with the KL to PIT SFT) through run_ppo with the gap reward, resume by
+stage, the manifest `improve` reads, and bad input refused before any work."""
+
+import json
+
+import pytest
+import torch
+
+from redline import RedlineError
+from redline.cli import main
+from redline.models import ModelCard, load_reward_model, load_tokenizer, run_info, save_model
+from redline.prompts import PIT_TEMPLATE
+from redline.records import Preference, read_jsonl_prefix
+from redline.train.pit import PITConfig, build_prompt, pit_policy, pit_sft_examples, round0_records, train_pit
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a shared 2-core machine its waits cost."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+PREFS = [{"prompt": f"Write about topic {i}.", "chosen": f"Topic {i} is good, and here is why.", "rejected": "no", "id": f"p{i}"}
+         for i in range(4)] + [{"prompt": "Say hi.", "chosen": "hi", "rejected": "hi", "id": "same"}]
+
+
+def save_tiny(run, kind, cls=load_reward_model):
+    save_model(cls("tiny-random", device="cpu"), load_tokenizer("tiny-random"), run, ModelCard(kind=kind, base_model="tiny-random"))
+    return str(run)
+
+
+@pytest.fixture(scope="module")
+def gap_run(tmp_path_factory):
+    """A gap-reward run: tiny-random with a (random) score head, as `train gap-reward` saves it."""
+    return save_tiny(tmp_path_factory.mktemp("gap") / "gap", "gap-reward")
+
+
+def test_sft_examples_put_the_worse_response_in_the_prompt_and_the_better_in_the_completion():
+    prefs = [Preference(prompt="Name a colour.", chosen="Blue, the colour of the sky.", rejected="blu"),
+             Preference(prompt="p", chosen="same", rejected="same")]
+    examples, skipped = pit_sft_examples(prefs)
+    assert skipped == 1 and len(examples) == 1
+    (user,), (assistant,) = examples[0]["prompt"], examples[0]["completion"]
+    assert user == {"role": "user", "content": PIT_TEMPLATE.format(prompt="Name a colour.", response="blu")}
+    assert assistant == {"role": "assistant", "content": "Blue, the colour of the sky."}
+    assert "Blue" not in user["content"]
+
+
+def test_round0_improves_both_responses_of_a_pair_and_an_identical_one_once():
+    records = round0_records([Preference(prompt="x", chosen="W", rejected="L", id="a"), Preference(prompt="y", chosen="S", rejected="S")])
+    assert [(r["id"], r["reference"]) for r in records] == [("a:l", "L"), ("a:w", "W"), ("1:l", "S")]
+    assert build_prompt(records[0])[0]["content"] == PIT_TEMPLATE.format(prompt="x", response="L")
+
+
+def config(gap_run, data, **changes) -> PITConfig:
+    settings = dict(policy="tiny-random", gap_reward=gap_run, data=str(data), device="cpu", sft_max_steps=1,
+                    sft_batch_size=2, iterations=1, batch_size=2, minibatch_size=2, micro_batch_size=2, max_new_tokens=4,
+                    reference_max_new_tokens=6, lora_r=4, learning_rate=1e-3, value_learning_rate=1e-3, save_every=1,
+                    logging_steps=1)
+    settings.update(changes)
+    return PITConfig(**settings)
+
+
+def test_the_curriculum_runs_round0_then_round1_and_a_rerun_skips_every_stage(gap_run, jsonl, tmp_path, capsys):
+    data = jsonl(PREFS)
+    run = tmp_path / "pit"
+    manifest = train_pit(config(gap_run, data), run)
+    assert manifest["policy"] == "rl-0-1" and manifest["rounds"] == [0, 1]
+    assert run_info(run / "sft")["kind"] == "pit-sft" and manifest["stages"]["sft"]["identical_pairs_skipped"] == 1
+    for stage in ("rl-0", "rl-0-1"):
+        info = run_info(run / stage)
+        assert info["kind"] == "pit" and info["metrics"]["iterations"] == 1
+        row = json.loads((run / stage / "ppo_log.jsonl").read_text().splitlines()[0])
+        assert row["ptx_loss"] is None and row["reward"] == row["reward"]  # the gap reward scored the episodes
+    # round 1's references: one per prompt, sampled from BASE, and round 1's card names them
+    refs = read_jsonl_prefix(run / "references.jsonl")
+    assert len(refs) == 5 and all(r["source"] == "tiny-random" for r in refs)
+    assert str(run / "references.jsonl") in run_info(run / "rl-0-1")["data"]
+    # round 1 started from round 0's policy, with a frozen PIT SFT as its KL reference
+    saved = json.loads((run / "rl-0-1" / "train_config.json").read_text())
+    assert saved["policy"] == str(run / "rl-0") and saved["ptx_coef"] == 0
+    first_kl = [json.loads((run / s / "ppo_log.jsonl").read_text().splitlines()[0])["kl"] for s in ("rl-0", "rl-0-1")]
+    assert first_kl[0] == 0  # round 0 starts at PIT SFT, its reference
+    assert first_kl[1] != 0  # round 1 starts at round 0's policy, and its KL is still measured against PIT SFT
+    assert pit_policy(run) == str(run / "rl-0-1") and pit_policy(run / "sft") == str(run / "sft")
+
+    capsys.readouterr()
+    train_pit(config(gap_run, data), run)  # every stage is complete: nothing trains again
+    err = capsys.readouterr().err
+    assert "skipping PIT SFT" in err and "skipping RL round 0" in err and "skipping RL round 1" in err
+
+
+def test_round1_alone_starts_from_sft_in_its_own_folder(gap_run, jsonl, tmp_path):
+    run = tmp_path / "pit"
+    assert main(["train", "pit", "--policy", "tiny-random", "--gap-reward", gap_run, "--data", str(jsonl(PREFS)),
+                 "--out", str(run), "--rounds", "1", "--device", "cpu", "--sft-max-steps", "1", "--sft-batch-size", "2",
+                 "--iterations", "1", "--batch-size", "2", "--minibatch-size", "2", "--max-new-tokens", "4",
+                 "--reference-max-new-tokens", "4", "--lora-r", "4", "--split-thirds"]) == 0
+    assert json.loads((run / "pit.json").read_text())["policy"] == "rl-1" and not (run / "rl-0").exists()
+    assert json.loads((run / "rl-1" / "train_config.json").read_text())["policy"] == str(run / "sft")
+    # the RL third: of 5 prompts, SFT gets round(5/3) = 2, the gap model round(3/2) = 2, RL the last one
+    assert len(read_jsonl_prefix(run / "references.jsonl")) == 1
+
+
+def test_bad_input_is_refused_before_any_work(gap_run, jsonl, tmp_path):
+    data = jsonl(PREFS)
+    rm = save_tiny(tmp_path / "rm", "reward")
+    with pytest.raises(RedlineError, match="plain reward model"):
+        train_pit(config(rm, data), tmp_path / "a")
+    with pytest.raises(RedlineError, match="--rounds"):
+        train_pit(config(gap_run, data, rounds="1,0"), tmp_path / "a")
+    with pytest.raises(RedlineError, match="is a gap-reward model"):
+        train_pit(config(gap_run, data, policy=gap_run), tmp_path / "a")
+    with pytest.raises(RedlineError, match="no preference pair"):
+        train_pit(config(gap_run, jsonl([PREFS[-1]], "same.jsonl")), tmp_path / "a")
+    with pytest.raises(RedlineError, match="prompts have more than 8 tokens"):
+        train_pit(config(gap_run, data, max_prompt_length=8), tmp_path / "a")
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(RedlineError, match="is a reward run, not a PIT policy"):
+        pit_policy(rm)
