@@ -308,6 +308,62 @@ def _revise(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- improve (PIT), refine (Self-Refine)
+
+
+def _add_improve(sub) -> None:
+    from redline.config import add_settings_arguments
+    from redline.improve.pit import ImproveConfig
+
+    p = sub.add_parser(
+        "improve",
+        help="improve any model's responses with a PIT policy, iteratively (Wang et al. 2023)",
+        description="Iteration k rewrites the output of iteration k-1: y_{t+1} = PIT(x, y_t). The same output layout, "
+        "stop rules and resuming as `redline revise`; --model must be a `redline train pit` run.",
+    )
+    add_settings_arguments(p, ImproveConfig)
+    add_out(p, help="output folder")
+    p.set_defaults(func=_improve)
+
+
+def _improve(args) -> int:
+    from redline.config import settings_from_args
+    from redline.improve.pit import ImproveConfig, improve
+
+    config = settings_from_args(ImproveConfig, args)
+    if not config.model or not config.input:
+        raise RedlineError("--model and --input are required")
+    print(json.dumps(improve(config, args.out)["iterations"]))
+    return 0
+
+
+def _add_refine(sub) -> None:
+    from redline.config import add_settings_arguments
+    from redline.improve.self_refine import RefineConfig
+
+    p = sub.add_parser(
+        "refine",
+        help="Self-Refine: the model gives feedback on its response, then refines it (Madaan et al. 2023)",
+        description="Each iteration asks the model for feedback, then for a refinement given the feedback; an item "
+        "stops when its feedback says NO ISSUES (--stop nothing, the default). The same output layout and resuming "
+        "as `redline revise`.",
+    )
+    add_settings_arguments(p, RefineConfig)
+    add_out(p, help="output folder")
+    p.set_defaults(func=_refine)
+
+
+def _refine(args) -> int:
+    from redline.config import settings_from_args
+    from redline.improve.self_refine import RefineConfig, refine
+
+    config = settings_from_args(RefineConfig, args)
+    if not config.model or not config.input:
+        raise RedlineError("--model and --input are required")
+    print(json.dumps(refine(config, args.out)["iterations"]))
+    return 0
+
+
 # ----------------------------------------------------------------------------- experiment
 
 
@@ -563,6 +619,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(sub)
     _add_train(sub)
     _add_revise(sub)
+    _add_improve(sub)
+    _add_refine(sub)
     _add_experiment(sub)
     _add_evaluate(sub)
     _add_serve(sub)

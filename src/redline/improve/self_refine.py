@@ -1,0 +1,126 @@
+"""Self-Refine: the same model gives feedback on its response, then refines it — PIT's prompting baseline.
+
+Madaan et al. 2023, "Self-Refine: iterative refinement with self-feedback", arXiv 2303.17651. Per
+task an init prompt writes y_0, a feedback prompt critiques it, an iterate prompt rewrites it given
+the feedback; the loop stops when the feedback says there is nothing to fix or after a few rounds
+(~4). PIT (Wang et al. 2023, arXiv 2310.00898) compares against it; people preferred PIT on HH-RLHF
+by 23.5 points.
+
+    redline refine --model MODEL --input responses.jsonl --iterations 4 --out DIR
+
+Steps of one iteration (``self_refine_step``):
+  1. ask the model for feedback on each (prompt, current response): the feedback prompt
+     (prompts.py) asks for one problem per line, or exactly "NO ISSUES";
+  2. read the feedback (``parse_feedback``): NO ISSUES on its first or last line means done;
+  3. a done item keeps its response (the revision equals the response, so ``--stop nothing`` ends
+     it); an empty feedback is a parse failure (the response stays, the failure is counted);
+  4. ask the model to refine every other item given its feedback (the iterate prompt);
+  5. an empty refinement is a parse failure; otherwise it is the new response.
+The loop, the stop rules, the output layout and resuming are ``revise``'s (``improve/loop.py``).
+
+Deviations from the paper:
+  1. y_0 is read from ``--input`` (as PIT's y_0 comes from the ordinary policy); the paper's init
+     prompt is not run. Any model's responses can be refined.
+  2. One zero-shot feedback prompt and one iterate prompt for every request; the paper writes them
+     per task, with few-shot examples, and scores named traits in the feedback.
+  3. The iterate prompt sees the current response and its feedback only, not the whole history of
+     earlier responses and feedback (the loop carries one response per item).
+  4. ``--stop nothing`` (the paper's rule) is the default; ``fixed`` and ``best`` are the loop's.
+  5. Sampling at temperature 0.7 by default, inside the paper-comparison's best range for
+     Self-Refine (0.6–0.8, PIT's §5), with a seed per (item, iteration, call).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from redline import RedlineError
+from redline.improve.loop import StepOutput, item_seed, run_iterations
+from redline.prompts import feedback_messages, iterate_messages, parse_feedback, parse_rewrite
+
+
+@dataclass
+class RefineConfig:
+    """`redline refine`."""
+
+    model: str = field(default="", metadata={"help": "the model that gives feedback and refines (hub id, path, run, embedded)"})
+    input: str = field(default="", metadata={"help": "response records to refine"})
+    iterations: int = field(default=4, metadata={"help": "at most this many rounds of feedback and refinement"})
+    stop: str = field(default="nothing", metadata={"help": "nothing (stop when the feedback finds nothing to fix; the paper), fixed, or best (keep the best by --judge)"})
+    judge: str | None = field(default=None, metadata={"help": "judge spec for --stop best"})
+    temperature: float = field(default=0.7, metadata={"help": "sampling temperature (0.6-0.8 best for Self-Refine in PIT's comparison; 0 = greedy)"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling"})
+    feedback_max_new_tokens: int = field(default=256, metadata={"help": "tokens per feedback"})
+    max_new_tokens: int = field(default=512, metadata={"help": "tokens per refined response"})
+    seed: int = field(default=0, metadata={"help": "sampling seed"})
+    backend: str = field(default="transformers", metadata={"help": "generation backend: transformers or vllm"})
+    dtype: str = field(default="float32", metadata={"help": "weights dtype"})
+    device: str = field(default="auto", metadata={"help": "cpu, cuda or auto"})
+    limit: int | None = field(default=None, metadata={"help": "refine the first N responses"})
+    skip_invalid: bool = field(default=False, metadata={"help": "skip bad records instead of stopping"})
+
+
+def self_refine_step(engine, config: RefineConfig):
+    """The step function for ``run_iterations``: steps 1–5 of the module docstring."""
+    from redline.generation import SamplingParams
+
+    feedback_params = SamplingParams(temperature=config.temperature, top_p=config.top_p,
+                                     max_new_tokens=config.feedback_max_new_tokens, seed=config.seed)
+    iterate_params = SamplingParams(temperature=config.temperature, top_p=config.top_p,
+                                    max_new_tokens=config.max_new_tokens, seed=config.seed)
+
+    def step(rows: list[dict], iteration: int) -> list[StepOutput]:
+        # Step 1: feedback on every current response.
+        prompts = [feedback_messages(row["prompt"], row["response"]) for row in rows]
+        seeds = [item_seed(config.seed, row["id"], iteration) for row in rows]
+        feedback = [parse_feedback(c.text) for c in engine.generate(prompts, feedback_params, seeds=seeds, progress=False)]  # step 2
+
+        # Step 3: done items keep their response; empty feedback is a parse failure.
+        outputs: list[StepOutput | None] = [None] * len(rows)
+        todo = []
+        for i, (row, f) in enumerate(zip(rows, feedback)):
+            if f.done:
+                outputs[i] = StepOutput(feedback=f.feedback, revision=row["response"])
+            elif not f.parsed:
+                outputs[i] = StepOutput(feedback="", revision=None)
+            else:
+                todo.append(i)
+
+        # Step 4: refine the others given their feedback.
+        if todo:
+            prompts = [iterate_messages(rows[i]["prompt"], rows[i]["response"], feedback[i].feedback) for i in todo]
+            seeds = [item_seed(config.seed + 1, rows[i]["id"], iteration) for i in todo]
+            refined = engine.generate(prompts, iterate_params, seeds=seeds, progress=False)
+            for i, c in zip(todo, refined):  # step 5
+                outputs[i] = StepOutput(feedback=feedback[i].feedback, revision=parse_rewrite(c.text))
+        return outputs  # type: ignore[return-value]
+
+    return step
+
+
+def refine(config: RefineConfig, out, engine=None, judge=None, responses=None) -> dict[str, Any]:
+    """Refine ``config.input`` (or ``responses``) for up to ``config.iterations`` rounds into ``out``."""
+    from redline.records import read_records
+
+    if engine is None and not config.model:
+        raise RedlineError("--model is required")
+    if engine is None:
+        from redline.models import run_info
+
+        kind = run_info(config.model).get("kind")
+        if kind in ("reward", "gap-reward", "value"):
+            raise RedlineError(f"{config.model} is a {kind} model, not a language model that can write feedback")
+    if responses is None:
+        responses = read_records(config.input, "response", skip_invalid=config.skip_invalid, limit=config.limit)
+    if judge is None and config.judge:
+        from redline.judges import parse_judge
+
+        judge = parse_judge(config.judge)
+        judge.check()
+    if engine is None:
+        from redline.generation import load_engine
+
+        engine = load_engine(config.model, backend=config.backend, dtype=config.dtype, device=config.device)
+    return run_iterations(responses, self_refine_step(engine, config), iterations=config.iterations, out=out,
+                          stop=config.stop, judge=judge, settings=asdict(config))
