@@ -186,6 +186,11 @@ class TransformersEngine:
     bit-exact batch independence; ``threads`` sets ``torch.set_num_threads``; ``ignore_eos`` keeps
     generating after EOS (benchmarks, so that every method generates the same number of tokens);
     ``share_prefix`` copies a prompt prefix that an active row already holds instead of computing it.
+
+    On a CPU shared with other busy processes, ``threads=1`` (or ``OMP_WAIT_POLICY=PASSIVE`` in the
+    environment) keeps OpenMP threads from spinning while they wait for each other: with the load
+    average at 4.5 on 2 cores, 64 rollouts ran at 89 tokens/s on one thread, 71 with the passive
+    policy and 15 with the default two threads.
     """
 
     def __init__(
