@@ -155,7 +155,7 @@ def test_train_gap_reward_cli(jsonl, tmp_path):
     check_gap_reward_model(str(run))
 
 
-def test_a_plain_reward_model_or_no_run_is_refused_as_a_gap_model(tmp_path, jsonl):
+def test_a_plain_reward_model_or_no_run_is_refused_as_a_gap_model(tmp_path):
     rm = tmp_path / "rm"
     save_model(load_reward_model("tiny-random", device="cpu"), load_tokenizer("tiny-random"), rm,
                ModelCard(kind="reward", base_model="tiny-random"))

@@ -253,7 +253,7 @@ def sample_references(config: PITConfig, prompts: list, path: Path) -> list[dict
             for i, (p, c) in enumerate(zip(prompts, completions))]
     del engine
     gc.collect()
-    tmp = path.with_suffix(".tmp.jsonl")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # one per process under `accelerate launch`
     write_records(tmp, rows)
     os.replace(tmp, path)
     return rows
@@ -268,14 +268,14 @@ def run_round(config: PITConfig, start: str, sft: str, records: list[dict], out:
 
     from redline.models import load_causal_lm
     from redline.train.gap_reward import gap_reward
-    from redline.train.ppo import _frozen, load_ppo_models, run_ppo
+    from redline.train.ppo import load_ppo_models, run_ppo
 
     ppo = config.ppo_config(start, prompts=source)
     device = str(PartialState(cpu=config.device == "cpu").device)
     policy, reference, value, reward_model, tokenizer = load_ppo_models(ppo, device)
     if start != sft:  # the KL anchor stays PIT SFT after round 0
         del reference
-        reference = _frozen(load_causal_lm(sft, config.dtype, device, merge_lora=True))
+        reference = load_causal_lm(sft, config.dtype, device, merge_lora=True).requires_grad_(False)  # eval mode already
     shared = reward_model is None
     reward_fn = gap_reward(value if shared else reward_model, tokenizer, config.reward_max_length, adapter_off=shared)
     metrics = run_ppo(ppo, policy, reference, value, tokenizer, records, reward_fn, build_prompt, out, kind="pit",
