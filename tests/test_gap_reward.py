@@ -174,3 +174,16 @@ def test_bad_settings_and_data_are_refused(jsonl, tmp_path, capsys):
     assert main(["train", "gap-reward", "--data", str(same), "--model", "tiny-random", "--out", str(tmp_path / "b")]) == 2
     assert "no preference pair" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_lora_is_merged_and_identical_pairs_feed_the_anchor_term_when_asked(jsonl, tmp_path):
+    from redline.train.gap_reward import GapRewardConfig, train_gap_reward
+
+    run = tmp_path / "gap"
+    m = train_gap_reward(GapRewardConfig(data=str(jsonl(preferences(6))), model="tiny-random", max_steps=2, batch_size=4,
+                                         anchor_weight=1.0, eval_split=0.0, device="cpu", logging_steps=1,
+                                         save_steps=100), run)
+    assert m["anchors"] == 1 and m["identical_pairs"] == 1 and m["train_pairs"] == 6 and m["eval_pairs"] == 0
+    info = json.loads((run / "redline.json").read_text())
+    assert info["kind"] == "gap-reward" and not info["adapter"]  # a plain classifier, LoRA folded in
+    assert load_reward_model(str(run), device="cpu").config.num_labels == 1
