@@ -119,6 +119,9 @@ def test_resume_continues_as_if_never_stopped(straight, rm_run, tmp_path):
     value_b = load_file(str(run / "value" / "adapter_model.safetensors"))
     assert all(torch.allclose(value_a[k], value_b[k], atol=1e-6) for k in value_a)
     assert [r["reward"] for r in log(run)] == pytest.approx([r["reward"] for r in log(straight)], abs=1e-5)
+    responses = [(json.loads(line)["iteration"], json.loads(line)["response"]) for line in (run / "rollouts.jsonl").open()]
+    assert responses == [(json.loads(line)["iteration"], json.loads(line)["response"]) for line in (straight / "rollouts.jsonl").open()]
+    assert len(responses) == 2 * 4
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["iter-000001", "iter-000002"]
 
 

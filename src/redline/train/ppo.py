@@ -60,6 +60,7 @@ What a run folder holds::
 
     RUN/train_config.json        the resolved PPOConfig (``--config`` repeats the run)
     RUN/ppo_log.jsonl            one row per iteration: reward, KL, entropy, losses, β, time split
+    RUN/rollouts.jsonl           every episode: iteration, prompt, response, score, KL, tokens
     RUN/adapter_model.safetensors  the policy (or model.safetensors), tokenizer, README.md, redline.json
     RUN/value/                   the value model
     RUN/checkpoints/iter-NNNNNN/ trainable weights, optimizer and RNG states, β, iteration; a rerun
@@ -89,6 +90,7 @@ RewardFn = Callable[[list[list[dict]], list[str], list[dict]], list[float]]
 PromptBuilder = Callable[[dict], list[dict]]
 
 LOG = "ppo_log.jsonl"
+ROLLOUTS = "rollouts.jsonl"
 CHECKPOINTS = "checkpoints"
 KEEP_CHECKPOINTS = 2
 
@@ -108,6 +110,8 @@ class PPOConfig:
                 "model with its adapter off (one copy of each base); --no-shared-reference loads frozen copies"})
     dtype: str = field(default="float32", metadata={"help": "weights dtype"})
     device: str = field(default="auto", metadata={"help": "cpu, cuda or auto (accelerate places the models)"})
+    threads: int | None = field(default=None, metadata={
+        "help": "torch CPU threads (default: torch's choice; 1 can be much faster on a busy machine)"})
     # --- prompts and pretraining texts
     prompts: str = field(default="", metadata={"help": "records with a `prompt` field (any kind): the RL prompts"})
     limit: int | None = field(default=None, metadata={"help": "use the first N prompt records"})
@@ -487,6 +491,8 @@ def run_ppo(
     from redline.ops import rl
 
     config.check()
+    if config.threads:
+        torch.set_num_threads(config.threads)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if reference is None and not hasattr(policy, "disable_adapter"):
@@ -525,6 +531,7 @@ def run_ppo(
             print(f"redline: resuming from {resume} (iteration {state['iteration']})", file=sys.stderr)
     if main:
         _truncate_log(out / LOG, state["iteration"])
+        _truncate_log(out / ROLLOUTS, state["iteration"])
     if trackers:
         accelerator.init_trackers("redline-ppo", config={k: v if isinstance(v, (int, float, str, bool)) else str(v)
                                                           for k, v in asdict(config).items()})
@@ -673,6 +680,10 @@ def run_ppo(
         if main:
             with open(out / LOG, "a") as f:
                 f.write(json.dumps(row) + "\n")
+            with open(out / ROLLOUTS, "a") as f:  # what the policy wrote, to read beside the numbers
+                for prompt, c, score, kl in zip(batch_prompts, completions, scores.tolist(), kl_per_episode.tolist()):
+                    f.write(json.dumps({"iteration": it + 1, "prompt": prompt, "response": c.text, "score": round(score, 6),
+                                        "kl": round(kl, 6), "tokens": c.completion_tokens}) + "\n")
             print(f"redline: ppo iteration {it + 1}/{config.iterations}: reward {row['reward']:.3f} "
                   f"kl {row['kl']:.3f} length {row['response_length']:.1f} "
                   f"({row['generate_s']:.1f}s generate, {row['train_s']:.1f}s train)", file=sys.stderr)
