@@ -99,3 +99,16 @@ def test_reward_judge_on_tiny_random():
 def test_reward_judge_fails_early_on_a_bad_model(tmp_path):
     with pytest.raises(RedlineError, match="is not a folder"):
         RewardJudge(str(tmp_path / "missing" / "run"), device="cpu").check()
+
+
+def test_reward_judge_refuses_a_run_that_is_not_a_plain_reward_model(tmp_path):
+    from redline import RedlineError
+    from redline.judges import parse_judge
+    from redline.models import ModelCard, load_reward_model, load_tokenizer, save_model
+
+    run = tmp_path / "gap"
+    save_model(load_reward_model("tiny-random", device="cpu"), load_tokenizer("tiny-random"), run,
+               ModelCard(kind="gap-reward", base_model="tiny-random"))
+    judge = parse_judge(f"reward:{run}")
+    with pytest.raises(RedlineError, match="is a gap-reward model"):
+        judge.check()

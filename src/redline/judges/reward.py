@@ -50,6 +50,9 @@ class RewardJudge:
         """Load the model now, so a bad path fails before any judging."""
         if self._model is None:
             from redline.models import load_reward_model, load_tokenizer
+            from redline.train.ppo import check_reward_model
+
+            check_reward_model(self.model_name)  # a gap-reward or language-model run scores the wrong input
 
             self._model = load_reward_model(self.model_name, dtype=self.dtype, device=self.device)
             self._tokenizer = load_tokenizer(self.model_name)
