@@ -52,12 +52,6 @@ def add_reading(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_training(p: argparse.ArgumentParser) -> None:
-    """Options of every trainer."""
-    p.add_argument("--max-steps", type=int, default=None, metavar="N", help="stop after N optimiser steps")
-    p.add_argument("--epochs", type=float, default=None, metavar="E", help="passes over the data")
-
-
 def read_for_command(args: argparse.Namespace, path, kind: str):
     """Read records for a command, honouring --limit and --skip-invalid, and report skips."""
     from redline.records import ReadReport, read_records
@@ -141,7 +135,7 @@ def _add_train(sub) -> None:
     from redline.train.reward import RewardConfig
     from redline.train.sft import DemonstrationConfig
 
-    train = sub.add_parser("train", help="fine-tune models: sft, critic, reward").add_subparsers(
+    train = sub.add_parser("train", help="fine-tune models: sft, critic, reward, ppo, gap-reward, pit").add_subparsers(
         dest="train_command", required=True, metavar="COMMAND"
     )
     p = train.add_parser(
