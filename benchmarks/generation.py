@@ -199,6 +199,8 @@ def worker(args) -> dict:
     prompts, settings = workload(args.workload, args.items)
     if args.worker in ("naive", "engine-1", "llamacpp"):
         prompts = prompts[: args.naive_items]
+    if args.worker == "batched" and args.batched_items:
+        prompts = prompts[: args.batched_items]  # a rate: each batch of 16 runs on its own
     load_before = os.getloadavg()[0]
     if args.worker == "naive":
         result = run_hf_generate(args.model, prompts, settings, batch=1)
@@ -234,7 +236,8 @@ def run_method(method: str, workload_name: str, args) -> dict:
         if importlib.util.find_spec("llama_cpp") is None:
             return dict(method=method, workload=workload_name, skipped="llama-cpp-python is not installed")
     cmd = [sys.executable, __file__, "--worker", method, "--workload", workload_name, "--items", str(args.items),
-           "--naive-items", str(args.naive_items), "--model", args.model, "--threads", str(args.threads)]
+           "--naive-items", str(args.naive_items), "--batched-items", str(args.batched_items),
+           "--model", args.model, "--threads", str(args.threads)]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         return dict(method=method, workload=workload_name, skipped=f"failed with exit code {proc.returncode}")
@@ -263,6 +266,7 @@ def main(argv=None) -> None:
     parser.add_argument("--workload", choices=(*WORKLOADS, "all"), default="all")
     parser.add_argument("--items", type=int, default=64)
     parser.add_argument("--naive-items", type=int, default=8, help="items for the one-at-a-time methods")
+    parser.add_argument("--batched-items", type=int, default=0, help="items for batched generate (0: --items)")
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--threads", type=int, default=0, help="torch threads for every method (0: torch's default)")
