@@ -12,6 +12,7 @@ longer than ``max_length`` tokens lose their start, not their end: the reward is
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 from redline import RedlineError
@@ -49,10 +50,13 @@ class RewardJudge:
     def check(self) -> None:
         """Load the model now, so a bad path fails before any judging."""
         if self._model is None:
-            from redline.models import load_reward_model, load_tokenizer
-            from redline.train.ppo import check_reward_model
+            from redline.models import load_reward_model, load_tokenizer, run_info
 
-            check_reward_model(self.model_name)  # a gap-reward or language-model run scores the wrong input
+            # A gap-reward or language-model run would score the wrong input without any error.
+            kind = run_info(self.model_name).get("kind") if os.path.isdir(self.model_name) else None
+            if kind is not None and kind != "reward":
+                raise RedlineError(f"{self.model_name} is a {kind} model, not a reward model: "
+                                   "the reward judge needs a run of `redline train reward` or a hub reward model")
 
             self._model = load_reward_model(self.model_name, dtype=self.dtype, device=self.device)
             self._tokenizer = load_tokenizer(self.model_name)
