@@ -230,7 +230,8 @@ class TransformersEngine:
     def load(cls, model: str, dtype: str = "float32", device: str = "auto", **options) -> "TransformersEngine":
         from redline.models import load_causal_lm, load_tokenizer
 
-        return cls(load_causal_lm(model, dtype, device), load_tokenizer(model), **options)
+        # A LoRA run is merged: the engine only infers, and merged weights decode as fast as the base.
+        return cls(load_causal_lm(model, dtype, device, merge_lora=True), load_tokenizer(model), **options)
 
     def _check_supported(self) -> None:
         c = self.config
