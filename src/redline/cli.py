@@ -408,7 +408,7 @@ def _add_demo(sub) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default: %(default)s)")
     p.add_argument("--train-records", type=int, default=120, help="feedback records to train on (default: %(default)s)")
     p.add_argument("--test-items", type=int, default=24, help="held-out responses to revise (default: %(default)s)")
-    p.add_argument("--iterations", type=int, default=2, help="rounds of critique and revision (default: %(default)s)")
+    p.add_argument("--iterations", type=int, default=3, help="rounds of critique and revision (default: %(default)s)")
     p.add_argument("--max-steps", type=int, default=None, help="cap the critic's optimiser steps")
     p.add_argument("--epochs", type=float, default=1.0, help="passes over the training records (default: %(default)s)")
     p.add_argument("--max-new-tokens", type=int, default=400, help="tokens per critique and revision (default: %(default)s)")

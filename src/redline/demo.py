@@ -31,7 +31,7 @@ def find_data(out: Path) -> Path:
     folder = out / "data"
     if not (folder / "manifest.json").exists():
         print(f"redline: {SHIPPED} not found; building a small simulated set with the template responder", file=sys.stderr)
-        build(BuildConfig(out=str(folder), responder="template", prompts=200, test_prompts=50, k=4, seed=0))
+        build(BuildConfig(out=folder, responder="template", prompts=200, test_prompts=50, k=4, seed=0))
     return folder
 
 
