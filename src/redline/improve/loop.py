@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -63,6 +63,57 @@ def item_seed(seed: int, item_id: str, iteration: int) -> int:
     import zlib
 
     return (seed * 1_000_003 + zlib.crc32(f"{item_id}\x00{iteration}".encode())) % (2**31 - 1)
+
+
+@dataclass
+class IterateSettings:
+    """What `revise`, `improve` and `refine` share; each adds its model and may change defaults."""
+
+    input: str = field(default="", metadata={"help": "response records to rewrite"})
+    iterations: int = field(default=1, metadata={"help": "rounds of rewriting"})
+    stop: str = field(default="fixed", metadata={"help": "fixed, nothing (stop when nothing changes) or best (keep the best by --judge)"})
+    judge: str | None = field(default=None, metadata={"help": "judge spec for --stop best"})
+    temperature: float = field(default=0.0, metadata={"help": "sampling temperature (0 = greedy)"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling"})
+    max_new_tokens: int = field(default=512, metadata={"help": "tokens per generation"})
+    seed: int = field(default=0, metadata={"help": "sampling seed"})
+    backend: str = field(default="transformers", metadata={"help": "generation backend: transformers or vllm"})
+    dtype: str = field(default="float32", metadata={"help": "weights dtype"})
+    device: str = field(default="auto", metadata={"help": "cpu, cuda or auto"})
+    limit: int | None = field(default=None, metadata={"help": "rewrite the first N responses"})
+    skip_invalid: bool = field(default=False, metadata={"help": "skip bad records instead of stopping"})
+
+
+def run_method(
+    config: IterateSettings,
+    model: str,
+    make_step: Callable[[Any], Step],
+    out: str | Path,
+    *,
+    engine: Any = None,
+    judge: Any = None,
+    responses: Sequence[Response] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Read the inputs, build the judge, load ``model`` into an engine and run the iterations.
+
+    Each method checks its model first (a critic, a PIT policy ...), then calls this with its step.
+    """
+    from redline.records import read_records
+
+    if responses is None:
+        responses = read_records(config.input, "response", skip_invalid=config.skip_invalid, limit=config.limit)
+    if judge is None and config.judge:
+        from redline.judges import parse_judge
+
+        judge = parse_judge(config.judge)
+        judge.check()
+    if engine is None:
+        from redline.generation import load_engine
+
+        engine = load_engine(model, backend=config.backend, dtype=config.dtype, device=config.device)
+    return run_iterations(responses, make_step(engine), iterations=config.iterations, out=out, stop=config.stop,
+                          judge=judge, settings=settings or asdict(config))
 
 
 def _same(a: str, b: str) -> bool:

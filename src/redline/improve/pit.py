@@ -28,28 +28,18 @@ from pathlib import Path
 from typing import Any
 
 from redline import RedlineError
-from redline.improve.loop import StepOutput, item_seed, run_iterations
+from redline.improve.loop import IterateSettings, StepOutput, item_seed, run_method
 from redline.prompts import parse_rewrite, pit_messages
 
 
 @dataclass
-class ImproveConfig:
-    """`redline improve`."""
+class ImproveConfig(IterateSettings):
+    """`redline improve`: the PIT policy, then the settings every iterating command shares."""
 
     model: str = field(default="", metadata={"help": "the PIT policy: a `train pit` run folder (its final stage) or one of its stages"})
-    input: str = field(default="", metadata={"help": "response records to improve"})
     iterations: int = field(default=1, metadata={"help": "rounds of improvement (the paper studied 5)"})
-    stop: str = field(default="fixed", metadata={"help": "fixed, nothing (stop when nothing changes) or best (keep the best by --judge)"})
-    judge: str | None = field(default=None, metadata={"help": "judge spec for --stop best"})
     temperature: float = field(default=0.5, metadata={"help": "sampling temperature (the paper: 0.4-0.6 best for PIT; 0 = greedy)"})
-    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling"})
     max_new_tokens: int = field(default=512, metadata={"help": "tokens per new response"})
-    seed: int = field(default=0, metadata={"help": "sampling seed"})
-    backend: str = field(default="transformers", metadata={"help": "generation backend: transformers or vllm"})
-    dtype: str = field(default="float32", metadata={"help": "weights dtype"})
-    device: str = field(default="auto", metadata={"help": "cpu, cuda or auto"})
-    limit: int | None = field(default=None, metadata={"help": "improve the first N responses"})
-    skip_invalid: bool = field(default=False, metadata={"help": "skip bad records instead of stopping"})
 
 
 def pit_step(engine, config: ImproveConfig):
@@ -74,7 +64,6 @@ def improve(config: ImproveConfig, out, engine=None, judge=None, responses=None)
     The model must be a PIT policy (checked before anything is read or written); with ``engine``
     given (tests, or a caller that loaded it) a model name that is not a folder is taken as it is.
     """
-    from redline.records import read_records
     from redline.train.pit import pit_policy
 
     policy = config.model
@@ -82,16 +71,5 @@ def improve(config: ImproveConfig, out, engine=None, judge=None, responses=None)
         if not config.model:
             raise RedlineError("--model is required: a PIT run (redline train pit)")
         policy = pit_policy(config.model)
-    if responses is None:
-        responses = read_records(config.input, "response", skip_invalid=config.skip_invalid, limit=config.limit)
-    if judge is None and config.judge:
-        from redline.judges import parse_judge
-
-        judge = parse_judge(config.judge)
-        judge.check()
-    if engine is None:
-        from redline.generation import load_engine
-
-        engine = load_engine(policy, backend=config.backend, dtype=config.dtype, device=config.device)
-    return run_iterations(responses, pit_step(engine, config), iterations=config.iterations, out=out, stop=config.stop,
-                          judge=judge, settings={**asdict(config), "policy": policy})
+    return run_method(config, policy, lambda e: pit_step(e, config), out, engine=engine, judge=judge,
+                      responses=responses, settings={**asdict(config), "policy": policy})

@@ -26,28 +26,16 @@ from pathlib import Path
 from typing import Any
 
 from redline import RedlineError
-from redline.improve.loop import StepOutput, item_seed, run_iterations
+from redline.improve.loop import IterateSettings, StepOutput, item_seed, run_method
 from redline.prompts import critic_messages, parse_critic_output
 
 
 @dataclass
-class ReviseConfig:
-    """`redline revise`."""
+class ReviseConfig(IterateSettings):
+    """`redline revise`: the critic, then the settings every iterating command shares."""
 
     critic: str = field(default="", metadata={"help": "the critic's run folder (or any model that writes Critique:/Revision:)"})
-    input: str = field(default="", metadata={"help": "response records to revise"})
-    iterations: int = field(default=1, metadata={"help": "rounds of critique and revision"})
-    stop: str = field(default="fixed", metadata={"help": "fixed, nothing (stop when nothing changes) or best (keep the best by --judge)"})
-    judge: str | None = field(default=None, metadata={"help": "judge spec for --stop best"})
-    temperature: float = field(default=0.0, metadata={"help": "sampling temperature (0 = greedy)"})
-    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling"})
     max_new_tokens: int = field(default=512, metadata={"help": "tokens for critique and revision together"})
-    seed: int = field(default=0, metadata={"help": "sampling seed"})
-    backend: str = field(default="transformers", metadata={"help": "generation backend: transformers or vllm"})
-    dtype: str = field(default="float32", metadata={"help": "weights dtype"})
-    device: str = field(default="auto", metadata={"help": "cpu, cuda or auto"})
-    limit: int | None = field(default=None, metadata={"help": "revise the first N responses"})
-    skip_invalid: bool = field(default=False, metadata={"help": "skip bad records instead of stopping"})
 
 
 def critic_step(engine, config: ReviseConfig):
@@ -73,32 +61,10 @@ def critic_step(engine, config: ReviseConfig):
 
 def revise(config: ReviseConfig, out, engine=None, judge=None, responses=None) -> dict[str, Any]:
     """Revise ``config.input`` (or ``responses``) for ``config.iterations`` rounds into ``out``."""
-    from dataclasses import asdict
-
-    from redline.records import read_records
-
     from redline.models import run_info
 
     kind = run_info(config.critic).get("kind") if Path(config.critic).is_dir() else None
     if kind is not None and kind != "critic":
         raise RedlineError(f"{config.critic} is a {kind} run, not a critic (train one with `redline train critic`)")
-    if responses is None:
-        responses = read_records(config.input, "response", skip_invalid=config.skip_invalid, limit=config.limit)
-    if judge is None and config.judge:
-        from redline.judges import parse_judge
-
-        judge = parse_judge(config.judge)
-        judge.check()
-    if engine is None:
-        from redline.generation import load_engine
-
-        engine = load_engine(config.critic, backend=config.backend, dtype=config.dtype, device=config.device)
-    return run_iterations(
-        responses,
-        critic_step(engine, config),
-        iterations=config.iterations,
-        out=out,
-        stop=config.stop,
-        judge=judge,
-        settings=asdict(config),
-    )
+    return run_method(config, config.critic, lambda e: critic_step(e, config), out,
+                      engine=engine, judge=judge, responses=responses)

@@ -32,33 +32,24 @@ Deviations from the paper:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from redline import RedlineError
-from redline.improve.loop import StepOutput, item_seed, run_iterations
+from redline.improve.loop import IterateSettings, StepOutput, item_seed, run_method
 from redline.prompts import feedback_messages, iterate_messages, parse_feedback, parse_rewrite
 
 
 @dataclass
-class RefineConfig:
-    """`redline refine`."""
+class RefineConfig(IterateSettings):
+    """`redline refine`: the model, then the settings every iterating command shares."""
 
     model: str = field(default="", metadata={"help": "the model that gives feedback and refines (hub id, path, run, embedded)"})
-    input: str = field(default="", metadata={"help": "response records to refine"})
     iterations: int = field(default=4, metadata={"help": "at most this many rounds of feedback and refinement"})
     stop: str = field(default="nothing", metadata={"help": "nothing (stop when the feedback finds nothing to fix; the paper), fixed, or best (keep the best by --judge)"})
-    judge: str | None = field(default=None, metadata={"help": "judge spec for --stop best"})
     temperature: float = field(default=0.7, metadata={"help": "sampling temperature (0.6-0.8 best for Self-Refine in PIT's comparison; 0 = greedy)"})
-    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling"})
     feedback_max_new_tokens: int = field(default=256, metadata={"help": "tokens per feedback"})
     max_new_tokens: int = field(default=512, metadata={"help": "tokens per refined response"})
-    seed: int = field(default=0, metadata={"help": "sampling seed"})
-    backend: str = field(default="transformers", metadata={"help": "generation backend: transformers or vllm"})
-    dtype: str = field(default="float32", metadata={"help": "weights dtype"})
-    device: str = field(default="auto", metadata={"help": "cpu, cuda or auto"})
-    limit: int | None = field(default=None, metadata={"help": "refine the first N responses"})
-    skip_invalid: bool = field(default=False, metadata={"help": "skip bad records instead of stopping"})
 
 
 def self_refine_step(engine, config: RefineConfig):
@@ -101,7 +92,6 @@ def self_refine_step(engine, config: RefineConfig):
 
 def refine(config: RefineConfig, out, engine=None, judge=None, responses=None) -> dict[str, Any]:
     """Refine ``config.input`` (or ``responses``) for up to ``config.iterations`` rounds into ``out``."""
-    from redline.records import read_records
 
     if engine is None and not config.model:
         raise RedlineError("--model is required")
@@ -111,16 +101,5 @@ def refine(config: RefineConfig, out, engine=None, judge=None, responses=None) -
         kind = run_info(config.model).get("kind")
         if kind in ("reward", "gap-reward", "value"):
             raise RedlineError(f"{config.model} is a {kind} model, not a language model that can write feedback")
-    if responses is None:
-        responses = read_records(config.input, "response", skip_invalid=config.skip_invalid, limit=config.limit)
-    if judge is None and config.judge:
-        from redline.judges import parse_judge
-
-        judge = parse_judge(config.judge)
-        judge.check()
-    if engine is None:
-        from redline.generation import load_engine
-
-        engine = load_engine(config.model, backend=config.backend, dtype=config.dtype, device=config.device)
-    return run_iterations(responses, self_refine_step(engine, config), iterations=config.iterations, out=out,
-                          stop=config.stop, judge=judge, settings=asdict(config))
+    return run_method(config, config.model, lambda e: self_refine_step(e, config), out,
+                      engine=engine, judge=judge, responses=responses)
