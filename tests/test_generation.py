@@ -196,7 +196,7 @@ def test_not_exact_still_generates_the_same_shape_of_output(engine):
 
 @pytest.mark.slow
 def test_embedded_greedy_equals_generate_and_batches_do_not_matter():
-    engine = load_engine("embedded", max_batch=16)
+    engine = load_engine("embedded", max_batch=16, threads=1)
     prompts = [as_chat("Name three colors."), as_chat("What is the capital of France? Answer in one word."), "1, 2, 3,"]
     params = SamplingParams(temperature=0, max_new_tokens=24)
     out = engine.generate(prompts, params, progress=False)

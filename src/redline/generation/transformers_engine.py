@@ -35,7 +35,7 @@ and measured for the embedded model's GEMM shapes with MKL/oneDNN on an AVX-512 
 CPU may block differently. With ``exact=False`` (no padding) outputs agree only up to float rounding,
 and a near-tie can flip a token; greedy decoding matches ``model.generate`` up to that rounding.
 
-Measured and dropped (numbers in benchmarks/RESULTS.md): SDPA for the attention (slower on this CPU
+Measured and dropped (numbers in benchmarks/RESULTS.md, "## Generation"): SDPA for the attention (slower on this CPU
 and not batch-invariant), ``torch.compile`` of the forward (minutes of recompiles, no faster).
 """
 
@@ -53,7 +53,7 @@ from redline.generation import Completion, GenerationStats, Prompt, SamplingPara
 from redline.generation.sampling import sample, uniform_stream
 
 ATTENTION = "redline_slots"
-ROW_MULTIPLE = 8  # GEMM rows are padded to this; covers 4-row micro-kernels (MKL/oneDNN on AVX-512)
+ROW_MULTIPLE = 4  # GEMM rows are padded to this: the micro-kernel height of MKL/oneDNN fp32 on AVX-512
 SPAN_MULTIPLE = 64  # attention reads a multiple of this many columns
 PREFILL_BLOCK = 512  # tokens of one prompt per prefill forward (bounds the attention scores' memory)
 PREFILL_TOKENS = 2048  # tokens of all prompts per prefill forward
