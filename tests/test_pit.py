@@ -57,7 +57,7 @@ def test_round0_improves_both_responses_of_a_pair_and_an_identical_one_once():
 
 
 def config(gap_run, data, **changes) -> PITConfig:
-    settings = dict(policy="tiny-random", gap_reward=gap_run, data=str(data), device="cpu", sft_max_steps=1,
+    settings = dict(policy="tiny-random", gap_reward=gap_run, data=str(data), device="cpu", max_steps=1,
                     sft_batch_size=2, iterations=1, batch_size=2, minibatch_size=2, micro_batch_size=2, max_new_tokens=4,
                     reference_max_new_tokens=6, lora_r=4, learning_rate=1e-3, value_learning_rate=1e-3, save_every=1,
                     logging_steps=1)
@@ -97,7 +97,7 @@ def test_the_curriculum_runs_round0_then_round1_and_a_rerun_skips_every_stage(ga
 def test_round1_alone_starts_from_sft_in_its_own_folder(gap_run, jsonl, tmp_path):
     run = tmp_path / "pit"
     assert main(["train", "pit", "--policy", "tiny-random", "--gap-reward", gap_run, "--data", str(jsonl(PREFS)),
-                 "--out", str(run), "--rounds", "1", "--device", "cpu", "--sft-max-steps", "1", "--sft-batch-size", "2",
+                 "--out", str(run), "--rounds", "1", "--device", "cpu", "--max-steps", "1", "--sft-batch-size", "2",
                  "--iterations", "1", "--batch-size", "2", "--minibatch-size", "2", "--max-new-tokens", "4",
                  "--reference-max-new-tokens", "4", "--lora-r", "4", "--split-thirds"]) == 0
     assert json.loads((run / "pit.json").read_text())["policy"] == "rl-1" and not (run / "rl-0").exists()
