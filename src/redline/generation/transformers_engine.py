@@ -57,6 +57,7 @@ ROW_MULTIPLE = 4  # GEMM rows are padded to this: the micro-kernel height of MKL
 SPAN_MULTIPLE = 64  # attention reads a multiple of this many columns
 PREFILL_BLOCK = 512  # tokens of one prompt per prefill forward (bounds the attention scores' memory)
 PREFILL_TOKENS = 2048  # tokens of all prompts per prefill forward
+PREFILL_TILE = 64  # query rows per attention tile in prefill (a multiple of ROW_MULTIPLE)
 MIN_SHARED = 16  # a shorter common prefix is computed again rather than copied
 
 
@@ -124,26 +125,49 @@ class SlotCache:
             self.v[layer][dst, :, :length] = self.v[layer][src, :, :length]
 
 
-def slot_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+def slot_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, position_ids=None, **kwargs):
     """Attention over ``SlotCache`` rows: two matmuls and a softmax, each row on its own columns.
 
     query (n, heads, q, d): q = 1 in decode, a prompt block in prefill; key/value (n, kv_heads,
     span, d); attention_mask (n, 1, q, span), additive 0 / -inf. Returns (n, q, heads, d) as
     transformers expects. Not SDPA: its CPU kernel gives a row different bits depending on where the
     row sits in the batch, and these matmuls do not (module doc).
+
+    A prompt block is done ``PREFILL_TILE`` query rows at a time, each tile against the keys up to
+    its last position only (known from ``position_ids``, which Llama-style layers pass on): the scores
+    stay small enough for the CPU's caches and the masked upper triangle is never computed. Untiled,
+    the prefill attention of the embedded model cost more than its linear layers.
     """
+    if scaling is None:
+        scaling = query.shape[-1] ** -0.5
+    n, heads, q, dim = query.shape
+    if q <= PREFILL_TILE or position_ids is None:
+        return _attend(query, key, value, attention_mask, scaling), None
+    out = query.new_empty(n, q, heads, dim)
+    first = position_ids[:, 0].tolist()
+    for b in range(n):
+        for t0 in range(0, q, PREFILL_TILE):
+            t1 = min(q, t0 + PREFILL_TILE)
+            end = min(_round_up(first[b] + t1, SPAN_MULTIPLE), key.shape[2])
+            out[b : b + 1, t0:t1] = _attend(
+                query[b : b + 1, :, t0:t1], key[b : b + 1, :, :end], value[b : b + 1, :, :end],
+                attention_mask[b : b + 1, :, t0:t1, :end], scaling,
+            )
+    return out, None
+
+
+def _attend(query, key, value, mask, scaling):
+    """softmax(q k^T * scaling + mask) v for (n, heads, q, d) queries on (n, kv_heads, span, d) keys."""
     n, heads, q, dim = query.shape
     kv_heads = key.shape[1]
     group = heads // kv_heads
-    if scaling is None:
-        scaling = dim**-0.5
     # The query heads that share a K/V head are stacked as extra query rows: no repeat_kv copy.
     stacked = query.reshape(n, kv_heads, group * q, dim)
     scores = torch.matmul(stacked, key.transpose(-1, -2)) * scaling
-    scores = scores.view(n, kv_heads, group, q, -1) + attention_mask[:, :, None]
+    scores = scores.view(n, kv_heads, group, q, -1) + mask[:, :, None]
     weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
     out = torch.matmul(weights.view(n, kv_heads, group * q, -1), value)
-    return out.view(n, heads, q, dim).transpose(1, 2), None
+    return out.view(n, heads, q, dim).transpose(1, 2)
 
 
 def _register_attention() -> None:
