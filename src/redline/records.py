@@ -357,6 +357,13 @@ class ReadReport:
     reasons: Counter = field(default_factory=Counter)
     examples: list[str] = field(default_factory=list)
 
+    def skip(self, message: str, error: "FieldError") -> None:
+        """Count a bad record that ``skip_invalid`` passes over, keeping its reason and an example."""
+        self.skipped += 1
+        self.reasons[f"{error.field}: {error.reason.split(' (')[0]}"] += 1
+        if len(self.examples) < MAX_ERRORS:
+            self.examples.append(message)
+
     def summary(self) -> str:
         if not self.skipped:
             return f"{self.path}: {self.read} records"
@@ -459,10 +466,7 @@ def read_records(
         except FieldError as e:
             message = f"{source}:{number}: {e.field}: {e.reason}"
             if skip_invalid:
-                report.skipped += 1
-                report.reasons[f"{e.field}: {e.reason.split(' (')[0]}"] += 1
-                if len(report.examples) < MAX_ERRORS:
-                    report.examples.append(message)
+                report.skip(message, e)
                 continue
             n_errors += 1
             if len(errors) < MAX_ERRORS:

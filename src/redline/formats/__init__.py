@@ -102,10 +102,7 @@ def import_file(
         except FieldError as e:
             message = f"{source}:{number}: {e.field}: {e.reason}"
             if skip_invalid:
-                report.skipped += 1
-                report.reasons[f"{e.field}: {e.reason.split(' (')[0]}"] += 1
-                if len(report.examples) < MAX_ERRORS:
-                    report.examples.append(message)
+                report.skip(message, e)
                 continue
             n_errors += 1
             if len(errors) < MAX_ERRORS:
