@@ -372,11 +372,13 @@ def test_skip_invalid_goes_on_and_counts(tmp_path, capsys):
 
     written = import_file("hh-rlhf", str(src), out, skip_invalid=True)
 
-    assert written == {out: ("preference", 2)}
+    assert written == {out: ("preference", 3)}
     err = capsys.readouterr().err
-    assert f"{src}: imported 2 rows, skipped 3 invalid" in err
+    assert f"{src}: imported 3 rows, skipped 2 invalid" in err
     assert "1× chosen: expected a string, got int" in err
-    assert "1× rejected: identical to chosen: no preference to learn" in err
+    assert "kept 1 preference(s) with chosen identical to rejected" in err
+    kept = read_records(out, "preference")
+    assert sum(p.chosen == p.rejected for p in kept) == 1  # kept, for PIT's anchors
     assert f"skipped {src}:2: rejected: diverges from chosen at turn 2" in err
 
 

@@ -161,6 +161,18 @@ def test_write_is_atomic_no_partial_file_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_written_file_gets_the_usual_permissions_not_mkstemps_0600(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        write_records(tmp_path / "out.jsonl", [{"prompt": "p", "response": "r"}])
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out.jsonl").stat().st_mode) == 0o644
+
+
 def test_torn_last_line_is_cut_so_appends_resume_cleanly(tmp_path):
     out = tmp_path / "run.jsonl"
     append_records(out, [{"i": 0}, {"i": 1}])

@@ -80,3 +80,13 @@ def test_preferences_train_as_k_equals_2(jsonl, tmp_path):
                  "--max-steps", "2", "--batch-size", "4", "--pairs"]) == 0
     m = json.loads((run / "redline.json").read_text())["metrics"]
     assert m["mode"] == "pairs" and m["train_comparisons"] == 7 and m["eval_comparisons"] == 1
+
+
+def test_identical_preferences_are_counted_and_skipped(jsonl, capsys):
+    from redline.train.reward import read_comparisons
+
+    data = jsonl([{"prompt": "q1", "chosen": "good", "rejected": "bad"},
+                  {"prompt": "q2", "chosen": "same", "rejected": "same "}])
+    rankings = read_comparisons(str(data))
+    assert [r.responses for r in rankings] == [["good", "bad"]]
+    assert "1 preference(s) with chosen identical to rejected" in capsys.readouterr().err

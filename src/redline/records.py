@@ -503,6 +503,7 @@ def write_records(dest: str | os.PathLike, records: Iterable[Record | dict]) -> 
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 for row in rows:
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file what open() would
         os.replace(tmp, dest)
     except BaseException:
         if os.path.exists(tmp):
@@ -579,3 +580,8 @@ def write_hf_dataset(dest: str | os.PathLike, records: Iterable[Record | dict]) 
     rows = [r.to_dict() if isinstance(r, Record) else r for r in records]
     datasets.Dataset.from_list(rows).save_to_disk(str(dest))
 
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

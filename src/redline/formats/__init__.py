@@ -53,12 +53,16 @@ class ImportReport(ReadReport):
     """A ``ReadReport`` of input rows, plus what valid rows held that no record carries."""
 
     left_out: Counter = field(default_factory=Counter)
+    identical_pairs: int = 0  # preferences whose chosen equals rejected: kept, usable only as anchors
 
     def summary(self) -> str:
         line = f"{self.path}: imported {self.read} rows"
         if self.skipped:
             why = "; ".join(f"{n}× {r}" for r, n in self.reasons.most_common(5))
             line += f", skipped {self.skipped} invalid ({why})"
+        if self.identical_pairs:
+            line += (f", kept {self.identical_pairs} preference(s) with chosen identical to rejected "
+                     "(no preference: trainers skip them; `train gap-reward --anchor-weight` uses them as anchors)")
         if self.left_out:
             line += ", left out " + "; ".join(f"{n} {what}" for what, n in self.left_out.most_common())
         return line
@@ -126,7 +130,9 @@ def import_file(
     for i, kind in enumerate(kinds):
         path = Path(output) if i == 0 else beside(Path(output), kind)
         written[path] = (kind, write_records(path, by_kind.get(kind, [])))
-    if printing and (report.skipped or report.left_out):
+    report.identical_pairs += sum(
+        1 for r in by_kind.get("preference", []) if r.chosen.strip() == r.rejected.strip())
+    if printing and (report.skipped or report.left_out or report.identical_pairs):
         print(report.summary(), file=sys.stderr)
         for example in report.examples[:5]:
             print(f"  skipped {example}", file=sys.stderr)
@@ -139,11 +145,10 @@ def beside(output: Path, kind: str) -> Path:
 
 
 def _check(record: Record, seen_ids: dict[tuple[str, str], int], number: int) -> None:
-    """What no single record class can see: a repeated id, and a preference between equal replies."""
+    """What no single record class can see: a repeated id. (A preference between equal replies is
+    kept and counted: PIT's gap loss can use it as a (y, y) anchor.)"""
     if record.id is not None and (record.kind, record.id) in seen_ids:
         raise FieldError("id", f"duplicate id {record.id!r} (first on row {seen_ids[record.kind, record.id]})")
-    if record.kind == "preference" and record.chosen == record.rejected:
-        raise FieldError("rejected", "identical to chosen: no preference to learn")
 
 
 def _rows(source: str | os.PathLike) -> Iterable[tuple[int, Any]]:

@@ -74,12 +74,16 @@ def read_comparisons(path: str, *, limit=None, skip_invalid=False) -> list[Ranki
     records: list[Record] = read_records(path, kind, limit=limit, skip_invalid=skip_invalid)
     if kind == "ranking":
         return records  # type: ignore[return-value]
-    rankings = []
+    rankings, identical = [], 0
     for r in records:
         assert isinstance(r, Preference)
-        if r.chosen == r.rejected:
-            continue  # no comparison to learn from (counted by `redline data stats`)
+        if r.chosen.strip() == r.rejected.strip():
+            identical += 1  # no comparison to learn from
+            continue
         rankings.append(Ranking(prompt=r.prompt, responses=[r.chosen, r.rejected], ranks=[0, 1], id=r.id, meta=r.meta))
+    if identical:
+        print(f"redline: {path}: {identical} preference(s) with chosen identical to rejected hold no comparison; "
+              "the reward model skips them", file=sys.stderr)
     return rankings
 
 
