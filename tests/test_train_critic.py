@@ -75,3 +75,27 @@ def test_train_critic_cli_loss_falls_adapter_changes_and_resume_continues(jsonl,
     steps = [row["step"] for row in log if "loss" in row]
     assert steps[-1] == 12 and 1 in steps  # the history of the first run is carried in the checkpoint
     assert json.loads((run / "redline.json").read_text())["metrics"]["steps"] == 12
+
+
+def test_examples_longer_than_max_length_are_counted_and_a_length_that_leaves_nothing_is_refused(jsonl, tmp_path, capsys):
+    from redline.models import load_tokenizer
+    from redline.train.sft import count_truncated
+
+    records = [Feedback(**row) for row in FEEDBACK]
+    examples = critic_examples(records)
+    tokenizer = load_tokenizer("tiny-random")
+    prompt_len = len(tokenizer.apply_chat_template(examples[0]["prompt"], add_generation_prompt=True, tokenize=False))
+    assert count_truncated(examples, tokenizer, 10_000) == (0, 0)
+    assert count_truncated(examples, tokenizer, 40) == (16, 16)  # the prompts alone are longer than 40 tokens
+    cut, dropped = count_truncated(examples, tokenizer, 120)  # past the prompt, inside the completion
+    assert cut == 16 and dropped == 0, prompt_len
+
+    data = jsonl(FEEDBACK)
+    run = tmp_path / "run"
+    common = ["train", "critic", "--data", str(data), "--model", "tiny-random", "--out", str(run), "--max-steps", "1", "--batch-size", "2"]
+    assert main(common + ["--max-length", "120"]) == 0
+    metrics = json.loads((run / "redline.json").read_text())["metrics"]
+    assert metrics["truncated_examples"] == 16 and metrics["dropped_examples"] == 0
+    assert "16 of 16 examples are longer than --max-length 120" in capsys.readouterr().err
+    assert main(common + ["--max-length", "40"]) == 2
+    assert "no completion is left to learn: raise --max-length" in capsys.readouterr().err

@@ -302,6 +302,35 @@ def _revise(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- generate
+
+
+def _add_generate(sub) -> None:
+    from redline.config import add_settings_arguments
+    from redline.respond import GenerateConfig
+
+    p = sub.add_parser(
+        "generate",
+        help="sample any model's responses to the prompts of a record file (to judge a policy)",
+        description="Writes response records (id and meta kept from the prompts' records) to OUT, chunk by chunk; "
+        "rerun the same command to resume. Judge them with `redline evaluate --a OUT --b OTHER`.",
+    )
+    add_settings_arguments(p, GenerateConfig)
+    add_out(p, help="response records (JSONL)")
+    p.set_defaults(func=_generate)
+
+
+def _generate(args) -> int:
+    from redline.config import settings_from_args
+    from redline.respond import GenerateConfig, generate_responses
+
+    config = settings_from_args(GenerateConfig, args)
+    if not config.prompts:
+        raise RedlineError("--prompts is required")
+    print(generate_responses(config, args.out))
+    return 0
+
+
 # ----------------------------------------------------------------------------- improve (PIT), refine (Self-Refine)
 
 
@@ -613,6 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(sub)
     _add_train(sub)
     _add_revise(sub)
+    _add_generate(sub)
     _add_improve(sub)
     _add_refine(sub)
     _add_experiment(sub)

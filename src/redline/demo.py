@@ -50,7 +50,7 @@ def run_demo(args) -> str:
     if not (critic / "redline.json").exists():
         config = CriticConfig(
             model=args.model, data=str(data / "feedback.jsonl"), limit=args.train_records, epochs=args.epochs,
-            max_steps=args.max_steps, batch_size=4, max_length=640, seed=args.seed, dtype=args.dtype, device=args.device,
+            max_steps=args.max_steps, batch_size=4, seed=args.seed, dtype=args.dtype, device=args.device,
         )
         print(f"redline: training a critic on {args.train_records} feedback records (LoRA, {args.model})", file=sys.stderr)
         train_critic(config, critic)

@@ -64,26 +64,20 @@ class CriticExperimentConfig(CriticConfig):
         return sizes
 
 
-def second_responses(config: CriticExperimentConfig, test: list, out: Path) -> list | None:
-    """Step 1: the second responder's responses to the test prompts (generated once, then reused)."""
-    from redline.records import Response, read_records, write_records
+def second_responses(config: CriticExperimentConfig, test_path: Path, n: int, out: Path) -> list | None:
+    """Step 1: the second responder's responses to the first ``n`` test prompts (made once, then reused)."""
+    from redline.records import read_records
 
     if config.second:
         return read_records(config.second, "response")
     if not config.second_model or config.second_model == "none":
         return None
-    path = out / "second_responses.jsonl"
-    if path.exists():
-        return read_records(path, "response")
-    from redline.generation import SamplingParams, as_chat, load_engine
+    from redline.respond import GenerateConfig, generate_responses
 
-    engine = load_engine(config.second_model, dtype=config.dtype, device=config.device)
-    params = SamplingParams(temperature=config.second_temperature, max_new_tokens=config.response_max_new_tokens, seed=config.seed)
-    completions = engine.generate([as_chat(r.prompt) for r in test], params)
-    source = f"{config.second_model}@T={config.second_temperature}"
-    records = [Response(id=r.id, prompt=r.prompt, response=c.text.strip(), source=source, meta=r.meta) for r, c in zip(test, completions)]
-    write_records(path, records)
-    return records
+    settings = GenerateConfig(model=config.second_model, prompts=str(test_path), source=f"{config.second_model}@T={config.second_temperature}",
+                              limit=n, temperature=config.second_temperature, max_new_tokens=config.response_max_new_tokens,
+                              seed=config.seed, dtype=config.dtype, device=config.device)
+    return read_records(generate_responses(settings, out / "second_responses.jsonl"), "response")
 
 
 def run_critic_experiment(config: CriticExperimentConfig, out: str | Path) -> dict[str, Any]:
@@ -111,7 +105,7 @@ def run_critic_experiment(config: CriticExperimentConfig, out: str | Path) -> di
 
     # step 1
     test = read_records(test_path, "response", limit=config.test_limit)
-    second = second_responses(config, test, out)
+    second = second_responses(config, test_path, len(test), out)
     sets = {"test": test} | ({"second": second[: len(test)]} if second else {})
 
     results: dict[str, Any] = {"config": asdict(config), "sizes": {}}

@@ -36,6 +36,8 @@ class CriticConfig(SFTSettings):
     """`redline train critic`: the data, then every SFT knob (see SFTSettings)."""
 
     data: str = field(default="", metadata={"help": "feedback records (JSONL, Parquet or a datasets folder)"})
+    max_length: int = field(default=1024, metadata={
+        "help": "tokens per example (the response appears twice: in the prompt and revised); longer ones are cut"})
     limit: int | None = field(default=None, metadata={"help": "train on the first N records"})
     skip_invalid: bool = field(default=False, metadata={"help": "skip bad records instead of stopping"})
 

@@ -73,6 +73,7 @@ class GapRewardConfig(SFTSettings):
         "help": "weight of r_gap(y,y)^2 on self-comparisons, identical pairs included (0: off, the paper's loss)"})
     # --- training (the rest: SFTSettings)
     batch_size: int = field(default=2, metadata={"help": "preference pairs per step (four sequences each)"})
+    grad_accum: int = field(default=1, metadata={"help": "forward passes accumulated per optimiser step"})
     lr_scheduler: str = field(default="cosine_with_min_lr", metadata={"help": "transformers scheduler name"})
 
     def lr(self) -> float:

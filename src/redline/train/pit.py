@@ -99,7 +99,7 @@ class PITConfig:
     # --- PIT SFT
     epochs: float = field(default=1.0, metadata={"help": "passes over the data in the PIT SFT stage (RL runs --iterations)"})
     max_steps: int | None = field(default=None, metadata={"help": "stop the PIT SFT stage after N optimiser steps (RL runs --iterations)"})
-    sft_batch_size: int = field(default=8, metadata={"help": "PIT SFT sequences per step"})
+    sft_batch_size: int = field(default=8, metadata={"help": "PIT SFT sequences per optimiser step (one per forward pass)"})
     sft_learning_rate: float | None = field(default=None, metadata={"help": "PIT SFT peak lr (default: 2e-4 LoRA, 2e-5 full)"})
     sft_max_length: int = field(default=1024, metadata={"help": "PIT SFT tokens per sequence (prompt, y_l and y_w); longer ones are cut"})
     # --- round 1's references
@@ -144,7 +144,7 @@ class PITConfig:
 
         return SFTSettings(model=self.policy, lora=self.lora, lora_r=self.lora_r, lora_alpha=self.lora_alpha,
                            dtype=self.dtype, device=self.device, learning_rate=self.sft_learning_rate,
-                           epochs=self.epochs, max_steps=self.max_steps, batch_size=self.sft_batch_size,
+                           epochs=self.epochs, max_steps=self.max_steps, batch_size=1, grad_accum=self.sft_batch_size,
                            max_length=self.sft_max_length, seed=self.seed, logging_steps=self.logging_steps,
                            save_steps=self.save_steps)
 

@@ -58,6 +58,7 @@ class RewardConfig(SFTSettings):
     skip_invalid: bool = field(default=False, metadata={"help": "skip bad records instead of stopping"})
     max_length: int = field(default=512, metadata={"help": "tokens per (prompt, response); longer ones are cut"})
     batch_size: int = field(default=4, metadata={"help": "prompts per step (each with all its completions)"})
+    grad_accum: int = field(default=1, metadata={"help": "forward passes accumulated per optimiser step"})
     lr_scheduler: str = field(default="cosine_with_min_lr", metadata={"help": "transformers scheduler name"})
 
     def lr(self) -> float:
@@ -234,6 +235,7 @@ def training_arguments(config, out: Path, device: str):
         warmup_steps=config.warmup,
         adam_beta2=0.95,
         gradient_checkpointing=config.gradient_checkpointing,
+        bf16=config.bf16,
         use_cpu=device == "cpu",
         seed=config.seed,
         logging_steps=config.logging_steps,

@@ -49,12 +49,16 @@ class SFTSettings:
     learning_rate: float | None = field(default=None, metadata={"help": "peak lr (default: 2e-4 LoRA, 2e-5 full)"})
     epochs: float = field(default=1.0, metadata={"help": "passes over the data"})
     max_steps: int | None = field(default=None, metadata={"help": "stop after N optimiser steps (overrides epochs)"})
-    batch_size: int = field(default=8, metadata={"help": "sequences per device per step"})
-    grad_accum: int = field(default=1, metadata={"help": "steps accumulated per optimiser step"})
+    # One sequence per forward pass and 8 accumulated per optimiser step: on a CPU a padded batch of 4
+    # trains at half the tokens/s of 4 single sequences, with 3x the memory (RESULTS.md, "Training").
+    batch_size: int = field(default=1, metadata={"help": "sequences per forward pass, per device (raise it on a GPU)"})
+    grad_accum: int = field(default=8, metadata={"help": "forward passes accumulated per optimiser step"})
     lr_scheduler: str = field(default="cosine", metadata={"help": "transformers scheduler name"})
     warmup: float = field(default=0.03, metadata={"help": "warm-up steps (int) or share of all steps (<1)"})
     max_length: int = field(default=768, metadata={"help": "tokens per sequence; longer ones are cut"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory"})
+    bf16: bool = field(default=False, metadata={
+        "help": "bfloat16 autocast for forward and backward, float32 master weights (CPU or GPU; see RESULTS 'Training')"})
     # --- bookkeeping
     seed: int = field(default=0, metadata={"help": "random seed"})
     logging_steps: int = field(default=5, metadata={"help": "log every N steps"})
@@ -131,6 +135,14 @@ def train_sft(
     model = load_causal_lm(settings.model, dtype=settings.dtype, device=device).train()
     if settings.lora:
         model = add_lora(model, LoraSettings(r=settings.lora_r, alpha=settings.lora_alpha, dropout=settings.lora_dropout))
+    truncated, dropped = count_truncated(examples, tokenizer, settings.max_length)
+    if dropped == len(examples):
+        raise RedlineError(f"every example's prompt is at least --max-length {settings.max_length} tokens long, "
+                           "so no completion is left to learn: raise --max-length")
+    if truncated:
+        print(f"redline: {truncated} of {len(examples)} examples are longer than --max-length {settings.max_length} "
+              f"tokens and are cut at the end (the model never sees where their completion stops); {dropped} of them "
+              "lose the whole completion and are left out", file=sys.stderr)
 
     args = SFTConfig(
         output_dir=str(out / "checkpoints"),
@@ -143,7 +155,7 @@ def train_sft(
         warmup_steps=settings.warmup,
         max_length=settings.max_length,
         gradient_checkpointing=settings.gradient_checkpointing,
-        bf16=settings.dtype == "bfloat16" and device.startswith("cuda"),
+        bf16=settings.bf16 or (settings.dtype == "bfloat16" and device.startswith("cuda")),
         fp16=False,
         use_cpu=device == "cpu",
         seed=settings.seed,
@@ -169,11 +181,26 @@ def train_sft(
         "first_loss": round(losses[0], 4) if losses else None,
         "final_loss": round(losses[-1], 4) if losses else None,
         "train_seconds": round(result.metrics.get("train_runtime", math.nan), 1),
+        "truncated_examples": truncated,
+        "dropped_examples": dropped,
+        "tokens": max((int(row["num_tokens"]) for row in history if "num_tokens" in row), default=None),
     }
     card = ModelCard(kind=kind, base_model=settings.model, data=data, command=command_line(), metrics=metrics)
     save_model(trainer.model, tokenizer, out, card)
     save_training_curve(history, out, f"{kind}: {settings.model}")
     return metrics
+
+
+def count_truncated(examples: list[dict], tokenizer, max_length: int) -> tuple[int, int]:
+    """How many chat pairs the trainer will cut (prompt and completion together, template included),
+    and how many of those lose their whole completion (the trainer then drops them)."""
+    def lengths(messages: list[list[dict]], generation_prompt: bool) -> list[int]:
+        texts = [tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=generation_prompt) for m in messages]
+        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    whole = lengths([e["prompt"] + e["completion"] for e in examples], False)
+    prompt = lengths([e["prompt"] for e in examples], True)
+    return sum(n > max_length for n in whole), sum(n >= max_length for n in prompt)
 
 
 @dataclass

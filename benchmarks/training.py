@@ -1,0 +1,88 @@
+"""Training throughput on this CPU for the critic's SFT: float32 against bfloat16 autocast, and one
+step of 4 sequences as one padded batch against 4 micro-batches of 1 (gradient accumulation).
+
+Each case is a fresh process that trains a LoRA critic (the `redline train critic` defaults) on the
+shipped simulated feedback for a few optimiser steps, and reports tokens per second (tokens the
+model read, prompt included, from TRL's count), the peak resident memory and the loss, so a faster
+mode that learns worse shows.
+
+    python benchmarks/training.py --steps 6 --out benchmarks/results/training.json
+
+A case is MODE:BATCHxACCUM, e.g. ``bf16-autocast:1x4`` (4 sequences per optimiser step either way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHILD = r"""
+import json, resource, sys
+from redline.train.critic import CriticConfig, train_critic
+mode, steps, batch, accum, out, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
+import torch
+if threads:
+    torch.set_num_threads(threads)
+config = CriticConfig(data=sys.argv[7], limit=steps * batch * accum, max_steps=steps, batch_size=batch, grad_accum=accum,
+                      bf16=mode == "bf16-autocast", logging_steps=1, save_steps=10_000, seed=0)
+m = train_critic(config, out)
+m["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps(m))
+"""
+
+CASES = ["fp32:4x1", "bf16-autocast:4x1", "fp32:1x4", "bf16-autocast:1x4"]
+
+
+def measure(case: str, args) -> dict:
+    mode, shape = case.split(":")
+    batch, accum = shape.split("x")
+    with tempfile.TemporaryDirectory() as out:
+        env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1"}
+        cmd = [sys.executable, "-c", CHILD, mode, str(args.steps), batch, accum, out, str(args.threads), str(args.data)]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if done.returncode:
+            sys.exit(f"{case} failed:\n{done.stderr[-3000:]}")
+        m = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"case": case, "steps": m["steps"], "tokens": m["tokens"], "seconds": m["train_seconds"],
+            "tokens_per_s": round(m["tokens"] / m["train_seconds"], 1), "first_loss": m["first_loss"],
+            "final_loss": m["final_loss"], "peak_rss_mb": round(m["peak_rss_mb"])}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=ROOT / "data" / "simulated" / "feedback.jsonl")
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--cases", default=",".join(CASES), help="MODE:BATCHxACCUM, comma-separated")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "training.json")
+    args = ap.parse_args()
+
+    rows = []
+    for case in args.cases.split(","):
+        rows.append(measure(case, args))
+        print(rows[-1], flush=True)
+    base = rows[0]["tokens_per_s"]
+    for row in rows:
+        row["vs_first"] = round(row["tokens_per_s"] / base, 2)
+    cols = ["case", "steps", "tokens", "seconds", "tokens_per_s", "vs_first", "first_loss", "final_loss", "peak_rss_mb"]
+    print("| " + " | ".join(cols) + " |")
+    print("|" + " --- |" * len(cols))
+    for row in rows:
+        print("| " + " | ".join(str(row[c]) for c in cols) + " |")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "load": os.getloadavg()[0],
+            "args": {k: str(v) for k, v in vars(args).items()}}
+    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""`redline generate`: any model's responses to the prompts of a record file, as response records.
+
+This is how a policy is put in front of a judge: sample the SFT, PPO or PIT policy (or any hub
+model) on held-out prompts, then ``redline evaluate --a ppo.jsonl --b sft.jsonl --judge oracle``.
+
+    redline generate --model runs/ppo --prompts data/simulated/test.jsonl --out ppo.jsonl
+
+Steps:
+  1. read the prompts: any record with a ``prompt`` (test, demonstration, ranking ...), keeping
+     its ``id`` and ``meta`` (the simulated annotators' oracle reads the instructions from meta);
+  2. skip the records OUT already holds (a killed run resumes where it stopped);
+  3. generate in chunks through the generation engine and append each chunk to OUT as it is done.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from redline import RedlineError
+
+
+@dataclass
+class GenerateConfig:
+    """`redline generate`: the model, the prompts, then how to sample."""
+
+    model: str = field(default="embedded", metadata={"help": "hub id, path, embedded, tiny-random or a run folder"})
+    prompts: str = field(default="", metadata={"help": "records with a prompt (any kind)"})
+    source: str | None = field(default=None, metadata={"help": "the records' source field (default: the model)"})
+    limit: int | None = field(default=None, metadata={"help": "the first N prompts"})
+    skip_invalid: bool = field(default=False, metadata={"help": "skip bad records instead of stopping"})
+    temperature: float = field(default=0.7, metadata={"help": "sampling temperature (0 = greedy)"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling"})
+    max_new_tokens: int = field(default=256, metadata={"help": "tokens per response"})
+    seed: int = field(default=0, metadata={"help": "prompt i samples with seed + i"})
+    chunk: int = field(default=64, metadata={"help": "prompts per engine call (each chunk is saved at once)"})
+    backend: str = field(default="transformers", metadata={"help": "transformers or vllm"})
+    dtype: str = field(default="float32", metadata={"help": "weights dtype"})
+    device: str = field(default="auto", metadata={"help": "cpu, cuda or auto"})
+    threads: int | None = field(default=None, metadata={"help": "torch threads (CPU)"})
+
+
+def generate_responses(config: GenerateConfig, out: str | Path) -> Path:
+    """Steps 1–3; returns OUT (response records, JSONL, appended chunk by chunk)."""
+    from redline.generation import SamplingParams, as_chat, load_engine
+    from redline.records import Response, append_records, read_jsonl_prefix
+    from redline.train.ppo import read_prompt_records
+
+    out = Path(out)
+    records = read_prompt_records(config.prompts, limit=config.limit, skip_invalid=config.skip_invalid)  # step 1
+    if not records:
+        raise RedlineError(f"{config.prompts}: no prompts")
+    done = len(read_jsonl_prefix(out)) if out.exists() else 0  # step 2
+    if done > len(records):
+        raise RedlineError(f"{out} holds {done} responses but {config.prompts} only {len(records)} prompts: another run's file?")
+    if done == len(records):
+        print(f"redline: {out} already holds all {done} responses", file=sys.stderr)
+        return out
+    if done:
+        print(f"redline: resuming: {done} of {len(records)} responses are in {out}", file=sys.stderr)
+
+    options = {"threads": config.threads} if config.threads and config.backend == "transformers" else {}
+    engine = load_engine(config.model, backend=config.backend, dtype=config.dtype, device=config.device, **options)
+    params = SamplingParams(temperature=config.temperature, top_p=config.top_p, max_new_tokens=config.max_new_tokens, seed=config.seed)
+    source = config.source or config.model
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for start in range(done, len(records), config.chunk):  # step 3
+        chunk = records[start:start + config.chunk]
+        seeds = [config.seed + start + i for i in range(len(chunk))]  # the same seed for a prompt on resume
+        completions = engine.generate([as_chat(r["prompt"]) for r in chunk], params, seeds=seeds)
+        append_records(out, [
+            Response(prompt=r["prompt"], response=c.text.strip(), source=source, id=r.get("id"), meta=r.get("meta") or {})
+            for r, c in zip(chunk, completions)
+        ])
+        print(f"redline: {start + len(chunk)} of {len(records)} responses in {out} "
+              f"({engine.last_stats.tokens_per_s:.0f} tokens/s)", file=sys.stderr)
+    return out
