@@ -7,8 +7,8 @@ from redline.cli import main
 
 
 def test_demo_runs_the_whole_loop_and_resumes(tmp_path, monkeypatch, capsys):
-    # Without the shipped set the demo builds a small template set itself (what a fresh clone does
-    # before data/simulated exists); point it at a missing folder to exercise that path.
+    # Without the shipped set (an installed wheel has no data/simulated) the demo builds a small
+    # template set itself; point it at a missing folder to exercise that path.
     monkeypatch.setattr(redline.demo, "SHIPPED", tmp_path / "no-such-data")
     out = tmp_path / "demo"
     argv = ["demo", "--model", "tiny-random", "--out", str(out), "--train-records", "8", "--test-items", "4",
@@ -25,3 +25,8 @@ def test_demo_runs_the_whole_loop_and_resumes(tmp_path, monkeypatch, capsys):
     stamp = (out / "critic" / "redline.json").stat().st_mtime
     assert main(argv) == 0
     assert (out / "critic" / "redline.json").stat().st_mtime == stamp
+
+
+def test_the_shipped_set_is_found_in_a_checkout():
+    assert redline.demo.find_data(redline.demo.SHIPPED.parent) == redline.demo.SHIPPED
+    assert (redline.demo.SHIPPED / "manifest.json").exists()

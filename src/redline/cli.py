@@ -440,7 +440,9 @@ def _add_demo(sub) -> None:
     p.add_argument("--iterations", type=int, default=3, help="rounds of critique and revision (default: %(default)s)")
     p.add_argument("--max-steps", type=int, default=None, help="cap the critic's optimiser steps")
     p.add_argument("--epochs", type=float, default=1.0, help="passes over the training records (default: %(default)s)")
-    p.add_argument("--max-new-tokens", type=int, default=400, help="tokens per critique and revision (default: %(default)s)")
+    p.add_argument("--max-new-tokens", type=int, default=512, help="tokens per critique and revision (default: %(default)s)")
+    p.add_argument("--generate-dtype", default="bfloat16",
+                   help="weights dtype while revising: bfloat16 generates ~1.7x faster on this CPU (default: %(default)s)")
     p.set_defaults(func=_demo)
 
 

@@ -50,7 +50,7 @@ def run_demo(args) -> str:
     if not (critic / "redline.json").exists():
         config = CriticConfig(
             model=args.model, data=str(data / "feedback.jsonl"), limit=args.train_records, epochs=args.epochs,
-            max_steps=args.max_steps, batch_size=4, seed=args.seed, dtype=args.dtype, device=args.device,
+            max_steps=args.max_steps, seed=args.seed, dtype=args.dtype, device=args.device,
         )
         print(f"redline: training a critic on {args.train_records} feedback records (LoRA, {args.model})", file=sys.stderr)
         train_critic(config, critic)
@@ -58,7 +58,7 @@ def run_demo(args) -> str:
     test = read_records(data / "test.jsonl", "response", limit=args.test_items)  # step 3
     revise(
         ReviseConfig(critic=str(critic), iterations=args.iterations, max_new_tokens=args.max_new_tokens,
-                     seed=args.seed, dtype=args.dtype, device=args.device),
+                     seed=args.seed, dtype=args.generate_dtype, device=args.device),
         out / "revise",
         responses=test,
     )
