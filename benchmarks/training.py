@@ -51,6 +51,8 @@ def measure(case: str, args) -> dict:
         if done.returncode:
             sys.exit(f"{case} failed:\n{done.stderr[-3000:]}")
         m = json.loads(done.stdout.strip().splitlines()[-1])
+    if not m.get("tokens"):
+        sys.exit(f"{case}: the trainer logged no token count")
     return {"case": case, "steps": m["steps"], "tokens": m["tokens"], "seconds": m["train_seconds"],
             "tokens_per_s": round(m["tokens"] / m["train_seconds"], 1), "first_loss": m["first_loss"],
             "final_loss": m["final_loss"], "peak_rss_mb": round(m["peak_rss_mb"])}

@@ -27,6 +27,7 @@ def test_demo_runs_the_whole_loop_and_resumes(tmp_path, monkeypatch, capsys):
     assert (out / "critic" / "redline.json").stat().st_mtime == stamp
 
 
-def test_the_shipped_set_is_found_in_a_checkout():
-    assert redline.demo.find_data(redline.demo.SHIPPED.parent) == redline.demo.SHIPPED
-    assert (redline.demo.SHIPPED / "manifest.json").exists()
+def test_the_shipped_set_is_found_in_a_checkout(tmp_path):
+    assert (redline.demo.SHIPPED / "feedback.jsonl").exists() and (redline.demo.SHIPPED / "test.jsonl").exists()
+    assert redline.demo.find_data(tmp_path) == redline.demo.SHIPPED
+    assert not (tmp_path / "data").exists()  # nothing was built

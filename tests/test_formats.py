@@ -102,6 +102,9 @@ def test_trl_detects_each_format_by_its_keys():
         # implicit prompt: the shared messages are the prompt
         ({"chosen": q + [assistant("Blue.")], "rejected": q + [assistant("Green.")]}, "preference",
          {"prompt": q, "chosen": "Blue.", "rejected": "Green."}),
+        # implicit prompt, identical replies: kept (an anchor pair for PIT), the prompt ends before the reply
+        ({"chosen": q + [assistant("Blue.")], "rejected": q + [assistant("Blue.")]}, "preference",
+         {"prompt": q, "chosen": "Blue.", "rejected": "Blue."}),
         # standard and conversational prompt-completion
         ({"prompt": "The sky is", "completion": " blue."}, "demonstration",
          {"prompt": "The sky is", "response": " blue."}),

@@ -38,8 +38,24 @@ def test_a_stopped_run_resumes_to_what_one_run_writes(jsonl, tmp_path):
     assert lines(part) == lines(tmp_path / "whole.jsonl")
 
 
-def test_more_responses_than_prompts_is_refused(jsonl, tmp_path):
+def test_a_file_of_other_prompts_is_refused_and_a_longer_one_of_the_same_is_kept(jsonl, tmp_path):
+    prompts = str(jsonl(PROMPTS))
     out = tmp_path / "out.jsonl"
-    out.write_text("\n".join(json.dumps({"prompt": "p", "response": "r"}) for _ in range(9)) + "\n")
-    with pytest.raises(RedlineError, match="holds 9 responses but .* only 5 prompts"):
-        generate_responses(GenerateConfig(model="tiny-random", prompts=str(jsonl(PROMPTS))), out)
+    out.write_text(json.dumps({"id": "t0", "prompt": "something else", "response": "r"}) + "\n")
+    with pytest.raises(RedlineError, match=r"out.jsonl:1: prompt: differs from record 1 of"):
+        generate_responses(GenerateConfig(model="tiny-random", prompts=prompts), out)
+
+    config = GenerateConfig(model="tiny-random", prompts=prompts, max_new_tokens=4)
+    generate_responses(config, tmp_path / "all.jsonl")
+    before = (tmp_path / "all.jsonl").read_text()
+    generate_responses(GenerateConfig(**{**config.__dict__, "limit": 2}), tmp_path / "all.jsonl")  # a smaller run
+    assert (tmp_path / "all.jsonl").read_text() == before
+
+
+def test_bad_id_is_refused_with_its_line(jsonl, tmp_path):
+    from redline.records import RecordError
+
+    prompts = str(jsonl([{"prompt": "p"}, {"prompt": "q", "id": ["x"]}]))
+    with pytest.raises(RecordError, match=r"data.jsonl:2: id: expected a string"):
+        generate_responses(GenerateConfig(model="tiny-random", prompts=prompts), tmp_path / "out.jsonl")
+    assert not (tmp_path / "out.jsonl").exists()

@@ -165,12 +165,10 @@ def test_written_file_gets_the_usual_permissions_not_mkstemps_0600(tmp_path):
     import os
     import stat
 
-    old = os.umask(0o022)
-    try:
-        write_records(tmp_path / "out.jsonl", [{"prompt": "p", "response": "r"}])
-    finally:
-        os.umask(old)
-    assert stat.S_IMODE((tmp_path / "out.jsonl").stat().st_mode) == 0o644
+    write_records(tmp_path / "out.jsonl", [{"prompt": "p", "response": "r"}])
+    (tmp_path / "plain").write_text("x")  # what open() gives under this process's umask
+    mode = stat.S_IMODE((tmp_path / "out.jsonl").stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "plain").stat().st_mode) and mode & 0o044  # others can read
 
 
 def test_torn_last_line_is_cut_so_appends_resume_cleanly(tmp_path):

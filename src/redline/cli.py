@@ -435,7 +435,7 @@ def _add_demo(sub) -> None:
     add_model(p)
     add_seed(p)
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default: %(default)s)")
-    p.add_argument("--train-records", type=int, default=64, help="feedback records to train on (default: %(default)s)")
+    p.add_argument("--train-records", type=int, default=80, help="feedback records to train on (default: %(default)s)")
     p.add_argument("--test-items", type=int, default=16, help="held-out responses to revise (default: %(default)s)")
     p.add_argument("--iterations", type=int, default=3, help="rounds of critique and revision (default: %(default)s)")
     p.add_argument("--max-steps", type=int, default=None, help="cap the critic's optimiser steps")

@@ -503,7 +503,7 @@ def write_records(dest: str | os.PathLike, records: Iterable[Record | dict]) -> 
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 for row in rows:
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file what open() would
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file what open() would
         os.replace(tmp, dest)
     except BaseException:
         if os.path.exists(tmp):
@@ -581,7 +581,10 @@ def write_hf_dataset(dest: str | os.PathLike, records: Iterable[Record | dict]) 
     datasets.Dataset.from_list(rows).save_to_disk(str(dest))
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it; done once, at import, before any thread writes
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()

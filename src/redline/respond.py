@@ -44,18 +44,18 @@ class GenerateConfig:
 def generate_responses(config: GenerateConfig, out: str | Path) -> Path:
     """Steps 1–3; returns OUT (response records, JSONL, appended chunk by chunk)."""
     from redline.generation import SamplingParams, as_chat, load_engine
-    from redline.records import Response, append_records, read_jsonl_prefix
+    from redline.records import Response, append_records
     from redline.train.ppo import read_prompt_records
 
     out = Path(out)
     records = read_prompt_records(config.prompts, limit=config.limit, skip_invalid=config.skip_invalid)  # step 1
     if not records:
         raise RedlineError(f"{config.prompts}: no prompts")
-    done = len(read_jsonl_prefix(out)) if out.exists() else 0  # step 2
-    if done > len(records):
-        raise RedlineError(f"{out} holds {done} responses but {config.prompts} only {len(records)} prompts: another run's file?")
-    if done == len(records):
-        print(f"redline: {out} already holds all {done} responses", file=sys.stderr)
+    if config.chunk < 1:
+        raise RedlineError(f"--chunk must be at least 1, got {config.chunk}")
+    done = check_done(out, records, config.prompts)  # step 2
+    if done >= len(records):
+        print(f"redline: {out} already holds all {len(records)} responses", file=sys.stderr)
         return out
     if done:
         print(f"redline: resuming: {done} of {len(records)} responses are in {out}", file=sys.stderr)
@@ -70,9 +70,25 @@ def generate_responses(config: GenerateConfig, out: str | Path) -> Path:
         seeds = [config.seed + start + i for i in range(len(chunk))]  # the same seed for a prompt on resume
         completions = engine.generate([as_chat(r["prompt"]) for r in chunk], params, seeds=seeds)
         append_records(out, [
-            Response(prompt=r["prompt"], response=c.text.strip(), source=source, id=r.get("id"), meta=r.get("meta") or {})
+            Response(prompt=r["prompt"], response=c.text.strip(), source=source, id=r["id"], meta=r["meta"])
             for r, c in zip(chunk, completions)
         ])
         print(f"redline: {start + len(chunk)} of {len(records)} responses in {out} "
               f"({engine.last_stats.tokens_per_s:.0f} tokens/s)", file=sys.stderr)
     return out
+
+
+def check_done(out: Path, records: list[dict], prompts: str) -> int:
+    """How many responses OUT already holds, after checking that each answers the record in its
+    place (a file of another run, or of other prompts, is refused rather than appended to)."""
+    from redline.records import read_jsonl_prefix
+
+    if not out.exists():
+        return 0
+    rows = read_jsonl_prefix(out)
+    for number, (row, record) in enumerate(zip(rows, records), start=1):
+        for name in ("id", "prompt"):
+            if row.get(name) != record[name]:
+                raise RedlineError(f"{out}:{number}: {name}: differs from record {number} of {prompts}: "
+                                   "another run's file? (remove it or choose another --out)")
+    return len(rows)

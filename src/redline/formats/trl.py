@@ -88,10 +88,10 @@ def _split_implicit_prompt(row: dict) -> dict:
     shared = 0
     while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
         shared += 1
+    if chosen == rejected:  # an identical pair (kept and counted): the prompt ends before the last turn
+        shared = len(chosen) - 1
     if shared == 0:
         raise FieldError("prompt", "missing, and chosen and rejected share no opening message to use as one")
-    if chosen == rejected:  # no reply after the shared part: nothing to compare
-        raise FieldError("rejected", "identical to chosen: the conversations hold no reply after the prompt")
     for name, conversation in (("chosen", chosen), ("rejected", rejected)):
         rest = conversation[shared:]
         if len(rest) != 1 or rest[0]["role"] != "assistant":

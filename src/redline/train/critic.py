@@ -38,13 +38,16 @@ class CriticConfig(SFTSettings):
     data: str = field(default="", metadata={"help": "feedback records (JSONL, Parquet or a datasets folder)"})
     # A critic must learn a two-part format from a few hundred records: a higher LoRA rate and small
     # steps teach it in tens of steps (at 2e-4 and 8 per step, 16 steps left every output unparsed).
-    learning_rate: float | None = field(default=1e-3, metadata={"help": "peak lr"})
-    grad_accum: int = field(default=2, metadata={"help": "sequences per optimiser step (one per forward pass)"})
+    learning_rate: float | None = field(default=None, metadata={"help": "peak lr (default: 1e-3 LoRA, 2e-5 full)"})
+    grad_accum: int = field(default=2, metadata={"help": "forward passes accumulated per optimiser step"})
     warmup: float = field(default=0.1, metadata={"help": "warm-up steps (int) or share of all steps (<1)"})
     max_length: int = field(default=1024, metadata={
         "help": "tokens per example (the response appears twice: in the prompt and revised); longer ones are cut"})
     limit: int | None = field(default=None, metadata={"help": "train on the first N records"})
     skip_invalid: bool = field(default=False, metadata={"help": "skip bad records instead of stopping"})
+
+    def lr(self) -> float:
+        return self.learning_rate if self.learning_rate is not None else (1e-3 if self.lora else 2e-5)
 
 
 def critic_examples(records: list[Feedback]) -> list[dict]:

@@ -202,7 +202,7 @@ class Rollout:
 
 def read_prompt_records(path: str, *, limit: int | None = None, skip_invalid: bool = False) -> list[dict]:
     """Records with a ``prompt`` (any kind: demonstration, ranking, preference ...), as dicts."""
-    from redline.records import FieldError, RecordError, iter_raw, prompt_field
+    from redline.records import FieldError, RecordError, iter_raw, meta_field, optional_id, prompt_field
 
     records, errors, skipped = [], [], 0
     for number, obj in iter_raw(path):
@@ -211,7 +211,7 @@ def read_prompt_records(path: str, *, limit: int | None = None, skip_invalid: bo
                 raise obj
             if not isinstance(obj, dict):
                 raise FieldError("<record>", f"expected an object, got {type(obj).__name__}")
-            records.append({**obj, "prompt": prompt_field(obj)})
+            records.append({**obj, "prompt": prompt_field(obj), "id": optional_id(obj), "meta": meta_field(obj)})
         except FieldError as e:
             if skip_invalid:
                 skipped += 1

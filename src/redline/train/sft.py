@@ -132,10 +132,7 @@ def train_sft(
     device = pick_device(settings.device)
     torch.manual_seed(settings.seed)
     tokenizer = load_tokenizer(settings.model)
-    model = load_causal_lm(settings.model, dtype=settings.dtype, device=device).train()
-    if settings.lora:
-        model = add_lora(model, LoraSettings(r=settings.lora_r, alpha=settings.lora_alpha, dropout=settings.lora_dropout))
-    truncated, dropped = count_truncated(examples, tokenizer, settings.max_length)
+    truncated, dropped = count_truncated(examples, tokenizer, settings.max_length)  # before the model loads
     if dropped == len(examples):
         raise RedlineError(f"every example's prompt is at least --max-length {settings.max_length} tokens long, "
                            "so no completion is left to learn: raise --max-length")
@@ -143,6 +140,9 @@ def train_sft(
         print(f"redline: {truncated} of {len(examples)} examples are longer than --max-length {settings.max_length} "
               f"tokens and are cut at the end (the model never sees where their completion stops); {dropped} of them "
               "lose the whole completion and are left out", file=sys.stderr)
+    model = load_causal_lm(settings.model, dtype=settings.dtype, device=device).train()
+    if settings.lora:
+        model = add_lora(model, LoraSettings(r=settings.lora_r, alpha=settings.lora_alpha, dropout=settings.lora_dropout))
 
     args = SFTConfig(
         output_dir=str(out / "checkpoints"),
