@@ -4,6 +4,7 @@ killed run resumes from its checkpoint."""
 import json
 
 import pytest
+import torch
 
 from redline.cli import main
 from redline.prompts import critic_messages, critic_target, parse_critic_output
@@ -99,3 +100,15 @@ def test_examples_longer_than_max_length_are_counted_and_a_length_that_leaves_no
     assert "16 of 16 examples are longer than --max-length 120" in capsys.readouterr().err
     assert main(common + ["--max-length", "40"]) == 2
     assert "no completion is left to learn: raise --max-length" in capsys.readouterr().err
+
+
+def test_bf16_autocast_trains_float32_weights(jsonl, tmp_path):
+    from safetensors.torch import load_file
+
+    run = tmp_path / "run"
+    assert main(["train", "critic", "--data", str(jsonl(FEEDBACK)), "--model", "tiny-random", "--out", str(run),
+                 "--max-steps", "2", "--bf16", "--learning-rate", "3e-3", "--warmup", "0"]) == 0
+    adapter = load_file(run / "adapter_model.safetensors")
+    assert all(v.dtype == torch.float32 for v in adapter.values())  # autocast leaves the weights float32
+    assert any(("lora_B" in k) and v.abs().sum() > 0 for k, v in adapter.items())  # it trained
+    assert json.loads((run / "train_config.json").read_text())["bf16"] is True
