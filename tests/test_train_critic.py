@@ -112,3 +112,7 @@ def test_bf16_autocast_trains_float32_weights(jsonl, tmp_path):
     assert all(v.dtype == torch.float32 for v in adapter.values())  # autocast leaves the weights float32
     assert any(("lora_B" in k) and v.abs().sum() > 0 for k, v in adapter.items())  # it trained
     assert json.loads((run / "train_config.json").read_text())["bf16"] is True
+
+    from accelerate import Accelerator
+
+    assert Accelerator(cpu=True).mixed_precision == "no"  # PPO later in this process must not inherit bf16

@@ -5,7 +5,8 @@ annotators. It reruns the critic experiment of Jin et al. 2023 (arXiv 2311.14543
 
   1. find the data: the shipped simulated set (``data/simulated/`` in a checkout), or, where it
      is missing, build a small one with the template responder (seconds, no model);
-  2. train a critic (LoRA on the embedded model) on the first ``--train-records`` feedback records;
+  2. train a critic (LoRA on the embedded model) on the first ``--train-records`` feedback records
+     (80 by default: ~5 minutes on 2 CPU cores);
   3. revise ``--test-items`` held-out responses for ``--iterations`` rounds;
   4. judge every iteration against the original with the oracle, and print the win rates with
      their 95% intervals; the curve is drawn to ``OUT/eval/win_rate_curve.png``.

@@ -47,7 +47,7 @@ from redline import RedlineError
 from redline.prompts import pit_messages
 from redline.records import Preference, ReadReport, read_records
 from redline.train.reward import GroupCollator, chat_text, score_texts, split_by_prompt, training_arguments
-from redline.train.sft import SFTSettings, last_checkpoint, save_training_curve
+from redline.train.sft import SFTSettings, forget_mixed_precision, last_checkpoint, save_training_curve
 
 KIND = "gap-reward"
 
@@ -307,6 +307,7 @@ def train_gap_reward(config: GapRewardConfig, out: str | os.PathLike) -> dict[st
     if resume:
         print(f"redline: resuming from {resume}", file=sys.stderr)
     result = trainer.train(resume_from_checkpoint=resume)
+    forget_mixed_precision()
     model = trainer.model.merge_and_unload() if config.lora else trainer.model
     model.eval()
 

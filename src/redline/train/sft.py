@@ -172,6 +172,7 @@ def train_sft(
     if resume:
         print(f"redline: resuming from {resume}", file=sys.stderr)
     result = trainer.train(resume_from_checkpoint=resume)
+    forget_mixed_precision()
 
     history = trainer.state.log_history
     losses = [row["loss"] for row in history if "loss" in row]
@@ -189,6 +190,19 @@ def train_sft(
     save_model(trainer.model, tokenizer, out, card)
     save_training_curve(history, out, f"{kind}: {settings.model}")
     return metrics
+
+
+def forget_mixed_precision() -> None:
+    """Clear accelerate's process-wide state after a Trainer run.
+
+    The Trainer's ``Accelerator`` stores its mixed precision in a singleton that every later
+    ``Accelerator()`` in the process inherits: after a ``--bf16`` SFT, PPO in the same process would
+    silently run its forward passes under bf16 autocast. (``_reset_state`` is accelerate's own
+    reset, used by its tests; there is no public one.)
+    """
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
 
 
 def count_truncated(examples: list[dict], tokenizer, max_length: int) -> tuple[int, int]:
