@@ -50,7 +50,7 @@ class SFTSettings:
     epochs: float = field(default=1.0, metadata={"help": "passes over the data"})
     max_steps: int | None = field(default=None, metadata={"help": "stop after N optimiser steps (overrides epochs)"})
     # One sequence per forward pass and 8 accumulated per optimiser step: on a CPU a padded batch of 4
-    # trains at half the tokens/s of 4 single sequences, with 3x the memory (RESULTS.md, "Training").
+    # trains at 1/1.6 the tokens/s of 4 single sequences, with 3x the memory (RESULTS.md, "Training").
     batch_size: int = field(default=1, metadata={"help": "sequences per forward pass, per device (raise it on a GPU)"})
     grad_accum: int = field(default=8, metadata={"help": "forward passes accumulated per optimiser step"})
     lr_scheduler: str = field(default="cosine", metadata={"help": "transformers scheduler name"})
