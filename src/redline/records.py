@@ -27,11 +27,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Union
+
+from redline import RedlineError
 
 Message = dict[str, str]
 Prompt = Union[str, list[Message]]
@@ -238,6 +241,12 @@ class Preference(Record):
             id=optional_id(obj),
             meta=meta_field(obj),
         )
+
+    @property
+    def identical(self) -> bool:
+        """Chosen and rejected are the same text (up to surrounding space): no preference to learn;
+        importers keep such pairs and count them, and PIT's gap loss can use them as anchors."""
+        return self.chosen.strip() == self.rejected.strip()
 
 
 @dataclass
@@ -484,6 +493,32 @@ def read_records(
 
 
 # ----------------------------------------------------------------------------- writing
+
+
+def read_prompt_records(path: str, *, limit: int | None = None, skip_invalid: bool = False) -> list[dict]:
+    """Records with a ``prompt`` (any kind: demonstration, ranking, preference ...), as dicts."""
+    records, errors, skipped = [], [], 0
+    for number, obj in iter_raw(path):
+        try:
+            if isinstance(obj, FieldError):
+                raise obj
+            if not isinstance(obj, dict):
+                raise FieldError("<record>", f"expected an object, got {type(obj).__name__}")
+            records.append({**obj, "prompt": prompt_field(obj), "id": optional_id(obj), "meta": meta_field(obj)})
+        except FieldError as e:
+            if skip_invalid:
+                skipped += 1
+                continue
+            errors.append(f"{path}:{number}: {e.field}: {e.reason}")
+        if limit is not None and len(records) >= limit:
+            break
+    if errors:
+        raise RecordError(errors[:MAX_ERRORS], len(errors))
+    if skipped:
+        print(f"redline: skipped {skipped} invalid prompt records in {path}", file=sys.stderr)
+    if not records:
+        raise RedlineError(f"{path}: no prompts")
+    return records
 
 
 def write_records(dest: str | os.PathLike, records: Iterable[Record | dict]) -> int:

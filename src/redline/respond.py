@@ -44,13 +44,10 @@ class GenerateConfig:
 def generate_responses(config: GenerateConfig, out: str | Path) -> Path:
     """Steps 1–3; returns OUT (response records, JSONL, appended chunk by chunk)."""
     from redline.generation import SamplingParams, as_chat, load_engine
-    from redline.records import Response, append_records
-    from redline.train.ppo import read_prompt_records
+    from redline.records import Response, append_records, read_prompt_records
 
     out = Path(out)
     records = read_prompt_records(config.prompts, limit=config.limit, skip_invalid=config.skip_invalid)  # step 1
-    if not records:
-        raise RedlineError(f"{config.prompts}: no prompts")
     if config.chunk < 1:
         raise RedlineError(f"--chunk must be at least 1, got {config.chunk}")
     done = check_done(out, records, config.prompts)  # step 2

@@ -74,7 +74,7 @@ def record_stats(records: Sequence[Record], tokenizer: Any = "embedded") -> dict
         stats["rankings_with_ties"] = sum(1 for r in rankings if r.n_ties())
     preferences = [r for r in records if isinstance(r, Preference)]
     if preferences:
-        stats["chosen_equals_rejected"] = sum(1 for r in preferences if r.chosen.strip() == r.rejected.strip())
+        stats["chosen_equals_rejected"] = sum(1 for r in preferences if r.identical)
     feedback = [r for r in records if isinstance(r, Feedback)]
     if feedback:
         stats["critique_only"] = sum(1 for r in feedback if r.critique_only)

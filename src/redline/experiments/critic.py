@@ -78,7 +78,7 @@ def second_responses(config: CriticExperimentConfig, test_path: Path, n: int, ou
     settings = GenerateConfig(model=config.second_model, prompts=str(test_path), source=f"{config.second_model}@T={config.second_temperature}",
                               limit=n, temperature=config.second_temperature, max_new_tokens=config.response_max_new_tokens,
                               seed=config.seed, dtype=config.dtype, device=config.device)
-    return read_records(generate_responses(settings, out / "second_responses.jsonl"), "response")[:n]
+    return read_records(generate_responses(settings, out / "second_responses.jsonl"), "response")
 
 
 def run_critic_experiment(config: CriticExperimentConfig, out: str | Path) -> dict[str, Any]:

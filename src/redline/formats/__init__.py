@@ -130,8 +130,7 @@ def import_file(
     for i, kind in enumerate(kinds):
         path = Path(output) if i == 0 else beside(Path(output), kind)
         written[path] = (kind, write_records(path, by_kind.get(kind, [])))
-    report.identical_pairs += sum(
-        1 for r in by_kind.get("preference", []) if r.chosen.strip() == r.rejected.strip())
+    report.identical_pairs += sum(1 for r in by_kind.get("preference", []) if r.identical)
     if printing and (report.skipped or report.left_out or report.identical_pairs):
         print(report.summary(), file=sys.stderr)
         for example in report.examples[:5]:

@@ -113,10 +113,6 @@ def split_thirds(records: list, seed: int = 0) -> tuple[list, list, list]:
     return sft, reward, rl
 
 
-def is_identical(p: Preference) -> bool:
-    return p.chosen.strip() == p.rejected.strip()
-
-
 def gap_text(tokenizer, prompt, reference: str, response: str) -> str:
     """What r_gap(x, y, y_ref) reads: the PIT chat, (x, y_ref) as the user turn, y as the assistant's."""
     return chat_text(tokenizer, pit_messages(prompt, reference), response)
@@ -135,7 +131,7 @@ def encode_pairs(prefs: list[Preference], tokenizer, max_length: int, anchors: b
     """
     items, counts = [], {"pairs": 0, "identical_pairs": 0, "anchors": 0, "truncated_sequences": 0}
     for p in prefs:
-        if is_identical(p):
+        if p.identical:
             counts["identical_pairs"] += 1
             if not anchors:
                 continue
@@ -212,7 +208,7 @@ def held_out_accuracies(model, tokenizer, prefs: list[Preference], max_length: i
     """Step 4: accuracy of each ordering on held-out pairs (identical pairs have none), and the mean."""
     from redline.ops.gap import ordering_accuracies
 
-    pairs = [p for p in prefs if not is_identical(p)]
+    pairs = [p for p in prefs if not p.identical]
     result: dict[str, Any] = {"eval_pairs": len(pairs)}
     if not pairs:
         return result

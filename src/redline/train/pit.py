@@ -172,20 +172,17 @@ def pit_sft_examples(prefs) -> tuple[list[dict], int]:
     Returns the examples and how many identical pairs (chosen equal to rejected) were skipped.
     """
     from redline.prompts import pit_messages
-    from redline.train.gap_reward import is_identical
 
     examples = [{"prompt": pit_messages(p.prompt, p.rejected), "completion": [{"role": "assistant", "content": p.chosen}]}
-                for p in prefs if not is_identical(p)]
+                for p in prefs if not p.identical]
     return examples, len(prefs) - len(examples)
 
 
 def round0_records(prefs) -> list[dict]:
     """Round 0's episodes: each pair's prompt with y_l, and with y_w, as the reference to improve."""
-    from redline.train.gap_reward import is_identical
-
     records = []
     for i, p in enumerate(prefs):
-        refs = [("l", p.rejected)] + ([] if is_identical(p) else [("w", p.chosen)])
+        refs = [("l", p.rejected)] + ([] if p.identical else [("w", p.chosen)])
         for side, ref in refs:
             records.append({"id": f"{p.id or i}:{side}", "prompt": p.prompt, "reference": ref})
     return records

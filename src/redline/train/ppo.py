@@ -200,34 +200,6 @@ class Rollout:
 # ----------------------------------------------------------------------------- prompts and texts
 
 
-def read_prompt_records(path: str, *, limit: int | None = None, skip_invalid: bool = False) -> list[dict]:
-    """Records with a ``prompt`` (any kind: demonstration, ranking, preference ...), as dicts."""
-    from redline.records import FieldError, RecordError, iter_raw, meta_field, optional_id, prompt_field
-
-    records, errors, skipped = [], [], 0
-    for number, obj in iter_raw(path):
-        try:
-            if isinstance(obj, FieldError):
-                raise obj
-            if not isinstance(obj, dict):
-                raise FieldError("<record>", f"expected an object, got {type(obj).__name__}")
-            records.append({**obj, "prompt": prompt_field(obj), "id": optional_id(obj), "meta": meta_field(obj)})
-        except FieldError as e:
-            if skip_invalid:
-                skipped += 1
-                continue
-            errors.append(f"{path}:{number}: {e.field}: {e.reason}")
-        if limit is not None and len(records) >= limit:
-            break
-    if errors:
-        raise RecordError(errors[:20], len(errors))
-    if skipped:
-        print(f"redline: skipped {skipped} invalid prompt records in {path}", file=sys.stderr)
-    if not records:
-        raise RedlineError(f"{path}: no prompts")
-    return records
-
-
 def read_ptx_texts(path: str, tokenizer) -> list[str]:
     """Pretraining-mix texts: ``{"text": ...}`` as it is, a demonstration ``{"prompt", "response"}`` as its chat."""
     from redline.records import iter_raw
@@ -871,6 +843,7 @@ def train_ppo(config: PPOConfig, out: str | os.PathLike) -> dict[str, Any]:
     from accelerate import PartialState
 
     from redline.models import load_tokenizer
+    from redline.records import read_prompt_records
 
     for flag in ("policy", "reward", "prompts"):
         if not getattr(config, flag):

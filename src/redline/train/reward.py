@@ -78,7 +78,7 @@ def read_comparisons(path: str, *, limit=None, skip_invalid=False) -> list[Ranki
     rankings, identical = [], 0
     for r in records:
         assert isinstance(r, Preference)
-        if r.chosen.strip() == r.rejected.strip():
+        if r.identical:
             identical += 1  # no comparison to learn from
             continue
         rankings.append(Ranking(prompt=r.prompt, responses=[r.chosen, r.rejected], ranks=[0, 1], id=r.id, meta=r.meta))
