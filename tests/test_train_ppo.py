@@ -256,3 +256,28 @@ def test_an_sft_run_that_is_a_lora_adapter_is_the_reference_and_the_base_of_the_
     info = json.loads((run / "redline.json").read_text())
     assert info["base_model"] == "tiny-random" and not info["adapter"]  # merged: an adapter cannot sit on an adapter
     assert load_causal_lm(str(run), device="cpu").config.num_hidden_layers == 2
+
+
+def test_oracle_score_rewards_each_rollout_with_its_oracle_quality(rm_run, jsonl, tmp_path):
+    from redline.simulate.oracle import quality
+
+    meta = {"topic": "tea", "instructions": [{"type": "uppercase"}, {"type": "keyword_include", "keywords": ["tea"]}]}
+    prompts = jsonl([{**p, "meta": meta} for p in PROMPTS], "prompts.jsonl")
+    run = tmp_path / "ppo"
+    assert main(["train", "ppo", "--policy", "tiny-random", "--reward", str(rm_run), "--prompts", str(prompts),
+                 "--out", str(run), "--device", "cpu", "--iterations", "1", "--batch-size", "4", "--minibatch-size", "2",
+                 "--micro-batch-size", "2", "--max-new-tokens", "6", "--lora-r", "4", "--score", "oracle"]) == 0
+    rollouts = [json.loads(line) for line in (run / "rollouts.jsonl").read_text().splitlines()]
+    assert len(rollouts) == 4
+    for row in rollouts:
+        assert row["score"] == pytest.approx(quality(meta, row["response"], row["prompt"][-1]["content"]), abs=1e-5)
+    assert log(run)[0]["reward"] == pytest.approx(sum(r["score"] for r in rollouts) / 4, abs=1e-5)
+    assert json.loads((run / "train_config.json").read_text())["score"] == "oracle"
+
+
+def test_oracle_score_refuses_prompts_without_instructions_before_loading(rm_run, jsonl, tmp_path, capsys):
+    prompts = jsonl(PROMPTS, "prompts.jsonl")
+    assert main(["train", "ppo", "--policy", "tiny-random", "--reward", str(rm_run), "--prompts", str(prompts),
+                 "--out", str(tmp_path / "run"), "--score", "oracle"]) == 2
+    assert "--score oracle needs meta.instructions" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

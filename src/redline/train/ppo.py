@@ -17,8 +17,10 @@ Adam with β = (0.9, 0.95), a constant learning rate after a 10-iteration warm-u
 
 One implementation serves every RL method here: ``run_ppo`` takes a reward function
 ``(prompts, responses, records) -> list[float]`` and a prompt builder ``(record) -> messages``.
-``train_ppo`` (the command) builds InstructGPT's reward function from a reward model; PIT passes a
-reward-gap function and prompts built from (x, y_ref), and the loop is the same.
+``train_ppo`` (the command) builds InstructGPT's reward function from a reward model (or, with
+``--score oracle`` on simulated data, takes the oracle's quality: PPO with a perfect reward model, to
+tell a weak reward model from a weak PPO); PIT passes a reward-gap function and prompts built from
+(x, y_ref), and the loop is the same.
 
 ``run_ppo``, one iteration in seven steps (the same numbers mark the code):
 
@@ -134,6 +136,10 @@ class PPOConfig:
     kl_target: float = field(default=6.0, metadata={"help": "adaptive KL: target KL per episode, in nats"})
     kl_horizon: int = field(default=10000, metadata={"help": "adaptive KL: episodes over which beta adapts"})
     reward_max_length: int = field(default=512, metadata={"help": "tokens per (prompt, response) the reward model reads"})
+    score: str = field(default="reward-model", metadata={
+        "help": "the reward: reward-model (the --reward run's score) or oracle (simulated data only: the oracle's "
+                "quality of the response, a diagnostic of PPO with a perfect reward model; the value model "
+                "still starts from --reward)"})
     # --- PPO
     ppo_epochs: int = field(default=1, metadata={"help": "passes over each iteration's episodes (the paper: 1)"})
     minibatch_size: int = field(default=8, metadata={"help": "episodes per optimizer step, all processes together (the paper: 64)"})
@@ -174,6 +180,8 @@ class PPOConfig:
             raise RedlineError(f"--report-to must be none, tensorboard or wandb, got {self.report_to!r}")
         if self.ptx_coef < 0 or self.ptx_ratio < 0:
             raise RedlineError("--ptx-coef and --ptx-ratio cannot be negative")
+        if self.score not in ("reward-model", "oracle"):
+            raise RedlineError(f"--score must be reward-model or oracle, got {self.score!r}")
 
 
 @dataclass
@@ -334,7 +342,8 @@ def load_ppo_models(config: PPOConfig, device: str):
     policy = add_lora(policy, lora) if config.lora else policy.requires_grad_(True)
 
     value = load_reward_model(config.reward, config.dtype, device)
-    reward_model = None if shared else _frozen(load_reward_model(config.reward, config.dtype, device))
+    unused = shared or config.score == "oracle"  # the oracle scores; the reward model is only the value's start
+    reward_model = None if unused else _frozen(load_reward_model(config.reward, config.dtype, device))
     value = add_lora(value, lora, task_type="SEQ_CLS") if config.lora else value.requires_grad_(True)
     return policy, reference, value, reward_model, tokenizer
 
@@ -355,6 +364,24 @@ def instructgpt_reward(reward_model, tokenizer, max_length: int = 512, adapter_o
         texts = [chat_text(tokenizer, p, r) for p, r in zip(prompts, responses)]
         with reward_model.disable_adapter() if adapter_off else contextlib.nullcontext():
             return score_texts(reward_model, tokenizer, texts, max_length=max_length)
+
+    return reward_fn
+
+
+def oracle_reward(records: list[dict]) -> RewardFn:
+    """The simulated oracle's quality in [0, 1] of each response, for records whose ``meta`` carries
+    their instructions (``redline.simulate``). With a perfect reward, what PPO gains measures PPO
+    itself; the gap to a reward model's run is the reward model's fault (RESULTS "InstructGPT")."""
+    from redline.records import prompt_text
+    from redline.simulate.oracle import quality
+
+    missing = [r.get("id", i) for i, r in enumerate(records) if "instructions" not in (r.get("meta") or {})]
+    if missing:
+        raise RedlineError(f"--score oracle needs meta.instructions in every prompt record (as `redline simulate` "
+                           f"writes them); {len(missing)} of {len(records)} have none, the first: id {missing[0]}")
+
+    def reward_fn(prompts: list[list[dict]], responses: list[str], rows: list[dict]) -> list[float]:
+        return [quality(row["meta"], response, prompt_text(row["prompt"])) for row, response in zip(rows, responses)]
 
     return reward_fn
 
@@ -855,12 +882,14 @@ def train_ppo(config: PPOConfig, out: str | os.PathLike) -> dict[str, Any]:
     records = read_prompt_records(config.prompts, limit=config.limit, skip_invalid=config.skip_invalid)
     fit_prompts(tokenizer, [as_chat(r["prompt"]) for r in records], config.max_prompt_length, config.truncate_prompts)
     ptx_texts = read_ptx_texts(config.ptx_data, tokenizer) if config.ptx_data else None
+    oracle = oracle_reward(records) if config.score == "oracle" else None
 
     # accelerate decides the device, so that each process of `accelerate launch` gets its own
     device = str(PartialState(cpu=config.device == "cpu").device)
     policy, reference, value, reward_model, tokenizer = load_ppo_models(config, device)
-    shared = reward_model is None
-    reward_fn = instructgpt_reward(value if shared else reward_model, tokenizer, config.reward_max_length, adapter_off=shared)
+    shared = config.lora and config.shared_reference
+    reward_fn = oracle or instructgpt_reward(value if shared else reward_model, tokenizer, config.reward_max_length,
+                                             adapter_off=shared)
     data = [config.prompts] + ([config.ptx_data] if config.ptx_data else [])
     return run_ppo(config, policy, reference, value, tokenizer, records, reward_fn,
                    lambda record: as_chat(record["prompt"]), out, ptx_texts, kind="ppo", data=data)
