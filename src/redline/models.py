@@ -155,6 +155,12 @@ def pick_device(device: str = "auto") -> str:
     return "cpu"
 
 
+def on_cpu(device: str = "auto") -> bool:
+    """Whether ``device`` resolves to the CPU: accelerate needs ``cpu=True`` to see the processes of
+    ``torchrun`` or ``accelerate launch`` on a machine without a GPU as one multi-CPU job (gloo)."""
+    return pick_device(device) == "cpu"
+
+
 def _torch_dtype(dtype: str):
     import torch
 

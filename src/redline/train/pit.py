@@ -263,12 +263,12 @@ def run_round(config: PITConfig, start: str, sft: str, records: list[dict], out:
     """
     from accelerate import PartialState
 
-    from redline.models import load_causal_lm
+    from redline.models import load_causal_lm, on_cpu
     from redline.train.gap_reward import gap_reward
     from redline.train.ppo import load_ppo_models, run_ppo
 
     ppo = config.ppo_config(start, prompts=source)
-    device = str(PartialState(cpu=config.device == "cpu").device)
+    device = str(PartialState(cpu=on_cpu(config.device)).device)
     policy, reference, value, reward_model, tokenizer = load_ppo_models(ppo, device)
     if start != sft:  # the KL anchor stays PIT SFT after round 0
         del reference

@@ -487,6 +487,7 @@ def run_ppo(
 
     from redline.generation import SamplingParams
     from redline.generation.transformers_engine import TransformersEngine
+    from redline.models import on_cpu
     from redline.ops import rl
 
     config.check()
@@ -497,7 +498,7 @@ def run_ppo(
     if reference is None and not hasattr(policy, "disable_adapter"):
         raise RedlineError("a shared reference needs a LoRA policy (peft); pass a frozen reference model")
     trackers = _trackers(config.report_to)
-    accelerator = Accelerator(cpu=config.device == "cpu", log_with=trackers or None, project_dir=str(out))
+    accelerator = Accelerator(cpu=on_cpu(config.device), log_with=trackers or None, project_dir=str(out))
     main = accelerator.is_main_process
     if main:
         (out / "train_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
@@ -676,13 +677,18 @@ def run_ppo(
                "beta": beta, "lr": config.policy_lr() * warm,
                "generate_s": round(t_generated - t_start, 3), "score_s": round(t_scored - t_generated, 3),
                "evaluate_s": round(t_evaluated - t_scored, 3), "train_s": round(t_trained - t_evaluated, 3)}
+        episodes = [{"iteration": it + 1, "prompt": prompt, "response": c.text, "score": round(score, 6),
+                     "kl": round(kl, 6), "tokens": c.completion_tokens}
+                    for prompt, c, score, kl in zip(batch_prompts, completions, scores.tolist(), kl_per_episode.tolist())]
+        if accelerator.num_processes > 1:  # every process's episodes, in the main process's file
+            from accelerate.utils import gather_object
+
+            episodes = gather_object(episodes)
         if main:
             with open(out / LOG, "a") as f:
                 f.write(json.dumps(row) + "\n")
             with open(out / ROLLOUTS, "a") as f:  # what the policy wrote, to read beside the numbers
-                for prompt, c, score, kl in zip(batch_prompts, completions, scores.tolist(), kl_per_episode.tolist()):
-                    f.write(json.dumps({"iteration": it + 1, "prompt": prompt, "response": c.text, "score": round(score, 6),
-                                        "kl": round(kl, 6), "tokens": c.completion_tokens}) + "\n")
+                f.writelines(json.dumps(episode) + "\n" for episode in episodes)
             print(f"redline: ppo iteration {it + 1}/{config.iterations}: reward {row['reward']:.3f} "
                   f"kl {row['kl']:.3f} length {row['response_length']:.1f} "
                   f"({row['generate_s']:.1f}s generate, {row['train_s']:.1f}s train)", file=sys.stderr)
@@ -869,7 +875,7 @@ def train_ppo(config: PPOConfig, out: str | os.PathLike) -> dict[str, Any]:
     """
     from accelerate import PartialState
 
-    from redline.models import load_tokenizer
+    from redline.models import load_tokenizer, on_cpu
     from redline.records import read_prompt_records
 
     for flag in ("policy", "reward", "prompts"):
@@ -885,7 +891,7 @@ def train_ppo(config: PPOConfig, out: str | os.PathLike) -> dict[str, Any]:
     oracle = oracle_reward(records) if config.score == "oracle" else None
 
     # accelerate decides the device, so that each process of `accelerate launch` gets its own
-    device = str(PartialState(cpu=config.device == "cpu").device)
+    device = str(PartialState(cpu=on_cpu(config.device)).device)
     policy, reference, value, reward_model, tokenizer = load_ppo_models(config, device)
     shared = config.lora and config.shared_reference
     reward_fn = oracle or instructgpt_reward(value if shared else reward_model, tokenizer, config.reward_max_length,
