@@ -93,6 +93,7 @@ def test_two_iterations_train_log_every_field_and_save_a_loadable_policy(straigh
     # The trained adapter is no longer the fresh one (LoRA B starts at zero).
     adapter = load_file(str(straight / "adapter_model.safetensors"))
     assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in adapter.items())
+    assert (straight / "ppo_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     info = json.loads((straight / "redline.json").read_text())
     assert info["kind"] == "ppo" and info["base_model"] == "tiny-random" and info["adapter"]
     assert info["metrics"]["iterations"] == 2 and info["metrics"]["episodes"] == 8

@@ -63,6 +63,7 @@ What a run folder holds::
     RUN/train_config.json        the resolved PPOConfig (``--config`` repeats the run)
     RUN/ppo_log.jsonl            one row per iteration: reward, KL, entropy, losses, β, time split
     RUN/rollouts.jsonl           every episode: iteration, prompt, response, score, KL, tokens
+    RUN/ppo_curve.png            score, KL and response length against the iteration
     RUN/adapter_model.safetensors  the policy (or model.safetensors), tokenizer, README.md, redline.json
     RUN/value/                   the value model
     RUN/checkpoints/iter-NNNNNN/ trainable weights, optimizer and RNG states, β, iteration; a rerun
@@ -93,6 +94,7 @@ PromptBuilder = Callable[[dict], list[dict]]
 
 LOG = "ppo_log.jsonl"
 ROLLOUTS = "rollouts.jsonl"
+CURVE = "ppo_curve.png"
 CHECKPOINTS = "checkpoints"
 KEEP_CHECKPOINTS = 2
 
@@ -704,8 +706,32 @@ def run_ppo(
     metrics = _final_metrics(out / LOG, state, n_cut)
     if main:
         save_final(config, policy, value, tokenizer, out, ema, kind=kind, data=data or [config.prompts], metrics=metrics)
+        plot_log(out / LOG, out / CURVE, f"{kind}: {_name(config.policy)}")
     accelerator.wait_for_everyone()
     return metrics
+
+
+def plot_log(log: Path, path: Path, title: str) -> Path:
+    """The iterations of a run at a glance: score, KL to the reference and response length."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    x = [row["iteration"] for row in rows]
+    panels = (("reward", "score (mean)"), ("kl", "KL to reference (nats/episode)"), ("response_length", "response tokens"))
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+    for ax, (key, label) in zip(axes, panels):
+        ax.plot(x, [row[key] for row in rows], marker="o", markersize=3)
+        ax.set_xlabel("iteration")
+        ax.set_title(label, fontsize=10)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def _optimizer_step(accelerator, optimizer, model, max_grad_norm: float) -> None:
