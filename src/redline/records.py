@@ -32,7 +32,7 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Union
+from typing import Any, Callable, ClassVar, Iterable, Union
 
 from redline import RedlineError
 
@@ -457,21 +457,50 @@ def read_records(
     ``limit`` keeps the first N valid records. Duplicate ids are an error like any other.
     """
     cls = record_class(kind)
+    seen_ids: dict[str, int] = {}
+
+    def parse(obj: Any, number: int) -> Record:
+        record = cls.from_dict(obj)
+        if record.id is not None:
+            if record.id in seen_ids:
+                raise FieldError("id", f"duplicate id {record.id!r} (first on line {seen_ids[record.id]})")
+            seen_ids[record.id] = number
+        return record
+
+    return _parse_rows(source, parse, skip_invalid=skip_invalid, limit=limit, report=report)
+
+
+def read_prompt_records(path: str, *, limit: int | None = None, skip_invalid: bool = False) -> list[dict]:
+    """Records with a ``prompt`` (any kind: demonstration, ranking, preference ...), as dicts."""
+
+    def parse(obj: Any, number: int) -> dict:
+        if not isinstance(obj, dict):
+            raise FieldError("<record>", f"expected an object, got {type(obj).__name__}")
+        return {**obj, "prompt": prompt_field(obj), "id": optional_id(obj), "meta": meta_field(obj)}
+
+    report = ReadReport(str(path))
+    records = _parse_rows(path, parse, skip_invalid=skip_invalid, limit=limit, report=report)
+    if report.skipped:
+        print(f"redline: skipped {report.skipped} invalid prompt records in {path}", file=sys.stderr)
+    if not records:
+        raise RedlineError(f"{path}: no prompts")
+    return records
+
+
+def _parse_rows(source: str | os.PathLike, parse: Callable[[Any, int], Any], *, skip_invalid: bool,
+                limit: int | None, report: ReadReport | None) -> list:
+    """``parse(obj, line number)`` on every row of ``source``; a ``FieldError`` is a bad line, listed
+    (all of them, up to MAX_ERRORS shown) in one ``RecordError``, or skipped into ``report``."""
     report = report if report is not None else ReadReport(str(source))
     report.path = str(source)
-    records: list[Record] = []
+    items: list = []
     errors: list[str] = []
     n_errors = 0
-    seen_ids: dict[str, int] = {}
     for number, obj in iter_raw(source):
         try:
             if isinstance(obj, FieldError):
                 raise obj
-            record = cls.from_dict(obj)
-            if record.id is not None:
-                if record.id in seen_ids:
-                    raise FieldError("id", f"duplicate id {record.id!r} (first on line {seen_ids[record.id]})")
-                seen_ids[record.id] = number
+            item = parse(obj, number)
         except FieldError as e:
             message = f"{source}:{number}: {e.field}: {e.reason}"
             if skip_invalid:
@@ -483,42 +512,16 @@ def read_records(
             continue
         if n_errors:
             continue  # keep looking for errors; nothing will be returned
-        records.append(record)
-        if limit is not None and len(records) >= limit:
+        items.append(item)
+        if limit is not None and len(items) >= limit:
             break
     if n_errors:
         raise RecordError(errors, n_errors)
-    report.read = len(records)
-    return records
+    report.read = len(items)
+    return items
 
 
 # ----------------------------------------------------------------------------- writing
-
-
-def read_prompt_records(path: str, *, limit: int | None = None, skip_invalid: bool = False) -> list[dict]:
-    """Records with a ``prompt`` (any kind: demonstration, ranking, preference ...), as dicts."""
-    records, errors, skipped = [], [], 0
-    for number, obj in iter_raw(path):
-        try:
-            if isinstance(obj, FieldError):
-                raise obj
-            if not isinstance(obj, dict):
-                raise FieldError("<record>", f"expected an object, got {type(obj).__name__}")
-            records.append({**obj, "prompt": prompt_field(obj), "id": optional_id(obj), "meta": meta_field(obj)})
-        except FieldError as e:
-            if skip_invalid:
-                skipped += 1
-                continue
-            errors.append(f"{path}:{number}: {e.field}: {e.reason}")
-        if limit is not None and len(records) >= limit:
-            break
-    if errors:
-        raise RecordError(errors[:MAX_ERRORS], len(errors))
-    if skipped:
-        print(f"redline: skipped {skipped} invalid prompt records in {path}", file=sys.stderr)
-    if not records:
-        raise RedlineError(f"{path}: no prompts")
-    return records
 
 
 def write_records(dest: str | os.PathLike, records: Iterable[Record | dict]) -> int:
