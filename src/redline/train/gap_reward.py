@@ -47,7 +47,7 @@ from redline import RedlineError
 from redline.prompts import pit_messages
 from redline.records import Preference, ReadReport, read_records
 from redline.train.reward import GroupCollator, chat_text, score_texts, split_by_prompt, training_arguments
-from redline.train.sft import SFTSettings, forget_mixed_precision, last_checkpoint, save_training_curve
+from redline.train.sft import SFTSettings, run_trainer, save_training_curve
 
 KIND = "gap-reward"
 
@@ -299,11 +299,7 @@ def train_gap_reward(config: GapRewardConfig, out: str | os.PathLike) -> dict[st
     trainer = _gap_trainer_class()(model=model, args=training_arguments(config, out, device), train_dataset=items,
                                    data_collator=GapCollator(tokenizer.pad_token_id))
     trainer.term_weights, trainer.anchor_weight = weights, config.anchor_weight
-    resume = last_checkpoint(out)
-    if resume:
-        print(f"redline: resuming from {resume}", file=sys.stderr)
-    result = trainer.train(resume_from_checkpoint=resume)
-    forget_mixed_precision()
+    result = run_trainer(trainer, out)
     model = trainer.model.merge_and_unload() if config.lora else trainer.model
     model.eval()
 

@@ -42,7 +42,7 @@ from typing import Any
 
 from redline import RedlineError
 from redline.records import Preference, Ranking, Record, iter_raw, prompt_key, read_records
-from redline.train.sft import SFTSettings, as_chat, forget_mixed_precision, last_checkpoint, save_training_curve
+from redline.train.sft import SFTSettings, as_chat, run_trainer, save_training_curve
 
 
 @dataclass
@@ -279,11 +279,7 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
     args = training_arguments(config, out, device)
     trainer = _ranking_trainer_class()(model=model, args=args, train_dataset=groups,
                                        data_collator=GroupCollator(tokenizer.pad_token_id))
-    resume = last_checkpoint(out)
-    if resume:
-        print(f"redline: resuming from {resume}", file=sys.stderr)
-    result = trainer.train(resume_from_checkpoint=resume)
-    forget_mixed_precision()
+    result = run_trainer(trainer, out)
 
     model = trainer.model
     if config.lora:

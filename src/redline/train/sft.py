@@ -168,11 +168,7 @@ def train_sft(
         dataset_num_proc=None,
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples), processing_class=tokenizer)
-    resume = last_checkpoint(out)
-    if resume:
-        print(f"redline: resuming from {resume}", file=sys.stderr)
-    result = trainer.train(resume_from_checkpoint=resume)
-    forget_mixed_precision()
+    result = run_trainer(trainer, out)
 
     history = trainer.state.log_history
     losses = [row["loss"] for row in history if "loss" in row]
@@ -192,8 +188,8 @@ def train_sft(
     return metrics
 
 
-def forget_mixed_precision() -> None:
-    """Clear accelerate's process-wide state after a Trainer run.
+def run_trainer(trainer, out: Path):
+    """``trainer.train()``, resuming from OUT's last checkpoint, then clear accelerate's process-wide state.
 
     The Trainer's ``Accelerator`` stores its mixed precision in a singleton that every later
     ``Accelerator()`` in the process inherits: after a ``--bf16`` SFT, PPO in the same process would
@@ -202,7 +198,12 @@ def forget_mixed_precision() -> None:
     """
     from accelerate.state import AcceleratorState
 
+    resume = last_checkpoint(out)
+    if resume:
+        print(f"redline: resuming from {resume}", file=sys.stderr)
+    result = trainer.train(resume_from_checkpoint=resume)
     AcceleratorState._reset_state()
+    return result
 
 
 def count_truncated(examples: list[dict], tokenizer, max_length: int) -> tuple[int, int]:
