@@ -10,18 +10,23 @@ import torch
 
 from redline import RedlineError
 from redline.cli import main
-from redline.models import ModelCard, load_reward_model, load_tokenizer, save_model
+from redline.models import (
+    ModelCard,
+    check_gap_reward_model,
+    check_reward_model,
+    load_reward_model,
+    load_tokenizer,
+    save_model,
+)
 from redline.ops.gap import ORDERING_NAMES, anchor_loss, gap_ranking_loss, gap_terms, ordering_accuracies
 from redline.records import Preference
 from redline.train.gap_reward import (
     GapCollator,
-    check_gap_reward_model,
     encode_pairs,
     gap_quad,
     gap_reward,
     split_thirds,
 )
-from redline.train.ppo import check_reward_model
 
 
 @pytest.fixture(scope="module", autouse=True)

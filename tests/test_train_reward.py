@@ -65,7 +65,7 @@ def test_train_reward_cli(jsonl, tmp_path):
     # A plain transformers load works, and with the stored bias demonstrations average 0.
     model = AutoModelForSequenceClassification.from_pretrained(run)
     assert model.config.num_labels == 1
-    from redline.train.reward import chat_text, score_texts
+    from redline.models import chat_text, score_texts
 
     tok = load_tokenizer(str(run))
     scores = score_texts(model, tok, [chat_text(tok, f"Question {i}?", f"good answer {i}") for i in range(4)])

@@ -205,9 +205,7 @@ def load_causal_lm(name: str, dtype: str = "float32", device: str = "auto", merg
     with ``merge_lora`` as a plain model with the adapter folded into its weights (for inference)."""
     from transformers import AutoModelForCausalLM
 
-    info = run_info(name) if os.path.isdir(name) else {}
-    if info.get("kind") in ("reward", "gap-reward"):
-        raise RedlineError(f"{name} is a {info['kind']} model, not a causal language model")
+    check_language_model(name)
     return _load(AutoModelForCausalLM, name, dtype, device, merge_lora=merge_lora).eval()
 
 
@@ -220,6 +218,94 @@ def load_reward_model(name: str, dtype: str = "float32", device: str = "auto"):
         # Sequence classification reads the last non-pad token; it must know which token pads.
         model.config.pad_token_id = load_tokenizer(name).pad_token_id
     return model.eval()
+
+
+# ----------------------------------------------------------------------------- run kinds
+
+REWARD, GAP_REWARD, CRITIC = "reward", "gap-reward", "critic"
+# Runs that score text (sequence classification, one output) and cannot write it.
+SCORING_KINDS = (REWARD, GAP_REWARD, "value")
+
+
+def run_kind(name: str | os.PathLike) -> str | None:
+    """The kind a redline run folder records in ``redline.json``; None for anything else."""
+    return run_info(name).get("kind") if os.path.isdir(name) else None
+
+
+def check_language_model(name: str, role: str = "a causal language model") -> None:
+    """Refuse a reward or gap-reward run where a model that writes text is wanted."""
+    kind = run_kind(name)
+    if kind in SCORING_KINDS:
+        raise RedlineError(f"{name} is a {kind} model, not {role}")
+
+
+def check_reward_model(name: str, flag: str = "--reward") -> None:
+    """A plain reward model (sequence classification, one score), or a clear error before anything loads."""
+    kind = run_kind(name)
+    if kind == GAP_REWARD:
+        raise RedlineError(
+            f"{name} is a gap-reward model: it scores a response against a reference, r_gap(x, y, y_ref). "
+            "PPO-ptx needs a plain reward model from `redline train reward` (PIT's RL uses the gap model)"
+        )
+    if kind is not None and kind != REWARD:
+        raise RedlineError(f"{name} is a {kind} run (a causal language model), not a reward model; "
+                           f"pass a run of `redline train reward` as {flag}")
+    if kind is None:
+        from transformers import AutoConfig
+
+        try:
+            architectures = AutoConfig.from_pretrained(resolve(name)).architectures or []
+        except (OSError, ValueError) as e:
+            raise RedlineError(f"cannot read the reward model {name!r}: {e}") from e
+        if not any(a.endswith("ForSequenceClassification") for a in architectures):
+            raise RedlineError(f"{name} is not a reward model (architectures {architectures}); "
+                               f"pass a run of `redline train reward` as {flag}")
+
+
+def check_gap_reward_model(name: str) -> None:
+    """A gap-reward run, or one clear error (a plain reward model is the likely mix-up) before anything loads."""
+    kind = run_kind(name)
+    if kind == GAP_REWARD:
+        return
+    if kind == REWARD:
+        raise RedlineError(
+            f"{name} is a plain reward model r(x, y) (redline train reward); PIT needs a gap-reward model "
+            "r_gap(x, y, y_ref) that scores a response against a reference: train one with `redline train gap-reward`"
+        )
+    what = f"a {kind} run" if kind else "not a redline run (it has no redline.json)"
+    raise RedlineError(f"{name} is {what}, not a gap-reward model; train one with `redline train gap-reward`")
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+def chat_text(tokenizer, prompt, response: str) -> str:
+    """How a reward model sees a (prompt, response): the chat template, as the policy writes it."""
+    from redline.generation import as_chat
+
+    return tokenizer.apply_chat_template(as_chat(prompt) + [{"role": "assistant", "content": response}], tokenize=False)
+
+
+def score_texts(model, tokenizer, texts: list[str], batch_size: int = 16, max_length: int = 512) -> list[float]:
+    """Rewards of chat-formatted texts, with ``config.reward_bias`` added (0 when absent)."""
+    import torch
+
+    bias = float(getattr(model.config, "reward_bias", 0.0) or 0.0)
+    device = next(model.parameters()).device
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths pad less
+    scores = [0.0] * len(texts)
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            batch = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
+                              max_length=max_length, add_special_tokens=False).to(device)
+            values = model(**batch).logits.squeeze(-1).float().tolist()
+            for i, v in zip(idx, values):
+                scores[i] = v + bias
+    return scores
+
+
+# ----------------------------------------------------------------------------- LoRA
 
 
 @dataclass

@@ -22,7 +22,6 @@ Deviations from the paper:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from redline import RedlineError
@@ -61,10 +60,10 @@ def critic_step(engine, config: ReviseConfig):
 
 def revise(config: ReviseConfig, out, engine=None, judge=None, responses=None) -> dict[str, Any]:
     """Revise ``config.input`` (or ``responses``) for ``config.iterations`` rounds into ``out``."""
-    from redline.models import run_info
+    from redline.models import CRITIC, run_kind
 
-    kind = run_info(config.critic).get("kind") if Path(config.critic).is_dir() else None
-    if kind is not None and kind != "critic":
+    kind = run_kind(config.critic)
+    if kind is not None and kind != CRITIC:
         raise RedlineError(f"{config.critic} is a {kind} run, not a critic (train one with `redline train critic`)")
     return run_method(config, config.critic, lambda e: critic_step(e, config), out,
                       engine=engine, judge=judge, responses=responses)

@@ -96,10 +96,8 @@ def refine(config: RefineConfig, out, engine=None, judge=None, responses=None) -
     if engine is None and not config.model:
         raise RedlineError("--model is required")
     if engine is None:
-        from redline.models import run_info
+        from redline.models import check_language_model
 
-        kind = run_info(config.model).get("kind")
-        if kind in ("reward", "gap-reward", "value"):
-            raise RedlineError(f"{config.model} is a {kind} model, not a language model that can write feedback")
+        check_language_model(config.model, "a language model that can write feedback")
     return run_method(config, config.model, lambda e: self_refine_step(e, config), out,
                       engine=engine, judge=judge, responses=responses)

@@ -2,7 +2,7 @@
 
 Any redline reward run or Hugging Face sequence-classification model with one output
 (``models.load_reward_model``). A response is scored exactly as ``redline train reward`` trained
-it (``train.reward.chat_text`` and ``score_texts``: the prompt and the response through the chat
+it (``models.chat_text`` and ``models.score_texts``: the prompt and the response through the chat
 template, the run's ``reward_bias`` added), or as ``prompt + blank line + response`` where the
 tokenizer has no chat template. Scores within ``margin`` of each other are a tie. Scoring is
 batched, sorted by length so a batch pads little, and every distinct (prompt, response) is scored
@@ -12,7 +12,6 @@ longer than ``max_length`` tokens lose their start, not their end: the reward is
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 from redline import RedlineError
@@ -23,7 +22,7 @@ from redline.records import Prompt, prompt_key
 def reward_text(tokenizer, prompt: Prompt, response: str) -> str:
     """The text a reward model scores for one (prompt, response)."""
     if getattr(tokenizer, "chat_template", None):
-        from redline.train.reward import chat_text
+        from redline.models import chat_text
 
         return chat_text(tokenizer, prompt, response)
     text = prompt if isinstance(prompt, str) else "\n\n".join(m["content"] for m in prompt)
@@ -50,14 +49,13 @@ class RewardJudge:
     def check(self) -> None:
         """Load the model now, so a bad path fails before any judging."""
         if self._model is None:
-            from redline.models import load_reward_model, load_tokenizer, run_info
+            from redline.models import REWARD, load_reward_model, load_tokenizer, run_kind
 
             # A gap-reward or language-model run would score the wrong input without any error.
-            kind = run_info(self.model_name).get("kind") if os.path.isdir(self.model_name) else None
-            if kind is not None and kind != "reward":
+            kind = run_kind(self.model_name)
+            if kind is not None and kind != REWARD:
                 raise RedlineError(f"{self.model_name} is a {kind} model, not a reward model: "
                                    "the reward judge needs a run of `redline train reward` or a hub reward model")
-
             self._model = load_reward_model(self.model_name, dtype=self.dtype, device=self.device)
             self._tokenizer = load_tokenizer(self.model_name)
             self._tokenizer.padding_side = "right"
@@ -65,7 +63,7 @@ class RewardJudge:
 
     def score(self, pairs: Sequence[tuple[Prompt, str]]) -> list[float]:
         """The reward of each (prompt, response); each distinct one is computed once."""
-        from redline.train.reward import score_texts
+        from redline.models import score_texts
 
         self.check()
         todo = {}

@@ -46,10 +46,11 @@ from typing import Any
 from redline import RedlineError
 from redline.prompts import pit_messages
 from redline.records import Preference, ReadReport, read_records
-from redline.train.reward import GroupCollator, chat_text, score_texts, split_by_prompt, training_arguments
+from redline.models import GAP_REWARD, chat_text, score_texts
+from redline.train.reward import GroupCollator, split_by_prompt, training_arguments
 from redline.train.sft import SFTSettings, run_trainer, save_training_curve
 
-KIND = "gap-reward"
+KIND = GAP_REWARD
 
 
 @dataclass
@@ -231,22 +232,6 @@ def gap_reward(model, tokenizer, max_length: int = 512, adapter_off: bool = Fals
             return score_texts(model, tokenizer, texts, max_length=max_length)
 
     return reward_fn
-
-
-def check_gap_reward_model(name: str) -> None:
-    """A gap-reward run, or one clear error (a plain reward model is the likely mix-up) before anything loads."""
-    from redline.models import run_info
-
-    kind = run_info(name).get("kind") if os.path.isdir(name) else None
-    if kind == KIND:
-        return
-    if kind == "reward":
-        raise RedlineError(
-            f"{name} is a plain reward model r(x, y) (redline train reward); PIT needs a gap-reward model "
-            "r_gap(x, y, y_ref) that scores a response against a reference: train one with `redline train gap-reward`"
-        )
-    what = f"a {kind} run" if kind else "not a redline run (it has no redline.json)"
-    raise RedlineError(f"{name} is {what}, not a gap-reward model; train one with `redline train gap-reward`")
 
 
 # ----------------------------------------------------------------------------- the command

@@ -284,9 +284,9 @@ def run_round(config: PITConfig, start: str, sft: str, records: list[dict], out:
 
 def train_pit(config: PITConfig, out: str | os.PathLike) -> dict[str, Any]:
     """Steps 1–5 of the module docstring; returns every stage's metrics."""
-    from redline.models import load_tokenizer, run_info
-    from redline.train.gap_reward import check_gap_reward_model, read_preferences, split_thirds
-    from redline.train.ppo import check_policy_model, fit_prompts
+    from redline.models import check_gap_reward_model, check_language_model, load_tokenizer, run_info
+    from redline.train.gap_reward import read_preferences, split_thirds
+    from redline.train.ppo import POLICY_ROLE, fit_prompts
     from redline.train.sft import train_sft
 
     # Step 1: every check before a model loads.
@@ -295,7 +295,7 @@ def train_pit(config: PITConfig, out: str | os.PathLike) -> dict[str, Any]:
             raise RedlineError(f"--{flag.replace('_', '-')} is required")
     rounds = config.rounds_list()
     check_gap_reward_model(config.gap_reward)
-    check_policy_model(config.policy)
+    check_language_model(config.policy, POLICY_ROLE)
     tokenizer = load_tokenizer(config.policy)
     if load_tokenizer(config.gap_reward).get_vocab() != tokenizer.get_vocab():
         raise RedlineError(f"the gap model {config.gap_reward} has another tokenizer than {config.policy}: the value "

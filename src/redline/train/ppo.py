@@ -215,8 +215,8 @@ class Rollout:
 
 def read_ptx_texts(path: str, tokenizer) -> list[str]:
     """Pretraining-mix texts: ``{"text": ...}`` as it is, a demonstration ``{"prompt", "response"}`` as its chat."""
+    from redline.models import chat_text
     from redline.records import iter_raw
-    from redline.train.reward import chat_text
 
     texts = []
     for number, obj in iter_raw(path):
@@ -289,37 +289,7 @@ def stream_indices(n: int, start: int, count: int, seed: int) -> list[int]:
 # ----------------------------------------------------------------------------- models
 
 
-def check_reward_model(name: str) -> None:
-    """A plain reward model (sequence classification, one score), or a clear error before anything loads."""
-    from redline.models import resolve, run_info
-
-    kind = run_info(name).get("kind") if os.path.isdir(name) else None
-    if kind == "gap-reward":
-        raise RedlineError(
-            f"{name} is a gap-reward model: it scores a response against a reference, r_gap(x, y, y_ref). "
-            "PPO-ptx needs a plain reward model from `redline train reward` (PIT's RL uses the gap model)"
-        )
-    if kind is not None and kind != "reward":
-        raise RedlineError(f"{name} is a {kind} run (a causal language model), not a reward model; "
-                           "pass a run of `redline train reward` as --reward")
-    if kind is None:
-        from transformers import AutoConfig
-
-        try:
-            architectures = AutoConfig.from_pretrained(resolve(name)).architectures or []
-        except OSError as e:
-            raise RedlineError(f"cannot read the reward model {name!r}: {e}") from e
-        if not any(a.endswith("ForSequenceClassification") for a in architectures):
-            raise RedlineError(f"{name} is not a reward model (architectures {architectures}); "
-                               "pass a run of `redline train reward` as --reward")
-
-
-def check_policy_model(name: str) -> None:
-    from redline.models import run_info
-
-    kind = run_info(name).get("kind") if os.path.isdir(name) else None
-    if kind in ("reward", "gap-reward"):
-        raise RedlineError(f"{name} is a {kind} model; --policy wants the SFT run (a causal language model)")
+POLICY_ROLE = "a policy: --policy wants the SFT run (a causal language model)"
 
 
 def load_ppo_models(config: PPOConfig, device: str):
@@ -363,7 +333,7 @@ def instructgpt_reward(reward_model, tokenizer, max_length: int = 512, adapter_o
     ``adapter_off``: the reward model is the value model, read with its LoRA adapter (and trained
     head) switched off, which gives back the reward model's own weights.
     """
-    from redline.train.reward import chat_text, score_texts
+    from redline.models import chat_text, score_texts
 
     def reward_fn(prompts: list[list[dict]], responses: list[str], records: list[dict]) -> list[float]:
         texts = [chat_text(tokenizer, p, r) for p, r in zip(prompts, responses)]
@@ -904,7 +874,7 @@ def train_ppo(config: PPOConfig, out: str | os.PathLike) -> dict[str, Any]:
     """
     from accelerate import PartialState
 
-    from redline.models import load_tokenizer, on_cpu
+    from redline.models import check_language_model, check_reward_model, load_tokenizer, on_cpu
     from redline.records import read_prompt_records
 
     for flag in ("policy", "reward", "prompts"):
@@ -912,7 +882,7 @@ def train_ppo(config: PPOConfig, out: str | os.PathLike) -> dict[str, Any]:
             raise RedlineError(f"--{flag} is required")
     config.check()
     check_reward_model(config.reward)
-    check_policy_model(config.policy)
+    check_language_model(config.policy, POLICY_ROLE)
     tokenizer = load_tokenizer(config.policy)
     records = read_prompt_records(config.prompts, limit=config.limit, skip_invalid=config.skip_invalid)
     fit_prompts(tokenizer, [as_chat(r["prompt"]) for r in records], config.max_prompt_length, config.truncate_prompts)

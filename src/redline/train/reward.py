@@ -23,7 +23,7 @@ Steps:
 
 Deviations from the paper:
   1. The bias of step 5 is stored as ``config.reward_bias`` and added by redline's scoring
-     (``score_texts``): a Llama classification head has no bias term to fold it into. It does not
+     (``models.score_texts``): a Llama classification head has no bias term to fold it into. It does not
      change which response ranks higher, so any other loader still ranks correctly.
   2. LoRA by default (the head trains fully); ``--no-lora`` trains all weights. The default lr is
      1e-4 for LoRA; 9e-6 (the paper's) for full training.
@@ -41,8 +41,9 @@ from pathlib import Path
 from typing import Any
 
 from redline import RedlineError
+from redline.models import REWARD, chat_text, score_texts
 from redline.records import Preference, Ranking, Record, iter_raw, prompt_key, read_records
-from redline.train.sft import SFTSettings, as_chat, run_trainer, save_training_curve
+from redline.train.sft import SFTSettings, run_trainer, save_training_curve
 
 
 @dataclass
@@ -94,11 +95,6 @@ def split_by_prompt(rankings: list[Ranking], share: float, seed: int) -> tuple[l
     random.Random(seed).shuffle(prompts)
     held = set(prompts[: round(share * len(prompts))])
     return [r for r in rankings if prompt_key(r.prompt) not in held], [r for r in rankings if prompt_key(r.prompt) in held]
-
-
-def chat_text(tokenizer, prompt, response: str) -> str:
-    """How a reward model sees a (prompt, response): the chat template, as the policy writes it."""
-    return tokenizer.apply_chat_template(as_chat(prompt) + [{"role": "assistant", "content": response}], tokenize=False)
 
 
 def encode_groups(rankings: list[Ranking], tokenizer, max_length: int, as_pairs: bool) -> list[dict]:
@@ -162,25 +158,6 @@ def _ranking_trainer_class():
             return (loss, scores) if return_outputs else loss
 
     return RankingTrainer
-
-
-def score_texts(model, tokenizer, texts: list[str], batch_size: int = 16, max_length: int = 512) -> list[float]:
-    """Rewards of chat-formatted texts, with ``config.reward_bias`` added (0 when absent)."""
-    import torch
-
-    bias = float(getattr(model.config, "reward_bias", 0.0) or 0.0)
-    device = next(model.parameters()).device
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths pad less
-    scores = [0.0] * len(texts)
-    with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            batch = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
-                              max_length=max_length, add_special_tokens=False).to(device)
-            values = model(**batch).logits.squeeze(-1).float().tolist()
-            for i, v in zip(idx, values):
-                scores[i] = v + bias
-    return scores
 
 
 def held_out_accuracy(model, tokenizer, rankings: list[Ranking], max_length: int) -> dict[str, Any]:
@@ -301,8 +278,8 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
         model.config.reward_bias = -sum(rewards) / len(rewards)
         metrics["reward_bias"] = round(model.config.reward_bias, 4)
     # step 6
-    model.config.redline_kind = "reward"
-    card = ModelCard(kind="reward", base_model=config.model, data=[config.data], command=command_line(), metrics=metrics)
+    model.config.redline_kind = REWARD
+    card = ModelCard(kind=REWARD, base_model=config.model, data=[config.data], command=command_line(), metrics=metrics)
     from redline.models import save_model
 
     save_model(model, tokenizer, out, card)
