@@ -1,0 +1,89 @@
+"""scripts/gpu_check.py in its CPU mode at tiny sizes (so the GPU check cannot rot), its wheel
+installer, and the timeout that kills a hung part."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "gpu_check.py"
+
+
+@pytest.fixture(scope="module")
+def gpu_check():
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cpu_tiny_run_writes_every_part(tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(SCRIPT), str(out), "--cpu", "--tiny", "--wheels", str(tmp_path / "none")],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    r = json.loads((out / "results.json").read_text())
+    parts = r["parts"]
+    assert r["device"] == "cpu" and r["tiny"] and set(parts) == {"wheels", "env", "tests", "engine:tiny", "sft:tiny", "ppo:tiny"}
+    assert parts["wheels"]["status"] == "skipped" and "no wheels folder" in parts["wheels"]["reason"]
+    assert parts["env"]["cuda_available"] is False and parts["env"]["libraries"]["torch"]
+    # Without CUDA every gpu test is collected and skips, each with its reason.
+    tests = parts["tests"]
+    assert tests["status"] == "ok" and tests["counts"]["skipped"] == len(tests["tests"]) >= 8
+    assert all("needs CUDA" in t["message"] for t in tests["tests"].values())
+    assert (out / "gpu_tests.xml").exists() and (out / "log.txt").exists()
+
+    engine = parts["engine:tiny"]
+    assert engine["status"] == "ok" and engine["layers"] == 2
+    expected = engine["batch"] * engine["max_new_tokens"]
+    for method in ("generate", "engine", "engine_not_exact"):
+        assert engine[method]["tokens"] == expected and engine[method]["tokens_per_s"] > 0
+    assert engine["engine_vs_generate"] > 0
+
+    sft = parts["sft:tiny"]
+    assert sft["status"] == "ok" and sft["steps"] == 2 and sft["tokens"] > 0 and sft["tokens_per_s"] > 0
+
+    ppo = parts["ppo:tiny"]
+    assert ppo["status"] == "ok" and [i["iteration"] for i in ppo["iterations"]] == [1, 2]
+    assert all(i[k] > 0 for i in ppo["iterations"] for k in ("generate_s", "evaluate_s", "train_s"))
+
+
+def _wheel(folder: Path, name: str, version: str = "1.0") -> Path:
+    """A minimal pure-Python wheel holding one module ``name`` that defines ``VALUE = 42``."""
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    info = f"{name}-{version}.dist-info"
+    files = {f"{name}.py": "VALUE = 42\n",
+             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    files[f"{info}/RECORD"] = "".join(f"{f},,\n" for f in files) + f"{info}/RECORD,,\n"
+    with zipfile.ZipFile(path, "w") as z:
+        for f, text in files.items():
+            z.writestr(f, text)
+    return path
+
+
+def test_wheels_install_what_is_missing_and_leave_installed_packages_alone(gpu_check, tmp_path):
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    _wheel(wheels, "redline_probe_pkg")
+    _wheel(wheels, "pytest", "0.0.1")  # installed here: must not shadow the real one
+    site = tmp_path / "site"
+    r = gpu_check.install_wheels(wheels, site)
+    assert r["status"] == "ok", r
+    assert r["installed"] == ["redline_probe_pkg-1.0-py3-none-any.whl"]
+    assert "pytest-0.0.1-py3-none-any.whl" in r["already_installed"]
+    assert (site / "redline_probe_pkg.py").exists() and not (site / "pytest.py").exists()
+    assert gpu_check.install_wheels(tmp_path / "absent", site)["status"] == "skipped"
+
+
+def test_a_hung_part_is_killed_at_its_timeout(gpu_check, tmp_path):
+    with open(tmp_path / "log", "w") as log:
+        code, seconds = gpu_check.run_child([sys.executable, "-c", "import time; time.sleep(60)"], dict(os.environ), 1, log)
+    assert code is None and seconds < 30
