@@ -42,9 +42,20 @@ def add_seed(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1 (``--limit 0`` and ``--limit -1`` are refused at parse time)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_reading(p: argparse.ArgumentParser) -> None:
     """Options of every command that reads records."""
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="read only the first N valid records")
+    p.add_argument("--limit", type=positive_int, default=None, metavar="N", help="read only the first N valid records")
     p.add_argument(
         "--skip-invalid",
         action="store_true",
@@ -53,16 +64,22 @@ def add_reading(p: argparse.ArgumentParser) -> None:
 
 
 def read_for_command(args: argparse.Namespace, path, kind: str):
-    """Read records for a command, honouring --limit and --skip-invalid, and report skips."""
-    from redline.records import ReadReport, read_records
+    """Read records for a command, honouring --limit and --skip-invalid (skips are reported by the reader)."""
+    from redline.records import read_records
 
-    report = ReadReport(str(path))
-    records = read_records(path, kind, skip_invalid=args.skip_invalid, limit=args.limit, report=report)
-    if report.skipped:
-        print(report.summary(), file=sys.stderr)
-        for example in report.examples[:5]:
-            print(f"  skipped {example}", file=sys.stderr)
-    return records
+    return read_records(path, kind, skip_invalid=args.skip_invalid, limit=args.limit)
+
+
+def configured(cls, args: argparse.Namespace, command: str, *, config_name: str = "config.json"):
+    """The command's config (flags over ``--config FILE``, required fields checked), with ``--out`` claimed
+    for it: a rerun with another fingerprint is refused unless ``--overwrite``; the resolved config and
+    the fingerprint are written beside the outputs."""
+    from redline.config import claim_output, settings_from_args
+
+    config = settings_from_args(cls, args)
+    out = args.out if args.out is not None else getattr(config, "out", None)  # evaluate may take it from --config
+    claim_output(out, config, command=command, overwrite=args.overwrite, config_name=config_name)
+    return config
 
 
 # ----------------------------------------------------------------------------- data
@@ -147,7 +164,6 @@ def _add_train(sub) -> None:
     )
     add_settings_arguments(p, CriticConfig)
     add_out(p, help="the run folder (model, card, config, training curve, checkpoints)")
-    p.add_argument("--config", help="a resolved train_config.json to start from (flags override it)")
     p.set_defaults(func=_train_critic)
 
     p = train.add_parser(
@@ -157,7 +173,6 @@ def _add_train(sub) -> None:
     )
     add_settings_arguments(p, DemonstrationConfig)
     add_out(p, help="the run folder")
-    p.add_argument("--config", help="a resolved train_config.json to start from (flags override it)")
     p.set_defaults(func=_train_sft)
 
     p = train.add_parser(
@@ -168,7 +183,6 @@ def _add_train(sub) -> None:
     )
     add_settings_arguments(p, RewardConfig)
     add_out(p, help="the run folder")
-    p.add_argument("--config", help="a resolved train_config.json to start from (flags override it)")
     p.set_defaults(func=_train_reward)
 
     from redline.train.ppo import PPOConfig
@@ -182,7 +196,6 @@ def _add_train(sub) -> None:
     )
     add_settings_arguments(p, PPOConfig)
     add_out(p, help="the run folder (policy, value model, ppo_log.jsonl, checkpoints)")
-    p.add_argument("--config", help="a resolved train_config.json to start from (flags override it)")
     p.set_defaults(func=_train_ppo)
 
     from redline.train.gap_reward import GapRewardConfig
@@ -195,7 +208,6 @@ def _add_train(sub) -> None:
     )
     add_settings_arguments(p, GapRewardConfig)
     add_out(p, help="the run folder")
-    p.add_argument("--config", help="a resolved train_config.json to start from (flags override it)")
     p.set_defaults(func=_train_gap_reward)
 
     from redline.train.pit import PITConfig
@@ -209,65 +221,54 @@ def _add_train(sub) -> None:
     )
     add_settings_arguments(p, PITConfig)
     add_out(p, help="the run folder (sft/, references.jsonl, rl-*/, pit.json)")
-    p.add_argument("--config", help="a resolved train_config.json to start from (flags override it)")
     p.set_defaults(func=_train_pit)
 
 
 def _train_pit(args) -> int:
-    from redline.config import settings_from_args
     from redline.train.pit import PITConfig, train_pit
 
-    manifest = train_pit(settings_from_args(PITConfig, args), args.out)
+    manifest = train_pit(configured(PITConfig, args, "train pit", config_name="train_config.json"), args.out)
     print(json.dumps({"policy": str(args.out / manifest["policy"]), "stages": manifest["stages"]}, default=str))
     return 0
 
 
 def _train_gap_reward(args) -> int:
-    from redline.config import settings_from_args
     from redline.train.gap_reward import GapRewardConfig, train_gap_reward
 
-    print(json.dumps(train_gap_reward(settings_from_args(GapRewardConfig, args), args.out)))
+    config = configured(GapRewardConfig, args, "train gap-reward", config_name="train_config.json")
+    print(json.dumps(train_gap_reward(config, args.out)))
     return 0
 
 
 def _train_ppo(args) -> int:
-    from redline.config import settings_from_args
     from redline.train.ppo import PPOConfig, train_ppo
 
-    print(json.dumps(train_ppo(settings_from_args(PPOConfig, args), args.out)))
+    config = configured(PPOConfig, args, "train ppo", config_name="train_config.json")
+    print(json.dumps(train_ppo(config, args.out)))
     return 0
 
 
 def _train_reward(args) -> int:
-    from redline.config import settings_from_args
     from redline.train.reward import RewardConfig, train_reward
 
-    config = settings_from_args(RewardConfig, args)
-    if not config.data:
-        raise RedlineError("--data is required: a file of ranking or preference records")
+    config = configured(RewardConfig, args, "train reward", config_name="train_config.json")
     print(json.dumps(train_reward(config, args.out)))
     return 0
 
 
 def _train_critic(args) -> int:
-    from redline.config import settings_from_args
     from redline.train.critic import CriticConfig, train_critic
 
-    config = settings_from_args(CriticConfig, args)
-    if not config.data:
-        raise RedlineError("--data is required: a file of feedback records")
+    config = configured(CriticConfig, args, "train critic", config_name="train_config.json")
     metrics = train_critic(config, args.out)
     print(json.dumps(metrics))
     return 0
 
 
 def _train_sft(args) -> int:
-    from redline.config import settings_from_args
     from redline.train.sft import DemonstrationConfig, train_demonstrations
 
-    config = settings_from_args(DemonstrationConfig, args)
-    if not config.data:
-        raise RedlineError("--data is required: a file of demonstration records")
+    config = configured(DemonstrationConfig, args, "train sft", config_name="train_config.json")
     print(json.dumps(train_demonstrations(config, args.out)))
     return 0
 
@@ -291,12 +292,9 @@ def _add_revise(sub) -> None:
 
 
 def _revise(args) -> int:
-    from redline.config import settings_from_args
     from redline.improve.revise import ReviseConfig, revise
 
-    config = settings_from_args(ReviseConfig, args)
-    if not config.critic or not config.input:
-        raise RedlineError("--critic and --input are required")
+    config = configured(ReviseConfig, args, "revise")
     summary = revise(config, args.out)
     print(json.dumps(summary["iterations"]))
     return 0
@@ -321,12 +319,9 @@ def _add_generate(sub) -> None:
 
 
 def _generate(args) -> int:
-    from redline.config import settings_from_args
     from redline.respond import GenerateConfig, generate_responses
 
-    config = settings_from_args(GenerateConfig, args)
-    if not config.prompts:
-        raise RedlineError("--prompts is required")
+    config = configured(GenerateConfig, args, "generate")
     print(generate_responses(config, args.out))
     return 0
 
@@ -350,12 +345,9 @@ def _add_improve(sub) -> None:
 
 
 def _improve(args) -> int:
-    from redline.config import settings_from_args
     from redline.improve.pit import ImproveConfig, improve
 
-    config = settings_from_args(ImproveConfig, args)
-    if not config.model or not config.input:
-        raise RedlineError("--model and --input are required")
+    config = configured(ImproveConfig, args, "improve")
     print(json.dumps(improve(config, args.out)["iterations"]))
     return 0
 
@@ -377,12 +369,9 @@ def _add_refine(sub) -> None:
 
 
 def _refine(args) -> int:
-    from redline.config import settings_from_args
     from redline.improve.self_refine import RefineConfig, refine
 
-    config = settings_from_args(RefineConfig, args)
-    if not config.model or not config.input:
-        raise RedlineError("--model and --input are required")
+    config = configured(RefineConfig, args, "refine")
     print(json.dumps(refine(config, args.out)["iterations"]))
     return 0
 
@@ -410,12 +399,9 @@ def _add_experiment(sub) -> None:
 
 
 def _experiment_critic(args) -> int:
-    from redline.config import settings_from_args
     from redline.experiments.critic import CriticExperimentConfig, run_critic_experiment
 
-    config = settings_from_args(CriticExperimentConfig, args)
-    if not config.data:
-        raise RedlineError("--data is required: a folder with feedback.jsonl and test.jsonl")
+    config = configured(CriticExperimentConfig, args, "experiment critic")
     run_critic_experiment(config, args.out)
     print((args.out / "results.md").read_text())
     return 0
@@ -465,13 +451,11 @@ def _add_evaluate(sub) -> None:
         "refine output folder (iteration_1.jsonl ... iteration_N.jsonl): every iteration is judged against "
         "the original and the win-rate curve is drawn (win_rate_curve.png).",
     )
-    p.add_argument("--a", help="response records, or a folder of iteration_K.jsonl files")
-    p.add_argument("--b", help="response records to compare with (optional when --a is an iterations folder)")
-    p.add_argument("--judge", help="oracle, oracle:noisy, reward:RUN_OR_MODEL[?margin=M], openai:MODEL@BASE_URL[?key_env=VAR]")
+    from redline.config import add_settings_arguments
+    from redline.evaluate import EvaluateConfig
+
+    add_settings_arguments(p, EvaluateConfig, skip=("out",))
     add_out(p, required=False, help="output folder")
-    add_seed(p)
-    add_reading(p)
-    p.add_argument("--bootstrap", type=int, default=2000, metavar="N", help="bootstrap resamples (default: %(default)s)")
     p.set_defaults(func=_evaluate)
     more = p.add_subparsers(dest="evaluate_command", required=False, metavar="COMMAND")
     q = more.add_parser(
@@ -494,17 +478,26 @@ def _add_evaluate(sub) -> None:
 def _evaluate(args) -> int:
     from redline.evaluate import EvaluateConfig, evaluate, table_row, TABLE_HEAD
 
-    missing = [flag for flag, value in (("--a", args.a), ("--judge", args.judge), ("--out", args.out)) if not value]
-    if missing:
-        raise RedlineError(f"redline evaluate needs {', '.join(missing)}")
-    config = EvaluateConfig(a=args.a, b=args.b, judge=args.judge, out=str(args.out), seed=args.seed, limit=args.limit,
-                            skip_invalid=args.skip_invalid, bootstrap=args.bootstrap)
-    summary = evaluate(config)
+    from redline.config import settings_from_args
+    from redline.judges import parse_judge
+
+    judge = parse_judge(settings_from_args(EvaluateConfig, args).judge)  # a bad spec writes nothing
+    try:
+        config = configured(EvaluateConfig, args, "evaluate")
+        summary = evaluate(config, judge)
+    finally:
+        judge.close()
     rows = summary.get("iterations") or [summary]
     print(TABLE_HEAD)
     for row in rows:
         print(table_row(f"iteration {row['iteration']}" if "iteration" in row else "A vs B", row))
-    print(f"\nwrote {args.out}/summary.json and {args.out}/report.md")
+    print(f"\nwrote {config.out}/summary.json and {config.out}/report.md")
+    worst = max(rows, key=lambda row: row.get("invalid_rate") or 0)
+    if (worst.get("invalid_rate") or 0) > config.max_invalid:
+        where = f"iteration {worst['iteration']}: " if "iteration" in worst else ""
+        raise RedlineError(f"{where}{worst['invalid']} of {worst['pairs']} verdicts are invalid ({worst['invalid_rate']:.0%}, "
+                           f"more than --max-invalid {config.max_invalid:.0%}): the judge failed or answered nothing usable; "
+                           f"see the raw answers in {config.out}")
     return 0
 
 

@@ -45,7 +45,7 @@ from typing import Any
 
 from redline import RedlineError
 from redline.prompts import pit_messages
-from redline.records import Preference, ReadReport, read_records
+from redline.records import Preference, read_records
 from redline.models import GAP_REWARD, chat_text, score_texts
 from redline.train.reward import GroupCollator, split_by_prompt, training_arguments
 from redline.train.sft import SFTSettings, run_trainer, save_training_curve
@@ -58,14 +58,14 @@ class GapRewardConfig(SFTSettings):
     """`redline train gap-reward`: the data, the loss, then the training knobs (see SFTSettings)."""
 
     # --- data
-    data: str = field(default="", metadata={"help": "preference records (prompt, chosen, rejected)"})
+    data: str = field(default="", metadata={"required": True, "help": "preference records (prompt, chosen, rejected)"})
     eval_data: str | None = field(default=None, metadata={"help": "held-out preferences (default: split from --data)"})
     eval_split: float = field(default=0.1, metadata={"help": "share of prompts held out when --eval-data is not given"})
     split_thirds: bool = field(default=False, metadata={
         "help": "train on the reward-model third of --data (the paper's SFT / reward / RL split; "
                 "`train pit --split-thirds` with the same --split-seed takes the other two)"})
     split_seed: int = field(default=0, metadata={"help": "seed of the three-way split (the same in both commands)"})
-    limit: int | None = field(default=None, metadata={"help": "use the first N records"})
+    limit: int | None = field(default=None, metadata={"min": 1, "help": "use the first N records"})
     skip_invalid: bool = field(default=False, metadata={"help": "skip bad records instead of stopping"})
     # --- loss
     term_weights: str = field(default="1,1,1,1,1", metadata={
@@ -73,8 +73,8 @@ class GapRewardConfig(SFTSettings):
     anchor_weight: float = field(default=0.0, metadata={
         "help": "weight of r_gap(y,y)^2 on self-comparisons, identical pairs included (0: off, the paper's loss)"})
     # --- training (the rest: SFTSettings)
-    batch_size: int = field(default=2, metadata={"help": "preference pairs per step (four sequences each)"})
-    grad_accum: int = field(default=1, metadata={"help": "forward passes accumulated per optimiser step"})
+    batch_size: int = field(default=2, metadata={"min": 1, "help": "preference pairs per step (four sequences each)"})
+    grad_accum: int = field(default=1, metadata={"min": 1, "help": "forward passes accumulated per optimiser step"})
     lr_scheduler: str = field(default="cosine_with_min_lr", metadata={"help": "transformers scheduler name"})
 
     def lr(self) -> float:
@@ -95,11 +95,8 @@ class GapRewardConfig(SFTSettings):
 
 
 def read_preferences(path: str, *, limit: int | None = None, skip_invalid: bool = False) -> list[Preference]:
-    """Preference records; with ``skip_invalid`` the skipped ones are reported on stderr."""
-    report = ReadReport(str(path))
-    records = read_records(path, "preference", limit=limit, skip_invalid=skip_invalid, report=report)
-    if report.skipped:
-        print(report.summary(), file=sys.stderr)
+    """Preference records; with ``skip_invalid`` the skipped ones are reported (by ``read_records``)."""
+    records = read_records(path, "preference", limit=limit, skip_invalid=skip_invalid)
     return records  # type: ignore[return-value]
 
 

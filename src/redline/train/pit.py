@@ -80,25 +80,25 @@ class PITConfig:
     """`redline train pit`: the models, the data, the stages, then each stage's knobs. Defaults fit a CPU."""
 
     # --- models
-    policy: str = field(default="", metadata={"help": "BASE: the policy PIT SFT starts from (an SFT or PPO run, or any causal LM); round 1's references are its samples"})
-    gap_reward: str = field(default="", metadata={"help": "the reward-gap model (redline train gap-reward): the RL reward, and the value model's start"})
+    policy: str = field(default="", metadata={"required": True, "help": "BASE: the policy PIT SFT starts from (an SFT or PPO run, or any causal LM); round 1's references are its samples"})
+    gap_reward: str = field(default="", metadata={"required": True, "help": "the reward-gap model (redline train gap-reward): the RL reward, and the value model's start"})
     lora: bool = field(default=True, metadata={"help": "LoRA adapters for SFT and RL (False: all weights)"})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_r: int = field(default=16, metadata={"min": 1, "max": 4096, "help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator"})
     dtype: str = field(default="float32", metadata={"help": "weights dtype"})
-    device: str = field(default="auto", metadata={"help": "cpu, cuda or auto"})
+    device: str = field(default="auto", metadata={"result": False, "help": "cpu, cuda or auto"})
     # --- data
-    data: str = field(default="", metadata={"help": "preference records (prompt, chosen, rejected)"})
+    data: str = field(default="", metadata={"required": True, "help": "preference records (prompt, chosen, rejected)"})
     rl_data: str | None = field(default=None, metadata={"help": "preference records for RL (default: --data, or its RL third)"})
     split_thirds: bool = field(default=False, metadata={"help": "SFT on the first third of --data and RL on the last (the paper's split; `train gap-reward --split-thirds` takes the middle one)"})
     split_seed: int = field(default=0, metadata={"help": "seed of the three-way split (the same as the gap model's)"})
-    limit: int | None = field(default=None, metadata={"help": "use the first N records of each file"})
+    limit: int | None = field(default=None, metadata={"min": 1, "help": "use the first N records of each file"})
     skip_invalid: bool = field(default=False, metadata={"help": "skip bad records instead of stopping"})
     # --- stages
     rounds: str = field(default="0,1", metadata={"help": "RL rounds in curriculum order: 0,1 (the paper), 0, 1, or none (PIT SFT only)"})
     # --- PIT SFT
     epochs: float = field(default=1.0, metadata={"help": "passes over the data in the PIT SFT stage (RL runs --iterations)"})
-    max_steps: int | None = field(default=None, metadata={"help": "stop the PIT SFT stage after N optimiser steps (RL runs --iterations)"})
+    max_steps: int | None = field(default=None, metadata={"min": 1, "help": "stop the PIT SFT stage after N optimiser steps (RL runs --iterations)"})
     sft_batch_size: int = field(default=8, metadata={"help": "PIT SFT sequences per optimiser step (one per forward pass)"})
     sft_learning_rate: float | None = field(default=None, metadata={"help": "PIT SFT peak lr (default: 2e-4 LoRA, 2e-5 full)"})
     sft_max_length: int = field(default=1024, metadata={"help": "PIT SFT tokens per sequence (prompt, y_l and y_w); longer ones are cut"})
@@ -121,11 +121,11 @@ class PITConfig:
     truncate_prompts: bool = field(default=False, metadata={"help": "cut longer RL prompts (from the start of the user turn) instead of refusing them"})
     reward_max_length: int = field(default=768, metadata={"help": "tokens the gap model reads per (prompt, reference, response)"})
     shared_reference: bool = field(default=True, metadata={"help": "LoRA: round 0's KL reference is the policy with its adapter off and the gap model the value model with its adapter off"})
-    save_every: int = field(default=2, metadata={"help": "PPO checkpoint every N iterations"})
+    save_every: int = field(default=2, metadata={"min": 1, "result": False, "help": "PPO checkpoint every N iterations"})
     # --- bookkeeping
     seed: int = field(default=0, metadata={"help": "random seed of every stage"})
-    logging_steps: int = field(default=5, metadata={"help": "PIT SFT: log every N steps"})
-    save_steps: int = field(default=50, metadata={"help": "PIT SFT: checkpoint every N steps"})
+    logging_steps: int = field(default=5, metadata={"min": 1, "result": False, "help": "PIT SFT: log every N steps"})
+    save_steps: int = field(default=50, metadata={"min": 1, "result": False, "help": "PIT SFT: checkpoint every N steps"})
 
     def rounds_list(self) -> list[int]:
         text = self.rounds.strip().lower()
