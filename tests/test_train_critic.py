@@ -1,5 +1,5 @@
 """The critic trainer on tiny-random: the loss covers only critique and revision, it falls, and a
-killed run resumes from its checkpoint."""
+killed run resumes from its checkpoint (kill -9: tests/test_integrity.py)."""
 
 import json
 

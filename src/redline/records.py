@@ -369,7 +369,7 @@ class ReadReport:
     def skip(self, message: str, error: "FieldError") -> None:
         """Count a bad record that ``skip_invalid`` passes over, keeping its reason and an example."""
         self.skipped += 1
-        self.reasons[f"{error.field}: {error.reason.split(' (')[0]}"] += 1
+        self.reasons[f"{error.field}: {error.reason.split(' (')[0].split(': ')[0]}"] += 1  # "not JSON: ..." is one reason
         if len(self.examples) < MAX_ERRORS:
             self.examples.append(message)
 
