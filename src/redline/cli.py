@@ -77,8 +77,10 @@ def configured(cls, args: argparse.Namespace, command: str, *, config_name: str 
     from redline.config import claim_output, settings_from_args
 
     config = settings_from_args(cls, args)
-    out = args.out if args.out is not None else getattr(config, "out", None)  # evaluate may take it from --config
+    out = Path(args.out if args.out is not None else getattr(config, "out"))  # evaluate may take it from --config
+    created = not out.exists()
     claim_output(out, config, command=command, overwrite=args.overwrite, config_name=config_name)
+    args.claimed = (out, config_name, created)  # released by main() if the run fails before writing anything
     return config
 
 
@@ -647,6 +649,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _release(args: argparse.Namespace) -> None:
+    """A run refused before it wrote anything leaves no fingerprint (nor a folder it created)."""
+    if getattr(args, "claimed", None):
+        from redline.config import release_output
+
+        out, config_name, created = args.claimed
+        release_output(out, config_name=config_name, created=created)
+
+
 def main(argv: list[str] | None = None) -> int:
     from redline.records import RecordError
 
@@ -655,9 +666,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args) or 0
     except KeyboardInterrupt:
+        _release(args)
         print("redline: interrupted", file=sys.stderr)
         return 130
     except (RedlineError, RecordError, FileNotFoundError, ValueError, OSError) as e:
+        _release(args)
         if args.debug:
             raise
         message = str(e) if not isinstance(e, FileNotFoundError) else f"no such file: {e.filename or e}"

@@ -368,6 +368,18 @@ def claim_output(out: str | os.PathLike, config, *, command: str, overwrite: boo
     write_config(config_path, config)
 
 
+def release_output(out: str | os.PathLike, *, config_name: str = "config.json", created: bool = False) -> None:
+    """Undo ``claim_output`` for a run that failed before it wrote anything (a bad input, a wrong model
+    kind): no fingerprint is left to refuse the corrected rerun, and no empty folder."""
+    out = Path(out)
+    if _holds_results(out, config_name):
+        return
+    for path in (sidecar(out, FINGERPRINT), sidecar(out, config_name)):
+        path.unlink(missing_ok=True)
+    if created and out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+
+
 def _remove_run(out: Path, stamp: Path, config_path: Path) -> None:
     if _is_file_output(out):
         for path in (out, stamp, config_path):
