@@ -420,24 +420,18 @@ def _add_demo(sub) -> None:
         "annotators: train a critic, revise held-out responses, print win rates against the originals. "
         "Rerun to resume.",
     )
-    add_model(p)
-    add_seed(p)
+    from redline.config import add_settings_arguments
+    from redline.demo import DemoConfig
+
+    add_settings_arguments(p, DemoConfig)
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default: %(default)s)")
-    p.add_argument("--train-records", type=int, default=80, help="feedback records to train on (default: %(default)s)")
-    p.add_argument("--test-items", type=int, default=16, help="held-out responses to revise (default: %(default)s)")
-    p.add_argument("--iterations", type=int, default=3, help="rounds of critique and revision (default: %(default)s)")
-    p.add_argument("--max-steps", type=int, default=None, help="cap the critic's optimiser steps")
-    p.add_argument("--epochs", type=float, default=1.0, help="passes over the training records (default: %(default)s)")
-    p.add_argument("--max-new-tokens", type=int, default=512, help="tokens per critique and revision (default: %(default)s)")
-    p.add_argument("--generate-dtype", default="bfloat16",
-                   help="weights dtype while revising: bfloat16 generates ~1.7x faster on this CPU (default: %(default)s)")
     p.set_defaults(func=_demo)
 
 
 def _demo(args) -> int:
-    from redline.demo import run_demo
+    from redline.demo import DemoConfig, run_demo
 
-    print(run_demo(args))
+    print(run_demo(configured(DemoConfig, args, "demo"), args.out))
     return 0
 
 
@@ -568,23 +562,11 @@ def _add_simulate(sub) -> None:
         description="Draw writing tasks with verifiable instructions, sample K responses per prompt, and let a pool "
         "of noisy simulated annotators rank, compare, critique and revise them. Rerun with the same --out to resume.",
     )
-    add_model(p, help="who writes the responses: 'template' (no model), 'embedded' or a model name (default: %(default)s)")
-    p.add_argument("--responder", dest="model", default=argparse.SUPPRESS, help="the same as --model")
-    p.add_argument("--prompts", type=int, default=600, metavar="N", help="training prompts (default: %(default)s)")
-    p.add_argument("--test-prompts", type=int, default=100, metavar="M", help="held-out prompts (default: %(default)s)")
-    p.add_argument("--k", type=int, default=4, help="responses per training prompt, >= 2 (default: %(default)s)")
-    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default: %(default)s)")
-    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling (default: %(default)s)")
-    p.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="(default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=32, metavar="B", help="prompts per generation call (default: %(default)s)")
-    p.add_argument("--tasks", type=Path, help="JSONL of tasks {topic, instructions[, form, prompt, id]} instead of drawing them")
-    p.add_argument("--types", help="comma-separated instruction types to draw from (default: all)")
-    p.add_argument("--annotators", type=int, default=5, help="annotators in the pool (default: %(default)s)")
-    p.add_argument("--noise-scale", type=float, default=1.0, help="annotator noise times this; 0 = noise-free (default: %(default)s)")
-    p.add_argument("--pairs", choices=["best-worst", "all"], default="best-worst", help="preferences per ranking (default: %(default)s)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from redline.config import add_settings_arguments
+    from redline.simulate.build import BuildConfig
+
+    add_settings_arguments(p, BuildConfig, skip=("out",))
     add_out(p, help="output folder")
-    add_seed(p)
     p.set_defaults(func=_simulate_build)
 
     p = sim.add_parser("score", help="oracle quality of records that carry their instructions in meta; prints one JSON line")
@@ -597,13 +579,7 @@ def _add_simulate(sub) -> None:
 def _simulate_build(args) -> int:
     from redline.simulate.build import BuildConfig, build
 
-    types = tuple(t.strip() for t in args.types.split(",") if t.strip()) if args.types is not None else None
-    config = BuildConfig(
-        out=args.out, responder=args.model, prompts=args.prompts, test_prompts=args.test_prompts, k=args.k, seed=args.seed,
-        tasks=args.tasks, types=types, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
-        dtype=args.dtype, device=args.device, batch_size=args.batch_size, annotators=args.annotators,
-        noise_scale=args.noise_scale, pairs=args.pairs, progress=not args.no_progress,
-    )
+    config = configured(BuildConfig, args, "simulate build")
     manifest = build(config)
     counts, quality, met = manifest["counts"], manifest["quality"], manifest["all_met"]
     for name in ("demonstrations", "rankings", "preferences", "feedback", "test"):

@@ -8,6 +8,7 @@ did not give keep the dataclass defaults. A field's metadata says more:
     required    the run cannot start without it (checked here, whichever way the value came)
     min, max    the range of a number, refused at parse time (``--limit 0``, ``--lora-r 10**30``)
     choices     the values allowed
+    aliases     other spellings of the flag
     result      False for a setting that does not change what the run computes (threads, logging,
                 checkpoint spacing): a resumed run may change it; every other field is part of the
                 run's fingerprint
@@ -144,7 +145,8 @@ def add_settings_arguments(parser, cls, skip: tuple[str, ...] = (), *, resumable
         parse.__name__ = getattr(kind, "__name__", "value")  # argparse names the type in its errors
         default = f.default if f.default is not dataclasses.MISSING else None
         shown = "" if f.metadata.get("required") else f" (default: {default})"
-        parser.add_argument(flag, dest=f.name, type=parse, default=None, help=f"{help_text}{shown}".replace("%", "%%"))
+        parser.add_argument(flag, *f.metadata.get("aliases", ()), dest=f.name, type=parse, default=None,
+                            help=f"{help_text}{shown}".replace("%", "%%"))
     if config:
         parser.add_argument("--config", metavar="FILE",
                             help="a YAML or JSON file of settings (such as the config a run wrote beside its outputs); flags override it")
