@@ -334,3 +334,31 @@ def test_item13_a_typo_of_a_local_path_is_not_tried_on_the_hub(tmp_path, monkeyp
     assert main(["data", "validate", "someone/dataset", "--kind", "feedback"]) == 2
     assert "the hub is offline" in capsys.readouterr().err
     assert time.monotonic() - started < 5
+
+
+# ----------------------------------------------------------------------------- item 14
+
+
+def test_item14_a_seeded_revise_gives_the_same_records_under_load_and_another_thread_count(jsonl, tmp_path):
+    """The demo's revise step, greedy and sampled, run once quietly on one thread and once on two threads
+    while two busy processes compete for the cores: the iteration files are byte for byte the same."""
+    responses = jsonl(RESPONSES, "responses.jsonl")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+
+    def revise(out: Path, threads: int) -> None:
+        env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": str(threads)}
+        argv = ["revise", "--critic", "tiny-random", "--input", str(responses), "--out", str(out), "--iterations", "2",
+                "--max-new-tokens", "12", "--temperature", "0.8", "--dtype", "bfloat16"]
+        subprocess.run([sys.executable, "-m", "redline.cli", *argv], env=env, check=True, capture_output=True)
+
+    revise(tmp_path / "quiet", 1)
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        revise(tmp_path / "loaded", 2)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    for k in (1, 2):
+        name = f"iteration_{k}.jsonl"
+        assert (tmp_path / "quiet" / name).read_bytes() == (tmp_path / "loaded" / name).read_bytes()
