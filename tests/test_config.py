@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from redline import RedlineError
 from redline.cli import build_parser, main
 from redline.config import _base_type, _sequence_item, settings_from_args, write_config
 

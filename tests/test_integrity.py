@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from redline import RedlineError
 from redline.cli import main
 
 FEEDBACK = [
