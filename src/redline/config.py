@@ -207,15 +207,21 @@ def settings_from_args(cls, args) -> Any:
         given = getattr(args, name, None)
         if given is not None:
             values[name] = given
-    missing = [f for f in fields(cls) if f.metadata.get("required") and not values.get(f.name)
-               and (f.default in (dataclasses.MISSING, None, "") )]
-    if missing:
-        f = missing[0]
-        raise RedlineError(f"{flag_name(f.name)} is required: {f.metadata.get('help', f.name)}")
+    for f in fields(cls):
+        if f.metadata.get("required") and not values.get(f.name) and f.default in (dataclasses.MISSING, None, ""):
+            raise RedlineError(f"{flag_name(f.name)} is required: {f.metadata.get('help', f.name)}")
     try:
         return cls(**values)
     except TypeError as e:
         raise RedlineError(f"{cls.__name__}: {e}") from None
+
+
+def check_required(config) -> None:
+    """Every field its metadata marks ``required`` has a value: for configs built in Python, which
+    ``settings_from_args`` did not check."""
+    for f in fields(config):
+        if f.metadata.get("required") and not getattr(config, f.name):
+            raise RedlineError(f"{flag_name(f.name)} is required: {f.metadata.get('help', f.name)}")
 
 
 def config_dict(config) -> dict[str, Any]:

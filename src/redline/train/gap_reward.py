@@ -238,10 +238,10 @@ def train_gap_reward(config: GapRewardConfig, out: str | os.PathLike) -> dict[st
     """Steps 1–5 of the module docstring; returns the run's metrics."""
     import torch
 
+    from redline.config import check_required
     from redline.models import LoraSettings, ModelCard, add_lora, command_line, load_reward_model, load_tokenizer, pick_device, save_model
 
-    if not config.data:
-        raise RedlineError("--data is required: a file of preference records")
+    check_required(config)
     weights = config.weights()
     if config.anchor_weight < 0:
         raise RedlineError(f"--anchor-weight must be >= 0, got {config.anchor_weight}")

@@ -289,10 +289,10 @@ def train_pit(config: PITConfig, out: str | os.PathLike) -> dict[str, Any]:
     from redline.train.ppo import POLICY_ROLE, fit_prompts
     from redline.train.sft import train_sft
 
+    from redline.config import check_required
+
     # Step 1: every check before a model loads.
-    for flag in ("policy", "gap_reward", "data"):
-        if not getattr(config, flag):
-            raise RedlineError(f"--{flag.replace('_', '-')} is required")
+    check_required(config)
     rounds = config.rounds_list()
     check_gap_reward_model(config.gap_reward)
     check_language_model(config.policy, POLICY_ROLE)

@@ -878,11 +878,10 @@ def train_ppo(config: PPOConfig, out: str | os.PathLike) -> dict[str, Any]:
     from accelerate import PartialState
 
     from redline.models import check_language_model, check_reward_model, load_tokenizer, on_cpu
+    from redline.config import check_required
     from redline.records import read_prompt_records
 
-    for flag in ("policy", "reward", "prompts"):
-        if not getattr(config, flag):
-            raise RedlineError(f"--{flag} is required")
+    check_required(config)
     config.check()
     check_reward_model(config.reward)
     check_language_model(config.policy, POLICY_ROLE)
