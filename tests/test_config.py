@@ -117,13 +117,13 @@ def test_a_run_writes_its_resolved_config_and_fingerprint_beside_its_outputs(jso
     prompts = jsonl([{"id": "a", "prompt": "p"}])
     out = tmp_path / "folder"
     (tmp_path / "g.yaml").write_text(f"model: tiny-random\nprompts: {prompts}\nmax_new_tokens: 2\n")
-    assert main(["generate", "--config", str(tmp_path / "g.yaml"), "--out", str(out / "r.jsonl")]) == 0
-    resolved = json.loads((out / "r.jsonl.config.json").read_text())
+    assert main(["generate", "--config", str(tmp_path / "g.yaml"), "--out", str(out / "responses")]) == 0
+    resolved = json.loads((out / "responses.config.json").read_text())
     assert resolved["max_new_tokens"] == 2 and resolved["model"] == "tiny-random"
-    stamp = json.loads((out / "r.jsonl.fingerprint.json").read_text())
+    stamp = json.loads((out / "responses.fingerprint.json").read_text())
     assert stamp["command"] == "generate" and stamp["inputs"]["prompts"]["digest"].startswith("sha256:")
     assert "threads" in stamp["free"] and "limit" in stamp["free"]
     # repeating the run from its own config resumes it (nothing new to write)
-    before = (out / "r.jsonl").read_text()
-    assert main(["generate", "--config", str(out / "r.jsonl.config.json"), "--out", str(out / "r.jsonl")]) == 0
-    assert (out / "r.jsonl").read_text() == before
+    before = (out / "responses").read_text()
+    assert main(["generate", "--config", str(out / "responses.config.json"), "--out", str(out / "responses")]) == 0
+    assert (out / "responses").read_text() == before

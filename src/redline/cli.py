@@ -70,7 +70,7 @@ def read_for_command(args: argparse.Namespace, path, kind: str):
     return read_records(path, kind, skip_invalid=args.skip_invalid, limit=args.limit)
 
 
-def configured(cls, args: argparse.Namespace, command: str, *, config_name: str = "config.json"):
+def configured(cls, args: argparse.Namespace, command: str, *, config_name: str = "config.json", file: bool = False):
     """The command's config (flags over ``--config FILE``, required fields checked), with ``--out`` claimed
     for it: a rerun with another fingerprint is refused unless ``--overwrite``; the resolved config and
     the fingerprint are written beside the outputs."""
@@ -79,8 +79,8 @@ def configured(cls, args: argparse.Namespace, command: str, *, config_name: str 
     config = settings_from_args(cls, args)
     out = Path(args.out if args.out is not None else getattr(config, "out"))  # evaluate may take it from --config
     created = not out.exists()
-    claim_output(out, config, command=command, overwrite=args.overwrite, config_name=config_name)
-    args.claimed = (out, config_name, created)  # released by main() if the run fails before writing anything
+    claim_output(out, config, command=command, overwrite=args.overwrite, config_name=config_name, file=file)
+    args.claimed = (out, config_name, created, file)  # released by main() if the run fails before writing anything
     return config
 
 
@@ -323,7 +323,7 @@ def _add_generate(sub) -> None:
 def _generate(args) -> int:
     from redline.respond import GenerateConfig, generate_responses
 
-    config = configured(GenerateConfig, args, "generate")
+    config = configured(GenerateConfig, args, "generate", file=True)
     print(generate_responses(config, args.out))
     return 0
 
@@ -630,8 +630,8 @@ def _release(args: argparse.Namespace) -> None:
     if getattr(args, "claimed", None):
         from redline.config import release_output
 
-        out, config_name, created = args.claimed
-        release_output(out, config_name=config_name, created=created)
+        out, config_name, created, file = args.claimed
+        release_output(out, config_name=config_name, created=created, file=file)
 
 
 def main(argv: list[str] | None = None) -> int:

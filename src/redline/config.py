@@ -319,17 +319,13 @@ def differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
     return out
 
 
-def sidecar(out: Path, name: str) -> Path:
-    """Where a file written beside ``out`` goes: inside a folder output, or ``OUT.name`` beside a file."""
-    return out / name if not _is_file_output(out) else out.with_name(f"{out.name}.{name}")
+def sidecar(out: Path, name: str, file: bool = False) -> Path:
+    """Where a file written beside ``out`` goes: inside a folder output, or ``OUT.name`` beside a file output."""
+    return out.with_name(f"{out.name}.{name}") if file else out / name
 
 
-def _is_file_output(out: Path) -> bool:
-    return out.suffix in (".jsonl", ".json", ".parquet")
-
-
-def _holds_results(out: Path, config_name: str) -> bool:
-    if _is_file_output(out):
+def _holds_results(out: Path, config_name: str, file: bool) -> bool:
+    if file:
         return out.exists() and out.stat().st_size > 0
     if not out.is_dir():
         return False
@@ -338,18 +334,19 @@ def _holds_results(out: Path, config_name: str) -> bool:
 
 
 def claim_output(out: str | os.PathLike, config, *, command: str, overwrite: bool = False,
-                 config_name: str = "config.json") -> None:
+                 config_name: str = "config.json", file: bool = False) -> None:
     """Make ``out`` this run's: refuse one that holds a run with another fingerprint, unless ``overwrite``
     (which removes it and starts over); then write the fingerprint and the resolved config beside it.
 
     A rerun with the same fingerprint resumes. An output with results but no fingerprint (an older
-    redline) is compared by the resolved config it holds, when it holds one.
+    redline) is compared by the resolved config it holds, when it holds one. ``file``: ``out`` is one
+    file (``generate``), and the two are written beside it as ``OUT.fingerprint.json``, ``OUT.config.json``.
     """
     out = Path(out)
     now = fingerprint(config, command)
-    stamp = sidecar(out, FINGERPRINT)
-    config_path = sidecar(out, config_name)
-    if _holds_results(out, config_name) and not overwrite:
+    stamp = sidecar(out, FINGERPRINT, file)
+    config_path = sidecar(out, config_name, file)
+    if _holds_results(out, config_name, file) and not overwrite:
         if stamp.is_file():
             before = json.loads(stamp.read_text())
         elif config_path.is_file():
@@ -357,7 +354,7 @@ def claim_output(out: str | os.PathLike, config, *, command: str, overwrite: boo
                                           if k in now["settings"]}, "inputs": {}}
             before["inputs"] = now["inputs"]  # an older run recorded no digests: compare what it did record
         else:
-            before = now if not _is_file_output(out) else None
+            before = None if file else now
             if before is None:
                 raise RedlineError(f"{out} exists and has no {stamp.name} beside it (not written by this redline, "
                                    "or by an older one): choose another --out, or pass --overwrite to replace it")
@@ -365,31 +362,29 @@ def claim_output(out: str | os.PathLike, config, *, command: str, overwrite: boo
         if diff:
             raise RedlineError(f"{out} holds a run with other settings or inputs: {'; '.join(diff)}. Rerun with the "
                                "run's settings to resume it, or pass --overwrite to start over")
-    elif overwrite and (_holds_results(out, config_name) or stamp.exists()):
-        _remove_run(out, stamp, config_path)
+    elif overwrite and (_holds_results(out, config_name, file) or stamp.exists()):
+        _remove_run(out, stamp, config_path, file)
         print(f"redline: --overwrite: removed the earlier run in {out}", file=sys.stderr)
-    if not _is_file_output(out):
-        out.mkdir(parents=True, exist_ok=True)
-    else:
-        out.parent.mkdir(parents=True, exist_ok=True)
+    (out.parent if file else out).mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps(now, indent=2, default=str) + "\n")
     write_config(config_path, config)
 
 
-def release_output(out: str | os.PathLike, *, config_name: str = "config.json", created: bool = False) -> None:
+def release_output(out: str | os.PathLike, *, config_name: str = "config.json", created: bool = False,
+                   file: bool = False) -> None:
     """Undo ``claim_output`` for a run that failed before it wrote anything (a bad input, a wrong model
     kind): no fingerprint is left to refuse the corrected rerun, and no empty folder."""
     out = Path(out)
-    if _holds_results(out, config_name):
+    if _holds_results(out, config_name, file):
         return
-    for path in (sidecar(out, FINGERPRINT), sidecar(out, config_name)):
+    for path in (sidecar(out, FINGERPRINT, file), sidecar(out, config_name, file)):
         path.unlink(missing_ok=True)
     if created and out.is_dir() and not any(out.iterdir()):
         out.rmdir()
 
 
-def _remove_run(out: Path, stamp: Path, config_path: Path) -> None:
-    if _is_file_output(out):
+def _remove_run(out: Path, stamp: Path, config_path: Path, file: bool) -> None:
+    if file:
         for path in (out, stamp, config_path):
             path.unlink(missing_ok=True)
         return
