@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -78,6 +79,8 @@ def configured(cls, args: argparse.Namespace, command: str, *, config_name: str 
 
     config = settings_from_args(cls, args)
     out = Path(args.out if args.out is not None else getattr(config, "out"))  # evaluate may take it from --config
+    if os.environ.get("RANK", "0") != "0":  # under torchrun/accelerate launch the main process claims OUT
+        return config
     created = not out.exists()
     claim_output(out, config, command=command, overwrite=args.overwrite, config_name=config_name, file=file)
     args.claimed = (out, config_name, created, file)  # released by main() if the run fails before writing anything
