@@ -16,7 +16,7 @@ from redline.config import _base_type, _sequence_item, settings_from_args, write
 
 def commands():
     from redline.demo import DemoConfig
-    from redline.evaluate import EvaluateConfig
+    from redline.evaluate import AgreementConfig, EvaluateConfig
     from redline.experiments.critic import CriticExperimentConfig
     from redline.improve.pit import ImproveConfig
     from redline.improve.revise import ReviseConfig
@@ -33,7 +33,7 @@ def commands():
     return [(["train", "sft"], DemonstrationConfig), (["train", "critic"], CriticConfig), (["train", "reward"], RewardConfig),
             (["train", "ppo"], PPOConfig), (["train", "gap-reward"], GapRewardConfig), (["train", "pit"], PITConfig),
             (["revise"], ReviseConfig), (["improve"], ImproveConfig), (["refine"], RefineConfig),
-            (["generate"], GenerateConfig), (["evaluate"], EvaluateConfig), (["experiment", "critic"], CriticExperimentConfig),
+            (["generate"], GenerateConfig), (["evaluate"], EvaluateConfig), (["evaluate", "agreement"], AgreementConfig), (["experiment", "critic"], CriticExperimentConfig),
             (["simulate", "build"], BuildConfig), (["demo"], DemoConfig)]
 
 

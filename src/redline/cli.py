@@ -451,7 +451,7 @@ def _add_evaluate(sub) -> None:
         "the original and the win-rate curve is drawn (win_rate_curve.png).",
     )
     from redline.config import add_settings_arguments
-    from redline.evaluate import EvaluateConfig
+    from redline.evaluate import AgreementConfig, EvaluateConfig
 
     add_settings_arguments(p, EvaluateConfig, skip=("out",))
     add_out(p, required=False, help="output folder")
@@ -464,13 +464,8 @@ def _add_evaluate(sub) -> None:
         "judgments files by two judges, and write OUT/agreement.json: agreement rate and Cohen's kappa "
         "over a/b/tie on the pairs both judged validly.",
     )
-    q.add_argument("--judges", help="two judge specs, comma-separated: J1,J2")
-    q.add_argument("--a", help="response records")
-    q.add_argument("--b", help="response records to compare with")
-    q.add_argument("--judgments", help="instead of judging: judgments file(s), FILE[,FILE], by exactly two judges")
-    add_out(q, help="output folder")
-    add_seed(q)
-    add_reading(q)
+    add_settings_arguments(q, AgreementConfig, skip=("out",))
+    add_out(q, required=False, help="output folder")
     q.set_defaults(func=_evaluate_agreement)
 
 
@@ -501,12 +496,13 @@ def _evaluate(args) -> int:
 
 
 def _evaluate_agreement(args) -> int:
-    from redline.evaluate import evaluate_agreement
+    from redline.evaluate import AgreementConfig, evaluate_agreement
 
+    config = configured(AgreementConfig, args, "evaluate agreement")
     result = evaluate_agreement(
-        judges=[j.strip() for j in args.judges.split(",")] if args.judges else None, a=args.a, b=args.b, out=args.out,
-        judgments=args.judgments.split(",") if args.judgments else None, seed=args.seed, limit=args.limit,
-        skip_invalid=args.skip_invalid,
+        judges=[j.strip() for j in config.judges.split(",")] if config.judges else None, a=config.a, b=config.b,
+        out=config.out, judgments=config.judgments.split(",") if config.judgments else None, seed=config.seed,
+        limit=config.limit, skip_invalid=config.skip_invalid,
     )
     kappa = "–" if result["kappa"] is None else f"{result['kappa']:.3f}"
     rate = "–" if result["agreement"] is None else f"{100 * result['agreement']:.1f}%"

@@ -649,6 +649,21 @@ def agreement_of(first: dict[str, Judgment], second: dict[str, Judgment]) -> dic
     return agreement([first[i].winner for i in ids], [second[i].winner for i in ids])
 
 
+@dataclass
+class AgreementConfig:
+    """`redline evaluate agreement`: two judges on the same pairs, or two judges' judgments files."""
+
+    out: str = field(metadata={"required": True, "result": False, "help": "output folder"})
+    judges: str | None = field(default=None, metadata={"help": "two judge specs, comma-separated: J1,J2"})
+    a: str | None = field(default=None, metadata={"result": False, "help": "response records"})
+    b: str | None = field(default=None, metadata={"result": False, "help": "response records to compare with"})
+    judgments: str | None = field(default=None, metadata={
+        "help": "instead of judging: judgments file(s), FILE[,FILE], by exactly two judges"})
+    seed: int = field(default=0, metadata={"help": "order of each pair"})
+    limit: int | None = field(default=None, metadata={"min": 1, "result": False, "help": "judge only the first N pairs"})
+    skip_invalid: bool = field(default=False, metadata={"result": False, "help": "skip bad records and unmatched pairs"})
+
+
 def evaluate_agreement(
     judges: Sequence[str] | None = None,
     a: str | None = None,
