@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from redline import RedlineError
 from redline.cli import main
 
 FEEDBACK = [
@@ -361,3 +362,18 @@ def test_item14_a_seeded_revise_gives_the_same_records_under_load_and_another_th
     for k in (1, 2):
         name = f"iteration_{k}.jsonl"
         assert (tmp_path / "quiet" / name).read_bytes() == (tmp_path / "loaded" / name).read_bytes()
+
+
+def test_item3_a_run_of_an_older_redline_is_compared_by_the_config_it_recorded(tmp_path, capsys):
+    from redline.config import claim_output
+    from redline.train.critic import CriticConfig
+
+    run = tmp_path / "old"
+    (run / "checkpoints" / "checkpoint-2").mkdir(parents=True)
+    (run / "train_config.json").write_text(json.dumps({"data": "f.jsonl", "learning_rate": 0.01, "lora_r": 16}))
+    claim_output(run, CriticConfig(data="f.jsonl", learning_rate=0.01), command="train critic", config_name="train_config.json")
+    assert (run / "fingerprint.json").is_file()  # adopted: the settings it recorded agree
+    (run / "fingerprint.json").unlink()
+    with pytest.raises(RedlineError, match=r"--learning-rate: 0.5 here, 0.01 in the run"):
+        claim_output(run, CriticConfig(data="f.jsonl", learning_rate=0.5), command="train critic",
+                     config_name="train_config.json")

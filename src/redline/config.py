@@ -350,9 +350,9 @@ def claim_output(out: str | os.PathLike, config, *, command: str, overwrite: boo
         if stamp.is_file():
             before = json.loads(stamp.read_text())
         elif config_path.is_file():
-            before = {**now, "settings": {k: v for k, v in json.loads(config_path.read_text()).items()
-                                          if k in now["settings"]}, "inputs": {}}
-            before["inputs"] = now["inputs"]  # an older run recorded no digests: compare what it did record
+            # An older run recorded no digests and perhaps fewer fields: compare the settings it did record.
+            recorded = json.loads(config_path.read_text())
+            before = {**now, "settings": {k: recorded.get(k, v) for k, v in now["settings"].items()}}
         else:
             before = None if file else now
             if before is None:
