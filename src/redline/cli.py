@@ -245,8 +245,21 @@ def _train_reward(args) -> int:
     config = settings_from_args(RewardConfig, args)
     if not config.data:
         raise RedlineError("--data is required: a file of ranking or preference records")
-    print(json.dumps(train_reward(config, args.out)))
+    metrics = train_reward(config, args.out)
+    print(accuracy_summary(metrics), file=sys.stderr)
+    print(json.dumps(metrics))
     return 0
+
+
+def accuracy_summary(m: dict) -> str:
+    """One line a person reads: held-out accuracy beside its ceiling on the same pairs."""
+    line = (f"held-out: {m.get('eval_accuracy') or 0:.1%} on {m.get('eval_comparisons', 0)} decisive comparisons "
+            f"({m.get('eval_ties', 0)} labelled ties not scored)")
+    if m.get("eval_label_ceiling") is not None:
+        line += (f"; a perfect model would score {m['eval_label_ceiling']:.1%} against these labels; against the oracle "
+                 f"{m.get('eval_oracle_accuracy') or 0:.1%} vs the annotators' {m.get('eval_annotator_oracle_accuracy') or 0:.1%} "
+                 f"on the same {m.get('eval_oracle_comparisons', 0)} pairs")
+    return line
 
 
 def _train_critic(args) -> int:
@@ -577,7 +590,13 @@ def _add_simulate(sub) -> None:
     p.add_argument("--responder", dest="model", default=argparse.SUPPRESS, help="the same as --model")
     p.add_argument("--prompts", type=int, default=600, metavar="N", help="training prompts (default: %(default)s)")
     p.add_argument("--test-prompts", type=int, default=100, metavar="M", help="held-out prompts (default: %(default)s)")
-    p.add_argument("--k", type=int, default=4, help="responses per training prompt, >= 2 (default: %(default)s)")
+    p.add_argument("--policies", default=None, metavar="SPEC",
+                   help="who writes each prompt's K responses, 'name:count,...' over sample (the model at --temperature), "
+                   "hot (at --hot-temperature), partial (a sample with half its problems fixed), fixed (a sample with all "
+                   "fixed); K is the sum (default: sample:2,hot:1,partial:1,fixed:1)")
+    p.add_argument("--k", type=int, default=None, help="K samples per prompt and no other policy (the v1 world: "
+                   "the same as --policies sample:K)")
+    p.add_argument("--hot-temperature", type=float, default=1.0, help="temperature of 'hot' samples (default: %(default)s)")
     p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default: %(default)s)")
     p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling (default: %(default)s)")
     p.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="(default: %(default)s)")
@@ -586,7 +605,9 @@ def _add_simulate(sub) -> None:
     p.add_argument("--types", help="comma-separated instruction types to draw from (default: all)")
     p.add_argument("--annotators", type=int, default=5, help="annotators in the pool (default: %(default)s)")
     p.add_argument("--noise-scale", type=float, default=1.0, help="annotator noise times this; 0 = noise-free (default: %(default)s)")
-    p.add_argument("--pairs", choices=["best-worst", "all"], default="best-worst", help="preferences per ranking (default: %(default)s)")
+    p.add_argument("--pairs", choices=["best-worst+edit", "best-worst", "all"], default="best-worst+edit",
+                   help="preferences per ranking: best against worst, plus one edit pair (chosen edits rejected) "
+                   "where the ranking has one (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_out(p, help="output folder")
     add_seed(p)
@@ -604,17 +625,22 @@ def _simulate_build(args) -> int:
 
     types = tuple(t.strip() for t in args.types.split(",") if t.strip()) if args.types is not None else None
     config = BuildConfig(
-        out=args.out, responder=args.model, prompts=args.prompts, test_prompts=args.test_prompts, k=args.k, seed=args.seed,
+        out=args.out, responder=args.model, prompts=args.prompts, test_prompts=args.test_prompts, k=args.k,
+        policies=args.policies, hot_temperature=args.hot_temperature, seed=args.seed,
         tasks=args.tasks, types=types, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
         dtype=args.dtype, device=args.device, batch_size=args.batch_size, annotators=args.annotators,
         noise_scale=args.noise_scale, pairs=args.pairs, progress=not args.no_progress,
     )
     manifest = build(config)
     counts, quality, met = manifest["counts"], manifest["quality"], manifest["all_met"]
-    for name in ("demonstrations", "rankings", "preferences", "feedback", "test"):
+    for name in ("demonstrations", "rankings", "preferences", "feedback", "test", "test_partial", "test_fixed"):
         print(f"wrote {counts[name]} records to {args.out / (name + '.jsonl')}")
     print(f"annotator agreement {manifest['agreement']['mean']:.3f}; oracle quality of responses {quality['responses'] or 0:.3f} "
           f"(all instructions met {met['responses'] or 0:.1%}), of revisions {quality['revisions'] or 0:.3f} ({met['revisions'] or 0:.1%})")
+    labels = manifest["labels"]
+    print(f"{labels['comparisons']} comparisons in the rankings: {labels['labelled_ties_share'] or 0:.1%} labelled ties, "
+          f"{labels['oracle_ties_broken_by_noise_share'] or 0:.1%} oracle ties broken by noise, decisive labels right "
+          f"{labels['decisive_labels_right'] or 0:.1%}")
     return 0
 
 
