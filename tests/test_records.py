@@ -78,7 +78,6 @@ def test_bad_demonstration_is_refused_with_line_and_field(row, field, reason, js
     [
         ({"prompt": "p", "responses": ["a", "b"], "ranks": [0]}, "ranks", "1 ranks for 2 responses"),
         ({"prompt": "p", "responses": ["a", "b"], "ranks": [0, -1]}, "ranks", ">= 0"),
-        ({"prompt": "p", "responses": ["a", "b"], "ranks": [0, 0]}, "ranks", "every response is tied"),
         ({"prompt": "p", "responses": ["a"], "ranks": [0]}, "responses", "at least 2"),
         ({"prompt": "p", "responses": ["a", ""], "ranks": [0, 1]}, "responses[1]", "empty string"),
         ({"prompt": "p", "responses": ["a", "b"], "ranks": [0, "1"]}, "ranks", "list of integers"),
@@ -179,3 +178,18 @@ def test_torn_last_line_is_cut_so_appends_resume_cleanly(tmp_path):
     assert read_jsonl_prefix(out) == [{"i": 0}, {"i": 1}]
     append_records(out, [{"i": 2}])
     assert [json.loads(line)["i"] for line in out.read_text().splitlines()] == [0, 1, 2]
+
+
+def test_spread_over_prompts_takes_one_record_per_prompt_first():
+    from redline import RedlineError
+    from redline.records import Feedback, spread_over_prompts
+
+    rows = [Feedback(prompt=p, response=f"{p}{i}", critique="c", revision="r") for p, n in (("a", 3), ("b", 1), ("c", 2)) for i in range(n)]
+    picked = lambda n: [r.response for r in spread_over_prompts(rows, n)]
+    assert picked(2) == ["a0", "b0"]
+    assert picked(3) == ["a0", "b0", "c0"]
+    assert picked(5) == ["a0", "b0", "c0", "a1", "c1"]
+    assert picked(None) == ["a0", "b0", "c0", "a1", "c1", "a2"]
+    assert set(picked(3)) <= set(picked(5))  # nested: a larger size keeps the smaller one's records
+    with pytest.raises(RedlineError, match="asked for 7 records; the set holds 6"):
+        spread_over_prompts(rows, 7)

@@ -10,7 +10,7 @@ import pytest
 from redline import RedlineError
 from redline.cli import main
 from redline.records import read_records
-from redline.simulate.build import BuildConfig, build, build_tasks, generate_responses, load_responder
+from redline.simulate.build import BuildConfig, build, build_tasks, generate_responses, load_responder, sample_requests
 from redline.simulate.oracle import check_all
 
 FILES = {
@@ -93,21 +93,21 @@ def test_a_killed_build_resumes_without_redoing_work(built, tmp_path):
     respond = load_responder(config)
     calls = []
 
-    def dies_after_two_batches(batch):
+    def dies_after_two_batches(batch, temperature):
         calls.append(len(batch))
         if len(calls) > 2:
             raise KeyboardInterrupt
-        return respond(batch)
+        return respond(batch, temperature)
 
     train, test = build_tasks(config)
-    requests = [(t, j) for t in train for j in range(config.k)] + [(t, 0) for t in test]
+    requests = sample_requests(config, train, test)
     config.out.mkdir(parents=True)
     with pytest.raises(KeyboardInterrupt):
         generate_responses(config, requests, dies_after_two_batches)
     with open(config.out / ".responses.jsonl", "a") as f:
         f.write('{"key": "torn')  # the line being written when the process died
     calls.clear()
-    counted = lambda batch: (calls.append(len(batch)), respond(batch))[1]
+    counted = lambda batch, temperature: (calls.append(len(batch)), respond(batch, temperature))[1]
     generate_responses(config, requests, counted)
     assert sum(calls) == len(requests) - 10
     build(config)  # uses the cache for everything
@@ -241,3 +241,46 @@ def test_scoring_records_without_instructions_is_an_error(tmp_path, capsys):
     assert "meta.instructions" in capsys.readouterr().err
     assert main(["simulate", "score", "--input", str(bare), "--skip-invalid"]) == 0
     assert json.loads(capsys.readouterr().out) == {"n": 0, "mean_quality": None, "all_met": None}
+
+
+def test_rankings_mix_policies_and_derived_responses_edit_their_base(tmp_path):
+    manifest = build(_config(tmp_path / "v2", k=None, prompts=20))
+    slots = ["sample", "sample", "hot", "partial", "fixed"]
+    assert manifest["policies"]["slots"] == slots
+    rankings = read_records(tmp_path / "v2" / "rankings.jsonl", "ranking")
+    for r in rankings:
+        assert r.meta["policy"] == slots
+        q = r.meta["oracle_quality"]
+        for i, base in enumerate(r.meta["edit_of"]):
+            assert (base is None) == (slots[i] in ("sample", "hot"))
+            if base is not None:
+                assert slots[base] in ("sample", "hot") and q[i] >= q[base]  # an edit that fixes, never breaks
+        assert q[slots.index("fixed")] == 1.0 or "copied" in r.responses[slots.index("fixed")]
+    prefs = read_records(tmp_path / "v2" / "preferences.jsonl", "preference")
+    edits = [p for p in prefs if p.meta["edit"]]
+    assert edits and any(not p.meta["edit"] for p in prefs)
+    for p in edits:  # the chosen one is the rejected one edited by the fixers
+        assert p.meta["policy"][0] in ("partial", "fixed") and p.meta["policy"][1] in ("sample", "hot")
+    feedback = read_records(tmp_path / "v2" / "feedback.jsonl", "feedback")
+    assert {f.meta["policy"] for f in feedback} == {"sample", "hot", "partial"}
+    assert manifest["labels"]["comparisons"] == sum(len(r.ranks) * (len(r.ranks) - 1) // 2 for r in rankings)
+    for name in ("test_partial", "test_fixed"):
+        assert manifest["counts"][name] == 4
+    assert manifest["all_met"]["test_fixed"] >= manifest["all_met"]["test_partial"] >= manifest["all_met"]["test_responses"]
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(k=None, policies="sample:1"), "gives 1 responses per prompt"),
+        (dict(k=None, policies="sample:0,partial:0"), "gives 0 responses"),
+        (dict(k=None, policies="partial:2,fixed:1"), "no sampled response"),
+        (dict(k=None, policies="sample:2,best:1"), "unknown policy 'best'"),
+        (dict(k=None, policies="sample:x"), "needs a whole count"),
+        (dict(k=4, policies="sample:2,fixed:1"), "disagree"),
+    ],
+)
+def test_policy_mixes_that_cannot_work_are_refused_before_sampling(tmp_path, kw, message):
+    with pytest.raises(RedlineError, match=message):
+        build(_config(tmp_path / "bad", **kw))
+    assert not (tmp_path / "bad").exists()

@@ -90,3 +90,42 @@ def test_identical_preferences_are_counted_and_skipped(jsonl, capsys):
     rankings = read_comparisons(str(data))
     assert [r.responses for r in rankings] == [["good", "bad"]]
     assert "1 preference(s) with chosen identical to rejected" in capsys.readouterr().err
+
+
+def test_held_out_accuracy_counts_ties_and_sets_each_figure_beside_its_ceiling():
+    """A hand-made set where the strict, decisive and oracle accuracies all differ."""
+    from redline.train.reward import comparison_accuracy
+
+    meta = {"instructions": [{"type": "lowercase"}], "topic": "tea"}
+    rs = [
+        # labels: 0 > 1 (tie 1 = 2); oracle agrees on 0 > 1 and ties 1, 2.
+        Ranking(prompt="p1", responses=["a", "b", "c"], ranks=[0, 1, 1], meta={**meta, "oracle_quality": [1.0, 0.0, 0.0]}),
+        # labels: 0 > 1, but the oracle says 1 > 0 (a flipped label); the model follows the oracle.
+        Ranking(prompt="p2", responses=["a", "b"], ranks=[0, 1], meta={**meta, "oracle_quality": [0.0, 0.5]}),
+        # labels: 0 > 1 where the oracle ties them (noise); the model scores them equal.
+        Ranking(prompt="p3", responses=["a", "b"], ranks=[0, 1], meta={**meta, "oracle_quality": [0.5, 0.5]}),
+    ]
+    scores = [[2.0, 1.0, 0.0], [0.0, 1.0], [3.0, 3.0]]
+    m = comparison_accuracy(rs, scores)
+    # decisive labelled comparisons: p1 (0,1), (0,2); p2 (0,1); p3 (0,1) = 4; one labelled tie (p1: 1, 2).
+    assert m["eval_comparisons"] == 4 and m["eval_ties"] == 1
+    # the model: right, right, wrong (vs label), half (equal scores) = 2.5 / 4
+    assert m["eval_accuracy"] == 0.625
+    # the oracle against the labels: right, right, wrong, half = 2.5 / 4
+    assert m["eval_label_ceiling"] == 0.625
+    # oracle-decidable among them: p1 (0,1), (0,2), p2 (0,1) = 3; the model is right on all three,
+    # the annotators' labels on two.
+    assert m["eval_oracle_comparisons"] == 3 and m["eval_oracle_accuracy"] == 1.0
+    assert m["eval_annotator_oracle_accuracy"] == round(2 / 3, 4)
+    # Without oracle knowledge only the label figures are reported.
+    plain = [Ranking(prompt="q", responses=["a", "b"], ranks=[0, 1])]
+    assert set(comparison_accuracy(plain, [[1.0, 0.0]])) == {"eval_comparisons", "eval_ties", "eval_accuracy"}
+
+
+def test_all_tied_rankings_are_skipped_with_a_count(jsonl, capsys):
+    from redline.train.reward import read_comparisons
+
+    rows = rankings(3) + [{"prompt": "tied?", "responses": ["x", "y"], "ranks": [0, 0]}]
+    kept = read_comparisons(str(jsonl(rows)))
+    assert len(kept) == 3
+    assert "skipped 1 of 4 prompts whose responses are all tied" in capsys.readouterr().err

@@ -257,8 +257,21 @@ def _train_reward(args) -> int:
     from redline.train.reward import RewardConfig, train_reward
 
     config = configured(RewardConfig, args, "train reward", config_name="train_config.json")
-    print(json.dumps(train_reward(config, args.out)))
+    metrics = train_reward(config, args.out)
+    print(accuracy_summary(metrics), file=sys.stderr)
+    print(json.dumps(metrics))
     return 0
+
+
+def accuracy_summary(m: dict) -> str:
+    """One line a person reads: held-out accuracy beside its ceiling on the same pairs."""
+    line = (f"held-out: {m.get('eval_accuracy') or 0:.1%} on {m.get('eval_comparisons', 0)} decisive comparisons "
+            f"({m.get('eval_ties', 0)} labelled ties not scored)")
+    if m.get("eval_label_ceiling") is not None:
+        line += (f"; a perfect model would score {m['eval_label_ceiling']:.1%} against these labels; against the oracle "
+                 f"{m.get('eval_oracle_accuracy') or 0:.1%} vs the annotators' {m.get('eval_annotator_oracle_accuracy') or 0:.1%} "
+                 f"on the same {m.get('eval_oracle_comparisons', 0)} pairs")
+    return line
 
 
 def _train_critic(args) -> int:
@@ -581,10 +594,14 @@ def _simulate_build(args) -> int:
     config = configured(BuildConfig, args, "simulate build")
     manifest = build(config)
     counts, quality, met = manifest["counts"], manifest["quality"], manifest["all_met"]
-    for name in ("demonstrations", "rankings", "preferences", "feedback", "test"):
+    for name in ("demonstrations", "rankings", "preferences", "feedback", "test", "test_partial", "test_fixed"):
         print(f"wrote {counts[name]} records to {args.out / (name + '.jsonl')}")
     print(f"annotator agreement {manifest['agreement']['mean']:.3f}; oracle quality of responses {quality['responses'] or 0:.3f} "
           f"(all instructions met {met['responses'] or 0:.1%}), of revisions {quality['revisions'] or 0:.3f} ({met['revisions'] or 0:.1%})")
+    labels = manifest["labels"]
+    print(f"{labels['comparisons']} comparisons in the rankings: {labels['labelled_ties_share'] or 0:.1%} labelled ties, "
+          f"{labels['oracle_ties_broken_by_noise_share'] or 0:.1%} oracle ties broken by noise, decisive labels right "
+          f"{labels['decisive_labels_right'] or 0:.1%}")
     return 0
 
 

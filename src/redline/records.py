@@ -32,9 +32,11 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Union
+from typing import Any, Callable, ClassVar, Iterable, Sequence, TypeVar, Union
 
 from redline import RedlineError
+
+R = TypeVar("R", bound="Record")
 
 Message = dict[str, str]
 Prompt = Union[str, list[Message]]
@@ -210,8 +212,8 @@ class Ranking(Record):
             raise FieldError("ranks", f"{len(ranks)} ranks for {len(responses)} responses")
         if any(r < 0 for r in ranks):
             raise FieldError("ranks", "ranks must be >= 0 (0 = best)")
-        if len(set(ranks)) < 2:
-            raise FieldError("ranks", "every response is tied: the ranking says nothing")
+        # Every response tied is a valid label (the annotator could not tell them apart); it holds no
+        # comparison, so the reward model skips it and says so.
         return cls(prompt=prompt, responses=list(responses), ranks=list(ranks), id=optional_id(obj), meta=meta_field(obj))
 
     def comparisons(self) -> list[tuple[int, int]]:
@@ -579,6 +581,33 @@ def _parse_rows(source: str | os.PathLike, parse: Callable[[Any, int], Any], *, 
 
 
 # ----------------------------------------------------------------------------- writing
+
+
+def spread_over_prompts(records: Sequence[R], n: int | None) -> list[R]:
+    """``n`` records spread over as many distinct prompts as ``records`` hold.
+
+    One record per prompt first (prompts in the order they first appear), then a second per
+    prompt, and so on; within a prompt, records keep their file order. ``n`` None takes all, in
+    that order. Taking the first N lines instead would give a 100-record critic four answers to
+    each of 25 prompts (world v2's audit) and a critic that echoes those prompts everywhere.
+    """
+    if n is None:
+        n = len(records)
+    if n > len(records):
+        raise RedlineError(f"asked for {n} records; the set holds {len(records)}")
+    by_prompt: dict[str, list[R]] = {}
+    for record in records:
+        by_prompt.setdefault(prompt_key(record.prompt), []).append(record)
+    chosen: list[R] = []
+    depth = 0
+    while len(chosen) < n:
+        for group in by_prompt.values():
+            if depth < len(group):
+                chosen.append(group[depth])
+                if len(chosen) == n:
+                    break
+        depth += 1
+    return chosen
 
 
 def write_records(dest: str | os.PathLike, records: Iterable[Record | dict]) -> int:

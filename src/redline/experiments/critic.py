@@ -86,7 +86,7 @@ def run_critic_experiment(config: CriticExperimentConfig, out: str | Path) -> di
     from redline.evaluate import EvaluateConfig, evaluate_iterations
     from redline.improve.revise import ReviseConfig, revise
     from redline.judges import parse_judge
-    from redline.records import read_records
+    from redline.records import read_records, spread_over_prompts
     from redline.train.critic import train_critic
 
     out = Path(out)
@@ -116,7 +116,8 @@ def run_critic_experiment(config: CriticExperimentConfig, out: str | Path) -> di
         critic_dir = folder / "critic"
         if not (critic_dir / "redline.json").exists():
             print(f"redline: training a critic on {size} records", file=sys.stderr)
-            train_critic(replace(config, data=str(feedback_path), limit=size), critic_dir, records=feedback[:size])
+            train_critic(replace(config, data=str(feedback_path), limit=size), critic_dir,
+                         records=spread_over_prompts(feedback, size))
         engine = None
         results["sizes"][size] = {}
         for name, responses in sets.items():

@@ -8,14 +8,20 @@ measured, tunable figure:
 
 - ``jitter``: Gaussian noise (standard deviation σ) added to each response's quality before
   ranking, so close calls go either way;
+- ``resolution``: the smallest difference in perceived quality the annotator can tell; two
+  responses closer than that get equal ranks (a tie), as InstructGPT's labelers could mark ties,
+  instead of a coin flip dressed up as a preference (world v2; before it, 40% of the shipped
+  comparisons were oracle ties broken by jitter alone);
 - ``flip``: the probability of reversing a preference (for a ranking: each neighbouring pair of
   the ranked list is swapped with this probability, pairs taken top to bottom, never two in a row);
 - ``miss``: the probability that a critique overlooks a broken instruction (its revision then
   leaves it broken, so the revision still changes only what the critique names). 0 by default.
 
-The default pool (``make_pool``) has five annotators from careful to careless; on template
-responses two of them order a pair of responses the same way about 73% of the time, close to the
-72.6% agreement of InstructGPT's labelers (Ouyang et al. 2022, arXiv 2203.02155).
+The default pool (``make_pool``) has five annotators from careful to careless, each with a
+resolution of twice its jitter, so it ties about 84% of pairs it cannot tell apart and almost never
+ties two answers a third of the quality scale apart. ``measure_agreement`` counts a tie as a label
+of its own: two annotators agree on a pair when both tie it or both order it the same way
+(InstructGPT's labelers agreed 72.6%, Ouyang et al. 2022, arXiv 2203.02155).
 ``measure_agreement`` reports the figure for any pool and data. With zero noise every annotator
 agrees with every other and with the oracle, always.
 
@@ -33,8 +39,9 @@ from typing import Sequence
 from redline.simulate.instructions import check, fix_all
 from redline.simulate.oracle import check_all, fault_sentence, repair
 
-# (flip, jitter) of the default pool, careful to careless.
-DEFAULT_NOISE: tuple[tuple[float, float], ...] = ((0.04, 0.10), (0.08, 0.15), (0.12, 0.20), (0.16, 0.25), (0.20, 0.30))
+# (flip, jitter) of the default pool, careful to careless; each resolution is RESOLUTION_PER_JITTER × jitter.
+DEFAULT_NOISE: tuple[tuple[float, float], ...] = ((0.02, 0.04), (0.04, 0.05), (0.06, 0.06), (0.08, 0.08), (0.10, 0.10))
+RESOLUTION_PER_JITTER = 2.0
 
 
 @dataclass(frozen=True)
@@ -53,16 +60,32 @@ class Annotator:
     flip: float = 0.0
     jitter: float = 0.0
     miss: float = 0.0
+    resolution: float = 0.0
 
     def noise(self) -> dict:
-        return {"name": self.name, "flip": self.flip, "jitter": self.jitter, "miss": self.miss}
+        return {"name": self.name, "flip": self.flip, "jitter": self.jitter, "resolution": self.resolution, "miss": self.miss}
+
+    def _perceive(self, quality: float, rng: random.Random) -> float:
+        return round(quality + (rng.gauss(0.0, self.jitter) if self.jitter else 0.0), 9)
 
     # ------------------------------------------------------------------ preferences
 
     def rank_qualities(self, qualities: Sequence[float], rng: random.Random) -> list[int]:
-        """Ranks (0 = best, equal = tie) this annotator gives to responses of these qualities."""
-        scores = [round(q + (rng.gauss(0.0, self.jitter) if self.jitter else 0.0), 9) for q in qualities]
-        groups = sorted(set(scores), reverse=True)  # ties only where the scores are exactly equal
+        """Ranks (0 = best, equal = tie) this annotator gives to responses of these qualities.
+
+        Perceived scores (quality + jitter) closer than ``resolution`` to the next one down fall in
+        one tie group (chained: a, b, c each within resolution of the next are one group). Then
+        neighbouring groups swap with probability ``flip``, never two swaps in a row.
+        """
+        scores = [self._perceive(q, rng) for q in qualities]
+        order = sorted(range(len(scores)), key=lambda i: -scores[i])
+        group_of: dict[int, int] = {}
+        group = 0
+        for rank_position, i in enumerate(order):
+            if rank_position and scores[order[rank_position - 1]] - scores[i] >= max(self.resolution, 1e-12):
+                group += 1
+            group_of[i] = group
+        groups = list(range(group + 1))
         i = 0
         while i < len(groups) - 1:
             if self.flip and rng.random() < self.flip:
@@ -70,14 +93,13 @@ class Annotator:
                 i += 2
             else:
                 i += 1
-        place = {score: rank for rank, score in enumerate(groups)}
-        return [place[s] for s in scores]
+        place = {g: rank for rank, g in enumerate(groups)}
+        return [place[group_of[i]] for i in range(len(scores))]
 
     def prefer_qualities(self, qa: float, qb: float, rng: random.Random) -> str:
-        """'a', 'b' or 'tie' (a tie only for a noise-free annotator and equal qualities)."""
-        sa = qa + (rng.gauss(0.0, self.jitter) if self.jitter else 0.0)
-        sb = qb + (rng.gauss(0.0, self.jitter) if self.jitter else 0.0)
-        winner = "a" if sa > sb else "b" if sb > sa else "tie"
+        """'a', 'b' or 'tie' (perceived qualities closer than ``resolution``, or exactly equal)."""
+        sa, sb = self._perceive(qa, rng), self._perceive(qb, rng)
+        winner = "tie" if abs(sa - sb) < max(self.resolution, 1e-12) else "a" if sa > sb else "b"
         if winner != "tie" and self.flip and rng.random() < self.flip:
             winner = "b" if winner == "a" else "a"
         return winner
@@ -181,7 +203,8 @@ def make_pool(n: int = 5, noise_scale: float = 1.0, miss: float = 0.0) -> list[A
     pool = []
     for i in range(n):
         flip, jitter = DEFAULT_NOISE[i % len(DEFAULT_NOISE)]
-        pool.append(Annotator(f"annotator-{i + 1}", flip=min(0.5, flip * noise_scale), jitter=jitter * noise_scale, miss=miss))
+        pool.append(Annotator(f"annotator-{i + 1}", flip=min(0.5, flip * noise_scale), jitter=jitter * noise_scale, miss=miss,
+                              resolution=RESOLUTION_PER_JITTER * jitter * noise_scale))
     return pool
 
 
@@ -204,8 +227,11 @@ def measure_agreement(pool: Sequence[Annotator], items: Sequence[Sequence[float]
 
     ``items`` holds the oracle qualities of each prompt's responses. Every annotator ranks every
     item (its own noise, from a seeded RNG); for two annotators, agreement is the share of pairs
-    of responses they order the same way, as InstructGPT measured its labelers. ``with_oracle``
-    counts only pairs whose qualities differ.
+    of responses they label the same way (both tie it, or both order it the same way), as
+    InstructGPT measured its labelers. ``with_oracle`` is each annotator's accuracy on the pairs
+    whose qualities differ and that it did not tie; ``labels`` breaks its labels down: of the
+    oracle-decisive pairs, the share right, tied and wrong; of the oracle ties, the share it broke
+    by noise (labels a reward model would learn as signal but that are none).
     """
     rankings = {
         a.name: [a.rank_qualities(q, random.Random(f"agreement:{seed}:{k}:{a.name}")) for k, q in enumerate(items)]
@@ -221,19 +247,35 @@ def measure_agreement(pool: Sequence[Annotator], items: Sequence[Sequence[float]
         share = agree / total if total else 1.0
         matrix[a.name][b.name] = matrix[b.name][a.name] = round(share, 4)
         agree_all, total_all = agree_all + agree, total_all + total
-    with_oracle = {}
+    with_oracle, labels = {}, {}
     for a in pool:
-        agree = total = 0
+        right = wrong = tied = ties = ties_broken = 0
         for q, r in zip(items, rankings[a.name]):
             for i, j in itertools.combinations(range(len(q)), 2):
                 if q[i] == q[j]:
-                    continue
-                total += 1
-                agree += (q[i] > q[j]) == (r[i] < r[j])
-        with_oracle[a.name] = round(agree / total, 4) if total else 1.0
+                    ties += 1
+                    ties_broken += r[i] != r[j]
+                elif r[i] == r[j]:
+                    tied += 1
+                elif (q[i] > q[j]) == (r[i] < r[j]):
+                    right += 1
+                else:
+                    wrong += 1
+        # Accuracy on the pairs the annotator decided and the oracle can tell apart: its labels' worth.
+        with_oracle[a.name] = round(right / (right + wrong), 4) if right + wrong else 1.0
+        decisive = right + wrong + tied
+        labels[a.name] = {
+            "oracle_decisive_pairs": decisive,
+            "right": round(right / decisive, 4) if decisive else None,
+            "tied": round(tied / decisive, 4) if decisive else None,
+            "wrong": round(wrong / decisive, 4) if decisive else None,
+            "oracle_ties": ties,
+            "oracle_ties_broken_by_noise": round(ties_broken / ties, 4) if ties else None,
+        }
     return {
         "mean": round(agree_all / total_all, 4) if total_all else 1.0,
         "pairs": total_all,
         "matrix": matrix,
         "with_oracle": with_oracle,
+        "labels": labels,
     }

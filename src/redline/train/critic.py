@@ -8,7 +8,8 @@ strengths and weaknesses, then a revision. Training is supervised fine-tuning on
     redline train critic --data feedback.jsonl --model embedded --out runs/critic
 
 Steps:
-  1. read the feedback records (``--limit`` keeps the first N: the paper's data-size axis);
+  1. read the feedback records (``--limit N``: the paper's data-size axis; N records spread over
+     as many distinct prompts as the file holds, one per prompt first, never the first N lines);
   2. turn each into a chat pair: the critic template (prompts.py) with the prompt and the response
      as the user turn, "Critique: ... Revision: ..." as the assistant turn;
   3. fine-tune with the loss on the assistant turn only (``train_sft``: TRL's SFTTrainer).
@@ -43,7 +44,7 @@ class CriticConfig(SFTSettings):
     warmup: float = field(default=0.1, metadata={"min": 0, "help": "warm-up steps (int) or share of all steps (<1)"})
     max_length: int = field(default=1024, metadata={"min": 1, 
         "help": "tokens per example (the response appears twice: in the prompt and revised); longer ones are cut"})
-    limit: int | None = field(default=None, metadata={"min": 1, "help": "train on the first N records"})
+    limit: int | None = field(default=None, metadata={"min": 1, "help": "train on N records spread over as many prompts as the file holds (one per prompt first)"})
     skip_invalid: bool = field(default=False, metadata={"help": "skip bad records instead of stopping"})
 
     def lr(self) -> float:
@@ -63,11 +64,12 @@ def critic_examples(records: list[Feedback]) -> list[dict]:
 
 def train_critic(config: CriticConfig, out, records: list[Feedback] | None = None) -> dict:
     """Steps 1–3 of the module docstring; returns the run's metrics."""
-    from redline.records import read_records
+    from redline.records import read_records, spread_over_prompts
 
     # step 1
     if records is None:
-        records = read_records(config.data, "feedback", skip_invalid=config.skip_invalid, limit=config.limit)
+        records = read_records(config.data, "feedback", skip_invalid=config.skip_invalid)
+        records = spread_over_prompts(records, config.limit)
     # step 2
     examples = critic_examples(records)
     # step 3

@@ -17,7 +17,9 @@ Steps:
      tokenise them once;
   3. train with ``gap_ranking_loss`` in a ``transformers.Trainer`` whose batch element is one pair
      with its four forward passes (``GapCollator`` reuses the reward trainer's ``GroupCollator``);
-  4. measure held-out accuracy on each of the five orderings (and their mean);
+  4. measure held-out accuracy on each of the five orderings (and their mean), and on simulated
+     pairs the oracle can tell apart, the (w,l) > (l,w) ordering against the oracle beside the
+     labels' own accuracy on exactly those pairs;
   5. save a plain sequence-classification model (LoRA merged) with ``kind="gap-reward"`` in its card.
 
 Deviations from the paper:
@@ -29,7 +31,9 @@ Deviations from the paper:
   3. The gap model reads the PIT policy's own prompt: a chat whose user turn is the improvement
      template with (x, y_ref) and whose assistant turn is y. So the RL reward scores exactly what the
      policy saw and wrote, and PPO's value model, started from this model, reads the same text.
-  4. LoRA by default (the head trains fully), lr 1e-4; ``--no-lora`` trains all weights at 9e-6.
+  4. LoRA by default (the head trains fully), lr 1e-3 (at 1e-4 the LoRA gap model stayed near
+     chance, loss near ln 2: the reward model's lesson, benchmarks/learning_checks.py);
+     ``--no-lora`` trains all weights at 9e-6.
   5. Texts longer than ``--max-length`` lose their end (as in the reward trainer); they are counted.
 """
 
@@ -45,7 +49,7 @@ from typing import Any
 
 from redline import RedlineError
 from redline.prompts import pit_messages
-from redline.records import Preference, read_records
+from redline.records import Preference, Ranking, read_records
 from redline.models import GAP_REWARD, chat_text, score_texts
 from redline.train.reward import GroupCollator, split_by_prompt, training_arguments
 from redline.train.sft import SFTSettings, run_trainer, save_training_curve
@@ -58,6 +62,7 @@ class GapRewardConfig(SFTSettings):
     """`redline train gap-reward`: the data, the loss, then the training knobs (see SFTSettings)."""
 
     # --- data
+    learning_rate: float | None = field(default=None, metadata={"min": 0, "help": "peak lr (default: 1e-3 LoRA, 9e-6 full)"})
     data: str = field(default="", metadata={"required": True, "help": "preference records (prompt, chosen, rejected)"})
     eval_data: str | None = field(default=None, metadata={"help": "held-out preferences (default: split from --data)"})
     eval_split: float = field(default=0.1, metadata={"help": "share of prompts held out when --eval-data is not given"})
@@ -78,7 +83,7 @@ class GapRewardConfig(SFTSettings):
     lr_scheduler: str = field(default="cosine_with_min_lr", metadata={"help": "transformers scheduler name"})
 
     def lr(self) -> float:
-        return self.learning_rate if self.learning_rate is not None else (1e-4 if self.lora else 9e-6)
+        return self.learning_rate if self.learning_rate is not None else (1e-3 if self.lora else 9e-6)
 
     def weights(self) -> tuple[float, ...]:
         try:
@@ -210,10 +215,34 @@ def held_out_accuracies(model, tokenizer, prefs: list[Preference], max_length: i
     result: dict[str, Any] = {"eval_pairs": len(pairs)}
     if not pairs:
         return result
-    accuracy = ordering_accuracies(gap_scores(model, tokenizer, pairs, max_length))
+    scores = gap_scores(model, tokenizer, pairs, max_length)
+    accuracy = ordering_accuracies(scores)
     result.update({f"eval_accuracy_{name}": round(v, 4) for name, v in accuracy.items()})
     result["eval_accuracy"] = round(sum(accuracy.values()) / len(accuracy), 4)
+    result.update(oracle_accuracy(pairs, (scores[:, 0] - scores[:, 3]).tolist()))
     return result
+
+
+def oracle_accuracy(pairs: list[Preference], margins: list[float]) -> dict[str, Any]:
+    """On simulated pairs the oracle can tell apart: how often the model's (w,l) > (l,w) margin
+    orders them as the oracle does, beside the labels' own accuracy on exactly those pairs."""
+    from redline.train.reward import oracle_qualities
+
+    right = labels_right = n = 0.0
+    for p, margin in zip(pairs, margins):
+        q = oracle_qualities(Ranking(prompt=p.prompt, responses=[p.chosen, p.rejected], ranks=[0, 1], meta=p.meta))
+        if q is None:
+            return {}
+        if q[0] == q[1]:
+            continue
+        n += 1
+        labels_right += q[0] > q[1]
+        truth = 1.0 if q[0] > q[1] else -1.0
+        right += 1.0 if margin * truth > 0 else 0.5 if margin == 0 else 0.0
+    if not n:
+        return {"eval_oracle_pairs": 0}
+    return {"eval_oracle_pairs": int(n), "eval_oracle_accuracy": round(right / n, 4),
+            "eval_annotator_oracle_accuracy": round(labels_right / n, 4)}
 
 
 def gap_reward(model, tokenizer, max_length: int = 512, adapter_off: bool = False):
