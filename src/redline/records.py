@@ -15,6 +15,8 @@ Literal examples, one per kind (``id`` and ``meta`` are optional on every record
                     "judge": "oracle", "order": "ab", "raw": "..."}
 
 A prompt is a string or a list of chat messages ``{"role": "user", "content": "..."}``.
+Demonstrations and preferences are also read in TRL's layouts as they are (prompt/completion,
+``messages``, conversational or implicit-prompt preferences, the H4 shape): ``formats/trl.py``.
 A feedback record whose ``revision`` is null is *critique-only* (imported from Shepherd or
 UltraFeedback): it trains the critique part of a critic and nothing else.
 
@@ -458,11 +460,13 @@ def read_records(
     With ``skip_invalid`` bad lines are skipped and counted in ``report`` (pass one to see them).
     ``limit`` keeps the first N valid records. Duplicate ids are an error like any other.
     """
+    from redline.formats.trl import as_kind
+
     cls = record_class(kind)
     seen_ids: dict[str, int] = {}
 
     def parse(obj: Any, number: int) -> Record:
-        record = cls.from_dict(obj)
+        record = cls.from_dict(as_kind(obj, kind))  # TRL's layouts are read as they are
         if record.id is not None:
             if record.id in seen_ids:
                 raise FieldError("id", f"duplicate id {record.id!r} (first on line {seen_ids[record.id]})")
