@@ -1,8 +1,9 @@
 """The six data records of redline, and reading, validating and writing them.
 
 Formats, detected by the path: JSON Lines (``.jsonl``, also ``.json`` holding one object per
-line), Parquet (``.parquet``), and Hugging Face ``datasets`` (a local folder saved with
-``save_to_disk``, or a hub id such as ``org/name`` or ``org/name:split``).
+line, either gzipped as ``.jsonl.gz``), Parquet (``.parquet``), and Hugging Face ``datasets`` (a
+local folder saved with ``save_to_disk``, or a hub id such as ``org/name``; ``FOLDER:split`` or
+``org/name:split`` names a split, which a folder of several splits requires).
 
 Literal examples, one per kind (``id`` and ``meta`` are optional on every record)::
 
@@ -27,10 +28,12 @@ are skipped and counted with their reasons.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import sys
 import tempfile
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -389,8 +392,16 @@ def _is_hub_id(source: str) -> bool:
     return not os.path.exists(path) and path.count("/") == 1 and not path.startswith((".", "/")) and "." not in Path(path).name
 
 
+def split_source(source: str) -> tuple[str, str | None]:
+    """(path or hub id, split or None): ``data/hh:test`` names the split ``test`` of the folder ``data/hh``."""
+    if os.path.exists(source) or ":" not in source:
+        return source, None
+    head, _, split = source.rpartition(":")
+    return (head, split) if os.path.isdir(head) or _is_hub_id(head) else (source, None)
+
+
 def iter_raw(source: str | os.PathLike) -> Iterable[tuple[int, Any]]:
-    """Yield (line number, raw object) from a JSONL file, a Parquet file or a HF dataset.
+    """Yield (line number, raw object) from a JSONL file (gzipped or not), a Parquet file or a HF dataset.
 
     JSON that does not parse is yielded as a ``FieldError`` in place of the object, so the caller
     can count it with the others. Parquet and dataset rows are numbered from 1 like lines.
@@ -413,11 +424,11 @@ def iter_raw(source: str | os.PathLike) -> Iterable[tuple[int, Any]]:
                     row[k] = json.loads(row[k])
             yield number, row
         return
-    if path.is_dir() or _is_hub_id(source):
+    if Path(split_source(source)[0]).is_dir() or _is_hub_id(source):
         yield from enumerate(_read_hf_dataset(source), start=1)
         return
     try:
-        handle = open(path, encoding="utf-8")
+        handle = gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
     except OSError as e:
         raise RecordError([f"{source}:0: <file>: cannot read: {e.strerror or e}"]) from e
     with handle:
@@ -431,19 +442,28 @@ def iter_raw(source: str | os.PathLike) -> Iterable[tuple[int, Any]]:
                     yield number, FieldError("<line>", f"not JSON: {e.msg} at column {e.colno}")
         except UnicodeDecodeError as e:
             raise RecordError([f"{source}:0: <file>: not UTF-8 text: {e}"]) from e
+        except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+            raise RecordError([f"{source}:0: <file>: not a whole gzip file: {e}"]) from e
 
 
 def _read_hf_dataset(source: str) -> list[dict]:
     import datasets
 
-    if Path(source).is_dir():
-        ds = datasets.load_from_disk(source)
-    else:
-        name, _, split = source.partition(":")
-        ds = datasets.load_dataset(name, split=split or "train")
+    path, split = split_source(source)
+    if not Path(path).is_dir():
+        return datasets.load_dataset(path, split=split or "train").to_list()
+    ds = datasets.load_from_disk(path)
     if isinstance(ds, datasets.DatasetDict):
-        split = "train" if "train" in ds else next(iter(ds))
+        names = ", ".join(ds)
+        if split is None and len(ds) > 1:
+            raise RecordError([f"{path}:0: <file>: holds the splits {names}: name one, as {path}:{next(iter(ds))} "
+                               "(or --split on the data commands)"])
+        split = split if split is not None else next(iter(ds))
+        if split not in ds:
+            raise RecordError([f"{path}:0: <file>: no split {split!r} (it holds {names})"])
         ds = ds[split]
+    elif split is not None:
+        raise RecordError([f"{path}:0: <file>: a single data set with no splits; drop ':{split}'"])
     return ds.to_list()
 
 

@@ -43,11 +43,25 @@ from redline.records import Demonstration, FieldError, Preference, Record, meta_
 
 NAME = "trl"
 KINDS = ("preference", "demonstration")
+COLUMNS = ("prompt", "chosen", "rejected", "completion", "messages", "id", "meta")
+
+
+def used_columns(row: dict) -> tuple[str, ...]:
+    """The columns a row's layout reads (``messages`` beside ``chosen``, as in H4's rows, is not read)."""
+    if "chosen" in row and "rejected" in row:
+        return ("prompt", "chosen", "rejected", "id", "meta")
+    return COLUMNS
+
+
+def extra_meta(row: dict) -> dict:
+    """Columns beside the layout's that hold one value (a score, a source, a data set's name): kept in
+    ``meta`` by their names. Others (H4's ``messages`` beside ``chosen``) are dropped and named."""
+    return {k: v for k, v in row.items() if k not in COLUMNS and isinstance(v, (str, int, float, bool))}
 
 
 def convert(row: dict) -> list[Record]:
     """One TRL row -> one preference or demonstration record, by its keys."""
-    base = {"id": row.get("id"), "meta": {**meta_field(row), "source_format": NAME}}
+    base = {"id": row.get("id"), "meta": {**extra_meta(row), **meta_field(row), "source_format": NAME}}
     if "chosen" in row and "rejected" in row:  # step 1
         return [Preference.from_dict({**preference_fields(row), **base})]
     if ("prompt" in row and "completion" in row) or "messages" in row:  # steps 2 and 3
