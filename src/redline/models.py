@@ -307,21 +307,26 @@ def chat_text(tokenizer, prompt, response: str) -> str:
 
 
 def score_texts(model, tokenizer, texts: list[str], batch_size: int = 16, max_length: int = 512) -> list[float]:
-    """Rewards of chat-formatted texts, with ``config.reward_bias`` added (0 when absent)."""
+    """Rewards of chat-formatted texts, with ``config.reward_bias`` added (0 when absent). A text longer
+    than ``max_length`` tokens loses its start, as the reward trainers cut it: the score is read at the end."""
     import torch
 
     bias = float(getattr(model.config, "reward_bias", 0.0) or 0.0)
     device = next(model.parameters()).device
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths pad less
     scores = [0.0] * len(texts)
-    with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            batch = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
-                              max_length=max_length, add_special_tokens=False).to(device)
-            values = model(**batch).logits.squeeze(-1).float().tolist()
-            for i, v in zip(idx, values):
-                scores[i] = v + bias
+    side, tokenizer.truncation_side = tokenizer.truncation_side, "left"
+    try:
+        with torch.no_grad():
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                batch = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
+                                  max_length=max_length, add_special_tokens=False).to(device)
+                values = model(**batch).logits.squeeze(-1).float().tolist()
+                for i, v in zip(idx, values):
+                    scores[i] = v + bias
+    finally:
+        tokenizer.truncation_side = side
     return scores
 
 
