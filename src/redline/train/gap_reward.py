@@ -53,7 +53,7 @@ from redline.prompts import pit_messages
 from redline.records import Preference, Ranking, ReadReport, read_records
 from redline.models import GAP_REWARD, chat_text, score_texts
 from redline.train.reward import GroupCollator, encode_chats, report_cuts, split_by_prompt, training_arguments
-from redline.train.sft import SFTSettings, run_trainer, save_training_curve
+from redline.train.sft import SFTSettings, publish, run_trainer, save_training_curve
 
 KIND = GAP_REWARD
 
@@ -350,6 +350,7 @@ def train_gap_reward(config: GapRewardConfig, out: str | os.PathLike) -> dict[st
              "(redline.train.gap_reward.gap_text). Higher: y improves more on y_ref.")
     data = [config.data] + ([config.eval_data] if config.eval_data else [])
     save_model(model, tokenizer, out, ModelCard(kind=KIND, base_model=config.model, data=data, command=command_line(),
-                                                metrics=metrics, notes=notes))
+                                                metrics=metrics, notes=notes), hub_repo=config.push_to_hub)
     save_training_curve(trainer.state.log_history, out, f"gap reward model: {config.model}")
+    publish(out, config.push_to_hub)
     return metrics

@@ -50,7 +50,7 @@ from typing import Any
 from redline import RedlineError
 from redline.models import REWARD, chat_text, score_texts
 from redline.records import Preference, Ranking, Record, iter_raw, prompt_key, read_records
-from redline.train.sft import SFTSettings, run_trainer, save_training_curve
+from redline.train.sft import SFTSettings, publish, run_trainer, save_training_curve
 
 
 @dataclass
@@ -390,6 +390,7 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
     card = ModelCard(kind=REWARD, base_model=config.model, data=[config.data], command=command_line(), metrics=metrics)
     from redline.models import save_model
 
-    save_model(model, tokenizer, out, card)
+    save_model(model, tokenizer, out, card, hub_repo=config.push_to_hub)
     save_training_curve(trainer.state.log_history, out, f"reward model: {config.model}")
+    publish(out, config.push_to_hub)
     return metrics

@@ -64,6 +64,8 @@ class SFTSettings:
     logging_steps: int = field(default=5, metadata={"help": "log every N steps"})
     save_steps: int = field(default=50, metadata={"help": "checkpoint every N steps"})
     report_to: str = field(default="none", metadata={"help": "none, tensorboard or wandb"})
+    push_to_hub: str | None = field(default=None, metadata={
+        "help": "publish the finished run (less checkpoints) to this hub repo id, or copy it to a local folder"})
 
     def lr(self) -> float:
         return self.learning_rate if self.learning_rate is not None else (2e-4 if self.lora else 2e-5)
@@ -192,9 +194,18 @@ def train_sft(
         "tokens": max((int(row["num_tokens"]) for row in history if "num_tokens" in row), default=None),
     }
     card = ModelCard(kind=kind, base_model=settings.model, data=data, command=command_line(), metrics=metrics)
-    save_model(trainer.model, tokenizer, out, card)
+    save_model(trainer.model, tokenizer, out, card, hub_repo=settings.push_to_hub)
     save_training_curve(history, out, f"{kind}: {settings.model}")
+    publish(out, settings.push_to_hub)
     return metrics
+
+
+def publish(out: Path, repo: str | None) -> None:
+    """``--push-to-hub``: publish the finished run folder, and say where."""
+    if repo:
+        from redline.models import push_to_hub
+
+        print(f"redline: pushed {out} to {push_to_hub(out, repo)}", file=sys.stderr)
 
 
 def run_trainer(trainer, out: Path):
