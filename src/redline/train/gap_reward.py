@@ -53,7 +53,7 @@ from redline.prompts import pit_messages
 from redline.records import Preference, Ranking, ReadReport, read_records
 from redline.models import GAP_REWARD, chat_text, score_texts
 from redline.train.reward import GroupCollator, encode_chats, report_cuts, split_by_prompt, training_arguments
-from redline.train.sft import SFTSettings, publish, run_trainer, save_training_curve
+from redline.train.sft import SFTSettings, check_report_to, publish, run_trainer, save_training_curve
 
 KIND = GAP_REWARD
 
@@ -285,6 +285,7 @@ def train_gap_reward(config: GapRewardConfig, out: str | os.PathLike) -> dict[st
     if not config.data:
         raise RedlineError("--data is required: a file of preference records")
     weights = config.weights()
+    check_report_to(config.report_to)  # before anything loads
     if config.anchor_weight < 0:
         raise RedlineError(f"--anchor-weight must be >= 0, got {config.anchor_weight}")
     out = Path(out)

@@ -50,7 +50,7 @@ from typing import Any
 from redline import RedlineError
 from redline.models import REWARD, chat_text, score_texts
 from redline.records import Preference, Ranking, Record, iter_raw, prompt_key, read_records
-from redline.train.sft import SFTSettings, publish, run_trainer, save_training_curve
+from redline.train.sft import SFTSettings, check_report_to, publish, run_trainer, save_training_curve
 
 
 @dataclass
@@ -303,6 +303,7 @@ def training_arguments(config, out: Path, device: str):
     """The Trainer's arguments of a reward-style trainer (this one, and the gap model's in gap_reward.py)."""
     from transformers import TrainingArguments
 
+    check_report_to(config.report_to)
     return TrainingArguments(
         output_dir=str(out / "checkpoints"),
         learning_rate=config.lr(),
@@ -336,6 +337,7 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
     )
 
     out = Path(out)
+    check_report_to(config.report_to)  # before anything loads
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
     # step 1

@@ -71,6 +71,21 @@ class SFTSettings:
         return self.learning_rate if self.learning_rate is not None else (2e-4 if self.lora else 2e-5)
 
 
+REPORT_TO = ("none", "tensorboard", "wandb")
+
+
+def check_report_to(report_to: str) -> None:
+    """``--report-to``: one of REPORT_TO, whose package is installed, or one line naming the extra to
+    install (transformers would fail eleven frames deep; every trainer, PPO included, says this)."""
+    import importlib.util
+
+    if report_to not in REPORT_TO:
+        raise RedlineError(f"--report-to must be one of {', '.join(REPORT_TO)}, got {report_to!r}")
+    if report_to != "none" and importlib.util.find_spec(report_to) is None:
+        raise RedlineError(f"--report-to {report_to} needs the {report_to} package: pip install 'redline[{report_to}]' "
+                           "(or --report-to none; every run also writes its log to the run folder)")
+
+
 def last_checkpoint(out: Path) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -128,6 +143,7 @@ def train_sft(
     from redline.models import LoraSettings, ModelCard, add_lora, command_line, load_causal_lm, load_tokenizer, pick_device, save_model
 
     out = Path(out)
+    check_report_to(settings.report_to)
     out.mkdir(parents=True, exist_ok=True)
     if not examples:
         raise RedlineError("no training examples")
