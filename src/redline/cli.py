@@ -497,6 +497,7 @@ def _add_evaluate(sub) -> None:
     add_seed(p)
     add_reading(p)
     p.add_argument("--bootstrap", type=int, default=2000, metavar="N", help="bootstrap resamples (default: %(default)s)")
+    p.add_argument("--export-alpaca-eval", metavar="FILE", help="also write the judgments in AlpacaEval's annotation format")
     p.set_defaults(func=_evaluate)
     more = p.add_subparsers(dest="evaluate_command", required=False, metavar="COMMAND")
     q = more.add_parser(
@@ -523,7 +524,8 @@ def _evaluate(args) -> int:
     if missing:
         raise RedlineError(f"redline evaluate needs {', '.join(missing)}")
     config = EvaluateConfig(a=args.a, b=args.b, judge=args.judge, out=str(args.out), seed=args.seed, limit=args.limit,
-                            skip_invalid=args.skip_invalid, bootstrap=args.bootstrap)
+                            skip_invalid=args.skip_invalid, bootstrap=args.bootstrap,
+                            export_alpaca_eval=args.export_alpaca_eval)
     summary = evaluate(config)
     rows = summary.get("iterations") or [summary]
     print(TABLE_HEAD)
