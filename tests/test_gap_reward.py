@@ -103,14 +103,20 @@ def test_collator_and_identical_pairs_as_anchors_or_skipped():
     tok = load_tokenizer("tiny-random")
     prefs = [Preference(prompt="p", chosen="good", rejected="bad"), Preference(prompt="q", chosen="same", rejected=" same")]
     items, counts = encode_pairs(prefs, tok, 512, anchors=True)
-    assert counts == {"pairs": 1, "identical_pairs": 1, "anchors": 1, "truncated_sequences": 0}
+    assert counts == {"pairs": 1, "identical_pairs": 1, "anchors": 1, "cut_sequences": 0, "dropped_sequences": 0,
+                      "dropped_pairs": 0}
     assert [len(it["input_ids"]) for it in items] == [4, 1]
     batch = GapCollator(tok.pad_token_id)(items)
     assert batch["input_ids"].shape[0] == 5
     assert batch["quads"].tolist() == [[0, 1, 2, 3]] and batch["selfs"].tolist() == [1, 2, 4]
     items, counts = encode_pairs(prefs, tok, 8, anchors=False)  # skipped, counted; 8 tokens cut all four
     assert len(items) == 1 and counts["identical_pairs"] == 1 and counts["anchors"] == 0
-    assert counts["truncated_sequences"] == 4 and all(len(x) == 8 for x in items[0]["input_ids"])
+    assert counts["cut_sequences"] == 4 and all(len(x) == 8 for x in items[0]["input_ids"])
+    # the prompt's start goes, never the response's end: (w,l) still ends with w, (l,w) with l
+    assert tok.decode(items[0]["input_ids"][0]).rstrip().endswith("good<|im_end|>")
+    assert tok.decode(items[0]["input_ids"][3]).rstrip().endswith("bad<|im_end|>")
+    items, counts = encode_pairs(prefs[:1], tok, 3, anchors=False)  # the response alone fills 3 tokens
+    assert items == [] and counts["dropped_pairs"] == 1 and counts["dropped_sequences"] == 4
 
 
 def test_thirds_are_equal_disjoint_and_the_same_for_both_commands():

@@ -228,10 +228,18 @@ def test_a_good_tasks_file_is_used_as_given(tmp_path):
     tasks = tmp_path / "tasks.jsonl"
     lines = [{"topic": "tea", "form": "haiku", "instructions": [{"type": "bullets_exact", "n": i}]} for i in range(1, 5)]
     tasks.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    manifest = build(_config(tmp_path / "t", tasks=tasks, test_prompts=1, prompts=10))
+    manifest = build(_config(tmp_path / "t", tasks=tasks, test_prompts=1, prompts=3))
     assert manifest["counts"]["train_prompts"] == 3 and manifest["counts"]["test_prompts"] == 1
     test = read_records(tmp_path / "t" / "test.jsonl", "response")
     assert test[0].meta["instructions"] == [{"type": "bullets_exact", "n": 1}]
+
+
+def test_asking_for_more_prompts_than_a_tasks_file_holds_is_refused_before_sampling(tmp_path):
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("".join(json.dumps({"topic": "tea", "instructions": [{"type": "bullets_exact", "n": i}]}) + "\n" for i in range(1, 5)))
+    with pytest.raises(RedlineError, match="has 4 tasks; --test-prompts 1 and --prompts 10 ask for 11"):
+        build(_config(tmp_path / "t", tasks=tasks, test_prompts=1, prompts=10))
+    assert not (tmp_path / "t").exists()
 
 
 def test_scoring_records_without_instructions_is_an_error(tmp_path, capsys):

@@ -175,14 +175,9 @@ def test_cli_end_to_end_with_separate_reference_and_ptx(rm_run, jsonl, tmp_path,
     assert main(["train", "ppo", "--policy", "tiny-random", "--reward", str(rm_run), "--prompts", str(prompts),
                  "--out", str(run), "--device", "cpu", "--iterations", "1", "--batch-size", "2",
                  "--minibatch-size", "2", "--micro-batch-size", "1", "--max-new-tokens", "4", "--lora-r", "4",
-                 "--no-shared-reference", "--ptx-data", str(ptx), "--ptx-coef", "0.5", "--adaptive-kl",
-                 "--report-to", "tensorboard"]) == 0
+                 "--no-shared-reference", "--ptx-data", str(ptx), "--ptx-coef", "0.5", "--adaptive-kl"]) == 0
     row = log(run)[0]
     assert row["ptx_loss"] > 0 and row["response_length"] <= 4
-    import importlib.util
-
-    if importlib.util.find_spec("tensorboard") is None:  # not installed here: said so, and the run went on
-        assert "--report-to tensorboard needs the tensorboard package" in capsys.readouterr().err
     info = json.loads((run / "redline.json").read_text())
     assert info["kind"] == "ppo" and str(ptx) in info["data"]
     assert json.loads((run / "train_config.json").read_text())["shared_reference"] is False

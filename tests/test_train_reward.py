@@ -22,11 +22,29 @@ def rankings(n=24):
 def test_groups_keep_every_comparison_of_a_prompt_in_one_element():
     tok = load_tokenizer("tiny-random")
     r = Ranking(prompt="p", responses=["a", "b", "c", "d"], ranks=[0, 1, 1, 2])
-    groups = encode_groups([r], tok, 64, as_pairs=False)
+    groups, counts = encode_groups([r], tok, 64, as_pairs=False)
     assert len(groups) == 1 and len(groups[0]["input_ids"]) == 4
     assert groups[0]["pairs"] == [(0, 1), (0, 2), (0, 3), (1, 3), (2, 3)]  # the tie (1, 2) is dropped
-    pairs = encode_groups([r], tok, 64, as_pairs=True)
+    assert counts == {"cut_sequences": 0, "dropped_sequences": 0, "identical_after_cut": 0, "dropped_prompts": 0}
+    pairs, _ = encode_groups([r], tok, 64, as_pairs=True)
     assert len(pairs) == 5 and all(len(g["input_ids"]) == 2 for g in pairs)  # a forward pass per side
+
+
+def test_long_chats_lose_the_prompts_start_and_a_response_that_cannot_fit_is_dropped():
+    tok = load_tokenizer("tiny-random")
+    long_prompt = "Tell me about the sea. " * 40
+    r = Ranking(prompt=long_prompt, responses=["short yes", "short no", "word " * 80], ranks=[0, 1, 2])
+    groups, counts = encode_groups([r], tok, 48, as_pairs=False)
+    # the two short ones are cut (their prompt's start goes), the long one fills 48 tokens alone: dropped
+    assert counts == {"cut_sequences": 2, "dropped_sequences": 1, "identical_after_cut": 0, "dropped_prompts": 0}
+    (group,) = groups
+    assert group["pairs"] == [(0, 1)] and [len(x) for x in group["input_ids"]] == [48, 48]
+    assert tok.decode(group["input_ids"][0]).rstrip().endswith("short yes<|im_end|>")  # the response whole
+    # right-cutting would have made these two identical; cutting the prompt keeps them apart
+    assert group["input_ids"][0] != group["input_ids"][1]
+    _, counts = encode_groups([Ranking(prompt=long_prompt, responses=["word " * 80, "word " * 90], ranks=[0, 1])],
+                              tok, 48, as_pairs=True)
+    assert counts["dropped_prompts"] == 1
 
 
 def test_collator_offsets_indices_per_group():

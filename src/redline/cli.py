@@ -103,6 +103,7 @@ def _add_data(sub) -> None:
     p.add_argument("file", help="JSONL, Parquet, a datasets folder or a hub id")
     p.add_argument("--kind", required=True, choices=list(KINDS))
     add_reading(p)
+    add_split(p)
     p.set_defaults(func=_data_validate)
 
     p = data.add_parser("stats", help="counts, token lengths, ties and duplicates of a record file")
@@ -110,6 +111,7 @@ def _add_data(sub) -> None:
     p.add_argument("--kind", required=True, choices=list(KINDS))
     p.add_argument("--tokenizer", default="embedded", help="tokenizer for lengths (default: %(default)s)")
     add_reading(p)
+    add_split(p)
     p.set_defaults(func=_data_stats)
 
     p = data.add_parser(
@@ -122,11 +124,20 @@ def _add_data(sub) -> None:
     p.add_argument("input", help="JSONL/JSON/Parquet file, a datasets folder or a hub id")
     p.add_argument("output", type=Path, help="JSONL or Parquet output; importers that yield two kinds write a second file beside it")
     add_reading(p)
+    add_split(p)
     p.set_defaults(func=_data_import)
 
 
+def add_split(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--split", default=None, help="the split of a datasets folder or hub id (same as FILE:SPLIT)")
+
+
+def with_split(source: str, split: str | None) -> str:
+    return f"{source}:{split}" if split else source
+
+
 def _data_validate(args) -> int:
-    records = read_for_command(args, args.file, args.kind)
+    records = read_for_command(args, with_split(args.file, args.split), args.kind)
     print(f"{args.file}: {len(records)} valid {args.kind} records")
     return 0
 
@@ -134,7 +145,7 @@ def _data_validate(args) -> int:
 def _data_stats(args) -> int:
     from redline.stats import record_stats
 
-    records = read_for_command(args, args.file, args.kind)
+    records = read_for_command(args, with_split(args.file, args.split), args.kind)
     print(json.dumps(record_stats(records, tokenizer=args.tokenizer), indent=2))
     return 0
 
@@ -142,7 +153,8 @@ def _data_stats(args) -> int:
 def _data_import(args) -> int:
     from redline.formats import import_file
 
-    written = import_file(args.fmt, args.input, args.output, limit=args.limit, skip_invalid=args.skip_invalid)
+    written = import_file(args.fmt, with_split(args.input, args.split), args.output, limit=args.limit,
+                          skip_invalid=args.skip_invalid)
     for path, (kind, n) in written.items():
         print(f"wrote {n} {kind} records to {path}")
     return 0

@@ -38,6 +38,12 @@ when given); each gets ``OUT/iteration_K/`` with its judgments and summary, and 
 holds ``summary.json``, ``report.md`` and ``win_rate_curve.png``, the win rate by iteration with
 its intervals.
 
+``--export-alpaca-eval FILE`` also writes the judgments in AlpacaEval's annotation format (a JSON
+list, ``alpaca_eval_annotations``), so its tools read them: ``output_1``/``generator_1`` are B (its
+reference), ``output_2``/``generator_2`` are A, and ``preference`` is 2 when A wins, 1 when B does,
+1.5 for a tie and null when the verdict is invalid; ``alpaca_eval.metrics.get_winrate`` of the rows
+is then this win rate. For a folder, every iteration's rows are in FILE, ``generator_2`` naming it.
+
 ``redline evaluate agreement`` measures how often two judges agree on the same pairs: the raw
 agreement rate and Cohen's kappa over a/b/tie, on pairs both judged validly.
 """
@@ -46,9 +52,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import re
 import sys
+import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -412,6 +420,8 @@ class EvaluateConfig:
     max_invalid: float = field(default=0.1, metadata={"min": 0, "max": 1, "result": False, "help":
         "the largest share of invalid verdicts (a judge that failed or answered nothing usable) that still exits 0"})
     progress: bool = field(default=True, metadata={"result": False, "help": "show a progress bar"})
+    export_alpaca_eval: str | None = field(default=None, metadata={"result": False,
+        "help": "also write the judgments to this JSON file in AlpacaEval's annotation format"})
 
 
 def read_responses(path: str, skip_invalid: bool = False) -> list[Response]:
@@ -543,6 +553,9 @@ def _evaluate_files(config: EvaluateConfig, judge: Judge) -> dict[str, Any]:
     lines = [f"A: `{config.a}`", f"B: `{config.b}`", f"judge: `{judge.name}`",
              f"pairs: {summary['pairs']} (invalid: {summary['invalid']}, {_pct(summary['invalid_rate'])})"]
     _write_outputs(out, summary, _report("Win rate of A against B", lines, [table_row("A vs B", summary)], summary))
+    if config.export_alpaca_eval:
+        write_alpaca_eval(config.export_alpaca_eval,
+                          alpaca_eval_annotations(judgments, generator_name(a, config.a), generator_name(b, config.b)))
     return summary
 
 
@@ -563,10 +576,12 @@ def _evaluate_curve(config: EvaluateConfig, judge: Judge) -> dict[str, Any]:
         plan.append((k, pairs))
     judge.check()
     out = _start(config)
-    curve = []
+    curve, annotations = [], []
     for k, pairs in plan:
         sub = out / f"iteration_{k}"
         judgments = judge_pairs(pairs, judge, sub / "judgments.jsonl", seed=config.seed, progress=config.progress)
+        b_name = generator_name(baseline, config.b) if baseline else f"{Path(config.a).name}/iteration_0"
+        annotations += alpaca_eval_annotations(judgments, f"{Path(config.a).name}/iteration_{k}", b_name)
         s = {"iteration": k, **summarize(judgments, config.bootstrap, config.seed)}
         _write_outputs(sub, s, _report(f"Iteration {k} against the original", [f"judge: `{judge.name}`"],
                                         [table_row(f"iteration {k}", s)], s))
@@ -580,7 +595,47 @@ def _evaluate_curve(config: EvaluateConfig, judge: Judge) -> dict[str, Any]:
              "curve: `win_rate_curve.png`"]
     rows = [table_row(f"iteration {s['iteration']}", s) for s in curve]
     _write_outputs(out, summary, _report("Win rate of each iteration against the original", lines, rows, curve[-1]))
+    if config.export_alpaca_eval:
+        write_alpaca_eval(config.export_alpaca_eval, annotations)
     return summary
+
+
+# ============================================================================ AlpacaEval's format
+
+ALPACA_EVAL_PREFERENCE = {"a": 2.0, "b": 1.0, "tie": 1.5, "invalid": None}
+
+
+def alpaca_eval_annotations(judgments: Sequence[Judgment], generator_a: str, generator_b: str) -> list[dict[str, Any]]:
+    """Judgments as AlpacaEval's annotations: B is ``output_1`` (its reference), A is ``output_2``.
+
+    A chat prompt's ``instruction`` is its last user message (AlpacaEval's instructions are single
+    turns); the whole prompt stays in ``prompt``, beside the record's ``id``.
+    """
+    rows = []
+    for j in judgments:
+        row = {"instruction": prompt_text(j.prompt), "output_1": j.b, "generator_1": generator_b,
+               "output_2": j.a, "generator_2": generator_a, "annotator": j.judge,
+               "preference": ALPACA_EVAL_PREFERENCE[j.winner], "raw_completion": j.raw, "id": j.id}
+        if not isinstance(j.prompt, str):
+            row["prompt"] = j.prompt
+        rows.append(row)
+    return rows
+
+
+def generator_name(responses: Sequence[Response], path: str) -> str:
+    """Who wrote a set of responses: their one ``source`` if they agree on it, else the file's name."""
+    sources = {r.source for r in responses}
+    return sources.pop() if len(sources) == 1 and None not in sources else Path(path).stem
+
+
+def write_alpaca_eval(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    """Write atomically (a temporary file renamed into place), as AlpacaEval writes annotations: a JSON list."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(rows, f, indent=2, ensure_ascii=False)
+    os.replace(tmp, path)
 
 
 def plot_curve(curve: Sequence[dict[str, Any]], path: Path, title: str = "win rate") -> Path:

@@ -307,21 +307,26 @@ def chat_text(tokenizer, prompt, response: str) -> str:
 
 
 def score_texts(model, tokenizer, texts: list[str], batch_size: int = 16, max_length: int = 512) -> list[float]:
-    """Rewards of chat-formatted texts, with ``config.reward_bias`` added (0 when absent)."""
+    """Rewards of chat-formatted texts, with ``config.reward_bias`` added (0 when absent). A text longer
+    than ``max_length`` tokens loses its start, as the reward trainers cut it: the score is read at the end."""
     import torch
 
     bias = float(getattr(model.config, "reward_bias", 0.0) or 0.0)
     device = next(model.parameters()).device
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths pad less
     scores = [0.0] * len(texts)
-    with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            batch = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
-                              max_length=max_length, add_special_tokens=False).to(device)
-            values = model(**batch).logits.squeeze(-1).float().tolist()
-            for i, v in zip(idx, values):
-                scores[i] = v + bias
+    side, tokenizer.truncation_side = tokenizer.truncation_side, "left"
+    try:
+        with torch.no_grad():
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                batch = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
+                                  max_length=max_length, add_special_tokens=False).to(device)
+                values = model(**batch).logits.squeeze(-1).float().tolist()
+                for i, v in zip(idx, values):
+                    scores[i] = v + bias
+    finally:
+        tokenizer.truncation_side = side
     return scores
 
 
@@ -357,9 +362,27 @@ def add_lora(model, settings: LoraSettings | None = None, task_type: str = "CAUS
 # ----------------------------------------------------------------------------- saving
 
 
+SCORING_USAGE = {REWARD, GAP_REWARD, "value"}
+EMBEDDED_LICENSE = "apache-2.0"  # SmolLM2's
+
+
+def hub_id(name: str) -> str:
+    """The name another machine knows a base model by: the hub id for ``embedded``, else the name as given."""
+    return EMBEDDED_HUB_ID if name == EMBEDDED else name
+
+
+def _is_hub_name(name: str) -> bool:
+    return name.count("/") == 1 and not name.startswith((".", "/", "~")) and not os.path.exists(name)
+
+
 @dataclass
 class ModelCard:
-    """What a trained model folder says about itself (README.md and redline.json)."""
+    """What a trained model folder says about itself (README.md and redline.json).
+
+    ``redline.json`` names the base as redline does (``embedded``); the README's hub metadata and
+    usage snippet name it as the hub does (``HuggingFaceTB/SmolLM2-135M-Instruct``), so a copied or
+    pushed folder loads with plain transformers/PEFT.
+    """
 
     kind: str  # causal-lm, critic, sft, reward, gap-reward, ppo, pit
     base_model: str
@@ -377,15 +400,77 @@ class ModelCard:
 
             self.reads = read_reports(self.data)
 
-    def markdown(self) -> str:
+    def metadata(self) -> dict[str, Any]:
+        """The YAML header a hub model page reads."""
+        base = hub_id(self.base_model)
+        meta: dict[str, Any] = {"library_name": "peft" if self.adapter else "transformers"}
+        if _is_hub_name(base):
+            meta["base_model"] = base
+        if self.base_model == EMBEDDED:
+            meta["license"] = EMBEDDED_LICENSE
+        datasets = [d.split(":")[0] for d in self.data if _is_hub_name(d.split(":")[0])]
+        if datasets:
+            meta["datasets"] = datasets
+        meta["pipeline_tag"] = "text-classification" if self.kind in SCORING_USAGE else "text-generation"
+        meta["tags"] = ["redline", self.kind] + (["reward-model"] if self.kind in SCORING_USAGE else []) + (
+            ["lora"] if self.adapter else [])
+        return meta
+
+    def usage(self, where: str) -> str:
+        """A snippet that loads the folder (or its hub repo) ``where`` with plain transformers/PEFT."""
+        if self.kind in SCORING_USAGE:
+            text = ("the PIT chat: the user turn is redline's PIT template (`redline.prompts.pit_messages`) with the "
+                    "request and the reference y_ref, the assistant turn the response y" if self.kind == GAP_REWARD
+                    else "the prompt as the user turn, the response as the assistant turn")
+            return f"""Score a response: the chat template, no extra special tokens (the template has them), and
+`config.reward_bias` added (redline's normalisation; it does not change which response ranks higher).
+A text longer than the limit keeps its end: the score is read at the last token. The text is {text}.
+
+```python
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+model = AutoModelForSequenceClassification.from_pretrained("{where}")
+tokenizer = AutoTokenizer.from_pretrained("{where}", truncation_side="left")
+chat = [{{"role": "user", "content": "Write a haiku about rain."}},
+        {{"role": "assistant", "content": "Soft rain on the roof..."}}]
+text = tokenizer.apply_chat_template(chat, tokenize=False)
+inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False, truncation=True, max_length=2048)
+with torch.no_grad():
+    reward = model(**inputs).logits[0, 0].item() + getattr(model.config, "reward_bias", 0.0)
+```
+"""
+        loader = "from peft import AutoPeftModelForCausalLM as Model" if self.adapter else \
+            "from transformers import AutoModelForCausalLM as Model"
+        base = (f"The adapter loads its base, `{hub_id(self.base_model)}`, by the name in `adapter_config.json` "
+                "(`model.merge_and_unload()` folds it in).\n\n") if self.adapter else ""
+        return f"""{base}```python
+{loader}
+from transformers import AutoTokenizer
+
+model = Model.from_pretrained("{where}")
+tokenizer = AutoTokenizer.from_pretrained("{where}")
+chat = [{{"role": "user", "content": "Write a haiku about rain."}}]
+inputs = tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+output = model.generate(**inputs, max_new_tokens=128)
+print(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
+```
+"""
+
+    def markdown(self, where: str = ".") -> str:
+        import yaml
+
         data = "\n".join(f"- `{d}`" for d in self.data) or "- (none recorded)"
         metrics = "\n".join(f"| {k} | {v} |" for k, v in self.metrics.items())
         table = f"\n## Metrics\n| metric | value |\n| --- | --- |\n{metrics}\n" if metrics else ""
+        base = hub_id(self.base_model)
         return (
-            f"---\nlibrary_name: transformers\nbase_model: {self.base_model}\ntags: [redline, {self.kind}]\n---\n"
+            f"---\n{yaml.safe_dump(self.metadata(), sort_keys=False)}---\n"
             f"# redline {self.kind} model\n\n"
-            f"- base model: `{self.base_model}`{' (LoRA adapter)' if self.adapter else ''}\n"
-            f"- trained: {self.date}\n- command: `{self.command}`\n\n## Data\n{data}\n{table}"
+            f"- base model: `{base}`{' (LoRA adapter)' if self.adapter else ''}"
+            + (f" (redline's `{self.base_model}`)" if base != self.base_model else "")
+            + f"\n- trained: {self.date}\n- command: `{self.command}`\n\n## Usage\n\n{self.usage(where)}\n"
+            f"## Data\n{data}\n{table}"
             + (f"\n{self.notes}\n" if self.notes else "")
         )
 
@@ -400,14 +485,49 @@ def command_line() -> str:
     return " ".join(shlex.quote(a) for a in argv)
 
 
-def save_model(model, tokenizer, out: str | os.PathLike, card: ModelCard) -> Path:
-    """Save weights (safetensors), tokenizer and card; a LoRA model saves its adapter only."""
+def save_model(model, tokenizer, out: str | os.PathLike, card: ModelCard, hub_repo: str | None = None) -> Path:
+    """Save weights (safetensors), tokenizer and card; a LoRA model saves its adapter only, naming its
+    base by hub id (``adapter_config.json``), never by the local cache folder it was loaded from."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     card.adapter = hasattr(model, "peft_config")
+    if card.adapter:
+        base = hub_id(card.base_model)
+        if _is_hub_name(base):
+            for adapter_config in model.peft_config.values():
+                adapter_config.base_model_name_or_path = base
     model.save_pretrained(out, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
-    (out / "README.md").write_text(card.markdown())
+    (out / "README.md").write_text(card.markdown(hub_repo or str(out)))
     (out / RUN_INFO).write_text(json.dumps(asdict(card), indent=2) + "\n")
     return out
+
+
+PUBLISHED_IGNORE = ["checkpoints/*", "checkpoints/**", "*.tmp"]
+
+
+def push_to_hub(out: str | os.PathLike, repo: str) -> str:
+    """Publish a finished run folder (less its checkpoints) to ``repo``: a hub repo id, or a local
+    folder (``./x``, ``/x`` or ``file://x``: a copy, for machines that reach no hub). Returns where."""
+    out = Path(out)
+    local = repo[len("file://"):] if repo.startswith("file://") else repo
+    if local.startswith((".", "/", "~")) or os.path.isdir(local):
+        dest = Path(local).expanduser()
+        if dest.resolve() == out.resolve():
+            raise RedlineError(f"--push-to-hub {repo} is the run folder itself")
+        shutil.copytree(out, dest, ignore=shutil.ignore_patterns("checkpoints", "*.tmp"), dirs_exist_ok=True)
+        return str(dest)
+    if not _is_hub_name(repo):
+        raise RedlineError(f"--push-to-hub {repo!r} is not a hub repo id (org/name) or a local folder")
+    try:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+        api.create_repo(repo, exist_ok=True)
+        api.upload_folder(folder_path=str(out), repo_id=repo, ignore_patterns=PUBLISHED_IGNORE,
+                          commit_message=f"redline: {run_info(out).get('kind', 'run')} from {command_line()}")
+    except Exception as e:  # no token, no network, a refused name: one line, the run itself is saved
+        raise RedlineError(f"--push-to-hub {repo}: the run is saved in {out} but was not pushed: "
+                           f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+    return f"https://huggingface.co/{repo}"

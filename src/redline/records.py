@@ -1,8 +1,9 @@
 """The six data records of redline, and reading, validating and writing them.
 
 Formats, detected by the path: JSON Lines (``.jsonl``, also ``.json`` holding one object per
-line), Parquet (``.parquet``), and Hugging Face ``datasets`` (a local folder saved with
-``save_to_disk``, or a hub id such as ``org/name`` or ``org/name:split``).
+line, either gzipped as ``.jsonl.gz``), Parquet (``.parquet``), and Hugging Face ``datasets`` (a
+local folder saved with ``save_to_disk``, or a hub id such as ``org/name``; ``FOLDER:split`` or
+``org/name:split`` names a split, which a folder of several splits requires).
 
 Literal examples, one per kind (``id`` and ``meta`` are optional on every record)::
 
@@ -15,6 +16,8 @@ Literal examples, one per kind (``id`` and ``meta`` are optional on every record
                     "judge": "oracle", "order": "ab", "raw": "..."}
 
 A prompt is a string or a list of chat messages ``{"role": "user", "content": "..."}``.
+Demonstrations and preferences are also read in TRL's layouts as they are (prompt/completion,
+``messages``, conversational or implicit-prompt preferences, the H4 shape): ``formats/trl.py``.
 A feedback record whose ``revision`` is null is *critique-only* (imported from Shepherd or
 UltraFeedback): it trains the critique part of a critic and nothing else.
 
@@ -25,10 +28,12 @@ are skipped and counted with their reasons.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import sys
 import tempfile
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -413,8 +418,16 @@ def _check_hub_source(source: str) -> None:
                            "(HF_HUB_OFFLINE): cannot read it as a hub data set"])
 
 
+def split_source(source: str) -> tuple[str, str | None]:
+    """(path or hub id, split or None): ``data/hh:test`` names the split ``test`` of the folder ``data/hh``."""
+    if os.path.exists(source) or ":" not in source:
+        return source, None
+    head, _, split = source.rpartition(":")
+    return (head, split) if os.path.isdir(head) or _is_hub_id(head) else (source, None)
+
+
 def iter_raw(source: str | os.PathLike) -> Iterable[tuple[int, Any]]:
-    """Yield (line number, raw object) from a JSONL file, a Parquet file or a HF dataset.
+    """Yield (line number, raw object) from a JSONL file (gzipped or not), a Parquet file or a HF dataset.
 
     JSON that does not parse is yielded as a ``FieldError`` in place of the object, so the caller
     can count it with the others. Parquet and dataset rows are numbered from 1 like lines.
@@ -442,46 +455,56 @@ def iter_raw(source: str | os.PathLike) -> Iterable[tuple[int, Any]]:
                         break
             yield number, bad if bad is not None else row
         return
-    if path.is_dir() or _is_hub_id(source):
-        if not path.is_dir():
+    if Path(split_source(source)[0]).is_dir() or _is_hub_id(source):
+        if not Path(split_source(source)[0]).is_dir():
             _check_hub_source(source)
         yield from enumerate(_read_hf_dataset(source), start=1)
         return
     try:
-        handle = open(path, "rb")
+        handle = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
     except OSError as e:
         raise RecordError([f"{source}:0: <file>: cannot read: {e.strerror or e}"]) from e
     with handle:
         # Bytes, decoded line by line: a line that is not UTF-8 is one bad line (with its number), not a bad file.
-        for number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError as e:
-                yield number, FieldError("<line>", f"not UTF-8 text (byte {e.start + 1}: {raw[e.start:e.start + 1]!r})")
-                continue
-            if not line.strip():
-                continue
-            try:
-                yield number, json.loads(line)
-            except json.JSONDecodeError as e:
-                yield number, FieldError("<line>", f"not JSON: {e.msg} at column {e.colno}")
+        try:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                except UnicodeDecodeError as e:
+                    yield number, FieldError("<line>", f"not UTF-8 text (byte {e.start + 1}: {raw[e.start:e.start + 1]!r})")
+                    continue
+                if not line.strip():
+                    continue
+                try:
+                    yield number, json.loads(line)
+                except json.JSONDecodeError as e:
+                    yield number, FieldError("<line>", f"not JSON: {e.msg} at column {e.colno}")
+        except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+            raise RecordError([f"{source}:0: <file>: not a whole gzip file: {e}"]) from e
 
 
 def _read_hf_dataset(source: str) -> list[dict]:
     import datasets
 
+    path, split = split_source(source)
     try:
-        if Path(source).is_dir():
-            ds = datasets.load_from_disk(source)
-        else:
-            name, _, split = source.partition(":")
-            ds = datasets.load_dataset(name, split=split or "train")
+        ds = datasets.load_from_disk(path) if Path(path).is_dir() else datasets.load_dataset(path, split=split or "train")
     except (FileNotFoundError, ValueError, ConnectionError, OSError) as e:
-        what = "a datasets folder" if Path(source).is_dir() else "a hub data set"
+        what = "a datasets folder" if Path(path).is_dir() else "a hub data set"
         raise RecordError([f"{source}:0: <file>: cannot read it as {what}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"]) from e
+    if not Path(path).is_dir():
+        return ds.to_list()
     if isinstance(ds, datasets.DatasetDict):
-        split = "train" if "train" in ds else next(iter(ds))
+        names = ", ".join(ds)
+        if split is None and len(ds) > 1:
+            raise RecordError([f"{path}:0: <file>: holds the splits {names}: name one, as {path}:{next(iter(ds))} "
+                               "(or --split on the data commands)"])
+        split = split if split is not None else next(iter(ds))
+        if split not in ds:
+            raise RecordError([f"{path}:0: <file>: no split {split!r} (it holds {names})"])
         ds = ds[split]
+    elif split is not None:
+        raise RecordError([f"{path}:0: <file>: a single data set with no splits; drop ':{split}'"])
     return ds.to_list()
 
 
@@ -498,11 +521,13 @@ def read_records(
     With ``skip_invalid`` bad lines are skipped and counted in ``report`` (pass one to see them).
     ``limit`` keeps the first N valid records. Duplicate ids are an error like any other.
     """
+    from redline.formats.trl import as_kind
+
     cls = record_class(kind)
     seen_ids: dict[str, int] = {}
 
     def parse(obj: Any, number: int) -> Record:
-        record = cls.from_dict(obj)
+        record = cls.from_dict(as_kind(obj, kind))  # TRL's layouts are read as they are
         if record.id is not None:
             if record.id in seen_ids:
                 raise FieldError("id", f"duplicate id {record.id!r} (first on line {seen_ids[record.id]})")

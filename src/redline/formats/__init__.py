@@ -2,8 +2,9 @@
 
     redline data import --from FORMAT INPUT OUTPUT [--limit N] [--skip-invalid]
 
-INPUT is JSON Lines, a ``.json`` file holding one JSON array, Parquet, a ``datasets`` folder or a hub
-id (``org/name`` or ``org/name:split``). Each format's module documents its rows with an example:
+INPUT is JSON Lines, a ``.json`` file holding one JSON array (either gzipped: ``.jsonl.gz``,
+``.json.gz``), Parquet, a ``datasets`` folder or a hub id; ``FOLDER:split`` or ``org/name:split``
+(or ``--split``) names a split. Each format's module documents its rows with an example:
 
     hh-rlhf                  Anthropic HH-RLHF transcripts        -> preference
     trl                      TRL's preference, prompt-completion  -> preference or demonstration
@@ -15,7 +16,9 @@ id (``org/name`` or ``org/name:split``). Each format's module documents its rows
 
 Where an input yields two kinds, OUTPUT gets the first of them in the order above and each other kind
 goes beside it, named by its kind: ``out.jsonl`` holds UltraFeedback's rankings and ``out.feedback.jsonl``
-its critiques. Every record keeps ``meta.source_format``, and the row's own ``id`` and ``meta``.
+its critiques. Every record keeps ``meta.source_format``, and the row's own ``id`` and ``meta``; columns
+that carry meaning beyond the record (scores, sources, reference answers) go to ``meta``, and every
+column the import drops is named with the number of rows it was dropped from.
 
 A bad row stops the import: every bad row is listed as ``FILE:ROW: FIELD: reason`` (up to 20) and no
 file is written. With ``--skip-invalid`` bad rows are skipped, and how many and why is printed. What a
@@ -27,6 +30,7 @@ set or a JSON array are numbered from 1, like lines.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import sys
@@ -53,6 +57,7 @@ class ImportReport(ReadReport):
     """A ``ReadReport`` of input rows, plus what valid rows held that no record carries."""
 
     left_out: Counter = field(default_factory=Counter)
+    dropped_columns: Counter = field(default_factory=Counter)  # source column -> rows it was dropped from
     identical_pairs: int = 0  # preferences whose chosen equals rejected: kept, usable only as anchors
 
     def summary(self) -> str:
@@ -65,6 +70,9 @@ class ImportReport(ReadReport):
                      "(no preference: trainers skip them; `train gap-reward --anchor-weight` uses them as anchors)")
         if self.left_out:
             line += ", left out " + "; ".join(f"{n} {what}" for what, n in self.left_out.most_common())
+        if self.dropped_columns:
+            line += ", dropped the source columns " + ", ".join(
+                f"{name} ({n} rows)" for name, n in self.dropped_columns.most_common())
         return line
 
 
@@ -119,6 +127,8 @@ def import_file(
             if record.id is not None:
                 seen_ids[record.kind, record.id] = number
         report.left_out.update(left_out)
+        used = module.used_columns(row) if hasattr(module, "used_columns") else module.COLUMNS
+        report.dropped_columns.update(k for k in row if k not in used and not any(k in r.meta for r in records))
         report.read += 1
         if limit is not None and report.read >= limit:
             break
@@ -131,7 +141,7 @@ def import_file(
         path = Path(output) if i == 0 else beside(Path(output), kind)
         written[path] = (kind, write_records(path, by_kind.get(kind, [])))
     report.identical_pairs += sum(1 for r in by_kind.get("preference", []) if r.identical)
-    if printing and (report.skipped or report.left_out or report.identical_pairs):
+    if printing and (report.skipped or report.left_out or report.identical_pairs or report.dropped_columns):
         print(report.summary(), file=sys.stderr)
         for example in report.examples[:5]:
             print(f"  skipped {example}", file=sys.stderr)
@@ -153,16 +163,20 @@ def _check(record: Record, seen_ids: dict[tuple[str, str], int], number: int) ->
 def _rows(source: str | os.PathLike) -> Iterable[tuple[int, Any]]:
     """``iter_raw``, plus ``.json`` files holding one JSON array (as many data sets are published)."""
     path = Path(source)
-    if path.suffix != ".json" or not path.is_file():
+    gzipped = path.suffix == ".gz"
+    if (path.suffixes[-2:] != [".json", ".gz"] if gzipped else path.suffix != ".json") or not path.is_file():
         return iter_raw(source)
-    with open(path, "rb") as f:
+    with gzip.open(path, "rb") if gzipped else open(path, "rb") as f:
         head = f.read(4096).lstrip()
     if not head.startswith(b"["):
         return iter_raw(source)
     try:
-        items = json.loads(path.read_text(encoding="utf-8"))
+        with gzip.open(path, "rt", encoding="utf-8") if gzipped else open(path, encoding="utf-8") as f:
+            items = json.load(f)
     except json.JSONDecodeError as e:
         raise RecordError([f"{source}:{e.lineno}: <file>: not JSON: {e.msg} at column {e.colno}"]) from e
     except UnicodeDecodeError as e:
         raise RecordError([f"{source}:0: <file>: not UTF-8 text: {e}"]) from e
+    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
+        raise RecordError([f"{source}:0: <file>: cannot read: {e}"]) from e
     return enumerate(items, start=1)

@@ -31,6 +31,7 @@ from redline.records import FieldError, Preference, Record, meta_field, text_fie
 
 NAME = "hh-rlhf"
 KINDS = ("preference",)
+COLUMNS = ("chosen", "rejected", "id", "meta")  # what a row may hold; the import names any other it drops
 
 _TURN = re.compile(r"\n\n(Human|Assistant):")
 _ROLES = {"Human": "user", "Assistant": "assistant"}

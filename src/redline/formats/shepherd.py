@@ -22,6 +22,7 @@ from redline.records import Feedback, Record, meta_field, text_field
 
 NAME = "shepherd"
 KINDS = ("feedback",)
+COLUMNS = ("question", "answer", "feedback", "id", "meta")  # the import names any other column it drops
 
 
 def convert(row: dict) -> list[Record]:

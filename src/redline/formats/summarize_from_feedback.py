@@ -31,6 +31,7 @@ from redline.records import FieldError, Preference, Record, meta_field, text_fie
 
 NAME = "summarize-from-feedback"
 KINDS = ("preference",)
+COLUMNS = ("info", "summaries", "choice", "worker", "batch", "split", "extra", "id", "meta")
 
 REDDIT_PROMPT = "SUBREDDIT: r/{subreddit}\n\nTITLE: {title}\n\nPOST: {post}\n\nTL;DR:"
 NEWS_PROMPT = "TITLE: {title}\n\n{article}\n\nTL;DR:"

@@ -12,19 +12,29 @@ field is *standard* when it is a string and *conversational* when it is a list o
     prompt-completion  {"prompt": "The sky is", "completion": " blue."}            (or conversational)
     language modeling  {"messages": [<system>, <user>, <assistant>, ..., <user>, <assistant>]}
 
-1. ``prompt``/``chosen``/``rejected`` -> preference; a reply is the string itself, or the content of
-   the one assistant message of a conversational reply.
-2. ``chosen``/``rejected`` alone (implicit prompt) -> preference whose prompt is the messages both
-   conversations share, as TRL's ``extract_prompt`` splits them; what follows must be one assistant
-   message on each side.
-3. ``prompt``/``completion`` -> demonstration.
-4. ``messages`` -> demonstration: the response is the last assistant message, the prompt is every
-   message before it.
+The H4 shape (``HuggingFaceH4/ultrafeedback_binarized``): a string ``prompt`` beside conversational
+``chosen``/``rejected`` that repeat it as their first turn::
+
+    H4                 {"prompt": "What colour is the sky?", "chosen": [<user>, <assistant "Blue.">],
+                        "rejected": [<user>, <assistant "Green.">]}
+
+1. ``chosen``/``rejected`` -> preference, by TRL's ``maybe_extract_prompt`` rule: an explicit
+   ``prompt`` is used when it and ``chosen`` are of one style (both strings or both conversations);
+   otherwise (no prompt, or the H4 shape) the prompt is the messages both conversations share, as
+   TRL's ``extract_prompt`` splits them, and what follows must be one assistant message on each side.
+   A reply is the string itself, or the content of the one assistant message of a conversational reply.
+2. ``prompt``/``completion`` -> demonstration.
+3. ``messages`` -> demonstration: the response is the last assistant message, the prompt is every
+   message before it (earlier assistant turns included: ``train sft`` trains on every one of them).
 
 Refused, with the reason: a *standard* implicit prompt (two strings): split at their common prefix
 they would be cut inside a word, not between turns; unpaired preference (``label``), prompt-only and
 ``text`` rows, which hold no response or no comparison; a reply of more than one message. Strings are
 kept exactly: TRL's standard fields are concatenated, so their spaces matter.
+
+``as_kind`` applies the same rules when a trainer or ``data validate`` reads a TRL file directly
+(``records.read_records``), so a TRL data set needs no import step; a row of another layout than the
+kind asked for is refused with the layout it has and the kind that reads it.
 """
 
 from __future__ import annotations
@@ -33,37 +43,104 @@ from redline.records import Demonstration, FieldError, Preference, Record, meta_
 
 NAME = "trl"
 KINDS = ("preference", "demonstration")
+COLUMNS = ("prompt", "chosen", "rejected", "completion", "messages", "id", "meta")
+
+
+def used_columns(row: dict) -> tuple[str, ...]:
+    """The columns a row's layout reads (``messages`` beside ``chosen``, as in H4's rows, is not read)."""
+    if "chosen" in row and "rejected" in row:
+        return ("prompt", "chosen", "rejected", "id", "meta")
+    return COLUMNS
+
+
+def extra_meta(row: dict) -> dict:
+    """Columns beside the layout's that hold one value (a score, a source, a data set's name): kept in
+    ``meta`` by their names. Others (H4's ``messages`` beside ``chosen``) are dropped and named."""
+    return {k: v for k, v in row.items() if k not in COLUMNS and isinstance(v, (str, int, float, bool))}
 
 
 def convert(row: dict) -> list[Record]:
     """One TRL row -> one preference or demonstration record, by its keys."""
-    base = {"id": row.get("id"), "meta": {**meta_field(row), "source_format": NAME}}
-    if "chosen" in row and "rejected" in row:
-        if "prompt" in row:  # step 1
-            record = {"prompt": prompt_field(row), "chosen": _reply(row, "chosen"), "rejected": _reply(row, "rejected")}
-        else:  # step 2
-            record = _split_implicit_prompt(row)
-        return [Preference.from_dict({**record, **base})]
-    if "prompt" in row and "completion" in row:  # step 3
-        if "label" in row:
-            raise FieldError("label", "unpaired preference (KTO) rows have no redline record; pair them first")
-        return [Demonstration.from_dict({"prompt": prompt_field(row), "response": _reply(row, "completion"), **base})]
-    if "messages" in row:  # step 4
-        messages = prompt_field(row, "messages")
-        last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
-        if last is None:
-            raise FieldError("messages", "no assistant message to learn from")
-        if last == 0:
-            raise FieldError("messages", "nothing before the assistant message to use as the prompt")
-        if last < len(messages) - 1:
-            raise FieldError("messages", f"{len(messages) - 1 - last} message(s) after the last assistant reply")
-        return [Demonstration.from_dict({"prompt": messages[:last], "response": messages[last]["content"], **base})]
+    base = {"id": row.get("id"), "meta": {**extra_meta(row), **meta_field(row), "source_format": NAME}}
+    if "chosen" in row and "rejected" in row:  # step 1
+        return [Preference.from_dict({**preference_fields(row), **base})]
+    if ("prompt" in row and "completion" in row) or "messages" in row:  # steps 2 and 3
+        return [Demonstration.from_dict({**demonstration_fields(row), **base})]
     keys = ", ".join(sorted(row)) or "none"
     raise FieldError(
         "<record>",
         f"no TRL format has these keys ({keys}): expected prompt/chosen/rejected, chosen/rejected, "
         "prompt/completion or messages",
     )
+
+
+def is_conversational(value) -> bool:
+    """TRL's test of a field's style: a list whose first item is a message (a dict with a role)."""
+    return isinstance(value, list) and bool(value) and isinstance(value[0], dict) and "role" in value[0]
+
+
+def preference_fields(row: dict) -> dict:
+    """Step 1: prompt, chosen and rejected of a TRL preference row, explicit or implicit prompt."""
+    if "prompt" in row and is_conversational(row["prompt"]) == is_conversational(row["chosen"]):
+        return {"prompt": prompt_field(row), "chosen": _reply(row, "chosen"), "rejected": _reply(row, "rejected")}
+    return _split_implicit_prompt(row)
+
+
+def demonstration_fields(row: dict) -> dict:
+    """Steps 2 and 3: prompt and response of a prompt-completion or messages row."""
+    if "prompt" in row and "completion" in row:
+        if "label" in row:
+            raise FieldError("label", "unpaired preference (KTO) rows have no redline record; pair them first")
+        return {"prompt": prompt_field(row), "response": _reply(row, "completion")}
+    messages = prompt_field(row, "messages")
+    last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
+    if last is None:
+        raise FieldError("messages", "no assistant message to learn from")
+    if last == 0:
+        raise FieldError("messages", "nothing before the assistant message to use as the prompt")
+    if last < len(messages) - 1:
+        raise FieldError("messages", f"{len(messages) - 1 - last} message(s) after the last assistant reply")
+    return {"prompt": messages[:last], "response": messages[last]["content"]}
+
+
+# What each kind's own layout needs; a row without them may be in a TRL layout.
+_OWN_KEYS = {"demonstration": ("response",), "preference": ("prompt", "chosen", "rejected")}
+
+
+def layout(row: dict) -> tuple[str, str | None]:
+    """(TRL's name for the row's layout, the redline kind that reads it or None), by its keys."""
+    if "chosen" in row and "rejected" in row:
+        return "preference", "preference"
+    if "prompt" in row and "completion" in row:
+        return ("unpaired preference", None) if "label" in row else ("prompt-completion", "demonstration")
+    if "messages" in row:
+        return "conversational language modeling", "demonstration"
+    if "text" in row:
+        return "language modeling", None
+    if "prompt" in row:
+        return "prompt-only", None
+    return "", None
+
+
+def as_kind(row, kind: str):
+    """A row as the fields of ``kind``: a TRL layout is converted (``id`` and ``meta`` kept), a row in
+    redline's own layout comes back unchanged, and a row of another layout is one clear error."""
+    if not isinstance(row, dict) or kind not in _OWN_KEYS:
+        return row
+    name, reads_as = layout(row)
+    own = all(k in row for k in _OWN_KEYS[kind])
+    if kind == "preference" and own and not (is_conversational(row["chosen"]) or is_conversational(row["rejected"])):
+        return row
+    if kind == "demonstration" and own:
+        return row
+    if reads_as == kind:
+        fields = preference_fields(row) if kind == "preference" else demonstration_fields(row)
+        return {**row, **fields}
+    if name and name != "prompt-only":  # a prompt alone is more likely a record missing a field
+        what = f"redline reads it as {reads_as} records (--kind {reads_as})" if reads_as else "no redline kind reads it"
+        missing = next(k for k in _OWN_KEYS[kind] if k not in row)
+        raise FieldError(missing, f"missing (this row is in TRL's {name} layout, not a {kind}; {what})")
+    return row
 
 
 def _reply(row: dict, name: str) -> str:
@@ -78,11 +155,13 @@ def _reply(row: dict, name: str) -> str:
 
 
 def _split_implicit_prompt(row: dict) -> dict:
-    if not (isinstance(row.get("chosen"), list) and isinstance(row.get("rejected"), list)):
+    if not (is_conversational(row.get("chosen")) and is_conversational(row.get("rejected"))):
+        hh = isinstance(row.get("chosen"), str) and row["chosen"].lstrip().startswith("Human:")
         raise FieldError(
             "prompt",
             "missing; an implicit prompt can only be split off conversations (chosen and rejected as "
-            "lists of messages), not off strings",
+            "lists of messages), not off strings"
+            + (" (these are HH-RLHF transcripts: `redline data import --from hh-rlhf`)" if hh else ""),
         )
     chosen, rejected = prompt_field(row, "chosen"), prompt_field(row, "rejected")
     shared = 0

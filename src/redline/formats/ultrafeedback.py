@@ -51,6 +51,10 @@ from redline.records import FieldError, Feedback, Preference, Ranking, Record, m
 NAME = "ultrafeedback"
 KINDS = ("ranking", "preference", "feedback")
 SCORES = {"fine-grained": "fine-grained_score", "overall": "overall_score"}
+# What a row may hold (both variants); the import names any other column it drops. ``models``
+# repeats each completion's own ``model``; TruthfulQA's reference answers go to meta.
+COLUMNS = ("source", "instruction", "completions", "models", "correct_answers", "incorrect_answers",
+           "prompt", "prompt_id", "chosen", "rejected", "score_chosen", "score_rejected", "id", "meta")
 
 
 def convert(row: dict, *, score: str = "fine-grained", left_out: Counter | None = None) -> list[Record]:
@@ -70,6 +74,9 @@ def convert(row: dict, *, score: str = "fine-grained", left_out: Counter | None 
     meta = {**meta_field(row), "source_format": NAME}
     if isinstance(row.get("source"), str):
         meta["prompt_source"] = row["source"]
+    for key in ("correct_answers", "incorrect_answers"):  # TruthfulQA's references: how to check an answer
+        if row.get(key):
+            meta[key] = row[key]
 
     responses, scores, models, feedback = [], [], [], []
     for i, completion in enumerate(completions):

@@ -128,7 +128,7 @@ def parse_judge(spec: str, **overrides: Any) -> Judge:
             spec,
             {
                 "key_env": str, "concurrency": int, "retries": int, "timeout": float, "backoff": float,
-                "cache": str, "temperature": float, "max_tokens": int,
+                "cache": str, "temperature": float, "max_tokens": int, "token_param": str,
             },
         )
         model, _, base_url = body.partition("@")

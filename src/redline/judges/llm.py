@@ -13,6 +13,17 @@ honoured); other 4xx fail at once. Successful answers are kept in an sqlite cach
 exact request (server, model, template version, messages, sampling settings), so a rerun or a
 second evaluation of the same pairs pays nothing twice. ``check()`` asks ``GET /models`` first,
 so an unreachable server, a refused key or an unknown model is one clear error before judging.
+
+The answer's length limit is sent as ``max_completion_tokens`` to api.openai.com (its reasoning
+models refuse ``max_tokens``, which it deprecated) and as ``max_tokens`` elsewhere (what vLLM,
+llama.cpp and ``redline serve`` have always read); ``token_param=`` forces one, and a server that
+refuses the one sent (HTTP 400 naming it) is asked again with the other, which the judge then keeps.
+Reasoning models spend that budget thinking before they answer: give them ``max_tokens=2048``; an
+empty answer cut by the limit says so. The cache key is the same whichever name is sent.
+
+We call the API with ``httpx`` rather than the official ``openai`` client: the client's retries
+do not expose the per-call failure we record in each verdict, and the cache sits in front of the
+call either way; the request is the same JSON the client sends.
 """
 
 from __future__ import annotations
@@ -35,6 +46,7 @@ from redline.judges import Item, Verdict, swap_winner
 from redline.prompts import PAIRWISE_VERSION, pairwise_messages, parse_pairwise_verdict
 
 RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
+TOKEN_PARAMS = ("max_tokens", "max_completion_tokens")
 
 
 class ResponseCache:
@@ -99,6 +111,7 @@ class OpenAIJudge:
         cache: str | os.PathLike | None = None,
         temperature: float = 0.0,
         max_tokens: int = 32,
+        token_param: str = "auto",
         progress: bool = False,
     ):
         import httpx
@@ -116,6 +129,11 @@ class OpenAIJudge:
                 raise RedlineError(f"judge {self.name!r}: the environment variable {key_env} (key_env) is not set")
             if not api_key and urlparse(self.base_url).hostname == "api.openai.com":
                 raise RedlineError("the OpenAI API needs a key: set OPENAI_API_KEY (or name another variable with key_env=)")
+        if token_param not in ("auto",) + TOKEN_PARAMS:
+            raise RedlineError(f"judge {self.name!r}: token_param must be auto, max_tokens or max_completion_tokens")
+        if token_param == "auto":
+            token_param = TOKEN_PARAMS[urlparse(self.base_url).hostname == "api.openai.com"]
+        self.token_param = token_param
         self.key_env = key_env or "OPENAI_API_KEY"
         self.concurrency, self.retries, self.backoff, self.max_backoff = concurrency, retries, backoff, max_backoff
         self.temperature, self.max_tokens, self.progress = temperature, max_tokens, progress
@@ -187,16 +205,21 @@ class OpenAIJudge:
             wait = None
             try:
                 self._count("requests")
-                response = self._client.post(f"{self.base_url}/chat/completions", json=body)
+                response = self._post(body)
             except (httpx.TimeoutException, httpx.TransportError) as e:
                 error = f"{type(e).__name__}: {e}"
             else:
                 if response.status_code == 200:
                     try:
-                        text = response.json()["choices"][0]["message"]["content"] or ""
+                        choice = response.json()["choices"][0]
+                        text = choice["message"]["content"] or ""
                     except (ValueError, KeyError, IndexError, TypeError):
                         self._count("failures")
                         return None, f"malformed answer: {response.text[:200]}"
+                    if not text.strip() and choice.get("finish_reason") == "length":
+                        self._count("failures")
+                        return None, (f"the answer was cut at max_tokens={self.max_tokens} before it began "
+                                      "(a reasoning model thinks first: raise max_tokens, e.g. 2048)")
                     if self.cache is not None:
                         self.cache.put(key, text)
                     return text, ""
@@ -209,6 +232,20 @@ class OpenAIJudge:
                 time.sleep(min(self.max_backoff, wait) if wait is not None else delay)
         self._count("failures")
         return None, error
+
+    def _post(self, body: dict):
+        """POST a chat completion with the length limit under ``token_param``; a 400 that names it
+        is asked once more under the other name, kept if the server takes it."""
+        url = f"{self.base_url}/chat/completions"
+        sent = self.token_param
+        response = self._client.post(url, json=_renamed(body, sent))
+        if response.status_code == 400 and sent in response.text:
+            other = TOKEN_PARAMS[1 - TOKEN_PARAMS.index(sent)]
+            again = self._client.post(url, json=_renamed(body, other))
+            if again.status_code != 400:
+                self.token_param = other
+                return again
+        return response
 
     # ------------------------------------------------------------------ many pairs
 
@@ -245,6 +282,15 @@ class OpenAIJudge:
         self._client.close()
         if self.cache is not None:
             self.cache.close()
+
+
+def _renamed(body: dict, token_param: str) -> dict:
+    """The request as sent: the cache's canonical body (``max_tokens``) with the limit under ``token_param``."""
+    if token_param == "max_tokens":
+        return body
+    out = {k: v for k, v in body.items() if k != "max_tokens"}
+    out[token_param] = body["max_tokens"]
+    return out
 
 
 def _retry_after(value: str | None) -> float | None:

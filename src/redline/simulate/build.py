@@ -249,8 +249,9 @@ def build_tasks(cfg: BuildConfig) -> tuple[list[Task], list[Task]]:
             raise RedlineError(f"tasks file {cfg.tasks} repeats a prompt; prompts must be distinct to split by prompt")
         test = tasks[: cfg.test_prompts]
         train = tasks[cfg.test_prompts : cfg.test_prompts + cfg.prompts]
-        if not train:
-            raise RedlineError(f"tasks file {cfg.tasks} has {len(tasks)} tasks: none left for training after {len(test)} test prompts")
+        if len(test) < cfg.test_prompts or len(train) < cfg.prompts:
+            raise RedlineError(f"tasks file {cfg.tasks} has {len(tasks)} tasks; --test-prompts {cfg.test_prompts} and "
+                               f"--prompts {cfg.prompts} ask for {cfg.test_prompts + cfg.prompts}")
         return train, test
     test = make_tasks(cfg.test_prompts, cfg.seed, "test", cfg.types)
     train = make_tasks(cfg.prompts, cfg.seed, "train", cfg.types, exclude={t.prompt for t in test})

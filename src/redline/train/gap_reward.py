@@ -34,7 +34,8 @@ Deviations from the paper:
   4. LoRA by default (the head trains fully), lr 1e-3 (at 1e-4 the LoRA gap model stayed near
      chance, loss near ln 2: the reward model's lesson, benchmarks/learning_checks.py);
      ``--no-lora`` trains all weights at 9e-6.
-  5. Texts longer than ``--max-length`` lose their end (as in the reward trainer); they are counted.
+  5. Texts longer than ``--max-length`` lose their prompt's start, never the response's end (as in the
+     reward trainer); a pair with a response that alone does not fit is dropped; both are counted.
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ from redline import RedlineError
 from redline.prompts import pit_messages
 from redline.records import Preference, Ranking, read_records
 from redline.models import GAP_REWARD, chat_text, score_texts
-from redline.train.reward import GroupCollator, split_by_prompt, training_arguments
-from redline.train.sft import SFTSettings, run_trainer, save_training_curve
+from redline.train.reward import GroupCollator, encode_chats, report_cuts, split_by_prompt, training_arguments
+from redline.train.sft import SFTSettings, check_report_to, publish, run_trainer, save_training_curve
 
 KIND = GAP_REWARD
 
@@ -130,20 +131,29 @@ def gap_quad(tokenizer, p: Preference) -> list[str]:
 def encode_pairs(prefs: list[Preference], tokenizer, max_length: int, anchors: bool) -> tuple[list[dict], dict[str, int]]:
     """Step 2: one element per pair (four token lists), and with ``anchors`` one per identical pair.
 
-    Returns the elements and counts: pairs, identical pairs, anchors used, sequences cut.
+    Returns the elements and counts: pairs, identical pairs, anchors used, sequences cut (they lose
+    their prompt's start, as in the reward trainer's ``encode_chats``), sequences whose response alone
+    does not fit, and pairs dropped for them (all four texts or none).
     """
-    items, counts = [], {"pairs": 0, "identical_pairs": 0, "anchors": 0, "truncated_sequences": 0}
+    items = []
+    counts = {"pairs": 0, "identical_pairs": 0, "anchors": 0, "cut_sequences": 0, "dropped_sequences": 0,
+              "dropped_pairs": 0}
     for p in prefs:
         if p.identical:
             counts["identical_pairs"] += 1
             if not anchors:
                 continue
-            texts, anchor = [gap_text(tokenizer, p.prompt, p.chosen, p.chosen)], True
+            chats, anchor = [(pit_messages(p.prompt, p.chosen), p.chosen)], True
         else:
-            texts, anchor = gap_quad(tokenizer, p), False
-        ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-        counts["truncated_sequences"] += sum(len(x) > max_length for x in ids)
-        items.append({"input_ids": [x[:max_length] for x in ids], "anchor": anchor})
+            w, l = p.chosen, p.rejected
+            chats, anchor = [(pit_messages(p.prompt, ref), y) for y, ref in ((w, l), (w, w), (l, l), (l, w))], False
+        ids, cut = encode_chats(tokenizer, chats, max_length)
+        counts["cut_sequences"] += cut
+        if any(x is None for x in ids):
+            counts["dropped_sequences"] += sum(x is None for x in ids)
+            counts["dropped_pairs"] += 1
+            continue
+        items.append({"input_ids": ids, "anchor": anchor})
         counts["anchors" if anchor else "pairs"] += 1
     return items, counts
 
@@ -272,6 +282,7 @@ def train_gap_reward(config: GapRewardConfig, out: str | os.PathLike) -> dict[st
 
     check_required(config)
     weights = config.weights()
+    check_report_to(config.report_to)  # before anything loads
     if config.anchor_weight < 0:
         raise RedlineError(f"--anchor-weight must be >= 0, got {config.anchor_weight}")
     out = Path(out)
@@ -290,15 +301,14 @@ def train_gap_reward(config: GapRewardConfig, out: str | os.PathLike) -> dict[st
     tokenizer = load_tokenizer(config.model)
 
     # Step 2: four texts per pair, tokenised once.
+    tokenizer.truncation_side = "left"  # scoring cuts as training does: the prompt's start, never the response
     items, counts = encode_pairs(train, tokenizer, config.max_length, anchors=config.anchor_weight > 0)
     if not counts["pairs"]:
         raise RedlineError(f"{config.data}: no preference pair with chosen different from rejected to train on")
     if counts["identical_pairs"]:
         use = "used as (y, y) anchors" if config.anchor_weight > 0 else "skipped (no ordering to learn; see --anchor-weight)"
         print(f"redline: {counts['identical_pairs']} pairs with chosen identical to rejected: {use}", file=sys.stderr)
-    if counts["truncated_sequences"]:
-        print(f"redline: {counts['truncated_sequences']} sequences longer than --max-length {config.max_length} "
-              "lost their end", file=sys.stderr)
+    report_cuts(counts, config.max_length, 4 * counts["pairs"] + counts["anchors"] + counts["dropped_pairs"], "pairs")
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
@@ -320,7 +330,8 @@ def train_gap_reward(config: GapRewardConfig, out: str | os.PathLike) -> dict[st
         "train_pairs": counts["pairs"],
         "identical_pairs": counts["identical_pairs"],
         "anchors": counts["anchors"],
-        "truncated_sequences": counts["truncated_sequences"],
+        "cut_sequences": counts["cut_sequences"],
+        "dropped_pairs": counts["dropped_pairs"],
         "term_weights": config.term_weights,
         "anchor_weight": config.anchor_weight,
         "steps": trainer.state.global_step,
@@ -337,6 +348,7 @@ def train_gap_reward(config: GapRewardConfig, out: str | os.PathLike) -> dict[st
              "(redline.train.gap_reward.gap_text). Higher: y improves more on y_ref.")
     data = [config.data] + ([config.eval_data] if config.eval_data else [])
     save_model(model, tokenizer, out, ModelCard(kind=KIND, base_model=config.model, data=data, command=command_line(),
-                                                metrics=metrics, notes=notes))
+                                                metrics=metrics, notes=notes), hub_repo=config.push_to_hub)
     save_training_curve(trainer.state.log_history, out, f"gap reward model: {config.model}")
+    publish(out, config.push_to_hub)
     return metrics

@@ -88,7 +88,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from redline import RedlineError
-from redline.train.sft import as_chat
+from redline.train.sft import as_chat, check_report_to
 
 # (prompts as chat messages, response texts, the records they came from) -> one score per response
 RewardFn = Callable[[list[list[dict]], list[str], list[dict]], list[float]]
@@ -181,8 +181,7 @@ class PPOConfig:
                 raise RedlineError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
             raise RedlineError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
-        if self.report_to not in ("none", "tensorboard", "wandb"):
-            raise RedlineError(f"--report-to must be none, tensorboard or wandb, got {self.report_to!r}")
+        check_report_to(self.report_to)
         if self.ptx_coef < 0 or self.ptx_ratio < 0:
             raise RedlineError("--ptx-coef and --ptx-ratio cannot be negative")
         if self.score not in ("reward-model", "oracle"):
@@ -742,16 +741,8 @@ def _mean_across(accelerator, stats: dict[str, float]) -> dict[str, float]:
 
 
 def _trackers(report_to: str) -> list[str]:
-    """accelerate trackers for --report-to, or none with a clear message when the package is missing."""
-    import importlib.util
-
-    if report_to == "none":
-        return []
-    if importlib.util.find_spec(report_to) is None:
-        print(f"redline: --report-to {report_to} needs the {report_to} package (pip install {report_to}); "
-              f"logging to {LOG} only", file=sys.stderr)
-        return []
-    return [report_to]
+    """accelerate trackers for --report-to (``PPOConfig.check`` made sure the package is there)."""
+    return [] if report_to == "none" else [report_to]
 
 
 def _final_metrics(log: Path, state: dict, n_cut: int) -> dict[str, Any]:

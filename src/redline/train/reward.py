@@ -12,7 +12,9 @@ labelers' demonstrations score a mean of 0 (``--normalize-with demonstrations.js
 
 Steps:
   1. read rankings (or preferences, as K = 2) and split off held-out prompts (``--eval-split``);
-  2. format each completion as the chat (prompt, response) and tokenise it once;
+  2. format each completion as the chat (prompt, response) and tokenise it once; a chat longer than
+     ``--max-length`` loses its prompt's start, never the response's end (the score is read there),
+     one whose response alone does not fit is dropped, and both are counted and reported;
   3. train with ``ranking_loss`` (ops/losses.py) in a ``transformers.Trainer`` whose batch is a
      list of prompts, each with all its completions;
   4. measure held-out accuracy honestly (``comparison_accuracy``): on decisive comparisons (ties
@@ -48,7 +50,7 @@ from typing import Any
 from redline import RedlineError
 from redline.models import REWARD, chat_text, score_texts
 from redline.records import Preference, Ranking, Record, iter_raw, prompt_key, read_records
-from redline.train.sft import SFTSettings, run_trainer, save_training_curve
+from redline.train.sft import SFTSettings, check_report_to, publish, run_trainer, save_training_curve
 
 
 @dataclass
@@ -107,18 +109,77 @@ def split_by_prompt(rankings: list[Ranking], share: float, seed: int) -> tuple[l
     return [r for r in rankings if prompt_key(r.prompt) not in held], [r for r in rankings if prompt_key(r.prompt) in held]
 
 
-def encode_groups(rankings: list[Ranking], tokenizer, max_length: int, as_pairs: bool) -> list[dict]:
-    """Step 2: one group per prompt (all completions, all comparisons), or one per comparison."""
+def encode_chats(tokenizer, chats: list[tuple[Any, str]], max_length: int) -> tuple[list[list[int] | None], int]:
+    """Token ids of (prompt, response) chats as a reward model reads them, each at most ``max_length``.
+
+    A longer chat loses its prompt's start, never the response's end: the score is read at the last
+    token. One whose response alone does not fit is None, to be dropped and counted (as TRL's
+    RewardTrainer drops examples over its limit). Returns (ids, how many were cut).
+    """
+    from trl.data_utils import common_prefix_length
+
+    from redline.generation import as_chat
+
+    ids = tokenizer([chat_text(tokenizer, p, y) for p, y in chats], add_special_tokens=False)["input_ids"]
+    out, cut = [], 0
+    for (prompt, _), x in zip(chats, ids):
+        if len(x) <= max_length:
+            out.append(x)
+            continue
+        head = tokenizer(tokenizer.apply_chat_template(as_chat(prompt), tokenize=False, add_generation_prompt=True),
+                         add_special_tokens=False)["input_ids"]
+        if len(x) - common_prefix_length(head, x) >= max_length:
+            out.append(None)  # the response alone fills the limit: no prompt left to score it against
+        else:
+            out.append(x[-max_length:])
+            cut += 1
+    return out, cut
+
+
+def encode_groups(rankings: list[Ranking], tokenizer, max_length: int, as_pairs: bool) -> tuple[list[dict], dict[str, int]]:
+    """Step 2: one group per prompt (all completions, all comparisons), or one per comparison.
+
+    Returns the groups and counts: sequences cut (``encode_chats``), responses dropped for not fitting,
+    comparisons whose two sides became identical tokens after cutting (skipped), prompts left with none.
+    """
     groups = []
+    counts = {"cut_sequences": 0, "dropped_sequences": 0, "identical_after_cut": 0, "dropped_prompts": 0}
     for r in rankings:
-        ids = tokenizer([chat_text(tokenizer, r.prompt, y) for y in r.responses], add_special_tokens=False,
-                        truncation=True, max_length=max_length)["input_ids"]
-        comparisons = r.comparisons()
-        if as_pairs:
+        ids, cut = encode_chats(tokenizer, [(r.prompt, y) for y in r.responses], max_length)
+        counts["cut_sequences"] += cut
+        counts["dropped_sequences"] += sum(x is None for x in ids)
+        comparisons = []
+        for w, l in r.comparisons():
+            if ids[w] is None or ids[l] is None:
+                continue
+            if ids[w] == ids[l]:
+                counts["identical_after_cut"] += 1
+                continue
+            comparisons.append((w, l))
+        if not comparisons:
+            counts["dropped_prompts"] += 1
+        elif as_pairs:
             groups.extend({"input_ids": [ids[w], ids[l]], "pairs": [(0, 1)]} for w, l in comparisons)
-        elif comparisons:
-            groups.append({"input_ids": ids, "pairs": comparisons})
-    return groups
+        else:
+            keep = sorted({i for pair in comparisons for i in pair})
+            index = {old: new for new, old in enumerate(keep)}
+            groups.append({"input_ids": [ids[i] for i in keep], "pairs": [(index[w], index[l]) for w, l in comparisons]})
+    return groups, counts
+
+
+def report_cuts(counts: dict[str, int], max_length: int, total: int, unit: str) -> None:
+    """One line on stderr about what ``--max-length`` cut or dropped, when it did."""
+    if not (counts.get("cut_sequences") or counts.get("dropped_sequences") or counts.get("identical_after_cut")):
+        return
+    line = (f"redline: --max-length {max_length}: {counts['cut_sequences']} of {total} sequences lost their prompt's "
+            f"start (the response is kept whole); {counts['dropped_sequences']} whose response alone does not fit "
+            f"were dropped")
+    if counts.get("identical_after_cut"):
+        line += f"; {counts['identical_after_cut']} comparisons identical after cutting were skipped"
+    for key in ("dropped_prompts", "dropped_pairs"):
+        if counts.get(key):
+            line += f"; {counts[key]} {unit} left with nothing to compare"
+    print(line, file=sys.stderr)
 
 
 class GroupCollator:
@@ -242,6 +303,7 @@ def training_arguments(config, out: Path, device: str):
     """The Trainer's arguments of a reward-style trainer (this one, and the gap model's in gap_reward.py)."""
     from transformers import TrainingArguments
 
+    check_report_to(config.report_to)
     return TrainingArguments(
         output_dir=str(out / "checkpoints"),
         learning_rate=config.lr(),
@@ -275,6 +337,7 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
     )
 
     out = Path(out)
+    check_report_to(config.report_to)  # before anything loads
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
     # step 1
@@ -294,7 +357,11 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
     if config.lora:
         model = add_lora(model, LoraSettings(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout), task_type="SEQ_CLS")
     # step 2
-    groups = encode_groups(train, tokenizer, config.max_length, as_pairs=config.pairs)
+    tokenizer.truncation_side = "left"  # scoring cuts as training does: the prompt's start, never the response
+    groups, cuts = encode_groups(train, tokenizer, config.max_length, as_pairs=config.pairs)
+    report_cuts(cuts, config.max_length, sum(len(r.responses) for r in train), "prompts")
+    if not groups:
+        raise RedlineError(f"{config.data}: no comparison fits in --max-length {config.max_length}")
     # step 3
     args = training_arguments(config, out, device)
     trainer = _ranking_trainer_class()(model=model, args=args, train_dataset=groups,
@@ -310,6 +377,7 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
         "train_prompts": len(train),
         "train_comparisons": sum(len(g["pairs"]) for g in groups),
         "mode": "pairs" if config.pairs else "groups",
+        **cuts,
         "steps": trainer.state.global_step,
         "train_seconds": round(result.metrics.get("train_runtime", 0.0), 1),
     }
@@ -324,6 +392,7 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
     card = ModelCard(kind=REWARD, base_model=config.model, data=[config.data], command=command_line(), metrics=metrics)
     from redline.models import save_model
 
-    save_model(model, tokenizer, out, card)
+    save_model(model, tokenizer, out, card, hub_repo=config.push_to_hub)
     save_training_curve(trainer.state.log_history, out, f"reward model: {config.model}")
+    publish(out, config.push_to_hub)
     return metrics

@@ -64,9 +64,26 @@ class SFTSettings:
     logging_steps: int = field(default=5, metadata={"min": 1, "result": False, "help": "log every N steps"})
     save_steps: int = field(default=50, metadata={"min": 1, "result": False, "help": "checkpoint every N steps"})
     report_to: str = field(default="none", metadata={"choices": ("none", "tensorboard", "wandb"), "result": False, "help": "none, tensorboard or wandb"})
+    push_to_hub: str | None = field(default=None, metadata={"result": False,
+        "help": "publish the finished run (less checkpoints) to this hub repo id, or copy it to a local folder"})
 
     def lr(self) -> float:
         return self.learning_rate if self.learning_rate is not None else (2e-4 if self.lora else 2e-5)
+
+
+REPORT_TO = ("none", "tensorboard", "wandb")
+
+
+def check_report_to(report_to: str) -> None:
+    """``--report-to``: one of REPORT_TO, whose package is installed, or one line naming the extra to
+    install (transformers would fail eleven frames deep; every trainer, PPO included, says this)."""
+    import importlib.util
+
+    if report_to not in REPORT_TO:
+        raise RedlineError(f"--report-to must be one of {', '.join(REPORT_TO)}, got {report_to!r}")
+    if report_to != "none" and importlib.util.find_spec(report_to) is None:
+        raise RedlineError(f"--report-to {report_to} needs the {report_to} package: pip install 'redline[{report_to}]' "
+                           "(or --report-to none; every run also writes its log to the run folder)")
 
 
 def last_checkpoint(out: Path) -> str | None:
@@ -110,10 +127,12 @@ def train_sft(
     kind: str,
     data: list[str],
     config: Any = None,
+    all_turns: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune ``settings.model`` on chat pairs ``{"prompt": [messages], "completion": [messages]}``.
 
-    The loss covers only the completion. ``config`` (the command's resolved config dataclass) is
+    The loss covers only the completion; with ``all_turns`` it also covers every assistant turn of
+    the prompt (a multi-turn conversation trains each reply; ``tokenize_turns``). ``config`` (the command's resolved config dataclass) is
     written to RUN/train_config.json. Resumes from RUN/checkpoints when a checkpoint is there. Returns
     the metrics written into the model card.
     """
@@ -124,6 +143,7 @@ def train_sft(
     from redline.models import LoraSettings, ModelCard, add_lora, command_line, load_causal_lm, load_tokenizer, pick_device, save_model
 
     out = Path(out)
+    check_report_to(settings.report_to)
     out.mkdir(parents=True, exist_ok=True)
     if not examples:
         raise RedlineError("no training examples")
@@ -132,7 +152,14 @@ def train_sft(
     device = pick_device(settings.device)
     torch.manual_seed(settings.seed)
     tokenizer = load_tokenizer(settings.model)
-    truncated, dropped = count_truncated(examples, tokenizer, settings.max_length)  # before the model loads
+    n_examples = len(examples)
+    if all_turns and any(m["role"] == "assistant" for e in examples for m in e["prompt"]):
+        # TRL masks a pair's prompt whole, so conversations are tokenised here, every reply unmasked.
+        examples = [tokenize_turns(tokenizer, e["prompt"] + e["completion"]) for e in examples]
+        truncated = sum(len(e["input_ids"]) > settings.max_length for e in examples)
+        dropped = sum(1 not in e["completion_mask"][: settings.max_length] for e in examples)
+    else:
+        truncated, dropped = count_truncated(examples, tokenizer, settings.max_length)  # before the model loads
     if dropped == len(examples):
         raise RedlineError(f"every example's prompt is at least --max-length {settings.max_length} tokens long, "
                            "so no completion is left to learn: raise --max-length")
@@ -173,7 +200,7 @@ def train_sft(
     history = trainer.state.log_history
     losses = [row["loss"] for row in history if "loss" in row]
     metrics = {
-        "examples": len(examples),
+        "examples": n_examples,
         "steps": trainer.state.global_step,
         "first_loss": round(losses[0], 4) if losses else None,
         "final_loss": round(losses[-1], 4) if losses else None,
@@ -183,9 +210,18 @@ def train_sft(
         "tokens": max((int(row["num_tokens"]) for row in history if "num_tokens" in row), default=None),
     }
     card = ModelCard(kind=kind, base_model=settings.model, data=data, command=command_line(), metrics=metrics)
-    save_model(trainer.model, tokenizer, out, card)
+    save_model(trainer.model, tokenizer, out, card, hub_repo=settings.push_to_hub)
     save_training_curve(history, out, f"{kind}: {settings.model}")
+    publish(out, settings.push_to_hub)
     return metrics
+
+
+def publish(out: Path, repo: str | None) -> None:
+    """``--push-to-hub``: publish the finished run folder, and say where."""
+    if repo:
+        from redline.models import push_to_hub
+
+        print(f"redline: pushed {out} to {push_to_hub(out, repo)}", file=sys.stderr)
 
 
 def run_trainer(trainer, out: Path):
@@ -239,6 +275,28 @@ def _progress_callback(trainer, carried_seconds: float):
     return Progress()
 
 
+def tokenize_turns(tokenizer, messages: list[dict]) -> dict[str, list[int]]:
+    """A whole chat's token ids, and a completion mask of 1 on every assistant turn.
+
+    Each turn is found as TRL finds a prompt-completion pair's completion: where the chat up to the
+    turn (with the generation prompt) and the chat through the turn part from the whole chat's tokens.
+    """
+    from trl.data_utils import common_prefix_length
+
+    def ids(part: list[dict], generation_prompt: bool = False) -> list[int]:
+        return tokenizer.apply_chat_template(part, tokenize=True, return_dict=True,
+                                             add_generation_prompt=generation_prompt)["input_ids"]
+
+    full = ids(messages)
+    mask = [0] * len(full)
+    for i, message in enumerate(messages):
+        if message["role"] == "assistant":
+            start = common_prefix_length(ids(messages[:i], True), full)
+            end = common_prefix_length(ids(messages[: i + 1]), full)
+            mask[start:end] = [1] * (end - start)
+    return {"input_ids": full, "completion_mask": mask}
+
+
 def count_truncated(examples: list[dict], tokenizer, max_length: int) -> tuple[int, int]:
     """How many chat pairs the trainer will cut (prompt and completion together, template included),
     and how many of those lose their whole completion (the trainer then drops them)."""
@@ -258,17 +316,20 @@ class DemonstrationConfig(SFTSettings):
     data: str = field(default="", metadata={"required": True, "help": "demonstration records (JSONL, Parquet or a datasets folder)"})
     limit: int | None = field(default=None, metadata={"min": 1, "help": "train on the first N records"})
     skip_invalid: bool = field(default=False, metadata={"help": "skip bad records instead of stopping"})
+    all_turns: bool = field(default=True, metadata={
+        "help": "also train on the assistant turns of a chat prompt (a TRL messages row trains every reply)"})
 
 
 def train_demonstrations(config: DemonstrationConfig, out) -> dict[str, Any]:
-    """InstructGPT step 1: the prompt as the user turn, the demonstration as the assistant turn."""
+    """InstructGPT step 1: the prompt as the user turn, the demonstration as the assistant turn. A chat
+    prompt's own assistant turns (a multi-turn conversation) are trained too, unless ``all_turns`` is off."""
     from redline.records import read_records
 
     records = read_records(config.data, "demonstration", skip_invalid=config.skip_invalid, limit=config.limit)
     examples = [
         {"prompt": as_chat(r.prompt), "completion": [{"role": "assistant", "content": r.response}]} for r in records
     ]
-    return train_sft(examples, config, out, kind="sft", data=[config.data], config=config)
+    return train_sft(examples, config, out, kind="sft", data=[config.data], config=config, all_turns=config.all_turns)
 
 
 def as_chat(prompt) -> list[dict[str, str]]:

@@ -1,0 +1,105 @@
+"""Inputs users have: gzipped JSONL, a datasets folder of several splits, importers that say what
+they dropped."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from redline.cli import main
+from redline.formats import ImportReport, import_file
+from redline.records import RecordError, read_records
+
+DEMOS = [{"prompt": f"q{i}", "response": f"a{i}"} for i in range(3)]
+
+
+def gz(path, rows, array=False):
+    text = json.dumps(rows) if array else "".join(json.dumps(r) + "\n" for r in rows)
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.write(text)
+    return path
+
+
+def test_gzipped_jsonl_reads_everywhere_a_jsonl_does(tmp_path, capsys):
+    path = gz(tmp_path / "d.jsonl.gz", DEMOS)
+    assert [r.response for r in read_records(path, "demonstration")] == ["a0", "a1", "a2"]
+    assert main(["data", "validate", str(path), "--kind", "demonstration"]) == 0
+    assert "3 valid demonstration records" in capsys.readouterr().out
+    # the importers too, and a gzipped JSON array
+    prefs = [{"prompt": "q", "chosen": "a", "rejected": "b"}]
+    for name, array in (("p.jsonl.gz", False), ("p.json.gz", True)):
+        written = import_file("trl", str(gz(tmp_path / name, prefs, array)), tmp_path / "out.jsonl")
+        assert list(written.values()) == [("preference", 1)]
+
+
+def test_a_broken_gzip_is_one_clear_error(tmp_path):
+    path = tmp_path / "d.jsonl.gz"
+    path.write_bytes(gzip.compress(b'{"prompt": "q", "response": "a"}\n' * 50)[:40])
+    with pytest.raises(RecordError, match="not a whole gzip file"):
+        read_records(path, "demonstration")
+
+
+@pytest.fixture
+def splits(tmp_path):
+    import datasets
+
+    folder = tmp_path / "ds"
+    datasets.DatasetDict({
+        "train": datasets.Dataset.from_list(DEMOS),
+        "test": datasets.Dataset.from_list(DEMOS[:1]),
+    }).save_to_disk(str(folder))
+    return folder
+
+
+def test_a_folder_of_several_splits_wants_one_named(splits, capsys):
+    with pytest.raises(RecordError) as e:
+        read_records(splits, "demonstration")
+    assert e.value.errors == [f"{splits}:0: <file>: holds the splits train, test: name one, as {splits}:train "
+                              "(or --split on the data commands)"]
+    assert len(read_records(f"{splits}:test", "demonstration")) == 1
+    assert len(read_records(f"{splits}:train", "demonstration")) == 3
+    with pytest.raises(RecordError, match="no split 'dev' \\(it holds train, test\\)"):
+        read_records(f"{splits}:dev", "demonstration")
+    assert main(["data", "validate", str(splits), "--split", "test", "--kind", "demonstration"]) == 0
+    assert "1 valid demonstration records" in capsys.readouterr().out
+
+
+def test_a_folder_of_one_split_and_a_plain_dataset(tmp_path):
+    import datasets
+
+    datasets.DatasetDict({"test": datasets.Dataset.from_list(DEMOS)}).save_to_disk(str(tmp_path / "one"))
+    assert len(read_records(tmp_path / "one", "demonstration")) == 3
+    datasets.Dataset.from_list(DEMOS).save_to_disk(str(tmp_path / "plain"))
+    with pytest.raises(RecordError, match="no splits; drop ':train'"):
+        read_records(f"{tmp_path / 'plain'}:train", "demonstration")
+
+
+def test_importers_name_the_columns_they_drop_and_keep_scalars_in_meta(tmp_path, capsys):
+    user = {"role": "user", "content": "Sky?"}
+    h4 = {"prompt": "Sky?", "prompt_id": "p1", "chosen": [user, {"role": "assistant", "content": "Blue."}],
+          "rejected": [user, {"role": "assistant", "content": "Red."}], "messages": [user],
+          "score_chosen": 8.0, "score_rejected": 3.0, "dataset": "h4"}
+    src = tmp_path / "h4.jsonl"
+    src.write_text(json.dumps(h4) + "\n")
+    report = ImportReport(str(src))
+    import_file("trl", str(src), tmp_path / "out.jsonl", report=report)
+    (record,) = read_records(tmp_path / "out.jsonl", "preference")
+    assert record.prompt == [user] and (record.chosen, record.rejected) == ("Blue.", "Red.")
+    assert record.meta == {"prompt_id": "p1", "score_chosen": 8.0, "score_rejected": 3.0, "dataset": "h4",
+                           "source_format": "trl"}
+    assert report.dropped_columns == {"messages": 1}
+    assert "dropped the source columns messages (1 rows)" in report.summary()
+
+    # UltraFeedback (openbmb): TruthfulQA's reference answers kept, a column no one reads named
+    row = {"source": "truthful_qa", "instruction": "Is the earth flat?", "correct_answers": ["No"], "incorrect_answers": ["Yes"],
+           "models": ["a", "b"], "extra_column": 1,
+           "completions": [{"model": m, "response": r, "critique": "ok", "fine-grained_score": s}
+                           for m, r, s in (("a", "No.", 5.0), ("b", "Yes.", 1.0))]}
+    src = tmp_path / "uf.jsonl"
+    src.write_text(json.dumps(row) + "\n")
+    assert main(["data", "import", "--from", "ultrafeedback", str(src), str(tmp_path / "uf_out.jsonl")]) == 0
+    assert "dropped the source columns extra_column (1 rows)" in capsys.readouterr().err
+    (ranking,) = read_records(tmp_path / "uf_out.jsonl", "ranking")
+    assert ranking.meta["correct_answers"] == ["No"] and ranking.meta["prompt_source"] == "truthful_qa"

@@ -1,0 +1,49 @@
+"""`--report-to` a logger that is not installed: one line naming the extra, in every trainer alike."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from redline import RedlineError
+from redline.cli import main
+from redline.train.sft import check_report_to
+
+real_find_spec = importlib.util.find_spec
+
+
+@pytest.fixture
+def no_loggers(monkeypatch):
+    """As on a machine without tensorboard or wandb, whatever this one has."""
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("tensorboard", "wandb") else real_find_spec(name, *a))
+
+
+@pytest.mark.parametrize("logger", ["tensorboard", "wandb"])
+def test_every_trainer_says_which_extra_to_install(no_loggers, logger, tmp_path, capsys):
+    demos = tmp_path / "d.jsonl"
+    demos.write_text(json.dumps({"prompt": "q", "response": "a", "critique": "c", "revision": "r"}) + "\n")
+    prefs = tmp_path / "p.jsonl"
+    prefs.write_text(json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"}) + "\n")
+    common = ["--model", "tiny-random", "--max-steps", "1", "--device", "cpu", "--report-to", logger]
+    commands = [
+        ["train", "sft", "--data", str(demos), *common],
+        ["train", "critic", "--data", str(demos), *common],
+        ["train", "reward", "--data", str(prefs), "--eval-split", "0", *common],
+        ["train", "gap-reward", "--data", str(prefs), "--eval-split", "0", *common],
+        ["train", "ppo", "--policy", "tiny-random", "--reward", "tiny-random", "--prompts", str(prefs),
+         "--report-to", logger],
+    ]
+    for i, command in enumerate(commands):
+        assert main([*command, "--out", str(tmp_path / f"run{i}")]) == 2, command
+        err = capsys.readouterr().err.strip()
+        assert err == (f"redline: error: --report-to {logger} needs the {logger} package: pip install "
+                       f"'redline[{logger}]' (or --report-to none; every run also writes its log to the run folder)"), command
+
+
+def test_an_unknown_logger_is_refused():
+    with pytest.raises(RedlineError, match="must be one of none, tensorboard, wandb"):
+        check_report_to("mlflow")
+    check_report_to("none")
