@@ -1,0 +1,183 @@
+"""The ``redline app`` command group: serve the app, and manage users and projects from a shell.
+
+    redline app --db sqlite:///feedback.db --port 8080          serve (127.0.0.1 unless --host)
+    redline app user add NAME --role admin|annotator             password prompted, or generated and printed once
+    redline app project create NAME --type rank --prompts P.jsonl [--responses R.jsonl ...] [--generate MODEL --k 4]
+    redline app export --project P --kind ranking OUT.jsonl      records that the trainers read
+    redline app import --project P FILE                           existing records into a project
+
+This module stays light (argparse only); the handlers import the app's modules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from pathlib import Path
+
+from redline import RedlineError
+
+DEFAULT_DB = "sqlite:///feedback.db"
+
+
+def database_url(value: str) -> str:
+    """A URL as given, or a bare path taken as an SQLite file."""
+    return value if "://" in value else f"sqlite:///{value}"
+
+
+def add_app_commands(sub) -> None:
+    p = sub.add_parser(
+        "app",
+        help="the feedback web app: people critique and revise, rank, demonstrate, pick the better answer",
+        description="Serve the feedback app (no COMMAND), or manage its users and projects. The database is any "
+        "SQLAlchemy URL (SQLite by default, PostgreSQL tested); it is created or migrated on first use.",
+    )
+    db_help = "database URL or SQLite path (default: $REDLINE_APP_DB or %(default)s)"
+    p.add_argument("--db", default=os.environ.get("REDLINE_APP_DB", DEFAULT_DB), help=db_help)
+    p.add_argument("--host", default="127.0.0.1", help="(default: %(default)s; 0.0.0.0 to listen beyond this machine)")
+    p.add_argument("--port", type=int, default=8080, help="(default: %(default)s)")
+    p.add_argument("--secure-cookies", action="store_true", help="mark cookies Secure (behind an HTTPS proxy)")
+    p.set_defaults(func=_serve)
+    more = p.add_subparsers(dest="app_command", required=False, metavar="COMMAND")
+
+    def with_db(q):
+        q.add_argument("--db", default=argparse.SUPPRESS, help=db_help.replace("%(default)s", DEFAULT_DB))
+        return q
+
+    users = more.add_parser("user", help="add users").add_subparsers(dest="user_command", required=True, metavar="COMMAND")
+    q = with_db(users.add_parser("add", help="add an admin or an annotator"))
+    q.add_argument("name")
+    q.add_argument("--role", required=True, choices=["admin", "annotator"])
+    q.add_argument("--password-stdin", action="store_true", help="read the password from stdin (default: prompt on a "
+                   "terminal, else generate one and print it once)")
+    q.set_defaults(func=_user_add)
+
+    projects = more.add_parser("project", help="create and list projects").add_subparsers(dest="project_command", required=True, metavar="COMMAND")
+    q = with_db(projects.add_parser("create", help="a project from a prompts file, with imported or generated answers"))
+    q.add_argument("name")
+    q.add_argument("--type", dest="task_type", required=True, choices=["critique", "rank", "demonstration", "pair"])
+    q.add_argument("--prompts", required=True, type=Path, help="JSONL of records with a prompt (their response(s) are answers)")
+    q.add_argument("--responses", type=Path, nargs="*", default=[], help="response record files, matched by id or prompt")
+    q.add_argument("--overlap", type=int, default=1, help="annotators per item (default: %(default)s)")
+    q.add_argument("--guidelines", type=Path, help="a Markdown file shown beside every task")
+    q.set_defaults(func=_project_create)
+    q = with_db(projects.add_parser("list", help="projects with their progress"))
+    q.set_defaults(func=_project_list)
+
+    q = with_db(more.add_parser("export", help="a project's annotations as redline records"))
+    q.add_argument("--project", required=True)
+    q.add_argument("--kind", required=True, choices=["feedback", "ranking", "demonstration", "preference"])
+    q.add_argument("out", type=Path, help="output JSONL (or .parquet)")
+    q.set_defaults(func=_export)
+
+    q = with_db(more.add_parser("import", help="existing records (of the project's kind) into a project"))
+    q.add_argument("--project", required=True)
+    q.add_argument("file", help="feedback, ranking, demonstration or preference records")
+    q.set_defaults(func=_import)
+
+
+def _open(args):
+    from redline.app.db import open_database
+
+    return open_database(database_url(args.db))
+
+
+def _serve(args) -> int:
+    import uvicorn
+    from sqlalchemy import func, select
+
+    from redline.app.db import User
+    from redline.app.web import make_app
+
+    sessions = _open(args)
+    with sessions() as db:
+        n_users = db.scalar(select(func.count()).select_from(User))
+    app = make_app(sessions, secure_cookies=args.secure_cookies)
+    print(f"redline app: http://{args.host}:{args.port}/ (database {database_url(args.db)})", flush=True)
+    if not n_users:
+        print("redline app: no users yet; add one with: redline app user add NAME --role admin", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def read_password(from_stdin: bool) -> tuple[str, bool]:
+    """(password, generated?): from stdin, a terminal prompt (twice), or generated."""
+    from redline.app.security import generate_password
+
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+        if not password:
+            raise RedlineError("no password on stdin")
+        return password, False
+    if sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+        if password != getpass.getpass("again: "):
+            raise RedlineError("the two passwords differ")
+        return password, False
+    return generate_password(), True
+
+
+def _user_add(args) -> int:
+    from redline.app.projects import add_user
+
+    password, generated = read_password(args.password_stdin)
+    sessions = _open(args)
+    with sessions.begin() as db:
+        user = add_user(db, args.name, args.role, password)
+        print(f"added {user.role} {user.name}")
+    if generated:
+        print(f"password (shown once): {password}")
+    return 0
+
+
+def _project_create(args) -> int:
+    from redline.app import projects as P
+
+    rows = P.read_prompts(args.prompts)
+    P.attach_responses(rows, args.responses, str(args.prompts))
+    items, _ = P.plan_items(args.task_type, rows, str(args.prompts))
+    guidelines = args.guidelines.read_text(encoding="utf-8") if args.guidelines else ""
+    sessions = _open(args)
+    with sessions.begin() as db:
+        project = P.create_project(db, args.name, args.task_type, items, guidelines=guidelines, overlap=args.overlap)
+        print(f"created project {project.name} ({project.task_type}): {len(items)} items, overlap {project.overlap}")
+    return 0
+
+
+def _project_list(args) -> int:
+    from sqlalchemy import select
+
+    from redline.app import projects as P
+    from redline.app.db import Project
+
+    sessions = _open(args)
+    with sessions() as db:
+        for project in db.scalars(select(Project).order_by(Project.id)):
+            pr = P.progress(db, project)
+            print(f"{project.name}\t{project.task_type}\t{project.status}\titems {pr['items']}\tsubmitted {pr['submitted']}"
+                  f"\tcomplete {pr['complete']}")
+    return 0
+
+
+def _export(args) -> int:
+    from redline.app import projects as P
+    from redline.records import write_records
+
+    sessions = _open(args)
+    with sessions() as db:
+        records = P.export_records(db, P.get_project(db, args.project), args.kind)
+    n = write_records(args.out, records)
+    print(f"wrote {n} {args.kind} records to {args.out}")
+    return 0
+
+
+def _import(args) -> int:
+    from redline.app import projects as P
+
+    sessions = _open(args)
+    with sessions.begin() as db:
+        n = P.import_records(db, P.get_project(db, args.project), args.file)
+    print(f"imported {n} records into {args.project}")
+    return 0
