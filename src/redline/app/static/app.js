@@ -11,7 +11,7 @@
   const action = document.getElementById("action");
   function send(what) {
     action.value = what;
-    form.submit();
+    HTMLFormElement.prototype.submit.call(form);  // form.submit may be shadowed by a field
   }
   document.querySelectorAll("button[data-action]").forEach(function (button) {
     button.addEventListener("click", function (event) {
