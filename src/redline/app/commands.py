@@ -5,6 +5,9 @@
     redline app project create NAME --type rank --prompts P.jsonl [--responses R.jsonl ...] [--generate MODEL --k 4]
     redline app export --project P --kind ranking OUT.jsonl      records that the trainers read
     redline app import --project P FILE                           existing records into a project
+    redline app drafts --project P --critic RUN                  a critic's drafts pre-fill the critique forms
+    redline app simulate --project P                             simulated annotators fill a project, as bots
+    redline app user token NAME                                  an API token for the export endpoint
 
 This module stays light (argparse only); the handlers import the app's modules.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
 import sys
 from pathlib import Path
@@ -53,6 +57,9 @@ def add_app_commands(sub) -> None:
     q.add_argument("--password-stdin", action="store_true", help="read the password from stdin (default: prompt on a "
                    "terminal, else generate one and print it once)")
     q.set_defaults(func=_user_add)
+    q = with_db(users.add_parser("token", help="a new API token for an admin (for GET /api/projects/P/export); printed once"))
+    q.add_argument("name")
+    q.set_defaults(func=_user_token)
 
     projects = more.add_parser("project", help="create and list projects").add_subparsers(dest="project_command", required=True, metavar="COMMAND")
     q = with_db(projects.add_parser("create", help="a project from a prompts file, with imported or generated answers"))
@@ -62,6 +69,12 @@ def add_app_commands(sub) -> None:
     q.add_argument("--responses", type=Path, nargs="*", default=[], help="response record files, matched by id or prompt")
     q.add_argument("--overlap", type=int, default=1, help="annotators per item (default: %(default)s)")
     q.add_argument("--guidelines", type=Path, help="a Markdown file shown beside every task")
+    q.add_argument("--generate", metavar="MODEL", help="let MODEL write the answers ('embedded', 'tiny-random', a hub id "
+                   "or run folder) instead of taking them from the files")
+    q.add_argument("--k", type=int, help="answers per prompt with --generate (default: 4 to rank, 2 for a pair, 1 to critique)")
+    q.add_argument("--max-new-tokens", type=int, default=256, help="with --generate (default: %(default)s)")
+    q.add_argument("--temperature", type=float, default=0.7, help="with --generate (default: %(default)s)")
+    q.add_argument("--seed", type=int, default=0, help="with --generate (default: %(default)s)")
     q.set_defaults(func=_project_create)
     q = with_db(projects.add_parser("list", help="projects with their progress"))
     q.set_defaults(func=_project_list)
@@ -76,6 +89,20 @@ def add_app_commands(sub) -> None:
     q.add_argument("--project", required=True)
     q.add_argument("file", help="feedback, ranking, demonstration or preference records")
     q.set_defaults(func=_import)
+
+    q = with_db(more.add_parser("drafts", help="a critic writes a draft critique and revision for every item of a critique project"))
+    q.add_argument("--project", required=True)
+    q.add_argument("--critic", required=True, help="a `redline train critic` run folder, or any model that writes Critique:/Revision:")
+    q.add_argument("--max-new-tokens", type=int, default=512, help="(default: %(default)s)")
+    q.set_defaults(func=_drafts)
+
+    q = with_db(more.add_parser("simulate", help="simulated annotators fill a project as bots (items need meta.instructions)"))
+    q.add_argument("--project", required=True)
+    q.add_argument("--annotators", type=int, default=5, help="bots, careful to careless (default: %(default)s)")
+    q.add_argument("--noise-scale", type=float, default=1.0, help="their noise times this; 0 = they always agree (default: %(default)s)")
+    q.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    q.add_argument("--limit", type=int, default=None, metavar="N", help="stop after N submissions")
+    q.set_defaults(func=_simulate)
 
 
 def _open(args):
@@ -135,14 +162,27 @@ def _user_add(args) -> int:
 def _project_create(args) -> int:
     from redline.app import projects as P
 
-    rows = P.read_prompts(args.prompts)
-    P.attach_responses(rows, args.responses, str(args.prompts))
-    items, _ = P.plan_items(args.task_type, rows, str(args.prompts))
     guidelines = args.guidelines.read_text(encoding="utf-8") if args.guidelines else ""
     sessions = _open(args)
+    rows = P.read_prompts(args.prompts, with_answers=not args.generate)
+    notes: list[str] = []
+    if args.generate:
+        from redline.generation import load_engine
+
+        settings = P.generation_settings({"k": str(args.k or ""), "max_new_tokens": str(args.max_new_tokens),
+                                        "temperature": str(args.temperature), "seed": str(args.seed)}, args.task_type)
+        P.generate_answers(rows, load_engine(args.generate), settings["k"], source=args.generate, temperature=settings["temperature"],
+                           max_new_tokens=settings["max_new_tokens"], seed=settings["seed"])
+        rows, notes = P.drop_short(args.task_type, rows)
+    else:
+        P.attach_responses(rows, args.responses, str(args.prompts))
+    items, _ = P.plan_items(args.task_type, rows, str(args.prompts))
     with sessions.begin() as db:
         project = P.create_project(db, args.name, args.task_type, items, guidelines=guidelines, overlap=args.overlap)
+        project.generator = args.generate
         print(f"created project {project.name} ({project.task_type}): {len(items)} items, overlap {project.overlap}")
+    for note in notes:
+        print(f"left out: {note}", file=sys.stderr)
     return 0
 
 
@@ -180,4 +220,49 @@ def _import(args) -> int:
     with sessions.begin() as db:
         n = P.import_records(db, P.get_project(db, args.project), args.file)
     print(f"imported {n} records into {args.project}")
+    return 0
+
+
+def _user_token(args) -> int:
+    from redline.app import projects as P
+
+    sessions = _open(args)
+    with sessions.begin() as db:
+        token = P.new_api_token(db, P.get_user(db, args.name))
+    print(f"API token for {args.name} (shown once): {token}")
+    return 0
+
+
+def _drafts(args) -> int:
+    from redline.app import projects as P
+    from redline.generation import load_engine
+
+    sessions = _open(args)
+    with sessions() as db:
+        P.get_project(db, args.project)  # fail before loading a model
+    engine = load_engine(args.critic)
+    with sessions.begin() as db:
+        result = P.make_drafts(db, P.get_project(db, args.project), engine, args.critic, max_new_tokens=args.max_new_tokens)
+    print(f"drafts for {result['items']} items of {args.project} ({result['parsed']} with a revision)")
+    return 0
+
+
+def _simulate(args) -> int:
+    from redline.app.bots import simulate
+    from redline.app.db import Annotation, Item, User
+    from redline.app.projects import get_project
+    from redline.app.quality import project_quality
+    from sqlalchemy import select
+
+    sessions = _open(args)
+    counts = simulate(sessions, args.project, annotators=args.annotators, noise_scale=args.noise_scale, seed=args.seed,
+                      limit=args.limit)
+    print(f"{args.project}: the bots submitted {counts['submitted']} and skipped {counts['skipped']}")
+    with sessions() as db:
+        project = get_project(db, args.project)
+        rows = db.execute(select(Annotation, Item, User.name).join(Item, Item.id == Annotation.item_id)
+                          .join(User, User.id == Annotation.user_id).where(Item.project_id == project.id)).all()
+        quality = project_quality(rows, project.task_type)
+    if "agreement" in quality:
+        print(json.dumps(quality["agreement"], default=lambda x: None))
     return 0

@@ -76,7 +76,8 @@ class User(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(80), unique=True)
     role: Mapped[str] = mapped_column(String(16))
-    password_hash: Mapped[str | None] = mapped_column(String(200))  # None: cannot log in (imported work)
+    password_hash: Mapped[str | None] = mapped_column(String(200))  # None: cannot log in (imported work, bots)
+    api_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)  # sha256 of the export API token
     created_at: Mapped[datetime] = mapped_column(DateTime, default=now)
 
 
@@ -98,6 +99,8 @@ class Project(Base):
     overlap: Mapped[int] = mapped_column(Integer, default=1)
     status: Mapped[str] = mapped_column(String(16), default="ready")  # ready | generating | failed
     status_detail: Mapped[str] = mapped_column(Text, default="")
+    critic: Mapped[str | None] = mapped_column(String(500))  # the critic that wrote the drafts
+    generator: Mapped[str | None] = mapped_column(String(500))  # the model that wrote the answers
     created_at: Mapped[datetime] = mapped_column(DateTime, default=now)
 
 
@@ -113,6 +116,8 @@ class Item(Base):
     prompt: Mapped[Any] = mapped_column(JSONText)  # a string or a list of chat messages
     meta: Mapped[Any] = mapped_column(JSONText, default=dict)
     answers: Mapped[Any] = mapped_column(JSONText, default=list)  # [{"text", "source"}]
+    gold: Mapped[Any] = mapped_column(JSONText)  # the known answer: {"ranks": [...]} or {"choice": "a"}; None
+    draft: Mapped[Any] = mapped_column(JSONText)  # {"critique", "revision", "model"} from a critic; None
 
 
 class Assignment(Base):

@@ -38,7 +38,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterable
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as DBSession
 
@@ -126,6 +126,7 @@ class PromptRow:
     id: str | None
     meta: dict
     answers: list[dict] = field(default_factory=list)  # [{"text", "source"}]
+    gold: dict | None = None  # {"ranks": [...]} or {"chosen": 0}: the known answer of a gold item
 
 
 def _own_answers(obj: dict) -> list[dict]:
@@ -145,13 +146,27 @@ def _own_answers(obj: dict) -> list[dict]:
     return [{"text": t, "source": source} for t in texts if t.strip()]
 
 
+def _gold(obj: dict, meta: dict) -> dict | None:
+    """A record marked ``meta.gold`` carries its known answer: a ranking's ranks, a preference's choice."""
+    if not meta.get("gold"):
+        return None
+    if "ranks" in obj:
+        return {"ranks": dense_ranks(Ranking.from_dict(obj).ranks)}
+    if "chosen" in obj:
+        Preference.from_dict(obj)
+        return {"chosen": 0}  # answers are [chosen, rejected]; plan_items shuffles them
+    raise FieldError("meta.gold", "a gold item needs its answer: ranks (a ranking record) or chosen and rejected (a preference)")
+
+
 def read_prompts(path: str | Path, with_answers: bool = True) -> list[PromptRow]:
     """Every prompt record of ``path``; one ``RecordError`` listing every bad line (FILE:LINE: FIELD)."""
 
     def parse(obj: Any, number: int) -> PromptRow:
         if not isinstance(obj, dict):
             raise FieldError("<record>", f"expected a JSON object, got {type(obj).__name__}")
-        return PromptRow(number, prompt_field(obj), optional_id(obj), meta_field(obj), _own_answers(obj) if with_answers else [])
+        meta = meta_field(obj)
+        answers = _own_answers(obj) if with_answers else []
+        return PromptRow(number, prompt_field(obj), optional_id(obj), meta, answers, _gold(obj, meta) if with_answers else None)
 
     rows = _parse_rows(path, parse, skip_invalid=False, limit=None, report=None)
     if not rows:
@@ -195,7 +210,17 @@ def plan_items(task_type: str, rows: list[PromptRow], prompts_name: str = "the p
     for row in rows:
         base = {"prompt": row.prompt, "meta": row.meta, "external_id": row.id}
         answers = row.answers
-        if task_type == "demonstration":
+        if row.gold is not None and not ((task_type == "rank" and "ranks" in row.gold) or (task_type == "pair" and "chosen" in row.gold)):
+            errors.append(f"{prompts_name}:{row.line}: meta.gold: a {task_type} project takes no gold items of this record "
+                          "(gold: a ranking record in a rank project, a preference record in a pair project)")
+            continue
+        if task_type == "rank" and row.gold is not None:
+            items.append({**base, "answers": answers, "gold": row.gold})
+        elif task_type == "pair" and row.gold is not None:
+            flip = int(hashlib.sha256(prompt_key(row.prompt).encode()).hexdigest(), 16) % 2 == 1  # chosen not always A
+            pair = [answers[1], answers[0]] if flip else answers[:2]
+            items.append({**base, "answers": pair, "gold": {"choice": "b" if flip else "a"}})
+        elif task_type == "demonstration":
             items.append({**base, "answers": []})
         elif task_type == "critique":
             if not answers:
@@ -238,6 +263,29 @@ def generate_answers(rows: list[PromptRow], engine, k: int, *, source: str, temp
             rows[n // k].answers.append({"text": completion.text, "source": source})
 
 
+DEFAULT_K = {"rank": 4, "pair": 2, "critique": 1}
+
+
+def generation_settings(form: dict, task_type: str) -> dict:
+    """K, max_new_tokens, temperature and seed of answers generated in the app, checked."""
+    if task_type not in DEFAULT_K:
+        raise FormError("generate", f"a {task_type} project shows no answers; leave the model empty")
+    out: dict[str, Any] = {}
+    for name, default, cast, low in (("k", DEFAULT_K[task_type], int, 1), ("max_new_tokens", 256, int, 1),
+                                     ("temperature", 0.7, float, 0.0), ("seed", 0, int, 0)):
+        raw = str(form.get(name) or "").strip()
+        try:
+            value = cast(raw) if raw else default
+        except ValueError:
+            raise FormError(name, f"expected a number, got {raw!r}") from None
+        if value < low:
+            raise FormError(name, f"must be >= {low}, got {raw!r}")
+        out[name] = value
+    if task_type in ("rank", "pair") and out["k"] < 2:
+        raise FormError("k", f"a {task_type} project needs at least 2 answers per prompt")
+    return out
+
+
 def drop_short(task_type: str, rows: list[PromptRow]) -> tuple[list[PromptRow], list[str]]:
     """Prompts a model left with too few non-empty answers for the task, set aside and named."""
     need = {"critique": 1, "rank": 2, "pair": 2, "demonstration": 0}[task_type]
@@ -270,7 +318,7 @@ def create_project(db: DBSession, name: str, task_type: str, items: list[dict], 
 def add_items(db: DBSession, project: Project, items: list[dict]) -> list[Item]:
     start = db.scalar(select(func.coalesce(func.max(Item.position), -1)).where(Item.project_id == project.id)) + 1
     made = [Item(project_id=project.id, position=start + n, external_id=it.get("external_id"), prompt=it["prompt"],
-                 meta=it.get("meta") or {}, answers=it.get("answers") or []) for n, it in enumerate(items)]
+                 meta=it.get("meta") or {}, answers=it.get("answers") or [], gold=it.get("gold")) for n, it in enumerate(items)]
     db.add_all(made)
     db.flush()
     return made
@@ -328,7 +376,8 @@ def next_item(db: DBSession, user: User, project: Project) -> Item | None:
                    Assignment.item_id.not_in(select(Annotation.item_id).where(Annotation.user_id == Assignment.user_id)))
             .scalar_subquery())
     item = db.scalar(
-        select(Item).where(Item.project_id == project.id, Item.id.not_in(done), submitted + held < project.overlap)
+        select(Item).where(Item.project_id == project.id, Item.id.not_in(done),
+                           or_(submitted + held < project.overlap, Item.gold.is_not(None)))  # gold items go to everyone
         .order_by(Item.position).limit(1)
     )
     if item is None:
@@ -387,6 +436,13 @@ def parse_answer(project: Project, item: Item, form: dict) -> tuple[dict, dict]:
         revision = _text(form, "revision", "revision")
         answer = item.answers[0]["text"]
         info["revision_edit_distance"] = edit_distance(answer, revision)
+        if item.draft:
+            draft_revision = item.draft.get("revision") or answer
+            info.update(draft_used=str(form.get("draft_used") or "") == "1", draft_model=item.draft.get("model"),
+                        draft_edit_distance={"critique": edit_distance(item.draft.get("critique") or "", critique),
+                                             "revision": edit_distance(draft_revision, revision)})
+        else:
+            info["draft_used"] = False
         return {"critique": critique, "revision": revision}, info
     if project.task_type == "demonstration":
         return {"response": _text(form, "response", "response")}, info
@@ -479,6 +535,8 @@ def export_records(db: DBSession, project: Project, kind: str) -> list[Record]:
                 "item": item.external_id or str(item.position), **(annotation.info or {})}
         if annotation.imported:
             meta["imported"] = True
+        if item.gold is not None:
+            meta["gold"] = True
         rid = f"{project.name}-{item.position}-{user.name}"
         payload = annotation.payload
         if project.task_type == "critique":
@@ -550,3 +608,56 @@ def import_records(db: DBSession, project: Project, path: str | Path, default_an
                           reason="", seconds=seconds, imported=True, created_at=now()))
     db.flush()
     return len(records)
+
+
+# ----------------------------------------------------------------------------- model-assisted drafts
+
+
+def make_drafts(db: DBSession, project: Project, engine, model: str, *, max_new_tokens: int = 512, seed: int = 0) -> dict:
+    """A critic's critique and revision for every critique item that has none: the form's pre-fill.
+
+    The critic reads the same prompt it was trained on (``prompts.critic_messages``), greedily. An
+    output without a revision part keeps its critique and leaves the revision to start from the
+    answer. Returns {"items", "parsed"}.
+    """
+    from redline.generation import SamplingParams
+    from redline.prompts import critic_messages, parse_critic_output
+
+    if project.task_type != "critique":
+        raise RedlineError(f"project {project.name!r} is a {project.task_type} project; drafts are for critique projects")
+    items = db.scalars(select(Item).where(Item.project_id == project.id, Item.draft.is_(None)).order_by(Item.position)).all()
+    parsed = 0
+    if items:
+        prompts = [critic_messages(item.prompt, item.answers[0]["text"]) for item in items]
+        completions = engine.generate(prompts, SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens, seed=seed),
+                                      progress=False)
+        for item, completion in zip(items, completions):
+            out = parse_critic_output(completion.text)
+            parsed += out.parsed
+            item.draft = {"critique": out.critique, "revision": out.revision, "model": model}
+    project.critic = model
+    db.flush()
+    return {"items": len(items), "parsed": parsed}
+
+
+# ----------------------------------------------------------------------------- API tokens
+
+
+def new_api_token(db: DBSession, user: User) -> str:
+    """A fresh export token for an admin (the old one stops working); shown once, stored hashed."""
+    from redline.app.security import new_token, token_hash
+
+    if user.role != "admin":
+        raise RedlineError(f"{user.name} is not an admin; only admins hold export tokens")
+    token = new_token()
+    user.api_token_hash = token_hash(token)
+    db.flush()
+    return token
+
+
+def user_for_token(db: DBSession, token: str | None) -> User | None:
+    from redline.app.security import token_hash
+
+    if not token:
+        return None
+    return db.scalar(select(User).where(User.api_token_hash == token_hash(token)))

@@ -34,6 +34,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,8 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
     app.state.limiter = S.LoginLimiter()
     app.state.engine_loader = engine_loader
     app.state.engines = {}
+    app.state.jobs = []
+    engines_lock = threading.Lock()
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["markdown"] = render_markdown
     templates.env.filters["prompt_text"] = prompt_display
@@ -266,8 +269,12 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
         return redirect(target)
 
     def task_context(db, user: User, project: Project, item: Item) -> dict:
-        return {"user": user, "project": project, "item": item, "progress": P.progress(db, project),
-                "mine": P.user_progress(db, project, user), "values": {}, "error": None}
+        context = {"user": user, "project": project, "item": item, "progress": P.progress(db, project),
+                   "mine": P.user_progress(db, project, user), "values": {}, "error": None}
+        if project.task_type == "critique" and item.draft:
+            context.update(draft_critique=item.draft.get("critique") or "",
+                           draft_revision=item.draft.get("revision") or item.answers[0]["text"])
+        return context
 
     def assigned_item(db, user: User, project: Project, iid: int) -> Item:
         item = db.get(Item, iid)
@@ -352,6 +359,7 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
                 error = e if isinstance(e, P.FormError) else P.FormError("file", str(e))
                 return page(request, "admin.html", 422, **admin_context(db, user, row, error=error, values=str_values(form)))
             pid = project.id
+        run_pending()
         return redirect(f"/admin/projects/{pid}")
 
     def create_from_form(db, form: dict) -> Project:
@@ -362,14 +370,86 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
         prompts = [f for f in form.get("prompts", []) if f.filename]
         if not prompts:
             raise P.FormError("prompts", "choose a file of prompts (JSONL)")
+        model = str(form.get("generate") or "").strip()
         with tempfile.TemporaryDirectory(prefix="redline-upload-") as tmp:
             prompts_path = save_upload(prompts[0], tmp)
-            rows = P.read_prompts(prompts_path)
+            rows = P.read_prompts(prompts_path, with_answers=not model)
+            if model:
+                settings = P.generation_settings(form, task_type)
+                project = P.create_project(db, str(form.get("name") or ""), task_type, [], guidelines=str(form.get("guidelines") or ""),
+                                           overlap=int(overlap_raw), status="generating",
+                                           status_detail=f"{settings['k']} answer(s) per prompt from {model}")
+                project.generator = model
+                db.flush()
+                start_job(generate_job, project.id, rows, model, settings)
+                return project
             response_paths = [save_upload(f, tmp) for f in form.get("responses", []) if f.filename]
             P.attach_responses(rows, response_paths, prompts_path.name)
             items, _ = P.plan_items(task_type, rows, prompts_path.name)
         return P.create_project(db, str(form.get("name") or ""), task_type, items,
                                 guidelines=str(form.get("guidelines") or ""), overlap=int(overlap_raw))
+
+    def engine_for(model: str):
+        with engines_lock:
+            if model not in app.state.engines:
+                loader = app.state.engine_loader
+                if loader is None:
+                    from redline.generation import load_engine as loader
+                app.state.engines[model] = loader(model)
+            return app.state.engines[model]
+
+    def start_job(fn, *args) -> None:
+        """Work too long for a request (a model writing answers or drafts), in a thread that records
+        its outcome in the project's status; the project page reloads itself until it is done."""
+        thread = threading.Thread(target=fn, args=args, daemon=True)
+        app.state.jobs.append(thread)
+        # start only once the request's transaction has committed the project
+        app.state.pending_jobs = getattr(app.state, "pending_jobs", []) + [thread]
+
+    def run_pending() -> None:
+        for thread in getattr(app.state, "pending_jobs", []):
+            thread.start()
+        app.state.pending_jobs = []
+
+    def finish(pid: int, status: str, detail: str) -> None:
+        with database() as db:
+            project = db.get(Project, pid)
+            project.status, project.status_detail = status, detail
+
+    def generate_job(pid: int, rows, model: str, settings: dict) -> None:
+        try:
+            engine = engine_for(model)
+            P.generate_answers(rows, engine, settings["k"], source=model, temperature=settings["temperature"],
+                               max_new_tokens=settings["max_new_tokens"], seed=settings["seed"])
+            with database() as db:
+                project = db.get(Project, pid)
+                kept, notes = P.drop_short(project.task_type, rows)
+                items, _ = P.plan_items(project.task_type, kept)
+                P.add_items(db, project, items)
+                project.status = "ready"
+                project.status_detail = f"{len(items)} items from {len(kept)} prompts; answers by {model}" + (
+                    f"; {len(notes)} prompt(s) left out: " + "; ".join(notes[:5]) if notes else "")
+        except Exception as e:  # the page shows it; nothing was added
+            finish(pid, "failed", f"generating answers with {model} failed: {e}")
+
+    def drafts_job(pid: int, model: str, max_new_tokens: int) -> None:
+        try:
+            engine = engine_for(model)
+            with database() as db:
+                project = db.get(Project, pid)
+                result = P.make_drafts(db, project, engine, model, max_new_tokens=max_new_tokens)
+                project.status = "ready"
+                project.status_detail = f"drafts by {model}: {result['items']} items, {result['parsed']} with a revision"
+        except Exception as e:
+            finish(pid, "ready", f"drafts by {model} failed: {e}")
+
+    def wait_jobs(timeout: float = 600) -> None:
+        """Wait for every started job (tests; a server never needs to)."""
+        for thread in list(app.state.jobs):
+            if thread.ident is not None:
+                thread.join(timeout)
+
+    app.state.wait_jobs = wait_jobs
 
     @app.get("/admin/projects/{pid}")
     def admin_project(request: Request, pid: int):
@@ -379,8 +459,14 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
             return page(request, "project.html", **project_context(db, user, row, project))
 
     def project_context(db, user, row, project, **extra) -> dict:
+        from redline.app.quality import project_quality
+
+        rows = db.execute(select(Annotation, Item, User.name).join(Item, Item.id == Annotation.item_id)
+                          .join(User, User.id == Annotation.user_id).where(Item.project_id == project.id)).all()
         context = {"user": user, "csrf": row.csrf, "project": project, "progress": P.progress(db, project),
-                   "error": None, "notice": None}
+                   "quality": project_quality(rows, project.task_type), "error": None, "notice": None,
+                   "n_gold": db.scalar(select(P.func.count()).select_from(Item).where(Item.project_id == project.id, Item.gold.is_not(None))),
+                   "n_drafts": db.scalar(select(P.func.count()).select_from(Item).where(Item.project_id == project.id, Item.draft.is_not(None)))}
         context.update(extra)
         return context
 
@@ -406,6 +492,50 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
                 error = e if isinstance(e, P.FormError) else P.FormError("records", str(e))
                 return page(request, "project.html", 422, **project_context(db, user, row, project, error=error))
             return page(request, "project.html", **project_context(db, user, row, project, notice=f"imported {n} records"))
+
+    @app.post("/admin/projects/{pid}/drafts")
+    def admin_drafts(request: Request, pid: int, form: dict = Depends(form_data)):
+        with database() as db:
+            user, row = login_required(request, db, role="admin", form=form)
+            project = project_or_404(db, pid)
+            model = str(form.get("critic") or "").strip()
+            raw_tokens = str(form.get("max_new_tokens") or "512").strip()
+            error = None
+            if project.task_type != "critique":
+                error = P.FormError("critic", "drafts are for critique projects")
+            elif not model:
+                error = P.FormError("critic", "name a critic run folder or model")
+            elif not raw_tokens.isdigit() or int(raw_tokens) < 1:
+                error = P.FormError("max_new_tokens", f"a whole number >= 1, got {raw_tokens!r}")
+            if error:
+                return page(request, "project.html", 422, **project_context(db, user, row, project, error=error))
+            project.status, project.status_detail = "drafting", f"the critic {model} is writing drafts"
+            start_job(drafts_job, pid, model, int(raw_tokens))
+        run_pending()
+        return redirect(f"/admin/projects/{pid}")
+
+    @app.post("/admin/token")
+    def admin_token(request: Request, form: dict = Depends(form_data)):
+        with database() as db:
+            user, row = login_required(request, db, role="admin", form=form)
+            token = P.new_api_token(db, user)
+            return page(request, "admin.html", **admin_context(db, user, row, notice=f"API token for {user.name} (shown once): {token}"))
+
+    @app.get("/api/projects/{name}/export")
+    def api_export(request: Request, name: str, kind: str = ""):
+        header = request.headers.get("authorization", "")
+        token = header[7:].strip() if header.lower().startswith("bearer ") else None
+        with database() as db:
+            user = P.user_for_token(db, token)
+            if user is None:
+                return PlainTextResponse("a valid API token is needed: Authorization: Bearer TOKEN", status_code=401,
+                                         headers={"WWW-Authenticate": "Bearer"})
+            if user.role != "admin":
+                return PlainTextResponse("this token's user is not an admin", status_code=403)
+            project = db.scalar(select(Project).where(Project.name == name))
+            if project is None:
+                return PlainTextResponse(f"no project {name!r}", status_code=404)
+            return export_response(db, project, kind)
 
     def export_response(db, project: Project, kind: str) -> Response:
         try:

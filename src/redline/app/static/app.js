@@ -129,3 +129,18 @@
     if (!changes) { target.textContent = "(no changes yet)"; }
   }
 })();
+
+// a critic's draft: "start from blank" empties the critique, puts the answer back as the revision
+(function () {
+  const blank = document.getElementById("blank");
+  if (!blank) return;
+  blank.addEventListener("click", function () {
+    document.getElementById("critique").value = "";
+    const revision = document.getElementById("revision");
+    revision.value = document.getElementById("answer-raw").textContent;
+    revision.dispatchEvent(new Event("input"));
+    document.getElementById("draft_used").value = "0";
+    document.getElementById("draft-note").textContent = "Starting from blank (the draft is not used).";
+    document.getElementById("critique").focus();
+  });
+})();
