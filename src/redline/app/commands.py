@@ -101,7 +101,7 @@ def add_app_commands(sub) -> None:
     q.add_argument("--annotators", type=int, default=5, help="bots, careful to careless (default: %(default)s)")
     q.add_argument("--noise-scale", type=float, default=1.0, help="their noise times this; 0 = they always agree (default: %(default)s)")
     q.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
-    q.add_argument("--limit", type=int, default=None, metavar="N", help="stop after N submissions")
+    q.add_argument("--max-submissions", type=int, default=None, metavar="N", help="stop after N submissions")
     q.set_defaults(func=_simulate)
 
 
@@ -256,7 +256,7 @@ def _simulate(args) -> int:
 
     sessions = _open(args)
     counts = simulate(sessions, args.project, annotators=args.annotators, noise_scale=args.noise_scale, seed=args.seed,
-                      limit=args.limit)
+                      limit=args.max_submissions)
     print(f"{args.project}: the bots submitted {counts['submitted']} and skipped {counts['skipped']}")
     with sessions() as db:
         project = get_project(db, args.project)
