@@ -67,11 +67,13 @@ class Flow:
     """The steps a person takes, each waiting for the page it leads to."""
 
     def __init__(self, driver, base: str, shots: Path | None):
+        from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
         from selenium.webdriver.common.by import By
         from selenium.webdriver.support.ui import WebDriverWait
 
         self.d, self.base, self.shots, self.By = driver, base, shots, By
-        self.wait = WebDriverWait(driver, 30)
+        # pages that reload themselves (a project being generated) make elements stale: look again
+        self.wait = WebDriverWait(driver, 90, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
 
     def find(self, css: str):
         return self.wait.until(lambda d: d.find_element(self.By.CSS_SELECTOR, css))
@@ -100,9 +102,13 @@ class Flow:
         self.wait.until(lambda d: d.current_url != before)
 
     def shot(self, name: str):
-        if self.shots is not None:
+        if self.shots is not None:  # the whole page, up to 2400 pixels tall
             self.shots.mkdir(parents=True, exist_ok=True)
+            self.d.execute_script("window.scrollTo(0, 0)")
+            height = min(2400, self.d.execute_script("return document.documentElement.scrollHeight") + 20)
+            self.d.set_window_size(1280, max(900, height))
             self.d.save_screenshot(str(self.shots / f"{name}.png"))
+            self.d.set_window_size(1280, 900)
 
     def login(self, name: str):
         self.go("/login")
@@ -148,17 +154,24 @@ def test_annotate_in_chromium_with_the_keyboard_export_validate_and_train(browse
         flow = Flow(browser, f"http://127.0.0.1:{server.port}", shots)
         By = flow.By
 
-        # the admin creates a critique project from an uploaded prompts file
+        # the admin creates a critique project from the shipped test prompts, answers written by a model
+        # through redline's engine (tiny-random here; `embedded` by default)
         flow.login("root")
         flow.go("/admin")
         form = flow.find("#new-project")
         form.find_element(By.NAME, "name").send_keys("critiques")
         form.find_element(By.CSS_SELECTOR, "select[name=task_type] option[value=critique]").click()
         form.find_element(By.NAME, "prompts").send_keys(str(prompts))
+        form.find_element(By.NAME, "generate").send_keys("tiny-random")
+        max_tokens = form.find_element(By.NAME, "max_new_tokens")
+        max_tokens.clear()
+        max_tokens.send_keys("24")
         form.find_element(By.NAME, "guidelines").send_keys("Name every instruction the answer breaks; revise only that.")
+        flow.shot("new-project")
         flow.find("#create-project").click()
         flow.wait.until(lambda d: "/admin/projects/" in d.current_url)
-        assert "2 items" in flow.find("#progress").text
+        flow.wait.until(lambda d: "status: ready" in d.find_element(By.ID, "status").text)  # the page reloads itself
+        assert "2 items" in flow.find("#progress").text and "answers by tiny-random" in flow.find("#status").text
         flow.logout()
 
         # the annotator ranks four answers with number keys (a tie included) and submits with Ctrl+Enter
@@ -176,11 +189,10 @@ def test_annotate_in_chromium_with_the_keyboard_export_validate_and_train(browse
 
         # a critique and a revision; the diff shows the change
         flow.task("critiques")
-        answer = flow.find("#answer-raw").get_attribute("textContent")
         flow.find("#critique").send_keys("The answer ignores the instruction on bullet points.")
         revision = flow.find("#revision")
         revision.clear()
-        revision.send_keys("* one\n* two\n* three\n* four\n\n" + answer[:200])
+        revision.send_keys("* one\n* two\n* three\n* four\n\nCrosswords reward patience.")
         assert flow.find("#diff ins").text.strip()
         flow.shot("critique")
         flow.submit_with_keyboard()
@@ -216,6 +228,18 @@ def test_annotate_in_chromium_with_the_keyboard_export_validate_and_train(browse
             path = flow.download(browser.downloads, f"{project}-{kind}.jsonl")
             exported[(project, kind)] = path
         flow.shot("project")
+
+        # the quality page of a project that three simulated annotators filled (gold item included)
+        from redline.app.bots import simulate
+
+        gold = head(DATA / "rankings.jsonl", 9)
+        gold[0]["meta"]["gold"] = True
+        make_project(sessions, tmp_path, "bots", "rank", gold, overlap=3)
+        simulate(sessions, "bots", annotators=3)
+        flow.go("/admin")
+        browser.find_element(By.LINK_TEXT, "bots").click()
+        assert "Krippendorff" in flow.find("#agreement").text
+        flow.shot("quality")
     finally:
         server.stop()
 
@@ -226,6 +250,7 @@ def test_annotate_in_chromium_with_the_keyboard_export_validate_and_train(browse
     assert feedback[0]["critique"] == "The answer ignores the instruction on bullet points."
     assert feedback[0]["revision"].startswith("* one\n* two") and feedback[0]["meta"]["annotator"] == "ann"
     assert feedback[1]["revision"].endswith("Shorter now.") and feedback[1]["meta"]["revision_edit_distance"] == 2
+    assert feedback[0]["meta"]["source"] == "tiny-random"
     ranking = [json.loads(line) for line in exported[("ranks", "ranking")].read_text().splitlines()]
     assert [r["ranks"] for r in ranking] == [[1, 0, 1, 2], [0, 2, 1, 3]]
     assert all(r["meta"]["seconds"] > 0 for r in ranking + feedback)
