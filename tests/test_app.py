@@ -121,7 +121,7 @@ def test_login_refuses_to_redirect_off_site(client):
 
 ANNOTATOR_ROUTES = ["/", "/tasks", "/mywork", "/projects/1/next", "/projects/1/items/1"]
 ADMIN_GET = ["/admin", "/admin/projects/1", "/admin/projects/1/export?kind=ranking"]
-ADMIN_POST = ["/admin/users", "/admin/projects", "/admin/projects/1/import"]
+ADMIN_POST = ["/admin/users", "/admin/projects", "/admin/projects/1/import", "/admin/projects/1/drafts", "/admin/token"]
 
 
 def test_anonymous_visitors_are_sent_to_the_login_page(client, sessions, tmp_path):

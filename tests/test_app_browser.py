@@ -1,6 +1,7 @@
 """The feedback app in a real browser: Debian's Chromium, headless, driven by Selenium.
 
-An admin creates a project from an uploaded file; an annotator ranks four answers with the
+An admin adds an annotator and creates a project from the shipped test prompts, with answers
+written by tiny-random through redline's engine; the annotator ranks four answers with the
 keyboard, writes a critique and a revision, picks the better of two; the admin exports. The
 exported files pass ``redline data validate`` and (once, on SQLite) train a tiny-random critic and
 reward model for 2 steps. The same flow runs on SQLite and on a throwaway PostgreSQL cluster. Screenshots go to
@@ -140,7 +141,7 @@ def test_annotate_in_chromium_with_the_keyboard_export_validate_and_train(browse
 
     cheap_hashing(monkeypatch)
     sessions = open_database(database_url)
-    make_users(sessions, root="admin", ann="annotator")
+    make_users(sessions, root="admin")
     guidelines = ("Rank by how well an answer follows **every** instruction of the prompt.\n\n"
                   "- 1 is best; give two answers the same number when you cannot tell them apart\n- skip what you cannot judge")
     make_project(sessions, tmp_path, "ranks", "rank", head(DATA / "rankings.jsonl", 2), guidelines=guidelines)
@@ -158,6 +159,11 @@ def test_annotate_in_chromium_with_the_keyboard_export_validate_and_train(browse
         # through redline's engine (tiny-random here; `embedded` by default)
         flow.login("root")
         flow.go("/admin")
+        form = flow.find("#new-user")  # the admin adds an annotator
+        form.find_element(By.NAME, "name").send_keys("ann")
+        form.find_element(By.NAME, "password").send_keys(PASSWORD)
+        form.find_element(By.CSS_SELECTOR, "button").click()
+        assert "added annotator ann" in flow.find("#notice").text
         form = flow.find("#new-project")
         form.find_element(By.NAME, "name").send_keys("critiques")
         form.find_element(By.CSS_SELECTOR, "select[name=task_type] option[value=critique]").click()
