@@ -23,7 +23,7 @@ def make_project(sessions, tmp_path, name: str, task_type: str, rows: list[dict]
     from redline.app import projects as P
 
     path = write_jsonl(tmp_path / f"{name}-prompts.jsonl", rows)
-    items, _ = P.plan_items(task_type, P.read_prompts(path))
+    items = P.plan_items(task_type, P.read_prompts(path))
     with sessions.begin() as db:
         return P.create_project(db, name, task_type, items, overlap=overlap, guidelines=guidelines).id
 

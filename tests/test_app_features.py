@@ -217,7 +217,7 @@ def test_gold_items_go_to_everyone_and_score_each_annotator(sessions, tmp_path, 
     with pytest.raises(P.RecordError, match="bad.jsonl:1: meta.gold: a gold item needs its answer"):
         P.read_prompts(bad)
     pairs = jsonl([{"prompt": "Q", "chosen": "good", "rejected": "bad", "meta": {"gold": True}}], "gold.jsonl")
-    [item], _ = P.plan_items("pair", P.read_prompts(pairs))
+    [item] = P.plan_items("pair", P.read_prompts(pairs))
     chosen_letter = item["gold"]["choice"]
     assert item["answers"]["ab".index(chosen_letter)]["text"] == "good"
     with pytest.raises(P.RecordError, match="meta.gold: a critique project takes no gold items"):

@@ -115,12 +115,18 @@ def _serve(args) -> int:
     import uvicorn
     from sqlalchemy import func, select
 
-    from redline.app.db import User
+    from redline.app.db import Project, User
     from redline.app.web import make_app
 
     sessions = _open(args)
-    with sessions() as db:
+    with sessions.begin() as db:
         n_users = db.scalar(select(func.count()).select_from(User))
+        # a job that a stopped server left unfinished will not finish: say so on the project page
+        for project in db.scalars(select(Project).where(Project.status.in_(("generating", "drafting")))):
+            was = project.status
+            project.status = "failed" if was == "generating" else "ready"
+            project.status_detail = f"the server stopped while {was}; " + (
+                "create the project again" if was == "generating" else "write the drafts again")
     app = make_app(sessions, secure_cookies=args.secure_cookies)
     print(f"redline app: http://{args.host}:{args.port}/ (database {database_url(args.db)})", flush=True)
     if not n_users:
@@ -176,7 +182,7 @@ def _project_create(args) -> int:
         rows, notes = P.drop_short(args.task_type, rows)
     else:
         P.attach_responses(rows, args.responses, str(args.prompts))
-    items, _ = P.plan_items(args.task_type, rows, str(args.prompts))
+    items = P.plan_items(args.task_type, rows, str(args.prompts))
     with sessions.begin() as db:
         project = P.create_project(db, args.name, args.task_type, items, guidelines=guidelines, overlap=args.overlap)
         project.generator = args.generate

@@ -197,11 +197,11 @@ def attach_responses(rows: list[PromptRow], paths: Iterable[str | Path], prompts
             raise RecordError(unmatched[:20], len(unmatched))
 
 
-def plan_items(task_type: str, rows: list[PromptRow], prompts_name: str = "the prompts file") -> tuple[list[dict], list[str]]:
-    """The items a project of ``task_type`` makes from these prompts; (items, notes on what was left out).
+def plan_items(task_type: str, rows: list[PromptRow], prompts_name: str = "the prompts file") -> list[dict]:
+    """The items a project of ``task_type`` makes from these prompts.
 
-    A prompt with too few answers is an error (naming its line) when its answers came from files;
-    ``generate_answers`` reports the prompts a model left short instead, in the notes.
+    A prompt with too few answers is an error naming its line (``drop_short`` first sets aside,
+    and names, the prompts a model left short).
     """
     if task_type not in TASK_TYPES:
         raise FormError("task_type", f"{task_type!r} is not one of {', '.join(TASK_TYPES)}")
@@ -244,7 +244,7 @@ def plan_items(task_type: str, rows: list[PromptRow], prompts_name: str = "the p
                 items.append({**base, "external_id": external, "answers": [answers[i], answers[j]]})
     if errors:
         raise RecordError(errors[:20], len(errors))
-    return items, []
+    return items
 
 
 def generate_answers(rows: list[PromptRow], engine, k: int, *, source: str, temperature: float = 0.7,

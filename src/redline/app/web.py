@@ -385,7 +385,7 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
                 return project
             response_paths = [save_upload(f, tmp) for f in form.get("responses", []) if f.filename]
             P.attach_responses(rows, response_paths, prompts_path.name)
-            items, _ = P.plan_items(task_type, rows, prompts_path.name)
+            items = P.plan_items(task_type, rows, prompts_path.name)
         return P.create_project(db, str(form.get("name") or ""), task_type, items,
                                 guidelines=str(form.get("guidelines") or ""), overlap=int(overlap_raw))
 
@@ -424,7 +424,7 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
             with database() as db:
                 project = db.get(Project, pid)
                 kept, notes = P.drop_short(project.task_type, rows)
-                items, _ = P.plan_items(project.task_type, kept)
+                items = P.plan_items(project.task_type, kept)
                 P.add_items(db, project, items)
                 project.status = "ready"
                 project.status_detail = f"{len(items)} items from {len(kept)} prompts; answers by {model}" + (
