@@ -291,3 +291,29 @@ def test_an_older_database_is_migrated_and_keeps_its_data(tmp_path):
         user = P.get_user(db, "old")
         assert user.api_token_hash is None
         assert P.new_api_token(db, user)
+
+
+def test_a_job_left_unfinished_by_a_stopped_server_is_marked(sessions, tmp_path):
+    make_project(sessions, tmp_path, "r", "rank", RANK_ROWS)
+    with sessions.begin() as db:
+        P.create_project(db, "gen", "rank", [], status="generating")
+        P.get_project(db, "r").status = "drafting"
+    with sessions.begin() as db:
+        assert P.recover_unfinished(db) == 2
+    with sessions() as db:
+        gen, r = P.get_project(db, "gen"), P.get_project(db, "r")
+        assert (gen.status, r.status) == ("failed", "ready") and "create the project again" in gen.status_detail
+        assert P.recover_unfinished(db) == 0
+
+
+@pytest.mark.slow
+def test_the_embedded_model_writes_a_projects_answers(tmp_path, jsonl, capsys):
+    from redline.cli import main
+
+    db = f"sqlite:///{tmp_path / 'embedded.db'}"
+    prompts = jsonl(head(DATA / "test.jsonl", 2), "p.jsonl")
+    assert main(["app", "project", "create", "emb", "--type", "rank", "--prompts", str(prompts), "--generate", "embedded",
+                 "--k", "2", "--max-new-tokens", "24", "--db", db]) == 0
+    with open_database(db)() as session:
+        items = session.scalars(P.select(P.Item)).all()
+    assert len(items) == 2 and all(len(it.answers) == 2 and it.answers[0]["text"] != it.answers[1]["text"] for it in items)

@@ -115,18 +115,14 @@ def _serve(args) -> int:
     import uvicorn
     from sqlalchemy import func, select
 
-    from redline.app.db import Project, User
+    from redline.app.db import User
+    from redline.app.projects import recover_unfinished
     from redline.app.web import make_app
 
     sessions = _open(args)
     with sessions.begin() as db:
         n_users = db.scalar(select(func.count()).select_from(User))
-        # a job that a stopped server left unfinished will not finish: say so on the project page
-        for project in db.scalars(select(Project).where(Project.status.in_(("generating", "drafting")))):
-            was = project.status
-            project.status = "failed" if was == "generating" else "ready"
-            project.status_detail = f"the server stopped while {was}; " + (
-                "create the project again" if was == "generating" else "write the drafts again")
+        recover_unfinished(db)
     app = make_app(sessions, secure_cookies=args.secure_cookies)
     print(f"redline app: http://{args.host}:{args.port}/ (database {database_url(args.db)})", flush=True)
     if not n_users:

@@ -324,6 +324,18 @@ def add_items(db: DBSession, project: Project, items: list[dict]) -> list[Item]:
     return made
 
 
+def recover_unfinished(db: DBSession) -> int:
+    """Projects a stopped server left generating or drafting: that job will not finish, so say so
+    (generating: failed, create it again; drafting: ready, the drafts written so far stay)."""
+    stuck = db.scalars(select(Project).where(Project.status.in_(("generating", "drafting")))).all()
+    for project in stuck:
+        was = project.status
+        project.status = "failed" if was == "generating" else "ready"
+        project.status_detail = f"the server stopped while {was}; " + ("create the project again" if was == "generating"
+                                                                        else "write the drafts again")
+    return len(stuck)
+
+
 def get_project(db: DBSession, name_or_id: str | int) -> Project:
     if isinstance(name_or_id, int):
         project = db.get(Project, name_or_id)
