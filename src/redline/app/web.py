@@ -354,15 +354,17 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
             user, row = login_required(request, db, role="admin", form=form)
             try:
                 with db.begin_nested():
-                    project = create_from_form(db, form)
+                    project, job = create_from_form(db, form)
             except (P.FormError, RecordError, RedlineError) as e:
                 error = e if isinstance(e, P.FormError) else P.FormError("file", str(e))
                 return page(request, "admin.html", 422, **admin_context(db, user, row, error=error, values=str_values(form)))
             pid = project.id
-        run_pending()
+        if job is not None:
+            job.start()  # now that the project is committed
         return redirect(f"/admin/projects/{pid}")
 
-    def create_from_form(db, form: dict) -> Project:
+    def create_from_form(db, form: dict) -> tuple[Project, threading.Thread | None]:
+        """The project, and the job that will write its answers (not started) when a model writes them."""
         task_type = str(form.get("task_type") or "")
         overlap_raw = str(form.get("overlap") or "1").strip()
         if not overlap_raw.isdigit():
@@ -381,13 +383,12 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
                                            status_detail=f"{settings['k']} answer(s) per prompt from {model}")
                 project.generator = model
                 db.flush()
-                start_job(generate_job, project.id, rows, model, settings)
-                return project
+                return project, new_job(generate_job, project.id, rows, model, settings)
             response_paths = [save_upload(f, tmp) for f in form.get("responses", []) if f.filename]
             P.attach_responses(rows, response_paths, prompts_path.name)
             items = P.plan_items(task_type, rows, prompts_path.name)
         return P.create_project(db, str(form.get("name") or ""), task_type, items,
-                                guidelines=str(form.get("guidelines") or ""), overlap=int(overlap_raw))
+                                guidelines=str(form.get("guidelines") or ""), overlap=int(overlap_raw)), None
 
     def engine_for(model: str):
         with engines_lock:
@@ -398,18 +399,13 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
                 app.state.engines[model] = loader(model)
             return app.state.engines[model]
 
-    def start_job(fn, *args) -> None:
+    def new_job(fn, *args) -> threading.Thread:
         """Work too long for a request (a model writing answers or drafts), in a thread that records
-        its outcome in the project's status; the project page reloads itself until it is done."""
+        its outcome in the project's status; the project page reloads itself until it is done. The
+        caller starts it once its transaction has committed the project the job reads."""
         thread = threading.Thread(target=fn, args=args, daemon=True)
         app.state.jobs.append(thread)
-        # start only once the request's transaction has committed the project
-        app.state.pending_jobs = getattr(app.state, "pending_jobs", []) + [thread]
-
-    def run_pending() -> None:
-        for thread in getattr(app.state, "pending_jobs", []):
-            thread.start()
-        app.state.pending_jobs = []
+        return thread
 
     def finish(pid: int, status: str, detail: str) -> None:
         with database() as db:
@@ -510,8 +506,8 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
             if error:
                 return page(request, "project.html", 422, **project_context(db, user, row, project, error=error))
             project.status, project.status_detail = "drafting", f"the critic {model} is writing drafts"
-            start_job(drafts_job, pid, model, int(raw_tokens))
-        run_pending()
+            job = new_job(drafts_job, pid, model, int(raw_tokens))
+        job.start()
         return redirect(f"/admin/projects/{pid}")
 
     @app.post("/admin/token")
