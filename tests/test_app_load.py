@@ -1,5 +1,6 @@
-"""Load and faults: twenty annotators submitting at once over loopback HTTP, every submission stored
-exactly once; a server killed mid-submission loses no accepted submission and stores no half one."""
+"""Load and faults: twenty annotators asking for items and submitting at once over loopback HTTP
+(SQLite in WAL mode, and PostgreSQL), every submission stored exactly once; a server killed
+mid-submission loses no accepted submission and stores no half one."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ pytest.importorskip("sqlalchemy")
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from app_helpers import PASSWORD, cheap_hashing, csrf_of, make_project, make_users  # noqa: E402
+from app_helpers import PASSWORD, cheap_hashing, csrf_of, make_project, make_users, postgres_cluster  # noqa: E402
 
 from redline.app import projects as P  # noqa: E402
 from redline.app.db import Annotation, open_database  # noqa: E402
@@ -27,6 +28,16 @@ from redline.app.db import Annotation, open_database  # noqa: E402
 N = 20
 ROWS = [{"id": f"q{i}", "prompt": f"Question {i}?", "responses": [f"a{i}", f"b{i}", f"c{i}", f"d{i}"]} for i in range(60)]
 RANKS = {"rank_0": "1", "rank_1": "2", "rank_2": "2", "rank_3": "3"}
+
+
+postgres = pytest.fixture(scope="module")(postgres_cluster)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'load.db'}"
+    return request.getfixturevalue("postgres").create_database(f"load_{os.getpid()}_{int(time.time() * 1000) % 10**8}")
 
 
 def annotator(base: str, name: str) -> httpx.Client:
@@ -44,12 +55,12 @@ def open_item(client: httpx.Client, pid: int) -> tuple[str, str]:
     return url, csrf_of(client.get(url).text)
 
 
-def test_twenty_annotators_submit_at_once_and_each_submission_is_stored_once(tmp_path, monkeypatch):
+def test_twenty_annotators_submit_at_once_and_each_submission_is_stored_once(database_url, tmp_path, monkeypatch):
     from redline.app.web import make_app
     from redline.serve import start_server
 
     cheap_hashing(monkeypatch)
-    sessions = open_database(f"sqlite:///{tmp_path / 'load.db'}")
+    sessions = open_database(database_url)
     names = [f"ann{i:02d}" for i in range(N)]
     make_users(sessions, **{n: "annotator" for n in names})
     pid = make_project(sessions, tmp_path, "load", "rank", ROWS[:N])
@@ -58,7 +69,13 @@ def test_twenty_annotators_submit_at_once_and_each_submission_is_stored_once(tmp
         base = f"http://127.0.0.1:{server.port}"
         with ThreadPoolExecutor(N) as pool:
             clients = list(pool.map(lambda n: annotator(base, n), names))
-            opened = list(pool.map(lambda c: open_item(c, pid), clients))
+            start = threading.Barrier(N)
+
+            def first_item(c):
+                start.wait()  # twenty ask for their next item at once
+                return open_item(c, pid)
+
+            opened = list(pool.map(first_item, clients))
             assert len({url for url, _ in opened}) == N  # overlap 1: twenty different items
             barrier = threading.Barrier(N)
 

@@ -372,6 +372,10 @@ def next_item(db: DBSession, user: User, project: Project) -> Item | None:
     """The item this annotator should do next in ``project`` (an open one first), or None."""
     if project.status != "ready":
         return None
+    # One assignment at a time per project: on PostgreSQL the project row is locked until commit
+    # (so two annotators cannot both take an item's last place); SQLite's IMMEDIATE transactions
+    # serialise writers already and ignore FOR UPDATE.
+    db.execute(select(Project.id).where(Project.id == project.id).with_for_update())
     done = select(Annotation.item_id).where(Annotation.user_id == user.id)
     mine = db.scalar(
         select(Item).join(Assignment, Assignment.item_id == Item.id)
