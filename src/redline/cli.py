@@ -628,6 +628,15 @@ def _simulate_score(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- app
+
+
+def _add_app(sub) -> None:
+    from redline.app.commands import add_app_commands  # argparse only; the handlers import the app
+
+    add_app_commands(sub)
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -650,6 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_serve(sub)
     _add_simulate(sub)
+    _add_app(sub)
     return parser
 
 
