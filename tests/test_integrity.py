@@ -377,3 +377,21 @@ def test_item3_a_run_of_an_older_redline_is_compared_by_the_config_it_recorded(t
     with pytest.raises(RedlineError, match=r"--learning-rate: 0.5 here, 0.01 in the run"):
         claim_output(run, CriticConfig(data="f.jsonl", learning_rate=0.5), command="train critic",
                      config_name="train_config.json")
+
+
+def test_item3_overwrite_never_removes_the_current_folder_or_a_folder_redline_did_not_write(tmp_path, monkeypatch):
+    from redline.config import claim_output
+    from redline.evaluate import EvaluateConfig
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "summary.json").write_text("{}")
+    (tmp_path / "notes.txt").write_text("mine")
+    config = EvaluateConfig(a="a.jsonl", judge="oracle", out=".")
+    with pytest.raises(RedlineError, match="holds the current folder"):
+        claim_output(Path("."), config, command="evaluate", overwrite=True)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(RedlineError, match="holds files that no redline run wrote"):
+        claim_output(other, config, command="evaluate", overwrite=True)
+    assert (other / "notes.txt").read_text() == "mine" and (tmp_path / "notes.txt").exists()

@@ -393,4 +393,8 @@ def _remove_run(out: Path, stamp: Path, config_path: Path, file: bool) -> None:
     if not any((out / m).exists() for m in markers):
         raise RedlineError(f"{out} holds files that no redline run wrote: --overwrite removes only a redline run; "
                            "choose another --out")
+    here, folder = Path.cwd().resolve(), out.resolve()
+    if folder == here or folder in here.parents or folder == Path.home().resolve():
+        raise RedlineError(f"--overwrite would remove {folder}, which holds the current folder or is home: "
+                           "choose an --out of its own")
     shutil.rmtree(out)
