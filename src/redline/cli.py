@@ -147,7 +147,7 @@ def _add_train(sub) -> None:
     from redline.train.reward import RewardConfig
     from redline.train.sft import DemonstrationConfig
 
-    train = sub.add_parser("train", help="fine-tune models: sft, critic, reward, ppo, gap-reward, pit").add_subparsers(
+    train = sub.add_parser("train", help="fine-tune models: sft, critic, reward, ppo, dpo, gap-reward, pit").add_subparsers(
         dest="train_command", required=True, metavar="COMMAND"
     )
     p = train.add_parser(
@@ -189,13 +189,27 @@ def _add_train(sub) -> None:
         "ppo",
         help="PPO-ptx against a reward model (InstructGPT step 3)",
         description="PPO with a per-token KL penalty against the SFT policy, a value model initialised from the "
-        "reward model, GAE, and an optional pretraining mix (--ptx-data, --ptx-coef). Resumes from RUN/checkpoints; "
-        "runs under `accelerate launch` too. Every flag is a field of PPOConfig.",
+        "reward model, GAE (or --advantage rloo: K samples per prompt, no value model), and an optional pretraining "
+        "mix (--ptx-data, --ptx-coef). Resumes from RUN/checkpoints; runs under `accelerate launch` too. Every flag "
+        "is a field of PPOConfig; the RL ones (RLSettings) are flags of `train pit` too.",
     )
     add_settings_arguments(p, PPOConfig)
     add_out(p, help="the run folder (policy, value model, ppo_log.jsonl, checkpoints)")
     p.add_argument("--config", help="a resolved train_config.json to start from (flags override it)")
     p.set_defaults(func=_train_ppo)
+
+    from redline.train.dpo import DPOSettings
+
+    p = train.add_parser(
+        "dpo",
+        help="DPO on preference pairs with TRL's DPOTrainer (Rafailov et al. 2023)",
+        description="Direct preference optimisation from --model (the SFT run; also the reference) on preference "
+        "records. LoRA by default; resumes from RUN/checkpoints. Every flag is a field of DPOSettings.",
+    )
+    add_settings_arguments(p, DPOSettings)
+    add_out(p, help="the run folder (policy, train_log.jsonl, checkpoints)")
+    p.add_argument("--config", help="a resolved train_config.json to start from (flags override it)")
+    p.set_defaults(func=_train_dpo)
 
     from redline.train.gap_reward import GapRewardConfig
 
@@ -239,6 +253,14 @@ def _train_gap_reward(args) -> int:
     from redline.train.gap_reward import GapRewardConfig, train_gap_reward
 
     print(json.dumps(train_gap_reward(settings_from_args(GapRewardConfig, args), args.out)))
+    return 0
+
+
+def _train_dpo(args) -> int:
+    from redline.config import settings_from_args
+    from redline.train.dpo import DPOSettings, train_dpo
+
+    print(json.dumps(train_dpo(settings_from_args(DPOSettings, args), args.out)))
     return 0
 
 
