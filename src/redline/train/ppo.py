@@ -45,8 +45,9 @@ The maths (GAE, RLOO, whitening, KL estimates, the clipped losses, entropy) are 
 of ``redline.ops.rl``, tested by hand.
 
 Deviations from the paper (each setting is a flag; the paper's value is in its help):
-  1. Sizes for a CPU: 16 episodes per iteration, minibatches of 8, LoRA adapters on the policy and
-     on the value model. ``--batch-size 512 --minibatch-size 64`` are the paper's.
+  1. Sizes for a CPU: 16 episodes per iteration, minibatches of 4, LoRA adapters on the policy and
+     on the value model. ``--batch-size 512 --minibatch-size 64`` are the paper's: 8 optimizer
+     steps per iteration, as here (4 minibatches × 2 epochs).
   2. One pretraining text per episode by default (the paper: 8), since each costs an LM forward and
      backward; ``--ptx-ratio 8`` is the paper's. The paper mixed GPT-3's pretraining data; here
      ``--ptx-data`` is any text (``{"text": ...}``) or demonstrations (prompt + response, chat-formatted).
@@ -76,8 +77,10 @@ Deviations from the paper (each setting is a flag; the paper's value is in its h
  11. 256 new tokens per response (the paper does not state its cap). The simulated instructions ask
      for up to 250 words and check closing phrases and P.S. at the end; at 96 tokens 63–81% of
      rollouts were cut, so those instructions could never be met.
- 12. 4 PPO epochs (the paper: 1, ``--ppo-epochs 1``): with 1 epoch of 2 minibatches the clip
-     fraction stayed 0 and the approximate KL per update 5e-5–1e-4; the policy barely moved.
+ 12. 2 PPO epochs of 4 minibatches (the paper: 1 epoch, ``--ppo-epochs 1``): with 1 epoch of 2
+     minibatches the clip fraction stayed 0 and the approximate KL per update 5e-5–1e-4; the policy
+     barely moved. An update's cost grows with the epochs, not the minibatches, so the 8 steps come
+     mostly from smaller minibatches.
  13. A value warm-up of 1 iteration (the paper: none, ``--value-warmup-iterations 0``): the value
      head learns the policy's returns from one rollout before its advantages steer the policy; the
      policy's lr warm-up starts after it.
@@ -171,8 +174,8 @@ class RLSettings:
         "help": "GAE λ (the paper: not stated; 1 is its no-discount reading; 0.95 starved early tokens of the score)"})
     whiten_advantages: bool = field(default=True, metadata={"help": "scale advantages to mean 0, variance 1"})
     # --- PPO
-    ppo_epochs: int = field(default=4, metadata={"help": "passes over each iteration's episodes (the paper: 1)"})
-    minibatch_size: int = field(default=8, metadata={"help": "episodes per optimizer step, all processes together (the paper: 64)"})
+    ppo_epochs: int = field(default=2, metadata={"help": "passes over each iteration's episodes (the paper: 1)"})
+    minibatch_size: int = field(default=4, metadata={"help": "episodes per optimizer step, all processes together (the paper: 64 of 512)"})
     micro_batch_size: int = field(default=4, metadata={"help": "sequences per forward pass (gradients accumulate)"})
     clip_range: float = field(default=0.2, metadata={"help": "PPO ratio clip ε (the paper: 0.2)"})
     value_clip: float = field(default=0.2, metadata={"help": "value clip around the rollout's values"})
