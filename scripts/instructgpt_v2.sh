@@ -3,8 +3,9 @@
 # judged against SFT on the 200 test prompts by the oracle and by the reward-model judge.
 #
 #   1. reward model on all the rankings (one epoch, lr 1e-3: 1e-4 learnt almost nothing in 60 steps);
-#   2. SFT chosen by the reward model on validation prompts, as the paper did: a few candidates, each
-#      answers the held-out demonstrations' prompts, the one with the highest mean reward is `sft`;
+#   2. SFT chosen by the reward model on validation prompts, as the paper did: a few candidates and the
+#      base model answer the held-out demonstrations' prompts; the highest mean reward is SFT (the base
+#      model itself if no candidate beats it, so SFT never makes the policy worse by the reward model);
 #   3. PPO and PPO-ptx with the learned reward model, ITERS (>= 100) iterations each;
 #   4. PPO and RLOO with the oracle's quality as the reward (a perfect reward model);
 #   5. DPO on the preference pairs, from the chosen SFT;
@@ -74,17 +75,19 @@ for cand in ("sft-lr2e-4", "sft-lr5e-4", "sft-lr5e-4-e2", "base"):
     rows = [json.loads(line) for line in open(f"{runs}/val_{cand}.jsonl")]
     scores = score_texts(model, tokenizer, [chat_text(tokenizer, r["prompt"], r["response"]) for r in rows], max_length=512)
     means[cand] = sum(scores) / len(scores)
-best = max((c for c in means if c != "base"), key=means.get)
+best = max(means, key=means.get)
 json.dump({"chosen": best, "mean_reward": means}, open(f"{runs}/sft_choice.json", "w"), indent=2)
 print(json.dumps({"chosen": best, "mean_reward": means}))
 PY
 fi
-SFT=$R/$($PYTHON -c "import json; print(json.load(open('$R/sft_choice.json'))['chosen'])")
-ln -sfn "$(basename $SFT)" $R/sft
+chosen=$($PYTHON -c "import json; print(json.load(open('$R/sft_choice.json'))['chosen'])")
+SFT=$R/$chosen
+[ "$chosen" = base ] && SFT=$MODEL
+stamp "SFT is $SFT"
 
 # 3-4. RL arms at the defaults of RLSettings (λ 1, temperature 0.7, 256 new tokens, 2 epochs of 4 minibatches,
 # a 1-iteration value warm-up); a checkpoint every 2 iterations, so an interruption loses at most 2.
-RL="--policy $R/sft --reward $R/rm --prompts $D/rankings.jsonl --iterations $ITERS --threads 1 --save-every 2"
+RL="--policy $SFT --reward $R/rm --prompts $D/rankings.jsonl --iterations $ITERS --threads 1 --save-every 2"
 ppo() {  # RUN flags...
   local run=$1; shift
   done_run $R/$run && return
@@ -107,12 +110,13 @@ fi
 
 # 5. DPO from the chosen SFT on the preference pairs (LoRA, one epoch).
 if ! done_run $R/dpo; then stamp dpo
-  $REDLINE train dpo --model $R/sft --data $D/preferences.jsonl --epochs 1 --logging-steps 10 --save-steps 20 --out $R/dpo
+  $REDLINE train dpo --model $SFT --data $D/preferences.jsonl --epochs 1 --logging-steps 10 --save-steps 20 --out $R/dpo
 fi
 
 # 6. The 200 test prompts, and each policy against SFT by the oracle and by the reward-model judge.
 n_test=$(wc -l < $D/test.jsonl)
-for run in sft ppo ppo-ptx ppo-oracle rloo-oracle dpo; do generate $R/$run $D/test.jsonl $n_test $R/test_$run.jsonl; done
+generate $SFT $D/test.jsonl $n_test $R/test_sft.jsonl
+for run in ppo ppo-ptx ppo-oracle rloo-oracle dpo; do generate $R/$run $D/test.jsonl $n_test $R/test_$run.jsonl; done
 for run in ppo ppo-ptx ppo-oracle rloo-oracle dpo; do
   for judge in oracle reward:$R/rm; do
     name=$(echo $judge | cut -d: -f1)
