@@ -61,9 +61,12 @@ def test_dpo_trains_and_saves_a_run_that_peft_loads(jsonl, tmp_path):
     engine = load_engine(str(run), device="cpu")
     assert engine.generate(["hi"], SamplingParams(max_new_tokens=3), progress=False)[0].completion_tokens >= 1
 
-    # A second run of the same command with more steps resumes from the last checkpoint.
-    more = train_dpo(settings(jsonl(PAIRS), max_steps=4), run)
+    # A second run of the same command with more steps resumes from the last checkpoint; --push-to-hub with a
+    # local folder publishes the finished run there (no checkpoints).
+    more = train_dpo(settings(jsonl(PAIRS), max_steps=4, push_to_hub=str(tmp_path / "published")), run)
     assert more["steps"] == 4
+    assert (tmp_path / "published" / "adapter_model.safetensors").is_file()
+    assert not (tmp_path / "published" / "checkpoints").exists()
 
 
 def test_cli_refuses_a_file_without_pairs_and_a_reward_run_before_loading(jsonl, tmp_path, capsys):

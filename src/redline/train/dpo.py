@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from redline import RedlineError
-from redline.train.sft import SFTSettings, as_chat, run_trainer, save_training_curve
+from redline.train.sft import SFTSettings, as_chat, publish, run_trainer, save_training_curve
 
 POLICY_ROLE = "a policy: --model wants the SFT run (a causal language model)"
 
@@ -171,6 +171,7 @@ def train_dpo(config: DPOSettings, out) -> dict[str, Any]:
         model, base = model.merge_and_unload(), info["base_model"]
     card = ModelCard(kind="dpo", base_model=base, data=[config.data], command=command_line(), metrics=metrics,
                      notes="Trained with `redline train dpo` (DPO, Rafailov et al. 2023); the log is train_log.jsonl.")
-    save_model(model, tokenizer, out, card)
+    save_model(model, tokenizer, out, card, hub_repo=config.push_to_hub)
     save_training_curve(history, out, f"dpo: {config.model}")
+    publish(out, config.push_to_hub)
     return metrics
