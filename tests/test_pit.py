@@ -149,15 +149,17 @@ def test_every_rl_setting_is_a_flag_of_both_commands_and_reaches_each_pit_rounds
     from redline.train.ppo import PPOConfig, RLSettings
 
     parser = build_parser()
+    pit_inputs = ["--out", "o", "--policy", "p", "--gap-reward", "g", "--data", "d"]
+    ppo_inputs = ["--out", "o", "--policy", "p", "--reward", "r", "--prompts", "x"]
     names = {f.name for f in fields(RLSettings)}
     assert {"clip_range", "lam", "gamma", "value_clip", "adaptive_kl", "ema_decay", "max_grad_norm", "top_p",
             "whiten_advantages", "advantage", "rloo_k", "temperature", "value_warmup_iterations"} <= names
     for f in fields(RLSettings):
         words, value = _other_value(f)
         assert value != getattr(PITConfig(), f.name), f.name
-        pit = settings_from_args(PITConfig, parser.parse_args(["train", "pit", "--out", "o", *words]))
+        pit = settings_from_args(PITConfig, parser.parse_args(["train", "pit", *pit_inputs, *words]))
         assert getattr(pit.ppo_config("start", prompts="x"), f.name) == value, f.name
-        ppo = settings_from_args(PPOConfig, parser.parse_args(["train", "ppo", "--out", "o", *words]))
+        ppo = settings_from_args(PPOConfig, parser.parse_args(["train", "ppo", *ppo_inputs, *words]))
         assert getattr(ppo, f.name) == value, f.name
     # the rest of a round comes from PIT itself: the gap model is the reward, no pretraining mix
     round_config = PITConfig(gap_reward="g").ppo_config("start", prompts="x")

@@ -1,5 +1,5 @@
 """The critic trainer on tiny-random: the loss covers only critique and revision, it falls, and a
-killed run resumes from its checkpoint."""
+killed run resumes from its checkpoint (kill -9: tests/test_integrity.py)."""
 
 import json
 
@@ -52,7 +52,7 @@ def test_parse_inverts_the_target():
     assert out.critique == "Fine, but too long." and out.revision == "line one\n- bullet\nP.S. end"
 
 
-def test_train_critic_cli_loss_falls_adapter_changes_and_resume_continues(jsonl, tmp_path):
+def test_train_critic_cli_loss_falls_adapter_changes_and_a_rerun_with_other_steps_is_refused(jsonl, tmp_path, capsys):
     from safetensors.torch import load_file
 
     data = jsonl(FEEDBACK)
@@ -70,12 +70,10 @@ def test_train_critic_cli_loss_falls_adapter_changes_and_resume_continues(jsonl,
     assert json.loads((run / "train_config.json").read_text())["max_steps"] == 8
     assert (run / "training_curve.png").stat().st_size > 0
 
-    # A longer run in the same folder resumes from checkpoint-8 rather than starting over.
-    assert main(common + ["--max-steps", "12"]) == 0
-    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
-    steps = [row["step"] for row in log if "loss" in row]
-    assert steps[-1] == 12 and 1 in steps  # the history of the first run is carried in the checkpoint
-    assert json.loads((run / "redline.json").read_text())["metrics"]["steps"] == 12
+    # A rerun with another --max-steps would mix two schedules in one run: refused, naming the difference.
+    assert main(common + ["--max-steps", "12"]) == 2
+    assert "--max-steps: 12 here, 8 in the run" in capsys.readouterr().err
+    assert json.loads((run / "redline.json").read_text())["metrics"]["steps"] == 8
 
 
 def test_examples_longer_than_max_length_are_counted_and_a_length_that_leaves_nothing_is_refused(jsonl, tmp_path, capsys):
@@ -98,7 +96,7 @@ def test_examples_longer_than_max_length_are_counted_and_a_length_that_leaves_no
     metrics = json.loads((run / "redline.json").read_text())["metrics"]
     assert metrics["truncated_examples"] == 16 and metrics["dropped_examples"] == 0
     assert "16 of 16 examples are longer than --max-length 120" in capsys.readouterr().err
-    assert main(common + ["--max-length", "40"]) == 2
+    assert main(common + ["--max-length", "40", "--overwrite"]) == 2
     assert "no completion is left to learn: raise --max-length" in capsys.readouterr().err
 
 

@@ -329,7 +329,7 @@ def test_value_warmup_trains_the_value_model_and_holds_the_policy(rm_run, tmp_pa
 @pytest.mark.parametrize("flags, message", [
     (["--advantage", "rloo", "--rloo-k", "1"], "needs at least 2 samples per prompt"),
     (["--advantage", "rloo", "--rloo-k", "3", "--batch-size", "4"], "not a multiple of --rloo-k 3"),
-    (["--advantage", "reinforce"], "--advantage must be gae or rloo"),
+    (["--advantage", "reinforce"], "'reinforce' is not one of gae, rloo"),
     (["--lam", "1.5"], "--lam and --gamma must be in [0, 1]"),
 ])
 def test_bad_rl_settings_are_refused_before_models_load(flags, message, rm_run, jsonl, tmp_path, capsys):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -42,9 +43,20 @@ def add_seed(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1 (``--limit 0`` and ``--limit -1`` are refused at parse time)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_reading(p: argparse.ArgumentParser) -> None:
     """Options of every command that reads records."""
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="read only the first N valid records")
+    p.add_argument("--limit", type=positive_int, default=None, metavar="N", help="read only the first N valid records")
     p.add_argument(
         "--skip-invalid",
         action="store_true",
@@ -53,16 +65,26 @@ def add_reading(p: argparse.ArgumentParser) -> None:
 
 
 def read_for_command(args: argparse.Namespace, path, kind: str):
-    """Read records for a command, honouring --limit and --skip-invalid, and report skips."""
-    from redline.records import ReadReport, read_records
+    """Read records for a command, honouring --limit and --skip-invalid (skips are reported by the reader)."""
+    from redline.records import read_records
 
-    report = ReadReport(str(path))
-    records = read_records(path, kind, skip_invalid=args.skip_invalid, limit=args.limit, report=report)
-    if report.skipped:
-        print(report.summary(), file=sys.stderr)
-        for example in report.examples[:5]:
-            print(f"  skipped {example}", file=sys.stderr)
-    return records
+    return read_records(path, kind, skip_invalid=args.skip_invalid, limit=args.limit)
+
+
+def configured(cls, args: argparse.Namespace, command: str, *, config_name: str = "config.json", file: bool = False):
+    """The command's config (flags over ``--config FILE``, required fields checked), with ``--out`` claimed
+    for it: a rerun with another fingerprint is refused unless ``--overwrite``; the resolved config and
+    the fingerprint are written beside the outputs."""
+    from redline.config import claim_output, settings_from_args
+
+    config = settings_from_args(cls, args)
+    out = Path(args.out if args.out is not None else getattr(config, "out"))  # evaluate may take it from --config
+    if os.environ.get("RANK", "0") != "0":  # under torchrun/accelerate launch the main process claims OUT
+        return config
+    created = not out.exists()
+    claim_output(out, config, command=command, overwrite=args.overwrite, config_name=config_name, file=file)
+    args.claimed = (out, config_name, created, file)  # released by main() if the run fails before writing anything
+    return config
 
 
 # ----------------------------------------------------------------------------- data
@@ -159,7 +181,6 @@ def _add_train(sub) -> None:
     )
     add_settings_arguments(p, CriticConfig)
     add_out(p, help="the run folder (model, card, config, training curve, checkpoints)")
-    p.add_argument("--config", help="a resolved train_config.json to start from (flags override it)")
     p.set_defaults(func=_train_critic)
 
     p = train.add_parser(
@@ -169,7 +190,6 @@ def _add_train(sub) -> None:
     )
     add_settings_arguments(p, DemonstrationConfig)
     add_out(p, help="the run folder")
-    p.add_argument("--config", help="a resolved train_config.json to start from (flags override it)")
     p.set_defaults(func=_train_sft)
 
     p = train.add_parser(
@@ -180,7 +200,6 @@ def _add_train(sub) -> None:
     )
     add_settings_arguments(p, RewardConfig)
     add_out(p, help="the run folder")
-    p.add_argument("--config", help="a resolved train_config.json to start from (flags override it)")
     p.set_defaults(func=_train_reward)
 
     from redline.train.ppo import PPOConfig
@@ -195,7 +214,6 @@ def _add_train(sub) -> None:
     )
     add_settings_arguments(p, PPOConfig)
     add_out(p, help="the run folder (policy, value model, ppo_log.jsonl, checkpoints)")
-    p.add_argument("--config", help="a resolved train_config.json to start from (flags override it)")
     p.set_defaults(func=_train_ppo)
 
     from redline.train.dpo import DPOSettings
@@ -208,7 +226,6 @@ def _add_train(sub) -> None:
     )
     add_settings_arguments(p, DPOSettings)
     add_out(p, help="the run folder (policy, train_log.jsonl, checkpoints)")
-    p.add_argument("--config", help="a resolved train_config.json to start from (flags override it)")
     p.set_defaults(func=_train_dpo)
 
     from redline.train.gap_reward import GapRewardConfig
@@ -221,7 +238,6 @@ def _add_train(sub) -> None:
     )
     add_settings_arguments(p, GapRewardConfig)
     add_out(p, help="the run folder")
-    p.add_argument("--config", help="a resolved train_config.json to start from (flags override it)")
     p.set_defaults(func=_train_gap_reward)
 
     from redline.train.pit import PITConfig
@@ -235,50 +251,45 @@ def _add_train(sub) -> None:
     )
     add_settings_arguments(p, PITConfig)
     add_out(p, help="the run folder (sft/, references.jsonl, rl-*/, pit.json)")
-    p.add_argument("--config", help="a resolved train_config.json to start from (flags override it)")
     p.set_defaults(func=_train_pit)
 
 
 def _train_pit(args) -> int:
-    from redline.config import settings_from_args
     from redline.train.pit import PITConfig, train_pit
 
-    manifest = train_pit(settings_from_args(PITConfig, args), args.out)
+    manifest = train_pit(configured(PITConfig, args, "train pit", config_name="train_config.json"), args.out)
     print(json.dumps({"policy": str(args.out / manifest["policy"]), "stages": manifest["stages"]}, default=str))
     return 0
 
 
 def _train_gap_reward(args) -> int:
-    from redline.config import settings_from_args
     from redline.train.gap_reward import GapRewardConfig, train_gap_reward
 
-    print(json.dumps(train_gap_reward(settings_from_args(GapRewardConfig, args), args.out)))
+    config = configured(GapRewardConfig, args, "train gap-reward", config_name="train_config.json")
+    print(json.dumps(train_gap_reward(config, args.out)))
     return 0
 
 
 def _train_dpo(args) -> int:
-    from redline.config import settings_from_args
     from redline.train.dpo import DPOSettings, train_dpo
 
-    print(json.dumps(train_dpo(settings_from_args(DPOSettings, args), args.out)))
+    config = configured(DPOSettings, args, "train dpo", config_name="train_config.json")
+    print(json.dumps(train_dpo(config, args.out)))
     return 0
 
 
 def _train_ppo(args) -> int:
-    from redline.config import settings_from_args
     from redline.train.ppo import PPOConfig, train_ppo
 
-    print(json.dumps(train_ppo(settings_from_args(PPOConfig, args), args.out)))
+    config = configured(PPOConfig, args, "train ppo", config_name="train_config.json")
+    print(json.dumps(train_ppo(config, args.out)))
     return 0
 
 
 def _train_reward(args) -> int:
-    from redline.config import settings_from_args
     from redline.train.reward import RewardConfig, train_reward
 
-    config = settings_from_args(RewardConfig, args)
-    if not config.data:
-        raise RedlineError("--data is required: a file of ranking or preference records")
+    config = configured(RewardConfig, args, "train reward", config_name="train_config.json")
     metrics = train_reward(config, args.out)
     print(accuracy_summary(metrics), file=sys.stderr)
     print(json.dumps(metrics))
@@ -297,24 +308,18 @@ def accuracy_summary(m: dict) -> str:
 
 
 def _train_critic(args) -> int:
-    from redline.config import settings_from_args
     from redline.train.critic import CriticConfig, train_critic
 
-    config = settings_from_args(CriticConfig, args)
-    if not config.data:
-        raise RedlineError("--data is required: a file of feedback records")
+    config = configured(CriticConfig, args, "train critic", config_name="train_config.json")
     metrics = train_critic(config, args.out)
     print(json.dumps(metrics))
     return 0
 
 
 def _train_sft(args) -> int:
-    from redline.config import settings_from_args
     from redline.train.sft import DemonstrationConfig, train_demonstrations
 
-    config = settings_from_args(DemonstrationConfig, args)
-    if not config.data:
-        raise RedlineError("--data is required: a file of demonstration records")
+    config = configured(DemonstrationConfig, args, "train sft", config_name="train_config.json")
     print(json.dumps(train_demonstrations(config, args.out)))
     return 0
 
@@ -338,12 +343,9 @@ def _add_revise(sub) -> None:
 
 
 def _revise(args) -> int:
-    from redline.config import settings_from_args
     from redline.improve.revise import ReviseConfig, revise
 
-    config = settings_from_args(ReviseConfig, args)
-    if not config.critic or not config.input:
-        raise RedlineError("--critic and --input are required")
+    config = configured(ReviseConfig, args, "revise")
     summary = revise(config, args.out)
     print(json.dumps(summary["iterations"]))
     return 0
@@ -368,12 +370,9 @@ def _add_generate(sub) -> None:
 
 
 def _generate(args) -> int:
-    from redline.config import settings_from_args
     from redline.respond import GenerateConfig, generate_responses
 
-    config = settings_from_args(GenerateConfig, args)
-    if not config.prompts:
-        raise RedlineError("--prompts is required")
+    config = configured(GenerateConfig, args, "generate", file=True)
     print(generate_responses(config, args.out))
     return 0
 
@@ -397,12 +396,9 @@ def _add_improve(sub) -> None:
 
 
 def _improve(args) -> int:
-    from redline.config import settings_from_args
     from redline.improve.pit import ImproveConfig, improve
 
-    config = settings_from_args(ImproveConfig, args)
-    if not config.model or not config.input:
-        raise RedlineError("--model and --input are required")
+    config = configured(ImproveConfig, args, "improve")
     print(json.dumps(improve(config, args.out)["iterations"]))
     return 0
 
@@ -424,12 +420,9 @@ def _add_refine(sub) -> None:
 
 
 def _refine(args) -> int:
-    from redline.config import settings_from_args
     from redline.improve.self_refine import RefineConfig, refine
 
-    config = settings_from_args(RefineConfig, args)
-    if not config.model or not config.input:
-        raise RedlineError("--model and --input are required")
+    config = configured(RefineConfig, args, "refine")
     print(json.dumps(refine(config, args.out)["iterations"]))
     return 0
 
@@ -457,12 +450,9 @@ def _add_experiment(sub) -> None:
 
 
 def _experiment_critic(args) -> int:
-    from redline.config import settings_from_args
     from redline.experiments.critic import CriticExperimentConfig, run_critic_experiment
 
-    config = settings_from_args(CriticExperimentConfig, args)
-    if not config.data:
-        raise RedlineError("--data is required: a folder with feedback.jsonl and test.jsonl")
+    config = configured(CriticExperimentConfig, args, "experiment critic")
     run_critic_experiment(config, args.out)
     print((args.out / "results.md").read_text())
     return 0
@@ -479,24 +469,18 @@ def _add_demo(sub) -> None:
         "annotators: train a critic, revise held-out responses, print win rates against the originals. "
         "Rerun to resume.",
     )
-    add_model(p)
-    add_seed(p)
+    from redline.config import add_settings_arguments
+    from redline.demo import DemoConfig
+
+    add_settings_arguments(p, DemoConfig)
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default: %(default)s)")
-    p.add_argument("--train-records", type=int, default=80, help="feedback records to train on (default: %(default)s)")
-    p.add_argument("--test-items", type=int, default=16, help="held-out responses to revise (default: %(default)s)")
-    p.add_argument("--iterations", type=int, default=3, help="rounds of critique and revision (default: %(default)s)")
-    p.add_argument("--max-steps", type=int, default=None, help="cap the critic's optimiser steps")
-    p.add_argument("--epochs", type=float, default=1.0, help="passes over the training records (default: %(default)s)")
-    p.add_argument("--max-new-tokens", type=int, default=512, help="tokens per critique and revision (default: %(default)s)")
-    p.add_argument("--generate-dtype", default="bfloat16",
-                   help="weights dtype while revising: bfloat16 generates ~1.7x faster on this CPU (default: %(default)s)")
     p.set_defaults(func=_demo)
 
 
 def _demo(args) -> int:
-    from redline.demo import run_demo
+    from redline.demo import DemoConfig, run_demo
 
-    print(run_demo(args))
+    print(run_demo(configured(DemoConfig, args, "demo"), args.out))
     return 0
 
 
@@ -512,14 +496,11 @@ def _add_evaluate(sub) -> None:
         "refine output folder (iteration_1.jsonl ... iteration_N.jsonl): every iteration is judged against "
         "the original and the win-rate curve is drawn (win_rate_curve.png).",
     )
-    p.add_argument("--a", help="response records, or a folder of iteration_K.jsonl files")
-    p.add_argument("--b", help="response records to compare with (optional when --a is an iterations folder)")
-    p.add_argument("--judge", help="oracle, oracle:noisy, reward:RUN_OR_MODEL[?margin=M], openai:MODEL@BASE_URL[?key_env=VAR]")
+    from redline.config import add_settings_arguments
+    from redline.evaluate import AgreementConfig, EvaluateConfig
+
+    add_settings_arguments(p, EvaluateConfig, skip=("out",))
     add_out(p, required=False, help="output folder")
-    add_seed(p)
-    add_reading(p)
-    p.add_argument("--bootstrap", type=int, default=2000, metavar="N", help="bootstrap resamples (default: %(default)s)")
-    p.add_argument("--export-alpaca-eval", metavar="FILE", help="also write the judgments in AlpacaEval's annotation format")
     p.set_defaults(func=_evaluate)
     more = p.add_subparsers(dest="evaluate_command", required=False, metavar="COMMAND")
     q = more.add_parser(
@@ -529,41 +510,45 @@ def _add_evaluate(sub) -> None:
         "judgments files by two judges, and write OUT/agreement.json: agreement rate and Cohen's kappa "
         "over a/b/tie on the pairs both judged validly.",
     )
-    q.add_argument("--judges", help="two judge specs, comma-separated: J1,J2")
-    q.add_argument("--a", help="response records")
-    q.add_argument("--b", help="response records to compare with")
-    q.add_argument("--judgments", help="instead of judging: judgments file(s), FILE[,FILE], by exactly two judges")
-    add_out(q, help="output folder")
-    add_seed(q)
-    add_reading(q)
+    add_settings_arguments(q, AgreementConfig, skip=("out",))
+    add_out(q, required=False, help="output folder")
     q.set_defaults(func=_evaluate_agreement)
 
 
 def _evaluate(args) -> int:
     from redline.evaluate import EvaluateConfig, evaluate, table_row, TABLE_HEAD
 
-    missing = [flag for flag, value in (("--a", args.a), ("--judge", args.judge), ("--out", args.out)) if not value]
-    if missing:
-        raise RedlineError(f"redline evaluate needs {', '.join(missing)}")
-    config = EvaluateConfig(a=args.a, b=args.b, judge=args.judge, out=str(args.out), seed=args.seed, limit=args.limit,
-                            skip_invalid=args.skip_invalid, bootstrap=args.bootstrap,
-                            export_alpaca_eval=args.export_alpaca_eval)
-    summary = evaluate(config)
+    from redline.config import settings_from_args
+    from redline.judges import parse_judge
+
+    judge = parse_judge(settings_from_args(EvaluateConfig, args).judge)  # a bad spec writes nothing
+    try:
+        config = configured(EvaluateConfig, args, "evaluate")
+        summary = evaluate(config, judge)
+    finally:
+        judge.close()
     rows = summary.get("iterations") or [summary]
     print(TABLE_HEAD)
     for row in rows:
         print(table_row(f"iteration {row['iteration']}" if "iteration" in row else "A vs B", row))
-    print(f"\nwrote {args.out}/summary.json and {args.out}/report.md")
+    print(f"\nwrote {config.out}/summary.json and {config.out}/report.md")
+    worst = max(rows, key=lambda row: row.get("invalid_rate") or 0)
+    if (worst.get("invalid_rate") or 0) > config.max_invalid:
+        where = f"iteration {worst['iteration']}: " if "iteration" in worst else ""
+        raise RedlineError(f"{where}{worst['invalid']} of {worst['pairs']} verdicts are invalid ({worst['invalid_rate']:.0%}, "
+                           f"more than --max-invalid {config.max_invalid:.0%}): the judge failed or answered nothing usable; "
+                           f"see the raw answers in {config.out}")
     return 0
 
 
 def _evaluate_agreement(args) -> int:
-    from redline.evaluate import evaluate_agreement
+    from redline.evaluate import AgreementConfig, evaluate_agreement
 
+    config = configured(AgreementConfig, args, "evaluate agreement")
     result = evaluate_agreement(
-        judges=[j.strip() for j in args.judges.split(",")] if args.judges else None, a=args.a, b=args.b, out=args.out,
-        judgments=args.judgments.split(",") if args.judgments else None, seed=args.seed, limit=args.limit,
-        skip_invalid=args.skip_invalid,
+        judges=[j.strip() for j in config.judges.split(",")] if config.judges else None, a=config.a, b=config.b,
+        out=config.out, judgments=config.judgments.split(",") if config.judgments else None, seed=config.seed,
+        limit=config.limit, skip_invalid=config.skip_invalid,
     )
     kappa = "–" if result["kappa"] is None else f"{result['kappa']:.3f}"
     rate = "–" if result["agreement"] is None else f"{100 * result['agreement']:.1f}%"
@@ -622,31 +607,11 @@ def _add_simulate(sub) -> None:
         description="Draw writing tasks with verifiable instructions, sample K responses per prompt, and let a pool "
         "of noisy simulated annotators rank, compare, critique and revise them. Rerun with the same --out to resume.",
     )
-    add_model(p, help="who writes the responses: 'template' (no model), 'embedded' or a model name (default: %(default)s)")
-    p.add_argument("--responder", dest="model", default=argparse.SUPPRESS, help="the same as --model")
-    p.add_argument("--prompts", type=int, default=600, metavar="N", help="training prompts (default: %(default)s)")
-    p.add_argument("--test-prompts", type=int, default=100, metavar="M", help="held-out prompts (default: %(default)s)")
-    p.add_argument("--policies", default=None, metavar="SPEC",
-                   help="who writes each prompt's K responses, 'name:count,...' over sample (the model at --temperature), "
-                   "hot (at --hot-temperature), partial (a sample with half its problems fixed), fixed (a sample with all "
-                   "fixed); K is the sum (default: sample:2,hot:1,partial:1,fixed:1)")
-    p.add_argument("--k", type=int, default=None, help="K samples per prompt and no other policy (the v1 world: "
-                   "the same as --policies sample:K)")
-    p.add_argument("--hot-temperature", type=float, default=1.0, help="temperature of 'hot' samples (default: %(default)s)")
-    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default: %(default)s)")
-    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling (default: %(default)s)")
-    p.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="(default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=32, metavar="B", help="prompts per generation call (default: %(default)s)")
-    p.add_argument("--tasks", type=Path, help="JSONL of tasks {topic, instructions[, form, prompt, id]} instead of drawing them")
-    p.add_argument("--types", help="comma-separated instruction types to draw from (default: all)")
-    p.add_argument("--annotators", type=int, default=5, help="annotators in the pool (default: %(default)s)")
-    p.add_argument("--noise-scale", type=float, default=1.0, help="annotator noise times this; 0 = noise-free (default: %(default)s)")
-    p.add_argument("--pairs", choices=["best-worst+edit", "best-worst", "all"], default="best-worst+edit",
-                   help="preferences per ranking: best against worst, plus one edit pair (chosen edits rejected) "
-                   "where the ranking has one (default: %(default)s)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from redline.config import add_settings_arguments
+    from redline.simulate.build import BuildConfig
+
+    add_settings_arguments(p, BuildConfig, skip=("out",))
     add_out(p, help="output folder")
-    add_seed(p)
     p.set_defaults(func=_simulate_build)
 
     p = sim.add_parser("score", help="oracle quality of records that carry their instructions in meta; prints one JSON line")
@@ -659,14 +624,7 @@ def _add_simulate(sub) -> None:
 def _simulate_build(args) -> int:
     from redline.simulate.build import BuildConfig, build
 
-    types = tuple(t.strip() for t in args.types.split(",") if t.strip()) if args.types is not None else None
-    config = BuildConfig(
-        out=args.out, responder=args.model, prompts=args.prompts, test_prompts=args.test_prompts, k=args.k,
-        policies=args.policies, hot_temperature=args.hot_temperature, seed=args.seed,
-        tasks=args.tasks, types=types, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
-        dtype=args.dtype, device=args.device, batch_size=args.batch_size, annotators=args.annotators,
-        noise_scale=args.noise_scale, pairs=args.pairs, progress=not args.no_progress,
-    )
+    config = configured(BuildConfig, args, "simulate build")
     manifest = build(config)
     counts, quality, met = manifest["counts"], manifest["quality"], manifest["all_met"]
     for name in ("demonstrations", "rankings", "preferences", "feedback", "test", "test_partial", "test_fixed"):
@@ -691,6 +649,15 @@ def _simulate_score(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- app
+
+
+def _add_app(sub) -> None:
+    from redline.app.commands import add_app_commands  # argparse only; the handlers import the app
+
+    add_app_commands(sub)
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -713,7 +680,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_serve(sub)
     _add_simulate(sub)
+    _add_app(sub)
     return parser
+
+
+def _release(args: argparse.Namespace) -> None:
+    """A run refused before it wrote anything leaves no fingerprint (nor a folder it created)."""
+    if getattr(args, "claimed", None):
+        from redline.config import release_output
+
+        out, config_name, created, file = args.claimed
+        release_output(out, config_name=config_name, created=created, file=file)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -724,9 +701,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args) or 0
     except KeyboardInterrupt:
+        _release(args)
         print("redline: interrupted", file=sys.stderr)
         return 130
     except (RedlineError, RecordError, FileNotFoundError, ValueError, OSError) as e:
+        _release(args)
         if args.debug:
             raise
         message = str(e) if not isinstance(e, FileNotFoundError) else f"no such file: {e.filename or e}"

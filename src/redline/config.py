@@ -1,49 +1,400 @@
 """Config dataclasses as command-line flags: one dataclass per command is the single source of truth.
 
 Each field becomes a flag (``lora_r`` → ``--lora-r``; a bool gets ``--x`` and ``--no-x``) with the
-field's help text; values a user did not give keep the dataclass defaults. ``--config FILE``
-starts from a resolved config that a run wrote next to its outputs, so a run can be repeated.
+field's help text and a type taken from its annotation (``int | None`` reads an int); values a user
+did not give keep the dataclass defaults. A field's metadata says more:
+
+    help        the flag's help text
+    required    the run cannot start without it (checked here, whichever way the value came)
+    min, max    the range of a number, refused at parse time (``--limit 0``, ``--lora-r 10**30``)
+    choices     the values allowed
+    aliases     other spellings of the flag
+    result      False for a setting that does not change what the run computes (threads, logging,
+                checkpoint spacing): a resumed run may change it; every other field is part of the
+                run's fingerprint
+
+``--config FILE`` (YAML or JSON) starts from a file of field values, such as the resolved config a run
+wrote beside its outputs; flags given on the command line override it. ``--overwrite`` starts a
+resumable run over instead of refusing an output that holds a run with another fingerprint
+(``claim_output``).
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import hashlib
 import json
+import os
+import shutil
+import sys
+import types
+import typing
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from redline import RedlineError
 
+FINGERPRINT = "fingerprint.json"
+
+
+# ----------------------------------------------------------------------------- flags
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _base_type(annotation) -> tuple[Any, bool]:
+    """(the type a flag parses, whether None is allowed): ``int | None`` → (int, True)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return (args[0] if len(args) == 1 else str), True
+    return annotation, False
+
+
+def _sequence_item(annotation) -> Any | None:
+    """The item type of ``tuple[str, ...]`` or ``list[int]``, else None."""
+    if typing.get_origin(annotation) in (tuple, list):
+        args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+        return args[0] if args else str
+    return None
+
+
+def _convert(f: dataclasses.Field, annotation, value: Any) -> Any:
+    """``value`` (a flag's string or a config file's value) as the field's type, in range; ValueError says why."""
+    kind, optional = _base_type(annotation)
+    if value is None:
+        if optional:
+            return None
+        raise ValueError("may not be null")
+    item = _sequence_item(kind)
+    if item is not None:
+        parts = [p.strip() for p in value.split(",") if p.strip()] if isinstance(value, str) else value
+        if not isinstance(parts, (list, tuple)):
+            raise ValueError(f"expected a list or a comma-separated string, got {value!r}")
+        return tuple(_convert_scalar(f, item, p) for p in parts)
+    return _convert_scalar(f, kind, value)
+
+
+def _convert_scalar(f: dataclasses.Field, kind, value: Any) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ValueError(f"expected true or false, got {value!r}")
+    if kind in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError(f"expected {'an integer' if kind is int else 'a number'}, got {value!r}")
+        try:
+            number = kind(value) if not (kind is int and isinstance(value, float)) else None
+        except (TypeError, ValueError):
+            number = None
+        if number is None or (kind is int and isinstance(value, float) and not value.is_integer()):
+            raise ValueError(f"expected {'an integer' if kind is int else 'a number'}, got {value!r}")
+        if kind is float and number != number:
+            raise ValueError("expected a number, got nan")
+        low, high = f.metadata.get("min"), f.metadata.get("max")
+        if low is not None and number < low:
+            raise ValueError(f"must be at least {low}, got {value}")
+        if high is not None and number > high:
+            raise ValueError(f"must be at most {high}, got {value}")
+        value = number
+    elif kind is Path:
+        if not isinstance(value, (str, os.PathLike)):
+            raise ValueError(f"expected a path, got {value!r}")
+        value = Path(value)
+    elif not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:
+        raise ValueError(f"{value!r} is not one of {', '.join(map(str, choices))}")
+    return value
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_settings_arguments(parser, cls, skip: tuple[str, ...] = (), *, resumable: bool = True, config: bool = True) -> None:
+    """One flag per config field (``--lora-r``, ``--no-lora`` ...), help text from the dataclass, plus
+    ``--config FILE`` and, for a command whose output resumes, ``--overwrite``."""
+    hints = _hints(cls)
+    for f in fields(cls):
+        if f.name in skip:
+            continue
+        flag = flag_name(f.name)
+        help_text = f.metadata.get("help", "")
+        if f.metadata.get("required"):
+            help_text += " (required)"
+        kind, _ = _base_type(hints[f.name])
+        if kind is bool:
+            parser.add_argument(flag, dest=f.name, action="store_true", default=None, help=help_text)
+            parser.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false", help=f"do not: {help_text}")
+            continue
+
+        def parse(text: str, f=f, annotation=hints[f.name]) -> Any:
+            try:
+                return _convert(f, annotation, text)
+            except ValueError as e:
+                raise argparse.ArgumentTypeError(str(e)) from None
+
+        parse.__name__ = getattr(kind, "__name__", "value")  # argparse names the type in its errors
+        default = f.default if f.default is not dataclasses.MISSING else None
+        shown = "" if f.metadata.get("required") else f" (default: {default})"
+        parser.add_argument(flag, *f.metadata.get("aliases", ()), dest=f.name, type=parse, default=None,
+                            help=f"{help_text}{shown}".replace("%", "%%"))
+    if config:
+        parser.add_argument("--config", metavar="FILE",
+                            help="a YAML or JSON file of settings (such as the config a run wrote beside its outputs); flags override it")
+    if resumable:
+        parser.add_argument("--overwrite", action="store_true",
+                            help="start over when the output holds a run with other settings or inputs (default: refuse)")
+
+
+def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The mapping of a YAML (``.yaml``/``.yml``) or JSON file; one clear error naming the file otherwise."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RedlineError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise RedlineError(f"{path}: cannot read the config file: {e}") from None
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            values = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark is not None else ""
+            raise RedlineError(f"{path}{where}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
+    else:
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise RedlineError(f"{path}:{e.lineno}: not valid JSON: {e.msg} (a .yaml or .yml file is read as YAML)") from None
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise RedlineError(f"{path}: a config file holds a mapping of field: value, got {type(values).__name__}")
+    return values
+
 
 def settings_from_args(cls, args) -> Any:
     """Build a config dataclass from argparse values, taking only the fields the user gave.
 
-    ``--config RUN/train_config.json`` loads a resolved config first; flags given on the command line
-    override it.
+    ``--config FILE`` loads field values first (each checked like its flag); flags given on the
+    command line override them; then every field marked ``required`` must have a value.
     """
+    hints = _hints(cls)
+    known = {f.name: f for f in fields(cls)}
     values: dict[str, Any] = {}
-    if getattr(args, "config", None):
-        values.update(json.loads(Path(args.config).read_text()))
-    for f in fields(cls):
-        given = getattr(args, f.name, None)
+    source = getattr(args, "config", None)
+    if source:
+        for name, value in load_config_file(source).items():
+            if name not in known:
+                raise RedlineError(f"{source}: unknown field {name!r} (known: {', '.join(known)})")
+            try:
+                values[name] = _convert(known[name], hints[name], value)
+            except ValueError as e:
+                raise RedlineError(f"{source}: {name}: {e}") from None
+    for name in known:
+        given = getattr(args, name, None)
         if given is not None:
-            values[f.name] = given
-    unknown = set(values) - {f.name for f in fields(cls)}
-    if unknown:
-        raise RedlineError(f"unknown config fields {sorted(unknown)} for {cls.__name__}")
-    return cls(**values)
-
-
-def add_settings_arguments(parser, cls, skip: tuple[str, ...] = ()) -> None:
-    """One flag per config field (``--lora-r``, ``--no-lora`` ...), help text from the dataclass."""
+            values[name] = given
     for f in fields(cls):
-        if f.name in skip:
+        if f.metadata.get("required") and not values.get(f.name) and f.default in (dataclasses.MISSING, None, ""):
+            raise RedlineError(f"{flag_name(f.name)} is required: {f.metadata.get('help', f.name)}")
+    try:
+        return cls(**values)
+    except TypeError as e:
+        raise RedlineError(f"{cls.__name__}: {e}") from None
+
+
+def check_required(config) -> None:
+    """Every field its metadata marks ``required`` has a value: for configs built in Python, which
+    ``settings_from_args`` did not check."""
+    for f in fields(config):
+        if f.metadata.get("required") and not getattr(config, f.name):
+            raise RedlineError(f"{flag_name(f.name)} is required: {f.metadata.get('help', f.name)}")
+
+
+def config_dict(config) -> dict[str, Any]:
+    """The resolved config as JSON-ready data (paths and tuples as strings and lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config), default=str))
+
+
+def write_config(path: str | os.PathLike, config) -> Path:
+    """The resolved config, for ``--config`` to repeat the run."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config_dict(config), indent=2) + "\n")
+    return path
+
+
+# ----------------------------------------------------------------------------- fingerprints
+
+
+def _digest_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
+def _digest_folder(folder: Path) -> str:
+    """A folder (a model run, a datasets folder): every file's name and size, and the content of its small
+    JSON files (a run's redline.json changes with every training). Checkpoints and hidden files are left out."""
+    h = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if not path.is_file() or rel.parts[0] in ("checkpoints",) or any(p.startswith(".") for p in rel.parts):
             continue
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "")
-        if f.type in ("bool", bool):
-            parser.add_argument(flag, dest=f.name, action="store_true", default=None, help=help_text)
-            parser.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false", help=f"do not: {help_text}")
+        h.update(f"{rel.as_posix()}\0{path.stat().st_size}\0".encode())
+        if path.suffix == ".json" and path.stat().st_size < 1 << 20:
+            h.update(path.read_bytes())
+    return "folder-sha256:" + h.hexdigest()
+
+
+def input_digest(value: Any) -> str | None:
+    """A digest of what a field's value names, when it names a file or folder on this machine; else None."""
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
+        return None
+    path = Path(str(value).split("?")[0])
+    try:
+        if path.is_file():
+            return _digest_file(path)
+        if path.is_dir():
+            return _digest_folder(path)
+    except OSError:
+        return None
+    return None
+
+
+def fingerprint(config, command: str) -> dict[str, Any]:
+    """What determines a run's outputs: the settings that change results, and a digest of each input
+    (a field whose value is a file or folder is compared by content, not by the path's spelling)."""
+    settings, inputs, free = {}, {}, []
+    values = config_dict(config)
+    for f in fields(config):
+        if f.metadata.get("result", True) is False:
+            free.append(f.name)
             continue
-        kind = {"int": int, "float": float, "int | None": int, "float | None": float}.get(str(f.type), str)
-        parser.add_argument(flag, dest=f.name, type=kind, default=None, help=f"{help_text} (default: {f.default})")
+        digest = input_digest(getattr(config, f.name))
+        if digest is not None:
+            inputs[f.name] = {"path": str(Path(str(getattr(config, f.name))).resolve()), "digest": digest}
+        else:
+            settings[f.name] = values[f.name]
+    return {"command": command, "settings": settings, "inputs": inputs, "free": free}
+
+
+def differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """What differs between two fingerprints, one phrase each."""
+    out = []
+    if before.get("command") != now.get("command"):
+        out.append(f"command: `redline {now.get('command')}` here, `redline {before.get('command')}` there")
+    old_settings, old_inputs = before.get("settings", {}), before.get("inputs", {})
+    for name in sorted(set(now["settings"]) | set(now["inputs"]) | set(old_settings) | set(old_inputs)):
+        if name in now.get("free", ()) or name in before.get("free", ()):
+            continue
+        if name in now["inputs"] or name in old_inputs:
+            a, b = now["inputs"].get(name), old_inputs.get(name)
+            if a and b and a["digest"] == b["digest"]:
+                continue
+            if a and b:
+                out.append(f"{flag_name(name)}: {a['path']} is not what the run read ({b['path']}, other content)")
+            else:
+                shown_now = a["path"] if a else now["settings"].get(name)
+                shown_then = b["path"] if b else old_settings.get(name)
+                out.append(f"{flag_name(name)}: {shown_now!r} here, {shown_then!r} in the run")
+            continue
+        if now["settings"].get(name, "<unset>") != old_settings.get(name, "<unset>"):
+            out.append(f"{flag_name(name)}: {now['settings'].get(name)!r} here, {old_settings.get(name)!r} in the run")
+    return out
+
+
+def sidecar(out: Path, name: str, file: bool = False) -> Path:
+    """Where a file written beside ``out`` goes: inside a folder output, or ``OUT.name`` beside a file output."""
+    return out.with_name(f"{out.name}.{name}") if file else out / name
+
+
+def _holds_results(out: Path, config_name: str, file: bool) -> bool:
+    if file:
+        return out.exists() and out.stat().st_size > 0
+    if not out.is_dir():
+        return False
+    ours = {FINGERPRINT, config_name}
+    return any(p.name not in ours for p in out.iterdir())
+
+
+def claim_output(out: str | os.PathLike, config, *, command: str, overwrite: bool = False,
+                 config_name: str = "config.json", file: bool = False) -> None:
+    """Make ``out`` this run's: refuse one that holds a run with another fingerprint, unless ``overwrite``
+    (which removes it and starts over); then write the fingerprint and the resolved config beside it.
+
+    A rerun with the same fingerprint resumes. An output with results but no fingerprint (an older
+    redline) is compared by the resolved config it holds, when it holds one. ``file``: ``out`` is one
+    file (``generate``), and the two are written beside it as ``OUT.fingerprint.json``, ``OUT.config.json``.
+    """
+    out = Path(out)
+    now = fingerprint(config, command)
+    stamp = sidecar(out, FINGERPRINT, file)
+    config_path = sidecar(out, config_name, file)
+    if _holds_results(out, config_name, file) and not overwrite:
+        if stamp.is_file():
+            before = json.loads(stamp.read_text())
+        elif config_path.is_file():
+            # An older run recorded no digests and perhaps fewer fields: compare the settings it did record.
+            recorded = json.loads(config_path.read_text())
+            before = {**now, "settings": {k: recorded.get(k, v) for k, v in now["settings"].items()}}
+        else:
+            before = None if file else now
+            if before is None:
+                raise RedlineError(f"{out} exists and has no {stamp.name} beside it (not written by this redline, "
+                                   "or by an older one): choose another --out, or pass --overwrite to replace it")
+        diff = differences(before, now)
+        if diff:
+            raise RedlineError(f"{out} holds a run with other settings or inputs: {'; '.join(diff)}. Rerun with the "
+                               "run's settings to resume it, or pass --overwrite to start over")
+    elif overwrite and (_holds_results(out, config_name, file) or stamp.exists()):
+        _remove_run(out, stamp, config_path, file)
+        print(f"redline: --overwrite: removed the earlier run in {out}", file=sys.stderr)
+    (out.parent if file else out).mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(now, indent=2, default=str) + "\n")
+    write_config(config_path, config)
+
+
+def release_output(out: str | os.PathLike, *, config_name: str = "config.json", created: bool = False,
+                   file: bool = False) -> None:
+    """Undo ``claim_output`` for a run that failed before it wrote anything (a bad input, a wrong model
+    kind): no fingerprint is left to refuse the corrected rerun, and no empty folder."""
+    out = Path(out)
+    if _holds_results(out, config_name, file):
+        return
+    for path in (sidecar(out, FINGERPRINT, file), sidecar(out, config_name, file)):
+        path.unlink(missing_ok=True)
+    if created and out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+
+
+def _remove_run(out: Path, stamp: Path, config_path: Path, file: bool) -> None:
+    if file:
+        for path in (out, stamp, config_path):
+            path.unlink(missing_ok=True)
+        return
+    markers = (FINGERPRINT, config_path.name, "train_config.json", "redline.json", "summary.json", "iteration_0.jsonl",
+               "judgments.jsonl", "manifest.json", "pit.json", "results.json")
+    if not any((out / m).exists() for m in markers):
+        raise RedlineError(f"{out} holds files that no redline run wrote: --overwrite removes only a redline run; "
+                           "choose another --out")
+    here, folder = Path.cwd().resolve(), out.resolve()
+    if folder == here or folder in here.parents or folder == Path.home().resolve():
+        raise RedlineError(f"--overwrite would remove {folder}, which holds the current folder or is home: "
+                           "choose an --out of its own")
+    shutil.rmtree(out)

@@ -69,14 +69,13 @@ from redline.judges import Item, Judge, swap_winner
 from redline.records import (
     FieldError,
     Judgment,
-    ReadReport,
     Response,
     append_records,
-    iter_raw,
     prompt_key,
     prompt_text,
     read_jsonl_prefix,
     read_records,
+    read_reports,
 )
 
 SCORE = {"a": 1.0, "tie": 0.5, "b": 0.0}  # the win of A; invalid has no score
@@ -402,27 +401,31 @@ def judge_pairs(
 
 @dataclass
 class EvaluateConfig:
-    """`redline evaluate`: everything a run needs; written to OUT/config.json."""
+    """`redline evaluate`: everything a run needs; written to OUT/config.json.
 
-    a: str = field(metadata={"help": "response records (file), or a revise/improve/refine output folder"})
-    judge: str = field(metadata={"help": "oracle, oracle:noisy, reward:RUN_OR_MODEL, openai:MODEL@BASE_URL"})
-    out: str = field(metadata={"help": "output folder"})
-    b: str | None = field(default=None, metadata={"help": "response records to compare with (optional for a folder)"})
+    The judgments file checks itself on a rerun (the judge's name, each pair's two texts), so the
+    responses and ``--limit`` may change between runs: a grown revise folder or a longer file is judged
+    where it is new and read back where it is not."""
+
+    a: str = field(metadata={"required": True, "result": False,
+                             "help": "response records (file), or a revise/improve/refine output folder"})
+    judge: str = field(metadata={"required": True, "help": "oracle, oracle:noisy, reward:RUN_OR_MODEL, openai:MODEL@BASE_URL"})
+    out: str = field(metadata={"required": True, "result": False, "help": "output folder"})
+    b: str | None = field(default=None, metadata={"result": False, "help": "response records to compare with (optional for a folder)"})
     seed: int = field(default=0, metadata={"help": "order of each pair, bootstrap resamples"})
-    limit: int | None = field(default=None, metadata={"help": "judge only the first N pairs"})
-    skip_invalid: bool = field(default=False, metadata={"help": "skip bad records and unmatched pairs"})
-    bootstrap: int = field(default=2000, metadata={"help": "bootstrap resamples for the 95% interval"})
-    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
-    export_alpaca_eval: str | None = field(default=None, metadata={
+    limit: int | None = field(default=None, metadata={"min": 1, "result": False, "help": "judge only the first N pairs"})
+    skip_invalid: bool = field(default=False, metadata={"result": False, "help": "skip bad records and unmatched pairs"})
+    bootstrap: int = field(default=2000, metadata={"min": 0, "max": 1_000_000, "result": False,
+                                                   "help": "bootstrap resamples for the 95% interval"})
+    max_invalid: float = field(default=0.1, metadata={"min": 0, "max": 1, "result": False, "help":
+        "the largest share of invalid verdicts (a judge that failed or answered nothing usable) that still exits 0"})
+    progress: bool = field(default=True, metadata={"result": False, "help": "show a progress bar"})
+    export_alpaca_eval: str | None = field(default=None, metadata={"result": False,
         "help": "also write the judgments to this JSON file in AlpacaEval's annotation format"})
 
 
 def read_responses(path: str, skip_invalid: bool = False) -> list[Response]:
-    report = ReadReport(str(path))
-    records = read_records(path, "response", skip_invalid=skip_invalid, report=report)
-    if report.skipped:
-        print(report.summary(), file=sys.stderr)
-    return records  # type: ignore[return-value]
+    return read_records(path, "response", skip_invalid=skip_invalid)  # type: ignore[return-value]
 
 
 def iteration_files(folder: str | Path) -> list[tuple[int, Path]]:
@@ -436,32 +439,19 @@ def iteration_files(folder: str | Path) -> list[tuple[int, Path]]:
 
 def read_iteration(path: Path, skip_invalid: bool = False) -> tuple[list[Response], list[Response]]:
     """(the iteration's responses, the originals) of one ``iteration_K.jsonl`` (layout: module docstring)."""
-    responses, originals, errors, skipped = [], [], [], 0
-    for number, obj in iter_raw(path):
-        try:
-            if isinstance(obj, FieldError):
-                raise obj
-            record = Response.from_dict(obj)
-            if record.id is None:
-                raise FieldError("id", "missing (every record of an iteration file needs one)")
-            original = obj.get("response_0", record.meta.get("response_0"))
-            if not isinstance(original, str):
-                raise FieldError("response_0", "missing: the original response goes in response_0 or meta.response_0")
-        except FieldError as e:
-            if skip_invalid:
-                skipped += 1
-                continue
-            errors.append(f"{path}:{number}: {e.field}: {e.reason}")
-            continue
-        responses.append(record)
-        originals.append(Response(prompt=record.prompt, response=original, id=record.id, meta=record.meta))
-    if errors:
-        from redline.records import RecordError
+    from redline.records import _parse_rows
 
-        raise RecordError(errors[:20], len(errors))
-    if skipped:
-        print(f"{path}: skipped {skipped} invalid records", file=sys.stderr)
-    return responses, originals
+    def parse(obj: Any, number: int) -> tuple[Response, Response]:
+        record = Response.from_dict(obj)
+        if record.id is None:
+            raise FieldError("id", "missing (every record of an iteration file needs one)")
+        original = obj.get("response_0", record.meta.get("response_0"))
+        if not isinstance(original, str):
+            raise FieldError("response_0", "missing: the original response goes in response_0 or meta.response_0")
+        return record, Response(prompt=record.prompt, response=original, id=record.id, meta=record.meta)
+
+    rows = _parse_rows(path, parse, skip_invalid=skip_invalid, limit=None, report=None)
+    return [r for r, _ in rows], [o for _, o in rows]
 
 
 def _write_outputs(out: Path, summary: dict[str, Any], report: str) -> None:
@@ -540,7 +530,7 @@ def _parse(spec: str) -> Judge:
 def _start(config: EvaluateConfig) -> Path:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    (out / "config.json").write_text(json.dumps(asdict(config), indent=2, default=str) + "\n")
     return out
 
 
@@ -559,7 +549,7 @@ def _evaluate_files(config: EvaluateConfig, judge: Judge) -> dict[str, Any]:
     out = _start(config)
     judgments = judge_pairs(pairs, judge, out / "judgments.jsonl", seed=config.seed, progress=config.progress)
     summary = {"judge": judge.name, "a": config.a, "b": config.b, "seed": config.seed,
-               **summarize(judgments, config.bootstrap, config.seed)}
+               **summarize(judgments, config.bootstrap, config.seed), "reads": read_reports([config.a, config.b])}
     lines = [f"A: `{config.a}`", f"B: `{config.b}`", f"judge: `{judge.name}`",
              f"pairs: {summary['pairs']} (invalid: {summary['invalid']}, {_pct(summary['invalid_rate'])})"]
     _write_outputs(out, summary, _report("Win rate of A against B", lines, [table_row("A vs B", summary)], summary))
@@ -597,7 +587,8 @@ def _evaluate_curve(config: EvaluateConfig, judge: Judge) -> dict[str, Any]:
                                         [table_row(f"iteration {k}", s)], s))
         curve.append(s)
     against = config.b or "the original responses (response_0)"
-    summary = {"judge": judge.name, "a": config.a, "b": config.b, "seed": config.seed, "iterations": curve}
+    summary = {"judge": judge.name, "a": config.a, "b": config.b, "seed": config.seed, "iterations": curve,
+               "reads": read_reports([config.b, *(str(path) for _, path in files)])}
     plot_curve(curve, out / "win_rate_curve.png",
                title=f"win rate against {Path(config.b).name if config.b else 'the original'}")
     lines = [f"iterations: `{config.a}` ({len(curve)} files)", f"against: {against}", f"judge: `{judge.name}`",
@@ -711,6 +702,21 @@ def agreement_of(first: dict[str, Judgment], second: dict[str, Judgment]) -> dic
     if not ids:
         raise RedlineError("the two judges share no pairs (no id in common)")
     return agreement([first[i].winner for i in ids], [second[i].winner for i in ids])
+
+
+@dataclass
+class AgreementConfig:
+    """`redline evaluate agreement`: two judges on the same pairs, or two judges' judgments files."""
+
+    out: str = field(metadata={"required": True, "result": False, "help": "output folder"})
+    judges: str | None = field(default=None, metadata={"help": "two judge specs, comma-separated: J1,J2"})
+    a: str | None = field(default=None, metadata={"result": False, "help": "response records"})
+    b: str | None = field(default=None, metadata={"result": False, "help": "response records to compare with"})
+    judgments: str | None = field(default=None, metadata={
+        "help": "instead of judging: judgments file(s), FILE[,FILE], by exactly two judges"})
+    seed: int = field(default=0, metadata={"help": "order of each pair"})
+    limit: int | None = field(default=None, metadata={"min": 1, "result": False, "help": "judge only the first N pairs"})
+    skip_invalid: bool = field(default=False, metadata={"result": False, "help": "skip bad records and unmatched pairs"})
 
 
 def evaluate_agreement(

@@ -392,6 +392,13 @@ class ModelCard:
     adapter: bool = False
     metrics: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
+    reads: dict[str, Any] = field(default_factory=dict)  # per data file: records read, skipped and why
+
+    def __post_init__(self):
+        if not self.reads:
+            from redline.records import read_reports
+
+            self.reads = read_reports(self.data)
 
     def metadata(self) -> dict[str, Any]:
         """The YAML header a hub model page reads."""

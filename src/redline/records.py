@@ -376,7 +376,7 @@ class ReadReport:
     def skip(self, message: str, error: "FieldError") -> None:
         """Count a bad record that ``skip_invalid`` passes over, keeping its reason and an example."""
         self.skipped += 1
-        self.reasons[f"{error.field}: {error.reason.split(' (')[0]}"] += 1
+        self.reasons[f"{error.field}: {error.reason.split(' (')[0].split(': ')[0]}"] += 1  # "not JSON: ..." is one reason
         if len(self.examples) < MAX_ERRORS:
             self.examples.append(message)
 
@@ -386,10 +386,36 @@ class ReadReport:
         why = "; ".join(f"{n}× {r}" for r, n in self.reasons.most_common(5))
         return f"{self.path}: {self.read} records, skipped {self.skipped} invalid ({why})"
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"read": self.read, "skipped": self.skipped, "reasons": dict(self.reasons.most_common()),
+                "examples": self.examples[:5]}
+
+
+# Every read of this process, by path (the last read of a path wins): a run's redline.json and
+# summary.json carry the reports of the files they name, so a skip is never silent after the fact.
+_READS: dict[str, ReadReport] = {}
+
+
+def read_reports(paths: Iterable[str | os.PathLike | None]) -> dict[str, dict[str, Any]]:
+    """What each of ``paths`` gave when this process read it: records read, skipped, and why."""
+    return {str(p): _READS[str(p)].to_dict() for p in paths if p is not None and str(p) in _READS}
+
 
 def _is_hub_id(source: str) -> bool:
     path = source.split(":")[0]
     return not os.path.exists(path) and path.count("/") == 1 and not path.startswith((".", "/")) and "." not in Path(path).name
+
+
+def _check_hub_source(source: str) -> None:
+    """Refuse at once a name that looks like a hub id but is a typo of a local path (its folder exists
+    here), or a hub id when the hub is switched off: no 25 seconds of retries to learn either."""
+    owner = source.split(":")[0].split("/")[0]
+    if os.path.isdir(owner):
+        raise RecordError([f"{source}:0: <file>: no such file or folder (and not a hub data set: {owner}/ is a local folder)"])
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") or \
+            os.environ.get("HF_DATASETS_OFFLINE", "").lower() in ("1", "true", "yes"):
+        raise RecordError([f"{source}:0: <file>: neither a file nor a folder here, and the hub is offline "
+                           "(HF_HUB_OFFLINE): cannot read it as a hub data set"])
 
 
 def split_source(source: str) -> tuple[str, str | None]:
@@ -419,29 +445,40 @@ def iter_raw(source: str | os.PathLike) -> Iterable[tuple[int, Any]]:
         for number, row in enumerate(table.to_pylist(), start=1):
             # Arrow fills a key missing from a row with None; a record never holds a null field.
             row = {k: v for k, v in row.items() if v is not None}
+            bad = None
             for k in json_columns:
                 if isinstance(row.get(k), str):
-                    row[k] = json.loads(row[k])
-            yield number, row
+                    try:
+                        row[k] = json.loads(row[k])
+                    except json.JSONDecodeError as e:
+                        bad = FieldError(k, f"not JSON (a JSON column of this Parquet file): {e.msg} at column {e.colno}")
+                        break
+            yield number, bad if bad is not None else row
         return
     if Path(split_source(source)[0]).is_dir() or _is_hub_id(source):
+        if not Path(split_source(source)[0]).is_dir():
+            _check_hub_source(source)
         yield from enumerate(_read_hf_dataset(source), start=1)
         return
     try:
-        handle = gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
+        handle = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
     except OSError as e:
         raise RecordError([f"{source}:0: <file>: cannot read: {e.strerror or e}"]) from e
     with handle:
+        # Bytes, decoded line by line: a line that is not UTF-8 is one bad line (with its number), not a bad file.
         try:
-            for number, line in enumerate(handle, start=1):
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                except UnicodeDecodeError as e:
+                    yield number, FieldError("<line>", f"not UTF-8 text (byte {e.start + 1}: {raw[e.start:e.start + 1]!r})")
+                    continue
                 if not line.strip():
                     continue
                 try:
                     yield number, json.loads(line)
                 except json.JSONDecodeError as e:
                     yield number, FieldError("<line>", f"not JSON: {e.msg} at column {e.colno}")
-        except UnicodeDecodeError as e:
-            raise RecordError([f"{source}:0: <file>: not UTF-8 text: {e}"]) from e
         except (gzip.BadGzipFile, EOFError, zlib.error) as e:
             raise RecordError([f"{source}:0: <file>: not a whole gzip file: {e}"]) from e
 
@@ -450,9 +487,13 @@ def _read_hf_dataset(source: str) -> list[dict]:
     import datasets
 
     path, split = split_source(source)
+    try:
+        ds = datasets.load_from_disk(path) if Path(path).is_dir() else datasets.load_dataset(path, split=split or "train")
+    except (FileNotFoundError, ValueError, ConnectionError, OSError) as e:
+        what = "a datasets folder" if Path(path).is_dir() else "a hub data set"
+        raise RecordError([f"{source}:0: <file>: cannot read it as {what}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"]) from e
     if not Path(path).is_dir():
-        return datasets.load_dataset(path, split=split or "train").to_list()
-    ds = datasets.load_from_disk(path)
+        return ds.to_list()
     if isinstance(ds, datasets.DatasetDict):
         names = ", ".join(ds)
         if split is None and len(ds) > 1:
@@ -499,24 +540,32 @@ def read_records(
 def read_prompt_records(path: str, *, limit: int | None = None, skip_invalid: bool = False) -> list[dict]:
     """Records with a ``prompt`` (any kind: demonstration, ranking, preference ...), as dicts."""
 
+    seen_ids: dict[str, int] = {}
+
     def parse(obj: Any, number: int) -> dict:
         if not isinstance(obj, dict):
             raise FieldError("<record>", f"expected an object, got {type(obj).__name__}")
-        return {**obj, "prompt": prompt_field(obj), "id": optional_id(obj), "meta": meta_field(obj)}
+        record = {**obj, "prompt": prompt_field(obj), "id": optional_id(obj), "meta": meta_field(obj)}
+        if record["id"] is not None:
+            if record["id"] in seen_ids:
+                raise FieldError("id", f"duplicate id {record['id']!r} (first on line {seen_ids[record['id']]})")
+            seen_ids[record["id"]] = number
+        return record
 
-    report = ReadReport(str(path))
-    records = _parse_rows(path, parse, skip_invalid=skip_invalid, limit=limit, report=report)
-    if report.skipped:
-        print(f"redline: skipped {report.skipped} invalid prompt records in {path}", file=sys.stderr)
-    if not records:
-        raise RedlineError(f"{path}: no prompts")
-    return records
+    return _parse_rows(path, parse, skip_invalid=skip_invalid, limit=limit, report=None, what="prompt records")
 
 
 def _parse_rows(source: str | os.PathLike, parse: Callable[[Any, int], Any], *, skip_invalid: bool,
-                limit: int | None, report: ReadReport | None) -> list:
+                limit: int | None, report: ReadReport | None, what: str = "records") -> list:
     """``parse(obj, line number)`` on every row of ``source``; a ``FieldError`` is a bad line, listed
-    (all of them, up to MAX_ERRORS shown) in one ``RecordError``, or skipped into ``report``."""
+    (all of them, up to MAX_ERRORS shown) in one ``RecordError``, or skipped into ``report``.
+
+    The one read path of redline's records: whatever it skipped is printed on stderr (how many, why,
+    the first few lines) and kept for the run's redline.json or summary (``read_reports``); a source
+    with no records at all, or none left after skipping, is refused.
+    """
+    if limit is not None and limit < 1:
+        raise RedlineError(f"--limit must be at least 1, got {limit}")
     report = report if report is not None else ReadReport(str(source))
     report.path = str(source)
     items: list = []
@@ -544,6 +593,15 @@ def _parse_rows(source: str | os.PathLike, parse: Callable[[Any, int], Any], *, 
     if n_errors:
         raise RecordError(errors, n_errors)
     report.read = len(items)
+    _READS[str(source)] = report
+    if report.skipped:
+        print(f"redline: {report.summary()}", file=sys.stderr)
+        for example in report.examples[:5]:
+            print(f"  skipped {example}", file=sys.stderr)
+    if not items:
+        if report.skipped:
+            raise RedlineError(f"{source}: every one of its {report.skipped} {what} is invalid: nothing left to use")
+        raise RedlineError(f"{source}: no {what} (the file is empty or holds only blank lines)")
     return items
 
 

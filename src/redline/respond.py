@@ -26,19 +26,19 @@ class GenerateConfig:
     """`redline generate`: the model, the prompts, then how to sample."""
 
     model: str = field(default="embedded", metadata={"help": "hub id, path, embedded, tiny-random or a run folder"})
-    prompts: str = field(default="", metadata={"help": "records with a prompt (any kind)"})
+    prompts: str = field(default="", metadata={"required": True, "help": "records with a prompt (any kind)"})
     source: str | None = field(default=None, metadata={"help": "the records' source field (default: the model)"})
-    limit: int | None = field(default=None, metadata={"help": "the first N prompts"})
+    limit: int | None = field(default=None, metadata={"min": 1, "result": False, "help": "the first N prompts"})
     skip_invalid: bool = field(default=False, metadata={"help": "skip bad records instead of stopping"})
-    temperature: float = field(default=0.7, metadata={"help": "sampling temperature (0 = greedy)"})
+    temperature: float = field(default=0.7, metadata={"min": 0, "help": "sampling temperature (0 = greedy)"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling"})
-    max_new_tokens: int = field(default=256, metadata={"help": "tokens per response"})
+    max_new_tokens: int = field(default=256, metadata={"min": 1, "help": "tokens per response"})
     seed: int = field(default=0, metadata={"help": "prompt i samples with seed + i"})
-    chunk: int = field(default=64, metadata={"help": "prompts per engine call (each chunk is saved at once)"})
-    backend: str = field(default="transformers", metadata={"help": "transformers or vllm"})
+    chunk: int = field(default=64, metadata={"min": 1, "result": False, "help": "prompts per engine call (each chunk is saved at once)"})
+    backend: str = field(default="transformers", metadata={"choices": ("transformers", "vllm"), "help": "transformers or vllm"})
     dtype: str = field(default="float32", metadata={"help": "weights dtype"})
-    device: str = field(default="auto", metadata={"help": "cpu, cuda or auto"})
-    threads: int | None = field(default=None, metadata={"help": "torch threads (CPU)"})
+    device: str = field(default="auto", metadata={"result": False, "help": "cpu, cuda or auto"})
+    threads: int | None = field(default=None, metadata={"min": 1, "result": False, "help": "torch threads (CPU)"})
 
 
 def generate_responses(config: GenerateConfig, out: str | Path) -> Path:

@@ -44,9 +44,9 @@ class CriticExperimentConfig(CriticConfig):
     """`redline experiment critic`: the experiment's knobs, then the critic's training knobs."""
 
     sizes: str = field(default="100,250,500,1000", metadata={"help": "training-set sizes, comma-separated"})
-    iterations: int = field(default=5, metadata={"help": "revision rounds"})
+    iterations: int = field(default=5, metadata={"min": 1, "help": "revision rounds"})
     judge: str = field(default="oracle", metadata={"help": "judge spec (oracle, reward:RUN, openai:MODEL@URL)"})
-    test_limit: int | None = field(default=None, metadata={"help": "revise only the first N test responses"})
+    test_limit: int | None = field(default=None, metadata={"min": 1, "help": "revise only the first N test responses"})
     second: str | None = field(default=None, metadata={"help": "a JSONL of another model's responses to the test prompts"})
     second_model: str | None = field(default="embedded", metadata={"help": "model that writes the second responses when --second is not given ('none' to skip)"})
     second_temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the second responder"})

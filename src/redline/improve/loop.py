@@ -69,18 +69,18 @@ def item_seed(seed: int, item_id: str, iteration: int) -> int:
 class IterateSettings:
     """What `revise`, `improve` and `refine` share; each adds its model and may change defaults."""
 
-    input: str = field(default="", metadata={"help": "response records to rewrite"})
-    iterations: int = field(default=1, metadata={"help": "rounds of rewriting"})
-    stop: str = field(default="fixed", metadata={"help": "fixed, nothing (stop when nothing changes) or best (keep the best by --judge)"})
+    input: str = field(default="", metadata={"required": True, "help": "response records to rewrite"})
+    iterations: int = field(default=1, metadata={"min": 1, "result": False, "help": "rounds of rewriting"})
+    stop: str = field(default="fixed", metadata={"choices": ("fixed", "nothing", "best"), "help": "fixed, nothing (stop when nothing changes) or best (keep the best by --judge)"})
     judge: str | None = field(default=None, metadata={"help": "judge spec for --stop best"})
-    temperature: float = field(default=0.0, metadata={"help": "sampling temperature (0 = greedy)"})
+    temperature: float = field(default=0.0, metadata={"min": 0, "help": "sampling temperature (0 = greedy)"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling"})
-    max_new_tokens: int = field(default=512, metadata={"help": "tokens per generation"})
+    max_new_tokens: int = field(default=512, metadata={"min": 1, "help": "tokens per generation"})
     seed: int = field(default=0, metadata={"help": "sampling seed"})
-    backend: str = field(default="transformers", metadata={"help": "generation backend: transformers or vllm"})
+    backend: str = field(default="transformers", metadata={"choices": ("transformers", "vllm"), "help": "generation backend: transformers or vllm"})
     dtype: str = field(default="float32", metadata={"help": "weights dtype"})
-    device: str = field(default="auto", metadata={"help": "cpu, cuda or auto"})
-    limit: int | None = field(default=None, metadata={"help": "rewrite the first N responses"})
+    device: str = field(default="auto", metadata={"result": False, "help": "cpu, cuda or auto"})
+    limit: int | None = field(default=None, metadata={"min": 1, "help": "rewrite the first N responses"})
     skip_invalid: bool = field(default=False, metadata={"help": "skip bad records instead of stopping"})
 
 
@@ -101,8 +101,10 @@ def run_method(
     """
     from redline.records import read_records
 
+    check_settings(config.iterations, config.stop, judge if judge is not None else config.judge)  # before any model loads
     if responses is None:
         responses = read_records(config.input, "response", skip_invalid=config.skip_invalid, limit=config.limit)
+    check_ids(responses)
     if judge is None and config.judge:
         from redline.judges import parse_judge
 
@@ -114,6 +116,21 @@ def run_method(
         engine = load_engine(model, backend=config.backend, dtype=config.dtype, device=config.device)
     return run_iterations(responses, make_step(engine), iterations=config.iterations, out=out, stop=config.stop,
                           judge=judge, settings=settings or asdict(config))
+
+
+def check_settings(iterations: int, stop: str, judge: Any) -> None:
+    if stop not in STOP_RULES:
+        raise RedlineError(f"--stop {stop!r} is not one of {', '.join(STOP_RULES)}")
+    if stop == "best" and not judge:
+        raise RedlineError("--stop best needs a judge (--judge)")
+    if iterations < 1:
+        raise RedlineError(f"--iterations must be at least 1, got {iterations}")
+
+
+def check_ids(responses: Sequence[Response]) -> None:
+    ids = [r.id for r in responses]
+    if any(i is None for i in ids) or len(set(ids)) != len(ids):
+        raise RedlineError("every input response needs a unique id (the iteration files are matched by id)")
 
 
 def _same(a: str, b: str) -> bool:
@@ -139,15 +156,9 @@ def run_iterations(
     """Run ``iterations`` rounds of ``step`` over ``responses``; write the layout above; return the summary."""
     from tqdm.auto import tqdm
 
-    if stop not in STOP_RULES:
-        raise RedlineError(f"--stop {stop!r} is not one of {', '.join(STOP_RULES)}")
-    if stop == "best" and judge is None:
-        raise RedlineError("--stop best needs a judge (--judge)")
-    if iterations < 1:
-        raise RedlineError("--iterations must be at least 1")
+    check_settings(iterations, stop, judge)
+    check_ids(responses)
     ids = [r.id for r in responses]
-    if any(i is None for i in ids) or len(set(ids)) != len(ids):
-        raise RedlineError("every input response needs a unique id (the iteration files are matched by id)")
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -160,7 +171,10 @@ def run_iterations(
         write_records(first, [{**r.to_dict(), "response_0": r.response} for r in responses])
     previous = {row["id"]: row for row in read_jsonl_prefix(first)}
 
-    summary: dict[str, Any] = {"settings": settings or {}, "stop": stop, "iterations": []}
+    from redline.records import read_reports
+
+    summary: dict[str, Any] = {"settings": settings or {}, "stop": stop, "iterations": [],
+                               "reads": read_reports([(settings or {}).get("input")])}
     for k in range(1, iterations + 1):
         path = iteration_path(out, k)
         done = {row["id"]: row for row in read_jsonl_prefix(path)}

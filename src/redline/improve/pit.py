@@ -36,10 +36,10 @@ from redline.prompts import parse_rewrite, pit_messages
 class ImproveConfig(IterateSettings):
     """`redline improve`: the PIT policy, then the settings every iterating command shares."""
 
-    model: str = field(default="", metadata={"help": "the PIT policy: a `train pit` run folder (its final stage) or one of its stages"})
-    iterations: int = field(default=1, metadata={"help": "rounds of improvement (the paper studied 5)"})
-    temperature: float = field(default=0.5, metadata={"help": "sampling temperature (the paper: 0.4-0.6 best for PIT; 0 = greedy)"})
-    max_new_tokens: int = field(default=512, metadata={"help": "tokens per new response"})
+    model: str = field(default="", metadata={"required": True, "help": "the PIT policy: a `train pit` run folder (its final stage) or one of its stages"})
+    iterations: int = field(default=1, metadata={"min": 1, "result": False, "help": "rounds of improvement (the paper studied 5)"})
+    temperature: float = field(default=0.5, metadata={"min": 0, "help": "sampling temperature (the paper: 0.4-0.6 best for PIT; 0 = greedy)"})
+    max_new_tokens: int = field(default=512, metadata={"min": 1, "help": "tokens per new response"})
 
 
 def pit_step(engine, config: ImproveConfig):

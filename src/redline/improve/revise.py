@@ -33,8 +33,8 @@ from redline.prompts import critic_messages, parse_critic_output
 class ReviseConfig(IterateSettings):
     """`redline revise`: the critic, then the settings every iterating command shares."""
 
-    critic: str = field(default="", metadata={"help": "the critic's run folder (or any model that writes Critique:/Revision:)"})
-    max_new_tokens: int = field(default=512, metadata={"help": "tokens for critique and revision together"})
+    critic: str = field(default="", metadata={"required": True, "help": "the critic's run folder (or any model that writes Critique:/Revision:)"})
+    max_new_tokens: int = field(default=512, metadata={"min": 1, "help": "tokens for critique and revision together"})
 
 
 def critic_step(engine, config: ReviseConfig):

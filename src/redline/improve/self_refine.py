@@ -44,12 +44,12 @@ from redline.prompts import feedback_messages, iterate_messages, parse_feedback,
 class RefineConfig(IterateSettings):
     """`redline refine`: the model, then the settings every iterating command shares."""
 
-    model: str = field(default="", metadata={"help": "the model that gives feedback and refines (hub id, path, run, embedded)"})
-    iterations: int = field(default=4, metadata={"help": "at most this many rounds of feedback and refinement"})
-    stop: str = field(default="nothing", metadata={"help": "nothing (stop when the feedback finds nothing to fix; the paper), fixed, or best (keep the best by --judge)"})
-    temperature: float = field(default=0.7, metadata={"help": "sampling temperature (0.6-0.8 best for Self-Refine in PIT's comparison; 0 = greedy)"})
-    feedback_max_new_tokens: int = field(default=256, metadata={"help": "tokens per feedback"})
-    max_new_tokens: int = field(default=512, metadata={"help": "tokens per refined response"})
+    model: str = field(default="", metadata={"required": True, "help": "the model that gives feedback and refines (hub id, path, run, embedded)"})
+    iterations: int = field(default=4, metadata={"min": 1, "result": False, "help": "at most this many rounds of feedback and refinement"})
+    stop: str = field(default="nothing", metadata={"choices": ("fixed", "nothing", "best"), "help": "nothing (stop when the feedback finds nothing to fix; the paper), fixed, or best (keep the best by --judge)"})
+    temperature: float = field(default=0.7, metadata={"min": 0, "help": "sampling temperature (0.6-0.8 best for Self-Refine in PIT's comparison; 0 = greedy)"})
+    feedback_max_new_tokens: int = field(default=256, metadata={"min": 1, "help": "tokens per feedback"})
+    max_new_tokens: int = field(default=512, metadata={"min": 1, "help": "tokens per refined response"})
 
 
 def self_refine_step(engine, config: RefineConfig):

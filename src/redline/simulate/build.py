@@ -55,7 +55,7 @@ import platform
 import random
 import shlex
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from statistics import mean
@@ -130,26 +130,32 @@ class BuildConfig:
         pairs: 'best-worst' or 'all' comparisons per ranking for the preference file.
     """
 
-    out: Path
-    responder: str = "embedded"
-    prompts: int = 600
-    test_prompts: int = 100
-    k: int | None = None
-    policies: str | None = None
-    seed: int = 0
-    tasks: Path | None = None
-    types: tuple[str, ...] | None = None
-    temperature: float = 0.7
-    top_p: float = 0.95
-    max_new_tokens: int = 256
-    hot_temperature: float = 1.0
-    dtype: str = "float32"
-    device: str = "auto"
-    batch_size: int = 32
-    annotators: int = 5
-    noise_scale: float = 1.0
-    pairs: str = "best-worst+edit"
-    progress: bool = True
+    out: Path = field(metadata={"required": True, "result": False, "help": "output folder"})
+    responder: str = field(default="embedded", metadata={"aliases": ("--model",), "help":
+        "who writes the responses: 'template' (no model), 'embedded' or a model name"})
+    prompts: int = field(default=600, metadata={"min": 1, "help": "training prompts"})
+    test_prompts: int = field(default=100, metadata={"min": 0, "help": "held-out prompts"})
+    k: int | None = field(default=None, metadata={"min": 2, "help":
+        "K samples per prompt and no other policy (the v1 world: the same as --policies sample:K)"})
+    policies: str | None = field(default=None, metadata={"help":
+        "who writes each prompt's K responses, 'name:count,...' over sample (the model at --temperature), hot (at "
+        "--hot-temperature), partial (a sample with half its problems fixed), fixed (a sample with all fixed); K is the "
+        "sum (default: sample:2,hot:1,partial:1,fixed:1)"})
+    seed: int = field(default=0, metadata={"help": "one seed for tasks, sampling and annotators"})
+    tasks: Path | None = field(default=None, metadata={"help": "JSONL of tasks {topic, instructions[, form, prompt, id]} instead of drawing them"})
+    types: tuple[str, ...] | None = field(default=None, metadata={"help": "comma-separated instruction types to draw from (default: all)"})
+    temperature: float = field(default=0.7, metadata={"min": 0, "help": "sampling temperature"})
+    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling"})
+    max_new_tokens: int = field(default=256, metadata={"min": 1, "help": "tokens per response"})
+    hot_temperature: float = field(default=1.0, metadata={"min": 0, "help": "temperature of 'hot' samples"})
+    dtype: str = field(default="float32", metadata={"choices": ("float32", "bfloat16", "float16"), "help": "weights dtype"})
+    device: str = field(default="auto", metadata={"result": False, "help": "cpu, cuda, cuda:1, mps or auto"})
+    batch_size: int = field(default=32, metadata={"min": 1, "help": "prompts per generation call"})
+    annotators: int = field(default=5, metadata={"min": 1, "help": "annotators in the pool"})
+    noise_scale: float = field(default=1.0, metadata={"min": 0, "help": "annotator noise times this; 0 = noise-free"})
+    pairs: str = field(default="best-worst+edit", metadata={"choices": PAIRS, "help":
+        "preferences per ranking: best against worst, plus one edit pair (chosen edits rejected) where the ranking has one"})
+    progress: bool = field(default=True, metadata={"result": False, "help": "show a progress bar"})
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)

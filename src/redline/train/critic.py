@@ -36,15 +36,15 @@ from redline.train.sft import SFTSettings, train_sft
 class CriticConfig(SFTSettings):
     """`redline train critic`: the data, then every SFT knob (see SFTSettings)."""
 
-    data: str = field(default="", metadata={"help": "feedback records (JSONL, Parquet or a datasets folder)"})
+    data: str = field(default="", metadata={"required": True, "help": "feedback records (JSONL, Parquet or a datasets folder)"})
     # A critic must learn a two-part format from a few hundred records: a higher LoRA rate and small
     # steps teach it in tens of steps (at 2e-4 and 8 per step, 16 steps left every output unparsed).
-    learning_rate: float | None = field(default=None, metadata={"help": "peak lr (default: 1e-3 LoRA, 2e-5 full)"})
-    grad_accum: int = field(default=2, metadata={"help": "forward passes accumulated per optimiser step"})
-    warmup: float = field(default=0.1, metadata={"help": "warm-up steps (int) or share of all steps (<1)"})
-    max_length: int = field(default=1024, metadata={
+    learning_rate: float | None = field(default=None, metadata={"min": 0, "help": "peak lr (default: 1e-3 LoRA, 2e-5 full)"})
+    grad_accum: int = field(default=2, metadata={"min": 1, "help": "forward passes accumulated per optimiser step"})
+    warmup: float = field(default=0.1, metadata={"min": 0, "help": "warm-up steps (int) or share of all steps (<1)"})
+    max_length: int = field(default=1024, metadata={"min": 1, 
         "help": "tokens per example (the response appears twice: in the prompt and revised); longer ones are cut"})
-    limit: int | None = field(default=None, metadata={"help": "train on N records spread over as many prompts as the file holds (one per prompt first)"})
+    limit: int | None = field(default=None, metadata={"min": 1, "help": "train on N records spread over as many prompts as the file holds (one per prompt first)"})
     skip_invalid: bool = field(default=False, metadata={"help": "skip bad records instead of stopping"})
 
     def lr(self) -> float:
@@ -64,12 +64,11 @@ def critic_examples(records: list[Feedback]) -> list[dict]:
 
 def train_critic(config: CriticConfig, out, records: list[Feedback] | None = None) -> dict:
     """Steps 1–3 of the module docstring; returns the run's metrics."""
-    from redline.records import ReadReport, read_records, spread_over_prompts
+    from redline.records import read_records, spread_over_prompts
 
     # step 1
     if records is None:
-        report = ReadReport(config.data)
-        records = read_records(config.data, "feedback", skip_invalid=config.skip_invalid, report=report)
+        records = read_records(config.data, "feedback", skip_invalid=config.skip_invalid)
         records = spread_over_prompts(records, config.limit)
     # step 2
     examples = critic_examples(records)

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from redline import RedlineError
-from redline.train.sft import SFTSettings, as_chat, publish, run_trainer, save_training_curve
+from redline.train.sft import SFTSettings, as_chat, check_report_to, publish, run_trainer, save_training_curve
 
 POLICY_ROLE = "a policy: --model wants the SFT run (a causal language model)"
 
@@ -59,8 +59,8 @@ class DPOSettings(SFTSettings):
 
     model: str = field(default="embedded", metadata={
         "help": "the policy to start from, also the frozen reference π_ref: the SFT run, or any causal LM"})
-    data: str = field(default="", metadata={"help": "preference records (prompt, chosen, rejected)"})
-    limit: int | None = field(default=None, metadata={"help": "train on the first N records"})
+    data: str = field(default="", metadata={"required": True, "help": "preference records (prompt, chosen, rejected)"})
+    limit: int | None = field(default=None, metadata={"min": 1, "help": "train on the first N records"})
     skip_invalid: bool = field(default=False, metadata={"help": "skip bad records instead of stopping"})
     beta: float = field(default=0.1, metadata={"help": "β, the strength of the KL to π_ref (the paper: 0.1)"})
     loss_type: str = field(default="sigmoid", metadata={"help": "TRL's DPO loss: sigmoid (the paper's), ipo, hinge ..."})
@@ -101,12 +101,13 @@ def train_dpo(config: DPOSettings, out) -> dict[str, Any]:
     from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
 
+    from redline.config import check_required
     from redline.models import (ModelCard, check_language_model, command_line, load_causal_lm, load_tokenizer,
                                 pick_device, run_info, save_model)
 
     # Step 1: every check before a model loads.
-    if not config.data:
-        raise RedlineError("--data is required")
+    check_required(config)
+    check_report_to(config.report_to)
     check_language_model(config.model, POLICY_ROLE)
     pairs, n_identical = read_pairs(config.data, limit=config.limit, skip_invalid=config.skip_invalid)
     if n_identical:

@@ -50,7 +50,7 @@ from typing import Any
 
 from redline import RedlineError
 from redline.prompts import pit_messages
-from redline.records import Preference, Ranking, ReadReport, read_records
+from redline.records import Preference, Ranking, read_records
 from redline.models import GAP_REWARD, chat_text, score_texts
 from redline.train.reward import GroupCollator, encode_chats, report_cuts, split_by_prompt, training_arguments
 from redline.train.sft import SFTSettings, check_report_to, publish, run_trainer, save_training_curve
@@ -63,15 +63,15 @@ class GapRewardConfig(SFTSettings):
     """`redline train gap-reward`: the data, the loss, then the training knobs (see SFTSettings)."""
 
     # --- data
-    learning_rate: float | None = field(default=None, metadata={"help": "peak lr (default: 1e-3 LoRA, 9e-6 full)"})
-    data: str = field(default="", metadata={"help": "preference records (prompt, chosen, rejected)"})
+    learning_rate: float | None = field(default=None, metadata={"min": 0, "help": "peak lr (default: 1e-3 LoRA, 9e-6 full)"})
+    data: str = field(default="", metadata={"required": True, "help": "preference records (prompt, chosen, rejected)"})
     eval_data: str | None = field(default=None, metadata={"help": "held-out preferences (default: split from --data)"})
     eval_split: float = field(default=0.1, metadata={"help": "share of prompts held out when --eval-data is not given"})
     split_thirds: bool = field(default=False, metadata={
         "help": "train on the reward-model third of --data (the paper's SFT / reward / RL split; "
                 "`train pit --split-thirds` with the same --split-seed takes the other two)"})
     split_seed: int = field(default=0, metadata={"help": "seed of the three-way split (the same in both commands)"})
-    limit: int | None = field(default=None, metadata={"help": "use the first N records"})
+    limit: int | None = field(default=None, metadata={"min": 1, "help": "use the first N records"})
     skip_invalid: bool = field(default=False, metadata={"help": "skip bad records instead of stopping"})
     # --- loss
     term_weights: str = field(default="1,1,1,1,1", metadata={
@@ -79,8 +79,8 @@ class GapRewardConfig(SFTSettings):
     anchor_weight: float = field(default=0.0, metadata={
         "help": "weight of r_gap(y,y)^2 on self-comparisons, identical pairs included (0: off, the paper's loss)"})
     # --- training (the rest: SFTSettings)
-    batch_size: int = field(default=2, metadata={"help": "preference pairs per step (four sequences each)"})
-    grad_accum: int = field(default=1, metadata={"help": "forward passes accumulated per optimiser step"})
+    batch_size: int = field(default=2, metadata={"min": 1, "help": "preference pairs per step (four sequences each)"})
+    grad_accum: int = field(default=1, metadata={"min": 1, "help": "forward passes accumulated per optimiser step"})
     lr_scheduler: str = field(default="cosine_with_min_lr", metadata={"help": "transformers scheduler name"})
 
     def lr(self) -> float:
@@ -101,11 +101,8 @@ class GapRewardConfig(SFTSettings):
 
 
 def read_preferences(path: str, *, limit: int | None = None, skip_invalid: bool = False) -> list[Preference]:
-    """Preference records; with ``skip_invalid`` the skipped ones are reported on stderr."""
-    report = ReadReport(str(path))
-    records = read_records(path, "preference", limit=limit, skip_invalid=skip_invalid, report=report)
-    if report.skipped:
-        print(report.summary(), file=sys.stderr)
+    """Preference records; with ``skip_invalid`` the skipped ones are reported (by ``read_records``)."""
+    records = read_records(path, "preference", limit=limit, skip_invalid=skip_invalid)
     return records  # type: ignore[return-value]
 
 
@@ -280,10 +277,10 @@ def train_gap_reward(config: GapRewardConfig, out: str | os.PathLike) -> dict[st
     """Steps 1–5 of the module docstring; returns the run's metrics."""
     import torch
 
+    from redline.config import check_required
     from redline.models import LoraSettings, ModelCard, add_lora, command_line, load_reward_model, load_tokenizer, pick_device, save_model
 
-    if not config.data:
-        raise RedlineError("--data is required: a file of preference records")
+    check_required(config)
     weights = config.weights()
     check_report_to(config.report_to)  # before anything loads
     if config.anchor_weight < 0:

@@ -83,24 +83,24 @@ class PITConfig(RLSettings):
     models, the data, the stages and the PIT SFT knobs. Defaults fit a CPU."""
 
     # --- RL settings whose default differs from PPO's: PIT's prompts hold a reference answer too
-    iterations: int = field(default=4, metadata={"help": "PPO iterations per round"})
+    iterations: int = field(default=4, metadata={"min": 1, "result": False, "help": "PPO iterations per round"})
     max_prompt_length: int = field(default=512, metadata={"help": "tokens per RL prompt (template, request and reference)"})
     reward_max_length: int = field(default=768, metadata={"help": "tokens the gap model reads per (prompt, reference, response)"})
     # --- models
-    policy: str = field(default="", metadata={"help": "BASE: the policy PIT SFT starts from (an SFT or PPO run, or any causal LM); round 1's references are its samples"})
-    gap_reward: str = field(default="", metadata={"help": "the reward-gap model (redline train gap-reward): the RL reward, and the value model's start"})
+    policy: str = field(default="", metadata={"required": True, "help": "BASE: the policy PIT SFT starts from (an SFT or PPO run, or any causal LM); round 1's references are its samples"})
+    gap_reward: str = field(default="", metadata={"required": True, "help": "the reward-gap model (redline train gap-reward): the RL reward, and the value model's start"})
     # --- data
-    data: str = field(default="", metadata={"help": "preference records (prompt, chosen, rejected)"})
+    data: str = field(default="", metadata={"required": True, "help": "preference records (prompt, chosen, rejected)"})
     rl_data: str | None = field(default=None, metadata={"help": "preference records for RL (default: --data, or its RL third)"})
     split_thirds: bool = field(default=False, metadata={"help": "SFT on the first third of --data and RL on the last (the paper's split; `train gap-reward --split-thirds` takes the middle one)"})
     split_seed: int = field(default=0, metadata={"help": "seed of the three-way split (the same as the gap model's)"})
-    limit: int | None = field(default=None, metadata={"help": "use the first N records of each file"})
+    limit: int | None = field(default=None, metadata={"min": 1, "help": "use the first N records of each file"})
     skip_invalid: bool = field(default=False, metadata={"help": "skip bad records instead of stopping"})
     # --- stages
     rounds: str = field(default="0,1", metadata={"help": "RL rounds in curriculum order: 0,1 (the paper), 0, 1, or none (PIT SFT only)"})
     # --- PIT SFT
     epochs: float = field(default=1.0, metadata={"help": "passes over the data in the PIT SFT stage (RL runs --iterations)"})
-    max_steps: int | None = field(default=None, metadata={"help": "stop the PIT SFT stage after N optimiser steps (RL runs --iterations)"})
+    max_steps: int | None = field(default=None, metadata={"min": 1, "help": "stop the PIT SFT stage after N optimiser steps (RL runs --iterations)"})
     sft_batch_size: int = field(default=8, metadata={"help": "PIT SFT sequences per optimiser step (one per forward pass)"})
     sft_learning_rate: float | None = field(default=None, metadata={"help": "PIT SFT peak lr (default: 2e-4 LoRA, 2e-5 full)"})
     sft_max_length: int = field(default=1024, metadata={"help": "PIT SFT tokens per sequence (prompt, y_l and y_w); longer ones are cut"})
@@ -108,8 +108,8 @@ class PITConfig(RLSettings):
     reference_temperature: float = field(default=0.7, metadata={"help": "sampling temperature of BASE's references"})
     reference_max_new_tokens: int = field(default=256, metadata={"help": "tokens per reference"})
     # --- PIT SFT bookkeeping
-    logging_steps: int = field(default=5, metadata={"help": "PIT SFT: log every N steps"})
-    save_steps: int = field(default=50, metadata={"help": "PIT SFT: checkpoint every N steps"})
+    logging_steps: int = field(default=5, metadata={"min": 1, "result": False, "help": "PIT SFT: log every N steps"})
+    save_steps: int = field(default=50, metadata={"min": 1, "result": False, "help": "PIT SFT: checkpoint every N steps"})
 
     def rounds_list(self) -> list[int]:
         text = self.rounds.strip().lower()
@@ -265,10 +265,10 @@ def train_pit(config: PITConfig, out: str | os.PathLike) -> dict[str, Any]:
     from redline.train.ppo import POLICY_ROLE, fit_prompts
     from redline.train.sft import train_sft
 
+    from redline.config import check_required
+
     # Step 1: every check before a model loads.
-    for flag in ("policy", "gap_reward", "data"):
-        if not getattr(config, flag):
-            raise RedlineError(f"--{flag.replace('_', '-')} is required")
+    check_required(config)
     rounds = config.rounds_list()
     check_gap_reward_model(config.gap_reward)
     check_language_model(config.policy, POLICY_ROLE)

@@ -139,21 +139,21 @@ class RLSettings:
 
     # --- models
     lora: bool = field(default=True, metadata={"help": "train LoRA adapters on policy and value (False: all weights)"})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_r: int = field(default=16, metadata={"min": 1, "max": 4096, "help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator"})
     shared_reference: bool = field(default=True, metadata={
         "help": "LoRA only: the SFT reference is the policy with its adapter off and the reward model the value "
                 "model with its adapter off (one copy of each base); --no-shared-reference loads frozen copies"})
     dtype: str = field(default="float32", metadata={"help": "weights dtype"})
-    device: str = field(default="auto", metadata={"help": "cpu, cuda or auto (accelerate places the models)"})
-    threads: int | None = field(default=None, metadata={
+    device: str = field(default="auto", metadata={"result": False, "help": "cpu, cuda or auto (accelerate places the models)"})
+    threads: int | None = field(default=None, metadata={"min": 1, "result": False, 
         "help": "torch CPU threads (default: torch's choice; 1 can be much faster on a busy machine)"})
     # --- prompts
     max_prompt_length: int = field(default=256, metadata={"help": "tokens per prompt (chat template included)"})
     truncate_prompts: bool = field(default=False, metadata={
         "help": "cut longer prompts to their last max_prompt_length tokens (counted) instead of refusing them"})
     # --- rollouts and reward
-    iterations: int = field(default=20, metadata={"help": "PPO iterations (rollout + update)"})
+    iterations: int = field(default=20, metadata={"min": 1, "result": False, "help": "PPO iterations (rollout + update)"})
     batch_size: int = field(default=16, metadata={"help": "episodes per iteration, all processes together (the paper: 512)"})
     max_new_tokens: int = field(default=256, metadata={
         "help": "tokens per response (the paper: not stated); the simulated instructions ask for up to 250 words"})
@@ -166,7 +166,7 @@ class RLSettings:
     reward_max_length: int = field(default=512, metadata={"help": "tokens per (prompt, response) the reward model reads"})
     # --- advantages
     advantage: str = field(default="gae", metadata={
-        "help": "gae (a value model, the paper's) or rloo (REINFORCE leave-one-out: --rloo-k samples per prompt, each "
+        "choices": ADVANTAGES, "help": "gae (a value model, the paper's) or rloo (REINFORCE leave-one-out: --rloo-k samples per prompt, each "
                 "one's baseline the mean score of the others; no value model)"})
     rloo_k: int = field(default=4, metadata={"help": "rloo: samples per prompt (at least 2; --batch-size must be a multiple)"})
     gamma: float = field(default=1.0, metadata={"help": "GAE discount (the paper: 1, no discount)"})
@@ -190,8 +190,8 @@ class RLSettings:
     ema_decay: float | None = field(default=None, metadata={"help": "EMA of the policy weights, saved as the final policy (the paper: 0.992)"})
     # --- bookkeeping
     seed: int = field(default=0, metadata={"help": "seed of prompt order, rollouts and minibatches"})
-    save_every: int = field(default=5, metadata={"help": "checkpoint every N iterations (and after the last)"})
-    report_to: str = field(default="none", metadata={"help": "none, tensorboard or wandb (through accelerate's trackers)"})
+    save_every: int = field(default=5, metadata={"min": 1, "result": False, "help": "checkpoint every N iterations (and after the last)"})
+    report_to: str = field(default="none", metadata={"result": False, "help": "none, tensorboard or wandb (through accelerate's trackers)"})
 
     def policy_lr(self) -> float:
         return self.learning_rate if self.learning_rate is not None else (2e-4 if self.lora else 1e-6)
@@ -233,14 +233,14 @@ class RLSettings:
 class PPOConfig(RLSettings):
     """`redline train ppo`: the models and the data, then the RL knobs of RLSettings."""
 
-    policy: str = field(default="", metadata={"help": "the SFT run (or any causal LM) to start from; also the frozen reference"})
-    reward: str = field(default="", metadata={"help": "the reward-model run (redline train reward); the value model starts from it"})
+    policy: str = field(default="", metadata={"required": True, "help": "the SFT run (or any causal LM) to start from; also the frozen reference"})
+    reward: str = field(default="", metadata={"required": True, "help": "the reward-model run (redline train reward); the value model starts from it"})
     score: str = field(default="reward-model", metadata={
         "help": "the reward: reward-model (the --reward run's score) or oracle (simulated data only: the oracle's "
                 "quality of the response, a diagnostic of PPO with a perfect reward model; the value model "
                 "still starts from --reward)"})
-    prompts: str = field(default="", metadata={"help": "records with a `prompt` field (any kind): the RL prompts"})
-    limit: int | None = field(default=None, metadata={"help": "use the first N prompt records"})
+    prompts: str = field(default="", metadata={"required": True, "help": "records with a `prompt` field (any kind): the RL prompts"})
+    limit: int | None = field(default=None, metadata={"min": 1, "help": "use the first N prompt records"})
     skip_invalid: bool = field(default=False, metadata={"help": "skip bad prompt records instead of stopping"})
     ptx_data: str | None = field(default=None, metadata={"help": "pretraining-mix texts: {\"text\"} or demonstration records"})
     ptx_coef: float = field(default=27.8, metadata={"help": "γ_ptx, the LM loss's weight (the paper's 27.8; 0 = plain PPO)"})
@@ -722,10 +722,10 @@ def run_ppo(
 
             episodes = gather_object(episodes)
         if main:
-            with open(out / LOG, "a") as f:
-                f.write(json.dumps(row) + "\n")
-            with open(out / ROLLOUTS, "a") as f:  # what the policy wrote, to read beside the numbers
-                f.writelines(json.dumps(episode) + "\n" for episode in episodes)
+            from redline.records import append_records  # whole lines, fsynced: a kill tears at most the last
+
+            append_records(out / ROLLOUTS, episodes)  # what the policy wrote, to read beside the numbers
+            append_records(out / LOG, [row])
             print(f"redline: ppo iteration {it + 1}/{config.iterations}: reward {row['reward']:.3f} "
                   f"kl {row['kl']:.3f} length {row['response_length']:.1f}"
                   f"{'' if train_policy else ' (value warm-up)'} "
@@ -1087,11 +1087,14 @@ def load_checkpoint(path: Path, learner: Learner) -> dict:
 
 
 def _truncate_log(log: Path, iteration: int) -> None:
-    """Drop log rows past the checkpoint being resumed from: those iterations run again."""
+    """Drop log rows past the checkpoint being resumed from (those iterations run again), and a last
+    line a kill tore (``read_jsonl_prefix``)."""
+    from redline.records import read_jsonl_prefix
+
     if not log.exists():
         return
-    rows = [line for line in log.read_text().splitlines() if line.strip() and json.loads(line)["iteration"] <= iteration]
-    log.write_text("".join(line + "\n" for line in rows))
+    rows = [row for row in read_jsonl_prefix(log) if row["iteration"] <= iteration]
+    log.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
 def save_final(config: RLSettings, learner: Learner, tokenizer, out: Path, *, kind: str, data: list[str],
@@ -1144,11 +1147,10 @@ def train_ppo(config: PPOConfig, out: str | os.PathLike) -> dict[str, Any]:
     from accelerate import PartialState
 
     from redline.models import check_language_model, check_reward_model, load_tokenizer, on_cpu
+    from redline.config import check_required
     from redline.records import read_prompt_records
 
-    for flag in ("policy", "reward", "prompts"):
-        if not getattr(config, flag):
-            raise RedlineError(f"--{flag} is required")
+    check_required(config)
     config.check()
     check_reward_model(config.reward)
     check_language_model(config.policy, POLICY_ROLE)

@@ -57,17 +57,17 @@ from redline.train.sft import SFTSettings, check_report_to, publish, run_trainer
 class RewardConfig(SFTSettings):
     """`redline train reward`: the data, then the training knobs (see SFTSettings)."""
 
-    learning_rate: float | None = field(default=None, metadata={"help": "peak lr (default: 1e-3 LoRA, 9e-6 full)"})
-    data: str = field(default="", metadata={"help": "ranking or preference records"})
+    learning_rate: float | None = field(default=None, metadata={"min": 0, "help": "peak lr (default: 1e-3 LoRA, 9e-6 full)"})
+    data: str = field(default="", metadata={"required": True, "help": "ranking or preference records"})
     eval_data: str | None = field(default=None, metadata={"help": "held-out rankings (default: split from --data)"})
     eval_split: float = field(default=0.1, metadata={"help": "share of prompts held out when --eval-data is not given"})
     normalize_with: str | None = field(default=None, metadata={"help": "demonstrations whose mean reward is set to 0"})
     pairs: bool = field(default=False, metadata={"help": "train on comparisons shuffled as independent pairs (the ablation)"})
-    limit: int | None = field(default=None, metadata={"help": "train on the first N records"})
+    limit: int | None = field(default=None, metadata={"min": 1, "help": "train on the first N records"})
     skip_invalid: bool = field(default=False, metadata={"help": "skip bad records instead of stopping"})
     max_length: int = field(default=512, metadata={"help": "tokens per (prompt, response); longer ones are cut"})
-    batch_size: int = field(default=4, metadata={"help": "prompts per step (each with all its completions)"})
-    grad_accum: int = field(default=1, metadata={"help": "forward passes accumulated per optimiser step"})
+    batch_size: int = field(default=4, metadata={"min": 1, "help": "prompts per step (each with all its completions)"})
+    grad_accum: int = field(default=1, metadata={"min": 1, "help": "forward passes accumulated per optimiser step"})
     lr_scheduler: str = field(default="cosine_with_min_lr", metadata={"help": "transformers scheduler name"})
 
     def lr(self) -> float:
@@ -77,10 +77,10 @@ class RewardConfig(SFTSettings):
 def read_comparisons(path: str, *, limit=None, skip_invalid=False) -> list[Ranking]:
     """Rankings from a file of rankings or of preferences (a preference is a ranking with K = 2)."""
     kind = "ranking"
-    for _, obj in iter_raw(path):
-        if isinstance(obj, dict) and "chosen" in obj:
-            kind = "preference"
-        break
+    for _, obj in iter_raw(path):  # the first record that says which it is: a bad first line does not decide
+        if isinstance(obj, dict) and ("chosen" in obj or "responses" in obj):
+            kind = "preference" if "chosen" in obj else "ranking"
+            break
     records: list[Record] = read_records(path, kind, limit=limit, skip_invalid=skip_invalid)
     if kind == "ranking":
         rankings = [r for r in records if isinstance(r, Ranking) and len(set(r.ranks)) > 1]
@@ -348,6 +348,7 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
         train, held = split_by_prompt(rankings, config.eval_split, config.seed)
     if not train:
         raise RedlineError(f"{config.data}: no comparisons to train on")
+    demos = read_records(config.normalize_with, "demonstration") if config.normalize_with else None  # before any compute
 
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
@@ -382,8 +383,7 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
     }
     metrics.update(held_out_accuracy(model, tokenizer, held, config.max_length))
     # step 5
-    if config.normalize_with:
-        demos = read_records(config.normalize_with, "demonstration")
+    if demos:
         rewards = score_texts(model, tokenizer, [chat_text(tokenizer, d.prompt, d.response) for d in demos], max_length=config.max_length)
         model.config.reward_bias = -sum(rewards) / len(rewards)
         metrics["reward_bias"] = round(model.config.reward_bias, 4)

@@ -40,31 +40,31 @@ class SFTSettings:
     # --- model
     model: str = field(default="embedded", metadata={"help": "base model: hub id, path, embedded or tiny-random"})
     lora: bool = field(default=True, metadata={"help": "train LoRA adapters (False: full fine-tuning)"})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator"})
-    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA path"})
-    dtype: str = field(default="float32", metadata={"help": "weights dtype while training"})
-    device: str = field(default="auto", metadata={"help": "cpu, cuda or auto"})
+    lora_r: int = field(default=16, metadata={"min": 1, "max": 4096, "help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"min": 1, "help": "LoRA scaling numerator"})
+    lora_dropout: float = field(default=0.05, metadata={"min": 0, "max": 0.99, "help": "dropout on the LoRA path"})
+    dtype: str = field(default="float32", metadata={"choices": ("float32", "bfloat16", "float16"), "help": "weights dtype while training"})
+    device: str = field(default="auto", metadata={"result": False, "help": "cpu, cuda or auto"})
     # --- optimisation
-    learning_rate: float | None = field(default=None, metadata={"help": "peak lr (default: 2e-4 LoRA, 2e-5 full)"})
+    learning_rate: float | None = field(default=None, metadata={"min": 0, "help": "peak lr (default: 2e-4 LoRA, 2e-5 full)"})
     epochs: float = field(default=1.0, metadata={"help": "passes over the data"})
-    max_steps: int | None = field(default=None, metadata={"help": "stop after N optimiser steps (overrides epochs)"})
+    max_steps: int | None = field(default=None, metadata={"min": 1, "help": "stop after N optimiser steps (overrides epochs)"})
     # One sequence per forward pass and 8 accumulated per optimiser step: on a CPU a padded batch of 4
     # trains at 1/1.6 the tokens/s of 4 single sequences, with 3x the memory (RESULTS.md, "Training").
-    batch_size: int = field(default=1, metadata={"help": "sequences per forward pass, per device (raise it on a GPU)"})
-    grad_accum: int = field(default=8, metadata={"help": "forward passes accumulated per optimiser step"})
+    batch_size: int = field(default=1, metadata={"min": 1, "help": "sequences per forward pass, per device (raise it on a GPU)"})
+    grad_accum: int = field(default=8, metadata={"min": 1, "help": "forward passes accumulated per optimiser step"})
     lr_scheduler: str = field(default="cosine", metadata={"help": "transformers scheduler name"})
-    warmup: float = field(default=0.03, metadata={"help": "warm-up steps (int) or share of all steps (<1)"})
-    max_length: int = field(default=768, metadata={"help": "tokens per sequence; longer ones are cut"})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory"})
+    warmup: float = field(default=0.03, metadata={"min": 0, "help": "warm-up steps (int) or share of all steps (<1)"})
+    max_length: int = field(default=768, metadata={"min": 1, "help": "tokens per sequence; longer ones are cut"})
+    gradient_checkpointing: bool = field(default=False, metadata={"result": False, "help": "trade compute for memory"})
     bf16: bool = field(default=False, metadata={
         "help": "bfloat16 autocast for forward and backward, float32 master weights (CPU or GPU; see RESULTS 'Training')"})
     # --- bookkeeping
     seed: int = field(default=0, metadata={"help": "random seed"})
-    logging_steps: int = field(default=5, metadata={"help": "log every N steps"})
-    save_steps: int = field(default=50, metadata={"help": "checkpoint every N steps"})
-    report_to: str = field(default="none", metadata={"help": "none, tensorboard or wandb"})
-    push_to_hub: str | None = field(default=None, metadata={
+    logging_steps: int = field(default=5, metadata={"min": 1, "result": False, "help": "log every N steps"})
+    save_steps: int = field(default=50, metadata={"min": 1, "result": False, "help": "checkpoint every N steps"})
+    report_to: str = field(default="none", metadata={"choices": ("none", "tensorboard", "wandb"), "result": False, "help": "none, tensorboard or wandb"})
+    push_to_hub: str | None = field(default=None, metadata={"result": False,
         "help": "publish the finished run (less checkpoints) to this hub repo id, or copy it to a local folder"})
 
     def lr(self) -> float:
@@ -235,11 +235,44 @@ def run_trainer(trainer, out: Path):
     from accelerate.state import AcceleratorState
 
     resume = last_checkpoint(out)
+    carried = {"seconds": 0.0, "tokens": 0}
     if resume:
         print(f"redline: resuming from {resume}", file=sys.stderr)
+        progress = Path(resume) / PROGRESS
+        if progress.is_file():
+            carried.update(json.loads(progress.read_text()))
+        if hasattr(trainer, "_total_train_tokens"):  # TRL counts tokens from 0 in every process
+            trainer._total_train_tokens = carried["tokens"]
+    trainer.add_callback(_progress_callback(trainer, carried["seconds"]))
     result = trainer.train(resume_from_checkpoint=resume)
+    # train_runtime covers this stretch only: add the stretches before the checkpoint resumed from.
+    result.metrics["train_runtime"] = carried["seconds"] + result.metrics.get("train_runtime", 0.0)
     AcceleratorState._reset_state()
     return result
+
+
+PROGRESS = "redline_progress.json"
+
+
+def _progress_callback(trainer, carried_seconds: float):
+    """Writes into every checkpoint the training time and tokens of the whole run so far, so that a
+    resumed run's redline.json counts every stretch, not only the last."""
+    import time
+
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start = time.monotonic()
+
+        def on_save(self, args, state, control, **kwargs):
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir() and state.is_world_process_zero:
+                seconds = carried_seconds + time.monotonic() - self.start
+                tokens = int(getattr(trainer, "_total_train_tokens", 0))
+                (folder / PROGRESS).write_text(json.dumps({"seconds": round(seconds, 3), "tokens": tokens}) + "\n")
+
+    return Progress()
 
 
 def tokenize_turns(tokenizer, messages: list[dict]) -> dict[str, list[int]]:
@@ -280,8 +313,8 @@ def count_truncated(examples: list[dict], tokenizer, max_length: int) -> tuple[i
 class DemonstrationConfig(SFTSettings):
     """`redline train sft`: demonstrations, then every SFT knob (see SFTSettings)."""
 
-    data: str = field(default="", metadata={"help": "demonstration records (JSONL, Parquet or a datasets folder)"})
-    limit: int | None = field(default=None, metadata={"help": "train on the first N records"})
+    data: str = field(default="", metadata={"required": True, "help": "demonstration records (JSONL, Parquet or a datasets folder)"})
+    limit: int | None = field(default=None, metadata={"min": 1, "help": "train on the first N records"})
     skip_invalid: bool = field(default=False, metadata={"help": "skip bad records instead of stopping"})
     all_turns: bool = field(default=True, metadata={
         "help": "also train on the assistant turns of a chat prompt (a TRL messages row trains every reply)"})

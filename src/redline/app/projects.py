@@ -1,0 +1,679 @@
+"""What the feedback app does, without HTTP: users, projects, assignment, submissions, export, import.
+
+The web pages (``web.py``), the ``redline app`` commands and the simulated annotators all call
+these functions with an SQLAlchemy session; none of them commits, so the caller decides what one
+transaction holds (a project and all its items are one: nothing is half-imported).
+
+Task types and what one annotation holds:
+
+==============  =======================================  ====================================
+task type       the annotator sees                       exported record (``--kind``)
+==============  =======================================  ====================================
+critique        a prompt and one answer                  feedback (critique + revision)
+rank            a prompt and K >= 2 answers              ranking (ties allowed); preference
+                                                         (best vs worst, when not tied)
+demonstration   a prompt                                 demonstration
+pair            a prompt and two answers                 preference (chosen, rejected)
+==============  =======================================  ====================================
+
+Items come from a prompts file (records of any kind with a ``prompt``). Their answers come from the
+prompt records themselves (``response``, ``responses``, ``chosen``/``rejected``), from response
+files (matched by ``id``, else by prompt; ``source`` kept), or from a model (``generate_answers``).
+A critique project makes one item per answer; a pair project pairs a prompt's answers in order
+(1st with 2nd, 3rd with 4th, an odd last one with the 1st); a rank project ranks all of a prompt's
+answers at once.
+
+Assignment (``next_item``) gives an annotator their open item if they have one, else the first
+item they have not answered whose submitted answers plus open assignments to others are fewer than
+the project's overlap. An annotator answers an item at most once (a unique key): a second,
+repeated submission is recognised and stored nowhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Iterable
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session as DBSession
+
+from redline import RedlineError
+from redline.app.db import (
+    EXPORT_KINDS,
+    ROLES,
+    TASK_TYPES,
+    Annotation,
+    Assignment,
+    Item,
+    Project,
+    User,
+    now,
+)
+from redline.records import (
+    Demonstration,
+    Feedback,
+    FieldError,
+    Preference,
+    Ranking,
+    Record,
+    RecordError,
+    Response,
+    _parse_rows,
+    meta_field,
+    optional_id,
+    prompt_field,
+    prompt_key,
+)
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+ASSIGNMENT_TTL = timedelta(minutes=30)  # an open assignment older than this no longer holds a place
+
+
+class FormError(RedlineError):
+    """A submitted form (or an uploaded file) is refused; ``field`` names what to fix."""
+
+    def __init__(self, field_name: str, message: str):
+        self.field = field_name
+        self.message = message
+        super().__init__(f"{field_name}: {message}")
+
+
+def check_name(value: str, what: str) -> str:
+    value = (value or "").strip()
+    if not NAME.match(value):
+        raise FormError("name", f"{what} name {value!r} must be 1-80 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    return value
+
+
+# ----------------------------------------------------------------------------- users
+
+
+def add_user(db: DBSession, name: str, role: str, password: str | None) -> User:
+    from redline.app.security import hash_password
+
+    name = check_name(name, "user")
+    if role not in ROLES:
+        raise FormError("role", f"{role!r} is not one of {', '.join(ROLES)}")
+    if password is not None and len(password) < 8:
+        raise FormError("password", "at least 8 characters")
+    if db.scalar(select(User).where(User.name == name)) is not None:
+        raise FormError("name", f"a user named {name!r} exists")
+    user = User(name=name, role=role, password_hash=hash_password(password) if password is not None else None, created_at=now())
+    db.add(user)
+    db.flush()
+    return user
+
+
+def get_user(db: DBSession, name: str) -> User:
+    user = db.scalar(select(User).where(User.name == name))
+    if user is None:
+        raise RedlineError(f"no user named {name!r}")
+    return user
+
+
+# ----------------------------------------------------------------------------- reading prompts and answers
+
+
+@dataclass
+class PromptRow:
+    line: int
+    prompt: Any
+    id: str | None
+    meta: dict
+    answers: list[dict] = field(default_factory=list)  # [{"text", "source"}]
+    gold: dict | None = None  # {"ranks": [...]} or {"chosen": 0}: the known answer of a gold item
+
+
+def _own_answers(obj: dict) -> list[dict]:
+    """Answers a prompt record carries itself: response, responses, or chosen and rejected."""
+    source = obj.get("source") if isinstance(obj.get("source"), str) else None
+    texts: list[str] = []
+    if isinstance(obj.get("responses"), list):
+        for i, text in enumerate(obj["responses"]):
+            if not isinstance(text, str):
+                raise FieldError(f"responses[{i}]", f"expected a string, got {type(text).__name__}")
+            texts.append(text)
+    for name in ("response", "chosen", "rejected"):
+        if name in obj:
+            if not isinstance(obj[name], str):
+                raise FieldError(name, f"expected a string, got {type(obj[name]).__name__}")
+            texts.append(obj[name])
+    return [{"text": t, "source": source} for t in texts if t.strip()]
+
+
+def _gold(obj: dict, meta: dict) -> dict | None:
+    """A record marked ``meta.gold`` carries its known answer: a ranking's ranks, a preference's choice."""
+    if not meta.get("gold"):
+        return None
+    if "ranks" in obj:
+        return {"ranks": dense_ranks(Ranking.from_dict(obj).ranks)}
+    if "chosen" in obj:
+        Preference.from_dict(obj)
+        return {"chosen": 0}  # answers are [chosen, rejected]; plan_items shuffles them
+    raise FieldError("meta.gold", "a gold item needs its answer: ranks (a ranking record) or chosen and rejected (a preference)")
+
+
+def read_prompts(path: str | Path, with_answers: bool = True) -> list[PromptRow]:
+    """Every prompt record of ``path``; one ``RecordError`` listing every bad line (FILE:LINE: FIELD)."""
+
+    def parse(obj: Any, number: int) -> PromptRow:
+        if not isinstance(obj, dict):
+            raise FieldError("<record>", f"expected a JSON object, got {type(obj).__name__}")
+        meta = meta_field(obj)
+        answers = _own_answers(obj) if with_answers else []
+        return PromptRow(number, prompt_field(obj), optional_id(obj), meta, answers, _gold(obj, meta) if with_answers else None)
+
+    rows = _parse_rows(path, parse, skip_invalid=False, limit=None, report=None)
+    if not rows:
+        raise RecordError([f"{path}:0: <file>: no prompt records"])
+    return rows
+
+
+def attach_responses(rows: list[PromptRow], paths: Iterable[str | Path], prompts_name: str = "the prompts file") -> None:
+    """Add the answers of response files to the prompts they answer (by id, else by prompt text)."""
+    by_id = {row.id: row for row in rows if row.id is not None}
+    by_prompt = {prompt_key(row.prompt): row for row in rows}
+    for path in paths:
+        unmatched: list[str] = []
+
+        def parse(obj: Any, number: int):
+            record = Response.from_dict(obj)
+            return number, record
+
+        for number, record in _parse_rows(path, parse, skip_invalid=False, limit=None, report=None):
+            row = by_id.get(record.id) if record.id is not None else None
+            row = row or by_prompt.get(prompt_key(record.prompt))
+            if row is None:
+                unmatched.append(f"{path}:{number}: prompt: matches no prompt (by id or text) in {prompts_name}")
+                continue
+            if record.response.strip():
+                row.answers.append({"text": record.response, "source": record.source})
+        if unmatched:
+            raise RecordError(unmatched[:20], len(unmatched))
+
+
+def plan_items(task_type: str, rows: list[PromptRow], prompts_name: str = "the prompts file") -> list[dict]:
+    """The items a project of ``task_type`` makes from these prompts.
+
+    A prompt with too few answers is an error naming its line (``drop_short`` first sets aside,
+    and names, the prompts a model left short).
+    """
+    if task_type not in TASK_TYPES:
+        raise FormError("task_type", f"{task_type!r} is not one of {', '.join(TASK_TYPES)}")
+    items: list[dict] = []
+    errors: list[str] = []
+    for row in rows:
+        base = {"prompt": row.prompt, "meta": row.meta, "external_id": row.id}
+        answers = row.answers
+        if row.gold is not None and not ((task_type == "rank" and "ranks" in row.gold) or (task_type == "pair" and "chosen" in row.gold)):
+            errors.append(f"{prompts_name}:{row.line}: meta.gold: a {task_type} project takes no gold items of this record "
+                          "(gold: a ranking record in a rank project, a preference record in a pair project)")
+            continue
+        if task_type == "rank" and row.gold is not None:
+            items.append({**base, "answers": answers, "gold": row.gold})
+        elif task_type == "pair" and row.gold is not None:
+            flip = int(hashlib.sha256(prompt_key(row.prompt).encode()).hexdigest(), 16) % 2 == 1  # chosen not always A
+            pair = [answers[1], answers[0]] if flip else answers[:2]
+            items.append({**base, "answers": pair, "gold": {"choice": "b" if flip else "a"}})
+        elif task_type == "demonstration":
+            items.append({**base, "answers": []})
+        elif task_type == "critique":
+            if not answers:
+                errors.append(f"{prompts_name}:{row.line}: response: no answer to critique")
+            for j, answer in enumerate(answers):
+                items.append({**base, "external_id": f"{row.id}-{j}" if row.id and len(answers) > 1 else row.id, "answers": [answer]})
+        elif task_type == "rank":
+            if len(answers) < 2:
+                errors.append(f"{prompts_name}:{row.line}: responses: {len(answers)} answer(s); ranking needs at least 2")
+            else:
+                items.append({**base, "answers": answers})
+        else:  # pair
+            if len(answers) < 2:
+                errors.append(f"{prompts_name}:{row.line}: responses: {len(answers)} answer(s); a pair needs 2")
+                continue
+            pairs = [(i, i + 1) for i in range(0, len(answers) - 1, 2)]
+            if len(answers) % 2:
+                pairs.append((len(answers) - 1, 0))
+            for n, (i, j) in enumerate(pairs):
+                external = f"{row.id}-{n}" if row.id and len(pairs) > 1 else row.id
+                items.append({**base, "external_id": external, "answers": [answers[i], answers[j]]})
+    if errors:
+        raise RecordError(errors[:20], len(errors))
+    return items
+
+
+def generate_answers(rows: list[PromptRow], engine, k: int, *, source: str, temperature: float = 0.7,
+                     max_new_tokens: int = 256, seed: int = 0) -> None:
+    """K answers per prompt from ``engine`` (redline's generation interface), appended to each row."""
+    from redline.generation import SamplingParams, as_chat
+
+    if k < 1:
+        raise FormError("k", "at least 1 answer per prompt")
+    prompts = [as_chat(row.prompt) for row in rows for _ in range(k)]
+    seeds = [seed + 1000 * r + j for r in range(len(rows)) for j in range(k)]
+    params = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+    completions = engine.generate(prompts, params, seeds=seeds, progress=False)
+    for n, completion in enumerate(completions):
+        if completion.text.strip():
+            rows[n // k].answers.append({"text": completion.text, "source": source})
+
+
+DEFAULT_K = {"rank": 4, "pair": 2, "critique": 1}
+
+
+def generation_settings(form: dict, task_type: str) -> dict:
+    """K, max_new_tokens, temperature and seed of answers generated in the app, checked."""
+    if task_type not in DEFAULT_K:
+        raise FormError("generate", f"a {task_type} project shows no answers; leave the model empty")
+    out: dict[str, Any] = {}
+    for name, default, cast, low in (("k", DEFAULT_K[task_type], int, 1), ("max_new_tokens", 256, int, 1),
+                                     ("temperature", 0.7, float, 0.0), ("seed", 0, int, 0)):
+        raw = str(form.get(name) or "").strip()
+        try:
+            value = cast(raw) if raw else default
+        except ValueError:
+            raise FormError(name, f"expected a number, got {raw!r}") from None
+        if value < low:
+            raise FormError(name, f"must be >= {low}, got {raw!r}")
+        out[name] = value
+    if task_type in ("rank", "pair") and out["k"] < 2:
+        raise FormError("k", f"a {task_type} project needs at least 2 answers per prompt")
+    return out
+
+
+def drop_short(task_type: str, rows: list[PromptRow]) -> tuple[list[PromptRow], list[str]]:
+    """Prompts a model left with too few non-empty answers for the task, set aside and named."""
+    need = {"critique": 1, "rank": 2, "pair": 2, "demonstration": 0}[task_type]
+    kept = [row for row in rows if len(row.answers) >= need]
+    notes = [f"line {row.line}: the model wrote {len(row.answers)} non-empty answer(s), the task needs {need}"
+             for row in rows if len(row.answers) < need]
+    return kept, notes
+
+
+# ----------------------------------------------------------------------------- projects
+
+
+def create_project(db: DBSession, name: str, task_type: str, items: list[dict], *, guidelines: str = "",
+                   overlap: int = 1, status: str = "ready", status_detail: str = "") -> Project:
+    name = check_name(name, "project")
+    if task_type not in TASK_TYPES:
+        raise FormError("task_type", f"{task_type!r} is not one of {', '.join(TASK_TYPES)}")
+    if not isinstance(overlap, int) or overlap < 1:
+        raise FormError("overlap", f"annotators per item must be a whole number >= 1, got {overlap!r}")
+    if db.scalar(select(Project).where(Project.name == name)) is not None:
+        raise FormError("name", f"a project named {name!r} exists")
+    project = Project(name=name, task_type=task_type, guidelines=guidelines or "", overlap=overlap, status=status,
+                      status_detail=status_detail, created_at=now())
+    db.add(project)
+    db.flush()
+    add_items(db, project, items)
+    return project
+
+
+def add_items(db: DBSession, project: Project, items: list[dict]) -> list[Item]:
+    start = db.scalar(select(func.coalesce(func.max(Item.position), -1)).where(Item.project_id == project.id)) + 1
+    made = [Item(project_id=project.id, position=start + n, external_id=it.get("external_id"), prompt=it["prompt"],
+                 meta=it.get("meta") or {}, answers=it.get("answers") or [], gold=it.get("gold")) for n, it in enumerate(items)]
+    db.add_all(made)
+    db.flush()
+    return made
+
+
+def recover_unfinished(db: DBSession) -> int:
+    """Projects a stopped server left generating or drafting: that job will not finish, so say so
+    (generating: failed, create it again; drafting: ready, the drafts written so far stay)."""
+    stuck = db.scalars(select(Project).where(Project.status.in_(("generating", "drafting")))).all()
+    for project in stuck:
+        was = project.status
+        project.status = "failed" if was == "generating" else "ready"
+        project.status_detail = f"the server stopped while {was}; " + ("create the project again" if was == "generating"
+                                                                        else "write the drafts again")
+    return len(stuck)
+
+
+def get_project(db: DBSession, name_or_id: str | int) -> Project:
+    if isinstance(name_or_id, int):
+        project = db.get(Project, name_or_id)
+    else:
+        project = db.scalar(select(Project).where(Project.name == name_or_id))
+    if project is None:
+        raise RedlineError(f"no project {name_or_id!r}")
+    return project
+
+
+def progress(db: DBSession, project: Project) -> dict:
+    """Items, submitted/skipped/flagged annotations, and items that have all the answers they need."""
+    n_items = db.scalar(select(func.count()).select_from(Item).where(Item.project_id == project.id))
+    counts = dict(db.execute(
+        select(Annotation.status, func.count()).join(Item, Item.id == Annotation.item_id)
+        .where(Item.project_id == project.id).group_by(Annotation.status)
+    ).all())
+    per_item = (select(Annotation.item_id, func.count().label("n")).join(Item, Item.id == Annotation.item_id)
+                .where(Item.project_id == project.id, Annotation.status == "submitted").group_by(Annotation.item_id).subquery())
+    complete = db.scalar(select(func.count()).select_from(per_item).where(per_item.c.n >= project.overlap))
+    return {"items": n_items, "submitted": counts.get("submitted", 0), "skipped": counts.get("skipped", 0),
+            "flagged": counts.get("flagged", 0), "complete": complete, "needed": n_items * project.overlap}
+
+
+def user_progress(db: DBSession, project: Project, user: User) -> int:
+    return db.scalar(select(func.count()).select_from(Annotation).join(Item, Item.id == Annotation.item_id)
+                     .where(Item.project_id == project.id, Annotation.user_id == user.id))
+
+
+# ----------------------------------------------------------------------------- assignment
+
+
+def next_item(db: DBSession, user: User, project: Project) -> Item | None:
+    """The item this annotator should do next in ``project`` (an open one first), or None."""
+    if project.status != "ready":
+        return None
+    # One assignment at a time per project: on PostgreSQL the project row is locked until commit
+    # (so two annotators cannot both take an item's last place); SQLite's IMMEDIATE transactions
+    # serialise writers already and ignore FOR UPDATE.
+    db.execute(select(Project.id).where(Project.id == project.id).with_for_update())
+    done = select(Annotation.item_id).where(Annotation.user_id == user.id)
+    mine = db.scalar(
+        select(Item).join(Assignment, Assignment.item_id == Item.id)
+        .where(Item.project_id == project.id, Assignment.user_id == user.id, Item.id.not_in(done))
+        .order_by(Assignment.started_at, Item.position).limit(1)
+    )
+    if mine is not None:
+        return mine
+    fresh = now() - ASSIGNMENT_TTL
+    submitted = (select(func.count()).select_from(Annotation)
+                 .where(Annotation.item_id == Item.id, Annotation.status == "submitted").scalar_subquery())
+    held = (select(func.count()).select_from(Assignment)
+            .where(Assignment.item_id == Item.id, Assignment.user_id != user.id, Assignment.started_at > fresh,
+                   Assignment.item_id.not_in(select(Annotation.item_id).where(Annotation.user_id == Assignment.user_id)))
+            .scalar_subquery())
+    item = db.scalar(
+        select(Item).where(Item.project_id == project.id, Item.id.not_in(done),
+                           or_(submitted + held < project.overlap, Item.gold.is_not(None)))  # gold items go to everyone
+        .order_by(Item.position).limit(1)
+    )
+    if item is None:
+        return None
+    assign(db, user, item)
+    return item
+
+
+def assign(db: DBSession, user: User, item: Item) -> Assignment:
+    assignment = db.get(Assignment, (user.id, item.id))
+    if assignment is None:
+        assignment = Assignment(user_id=user.id, item_id=item.id, started_at=now())
+        db.add(assignment)
+        db.flush()
+    return assignment
+
+
+# ----------------------------------------------------------------------------- submitting
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Word-level Levenshtein distance: how many words were inserted, deleted or replaced.
+
+    Words, not characters: a revision of a 300-word answer costs 300 x 300 steps, not 2000 x 2000.
+    """
+    x, y = a.split(), b.split()
+    if len(x) < len(y):
+        x, y = y, x
+    previous = list(range(len(y) + 1))
+    for i, wx in enumerate(x, start=1):
+        current = [i]
+        for j, wy in enumerate(y, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (wx != wy)))
+        previous = current
+    return previous[-1]
+
+
+def dense_ranks(values: list[int]) -> list[int]:
+    """Ranks renumbered 0, 1, 2 ... in order, ties kept: [1, 1, 3] -> [0, 0, 1]."""
+    order = sorted(set(values))
+    return [order.index(v) for v in values]
+
+
+def _text(form: dict, name: str, label: str) -> str:
+    value = form.get(name)
+    if value is None or not str(value).strip():
+        raise FormError(name, f"{label} is empty")
+    return str(value).replace("\r\n", "\n")
+
+
+def parse_answer(project: Project, item: Item, form: dict) -> tuple[dict, dict]:
+    """(payload, info) of a submitted form, or ``FormError`` naming the field to fix."""
+    info: dict[str, Any] = {}
+    if project.task_type == "critique":
+        critique = _text(form, "critique", "critique")
+        revision = _text(form, "revision", "revision")
+        answer = item.answers[0]["text"]
+        info["revision_edit_distance"] = edit_distance(answer, revision)
+        if item.draft:
+            draft_revision = item.draft.get("revision") or answer
+            info.update(draft_used=str(form.get("draft_used") or "") == "1", draft_model=item.draft.get("model"),
+                        draft_edit_distance={"critique": edit_distance(item.draft.get("critique") or "", critique),
+                                             "revision": edit_distance(draft_revision, revision)})
+        else:
+            info["draft_used"] = False
+        return {"critique": critique, "revision": revision}, info
+    if project.task_type == "demonstration":
+        return {"response": _text(form, "response", "response")}, info
+    if project.task_type == "pair":
+        choice = str(form.get("choice") or "").strip().lower()
+        if choice not in ("a", "b"):
+            raise FormError("choice", "missing: pick answer A or answer B")
+        return {"choice": choice}, info
+    k = len(item.answers)
+    ranks = []
+    for i in range(k):
+        raw = str(form.get(f"rank_{i}") or "").strip()
+        if not raw:
+            raise FormError(f"rank_{i}", f"rank of answer {i + 1} is missing")
+        if not raw.isdigit() or not 1 <= int(raw) <= k:
+            raise FormError(f"rank_{i}", f"rank of answer {i + 1} must be a whole number from 1 to {k}, got {raw!r}")
+        ranks.append(int(raw))
+    if len(set(ranks)) < 2:
+        raise FormError("ranks", "every answer has the same rank: rank at least one above another, or skip")
+    return {"ranks": dense_ranks(ranks)}, info
+
+
+def record_annotation(db: DBSession, user: User, item: Item, status: str, payload: dict | None = None,
+                      info: dict | None = None, reason: str = "") -> Annotation | None:
+    """Store one annotation, in a savepoint; None if this annotator already answered this item.
+
+    Time spent runs from the assignment (the task page first served) to now.
+    """
+    assignment = db.get(Assignment, (user.id, item.id))
+    if assignment is None:
+        raise FormError("item", "this item was not assigned to you")
+    seconds = max(0.0, (now() - assignment.started_at).total_seconds())
+    annotation = Annotation(item_id=item.id, user_id=user.id, status=status, payload=payload or {}, info=info or {},
+                            reason=reason, seconds=round(seconds, 3), imported=False, created_at=now())
+    try:
+        with db.begin_nested():
+            db.add(annotation)
+    except IntegrityError:
+        return None
+    return annotation
+
+
+def already_answered(db: DBSession, user: User, item: Item) -> bool:
+    return db.scalar(select(Annotation.id).where(Annotation.user_id == user.id, Annotation.item_id == item.id)) is not None
+
+
+def submit(db: DBSession, user: User, project: Project, item: Item, form: dict) -> Annotation | None:
+    """Validate and store a submission (action submit | skip | flag); None if it was already stored."""
+    if item.project_id != project.id:
+        raise FormError("item", "not an item of this project")
+    action = str(form.get("action") or "submit")
+    if already_answered(db, user, item):
+        return None
+    if action == "skip":
+        return record_annotation(db, user, item, "skipped", reason=str(form.get("reason") or "").strip())
+    if action == "flag":
+        reason = str(form.get("reason") or "").strip()
+        if not reason:
+            raise FormError("reason", "say why you flag this item")
+        return record_annotation(db, user, item, "flagged", reason=reason)
+    if action != "submit":
+        raise FormError("action", f"unknown action {action!r}")
+    payload, info = parse_answer(project, item, form)
+    return record_annotation(db, user, item, "submitted", payload, info)
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def _sources(item: Item) -> list[str | None]:
+    return [a.get("source") for a in item.answers]
+
+
+def export_records(db: DBSession, project: Project, kind: str) -> list[Record]:
+    """The project's submitted annotations as redline records of ``kind``, each validated.
+
+    ``meta`` holds the item's own meta (instructions, topic ...) and then: annotator, seconds
+    (time spent), project, item, source(s) of the answers, and for critiques draft_used and
+    edit distances (in words).
+    """
+    if kind not in EXPORT_KINDS[project.task_type]:
+        raise RedlineError(f"project {project.name!r} ({project.task_type}) exports {' or '.join(EXPORT_KINDS[project.task_type])}, not {kind!r}")
+    rows = db.execute(
+        select(Annotation, Item, User).join(Item, Item.id == Annotation.item_id).join(User, User.id == Annotation.user_id)
+        .where(Item.project_id == project.id, Annotation.status == "submitted").order_by(Item.position, Annotation.id)
+    ).all()
+    records: list[Record] = []
+    for annotation, item, user in rows:
+        meta = {**(item.meta or {}), "annotator": user.name, "seconds": annotation.seconds, "project": project.name,
+                "item": item.external_id or str(item.position), **(annotation.info or {})}
+        if annotation.imported:
+            meta["imported"] = True
+        if item.gold is not None:
+            meta["gold"] = True
+        rid = f"{project.name}-{item.position}-{user.name}"
+        payload = annotation.payload
+        if project.task_type == "critique":
+            record: Record = Feedback(prompt=item.prompt, response=item.answers[0]["text"], critique=payload["critique"],
+                                      revision=payload["revision"], id=rid, meta={**meta, "source": _sources(item)[0]})
+        elif project.task_type == "demonstration":
+            record = Demonstration(prompt=item.prompt, response=payload["response"], id=rid, meta=meta)
+        elif project.task_type == "pair":
+            w, l = (0, 1) if payload["choice"] == "a" else (1, 0)
+            record = Preference(prompt=item.prompt, chosen=item.answers[w]["text"], rejected=item.answers[l]["text"], id=rid,
+                                meta={**meta, "sources": [_sources(item)[w], _sources(item)[l]], "shown": ["chosen", "rejected"] if w == 0 else ["rejected", "chosen"]})
+        elif kind == "ranking":
+            record = Ranking(prompt=item.prompt, responses=[a["text"] for a in item.answers], ranks=payload["ranks"], id=rid,
+                             meta={**meta, "sources": _sources(item)})
+        else:  # a ranking project's best-vs-worst pair
+            ranks = payload["ranks"]
+            best = min(range(len(ranks)), key=lambda i: (ranks[i], i))
+            worst = max(range(len(ranks)), key=lambda i: (ranks[i], -i))
+            record = Preference(prompt=item.prompt, chosen=item.answers[best]["text"], rejected=item.answers[worst]["text"],
+                                id=rid, meta={**meta, "pair": [best, worst], "sources": [_sources(item)[best], _sources(item)[worst]]})
+        records.append(type(record).from_dict(record.to_dict()))  # what a reader of the file will accept
+    return records
+
+
+# ----------------------------------------------------------------------------- import
+
+
+IMPORT_KINDS = {"critique": "feedback", "rank": "ranking", "demonstration": "demonstration", "pair": "preference"}
+
+
+def import_records(db: DBSession, project: Project, path: str | Path, default_annotator: str = "imported") -> int:
+    """Existing records of the project's kind become items with one submitted annotation each.
+
+    The annotator is ``meta.annotator`` (a user without a password is made for a new name), else
+    ``default_annotator``. A preference's two answers are shown in an order fixed by a hash of the
+    prompt, so the chosen one is not always A. Returns how many records were imported.
+    """
+    from redline.records import read_records
+
+    kind = IMPORT_KINDS[project.task_type]
+    records = read_records(path, kind)
+    users: dict[str, User] = {}
+
+    def annotator(record: Record) -> User:
+        name = str(record.meta.get("annotator") or default_annotator)
+        name = re.sub(r"[^A-Za-z0-9._-]", "-", name)[:80] or default_annotator
+        if name not in users:
+            users[name] = db.scalar(select(User).where(User.name == name)) or add_user(db, name, "annotator", None)
+        return users[name]
+
+    for record in records:
+        meta = {k: v for k, v in record.meta.items() if k not in ("annotator", "seconds")}
+        seconds = float(record.meta.get("seconds") or 0.0) if isinstance(record.meta.get("seconds"), (int, float)) else 0.0
+        if isinstance(record, Feedback):
+            if record.revision is None:
+                raise RecordError([f"{path}: id {record.id}: revision: a critique-only record has no revision to import"])
+            answers, payload = [{"text": record.response, "source": meta.get("source")}], {"critique": record.critique, "revision": record.revision}
+        elif isinstance(record, Ranking):
+            answers, payload = [{"text": t, "source": None} for t in record.responses], {"ranks": dense_ranks(record.ranks)}
+        elif isinstance(record, Demonstration):
+            answers, payload = [], {"response": record.response}
+        else:
+            assert isinstance(record, Preference)
+            flip = int(hashlib.sha256(prompt_key(record.prompt).encode()).hexdigest(), 16) % 2 == 1
+            pair = [record.rejected, record.chosen] if flip else [record.chosen, record.rejected]
+            answers, payload = [{"text": t, "source": None} for t in pair], {"choice": "b" if flip else "a"}
+        [item] = add_items(db, project, [{"prompt": record.prompt, "meta": meta, "external_id": record.id, "answers": answers}])
+        db.add(Annotation(item_id=item.id, user_id=annotator(record).id, status="submitted", payload=payload, info={},
+                          reason="", seconds=seconds, imported=True, created_at=now()))
+    db.flush()
+    return len(records)
+
+
+# ----------------------------------------------------------------------------- model-assisted drafts
+
+
+def make_drafts(db: DBSession, project: Project, engine, model: str, *, max_new_tokens: int = 512, seed: int = 0) -> dict:
+    """A critic's critique and revision for every critique item that has none: the form's pre-fill.
+
+    The critic reads the same prompt it was trained on (``prompts.critic_messages``), greedily. An
+    output without a revision part keeps its critique and leaves the revision to start from the
+    answer. Returns {"items", "parsed"}.
+    """
+    from redline.generation import SamplingParams
+    from redline.prompts import critic_messages, parse_critic_output
+
+    if project.task_type != "critique":
+        raise RedlineError(f"project {project.name!r} is a {project.task_type} project; drafts are for critique projects")
+    items = db.scalars(select(Item).where(Item.project_id == project.id, Item.draft.is_(None)).order_by(Item.position)).all()
+    parsed = 0
+    if items:
+        prompts = [critic_messages(item.prompt, item.answers[0]["text"]) for item in items]
+        completions = engine.generate(prompts, SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens, seed=seed),
+                                      progress=False)
+        for item, completion in zip(items, completions):
+            out = parse_critic_output(completion.text)
+            parsed += out.parsed
+            item.draft = {"critique": out.critique, "revision": out.revision, "model": model}
+    project.critic = model
+    db.flush()
+    return {"items": len(items), "parsed": parsed}
+
+
+# ----------------------------------------------------------------------------- API tokens
+
+
+def new_api_token(db: DBSession, user: User) -> str:
+    """A fresh export token for an admin (the old one stops working); shown once, stored hashed."""
+    from redline.app.security import new_token, token_hash
+
+    if user.role != "admin":
+        raise RedlineError(f"{user.name} is not an admin; only admins hold export tokens")
+    token = new_token()
+    user.api_token_hash = token_hash(token)
+    db.flush()
+    return token
+
+
+def user_for_token(db: DBSession, token: str | None) -> User | None:
+    from redline.app.security import token_hash
+
+    if not token:
+        return None
+    return db.scalar(select(User).where(User.api_token_hash == token_hash(token)))

@@ -1,0 +1,450 @@
+"""The feedback app over HTTP (FastAPI's TestClient on a real SQLite file): every route, every role,
+the four task types, bad input, security, export that the record readers accept."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("sqlalchemy")
+pytest.importorskip("fastapi")
+
+from app_helpers import (  # noqa: E402
+    CRITIQUE_ROWS,
+    DEMO_ROWS,
+    PAIR_ROWS,
+    PASSWORD,
+    RANK_ROWS,
+    cheap_hashing,
+    csrf_of,
+    login,
+    make_project,
+    make_users,
+)
+from fastapi.testclient import TestClient  # noqa: E402
+
+from redline import RedlineError  # noqa: E402
+from redline.app import projects as P  # noqa: E402
+from redline.app.db import open_database  # noqa: E402
+from redline.app.web import make_app  # noqa: E402
+from redline.records import read_records  # noqa: E402
+
+
+@pytest.fixture
+def sessions(tmp_path, monkeypatch):
+    cheap_hashing(monkeypatch)
+    sessions = open_database(f"sqlite:///{tmp_path / 'app.db'}")
+    make_users(sessions, root="admin", ann="annotator", bob="annotator")
+    return sessions
+
+
+@pytest.fixture
+def client(sessions):
+    return TestClient(make_app(sessions))
+
+
+def client_for(sessions, name):
+    c = TestClient(make_app(sessions))
+    assert login(c, name).status_code == 303
+    return c
+
+
+def open_task(c, pid):
+    """Follow /next to the assigned item; (item url, page)."""
+    r = c.get(f"/projects/{pid}/next", follow_redirects=False)
+    assert r.status_code == 303, r.text
+    url = r.headers["location"]
+    page = c.get(url)
+    assert page.status_code == 200
+    return url, page
+
+
+def export(sessions, name, kind, tmp_path):
+    from redline.records import write_records
+
+    with sessions() as db:
+        records = P.export_records(db, P.get_project(db, name), kind)
+    path = tmp_path / f"{name}-{kind}.jsonl"
+    write_records(path, records)
+    return read_records(path, kind)
+
+
+# ----------------------------------------------------------------------------- pure helpers
+
+
+@pytest.mark.parametrize("a,b,d", [("", "", 0), ("a b c", "a b c", 0), ("a b c", "a x c", 1), ("a b c", "a c", 1),
+                                   ("a b", "a b c d", 2), ("one two", "", 2), ("kitten sitting", "sitting kitten", 2)])
+def test_edit_distance_counts_word_edits(a, b, d):
+    assert P.edit_distance(a, b) == d == P.edit_distance(b, a)
+
+
+def test_dense_ranks_keep_ties_and_order():
+    assert P.dense_ranks([1, 1, 3]) == [0, 0, 1]
+    assert P.dense_ranks([4, 2, 3, 1]) == [3, 1, 2, 0]
+
+
+# ----------------------------------------------------------------------------- login, sessions, roles
+
+
+def test_login_sets_an_httponly_samesite_cookie_and_logout_ends_the_session(client):
+    r = login(client, "ann")
+    assert r.status_code == 303 and r.headers["location"] == "/"
+    cookie = r.headers["set-cookie"].lower()
+    assert "redline_session=" in cookie and "httponly" in cookie and "samesite=lax" in cookie
+    page = client.get("/tasks")
+    assert page.status_code == 200 and "ann (annotator)" in page.text
+    assert client.post("/logout", data={"csrf": csrf_of(page.text)}, follow_redirects=False).status_code == 303
+    assert client.get("/tasks", follow_redirects=False).headers["location"].startswith("/login")
+
+
+def test_wrong_password_is_401_and_the_sixth_failure_is_rate_limited(client):
+    for _ in range(5):
+        assert login(client, "ann", "wrong password").status_code == 401
+    r = login(client, "ann", PASSWORD)  # even the right password waits now
+    assert r.status_code == 429 and "too many failed logins" in r.text and int(r.headers["retry-after"]) > 0
+    assert login(client, "bob").status_code == 303  # another name from the same address still may
+
+
+def test_login_without_its_csrf_token_is_refused(client):
+    client.get("/login")
+    r = client.post("/login", data={"name": "ann", "password": PASSWORD, "csrf": "forged"}, follow_redirects=False)
+    assert r.status_code == 403 and "CSRF" in r.text
+
+
+def test_login_refuses_to_redirect_off_site(client):
+    page = client.get("/login")
+    r = client.post("/login", data={"name": "ann", "password": PASSWORD, "csrf": csrf_of(page.text), "next": "//evil.example/x"},
+                    follow_redirects=False)
+    assert r.headers["location"] == "/"
+
+
+ANNOTATOR_ROUTES = ["/", "/tasks", "/mywork", "/projects/1/next", "/projects/1/items/1"]
+ADMIN_GET = ["/admin", "/admin/projects/1", "/admin/projects/1/export?kind=ranking"]
+ADMIN_POST = ["/admin/users", "/admin/projects", "/admin/projects/1/import", "/admin/projects/1/drafts", "/admin/token"]
+
+
+def test_anonymous_visitors_are_sent_to_the_login_page(client, sessions, tmp_path):
+    make_project(sessions, tmp_path, "r", "rank", RANK_ROWS)
+    for url in ANNOTATOR_ROUTES + ADMIN_GET:
+        r = client.get(url, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"].startswith("/login?next="), url
+    for url in ADMIN_POST + ["/projects/1/items/1", "/logout"]:
+        assert client.post(url, data={}, follow_redirects=False).status_code == 303, url
+    assert client.get("/health").json() == {"ok": True}
+    assert client.get("/login").status_code == 200
+
+
+def test_an_annotator_sees_no_admin_page(sessions, tmp_path):
+    make_project(sessions, tmp_path, "r", "rank", RANK_ROWS)
+    c = client_for(sessions, "ann")
+    csrf = csrf_of(c.get("/tasks").text)
+    for url in ADMIN_GET:
+        r = c.get(url)
+        assert r.status_code == 403 and "for admins only" in r.text, url
+    for url in ADMIN_POST:
+        assert c.post(url, data={"csrf": csrf}).status_code == 403, url
+
+
+def test_every_post_needs_the_session_csrf_token(sessions, tmp_path):
+    pid = make_project(sessions, tmp_path, "r", "rank", RANK_ROWS)
+    c = client_for(sessions, "ann")
+    url, _ = open_task(c, pid)
+    data = {"rank_0": "1", "rank_1": "2", "rank_2": "3", "rank_3": "4"}
+    for csrf in (None, "forged"):
+        r = c.post(url, data=data if csrf is None else {**data, "csrf": csrf})
+        assert r.status_code == 403 and "CSRF" in r.text
+    admin = client_for(sessions, "root")
+    assert admin.post("/admin/users", data={"name": "eve", "role": "admin"}).status_code == 403
+    with sessions() as db:
+        assert db.scalar(P.select(P.User).where(P.User.name == "eve")) is None
+
+
+def test_pages_carry_a_strict_content_security_policy(client):
+    r = client.get("/login")
+    assert "script-src 'self'" in r.headers["content-security-policy"]
+    assert r.headers["x-frame-options"] == "DENY" and r.headers["x-content-type-options"] == "nosniff"
+
+
+# ----------------------------------------------------------------------------- the four task types
+
+
+def test_rank_with_ties_refuses_a_missing_rank_and_exports_rankings_and_pairs(sessions, tmp_path):
+    pid = make_project(sessions, tmp_path, "r", "rank", RANK_ROWS, guidelines="Rank by **helpfulness**.")
+    c = client_for(sessions, "ann")
+    url, page = open_task(c, pid)
+    assert "<strong>helpfulness</strong>" in page.text and page.text.count('class="answer rankable') == 4
+    csrf = csrf_of(page.text)
+    r = c.post(url, data={"csrf": csrf, "rank_0": "1", "rank_1": "2", "rank_3": "3"})
+    assert r.status_code == 422 and "rank of answer 3 is missing" in r.text and 'data-field="rank_2"' in r.text
+    r = c.post(url, data={"csrf": csrf, "rank_0": "2", "rank_1": "2", "rank_2": "2", "rank_3": "2"})
+    assert r.status_code == 422 and "every answer has the same rank" in r.text
+    r = c.post(url, data={"csrf": csrf, "rank_0": "9", "rank_1": "1", "rank_2": "1", "rank_3": "1"})
+    assert r.status_code == 422 and "from 1 to 4" in r.text
+    r = c.post(url, data={"csrf": csrf, "rank_0": "2", "rank_1": "1", "rank_2": "2", "rank_3": "4"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == f"/projects/{pid}/next"
+    # the same submission again (a double click, a retry) stores nothing more
+    assert c.post(url, data={"csrf": csrf, "rank_0": "1", "rank_1": "2", "rank_2": "3", "rank_3": "4"},
+                  follow_redirects=False).status_code == 303
+    [ranking] = export(sessions, "r", "ranking", tmp_path)
+    assert ranking.ranks == [1, 0, 1, 2] and ranking.responses == RANK_ROWS[0]["responses"]
+    assert ranking.meta["annotator"] == "ann" and ranking.meta["seconds"] >= 0 and ranking.meta["topic"] == "topic 0"
+    assert ranking.meta["project"] == "r" and ranking.meta["item"] == "q0"
+    [pref] = export(sessions, "r", "preference", tmp_path)
+    assert pref.chosen == "answer 0.1" and pref.rejected == "answer 0.3"
+
+
+def test_critique_and_revise_refuses_empty_fields_and_exports_feedback(sessions, tmp_path):
+    pid = make_project(sessions, tmp_path, "c", "critique", CRITIQUE_ROWS)
+    c = client_for(sessions, "ann")
+    url, page = open_task(c, pid)
+    assert "Thing 0 is red and round." in page.text and "(model-x)" in page.text
+    csrf = csrf_of(page.text)
+    r = c.post(url, data={"csrf": csrf, "critique": "  ", "revision": "Thing 0 is blue."})
+    assert r.status_code == 422 and "critique: critique is empty" in r.text
+    assert "Thing 0 is blue." in r.text  # what was typed is kept
+    r = c.post(url, data={"csrf": csrf, "critique": "It is blue, not red.", "revision": ""})
+    assert r.status_code == 422 and "revision: revision is empty" in r.text
+    r = c.post(url, data={"csrf": csrf, "critique": "It is blue, not red.", "revision": "Thing 0 is blue and round."},
+               follow_redirects=False)
+    assert r.status_code == 303
+    [record] = export(sessions, "c", "feedback", tmp_path)
+    assert (record.critique, record.revision, record.response) == ("It is blue, not red.", "Thing 0 is blue and round.",
+                                                                    "Thing 0 is red and round.")
+    assert record.meta["revision_edit_distance"] == 1 and record.meta["source"] == "model-x"
+
+
+def test_pick_the_better_of_two_and_write_a_demonstration(sessions, tmp_path):
+    pair = make_project(sessions, tmp_path, "p", "pair", PAIR_ROWS)
+    demo = make_project(sessions, tmp_path, "d", "demonstration", DEMO_ROWS)
+    c = client_for(sessions, "ann")
+    url, page = open_task(c, pair)
+    assert r'value="a"' in page.text and "left 0" in page.text and "right 0" in page.text
+    csrf = csrf_of(page.text)
+    r = c.post(url, data={"csrf": csrf})
+    assert r.status_code == 422 and "choice: missing" in r.text
+    assert c.post(url, data={"csrf": csrf, "choice": "b"}, follow_redirects=False).status_code == 303
+    url, page = open_task(c, demo)
+    r = c.post(url, data={"csrf": csrf, "response": ""})
+    assert r.status_code == 422 and "response: response is empty" in r.text
+    assert c.post(url, data={"csrf": csrf, "response": "Hello, and welcome."}, follow_redirects=False).status_code == 303
+    [pref] = export(sessions, "p", "preference", tmp_path)
+    assert (pref.chosen, pref.rejected) == ("right 0", "left 0")
+    [dem] = export(sessions, "d", "demonstration", tmp_path)
+    assert dem.response == "Hello, and welcome." and dem.meta["annotator"] == "ann"
+    with sessions() as db, pytest.raises(RedlineError, match="exports preference, not 'feedback'"):
+        P.export_records(db, P.get_project(db, "p"), "feedback")
+
+
+def test_skip_and_flag_need_no_answer_but_a_flag_needs_a_reason(sessions, tmp_path):
+    pid = make_project(sessions, tmp_path, "r", "rank", RANK_ROWS)
+    c = client_for(sessions, "ann")
+    url, page = open_task(c, pid)
+    csrf = csrf_of(page.text)
+    assert c.post(url, data={"csrf": csrf, "action": "skip"}, follow_redirects=False).status_code == 303
+    url2, _ = open_task(c, pid)
+    assert url2 != url  # a skipped item is not handed back
+    r = c.post(url2, data={"csrf": csrf, "action": "flag"})
+    assert r.status_code == 422 and "reason: say why" in r.text
+    assert c.post(url2, data={"csrf": csrf, "action": "flag", "reason": "answers are in French"},
+                  follow_redirects=False).status_code == 303
+    mywork = c.get("/mywork").text
+    assert "skipped" in mywork and "flagged" in mywork and "answers are in French" in mywork
+    with sessions() as db:
+        assert P.progress(db, P.get_project(db, "r")) | {} == {"items": 3, "submitted": 0, "skipped": 1, "flagged": 1,
+                                                                "complete": 0, "needed": 3}
+    assert export(sessions, "r", "ranking", tmp_path) == []
+
+
+def test_overlap_hands_each_item_to_n_annotators_and_then_to_nobody(sessions, tmp_path):
+    make_users(sessions, cat="annotator")
+    pid = make_project(sessions, tmp_path, "r", "rank", RANK_ROWS[:1], overlap=2)
+    ann, bob, cat = (client_for(sessions, n) for n in ("ann", "bob", "cat"))
+    url_a, _ = open_task(ann, pid)
+    url_b, _ = open_task(bob, pid)
+    assert url_a == url_b  # the one item goes to two people
+    r = cat.get(f"/projects/{pid}/next")
+    assert r.status_code == 200 and "Nothing left for you" in r.text  # both places are held
+    assert ann.get(url_a).status_code == 200  # coming back gives the same open item
+    ranks = {"rank_0": "1", "rank_1": "2", "rank_2": "3", "rank_3": "4"}
+    for c, url in ((ann, url_a), (bob, url_b)):
+        assert c.post(url, data={**ranks, "csrf": csrf_of(c.get("/tasks").text)}, follow_redirects=False).status_code == 303
+    assert "Nothing left for you" in ann.get(f"/projects/{pid}/next").text
+    assert "Nothing left for you" in cat.get(f"/projects/{pid}/next").text
+    assert len(export(sessions, "r", "ranking", tmp_path)) == 2
+
+
+def test_one_overlap_gives_two_annotators_different_items(sessions, tmp_path):
+    pid = make_project(sessions, tmp_path, "r", "rank", RANK_ROWS)
+    ann, bob = client_for(sessions, "ann"), client_for(sessions, "bob")
+    url_a, _ = open_task(ann, pid)
+    url_b, page_b = open_task(bob, pid)
+    assert url_a != url_b
+    # bob can neither open nor answer ann's item
+    assert bob.get(url_a).status_code == 404
+    r = bob.post(url_a, data={"csrf": csrf_of(page_b.text), "rank_0": "1", "rank_1": "2", "rank_2": "3", "rank_3": "4"})
+    assert r.status_code == 404 and "not assigned to you" in r.text
+
+
+def test_model_text_is_shown_escaped(sessions, tmp_path):
+    rows = [{"prompt": "Say <b>hi</b>", "responses": ["<script>alert('x')</script>", "[link](javascript:alert(1)) <img src=x onerror=alert(1)>"]}]
+    pid = make_project(sessions, tmp_path, "x", "rank", rows)
+    c = client_for(sessions, "ann")
+    _, page = open_task(c, pid)
+    assert "<script>alert" not in page.text and "&lt;script&gt;alert(" in page.text
+    assert "<img" not in page.text and 'href="javascript:' not in page.text and "<b>hi</b>" not in page.text
+
+
+# ----------------------------------------------------------------------------- admin
+
+
+def upload(c, csrf, **fields):
+    files = {}
+    for key in ("prompts", "responses"):
+        if key in fields:
+            path = fields.pop(key)
+            files[key] = (path.name, path.read_bytes(), "application/jsonl")
+    return c.post("/admin/projects", data={"csrf": csrf, **fields}, files=files, follow_redirects=False)
+
+
+def test_admin_creates_a_project_from_prompts_and_a_responses_file(sessions, tmp_path, jsonl):
+    admin = client_for(sessions, "root")
+    csrf = csrf_of(admin.get("/admin").text)
+    prompts = jsonl([{"id": "a", "prompt": "First?"}, {"id": "b", "prompt": "Second?"}], "prompts.jsonl")
+    responses = jsonl([{"id": "a", "prompt": "First?", "response": "one", "source": "gpt"},
+                       {"id": "a", "prompt": "First?", "response": "uno", "source": "llama"},
+                       {"prompt": "Second?", "response": "two", "source": "gpt"},
+                       {"prompt": "Second?", "response": "dos", "source": "llama"}], "responses.jsonl")
+    r = upload(admin, csrf, name="cmp", task_type="pair", overlap="2", guidelines="Be *fair*.", prompts=prompts, responses=responses)
+    assert r.status_code == 303
+    page = admin.get(r.headers["location"])
+    assert "2 items" in page.text and "<em>fair</em>" in page.text and 'href="/admin/projects/1/export?kind=preference"' in page.text
+    with sessions() as db:
+        project = P.get_project(db, "cmp")
+        items = db.scalars(P.select(P.Item).where(P.Item.project_id == project.id).order_by(P.Item.position)).all()
+        assert project.overlap == 2 and [a["source"] for a in items[0].answers] == ["gpt", "llama"]
+        assert [a["text"] for a in items[1].answers] == ["two", "dos"]
+
+
+def test_a_bad_upload_is_refused_with_file_line_field_and_nothing_is_imported(sessions, tmp_path, jsonl):
+    admin = client_for(sessions, "root")
+    csrf = csrf_of(admin.get("/admin").text)
+    prompts = jsonl([{"prompt": "ok", "response": "fine"}, {"response": "no prompt"}, "{not json", {"prompt": ""}], "bad.jsonl")
+    r = upload(admin, csrf, name="bad", task_type="critique", prompts=prompts)
+    assert r.status_code == 422
+    assert "bad.jsonl:2: prompt: missing" in r.text and "bad.jsonl:3: &lt;line&gt;: not JSON" in r.text
+    assert "bad.jsonl:4: prompt: empty string" in r.text
+    good = jsonl([{"id": "a", "prompt": "Q?"}], "prompts.jsonl")
+    stray = jsonl([{"id": "zz", "prompt": "Other?", "response": "x"}], "resp.jsonl")
+    r = upload(admin, csrf, name="bad", task_type="critique", prompts=good, responses=stray)
+    assert r.status_code == 422 and "resp.jsonl:1: prompt: matches no prompt" in r.text
+    r = upload(admin, csrf, name="bad", task_type="rank", prompts=good)
+    assert r.status_code == 422 and "prompts.jsonl:1: responses: 0 answer(s); ranking needs at least 2" in r.text
+    r = upload(admin, csrf, name="has space", task_type="demonstration", prompts=good)
+    assert r.status_code == 422 and "name:" in r.text
+    r = upload(admin, csrf, name="ok", task_type="demonstration", overlap="two", prompts=good)
+    assert r.status_code == 422 and "overlap:" in r.text
+    with sessions() as db:
+        assert db.scalar(P.select(P.func.count()).select_from(P.Project)) == 0
+        assert db.scalar(P.select(P.func.count()).select_from(P.Item)) == 0
+
+
+def test_admin_adds_users_with_a_generated_password_shown_once(sessions):
+    admin = client_for(sessions, "root")
+    csrf = csrf_of(admin.get("/admin").text)
+    r = admin.post("/admin/users", data={"csrf": csrf, "name": "dora", "role": "annotator"})
+    assert r.status_code == 200 and "password (shown once): " in r.text
+    password = r.text.split("password (shown once): ")[1].split("<")[0].strip()
+    assert login(TestClient(make_app(sessions)), "dora", password).status_code == 303
+    r = admin.post("/admin/users", data={"csrf": csrf, "name": "dora", "role": "annotator", "password": "another one"})
+    assert r.status_code == 422 and "exists" in r.text
+    r = admin.post("/admin/users", data={"csrf": csrf, "name": "ed", "role": "boss", "password": "long enough"})
+    assert r.status_code == 422 and "role:" in r.text
+
+
+def test_admin_export_downloads_jsonl_and_import_adds_existing_records(sessions, tmp_path, jsonl):
+    pid = make_project(sessions, tmp_path, "r", "rank", RANK_ROWS[:1])
+    c = client_for(sessions, "ann")
+    url, page = open_task(c, pid)
+    c.post(url, data={"csrf": csrf_of(page.text), "rank_0": "1", "rank_1": "1", "rank_2": "2", "rank_3": "3"})
+    admin = client_for(sessions, "root")
+    r = admin.get(f"/admin/projects/{pid}/export?kind=ranking")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson")
+    [row] = [json.loads(line) for line in r.text.splitlines()]
+    assert row["ranks"] == [0, 0, 1, 2] and row["meta"]["annotator"] == "ann"
+    assert admin.get(f"/admin/projects/{pid}/export?kind=feedback").status_code == 400
+    records = jsonl([{"prompt": "Old?", "responses": ["x", "y", "z"], "ranks": [2, 0, 1], "meta": {"annotator": "carol", "seconds": 12}}],
+                    "old.jsonl")
+    csrf = csrf_of(admin.get(f"/admin/projects/{pid}").text)
+    r = admin.post(f"/admin/projects/{pid}/import", data={"csrf": csrf}, files={"records": ("old.jsonl", records.read_bytes())})
+    assert r.status_code == 200 and "imported 1 records" in r.text
+    exported = export(sessions, "r", "ranking", tmp_path)
+    assert [e.meta["annotator"] for e in exported] == ["ann", "carol"] and exported[1].meta["imported"] is True
+    assert exported[1].ranks == [2, 0, 1] and exported[1].meta["seconds"] == 12
+    bad = jsonl([{"prompt": "x", "responses": ["a"], "ranks": [0]}], "badrank.jsonl")
+    r = admin.post(f"/admin/projects/{pid}/import", data={"csrf": csrf}, files={"records": ("badrank.jsonl", bad.read_bytes())})
+    assert r.status_code == 422 and "badrank.jsonl:1: responses: a ranking needs at least 2" in r.text
+    assert len(export(sessions, "r", "ranking", tmp_path)) == 2
+
+
+# ----------------------------------------------------------------------------- the database
+
+
+def test_an_unreachable_database_and_a_newer_schema_are_one_clear_error(tmp_path):
+    from sqlalchemy import text
+
+    with pytest.raises(RedlineError, match="cannot open database sqlite:///.*no-such-dir"):
+        open_database(f"sqlite:///{tmp_path}/no-such-dir/app.db")
+    with pytest.raises(RedlineError, match="not usable"):
+        open_database("nosuchdialect://x")
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    sessions = open_database(url)
+    with sessions.begin() as db:
+        db.execute(text("UPDATE alembic_version SET version_num = 'ffff9999'"))
+    with pytest.raises(RedlineError, match="schema revision ffff9999, newer than this redline"):
+        open_database(url)
+
+
+def test_sqlite_runs_in_wal_mode(sessions):
+    from sqlalchemy import text
+
+    with sessions() as db:
+        assert db.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+
+
+# ----------------------------------------------------------------------------- the command line
+
+
+def test_cli_adds_a_user_creates_a_project_and_exports(tmp_path, jsonl, monkeypatch, capsys):
+    import io
+
+    from redline.cli import main
+
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert main(["app", "user", "add", "ann", "--role", "annotator", "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert "added annotator ann" in out and "password (shown once): " in out
+    monkeypatch.setattr("sys.stdin", io.StringIO("a fine password\n"))
+    assert main(["app", "--db", db, "user", "add", "root", "--role", "admin", "--password-stdin"]) == 0
+    assert "shown once" not in capsys.readouterr().out
+    prompts = jsonl(RANK_ROWS, "p.jsonl")
+    guidelines = tmp_path / "g.md"
+    guidelines.write_text("# Rank well")
+    assert main(["app", "project", "create", "r", "--type", "rank", "--prompts", str(prompts), "--guidelines", str(guidelines),
+                 "--overlap", "2", "--db", db]) == 0
+    assert "3 items, overlap 2" in capsys.readouterr().out
+    assert main(["app", "project", "create", "r", "--type", "rank", "--prompts", str(prompts), "--db", db]) == 2
+    assert "a project named 'r' exists" in capsys.readouterr().err
+    sessions = open_database(db)
+    with sessions.begin() as session:
+        user = P.get_user(session, "ann")
+        project = P.get_project(session, "r")
+        item = P.next_item(session, user, project)
+        P.submit(session, user, project, item, {"rank_0": "1", "rank_1": "2", "rank_2": "3", "rank_3": "3"})
+    out_file = tmp_path / "out.jsonl"
+    assert main(["app", "export", "--project", "r", "--kind", "ranking", str(out_file), "--db", db]) == 0
+    assert main(["data", "validate", str(out_file), "--kind", "ranking"]) == 0
+    assert "1 valid ranking records" in capsys.readouterr().out
+    assert main(["app", "export", "--project", "nope", "--kind", "ranking", str(out_file), "--db", db]) == 2
+    assert "no project 'nope'" in capsys.readouterr().err

@@ -1,0 +1,323 @@
+"""The feedback app's model features and the rest of slice 4: answers generated through redline's
+engine, a critic's drafts, the quality page, gold items, the export API token, simulated bots,
+migrating an older database."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("sqlalchemy")
+pytest.importorskip("fastapi")
+
+from app_helpers import (  # noqa: E402
+    RANK_ROWS,
+    cheap_hashing,
+    csrf_of,
+    login,
+    make_project,
+    make_users,
+)
+from fastapi.testclient import TestClient  # noqa: E402
+
+from redline import RedlineError  # noqa: E402
+from redline.app import projects as P  # noqa: E402
+from redline.app.db import open_database  # noqa: E402
+from redline.app.web import make_app  # noqa: E402
+from redline.generation import ScriptedEngine  # noqa: E402
+from redline.records import read_records  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "simulated"
+
+
+def head(path: Path, n: int) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(next(f)) for _ in range(n)]
+
+
+@pytest.fixture
+def sessions(tmp_path, monkeypatch):
+    cheap_hashing(monkeypatch)
+    sessions = open_database(f"sqlite:///{tmp_path / 'app.db'}")
+    make_users(sessions, root="admin", ann="annotator", bob="annotator")
+    return sessions
+
+
+def client_for(app, name):
+    c = TestClient(app)
+    assert login(c, name).status_code == 303
+    return c
+
+
+def scripted_loader(replies):
+    loaded = []
+
+    def load(model):
+        loaded.append(model)
+        if model == "broken":
+            raise OSError("no such model folder: broken")
+        return ScriptedEngine(replies)
+
+    load.loaded = loaded
+    return load
+
+
+# ----------------------------------------------------------------------------- answers from a model
+
+
+def test_admin_has_a_model_write_k_answers_per_prompt(sessions, jsonl):
+    # the third reply of each prompt is empty: a rank project keeps the two others
+    loader = scripted_loader(lambda prompt, seed: "" if seed % 1000 == 2 else f"answer with seed {seed}")
+    app = make_app(sessions, engine_loader=loader)
+    admin = client_for(app, "root")
+    csrf = csrf_of(admin.get("/admin").text)
+    prompts = jsonl([{"id": "a", "prompt": "First?", "response": "ignored"}, {"id": "b", "prompt": "Second?"}], "p.jsonl")
+    r = admin.post("/admin/projects", data={"csrf": csrf, "name": "gen", "task_type": "rank", "generate": "my-model", "k": "3"},
+                   files={"prompts": ("p.jsonl", prompts.read_bytes())}, follow_redirects=False)
+    assert r.status_code == 303
+    app.state.wait_jobs()
+    page = admin.get(r.headers["location"]).text
+    assert "status: ready" in page and "2 items from 2 prompts; answers by my-model" in page
+    with sessions() as db:
+        items = db.scalars(P.select(P.Item).order_by(P.Item.position)).all()
+        assert [[a["text"] for a in it.answers] for it in items] == [["answer with seed 0", "answer with seed 1"],
+                                                                     ["answer with seed 1000", "answer with seed 1001"]]
+        assert {a["source"] for it in items for a in it.answers} == {"my-model"}
+        assert P.get_project(db, "gen").generator == "my-model"
+    assert loader.loaded == ["my-model"]
+
+
+def test_generation_settings_are_checked_and_a_failed_model_is_reported(sessions, jsonl):
+    app = make_app(sessions, engine_loader=scripted_loader(["x"]))
+    admin = client_for(app, "root")
+    csrf = csrf_of(admin.get("/admin").text)
+    prompts = jsonl([{"prompt": "Q?"}], "p.jsonl")
+
+    def create(**fields):
+        return admin.post("/admin/projects", data={"csrf": csrf, **fields}, files={"prompts": ("p.jsonl", prompts.read_bytes())},
+                          follow_redirects=False)
+
+    r = create(name="a", task_type="pair", generate="m", k="1")
+    assert r.status_code == 422 and "k: a pair project needs at least 2 answers" in r.text
+    r = create(name="a", task_type="demonstration", generate="m")
+    assert r.status_code == 422 and "generate: a demonstration project shows no answers" in r.text
+    r = create(name="a", task_type="rank", generate="m", temperature="hot")
+    assert r.status_code == 422 and "temperature: expected a number" in r.text
+    r = create(name="b", task_type="critique", generate="broken")
+    assert r.status_code == 303
+    app.state.wait_jobs()
+    page = admin.get(r.headers["location"]).text
+    assert "status: failed" in page and "no such model folder: broken" in page
+    with sessions() as db:
+        assert P.progress(db, P.get_project(db, "b"))["items"] == 0
+
+
+def test_cli_generates_answers_with_the_tiny_random_model(tmp_path, jsonl, capsys):
+    from redline.cli import main
+
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    prompts = jsonl([{"prompt": "Write a haiku about rain."}, {"prompt": "Name a colour."}], "p.jsonl")
+    assert main(["app", "project", "create", "gen", "--type", "pair", "--prompts", str(prompts), "--generate", "tiny-random",
+                 "--max-new-tokens", "8", "--db", db]) == 0
+    out = capsys.readouterr()
+    sessions = open_database(db)
+    with sessions() as session:
+        items = session.scalars(P.select(P.Item)).all()
+    n_notes = out.err.count("left out:")
+    assert len(items) == 2 - n_notes and f"{len(items)} items" in out.out
+    assert all(len(it.answers) == 2 and {a["source"] for a in it.answers} == {"tiny-random"} for it in items)
+
+
+# ----------------------------------------------------------------------------- drafts from a critic
+
+
+def test_a_critics_drafts_prefill_the_form_and_the_export_records_their_use(sessions, tmp_path):
+    rows = [{"id": f"c{i}", "prompt": f"Describe {i}.", "response": f"It is thing {i}."} for i in range(2)]
+    make_project(sessions, tmp_path, "crit", "critique", rows)
+    reply = "Critique: The answer is too short.\n\nRevision:\nIt is thing, and a fine one."
+    app = make_app(sessions, engine_loader=scripted_loader(lambda prompt, seed: reply))
+    admin = client_for(app, "root")
+    csrf = csrf_of(admin.get("/admin/projects/1").text)
+    r = admin.post("/admin/projects/1/drafts", data={"csrf": csrf, "critic": "runs/critic"}, follow_redirects=False)
+    assert r.status_code == 303
+    app.state.wait_jobs()
+    page = admin.get("/admin/projects/1").text
+    assert "2 of 2 items have a draft by <code>runs/critic</code>" in page and "2 with a revision" in page
+    assert admin.post("/admin/projects/1/drafts", data={"csrf": csrf, "critic": ""}).status_code == 422
+
+    ann = client_for(app, "ann")
+    url = ann.get("/projects/1/next", follow_redirects=False).headers["location"]
+    task = ann.get(url).text
+    assert "The answer is too short.</textarea>" in task and "It is thing, and a fine one.</textarea>" in task
+    assert 'id="draft_used" value="1"' in task
+    csrf = csrf_of(task)
+    ann.post(url, data={"csrf": csrf, "critique": "The answer is far too short.", "revision": "It is thing, and a fine one.",
+                        "draft_used": "1"})
+    url = ann.get("/projects/1/next", follow_redirects=False).headers["location"]
+    ann.post(url, data={"csrf": csrf, "critique": "Vague.", "revision": "It is thing 1, round and red.", "draft_used": "0"})
+    with sessions() as db:
+        records = P.export_records(db, P.get_project(db, "crit"), "feedback")
+    first, second = (r.meta for r in records)
+    assert first["draft_used"] is True and first["draft_model"] == "runs/critic"
+    assert first["draft_edit_distance"] == {"critique": 1, "revision": 0}
+    assert second["draft_used"] is False and second["draft_edit_distance"]["revision"] == 5
+    page = admin.get("/admin/projects/1").text
+    assert "Drafts offered 2, kept 1" in page
+
+
+# ----------------------------------------------------------------------------- the export API
+
+
+def test_the_export_endpoint_needs_an_admins_api_token(sessions, tmp_path):
+    make_project(sessions, tmp_path, "r", "rank", RANK_ROWS[:1])
+    with sessions.begin() as db:
+        user, project = P.get_user(db, "ann"), P.get_project(db, "r")
+        P.submit(db, user, project, P.next_item(db, user, project), {"rank_0": "1", "rank_1": "2", "rank_2": "3", "rank_3": "4"})
+        with pytest.raises(RedlineError, match="not an admin"):
+            P.new_api_token(db, user)
+    app = make_app(sessions)
+    admin = client_for(app, "root")
+    r = admin.post("/admin/token", data={"csrf": csrf_of(admin.get("/admin").text)})
+    token = r.text.split("(shown once): ")[1].split("<")[0].strip()
+    anon = TestClient(app)
+    assert anon.get("/api/projects/r/export?kind=ranking").status_code == 401
+    assert anon.get("/api/projects/r/export?kind=ranking", headers={"Authorization": "Bearer nope"}).status_code == 401
+    r = anon.get("/api/projects/r/export?kind=ranking", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200
+    [row] = [json.loads(line) for line in r.text.splitlines()]
+    assert row["ranks"] == [0, 1, 2, 3] and row["meta"]["annotator"] == "ann"
+    assert anon.get("/api/projects/nope/export?kind=ranking", headers={"Authorization": f"Bearer {token}"}).status_code == 404
+    assert anon.get("/api/projects/r/export?kind=feedback", headers={"Authorization": f"Bearer {token}"}).status_code == 400
+    admin.post("/admin/token", data={"csrf": csrf_of(admin.get("/admin").text)})  # a new token replaces the old
+    assert anon.get("/api/projects/r/export?kind=ranking", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+
+
+# ----------------------------------------------------------------------------- gold items and quality
+
+
+def test_gold_items_go_to_everyone_and_score_each_annotator(sessions, tmp_path, jsonl):
+    rows = [{"prompt": "Gold?", "responses": ["best", "middle", "worst"], "ranks": [0, 1, 2], "meta": {"gold": True}},
+            {"prompt": "Open?", "responses": ["x", "y"]}]
+    pid = make_project(sessions, tmp_path, "g", "rank", rows, overlap=1)
+    app = make_app(sessions)
+    for name, ranks in (("ann", {"rank_0": "1", "rank_1": "2", "rank_2": "3"}), ("bob", {"rank_0": "2", "rank_1": "1", "rank_2": "3"})):
+        c = client_for(app, name)
+        url = c.get(f"/projects/{pid}/next", follow_redirects=False).headers["location"]
+        assert url.endswith("/items/1")  # the gold item, for both despite overlap 1
+        c.post(url, data={"csrf": csrf_of(c.get(url).text), **ranks})
+    admin = client_for(app, "root")
+    page = admin.get(f"/admin/projects/{pid}").text
+    assert "1 gold item(s)" in page and "100.0%" in page and "66.7%" in page
+    assert "Pairwise agreement: 66.7%\nover 3 answer pairs" in page
+    with sessions() as db:
+        assert all(r.meta["gold"] for r in P.export_records(db, P.get_project(db, "g"), "ranking"))
+    bad = jsonl([{"prompt": "Q", "response": "a", "meta": {"gold": True}}], "bad.jsonl")
+    with pytest.raises(P.RecordError, match="bad.jsonl:1: meta.gold: a gold item needs its answer"):
+        P.read_prompts(bad)
+    pairs = jsonl([{"prompt": "Q", "chosen": "good", "rejected": "bad", "meta": {"gold": True}}], "gold.jsonl")
+    [item] = P.plan_items("pair", P.read_prompts(pairs))
+    chosen_letter = item["gold"]["choice"]
+    assert item["answers"]["ab".index(chosen_letter)]["text"] == "good"
+    with pytest.raises(P.RecordError, match="meta.gold: a critique project takes no gold items"):
+        P.plan_items("critique", P.read_prompts(pairs))
+
+
+# ----------------------------------------------------------------------------- simulated annotators as bots
+
+
+def test_noise_free_bots_agree_perfectly_and_noisy_ones_do_not(sessions, tmp_path):
+    from redline.app.bots import simulate
+    from redline.app.quality import project_quality
+
+    rows = head(DATA / "rankings.jsonl", 8)
+    make_project(sessions, tmp_path, "calm", "rank", rows, overlap=3)
+    make_project(sessions, tmp_path, "noisy", "rank", rows, overlap=3)
+    assert simulate(sessions, "calm", annotators=3, noise_scale=0)["submitted"] <= 24
+    simulate(sessions, "noisy", annotators=3, noise_scale=3.0, seed=1)
+
+    def quality(name):
+        with sessions() as db:
+            project = P.get_project(db, name)
+            rows = db.execute(P.select(P.Annotation, P.Item, P.User.name).join(P.Item, P.Item.id == P.Annotation.item_id)
+                              .join(P.User, P.User.id == P.Annotation.user_id).where(P.Item.project_id == project.id)).all()
+            return project_quality(rows, "rank"), P.progress(db, project)
+
+    calm, progress = quality("calm")
+    assert calm["agreement"]["pairwise_agreement"] == 1.0 and calm["agreement"]["krippendorff_alpha"] == 1.0
+    assert progress["submitted"] + progress["skipped"] == 24 and set(calm["annotators"]) == {f"sim-annotator-{i}" for i in (1, 2, 3)}
+    noisy, _ = quality("noisy")
+    assert noisy["agreement"]["pairwise_agreement"] < 1.0 and noisy["agreement"]["krippendorff_alpha"] < 1.0
+
+
+def test_bots_critique_and_compare_through_the_cli_and_the_export_validates(sessions, tmp_path, capsys):
+    from redline.cli import main
+
+    db = str(sessions.kw["bind"].url)
+    make_project(sessions, tmp_path, "crit", "critique", head(DATA / "test.jsonl", 3))
+    make_project(sessions, tmp_path, "pairs", "pair", head(DATA / "preferences.jsonl", 4), overlap=2)
+    assert main(["app", "simulate", "--project", "crit", "--annotators", "2", "--db", db]) == 0
+    assert "the bots submitted 3" in capsys.readouterr().out
+    assert main(["app", "simulate", "--project", "pairs", "--annotators", "2", "--noise-scale", "0", "--db", db]) == 0
+    out = capsys.readouterr().out
+    submitted, skipped = map(int, re.search(r"submitted (\d+) and skipped (\d+)", out).groups())
+    assert submitted + skipped == 8  # noise-free bots skip only true ties
+    agreement = json.loads(out.splitlines()[1])
+    assert agreement["agreement"] in (None, 1.0) and agreement["kappa"] in (None, 1.0)
+    out_file = tmp_path / "feedback.jsonl"
+    assert main(["app", "export", "--project", "crit", "--kind", "feedback", str(out_file), "--db", db]) == 0
+    records = read_records(out_file, "feedback")
+    assert len(records) == 3 and {r.meta["annotator"] for r in records} == {"sim-annotator-1", "sim-annotator-2"}
+    make_project(sessions, tmp_path, "plain", "rank", RANK_ROWS)
+    assert main(["app", "simulate", "--project", "plain", "--db", db]) == 2
+    assert "carries no meta.instructions" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- migrations
+
+
+def test_an_older_database_is_migrated_and_keeps_its_data(tmp_path):
+    from sqlalchemy import text
+
+    from redline.app.db import database_revision, make_engine, schema_heads, upgrade_to
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    upgrade_to(url, "0001")
+    engine = make_engine(url)
+    assert database_revision(engine) == "0001"
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO users (name, role, password_hash, created_at) VALUES ('old', 'admin', NULL, '2025-01-01')"))
+    sessions = open_database(url)
+    assert database_revision(make_engine(url)) in schema_heads()[1]
+    with sessions.begin() as db:
+        user = P.get_user(db, "old")
+        assert user.api_token_hash is None
+        assert P.new_api_token(db, user)
+
+
+def test_a_job_left_unfinished_by_a_stopped_server_is_marked(sessions, tmp_path):
+    make_project(sessions, tmp_path, "r", "rank", RANK_ROWS)
+    with sessions.begin() as db:
+        P.create_project(db, "gen", "rank", [], status="generating")
+        P.get_project(db, "r").status = "drafting"
+    with sessions.begin() as db:
+        assert P.recover_unfinished(db) == 2
+    with sessions() as db:
+        gen, r = P.get_project(db, "gen"), P.get_project(db, "r")
+        assert (gen.status, r.status) == ("failed", "ready") and "create the project again" in gen.status_detail
+        assert P.recover_unfinished(db) == 0
+
+
+@pytest.mark.slow
+def test_the_embedded_model_writes_a_projects_answers(tmp_path, jsonl, capsys):
+    from redline.cli import main
+
+    db = f"sqlite:///{tmp_path / 'embedded.db'}"
+    prompts = jsonl(head(DATA / "test.jsonl", 2), "p.jsonl")
+    assert main(["app", "project", "create", "emb", "--type", "rank", "--prompts", str(prompts), "--generate", "embedded",
+                 "--k", "2", "--max-new-tokens", "24", "--db", db]) == 0
+    with open_database(db)() as session:
+        items = session.scalars(P.select(P.Item)).all()
+    assert len(items) == 2 and all(len(it.answers) == 2 and it.answers[0]["text"] != it.answers[1]["text"] for it in items)

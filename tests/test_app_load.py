@@ -1,0 +1,172 @@
+"""Load and faults: twenty annotators asking for items and submitting at once over loopback HTTP
+(SQLite in WAL mode, and PostgreSQL), every submission stored exactly once; a server killed
+mid-submission loses no accepted submission and stores no half one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("sqlalchemy")
+pytest.importorskip("fastapi")
+httpx = pytest.importorskip("httpx")
+
+from app_helpers import PASSWORD, cheap_hashing, csrf_of, make_project, make_users, postgres_cluster  # noqa: E402
+
+from redline.app import projects as P  # noqa: E402
+from redline.app.db import Annotation, open_database  # noqa: E402
+
+N = 20
+ROWS = [{"id": f"q{i}", "prompt": f"Question {i}?", "responses": [f"a{i}", f"b{i}", f"c{i}", f"d{i}"]} for i in range(60)]
+RANKS = {"rank_0": "1", "rank_1": "2", "rank_2": "2", "rank_3": "3"}
+
+
+postgres = pytest.fixture(scope="module")(postgres_cluster)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'load.db'}"
+    return request.getfixturevalue("postgres").create_database(f"load_{os.getpid()}_{int(time.time() * 1000) % 10**8}")
+
+
+def annotator(base: str, name: str) -> httpx.Client:
+    client = httpx.Client(base_url=base, timeout=60)
+    page = client.get("/login")
+    r = client.post("/login", data={"name": name, "password": PASSWORD, "csrf": csrf_of(page.text), "next": "/"})
+    assert r.status_code == 303, r.text
+    return client
+
+
+def open_item(client: httpx.Client, pid: int) -> tuple[str, str]:
+    r = client.get(f"/projects/{pid}/next")
+    assert r.status_code == 303, r.text
+    url = r.headers["location"]
+    return url, csrf_of(client.get(url).text)
+
+
+def test_twenty_annotators_submit_at_once_and_each_submission_is_stored_once(database_url, tmp_path, monkeypatch):
+    from redline.app.web import make_app
+    from redline.serve import start_server
+
+    cheap_hashing(monkeypatch)
+    sessions = open_database(database_url)
+    names = [f"ann{i:02d}" for i in range(N)]
+    make_users(sessions, **{n: "annotator" for n in names})
+    pid = make_project(sessions, tmp_path, "load", "rank", ROWS[:N])
+    server = start_server(make_app(sessions))
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        with ThreadPoolExecutor(N) as pool:
+            clients = list(pool.map(lambda n: annotator(base, n), names))
+            start = threading.Barrier(N)
+
+            def first_item(c):
+                start.wait()  # twenty ask for their next item at once
+                return open_item(c, pid)
+
+            opened = list(pool.map(first_item, clients))
+            assert len({url for url, _ in opened}) == N  # overlap 1: twenty different items
+            barrier = threading.Barrier(N)
+
+            def submit(i: int) -> list[int]:
+                url, csrf = opened[i]
+                barrier.wait()  # all at once
+                first = clients[i].post(url, data={"csrf": csrf, **RANKS}).status_code
+                again = clients[i].post(url, data={"csrf": csrf, **RANKS}).status_code  # a retry: stored nowhere
+                return [first, again]
+
+            codes = list(pool.map(submit, range(N)))
+        assert codes == [[303, 303]] * N
+    finally:
+        server.stop()
+    with sessions() as db:
+        annotations = db.scalars(P.select(Annotation)).all()
+        assert len(annotations) == N and len({(a.user_id, a.item_id) for a in annotations}) == N
+        assert len(P.export_records(db, P.get_project(db, "load"), "ranking")) == N
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_app_process(db_url: str, port: int, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    process = subprocess.Popen([sys.executable, "-m", "redline.cli", "app", "--db", db_url, "--port", str(port)],
+                               stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.2)
+        if process.poll() is not None:
+            break
+    process.kill()
+    raise AssertionError(f"the app did not start: {log.read_text()}")
+
+
+@pytest.mark.slow
+def test_a_killed_server_loses_no_accepted_submission_and_stores_no_half_one(tmp_path, monkeypatch):
+    cheap_hashing(monkeypatch)  # the hashes carry their own (cheap) parameters into the server process
+    url = f"sqlite:///{tmp_path / 'kill.db'}"
+    sessions = open_database(url)
+    names = [f"ann{i:02d}" for i in range(N)]
+    make_users(sessions, **{n: "annotator" for n in names})
+    pid = make_project(sessions, tmp_path, "kill", "rank", ROWS)
+    port = free_port()
+    server = start_app_process(url, port, tmp_path / "server.log")
+    accepted: list[tuple[str, str]] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def work(name: str) -> None:
+        try:
+            client = annotator(f"http://127.0.0.1:{port}", name)
+            while not stop.is_set():
+                item_url, csrf = open_item(client, pid)
+                if client.post(item_url, data={"csrf": csrf, **RANKS}).status_code == 303:
+                    with lock:
+                        accepted.append((name, item_url.rsplit("/", 1)[1]))
+        except (httpx.HTTPError, AssertionError):
+            return  # the server died under us
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 120
+    while len(accepted) < 25 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(server.pid, signal.SIGKILL)  # mid-submission: others are in flight
+    server.wait()
+    stop.set()
+    for t in threads:
+        t.join(60)
+    assert len(accepted) >= 25
+    sessions = open_database(url)
+    with sessions() as db:
+        from sqlalchemy import text
+
+        assert db.execute(text("PRAGMA integrity_check")).scalar() == "ok"
+        stored = {(u.name, str(a.item_id)): a for a, u in db.execute(P.select(Annotation, P.User).join(P.User, P.User.id == Annotation.user_id))}
+        for key in accepted:
+            assert key in stored, f"accepted submission {key} was lost"
+        for annotation in stored.values():  # nothing half-written: every stored answer is whole
+            assert annotation.status == "submitted" and annotation.payload == {"ranks": [0, 1, 1, 2]}
+        assert len(P.export_records(db, P.get_project(db, "kill"), "ranking")) == len(stored)
+    restarted = start_app_process(url, port, tmp_path / "server2.log")  # and it opens again
+    restarted.terminate()
+    restarted.wait(30)

@@ -1,0 +1,130 @@
+"""One config dataclass per command (issue 18, item 7): every command takes --config in YAML or JSON,
+flag types come from the annotations, required fields and ranges are checked by config.py, and the
+resolved config a run writes beside its outputs repeats the run."""
+
+import dataclasses
+import json
+import typing
+from pathlib import Path
+
+import pytest
+import yaml
+
+from redline.cli import build_parser, main
+from redline.config import _base_type, _sequence_item, settings_from_args, write_config
+
+
+def commands():
+    from redline.demo import DemoConfig
+    from redline.evaluate import AgreementConfig, EvaluateConfig
+    from redline.experiments.critic import CriticExperimentConfig
+    from redline.improve.pit import ImproveConfig
+    from redline.improve.revise import ReviseConfig
+    from redline.improve.self_refine import RefineConfig
+    from redline.respond import GenerateConfig
+    from redline.simulate.build import BuildConfig
+    from redline.train.critic import CriticConfig
+    from redline.train.dpo import DPOSettings
+    from redline.train.gap_reward import GapRewardConfig
+    from redline.train.pit import PITConfig
+    from redline.train.ppo import PPOConfig
+    from redline.train.reward import RewardConfig
+    from redline.train.sft import DemonstrationConfig
+
+    return [(["train", "sft"], DemonstrationConfig), (["train", "critic"], CriticConfig), (["train", "reward"], RewardConfig),
+            (["train", "ppo"], PPOConfig), (["train", "dpo"], DPOSettings), (["train", "gap-reward"], GapRewardConfig), (["train", "pit"], PITConfig),
+            (["revise"], ReviseConfig), (["improve"], ImproveConfig), (["refine"], RefineConfig),
+            (["generate"], GenerateConfig), (["evaluate"], EvaluateConfig), (["evaluate", "agreement"], AgreementConfig), (["experiment", "critic"], CriticExperimentConfig),
+            (["simulate", "build"], BuildConfig), (["demo"], DemoConfig)]
+
+
+def other_value(f: dataclasses.Field, annotation):
+    """A value of the field's type that is not its default, inside its declared range and choices."""
+    kind, _ = _base_type(annotation)
+    default = None if f.default is dataclasses.MISSING else f.default
+    if f.metadata.get("choices"):
+        return next(c for c in f.metadata["choices"] if c != default)
+    if _sequence_item(kind) is not None:
+        return ["one", "two"]
+    if kind is bool:
+        return not default
+    if kind is int:
+        low, high = f.metadata.get("min", 0), f.metadata.get("max", 10**6)
+        return next(v for v in (low + 1, low, high) if v != default and low <= v <= high)
+    if kind is float:
+        low, high = f.metadata.get("min", 0), f.metadata.get("max", 10.0)
+        return next(v for v in ((low + high) / 2, 0.25 * high, high) if v != default)
+    if kind is Path:
+        return "some/path"
+    return f"value-of-{f.name}"
+
+
+@pytest.mark.parametrize("command, cls", commands(), ids=lambda x: " ".join(x) if isinstance(x, list) else "")
+def test_every_command_takes_a_yaml_config_and_its_resolved_config_round_trips(command, cls, tmp_path):
+    hints = typing.get_type_hints(cls)
+    values = {f.name: other_value(f, hints[f.name]) for f in dataclasses.fields(cls) if f.name != "out"}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(values))
+    args = build_parser().parse_args([*command, "--config", str(path), "--out", str(tmp_path / "out")])
+    config = settings_from_args(cls, args)
+    for name, value in values.items():
+        got = getattr(config, name)
+        assert (list(got) if isinstance(got, tuple) else str(got) if isinstance(got, Path) else got) == value, name
+
+    # the resolved config a run writes beside its outputs gives the same config back, and flags override it
+    saved = write_config(tmp_path / "resolved.json", config)
+    again = settings_from_args(cls, build_parser().parse_args([*command, "--config", str(saved), "--out", str(tmp_path / "o")]))
+    assert dataclasses.asdict(again) == {**dataclasses.asdict(config), **({"out": again.out} if "out" in hints else {})}
+    seed_flag = ["--seed", "12345"] if "seed" in hints else []
+    if seed_flag:
+        over = settings_from_args(cls, build_parser().parse_args([*command, "--config", str(saved), *seed_flag, "--out", "o"]))
+        assert over.seed == 12345
+
+
+def test_a_config_file_with_a_bad_value_an_unknown_field_or_bad_yaml_is_one_line_naming_the_file(tmp_path, capsys):
+    cases = {
+        "bad.yaml": ("data: f.jsonl\nlora_r: lots\n", "bad.yaml: lora_r: expected an integer, got 'lots'"),
+        "range.yaml": ("data: f.jsonl\nmax_steps: 0\n", "range.yaml: max_steps: must be at least 1, got 0"),
+        "unknown.yml": ("data: f.jsonl\nlearning_rat: 0.1\n", "unknown.yml: unknown field 'learning_rat'"),
+        "broken.yaml": ("data: [f.jsonl\n", "broken.yaml:2: not valid YAML"),
+        "list.json": ("[1, 2]", "list.json: a config file holds a mapping"),
+    }
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        assert main(["train", "critic", "--config", str(tmp_path / name), "--out", str(tmp_path / "o")]) == 2
+        assert message in capsys.readouterr().err, name
+    assert not (tmp_path / "o").exists()
+
+
+def test_required_fields_are_checked_whichever_way_the_values_come(tmp_path, capsys):
+    assert main(["train", "critic", "--out", str(tmp_path / "o")]) == 2
+    assert "--data is required: feedback records" in capsys.readouterr().err
+    (tmp_path / "c.yaml").write_text("critic: runs/critic\n")
+    assert main(["revise", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "o")]) == 2
+    assert "--input is required" in capsys.readouterr().err
+    assert main(["evaluate", "--a", "x.jsonl", "--judge", "oracle"]) == 2
+    assert "--out is required" in capsys.readouterr().err
+
+
+def test_yaml_numbers_that_pyyaml_reads_as_strings_still_parse(tmp_path):
+    from redline.train.critic import CriticConfig
+
+    (tmp_path / "c.yaml").write_text("data: f.jsonl\nlearning_rate: 1e-3\n")  # YAML 1.1: '1e-3' is a string
+    args = build_parser().parse_args(["train", "critic", "--config", str(tmp_path / "c.yaml"), "--out", "o"])
+    assert settings_from_args(CriticConfig, args).learning_rate == pytest.approx(1e-3)
+
+
+def test_a_run_writes_its_resolved_config_and_fingerprint_beside_its_outputs(jsonl, tmp_path):
+    prompts = jsonl([{"id": "a", "prompt": "p"}])
+    out = tmp_path / "folder"
+    (tmp_path / "g.yaml").write_text(f"model: tiny-random\nprompts: {prompts}\nmax_new_tokens: 2\n")
+    assert main(["generate", "--config", str(tmp_path / "g.yaml"), "--out", str(out / "responses")]) == 0
+    resolved = json.loads((out / "responses.config.json").read_text())
+    assert resolved["max_new_tokens"] == 2 and resolved["model"] == "tiny-random"
+    stamp = json.loads((out / "responses.fingerprint.json").read_text())
+    assert stamp["command"] == "generate" and stamp["inputs"]["prompts"]["digest"].startswith("sha256:")
+    assert "threads" in stamp["free"] and "limit" in stamp["free"]
+    # repeating the run from its own config resumes it (nothing new to write)
+    before = (out / "responses").read_text()
+    assert main(["generate", "--config", str(out / "responses.config.json"), "--out", str(out / "responses")]) == 0
+    assert (out / "responses").read_text() == before
