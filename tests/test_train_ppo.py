@@ -329,7 +329,6 @@ def test_value_warmup_trains_the_value_model_and_holds_the_policy(rm_run, tmp_pa
 @pytest.mark.parametrize("flags, message", [
     (["--advantage", "rloo", "--rloo-k", "1"], "needs at least 2 samples per prompt"),
     (["--advantage", "rloo", "--rloo-k", "3", "--batch-size", "4"], "not a multiple of --rloo-k 3"),
-    (["--advantage", "reinforce"], "'reinforce' is not one of gae, rloo"),
     (["--lam", "1.5"], "--lam and --gamma must be in [0, 1]"),
 ])
 def test_bad_rl_settings_are_refused_before_models_load(flags, message, rm_run, jsonl, tmp_path, capsys):
@@ -339,3 +338,11 @@ def test_bad_rl_settings_are_refused_before_models_load(flags, message, rm_run, 
     assert main(args + flags) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_an_unknown_advantage_estimator_is_refused_when_the_flags_are_read(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "ppo", "--policy", "p", "--reward", "r", "--prompts", "x", "--out", "o", "--advantage", "reinforce"])
+    assert e.value.code == 2 and "'reinforce' is not one of gae, rloo" in capsys.readouterr().err
+    with pytest.raises(RedlineError, match="--advantage must be gae or rloo"):  # a config built in Python
+        PPOConfig(advantage="reinforce").check()
