@@ -147,6 +147,55 @@ def test_an_engine_over_a_model_in_memory_gives_the_model_back_as_it_was(engine)
         model.eval()
 
 
+def test_generation_uses_no_deprecated_transformers_api(engine):
+    """transformers renames forward's ``past_key_values`` to ``cache`` (5.24; the old name goes in 5.40)
+    and warns with a FutureWarning on each use: the engine must pass what the installed version takes,
+    on a plain model and under a PEFT wrapper (whose forward takes ``**kwargs``)."""
+    import inspect
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+
+    from redline.generation.transformers_engine import TransformersEngine, _cache_keyword
+
+    model = engine.model
+    takes = inspect.signature(type(model).forward).parameters
+    assert _cache_keyword(model) == ("cache" if "cache" in takes else "past_key_values")
+    params = SamplingParams(temperature=0, max_new_tokens=6)
+    want = texts(engine.generate(PROMPTS[:2], params, progress=False))
+    peft = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=True))
+    try:
+        live = TransformersEngine(peft, engine.tokenizer)
+        assert live._cache_keyword == _cache_keyword(model)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)
+            warnings.simplefilter("error", DeprecationWarning)
+            assert texts(engine.generate(PROMPTS[:2], params, progress=False)) == want
+            assert texts(live.generate(PROMPTS[:2], params, progress=False)) == want  # zero-initialised LoRA B
+    finally:
+        peft.unload()
+    assert config_attention(model) != "redline_slots"
+
+
+def test_without_per_row_logits_to_keep_the_completions_are_the_same(engine, monkeypatch):
+    """transformers before the per-row ``logits_to_keep`` (5.17): every prompt position is projected
+    and the rows picked afterwards, bit for bit the same completions."""
+    from redline.generation import transformers_engine
+
+    want = texts(engine.generate(PROMPTS, SAMPLED, progress=False))
+    monkeypatch.setattr(transformers_engine, "_logits_per_row", lambda: False)
+    assert texts(engine.generate(PROMPTS, SAMPLED, progress=False)) == want
+
+
+def test_a_model_that_cannot_switch_attention_is_refused(engine, monkeypatch):
+    from redline import RedlineError
+
+    monkeypatch.setattr(type(engine.model), "_can_set_attn_implementation", classmethod(lambda cls: False))
+    with pytest.raises(RedlineError, match="cannot switch its attention"):
+        engine.generate(["Hello"], SamplingParams(max_new_tokens=2), progress=False)
+    assert config_attention(engine.model) != "redline_slots"
+
+
 def config_attention(model):
     return model.config._attn_implementation
 

@@ -42,6 +42,8 @@ and not batch-invariant), ``torch.compile`` of the forward (minutes of recompile
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import sys
 import time
 from dataclasses import dataclass
@@ -177,14 +179,48 @@ def _register_attention() -> None:
 
 
 @contextlib.contextmanager
-def _attention_of(config, name: str):
-    """Run the model's forward with our attention function, and give the model back as it was."""
-    before = config._attn_implementation_internal
-    config._attn_implementation_internal = name
+def _attention_of(model, name: str):
+    """Run the model's forward with our attention function, and give the model back as it was.
+
+    ``set_attn_implementation`` is transformers' public switch (it walks every module, so it is called
+    once per ``generate``, not per forward). A model that cannot switch (one that does not route its
+    attention through ``AttentionInterface``) is only warned about by transformers: refuse it here,
+    because ``SlotCache`` would then be read by an attention that does not know its rows.
+    """
+    before = model.config._attn_implementation
+    model.set_attn_implementation(name)
     try:
+        if model.config._attn_implementation != name:
+            raise RedlineError(
+                f"{type(model).__name__} cannot switch its attention implementation; the transformers engine needs "
+                "a model whose attention goes through transformers' AttentionInterface"
+            )
         yield
     finally:
-        config._attn_implementation_internal = before
+        model.set_attn_implementation(before)
+
+
+@functools.cache
+def _logits_per_row() -> bool:
+    """Whether ``logits_to_keep`` may be (batch, k) positions, one list per row (transformers' helper
+    ``slice_logits_to_keep``, newer than 5.17, where a tensor indexes every row alike)."""
+    try:
+        from transformers.modeling_utils import slice_logits_to_keep
+    except ImportError:
+        return False
+    hidden = torch.arange(6.0).view(2, 3, 1)
+    try:
+        return slice_logits_to_keep(hidden, torch.tensor([[0], [2]])).flatten().tolist() == [0.0, 5.0]
+    except (IndexError, RuntimeError):
+        return False
+
+
+def _cache_keyword(model) -> str:
+    """The name under which the model's ``forward`` takes a cache: ``cache`` since transformers 5.24, where
+    ``past_key_values`` is deprecated (removed in 5.40); only ``past_key_values`` before. Read from the
+    signature of the model's (or a PEFT wrapper's base model's) ``forward``."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 # ----------------------------------------------------------------------------- the engine
@@ -251,6 +287,7 @@ class TransformersEngine:
         # cache here) while fp32 ones take it as is: the half types read the whole cache width.
         self.full_span = self.device.type == "cpu" and self.dtype != torch.float32
         self._check_supported()
+        self._cache_keyword = _cache_keyword(model)
         _register_attention()
 
     @classmethod
@@ -291,17 +328,23 @@ class TransformersEngine:
         element = next(self.model.parameters()).element_size()
         return 2 * c.num_hidden_layers * kv_heads * head_dim * element
 
-    def _forward(self, cache: SlotCache, ids, positions, mask, logits_to_keep=1):
-        with _attention_of(self.config, ATTENTION):
-            out = self.model(
-                input_ids=ids,
-                position_ids=positions,
-                attention_mask=mask,
-                past_key_values=cache,
-                use_cache=True,
-                logits_to_keep=logits_to_keep,
-            )
-        return out.logits[:, -1].float()
+    def _forward(self, cache: SlotCache, ids, positions, mask, keep: torch.Tensor | None = None):
+        """Logits (rows, V) at the last position of each row, or with ``keep`` (rows, k) at the last of the
+        positions listed for each row. Where transformers cannot slice per row (``_logits_per_row``), every
+        position is projected and the rows are picked afterwards: the same result, more vocabulary work."""
+        per_row = keep is not None and _logits_per_row()
+        out = self.model(
+            input_ids=ids,
+            position_ids=positions,
+            attention_mask=mask,
+            use_cache=True,
+            logits_to_keep=1 if keep is None else keep if per_row else 0,
+            **{self._cache_keyword: cache},
+        )
+        logits = out.logits
+        if keep is not None and not per_row:
+            logits = logits.gather(1, keep[..., None].expand(-1, -1, logits.shape[-1]))
+        return logits[:, -1].float()
 
     def _mask(self, positions: torch.Tensor, span: int) -> torch.Tensor:
         """(rows, 1, q, span) additive mask: the query at position p sees columns 0..p of its own row."""
@@ -367,7 +410,7 @@ class TransformersEngine:
         training = self.model.training
         self.model.eval()
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), _attention_of(self.model, ATTENTION):
                 return self._generate(prompts, params, seeds, progress)
         finally:
             self.model.train(training)
