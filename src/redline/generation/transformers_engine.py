@@ -240,7 +240,8 @@ class TransformersEngine:
 
     Built from a model and tokenizer in memory (``TransformersEngine(policy, tokenizer)``, as PPO
     rollouts do: every forward reads the live weights, so nothing needs re-syncing after an update;
-    the model is put in eval mode for the call and given back in the mode it was in) or by name
+    the model is put in eval mode and on our attention for the call and given back in the mode and
+    with the attention implementation it had) or by name
     (``load_engine``). Options: ``max_batch`` rows decoded together; ``kv_budget_gb`` caps the K/V cache (fewer rows for
     long items); ``stop_every`` steps between stop-string checks; ``exact`` pads decode rows for
     bit-exact batch independence; ``threads`` sets ``torch.set_num_threads``; ``ignore_eos`` keeps
