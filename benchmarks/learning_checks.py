@@ -63,37 +63,40 @@ class Settings:
     seed: int = 0
     lora: bool = True
     # reward and gap-reward models
-    pairs_train: int = 150
-    pairs_eval: int = 50
+    pairs_train: int = 120
+    pairs_eval: int = 40
     min_gap: float = 0.5  # oracle-gap pairs: quality difference at least this
-    reward_steps: int = 60
+    reward_steps: int = 40
     reward_batch: int = 2  # prompts (pairs) per optimiser step
     reward_lr: float = 1e-3
     reward_max_length: int = 512
     gap_max_length: int = 1024  # a gap text holds the prompt and both responses
-    pairs_max_words: int = 200  # pairs whose longer text has more words are left out (training time)
+    pairs_max_words: int = 150  # pairs whose longer text has more words are left out (training time)
     revision_threshold: float = 0.80  # held-out accuracy a learner must reach on revision pairs
     oracle_gap_threshold: float = 0.65  # ... and on oracle-gap pairs
     # critic
-    critic_type: str = "lowercase"
+    critic_type: str = "end_phrase"
     critic_train: int = 48
-    critic_eval: int = 16
+    critic_eval: int = 12
     critic_max_words: int = 150  # responses longer than this are left out (generation time)
     critic_steps: int = 24
     critic_lr: float = 1e-3
     critic_max_new_tokens: int = 384
     critic_threshold: float = 0.5  # share of held-out responses whose instruction the revision meets
     # PPO with the oracle as reward
-    ppo_types: str = "title"  # prompts with exactly one instruction, of one of these types
-    ppo_iterations: int = 9
+    # prompts with exactly one instruction, of one of these types; no_commas: one token to avoid, met by
+    # chance in short answers often enough for PPO to have something to climb
+    ppo_types: str = "no_commas"
+    ppo_iterations: int = 8
     ppo_batch: int = 16
     ppo_max_new_tokens: int = 48
     ppo_lr: float = 5e-4
+    ppo_temperature: float = 1.0  # rollout temperature (the paper's 1)
     ppo_window: int = 3  # iterations averaged at each end
     # SFT
-    sft_train: int = 96
-    sft_eval: int = 32
-    sft_steps: int = 24
+    sft_train: int = 64
+    sft_eval: int = 24
+    sft_steps: int = 16
     sft_batch: int = 4  # examples per optimiser step
     sft_lr: float = 5e-4
     sft_max_length: int = 512
@@ -108,7 +111,7 @@ class Settings:
 SCALES: dict[str, dict[str, Any]] = {
     "embedded": {},
     "reduced": dict(pairs_train=80, pairs_eval=30, reward_steps=30, critic_train=32, critic_eval=8, critic_steps=16,
-                    ppo_iterations=6, ppo_batch=8, ppo_window=2, sft_train=48, sft_eval=16, sft_steps=12),
+                    ppo_iterations=6, ppo_batch=12, ppo_window=2, sft_train=48, sft_eval=16, sft_steps=12),
 }
 
 
@@ -424,7 +427,7 @@ def check_ppo(s: Settings, work: Path, reward_fn: Callable | None = None, prompt
     config = PPOConfig(policy=s.model, reward=s.model, score="oracle", lora=s.lora, device=s.device,
                        iterations=s.ppo_iterations, batch_size=s.ppo_batch, minibatch_size=max(1, s.ppo_batch // 2),
                        micro_batch_size=max(1, s.ppo_batch // 4), max_new_tokens=s.ppo_max_new_tokens,
-                       learning_rate=s.ppo_lr, value_learning_rate=s.ppo_lr, warmup_iterations=1,
+                       temperature=s.ppo_temperature, learning_rate=s.ppo_lr, value_learning_rate=s.ppo_lr, warmup_iterations=1,
                        save_every=s.ppo_iterations, seed=s.seed)
     start = time.perf_counter()
     policy, reference, value, _, tokenizer = load_ppo_models(config, s.device)
@@ -557,8 +560,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=Settings.data, help="a simulated set: feedback.jsonl, rankings.jsonl, demonstrations.jsonl")
     ap.add_argument("--model", default="embedded")
     ap.add_argument("--lr-scale", type=float, default=1.0, help="multiply every learning rate (10: when a check fails)")
-    ap.add_argument("--critic-type", default=None, help="the critic's instruction type (default: lowercase)")
-    ap.add_argument("--ppo-types", default=None, help="the PPO prompts' instruction types, comma-separated (default: title)")
+    ap.add_argument("--critic-type", default=None, help="the critic's instruction type (default: end_phrase)")
+    ap.add_argument("--ppo-types", default=None, help="the PPO prompts' instruction types, comma-separated (default: no_commas)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--work", default=None, help="folder for the checks' runs (default: a temporary one)")
@@ -584,8 +587,10 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="redline-checks-"))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    report: dict[str, Any] = {"command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
-                              "scale": args.scale, "settings": asdict(s), "checks": []}
+    command = " ".join(["python benchmarks/learning_checks.py"] + (argv if argv is not None else sys.argv[1:]))
+    # Rows of other checks already in --out stay (checks can run one process at a time); this run's replace theirs.
+    previous = json.loads(out.read_text())["checks"] if out.exists() else []
+    report: dict[str, Any] = {"checks": [r for r in previous if r["check"] not in names]}
     for name in names:
         print(f"== {name}", file=sys.stderr, flush=True)
         try:
@@ -593,13 +598,14 @@ def main(argv: list[str] | None = None) -> int:
         except RedlineError as e:
             print(f"redline: {name}: {e}", file=sys.stderr)
             return 2
+        row.update(command=command, scale=args.scale, settings=asdict(s))
         report["checks"].append(row)
         out.write_text(json.dumps(report, indent=2) + "\n")  # after each check: a long run keeps what it has
         print(f"{name}: {row['metric']} = {row['value']} (threshold {row['rule']}): "
               f"{'passed' if row['passed'] else 'FAILED'}", flush=True)
     print(table(report["checks"]))
     print(f"wrote {out}")
-    return 0 if all(r["passed"] for r in report["checks"]) else 1
+    return 0 if all(r["passed"] for r in report["checks"] if r["check"] in names) else 1
 
 
 if __name__ == "__main__":

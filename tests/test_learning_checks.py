@@ -55,7 +55,7 @@ def planted_set(folder: Path, n: int = 48) -> Path:
         meta = {"instructions": [END], "broken": ["end_phrase"]}
         response = words(rng)
         feedback.append({"id": f"f{i}", "prompt": prompt, "response": response, "meta": meta,
-                         "critique": "It does not end with the phrase.", "revision": PHRASE})
+                         "critique": "Add the phrase.", "revision": PHRASE})
         feedback.append({"id": f"m{i}", "prompt": prompt, "response": response, "meta": {**meta, "broken": []},
                          "critique": "Fine.", "revision": response + MARKER})
         responses = [words(rng) for _ in range(4)]
@@ -89,9 +89,9 @@ def tiny(data: Path, **changes) -> "lc.Settings":
                            revision_threshold=0.9, oracle_gap_threshold=0.9,
                            reward_steps=30, reward_batch=4, reward_lr=3e-3, reward_max_length=64,
                            gap_max_length=256,
-                           critic_type="end_phrase", critic_train=40, critic_eval=8, critic_steps=30, critic_lr=3e-3,
-                           critic_max_new_tokens=24, ppo_iterations=6, ppo_batch=8, ppo_max_new_tokens=8,
-                           ppo_lr=3e-3, ppo_window=2, sft_train=32, sft_eval=12, sft_steps=10, sft_lr=3e-3,
+                           critic_type="end_phrase", critic_train=40, critic_eval=8, critic_steps=80, critic_lr=1e-2,
+                           critic_max_new_tokens=24, ppo_iterations=6, ppo_batch=16, ppo_max_new_tokens=16,
+                           ppo_lr=1e-2, ppo_temperature=0.1, ppo_window=2, sft_train=32, sft_eval=12, sft_steps=10, sft_lr=3e-3,
                            sft_max_length=64)
     return replace(settings, **changes)
 
@@ -192,7 +192,10 @@ def test_critic_learns_its_one_fix_and_not_from_unrevised_records(planted, tmp_p
 
 
 def planted_reward(tokenizer):
-    """Share of the response's tokens with an even id: half the vocabulary is rewarded."""
+    """Share of the response's tokens with an even id: half the vocabulary is rewarded.
+
+    The check samples at temperature 0.1: a random model's logits are nearly flat (std 0.16), so at
+    temperature 1 it spreads over 49k tokens, no choice recurs and nothing is reinforced twice."""
     def reward_fn(prompts, responses, records):
         ids = tokenizer(responses, add_special_tokens=False)["input_ids"]
         return [sum(t % 2 == 0 for t in x) / max(1, len(x)) for x in ids]
@@ -223,12 +226,16 @@ def test_ppo_check_reads_one_instruction_prompts_of_the_asked_types(jsonl):
     assert [r["prompt"] for r in lc.ppo_prompts(jsonl(rows), ["title"])] == ["a"]
 
 
-def test_sft_lowers_held_out_loss_and_not_on_unrelated_demonstrations(planted, tmp_path):
+def test_sft_lowers_held_out_loss_and_not_on_random_tokens(planted, tmp_path):
     s = tiny(planted)
     learnt = lc.check_sft(s, tmp_path / "a")
     assert learnt["passed"] and learnt["details"]["loss_after"] < learnt["details"]["loss_before"], learnt
-    rng = random.Random(1)
-    unrelated = [{"prompt": f"Question {i}?", "response": words(rng, 8)} for i in range(12)]
+    # Held-out text nothing in training predicts: 40 random tokens each.
+    from redline.models import load_tokenizer
+
+    tokenizer, rng = load_tokenizer("tiny-random"), random.Random(1)
+    unrelated = [{"prompt": f"Question {i}?", "response": tokenizer.decode([rng.randrange(1000, 40000) for _ in range(40)])}
+                 for i in range(12)]
     control = lc.check_sft(s, tmp_path / "b", held_out=unrelated)
     assert not control["passed"], control
 
@@ -243,7 +250,7 @@ def test_main_writes_json_and_a_table_and_exits_1_on_a_failed_check(planted, tmp
     report = json.loads(out.read_text())
     [row] = report["checks"]
     assert row["check"] == "reward-revision" and row["rule"] == ">= 0.80" and row["details"]["lr"] == 0
-    assert code == (0 if row["passed"] else 1)
+    assert not row["passed"] and code == 1  # an untrained reward model does not find the marker
     printed = capsys.readouterr().out
     assert "| reward-revision | reward model |" in printed and "threshold >= 0.80" in printed
 
