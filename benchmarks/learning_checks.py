@@ -222,8 +222,8 @@ def _enough(rows: list, n: int, what: str, where: str) -> None:
 
 def check_reward(s: Settings, signal: str, work: Path, control: bool = False) -> dict[str, Any]:
     """Train the K-way reward model on pairs of ``signal`` (revision or oracle-gap); held-out accuracy."""
-    from redline.models import load_reward_model, load_tokenizer
-    from redline.train.reward import RewardConfig, chat_text, score_texts, train_reward
+    from redline.models import chat_text, load_reward_model, load_tokenizer, score_texts
+    from redline.train.reward import RewardConfig, train_reward
 
     train, held = _pairs(s, signal, control)
     work = fresh(work)
