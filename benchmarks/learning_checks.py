@@ -80,6 +80,7 @@ class Settings:
     critic_eval: int = 12
     critic_max_words: int = 150  # responses longer than this are left out (generation time)
     critic_steps: int = 24
+    critic_grad_accum: int = 2  # examples per optimiser step
     critic_lr: float = 1e-3
     critic_max_new_tokens: int = 384
     critic_threshold: float = 0.5  # share of held-out responses whose instruction the revision meets
@@ -231,7 +232,7 @@ def check_reward(s: Settings, signal: str, work: Path, control: bool = False) ->
                           lora=s.lora, learning_rate=s.reward_lr, max_steps=s.reward_steps, batch_size=s.reward_batch,
                           max_length=s.reward_max_length, warmup=0.1, seed=s.seed, device=s.device,
                           logging_steps=5, save_steps=10_000)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     metrics = train_reward(config, work / "run")
     model, tokenizer = load_reward_model(str(work / "run"), device=s.device).eval(), load_tokenizer(str(work / "run"))
     texts = [chat_text(tokenizer, r["prompt"], y) for r in held for y in (r["chosen"], r["rejected"])]
@@ -242,7 +243,8 @@ def check_reward(s: Settings, signal: str, work: Path, control: bool = False) ->
     return result(f"reward-{signal}", "reward model", _signal_words(signal, s), "held-out accuracy", accuracy,
                   threshold, accuracy >= threshold, f">= {threshold:.2f}", train_pairs=len(train), eval_pairs=len(held),
                   steps=metrics.get("steps"), lr=s.reward_lr, shuffled_labels=control,
-                  seconds=round(time.perf_counter() - start, 1))
+                  seconds=round(time.perf_counter() - start, 1),
+                  cpu_seconds=round(time.process_time() - cpu, 1))
 
 
 def check_gap(s: Settings, signal: str, work: Path, control: bool = False) -> dict[str, Any]:
@@ -258,7 +260,7 @@ def check_gap(s: Settings, signal: str, work: Path, control: bool = False) -> di
                              lora=s.lora, learning_rate=s.reward_lr, max_steps=s.reward_steps,
                              batch_size=max(1, s.reward_batch // 2), max_length=s.gap_max_length, warmup=0.1,
                              seed=s.seed, device=s.device, logging_steps=5, save_steps=10_000)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     metrics = train_gap_reward(config, work / "run")
     model, tokenizer = load_reward_model(str(work / "run"), device=s.device).eval(), load_tokenizer(str(work / "run"))
     prefs = [Preference(prompt=r["prompt"], chosen=r["chosen"], rejected=r["rejected"]) for r in held]
@@ -268,7 +270,8 @@ def check_gap(s: Settings, signal: str, work: Path, control: bool = False) -> di
     return result(f"gap-{signal}", "reward-gap model", _signal_words(signal, s), "held-out r_gap(w,l) > r_gap(l,w)",
                   accuracy, threshold, accuracy >= threshold, f">= {threshold:.2f}", train_pairs=len(train),
                   eval_pairs=len(held), steps=metrics.get("steps"), lr=s.reward_lr, shuffled_labels=control,
-                  orderings={k: round(v, 4) for k, v in orderings.items()}, seconds=round(time.perf_counter() - start, 1))
+                  orderings={k: round(v, 4) for k, v in orderings.items()}, seconds=round(time.perf_counter() - start, 1),
+                  cpu_seconds=round(time.process_time() - cpu, 1))
 
 
 def _pairs(s: Settings, signal: str, control: bool) -> tuple[list[dict], list[dict]]:
@@ -355,8 +358,8 @@ def check_critic(s: Settings, work: Path, control: bool = False) -> dict[str, An
     records = [Feedback(prompt=r["prompt"], response=r["response"], critique=r["critique"],
                         revision=r["response"] if control else r["revision"], id=r["id"], meta=r["meta"]) for r in train]
     config = CriticConfig(data=str(path), model=s.model, lora=s.lora, learning_rate=s.critic_lr, max_steps=s.critic_steps,
-                          batch_size=1, grad_accum=2, seed=s.seed, device=s.device, logging_steps=4, save_steps=10_000)
-    start = time.perf_counter()
+                          batch_size=1, grad_accum=s.critic_grad_accum, seed=s.seed, device=s.device, logging_steps=4, save_steps=10_000)
+    start, cpu = time.perf_counter(), time.process_time()
     metrics = train_critic(config, work / "critic", records=records)
     responses = [Response(prompt=r["prompt"], response=r["response"], id=r["id"], meta=r["meta"]) for r in held]
     revise(ReviseConfig(critic=str(work / "critic"), iterations=1, max_new_tokens=s.critic_max_new_tokens,
@@ -374,7 +377,8 @@ def check_critic(s: Settings, work: Path, control: bool = False) -> dict[str, An
                   changed=sum(bool(r["changed"]) for r in revised), quality_before=round(_mean(q_before), 4),
                   quality_after=round(_mean(q_after), 4), steps=metrics.get("steps"), lr=s.critic_lr,
                   final_loss=metrics.get("final_loss"), unrevised_control=control,
-                  seconds=round(time.perf_counter() - start, 1))
+                  seconds=round(time.perf_counter() - start, 1),
+                  cpu_seconds=round(time.process_time() - cpu, 1))
 
 
 def _text(prompt) -> str:
@@ -429,7 +433,7 @@ def check_ppo(s: Settings, work: Path, reward_fn: Callable | None = None, prompt
                        micro_batch_size=max(1, s.ppo_batch // 4), max_new_tokens=s.ppo_max_new_tokens,
                        temperature=s.ppo_temperature, learning_rate=s.ppo_lr, value_learning_rate=s.ppo_lr, warmup_iterations=1,
                        save_every=s.ppo_iterations, seed=s.seed)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     policy, reference, value, _, tokenizer = load_ppo_models(config, s.device)
     run_ppo(config, policy, reference, value, tokenizer, prompts, reward_fn, lambda r: as_chat(r["prompt"]),
             work / "run")
@@ -444,7 +448,8 @@ def check_ppo(s: Settings, work: Path, reward_fn: Callable | None = None, prompt
                   f"> {s.z:g} SE ({bar:.3f})", prompts=len(prompts), types=types, iterations=s.ppo_iterations,
                   episodes_per_iteration=s.ppo_batch, first=round(r["first"], 4), last=round(r["last"], 4),
                   se=round(r["se"], 4), per_iteration=[round(_mean(v), 4) for _, v in sorted(per_iteration.items())],
-                  lr=s.ppo_lr, seconds=round(time.perf_counter() - start, 1))
+                  lr=s.ppo_lr, seconds=round(time.perf_counter() - start, 1),
+                  cpu_seconds=round(time.process_time() - cpu, 1))
 
 
 # ----------------------------------------------------------------------------- SFT
@@ -486,7 +491,7 @@ def check_sft(s: Settings, work: Path, held_out: list[dict] | None = None) -> di
     _enough(train, min(s.sft_train, 4), "demonstrations to train on", str(path))
     _enough(held, min(s.sft_eval, 2), "held-out demonstrations", str(path))
     work = fresh(work)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     tokenizer = load_tokenizer(s.model)
     before = completion_losses(load_causal_lm(s.model, device=s.device).eval(), tokenizer, held, s.sft_max_length)
     config = DemonstrationConfig(data=str(write_jsonl(work / "train.jsonl", train)), model=s.model, lora=s.lora,
@@ -502,7 +507,8 @@ def check_sft(s: Settings, work: Path, held_out: list[dict] | None = None) -> di
     return result("sft", "SFT", "held-out demonstrations", "held-out loss drop (nats/token)", drop, bar,
                   drop > bar, f"> {s.z:g} SE ({bar:.3f})", train_examples=len(train), eval_examples=len(held),
                   loss_before=round(_mean(before), 4), loss_after=round(_mean(after), 4), se=round(se, 4),
-                  steps=metrics.get("steps"), lr=s.sft_lr, seconds=round(time.perf_counter() - start, 1))
+                  steps=metrics.get("steps"), lr=s.sft_lr, seconds=round(time.perf_counter() - start, 1),
+                  cpu_seconds=round(time.process_time() - cpu, 1))
 
 
 def _read(path: Path, kind: str):
@@ -545,11 +551,11 @@ def run_check(name: str, s: Settings, work: Path) -> dict[str, Any]:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| check | learner | signal | metric | value | threshold | passed | seconds |", "|" + " --- |" * 8]
+    lines = ["| check | learner | signal | metric | value | threshold | passed | seconds (CPU) |", "|" + " --- |" * 8]
     for r in rows:
         value = f"{r['value']:.3f}" if isinstance(r["value"], float) else str(r["value"])
         lines.append(f"| {r['check']} | {r['learner']} | {r['signal']} | {r['metric']} | {value} | {r['rule']} | "
-                     f"{'yes' if r['passed'] else 'NO'} | {r['details'].get('seconds', '')} |")
+                     f"{'yes' if r['passed'] else 'NO'} | {r['details'].get('seconds', '')} ({r['details'].get('cpu_seconds', '')}) |")
     return "\n".join(lines)
 
 

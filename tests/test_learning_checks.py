@@ -89,7 +89,8 @@ def tiny(data: Path, **changes) -> "lc.Settings":
                            revision_threshold=0.9, oracle_gap_threshold=0.9,
                            reward_steps=30, reward_batch=4, reward_lr=3e-3, reward_max_length=64,
                            gap_max_length=256,
-                           critic_type="end_phrase", critic_train=40, critic_eval=8, critic_steps=80, critic_lr=1e-2,
+                           critic_type="end_phrase", critic_train=40, critic_eval=4, critic_steps=80, critic_grad_accum=1,
+                           critic_lr=1e-2,
                            critic_max_new_tokens=24, ppo_iterations=6, ppo_batch=16, ppo_max_new_tokens=16,
                            ppo_lr=1e-2, ppo_temperature=0.1, ppo_window=2, sft_train=32, sft_eval=12, sft_steps=10, sft_lr=3e-3,
                            sft_max_length=64)
