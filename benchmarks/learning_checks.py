@@ -92,7 +92,7 @@ class Settings:
     ppo_batch: int = 16
     ppo_max_new_tokens: int = 48
     ppo_lr: float = 5e-4
-    ppo_temperature: float = 1.0  # rollout temperature (the paper's 1)
+    ppo_temperature: float = 0.7  # rollout temperature (`train ppo`'s default)
     ppo_window: int = 3  # iterations averaged at each end
     # SFT
     sft_train: int = 64
@@ -434,9 +434,7 @@ def check_ppo(s: Settings, work: Path, reward_fn: Callable | None = None, prompt
                        temperature=s.ppo_temperature, learning_rate=s.ppo_lr, value_learning_rate=s.ppo_lr, warmup_iterations=1,
                        save_every=s.ppo_iterations, seed=s.seed)
     start, cpu = time.perf_counter(), time.process_time()
-    policy, reference, value, _, tokenizer = load_ppo_models(config, s.device)
-    run_ppo(config, policy, reference, value, tokenizer, prompts, reward_fn, lambda r: as_chat(r["prompt"]),
-            work / "run")
+    run_ppo(config, load_ppo_models(config, s.device), prompts, reward_fn, lambda r: as_chat(r["prompt"]), work / "run")
     rollouts = [json.loads(line) for line in (work / "run" / "rollouts.jsonl").read_text().splitlines()]
     per_iteration = {}
     for r in rollouts:
