@@ -23,6 +23,11 @@ and an attention function (``slot_attention``) that lets each row attend to its 
    on the decoded tail only) a stop string; the last active row moves into the hole, so the active
    rows stay contiguous, and the free rows are refilled from step 2 at once (continuous batching).
 
+Steps 2 to 5 live in ``_DecodeBatch``, where every item carries its own sampling settings, seed and
+length: ``generate`` feeds it one call's prompts, and ``ContinuousBatcher`` (``redline serve``) feeds
+it requests as they arrive, from its own thread, so a request joins the running batch at the next
+step instead of waiting for the batch to finish.
+
 What holds bit for bit. Every operation is row-wise: a GEMM row's result depends only on that row,
 provided no row falls in a partial micro-kernel block (or a one-row GEMV), which compute with another
 summation order, so with ``exact=True`` (the default) GEMMs always get a multiple of
