@@ -200,6 +200,18 @@ def test_requests_beyond_the_concurrency_bound_get_429():
     assert busy.status_code == 429 and busy.headers["retry-after"] == "1"
 
 
+def test_a_stream_holds_its_slot_until_its_last_event():
+    engine = GatedEngine(ScriptedEngine(["done"]))
+    with start_server(make_app(engine, "m", max_concurrency=1)) as server, ThreadPoolExecutor(1) as pool:
+        held = pool.submit(lambda: list(_client(server).chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}], stream=True)))
+        assert engine.entered.wait(10)  # the stream's headers are out; its reply is not
+        busy = _post(server, CHAT, key=None)
+        engine.gate.set()
+        assert "".join(c.choices[0].delta.content or "" for c in held.result() if c.choices) == "done"
+    assert busy.status_code == 429
+
+
 # ----------------------------------------------------------------------------- the openai client, a scripted engine
 
 
