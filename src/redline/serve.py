@@ -258,7 +258,7 @@ class Batcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
 
-    async def prepare(self, prompt) -> Any:
+    async def prepare(self, prompt, params: SamplingParams) -> Any:
         return prompt  # only the engine knows its tokens
 
     async def run(self, prompt, params: SamplingParams, seed: int, on_text: Callable[[str], None] | None) -> Completion:
@@ -328,9 +328,11 @@ class Stepper:
     async def stop(self) -> None:
         await asyncio.to_thread(self.batcher.stop)
 
-    async def prepare(self, prompt) -> list[int]:
-        """Token ids, in a worker thread: a long prompt never stalls the decode loop."""
-        return await asyncio.to_thread(self.batcher.encode, prompt)
+    async def prepare(self, prompt, params: SamplingParams) -> list[int]:
+        """Token ids, in a worker thread (a long prompt never stalls the decode loop), checked against the limits."""
+        ids = await asyncio.to_thread(self.batcher.encode, prompt)
+        self.batcher.check(ids, params)  # a RedlineError: a 400, before any stream starts
+        return ids
 
     async def run(self, ids: list[int], params: SamplingParams, seed: int,
                   on_text: Callable[[str], None] | None) -> Completion:
@@ -542,10 +544,7 @@ def make_app(
                 field_name = "max_completion_tokens" if getattr(body, "max_completion_tokens", None) else "max_tokens"
                 raise RequestError(400, f"{field_name} is {params.max_new_tokens}; this server allows at most "
                                    f"{max_tokens_limit} (redline serve --max-tokens-limit)", param=field_name)
-            prepared = [await scheduler.prepare(p) for p in prompts]
-            if isinstance(scheduler, Stepper):
-                for ids in prepared:  # refused here, before any stream starts
-                    scheduler.batcher.check(ids, params)
+            prepared = [await scheduler.prepare(p, params) for p in prompts]
         except Exception as e:
             return _failure(_as_request_error(e))
         # Choice k = prompt k // n, seed + k % n: a seeded request gives the same choices every time.
