@@ -375,9 +375,11 @@ def test_tiny_random_answers_the_judge_and_refuses_without_the_key(tiny_server):
     judge = OpenAIJudge("tiny-random", f"{tiny_server}/v1", api_key="sesame", cache="off", max_tokens=4, timeout=60)
     verdicts = judge.judge_many([Item("Say hi.", "Hello!", "Bye."), Item("Count to two.", "1 2", "3")])
     judge.close()
-    # a random model's answers rarely parse; what matters is that every call came back
-    assert all(v.winner in WINNERS and "error" not in v.detail for v in verdicts)
-    assert judge.stats["requests"] == 4 and judge.stats["failures"] == 0
+    # A random model's greedy answers never parse (they are whitespace, which the judge reports as
+    # cut before they began); what matters is that every call came back, none as an HTTP error.
+    assert all(v.winner in WINNERS for v in verdicts)
+    assert all(v.detail.get("error", "the answer was cut").startswith("the answer was cut") for v in verdicts)
+    assert judge.stats["requests"] == 4 and judge.stats["retries"] == 0
 
 
 def test_tiny_random_n_and_streaming_give_what_single_requests_give(tiny_server):
