@@ -25,7 +25,8 @@ CHILD = r"""
 import json, sys, time
 import torch
 from redline.models import ModelCard, load_reward_model, load_tokenizer, save_model
-from redline.train.ppo import PPOConfig, instructgpt_reward, load_ppo_models, read_prompt_records, run_ppo
+from redline.records import read_prompt_records
+from redline.train.ppo import PPOConfig, instructgpt_reward, load_ppo_models, run_ppo
 from redline.train.sft import as_chat
 
 model, shared, work, iterations, new_tokens, threads = sys.argv[1], sys.argv[2] == "shared", sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
@@ -38,14 +39,16 @@ def rss(field):
 
 config = PPOConfig(policy=model, reward=f"{work}/rm-{model}", prompts=f"{work}/prompts.jsonl", device="cpu",
                    shared_reference=shared, iterations=iterations, batch_size=4, minibatch_size=4,
-                   micro_batch_size=2, max_new_tokens=new_tokens, warmup_iterations=1, save_every=100)
+                   micro_batch_size=2, max_new_tokens=new_tokens, warmup_iterations=1, value_warmup_iterations=0,
+                   save_every=100)
 before = rss("VmRSS")
 t0 = time.perf_counter()
-policy, reference, value, reward_model, tokenizer = load_ppo_models(config, "cpu")
+models = load_ppo_models(config, "cpu")
 load_s = time.perf_counter() - t0
-reward = instructgpt_reward(value if reward_model is None else reward_model, tokenizer, adapter_off=reward_model is None)
+scorer, adapter_off = models.scorer()
+reward = instructgpt_reward(scorer, models.tokenizer, adapter_off=adapter_off)
 records = read_prompt_records(config.prompts)
-run_ppo(config, policy, reference, value, tokenizer, records, reward, lambda r: as_chat(r["prompt"]), f"{work}/run-{model}-{sys.argv[2]}")
+run_ppo(config, models, records, reward, lambda r: as_chat(r["prompt"]), f"{work}/run-{model}-{sys.argv[2]}")
 rows = [json.loads(l) for l in open(f"{work}/run-{model}-{sys.argv[2]}/ppo_log.jsonl")]
 last = rows[-1]
 print(json.dumps({"python_mib": round(before), "end_mib": round(rss("VmRSS")), "peak_mib": round(rss("VmHWM")),

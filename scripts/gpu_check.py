@@ -405,11 +405,13 @@ def part_ppo(args) -> dict:
     records = [{"prompt": t} for t in b.texts(episodes * 2, 40, seed=3)]
     config = PPOConfig(policy=policy_dir, reward=str(reward_dir), prompts="-", device=b.device, dtype="bfloat16",
                        iterations=2, batch_size=episodes, minibatch_size=minibatch, micro_batch_size=micro,
-                       max_new_tokens=max_new, save_every=100, warmup_iterations=1)
+                       max_new_tokens=max_new, save_every=100, warmup_iterations=1,
+                       value_warmup_iterations=0)  # both iterations train the policy: their phases are comparable
     b.reset_peak()
-    policy, reference, value, reward_model, tokenizer = load_ppo_models(config, b.device)
-    reward = instructgpt_reward(value if reward_model is None else reward_model, tokenizer, adapter_off=reward_model is None)
-    run_ppo(config, policy, reference, value, tokenizer, records, reward, lambda r: as_chat(r["prompt"]), b.work / "ppo")
+    models = load_ppo_models(config, b.device)
+    scorer, adapter_off = models.scorer()
+    reward = instructgpt_reward(scorer, models.tokenizer, adapter_off=adapter_off)
+    run_ppo(config, models, records, reward, lambda r: as_chat(r["prompt"]), b.work / "ppo")
     rows = [json.loads(line) for line in (b.work / "ppo" / "ppo_log.jsonl").read_text().splitlines()]
     phases = ("generate_s", "score_s", "evaluate_s", "train_s")
     return {"size": b.size, "dtype": "bfloat16", "episodes": episodes, "minibatch": minibatch, "micro_batch": micro,

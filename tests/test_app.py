@@ -141,7 +141,7 @@ def test_an_annotator_sees_no_admin_page(sessions, tmp_path):
     csrf = csrf_of(c.get("/tasks").text)
     for url in ADMIN_GET:
         r = c.get(url)
-        assert r.status_code == 403 and "for admins only" in r.text, url
+        assert r.status_code == 403 and "for admins only" in r.text and "ann (annotator)" in r.text, url
     for url in ADMIN_POST:
         assert c.post(url, data={"csrf": csrf}).status_code == 403, url
 
@@ -253,7 +253,8 @@ def test_skip_and_flag_need_no_answer_but_a_flag_needs_a_reason(sessions, tmp_pa
     with sessions() as db:
         assert P.progress(db, P.get_project(db, "r")) | {} == {"items": 3, "submitted": 0, "skipped": 1, "flagged": 1,
                                                                 "complete": 0, "needed": 3}
-    assert export(sessions, "r", "ranking", tmp_path) == []
+    with sessions() as db:
+        assert P.export_records(db, P.get_project(db, "r"), "ranking") == []
 
 
 def test_overlap_hands_each_item_to_n_annotators_and_then_to_nobody(sessions, tmp_path):
@@ -436,6 +437,8 @@ def test_cli_adds_a_user_creates_a_project_and_exports(tmp_path, jsonl, monkeypa
     assert "3 items, overlap 2" in capsys.readouterr().out
     assert main(["app", "project", "create", "r", "--type", "rank", "--prompts", str(prompts), "--db", db]) == 2
     assert "a project named 'r' exists" in capsys.readouterr().err
+    assert main(["app", "export", "--project", "r", "--kind", "ranking", str(tmp_path / "none.jsonl"), "--db", db]) == 2
+    assert "nothing to export" in capsys.readouterr().err and not (tmp_path / "none.jsonl").exists()
     sessions = open_database(db)
     with sessions.begin() as session:
         user = P.get_user(session, "ann")

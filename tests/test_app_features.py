@@ -321,3 +321,30 @@ def test_the_embedded_model_writes_a_projects_answers(tmp_path, jsonl, capsys):
     with open_database(db)() as session:
         items = session.scalars(P.select(P.Item)).all()
     assert len(items) == 2 and all(len(it.answers) == 2 and it.answers[0]["text"] != it.answers[1]["text"] for it in items)
+
+
+def test_cli_imports_lists_tokens_and_drafts_with_a_model(sessions, tmp_path, jsonl, capsys):
+    from redline.cli import main
+
+    db = str(sessions.kw["bind"].url)
+    make_project(sessions, tmp_path, "crit", "critique", [{"prompt": "Describe rain.", "response": "Rain is wet."}])
+    old = jsonl([{"prompt": "Q?", "response": "A.", "critique": "Too short.", "revision": "A, at length.",
+                  "meta": {"annotator": "carol"}}], "old.jsonl")
+    assert main(["app", "import", "--project", "crit", str(old), "--db", db]) == 0
+    assert "imported 1 records into crit" in capsys.readouterr().out
+    assert main(["app", "project", "list", "--db", db]) == 0
+    assert "crit\tcritique\tready\titems 2\tsubmitted 1" in capsys.readouterr().out
+    assert main(["app", "user", "token", "root", "--db", db]) == 0
+    token = capsys.readouterr().out.split("(shown once): ")[1].strip()
+    with sessions() as session:
+        assert P.user_for_token(session, token).name == "root"
+    assert main(["app", "user", "token", "ann", "--db", db]) == 2
+    assert "not an admin" in capsys.readouterr().err
+    # a random model writes no "Revision:" part: its drafts keep a critique and no revision
+    assert main(["app", "drafts", "--project", "crit", "--critic", "tiny-random", "--max-new-tokens", "8", "--db", db]) == 0
+    assert "drafts for 2 items of crit" in capsys.readouterr().out
+    with sessions() as session:
+        drafts = [item.draft for item in session.scalars(P.select(P.Item).order_by(P.Item.position))]
+        assert all(d["model"] == "tiny-random" and "critique" in d for d in drafts)
+        assert P.get_project(session, "crit").critic == "tiny-random"
+    assert main(["app", "drafts", "--project", "nope", "--critic", "tiny-random", "--db", db]) == 2

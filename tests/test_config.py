@@ -24,6 +24,7 @@ def commands():
     from redline.respond import GenerateConfig
     from redline.simulate.build import BuildConfig
     from redline.train.critic import CriticConfig
+    from redline.train.dpo import DPOSettings
     from redline.train.gap_reward import GapRewardConfig
     from redline.train.pit import PITConfig
     from redline.train.ppo import PPOConfig
@@ -31,7 +32,7 @@ def commands():
     from redline.train.sft import DemonstrationConfig
 
     return [(["train", "sft"], DemonstrationConfig), (["train", "critic"], CriticConfig), (["train", "reward"], RewardConfig),
-            (["train", "ppo"], PPOConfig), (["train", "gap-reward"], GapRewardConfig), (["train", "pit"], PITConfig),
+            (["train", "ppo"], PPOConfig), (["train", "dpo"], DPOSettings), (["train", "gap-reward"], GapRewardConfig), (["train", "pit"], PITConfig),
             (["revise"], ReviseConfig), (["improve"], ImproveConfig), (["refine"], RefineConfig),
             (["generate"], GenerateConfig), (["evaluate"], EvaluateConfig), (["evaluate", "agreement"], AgreementConfig), (["experiment", "critic"], CriticExperimentConfig),
             (["simulate", "build"], BuildConfig), (["demo"], DemoConfig)]

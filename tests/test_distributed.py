@@ -78,6 +78,21 @@ def test_reward_then_ppo_share_each_iteration_between_the_processes(data):
     assert [row["episodes"] for row in log] == [4, 8]  # 4 episodes per iteration in all, 2 per process
     rollouts = (data / "ppo" / "rollouts.jsonl").read_text().splitlines()
     assert len(rollouts) == 8  # every process's episodes, written once
+    # RLOO: 2 prompts × 2 samples, a prompt's samples on one process (each baseline needs both)
+    torchrun(["train", "ppo", "--policy", "tiny-random", "--reward", "rm", "--prompts", "demos.jsonl", "--iterations", "1",
+              "--batch-size", "4", "--minibatch-size", "2", "--micro-batch-size", "2", "--max-new-tokens", "6",
+              "--lora-r", "4", "--advantage", "rloo", "--rloo-k", "2", "--out", "rloo"], data)
+    prompts = [json.loads(line)["prompt"][-1]["content"] for line in (data / "rloo" / "rollouts.jsonl").open()]
+    assert len(prompts) == 4 and len(set(prompts)) == 2 and all(prompts.count(p) == 2 for p in prompts)
+    assert not (data / "rloo" / "value").exists()
+
+
+@pytest.mark.skipif(shutil.which("torchrun", path=str(BIN)) is None, reason="torchrun is not installed")
+def test_dpo_under_two_processes(data):
+    done = torchrun(["train", "dpo", "--model", "tiny-random", "--data", "prefs.jsonl", "--max-steps", "1",
+                     "--grad-accum", "1", "--max-length", "64", "--out", "dpo"], data)
+    assert json.loads(done.stdout.splitlines()[-1])["steps"] == 1
+    assert json.loads((data / "dpo" / "redline.json").read_text())["kind"] == "dpo"
 
 
 @pytest.mark.skipif(shutil.which("torchrun", path=str(BIN)) is None, reason="torchrun is not installed")

@@ -5,11 +5,14 @@ engine with itself (alone vs. batched, with vs. without a stop string) or with `
 """
 
 import contextlib
+import threading
+import time
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
+from redline import RedlineError  # noqa: E402
 from redline.generation import SamplingParams, as_chat, load_engine  # noqa: E402
 
 PROMPTS = [
@@ -147,6 +150,55 @@ def test_an_engine_over_a_model_in_memory_gives_the_model_back_as_it_was(engine)
         model.eval()
 
 
+def test_generation_uses_no_deprecated_transformers_api(engine):
+    """transformers renames forward's ``past_key_values`` to ``cache`` (5.24; the old name goes in 5.40)
+    and warns with a FutureWarning on each use: the engine must pass what the installed version takes,
+    on a plain model and under a PEFT wrapper (whose forward takes ``**kwargs``)."""
+    import inspect
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+
+    from redline.generation.transformers_engine import TransformersEngine, _cache_keyword
+
+    model = engine.model
+    takes = inspect.signature(type(model).forward).parameters
+    assert _cache_keyword(model) == ("cache" if "cache" in takes else "past_key_values")
+    params = SamplingParams(temperature=0, max_new_tokens=6)
+    want = texts(engine.generate(PROMPTS[:2], params, progress=False))
+    peft = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=True))
+    try:
+        live = TransformersEngine(peft, engine.tokenizer)
+        assert live._cache_keyword == _cache_keyword(model)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)
+            warnings.simplefilter("error", DeprecationWarning)
+            assert texts(engine.generate(PROMPTS[:2], params, progress=False)) == want
+            assert texts(live.generate(PROMPTS[:2], params, progress=False)) == want  # zero-initialised LoRA B
+    finally:
+        peft.unload()
+    assert config_attention(model) != "redline_slots"
+
+
+def test_without_per_row_logits_to_keep_the_completions_are_the_same(engine, monkeypatch):
+    """transformers before the per-row ``logits_to_keep`` (5.17): every prompt position is projected
+    and the rows picked afterwards, bit for bit the same completions."""
+    from redline.generation import transformers_engine
+
+    want = texts(engine.generate(PROMPTS, SAMPLED, progress=False))
+    monkeypatch.setattr(transformers_engine, "_logits_per_row", lambda: False)
+    assert texts(engine.generate(PROMPTS, SAMPLED, progress=False)) == want
+
+
+def test_a_model_that_cannot_switch_attention_is_refused(engine, monkeypatch):
+    from redline import RedlineError
+
+    monkeypatch.setattr(type(engine.model), "_can_set_attn_implementation", classmethod(lambda cls: False))
+    with pytest.raises(RedlineError, match="cannot switch its attention"):
+        engine.generate(["Hello"], SamplingParams(max_new_tokens=2), progress=False)
+    assert config_attention(engine.model) != "redline_slots"
+
+
 def config_attention(model):
     return model.config._attn_implementation
 
@@ -207,3 +259,56 @@ def test_embedded_greedy_equals_generate_and_batches_do_not_matter():
     sampled = SamplingParams(temperature=0.7, max_new_tokens=24)
     alone = [engine.generate([p], sampled, seeds=[i], progress=False)[0].text for i, p in enumerate(prompts)]
     assert texts(engine.generate(prompts * 3, sampled, seeds=[0, 1, 2] * 3, progress=False)) == alone * 3
+
+
+# ----------------------------------------------------------------------------- continuous batching (redline serve)
+
+
+def _collect(batcher, ids, params, seed):
+    """Submit one request; returns (handle, done event, result holder, streamed deltas)."""
+    done, result, deltas = threading.Event(), [], []
+    handle = batcher.submit(ids, params, seed, lambda r: (result.append(r), done.set()), deltas.append)
+    return handle, done, result, deltas
+
+
+def test_continuous_batching_gives_what_generate_gives_with_each_request_its_own_settings(engine):
+    """Requests with other temperatures, stops and lengths share steps; each gets generate()'s exact reply."""
+    settings = [SAMPLED, SamplingParams(temperature=0, max_new_tokens=12), SamplingParams(temperature=0.7, max_new_tokens=30,
+                                                                                     stop=["e"])]
+    jobs = [(p, settings[i % 3], 50 + i) for i, p in enumerate(PROMPTS * 2)]
+    expected = [engine.generate([p], s, seeds=[seed], progress=False)[0] for p, s, seed in jobs]
+    batcher = engine.continuous(max_prompt_tokens=256, max_new_tokens=64).start()
+    try:
+        running = [_collect(batcher, batcher.encode(p), s, seed) for p, s, seed in jobs]
+        for _, done, _, _ in running:
+            assert done.wait(60)
+    finally:
+        batcher.stop()
+    got = [result[0] for _, _, result, _ in running]
+    assert [(c.text, c.finish_reason, c.token_ids) for c in got] == [(c.text, c.finish_reason, c.token_ids) for c in expected]
+    assert batcher.steps < sum(c.completion_tokens for c in expected)  # they shared steps
+    for (_, _, _, deltas), c in zip(running, got):
+        # Streamed text is the reply's beginning; the engine may decode past a stop string before it
+        # sees it (checked every few steps), which the server holds back (test_serve.py).
+        streamed = "".join(deltas)
+        assert c.text.startswith(streamed) or (c.finish_reason == "stop" and streamed.startswith(c.text))
+
+
+def test_continuous_batching_refuses_a_request_over_its_limits_alone_and_cancels(engine):
+    batcher = engine.continuous(max_prompt_tokens=16, max_new_tokens=2000).start()
+    try:
+        with pytest.raises(RedlineError, match="the prompt has 30 tokens; this server takes at most 16"):
+            batcher.submit(list(range(10, 40)), SAMPLED, 1, lambda r: None)
+        with pytest.raises(RedlineError, match="max_tokens 2001 is over this server's limit of 2000"):
+            batcher.submit([10, 11], SamplingParams(max_new_tokens=2001), 1, lambda r: None)
+        long, long_done, _, _ = _collect(batcher, batcher.encode("Hello"), SamplingParams(temperature=0, max_new_tokens=2000), 1)
+        _, short_done, short_result, _ = _collect(batcher, batcher.encode("Hi"), SamplingParams(max_new_tokens=4), 2)
+        assert short_done.wait(60) and short_result[0].completion_tokens <= 4  # not behind the long one
+        assert not long_done.is_set()
+        long.cancelled = True  # a client that went away: its row is freed, and nothing is answered
+        deadline = time.monotonic() + 30
+        while batcher.batch.n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert batcher.batch.n == 0 and not long_done.is_set()
+    finally:
+        batcher.stop()

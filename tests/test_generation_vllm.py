@@ -1,9 +1,20 @@
-"""The vLLM backend: the parameter mapping everywhere; generation only where vLLM and a GPU are."""
+"""The vLLM backend: everything around vLLM runs here without it (argument mapping, prompts as token
+ids, seeds, stops, outputs, LoRA adapters, the missing-vLLM error); generation only where vLLM and a GPU are."""
+
+import json
+import sys
+from types import SimpleNamespace
 
 import pytest
 
+from redline import RedlineError
 from redline.generation import SamplingParams, as_chat, load_engine
-from redline.generation.vllm_engine import vllm_sampling_kwargs
+from redline.generation.vllm_engine import (
+    VLLMEngine,
+    completion_from_output,
+    vllm_load_kwargs,
+    vllm_sampling_kwargs,
+)
 
 
 def test_sampling_params_map_to_vllm_per_item():
@@ -11,14 +22,104 @@ def test_sampling_params_map_to_vllm_per_item():
     kw = vllm_sampling_kwargs(p, seed=17)
     assert kw["temperature"] == 0.0 and kw["top_p"] == 0.9 and kw["max_tokens"] == 12
     assert kw["stop"] == ["\n\n"] and kw["seed"] == 17 and kw["n"] == 1
-    assert kw["include_stop_str_in_output"] is False
+    assert kw["include_stop_str_in_output"] is False and kw["skip_special_tokens"] is True
+
+
+class RecordingLLM:
+    """Stands in for ``vllm.LLM``: records what ``generate`` gets and answers each request with the
+    text and finish reason the test scripted, in the order vLLM returns them (input order)."""
+
+    def __init__(self, replies):
+        self.replies = replies
+        self.calls = []
+
+    def generate(self, prompts, sampling_params, *, use_tqdm=True, lora_request=None):
+        self.calls.append(dict(prompts=prompts, sampling_params=sampling_params, use_tqdm=use_tqdm, lora_request=lora_request))
+        return [
+            SimpleNamespace(outputs=[SimpleNamespace(text=text, token_ids=list(range(n)), finish_reason=reason)])
+            for text, n, reason in self.replies[: len(prompts)]
+        ]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from redline.models import load_tokenizer
+
+    return load_tokenizer("tiny-random")
+
+
+def test_generate_sends_token_ids_one_sampling_params_per_seed_and_keeps_order(tokenizer):
+    llm = RecordingLLM([("one", 3, "stop"), ("two two", 16, "length"), ("three", 1, "stop")])
+    engine = VLLMEngine(llm, tokenizer, sampling_params=dict, lora_request="the-adapter")
+    prompts = ["Hello", as_chat("Write a haiku."), "x " * 20]
+    params = SamplingParams(temperature=0.8, max_new_tokens=16, stop=["\n"], seed=5)
+    out = engine.generate(prompts, params, progress=False)
+
+    call = llm.calls[0]
+    chat = tokenizer.apply_chat_template(prompts[1], tokenize=False, add_generation_prompt=True)
+    assert call["prompts"][0] == {"prompt_token_ids": tokenizer("Hello")["input_ids"]}
+    assert call["prompts"][1] == {"prompt_token_ids": tokenizer(chat, add_special_tokens=False)["input_ids"]}
+    assert [sp["seed"] for sp in call["sampling_params"]] == [5, 6, 7]
+    assert all(sp["stop"] == ["\n"] and sp["max_tokens"] == 16 for sp in call["sampling_params"])
+    assert call["lora_request"] == "the-adapter" and call["use_tqdm"] is False
+
+    assert [c.text for c in out] == ["one", "two two", "three"]
+    assert [c.finish_reason for c in out] == ["stop", "length", "stop"]
+    assert [c.completion_tokens for c in out] == [3, 16, 1] and out[1].token_ids == list(range(16))
+    assert [c.prompt_tokens for c in out] == [len(p["prompt_token_ids"]) for p in call["prompts"]]
+    assert [c.seed for c in out] == [5, 6, 7]
+    assert engine.last_stats.items == 3 and engine.last_stats.completion_tokens == 20
+
+    engine.generate(prompts[:2], params, seeds=[40, 2], progress=False)
+    assert [sp["seed"] for sp in llm.calls[1]["sampling_params"]] == [40, 2]
+    assert engine.generate([], params) == [] and len(llm.calls) == 2
+    with pytest.raises(ValueError, match="seeds"):
+        engine.generate(prompts, params, seeds=[1])
+
+
+def test_an_aborted_request_is_an_error_not_a_stop():
+    aborted = SimpleNamespace(outputs=[SimpleNamespace(text="", token_ids=[], finish_reason="abort")])
+    with pytest.raises(RedlineError, match="abort"):
+        completion_from_output(aborted, prompt_tokens=3, seed=0, seconds=0.1)
+
+
+def run_folder(tmp_path, adapter_config):
+    (tmp_path / "redline.json").write_text(json.dumps({"adapter": True, "base_model": "tiny-random", "kind": "sft"}))
+    (tmp_path / "adapter_config.json").write_text(json.dumps(adapter_config))
+    return str(tmp_path)
+
+
+def test_a_full_model_loads_as_is_and_options_win():
+    kwargs, adapter = vllm_load_kwargs("/models/m", "bfloat16", {"gpu_memory_utilization": 0.5, "dtype": "float16"})
+    assert adapter is None
+    assert kwargs == {"model": "/models/m", "dtype": "float16", "trust_remote_code": False, "gpu_memory_utilization": 0.5}
+
+
+def test_a_lora_run_is_served_on_its_base_with_the_smallest_vllm_rank_that_holds_it(tmp_path):
+    from redline.models import resolve
+
+    path = run_folder(tmp_path, {"r": 12, "target_modules": ["q_proj", "v_proj"]})
+    kwargs, adapter = vllm_load_kwargs(path, "bfloat16", {})
+    assert adapter == path
+    assert kwargs["model"] == resolve("tiny-random") and kwargs["enable_lora"] is True and kwargs["max_lora_rank"] == 16
+
+
+def test_lora_adapters_vllm_cannot_load_are_refused_naming_the_file(tmp_path):
+    with pytest.raises(RedlineError, match="adapter_config.json.*modules_to_save"):
+        vllm_load_kwargs(run_folder(tmp_path, {"r": 8, "modules_to_save": ["score"]}), "bfloat16", {})
+    with pytest.raises(RedlineError, match="adapter_config.json: field r: LoRA rank 1024"):
+        vllm_load_kwargs(run_folder(tmp_path, {"r": 1024}), "bfloat16", {})
 
 
 def test_vllm_backend_refuses_cpu_devices_before_importing_vllm():
-    from redline import RedlineError
-
     with pytest.raises(RedlineError, match="GPU"):
         load_engine("tiny-random", backend="vllm", device="cpu")
+
+
+def test_without_vllm_installed_the_error_says_how_to_get_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm raises ImportError
+    with pytest.raises(RedlineError, match=r"pip install 'redline\[vllm\]'"):
+        load_engine("tiny-random", backend="vllm")
 
 
 def _gpu_and_vllm():

@@ -142,7 +142,7 @@ def test_ppo_iterations_in_bf16_on_the_device(device, jsonl, tmp_path):
     assert main(["train", "ppo", "--policy", "tiny-random", "--reward", _scored_run(tmp_path / "rm", "reward"),
                  "--prompts", str(prompts), "--out", str(run), "--device", device, "--dtype", "bfloat16",
                  "--iterations", "2", "--batch-size", "4", "--minibatch-size", "2", "--micro-batch-size", "2",
-                 "--max-new-tokens", "8", "--lora-r", "4", "--learning-rate", "1e-3"]) == 0
+                 "--max-new-tokens", "8", "--lora-r", "4", "--learning-rate", "1e-3", "--value-warmup-iterations", "0"]) == 0
     rows = [json.loads(line) for line in (run / "ppo_log.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [1, 2]
     assert rows[0]["kl"] == 0 and rows[1]["kl"] != 0  # LoRA starts as the identity, and the update moved it
@@ -158,7 +158,8 @@ def test_pit_curriculum_in_bf16_on_the_device(device, jsonl, tmp_path):
     assert main(["train", "pit", "--policy", "tiny-random", "--gap-reward", _scored_run(tmp_path / "gap", "gap-reward"),
                  "--data", str(jsonl(prefs)), "--out", str(run), "--device", device, "--dtype", "bfloat16",
                  "--max-steps", "1", "--sft-batch-size", "2", "--iterations", "1", "--batch-size", "2",
-                 "--minibatch-size", "2", "--max-new-tokens", "4", "--reference-max-new-tokens", "4", "--lora-r", "4"]) == 0
+                 "--minibatch-size", "2", "--max-new-tokens", "4", "--reference-max-new-tokens", "4", "--lora-r", "4",
+                 "--value-warmup-iterations", "0"]) == 0
     manifest = json.loads((run / "pit.json").read_text())
     assert manifest["policy"] == "rl-0-1"
     for stage in ("rl-0", "rl-0-1"):

@@ -18,6 +18,7 @@ from redline.ops.rl import (
     masked_mean,
     masked_var,
     masked_whiten,
+    rloo_advantages,
 )
 
 X = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
@@ -95,6 +96,23 @@ def test_gae_padding_is_terminal_and_gamma_discounts():
     # γ = 0.5, λ = 1, rewards (1, 1), values 0: t=1: Â = 1; t=0: δ = 1, Â = 1 + 0.5·1 = 1.5.
     adv, _ = gae(torch.tensor([[1.0, 1.0]]), torch.zeros(1, 2), torch.ones(1, 2), gamma=0.5, lam=1.0)
     assert adv[0].tolist() == pytest.approx([1.5, 1.0])
+
+
+def test_rloo_advantages_by_hand():
+    # Two prompts, k = 3 samples each: rewards (1, 2, 6) and (0, 0, 3).
+    # Prompt 1: baselines (2+6)/2 = 4, (1+6)/2 = 3.5, (1+2)/2 = 1.5 → advantages −3, −1.5, 4.5.
+    # Prompt 2: baselines 1.5, 1.5, 0 → advantages −1.5, −1.5, 3.
+    # (Check: k/(k−1)·(R − mean): mean 3 → 1.5·(−2, −1, 3) = (−3, −1.5, 4.5).)
+    adv = rloo_advantages(torch.tensor([1.0, 2.0, 6.0, 0.0, 0.0, 3.0]), k=3)
+    assert adv.tolist() == pytest.approx([-3.0, -1.5, 4.5, -1.5, -1.5, 3.0])
+    # k = 2: each sample's baseline is the other one: (5, 1) → (4, −4).
+    assert rloo_advantages(torch.tensor([5.0, 1.0]), k=2).tolist() == pytest.approx([4.0, -4.0])
+    # Equal rewards in a group carry no signal: advantage 0 (whatever the level).
+    assert rloo_advantages(torch.tensor([7.0, 7.0, 7.0, 7.0]), k=4).tolist() == [0.0] * 4
+    with pytest.raises(ValueError, match="k >= 2"):
+        rloo_advantages(torch.tensor([1.0, 2.0]), k=1)
+    with pytest.raises(ValueError, match="fill the batch"):
+        rloo_advantages(torch.tensor([1.0, 2.0, 3.0]), k=2)
 
 
 def test_clipped_policy_loss_by_hand():

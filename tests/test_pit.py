@@ -60,7 +60,7 @@ def config(gap_run, data, **changes) -> PITConfig:
     settings = dict(policy="tiny-random", gap_reward=gap_run, data=str(data), device="cpu", max_steps=1,
                     sft_batch_size=2, iterations=1, batch_size=2, minibatch_size=2, micro_batch_size=2, max_new_tokens=4,
                     reference_max_new_tokens=6, lora_r=4, learning_rate=1e-3, value_learning_rate=1e-3, save_every=1,
-                    logging_steps=1)
+                    logging_steps=1, value_warmup_iterations=0)
     settings.update(changes)
     return PITConfig(**settings)
 
@@ -122,3 +122,45 @@ def test_bad_input_is_refused_before_any_work(gap_run, jsonl, tmp_path):
     assert not (tmp_path / "a").exists()
     with pytest.raises(RedlineError, match="is a reward run, not a PIT policy"):
         pit_policy(rm)
+
+
+def _other_value(f) -> tuple[list[str], object]:
+    """The command-line words that give an RLSettings field a value other than its default, and that value."""
+    flag, kind = f.name.replace("_", "-"), str(f.type)
+    if kind == "bool":
+        return ([f"--no-{flag}"], False) if f.default else ([f"--{flag}"], True)
+    choices = {"advantage": "rloo", "dtype": "bfloat16", "device": "cpu", "report_to": "tensorboard"}
+    if f.name in choices:
+        return [f"--{flag}", choices[f.name]], choices[f.name]
+    if "float" in kind:
+        return [f"--{flag}", "0.123"], 0.123
+    if "int" in kind:
+        return [f"--{flag}", "7"], 7
+    raise AssertionError(f"no test value for {f.name} ({kind}): teach _other_value about it")
+
+
+def test_every_rl_setting_is_a_flag_of_both_commands_and_reaches_each_pit_rounds_ppo_config():
+    """Walk RLSettings: every field is a flag of `train ppo` and of `train pit`, and a value given to
+    `train pit` (not the default) is what its rounds' PPOConfig holds."""
+    from dataclasses import fields
+
+    from redline.cli import build_parser
+    from redline.config import settings_from_args
+    from redline.train.ppo import PPOConfig, RLSettings
+
+    parser = build_parser()
+    pit_inputs = ["--out", "o", "--policy", "p", "--gap-reward", "g", "--data", "d"]
+    ppo_inputs = ["--out", "o", "--policy", "p", "--reward", "r", "--prompts", "x"]
+    names = {f.name for f in fields(RLSettings)}
+    assert {"clip_range", "lam", "gamma", "value_clip", "adaptive_kl", "ema_decay", "max_grad_norm", "top_p",
+            "whiten_advantages", "advantage", "rloo_k", "temperature", "value_warmup_iterations"} <= names
+    for f in fields(RLSettings):
+        words, value = _other_value(f)
+        assert value != getattr(PITConfig(), f.name), f.name
+        pit = settings_from_args(PITConfig, parser.parse_args(["train", "pit", *pit_inputs, *words]))
+        assert getattr(pit.ppo_config("start", prompts="x"), f.name) == value, f.name
+        ppo = settings_from_args(PPOConfig, parser.parse_args(["train", "ppo", *ppo_inputs, *words]))
+        assert getattr(ppo, f.name) == value, f.name
+    # the rest of a round comes from PIT itself: the gap model is the reward, no pretraining mix
+    round_config = PITConfig(gap_reward="g").ppo_config("start", prompts="x")
+    assert round_config.reward == "g" and round_config.policy == "start" and round_config.ptx_coef == 0

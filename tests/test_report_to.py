@@ -33,6 +33,7 @@ def test_every_trainer_says_which_extra_to_install(no_loggers, logger, tmp_path,
         ["train", "critic", "--data", str(demos), *common],
         ["train", "reward", "--data", str(prefs), "--eval-split", "0", *common],
         ["train", "gap-reward", "--data", str(prefs), "--eval-split", "0", *common],
+        ["train", "dpo", "--data", str(prefs), *common],
         ["train", "ppo", "--policy", "tiny-random", "--reward", "tiny-random", "--prompts", str(prefs),
          "--report-to", logger],
     ]

@@ -1,13 +1,26 @@
-"""`redline serve` over real HTTP on loopback: keys, validation, usage, batching, errors, limits."""
+"""`redline serve` over real HTTP on loopback: keys, validation, usage, batching, streaming, errors, limits.
 
+The official ``openai`` client talks to it as users' programs do; tiny-random behind the real
+command checks streaming, n, completions, request isolation and that a short request is not held
+behind a long one.
+"""
+
+import os
+import socket
+import subprocess
+import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
+from redline import RedlineError
 from redline.generation import ScriptedEngine
-from redline.serve import EngineUnavailable, FlakyEngine, make_app, start_server
+from redline.serve import EngineUnavailable, FlakyEngine, StreamText, make_app, start_server
+
+openai = pytest.importorskip("openai")
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "Say hi"}], "temperature": 0, "max_tokens": 8}
 
@@ -31,7 +44,7 @@ def test_chat_completion_has_openai_shape_and_usage(echo_server):
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["object"] == "chat.completion" and body["model"] == "m"
-    assert body["choices"][0]["message"] == {"role": "assistant", "content": "you said Say hi"}
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": "you said Say hi", "refusal": None}
     assert body["choices"][0]["finish_reason"] == "stop"
     # ScriptedEngine counts words as tokens: prompt "Say hi" = 2, reply = 4
     assert body["usage"] == {"prompt_tokens": 2, "completion_tokens": 4, "total_tokens": 6}
@@ -66,22 +79,47 @@ def test_a_bad_or_missing_key_is_401(echo_server):
 @pytest.mark.parametrize(
     "body, status, says",
     [
-        ({"model": "m", "messages": []}, 422, "messages"),
-        ({"model": "m"}, 422, "messages"),
-        ({"model": "m", "messages": [{"role": "wizard", "content": "x"}]}, 422, "messages.0.role"),
-        ({**CHAT, "temperature": 5}, 422, "temperature"),
-        ({**CHAT, "max_tokens": 0}, 422, "max_tokens"),
-        ({**CHAT, "stream": True}, 400, "stream"),
-        ({**CHAT, "n": 3}, 400, "n > 1"),
+        ({"model": "m", "messages": []}, 400, "messages"),
+        ({"model": "m"}, 400, "messages"),
+        ({"model": "m", "messages": [{"role": "wizard", "content": "x"}]}, 400, "messages.0.role"),
+        ({**CHAT, "temperature": 5}, 400, "temperature"),
+        ({**CHAT, "max_tokens": 0}, 400, "max_tokens"),
+        ({**CHAT, "max_tokens": 10**9}, 400, "max_tokens is 1000000000; this server allows at most 1024"),
+        ({**CHAT, "seed": 1180591620717411303424}, 400, "seed: Input should be less than or equal to"),
+        ({**CHAT, "n": 17}, 400, "n: Input should be less than or equal to 16"),
+        ({**CHAT, "logprobs": True}, 400, "logprobs is not supported by redline serve"),
+        ({**CHAT, "tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "tools is not supported"),
+        ({**CHAT, "response_format": {"type": "json_object"}}, 400, "response_format is not supported"),
+        ({**CHAT, "presence_penalty": 0.5}, 400, "presence_penalty is not supported"),
+        ({**CHAT, "frobnicate": 1}, 400, "frobnicate: unrecognized request argument"),
         ({**CHAT, "model": "gpt-9"}, 404, "serves 'm'"),
     ],
 )
-def test_malformed_requests_get_a_clear_error(echo_server, body, status, says):
+def test_malformed_or_unsupported_requests_get_a_clear_error(echo_server, body, status, says):
     server, engine = echo_server
     r = _post(server, body)
     assert r.status_code == status, r.text
-    assert says in r.json()["error"]["message"]
+    error = r.json()["error"]
+    assert says in error["message"] and error["type"] == "invalid_request_error"
     assert engine.calls == []
+
+
+def test_parameters_that_ask_for_nothing_are_accepted(echo_server):
+    server, _ = echo_server
+    quiet = {"logprobs": False, "tools": [], "response_format": {"type": "text"}, "presence_penalty": 0, "user": "u",
+             "stream": False, "n": 1, "max_completion_tokens": 8}
+    assert _post(server, {**CHAT, **quiet}).status_code == 200
+
+
+@pytest.mark.parametrize("method, path, status", [("GET", "/v1/nowhere", 404), ("POST", "/v1/embeddings", 404),
+                                                  ("GET", "/v1/chat/completions", 405), ("GET", "/nowhere", 404)])
+def test_every_route_answers_errors_in_openai_shape(echo_server, method, path, status):
+    server, _ = echo_server
+    base = server.url.removesuffix("/v1")
+    r = httpx.request(method, base + path, headers={"Authorization": "Bearer sesame"}, timeout=10)
+    assert r.status_code == status
+    assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+    assert path in r.json()["error"]["message"]
 
 
 def test_a_body_that_is_not_json_is_400(echo_server):
@@ -162,28 +200,148 @@ def test_requests_beyond_the_concurrency_bound_get_429():
     assert busy.status_code == 429 and busy.headers["retry-after"] == "1"
 
 
-def test_redline_serve_command_with_tiny_random(tmp_path):
-    """The real command, as a user starts it: tiny-random behind `redline serve`, judged over HTTP."""
-    import os
-    import socket
-    import subprocess
-    import sys
-    import time
+def test_a_stream_holds_its_slot_until_its_last_event():
+    engine = GatedEngine(ScriptedEngine(["done"]))
+    with start_server(make_app(engine, "m", max_concurrency=1)) as server, ThreadPoolExecutor(1) as pool:
+        held = pool.submit(lambda: list(_client(server).chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}], stream=True)))
+        assert engine.entered.wait(10)  # the stream's headers are out; its reply is not
+        busy = _post(server, CHAT, key=None)
+        engine.gate.set()
+        assert "".join(c.choices[0].delta.content or "" for c in held.result() if c.choices) == "done"
+    assert busy.status_code == 429
 
-    from redline.judges import WINNERS, Item
-    from redline.judges.llm import OpenAIJudge
 
+# ----------------------------------------------------------------------------- the openai client, a scripted engine
+
+
+def _client(server, key="sesame"):
+    return openai.OpenAI(base_url=server.url, api_key=key, max_retries=0, timeout=60)
+
+
+def test_openai_client_gets_n_choices_each_with_its_own_seed(echo_server):
+    server, _ = echo_server
+    r = _client(server).chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], n=3, seed=5)
+    assert [c.message.content for c in r.choices] == ["you said hi", "you said hi", "you said hi"]
+    assert [c.index for c in r.choices] == [0, 1, 2]
+    assert r.usage.prompt_tokens == 1 and r.usage.completion_tokens == 9  # the prompt counts once
+
+
+def test_openai_client_streams_chunks_per_choice_with_usage():
+    engine = ScriptedEngine(lambda prompt, seed: f"reply with seed {seed}")
+    with start_server(make_app(engine, "m")) as server:
+        stream = _client(server).chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}], n=2, seed=7, stream=True,
+            stream_options={"include_usage": True})
+        chunks = list(stream)
+    assert all(c.object == "chat.completion.chunk" for c in chunks) and len({c.id for c in chunks}) == 1
+    text, finish = {0: "", 1: ""}, {}
+    for c in chunks:
+        for choice in c.choices:
+            text[choice.index] += choice.delta.content or ""
+            if choice.finish_reason:
+                finish[choice.index] = choice.finish_reason
+    assert text == {0: "reply with seed 7", 1: "reply with seed 8"} and finish == {0: "stop", 1: "stop"}
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 8
+
+
+def test_openai_client_completions_in_openai_order_and_streamed():
+    engine = ScriptedEngine(lambda prompt, seed: f"{prompt} then {seed} STOP tail")
+    with start_server(make_app(engine, "m")) as server:
+        client = _client(server)
+        r = client.completions.create(model="m", prompt=["a", "b"], n=2, seed=1, stop="STOP")
+        assert r.object == "text_completion"
+        assert [(c.index, c.text) for c in r.choices] == [(0, "a then 1 "), (1, "a then 2 "), (2, "b then 1 "), (3, "b then 2 ")]
+        assert r.usage.prompt_tokens == 2
+        chunks = list(client.completions.create(model="m", prompt="a", seed=1, stop=["STOP"], stream=True))
+    assert "".join(c.choices[0].text for c in chunks) == "a then 1 " and chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_openai_client_raises_the_servers_error():
+    with start_server(make_app(ScriptedEngine(["x"]), "m")) as server:
+        with pytest.raises(openai.BadRequestError, match="tools is not supported"):
+            _client(server).chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "hi"}],
+                tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}])
+        with pytest.raises(openai.NotFoundError, match="Invalid URL"):
+            _client(server).embeddings.create(model="m", input="hi")
+
+
+def test_stream_text_never_sends_part_of_a_stop_string():
+    text = StreamText(["STOP"])
+    assert text.add("abc S") == "ab"  # the last 3 characters could begin "STOP": held back
+    assert text.add("T") == "c"
+    assert text.add("Ox") == " S"
+    assert text.add("yz") == "TO"
+    assert text.add(" STOP and on") == "xyz "  # cut at the stop string, which is never sent
+    assert text.add(" more") == ""
+    assert text.finish("abc STOxyz ") == ""
+    plain = StreamText([])
+    assert plain.add("a") == "a" and plain.add("b") == "b" and plain.finish("abc") == "c"
+
+
+def test_a_bad_request_fails_alone_in_a_batch():
+    """A batched engine call that fails is run again item by item: only the bad request fails (issue 20)."""
+    def reply(prompt, seed):
+        if prompt[-1]["content"] == "bad":
+            raise RedlineError("a prompt has 200031 tokens; the model takes at most 2048")
+        return "fine"
+
+    engine = ScriptedEngine(reply)
+    with start_server(make_app(engine, "m", batch_wait_ms=200)) as server, ThreadPoolExecutor(8) as pool:
+        bodies = [{**CHAT, "messages": [{"role": "user", "content": "bad" if i == 3 else f"ok {i}"}]} for i in range(8)]
+        replies = list(pool.map(lambda b: _post(server, b, key=None), bodies))
+    assert [r.status_code for r in replies] == [200, 200, 200, 400, 200, 200, 200, 200]
+    assert "200031 tokens" in replies[3].json()["error"]["message"]
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def test_serve_without_fastapi_is_one_line():
+    code = ("import sys; sys.modules['fastapi'] = None; from redline.cli import main; "
+            "sys.exit(main(['serve', '--model', 'tiny-random']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "redline: error: redline serve needs fastapi and uvicorn (fastapi is not installed): pip install 'redline[serve]'"]
+
+
+def test_api_key_from_the_environment_or_a_file(tmp_path, monkeypatch):
+    """Neither way puts the key on the command line, where `ps` shows it (issue 20)."""
+    import redline.serve
+    from redline.cli import main
+
+    seen = {}
+    monkeypatch.setattr(redline.serve, "serve", lambda model, **kw: seen.update(kw))
+    monkeypatch.setenv("REDLINE_API_KEY", "from-env")
+    assert main(["serve", "--model", "m"]) == 0 and seen["api_key"] == "from-env"
+    (tmp_path / "key").write_text("from-file\n")
+    assert main(["serve", "--model", "m", "--api-key-file", str(tmp_path / "key")]) == 0 and seen["api_key"] == "from-file"
+    monkeypatch.delenv("REDLINE_API_KEY")
+    assert main(["serve", "--model", "m"]) == 0 and seen["api_key"] is None
+    (tmp_path / "empty").write_text("")
+    assert main(["serve", "--model", "m", "--api-key-file", str(tmp_path / "empty")]) == 2
+    assert main(["serve", "--model", "m", "--max-tokens-limit", "0"]) == 2
+
+
+@pytest.fixture(scope="module")
+def tiny_server(tmp_path_factory):
+    """`redline serve` as a user starts it: tiny-random, a key from a file, a 1000-token limit."""
+    key = tmp_path_factory.mktemp("serve") / "key"
+    key.write_text("sesame\n")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
         [sys.executable, "-m", "redline.cli", "serve", "--model", "tiny-random", "--device", "cpu", "--port", str(port),
-         "--max-batch", "4"],
-        env={**os.environ, "REDLINE_API_KEY": "sesame"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+         "--api-key-file", str(key), "--max-tokens-limit", "1000", "--max-prompt-tokens", "1024"],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180
         while True:
             assert proc.poll() is None, proc.stdout.read()
             try:
@@ -193,18 +351,96 @@ def test_redline_serve_command_with_tiny_random(tmp_path):
                 pass
             assert time.monotonic() < deadline, "redline serve did not come up"
             time.sleep(0.2)
-        body = {"model": "tiny-random", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5, "temperature": 0}
-        assert httpx.post(f"{base}/v1/chat/completions", json=body, timeout=60).status_code == 401
-        r = httpx.post(f"{base}/v1/chat/completions", json=body, headers={"Authorization": "Bearer sesame"}, timeout=60)
-        assert r.status_code == 200, r.text
-        usage = r.json()["usage"]
-        assert usage["prompt_tokens"] > 1 and 1 <= usage["completion_tokens"] <= 5
-        judge = OpenAIJudge("tiny-random", f"{base}/v1", api_key="sesame", cache="off", max_tokens=4, timeout=60)
-        verdicts = judge.judge_many([Item("Say hi.", "Hello!", "Bye."), Item("Count to two.", "1 2", "3")])
-        judge.close()
-        # a random model's answers rarely parse; what matters is that every call came back
-        assert all(v.winner in WINNERS and "error" not in v.detail for v in verdicts)
-        assert judge.stats["requests"] == 4 and judge.stats["failures"] == 0
+        yield base
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def _tiny(base):
+    return openai.OpenAI(base_url=f"{base}/v1", api_key="sesame", max_retries=0, timeout=120)
+
+
+HI = [{"role": "user", "content": "Hi"}]
+
+
+def test_tiny_random_answers_the_judge_and_refuses_without_the_key(tiny_server):
+    from redline.judges import WINNERS, Item
+    from redline.judges.llm import OpenAIJudge
+
+    body = {"model": "tiny-random", "messages": HI, "max_tokens": 5, "temperature": 0}
+    assert httpx.post(f"{tiny_server}/v1/chat/completions", json=body, timeout=60).status_code == 401
+    r = _tiny(tiny_server).chat.completions.create(**body)
+    assert r.usage.prompt_tokens > 1 and 1 <= r.usage.completion_tokens <= 5
+    judge = OpenAIJudge("tiny-random", f"{tiny_server}/v1", api_key="sesame", cache="off", max_tokens=4, timeout=60)
+    verdicts = judge.judge_many([Item("Say hi.", "Hello!", "Bye."), Item("Count to two.", "1 2", "3")])
+    judge.close()
+    # A random model's greedy answers never parse (they are whitespace, which the judge reports as
+    # cut before they began); what matters is that every call came back, none as an HTTP error.
+    assert all(v.winner in WINNERS for v in verdicts)
+    assert all(v.detail.get("error", "the answer was cut").startswith("the answer was cut") for v in verdicts)
+    assert judge.stats["requests"] == 4 and judge.stats["retries"] == 0
+
+
+def test_tiny_random_n_and_streaming_give_what_single_requests_give(tiny_server):
+    """Choice k of a seeded request is the request with seed + k; a stream is the same text in pieces."""
+    client = _tiny(tiny_server)
+    sampled = dict(model="tiny-random", messages=HI, max_tokens=16, temperature=1.0, top_p=0.9)
+    three = client.chat.completions.create(**sampled, n=3, seed=11)
+    alone = [client.chat.completions.create(**sampled, seed=11 + k).choices[0].message.content for k in range(3)]
+    assert [c.message.content for c in three.choices] == alone
+    pieces = [c.choices[0].delta.content or "" for c in client.chat.completions.create(**sampled, seed=11, stream=True)]
+    assert "".join(pieces) == alone[0] and len([p for p in pieces if p]) > 1
+    # A stop string from the middle of the reply: the stream ends before it, as the whole reply does.
+    stop = alone[0][len(alone[0]) // 2:][:3]
+    whole = client.chat.completions.create(**sampled, seed=11, stop=[stop]).choices[0]
+    streamed = "".join(c.choices[0].delta.content or ""
+                       for c in client.chat.completions.create(**sampled, seed=11, stop=[stop], stream=True))
+    assert whole.finish_reason == "stop" and stop not in whole.message.content and streamed == whole.message.content
+
+
+def test_tiny_random_completions(tiny_server):
+    client = _tiny(tiny_server)
+    r = client.completions.create(model="tiny-random", prompt=["Once upon a time", "The fox"], n=2, max_tokens=6,
+                                  temperature=1.0, seed=3)
+    assert len(r.choices) == 4 and all(c.finish_reason in ("stop", "length") for c in r.choices)
+    chunks = client.completions.create(model="tiny-random", prompt="The fox", max_tokens=6, temperature=1.0, seed=3,
+                                       stream=True)
+    assert "".join(c.choices[0].text for c in chunks) == r.choices[2].text
+
+
+def test_tiny_random_a_bad_request_among_16_fails_alone(tiny_server):
+    """Issue 20: a 1 MB prompt and an oversized seed among 16 concurrent valid requests, all alike."""
+    valid = [{"model": "tiny-random", "messages": [{"role": "user", "content": f"number {i}"}], "max_tokens": 8,
+              "temperature": 0} for i in range(16)]
+    huge = {**valid[0], "messages": [{"role": "user", "content": "word " * 200_000}]}  # 1 MB
+    seed = {**valid[0], "seed": 1180591620717411303424}
+    bodies = valid[:8] + [huge, seed] + valid[8:]
+
+    def post(body):
+        return httpx.post(f"{tiny_server}/v1/chat/completions", json=body, headers={"Authorization": "Bearer sesame"},
+                          timeout=120)
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        replies = list(pool.map(post, bodies))
+    assert [r.status_code for r in replies] == [200] * 8 + [400, 400] + [200] * 8
+    assert "this server takes at most 1024" in replies[8].json()["error"]["message"]
+    assert replies[9].json()["error"]["param"] == "seed"
+    assert all(r.json()["choices"][0]["message"]["content"] is not None for r in replies[:8] + replies[10:])
+
+
+def test_tiny_random_a_short_request_is_not_held_behind_a_long_one(tiny_server):
+    """Issue 20: a 500-token request runs; an 8-token one sent meanwhile comes back long before it ends."""
+    client = _tiny(tiny_server)
+    long = client.chat.completions.create(model="tiny-random", messages=HI, max_tokens=500, temperature=0, stream=True)
+    chunks = iter(long)
+    next(chunks)  # the long request is running
+    t0 = time.monotonic()
+    short = client.chat.completions.create(model="tiny-random", messages=[{"role": "user", "content": "Short?"}],
+                                           max_tokens=8, temperature=0)
+    short_seconds = time.monotonic() - t0
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    long_seconds = time.monotonic() - t0
+    assert finish == ["length"]  # the long one did run to its 500 tokens
+    assert short.usage.completion_tokens <= 8
+    assert short_seconds < 10 and short_seconds < long_seconds / 3, (short_seconds, long_seconds)

@@ -169,7 +169,7 @@ def _add_train(sub) -> None:
     from redline.train.reward import RewardConfig
     from redline.train.sft import DemonstrationConfig
 
-    train = sub.add_parser("train", help="fine-tune models: sft, critic, reward, ppo, gap-reward, pit").add_subparsers(
+    train = sub.add_parser("train", help="fine-tune models: sft, critic, reward, ppo, dpo, gap-reward, pit").add_subparsers(
         dest="train_command", required=True, metavar="COMMAND"
     )
     p = train.add_parser(
@@ -208,12 +208,25 @@ def _add_train(sub) -> None:
         "ppo",
         help="PPO-ptx against a reward model (InstructGPT step 3)",
         description="PPO with a per-token KL penalty against the SFT policy, a value model initialised from the "
-        "reward model, GAE, and an optional pretraining mix (--ptx-data, --ptx-coef). Resumes from RUN/checkpoints; "
-        "runs under `accelerate launch` too. Every flag is a field of PPOConfig.",
+        "reward model, GAE (or --advantage rloo: K samples per prompt, no value model), and an optional pretraining "
+        "mix (--ptx-data, --ptx-coef). Resumes from RUN/checkpoints; runs under `accelerate launch` too. Every flag "
+        "is a field of PPOConfig; the RL ones (RLSettings) are flags of `train pit` too.",
     )
     add_settings_arguments(p, PPOConfig)
     add_out(p, help="the run folder (policy, value model, ppo_log.jsonl, checkpoints)")
     p.set_defaults(func=_train_ppo)
+
+    from redline.train.dpo import DPOSettings
+
+    p = train.add_parser(
+        "dpo",
+        help="DPO on preference pairs with TRL's DPOTrainer (Rafailov et al. 2023)",
+        description="Direct preference optimisation from --model (the SFT run; also the reference) on preference "
+        "records. LoRA by default; resumes from RUN/checkpoints. Every flag is a field of DPOSettings.",
+    )
+    add_settings_arguments(p, DPOSettings)
+    add_out(p, help="the run folder (policy, train_log.jsonl, checkpoints)")
+    p.set_defaults(func=_train_dpo)
 
     from redline.train.gap_reward import GapRewardConfig
 
@@ -254,6 +267,14 @@ def _train_gap_reward(args) -> int:
 
     config = configured(GapRewardConfig, args, "train gap-reward", config_name="train_config.json")
     print(json.dumps(train_gap_reward(config, args.out)))
+    return 0
+
+
+def _train_dpo(args) -> int:
+    from redline.train.dpo import DPOSettings, train_dpo
+
+    config = configured(DPOSettings, args, "train dpo", config_name="train_config.json")
+    print(json.dumps(train_dpo(config, args.out)))
     return 0
 
 
@@ -540,35 +561,55 @@ def _evaluate_agreement(args) -> int:
 
 
 def _add_serve(sub) -> None:
-    import os
-
     p = sub.add_parser(
         "serve",
-        help="an OpenAI-compatible server (/v1/chat/completions, /v1/models) over a model",
-        description="Serve a model over HTTP for any OpenAI client, and for the LLM judge "
-        "(--judge openai:MODEL@http://HOST:PORT/v1). Concurrent requests are batched through the generation engine.",
+        help="an OpenAI-compatible server (/v1/chat/completions, /v1/completions, /v1/models) over a model",
+        description="Serve a model over HTTP for any OpenAI client (streaming and n included), and for the LLM "
+        "judge (--judge openai:MODEL@http://HOST:PORT/v1). The transformers engine batches requests continuously, "
+        "token by token, so a short request never waits for a long one. Needs the serve extra: "
+        "pip install 'redline[serve]'.",
     )
     add_model(p, default=None)
     p.add_argument("--port", type=int, default=8000, help="(default: %(default)s)")
     p.add_argument("--host", default="127.0.0.1", help="(default: %(default)s; 0.0.0.0 to listen beyond this machine)")
-    p.add_argument("--api-key", default=os.environ.get("REDLINE_API_KEY"),
-                   help="require 'Authorization: Bearer KEY' (default: $REDLINE_API_KEY; unset: no key)")
-    p.add_argument("--max-batch", type=int, default=8, metavar="N", help="requests per engine call (default: %(default)s)")
+    key = p.add_mutually_exclusive_group()
+    key.add_argument("--api-key", default=None,
+                     help="require 'Authorization: Bearer KEY' (default: $REDLINE_API_KEY; unset: no key). A key given "
+                     "here shows in `ps`: prefer the variable or --api-key-file")
+    key.add_argument("--api-key-file", type=Path, default=None, metavar="FILE",
+                     help="read the key from FILE (its first line)")
+    p.add_argument("--max-batch", type=int, default=16, metavar="N", help="requests decoded together (default: %(default)s)")
     p.add_argument("--max-concurrency", type=int, default=64, metavar="N",
                    help="requests in flight; more get 429 (default: %(default)s)")
+    p.add_argument("--max-tokens-limit", type=int, default=1024, metavar="N",
+                   help="the most tokens a request may ask for per choice; more is a 400 (default: %(default)s)")
+    p.add_argument("--max-prompt-tokens", type=int, default=2048, metavar="N",
+                   help="the longest prompt accepted, cut to the model's context; longer is a 400 (default: %(default)s)")
     p.add_argument("--batch-wait-ms", type=float, default=5.0, metavar="MS",
-                   help="how long a request waits for others to batch with (default: %(default)s)")
+                   help="vllm backend: how long a request waits for others to batch with (default: %(default)s)")
     p.add_argument("--served-name", default=None, help="the model name clients ask for (default: --model)")
     p.add_argument("--backend", default="transformers", choices=["transformers", "vllm"], help="(default: %(default)s)")
     p.set_defaults(func=_serve)
 
 
 def _serve(args) -> int:
-    from redline.serve import serve
+    import os
 
-    serve(args.model, host=args.host, port=args.port, api_key=args.api_key, max_batch=args.max_batch,
-          max_concurrency=args.max_concurrency, batch_wait_ms=args.batch_wait_ms, served_name=args.served_name,
-          backend=args.backend, dtype=args.dtype, device=args.device)
+    from redline.serve import serve  # first: without fastapi, one line naming the extra
+
+    api_key = args.api_key or os.environ.get("REDLINE_API_KEY") or None
+    if args.api_key_file is not None:
+        lines = args.api_key_file.read_text(encoding="utf-8").splitlines()
+        api_key = lines[0].strip() if lines else ""
+        if not api_key:
+            raise RedlineError(f"{args.api_key_file}: line 1: the API key is empty")
+    for flag in ("max_batch", "max_concurrency", "max_tokens_limit", "max_prompt_tokens"):
+        if getattr(args, flag) < 1:
+            raise RedlineError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    serve(args.model, host=args.host, port=args.port, api_key=api_key, max_batch=args.max_batch,
+          max_concurrency=args.max_concurrency, batch_wait_ms=args.batch_wait_ms,
+          max_tokens_limit=args.max_tokens_limit, max_prompt_tokens=args.max_prompt_tokens,
+          served_name=args.served_name, backend=args.backend, dtype=args.dtype, device=args.device)
     return 0
 
 

@@ -1,28 +1,52 @@
 """`redline serve`: an OpenAI-compatible HTTP server over redline's generation engine.
 
-Endpoints: ``POST /v1/chat/completions``, ``GET /v1/models``, and ``GET /health`` (no key). Any
-OpenAI client, and redline's own LLM judge (``openai:MODEL@http://HOST:PORT/v1``), talks to it.
+Endpoints: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models``, and
+``GET /health`` (no key). The official ``openai`` client, any other OpenAI client, and redline's own
+LLM judge (``openai:MODEL@http://HOST:PORT/v1``) talk to it, streaming included.
 
 What it does, in the order a request meets it:
 
 1. **key** — with ``api_key`` set, every ``/v1`` request needs ``Authorization: Bearer KEY``
    (401 otherwise);
-2. **concurrency** — at most ``max_concurrency`` requests are in flight; one more gets 429 with
-   ``Retry-After``, which OpenAI clients (and the judge) retry, rather than waiting unseen;
-3. **validation** — the body must be a chat request (422 naming the field, 400 for a body that
-   is not JSON or asks for what this server does not do: ``stream``, ``n > 1``; 404 for a model
-   it does not serve), errors in OpenAI's ``{"error": {"message", "type", "param"}}`` shape;
-4. **batching** — requests wait in a queue for up to ``batch_wait_ms`` (or until ``max_batch``
-   are there); those with the same sampling settings go through one ``engine.generate`` call, in
-   a worker thread so the server keeps accepting. Generation is most of the cost of a judge run,
-   and a batch of N costs far less than N single calls;
-5. **answer** — an OpenAI ``chat.completion`` with ``usage`` (prompt and completion tokens).
-   An engine that raises ``EngineUnavailable`` gives 503; any other error 500.
+2. **concurrency** — at most ``max_concurrency`` requests are in flight (a stream counts until its
+   last event); one more gets 429 with ``Retry-After``, which OpenAI clients (and the judge) retry,
+   rather than waiting unseen;
+3. **validation** — the body must be a chat (or completions) request; anything wrong is a 400
+   naming the field, in OpenAI's ``{"error": {"message", "type", "param", "code"}}`` shape, as is
+   every other error (404 for a route or a model this server does not have, 405, 500). Parameters
+   redline does not implement (``logprobs``, ``tools``, ``response_format``, penalties, ...) are
+   refused by name unless they ask for nothing, and unknown ones are refused as OpenAI does, never
+   silently ignored. ``max_tokens`` above ``max_tokens_limit``, a prompt above
+   ``max_prompt_tokens`` and a seed outside 0..2**63-1 are a 400 for that request alone;
+4. **scheduling** — each choice (``n`` per prompt) is one item for the engine:
+
+   - an engine that offers ``continuous()`` (the transformers engine) gets **continuous batching by
+     step**: one thread decodes every running item one token per step, and a new item takes a free
+     row at the next step. A short request never waits for a long one to finish (issue 20: one
+     1e9-token request held eight 8-token requests for 8.6 s when whole requests were batched), and
+     it costs the long one only the rows it shares. Prompts are tokenized in worker threads, so a
+     1 MB prompt is refused without stalling the decode loop.
+   - any other engine (vLLM's offline ``LLM``, ``ScriptedEngine``) gets the ``Batcher``: requests
+     wait up to ``batch_wait_ms`` (or until ``max_batch`` are there), and those with equal sampling
+     settings go through one ``engine.generate`` call in a worker thread. If that call fails and
+     held more than one item, each item is run again alone, so one bad request fails alone.
+
+   Why by step rather than separate lanes for short and long requests: lanes still queue a long
+   request behind another long one, need a threshold that is wrong for someone, and would run two
+   forwards at once on one model; by step, every request waits at most one step for a free row;
+5. **answer** — a ``chat.completion`` / ``text_completion`` with ``usage``; or, with
+   ``stream=true``, server-sent events in OpenAI's chunk format (a role delta, content deltas, a
+   last chunk per choice with its ``finish_reason``, a usage chunk with
+   ``stream_options.include_usage``, then ``data: [DONE]``). A streamed choice never sends part of
+   a stop string. An engine that raises ``EngineUnavailable`` gives 503; a ``RedlineError`` about
+   one request 400; any other error 500 (inside a stream: an ``error`` event, which the ``openai``
+   client raises).
 
 ``make_app(engine, ...)`` takes a ready engine (a ``ScriptedEngine`` in tests), and
 ``FlakyEngine`` wraps one to fail its first N calls: the retry paths of clients are tested
 against real HTTP on loopback, not against a mock. ``start_server`` runs an app in a thread on a
-free port. fastapi and uvicorn are imported here only, so ``import redline`` never needs them.
+free port. fastapi and uvicorn are imported here only (the ``serve`` extra), so ``import redline``
+never needs them.
 """
 
 from __future__ import annotations
@@ -30,6 +54,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import random
 import socket
 import threading
@@ -37,14 +62,25 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
-
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any, Callable, Literal, Union
 
 from redline import RedlineError
+
+try:
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, StreamingResponse
+    from pydantic import BaseModel, ConfigDict, Field
+    from starlette.exceptions import HTTPException
+except ModuleNotFoundError as e:  # `redline serve` without its extra: one line, not a traceback
+    raise RedlineError(
+        f"redline serve needs fastapi and uvicorn ({e.name} is not installed): pip install 'redline[serve]'"
+    ) from None
+
+from redline.generation import Completion, SamplingParams, cut_at_stop
+
+MAX_N = 16  # choices per prompt
+MAX_SEED = 2**63 - 1  # the engine seeds torch generators, which take 64-bit integers
 
 
 class EngineUnavailable(RuntimeError):
@@ -72,7 +108,16 @@ class FlakyEngine:
         return self.engine.generate(prompts, params, seeds=seeds, progress=progress)
 
 
-# ----------------------------------------------------------------------------- the request
+class RequestError(Exception):
+    """A request this server refuses: its HTTP status and OpenAI's error fields."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, kind: str = "invalid_request_error",
+                 code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.kind, self.code = status, message, param, kind, code
+
+
+# ----------------------------------------------------------------------------- the requests
 
 
 class TextPart(BaseModel):
@@ -81,53 +126,148 @@ class TextPart(BaseModel):
 
 
 class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     role: Literal["system", "developer", "user", "assistant"]
     content: Union[str, list[TextPart]]
+    name: str | None = None  # accepted; chat templates have no place for it
 
     def text(self) -> str:
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
 
 
-class ChatRequest(BaseModel):
-    # OpenAI's other fields (user, logprobs, response_format ...) are accepted and ignored.
-    model_config = ConfigDict(extra="allow")
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+    include_obfuscation: bool | None = None  # accepted; redline pads nothing
+
+
+class _Common(BaseModel):
+    """The fields both endpoints share. Unknown fields are refused, as OpenAI refuses them."""
+
+    model_config = ConfigDict(extra="forbid")
 
     model: str
-    messages: list[ChatMessage] = Field(min_length=1)
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
     max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
     stop: Union[str, list[str], None] = None
-    seed: int | None = None
-    n: int = Field(1, ge=1)
-    stream: bool = False
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    n: int = Field(1, ge=1, le=MAX_N)
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None  # accepted and ignored: they change nothing about the reply
+    metadata: dict[str, Any] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+    # Not implemented: accepted only at a value that asks for nothing (``_refused``).
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    logit_bias: dict[str, Any] | None = None
+
+    def settings(self, default_max_tokens: int) -> SamplingParams:
+        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        return SamplingParams(
+            temperature=1.0 if self.temperature is None else self.temperature,
+            top_p=1.0 if self.top_p is None else self.top_p,
+            max_new_tokens=self.max_tokens or default_max_tokens,
+            stop=stop,
+        )
 
 
-# ----------------------------------------------------------------------------- batching
+class ChatRequest(_Common):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    parallel_tool_calls: bool | None = None  # meaningless without tools, which are refused
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    functions: list[Any] | None = None
+    function_call: Any = None
+    response_format: dict[str, Any] | None = None
+    modalities: list[str] | None = None
+    audio: Any = None
+    prediction: Any = None
+    web_search_options: Any = None
+    reasoning_effort: str | None = None
+
+    def settings(self, default_max_tokens: int) -> SamplingParams:
+        params = super().settings(default_max_tokens)
+        params.max_new_tokens = self.max_completion_tokens or params.max_new_tokens
+        return params
+
+
+class CompletionRequest(_Common):
+    prompt: Union[str, list[str]]
+    logprobs: int | None = None
+    echo: bool | None = None
+    suffix: str | None = None
+    best_of: int | None = None
+
+
+# parameter -> the values that ask for nothing; any other value is refused by name
+_NOTHING: dict[str, tuple] = {
+    "frequency_penalty": (None, 0), "presence_penalty": (None, 0), "logit_bias": (None, {}),
+    "logprobs": (None, False, 0), "top_logprobs": (None, 0), "tools": (None, []), "tool_choice": (None, "none"),
+    "functions": (None, []), "function_call": (None, "none"), "response_format": (None, {"type": "text"}),
+    "modalities": (None, ["text"]), "audio": (None,), "prediction": (None,), "web_search_options": (None,),
+    "reasoning_effort": (None,), "echo": (None, False), "suffix": (None, ""),
+}
+
+
+def _refused(body: _Common) -> RequestError | None:
+    """The first parameter of ``body`` that asks for something redline does not implement."""
+    for name, nothing in _NOTHING.items():
+        if name in body.model_fields_set and getattr(body, name) not in nothing:
+            return RequestError(400, f"{name} is not supported by redline serve", param=name)
+    if isinstance(body, CompletionRequest) and body.best_of not in (None, body.n):
+        return RequestError(400, "best_of is not supported by redline serve (leave it out or equal to n)", "best_of")
+    return None
+
+
+# ----------------------------------------------------------------------------- scheduling
 
 
 @dataclass
 class _Pending:
-    prompt: list[dict[str, str]]
-    settings: tuple  # (temperature, top_p, max_new_tokens, stop): requests batch only with equals
-    seed: int | None
+    prompt: Any
+    params: SamplingParams
+    seed: int
     future: asyncio.Future = field(repr=False)
+
+    @property
+    def settings(self) -> tuple:  # requests batch only with equal settings
+        p = self.params
+        return (p.temperature, p.top_p, p.max_new_tokens, tuple(p.stop))
 
 
 class Batcher:
-    """Collects requests for a few ms and runs each group through one ``engine.generate`` call."""
+    """For any engine: collects requests for a few ms and runs each group through one ``engine.generate``."""
 
     def __init__(self, engine, max_batch: int, wait_s: float, stats: Counter):
         self.engine, self.max_batch, self.wait_s, self.stats = engine, max_batch, wait_s, stats
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self.task: asyncio.Task | None = None
 
-    async def submit(self, prompt, settings: tuple, seed: int | None):
+    async def start(self) -> None:
+        self.task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    async def prepare(self, prompt, params: SamplingParams) -> Any:
+        return prompt  # only the engine knows its tokens
+
+    async def run(self, prompt, params: SamplingParams, seed: int, on_text: Callable[[str], None] | None) -> Completion:
+        """A completion of ``prompt``; the text comes whole at the end (``on_text`` is not called)."""
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put(_Pending(prompt, settings, seed, future))
+        await self.queue.put(_Pending(prompt, params, seed, future))
         return await future
 
-    async def run(self) -> None:
+    async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             batch = [await self.queue.get()]
@@ -143,42 +283,160 @@ class Batcher:
             groups: dict[tuple, list[_Pending]] = {}
             for pending in batch:
                 groups.setdefault(pending.settings, []).append(pending)
-            for settings, group in groups.items():
-                await self._generate(settings, group)
+            for group in groups.values():
+                if not await self._generate(group) and len(group) > 1:
+                    for pending in group:  # one bad item must not fail the others: each alone
+                        await self._generate([pending])
 
-    async def _generate(self, settings: tuple, group: list[_Pending]) -> None:
-        from redline.generation import SamplingParams
-
-        temperature, top_p, max_new_tokens, stop = settings
-        params = SamplingParams(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, stop=list(stop))
-        # Seeds always per request: the engine's default (params.seed + position) would make a
-        # reply depend on its place in the batch; a request without a seed gets a fresh one.
-        seeds = [p.seed if p.seed is not None else random.randrange(2**31) for p in group]
+    async def _generate(self, group: list[_Pending]) -> bool:
+        """One engine call for ``group``; False if it failed and left the futures for a retry."""
+        group = [p for p in group if not p.future.done()]
+        if not group:
+            return True
         self.stats["batches"] += 1
         self.stats["generated"] += len(group)
         try:
             completions = await asyncio.to_thread(
-                self.engine.generate, [p.prompt for p in group], params, seeds=seeds, progress=False
+                self.engine.generate, [p.prompt for p in group], group[0].params, seeds=[p.seed for p in group],
+                progress=False,
             )
             if len(completions) != len(group):
                 raise RuntimeError(f"the engine returned {len(completions)} completions for {len(group)} prompts")
-        except Exception as e:  # every waiting request learns what happened
-            for p in group:
+        except Exception as e:
+            if len(group) > 1 and not isinstance(e, EngineUnavailable):
+                return False
+            for p in group:  # every waiting request learns what happened
                 if not p.future.done():
                     p.future.set_exception(e)
-            return
+            return True
         for p, c in zip(group, completions):
             if not p.future.done():
                 p.future.set_result(c)
+        return True
+
+
+class Stepper:
+    """For an engine with ``continuous()``: continuous batching by step (module doc, step 4)."""
+
+    def __init__(self, engine, max_prompt_tokens: int, max_tokens: int, stats: Counter):
+        self.batcher = engine.continuous(max_prompt_tokens, max_tokens)
+        self.stats = stats
+
+    async def start(self) -> None:
+        self.batcher.start()
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.batcher.stop)
+
+    async def prepare(self, prompt, params: SamplingParams) -> list[int]:
+        """Token ids, in a worker thread (a long prompt never stalls the decode loop), checked against the limits."""
+        ids = await asyncio.to_thread(self.batcher.encode, prompt)
+        self.batcher.check(ids, params)  # a RedlineError: a 400, before any stream starts
+        return ids
+
+    async def run(self, ids: list[int], params: SamplingParams, seed: int,
+                  on_text: Callable[[str], None] | None) -> Completion:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+
+        def settle(result):
+            if not future.done():
+                (future.set_exception if isinstance(result, BaseException) else future.set_result)(result)
+
+        text = (lambda delta: loop.call_soon_threadsafe(on_text, delta)) if on_text else None
+        item = self.batcher.submit(ids, params, seed, lambda r: loop.call_soon_threadsafe(settle, r), text)
+        self.stats["generated"] += 1
+        try:
+            return await future
+        finally:
+            item.cancelled = True  # finished: no effect; abandoned (a client gone): frees its row
+
+
+class StreamText:
+    """What of a choice's growing text may be sent yet: never a part of a stop string.
+
+    ``add`` takes a delta from the engine and returns what is safe to send; ``finish`` takes the
+    engine's final text and returns the rest. The engine checks stop strings every few tokens, so
+    it may decode past one before it stops: the last ``len(longest stop) - 1`` characters are held
+    back until they cannot begin a stop string.
+    """
+
+    def __init__(self, stop: list[str]):
+        self.stop, self.seen, self.sent = stop, "", ""
+        self.hold = max((len(s) for s in stop), default=1) - 1
+
+    def add(self, delta: str) -> str:
+        self.seen += delta
+        text, hit = cut_at_stop(self.seen, self.stop)
+        if not hit:
+            text = text[: max(0, len(text) - self.hold)]
+        if len(text) <= len(self.sent):
+            return ""
+        out, self.sent = text[len(self.sent):], text
+        return out
+
+    def finish(self, final: str) -> str:
+        # The engine's final text is the truth; what was sent is always a prefix of it, since the
+        # deltas decode the same tokens (a tokenizer that decodes otherwise loses the rest, never repeats).
+        return final[len(self.sent):] if final.startswith(self.sent) else ""
 
 
 # ----------------------------------------------------------------------------- the app
 
 
+def _error_body(message: str, kind: str = "invalid_request_error", param: str | None = None,
+                code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
 def _error(status: int, message: str, kind: str = "invalid_request_error", param: str | None = None,
-           headers: dict[str, str] | None = None) -> JSONResponse:
-    body = {"error": {"message": message, "type": kind, "param": param, "code": None}}
-    return JSONResponse(body, status_code=status, headers=headers)
+           headers: dict[str, str] | None = None, code: str | None = None) -> JSONResponse:
+    return JSONResponse(_error_body(message, kind, param, code), status_code=status, headers=headers)
+
+
+def _as_request_error(e: BaseException) -> RequestError:
+    """How an engine's exception reaches a client: 400 for a fault of the request, else 503 or 500."""
+    if isinstance(e, RequestError):
+        return e
+    if isinstance(e, (RedlineError, ValueError, OverflowError)):
+        return RequestError(400, str(e))
+    if isinstance(e, EngineUnavailable):
+        return RequestError(503, f"the engine is unavailable: {e}", kind="server_error")
+    return RequestError(500, f"generation failed: {type(e).__name__}: {e}", kind="server_error")
+
+
+class _Gate:
+    """ASGI middleware: the key first, then the concurrency bound (a refused request takes no slot).
+
+    Pure ASGI rather than ``@app.middleware``: a streamed response holds its slot until its last
+    byte, not only until its headers.
+    """
+
+    def __init__(self, app, api_key: str | None, max_concurrency: int, stats: Counter):
+        self.app, self.api_key, self.max_concurrency, self.stats = app, api_key, max_concurrency, stats
+        self.in_flight = 0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not scope["path"].startswith("/v1"):
+            return await self.app(scope, receive, send)
+        if self.api_key is not None:
+            given = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+            token = given[7:] if given.lower().startswith("bearer ") else ""
+            if not hmac.compare_digest(token.encode(), self.api_key.encode()):
+                self.stats["unauthorized"] += 1
+                refusal = _error(401, "invalid or missing API key (send Authorization: Bearer KEY)",
+                                 "authentication_error", code="invalid_api_key")
+                return await refusal(scope, receive, send)
+        if self.in_flight >= self.max_concurrency:
+            self.stats["busy"] += 1
+            refusal = _error(429, f"the server is at its limit of {self.max_concurrency} requests in flight; "
+                             "retry shortly", "rate_limit_error", headers={"Retry-After": "1"})
+            return await refusal(scope, receive, send)
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
 
 
 def make_app(
@@ -186,52 +444,42 @@ def make_app(
     model_name: str = "redline",
     *,
     api_key: str | None = None,
-    max_batch: int = 8,
+    max_batch: int = 16,
     max_concurrency: int = 64,
     batch_wait_ms: float = 5.0,
     default_max_tokens: int = 256,
+    max_tokens_limit: int = 1024,
+    max_prompt_tokens: int = 2048,
 ) -> FastAPI:
-    """The server's app over a ready engine; ``app.state.stats`` counts requests and batches."""
+    """The server's app over a ready engine; ``app.state.stats`` counts requests and batches.
+
+    ``max_tokens_limit``: the most tokens one choice may ask for (more is a 400). ``max_prompt_tokens``:
+    the longest prompt (engines with ``continuous()`` only: others count no tokens before they run).
+    ``max_batch`` and ``batch_wait_ms`` shape the ``Batcher`` of other engines.
+    """
     if max_batch < 1 or max_concurrency < 1:
         raise RedlineError("--max-batch and --max-concurrency must be at least 1")
+    if not 1 <= default_max_tokens <= max_tokens_limit or max_prompt_tokens < 1:
+        raise RedlineError(f"max tokens: the default ({default_max_tokens}) must be between 1 and the limit "
+                           f"({max_tokens_limit}), and the prompt limit ({max_prompt_tokens}) at least 1")
     stats: Counter = Counter()
     created = int(time.time())
-    state: dict[str, Any] = {"in_flight": 0}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        batcher = Batcher(engine, max_batch, batch_wait_ms / 1000, stats)
-        app.state.batcher = batcher
-        task = asyncio.create_task(batcher.run())
+        if hasattr(engine, "continuous"):
+            scheduler = Stepper(engine, max_prompt_tokens, max_tokens_limit, stats)
+        else:
+            scheduler = Batcher(engine, max_batch, batch_wait_ms / 1000, stats)
+        app.state.scheduler = scheduler
+        await scheduler.start()
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await scheduler.stop()
 
     app = FastAPI(title="redline", lifespan=lifespan)
     app.state.stats = stats
     app.state.engine = engine
-
-    @app.middleware("http")
-    async def gate(request: Request, call_next):
-        """Key first, then the concurrency bound: a refused request never takes a slot."""
-        if not request.url.path.startswith("/v1"):
-            return await call_next(request)
-        if api_key is not None:
-            given = request.headers.get("authorization", "")
-            token = given[7:] if given.lower().startswith("bearer ") else ""
-            if not hmac.compare_digest(token.encode(), api_key.encode()):
-                stats["unauthorized"] += 1
-                return _error(401, "invalid or missing API key (send Authorization: Bearer KEY)", "authentication_error")
-        if state["in_flight"] >= max_concurrency:
-            stats["busy"] += 1
-            return _error(429, f"the server is at its limit of {max_concurrency} requests in flight; retry shortly",
-                          "rate_limit_error", headers={"Retry-After": "1"})
-        state["in_flight"] += 1
-        try:
-            return await call_next(request)
-        finally:
-            state["in_flight"] -= 1
+    app.add_middleware(_Gate, api_key=api_key, max_concurrency=max_concurrency, stats=stats)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -241,9 +489,24 @@ def make_app(
         parts = []
         for e in errors[:5]:
             where = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
-            parts.append(f"{where}: {e.get('msg')}")
+            message = "unrecognized request argument" if e.get("type") == "extra_forbidden" else e.get("msg")
+            parts.append(f"{where}: {message}")
         first = ".".join(str(x) for x in errors[0].get("loc", ()) if x != "body") if errors else None
-        return _error(422, "; ".join(parts), param=first or None)
+        return _error(400, "; ".join(parts), param=first or None)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        if exc.status_code == 404:
+            message = f"Invalid URL ({request.method} {request.url.path})"  # OpenAI's words
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}"
+        else:
+            message = str(exc.detail)
+        return _error(exc.status_code, message, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception):
+        return _error(500, f"the server failed: {type(exc).__name__}: {exc}", "server_error")
 
     @app.get("/health")
     async def health():
@@ -255,42 +518,149 @@ def make_app(
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest):
+        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
+        return await answer(body, [messages], chat=True)
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest):
+        prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+        if not prompts:
+            return _error(400, "prompt: give a string or a non-empty list of strings", param="prompt")
+        return await answer(body, prompts, chat=False)
+
+    async def answer(body: _Common, prompts: list, chat: bool):
+        """Both endpoints: check, prepare every prompt, then run n choices of each (OpenAI's order)."""
         stats["requests"] += 1
-        if body.model != model_name:
-            return _error(404, f"model {body.model!r} is not served here; this server serves {model_name!r}",
-                          param="model")
-        if body.stream:
-            return _error(400, "stream=true is not supported by redline serve", param="stream")
-        if body.n != 1:
-            return _error(400, "n > 1 is not supported by redline serve; send n requests", param="n")
-        max_new = body.max_completion_tokens or body.max_tokens or default_max_tokens
-        stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
-        messages = [
-            {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages
-        ]
+        scheduler = app.state.scheduler
         try:
-            completion = await app.state.batcher.submit(messages, (body.temperature, body.top_p, max_new, stop), body.seed)
-        except EngineUnavailable as e:
-            stats["errors"] += 1
-            return _error(503, f"the engine is unavailable: {e}", "server_error")
+            if body.model != model_name:
+                raise RequestError(404, f"model {body.model!r} is not served here; this server serves {model_name!r}",
+                                   param="model", code="model_not_found")
+            refused = _refused(body)
+            if refused:
+                raise refused
+            params = body.settings(default_max_tokens)
+            if params.max_new_tokens > max_tokens_limit:
+                field_name = "max_completion_tokens" if getattr(body, "max_completion_tokens", None) else "max_tokens"
+                raise RequestError(400, f"{field_name} is {params.max_new_tokens}; this server allows at most "
+                                   f"{max_tokens_limit} (redline serve --max-tokens-limit)", param=field_name)
+            prepared = [await scheduler.prepare(p, params) for p in prompts]
         except Exception as e:
-            stats["errors"] += 1
-            return _error(500, f"generation failed: {type(e).__name__}: {e}", "server_error")
-        finish = "length" if completion.finish_reason == "length" else "stop"
-        return {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model_name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": completion.text}, "finish_reason": finish}],
-            "usage": {
-                "prompt_tokens": completion.prompt_tokens,
-                "completion_tokens": completion.completion_tokens,
-                "total_tokens": completion.prompt_tokens + completion.completion_tokens,
-            },
-        }
+            return _failure(_as_request_error(e))
+        # Choice k = prompt k // n, seed + k % n: a seeded request gives the same choices every time.
+        seeds = [body.seed + j if body.seed is not None else random.randrange(2**31)
+                 for _ in prompts for j in range(body.n)]
+        jobs = [(prepared[k // body.n], seeds[k]) for k in range(len(seeds))]
+        reply = _Reply(chat, model_name, body)
+        if body.stream:
+            events = _stream(scheduler, jobs, body.n, params, reply, stats)
+            return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        tasks = [asyncio.create_task(scheduler.run(p, params, s, None)) for p, s in jobs]
+        try:
+            results = await asyncio.gather(*tasks)
+        except Exception as e:
+            for t in tasks:
+                t.cancel()
+            return _failure(_as_request_error(e))
+        return reply.whole(results, prompts_count=len(prompts))
+
+    def _failure(e: RequestError) -> JSONResponse:
+        stats["errors" if e.status >= 500 else "refused"] += 1
+        return _error(e.status, e.message, e.kind, e.param, code=e.code)
 
     return app
+
+
+class _Reply:
+    """The OpenAI objects of one request: a whole reply, or the chunks of a stream."""
+
+    def __init__(self, chat: bool, model: str, body: _Common):
+        self.chat, self.model = chat, model
+        self.id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+        self.created = int(time.time())
+        self.include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+    def _head(self, chunk: bool) -> dict:
+        kind = ("chat.completion.chunk" if chunk else "chat.completion") if self.chat else "text_completion"
+        return {"id": self.id, "object": kind, "created": self.created, "model": self.model, "system_fingerprint": None}
+
+    @staticmethod
+    def usage(results: list[Completion], n: int) -> dict:
+        prompt = sum(c.prompt_tokens for c in results[::n])  # each prompt counts once, whatever n
+        done = sum(c.completion_tokens for c in results)
+        return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
+
+    def whole(self, results: list[Completion], prompts_count: int) -> dict:
+        choices = []
+        for k, c in enumerate(results):
+            finish = "length" if c.finish_reason == "length" else "stop"
+            if self.chat:
+                choices.append({"index": k, "message": {"role": "assistant", "content": c.text, "refusal": None},
+                                "logprobs": None, "finish_reason": finish})
+            else:
+                choices.append({"index": k, "text": c.text, "logprobs": None, "finish_reason": finish})
+        return {**self._head(False), "choices": choices, "usage": self.usage(results, len(results) // prompts_count)}
+
+    def chunk(self, k: int, text: str | None = None, finish: str | None = None, role: bool = False) -> str:
+        if self.chat:
+            delta = {"role": "assistant", "content": ""} if role else ({"content": text} if text else {})
+            choice = {"index": k, "delta": delta, "logprobs": None, "finish_reason": finish}
+        else:
+            choice = {"index": k, "text": text or "", "logprobs": None, "finish_reason": finish}
+        return _event({**self._head(True), "choices": [choice], **({"usage": None} if self.include_usage else {})})
+
+    def usage_chunk(self, results: list[Completion], n: int) -> str:
+        return _event({**self._head(True), "choices": [], "usage": self.usage(results, n)})
+
+
+def _event(data: dict) -> str:
+    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+async def _stream(scheduler, jobs: list[tuple[Any, int]], n: int, params: SamplingParams, reply: _Reply,
+                  stats: Counter):
+    """Server-sent events for every choice of a request, interleaved as their tokens come."""
+    events: asyncio.Queue = asyncio.Queue()
+    texts = [StreamText(params.stop) for _ in jobs]
+
+    async def one(k: int, prepared, seed: int):
+        try:
+            completion = await scheduler.run(prepared, params, seed, lambda delta: events.put_nowait((k, "text", delta)))
+            events.put_nowait((k, "done", completion))
+        except Exception as e:
+            events.put_nowait((k, "error", e))
+
+    tasks = [asyncio.create_task(one(k, p, s)) for k, (p, s) in enumerate(jobs)]
+    results: list[Completion | None] = [None] * len(jobs)
+    try:
+        if reply.chat:
+            for k in range(len(jobs)):
+                yield reply.chunk(k, role=True)
+        left = len(jobs)
+        while left:
+            k, kind, value = await events.get()
+            if kind == "text":
+                safe = texts[k].add(value)
+                if safe:
+                    yield reply.chunk(k, safe)
+            elif kind == "done":
+                left -= 1
+                results[k] = value
+                rest = texts[k].finish(value.text)
+                if rest:
+                    yield reply.chunk(k, rest)
+                yield reply.chunk(k, finish="length" if value.finish_reason == "length" else "stop")
+            else:
+                e = _as_request_error(value)
+                stats["errors" if e.status >= 500 else "refused"] += 1
+                yield _event(_error_body(e.message, e.kind, e.param, e.code))
+                return
+        if reply.include_usage:
+            yield reply.usage_chunk(results, n)
+        yield "data: [DONE]\n\n"
+    finally:
+        for t in tasks:  # a client that went away: its choices stop generating
+            t.cancel()
 
 
 # ----------------------------------------------------------------------------- running it
@@ -346,9 +716,11 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     api_key: str | None = None,
-    max_batch: int = 8,
+    max_batch: int = 16,
     max_concurrency: int = 64,
     batch_wait_ms: float = 5.0,
+    max_tokens_limit: int = 1024,
+    max_prompt_tokens: int = 2048,
     served_name: str | None = None,
     backend: str = "transformers",
     dtype: str = "float32",
@@ -359,9 +731,15 @@ def serve(
 
     from redline.generation import load_engine
 
-    engine = load_engine(model, backend=backend, dtype=dtype, device=device)
+    options = {"max_batch": max_batch} if backend == "transformers" else {}
+    engine = load_engine(model, backend=backend, dtype=dtype, device=device, **options)
+    default_max_tokens = min(256, max_tokens_limit)
     app = make_app(engine, served_name or model, api_key=api_key, max_batch=max_batch,
-                   max_concurrency=max_concurrency, batch_wait_ms=batch_wait_ms)
-    print(f"redline serve: {served_name or model} at http://{host}:{port}/v1 "
-          f"(judge spec: openai:{served_name or model}@http://{host}:{port}/v1)", flush=True)
+                   max_concurrency=max_concurrency, batch_wait_ms=batch_wait_ms, default_max_tokens=default_max_tokens,
+                   max_tokens_limit=max_tokens_limit, max_prompt_tokens=max_prompt_tokens)
+    name = served_name or model
+    how = ("continuous batching by step" if hasattr(engine, "continuous")
+           else f"batches of up to {max_batch} requests")
+    print(f"redline serve: {name} at http://{host}:{port}/v1 ({how}; max_tokens up to {max_tokens_limit}; "
+          f"judge spec: openai:{name}@http://{host}:{port}/v1)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="info")

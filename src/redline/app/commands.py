@@ -210,6 +210,8 @@ def _export(args) -> int:
     sessions = _open(args)
     with sessions() as db:
         records = P.export_records(db, P.get_project(db, args.project), args.kind)
+    if not records:  # an empty file is one no reader accepts
+        raise RedlineError(f"nothing to export: project {args.project!r} has no submitted {args.kind} annotations yet")
     n = write_records(args.out, records)
     print(f"wrote {n} {args.kind} records to {args.out}")
     return 0

@@ -37,6 +37,7 @@ import tempfile
 import threading
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
 
@@ -146,6 +147,8 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
         user = db.get(User, row.user_id)
         if user is None:
             raise LoginRequired()
+        # for an error page's header, as plain values: the session's objects expire on rollback
+        request.state.user, request.state.csrf = SimpleNamespace(name=user.name, role=user.role), row.csrf
         if form is not None and not S.same(form.get("csrf"), row.csrf):
             raise Forbidden("the form's CSRF token is missing or wrong; reload the page and try again")
         if role is not None and user.role != role:
@@ -176,11 +179,13 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
 
     @app.exception_handler(Forbidden)
     async def _forbidden(request: Request, exc: Forbidden):
-        return page(request, "error.html", 403, title="Forbidden", message=exc.message, user=None)
+        return page(request, "error.html", 403, title="Forbidden", message=exc.message,
+                    user=getattr(request.state, "user", None), csrf=getattr(request.state, "csrf", None))
 
     @app.exception_handler(NotFound)
     async def _not_found(request: Request, exc: NotFound):
-        return page(request, "error.html", 404, title="Not found", message=exc.message, user=None)
+        return page(request, "error.html", 404, title="Not found", message=exc.message,
+                    user=getattr(request.state, "user", None), csrf=getattr(request.state, "csrf", None))
 
     def project_or_404(db, pid: int) -> Project:
         project = db.get(Project, pid)

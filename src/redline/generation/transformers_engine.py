@@ -23,6 +23,11 @@ and an attention function (``slot_attention``) that lets each row attend to its 
    on the decoded tail only) a stop string; the last active row moves into the hole, so the active
    rows stay contiguous, and the free rows are refilled from step 2 at once (continuous batching).
 
+Steps 2 to 5 live in ``_DecodeBatch``, where every item carries its own sampling settings, seed and
+length: ``generate`` feeds it one call's prompts, and ``ContinuousBatcher`` (``redline serve``) feeds
+it requests as they arrive, from its own thread, so a request joins the running batch at the next
+step instead of waiting for the batch to finish.
+
 What holds bit for bit. Every operation is row-wise: a GEMM row's result depends only on that row,
 provided no row falls in a partial micro-kernel block (or a one-row GEMV), which compute with another
 summation order, so with ``exact=True`` (the default) GEMMs always get a multiple of
@@ -42,9 +47,14 @@ and not batch-invariant), ``torch.compile`` of the forward (minutes of recompile
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
+import inspect
 import sys
+import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -177,14 +187,48 @@ def _register_attention() -> None:
 
 
 @contextlib.contextmanager
-def _attention_of(config, name: str):
-    """Run the model's forward with our attention function, and give the model back as it was."""
-    before = config._attn_implementation_internal
-    config._attn_implementation_internal = name
+def _attention_of(model, name: str):
+    """Run the model's forward with our attention function, and give the model back as it was.
+
+    ``set_attn_implementation`` is transformers' public switch (it walks every module, so it is called
+    once per ``generate``, not per forward). A model that cannot switch (one that does not route its
+    attention through ``AttentionInterface``) is only warned about by transformers: refuse it here,
+    because ``SlotCache`` would then be read by an attention that does not know its rows.
+    """
+    before = model.config._attn_implementation
+    model.set_attn_implementation(name)
     try:
+        if model.config._attn_implementation != name:
+            raise RedlineError(
+                f"{type(model).__name__} cannot switch its attention implementation; the transformers engine needs "
+                "a model whose attention goes through transformers' AttentionInterface"
+            )
         yield
     finally:
-        config._attn_implementation_internal = before
+        model.set_attn_implementation(before)
+
+
+@functools.cache
+def _logits_per_row() -> bool:
+    """Whether ``logits_to_keep`` may be (batch, k) positions, one list per row (transformers' helper
+    ``slice_logits_to_keep``, newer than 5.17, where a tensor indexes every row alike)."""
+    try:
+        from transformers.modeling_utils import slice_logits_to_keep
+    except ImportError:
+        return False
+    hidden = torch.arange(6.0).view(2, 3, 1)
+    try:
+        return slice_logits_to_keep(hidden, torch.tensor([[0], [2]])).flatten().tolist() == [0.0, 5.0]
+    except (IndexError, RuntimeError):
+        return False
+
+
+def _cache_keyword(model) -> str:
+    """The name under which the model's ``forward`` takes a cache: ``cache`` since transformers 5.24, where
+    ``past_key_values`` is deprecated (removed in 5.40); only ``past_key_values`` before. Read from the
+    signature of the model's (or a PEFT wrapper's base model's) ``forward``."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 # ----------------------------------------------------------------------------- the engine
@@ -195,8 +239,15 @@ class _Item:
     index: int
     ids: list[int]
     seed: int
+    params: SamplingParams
+    max_new: int  # params.max_new_tokens, cut to what the model's context leaves after the prompt
     start: float = 0.0  # when its prefill began
     shared: int = 0  # prompt tokens copied from another row instead of computed
+    # Online items only (``ContinuousBatcher``): where the text and the result go, and a cancel flag.
+    on_text: Callable[[str], None] | None = None
+    on_done: Callable[[Completion | BaseException], None] | None = None
+    cancelled: bool = False
+    decoded: tuple[int, int] = (0, 0)  # incremental detokenization: (prefix offset, read offset)
 
 
 class TransformersEngine:
@@ -204,7 +255,8 @@ class TransformersEngine:
 
     Built from a model and tokenizer in memory (``TransformersEngine(policy, tokenizer)``, as PPO
     rollouts do: every forward reads the live weights, so nothing needs re-syncing after an update;
-    the model is put in eval mode for the call and given back in the mode it was in) or by name
+    the model is put in eval mode and on our attention for the call and given back in the mode and
+    with the attention implementation it had) or by name
     (``load_engine``). Options: ``max_batch`` rows decoded together; ``kv_budget_gb`` caps the K/V cache (fewer rows for
     long items); ``stop_every`` steps between stop-string checks; ``exact`` pads decode rows for
     bit-exact batch independence; ``threads`` sets ``torch.set_num_threads``; ``ignore_eos`` keeps
@@ -251,6 +303,7 @@ class TransformersEngine:
         # cache here) while fp32 ones take it as is: the half types read the whole cache width.
         self.full_span = self.device.type == "cpu" and self.dtype != torch.float32
         self._check_supported()
+        self._cache_keyword = _cache_keyword(model)
         _register_attention()
 
     @classmethod
@@ -279,10 +332,7 @@ class TransformersEngine:
 
     def encode(self, prompt: Prompt) -> list[int]:
         """Token ids of a prompt: raw text as the tokenizer does by default, messages through the chat template."""
-        if isinstance(prompt, str):
-            return self.tokenizer(prompt)["input_ids"]
-        text = self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return _encode(self.tokenizer, prompt)
 
     def _kv_bytes_per_token(self) -> int:
         c = self.config
@@ -291,17 +341,23 @@ class TransformersEngine:
         element = next(self.model.parameters()).element_size()
         return 2 * c.num_hidden_layers * kv_heads * head_dim * element
 
-    def _forward(self, cache: SlotCache, ids, positions, mask, logits_to_keep=1):
-        with _attention_of(self.config, ATTENTION):
-            out = self.model(
-                input_ids=ids,
-                position_ids=positions,
-                attention_mask=mask,
-                past_key_values=cache,
-                use_cache=True,
-                logits_to_keep=logits_to_keep,
-            )
-        return out.logits[:, -1].float()
+    def _forward(self, cache: SlotCache, ids, positions, mask, keep: torch.Tensor | None = None):
+        """Logits (rows, V) at the last position of each row, or with ``keep`` (rows, k) at the last of the
+        positions listed for each row. Where transformers cannot slice per row (``_logits_per_row``), every
+        position is projected and the rows are picked afterwards: the same result, more vocabulary work."""
+        per_row = keep is not None and _logits_per_row()
+        out = self.model(
+            input_ids=ids,
+            position_ids=positions,
+            attention_mask=mask,
+            use_cache=True,
+            logits_to_keep=1 if keep is None else keep if per_row else 0,
+            **{self._cache_keyword: cache},
+        )
+        logits = out.logits
+        if keep is not None and not per_row:
+            logits = logits.gather(1, keep[..., None].expand(-1, -1, logits.shape[-1]))
+        return logits[:, -1].float()
 
     def _mask(self, positions: torch.Tensor, span: int) -> torch.Tensor:
         """(rows, 1, q, span) additive mask: the query at position p sees columns 0..p of its own row."""
@@ -367,7 +423,7 @@ class TransformersEngine:
         training = self.model.training
         self.model.eval()
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), _attention_of(self.model, ATTENTION):
                 return self._generate(prompts, params, seeds, progress)
         finally:
             self.model.train(training)
@@ -379,132 +435,24 @@ class TransformersEngine:
             self.last_stats = GenerationStats()
             return []
         # Step 1: tokenize; longest prompt first (pending is popped from the end).
-        items = [_Item(i, self.encode(p), s) for i, (p, s) in enumerate(zip(prompts, seeds))]
-        max_positions = getattr(self.config, "max_position_embeddings", None) or 1 << 30
-        longest = max(len(it.ids) for it in items)
-        if longest + 1 > max_positions:
-            raise RedlineError(f"a prompt has {longest} tokens; the model takes at most {max_positions}")
-        max_new = min(params.max_new_tokens, max_positions - longest)
+        items = [self._item(i, self.encode(p), params, s) for i, (p, s) in enumerate(zip(prompts, seeds))]
+        max_new = max(it.max_new for it in items)
         pending = sorted(items, key=lambda it: len(it.ids))
-
         # Room for the longest item, its generated tokens and the padding rows of its last prefill block.
-        width = _round_up(longest + max_new + ROW_MULTIPLE, SPAN_MULTIPLE)
+        width = _round_up(max(len(it.ids) + it.max_new for it in items) + ROW_MULTIPLE, SPAN_MULTIPLE)
         self._check_window(width)
-        # Every row is as wide as the longest item needs: one long outlier means fewer rows for all.
-        budget_rows = self.kv_budget // (width * self._kv_bytes_per_token())
-        rows_cap = max(1, min(self.max_batch, len(items), budget_rows))
-        if self.exact and rows_cap == budget_rows > ROW_MULTIPLE:
-            rows_cap -= rows_cap % ROW_MULTIPLE  # the padding rows must fit the budget too
-        slots = _round_up(rows_cap, ROW_MULTIPLE) if self.exact else rows_cap
-        cache = SlotCache(slots, width)
-        dev = self.device
-        pos = torch.zeros(slots, dtype=torch.long, device=dev)  # column of the token fed next
-        last = torch.zeros(slots, dtype=torch.long, device=dev)  # the token fed next
-        n_gen = torch.zeros(slots, dtype=torch.long)  # tokens generated so far
-        out_tokens = torch.zeros(slots, max_new, dtype=torch.long)
-        uniforms = torch.zeros(slots, max_new, dtype=torch.float64)
-        prompt_ids = torch.full((slots, width), -1, dtype=torch.long)  # for finding shared prefixes
-        eos = torch.tensor(self.eos_ids, dtype=torch.long)
-        row_item: list[_Item | None] = [None] * slots
+        batch = _DecodeBatch(self, self._rows_cap(width, len(items)), width, max_new)
         results: list[Completion | None] = [None] * len(items)
-        tail = self.stop_every + max((len(s) for s in params.stop), default=0) + 4  # tokens decoded per check
 
         bar = _progress(len(items), progress)
-        n = 0  # active rows are 0..n-1
-        steps = generated = 0
-        prefill_seconds = 0.0
-        while pending or n:
-            # Step 2: admit items into free rows. A prompt prefix that an active row already holds is
-            # copied, not computed; an item that shares a prefix with a newcomer only (the first
-            # items of a batch with a common template) waits for the next prefill forward, to copy it.
-            admitted: list[tuple[_Item, int]] = []  # (item, tokens shared)
-            while pending and n + len(admitted) < rows_cap:
-                item = pending[-1]
-                ids = torch.tensor(item.ids)
-                shared, source = 0, -1
-                if self.share_prefix and n:
-                    same = (prompt_ids[:n, : len(ids)] == ids).cumprod(dim=1).sum(dim=1)
-                    source = int(same.argmax())
-                    shared = min(int(same[source]), len(ids) - 1)
-                if self.share_prefix and admitted and shared < MIN_SHARED:
-                    if max(_common_prefix(item.ids, other.ids) for other, _ in admitted) >= MIN_SHARED:
-                        break
-                if shared < MIN_SHARED:
-                    shared = 0
-                else:
-                    cache.copy_prefix(source, n + len(admitted), shared)
-                pending.pop()
-                row = n + len(admitted)
-                prompt_ids[row] = -1
-                prompt_ids[row, : len(ids)] = ids
-                item.shared = shared
-                admitted.append((item, shared))
-            if admitted:
-                t0 = time.perf_counter()
-                for item, _ in admitted:
-                    item.start = t0
-                jobs = [(n + i, item.ids, shared) for i, (item, shared) in enumerate(admitted)]
-                logits = self._prefill(cache, jobs)
-                prefill_seconds += time.perf_counter() - t0
-                for i, (item, _) in enumerate(admitted):
-                    uniforms[n + i] = uniform_stream(item.seed, max_new)
-                rows_new = torch.arange(n, n + len(admitted))
-                first = sample(logits, params.temperature, params.top_p, uniforms[rows_new, 0].to(dev)).cpu()
-                out_tokens[rows_new, 0] = first
-                n_gen[rows_new] = 1
-                last[n : n + len(admitted)] = first.to(dev)
-                pos[n : n + len(admitted)] = torch.tensor([len(item.ids) for item, _ in admitted], device=dev)
-                for i, (item, _) in enumerate(admitted):
-                    row_item[n + i] = item
-                # Rows whose first token already finishes them (EOS, or max_new_tokens == 1).
-                done = [n + i for i, t in enumerate(first.tolist()) if t in self.eos_ids or max_new == 1]
-                n += len(admitted)
-            else:
-                done = []
-            if not done:
-                # Step 3: one decode step for rows 0..n-1, padded with idle rows (module doc).
-                rows = min(_round_up(n, ROW_MULTIPLE), slots) if self.exact else n
-                cache.pos = pos[:rows]
-                if self.full_span:
-                    cache.span = width  # a sliced cache is not contiguous: bf16 matmuls would copy it
-                else:
-                    cache.span = min(_round_up(int(pos[:rows].max()) + 1, SPAN_MULTIPLE), width)
-                mask = self._mask(pos[:rows, None], cache.span)
-                logits = self._forward(cache, last[:rows, None], pos[:rows, None], mask)[:n]
-                # Step 4: sample with each row's own uniforms.
-                step_u = uniforms[:n].gather(1, n_gen[:n, None]).squeeze(1).to(dev)
-                nxt = sample(logits, params.temperature, params.top_p, step_u).cpu()
-                out_tokens[torch.arange(n), n_gen[:n]] = nxt
-                n_gen[:n] += 1
-                last[:n] = nxt.to(dev)
-                pos[:n] += 1
-                steps += 1
-                generated += n
-                _advance(bar, n / max_new)
-                # Step 5: which rows are finished? Stop strings are looked for in the decoded tail only.
-                finished = torch.isin(nxt, eos) | (n_gen[:n] >= max_new)
-                done = finished.nonzero().flatten().tolist()
-                if params.stop and steps % self.stop_every == 0:
-                    lengths = n_gen[:n].tolist()
-                    tails = [out_tokens[b, max(0, g - tail) : g].tolist() for b, g in enumerate(lengths)]
-                    texts = self.tokenizer.batch_decode(tails, skip_special_tokens=True)
-                    done = sorted(set(done) | {b for b, t in enumerate(texts) if cut_at_stop(t, params.stop)[1]})
-            # Step 5 (cont.): retire, highest row first, moving the last active row into each hole.
-            for b in sorted(done, reverse=True):
-                item = row_item[b]
-                results[item.index] = self._completion(item, out_tokens[b, : int(n_gen[b])].tolist(), params, max_new)
-                _advance(bar, 1 - (int(n_gen[b]) - 1) / max_new)  # what this item had left (see _progress)
-                n -= 1
-                if b != n:
-                    cache.move(n, b)
-                    for t in (pos, last, n_gen, out_tokens, uniforms, prompt_ids):
-                        t[b] = t[n]
-                    row_item[b] = row_item[n]
-                row_item[n] = None
-                pos[n] = 0
-                last[n] = 0
-            if done:
-                bar.set_postfix_str(f"{generated / (time.perf_counter() - start):.0f} tok/s", refresh=False)
+        while pending or batch.n:
+            finished = batch.step(pending)  # steps 2 to 5
+            _advance(bar, batch.decoded / max_new)
+            for item, ids in finished:
+                results[item.index] = self._completion(item, ids)
+                _advance(bar, 1 - (len(ids) - 1) / max_new)  # what this item had left (see _progress)
+            if finished:
+                bar.set_postfix_str(f"{batch.generated / (time.perf_counter() - start):.0f} tok/s", refresh=False)
         bar.close()
         out = [r for r in results if r is not None]
         self.last_stats = GenerationStats(
@@ -512,23 +460,40 @@ class TransformersEngine:
             prompt_tokens=sum(c.prompt_tokens for c in out),
             completion_tokens=sum(c.completion_tokens for c in out),
             seconds=time.perf_counter() - start,
-            prefill_seconds=prefill_seconds,
+            prefill_seconds=batch.prefill_seconds,
             shared_prompt_tokens=sum(it.shared for it in items),
         )
         return out
 
-    def _completion(self, item: _Item, ids: list[int], params: SamplingParams, max_new: int) -> Completion:
+    def _item(self, index: int, ids: list[int], params: SamplingParams, seed: int) -> _Item:
+        """An item to generate; a prompt that leaves the model no room for one token is refused."""
+        max_positions = getattr(self.config, "max_position_embeddings", None) or 1 << 30
+        if len(ids) + 1 > max_positions:
+            raise RedlineError(f"a prompt has {len(ids)} tokens; the model takes at most {max_positions}")
+        return _Item(index, ids, seed, params, min(params.max_new_tokens, max_positions - len(ids)))
+
+    def _rows_cap(self, width: int, items: int) -> int:
+        """Rows decoded together: ``max_batch``, fewer where the K/V budget cannot hold that many rows of ``width``."""
+        # Every row is as wide as the longest item needs: one long outlier means fewer rows for all.
+        budget_rows = self.kv_budget // (width * self._kv_bytes_per_token())
+        rows_cap = max(1, min(self.max_batch, items, budget_rows))
+        if self.exact and rows_cap == budget_rows > ROW_MULTIPLE:
+            rows_cap -= rows_cap % ROW_MULTIPLE  # the padding rows must fit the budget too
+        return rows_cap
+
+    def _completion(self, item: _Item, ids: list[int]) -> Completion:
         """The text of a finished row: EOS dropped, cut before a stop string; count tokens up to the end."""
-        reason = "length" if len(ids) >= max_new else "stop"
+        stop = item.params.stop
+        reason = "length" if len(ids) >= item.max_new else "stop"
         body = ids
         if ids and ids[-1] in self.eos_ids:
             body, reason = ids[:-1], "stop"
-        text, hit = cut_at_stop(self.tokenizer.decode(body, skip_special_tokens=True), params.stop)
+        text, hit = cut_at_stop(self.tokenizer.decode(body, skip_special_tokens=True), stop)
         n = len(ids)
         if hit:
             # The stop string may have been seen a few steps late: count up to the token that completed it.
             n = len(body)
-            while n > 1 and self._stop_in(body[: n - 1], params.stop):
+            while n > 1 and self._stop_in(body[: n - 1], stop):
                 n -= 1
             reason = "stop"
         return Completion(
@@ -540,6 +505,307 @@ class TransformersEngine:
             seed=item.seed,
             token_ids=ids[:n],
         )
+
+    def continuous(self, max_prompt_tokens: int, max_new_tokens: int) -> "ContinuousBatcher":
+        """A decode loop in its own thread that takes requests while it runs (``redline serve``)."""
+        return ContinuousBatcher(self, max_prompt_tokens, max_new_tokens)
+
+
+class _DecodeBatch:
+    """Steps 2 to 5 of ``generate`` over one preallocated cache: the rows, and the items they hold.
+
+    Each item carries its own sampling settings, seed and ``max_new``, so ``generate`` (one set of
+    settings for all) and ``ContinuousBatcher`` (each request its own) run this same loop. ``step``
+    admits from ``pending`` (popped from the end) into free rows, decodes one token for every active
+    row, and returns the items that finished with their token ids.
+    """
+
+    def __init__(self, engine: TransformersEngine, rows_cap: int, width: int, max_new: int):
+        self.engine, self.rows_cap, self.width = engine, rows_cap, width
+        self.slots = slots = _round_up(rows_cap, ROW_MULTIPLE) if engine.exact else rows_cap
+        self.cache = SlotCache(slots, width)
+        dev = self.dev = engine.device
+        self.pos = torch.zeros(slots, dtype=torch.long, device=dev)  # column of the token fed next
+        self.last = torch.zeros(slots, dtype=torch.long, device=dev)  # the token fed next
+        self.n_gen = torch.zeros(slots, dtype=torch.long)  # tokens generated so far
+        self.limit = torch.zeros(slots, dtype=torch.long)  # each row's max_new
+        self.out_tokens = torch.zeros(slots, max_new, dtype=torch.long)
+        self.uniforms = torch.zeros(slots, max_new, dtype=torch.float64)
+        self.prompt_ids = torch.full((slots, width), -1, dtype=torch.long)  # for finding shared prefixes
+        self.eos = torch.tensor(engine.eos_ids, dtype=torch.long)
+        self.row_item: list[_Item | None] = [None] * slots
+        self.n = 0  # active rows are 0..n-1
+        self.steps = self.generated = self.decoded = 0  # decoded: rows decoded by the last step
+        self.prefill_seconds = 0.0
+
+    def step(self, pending: list[_Item]) -> list[tuple[_Item, list[int]]]:
+        done = self._admit(pending)
+        self.decoded = 0
+        if not done and self.n:
+            done = self._decode()
+        return self.retire(done)
+
+    def _admit(self, pending: list[_Item]) -> list[int]:
+        """Step 2: admit items into free rows; returns the rows that their first token already finishes.
+
+        A prompt prefix that an active row already holds is copied, not computed; an item that shares
+        a prefix with a newcomer only (the first items of a batch with a common template) waits for
+        the next prefill forward, to copy it.
+        """
+        engine, cache, n = self.engine, self.cache, self.n
+        admitted: list[tuple[_Item, int]] = []  # (item, tokens shared)
+        while pending and n + len(admitted) < self.rows_cap:
+            item = pending[-1]
+            ids = torch.tensor(item.ids)
+            shared, source = 0, -1
+            if engine.share_prefix and n:
+                same = (self.prompt_ids[:n, : len(ids)] == ids).cumprod(dim=1).sum(dim=1)
+                source = int(same.argmax())
+                shared = min(int(same[source]), len(ids) - 1)
+            if engine.share_prefix and admitted and shared < MIN_SHARED:
+                if max(_common_prefix(item.ids, other.ids) for other, _ in admitted) >= MIN_SHARED:
+                    break
+            if shared < MIN_SHARED:
+                shared = 0
+            else:
+                cache.copy_prefix(source, n + len(admitted), shared)
+            pending.pop()
+            row = n + len(admitted)
+            self.prompt_ids[row] = -1
+            self.prompt_ids[row, : len(ids)] = ids
+            item.shared = shared
+            admitted.append((item, shared))
+        if not admitted:
+            return []
+        t0 = time.perf_counter()
+        for item, _ in admitted:
+            item.start = t0
+        logits = engine._prefill(cache, [(n + i, item.ids, shared) for i, (item, shared) in enumerate(admitted)])
+        self.prefill_seconds += time.perf_counter() - t0
+        rows_new = torch.arange(n, n + len(admitted))
+        for i, (item, _) in enumerate(admitted):
+            self.uniforms[n + i, : item.max_new] = uniform_stream(item.seed, item.max_new)
+            self.limit[n + i] = item.max_new
+            self.row_item[n + i] = item
+        first = self._sample(logits, [item for item, _ in admitted], self.uniforms[rows_new, 0]).cpu()
+        self.out_tokens[rows_new, 0] = first
+        self.n_gen[rows_new] = 1
+        self.last[n : n + len(admitted)] = first.to(self.dev)
+        self.pos[n : n + len(admitted)] = torch.tensor([len(item.ids) for item, _ in admitted], device=self.dev)
+        self.n += len(admitted)
+        # Rows whose first token already finishes them (EOS, or max_new == 1).
+        return [n + i for i, t in enumerate(first.tolist()) if t in engine.eos_ids or admitted[i][0].max_new == 1]
+
+    def _decode(self) -> list[int]:
+        """Steps 3 to 5: one token for rows 0..n-1; returns the rows that are finished."""
+        engine, cache, n = self.engine, self.cache, self.n
+        # Step 3: one decode step for rows 0..n-1, padded with idle rows (module doc).
+        rows = min(_round_up(n, ROW_MULTIPLE), self.slots) if engine.exact else n
+        pos = self.pos
+        cache.pos = pos[:rows]
+        if engine.full_span:
+            cache.span = self.width  # a sliced cache is not contiguous: bf16 matmuls would copy it
+        else:
+            cache.span = min(_round_up(int(pos[:rows].max()) + 1, SPAN_MULTIPLE), self.width)
+        mask = engine._mask(pos[:rows, None], cache.span)
+        logits = engine._forward(cache, self.last[:rows, None], pos[:rows, None], mask)[:n]
+        # Step 4: sample with each row's own uniforms.
+        step_u = self.uniforms[:n].gather(1, self.n_gen[:n, None]).squeeze(1)
+        nxt = self._sample(logits, self.row_item[:n], step_u).cpu()
+        self.out_tokens[torch.arange(n), self.n_gen[:n]] = nxt
+        self.n_gen[:n] += 1
+        self.last[:n] = nxt.to(self.dev)
+        pos[:n] += 1
+        self.steps += 1
+        self.generated += n
+        self.decoded = n
+        # Step 5: which rows are finished? Stop strings are looked for in the decoded tail only.
+        finished = torch.isin(nxt, self.eos) | (self.n_gen[:n] >= self.limit[:n])
+        done = set(finished.nonzero().flatten().tolist())
+        if self.steps % engine.stop_every == 0:
+            with_stop = [b for b in range(n) if self.row_item[b].params.stop and b not in done]
+            if with_stop:
+                tails = []
+                for b in with_stop:
+                    # tokens decoded per check: enough to hold the longest stop string
+                    tail = engine.stop_every + max(len(s) for s in self.row_item[b].params.stop) + 4
+                    g = int(self.n_gen[b])
+                    tails.append(self.out_tokens[b, max(0, g - tail) : g].tolist())
+                texts = engine.tokenizer.batch_decode(tails, skip_special_tokens=True)
+                done |= {b for b, t in zip(with_stop, texts) if cut_at_stop(t, self.row_item[b].params.stop)[1]}
+        return sorted(done)
+
+    def _sample(self, logits: torch.Tensor, items: list[_Item], uniforms: torch.Tensor) -> torch.Tensor:
+        """Next token ids for rows whose items may differ in temperature and top_p: one call per setting."""
+        settings = [(it.params.temperature, it.params.top_p) for it in items]
+        uniforms = uniforms.to(self.dev)
+        if len(set(settings)) == 1:
+            return sample(logits, *settings[0], uniforms)
+        out = torch.empty(len(items), dtype=torch.long, device=logits.device)
+        for setting in set(settings):
+            rows = torch.tensor([b for b, s in enumerate(settings) if s == setting], device=logits.device)
+            out[rows] = sample(logits[rows], *setting, uniforms[rows])  # row-wise: same bits as in one call
+        return out
+
+    def tokens(self, b: int) -> list[int]:
+        return self.out_tokens[b, : int(self.n_gen[b])].tolist()
+
+    def retire(self, done: list[int]) -> list[tuple[_Item, list[int]]]:
+        """Step 5 (cont.): free rows, highest first, moving the last active row into each hole."""
+        finished = []
+        for b in sorted(done, reverse=True):
+            finished.append((self.row_item[b], self.tokens(b)))
+            self.n -= 1
+            n = self.n
+            if b != n:
+                self.cache.move(n, b)
+                for t in (self.pos, self.last, self.n_gen, self.limit, self.out_tokens, self.uniforms, self.prompt_ids):
+                    t[b] = t[n]
+                self.row_item[b] = self.row_item[n]
+            self.row_item[n] = None
+            self.pos[n] = 0
+            self.last[n] = 0
+        return finished
+
+
+class ContinuousBatcher:
+    """Continuous batching by step for a server: requests join and leave the running batch between steps.
+
+    One thread owns the model and runs ``_DecodeBatch.step`` in a loop; ``submit`` (from any thread)
+    queues a request, which takes a free row at the next step, so a short request never waits for a
+    long one to finish (it waits at most one step, plus its own prefill, while rows are free). Every
+    row is ``max_prompt_tokens + max_new_tokens`` wide, so the K/V budget fixes the rows at start.
+    ``on_text`` gets the text as it is decoded (deltas, whole characters only); ``on_done`` gets the
+    ``Completion`` or the exception that ended the request. A request whose prompt is too long fails
+    alone; an error inside a step fails the requests in that step (the rows are reset) and the loop
+    goes on. ``cancel`` frees a request's row at the next step (a client that went away).
+    ``engine.generate`` must not be called while the loop runs: both would use the one model.
+    """
+
+    def __init__(self, engine: TransformersEngine, max_prompt_tokens: int, max_new_tokens: int):
+        import queue
+
+        max_positions = getattr(engine.config, "max_position_embeddings", None) or 1 << 30
+        if max_prompt_tokens < 1 or max_new_tokens < 1:
+            raise RedlineError("max_prompt_tokens and max_new_tokens must be at least 1")
+        self.engine = engine
+        self.max_prompt_tokens = min(max_prompt_tokens, max_positions - 1)
+        self.max_new_tokens = max_new_tokens
+        self.width = _round_up(min(self.max_prompt_tokens + max_new_tokens, max_positions) + ROW_MULTIPLE, SPAN_MULTIPLE)
+        engine._check_window(self.width)
+        self.rows = engine._rows_cap(self.width, engine.max_batch)
+        self.inbox: queue.Queue[_Item] = queue.Queue()
+        self._tokenizer, self._encode_lock = copy.deepcopy(engine.tokenizer), threading.Lock()
+        self.steps = 0
+        self.batch: _DecodeBatch | None = None  # the rows now decoding (set by the loop's thread)
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="redline-decode", daemon=True)
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        """Token ids of a prompt, for a server to call from its worker threads, never in the decode loop.
+
+        On a copy of the tokenizer, one call at a time: a fast tokenizer used from two threads at
+        once can fail with "Already borrowed".
+        """
+        with self._encode_lock:
+            return _encode(self._tokenizer, prompt)
+
+    def check(self, ids: list[int], params: SamplingParams) -> None:
+        """Refuse a request this loop cannot take (a ``RedlineError`` naming the limit)."""
+        if len(ids) > self.max_prompt_tokens:
+            raise RedlineError(f"the prompt has {len(ids)} tokens; this server takes at most {self.max_prompt_tokens}")
+        if params.max_new_tokens > self.max_new_tokens:
+            raise RedlineError(
+                f"max_tokens {params.max_new_tokens} is over this server's limit of {self.max_new_tokens}"
+            )
+
+    def submit(self, ids: list[int], params: SamplingParams, seed: int, on_done, on_text=None) -> _Item:
+        """Queue a request; the returned handle's ``cancelled = True`` drops it at the next step."""
+        if not self._thread.is_alive():
+            raise RuntimeError("the decode loop is not running")
+        self.check(ids, params)
+        item = self.engine._item(0, ids, params, seed)
+        item.on_done, item.on_text = on_done, on_text
+        self.inbox.put(item)
+        return item
+
+    def start(self) -> "ContinuousBatcher":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        import queue
+
+        engine = self.engine
+        engine.model.eval()
+        batch = self.batch = _DecodeBatch(engine, self.rows, self.width, self.max_new_tokens)
+        pending: list[_Item] = []  # popped from the end: oldest last
+        with torch.inference_mode(), _attention_of(engine.model, ATTENTION):
+            while not self._stopping:
+                try:  # wait for work only when there is none
+                    new = [self.inbox.get(timeout=0.05)] if not pending and not batch.n else []
+                except queue.Empty:
+                    continue
+                while True:
+                    try:
+                        new.append(self.inbox.get_nowait())
+                    except queue.Empty:
+                        break
+                pending[:0] = reversed(new)
+                pending[:] = [it for it in pending if not it.cancelled]
+                try:
+                    batch.retire([b for b in range(batch.n) if batch.row_item[b].cancelled])
+                    if not pending and not batch.n:
+                        continue
+                    finished = batch.step(pending)
+                except Exception as e:  # an engine fault: fail the rows of this step, start afresh
+                    for b in range(batch.n):
+                        _call(batch.row_item[b].on_done, e)
+                    batch = self.batch = _DecodeBatch(engine, self.rows, self.width, self.max_new_tokens)
+                    continue
+                self.steps += 1
+                for item, ids in finished:
+                    try:
+                        completion = engine._completion(item, ids)
+                    except Exception as e:
+                        completion = e
+                    _call(item.on_done, completion)
+                for b in range(batch.n):
+                    item = batch.row_item[b]
+                    if item.on_text is not None:
+                        delta = self._delta(item, batch.tokens(b))
+                        if delta:
+                            _call(item.on_text, delta)
+
+    def _delta(self, item: _Item, ids: list[int]) -> str:
+        """The text that ``ids`` adds since the last call, in whole characters (TGI's incremental decode)."""
+        decode = self.engine.tokenizer.decode
+        prefix, read = item.decoded
+        before = decode(ids[prefix:read], skip_special_tokens=True)
+        now = decode(ids[prefix:], skip_special_tokens=True)
+        if len(now) > len(before) and not now.endswith("\ufffd"):
+            item.decoded = (read, len(ids))
+            return now[len(before):]
+        return ""
+
+
+def _encode(tokenizer, prompt: Prompt) -> list[int]:
+    if isinstance(prompt, str):
+        return tokenizer(prompt)["input_ids"]
+    text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _call(callback, value) -> None:
+    """A callback of the server's: its failure must not stop the decode loop of every other request."""
+    if callback is None:
+        return
+    with contextlib.suppress(Exception):
+        callback(value)
 
 
 def _advance(bar, amount: float) -> None:

@@ -1,25 +1,38 @@
 """The vLLM backend, for users with a GPU: the same ``generate`` as every engine, on ``vllm.LLM``.
 
-Imported only by ``load_engine(..., backend="vllm")``, so redline never needs vLLM to import.
+Imported only by ``load_engine(..., backend="vllm")``, and vLLM itself only inside ``load``, so
+redline never needs vLLM to import. Checked against vLLM's current sources (``entrypoints/llm.py``,
+``inputs``, ``sampling_params.py``, ``lora/request.py``, ``config/lora.py``), its offline API:
+``LLM(model, dtype=..., enable_lora=..., max_lora_rank=...)``, ``LLM.generate(prompts, sampling_params,
+*, use_tqdm, lora_request)`` with ``TokensPrompt``-style ``{"prompt_token_ids": [...]}`` prompts and one
+``SamplingParams`` per prompt, ``LoRARequest(lora_name, lora_int_id, lora_path)``, and each
+``RequestOutput.outputs[0]`` giving ``text``, ``token_ids`` and ``finish_reason``.
 
-Prompts are tokenized here, by the same rules as the transformers engine (raw text as the tokenizer
-does by default, messages through the tokenizer's chat template with the generation prompt), and
-handed to ``LLM.generate`` as token ids: both backends then see the same tokens, and ``prompt_tokens``
-means the same thing. (``LLM.chat`` would apply the same template; going through ids keeps one path
-for both kinds of prompt.) Each item gets its own ``vllm.SamplingParams`` with its own ``seed``: vLLM
-then samples that request from its own generator, so a completion is reproducible from its seed in any
+Prompts are tokenized here, with redline's tokenizer and by the same rules as the transformers engine
+(raw text as the tokenizer does by default, messages through the chat template with the generation
+prompt), and handed to vLLM as token ids: both backends see the same tokens, and ``prompt_tokens``
+means the same thing. Each item gets its own ``SamplingParams`` with its own ``seed``: vLLM then
+samples that request from its own generator, so a completion is reproducible from its seed in any
 batch; vLLM's kernels are not batch-invariant by default, so equal seeds can still differ by a
-near-tie token across batch compositions. ``Completion.seconds`` is the whole call's wall time: vLLM
-runs all items together.
+near-tie token across batch compositions. vLLM raises a temperature below 0.01 to 0.01 (0 stays
+greedy). ``Completion.seconds`` is the whole call's wall time: vLLM runs all items together.
+
+A LoRA run folder is served unmerged: its base model is loaded with ``enable_lora`` and every request
+carries a ``LoRARequest`` for the adapter (vLLM allows ranks 8, 16, 32, 64, 128, 256, 320 and 512
+as ``max_lora_rank``; the smallest that holds the adapter's rank is asked for).
 """
 
 from __future__ import annotations
 
+import json
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 from redline import RedlineError
 from redline.generation import Completion, GenerationStats, Prompt, SamplingParams, item_seeds
+
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # vllm.config.lora.MaxLoRARanks (1 too since 2025)
 
 
 def vllm_sampling_kwargs(params: SamplingParams, seed: int) -> dict[str, Any]:
@@ -36,28 +49,84 @@ def vllm_sampling_kwargs(params: SamplingParams, seed: int) -> dict[str, Any]:
     )
 
 
-class VLLMEngine:
-    """An ``Engine`` over ``vllm.LLM`` (see module doc)."""
+def vllm_load_kwargs(path: str, dtype: str, options: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """The ``vllm.LLM`` arguments for a resolved model path, and the adapter folder to request per
+    prompt (None for a full model). ``options`` (any ``vllm.LLM`` argument) win over ours."""
+    from redline.models import resolve, run_info
 
-    def __init__(self, llm):
+    info = run_info(path)
+    if not info.get("adapter"):
+        return {"model": path, "dtype": dtype, "trust_remote_code": False, **options}, None
+    config_file = Path(path) / "adapter_config.json"
+    try:
+        adapter = json.loads(config_file.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise RedlineError(f"{config_file}: cannot read the LoRA adapter's config ({e})") from e
+    if adapter.get("modules_to_save"):
+        raise RedlineError(
+            f"{config_file}: modules_to_save {adapter['modules_to_save']} are trained whole, which vLLM's LoRA "
+            "does not load; merge the adapter into its base model to serve it with vLLM"
+        )
+    rank = int(adapter.get("r", 0))
+    fits = [r for r in VLLM_LORA_RANKS if r >= rank]
+    if not fits:
+        raise RedlineError(f"{config_file}: field r: LoRA rank {rank} is above vLLM's largest, {VLLM_LORA_RANKS[-1]}")
+    kwargs = {
+        "model": resolve(info["base_model"]),
+        "dtype": dtype,
+        "trust_remote_code": False,
+        "enable_lora": True,
+        "max_lora_rank": fits[0],
+        **options,
+    }
+    return kwargs, path
+
+
+def completion_from_output(output, prompt_tokens: int, seed: int, seconds: float) -> Completion:
+    """A ``Completion`` from one ``vllm.RequestOutput`` (its single sample)."""
+    o = output.outputs[0]
+    if o.finish_reason not in ("stop", "length"):
+        raise RedlineError(f"vLLM ended a request with finish_reason {o.finish_reason!r} (expected 'stop' or 'length')")
+    return Completion(
+        text=o.text,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=len(o.token_ids),
+        finish_reason=o.finish_reason,
+        seconds=seconds,
+        seed=seed,
+        token_ids=list(o.token_ids),
+    )
+
+
+class VLLMEngine:
+    """An ``Engine`` over ``vllm.LLM`` (see module doc).
+
+    ``sampling_params`` is the class each item's settings are built with (``vllm.SamplingParams``) and
+    ``lora_request`` what every request carries (a ``vllm.lora.request.LoRARequest``, or None): ``load``
+    passes vLLM's, tests pass stand-ins, so everything but vLLM itself is tested without it.
+    """
+
+    def __init__(self, llm, tokenizer, sampling_params: Callable[..., Any], lora_request=None):
         self.llm = llm
-        self.tokenizer = llm.get_tokenizer()
+        self.tokenizer = tokenizer
+        self.sampling_params = sampling_params
+        self.lora_request = lora_request
         self.last_stats = GenerationStats()
 
     @classmethod
     def load(cls, model: str, dtype: str = "float32", device: str = "auto", **options) -> "VLLMEngine":
-        from redline.models import resolve, run_info
+        from redline.models import load_tokenizer, resolve
 
         if device not in ("auto", "cuda"):
             raise RedlineError(f"the vllm backend runs on a GPU; device {device!r} is not supported (use backend='transformers')")
-        path = resolve(model)
-        if run_info(path).get("adapter"):
-            raise RedlineError(f"{model} is a LoRA adapter; merge it into its base model to serve it with vLLM")
+        kwargs, adapter = vllm_load_kwargs(resolve(model), dtype, options)
         try:
             import vllm
+            from vllm.lora.request import LoRARequest
         except ImportError as e:
             raise RedlineError("backend='vllm' needs vLLM on a machine with a GPU: pip install 'redline[vllm]'") from e
-        return cls(vllm.LLM(model=path, dtype=dtype, trust_remote_code=False, **options))
+        lora = LoRARequest("redline-adapter", 1, adapter) if adapter else None
+        return cls(vllm.LLM(**kwargs), load_tokenizer(model), vllm.SamplingParams, lora)
 
     def encode(self, prompt: Prompt) -> list[int]:
         if isinstance(prompt, str):
@@ -72,31 +141,21 @@ class VLLMEngine:
         seeds: list[int] | None = None,
         progress: bool = True,
     ) -> list[Completion]:
-        import vllm
-
         start = time.perf_counter()
         seeds = item_seeds(len(prompts), params, seeds)
         if not prompts:
             self.last_stats = GenerationStats()
             return []
         requests = [{"prompt_token_ids": self.encode(p)} for p in prompts]
-        sampling = [vllm.SamplingParams(**vllm_sampling_kwargs(params, s)) for s in seeds]
-        outputs = self.llm.generate(requests, sampling, use_tqdm=progress)
+        sampling = [self.sampling_params(**vllm_sampling_kwargs(params, s)) for s in seeds]
+        outputs = self.llm.generate(requests, sampling, use_tqdm=progress, lora_request=self.lora_request)
+        if len(outputs) != len(requests):
+            raise RedlineError(f"vLLM returned {len(outputs)} outputs for {len(requests)} prompts")
         seconds = time.perf_counter() - start
-        out = []
-        for request, result, seed in zip(requests, outputs, seeds):
-            o = result.outputs[0]
-            out.append(
-                Completion(
-                    text=o.text,
-                    prompt_tokens=len(request["prompt_token_ids"]),
-                    completion_tokens=len(o.token_ids),
-                    finish_reason="length" if o.finish_reason == "length" else "stop",
-                    seconds=seconds,
-                    seed=seed,
-                    token_ids=list(o.token_ids),
-                )
-            )
+        out = [
+            completion_from_output(result, len(request["prompt_token_ids"]), seed, seconds)
+            for request, result, seed in zip(requests, outputs, seeds)
+        ]
         self.last_stats = GenerationStats(
             items=len(out),
             prompt_tokens=sum(c.prompt_tokens for c in out),

@@ -12,6 +12,8 @@ hand in tests/test_ops_rl.py; ``train/ppo.py`` composes them and never re-derive
 - ``kl_penalized_rewards``: InstructGPT's per-token reward, −β·k1 on every token plus the reward
   model's score on the last one;
 - ``gae``: generalised advantage estimation (Schulman et al. 2016, arXiv 1506.02438);
+- ``rloo_advantages``: REINFORCE leave-one-out (Kool et al. 2019; Ahmadian et al. 2024, arXiv
+  2402.14740): K samples per prompt, each one's baseline the mean reward of the other K − 1;
 - ``masked_mean``, ``masked_var``, ``masked_whiten``: statistics over real tokens only;
 - ``clipped_policy_loss``, ``clipped_value_loss``: PPO's objectives (Schulman et al. 2017,
   arXiv 1707.06347), with the clip fractions that show how far an update moved;
@@ -110,6 +112,19 @@ def gae(
         advantages[:, t] = running
     advantages = advantages * mask
     return advantages, (advantages + values) * mask
+
+
+def rloo_advantages(rewards: torch.Tensor, k: int) -> torch.Tensor:
+    """REINFORCE leave-one-out: each sample's reward less the mean reward of the other samples of its prompt.
+
+    ``rewards`` (B,) holds B/k consecutive groups of k samples of one prompt each; returns (B,)
+    advantages A_i = R_i − 1/(k−1)·Σ_{j≠i} R_j = k/(k−1)·(R_i − mean of the group). Needs k ≥ 2.
+    """
+    if k < 2 or rewards.shape[0] % k:
+        raise ValueError(f"RLOO needs groups of k >= 2 samples that fill the batch; got k={k} for {rewards.shape[0]}")
+    groups = rewards.view(-1, k)
+    baseline = (groups.sum(dim=1, keepdim=True) - groups) / (k - 1)
+    return (groups - baseline).reshape(-1)
 
 
 def clipped_policy_loss(

@@ -45,8 +45,9 @@ file. Without it every stage reads all of ``--data``: split the file yourself, o
 ``--rl-data`` for RL prompts of their own.
 
 Deviations from the paper:
-  1. Sizes for a CPU: 4 PPO iterations per round of 8 episodes, 64 new tokens, LoRA (see PPOConfig's
-     deviations, which all apply). The paper's scale is not in reach.
+  1. Sizes for a CPU: 4 PPO iterations per round, LoRA; every other RL setting is ``RLSettings``,
+     shared with `train ppo` (its flags, defaults and deviations from InstructGPT all apply, RLOO
+     included). The paper's scale is not in reach.
   2. Round 1's references come from BASE, the policy PIT SFT starts from (the paper: "the ordinary
      RLHF policy"); pass a PPO run as ``--policy`` to match the paper exactly.
   3. Round 0 uses both references of a pair as separate episodes (the paper: "y_l and y_w"; the mix
@@ -63,11 +64,12 @@ import gc
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from redline import RedlineError
+from redline.train.ppo import RLSettings
 
 MANIFEST = "pit.json"
 REFERENCES = "references.jsonl"
@@ -76,17 +78,17 @@ POLICY_KINDS = ("pit", "pit-sft")
 
 
 @dataclass
-class PITConfig:
-    """`redline train pit`: the models, the data, the stages, then each stage's knobs. Defaults fit a CPU."""
+class PITConfig(RLSettings):
+    """`redline train pit`: the RL knobs of RLSettings (every `train ppo` RL flag, for each round), then the
+    models, the data, the stages and the PIT SFT knobs. Defaults fit a CPU."""
 
+    # --- RL settings whose default differs from PPO's: PIT's prompts hold a reference answer too
+    iterations: int = field(default=4, metadata={"min": 1, "result": False, "help": "PPO iterations per round"})
+    max_prompt_length: int = field(default=512, metadata={"help": "tokens per RL prompt (template, request and reference)"})
+    reward_max_length: int = field(default=768, metadata={"help": "tokens the gap model reads per (prompt, reference, response)"})
     # --- models
     policy: str = field(default="", metadata={"required": True, "help": "BASE: the policy PIT SFT starts from (an SFT or PPO run, or any causal LM); round 1's references are its samples"})
     gap_reward: str = field(default="", metadata={"required": True, "help": "the reward-gap model (redline train gap-reward): the RL reward, and the value model's start"})
-    lora: bool = field(default=True, metadata={"help": "LoRA adapters for SFT and RL (False: all weights)"})
-    lora_r: int = field(default=16, metadata={"min": 1, "max": 4096, "help": "LoRA rank"})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator"})
-    dtype: str = field(default="float32", metadata={"help": "weights dtype"})
-    device: str = field(default="auto", metadata={"result": False, "help": "cpu, cuda or auto"})
     # --- data
     data: str = field(default="", metadata={"required": True, "help": "preference records (prompt, chosen, rejected)"})
     rl_data: str | None = field(default=None, metadata={"help": "preference records for RL (default: --data, or its RL third)"})
@@ -105,25 +107,7 @@ class PITConfig:
     # --- round 1's references
     reference_temperature: float = field(default=0.7, metadata={"help": "sampling temperature of BASE's references"})
     reference_max_new_tokens: int = field(default=256, metadata={"help": "tokens per reference"})
-    # --- RL, each round
-    iterations: int = field(default=4, metadata={"help": "PPO iterations per round"})
-    batch_size: int = field(default=8, metadata={"help": "episodes per PPO iteration"})
-    minibatch_size: int = field(default=4, metadata={"help": "episodes per optimizer step"})
-    micro_batch_size: int = field(default=4, metadata={"help": "sequences per forward pass"})
-    max_new_tokens: int = field(default=64, metadata={"help": "tokens per RL response"})
-    temperature: float = field(default=1.0, metadata={"help": "rollout sampling temperature"})
-    beta: float = field(default=0.02, metadata={"help": "per-token KL penalty toward PIT SFT"})
-    learning_rate: float | None = field(default=None, metadata={"help": "policy lr (default: PPOConfig's)"})
-    value_learning_rate: float | None = field(default=None, metadata={"help": "value lr (default: PPOConfig's)"})
-    ppo_epochs: int = field(default=1, metadata={"help": "passes over each iteration's episodes"})
-    warmup_iterations: int = field(default=1, metadata={"help": "linear lr warm-up, in iterations"})
-    max_prompt_length: int = field(default=512, metadata={"help": "tokens per RL prompt (template, request and reference)"})
-    truncate_prompts: bool = field(default=False, metadata={"help": "cut longer RL prompts (from the start of the user turn) instead of refusing them"})
-    reward_max_length: int = field(default=768, metadata={"help": "tokens the gap model reads per (prompt, reference, response)"})
-    shared_reference: bool = field(default=True, metadata={"help": "LoRA: round 0's KL reference is the policy with its adapter off and the gap model the value model with its adapter off"})
-    save_every: int = field(default=2, metadata={"min": 1, "result": False, "help": "PPO checkpoint every N iterations"})
-    # --- bookkeeping
-    seed: int = field(default=0, metadata={"help": "random seed of every stage"})
+    # --- PIT SFT bookkeeping
     logging_steps: int = field(default=5, metadata={"min": 1, "result": False, "help": "PIT SFT: log every N steps"})
     save_steps: int = field(default=50, metadata={"min": 1, "result": False, "help": "PIT SFT: checkpoint every N steps"})
 
@@ -149,18 +133,12 @@ class PITConfig:
                            save_steps=self.save_steps)
 
     def ppo_config(self, start: str, prompts: str):
-        """The PPOConfig of one round: the policy starts from ``start``; the gap model is PPO's reward."""
+        """The PPOConfig of one round: every RLSettings field as given, the policy starting from ``start``,
+        the gap model as PPO's reward, no pretraining mix."""
         from redline.train.ppo import PPOConfig
 
-        return PPOConfig(policy=start, reward=self.gap_reward, lora=self.lora, lora_r=self.lora_r, lora_alpha=self.lora_alpha,
-                         shared_reference=self.shared_reference, dtype=self.dtype, device=self.device, prompts=prompts,
-                         max_prompt_length=self.max_prompt_length, truncate_prompts=self.truncate_prompts,
-                         ptx_coef=0.0, iterations=self.iterations, batch_size=self.batch_size,
-                         max_new_tokens=self.max_new_tokens, temperature=self.temperature, beta=self.beta,
-                         reward_max_length=self.reward_max_length, ppo_epochs=self.ppo_epochs,
-                         minibatch_size=self.minibatch_size, micro_batch_size=self.micro_batch_size,
-                         learning_rate=self.learning_rate, value_learning_rate=self.value_learning_rate,
-                         warmup_iterations=self.warmup_iterations, seed=self.seed, save_every=self.save_every)
+        rl = {f.name: getattr(self, f.name) for f in fields(RLSettings)}
+        return PPOConfig(**rl, policy=start, reward=self.gap_reward, prompts=prompts, ptx_coef=0.0)
 
 
 # ----------------------------------------------------------------------------- data
@@ -269,15 +247,13 @@ def run_round(config: PITConfig, start: str, sft: str, records: list[dict], out:
 
     ppo = config.ppo_config(start, prompts=source)
     device = str(PartialState(cpu=on_cpu(config.device)).device)
-    policy, reference, value, reward_model, tokenizer = load_ppo_models(ppo, device)
+    models = load_ppo_models(ppo, device)
     if start != sft:  # the KL anchor stays PIT SFT after round 0
-        del reference
-        reference = load_causal_lm(sft, config.dtype, device, merge_lora=True).requires_grad_(False)  # eval mode already
-    shared = reward_model is None
-    reward_fn = gap_reward(value if shared else reward_model, tokenizer, config.reward_max_length, adapter_off=shared)
-    metrics = run_ppo(ppo, policy, reference, value, tokenizer, records, reward_fn, build_prompt, out, kind="pit",
-                      data=[source, config.gap_reward])
-    del policy, reference, value, reward_model
+        models.reference = load_causal_lm(sft, config.dtype, device, merge_lora=True).requires_grad_(False)  # eval mode already
+    scorer, adapter_off = models.scorer()
+    reward_fn = gap_reward(scorer, models.tokenizer, config.reward_max_length, adapter_off=adapter_off)
+    metrics = run_ppo(ppo, models, records, reward_fn, build_prompt, out, kind="pit", data=[source, config.gap_reward])
+    del models
     gc.collect()
     return metrics
 

@@ -13,41 +13,52 @@ Adam with β = (0.9, 0.95), a constant learning rate after a 10-iteration warm-u
 8 pretraining examples per RL episode with γ_ptx = 27.8 ("PPO" is γ_ptx = 0).
 
     redline train ppo --policy runs/sft --reward runs/rm --prompts prompts.jsonl --out runs/ppo \\
-        [--ptx-data demonstrations.jsonl --ptx-coef 27.8]
+        [--ptx-data demonstrations.jsonl --ptx-coef 27.8] [--advantage rloo --rloo-k 4]
 
 One implementation serves every RL method here: ``run_ppo`` takes a reward function
 ``(prompts, responses, records) -> list[float]`` and a prompt builder ``(record) -> messages``.
 ``train_ppo`` (the command) builds InstructGPT's reward function from a reward model (or, with
 ``--score oracle`` on simulated data, takes the oracle's quality: PPO with a perfect reward model, to
 tell a weak reward model from a weak PPO); PIT passes a reward-gap function and prompts built from
-(x, y_ref), and the loop is the same.
+(x, y_ref), and the loop is the same. Both read their RL knobs from one dataclass, ``RLSettings``.
 
-``run_ppo``, one iteration in seven steps (the same numbers mark the code):
+``run_ppo``, one iteration in seven steps (each a function of this file, called in this order):
 
-1. Rollout: the iteration's prompts, built by ``build_prompt``, sampled from the *current* policy
-   through redline's transformers engine wrapped around the live model (temperature 1).
-2. Score: ``reward_fn`` scores each whole response.
-3. Evaluate, without gradients: log π_old and the entropy from the policy, log π_SFT from the
+1. ``rollout``: the iteration's prompts (each K times with ``--advantage rloo``), built by
+   ``build_prompt``, sampled from the *current* policy through redline's transformers engine
+   wrapped around the live model.
+2. ``score``: ``reward_fn`` scores each whole response.
+3. ``evaluate``, without gradients: log π_old and the entropy from the policy, log π_SFT from the
    reference (the policy with its LoRA adapter off, or a frozen copy), V_old from the value model.
-4. Rewards and advantages: −β·k1 per token plus the score on the last token; GAE; whitening.
-5. Update, for each PPO epoch and minibatch: the clipped policy loss plus γ_ptx times the LM loss on
-   pretraining texts (one Adam step), the clipped value loss (another); the EMA follows the policy.
+4. ``advantages``: −β·k1 per token plus the score on the last token; then GAE over the tokens
+   (``--advantage gae``) or REINFORCE leave-one-out over each prompt's K episodes (``rloo``: each
+   episode's baseline is the mean KL-penalised reward of the prompt's other K − 1, no value model);
+   whitening.
+5. ``update``, for each PPO epoch and minibatch: the clipped policy loss plus γ_ptx times the LM
+   loss on pretraining texts (one Adam step), the clipped value loss (another, GAE only); the EMA
+   follows the policy. During the value warm-up only the value model learns.
 6. KL controller: with ``--adaptive-kl``, β moves toward the KL target (Ziegler et al. 2019).
 7. Log the iteration (RUN/ppo_log.jsonl, and TensorBoard/W&B with ``--report-to``); checkpoint
    every ``save_every`` iterations.
 
-The maths (GAE, whitening, KL estimates, the clipped losses, entropy) are the pure functions of
-``redline.ops.rl``, tested by hand.
+The maths (GAE, RLOO, whitening, KL estimates, the clipped losses, entropy) are the pure functions
+of ``redline.ops.rl``, tested by hand.
 
-Deviations from the paper:
-  1. Sizes for a CPU: 16 episodes per iteration, minibatches of 8, 64 new tokens, LoRA adapters on
-     the policy and on the value model. ``--batch-size 512 --minibatch-size 64`` are the paper's.
+Deviations from the paper (each setting is a flag; the paper's value is in its help):
+  1. Sizes for a CPU: 16 episodes per iteration, minibatches of 4, LoRA adapters on the policy and
+     on the value model. ``--batch-size 512 --minibatch-size 64`` are the paper's: 8 optimizer
+     steps per iteration, as here (4 minibatches × 2 epochs).
   2. One pretraining text per episode by default (the paper: 8), since each costs an LM forward and
      backward; ``--ptx-ratio 8`` is the paper's. The paper mixed GPT-3's pretraining data; here
      ``--ptx-data`` is any text (``{"text": ...}``) or demonstrations (prompt + response, chat-formatted).
   3. The EMA is off by default (``--ema-decay 0.992`` is the paper's): over a few dozen iterations an
      EMA that slow stays close to the SFT weights. When on, the saved policy is the EMA.
-  4. λ = 0.95: the paper states γ = 1 for GAE but not λ.
+  4. λ = 1 (``--lam``): the paper states "no discount" (γ = 1) and not λ; we read it as λ = 1 too,
+     so every token's advantage is the episode's return less its value. At λ = 0.95, with a value
+     head that starts from the reward model, the final score's weight on the first quarter of a
+     96-token answer was 0.03 and the value head's step-to-step noise exceeded the score's spread:
+     the correlation of a token's advantage with its episode's centred score was 0.11–0.20 at
+     λ 0.95 and 0.37–0.68 at λ 1 on the same rollouts (issue 15's audit).
   5. β can follow Ziegler et al.'s adaptive controller (``--adaptive-kl``); the paper kept it fixed.
   6. No dropout: policy and value stay in eval mode, so the rollout's log-probs and the update's come
      from the same function (TRL does the same).
@@ -60,6 +71,22 @@ Deviations from the paper:
      warm-up, 12 iterations left the embedded model's policy where it started (KL 0.01 nats per
      episode); at 2e-4 it moved (KL ~1 nat by iteration 10; RESULTS "InstructGPT").
   9. Advantages are whitened over each process's own episodes (no gather across processes).
+ 10. Rollouts sample at temperature 0.7 (the paper: 1, ``--temperature 1``); log-probs are taken
+     at the same temperature, so the policy trained is the one that samples. At 1 the embedded
+     model's rollouts ran at 1.7–3.3 nats of entropy per token: noise, not exploration.
+ 11. 256 new tokens per response (the paper does not state its cap). The simulated instructions ask
+     for up to 250 words and check closing phrases and P.S. at the end; at 96 tokens 63–81% of
+     rollouts were cut, so those instructions could never be met.
+ 12. 2 PPO epochs of 4 minibatches (the paper: 1 epoch, ``--ppo-epochs 1``): with 1 epoch of 2
+     minibatches the clip fraction stayed 0 and the approximate KL per update 5e-5–1e-4; the policy
+     barely moved. An update's cost grows with the epochs, not the minibatches, so the 8 steps come
+     mostly from smaller minibatches.
+ 13. A value warm-up of 1 iteration (the paper: none, ``--value-warmup-iterations 0``): the value
+     head learns the policy's returns from one rollout before its advantages steer the policy; the
+     policy's lr warm-up starts after it.
+ 14. ``--advantage rloo`` is not in the paper: REINFORCE leave-one-out (Ahmadian et al. 2024,
+     arXiv 2402.14740) with the PPO clip, K = ``--rloo-k`` samples per prompt, whitened over the
+     episodes; no value model is trained, so a weak value head cannot be the limit.
 
 What a run folder holds::
 
@@ -68,7 +95,7 @@ What a run folder holds::
     RUN/rollouts.jsonl           every episode: iteration, prompt, response, score, KL, tokens
     RUN/ppo_curve.png            score, KL and response length against the iteration
     RUN/adapter_model.safetensors  the policy (or model.safetensors), tokenizer, README.md, redline.json
-    RUN/value/                   the value model
+    RUN/value/                   the value model (GAE only)
     RUN/checkpoints/iter-NNNNNN/ trainable weights, optimizer and RNG states, β, iteration; a rerun
                                  of the same command resumes from the last one as if never stopped
 """
@@ -100,15 +127,17 @@ ROLLOUTS = "rollouts.jsonl"
 CURVE = "ppo_curve.png"
 CHECKPOINTS = "checkpoints"
 KEEP_CHECKPOINTS = 2
+ADVANTAGES = ("gae", "rloo")
 
 
 @dataclass
-class PPOConfig:
-    """`redline train ppo`: the models, the data, then the RL knobs. Defaults fit the embedded model on a CPU."""
+class RLSettings:
+    """The RL knobs `train ppo` and `train pit` share: a field added here is a flag of both commands.
+
+    Defaults fit the embedded 135M model on a CPU; each help text gives the paper's value.
+    """
 
     # --- models
-    policy: str = field(default="", metadata={"required": True, "help": "the SFT run (or any causal LM) to start from; also the frozen reference"})
-    reward: str = field(default="", metadata={"required": True, "help": "the reward-model run (redline train reward); the value model starts from it"})
     lora: bool = field(default=True, metadata={"help": "train LoRA adapters on policy and value (False: all weights)"})
     lora_r: int = field(default=16, metadata={"min": 1, "max": 4096, "help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator"})
@@ -119,46 +148,44 @@ class PPOConfig:
     device: str = field(default="auto", metadata={"result": False, "help": "cpu, cuda or auto (accelerate places the models)"})
     threads: int | None = field(default=None, metadata={"min": 1, "result": False, 
         "help": "torch CPU threads (default: torch's choice; 1 can be much faster on a busy machine)"})
-    # --- prompts and pretraining texts
-    prompts: str = field(default="", metadata={"required": True, "help": "records with a `prompt` field (any kind): the RL prompts"})
-    limit: int | None = field(default=None, metadata={"min": 1, "help": "use the first N prompt records"})
-    skip_invalid: bool = field(default=False, metadata={"help": "skip bad prompt records instead of stopping"})
+    # --- prompts
     max_prompt_length: int = field(default=256, metadata={"help": "tokens per prompt (chat template included)"})
     truncate_prompts: bool = field(default=False, metadata={
         "help": "cut longer prompts to their last max_prompt_length tokens (counted) instead of refusing them"})
-    ptx_data: str | None = field(default=None, metadata={"help": "pretraining-mix texts: {\"text\"} or demonstration records"})
-    ptx_coef: float = field(default=27.8, metadata={"help": "γ_ptx, the LM loss's weight (the paper's 27.8; 0 = plain PPO)"})
-    ptx_ratio: float = field(default=1.0, metadata={"help": "pretraining texts per RL episode (the paper: 8)"})
-    ptx_max_length: int = field(default=256, metadata={"help": "tokens per pretraining text; longer ones are cut"})
     # --- rollouts and reward
     iterations: int = field(default=20, metadata={"min": 1, "result": False, "help": "PPO iterations (rollout + update)"})
-    batch_size: int = field(default=16, metadata={"help": "episodes (prompts) per iteration, all processes together (the paper: 512)"})
-    max_new_tokens: int = field(default=64, metadata={"help": "tokens per response"})
-    temperature: float = field(default=1.0, metadata={"help": "rollout sampling temperature (the paper: 1)"})
-    top_p: float = field(default=1.0, metadata={"help": "rollout nucleus sampling"})
+    batch_size: int = field(default=16, metadata={"help": "episodes per iteration, all processes together (the paper: 512)"})
+    max_new_tokens: int = field(default=256, metadata={
+        "help": "tokens per response (the paper: not stated); the simulated instructions ask for up to 250 words"})
+    temperature: float = field(default=0.7, metadata={"help": "rollout sampling temperature (the paper: 1)"})
+    top_p: float = field(default=1.0, metadata={"help": "rollout nucleus sampling (the paper: 1)"})
     beta: float = field(default=0.02, metadata={"help": "per-token KL penalty coefficient (the paper: 0.02)"})
-    adaptive_kl: bool = field(default=False, metadata={"help": "drive beta toward kl_target (Ziegler et al. 2019)"})
+    adaptive_kl: bool = field(default=False, metadata={"help": "drive beta toward kl_target (Ziegler et al. 2019; the paper: fixed)"})
     kl_target: float = field(default=6.0, metadata={"help": "adaptive KL: target KL per episode, in nats"})
     kl_horizon: int = field(default=10000, metadata={"help": "adaptive KL: episodes over which beta adapts"})
     reward_max_length: int = field(default=512, metadata={"help": "tokens per (prompt, response) the reward model reads"})
-    score: str = field(default="reward-model", metadata={
-        "help": "the reward: reward-model (the --reward run's score) or oracle (simulated data only: the oracle's "
-                "quality of the response, a diagnostic of PPO with a perfect reward model; the value model "
-                "still starts from --reward)"})
+    # --- advantages
+    advantage: str = field(default="gae", metadata={
+        "choices": ADVANTAGES, "help": "gae (a value model, the paper's) or rloo (REINFORCE leave-one-out: --rloo-k samples per prompt, each "
+                "one's baseline the mean score of the others; no value model)"})
+    rloo_k: int = field(default=4, metadata={"help": "rloo: samples per prompt (at least 2; --batch-size must be a multiple)"})
+    gamma: float = field(default=1.0, metadata={"help": "GAE discount (the paper: 1, no discount)"})
+    lam: float = field(default=1.0, metadata={
+        "help": "GAE λ (the paper: not stated; 1 is its no-discount reading; 0.95 starved early tokens of the score)"})
+    whiten_advantages: bool = field(default=True, metadata={"help": "scale advantages to mean 0, variance 1"})
     # --- PPO
-    ppo_epochs: int = field(default=1, metadata={"help": "passes over each iteration's episodes (the paper: 1)"})
-    minibatch_size: int = field(default=8, metadata={"help": "episodes per optimizer step, all processes together (the paper: 64)"})
+    ppo_epochs: int = field(default=2, metadata={"help": "passes over each iteration's episodes (the paper: 1)"})
+    minibatch_size: int = field(default=4, metadata={"help": "episodes per optimizer step, all processes together (the paper: 64 of 512)"})
     micro_batch_size: int = field(default=4, metadata={"help": "sequences per forward pass (gradients accumulate)"})
     clip_range: float = field(default=0.2, metadata={"help": "PPO ratio clip ε (the paper: 0.2)"})
     value_clip: float = field(default=0.2, metadata={"help": "value clip around the rollout's values"})
-    gamma: float = field(default=1.0, metadata={"help": "GAE discount (the paper: 1, no discount)"})
-    lam: float = field(default=0.95, metadata={"help": "GAE λ"})
-    whiten_advantages: bool = field(default=True, metadata={"help": "scale advantages to mean 0, variance 1"})
     learning_rate: float | None = field(default=None, metadata={"help": "policy lr (default: 2e-4 LoRA, 1e-6 full)"})
     value_learning_rate: float | None = field(default=None, metadata={"help": "value lr (default: 1e-4 LoRA, 5e-6 full)"})
     adam_beta1: float = field(default=0.9, metadata={"help": "Adam β1 (the paper: 0.9)"})
     adam_beta2: float = field(default=0.95, metadata={"help": "Adam β2 (the paper: 0.95)"})
-    warmup_iterations: int = field(default=1, metadata={"help": "linear lr warm-up, in iterations (the paper: 10)"})
+    warmup_iterations: int = field(default=1, metadata={"help": "linear policy lr warm-up, in iterations (the paper: 10)"})
+    value_warmup_iterations: int = field(default=1, metadata={
+        "help": "gae: iterations at the start in which only the value model learns (the paper: 0)"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping (0 = off)"})
     ema_decay: float | None = field(default=None, metadata={"help": "EMA of the policy weights, saved as the final policy (the paper: 0.992)"})
     # --- bookkeeping
@@ -172,6 +199,10 @@ class PPOConfig:
     def value_lr(self) -> float:
         return self.value_learning_rate if self.value_learning_rate is not None else (1e-4 if self.lora else 5e-6)
 
+    def group_size(self) -> int:
+        """Episodes per prompt in one iteration: K for RLOO, 1 for GAE."""
+        return self.rloo_k if self.advantage == "rloo" else 1
+
     def check(self) -> None:
         """Settings that cannot work, refused before anything loads."""
         positive = ("iterations", "batch_size", "max_new_tokens", "minibatch_size", "micro_batch_size",
@@ -182,15 +213,102 @@ class PPOConfig:
         if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
             raise RedlineError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         check_report_to(self.report_to)
+        if self.advantage not in ADVANTAGES:
+            raise RedlineError(f"--advantage must be gae or rloo, got {self.advantage!r}")
+        if self.advantage == "rloo":
+            if self.rloo_k < 2:
+                raise RedlineError(f"--advantage rloo needs at least 2 samples per prompt (--rloo-k), got {self.rloo_k}: "
+                                   "each sample's baseline is the mean score of the others")
+            if self.batch_size % self.rloo_k:
+                raise RedlineError(f"--batch-size {self.batch_size} is not a multiple of --rloo-k {self.rloo_k}")
+        if self.value_warmup_iterations < 0 or self.warmup_iterations < 0:
+            raise RedlineError("--warmup-iterations and --value-warmup-iterations cannot be negative")
+        if not 0 <= self.lam <= 1 or not 0 <= self.gamma <= 1:
+            raise RedlineError(f"--lam and --gamma must be in [0, 1], got {self.lam} and {self.gamma}")
+        if self.temperature <= 0:
+            raise RedlineError(f"--temperature must be above 0 for rollouts, got {self.temperature}")
+
+
+@dataclass
+class PPOConfig(RLSettings):
+    """`redline train ppo`: the models and the data, then the RL knobs of RLSettings."""
+
+    policy: str = field(default="", metadata={"required": True, "help": "the SFT run (or any causal LM) to start from; also the frozen reference"})
+    reward: str = field(default="", metadata={"required": True, "help": "the reward-model run (redline train reward); the value model starts from it"})
+    score: str = field(default="reward-model", metadata={
+        "help": "the reward: reward-model (the --reward run's score) or oracle (simulated data only: the oracle's "
+                "quality of the response, a diagnostic of PPO with a perfect reward model; the value model "
+                "still starts from --reward)"})
+    prompts: str = field(default="", metadata={"required": True, "help": "records with a `prompt` field (any kind): the RL prompts"})
+    limit: int | None = field(default=None, metadata={"min": 1, "help": "use the first N prompt records"})
+    skip_invalid: bool = field(default=False, metadata={"help": "skip bad prompt records instead of stopping"})
+    ptx_data: str | None = field(default=None, metadata={"help": "pretraining-mix texts: {\"text\"} or demonstration records"})
+    ptx_coef: float = field(default=27.8, metadata={"help": "γ_ptx, the LM loss's weight (the paper's 27.8; 0 = plain PPO)"})
+    ptx_ratio: float = field(default=1.0, metadata={"help": "pretraining texts per RL episode (the paper: 8)"})
+    ptx_max_length: int = field(default=256, metadata={"help": "tokens per pretraining text; longer ones are cut"})
+
+    def check(self) -> None:
+        super().check()
         if self.ptx_coef < 0 or self.ptx_ratio < 0:
             raise RedlineError("--ptx-coef and --ptx-ratio cannot be negative")
         if self.score not in ("reward-model", "oracle"):
             raise RedlineError(f"--score must be reward-model or oracle, got {self.score!r}")
 
 
+# ----------------------------------------------------------------------------- what the steps pass on
+
+
+@dataclass
+class PPOModels:
+    """What ``load_ppo_models`` gives ``run_ppo``; a None says which model stands in for another."""
+
+    policy: Any  # the causal LM that learns (a peft model with a LoRA adapter, or all weights trainable)
+    value: Any | None  # sequence-classification model read at every position as V(s_t); None with --advantage rloo
+    reference: Any | None  # frozen SFT policy; None when shared: the policy with its adapter off
+    reward_model: Any | None  # frozen reward model; None when the value model with its adapter off scores, or an oracle does
+    tokenizer: Any
+
+    @property
+    def shared_reference(self) -> bool:
+        return self.reference is None
+
+    def scorer(self) -> tuple[Any, bool]:
+        """(the model whose score is the reward, whether its LoRA adapter must be switched off to read it)."""
+        if self.reward_model is not None:
+            return self.reward_model, False
+        if self.value is None:
+            raise RedlineError("no reward model is loaded (the oracle scores this run)")
+        return self.value, True
+
+
+@dataclass
+class Samples:
+    """Step 1: this process's B episodes of an iteration, the prompt left-padded to Q tokens, the response right-padded to A."""
+
+    prompts: list[list[dict]]  # B chat prompts, as built by build_prompt
+    records: list[dict]  # B prompt records they came from
+    texts: list[str]  # B response texts
+    tokens: list[int]  # B response lengths, in tokens
+    truncated: list[bool]  # B: the response ran into max_new_tokens
+    query_ids: Any  # (B, Q) prompt tokens, left-padded with the pad id
+    query_mask: Any  # (B, Q) 1 on prompt tokens
+    response_ids: Any  # (B, A) sampled tokens (EOS included when generated), right-padded
+    response_mask: Any  # (B, A) 1 on response tokens
+
+
+@dataclass
+class Evaluation:
+    """Step 3: what the models say of the sampled tokens, without gradients."""
+
+    logprobs: Any  # (B, A) log π_old(a_t|s_t), the policy that sampled
+    ref_logprobs: Any  # (B, A) log π_SFT(a_t|s_t), the frozen reference
+    entropy: Any  # (B, A) H(π_old(·|s_t)), in nats
+    values: Any | None  # (B, A) V_old(s_t), the value before token t; None with --advantage rloo
+
+
 @dataclass
 class Rollout:
-    """One iteration's episodes, B of them: the prompt left-padded to Q tokens, the response right-padded to A."""
+    """Step 4: what the update learns from, B episodes; select() takes minibatches of rows."""
 
     query_ids: Any  # (B, Q) prompt tokens, left-padded with the pad id
     query_mask: Any  # (B, Q) 1 on prompt tokens
@@ -198,15 +316,70 @@ class Rollout:
     response_mask: Any  # (B, A) 1 on response tokens
     logprobs: Any  # (B, A) log π_old(a_t|s_t), the policy that sampled
     ref_logprobs: Any  # (B, A) log π_SFT(a_t|s_t), the frozen reference
-    values: Any  # (B, A) V_old(s_t), the value before token t
+    values: Any | None  # (B, A) V_old(s_t), the value before token t; None with --advantage rloo
     scores: Any  # (B,) the reward function's score of each whole response
     rewards: Any  # (B, A) −β·k1 on every token, plus the score on the last
-    advantages: Any  # (B, A) GAE advantages (whitened unless switched off)
-    returns: Any  # (B, A) value targets: GAE advantages before whitening + V_old
+    advantages: Any  # (B, A) GAE advantages, or each episode's RLOO advantage on all its tokens (whitened unless off)
+    returns: Any | None  # (B, A) value targets: GAE advantages before whitening + V_old; None with rloo
 
     def select(self, idx) -> "Rollout":
         """The episodes ``idx`` (a LongTensor of rows)."""
-        return Rollout(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
+        return Rollout(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[idx]
+                          for f in fields(self)})
+
+
+@dataclass
+class Learner:
+    """The live models and optimizers of a run, after accelerate's ``prepare``."""
+
+    accelerator: Any
+    policy: Any  # the policy itself: the engine samples from it, checkpoints read it
+    policy_model: Any  # the policy as accelerate wraps it (DDP across processes): the forward that trains
+    reference: Any | None  # frozen SFT policy, or None: the policy with its adapter off
+    value: Any | None  # the value model itself, or None (rloo)
+    values_model: Any | None  # TokenValues around it, as accelerate wraps it: per-token values that train
+    policy_opt: Any
+    value_opt: Any | None
+    ema: dict[str, Any] | None  # name -> EMA of a trainable policy weight, or None
+
+
+@dataclass
+class UpdateStats:
+    """Step 5's statistics: sums weighted by episodes (by texts for the LM loss), averaged by ``means``."""
+
+    policy_loss: float = 0.0  # clipped surrogate, mean over tokens
+    clipfrac: float = 0.0  # share of tokens where the clip bound
+    approx_kl: float = 0.0  # ½(log ρ)² over tokens: how far each step moved the policy
+    policy_weight: int = 0
+    value_loss: float = 0.0  # clipped value loss
+    value_clipfrac: float = 0.0
+    value_weight: int = 0
+    ptx_loss: float = 0.0  # LM loss on pretraining texts
+    ptx_weight: int = 0
+
+    def add_policy(self, loss: float, clipfrac: float, approx_kl: float, n: int) -> None:
+        self.policy_loss += loss * n
+        self.clipfrac += clipfrac * n
+        self.approx_kl += approx_kl * n
+        self.policy_weight += n
+
+    def add_value(self, loss: float, clipfrac: float, n: int) -> None:
+        self.value_loss += loss * n
+        self.value_clipfrac += clipfrac * n
+        self.value_weight += n
+
+    def add_ptx(self, loss: float, n: int) -> None:
+        self.ptx_loss += loss * n
+        self.ptx_weight += n
+
+    def means(self) -> dict[str, float | None]:
+        """Each statistic's mean, or None when nothing was measured (no policy step in the value warm-up ...)."""
+        def mean(total: float, weight: int) -> float | None:
+            return total / weight if weight else None
+
+        return {"policy_loss": mean(self.policy_loss, self.policy_weight), "clipfrac": mean(self.clipfrac, self.policy_weight),
+                "approx_kl": mean(self.approx_kl, self.policy_weight), "value_loss": mean(self.value_loss, self.value_weight),
+                "value_clipfrac": mean(self.value_clipfrac, self.value_weight), "ptx_loss": mean(self.ptx_loss, self.ptx_weight)}
 
 
 # ----------------------------------------------------------------------------- prompts and texts
@@ -291,12 +464,13 @@ def stream_indices(n: int, start: int, count: int, seed: int) -> list[int]:
 POLICY_ROLE = "a policy: --policy wants the SFT run (a causal language model)"
 
 
-def load_ppo_models(config: PPOConfig, device: str):
-    """(policy, reference, value, reward_model, tokenizer) as ``config`` asks.
+def load_ppo_models(config: PPOConfig, device: str) -> PPOModels:
+    """The models ``config`` asks for (see ``PPOModels``).
 
     The SFT policy is loaded as plain weights (a LoRA SFT run is merged) so the PPO adapter sits on
-    top of it and ``disable_adapter()`` gives the SFT policy back. ``reference`` and ``reward_model``
-    are None in shared mode: the policy and the value model with their adapters off stand in for them.
+    top of it and ``disable_adapter()`` gives the SFT policy back. With LoRA and a shared reference,
+    no second copy of the policy or the reward model is loaded. RLOO trains no value model: the
+    reward model is then loaded frozen (unless the oracle scores).
     """
     import torch
 
@@ -315,11 +489,15 @@ def load_ppo_models(config: PPOConfig, device: str):
     reference = None if shared else _frozen(load_causal_lm(config.policy, config.dtype, device, merge_lora=True))
     policy = add_lora(policy, lora) if config.lora else policy.requires_grad_(True)
 
-    value = load_reward_model(config.reward, config.dtype, device)
-    unused = shared or config.score == "oracle"  # the oracle scores; the reward model is only the value's start
-    reward_model = None if unused else _frozen(load_reward_model(config.reward, config.dtype, device))
-    value = add_lora(value, lora, task_type="SEQ_CLS") if config.lora else value.requires_grad_(True)
-    return policy, reference, value, reward_model, tokenizer
+    value = reward_model = None
+    if config.advantage == "gae":
+        value = load_reward_model(config.reward, config.dtype, device)
+    # the oracle scores on its own; otherwise the value model with its adapter off is the reward model when shared
+    if config.score != "oracle" and (value is None or not shared):
+        reward_model = _frozen(load_reward_model(config.reward, config.dtype, device))
+    if value is not None:
+        value = add_lora(value, lora, task_type="SEQ_CLS") if config.lora else value.requires_grad_(True)
+    return PPOModels(policy=policy, value=value, reference=reference, reward_model=reward_model, tokenizer=tokenizer)
 
 
 def _frozen(model):
@@ -434,11 +612,8 @@ def trainable(model) -> dict[str, Any]:
 
 
 def run_ppo(
-    config: PPOConfig,
-    policy,
-    reference,
-    value,
-    tokenizer,
+    config: RLSettings,
+    models: PPOModels,
     prompt_records: list[dict],
     reward_fn: RewardFn,
     build_prompt: PromptBuilder,
@@ -450,57 +625,47 @@ def run_ppo(
 ) -> dict[str, Any]:
     """PPO(-ptx), steps 1–7 of the module docstring, for ``config.iterations`` iterations; returns the metrics.
 
-    ``policy``: a causal LM; with ``reference=None`` a peft model whose ``disable_adapter()`` is the
-    reference policy. ``value``: a sequence-classification model whose score head is read at every
-    position. ``reward_fn(prompts, responses, records)`` scores whole responses; ``build_prompt(record)``
-    gives the messages the policy answers. Resumes from RUN/checkpoints; saves the final policy (card
-    ``kind``), RUN/value, RUN/ppo_log.jsonl and RUN/train_config.json.
+    ``models.policy``: a causal LM; with no ``models.reference`` a peft model whose
+    ``disable_adapter()`` is the reference policy. ``models.value``: a sequence-classification model
+    whose score head is read at every position (None for RLOO). ``reward_fn(prompts, responses,
+    records)`` scores whole responses; ``build_prompt(record)`` gives the messages the policy answers.
+    ``config``: a PPOConfig, or any RLSettings (PIT's rounds). Resumes from RUN/checkpoints; saves the
+    final policy (card ``kind``), RUN/value, RUN/ppo_log.jsonl and RUN/train_config.json.
     """
     import torch
-    from accelerate import Accelerator
 
-    from redline.generation import SamplingParams
     from redline.generation.transformers_engine import TransformersEngine
-    from redline.models import on_cpu
-    from redline.ops import rl
+    from redline.ops.rl import adaptive_kl_beta
 
     config.check()
     if config.threads:
         torch.set_num_threads(config.threads)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if reference is None and not hasattr(policy, "disable_adapter"):
+    if models.reference is None and not hasattr(models.policy, "disable_adapter"):
         raise RedlineError("a shared reference needs a LoRA policy (peft); pass a frozen reference model")
+    if (config.advantage == "gae") != (models.value is not None):
+        raise RedlineError(f"--advantage {config.advantage} needs {'a' if config.advantage == 'gae' else 'no'} value model")
     trackers = _trackers(config.report_to)
-    accelerator = Accelerator(cpu=on_cpu(config.device), log_with=trackers or None, project_dir=str(out))
+    learner = _prepare(config, models, trackers, out)
+    accelerator, tokenizer = learner.accelerator, models.tokenizer
     main = accelerator.is_main_process
     if main:
         (out / "train_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
 
-    # Before training starts: prompts that fit, tokenized pretraining texts.
+    # Before training starts: prompts that fit, tokenized pretraining texts, the run so far.
     prompts, n_cut = fit_prompts(tokenizer, [build_prompt(r) for r in prompt_records], config.max_prompt_length,
                                  config.truncate_prompts)
     if n_cut and main:
         print(f"redline: cut {n_cut} of {len(prompts)} prompts to {config.max_prompt_length} tokens", file=sys.stderr)
-    use_ptx = bool(ptx_texts) and config.ptx_coef > 0 and config.ptx_ratio > 0
+    ptx_coef, ptx_ratio = getattr(config, "ptx_coef", 0.0), getattr(config, "ptx_ratio", 0.0)
+    use_ptx = bool(ptx_texts) and ptx_coef > 0 and ptx_ratio > 0
     ptx_ids = tokenizer(ptx_texts, add_special_tokens=False, truncation=True,
-                        max_length=config.ptx_max_length)["input_ids"] if use_ptx else []
-
-    policy_opt = torch.optim.Adam(trainable(policy).values(), lr=config.policy_lr(), betas=(config.adam_beta1, config.adam_beta2))
-    value_opt = torch.optim.Adam(trainable(value).values(), lr=config.value_lr(), betas=(config.adam_beta1, config.adam_beta2))
-    values_module = _token_values_class()(value)
-    policy_model, values_model, policy_opt, value_opt = accelerator.prepare(policy, values_module, policy_opt, value_opt)
-    policy, value = accelerator.unwrap_model(policy_model), accelerator.unwrap_model(values_model).model
-    if reference is not None:
-        reference = reference.to(accelerator.device)
-    policy.eval()  # no dropout (deviation 6); the engine would set eval mode anyway
-    value.eval()
-    ema = {n: p.detach().clone() for n, p in trainable(policy).items()} if config.ema_decay is not None else None
-
+                        max_length=getattr(config, "ptx_max_length", 256))["input_ids"] if use_ptx else []
     state = {"iteration": 0, "episodes": 0, "beta": config.beta}
     resume = last_checkpoint(out)
     if resume is not None:
-        state = load_checkpoint(resume, policy, value, policy_opt, value_opt, ema)
+        state = load_checkpoint(resume, learner)
         if main:
             print(f"redline: resuming from {resume} (iteration {state['iteration']})", file=sys.stderr)
     if main:
@@ -513,147 +678,45 @@ def run_ppo(
     # The engine wraps the live policy object: every rollout samples from the current weights with no
     # copy or reload. A completion depends only on its prompt, its seed and the weights (seeds follow
     # the episode's place in the run), so a resumed run and any number of processes sample the same.
-    engine = TransformersEngine(policy, tokenizer, max_batch=max(1, config.batch_size), exact=False)
-    rank, world = accelerator.process_index, accelerator.num_processes
-    if config.batch_size < world:
-        raise RedlineError(f"--batch-size {config.batch_size} gives some of the {world} processes no episodes")
-    minibatch = max(1, config.minibatch_size // world)  # per process: minibatch_size is for all of them
-    pad = tokenizer.pad_token_id
-    dev = accelerator.device
-    micro = config.micro_batch_size
-    n_ptx = max(1, round(config.ptx_ratio * minibatch)) if use_ptx else 0
-
-    def reference_logits(q, qm, r, rm):
-        if reference is not None:
-            return response_logits(reference, q, qm, r, rm, config.temperature)
-        with policy.disable_adapter():
-            return response_logits(policy, q, qm, r, rm, config.temperature)
+    engine = TransformersEngine(learner.policy, tokenizer, max_batch=max(1, config.batch_size), exact=False)
+    if config.batch_size // config.group_size() < accelerator.num_processes:
+        raise RedlineError(f"--batch-size {config.batch_size} gives some of the {accelerator.num_processes} processes "
+                           "no prompts")
 
     for it in range(state["iteration"], config.iterations):
         t_start = time.perf_counter()
         beta = state["beta"]
-        warm = min(1.0, (it + 1) / max(1, config.warmup_iterations))
-        for opt, lr in ((policy_opt, config.policy_lr()), (value_opt, config.value_lr())):
-            for group in opt.param_groups:
-                group["lr"] = lr * warm
+        lr, train_policy = _set_learning_rates(config, learner, it)
 
-        # Step 1: rollout from the current policy.
-        chosen = stream_indices(len(prompts), it * config.batch_size, config.batch_size, config.seed)[rank::world]
-        batch_prompts = [prompts[i] for i in chosen]
-        batch_records = [prompt_records[i] for i in chosen]
-        first_seed = (config.seed * 1_000_003 + it) * config.batch_size
-        seeds = [first_seed + k for k in range(rank, config.batch_size, world)][: len(chosen)]
-        params = SamplingParams(temperature=config.temperature, top_p=config.top_p,
-                                max_new_tokens=config.max_new_tokens, seed=first_seed)
-        completions = engine.generate(batch_prompts, params, seeds=seeds, progress=False)
-        query_ids, query_mask = _pad([engine.encode(p) for p in batch_prompts], pad, left=True)
-        response_ids, response_mask = _pad([c.token_ids for c in completions], pad, left=False)
-        query_ids, query_mask, response_ids, response_mask = (t.to(dev) for t in (query_ids, query_mask, response_ids, response_mask))
+        samples = rollout(config, engine, prompts, prompt_records, it, accelerator)  # step 1
         t_generated = time.perf_counter()
-
-        # Step 2: score the whole responses.
-        scores = torch.tensor(reward_fn(batch_prompts, [c.text for c in completions], batch_records),
-                              dtype=torch.float32, device=dev)
+        scores = score(reward_fn, samples, accelerator.device)  # step 2
         t_scored = time.perf_counter()
-
-        # Step 3: log π_old, entropy, log π_SFT and V_old, without gradients.
-        logprobs, ref_logprobs, values, entropy = [], [], [], []
-        with torch.no_grad():
-            for s in range(0, len(chosen), micro):
-                q, qm, r, rm_ = (t[s : s + micro] for t in (query_ids, query_mask, response_ids, response_mask))
-                logits = response_logits(policy, q, qm, r, rm_, config.temperature)
-                logprobs.append(rl.logprobs_from_logits(logits, r))
-                entropy.append(rl.entropy_from_logits(logits))
-                del logits
-                ref_logprobs.append(rl.logprobs_from_logits(reference_logits(q, qm, r, rm_), r))
-                values.append(values_model(*_sequence(q, qm, r, rm_), n_last=r.shape[1]))
-        logprobs, ref_logprobs, values, entropy = (torch.cat(x) for x in (logprobs, ref_logprobs, values, entropy))
+        evaluation = evaluate(config, learner, samples)  # step 3
         t_evaluated = time.perf_counter()
-
-        # Step 4: per-token rewards, GAE, whitening.
-        rewards = rl.kl_penalized_rewards(scores, logprobs, ref_logprobs, response_mask, beta)
-        advantages, returns = rl.gae(rewards, values, response_mask, config.gamma, config.lam)
-        if config.whiten_advantages:
-            advantages = rl.masked_whiten(advantages, response_mask)
-        rollout = Rollout(query_ids=query_ids, query_mask=query_mask, response_ids=response_ids,
-                          response_mask=response_mask, logprobs=logprobs, ref_logprobs=ref_logprobs, values=values,
-                          scores=scores, rewards=rewards, advantages=advantages, returns=returns)
-
-        # Step 5: PPO epochs over minibatches; the LM loss on pretraining texts joins the policy's step.
-        sums: dict[str, float] = {}
-        minibatches = math.ceil(len(chosen) / minibatch)
-        order = torch.Generator().manual_seed(config.seed * 1_000_003 + it)
-        for epoch in range(config.ppo_epochs):
-            perm = torch.randperm(len(chosen), generator=order)
-            for m in range(minibatches):
-                mb = perm[m * minibatch : (m + 1) * minibatch]
-                chunks = [mb[s : s + micro] for s in range(0, len(mb), micro)]
-                step = (it * config.ppo_epochs + epoch) * minibatches + m
-                texts = [ptx_ids[i] for i in stream_indices(len(ptx_ids), step * n_ptx, n_ptx, config.seed + 7919 * (rank + 1))] if n_ptx else []
-                ptx_chunks = [texts[s : s + micro] for s in range(0, len(texts), micro)]
-                backwards = len(chunks) + len(ptx_chunks)
-                for k, idx in enumerate(chunks):
-                    part = rollout.select(idx)
-                    with _sync_on_last(accelerator, policy_model, k == backwards - 1):
-                        logits = response_logits(policy_model, part.query_ids, part.query_mask, part.response_ids,
-                                                 part.response_mask, config.temperature)
-                        new_logprobs = rl.logprobs_from_logits(logits, part.response_ids)
-                        loss, clipfrac, approx_kl = rl.clipped_policy_loss(new_logprobs, part.logprobs, part.advantages,
-                                                                          part.response_mask, config.clip_range)
-                        accelerator.backward(loss * len(idx) / len(mb))
-                    _add(sums, policy_loss=loss.item(), clipfrac=clipfrac.item(), approx_kl=approx_kl.item(), weight=len(idx))
-                for k, rows in enumerate(ptx_chunks):
-                    ids, mask = (t.to(dev) for t in _pad(rows, pad, left=False))
-                    with _sync_on_last(accelerator, policy_model, len(chunks) + k == backwards - 1):
-                        ptx = lm_loss(policy_model, ids, mask)
-                        accelerator.backward(config.ptx_coef * ptx * len(rows) / len(texts))
-                    _add(sums, ptx_loss=ptx.item(), weight=len(rows), key="ptx")
-                _optimizer_step(accelerator, policy_opt, policy, config.max_grad_norm)
-                if ema is not None:
-                    with torch.no_grad():
-                        for name, p in trainable(policy).items():
-                            ema[name].mul_(config.ema_decay).add_(p.detach(), alpha=1 - config.ema_decay)
-                for k, idx in enumerate(chunks):
-                    part = rollout.select(idx)
-                    with _sync_on_last(accelerator, values_model, k == len(chunks) - 1):
-                        new_values = values_model(*_sequence(part.query_ids, part.query_mask, part.response_ids,
-                                                             part.response_mask), n_last=part.response_ids.shape[1])
-                        vloss, vclip = rl.clipped_value_loss(new_values, part.values, part.returns, part.response_mask,
-                                                             config.value_clip)
-                        accelerator.backward(vloss * len(idx) / len(mb))
-                    _add(sums, value_loss=vloss.item(), value_clipfrac=vclip.item(), weight=len(idx), key="value")
-                _optimizer_step(accelerator, value_opt, value, config.max_grad_norm)
+        batch = advantages(config, samples, scores, evaluation, beta)  # step 4
+        update_stats = update(config, learner, batch, it, ptx_ids, ptx_coef, ptx_ratio, train_policy,
+                              tokenizer.pad_token_id)  # step 5
         t_trained = time.perf_counter()
 
         # Step 6: the KL controller, on the measured KL per episode.
-        kl_per_episode = (rl.kl_k1(logprobs, ref_logprobs) * response_mask).sum(1)
-        stats = {
-            "reward": scores.mean().item(),
-            "reward_std": scores.std().item() if len(scores) > 1 else 0.0,
-            "kl": kl_per_episode.mean().item(),
-            "kl_k3": (rl.kl_k3(logprobs, ref_logprobs) * response_mask).sum(1).mean().item(),
-            "non_score_reward": (-beta * kl_per_episode).mean().item(),
-            "entropy": rl.masked_mean(entropy, response_mask).item(),
-            "response_length": response_mask.sum(1).float().mean().item(),
-            "truncated": sum(c.finish_reason == "length" for c in completions) / len(completions),
-            "value_mean": rl.masked_mean(values, response_mask).item(),
-            "return_mean": rl.masked_mean(returns, response_mask).item(),
-            **_means(sums),
-        }
+        stats = _iteration_stats(samples, evaluation, batch, update_stats, beta)
+        kl_per_episode = stats.pop("_kl_per_episode")
         stats = _mean_across(accelerator, stats)
         state["iteration"], state["episodes"] = it + 1, state["episodes"] + config.batch_size
         if config.adaptive_kl:
-            state["beta"] = rl.adaptive_kl_beta(beta, stats["kl"], config.kl_target, config.kl_horizon, config.batch_size)
+            state["beta"] = adaptive_kl_beta(beta, stats["kl"], config.kl_target, config.kl_horizon, config.batch_size)
 
         # Step 7: log, and checkpoint every save_every iterations.
-        row = {"iteration": it + 1, "episodes": state["episodes"], **{k: round(v, 6) for k, v in stats.items()},
-               "ptx_loss": round(stats["ptx_loss"], 6) if "ptx_loss" in stats else None,
-               "beta": beta, "lr": config.policy_lr() * warm,
-               "generate_s": round(t_generated - t_start, 3), "score_s": round(t_scored - t_generated, 3),
-               "evaluate_s": round(t_evaluated - t_scored, 3), "train_s": round(t_trained - t_evaluated, 3)}
-        episodes = [{"iteration": it + 1, "prompt": prompt, "response": c.text, "score": round(score, 6),
-                     "kl": round(kl, 6), "tokens": c.completion_tokens}
-                    for prompt, c, score, kl in zip(batch_prompts, completions, scores.tolist(), kl_per_episode.tolist())]
+        row = {"iteration": it + 1, "episodes": state["episodes"],
+               **{k: None if v is None else round(v, 6) for k, v in stats.items()},
+               "beta": beta, "lr": lr, "generate_s": round(t_generated - t_start, 3),
+               "score_s": round(t_scored - t_generated, 3), "evaluate_s": round(t_evaluated - t_scored, 3),
+               "train_s": round(t_trained - t_evaluated, 3)}
+        episodes = [{"iteration": it + 1, "prompt": prompt, "response": text, "score": round(s, 6), "kl": round(kl, 6),
+                     "tokens": n}
+                    for prompt, text, s, kl, n in zip(samples.prompts, samples.texts, scores.tolist(), kl_per_episode,
+                                                      samples.tokens)]
         if accelerator.num_processes > 1:  # every process's episodes, in the main process's file
             from accelerate.utils import gather_object
 
@@ -664,23 +727,238 @@ def run_ppo(
             append_records(out / ROLLOUTS, episodes)  # what the policy wrote, to read beside the numbers
             append_records(out / LOG, [row])
             print(f"redline: ppo iteration {it + 1}/{config.iterations}: reward {row['reward']:.3f} "
-                  f"kl {row['kl']:.3f} length {row['response_length']:.1f} "
+                  f"kl {row['kl']:.3f} length {row['response_length']:.1f}"
+                  f"{'' if train_policy else ' (value warm-up)'} "
                   f"({row['generate_s']:.1f}s generate, {row['train_s']:.1f}s train)", file=sys.stderr)
         if trackers:
             accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=it + 1)
         if (it + 1) % config.save_every == 0 or it + 1 == config.iterations:
             if main:
-                save_checkpoint(out, state, policy, value, policy_opt, value_opt, ema)
+                save_checkpoint(out, state, learner)
             accelerator.wait_for_everyone()
 
     if trackers:
         accelerator.end_training()
     metrics = _final_metrics(out / LOG, state, n_cut)
     if main:
-        save_final(config, policy, value, tokenizer, out, ema, kind=kind, data=data or [config.prompts], metrics=metrics)
-        plot_log(out / LOG, out / CURVE, f"{kind}: {_name(config.policy)}")
+        save_final(config, learner, models.tokenizer, out, kind=kind, data=data or [getattr(config, "prompts", "")],
+                   metrics=metrics)
+        plot_log(out / LOG, out / CURVE, f"{kind}: {_name(getattr(config, 'policy', kind))}")
     accelerator.wait_for_everyone()
     return metrics
+
+
+def _prepare(config: RLSettings, models: PPOModels, trackers: list[str], out: Path) -> Learner:
+    """Optimizers, accelerate's wrapping, eval mode (no dropout, deviation 6), the EMA."""
+    import torch
+    from accelerate import Accelerator
+
+    from redline.models import on_cpu
+
+    accelerator = Accelerator(cpu=on_cpu(config.device), log_with=trackers or None, project_dir=str(out))
+    betas = (config.adam_beta1, config.adam_beta2)
+    policy_opt = torch.optim.Adam(trainable(models.policy).values(), lr=config.policy_lr(), betas=betas)
+    if models.value is None:
+        policy_model, policy_opt = accelerator.prepare(models.policy, policy_opt)
+        value = values_model = value_opt = None
+    else:
+        value_opt = torch.optim.Adam(trainable(models.value).values(), lr=config.value_lr(), betas=betas)
+        policy_model, values_model, policy_opt, value_opt = accelerator.prepare(
+            models.policy, _token_values_class()(models.value), policy_opt, value_opt)
+        value = accelerator.unwrap_model(values_model).model.eval()
+    policy = accelerator.unwrap_model(policy_model).eval()
+    reference = models.reference.to(accelerator.device) if models.reference is not None else None
+    ema = {n: p.detach().clone() for n, p in trainable(policy).items()} if config.ema_decay is not None else None
+    return Learner(accelerator=accelerator, policy=policy, policy_model=policy_model, reference=reference, value=value,
+                   values_model=values_model, policy_opt=policy_opt, value_opt=value_opt, ema=ema)
+
+
+def _set_learning_rates(config: RLSettings, learner: Learner, it: int) -> tuple[float, bool]:
+    """Linear warm-ups: the value's from iteration 0, the policy's after the value warm-up (GAE).
+    Returns (the policy's lr this iteration, whether the policy learns this iteration)."""
+    warmup = max(1, config.warmup_iterations)
+    held = config.value_warmup_iterations if learner.value is not None else 0
+    policy_warm = min(1.0, max(0, it + 1 - held) / warmup)
+    for group in learner.policy_opt.param_groups:
+        group["lr"] = config.policy_lr() * policy_warm
+    if learner.value_opt is not None:
+        for group in learner.value_opt.param_groups:
+            group["lr"] = config.value_lr() * min(1.0, (it + 1) / warmup)
+    return config.policy_lr() * policy_warm, it >= held
+
+
+def rollout(config: RLSettings, engine, prompts: list[list[dict]], records: list[dict], it: int, accelerator) -> Samples:
+    """Step 1: this iteration's prompts for this process (each ``group_size`` times), sampled from the current policy.
+
+    The iteration's prompts are a pure function of its number (``stream_indices``) and each episode's
+    seed of its place in the iteration, so processes split the work and a resumed run samples the same.
+    """
+    from redline.generation import SamplingParams
+
+    rank, world, group = accelerator.process_index, accelerator.num_processes, config.group_size()
+    n_prompts = config.batch_size // group
+    picked = stream_indices(len(prompts), it * n_prompts, n_prompts, config.seed)
+    mine = range(rank, n_prompts, world)  # a prompt's K episodes stay on one process: RLOO's baseline needs them all
+    chosen = [picked[p] for p in mine for _ in range(group)]
+    first_seed = (config.seed * 1_000_003 + it) * config.batch_size
+    seeds = [first_seed + p * group + k for p in mine for k in range(group)]
+    batch_prompts = [prompts[i] for i in chosen]
+    params = SamplingParams(temperature=config.temperature, top_p=config.top_p, max_new_tokens=config.max_new_tokens,
+                            seed=first_seed)
+    completions = engine.generate(batch_prompts, params, seeds=seeds, progress=False)
+    pad, dev = engine.tokenizer.pad_token_id, accelerator.device
+    query_ids, query_mask = _pad([engine.encode(p) for p in batch_prompts], pad, left=True)
+    response_ids, response_mask = _pad([c.token_ids for c in completions], pad, left=False)
+    return Samples(prompts=batch_prompts, records=[records[i] for i in chosen], texts=[c.text for c in completions],
+                   tokens=[c.completion_tokens for c in completions],
+                   truncated=[c.finish_reason == "length" for c in completions],
+                   query_ids=query_ids.to(dev), query_mask=query_mask.to(dev),
+                   response_ids=response_ids.to(dev), response_mask=response_mask.to(dev))
+
+
+def score(reward_fn: RewardFn, samples: Samples, device) -> Any:
+    """Step 2: the reward function's score of each whole response, (B,)."""
+    import torch
+
+    return torch.tensor(reward_fn(samples.prompts, samples.texts, samples.records), dtype=torch.float32, device=device)
+
+
+def evaluate(config: RLSettings, learner: Learner, samples: Samples) -> Evaluation:
+    """Step 3: log π_old, the entropy, log π_SFT and V_old of the sampled tokens, without gradients."""
+    import torch
+
+    from redline.ops import rl
+
+    logprobs, ref_logprobs, values, entropy = [], [], [], []
+    rows = (samples.query_ids, samples.query_mask, samples.response_ids, samples.response_mask)
+    with torch.no_grad():
+        for s in range(0, samples.response_ids.shape[0], config.micro_batch_size):
+            q, qm, r, rm_ = (t[s : s + config.micro_batch_size] for t in rows)
+            logits = response_logits(learner.policy, q, qm, r, rm_, config.temperature)
+            logprobs.append(rl.logprobs_from_logits(logits, r))
+            entropy.append(rl.entropy_from_logits(logits))
+            del logits
+            if learner.reference is not None:
+                ref_logits = response_logits(learner.reference, q, qm, r, rm_, config.temperature)
+            else:
+                with learner.policy.disable_adapter():
+                    ref_logits = response_logits(learner.policy, q, qm, r, rm_, config.temperature)
+            ref_logprobs.append(rl.logprobs_from_logits(ref_logits, r))
+            del ref_logits
+            if learner.values_model is not None:
+                values.append(learner.values_model(*_sequence(q, qm, r, rm_), n_last=r.shape[1]))
+    return Evaluation(logprobs=torch.cat(logprobs), ref_logprobs=torch.cat(ref_logprobs), entropy=torch.cat(entropy),
+                      values=torch.cat(values) if values else None)
+
+
+def advantages(config: RLSettings, samples: Samples, scores, evaluation: Evaluation, beta: float) -> Rollout:
+    """Step 4: per-token rewards (−β·k1, the score on the last token); GAE, or RLOO over each prompt's K
+    episodes on the episode's summed reward; whitening (RLOO's over episodes: its mean is 0 already)."""
+    import torch
+
+    from redline.ops import rl
+
+    mask = samples.response_mask
+    rewards = rl.kl_penalized_rewards(scores, evaluation.logprobs, evaluation.ref_logprobs, mask, beta)
+    returns = None
+    if config.advantage == "rloo":
+        per_episode = rl.rloo_advantages(rewards.sum(1), config.rloo_k)  # (B,)
+        if config.whiten_advantages:
+            per_episode = rl.masked_whiten(per_episode, torch.ones_like(per_episode))
+        adv = per_episode[:, None] * mask.to(per_episode.dtype)
+    else:
+        adv, returns = rl.gae(rewards, evaluation.values, mask, config.gamma, config.lam)
+        if config.whiten_advantages:
+            adv = rl.masked_whiten(adv, mask)
+    return Rollout(query_ids=samples.query_ids, query_mask=samples.query_mask, response_ids=samples.response_ids,
+                   response_mask=mask, logprobs=evaluation.logprobs, ref_logprobs=evaluation.ref_logprobs,
+                   values=evaluation.values, scores=scores, rewards=rewards, advantages=adv, returns=returns)
+
+
+def update(config: RLSettings, learner: Learner, rollout: Rollout, it: int, ptx_ids: list[list[int]], ptx_coef: float,
+           ptx_ratio: float, train_policy: bool, pad: int) -> UpdateStats:
+    """Step 5: PPO epochs over shuffled minibatches. Per minibatch: the clipped policy loss and γ_ptx
+    times the LM loss on pretraining texts in one Adam step (skipped in the value warm-up), the EMA,
+    then the clipped value loss in another (GAE)."""
+    import torch
+
+    from redline.ops import rl
+
+    acc, stats = learner.accelerator, UpdateStats()
+    n, world, micro = rollout.response_ids.shape[0], acc.num_processes, config.micro_batch_size
+    minibatch = max(1, config.minibatch_size // world)  # per process: minibatch_size is for all of them
+    n_ptx = max(1, round(ptx_ratio * minibatch)) if ptx_ids and train_policy else 0
+    minibatches = math.ceil(n / minibatch)
+    order = torch.Generator().manual_seed(config.seed * 1_000_003 + it)
+    for epoch in range(config.ppo_epochs):
+        perm = torch.randperm(n, generator=order)
+        for m in range(minibatches):
+            mb = perm[m * minibatch : (m + 1) * minibatch]
+            chunks = [mb[s : s + micro] for s in range(0, len(mb), micro)]
+            if train_policy:
+                step = (it * config.ppo_epochs + epoch) * minibatches + m
+                texts = [ptx_ids[i] for i in stream_indices(len(ptx_ids), step * n_ptx, n_ptx,
+                                                            config.seed + 7919 * (acc.process_index + 1))] if n_ptx else []
+                ptx_chunks = [texts[s : s + micro] for s in range(0, len(texts), micro)]
+                backwards = len(chunks) + len(ptx_chunks)
+                for k, idx in enumerate(chunks):
+                    part = rollout.select(idx)
+                    with _sync_on_last(acc, learner.policy_model, k == backwards - 1):
+                        logits = response_logits(learner.policy_model, part.query_ids, part.query_mask,
+                                                 part.response_ids, part.response_mask, config.temperature)
+                        new_logprobs = rl.logprobs_from_logits(logits, part.response_ids)
+                        loss, clipfrac, approx_kl = rl.clipped_policy_loss(new_logprobs, part.logprobs, part.advantages,
+                                                                          part.response_mask, config.clip_range)
+                        acc.backward(loss * len(idx) / len(mb))
+                    stats.add_policy(loss.item(), clipfrac.item(), approx_kl.item(), len(idx))
+                for k, rows in enumerate(ptx_chunks):
+                    ids, mask = (t.to(acc.device) for t in _pad(rows, pad, left=False))
+                    with _sync_on_last(acc, learner.policy_model, len(chunks) + k == backwards - 1):
+                        ptx = lm_loss(learner.policy_model, ids, mask)
+                        acc.backward(ptx_coef * ptx * len(rows) / len(texts))
+                    stats.add_ptx(ptx.item(), len(rows))
+                _optimizer_step(acc, learner.policy_opt, learner.policy, config.max_grad_norm)
+                if learner.ema is not None:
+                    with torch.no_grad():
+                        for name, p in trainable(learner.policy).items():
+                            learner.ema[name].mul_(config.ema_decay).add_(p.detach(), alpha=1 - config.ema_decay)
+            if learner.values_model is None:
+                continue
+            for k, idx in enumerate(chunks):
+                part = rollout.select(idx)
+                with _sync_on_last(acc, learner.values_model, k == len(chunks) - 1):
+                    new_values = learner.values_model(*_sequence(part.query_ids, part.query_mask, part.response_ids,
+                                                                 part.response_mask), n_last=part.response_ids.shape[1])
+                    vloss, vclip = rl.clipped_value_loss(new_values, part.values, part.returns, part.response_mask,
+                                                         config.value_clip)
+                    acc.backward(vloss * len(idx) / len(mb))
+                stats.add_value(vloss.item(), vclip.item(), len(idx))
+            _optimizer_step(acc, learner.value_opt, learner.value, config.max_grad_norm)
+    return stats
+
+
+def _iteration_stats(samples: Samples, evaluation: Evaluation, batch: Rollout, update_stats: UpdateStats,
+                     beta: float) -> dict[str, Any]:
+    """The iteration's log row (before the step timings), and under ``_kl_per_episode`` each episode's KL."""
+    from redline.ops import rl
+
+    mask = samples.response_mask
+    kl_per_episode = (rl.kl_k1(evaluation.logprobs, evaluation.ref_logprobs) * mask).sum(1)
+    scores = batch.scores
+    return {
+        "reward": scores.mean().item(),
+        "reward_std": scores.std().item() if len(scores) > 1 else 0.0,
+        "kl": kl_per_episode.mean().item(),
+        "kl_k3": (rl.kl_k3(evaluation.logprobs, evaluation.ref_logprobs) * mask).sum(1).mean().item(),
+        "non_score_reward": (-beta * kl_per_episode).mean().item(),
+        "entropy": rl.masked_mean(evaluation.entropy, mask).item(),
+        "response_length": mask.sum(1).float().mean().item(),
+        "truncated": sum(samples.truncated) / len(samples.truncated),
+        "value_mean": rl.masked_mean(batch.values, mask).item() if batch.values is not None else None,
+        "return_mean": rl.masked_mean(batch.returns, mask).item() if batch.returns is not None else None,
+        **update_stats.means(),
+        "_kl_per_episode": kl_per_episode.tolist(),
+    }
 
 
 def plot_log(log: Path, path: Path, title: str) -> Path:
@@ -718,30 +996,19 @@ def _sync_on_last(accelerator, model, last: bool):
     return contextlib.nullcontext() if last else accelerator.no_sync(model)
 
 
-def _add(sums: dict[str, float], weight: int, key: str = "policy", **values: float) -> None:
-    for name, v in values.items():
-        sums[name] = sums.get(name, 0.0) + v * weight
-    sums[f"_weight_{key}"] = sums.get(f"_weight_{key}", 0.0) + weight
-
-
-def _means(sums: dict[str, float]) -> dict[str, float]:
-    owner = {"ptx_loss": "ptx", "value_loss": "value", "value_clipfrac": "value"}
-    return {k: v / sums[f"_weight_{owner.get(k, 'policy')}"] for k, v in sums.items() if not k.startswith("_")}
-
-
-def _mean_across(accelerator, stats: dict[str, float]) -> dict[str, float]:
-    """The mean of each statistic over processes (a no-op on one)."""
+def _mean_across(accelerator, stats: dict[str, float | None]) -> dict[str, float | None]:
+    """The mean of each statistic over processes (a no-op on one); None stays None."""
     if accelerator.num_processes == 1:
         return stats
     import torch
 
-    keys = sorted(stats)
+    keys = sorted(k for k, v in stats.items() if v is not None)
     means = accelerator.reduce(torch.tensor([stats[k] for k in keys], device=accelerator.device), reduction="mean")
-    return dict(zip(keys, means.tolist()))
+    return {**stats, **dict(zip(keys, means.tolist()))}
 
 
 def _trackers(report_to: str) -> list[str]:
-    """accelerate trackers for --report-to (``PPOConfig.check`` made sure the package is there)."""
+    """accelerate trackers for --report-to (``RLSettings.check`` made sure the package is there)."""
     return [] if report_to == "none" else [report_to]
 
 
@@ -765,7 +1032,7 @@ def last_checkpoint(out: Path) -> Path | None:
     return done[-1] if done else None
 
 
-def save_checkpoint(out: Path, state: dict, policy, value, policy_opt, value_opt, ema) -> Path:
+def save_checkpoint(out: Path, state: dict, learner: Learner) -> Path:
     """Trainable weights (safetensors), optimizer and RNG states, β and the iteration; the older ones pruned."""
     import torch
     from safetensors.torch import save_file
@@ -775,12 +1042,14 @@ def save_checkpoint(out: Path, state: dict, policy, value, policy_opt, value_opt
     tmp = folder / f".{final.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({n: p.detach().cpu().contiguous() for n, p in trainable(policy).items()}, str(tmp / "policy.safetensors"))
-    save_file({n: p.detach().cpu().contiguous() for n, p in trainable(value).items()}, str(tmp / "value.safetensors"))
-    if ema is not None:
-        save_file({n: t.cpu().contiguous() for n, t in ema.items()}, str(tmp / "ema.safetensors"))
-    torch.save({"policy": policy_opt.state_dict(), "value": value_opt.state_dict(),
-                "torch_rng": torch.get_rng_state()}, tmp / "optimizer.pt")
+    save_file({n: p.detach().cpu().contiguous() for n, p in trainable(learner.policy).items()}, str(tmp / "policy.safetensors"))
+    optimizers = {"policy": learner.policy_opt.state_dict(), "torch_rng": torch.get_rng_state()}
+    if learner.value is not None:
+        save_file({n: p.detach().cpu().contiguous() for n, p in trainable(learner.value).items()}, str(tmp / "value.safetensors"))
+        optimizers["value"] = learner.value_opt.state_dict()
+    if learner.ema is not None:
+        save_file({n: t.cpu().contiguous() for n, t in learner.ema.items()}, str(tmp / "ema.safetensors"))
+    torch.save(optimizers, tmp / "optimizer.pt")
     (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")  # written last: marks it complete
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -789,12 +1058,15 @@ def save_checkpoint(out: Path, state: dict, policy, value, policy_opt, value_opt
     return final
 
 
-def load_checkpoint(path: Path, policy, value, policy_opt, value_opt, ema) -> dict:
+def load_checkpoint(path: Path, learner: Learner) -> dict:
     """Put a checkpoint back into the live models and optimizers; returns its state (iteration, β ...)."""
     import torch
     from safetensors.torch import load_file
 
-    for model, name in ((policy, "policy"), (value, "value")):
+    models = [(learner.policy, "policy")] + ([(learner.value, "value")] if learner.value is not None else [])
+    for model, name in models:
+        if not (path / f"{name}.safetensors").is_file():
+            raise RedlineError(f"{path} has no {name} weights: it was written by a run with another --advantage")
         saved = load_file(str(path / f"{name}.safetensors"))
         params = trainable(model)
         if set(saved) != set(params):
@@ -802,13 +1074,14 @@ def load_checkpoint(path: Path, policy, value, policy_opt, value_opt, ema) -> di
         with torch.no_grad():
             for n, p in params.items():
                 p.copy_(saved[n])
-    if ema is not None:
+    if learner.ema is not None:
         saved = load_file(str(path / "ema.safetensors")) if (path / "ema.safetensors").exists() else None
-        for n in ema:
-            ema[n].copy_(saved[n] if saved else trainable(policy)[n].detach())
+        for n in learner.ema:
+            learner.ema[n].copy_(saved[n] if saved else trainable(learner.policy)[n].detach())
     states = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
-    policy_opt.load_state_dict(states["policy"])
-    value_opt.load_state_dict(states["value"])
+    learner.policy_opt.load_state_dict(states["policy"])
+    if learner.value_opt is not None:
+        learner.value_opt.load_state_dict(states["value"])
     torch.set_rng_state(states["torch_rng"])
     return json.loads((path / "state.json").read_text())
 
@@ -824,9 +1097,9 @@ def _truncate_log(log: Path, iteration: int) -> None:
     log.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
-def save_final(config: PPOConfig, policy, value, tokenizer, out: Path, ema, *, kind: str, data: list[str],
+def save_final(config: RLSettings, learner: Learner, tokenizer, out: Path, *, kind: str, data: list[str],
                metrics: dict[str, Any]) -> None:
-    """The policy as a redline run (loadable by ``load_causal_lm`` and the engine) and RUN/value.
+    """The policy as a redline run (loadable by ``load_causal_lm`` and the engine) and RUN/value (GAE).
 
     The PPO adapter sits on the SFT weights. An SFT run that is a full model is the adapter's base;
     an SFT run that is itself a LoRA adapter was merged at load, so the policy is merged and saved as
@@ -836,20 +1109,25 @@ def save_final(config: PPOConfig, policy, value, tokenizer, out: Path, ema, *, k
 
     from redline.models import ModelCard, command_line, run_info, save_model
 
-    if ema is not None:
+    policy = learner.policy
+    if learner.ema is not None:
         with torch.no_grad():
             for n, p in trainable(policy).items():
-                p.copy_(ema[n])
-    info = run_info(config.policy) if os.path.isdir(config.policy) else {}
-    base = _name(config.policy)
+                p.copy_(learner.ema[n])
+    start = getattr(config, "policy", "")
+    info = run_info(start) if os.path.isdir(start) else {}
+    base = _name(start)
     if info.get("adapter"):
         base = info["base_model"]
         policy = policy.merge_and_unload() if hasattr(policy, "merge_and_unload") else policy
-    notes = "Trained with `redline train ppo` (PPO-ptx, Ouyang et al. 2022); the log is ppo_log.jsonl."
+    method = "RLOO with the PPO clip" if config.advantage == "rloo" else "PPO-ptx, Ouyang et al. 2022"
+    notes = f"Trained with `redline train {kind if kind == 'pit' else 'ppo'}` ({method}); the log is ppo_log.jsonl."
     card = ModelCard(kind=kind, base_model=base, data=data, command=command_line(), metrics=metrics, notes=notes)
     save_model(policy, tokenizer, out, card)
-    value_card = ModelCard(kind="value", base_model=_name(config.reward), data=data, command=command_line())
-    save_model(value, tokenizer, out / "value", value_card)
+    if learner.value is not None:
+        value_card = ModelCard(kind="value", base_model=_name(getattr(config, "reward", "")), data=data,
+                               command=command_line())
+        save_model(learner.value, tokenizer, out / "value", value_card)
 
 
 def _name(model: str) -> str:
@@ -863,8 +1141,8 @@ def _name(model: str) -> str:
 def train_ppo(config: PPOConfig, out: str | os.PathLike) -> dict[str, Any]:
     """`redline train ppo`: InstructGPT's PPO-ptx, with the reward model's score as the reward.
 
-    Every input is checked before a model loads: the config, the reward model's kind, the policy's
-    kind, the prompts (records and lengths) and the pretraining texts.
+    Every input is checked before a model loads: the config (RLOO's K among it), the reward model's
+    kind, the policy's kind, the prompts (records and lengths) and the pretraining texts.
     """
     from accelerate import PartialState
 
@@ -884,10 +1162,12 @@ def train_ppo(config: PPOConfig, out: str | os.PathLike) -> dict[str, Any]:
 
     # accelerate decides the device, so that each process of `accelerate launch` gets its own
     device = str(PartialState(cpu=on_cpu(config.device)).device)
-    policy, reference, value, reward_model, tokenizer = load_ppo_models(config, device)
-    shared = config.lora and config.shared_reference
-    reward_fn = oracle or instructgpt_reward(value if shared else reward_model, tokenizer, config.reward_max_length,
-                                             adapter_off=shared)
+    models = load_ppo_models(config, device)
+    if oracle is None:
+        scorer, adapter_off = models.scorer()
+        reward_fn = instructgpt_reward(scorer, models.tokenizer, config.reward_max_length, adapter_off=adapter_off)
+    else:
+        reward_fn = oracle
     data = [config.prompts] + ([config.ptx_data] if config.ptx_data else [])
-    return run_ppo(config, policy, reference, value, tokenizer, records, reward_fn,
-                   lambda record: as_chat(record["prompt"]), out, ptx_texts, kind="ppo", data=data)
+    return run_ppo(config, models, records, reward_fn, lambda record: as_chat(record["prompt"]), out, ptx_texts,
+                   kind="ppo", data=data)

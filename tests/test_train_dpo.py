@@ -1,0 +1,95 @@
+"""DPO on tiny-random: it trains, saves a run that peft's AutoPeftModelForCausalLM and redline load,
+resumes, and refuses a file without pairs or a reward run as the policy before a model loads."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from redline import RedlineError
+from redline.cli import main
+from redline.models import ModelCard, load_reward_model, load_tokenizer, save_model
+from redline.train.dpo import DPOSettings, read_pairs, train_dpo
+
+PAIRS = [{"prompt": f"Write about topic {i}.", "chosen": f"Topic {i} is good, and here is why: it helps.",
+          "rejected": "no", "id": f"p{i}"} for i in range(6)] + [{"prompt": "Say hi.", "chosen": "hi", "rejected": "hi"}]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def settings(data, **changes) -> DPOSettings:
+    values = dict(model="tiny-random", data=str(data), device="cpu", max_steps=3, grad_accum=2, lora_r=4,
+                  learning_rate=1e-2, logging_steps=1, save_steps=2, max_length=64)
+    values.update(changes)
+    return DPOSettings(**values)
+
+
+def test_dpo_trains_and_saves_a_run_that_peft_loads(jsonl, tmp_path):
+    run = tmp_path / "dpo"
+    metrics = train_dpo(settings(jsonl(PAIRS)), run)
+    assert metrics["steps"] == 3 and metrics["pairs"] == 6 and metrics["identical_pairs_skipped"] == 1
+    assert metrics["final_reward_accuracy"] is not None and metrics["first_loss"] == pytest.approx(0.6931, abs=1e-3)
+    # the adapter moved: LoRA B starts at zero
+    adapter = load_file(str(run / "adapter_model.safetensors"))
+    assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in adapter.items())
+    info = json.loads((run / "redline.json").read_text())
+    assert info["kind"] == "dpo" and info["adapter"] and info["metrics"]["steps"] == 3
+    assert json.loads((run / "train_config.json").read_text())["beta"] == 0.1
+    rows = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert any("rewards/margins" in row for row in rows)
+    assert (run / "training_curve.png").is_file()
+
+    from peft import AutoPeftModelForCausalLM
+
+    model = AutoPeftModelForCausalLM.from_pretrained(str(run))
+    ids = load_tokenizer("tiny-random")("hello", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+        with model.disable_adapter():
+            base = model(input_ids=ids).logits
+    assert not torch.allclose(logits, base, atol=1e-4)  # the saved adapter is the trained one
+
+    from redline.generation import SamplingParams, load_engine
+
+    engine = load_engine(str(run), device="cpu")
+    assert engine.generate(["hi"], SamplingParams(max_new_tokens=3), progress=False)[0].completion_tokens >= 1
+
+    # A second run of the same command with more steps resumes from the last checkpoint; --push-to-hub with a
+    # local folder publishes the finished run there (no checkpoints).
+    more = train_dpo(settings(jsonl(PAIRS), max_steps=4, push_to_hub=str(tmp_path / "published")), run)
+    assert more["steps"] == 4
+    assert (tmp_path / "published" / "adapter_model.safetensors").is_file()
+    assert not (tmp_path / "published" / "checkpoints").exists()
+
+
+def test_cli_refuses_a_file_without_pairs_and_a_reward_run_before_loading(jsonl, tmp_path, capsys):
+    args = ["train", "dpo", "--model", "tiny-random", "--out", str(tmp_path / "run")]
+    rankings = jsonl([{"prompt": "p", "responses": ["a", "b"], "ranking": [0, 1]}], "rankings.jsonl")
+    assert main(args + ["--data", str(rankings)]) == 2
+    assert "rankings.jsonl:1: DPO needs preference pairs" in capsys.readouterr().err
+    same = jsonl([PAIRS[-1]], "same.jsonl")
+    assert main(args + ["--data", str(same)]) == 2
+    assert "no preference pair whose chosen differs" in capsys.readouterr().err
+    rm = tmp_path / "rm"
+    save_model(load_reward_model("tiny-random", device="cpu"), load_tokenizer("tiny-random"), rm,
+               ModelCard(kind="reward", base_model="tiny-random"))
+    assert main(["train", "dpo", "--model", str(rm), "--data", str(jsonl(PAIRS)), "--out", str(tmp_path / "run")]) == 2
+    assert "is a reward model, not a policy" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_read_pairs_builds_chat_pairs_and_counts_identical_ones(jsonl):
+    pairs, skipped = read_pairs(str(jsonl(PAIRS)))
+    assert skipped == 1 and len(pairs) == 6
+    assert pairs[0] == {"prompt": [{"role": "user", "content": "Write about topic 0."}],
+                        "chosen": [{"role": "assistant", "content": PAIRS[0]["chosen"]}],
+                        "rejected": [{"role": "assistant", "content": "no"}]}
+    with pytest.raises(RedlineError, match="DPO needs preference pairs"):
+        read_pairs(str(jsonl([{"prompt": "p", "response": "r"}], "demos.jsonl")))
