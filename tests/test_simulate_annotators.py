@@ -152,3 +152,19 @@ def test_the_default_pool_ties_oracle_ties_instead_of_breaking_them():
     breaking = [Annotator(a.name, flip=a.flip, jitter=a.jitter) for a in make_pool()]
     broken = measure_agreement(breaking, items)["labels"]
     assert all(f["oracle_ties_broken_by_noise"] > 0.95 for f in broken.values())
+
+
+def test_copies_of_one_text_always_tie_whatever_the_noise():
+    """An annotator shown one answer twice perceives it once: copies tie, however noisy it is."""
+    noisy = Annotator("noisy", jitter=0.5)  # no resolution: without texts, equal qualities are broken by jitter
+    qualities = [0.5, 0.5, 0.5]
+    assert any(len(set(noisy.rank_qualities(qualities, random.Random(s)))) > 1 for s in range(20))
+    for s in range(20):
+        ranks = noisy.rank_qualities(qualities, random.Random(s), texts=["x", "y", "x"])
+        assert ranks[0] == ranks[2]
+    task = TASKS[0]
+    response = template_response(task, random.Random(0))
+    assert noisy.rank(task, [response, response], random.Random(1)) == [0, 0]
+    assert all(noisy.prefer(task, response, response, random.Random(s)) == "tie" for s in range(20))
+    # Distinct texts draw the same noise as before: the texts change nothing but the copies.
+    assert noisy.rank_qualities([0.1, 0.9], random.Random(3), texts=["a", "b"]) == noisy.rank_qualities([0.1, 0.9], random.Random(3))

@@ -292,3 +292,87 @@ def test_policy_mixes_that_cannot_work_are_refused_before_sampling(tmp_path, kw,
     with pytest.raises(RedlineError, match=message):
         build(_config(tmp_path / "bad", **kw))
     assert not (tmp_path / "bad").exists()
+
+
+def _tasks_with(want_problems: bool, n: int = 1):
+    """Training tasks whose first template response has problems (or none), with that response."""
+    import random
+
+    from redline.simulate.tasks import make_tasks, template_response
+
+    found = []
+    for task in make_tasks(200, seed=11):
+        text = template_response(task, random.Random(task.id))
+        report = check_all(task, text)
+        if bool(report.broken or report.faults) == want_problems:
+            found.append((task, text))
+        if len(found) == n:
+            return found
+    raise AssertionError("no such task among 200")
+
+
+def test_a_derived_copy_of_its_base_ties_with_it_and_is_critiqued_once():
+    """K = 2, one sample and one fixed: a sample with nothing to fix gives two copies of one text,
+    which every annotator ties (noise or not), so the prompt yields no ranking and no preference."""
+    from redline.simulate.annotators import make_pool
+    from redline.simulate.build import annotate, policy_responses
+
+    slots = ("sample", "fixed")
+    pool = make_pool(noise_scale=3.0)  # noisy enough to break most ties between two separate perceptions
+    for task, text in _tasks_with(False, n=10):
+        responses, edit_of = policy_responses(task, slots, {"sample": [text], "hot": []}, seed=0)
+        assert responses == [text, text] and edit_of == [None, 0]
+        for seed in range(5):
+            out = annotate(task, responses, pool, seed, "best-worst+edit", policies=slots, edit_of=edit_of)
+            assert out.ranking is None and out.preferences == [] and out.skipped == ["every response tied"]
+            assert len(out.feedback) == 1 and out.feedback[0].meta["policy"] == "sample"
+
+
+def test_k2_sample_and_fixed_gives_one_edit_pair_not_two():
+    from redline.simulate.annotators import make_pool
+    from redline.simulate.build import annotate, policy_responses
+
+    slots = ("sample", "fixed")
+    for task, text in _tasks_with(True, n=5):
+        responses, edit_of = policy_responses(task, slots, {"sample": [text], "hot": []}, seed=0)
+        assert responses[1] != text and check_all(task, responses[1]).quality > check_all(task, text).quality
+        out = annotate(task, responses, make_pool(noise_scale=0), 0, "best-worst+edit", policies=slots, edit_of=edit_of)
+        assert out.ranking.ranks == [1, 0] and out.ranking.meta["edit_of"] == [None, 0]
+        [pair] = out.preferences  # best-worst is the edit pair: it is not added twice
+        assert pair.meta["edit"] and pair.meta["pair"] == [1, 0] and pair.meta["policy"] == ["fixed", "sample"]
+
+
+def test_empty_responses_shift_no_index_the_records_carry():
+    """An empty sample is dropped from the ranking; edit_of, pair and from_response index the
+    ranking's responses, and no derived response edits the empty one."""
+    from redline.simulate.annotators import make_pool
+    from redline.simulate.build import annotate, policy_responses
+
+    slots = ("sample", "sample", "partial", "fixed")
+    for task, text in _tasks_with(True, n=5):
+        responses, edit_of = policy_responses(task, slots, {"sample": ["", text], "hot": []}, seed=0)
+        assert edit_of == [None, None, 1, 1]  # both edit the sample with text
+        for pairs in ("best-worst+edit", "all"):
+            out = annotate(task, responses, make_pool(noise_scale=0), 0, pairs, policies=slots, edit_of=edit_of)
+            r = out.ranking
+            assert out.skipped[0] == "empty response" and r.meta["policy"] == list(slots[1:])
+            assert r.meta["edit_of"] == [None, 0, 0]
+            for p in out.preferences:
+                w, l = p.meta["pair"]
+                assert (r.responses[w], r.responses[l]) == (p.chosen, p.rejected)
+                assert p.meta["policy"] == [r.meta["policy"][w], r.meta["policy"][l]]
+                assert p.meta["edit"] == (r.meta["edit_of"][w] == l)
+            assert any(p.meta["edit"] for p in out.preferences)
+            favourite = out.demonstration.meta["from_response"]
+            assert r.ranks[favourite] == 0 and r.meta["policy"][favourite] == out.demonstration.meta["from_policy"]
+    # Every sample empty: nothing to edit, so the derived responses are empty too.
+    responses, edit_of = policy_responses(task, slots, {"sample": ["", " "], "hot": []}, seed=0)
+    assert [t.strip() for t in responses] == ["", "", "", ""] and edit_of == [None] * 4
+
+
+def test_a_hot_sample_s_cache_key_names_its_temperature_exactly():
+    from redline.simulate.build import _hot_slot
+
+    assert _hot_slot(0, 1.0) == "hot0@1" and _hot_slot(1, 1.2) == "hot1@1.2"  # the keys caches already hold
+    assert _hot_slot(0, 1.0000001) != _hot_slot(0, 1.0)  # ':g' alone would give both 'hot0@1'
+    assert _hot_slot(0, 1.0000001) == "hot0@1.0000001"

@@ -70,14 +70,20 @@ class Annotator:
 
     # ------------------------------------------------------------------ preferences
 
-    def rank_qualities(self, qualities: Sequence[float], rng: random.Random) -> list[int]:
+    def rank_qualities(self, qualities: Sequence[float], rng: random.Random, texts: Sequence[str] | None = None) -> list[int]:
         """Ranks (0 = best, equal = tie) this annotator gives to responses of these qualities.
 
         Perceived scores (quality + jitter) closer than ``resolution`` to the next one down fall in
         one tie group (chained: a, b, c each within resolution of the next are one group). Then
-        neighbouring groups swap with probability ``flip``, never two swaps in a row.
+        neighbouring groups swap with probability ``flip``, never two swaps in a row. With
+        ``texts``, responses of the same text are perceived once, so they always tie: an annotator
+        shown one answer twice does not rank it above itself.
         """
-        scores = [self._perceive(q, rng) for q in qualities]
+        if texts is None:
+            scores = [self._perceive(q, rng) for q in qualities]
+        else:
+            seen: dict[str, float] = {}
+            scores = [seen[t] if t in seen else seen.setdefault(t, self._perceive(q, rng)) for q, t in zip(qualities, texts)]
         order = sorted(range(len(scores)), key=lambda i: -scores[i])
         group_of: dict[int, int] = {}
         group = 0
@@ -105,9 +111,11 @@ class Annotator:
         return winner
 
     def rank(self, task, responses: Sequence[str], rng: random.Random) -> list[int]:
-        return self.rank_qualities([check_all(task, r).quality for r in responses], rng)
+        return self.rank_qualities([check_all(task, r).quality for r in responses], rng, texts=responses)
 
     def prefer(self, task, a: str, b: str, rng: random.Random) -> str:
+        if a == b:
+            return "tie"  # the same answer twice, whatever the noise
         return self.prefer_qualities(check_all(task, a).quality, check_all(task, b).quality, rng)
 
     # ------------------------------------------------------------------ language feedback

@@ -8,16 +8,17 @@ truth is known (see ``oracle``):
   in ``meta.policy``), as InstructGPT's labelers ranked outputs of several models: ``sample`` (the
   responder at ``--temperature``), ``hot`` (the responder at ``--hot-temperature``), ``partial``
   (a sample with about half of its problems fixed by the annotators' fixers) and ``fixed`` (another
-  sample with every problem fixed); ``meta.edit_of`` names the response a derived one edits.
-  Annotators tie what they cannot tell apart (``annotators.Annotator.resolution``);
+  sample with every problem fixed); ``meta.edit_of`` names the response a derived one edits (its
+  position in ``responses``). Annotators tie what they cannot tell apart
+  (``annotators.Annotator.resolution``), and two copies of one text always;
 - ``preferences.jsonl``: from each ranking, the best against the worst response, plus (the default
   ``--pairs best-worst+edit``) one pair where the annotator preferred a partial or fixed response
   to the sample it edits; ``--pairs best-worst`` gives only the first, ``--pairs all`` every
   ordered pair (InstructGPT's C(K,2) comparisons, which are not independent). ``meta.edit`` says
   whether the chosen response is an edit of the rejected one (PIT's "better given the worse"), so
-  an ablation can drop those pairs;
-- ``feedback.jsonl``: one record per (prompt, response) of every policy but ``fixed``: the
-  annotator's critique and revision.
+  an ablation can drop those pairs; ``meta.pair`` gives their positions in the prompt's ranking;
+- ``feedback.jsonl``: one record per (prompt, distinct response) of every policy but ``fixed``:
+  the annotator's critique and revision.
   Records where nothing is broken are kept: the critique praises and the revision equals the
   response. A critic must learn to leave a good answer alone (Self-Refine's stop condition), so
   these are data, not noise; ``meta.all_met`` marks them for anyone who wants to drop them;
@@ -303,18 +304,28 @@ def _key(task: Task, j: int | str) -> str:
     return f"{task.id}:{j}"
 
 
+def _hot_slot(j: int, temperature: float) -> str:
+    """The cache key's sample index of hot sample ``j``: 'hot0@1', 'hot1@1.2'.
+
+    The temperature is in the key, written short (``:g``) where that is exact and in full where
+    it is not, so two temperatures never share a key (1 and 1.0000001 would under ``:g``).
+    """
+    short = f"{temperature:g}"
+    return f"hot{j}@{short if float(short) == temperature else repr(float(temperature))}"
+
+
 def sample_requests(cfg: BuildConfig, train: list[Task], test: list[Task]) -> list[tuple[Task, int | str, float]]:
     """(task, sample index, temperature) of every response a model writes.
 
     ``sample`` slots are indices 0, 1, … (the v1 cache keys, so an old cache is reused);
-    ``hot`` slots are 'hot0', 'hot1', … with the temperature in the key, so changing
-    ``--hot-temperature`` samples anew rather than reusing responses of another temperature.
+    ``hot`` slots are 'hot0@T', 'hot1@T', … with the temperature in the key (``_hot_slot``), so
+    changing ``--hot-temperature`` samples anew rather than reusing responses of another temperature.
     """
     slots = cfg.slots()
     requests: list[tuple[Task, int | str, float]] = []
     for t in train:
         requests += [(t, j, cfg.temperature) for j in range(slots.count("sample"))]
-        requests += [(t, f"hot{j}@{cfg.hot_temperature:g}", cfg.hot_temperature) for j in range(slots.count("hot"))]
+        requests += [(t, _hot_slot(j, cfg.hot_temperature), cfg.hot_temperature) for j in range(slots.count("hot"))]
     return requests + [(t, 0, cfg.temperature) for t in test]
 
 
@@ -400,7 +411,9 @@ def policy_responses(task: Task, slots: Sequence[str], sampled: dict[str, list[s
     ``sampled`` holds the model's texts per sampled policy ('sample', 'hot'), in slot order. A
     ``partial`` response edits a sample with problems (preferring one with two or more, so half of
     them can stay); a ``fixed`` one edits another sample where there is one, so the ranking holds
-    distinct texts.
+    distinct texts. Only samples with text are edited; where every sample is empty, so are the
+    derived responses (``edit_of`` None), and ``annotate`` skips them all. A derived response can
+    equal its base (nothing to fix, or a fix that did not take); ``annotate`` ties such copies.
     """
     rng = random.Random(f"redline-simulate:{seed}:{task.id}:policies")
     texts: list[str | None] = []
@@ -411,12 +424,16 @@ def policy_responses(task: Task, slots: Sequence[str], sampled: dict[str, list[s
             cursor[policy] += 1
         else:
             texts.append(None)
-    bases = [i for i, p in enumerate(slots) if p in SAMPLED]
-    problems = {i: len(check_all(task, texts[i]).broken) + len(check_all(task, texts[i]).faults) for i in bases}
+    bases = [i for i, p in enumerate(slots) if p in SAMPLED and texts[i].strip()]
+    reports = {i: check_all(task, texts[i]) for i in bases}
+    problems = {i: len(reports[i].broken) + len(reports[i].faults) for i in bases}
     edit_of: list[int | None] = [None] * len(slots)
     used: list[int] = []
     for i, policy in enumerate(slots):
         if policy in SAMPLED:
+            continue
+        if not bases:
+            texts[i] = ""  # nothing to edit
             continue
         fresh = [b for b in bases if b not in used] or bases
         want = 2 if policy == "partial" else 1
@@ -430,6 +447,13 @@ def policy_responses(task: Task, slots: Sequence[str], sampled: dict[str, list[s
 
 def annotate(task: Task, responses: Sequence[str], pool, seed: int, pairs: str = "best-worst",
              policies: Sequence[str] | None = None, edit_of: Sequence[int | None] | None = None) -> Annotated:
+    """Step 5 for one training prompt: one annotator of ``pool`` ranks, compares, critiques and demonstrates.
+
+    ``responses`` are the K slots (``policies``, ``edit_of`` as ``policy_responses`` gives them);
+    empty ones are dropped, so every index the records carry (``meta.edit_of`` of the ranking,
+    ``meta.pair`` of a preference, ``meta.from_response`` of the demonstration) is a position in
+    the ranking's ``responses``, not a slot. Copies of one text tie.
+    """
     rng = random.Random(f"redline-simulate:{seed}:{task.id}:annotate")
     annotator = pool[rng.randrange(len(pool))]
     meta = {**task.meta(), "annotator": annotator.name}
@@ -443,7 +467,7 @@ def annotate(task: Task, responses: Sequence[str], pool, seed: int, pairs: str =
     usable = [i for i, r in enumerate(responses) if r.strip()]
     skipped += ["empty response"] * (len(responses) - len(usable))
     position = {i: n for n, i in enumerate(usable)}
-    ranks = annotator.rank_qualities([qualities[i] for i in usable], rng)
+    ranks = annotator.rank_qualities([qualities[i] for i in usable], rng, texts=[responses[i] for i in usable])
     ranking, preferences = None, []
     if len(usable) >= 2 and len(set(ranks)) >= 2:
         ranking = Ranking(prompt=task.prompt, responses=[responses[i] for i in usable], ranks=ranks, id=task.id,
@@ -466,7 +490,7 @@ def annotate(task: Task, responses: Sequence[str], pool, seed: int, pairs: str =
         for (w, l), record_id in zip(comparisons, ids):
             preferences.append(Preference(prompt=task.prompt, chosen=ranking.responses[w], rejected=ranking.responses[l],
                                           id=record_id,
-                                          meta={**meta, "pair": [usable[w], usable[l]],
+                                          meta={**meta, "pair": [w, l],
                                                 "policy": [policies[usable[w]], policies[usable[l]]],
                                                 "edit": edit_of[usable[w]] == usable[l],
                                                 "oracle_quality": [round(qualities[usable[w]], 4), round(qualities[usable[l]], 4)]}))
@@ -475,11 +499,13 @@ def annotate(task: Task, responses: Sequence[str], pool, seed: int, pairs: str =
     else:
         skipped.append("fewer than 2 non-empty responses")
 
-    # Critique and revise every response with text, but the fully fixed ones (their base's record covers them).
+    # Critique and revise every distinct text once, but the fully fixed ones (their base's record covers them).
     feedback, revision_qualities, revision_all_met = [], [], []
+    critiqued: set[str] = set()
     for i in usable:
-        if policies[i] == "fixed":
+        if policies[i] == "fixed" or responses[i] in critiqued:
             continue
+        critiqued.add(responses[i])
         critique = annotator.critique(task, responses[i], rng)
         revision = annotator.revise(task, responses[i], critique)
         after = check_all(task, revision)
@@ -493,9 +519,10 @@ def annotate(task: Task, responses: Sequence[str], pool, seed: int, pairs: str =
         ))
 
     # Demonstrate from the annotator's favourite.
-    best = usable[min(range(len(usable)), key=lambda i: (ranks[i], i))] if usable else 0
+    favourite = min(range(len(usable)), key=lambda n: (ranks[n], n)) if usable else None
+    best = usable[favourite] if favourite is not None else 0
     demonstration = Demonstration(prompt=task.prompt, response=annotator.demonstrate(task, responses[best]), id=task.id,
-                                  meta={**meta, "from_response": best, "from_policy": policies[best]})
+                                  meta={**meta, "from_response": favourite, "from_policy": policies[best]})
     return Annotated(ranking, preferences, feedback, demonstration, qualities, revision_qualities,
                      [r.all_met for r in reports], revision_all_met, skipped, policies)
 
@@ -559,7 +586,7 @@ def build(cfg: BuildConfig) -> dict:
     results = []
     for t in train:
         sampled = {"sample": [texts[_key(t, j)] for j in range(slots.count("sample"))],
-                   "hot": [texts[_key(t, f"hot{j}@{cfg.hot_temperature:g}")] for j in range(slots.count("hot"))]}
+                   "hot": [texts[_key(t, _hot_slot(j, cfg.hot_temperature))] for j in range(slots.count("hot"))]}
         responses, edit_of = policy_responses(t, slots, sampled, cfg.seed)
         results.append(annotate(t, responses, pool, cfg.seed, cfg.pairs, policies=slots, edit_of=edit_of))
     test_records = [
@@ -606,7 +633,7 @@ def build(cfg: BuildConfig) -> dict:
         "versions": {"redline": __version__, "simulate": SIMULATE_VERSION, "python": platform.python_version()},
         "annotators": [a.noise() for a in pool],
         "preferences_from": cfg.pairs,
-        "feedback_policy": "one record per (prompt, non-empty response) of every policy but 'fixed'; records where "
+        "feedback_policy": "one record per (prompt, distinct non-empty response) of every policy but 'fixed'; records where "
                            "nothing is broken are kept (the critique praises, the revision equals the response) and "
                            "marked meta.all_met",
         "policies": {"slots": list(slots), "temperature": cfg.temperature,
