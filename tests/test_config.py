@@ -15,6 +15,7 @@ from redline.config import _base_type, _sequence_item, settings_from_args, write
 
 
 def commands():
+    from redline.cli import ServeConfig
     from redline.demo import DemoConfig
     from redline.evaluate import AgreementConfig, EvaluateConfig
     from redline.experiments.critic import CriticExperimentConfig
@@ -35,7 +36,7 @@ def commands():
             (["train", "ppo"], PPOConfig), (["train", "dpo"], DPOSettings), (["train", "gap-reward"], GapRewardConfig), (["train", "pit"], PITConfig),
             (["revise"], ReviseConfig), (["improve"], ImproveConfig), (["refine"], RefineConfig),
             (["generate"], GenerateConfig), (["evaluate"], EvaluateConfig), (["evaluate", "agreement"], AgreementConfig), (["experiment", "critic"], CriticExperimentConfig),
-            (["simulate", "build"], BuildConfig), (["demo"], DemoConfig)]
+            (["simulate", "build"], BuildConfig), (["demo"], DemoConfig), (["serve"], ServeConfig)]
 
 
 def other_value(f: dataclasses.Field, annotation):
@@ -65,7 +66,8 @@ def test_every_command_takes_a_yaml_config_and_its_resolved_config_round_trips(c
     values = {f.name: other_value(f, hints[f.name]) for f in dataclasses.fields(cls) if f.name != "out"}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(values))
-    args = build_parser().parse_args([*command, "--config", str(path), "--out", str(tmp_path / "out")])
+    out = [] if command == ["serve"] else ["--out", str(tmp_path / "out")]  # serve writes nothing
+    args = build_parser().parse_args([*command, "--config", str(path), *out])
     config = settings_from_args(cls, args)
     for name, value in values.items():
         got = getattr(config, name)
@@ -73,11 +75,11 @@ def test_every_command_takes_a_yaml_config_and_its_resolved_config_round_trips(c
 
     # the resolved config a run writes beside its outputs gives the same config back, and flags override it
     saved = write_config(tmp_path / "resolved.json", config)
-    again = settings_from_args(cls, build_parser().parse_args([*command, "--config", str(saved), "--out", str(tmp_path / "o")]))
+    again = settings_from_args(cls, build_parser().parse_args([*command, "--config", str(saved), *out]))
     assert dataclasses.asdict(again) == {**dataclasses.asdict(config), **({"out": again.out} if "out" in hints else {})}
     seed_flag = ["--seed", "12345"] if "seed" in hints else []
     if seed_flag:
-        over = settings_from_args(cls, build_parser().parse_args([*command, "--config", str(saved), *seed_flag, "--out", "o"]))
+        over = settings_from_args(cls, build_parser().parse_args([*command, "--config", str(saved), *seed_flag, *out]))
         assert over.seed == 12345
 
 

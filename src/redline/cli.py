@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from redline import RedlineError, __version__
@@ -560,7 +561,33 @@ def _evaluate_agreement(args) -> int:
 # ----------------------------------------------------------------------------- serve
 
 
+@dataclass
+class ServeConfig:
+    """`redline serve`: the model, where to listen, and the server's limits. (It lives here, not in serve.py,
+    which needs fastapi at import: the parser must build without it.)"""
+
+    model: str = field(default="", metadata={"required": True, "help":
+        "hub id, local path, a run folder, 'embedded' (SmolLM2-135M-Instruct) or 'tiny-random'"})
+    dtype: str = field(default="float32", metadata={"choices": ("float32", "bfloat16", "float16"), "help": "weights dtype"})
+    device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:1, mps or auto"})
+    port: int = field(default=8000, metadata={"min": 0, "max": 65535, "help": "the port to listen on"})
+    host: str = field(default="127.0.0.1", metadata={"help": "the address to listen on (0.0.0.0 to listen beyond this machine)"})
+    api_key_file: Path | None = field(default=None, metadata={"help":
+        "require 'Authorization: Bearer KEY' with KEY the first line of this file (or set $REDLINE_API_KEY)"})
+    max_batch: int = field(default=16, metadata={"min": 1, "help": "requests decoded together"})
+    max_concurrency: int = field(default=64, metadata={"min": 1, "help": "requests in flight; more get 429"})
+    max_tokens_limit: int = field(default=1024, metadata={"min": 1, "help":
+        "the most tokens a request may ask for per choice; more is a 400"})
+    max_prompt_tokens: int = field(default=2048, metadata={"min": 1, "help":
+        "the longest prompt accepted, cut to the model's context; longer is a 400"})
+    batch_wait_ms: float = field(default=5.0, metadata={"min": 0, "help": "vllm backend: how long a request waits for others to batch with"})
+    served_name: str | None = field(default=None, metadata={"help": "the model name clients ask for (default: --model)"})
+    backend: str = field(default="transformers", metadata={"choices": ("transformers", "vllm"), "help": "generation backend"})
+
+
 def _add_serve(sub) -> None:
+    from redline.config import add_settings_arguments
+
     p = sub.add_parser(
         "serve",
         help="an OpenAI-compatible server (/v1/chat/completions, /v1/completions, /v1/models) over a model",
@@ -569,47 +596,30 @@ def _add_serve(sub) -> None:
         "token by token, so a short request never waits for a long one. Needs the serve extra: "
         "pip install 'redline[serve]'.",
     )
-    add_model(p, default=None)
-    p.add_argument("--port", type=int, default=8000, help="(default: %(default)s)")
-    p.add_argument("--host", default="127.0.0.1", help="(default: %(default)s; 0.0.0.0 to listen beyond this machine)")
-    key = p.add_mutually_exclusive_group()
-    key.add_argument("--api-key", default=None,
-                     help="require 'Authorization: Bearer KEY' (default: $REDLINE_API_KEY; unset: no key). A key given "
-                     "here shows in `ps`: prefer the variable or --api-key-file")
-    key.add_argument("--api-key-file", type=Path, default=None, metavar="FILE",
-                     help="read the key from FILE (its first line)")
-    p.add_argument("--max-batch", type=int, default=16, metavar="N", help="requests decoded together (default: %(default)s)")
-    p.add_argument("--max-concurrency", type=int, default=64, metavar="N",
-                   help="requests in flight; more get 429 (default: %(default)s)")
-    p.add_argument("--max-tokens-limit", type=int, default=1024, metavar="N",
-                   help="the most tokens a request may ask for per choice; more is a 400 (default: %(default)s)")
-    p.add_argument("--max-prompt-tokens", type=int, default=2048, metavar="N",
-                   help="the longest prompt accepted, cut to the model's context; longer is a 400 (default: %(default)s)")
-    p.add_argument("--batch-wait-ms", type=float, default=5.0, metavar="MS",
-                   help="vllm backend: how long a request waits for others to batch with (default: %(default)s)")
-    p.add_argument("--served-name", default=None, help="the model name clients ask for (default: --model)")
-    p.add_argument("--backend", default="transformers", choices=["transformers", "vllm"], help="(default: %(default)s)")
+    add_settings_arguments(p, ServeConfig, resumable=False)
+    p.add_argument("--api-key", default=None,
+                   help="require 'Authorization: Bearer KEY' (default: $REDLINE_API_KEY; unset: no key). A key given "
+                   "here shows in `ps`: prefer the variable or --api-key-file; never read from --config")
     p.set_defaults(func=_serve)
 
 
 def _serve(args) -> int:
-    import os
-
+    from redline.config import settings_from_args
     from redline.serve import serve  # first: without fastapi, one line naming the extra
 
+    config = settings_from_args(ServeConfig, args)
+    if args.api_key and config.api_key_file is not None:
+        raise RedlineError("give --api-key or --api-key-file, not both")
     api_key = args.api_key or os.environ.get("REDLINE_API_KEY") or None
-    if args.api_key_file is not None:
-        lines = args.api_key_file.read_text(encoding="utf-8").splitlines()
+    if config.api_key_file is not None:
+        lines = config.api_key_file.read_text(encoding="utf-8").splitlines()
         api_key = lines[0].strip() if lines else ""
         if not api_key:
-            raise RedlineError(f"{args.api_key_file}: line 1: the API key is empty")
-    for flag in ("max_batch", "max_concurrency", "max_tokens_limit", "max_prompt_tokens"):
-        if getattr(args, flag) < 1:
-            raise RedlineError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
-    serve(args.model, host=args.host, port=args.port, api_key=api_key, max_batch=args.max_batch,
-          max_concurrency=args.max_concurrency, batch_wait_ms=args.batch_wait_ms,
-          max_tokens_limit=args.max_tokens_limit, max_prompt_tokens=args.max_prompt_tokens,
-          served_name=args.served_name, backend=args.backend, dtype=args.dtype, device=args.device)
+            raise RedlineError(f"{config.api_key_file}: line 1: the API key is empty")
+    serve(config.model, host=config.host, port=config.port, api_key=api_key, max_batch=config.max_batch,
+          max_concurrency=config.max_concurrency, batch_wait_ms=config.batch_wait_ms,
+          max_tokens_limit=config.max_tokens_limit, max_prompt_tokens=config.max_prompt_tokens,
+          served_name=config.served_name, backend=config.backend, dtype=config.dtype, device=config.device)
     return 0
 
 
