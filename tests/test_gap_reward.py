@@ -136,7 +136,7 @@ def preferences(n=24):
     return rows + [{"prompt": "Same?", "chosen": "same", "rejected": "same"}]
 
 
-def test_train_gap_reward_cli(jsonl, tmp_path):
+def test_train_gap_reward_cli(jsonl, tmp_path, capsys):
     from transformers import AutoModelForSequenceClassification
 
     run = tmp_path / "gap"
@@ -152,6 +152,8 @@ def test_train_gap_reward_cli(jsonl, tmp_path):
     for name in ORDERING_NAMES:
         assert 0 <= m[f"eval_accuracy_{name}"] <= 1
     assert m["eval_accuracy_wl>lw"] == 1.0  # the easiest ordering, learned in 12 steps
+    assert (f"held-out: r_gap(w,l) > r_gap(l,w) on 100.0% of {m['eval_pairs']} pairs (mean of PIT's five orderings "
+            f"{m['eval_accuracy']:.1%})") in capsys.readouterr().err
     model = AutoModelForSequenceClassification.from_pretrained(run)
     assert model.config.num_labels == 1 and model.config.redline_kind == "gap-reward"
     # the RL reward reads it: a good answer over a bad reference beats the reverse
@@ -198,3 +200,28 @@ def test_lora_is_merged_and_identical_pairs_feed_the_anchor_term_when_asked(json
     info = json.loads((run / "redline.json").read_text())
     assert info["kind"] == "gap-reward" and not info["adapter"]  # a plain classifier, LoRA folded in
     assert load_reward_model(str(run), device="cpu").config.num_labels == 1
+
+
+def test_gap_oracle_figures_are_the_reward_model_s_on_the_wl_lw_ordering():
+    """Hand-made: each pair scored (r_gap(w,l), r_gap(l,w)); the figures and the printed line."""
+    from redline.cli import gap_accuracy_summary
+    from redline.train.gap_reward import oracle_accuracy
+
+    meta = {"instructions": [{"type": "lowercase"}], "topic": "tea"}
+    pairs = [
+        Preference(prompt="p1", chosen="a", rejected="b", meta={**meta, "oracle_quality": [1.0, 0.0]}),  # label right
+        Preference(prompt="p2", chosen="a", rejected="b", meta={**meta, "oracle_quality": [0.0, 0.5]}),  # label wrong
+        Preference(prompt="p3", chosen="a", rejected="b", meta={**meta, "oracle_quality": [0.5, 0.5]}),  # oracle tie
+    ]
+    figures = oracle_accuracy(pairs, [[2.0, 1.0], [0.0, 1.0], [3.0, 3.0]])  # the model follows the oracle
+    # the oracle against the labels: right, wrong, tie (half) = 1.5 / 3; on the 2 pairs it can tell
+    # apart the model is right on both, the labels on one.
+    assert figures == {"eval_label_ceiling": 0.5, "eval_oracle_comparisons": 2, "eval_oracle_accuracy": 1.0,
+                       "eval_annotator_oracle_accuracy": 0.5}
+    assert oracle_accuracy([Preference(prompt="q", chosen="a", rejected="b")], [[1.0, 0.0]]) == {}  # not simulated
+    m = {"eval_pairs": 3, "eval_accuracy_wl>lw": 0.3333, "eval_accuracy": 0.6, **figures}
+    assert gap_accuracy_summary(m) == (
+        "held-out: r_gap(w,l) > r_gap(l,w) on 33.3% of 3 pairs (mean of PIT's five orderings 60.0%); the oracle itself "
+        "scores 50.0% against these labels; against the oracle: 100.0% on the 2 pairs it can tell apart, where the "
+        "annotators' labels are 50.0% right")
+    assert gap_accuracy_summary({"eval_pairs": 0}) == "held-out: no pair to score"

@@ -193,3 +193,7 @@ def test_spread_over_prompts_takes_one_record_per_prompt_first():
     assert set(picked(3)) <= set(picked(5))  # nested: a larger size keeps the smaller one's records
     with pytest.raises(RedlineError, match="asked for 7 records; the set holds 6"):
         spread_over_prompts(rows, 7)
+    with pytest.raises(RedlineError, match=r"asked for 7 records; feedback.jsonl \(--limit\) holds 6"):
+        spread_over_prompts(rows, 7, "feedback.jsonl (--limit)")
+    with pytest.raises(RedlineError, match="asked for -1 records"):
+        spread_over_prompts(rows, -1)

@@ -114,3 +114,13 @@ def test_bf16_autocast_trains_float32_weights(jsonl, tmp_path):
     from accelerate import Accelerator
 
     assert Accelerator(cpu=True).mixed_precision == "no"  # PPO later in this process must not inherit bf16
+
+
+def test_a_limit_beyond_the_file_names_the_file_before_the_model_loads(jsonl, tmp_path, capsys, monkeypatch):
+    import redline.models
+
+    data = jsonl(FEEDBACK)
+    monkeypatch.setattr(redline.models, "load_causal_lm", lambda *a, **k: pytest.fail("the model loaded"), raising=False)
+    assert main(["train", "critic", "--data", str(data), "--model", "tiny-random", "--out", str(tmp_path / "run"),
+                 "--limit", "17"]) == 2
+    assert f"asked for 17 records; {data} (--limit) holds 16" in capsys.readouterr().err

@@ -64,7 +64,7 @@ def test_split_never_puts_a_prompt_in_both_parts():
     assert {r.prompt for r in train}.isdisjoint({r.prompt for r in held}) and len(held) == 8
 
 
-def test_train_reward_cli(jsonl, tmp_path):
+def test_train_reward_cli(jsonl, tmp_path, capsys):
     from transformers import AutoModelForSequenceClassification
 
     data = jsonl(rankings())
@@ -77,6 +77,7 @@ def test_train_reward_cli(jsonl, tmp_path):
     m = info["metrics"]
     assert info["kind"] == "reward" and m["mode"] == "groups" and m["eval_comparisons"] == 6 * 3
     assert m["eval_accuracy"] >= 0.5
+    assert f"held-out: {m['eval_accuracy']:.1%} right on 18 decisive comparisons (0 labelled ties not scored)" in capsys.readouterr().err
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     losses = [row["loss"] for row in log if "loss" in row]
     assert losses[-1] < losses[0]
@@ -110,20 +111,23 @@ def test_identical_preferences_are_counted_and_skipped(jsonl, capsys):
     assert "1 preference(s) with chosen identical to rejected" in capsys.readouterr().err
 
 
+META = {"instructions": [{"type": "lowercase"}], "topic": "tea"}
+HAND_MADE = [
+    # labels: 0 > 1 (tie 1 = 2); oracle agrees on 0 > 1 and ties 1, 2.
+    Ranking(prompt="p1", responses=["a", "b", "c"], ranks=[0, 1, 1], meta={**META, "oracle_quality": [1.0, 0.0, 0.0]}),
+    # labels: 0 > 1, but the oracle says 1 > 0 (a flipped label); the model follows the oracle.
+    Ranking(prompt="p2", responses=["a", "b"], ranks=[0, 1], meta={**META, "oracle_quality": [0.0, 0.5]}),
+    # labels: 0 > 1 where the oracle ties them (noise); the model scores them equal.
+    Ranking(prompt="p3", responses=["a", "b"], ranks=[0, 1], meta={**META, "oracle_quality": [0.5, 0.5]}),
+]
+HAND_MADE_SCORES = [[2.0, 1.0, 0.0], [0.0, 1.0], [3.0, 3.0]]
+
+
 def test_held_out_accuracy_counts_ties_and_sets_each_figure_beside_its_ceiling():
     """A hand-made set where the strict, decisive and oracle accuracies all differ."""
     from redline.train.reward import comparison_accuracy
 
-    meta = {"instructions": [{"type": "lowercase"}], "topic": "tea"}
-    rs = [
-        # labels: 0 > 1 (tie 1 = 2); oracle agrees on 0 > 1 and ties 1, 2.
-        Ranking(prompt="p1", responses=["a", "b", "c"], ranks=[0, 1, 1], meta={**meta, "oracle_quality": [1.0, 0.0, 0.0]}),
-        # labels: 0 > 1, but the oracle says 1 > 0 (a flipped label); the model follows the oracle.
-        Ranking(prompt="p2", responses=["a", "b"], ranks=[0, 1], meta={**meta, "oracle_quality": [0.0, 0.5]}),
-        # labels: 0 > 1 where the oracle ties them (noise); the model scores them equal.
-        Ranking(prompt="p3", responses=["a", "b"], ranks=[0, 1], meta={**meta, "oracle_quality": [0.5, 0.5]}),
-    ]
-    scores = [[2.0, 1.0, 0.0], [0.0, 1.0], [3.0, 3.0]]
+    rs, scores = HAND_MADE, HAND_MADE_SCORES
     m = comparison_accuracy(rs, scores)
     # decisive labelled comparisons: p1 (0,1), (0,2); p2 (0,1); p3 (0,1) = 4; one labelled tie (p1: 1, 2).
     assert m["eval_comparisons"] == 4 and m["eval_ties"] == 1
@@ -147,3 +151,20 @@ def test_all_tied_rankings_are_skipped_with_a_count(jsonl, capsys):
     kept = read_comparisons(str(jsonl(rows)))
     assert len(kept) == 3
     assert "skipped 1 of 4 prompts whose responses are all tied" in capsys.readouterr().err
+
+
+def test_the_summary_line_sets_each_figure_beside_its_ceiling():
+    from redline.cli import accuracy_summary
+    from redline.train.reward import comparison_accuracy
+
+    m = comparison_accuracy(HAND_MADE, HAND_MADE_SCORES)
+    assert accuracy_summary(m) == (
+        "held-out: 62.5% right on 4 decisive comparisons (1 labelled tie not scored); the oracle itself scores 62.5% "
+        "against these labels; against the oracle: 100.0% on the 3 pairs it can tell apart, where the annotators' "
+        "labels are 66.7% right")
+    plain = comparison_accuracy([Ranking(prompt="q", responses=["a", "b", "c"], ranks=[0, 1, 1])], [[1.0, 0.0, 0.0]])
+    assert accuracy_summary(plain) == "held-out: 100.0% right on 2 decisive comparisons (1 labelled tie not scored)"
+    assert accuracy_summary(comparison_accuracy([], [])) == "held-out: no decisive comparison to score (0 labelled ties not scored)"
+    only_oracle_ties = comparison_accuracy(HAND_MADE[2:], HAND_MADE_SCORES[2:])
+    assert accuracy_summary(only_oracle_ties).endswith("the oracle itself scores 50.0% against these labels; "
+                                                       "the oracle ties every one of them")

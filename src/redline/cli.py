@@ -267,7 +267,9 @@ def _train_gap_reward(args) -> int:
     from redline.train.gap_reward import GapRewardConfig, train_gap_reward
 
     config = configured(GapRewardConfig, args, "train gap-reward", config_name="train_config.json")
-    print(json.dumps(train_gap_reward(config, args.out)))
+    metrics = train_gap_reward(config, args.out)
+    print(gap_accuracy_summary(metrics), file=sys.stderr)
+    print(json.dumps(metrics))
     return 0
 
 
@@ -297,15 +299,40 @@ def _train_reward(args) -> int:
     return 0
 
 
-def accuracy_summary(m: dict) -> str:
-    """One line a person reads: held-out accuracy beside its ceiling on the same pairs."""
-    line = (f"held-out: {m.get('eval_accuracy') or 0:.1%} on {m.get('eval_comparisons', 0)} decisive comparisons "
-            f"({m.get('eval_ties', 0)} labelled ties not scored)")
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def accuracy_summary(m: dict, lead: str | None = None) -> str:
+    """One line a person reads: held-out accuracy, each figure beside its ceiling on the same pairs.
+
+    ``lead`` replaces the opening figure (the gap model's, ``gap_accuracy_summary``); the ceilings
+    come from ``train.reward.comparison_accuracy``'s keys, which both trainers report.
+    """
+    if lead is None:
+        ties = m.get("eval_ties", 0)
+        tied = f"{ties} labelled {'tie' if ties == 1 else 'ties'} not scored"
+        if not m.get("eval_comparisons"):
+            return f"held-out: no decisive comparison to score ({tied})"
+        lead = f"held-out: {_percent(m.get('eval_accuracy'))} right on {m['eval_comparisons']} decisive comparisons ({tied})"
+    line = lead
     if m.get("eval_label_ceiling") is not None:
-        line += (f"; a perfect model would score {m['eval_label_ceiling']:.1%} against these labels; against the oracle "
-                 f"{m.get('eval_oracle_accuracy') or 0:.1%} vs the annotators' {m.get('eval_annotator_oracle_accuracy') or 0:.1%} "
-                 f"on the same {m.get('eval_oracle_comparisons', 0)} pairs")
+        line += f"; the oracle itself scores {_percent(m['eval_label_ceiling'])} against these labels"
+        n = m.get("eval_oracle_comparisons", 0)
+        if n:
+            line += (f"; against the oracle: {_percent(m.get('eval_oracle_accuracy'))} on the {n} pairs it can tell apart, "
+                     f"where the annotators' labels are {_percent(m.get('eval_annotator_oracle_accuracy'))} right")
+        else:
+            line += "; the oracle ties every one of them"
     return line
+
+
+def gap_accuracy_summary(m: dict) -> str:
+    """``accuracy_summary`` for the reward-gap model, led by its preference accuracy r_gap(w,l) > r_gap(l,w)."""
+    if not m.get("eval_pairs"):
+        return "held-out: no pair to score"
+    return accuracy_summary(m, f"held-out: r_gap(w,l) > r_gap(l,w) on {_percent(m.get('eval_accuracy_wl>lw'))} of "
+                               f"{m['eval_pairs']} pairs (mean of PIT's five orderings {_percent(m.get('eval_accuracy'))})")
 
 
 def _train_critic(args) -> int:

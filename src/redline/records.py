@@ -608,18 +608,19 @@ def _parse_rows(source: str | os.PathLike, parse: Callable[[Any, int], Any], *, 
 # ----------------------------------------------------------------------------- writing
 
 
-def spread_over_prompts(records: Sequence[R], n: int | None) -> list[R]:
+def spread_over_prompts(records: Sequence[R], n: int | None, source: str = "the set") -> list[R]:
     """``n`` records spread over as many distinct prompts as ``records`` hold.
 
     One record per prompt first (prompts in the order they first appear), then a second per
     prompt, and so on; within a prompt, records keep their file order. ``n`` None takes all, in
     that order. Taking the first N lines instead would give a 100-record critic four answers to
     each of 25 prompts (world v2's audit) and a critic that echoes those prompts everywhere.
+    ``source`` names the records (a file) in the error for an ``n`` they cannot meet.
     """
     if n is None:
         n = len(records)
-    if n > len(records):
-        raise RedlineError(f"asked for {n} records; the set holds {len(records)}")
+    if not 0 <= n <= len(records):
+        raise RedlineError(f"asked for {n} records; {source} holds {len(records)}")
     by_prompt: dict[str, list[R]] = {}
     for record in records:
         by_prompt.setdefault(prompt_key(record.prompt), []).append(record)

@@ -69,7 +69,7 @@ def train_critic(config: CriticConfig, out, records: list[Feedback] | None = Non
     # step 1
     if records is None:
         records = read_records(config.data, "feedback", skip_invalid=config.skip_invalid)
-        records = spread_over_prompts(records, config.limit)
+        records = spread_over_prompts(records, config.limit, f"{config.data} (--limit)")
     # step 2
     examples = critic_examples(records)
     # step 3

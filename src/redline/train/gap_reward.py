@@ -18,8 +18,9 @@ Steps:
   3. train with ``gap_ranking_loss`` in a ``transformers.Trainer`` whose batch element is one pair
      with its four forward passes (``GapCollator`` reuses the reward trainer's ``GroupCollator``);
   4. measure held-out accuracy on each of the five orderings (and their mean), and on simulated
-     pairs the oracle can tell apart, the (w,l) > (l,w) ordering against the oracle beside the
-     labels' own accuracy on exactly those pairs;
+     pairs the reward model's figures for the (w,l) > (l,w) ordering: the labels' ceiling, and on
+     the pairs the oracle can tell apart, accuracy against the oracle beside the labels' own on
+     exactly those pairs (``oracle_accuracy``);
   5. save a plain sequence-classification model (LoRA merged) with ``kind="gap-reward"`` in its card.
 
 Deviations from the paper:
@@ -229,30 +230,23 @@ def held_out_accuracies(model, tokenizer, prefs: list[Preference], max_length: i
     accuracy = ordering_accuracies(scores)
     result.update({f"eval_accuracy_{name}": round(v, 4) for name, v in accuracy.items()})
     result["eval_accuracy"] = round(sum(accuracy.values()) / len(accuracy), 4)
-    result.update(oracle_accuracy(pairs, (scores[:, 0] - scores[:, 3]).tolist()))
+    result.update(oracle_accuracy(pairs, scores[:, [0, 3]].tolist()))
     return result
 
 
-def oracle_accuracy(pairs: list[Preference], margins: list[float]) -> dict[str, Any]:
-    """On simulated pairs the oracle can tell apart: how often the model's (w,l) > (l,w) margin
-    orders them as the oracle does, beside the labels' own accuracy on exactly those pairs."""
-    from redline.train.reward import oracle_qualities
+def oracle_accuracy(pairs: list[Preference], wl_lw: list[list[float]]) -> dict[str, Any]:
+    """The reward model's ceilings (``reward.comparison_accuracy``) for the (w,l) > (l,w) ordering.
 
-    right = labels_right = n = 0.0
-    for p, margin in zip(pairs, margins):
-        q = oracle_qualities(Ranking(prompt=p.prompt, responses=[p.chosen, p.rejected], ranks=[0, 1], meta=p.meta))
-        if q is None:
-            return {}
-        if q[0] == q[1]:
-            continue
-        n += 1
-        labels_right += q[0] > q[1]
-        truth = 1.0 if q[0] > q[1] else -1.0
-        right += 1.0 if margin * truth > 0 else 0.5 if margin == 0 else 0.0
-    if not n:
-        return {"eval_oracle_pairs": 0}
-    return {"eval_oracle_pairs": int(n), "eval_oracle_accuracy": round(right / n, 4),
-            "eval_annotator_oracle_accuracy": round(labels_right / n, 4)}
+    Each pair is a ranking of (chosen, rejected) scored (r_gap(w,l), r_gap(l,w)). On simulated pairs:
+    ``eval_label_ceiling`` (how often the oracle orders them as the labels do), and on the pairs the
+    oracle can tell apart ``eval_oracle_accuracy`` beside ``eval_annotator_oracle_accuracy``, the
+    labels' own accuracy on exactly those pairs. The ordering's own accuracy is ``eval_accuracy_wl>lw``.
+    """
+    from redline.train.reward import comparison_accuracy
+
+    rankings = [Ranking(prompt=p.prompt, responses=[p.chosen, p.rejected], ranks=[0, 1], meta=p.meta) for p in pairs]
+    figures = comparison_accuracy(rankings, wl_lw)
+    return {k: v for k, v in figures.items() if k not in ("eval_comparisons", "eval_ties", "eval_accuracy")}
 
 
 def gap_reward(model, tokenizer, max_length: int = 512, adapter_off: bool = False):
