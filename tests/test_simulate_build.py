@@ -376,3 +376,26 @@ def test_a_hot_sample_s_cache_key_names_its_temperature_exactly():
     assert _hot_slot(0, 1.0) == "hot0@1" and _hot_slot(1, 1.2) == "hot1@1.2"  # the keys caches already hold
     assert _hot_slot(0, 1.0000001) != _hot_slot(0, 1.0)  # ':g' alone would give both 'hot0@1'
     assert _hot_slot(0, 1.0000001) == "hot0@1.0000001"
+
+
+def test_an_empty_test_response_is_kept_in_test_and_left_out_of_its_edits(tmp_path, monkeypatch):
+    """The edited test files skip it, and every other edited response is scored against its own task."""
+    import importlib
+
+    build_module = importlib.import_module("redline.simulate.build")  # the package exports a build() function
+    config = _config(tmp_path / "e", test_prompts=4, prompts=3)
+    train, test = build_tasks(config)
+    template = build_module.load_responder(config)
+    silent = test[1].id
+
+    def responder(cfg):
+        return lambda batch, temperature: ["" if t.id == silent else text for (t, _), text in zip(batch, template(batch, temperature))]
+
+    monkeypatch.setattr(build_module, "load_responder", responder)
+    manifest = build(config)
+    assert manifest["counts"]["test"] == 4 and manifest["counts"]["test_fixed"] == manifest["counts"]["test_partial"] == 3
+    fixed = read_records(tmp_path / "e" / "test_fixed.jsonl", "response")
+    assert silent not in {r.id for r in fixed}
+    by_id = {t.id: t for t in test}
+    met = [check_all(by_id[r.id], r.response).all_met for r in fixed]
+    assert manifest["all_met"]["test_fixed"] == round(sum(met) / len(met), 4)

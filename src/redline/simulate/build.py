@@ -593,15 +593,16 @@ def build(cfg: BuildConfig) -> dict:
         Response(prompt=t.prompt, response=texts[_key(t, 0)], source=cfg.responder, id=t.id, meta=t.meta()) for t in test
     ]
     test_reports = [check_all(t, r.response) for t, r in zip(test, test_records)]
-    # Stronger responders for the same test prompts, without sampling: the annotators' edits.
+    # Stronger responders for the same test prompts, without sampling: the annotators' edits (of a response with text).
+    edited = [(t, r) for t, r in zip(test, test_records) if r.response.strip()]
     stronger = {}
     for name, share in (("partial", 0.5), ("fixed", 1.0)):
         stronger[name] = [
             Response(prompt=t.prompt, response=fix_some(t, r.response, share, random.Random(f"redline-simulate:{cfg.seed}:{t.id}:test-{name}")),
                      source=f"{cfg.responder}+{name}", id=t.id, meta=t.meta())
-            for t, r in zip(test, test_records) if r.response.strip()
+            for t, r in edited
         ]
-    stronger_reports = {name: [check_all(t, r.response) for t, r in zip(test, records)] for name, records in stronger.items()}
+    stronger_reports = {name: [check_all(t, r.response) for (t, _), r in zip(edited, records)] for name, records in stronger.items()}
 
     files = {  # step 6
         "demonstrations.jsonl": [r.demonstration for r in results],
