@@ -128,7 +128,8 @@ class BuildConfig:
         temperature, top_p, max_new_tokens, dtype, device, batch_size; hot_temperature for 'hot'.
     Annotators:
         annotators: pool size; noise_scale: their default noise times this (0 = noise-free);
-        pairs: 'best-worst' or 'all' comparisons per ranking for the preference file.
+        pairs: comparisons per ranking for the preference file: 'best-worst+edit' (best against
+            worst, plus one chosen edit of its rejected), 'best-worst' or 'all'.
     """
 
     out: Path = field(metadata={"required": True, "result": False, "help": "output folder"})
