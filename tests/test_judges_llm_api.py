@@ -55,7 +55,9 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(400, REFUSAL)
         cut = body["max_completion_tokens"] <= self.server.think
         message = {"role": "assistant", "content": "" if cut else "Output (a)"}
-        self.reply(200, {"choices": [{"index": 0, "message": message, "finish_reason": "length" if cut else "stop"}]})
+        usage = {"completion_tokens_details": {"reasoning_tokens": min(self.server.think, body["max_completion_tokens"])}}
+        self.reply(200, {"choices": [{"index": 0, "message": message, "finish_reason": "length" if cut else "stop"}],
+                         "usage": usage})
 
 
 @pytest.fixture
@@ -96,6 +98,13 @@ def test_an_answer_cut_before_it_began_says_to_raise_max_tokens(tmp_path):
         judge = OpenAIJudge("o-judge", server.url, cache="off", token_param="max_completion_tokens")
         verdict = judge.judge_many([Item("p", "x", "y")])[0]
         assert verdict.winner == "invalid" and "raise max_tokens" in verdict.detail["error"]
+        # a model that wrote nothing without reasoning (a random one) is an answer that does not parse
+        server.think = 0
+        blank = OpenAIJudge("o-judge", server.url, cache="off", max_tokens=0, token_param="max_completion_tokens")
+        verdict = blank.judge_many([Item("p", "x", "y")])[0]
+        assert verdict.winner == "invalid" and "error" not in verdict.detail
+        blank.close()
+        server.think = 100
         roomy = OpenAIJudge("o-judge", server.url, cache="off", max_tokens=2048, token_param="max_completion_tokens")
         assert roomy.judge_many([Item("p", "x", "y")])[0].detail["orders"] == {"ab": "a", "ba": "b"}
         judge.close(), roomy.close()

@@ -19,7 +19,7 @@ models refuse ``max_tokens``, which it deprecated) and as ``max_tokens`` elsewhe
 llama.cpp and ``redline serve`` have always read); ``token_param=`` forces one, and a server that
 refuses the one sent (HTTP 400 naming it) is asked again with the other, which the judge then keeps.
 Reasoning models spend that budget thinking before they answer: give them ``max_tokens=2048``; an
-empty answer cut by the limit says so. The cache key is the same whichever name is sent.
+empty answer cut by the limit after reasoning tokens says so. The cache key is the same whichever name is sent.
 
 We call the API with ``httpx`` rather than the official ``openai`` client: the client's retries
 do not expose the per-call failure we record in each verdict, and the cache sits in front of the
@@ -211,12 +211,13 @@ class OpenAIJudge:
             else:
                 if response.status_code == 200:
                     try:
-                        choice = response.json()["choices"][0]
+                        answer = response.json()
+                        choice = answer["choices"][0]
                         text = choice["message"]["content"] or ""
                     except (ValueError, KeyError, IndexError, TypeError):
                         self._count("failures")
                         return None, f"malformed answer: {response.text[:200]}"
-                    if not text.strip() and choice.get("finish_reason") == "length":
+                    if not text and choice.get("finish_reason") == "length" and _reasoned(answer, choice):
                         self._count("failures")
                         return None, (f"the answer was cut at max_tokens={self.max_tokens} before it began "
                                       "(a reasoning model thinks first: raise max_tokens, e.g. 2048)")
@@ -282,6 +283,14 @@ class OpenAIJudge:
         self._client.close()
         if self.cache is not None:
             self.cache.close()
+
+
+def _reasoned(answer: dict, choice: dict) -> bool:
+    """Whether the server says the model spent tokens reasoning (OpenAI's usage, or vLLM's and
+    others' ``reasoning_content`` beside the answer)."""
+    details = (answer.get("usage") or {}).get("completion_tokens_details") or {}
+    message = choice.get("message") or {}
+    return bool(details.get("reasoning_tokens") or message.get("reasoning_content") or message.get("reasoning"))
 
 
 def _renamed(body: dict, token_param: str) -> dict:
