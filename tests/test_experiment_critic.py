@@ -21,20 +21,27 @@ def data(tmp_path_factory):
 def test_sizes_iterations_and_both_responders_are_judged_then_a_rerun_resumes(data, tmp_path, capsys):
     out = tmp_path / "exp"
     argv = ["experiment", "critic", "--data", str(data), "--model", "tiny-random", "--sizes", "2,4",
-            "--iterations", "2", "--test-limit", "3", "--second-model", "tiny-random", "--max-steps", "1",
-            "--revise-max-new-tokens", "8", "--response-max-new-tokens", "8", "--out", str(out)]
+            "--iterations", "2", "--test-limit", "3", "--second-model", "tiny-random", "--second-best-of", "2", "--good",
+            "--max-steps", "1", "--revise-max-new-tokens", "8", "--response-max-new-tokens", "8", "--out", str(out)]
     assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())
     assert list(results["sizes"]) == ["2", "4"]
     for sets in results["sizes"].values():
-        assert set(sets) == {"test", "second"}
-        for rows in sets.values():
+        assert set(sets) == {"test", "second", "good"}
+        for curve in sets.values():
+            rows = curve["iterations"]
             assert [r["iteration"] for r in rows] == [1, 2]
             assert all(r["wins"] + r["ties"] + r["losses"] + r["invalid"] == 3 for r in rows)
-            assert all(0 <= r["parse_failures"] <= 3 for r in rows)
+            # 8 new tokens cut every critique: each output is a budget (or loop) failure, and none is applied
+            assert all(sum(r["failures"].values()) == 3 and r["failures"]["parse"] == 0 and r["changed"] == 0 for r in rows)
+            assert all(r["mean_quality"] == curve["original_quality"] for r in rows)
+        assert sets["good"]["original_quality"] == 1.0  # every problem fixed by the annotator
+        assert sets["good"]["original_quality"] > sets["test"]["original_quality"]
     second = [json.loads(line) for line in (out / "second_responses.jsonl").read_text().splitlines()]
     assert len(second) == 3 and all(r["source"] == "tiny-random@T=1.0" for r in second)
-    assert "| test | 2 | 1 |" in (out / "results.md").read_text()
+    assert len((out / "second_responses_1.jsonl").read_text().splitlines()) == 3  # the second of 2 samples a prompt
+    table = (out / "results.md").read_text()
+    assert "| test | 2 | 1 |" in table and "| good | 4 | 2 |" in table
     assert (out / "win_rates.png").stat().st_size > 0
 
     # A rerun trains nothing and generates nothing again.
@@ -43,6 +50,18 @@ def test_sizes_iterations_and_both_responders_are_judged_then_a_rerun_resumes(da
     assert main(argv) == 0
     assert [(out / f"size_{n}" / "critic" / "redline.json").stat().st_mtime for n in (2, 4)] == stamps
     assert (out / "second_responses.jsonl").read_text() == second_text
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--iterations", "0"], "--iterations must be at least 1"),
+    (["--apply", "never"], "--apply 'never' is not one of"),
+    (["--second-best-of", "0"], "--second-best-of must be at least 1"),
+])
+def test_bad_revise_settings_are_refused_before_any_training(data, tmp_path, flags, message):
+    with pytest.raises(RedlineError, match=message):
+        main(["--debug", "experiment", "critic", "--data", str(data), "--model", "tiny-random", "--sizes", "2",
+              "--out", str(tmp_path / "exp")] + flags)
+    assert not (tmp_path / "exp").exists()
 
 
 def test_a_size_larger_than_the_data_is_refused_before_any_training(data, tmp_path):

@@ -54,7 +54,7 @@ def test_a_parse_failure_leaves_the_response_and_is_counted(tmp_path):
     summary = run_iterations(responses(3), step, iterations=1, out=tmp_path, progress=False)
     r1 = rows_of(tmp_path, 1)[1]
     assert r1["response"] == "xx" and r1["parsed"] is False and r1["changed"] is False
-    assert summary["iterations"][0]["parse_failures"] == 1
+    assert summary["iterations"][0]["failures"] == {"parse": 1, "budget": 0, "loop": 0}
 
 
 class PreferShorter:

@@ -66,7 +66,7 @@ def test_empty_outputs_are_parse_failures_and_stop_nothing_ends_unchanged_items(
     first = read_jsonl_prefix(tmp_path / "iteration_1.jsonl")
     assert [r["parsed"] for r in first] == [False, False, True] and all(r["response"] == r["response_0"] for r in first)
     assert [r["halted"] for r in first] == [False, False, True]  # q2's rewrite changed nothing: it stops
-    assert summary["iterations"][0]["parse_failures"] == 2 and summary["iterations"][1]["stopped"] == 1
+    assert summary["iterations"][0]["failures"]["parse"] == 2 and summary["iterations"][1]["stopped"] == 1
 
 
 def test_a_run_that_is_not_a_pit_policy_is_refused_before_any_work(tmp_path, jsonl):

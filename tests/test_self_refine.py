@@ -72,7 +72,7 @@ def test_malformed_feedback_and_refinements_leave_the_response_and_are_counted(t
     assert [r["parsed"] for r in rows] == [False, False, True]
     assert [r["response"] for r in rows] == ["Topic 0 Is Great.", "Topic 1 Is Great.", "Topic 2 is great, and long."]
     assert rows[1]["feedback"].startswith("It has no issues") and not rows[1]["halted"]
-    assert summary["iterations"][0]["parse_failures"] == 2 and len(engine.calls) == 3 + 2
+    assert summary["iterations"][0]["failures"]["parse"] == 2 and len(engine.calls) == 3 + 2
 
 
 @pytest.mark.parametrize("text, done, parsed", [

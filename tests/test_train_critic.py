@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from redline.cli import main
-from redline.prompts import critic_messages, critic_target, parse_critic_output
+from redline.prompts import critic_messages, critic_target, finds_nothing_to_fix, has_loop, parse_critic_output
 from redline.records import Feedback
 from redline.train.critic import critic_examples
 
@@ -124,3 +124,32 @@ def test_a_limit_beyond_the_file_names_the_file_before_the_model_loads(jsonl, tm
     assert main(["train", "critic", "--data", str(data), "--model", "tiny-random", "--out", str(tmp_path / "run"),
                  "--limit", "17"]) == 2
     assert f"asked for 17 records; {data} (--limit) holds 16" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("critique, nothing", [
+    ("This essay about rivers does everything the prompt asked. It is all lowercase, as asked.", True),
+    ("A clean answer that follows every instruction.", True),
+    ("It has 3 bullet points, as asked. I would not change anything.", True),
+    ("It needs no revision.", True),
+    ("Nothing needs to change.", True),
+    ("No changes are needed.", True),
+    ("It uses capitals. Fixing this would make it meet every instruction.", False),
+    ("It does not follow every instruction: the title is missing.", False),
+    ("The response is too short; nothing else to fix after that.", False),
+    ("It uses commas, which the prompt forbids.", False),
+])
+def test_finds_nothing_to_fix(critique, nothing):
+    assert finds_nothing_to_fix(critique) is nothing
+
+
+@pytest.mark.parametrize("text, loops", [
+    ("of the section " * 5, True),  # period 3, 15 words
+    ("of the section " * 4, False),  # 12 words: too short to call a loop
+    ("ha " * 15, True),
+    ("It was " + "a long day and a longer night, " * 3 + "and then it ended.", True),  # period 7, 21 words
+    ("Rivers carve valleys. Rivers feed cities. Rivers flood plains. Rivers " * 1, False),
+    (" ".join(f"w{i}" for i in range(500)), False),
+    ("- apples\n- pears\n- plums\n- figs\n- dates\n- limes", False),
+])
+def test_has_loop(text, loops):
+    assert has_loop(text) is loops

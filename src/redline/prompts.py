@@ -34,6 +34,9 @@ CRITIQUE_ONLY_TEMPLATE = """Below is a request and a response to it. Write a cri
 
 CRITIQUE_MARK = "Critique:"
 REVISION_MARK = "Revision:"
+# What a critique that finds nothing to fix ends with in the critic's training targets, where the
+# annotator's critique does not say so in words of its own (train/critic.py).
+NOTHING_TO_FIX = "Nothing needs to change."
 
 
 def critic_messages(prompt: Prompt, response: str, critique_only: bool = False) -> list[dict[str, str]]:
@@ -75,6 +78,43 @@ def parse_critic_output(text: str) -> CriticOutput:
         return CriticOutput(critique=critique, revision=None)
     revision = parts[1].strip("\n")
     return CriticOutput(critique=critique, revision=revision if revision.strip() else None)
+
+
+# The ways a critique says there is nothing to fix: the simulated annotators' own words ("does
+# everything the prompt asked", "I would not change anything.", "It needs no revision."), the
+# target's NOTHING_TO_FIX and the plain forms. Checked on the shipped feedback set: 192 of its 282
+# critiques of answers that meet every instruction say so, and none of the 2118 others does. A
+# negated form ("does not follow every instruction") is no match.
+_NOTHING_TO_FIX = re.compile(
+    r"(?<!not )(?<!n't )\b(?:"
+    r"nothing (?:needs to|to) (?:change|fix|be (?:fixed|changed))|nothing needs (?:fixing|changing)"
+    r"|(?:would|need|should) not change anything|needs? no (?:revision|changes?|fix(?:es|ing)?)"
+    r"|no (?:changes?|revision|fix(?:es)?) (?:is |are )?needed"
+    r"|does everything the prompt asked|follows every instruction|meets every instruction"
+    r")",
+    re.IGNORECASE,
+)
+
+
+def finds_nothing_to_fix(critique: str) -> bool:
+    """Whether a critique says the response needs no change (``revise --apply when-critiqued``
+    then keeps the response, whatever the revision says)."""
+    return bool(_NOTHING_TO_FIX.search(critique))
+
+
+def has_loop(text: str, min_words: int = 15, max_period: int = 60) -> bool:
+    """Whether ``text`` loops somewhere: one block of 1 to ``max_period`` words repeated at least
+    three times in a row, over at least ``min_words`` words ("of the section of the section of the
+    ..."). Words are whitespace-separated, so a loop cut mid-word still counts."""
+    words = text.split()
+    n = len(words)
+    for period in range(1, min(max_period, n // 3) + 1):
+        run = 0  # consecutive positions i with words[i] == words[i + period]
+        for i in range(n - period):
+            run = run + 1 if words[i] == words[i + period] else 0
+            if run + period >= max(3 * period, min_words):
+                return True
+    return False
 
 
 # ============================================================================ pairwise judge (AlpacaEval-style)

@@ -10,14 +10,18 @@ set in ``data/simulated/`` by default: ``feedback.jsonl`` to train, ``test.jsonl
 
 Steps (each resumes: a finished step is skipped when the command is run again):
   1. read the test responses; get the second responder's responses (``--second FILE``, or
-     generate them with ``--second-model`` at ``--second-temperature`` on the same prompts);
+     generate them with ``--second-model`` at ``--second-temperature`` on the same prompts; with
+     ``--second-best-of K`` it samples K per prompt and keeps the one the oracle scores best, a
+     stronger responder); with ``--good`` also the test responses with every problem fixed by a
+     simulated annotator (answers a critic should leave at least as good: the no-harm check);
   2. for each size N: train a critic on the first N feedback records (OUT/size_N/critic);
-  3. revise the test responses and the second responder's for ``--iterations`` rounds
-     (OUT/size_N/revise_test, OUT/size_N/revise_second);
+  3. revise every set of responses for ``--iterations`` rounds (OUT/size_N/revise_test,
+     OUT/size_N/revise_second, OUT/size_N/revise_good);
   4. judge every iteration against the original (OUT/size_N/eval_*): win rate with its 95%
-     interval, wins/ties/losses, and the revise run's parse failures;
+     interval, wins/ties/losses; beside it, from the revise run, how many answers changed, the
+     failures by cause (parse, budget, loop) and the mean oracle quality of the answers;
   5. write OUT/results.json, OUT/results.md (a table) and OUT/win_rates.png (win rate against
-     iteration, one line per size; dashed for the second responder).
+     iteration, one line per size; dashed for the second responder, dotted for the good answers).
 
 Deviations from the paper:
   1. The judge is the simulated annotators' oracle by default (the paper used GPT-4 and people);
@@ -50,8 +54,12 @@ class CriticExperimentConfig(CriticConfig):
     second: str | None = field(default=None, metadata={"help": "a JSONL of another model's responses to the test prompts"})
     second_model: str | None = field(default="embedded", metadata={"help": "model that writes the second responses when --second is not given ('none' to skip)"})
     second_temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the second responder"})
+    second_best_of: int = field(default=1, metadata={"help": "the second responder samples K responses per prompt and keeps the oracle's best"})
+    good: bool = field(default=False, metadata={"help": "also revise the test responses with every problem fixed (the no-harm check)"})
     revise_temperature: float = field(default=0.0, metadata={"help": "the critic's sampling temperature (0 = greedy)"})
-    revise_max_new_tokens: int = field(default=512, metadata={"help": "tokens for one critique and revision"})
+    revise_critique_tokens: int = field(default=256, metadata={"help": "new tokens for a critique (see revise --critique-tokens)"})
+    revise_max_new_tokens: int | None = field(default=None, metadata={"help": "cap on new tokens per item (see revise --max-new-tokens)"})
+    apply: str = field(default="when-critiqued", metadata={"help": "when-critiqued or always (see revise --apply)"})
     generate_dtype: str = field(default="bfloat16", metadata={"help": "weights dtype while revising (bfloat16: ~1.7x faster on a CPU)"})
     response_max_new_tokens: int = field(default=256, metadata={"help": "tokens for one second-responder response"})
 
@@ -75,10 +83,64 @@ def second_responses(config: CriticExperimentConfig, test_path: Path, n: int, ou
         return None
     from redline.respond import GenerateConfig, generate_responses
 
-    settings = GenerateConfig(model=config.second_model, prompts=str(test_path), source=f"{config.second_model}@T={config.second_temperature}",
-                              limit=n, temperature=config.second_temperature, max_new_tokens=config.response_max_new_tokens,
-                              seed=config.seed, dtype=config.dtype, device=config.device)
-    return read_records(generate_responses(settings, out / "second_responses.jsonl"), "response")
+    samples = []
+    for k in range(config.second_best_of):  # sample k of each prompt: its own file and seeds
+        name = "second_responses.jsonl" if k == 0 else f"second_responses_{k}.jsonl"
+        settings = GenerateConfig(model=config.second_model, prompts=str(test_path), source=f"{config.second_model}@T={config.second_temperature}",
+                                  limit=n, temperature=config.second_temperature, max_new_tokens=config.response_max_new_tokens,
+                                  seed=config.seed + 100_003 * k, dtype=config.dtype, device=config.device)
+        samples.append(read_records(generate_responses(settings, out / name), "response"))
+    if len(samples) == 1:
+        return samples[0]
+    from redline.simulate.oracle import quality
+
+    def best(candidates):
+        chosen = max(candidates, key=lambda r: quality(r.meta, r.response, r.prompt if isinstance(r.prompt, str) else None))
+        return replace(chosen, source=f"{chosen.source} best of {len(candidates)} by the oracle")
+
+    return [best(candidates) for candidates in zip(*samples)]
+
+
+def good_responses(test: list) -> list:
+    """Step 1: each test response with every problem fixed by a simulated annotator (``demonstrate``)."""
+    from redline.simulate.annotators import make_pool
+    from redline.simulate.instructions import parse_instructions
+    from redline.simulate.tasks import Task
+
+    annotator = make_pool()[0]
+    good = []
+    for r in test:
+        if "instructions" not in r.meta:
+            raise RedlineError(f"--good needs the instructions in each test record's meta; {r.id} has none")
+        task = Task(r.id or "", r.meta.get("topic", ""), r.meta.get("form", "response"),
+                    tuple(parse_instructions(r.meta["instructions"])), r.prompt if isinstance(r.prompt, str) else "")
+        good.append(replace(r, response=annotator.demonstrate(task, r.response), source="annotator-fixed"))
+    return good
+
+
+def revise_counts(revise_dir: Path, summary: dict) -> dict[int, dict]:
+    """Per iteration: answers changed, failures by cause, critiques that found nothing to fix, and
+    the mean oracle quality of the answers (where the records carry their instructions)."""
+    from redline.improve.loop import iteration_path
+    from redline.records import read_jsonl_prefix
+
+    counts = {}
+    for it in [{"iteration": 0}] + summary["iterations"]:
+        k = it["iteration"]
+        rows = read_jsonl_prefix(iteration_path(revise_dir, k))
+        counts[k] = {key: it[key] for key in ("changed", "failures", "nothing_to_fix") if key in it}
+        counts[k]["mean_quality"] = _mean_quality(rows)
+    return counts
+
+
+def _mean_quality(rows: list[dict]) -> float | None:
+    scored = [r for r in rows if "instructions" in (r.get("meta") or {})]
+    if not scored:
+        return None
+    from redline.simulate.oracle import quality
+
+    return round(sum(quality(r["meta"], r["response"], r["prompt"] if isinstance(r["prompt"], str) else None)
+                     for r in scored) / len(scored), 4)
 
 
 def run_critic_experiment(config: CriticExperimentConfig, out: str | Path) -> dict[str, Any]:
@@ -96,6 +158,20 @@ def run_critic_experiment(config: CriticExperimentConfig, out: str | Path) -> di
         if not p.exists():
             raise RedlineError(f"{p} is missing: --data must be a folder with feedback.jsonl and test.jsonl (redline simulate build makes one)")
     sizes = config.size_list()
+    if config.second_best_of < 1:
+        raise RedlineError(f"--second-best-of must be at least 1 (got {config.second_best_of})")
+
+    def revise_config(critic_dir: Path) -> ReviseConfig:
+        return ReviseConfig(
+            critic=str(critic_dir), iterations=config.iterations, temperature=config.revise_temperature, apply=config.apply,
+            critique_tokens=config.revise_critique_tokens, max_new_tokens=config.revise_max_new_tokens, seed=config.seed,
+            dtype=config.generate_dtype, device=config.device,
+        )
+
+    from redline.improve.loop import check_settings
+
+    check_settings(config.iterations, "fixed", None)  # --iterations, --apply: before hours of training, not after
+    revise_config(data).check()
     feedback = read_records(feedback_path, "feedback", skip_invalid=config.skip_invalid)
     if max(sizes) > len(feedback):
         raise RedlineError(f"--sizes asks for {max(sizes)} records; {feedback_path} has {len(feedback)}")
@@ -107,7 +183,7 @@ def run_critic_experiment(config: CriticExperimentConfig, out: str | Path) -> di
     # step 1
     test = read_records(test_path, "response", limit=config.test_limit)
     second = second_responses(config, test_path, len(test), out)
-    sets = {"test": test} | ({"second": second[: len(test)]} if second else {})
+    sets = {"test": test} | ({"second": second[: len(test)]} if second else {}) | ({"good": good_responses(test)} if config.good else {})
 
     results: dict[str, Any] = {"config": asdict(config), "sizes": {}}
     for size in sizes:
@@ -123,24 +199,20 @@ def run_critic_experiment(config: CriticExperimentConfig, out: str | Path) -> di
         for name, responses in sets.items():
             # step 3
             revise_dir = folder / f"revise_{name}"
-            revise_config = ReviseConfig(
-                critic=str(critic_dir), iterations=config.iterations, temperature=config.revise_temperature,
-                max_new_tokens=config.revise_max_new_tokens, seed=config.seed, dtype=config.generate_dtype, device=config.device,
-            )
             if engine is None:
                 from redline.generation import load_engine
 
                 engine = load_engine(str(critic_dir), dtype=config.generate_dtype, device=config.device)
-            revise_summary = revise(revise_config, revise_dir, engine=engine, responses=responses)
+            revise_summary = revise(revise_config(critic_dir), revise_dir, engine=engine, responses=responses)
             # step 4
             evaluation = evaluate_iterations(
                 EvaluateConfig(a=str(revise_dir), judge=config.judge, out=str(folder / f"eval_{name}"), seed=config.seed),
                 judge=judge,
             )
-            failures = {it["iteration"]: it["parse_failures"] for it in revise_summary["iterations"]}
+            counts = revise_counts(revise_dir, revise_summary)
             for row in evaluation["iterations"]:
-                row["parse_failures"] = failures.get(row["iteration"], 0)
-            results["sizes"][size][name] = evaluation["iterations"]
+                row.update(counts.get(row["iteration"], {}))
+            results["sizes"][size][name] = {"original_quality": counts[0]["mean_quality"], "iterations": evaluation["iterations"]}
         # steps 5, written after every size so a long run shows what it has
         write_results(results, out)
     return results
@@ -153,21 +225,27 @@ def write_results(results: dict[str, Any], out: Path) -> None:
         "# Critic experiment: revisions judged against the original responses",
         "",
         f"judge: `{results['config']['judge']}`, base model: `{results['config']['model']}`, "
-        f"iterations: {results['config']['iterations']}",
+        f"iterations: {results['config']['iterations']}, apply: {results['config'].get('apply', 'always')}",
         "",
-        "| responses | size | iteration | win rate | 95% interval | wins / ties / losses | parse failures |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| responses | size | iteration | win rate | 95% interval | wins / ties / losses | changed | "
+        "failures: parse / budget / loop | mean quality (original) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for size, sets in results["sizes"].items():
         for name, curve in sets.items():
-            for row in curve:
+            for row in curve["iterations"]:
                 if row["iteration"] == 0:
                     continue
                 ci = row.get("ci95")
+                failures = row.get("failures") or {}
+                quality, original = row.get("mean_quality"), curve.get("original_quality")
                 lines.append(
                     f"| {name} | {size} | {row['iteration']} | {_pct(row['win_rate'])} | "
                     f"{'–' if not ci else f'{_pct(ci[0])} – {_pct(ci[1])}'} | "
-                    f"{row['wins']} / {row['ties']} / {row['losses']} | {row['parse_failures']} |"
+                    f"{row['wins']} / {row['ties']} / {row['losses']} | {row.get('changed', '–')} | "
+                    f"{failures.get('parse', 0)} / {failures.get('budget', 0)} / {failures.get('loop', 0)} | "
+                    f"{'–' if quality is None else f'{quality:.3f}'}"
+                    f"{'' if original is None else f' ({original:.3f})'} |"
                 )
     (out / "results.md").write_text("\n".join(lines) + "\n")
     plot_win_rates(results, out / "win_rates.png")
@@ -187,9 +265,10 @@ def plot_win_rates(results: dict[str, Any], path: Path) -> Path:
     for i, (size, sets) in enumerate(results["sizes"].items()):
         color = f"C{i}"
         for name, curve in sets.items():
-            points = [(r["iteration"], 100 * r["win_rate"]) for r in curve if r["iteration"] > 0 and r["win_rate"] is not None]
+            points = [(r["iteration"], 100 * r["win_rate"]) for r in curve["iterations"]
+                      if r["iteration"] > 0 and r["win_rate"] is not None]
             if points:
-                style = "o-" if name == "test" else "s--"
+                style = {"test": "o-", "second": "s--"}.get(name, "^:")
                 ax.plot(*zip(*points), style, color=color, label=f"{size} records, {name}")
     ax.axhline(50, color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("iteration")

@@ -13,12 +13,17 @@ Output layout (what ``redline evaluate`` reads)::
         response                      the current response after iteration K (what is judged)
         response_0                    the original response
         feedback                      the critique / feedback written at iteration K ("" if none)
-        revision                      the raw new response of iteration K, or null if it did not parse
+        revision                      the raw new response of iteration K (cut or looping where it
+                                      failed), or null if there was none
         changed                       whether `response` differs from iteration K−1's
-        parsed                        whether the step's output parsed
+        parsed                        whether the step's output is usable (no failure)
+        failure                       null, or why the output was not used: parse, budget or loop
+        nothing_to_fix                the feedback says nothing needs fixing (the response is kept)
+        budget                        new tokens the step could write for this item (where it says)
         stopped                       whether the item had stopped before iteration K (carried over)
         halted                        whether the item stops after iteration K (stop rules below)
-    DIR/summary.json          per iteration: items, changed, parse failures, stopped; the run's settings
+    DIR/summary.json          per iteration: items, changed, failures by cause, nothing to fix,
+                              stopped; the run's settings
 
 Stop rules (``stop``):
     fixed          every item runs N iterations;
@@ -27,7 +32,10 @@ Stop rules (``stop``):
     best           keep the best response so far by a judge: a new response replaces the current
                    one only if the judge prefers it; an item stops when it is not replaced.
 
-A parse failure leaves the response as it was (counted in the summary; the item goes on).
+A failure leaves the response as it was (counted in the summary by its cause; the item goes on):
+``parse`` (the output has no usable new response), ``budget`` (it ran out of new tokens: a cut
+revision is never applied) or ``loop`` (it repeats itself); the step says which. Feedback that
+finds nothing to fix keeps the response whatever the step's revision says (``StepOutput.keep``).
 
 Resuming: records are appended in chunks and fsynced. Run the same command again and every
 iteration file is read back (a torn last line is dropped), finished ids are skipped, and the run
@@ -48,10 +56,26 @@ from redline.records import Response, append_records, read_jsonl_prefix, write_r
 STOP_RULES = ("fixed", "nothing", "best")
 
 
+FAILURES = ("parse", "budget", "loop")
+
+
 @dataclass
 class StepOutput:
     feedback: str
-    revision: str | None  # None: the output did not parse; the response stays as it was
+    revision: str | None  # the new response; None: the output did not parse
+    failure: str | None = None  # one of FAILURES: the revision is not used ("parse" where revision is None)
+    keep: bool = False  # the feedback finds nothing to fix: the response stays, whatever the revision says
+    budget: int | None = None  # new tokens the step could write for this item
+
+    def __post_init__(self):
+        if self.failure is None and self.revision is None:
+            self.failure = "parse"
+        if self.failure is not None and self.failure not in FAILURES:
+            raise ValueError(f"failure {self.failure!r} is not one of {', '.join(FAILURES)}")
+
+    @property
+    def usable(self) -> bool:
+        return self.failure is None
 
 
 # (current records with id, prompt, response, meta; iteration number) -> one output per record
@@ -98,6 +122,7 @@ def run_method(
     """Read the inputs, build the judge, load ``model`` into an engine and run the iterations.
 
     Each method checks its model first (a critic, a PIT policy ...), then calls this with its step.
+    Every setting and the inputs are checked here, before the model loads.
     """
     from redline.records import read_records
 
@@ -193,7 +218,8 @@ def run_iterations(
                 "iteration": k,
                 "items": len(rows),
                 "changed": sum(r["changed"] for r in rows),
-                "parse_failures": sum(not r["parsed"] for r in rows if not r["stopped"]),
+                "failures": {cause: sum(_failure(r) == cause for r in rows) for cause in FAILURES},
+                "nothing_to_fix": sum(bool(r.get("nothing_to_fix")) for r in rows if not r["stopped"]),
                 "stopped": sum(r["stopped"] for r in rows),
             }
         )
@@ -201,6 +227,13 @@ def run_iterations(
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"redline: wrote {iterations} iterations of {len(ids)} responses to {out}", file=sys.stderr)
     return summary
+
+
+def _failure(row: dict) -> str | None:
+    """A row's failure cause; rows written before causes were recorded have ``parsed`` only."""
+    if row["stopped"]:
+        return None
+    return row.get("failure", None if row["parsed"] else "parse")
 
 
 def _iterate_chunk(chunk: list[dict], step: Step, k: int, stop: str, judge: Any) -> list[dict]:
@@ -211,7 +244,7 @@ def _iterate_chunk(chunk: list[dict], step: Step, k: int, stop: str, judge: Any)
     candidates = {}
     for row in active:
         o = outputs[row["id"]]
-        if o.revision is not None and not _same(o.revision, row["response"]):
+        if o.usable and not o.keep and not _same(o.revision, row["response"]):
             candidates[row["id"]] = o.revision
     accepted = set(candidates)
     if stop == "best" and candidates:
@@ -223,14 +256,17 @@ def _iterate_chunk(chunk: list[dict], step: Step, k: int, stop: str, judge: Any)
         base.update({k: row[k] for k in ("source", "meta") if row.get(k) is not None})
         if row.get("halted"):
             rows.append({**base, "response": row["response"], "feedback": "", "revision": None,
-                         "changed": False, "parsed": True, "stopped": True, "halted": True})
+                         "changed": False, "parsed": True, "failure": None, "nothing_to_fix": False,
+                         "stopped": True, "halted": True})
             continue
         o = outputs[row["id"]]
         new = o.revision if row["id"] in accepted else row["response"]
         changed = row["id"] in accepted
-        halted = stop != "fixed" and not changed and o.revision is not None
+        halted = stop != "fixed" and not changed and o.usable  # a failed step is not a verdict: try again
         rows.append({**base, "response": new, "feedback": o.feedback, "revision": o.revision,
-                     "changed": changed, "parsed": o.revision is not None, "stopped": False, "halted": halted})
+                     "changed": changed, "parsed": o.usable, "failure": o.failure, "nothing_to_fix": o.keep,
+                     **({"budget": o.budget} if o.budget is not None else {}),
+                     "stopped": False, "halted": halted})
     return rows
 
 

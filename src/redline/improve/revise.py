@@ -8,8 +8,20 @@ a revision; the revision is fed back as the next response. One revision of ChatG
 
 Steps of one iteration (``critic_step``):
   1. build the critic's chat prompt from each (prompt, current response) — prompts.py;
-  2. generate critique + revision for the whole batch through the generation engine;
-  3. parse each output; one with no revision part, or an empty one, leaves the response as it was.
+  2. give each item its budget of new tokens (``revision_budget``): ``--critique-tokens`` for the
+     critique, plus 1.5 × the response's tokens (at least 128) for the revision, so that a full
+     revision of a response of that length fits; capped by the model's context and ``--max-new-tokens``;
+  3. generate critique + revision for the batch through the generation engine, one call per group
+     of items whose budgets round up to the same multiple of 128 tokens (the engine takes one
+     ``max_new_tokens`` per call);
+  4. read each output. A failure leaves the response as it was, and is counted by its cause:
+       budget  the output ran out of new tokens before it ended: a cut revision is never applied;
+       loop    the output repeats one block of words over and over (``has_loop``), where the
+               response it revises did not;
+       parse   no revision part, or an empty one;
+  5. ``--apply when-critiqued`` (the default) keeps the response when the critique says there is
+     nothing to fix (``finds_nothing_to_fix``), whatever the revision says; ``always`` applies every
+     revision that parsed. A revision equal to the response changes nothing under either.
 The loop, the stop rules, the output layout and resuming are in ``improve/loop.py``.
 
 Deviations from the paper:
@@ -17,16 +29,25 @@ Deviations from the paper:
      keep the best so far by a judge) are ours; the paper ran fixed iterations.
   2. Generation is greedy by default (temperature 0) so a revision is reproducible; the paper does
      not state its decoding settings.
+  3. Budgets per item, the failure causes and ``--apply when-critiqued`` are ours: a small critic
+     that rewrites answers it calls good, or whose revision is cut, does harm the paper's 40B
+     critic was not measured for.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from redline import RedlineError
 from redline.improve.loop import IterateSettings, StepOutput, item_seed, run_method
-from redline.prompts import critic_messages, parse_critic_output
+from redline.prompts import critic_messages, finds_nothing_to_fix, has_loop, parse_critic_output
+
+APPLY_RULES = ("when-critiqued", "always")
+REVISION_FACTOR = 1.5  # new tokens for a revision, per token of the response it revises
+MIN_REVISION_TOKENS = 128  # a short response may need a much longer revision ("at least 300 words")
+BUDGET_STEP = 128  # budgets round up to a multiple of this, so that items share generate calls
 
 
 @dataclass
@@ -34,36 +55,107 @@ class ReviseConfig(IterateSettings):
     """`redline revise`: the critic, then the settings every iterating command shares."""
 
     critic: str = field(default="", metadata={"required": True, "help": "the critic's run folder (or any model that writes Critique:/Revision:)"})
-    max_new_tokens: int = field(default=512, metadata={"min": 1, "help": "tokens for critique and revision together"})
+    apply: str = field(default="when-critiqued", metadata={"choices": APPLY_RULES,
+        "help": "when-critiqued (keep the response when the critique finds nothing to fix) or always"})
+    critique_tokens: int = field(default=256, metadata={"min": 1,
+        "help": "new tokens for a critique; each item gets these plus 1.5 x its response's tokens (at least 128)"})
+    max_new_tokens: int | None = field(default=None, metadata={"min": 1,
+        "help": "cap on an item's new tokens (default: the model's context); a revision cut by it is never applied"})
+
+    def check(self) -> None:
+        """What a config built in Python (not parsed from flags) could still get wrong."""
+        if self.apply not in APPLY_RULES:
+            raise RedlineError(f"--apply {self.apply!r} is not one of {', '.join(APPLY_RULES)}")
+        if self.critique_tokens < 1:
+            raise RedlineError("--critique-tokens must be at least 1")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise RedlineError("--max-new-tokens must be at least 1")
+
+
+def revision_budget(response_tokens: int, prompt_tokens: int, critique_tokens: int,
+                    context: int | None = None, cap: int | None = None) -> int:
+    """New tokens for one critique and a full revision of a response of ``response_tokens``
+    (step 2), rounded up to a multiple of BUDGET_STEP, never past the context or ``cap``."""
+    wanted = critique_tokens + max(MIN_REVISION_TOKENS, math.ceil(REVISION_FACTOR * response_tokens))
+    budget = math.ceil(wanted / BUDGET_STEP) * BUDGET_STEP
+    if context is not None:
+        budget = min(budget, context - prompt_tokens)
+    if cap is not None:
+        budget = min(budget, cap)
+    return max(1, budget)
+
+
+def _token_counter(engine):
+    """Tokens of a text (or a chat prompt) as the engine's model counts them, and its context length.
+
+    An engine without a tokenizer (ScriptedEngine) counts whitespace-separated words, as it
+    generates them."""
+    encode = getattr(engine, "encode", None)
+    tokenizer = getattr(engine, "tokenizer", None)
+    if encode is None or tokenizer is None:
+        from redline.generation.scripted import n_words, prompt_text
+
+        return (lambda text: n_words(text)), (lambda prompt: n_words(prompt_text(prompt))), None
+    config = getattr(engine, "config", None)
+    context = getattr(config, "max_position_embeddings", None)
+    if context is None:  # vLLM: the length it was loaded with
+        context = getattr(getattr(getattr(getattr(engine, "llm", None), "llm_engine", None), "model_config", None),
+                          "max_model_len", None)
+    return (lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])), (lambda p: len(encode(p))), context
 
 
 def critic_step(engine, config: ReviseConfig):
-    """The step function for ``run_iterations``: steps 1–3 of the module docstring."""
+    """The step function for ``run_iterations``: steps 1–5 of the module docstring."""
     from redline.generation import SamplingParams
 
-    params = SamplingParams(
-        temperature=config.temperature, top_p=config.top_p, max_new_tokens=config.max_new_tokens, seed=config.seed
-    )
+    count_text, count_prompt, context = _token_counter(engine)
 
     def step(rows: list[dict], iteration: int) -> list[StepOutput]:
         prompts = [critic_messages(row["prompt"], row["response"]) for row in rows]  # step 1
+        budgets = [revision_budget(count_text(row["response"]), count_prompt(p), config.critique_tokens, context,  # step 2
+                                   config.max_new_tokens) for row, p in zip(rows, prompts)]
         seeds = [item_seed(config.seed, row["id"], iteration) for row in rows]
-        completions = engine.generate(prompts, params, seeds=seeds, progress=False)  # step 2
-        outputs = []
-        for c in completions:  # step 3
-            parsed = parse_critic_output(c.text)
-            outputs.append(StepOutput(feedback=parsed.critique, revision=parsed.revision))
-        return outputs
+        completions: list[Any] = [None] * len(rows)
+        for budget in sorted(set(budgets)):  # step 3
+            group = [i for i, b in enumerate(budgets) if b == budget]
+            params = SamplingParams(temperature=config.temperature, top_p=config.top_p, max_new_tokens=budget,
+                                    seed=config.seed)
+            for i, c in zip(group, engine.generate([prompts[i] for i in group], params,
+                                                   seeds=[seeds[i] for i in group], progress=False)):
+                completions[i] = c
+        return [read_output(c.text, c.finish_reason, row["response"], budget, config.apply)  # steps 4-5
+                for row, c, budget in zip(rows, completions, budgets)]
 
     return step
 
 
+def read_output(text: str, finish_reason: str, response: str, budget: int | None = None,
+                apply: str = "when-critiqued") -> StepOutput:
+    """Steps 4–5 for one generation: its critique, and its revision unless it failed (with the cause)."""
+    parsed = parse_critic_output(text)
+    failure = None
+    if finish_reason == "length":
+        failure = "loop" if has_loop(text) else "budget"
+    elif parsed.revision is None:
+        failure = "parse"
+    elif has_loop(parsed.revision) and not has_loop(response):
+        failure = "loop"
+    if failure:  # the revision (cut, looping or missing) is kept in the record, never applied
+        return StepOutput(feedback=parsed.critique, revision=parsed.revision, failure=failure, budget=budget)
+    keep = apply == "when-critiqued" and finds_nothing_to_fix(parsed.critique)
+    return StepOutput(feedback=parsed.critique, revision=parsed.revision, keep=keep, budget=budget)
+
+
 def revise(config: ReviseConfig, out, engine=None, judge=None, responses=None) -> dict[str, Any]:
-    """Revise ``config.input`` (or ``responses``) for ``config.iterations`` rounds into ``out``."""
+    """Revise ``config.input`` (or ``responses``) for ``config.iterations`` rounds into ``out``.
+
+    The critic's kind, every setting (``ReviseConfig.check``) and the input are checked before the
+    critic loads."""
     from redline.models import CRITIC, run_kind
 
     kind = run_kind(config.critic)
     if kind is not None and kind != CRITIC:
         raise RedlineError(f"{config.critic} is a {kind} run, not a critic (train one with `redline train critic`)")
+    config.check()  # --iterations, --stop and the inputs: run_method, before the critic loads
     return run_method(config, config.critic, lambda e: critic_step(e, config), out,
                       engine=engine, judge=judge, responses=responses)
