@@ -153,3 +153,39 @@ def test_finds_nothing_to_fix(critique, nothing):
 ])
 def test_has_loop(text, loops):
     assert has_loop(text) is loops
+
+
+def test_critique_token_weights_by_hand():
+    from redline.train.critic import critique_token_weights
+
+    labels = torch.tensor([[-100, -100, 5, 6, 7, 8, 9], [-100, 5, 5, -100, -100, -100, -100]])
+    w = critique_token_weights(labels, marker=[6, 7], weight=3.0)
+    # row 0: tokens 5, 6, 7 are the critique (the marker 6 7 included): 3, 3, 3, then 1, 1; sum 11
+    # over 5 labelled tokens, so each is scaled by 5/11. Row 1 has no marker: all critique, all 1.
+    expected = torch.tensor([[0, 0, 15 / 11, 15 / 11, 15 / 11, 5 / 11, 5 / 11], [0, 1, 1, 0, 0, 0, 0]])
+    assert torch.allclose(w, expected)
+    assert torch.allclose(w.sum(1), (labels != -100).sum(1).float())  # the loss keeps its scale
+    assert torch.equal(critique_token_weights(labels, [6, 7], 1.0), (labels != -100).float())
+
+
+def test_an_unchanged_revision_learns_a_critique_that_says_so():
+    from redline.prompts import NOTHING_TO_FIX
+    from redline.train.critic import critique_of
+
+    kept = Feedback(prompt="p", response="All  fine.", critique="It is all lowercase, as asked.", revision="All fine.")
+    assert critique_of(kept) == f"It is all lowercase, as asked. {NOTHING_TO_FIX}" and finds_nothing_to_fix(critique_of(kept))
+    said = Feedback(prompt="p", response="x", critique="It needs no revision.", revision="x")
+    fixed = Feedback(prompt="p", response="X", critique="Capitals.", revision="x")
+    assert critique_of(said) == "It needs no revision." and critique_of(fixed) == "Capitals."
+
+
+def test_critique_weight_trains_and_its_loss_falls(jsonl, tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["train", "critic", "--data", str(jsonl(FEEDBACK)), "--model", "tiny-random", "--out", str(run),
+            "--batch-size", "4", "--learning-rate", "3e-3", "--logging-steps", "1", "--warmup", "0", "--max-steps", "6",
+            "--critique-weight", "4"]
+    assert main(argv) == 0
+    losses = [row["loss"] for row in map(json.loads, (run / "train_log.jsonl").read_text().splitlines()) if "loss" in row]
+    assert losses[-1] < losses[0]
+    assert json.loads((run / "train_config.json").read_text())["critique_weight"] == 4
+    assert main(argv[:-1] + ["0"]) == 2 and "--critique-weight must be above 0" in capsys.readouterr().err

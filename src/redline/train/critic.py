@@ -12,7 +12,9 @@ Steps:
      as many distinct prompts as the file holds, one per prompt first, never the first N lines);
   2. turn each into a chat pair: the critic template (prompts.py) with the prompt and the response
      as the user turn, "Critique: ... Revision: ..." as the assistant turn;
-  3. fine-tune with the loss on the assistant turn only (``train_sft``: TRL's SFTTrainer).
+  3. fine-tune with the loss on the assistant turn only (``train_sft``: TRL's SFTTrainer); with
+     ``--critique-weight W`` each critique token weighs W times a revision token
+     (``critique_token_weights``), so the critique is not drowned by the revision's copy.
 
 Deviations from the paper:
   1. The base is any causal LM (the paper: Falcon-40B-Instruct); LoRA is the default so a CPU can
@@ -21,13 +23,18 @@ Deviations from the paper:
      template and target, so they teach critiquing without teaching the model to stop before a
      revision. The paper's data always had both parts.
   3. The template and the "Critique:/Revision:" markers are ours; the paper's prompt is not public.
+  4. A record whose revision equals its response (the annotator found nothing to fix) learns a
+     critique that says so: NOTHING_TO_FIX is appended where the critique does not already say it
+     in words ``finds_nothing_to_fix`` reads, so that ``revise --apply when-critiqued`` can tell.
+  5. The per-token critique weight is ours (the paper: plain SFT loss).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from redline.prompts import critic_messages, critic_target
+from redline import RedlineError
+from redline.prompts import NOTHING_TO_FIX, REVISION_MARK, critic_messages, critic_target, finds_nothing_to_fix
 from redline.records import Feedback
 from redline.train.sft import SFTSettings, train_sft
 
@@ -45,6 +52,8 @@ class CriticConfig(SFTSettings):
     max_length: int = field(default=1024, metadata={"min": 1, 
         "help": "tokens per example (the response appears twice: in the prompt and revised); longer ones are cut"})
     limit: int | None = field(default=None, metadata={"min": 1, "help": "train on N records spread over as many prompts as the file holds (one per prompt first)"})
+    critique_weight: float = field(default=1.0, metadata={"min": 0,
+        "help": "loss weight of a critique token against a revision token (1: plain SFT loss)"})
     skip_invalid: bool = field(default=False, metadata={"help": "skip bad records instead of stopping"})
 
     def lr(self) -> float:
@@ -56,10 +65,62 @@ def critic_examples(records: list[Feedback]) -> list[dict]:
     return [
         {
             "prompt": critic_messages(r.prompt, r.response, critique_only=r.critique_only),
-            "completion": [{"role": "assistant", "content": critic_target(r.critique, r.revision)}],
+            "completion": [{"role": "assistant", "content": critic_target(critique_of(r), r.revision)}],
         }
         for r in records
     ]
+
+
+def critique_of(r: Feedback) -> str:
+    """The critique to learn: an unchanged revision's critique says that nothing needs to change."""
+    unchanged = r.revision is not None and " ".join(r.revision.split()) == " ".join(r.response.split())
+    if unchanged and not finds_nothing_to_fix(r.critique):
+        return f"{r.critique.strip()} {NOTHING_TO_FIX}"
+    return r.critique
+
+
+def critique_token_weights(labels, marker: list[int], weight: float):
+    """Loss weights (B, T) for next-token ``labels`` (B, T), -100 where a position is not learned.
+
+    A labelled token up to and including the first ``marker`` (the token ids of "Revision:") is the
+    critique's and weighs ``weight``; the revision's weigh 1; unlabelled ones 0. Each row is then
+    scaled so that its weights sum to its labelled tokens, so the loss keeps its scale and its
+    division by the token count: only the critique's share of it grows. A row with no marker
+    (critique-only records) is all critique, and keeps weight 1 on every token.
+    """
+    import torch
+
+    labelled = labels != -100
+    position = torch.arange(labels.shape[1], device=labels.device).expand_as(labels)
+    end = torch.full((labels.shape[0],), labels.shape[1], device=labels.device)  # past the critique
+    m = len(marker)
+    if labels.shape[1] >= m:
+        found = (labels.unfold(1, m, 1) == torch.tensor(marker, device=labels.device)).all(-1)  # (B, T-m+1)
+        first = torch.where(found.any(1), found.int().argmax(1) + m, end)
+        end = first
+    weights = torch.where(position < end[:, None], float(weight), 1.0) * labelled
+    scale = labelled.sum(1, keepdim=True) / weights.sum(1, keepdim=True).clamp(min=1e-9)
+    return weights * scale
+
+
+def weighted_trainer_class(weight: float, marker: list[int]):
+    """An ``SFTTrainer`` whose loss weighs each token by ``critique_token_weights`` (TRL's own
+    loss is the same sum over labelled tokens, divided by their count, with every weight 1)."""
+    import torch
+    from trl import SFTTrainer
+
+    class CritiqueWeightedSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs["use_cache"] = False
+            outputs = model(**inputs, fused_lm_head=True)  # per-token log-probs of labels[:, 1:]
+            weights = critique_token_weights(inputs["labels"][:, 1:], marker, weight).to(outputs.log_probs.dtype)
+            tokens = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
+            loss = -(outputs.log_probs * weights).sum() / torch.as_tensor(tokens).clamp(min=1)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes  # as TRL's: DDP averages the gradients
+            return (loss, outputs) if return_outputs else loss
+
+    return CritiqueWeightedSFTTrainer
 
 
 def train_critic(config: CriticConfig, out, records: list[Feedback] | None = None) -> dict:
@@ -73,6 +134,14 @@ def train_critic(config: CriticConfig, out, records: list[Feedback] | None = Non
     # step 2
     examples = critic_examples(records)
     # step 3
-    metrics = train_sft(examples, config, out, kind="critic", data=[config.data], config=config)
+    if config.critique_weight <= 0:
+        raise RedlineError(f"--critique-weight must be above 0 (got {config.critique_weight})")
+    trainer_class = None
+    if config.critique_weight != 1:
+        from redline.models import load_tokenizer
+
+        marker = load_tokenizer(config.model)(REVISION_MARK, add_special_tokens=False)["input_ids"]
+        trainer_class = weighted_trainer_class(config.critique_weight, marker)
+    metrics = train_sft(examples, config, out, kind="critic", data=[config.data], config=config, trainer_class=trainer_class)
     metrics["critique_only_records"] = sum(r.critique_only for r in records)
     return metrics

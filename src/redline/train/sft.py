@@ -128,13 +128,15 @@ def train_sft(
     data: list[str],
     config: Any = None,
     all_turns: bool = False,
+    trainer_class: Any = None,
 ) -> dict[str, Any]:
     """Fine-tune ``settings.model`` on chat pairs ``{"prompt": [messages], "completion": [messages]}``.
 
     The loss covers only the completion; with ``all_turns`` it also covers every assistant turn of
     the prompt (a multi-turn conversation trains each reply; ``tokenize_turns``). ``config`` (the command's resolved config dataclass) is
     written to RUN/train_config.json. Resumes from RUN/checkpoints when a checkpoint is there. Returns
-    the metrics written into the model card.
+    the metrics written into the model card. ``trainer_class``: an ``SFTTrainer`` subclass with its
+    own loss (the critic's critique weight).
     """
     import torch
     from datasets import Dataset
@@ -194,7 +196,7 @@ def train_sft(
         completion_only_loss=True,
         dataset_num_proc=None,
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples), processing_class=tokenizer)
+    trainer = (trainer_class or SFTTrainer)(model=model, args=args, train_dataset=Dataset.from_list(examples), processing_class=tokenizer)
     result = run_trainer(trainer, out)
 
     history = trainer.state.log_history
