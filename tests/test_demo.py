@@ -1,6 +1,7 @@
 """`redline demo` end to end on tiny-random: data, critic, revisions, the oracle's report."""
 
 import json
+import warnings
 
 import redline.demo
 from redline.cli import main
@@ -13,9 +14,17 @@ def test_demo_runs_the_whole_loop_and_resumes(tmp_path, monkeypatch, capsys):
     out = tmp_path / "demo"
     argv = ["demo", "--model", "tiny-random", "--out", str(out), "--train-records", "8", "--test-items", "4",
             "--iterations", "2", "--max-steps", "1", "--max-new-tokens", "8"]
-    assert main(argv) == 0
-    report = capsys.readouterr().out
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")  # what the demo lets through would be recorded here
+        assert main(argv) == 0
+    assert not [w for w in shown if issubclass(w.category, (FutureWarning, DeprecationWarning))]
+    captured = capsys.readouterr()
+    report = captured.out
     assert "iteration 1" in report and "iteration 2" in report
+    assert report.startswith("# Win rate")  # the table only: no trainer log lines on stdout
+    steps = [line for line in captured.err.splitlines() if line.startswith("redline demo: step")]
+    assert [s.split(":")[1].strip() for s in steps] == ["step 1/4", "step 2/4", "step 3/4", "step 4/4"]
+    assert "Warning" not in captured.err and "Loading weights" not in captured.err
     assert (out / "data" / "manifest.json").exists() and (out / "critic" / "redline.json").exists()
     summary = json.loads((out / "eval" / "summary.json").read_text())
     assert [s["iteration"] for s in summary["iterations"]] == [1, 2]

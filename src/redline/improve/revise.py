@@ -104,8 +104,9 @@ def _token_counter(engine):
     return (lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])), (lambda p: len(encode(p))), context
 
 
-def critic_step(engine, config: ReviseConfig):
-    """The step function for ``run_iterations``: steps 1–5 of the module docstring."""
+def critic_step(engine, config: ReviseConfig, progress: bool = False):
+    """The step function for ``run_iterations``: steps 1–5 of the module docstring; ``progress``
+    shows the engine's bar (tokens/s, time left) for each generate call."""
     from redline.generation import SamplingParams
 
     count_text, count_prompt, context = _token_counter(engine)
@@ -121,7 +122,7 @@ def critic_step(engine, config: ReviseConfig):
             params = SamplingParams(temperature=config.temperature, top_p=config.top_p, max_new_tokens=budget,
                                     seed=config.seed)
             for i, c in zip(group, engine.generate([prompts[i] for i in group], params,
-                                                   seeds=[seeds[i] for i in group], progress=False)):
+                                                   seeds=[seeds[i] for i in group], progress=progress)):
                 completions[i] = c
         return [read_output(c.text, c.finish_reason, row["response"], budget, config.apply)  # steps 4-5
                 for row, c, budget in zip(rows, completions, budgets)]
@@ -146,7 +147,7 @@ def read_output(text: str, finish_reason: str, response: str, budget: int | None
     return StepOutput(feedback=parsed.critique, revision=parsed.revision, keep=keep, budget=budget)
 
 
-def revise(config: ReviseConfig, out, engine=None, judge=None, responses=None) -> dict[str, Any]:
+def revise(config: ReviseConfig, out, engine=None, judge=None, responses=None, progress: bool = False) -> dict[str, Any]:
     """Revise ``config.input`` (or ``responses``) for ``config.iterations`` rounds into ``out``.
 
     The critic's kind, every setting (``ReviseConfig.check``) and the input are checked before the
@@ -157,5 +158,5 @@ def revise(config: ReviseConfig, out, engine=None, judge=None, responses=None) -
     if kind is not None and kind != CRITIC:
         raise RedlineError(f"{config.critic} is a {kind} run, not a critic (train one with `redline train critic`)")
     config.check()  # --iterations, --stop and the inputs: run_method, before the critic loads
-    return run_method(config, config.critic, lambda e: critic_step(e, config), out,
+    return run_method(config, config.critic, lambda e: critic_step(e, config, progress), out,
                       engine=engine, judge=judge, responses=responses)

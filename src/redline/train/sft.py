@@ -193,6 +193,7 @@ def train_sft(
         save_steps=settings.save_steps,
         save_total_limit=2,
         report_to=settings.report_to,
+        disable_tqdm=False,  # a progress bar even where transformers' notices are silenced (the demo)
         completion_only_loss=True,
         dataset_num_proc=None,
     )
