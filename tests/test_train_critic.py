@@ -189,3 +189,11 @@ def test_critique_weight_trains_and_its_loss_falls(jsonl, tmp_path, capsys):
     assert losses[-1] < losses[0]
     assert json.loads((run / "train_config.json").read_text())["critique_weight"] == 4
     assert main(argv[:-1] + ["0"]) == 2 and "--critique-weight must be above 0" in capsys.readouterr().err
+
+
+def test_critique_mask_by_hand():
+    from redline.train.critic import critique_mask
+
+    labels = torch.tensor([[-100, 1, 6, 7, 6, 7, 2], [3, 6, -100, -100, -100, -100, -100]])
+    assert critique_mask(labels, [6, 7]).tolist() == [[False, True, True, True, False, False, False],  # the first marker ends it
+                                                     [True, True, False, False, False, False, False]]  # no marker: all critique

@@ -79,26 +79,32 @@ def critique_of(r: Feedback) -> str:
     return r.critique
 
 
-def critique_token_weights(labels, marker: list[int], weight: float):
-    """Loss weights (B, T) for next-token ``labels`` (B, T), -100 where a position is not learned.
-
-    A labelled token up to and including the first ``marker`` (the token ids of "Revision:") is the
-    critique's and weighs ``weight``; the revision's weigh 1; unlabelled ones 0. Each row is then
-    scaled so that its weights sum to its labelled tokens, so the loss keeps its scale and its
-    division by the token count: only the critique's share of it grows. A row with no marker
-    (critique-only records) is all critique, and keeps weight 1 on every token.
-    """
+def critique_mask(labels, marker: list[int]):
+    """(B, T) bool: the labelled tokens of ``labels`` (B, T; -100 where a position is not learned)
+    up to and including the first ``marker`` (the token ids of "Revision:"), the critique's. A row
+    with no marker (critique-only records) is all critique."""
     import torch
 
     labelled = labels != -100
-    position = torch.arange(labels.shape[1], device=labels.device).expand_as(labels)
-    end = torch.full((labels.shape[0],), labels.shape[1], device=labels.device)  # past the critique
+    end = torch.full((labels.shape[0],), labels.shape[1], device=labels.device)
     m = len(marker)
     if labels.shape[1] >= m:
         found = (labels.unfold(1, m, 1) == torch.tensor(marker, device=labels.device)).all(-1)  # (B, T-m+1)
-        first = torch.where(found.any(1), found.int().argmax(1) + m, end)
-        end = first
-    weights = torch.where(position < end[:, None], float(weight), 1.0) * labelled
+        end = torch.where(found.any(1), found.int().argmax(1) + m, end)
+    position = torch.arange(labels.shape[1], device=labels.device).expand_as(labels)
+    return labelled & (position < end[:, None])
+
+
+def critique_token_weights(labels, marker: list[int], weight: float):
+    """Loss weights (B, T) for next-token ``labels`` (B, T), -100 where a position is not learned.
+
+    A critique token (``critique_mask``) weighs ``weight``, a revision token 1, an unlabelled one 0.
+    Each row is then scaled so that its weights sum to its labelled tokens, so the loss keeps its
+    scale and its division by the token count: only the critique's share of it grows. A row with
+    no marker is all critique, and keeps weight 1 on every token.
+    """
+    labelled = labels != -100
+    weights = (labelled.float() + (weight - 1.0) * critique_mask(labels, marker).float())
     scale = labelled.sum(1, keepdim=True) / weights.sum(1, keepdim=True).clamp(min=1e-9)
     return weights * scale
 

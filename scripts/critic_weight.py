@@ -1,0 +1,99 @@
+"""Does weighting the critique's tokens in the critic's loss help it learn the critique? (issue 14, item 3)
+
+Trains one critic per --weights value on the same records (spread over distinct prompts) and the
+same steps, then scores each on held-out feedback records of other prompts, teacher-forced: the
+mean loss per token of the critique part and of the revision part. A lower critique loss at a
+revision loss that is no worse is what a weight must buy to be kept.
+
+    PYTHONPATH=src python scripts/critic_weight.py OUT --model embedded --train 48 --held-out 32 --weights 1,4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+
+def spread(records, n, skip=0):
+    """The first record of each prompt, in file order, skipping the first ``skip`` prompts."""
+    seen, out = set(), []
+    for r in records:
+        key = json.dumps(r.prompt)
+        if key in seen:
+            continue
+        seen.add(key)
+        if len(seen) > skip:
+            out.append(r)
+        if len(out) == n:
+            break
+    return out
+
+
+def part_losses(run: Path, records, max_length: int) -> dict:
+    """Mean loss per token of the critique (through the "Revision:" marker) and of the revision."""
+    import torch
+
+    from redline.models import load_causal_lm, load_tokenizer
+    from redline.prompts import REVISION_MARK
+    from redline.train.critic import critic_examples, critique_mask
+
+    tokenizer = load_tokenizer(str(run))
+    model = load_causal_lm(str(run), device="cpu", merge_lora=True).eval()
+    marker = tokenizer(REVISION_MARK, add_special_tokens=False)["input_ids"]
+    sums = {"critique": [0.0, 0], "revision": [0.0, 0]}
+    for ex in critic_examples(records):
+        prompt = tokenizer.apply_chat_template(ex["prompt"], tokenize=False, add_generation_prompt=True)
+        whole = tokenizer.apply_chat_template(ex["prompt"] + ex["completion"], tokenize=False)
+        ids = tokenizer(whole, add_special_tokens=False)["input_ids"][:max_length]
+        start = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        labels = torch.tensor([[-100] * start + ids[start:]])
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ids])).logits[:, :-1]
+        target = labels[:, 1:]
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target.clamp(min=0), reduction="none")
+        critique = critique_mask(target, marker)
+        revision = (target != -100) & ~critique
+        for name, mask in (("critique", critique), ("revision", revision)):
+            sums[name][0] += float(nll[mask].sum())
+            sums[name][1] += int(mask.sum())
+    return {name: round(s / max(n, 1), 4) for name, (s, n) in sums.items()} | {
+        f"{name}_tokens": n for name, (_, n) in sums.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--data", default="data/simulated/feedback.jsonl")
+    parser.add_argument("--model", default="embedded")
+    parser.add_argument("--train", type=int, default=48)
+    parser.add_argument("--held-out", type=int, default=32)
+    parser.add_argument("--weights", default="1,4")
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--max-length", type=int, default=1024)
+    args = parser.parse_args()
+
+    from redline.records import read_records
+    from redline.train.critic import CriticConfig, train_critic
+
+    records = read_records(args.data, "feedback")
+    train = spread(records, args.train)
+    held_out = spread(records, args.held_out, skip=args.train)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = {"command": " ".join(sys.argv), "train": len(train), "held_out": len(held_out), "runs": {}}
+    for w in [float(x) for x in args.weights.split(",")]:
+        run = args.out / f"weight_{w:g}"
+        if not (run / "redline.json").exists():
+            config = CriticConfig(model=args.model, data=args.data, epochs=args.epochs, critique_weight=w,
+                                  max_length=args.max_length, device="cpu")
+            train_critic(replace(config), run, records=train)
+        results["runs"][f"{w:g}"] = part_losses(run, held_out, args.max_length)
+        (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        print(json.dumps({f"{w:g}": results["runs"][f"{w:g}"]}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
