@@ -167,19 +167,34 @@ def test_a_critique_that_names_a_problem_is_applied_under_when_critiqued(tmp_pat
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--iterations", "0"], "--iterations must be at least 1"),
-    (["--apply", "sometimes"], "--apply 'sometimes' is not one of when-critiqued, always"),
-    (["--stop", "never"], "--stop 'never' is not one of fixed, nothing, best"),
-    (["--stop", "best"], "--stop best needs a judge"),
+    (["--iterations", "0"], "--iterations: must be at least 1"),
+    (["--apply", "sometimes"], "--apply: 'sometimes' is not one of when-critiqued, always"),
+    (["--stop", "never"], "--stop: 'never' is not one of fixed, nothing, best"),
+    (["--critique-tokens", "0"], "--critique-tokens: must be at least 1"),
 ])
-def test_bad_settings_are_one_error_before_the_critic_loads(jsonl, tmp_path, capsys, flags, message):
+def test_bad_flags_are_one_error_before_the_critic_loads(jsonl, tmp_path, capsys, flags, message):
+    data = jsonl([r.to_dict() for r in inputs(2)], "responses.jsonl")
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit:  # argparse refuses the value itself
+        main(["revise", "--critic", str(tmp_path / "no-critic"), "--input", str(data), "--out", str(out)] + flags)
+    assert exit.value.code == 2
+    assert message in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not out.exists()
+
+
+def test_bad_settings_are_one_error_before_the_critic_loads(jsonl, tmp_path, capsys):
     data = jsonl([r.to_dict() for r in inputs(2)], "responses.jsonl")
     out = tmp_path / "out"
     # a critic that does not exist: loading it would fail with another message
-    assert main(["revise", "--critic", str(tmp_path / "no-critic"), "--input", str(data), "--out", str(out)] + flags) == 2
+    assert main(["revise", "--critic", str(tmp_path / "no-critic"), "--input", str(data), "--out", str(out), "--stop", "best"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and message in err[0]
+    assert len(err) == 1 and "--stop best needs a judge" in err[0]
     assert not out.exists()
+    for config, message in ((ReviseConfig(critic="c", apply="never"), "--apply 'never'"),
+                            (ReviseConfig(critic="c", iterations=0), "--iterations must be at least 1")):
+        with pytest.raises(RedlineError, match=message):
+            revise(config, out, responses=inputs(2))
+        assert not out.exists()
 
 
 def test_responses_without_prompts_or_ids_are_refused_before_the_critic_loads(jsonl, tmp_path, capsys):
