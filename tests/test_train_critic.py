@@ -188,7 +188,11 @@ def test_critique_weight_trains_and_its_loss_falls(jsonl, tmp_path, capsys):
     losses = [row["loss"] for row in map(json.loads, (run / "train_log.jsonl").read_text().splitlines()) if "loss" in row]
     assert losses[-1] < losses[0]
     assert json.loads((run / "train_config.json").read_text())["critique_weight"] == 4
-    assert main(argv[:-1] + ["0"]) == 2 and "--critique-weight must be above 0" in capsys.readouterr().err
+    capsys.readouterr()
+    zero = argv[:-1] + ["0"]
+    zero[zero.index("--out") + 1] = str(tmp_path / "zero")
+    assert main(zero) == 2 and "--critique-weight must be above 0" in capsys.readouterr().err
+    assert not (tmp_path / "zero").exists()
 
 
 def test_critique_mask_by_hand():

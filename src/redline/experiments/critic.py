@@ -54,12 +54,13 @@ class CriticExperimentConfig(CriticConfig):
     second: str | None = field(default=None, metadata={"help": "a JSONL of another model's responses to the test prompts"})
     second_model: str | None = field(default="embedded", metadata={"help": "model that writes the second responses when --second is not given ('none' to skip)"})
     second_temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the second responder"})
-    second_best_of: int = field(default=1, metadata={"help": "the second responder samples K responses per prompt and keeps the oracle's best"})
+    second_best_of: int = field(default=1, metadata={"min": 1, "help": "the second responder samples K responses per prompt and keeps the oracle's best"})
     good: bool = field(default=False, metadata={"help": "also revise the test responses with every problem fixed (the no-harm check)"})
     revise_temperature: float = field(default=0.0, metadata={"help": "the critic's sampling temperature (0 = greedy)"})
     revise_critique_tokens: int = field(default=256, metadata={"help": "new tokens for a critique (see revise --critique-tokens)"})
     revise_max_new_tokens: int | None = field(default=None, metadata={"help": "cap on new tokens per item (see revise --max-new-tokens)"})
-    apply: str = field(default="when-critiqued", metadata={"help": "when-critiqued or always (see revise --apply)"})
+    apply: str = field(default="when-critiqued", metadata={"choices": ("when-critiqued", "always"),
+                                                           "help": "when-critiqued or always (see revise --apply)"})
     generate_dtype: str = field(default="bfloat16", metadata={"help": "weights dtype while revising (bfloat16: ~1.7x faster on a CPU)"})
     response_max_new_tokens: int = field(default=256, metadata={"help": "tokens for one second-responder response"})
 
