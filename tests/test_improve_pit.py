@@ -95,3 +95,43 @@ def test_improve_cli_on_a_tiny_pit_policy(tmp_path, jsonl, capsys):
     assert len(read_jsonl_prefix(out / "iteration_2.jsonl")) == 2
     assert main(args) == 0  # a rerun of a finished run changes nothing
     assert len(read_jsonl_prefix(out / "iteration_2.jsonl")) == 2
+
+
+def test_a_rewrite_cut_by_its_budget_or_looping_keeps_the_answer_and_is_counted_by_cause(tmp_path):
+    # Budgets follow the response (1.5 x its words, at least 128, rounded up to 128): the scripted engine
+    # counts words as tokens. q0's rewrite runs past 128 words (cut), q1's loops, q2's is a proper rewrite,
+    # q3's answer already loops and its rewrite keeps the loop (not the rewrite's fault, so it is applied).
+    long = " ".join(f"word{i}" for i in range(200))
+    loop = "Topic 1 is good. " + "and then the same thing again " * 6
+    looping_answer = "so so so so so so so so so so so so so so so so"
+    replies = {"Describe topic 0.": long, "Describe topic 1.": loop, "Describe topic 2.": "Topic 2, in full.",
+               "Describe topic 3.": looping_answer + " more"}
+
+    def rewrite(prompt, seed):
+        return next(reply for request, reply in replies.items() if request in prompt[-1]["content"])
+
+    items = inputs(3) + [Response(id="q3", prompt="Describe topic 3.", response=looping_answer, source="base")]
+    summary = improve(ImproveConfig(model="scripted"), tmp_path, engine=ScriptedEngine(rewrite), responses=items)
+    rows = read_jsonl_prefix(tmp_path / "iteration_1.jsonl")
+    assert [r["failure"] for r in rows] == ["budget", "loop", None, None]
+    assert [r["response"] for r in rows[:2]] == ["Topic 0.", "Topic 1."]  # kept as they were
+    assert rows[0]["revision"] == " ".join(long.split()[:128]) and rows[0]["budget"] == 128  # the cut text, not applied
+    assert rows[2]["response"] == "Topic 2, in full." and rows[3]["changed"]
+    assert summary["iterations"][0]["failures"] == {"parse": 0, "budget": 1, "loop": 1}
+
+
+def test_budgets_follow_the_response_and_max_new_tokens_caps_them(tmp_path):
+    seen = []
+
+    class Recording(ScriptedEngine):
+        def generate(self, prompts, params, seeds=None, progress=False):
+            seen.append((len(prompts), params.max_new_tokens))
+            return super().generate(prompts, params, seeds=seeds, progress=progress)
+
+    items = inputs(2) + [Response(id="q9", prompt="Describe topic 9.", response=" ".join(["w"] * 100), source="base")]
+    improve(ImproveConfig(model="scripted"), tmp_path / "a", engine=Recording(lambda p, s: "New."), responses=items)
+    assert seen == [(2, 128), (1, 256)]  # 1.5 x 100 words = 150 → 256; the short answers get the minimum 128
+    seen.clear()
+    improve(ImproveConfig(model="scripted", max_new_tokens=64), tmp_path / "b", engine=Recording(lambda p, s: "New."),
+            responses=items)
+    assert seen == [(3, 64)]

@@ -10,15 +10,24 @@ iterations and found quality not monotone in t, so stopping needs care (``--stop
 Steps of one iteration (``pit_step``):
   1. build PIT's chat prompt from each (prompt, current response) — prompts.py, the template the
      policy was trained on;
-  2. generate the new responses for the whole batch through the generation engine;
-  3. parse each: an empty output (after an echoed "### Response" heading is dropped) leaves the
-     response as it was. There is no written feedback: PIT improves implicitly (``feedback`` is "").
+  2. give each item its budget of new tokens, by revise's rule with no critique: 1.5 × the
+     response's tokens (at least 128), rounded up to a multiple of 128, capped by the model's
+     context and ``--max-new-tokens``; a full rewrite of an answer of that length fits;
+  3. generate the new responses through the generation engine, one call per budget;
+  4. read each. A failure leaves the response as it was, and is counted by its cause (the loop's
+     summary): ``budget`` (the output ran out of new tokens: a cut rewrite is never applied),
+     ``loop`` (it repeats one block of words over and over, ``has_loop``, where the response it
+     rewrites did not) or ``parse`` (nothing left once an echoed "### Response" heading is
+     dropped). There is no written feedback: PIT improves implicitly (``feedback`` is "").
 The loop, the stop rules, the output layout and resuming are ``revise``'s (``improve/loop.py``).
 
 Deviations from the paper:
   1. Stop rules beyond a fixed count ("nothing", "best") are the loop's, shared with revise.
   2. Sampling at temperature 0.5 by default, inside the paper's best range for PIT (0.4–0.6), with a
      seed per (item, iteration) so that a run is reproducible and resumes exactly.
+  3. Budgets per item and the failure causes are ours (revise's): the 135M policy loops far more
+     when it reads (request, response) than the request alone, and a rewrite cut by the budget is
+     usually the start of the old answer; the paper's model was not measured for either.
 """
 
 from __future__ import annotations
@@ -29,7 +38,8 @@ from typing import Any
 
 from redline import RedlineError
 from redline.improve.loop import IterateSettings, StepOutput, item_seed, run_method
-from redline.prompts import parse_rewrite, pit_messages
+from redline.improve.revise import _token_counter, revision_budget
+from redline.prompts import has_loop, parse_rewrite, pit_messages
 
 
 @dataclass
@@ -39,23 +49,47 @@ class ImproveConfig(IterateSettings):
     model: str = field(default="", metadata={"required": True, "help": "the PIT policy: a `train pit` run folder (its final stage) or one of its stages"})
     iterations: int = field(default=1, metadata={"min": 1, "result": False, "help": "rounds of improvement (the paper studied 5)"})
     temperature: float = field(default=0.5, metadata={"min": 0, "help": "sampling temperature (the paper: 0.4-0.6 best for PIT; 0 = greedy)"})
-    max_new_tokens: int = field(default=512, metadata={"min": 1, "help": "tokens per new response"})
+    max_new_tokens: int | None = field(default=None, metadata={"min": 1, "help":
+        "cap on an item's new tokens (default: the model's context; each item gets 1.5 x its response's tokens, at "
+        "least 128); a rewrite cut by it is never applied"})
 
 
 def pit_step(engine, config: ImproveConfig):
-    """The step function for ``run_iterations``: steps 1–3 of the module docstring."""
+    """The step function for ``run_iterations``: steps 1–4 of the module docstring."""
     from redline.generation import SamplingParams
 
-    params = SamplingParams(temperature=config.temperature, top_p=config.top_p, max_new_tokens=config.max_new_tokens,
-                            seed=config.seed)
+    count_text, count_prompt, context = _token_counter(engine)
 
     def step(rows: list[dict], iteration: int) -> list[StepOutput]:
         prompts = [pit_messages(row["prompt"], row["response"]) for row in rows]  # step 1
+        budgets = [revision_budget(count_text(row["response"]), count_prompt(p), 0, context, config.max_new_tokens)
+                   for row, p in zip(rows, prompts)]  # step 2
         seeds = [item_seed(config.seed, row["id"], iteration) for row in rows]
-        completions = engine.generate(prompts, params, seeds=seeds, progress=False)  # step 2
-        return [StepOutput(feedback="", revision=parse_rewrite(c.text)) for c in completions]  # step 3
+        completions: list[Any] = [None] * len(rows)
+        for budget in sorted(set(budgets)):  # step 3: the engine takes one max_new_tokens per call
+            group = [i for i, b in enumerate(budgets) if b == budget]
+            params = SamplingParams(temperature=config.temperature, top_p=config.top_p, max_new_tokens=budget,
+                                    seed=config.seed)
+            for i, c in zip(group, engine.generate([prompts[i] for i in group], params,
+                                                   seeds=[seeds[i] for i in group], progress=False)):
+                completions[i] = c
+        return [read_rewrite(c.text, c.finish_reason, row["response"], budget)  # step 4
+                for row, c, budget in zip(rows, completions, budgets)]
 
     return step
+
+
+def read_rewrite(text: str, finish_reason: str, response: str, budget: int | None = None) -> StepOutput:
+    """Step 4 for one generation: the new response, or the failure that keeps the old one."""
+    revision = parse_rewrite(text)
+    failure = None
+    if finish_reason == "length":
+        failure = "loop" if has_loop(text) else "budget"
+    elif revision is None:
+        failure = "parse"
+    elif has_loop(revision) and not has_loop(response):
+        failure = "loop"
+    return StepOutput(feedback="", revision=revision, failure=failure, budget=budget)
 
 
 def improve(config: ImproveConfig, out, engine=None, judge=None, responses=None) -> dict[str, Any]:
