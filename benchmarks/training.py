@@ -1,5 +1,6 @@
-"""Training throughput on this CPU for the critic's SFT: float32 against bfloat16 autocast, and one
-step of 4 sequences as one padded batch against 4 micro-batches of 1 (gradient accumulation).
+"""Training throughput on this CPU for the critic's SFT: today's float32 against the vocabulary
+projection on the completion only (``+sliced``), a bfloat16 frozen base under float32 LoRA adapters
+(``bf16-base``) and bfloat16 autocast; one padded batch against micro-batches of 1.
 
 Each case is a fresh process that trains a LoRA critic (the `redline train critic` defaults) on the
 shipped simulated feedback for a few optimiser steps, and reports tokens per second (tokens the
@@ -8,7 +9,10 @@ mode that learns worse shows.
 
     python benchmarks/training.py --steps 6 --out benchmarks/results/training.json
 
-A case is MODE:BATCHxACCUM, e.g. ``bf16-autocast:1x4`` (4 sequences per optimiser step either way).
+A case is MODE:BATCHxACCUM, e.g. ``bf16-base+sliced:1x4`` (4 sequences per optimiser step either
+way). MODE is ``fp32`` (float32 weights), ``bf16-autocast`` (float32 weights, bfloat16 autocast) or
+``bf16-base``, with ``+sliced`` for ``train_sft``'s completion-only projection; without it the case
+runs TRL's own loss, which on a CPU projects every position.
 """
 
 from __future__ import annotations
@@ -28,17 +32,22 @@ CHILD = r"""
 import json, resource, sys
 from redline.train.critic import CriticConfig, train_critic
 mode, steps, batch, accum, out, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
+precision, _, extra = mode.partition("+")
 import torch
+import redline.train.sft as sft
+if extra != "sliced":
+    sft._sliceable = lambda *args: None  # TRL's own loss
 if threads:
     torch.set_num_threads(threads)
 config = CriticConfig(data=sys.argv[7], limit=steps * batch * accum, max_steps=steps, batch_size=batch, grad_accum=accum,
-                      bf16=mode == "bf16-autocast", logging_steps=1, save_steps=10_000, seed=0)
+                      bf16=precision == "bf16-autocast", bf16_base=precision == "bf16-base", logging_steps=1,
+                      save_steps=10_000, seed=0)
 m = train_critic(config, out)
 m["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps(m))
 """
 
-CASES = ["fp32:4x1", "bf16-autocast:4x1", "fp32:1x4", "bf16-autocast:1x4"]
+CASES = ["fp32:1x4", "fp32+sliced:1x4", "bf16-base:1x4", "bf16-base+sliced:1x4", "bf16-autocast+sliced:1x4"]
 
 
 def measure(case: str, args) -> dict:

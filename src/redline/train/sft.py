@@ -44,6 +44,8 @@ class SFTSettings:
     lora_alpha: int = field(default=32, metadata={"min": 1, "help": "LoRA scaling numerator"})
     lora_dropout: float = field(default=0.05, metadata={"min": 0, "max": 0.99, "help": "dropout on the LoRA path"})
     dtype: str = field(default="float32", metadata={"choices": ("float32", "bfloat16", "float16"), "help": "weights dtype while training"})
+    bf16_base: bool = field(default=True, metadata={
+        "help": "with LoRA, hold the frozen base weights in bfloat16 and train float32 adapters on them (RESULTS 'Training')"})
     device: str = field(default="auto", metadata={"result": False, "help": "cpu, cuda or auto"})
     # --- optimisation
     learning_rate: float | None = field(default=None, metadata={"min": 0, "help": "peak lr (default: 2e-4 LoRA, 2e-5 full)"})
@@ -140,7 +142,7 @@ def train_sft(
     """
     import torch
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     from redline.models import LoraSettings, ModelCard, add_lora, command_line, load_causal_lm, load_tokenizer, pick_device, save_model
 
@@ -169,9 +171,11 @@ def train_sft(
         print(f"redline: {truncated} of {len(examples)} examples are longer than --max-length {settings.max_length} "
               f"tokens and are cut at the end (the model never sees where their completion stops); {dropped} of them "
               "lose the whole completion and are left out", file=sys.stderr)
-    model = load_causal_lm(settings.model, dtype=settings.dtype, device=device).train()
+    base_dtype = "bfloat16" if settings.lora and settings.bf16_base else settings.dtype
+    model = load_causal_lm(settings.model, dtype=base_dtype, device=device).train()
     if settings.lora:
         model = add_lora(model, LoraSettings(r=settings.lora_r, alpha=settings.lora_alpha, dropout=settings.lora_dropout))
+        float32_adapters(model)
 
     args = SFTConfig(
         output_dir=str(out / "checkpoints"),
@@ -197,7 +201,7 @@ def train_sft(
         completion_only_loss=True,
         dataset_num_proc=None,
     )
-    trainer = (trainer_class or SFTTrainer)(model=model, args=args, train_dataset=Dataset.from_list(examples), processing_class=tokenizer)
+    trainer = (trainer_class or completion_sft_trainer())(model=model, args=args, train_dataset=Dataset.from_list(examples), processing_class=tokenizer)
     result = run_trainer(trainer, out)
 
     history = trainer.state.log_history
@@ -225,6 +229,80 @@ def publish(out: Path, repo: str | None) -> None:
         from redline.models import push_to_hub
 
         print(f"redline: pushed {out} to {push_to_hub(out, repo)}", file=sys.stderr)
+
+
+def float32_adapters(model) -> None:
+    """Trainable parameters in float32 over a frozen base in any dtype: Adam's updates on bfloat16
+    weights would round away (PEFT upcasts LoRA weights by default; this also covers a trained head)."""
+    import torch
+
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+
+
+def completion_sft_trainer():
+    """TRL's ``SFTTrainer`` with the vocabulary projection done only where the loss is, on every device.
+
+    TRL's fused LM head projects only the positions that carry a label on Triton devices (CUDA, XPU);
+    elsewhere, the CPU included, it projects every position: with the loss on the completion only,
+    most of a critic example's 49 152-word projections (and their softmax) are for prompt tokens that
+    the loss then drops. Where that is so, this ``compute_loss`` runs the backbone, keeps the hidden
+    states whose next token is a label, and projects those alone, in float32 (TRL's kernel keeps its
+    products in float32 too); the loss is the same mean over label tokens, and the same metrics are
+    logged (entropy, mean_token_accuracy, num_tokens). Every other case (a model wrapped for several
+    processes, logit scaling or softcapping, MoE, label smoothing, a custom loss) goes to TRL's own.
+    """
+    import torch
+    from trl import SFTTrainer
+
+    class CompletionSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            causal_lm = _sliceable(self, model, inputs)
+            if causal_lm is None or return_outputs:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            mode = "train" if self.model.training else "eval"
+            labels = inputs["labels"][:, 1:]
+            mask = labels != -100
+            kwargs = {k: v for k, v in inputs.items() if k != "labels"} | {"use_cache": False}
+            hidden = causal_lm.base_model(**kwargs).last_hidden_state[:, :-1][mask]
+            head = causal_lm.get_output_embeddings()
+            logits = torch.nn.functional.linear(hidden.float(), head.weight.float(), None if head.bias is None else head.bias.float())
+            log_probs = logits.log_softmax(-1)
+            target = labels[mask]
+            token_log_probs = log_probs.gather(-1, target[:, None]).squeeze(-1)
+            count = mask.sum() if num_items_in_batch is None else num_items_in_batch
+            loss = -token_log_probs.sum() / torch.as_tensor(count).clamp(min=1)
+            with torch.no_grad():  # the metrics TRL logs, on the same positions
+                entropy = -(log_probs.exp() * log_probs).sum(-1).sum()
+                correct = (logits.argmax(-1) == target).sum()
+            valid = int(mask.sum())
+            self._metrics[mode]["entropy"].append(entropy.item() / valid if valid else 0.0)
+            self._metrics[mode]["mean_token_accuracy"].append(correct.item() / valid if valid else 0.0)
+            if mode == "train":
+                self._total_train_tokens += int(inputs["attention_mask"].sum())
+            self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+            return loss
+
+    return CompletionSFTTrainer
+
+
+def _sliceable(trainer, model, inputs):
+    """The causal LM whose hidden states ``CompletionSFTTrainer`` may slice, or None where TRL's loss must run."""
+    if trainer.accelerator.unwrap_model(model) is not model or trainer.accelerator.num_processes > 1:
+        return None  # DDP and friends sync gradients in their own forward
+    if "labels" not in inputs or "attention_mask" not in inputs or "shift_labels" in inputs:
+        return None
+    if trainer.compute_loss_func is not None or trainer.label_smoother is not None or trainer.args.loss_type != "nll":
+        return None
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = causal_lm.config.get_text_config()
+    scaled = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
+    if trainer.aux_loss_enabled or any(getattr(config, name, None) is not None for name in scaled):
+        return None
+    if inputs["labels"].device.type in ("cuda", "xpu"):
+        return None  # TRL's Triton kernel projects the label positions only, in tiles
+    return causal_lm
 
 
 def run_trainer(trainer, out: Path):

@@ -1,0 +1,108 @@
+"""``train_sft``'s speed paths on tiny-random: the loss from the completion's hidden states alone equals
+the loss from full logits (value and gradient), and a bfloat16 base under float32 adapters trains the
+adapters only."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from redline.train import sft  # noqa: E402
+
+EXAMPLES = [
+    {
+        "prompt": [{"role": "user", "content": f"Write a sentence about topic {i}, all in lowercase. " * (1 + i % 3)}],
+        "completion": [{"role": "assistant", "content": f"the topic {i} is interesting."}],
+    }
+    for i in range(8)
+]
+
+
+def make_trainer(tmp_path, batch_size=2, bf16_base=False):
+    from datasets import Dataset
+    from trl import SFTConfig
+
+    from redline.models import LoraSettings, add_lora, load_causal_lm, load_tokenizer
+
+    torch.manual_seed(0)
+    model = add_lora(load_causal_lm("tiny-random", "bfloat16" if bf16_base else "float32", "cpu").train(), LoraSettings(dropout=0.0))
+    with torch.no_grad():  # B starts at zero; make the adapters matter to the loss and its gradient
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)
+    sft.float32_adapters(model)
+    args = SFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=batch_size, completion_only_loss=True,
+                     use_cpu=True, report_to="none", max_length=256)
+    trainer = sft.completion_sft_trainer()(model=model, args=args, train_dataset=Dataset.from_list(EXAMPLES),
+                                           processing_class=load_tokenizer("tiny-random"))
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    return trainer, model, batch
+
+
+def loss_and_grads(trainer, model, batch, monkeypatch=None):
+    model.zero_grad()
+    loss = trainer.compute_loss(model, dict(batch))
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def full_logits_loss(model, batch):
+    """The textbook loss: every position's logits, cross-entropy on the label tokens."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+    return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten(), ignore_index=-100)
+
+
+def test_the_completion_only_projection_gives_the_full_logits_loss_and_gradient(tmp_path, monkeypatch):
+    trainer, model, batch = make_trainer(tmp_path)
+    labels = batch["labels"][:, 1:]
+    assert 0 < int((labels != -100).sum()) < labels.numel() // 2  # most positions are prompt (or padding)
+    assert sft._sliceable(trainer, model, batch) is not None
+
+    sliced, sliced_grads = loss_and_grads(trainer, model, batch)
+    model.zero_grad()
+    full = full_logits_loss(model, batch)
+    full.backward()
+    full_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    monkeypatch.setattr(sft, "_sliceable", lambda *args: None)
+    trl_loss, trl_grads = loss_and_grads(trainer, model, batch)
+
+    assert torch.allclose(sliced, full.detach(), rtol=1e-5, atol=1e-6)
+    assert torch.allclose(sliced, trl_loss, rtol=1e-5, atol=1e-6)
+    for name, grad in full_grads.items():
+        assert torch.allclose(sliced_grads[name], grad, rtol=1e-4, atol=1e-7), name
+        assert torch.allclose(trl_grads[name], grad, rtol=1e-4, atol=1e-7), name
+    logged = trainer._metrics["train"]
+    assert len(logged["entropy"]) == 2 and logged["mean_token_accuracy"][0] == logged["mean_token_accuracy"][1]
+    assert logged["entropy"][0] == pytest.approx(logged["entropy"][1], rel=1e-4)
+
+
+def test_a_bfloat16_base_trains_float32_adapters_and_nothing_else(tmp_path, monkeypatch):
+    from redline.models import load_causal_lm
+
+    trained = {}
+    make = sft.completion_sft_trainer
+
+    def capturing():
+        class Capturing(make()):
+            def train(self, *args, **kwargs):
+                trained["model"] = self.model
+                return super().train(*args, **kwargs)
+
+        return Capturing
+
+    monkeypatch.setattr(sft, "completion_sft_trainer", capturing)
+    settings = sft.SFTSettings(model="tiny-random", max_steps=3, grad_accum=1, learning_rate=3e-3, warmup=0,
+                               save_steps=1000, logging_steps=1)
+    assert settings.bf16_base  # the default
+    metrics = sft.train_sft(EXAMPLES, settings, tmp_path / "run", kind="sft", data=["x"])
+    assert metrics["steps"] == 3
+
+    model = trained["model"]
+    before = dict(load_causal_lm("tiny-random", "bfloat16", "cpu").named_parameters())
+    adapters = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert adapters and all(p.dtype == torch.float32 for p in adapters.values())
+    assert any("lora_B" in n and p.abs().sum() > 0 for n, p in adapters.items())  # B starts at zero: it trained
+    base = {n: p for n, p in model.named_parameters() if not p.requires_grad}
+    assert len(base) == len(before)
+    for name, p in base.items():
+        key = name.replace("base_model.model.", "").replace(".base_layer", "")
+        assert p.dtype == torch.bfloat16 and torch.equal(p, before[key]), name
