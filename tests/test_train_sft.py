@@ -106,3 +106,16 @@ def test_a_bfloat16_base_trains_float32_adapters_and_nothing_else(tmp_path, monk
     for name, p in base.items():
         key = name.replace("base_model.model.", "").replace(".base_layer", "")
         assert p.dtype == torch.bfloat16 and torch.equal(p, before[key]), name
+
+
+def test_a_reward_models_trained_head_reads_the_bfloat16_base_and_scores_in_float32():
+    from redline.models import add_lora, load_reward_model
+
+    model = sft.float32_adapters(add_lora(load_reward_model("tiny-random", "bfloat16", "cpu").train(), task_type="SEQ_CLS"))
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert any("score" in n for n in trainable) and all(p.dtype == torch.float32 for p in trainable.values())
+    assert all(p.dtype == torch.bfloat16 for p in model.parameters() if not p.requires_grad)
+    scores = model(input_ids=torch.tensor([[1, 2, 3, 4]]), attention_mask=torch.ones(1, 4, dtype=torch.long)).logits
+    assert scores.dtype == torch.float32
+    scores.sum().backward()
+    assert all(p.grad is not None for n, p in trainable.items() if "score" in n or "lora_A" in n)

@@ -54,7 +54,9 @@ from redline.prompts import pit_messages
 from redline.records import Preference, Ranking, read_records
 from redline.models import GAP_REWARD, chat_text, score_texts
 from redline.train.reward import GroupCollator, encode_chats, report_cuts, split_by_prompt, training_arguments
-from redline.train.sft import SFTSettings, check_report_to, publish, run_trainer, save_training_curve
+from redline.train.sft import (
+    SFTSettings, base_dtype, check_report_to, float32_adapters, publish, run_trainer, save_training_curve,
+)
 
 KIND = GAP_REWARD
 
@@ -306,9 +308,10 @@ def train_gap_reward(config: GapRewardConfig, out: str | os.PathLike) -> dict[st
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
-    model = load_reward_model(config.model, dtype=config.dtype, device=device).train()
+    model = load_reward_model(config.model, dtype=base_dtype(config), device=device).train()
     if config.lora:
-        model = add_lora(model, LoraSettings(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout), task_type="SEQ_CLS")
+        lora = LoraSettings(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
+        model = float32_adapters(add_lora(model, lora, task_type="SEQ_CLS"))
 
     # Step 3: the five-term loss, one pair (four forward passes) per batch element.
     trainer = _gap_trainer_class()(model=model, args=training_arguments(config, out, device), train_dataset=items,

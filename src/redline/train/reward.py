@@ -50,7 +50,9 @@ from typing import Any
 from redline import RedlineError
 from redline.models import REWARD, chat_text, score_texts
 from redline.records import Preference, Ranking, Record, iter_raw, prompt_key, read_records
-from redline.train.sft import SFTSettings, check_report_to, publish, run_trainer, save_training_curve
+from redline.train.sft import (
+    SFTSettings, base_dtype, check_report_to, float32_adapters, publish, run_trainer, save_training_curve,
+)
 
 
 @dataclass
@@ -353,9 +355,10 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
     tokenizer = load_tokenizer(config.model)
-    model = load_reward_model(config.model, dtype=config.dtype, device=device).train()
+    model = load_reward_model(config.model, dtype=base_dtype(config), device=device).train()
     if config.lora:
-        model = add_lora(model, LoraSettings(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout), task_type="SEQ_CLS")
+        lora = LoraSettings(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
+        model = float32_adapters(add_lora(model, lora, task_type="SEQ_CLS"))
     # step 2
     tokenizer.truncation_side = "left"  # scoring cuts as training does: the prompt's start, never the response
     groups, cuts = encode_groups(train, tokenizer, config.max_length, as_pairs=config.pairs)

@@ -171,11 +171,9 @@ def train_sft(
         print(f"redline: {truncated} of {len(examples)} examples are longer than --max-length {settings.max_length} "
               f"tokens and are cut at the end (the model never sees where their completion stops); {dropped} of them "
               "lose the whole completion and are left out", file=sys.stderr)
-    base_dtype = "bfloat16" if settings.lora and settings.bf16_base else settings.dtype
-    model = load_causal_lm(settings.model, dtype=base_dtype, device=device).train()
+    model = load_causal_lm(settings.model, dtype=base_dtype(settings), device=device).train()
     if settings.lora:
-        model = add_lora(model, LoraSettings(r=settings.lora_r, alpha=settings.lora_alpha, dropout=settings.lora_dropout))
-        float32_adapters(model)
+        model = float32_adapters(add_lora(model, LoraSettings(r=settings.lora_r, alpha=settings.lora_alpha, dropout=settings.lora_dropout)))
 
     args = SFTConfig(
         output_dir=str(out / "checkpoints"),
@@ -231,14 +229,29 @@ def publish(out: Path, repo: str | None) -> None:
         print(f"redline: pushed {out} to {push_to_hub(out, repo)}", file=sys.stderr)
 
 
-def float32_adapters(model) -> None:
-    """Trainable parameters in float32 over a frozen base in any dtype: Adam's updates on bfloat16
-    weights would round away (PEFT upcasts LoRA weights by default; this also covers a trained head)."""
+def base_dtype(settings: SFTSettings) -> str:
+    """The dtype the base model is loaded in: bfloat16 under LoRA with ``bf16_base``, else ``settings.dtype``."""
+    return "bfloat16" if settings.lora and settings.bf16_base else settings.dtype
+
+
+def float32_adapters(model):
+    """Trainable parameters in float32 over a frozen base in any dtype, and ``model`` back.
+
+    Adam's updates on bfloat16 weights would round away. PEFT upcasts LoRA weights itself and casts
+    their input; a trained head (a reward model's ``score``) gets a hook that casts its input, so it
+    reads the bfloat16 hidden states and returns float32 scores.
+    """
     import torch
 
-    for p in model.parameters():
-        if p.requires_grad and p.dtype != torch.float32:
-            p.data = p.data.float()
+    for module in model.modules():
+        own = [p for p in module.parameters(recurse=False) if p.requires_grad]
+        if own and any(p.dtype != torch.float32 for p in own):
+            for p in own:
+                p.data = p.data.float()
+            if isinstance(module, torch.nn.Linear):
+                module.register_forward_pre_hook(lambda m, args: tuple(
+                    a.to(m.weight.dtype) if torch.is_tensor(a) and a.is_floating_point() else a for a in args))
+    return model
 
 
 def completion_sft_trainer():
