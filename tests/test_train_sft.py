@@ -91,8 +91,7 @@ def test_a_bfloat16_base_trains_float32_adapters_and_nothing_else(tmp_path, monk
 
     monkeypatch.setattr(sft, "completion_sft_trainer", capturing)
     settings = sft.SFTSettings(model="tiny-random", max_steps=3, grad_accum=1, learning_rate=3e-3, warmup=0,
-                               save_steps=1000, logging_steps=1)
-    assert settings.bf16_base  # the default
+                               save_steps=1000, logging_steps=1, bf16_base=True)
     metrics = sft.train_sft(EXAMPLES, settings, tmp_path / "run", kind="sft", data=["x"])
     assert metrics["steps"] == 3
 
