@@ -4,7 +4,8 @@ One routine serves every supervised trainer in redline: `redline train sft` (Ins
 demonstrations), the critic (critique and revision given a prompt and a response) and PIT's SFT
 (the better response given the prompt and the worse one). Each builds its chat pairs and calls
 ``train_sft``; TRL's ``SFTTrainer`` does the work (tokenising with the model's own chat template,
-masking the prompt out of the loss, the training loop, checkpoints).
+masking the prompt out of the loss, the training loop, checkpoints), with one change of ours: on a
+CPU the vocabulary projection covers the completion's positions only (``completion_sft_trainer``).
 
 What a run folder holds when it is done::
 
