@@ -15,12 +15,14 @@
 # its last checkpoint (every 2 iterations) when the script runs again: just rerun it.
 # One torch thread per process (the CPU has 2 cores); PARALLEL=1 runs two RL arms at a time.
 #
-# Expected time on the 2-core CPU (one thread each, scaled from RESULTS "InstructGPT" at 96 tokens,
-# 1 epoch: 106 s an iteration), at the defaults (256 new tokens, 2 epochs of 4 minibatches):
+# Expected time on the 2-core CPU, one thread per process. Measured: one PPO iteration at the defaults
+# (16 episodes, 256 new tokens, 2 epochs of 4 minibatches; embedded policy, embedded-sized reward model)
+# took 322 s of CPU (generate 16%, score 5%, evaluate 23%, train 55%; mean response 164 tokens, 38% cut
+# at 256; peak RSS 6.4 GiB). Scaled from it and from RESULTS "InstructGPT":
 #   reward model ~1.5 h; SFT candidates ~2.5 h; validation generation ~15 min;
-#   PPO ~4.5 min/iteration (7-8 h for 100), PPO-ptx ~5.5 min (9 h), PPO oracle ~4.3 min (7 h),
-#   RLOO oracle ~3.2 min (5.5 h); DPO ~1.5 h; test generation + judging ~1.5 h.
-#   In all ~36 h on one core; ~20 h with PARALLEL=1 on both cores.
+#   PPO ~5.3 min/iteration (9 h for 100), PPO-ptx ~6.5 min (11 h), PPO oracle ~5 min (8.5 h),
+#   RLOO oracle ~3.5 min (6 h); DPO ~1.5 h; test generation + judging ~2 h.
+#   In all ~42 h of one core; ~23 h with PARALLEL=1 when both cores are free (two PPO runs: ~15 GiB).
 set -e
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 TRANSFORMERS_VERBOSITY=error
