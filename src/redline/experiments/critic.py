@@ -12,8 +12,10 @@ Steps (each resumes: a finished step is skipped when the command is run again):
   1. read the test responses; get the second responder's responses (``--second FILE``, or
      generate them with ``--second-model`` at ``--second-temperature`` on the same prompts; with
      ``--second-best-of K`` it samples K per prompt and keeps the one the oracle scores best, a
-     stronger responder); with ``--good`` also the test responses with every problem fixed by a
-     simulated annotator (answers a critic should leave at least as good: the no-harm check);
+     stronger responder; or ``--second DATA/test_partial.jsonl``, the annotators' partly fixed
+     answers of world v2); with ``--good`` also the test responses with every problem fixed
+     (``DATA/test_fixed.jsonl``, or fixed here by a simulated annotator): answers a critic should
+     leave at least as good, the no-harm check;
   2. for each size N: train a critic on the first N feedback records (OUT/size_N/critic);
   3. revise every set of responses for ``--iterations`` rounds (OUT/size_N/revise_test,
      OUT/size_N/revise_second, OUT/size_N/revise_good);
@@ -102,11 +104,20 @@ def second_responses(config: CriticExperimentConfig, test_path: Path, n: int, ou
     return [best(candidates) for candidates in zip(*samples)]
 
 
-def good_responses(test: list) -> list:
-    """Step 1: each test response with every problem fixed by a simulated annotator (``demonstrate``)."""
+def good_responses(test: list, fixed: Path) -> list:
+    """Step 1: each test response with every problem fixed: the set's own ``test_fixed.jsonl`` where it
+    has one (world v2), else fixed here by a simulated annotator (``demonstrate``)."""
+    from redline.records import read_records
     from redline.simulate.annotators import make_pool
     from redline.simulate.instructions import parse_instructions
     from redline.simulate.tasks import Task
+
+    if fixed.exists():
+        by_id = {r.id: r for r in read_records(fixed, "response")}
+        missing = [r.id for r in test if r.id not in by_id]
+        if missing:
+            raise RedlineError(f"{fixed} has no fixed response for test id {missing[0]!r} ({len(missing)} missing)")
+        return [by_id[r.id] for r in test]
 
     annotator = make_pool()[0]
     good = []
@@ -184,7 +195,8 @@ def run_critic_experiment(config: CriticExperimentConfig, out: str | Path) -> di
     # step 1
     test = read_records(test_path, "response", limit=config.test_limit)
     second = second_responses(config, test_path, len(test), out)
-    sets = {"test": test} | ({"second": second[: len(test)]} if second else {}) | ({"good": good_responses(test)} if config.good else {})
+    sets = {"test": test} | ({"second": second[: len(test)]} if second else {}) | (
+        {"good": good_responses(test, data / "test_fixed.jsonl")} if config.good else {})
 
     results: dict[str, Any] = {"config": asdict(config), "sizes": {}}
     for size in sizes:
