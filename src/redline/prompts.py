@@ -82,9 +82,9 @@ def parse_critic_output(text: str) -> CriticOutput:
 
 # The ways a critique says there is nothing to fix: the simulated annotators' own words ("does
 # everything the prompt asked", "I would not change anything.", "It needs no revision."), the
-# target's NOTHING_TO_FIX and the plain forms. Checked on the shipped feedback set: 192 of its 282
-# critiques of answers that meet every instruction say so, and none of the 2118 others does. A
-# negated form ("does not follow every instruction") is no match.
+# target's NOTHING_TO_FIX and the plain forms. Checked on the shipped feedback set (world v2, 3981
+# records): 397 of its 599 critiques of answers that meet every instruction say so, and none of the
+# 3382 others does. A negated form ("does not follow every instruction") is no match.
 _NOTHING_TO_FIX = re.compile(
     r"(?<!not )(?<!n't )\b(?:"
     r"nothing (?:needs to|to) (?:change|fix|be (?:fixed|changed))|nothing needs (?:fixing|changing)"
