@@ -43,6 +43,11 @@ def head(path: Path, n: int) -> list[dict]:
         return [json.loads(next(f)) for _ in range(n)]
 
 
+def four_answers(rows: list[dict]) -> list[dict]:
+    """The shipped rankings hold K = 5 answers; the flow ranks four (the first four of each)."""
+    return [{"prompt": r["prompt"], "responses": r["responses"][:4], "ranks": r["ranks"][:4], "id": r["id"]} for r in rows]
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request, tmp_path):
     if request.param == "sqlite":
@@ -144,7 +149,7 @@ def test_annotate_in_chromium_with_the_keyboard_export_validate_and_train(browse
     make_users(sessions, root="admin")
     guidelines = ("Rank by how well an answer follows **every** instruction of the prompt.\n\n"
                   "- 1 is best; give two answers the same number when you cannot tell them apart\n- skip what you cannot judge")
-    make_project(sessions, tmp_path, "ranks", "rank", head(DATA / "rankings.jsonl", 2), guidelines=guidelines)
+    make_project(sessions, tmp_path, "ranks", "rank", four_answers(head(DATA / "rankings.jsonl", 2)), guidelines=guidelines)
     make_project(sessions, tmp_path, "pairs", "pair", head(DATA / "preferences.jsonl", 1),
                  guidelines="Pick the answer that follows the prompt's instructions better.")
     prompts = tmp_path / "test-prompts.jsonl"
