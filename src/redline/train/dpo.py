@@ -48,7 +48,9 @@ from pathlib import Path
 from typing import Any
 
 from redline import RedlineError
-from redline.train.sft import SFTSettings, as_chat, check_report_to, publish, run_trainer, save_training_curve
+from redline.train.sft import (
+    SFTSettings, as_chat, check_report_to, publish, run_trainer, save_training_curve, trl_arguments,
+)
 
 POLICY_ROLE = "a policy: --model wants the SFT run (a causal language model)"
 
@@ -124,30 +126,7 @@ def train_dpo(config: DPOSettings, out) -> dict[str, Any]:
     reference = None if config.lora else load_causal_lm(config.model, config.dtype, device, merge_lora=True)
     peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                              target_modules="all-linear", task_type="CAUSAL_LM") if config.lora else None
-    args = DPOConfig(
-        output_dir=str(out / "checkpoints"),
-        beta=config.beta,
-        loss_type=[config.loss_type],
-        learning_rate=config.lr(),
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps if config.max_steps is not None else -1,
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum,
-        lr_scheduler_type=config.lr_scheduler,
-        warmup_steps=config.warmup,
-        max_length=config.max_length,
-        gradient_checkpointing=config.gradient_checkpointing,
-        bf16=config.bf16 or (config.dtype == "bfloat16" and device.startswith("cuda")),
-        fp16=False,
-        use_cpu=device == "cpu",
-        seed=config.seed,
-        logging_steps=config.logging_steps,
-        logging_first_step=True,
-        save_steps=config.save_steps,
-        save_total_limit=2,
-        report_to=config.report_to,
-        dataset_num_proc=None,
-    )
+    args = DPOConfig(**trl_arguments(config, out, device), beta=config.beta, loss_type=[config.loss_type])
     trainer = DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=Dataset.from_list(pairs),
                          processing_class=tokenizer, peft_config=peft_config)
     result = run_trainer(trainer, out)

@@ -124,6 +124,32 @@ def save_training_curve(log_history: list[dict], out: Path, title: str) -> Path 
     return path
 
 
+def trl_arguments(settings: SFTSettings, out: Path, device: str) -> dict:
+    """The arguments TRL's SFTConfig and DPOConfig share, from a run's training settings."""
+    return dict(
+        output_dir=str(out / "checkpoints"),
+        learning_rate=settings.lr(),
+        num_train_epochs=settings.epochs,
+        max_steps=settings.max_steps if settings.max_steps is not None else -1,
+        per_device_train_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.grad_accum,
+        lr_scheduler_type=settings.lr_scheduler,
+        warmup_steps=settings.warmup,
+        max_length=settings.max_length,
+        gradient_checkpointing=settings.gradient_checkpointing,
+        bf16=settings.bf16 or (settings.dtype == "bfloat16" and device.startswith("cuda")),
+        fp16=False,
+        use_cpu=device == "cpu",
+        seed=settings.seed,
+        logging_steps=settings.logging_steps,
+        logging_first_step=True,
+        save_steps=settings.save_steps,
+        save_total_limit=2,
+        report_to=settings.report_to,
+        dataset_num_proc=None,
+    )
+
+
 def train_sft(
     examples: list[dict],
     settings: SFTSettings,
@@ -179,28 +205,9 @@ def train_sft(
         model = float32_adapters(add_lora(model, LoraSettings(r=settings.lora_r, alpha=settings.lora_alpha, dropout=settings.lora_dropout)))
 
     args = SFTConfig(
-        output_dir=str(out / "checkpoints"),
-        learning_rate=settings.lr(),
-        num_train_epochs=settings.epochs,
-        max_steps=settings.max_steps if settings.max_steps is not None else -1,
-        per_device_train_batch_size=settings.batch_size,
-        gradient_accumulation_steps=settings.grad_accum,
-        lr_scheduler_type=settings.lr_scheduler,
-        warmup_steps=settings.warmup,
-        max_length=settings.max_length,
-        gradient_checkpointing=settings.gradient_checkpointing,
-        bf16=settings.bf16 or (settings.dtype == "bfloat16" and device.startswith("cuda")),
-        fp16=False,
-        use_cpu=device == "cpu",
-        seed=settings.seed,
-        logging_steps=settings.logging_steps,
-        logging_first_step=True,
-        save_steps=settings.save_steps,
-        save_total_limit=2,
-        report_to=settings.report_to,
+        **trl_arguments(settings, out, device),
         disable_tqdm=False,  # a progress bar even where transformers' notices are silenced (the demo)
         completion_only_loss=True,
-        dataset_num_proc=None,
     )
     trainer = (trainer_class or completion_sft_trainer())(model=model, args=args, train_dataset=Dataset.from_list(examples), processing_class=tokenizer)
     result = run_trainer(trainer, out)
