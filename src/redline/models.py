@@ -496,7 +496,10 @@ def save_model(model, tokenizer, out: str | os.PathLike, card: ModelCard, hub_re
         if _is_hub_name(base):
             for adapter_config in model.peft_config.values():
                 adapter_config.base_model_name_or_path = base
-    model.save_pretrained(out, safe_serialization=True)
+    # redline's adapters never train the embeddings; "auto" would look the base up on the hub (a
+    # warning and a failed lookup on every offline save) to find out whether they were resized.
+    extra = {"save_embedding_layers": False} if card.adapter else {}
+    model.save_pretrained(out, safe_serialization=True, **extra)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
     (out / "README.md").write_text(card.markdown(hub_repo or str(out)))
