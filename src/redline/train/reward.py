@@ -52,6 +52,7 @@ from redline.models import REWARD, chat_text, score_texts
 from redline.records import Preference, Ranking, Record, iter_raw, prompt_key, read_records
 from redline.train.sft import (
     SFTSettings, base_dtype, check_report_to, float32_adapters, publish, run_trainer, save_training_curve,
+    trainer_arguments,
 )
 
 
@@ -307,25 +308,10 @@ def training_arguments(config, out: Path, device: str):
 
     check_report_to(config.report_to)
     return TrainingArguments(
-        output_dir=str(out / "checkpoints"),
-        learning_rate=config.lr(),
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps if config.max_steps is not None else -1,
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum,
-        lr_scheduler_type=config.lr_scheduler,
+        **trainer_arguments(config, out, device),
         lr_scheduler_kwargs={"min_lr_rate": 0.1} if config.lr_scheduler == "cosine_with_min_lr" else None,
-        warmup_steps=config.warmup,
         adam_beta2=0.95,
-        gradient_checkpointing=config.gradient_checkpointing,
         bf16=config.bf16,
-        use_cpu=device == "cpu",
-        seed=config.seed,
-        logging_steps=config.logging_steps,
-        logging_first_step=True,
-        save_steps=config.save_steps,
-        save_total_limit=2,
-        report_to=config.report_to,
         remove_unused_columns=False,
     )
 

@@ -124,8 +124,8 @@ def save_training_curve(log_history: list[dict], out: Path, title: str) -> Path 
     return path
 
 
-def trl_arguments(settings: SFTSettings, out: Path, device: str) -> dict:
-    """The arguments TRL's SFTConfig and DPOConfig share, from a run's training settings."""
+def trainer_arguments(settings: SFTSettings, out: Path, device: str) -> dict:
+    """The transformers ``TrainingArguments`` every redline trainer sets the same way."""
     return dict(
         output_dir=str(out / "checkpoints"),
         learning_rate=settings.lr(),
@@ -135,10 +135,7 @@ def trl_arguments(settings: SFTSettings, out: Path, device: str) -> dict:
         gradient_accumulation_steps=settings.grad_accum,
         lr_scheduler_type=settings.lr_scheduler,
         warmup_steps=settings.warmup,
-        max_length=settings.max_length,
         gradient_checkpointing=settings.gradient_checkpointing,
-        bf16=settings.bf16 or (settings.dtype == "bfloat16" and device.startswith("cuda")),
-        fp16=False,
         use_cpu=device == "cpu",
         seed=settings.seed,
         logging_steps=settings.logging_steps,
@@ -146,6 +143,16 @@ def trl_arguments(settings: SFTSettings, out: Path, device: str) -> dict:
         save_steps=settings.save_steps,
         save_total_limit=2,
         report_to=settings.report_to,
+    )
+
+
+def trl_arguments(settings: SFTSettings, out: Path, device: str) -> dict:
+    """``trainer_arguments`` plus what TRL's SFTConfig and DPOConfig share."""
+    return dict(
+        **trainer_arguments(settings, out, device),
+        max_length=settings.max_length,
+        bf16=settings.bf16 or (settings.dtype == "bfloat16" and device.startswith("cuda")),
+        fp16=False,
         dataset_num_proc=None,
     )
 
