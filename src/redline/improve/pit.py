@@ -38,7 +38,7 @@ from typing import Any
 
 from redline import RedlineError
 from redline.improve.loop import IterateSettings, StepOutput, item_seed, run_method
-from redline.improve.revise import _token_counter, revision_budget
+from redline.improve.revise import generate_by_budget, revision_budget, token_counter
 from redline.prompts import has_loop, parse_rewrite, pit_messages
 
 
@@ -56,23 +56,14 @@ class ImproveConfig(IterateSettings):
 
 def pit_step(engine, config: ImproveConfig):
     """The step function for ``run_iterations``: steps 1–4 of the module docstring."""
-    from redline.generation import SamplingParams
-
-    count_text, count_prompt, context = _token_counter(engine)
+    count_text, count_prompt, context = token_counter(engine)
 
     def step(rows: list[dict], iteration: int) -> list[StepOutput]:
         prompts = [pit_messages(row["prompt"], row["response"]) for row in rows]  # step 1
         budgets = [revision_budget(count_text(row["response"]), count_prompt(p), 0, context, config.max_new_tokens)
                    for row, p in zip(rows, prompts)]  # step 2
         seeds = [item_seed(config.seed, row["id"], iteration) for row in rows]
-        completions: list[Any] = [None] * len(rows)
-        for budget in sorted(set(budgets)):  # step 3: the engine takes one max_new_tokens per call
-            group = [i for i, b in enumerate(budgets) if b == budget]
-            params = SamplingParams(temperature=config.temperature, top_p=config.top_p, max_new_tokens=budget,
-                                    seed=config.seed)
-            for i, c in zip(group, engine.generate([prompts[i] for i in group], params,
-                                                   seeds=[seeds[i] for i in group], progress=False)):
-                completions[i] = c
+        completions = generate_by_budget(engine, prompts, budgets, seeds, config)  # step 3
         return [read_rewrite(c.text, c.finish_reason, row["response"], budget)  # step 4
                 for row, c, budget in zip(rows, completions, budgets)]
 

@@ -85,7 +85,7 @@ def revision_budget(response_tokens: int, prompt_tokens: int, critique_tokens: i
     return max(1, budget)
 
 
-def _token_counter(engine):
+def token_counter(engine):
     """Tokens of a text (or a chat prompt) as the engine's model counts them, and its context length.
 
     An engine without a tokenizer (ScriptedEngine) counts whitespace-separated words, as it
@@ -104,26 +104,34 @@ def _token_counter(engine):
     return (lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])), (lambda p: len(encode(p))), context
 
 
+def generate_by_budget(engine, prompts: list, budgets: list[int], seeds: list[int], config, progress: bool = False) -> list:
+    """Each prompt's completion under its own new-token budget, in the prompts' order.
+
+    The engine takes one ``max_new_tokens`` per call, so prompts are grouped by budget; ``config``
+    gives the sampling settings (temperature, top_p, seed)."""
+    from redline.generation import SamplingParams
+
+    completions: list[Any] = [None] * len(prompts)
+    for budget in sorted(set(budgets)):
+        group = [i for i, b in enumerate(budgets) if b == budget]
+        params = SamplingParams(temperature=config.temperature, top_p=config.top_p, max_new_tokens=budget, seed=config.seed)
+        for i, c in zip(group, engine.generate([prompts[i] for i in group], params, seeds=[seeds[i] for i in group],
+                                               progress=progress)):
+            completions[i] = c
+    return completions
+
+
 def critic_step(engine, config: ReviseConfig, progress: bool = False):
     """The step function for ``run_iterations``: steps 1–5 of the module docstring; ``progress``
     shows the engine's bar (tokens/s, time left) for each generate call."""
-    from redline.generation import SamplingParams
-
-    count_text, count_prompt, context = _token_counter(engine)
+    count_text, count_prompt, context = token_counter(engine)
 
     def step(rows: list[dict], iteration: int) -> list[StepOutput]:
         prompts = [critic_messages(row["prompt"], row["response"]) for row in rows]  # step 1
         budgets = [revision_budget(count_text(row["response"]), count_prompt(p), config.critique_tokens, context,  # step 2
                                    config.max_new_tokens) for row, p in zip(rows, prompts)]
         seeds = [item_seed(config.seed, row["id"], iteration) for row in rows]
-        completions: list[Any] = [None] * len(rows)
-        for budget in sorted(set(budgets)):  # step 3
-            group = [i for i, b in enumerate(budgets) if b == budget]
-            params = SamplingParams(temperature=config.temperature, top_p=config.top_p, max_new_tokens=budget,
-                                    seed=config.seed)
-            for i, c in zip(group, engine.generate([prompts[i] for i in group], params,
-                                                   seeds=[seeds[i] for i in group], progress=progress)):
-                completions[i] = c
+        completions = generate_by_budget(engine, prompts, budgets, seeds, config, progress)  # step 3
         return [read_output(c.text, c.finish_reason, row["response"], budget, config.apply)  # steps 4-5
                 for row, c, budget in zip(rows, completions, budgets)]
 
