@@ -49,6 +49,8 @@ from redline.train.critic import CriticConfig
 class CriticExperimentConfig(CriticConfig):
     """`redline experiment critic`: the experiment's knobs, then the critic's training knobs."""
 
+    data: str = field(default="", metadata={"required": True, "help": "a folder holding feedback.jsonl and test.jsonl "
+                                            "(a simulated set, such as data/simulated)"})
     sizes: str = field(default="100,250,500,1000", metadata={"help": "training-set sizes, comma-separated"})
     iterations: int = field(default=5, metadata={"min": 1, "help": "revision rounds"})
     judge: str = field(default="oracle", metadata={"help": "judge spec (oracle, reward:RUN, openai:MODEL@URL)"})
