@@ -557,6 +557,22 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def overrides(pairs: list[str], ap: argparse.ArgumentParser) -> dict[str, Any]:
+    """``--set FIELD=VALUE`` pairs as Settings fields, each value cast to its field's type."""
+    kinds = {f.name: type(getattr(Settings, f.name)) for f in fields(Settings)}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or name not in kinds:
+            ap.error(f"--set {pair!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(kinds))}")
+        kind = kinds[name]
+        try:
+            out[name] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+        except ValueError:
+            ap.error(f"--set {pair!r}: {name} takes a {kind.__name__}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checks", default=",".join(CHECKS), help=f"comma-separated, of: {', '.join(CHECKS)}")
@@ -566,6 +582,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr-scale", type=float, default=1.0, help="multiply every learning rate (10: when a check fails)")
     ap.add_argument("--critic-type", default=None, help="the critic's instruction type (default: end_phrase)")
     ap.add_argument("--ppo-types", default=None, help="the PPO prompts' instruction types, comma-separated (default: no_commas)")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override one setting, e.g. critic_steps=72 or ppo_iterations=12 (repeatable; "
+                         "the fields are those of the JSON's settings)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--work", default=None, help="folder for the checks' runs (default: a temporary one)")
@@ -588,6 +607,7 @@ def main(argv: list[str] | None = None) -> int:
         s = replace(s, critic_type=args.critic_type)
     if args.ppo_types:
         s = replace(s, ppo_types=args.ppo_types)
+    s = replace(s, **overrides(args.set, ap))
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="redline-checks-"))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

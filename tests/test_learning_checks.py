@@ -262,3 +262,14 @@ def test_embedded_learns_each_planted_signal_at_reduced_size(check, tmp_path):
     s = replace(lc.Settings(), **lc.SCALES["reduced"])
     row = lc.run_check(check, s, tmp_path)
     assert row["passed"], row
+
+
+def test_set_overrides_cast_to_the_field_type_and_refuse_unknown_fields():
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    got = lc.overrides(["critic_steps=72", "reward_lr=0.003", "lora=false", "ppo_types=no_commas,lowercase"], ap)
+    assert got == {"critic_steps": 72, "reward_lr": 0.003, "lora": False, "ppo_types": "no_commas,lowercase"}
+    for bad in ("critic_stepz=3", "critic_steps", "critic_steps=many"):
+        with pytest.raises(SystemExit):
+            lc.overrides([bad], ap)
