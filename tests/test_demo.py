@@ -13,7 +13,7 @@ def test_demo_runs_the_whole_loop_and_resumes(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(redline.demo, "SHIPPED", tmp_path / "no-such-data")
     out = tmp_path / "demo"
     argv = ["demo", "--model", "tiny-random", "--out", str(out), "--train-records", "8", "--test-items", "4",
-            "--iterations", "2", "--max-steps", "1", "--max-new-tokens", "8"]
+            "--good-items", "3", "--iterations", "2", "--max-steps", "1", "--max-new-tokens", "8"]
     with warnings.catch_warnings(record=True) as shown:
         warnings.simplefilter("always")  # what the demo lets through would be recorded here
         assert main(argv) == 0
@@ -23,12 +23,17 @@ def test_demo_runs_the_whole_loop_and_resumes(tmp_path, monkeypatch, capsys):
     assert "iteration 1" in report and "iteration 2" in report
     assert report.startswith("# Win rate")  # the table only: no trainer log lines on stdout
     steps = [line for line in captured.err.splitlines() if line.startswith("redline demo: step")]
-    assert [s.split(":")[1].strip() for s in steps] == ["step 1/4", "step 2/4", "step 3/4", "step 4/4"]
+    assert [s.split(":")[1].strip() for s in steps] == [f"step {i}/5" for i in range(1, 6)]
     assert "Warning" not in captured.err and "Loading weights" not in captured.err
     assert (out / "data" / "manifest.json").exists() and (out / "critic" / "redline.json").exists()
     summary = json.loads((out / "eval" / "summary.json").read_text())
     assert [s["iteration"] for s in summary["iterations"]] == [1, 2]
     assert all(s["pairs"] == 4 for s in summary["iterations"])
+    # the no-harm set: answers that meet every instruction, revised by the same critic and judged apart
+    good = json.loads((out / "eval_good" / "summary.json").read_text())
+    assert all(s["pairs"] == 3 for s in good["iterations"])
+    assert report.count("# Win rate") == 2 and "revise_good" in report
+    assert "the revisions use" not in captured.err  # tiny-random: the critic trained here revises
     assert (out / "eval" / "win_rate_curve.png").stat().st_size > 0
     # A rerun skips what is done: the critic is not trained again.
     stamp = (out / "critic" / "redline.json").stat().st_mtime
@@ -40,3 +45,27 @@ def test_the_shipped_set_is_found_in_a_checkout(tmp_path):
     assert (redline.demo.SHIPPED / "feedback.jsonl").exists() and (redline.demo.SHIPPED / "test.jsonl").exists()
     assert redline.demo.find_data(tmp_path) == redline.demo.SHIPPED
     assert not (tmp_path / "data").exists()  # nothing was built
+
+
+def test_auto_takes_the_shipped_critic_with_the_embedded_model_only(tmp_path, monkeypatch):
+    from redline.demo import DemoConfig, pick_critic
+
+    shipped = tmp_path / "models" / "critic"
+    shipped.mkdir(parents=True)
+    (shipped / "redline.json").write_text(json.dumps({"kind": "critic", "base_model": "embedded"}))
+    monkeypatch.setattr(redline.demo, "SHIPPED_CRITIC", shipped)
+    trained = tmp_path / "out" / "critic"
+    assert pick_critic(DemoConfig(), trained) == shipped
+    assert pick_critic(DemoConfig(model="tiny-random"), trained) == trained  # the shipped one is for embedded
+    assert pick_critic(DemoConfig(critic="train"), trained) == trained
+    monkeypatch.setattr(redline.demo, "SHIPPED_CRITIC", tmp_path / "none")  # an installed wheel
+    assert pick_critic(DemoConfig(), trained) == trained
+
+
+def test_a_critic_path_that_is_not_a_critic_is_refused_before_any_work(tmp_path):
+    reward = tmp_path / "rm"
+    reward.mkdir()
+    (reward / "redline.json").write_text(json.dumps({"kind": "reward", "base_model": "embedded"}))
+    out = tmp_path / "demo"
+    assert main(["demo", "--model", "tiny-random", "--critic", str(reward), "--out", str(out)]) == 2
+    assert not (out / "critic").exists() and not (out / "data").exists()

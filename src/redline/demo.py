@@ -5,14 +5,19 @@ annotators. It reruns the critic experiment of Jin et al. 2023 (arXiv 2311.14543
 
   1. find the data: the shipped simulated set (``data/simulated/`` in a checkout), or, where it
      is missing, build a small one with the template responder (seconds, no model);
-  2. train a critic (LoRA on the embedded model) on the first ``--train-records`` feedback records
-     (80 by default: ~5 minutes on 2 CPU cores);
+  2. train a critic (LoRA on the embedded model) on ``--train-records`` feedback records spread
+     over prompts. With ``--critic auto`` (the default) in a checkout, this short run only shows the
+     step (its loss falls): the revisions use the critic the project ships in ``models/critic/``,
+     trained on 1000 records of the same set by the command its card records; elsewhere, or with
+     ``--critic train``, the critic trained here revises. ``--critic PATH`` takes any critic run;
   3. revise ``--test-items`` held-out responses for ``--iterations`` rounds;
-  4. judge every iteration against the original with the oracle, and print the win rates with
-     their 95% intervals; the curve is drawn to ``OUT/eval/win_rate_curve.png``.
+  4. revise ``--good-items`` answers that already meet every instruction (``test_fixed.jsonl``):
+     the no-harm check, the critic must leave them as good as they are;
+  5. judge every iteration of both against their originals with the oracle, and print the win
+     rates with their 95% intervals; the curves are drawn to ``OUT/eval*/win_rate_curve.png``.
 
 Every step resumes: run it again and finished steps are skipped. The full-size experiment is
-``redline experiment critic``. The output is the steps, their progress bars and the table: the
+``redline experiment critic``. The output is the steps, their progress bars and the tables: the
 libraries' deprecation warnings, notices and per-step log lines are kept out of it (``quiet``).
 """
 
@@ -26,6 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SHIPPED = Path(__file__).resolve().parents[2] / "data" / "simulated"
+# The critic a checkout ships: LoRA on the embedded model, trained on 1000 records of SHIPPED
+# (models/critic/README.md holds the command); an installed wheel has neither.
+SHIPPED_CRITIC = Path(__file__).resolve().parents[2] / "models" / "critic"
 
 
 @dataclass
@@ -34,9 +42,13 @@ class DemoConfig:
 
     model: str = field(default="embedded", metadata={"help": "hub id, local path, 'embedded' (SmolLM2-135M-Instruct) or 'tiny-random'"})
     seed: int = field(default=0, metadata={"help": "random seed"})
+    critic: str = field(default="auto", metadata={"help": "the critic that revises: 'auto' (the shipped models/critic "
+        "with the embedded model in a checkout, else one trained here), 'train' (the one trained here) or a critic run folder"})
     train_records: int = field(default=80, metadata={"min": 1, "help": "feedback records to train on"})
-    test_items: int = field(default=16, metadata={"min": 1, "help": "held-out responses to revise"})
-    iterations: int = field(default=3, metadata={"min": 1, "help": "rounds of critique and revision"})
+    test_items: int = field(default=48, metadata={"min": 1, "help": "held-out responses to revise"})
+    good_items: int = field(default=48, metadata={"min": 0,
+        "help": "answers that meet every instruction to revise too (the no-harm check; 0: skip)"})
+    iterations: int = field(default=1, metadata={"min": 1, "help": "rounds of critique and revision"})
     max_steps: int | None = field(default=None, metadata={"min": 1, "help": "cap the critic's optimiser steps"})
     epochs: float = field(default=1.0, metadata={"min": 0.01, "help": "passes over the training records"})
     max_new_tokens: int | None = field(default=None, metadata={"min": 1,
@@ -91,48 +103,76 @@ def find_data(out: Path) -> Path:
     return folder
 
 
+def pick_critic(args: DemoConfig, trained: Path) -> Path:
+    """The critic that revises: ``trained`` (step 2's) or a finished run folder."""
+    from redline import RedlineError
+    from redline.models import run_info
+
+    if args.critic == "train":
+        return trained
+    if args.critic == "auto":
+        shipped = args.model == "embedded" and (SHIPPED_CRITIC / "redline.json").exists()
+        return SHIPPED_CRITIC if shipped else trained
+    if run_info(args.critic).get("kind") != "critic":
+        raise RedlineError(f"--critic {args.critic}: not a critic run folder (its redline.json says kind "
+                           f"{run_info(args.critic).get('kind')!r}); give 'auto', 'train' or a `redline train critic` run")
+    return Path(args.critic)
+
+
 def run_demo(args: DemoConfig, out: str | Path) -> str:
-    """Steps 1–4 into ``out``; returns the report printed at the end."""
+    """Steps 1–5 into ``out``; returns the reports printed at the end."""
     start = time.perf_counter()
     with quiet():
         from redline.evaluate import EvaluateConfig, evaluate_iterations
         from redline.improve.revise import ReviseConfig, revise
+        from redline.models import run_info
         from redline.records import read_records
         from redline.train.critic import CriticConfig, train_critic
 
         out = Path(out)
+        trained = out / "critic"
+        critic = pick_critic(args, trained)  # before any work: a wrong --critic is refused at once
         data = find_data(out)  # step 1
-        say(f"step 1/4: data from {data}")
+        say(f"step 1/5: data from {data}")
 
-        critic = out / "critic"  # step 2
-        if (critic / "redline.json").exists():
-            say(f"step 2/4: the critic in {critic} is trained already")
+        if (trained / "redline.json").exists():  # step 2
+            say(f"step 2/5: the critic in {trained} is trained already")
         else:
             config = CriticConfig(
                 model=args.model, data=str(data / "feedback.jsonl"), limit=args.train_records, epochs=args.epochs,
                 max_steps=args.max_steps, seed=args.seed, dtype=args.dtype, device=args.device,
             )
-            say(f"step 2/4: training a critic on {args.train_records} feedback records (LoRA on {args.model})")
+            say(f"step 2/5: training a critic on {args.train_records} feedback records (LoRA on {args.model})")
             with contextlib.redirect_stdout(io.StringIO()):  # the trainer's per-step dicts: in critic/train_log.jsonl
-                metrics = train_critic(config, critic)
+                metrics = train_critic(config, trained)
             say(f"          {metrics['steps']} steps, loss {metrics['first_loss']} -> {metrics['final_loss']}, "
                 f"{metrics['train_seconds']:.0f} s")
+        if critic != trained:
+            shipped = run_info(critic).get("metrics", {})
+            say(f"          the revisions use {critic} ({shipped.get('examples', '?')} records, "
+                f"{shipped.get('steps', '?')} steps; its README.md says how it was trained)")
 
-        test = read_records(data / "test.jsonl", "response", limit=args.test_items)  # step 3
-        say(f"step 3/4: revising {len(test)} held-out responses (critique and revision, {args.iterations} iterations)")
-        summary = revise(
-            ReviseConfig(critic=str(critic), iterations=args.iterations, max_new_tokens=args.max_new_tokens,
-                         seed=args.seed, dtype=args.generate_dtype, device=args.device),
-            out / "revise",
-            responses=test,
-            progress=True,
-        )
-        for it in summary["iterations"]:
-            failures = ", ".join(f"{n} {cause}" for cause, n in it["failures"].items() if n) or "none"
-            say(f"          iteration {it['iteration']}: {it['changed']} of {it['items']} changed, "
-                f"{it['nothing_to_fix']} found nothing to fix, failures kept unchanged: {failures}")
+        settings = dict(critic=str(critic), iterations=args.iterations, max_new_tokens=args.max_new_tokens,
+                        seed=args.seed, dtype=args.generate_dtype, device=args.device)
+        sets = [("revise", "eval", data / "test.jsonl", args.test_items, "held-out responses")]
+        if args.good_items and (data / "test_fixed.jsonl").exists():
+            sets.append(("revise_good", "eval_good", data / "test_fixed.jsonl", args.good_items,
+                         "answers that meet every instruction (no harm)"))
+        for step, (folder, _, path, n, what) in enumerate(sets, start=3):  # steps 3 and 4
+            items = read_records(path, "response", limit=n)
+            say(f"step {step}/5: revising {len(items)} {what} (critique and revision, {args.iterations} iterations)")
+            summary = revise(ReviseConfig(**settings), out / folder, responses=items, progress=True)
+            for it in summary["iterations"]:
+                failures = ", ".join(f"{k} {cause}" for cause, k in it["failures"].items() if k) or "none"
+                say(f"          iteration {it['iteration']}: {it['changed']} of {it['items']} changed, "
+                    f"{it['nothing_to_fix']} found nothing to fix, failures kept unchanged: {failures}")
+        if len(sets) == 1:
+            say("step 4/5: no answers that meet every instruction in this set (test_fixed.jsonl); skipped")
 
-        say("step 4/4: judging every iteration against the original with the oracle")
-        evaluate_iterations(EvaluateConfig(a=str(out / "revise"), judge="oracle", out=str(out / "eval"), seed=args.seed))
-    say(f"done in {time.perf_counter() - start:.0f} s; the curve is {out / 'eval' / 'win_rate_curve.png'}")
-    return (out / "eval" / "report.md").read_text()
+        say("step 5/5: judging every iteration against the original with the oracle")
+        reports = []
+        for folder, evaluation, *_ in sets:
+            evaluate_iterations(EvaluateConfig(a=str(out / folder), judge="oracle", out=str(out / evaluation), seed=args.seed))
+            reports.append((out / evaluation / "report.md").read_text())
+    say(f"done in {time.perf_counter() - start:.0f} s; the curves are in {', '.join(str(out / e) for _, e, *_ in sets)}")
+    return "\n".join(reports)
