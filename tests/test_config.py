@@ -22,8 +22,11 @@ def commands():
     from redline.improve.pit import ImproveConfig
     from redline.improve.revise import ReviseConfig
     from redline.improve.self_refine import RefineConfig
+    from redline.formats import ImportConfig
+    from redline.records import ValidateConfig
     from redline.respond import GenerateConfig
-    from redline.simulate.build import BuildConfig
+    from redline.simulate.build import BuildConfig, ScoreConfig
+    from redline.stats import StatsConfig
     from redline.train.critic import CriticConfig
     from redline.train.dpo import DPOSettings
     from redline.train.gap_reward import GapRewardConfig
@@ -36,7 +39,12 @@ def commands():
             (["train", "ppo"], PPOConfig), (["train", "dpo"], DPOSettings), (["train", "gap-reward"], GapRewardConfig), (["train", "pit"], PITConfig),
             (["revise"], ReviseConfig), (["improve"], ImproveConfig), (["refine"], RefineConfig),
             (["generate"], GenerateConfig), (["evaluate"], EvaluateConfig), (["evaluate", "agreement"], AgreementConfig), (["experiment", "critic"], CriticExperimentConfig),
-            (["simulate", "build"], BuildConfig), (["demo"], DemoConfig), (["serve"], ServeConfig)]
+            (["simulate", "build"], BuildConfig), (["demo"], DemoConfig), (["serve"], ServeConfig),
+            (["data", "validate"], ValidateConfig), (["data", "stats"], StatsConfig), (["data", "import"], ImportConfig),
+            (["simulate", "score"], ScoreConfig)]
+
+
+NO_OUT = (["serve"], ["data", "validate"], ["data", "stats"], ["data", "import"], ["simulate", "score"])  # no --out
 
 
 def other_value(f: dataclasses.Field, annotation):
@@ -66,7 +74,7 @@ def test_every_command_takes_a_yaml_config_and_its_resolved_config_round_trips(c
     values = {f.name: other_value(f, hints[f.name]) for f in dataclasses.fields(cls) if f.name != "out"}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(values))
-    out = [] if command == ["serve"] else ["--out", str(tmp_path / "out")]  # serve writes nothing
+    out = [] if command in NO_OUT else ["--out", str(tmp_path / "out")]
     args = build_parser().parse_args([*command, "--config", str(path), *out])
     config = settings_from_args(cls, args)
     for name, value in values.items():
@@ -130,3 +138,86 @@ def test_a_run_writes_its_resolved_config_and_fingerprint_beside_its_outputs(jso
     before = (out / "responses").read_text()
     assert main(["generate", "--config", str(out / "responses.config.json"), "--out", str(out / "responses")]) == 0
     assert (out / "responses").read_text() == before
+
+
+# ----------------------------------------------------------------------------- data and simulate score
+
+
+PAIRS = [{"prompt": f"p{i}", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(3)]
+
+
+def yaml_file(path: Path, values: dict) -> str:
+    path.write_text(yaml.safe_dump(values))
+    return str(path)
+
+
+def test_data_validate_and_stats_take_their_file_and_kind_from_yaml_and_flags_override_it(jsonl, tmp_path, capsys):
+    data = jsonl(PAIRS)
+    config = yaml_file(tmp_path / "v.yaml", {"file": str(data), "kind": "preference", "limit": 2})
+    assert main(["data", "validate", "--config", config]) == 0
+    assert capsys.readouterr().out.strip() == f"{data}: 2 valid preference records"
+    assert main(["data", "validate", "--config", config, "--limit", "3"]) == 0  # a flag over the file
+    assert "3 valid preference records" in capsys.readouterr().out
+    elsewhere = yaml_file(tmp_path / "w.yaml", {"file": str(tmp_path / "none.jsonl"), "kind": "demonstration"})
+    assert main(["data", "validate", "--config", elsewhere, str(data), "--kind", "preference"]) == 0  # the positional too
+    assert f"{data}: 3 valid preference records" in capsys.readouterr().out
+
+    stats = yaml_file(tmp_path / "s.yaml", {"file": str(data), "kind": "preference", "limit": 2, "tokenizer": "tiny-random"})
+    assert main(["data", "stats", "--config", stats]) == 0
+    assert json.loads(capsys.readouterr().out)["records"] == 2
+    assert main(["data", "stats", "--config", stats, "--limit", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["records"] == 1
+    assert not list(tmp_path.glob("*config.json"))  # these two write nothing
+
+
+def test_data_import_from_yaml_writes_its_resolved_config_beside_the_records_and_that_config_repeats_it(jsonl, tmp_path, capsys):
+    source = jsonl(PAIRS, "trl.jsonl")
+    out = tmp_path / "imported" / "prefs.jsonl"
+    config = yaml_file(tmp_path / "i.yaml", {"format": "trl", "input": str(source), "output": str(out), "limit": 2})
+    assert main(["data", "import", "--config", config]) == 0
+    assert f"wrote 2 preference records to {out}" in capsys.readouterr().out
+    resolved = json.loads((tmp_path / "imported" / "prefs.jsonl.config.json").read_text())
+    assert resolved == {"format": "trl", "input": str(source), "output": str(out), "split": None, "limit": 2,
+                        "skip_invalid": False}
+    out.unlink()
+    assert main(["data", "import", "--config", str(tmp_path / "imported" / "prefs.jsonl.config.json")]) == 0
+    assert len(out.read_text().splitlines()) == 2  # the same import again, from the config it wrote
+    # flags and positionals override the file: --from, the output, the limit
+    other = tmp_path / "other.jsonl"
+    assert main(["data", "import", "--config", config, "--from", "trl", str(source), str(other), "--limit", "3"]) == 0
+    assert len(other.read_text().splitlines()) == 3
+    assert json.loads((tmp_path / "other.jsonl.config.json").read_text())["limit"] == 3
+    assert main(["data", "import", "--from", "trl", str(source), str(other)]) == 0  # the old command line still works
+
+
+def test_simulate_score_takes_its_input_and_field_from_yaml(tmp_path, capsys):
+    meta = {"instructions": [{"type": "bullets_exact", "n": 2}]}
+    records = tmp_path / "scored.jsonl"
+    records.write_text("".join(json.dumps({"prompt": "p", "response": r, "revision": "- x\n- y", "meta": meta}) + "\n"
+                               for r in ("- a\n- b", "- a")))
+    config = yaml_file(tmp_path / "score.yaml", {"input": str(records), "field": "revision"})
+    assert main(["simulate", "score", "--config", config]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["n"], result["all_met"]) == (2, 1.0)  # both revisions have the two bullets asked for
+    assert main(["simulate", "score", "--config", config, "--field", "response"]) == 0  # the flag wins
+    assert json.loads(capsys.readouterr().out)["all_met"] == 0.5
+    assert main(["simulate", "score", "--config", config, "--field", "response", "--limit", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["n"], result["all_met"]) == (1, 1.0)
+
+
+@pytest.mark.parametrize("command, values, message", [
+    (["data", "validate"], {"file": "f.jsonl"}, "--kind is required: the records' kind"),
+    (["data", "stats"], {"kind": "ranking"}, "FILE is required: JSONL, Parquet"),
+    (["data", "import"], {"format": "trl", "input": "in.jsonl"}, "OUTPUT is required: JSONL or Parquet output"),
+    (["data", "import"], {"input": "in.jsonl", "output": "o.jsonl"}, "--format is required: the input format"),
+    (["simulate", "score"], {"field": "revision"}, "--input is required: record file"),
+])
+def test_a_required_field_missing_from_the_config_file_is_one_line_naming_it(command, values, message, tmp_path, capsys,
+                                                                             monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = yaml_file(tmp_path / "c.yaml", values)
+    assert main([*command, "--config", config]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"redline: error: {message}") and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]  # nothing written

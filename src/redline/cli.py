@@ -44,34 +44,6 @@ def add_seed(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: an integer of at least 1 (``--limit 0`` and ``--limit -1`` are refused at parse time)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def add_reading(p: argparse.ArgumentParser) -> None:
-    """Options of every command that reads records."""
-    p.add_argument("--limit", type=positive_int, default=None, metavar="N", help="read only the first N valid records")
-    p.add_argument(
-        "--skip-invalid",
-        action="store_true",
-        help="skip bad records (reporting how many and why) instead of stopping",
-    )
-
-
-def read_for_command(args: argparse.Namespace, path, kind: str):
-    """Read records for a command, honouring --limit and --skip-invalid (skips are reported by the reader)."""
-    from redline.records import read_records
-
-    return read_records(path, kind, skip_invalid=args.skip_invalid, limit=args.limit)
-
-
 def configured(cls, args: argparse.Namespace, command: str, *, config_name: str = "config.json", file: bool = False):
     """The command's config (flags over ``--config FILE``, required fields checked), with ``--out`` claimed
     for it: a rerun with another fingerprint is refused unless ``--overwrite``; the resolved config and
@@ -93,26 +65,21 @@ def configured(cls, args: argparse.Namespace, command: str, *, config_name: str 
 
 def _add_data(sub) -> None:
     import redline.formats
-    from redline.formats import FORMATS
-    from redline.records import KINDS
+    from redline.config import add_settings_arguments
+    from redline.formats import ImportConfig
+    from redline.records import ValidateConfig
+    from redline.stats import StatsConfig
 
     data = sub.add_parser("data", help="validate, describe and import record files").add_subparsers(
         dest="data_command", required=True, metavar="COMMAND"
     )
 
     p = data.add_parser("validate", help="check every record of a file; list every bad line")
-    p.add_argument("file", help="JSONL, Parquet, a datasets folder or a hub id")
-    p.add_argument("--kind", required=True, choices=list(KINDS))
-    add_reading(p)
-    add_split(p)
+    add_settings_arguments(p, ValidateConfig, resumable=False)
     p.set_defaults(func=_data_validate)
 
     p = data.add_parser("stats", help="counts, token lengths, ties and duplicates of a record file")
-    p.add_argument("file")
-    p.add_argument("--kind", required=True, choices=list(KINDS))
-    p.add_argument("--tokenizer", default="embedded", help="tokenizer for lengths (default: %(default)s)")
-    add_reading(p)
-    add_split(p)
+    add_settings_arguments(p, StatsConfig, resumable=False)
     p.set_defaults(func=_data_stats)
 
     p = data.add_parser(
@@ -121,16 +88,8 @@ def _add_data(sub) -> None:
         description=redline.formats.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--from", dest="fmt", required=True, choices=sorted(FORMATS), help="the input format")
-    p.add_argument("input", help="JSONL/JSON/Parquet file, a datasets folder or a hub id")
-    p.add_argument("output", type=Path, help="JSONL or Parquet output; importers that yield two kinds write a second file beside it")
-    add_reading(p)
-    add_split(p)
+    add_settings_arguments(p, ImportConfig, resumable=False)  # rerun: the output is written again
     p.set_defaults(func=_data_import)
-
-
-def add_split(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--split", default=None, help="the split of a datasets folder or hub id (same as FILE:SPLIT)")
 
 
 def with_split(source: str, split: str | None) -> str:
@@ -138,26 +97,40 @@ def with_split(source: str, split: str | None) -> str:
 
 
 def _data_validate(args) -> int:
-    records = read_for_command(args, with_split(args.file, args.split), args.kind)
-    print(f"{args.file}: {len(records)} valid {args.kind} records")
+    from redline.config import settings_from_args
+    from redline.records import ValidateConfig, read_records
+
+    config = settings_from_args(ValidateConfig, args)
+    records = read_records(with_split(config.file, config.split), config.kind, skip_invalid=config.skip_invalid,
+                           limit=config.limit)
+    print(f"{config.file}: {len(records)} valid {config.kind} records")
     return 0
 
 
 def _data_stats(args) -> int:
-    from redline.stats import record_stats
+    from redline.config import settings_from_args
+    from redline.records import read_records
+    from redline.stats import StatsConfig, record_stats
 
-    records = read_for_command(args, with_split(args.file, args.split), args.kind)
-    print(json.dumps(record_stats(records, tokenizer=args.tokenizer), indent=2))
+    config = settings_from_args(StatsConfig, args)
+    records = read_records(with_split(config.file, config.split), config.kind, skip_invalid=config.skip_invalid,
+                           limit=config.limit)
+    print(json.dumps(record_stats(records, tokenizer=config.tokenizer), indent=2))
     return 0
 
 
 def _data_import(args) -> int:
-    from redline.formats import import_file
+    from redline.config import settings_from_args, sidecar, write_config
+    from redline.formats import ImportConfig, import_file
 
-    written = import_file(args.fmt, with_split(args.input, args.split), args.output, limit=args.limit,
-                          skip_invalid=args.skip_invalid)
+    config = settings_from_args(ImportConfig, args)
+    written = import_file(config.format, with_split(config.input, config.split), config.output, limit=config.limit,
+                          skip_invalid=config.skip_invalid)
     for path, (kind, n) in written.items():
         print(f"wrote {n} {kind} records to {path}")
+    # Beside the records, so that `--config OUTPUT.config.json` repeats the import; no fingerprint:
+    # an import is not resumed, a rerun writes its output again.
+    write_config(sidecar(config.output, "config.json", file=True), config)
     return 0
 
 
@@ -671,10 +644,10 @@ def _add_simulate(sub) -> None:
     add_out(p, help="output folder")
     p.set_defaults(func=_simulate_build)
 
+    from redline.simulate.build import ScoreConfig
+
     p = sim.add_parser("score", help="oracle quality of records that carry their instructions in meta; prints one JSON line")
-    p.add_argument("--input", required=True, help="record file (JSONL, Parquet, datasets folder)")
-    p.add_argument("--field", default="response", help="field to score: response, revision, chosen, responses... (default: %(default)s)")
-    add_reading(p)
+    add_settings_arguments(p, ScoreConfig, resumable=False)  # prints its result, writes nothing
     p.set_defaults(func=_simulate_score)
 
 
@@ -696,12 +669,14 @@ def _simulate_build(args) -> int:
 
 
 def _simulate_score(args) -> int:
-    from redline.simulate.build import score_file
+    from redline.config import settings_from_args
+    from redline.simulate.build import ScoreConfig, score_file
 
-    result = score_file(args.input, args.field, limit=args.limit, skip_invalid=args.skip_invalid)
+    config = settings_from_args(ScoreConfig, args)
+    result = score_file(config.input, config.field, limit=config.limit, skip_invalid=config.skip_invalid)
     skipped = result.pop("skipped", 0)
     if skipped:
-        print(f"{args.input}: skipped {skipped} invalid records", file=sys.stderr)
+        print(f"{config.input}: skipped {skipped} invalid records", file=sys.stderr)
     print(json.dumps(result))
     return 0
 

@@ -9,6 +9,8 @@ did not give keep the dataclass defaults. A field's metadata says more:
     min, max    the range of a number, refused at parse time (``--limit 0``, ``--lora-r 10**30``)
     choices     the values allowed
     aliases     other spellings of the flag
+    positional  given as a positional argument (``data validate FILE``) rather than a flag; optional to
+                argparse, so that a ``--config`` file may give it instead, and checked here if required
     result      False for a setting that does not change what the run computes (threads, logging,
                 checkpoint spacing): a resumed run may change it; every other field is part of the
                 run's fingerprint
@@ -119,6 +121,11 @@ def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _shown(f: dataclasses.Field) -> str:
+    """How the command line spells a field: ``--lora-r``, or ``FILE`` for a positional one."""
+    return f.name.upper() if f.metadata.get("positional") else flag_name(f.name)
+
+
 def add_settings_arguments(parser, cls, skip: tuple[str, ...] = (), *, resumable: bool = True, config: bool = True) -> None:
     """One flag per config field (``--lora-r``, ``--no-lora`` ...), help text from the dataclass, plus
     ``--config FILE`` and, for a command whose output resumes, ``--overwrite``."""
@@ -143,6 +150,10 @@ def add_settings_arguments(parser, cls, skip: tuple[str, ...] = (), *, resumable
                 raise argparse.ArgumentTypeError(str(e)) from None
 
         parse.__name__ = getattr(kind, "__name__", "value")  # argparse names the type in its errors
+        if f.metadata.get("positional"):
+            parser.add_argument(f.name, nargs="?", type=parse, default=None, metavar=f.name.upper(),
+                                help=help_text.replace("%", "%%"))
+            continue
         default = f.default if f.default is not dataclasses.MISSING else None
         shown = "" if f.metadata.get("required") else f" (default: {default})"
         parser.add_argument(flag, *f.metadata.get("aliases", ()), dest=f.name, type=parse, default=None,
@@ -209,7 +220,7 @@ def settings_from_args(cls, args) -> Any:
             values[name] = given
     for f in fields(cls):
         if f.metadata.get("required") and not values.get(f.name) and f.default in (dataclasses.MISSING, None, ""):
-            raise RedlineError(f"{flag_name(f.name)} is required: {f.metadata.get('help', f.name)}")
+            raise RedlineError(f"{_shown(f)} is required: {f.metadata.get('help', f.name)}")
     try:
         return cls(**values)
     except TypeError as e:
@@ -221,7 +232,7 @@ def check_required(config) -> None:
     ``settings_from_args`` did not check."""
     for f in fields(config):
         if f.metadata.get("required") and not getattr(config, f.name):
-            raise RedlineError(f"{flag_name(f.name)} is required: {f.metadata.get('help', f.name)}")
+            raise RedlineError(f"{_shown(f)} is required: {f.metadata.get('help', f.name)}")
 
 
 def config_dict(config) -> dict[str, Any]:

@@ -537,6 +537,19 @@ def read_records(
     return _parse_rows(source, parse, skip_invalid=skip_invalid, limit=limit, report=report)
 
 
+@dataclass
+class ValidateConfig:
+    """`redline data validate`: a record file read as one kind (``data stats`` reads it the same way)."""
+
+    file: str = field(default="", metadata={"required": True, "positional": True,
+                                            "help": "JSONL, Parquet, a datasets folder or a hub id"})
+    kind: str = field(default="", metadata={"required": True, "choices": tuple(KINDS), "help": f"the records' kind: {', '.join(KINDS)}"})
+    split: str | None = field(default=None, metadata={"help": "the split of a datasets folder or hub id (same as FILE:SPLIT)"})
+    limit: int | None = field(default=None, metadata={"min": 1, "help": "read only the first N valid records"})
+    skip_invalid: bool = field(default=False, metadata={
+        "help": "skip bad records (reporting how many and why) instead of stopping"})
+
+
 def read_prompt_records(path: str, *, limit: int | None = None, skip_invalid: bool = False) -> list[dict]:
     """Records with a ``prompt`` (any kind: demonstration, ranking, preference ...), as dicts."""
 

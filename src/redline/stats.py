@@ -10,9 +10,17 @@ from __future__ import annotations
 import json
 import statistics
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from redline.records import Feedback, Preference, Ranking, Record, prompt_key
+from redline.records import Feedback, Preference, Ranking, Record, ValidateConfig, prompt_key
+
+
+@dataclass
+class StatsConfig(ValidateConfig):
+    """`redline data stats`: the record file as `data validate` reads it, and the tokenizer that counts lengths."""
+
+    tokenizer: str = field(default="embedded", metadata={"help": "tokenizer for lengths (a model name, 'embedded', 'tiny-random')"})
 
 
 def _distribution(lengths: list[int]) -> dict[str, float]:

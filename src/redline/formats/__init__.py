@@ -53,6 +53,21 @@ FORMATS = {
 
 
 @dataclass
+class ImportConfig:
+    """`redline data import`: the format, where from and where to, and how much to read."""
+
+    format: str = field(default="", metadata={"required": True, "choices": tuple(sorted(FORMATS)), "aliases": ("--from",),
+                                              "help": f"the input format: {', '.join(sorted(FORMATS))}"})
+    input: str = field(default="", metadata={"required": True, "positional": True,
+                                             "help": "JSONL/JSON/Parquet file, a datasets folder or a hub id"})
+    output: Path | None = field(default=None, metadata={"required": True, "positional": True, "help":
+        "JSONL or Parquet output; importers that yield two kinds write a second file beside it"})
+    split: str | None = field(default=None, metadata={"help": "the split of a datasets folder or hub id (same as INPUT:SPLIT)"})
+    limit: int | None = field(default=None, metadata={"min": 1, "help": "import only the first N valid rows"})
+    skip_invalid: bool = field(default=False, metadata={"help": "skip bad rows (reporting how many and why) instead of stopping"})
+
+
+@dataclass
 class ImportReport(ReadReport):
     """A ``ReadReport`` of input rows, plus what valid rows held that no record carries."""
 

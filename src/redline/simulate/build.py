@@ -680,6 +680,17 @@ def build(cfg: BuildConfig) -> dict:
 # ----------------------------------------------------------------------------- scoring
 
 
+@dataclass
+class ScoreConfig:
+    """`redline simulate score`: which records, and which of their fields the oracle scores."""
+
+    input: str = field(default="", metadata={"required": True, "help": "record file (JSONL, Parquet, datasets folder)"})
+    limit: int | None = field(default=None, metadata={"min": 1, "help": "score only the first N valid records"})
+    skip_invalid: bool = field(default=False, metadata={"help": "skip bad records (counted) instead of stopping"})
+    # last: in this class body the name shadows dataclasses.field from here on
+    field: str = field(default="response", metadata={"help": "field to score: response, revision, chosen, responses..."})
+
+
 def score_file(path: str | Path, field: str = "response", limit: int | None = None, skip_invalid: bool = False) -> dict:
     """Score the ``field`` of every record that carries its instructions in ``meta``.
 
