@@ -55,6 +55,11 @@ def test_unknown_names_are_clear_errors(tmp_path):
         resolve("no-such-model")
     with pytest.raises(RedlineError, match="dtype 'float8'"):
         load_causal_lm("tiny-random", dtype="float8")
+    unfinished = tmp_path / "run"  # killed before its first save: checkpoints, no model yet
+    (unfinished / "checkpoints" / "checkpoint-50").mkdir(parents=True)
+    (unfinished / "train_config.json").write_text("{}")
+    with pytest.raises(RedlineError, match="has not finished .* rerun its command"):
+        load_causal_lm(str(unfinished))
 
 
 def test_lora_trains_only_adapters_and_saves_a_loadable_run(tmp_path):

@@ -157,6 +157,11 @@ def resolve(name: str) -> str:
     if name == TINY_RANDOM:
         return str(tiny_random_dir())
     if os.path.exists(name):
+        folder = Path(name)
+        model_files = ("config.json", "adapter_config.json", RUN_INFO)
+        if folder.is_dir() and (folder / "checkpoints").is_dir() and not any((folder / f).exists() for f in model_files):
+            raise RedlineError(f"{name} is a run that has not finished (checkpoints, no model yet): rerun its "
+                               f"command to resume it (the command is in its train_config.json), then use it")
         return str(name)
     if name.count("/") == 1 and not name.startswith((".", "/", "~")):
         return name  # a hub id; transformers fetches or finds it in the HF cache
