@@ -99,8 +99,15 @@ def test_round1_alone_starts_from_sft_in_its_own_folder(gap_run, jsonl, tmp_path
     assert main(["train", "pit", "--policy", "tiny-random", "--gap-reward", gap_run, "--data", str(jsonl(PREFS)),
                  "--out", str(run), "--rounds", "1", "--device", "cpu", "--max-steps", "1", "--sft-batch-size", "2",
                  "--iterations", "1", "--batch-size", "2", "--minibatch-size", "2", "--max-new-tokens", "4",
-                 "--reference-max-new-tokens", "4", "--lora-r", "4", "--split-thirds"]) == 0
+                 "--reference-max-new-tokens", "4", "--lora-r", "4", "--split-thirds",
+                 "--push-to-hub", str(tmp_path / "published")]) == 0
     assert json.loads((run / "pit.json").read_text())["policy"] == "rl-1" and not (run / "rl-0").exists()
+    # --push-to-hub (a local folder here) publishes the final policy the manifest names, less its checkpoints
+    published = tmp_path / "published"
+    assert run_info(published) == run_info(run / "rl-1") and run_info(published)["kind"] == "pit"
+    assert (run / "rl-1" / "checkpoints").is_dir() and not (published / "checkpoints").exists()
+    assert f'from_pretrained("{published}")' in (published / "README.md").read_text()
+    assert pit_policy(published) == str(published)  # `redline improve --model` takes it
     assert json.loads((run / "rl-1" / "train_config.json").read_text())["policy"] == str(run / "sft")
     # the RL third: of 5 prompts, SFT gets round(5/3) = 2, the gap model round(3/2) = 2, RL the last one
     assert len(read_jsonl_prefix(run / "references.jsonl")) == 1
@@ -129,7 +136,8 @@ def _other_value(f) -> tuple[list[str], object]:
     flag, kind = f.name.replace("_", "-"), str(f.type)
     if kind == "bool":
         return ([f"--no-{flag}"], False) if f.default else ([f"--{flag}"], True)
-    choices = {"advantage": "rloo", "dtype": "bfloat16", "device": "cpu", "report_to": "tensorboard"}
+    choices = {"advantage": "rloo", "dtype": "bfloat16", "device": "cpu", "report_to": "tensorboard",
+               "push_to_hub": "org/name"}
     if f.name in choices:
         return [f"--{flag}", choices[f.name]], choices[f.name]
     if "float" in kind:
@@ -159,6 +167,8 @@ def test_every_rl_setting_is_a_flag_of_both_commands_and_reaches_each_pit_rounds
         assert value != getattr(PITConfig(), f.name), f.name
         pit = settings_from_args(PITConfig, parser.parse_args(["train", "pit", *pit_inputs, *words]))
         assert getattr(pit.ppo_config("start", prompts="x"), f.name) == value, f.name
+        if f.name == "push_to_hub":  # only the final round is published, so only its card names the repo
+            assert pit.ppo_config("start", prompts="x", final=False).push_to_hub is None
         ppo = settings_from_args(PPOConfig, parser.parse_args(["train", "ppo", *ppo_inputs, *words]))
         assert getattr(ppo, f.name) == value, f.name
     # the rest of a round comes from PIT itself: the gap model is the reward, no pretraining mix

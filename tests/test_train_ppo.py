@@ -185,12 +185,18 @@ def test_cli_end_to_end_with_separate_reference_and_ptx(rm_run, jsonl, tmp_path,
                  "--out", str(run), "--device", "cpu", "--iterations", "1", "--batch-size", "2",
                  "--minibatch-size", "2", "--micro-batch-size", "1", "--max-new-tokens", "4", "--lora-r", "4",
                  "--no-shared-reference", "--ptx-data", str(ptx), "--ptx-coef", "0.5", "--adaptive-kl",
-                 "--value-warmup-iterations", "0"]) == 0
+                 "--value-warmup-iterations", "0", "--push-to-hub", str(tmp_path / "published")]) == 0
     row = log(run)[0]
     assert row["ptx_loss"] > 0 and row["response_length"] <= 4
     info = json.loads((run / "redline.json").read_text())
     assert info["kind"] == "ppo" and str(ptx) in info["data"]
     assert json.loads((run / "train_config.json").read_text())["shared_reference"] is False
+    # --push-to-hub (a local folder here): the final policy, less its checkpoints, its card naming where it went
+    published = tmp_path / "published"
+    assert (run / "checkpoints").is_dir() and not (published / "checkpoints").exists()
+    assert json.loads((published / "redline.json").read_text()) == info
+    assert f'from_pretrained("{published}")' in (published / "README.md").read_text()
+    assert load_causal_lm(str(published), device="cpu") is not None
 
 
 @pytest.mark.parametrize("kind, message", [("sft", "is a sft run"), ("gap-reward", "is a gap-reward model")])

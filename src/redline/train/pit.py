@@ -25,7 +25,7 @@ Steps (the same numbers mark ``train_pit``):
      with (x, y_ref); the reward is r_gap(x, y, y_ref); the KL is to the PIT SFT model in every round;
      the value model starts from the gap model. Each round starts from the previous round's policy.
   5. Write RUN/pit.json: which folder holds the final policy (what ``redline improve`` loads), and
-     every stage's metrics.
+     every stage's metrics; ``--push-to-hub REPO`` publishes that folder (less its checkpoints).
 
 What a run folder holds::
 
@@ -132,12 +132,14 @@ class PITConfig(RLSettings):
                            max_length=self.sft_max_length, seed=self.seed, logging_steps=self.logging_steps,
                            save_steps=self.save_steps)
 
-    def ppo_config(self, start: str, prompts: str):
+    def ppo_config(self, start: str, prompts: str, final: bool = True):
         """The PPOConfig of one round: every RLSettings field as given, the policy starting from ``start``,
-        the gap model as PPO's reward, no pretraining mix."""
+        the gap model as PPO's reward, no pretraining mix. Only the ``final`` round, the one published,
+        keeps ``push_to_hub`` (its card's usage snippet names the repo)."""
         from redline.train.ppo import PPOConfig
 
         rl = {f.name: getattr(self, f.name) for f in fields(RLSettings)}
+        rl["push_to_hub"] = self.push_to_hub if final else None
         return PPOConfig(**rl, policy=start, reward=self.gap_reward, prompts=prompts, ptx_coef=0.0)
 
 
@@ -234,10 +236,12 @@ def sample_references(config: PITConfig, prompts: list, path: Path) -> list[dict
     return rows
 
 
-def run_round(config: PITConfig, start: str, sft: str, records: list[dict], out: Path, source: str) -> dict[str, Any]:
+def run_round(config: PITConfig, start: str, sft: str, records: list[dict], out: Path, source: str,
+              final: bool) -> dict[str, Any]:
     """Step 4, one round: PPO from ``start`` with the gap reward, the KL to PIT SFT.
 
-    ``records`` carry ``prompt`` and ``reference``; ``source`` names the file they came from (the card says it).
+    ``records`` carry ``prompt`` and ``reference``; ``source`` names the file they came from (the card says it);
+    ``final``: this round's policy is the run's.
     """
     from accelerate import PartialState
 
@@ -245,7 +249,7 @@ def run_round(config: PITConfig, start: str, sft: str, records: list[dict], out:
     from redline.train.gap_reward import gap_reward
     from redline.train.ppo import load_ppo_models, run_ppo
 
-    ppo = config.ppo_config(start, prompts=source)
+    ppo = config.ppo_config(start, prompts=source, final=final)
     device = str(PartialState(cpu=on_cpu(config.device)).device)
     models = load_ppo_models(ppo, device)
     if start != sft:  # the KL anchor stays PIT SFT after round 0
@@ -326,7 +330,7 @@ def train_pit(config: PITConfig, out: str | os.PathLike) -> dict[str, Any]:
             else:
                 records = [{"id": row["id"], "prompt": row["prompt"], "reference": row["response"]} for row in references]
             source = str(out / REFERENCES) if r == 1 else rl_source
-            stages[stage.name] = run_round(config, start, str(sft), records, stage, source)
+            stages[stage.name] = run_round(config, start, str(sft), records, stage, source, final=k == len(rounds) - 1)
         start = str(stage)
 
     # Step 5: the manifest `redline improve` reads.
@@ -334,4 +338,11 @@ def train_pit(config: PITConfig, out: str | os.PathLike) -> dict[str, Any]:
     manifest = {"policy": final, "rounds": rounds, "stages": stages, "base": config.policy, "gap_reward": config.gap_reward}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     print(f"redline: PIT policy in {out / final}", file=sys.stderr)
+    if config.push_to_hub:
+        from accelerate import PartialState
+
+        from redline.train.sft import publish
+
+        if PartialState().is_main_process:
+            publish(out / final, config.push_to_hub)
     return manifest

@@ -98,6 +98,8 @@ What a run folder holds::
     RUN/value/                   the value model (GAE only)
     RUN/checkpoints/iter-NNNNNN/ trainable weights, optimizer and RNG states, β, iteration; a rerun
                                  of the same command resumes from the last one as if never stopped
+
+``--push-to-hub REPO`` publishes RUN, the final policy, less its checkpoints, once the run is done.
 """
 
 from __future__ import annotations
@@ -115,7 +117,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from redline import RedlineError
-from redline.train.sft import as_chat, check_report_to
+from redline.train.sft import as_chat, check_report_to, publish
 
 # (prompts as chat messages, response texts, the records they came from) -> one score per response
 RewardFn = Callable[[list[list[dict]], list[str], list[dict]], list[float]]
@@ -192,6 +194,8 @@ class RLSettings:
     seed: int = field(default=0, metadata={"help": "seed of prompt order, rollouts and minibatches"})
     save_every: int = field(default=5, metadata={"min": 1, "result": False, "help": "checkpoint every N iterations (and after the last)"})
     report_to: str = field(default="none", metadata={"result": False, "help": "none, tensorboard or wandb (through accelerate's trackers)"})
+    push_to_hub: str | None = field(default=None, metadata={"result": False, "help":
+        "publish the final policy (less checkpoints) to this hub repo id, or copy it to a local folder"})
 
     def policy_lr(self) -> float:
         return self.learning_rate if self.learning_rate is not None else (2e-4 if self.lora else 1e-6)
@@ -1123,7 +1127,7 @@ def save_final(config: RLSettings, learner: Learner, tokenizer, out: Path, *, ki
     method = "RLOO with the PPO clip" if config.advantage == "rloo" else "PPO-ptx, Ouyang et al. 2022"
     notes = f"Trained with `redline train {kind if kind == 'pit' else 'ppo'}` ({method}); the log is ppo_log.jsonl."
     card = ModelCard(kind=kind, base_model=base, data=data, command=command_line(), metrics=metrics, notes=notes)
-    save_model(policy, tokenizer, out, card)
+    save_model(policy, tokenizer, out, card, hub_repo=config.push_to_hub)  # the card's snippet names where it goes
     if learner.value is not None:
         value_card = ModelCard(kind="value", base_model=_name(getattr(config, "reward", "")), data=data,
                                command=command_line())
@@ -1161,7 +1165,8 @@ def train_ppo(config: PPOConfig, out: str | os.PathLike) -> dict[str, Any]:
     oracle = oracle_reward(records) if config.score == "oracle" else None
 
     # accelerate decides the device, so that each process of `accelerate launch` gets its own
-    device = str(PartialState(cpu=on_cpu(config.device)).device)
+    state = PartialState(cpu=on_cpu(config.device))
+    device = str(state.device)
     models = load_ppo_models(config, device)
     if oracle is None:
         scorer, adapter_off = models.scorer()
@@ -1169,5 +1174,8 @@ def train_ppo(config: PPOConfig, out: str | os.PathLike) -> dict[str, Any]:
     else:
         reward_fn = oracle
     data = [config.prompts] + ([config.ptx_data] if config.ptx_data else [])
-    return run_ppo(config, models, records, reward_fn, lambda record: as_chat(record["prompt"]), out, ptx_texts,
-                   kind="ppo", data=data)
+    metrics = run_ppo(config, models, records, reward_fn, lambda record: as_chat(record["prompt"]), out, ptx_texts,
+                      kind="ppo", data=data)
+    if state.is_main_process:
+        publish(Path(out), config.push_to_hub)
+    return metrics
