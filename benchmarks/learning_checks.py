@@ -94,6 +94,9 @@ class Settings:
     ppo_lr: float = 5e-4
     ppo_temperature: float = 0.7  # rollout temperature (`train ppo`'s default)
     ppo_window: int = 3  # iterations averaged at each end
+    ppo_advantage: str = "gae"  # or rloo (`train ppo --advantage`): K samples a prompt, no value model
+    ppo_rloo_k: int = 4
+    ppo_beta: float = 0.02  # per-token KL penalty (`train ppo --beta`)
     # SFT
     sft_train: int = 64
     sft_eval: int = 24
@@ -432,6 +435,7 @@ def check_ppo(s: Settings, work: Path, reward_fn: Callable | None = None, prompt
                        iterations=s.ppo_iterations, batch_size=s.ppo_batch, minibatch_size=max(1, s.ppo_batch // 2),
                        micro_batch_size=max(1, s.ppo_batch // 4), max_new_tokens=s.ppo_max_new_tokens,
                        temperature=s.ppo_temperature, learning_rate=s.ppo_lr, value_learning_rate=s.ppo_lr, warmup_iterations=1,
+                       advantage=s.ppo_advantage, rloo_k=s.ppo_rloo_k, beta=s.ppo_beta,
                        save_every=s.ppo_iterations, seed=s.seed)
     start, cpu = time.perf_counter(), time.process_time()
     run_ppo(config, load_ppo_models(config, s.device), prompts, reward_fn, lambda r: as_chat(r["prompt"]), work / "run")
@@ -444,7 +448,7 @@ def check_ppo(s: Settings, work: Path, reward_fn: Callable | None = None, prompt
     return result(name, "PPO", "oracle quality as reward" if name == "ppo-oracle" else "planted reward",
                   f"mean score, last {s.ppo_window} its. - first {s.ppo_window}", r["rise"], bar, r["rise"] > bar,
                   f"> {s.z:g} SE ({bar:.3f})", prompts=len(prompts), types=types, iterations=s.ppo_iterations,
-                  episodes_per_iteration=s.ppo_batch, first=round(r["first"], 4), last=round(r["last"], 4),
+                  episodes_per_iteration=s.ppo_batch, advantage=s.ppo_advantage, beta=s.ppo_beta, first=round(r["first"], 4), last=round(r["last"], 4),
                   se=round(r["se"], 4), per_iteration=[round(_mean(v), 4) for _, v in sorted(per_iteration.items())],
                   lr=s.ppo_lr, seconds=round(time.perf_counter() - start, 1),
                   cpu_seconds=round(time.process_time() - cpu, 1))

@@ -208,14 +208,15 @@ def noise_reward():
     return lambda prompts, responses, records: [rng.random() for _ in responses]
 
 
-def test_ppo_climbs_a_planted_reward_and_not_noise(tmp_path):
+@pytest.mark.parametrize("advantage", ["gae", "rloo"])
+def test_ppo_climbs_a_planted_reward_and_not_noise(tmp_path, advantage):
     from redline.models import load_tokenizer
 
     prompts = [{"id": str(i), "prompt": f"Say something about {w}."} for i, w in enumerate(WORDS)]
-    s = tiny(tmp_path)
+    s = replace(tiny(tmp_path), ppo_advantage=advantage)
     learnt = lc.check_ppo(s, tmp_path / "a", reward_fn=planted_reward(load_tokenizer("tiny-random")), prompts=prompts,
                           name="ppo-planted")
-    assert learnt["passed"], learnt
+    assert learnt["passed"] and learnt["details"]["advantage"] == advantage, learnt
     control = lc.check_ppo(s, tmp_path / "b", reward_fn=noise_reward(), prompts=prompts, name="ppo-noise")
     assert not control["passed"], control
 
