@@ -44,9 +44,10 @@ class DemoConfig:
     seed: int = field(default=0, metadata={"help": "random seed"})
     critic: str = field(default="auto", metadata={"help": "the critic that revises: 'auto' (the shipped models/critic "
         "with the embedded model in a checkout, else one trained here), 'train' (the one trained here) or a critic run folder"})
-    train_records: int = field(default=80, metadata={"min": 1, "help": "feedback records to train on"})
+    train_records: int = field(default=24, metadata={"min": 1, "help": "feedback records to train on (with the shipped "
+        "critic this run only shows the step; 80 or more for a critic of your own, with --critic train)"})
     test_items: int = field(default=48, metadata={"min": 1, "help": "held-out responses to revise"})
-    good_items: int = field(default=48, metadata={"min": 0,
+    good_items: int = field(default=24, metadata={"min": 0,
         "help": "answers that meet every instruction to revise too (the no-harm check; 0: skip)"})
     iterations: int = field(default=1, metadata={"min": 1, "help": "rounds of critique and revision"})
     max_steps: int | None = field(default=None, metadata={"min": 1, "help": "cap the critic's optimiser steps"})
