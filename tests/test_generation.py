@@ -312,3 +312,25 @@ def test_continuous_batching_refuses_a_request_over_its_limits_alone_and_cancels
         assert batcher.batch.n == 0 and not long_done.is_set()
     finally:
         batcher.stop()
+
+
+def _repeated_ngrams(ids, n):
+    grams = [tuple(ids[i : i + n]) for i in range(len(ids) - n + 1)]
+    return len(grams) - len(set(grams))
+
+
+def test_no_repeat_ngram_forbids_repeats_within_a_completion_and_keeps_batch_independence(engine):
+    free = SamplingParams(temperature=0, max_new_tokens=48)
+    guarded = SamplingParams(temperature=0, max_new_tokens=48, no_repeat_ngram=3)
+    loops = engine.generate(PROMPTS, free, progress=False)
+    assert any(_repeated_ngrams(c.token_ids, 3) for c in loops)  # the random model loops without the guard
+    out = engine.generate(PROMPTS, guarded, progress=False)
+    assert all(_repeated_ngrams(c.token_ids, 3) == 0 for c in out)
+    assert texts(out) != texts(loops)
+    alone = [engine.generate([p], guarded, progress=False, seeds=[i])[0] for i, p in enumerate(PROMPTS)]
+    assert texts(alone) == texts(out)
+
+
+def test_no_repeat_ngram_below_two_is_refused():
+    with pytest.raises(ValueError, match="no_repeat_ngram"):
+        SamplingParams(no_repeat_ngram=1)

@@ -54,6 +54,8 @@ class DemoConfig:
     epochs: float = field(default=1.0, metadata={"min": 0.01, "help": "passes over the training records"})
     max_new_tokens: int | None = field(default=None, metadata={"min": 1,
         "help": "cap on an item's new tokens (default: a critique and 1.5x the response, as in revise)"})
+    no_repeat_ngram: int = field(default=0, metadata={"min": 0,
+        "help": "forbid a revision to repeat any n-gram of this many tokens (a guard against greedy loops; 0 = off)"})
     dtype: str = field(default="float32", metadata={"choices": ("float32", "bfloat16", "float16"), "help": "weights dtype while training"})
     generate_dtype: str = field(default="bfloat16", metadata={"choices": ("float32", "bfloat16", "float16"),
         "help": "weights dtype while revising: bfloat16 generates ~1.7x faster on this CPU"})
@@ -154,7 +156,7 @@ def run_demo(args: DemoConfig, out: str | Path) -> str:
                 f"{shipped.get('steps', '?')} steps; its README.md says how it was trained)")
 
         settings = dict(critic=str(critic), iterations=args.iterations, max_new_tokens=args.max_new_tokens,
-                        seed=args.seed, dtype=args.generate_dtype, device=args.device)
+                        seed=args.seed, dtype=args.generate_dtype, device=args.device, no_repeat_ngram=args.no_repeat_ngram)
         sets = [("revise", "eval", data / "test.jsonl", args.test_items, "held-out responses")]
         if args.good_items and (data / "test_fixed.jsonl").exists():
             sets.append(("revise_good", "eval_good", data / "test_fixed.jsonl", args.good_items,

@@ -45,6 +45,9 @@ class SamplingParams:
     max_new_tokens: int = 256
     stop: list[str] = field(default_factory=list)  # cut before the first of these; finish_reason "stop"
     seed: int = 0  # item i uses seed + i unless generate() is given seeds
+    # Forbid a token that would repeat an n-gram of this many tokens already in the completion (the
+    # prompt is not counted: a revision may copy its answer). 0 = off. transformers' decode loop only.
+    no_repeat_ngram: int = 0
 
     def __post_init__(self):
         if self.temperature < 0:
@@ -53,6 +56,8 @@ class SamplingParams:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.no_repeat_ngram and self.no_repeat_ngram < 2:
+            raise ValueError(f"no_repeat_ngram must be 0 (off) or >= 2, got {self.no_repeat_ngram}")
         if isinstance(self.stop, str):
             self.stop = [self.stop]
         self.stop = [s for s in self.stop if s]

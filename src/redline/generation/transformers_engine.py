@@ -635,8 +635,24 @@ class _DecodeBatch:
                 done |= {b for b, t in zip(with_stop, texts) if cut_at_stop(t, self.row_item[b].params.stop)[1]}
         return sorted(done)
 
+    def _ban_repeats(self, logits: torch.Tensor, items: list[_Item]) -> torch.Tensor:
+        """``SamplingParams.no_repeat_ngram``: in each row that sets it, the tokens that would complete
+        an n-gram already in that row's completion get -inf (row by row: batch independence holds)."""
+        for b, item in enumerate(items):
+            n, g = item.params.no_repeat_ngram, int(self.n_gen[b])
+            if not n or g < n:
+                continue
+            done = self.out_tokens[b, :g]
+            grams = done.unfold(0, n, 1)  # (g - n + 1, n)
+            seen = (grams[:, :-1] == done[g - n + 1 :]).all(dim=1)
+            if seen.any():
+                logits[b, grams[seen, -1].to(logits.device)] = float("-inf")
+        return logits
+
     def _sample(self, logits: torch.Tensor, items: list[_Item], uniforms: torch.Tensor) -> torch.Tensor:
         """Next token ids for rows whose items may differ in temperature and top_p: one call per setting."""
+        if any(it.params.no_repeat_ngram for it in items):
+            logits = self._ban_repeats(logits, items)
         settings = [(it.params.temperature, it.params.top_p) for it in items]
         uniforms = uniforms.to(self.dev)
         if len(set(settings)) == 1:

@@ -141,6 +141,11 @@ class VLLMEngine:
         seeds: list[int] | None = None,
         progress: bool = True,
     ) -> list[Completion]:
+        if params.no_repeat_ngram:
+            from redline import RedlineError
+
+            raise RedlineError("no_repeat_ngram (--no-repeat-ngram) is implemented by the transformers backend only; "
+                               "vLLM's sampling has no such setting: use --backend transformers or leave it at 0")
         start = time.perf_counter()
         seeds = item_seeds(len(prompts), params, seeds)
         if not prompts:

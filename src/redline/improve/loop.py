@@ -101,6 +101,9 @@ class IterateSettings:
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling"})
     max_new_tokens: int = field(default=512, metadata={"min": 1, "help": "tokens per generation"})
     seed: int = field(default=0, metadata={"help": "sampling seed"})
+    no_repeat_ngram: int = field(default=0, metadata={"min": 0, "help": "forbid repeating any n-gram of this many "
+        "tokens within one output (a guard against greedy loops; the input is not counted, so copying it is "
+        "allowed); 0 = off; transformers backend only"})
     backend: str = field(default="transformers", metadata={"choices": ("transformers", "vllm"), "help": "generation backend: transformers or vllm"})
     dtype: str = field(default="float32", metadata={"help": "weights dtype"})
     device: str = field(default="auto", metadata={"result": False, "help": "cpu, cuda or auto"})

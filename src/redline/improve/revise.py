@@ -114,7 +114,8 @@ def generate_by_budget(engine, prompts: list, budgets: list[int], seeds: list[in
     completions: list[Any] = [None] * len(prompts)
     for budget in sorted(set(budgets)):
         group = [i for i, b in enumerate(budgets) if b == budget]
-        params = SamplingParams(temperature=config.temperature, top_p=config.top_p, max_new_tokens=budget, seed=config.seed)
+        params = SamplingParams(temperature=config.temperature, top_p=config.top_p, max_new_tokens=budget, seed=config.seed,
+                                no_repeat_ngram=config.no_repeat_ngram)
         for i, c in zip(group, engine.generate([prompts[i] for i in group], params, seeds=[seeds[i] for i in group],
                                                progress=progress)):
             completions[i] = c
