@@ -54,8 +54,9 @@ class DemoConfig:
     epochs: float = field(default=1.0, metadata={"min": 0.01, "help": "passes over the training records"})
     max_new_tokens: int | None = field(default=None, metadata={"min": 1,
         "help": "cap on an item's new tokens (default: a critique and 1.5x the response, as in revise)"})
-    no_repeat_ngram: int = field(default=0, metadata={"min": 0,
-        "help": "forbid a revision to repeat any n-gram of this many tokens (a guard against greedy loops; 0 = off)"})
+    no_repeat_ngram: int = field(default=8, metadata={"min": 0,
+        "help": "forbid a revision to repeat any n-gram of this many tokens (a guard against greedy loops; 0 = off). "
+        "8: 15 of 48 revisions looped without it (RESULTS 'Critic')"})
     dtype: str = field(default="float32", metadata={"choices": ("float32", "bfloat16", "float16"), "help": "weights dtype while training"})
     generate_dtype: str = field(default="bfloat16", metadata={"choices": ("float32", "bfloat16", "float16"),
         "help": "weights dtype while revising: bfloat16 generates ~1.7x faster on this CPU"})
