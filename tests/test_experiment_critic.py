@@ -22,7 +22,8 @@ def test_sizes_iterations_and_both_responders_are_judged_then_a_rerun_resumes(da
     out = tmp_path / "exp"
     argv = ["experiment", "critic", "--data", str(data), "--model", "tiny-random", "--sizes", "2,4",
             "--iterations", "2", "--test-limit", "3", "--second-model", "tiny-random", "--second-best-of", "2", "--good",
-            "--max-steps", "1", "--revise-max-new-tokens", "8", "--response-max-new-tokens", "8", "--out", str(out)]
+            "--max-steps", "1", "--revise-max-new-tokens", "8", "--response-max-new-tokens", "8",
+            "--revise-no-repeat-ngram", "3", "--out", str(out)]
     assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())
     assert list(results["sizes"]) == ["2", "4"]
@@ -43,6 +44,8 @@ def test_sizes_iterations_and_both_responders_are_judged_then_a_rerun_resumes(da
     table = (out / "results.md").read_text()
     assert "| test | 2 | 1 |" in table and "| good | 4 | 2 |" in table
     assert (out / "win_rates.png").stat().st_size > 0
+    for n in (2, 4):  # the revise settings reach every size's revisions
+        assert json.loads((out / f"size_{n}" / "revise_test" / "summary.json").read_text())["settings"]["no_repeat_ngram"] == 3
 
     # A rerun trains nothing and generates nothing again.
     stamps = [(out / f"size_{n}" / "critic" / "redline.json").stat().st_mtime for n in (2, 4)]

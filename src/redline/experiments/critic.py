@@ -63,6 +63,8 @@ class CriticExperimentConfig(CriticConfig):
     revise_temperature: float = field(default=0.0, metadata={"help": "the critic's sampling temperature (0 = greedy)"})
     revise_critique_tokens: int = field(default=256, metadata={"help": "new tokens for a critique (see revise --critique-tokens)"})
     revise_max_new_tokens: int | None = field(default=None, metadata={"help": "cap on new tokens per item (see revise --max-new-tokens)"})
+    revise_no_repeat_ngram: int = field(default=0, metadata={"min": 0,
+        "help": "forbid a revision to repeat an n-gram of this many tokens (see revise --no-repeat-ngram; 0 = off)"})
     apply: str = field(default="when-critiqued", metadata={"choices": ("when-critiqued", "always"),
                                                            "help": "when-critiqued or always (see revise --apply)"})
     generate_dtype: str = field(default="bfloat16", metadata={"help": "weights dtype while revising (bfloat16: ~1.7x faster on a CPU)"})
@@ -179,7 +181,7 @@ def run_critic_experiment(config: CriticExperimentConfig, out: str | Path) -> di
         return ReviseConfig(
             critic=str(critic_dir), iterations=config.iterations, temperature=config.revise_temperature, apply=config.apply,
             critique_tokens=config.revise_critique_tokens, max_new_tokens=config.revise_max_new_tokens, seed=config.seed,
-            dtype=config.generate_dtype, device=config.device,
+            dtype=config.generate_dtype, device=config.device, no_repeat_ngram=config.revise_no_repeat_ngram,
         )
 
     from redline.improve.loop import check_settings
