@@ -171,7 +171,8 @@ def run_demo(args: DemoConfig, out: str | Path) -> str:
                 say(f"          iteration {it['iteration']}: {it['changed']} of {it['items']} changed, "
                     f"{it['nothing_to_fix']} found nothing to fix, failures kept unchanged: {failures}")
         if len(sets) == 1:
-            say("step 4/5: no answers that meet every instruction in this set (test_fixed.jsonl); skipped")
+            why = "--good-items 0" if not args.good_items else "this set has no test_fixed.jsonl"
+            say(f"step 4/5: skipped ({why}): no answers that meet every instruction are revised")
 
         say("step 5/5: judging every iteration against the original with the oracle")
         reports = []
