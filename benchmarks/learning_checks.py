@@ -563,18 +563,19 @@ def table(rows: list[dict]) -> str:
 
 
 def overrides(pairs: list[str], ap: argparse.ArgumentParser) -> dict[str, Any]:
-    """``--set FIELD=VALUE`` pairs as Settings fields, each value cast to its field's type."""
-    kinds = {f.name: type(getattr(Settings, f.name)) for f in fields(Settings)}
+    """``--set FIELD=VALUE`` pairs as Settings fields, each value converted as redline's flags are."""
+    from redline.config import field_value
+
+    names = sorted(f.name for f in fields(Settings))
     out: dict[str, Any] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
-        if not sep or name not in kinds:
-            ap.error(f"--set {pair!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(kinds))}")
-        kind = kinds[name]
+        if not sep or name not in names:
+            ap.error(f"--set {pair!r}: expected FIELD=VALUE with FIELD one of {', '.join(names)}")
         try:
-            out[name] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
-        except ValueError:
-            ap.error(f"--set {pair!r}: {name} takes a {kind.__name__}")
+            out[name] = field_value(Settings, name, value)
+        except ValueError as e:
+            ap.error(f"--set {pair!r}: {e}")
     return out
 
 

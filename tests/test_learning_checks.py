@@ -271,6 +271,6 @@ def test_set_overrides_cast_to_the_field_type_and_refuse_unknown_fields():
     ap = argparse.ArgumentParser()
     got = lc.overrides(["critic_steps=72", "reward_lr=0.003", "lora=false", "ppo_types=no_commas,lowercase"], ap)
     assert got == {"critic_steps": 72, "reward_lr": 0.003, "lora": False, "ppo_types": "no_commas,lowercase"}
-    for bad in ("critic_stepz=3", "critic_steps", "critic_steps=many"):
+    for bad in ("critic_stepz=3", "critic_steps", "critic_steps=many", "lora=maybe"):
         with pytest.raises(SystemExit):
             lc.overrides([bad], ap)

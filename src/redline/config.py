@@ -81,6 +81,13 @@ def _convert(f: dataclasses.Field, annotation, value: Any) -> Any:
     return _convert_scalar(f, kind, value)
 
 
+def field_value(cls, name: str, value: Any) -> Any:
+    """``value`` as field ``name`` of ``cls`` takes it, converted and checked as a flag or a config
+    file's value is (type, range, choices); ValueError says why, KeyError for an unknown field."""
+    f = {f.name: f for f in fields(cls)}[name]
+    return _convert(f, _hints(cls)[name], value)
+
+
 def _convert_scalar(f: dataclasses.Field, kind, value: Any) -> Any:
     if kind is bool:
         if isinstance(value, bool):
