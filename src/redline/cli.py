@@ -96,26 +96,30 @@ def with_split(source: str, split: str | None) -> str:
     return f"{source}:{split}" if split else source
 
 
+def read_validated(config) -> list:
+    """The records a ``ValidateConfig`` (or ``StatsConfig``) names: its file and split, kind, limit and skips."""
+    from redline.records import read_records
+
+    return read_records(with_split(config.file, config.split), config.kind, skip_invalid=config.skip_invalid,
+                        limit=config.limit)
+
+
 def _data_validate(args) -> int:
     from redline.config import settings_from_args
-    from redline.records import ValidateConfig, read_records
+    from redline.records import ValidateConfig
 
     config = settings_from_args(ValidateConfig, args)
-    records = read_records(with_split(config.file, config.split), config.kind, skip_invalid=config.skip_invalid,
-                           limit=config.limit)
+    records = read_validated(config)
     print(f"{config.file}: {len(records)} valid {config.kind} records")
     return 0
 
 
 def _data_stats(args) -> int:
     from redline.config import settings_from_args
-    from redline.records import read_records
     from redline.stats import StatsConfig, record_stats
 
     config = settings_from_args(StatsConfig, args)
-    records = read_records(with_split(config.file, config.split), config.kind, skip_invalid=config.skip_invalid,
-                           limit=config.limit)
-    print(json.dumps(record_stats(records, tokenizer=config.tokenizer), indent=2))
+    print(json.dumps(record_stats(read_validated(config), tokenizer=config.tokenizer), indent=2))
     return 0
 
 

@@ -117,9 +117,10 @@ def pick_critic(args: DemoConfig, trained: Path) -> Path:
     if args.critic == "auto":
         shipped = args.model == "embedded" and (SHIPPED_CRITIC / "redline.json").exists()
         return SHIPPED_CRITIC if shipped else trained
-    if run_info(args.critic).get("kind") != "critic":
-        raise RedlineError(f"--critic {args.critic}: not a critic run folder (its redline.json says kind "
-                           f"{run_info(args.critic).get('kind')!r}); give 'auto', 'train' or a `redline train critic` run")
+    kind = run_info(args.critic).get("kind")
+    if kind != "critic":
+        raise RedlineError(f"--critic {args.critic}: not a critic run folder (its redline.json says kind {kind!r}); "
+                           "give 'auto', 'train' or a `redline train critic` run")
     return Path(args.critic)
 
 
