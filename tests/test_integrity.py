@@ -395,3 +395,16 @@ def test_item3_overwrite_never_removes_the_current_folder_or_a_folder_redline_di
     with pytest.raises(RedlineError, match="holds files that no redline run wrote"):
         claim_output(other, config, command="evaluate", overwrite=True)
     assert (other / "notes.txt").read_text() == "mine" and (tmp_path / "notes.txt").exists()
+
+
+def test_a_checkpoint_cut_short_by_a_kill_is_passed_over_on_resume(tmp_path):
+    from redline.train.sft import last_checkpoint
+
+    assert last_checkpoint(tmp_path) is None
+    for step, complete in ((2, True), (4, True), (6, False)):  # killed while checkpoint-6 was being written
+        folder = tmp_path / "checkpoints" / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoints" / "checkpoint-x").mkdir()  # not a checkpoint of ours
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoints" / "checkpoint-4")

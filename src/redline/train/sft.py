@@ -92,10 +92,16 @@ def check_report_to(report_to: str) -> None:
 
 
 def last_checkpoint(out: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
+    """The newest complete checkpoint of a run: one whose ``trainer_state.json`` (the Trainer writes
+    it after the weights, optimizer and RNG states) exists. A checkpoint a kill cut short is passed
+    over, where transformers' ``get_last_checkpoint`` would pick it by its name and the resume fail."""
     folder = out / "checkpoints"
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    if not folder.is_dir():
+        return None
+    steps = [(int(p.name.split("-")[1]), p) for p in folder.glob("checkpoint-*")
+             if p.is_dir() and p.name.split("-")[1].isdigit()]
+    complete = [p for _, p in sorted(steps, reverse=True) if (p / "trainer_state.json").exists()]
+    return str(complete[0]) if complete else None
 
 
 def save_training_curve(log_history: list[dict], out: Path, title: str) -> Path | None:
