@@ -201,3 +201,44 @@ def test_critique_mask_by_hand():
     labels = torch.tensor([[-100, 1, 6, 7, 6, 7, 2], [3, 6, -100, -100, -100, -100, -100]])
     assert critique_mask(labels, [6, 7]).tolist() == [[False, True, True, True, False, False, False],  # the first marker ends it
                                                      [True, True, False, False, False, False, False]]  # no marker: all critique
+
+
+def _feedback_mix(n_prompts: int) -> list[Feedback]:
+    """Two records per prompt: one with an edit, one whose revision equals the response."""
+    out = []
+    for i in range(n_prompts):
+        out.append(Feedback(prompt=f"q{i}", response=f"Answer {i}", critique="Capitals.", revision=f"answer {i}"))
+        out.append(Feedback(prompt=f"q{i}", response=f"answer {i}", critique="Nothing to fix.", revision=f"answer {i}"))
+    return out
+
+
+def test_unchanged_share_sets_how_many_records_have_nothing_to_fix():
+    from redline.train.critic import select_records
+
+    records = _feedback_mix(10)
+    plain = select_records(records, 10, None, "f.jsonl")  # one per prompt first: the file's order picks edits
+    assert sum(r.revision == r.response for r in plain) == 0
+    chosen = select_records(records, 10, 0.4, "f.jsonl")
+    assert len(chosen) == 10 and len(set(map(id, chosen))) == 10
+    assert sum(r.revision == r.response for r in chosen) == 4
+    assert len({r.prompt for r in chosen if r.revision == r.response}) == 4  # each part spread over prompts
+    assert [records.index(r) for r in chosen] == sorted(records.index(r) for r in chosen)  # file order kept
+
+
+def test_unchanged_share_refuses_what_the_file_cannot_give(jsonl, tmp_path, capsys):
+    from redline import RedlineError
+    from redline.train.critic import select_records
+
+    with pytest.raises(RedlineError, match="needs --limit"):
+        select_records(_feedback_mix(3), None, 0.5, "f.jsonl")
+    with pytest.raises(RedlineError, match=r"asked for 5 records; f.jsonl \(records with nothing to fix"):
+        select_records(_feedback_mix(3), 6, 0.8, "f.jsonl")
+    data = jsonl(FEEDBACK)  # every record has an edit
+    assert main(["train", "critic", "--data", str(data), "--model", "tiny-random", "--out", str(tmp_path / "run"),
+                 "--limit", "4", "--unchanged-share", "0.5"]) == 2
+    assert "asked for 2 records" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as excinfo:  # argparse refuses it
+        main(["train", "critic", "--data", str(data), "--model", "tiny-random", "--out", str(tmp_path / "run2"),
+                 "--limit", "4", "--unchanged-share", "1.5"])
+    assert excinfo.value.code == 2
+    assert "--unchanged-share: must be at most 1, got 1.5" in capsys.readouterr().err

@@ -9,7 +9,8 @@ strengths and weaknesses, then a revision. Training is supervised fine-tuning on
 
 Steps:
   1. read the feedback records (``--limit N``: the paper's data-size axis; N records spread over
-     as many distinct prompts as the file holds, one per prompt first, never the first N lines);
+     as many distinct prompts as the file holds, one per prompt first, never the first N lines;
+     ``--unchanged-share S``: S of them records with nothing to fix, the rest records with an edit);
   2. turn each into a chat pair: the critic template (prompts.py) with the prompt and the response
      as the user turn, "Critique: ... Revision: ..." as the assistant turn;
   3. fine-tune with the loss on the assistant turn only (``train_sft``: TRL's SFTTrainer); with
@@ -52,12 +53,35 @@ class CriticConfig(SFTSettings):
     max_length: int = field(default=1024, metadata={"min": 1, 
         "help": "tokens per example (the response appears twice: in the prompt and revised); longer ones are cut"})
     limit: int | None = field(default=None, metadata={"min": 1, "help": "train on N records spread over as many prompts as the file holds (one per prompt first)"})
+    unchanged_share: float | None = field(default=None, metadata={"min": 0, "max": 1,
+        "help": "with --limit, this share of the N records are ones whose revision equals the response "
+                "(nothing to fix), each part spread over prompts; teaches the critic to leave good answers alone"})
     critique_weight: float = field(default=1.0, metadata={"min": 0,
         "help": "loss weight of a critique token against a revision token (1: plain SFT loss)"})
     skip_invalid: bool = field(default=False, metadata={"help": "skip bad records instead of stopping"})
 
     def lr(self) -> float:
         return self.learning_rate if self.learning_rate is not None else (1e-3 if self.lora else 2e-5)
+
+
+def select_records(records: list[Feedback], limit: int | None, unchanged_share: float | None, source: str) -> list[Feedback]:
+    """Step 1's selection: ``limit`` records spread over prompts; with ``unchanged_share`` S, round(S × N)
+    of them are records whose revision equals the response and the rest are records with an edit, each
+    part spread over prompts on its own (the shipped world holds 15% unchanged records, and a critic
+    trained on that share invents faults in good answers: RESULTS "Critic")."""
+    from redline.records import spread_over_prompts
+
+    if unchanged_share is None:
+        return spread_over_prompts(records, limit, f"{source} (--limit)")
+    if limit is None:
+        raise RedlineError("--unchanged-share needs --limit (the share is of the N records chosen)")
+    unchanged = [r for r in records if r.revision is not None and r.revision.strip() == r.response.strip()]
+    edited = [r for r in records if not (r.revision is not None and r.revision.strip() == r.response.strip())]
+    n_unchanged = round(unchanged_share * limit)
+    chosen = (spread_over_prompts(unchanged, n_unchanged, f"{source} (records with nothing to fix, --unchanged-share)")
+              + spread_over_prompts(edited, limit - n_unchanged, f"{source} (records with an edit, --unchanged-share)"))
+    order = {id(r): i for i, r in enumerate(records)}
+    return sorted(chosen, key=lambda r: order[id(r)])  # file order: the trainer shuffles, the card reads naturally
 
 
 def critic_examples(records: list[Feedback]) -> list[dict]:
@@ -131,12 +155,12 @@ def weighted_trainer_class(weight: float, marker: list[int]):
 
 def train_critic(config: CriticConfig, out, records: list[Feedback] | None = None) -> dict:
     """Steps 1–3 of the module docstring; returns the run's metrics."""
-    from redline.records import read_records, spread_over_prompts
+    from redline.records import read_records
 
     # step 1
     if records is None:
         records = read_records(config.data, "feedback", skip_invalid=config.skip_invalid)
-        records = spread_over_prompts(records, config.limit, f"{config.data} (--limit)")
+        records = select_records(records, config.limit, config.unchanged_share, config.data)
     # step 2
     examples = critic_examples(records)
     # step 3
