@@ -334,3 +334,36 @@ def test_no_repeat_ngram_forbids_repeats_within_a_completion_and_keeps_batch_ind
 def test_no_repeat_ngram_below_two_is_refused():
     with pytest.raises(ValueError, match="no_repeat_ngram"):
         SamplingParams(no_repeat_ngram=1)
+
+
+def test_logprobs_are_what_a_forward_pass_of_the_whole_sequence_gives(engine):
+    """SamplingParams.logprobs: each token's log-probability at the row's temperature and the entropy, as
+    one forward pass over prompt + completion computes them (PPO takes them as log π_old)."""
+    import torch.nn.functional as F
+
+    model = engine.model
+    for exact, temperature in ((True, 0.7), (False, 1.3), (False, 0.0)):
+        with options(engine, exact=exact):
+            params = SamplingParams(temperature=temperature, max_new_tokens=10, seed=2, logprobs=True)
+            out = engine.generate(PROMPTS, params, progress=False)
+        for prompt, c in zip(PROMPTS, out):
+            assert len(c.logprobs) == len(c.entropies) == len(c.token_ids) == c.completion_tokens > 0
+            ids = torch.tensor([engine.encode(prompt) + c.token_ids])
+            with torch.no_grad():
+                logits = model(input_ids=ids).logits[0, -len(c.token_ids) - 1 : -1].float() / (temperature or 1.0)
+            logp = F.log_softmax(logits, dim=-1)
+            want = logp.gather(1, torch.tensor(c.token_ids)[:, None]).squeeze(1)
+            assert torch.allclose(torch.tensor(c.logprobs), want, atol=1e-4)
+            assert torch.allclose(torch.tensor(c.entropies), -(logp.exp() * logp).sum(-1), atol=1e-4)
+    plain = engine.generate(PROMPTS, SamplingParams(max_new_tokens=10, seed=2), progress=False)
+    with_logprobs = engine.generate(PROMPTS, SamplingParams(max_new_tokens=10, seed=2, logprobs=True), progress=False)
+    assert texts(plain) == texts(with_logprobs)  # recording changes no token
+    assert all(c.logprobs == [] and c.entropies == [] for c in plain)
+
+
+def test_vllm_backend_refuses_logprobs_before_generating():
+    from redline.generation.vllm_engine import VLLMEngine
+
+    engine = object.__new__(VLLMEngine)  # no vLLM here: the refusal comes before the engine is used
+    with pytest.raises(RedlineError, match="transformers backend only"):
+        engine.generate(["hi"], SamplingParams(logprobs=True), progress=False)

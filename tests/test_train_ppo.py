@@ -352,3 +352,67 @@ def test_an_unknown_advantage_estimator_is_refused_when_the_flags_are_read(capsy
     assert e.value.code == 2 and "'reinforce' is not one of gae, rloo" in capsys.readouterr().err
     with pytest.raises(RedlineError, match="--advantage must be gae or rloo"):  # a config built in Python
         PPOConfig(advantage="reinforce").check()
+
+
+def test_rollout_select_drops_the_columns_that_are_padding_in_every_chosen_row():
+    q = torch.tensor([[0, 0, 5, 6], [0, 7, 8, 9], [0, 0, 0, 4]])
+    r = torch.tensor([[1, 2, 0], [3, 0, 0], [4, 5, 6]])
+    f = r.float()
+    rollout = Rollout(query_ids=q, query_mask=(q > 0).long(), response_ids=r, response_mask=(r > 0).long(), logprobs=f,
+                      ref_logprobs=f, values=f, scores=torch.arange(3).float(), rewards=f, advantages=f, returns=f)
+    part = rollout.select(torch.tensor([0, 1]))
+    assert part.query_ids.tolist() == [[0, 5, 6], [7, 8, 9]] and part.response_ids.tolist() == [[1, 2], [3, 0]]
+    assert part.advantages.shape == (2, 2) and part.scores.tolist() == [0.0, 1.0]
+    part = rollout.select(torch.tensor([2, 0]))
+    assert part.query_ids.tolist() == [[0, 4], [5, 6]] and part.returns.tolist() == [[4, 5, 6], [1, 2, 0]]
+
+
+UNEVEN = [{"prompt": "Write about topic " + "and more " * i + "now.", "id": str(i)} for i in range(8)]
+
+
+def _evaluation(cfg, models):
+    """One rollout of UNEVEN (prompts of 8 lengths) and its evaluation (step 3) under ``cfg``."""
+    from redline.generation.transformers_engine import TransformersEngine
+    from redline.train.ppo import _prepare, evaluate, rollout
+
+    learner = _prepare(cfg, models, [], None)
+    engine = TransformersEngine(learner.policy, models.tokenizer, max_batch=cfg.batch_size, exact=False)
+    samples = rollout(cfg, engine, [as_chat(r["prompt"]) for r in UNEVEN], UNEVEN, 0, learner.accelerator)
+    return samples, evaluate(cfg, learner, samples)
+
+
+def test_rollout_logprobs_and_trimmed_micro_batches_evaluate_as_one_untrimmed_forward_pass(rm_run):
+    """π_old and the entropy from the sampler (the default) equal the policy's forward pass; reference
+    log-probabilities and values from trimmed, length-sorted micro-batches equal the full-width batch."""
+    cfg = config(rm_run, batch_size=8, micro_batch_size=3, max_new_tokens=12, temperature=0.9)
+    models = load_ppo_models(cfg, "cpu")
+    with torch.no_grad():  # the adapter starts at zero: make the policy differ from its reference
+        for name, p in trainable(models.policy).items():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    samples, fast = _evaluation(cfg, models)
+    assert samples.logprobs is not None and len(set(samples.query_mask.sum(1).tolist())) > 1  # padding to trim
+    _, slow = _evaluation(config(rm_run, batch_size=8, micro_batch_size=8, max_new_tokens=12, temperature=0.9,
+                                 rollout_logprobs=False), models)
+    mask = samples.response_mask.bool()
+    for name in ("logprobs", "entropy", "ref_logprobs", "values"):
+        a, b = getattr(fast, name), getattr(slow, name)
+        assert a.shape == b.shape == mask.shape
+        assert torch.allclose(a[mask], b[mask], atol=1e-4), name
+    assert (fast.ref_logprobs[mask] != fast.logprobs[mask]).any()  # the test can tell policy from reference
+    assert float(fast.logprobs[~mask].abs().sum()) == 0.0  # nothing past a response's end
+
+
+def test_bf16_base_trains_float32_adapters_and_value_head_over_bfloat16_weights(rm_run, tmp_path):
+    cfg = config(rm_run, bf16_base=True, iterations=1)
+    models = load_ppo_models(cfg, "cpu")
+    frozen = [p for p in models.policy.parameters() if not p.requires_grad]
+    assert frozen and all(p.dtype == torch.bfloat16 for p in frozen)
+    assert all(p.dtype == torch.float32 for p in trainable(models.policy).values())
+    assert all(p.dtype == torch.float32 for p in trainable(models.value).values())
+    before = {n: p.detach().clone() for n, p in trainable(models.policy).items()}
+    run_ppo(cfg, models, PROMPTS, count_e, lambda r: as_chat(r["prompt"]), tmp_path / "run")
+    assert any(not torch.equal(before[n], p) for n, p in trainable(models.policy).items())  # it learned
+    row = log(tmp_path / "run")[0]
+    assert row["kl"] is not None and abs(row["approx_kl"]) < 1.0
+    assert json.loads((tmp_path / "run" / "train_config.json").read_text())["bf16_base"] is True

@@ -48,6 +48,10 @@ class SamplingParams:
     # Forbid a token that would repeat an n-gram of this many tokens already in the completion (the
     # prompt is not counted: a revision may copy its answer). 0 = off. transformers' decode loop only.
     no_repeat_ngram: int = 0
+    # Return each generated token's log-probability under the distribution it was drawn from (log
+    # softmax of logits / temperature, before top-p; temperature 0 reads temperature 1) and that
+    # distribution's entropy: PPO's π_old without a second forward pass. transformers' engine only.
+    logprobs: bool = False
 
     def __post_init__(self):
         if self.temperature < 0:
@@ -74,6 +78,9 @@ class Completion:
     # The generated ids behind completion_tokens (EOS included); empty where the engine has no
     # tokenizer (ScriptedEngine). PPO scores exactly these, since re-tokenizing text is not exact.
     token_ids: list[int] = field(default_factory=list)
+    # With ``SamplingParams.logprobs``: one float per token of ``token_ids`` (see there); else empty.
+    logprobs: list[float] = field(default_factory=list)
+    entropies: list[float] = field(default_factory=list)
 
 
 @dataclass

@@ -53,7 +53,7 @@ import inspect
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -248,6 +248,9 @@ class _Item:
     on_done: Callable[[Completion | BaseException], None] | None = None
     cancelled: bool = False
     decoded: tuple[int, int] = (0, 0)  # incremental detokenization: (prefix offset, read offset)
+    # SamplingParams.logprobs: filled when the item finishes (``_DecodeBatch.retire``)
+    logprobs: list[float] = field(default_factory=list)
+    entropies: list[float] = field(default_factory=list)
 
 
 class TransformersEngine:
@@ -504,6 +507,8 @@ class TransformersEngine:
             seconds=time.perf_counter() - item.start,
             seed=item.seed,
             token_ids=ids[:n],
+            logprobs=item.logprobs[:n],
+            entropies=item.entropies[:n],
         )
 
     def continuous(self, max_prompt_tokens: int, max_new_tokens: int) -> "ContinuousBatcher":
@@ -531,6 +536,9 @@ class _DecodeBatch:
         self.limit = torch.zeros(slots, dtype=torch.long)  # each row's max_new
         self.out_tokens = torch.zeros(slots, max_new, dtype=torch.long)
         self.uniforms = torch.zeros(slots, max_new, dtype=torch.float64)
+        # SamplingParams.logprobs: each sampled token's log-probability and its distribution's entropy
+        self.out_logprobs = torch.zeros(slots, max_new, dtype=torch.float32)
+        self.out_entropy = torch.zeros(slots, max_new, dtype=torch.float32)
         self.prompt_ids = torch.full((slots, width), -1, dtype=torch.long)  # for finding shared prefixes
         self.eos = torch.tensor(engine.eos_ids, dtype=torch.long)
         self.row_item: list[_Item | None] = [None] * slots
@@ -588,6 +596,7 @@ class _DecodeBatch:
             self.limit[n + i] = item.max_new
             self.row_item[n + i] = item
         first = self._sample(logits, [item for item, _ in admitted], self.uniforms[rows_new, 0]).cpu()
+        self._record(rows_new, logits, first, [item for item, _ in admitted])
         self.out_tokens[rows_new, 0] = first
         self.n_gen[rows_new] = 1
         self.last[n : n + len(admitted)] = first.to(self.dev)
@@ -612,6 +621,7 @@ class _DecodeBatch:
         # Step 4: sample with each row's own uniforms.
         step_u = self.uniforms[:n].gather(1, self.n_gen[:n, None]).squeeze(1)
         nxt = self._sample(logits, self.row_item[:n], step_u).cpu()
+        self._record(torch.arange(n), logits, nxt, self.row_item[:n])
         self.out_tokens[torch.arange(n), self.n_gen[:n]] = nxt
         self.n_gen[:n] += 1
         self.last[:n] = nxt.to(self.dev)
@@ -663,6 +673,21 @@ class _DecodeBatch:
             out[rows] = sample(logits[rows], *setting, uniforms[rows])  # row-wise: same bits as in one call
         return out
 
+    def _record(self, rows: torch.Tensor, logits: torch.Tensor, tokens: torch.Tensor, items: list[_Item]) -> None:
+        """``SamplingParams.logprobs``: the sampled tokens' log-probabilities and the entropies, at the
+        rows' next column (before ``n_gen`` counts the token). Rows that did not ask are skipped."""
+        wanted = [b for b, it in enumerate(items) if it.params.logprobs]
+        if not wanted:
+            return
+        pick = torch.tensor(wanted)
+        temps = torch.tensor([items[b].params.temperature or 1.0 for b in wanted], dtype=torch.float32)
+        logp = torch.log_softmax(logits[pick.to(logits.device)].float() / temps.to(logits.device)[:, None], dim=-1)
+        chosen = logp.gather(1, tokens[pick].to(logits.device)[:, None]).squeeze(1)
+        entropy = -(logp.exp() * logp).nansum(dim=-1)  # a banned token (-inf) adds nothing
+        at = rows[pick]
+        self.out_logprobs[at, self.n_gen[at]] = chosen.cpu()
+        self.out_entropy[at, self.n_gen[at]] = entropy.cpu()
+
     def tokens(self, b: int) -> list[int]:
         return self.out_tokens[b, : int(self.n_gen[b])].tolist()
 
@@ -670,12 +695,17 @@ class _DecodeBatch:
         """Step 5 (cont.): free rows, highest first, moving the last active row into each hole."""
         finished = []
         for b in sorted(done, reverse=True):
-            finished.append((self.row_item[b], self.tokens(b)))
+            item = self.row_item[b]
+            if item.params.logprobs:
+                g = int(self.n_gen[b])
+                item.logprobs, item.entropies = self.out_logprobs[b, :g].tolist(), self.out_entropy[b, :g].tolist()
+            finished.append((item, self.tokens(b)))
             self.n -= 1
             n = self.n
             if b != n:
                 self.cache.move(n, b)
-                for t in (self.pos, self.last, self.n_gen, self.limit, self.out_tokens, self.uniforms, self.prompt_ids):
+                for t in (self.pos, self.last, self.n_gen, self.limit, self.out_tokens, self.uniforms, self.prompt_ids,
+                          self.out_logprobs, self.out_entropy):
                     t[b] = t[n]
                 self.row_item[b] = self.row_item[n]
             self.row_item[n] = None

@@ -146,6 +146,11 @@ class VLLMEngine:
 
             raise RedlineError("no_repeat_ngram (--no-repeat-ngram) is implemented by the transformers backend only; "
                                "vLLM's sampling has no such setting: use --backend transformers or leave it at 0")
+        if params.logprobs:
+            from redline import RedlineError
+
+            raise RedlineError("SamplingParams.logprobs (token log-probabilities and entropies for PPO) is implemented by "
+                               "the transformers backend only")
         start = time.perf_counter()
         seeds = item_seeds(len(prompts), params, seeds)
         if not prompts:

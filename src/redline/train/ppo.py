@@ -147,6 +147,9 @@ class RLSettings:
         "help": "LoRA only: the SFT reference is the policy with its adapter off and the reward model the value "
                 "model with its adapter off (one copy of each base); --no-shared-reference loads frozen copies"})
     dtype: str = field(default="float32", metadata={"help": "weights dtype"})
+    bf16_base: bool = field(default=False, metadata={
+        "help": "with LoRA, hold every model's frozen base weights in bfloat16 under float32 adapters and value head "
+                "(RESULTS 'PPO iteration')"})
     device: str = field(default="auto", metadata={"result": False, "help": "cpu, cuda or auto (accelerate places the models)"})
     threads: int | None = field(default=None, metadata={"min": 1, "result": False, 
         "help": "torch CPU threads (default: torch's choice; 1 can be much faster on a busy machine)"})
@@ -175,6 +178,9 @@ class RLSettings:
     lam: float = field(default=1.0, metadata={
         "help": "GAE λ (the paper: not stated; 1 is its no-discount reading; 0.95 starved early tokens of the score)"})
     whiten_advantages: bool = field(default=True, metadata={"help": "scale advantages to mean 0, variance 1"})
+    rollout_logprobs: bool = field(default=True, metadata={
+        "help": "log π_old and the entropy from the sampler's own logits (the same weights, equal to float "
+                "tolerance) instead of a second forward pass; --no-rollout-logprobs recomputes them"})
     # --- PPO
     ppo_epochs: int = field(default=2, metadata={"help": "passes over each iteration's episodes (the paper: 1)"})
     minibatch_size: int = field(default=4, metadata={"help": "episodes per optimizer step, all processes together (the paper: 64 of 512)"})
@@ -196,6 +202,10 @@ class RLSettings:
     report_to: str = field(default="none", metadata={"result": False, "help": "none, tensorboard or wandb (through accelerate's trackers)"})
     push_to_hub: str | None = field(default=None, metadata={"result": False, "help":
         "publish the final policy (less checkpoints) to this hub repo id, or copy it to a local folder"})
+
+    def base_dtype(self) -> str:
+        """The dtype every model's base weights load in: bfloat16 under LoRA with ``bf16_base``, else ``dtype``."""
+        return "bfloat16" if self.lora and self.bf16_base else self.dtype
 
     def policy_lr(self) -> float:
         return self.learning_rate if self.learning_rate is not None else (2e-4 if self.lora else 1e-6)
@@ -298,6 +308,9 @@ class Samples:
     query_mask: Any  # (B, Q) 1 on prompt tokens
     response_ids: Any  # (B, A) sampled tokens (EOS included when generated), right-padded
     response_mask: Any  # (B, A) 1 on response tokens
+    # (B, A) log π(a_t|s_t) and the entropy as the sampler drew them (--rollout-logprobs), 0 past the end; else None
+    logprobs: Any | None = None
+    entropy: Any | None = None
 
 
 @dataclass
@@ -327,9 +340,16 @@ class Rollout:
     returns: Any | None  # (B, A) value targets: GAE advantages before whitening + V_old; None with rloo
 
     def select(self, idx) -> "Rollout":
-        """The episodes ``idx`` (a LongTensor of rows)."""
-        return Rollout(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[idx]
-                          for f in fields(self)})
+        """The episodes ``idx`` (a LongTensor of rows), without the columns that are padding in all of
+        them (``trim``): Q and A shrink to what these rows need."""
+        rows = {f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[idx] for f in fields(self)}
+        first, width = trim(rows["query_mask"], rows["response_mask"])
+        for name, value in rows.items():
+            if name.startswith("query_"):
+                rows[name] = value[:, first:]
+            elif value is not None and value.dim() == 2:
+                rows[name] = value[:, :width]
+        return Rollout(**rows)
 
 
 @dataclass
@@ -489,18 +509,21 @@ def load_ppo_models(config: PPOConfig, device: str) -> PPOModels:
     lora = LoraSettings(r=config.lora_r, alpha=config.lora_alpha, dropout=0.0)
     shared = config.lora and config.shared_reference
 
-    policy = load_causal_lm(config.policy, config.dtype, device, merge_lora=True)
-    reference = None if shared else _frozen(load_causal_lm(config.policy, config.dtype, device, merge_lora=True))
-    policy = add_lora(policy, lora) if config.lora else policy.requires_grad_(True)
+    from redline.train.sft import float32_adapters
+
+    dtype = config.base_dtype()
+    policy = load_causal_lm(config.policy, dtype, device, merge_lora=True)
+    reference = None if shared else _frozen(load_causal_lm(config.policy, dtype, device, merge_lora=True))
+    policy = float32_adapters(add_lora(policy, lora)) if config.lora else policy.requires_grad_(True)
 
     value = reward_model = None
     if config.advantage == "gae":
-        value = load_reward_model(config.reward, config.dtype, device)
+        value = load_reward_model(config.reward, dtype, device)
     # the oracle scores on its own; otherwise the value model with its adapter off is the reward model when shared
     if config.score != "oracle" and (value is None or not shared):
-        reward_model = _frozen(load_reward_model(config.reward, config.dtype, device))
+        reward_model = _frozen(load_reward_model(config.reward, dtype, device))
     if value is not None:
-        value = add_lora(value, lora, task_type="SEQ_CLS") if config.lora else value.requires_grad_(True)
+        value = float32_adapters(add_lora(value, lora, task_type="SEQ_CLS")) if config.lora else value.requires_grad_(True)
     return PPOModels(policy=policy, value=value, reference=reference, reward_model=reward_model, tokenizer=tokenizer)
 
 
@@ -581,6 +604,18 @@ def _pad(rows: list[list[int]], pad_id: int, left: bool):
         ids[i, sl] = torch.tensor(r, dtype=torch.long)
         mask[i, sl] = 1
     return ids, mask
+
+
+def trim(query_mask, response_mask) -> tuple[int, int]:
+    """(the first query column that holds a token in some row, the response columns any row uses).
+
+    Queries are left-padded and responses right-padded to the longest of the iteration's B episodes;
+    a micro-batch of a few needs only its own longest, and a forward pass costs per column (about a
+    sixth of an iteration's columns were padding in every row of a micro-batch of 4).
+    """
+    used = query_mask.any(dim=0)
+    first = int(used.int().argmax()) if bool(used.any()) else query_mask.shape[1]
+    return first, int(response_mask.sum(dim=1).max()) if response_mask.numel() else 0
 
 
 def _sequence(query_ids, query_mask, response_ids, response_mask):
@@ -808,16 +843,31 @@ def rollout(config: RLSettings, engine, prompts: list[list[dict]], records: list
     seeds = [first_seed + p * group + k for p in mine for k in range(group)]
     batch_prompts = [prompts[i] for i in chosen]
     params = SamplingParams(temperature=config.temperature, top_p=config.top_p, max_new_tokens=config.max_new_tokens,
-                            seed=first_seed)
+                            seed=first_seed, logprobs=config.rollout_logprobs)
     completions = engine.generate(batch_prompts, params, seeds=seeds, progress=False)
     pad, dev = engine.tokenizer.pad_token_id, accelerator.device
     query_ids, query_mask = _pad([engine.encode(p) for p in batch_prompts], pad, left=True)
     response_ids, response_mask = _pad([c.token_ids for c in completions], pad, left=False)
+    logprobs = entropy = None
+    if config.rollout_logprobs:
+        logprobs, entropy = (_pad_floats([getattr(c, name) for c in completions], response_ids.shape[1]).to(dev)
+                             for name in ("logprobs", "entropies"))
     return Samples(prompts=batch_prompts, records=[records[i] for i in chosen], texts=[c.text for c in completions],
                    tokens=[c.completion_tokens for c in completions],
                    truncated=[c.finish_reason == "length" for c in completions],
                    query_ids=query_ids.to(dev), query_mask=query_mask.to(dev),
-                   response_ids=response_ids.to(dev), response_mask=response_mask.to(dev))
+                   response_ids=response_ids.to(dev), response_mask=response_mask.to(dev), logprobs=logprobs,
+                   entropy=entropy)
+
+
+def _pad_floats(rows: list[list[float]], width: int):
+    """(B, width) float32, each row's values then zeros."""
+    import torch
+
+    out = torch.zeros((len(rows), width), dtype=torch.float32)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r, dtype=torch.float32)
+    return out
 
 
 def score(reward_fn: RewardFn, samples: Samples, device) -> Any:
@@ -828,31 +878,53 @@ def score(reward_fn: RewardFn, samples: Samples, device) -> Any:
 
 
 def evaluate(config: RLSettings, learner: Learner, samples: Samples) -> Evaluation:
-    """Step 3: log π_old, the entropy, log π_SFT and V_old of the sampled tokens, without gradients."""
+    """Step 3: log π_old, the entropy, log π_SFT and V_old of the sampled tokens, without gradients.
+
+    log π_old and the entropy come from the sampler when it recorded them (``--rollout-logprobs``);
+    otherwise from a forward pass of the policy. Micro-batches take the episodes longest response
+    first, each without its all-padding columns (``trim``).
+    """
     import torch
+    import torch.nn.functional as F
 
     from redline.ops import rl
 
-    logprobs, ref_logprobs, values, entropy = [], [], [], []
-    rows = (samples.query_ids, samples.query_mask, samples.response_ids, samples.response_mask)
+    n, width = samples.response_ids.shape
+    order = samples.response_mask.sum(dim=1).argsort(descending=True, stable=True)
+    own = samples.logprobs is None
+    parts: dict[str, list] = {"logprobs": [], "ref_logprobs": [], "values": [], "entropy": []}
     with torch.no_grad():
-        for s in range(0, samples.response_ids.shape[0], config.micro_batch_size):
-            q, qm, r, rm_ = (t[s : s + config.micro_batch_size] for t in rows)
-            logits = response_logits(learner.policy, q, qm, r, rm_, config.temperature)
-            logprobs.append(rl.logprobs_from_logits(logits, r))
-            entropy.append(rl.entropy_from_logits(logits))
-            del logits
+        for s in range(0, n, config.micro_batch_size):
+            idx = order[s : s + config.micro_batch_size]
+            first, a = trim(samples.query_mask[idx], samples.response_mask[idx])
+            q, qm = samples.query_ids[idx, first:], samples.query_mask[idx, first:]
+            r, rm_ = samples.response_ids[idx, :a], samples.response_mask[idx, :a]
+            if own:
+                logits = response_logits(learner.policy, q, qm, r, rm_, config.temperature)
+                parts["logprobs"].append(rl.logprobs_from_logits(logits, r))
+                parts["entropy"].append(rl.entropy_from_logits(logits))
+                del logits
             if learner.reference is not None:
                 ref_logits = response_logits(learner.reference, q, qm, r, rm_, config.temperature)
             else:
                 with learner.policy.disable_adapter():
                     ref_logits = response_logits(learner.policy, q, qm, r, rm_, config.temperature)
-            ref_logprobs.append(rl.logprobs_from_logits(ref_logits, r))
+            parts["ref_logprobs"].append(rl.logprobs_from_logits(ref_logits, r))
             del ref_logits
             if learner.values_model is not None:
-                values.append(learner.values_model(*_sequence(q, qm, r, rm_), n_last=r.shape[1]))
-    return Evaluation(logprobs=torch.cat(logprobs), ref_logprobs=torch.cat(ref_logprobs), entropy=torch.cat(entropy),
-                      values=torch.cat(values) if values else None)
+                parts["values"].append(learner.values_model(*_sequence(q, qm, r, rm_), n_last=a))
+
+    def whole(name):  # micro-batches back to (B, A) in the episodes' order
+        if not parts[name]:
+            return None
+        out = torch.empty((n, width), dtype=torch.float32, device=samples.response_ids.device)
+        out[order] = torch.cat([F.pad(t.float(), (0, width - t.shape[1])) for t in parts[name]])
+        return out
+
+    mask = samples.response_mask.to(torch.float32)
+    logprobs = whole("logprobs") if own else samples.logprobs * mask
+    entropy = whole("entropy") if own else samples.entropy * mask
+    return Evaluation(logprobs=logprobs, ref_logprobs=whole("ref_logprobs"), entropy=entropy, values=whole("values"))
 
 
 def advantages(config: RLSettings, samples: Samples, scores, evaluation: Evaluation, beta: float) -> Rollout:
@@ -894,10 +966,12 @@ def update(config: RLSettings, learner: Learner, rollout: Rollout, it: int, ptx_
     n_ptx = max(1, round(ptx_ratio * minibatch)) if ptx_ids and train_policy else 0
     minibatches = math.ceil(n / minibatch)
     order = torch.Generator().manual_seed(config.seed * 1_000_003 + it)
+    lengths = rollout.response_mask.sum(dim=1).cpu()
     for epoch in range(config.ppo_epochs):
         perm = torch.randperm(n, generator=order)
         for m in range(minibatches):
             mb = perm[m * minibatch : (m + 1) * minibatch]
+            mb = mb[lengths[mb].argsort(descending=True, stable=True)]  # similar lengths share a micro-batch: less padding
             chunks = [mb[s : s + micro] for s in range(0, len(mb), micro)]
             if train_policy:
                 step = (it * config.ppo_epochs + epoch) * minibatches + m
