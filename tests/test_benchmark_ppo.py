@@ -1,0 +1,32 @@
+"""benchmarks/ppo.py on tiny-random: each case runs in its own process with its own settings, and the
+table and JSON carry every phase (the embedded-model run is the benchmark; this keeps it from rotting)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_cases_run_side_by_side_and_report_each_phase(tmp_path):
+    out = tmp_path / "ppo.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ppo.py"), "--model", "tiny-random",
+                           "--iterations", "1", "--max-new-tokens", "4", "--out", str(out),
+                           "--cases", "plain:;recomputed:rollout_logprobs=false,ppo_epochs=1"],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["case"] for r in rows] == ["plain", "recomputed"]
+    assert rows[1]["overrides"] == {"rollout_logprobs": "false", "ppo_epochs": "1"}
+    for r in rows:
+        assert all(r[k] > 0 for k in ("generate_s", "score_s", "evaluate_s", "train_s")) and r["peak_mib"] > 100
+    assert "| plain | working tree | defaults |" in done.stdout and "1.00×" in done.stdout
+
+
+def test_an_unknown_setting_fails_the_case_by_name(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ppo.py"), "--model", "tiny-random",
+                           "--iterations", "1", "--max-new-tokens", "2", "--out", str(tmp_path / "x.json"),
+                           "--cases", "bad:no_such_field=1"], capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0 and "no field 'no_such_field'" in done.stderr
