@@ -62,6 +62,7 @@ class Settings:
     device: str = "cpu"
     seed: int = 0
     lora: bool = True
+    bf16_base: bool = False  # PPO: frozen bases in bfloat16 under float32 adapters (`train ppo --bf16-base`)
     # reward and gap-reward models
     pairs_train: int = 120
     pairs_eval: int = 40
@@ -436,7 +437,7 @@ def check_ppo(s: Settings, work: Path, reward_fn: Callable | None = None, prompt
                        iterations=s.ppo_iterations, batch_size=s.ppo_batch, minibatch_size=max(1, s.ppo_batch // 2),
                        micro_batch_size=max(1, s.ppo_batch // 4), max_new_tokens=s.ppo_max_new_tokens,
                        temperature=s.ppo_temperature, learning_rate=s.ppo_lr, value_learning_rate=s.ppo_lr, warmup_iterations=1,
-                       advantage=s.ppo_advantage, rloo_k=s.ppo_rloo_k, beta=s.ppo_beta,
+                       advantage=s.ppo_advantage, rloo_k=s.ppo_rloo_k, beta=s.ppo_beta, bf16_base=s.bf16_base,
                        save_every=s.ppo_iterations, seed=s.seed)
     start, cpu = time.perf_counter(), time.process_time()
     run_ppo(config, load_ppo_models(config, s.device), prompts, reward_fn, lambda r: as_chat(r["prompt"]), work / "run")

@@ -1,6 +1,8 @@
 """Training throughput on this CPU for the critic's SFT: today's float32 against the vocabulary
 projection on the completion only (``+sliced``), a bfloat16 frozen base under float32 LoRA adapters
-(``bf16-base``) and bfloat16 autocast; one padded batch against micro-batches of 1.
+(``bf16-base``) and bfloat16 autocast; one padded batch against micro-batches of 1. ``loss_vs_first``
+is the mean per-step training-loss difference against the first case, with its standard error
+(the same examples in the same order in every case, so the pairs isolate the mode).
 
 Each case is a fresh process that trains a LoRA critic (the `redline train critic` defaults) on the
 shipped simulated feedback for a few optimiser steps, and reports tokens per second (tokens the
@@ -44,6 +46,7 @@ config = CriticConfig(data=sys.argv[7], limit=steps * batch * accum, max_steps=s
                       save_steps=10_000, seed=0)
 m = train_critic(config, out)
 m["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+m["losses"] = [r["loss"] for r in map(json.loads, open(out + "/train_log.jsonl")) if "loss" in r]
 print(json.dumps(m))
 """
 
@@ -64,7 +67,18 @@ def measure(case: str, args) -> dict:
         sys.exit(f"{case}: the trainer logged no token count")
     return {"case": case, "steps": m["steps"], "tokens": m["tokens"], "seconds": m["train_seconds"],
             "tokens_per_s": round(m["tokens"] / m["train_seconds"], 1), "first_loss": m["first_loss"],
-            "final_loss": m["final_loss"], "peak_rss_mb": round(m["peak_rss_mb"])}
+            "final_loss": m["final_loss"], "peak_rss_mb": round(m["peak_rss_mb"]), "losses": m["losses"]}
+
+
+def paired_loss_difference(losses: list[float], base: list[float]) -> tuple[float, float]:
+    """Mean and standard error of the per-step loss difference against the first case. Every case reads
+    the same examples in the same order (seed 0), so a step's difference is the mode's, not the data's."""
+    import statistics
+
+    diffs = [a - b for a, b in zip(losses, base)]
+    if len(diffs) < 2:
+        return (diffs[0] if diffs else 0.0), float("nan")
+    return statistics.fmean(diffs), statistics.stdev(diffs) / len(diffs) ** 0.5
 
 
 def main() -> None:
@@ -83,7 +97,10 @@ def main() -> None:
     base = rows[0]["tokens_per_s"]
     for row in rows:
         row["vs_first"] = round(row["tokens_per_s"] / base, 2)
-    cols = ["case", "steps", "tokens", "seconds", "tokens_per_s", "vs_first", "first_loss", "final_loss", "peak_rss_mb"]
+        mean, se = paired_loss_difference(row["losses"], rows[0]["losses"])
+        row["loss_vs_first"] = f"{mean:+.4f} ± {se:.4f}"
+    cols = ["case", "steps", "tokens", "seconds", "tokens_per_s", "vs_first", "first_loss", "final_loss",
+            "loss_vs_first", "peak_rss_mb"]
     print("| " + " | ".join(cols) + " |")
     print("|" + " --- |" * len(cols))
     for row in rows:
