@@ -69,6 +69,14 @@ def parse_case(text: str) -> tuple[str, str | None, dict[str, str]]:
     return name, ref or None, overrides
 
 
+def check_ref(ref: str) -> None:
+    """Refuse a case's GITREF that names no commit, before any case runs."""
+    done = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+                          capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"@{ref} names no commit of {ROOT} (a case is NAME[@GITREF]:[FIELD=VALUE,...])")
+
+
 def source_of(ref: str | None, work: Path) -> Path:
     """The src folder a case imports redline from: this checkout's, or commit ``ref`` unpacked into ``work``."""
     if ref is None:
@@ -91,6 +99,16 @@ def make_reward_run(work: Path, model: str) -> Path:
     return run
 
 
+def write(args, rows: list[dict]) -> None:
+    machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+               "load_average": os.getloadavg()}
+    settings = {"model": args.model, "iterations": args.iterations, "batch_size": 16, "max_new_tokens": args.max_new_tokens,
+                "threads": 1, "advantage": "gae", "value_warmup_iterations": 0, "prompts": args.prompts,
+                "cases": args.cases}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"machine": machine, "settings": settings, "rows": rows}, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", default="before@HEAD~1:;after:", help="NAME[@GITREF]:[FIELD=VALUE,...] cases, separated by ';'")
@@ -102,6 +120,9 @@ def main() -> None:
     args = parser.parse_args()
 
     cases = [parse_case(c) for c in args.cases.split(";") if c.strip()]
+    for _, ref, _ in cases:
+        if ref:
+            check_ref(ref)
     env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -124,13 +145,8 @@ def main() -> None:
                    "iterations": log}
             print(json.dumps({k: v for k, v in row.items() if k != "iterations"}), file=sys.stderr)
             rows.append(row)
+            write(args, rows)  # after each case: a failed later case keeps the earlier ones
     base = rows[0]["iteration_s"]
-    machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-               "load_average": os.getloadavg()}
-    settings = {"model": args.model, "iterations": args.iterations, "batch_size": 16, "max_new_tokens": args.max_new_tokens, "threads": 1,
-                "advantage": "gae", "value_warmup_iterations": 0, "prompts": args.prompts}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": machine, "settings": settings, "rows": rows}, indent=2) + "\n")
     print("| case | commit | settings | generate s | score s | evaluate s | train s | iteration s | vs first | "
           "peak MiB | reward, KL, policy loss (iteration 1) |")
     print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
