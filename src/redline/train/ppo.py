@@ -28,8 +28,12 @@ tell a weak reward model from a weak PPO); PIT passes a reward-gap function and 
    ``build_prompt``, sampled from the *current* policy through redline's transformers engine
    wrapped around the live model.
 2. ``score``: ``reward_fn`` scores each whole response.
-3. ``evaluate``, without gradients: log π_old and the entropy from the policy, log π_SFT from the
-   reference (the policy with its LoRA adapter off, or a frozen copy), V_old from the value model.
+3. ``evaluate``, without gradients: log π_SFT from the reference (the policy with its LoRA adapter
+   off, or a frozen copy), V_old from the value model; log π_old and the entropy as the sampler
+   recorded them in step 1 (``--rollout-logprobs``, the default: the same weights at the same
+   temperature, equal to float tolerance in float32) or from a policy pass
+   (``--no-rollout-logprobs``). Micro-batches group similar lengths and drop the columns that are
+   padding in all their rows (``trim``).
 4. ``advantages``: −β·k1 per token plus the score on the last token; then GAE over the tokens
    (``--advantage gae``) or REINFORCE leave-one-out over each prompt's K episodes (``rloo``: each
    episode's baseline is the mean KL-penalised reward of the prompt's other K − 1, no value model);
@@ -87,6 +91,9 @@ Deviations from the paper (each setting is a flag; the paper's value is in its h
  14. ``--advantage rloo`` is not in the paper: REINFORCE leave-one-out (Ahmadian et al. 2024,
      arXiv 2402.14740) with the PPO clip, K = ``--rloo-k`` samples per prompt, whitened over the
      episodes; no value model is trained, so a weak value head cannot be the limit.
+ 15. ``--bf16-base`` (off by default) holds the frozen base weights of every model in bfloat16 under
+     float32 adapters and value head, for speed on CPUs with bfloat16 units and on GPUs; the
+     paper trained in its own precision, unstated (RESULTS "PPO iteration" has the cost and effect).
 
 What a run folder holds::
 
@@ -849,7 +856,8 @@ def rollout(config: RLSettings, engine, prompts: list[list[dict]], records: list
     query_ids, query_mask = _pad([engine.encode(p) for p in batch_prompts], pad, left=True)
     response_ids, response_mask = _pad([c.token_ids for c in completions], pad, left=False)
     logprobs = entropy = None
-    if config.rollout_logprobs:
+    # an engine that recorded no log-probabilities (another backend) leaves them to evaluate's forward pass
+    if config.rollout_logprobs and all(len(c.logprobs) == len(c.token_ids) for c in completions):
         logprobs, entropy = (_pad_floats([getattr(c, name) for c in completions], response_ids.shape[1]).to(dev)
                              for name in ("logprobs", "entropies"))
     return Samples(prompts=batch_prompts, records=[records[i] for i in chosen], texts=[c.text for c in completions],
