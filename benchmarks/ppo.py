@@ -139,7 +139,7 @@ def main() -> None:
             phases = {k: round(sum(r[k] for r in log) / len(log), 2) for k in PHASES}
             row = {"case": name, "commit": ref or "working tree", "overrides": overrides, **phases,
                    "iteration_s": round(sum(phases.values()), 1), **json.loads(child.stdout.strip().splitlines()[-1]),
-                   "tokens": round(sum(r["response_length"] for r in log) / len(log) * 16),
+                   "tokens": round(sum(r["response_length"] for r in log) / len(log) * log[0]["episodes"]),
                    "first_iteration": {k: log[0].get(k) for k in ("reward", "kl", "approx_kl", "policy_loss", "value_loss",
                                                                    "entropy", "clipfrac")},
                    "iterations": log}
@@ -155,7 +155,7 @@ def main() -> None:
         print(f"| {r['case']} | {r['commit']} | {', '.join(f'{k}={v}' for k, v in r['overrides'].items()) or 'defaults'} | "
               f"{r['generate_s']} | {r['score_s']} | {r['evaluate_s']} | {r['train_s']} | {r['iteration_s']} | "
               f"{base / r['iteration_s']:.2f}× | {r['peak_mib']} | "
-              f"{first['reward']:.3f}, {first['kl']:.4f}, {first['policy_loss']:.4f} |")
+              f"{', '.join('—' if first[k] is None else f'{first[k]:.4f}' for k in ('reward', 'kl', 'policy_loss'))} |")
 
 
 if __name__ == "__main__":

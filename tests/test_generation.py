@@ -367,3 +367,51 @@ def test_vllm_backend_refuses_logprobs_before_generating():
     engine = object.__new__(VLLMEngine)  # no vLLM here: the refusal comes before the engine is used
     with pytest.raises(RedlineError, match="transformers backend only"):
         engine.generate(["hi"], SamplingParams(logprobs=True), progress=False)
+
+
+def test_logprobs_follow_their_rows_when_rows_finish_apart_and_are_reused(engine):
+    """Rows that end at different steps are freed and refilled (more prompts than rows): each
+    completion's log-probabilities are still its own, as a forward pass gives them."""
+    import torch.nn.functional as F
+
+    prompts = [f"Tell me about item {i}" + " please" * i for i in range(7)]
+    first = engine.generate(prompts, SamplingParams(temperature=1.0, max_new_tokens=24, seed=4), progress=False)
+    # a sampled completion is the same in any batch: make token k_i of completion i an end-of-sequence id
+    ends = [c.token_ids[k] for c, k in zip(first, (9, 3, 14, 5, 20, 7, 11))]
+    params = SamplingParams(temperature=1.0, max_new_tokens=24, seed=4, logprobs=True)
+    with options(engine, max_batch=2, eos_ids=[*engine.eos_ids, *ends]):
+        out = engine.generate(prompts, params, progress=False)
+    assert len({c.completion_tokens for c in out}) > 4  # rows ended apart
+    for prompt, c in zip(prompts, out):
+        ids = torch.tensor([engine.encode(prompt) + c.token_ids])
+        with torch.no_grad():
+            logp = F.log_softmax(engine.model(input_ids=ids).logits[0, -len(c.token_ids) - 1 : -1].float(), dim=-1)
+        want = logp.gather(1, torch.tensor(c.token_ids)[:, None]).squeeze(1)
+        assert torch.allclose(torch.tensor(c.logprobs), want, atol=1e-4)
+
+
+def test_no_repeat_ngram_reads_each_admitted_row_own_tokens(engine):
+    """With more prompts than rows, a row admitted into a freed slot bans only its own n-grams: each
+    completion is what the prompt gives alone."""
+    prompts = [f"Repeat after me {i}" + " again" * i for i in range(6)]
+    params = SamplingParams(temperature=1.0, max_new_tokens=20, no_repeat_ngram=2, seed=7)
+    first = engine.generate(prompts, params, progress=False)
+    ends = [c.token_ids[k] for c, k in zip(first, (15, 4, 12, 6, 18, 9))]  # rows end apart, slots are reused
+    with options(engine, eos_ids=[*engine.eos_ids, *ends]):
+        alone = [engine.generate([p], params, seeds=[7 + i], progress=False)[0].token_ids for i, p in enumerate(prompts)]
+        with options(engine, max_batch=2):
+            together = [c.token_ids for c in engine.generate(prompts, params, progress=False)]
+    assert len({len(t) for t in together}) > 3 and together == alone
+
+
+def test_ban_repeats_reads_the_cache_row_it_is_given(engine):
+    """A row admitted into slot 3 is judged by slot 3's tokens, not by slot 0's (position in the admitted list)."""
+    from redline.generation.transformers_engine import _DecodeBatch, _Item
+
+    batch = _DecodeBatch(engine, rows_cap=4, width=64, max_new=8)
+    batch.out_tokens[0, :4] = torch.tensor([5, 6, 5, 6])  # slot 0: "5 6" then "5": banning would hit 6
+    batch.n_gen[0] = 3
+    item = _Item(0, [1], 0, SamplingParams(no_repeat_ngram=2), 8)
+    logits = torch.zeros(1, engine.model.config.vocab_size)
+    assert torch.isinf(batch._ban_repeats(logits.clone(), [item], torch.tensor([0]))[0, 6])
+    assert not torch.isinf(batch._ban_repeats(logits.clone(), [item], torch.tensor([3]))).any()  # slot 3 is new

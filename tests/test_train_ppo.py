@@ -370,37 +370,41 @@ def test_rollout_select_drops_the_columns_that_are_padding_in_every_chosen_row()
 UNEVEN = [{"prompt": "Write about topic " + "and more " * i + "now.", "id": str(i)} for i in range(8)]
 
 
-def _evaluation(cfg, models):
-    """One rollout of UNEVEN (prompts of 8 lengths) and its evaluation (step 3) under ``cfg``."""
+def test_rollout_logprobs_and_trimmed_micro_batches_evaluate_as_one_untrimmed_forward_pass(rm_run):
+    """π_old and the entropy from the sampler (the default, float32) equal the policy's forward pass;
+    reference log-probabilities and values from trimmed, length-sorted micro-batches equal the
+    full-width batch's, put back in the episodes' order."""
+    from dataclasses import replace
+
     from redline.generation.transformers_engine import TransformersEngine
     from redline.train.ppo import _prepare, evaluate, rollout
 
-    learner = _prepare(cfg, models, [], None)
-    engine = TransformersEngine(learner.policy, models.tokenizer, max_batch=cfg.batch_size, exact=False)
-    samples = rollout(cfg, engine, [as_chat(r["prompt"]) for r in UNEVEN], UNEVEN, 0, learner.accelerator)
-    return samples, evaluate(cfg, learner, samples)
-
-
-def test_rollout_logprobs_and_trimmed_micro_batches_evaluate_as_one_untrimmed_forward_pass(rm_run):
-    """π_old and the entropy from the sampler (the default) equal the policy's forward pass; reference
-    log-probabilities and values from trimmed, length-sorted micro-batches equal the full-width batch."""
     cfg = config(rm_run, batch_size=8, micro_batch_size=3, max_new_tokens=12, temperature=0.9)
     models = load_ppo_models(cfg, "cpu")
     with torch.no_grad():  # the adapter starts at zero: make the policy differ from its reference
         for name, p in trainable(models.policy).items():
             if "lora_B" in name:
                 p.normal_(0, 0.05)
-    samples, fast = _evaluation(cfg, models)
-    assert samples.logprobs is not None and len(set(samples.query_mask.sum(1).tolist())) > 1  # padding to trim
-    _, slow = _evaluation(config(rm_run, batch_size=8, micro_batch_size=8, max_new_tokens=12, temperature=0.9,
-                                 rollout_logprobs=False), models)
+    learner = _prepare(cfg, models, [], None)
+    engine = TransformersEngine(learner.policy, models.tokenizer, max_batch=8, exact=False)
+    samples = rollout(cfg, engine, [as_chat(r["prompt"]) for r in UNEVEN], UNEVEN, 0, learner.accelerator)
+    assert samples.logprobs is not None and samples.response_ids.shape[1] == 12
+    # tiny-random never ends early: end the responses at 8 lengths, in no sorted order
+    for i, n in enumerate([9, 12, 5, 7, 12, 6, 10, 8]):
+        samples.response_mask[i, n:] = 0
+        samples.response_ids[i, n:] = models.tokenizer.pad_token_id
+        samples.logprobs[i, n:] = samples.entropy[i, n:] = 0
+    fast = evaluate(cfg, learner, samples)
+    slow = evaluate(replace(cfg, micro_batch_size=8), learner, replace(samples, logprobs=None, entropy=None))
     mask = samples.response_mask.bool()
     for name in ("logprobs", "entropy", "ref_logprobs", "values"):
         a, b = getattr(fast, name), getattr(slow, name)
         assert a.shape == b.shape == mask.shape
         assert torch.allclose(a[mask], b[mask], atol=1e-4), name
     assert (fast.ref_logprobs[mask] != fast.logprobs[mask]).any()  # the test can tell policy from reference
-    assert float(fast.logprobs[~mask].abs().sum()) == 0.0  # nothing past a response's end
+    assert float(fast.logprobs[~mask].abs().sum()) == 0.0 and float(fast.ref_logprobs[~mask].abs().sum()) == 0.0
+    bf16 = replace(cfg, bf16_base=True)
+    assert cfg.sampler_logprobs() and not bf16.sampler_logprobs()  # bfloat16's two paths differ: recomputed
 
 
 def test_bf16_base_trains_float32_adapters_and_value_head_over_bfloat16_weights(rm_run, tmp_path):
@@ -414,5 +418,5 @@ def test_bf16_base_trains_float32_adapters_and_value_head_over_bfloat16_weights(
     run_ppo(cfg, models, PROMPTS, count_e, lambda r: as_chat(r["prompt"]), tmp_path / "run")
     assert any(not torch.equal(before[n], p) for n, p in trainable(models.policy).items())  # it learned
     row = log(tmp_path / "run")[0]
-    assert row["kl"] is not None and abs(row["approx_kl"]) < 1.0
+    assert row["kl"] == 0  # π_old from the forward pass under bfloat16: the identity adapter gives KL 0 exactly
     assert json.loads((tmp_path / "run" / "train_config.json").read_text())["bf16_base"] is True

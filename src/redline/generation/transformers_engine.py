@@ -595,7 +595,8 @@ class _DecodeBatch:
             self.uniforms[n + i, : item.max_new] = uniform_stream(item.seed, item.max_new)
             self.limit[n + i] = item.max_new
             self.row_item[n + i] = item
-        first = self._sample(logits, [item for item, _ in admitted], self.uniforms[rows_new, 0]).cpu()
+        self.n_gen[rows_new] = 0  # a freed row keeps its last occupant's count until now
+        first = self._sample(logits, [item for item, _ in admitted], self.uniforms[rows_new, 0], rows_new).cpu()
         self._record(rows_new, logits, first, [item for item, _ in admitted])
         self.out_tokens[rows_new, 0] = first
         self.n_gen[rows_new] = 1
@@ -620,7 +621,7 @@ class _DecodeBatch:
         logits = engine._forward(cache, self.last[:rows, None], pos[:rows, None], mask)[:n]
         # Step 4: sample with each row's own uniforms.
         step_u = self.uniforms[:n].gather(1, self.n_gen[:n, None]).squeeze(1)
-        nxt = self._sample(logits, self.row_item[:n], step_u).cpu()
+        nxt = self._sample(logits, self.row_item[:n], step_u, torch.arange(n)).cpu()
         self._record(torch.arange(n), logits, nxt, self.row_item[:n])
         self.out_tokens[torch.arange(n), self.n_gen[:n]] = nxt
         self.n_gen[:n] += 1
@@ -645,24 +646,27 @@ class _DecodeBatch:
                 done |= {b for b, t in zip(with_stop, texts) if cut_at_stop(t, self.row_item[b].params.stop)[1]}
         return sorted(done)
 
-    def _ban_repeats(self, logits: torch.Tensor, items: list[_Item]) -> torch.Tensor:
+    def _ban_repeats(self, logits: torch.Tensor, items: list[_Item], rows: torch.Tensor) -> torch.Tensor:
         """``SamplingParams.no_repeat_ngram``: in each row that sets it, the tokens that would complete
-        an n-gram already in that row's completion get -inf (row by row: batch independence holds)."""
+        an n-gram already in that row's completion get -inf (row by row: batch independence holds).
+        ``logits[b]`` and ``items[b]`` belong to cache row ``rows[b]`` (admitted rows start at n)."""
         for b, item in enumerate(items):
-            n, g = item.params.no_repeat_ngram, int(self.n_gen[b])
+            row = int(rows[b])
+            n, g = item.params.no_repeat_ngram, int(self.n_gen[row])
             if not n or g < n:
                 continue
-            done = self.out_tokens[b, :g]
+            done = self.out_tokens[row, :g]
             grams = done.unfold(0, n, 1)  # (g - n + 1, n)
             seen = (grams[:, :-1] == done[g - n + 1 :]).all(dim=1)
             if seen.any():
                 logits[b, grams[seen, -1].to(logits.device)] = float("-inf")
         return logits
 
-    def _sample(self, logits: torch.Tensor, items: list[_Item], uniforms: torch.Tensor) -> torch.Tensor:
-        """Next token ids for rows whose items may differ in temperature and top_p: one call per setting."""
+    def _sample(self, logits: torch.Tensor, items: list[_Item], uniforms: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Next token ids for rows whose items may differ in temperature and top_p: one call per setting.
+        ``rows``: the cache row of each logits row."""
         if any(it.params.no_repeat_ngram for it in items):
-            logits = self._ban_repeats(logits, items)
+            logits = self._ban_repeats(logits, items, rows)
         settings = [(it.params.temperature, it.params.top_p) for it in items]
         uniforms = uniforms.to(self.dev)
         if len(set(settings)) == 1:

@@ -66,7 +66,8 @@ class CriticConfig(SFTSettings):
 
 def select_records(records: list[Feedback], limit: int | None, unchanged_share: float | None, source: str) -> list[Feedback]:
     """Step 1's selection: ``limit`` records spread over prompts; with ``unchanged_share`` S, round(S × N)
-    of them are records whose revision equals the response and the rest are records with an edit, each
+    of them are records whose revision equals the response and the rest are the others (an edit, or a
+    critique-only record), each
     part spread over prompts on its own (the shipped world holds 15% unchanged records, and a critic
     trained on that share invents faults in good answers: RESULTS "Critic")."""
     from redline.records import spread_over_prompts

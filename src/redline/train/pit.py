@@ -127,7 +127,8 @@ class PITConfig(RLSettings):
         from redline.train.sft import SFTSettings
 
         return SFTSettings(model=self.policy, lora=self.lora, lora_r=self.lora_r, lora_alpha=self.lora_alpha,
-                           dtype=self.dtype, device=self.device, learning_rate=self.sft_learning_rate,
+                           dtype=self.dtype, bf16_base=self.bf16_base, device=self.device,
+                           learning_rate=self.sft_learning_rate,
                            epochs=self.epochs, max_steps=self.max_steps, batch_size=1, grad_accum=self.sft_batch_size,
                            max_length=self.sft_max_length, seed=self.seed, logging_steps=self.logging_steps,
                            save_steps=self.save_steps)

@@ -30,9 +30,9 @@ tell a weak reward model from a weak PPO); PIT passes a reward-gap function and 
 2. ``score``: ``reward_fn`` scores each whole response.
 3. ``evaluate``, without gradients: log π_SFT from the reference (the policy with its LoRA adapter
    off, or a frozen copy), V_old from the value model; log π_old and the entropy as the sampler
-   recorded them in step 1 (``--rollout-logprobs``, the default: the same weights at the same
-   temperature, equal to float tolerance in float32) or from a policy pass
-   (``--no-rollout-logprobs``). Micro-batches group similar lengths and drop the columns that are
+   recorded them in step 1 (``--rollout-logprobs``, the default, with float32 weights: the same
+   weights at the same temperature, equal to ~1e-6) or from a policy pass (bfloat16 weights, whose
+   two paths differ by ~3e-3 a token, and ``--no-rollout-logprobs``). Micro-batches group similar lengths and drop the columns that are
    padding in all their rows (``trim``).
 4. ``advantages``: −β·k1 per token plus the score on the last token; then GAE over the tokens
    (``--advantage gae``) or REINFORCE leave-one-out over each prompt's K episodes (``rloo``: each
@@ -186,8 +186,9 @@ class RLSettings:
         "help": "GAE λ (the paper: not stated; 1 is its no-discount reading; 0.95 starved early tokens of the score)"})
     whiten_advantages: bool = field(default=True, metadata={"help": "scale advantages to mean 0, variance 1"})
     rollout_logprobs: bool = field(default=True, metadata={
-        "help": "log π_old and the entropy from the sampler's own logits (the same weights, equal to float "
-                "tolerance) instead of a second forward pass; --no-rollout-logprobs recomputes them"})
+        "help": "with float32 weights, log π_old and the entropy from the sampler's own logits (equal to a forward "
+                "pass to ~1e-6) instead of a second forward pass; under bfloat16 weights, whose sampler and forward "
+                "pass differ by ~3e-3 a token, and with --no-rollout-logprobs, the forward pass computes them"})
     # --- PPO
     ppo_epochs: int = field(default=2, metadata={"help": "passes over each iteration's episodes (the paper: 1)"})
     minibatch_size: int = field(default=4, metadata={"help": "episodes per optimizer step, all processes together (the paper: 64 of 512)"})
@@ -209,6 +210,12 @@ class RLSettings:
     report_to: str = field(default="none", metadata={"result": False, "help": "none, tensorboard or wandb (through accelerate's trackers)"})
     push_to_hub: str | None = field(default=None, metadata={"result": False, "help":
         "publish the final policy (less checkpoints) to this hub repo id, or copy it to a local folder"})
+
+    def sampler_logprobs(self) -> bool:
+        """Whether π_old comes from the sampler (``rollout_logprobs``): only where its numbers are the forward
+        pass's to float32 tolerance. In bfloat16 the two paths differ by ~3e-3 nats a token, so the first
+        iteration's KL would not be 0 and the first update's ratio not 1."""
+        return self.rollout_logprobs and self.base_dtype() == "float32"
 
     def base_dtype(self) -> str:
         """The dtype every model's base weights load in: bfloat16 under LoRA with ``bf16_base``, else ``dtype``."""
@@ -850,14 +857,14 @@ def rollout(config: RLSettings, engine, prompts: list[list[dict]], records: list
     seeds = [first_seed + p * group + k for p in mine for k in range(group)]
     batch_prompts = [prompts[i] for i in chosen]
     params = SamplingParams(temperature=config.temperature, top_p=config.top_p, max_new_tokens=config.max_new_tokens,
-                            seed=first_seed, logprobs=config.rollout_logprobs)
+                            seed=first_seed, logprobs=config.sampler_logprobs())
     completions = engine.generate(batch_prompts, params, seeds=seeds, progress=False)
     pad, dev = engine.tokenizer.pad_token_id, accelerator.device
     query_ids, query_mask = _pad([engine.encode(p) for p in batch_prompts], pad, left=True)
     response_ids, response_mask = _pad([c.token_ids for c in completions], pad, left=False)
     logprobs = entropy = None
     # an engine that recorded no log-probabilities (another backend) leaves them to evaluate's forward pass
-    if config.rollout_logprobs and all(len(c.logprobs) == len(c.token_ids) for c in completions):
+    if config.sampler_logprobs() and all(len(c.logprobs) == len(c.token_ids) for c in completions):
         logprobs, entropy = (_pad_floats([getattr(c, name) for c in completions], response_ids.shape[1]).to(dev)
                              for name in ("logprobs", "entropies"))
     return Samples(prompts=batch_prompts, records=[records[i] for i in chosen], texts=[c.text for c in completions],
@@ -922,14 +929,15 @@ def evaluate(config: RLSettings, learner: Learner, samples: Samples) -> Evaluati
             if learner.values_model is not None:
                 parts["values"].append(learner.values_model(*_sequence(q, qm, r, rm_), n_last=a))
 
-    def whole(name):  # micro-batches back to (B, A) in the episodes' order
+    mask = samples.response_mask.to(torch.float32)
+
+    def whole(name):  # micro-batches back to (B, A) in the episodes' order, 0 past each response's end
         if not parts[name]:
             return None
         out = torch.empty((n, width), dtype=torch.float32, device=samples.response_ids.device)
         out[order] = torch.cat([F.pad(t.float(), (0, width - t.shape[1])) for t in parts[name]])
-        return out
+        return out * mask
 
-    mask = samples.response_mask.to(torch.float32)
     logprobs = whole("logprobs") if own else samples.logprobs * mask
     entropy = whole("entropy") if own else samples.entropy * mask
     return Evaluation(logprobs=logprobs, ref_logprobs=whole("ref_logprobs"), entropy=entropy, values=whole("values"))
@@ -974,12 +982,10 @@ def update(config: RLSettings, learner: Learner, rollout: Rollout, it: int, ptx_
     n_ptx = max(1, round(ptx_ratio * minibatch)) if ptx_ids and train_policy else 0
     minibatches = math.ceil(n / minibatch)
     order = torch.Generator().manual_seed(config.seed * 1_000_003 + it)
-    lengths = rollout.response_mask.sum(dim=1).cpu()
     for epoch in range(config.ppo_epochs):
         perm = torch.randperm(n, generator=order)
         for m in range(minibatches):
             mb = perm[m * minibatch : (m + 1) * minibatch]
-            mb = mb[lengths[mb].argsort(descending=True, stable=True)]  # similar lengths share a micro-batch: less padding
             chunks = [mb[s : s + micro] for s in range(0, len(mb), micro)]
             if train_policy:
                 step = (it * config.ppo_epochs + epoch) * minibatches + m
