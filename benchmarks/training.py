@@ -12,8 +12,8 @@ mode that learns worse shows.
     python benchmarks/training.py --steps 6 --out benchmarks/results/training.json
 
 A case is MODE:BATCHxACCUM, e.g. ``bf16-base+sliced:1x4`` (4 sequences per optimiser step either
-way). MODE is ``fp32`` (float32 weights), ``bf16-autocast`` (float32 weights, bfloat16 autocast) or
-``bf16-base``, with ``+sliced`` for ``train_sft``'s completion-only projection; without it the case
+way). MODE is ``fp32`` (float32 weights), ``bf16-autocast`` (float32 weights, bfloat16 autocast),
+``bf16-base`` or ``bf16-base-autocast`` (both: the float32 adapters' products in bfloat16 too), with ``+sliced`` for ``train_sft``'s completion-only projection; without it the case
 runs TRL's own loss, which on a CPU projects every position.
 """
 
@@ -42,7 +42,8 @@ if extra != "sliced":
 if threads:
     torch.set_num_threads(threads)
 config = CriticConfig(data=sys.argv[7], limit=steps * batch * accum, max_steps=steps, batch_size=batch, grad_accum=accum,
-                      bf16=precision == "bf16-autocast", bf16_base=precision == "bf16-base", logging_steps=1,
+                      bf16=precision in ("bf16-autocast", "bf16-base-autocast"),
+                      bf16_base=precision in ("bf16-base", "bf16-base-autocast"), logging_steps=1,
                       save_steps=10_000, seed=0)
 m = train_critic(config, out)
 m["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
