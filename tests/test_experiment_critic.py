@@ -86,3 +86,24 @@ def test_good_answers_come_from_the_sets_fixed_file_or_an_annotator(data, tmp_pa
     assert all(r.source == "annotator-fixed" for r in fixed_here)
     rows = lambda records: [r.to_dict() for r in records]  # noqa: E731
     assert _mean_quality(rows(fixed_here)) >= 0.95 > _mean_quality(rows(test))
+
+
+def test_unchanged_share_reaches_every_size_s_training_records(data, tmp_path, monkeypatch):
+    """`--unchanged-share` is a CriticConfig field, so the experiment takes it: each size's critic trains on
+    records of which that share have nothing to fix."""
+    import redline.train.critic as critic
+
+    seen = {}
+
+    def fake_train(config, out, records=None):
+        seen[config.limit] = sum(r.revision is not None and r.revision.strip() == r.response.strip() for r in records)
+        raise RedlineError("stop after the selection")
+
+    monkeypatch.setattr(critic, "train_critic", fake_train)
+    unchanged = sum(json.loads(line)["revision"] == json.loads(line)["response"]
+                    for line in (data / "feedback.jsonl").read_text().splitlines())
+    assert unchanged >= 2  # the template world has answers with nothing to fix
+    with pytest.raises(RedlineError, match="stop after the selection"):
+        main(["--debug", "experiment", "critic", "--data", str(data), "--model", "tiny-random", "--sizes", "4",
+              "--unchanged-share", "0.5", "--out", str(tmp_path / "exp")])
+    assert seen == {4: 2}

@@ -164,8 +164,8 @@ def run_critic_experiment(config: CriticExperimentConfig, out: str | Path) -> di
     from redline.evaluate import EvaluateConfig, evaluate_iterations
     from redline.improve.revise import ReviseConfig, revise
     from redline.judges import parse_judge
-    from redline.records import read_records, spread_over_prompts
-    from redline.train.critic import train_critic
+    from redline.records import read_records
+    from redline.train.critic import select_records, train_critic
 
     out = Path(out)
     data = Path(config.data)
@@ -210,7 +210,7 @@ def run_critic_experiment(config: CriticExperimentConfig, out: str | Path) -> di
         if not (critic_dir / "redline.json").exists():
             print(f"redline: training a critic on {size} records", file=sys.stderr)
             train_critic(replace(config, data=str(feedback_path), limit=size), critic_dir,
-                         records=spread_over_prompts(feedback, size))
+                         records=select_records(feedback, size, config.unchanged_share, str(feedback_path)))
         engine = None
         results["sizes"][size] = {}
         for name, responses in sets.items():
