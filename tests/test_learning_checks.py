@@ -213,7 +213,11 @@ def test_ppo_climbs_a_planted_reward_and_not_noise(tmp_path, advantage):
     from redline.models import load_tokenizer
 
     prompts = [{"id": str(i), "prompt": f"Say something about {w}."} for i, w in enumerate(WORDS)]
-    s = replace(tiny(tmp_path), ppo_advantage=advantage)
+    # β 0.005, not 0.02: at the check's rollout temperature 0.1 the per-token log-ratios are tempered
+    # ×10, and at 0.02 the KL penalty swamped the planted score in [0, 1] (GAE peaked at 0.76 and fell
+    # back to 0.27 in 6 iterations, and which run collapsed turned on float-level differences); at
+    # 0.005 both estimators climb with either source of log π_old, the penalty still in the reward.
+    s = replace(tiny(tmp_path), ppo_advantage=advantage, ppo_beta=0.005)
     learnt = lc.check_ppo(s, tmp_path / "a", reward_fn=planted_reward(load_tokenizer("tiny-random")), prompts=prompts,
                           name="ppo-planted")
     assert learnt["passed"] and learnt["details"]["advantage"] == advantage, learnt
