@@ -28,6 +28,9 @@ Deviations from the paper:
      critique that says so: NOTHING_TO_FIX is appended where the critique does not already say it
      in words ``finds_nothing_to_fix`` reads, so that ``revise --apply when-critiqued`` can tell.
   5. The per-token critique weight is ours (the paper: plain SFT loss).
+  6. ``--unchanged-share`` is ours: the share of records whose answer needed nothing (the paper's data
+     had no such control). At 0.4 the embedded critic stopped harming good answers and stopped helping
+     (RESULTS "Critic": its "nothing to fix" is a prior, not a judgement, at this size).
 """
 
 from __future__ import annotations
