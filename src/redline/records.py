@@ -268,6 +268,11 @@ class Feedback(Record):
     def critique_only(self) -> bool:
         return self.revision is None
 
+    @property
+    def unchanged(self) -> bool:
+        """The annotator found nothing to fix: the revision is the response (whitespace aside)."""
+        return self.revision is not None and " ".join(self.revision.split()) == " ".join(self.response.split())
+
     @classmethod
     def _parse(cls, obj):
         revision = obj.get("revision")

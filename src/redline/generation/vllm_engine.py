@@ -141,14 +141,12 @@ class VLLMEngine:
         seeds: list[int] | None = None,
         progress: bool = True,
     ) -> list[Completion]:
-        if params.no_repeat_ngram:
-            from redline import RedlineError
+        from redline import RedlineError
 
+        if params.no_repeat_ngram:
             raise RedlineError("no_repeat_ngram (--no-repeat-ngram) is implemented by the transformers backend only; "
                                "vLLM's sampling has no such setting: use --backend transformers or leave it at 0")
         if params.logprobs:
-            from redline import RedlineError
-
             raise RedlineError("SamplingParams.logprobs (token log-probabilities and entropies for PPO) is implemented by "
                                "the transformers backend only")
         start = time.perf_counter()

@@ -79,8 +79,8 @@ def select_records(records: list[Feedback], limit: int | None, unchanged_share: 
         return spread_over_prompts(records, limit, f"{source} (--limit)")
     if limit is None:
         raise RedlineError("--unchanged-share needs --limit (the share is of the N records chosen)")
-    unchanged = [r for r in records if r.revision is not None and r.revision.strip() == r.response.strip()]
-    edited = [r for r in records if not (r.revision is not None and r.revision.strip() == r.response.strip())]
+    unchanged = [r for r in records if r.unchanged]
+    edited = [r for r in records if not r.unchanged]
     n_unchanged = round(unchanged_share * limit)
     chosen = (spread_over_prompts(unchanged, n_unchanged, f"{source} (records with nothing to fix, --unchanged-share)")
               + spread_over_prompts(edited, limit - n_unchanged, f"{source} (records with an edit, --unchanged-share)"))
@@ -101,8 +101,7 @@ def critic_examples(records: list[Feedback]) -> list[dict]:
 
 def critique_of(r: Feedback) -> str:
     """The critique to learn: an unchanged revision's critique says that nothing needs to change."""
-    unchanged = r.revision is not None and " ".join(r.revision.split()) == " ".join(r.response.split())
-    if unchanged and not finds_nothing_to_fix(r.critique):
+    if r.unchanged and not finds_nothing_to_fix(r.critique):
         return f"{r.critique.strip()} {NOTHING_TO_FIX}"
     return r.critique
 

@@ -607,15 +607,18 @@ def _token_values_class():
 # ----------------------------------------------------------------------------- forward passes
 
 
-def _pad(rows: list[list[int]], pad_id: int, left: bool):
+def _pad(rows: list[list[int]] | list[list[float]], pad_id: int, left: bool, dtype=None):
+    """(values, mask), each (B, longest row): ``rows`` padded with ``pad_id`` on the left or the right;
+    ``dtype`` defaults to token ids (long)."""
     import torch
 
+    dtype = dtype or torch.long
     width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    ids = torch.full((len(rows), width), pad_id, dtype=dtype)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
         sl = slice(width - len(r), width) if left else slice(0, len(r))
-        ids[i, sl] = torch.tensor(r, dtype=torch.long)
+        ids[i, sl] = torch.tensor(r, dtype=dtype)
         mask[i, sl] = 1
     return ids, mask
 
@@ -856,16 +859,19 @@ def rollout(config: RLSettings, engine, prompts: list[list[dict]], records: list
     first_seed = (config.seed * 1_000_003 + it) * config.batch_size
     seeds = [first_seed + p * group + k for p in mine for k in range(group)]
     batch_prompts = [prompts[i] for i in chosen]
+    sampler_logprobs = config.sampler_logprobs()
     params = SamplingParams(temperature=config.temperature, top_p=config.top_p, max_new_tokens=config.max_new_tokens,
-                            seed=first_seed, logprobs=config.sampler_logprobs())
+                            seed=first_seed, logprobs=sampler_logprobs)
     completions = engine.generate(batch_prompts, params, seeds=seeds, progress=False)
     pad, dev = engine.tokenizer.pad_token_id, accelerator.device
     query_ids, query_mask = _pad([engine.encode(p) for p in batch_prompts], pad, left=True)
     response_ids, response_mask = _pad([c.token_ids for c in completions], pad, left=False)
     logprobs = entropy = None
     # an engine that recorded no log-probabilities (another backend) leaves them to evaluate's forward pass
-    if config.sampler_logprobs() and all(len(c.logprobs) == len(c.token_ids) for c in completions):
-        logprobs, entropy = (_pad_floats([getattr(c, name) for c in completions], response_ids.shape[1]).to(dev)
+    if sampler_logprobs and all(len(c.logprobs) == len(c.token_ids) for c in completions):
+        import torch  # the same lengths as the token ids: the same (B, A), 0 past each response's end
+
+        logprobs, entropy = (_pad([getattr(c, name) for c in completions], 0.0, left=False, dtype=torch.float32)[0].to(dev)
                              for name in ("logprobs", "entropies"))
     return Samples(prompts=batch_prompts, records=[records[i] for i in chosen], texts=[c.text for c in completions],
                    tokens=[c.completion_tokens for c in completions],
@@ -874,15 +880,6 @@ def rollout(config: RLSettings, engine, prompts: list[list[dict]], records: list
                    response_ids=response_ids.to(dev), response_mask=response_mask.to(dev), logprobs=logprobs,
                    entropy=entropy)
 
-
-def _pad_floats(rows: list[list[float]], width: int):
-    """(B, width) float32, each row's values then zeros."""
-    import torch
-
-    out = torch.zeros((len(rows), width), dtype=torch.float32)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = torch.tensor(r, dtype=torch.float32)
-    return out
 
 
 def score(reward_fn: RewardFn, samples: Samples, device) -> Any:
@@ -938,8 +935,8 @@ def evaluate(config: RLSettings, learner: Learner, samples: Samples) -> Evaluati
         out[order] = torch.cat([F.pad(t.float(), (0, width - t.shape[1])) for t in parts[name]])
         return out * mask
 
-    logprobs = whole("logprobs") if own else samples.logprobs * mask
-    entropy = whole("entropy") if own else samples.entropy * mask
+    logprobs = whole("logprobs") if own else samples.logprobs  # the sampler's are 0 past the end already
+    entropy = whole("entropy") if own else samples.entropy
     return Evaluation(logprobs=logprobs, ref_logprobs=whole("ref_logprobs"), entropy=entropy, values=whole("values"))
 
 
