@@ -24,6 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ppo_memory import make_reward_run  # benchmarks/ is this script's folder, first on sys.path
+
 ROOT = Path(__file__).resolve().parents[1]
 PHASES = ("generate_s", "score_s", "evaluate_s", "train_s")
 
@@ -89,16 +91,6 @@ def source_of(ref: str | None, work: Path) -> Path:
     return dest / "src"
 
 
-def make_reward_run(work: Path, model: str) -> Path:
-    """The policy's base with a fresh score head, saved as a reward run."""
-    run = work / "rm"
-    code = ("import sys; from redline.models import *; save_model(load_reward_model(sys.argv[2], device='cpu'), "
-            "load_tokenizer(sys.argv[2]), sys.argv[1], ModelCard(kind='reward', base_model=sys.argv[2]))")
-    subprocess.run([sys.executable, "-c", code, str(run), model], check=True, capture_output=True,
-                   env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
-    return run
-
-
 def write(args, rows: list[dict]) -> None:
     machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                "load_average": os.getloadavg()}
@@ -127,7 +119,8 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        rm = make_reward_run(work, args.model)
+        make_reward_run(args.model, work)  # the policy's base with a fresh score head, as ppo_memory.py makes it
+        rm = work / f"rm-{args.model}"
         for name, ref, overrides in cases:
             out = work / f"run-{name}"
             child = subprocess.run([sys.executable, "-c", CHILD, str(rm), args.prompts, str(out), str(args.iterations),
