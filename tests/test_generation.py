@@ -336,22 +336,26 @@ def test_no_repeat_ngram_below_two_is_refused():
         SamplingParams(no_repeat_ngram=1)
 
 
+def _forward_logprobs(engine, prompt, token_ids, temperature=1.0):
+    """log softmax(logits / temperature) at each completion position, from one forward pass of prompt + completion."""
+    import torch.nn.functional as F
+
+    ids = torch.tensor([engine.encode(prompt) + token_ids])
+    with torch.no_grad():
+        logits = engine.model(input_ids=ids).logits[0, -len(token_ids) - 1 : -1].float() / temperature
+    return F.log_softmax(logits, dim=-1)
+
+
 def test_logprobs_are_what_a_forward_pass_of_the_whole_sequence_gives(engine):
     """SamplingParams.logprobs: each token's log-probability at the row's temperature and the entropy, as
     one forward pass over prompt + completion computes them (PPO takes them as log π_old)."""
-    import torch.nn.functional as F
-
-    model = engine.model
     for exact, temperature in ((True, 0.7), (False, 1.3), (False, 0.0)):
         with options(engine, exact=exact):
             params = SamplingParams(temperature=temperature, max_new_tokens=10, seed=2, logprobs=True)
             out = engine.generate(PROMPTS, params, progress=False)
         for prompt, c in zip(PROMPTS, out):
             assert len(c.logprobs) == len(c.entropies) == len(c.token_ids) == c.completion_tokens > 0
-            ids = torch.tensor([engine.encode(prompt) + c.token_ids])
-            with torch.no_grad():
-                logits = model(input_ids=ids).logits[0, -len(c.token_ids) - 1 : -1].float() / (temperature or 1.0)
-            logp = F.log_softmax(logits, dim=-1)
+            logp = _forward_logprobs(engine, prompt, c.token_ids, temperature or 1.0)
             want = logp.gather(1, torch.tensor(c.token_ids)[:, None]).squeeze(1)
             assert torch.allclose(torch.tensor(c.logprobs), want, atol=1e-4)
             assert torch.allclose(torch.tensor(c.entropies), -(logp.exp() * logp).sum(-1), atol=1e-4)
@@ -372,8 +376,6 @@ def test_vllm_backend_refuses_logprobs_before_generating():
 def test_logprobs_follow_their_rows_when_rows_finish_apart_and_are_reused(engine):
     """Rows that end at different steps are freed and refilled (more prompts than rows): each
     completion's log-probabilities are still its own, as a forward pass gives them."""
-    import torch.nn.functional as F
-
     prompts = [f"Tell me about item {i}" + " please" * i for i in range(7)]
     first = engine.generate(prompts, SamplingParams(temperature=1.0, max_new_tokens=24, seed=4), progress=False)
     # a sampled completion is the same in any batch: make token k_i of completion i an end-of-sequence id
@@ -383,9 +385,7 @@ def test_logprobs_follow_their_rows_when_rows_finish_apart_and_are_reused(engine
         out = engine.generate(prompts, params, progress=False)
     assert len({c.completion_tokens for c in out}) > 4  # rows ended apart
     for prompt, c in zip(prompts, out):
-        ids = torch.tensor([engine.encode(prompt) + c.token_ids])
-        with torch.no_grad():
-            logp = F.log_softmax(engine.model(input_ids=ids).logits[0, -len(c.token_ids) - 1 : -1].float(), dim=-1)
+        logp = _forward_logprobs(engine, prompt, c.token_ids)
         want = logp.gather(1, torch.tensor(c.token_ids)[:, None]).squeeze(1)
         assert torch.allclose(torch.tensor(c.logprobs), want, atol=1e-4)
 
