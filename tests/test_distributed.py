@@ -38,6 +38,13 @@ def torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return launch([str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(free_port())], args, cwd)
 
 
+def result(done: subprocess.CompletedProcess) -> dict:
+    """The run's one result line: the main process prints it, the others' stdout is quiet."""
+    lines = [line for line in done.stdout.splitlines() if line.startswith('{"')]
+    assert len(lines) == 1, done.stdout
+    return json.loads(lines[0])
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("dist")
@@ -60,7 +67,7 @@ def test_sft_and_critic_steps_take_both_processes_examples(data):
     # 16 examples, 8 per process per step: two processes finish the epoch in 1 step, so step 2 is epoch 2.
     log = [json.loads(line) for line in (data / "sft" / "train_log.jsonl").read_text().splitlines()]
     assert log[-1]["epoch"] == 2.0, log
-    assert json.loads(done.stdout.splitlines()[-1])["steps"] == 2
+    assert result(done)["steps"] == 2
     torchrun(["train", "critic", "--model", "tiny-random", "--data", "feedback.jsonl", "--max-steps", "1", "--out", "critic"],
              data)
     assert (data / "critic" / "redline.json").is_file()
@@ -91,7 +98,7 @@ def test_reward_then_ppo_share_each_iteration_between_the_processes(data):
 def test_dpo_under_two_processes(data):
     done = torchrun(["train", "dpo", "--model", "tiny-random", "--data", "prefs.jsonl", "--max-steps", "1",
                      "--grad-accum", "1", "--max-length", "64", "--out", "dpo"], data)
-    assert json.loads(done.stdout.splitlines()[-1])["steps"] == 1
+    assert result(done)["steps"] == 1
     assert json.loads((data / "dpo" / "redline.json").read_text())["kind"] == "dpo"
 
 

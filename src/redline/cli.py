@@ -13,6 +13,7 @@ modules, imported inside each handler so ``redline --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -735,6 +736,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if os.environ.get("RANK", "0") != "0":  # under a launcher one result line, the main process's
+            with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+                return args.func(args) or 0
         return args.func(args) or 0
     except KeyboardInterrupt:
         _release(args)
