@@ -18,6 +18,11 @@ Workloads, ``--items`` each (64 by default):
   exactly the same number of tokens;
 - ``rollout``: a short question (~40 prompt tokens), up to 128 tokens out, EOS honoured as in a PPO
   rollout; each method counts the tokens it actually generated.
+- ``budgets``: ``redline revise``'s own case: responses of 3–24 sentences, each item's new tokens its
+  revision budget (``revision_budget`` with a 64-token critique: 1.5 × the response, rounded up to
+  128), EOS ignored. The engines only: ``engine``/``engine-bf16`` take one call with a cap per
+  prompt, ``engine-grouped``/``engine-bf16-grouped`` one call per distinct budget (revise before
+  per-prompt caps), so the side by side is what that change bought.
 
 Sampling is temperature 0.7, top-p 1. tokens/s counts generated tokens over wall time (model loading
 and a short warm-up excluded; prefill included). The ceiling is the CPU's fp32 matmul peak over the
@@ -30,6 +35,7 @@ FLOPs of one token of the embedded model: about 700 tokens/s (``--ceiling``).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -40,8 +46,9 @@ import sys
 import time
 from pathlib import Path
 
-METHODS = ("naive", "batched", "engine", "engine-bf16", "engine-1", "llamacpp")
-WORKLOADS = ("revise", "rollout")
+GROUPED = ("engine-grouped", "engine-bf16-grouped")  # the budgets workload's way before: one call per budget
+METHODS = ("naive", "batched", "engine", "engine-bf16", "engine-1", "llamacpp", *GROUPED)
+WORKLOADS = ("revise", "rollout", "budgets")
 TEMPERATURE = 0.7
 BATCH = 16
 
@@ -91,13 +98,15 @@ def workload(name: str, items: int) -> tuple[list, dict]:
     prompts = []
     for i in range(items):
         question = QUESTIONS[i % len(QUESTIONS)]
-        if name == "revise":
-            response = " ".join(rng.choice(SENTENCES) for _ in range(rng.randint(9, 12)))
+        if name in ("revise", "budgets"):
+            response = " ".join(rng.choice(SENTENCES) for _ in range(rng.randint(9, 12) if name == "revise" else rng.randint(3, 24)))
             prompts.append([{"role": "user", "content": REVISE_TEMPLATE.format(question=question, response=response)}])
         else:
             prompts.append([{"role": "user", "content": f"{question} Answer in a few sentences. ({i})"}])
     if name == "revise":
         return prompts, dict(max_new_tokens=200, ignore_eos=True)
+    if name == "budgets":
+        return prompts, dict(max_new_tokens=None, ignore_eos=True, critique_tokens=64)
     return prompts, dict(max_new_tokens=128, ignore_eos=False)
 
 
@@ -147,17 +156,38 @@ def run_hf_generate(model_name: str, prompts, settings, batch: int) -> dict:
     return dict(seconds=time.perf_counter() - start, tokens=tokens, prompt_tokens=prompt_tokens, items=len(texts))
 
 
-def run_engine(model_name: str, prompts, settings, dtype: str, one_at_a_time: bool = False) -> dict:
+def revision_budgets(engine, prompts, critique_tokens: int) -> list[int]:
+    """Each budgets-workload item's new tokens, by ``redline revise``'s rule."""
+    from redline.improve.revise import revision_budget
+
+    def response(prompt) -> str:
+        return prompt[-1]["content"].split("Response: ", 1)[1].split("\n\nAnswer in the form", 1)[0]
+
+    return [revision_budget(len(engine.tokenizer(response(p), add_special_tokens=False)["input_ids"]), len(engine.encode(p)),
+                            critique_tokens) for p in prompts]
+
+
+def run_engine(model_name: str, prompts, settings, dtype: str, one_at_a_time: bool = False, grouped: bool = False) -> dict:
     from redline.generation import SamplingParams, load_engine
 
     engine = load_engine(model_name, dtype=dtype, device="cpu", ignore_eos=settings["ignore_eos"])
-    params = SamplingParams(temperature=TEMPERATURE, max_new_tokens=settings["max_new_tokens"])
     engine.generate(prompts[:2], SamplingParams(temperature=TEMPERATURE, max_new_tokens=4), progress=False)
-    calls = [[p] for p in prompts] if one_at_a_time else [prompts]
-    out, stats = [], []
-    for i, call in enumerate(calls):
-        out += engine.generate(call, params, seeds=[i] if one_at_a_time else None, progress=not one_at_a_time)
+    if settings["max_new_tokens"] is None:  # budgets: a cap per prompt
+        budgets = revision_budgets(engine, prompts, settings["critique_tokens"])
+        per_item = [SamplingParams(temperature=TEMPERATURE, max_new_tokens=b) for b in budgets]
+        groups = [[i for i, b in enumerate(budgets) if b == budget] for budget in sorted(set(budgets))] if grouped else [
+            list(range(len(prompts)))]
+    else:
+        params = SamplingParams(temperature=TEMPERATURE, max_new_tokens=settings["max_new_tokens"])
+        per_item = [params] * len(prompts)
+        groups = [[i] for i in range(len(prompts))] if one_at_a_time else [list(range(len(prompts)))]
+    out, stats = [None] * len(prompts), []
+    for g in groups:  # item i's seed is i in every way of calling, so the completions can be compared
+        for i, c in zip(g, engine.generate([prompts[i] for i in g], [per_item[i] for i in g], seeds=g,
+                                           progress=not one_at_a_time)):
+            out[i] = c
         stats.append(engine.last_stats)
+    out = [c for c in out if c is not None]
     return dict(
         seconds=sum(s.seconds for s in stats),
         prefill_seconds=sum(s.prefill_seconds for s in stats),
@@ -166,6 +196,8 @@ def run_engine(model_name: str, prompts, settings, dtype: str, one_at_a_time: bo
         shared_prompt_tokens=sum(s.shared_prompt_tokens for s in stats),
         items=len(out),
         finish_reasons={r: sum(c.finish_reason == r for c in out) for r in ("stop", "length")},
+        calls=len(groups),
+        completions_sha256=hashlib.sha256(json.dumps([c.token_ids for c in out]).encode()).hexdigest(),
     )
 
 
@@ -206,6 +238,11 @@ def worker(args) -> dict:
         result = run_hf_generate(args.model, prompts, settings, batch=1)
     elif args.worker == "batched":
         result = run_hf_generate(args.model, prompts, settings, batch=BATCH)
+    elif args.worker in GROUPED or (args.workload == "budgets" and args.worker in ("engine", "engine-bf16")):
+        dtype = "bfloat16" if "bf16" in args.worker else "float32"
+        result = run_engine(args.model, prompts, settings, dtype, grouped=args.worker in GROUPED)
+    elif args.workload == "budgets":
+        raise SystemExit(f"the budgets workload is for the engines, not {args.worker}")
     elif args.worker == "engine":
         result = run_engine(args.model, prompts, settings, "float32")
     elif args.worker == "engine-bf16":
@@ -230,6 +267,10 @@ def worker(args) -> dict:
 
 
 def run_method(method: str, workload_name: str, args) -> dict:
+    if workload_name == "budgets" and method not in (*GROUPED, "engine", "engine-bf16"):
+        return dict(method=method, workload=workload_name, skipped="the budgets workload is the engines'")
+    if method in GROUPED and workload_name != "budgets":
+        return dict(method=method, workload=workload_name, skipped="a way of the budgets workload")
     if method == "llamacpp":
         import importlib.util
 
@@ -245,13 +286,15 @@ def run_method(method: str, workload_name: str, args) -> dict:
 
 
 def table(runs: list[dict], ceiling: float) -> str:
-    head = "| workload | method | items | tokens | seconds | tokens/s | items/s | peak RSS (MB) | of ceiling | vs batched |"
+    head = ("| workload | method | items | tokens | seconds | tokens/s | items/s | peak RSS (MB) | of ceiling "
+            "| vs batched (budgets: vs grouped) |")
     lines = [head, "|" + " --- |" * 10]
     for r in runs:
         if "skipped" in r:
             lines.append(f"| {r['workload']} | {r['method']} | skipped: {r['skipped']} |" + " |" * 7)
             continue
-        batched = next((b for b in runs if b["workload"] == r["workload"] and b["method"] == "batched" and "tokens_per_s" in b), None)
+        base = "batched" if r["workload"] != "budgets" else r["method"].removesuffix("-grouped") + "-grouped"
+        batched = next((b for b in runs if b["workload"] == r["workload"] and b["method"] == base and "tokens_per_s" in b), None)
         vs = f"{r['tokens_per_s'] / batched['tokens_per_s']:.2f}×" if batched else "–"
         lines.append(
             f"| {r['workload']} | {r['method']} | {r['items']} | {r['tokens']} | {r['seconds']:.1f} | "

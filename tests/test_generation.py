@@ -73,6 +73,22 @@ def test_a_shared_prompt_prefix_is_computed_once_and_changes_nothing(engine):
         assert engine.last_stats.shared_prompt_tokens == 0
 
 
+def test_each_prompt_its_own_params_in_one_call_gives_what_separate_calls_give(engine):
+    # revise's budgets: nearly every answer has its own cap, and the rows must still decode together
+    caps = [5, 24, 11, 17]
+    params = [SamplingParams(temperature=1.0, top_p=0.95, max_new_tokens=m, seed=3) for m in caps]
+    params[2] = SamplingParams(temperature=0, max_new_tokens=11)  # greedy beside sampled rows
+    seeds = [40, 41, 42, 43]
+    alone = [engine.generate([p], q, seeds=[s], progress=False)[0] for p, q, s in zip(PROMPTS, params, seeds)]
+    together = engine.generate(PROMPTS, params, seeds=seeds, progress=False)
+    assert [c.token_ids for c in together] == [c.token_ids for c in alone]
+    assert [c.completion_tokens for c in together] == [c.completion_tokens for c in alone]
+    assert all(c.completion_tokens <= m for c, m in zip(together, caps)) and together[0].finish_reason == "length"
+    assert [c.seed for c in engine.generate(PROMPTS[:2], params[:2], progress=False)] == [3, 4]  # params' seed + index
+    with pytest.raises(ValueError, match="3 sampling params for 4 prompts"):
+        engine.generate(PROMPTS, params[:3], progress=False)
+
+
 def test_seeds_default_to_params_seed_plus_index(engine):
     out = engine.generate([PROMPTS[0]] * 3, SAMPLED, progress=False)
     assert [c.seed for c in out] == [3, 4, 5]

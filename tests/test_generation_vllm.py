@@ -73,6 +73,9 @@ def test_generate_sends_token_ids_one_sampling_params_per_seed_and_keeps_order(t
     engine.generate(prompts[:2], params, seeds=[40, 2], progress=False)
     assert [sp["seed"] for sp in llm.calls[1]["sampling_params"]] == [40, 2]
     assert engine.generate([], params) == [] and len(llm.calls) == 2
+    caps = [SamplingParams(max_new_tokens=m, seed=9) for m in (8, 300)]  # one set per prompt, as vLLM takes them
+    engine.generate(prompts[:2], caps, progress=False)
+    assert [(sp["max_tokens"], sp["seed"]) for sp in llm.calls[2]["sampling_params"]] == [(8, 9), (300, 10)]
     with pytest.raises(ValueError, match="seeds"):
         engine.generate(prompts, params, seeds=[1])
 

@@ -8,7 +8,7 @@ import torch
 
 from redline import RedlineError
 from redline.cli import main
-from redline.generation import ScriptedEngine
+from redline.generation import ScriptedEngine, per_prompt
 from redline.improve.pit import ImproveConfig, improve
 from redline.models import ModelCard, load_causal_lm, load_reward_model, load_tokenizer, save_model
 from redline.prompts import PIT_TEMPLATE
@@ -125,13 +125,13 @@ def test_budgets_follow_the_response_and_max_new_tokens_caps_them(tmp_path):
 
     class Recording(ScriptedEngine):
         def generate(self, prompts, params, seeds=None, progress=False):
-            seen.append((len(prompts), params.max_new_tokens))
+            seen.append([q.max_new_tokens for q in per_prompt(params, len(prompts))])
             return super().generate(prompts, params, seeds=seeds, progress=progress)
 
     items = inputs(2) + [Response(id="q9", prompt="Describe topic 9.", response=" ".join(["w"] * 100), source="base")]
     improve(ImproveConfig(model="scripted"), tmp_path / "a", engine=Recording(lambda p, s: "New."), responses=items)
-    assert seen == [(2, 128), (1, 256)]  # 1.5 x 100 words = 150 → 256; the short answers get the minimum 128
+    assert seen == [[128, 128, 256]]  # one call; 1.5 x 100 words = 150 → 256; the short answers get the minimum 128
     seen.clear()
     improve(ImproveConfig(model="scripted", max_new_tokens=64), tmp_path / "b", engine=Recording(lambda p, s: "New."),
             responses=items)
-    assert seen == [(3, 64)]
+    assert seen == [[64, 64, 64]]

@@ -6,7 +6,7 @@ import pytest
 
 from redline import RedlineError
 from redline.cli import main
-from redline.generation import ScriptedEngine
+from redline.generation import ScriptedEngine, per_prompt
 from redline.improve.loop import read_jsonl_prefix
 from redline.improve.revise import ReviseConfig, revise, revision_budget
 from redline.models import ModelCard, load_causal_lm, load_tokenizer, save_model
@@ -89,8 +89,8 @@ class RecordingEngine(ScriptedEngine):
         self.budgets: dict[str, int] = {}
 
     def generate(self, prompts, params, seeds=None, progress=True):
-        for p in prompts:
-            self.budgets[p[-1]["content"].split("### Response\n", 1)[1]] = params.max_new_tokens
+        for p, q in zip(prompts, per_prompt(params, len(prompts))):
+            self.budgets[p[-1]["content"].split("### Response\n", 1)[1]] = q.max_new_tokens
         return super().generate(prompts, params, seeds=seeds, progress=progress)
 
 

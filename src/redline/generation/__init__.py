@@ -28,6 +28,7 @@ This module stays light: torch and the backends are imported only by ``load_engi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any, Protocol, Union, runtime_checkable
 
 Message = dict[str, str]
@@ -110,11 +111,12 @@ class Engine(Protocol):
     def generate(
         self,
         prompts: list[Prompt],
-        params: SamplingParams,
+        params: SamplingParams | Sequence[SamplingParams],
         seeds: list[int] | None = None,
         progress: bool = True,
     ) -> list[Completion]:
-        """One completion per prompt, in input order."""
+        """One completion per prompt, in input order; ``params`` is one set for all or one per prompt
+        (as vLLM takes them: a revision budget that follows each answer needs its own cap)."""
         ...
 
 
@@ -125,10 +127,20 @@ def as_chat(prompt: Prompt) -> list[Message]:
     return list(prompt)
 
 
-def item_seeds(n: int, params: SamplingParams, seeds: list[int] | None) -> list[int]:
-    """Item i's seed: ``seeds[i]`` if given, else ``params.seed + i``."""
+def per_prompt(params: SamplingParams | Sequence[SamplingParams], n: int) -> list[SamplingParams]:
+    """``generate``'s ``params`` as one set per prompt: one set is shared, a sequence must have ``n``."""
+    if isinstance(params, SamplingParams):
+        return [params] * n
+    params = list(params)
+    if len(params) != n:
+        raise ValueError(f"{len(params)} sampling params for {n} prompts")
+    return params
+
+
+def item_seeds(n: int, params: SamplingParams | Sequence[SamplingParams], seeds: list[int] | None) -> list[int]:
+    """Item i's seed: ``seeds[i]`` if given, else its params' ``seed + i``."""
     if seeds is None:
-        return [params.seed + i for i in range(n)]
+        return [q.seed + i for i, q in enumerate(per_prompt(params, n))]
     if len(seeds) != n:
         raise ValueError(f"{len(seeds)} seeds for {n} prompts")
     return [int(s) for s in seeds]
@@ -175,5 +187,6 @@ __all__ = [
     "as_chat",
     "cut_at_stop",
     "item_seeds",
+    "per_prompt",
     "load_engine",
 ]

@@ -26,6 +26,7 @@ from redline.generation import (
     SamplingParams,
     cut_at_stop,
     item_seeds,
+    per_prompt,
 )
 
 _WORD = re.compile(r"\S+")
@@ -92,16 +93,17 @@ class ScriptedEngine:
     def generate(
         self,
         prompts: list[Prompt],
-        params: SamplingParams,
+        params: SamplingParams | Sequence[SamplingParams],
         seeds: list[int] | None = None,
         progress: bool = True,
     ) -> list[Completion]:
         start = time.perf_counter()
         out = []
-        for prompt, seed in zip(prompts, item_seeds(len(prompts), params, seeds)):
+        params = per_prompt(params, len(prompts))
+        for prompt, q, seed in zip(prompts, params, item_seeds(len(prompts), params, seeds)):
             t0 = time.perf_counter()
             self.calls.append((prompt, seed))
-            text, n, reason = scripted_completion(self._reply(prompt, seed), params)
+            text, n, reason = scripted_completion(self._reply(prompt, seed), q)
             out.append(Completion(text, n_words(prompt_text(prompt)), n, reason, time.perf_counter() - t0, seed))
         self.last_stats = GenerationStats(
             items=len(out),

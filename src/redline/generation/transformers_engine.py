@@ -54,12 +54,13 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Callable
 
 import torch
 
 from redline import RedlineError
-from redline.generation import Completion, GenerationStats, Prompt, SamplingParams, cut_at_stop, item_seeds
+from redline.generation import Completion, GenerationStats, Prompt, SamplingParams, cut_at_stop, item_seeds, per_prompt
 from redline.generation.sampling import sample, uniform_stream
 
 ATTENTION = "redline_slots"
@@ -418,11 +419,12 @@ class TransformersEngine:
     def generate(
         self,
         prompts: list[Prompt],
-        params: SamplingParams,
+        params: SamplingParams | Sequence[SamplingParams],
         seeds: list[int] | None = None,
         progress: bool = True,
     ) -> list[Completion]:
-        """One completion per prompt, in input order (see the module doc for how)."""
+        """One completion per prompt, in input order (see the module doc for how); ``params`` one set for
+        all or one per prompt (rows with other settings decode together)."""
         training = self.model.training
         self.model.eval()
         try:
@@ -433,12 +435,13 @@ class TransformersEngine:
 
     def _generate(self, prompts, params, seeds, progress) -> list[Completion]:
         start = time.perf_counter()
+        params = per_prompt(params, len(prompts))
         seeds = item_seeds(len(prompts), params, seeds)
         if not prompts:
             self.last_stats = GenerationStats()
             return []
         # Step 1: tokenize; longest prompt first (pending is popped from the end).
-        items = [self._item(i, self.encode(p), params, s) for i, (p, s) in enumerate(zip(prompts, seeds))]
+        items = [self._item(i, self.encode(p), q, s) for i, (p, q, s) in enumerate(zip(prompts, params, seeds))]
         max_new = max(it.max_new for it in items)
         pending = sorted(items, key=lambda it: len(it.ids))
         # Room for the longest item, its generated tokens and the padding rows of its last prefill block.

@@ -27,10 +27,11 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Callable
 
 from redline import RedlineError
-from redline.generation import Completion, GenerationStats, Prompt, SamplingParams, item_seeds
+from redline.generation import Completion, GenerationStats, Prompt, SamplingParams, item_seeds, per_prompt
 
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # vllm.config.lora.MaxLoRARanks (1 too since 2025)
 
@@ -137,16 +138,17 @@ class VLLMEngine:
     def generate(
         self,
         prompts: list[Prompt],
-        params: SamplingParams,
+        params: SamplingParams | Sequence[SamplingParams],
         seeds: list[int] | None = None,
         progress: bool = True,
     ) -> list[Completion]:
         from redline import RedlineError
 
-        if params.no_repeat_ngram:
+        params = per_prompt(params, len(prompts))
+        if any(q.no_repeat_ngram for q in params):
             raise RedlineError("no_repeat_ngram (--no-repeat-ngram) is implemented by the transformers backend only; "
                                "vLLM's sampling has no such setting: use --backend transformers or leave it at 0")
-        if params.logprobs:
+        if any(q.logprobs for q in params):
             raise RedlineError("SamplingParams.logprobs (token log-probabilities and entropies for PPO) is implemented by "
                                "the transformers backend only")
         start = time.perf_counter()
@@ -155,7 +157,7 @@ class VLLMEngine:
             self.last_stats = GenerationStats()
             return []
         requests = [{"prompt_token_ids": self.encode(p)} for p in prompts]
-        sampling = [self.sampling_params(**vllm_sampling_kwargs(params, s)) for s in seeds]
+        sampling = [self.sampling_params(**vllm_sampling_kwargs(q, s)) for q, s in zip(params, seeds)]
         outputs = self.llm.generate(requests, sampling, use_tqdm=progress, lora_request=self.lora_request)
         if len(outputs) != len(requests):
             raise RedlineError(f"vLLM returned {len(outputs)} outputs for {len(requests)} prompts")

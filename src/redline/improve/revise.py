@@ -105,21 +105,15 @@ def token_counter(engine):
 
 
 def generate_by_budget(engine, prompts: list, budgets: list[int], seeds: list[int], config, progress: bool = False) -> list:
-    """Each prompt's completion under its own new-token budget, in the prompts' order.
-
-    The engine takes one ``max_new_tokens`` per call, so prompts are grouped by budget; ``config``
-    gives the sampling settings (temperature, top_p, seed)."""
+    """Each prompt's completion under its own new-token budget, in the prompts' order, in one call:
+    the engine decodes rows with other budgets together (one call per budget decoded one or two rows
+    at a time, since nearly every answer's budget differs). ``config`` gives the sampling settings
+    (temperature, top_p, seed, no_repeat_ngram)."""
     from redline.generation import SamplingParams
 
-    completions: list[Any] = [None] * len(prompts)
-    for budget in sorted(set(budgets)):
-        group = [i for i, b in enumerate(budgets) if b == budget]
-        params = SamplingParams(temperature=config.temperature, top_p=config.top_p, max_new_tokens=budget, seed=config.seed,
-                                no_repeat_ngram=config.no_repeat_ngram)
-        for i, c in zip(group, engine.generate([prompts[i] for i in group], params, seeds=[seeds[i] for i in group],
-                                               progress=progress)):
-            completions[i] = c
-    return completions
+    params = [SamplingParams(temperature=config.temperature, top_p=config.top_p, max_new_tokens=budget, seed=config.seed,
+                             no_repeat_ngram=config.no_repeat_ngram) for budget in budgets]
+    return engine.generate(prompts, params, seeds=seeds, progress=progress)
 
 
 def critic_step(engine, config: ReviseConfig, progress: bool = False):
