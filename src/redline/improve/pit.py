@@ -13,7 +13,7 @@ Steps of one iteration (``pit_step``):
   2. give each item its budget of new tokens, by revise's rule with no critique: 1.5 × the
      response's tokens (at least 128), rounded up to a multiple of 128, capped by the model's
      context and ``--max-new-tokens``; a full rewrite of an answer of that length fits;
-  3. generate the new responses through the generation engine, one call per budget;
+  3. generate the new responses through the generation engine in one call, each under its budget;
   4. read each. A failure leaves the response as it was, and is counted by its cause (the loop's
      summary): ``budget`` (the output ran out of new tokens: a cut rewrite is never applied),
      ``loop`` (it repeats one block of words over and over, ``has_loop``, where the response it

@@ -11,9 +11,8 @@ Steps of one iteration (``critic_step``):
   2. give each item its budget of new tokens (``revision_budget``): ``--critique-tokens`` for the
      critique, plus 1.5 × the response's tokens (at least 128) for the revision, so that a full
      revision of a response of that length fits; capped by the model's context and ``--max-new-tokens``;
-  3. generate critique + revision for the batch through the generation engine, one call per group
-     of items whose budgets round up to the same multiple of 128 tokens (the engine takes one
-     ``max_new_tokens`` per call);
+  3. generate critique + revision for the batch through the generation engine in one call, each
+     item under its own budget (rows with different budgets decode together);
   4. read each output. A failure leaves the response as it was, and is counted by its cause:
        budget  the output ran out of new tokens before it ended: a cut revision is never applied;
        loop    the output repeats one block of words over and over (``has_loop``), where the
@@ -47,7 +46,9 @@ from redline.prompts import critic_messages, finds_nothing_to_fix, has_loop, par
 APPLY_RULES = ("when-critiqued", "always")
 REVISION_FACTOR = 1.5  # new tokens for a revision, per token of the response it revises
 MIN_REVISION_TOKENS = 128  # a short response may need a much longer revision ("at least 300 words")
-BUDGET_STEP = 128  # budgets round up to a multiple of this, so that items share generate calls
+# Budgets round up to a multiple of this: slack past 1.5x, and the budgets of earlier runs (once
+# rounded so that items shared generate calls; the engine now takes a cap per prompt) stay the same.
+BUDGET_STEP = 128
 
 
 @dataclass
