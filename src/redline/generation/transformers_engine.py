@@ -40,6 +40,14 @@ and measured for the embedded model's GEMM shapes with MKL/oneDNN on an AVX-512 
 CPU may block differently. With ``exact=False`` (no padding) outputs agree only up to float rounding,
 and a near-tie can flip a token; greedy decoding matches ``model.generate`` up to that rounding.
 
+That holds in float32. In bfloat16 the decode attention reads the whole cache width (a slice would
+be copied), and the CPU's bf16 batched matmul splits its reduction over the cache columns in blocks
+chosen from the width and the batch: once a row is past ~512 positions, its bits can depend on how
+wide the call's cache is and how many rows share it (measured: `benchmarks/generation.py --workload
+budgets`, 10 of 32 revise outputs differ after 138–354 tokens between one call and one call per
+budget; every float32 output is the same). A bf16 run is reproduced by the same calls (a resumed
+``run_iterations`` re-forms the same chunks), not by any batching.
+
 Measured and dropped (numbers in benchmarks/RESULTS.md, "## Generation"): SDPA for the attention (slower on this CPU
 and not batch-invariant), ``torch.compile`` of the forward (minutes of recompiles, no faster).
 """
