@@ -22,7 +22,8 @@ Workloads, ``--items`` each (64 by default):
   revision budget (``revision_budget`` with a 64-token critique: 1.5 × the response, rounded up to
   128), EOS ignored. The engines only: ``engine``/``engine-bf16`` take one call with a cap per
   prompt, ``engine-grouped``/``engine-bf16-grouped`` one call per distinct budget (revise before
-  per-prompt caps), so the side by side is what that change bought.
+  per-prompt caps), so the side by side is what that change bought. ``METHOD@N`` makes those
+  calls on N items at a time, as revise's chunks do (``engine-bf16@32``, ``engine-bf16-grouped@32``).
 
 Sampling is temperature 0.7, top-p 1. tokens/s counts generated tokens over wall time (model loading
 and a short warm-up excluded; prefill included). The ceiling is the CPU's fp32 matmul peak over the
@@ -167,7 +168,8 @@ def revision_budgets(engine, prompts, critique_tokens: int) -> list[int]:
                             critique_tokens) for p in prompts]
 
 
-def run_engine(model_name: str, prompts, settings, dtype: str, one_at_a_time: bool = False, grouped: bool = False) -> dict:
+def run_engine(model_name: str, prompts, settings, dtype: str, one_at_a_time: bool = False, grouped: bool = False,
+               chunk: int = 0) -> dict:
     from redline.generation import SamplingParams, load_engine
 
     engine = load_engine(model_name, dtype=dtype, device="cpu", ignore_eos=settings["ignore_eos"])
@@ -175,8 +177,10 @@ def run_engine(model_name: str, prompts, settings, dtype: str, one_at_a_time: bo
     if settings["max_new_tokens"] is None:  # budgets: a cap per prompt
         budgets = revision_budgets(engine, prompts, settings["critique_tokens"])
         per_item = [SamplingParams(temperature=TEMPERATURE, max_new_tokens=b) for b in budgets]
-        groups = [[i for i, b in enumerate(budgets) if b == budget] for budget in sorted(set(budgets))] if grouped else [
-            list(range(len(prompts)))]
+        size = chunk or len(prompts)
+        chunks = [list(range(start, min(start + size, len(prompts)))) for start in range(0, len(prompts), size)]
+        groups = [[i for i in c if budgets[i] == budget] for c in chunks for budget in sorted({budgets[i] for i in c})] \
+            if grouped else chunks
     else:
         params = SamplingParams(temperature=TEMPERATURE, max_new_tokens=settings["max_new_tokens"])
         per_item = [params] * len(prompts)
@@ -229,6 +233,7 @@ def worker(args) -> dict:
 
         torch.set_num_threads(args.threads)  # every method alike
     prompts, settings = workload(args.workload, args.items)
+    method, _, chunk = args.worker.partition("@")  # engine-bf16@32: one call per 32 items, as revise's chunks
     if args.worker in ("naive", "engine-1", "llamacpp"):
         prompts = prompts[: args.naive_items]
     if args.worker == "batched" and args.batched_items:
@@ -238,9 +243,9 @@ def worker(args) -> dict:
         result = run_hf_generate(args.model, prompts, settings, batch=1)
     elif args.worker == "batched":
         result = run_hf_generate(args.model, prompts, settings, batch=BATCH)
-    elif args.worker in GROUPED or (args.workload == "budgets" and args.worker in ("engine", "engine-bf16")):
-        dtype = "bfloat16" if "bf16" in args.worker else "float32"
-        result = run_engine(args.model, prompts, settings, dtype, grouped=args.worker in GROUPED)
+    elif method in GROUPED or (args.workload == "budgets" and method in ("engine", "engine-bf16")):
+        dtype = "bfloat16" if "bf16" in method else "float32"
+        result = run_engine(args.model, prompts, settings, dtype, grouped=method in GROUPED, chunk=int(chunk or 0))
     elif args.workload == "budgets":
         raise SystemExit(f"the budgets workload is for the engines, not {args.worker}")
     elif args.worker == "engine":
@@ -267,9 +272,10 @@ def worker(args) -> dict:
 
 
 def run_method(method: str, workload_name: str, args) -> dict:
-    if workload_name == "budgets" and method not in (*GROUPED, "engine", "engine-bf16"):
+    base = method.partition("@")[0]
+    if workload_name == "budgets" and base not in (*GROUPED, "engine", "engine-bf16"):
         return dict(method=method, workload=workload_name, skipped="the budgets workload is the engines'")
-    if method in GROUPED and workload_name != "budgets":
+    if base in GROUPED and workload_name != "budgets" or base != method and workload_name != "budgets":
         return dict(method=method, workload=workload_name, skipped="a way of the budgets workload")
     if method == "llamacpp":
         import importlib.util
@@ -293,7 +299,8 @@ def table(runs: list[dict], ceiling: float) -> str:
         if "skipped" in r:
             lines.append(f"| {r['workload']} | {r['method']} | skipped: {r['skipped']} |" + " |" * 7)
             continue
-        base = "batched" if r["workload"] != "budgets" else r["method"].removesuffix("-grouped") + "-grouped"
+        name, _, chunk = r["method"].partition("@")
+        base = "batched" if r["workload"] != "budgets" else name.removesuffix("-grouped") + "-grouped" + (f"@{chunk}" if chunk else "")
         batched = next((b for b in runs if b["workload"] == r["workload"] and b["method"] == base and "tokens_per_s" in b), None)
         vs = f"{r['tokens_per_s'] / batched['tokens_per_s']:.2f}×" if batched else "–"
         lines.append(

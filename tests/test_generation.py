@@ -89,6 +89,21 @@ def test_each_prompt_its_own_params_in_one_call_gives_what_separate_calls_give(e
         engine.generate(PROMPTS, params[:3], progress=False)
 
 
+def test_a_long_shared_prefix_copied_or_computed_gives_the_same_bits(engine):
+    # A row that copies a shared prefix computes the rest of its prompt in tiles that start where the
+    # copy ends, so its attention sums run over other spans than alone; one float32 matmul over a span
+    # let the BLAS split the sum by the span's length, and past a few hundred positions the bits
+    # changed (revise's template and answers: 10 of 32 outputs differed between two batchings).
+    head = "Below is a question and a response written by an assistant. Critique it, then revise it. " * 14
+    prompts = [head + f"Question {i}: " + "why is it so? " * (20 + 17 * i) for i in range(4)]
+    params = SamplingParams(temperature=0.7, max_new_tokens=48, seed=5, logprobs=True)
+    batched = engine.generate(prompts, params, progress=False)
+    assert engine.last_stats.shared_prompt_tokens >= 3 * 250 and min(c.prompt_tokens for c in batched) > 350
+    alone = [engine.generate([p], params, seeds=[params.seed + i], progress=False)[0] for i, p in enumerate(prompts)]
+    assert [c.logprobs for c in batched] == [c.logprobs for c in alone]
+    assert [c.token_ids for c in batched] == [c.token_ids for c in alone]
+
+
 def test_seeds_default_to_params_seed_plus_index(engine):
     out = engine.generate([PROMPTS[0]] * 3, SAMPLED, progress=False)
     assert [c.seed for c in out] == [3, 4, 5]

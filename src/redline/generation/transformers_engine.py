@@ -33,20 +33,23 @@ provided no row falls in a partial micro-kernel block (or a one-row GEMV), which
 summation order, so with ``exact=True`` (the default) GEMMs always get a multiple of
 ``ROW_MULTIPLE`` rows: decode batches are padded with idle rows, prompt blocks with pad tokens, and
 prompt logits with copies of the last row. The attention is two matmuls and a softmax per row, which
-unlike SDPA's CPU kernel give a row the same bits wherever it sits in the batch and however wide the
-cache is. A completion is therefore the same, token for token, alone or in any batch, and whether or
-not its prompt prefix was copied from another row: tested on tiny-random and on the embedded model,
+unlike SDPA's CPU kernel give a row the same bits wherever it sits in the batch; in float32 the
+second (weights·V) sums the key columns in ``ATTEND_BLOCK``-column matmuls, since one matmul over the
+whole span let the BLAS split its sum by the span's length, and a row's bits then changed past a few
+hundred positions when the call's span (or, after a copied prefix, its prefill tiles) changed (the
+blocks cost ~7% of the float32 revise workload's speed). A completion is therefore the same, token
+for token, alone or in any batch, and whether or not its prompt prefix was copied from another row: tested on tiny-random and on the embedded model,
 and measured for the embedded model's GEMM shapes with MKL/oneDNN on an AVX-512 CPU. Another BLAS or
 CPU may block differently. With ``exact=False`` (no padding) outputs agree only up to float rounding,
 and a near-tie can flip a token; greedy decoding matches ``model.generate`` up to that rounding.
 
-That holds in float32. In bfloat16 the decode attention reads the whole cache width (a slice would
-be copied), and the CPU's bf16 batched matmul splits its reduction over the cache columns in blocks
-chosen from the width and the batch: once a row is past ~512 positions, its bits can depend on how
-wide the call's cache is and how many rows share it (measured: `benchmarks/generation.py --workload
-budgets`, 10 of 32 revise outputs differ after 138–354 tokens between one call and one call per
-budget; every float32 output is the same). A bf16 run is reproduced by the same calls (a resumed
-``run_iterations`` re-forms the same chunks), not by any batching.
+That holds in float32. bfloat16 keeps one weights·V matmul (its CPU matmul copies a sliced operand,
+which is why decode reads the whole cache width there), and that matmul splits its reduction over
+the columns in blocks chosen from the width and the batch: past a few hundred positions a row's bits
+can depend on the call (measured: `benchmarks/generation.py --workload budgets`, 10 of 32 revise
+outputs differ after 138–354 tokens between one call and one call per budget). A bf16 run is
+reproduced by the same calls (a resumed ``run_iterations`` re-forms the same chunks), not by any
+batching; a block-major V cache would make bf16 exact too (not built).
 
 Measured and dropped (numbers in benchmarks/RESULTS.md, "## Generation"): SDPA for the attention (slower on this CPU
 and not batch-invariant), ``torch.compile`` of the forward (minutes of recompiles, no faster).
@@ -74,6 +77,9 @@ from redline.generation.sampling import sample, uniform_stream
 ATTENTION = "redline_slots"
 ROW_MULTIPLE = 4  # GEMM rows are padded to this: the micro-kernel height of MKL/oneDNN fp32 on AVX-512
 SPAN_MULTIPLE = 64  # attention reads a multiple of this many columns
+# float32: weights·V sums its key columns in blocks of this many, one matmul each, so a row's sum is
+# split the same way however wide the call's span is (the module doc); blocks of 256 cost 17%
+ATTEND_BLOCK = SPAN_MULTIPLE
 PREFILL_BLOCK = 512  # tokens of one prompt per prefill forward (bounds the attention scores' memory)
 PREFILL_TOKENS = 2048  # tokens of all prompts per prefill forward
 PREFILL_TILE = 64  # query rows per attention tile in prefill (a multiple of ROW_MULTIPLE)
@@ -176,7 +182,12 @@ def slot_attention(module, query, key, value, attention_mask, scaling=None, drop
 
 
 def _attend(query, key, value, mask, scaling):
-    """softmax(q k^T * scaling + mask) v for (n, heads, q, d) queries on (n, kv_heads, span, d) keys."""
+    """softmax(q k^T * scaling + mask) v for (n, heads, q, d) queries on (n, kv_heads, span, d) keys.
+
+    In float32 weights·V is a sum of ``ATTEND_BLOCK``-column matmuls in column order: one matmul over
+    the whole span lets the BLAS split its reduction by the span's length, which gave a row other bits
+    past ~500 positions when another row widened the call. A block past a row's position adds exact
+    zeros. bf16 keeps one matmul: its slices would be copied (the module doc)."""
     n, heads, q, dim = query.shape
     kv_heads = key.shape[1]
     group = heads // kv_heads
@@ -184,8 +195,14 @@ def _attend(query, key, value, mask, scaling):
     stacked = query.reshape(n, kv_heads, group * q, dim)
     scores = torch.matmul(stacked, key.transpose(-1, -2)) * scaling
     scores = scores.view(n, kv_heads, group, q, -1) + mask[:, :, None]
-    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
-    out = torch.matmul(weights.view(n, kv_heads, group * q, -1), value)
+    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype).view(n, kv_heads, group * q, -1)
+    span = weights.shape[-1]
+    if value.dtype != torch.float32 or span <= ATTEND_BLOCK:
+        out = torch.matmul(weights, value)
+    else:
+        out = torch.matmul(weights[..., :ATTEND_BLOCK], value[:, :, :ATTEND_BLOCK])
+        for b0 in range(ATTEND_BLOCK, span, ATTEND_BLOCK):
+            out += torch.matmul(weights[..., b0 : b0 + ATTEND_BLOCK], value[:, :, b0 : b0 + ATTEND_BLOCK])
     return out.view(n, heads, q, dim).transpose(1, 2)
 
 
