@@ -159,13 +159,13 @@ def run_hf_generate(model_name: str, prompts, settings, batch: int) -> dict:
 
 def revision_budgets(engine, prompts, critique_tokens: int) -> list[int]:
     """Each budgets-workload item's new tokens, by ``redline revise``'s rule."""
-    from redline.improve.revise import revision_budget
+    from redline.improve.revise import revision_budget, token_counter
 
     def response(prompt) -> str:
         return prompt[-1]["content"].split("Response: ", 1)[1].split("\n\nAnswer in the form", 1)[0]
 
-    return [revision_budget(len(engine.tokenizer(response(p), add_special_tokens=False)["input_ids"]), len(engine.encode(p)),
-                            critique_tokens) for p in prompts]
+    count_text, count_prompt, context = token_counter(engine)
+    return [revision_budget(count_text(response(p)), count_prompt(p), critique_tokens, context) for p in prompts]
 
 
 def run_engine(model_name: str, prompts, settings, dtype: str, one_at_a_time: bool = False, grouped: bool = False,
@@ -272,7 +272,9 @@ def worker(args) -> dict:
 
 
 def run_method(method: str, workload_name: str, args) -> dict:
-    base = method.partition("@")[0]
+    base, at, chunk = method.partition("@")
+    if at and not (chunk.isdigit() and int(chunk) > 0):
+        raise SystemExit(f"--methods: {method!r}: the items per call after @ must be a positive integer")
     if workload_name == "budgets" and base not in (*GROUPED, "engine", "engine-bf16"):
         return dict(method=method, workload=workload_name, skipped="the budgets workload is the engines'")
     if base in GROUPED and workload_name != "budgets" or base != method and workload_name != "budgets":

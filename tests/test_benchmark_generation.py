@@ -12,15 +12,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_budgets_in_one_call_and_one_call_per_budget_give_the_same_completions(tmp_path):
+    # engine@2: two items a call; the same bits in float32 however the calls are formed
     out = tmp_path / "generation.json"
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "generation.py"), "--model", "tiny-random",
                            "--workload", "budgets", "--items", "4", "--threads", "1", "--out", str(out),
-                           "--methods", "engine,engine-grouped,batched"],
+                           "--methods", "engine,engine-grouped,engine@2,batched"],
                           capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    one, grouped, batched = json.loads(out.read_text())["runs"]
-    assert one["calls"] == 1 and grouped["calls"] > 1  # the workload's budgets differ
-    assert one["completions_sha256"] == grouped["completions_sha256"] and one["tokens"] == grouped["tokens"]
-    assert one["finish_reasons"]["length"] == 4  # EOS ignored: every item generates its own budget
+    one, grouped, halves, batched = json.loads(out.read_text())["runs"]
+    assert one["calls"] == 1 and grouped["calls"] > 1 and halves["calls"] == 2  # the workload's budgets differ
+    assert one["completions_sha256"] == grouped["completions_sha256"] == halves["completions_sha256"]
+    assert one["tokens"] == grouped["tokens"] and one["finish_reasons"]["length"] == 4  # EOS ignored: each its budget
     assert batched["skipped"] == "the budgets workload is the engines'"
-    assert "| budgets | engine-grouped | 4 |" in done.stdout and "1.00×" in done.stdout
+    row = next(line for line in done.stdout.splitlines() if line.startswith("| budgets | engine | 4 |"))
+    assert row.endswith(f"| {one['tokens_per_s'] / grouped['tokens_per_s']:.2f}× |")  # against the grouped way

@@ -87,8 +87,10 @@ class RecordingEngine(ScriptedEngine):
     def __init__(self, replies):
         super().__init__(replies)
         self.budgets: dict[str, int] = {}
+        self.call_sizes: list[int] = []
 
     def generate(self, prompts, params, seeds=None, progress=True):
+        self.call_sizes.append(len(prompts))
         for p, q in zip(prompts, per_prompt(params, len(prompts))):
             self.budgets[p[-1]["content"].split("### Response\n", 1)[1]] = q.max_new_tokens
         return super().generate(prompts, params, seeds=seeds, progress=progress)
@@ -134,6 +136,7 @@ def test_each_item_gets_the_budget_of_its_own_response(tmp_path):
     responses = [Response(id="short", prompt="p", response="a short one"), Response(id="long", prompt="p", response=long)]
     revise(ReviseConfig(critic="scripted", iterations=1, critique_tokens=100), tmp_path, engine=engine, responses=responses)
     assert engine.budgets == {"a short one": 256, long: 640}  # 100 + 128 -> 256; 100 + 450 -> 640
+    assert engine.call_sizes == [2]  # both budgets in one call: the rows decode together
     rows = read_jsonl_prefix(tmp_path / "iteration_1.jsonl")
     assert [r["budget"] for r in rows] == [256, 640]
 

@@ -45,6 +45,11 @@ def add_seed(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
 
 
+def _launched_worker() -> bool:
+    """A process of a multi-process launch (torchrun, accelerate launch) other than the main one."""
+    return os.environ.get("RANK", "0") != "0"
+
+
 def configured(cls, args: argparse.Namespace, command: str, *, config_name: str = "config.json", file: bool = False):
     """The command's config (flags over ``--config FILE``, required fields checked), with ``--out`` claimed
     for it: a rerun with another fingerprint is refused unless ``--overwrite``; the resolved config and
@@ -53,7 +58,7 @@ def configured(cls, args: argparse.Namespace, command: str, *, config_name: str 
 
     config = settings_from_args(cls, args)
     out = Path(args.out if args.out is not None else getattr(config, "out"))  # evaluate may take it from --config
-    if os.environ.get("RANK", "0") != "0":  # under torchrun/accelerate launch the main process claims OUT
+    if _launched_worker():  # under torchrun/accelerate launch the main process claims OUT
         return config
     created = not out.exists()
     claim_output(out, config, command=command, overwrite=args.overwrite, config_name=config_name, file=file)
@@ -736,7 +741,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if os.environ.get("RANK", "0") != "0":  # under a launcher one result line, the main process's
+        if _launched_worker():  # under a launcher one result line, the main process's
             with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
                 return args.func(args) or 0
         return args.func(args) or 0

@@ -704,15 +704,15 @@ def _write_parquet(path: str, rows: list[dict]) -> None:
 def append_records(dest: str | os.PathLike, records: Iterable[Record | dict]) -> None:
     """Append records to a JSONL file and flush, for runs that write as they go and resume.
 
-    Each line is written whole with one ``write`` call and fsynced, so an interruption loses at
-    most the line being written; readers of a resumed run use ``read_jsonl_prefix``.
+    All the records go in one ``write`` call and are fsynced, so an interruption leaves the file
+    without them or, rarely, with a torn tail that ``read_jsonl_prefix`` cuts off: a resumed run
+    redoes the whole batch (bf16 generation gives the same bits only to the same batches).
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    lines = "".join(json.dumps(r.to_dict() if isinstance(r, Record) else r, ensure_ascii=False) + "\n" for r in records)
     with open(dest, "a", encoding="utf-8") as f:
-        for r in records:
-            row = r.to_dict() if isinstance(r, Record) else r
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        f.write(lines)
         f.flush()
         os.fsync(f.fileno())
 

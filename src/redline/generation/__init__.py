@@ -10,9 +10,11 @@ Revise loops, PPO rollouts, judges and the server all call ``engine.generate(pro
 
 A ``str`` prompt is raw text, tokenized as the tokenizer does by default (as vLLM does); a list of
 ``{"role", "content"}`` messages gets the model's chat template with the generation prompt
-(``as_chat`` turns a record's string prompt into such a list). Item i's seed is ``params.seed + i``
-unless ``seeds`` says otherwise, and a completion depends only on its prompt, its seed and the
-sampling settings, never on what else shares its batch (see ``transformers_engine`` for exactly what
+(``as_chat`` turns a record's string prompt into such a list). ``params`` is one ``SamplingParams``
+for all prompts or one per prompt. Item i's seed is ``seeds[i]`` if given, else its params' ``seed +
+i`` (with a list too: give ``seeds`` for seeds of your own). In float32 a completion depends only on
+its prompt, its seed and the sampling settings, never on what else shares its batch; in bfloat16 it
+can change past a few hundred positions with the call (``transformers_engine`` says exactly what
 holds, bit for bit).
 
 Engines:
