@@ -14,7 +14,8 @@ mode that learns worse shows.
 A case is MODE:BATCHxACCUM, e.g. ``bf16-base+sliced:1x4`` (4 sequences per optimiser step either
 way). MODE is ``fp32`` (float32 weights), ``bf16-autocast`` (float32 weights, bfloat16 autocast),
 ``bf16-base`` or ``bf16-base-autocast`` (both: the float32 adapters' products in bfloat16 too), with ``+sliced`` for ``train_sft``'s completion-only projection; without it the case
-runs TRL's own loss, which on a CPU projects every position.
+runs TRL's own loss, which on a CPU projects every position. ``+nodrop`` sets ``--lora-dropout 0``
+(PEFT then skips the dropout on every adapted layer's input, a full-size copy and mask).
 """
 
 from __future__ import annotations
@@ -34,17 +35,17 @@ CHILD = r"""
 import json, resource, sys
 from redline.train.critic import CriticConfig, train_critic
 mode, steps, batch, accum, out, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
-precision, _, extra = mode.partition("+")
+precision, *extras = mode.split("+")
 import torch
 import redline.train.sft as sft
-if extra != "sliced":
+if "sliced" not in extras:
     sft._sliceable = lambda *args: None  # TRL's own loss
 if threads:
     torch.set_num_threads(threads)
 config = CriticConfig(data=sys.argv[7], limit=steps * batch * accum, max_steps=steps, batch_size=batch, grad_accum=accum,
                       bf16=precision in ("bf16-autocast", "bf16-base-autocast"),
                       bf16_base=precision in ("bf16-base", "bf16-base-autocast"), logging_steps=1,
-                      save_steps=10_000, seed=0)
+                      save_steps=10_000, seed=0, **({"lora_dropout": 0.0} if "nodrop" in extras else {}))
 m = train_critic(config, out)
 m["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 m["losses"] = [r["loss"] for r in map(json.loads, open(out + "/train_log.jsonl")) if "loss" in r]
