@@ -277,7 +277,7 @@ def run_method(method: str, workload_name: str, args) -> dict:
         raise SystemExit(f"--methods: {method!r}: the items per call after @ must be a positive integer")
     if workload_name == "budgets" and base not in (*GROUPED, "engine", "engine-bf16"):
         return dict(method=method, workload=workload_name, skipped="the budgets workload is the engines'")
-    if base in GROUPED and workload_name != "budgets" or base != method and workload_name != "budgets":
+    if workload_name != "budgets" and (base in GROUPED or at):
         return dict(method=method, workload=workload_name, skipped="a way of the budgets workload")
     if method == "llamacpp":
         import importlib.util

@@ -705,8 +705,8 @@ def append_records(dest: str | os.PathLike, records: Iterable[Record | dict]) ->
     """Append records to a JSONL file and flush, for runs that write as they go and resume.
 
     All the records go in one ``write`` call and are fsynced, so an interruption leaves the file
-    without them or, rarely, with a torn tail that ``read_jsonl_prefix`` cuts off: a resumed run
-    redoes the whole batch (bf16 generation gives the same bits only to the same batches).
+    without them or, rarely (a write cut short), with their first lines and a torn one that
+    ``read_jsonl_prefix`` cuts off; a resumed run then redoes the batch, or its rest.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -38,8 +38,9 @@ second (weights·V) sums the key columns in ``ATTEND_BLOCK``-column matmuls, sin
 whole span let the BLAS split its sum by the span's length, and a row's bits then changed past a few
 hundred positions when the call's span (or, after a copied prefix, its prefill tiles) changed (the
 blocks cost ~7% of the float32 revise workload's speed). A completion is therefore the same, token
-for token, alone or in any batch, and whether or not its prompt prefix was copied from another row: tested on tiny-random and on the embedded model,
-and measured for the embedded model's GEMM shapes with MKL/oneDNN on an AVX-512 CPU. Another BLAS or
+for token, alone or in any batch, and whether or not its prompt prefix was copied from another row:
+tested on tiny-random and on the embedded model, and measured for the embedded model's GEMM shapes
+with MKL/oneDNN on an AVX-512 CPU. Another BLAS or
 CPU may block differently. With ``exact=False`` (no padding) outputs agree only up to float rounding,
 and a near-tie can flip a token; greedy decoding matches ``model.generate`` up to that rounding.
 

@@ -107,9 +107,9 @@ def token_counter(engine):
 
 def generate_by_budget(engine, prompts: list, budgets: list[int], seeds: list[int], config, progress: bool = False) -> list:
     """Each prompt's completion under its own new-token budget, in the prompts' order, in one call:
-    the engine decodes rows with other budgets together (one call per budget decoded one or two rows
-    at a time, since nearly every answer's budget differs). ``config`` gives the sampling settings
-    (temperature, top_p, seed, no_repeat_ngram)."""
+    the engine decodes rows with other budgets together (one call per budget decoded 3–5 small
+    groups of rows one after another). ``config`` gives the sampling settings (temperature, top_p,
+    seed, no_repeat_ngram)."""
     from redline.generation import SamplingParams
 
     params = [SamplingParams(temperature=config.temperature, top_p=config.top_p, max_new_tokens=budget, seed=config.seed,
