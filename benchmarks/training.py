@@ -14,8 +14,9 @@ mode that learns worse shows.
 A case is MODE:BATCHxACCUM, e.g. ``bf16-base+sliced:1x4`` (4 sequences per optimiser step either
 way). MODE is ``fp32`` (float32 weights), ``bf16-autocast`` (float32 weights, bfloat16 autocast),
 ``bf16-base`` or ``bf16-base-autocast`` (both: the float32 adapters' products in bfloat16 too), with ``+sliced`` for ``train_sft``'s completion-only projection; without it the case
-runs TRL's own loss, which on a CPU projects every position. ``+nodrop`` sets ``--lora-dropout 0``
-(PEFT then skips the dropout on every adapted layer's input, a full-size copy and mask).
+runs TRL's own loss, which on a CPU projects every position. ``+drop`` sets ``--lora-dropout 0.05`` (the
+default until the eighth session: PEFT then masks and copies every adapted layer's input) and ``+nodrop``
+sets 0 (today's default, spelt out so that older commands read the same).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import json, resource, sys
 from redline.train.critic import CriticConfig, train_critic
-mode, steps, batch, accum, out, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
+mode, steps, batch, accum, out, threads, model = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6]), sys.argv[8]
 precision, *extras = mode.split("+")
 import torch
 import redline.train.sft as sft
@@ -42,10 +43,10 @@ if "sliced" not in extras:
     sft._sliceable = lambda *args: None  # TRL's own loss
 if threads:
     torch.set_num_threads(threads)
-config = CriticConfig(data=sys.argv[7], limit=steps * batch * accum, max_steps=steps, batch_size=batch, grad_accum=accum,
+config = CriticConfig(model=model, data=sys.argv[7], limit=steps * batch * accum, max_steps=steps, batch_size=batch, grad_accum=accum,
                       bf16=precision in ("bf16-autocast", "bf16-base-autocast"),
                       bf16_base=precision in ("bf16-base", "bf16-base-autocast"), logging_steps=1,
-                      save_steps=10_000, seed=0, **({"lora_dropout": 0.0} if "nodrop" in extras else {}))
+                      save_steps=10_000, seed=0, lora_dropout=0.05 if "drop" in extras else 0.0)
 m = train_critic(config, out)
 m["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 m["losses"] = [r["loss"] for r in map(json.loads, open(out + "/train_log.jsonl")) if "loss" in r]
@@ -55,12 +56,27 @@ print(json.dumps(m))
 CASES = ["fp32:1x4", "fp32+sliced:1x4", "bf16-base:1x4", "bf16-base+sliced:1x4", "bf16-autocast+sliced:1x4"]
 
 
+PRECISIONS = ("fp32", "bf16-autocast", "bf16-base", "bf16-base-autocast")
+EXTRAS = ("sliced", "drop", "nodrop")
+
+
+def check_case(case: str) -> None:
+    """Refuse a case the child would misread (a typo in an extra would silently run the default)."""
+    mode, _, shape = case.partition(":")
+    precision, *extras = mode.split("+")
+    batch, _, accum = shape.partition("x")
+    if precision not in PRECISIONS or not set(extras) <= set(EXTRAS) or {"drop", "nodrop"} <= set(extras) \
+            or not (batch.isdigit() and accum.isdigit()):
+        sys.exit(f"--cases: {case!r} is not MODE:BATCHxACCUM with MODE one of {', '.join(PRECISIONS)} "
+                 f"and extras from +{', +'.join(EXTRAS)} (not both +drop and +nodrop)")
+
+
 def measure(case: str, args) -> dict:
     mode, shape = case.split(":")
     batch, accum = shape.split("x")
     with tempfile.TemporaryDirectory() as out:
         env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1"}
-        cmd = [sys.executable, "-c", CHILD, mode, str(args.steps), batch, accum, out, str(args.threads), str(args.data)]
+        cmd = [sys.executable, "-c", CHILD, mode, str(args.steps), batch, accum, out, str(args.threads), str(args.data), args.model]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if done.returncode:
             sys.exit(f"{case} failed:\n{done.stderr[-3000:]}")
@@ -86,12 +102,15 @@ def paired_loss_difference(losses: list[float], base: list[float]) -> tuple[floa
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=ROOT / "data" / "simulated" / "feedback.jsonl")
+    ap.add_argument("--model", default="embedded", help="the critic's base model (tiny-random: a smoke run)")
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--cases", default=",".join(CASES), help="MODE:BATCHxACCUM, comma-separated")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "training.json")
     args = ap.parse_args()
 
+    for case in args.cases.split(","):
+        check_case(case)
     rows = []
     for case in args.cases.split(","):
         rows.append(measure(case, args))

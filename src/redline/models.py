@@ -344,7 +344,7 @@ class LoraSettings:
 
     r: int = 16
     alpha: int = 32
-    dropout: float = 0.05
+    dropout: float = 0.0  # SFTSettings.lora_dropout says why
     target_modules: str | list[str] = "all-linear"
 
 
