@@ -118,3 +118,18 @@ def test_a_reward_models_trained_head_reads_the_bfloat16_base_and_scores_in_floa
     assert scores.dtype == torch.float32
     scores.sum().backward()
     assert all(p.grad is not None for n, p in trainable.items() if "score" in n or "lora_A" in n)
+
+
+@pytest.mark.parametrize("on", [False, True])
+def test_checkpointing_reaches_the_trainer_without_the_deprecated_name_warning(tmp_path, on):
+    import warnings
+
+    from transformers import TrainingArguments
+    from trl import SFTConfig
+
+    settings = sft.SFTSettings(gradient_checkpointing=on)
+    for config in (TrainingArguments, SFTConfig):  # TRL's configs default the old name to True
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)
+            args = config(**sft.trainer_arguments(settings, tmp_path, "cpu"))
+        assert args.gradient_checkpointing is on and args.disable_tqdm is False

@@ -4,7 +4,8 @@ Every command has ``--help``. Shared options are spelled the same everywhere: ``
 ``--out``, ``--seed``, ``--limit N`` on every command that reads records, ``--max-steps N`` and
 ``--epochs E`` on every trainer, ``--skip-invalid`` wherever records are read. An error is one
 clear line on stderr (the lines of a bad file, one per bad record) and exit code 2; ``--debug``
-shows the full traceback.
+shows the full traceback. The libraries' deprecation warnings and notices are hidden (``console.quiet``);
+``--verbose`` shows them.
 
 The wiring lives here, one ``_add_<group>`` function per command group; the work lives in the
 modules, imported inside each handler so ``redline --help`` stays fast.
@@ -710,6 +711,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"redline {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    parser.add_argument("--verbose", action="store_true", help="also show the libraries' deprecation warnings, notices "
+                        "and weight-loading / dataset bars (hidden by default; redline's progress and errors always show)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_demo(sub)
     _add_data(sub)
@@ -740,11 +743,14 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    from redline.console import quiet
+
     try:
-        if _launched_worker():  # under a launcher one result line, the main process's
-            with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
-                return args.func(args) or 0
-        return args.func(args) or 0
+        with contextlib.nullcontext() if args.verbose else quiet():
+            if _launched_worker():  # under a launcher one result line, the main process's
+                with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+                    return args.func(args) or 0
+            return args.func(args) or 0
     except KeyboardInterrupt:
         _release(args)
         print("redline: interrupted", file=sys.stderr)

@@ -18,7 +18,7 @@ annotators. It reruns the critic experiment of Jin et al. 2023 (arXiv 2311.14543
 
 Every step resumes: run it again and finished steps are skipped. The full-size experiment is
 ``redline experiment critic``. The output is the steps, their progress bars and the tables: the
-libraries' deprecation warnings, notices and per-step log lines are kept out of it (``quiet``).
+libraries' deprecation warnings, notices and per-step log lines are kept out of it (``console.quiet``).
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from redline.console import quiet
 
 SHIPPED = Path(__file__).resolve().parents[2] / "data" / "simulated"
 # The critic a checkout ships: LoRA on the embedded model, trained on 1000 records of SHIPPED
@@ -65,33 +67,6 @@ class DemoConfig:
 
 def say(message: str) -> None:
     print(f"redline demo: {message}", file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
-def quiet():
-    """Hide what a newcomer cannot act on: FutureWarnings and DeprecationWarnings from inside
-    transformers, TRL and PEFT, the libraries' info notices (tokenizers, weight loading) and the
-    progress bars of dataset preparation. Progress bars of training, revising and judging stay."""
-    import warnings
-
-    import datasets
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    datasets_bars = datasets.is_progress_bar_enabled()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-        datasets.disable_progress_bars()
-        try:
-            yield
-        finally:
-            hf_logging.set_verbosity(verbosity)
-            hf_logging.enable_progress_bar()
-            if datasets_bars:
-                datasets.enable_progress_bars()
 
 
 def find_data(out: Path) -> Path:

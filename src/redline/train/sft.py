@@ -135,7 +135,7 @@ def save_training_curve(log_history: list[dict], out: Path, title: str) -> Path 
 
 def checkpointing_argument(on: bool) -> dict:
     """Activation checkpointing under the name this transformers reads: ``activation_checkpointing`` where it
-    exists (5.2x; ``gradient_checkpointing`` is then a deprecated alias that warns on every run, and TRL's
+    exists (transformers 5.24 has it; ``gradient_checkpointing`` is then a deprecated alias that warns on every run, and TRL's
     configs set it to True unless the new name is given), else ``gradient_checkpointing``."""
     from dataclasses import fields
 

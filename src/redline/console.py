@@ -1,0 +1,74 @@
+"""What the terminal shows: redline's steps, progress bars, results and errors, not the libraries' notices.
+
+Every `redline` command runs inside ``quiet()`` unless ``--verbose`` is given: transformers', TRL's,
+PEFT's, accelerate's and datasets' FutureWarnings and DeprecationWarnings, transformers' info and
+warning log lines (weight-loading reports, tokenizer notices) and the progress bars of weight loading
+and dataset preparation are hidden. The bars of training, generating, revising and judging stay, and
+so does every error. ``import redline.console`` imports none of those libraries: the settings are
+made through the environment for a library imported later, and through its API for one already in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+# The modules whose deprecation notices a user of redline cannot act on (a warning attributed to
+# redline's own code still shows: that one is ours to mend).
+LIBRARIES = r"(transformers|trl|peft|accelerate|datasets|huggingface_hub|torch)(\.|$)"
+# Read by the libraries when they are imported: transformers' log level (and with it its bars' default)
+# and the datasets / hub progress bars.
+ENV = {"TRANSFORMERS_VERBOSITY": "error", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+
+
+@contextlib.contextmanager
+def quiet():
+    """Hide the libraries' notices for the block (module docstring); everything is put back after it."""
+    import warnings
+
+    saved_env = {name: os.environ.get(name) for name in ENV}
+    hf_before, datasets_before = _hf_state(), _datasets_state()
+    with warnings.catch_warnings():
+        for category in (FutureWarning, DeprecationWarning):
+            warnings.filterwarnings("ignore", category=category, module=LIBRARIES)
+        for name, value in ENV.items():
+            os.environ.setdefault(name, value)  # a value the user set wins
+        _set_hf((40, False))  # transformers' ERROR level, no weight-loading bars
+        _set_datasets(False)
+        try:
+            yield
+        finally:
+            # A library imported inside the block read the environment then, and refuses (with a warning)
+            # to turn its bars back on: they stay off in this process, which only a caller of main() sees.
+            warnings.filterwarnings("ignore", category=UserWarning, module=LIBRARIES)
+            for name, value in saved_env.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            _set_hf(hf_before or (30, True))  # imported inside the block: back to transformers' defaults
+            _set_datasets(True if datasets_before is None else datasets_before)
+
+
+def _hf_state():
+    logging = sys.modules.get("transformers.utils.logging")
+    return (logging.get_verbosity(), logging.is_progress_bar_enabled()) if logging else None
+
+
+def _set_hf(state) -> None:
+    logging = sys.modules.get("transformers.utils.logging")
+    if logging:
+        logging.set_verbosity(state[0])
+        (logging.enable_progress_bar if state[1] else logging.disable_progress_bar)()
+
+
+def _datasets_state():
+    datasets = sys.modules.get("datasets")
+    return datasets.is_progress_bar_enabled() if datasets else None
+
+
+def _set_datasets(enabled: bool) -> None:
+    datasets = sys.modules.get("datasets")
+    if datasets:
+        (datasets.enable_progress_bars if enabled else datasets.disable_progress_bars)()

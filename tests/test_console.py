@@ -1,0 +1,40 @@
+"""What a command prints: the libraries' deprecation notices and weight-loading bars are hidden unless
+--verbose, the training bar and redline's own lines always show, and the process is left as it was."""
+
+import os
+import subprocess
+import sys
+import warnings
+
+from redline.console import ENV, quiet
+
+
+def _train(tmp_path, *flags):
+    return subprocess.run([sys.executable, "-m", "redline.cli", *flags, "train", "sft", "--model", "tiny-random",
+                           "--data", "data/simulated/demonstrations.jsonl", "--limit", "2", "--max-steps", "1",
+                           "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=600,
+                          env={k: v for k, v in os.environ.items() if k not in ENV} | {"OMP_NUM_THREADS": "1"})
+
+
+def test_a_command_shows_its_bar_and_not_the_libraries_notices_unless_verbose(tmp_path):
+    done = _train(tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "1/1 [" in done.stderr  # the trainer's progress bar
+    assert "Loading weights" not in done.stderr and "Warning" not in done.stderr
+    verbose = _train(tmp_path / "v", "--verbose")
+    assert verbose.returncode == 0, verbose.stderr[-2000:]
+    assert "Loading weights" in verbose.stderr and "1/1 [" in verbose.stderr
+
+
+def test_quiet_hides_the_libraries_deprecations_not_ours_and_puts_everything_back():
+    saved = {name: os.environ.get(name) for name in ENV}
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with quiet():
+            assert all(os.environ.get(name) for name in ENV)
+            warnings.warn_explicit("old name", FutureWarning, "x.py", 1, module="transformers.training_args")
+            warnings.warn_explicit("old name", DeprecationWarning, "x.py", 1, module="peft.tuners")
+            warnings.warn_explicit("ours", FutureWarning, "x.py", 1, module="redline.train.sft")
+        warnings.warn_explicit("after", FutureWarning, "x.py", 1, module="transformers.training_args")
+    assert [str(w.message) for w in seen] == ["ours", "after"]
+    assert {name: os.environ.get(name) for name in ENV} == saved
