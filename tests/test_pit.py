@@ -12,7 +12,8 @@ from redline.cli import main
 from redline.models import ModelCard, load_reward_model, load_tokenizer, run_info, save_model
 from redline.prompts import PIT_TEMPLATE
 from redline.records import Preference, read_jsonl_prefix
-from redline.train.pit import PITConfig, build_prompt, pit_policy, pit_sft_examples, round0_records, train_pit
+from redline.train.pit import (PITConfig, build_prompt, pit_policy, pit_sft_examples, round0_records, select_sft_pairs,
+                               train_pit)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -48,6 +49,17 @@ def test_sft_examples_put_the_worse_response_in_the_prompt_and_the_better_in_the
     assert user == {"role": "user", "content": PIT_TEMPLATE.format(prompt="Name a colour.", response="blu")}
     assert assistant == {"role": "assistant", "content": "Blue, the colour of the sky."}
     assert "Blue" not in user["content"]
+
+
+def test_sft_pairs_keeps_the_edits_or_the_others_and_refuses_pairs_that_do_not_say():
+    edit = Preference(prompt="a", chosen="Blue.", rejected="blue", id="e", meta={"edit": True})
+    other = Preference(prompt="b", chosen="Red, like a rose.", rejected="Green.", id="o", meta={"edit": False})
+    unmarked = Preference(prompt="c", chosen="x", rejected="y", id="u")
+    assert select_sft_pairs([edit, other, unmarked], "all", "f.jsonl") == [edit, other, unmarked]
+    assert select_sft_pairs([edit, other], "edits", "f.jsonl") == [edit]
+    assert select_sft_pairs([edit, other], "no-edits", "f.jsonl") == [other]
+    with pytest.raises(RedlineError, match=r"f.jsonl: --sft-pairs edits reads meta.edit .* which 1 of 3 .*'u'"):
+        select_sft_pairs([edit, other, unmarked], "edits", "f.jsonl")
 
 
 def test_round0_improves_both_responses_of_a_pair_and_an_identical_one_once():
@@ -124,6 +136,11 @@ def test_bad_input_is_refused_before_any_work(gap_run, jsonl, tmp_path):
         train_pit(config(gap_run, data, policy=gap_run), tmp_path / "a")
     with pytest.raises(RedlineError, match="no preference pair"):
         train_pit(config(gap_run, jsonl([PREFS[-1]], "same.jsonl")), tmp_path / "a")
+    with pytest.raises(RedlineError, match="meta.edit"):  # the shipped-style PREFS do not mark their edits
+        train_pit(config(gap_run, data, sft_pairs="edits"), tmp_path / "a")
+    marked = jsonl([{**p, "meta": {"edit": False}} for p in PREFS], "marked.jsonl")
+    with pytest.raises(RedlineError, match="no preference pair .* among --sft-pairs edits"):
+        train_pit(config(gap_run, marked, sft_pairs="edits"), tmp_path / "a")
     with pytest.raises(RedlineError, match="prompts have more than 8 tokens"):
         train_pit(config(gap_run, data, max_prompt_length=8), tmp_path / "a")
     assert not (tmp_path / "a").exists()

@@ -18,7 +18,9 @@ Steps (the same numbers mark ``train_pit``):
      round-0 prompt, refusing the run if one does not fit ``--max-prompt-length``.
   2. PIT SFT (``train_sft``, kind ``pit-sft``) on chat pairs: the PIT template (prompts.py) with
      (x, y_l) as the user turn, y_w as the completion. Pairs whose chosen equals rejected are skipped
-     and counted (they would teach copying).
+     and counted (they would teach copying). ``--sft-pairs edits|no-edits`` keeps only the pairs whose
+     chosen is (or is not) an edit of the rejected (``meta.edit``): "better given the worse" is an
+     edit in the one and an independent sample in the other.
   3. Round-1 references: one response per RL prompt, sampled from BASE (``--policy``) with the
      generation engine; kept in RUN/references.jsonl.
   4. RL, round by round with the shared ``run_ppo``: the prompt of an episode is the PIT template
@@ -75,6 +77,7 @@ MANIFEST = "pit.json"
 REFERENCES = "references.jsonl"
 ROUNDS = (0, 1)
 POLICY_KINDS = ("pit", "pit-sft")
+SFT_PAIRS = ("all", "edits", "no-edits")
 
 
 @dataclass
@@ -104,6 +107,9 @@ class PITConfig(RLSettings):
     sft_batch_size: int = field(default=8, metadata={"help": "PIT SFT sequences per optimiser step (one per forward pass)"})
     sft_learning_rate: float | None = field(default=None, metadata={"help": "PIT SFT peak lr (default: 2e-4 LoRA, 2e-5 full)"})
     sft_max_length: int = field(default=1024, metadata={"help": "PIT SFT tokens per sequence (prompt, y_l and y_w); longer ones are cut"})
+    sft_pairs: str = field(default="all", metadata={"choices": SFT_PAIRS, "help": (
+        "PIT SFT on every pair, on the edits only (pairs whose meta.edit is true: the chosen answer is the "
+        "rejected one corrected, as `simulate build` marks them) or on the other pairs only (the ablation)")})
     # --- round 1's references
     reference_temperature: float = field(default=0.7, metadata={"help": "sampling temperature of BASE's references"})
     reference_max_new_tokens: int = field(default=256, metadata={"help": "tokens per reference"})
@@ -157,6 +163,19 @@ def pit_sft_examples(prefs) -> tuple[list[dict], int]:
     examples = [{"prompt": pit_messages(p.prompt, p.rejected), "completion": [{"role": "assistant", "content": p.chosen}]}
                 for p in prefs if not p.identical]
     return examples, len(prefs) - len(examples)
+
+
+def select_sft_pairs(prefs, which: str, source: str) -> list:
+    """Step 2's pairs under ``--sft-pairs``: all of them, or those whose ``meta.edit`` is true (edits) or
+    false (no-edits). A selection refuses records that do not say (``meta.edit`` missing or not a bool)."""
+    if which == "all":
+        return prefs
+    unsure = [p for p in prefs if not isinstance(p.meta.get("edit"), bool)]
+    if unsure:
+        first = unsure[0].id or unsure[0].prompt
+        raise RedlineError(f"{source}: --sft-pairs {which} reads meta.edit (true or false), which {len(unsure)} of "
+                           f"{len(prefs)} PIT SFT pairs lack (the first: {str(first)[:60]!r})")
+    return [p for p in prefs if p.meta["edit"] == (which == "edits")]
 
 
 def round0_records(prefs) -> list[dict]:
@@ -287,9 +306,10 @@ def train_pit(config: PITConfig, out: str | os.PathLike) -> dict[str, Any]:
         sft_prefs, _, rl_prefs = split_thirds(prefs, config.split_seed)  # the middle third is the gap model's
     if config.rl_data:
         rl_prefs = read_preferences(config.rl_data, limit=config.limit, skip_invalid=config.skip_invalid)
-    examples, n_identical = pit_sft_examples(sft_prefs)
+    examples, n_identical = pit_sft_examples(select_sft_pairs(sft_prefs, config.sft_pairs, config.data))
     if not examples:
-        raise RedlineError(f"{config.data}: no preference pair with chosen different from rejected for PIT SFT")
+        which = "" if config.sft_pairs == "all" else f" among --sft-pairs {config.sft_pairs}"
+        raise RedlineError(f"{config.data}: no preference pair with chosen different from rejected for PIT SFT{which}")
     if n_identical:
         print(f"redline: PIT SFT skips {n_identical} pairs whose chosen equals rejected", file=sys.stderr)
     first = round0_records(rl_prefs)
