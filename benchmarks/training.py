@@ -17,6 +17,14 @@ way). MODE is ``fp32`` (float32 weights), ``bf16-autocast`` (float32 weights, bf
 runs TRL's own loss, which on a CPU projects every position. ``+drop`` sets ``--lora-dropout 0.05`` (the
 default until the eighth session: PEFT then masks and copies every adapted layer's input) and ``+nodrop``
 sets 0 (today's default, spelt out so that older commands read the same).
+
+``--workload reward`` trains the K-way reward model (`redline train reward`'s trainer) on the shipped
+rankings instead, BATCH prompts (of 5 completions each) a forward pass, at --max-length 384 as
+scripts/instructgpt_v2.sh does; tokens are the completions' real tokens. ``+padded`` scores the padded
+batch in one forward pass (the way before the eighth session); without it a CPU scores each
+completion alone at its own length (``reward.completion_scores``).
+
+    python benchmarks/training.py --workload reward --steps 8 --threads 1 --cases "fp32+padded+drop:2x1,fp32:2x1"
 """
 
 from __future__ import annotations
@@ -53,11 +61,40 @@ m["losses"] = [r["loss"] for r in map(json.loads, open(out + "/train_log.jsonl")
 print(json.dumps(m))
 """
 
+# The reward model's workload (``--workload reward``): K-way rankings, BATCH prompts a forward pass. Tokens are
+# the real (unpadded) tokens of the completions read; ``+padded`` scores the padded batch in one pass on the
+# CPU too (the way before the eighth session; ``reward.UNPADDED_ON_CPU``).
+REWARD_CHILD = r"""
+import json, resource, sys
+mode, steps, batch, accum, out, threads, model = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6]), sys.argv[8]
+precision, *extras = mode.split("+")
+import torch
+from redline.train import reward
+if threads:
+    torch.set_num_threads(threads)
+reward.UNPADDED_ON_CPU = "padded" not in extras
+tokens = [0]
+collate = reward.GroupCollator.__call__
+def counting(self, groups):
+    batch = collate(self, groups)
+    tokens[0] += int(batch["attention_mask"].sum())
+    return batch
+reward.GroupCollator.__call__ = counting
+config = reward.RewardConfig(model=model, data=sys.argv[7], limit=steps * batch * accum + 4, eval_split=0.1, max_steps=steps,
+                             batch_size=batch, grad_accum=accum, max_length=384, bf16_base=precision == "bf16-base",
+                             logging_steps=1, save_steps=10_000, seed=0, lora_dropout=0.05 if "drop" in extras else 0.0)
+m = reward.train_reward(config, out)
+losses = [r["loss"] for r in map(json.loads, open(out + "/train_log.jsonl")) if "loss" in r]
+print(json.dumps({"steps": m["steps"], "tokens": tokens[0], "train_seconds": m["train_seconds"], "first_loss": losses[0],
+                  "final_loss": losses[-1], "losses": losses, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+REWARD_CASES = ["fp32+padded:2x1", "fp32:2x1", "bf16-base:2x1"]
 CASES = ["fp32:1x4", "fp32+sliced:1x4", "bf16-base:1x4", "bf16-base+sliced:1x4", "bf16-autocast+sliced:1x4"]
 
 
 PRECISIONS = ("fp32", "bf16-autocast", "bf16-base", "bf16-base-autocast")
-EXTRAS = ("sliced", "drop", "nodrop")
+EXTRAS = ("sliced", "drop", "nodrop", "padded")
 
 
 def check_case(case: str) -> None:
@@ -76,7 +113,8 @@ def measure(case: str, args) -> dict:
     batch, accum = shape.split("x")
     with tempfile.TemporaryDirectory() as out:
         env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1"}
-        cmd = [sys.executable, "-c", CHILD, mode, str(args.steps), batch, accum, out, str(args.threads), str(args.data), args.model]
+        child = REWARD_CHILD if args.workload == "reward" else CHILD
+        cmd = [sys.executable, "-c", child, mode, str(args.steps), batch, accum, out, str(args.threads), str(args.data), args.model]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if done.returncode:
             sys.exit(f"{case} failed:\n{done.stderr[-3000:]}")
@@ -101,16 +139,25 @@ def paired_loss_difference(losses: list[float], base: list[float]) -> tuple[floa
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=ROOT / "data" / "simulated" / "feedback.jsonl")
-    ap.add_argument("--model", default="embedded", help="the critic's base model (tiny-random: a smoke run)")
+    ap.add_argument("--workload", choices=("critic", "reward"), default="critic",
+                    help="the critic's SFT, or the reward model's K-way rankings")
+    ap.add_argument("--data", type=Path, default=None, help="default: the shipped feedback (critic) or rankings (reward)")
+    ap.add_argument("--model", default="embedded", help="the base model (tiny-random: a smoke run)")
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    ap.add_argument("--cases", default=",".join(CASES), help="MODE:BATCHxACCUM, comma-separated")
+    ap.add_argument("--cases", default=None, help="MODE:BATCHxACCUM, comma-separated (default: CASES or REWARD_CASES)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "training.json")
     args = ap.parse_args()
+    if args.cases is None:
+        args.cases = ",".join(REWARD_CASES if args.workload == "reward" else CASES)
+    if args.data is None:
+        args.data = ROOT / "data" / "simulated" / ("rankings.jsonl" if args.workload == "reward" else "feedback.jsonl")
 
     for case in args.cases.split(","):
         check_case(case)
+        critic_only = "+sliced" in case or "autocast" in case
+        if (args.workload == "critic" and "+padded" in case) or (args.workload == "reward" and critic_only):
+            sys.exit(f"--cases: {case!r}: +padded is the reward workload's; +sliced and autocast the critic's")
     rows = []
     for case in args.cases.split(","):
         rows.append(measure(case, args))

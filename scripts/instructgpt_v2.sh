@@ -19,7 +19,9 @@
 # (16 episodes, 256 new tokens, 2 epochs of 4 minibatches; embedded policy, embedded-sized reward model)
 # took 322 s of CPU (generate 16%, score 5%, evaluate 23%, train 55%; mean response 164 tokens, 38% cut
 # at 256; peak RSS 6.4 GiB). Scaled from it and from RESULTS "InstructGPT":
-#   reward model ~1.5 h; SFT candidates ~2.5 h; validation generation ~15 min;
+#   reward model ~7.5 h at first (61 s a step of 2 prompts, 438 steps, on a shared core; a padded batch and
+#   LoRA dropout), ~4 h since it scores each completion alone (RESULTS "Training": 1.66x; peak RSS 12 -> 8 GB);
+#   SFT candidates ~2.5 h; validation generation ~15 min;
 #   PPO ~5.3 min/iteration (9 h for 100), PPO-ptx ~6.5 min (11 h), PPO oracle ~5 min (8.5 h),
 #   RLOO oracle ~3.5 min (6 h); DPO ~1.5 h; test generation + judging ~2 h.
 #   In all ~42 h of one core; ~23 h with PARALLEL=1 when both cores are free (two PPO runs: ~15 GiB).

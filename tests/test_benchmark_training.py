@@ -32,3 +32,17 @@ def test_a_misspelt_case_is_refused_before_training(tmp_path):
     done, out = _run(tmp_path, "fp32+sliced:1x2,fp32+nodorp:1x2")
     assert done.returncode != 0 and "'fp32+nodorp:1x2'" in done.stderr and "+nodrop" in done.stderr
     assert not out.exists()
+
+
+def test_the_reward_workload_scores_a_row_at_a_time_to_the_padded_losses(tmp_path):
+    out = tmp_path / "reward.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "training.py"), "--workload", "reward", "--model",
+                           "tiny-random", "--steps", "2", "--threads", "1", "--cases", "fp32+padded:2x1,fp32:2x1",
+                           "--out", str(out)], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    padded, unpadded = json.loads(out.read_text())["rows"]
+    assert padded["tokens"] == unpadded["tokens"] > 0  # the same real tokens, read two ways
+    assert all(abs(a - b) < 1e-4 for a, b in zip(padded["losses"], unpadded["losses"]))
+    refused, _ = _run(tmp_path, "fp32+padded:1x2")  # the critic workload has no padded mode
+    assert refused.returncode != 0 and "+padded is the reward workload's" in refused.stderr

@@ -168,3 +168,24 @@ def test_the_summary_line_sets_each_figure_beside_its_ceiling():
     only_oracle_ties = comparison_accuracy(HAND_MADE[2:], HAND_MADE_SCORES[2:])
     assert accuracy_summary(only_oracle_ties).endswith("the oracle itself scores 50.0% against these labels; "
                                                        "the oracle ties every one of them")
+
+
+def test_scores_a_row_at_a_time_equal_the_padded_batch_and_so_do_their_gradients(monkeypatch):
+    from redline.models import load_reward_model
+    from redline.train import reward
+
+    torch.manual_seed(0)
+    model = load_reward_model("tiny-random", device="cpu")
+    rows = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [14, 15, 16, 17]]  # unequal lengths: two of three padded
+    batch = GroupCollator(model.config.pad_token_id)([{"input_ids": rows, "pairs": [(0, 1), (0, 2)]}])
+    grads, scores = [], []
+    for unpadded in (False, True):
+        monkeypatch.setattr(reward, "UNPADDED_ON_CPU", unpadded)
+        model.zero_grad()
+        s = reward.completion_scores(model, batch["input_ids"], batch["attention_mask"])
+        (s * torch.tensor([1.0, -2.0, 3.0])).sum().backward()
+        scores.append(s.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert scores[0].shape == scores[1].shape == (3,)
+    torch.testing.assert_close(scores[1], scores[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-6)

@@ -53,7 +53,8 @@ from redline import RedlineError
 from redline.prompts import pit_messages
 from redline.records import Preference, Ranking, read_records
 from redline.models import GAP_REWARD, chat_text, score_texts
-from redline.train.reward import GroupCollator, encode_chats, report_cuts, split_by_prompt, training_arguments
+from redline.train.reward import (GroupCollator, completion_scores, encode_chats, report_cuts, split_by_prompt,
+                                  training_arguments)
 from redline.train.sft import (
     SFTSettings, base_dtype, check_report_to, float32_adapters, publish, run_trainer, save_training_curve,
 )
@@ -199,7 +200,7 @@ def _gap_trainer_class():
         anchor_weight: float = 0.0
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            scores = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits.squeeze(-1)  # (N,)
+            scores = completion_scores(model, inputs["input_ids"], inputs["attention_mask"])  # (N,)
             quads = inputs["quads"]
             loss = gap_ranking_loss(scores[quads], self.term_weights) if len(quads) else scores.sum() * 0
             if self.anchor_weight > 0:
