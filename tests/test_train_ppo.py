@@ -420,3 +420,42 @@ def test_bf16_base_trains_float32_adapters_and_value_head_over_bfloat16_weights(
     row = log(tmp_path / "run")[0]
     assert row["kl"] == 0  # π_old from the forward pass under bfloat16: the identity adapter gives KL 0 exactly
     assert json.loads((tmp_path / "run" / "train_config.json").read_text())["bf16_base"] is True
+
+
+def test_each_episode_alone_gives_the_padded_micro_batchs_logits_values_and_gradients(rm_run, monkeypatch):
+    """On a CPU response_logits and the value model take each row at its own length (no padding):
+    the same log-probabilities, values and gradients on the real tokens as one padded forward pass."""
+    from redline.ops import rl
+    from redline.train import ppo
+    from redline.train.ppo import _prepare, _sequence
+
+    cfg = config(rm_run)
+    learner = _prepare(cfg, load_ppo_models(cfg, "cpu"), [], None)
+    with torch.no_grad():
+        for name, p in trainable(learner.policy).items():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    g = torch.Generator().manual_seed(0)
+    q_lens, r_lens = [3, 7, 5], [6, 2, 4]  # left-padded prompts, right-padded responses, none the longest in both
+    q, qm = torch.full((3, 7), 0), torch.zeros((3, 7), dtype=torch.long)
+    r, rm = torch.full((3, 6), 0), torch.zeros((3, 6), dtype=torch.long)
+    for i, (a, b) in enumerate(zip(q_lens, r_lens)):
+        q[i, 7 - a :], qm[i, 7 - a :] = torch.randint(5, 200, (a,), generator=g), 1
+        r[i, :b], rm[i, :b] = torch.randint(5, 200, (b,), generator=g), 1
+    mask = rm.bool()
+    out = {}
+    for unpadded in (False, True):
+        monkeypatch.setattr(ppo, "UNPADDED_ON_CPU", unpadded)
+        learner.policy.zero_grad()
+        learner.values_model.zero_grad()
+        logprobs = rl.logprobs_from_logits(response_logits(learner.policy, q, qm, r, rm, 0.9), r)
+        values = learner.values_model(*_sequence(q, qm, r, rm), n_last=r.shape[1])
+        (logprobs[mask].sum() + values[mask].sum()).backward()
+        grads = torch.cat([p.grad.flatten() for m in (learner.policy, learner.value) for p in trainable(m).values()])
+        out[unpadded] = (logprobs.detach(), values.detach(), grads)
+    for a, b in zip(out[False], out[True]):
+        assert a.shape == b.shape
+    torch.testing.assert_close(out[True][0][mask], out[False][0][mask], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out[True][1][mask], out[False][1][mask], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out[True][2], out[False][2], rtol=1e-3, atol=1e-5)
+    assert float(out[True][2].abs().sum()) > 0
