@@ -39,9 +39,10 @@ stamp() { echo "=== $(date +%T) $*"; }
 done_run() { [ -f "$1/redline.json" ]; }
 
 # 1. The reward-gap model on the middle third (`--split-thirds`, the same split as `train pit`'s).
+# Two pairs a step, one a forward pass (half the peak memory of two: each text is scored alone on a CPU).
 if ! done_run $P/gap; then stamp gap-reward
   $REDLINE train gap-reward --model $MODEL --data $D/preferences.jsonl --split-thirds --eval-split 0.15 --epochs 1 \
-    --max-length 1024 --batch-size 2 --bf16-base --logging-steps 10 --save-steps 25 --out $P/gap
+    --max-length 1024 --batch-size 1 --grad-accum 2 --bf16-base --logging-steps 10 --save-steps 25 --out $P/gap
 fi
 
 # 2. PIT SFT and the RL curriculum. Every arm reads the same thirds; --bf16-base: the frozen base weights in
