@@ -63,16 +63,17 @@ print(json.dumps(m))
 
 # The reward model's workload (``--workload reward``): K-way rankings, BATCH prompts a forward pass. Tokens are
 # the real (unpadded) tokens of the completions read; ``+padded`` scores the padded batch in one pass on the
-# CPU too (the way before the eighth session; ``reward.UNPADDED_ON_CPU``).
+# CPU too (the way before the eighth session; ``models.UNPADDED_ON_CPU``).
 REWARD_CHILD = r"""
 import json, resource, sys
 mode, steps, batch, accum, out, threads, model = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6]), sys.argv[8]
 precision, *extras = mode.split("+")
 import torch
+import redline.models
 from redline.train import reward
 if threads:
     torch.set_num_threads(threads)
-reward.UNPADDED_ON_CPU = "padded" not in extras
+redline.models.UNPADDED_ON_CPU = "padded" not in extras
 tokens = [0]
 collate = reward.GroupCollator.__call__
 def counting(self, groups):

@@ -37,6 +37,8 @@ N=$(wc -l < $D/test.jsonl)
 mkdir -p $P
 stamp() { echo "=== $(date +%T) $*"; }
 done_run() { [ -f "$1/redline.json" ]; }
+complete() { [ -f "$1" ] && [ "$(wc -l < "$1")" -ge "$N" ]; }  # FILE holds all N answers (written as they go)
+copy_once() { [ -e "$2" ] || { rm -rf "$2.tmp"; cp -r "$1" "$2.tmp"; mv "$2.tmp" "$2"; }; }  # never half a copy
 
 # 1. The reward-gap model on the middle third (`--split-thirds`, the same split as `train pit`'s).
 # Two pairs a step, one a forward pass (half the peak memory of two: each text is scored alone on a CPU).
@@ -60,14 +62,14 @@ pit() {  # RUN flags...
 pit pit --rounds 0,1 $RL
 if [ ! -f $P/pit-r1/pit.json ]; then  # round 1 alone, from the same PIT SFT and the same references
   mkdir -p $P/pit-r1
-  [ -d $P/pit-r1/sft ] || cp -r $P/pit/sft $P/pit-r1/sft
-  [ -f $P/pit-r1/references.jsonl ] || cp $P/pit/references.jsonl $P/pit-r1/
+  copy_once $P/pit/sft $P/pit-r1/sft
+  copy_once $P/pit/references.jsonl $P/pit-r1/references.jsonl
   pit pit-r1 --rounds 1 $RL
 fi
 if [ ! -f $P/pit-rloo/pit.json ]; then  # RLOO in place of GAE, from the same PIT SFT and references
   mkdir -p $P/pit-rloo
-  [ -d $P/pit-rloo/sft ] || cp -r $P/pit/sft $P/pit-rloo/sft
-  [ -f $P/pit-rloo/references.jsonl ] || cp $P/pit/references.jsonl $P/pit-rloo/
+  copy_once $P/pit/sft $P/pit-rloo/sft
+  copy_once $P/pit/references.jsonl $P/pit-rloo/references.jsonl
   pit pit-rloo --rounds 0,1 $RL --advantage rloo --rloo-k 4
 fi
 pit sft-no-edits --rounds none --sft-pairs no-edits
@@ -77,18 +79,18 @@ declare -A STAGE=([r01]=$P/pit/rl-0-1 [r0]=$P/pit/rl-0 [r1]=$P/pit-r1/rl-1 [sft]
                   [rloo]=$P/pit-rloo/rl-0-1 [sft-no-edits]=$P/sft-no-edits/sft)
 ARMS="r01 r0 r1 sft rloo sft-no-edits"
 for v in $ARMS; do
-  [ -f $P/improve-$v/iteration_$ITERS.jsonl ] && continue
+  complete $P/improve-$v/iteration_$ITERS.jsonl && continue
   stamp improve $v
   $REDLINE improve --model ${STAGE[$v]} --input $D/test.jsonl --iterations $ITERS --temperature 0.5 --dtype bfloat16 \
     --no-repeat-ngram 8 --out $P/improve-$v
 done
-if [ ! -f $P/refine/iteration_$ITERS.jsonl ]; then stamp refine
+if ! complete $P/refine/iteration_$ITERS.jsonl; then stamp refine
   $REDLINE refine --model $MODEL --input $D/test.jsonl --iterations $ITERS --temperature 0.7 --dtype bfloat16 \
     --no-repeat-ngram 8 --out $P/refine
 fi
 
 # 4. DPO's policy answering afresh (once scripts/instructgpt_v2.sh has trained it).
-if done_run $IGPT/dpo && [ ! -f $P/dpo_answers.jsonl ]; then stamp dpo answers
+if done_run $IGPT/dpo && ! complete $P/dpo_answers.jsonl; then stamp dpo answers
   $REDLINE generate --model $IGPT/dpo --prompts $D/test.jsonl --limit $N --max-new-tokens 256 --dtype bfloat16 --threads 1 \
     --source dpo --out $P/dpo_answers.jsonl
 fi
@@ -107,7 +109,7 @@ for judge in $JUDGES; do name=$(echo $judge | cut -d: -f1)
     $REDLINE evaluate --a $P/improve-r01/iteration_$ITERS.jsonl --b $P/refine/iteration_$ITERS.jsonl --judge $judge \
       --out $P/eval/pit-vs-refine-$name
   fi
-  if [ -f $P/dpo_answers.jsonl ] && [ ! -f $P/eval/dpo-$name/summary.json ]; then stamp evaluate dpo $judge
+  if complete $P/dpo_answers.jsonl && [ ! -f $P/eval/dpo-$name/summary.json ]; then stamp evaluate dpo $judge
     $REDLINE evaluate --a $P/dpo_answers.jsonl --b $D/test.jsonl --judge $judge --out $P/eval/dpo-$name
   fi
 done

@@ -140,6 +140,22 @@ def test_a_run_writes_its_resolved_config_and_fingerprint_beside_its_outputs(jso
     assert (out / "responses").read_text() == before
 
 
+def test_a_setting_added_since_a_run_began_resumes_at_its_default_and_refuses_another_value(jsonl, tmp_path, capsys):
+    prompts = jsonl([{"id": "a", "prompt": "p"}])
+    out = tmp_path / "responses.jsonl"
+    argv = ["generate", "--model", "tiny-random", "--prompts", str(prompts), "--max-new-tokens", "2", "--out", str(out)]
+    assert main(argv) == 0
+    stamp = out.with_name(out.name + ".fingerprint.json")
+    older = json.loads(stamp.read_text())
+    assert older["settings"]["top_p"] == older["defaults"]["top_p"] == 1.0
+    del older["settings"]["top_p"], older["defaults"]  # as an older redline, before --top-p existed, wrote it
+    stamp.write_text(json.dumps(older))
+    assert main(argv) == 0  # --top-p at its default: what the run did before the setting existed
+    stamp.write_text(json.dumps(older))
+    assert main(argv + ["--top-p", "0.9"]) == 2
+    assert "--top-p: 0.9 here, None in the run" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------- data and simulate score
 
 

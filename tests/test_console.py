@@ -1,17 +1,21 @@
-"""What a command prints: the libraries' deprecation notices and weight-loading bars are hidden unless
---verbose, the training bar and redline's own lines always show, and the process is left as it was."""
+"""What a command prints: the libraries' deprecation notices and dataset-preparation bars are hidden
+unless --verbose, the training bar and redline's own lines always show, and the process is left as it
+was."""
 
 import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 from redline.console import ENV, quiet
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _train(tmp_path, *flags):
     return subprocess.run([sys.executable, "-m", "redline.cli", *flags, "train", "sft", "--model", "tiny-random",
-                           "--data", "data/simulated/demonstrations.jsonl", "--limit", "2", "--max-steps", "1",
+                           "--data", str(ROOT / "data/simulated/demonstrations.jsonl"), "--limit", "2", "--max-steps", "1",
                            "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=600,
                           env={k: v for k, v in os.environ.items() if k not in ENV} | {"OMP_NUM_THREADS": "1"})
 
@@ -19,11 +23,11 @@ def _train(tmp_path, *flags):
 def test_a_command_shows_its_bar_and_not_the_libraries_notices_unless_verbose(tmp_path):
     done = _train(tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "1/1 [" in done.stderr  # the trainer's progress bar
-    assert "Loading weights" not in done.stderr and "Warning" not in done.stderr
+    assert "1/1 [" in done.stderr and "Loading weights" in done.stderr  # the trainer's and the loader's bars
+    assert "Warning" not in done.stderr and "train dataset" not in done.stderr
     verbose = _train(tmp_path / "v", "--verbose")
     assert verbose.returncode == 0, verbose.stderr[-2000:]
-    assert "Loading weights" in verbose.stderr and "1/1 [" in verbose.stderr
+    assert "Tokenizing train dataset" in verbose.stderr and "1/1 [" in verbose.stderr
 
 
 def test_quiet_hides_the_libraries_deprecations_not_ours_and_puts_everything_back():

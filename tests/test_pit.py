@@ -62,6 +62,11 @@ def test_sft_pairs_keeps_the_edits_or_the_others_and_refuses_pairs_that_do_not_s
         select_sft_pairs([edit, other, unmarked], "edits", "f.jsonl")
 
 
+def test_the_sft_stage_takes_the_lora_settings_given_to_pit():
+    sft = PITConfig(policy="p", gap_reward="g", data="d", lora_r=4, lora_alpha=8, lora_dropout=0.1, bf16_base=True).sft_settings()
+    assert (sft.lora_r, sft.lora_alpha, sft.lora_dropout, sft.bf16_base) == (4, 8, 0.1, True)
+
+
 def test_round0_improves_both_responses_of_a_pair_and_an_identical_one_once():
     records = round0_records([Preference(prompt="x", chosen="W", rejected="L", id="a"), Preference(prompt="y", chosen="S", rejected="S")])
     assert [(r["id"], r["reference"]) for r in records] == [("a:l", "L"), ("a:w", "W"), ("1:l", "S")]

@@ -4,6 +4,8 @@ without a value model, the value warm-up holds the policy, bad input is refused.
 
 import json
 
+import redline.models
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -436,16 +438,16 @@ def test_each_episode_alone_gives_the_padded_micro_batchs_logits_values_and_grad
             if "lora_B" in name:
                 p.normal_(0, 0.05)
     g = torch.Generator().manual_seed(0)
-    q_lens, r_lens = [3, 7, 5], [6, 2, 4]  # left-padded prompts, right-padded responses, none the longest in both
-    q, qm = torch.full((3, 7), 0), torch.zeros((3, 7), dtype=torch.long)
-    r, rm = torch.full((3, 6), 0), torch.zeros((3, 6), dtype=torch.long)
+    q_lens, r_lens = [3, 7, 5, 4], [6, 2, 4, 0]  # left-padded prompts, right-padded responses (one empty)
+    q, qm = torch.full((4, 7), 0), torch.zeros((4, 7), dtype=torch.long)
+    r, rm = torch.full((4, 6), 0), torch.zeros((4, 6), dtype=torch.long)
     for i, (a, b) in enumerate(zip(q_lens, r_lens)):
         q[i, 7 - a :], qm[i, 7 - a :] = torch.randint(5, 200, (a,), generator=g), 1
         r[i, :b], rm[i, :b] = torch.randint(5, 200, (b,), generator=g), 1
     mask = rm.bool()
     out = {}
     for unpadded in (False, True):
-        monkeypatch.setattr(ppo, "UNPADDED_ON_CPU", unpadded)
+        monkeypatch.setattr(redline.models, "UNPADDED_ON_CPU", unpadded)
         learner.policy.zero_grad()
         learner.values_model.zero_grad()
         logprobs = rl.logprobs_from_logits(response_logits(learner.policy, q, qm, r, rm, 0.9), r)

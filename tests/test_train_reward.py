@@ -3,6 +3,8 @@ normalises demonstrations, and the result loads as a plain sequence-classificati
 
 import json
 
+import redline.models
+
 import torch
 
 from redline.cli import main
@@ -180,7 +182,7 @@ def test_scores_a_row_at_a_time_equal_the_padded_batch_and_so_do_their_gradients
     batch = GroupCollator(model.config.pad_token_id)([{"input_ids": rows, "pairs": [(0, 1), (0, 2)]}])
     grads, scores = [], []
     for unpadded in (False, True):
-        monkeypatch.setattr(reward, "UNPADDED_ON_CPU", unpadded)
+        monkeypatch.setattr(redline.models, "UNPADDED_ON_CPU", unpadded)
         model.zero_grad()
         s = reward.completion_scores(model, batch["input_ids"], batch["attention_mask"])
         (s * torch.tensor([1.0, -2.0, 3.0])).sum().backward()

@@ -492,7 +492,7 @@ def _add_demo(sub) -> None:
 def _demo(args) -> int:
     from redline.demo import DemoConfig, run_demo
 
-    print(run_demo(configured(DemoConfig, args, "demo"), args.out))
+    print(run_demo(configured(DemoConfig, args, "demo"), args.out, verbose=args.verbose))
     return 0
 
 
@@ -711,8 +711,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"redline {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    parser.add_argument("--verbose", action="store_true", help="also show the libraries' deprecation warnings, notices "
-                        "and weight-loading / dataset bars (hidden by default; redline's progress and errors always show)")
+    parser.add_argument("--verbose", action="store_true", help="also show the libraries' deprecation warnings and "
+                        "notices (missing weights among them) and dataset-preparation bars (hidden by default; "
+                        "redline's progress and errors always show)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_demo(sub)
     _add_data(sub)

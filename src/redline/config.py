@@ -298,7 +298,7 @@ def input_digest(value: Any) -> str | None:
 def fingerprint(config, command: str) -> dict[str, Any]:
     """What determines a run's outputs: the settings that change results, and a digest of each input
     (a field whose value is a file or folder is compared by content, not by the path's spelling)."""
-    settings, inputs, free = {}, {}, []
+    settings, inputs, free, defaults = {}, {}, [], {}
     values = config_dict(config)
     for f in fields(config):
         if f.metadata.get("result", True) is False:
@@ -309,7 +309,9 @@ def fingerprint(config, command: str) -> dict[str, Any]:
             inputs[f.name] = {"path": str(Path(str(getattr(config, f.name))).resolve()), "digest": digest}
         else:
             settings[f.name] = values[f.name]
-    return {"command": command, "settings": settings, "inputs": inputs, "free": free}
+            if f.default is not dataclasses.MISSING and isinstance(f.default, (str, int, float, bool, type(None))):
+                defaults[f.name] = f.default
+    return {"command": command, "settings": settings, "inputs": inputs, "free": free, "defaults": defaults}
 
 
 def differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
@@ -332,6 +334,8 @@ def differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
                 shown_then = b["path"] if b else old_settings.get(name)
                 out.append(f"{flag_name(name)}: {shown_now!r} here, {shown_then!r} in the run")
             continue
+        if name not in old_settings and name in now.get("defaults", {}) and now["settings"][name] == now["defaults"][name]:
+            continue  # a setting added since the run began, at its default: what the run did before it existed
         if now["settings"].get(name, "<unset>") != old_settings.get(name, "<unset>"):
             out.append(f"{flag_name(name)}: {now['settings'].get(name)!r} here, {old_settings.get(name)!r} in the run")
     return out

@@ -2,10 +2,12 @@
 
 Every `redline` command runs inside ``quiet()`` unless ``--verbose`` is given: transformers', TRL's,
 PEFT's, accelerate's and datasets' FutureWarnings and DeprecationWarnings, transformers' info and
-warning log lines (weight-loading reports, tokenizer notices) and the progress bars of weight loading
-and dataset preparation are hidden. The bars of training, generating, revising and judging stay, and
-so does every error. ``import redline.console`` imports none of those libraries: the settings are
-made through the environment for a library imported later, and through its API for one already in.
+warning log lines (tokenizer notices, and the report of weights missing from a checkpoint, such as a
+reward model's new score head) and the progress bars of dataset preparation are hidden. The bars of
+downloading and loading weights, training, generating, revising and judging stay, and so does every
+error. ``quiet(loading_bars=False)`` (the demo, whose models are on disk) hides the weight-loading bars
+too. ``import redline.console`` imports none of those libraries: the settings go through the
+environment for a library imported later, and through its API for one already in.
 """
 
 from __future__ import annotations
@@ -17,16 +19,18 @@ import sys
 # The modules whose deprecation notices a user of redline cannot act on (a warning attributed to
 # redline's own code still shows: that one is ours to mend).
 LIBRARIES = r"(transformers|trl|peft|accelerate|datasets|huggingface_hub|torch)(\.|$)"
-# Read by the libraries when they are imported: transformers' log level (and with it its bars' default)
-# and the datasets / hub progress bars.
-ENV = {"TRANSFORMERS_VERBOSITY": "error", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+# Read by the libraries when they are imported: transformers' log level, datasets' bars.
+ENV = {"TRANSFORMERS_VERBOSITY": "error", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+ERROR, WARNING = 40, 30  # transformers' (logging's) levels: the quiet one and its default
 
 
 @contextlib.contextmanager
-def quiet():
+def quiet(loading_bars: bool = True):
     """Hide the libraries' notices for the block (module docstring); everything is put back after it."""
     import warnings
 
+    if not loading_bars:
+        import transformers.utils.logging  # noqa: F401  (its bars can only be turned off once it is in)
     saved_env = {name: os.environ.get(name) for name in ENV}
     hf_before, datasets_before = _hf_state(), _datasets_state()
     with warnings.catch_warnings():
@@ -34,7 +38,7 @@ def quiet():
             warnings.filterwarnings("ignore", category=category, module=LIBRARIES)
         for name, value in ENV.items():
             os.environ.setdefault(name, value)  # a value the user set wins
-        _set_hf((40, False))  # transformers' ERROR level, no weight-loading bars
+        _set_hf(ERROR, None if loading_bars else False)
         _set_datasets(False)
         try:
             yield
@@ -47,7 +51,7 @@ def quiet():
                     os.environ.pop(name, None)
                 else:
                     os.environ[name] = value
-            _set_hf(hf_before or (30, True))  # imported inside the block: back to transformers' defaults
+            _set_hf(*(hf_before or (WARNING, None if loading_bars else True)))  # imported inside: its defaults
             _set_datasets(True if datasets_before is None else datasets_before)
 
 
@@ -56,11 +60,13 @@ def _hf_state():
     return (logging.get_verbosity(), logging.is_progress_bar_enabled()) if logging else None
 
 
-def _set_hf(state) -> None:
+def _set_hf(level: int, bars: bool | None) -> None:
+    """transformers' log level, and its bars on or off (None: left as they are)."""
     logging = sys.modules.get("transformers.utils.logging")
     if logging:
-        logging.set_verbosity(state[0])
-        (logging.enable_progress_bar if state[1] else logging.disable_progress_bar)()
+        logging.set_verbosity(level)
+        if bars is not None:
+            (logging.enable_progress_bar if bars else logging.disable_progress_bar)()
 
 
 def _datasets_state():

@@ -99,10 +99,11 @@ def pick_critic(args: DemoConfig, trained: Path) -> Path:
     return Path(args.critic)
 
 
-def run_demo(args: DemoConfig, out: str | Path) -> str:
-    """Steps 1–5 into ``out``; returns the reports printed at the end."""
+def run_demo(args: DemoConfig, out: str | Path, verbose: bool = False) -> str:
+    """Steps 1–5 into ``out``; returns the reports printed at the end. The libraries' notices and the
+    weight-loading bars are hidden unless ``verbose`` (``redline --verbose demo``)."""
     start = time.perf_counter()
-    with quiet():
+    with contextlib.nullcontext() if verbose else quiet(loading_bars=False):
         from redline.evaluate import EvaluateConfig, evaluate_iterations
         from redline.improve.revise import ReviseConfig, revise
         from redline.models import run_info

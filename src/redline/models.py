@@ -311,6 +311,31 @@ def chat_text(tokenizer, prompt, response: str) -> str:
     return tokenizer.apply_chat_template(as_chat(prompt) + [{"role": "assistant", "content": response}], tokenize=False)
 
 
+# Training forward passes over a padded batch take each row alone at its own length on a CPU, in one
+# process: the reward and gap-reward trainers' completions (28% padding on world v2's rankings: 1.66x)
+# and PPO's episodes (1.26x an iteration at 256 new tokens); a CPU runs single sequences faster than a
+# padded batch (RESULTS "Training", "PPO iteration"). Causal attention never lets a real token see
+# padding to its right and positions count real tokens, so both ways give the same values to float
+# rounding. A GPU, and a job of several processes (DDP wants one forward pass per backward), take the
+# padded batch; benchmarks/training.py's ``+padded`` turns it off.
+UNPADDED_ON_CPU = True
+
+
+def one_row_at_a_time(ids) -> bool:
+    """Whether a training forward pass over ``ids`` (B, T) takes each row alone (``UNPADDED_ON_CPU``)."""
+    import torch.distributed as dist
+
+    several = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return UNPADDED_ON_CPU and ids.device.type == "cpu" and ids.shape[0] > 1 and not several
+
+
+def real_tokens(ids, mask) -> list:
+    """Each row of ``ids`` (B, T) without its padding, as a (1, n) tensor: the tokens where ``mask`` is 1,
+    which must be contiguous (padding on the left, the right or both: a left-padded prompt beside its
+    right-padded response)."""
+    return [row[m.bool()][None] for row, m in zip(ids, mask)]
+
+
 def score_texts(model, tokenizer, texts: list[str], batch_size: int = 16, max_length: int = 512) -> list[float]:
     """Rewards of chat-formatted texts, with ``config.reward_bias`` added (0 when absent). A text longer
     than ``max_length`` tokens loses its start, as the reward trainers cut it: the score is read at the end."""

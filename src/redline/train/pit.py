@@ -107,6 +107,9 @@ class PITConfig(RLSettings):
     sft_batch_size: int = field(default=8, metadata={"help": "PIT SFT sequences per optimiser step (one per forward pass)"})
     sft_learning_rate: float | None = field(default=None, metadata={"help": "PIT SFT peak lr (default: 2e-4 LoRA, 2e-5 full)"})
     sft_max_length: int = field(default=1024, metadata={"help": "PIT SFT tokens per sequence (prompt, y_l and y_w); longer ones are cut"})
+    lora_dropout: float = field(default=0.0, metadata={"min": 0, "max": 0.99, "help": (
+        "dropout on the LoRA path in the PIT SFT stage (the RL rounds run without: their log-probabilities "
+        "must be the sampler's)")})
     sft_pairs: str = field(default="all", metadata={"choices": SFT_PAIRS, "help": (
         "PIT SFT on every pair, on the edits only (pairs whose meta.edit is true: the chosen answer is the "
         "rejected one corrected, as `simulate build` marks them) or on the other pairs only (the ablation)")})
@@ -133,6 +136,7 @@ class PITConfig(RLSettings):
         from redline.train.sft import SFTSettings
 
         return SFTSettings(model=self.policy, lora=self.lora, lora_r=self.lora_r, lora_alpha=self.lora_alpha,
+                           lora_dropout=self.lora_dropout,
                            dtype=self.dtype, bf16_base=self.bf16_base, device=self.device,
                            learning_rate=self.sft_learning_rate,
                            epochs=self.epochs, max_steps=self.max_steps, batch_size=1, grad_accum=self.sft_batch_size,

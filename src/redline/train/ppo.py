@@ -583,6 +583,8 @@ def _token_values_class():
     import torch
     import torch.nn.functional as F
 
+    from redline.models import one_row_at_a_time, real_tokens
+
     class TokenValues(torch.nn.Module):
         """Per-token values from a sequence-classification model: its score head on every position.
 
@@ -598,13 +600,12 @@ def _token_values_class():
         def forward(self, input_ids, attention_mask, position_ids, n_last: int):
             inner = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
             backbone = getattr(inner, inner.base_model_prefix)
-            if _unpadded(input_ids):  # each row alone at its own length (the real tokens are contiguous)
-                rows = []
-                for ids, mask in zip(input_ids, attention_mask):
-                    n_query, n_response = int(mask[:-n_last].sum()), int(mask[-n_last:].sum())
-                    real = ids[mask.bool()][None]
+            if one_row_at_a_time(input_ids):  # each episode alone at its own length
+                rows, queries = [], input_ids.shape[1] - n_last
+                n_query, n_response = attention_mask[:, :queries].sum(1).tolist(), attention_mask[:, queries:].sum(1).tolist()
+                for real, q, r in zip(real_tokens(input_ids, attention_mask), map(int, n_query), map(int, n_response)):
                     hidden = backbone(input_ids=real, position_ids=torch.arange(real.shape[1])[None]).last_hidden_state
-                    rows.append(F.pad(hidden[:, n_query - 1 : n_query - 1 + n_response], (0, 0, 0, n_last - n_response)))
+                    rows.append(F.pad(hidden[:, q - 1 : q - 1 + r], (0, 0, 0, n_last - r)))
                 hidden = torch.cat(rows)  # (B, n_last, H), zeros past each response's end
                 return inner.score(hidden).squeeze(-1).float()
             hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
@@ -654,34 +655,22 @@ def _sequence(query_ids, query_mask, response_ids, response_mask):
     return ids, mask, (mask.cumsum(1) - 1).clamp(min=0)  # left padding: positions count real tokens
 
 
-# On a CPU the forward passes of evaluate and update take each episode alone at its own length: its
-# prompt without the left padding, its response without the right. Causal attention never lets a real
-# token see padding to its right, and positions count real tokens either way, so the logits and values
-# are the same to float rounding; a CPU runs single sequences faster than a padded micro-batch (RESULTS
-# "PPO iteration"). A GPU takes the padded micro-batch. The benchmark turns it off.
-UNPADDED_ON_CPU = True
-
-
-def _unpadded(ids) -> bool:
-    return UNPADDED_ON_CPU and ids.device.type == "cpu" and ids.shape[0] > 1
-
-
 def response_logits(model, query_ids, query_mask, response_ids, response_mask, temperature: float = 1.0):
     """Logits (b, A, V) that predict each response token: position Q−1+t predicts token t (on a CPU each
     row alone, 0 past its response's end)."""
     import torch
     import torch.nn.functional as F
 
+    from redline.models import one_row_at_a_time, real_tokens
+
     n = response_ids.shape[1]
-    if _unpadded(query_ids):
+    ids, mask, pos = _sequence(query_ids, query_mask, response_ids, response_mask)
+    if one_row_at_a_time(ids):  # each episode alone at its own length (its prompt's and response's real tokens)
         rows = []
-        for q, qm, r, rm_ in zip(query_ids, query_mask, response_ids, response_mask):
-            k = int(rm_.sum())
-            ids = torch.cat([q[qm.bool()], r[:k]])[None]
-            logits = model(input_ids=ids, position_ids=torch.arange(ids.shape[1])[None], logits_to_keep=k + 1).logits
+        for row, k in zip(real_tokens(ids, mask), map(int, response_mask.sum(dim=1).tolist())):
+            logits = model(input_ids=row, position_ids=torch.arange(row.shape[1])[None], logits_to_keep=k + 1).logits
             rows.append(F.pad(logits[:, :-1].float(), (0, 0, 0, n - k)))
         return torch.cat(rows) / temperature
-    ids, mask, pos = _sequence(query_ids, query_mask, response_ids, response_mask)
     logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=n + 1).logits[:, :-1]
     return logits.float() / temperature
 

@@ -218,23 +218,16 @@ class GroupCollator:
         }
 
 
-# On a CPU each completion goes through the model alone, at its own length: a padded batch of world v2's
-# rankings (K 5, 2 prompts a step) is 28% padding, and on this CPU single sequences train faster than a
-# padded batch anyway (RESULTS "Training"). A GPU takes the padded batch. The benchmark turns it off.
-UNPADDED_ON_CPU = True
-
-
 def completion_scores(model, input_ids, attention_mask):
-    """(N,) the model's score of each row of a right-padded batch (``GroupCollator``'s): one padded
-    forward pass, or on a CPU one pass a row at its own length. Causal attention never lets a real
-    token see the padding to its right, so both give the same scores to float rounding."""
+    """(N,) the model's score of each row of a padded batch: one padded forward pass, or on a CPU one
+    pass a row at its own length (``models.one_row_at_a_time``), the same scores to float rounding."""
     import torch
 
-    if not (UNPADDED_ON_CPU and input_ids.device.type == "cpu"):
+    from redline.models import one_row_at_a_time, real_tokens
+
+    if not one_row_at_a_time(input_ids):
         return model(input_ids=input_ids, attention_mask=attention_mask).logits.squeeze(-1)
-    lengths = attention_mask.sum(-1).tolist()
-    return torch.cat([model(input_ids=input_ids[i : i + 1, :n], attention_mask=attention_mask[i : i + 1, :n]).logits.reshape(1)
-                      for i, n in enumerate(lengths)])
+    return torch.cat([model(input_ids=ids).logits.reshape(1) for ids in real_tokens(input_ids, attention_mask)])
 
 
 def _ranking_trainer_class():
