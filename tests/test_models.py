@@ -119,3 +119,19 @@ def test_shipped_embedded_files_are_those_of_the_converted_gguf(tmp_path):
     assert a.get_vocab() == b.get_vocab() and a.chat_template == b.chat_template
     text = "Héllo <|im_start|>user\nworld  42 émoji 🙂<|im_end|>"
     assert a(text)["input_ids"] == b(text)["input_ids"]
+
+
+def test_a_checkpoint_that_does_not_fit_its_model_says_so_in_one_line(tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    load_causal_lm("tiny-random", device="cpu")
+    load_reward_model("tiny-random", device="cpu")  # a new score head, the LM head dropped: expected, no line
+    assert "redline:" not in capsys.readouterr().err
+    run = tmp_path / "cut"
+    save_model(load_causal_lm("tiny-random", device="cpu"), load_tokenizer("tiny-random"), run, ModelCard(kind="sft", base_model="tiny-random"))
+    weights = load_file(run / "model.safetensors")
+    lost = next(k for k in weights if "layers.1.mlp.up_proj" in k)
+    save_file({k: v for k, v in weights.items() if k != lost}, run / "model.safetensors", metadata={"format": "pt"})
+    load_causal_lm(str(run), device="cpu")
+    line = [e for e in capsys.readouterr().err.splitlines() if e.startswith("redline:")]
+    assert line == [f"redline: {run}: 1 weights not in the checkpoint start random ({lost})"]

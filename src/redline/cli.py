@@ -712,8 +712,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"redline {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     parser.add_argument("--verbose", action="store_true", help="also show the libraries' deprecation warnings and "
-                        "notices (missing weights among them) and dataset-preparation bars (hidden by default; "
-                        "redline's progress and errors always show)")
+                        "notices and the dataset-preparation bars (hidden by default; redline's progress, errors "
+                        "and its line on a checkpoint that does not fit its model always show)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_demo(sub)
     _add_data(sub)

@@ -2,8 +2,9 @@
 
 Every `redline` command runs inside ``quiet()`` unless ``--verbose`` is given: transformers', TRL's,
 PEFT's, accelerate's and datasets' FutureWarnings and DeprecationWarnings, transformers' info and
-warning log lines (tokenizer notices, and the report of weights missing from a checkpoint, such as a
-reward model's new score head) and the progress bars of dataset preparation are hidden. The bars of
+warning log lines (tokenizer notices, its table of weights missing from a checkpoint: redline prints
+one line of its own where a checkpoint does not fit, ``models.report_loading``) and the progress bars
+of dataset preparation are hidden. The bars of
 downloading and loading weights, training, generating, revising and judging stay, and so does every
 error. ``quiet(loading_bars=False)`` (the demo, whose models are on disk) hides the weight-loading bars
 too. ``import redline.console`` imports none of those libraries: the settings go through the

@@ -219,10 +219,27 @@ def _load(auto_cls, name: str, dtype: str, device: str, merge_lora: bool = False
         # Merged weights generate as fast as the base model; unmerged ones keep the adapter switchable.
         return model.merge_and_unload() if merge_lora else model
     try:
-        model = auto_cls.from_pretrained(path, dtype=_torch_dtype(dtype), trust_remote_code=False, use_safetensors=True, **kwargs)
+        model, loading = auto_cls.from_pretrained(path, dtype=_torch_dtype(dtype), trust_remote_code=False,
+                                                  use_safetensors=True, output_loading_info=True, **kwargs)
     except OSError as e:
         raise RedlineError(f"cannot load model {name!r}: {e}") from e
+    report_loading(name, loading)
     return model.to(pick_device(device))
+
+
+def report_loading(name: str, loading: dict) -> None:
+    """One line on stderr when a checkpoint does not fit its model: weights it lacks (they start random)
+    or holds unused, beyond the expected ones (a new score head on a causal LM, whose LM head it drops).
+    transformers' own report is a log notice that `console.quiet` hides."""
+    missing = [k for k in loading.get("missing_keys", ()) if not k.startswith("score.")]
+    unused = [k for k in loading.get("unexpected_keys", ()) if not k.startswith("lm_head.")]
+    mismatched = [k[0] if isinstance(k, tuple) else k for k in loading.get("mismatched_keys", ())]
+    parts = [f"{len(keys)} {what} ({', '.join(sorted(keys)[:3])}{', ...' if len(keys) > 3 else ''})"
+             for keys, what in ((missing, "weights not in the checkpoint start random"),
+                                (mismatched, "weights of another shape start random"),
+                                (unused, "weights of the checkpoint are unused")) if keys]
+    if parts:
+        print(f"redline: {name}: {'; '.join(parts)}", file=sys.stderr)
 
 
 def load_causal_lm(name: str, dtype: str = "float32", device: str = "auto", merge_lora: bool = False):
