@@ -446,3 +446,23 @@ def test_ban_repeats_reads_the_cache_row_it_is_given(engine):
     logits = torch.zeros(1, engine.model.config.vocab_size)
     assert torch.isinf(batch._ban_repeats(logits.clone(), [item], torch.tensor([0]))[0, 6])
     assert not torch.isinf(batch._ban_repeats(logits.clone(), [item], torch.tensor([3]))).any()  # slot 3 is new
+
+
+def test_prompt_ngrams_lets_a_copy_repeat_what_its_prompt_repeats_and_still_bans_new_loops(engine):
+    """A revision copying an answer that restates a phrase must write it twice: with ``prompt_ngrams`` an
+    n-gram the prompt holds is not banned; one the prompt does not hold still is."""
+    from redline.generation.transformers_engine import _DecodeBatch, _Item
+
+    batch = _DecodeBatch(engine, rows_cap=2, width=64, max_new=8)
+    batch.out_tokens[0, :3] = torch.tensor([5, 6, 5])  # "5 6" then "5": a 6 would repeat the 2-gram (5, 6)
+    batch.out_tokens[1, :3] = torch.tensor([7, 8, 7])  # "7 8" then "7": an 8 would repeat (7, 8)
+    batch.n_gen[0] = batch.n_gen[1] = 3
+    logits = torch.zeros(2, engine.model.config.vocab_size)
+    prompt = [1, 5, 6, 9, 5, 6]  # the prompt repeats (5, 6), never holds (7, 8)
+    old = [_Item(i, prompt, 0, SamplingParams(no_repeat_ngram=2), 8) for i in range(2)]
+    new = [_Item(i, prompt, 0, SamplingParams(no_repeat_ngram=2, prompt_ngrams=True), 8) for i in range(2)]
+    banned_old = torch.isinf(batch._ban_repeats(logits.clone(), old, torch.tensor([0, 1])))
+    banned_new = torch.isinf(batch._ban_repeats(logits.clone(), new, torch.tensor([0, 1])))
+    assert banned_old[0, 6] and banned_old[1, 8]
+    assert not banned_new[0, 6] and banned_new[1, 8]
+    assert int(banned_new.sum()) == 1

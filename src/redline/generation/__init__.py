@@ -51,6 +51,10 @@ class SamplingParams:
     # Forbid a token that would repeat an n-gram of this many tokens already in the completion (the
     # prompt is not counted: a revision may copy its answer). 0 = off. transformers' decode loop only.
     no_repeat_ngram: int = 0
+    # With no_repeat_ngram: an n-gram the prompt holds may repeat, so a revision that copies an answer
+    # which itself repeats a phrase (a title restated, an all-capitals text) copies it whole; loops of
+    # new text stay banned. Off by default (the runs measured before it existed ran without it).
+    prompt_ngrams: bool = False
     # Return each generated token's log-probability under the distribution it was drawn from (log
     # softmax of logits / temperature, before top-p; temperature 0 reads temperature 1) and that
     # distribution's entropy: PPO's π_old without a second forward pass. transformers' engine only.

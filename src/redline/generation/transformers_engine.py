@@ -276,6 +276,7 @@ class _Item:
     on_done: Callable[[Completion | BaseException], None] | None = None
     cancelled: bool = False
     decoded: tuple[int, int] = (0, 0)  # incremental detokenization: (prefix offset, read offset)
+    prompt_grams: set | None = None  # SamplingParams.prompt_ngrams: the prompt's n-grams, built on first use
     # SamplingParams.logprobs: filled when the item finishes (``_DecodeBatch.retire``)
     logprobs: list[float] = field(default_factory=list)
     entropies: list[float] = field(default_factory=list)
@@ -678,7 +679,8 @@ class _DecodeBatch:
 
     def _ban_repeats(self, logits: torch.Tensor, items: list[_Item], rows: torch.Tensor) -> torch.Tensor:
         """``SamplingParams.no_repeat_ngram``: in each row that sets it, the tokens that would complete
-        an n-gram already in that row's completion get -inf (row by row: batch independence holds).
+        an n-gram already in that row's completion get -inf (row by row: batch independence holds), but
+        with ``prompt_ngrams`` not an n-gram the row's prompt holds.
         ``logits[b]`` and ``items[b]`` belong to cache row ``rows[b]`` (admitted rows start at n)."""
         for b, item in enumerate(items):
             row = int(rows[b])
@@ -688,8 +690,16 @@ class _DecodeBatch:
             done = self.out_tokens[row, :g]
             grams = done.unfold(0, n, 1)  # (g - n + 1, n)
             seen = (grams[:, :-1] == done[g - n + 1 :]).all(dim=1)
-            if seen.any():
-                logits[b, grams[seen, -1].to(logits.device)] = float("-inf")
+            if not seen.any():
+                continue
+            banned = grams[seen, -1]
+            if item.params.prompt_ngrams:  # a repeat the prompt holds is a copy, not a loop
+                if item.prompt_grams is None:
+                    item.prompt_grams = {tuple(item.ids[i : i + n]) for i in range(len(item.ids) - n + 1)}
+                prefix = tuple(done[g - n + 1 :].tolist())
+                banned = torch.tensor([t for t in banned.tolist() if prefix + (t,) not in item.prompt_grams],
+                                      dtype=banned.dtype)
+            logits[b, banned.to(logits.device)] = float("-inf")
         return logits
 
     def _sample(self, logits: torch.Tensor, items: list[_Item], uniforms: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

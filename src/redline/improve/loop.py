@@ -104,6 +104,9 @@ class IterateSettings:
     no_repeat_ngram: int = field(default=0, metadata={"min": 0, "help": "forbid repeating any n-gram of this many "
         "tokens within one output (a guard against greedy loops; the input is not counted, so copying it is "
         "allowed); 0 = off; transformers backend only"})
+    copy_ngrams: bool = field(default=False, metadata={"help": "with --no-repeat-ngram: an n-gram the input holds may "
+        "repeat, so a rewrite that copies an answer which restates a phrase copies it whole (loops of new text stay "
+        "banned); off by default, as the runs measured before it were"})
     backend: str = field(default="transformers", metadata={"choices": ("transformers", "vllm"), "help": "generation backend: transformers or vllm"})
     dtype: str = field(default="float32", metadata={"help": "weights dtype"})
     device: str = field(default="auto", metadata={"result": False, "help": "cpu, cuda or auto"})

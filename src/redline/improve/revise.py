@@ -109,11 +109,11 @@ def generate_by_budget(engine, prompts: list, budgets: list[int], seeds: list[in
     """Each prompt's completion under its own new-token budget, in the prompts' order, in one call:
     the engine decodes rows with other budgets together (one call per budget decoded 3–5 small
     groups of rows one after another). ``config`` gives the sampling settings (temperature, top_p,
-    seed, no_repeat_ngram)."""
+    seed, no_repeat_ngram, copy_ngrams)."""
     from redline.generation import SamplingParams
 
     params = [SamplingParams(temperature=config.temperature, top_p=config.top_p, max_new_tokens=budget, seed=config.seed,
-                             no_repeat_ngram=config.no_repeat_ngram) for budget in budgets]
+                             no_repeat_ngram=config.no_repeat_ngram, prompt_ngrams=config.copy_ngrams) for budget in budgets]
     return engine.generate(prompts, params, seeds=seeds, progress=progress)
 
 

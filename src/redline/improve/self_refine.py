@@ -58,10 +58,10 @@ def self_refine_step(engine, config: RefineConfig):
 
     feedback_params = SamplingParams(temperature=config.temperature, top_p=config.top_p,
                                      max_new_tokens=config.feedback_max_new_tokens, seed=config.seed,
-                                     no_repeat_ngram=config.no_repeat_ngram)
+                                     no_repeat_ngram=config.no_repeat_ngram, prompt_ngrams=config.copy_ngrams)
     iterate_params = SamplingParams(temperature=config.temperature, top_p=config.top_p,
                                     max_new_tokens=config.max_new_tokens, seed=config.seed,
-                                    no_repeat_ngram=config.no_repeat_ngram)
+                                    no_repeat_ngram=config.no_repeat_ngram, prompt_ngrams=config.copy_ngrams)
 
     def step(rows: list[dict], iteration: int) -> list[StepOutput]:
         # Step 1: feedback on every current response.
