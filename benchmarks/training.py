@@ -40,17 +40,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CHILD = r"""
+# What both children start with: their arguments (as ``measure`` passes them) and the thread count.
+PRELUDE = r"""
 import json, resource, sys
-from redline.train.critic import CriticConfig, train_critic
 mode, steps, batch, accum, out, threads, model = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6]), sys.argv[8]
 precision, *extras = mode.split("+")
 import torch
+if threads:
+    torch.set_num_threads(threads)
+"""
+
+CHILD = PRELUDE + r"""
+from redline.train.critic import CriticConfig, train_critic
 import redline.train.sft as sft
 if "sliced" not in extras:
     sft._sliceable = lambda *args: None  # TRL's own loss
-if threads:
-    torch.set_num_threads(threads)
 config = CriticConfig(model=model, data=sys.argv[7], limit=steps * batch * accum, max_steps=steps, batch_size=batch, grad_accum=accum,
                       bf16=precision in ("bf16-autocast", "bf16-base-autocast"),
                       bf16_base=precision in ("bf16-base", "bf16-base-autocast"), logging_steps=1,
@@ -64,15 +68,9 @@ print(json.dumps(m))
 # The reward model's workload (``--workload reward``): K-way rankings, BATCH prompts a forward pass. Tokens are
 # the real (unpadded) tokens of the completions read; ``+padded`` scores the padded batch in one pass on the
 # CPU too (the way before the eighth session; ``models.UNPADDED_ON_CPU``).
-REWARD_CHILD = r"""
-import json, resource, sys
-mode, steps, batch, accum, out, threads, model = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6]), sys.argv[8]
-precision, *extras = mode.split("+")
-import torch
+REWARD_CHILD = PRELUDE + r"""
 import redline.models
 from redline.train import reward
-if threads:
-    torch.set_num_threads(threads)
 redline.models.UNPADDED_ON_CPU = "padded" not in extras
 tokens = [0]
 collate = reward.GroupCollator.__call__
