@@ -74,6 +74,47 @@ def test_keep_best_by_a_judge_rejects_worse_revisions(tmp_path):
     assert [r["halted"] for r in after] == [True, True, False, True]  # r0: "z" ties "x", so it stops
 
 
+class LengthReward(PreferShorter):
+    """A reward model's stand-in: shorter is better (reward −length); pairs compare like the reward judge."""
+
+    name = "reward:length"
+
+    def __init__(self):
+        self.scored = []
+
+    def score(self, pairs):
+        self.scored.extend(r for _, r in pairs)
+        return [-float(len(r)) for _, r in pairs]
+
+
+def test_leave_above_spends_no_step_on_responses_the_reward_model_rates_high(tmp_path):
+    stepped = []
+
+    def shorten_seen(rows, k):
+        stepped.append((k, [r["id"] for r in rows]))
+        return shorten(rows, k)
+
+    judge = LengthReward()
+    summary = run_iterations(responses(4), shorten_seen, iterations=2, out=tmp_path, judge=judge, leave_above=-2,
+                             progress=False)
+    # rewards −1 −2 −3 −4: r0 and r1 are at or above the bar and never stepped; r2 reaches it after one cut
+    assert stepped == [(1, ["r2", "r3"]), (2, ["r3"])]
+    first, second = rows_of(tmp_path, 1), rows_of(tmp_path, 2)
+    assert [(r["left"], r["reward"], r["changed"]) for r in first] == [(True, -1, False), (True, -2, False),
+                                                                       (False, -3, True), (False, -4, True)]
+    assert [r["response"] for r in second] == ["x", "xx", "xx", "xx"]
+    assert [r["stopped"] for r in second] == [True, True, False, False] and second[2]["left"] is True
+    assert [it["left"] for it in summary["iterations"]] == [2, 1]
+    assert judge.scored == ["x", "xx", "xxx", "xxxx", "xx", "xxx"]  # each active response once an iteration
+
+
+def test_leave_above_needs_a_judge_that_scores(tmp_path):
+    with pytest.raises(RedlineError, match="--leave-above needs a reward-model judge"):
+        run_iterations(responses(), shorten, iterations=1, out=tmp_path, leave_above=0.0)
+    with pytest.raises(RedlineError, match="got 'shorter'"):
+        run_iterations(responses(), shorten, iterations=1, out=tmp_path, judge=PreferShorter(), leave_above=0.0)
+
+
 def test_killed_run_resumes_without_losing_or_duplicating(tmp_path):
     seen = []
 

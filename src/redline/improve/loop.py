@@ -22,6 +22,8 @@ Output layout (what ``redline evaluate`` reads)::
         budget                        new tokens the step could write for this item (where it says)
         stopped                       whether the item had stopped before iteration K (carried over)
         halted                        whether the item stops after iteration K (stop rules below)
+        left, reward                  with ``leave_above``: the judge's reward for the response, and
+                                      whether it was left alone for being at or above the bar
     DIR/summary.json          per iteration: items, changed, failures by cause, nothing to fix,
                               stopped; the run's settings
 
@@ -31,6 +33,14 @@ Stop rules (``stop``):
                    nothing to fix); it is carried over unchanged;
     best           keep the best response so far by a judge: a new response replaces the current
                    one only if the judge prefers it; an item stops when it is not replaced.
+
+Leaving good responses alone (``leave_above``, with a reward-model judge): before each iteration
+the judge scores every active response; one scoring at least the bar is not rewritten at all (no
+step runs for it; it stops, counted as ``left`` in the summary). A reward model trained with
+``--normalize-with`` scores the demonstrations' mean at 0, so ``leave_above 0`` reads "leave what
+is already as good as the average demonstration". Why: a critic that cannot tell a good answer from
+a bad one invents faults in good answers and obeys them (RESULTS "Critic"); a reward model near its
+annotators can tell, and the step is not spent on answers it would only make worse.
 
 A failure leaves the response as it was (counted in the summary by its cause; the item goes on):
 ``parse`` (the output has no usable new response), ``budget`` (it ran out of new tokens: a cut
@@ -96,7 +106,10 @@ class IterateSettings:
     input: str = field(default="", metadata={"required": True, "help": "response records to rewrite"})
     iterations: int = field(default=1, metadata={"min": 1, "result": False, "help": "rounds of rewriting"})
     stop: str = field(default="fixed", metadata={"choices": ("fixed", "nothing", "best"), "help": "fixed, nothing (stop when nothing changes) or best (keep the best by --judge)"})
-    judge: str | None = field(default=None, metadata={"help": "judge spec for --stop best"})
+    judge: str | None = field(default=None, metadata={"help": "judge spec for --stop best and --leave-above"})
+    leave_above: float | None = field(default=None, metadata={"help": "leave a response whose reward by --judge (a "
+        "reward model) is at least this unchanged, and spend no step on it (0: the demonstrations' mean for a reward "
+        "run trained with --normalize-with)"})
     temperature: float = field(default=0.0, metadata={"min": 0, "help": "sampling temperature (0 = greedy)"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling"})
     max_new_tokens: int = field(default=512, metadata={"min": 1, "help": "tokens per generation"})
@@ -132,7 +145,8 @@ def run_method(
     """
     from redline.records import read_records
 
-    check_settings(config.iterations, config.stop, judge if judge is not None else config.judge)  # before any model loads
+    check_settings(config.iterations, config.stop, judge if judge is not None else config.judge,  # before any model loads
+                   config.leave_above)
     if responses is None:
         responses = read_records(config.input, "response", skip_invalid=config.skip_invalid, limit=config.limit)
     check_ids(responses)
@@ -146,14 +160,19 @@ def run_method(
 
         engine = load_engine(model, backend=config.backend, dtype=config.dtype, device=config.device)
     return run_iterations(responses, make_step(engine), iterations=config.iterations, out=out, stop=config.stop,
-                          judge=judge, settings=settings or asdict(config))
+                          judge=judge, leave_above=config.leave_above, settings=settings or asdict(config))
 
 
-def check_settings(iterations: int, stop: str, judge: Any) -> None:
+def check_settings(iterations: int, stop: str, judge: Any, leave_above: float | None = None) -> None:
     if stop not in STOP_RULES:
         raise RedlineError(f"--stop {stop!r} is not one of {', '.join(STOP_RULES)}")
     if stop == "best" and not judge:
         raise RedlineError("--stop best needs a judge (--judge)")
+    if leave_above is not None:
+        scores = judge.strip().startswith("reward:") if isinstance(judge, str) else callable(getattr(judge, "score", None))
+        if not scores:
+            raise RedlineError("--leave-above needs a reward-model judge that scores one response (--judge reward:RUN), "
+                               f"got {judge if isinstance(judge, str) else getattr(judge, 'name', judge)!r}")
     if iterations < 1:
         raise RedlineError(f"--iterations must be at least 1, got {iterations}")
 
@@ -180,6 +199,7 @@ def run_iterations(
     out: str | Path,
     stop: str = "fixed",
     judge: Any = None,
+    leave_above: float | None = None,
     chunk_size: int = 64,  # the engine's max_batch: 64 bf16 revise rows a call ran 1.15x 32 (RESULTS "Generation")
     settings: dict[str, Any] | None = None,
     progress: bool = True,
@@ -187,7 +207,7 @@ def run_iterations(
     """Run ``iterations`` rounds of ``step`` over ``responses``; write the layout above; return the summary."""
     from tqdm.auto import tqdm
 
-    check_settings(iterations, stop, judge)
+    check_settings(iterations, stop, judge, leave_above)
     check_ids(responses)
     ids = [r.id for r in responses]
 
@@ -213,7 +233,7 @@ def run_iterations(
         bar = tqdm(total=len(ids), initial=len(done), desc=f"iteration {k}/{iterations}", unit="item", disable=not progress)
         for start in range(0, len(todo), chunk_size):
             chunk = todo[start : start + chunk_size]
-            rows = _iterate_chunk(chunk, step, k, stop, judge)
+            rows = _iterate_chunk(chunk, step, k, stop, judge, leave_above)
             append_records(path, rows)
             bar.update(len(rows))
         bar.close()
@@ -227,6 +247,7 @@ def run_iterations(
                 "failures": {cause: sum(_failure(r) == cause for r in rows) for cause in FAILURES},
                 "nothing_to_fix": sum(bool(r.get("nothing_to_fix")) for r in rows if not r["stopped"]),
                 "stopped": sum(r["stopped"] for r in rows),
+                **({"left": sum(bool(r.get("left")) for r in rows)} if leave_above is not None else {}),
             }
         )
         previous = current
@@ -242,9 +263,16 @@ def _failure(row: dict) -> str | None:
     return row.get("failure", None if row["parsed"] else "parse")
 
 
-def _iterate_chunk(chunk: list[dict], step: Step, k: int, stop: str, judge: Any) -> list[dict]:
+def _iterate_chunk(chunk: list[dict], step: Step, k: int, stop: str, judge: Any,
+                   leave_above: float | None = None) -> list[dict]:
     """Iteration ``k`` over a chunk of records from iteration k−1."""
     active = [row for row in chunk if not row.get("halted")]
+    rewards: dict[str, float] = {}
+    if leave_above is not None and active:
+        scores = judge.score([(row["prompt"], row["response"]) for row in active])
+        rewards = {row["id"]: float(s) for row, s in zip(active, scores)}
+    left = {i for i, r in rewards.items() if r >= leave_above}
+    active = [row for row in active if row["id"] not in left]
     outputs = dict(zip((row["id"] for row in active), step(active, k))) if active else {}
 
     candidates = {}
@@ -265,6 +293,12 @@ def _iterate_chunk(chunk: list[dict], step: Step, k: int, stop: str, judge: Any)
                          "changed": False, "parsed": True, "failure": None, "nothing_to_fix": False,
                          "stopped": True, "halted": True})
             continue
+        scored = {"reward": rewards[row["id"]], "left": row["id"] in left} if row["id"] in rewards else {}
+        if row["id"] in left:  # at or above the bar: no step ran; it stops here, as it is
+            rows.append({**base, "response": row["response"], "feedback": "", "revision": None,
+                         "changed": False, "parsed": True, "failure": None, "nothing_to_fix": False,
+                         "stopped": False, "halted": True, **scored})
+            continue
         o = outputs[row["id"]]
         new = o.revision if row["id"] in accepted else row["response"]
         changed = row["id"] in accepted
@@ -272,7 +306,7 @@ def _iterate_chunk(chunk: list[dict], step: Step, k: int, stop: str, judge: Any)
         rows.append({**base, "response": new, "feedback": o.feedback, "revision": o.revision,
                      "changed": changed, "parsed": o.usable, "failure": o.failure, "nothing_to_fix": o.keep,
                      **({"budget": o.budget} if o.budget is not None else {}),
-                     "stopped": False, "halted": halted})
+                     "stopped": False, "halted": halted, **scored})
     return rows
 
 
