@@ -3,6 +3,8 @@
 import json
 import warnings
 
+import pytest
+
 import redline.demo
 from redline.cli import main
 
@@ -60,6 +62,48 @@ def test_auto_takes_the_shipped_critic_with_the_embedded_model_only(tmp_path, mo
     assert pick_critic(DemoConfig(critic="train"), trained) == trained
     monkeypatch.setattr(redline.demo, "SHIPPED_CRITIC", tmp_path / "none")  # an installed wheel
     assert pick_critic(DemoConfig(), trained) == trained
+
+
+def test_auto_gates_with_the_shipped_reward_model_with_the_embedded_model_only(tmp_path, monkeypatch):
+    from redline import RedlineError
+    from redline.demo import DemoConfig, pick_gate
+
+    shipped = tmp_path / "models" / "reward"
+    shipped.mkdir(parents=True)
+    (shipped / "redline.json").write_text(json.dumps({"kind": "reward", "base_model": "embedded"}))
+    monkeypatch.setattr(redline.demo, "SHIPPED_REWARD", shipped)
+    assert pick_gate(DemoConfig()) == str(shipped)
+    assert pick_gate(DemoConfig(model="tiny-random")) is None
+    assert pick_gate(DemoConfig(gate="none")) is None
+    assert pick_gate(DemoConfig(model="tiny-random", gate=str(shipped))) == str(shipped)
+    monkeypatch.setattr(redline.demo, "SHIPPED_REWARD", tmp_path / "none")  # an installed wheel
+    assert pick_gate(DemoConfig()) is None
+    with pytest.raises(RedlineError, match="not a reward run folder"):
+        pick_gate(DemoConfig(gate=str(tmp_path)))
+
+
+def test_the_demo_gate_leaves_what_the_reward_model_rates_high(tmp_path, capsys):
+    from redline.judges.reward import RewardJudge
+    from redline.records import read_jsonl_prefix
+
+    data = redline.demo.SHIPPED
+    rankings = tmp_path / "rankings.jsonl"
+    rankings.write_text("\n".join(json.dumps({"prompt": f"Write about item {i}.", "responses": ["Fine.", "bad", "Ok."],
+                                               "ranks": [1, 3, 2]}) for i in range(4)) + "\n")
+    reward = tmp_path / "rm"
+    assert main(["train", "reward", "--data", str(rankings), "--model", "tiny-random", "--out", str(reward),
+                 "--max-steps", "1"]) == 0
+    items = [json.loads(line) for line in (data / "test.jsonl").read_text().splitlines()[:4]]
+    scores = RewardJudge(str(reward)).score([(r["prompt"], r["response"]) for r in items])
+    bar = sorted(scores)[1]  # three of the four at or above it
+    out = tmp_path / "demo"
+    assert main(["demo", "--model", "tiny-random", "--out", str(out), "--train-records", "8", "--test-items", "4",
+                 "--good-items", "0", "--max-steps", "1", "--max-new-tokens", "8", "--gate", str(reward),
+                 "--leave-above", repr(bar)]) == 0
+    assert "behind the critic, the reward model" in capsys.readouterr().err
+    rows = read_jsonl_prefix(out / "revise" / "iteration_1.jsonl")
+    assert [r["left"] for r in rows] == [s >= bar for s in scores] and sum(r["left"] for r in rows) == 3
+    assert all(r["response"] == r["response_0"] and r["feedback"] == "" for r in rows if r["left"])
 
 
 def test_a_critic_path_that_is_not_a_critic_is_refused_before_any_work(tmp_path):

@@ -10,7 +10,12 @@ annotators. It reruns the critic experiment of Jin et al. 2023 (arXiv 2311.14543
      step (its loss falls): the revisions use the critic the project ships in ``models/critic/``,
      trained on 1000 records of the same set by the command its card records; elsewhere, or with
      ``--critic train``, the critic trained here revises. ``--critic PATH`` takes any critic run;
-  3. revise ``--test-items`` held-out responses for ``--iterations`` rounds;
+  3. revise ``--test-items`` held-out responses for ``--iterations`` rounds. With ``--gate auto``
+     (the default) in a checkout, the reward model the project ships in ``models/reward/`` (issue 15's,
+     83.5% on held-out decisive comparisons) stands behind the critic: an answer it scores at or
+     above ``--leave-above`` (0: the demonstrations' mean) is left alone, and a revision is kept only
+     where it scores higher than the answer it replaces (``revise --judge reward:models/reward
+     --leave-above 0 --stop best``); ``--gate none`` shows the critic alone;
   4. revise ``--good-items`` answers that already meet every instruction (``test_fixed.jsonl``):
      the no-harm check, the critic must leave them as good as they are;
   5. judge every iteration of both against their originals with the oracle, and print the win
@@ -36,6 +41,8 @@ SHIPPED = Path(__file__).resolve().parents[2] / "data" / "simulated"
 # The critic a checkout ships: LoRA on the embedded model, trained on 1000 records of SHIPPED
 # (models/critic/README.md holds the command); an installed wheel has neither.
 SHIPPED_CRITIC = Path(__file__).resolve().parents[2] / "models" / "critic"
+# The reward model a checkout ships (models/reward/README.md holds its command): the critic's gate.
+SHIPPED_REWARD = Path(__file__).resolve().parents[2] / "models" / "reward"
 
 
 @dataclass
@@ -46,6 +53,10 @@ class DemoConfig:
     seed: int = field(default=0, metadata={"help": "random seed"})
     critic: str = field(default="auto", metadata={"help": "the critic that revises: 'auto' (the shipped models/critic "
         "with the embedded model in a checkout, else one trained here), 'train' (the one trained here) or a critic run folder"})
+    gate: str = field(default="auto", metadata={"help": "a reward model behind the critic: 'auto' (the shipped "
+        "models/reward with the embedded model in a checkout, else none), 'none', or a reward run folder"})
+    leave_above: float = field(default=0.0, metadata={"help": "with a gate: leave answers it scores at least this "
+        "(0: the demonstrations' mean) unrevised"})
     train_records: int = field(default=24, metadata={"min": 1, "help": "feedback records to train on (with the shipped "
         "critic this run only shows the step; 80 or more for a critic of your own, with --critic train)"})
     test_items: int = field(default=48, metadata={"min": 1, "help": "held-out responses to revise"})
@@ -99,6 +110,23 @@ def pick_critic(args: DemoConfig, trained: Path) -> Path:
     return Path(args.critic)
 
 
+def pick_gate(args: DemoConfig) -> str | None:
+    """The reward model behind the critic, or None."""
+    from redline import RedlineError
+    from redline.models import run_info
+
+    if args.gate == "none":
+        return None
+    if args.gate == "auto":
+        shipped = args.model == "embedded" and (SHIPPED_REWARD / "redline.json").exists()
+        return str(SHIPPED_REWARD) if shipped else None
+    kind = run_info(args.gate).get("kind")
+    if kind != "reward":
+        raise RedlineError(f"--gate {args.gate}: not a reward run folder (its redline.json says kind {kind!r}); "
+                           "give 'auto', 'none' or a `redline train reward` run")
+    return args.gate
+
+
 def run_demo(args: DemoConfig, out: str | Path, verbose: bool = False) -> str:
     """Steps 1–5 into ``out``; returns the reports printed at the end. The libraries' notices and the
     weight-loading bars are hidden unless ``verbose`` (``redline --verbose demo``)."""
@@ -112,7 +140,8 @@ def run_demo(args: DemoConfig, out: str | Path, verbose: bool = False) -> str:
 
         out = Path(out)
         trained = out / "critic"
-        critic = pick_critic(args, trained)  # before any work: a wrong --critic is refused at once
+        critic = pick_critic(args, trained)  # before any work: a wrong --critic or --gate is refused at once
+        gate = pick_gate(args)
         data = find_data(out)  # step 1
         say(f"step 1/5: data from {data}")
 
@@ -135,6 +164,10 @@ def run_demo(args: DemoConfig, out: str | Path, verbose: bool = False) -> str:
 
         settings = dict(critic=str(critic), iterations=args.iterations, max_new_tokens=args.max_new_tokens,
                         seed=args.seed, dtype=args.generate_dtype, device=args.device, no_repeat_ngram=args.no_repeat_ngram)
+        if gate:
+            settings.update(judge=f"reward:{gate}", stop="best", leave_above=args.leave_above)
+            say(f"          behind the critic, the reward model {gate}: answers it scores >= {args.leave_above:g} are "
+                "left alone, and a revision is kept only where it scores higher")
         sets = [("revise", "eval", data / "test.jsonl", args.test_items, "held-out responses")]
         if args.good_items and (data / "test_fixed.jsonl").exists():
             sets.append(("revise_good", "eval_good", data / "test_fixed.jsonl", args.good_items,
@@ -145,7 +178,8 @@ def run_demo(args: DemoConfig, out: str | Path, verbose: bool = False) -> str:
             summary = revise(ReviseConfig(**settings), out / folder, responses=items, progress=True)
             for it in summary["iterations"]:
                 failures = ", ".join(f"{k} {cause}" for cause, k in it["failures"].items() if k) or "none"
-                say(f"          iteration {it['iteration']}: {it['changed']} of {it['items']} changed, "
+                left = f"{it['left']} left alone by the reward model, " if gate else ""
+                say(f"          iteration {it['iteration']}: {it['changed']} of {it['items']} changed, {left}"
                     f"{it['nothing_to_fix']} found nothing to fix, failures kept unchanged: {failures}")
         if len(sets) == 1:
             why = "--good-items 0" if not args.good_items else "this set has no test_fixed.jsonl"

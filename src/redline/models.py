@@ -256,6 +256,9 @@ def load_reward_model(name: str, dtype: str = "float32", device: str = "auto"):
     from transformers import AutoModelForSequenceClassification
 
     model = _load(AutoModelForSequenceClassification, name, dtype, device, num_labels=1)
+    bias = run_info(resolve(name)).get("metrics", {}).get("reward_bias")
+    if bias is not None and getattr(model.config, "reward_bias", None) is None:
+        model.config.reward_bias = bias  # an adapter run (scripts/ship_model.py): its base's config lacks the bias
     if model.config.pad_token_id is None:
         # Sequence classification reads the last non-pad token; it must know which token pads.
         model.config.pad_token_id = load_tokenizer(name).pad_token_id

@@ -1,12 +1,16 @@
-"""Copy a trained critic run into ``models/critic/``, the critic `redline demo` revises with.
+"""Copy a trained critic or reward-model run into ``models/``, where `redline demo` finds it.
 
-    python scripts/ship_critic.py runs/critic1000 [--to models/critic] [--notes "..."]
+    python scripts/ship_model.py runs/critic1000 [--to models/critic] [--notes "..."]
+    python scripts/ship_model.py runs/igpt2/rm   [--to models/reward] [--notes "..."]
 
 What travels: the LoRA adapter with its weights stored in bfloat16 (half the bytes; the demo
 generates in bfloat16 anyway, and PEFT casts them back to the base's dtype on loading), its
 ``adapter_config.json``, the tokenizer files, ``train_config.json``, ``train_log.jsonl``,
 ``training_curve.png``, and ``redline.json`` and the card rewritten so that data paths inside this
 checkout are relative to it (no machine's absolute paths in the repository). Checkpoints stay behind.
+A reward run saves its model merged (538 MB for the embedded model); its adapter (LoRA and the score
+head) is taken from the last checkpoint, which must be the run's last step, and ``redline.json``
+then says ``adapter: true`` (``load_reward_model`` adds the run's ``reward_bias`` from its metrics).
 Why a script and not `--push-to-hub models/critic`: that copies the run as it is (float32 weights,
 absolute paths), which is right for a user's own runs but not for a file the repository keeps.
 """
@@ -34,6 +38,20 @@ def relative(path: str) -> str:
     return path
 
 
+def last_checkpoint(run: Path, info: dict) -> Path:
+    """A merged reward run's adapter: its last checkpoint, refused unless it is the run's last step."""
+    from redline import RedlineError
+
+    found = sorted((run / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1]))
+    steps = info.get("metrics", {}).get("steps")
+    if not found or not (found[-1] / "adapter_model.safetensors").exists():
+        raise RedlineError(f"{run}: a merged reward run without a checkpoint holding its adapter")
+    if steps is None or int(found[-1].name.rsplit("-", 1)[1]) != steps:
+        raise RedlineError(f"{run}: its last checkpoint is {found[-1].name}, not the run's last step ({steps}); "
+                           "the adapter there is not the model the run saved")
+    return found[-1]
+
+
 def ship(run: Path, to: Path, notes: str = "") -> Path:
     import torch
     from safetensors.torch import load_file, save_file
@@ -42,18 +60,23 @@ def ship(run: Path, to: Path, notes: str = "") -> Path:
     from redline.models import RUN_INFO, ModelCard, run_info
 
     info = run_info(run)
-    if info.get("kind") != "critic" or not info.get("adapter"):
-        raise RedlineError(f"{run}: not a LoRA critic run (redline.json says kind {info.get('kind')!r}, "
+    adapter = run
+    if info.get("kind") == "reward" and not info.get("adapter"):
+        adapter = last_checkpoint(run, info)
+        info["adapter"] = True
+    elif info.get("kind") not in ("critic", "reward") or not info.get("adapter"):
+        raise RedlineError(f"{run}: not a LoRA critic or reward run (redline.json says kind {info.get('kind')!r}, "
                            f"adapter {info.get('adapter')!r})")
     if to.exists():
         shutil.rmtree(to)
     to.mkdir(parents=True)
-    weights = load_file(str(run / "adapter_model.safetensors"))
+    weights = load_file(str(adapter / "adapter_model.safetensors"))
     save_file({k: v.to(torch.bfloat16).contiguous() for k, v in weights.items()}, str(to / "adapter_model.safetensors"),
               metadata={"format": "pt"})
     for name in COPIED:
-        if (run / name).exists():
-            shutil.copy2(run / name, to / name)
+        source = adapter / name if name == "adapter_config.json" else run / name
+        if source.exists():
+            shutil.copy2(source, to / name)
     config = json.loads((to / "train_config.json").read_text()) if (to / "train_config.json").exists() else None
     if config and "data" in config:
         config["data"] = relative(config["data"])
@@ -69,16 +92,19 @@ def ship(run: Path, to: Path, notes: str = "") -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("run", type=Path, help="a `redline train critic` run folder (LoRA)")
-    ap.add_argument("--to", type=Path, default=ROOT / "models" / "critic")
+    ap.add_argument("run", type=Path, help="a `redline train critic` or `redline train reward` run folder (LoRA)")
+    ap.add_argument("--to", type=Path, default=None, help="default models/critic or models/reward, by the run's kind")
     ap.add_argument("--notes", default="", help="what the card should say beside the metrics (how it was measured)")
     args = ap.parse_args(argv)
     from redline import RedlineError
 
     try:
-        out = ship(args.run, args.to, args.notes)
+        from redline.models import run_info
+
+        kind = run_info(args.run).get("kind")
+        out = ship(args.run, args.to or ROOT / "models" / ("reward" if kind == "reward" else "critic"), args.notes)
     except RedlineError as e:
-        print(f"ship_critic: {e}", file=sys.stderr)
+        print(f"ship_model: {e}", file=sys.stderr)
         return 2
     size = sum(p.stat().st_size for p in out.iterdir()) / 2**20
     print(f"shipped {args.run} to {out} ({size:.1f} MiB)")

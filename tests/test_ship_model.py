@@ -1,0 +1,83 @@
+"""scripts/ship_model.py: a trained critic or reward model copied into the checkout as the demo's shipped one."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from redline.cli import main
+from tests.test_train_critic import FEEDBACK
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("ship_model", ROOT / "scripts" / "ship_model.py")
+ship_model = importlib.util.module_from_spec(_spec)
+sys.modules["ship_model"] = ship_model
+_spec.loader.exec_module(ship_model)
+
+
+def test_a_shipped_critic_loads_and_scores_as_the_run_does(jsonl, tmp_path):
+    from safetensors.torch import load_file
+
+    from redline.models import load_causal_lm, load_tokenizer, run_info
+
+    run = tmp_path / "run"
+    assert main(["train", "critic", "--data", str(jsonl(FEEDBACK)), "--model", "tiny-random", "--out", str(run),
+                 "--max-steps", "2", "--learning-rate", "1e-2"]) == 0
+    to = tmp_path / "models" / "critic"
+    assert ship_model.main([str(run), "--to", str(to), "--notes", "measured: nowhere yet"]) == 0
+    assert not (to / "checkpoints").exists()
+    weights = load_file(str(to / "adapter_model.safetensors"))
+    assert weights and all(w.dtype == torch.bfloat16 for w in weights.values())
+    info = run_info(to)
+    assert info["kind"] == "critic" and info["notes"] == "measured: nowhere yet"
+    assert "measured: nowhere yet" in (to / "README.md").read_text()
+
+    tokenizer = load_tokenizer(str(to))
+    ids = tokenizer("Critique: it uses capital letters.", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        original = load_causal_lm(str(run), device="cpu")(ids).logits
+        shipped = load_causal_lm(str(to), device="cpu")(ids).logits
+        base = load_causal_lm("tiny-random", device="cpu")(ids).logits
+    assert torch.allclose(original, shipped, atol=1e-2)  # the adapter in bfloat16: the same model to rounding
+    assert (shipped - base).abs().max() > 10 * (shipped - original).abs().max()  # ... and the adapter is applied
+
+
+def test_a_shipped_reward_model_scores_as_the_merged_run_does(jsonl, tmp_path):
+    from redline.judges.reward import RewardJudge
+    from redline.models import run_info
+
+    rankings = [{"prompt": f"Write about item {i}.", "responses": ["A fine answer.", "bad", "An answer."], "ranks": [1, 3, 2]}
+                for i in range(8)]
+    run = tmp_path / "rm"
+    assert main(["train", "reward", "--data", str(jsonl(rankings)), "--model", "tiny-random", "--out", str(run),
+                 "--max-steps", "3", "--save-steps", "3", "--learning-rate", "1e-2",
+                 "--normalize-with", str(jsonl([{"prompt": "Say hi.", "response": "Hi there."}], "demos.jsonl"))]) == 0
+    assert run_info(run)["adapter"] is False and run_info(run)["metrics"]["reward_bias"] != 0
+    to = tmp_path / "models" / "reward"
+    assert ship_model.main([str(run), "--to", str(to)]) == 0
+    info = run_info(to)
+    assert info["kind"] == "reward" and info["adapter"] is True and not (to / "checkpoints").exists()
+    pairs = [("Write about item 1.", "A fine answer."), ("Write about item 1.", "bad"), ("Say hi.", "Hi there.")]
+    merged, shipped = RewardJudge(str(run)).score(pairs), RewardJudge(str(to)).score(pairs)
+    assert shipped == pytest.approx(merged, abs=0.05)  # bias included: the adapter in bfloat16, the same scores
+    assert RewardJudge("tiny-random").score(pairs) != pytest.approx(shipped, abs=0.05)
+
+
+def test_a_reward_run_whose_last_checkpoint_is_not_its_last_step_is_refused(tmp_path, capsys):
+    run = tmp_path / "rm"
+    (run / "checkpoints" / "checkpoint-50").mkdir(parents=True)
+    (run / "checkpoints" / "checkpoint-50" / "adapter_model.safetensors").write_bytes(b"")
+    (run / "redline.json").write_text(json.dumps({"kind": "reward", "adapter": False, "metrics": {"steps": 60}}))
+    assert ship_model.main([str(run), "--to", str(tmp_path / "to")]) == 2
+    assert "not the run's last step (60)" in capsys.readouterr().err and not (tmp_path / "to").exists()
+
+
+def test_a_run_that_is_not_a_critic_or_reward_model_is_refused(tmp_path, capsys):
+    run = tmp_path / "sft"
+    run.mkdir()
+    (run / "redline.json").write_text(json.dumps({"kind": "sft", "adapter": True}))
+    assert ship_model.main([str(run), "--to", str(tmp_path / "to")]) == 2
+    assert "not a LoRA critic or reward run" in capsys.readouterr().err and not (tmp_path / "to").exists()
