@@ -79,7 +79,9 @@ def test_train_reward_cli(jsonl, tmp_path, capsys):
     m = info["metrics"]
     assert info["kind"] == "reward" and m["mode"] == "groups" and m["eval_comparisons"] == 6 * 3
     assert m["eval_accuracy"] >= 0.5
-    assert f"held-out: {m['eval_accuracy']:.1%} right on 18 decisive comparisons (0 labelled ties not scored)" in capsys.readouterr().err
+    ci = m["eval_accuracy_ci95"]
+    assert (f"held-out: {m['eval_accuracy']:.1%} [{ci[0]:.1%}, {ci[1]:.1%}] right on 18 decisive comparisons "
+            "(0 labelled ties not scored)") in capsys.readouterr().err
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     losses = [row["loss"] for row in log if "loss" in row]
     assert losses[-1] < losses[0]
@@ -143,7 +145,20 @@ def test_held_out_accuracy_counts_ties_and_sets_each_figure_beside_its_ceiling()
     assert m["eval_annotator_oracle_accuracy"] == round(2 / 3, 4)
     # Without oracle knowledge only the label figures are reported.
     plain = [Ranking(prompt="q", responses=["a", "b"], ranks=[0, 1])]
-    assert set(comparison_accuracy(plain, [[1.0, 0.0]])) == {"eval_comparisons", "eval_ties", "eval_accuracy"}
+    assert set(comparison_accuracy(plain, [[1.0, 0.0]])) == {"eval_comparisons", "eval_ties", "eval_accuracy",
+                                                             "eval_accuracy_ci95"}
+    low, high = m["eval_accuracy_ci95"]
+    assert 0 <= low < m["eval_accuracy"] < high <= 1 and m["eval_oracle_accuracy_ci95"] == [1.0, 1.0]
+
+
+def test_the_interval_resamples_prompts_not_comparisons():
+    """Two prompts of ten comparisons each, one all right and one all wrong: 50%, and the two prompts
+    cannot say more (resampled comparisons would give about ±22 points; resampled prompts 0 to 100%)."""
+    from redline.train.reward import comparison_accuracy
+
+    five = lambda p: Ranking(prompt=p, responses=list("abcde"), ranks=[0, 1, 2, 3, 4])
+    m = comparison_accuracy([five("p"), five("q")], [[5, 4, 3, 2, 1], [1, 2, 3, 4, 5]])
+    assert m["eval_comparisons"] == 20 and m["eval_accuracy"] == 0.5 and m["eval_accuracy_ci95"] == [0.0, 1.0]
 
 
 def test_all_tied_rankings_are_skipped_with_a_count(jsonl, capsys):
@@ -161,11 +176,12 @@ def test_the_summary_line_sets_each_figure_beside_its_ceiling():
 
     m = comparison_accuracy(HAND_MADE, HAND_MADE_SCORES)
     assert accuracy_summary(m) == (
-        "held-out: 62.5% right on 4 decisive comparisons (1 labelled tie not scored); the oracle itself scores 62.5% "
-        "against these labels; against the oracle: 100.0% on the 3 pairs it can tell apart, where the annotators' "
-        "labels are 66.7% right")
+        f"held-out: 62.5% [{m['eval_accuracy_ci95'][0]:.1%}, {m['eval_accuracy_ci95'][1]:.1%}] right on 4 decisive "
+        "comparisons (1 labelled tie not scored); the oracle itself scores 62.5% against these labels; against the "
+        "oracle: 100.0% [100.0%, 100.0%] on the 3 pairs it can tell apart, where the annotators' labels are 66.7% right")
     plain = comparison_accuracy([Ranking(prompt="q", responses=["a", "b", "c"], ranks=[0, 1, 1])], [[1.0, 0.0, 0.0]])
-    assert accuracy_summary(plain) == "held-out: 100.0% right on 2 decisive comparisons (1 labelled tie not scored)"
+    assert accuracy_summary(plain) == ("held-out: 100.0% [100.0%, 100.0%] right on 2 decisive comparisons "
+                                       "(1 labelled tie not scored)")
     assert accuracy_summary(comparison_accuracy([], [])) == "held-out: no decisive comparison to score (0 labelled ties not scored)"
     only_oracle_ties = comparison_accuracy(HAND_MADE[2:], HAND_MADE_SCORES[2:])
     assert accuracy_summary(only_oracle_ties).endswith("the oracle itself scores 50.0% against these labels; "

@@ -287,6 +287,11 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1%}"
 
 
+def _interval(m: dict, key: str) -> str:
+    ci = m.get(key)
+    return f" [{ci[0]:.1%}, {ci[1]:.1%}]" if ci else ""
+
+
 def accuracy_summary(m: dict, lead: str | None = None) -> str:
     """One line a person reads: held-out accuracy, each figure beside its ceiling on the same pairs.
 
@@ -298,13 +303,15 @@ def accuracy_summary(m: dict, lead: str | None = None) -> str:
         tied = f"{ties} labelled {'tie' if ties == 1 else 'ties'} not scored"
         if not m.get("eval_comparisons"):
             return f"held-out: no decisive comparison to score ({tied})"
-        lead = f"held-out: {_percent(m.get('eval_accuracy'))} right on {m['eval_comparisons']} decisive comparisons ({tied})"
+        lead = (f"held-out: {_percent(m.get('eval_accuracy'))}{_interval(m, 'eval_accuracy_ci95')} right on "
+                f"{m['eval_comparisons']} decisive comparisons ({tied})")
     line = lead
     if m.get("eval_label_ceiling") is not None:
         line += f"; the oracle itself scores {_percent(m['eval_label_ceiling'])} against these labels"
         n = m.get("eval_oracle_comparisons", 0)
         if n:
-            line += (f"; against the oracle: {_percent(m.get('eval_oracle_accuracy'))} on the {n} pairs it can tell apart, "
+            line += (f"; against the oracle: {_percent(m.get('eval_oracle_accuracy'))}{_interval(m, 'eval_oracle_accuracy_ci95')} "
+                     f"on the {n} pairs it can tell apart, "
                      f"where the annotators' labels are {_percent(m.get('eval_annotator_oracle_accuracy'))} right")
         else:
             line += "; the oracle ties every one of them"

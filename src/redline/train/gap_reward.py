@@ -249,7 +249,9 @@ def oracle_accuracy(pairs: list[Preference], wl_lw: list[list[float]]) -> dict[s
 
     rankings = [Ranking(prompt=p.prompt, responses=[p.chosen, p.rejected], ranks=[0, 1], meta=p.meta) for p in pairs]
     figures = comparison_accuracy(rankings, wl_lw)
-    return {k: v for k, v in figures.items() if k not in ("eval_comparisons", "eval_ties", "eval_accuracy")}
+    # Its intervals are left out: each pair is its own ranking here, so they would not resample prompts.
+    return {k: v for k, v in figures.items()
+            if k not in ("eval_comparisons", "eval_ties", "eval_accuracy") and not k.endswith("_ci95")}
 
 
 def gap_reward(model, tokenizer, max_length: int = 512, adapter_off: bool = False):

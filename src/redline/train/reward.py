@@ -278,13 +278,18 @@ def comparison_accuracy(rankings: list[Ranking], scores: list[list[float]]) -> d
       share the reward model orders as the oracle does; beside it ``eval_annotator_oracle_accuracy``,
       the labels' own accuracy against the oracle on exactly those pairs: the ceiling of learning
       from these labels.
+    - ``eval_accuracy_ci95`` and ``eval_oracle_accuracy_ci95``: 95% percentile-bootstrap intervals
+      that resample prompts, not comparisons (a prompt's comparisons share its responses, so they
+      are not independent; resampling them alone would make the interval too narrow).
     """
     decisive = ties = 0
     right = 0.0
     oracle_pairs = oracle_right = annotator_right = 0.0
     label_vs_oracle = 0.0
     simulated = True
+    per_prompt = []  # (right, decisive, oracle right, oracle pairs) of each ranking: the bootstrap's units
     for r, s in zip(rankings, scores):
+        before = (right, decisive, oracle_right, oracle_pairs)
         q = oracle_qualities(r)
         simulated &= q is not None
         for i, j in itertools.combinations(range(len(r.ranks)), 2):
@@ -302,16 +307,33 @@ def comparison_accuracy(rankings: list[Ranking], scores: list[list[float]]) -> d
                 oracle_pairs += 1
                 oracle_right += 1.0 if s[better] > s[worse] else 0.5 if s[better] == s[worse] else 0.0
                 annotator_right += better == w
+        per_prompt.append([now - then for now, then in zip((right, decisive, oracle_right, oracle_pairs), before)])
     share = lambda a, b: round(a / b, 4) if b else None
-    result: dict[str, Any] = {"eval_comparisons": decisive, "eval_ties": ties, "eval_accuracy": share(right, decisive)}
+    result: dict[str, Any] = {"eval_comparisons": decisive, "eval_ties": ties, "eval_accuracy": share(right, decisive),
+                              "eval_accuracy_ci95": prompt_interval(per_prompt, 0, 1)}
     if simulated and rankings:
         result.update({
             "eval_label_ceiling": share(label_vs_oracle, decisive),
             "eval_oracle_comparisons": int(oracle_pairs),
             "eval_oracle_accuracy": share(oracle_right, oracle_pairs),
+            "eval_oracle_accuracy_ci95": prompt_interval(per_prompt, 2, 3),
             "eval_annotator_oracle_accuracy": share(annotator_right, oracle_pairs),
         })
     return result
+
+
+def prompt_interval(per_prompt: list[list[float]], hits: int, total: int, resamples: int = 2000) -> list[float] | None:
+    """95% percentile-bootstrap interval of sum(hits) / sum(total) over resampled prompts (rows of
+    ``per_prompt``); a resample without a comparison to count is left out, not counted as 0."""
+    import numpy as np
+
+    table = np.array(per_prompt, dtype=float).reshape(-1, 4)
+    if not len(table) or table[:, total].sum() == 0:
+        return None
+    idx = np.random.default_rng(0).integers(0, len(table), size=(resamples, len(table)))
+    got, out_of = table[idx, hits].sum(axis=1), table[idx, total].sum(axis=1)
+    ratios = got[out_of > 0] / out_of[out_of > 0]
+    return [round(float(np.percentile(ratios, 2.5)), 4), round(float(np.percentile(ratios, 97.5)), 4)]
 
 
 def training_arguments(config, out: Path, device: str):
