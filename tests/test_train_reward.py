@@ -94,6 +94,22 @@ def test_train_reward_cli(jsonl, tmp_path, capsys):
     scores = score_texts(model, tok, [chat_text(tok, f"Question {i}?", f"good answer {i}") for i in range(4)])
     assert abs(sum(scores) / 4) < 1e-3
     assert abs(model.config.reward_bias - m["reward_bias"]) < 1e-3
+    # `evaluate rankings --held-out-of` scores the same held-out prompts and reports the same figures.
+    assert main(["evaluate", "rankings", "--model", str(run), "--data", str(data), "--held-out-of", str(run),
+                 "--out", str(tmp_path / "ev")]) == 0
+    again = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert {k: again[k] for k in m if k.startswith("eval_")} == {k: v for k, v in m.items() if k.startswith("eval_")}
+    assert again["prompts"] == 6 and again["max_length"] == json.loads((run / "train_config.json").read_text())["max_length"]
+    assert capsys.readouterr().out.startswith(f"held-out: {m['eval_accuracy']:.1%}")
+    assert main(["evaluate", "rankings", "--model", str(run), "--data", str(data), "--out", str(tmp_path / "all")]) == 0
+    assert json.loads((tmp_path / "all" / "summary.json").read_text())["eval_comparisons"] == 24 * 3  # every prompt
+    other = jsonl(rankings(8), "other.jsonl")
+    assert main(["evaluate", "rankings", "--model", str(run), "--data", str(other), "--held-out-of", str(run),
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "held out prompts of" in capsys.readouterr().err
+    assert main(["evaluate", "rankings", "--model", str(run), "--data", str(data), "--held-out-of", str(tmp_path),
+                 "--out", str(tmp_path / "y")]) == 2
+    assert "not a `redline train reward` run folder" in capsys.readouterr().err
 
 
 def test_preferences_train_as_k_equals_2(jsonl, tmp_path):

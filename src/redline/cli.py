@@ -516,7 +516,7 @@ def _add_evaluate(sub) -> None:
         "the original and the win-rate curve is drawn (win_rate_curve.png).",
     )
     from redline.config import add_settings_arguments
-    from redline.evaluate import AgreementConfig, EvaluateConfig
+    from redline.evaluate import AgreementConfig, EvaluateConfig, RankingsEvalConfig
 
     add_settings_arguments(p, EvaluateConfig, skip=("out",))
     add_out(p, required=False, help="output folder")
@@ -532,6 +532,17 @@ def _add_evaluate(sub) -> None:
     add_settings_arguments(q, AgreementConfig, skip=("out",))
     add_out(q, required=False, help="output folder")
     q.set_defaults(func=_evaluate_agreement)
+    r = more.add_parser(
+        "rankings",
+        help="a reward model's accuracy on rankings or preferences, beside the labels' ceilings",
+        description="Score every response of every ranking with a reward model and print how often it orders "
+        "the decisive labelled pairs as the labels do (and, on simulated data, as the oracle does), each beside "
+        "its ceiling, with 95% intervals over prompts; --held-out-of RUN scores only the prompts that run held "
+        "out. Writes OUT/summary.json.",
+    )
+    add_settings_arguments(r, RankingsEvalConfig, skip=("out",))
+    add_out(r, required=True, help="output folder")
+    r.set_defaults(func=_evaluate_rankings)
 
 
 def _evaluate(args) -> int:
@@ -573,6 +584,16 @@ def _evaluate_agreement(args) -> int:
     rate = "–" if result["agreement"] is None else f"{100 * result['agreement']:.1f}%"
     print(f"{result['judges'][0]} vs {result['judges'][1]}: agreement {rate}, Cohen's kappa {kappa} "
           f"on {result['both_valid']} of {result['pairs']} pairs (both valid)")
+    return 0
+
+
+def _evaluate_rankings(args) -> int:
+    from redline.evaluate import RankingsEvalConfig, evaluate_rankings
+
+    config = configured(RankingsEvalConfig, args, "evaluate rankings")
+    summary = evaluate_rankings(config)
+    print(accuracy_summary(summary))
+    print(f"wrote {config.out}/summary.json", file=sys.stderr)
     return 0
 
 

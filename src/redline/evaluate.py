@@ -754,3 +754,64 @@ def evaluate_agreement(
     out.mkdir(parents=True, exist_ok=True)
     (out / "agreement.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+# ----------------------------------------------------------------------------- a reward model on rankings
+
+
+@dataclass
+class RankingsEvalConfig:
+    """`redline evaluate rankings`: a reward model's accuracy on ranked (or preference) data."""
+
+    out: str = field(metadata={"required": True, "result": False, "help": "output folder (summary.json)"})
+    model: str = field(default="", metadata={"required": True, "help": "reward model: a `redline train reward` run or a hub "
+        "sequence-classification model with one output"})
+    data: str = field(default="", metadata={"required": True, "help": "rankings or preferences (.jsonl)"})
+    held_out_of: str | None = field(default=None, metadata={"help": "a `redline train reward` run on this file: score only "
+        "the prompts it held out (its --eval-split and --seed), at its --max-length"})
+    max_length: int = field(default=1024, metadata={"min": 8, "help": "tokens a scored text keeps (its end); "
+        "--held-out-of takes the run's"})
+    limit: int | None = field(default=None, metadata={"min": 1, "result": False, "help": "the first N prompts"})
+    skip_invalid: bool = field(default=False, metadata={"result": False, "help": "skip bad records instead of stopping"})
+
+
+def evaluate_rankings(config: RankingsEvalConfig) -> dict[str, Any]:
+    """Score every response of every ranking and count how often the model orders a decisive pair
+    as the labels do, each figure beside its ceiling, with intervals over prompts
+    (``train.reward.comparison_accuracy``: what `train reward` reports on its held-out prompts).
+    Writes OUT/summary.json."""
+    from redline.judges.reward import RewardJudge
+    from redline.models import check_reward_model, run_info
+    from redline.train.reward import comparison_accuracy, read_comparisons, split_by_prompt
+
+    check_reward_model(config.model, "--model")
+    max_length, rankings = config.max_length, read_comparisons(config.data, limit=config.limit,
+                                                               skip_invalid=config.skip_invalid)
+    if config.held_out_of:
+        train_config = Path(config.held_out_of) / "train_config.json"
+        if run_info(config.held_out_of).get("kind") != "reward" or not train_config.is_file():
+            raise RedlineError(f"--held-out-of {config.held_out_of}: not a `redline train reward` run folder")
+        trained = json.loads(train_config.read_text())
+        if Path(trained["data"]).resolve() != Path(config.data).resolve() or trained.get("eval_data"):
+            raise RedlineError(f"--held-out-of {config.held_out_of}: that run held out prompts of {trained['data']}"
+                               f"{' (it was given --eval-data)' if trained.get('eval_data') else ''}, not of {config.data}")
+        if trained.get("limit") != config.limit:
+            raise RedlineError(f"--held-out-of {config.held_out_of}: that run read --limit {trained.get('limit')}, "
+                               f"this one {config.limit}; the held-out prompts are chosen from what was read")
+        _, rankings = split_by_prompt(rankings, trained["eval_split"], trained["seed"])
+        max_length = trained["max_length"]
+    if not rankings:
+        raise RedlineError(f"{config.data}: no ranking to score")
+    judge = RewardJudge(config.model, max_length=max_length)
+    judge.check()
+    scores = judge.score([(r.prompt, y) for r in rankings for y in r.responses])
+    per_ranking, start = [], 0
+    for r in rankings:
+        per_ranking.append(scores[start:start + len(r.responses)])
+        start += len(r.responses)
+    summary = {"model": config.model, "data": config.data, "held_out_of": config.held_out_of, "prompts": len(rankings),
+               "max_length": max_length, **comparison_accuracy(rankings, per_ranking)}
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
