@@ -39,17 +39,18 @@ def relative(path: str) -> str:
 
 
 def last_checkpoint(run: Path, info: dict) -> Path:
-    """A merged reward run's adapter: its last checkpoint, refused unless it is the run's last step."""
+    """A merged reward run's adapter: its newest complete checkpoint, refused unless it is the run's last step."""
     from redline import RedlineError
+    from redline.train.sft import last_checkpoint as newest
 
-    found = sorted((run / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1]))
-    steps = info.get("metrics", {}).get("steps")
-    if not found or not (found[-1] / "adapter_model.safetensors").exists():
-        raise RedlineError(f"{run}: a merged reward run without a checkpoint holding its adapter")
-    if steps is None or int(found[-1].name.rsplit("-", 1)[1]) != steps:
-        raise RedlineError(f"{run}: its last checkpoint is {found[-1].name}, not the run's last step ({steps}); "
+    found, steps = newest(run), info.get("metrics", {}).get("steps")
+    if found is None or not (Path(found) / "adapter_model.safetensors").exists():
+        raise RedlineError(f"{run}: no complete checkpoint holding a LoRA adapter (a run trained with --no-lora "
+                           "has no adapter to ship)")
+    if steps is None or int(Path(found).name.split("-")[1]) != steps:
+        raise RedlineError(f"{run}: its last checkpoint is {Path(found).name}, not the run's last step ({steps}); "
                            "the adapter there is not the model the run saved")
-    return found[-1]
+    return Path(found)
 
 
 def ship(run: Path, to: Path, notes: str = "") -> Path:
@@ -57,7 +58,7 @@ def ship(run: Path, to: Path, notes: str = "") -> Path:
     from safetensors.torch import load_file, save_file
 
     from redline import RedlineError
-    from redline.models import RUN_INFO, ModelCard, run_info
+    from redline.models import RUN_INFO, ModelCard, hub_id, run_info
 
     info = run_info(run)
     adapter = run
@@ -77,6 +78,9 @@ def ship(run: Path, to: Path, notes: str = "") -> Path:
         source = adapter / name if name == "adapter_config.json" else run / name
         if source.exists():
             shutil.copy2(source, to / name)
+    adapter_config = json.loads((to / "adapter_config.json").read_text())
+    adapter_config["base_model_name_or_path"] = hub_id(info["base_model"])  # not this machine's cache folder
+    (to / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2) + "\n")
     config = json.loads((to / "train_config.json").read_text()) if (to / "train_config.json").exists() else None
     if config and "data" in config:
         config["data"] = relative(config["data"])

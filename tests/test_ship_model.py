@@ -60,6 +60,8 @@ def test_a_shipped_reward_model_scores_as_the_merged_run_does(jsonl, tmp_path):
     assert ship_model.main([str(run), "--to", str(to)]) == 0
     info = run_info(to)
     assert info["kind"] == "reward" and info["adapter"] is True and not (to / "checkpoints").exists()
+    # the checkpoint's adapter_config names this machine's cache folder; the shipped one the base's name
+    assert json.loads((to / "adapter_config.json").read_text())["base_model_name_or_path"] == "tiny-random"
     pairs = [("Write about item 1.", "A fine answer."), ("Write about item 1.", "bad"), ("Say hi.", "Hi there.")]
     merged, shipped = RewardJudge(str(run)).score(pairs), RewardJudge(str(to)).score(pairs)
     assert shipped == pytest.approx(merged, abs=0.05)  # bias included: the adapter in bfloat16, the same scores
@@ -70,6 +72,7 @@ def test_a_reward_run_whose_last_checkpoint_is_not_its_last_step_is_refused(tmp_
     run = tmp_path / "rm"
     (run / "checkpoints" / "checkpoint-50").mkdir(parents=True)
     (run / "checkpoints" / "checkpoint-50" / "adapter_model.safetensors").write_bytes(b"")
+    (run / "checkpoints" / "checkpoint-50" / "trainer_state.json").write_text("{}")
     (run / "redline.json").write_text(json.dumps({"kind": "reward", "adapter": False, "metrics": {"steps": 60}}))
     assert ship_model.main([str(run), "--to", str(tmp_path / "to")]) == 2
     assert "not the run's last step (60)" in capsys.readouterr().err and not (tmp_path / "to").exists()

@@ -103,6 +103,7 @@ def test_train_reward_cli(jsonl, tmp_path, capsys):
     assert capsys.readouterr().out.startswith(f"held-out: {m['eval_accuracy']:.1%}")
     assert main(["evaluate", "rankings", "--model", str(run), "--data", str(data), "--out", str(tmp_path / "all")]) == 0
     assert json.loads((tmp_path / "all" / "summary.json").read_text())["eval_comparisons"] == 24 * 3  # every prompt
+    assert capsys.readouterr().out.startswith(f"on all 24 prompts of {data} (not only held-out ones): ")
     other = jsonl(rankings(8), "other.jsonl")
     assert main(["evaluate", "rankings", "--model", str(run), "--data", str(other), "--held-out-of", str(run),
                  "--out", str(tmp_path / "x")]) == 2
@@ -175,6 +176,10 @@ def test_the_interval_resamples_prompts_not_comparisons():
     five = lambda p: Ranking(prompt=p, responses=list("abcde"), ranks=[0, 1, 2, 3, 4])
     m = comparison_accuracy([five("p"), five("q")], [[5, 4, 3, 2, 1], [1, 2, 3, 4, 5]])
     assert m["eval_comparisons"] == 20 and m["eval_accuracy"] == 0.5 and m["eval_accuracy_ci95"] == [0.0, 1.0]
+    # Preferences: ten records of one prompt are one unit, not ten.
+    pairs = [Ranking(prompt=p, responses=["a", "b"], ranks=[0, 1]) for p in "pq" for _ in range(10)]
+    m = comparison_accuracy(pairs, [[1.0, 0.0]] * 10 + [[0.0, 1.0]] * 10)
+    assert m["eval_accuracy"] == 0.5 and m["eval_accuracy_ci95"] == [0.0, 1.0]
 
 
 def test_all_tied_rankings_are_skipped_with_a_count(jsonl, capsys):

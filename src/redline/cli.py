@@ -592,7 +592,11 @@ def _evaluate_rankings(args) -> int:
 
     config = configured(RankingsEvalConfig, args, "evaluate rankings")
     summary = evaluate_rankings(config)
-    print(accuracy_summary(summary))
+    lead = None if config.held_out_of else (
+        f"on all {summary['prompts']} prompts of {config.data} (not only held-out ones): "
+        f"{_percent(summary.get('eval_accuracy'))}{_interval(summary, 'eval_accuracy_ci95')} right on "
+        f"{summary['eval_comparisons']} decisive comparisons ({summary['eval_ties']} labelled ties not scored)")
+    print(accuracy_summary(summary, lead))
     print(f"wrote {config.out}/summary.json", file=sys.stderr)
     return 0
 

@@ -287,7 +287,7 @@ def comparison_accuracy(rankings: list[Ranking], scores: list[list[float]]) -> d
     oracle_pairs = oracle_right = annotator_right = 0.0
     label_vs_oracle = 0.0
     simulated = True
-    per_prompt = []  # (right, decisive, oracle right, oracle pairs) of each ranking: the bootstrap's units
+    per_prompt: dict[str, list[float]] = {}  # (right, decisive, oracle right, oracle pairs) by prompt: the bootstrap's units
     for r, s in zip(rankings, scores):
         before = (right, decisive, oracle_right, oracle_pairs)
         q = oracle_qualities(r)
@@ -307,16 +307,18 @@ def comparison_accuracy(rankings: list[Ranking], scores: list[list[float]]) -> d
                 oracle_pairs += 1
                 oracle_right += 1.0 if s[better] > s[worse] else 0.5 if s[better] == s[worse] else 0.0
                 annotator_right += better == w
-        per_prompt.append([now - then for now, then in zip((right, decisive, oracle_right, oracle_pairs), before)])
+        counts = per_prompt.setdefault(prompt_key(r.prompt), [0.0] * 4)  # preferences: several records a prompt
+        for k, (now, then) in enumerate(zip((right, decisive, oracle_right, oracle_pairs), before)):
+            counts[k] += now - then
     share = lambda a, b: round(a / b, 4) if b else None
     result: dict[str, Any] = {"eval_comparisons": decisive, "eval_ties": ties, "eval_accuracy": share(right, decisive),
-                              "eval_accuracy_ci95": prompt_interval(per_prompt, 0, 1)}
+                              "eval_accuracy_ci95": prompt_interval(list(per_prompt.values()), 0, 1)}
     if simulated and rankings:
         result.update({
             "eval_label_ceiling": share(label_vs_oracle, decisive),
             "eval_oracle_comparisons": int(oracle_pairs),
             "eval_oracle_accuracy": share(oracle_right, oracle_pairs),
-            "eval_oracle_accuracy_ci95": prompt_interval(per_prompt, 2, 3),
+            "eval_oracle_accuracy_ci95": prompt_interval(list(per_prompt.values()), 2, 3),
             "eval_annotator_oracle_accuracy": share(annotator_right, oracle_pairs),
         })
     return result
