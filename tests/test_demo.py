@@ -80,6 +80,9 @@ def test_auto_gates_with_the_shipped_reward_model_with_the_embedded_model_only(t
     assert pick_gate(DemoConfig()) is None
     with pytest.raises(RedlineError, match="not a reward run folder"):
         pick_gate(DemoConfig(gate=str(tmp_path)))
+    out = tmp_path / "demo"  # a bar with no gate to apply it is refused before any work
+    assert main(["demo", "--model", "tiny-random", "--leave-above", "1", "--out", str(out)]) == 2
+    assert not (out / "critic").exists() and not (out / "data").exists()
 
 
 def test_the_demo_gate_leaves_what_the_reward_model_rates_high(tmp_path, capsys):
@@ -100,8 +103,11 @@ def test_the_demo_gate_leaves_what_the_reward_model_rates_high(tmp_path, capsys)
     assert main(["demo", "--model", "tiny-random", "--out", str(out), "--train-records", "8", "--test-items", "4",
                  "--good-items", "0", "--max-steps", "1", "--max-new-tokens", "8", "--gate", str(reward),
                  "--leave-above", repr(bar)]) == 0
-    assert "behind the critic, the reward model" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "behind the critic, the reward model" in err and "3 left alone by the reward model" in err
     rows = read_jsonl_prefix(out / "revise" / "iteration_1.jsonl")
+    settings = json.loads((out / "revise" / "summary.json").read_text())["settings"]
+    assert settings["stop"] == "best" and settings["judge"] == f"reward:{reward}?device=auto"
     assert [r["left"] for r in rows] == [s >= bar for s in scores] and sum(r["left"] for r in rows) == 3
     assert all(r["response"] == r["response_0"] and r["feedback"] == "" for r in rows if r["left"])
 

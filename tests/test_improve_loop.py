@@ -108,6 +108,25 @@ def test_leave_above_spends_no_step_on_responses_the_reward_model_rates_high(tmp
     assert judge.scored == ["x", "xx", "xxx", "xxxx", "xx", "xxx"]  # each active response once an iteration
 
 
+def test_leave_above_with_keep_best_and_a_resume(tmp_path):
+    def lengthen(rows, k):  # the reward (−length) prefers every original to its revision
+        return [StepOutput("", row["response"] + "y") for row in rows]
+
+    def killed(rows, k):
+        raise KeyboardInterrupt
+
+    args = dict(iterations=1, out=tmp_path, stop="best", leave_above=-2, chunk_size=2, progress=False)
+    with pytest.raises(KeyboardInterrupt):  # the first chunk (r0, r1: both left) is written, then a kill
+        run_iterations(responses(4), lambda rows, k: killed(rows, k) if rows else [], judge=LengthReward(), **args)
+    assert [r["id"] for r in rows_of(tmp_path, 1)] == ["r0", "r1"]
+    summary = run_iterations(responses(4), lengthen, judge=LengthReward(), **args)
+    after = rows_of(tmp_path, 1)
+    assert [r["response"] for r in after] == ["x", "xx", "xxx", "xxxx"]  # left, left, worse twice: kept
+    assert [(r["left"], r["changed"], r["halted"]) for r in after] == [(True, False, True), (True, False, True),
+                                                                       (False, False, True), (False, False, True)]
+    assert summary["iterations"][0]["left"] == 2 and summary["iterations"][0]["changed"] == 0
+
+
 def test_leave_above_needs_a_judge_that_scores(tmp_path):
     with pytest.raises(RedlineError, match="--leave-above needs a reward-model judge"):
         run_iterations(responses(), shorten, iterations=1, out=tmp_path, leave_above=0.0)

@@ -214,14 +214,10 @@ def test_ppo_climbs_a_planted_reward_and_not_noise(tmp_path, advantage, monkeypa
     from redline.models import load_tokenizer
 
     prompts = [{"id": str(i), "prompt": f"Say something about {w}."} for i, w in enumerate(WORDS)]
-    # lr 3e-3 over 8 iterations, not 1e-2 over 6: at 1e-2 this full fine-tuning took approx. KL 3 nats an
-    # update, and Adam turned float-rounding differences into lr-sized steps, so the padded micro-batch
-    # and the same episodes taken one row at a time (equal to 1e-6, test_train_ppo.py) ended apart
-    # (RLOO +0.26 padded, −0.15 rowwise). β 0.005 for GAE: at the rollout temperature 0.1 the per-token
-    # log-ratios are tempered ×10 and 0.02 swamped the planted score in [0, 1]. β 0 for RLOO: once every
-    # sample scores 1.0 the leave-one-out advantages are the KL terms alone, and those tiny, noisy
-    # updates threw a saturated policy back to 0.49 (rowwise, seed 0). Both paths climb, seeds 0 and 1
-    # (ninth session: GAE +0.41/+0.21, +0.11/+0.11; RLOO +0.37/+0.37, +0.22/+0.51, padded/rowwise).
+    # lr 3e-3 over 8 iterations: at 1e-2 this full fine-tuning moved ~3 nats an update and float-level
+    # differences between the padded and the row-at-a-time passes decided the outcome. β 0 for RLOO:
+    # once every sample scores 1.0 its advantages are the KL terms alone, which threw the policy back.
+    # β 0.005 for GAE: at temperature 0.1 a larger penalty swamps the planted score (RESULTS "Learning checks").
     s = replace(tiny(tmp_path), ppo_advantage=advantage, ppo_beta=0.005 if advantage == "gae" else 0.0,
                 ppo_iterations=8, ppo_lr=3e-3)
     reward = planted_reward(load_tokenizer("tiny-random"))
@@ -229,6 +225,7 @@ def test_ppo_climbs_a_planted_reward_and_not_noise(tmp_path, advantage, monkeypa
         monkeypatch.setattr(redline.models, "UNPADDED_ON_CPU", unpadded)
         learnt = lc.check_ppo(s, tmp_path / f"a{unpadded}", reward_fn=reward, prompts=prompts, name="ppo-planted")
         assert learnt["passed"] and learnt["details"]["advantage"] == advantage, (unpadded, learnt)
+    monkeypatch.setattr(redline.models, "UNPADDED_ON_CPU", True)  # the control on the default CPU path
     control = lc.check_ppo(s, tmp_path / "b", reward_fn=noise_reward(), prompts=prompts, name="ppo-noise")
     assert not control["passed"], control
 

@@ -11,8 +11,8 @@ annotators. It reruns the critic experiment of Jin et al. 2023 (arXiv 2311.14543
      trained on 1000 records of the same set by the command its card records; elsewhere, or with
      ``--critic train``, the critic trained here revises. ``--critic PATH`` takes any critic run;
   3. revise ``--test-items`` held-out responses for ``--iterations`` rounds. With ``--gate auto``
-     (the default) in a checkout, the reward model the project ships in ``models/reward/`` (issue 15's,
-     83.5% on held-out decisive comparisons) stands behind the critic: an answer it scores at or
+     (the default) in a checkout, the reward model the project ships in ``models/reward/`` (83.5% on
+     held-out decisive comparisons: without it the critic's invented faults harm good answers) stands behind the critic: an answer it scores at or
      above ``--leave-above`` (0: the demonstrations' mean) is left alone, and a revision is kept only
      where it scores higher than the answer it replaces (``revise --judge reward:models/reward
      --leave-above 0 --stop best``); ``--gate none`` shows the critic alone;
@@ -35,6 +35,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from redline import RedlineError
 from redline.console import quiet
 
 SHIPPED = Path(__file__).resolve().parents[2] / "data" / "simulated"
@@ -95,7 +96,6 @@ def find_data(out: Path) -> Path:
 
 def pick_critic(args: DemoConfig, trained: Path) -> Path:
     """The critic that revises: ``trained`` (step 2's) or a finished run folder."""
-    from redline import RedlineError
     from redline.models import run_info
 
     if args.critic == "train":
@@ -112,7 +112,6 @@ def pick_critic(args: DemoConfig, trained: Path) -> Path:
 
 def pick_gate(args: DemoConfig) -> str | None:
     """The reward model behind the critic, or None."""
-    from redline import RedlineError
     from redline.models import run_info
 
     if args.gate == "none":
@@ -142,6 +141,9 @@ def run_demo(args: DemoConfig, out: str | Path, verbose: bool = False) -> str:
         trained = out / "critic"
         critic = pick_critic(args, trained)  # before any work: a wrong --critic or --gate is refused at once
         gate = pick_gate(args)
+        if gate is None and args.leave_above != DemoConfig.leave_above:
+            raise RedlineError(f"--leave-above {args.leave_above:g} needs a reward model behind the critic; --gate "
+                               f"{args.gate} gives none (the shipped one goes with the embedded model)")
         data = find_data(out)  # step 1
         say(f"step 1/5: data from {data}")
 
@@ -165,7 +167,7 @@ def run_demo(args: DemoConfig, out: str | Path, verbose: bool = False) -> str:
         settings = dict(critic=str(critic), iterations=args.iterations, max_new_tokens=args.max_new_tokens,
                         seed=args.seed, dtype=args.generate_dtype, device=args.device, no_repeat_ngram=args.no_repeat_ngram)
         if gate:
-            settings.update(judge=f"reward:{gate}", stop="best", leave_above=args.leave_above)
+            settings.update(judge=f"reward:{gate}?device={args.device}", stop="best", leave_above=args.leave_above)
             say(f"          behind the critic, the reward model {gate}: answers it scores >= {args.leave_above:g} are "
                 "left alone, and a revision is kept only where it scores higher")
         sets = [("revise", "eval", data / "test.jsonl", args.test_items, "held-out responses")]

@@ -23,9 +23,10 @@ Output layout (what ``redline evaluate`` reads)::
         stopped                       whether the item had stopped before iteration K (carried over)
         halted                        whether the item stops after iteration K (stop rules below)
         left, reward                  with ``leave_above``: the judge's reward for the response, and
-                                      whether it was left alone for being at or above the bar
+                                      whether it was left alone for being at or above the bar (in
+                                      the iteration that left it; later files carry it as stopped)
     DIR/summary.json          per iteration: items, changed, failures by cause, nothing to fix,
-                              stopped; the run's settings
+                              stopped (all so far), left (newly, that iteration); the run's settings
 
 Stop rules (``stop``):
     fixed          every item runs N iterations;
