@@ -792,7 +792,10 @@ def evaluate_rankings(config: RankingsEvalConfig) -> dict[str, Any]:
         if run_info(config.held_out_of).get("kind") != "reward" or not train_config.is_file():
             raise RedlineError(f"--held-out-of {config.held_out_of}: not a `redline train reward` run folder")
         trained = json.loads(train_config.read_text())
-        if Path(trained["data"]).resolve() != Path(config.data).resolve() or trained.get("eval_data"):
+        if not Path(trained["data"]).exists():
+            raise RedlineError(f"--held-out-of {config.held_out_of}: that run read {trained['data']}, which is not there "
+                               "from here; run this where that run was trained (its data path is relative to it)")
+        if not os.path.samefile(trained["data"], config.data) or trained.get("eval_data"):
             raise RedlineError(f"--held-out-of {config.held_out_of}: that run held out prompts of {trained['data']}"
                                f"{' (it was given --eval-data)' if trained.get('eval_data') else ''}, not of {config.data}")
         if trained.get("limit") != config.limit:
