@@ -506,43 +506,44 @@ def _demo(args) -> int:
 # ----------------------------------------------------------------------------- evaluate
 
 
+def _settings_parser(parent, name: str, settings, func, out_required: bool, **texts):
+    """A (sub)command whose flags are a settings dataclass's fields, plus --out."""
+    from redline.config import add_settings_arguments
+
+    p = parent.add_parser(name, **texts)
+    add_settings_arguments(p, settings, skip=("out",))
+    add_out(p, required=out_required, help="output folder")
+    p.set_defaults(func=func)
+    return p
+
+
 def _add_evaluate(sub) -> None:
-    p = sub.add_parser(
-        "evaluate",
+    from redline.evaluate import AgreementConfig, EvaluateConfig, RankingsEvalConfig
+
+    p = _settings_parser(
+        sub, "evaluate", EvaluateConfig, _evaluate, False,
         help="judge two sets of responses: win rate, 95%% interval, length-controlled rate, report",
         description="Judge response records of A against B, pair by pair (matched by id, else by prompt). "
         "OUT gets judgments.jsonl (rerun to resume), summary.json and report.md. --a may be a revise/improve/"
         "refine output folder (iteration_1.jsonl ... iteration_N.jsonl): every iteration is judged against "
         "the original and the win-rate curve is drawn (win_rate_curve.png).",
     )
-    from redline.config import add_settings_arguments
-    from redline.evaluate import AgreementConfig, EvaluateConfig, RankingsEvalConfig
-
-    add_settings_arguments(p, EvaluateConfig, skip=("out",))
-    add_out(p, required=False, help="output folder")
-    p.set_defaults(func=_evaluate)
     more = p.add_subparsers(dest="evaluate_command", required=False, metavar="COMMAND")
-    q = more.add_parser(
-        "agreement",
+    _settings_parser(
+        more, "agreement", AgreementConfig, _evaluate_agreement, False,
         help="how often two judges agree on the same pairs (rate and Cohen's kappa)",
         description="Judge A against B with two judges (OUT/judge_1, OUT/judge_2; rerun to resume), or read "
         "judgments files by two judges, and write OUT/agreement.json: agreement rate and Cohen's kappa "
         "over a/b/tie on the pairs both judged validly.",
     )
-    add_settings_arguments(q, AgreementConfig, skip=("out",))
-    add_out(q, required=False, help="output folder")
-    q.set_defaults(func=_evaluate_agreement)
-    r = more.add_parser(
-        "rankings",
+    _settings_parser(
+        more, "rankings", RankingsEvalConfig, _evaluate_rankings, True,
         help="a reward model's accuracy on rankings or preferences, beside the labels' ceilings",
         description="Score every response of every ranking with a reward model and print how often it orders "
         "the decisive labelled pairs as the labels do (and, on simulated data, as the oracle does), each beside "
         "its ceiling, with 95% intervals over prompts; --held-out-of RUN scores only the prompts that run held "
         "out. Writes OUT/summary.json.",
     )
-    add_settings_arguments(r, RankingsEvalConfig, skip=("out",))
-    add_out(r, required=True, help="output folder")
-    r.set_defaults(func=_evaluate_rankings)
 
 
 def _evaluate(args) -> int:
