@@ -292,18 +292,19 @@ def _interval(m: dict, key: str) -> str:
     return f" [{ci[0]:.1%}, {ci[1]:.1%}]" if ci else ""
 
 
-def accuracy_summary(m: dict, lead: str | None = None) -> str:
+def accuracy_summary(m: dict, lead: str | None = None, scope: str = "held-out") -> str:
     """One line a person reads: held-out accuracy, each figure beside its ceiling on the same pairs.
 
-    ``lead`` replaces the opening figure (the gap model's, ``gap_accuracy_summary``); the ceilings
-    come from ``train.reward.comparison_accuracy``'s keys, which both trainers report.
+    ``lead`` replaces the opening figure (the gap model's, ``gap_accuracy_summary``); ``scope`` names
+    what was scored; the ceilings come from ``train.reward.comparison_accuracy``'s keys, which both
+    trainers and `evaluate rankings` report.
     """
     if lead is None:
         ties = m.get("eval_ties", 0)
         tied = f"{ties} labelled {'tie' if ties == 1 else 'ties'} not scored"
         if not m.get("eval_comparisons"):
-            return f"held-out: no decisive comparison to score ({tied})"
-        lead = (f"held-out: {_percent(m.get('eval_accuracy'))}{_interval(m, 'eval_accuracy_ci95')} right on "
+            return f"{scope}: no decisive comparison to score ({tied})"
+        lead = (f"{scope}: {_percent(m.get('eval_accuracy'))}{_interval(m, 'eval_accuracy_ci95')} right on "
                 f"{m['eval_comparisons']} decisive comparisons ({tied})")
     line = lead
     if m.get("eval_label_ceiling") is not None:
@@ -593,11 +594,8 @@ def _evaluate_rankings(args) -> int:
 
     config = configured(RankingsEvalConfig, args, "evaluate rankings")
     summary = evaluate_rankings(config)
-    lead = None if config.held_out_of else (
-        f"on all {summary['prompts']} prompts of {config.data} (not only held-out ones): "
-        f"{_percent(summary.get('eval_accuracy'))}{_interval(summary, 'eval_accuracy_ci95')} right on "
-        f"{summary['eval_comparisons']} decisive comparisons ({summary['eval_ties']} labelled ties not scored)")
-    print(accuracy_summary(summary, lead))
+    scope = "held-out" if config.held_out_of else f"on all {summary['prompts']} prompts of {config.data} (not only held-out ones)"
+    print(accuracy_summary(summary, scope=scope))
     print(f"wrote {config.out}/summary.json", file=sys.stderr)
     return 0
 

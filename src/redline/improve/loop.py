@@ -289,16 +289,15 @@ def _iterate_chunk(chunk: list[dict], step: Step, k: int, stop: str, judge: Any,
     for row in chunk:
         base = {k: row[k] for k in ("id", "prompt", "response_0") if k in row}
         base.update({k: row[k] for k in ("source", "meta") if row.get(k) is not None})
+        # no step ran: stopped before (carried over), or left at or above the bar (it stops here, as it is)
+        unstepped = {**base, "response": row["response"], "feedback": "", "revision": None, "changed": False,
+                     "parsed": True, "failure": None, "nothing_to_fix": False}
         if row.get("halted"):
-            rows.append({**base, "response": row["response"], "feedback": "", "revision": None,
-                         "changed": False, "parsed": True, "failure": None, "nothing_to_fix": False,
-                         "stopped": True, "halted": True})
+            rows.append({**unstepped, "stopped": True, "halted": True})
             continue
         scored = {"reward": rewards[row["id"]], "left": row["id"] in left} if row["id"] in rewards else {}
-        if row["id"] in left:  # at or above the bar: no step ran; it stops here, as it is
-            rows.append({**base, "response": row["response"], "feedback": "", "revision": None,
-                         "changed": False, "parsed": True, "failure": None, "nothing_to_fix": False,
-                         "stopped": False, "halted": True, **scored})
+        if row["id"] in left:
+            rows.append({**unstepped, "stopped": False, "halted": True, **scored})
             continue
         o = outputs[row["id"]]
         new = o.revision if row["id"] in accepted else row["response"]

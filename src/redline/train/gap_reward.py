@@ -249,7 +249,8 @@ def oracle_accuracy(pairs: list[Preference], wl_lw: list[list[float]]) -> dict[s
 
     rankings = [Ranking(prompt=p.prompt, responses=[p.chosen, p.rejected], ranks=[0, 1], meta=p.meta) for p in pairs]
     figures = comparison_accuracy(rankings, wl_lw)
-    # Its intervals are left out: each pair is its own ranking here, so they would not resample prompts.
+    # The intervals are left out: "eval_accuracy_ci95" here would be the (w,l) > (l,w) ordering's, under
+    # the name the gap model gives the mean of its five orderings.
     return {k: v for k, v in figures.items()
             if k not in ("eval_comparisons", "eval_ties", "eval_accuracy") and not k.endswith("_ci95")}
 
