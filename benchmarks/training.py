@@ -25,6 +25,14 @@ batch in one forward pass (the way before the eighth session); without it a CPU 
 completion alone at its own length (``reward.completion_scores``).
 
     python benchmarks/training.py --workload reward --steps 8 --threads 1 --cases "fp32+padded+drop:2x1,fp32:2x1"
+
+Threads under sharing: a case may end in ``@T`` (its torch threads; default ``--threads``), ``+passive`` runs it
+with ``OMP_WAIT_POLICY=PASSIVE`` (OpenMP threads sleep rather than spin while they wait for each other), and
+``--beside 0,1,2`` runs every case once alone and once beside a competing process of 1 and of 2 torch threads
+(a steady loop of float32 matrix products the size of the model's, standing in for another training job),
+whose own GFLOP/s over the case are reported too, so a setting that speeds us up by starving the other job shows.
+
+    python benchmarks/training.py --steps 3 --beside 0,1,2 --cases "fp32:1x4@1,fp32:1x4@2,fp32+passive:1x4@2"
 """
 
 from __future__ import annotations
@@ -93,34 +101,80 @@ CASES = ["fp32:1x4", "fp32+sliced:1x4", "bf16-base:1x4", "bf16-base+sliced:1x4",
 
 
 PRECISIONS = ("fp32", "bf16-autocast", "bf16-base", "bf16-base-autocast")
-EXTRAS = ("sliced", "drop", "nodrop", "padded")
+EXTRAS = ("sliced", "drop", "nodrop", "padded", "passive")
+
+# The competitor beside a case (``--beside K``): float32 products of the embedded model's MLP shape (576 x 1536)
+# on 256 rows, on K torch threads, until it is stopped; it then prints the GFLOP/s it got.
+COMPETITOR = r"""
+import json, signal, sys, time
+import torch
+torch.set_num_threads(int(sys.argv[1]))
+a, b = torch.randn(256, 576), torch.randn(576, 1536)
+done, start = [0], time.perf_counter()
+def stop(*_):
+    print(json.dumps({"gflops": round(done[0] * 2 * 256 * 576 * 1536 / (time.perf_counter() - start) / 1e9, 2)}), flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+print("ready", flush=True)
+while True:
+    a @ b
+    done[0] += 1
+"""
 
 
-def check_case(case: str) -> None:
-    """Refuse a case the child would misread (a typo in an extra would silently run the default)."""
+def parse_case(case: str, default_threads: int) -> tuple[str, str, str, int]:
+    """MODE:BATCHxACCUM[@THREADS] as (mode, batch, accum, threads); a case the child would misread (a typo
+    in an extra would silently run the default) is refused."""
     mode, _, shape = case.partition(":")
+    shape, at, threads = shape.partition("@")
     precision, *extras = mode.split("+")
     batch, _, accum = shape.partition("x")
     if precision not in PRECISIONS or not set(extras) <= set(EXTRAS) or {"drop", "nodrop"} <= set(extras) \
-            or not (batch.isdigit() and accum.isdigit()):
-        sys.exit(f"--cases: {case!r} is not MODE:BATCHxACCUM with MODE one of {', '.join(PRECISIONS)} "
+            or not (batch.isdigit() and accum.isdigit()) or (at and not threads.isdigit()):
+        sys.exit(f"--cases: {case!r} is not MODE:BATCHxACCUM[@THREADS] with MODE one of {', '.join(PRECISIONS)} "
                  f"and extras from +{', +'.join(EXTRAS)} (not both +drop and +nodrop)")
+    return mode, batch, accum, int(threads) if at else default_threads
 
 
-def measure(case: str, args) -> dict:
-    mode, shape = case.split(":")
-    batch, accum = shape.split("x")
+def start_competitor(threads: int) -> subprocess.Popen | None:
+    """A steady load of ``threads`` torch threads beside the case (None for 0), running once it says so."""
+    if not threads:
+        return None
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    proc = subprocess.Popen([sys.executable, "-c", COMPETITOR, str(threads)], stdout=subprocess.PIPE, text=True, env=env)
+    if proc.stdout.readline().strip() != "ready":
+        sys.exit(f"the competitor of {threads} threads did not start")
+    return proc
+
+
+def stop_competitor(proc: subprocess.Popen | None) -> float | None:
+    if proc is None:
+        return None
+    proc.terminate()
+    out, _ = proc.communicate(timeout=60)
+    return json.loads(out.strip().splitlines()[-1])["gflops"]
+
+
+def measure(case: str, args, beside: int = 0) -> dict:
+    mode, batch, accum, threads = parse_case(case, args.threads)
     with tempfile.TemporaryDirectory() as out:
         env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1"}
+        if "+passive" in mode:
+            env["OMP_WAIT_POLICY"] = "PASSIVE"
         child = REWARD_CHILD if args.workload == "reward" else CHILD
-        cmd = [sys.executable, "-c", child, mode, str(args.steps), batch, accum, out, str(args.threads), str(args.data), args.model]
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        cmd = [sys.executable, "-c", child, mode, str(args.steps), batch, accum, out, str(threads), str(args.data), args.model]
+        competitor = start_competitor(beside)
+        try:
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        finally:
+            competitor_gflops = stop_competitor(competitor)
         if done.returncode:
             sys.exit(f"{case} failed:\n{done.stderr[-3000:]}")
         m = json.loads(done.stdout.strip().splitlines()[-1])
     if not m.get("tokens"):
         sys.exit(f"{case}: the trainer logged no token count")
-    return {"case": case, "steps": m["steps"], "tokens": m["tokens"], "seconds": m["train_seconds"],
+    return {"case": case, "beside": beside, "competitor_gflops": competitor_gflops, "steps": m["steps"],
+            "tokens": m["tokens"], "seconds": m["train_seconds"],
             "tokens_per_s": round(m["tokens"] / m["train_seconds"], 1), "first_loss": m["first_loss"],
             "final_loss": m["final_loss"], "peak_rss_mb": round(m["peak_rss_mb"]), "losses": m["losses"]}
 
@@ -144,7 +198,10 @@ def main() -> None:
     ap.add_argument("--model", default="embedded", help="the base model (tiny-random: a smoke run)")
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    ap.add_argument("--cases", default=None, help="MODE:BATCHxACCUM, comma-separated (default: CASES or REWARD_CASES)")
+    ap.add_argument("--cases", default=None,
+                    help="MODE:BATCHxACCUM[@THREADS], comma-separated (default: CASES or REWARD_CASES)")
+    ap.add_argument("--beside", default="0",
+                    help="comma-separated torch threads of a competing process run beside every case (0: alone)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "training.json")
     args = ap.parse_args()
     if args.cases is None:
@@ -152,21 +209,26 @@ def main() -> None:
     if args.data is None:
         args.data = ROOT / "data" / "simulated" / ("rankings.jsonl" if args.workload == "reward" else "feedback.jsonl")
 
+    try:
+        besides = [int(k) for k in args.beside.split(",")]
+    except ValueError:
+        sys.exit(f"--beside: {args.beside!r} is not comma-separated thread counts")
     for case in args.cases.split(","):
-        check_case(case)
+        parse_case(case, args.threads)
         critic_only = "+sliced" in case or "autocast" in case
         if (args.workload == "critic" and "+padded" in case) or (args.workload == "reward" and critic_only):
             sys.exit(f"--cases: {case!r}: +padded is the reward workload's; +sliced and autocast the critic's")
     rows = []
-    for case in args.cases.split(","):
-        rows.append(measure(case, args))
-        print(rows[-1], flush=True)
+    for beside in besides:
+        for case in args.cases.split(","):
+            rows.append(measure(case, args, beside))
+            print(rows[-1], flush=True)
     base = rows[0]["tokens_per_s"]
     for row in rows:
         row["vs_first"] = round(row["tokens_per_s"] / base, 2)
         mean, se = paired_loss_difference(row["losses"], rows[0]["losses"])
         row["loss_vs_first"] = f"{mean:+.4f} ± {se:.4f}"
-    cols = ["case", "steps", "tokens", "seconds", "tokens_per_s", "vs_first", "first_loss", "final_loss",
+    cols = ["case", "beside", "competitor_gflops", "steps", "tokens", "seconds", "tokens_per_s", "vs_first", "first_loss", "final_loss",
             "loss_vs_first", "peak_rss_mb"]
     print("| " + " | ".join(cols) + " |")
     print("|" + " --- |" * len(cols))

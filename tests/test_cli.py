@@ -92,3 +92,17 @@ def test_stats_counts_ties_duplicates_and_token_lengths(jsonl, capsys):
     assert stats["comparisons"] == 2 + 2 + 1
     assert stats["responses_per_ranking"] == {"2": 1, "3": 2}
     assert stats["tokens"]["responses"]["max"] >= 3 and stats["tokens"]["prompt"]["min"] >= 1
+
+
+def test_openmp_threads_wait_passively_unless_the_user_chose(jsonl, monkeypatch):
+    """Two-thread training beside another busy process ran at 0.31x of one thread alone with spinning OpenMP
+    threads and 1.02x with passive ones (RESULTS "Training"); torch reads the policy when it loads, after main starts."""
+    import os
+
+    path = jsonl([{"prompt": "p", "chosen": "a", "rejected": "b"}])
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert main(["data", "validate", str(path), "--kind", "preference"]) == 0
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert main(["data", "validate", str(path), "--kind", "preference"]) == 0
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"

@@ -112,3 +112,28 @@ def test_reward_judge_refuses_a_run_that_is_not_a_plain_reward_model(tmp_path):
     judge = parse_judge(f"reward:{run}")
     with pytest.raises(RedlineError, match="is a gap-reward model"):
         judge.check()
+
+
+def test_reward_judge_reads_at_the_length_its_run_trained_at(tmp_path):
+    import json
+
+    from redline.models import ModelCard, load_reward_model, load_tokenizer, save_model
+
+    run = tmp_path / "rm"
+    save_model(load_reward_model("tiny-random", device="cpu"), load_tokenizer("tiny-random"), run,
+               ModelCard(kind="reward", base_model="tiny-random"))
+    (run / "train_config.json").write_text(json.dumps({"model": "tiny-random", "max_length": 12}))
+    # two responses whose last 12 tokens are the same: a judge reading 12 tokens cannot tell them apart
+    ending = " and then the same ending follows, word for word, for rather more than twelve tokens"
+    long_a, long_b = "apple " * 30 + ending, "pear " * 30 + ending
+    trained = parse_judge(f"reward:{run}?device=cpu")
+    a, b = trained.score([("Say.", long_a), ("Say.", long_b)])
+    assert a == b and trained.max_length == 12
+    wider = parse_judge(f"reward:{run}?device=cpu&max_length=2048")  # the spec's option wins
+    a, b = wider.score([("Say.", long_a), ("Say.", long_b)])
+    assert a != b and wider.max_length == 2048
+    plain = RewardJudge("tiny-random", device="cpu")  # not a redline run: 2048
+    plain.check()
+    assert plain.max_length == 2048
+    with pytest.raises(RedlineError, match="max_length must be >= 1"):
+        parse_judge(f"reward:{run}?max_length=0")

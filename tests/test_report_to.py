@@ -48,3 +48,28 @@ def test_an_unknown_logger_is_refused():
     with pytest.raises(RedlineError, match="must be one of none, tensorboard, wandb"):
         check_report_to("mlflow")
     check_report_to("none")
+
+
+def test_every_trainer_sets_the_threads_it_is_given(monkeypatch, tmp_path, capsys):
+    """`--threads N` reaches torch in every trainer, before any model loads (stopped there, so nothing trains)."""
+    import torch
+
+    def stop(n):
+        raise RedlineError(f"stopped at set_num_threads({n})")
+
+    monkeypatch.setattr(torch, "set_num_threads", stop)
+    demos = tmp_path / "d.jsonl"
+    demos.write_text(json.dumps({"prompt": "q", "response": "a", "critique": "c", "revision": "r"}) + "\n")
+    prefs = tmp_path / "p.jsonl"
+    prefs.write_text(json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"}) + "\n")
+    common = ["--model", "tiny-random", "--max-steps", "1", "--device", "cpu", "--threads", "3"]
+    commands = [
+        ["train", "sft", "--data", str(demos), *common],
+        ["train", "critic", "--data", str(demos), *common],
+        ["train", "reward", "--data", str(prefs), "--eval-split", "0", *common],
+        ["train", "gap-reward", "--data", str(prefs), "--eval-split", "0", *common],
+        ["train", "dpo", "--data", str(prefs), *common],
+    ]  # PPO and PIT set theirs in run_ppo, as they long have
+    for i, command in enumerate(commands):
+        assert main([*command, "--out", str(tmp_path / f"run{i}")]) == 2, command
+        assert capsys.readouterr().err.strip() == "redline: error: stopped at set_num_threads(3)", command

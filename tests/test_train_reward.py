@@ -120,6 +120,14 @@ def test_preferences_train_as_k_equals_2(jsonl, tmp_path):
                  "--max-steps", "2", "--batch-size", "4", "--pairs"]) == 0
     m = json.loads((run / "redline.json").read_text())["metrics"]
     assert m["mode"] == "pairs" and m["train_comparisons"] == 7 and m["eval_comparisons"] == 1
+    # `evaluate rankings` on a preferences file with two pairs a prompt counts prompts, not records, and
+    # reads at the length the run trained at
+    twice = jsonl([{"prompt": f"q{i}", "chosen": "good good good", "rejected": r} for i in range(3) for r in ("bad", "worse")],
+                  "twice.jsonl")
+    assert main(["evaluate", "rankings", "--model", str(run), "--data", str(twice), "--out", str(tmp_path / "ev")]) == 0
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert (summary["prompts"], summary["rankings"], summary["eval_comparisons"]) == (3, 6, 6)
+    assert summary["max_length"] == json.loads((run / "train_config.json").read_text())["max_length"]
 
 
 def test_identical_preferences_are_counted_and_skipped(jsonl, capsys):

@@ -769,8 +769,8 @@ class RankingsEvalConfig:
     data: str = field(default="", metadata={"required": True, "help": "rankings or preferences (.jsonl)"})
     held_out_of: str | None = field(default=None, metadata={"help": "a `redline train reward` run on this file: score only "
         "the prompts it held out (its --eval-split and --seed), at its --max-length"})
-    max_length: int = field(default=1024, metadata={"min": 8, "help": "tokens a scored text keeps (its end); "
-        "--held-out-of takes the run's"})
+    max_length: int | None = field(default=None, metadata={"min": 8, "help": "tokens a scored text keeps (its end; "
+        "default: the length a redline run trained at, 2048 for other models); --held-out-of takes that run's"})
     limit: int | None = field(default=None, metadata={"min": 1, "result": False, "help": "the first N prompts"})
     skip_invalid: bool = field(default=False, metadata={"result": False, "help": "skip bad records instead of stopping"})
 
@@ -812,8 +812,9 @@ def evaluate_rankings(config: RankingsEvalConfig) -> dict[str, Any]:
     for r in rankings:
         per_ranking.append(scores[start:start + len(r.responses)])
         start += len(r.responses)
-    summary = {"model": config.model, "data": config.data, "held_out_of": config.held_out_of, "prompts": len(rankings),
-               "max_length": max_length, **comparison_accuracy(rankings, per_ranking)}
+    summary = {"model": config.model, "data": config.data, "held_out_of": config.held_out_of,
+               "prompts": len({prompt_key(r.prompt) for r in rankings}), "rankings": len(rankings),
+               "max_length": judge.max_length, **comparison_accuracy(rankings, per_ranking)}
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -16,7 +16,7 @@ Judges, built from a spec string by ``parse_judge`` (options after ``?``, joined
 
     oracle                         the simulated annotators' oracle, noise off
     oracle:noisy                   ... with the annotators' noise (also ``oracle?noise=0.25&seed=1``)
-    reward:RUN_OR_MODEL            a reward model (``?margin=0.1&batch_size=16&device=cpu``)
+    reward:RUN_OR_MODEL            a reward model (``?margin=0.1&batch_size=16&device=cpu&max_length=384``)
     openai:MODEL@BASE_URL          an LLM behind an OpenAI-compatible API, asked in both orders
                                    (``?key_env=NAME&concurrency=4&retries=5&timeout=60&cache=PATH``)
 
@@ -116,7 +116,8 @@ def parse_judge(spec: str, **overrides: Any) -> Judge:
             options.setdefault("noise", 0.0)
         return OracleJudge(**options)
     if kind == "reward":
-        body, options = _split_options(rest, spec, {"margin": float, "batch_size": int, "device": str, "dtype": str})
+        body, options = _split_options(rest, spec, {"margin": float, "batch_size": int, "device": str, "dtype": str,
+                                                      "max_length": int})
         if not body:
             raise RedlineError(f"judge {spec!r}: name a reward model or run folder (reward:PATH)")
         from redline.judges.reward import RewardJudge

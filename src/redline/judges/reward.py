@@ -8,6 +8,9 @@ tokenizer has no chat template. Scores within ``margin`` of each other are a tie
 batched, sorted by length so a batch pads little, and every distinct (prompt, response) is scored
 once per judge, so an original compared with five revisions is not scored five times. Texts
 longer than ``max_length`` tokens lose their start, not their end: the reward is read at the end.
+``max_length`` is by default the length a redline run trained at (its ``train_config.json``; a
+model read beyond it scores text it never learnt from), 2048 for any other model; ``?max_length=N``
+sets it.
 """
 
 from __future__ import annotations
@@ -29,17 +32,34 @@ def reward_text(tokenizer, prompt: Prompt, response: str) -> str:
     return f"{text}\n\n{response}"
 
 
+def trained_length(model: str, default: int = 2048) -> int:
+    """The ``max_length`` a redline run (or a model shipped from one) trained at; ``default`` for others."""
+    import json
+    from pathlib import Path
+
+    from redline.models import resolve
+
+    config = Path(resolve(model)) / "train_config.json"
+    if config.is_file():
+        length = json.loads(config.read_text()).get("max_length")
+        if isinstance(length, int) and length > 0:
+            return length
+    return default
+
+
 class RewardJudge:
     """``reward:RUN_OR_MODEL``: the response with the higher reward wins; within ``margin``, a tie."""
 
     both_orders = False  # scores do not depend on the order; the caller may shuffle, it costs nothing
 
     def __init__(self, model: str, margin: float = 0.0, batch_size: int = 16, device: str = "auto",
-                 dtype: str = "float32", max_length: int = 2048):
+                 dtype: str = "float32", max_length: int | None = None):
         if margin < 0:
             raise RedlineError(f"reward judge margin must be >= 0, got {margin}")
         if batch_size < 1:
             raise RedlineError(f"reward judge batch_size must be >= 1, got {batch_size}")
+        if max_length is not None and max_length < 1:
+            raise RedlineError(f"reward judge max_length must be >= 1, got {max_length}")
         self.model_name, self.margin, self.batch_size = model, margin, batch_size
         self.device, self.dtype, self.max_length = device, dtype, max_length
         self.name = f"reward:{model}"
@@ -60,6 +80,8 @@ class RewardJudge:
             self._tokenizer = load_tokenizer(self.model_name)
             self._tokenizer.padding_side = "right"
             self._tokenizer.truncation_side = "left"  # the reward is read at the end: keep the response
+            if self.max_length is None:
+                self.max_length = trained_length(self.model_name)
 
     def score(self, pairs: Sequence[tuple[Prompt, str]]) -> list[float]:
         """The reward of each (prompt, response); each distinct one is computed once."""

@@ -49,7 +49,7 @@ from typing import Any
 
 from redline import RedlineError
 from redline.train.sft import (
-    SFTSettings, as_chat, check_report_to, publish, run_trainer, save_training_curve, trl_arguments,
+    SFTSettings, as_chat, check_report_to, publish, run_trainer, save_training_curve, set_threads, trl_arguments,
 )
 
 POLICY_ROLE = "a policy: --model wants the SFT run (a causal language model)"
@@ -120,6 +120,7 @@ def train_dpo(config: DPOSettings, out) -> dict[str, Any]:
 
     # Steps 2-3: the policy (a LoRA SFT run merged, so that adapter-off is π_ref) and TRL's trainer.
     device = pick_device(config.device)
+    set_threads(config.threads)
     torch.manual_seed(config.seed)
     tokenizer = load_tokenizer(config.model)
     policy = load_causal_lm(config.model, config.dtype, device, merge_lora=True).train()

@@ -56,7 +56,7 @@ from redline.models import GAP_REWARD, chat_text, score_texts
 from redline.train.reward import (GroupCollator, completion_scores, encode_chats, report_cuts, split_by_prompt,
                                   training_arguments)
 from redline.train.sft import (
-    SFTSettings, base_dtype, check_report_to, float32_adapters, publish, run_trainer, save_training_curve,
+    SFTSettings, base_dtype, check_report_to, float32_adapters, publish, run_trainer, save_training_curve, set_threads,
 )
 
 KIND = GAP_REWARD
@@ -297,6 +297,7 @@ def train_gap_reward(config: GapRewardConfig, out: str | os.PathLike) -> dict[st
         train, held = split_by_prompt(prefs, config.eval_split, config.seed)
 
     device = pick_device(config.device)
+    set_threads(config.threads)
     torch.manual_seed(config.seed)
     tokenizer = load_tokenizer(config.model)
 

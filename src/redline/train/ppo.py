@@ -124,7 +124,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from redline import RedlineError
-from redline.train.sft import as_chat, check_report_to, publish
+from redline.train.sft import as_chat, check_report_to, publish, set_threads
 
 # (prompts as chat messages, response texts, the records they came from) -> one score per response
 RewardFn = Callable[[list[list[dict]], list[str], list[dict]], list[float]]
@@ -711,14 +711,11 @@ def run_ppo(
     ``config``: a PPOConfig, or any RLSettings (PIT's rounds). Resumes from RUN/checkpoints; saves the
     final policy (card ``kind``), RUN/value, RUN/ppo_log.jsonl and RUN/train_config.json.
     """
-    import torch
-
     from redline.generation.transformers_engine import TransformersEngine
     from redline.ops.rl import adaptive_kl_beta
 
     config.check()
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    set_threads(config.threads)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if models.reference is None and not hasattr(models.policy, "disable_adapter"):

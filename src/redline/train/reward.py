@@ -51,7 +51,7 @@ from redline import RedlineError
 from redline.models import REWARD, chat_text, score_texts
 from redline.records import Preference, Ranking, Record, iter_raw, prompt_key, read_records
 from redline.train.sft import (
-    SFTSettings, base_dtype, check_report_to, float32_adapters, publish, run_trainer, save_training_curve,
+    SFTSettings, base_dtype, check_report_to, float32_adapters, publish, run_trainer, save_training_curve, set_threads,
     trainer_arguments,
 )
 
@@ -375,6 +375,7 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
     demos = read_records(config.normalize_with, "demonstration") if config.normalize_with else None  # before any compute
 
     device = pick_device(config.device)
+    set_threads(config.threads)
     torch.manual_seed(config.seed)
     tokenizer = load_tokenizer(config.model)
     model = load_reward_model(config.model, dtype=base_dtype(config), device=device).train()

@@ -53,6 +53,8 @@ class SFTSettings:
     bf16_base: bool = field(default=False, metadata={
         "help": "with LoRA, hold the frozen base weights in bfloat16 and train float32 adapters on them (RESULTS 'Training')"})
     device: str = field(default="auto", metadata={"result": False, "help": "cpu, cuda or auto"})
+    threads: int | None = field(default=None, metadata={"min": 1, "result": False,
+        "help": "torch CPU threads (default: torch's choice; 1 where another job shares the cores, RESULTS 'Training')"})
     # --- optimisation
     learning_rate: float | None = field(default=None, metadata={"min": 0, "help": "peak lr (default: 2e-4 LoRA, 2e-5 full)"})
     epochs: float = field(default=1.0, metadata={"help": "passes over the data"})
@@ -145,6 +147,14 @@ def checkpointing_argument(on: bool) -> dict:
     return {"activation_checkpointing" if new else "gradient_checkpointing": on}
 
 
+def set_threads(threads: int | None) -> None:
+    """``--threads``: torch's intra-op CPU threads for this process (None leaves torch's choice)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def trainer_arguments(settings: SFTSettings, out: Path, device: str) -> dict:
     """The transformers ``TrainingArguments`` every redline trainer sets the same way."""
     return dict(
@@ -212,6 +222,7 @@ def train_sft(
     (out / "train_config.json").write_text(json.dumps(asdict(config or settings), indent=2, default=str) + "\n")
 
     device = pick_device(settings.device)
+    set_threads(settings.threads)
     torch.manual_seed(settings.seed)
     tokenizer = load_tokenizer(settings.model)
     n_examples = len(examples)
