@@ -30,7 +30,9 @@ Threads under sharing: a case may end in ``@T`` (its torch threads; default ``--
 with ``OMP_WAIT_POLICY=PASSIVE`` (OpenMP threads sleep rather than spin while they wait for each other), and
 ``--beside 0,1,2`` runs every case once alone and once beside a competing process of 1 and of 2 torch threads
 (a steady loop of float32 matrix products the size of the model's, standing in for another training job),
-whose own GFLOP/s over the case are reported too, so a setting that speeds us up by starving the other job shows.
+whose own GFLOP/s over the case's whole process (model loading included) are reported too, so a setting that
+speeds us up by starving the other job shows. Cases without ``+passive`` and the competitor run with OpenMP's
+default spinning waits, whatever the parent's environment says.
 
     python benchmarks/training.py --steps 3 --beside 0,1,2 --cases "fp32:1x4@1,fp32:1x4@2,fp32+passive:1x4@2"
 """
@@ -136,31 +138,47 @@ def parse_case(case: str, default_threads: int) -> tuple[str, str, str, int]:
     return mode, batch, accum, int(threads) if at else default_threads
 
 
+def child_env(passive: bool) -> dict[str, str]:
+    """The environment of a case or a competitor: OpenMP's default (spinning) waits unless ``passive``, whatever
+    the parent has (``redline``'s own ``main`` sets PASSIVE; the JSON's meta records what the parent had)."""
+    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1"}
+    env.pop("OMP_WAIT_POLICY", None)
+    if passive:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    return env
+
+
 def start_competitor(threads: int) -> subprocess.Popen | None:
     """A steady load of ``threads`` torch threads beside the case (None for 0), running once it says so."""
     if not threads:
         return None
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    env = {**child_env(passive=False), "OMP_NUM_THREADS": str(threads)}
     proc = subprocess.Popen([sys.executable, "-c", COMPETITOR, str(threads)], stdout=subprocess.PIPE, text=True, env=env)
     if proc.stdout.readline().strip() != "ready":
+        proc.kill()
         sys.exit(f"the competitor of {threads} threads did not start")
     return proc
 
 
 def stop_competitor(proc: subprocess.Popen | None) -> float | None:
+    """The GFLOP/s the competitor got from its start to now (None if there was none or it said nothing)."""
     if proc is None:
         return None
     proc.terminate()
-    out, _ = proc.communicate(timeout=60)
-    return json.loads(out.strip().splitlines()[-1])["gflops"]
+    try:
+        out, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return None
+    lines = out.strip().splitlines()
+    return json.loads(lines[-1])["gflops"] if lines else None
 
 
 def measure(case: str, args, beside: int = 0) -> dict:
     mode, batch, accum, threads = parse_case(case, args.threads)
     with tempfile.TemporaryDirectory() as out:
-        env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1"}
-        if "+passive" in mode:
-            env["OMP_WAIT_POLICY"] = "PASSIVE"
+        env = child_env(passive="+passive" in mode)
         child = REWARD_CHILD if args.workload == "reward" else CHILD
         cmd = [sys.executable, "-c", child, mode, str(args.steps), batch, accum, out, str(threads), str(args.data), args.model]
         competitor = start_competitor(beside)
@@ -236,6 +254,7 @@ def main() -> None:
         print("| " + " | ".join(str(row[c]) for c in cols) + " |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "load": os.getloadavg()[0],
+            "parent_omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "args": {k: str(v) for k, v in vars(args).items()}}
     args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     print(f"wrote {args.out}")

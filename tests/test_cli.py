@@ -95,14 +95,25 @@ def test_stats_counts_ties_duplicates_and_token_lengths(jsonl, capsys):
 
 
 def test_openmp_threads_wait_passively_unless_the_user_chose(jsonl, monkeypatch):
-    """Two-thread training beside another busy process ran at 0.31x of one thread alone with spinning OpenMP
-    threads and 1.02x with passive ones (RESULTS "Training"); torch reads the policy when it loads, after main starts."""
+    """Spinning OpenMP waits collapse beside another busy process (RESULTS "Training"); libgomp reads the policy
+    once, when torch loads, so the command must set it before anything imports torch."""
     import os
+    import subprocess
+    import sys
 
     path = jsonl([{"prompt": "p", "chosen": "a", "rejected": "b"}])
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    assert main(["data", "validate", str(path), "--kind", "preference"]) == 0
-    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    for unset in (None, ""):  # absent, or empty (which libgomp reads as absent)
+        monkeypatch.setenv("OMP_WAIT_POLICY", "restored after the test")
+        if unset is None:
+            monkeypatch.delenv("OMP_WAIT_POLICY")
+        else:
+            monkeypatch.setenv("OMP_WAIT_POLICY", unset)
+        assert main(["data", "validate", str(path), "--kind", "preference"]) == 0
+        assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     assert main(["data", "validate", str(path), "--kind", "preference"]) == 0
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    # nothing loads torch before main's first line: importing the command and building its parser
+    loaded = subprocess.run([sys.executable, "-c", "import sys; from redline.cli import build_parser; build_parser(); "
+                             "print('torch' in sys.modules)"], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "False"

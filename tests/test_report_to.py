@@ -63,13 +63,21 @@ def test_every_trainer_sets_the_threads_it_is_given(monkeypatch, tmp_path, capsy
     prefs = tmp_path / "p.jsonl"
     prefs.write_text(json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"}) + "\n")
     common = ["--model", "tiny-random", "--max-steps", "1", "--device", "cpu", "--threads", "3"]
+    from redline.models import ModelCard, load_reward_model, load_tokenizer, save_model
+
+    gap = tmp_path / "gap"
+    save_model(load_reward_model("tiny-random", device="cpu"), load_tokenizer("tiny-random"), gap,
+               ModelCard(kind="gap-reward", base_model="tiny-random"))
+    capsys.readouterr()  # loading it printed a progress bar
     commands = [
         ["train", "sft", "--data", str(demos), *common],
         ["train", "critic", "--data", str(demos), *common],
         ["train", "reward", "--data", str(prefs), "--eval-split", "0", *common],
         ["train", "gap-reward", "--data", str(prefs), "--eval-split", "0", *common],
         ["train", "dpo", "--data", str(prefs), *common],
-    ]  # PPO and PIT set theirs in run_ppo, as they long have
+        ["train", "pit", "--policy", "tiny-random", "--gap-reward", str(gap), "--data", str(prefs),
+         "--threads", "3"],  # its SFT stage
+    ]  # PPO and PIT's rounds set theirs in run_ppo
     for i, command in enumerate(commands):
         assert main([*command, "--out", str(tmp_path / f"run{i}")]) == 2, command
         assert capsys.readouterr().err.strip() == "redline: error: stopped at set_num_threads(3)", command

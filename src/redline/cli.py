@@ -773,11 +773,11 @@ def _release(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     from redline.records import RecordError
 
-    # OpenMP threads that sleep while they wait for each other, unless the user chose: on 2 cores shared with
-    # another busy process, training at torch's default 2 threads ran at 0.31x of one thread alone (spinning
-    # threads fight the other job's for the cores); passive, 1.02x, at a cost of 5% alone (RESULTS "Training").
-    # Read once, when torch loads, which is after this line: the handlers import it.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # OpenMP threads that sleep while they wait for each other, unless the user chose: spinning ones collapse
+    # when another busy process shares the cores (RESULTS "Training", "Threads beside another job"). libgomp
+    # reads it once, when torch loads, which is after this line (the handlers import torch); empty is unset.
+    if not os.environ.get("OMP_WAIT_POLICY"):
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     parser = build_parser()
     args = parser.parse_args(argv)
     from redline.console import quiet

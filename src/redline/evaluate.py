@@ -771,7 +771,7 @@ class RankingsEvalConfig:
         "the prompts it held out (its --eval-split and --seed), at its --max-length"})
     max_length: int | None = field(default=None, metadata={"min": 8, "help": "tokens a scored text keeps (its end; "
         "default: the length a redline run trained at, 2048 for other models); --held-out-of takes that run's"})
-    limit: int | None = field(default=None, metadata={"min": 1, "result": False, "help": "the first N prompts"})
+    limit: int | None = field(default=None, metadata={"min": 1, "result": False, "help": "the first N records"})
     skip_invalid: bool = field(default=False, metadata={"result": False, "help": "skip bad records instead of stopping"})
 
 

@@ -296,9 +296,9 @@ class TransformersEngine:
     ``share_prefix`` copies a prompt prefix that an active row already holds instead of computing it.
 
     On a CPU shared with other busy processes, ``threads=1`` (or ``OMP_WAIT_POLICY=PASSIVE`` in the
-    environment) keeps OpenMP threads from spinning while they wait for each other: with the load
-    average at 4.5 on 2 cores, 64 rollouts ran at 89 tokens/s on one thread, 71 with the passive
-    policy and 15 with the default two threads.
+    environment, which the ``redline`` command sets unless the user did) keeps OpenMP threads from
+    spinning while they wait for each other: with the load average at 4.5 on 2 cores, 64 rollouts ran
+    at 89 tokens/s on one thread, 71 with the passive policy and 15 with the default two threads.
     """
 
     def __init__(

@@ -8,9 +8,10 @@ tokenizer has no chat template. Scores within ``margin`` of each other are a tie
 batched, sorted by length so a batch pads little, and every distinct (prompt, response) is scored
 once per judge, so an original compared with five revisions is not scored five times. Texts
 longer than ``max_length`` tokens lose their start, not their end: the reward is read at the end.
-``max_length`` is by default the length a redline run trained at (its ``train_config.json``; a
-model read beyond it scores text it never learnt from), 2048 for any other model; ``?max_length=N``
-sets it.
+``max_length`` is by default the length a local redline run folder trained at (its ``train_config.json``;
+a model read beyond it scores text it never learnt from), 2048 for any other model; ``?max_length=N``
+sets it. The judge's name does not carry the length: a run resumed across the change of default (tenth
+session) judged its earlier items at 2048.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ def reward_text(tokenizer, prompt: Prompt, response: str) -> str:
 
 
 def trained_length(model: str, default: int = 2048) -> int:
-    """The ``max_length`` a redline run (or a model shipped from one) trained at; ``default`` for others."""
+    """The ``max_length`` a local redline run folder (or one shipped from a run, ``scripts/ship_model.py``)
+    trained at; ``default`` for anything else, a hub id included."""
     import json
     from pathlib import Path
 
@@ -41,7 +43,10 @@ def trained_length(model: str, default: int = 2048) -> int:
 
     config = Path(resolve(model)) / "train_config.json"
     if config.is_file():
-        length = json.loads(config.read_text()).get("max_length")
+        try:
+            length = json.loads(config.read_text()).get("max_length")
+        except (json.JSONDecodeError, AttributeError):
+            raise RedlineError(f"{config}: not the JSON object of settings a redline run writes") from None
         if isinstance(length, int) and length > 0:
             return length
     return default

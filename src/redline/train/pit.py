@@ -137,7 +137,7 @@ class PITConfig(RLSettings):
 
         return SFTSettings(model=self.policy, lora=self.lora, lora_r=self.lora_r, lora_alpha=self.lora_alpha,
                            lora_dropout=self.lora_dropout,
-                           dtype=self.dtype, bf16_base=self.bf16_base, device=self.device,
+                           dtype=self.dtype, bf16_base=self.bf16_base, device=self.device, threads=self.threads,
                            learning_rate=self.sft_learning_rate,
                            epochs=self.epochs, max_steps=self.max_steps, batch_size=1, grad_accum=self.sft_batch_size,
                            max_length=self.sft_max_length, seed=self.seed, logging_steps=self.logging_steps,

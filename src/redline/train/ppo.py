@@ -124,7 +124,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from redline import RedlineError
-from redline.train.sft import as_chat, check_report_to, publish, set_threads
+from redline.train.sft import as_chat, check_report_to, publish, set_threads, threads_field
 
 # (prompts as chat messages, response texts, the records they came from) -> one score per response
 RewardFn = Callable[[list[list[dict]], list[str], list[dict]], list[float]]
@@ -158,8 +158,7 @@ class RLSettings:
         "help": "with LoRA, hold every model's frozen base weights in bfloat16 under float32 adapters and value head "
                 "(RESULTS 'PPO iteration')"})
     device: str = field(default="auto", metadata={"result": False, "help": "cpu, cuda or auto (accelerate places the models)"})
-    threads: int | None = field(default=None, metadata={"min": 1, "result": False, 
-        "help": "torch CPU threads (default: torch's choice; 1 can be much faster on a busy machine)"})
+    threads: int | None = threads_field()
     # --- prompts
     max_prompt_length: int = field(default=256, metadata={"help": "tokens per prompt (chat template included)"})
     truncate_prompts: bool = field(default=False, metadata={

@@ -34,6 +34,12 @@ from typing import Any
 from redline import RedlineError
 
 
+def threads_field():
+    """``--threads``, as every trainer (SFTSettings and PPO's RLSettings) declares it."""
+    return field(default=None, metadata={"min": 1, "result": False,
+        "help": "torch CPU threads (default: torch's choice; 1 where another job shares the cores, RESULTS 'Training')"})
+
+
 @dataclass
 class SFTSettings:
     """Knobs every supervised trainer shares. Defaults fit the embedded 135M model on a CPU."""
@@ -53,8 +59,7 @@ class SFTSettings:
     bf16_base: bool = field(default=False, metadata={
         "help": "with LoRA, hold the frozen base weights in bfloat16 and train float32 adapters on them (RESULTS 'Training')"})
     device: str = field(default="auto", metadata={"result": False, "help": "cpu, cuda or auto"})
-    threads: int | None = field(default=None, metadata={"min": 1, "result": False,
-        "help": "torch CPU threads (default: torch's choice; 1 where another job shares the cores, RESULTS 'Training')"})
+    threads: int | None = threads_field()
     # --- optimisation
     learning_rate: float | None = field(default=None, metadata={"min": 0, "help": "peak lr (default: 2e-4 LoRA, 2e-5 full)"})
     epochs: float = field(default=1.0, metadata={"help": "passes over the data"})
