@@ -170,3 +170,48 @@ def test_bad_settings_are_refused_before_any_work(tmp_path):
 def test_item_seed_depends_on_item_and_iteration_only():
     assert item_seed(0, "a", 1) == item_seed(0, "a", 1)
     assert len({item_seed(0, "a", 1), item_seed(0, "a", 2), item_seed(0, "b", 1), item_seed(1, "a", 1)}) == 4
+
+
+def deterministic(calls):
+    """A step whose output depends on (prompt, response) only, as a greedy one does: r0 is cut to one
+    character, r1 always runs out of budget, r2 has nothing to fix; every call is logged."""
+    def step(rows, k):
+        calls.append([r["id"] for r in rows])
+        outs = []
+        for row in rows:
+            if row["id"] == "r1":
+                outs.append(StepOutput(feedback="long", revision=row["response"][:1], failure="budget", budget=8))
+            elif row["id"] == "r2":
+                outs.append(StepOutput(feedback="fine", revision=row["response"], keep=True))
+            else:
+                outs.append(StepOutput(feedback=f"cut {row['response']}", revision=row["response"][:-1] or row["response"]))
+        return outs
+    return step
+
+
+def test_greedy_runs_reuse_the_output_of_an_unchanged_response_and_write_the_same_files(tmp_path):
+    items = [Response(id=f"r{i}", prompt=f"p{i}", response="xxx") for i in range(3)]
+    again, once = [], []
+    run_iterations(items, deterministic(again), iterations=5, out=tmp_path / "again", progress=False)
+    summary = run_iterations(items, deterministic(once), iterations=5, out=tmp_path / "once", progress=False, reuse=True)
+    # r0 changes at 1 and 2 and is stepped again at 3 (its new response is new input), then never; r1's budget
+    # failure and r2's "nothing to fix" are not generated again
+    assert once == [["r0", "r1", "r2"], ["r0"], ["r0"]] and len(again) == 5
+    assert [it["reused"] for it in summary["iterations"]] == [0, 2, 2, 3, 3]
+    assert summary["iterations"][4]["failures"]["budget"] == 1 and summary["iterations"][4]["changed"] == 0
+    for k in range(6):  # the files are the same but for the mark
+        mine = [{key: v for key, v in r.items() if key != "reused"} for r in rows_of(tmp_path / "once", k)]
+        assert mine == rows_of(tmp_path / "again", k), k
+    assert [r.get("reused", False) for r in rows_of(tmp_path / "once", 3)] == [False, True, True]
+
+
+def test_run_method_reuses_only_when_decoding_is_greedy(tmp_path):
+    from redline.improve.loop import IterateSettings, run_method
+
+    items = [Response(id=f"r{i}", prompt=f"p{i}", response="xxx") for i in range(3)]
+    for temperature, reuse, steps in ((0.0, True, 3), (0.7, True, 4), (0.0, False, 4)):
+        calls = []
+        config = IterateSettings(input="-", iterations=4, temperature=temperature, reuse=reuse)
+        run_method(config, "scripted", lambda engine: deterministic(calls), tmp_path / f"{temperature}-{reuse}",
+                   engine=object(), responses=items)
+        assert len(calls) == steps, (temperature, reuse)

@@ -22,11 +22,13 @@ Output layout (what ``redline evaluate`` reads)::
         budget                        new tokens the step could write for this item (where it says)
         stopped                       whether the item had stopped before iteration K (carried over)
         halted                        whether the item stops after iteration K (stop rules below)
+        reused                        with greedy decoding: the step's output is iteration K−1's, whose
+                                      input was this same response (see "Greedy runs" below)
         left, reward                  with ``leave_above``: the judge's reward for the response, and
                                       whether it was left alone for being at or above the bar (in
                                       the iteration that left it; later files carry it as stopped)
     DIR/summary.json          per iteration: items, changed, failures by cause, nothing to fix,
-                              stopped (all so far), left (newly, that iteration); the run's settings
+                              stopped (all so far), left (newly, that iteration), reused; the run's settings
 
 Stop rules (``stop``):
     fixed          every item runs N iterations;
@@ -42,6 +44,15 @@ step runs for it; it stops, counted as ``left`` in the summary). A reward model 
 is already as good as the average demonstration". Why: a critic that cannot tell a good answer from
 a bad one invents faults in good answers and obeys them (RESULTS "Critic"); a reward model near its
 annotators can tell, and the step is not spent on answers it would only make worse.
+
+Greedy runs (temperature 0, ``reuse``): a step reads (prompt, current response) and nothing else (the
+iteration only seeds sampling), so an item whose response iteration K−1 stepped and did not change
+would be given the same input at K and write the same output; the loop takes K−1's output for it
+instead of generating again (``reused``; a failure stays a failure, "nothing to fix" stays so).
+Iterations 2–5 of the critic sweep change 115, 51, 27, 20 of 200 answers, so most of their
+generation was this recomputation. bfloat16 engines are exact only for the same calls (their
+matmuls round by batch shape), so there a reused output is the one K−1's call gave, where a new
+call might differ in a late token; float32 engines give the same bits either way.
 
 A failure leaves the response as it was (counted in the summary by its cause; the item goes on):
 ``parse`` (the output has no usable new response), ``budget`` (it ran out of new tokens: a cut
@@ -126,6 +137,9 @@ class IterateSettings:
     device: str = field(default="auto", metadata={"result": False, "help": "cpu, cuda or auto"})
     limit: int | None = field(default=None, metadata={"min": 1, "help": "rewrite the first N responses"})
     skip_invalid: bool = field(default=False, metadata={"help": "skip bad records instead of stopping"})
+    # result False: in float32 the outputs are the same bits; in bfloat16 the batch shapes differ (module doc)
+    reuse: bool = field(default=True, metadata={"result": False, "help": "with greedy decoding, do not rewrite again "
+        "a response the last iteration stepped and left unchanged: take that iteration's output (--no-reuse: generate)"})
 
 
 def run_method(
@@ -161,7 +175,8 @@ def run_method(
 
         engine = load_engine(model, backend=config.backend, dtype=config.dtype, device=config.device)
     return run_iterations(responses, make_step(engine), iterations=config.iterations, out=out, stop=config.stop,
-                          judge=judge, leave_above=config.leave_above, settings=settings or asdict(config))
+                          judge=judge, leave_above=config.leave_above, settings=settings or asdict(config),
+                          reuse=config.reuse and config.temperature == 0)
 
 
 def check_settings(iterations: int, stop: str, judge: Any, leave_above: float | None = None) -> None:
@@ -204,8 +219,10 @@ def run_iterations(
     chunk_size: int = 64,  # the engine's max_batch: 64 bf16 revise rows a call ran 1.15x 32 (RESULTS "Generation")
     settings: dict[str, Any] | None = None,
     progress: bool = True,
+    reuse: bool = False,
 ) -> dict[str, Any]:
-    """Run ``iterations`` rounds of ``step`` over ``responses``; write the layout above; return the summary."""
+    """Run ``iterations`` rounds of ``step`` over ``responses``; write the layout above; return the summary.
+    ``reuse``: the step is deterministic in (prompt, response) (greedy decoding; "Greedy runs" above)."""
     from tqdm.auto import tqdm
 
     check_settings(iterations, stop, judge, leave_above)
@@ -234,7 +251,7 @@ def run_iterations(
         bar = tqdm(total=len(ids), initial=len(done), desc=f"iteration {k}/{iterations}", unit="item", disable=not progress)
         for start in range(0, len(todo), chunk_size):
             chunk = todo[start : start + chunk_size]
-            rows = _iterate_chunk(chunk, step, k, stop, judge, leave_above)
+            rows = _iterate_chunk(chunk, step, k, stop, judge, leave_above, reuse)
             append_records(path, rows)
             bar.update(len(rows))
         bar.close()
@@ -249,6 +266,7 @@ def run_iterations(
                 "nothing_to_fix": sum(bool(r.get("nothing_to_fix")) for r in rows if not r["stopped"]),
                 "stopped": sum(r["stopped"] for r in rows),
                 **({"left": sum(bool(r.get("left")) for r in rows)} if leave_above is not None else {}),
+                "reused": sum(bool(r.get("reused")) for r in rows),
             }
         )
         previous = current
@@ -264,8 +282,18 @@ def _failure(row: dict) -> str | None:
     return row.get("failure", None if row["parsed"] else "parse")
 
 
+def _last_output(row: dict) -> StepOutput | None:
+    """The step output iteration k−1 recorded for ``row`` if a step ran on it and left its response as it was,
+    which a deterministic step would write again (None otherwise)."""
+    if "changed" not in row or row["changed"] or row.get("halted") or row.get("stopped"):
+        return None  # iteration 0, a new response, or no step ran
+    failure = row.get("failure", None if row["parsed"] else "parse")
+    return StepOutput(feedback=row["feedback"], revision=row["revision"], failure=failure,
+                      keep=bool(row.get("nothing_to_fix")), budget=row.get("budget"))
+
+
 def _iterate_chunk(chunk: list[dict], step: Step, k: int, stop: str, judge: Any,
-                   leave_above: float | None = None) -> list[dict]:
+                   leave_above: float | None = None, reuse: bool = False) -> list[dict]:
     """Iteration ``k`` over a chunk of records from iteration k−1."""
     active = [row for row in chunk if not row.get("halted")]
     rewards: dict[str, float] = {}
@@ -274,7 +302,11 @@ def _iterate_chunk(chunk: list[dict], step: Step, k: int, stop: str, judge: Any,
         rewards = {row["id"]: float(s) for row, s in zip(active, scores)}
     left = {i for i, r in rewards.items() if r >= leave_above}
     active = [row for row in active if row["id"] not in left]
-    outputs = dict(zip((row["id"] for row in active), step(active, k))) if active else {}
+    reused = {row["id"]: o for row in active if reuse and (o := _last_output(row)) is not None}
+    fresh = [row for row in active if row["id"] not in reused]
+    outputs = dict(reused)
+    if fresh:
+        outputs.update(zip((row["id"] for row in fresh), step(fresh, k)))
 
     candidates = {}
     for row in active:
@@ -306,6 +338,7 @@ def _iterate_chunk(chunk: list[dict], step: Step, k: int, stop: str, judge: Any,
         rows.append({**base, "response": new, "feedback": o.feedback, "revision": o.revision,
                      "changed": changed, "parsed": o.usable, "failure": o.failure, "nothing_to_fix": o.keep,
                      **({"budget": o.budget} if o.budget is not None else {}),
+                     **({"reused": True} if row["id"] in reused else {}),
                      "stopped": False, "halted": halted, **scored})
     return rows
 
