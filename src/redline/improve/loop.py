@@ -49,8 +49,8 @@ Greedy runs (temperature 0, ``reuse``): a step reads (prompt, current response) 
 iteration only seeds sampling), so an item whose response iteration K−1 stepped and did not change
 would be given the same input at K and write the same output; the loop takes K−1's output for it
 instead of generating again (``reused``; a failure stays a failure, "nothing to fix" stays so).
-Iterations 2–5 of the critic sweep change 115, 51, 27, 20 of 200 answers, so most of their
-generation was this recomputation. bfloat16 engines are exact only for the same calls (their
+Later iterations change few answers, so most of their generation was this recomputation (RESULTS
+"Critic"). bfloat16 engines are exact only for the same calls (their
 matmuls round by batch shape), so there a reused output is the one K−1's call gave, where a new
 call might differ in a late token; float32 engines give the same bits either way.
 
@@ -287,8 +287,7 @@ def _last_output(row: dict) -> StepOutput | None:
     which a deterministic step would write again (None otherwise)."""
     if "changed" not in row or row["changed"] or row.get("halted") or row.get("stopped"):
         return None  # iteration 0, a new response, or no step ran
-    failure = row.get("failure", None if row["parsed"] else "parse")
-    return StepOutput(feedback=row["feedback"], revision=row["revision"], failure=failure,
+    return StepOutput(feedback=row["feedback"], revision=row["revision"], failure=_failure(row),
                       keep=bool(row.get("nothing_to_fix")), budget=row.get("budget"))
 
 

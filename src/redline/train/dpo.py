@@ -49,7 +49,7 @@ from typing import Any
 
 from redline import RedlineError
 from redline.train.sft import (
-    SFTSettings, as_chat, check_report_to, publish, run_trainer, save_training_curve, set_threads, trl_arguments,
+    SFTSettings, as_chat, check_report_to, publish, run_trainer, save_training_curve, training_device, trl_arguments,
 )
 
 POLICY_ROLE = "a policy: --model wants the SFT run (a causal language model)"
@@ -105,7 +105,7 @@ def train_dpo(config: DPOSettings, out) -> dict[str, Any]:
 
     from redline.config import check_required
     from redline.models import (ModelCard, check_language_model, command_line, load_causal_lm, load_tokenizer,
-                                pick_device, run_info, save_model)
+                                run_info, save_model)
 
     # Step 1: every check before a model loads.
     check_required(config)
@@ -119,8 +119,7 @@ def train_dpo(config: DPOSettings, out) -> dict[str, Any]:
     (out / "train_config.json").write_text(json.dumps(asdict(config), indent=2, default=str) + "\n")
 
     # Steps 2-3: the policy (a LoRA SFT run merged, so that adapter-off is π_ref) and TRL's trainer.
-    device = pick_device(config.device)
-    set_threads(config.threads)
+    device = training_device(config)
     torch.manual_seed(config.seed)
     tokenizer = load_tokenizer(config.model)
     policy = load_causal_lm(config.model, config.dtype, device, merge_lora=True).train()

@@ -56,7 +56,7 @@ from redline.models import GAP_REWARD, chat_text, score_texts
 from redline.train.reward import (GroupCollator, completion_scores, encode_chats, report_cuts, split_by_prompt,
                                   training_arguments)
 from redline.train.sft import (
-    SFTSettings, base_dtype, check_report_to, float32_adapters, publish, run_trainer, save_training_curve, set_threads,
+    SFTSettings, base_dtype, check_report_to, float32_adapters, publish, run_trainer, save_training_curve, training_device,
 )
 
 KIND = GAP_REWARD
@@ -278,7 +278,7 @@ def train_gap_reward(config: GapRewardConfig, out: str | os.PathLike) -> dict[st
     import torch
 
     from redline.config import check_required
-    from redline.models import LoraSettings, ModelCard, add_lora, command_line, load_reward_model, load_tokenizer, pick_device, save_model
+    from redline.models import LoraSettings, ModelCard, add_lora, command_line, load_reward_model, load_tokenizer, save_model
 
     check_required(config)
     weights = config.weights()
@@ -296,8 +296,7 @@ def train_gap_reward(config: GapRewardConfig, out: str | os.PathLike) -> dict[st
     else:
         train, held = split_by_prompt(prefs, config.eval_split, config.seed)
 
-    device = pick_device(config.device)
-    set_threads(config.threads)
+    device = training_device(config)
     torch.manual_seed(config.seed)
     tokenizer = load_tokenizer(config.model)
 

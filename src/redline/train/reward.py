@@ -51,7 +51,7 @@ from redline import RedlineError
 from redline.models import REWARD, chat_text, score_texts
 from redline.records import Preference, Ranking, Record, iter_raw, prompt_key, read_records
 from redline.train.sft import (
-    SFTSettings, base_dtype, check_report_to, float32_adapters, publish, run_trainer, save_training_curve, set_threads,
+    SFTSettings, base_dtype, check_report_to, float32_adapters, publish, run_trainer, save_training_curve, training_device,
     trainer_arguments,
 )
 
@@ -357,7 +357,7 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
     import torch
 
     from redline.models import (
-        LoraSettings, ModelCard, add_lora, command_line, load_reward_model, load_tokenizer, pick_device,
+        LoraSettings, ModelCard, add_lora, command_line, load_reward_model, load_tokenizer,
     )
 
     out = Path(out)
@@ -374,8 +374,7 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
         raise RedlineError(f"{config.data}: no comparisons to train on")
     demos = read_records(config.normalize_with, "demonstration") if config.normalize_with else None  # before any compute
 
-    device = pick_device(config.device)
-    set_threads(config.threads)
+    device = training_device(config)
     torch.manual_seed(config.seed)
     tokenizer = load_tokenizer(config.model)
     model = load_reward_model(config.model, dtype=base_dtype(config), device=device).train()

@@ -160,6 +160,14 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def training_device(settings: SFTSettings) -> str:
+    """Where a supervised trainer runs (``--device``), with its ``--threads`` applied before any model loads."""
+    from redline.models import pick_device
+
+    set_threads(settings.threads)
+    return pick_device(settings.device)
+
+
 def trainer_arguments(settings: SFTSettings, out: Path, device: str) -> dict:
     """The transformers ``TrainingArguments`` every redline trainer sets the same way."""
     return dict(
@@ -217,7 +225,7 @@ def train_sft(
     from datasets import Dataset
     from trl import SFTConfig
 
-    from redline.models import LoraSettings, ModelCard, add_lora, command_line, load_causal_lm, load_tokenizer, pick_device, save_model
+    from redline.models import LoraSettings, ModelCard, add_lora, command_line, load_causal_lm, load_tokenizer, save_model
 
     out = Path(out)
     check_report_to(settings.report_to)
@@ -226,8 +234,7 @@ def train_sft(
         raise RedlineError("no training examples")
     (out / "train_config.json").write_text(json.dumps(asdict(config or settings), indent=2, default=str) + "\n")
 
-    device = pick_device(settings.device)
-    set_threads(settings.threads)
+    device = training_device(settings)
     torch.manual_seed(settings.seed)
     tokenizer = load_tokenizer(settings.model)
     n_examples = len(examples)
