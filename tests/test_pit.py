@@ -153,6 +153,16 @@ def test_bad_input_is_refused_before_any_work(gap_run, jsonl, tmp_path):
         pit_policy(rm)
 
 
+def test_pit_sft_alone_needs_no_gap_model_and_rl_rounds_are_refused_without_one(jsonl, tmp_path):
+    data = jsonl(PREFS)
+    with pytest.raises(RedlineError, match="--gap-reward is required for RL rounds"):
+        train_pit(config("", data, rounds="0"), tmp_path / "a")
+    assert not (tmp_path / "a").exists()
+    manifest = train_pit(config("", data, rounds="none"), tmp_path / "sft-only")
+    assert manifest["policy"] == "sft" and manifest["rounds"] == [] and manifest["gap_reward"] == ""
+    assert run_info(tmp_path / "sft-only" / "sft")["kind"] == "pit-sft"
+
+
 def _other_value(f) -> tuple[list[str], object]:
     """The command-line words that give an RLSettings field a value other than its default, and that value."""
     flag, kind = f.name.replace("_", "-"), str(f.type)

@@ -91,7 +91,7 @@ class PITConfig(RLSettings):
     reward_max_length: int = field(default=768, metadata={"help": "tokens the gap model reads per (prompt, reference, response)"})
     # --- models
     policy: str = field(default="", metadata={"required": True, "help": "BASE: the policy PIT SFT starts from (an SFT or PPO run, or any causal LM); round 1's references are its samples"})
-    gap_reward: str = field(default="", metadata={"required": True, "help": "the reward-gap model (redline train gap-reward): the RL reward, and the value model's start"})
+    gap_reward: str = field(default="", metadata={"help": "the reward-gap model (redline train gap-reward): the RL reward, and the value model's start (needed by every --rounds but none)"})
     # --- data
     data: str = field(default="", metadata={"required": True, "help": "preference records (prompt, chosen, rejected)"})
     rl_data: str | None = field(default=None, metadata={"help": "preference records for RL (default: --data, or its RL third)"})
@@ -298,10 +298,14 @@ def train_pit(config: PITConfig, out: str | os.PathLike) -> dict[str, Any]:
     # Step 1: every check before a model loads.
     check_required(config)
     rounds = config.rounds_list()
-    check_gap_reward_model(config.gap_reward)
+    if rounds and not config.gap_reward:
+        raise RedlineError(f"--gap-reward is required for RL rounds (--rounds {config.rounds}): the reward-gap model "
+                           "scores them; --rounds none trains PIT SFT alone without one")
+    if config.gap_reward:
+        check_gap_reward_model(config.gap_reward)
     check_language_model(config.policy, POLICY_ROLE)
     tokenizer = load_tokenizer(config.policy)
-    if load_tokenizer(config.gap_reward).get_vocab() != tokenizer.get_vocab():
+    if config.gap_reward and load_tokenizer(config.gap_reward).get_vocab() != tokenizer.get_vocab():
         raise RedlineError(f"the gap model {config.gap_reward} has another tokenizer than {config.policy}: the value "
                            "model reads the policy's tokens (train the gap model on the same base)")
     prefs = read_preferences(config.data, limit=config.limit, skip_invalid=config.skip_invalid)
