@@ -36,15 +36,16 @@ ITERS=${ITERS:-100}
 N_VAL=${N_VAL:-50}
 PARALLEL=${PARALLEL:-0}
 MODEL=${MODEL:-embedded}  # the base model (tiny-random for a smoke run of the whole plan)
+RM=${RM:-$R/rm}           # RM=models/reward: the shipped reward model, step 1's output on another machine
 mkdir -p $R
 stamp() { echo "=== $(date +%T) $*"; }
 done_run() { [ -f "$1/redline.json" ]; }
 
 # 1. The reward model, on all the rankings; 10% of the prompts held out (accuracy beside the annotators').
-if ! done_run $R/rm; then stamp rm
+if ! done_run $RM; then stamp rm
   $REDLINE train reward --model $MODEL --data $D/rankings.jsonl --epochs 1 --learning-rate 1e-3 --eval-split 0.1 --max-length 384 \
     --batch-size 2 --lora-dropout 0.05 --logging-steps 10 --save-steps 50 --normalize-with $D/demonstrations.jsonl \
-    --out $R/rm
+    --out $RM
 fi
 
 # 2. SFT candidates on all but the last N_VAL demonstrations; their prompts are the validation set.
@@ -69,12 +70,12 @@ generate() {  # MODEL_DIR PROMPTS N OUT
 for cand in sft-lr2e-4 sft-lr5e-4 sft-lr5e-4-e2; do generate $R/$cand $R/val_prompts.jsonl $N_VAL $R/val_$cand.jsonl; done
 generate $MODEL $R/val_prompts.jsonl $N_VAL $R/val_base.jsonl
 if [ ! -f $R/sft_choice.json ]; then stamp choose sft
-  $PYTHON - "$R" <<'PY'
+  $PYTHON - "$R" "$RM" <<'PY'
 import json, sys
 from redline.models import chat_text, load_reward_model, load_tokenizer, score_texts
 
-runs = sys.argv[1]
-model, tokenizer = load_reward_model(f"{runs}/rm", device="cpu"), load_tokenizer(f"{runs}/rm")
+runs, rm = sys.argv[1:3]
+model, tokenizer = load_reward_model(rm, device="cpu"), load_tokenizer(rm)
 means = {}
 for cand in ("sft-lr2e-4", "sft-lr5e-4", "sft-lr5e-4-e2", "base"):
     rows = [json.loads(line) for line in open(f"{runs}/val_{cand}.jsonl")]
@@ -94,7 +95,7 @@ stamp "SFT is $SFT"
 # a 1-iteration value warm-up); a checkpoint every 2 iterations, so an interruption loses at most 2.
 # Frozen base weights in bfloat16 (1.36x an iteration; the PPO learning check climbs as in float32: RESULTS
 # "Learning checks"). The reward model's LoRA dropout is given (0.05, the default it started under) so it resumes.
-RL="--policy $SFT --reward $R/rm --prompts $D/rankings.jsonl --iterations $ITERS --threads 1 --save-every 2 --bf16-base"
+RL="--policy $SFT --reward $RM --prompts $D/rankings.jsonl --iterations $ITERS --threads 1 --save-every 2 --bf16-base"
 ppo() {  # RUN flags...
   local run=$1; shift
   done_run $R/$run && return
@@ -125,7 +126,7 @@ n_test=$(wc -l < $D/test.jsonl)
 generate $SFT $D/test.jsonl $n_test $R/test_sft.jsonl
 for run in ppo ppo-ptx ppo-oracle rloo-oracle dpo; do generate $R/$run $D/test.jsonl $n_test $R/test_$run.jsonl; done
 for run in ppo ppo-ptx ppo-oracle rloo-oracle dpo; do
-  for judge in oracle reward:$R/rm; do
+  for judge in oracle reward:$RM; do
     name=$(echo $judge | cut -d: -f1)
     [ -f $R/eval_${run}_$name/summary.json ] && continue
     stamp evaluate $run $judge
