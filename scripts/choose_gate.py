@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("work", help="folder for the validation sets, their revisions and gate.json")
     ap.add_argument("--critic", default="models/critic")
-    ap.add_argument("--reward", default="models/reward", help="a `redline train reward` run (its held-out prompts)")
+    ap.add_argument("--reward", default="models/reward", help="a `redline train reward` run (its held-out prompts); "
+                    "its scores are cached in WORK/scores.json, so give another WORK for another reward model")
     ap.add_argument("--data", default="data/simulated/rankings.jsonl", help="the rankings that run read")
     ap.add_argument("--replay", action="append", default=[], metavar="NAME=FOLDER",
                     help="an ungated `revise --iterations 1` output to replay the bars on (not used to choose)")
@@ -120,6 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
         replays[name] = folder
 
     from redline.judges.reward import RewardJudge
+    from redline.records import prompt_key
 
     work = Path(args.work)
     answers, good = validation_sets(args.data, args.reward)
@@ -127,12 +129,17 @@ def main(argv: list[str] | None = None) -> dict:
             "validation good": revise(args.critic, good, work / "val_good"),
             **{name: Path(folder) / "iteration_1.jsonl" for name, folder in replays.items()}}
     judge = RewardJudge(args.reward)
+    cache_path = work / "scores.json"  # a rerun (another --replay) scores only what is new
+    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
     table = {}
     for name, path in sets.items():
         rows = [json.loads(line) for line in open(path)]
         keys = [(r, t) for r in rows for t in (r["response_0"], r["response"])]
-        values = judge.score([(r["prompt"], t) for r, t in keys])
-        scores = {(r["id"], t): v for (r, t), v in zip(keys, values)}
+        texts = {json.dumps([prompt_key(r["prompt"]), t]): (r["prompt"], t) for r, t in keys}
+        todo = [k for k in texts if k not in cache]
+        cache.update(zip(todo, judge.score([texts[k] for k in todo])))
+        cache_path.write_text(json.dumps(cache))
+        scores = {(r["id"], t): cache[json.dumps([prompt_key(r["prompt"]), t])] for r, t in keys}
         table[name] = [replay(rows, scores, bar) for bar in BARS]
     bar = choose(table["validation answers"], table["validation good"])
     out = {"chosen_bar": bar, "rule": f"highest validation-answers win rate among bars whose validation good answers "
