@@ -76,9 +76,10 @@ def revise(critic: str, records: list[dict], folder: Path) -> Path:
 def replay(rows: list[dict], scores: dict[tuple[str, str], float], bar: float) -> dict:
     """The gate at ``bar`` over one ungated iteration: wins/ties/losses against the originals by the oracle."""
     from redline.evaluate import bootstrap_interval, scores_of, win_rate
-    from redline.simulate.oracle import quality
+    from redline.judges import Item
+    from redline.judges.oracle import OracleJudge
 
-    verdicts, changed, left = [], 0, 0
+    items, changed, left = [], 0, 0
     for row in rows:
         original, final = row["response_0"], row["response_0"]
         s0 = scores[(row["id"], original)]
@@ -87,8 +88,8 @@ def replay(rows: list[dict], scores: dict[tuple[str, str], float], bar: float) -
         elif row.get("changed") and scores[(row["id"], row["response"])] > s0:
             final = row["response"]
             changed += 1
-        q0, q1 = quality(row["meta"], original, row["prompt"]), quality(row["meta"], final, row["prompt"])
-        verdicts.append("a" if q1 > q0 else "b" if q1 < q0 else "tie")
+        items.append(Item(prompt=row["prompt"], a=final, b=original, meta=row["meta"]))
+    verdicts = [v.winner for v in OracleJudge().judge_many(items)]  # evaluate's oracle verdicts
     wins, losses = verdicts.count("a"), verdicts.count("b")
     low, high = bootstrap_interval(scores_of(verdicts))  # evaluate's interval: the same seed and resamples
     return {"bar": bar, "items": len(rows), "wins": wins, "ties": len(rows) - wins - losses, "losses": losses,
@@ -134,12 +135,12 @@ def main(argv: list[str] | None = None) -> dict:
     table = {}
     for name, path in sets.items():
         rows = [json.loads(line) for line in open(path)]
-        keys = [(r, t) for r in rows for t in (r["response_0"], r["response"])]
-        texts = {json.dumps([prompt_key(r["prompt"]), t]): (r["prompt"], t) for r, t in keys}
-        todo = [k for k in texts if k not in cache]
-        cache.update(zip(todo, judge.score([texts[k] for k in todo])))
+        keyed = {(r["id"], t): (json.dumps([prompt_key(r["prompt"]), t]), (r["prompt"], t))
+                 for r in rows for t in (r["response_0"], r["response"])}
+        todo = dict(v for v in keyed.values() if v[0] not in cache)
+        cache.update(zip(todo, judge.score(list(todo.values()))))
         cache_path.write_text(json.dumps(cache))
-        scores = {(r["id"], t): cache[json.dumps([prompt_key(r["prompt"]), t])] for r, t in keys}
+        scores = {k: cache[key] for k, (key, _) in keyed.items()}
         table[name] = [replay(rows, scores, bar) for bar in BARS]
     bar = choose(table["validation answers"], table["validation good"])
     out = {"chosen_bar": bar, "rule": f"highest validation-answers win rate among bars whose validation good answers "
