@@ -1,14 +1,15 @@
-"""Copy a trained critic or reward-model run into ``models/``, where `redline demo` finds it.
+"""Copy a trained critic, reward-model or reward-gap run into ``models/``, where `redline demo` (and users) find it.
 
     python scripts/ship_model.py runs/critic1000 [--to models/critic] [--notes "..."]
     python scripts/ship_model.py runs/igpt2/rm   [--to models/reward] [--notes "..."]
+    python scripts/ship_model.py runs/pit2/gap   [--to models/gap]    [--notes "..."]
 
 What travels: the LoRA adapter with its weights stored in bfloat16 (half the bytes; the demo
 generates in bfloat16 anyway, and PEFT casts them back to the base's dtype on loading), its
 ``adapter_config.json``, the tokenizer files, ``train_config.json``, ``train_log.jsonl``,
 ``training_curve.png``, and ``redline.json`` and the card rewritten so that data paths inside this
 checkout are relative to it (no machine's absolute paths in the repository). Checkpoints stay behind.
-A reward run saves its model merged (538 MB for the embedded model); its adapter (LoRA and the score
+A reward (or reward-gap) run saves its model merged (538 MB for the embedded model); its adapter (LoRA and the score
 head) is taken from the last checkpoint, which must be the run's last step, and ``redline.json``
 then says ``adapter: true`` (``load_reward_model`` adds the run's ``reward_bias`` from its metrics).
 Why a script and not `--push-to-hub models/critic`: that copies the run as it is (float32 weights,
@@ -27,6 +28,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 COPIED = ("adapter_config.json", "train_config.json", "train_log.jsonl", "training_curve.png", "tokenizer.json",
           "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+
+
+SCORING = ("reward", "gap-reward")  # runs saved merged: the adapter is taken from the last checkpoint
+DESTINATION = {"critic": "critic", "reward": "reward", "gap-reward": "gap"}  # run kind -> models/<folder>
 
 
 def relative(path: str) -> str:
@@ -62,12 +67,12 @@ def ship(run: Path, to: Path, notes: str = "") -> Path:
 
     info = run_info(run)
     adapter = run
-    if info.get("kind") == "reward" and not info.get("adapter"):
+    if info.get("kind") in SCORING and not info.get("adapter"):
         adapter = last_checkpoint(run, info)
         info["adapter"] = True
-    elif info.get("kind") not in ("critic", "reward") or not info.get("adapter"):
-        raise RedlineError(f"{run}: not a LoRA critic or reward run (redline.json says kind {info.get('kind')!r}, "
-                           f"adapter {info.get('adapter')!r})")
+    elif info.get("kind") not in DESTINATION or not info.get("adapter"):
+        raise RedlineError(f"{run}: not a LoRA critic, reward or gap-reward run (redline.json says kind "
+                           f"{info.get('kind')!r}, adapter {info.get('adapter')!r})")
     if to.exists():
         shutil.rmtree(to)
     to.mkdir(parents=True)
@@ -96,8 +101,8 @@ def ship(run: Path, to: Path, notes: str = "") -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("run", type=Path, help="a `redline train critic` or `redline train reward` run folder (LoRA)")
-    ap.add_argument("--to", type=Path, default=None, help="default models/critic or models/reward, by the run's kind")
+    ap.add_argument("run", type=Path, help="a `redline train critic`, `train reward` or `train gap-reward` run folder (LoRA)")
+    ap.add_argument("--to", type=Path, default=None, help="default models/critic, models/reward or models/gap, by the run's kind")
     ap.add_argument("--notes", default="", help="what the card should say beside the metrics (how it was measured)")
     args = ap.parse_args(argv)
     from redline import RedlineError
@@ -106,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         from redline.models import run_info
 
         kind = run_info(args.run).get("kind")
-        out = ship(args.run, args.to or ROOT / "models" / ("reward" if kind == "reward" else "critic"), args.notes)
+        out = ship(args.run, args.to or ROOT / "models" / DESTINATION.get(kind, "critic"), args.notes)
     except RedlineError as e:
         print(f"ship_model: {e}", file=sys.stderr)
         return 2

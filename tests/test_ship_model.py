@@ -1,4 +1,5 @@
-"""scripts/ship_model.py: a trained critic or reward model copied into the checkout as the demo's shipped one."""
+"""scripts/ship_model.py: a trained critic, reward or reward-gap model copied into the checkout as a shipped one,
+and read back as the run reads: by the judges, and by PPO and PIT as the reward under their value model's adapter."""
 
 import importlib.util
 import json
@@ -66,6 +67,46 @@ def test_a_shipped_reward_model_scores_as_the_merged_run_does(jsonl, tmp_path):
     merged, shipped = RewardJudge(str(run)).score(pairs), RewardJudge(str(to)).score(pairs)
     assert shipped == pytest.approx(merged, abs=0.05)  # bias included: the adapter in bfloat16, the same scores
     assert RewardJudge("tiny-random").score(pairs) != pytest.approx(shipped, abs=0.05)
+    # PPO's value model starts from the shipped adapter run; with the shared reference its adapter off is the reward
+    # model: the shipped one's own adapter must stay on (folded in), not switch off with PPO's
+    chats = [[{"role": "user", "content": p}] for p, _ in pairs]
+    assert ppo_reward(to, chats, [y for _, y in pairs]) == pytest.approx(merged, abs=0.05)
+
+
+def ppo_reward(model: Path, chats: list, responses: list, records: list | None = None, kind: str = "reward") -> list:
+    """The reward `train ppo` (or with kind "gap", `train pit`) computes from ``model`` as its value model's start,
+    shared reference and GAE: the value model read with its own adapter off."""
+    from redline.train.gap_reward import gap_reward
+    from redline.train.ppo import PPOConfig, instructgpt_reward, load_ppo_models
+
+    models = load_ppo_models(PPOConfig(policy="tiny-random", reward=str(model), prompts="unused"), "cpu")
+    assert models.reward_model is None  # shared: no second copy loaded
+    if kind == "gap":
+        return gap_reward(models.value, models.tokenizer, adapter_off=True)(chats, responses, records)
+    return instructgpt_reward(models.value, models.tokenizer, adapter_off=True)(chats, responses, records or [{}] * len(chats))
+
+
+def test_a_shipped_gap_model_is_pits_reward_as_the_merged_run_is(jsonl, tmp_path):
+    from redline.models import load_reward_model, load_tokenizer, run_info
+    from redline.train.gap_reward import gap_reward
+    from tests.test_gap_reward import preferences
+
+    run = tmp_path / "gap"
+    assert main(["train", "gap-reward", "--data", str(jsonl(preferences())), "--model", "tiny-random", "--out", str(run),
+                 "--learning-rate", "1e-2", "--max-steps", "3", "--save-steps", "3", "--batch-size", "4",
+                 "--warmup", "0", "--device", "cpu"]) == 0
+    assert ship_model.main([str(run), "--to", str(tmp_path / "models" / "gap")]) == 0
+    to = tmp_path / "models" / "gap"
+    info = run_info(to)
+    assert info["kind"] == "gap-reward" and info["adapter"] is True and not (to / "checkpoints").exists()
+    records = [{"prompt": "Question 1?", "reference": "no"}, {"prompt": "Question 1?", "reference": "good answer 1 " * 4}]
+    responses = ["good answer 1 " * 4, "no"]
+    merged = gap_reward(load_reward_model(str(run), device="cpu"), load_tokenizer(str(run)))([[], []], responses, records)
+    shipped = gap_reward(load_reward_model(str(to), device="cpu"), load_tokenizer(str(to)))([[], []], responses, records)
+    assert shipped == pytest.approx(merged, abs=0.05)
+    base = gap_reward(load_reward_model("tiny-random", device="cpu"), load_tokenizer("tiny-random"))([[], []], responses, records)
+    assert base != pytest.approx(shipped, abs=0.05)  # the adapter is applied
+    assert ppo_reward(to, [[], []], responses, records, kind="gap") == pytest.approx(merged, abs=0.05)
 
 
 def test_a_reward_run_whose_last_checkpoint_is_not_its_last_step_is_refused(tmp_path, capsys):
@@ -83,4 +124,4 @@ def test_a_run_that_is_not_a_critic_or_reward_model_is_refused(tmp_path, capsys)
     run.mkdir()
     (run / "redline.json").write_text(json.dumps({"kind": "sft", "adapter": True}))
     assert ship_model.main([str(run), "--to", str(tmp_path / "to")]) == 2
-    assert "not a LoRA critic or reward run" in capsys.readouterr().err and not (tmp_path / "to").exists()
+    assert "not a LoRA critic, reward or gap-reward run" in capsys.readouterr().err and not (tmp_path / "to").exists()

@@ -251,11 +251,13 @@ def load_causal_lm(name: str, dtype: str = "float32", device: str = "auto", merg
     return _load(AutoModelForCausalLM, name, dtype, device, merge_lora=merge_lora).eval()
 
 
-def load_reward_model(name: str, dtype: str = "float32", device: str = "auto"):
-    """A sequence-classification model with one output (a fresh head on a causal LM checkpoint)."""
+def load_reward_model(name: str, dtype: str = "float32", device: str = "auto", merge_lora: bool = False):
+    """A sequence-classification model with one output (a fresh head on a causal LM checkpoint). An
+    adapter run (a shipped model) comes back as a PeftModel, or with ``merge_lora`` with its adapter
+    and score head folded into plain weights (to train a new adapter on top, as PPO's value model does)."""
     from transformers import AutoModelForSequenceClassification
 
-    model = _load(AutoModelForSequenceClassification, name, dtype, device, num_labels=1)
+    model = _load(AutoModelForSequenceClassification, name, dtype, device, merge_lora=merge_lora, num_labels=1)
     bias = run_info(resolve(name)).get("metrics", {}).get("reward_bias")
     if bias is not None and getattr(model.config, "reward_bias", None) is None:
         model.config.reward_bias = bias  # an adapter run (scripts/ship_model.py): its base's config lacks the bias

@@ -531,10 +531,12 @@ def load_ppo_models(config: PPOConfig, device: str) -> PPOModels:
 
     value = reward_model = None
     if config.advantage == "gae":
-        value = load_reward_model(config.reward, dtype, device)
+        # merged: a shipped reward model is an adapter run (scripts/ship_model.py), and the PPO adapter on an
+        # unmerged one would nest; disable_adapter() below would then switch the reward model's own adapter off too
+        value = load_reward_model(config.reward, dtype, device, merge_lora=True)
     # the oracle scores on its own; otherwise the value model with its adapter off is the reward model when shared
     if config.score != "oracle" and (value is None or not shared):
-        reward_model = _frozen(load_reward_model(config.reward, dtype, device))
+        reward_model = _frozen(load_reward_model(config.reward, dtype, device, merge_lora=True))
     if value is not None:
         value = float32_adapters(add_lora(value, lora, task_type="SEQ_CLS")) if config.lora else value.requires_grad_(True)
     return PPOModels(policy=policy, value=value, reference=reference, reward_model=reward_model, tokenizer=tokenizer)
