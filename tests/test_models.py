@@ -86,6 +86,42 @@ def test_lora_trains_only_adapters_and_saves_a_loadable_run(tmp_path):
         assert torch.allclose(reloaded(**batch).logits, expected, atol=1e-5)
 
 
+def lora_sft_run(tmp_path):
+    """A LoRA run of kind sft on tiny-random whose adapter is not the identity (one SGD step)."""
+    model = add_lora(load_causal_lm("tiny-random", device="cpu").train(), LoraSettings(r=4, alpha=8))
+    tokenizer = load_tokenizer("tiny-random")
+    batch = tokenizer(["hello world"], return_tensors="pt")
+    model(**batch, labels=batch["input_ids"]).loss.backward()
+    torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0).step()
+    card = ModelCard(kind="sft", base_model="tiny-random", data=["demos.jsonl"], command="redline train sft")
+    return save_model(model.eval(), tokenizer, tmp_path / "sft", card), batch
+
+
+def test_a_lora_sft_run_starts_a_reward_model_and_another_run(jsonl, tmp_path):
+    """InstructGPT's reward model starts from SFT: a LoRA SFT run's adapter is folded into the body under the new
+    score head (PEFT cannot put a causal-LM adapter on a classifier), and a run trained on top of a LoRA run loads."""
+    from redline.cli import main
+
+    sft, batch = lora_sft_run(tmp_path)
+    with torch.no_grad():
+        body = load_reward_model(str(sft), device="cpu").base_model(**batch).last_hidden_state
+        merged = load_causal_lm(str(sft), device="cpu", merge_lora=True).base_model(**batch).last_hidden_state
+        base = load_causal_lm("tiny-random", device="cpu").base_model(**batch).last_hidden_state
+    assert torch.allclose(body, merged, atol=1e-5) and not torch.allclose(body, base, atol=1e-3)
+
+    rankings = [{"prompt": f"Write about item {i}.", "responses": ["A fine answer.", "bad"], "ranks": [1, 2]} for i in range(4)]
+    assert main(["train", "reward", "--data", str(jsonl(rankings)), "--model", str(sft), "--out", str(tmp_path / "rm"),
+                 "--max-steps", "1", "--eval-split", "0", "--device", "cpu"]) == 0
+    demos = [{"prompt": f"Say hi {i}.", "response": f"Hi there {i}."} for i in range(4)]
+    # lr 0: the new adapter stays the identity, so the run on top of the SFT run is the SFT model, loaded through both
+    assert main(["train", "sft", "--data", str(jsonl(demos, "demos.jsonl")), "--model", str(sft), "--out",
+                 str(tmp_path / "sft2"), "--max-steps", "1", "--learning-rate", "0", "--device", "cpu"]) == 0
+    with torch.no_grad():
+        again = load_causal_lm(str(tmp_path / "sft2"), device="cpu")(**batch).logits
+        expected = load_causal_lm(str(sft), device="cpu")(**batch).logits
+    assert torch.allclose(again, expected, atol=1e-4)
+
+
 def test_a_reward_run_is_refused_where_a_language_model_is_expected(tmp_path):
     model = load_reward_model("tiny-random", device="cpu")
     save_model(model, load_tokenizer("tiny-random"), tmp_path / "rm", ModelCard(kind="reward", base_model="tiny-random"))

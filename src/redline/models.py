@@ -214,7 +214,16 @@ def _load(auto_cls, name: str, dtype: str, device: str, merge_lora: bool = False
     if info.get("adapter"):
         from peft import PeftModel
 
-        base = _load(auto_cls, info["base_model"], dtype, device, **kwargs)
+        base = _load(auto_cls, info["base_model"], dtype, device, merge_lora=True, **kwargs)  # itself a LoRA run: folded in
+        task = json.loads((Path(path) / "adapter_config.json").read_text()).get("task_type")
+        if task == "CAUSAL_LM" and not auto_cls.__name__.endswith("CausalLM"):
+            # A reward model that starts from a LoRA SFT run (the paper's start): the SFT adapter folded into
+            # the language model, whose body then carries the new head (PEFT cannot put a causal-LM adapter on it).
+            from transformers import AutoModelForCausalLM
+
+            body = _load(AutoModelForCausalLM, name, dtype, device, merge_lora=True).base_model
+            base.base_model.load_state_dict(body.state_dict())
+            return base
         model = PeftModel.from_pretrained(base, path, is_trainable=False)
         # Merged weights generate as fast as the base model; unmerged ones keep the adapter switchable.
         return model.merge_and_unload() if merge_lora else model

@@ -312,7 +312,8 @@ def train_gap_reward(config: GapRewardConfig, out: str | os.PathLike) -> dict[st
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
-    model = load_reward_model(config.model, dtype=base_dtype(config), device=device).train()
+    # a LoRA run as the start (SFT, or a shipped model) is folded into plain weights under the new adapter
+    model = load_reward_model(config.model, dtype=base_dtype(config), device=device, merge_lora=True).train()
     if config.lora:
         lora = LoraSettings(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
         model = float32_adapters(add_lora(model, lora, task_type="SEQ_CLS"))

@@ -377,7 +377,8 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
     device = training_device(config)
     torch.manual_seed(config.seed)
     tokenizer = load_tokenizer(config.model)
-    model = load_reward_model(config.model, dtype=base_dtype(config), device=device).train()
+    # a LoRA run as the start (SFT, or a shipped model) is folded into plain weights under the new adapter
+    model = load_reward_model(config.model, dtype=base_dtype(config), device=device, merge_lora=True).train()
     if config.lora:
         lora = LoraSettings(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
         model = float32_adapters(add_lora(model, lora, task_type="SEQ_CLS"))

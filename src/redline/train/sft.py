@@ -252,7 +252,8 @@ def train_sft(
         print(f"redline: {truncated} of {len(examples)} examples are longer than --max-length {settings.max_length} "
               f"tokens and are cut at the end (the model never sees where their completion stops); {dropped} of them "
               "lose the whole completion and are left out", file=sys.stderr)
-    model = load_causal_lm(settings.model, dtype=base_dtype(settings), device=device).train()
+    # a LoRA run as the start (SFT, or a shipped model) is folded into plain weights under the new adapter
+    model = load_causal_lm(settings.model, dtype=base_dtype(settings), device=device, merge_lora=True).train()
     if settings.lora:
         model = float32_adapters(add_lora(model, LoraSettings(r=settings.lora_r, alpha=settings.lora_alpha, dropout=settings.lora_dropout)))
 
