@@ -261,9 +261,11 @@ def load_causal_lm(name: str, dtype: str = "float32", device: str = "auto", merg
 
 
 def load_reward_model(name: str, dtype: str = "float32", device: str = "auto", merge_lora: bool = False):
-    """A sequence-classification model with one output (a fresh head on a causal LM checkpoint). An
-    adapter run (a shipped model) comes back as a PeftModel, or with ``merge_lora`` with its adapter
-    and score head folded into plain weights (to train a new adapter on top, as PPO's value model does)."""
+    """A sequence-classification model with one output (a fresh head on a causal LM checkpoint). A
+    scoring adapter run (a shipped model) comes back as a PeftModel, or with ``merge_lora`` with its
+    adapter and score head folded into plain weights (to train a new adapter on top, as PPO's value
+    model does); a causal-LM adapter run (LoRA SFT) always comes back plain: its adapter folded into
+    the body under a fresh head."""
     from transformers import AutoModelForSequenceClassification
 
     model = _load(AutoModelForSequenceClassification, name, dtype, device, merge_lora=merge_lora, num_labels=1)
