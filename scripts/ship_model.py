@@ -8,7 +8,8 @@ What travels: the LoRA adapter with its weights stored in bfloat16 (half the byt
 generates in bfloat16 anyway, and PEFT casts them back to the base's dtype on loading), its
 ``adapter_config.json``, the tokenizer files, ``train_config.json``, ``train_log.jsonl``,
 ``training_curve.png``, and ``redline.json`` and the card rewritten so that data paths inside this
-checkout are relative to it (no machine's absolute paths in the repository). Checkpoints stay behind.
+checkout are relative to it and the run's own folder reads ``runs/<name>`` (no machine's absolute paths in the
+repository). Checkpoints stay behind.
 A reward (or reward-gap) run saves its model merged (538 MB for the embedded model); its adapter (LoRA and the score
 head) is taken from the last checkpoint, which must be the run's last step, and ``redline.json``
 then says ``adapter: true`` (``load_reward_model`` adds the run's ``reward_bias`` from its metrics).
@@ -41,6 +42,20 @@ def relative(path: str) -> str:
         if (root / ".git").exists() and p.is_absolute() and p.is_relative_to(root):
             return str(p.relative_to(root))
     return path
+
+
+def portable_command(command: str, run: Path) -> str:
+    """The recorded command with paths inside the checkout made relative and the run's own folder (``--out``)
+    written ``runs/<name>`` when it lies outside it: no machine's absolute paths in the repository's card."""
+    import shlex
+
+    own = run.resolve()
+    words = []
+    for word in shlex.split(command):
+        if word.startswith("/"):
+            word = f"runs/{own.name}" if Path(word).resolve() == own else relative(word)
+        words.append(word)
+    return shlex.join(words)
 
 
 def last_checkpoint(run: Path, info: dict) -> Path:
@@ -92,6 +107,8 @@ def ship(run: Path, to: Path, notes: str = "") -> Path:
         (to / "train_config.json").write_text(json.dumps(config, indent=2) + "\n")
     info["data"] = [relative(d) for d in info.get("data", [])]
     info["reads"] = {relative(k): v for k, v in info.get("reads", {}).items()}
+    if info.get("command"):
+        info["command"] = portable_command(info["command"], run)
     info["notes"] = notes or info.get("notes", "")
     card = ModelCard(**{f.name: info[f.name] for f in fields(ModelCard) if f.name in info})
     (to / RUN_INFO).write_text(json.dumps(info, indent=2) + "\n")

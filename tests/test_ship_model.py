@@ -125,3 +125,13 @@ def test_a_run_that_is_not_a_critic_or_reward_model_is_refused(tmp_path, capsys)
     (run / "redline.json").write_text(json.dumps({"kind": "sft", "adapter": True}))
     assert ship_model.main([str(run), "--to", str(tmp_path / "to")]) == 2
     assert "not a LoRA critic, reward or gap-reward run" in capsys.readouterr().err and not (tmp_path / "to").exists()
+
+
+def test_the_shipped_cards_command_holds_no_machine_path(tmp_path):
+    run = tmp_path / "elsewhere" / "gap"
+    run.mkdir(parents=True)
+    command = (f"redline train gap-reward --data {ROOT}/data/simulated/preferences.jsonl --notes 'two words' "
+               f"--init {tmp_path}/other --out {run}/")
+    assert ship_model.portable_command(command, run) == (
+        "redline train gap-reward --data data/simulated/preferences.jsonl --notes 'two words' "
+        f"--init {tmp_path}/other --out runs/gap")  # a path that is neither the checkout's nor the run's stays
