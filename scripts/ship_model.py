@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import sys
 from dataclasses import fields
@@ -47,14 +48,13 @@ def relative(path: str) -> str:
 def portable_command(command: str, run: Path) -> str:
     """The recorded command with paths inside the checkout made relative and the run's own folder (``--out``)
     written ``runs/<name>`` when it lies outside it: no machine's absolute paths in the repository's card."""
-    import shlex
-
     own = run.resolve()
     words = []
     for word in shlex.split(command):
-        if word.startswith("/"):
-            word = f"runs/{own.name}" if Path(word).resolve() == own else relative(word)
-        words.append(word)
+        portable = relative(word)
+        if portable == word and word.startswith("/") and Path(word).resolve() == own:
+            portable = f"runs/{own.name}"
+        words.append(portable)
     return shlex.join(words)
 
 

@@ -135,3 +135,5 @@ def test_the_shipped_cards_command_holds_no_machine_path(tmp_path):
     assert ship_model.portable_command(command, run) == (
         "redline train gap-reward --data data/simulated/preferences.jsonl --notes 'two words' "
         f"--init {tmp_path}/other --out runs/gap")  # a path that is neither the checkout's nor the run's stays
+    inside = ROOT / "runs" / "igpt2" / "rm"  # a run inside the checkout keeps its own relative path
+    assert ship_model.portable_command(f"redline train reward --out {inside}", inside) == "redline train reward --out runs/igpt2/rm"
