@@ -281,3 +281,56 @@ def test_evaluate_with_a_reward_model_judge(response_files, tmp_path):
         first, second = j.meta["scores"]  # in the order shown
         score_a, score_b = (first, second) if j.order == "ab" else (second, first)
         assert j.winner == ("tie" if score_a == score_b else "a" if score_a > score_b else "b")
+
+
+def test_the_oracles_summary_gives_the_paired_quality_difference(response_files, tmp_path):
+    a, b, tasks = response_files
+    summary = evaluate(EvaluateConfig(a=a, b=b, judge="oracle", out=str(tmp_path / "eval"), bootstrap=200, progress=False))
+    qa = [quality(r["meta"], r["response"], r["prompt"]) for r in map(json.loads, open(a))]
+    qb = [quality(r["meta"], r["response"], r["prompt"]) for r in map(json.loads, open(b))]
+    # meta keeps the qualities in the order shown; the summary maps them back to A and B.
+    assert {j.order for j in read_judgments(tmp_path / "eval" / "judgments.jsonl")} == {"ab", "ba"}
+    assert summary["score"] == "quality"
+    assert summary["mean_score_a"] == pytest.approx(sum(qa) / len(qa))
+    assert summary["mean_score_b"] == pytest.approx(sum(qb) / len(qb))
+    assert summary["score_difference"] == pytest.approx((sum(qa) - sum(qb)) / len(qa)) and summary["score_difference"] > 0
+    low, high = summary["score_difference_ci95"]
+    assert low <= summary["score_difference"] <= high
+    assert "→" in (tmp_path / "eval" / "report.md").read_text()
+
+
+def test_a_table_sets_evaluations_side_by_side(response_files, tmp_path, capsys):
+    a, b, tasks = response_files
+    assert main(["evaluate", "--a", a, "--b", b, "--judge", "oracle", "--out", str(tmp_path / "fixed"), "--bootstrap", "100"]) == 0
+    assert main(["evaluate", "--a", str(_iteration_folder(tmp_path, tasks)), "--judge", "oracle",
+                 "--out", str(tmp_path / "curve"), "--bootstrap", "100"]) == 0
+    capsys.readouterr()
+    runs = f"{tmp_path / 'fixed'}=all fixed,{tmp_path / 'curve'}#2=the loop's second pass,{tmp_path / 'curve'}"
+    assert main(["evaluate", "table", "--runs", runs, "--out", str(tmp_path / "table")]) == 0
+    printed = capsys.readouterr().out
+    rows = json.loads((tmp_path / "table" / "table.json").read_text())
+    assert [r["label"] for r in rows] == ["all fixed", "the loop's second pass", "curve, iteration 1", "curve, iteration 2"]
+    fixed = json.loads((tmp_path / "fixed" / "summary.json").read_text())
+    curve = json.loads((tmp_path / "curve" / "summary.json").read_text())["iterations"]
+    # Summarised again from the judgments with each folder's seed and resamples: the same numbers.
+    assert rows[0]["summary"]["win_rate"] == fixed["win_rate"] and rows[0]["summary"]["ci95"] == fixed["ci95"]
+    assert rows[1]["summary"]["ci95"] == rows[3]["summary"]["ci95"] == curve[1]["ci95"]
+    assert rows[2]["b"] == "the original" and rows[0]["b"] == b and rows[1]["a"].endswith("iteration_2.jsonl")
+    assert "| all fixed |" in printed and "| the loop's second pass |" in printed
+    assert (tmp_path / "table" / "win_rates.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_table_names_what_it_cannot_read(response_files, tmp_path):
+    from redline.evaluate import TableConfig, evaluate_table
+
+    a, b, tasks = response_files
+    with pytest.raises(RedlineError, match="nowhere is not a finished evaluation"):
+        evaluate_table(TableConfig(out=str(tmp_path / "t"), runs=str(tmp_path / "nowhere")))
+    evaluate(EvaluateConfig(a=str(_iteration_folder(tmp_path, tasks)), judge="oracle", out=str(tmp_path / "curve"),
+                            bootstrap=50, progress=False))
+    with pytest.raises(RedlineError, match=r"curve#5: no iteration 5 \(it has 1, 2\)"):
+        evaluate_table(TableConfig(out=str(tmp_path / "t"), runs=f"{tmp_path / 'curve'}#5"))
+    judgments = tmp_path / "curve" / "iteration_1" / "judgments.jsonl"
+    judgments.write_text("".join(judgments.read_text().splitlines(keepends=True)[:-1]))
+    with pytest.raises(RedlineError, match="holds 7 verdicts where summary.json counts 8"):
+        evaluate_table(TableConfig(out=str(tmp_path / "t"), runs=str(tmp_path / "curve")))

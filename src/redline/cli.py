@@ -519,7 +519,7 @@ def _settings_parser(parent, name: str, settings, func, out_required: bool, **te
 
 
 def _add_evaluate(sub) -> None:
-    from redline.evaluate import AgreementConfig, EvaluateConfig, RankingsEvalConfig
+    from redline.evaluate import AgreementConfig, EvaluateConfig, RankingsEvalConfig, TableConfig
 
     p = _settings_parser(
         sub, "evaluate", EvaluateConfig, _evaluate, False,
@@ -544,6 +544,14 @@ def _add_evaluate(sub) -> None:
         "the decisive labelled pairs as the labels do (and, on simulated data, as the oracle does), each beside "
         "its ceiling, with 95% intervals over prompts; --held-out-of RUN scores only the prompts that run held "
         "out. Writes OUT/summary.json.",
+    )
+    _settings_parser(
+        more, "table", TableConfig, _evaluate_table, True,
+        help="finished evaluations side by side: one table (markdown, JSON) and one plot of the win rates",
+        description="Read the output folders of `redline evaluate` (each row summarised again from its judgments, "
+        "with the folder's own seed and resamples) and write OUT/table.md, OUT/table.json and OUT/win_rates.png: "
+        "every arm's win rate with its 95%% interval and, where the judge keeps a score per response (the oracle's "
+        "quality, a reward model's score), the paired difference A - B with its interval. Judges nothing.",
     )
 
 
@@ -586,6 +594,16 @@ def _evaluate_agreement(args) -> int:
     rate = "–" if result["agreement"] is None else f"{100 * result['agreement']:.1f}%"
     print(f"{result['judges'][0]} vs {result['judges'][1]}: agreement {rate}, Cohen's kappa {kappa} "
           f"on {result['both_valid']} of {result['pairs']} pairs (both valid)")
+    return 0
+
+
+def _evaluate_table(args) -> int:
+    from redline.evaluate import TableConfig, evaluate_table
+
+    config = configured(TableConfig, args, "evaluate table")
+    evaluate_table(config)
+    print((Path(config.out) / "table.md").read_text().split("\n\nWin rate =")[0])
+    print(f"\nwrote {config.out}/table.md, table.json and win_rates.png", file=sys.stderr)
     return 0
 
 

@@ -46,6 +46,13 @@ is then this win rate. For a folder, every iteration's rows are in FILE, ``gener
 
 ``redline evaluate agreement`` measures how often two judges agree on the same pairs: the raw
 agreement rate and Cohen's kappa over a/b/tie, on pairs both judged validly.
+
+**How much better, beside how often.** Judges that score each response (the oracle's quality, a reward
+model's score; kept in each judgment's ``meta``) also give the mean score of A and of B and the paired
+difference A − B with a bootstrap interval over pairs (``score_difference``): a win rate says nothing of
+the size of a gain, and with many ties (both answers at the same quality) the difference is what moves.
+``redline evaluate table`` sets finished evaluations side by side (``table.md``, ``table.json``,
+``win_rates.png``), each summarised again from its judgments with its own seed and resamples.
 """
 
 from __future__ import annotations
@@ -246,8 +253,30 @@ def summarize(judgments: Sequence[Judgment], resamples: int = 2000, seed: int = 
     once = [j for j in valid if j.order in ("ab", "ba")]
     first = [SCORE[j.winner if j.order == "ab" else swap_winner(j.winner)] for j in once]
     out["first_shown_win_rate"] = float(np.mean(first)) if first else None
+    out.update(score_difference(valid, resamples, seed))
     out["bootstrap_resamples"] = resamples
     return out
+
+
+# The judges' own scores each verdict keeps, in the order shown: the oracle's quality, a reward model's score.
+SCORE_DETAILS = ("quality", "scores")
+
+
+def score_difference(judgments: Sequence[Judgment], resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Where every verdict keeps the judge's two scores (``meta.quality``: the oracle; ``meta.scores``: a reward
+    model), their means for A and B and the paired difference A − B with a bootstrap 95% interval over pairs:
+    how much better, beside how often. Nothing for judges that keep no scores (an LLM's verdict)."""
+    for key in SCORE_DETAILS:
+        shown = [j.meta.get(key) for j in judgments]
+        if not judgments or not all(isinstance(s, list) and len(s) == 2 for s in shown):
+            continue
+        # meta is in the order shown: the first score is B's when B was shown first.
+        a = np.array([s[0] if j.order != "ba" else s[1] for j, s in zip(judgments, shown)], float)
+        b = np.array([s[1] if j.order != "ba" else s[0] for j, s in zip(judgments, shown)], float)
+        return {"score": key, "mean_score_a": float(a.mean()), "mean_score_b": float(b.mean()),
+                "score_difference": float((a - b).mean()),
+                "score_difference_ci95": bootstrap_interval(a - b, resamples, seed)}
+    return {}
 
 
 # ============================================================================ pairs
@@ -468,18 +497,31 @@ def _ci(ci) -> str:
     return "–" if not ci else f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
 
 
-def table_row(label: str, s: dict[str, Any]) -> str:
+def _score_cell(s: dict[str, Any]) -> str:
+    """The judge's mean scores and their paired difference: ``0.287 → 0.341, +0.054 [+0.017, +0.093]``."""
+    if s.get("score_difference") is None:
+        return "–"
+    ci = s.get("score_difference_ci95")
+    interval = f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""
+    return f"{s['mean_score_b']:.3f} → {s['mean_score_a']:.3f}, {s['score_difference']:+.3f}{interval}"
+
+
+def _cells(s: dict[str, Any]) -> str:
     return (
-        f"| {label} | {s['wins']} | {s['ties']} | {s['losses']} | {s['invalid']} | {_pct(s['win_rate'])} | "
+        f"{s['wins']} | {s['ties']} | {s['losses']} | {s['invalid']} | {_pct(s['win_rate'])} | "
         f"{_ci(s['ci95'])} | {_pct(s['lc_win_rate'])} | {_pct(s['position_consistency'])} | "
-        f"{s['mean_words_a'] or 0:.0f} / {s['mean_words_b'] or 0:.0f} |"
+        f"{s['mean_words_a'] or 0:.0f} / {s['mean_words_b'] or 0:.0f} | {_score_cell(s)} |"
     )
 
 
-TABLE_HEAD = (
-    "| | A wins | ties | B wins | invalid | win rate of A | 95% CI | LC win rate | position consistency | words A / B |\n"
-    "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- |"
-)
+def table_row(label: str, s: dict[str, Any]) -> str:
+    return f"| {label} | {_cells(s)}"
+
+
+_HEADS = ("A wins | ties | B wins | invalid | win rate of A | 95% CI | LC win rate | position consistency | words A / B "
+          "| judge's score B → A, A − B [95% CI] |")
+_RULE = "---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- | --- |"
+TABLE_HEAD = f"| | {_HEADS}\n| --- | {_RULE}"
 
 REPORT_NOTES = """
 Win rate = (wins + ½ ties) / valid verdicts; invalid verdicts (the judge could not answer) are left
@@ -488,6 +530,8 @@ The length-controlled (LC) win rate follows AlpacaEval 2 (arXiv 2404.04475): a l
 of the verdict on tanh(length difference / its sd), read at zero difference. Position consistency
 (judges that ask in both orders) is the share of pairs whose two answers agree; a disagreement is
 scored a tie. Judges that answer once saw each pair in a random order (first-shown win rate: {first}).
+Where the judge keeps a score per response (the oracle's quality, a reward model's score), the last
+column gives their means and the paired difference A − B, with a bootstrap interval over pairs.
 """
 
 
@@ -819,3 +863,127 @@ def evaluate_rankings(config: RankingsEvalConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+# ============================================================================ tables
+
+
+@dataclass
+class TableConfig:
+    """`redline evaluate table`: finished evaluations side by side, as a table and a plot."""
+
+    out: str = field(metadata={"required": True, "result": False, "help": "output folder (table.md, table.json, win_rates.png)"})
+    runs: str = field(default="", metadata={"required": True, "help": (
+        "output folders of `redline evaluate`, comma-separated, one row each (a folder of iterations: a row per "
+        "iteration); FOLDER=LABEL names the row (default: the folder's name), FOLDER#K keeps iteration K only")})
+    title: str = field(default="win rates", metadata={"help": "the plot's title"})
+
+
+@dataclass
+class TableRow:
+    label: str
+    judge: str
+    a: str
+    b: str  # what A was judged against ("the original" for an iteration folder without --b)
+    summary: dict[str, Any]  # summarize()'s numbers, recomputed from the folder's judgments
+
+
+def _parse_table_entry(entry: str) -> tuple[Path, int | None, str | None]:
+    spec, _, label = entry.partition("=")
+    folder, _, k = spec.partition("#")
+    if k and not k.isdigit():
+        raise RedlineError(f"--runs {entry!r}: the iteration after # must be a number, got {k!r}")
+    return Path(folder.strip()), int(k) if k else None, label.strip() or None
+
+
+def _rows_of(folder: Path, only: int | None, label: str | None) -> list[TableRow]:
+    """An evaluation folder's rows, summarised again from its judgments with the folder's own seed and resamples
+    (so the numbers equal its summary.json's, and evaluations older than a column of the table gain it)."""
+    if not (folder / "summary.json").is_file():
+        raise RedlineError(f"{folder} is not a finished evaluation (no summary.json): run `redline evaluate --out "
+                           f"{folder}` (a rerun resumes) first")
+    saved = json.loads((folder / "summary.json").read_text())
+    name = label or folder.name
+    against = saved.get("b") or "the original"
+    if only is not None and "iterations" not in saved:
+        raise RedlineError(f"{folder}#{only}: not a folder of iterations (one evaluation of two files)")
+    if "iterations" not in saved:
+        parts = [(None, folder, saved)]
+    else:
+        parts = [(s["iteration"], folder / f"iteration_{s['iteration']}", s) for s in saved["iterations"]]
+        if only is not None:
+            known = [k for k, _, _ in parts]
+            parts = [p for p in parts if p[0] == only]
+            if not parts:
+                raise RedlineError(f"{folder}#{only}: no iteration {only} (it has {', '.join(map(str, known))})")
+    rows = []
+    for k, where, part in parts:
+        judgments = read_judgments(where / "judgments.jsonl")
+        if len(judgments) != part["pairs"]:
+            raise RedlineError(f"{where / 'judgments.jsonl'} holds {len(judgments)} verdicts where summary.json counts "
+                               f"{part['pairs']}: rerun `redline evaluate --out {folder}` to bring them together")
+        summary = summarize(judgments, part.get("bootstrap_resamples", 2000), saved.get("seed", 0))
+        rows.append(TableRow(label=name if k is None or only is not None else f"{name}, iteration {k}",
+                             judge=saved["judge"], a=saved["a"] if k is None else f"{saved['a']}/iteration_{k}.jsonl",
+                             b=against, summary=summary))
+    return rows
+
+
+def evaluate_table(config: TableConfig) -> list[TableRow]:
+    """Read every evaluation named in ``config.runs`` and write OUT/table.md, OUT/table.json and OUT/win_rates.png
+    (each row's win rate with its interval and, where the judge keeps scores, the paired score difference)."""
+    entries = [e for e in (x.strip() for x in config.runs.split(",")) if e]
+    if not entries:
+        raise RedlineError("--runs names no evaluation folder")
+    rows = [row for entry in entries for row in _rows_of(*_parse_table_entry(entry))]
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [f"# {config.title}", "", f"| A | against B | judge | {_HEADS}", f"| --- | --- | --- | {_RULE}"]
+    lines += [f"| {row.label} | {row.b} | {row.judge} | {_cells(row.summary)}" for row in rows]
+    (out / "table.md").write_text("\n".join(lines) + "\n" + REPORT_NOTES.format(
+        resamples=rows[0].summary["bootstrap_resamples"], first="per row in table.json"))
+    (out / "table.json").write_text(json.dumps([asdict(row) for row in rows], indent=2) + "\n")
+    plot_table(rows, out / "win_rates.png", config.title)
+    return rows
+
+
+def plot_table(rows: Sequence[TableRow], path: Path, title: str) -> Path:
+    """One line a row: the win rate with its 95% interval against 50%, and beside it the paired score
+    difference with its interval where the judge keeps scores."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = Counter(r.summary["score"] for r in rows if r.summary.get("score_difference") is not None)
+    kind = kinds.most_common(1)[0][0] if kinds else None  # one scale on an axis: a reward is not a quality
+    panels = 2 if kind else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5 + 3.5 * panels, 1.2 + 0.42 * len(rows)), dpi=120, squeeze=False,
+                             sharey=True)
+    y = np.arange(len(rows))[::-1]
+    judges = sorted({r.judge for r in rows})
+    colors = {j: f"C{i}" for i, j in enumerate(judges)}
+
+    def bars(ax, value_key, ci_key, scale):
+        for yi, r in zip(y, rows):
+            v, ci = r.summary.get(value_key), r.summary.get(ci_key)
+            if v is None or (value_key == "score_difference" and r.summary["score"] != kind):
+                continue
+            err = [[scale * (v - ci[0])], [scale * (ci[1] - v)]] if ci else None
+            ax.errorbar(scale * v, yi, xerr=err, fmt="o", capsize=3, color=colors[r.judge])
+
+    bars(axes[0][0], "win_rate", "ci95", 100)
+    axes[0][0].axvline(50, color="grey", linestyle=":", linewidth=1)
+    axes[0][0].set_xlabel("win rate of A (%), 95% interval")
+    axes[0][0].set_yticks(y, [r.label for r in rows], fontsize=8)
+    if kind:
+        bars(axes[0][1], "score_difference", "score_difference_ci95", 1)
+        axes[0][1].axvline(0, color="grey", linestyle=":", linewidth=1)
+        axes[0][1].set_xlabel(f"{'oracle quality' if kind == 'quality' else 'reward score'}, A − B (paired), 95% interval")
+    handles = [axes[0][0].plot([], [], "o", color=colors[j])[0] for j in judges]
+    fig.legend(handles, [f"judge: {j}" for j in judges], fontsize=7, loc="upper right", ncol=len(judges))
+    fig.suptitle(title, x=0.02, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.savefig(path)
+    plt.close(fig)
+    return path
