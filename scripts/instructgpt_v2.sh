@@ -133,4 +133,8 @@ for run in ppo ppo-ptx ppo-oracle rloo-oracle dpo; do
     $REDLINE evaluate --a $R/test_$run.jsonl --b $R/test_sft.jsonl --judge $judge --out $R/eval_${run}_$name
   done
 done
+# 7. Every arm side by side (judges nothing; rebuilt on every rerun): table.md, table.json, win_rates.png.
+runs=""
+for run in ppo ppo-ptx ppo-oracle rloo-oracle dpo; do for name in oracle reward; do runs+="$R/eval_${run}_$name=$run,"; done; done
+$REDLINE evaluate table --runs "$runs" --title "InstructGPT arms against SFT, 200 test prompts" --out $R/table --overwrite
 stamp done

@@ -115,4 +115,13 @@ for judge in $JUDGES; do name=$(echo $judge | cut -d: -f1)
     $REDLINE evaluate --a $P/dpo_answers.jsonl --b $D/test.jsonl --judge $judge --out $P/eval/dpo-$name
   fi
 done
+
+# 6. Every arm side by side (judges nothing; rebuilt on every rerun): table.md, table.json, win_rates.png.
+runs=""
+for judge in $JUDGES; do name=$(echo $judge | cut -d: -f1)
+  for v in $ARMS; do runs+="$P/eval/improve-$v-$name=PIT $v,"; done
+  runs+="$P/eval/refine-$name=Self-Refine,$P/eval/pit-vs-refine-$name=PIT r01 vs Self-Refine,"
+  [ -f $P/eval/dpo-$name/summary.json ] && runs+="$P/eval/dpo-$name=DPO's answers,"
+done
+$REDLINE evaluate table --runs "$runs" --title "PIT's arms, 200 test answers" --out $P/table --overwrite
 stamp done
