@@ -710,6 +710,19 @@ def _add_simulate(sub) -> None:
     add_settings_arguments(p, ScoreConfig, resumable=False)  # prints its result, writes nothing
     p.set_defaults(func=_simulate_score)
 
+    from redline.simulate.rank import RankConfig
+
+    p = sim.add_parser(
+        "rank", help="the simulated annotators rank any model's responses, several to a prompt, into rankings",
+        description="Group response records by id (else prompt) across the files, let one annotator of the pool rank "
+        "each group from the oracle's quality with its own noise (as `simulate build` does), and write ranking "
+        "records: a reward model then learns on a policy's own answers, as InstructGPT's later comparisons were "
+        "collected on its policies' outputs. Prints what the labels teach (ties, noise, decisive labels right).",
+    )
+    add_settings_arguments(p, RankConfig)
+    add_out(p, help="the rankings file to write (JSONL)")
+    p.set_defaults(func=_simulate_rank)
+
 
 def _simulate_build(args) -> int:
     from redline.simulate.build import BuildConfig, build
@@ -723,6 +736,22 @@ def _simulate_build(args) -> int:
           f"(all instructions met {met['responses'] or 0:.1%}), of revisions {quality['revisions'] or 0:.3f} ({met['revisions'] or 0:.1%})")
     labels = manifest["labels"]
     print(f"{labels['comparisons']} comparisons in the rankings: {labels['labelled_ties_share'] or 0:.1%} labelled ties, "
+          f"{labels['oracle_ties_broken_by_noise_share'] or 0:.1%} oracle ties broken by noise, decisive labels right "
+          f"{labels['decisive_labels_right'] or 0:.1%}")
+    return 0
+
+
+def _simulate_rank(args) -> int:
+    from redline.simulate.rank import RankConfig, rank
+
+    config = configured(RankConfig, args, "simulate rank", file=True)
+    result = rank(config, args.out)
+    labels = result["labels"]
+    dropped = ", ".join(f"{n} {why}" for why, n in result["dropped"].items()) or "none"
+    print(f"wrote {result['rankings']} rankings to {args.out} (responses per ranking: "
+          f"{', '.join(f'{k}: {n}' for k, n in result['responses_per_ranking'].items())}; prompts dropped: {dropped}); "
+          f"mean oracle quality {result['mean_oracle_quality']:.3f}")
+    print(f"{labels['comparisons']} comparisons: {labels['labelled_ties_share'] or 0:.1%} labelled ties, "
           f"{labels['oracle_ties_broken_by_noise_share'] or 0:.1%} oracle ties broken by noise, decisive labels right "
           f"{labels['decisive_labels_right'] or 0:.1%}")
     return 0

@@ -1,0 +1,163 @@
+"""``redline simulate rank``: the simulated annotators rank any model's responses, several to a prompt.
+
+InstructGPT (Ouyang et al. 2022, arXiv 2203.02155, §3.2 and Appendix A.2) collected its comparisons on
+the outputs of the models it was training as well as the first ones, so the reward model keeps judging
+answers like the ones the policy now writes. A reward model trained only on the first policies' answers
+orders a moved policy's answers worse: `models/reward` is 83.5% right on held-out rankings but orders two
+of PPO-ptx's own rollouts as the oracle does in 71.2% of pairs (RESULTS "InstructGPT"). This command puts
+a policy's answers in front of the same annotator pool ``simulate build`` uses, so a reward model can be
+trained on them (``train reward --model models/reward --data THESE`` goes on from the shipped one)::
+
+    redline generate --model runs/ppo_ptx --prompts data/simulated/rankings.jsonl --seed 0 --out s0.jsonl
+    redline generate --model runs/ppo_ptx --prompts data/simulated/rankings.jsonl --seed 100000 --out s1.jsonl
+    redline simulate rank --responses s0.jsonl,s1.jsonl --out runs/ppo_ptx_rankings.jsonl
+
+Steps:
+  1. read the response records of every file (``generate`` writes them; each needs the instructions
+     in ``meta``, as the simulated prompts carry them), and group them by ``id`` (by prompt for records
+     without one) across the files, in the order first seen;
+  2. for each group, one annotator of the pool (chosen by ``--seed`` and the group's key, as ``build``
+     chooses one per prompt) ranks the non-empty responses from their oracle quality with its own noise:
+     jitter, ties within its resolution, neighbouring groups swapped; copies of one text tie;
+  3. write a ``ranking`` record per group (``meta``: the instructions, the annotator, each response's
+     oracle quality and source), and report what the labels teach, as ``build`` does: labelled ties,
+     oracle ties broken by noise, decisive labels right. A group of fewer than two non-empty responses,
+     or whose responses all tie, gives no comparison and is counted, not written.
+
+Deviations from the paper: the labellers are ``simulate.annotators``' noisy oracle, not people; the paper
+ranked 4 to 9 outputs of several models per prompt, here any number from any files.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from redline import RedlineError
+from redline.records import FieldError, Ranking, RecordError, Response, iter_raw, prompt_key, prompt_text, write_records
+from redline.simulate.annotators import make_pool
+from redline.simulate.build import label_figures
+from redline.simulate.instructions import InstructionError, parse_instructions
+from redline.simulate.oracle import check_all
+
+
+@dataclass
+class RankConfig:
+    """`redline simulate rank`: whose responses, who ranks them, where the rankings go."""
+
+    responses: str = field(default="", metadata={"required": True, "help": (
+        "response files (JSONL, as `redline generate` writes), comma-separated: records of one id (else one "
+        "prompt) across them are ranked together")})
+    seed: int = field(default=0, metadata={"help": "chooses each prompt's annotator and its noise"})
+    annotators: int = field(default=5, metadata={"min": 1, "help": "annotators in the pool (simulate build's default)"})
+    noise_scale: float = field(default=1.0, metadata={"min": 0, "help": "their default noise times this (0: noise-free)"})
+
+
+TASK_FIELDS = ("topic", "form", "instructions")  # what a prompt's meta says of its task; the rest was another ranking's
+
+
+@dataclass
+class _Group:
+    key: str  # the records' id, or the prompt's key where they have none
+    prompt: object
+    meta: dict
+    responses: list[str]
+    sources: list[str | None]
+    first: str  # FILE:LINE of its first record
+    has_id: bool = True
+
+
+def read_groups(paths: list[str]) -> list[_Group]:
+    """Step 1: every file's response records, checked (FILE:LINE: FIELD: reason for each bad one), grouped."""
+    groups: dict[str, _Group] = {}
+    errors: list[str] = []
+    n_errors = 0
+    for path in paths:
+        if not Path(path).is_file():
+            raise RedlineError(f"no such response file: {path}")
+        ids: dict[str, int] = {}
+        for number, obj in iter_raw(path):
+            try:
+                if isinstance(obj, FieldError):
+                    raise obj
+                record = Response.from_dict(obj)
+                meta = record.meta or {}
+                if "instructions" not in meta:
+                    raise FieldError("meta.instructions", "missing (the annotators rank by the instructions the prompt carries)")
+                try:
+                    parse_instructions(meta["instructions"])
+                except InstructionError as e:
+                    raise FieldError("meta.instructions", str(e)) from None
+                if record.id is not None:
+                    if record.id in ids:
+                        raise FieldError("id", f"duplicate id {record.id!r} in one file (first on line {ids[record.id]}): "
+                                               "samples of one prompt go in separate files")
+                    ids[record.id] = number
+            except FieldError as e:
+                n_errors += 1
+                if len(errors) < 20:
+                    errors.append(f"{path}:{number}: {e.field}: {e.reason}")
+                continue
+            key = record.id if record.id is not None else prompt_key(record.prompt)
+            group = groups.get(key)
+            if group is None:
+                task = {name: meta[name] for name in TASK_FIELDS if name in meta}
+                groups[key] = _Group(key, record.prompt, task, [record.response], [record.source], f"{path}:{number}",
+                                     has_id=record.id is not None)
+            elif prompt_key(group.prompt) != prompt_key(record.prompt):
+                n_errors += 1
+                if len(errors) < 20:
+                    errors.append(f"{path}:{number}: prompt: differs from the prompt of id {key!r} at {group.first}")
+            else:
+                group.responses.append(record.response)
+                group.sources.append(record.source)
+    if n_errors:
+        raise RecordError(errors, n_errors)
+    if not groups:
+        raise RedlineError(f"no response records in {', '.join(paths)}")
+    return list(groups.values())
+
+
+def rank_groups(groups: list[_Group], config: RankConfig) -> tuple[list[Ranking], Counter]:
+    """Step 2: one annotator per group ranks its non-empty responses; the groups that give no comparison, counted."""
+    pool = make_pool(config.annotators, noise_scale=config.noise_scale)
+    rankings: list[Ranking] = []
+    dropped: Counter = Counter()
+    for group in groups:
+        rng = random.Random(f"redline-simulate-rank:{config.seed}:{group.key}")
+        annotator = pool[rng.randrange(len(pool))]
+        usable = [i for i, text in enumerate(group.responses) if text.strip()]
+        if len(usable) < 2:
+            dropped["fewer than 2 non-empty responses"] += 1
+            continue
+        texts = [group.responses[i] for i in usable]
+        task = {"topic": group.meta.get("topic"), "instructions": group.meta["instructions"]}
+        qualities = [check_all(task, text, prompt_text(group.prompt)).quality for text in texts]
+        ranks = annotator.rank_qualities(qualities, rng, texts=texts)
+        if len(set(ranks)) < 2:
+            dropped["every response tied"] += 1
+            continue
+        rankings.append(Ranking(
+            prompt=group.prompt, responses=texts, ranks=ranks, id=group.key if group.has_id else None,
+            meta={**group.meta, "annotator": annotator.name, "oracle_quality": [round(q, 4) for q in qualities],
+                  "policy": [group.sources[i] for i in usable]}))
+    return rankings, dropped
+
+
+def rank(config: RankConfig, out: str | Path) -> dict:
+    """Steps 1-3: write the rankings to ``out`` (JSONL); return what was written and what the labels teach."""
+    paths = [p.strip() for p in config.responses.split(",") if p.strip()]
+    if not paths:
+        raise RedlineError("--responses names no file")
+    groups = read_groups(paths)
+    rankings, dropped = rank_groups(groups, config)
+    if not rankings:
+        raise RedlineError(f"no prompt of {', '.join(paths)} has two responses the annotators tell apart "
+                           f"({dict(dropped)}): rank several samples of each prompt, from separate files")
+    write_records(out, rankings)
+    sizes = Counter(len(r.responses) for r in rankings)
+    return {"rankings": len(rankings), "responses_per_ranking": dict(sorted(sizes.items())), "dropped": dict(dropped),
+            "labels": label_figures(rankings), "mean_oracle_quality": round(
+                sum(q for r in rankings for q in r.meta["oracle_quality"]) / sum(len(r.responses) for r in rankings), 4)}

@@ -1,0 +1,101 @@
+"""`redline simulate rank`: a policy's responses ranked by the simulated annotators, and a reward model going on from
+another on them; bad input named by file, line and field."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from redline.cli import main
+from redline.records import read_records
+from redline.simulate.instructions import fix_all
+from redline.simulate.oracle import quality
+from redline.simulate.rank import RankConfig, rank
+from redline.simulate.tasks import make_tasks, template_response
+
+
+def _samples(tmp_path, tasks, name, respond):
+    """One response file, one sample a prompt, as `redline generate` writes them (id, prompt, meta, source)."""
+    path = tmp_path / name
+    path.write_text("".join(json.dumps({"id": t.id, "prompt": t.prompt, "response": respond(t), "source": name,
+                                        "meta": {**t.meta(), "annotator": "of another ranking", "edit_of": [None]}}) + "\n"
+                            for t in tasks))
+    return str(path)
+
+
+@pytest.fixture
+def three_files(tmp_path):
+    tasks = make_tasks(12, seed=3)
+    raw = {t.id: template_response(t, random.Random(t.id)) for t in tasks}
+    files = [_samples(tmp_path, tasks, "raw.jsonl", lambda t: raw[t.id]),
+             _samples(tmp_path, tasks, "fixed.jsonl", lambda t: fix_all(t.instructions, raw[t.id], t.topic)),
+             _samples(tmp_path, tasks, "short.jsonl", lambda t: "No.")]
+    return tasks, files
+
+
+def test_noise_free_annotators_rank_by_the_oracle_across_files(three_files, tmp_path, capsys):
+    tasks, files = three_files
+    out = tmp_path / "rankings.jsonl"
+    assert main(["simulate", "rank", "--responses", ",".join(files), "--noise-scale", "0", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    rankings = read_records(out, "ranking")
+    by_id = {t.id: t for t in tasks}
+    assert rankings and all(r.id in by_id for r in rankings)
+    for r in rankings:
+        task = by_id[r.id]
+        assert r.prompt == task.prompt and len(r.responses) == 3
+        assert r.meta["policy"] == ["raw.jsonl", "fixed.jsonl", "short.jsonl"]
+        # Only the task's own meta is kept: the annotator is this one, no field of the ranking the prompt came from.
+        assert r.meta["annotator"].startswith("annotator-") and "edit_of" not in r.meta
+        q = [quality(task.meta(), text, task.prompt) for text in r.responses]
+        assert r.meta["oracle_quality"] == [round(x, 4) for x in q]
+        for i in range(3):
+            for j in range(3):
+                if q[i] > q[j]:
+                    assert r.ranks[i] <= r.ranks[j]  # noise-free: never the worse above the better
+    assert "decisive labels right 100.0%" in printed
+    assert f"wrote {len(rankings)} rankings" in printed
+
+
+def test_a_reward_model_goes_on_from_another_on_a_policys_rankings(three_files, tmp_path):
+    tasks, files = three_files
+    first = tmp_path / "first.jsonl"
+    rank(RankConfig(responses=",".join(files[:2])), first)
+    assert main(["train", "reward", "--data", str(first), "--model", "tiny-random", "--out", str(tmp_path / "rm"),
+                 "--max-steps", "2", "--batch-size", "2", "--eval-split", "0"]) == 0
+    second = tmp_path / "second.jsonl"
+    summary = rank(RankConfig(responses=",".join(files), seed=1), second)
+    assert summary["rankings"] == len(read_records(second, "ranking"))
+    assert main(["train", "reward", "--data", str(second), "--model", str(tmp_path / "rm"), "--out", str(tmp_path / "rm2"),
+                 "--max-steps", "2", "--batch-size", "2", "--eval-split", "0"]) == 0
+    info = json.loads((tmp_path / "rm2" / "redline.json").read_text())
+    assert info["kind"] == "reward" and info["metrics"]["train_comparisons"] > 0
+
+
+def test_bad_response_files_are_named_by_file_line_and_field(three_files, tmp_path):
+    from redline import RedlineError
+    from redline.records import RecordError
+
+    tasks, files = three_files
+    rows = [json.loads(line) for line in open(files[0])]
+    del rows[2]["meta"]["instructions"]
+    rows[4]["id"] = rows[3]["id"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("".join(json.dumps(r) + "\n" for r in rows) + "not json\n")
+    with pytest.raises(RecordError) as e:
+        rank(RankConfig(responses=str(bad)), tmp_path / "r.jsonl")
+    text = str(e.value)
+    assert f"{bad}:3: meta.instructions: missing" in text
+    assert f"{bad}:5: id: duplicate id {rows[3]['id']!r} in one file (first on line 4)" in text
+    assert f"{bad}:13:" in text
+    other = [json.loads(line) for line in open(files[1])]
+    other[0]["prompt"] = "another prompt"
+    moved = tmp_path / "moved.jsonl"
+    moved.write_text("".join(json.dumps(r) + "\n" for r in other))
+    with pytest.raises(RecordError, match=f"{moved}:1: prompt: differs from the prompt of id"):
+        rank(RankConfig(responses=f"{files[0]},{moved}"), tmp_path / "r.jsonl")
+    with pytest.raises(RedlineError, match="no prompt of .* has two responses the annotators tell apart"):
+        rank(RankConfig(responses=files[0]), tmp_path / "r.jsonl")  # one sample a prompt: nothing to compare
+    assert not (tmp_path / "r.jsonl").exists()
