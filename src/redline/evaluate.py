@@ -875,7 +875,7 @@ class TableConfig:
     out: str = field(metadata={"required": True, "result": False, "help": "output folder (table.md, table.json, win_rates.png)"})
     runs: str = field(default="", metadata={"required": True, "help": (
         "output folders of `redline evaluate`, comma-separated, one row each (a folder of iterations: a row per "
-        "iteration); FOLDER=LABEL names the row (default: the folder's name), FOLDER#K keeps iteration K only")})
+        "iteration); FOLDER=LABEL names the row (no comma in it; default: the folder's name), FOLDER#K keeps iteration K only")})
     title: str = field(default="win rates", metadata={"help": "the plot's title"})
 
 
