@@ -330,7 +330,27 @@ def test_a_table_names_what_it_cannot_read(response_files, tmp_path):
                             bootstrap=50, progress=False))
     with pytest.raises(RedlineError, match=r"curve#5: no iteration 5 \(it has 1, 2\)"):
         evaluate_table(TableConfig(out=str(tmp_path / "t"), runs=f"{tmp_path / 'curve'}#5"))
+    evaluate_rankings_folder = tmp_path / "rm-eval"
+    evaluate_rankings_folder.mkdir()
+    (evaluate_rankings_folder / "summary.json").write_text(json.dumps({"model": "m", "eval_accuracy": 0.8}))
+    with pytest.raises(RedlineError, match=r"rm-eval/summary.json: not a summary of `redline evaluate`"):
+        evaluate_table(TableConfig(out=str(tmp_path / "t"), runs=str(evaluate_rankings_folder)))
     judgments = tmp_path / "curve" / "iteration_1" / "judgments.jsonl"
     judgments.write_text("".join(judgments.read_text().splitlines(keepends=True)[:-1]))
-    with pytest.raises(RedlineError, match="holds 7 verdicts where summary.json counts 8"):
+    with pytest.raises(RedlineError, match="holds 7 verdicts where its summary.json counts 8: the file was cut"):
         evaluate_table(TableConfig(out=str(tmp_path / "t"), runs=str(tmp_path / "curve")))
+
+
+def test_a_table_keeps_a_smaller_limits_numbers_and_names_an_unlabelled_iteration(response_files, tmp_path, capsys):
+    from redline.evaluate import TableConfig, evaluate_table
+
+    a, b, tasks = response_files
+    evaluate(EvaluateConfig(a=a, b=b, judge="oracle", out=str(tmp_path / "e"), bootstrap=50, progress=False))
+    limited = evaluate(EvaluateConfig(a=a, b=b, judge="oracle", out=str(tmp_path / "e"), bootstrap=50, progress=False, limit=4))
+    assert limited["pairs"] == 4 and len(read_judgments(tmp_path / "e" / "judgments.jsonl")) == 8
+    evaluate(EvaluateConfig(a=str(_iteration_folder(tmp_path, tasks)), judge="oracle", out=str(tmp_path / "curve"),
+                            bootstrap=50, progress=False))
+    rows = evaluate_table(TableConfig(out=str(tmp_path / "t"), runs=f"{tmp_path / 'e'},{tmp_path / 'curve'}#2"))
+    assert rows[0].summary["pairs"] == 4 and rows[0].summary["win_rate"] == limited["win_rate"]
+    assert "8 verdicts, 4 summarised (a smaller --limit)" in capsys.readouterr().err
+    assert rows[1].label == "curve, iteration 2"

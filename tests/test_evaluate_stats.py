@@ -139,3 +139,21 @@ def test_summary_position_numbers():
     assert s["first_shown_win_rate"] == pytest.approx(2 / 3)
     assert s["position_consistency"] is None
     assert s["mean_words_a"] == 2 and s["mean_words_b"] == 1
+
+
+def test_score_difference_reads_the_scores_in_the_order_shown():
+    from redline.evaluate import score_difference
+
+    # A reward judge's scores as shown: ab -> [A, B]; ba -> [B, A]. A: 2, 1, 3; B: 0, 2, 1 -> means 2 and 1, A - B 1.
+    shown = [_j("a", "ab", meta={"scores": [2.0, 0.0]}), _j("a", "ba", meta={"scores": [2.0, 1.0]}),
+             _j("a", "ab", meta={"scores": [3.0, 1.0]})]
+    s = score_difference(shown, resamples=200)
+    assert s["score"] == "scores" and s["mean_score_a"] == 2.0 and s["mean_score_b"] == 1.0
+    assert s["score_difference"] == 1.0
+    low, high = s["score_difference_ci95"]
+    assert -1.0 <= low <= 1.0 <= high <= 2.0  # the per-pair differences are 2, -1, 2
+    oracle = summarize([_j("b", "ba", meta={"quality": [1.0, 0.5]}), _j("tie", "ab", meta={"quality": [0.0, 0.0]})], 100)
+    assert (oracle["score"], oracle["mean_score_a"], oracle["mean_score_b"]) == ("quality", 0.25, 0.5)
+    # A judgment that keeps no score (an LLM judge asked both orders) leaves the difference out altogether.
+    assert score_difference(shown + [_j("a", "both", meta={"orders": {"ab": "a", "ba": "a"}})]) == {}
+    assert "score_difference" not in summarize([_j("a")], 100)

@@ -54,7 +54,7 @@ def test_noise_free_annotators_rank_by_the_oracle_across_files(three_files, tmp_
         for i in range(3):
             for j in range(3):
                 if q[i] > q[j]:
-                    assert r.ranks[i] <= r.ranks[j]  # noise-free: never the worse above the better
+                    assert r.ranks[i] < r.ranks[j]  # noise-free: the better always above the worse
     assert "decisive labels right 100.0%" in printed
     assert f"wrote {len(rankings)} rankings" in printed
 
@@ -95,6 +95,11 @@ def test_bad_response_files_are_named_by_file_line_and_field(three_files, tmp_pa
     moved = tmp_path / "moved.jsonl"
     moved.write_text("".join(json.dumps(r) + "\n" for r in other))
     with pytest.raises(RecordError, match=f"{moved}:1: prompt: differs from the prompt of id"):
+        rank(RankConfig(responses=f"{files[0]},{moved}"), tmp_path / "r.jsonl")
+    other = [json.loads(line) for line in open(files[1])]
+    other[1]["meta"]["instructions"] = other[0]["meta"]["instructions"]
+    moved.write_text("".join(json.dumps(r) + "\n" for r in other))
+    with pytest.raises(RecordError, match=f"{moved}:2: meta.instructions: another task than the one of id"):
         rank(RankConfig(responses=f"{files[0]},{moved}"), tmp_path / "r.jsonl")
     with pytest.raises(RedlineError, match="no prompt of .* has two responses the annotators tell apart"):
         rank(RankConfig(responses=files[0]), tmp_path / "r.jsonl")  # one sample a prompt: nothing to compare

@@ -750,7 +750,7 @@ def _simulate_rank(args) -> int:
     dropped = ", ".join(f"{n} {why}" for why, n in result["dropped"].items()) or "none"
     print(f"wrote {result['rankings']} rankings to {args.out} (responses per ranking: "
           f"{', '.join(f'{k}: {n}' for k, n in result['responses_per_ranking'].items())}; prompts dropped: {dropped}); "
-          f"mean oracle quality {result['mean_oracle_quality']:.3f}")
+          f"mean oracle quality of the ranked responses {result['mean_oracle_quality_ranked']:.3f}")
     print(f"{labels['comparisons']} comparisons: {labels['labelled_ties_share'] or 0:.1%} labelled ties, "
           f"{labels['oracle_ties_broken_by_noise_share'] or 0:.1%} oracle ties broken by noise, decisive labels right "
           f"{labels['decisive_labels_right'] or 0:.1%}")

@@ -498,7 +498,8 @@ def _ci(ci) -> str:
 
 
 def _score_cell(s: dict[str, Any]) -> str:
-    """The judge's mean scores and their paired difference: ``0.287 → 0.341, +0.054 [+0.017, +0.093]``."""
+    """The mean scores and their paired difference: ``0.287 → 0.341, +0.054 [+0.017, +0.093]``. (A noisy oracle
+    judge keeps the oracle's own quality, not what its annotator perceived.)"""
     if s.get("score_difference") is None:
         return "–"
     ci = s.get("score_difference_ci95")
@@ -519,7 +520,7 @@ def table_row(label: str, s: dict[str, Any]) -> str:
 
 
 _HEADS = ("A wins | ties | B wins | invalid | win rate of A | 95% CI | LC win rate | position consistency | words A / B "
-          "| judge's score B → A, A − B [95% CI] |")
+          "| score (oracle quality or reward) B → A, A − B [95% CI] |")
 _RULE = "---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- | --- |"
 TABLE_HEAD = f"| | {_HEADS}\n| --- | {_RULE}"
 
@@ -875,7 +876,8 @@ class TableConfig:
     out: str = field(metadata={"required": True, "result": False, "help": "output folder (table.md, table.json, win_rates.png)"})
     runs: str = field(default="", metadata={"required": True, "help": (
         "output folders of `redline evaluate`, comma-separated, one row each (a folder of iterations: a row per "
-        "iteration); FOLDER=LABEL names the row (no comma in it; default: the folder's name), FOLDER#K keeps iteration K only")})
+        "iteration); FOLDER=LABEL names the row (no comma in it; default: the folder's name), FOLDER#K keeps iteration "
+        "K only (a folder whose own name holds = or # is read as it is)")})
     title: str = field(default="win rates", metadata={"help": "the plot's title"})
 
 
@@ -889,6 +891,8 @@ class TableRow:
 
 
 def _parse_table_entry(entry: str) -> tuple[Path, int | None, str | None]:
+    if Path(entry).is_dir():  # a folder whose name holds = or #
+        return Path(entry), None, None
     spec, _, label = entry.partition("=")
     folder, _, k = spec.partition("#")
     if k and not k.isdigit():
@@ -903,6 +907,9 @@ def _rows_of(folder: Path, only: int | None, label: str | None) -> list[TableRow
         raise RedlineError(f"{folder} is not a finished evaluation (no summary.json): run `redline evaluate --out "
                            f"{folder}` (a rerun resumes) first")
     saved = json.loads((folder / "summary.json").read_text())
+    if not isinstance(saved, dict) or "judge" not in saved or not ("pairs" in saved or "iterations" in saved):
+        raise RedlineError(f"{folder / 'summary.json'}: not a summary of `redline evaluate` (no judge and pairs): "
+                           "only its output folders go in a table")
     name = label or folder.name
     against = saved.get("b") or "the original"
     if only is not None and "iterations" not in saved:
@@ -919,11 +926,16 @@ def _rows_of(folder: Path, only: int | None, label: str | None) -> list[TableRow
     rows = []
     for k, where, part in parts:
         judgments = read_judgments(where / "judgments.jsonl")
-        if len(judgments) != part["pairs"]:
-            raise RedlineError(f"{where / 'judgments.jsonl'} holds {len(judgments)} verdicts where summary.json counts "
-                               f"{part['pairs']}: rerun `redline evaluate --out {folder}` to bring them together")
-        summary = summarize(judgments, part.get("bootstrap_resamples", 2000), saved.get("seed", 0))
-        rows.append(TableRow(label=name if k is None or only is not None else f"{name}, iteration {k}",
+        if len(judgments) < part["pairs"]:
+            raise RedlineError(f"{where / 'judgments.jsonl'} holds {len(judgments)} verdicts where its summary.json counts "
+                               f"{part['pairs']}: the file was cut or edited after the evaluation; rerun it into a new folder")
+        if len(judgments) == part["pairs"]:
+            summary = summarize(judgments, part.get("bootstrap_resamples", 2000), saved.get("seed", 0))
+        else:  # a rerun with a smaller --limit summarised the first pairs and kept the other verdicts: its numbers as saved
+            summary = part
+            print(f"redline: {where}: {len(judgments)} verdicts, {part['pairs']} summarised (a smaller --limit): "
+                  "its summary.json's numbers as they are", file=sys.stderr)
+        rows.append(TableRow(label=(label if label and only is not None else name if k is None else f"{name}, iteration {k}"),
                              judge=saved["judge"], a=saved["a"] if k is None else f"{saved['a']}/iteration_{k}.jsonl",
                              b=against, summary=summary))
     return rows
@@ -940,34 +952,33 @@ def evaluate_table(config: TableConfig) -> list[TableRow]:
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"# {config.title}", "", f"| A | against B | judge | {_HEADS}", f"| --- | --- | --- | {_RULE}"]
     lines += [f"| {row.label} | {row.b} | {row.judge} | {_cells(row.summary)}" for row in rows]
+    resamples = {row.summary.get("bootstrap_resamples") for row in rows}
     (out / "table.md").write_text("\n".join(lines) + "\n" + REPORT_NOTES.format(
-        resamples=rows[0].summary["bootstrap_resamples"], first="per row in table.json"))
+        resamples=resamples.pop() if len(resamples) == 1 else "each row's own number of", first="per row in table.json"))
     (out / "table.json").write_text(json.dumps([asdict(row) for row in rows], indent=2) + "\n")
     plot_table(rows, out / "win_rates.png", config.title)
     return rows
 
 
 def plot_table(rows: Sequence[TableRow], path: Path, title: str) -> Path:
-    """One line a row: the win rate with its 95% interval against 50%, and beside it the paired score
-    difference with its interval where the judge keeps scores."""
+    """One line a row: the win rate with its 95% interval against 50%, and beside it, a panel per kind of score
+    (the oracle's quality, a reward model's score: one scale an axis), the paired score difference with its interval."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    kinds = Counter(r.summary["score"] for r in rows if r.summary.get("score_difference") is not None)
-    kind = kinds.most_common(1)[0][0] if kinds else None  # one scale on an axis: a reward is not a quality
-    panels = 2 if kind else 1
-    fig, axes = plt.subplots(1, panels, figsize=(5 + 3.5 * panels, 1.2 + 0.42 * len(rows)), dpi=120, squeeze=False,
-                             sharey=True)
+    kinds = [k for k in SCORE_DETAILS if any(r.summary.get("score") == k for r in rows)]
+    fig, axes = plt.subplots(1, 1 + len(kinds), figsize=(5 + 3.5 * (1 + len(kinds)), 1.2 + 0.42 * len(rows)), dpi=120,
+                             squeeze=False, sharey=True)
     y = np.arange(len(rows))[::-1]
     judges = sorted({r.judge for r in rows})
     colors = {j: f"C{i}" for i, j in enumerate(judges)}
 
-    def bars(ax, value_key, ci_key, scale):
+    def bars(ax, value_key, ci_key, scale, kind=None):
         for yi, r in zip(y, rows):
             v, ci = r.summary.get(value_key), r.summary.get(ci_key)
-            if v is None or (value_key == "score_difference" and r.summary["score"] != kind):
+            if v is None or (kind is not None and r.summary.get("score") != kind):
                 continue
             err = [[scale * (v - ci[0])], [scale * (ci[1] - v)]] if ci else None
             ax.errorbar(scale * v, yi, xerr=err, fmt="o", capsize=3, color=colors[r.judge])
@@ -976,10 +987,10 @@ def plot_table(rows: Sequence[TableRow], path: Path, title: str) -> Path:
     axes[0][0].axvline(50, color="grey", linestyle=":", linewidth=1)
     axes[0][0].set_xlabel("win rate of A (%), 95% interval")
     axes[0][0].set_yticks(y, [r.label for r in rows], fontsize=8)
-    if kind:
-        bars(axes[0][1], "score_difference", "score_difference_ci95", 1)
-        axes[0][1].axvline(0, color="grey", linestyle=":", linewidth=1)
-        axes[0][1].set_xlabel(f"{'oracle quality' if kind == 'quality' else 'reward score'}, A − B (paired), 95% interval")
+    for ax, kind in zip(axes[0][1:], kinds):
+        bars(ax, "score_difference", "score_difference_ci95", 1, kind)
+        ax.axvline(0, color="grey", linestyle=":", linewidth=1)
+        ax.set_xlabel(f"{'oracle quality' if kind == 'quality' else 'reward-model score'}, A − B (paired), 95% interval")
     handles = [axes[0][0].plot([], [], "o", color=colors[j])[0] for j in judges]
     fig.legend(handles, [f"judge: {j}" for j in judges], fontsize=7, loc="upper right", ncol=len(judges))
     fig.suptitle(title, x=0.02, ha="left")

@@ -110,6 +110,10 @@ def read_groups(paths: list[str]) -> list[_Group]:
                 n_errors += 1
                 if len(errors) < 20:
                     errors.append(f"{path}:{number}: prompt: differs from the prompt of id {key!r} at {group.first}")
+            elif any(meta.get(name) != group.meta.get(name) for name in TASK_FIELDS):
+                n_errors += 1
+                if len(errors) < 20:
+                    errors.append(f"{path}:{number}: meta.instructions: another task than the one of id {key!r} at {group.first}")
             else:
                 group.responses.append(record.response)
                 group.sources.append(record.source)
@@ -159,5 +163,5 @@ def rank(config: RankConfig, out: str | Path) -> dict:
     write_records(out, rankings)
     sizes = Counter(len(r.responses) for r in rankings)
     return {"rankings": len(rankings), "responses_per_ranking": dict(sorted(sizes.items())), "dropped": dict(dropped),
-            "labels": label_figures(rankings), "mean_oracle_quality": round(
+            "labels": label_figures(rankings), "mean_oracle_quality_ranked": round(  # of the responses ranked, not dropped
                 sum(q for r in rankings for q in r.meta["oracle_quality"]) / sum(len(r.responses) for r in rankings), 4)}
