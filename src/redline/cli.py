@@ -598,11 +598,10 @@ def _evaluate_agreement(args) -> int:
 
 
 def _evaluate_table(args) -> int:
-    from redline.evaluate import TableConfig, evaluate_table
+    from redline.evaluate import TableConfig, evaluate_table, table_lines
 
     config = configured(TableConfig, args, "evaluate table")
-    evaluate_table(config)
-    print((Path(config.out) / "table.md").read_text().split("\n\nWin rate =")[0])
+    print("\n".join(table_lines(evaluate_table(config), config.title)))
     print(f"\nwrote {config.out}/table.md, table.json and win_rates.png", file=sys.stderr)
     return 0
 
@@ -734,11 +733,15 @@ def _simulate_build(args) -> int:
         print(f"wrote {counts[name]} records to {args.out / (name + '.jsonl')}")
     print(f"annotator agreement {manifest['agreement']['mean']:.3f}; oracle quality of responses {quality['responses'] or 0:.3f} "
           f"(all instructions met {met['responses'] or 0:.1%}), of revisions {quality['revisions'] or 0:.3f} ({met['revisions'] or 0:.1%})")
-    labels = manifest["labels"]
-    print(f"{labels['comparisons']} comparisons in the rankings: {labels['labelled_ties_share'] or 0:.1%} labelled ties, "
-          f"{labels['oracle_ties_broken_by_noise_share'] or 0:.1%} oracle ties broken by noise, decisive labels right "
-          f"{labels['decisive_labels_right'] or 0:.1%}")
+    print(_labels_line(manifest["labels"], "comparisons in the rankings"))
     return 0
+
+
+def _labels_line(labels: dict, what: str) -> str:
+    """What a rankings file's labels teach (``simulate.build.label_figures``), in one line."""
+    return (f"{labels['comparisons']} {what}: {labels['labelled_ties_share'] or 0:.1%} labelled ties, "
+            f"{labels['oracle_ties_broken_by_noise_share'] or 0:.1%} oracle ties broken by noise, decisive labels right "
+            f"{labels['decisive_labels_right'] or 0:.1%}")
 
 
 def _simulate_rank(args) -> int:
@@ -746,14 +749,11 @@ def _simulate_rank(args) -> int:
 
     config = configured(RankConfig, args, "simulate rank", file=True)
     result = rank(config, args.out)
-    labels = result["labels"]
     dropped = ", ".join(f"{n} {why}" for why, n in result["dropped"].items()) or "none"
     print(f"wrote {result['rankings']} rankings to {args.out} (responses per ranking: "
           f"{', '.join(f'{k}: {n}' for k, n in result['responses_per_ranking'].items())}; prompts dropped: {dropped}); "
           f"mean oracle quality of the ranked responses {result['mean_oracle_quality_ranked']:.3f}")
-    print(f"{labels['comparisons']} comparisons: {labels['labelled_ties_share'] or 0:.1%} labelled ties, "
-          f"{labels['oracle_ties_broken_by_noise_share'] or 0:.1%} oracle ties broken by noise, decisive labels right "
-          f"{labels['decisive_labels_right'] or 0:.1%}")
+    print(_labels_line(result["labels"], "comparisons"))
     return 0
 
 

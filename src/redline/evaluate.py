@@ -950,14 +950,18 @@ def evaluate_table(config: TableConfig) -> list[TableRow]:
     rows = [row for entry in entries for row in _rows_of(*_parse_table_entry(entry))]
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    lines = [f"# {config.title}", "", f"| A | against B | judge | {_HEADS}", f"| --- | --- | --- | {_RULE}"]
-    lines += [f"| {row.label} | {row.b} | {row.judge} | {_cells(row.summary)}" for row in rows]
     resamples = {row.summary.get("bootstrap_resamples") for row in rows}
-    (out / "table.md").write_text("\n".join(lines) + "\n" + REPORT_NOTES.format(
+    (out / "table.md").write_text("\n".join(table_lines(rows, config.title)) + "\n" + REPORT_NOTES.format(
         resamples=resamples.pop() if len(resamples) == 1 else "each row's own number of", first="per row in table.json"))
     (out / "table.json").write_text(json.dumps([asdict(row) for row in rows], indent=2) + "\n")
     plot_table(rows, out / "win_rates.png", config.title)
     return rows
+
+
+def table_lines(rows: Sequence[TableRow], title: str) -> list[str]:
+    """The table of ``evaluate table`` in markdown: a title, then a row an evaluation (or iteration)."""
+    return [f"# {title}", "", f"| A | against B | judge | {_HEADS}", f"| --- | --- | --- | {_RULE}",
+            *(f"| {row.label} | {row.b} | {row.judge} | {_cells(row.summary)}" for row in rows)]
 
 
 def plot_table(rows: Sequence[TableRow], path: Path, title: str) -> Path:

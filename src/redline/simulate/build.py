@@ -691,6 +691,18 @@ class ScoreConfig:
     field: str = field(default="response", metadata={"help": "field to score: response, revision, chosen, responses..."})
 
 
+def record_task(meta) -> dict:
+    """The task a record's ``meta`` carries, as ``check_all`` takes it (topic, parsed instructions); a
+    ``FieldError`` on ``meta.instructions`` when it has none or they do not parse."""
+    if not isinstance(meta, dict) or "instructions" not in meta:
+        raise FieldError("meta.instructions", "missing (only records that carry their instructions can be scored)")
+    try:
+        instructions = parse_instructions(meta["instructions"])
+    except InstructionError as e:
+        raise FieldError("meta.instructions", str(e)) from None
+    return {"topic": meta.get("topic"), "instructions": [i.to_dict() for i in instructions]}
+
+
 def score_file(path: str | Path, field: str = "response", limit: int | None = None, skip_invalid: bool = False) -> dict:
     """Score the ``field`` of every record that carries its instructions in ``meta``.
 
@@ -711,13 +723,7 @@ def score_file(path: str | Path, field: str = "response", limit: int | None = No
                 raise obj
             if not isinstance(obj, dict):
                 raise FieldError("<record>", f"expected a JSON object, got {type(obj).__name__}")
-            meta = obj.get("meta")
-            if not isinstance(meta, dict) or "instructions" not in meta:
-                raise FieldError("meta.instructions", "missing (only records that carry their instructions can be scored)")
-            try:
-                instructions = parse_instructions(meta["instructions"])
-            except InstructionError as e:
-                raise FieldError("meta.instructions", str(e)) from None
+            task = record_task(obj.get("meta"))
             value = obj.get(field)
             if field not in obj:
                 raise FieldError(field, "missing")
@@ -732,7 +738,6 @@ def score_file(path: str | Path, field: str = "response", limit: int | None = No
                 errors.append(f"{path}:{number}: {e.field}: {e.reason}")
             continue
         n_records += 1
-        task = {"topic": meta.get("topic"), "instructions": [i.to_dict() for i in instructions]}
         for text in texts:
             report = check_all(task, text, prompt)
             qualities.append(report.quality)

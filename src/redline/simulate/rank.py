@@ -38,8 +38,7 @@ from pathlib import Path
 from redline import RedlineError
 from redline.records import FieldError, Ranking, RecordError, Response, iter_raw, prompt_key, prompt_text, write_records
 from redline.simulate.annotators import make_pool
-from redline.simulate.build import label_figures
-from redline.simulate.instructions import InstructionError, parse_instructions
+from redline.simulate.build import label_figures, record_task
 from redline.simulate.oracle import check_all
 
 
@@ -62,7 +61,8 @@ TASK_FIELDS = ("topic", "form", "instructions")  # what a prompt's meta says of 
 class _Group:
     key: str  # the records' id, or the prompt's key where they have none
     prompt: object
-    meta: dict
+    meta: dict  # the task's fields of the first record's meta, written into the ranking
+    task: dict  # the same, as check_all takes it
     responses: list[str]
     sources: list[str | None]
     first: str  # FILE:LINE of its first record
@@ -84,12 +84,7 @@ def read_groups(paths: list[str]) -> list[_Group]:
                     raise obj
                 record = Response.from_dict(obj)
                 meta = record.meta or {}
-                if "instructions" not in meta:
-                    raise FieldError("meta.instructions", "missing (the annotators rank by the instructions the prompt carries)")
-                try:
-                    parse_instructions(meta["instructions"])
-                except InstructionError as e:
-                    raise FieldError("meta.instructions", str(e)) from None
+                task = record_task(meta)  # the annotators rank by the instructions the prompt carries
                 if record.id is not None:
                     if record.id in ids:
                         raise FieldError("id", f"duplicate id {record.id!r} in one file (first on line {ids[record.id]}): "
@@ -103,9 +98,8 @@ def read_groups(paths: list[str]) -> list[_Group]:
             key = record.id if record.id is not None else prompt_key(record.prompt)
             group = groups.get(key)
             if group is None:
-                task = {name: meta[name] for name in TASK_FIELDS if name in meta}
-                groups[key] = _Group(key, record.prompt, task, [record.response], [record.source], f"{path}:{number}",
-                                     has_id=record.id is not None)
+                groups[key] = _Group(key, record.prompt, {name: meta[name] for name in TASK_FIELDS if name in meta}, task,
+                                     [record.response], [record.source], f"{path}:{number}", has_id=record.id is not None)
             elif prompt_key(group.prompt) != prompt_key(record.prompt):
                 n_errors += 1
                 if len(errors) < 20:
@@ -137,8 +131,7 @@ def rank_groups(groups: list[_Group], config: RankConfig) -> tuple[list[Ranking]
             dropped["fewer than 2 non-empty responses"] += 1
             continue
         texts = [group.responses[i] for i in usable]
-        task = {"topic": group.meta.get("topic"), "instructions": group.meta["instructions"]}
-        qualities = [check_all(task, text, prompt_text(group.prompt)).quality for text in texts]
+        qualities = [check_all(group.task, text, prompt_text(group.prompt)).quality for text in texts]
         ranks = annotator.rank_qualities(qualities, rng, texts=texts)
         if len(set(ranks)) < 2:
             dropped["every response tied"] += 1
