@@ -101,6 +101,20 @@ def test_train_reward_cli(jsonl, tmp_path, capsys):
     assert {k: again[k] for k in m if k.startswith("eval_")} == {k: v for k, v in m.items() if k.startswith("eval_")}
     assert again["prompts"] == 6 and again["max_length"] == json.loads((run / "train_config.json").read_text())["max_length"]
     assert capsys.readouterr().out.startswith(f"held-out: {m['eval_accuracy']:.1%}")
+    scored = [json.loads(line) for line in (tmp_path / "ev" / "scores.jsonl").read_text().splitlines()]
+    assert len(scored) == again["rankings"] and all(len(r["scores"]) == len(r["responses"]) for r in scored)
+    # --against: a second model on the very same texts, and the paired difference (here the model itself: 0).
+    assert main(["evaluate", "rankings", "--model", str(run), "--against", str(run), "--data", str(data),
+                 "--held-out-of", str(run), "--out", str(tmp_path / "vs")]) == 0
+    vs = json.loads((tmp_path / "vs" / "summary.json").read_text())
+    assert vs["against"]["eval_accuracy"] == vs["eval_accuracy"] == m["eval_accuracy"]
+    assert vs["eval_accuracy_difference"] == 0.0 and vs["eval_accuracy_difference_ci95"] == [0.0, 0.0]
+    assert f"{run} minus {run}: +0.0 points [+0.0, +0.0] on the labels' decisive comparisons" in capsys.readouterr().out
+    assert all(r["against_scores"] == r["scores"] for r in
+               map(json.loads, (tmp_path / "vs" / "scores.jsonl").read_text().splitlines()))
+    assert main(["evaluate", "rankings", "--model", str(run), "--against", str(data), "--data", str(data),
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert "--against" in capsys.readouterr().err and not (tmp_path / "bad" / "summary.json").exists()
     assert main(["evaluate", "rankings", "--model", str(run), "--data", str(data), "--out", str(tmp_path / "all")]) == 0
     assert json.loads((tmp_path / "all" / "summary.json").read_text())["eval_comparisons"] == 24 * 3  # every prompt
     assert capsys.readouterr().out.startswith(f"on all 24 prompts of {data} (not only held-out ones): ")
@@ -174,6 +188,25 @@ def test_held_out_accuracy_counts_ties_and_sets_each_figure_beside_its_ceiling()
                                                              "eval_accuracy_ci95"}
     low, high = m["eval_accuracy_ci95"]
     assert 0 <= low < m["eval_accuracy"] < high <= 1 and m["eval_oracle_accuracy_ci95"] == [1.0, 1.0]
+
+
+def test_two_models_differ_pair_by_pair_with_a_paired_interval():
+    """The hand-made set scored by a second model that gets p1's two label-decisive pairs wrong and p2's flipped
+    label right: 2.5 - 1.5 of 4 on the labels (+0.25), 3 - 0 of 3 against the oracle (+1.0, in every resample)."""
+    from redline.train.reward import accuracy_difference, comparison_accuracy
+
+    other = [[0.0, 1.0, 2.0], [1.0, 0.0], [3.0, 3.0]]
+    assert comparison_accuracy(HAND_MADE, other)["eval_accuracy"] == 0.375
+    d = accuracy_difference(HAND_MADE, HAND_MADE_SCORES, other)
+    assert d["eval_accuracy_difference"] == 0.25 and d["eval_oracle_accuracy_difference"] == 1.0
+    low, high = d["eval_accuracy_difference_ci95"]
+    assert -1.0 <= low < 0.25 < high <= 1.0  # p2 alone gives -1, p1 alone +1
+    assert d["eval_oracle_accuracy_difference_ci95"] == [1.0, 1.0]
+    same = accuracy_difference(HAND_MADE, HAND_MADE_SCORES, HAND_MADE_SCORES)
+    assert same["eval_accuracy_difference"] == 0.0 and same["eval_accuracy_difference_ci95"] == [0.0, 0.0]
+    plain = [Ranking(prompt="q", responses=["a", "b"], ranks=[0, 1])]  # no oracle: the label figure only
+    assert accuracy_difference(plain, [[1.0, 0.0]], [[0.0, 1.0]]) == {"eval_accuracy_difference": 1.0,
+                                                                      "eval_accuracy_difference_ci95": [1.0, 1.0]}
 
 
 def test_the_interval_resamples_prompts_not_comparisons():

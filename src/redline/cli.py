@@ -319,6 +319,20 @@ def accuracy_summary(m: dict, lead: str | None = None, scope: str = "held-out") 
     return line
 
 
+def difference_summary(m: dict, model: str, against: str) -> str:
+    """One line: ``accuracy_difference``'s figures, in points, with their paired intervals."""
+    points = lambda x: f"{100 * x:+.1f}"
+    parts = []
+    for key, what in (("eval_accuracy_difference", "on the labels' decisive comparisons"),
+                      ("eval_oracle_accuracy_difference", "against the oracle")):
+        if m.get(key) is not None:
+            low, high = m[f"{key}_ci95"]
+            parts.append(f"{points(m[key])} points [{points(low)}, {points(high)}] {what}")
+    if not parts:
+        return f"{model} minus {against}: no decisive comparison to tell them apart"
+    return f"{model} minus {against}: {'; '.join(parts)} (paired over the same prompts)"
+
+
 def gap_accuracy_summary(m: dict) -> str:
     """``accuracy_summary`` for the reward-gap model, led by its preference accuracy r_gap(w,l) > r_gap(l,w)."""
     if not m.get("eval_pairs"):
@@ -613,7 +627,10 @@ def _evaluate_rankings(args) -> int:
     summary = evaluate_rankings(config)
     scope = "held-out" if config.held_out_of else f"on all {summary['prompts']} prompts of {config.data} (not only held-out ones)"
     print(accuracy_summary(summary, scope=scope))
-    print(f"wrote {config.out}/summary.json", file=sys.stderr)
+    if config.against:
+        print(accuracy_summary(summary["against"], scope=f"--against {config.against}"))
+        print(difference_summary(summary, config.model, config.against))
+    print(f"wrote {config.out}/summary.json and scores.jsonl", file=sys.stderr)
     return 0
 
 

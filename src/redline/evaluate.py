@@ -83,6 +83,7 @@ from redline.records import (
     read_jsonl_prefix,
     read_records,
     read_reports,
+    write_records,
 )
 
 SCORE = {"a": 1.0, "tie": 0.5, "b": 0.0}  # the win of A; invalid has no score
@@ -816,6 +817,8 @@ class RankingsEvalConfig:
         "the prompts it held out (its --eval-split and --seed), at its --max-length"})
     max_length: int | None = field(default=None, metadata={"min": 8, "help": "tokens a scored text keeps (its end; "
         "default: the length a redline run trained at, 2048 for other models); --held-out-of takes that run's"})
+    against: str | None = field(default=None, metadata={"help": "a second reward model scored on the same texts: its "
+        "figures, and the difference (--model minus this) with a paired interval over prompts"})
     limit: int | None = field(default=None, metadata={"min": 1, "result": False, "help": "the first N records"})
     skip_invalid: bool = field(default=False, metadata={"result": False, "help": "skip bad records instead of stopping"})
 
@@ -823,13 +826,17 @@ class RankingsEvalConfig:
 def evaluate_rankings(config: RankingsEvalConfig) -> dict[str, Any]:
     """Score every response of every ranking and count how often the model orders a decisive pair
     as the labels do, each figure beside its ceiling, with intervals over prompts
-    (``train.reward.comparison_accuracy``: what `train reward` reports on its held-out prompts).
-    Writes OUT/summary.json."""
+    (``train.reward.comparison_accuracy``: what `train reward` reports on its held-out prompts); with
+    ``against``, a second model's figures on the same texts and the paired difference
+    (``train.reward.accuracy_difference``). Writes OUT/summary.json, and OUT/scores.jsonl: each ranking with
+    its responses' scores (``against_scores`` too), to read beside the figures."""
     from redline.judges.reward import RewardJudge
     from redline.models import check_reward_model, run_info
-    from redline.train.reward import comparison_accuracy, read_comparisons, split_by_prompt
+    from redline.train.reward import accuracy_difference, comparison_accuracy, read_comparisons, split_by_prompt
 
     check_reward_model(config.model, "--model")
+    if config.against:
+        check_reward_model(config.against, "--against")
     max_length, rankings = config.max_length, read_comparisons(config.data, limit=config.limit,
                                                                skip_invalid=config.skip_invalid)
     if config.held_out_of:
@@ -850,18 +857,41 @@ def evaluate_rankings(config: RankingsEvalConfig) -> dict[str, Any]:
         max_length = trained["max_length"]
     if not rankings:
         raise RedlineError(f"{config.data}: no ranking to score")
-    judge = RewardJudge(config.model, max_length=max_length)
-    judge.check()
-    scores = judge.score([(r.prompt, y) for r in rankings for y in r.responses])
-    per_ranking, start = [], 0
-    for r in rankings:
-        per_ranking.append(scores[start:start + len(r.responses)])
-        start += len(r.responses)
+
+    def scored(model: str) -> tuple[list[list[float]], int]:  # each ranking's scores, and the length they were read at
+        from tqdm import tqdm
+
+        judge = RewardJudge(model, max_length=max_length)
+        judge.check()
+        per_ranking = []
+        with tqdm(total=sum(len(r.responses) for r in rankings), desc=f"scoring with {model}", unit="text",
+                  file=sys.stderr, disable=None) as bar:
+            for start in range(0, len(rankings), 16):
+                chunk = rankings[start:start + 16]
+                flat = judge.score([(r.prompt, y) for r in chunk for y in r.responses])
+                for r in chunk:
+                    per_ranking.append(flat[:len(r.responses)])
+                    flat = flat[len(r.responses):]
+                bar.update(sum(len(r.responses) for r in chunk))
+        return per_ranking, judge.max_length
+
+    scores, read_at = scored(config.model)
     summary = {"model": config.model, "data": config.data, "held_out_of": config.held_out_of,
                "prompts": len({prompt_key(r.prompt) for r in rankings}), "rankings": len(rankings),
-               "max_length": judge.max_length, **comparison_accuracy(rankings, per_ranking)}
+               "max_length": read_at, **comparison_accuracy(rankings, scores)}
+    other = None
+    if config.against:
+        max_length = read_at  # the second model reads the very texts the first did
+        other, _ = scored(config.against)
+        summary["against"] = {"model": config.against, **comparison_accuracy(rankings, other)}
+        summary.update(accuracy_difference(rankings, scores, other))
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    write_records(out / "scores.jsonl", [
+        {"prompt": r.prompt, "responses": r.responses, "ranks": r.ranks, "scores": [round(x, 6) for x in s],
+         **({"against_scores": [round(x, 6) for x in other[i]]} if other is not None else {}),
+         **({"meta": r.meta} if r.meta else {})}
+        for i, (r, s) in enumerate(zip(rankings, scores))])
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 

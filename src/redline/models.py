@@ -314,7 +314,7 @@ def check_reward_model(name: str, flag: str = "--reward") -> None:
         try:
             architectures = AutoConfig.from_pretrained(resolve(name)).architectures or []
         except (OSError, ValueError) as e:
-            raise RedlineError(f"cannot read the reward model {name!r}: {e}") from e
+            raise RedlineError(f"cannot read the reward model {name!r} given as {flag}: {e}") from e
         if not any(a.endswith("ForSequenceClassification") for a in architectures):
             raise RedlineError(f"{name} is not a reward model (architectures {architectures}); "
                                f"pass a run of `redline train reward` as {flag}")

@@ -266,6 +266,39 @@ def oracle_qualities(r: Ranking) -> list[float] | None:
     return [quality(r.meta, y, prompt_text(r.prompt)) for y in r.responses]
 
 
+# Columns of ``prompt_counts``' rows: what the model got right, out of what, and the ceilings' counts.
+RIGHT, DECISIVE, ORACLE_RIGHT, ORACLE_PAIRS, LABEL_VS_ORACLE, ANNOTATOR_RIGHT, TIES = range(7)
+
+
+def prompt_counts(rankings: list[Ranking], scores: list[list[float]]) -> tuple[dict[str, list[float]], bool]:
+    """The comparisons of ``rankings`` counted by prompt (the bootstrap's unit; a preferences file has several
+    records a prompt): rows of the columns above. A model's equal scores count half. Also whether every
+    ranking is simulated (carries what the oracle needs)."""
+    per_prompt: dict[str, list[float]] = {}
+    simulated = True
+    hit = lambda s, better, worse: 1.0 if s[better] > s[worse] else 0.5 if s[better] == s[worse] else 0.0
+    for r, s in zip(rankings, scores):
+        q = oracle_qualities(r)
+        simulated &= q is not None
+        row = per_prompt.setdefault(prompt_key(r.prompt), [0.0] * 7)
+        for i, j in itertools.combinations(range(len(r.ranks)), 2):
+            if r.ranks[i] == r.ranks[j]:
+                row[TIES] += 1
+                continue
+            w, l = (i, j) if r.ranks[i] < r.ranks[j] else (j, i)
+            row[DECISIVE] += 1
+            row[RIGHT] += hit(s, w, l)
+            if q is None:
+                continue
+            row[LABEL_VS_ORACLE] += hit(q, w, l)
+            if q[w] != q[l]:
+                better, worse = (w, l) if q[w] > q[l] else (l, w)
+                row[ORACLE_PAIRS] += 1
+                row[ORACLE_RIGHT] += hit(s, better, worse)
+                row[ANNOTATOR_RIGHT] += better == w
+    return per_prompt, simulated
+
+
 def comparison_accuracy(rankings: list[Ranking], scores: list[list[float]]) -> dict[str, Any]:
     """Accuracy of ``scores`` on the rankings' comparisons, honestly counted.
 
@@ -282,55 +315,66 @@ def comparison_accuracy(rankings: list[Ranking], scores: list[list[float]]) -> d
       that resample prompts, not comparisons (a prompt's comparisons share its responses, so they
       are not independent; resampling them alone would make the interval too narrow).
     """
-    decisive = ties = 0
-    right = 0.0
-    oracle_pairs = oracle_right = annotator_right = 0.0
-    label_vs_oracle = 0.0
-    simulated = True
-    per_prompt: dict[str, list[float]] = {}  # (right, decisive, oracle right, oracle pairs) by prompt: the bootstrap's units
-    for r, s in zip(rankings, scores):
-        before = (right, decisive, oracle_right, oracle_pairs)
-        q = oracle_qualities(r)
-        simulated &= q is not None
-        for i, j in itertools.combinations(range(len(r.ranks)), 2):
-            if r.ranks[i] == r.ranks[j]:
-                ties += 1
-                continue
-            w, l = (i, j) if r.ranks[i] < r.ranks[j] else (j, i)
-            decisive += 1
-            right += 1.0 if s[w] > s[l] else 0.5 if s[w] == s[l] else 0.0
-            if q is None:
-                continue
-            label_vs_oracle += 1.0 if q[w] > q[l] else 0.5 if q[w] == q[l] else 0.0
-            if q[w] != q[l]:
-                better, worse = (w, l) if q[w] > q[l] else (l, w)
-                oracle_pairs += 1
-                oracle_right += 1.0 if s[better] > s[worse] else 0.5 if s[better] == s[worse] else 0.0
-                annotator_right += better == w
-        counts = per_prompt.setdefault(prompt_key(r.prompt), [0.0] * 4)  # preferences: several records a prompt
-        for k, (now, then) in enumerate(zip((right, decisive, oracle_right, oracle_pairs), before)):
-            counts[k] += now - then
+    per_prompt, simulated = prompt_counts(rankings, scores)
+    rows = list(per_prompt.values())
+    total = [sum(column) for column in zip(*rows)] if rows else [0.0] * 7
     share = lambda a, b: round(a / b, 4) if b else None
-    result: dict[str, Any] = {"eval_comparisons": decisive, "eval_ties": ties, "eval_accuracy": share(right, decisive),
-                              "eval_accuracy_ci95": prompt_interval(list(per_prompt.values()), 0, 1)}
+    decisive, oracle_pairs = total[DECISIVE], total[ORACLE_PAIRS]
+    result: dict[str, Any] = {"eval_comparisons": int(decisive), "eval_ties": int(total[TIES]),
+                              "eval_accuracy": share(total[RIGHT], decisive),
+                              "eval_accuracy_ci95": prompt_interval(rows, RIGHT, DECISIVE)}
     if simulated and rankings:
         result.update({
-            "eval_label_ceiling": share(label_vs_oracle, decisive),
+            "eval_label_ceiling": share(total[LABEL_VS_ORACLE], decisive),
             "eval_oracle_comparisons": int(oracle_pairs),
-            "eval_oracle_accuracy": share(oracle_right, oracle_pairs),
-            "eval_oracle_accuracy_ci95": prompt_interval(list(per_prompt.values()), 2, 3),
-            "eval_annotator_oracle_accuracy": share(annotator_right, oracle_pairs),
+            "eval_oracle_accuracy": share(total[ORACLE_RIGHT], oracle_pairs),
+            "eval_oracle_accuracy_ci95": prompt_interval(rows, ORACLE_RIGHT, ORACLE_PAIRS),
+            "eval_annotator_oracle_accuracy": share(total[ANNOTATOR_RIGHT], oracle_pairs),
         })
+    return result
+
+
+def accuracy_difference(rankings: list[Ranking], scores: list[list[float]], other: list[list[float]],
+                        resamples: int = 2000) -> dict[str, Any]:
+    """Two reward models' scores on the same rankings, compared pair by pair: the accuracy of ``scores`` minus that
+    of ``other`` on the labels' decisive comparisons (and, on simulated data, against the oracle), each with a 95%
+    percentile-bootstrap interval that resamples the same prompts for both (a paired interval: the prompts' own
+    difficulty, shared by the two models, drops out, so it is narrower than the two accuracies' intervals side by
+    side suggest)."""
+    import numpy as np
+
+    mine, simulated = prompt_counts(rankings, scores)
+    theirs, _ = prompt_counts(rankings, other)
+    keys = list(mine)
+    result: dict[str, Any] = {}
+    figures = [("eval_accuracy_difference", RIGHT, DECISIVE)]
+    if simulated and rankings:
+        figures.append(("eval_oracle_accuracy_difference", ORACLE_RIGHT, ORACLE_PAIRS))
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, len(keys), size=(resamples, len(keys))) if keys else None
+    for name, hits, total in figures:
+        table = np.array([[mine[k][hits], theirs[k][hits], mine[k][total]] for k in keys], dtype=float).reshape(-1, 3)
+        if not table[:, 2].sum():
+            result[name], result[f"{name}_ci95"] = None, None
+            continue
+        result[name] = round(float((table[:, 0].sum() - table[:, 1].sum()) / table[:, 2].sum()), 4)
+        drawn = table[idx]  # (resamples, prompts, 3)
+        out_of = drawn[..., 2].sum(axis=1)
+        diffs = (drawn[..., 0].sum(axis=1) - drawn[..., 1].sum(axis=1))[out_of > 0] / out_of[out_of > 0]
+        result[f"{name}_ci95"] = [round(float(np.percentile(diffs, 2.5)), 4), round(float(np.percentile(diffs, 97.5)), 4)]
     return result
 
 
 def prompt_interval(per_prompt: list[list[float]], hits: int, total: int, resamples: int = 2000) -> list[float] | None:
     """95% percentile-bootstrap interval of sum(hits) / sum(total) over resampled prompts (rows of
-    ``per_prompt``); a resample without a comparison to count is left out, not counted as 0."""
+    ``per_prompt``, columns ``hits`` and ``total``); a resample without a comparison to count is left out, not
+    counted as 0."""
     import numpy as np
 
-    table = np.array(per_prompt, dtype=float).reshape(-1, 4)
-    if not len(table) or table[:, total].sum() == 0:
+    if not per_prompt:
+        return None
+    table = np.array(per_prompt, dtype=float)
+    if table[:, total].sum() == 0:
         return None
     idx = np.random.default_rng(0).integers(0, len(table), size=(resamples, len(table)))
     got, out_of = table[idx, hits].sum(axis=1), table[idx, total].sum(axis=1)
