@@ -858,10 +858,10 @@ def evaluate_rankings(config: RankingsEvalConfig) -> dict[str, Any]:
     if not rankings:
         raise RedlineError(f"{config.data}: no ranking to score")
 
-    def scored(model: str) -> tuple[list[list[float]], int]:  # each ranking's scores, and the length they were read at
+    def scored(model: str, length: int | None) -> tuple[list[list[float]], int]:  # each ranking's scores, the length read at
         from tqdm import tqdm
 
-        judge = RewardJudge(model, max_length=max_length)
+        judge = RewardJudge(model, max_length=length)
         judge.check()
         per_ranking = []
         with tqdm(total=sum(len(r.responses) for r in rankings), desc=f"scoring with {model}", unit="text",
@@ -875,14 +875,13 @@ def evaluate_rankings(config: RankingsEvalConfig) -> dict[str, Any]:
                 bar.update(sum(len(r.responses) for r in chunk))
         return per_ranking, judge.max_length
 
-    scores, read_at = scored(config.model)
+    scores, read_at = scored(config.model, max_length)
     summary = {"model": config.model, "data": config.data, "held_out_of": config.held_out_of,
                "prompts": len({prompt_key(r.prompt) for r in rankings}), "rankings": len(rankings),
                "max_length": read_at, **comparison_accuracy(rankings, scores)}
     other = None
     if config.against:
-        max_length = read_at  # the second model reads the very texts the first did
-        other, _ = scored(config.against)
+        other, _ = scored(config.against, read_at)  # the very texts the first model read
         summary["against"] = {"model": config.against, **comparison_accuracy(rankings, other)}
         summary.update(accuracy_difference(rankings, scores, other))
     out = Path(config.out)

@@ -339,36 +339,27 @@ def accuracy_difference(rankings: list[Ranking], scores: list[list[float]], othe
     """Two reward models' scores on the same rankings, compared pair by pair: the accuracy of ``scores`` minus that
     of ``other`` on the labels' decisive comparisons (and, on simulated data, against the oracle), each with a 95%
     percentile-bootstrap interval that resamples the same prompts for both (a paired interval: the prompts' own
-    difficulty, shared by the two models, drops out, so it is narrower than the two accuracies' intervals side by
-    side suggest)."""
-    import numpy as np
-
+    difficulty, shared by the two models, drops out of the difference)."""
     mine, simulated = prompt_counts(rankings, scores)
     theirs, _ = prompt_counts(rankings, other)
-    keys = list(mine)
-    result: dict[str, Any] = {}
     figures = [("eval_accuracy_difference", RIGHT, DECISIVE)]
     if simulated and rankings:
         figures.append(("eval_oracle_accuracy_difference", ORACLE_RIGHT, ORACLE_PAIRS))
-    rng = np.random.default_rng(0)
-    idx = rng.integers(0, len(keys), size=(resamples, len(keys))) if keys else None
+    result: dict[str, Any] = {}
     for name, hits, total in figures:
-        table = np.array([[mine[k][hits], theirs[k][hits], mine[k][total]] for k in keys], dtype=float).reshape(-1, 3)
-        if not table[:, 2].sum():
-            result[name], result[f"{name}_ci95"] = None, None
-            continue
-        result[name] = round(float((table[:, 0].sum() - table[:, 1].sum()) / table[:, 2].sum()), 4)
-        drawn = table[idx]  # (resamples, prompts, 3)
-        out_of = drawn[..., 2].sum(axis=1)
-        diffs = (drawn[..., 0].sum(axis=1) - drawn[..., 1].sum(axis=1))[out_of > 0] / out_of[out_of > 0]
-        result[f"{name}_ci95"] = [round(float(np.percentile(diffs, 2.5)), 4), round(float(np.percentile(diffs, 97.5)), 4)]
+        rows = [[mine[k][hits], theirs[k][hits], mine[k][total]] for k in mine]  # the two models' hits, out of
+        out_of = sum(row[2] for row in rows)
+        result[name] = round((sum(row[0] for row in rows) - sum(row[1] for row in rows)) / out_of, 4) if out_of else None
+        result[f"{name}_ci95"] = prompt_interval(rows, 0, 2, minus=1, resamples=resamples)
     return result
 
 
-def prompt_interval(per_prompt: list[list[float]], hits: int, total: int, resamples: int = 2000) -> list[float] | None:
+def prompt_interval(per_prompt: list[list[float]], hits: int, total: int, minus: int | None = None,
+                    resamples: int = 2000) -> list[float] | None:
     """95% percentile-bootstrap interval of sum(hits) / sum(total) over resampled prompts (rows of
-    ``per_prompt``, columns ``hits`` and ``total``); a resample without a comparison to count is left out, not
-    counted as 0."""
+    ``per_prompt``, columns ``hits`` and ``total``), or with ``minus`` of (sum(hits) - sum(minus)) / sum(total)
+    (two models' hits on the same prompts, resampled together); a resample without a comparison to count is
+    left out, not counted as 0."""
     import numpy as np
 
     if not per_prompt:
@@ -378,6 +369,8 @@ def prompt_interval(per_prompt: list[list[float]], hits: int, total: int, resamp
         return None
     idx = np.random.default_rng(0).integers(0, len(table), size=(resamples, len(table)))
     got, out_of = table[idx, hits].sum(axis=1), table[idx, total].sum(axis=1)
+    if minus is not None:
+        got = got - table[idx, minus].sum(axis=1)
     ratios = got[out_of > 0] / out_of[out_of > 0]
     return [round(float(np.percentile(ratios, 2.5)), 4), round(float(np.percentile(ratios, 97.5)), 4)]
 
