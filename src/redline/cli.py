@@ -534,6 +534,7 @@ def _settings_parser(parent, name: str, settings, func, out_required: bool, **te
 
 def _add_evaluate(sub) -> None:
     from redline.evaluate import AgreementConfig, EvaluateConfig, RankingsEvalConfig, TableConfig
+    from redline.rollouts import RolloutsConfig
 
     p = _settings_parser(
         sub, "evaluate", EvaluateConfig, _evaluate, False,
@@ -560,11 +561,21 @@ def _add_evaluate(sub) -> None:
         "out. Writes OUT/summary.json.",
     )
     _settings_parser(
+        more, "rollouts", RolloutsConfig, _evaluate_rollouts, True,
+        help="an RL run's rollouts read by the oracle, iteration by iteration, beside the reward it climbed",
+        description="Read RUN/rollouts.jsonl (every episode a `redline train ppo` run trained on) with the simulated "
+        "oracle and print, by blocks of iterations, the run's mean reward beside the rollouts' oracle quality, the "
+        "share at quality 1, the share cut at the token cap and the reward-oracle correlation: whether the score the "
+        "policy climbed is the quality it stands for. --against RUN2 (same prompts and --seed) pairs the two runs' "
+        "episodes and gives the quality difference with a 95% interval. Writes OUT/rollouts.json, rollouts.md, "
+        "episodes.jsonl and rollouts.png. Simulated data only (the prompts need meta.instructions).",
+    )
+    _settings_parser(
         more, "table", TableConfig, _evaluate_table, True,
         help="finished evaluations side by side: one table (markdown, JSON) and one plot of the win rates",
         description="Read the output folders of `redline evaluate` (each row summarised again from its judgments, "
         "with the folder's own seed and resamples) and write OUT/table.md, OUT/table.json and OUT/win_rates.png: "
-        "every arm's win rate with its 95%% interval and, where the judge keeps a score per response (the oracle's "
+        "every arm's win rate with its 95% interval and, where the judge keeps a score per response (the oracle's "
         "quality, a reward model's score), the paired difference A - B with its interval. Judges nothing.",
     )
 
@@ -617,6 +628,15 @@ def _evaluate_table(args) -> int:
     config = configured(TableConfig, args, "evaluate table")
     print("\n".join(table_lines(evaluate_table(config), config.title)))
     print(f"\nwrote {config.out}/table.md, table.json and win_rates.png", file=sys.stderr)
+    return 0
+
+
+def _evaluate_rollouts(args) -> int:
+    from redline.rollouts import RolloutsConfig, evaluate_rollouts, rollout_lines
+
+    config = configured(RolloutsConfig, args, "evaluate rollouts")
+    print("\n".join(rollout_lines(evaluate_rollouts(config))[2:]))
+    print(f"wrote {config.out}/rollouts.json, rollouts.md, episodes.jsonl and rollouts.png", file=sys.stderr)
     return 0
 
 

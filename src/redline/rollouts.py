@@ -1,0 +1,285 @@
+"""What a policy wrote while it learned: an RL run's rollouts read by the simulated oracle, iteration by iteration.
+
+    redline evaluate rollouts --run runs/ppo --out runs/ppo-rollouts [--against runs/ppo2] [--block 5]
+
+A `redline train ppo` run logs every episode it trained on (RUN/rollouts.jsonl: iteration, prompt, response,
+the reward's score, tokens). On simulated data the oracle (the annotators' own quality, ``simulate.oracle``) can
+read the same answers, so the reader sees whether the score the policy climbed is the quality it stands for:
+the reward model's over-optimisation that InstructGPT (Ouyang et al. 2022, §4 and Figure 13's held-out labelers)
+and Gao et al. 2023 measured, here per iteration, with the share of answers cut at the token cap beside it.
+Where the run's reward was the oracle itself (``--score oracle``) score and quality agree, as they should.
+
+Two runs with the same ``--seed`` and prompt file draw the same prompts at each iteration (``train.ppo.stream_indices``
+is a pure function of the iteration), so ``--against`` pairs their episodes (iteration, prompt, k-th sample) and
+gives the difference in oracle quality with a 95% bootstrap interval that resamples (iteration, prompt) groups.
+
+Writes OUT/rollouts.json (per iteration, per block, the difference), OUT/rollouts.md (the block table),
+OUT/episodes.jsonl (each episode's score and quality) and OUT/rollouts.png.
+
+Our own, not a library's: TRL and OpenRLHF log rollouts' rewards, and nothing but this world's oracle can say
+what they were worth. The episodes of a `train pit` stage are rewrite prompts (a request and an answer to
+improve), which the prompt file does not hold; they are refused by line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from redline import RedlineError
+from redline.records import iter_raw, prompt_text, read_prompt_records, write_records
+
+ROLLOUTS = "rollouts.jsonl"  # as train.ppo writes it (not imported: that module loads torch)
+
+
+@dataclass
+class RolloutsConfig:
+    """`redline evaluate rollouts`: an RL run's rollouts read by the oracle, iteration by iteration."""
+
+    out: str = field(metadata={"required": True, "result": False, "help":
+        "output folder (rollouts.json, rollouts.md, episodes.jsonl, rollouts.png)"})
+    run: str = field(default="", metadata={"required": True, "help": "a `redline train ppo` run folder (its rollouts.jsonl)"})
+    data: str | None = field(default=None, metadata={"help": "the prompt records with meta.instructions (simulated "
+        "data; default: the --prompts the run trained on)"})
+    against: str | None = field(default=None, metadata={"help": "a second run on the same prompts and --seed: its "
+        "qualities beside, and the paired difference (--run minus this) with a 95% interval"})
+    block: int = field(default=5, metadata={"min": 1, "help": "iterations per row of the table (1: one row an iteration)"})
+
+
+@dataclass
+class Episode:
+    iteration: int
+    prompt: str  # the request's text (the last user message)
+    response: str
+    score: float  # the run's own reward
+    tokens: int | None
+    quality: float = 0.0  # the oracle's
+
+
+def read_rollouts(run: str | Path) -> list[Episode]:
+    """RUN/rollouts.jsonl as episodes; a bad line is refused with its number and field."""
+    path = Path(run) / ROLLOUTS
+    if not path.is_file():
+        raise RedlineError(f"{run}: no {ROLLOUTS}: not the folder of a `redline train ppo` run (or it has not "
+                           "finished an iteration)")
+    episodes = []
+    for number, obj in iter_raw(path):
+        where = f"{path}:{number}"
+        if not isinstance(obj, dict):
+            raise RedlineError(f"{where}: not a JSON object of an episode")
+        for name, kind in (("iteration", int), ("response", str), ("score", (int, float))):
+            if not isinstance(obj.get(name), kind) or isinstance(obj.get(name), bool):
+                raise RedlineError(f"{where}: field `{name}`: missing or not a {getattr(kind, '__name__', 'number')}")
+        prompt = obj.get("prompt")
+        if not (isinstance(prompt, str) or (isinstance(prompt, list) and prompt and all(
+                isinstance(m, dict) and isinstance(m.get("content"), str) and "role" in m for m in prompt))):
+            raise RedlineError(f"{where}: field `prompt`: neither a string nor chat messages")
+        tokens = obj.get("tokens")
+        episodes.append(Episode(obj["iteration"], prompt_text(prompt), obj["response"], float(obj["score"]),
+                                tokens if isinstance(tokens, int) else None))
+    if not episodes:
+        raise RedlineError(f"{path}: no episode")
+    return episodes
+
+
+def run_settings(run: str | Path) -> dict[str, Any]:
+    path = Path(run) / "train_config.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def read_oracle_meta(data: str) -> dict[str, dict]:
+    """Each prompt's text → its meta, from records carrying meta.instructions (as `redline simulate` writes them)."""
+    meta = {}
+    for record in read_prompt_records(data):
+        if "instructions" in record["meta"]:
+            meta.setdefault(prompt_text(record["prompt"]), record["meta"])
+    if not meta:
+        raise RedlineError(f"{data}: no record has meta.instructions: the oracle reads them, so this works on "
+                           "simulated data (`redline simulate`) only")
+    return meta
+
+
+def score_episodes(episodes: list[Episode], meta: dict[str, dict], run: str | Path, data: str) -> None:
+    """Each episode's oracle quality, in place; an episode whose prompt is not in ``data`` is refused by line."""
+    from redline.simulate.oracle import quality
+
+    for number, e in enumerate(episodes, start=1):
+        if e.prompt not in meta:
+            raise RedlineError(f"{Path(run) / ROLLOUTS}:{number}: its prompt {e.prompt[:60]!r} is not in {data} (with "
+                               "meta.instructions): give the prompt file the run trained on with --data")
+        e.quality = quality(meta[e.prompt], e.response, e.prompt)
+
+
+def correlation(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Pearson's r; None when either side is constant or there are fewer than 3 points."""
+    if len(x) < 3 or np.std(x) == 0 or np.std(y) == 0:
+        return None
+    return round(float(np.corrcoef(x, y)[0, 1]), 4)
+
+
+def summarize_episodes(episodes: Sequence[Episode], cap: int | None) -> dict[str, Any]:
+    """Mean reward and oracle quality, the share at quality 1, the share cut at the token cap, and how well the
+    reward tracks the oracle (Pearson's r over the episodes)."""
+    scores, qualities = [e.score for e in episodes], [e.quality for e in episodes]
+    cut = [e.tokens >= cap for e in episodes if e.tokens is not None] if cap else []
+    return {"episodes": len(episodes), "score": round(float(np.mean(scores)), 4),
+            "quality": round(float(np.mean(qualities)), 4),
+            "perfect": round(float(np.mean([q == 1.0 for q in qualities])), 4),
+            "cut": round(float(np.mean(cut)), 4) if cut else None,
+            "score_quality_r": correlation(scores, qualities)}
+
+
+def grouped(episodes: Sequence[Episode], size: int) -> list[tuple[int, int, list[Episode]]]:
+    """(first iteration, last iteration, episodes) for blocks of ``size`` iterations: 1..size, size+1..2 size, ..."""
+    blocks: dict[int, list[Episode]] = defaultdict(list)
+    for e in episodes:
+        blocks[(e.iteration - 1) // size].append(e)
+    return [(min(e.iteration for e in b), max(e.iteration for e in b), b) for _, b in sorted(blocks.items())]
+
+
+def paired_difference(first: Sequence[Episode], second: Sequence[Episode]) -> dict[str, Any]:
+    """Episodes of two runs paired by (iteration, prompt, k-th sample of that prompt): the mean oracle quality of
+    each and the difference (first minus second) with a 95% bootstrap interval over (iteration, prompt) groups."""
+    from redline.train.reward import prompt_interval
+
+    def keyed(episodes):
+        seen: dict[tuple, int] = defaultdict(int)
+        out = {}
+        for e in episodes:
+            k = (e.iteration, e.prompt)
+            out[(*k, seen[k])] = e
+            seen[k] += 1
+        return out
+
+    a, b = keyed(first), keyed(second)
+    shared = sorted(set(a) & set(b))
+    if not shared:
+        raise RedlineError("the two runs share no (iteration, prompt): they drew different prompts (another --seed, "
+                           "prompt file or --batch-size) or share no iteration, so their episodes cannot be paired")
+    groups: dict[tuple, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+    for k in shared:
+        row = groups[k[:2]]
+        row[0] += a[k].quality
+        row[1] += b[k].quality
+        row[2] += 1
+    rows = list(groups.values())
+    n = sum(r[2] for r in rows)
+    qa, qb = sum(r[0] for r in rows) / n, sum(r[1] for r in rows) / n
+    iterations = sorted({k[0] for k in shared})
+    return {"pairs": int(n), "iterations": [iterations[0], iterations[-1]], "quality": round(qa, 4),
+            "against_quality": round(qb, 4), "difference": round(qa - qb, 4),
+            "difference_ci95": prompt_interval(rows, hits=0, total=2, minus=1)}
+
+
+def evaluate_rollouts(config: RolloutsConfig) -> dict[str, Any]:
+    """Read the run's (and ``against``'s) rollouts with the oracle and write the outputs of the module docstring."""
+    settings = run_settings(config.run)
+    data = config.data or settings.get("prompts")
+    if not data:
+        raise RedlineError(f"{config.run}: its train_config.json names no prompt file: give --data")
+    if not Path(data).is_file():
+        raise RedlineError(f"{data}: no such file (the run's prompt file as it recorded it; give --data)")
+    episodes = read_rollouts(config.run)
+    other = read_rollouts(config.against) if config.against else None
+    meta = read_oracle_meta(data)
+    score_episodes(episodes, meta, config.run, data)
+    if other is not None:
+        score_episodes(other, meta, config.against, data)
+    cap = settings.get("max_new_tokens")
+    blocks = []
+    for lo, hi, block in grouped(episodes, config.block):
+        row = {"iterations": [lo, hi], **summarize_episodes(block, cap)}
+        if other is not None:
+            theirs = [e for e in other if lo <= e.iteration <= hi]
+            row["against_quality"] = round(float(np.mean([e.quality for e in theirs])), 4) if theirs else None
+        blocks.append(row)
+    summary = {"run": config.run, "data": data, "max_new_tokens": cap, "block": config.block,
+               **summarize_episodes(episodes, cap),
+               "per_iteration": [{"iteration": lo, **summarize_episodes(b, cap)} for lo, _, b in grouped(episodes, 1)],
+               "blocks": blocks}
+    if other is not None:
+        their_cap = run_settings(config.against).get("max_new_tokens")
+        summary["against"] = {"run": config.against, "max_new_tokens": their_cap, **summarize_episodes(other, their_cap),
+                              "per_iteration": [{"iteration": lo, **summarize_episodes(b, their_cap)}
+                                                for lo, _, b in grouped(other, 1)]}
+        summary["paired"] = paired_difference(episodes, other)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_records(out / "episodes.jsonl", [{"iteration": e.iteration, "prompt": e.prompt, "score": e.score,
+                                            "quality": round(e.quality, 4), "tokens": e.tokens} for e in episodes])
+    (out / "rollouts.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "rollouts.md").write_text("\n".join(rollout_lines(summary)) + "\n")
+    plot_rollouts(summary, out / "rollouts.png")
+    return summary
+
+
+def _num(x: float | None, pct: bool = False) -> str:
+    if x is None:
+        return "–"
+    return f"{100 * x:.1f}%" if pct else f"{x:.3f}"
+
+
+def _signed(x: float | None) -> str:
+    return "–" if x is None else f"{x:+.2f}"
+
+
+def rollout_lines(summary: dict[str, Any]) -> list[str]:
+    """The block table in markdown, and the paired difference under it."""
+    against = "against" in summary
+    head = ("| iterations | episodes | reward | oracle quality | at quality 1 | cut at the cap | reward–oracle r |"
+            + (" --against's quality |" if against else ""))
+    lines = [f"# rollouts of {summary['run']}, read by the oracle", "", head,
+             "| --- " + "| ---: " * (6 + against) + "|"]
+    for b in summary["blocks"] + [{**summary, "iterations": None}]:
+        span = "all" if b["iterations"] is None else (
+            f"{b['iterations'][0]}" if b["iterations"][0] == b["iterations"][1] else f"{b['iterations'][0]}–{b['iterations'][1]}")
+        theirs = (summary["against"]["quality"] if b["iterations"] is None else b.get("against_quality")) if against else None
+        lines.append(f"| {span} | {b['episodes']} | {_num(b['score'])} | {_num(b['quality'])} | {_num(b['perfect'], True)} "
+                     f"| {_num(b['cut'], True)} | {_signed(b['score_quality_r'])} |"
+                     + (f" {_num(theirs)} |" if against else ""))
+    if against:
+        p = summary["paired"]
+        ci = p["difference_ci95"]
+        lines += ["", f"paired with {summary['against']['run']} on {p['pairs']} episodes (the same prompt at the same "
+                  f"iteration, iterations {p['iterations'][0]}–{p['iterations'][1]}): oracle quality {p['quality']:.3f} "
+                  f"against {p['against_quality']:.3f}, difference {p['difference']:+.3f}"
+                  + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")]
+    return lines
+
+
+def plot_rollouts(summary: dict[str, Any], path: Path) -> Path:
+    """Left: the oracle's quality per iteration (dots) and per block (line), the --against run beside it;
+    right: each run's own reward per iteration (their scales differ when their reward models do)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), dpi=120)
+    runs = [(summary["run"], summary, "C0")] + ([(summary["against"]["run"], summary["against"], "C1")]
+                                                if "against" in summary else [])
+    size = summary["block"]
+    for name, s, color in runs:
+        its = [r["iteration"] for r in s["per_iteration"]]
+        label = Path(name).name or name
+        left.plot(its, [r["quality"] for r in s["per_iteration"]], "o", color=color, alpha=0.35, markersize=3)
+        means = [(np.mean(its[i:i + size]), np.mean([r["quality"] for r in s["per_iteration"][i:i + size]]))
+                 for i in range(0, len(its), size)]
+        left.plot(*zip(*means), "-", color=color, label=f"{label} (blocks of {size})")
+        right.plot(its, [r["score"] for r in s["per_iteration"]], "o-", color=color, markersize=3, label=label)
+    left.set_xlabel("iteration")
+    left.set_ylabel("oracle quality of the rollouts (mean)")
+    left.legend(fontsize=7)
+    right.set_xlabel("iteration")
+    right.set_ylabel("the run's own reward (mean)")
+    right.legend(fontsize=7)
+    fig.suptitle("what the policy wrote while it learned: its reward and the oracle's quality", x=0.02, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.savefig(path)
+    plt.close(fig)
+    return path
