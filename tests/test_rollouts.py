@@ -110,7 +110,7 @@ def test_bad_input_is_refused_with_its_line(world, tmp_path):
     rows = _episodes(answers, 1, fixed_from=1)
     rows[1]["prompt"] = "a request the prompt file does not hold"
     run = _run(tmp_path, "stranger", data, rows)
-    with pytest.raises(RedlineError, match=r"rollouts.jsonl:2: its prompt 'a request the prompt file"):
+    with pytest.raises(RedlineError, match=r"rollouts.jsonl:2: its request 'a request the prompt file"):
         evaluate_rollouts(RolloutsConfig(out=str(tmp_path / "o2"), run=run))
     plain = _write(tmp_path / "plain.jsonl", [{"prompt": a[0].prompt} for a in answers])
     with pytest.raises(RedlineError, match="no record has meta.instructions"):
@@ -125,3 +125,27 @@ def test_runs_that_drew_other_prompts_cannot_be_paired(world, tmp_path):
     second = _run(tmp_path, "b", data, _episodes(answers[2:], 2, fixed_from=1))
     with pytest.raises(RedlineError, match="share no \\(iteration, prompt\\)"):
         evaluate_rollouts(RolloutsConfig(out=str(tmp_path / "o"), run=first, against=second))
+
+
+def test_pit_rewrites_are_read_with_their_reference(world, tmp_path):
+    """A PIT stage's episodes: the prompt holds the request and the answer to improve; the oracle reads both."""
+    from redline.prompts import pit_messages, pit_parts
+
+    assert pit_parts("a request, not a PIT turn") is None
+    data, answers = world
+    rows = []
+    for it, (reference, rewrite, score) in enumerate([("raw", "fixed", 1.0), ("fixed", "raw", -1.0)], start=1):
+        for t, raw, fixed, *_ in answers:
+            text = {"raw": raw, "fixed": fixed}
+            rows.append({"iteration": it, "prompt": pit_messages(t.prompt, text[reference]), "response": text[rewrite],
+                         "score": score, "tokens": 10})
+    run = _run(tmp_path, "pit-rl-0", data, rows)
+    summary = evaluate_rollouts(RolloutsConfig(out=str(tmp_path / "out"), run=run, block=1))
+    first, second = summary["blocks"]
+    assert first["better"] == 1.0 and first["worse"] == 0.0  # every rewrite fixed its reference
+    assert second["better"] == 0.0 and second["worse"] == 1.0
+    assert first["reference_quality"] == pytest.approx(sum(a[3] for a in answers) / 4, abs=1e-4)
+    assert summary["score_gain_r"] == pytest.approx(1.0)  # the reward's sign is the gain's
+    assert "| reference's quality | better than it |" in (tmp_path / "out" / "rollouts.md").read_text()
+    episode = json.loads((tmp_path / "out" / "episodes.jsonl").read_text().splitlines()[0])
+    assert episode["prompt"] == answers[0][0].prompt and "reference_quality" in episode

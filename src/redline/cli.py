@@ -567,7 +567,8 @@ def _add_evaluate(sub) -> None:
         "oracle and print, by blocks of iterations, the run's mean reward beside the rollouts' oracle quality, the "
         "share at quality 1, the share cut at the token cap and the reward-oracle correlation: whether the score the "
         "policy climbed is the quality it stands for. --against RUN2 (same prompts and --seed) pairs the two runs' "
-        "episodes and gives the quality difference with a 95% interval. Writes OUT/rollouts.json, rollouts.md, "
+        "episodes and gives the quality difference with a 95% interval. A `train pit` RL stage's rewrites are read beside "
+        "the references they rewrite (better, worse, the reward's correlation with the oracle's gain). Writes OUT/rollouts.json, rollouts.md, "
         "episodes.jsonl and rollouts.png. Simulated data only (the prompts need meta.instructions).",
     )
     _settings_parser(

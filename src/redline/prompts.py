@@ -225,6 +225,17 @@ def pit_messages(prompt: Prompt, reference: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": PIT_TEMPLATE.format(prompt=render_instruction(prompt), response=reference)}]
 
 
+def pit_parts(text: str) -> tuple[str, str] | None:
+    """(request, reference) from the text of a PIT user turn (``pit_messages``), None when ``text`` is not one.
+    The request is cut at the first response heading, so a request that itself holds one is not told apart."""
+    head, rest = PIT_TEMPLATE.split("{prompt}")
+    between = rest.split("{response}")[0]
+    if not text.startswith(head) or between not in text[len(head):]:
+        return None
+    request, _, reference = text[len(head):].partition(between)
+    return request, reference
+
+
 _ECHOED_HEADING = re.compile(
     r"^\s*(?:#+\s*)?(?:\*\*)?(?:(?:new|better|improved|revised|refined|rewritten)\s+)?response(?:\*\*)?\s*:?(?:\*\*)?\s*\n",
     re.IGNORECASE,

@@ -8,6 +8,10 @@ read the same answers, so the reader sees whether the score the policy climbed i
 the reward model's over-optimisation that InstructGPT (Ouyang et al. 2022, §4 and Figure 13's held-out labelers)
 and Gao et al. 2023 measured, here per iteration, with the share of answers cut at the token cap beside it.
 Where the run's reward was the oracle itself (``--score oracle``) score and quality agree, as they should.
+The RL stages of `redline train pit` (RUN/rl-0, rl-0-1, ...) log rewrites: each episode's prompt holds a request
+and the reference answer to improve (``prompts.pit_parts`` reads them back), so the oracle reads both and the table
+adds the references' quality and how often the rewrite is better or worse than its reference: what the reward-gap
+model's score stands for.
 
 Two runs with the same ``--seed`` and prompt file draw the same prompts at each iteration (``train.ppo.stream_indices``
 is a pure function of the iteration), so ``--against`` pairs their episodes (iteration, prompt, k-th sample) and
@@ -17,8 +21,7 @@ Writes OUT/rollouts.json (per iteration, per block, the difference), OUT/rollout
 OUT/episodes.jsonl (each episode's score and quality) and OUT/rollouts.png.
 
 Our own, not a library's: TRL and OpenRLHF log rollouts' rewards, and nothing but this world's oracle can say
-what they were worth. The episodes of a `train pit` stage are rewrite prompts (a request and an answer to
-improve), which the prompt file does not hold; they are refused by line.
+what they were worth.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ class RolloutsConfig:
         "output folder (rollouts.json, rollouts.md, episodes.jsonl, rollouts.png)"})
     run: str = field(default="", metadata={"required": True, "help": "a `redline train ppo` run folder (its rollouts.jsonl)"})
     data: str | None = field(default=None, metadata={"help": "the prompt records with meta.instructions (simulated "
-        "data; default: the --prompts the run trained on)"})
+        "data; default: the --prompts the run trained on; a PIT stage's references carry none: give the preference file)"})
     against: str | None = field(default=None, metadata={"help": "a second run on the same prompts and --seed: its "
         "qualities beside, and the paired difference (--run minus this) with a 95% interval"})
     block: int = field(default=5, metadata={"min": 1, "help": "iterations per row of the table (1: one row an iteration)"})
@@ -54,11 +57,14 @@ class RolloutsConfig:
 @dataclass
 class Episode:
     iteration: int
-    prompt: str  # the request's text (the last user message)
+    prompt: str  # the episode's prompt text (the last user message): the request, or PIT's request and reference
     response: str
     score: float  # the run's own reward
     tokens: int | None
-    quality: float = 0.0  # the oracle's
+    request: str = ""  # the request the oracle reads the response against
+    reference: str | None = None  # PIT: the answer the response rewrites
+    quality: float = 0.0  # the oracle's, of the response
+    reference_quality: float | None = None  # and of the reference
 
 
 def read_rollouts(run: str | Path) -> list[Episode]:
@@ -105,14 +111,22 @@ def read_oracle_meta(data: str) -> dict[str, dict]:
 
 
 def score_episodes(episodes: list[Episode], meta: dict[str, dict], run: str | Path, data: str) -> None:
-    """Each episode's oracle quality, in place; an episode whose prompt is not in ``data`` is refused by line."""
+    """Each episode's oracle quality (and its PIT reference's), in place; an episode whose request is not in
+    ``data`` is refused by line."""
+    from redline.prompts import pit_parts
     from redline.simulate.oracle import quality
 
     for number, e in enumerate(episodes, start=1):
-        if e.prompt not in meta:
-            raise RedlineError(f"{Path(run) / ROLLOUTS}:{number}: its prompt {e.prompt[:60]!r} is not in {data} (with "
-                               "meta.instructions): give the prompt file the run trained on with --data")
-        e.quality = quality(meta[e.prompt], e.response, e.prompt)
+        e.request, e.reference = e.prompt, None
+        if e.prompt not in meta and (parts := pit_parts(e.prompt)) is not None:
+            e.request, e.reference = parts
+        if e.request not in meta:
+            raise RedlineError(f"{Path(run) / ROLLOUTS}:{number}: its request {e.request[:60]!r} is not in {data} (with "
+                               "meta.instructions): give the prompt file the run trained on (for a PIT stage, the "
+                               "preference file) with --data")
+        e.quality = quality(meta[e.request], e.response, e.request)
+        if e.reference is not None:
+            e.reference_quality = quality(meta[e.request], e.reference, e.request)
 
 
 def correlation(x: Sequence[float], y: Sequence[float]) -> float | None:
@@ -127,11 +141,19 @@ def summarize_episodes(episodes: Sequence[Episode], cap: int | None) -> dict[str
     reward tracks the oracle (Pearson's r over the episodes)."""
     scores, qualities = [e.score for e in episodes], [e.quality for e in episodes]
     cut = [e.tokens >= cap for e in episodes if e.tokens is not None] if cap else []
-    return {"episodes": len(episodes), "score": round(float(np.mean(scores)), 4),
-            "quality": round(float(np.mean(qualities)), 4),
-            "perfect": round(float(np.mean([q == 1.0 for q in qualities])), 4),
-            "cut": round(float(np.mean(cut)), 4) if cut else None,
-            "score_quality_r": correlation(scores, qualities)}
+    row = {"episodes": len(episodes), "score": round(float(np.mean(scores)), 4),
+           "quality": round(float(np.mean(qualities)), 4),
+           "perfect": round(float(np.mean([q == 1.0 for q in qualities])), 4),
+           "cut": round(float(np.mean(cut)), 4) if cut else None,
+           "score_quality_r": correlation(scores, qualities)}
+    rewrites = [e for e in episodes if e.reference_quality is not None]
+    if rewrites:  # PIT: the references' quality, how often the rewrite beats or loses to its reference, and how
+        # well the reward (a gap: better than the reference by how much) tracks the oracle's gain
+        row.update(reference_quality=round(float(np.mean([e.reference_quality for e in rewrites])), 4),
+                   better=round(float(np.mean([e.quality > e.reference_quality for e in rewrites])), 4),
+                   worse=round(float(np.mean([e.quality < e.reference_quality for e in rewrites])), 4),
+                   score_gain_r=correlation([e.score for e in rewrites], [e.quality - e.reference_quality for e in rewrites]))
+    return row
 
 
 def grouped(episodes: Sequence[Episode], size: int) -> list[tuple[int, int, list[Episode]]]:
@@ -210,18 +232,22 @@ def evaluate_rollouts(config: RolloutsConfig) -> dict[str, Any]:
         summary["paired"] = paired_difference(episodes, other)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_records(out / "episodes.jsonl", [{"iteration": e.iteration, "prompt": e.prompt, "score": e.score,
-                                            "quality": round(e.quality, 4), "tokens": e.tokens} for e in episodes])
+    write_records(out / "episodes.jsonl", [
+        {"iteration": e.iteration, "prompt": e.request, "score": e.score, "quality": round(e.quality, 4),
+         "tokens": e.tokens, **({"reference_quality": round(e.reference_quality, 4)} if e.reference is not None else {})}
+        for e in episodes])
     (out / "rollouts.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "rollouts.md").write_text("\n".join(rollout_lines(summary)) + "\n")
     plot_rollouts(summary, out / "rollouts.png")
     return summary
 
 
-def _num(x: float | None, pct: bool = False) -> str:
-    if x is None:
-        return "–"
-    return f"{100 * x:.1f}%" if pct else f"{x:.3f}"
+def _num(x: float | None) -> str:
+    return "–" if x is None else f"{x:.3f}"
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
 
 
 def _signed(x: float | None) -> str:
@@ -229,20 +255,23 @@ def _signed(x: float | None) -> str:
 
 
 def rollout_lines(summary: dict[str, Any]) -> list[str]:
-    """The block table in markdown, and the paired difference under it."""
-    against = "against" in summary
-    head = ("| iterations | episodes | reward | oracle quality | at quality 1 | cut at the cap | reward–oracle r |"
-            + (" --against's quality |" if against else ""))
-    lines = [f"# rollouts of {summary['run']}, read by the oracle", "", head,
-             "| --- " + "| ---: " * (6 + against) + "|"]
-    for b in summary["blocks"] + [{**summary, "iterations": None}]:
-        span = "all" if b["iterations"] is None else (
-            f"{b['iterations'][0]}" if b["iterations"][0] == b["iterations"][1] else f"{b['iterations'][0]}–{b['iterations'][1]}")
-        theirs = (summary["against"]["quality"] if b["iterations"] is None else b.get("against_quality")) if against else None
-        lines.append(f"| {span} | {b['episodes']} | {_num(b['score'])} | {_num(b['quality'])} | {_num(b['perfect'], True)} "
-                     f"| {_num(b['cut'], True)} | {_signed(b['score_quality_r'])} |"
-                     + (f" {_num(theirs)} |" if against else ""))
-    if against:
+    """The block table in markdown (PIT's reference columns where its episodes have them), and the paired
+    difference under it."""
+    columns = [("episodes", "episodes", str), ("reward", "score", _num), ("oracle quality", "quality", _num)]
+    if "reference_quality" in summary:
+        columns += [("reference's quality", "reference_quality", _num), ("better than it", "better", _pct),
+                    ("worse", "worse", _pct), ("reward–gain r", "score_gain_r", _signed)]
+    columns += [("at quality 1", "perfect", _pct), ("cut at the cap", "cut", _pct),
+                ("reward–oracle r", "score_quality_r", _signed)]
+    if "against" in summary:
+        columns.append(("--against's quality", "against_quality", _num))
+    lines = [f"# rollouts of {summary['run']}, read by the oracle", "",
+             "| iterations | " + " | ".join(head for head, _, _ in columns) + " |",
+             "| --- " + "| ---: " * len(columns) + "|"]
+    whole = {**summary, "against_quality": summary.get("against", {}).get("quality")}
+    for span, row in [(_span(b["iterations"]), b) for b in summary["blocks"]] + [("all", whole)]:
+        lines.append(f"| {span} | " + " | ".join(show(row.get(key)) for _, key, show in columns) + " |")
+    if "against" in summary:
         p = summary["paired"]
         ci = p["difference_ci95"]
         lines += ["", f"paired with {summary['against']['run']} on {p['pairs']} episodes (the same prompt at the same "
@@ -250,6 +279,11 @@ def rollout_lines(summary: dict[str, Any]) -> list[str]:
                   f"against {p['against_quality']:.3f}, difference {p['difference']:+.3f}"
                   + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")]
     return lines
+
+
+def _span(iterations: list[int]) -> str:
+    first, last = iterations
+    return str(first) if first == last else f"{first}–{last}"
 
 
 def plot_rollouts(summary: dict[str, Any], path: Path) -> Path:
