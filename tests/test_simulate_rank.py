@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from redline import RedlineError
 from redline.cli import main
 from redline.records import read_records
 from redline.simulate.instructions import fix_all
@@ -104,3 +105,72 @@ def test_bad_response_files_are_named_by_file_line_and_field(three_files, tmp_pa
     with pytest.raises(RedlineError, match="no prompt of .* has two responses the annotators tell apart"):
         rank(RankConfig(responses=files[0]), tmp_path / "r.jsonl")  # one sample a prompt: nothing to compare
     assert not (tmp_path / "r.jsonl").exists()
+
+
+def _rollout_run(tmp_path, name, tasks, episodes, prompts_file):
+    """A run folder as `train ppo` leaves it (train_config.json naming its prompts, rollouts.jsonl)."""
+    run = tmp_path / name
+    run.mkdir()
+    (run / "train_config.json").write_text(json.dumps({"prompts": prompts_file}))
+    (run / "rollouts.jsonl").write_text("".join(json.dumps(e) + "\n" for e in episodes))
+    return str(run)
+
+
+@pytest.fixture
+def prompts(tmp_path):
+    tasks = make_tasks(6, seed=4)
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"id": t.id, "prompt": t.prompt, "meta": t.meta()}) + "\n" for t in tasks))
+    answers = {t.id: (" ".join(template_response(t, random.Random(t.id)).split()[:3]),  # too short to score
+                      fix_all(t.instructions, template_response(t, random.Random(t.id)), t.topic)) for t in tasks}
+    return tasks, str(path), answers
+
+
+def test_a_policys_rollouts_are_ranked_by_iteration_and_prompt(prompts, tmp_path, capsys):
+    """RLOO's K samples of a prompt in an iteration form one ranking; noise-free annotators put the good one first."""
+    tasks, data, answers = prompts
+    episodes = [{"iteration": it, "prompt": [{"role": "user", "content": t.prompt}], "response": answers[t.id][k],
+                 "score": 0.0, "tokens": 9} for it in (1, 2, 3) for t in tasks for k in (0, 1)]
+    run = _rollout_run(tmp_path, "ppo", tasks, episodes, data)
+    out = tmp_path / "rankings.jsonl"
+    assert main(["simulate", "rank", "--rollouts", run, "--iterations", "2-3", "--noise-scale", "0", "--out", str(out)]) == 0
+    assert "wrote 12 rankings" in capsys.readouterr().out  # 6 prompts × iterations 2 and 3
+    rankings = read_records(out, "ranking")
+    assert {r.id for r in rankings} == {f"{t.id}@ppo-it{it}" for t in tasks for it in (2, 3)}
+    for r in rankings:
+        assert r.responses == list(answers[r.id.split("@")[0]]) and r.ranks == [1, 0]  # the fixed answer first
+        assert r.meta["policy"] == [r.id.split("@")[1]] * 2 and "instructions" in r.meta
+
+
+def test_a_pit_stages_rewrites_are_ranked_against_their_references(prompts, tmp_path):
+    from redline.prompts import pit_messages
+
+    tasks, data, answers = prompts
+    episodes = [{"iteration": 1, "prompt": pit_messages(t.prompt, answers[t.id][0]), "response": answers[t.id][1],
+                 "score": 1.0} for t in tasks]
+    run = _rollout_run(tmp_path, "rl-0", tasks, episodes * 2, "references.jsonl")  # each rewrite twice: two rankings
+    out = tmp_path / "rankings.jsonl"
+    result = rank(RankConfig(rollouts=run, data=data, noise_scale=0), out)
+    rankings = read_records(out, "ranking")
+    assert result["rankings"] == 12 and {r.id for r in rankings} == {f"{t.id}@rl-0-it1-{n}" for t in tasks for n in (1, 2)}
+    for r in rankings:
+        assert r.meta["policy"] == ["reference", "rl-0-it1"] and r.ranks == [1, 0]  # every rewrite fixed its reference
+
+
+def test_rollouts_bad_settings_are_one_clear_error(prompts, three_files, tmp_path):
+    tasks, data, answers = prompts
+    once = [{"iteration": 1, "prompt": t.prompt, "response": answers[t.id][1], "score": 0.0} for t in tasks]
+    run = _rollout_run(tmp_path, "gae", tasks, once, data)
+    out = tmp_path / "r.jsonl"
+    with pytest.raises(RedlineError, match="one of the two"):
+        rank(RankConfig(), out)
+    with pytest.raises(RedlineError, match="one of the two"):
+        rank(RankConfig(responses=three_files[1][0], rollouts=run), out)
+    with pytest.raises(RedlineError, match="expected FIRST-LAST"):
+        rank(RankConfig(rollouts=run, iterations="3"), out)
+    with pytest.raises(RedlineError, match="--data and --iterations read --rollouts"):
+        rank(RankConfig(responses=three_files[1][0], iterations="1-2"), out)
+    with pytest.raises(RedlineError, match="samples each prompt once an iteration"):
+        rank(RankConfig(rollouts=run), out)
+    with pytest.raises(RedlineError, match="no episode of"):
+        rank(RankConfig(rollouts=run, iterations="5-9"), out)

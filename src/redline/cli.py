@@ -754,7 +754,8 @@ def _add_simulate(sub) -> None:
         description="Group response records by id (else prompt) across the files, let one annotator of the pool rank "
         "each group from the oracle's quality with its own noise (as `simulate build` does), and write ranking "
         "records: a reward model then learns on a policy's own answers, as InstructGPT's later comparisons were "
-        "collected on its policies' outputs. Prints what the labels teach (ties, noise, decisive labels right).",
+        "collected on its policies' outputs. --rollouts RUN ranks what an RL run trained on instead (an iteration's "
+        "samples of one prompt together; a PIT stage's rewrites against their references). Prints what the labels teach (ties, noise, decisive labels right).",
     )
     add_settings_arguments(p, RankConfig)
     add_out(p, help="the rankings file to write (JSONL)")

@@ -98,35 +98,53 @@ def run_settings(run: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def read_oracle_meta(data: str) -> dict[str, dict]:
-    """Each prompt's text → its meta, from records carrying meta.instructions (as `redline simulate` writes them)."""
-    meta = {}
+def read_oracle_records(data: str) -> dict[str, dict]:
+    """Each prompt's text → its first record carrying meta.instructions (as `redline simulate` writes them)."""
+    records = {}
     for record in read_prompt_records(data):
         if "instructions" in record["meta"]:
-            meta.setdefault(prompt_text(record["prompt"]), record["meta"])
-    if not meta:
+            records.setdefault(prompt_text(record["prompt"]), record)
+    if not records:
         raise RedlineError(f"{data}: no record has meta.instructions: the oracle reads them, so this works on "
                            "simulated data (`redline simulate`) only")
-    return meta
+    return records
 
 
-def score_episodes(episodes: list[Episode], meta: dict[str, dict], run: str | Path, data: str) -> None:
-    """Each episode's oracle quality (and its PIT reference's), in place; an episode whose request is not in
-    ``data`` is refused by line."""
+def resolve_requests(episodes: list[Episode], records: dict[str, dict], run: str | Path, data: str) -> None:
+    """Each episode's request (and, for a PIT rewrite, its reference: ``prompts.pit_parts``), in place; an episode
+    whose request is not in ``data`` is refused by line."""
     from redline.prompts import pit_parts
-    from redline.simulate.oracle import quality
 
     for number, e in enumerate(episodes, start=1):
         e.request, e.reference = e.prompt, None
-        if e.prompt not in meta and (parts := pit_parts(e.prompt)) is not None:
+        if e.prompt not in records and (parts := pit_parts(e.prompt)) is not None:
             e.request, e.reference = parts
-        if e.request not in meta:
+        if e.request not in records:
             raise RedlineError(f"{Path(run) / ROLLOUTS}:{number}: its request {e.request[:60]!r} is not in {data} (with "
                                "meta.instructions): give the prompt file the run trained on (for a PIT stage, the "
                                "preference file) with --data")
-        e.quality = quality(meta[e.request], e.response, e.request)
+
+
+def score_episodes(episodes: list[Episode], records: dict[str, dict], run: str | Path, data: str) -> None:
+    """Each episode's oracle quality (and its PIT reference's), in place."""
+    from redline.simulate.oracle import quality
+
+    resolve_requests(episodes, records, run, data)
+    for e in episodes:
+        meta = records[e.request]["meta"]
+        e.quality = quality(meta, e.response, e.request)
         if e.reference is not None:
-            e.reference_quality = quality(meta[e.request], e.reference, e.request)
+            e.reference_quality = quality(meta, e.reference, e.request)
+
+
+def prompt_file(run: str | Path, data: str | None) -> str:
+    """``data``, else the prompt file the run recorded in its train_config.json; it must exist."""
+    data = data or run_settings(run).get("prompts")
+    if not data:
+        raise RedlineError(f"{run}: its train_config.json names no prompt file: give --data")
+    if not Path(data).is_file():
+        raise RedlineError(f"{data}: no such file (the run's prompt file as it recorded it; give --data)")
+    return data
 
 
 def correlation(x: Sequence[float], y: Sequence[float]) -> float | None:
@@ -200,19 +218,14 @@ def paired_difference(first: Sequence[Episode], second: Sequence[Episode]) -> di
 
 def evaluate_rollouts(config: RolloutsConfig) -> dict[str, Any]:
     """Read the run's (and ``against``'s) rollouts with the oracle and write the outputs of the module docstring."""
-    settings = run_settings(config.run)
-    data = config.data or settings.get("prompts")
-    if not data:
-        raise RedlineError(f"{config.run}: its train_config.json names no prompt file: give --data")
-    if not Path(data).is_file():
-        raise RedlineError(f"{data}: no such file (the run's prompt file as it recorded it; give --data)")
+    data = prompt_file(config.run, config.data)
     episodes = read_rollouts(config.run)
     other = read_rollouts(config.against) if config.against else None
-    meta = read_oracle_meta(data)
-    score_episodes(episodes, meta, config.run, data)
+    records = read_oracle_records(data)
+    score_episodes(episodes, records, config.run, data)
     if other is not None:
-        score_episodes(other, meta, config.against, data)
-    cap = settings.get("max_new_tokens")
+        score_episodes(other, records, config.against, data)
+    cap = run_settings(config.run).get("max_new_tokens")
     blocks = []
     for lo, hi, block in grouped(episodes, config.block):
         row = {"iterations": [lo, hi], **summarize_episodes(block, cap)}

@@ -12,10 +12,17 @@ trained on them (``train reward --model models/reward --data THESE`` goes on fro
     redline generate --model runs/ppo_ptx --prompts data/simulated/rankings.jsonl --seed 100000 --out s1.jsonl
     redline simulate rank --responses s0.jsonl,s1.jsonl --out runs/ppo_ptx_rankings.jsonl
 
+or straight from what an RL run trained on (RUN/rollouts.jsonl: with ``--advantage rloo`` each iteration holds K
+samples of each of its prompts, ranked together; a `train pit` stage's rewrites, each ranked against the reference
+it rewrote, for a reward-gap model on the policy's own rewrites)::
+
+    redline simulate rank --rollouts runs/ppo_ptx --iterations 1-19 --out runs/ppo_ptx_rankings.jsonl
+
 Steps:
   1. read the response records of every file (``generate`` writes them; each needs the instructions
      in ``meta``, as the simulated prompts carry them), and group them by ``id`` (by prompt for records
-     without one) across the files, in the order first seen;
+     without one) across the files, in the order first seen; or with ``--rollouts``, each run's episodes
+     by (iteration, prompt), a PIT rewrite with its reference, the prompt and task from ``--data``;
   2. for each group, one annotator of the pool (chosen by ``--seed`` and the group's key, as ``build``
      chooses one per prompt) ranks the non-empty responses from their oracle quality with its own noise:
      jitter, ties within its resolution, neighbouring groups swapped; copies of one text tie;
@@ -46,9 +53,16 @@ from redline.simulate.oracle import check_all
 class RankConfig:
     """`redline simulate rank`: whose responses, who ranks them, where the rankings go."""
 
-    responses: str = field(default="", metadata={"required": True, "help": (
+    responses: str = field(default="", metadata={"help": (
         "response files (JSONL, as `redline generate` writes), comma-separated: records of one id (else one "
-        "prompt) across them are ranked together")})
+        "prompt) across them are ranked together (this or --rollouts)")})
+    rollouts: str | None = field(default=None, metadata={"help": (
+        "RL run folders (their rollouts.jsonl), comma-separated, in place of --responses: an iteration's samples of "
+        "one prompt are ranked together (RLOO's K), a `train pit` stage's rewrite with the reference it rewrote")})
+    data: str | None = field(default=None, metadata={"help": "with --rollouts: the prompt records with "
+        "meta.instructions (default: the prompt file each run trained on; for a PIT stage give the preference file)"})
+    iterations: str | None = field(default=None, metadata={"help": "with --rollouts: FIRST-LAST, the iterations whose "
+        "episodes are ranked (default: all)"})
     seed: int = field(default=0, metadata={"help": "chooses each prompt's annotator and its noise"})
     annotators: int = field(default=5, metadata={"min": 1, "help": "annotators in the pool (simulate build's default)"})
     noise_scale: float = field(default=1.0, metadata={"min": 0, "help": "their default noise times this (0: noise-free)"})
@@ -118,6 +132,53 @@ def read_groups(paths: list[str]) -> list[_Group]:
     return list(groups.values())
 
 
+def iteration_range(spec: str | None) -> tuple[int, int] | None:
+    if spec is None:
+        return None
+    first, sep, last = spec.partition("-")
+    if not sep or not first.strip().isdigit() or not last.strip().isdigit() or int(first) > int(last):
+        raise RedlineError(f"--iterations {spec!r}: expected FIRST-LAST, two iteration numbers, the first not above the last")
+    return int(first), int(last)
+
+
+def read_rollout_groups(config: RankConfig) -> list[_Group]:
+    """Step 1 for ``--rollouts``: each run's episodes (``rollouts``' reader: a bad line refused by number), grouped
+    by (iteration, prompt) for a policy's samples, or as (reference, rewrite) for a PIT stage's; each group's prompt,
+    id and task from the prompt record the episode's request came from."""
+    from redline.rollouts import ROLLOUTS, prompt_file, read_oracle_records, read_rollouts, resolve_requests
+
+    span = iteration_range(config.iterations)
+    groups: dict[str, _Group] = {}
+    for run in (r.strip() for r in config.rollouts.split(",") if r.strip()):
+        data = prompt_file(run, config.data)
+        records = read_oracle_records(data)
+        names = {text: r["id"] if r["id"] is not None else f"prompt-{i}" for i, (text, r) in enumerate(records.items())}
+        episodes = read_rollouts(run)
+        resolve_requests(episodes, records, run, data)
+        tag, rewrites = Path(run).name, Counter()
+        for number, e in enumerate(episodes, start=1):
+            if span and not span[0] <= e.iteration <= span[1]:
+                continue
+            record, source = records[e.request], f"{tag}-it{e.iteration}"
+            key = f"{names[e.request]}@{source}"
+            if e.reference is not None:  # a rewrite: ranked against the reference it rewrote, alone
+                rewrites[key] += 1
+                key = f"{key}-{rewrites[key]}"
+            group = groups.get(key)
+            if group is None:
+                meta = record["meta"]
+                groups[key] = group = _Group(key, record["prompt"], {name: meta[name] for name in TASK_FIELDS if name in meta},
+                                             record_task(meta), [], [], f"{Path(run) / ROLLOUTS}:{number}")
+                if e.reference is not None:
+                    group.responses.append(e.reference)
+                    group.sources.append("reference")
+            group.responses.append(e.response)
+            group.sources.append(source)
+    if not groups:
+        raise RedlineError(f"no episode of {config.rollouts} in --iterations {config.iterations}")
+    return list(groups.values())
+
+
 def rank_groups(groups: list[_Group], config: RankConfig) -> tuple[list[Ranking], Counter]:
     """Step 2: one annotator per group ranks its non-empty responses; the groups that give no comparison, counted."""
     pool = make_pool(config.annotators, noise_scale=config.noise_scale)
@@ -146,13 +207,17 @@ def rank_groups(groups: list[_Group], config: RankConfig) -> tuple[list[Ranking]
 def rank(config: RankConfig, out: str | Path) -> dict:
     """Steps 1-3: write the rankings to ``out`` (JSONL); return what was written and what the labels teach."""
     paths = [p.strip() for p in config.responses.split(",") if p.strip()]
-    if not paths:
-        raise RedlineError("--responses names no file")
-    groups = read_groups(paths)
+    if bool(paths) == bool(config.rollouts):
+        raise RedlineError("give --responses (response files) or --rollouts (RL run folders), one of the two")
+    if not config.rollouts and (config.data or config.iterations):
+        raise RedlineError("--data and --iterations read --rollouts; response files carry their own meta")
+    groups = read_groups(paths) if paths else read_rollout_groups(config)
     rankings, dropped = rank_groups(groups, config)
     if not rankings:
-        raise RedlineError(f"no prompt of {', '.join(paths)} has two responses the annotators tell apart "
-                           f"({dict(dropped)}): rank several samples of each prompt, from separate files")
+        advice = ("a run of --advantage gae samples each prompt once an iteration: nothing to rank"
+                  if config.rollouts else "rank several samples of each prompt, from separate files")
+        raise RedlineError(f"no prompt of {config.rollouts or ', '.join(paths)} has two responses the annotators tell "
+                           f"apart ({dict(dropped)}): {advice}")
     write_records(out, rankings)
     sizes = Counter(len(r.responses) for r in rankings)
     return {"rankings": len(rankings), "responses_per_ranking": dict(sorted(sizes.items())), "dropped": dict(dropped),
