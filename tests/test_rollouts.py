@@ -7,10 +7,13 @@ import pytest
 
 from redline import RedlineError
 from redline.cli import main
+from redline.prompts import pit_messages, pit_parts
 from redline.rollouts import RolloutsConfig, evaluate_rollouts
 from redline.simulate.instructions import fix_all
 from redline.simulate.oracle import quality
 from redline.simulate.tasks import make_tasks, template_response
+
+POOR, PLAIN, FIXED = 0, 1, 2  # which answer an episode carries
 
 
 def _write(path, rows):
@@ -20,132 +23,166 @@ def _write(path, rows):
 
 @pytest.fixture
 def world(tmp_path):
-    """Four prompts with their instructions, and for each a poor answer (the template's first words: too short to
-    score) and a good one (the template's answer with every instruction fixed), with the oracle's qualities."""
+    """Four prompts with their instructions, and three answers to each with the oracle's qualities: a poor one (the
+    template's first words: too short to score), the template's answer as it is (0 or 1 by prompt: it meets every
+    instruction of two prompts and not of the other two), and the template's answer with every instruction fixed."""
     tasks = make_tasks(4, seed=1)
     data = _write(tmp_path / "prompts.jsonl", [{"id": t.id, "prompt": t.prompt, "meta": t.meta()} for t in tasks])
     answers = []
     for t in tasks:
         template = template_response(t, random.Random(t.id))
-        raw, fixed = " ".join(template.split()[:3]), fix_all(t.instructions, template, t.topic)
-        answers.append((t, raw, fixed, quality(t.meta(), raw, t.prompt), quality(t.meta(), fixed, t.prompt)))
-    assert all(qf > qr for *_, qr, qf in answers)  # the fixed answer is the better one
+        texts = (" ".join(template.split()[:3]), template, fix_all(t.instructions, template, t.topic))
+        answers.append((t, texts, [quality(t.meta(), text, t.prompt) for text in texts]))
+    assert [q for *_, q in answers] == [[0, 0, 1], [0, 1, 1], [0, 1, 1], [0, 0, 1]]  # the gains differ by prompt
     return data, answers
 
 
-def _run(tmp_path, name, data, episodes, max_new_tokens=50):
+def _run(tmp_path, name, data, episodes, max_new_tokens=50, **settings):
     """A run folder as `train ppo` leaves it: train_config.json and rollouts.jsonl."""
     run = tmp_path / name
     run.mkdir()
-    (run / "train_config.json").write_text(json.dumps({"prompts": data, "max_new_tokens": max_new_tokens, "seed": 0}))
+    (run / "train_config.json").write_text(json.dumps({"prompts": data, "max_new_tokens": max_new_tokens, "seed": 0,
+                                                       "batch_size": 4, "advantage": "gae", **settings}))
     _write(run / "rollouts.jsonl", episodes)
     return str(run)
 
 
-def _episodes(answers, iterations, fixed_from, tokens=10):
-    """Each iteration, every prompt once (as chat messages, as PPO logs them): the raw answer before ``fixed_from``,
-    the fixed one from it on; the score is 2 × the oracle's quality, so reward and oracle agree."""
-    rows = []
-    for it in range(1, iterations + 1):
-        for t, raw, fixed, qr, qf in answers:
-            text, q = (fixed, qf) if it >= fixed_from else (raw, qr)
-            rows.append({"iteration": it, "prompt": [{"role": "user", "content": t.prompt}], "response": text,
-                         "score": 2 * q, "kl": 0.0, "tokens": tokens})
-    return rows
+def _episodes(answers, which, iterations, tokens=10):
+    """Each iteration, every prompt once (as chat messages, as PPO logs them), with answer ``which(iteration)``;
+    the score is 2 × the oracle's quality, so reward and oracle agree."""
+    return [{"iteration": it, "prompt": [{"role": "user", "content": t.prompt}], "response": texts[which(it)],
+             "score": 2 * q[which(it)], "kl": 0.0, "tokens": tokens}
+            for it in iterations for t, texts, q in answers]
 
 
 def test_each_iteration_and_block_carries_the_oracles_quality_and_the_cut_share(world, tmp_path):
     data, answers = world
-    rows = _episodes(answers, 4, fixed_from=3)
-    rows[0]["tokens"] = 50  # one episode of iteration 1 hit the cap
+    rows = _episodes(answers, lambda it: POOR if it < 3 else PLAIN, range(1, 5))
+    rows[0]["tokens"] = 50  # one episode of iteration 1 hit the cap, by its token count (runs before `truncated`)
+    rows[5]["truncated"] = True  # one of iteration 2 by the flag PPO logs now, below the cap
     run = _run(tmp_path, "ppo", data, rows)
     summary = evaluate_rollouts(RolloutsConfig(out=str(tmp_path / "out"), run=run, block=2))
-    raw_q = sum(a[3] for a in answers) / 4
-    fixed_q = sum(a[4] for a in answers) / 4
     per = {r["iteration"]: r for r in summary["per_iteration"]}
-    assert per[1]["quality"] == pytest.approx(raw_q, abs=1e-4) and per[4]["quality"] == pytest.approx(fixed_q, abs=1e-4)
-    assert per[1]["cut"] == 0.25 and per[2]["cut"] == 0.0
-    assert per[3]["perfect"] == pytest.approx(sum(a[4] == 1.0 for a in answers) / 4)
+    assert per[1]["quality"] == 0 and per[4]["quality"] == 0.5 and per[4]["perfect"] == 0.5
+    assert per[1]["cut"] == 0.25 and per[2]["cut"] == 0.25 and per[3]["cut"] == 0.0
     assert [b["iterations"] for b in summary["blocks"]] == [[1, 2], [3, 4]]
-    assert summary["blocks"][1]["quality"] - summary["blocks"][0]["quality"] == pytest.approx(fixed_q - raw_q, abs=1e-3)
+    assert [b["quality"] for b in summary["blocks"]] == [0.0, 0.5]
     assert summary["score_quality_r"] == pytest.approx(1.0)  # the score is the quality, doubled
     assert summary["episodes"] == 16 and summary["data"] == data  # the run's own prompt file by default
     episodes = [json.loads(line) for line in (tmp_path / "out" / "episodes.jsonl").read_text().splitlines()]
-    assert len(episodes) == 16 and episodes[-1]["quality"] == pytest.approx(answers[-1][4], abs=1e-4)
+    assert [e["quality"] for e in episodes[-4:]] == [0, 1, 1, 0] and episodes[-1]["line"] == 16
     assert (tmp_path / "out" / "rollouts.png").stat().st_size > 0
-    assert "| 3–4 | 8 |" in (tmp_path / "out" / "rollouts.md").read_text()
+    assert "| 3–4 | 8 | 1.000 | 0.500 |" in (tmp_path / "out" / "rollouts.md").read_text()
+    only = evaluate_rollouts(RolloutsConfig(out=str(tmp_path / "late"), run=run, iterations="3-4"))
+    assert only["episodes"] == 8 and only["iterations"] == [3, 4] and only["quality"] == 0.5
 
 
 def test_two_runs_paired_by_iteration_and_prompt(world, tmp_path):
+    """Only episodes both runs hold are paired: the first run's fourth iteration (poor answers) and the prompt the
+    second run lacks at iteration 2 are left out, or the difference would not be the fixed answers' gain."""
     data, answers = world
-    better = _run(tmp_path, "better", data, _episodes(answers, 4, fixed_from=1))
-    worse = _run(tmp_path, "worse", data, _episodes(answers, 3, fixed_from=99))  # one iteration fewer
+    better = _run(tmp_path, "better", data, _episodes(answers, lambda it: FIXED if it < 4 else POOR, range(1, 5)))
+    worse_rows = _episodes(answers, lambda it: PLAIN, range(1, 4))
+    del worse_rows[5]  # iteration 2's second prompt (a gain of 0)
+    worse = _run(tmp_path, "worse", data, worse_rows)
     summary = evaluate_rollouts(RolloutsConfig(out=str(tmp_path / "out"), run=better, against=worse))
     paired = summary["paired"]
-    gain = sum(a[4] - a[3] for a in answers) / 4
-    assert paired["pairs"] == 12 and paired["iterations"] == [1, 3]
-    assert paired["difference"] == pytest.approx(gain, abs=1e-3)
+    assert paired["pairs"] == 11 and paired["iterations"] == [1, 3]
+    assert paired["quality"] == 1.0 and paired["difference"] == pytest.approx(6 / 11, abs=1e-4)  # gains 1,0,0,1 a round
     lo, hi = paired["difference_ci95"]
-    assert 0 < lo <= paired["difference"] <= hi  # every prompt gains, so every resample does
+    assert 0 < lo < paired["difference"] < hi < 1  # resampled (iteration, prompt) groups of gain 0 or 1
+    assert summary["against_quality"] == pytest.approx(5 / 11, abs=1e-4)  # its episodes in this run's iterations
+    assert summary["blocks"][0]["against_quality"] == summary["against_quality"]  # iterations 1–5: all of them
+    assert "paired with" in (tmp_path / "out" / "rollouts.md").read_text()
     same = evaluate_rollouts(RolloutsConfig(out=str(tmp_path / "same"), run=better, against=better))["paired"]
     assert same["difference"] == 0 and same["difference_ci95"] == [0.0, 0.0]
 
 
+def test_rloo_samples_pair_by_their_order_within_a_prompt(world, tmp_path):
+    data, answers = world
+    rows = lambda first, second: [  # noqa: E731  two samples of each prompt in iteration 1
+        {"iteration": 1, "prompt": t.prompt, "response": texts[k], "score": 0.0}
+        for t, texts, _ in answers for k in (first, second)]
+    a = _run(tmp_path, "a", data, rows(FIXED, POOR), advantage="rloo", rloo_k=2)
+    b = _run(tmp_path, "b", data, rows(POOR, PLAIN), advantage="rloo", rloo_k=2)
+    paired = evaluate_rollouts(RolloutsConfig(out=str(tmp_path / "out"), run=a, against=b))["paired"]
+    assert paired["pairs"] == 8 and paired["quality"] == 0.5 and paired["against_quality"] == 0.25
+    c = _run(tmp_path, "c", data, rows(POOR, PLAIN), advantage="rloo", rloo_k=4)
+    with pytest.raises(RedlineError, match="--rloo-k 2 against 4: the two runs drew other prompts"):
+        evaluate_rollouts(RolloutsConfig(out=str(tmp_path / "o"), run=a, against=c))
+
+
 def test_the_cli_prints_the_block_table(world, tmp_path, capsys):
     data, answers = world
-    run = _run(tmp_path, "ppo", data, _episodes(answers, 2, fixed_from=2))
+    run = _run(tmp_path, "ppo", data, _episodes(answers, lambda it: POOR if it == 1 else FIXED, range(1, 3)))
     assert main(["evaluate", "rollouts", "--run", run, "--block", "1", "--out", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out
-    assert "| 1 | 4 |" in printed and "| 2 | 4 |" in printed and "| all | 8 |" in printed
+    assert "| 1 | 4 | 0.000 | 0.000 |" in printed and "| 2 | 4 | 2.000 | 1.000 |" in printed and "| all | 8 |" in printed
     assert json.loads((tmp_path / "out" / "rollouts.json").read_text())["block"] == 1
+
+
+def test_a_run_still_writing_is_read_up_to_its_last_whole_line(world, tmp_path, capsys):
+    data, answers = world
+    run = _run(tmp_path, "ppo", data, _episodes(answers, lambda it: FIXED, range(1, 3)))
+    path = tmp_path / "ppo" / "rollouts.jsonl"
+    path.write_text(path.read_text() + '{"iteration": 3, "prompt": "Wri')  # torn mid-line
+    summary = evaluate_rollouts(RolloutsConfig(out=str(tmp_path / "out"), run=run))
+    assert summary["episodes"] == 8 and "rollouts.jsonl:9: a line without its end" in capsys.readouterr().err
 
 
 def test_bad_input_is_refused_with_its_line(world, tmp_path):
     data, answers = world
-    rows = _episodes(answers, 1, fixed_from=1)
+    rows = _episodes(answers, lambda it: FIXED, [1])
     del rows[2]["score"]
     run = _run(tmp_path, "no-score", data, rows)
     with pytest.raises(RedlineError, match=r"rollouts.jsonl:3: field `score`"):
         evaluate_rollouts(RolloutsConfig(out=str(tmp_path / "o1"), run=run))
-    rows = _episodes(answers, 1, fixed_from=1)
+    rows = _episodes(answers, lambda it: FIXED, [1])
     rows[1]["prompt"] = "a request the prompt file does not hold"
     run = _run(tmp_path, "stranger", data, rows)
-    with pytest.raises(RedlineError, match=r"rollouts.jsonl:2: its request 'a request the prompt file"):
+    path = tmp_path / "stranger" / "rollouts.jsonl"
+    path.write_text("\n" + path.read_text())  # a blank first line: the numbers stay the file's
+    with pytest.raises(RedlineError, match=r"rollouts.jsonl:3: its request 'a request the prompt file"):
         evaluate_rollouts(RolloutsConfig(out=str(tmp_path / "o2"), run=run))
-    plain = _write(tmp_path / "plain.jsonl", [{"prompt": a[0].prompt} for a in answers])
-    with pytest.raises(RedlineError, match="no record has meta.instructions"):
-        evaluate_rollouts(RolloutsConfig(out=str(tmp_path / "o3"), run=run, data=plain))
+    path.write_text(path.read_text().replace('"iteration": 1, "prompt": "a request', '"iteration": 1 "prompt": "a request'))
+    with pytest.raises(RedlineError, match=r"rollouts.jsonl:3: not JSON"):
+        evaluate_rollouts(RolloutsConfig(out=str(tmp_path / "o3"), run=run))
+    plain = _write(tmp_path / "plain.jsonl", [{"prompt": t.prompt} for t, *_ in answers])
+    run = _run(tmp_path, "plain-run", plain, _episodes(answers, lambda it: FIXED, [1]))
+    with pytest.raises(RedlineError, match="no record has meta.instructions.*give --data"):
+        evaluate_rollouts(RolloutsConfig(out=str(tmp_path / "o4"), run=run))
     with pytest.raises(RedlineError, match="no rollouts.jsonl"):
-        evaluate_rollouts(RolloutsConfig(out=str(tmp_path / "o4"), run=str(tmp_path), data=data))
+        evaluate_rollouts(RolloutsConfig(out=str(tmp_path / "o5"), run=str(tmp_path), data=data))
+    with pytest.raises(RedlineError, match="expected FIRST-LAST"):
+        evaluate_rollouts(RolloutsConfig(out=str(tmp_path / "o6"), run=run, data=data, iterations="2"))
 
 
 def test_runs_that_drew_other_prompts_cannot_be_paired(world, tmp_path):
     data, answers = world
-    first = _run(tmp_path, "a", data, _episodes(answers[:2], 2, fixed_from=1))
-    second = _run(tmp_path, "b", data, _episodes(answers[2:], 2, fixed_from=1))
+    first = _run(tmp_path, "a", data, _episodes(answers[:2], lambda it: FIXED, [1, 2]))
+    second = _run(tmp_path, "b", data, _episodes(answers[2:], lambda it: FIXED, [1, 2]))
     with pytest.raises(RedlineError, match="share no \\(iteration, prompt\\)"):
         evaluate_rollouts(RolloutsConfig(out=str(tmp_path / "o"), run=first, against=second))
+    other_seed = _run(tmp_path, "c", data, _episodes(answers, lambda it: FIXED, [1]), seed=1)
+    with pytest.raises(RedlineError, match="--seed 0 against 1"):
+        evaluate_rollouts(RolloutsConfig(out=str(tmp_path / "o2"), run=first, against=other_seed))
 
 
 def test_pit_rewrites_are_read_with_their_reference(world, tmp_path):
     """A PIT stage's episodes: the prompt holds the request and the answer to improve; the oracle reads both."""
-    from redline.prompts import pit_messages, pit_parts
-
     assert pit_parts("a request, not a PIT turn") is None
     data, answers = world
     rows = []
-    for it, (reference, rewrite, score) in enumerate([("raw", "fixed", 1.0), ("fixed", "raw", -1.0)], start=1):
-        for t, raw, fixed, *_ in answers:
-            text = {"raw": raw, "fixed": fixed}
-            rows.append({"iteration": it, "prompt": pit_messages(t.prompt, text[reference]), "response": text[rewrite],
-                         "score": score, "tokens": 10})
+    for it, (reference, rewrite) in enumerate([(PLAIN, FIXED), (FIXED, POOR)], start=1):
+        for t, texts, q in answers:
+            rows.append({"iteration": it, "prompt": pit_messages(t.prompt, texts[reference]), "response": texts[rewrite],
+                         "score": q[rewrite] - q[reference], "tokens": 10})
     run = _run(tmp_path, "pit-rl-0", data, rows)
     summary = evaluate_rollouts(RolloutsConfig(out=str(tmp_path / "out"), run=run, block=1))
     first, second = summary["blocks"]
-    assert first["better"] == 1.0 and first["worse"] == 0.0  # every rewrite fixed its reference
+    assert first["better"] == 0.5 and first["worse"] == 0.0 and first["reference_quality"] == 0.5  # two already met all
     assert second["better"] == 0.0 and second["worse"] == 1.0
-    assert first["reference_quality"] == pytest.approx(sum(a[3] for a in answers) / 4, abs=1e-4)
-    assert summary["score_gain_r"] == pytest.approx(1.0)  # the reward's sign is the gain's
+    assert summary["score_gain_r"] == pytest.approx(1.0)  # the reward is the gain
     assert "| reference's quality | better than it |" in (tmp_path / "out" / "rollouts.md").read_text()
     episode = json.loads((tmp_path / "out" / "episodes.jsonl").read_text().splitlines()[0])
-    assert episode["prompt"] == answers[0][0].prompt and "reference_quality" in episode
+    assert episode["prompt"] == answers[0][0].prompt and episode["reference_quality"] == 0

@@ -172,5 +172,15 @@ def test_rollouts_bad_settings_are_one_clear_error(prompts, three_files, tmp_pat
         rank(RankConfig(responses=three_files[1][0], iterations="1-2"), out)
     with pytest.raises(RedlineError, match="samples each prompt once an iteration"):
         rank(RankConfig(rollouts=run), out)
-    with pytest.raises(RedlineError, match="no episode of"):
+    with pytest.raises(RedlineError, match="no episode in iterations 5-9"):
         rank(RankConfig(rollouts=run, iterations="5-9"), out)
+
+
+def test_two_runs_with_one_folder_name_are_never_ranked_together(prompts, tmp_path):
+    tasks, data, answers = prompts
+    once = lambda k: [{"iteration": 1, "prompt": t.prompt, "response": answers[t.id][k], "score": 0.0} for t in tasks]  # noqa: E731
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    runs = [_rollout_run(tmp_path / "a", "ppo", tasks, once(0), data), _rollout_run(tmp_path / "b", "ppo", tasks, once(1), data)]
+    with pytest.raises(RedlineError, match="samples each prompt once an iteration"):  # one sample each: nothing to rank
+        rank(RankConfig(rollouts=",".join(runs)), tmp_path / "r.jsonl")

@@ -490,7 +490,8 @@ def _write_outputs(out: Path, summary: dict[str, Any], report: str) -> None:
     (out / "report.md").write_text(report)
 
 
-def _pct(x: float | None) -> str:
+def percent(x: float | None) -> str:
+    """A share as "12.3%", "–" when there is none."""
     return "–" if x is None else f"{100 * x:.1f}%"
 
 
@@ -510,8 +511,8 @@ def _score_cell(s: dict[str, Any]) -> str:
 
 def _cells(s: dict[str, Any]) -> str:
     return (
-        f"{s['wins']} | {s['ties']} | {s['losses']} | {s['invalid']} | {_pct(s['win_rate'])} | "
-        f"{_ci(s['ci95'])} | {_pct(s['lc_win_rate'])} | {_pct(s['position_consistency'])} | "
+        f"{s['wins']} | {s['ties']} | {s['losses']} | {s['invalid']} | {percent(s['win_rate'])} | "
+        f"{_ci(s['ci95'])} | {percent(s['lc_win_rate'])} | {percent(s['position_consistency'])} | "
         f"{s['mean_words_a'] or 0:.0f} / {s['mean_words_b'] or 0:.0f} | {_score_cell(s)} |"
     )
 
@@ -538,7 +539,7 @@ column gives their means and the paired difference A − B, with a bootstrap int
 
 
 def _report(title: str, lines: list[str], rows: list[str], summary: dict[str, Any]) -> str:
-    notes = REPORT_NOTES.format(resamples=summary["bootstrap_resamples"], first=_pct(summary.get("first_shown_win_rate")))
+    notes = REPORT_NOTES.format(resamples=summary["bootstrap_resamples"], first=percent(summary.get("first_shown_win_rate")))
     return f"# {title}\n\n" + "".join(f"- {line}\n" for line in lines) + f"\n{TABLE_HEAD}\n" + "\n".join(rows) + "\n" + notes
 
 
@@ -597,7 +598,7 @@ def _evaluate_files(config: EvaluateConfig, judge: Judge) -> dict[str, Any]:
     summary = {"judge": judge.name, "a": config.a, "b": config.b, "seed": config.seed,
                **summarize(judgments, config.bootstrap, config.seed), "reads": read_reports([config.a, config.b])}
     lines = [f"A: `{config.a}`", f"B: `{config.b}`", f"judge: `{judge.name}`",
-             f"pairs: {summary['pairs']} (invalid: {summary['invalid']}, {_pct(summary['invalid_rate'])})"]
+             f"pairs: {summary['pairs']} (invalid: {summary['invalid']}, {percent(summary['invalid_rate'])})"]
     _write_outputs(out, summary, _report("Win rate of A against B", lines, [table_row("A vs B", summary)], summary))
     if config.export_alpaca_eval:
         write_alpaca_eval(config.export_alpaca_eval,

@@ -13,9 +13,11 @@ and the reference answer to improve (``prompts.pit_parts`` reads them back), so 
 adds the references' quality and how often the rewrite is better or worse than its reference: what the reward-gap
 model's score stands for.
 
-Two runs with the same ``--seed`` and prompt file draw the same prompts at each iteration (``train.ppo.stream_indices``
-is a pure function of the iteration), so ``--against`` pairs their episodes (iteration, prompt, k-th sample) and
-gives the difference in oracle quality with a 95% bootstrap interval that resamples (iteration, prompt) groups.
+Two runs with the same ``--seed``, prompts, batch size and samples per prompt draw the same prompts at each
+iteration (``train.ppo.stream_indices`` is a pure function of the iteration), so ``--against`` pairs their episodes
+(iteration, prompt, k-th sample) and gives the difference in oracle quality with a 95% bootstrap interval that
+resamples (iteration, prompt) groups (for PIT the prompt holds the reference, so round 0's rewrites of a pair's y_l
+and y_w are two groups). Runs that differ in those settings are refused: their episodes would pair by chance.
 
 Writes OUT/rollouts.json (per iteration, per block, the difference), OUT/rollouts.md (the block table),
 OUT/episodes.jsonl (each episode's score and quality) and OUT/rollouts.png.
@@ -27,6 +29,7 @@ what they were worth.
 from __future__ import annotations
 
 import json
+import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +38,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from redline import RedlineError
-from redline.records import iter_raw, prompt_text, read_prompt_records, write_records
+from redline.evaluate import percent
+from redline.records import prompt_text, read_prompt_records, write_records
 
 ROLLOUTS = "rollouts.jsonl"  # as train.ppo writes it (not imported: that module loads torch)
 
@@ -52,6 +56,8 @@ class RolloutsConfig:
     against: str | None = field(default=None, metadata={"help": "a second run on the same prompts and --seed: its "
         "qualities beside, and the paired difference (--run minus this) with a 95% interval"})
     block: int = field(default=5, metadata={"min": 1, "help": "iterations per row of the table (1: one row an iteration)"})
+    iterations: str | None = field(default=None, metadata={"help": "FIRST-LAST: read these iterations only (a run that "
+        "goes on is read as it was at LAST; default: all)"})
 
 
 @dataclass
@@ -61,21 +67,43 @@ class Episode:
     response: str
     score: float  # the run's own reward
     tokens: int | None
+    truncated: bool | None  # ran into the token cap (runs before it was logged: None)
+    line: int  # its line in RUN/rollouts.jsonl
     request: str = ""  # the request the oracle reads the response against
     reference: str | None = None  # PIT: the answer the response rewrites
     quality: float = 0.0  # the oracle's, of the response
     reference_quality: float | None = None  # and of the reference
 
 
-def read_rollouts(run: str | Path) -> list[Episode]:
-    """RUN/rollouts.jsonl as episodes; a bad line is refused with its number and field."""
+def iteration_range(spec: str | None) -> tuple[int, int] | None:
+    """``--iterations FIRST-LAST`` as a pair; None for all."""
+    if spec is None:
+        return None
+    first, sep, last = spec.partition("-")
+    if not sep or not first.strip().isdigit() or not last.strip().isdigit() or int(first) > int(last):
+        raise RedlineError(f"--iterations {spec!r}: expected FIRST-LAST, two iteration numbers, the first not above the last")
+    return int(first), int(last)
+
+
+def read_rollouts(run: str | Path, iterations: tuple[int, int] | None = None) -> list[Episode]:
+    """RUN/rollouts.jsonl as episodes (those of ``iterations`` only, when given); a bad line is refused with its
+    number and field. A last line without its newline is a run still writing (or killed mid-line): left out, said."""
     path = Path(run) / ROLLOUTS
     if not path.is_file():
         raise RedlineError(f"{run}: no {ROLLOUTS}: not the folder of a `redline train ppo` run (or it has not "
                            "finished an iteration)")
+    lines = path.read_text(encoding="utf-8").split("\n")
+    if lines[-1].strip():
+        print(f"redline: {path}:{len(lines)}: a line without its end (a run still writing): left out", file=sys.stderr)
     episodes = []
-    for number, obj in iter_raw(path):
+    for number, line in enumerate(lines[:-1], start=1):
+        if not line.strip():
+            continue
         where = f"{path}:{number}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise RedlineError(f"{where}: not JSON: {e.msg} at column {e.colno}") from None
         if not isinstance(obj, dict):
             raise RedlineError(f"{where}: not a JSON object of an episode")
         for name, kind in (("iteration", int), ("response", str), ("score", (int, float))):
@@ -85,11 +113,14 @@ def read_rollouts(run: str | Path) -> list[Episode]:
         if not (isinstance(prompt, str) or (isinstance(prompt, list) and prompt and all(
                 isinstance(m, dict) and isinstance(m.get("content"), str) and "role" in m for m in prompt))):
             raise RedlineError(f"{where}: field `prompt`: neither a string nor chat messages")
-        tokens = obj.get("tokens")
+        if iterations and not iterations[0] <= obj["iteration"] <= iterations[1]:
+            continue
+        tokens, truncated = obj.get("tokens"), obj.get("truncated")
         episodes.append(Episode(obj["iteration"], prompt_text(prompt), obj["response"], float(obj["score"]),
-                                tokens if isinstance(tokens, int) else None))
+                                tokens if isinstance(tokens, int) else None,
+                                truncated if isinstance(truncated, bool) else None, number))
     if not episodes:
-        raise RedlineError(f"{path}: no episode")
+        raise RedlineError(f"{path}: no episode" + (f" in iterations {iterations[0]}-{iterations[1]}" if iterations else ""))
     return episodes
 
 
@@ -98,15 +129,19 @@ def run_settings(run: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def read_oracle_records(data: str) -> dict[str, dict]:
-    """Each prompt's text → its first record carrying meta.instructions (as `redline simulate` writes them)."""
+def read_oracle_records(data: str, run: str | Path | None = None) -> dict[str, dict]:
+    """Each prompt's text → its first record carrying meta.instructions (as `redline simulate` writes them);
+    ``run``: the run whose train_config.json named ``data`` (the error then says to give --data)."""
     records = {}
     for record in read_prompt_records(data):
         if "instructions" in record["meta"]:
             records.setdefault(prompt_text(record["prompt"]), record)
     if not records:
-        raise RedlineError(f"{data}: no record has meta.instructions: the oracle reads them, so this works on "
-                           "simulated data (`redline simulate`) only")
+        raise RedlineError(
+            f"{data}: no record has meta.instructions, which the oracle reads: "
+            + (f"it is the prompt file {run} trained on; give --data the simulated records its prompts came from (for "
+               "a PIT round-1 stage, whose prompts are its references, the preference file)" if run is not None
+               else "this works on simulated data (`redline simulate`) only"))
     return records
 
 
@@ -115,12 +150,12 @@ def resolve_requests(episodes: list[Episode], records: dict[str, dict], run: str
     whose request is not in ``data`` is refused by line."""
     from redline.prompts import pit_parts
 
-    for number, e in enumerate(episodes, start=1):
+    for e in episodes:
         e.request, e.reference = e.prompt, None
         if e.prompt not in records and (parts := pit_parts(e.prompt)) is not None:
             e.request, e.reference = parts
         if e.request not in records:
-            raise RedlineError(f"{Path(run) / ROLLOUTS}:{number}: its request {e.request[:60]!r} is not in {data} (with "
+            raise RedlineError(f"{Path(run) / ROLLOUTS}:{e.line}: its request {e.request[:60]!r} is not in {data} (with "
                                "meta.instructions): give the prompt file the run trained on (for a PIT stage, the "
                                "preference file) with --data")
 
@@ -137,14 +172,16 @@ def score_episodes(episodes: list[Episode], records: dict[str, dict], run: str |
             e.reference_quality = quality(meta, e.reference, e.request)
 
 
-def prompt_file(run: str | Path, data: str | None) -> str:
-    """``data``, else the prompt file the run recorded in its train_config.json; it must exist."""
-    data = data or run_settings(run).get("prompts")
-    if not data:
+def oracle_records(run: str | Path, data: str | None) -> tuple[str, dict[str, dict]]:
+    """The prompt file (``data``, else the one the run recorded in its train_config.json) and its records by text."""
+    if data:
+        return data, read_oracle_records(data)
+    recorded = run_settings(run).get("prompts")
+    if not recorded:
         raise RedlineError(f"{run}: its train_config.json names no prompt file: give --data")
-    if not Path(data).is_file():
-        raise RedlineError(f"{data}: no such file (the run's prompt file as it recorded it; give --data)")
-    return data
+    if not Path(recorded).is_file():
+        raise RedlineError(f"{recorded}: no such file (the prompt file {run} recorded; give --data)")
+    return recorded, read_oracle_records(recorded, run)
 
 
 def correlation(x: Sequence[float], y: Sequence[float]) -> float | None:
@@ -158,7 +195,8 @@ def summarize_episodes(episodes: Sequence[Episode], cap: int | None) -> dict[str
     """Mean reward and oracle quality, the share at quality 1, the share cut at the token cap, and how well the
     reward tracks the oracle (Pearson's r over the episodes)."""
     scores, qualities = [e.score for e in episodes], [e.quality for e in episodes]
-    cut = [e.tokens >= cap for e in episodes if e.tokens is not None] if cap else []
+    cut = [e.truncated if e.truncated is not None else e.tokens >= cap  # older runs logged tokens only
+           for e in episodes if e.truncated is not None or (cap and e.tokens is not None)]
     row = {"episodes": len(episodes), "score": round(float(np.mean(scores)), 4),
            "quality": round(float(np.mean(qualities)), 4),
            "perfect": round(float(np.mean([q == 1.0 for q in qualities])), 4),
@@ -199,8 +237,8 @@ def paired_difference(first: Sequence[Episode], second: Sequence[Episode]) -> di
     a, b = keyed(first), keyed(second)
     shared = sorted(set(a) & set(b))
     if not shared:
-        raise RedlineError("the two runs share no (iteration, prompt): they drew different prompts (another --seed, "
-                           "prompt file or --batch-size) or share no iteration, so their episodes cannot be paired")
+        raise RedlineError("the two runs share no (iteration, prompt): they share no iteration, or drew other prompts "
+                           "(another --seed, prompt file, --batch-size or --rloo-k), so their episodes cannot be paired")
     groups: dict[tuple, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
     for k in shared:
         row = groups[k[:2]]
@@ -216,38 +254,62 @@ def paired_difference(first: Sequence[Episode], second: Sequence[Episode]) -> di
             "difference_ci95": prompt_interval(rows, hits=0, total=2, minus=1)}
 
 
+PAIRING = ("seed", "batch_size", "advantage", "rloo_k")  # with the prompt file, what decides an iteration's prompts
+
+
+def check_pairable(run: str, against: str, data: str, their_data: str) -> None:
+    """Refuse two runs whose iterations drew other prompts: their episodes would pair by chance, not by design."""
+    import hashlib
+
+    mine, theirs = run_settings(run), run_settings(against)
+    keys = [k for k in PAIRING if k != "rloo_k" or mine.get("advantage") == "rloo"]  # K groups prompts with RLOO only
+    differ = [f"--{k.replace('_', '-')} {mine.get(k)} against {theirs.get(k)}" for k in keys if mine.get(k) != theirs.get(k)]
+    digest = [hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in (data, their_data)]
+    if digest[0] != digest[1]:
+        differ.append(f"prompt files {data} against {their_data}")
+    if differ:
+        raise RedlineError(f"--against {against}: {'; '.join(differ)}: the two runs drew other prompts at each iteration, "
+                           "so their episodes cannot be paired")
+
+
 def evaluate_rollouts(config: RolloutsConfig) -> dict[str, Any]:
     """Read the run's (and ``against``'s) rollouts with the oracle and write the outputs of the module docstring."""
-    data = prompt_file(config.run, config.data)
-    episodes = read_rollouts(config.run)
-    other = read_rollouts(config.against) if config.against else None
-    records = read_oracle_records(data)
+    span = iteration_range(config.iterations)
+    data, records = oracle_records(config.run, config.data)
+    episodes = read_rollouts(config.run, span)
     score_episodes(episodes, records, config.run, data)
-    if other is not None:
-        score_episodes(other, records, config.against, data)
     cap = run_settings(config.run).get("max_new_tokens")
-    blocks = []
-    for lo, hi, block in grouped(episodes, config.block):
-        row = {"iterations": [lo, hi], **summarize_episodes(block, cap)}
-        if other is not None:
-            theirs = [e for e in other if lo <= e.iteration <= hi]
-            row["against_quality"] = round(float(np.mean([e.quality for e in theirs])), 4) if theirs else None
-        blocks.append(row)
     summary = {"run": config.run, "data": data, "max_new_tokens": cap, "block": config.block,
+               "iterations": [min(e.iteration for e in episodes), max(e.iteration for e in episodes)],
                **summarize_episodes(episodes, cap),
                "per_iteration": [{"iteration": lo, **summarize_episodes(b, cap)} for lo, _, b in grouped(episodes, 1)],
-               "blocks": blocks}
-    if other is not None:
+               "blocks": [{"iterations": [lo, hi], **summarize_episodes(b, cap)}
+                          for lo, hi, b in grouped(episodes, config.block)]}
+    if config.against:
+        their_data, their_records = oracle_records(config.against, config.data)
+        check_pairable(config.run, config.against, data, their_data)
+        other = read_rollouts(config.against, span)
+        score_episodes(other, their_records, config.against, their_data)
         their_cap = run_settings(config.against).get("max_new_tokens")
-        summary["against"] = {"run": config.against, "max_new_tokens": their_cap, **summarize_episodes(other, their_cap),
-                              "per_iteration": [{"iteration": lo, **summarize_episodes(b, their_cap)}
-                                                for lo, _, b in grouped(other, 1)]}
+        mine = {e.iteration for e in episodes}
+        for row in summary["blocks"]:  # the other run's quality beside each row, over the same iterations
+            lo, hi = row["iterations"]
+            theirs = [e.quality for e in other if lo <= e.iteration <= hi]
+            row["against_quality"] = round(float(np.mean(theirs)), 4) if theirs else None
+        theirs = [e.quality for e in other if e.iteration in mine]
+        summary["against_quality"] = round(float(np.mean(theirs)), 4) if theirs else None
+        summary["against"] = {
+            "run": config.against, "data": their_data, "max_new_tokens": their_cap, **summarize_episodes(other, their_cap),
+            "per_iteration": [{"iteration": lo, **summarize_episodes(b, their_cap)} for lo, _, b in grouped(other, 1)],
+            "blocks": [{"iterations": [lo, hi], **summarize_episodes(b, their_cap)}
+                       for lo, hi, b in grouped(other, config.block)]}
         summary["paired"] = paired_difference(episodes, other)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     write_records(out / "episodes.jsonl", [
-        {"iteration": e.iteration, "prompt": e.request, "score": e.score, "quality": round(e.quality, 4),
-         "tokens": e.tokens, **({"reference_quality": round(e.reference_quality, 4)} if e.reference is not None else {})}
+        {"iteration": e.iteration, "line": e.line, "prompt": e.request, "score": e.score, "quality": round(e.quality, 4),
+         "tokens": e.tokens, "truncated": e.truncated,
+         **({"reference_quality": round(e.reference_quality, 4)} if e.reference is not None else {})}
         for e in episodes])
     (out / "rollouts.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "rollouts.md").write_text("\n".join(rollout_lines(summary)) + "\n")
@@ -259,10 +321,6 @@ def _num(x: float | None) -> str:
     return "–" if x is None else f"{x:.3f}"
 
 
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}%"
-
-
 def _signed(x: float | None) -> str:
     return "–" if x is None else f"{x:+.2f}"
 
@@ -272,23 +330,23 @@ def rollout_lines(summary: dict[str, Any]) -> list[str]:
     difference under it."""
     columns = [("episodes", "episodes", str), ("reward", "score", _num), ("oracle quality", "quality", _num)]
     if "reference_quality" in summary:
-        columns += [("reference's quality", "reference_quality", _num), ("better than it", "better", _pct),
-                    ("worse", "worse", _pct), ("reward–gain r", "score_gain_r", _signed)]
-    columns += [("at quality 1", "perfect", _pct), ("cut at the cap", "cut", _pct),
+        columns += [("reference's quality", "reference_quality", _num), ("better than it", "better", percent),
+                    ("worse", "worse", percent), ("reward–gain r", "score_gain_r", _signed)]
+    columns += [("at quality 1", "perfect", percent), ("cut at the cap", "cut", percent),
                 ("reward–oracle r", "score_quality_r", _signed)]
     if "against" in summary:
         columns.append(("--against's quality", "against_quality", _num))
     lines = [f"# rollouts of {summary['run']}, read by the oracle", "",
              "| iterations | " + " | ".join(head for head, _, _ in columns) + " |",
              "| --- " + "| ---: " * len(columns) + "|"]
-    whole = {**summary, "against_quality": summary.get("against", {}).get("quality")}
-    for span, row in [(_span(b["iterations"]), b) for b in summary["blocks"]] + [("all", whole)]:
+    for span, row in [(_span(b["iterations"]), b) for b in summary["blocks"]] + [("all", summary)]:
         lines.append(f"| {span} | " + " | ".join(show(row.get(key)) for _, key, show in columns) + " |")
     if "against" in summary:
         p = summary["paired"]
         ci = p["difference_ci95"]
-        lines += ["", f"paired with {summary['against']['run']} on {p['pairs']} episodes (the same prompt at the same "
-                  f"iteration, iterations {p['iterations'][0]}–{p['iterations'][1]}): oracle quality {p['quality']:.3f} "
+        lines += ["", f"paired with {summary['against']['run']}: {p['pairs']} of {summary['episodes']} and "
+                  f"{summary['against']['episodes']} episodes (the same prompt at the same iteration, iterations "
+                  f"{p['iterations'][0]}–{p['iterations'][1]}): oracle quality {p['quality']:.3f} "
                   f"against {p['against_quality']:.3f}, difference {p['difference']:+.3f}"
                   + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")]
     return lines
@@ -300,7 +358,7 @@ def _span(iterations: list[int]) -> str:
 
 
 def plot_rollouts(summary: dict[str, Any], path: Path) -> Path:
-    """Left: the oracle's quality per iteration (dots) and per block (line), the --against run beside it;
+    """Left: the oracle's quality per iteration (dots) and per block of the table (line), the --against run beside it;
     right: each run's own reward per iteration (their scales differ when their reward models do)."""
     import matplotlib
 
@@ -310,15 +368,12 @@ def plot_rollouts(summary: dict[str, Any], path: Path) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), dpi=120)
     runs = [(summary["run"], summary, "C0")] + ([(summary["against"]["run"], summary["against"], "C1")]
                                                 if "against" in summary else [])
-    size = summary["block"]
     for name, s, color in runs:
         its = [r["iteration"] for r in s["per_iteration"]]
-        label = Path(name).name or name
         left.plot(its, [r["quality"] for r in s["per_iteration"]], "o", color=color, alpha=0.35, markersize=3)
-        means = [(np.mean(its[i:i + size]), np.mean([r["quality"] for r in s["per_iteration"][i:i + size]]))
-                 for i in range(0, len(its), size)]
-        left.plot(*zip(*means), "-", color=color, label=f"{label} (blocks of {size})")
-        right.plot(its, [r["score"] for r in s["per_iteration"]], "o-", color=color, markersize=3, label=label)
+        left.plot([sum(b["iterations"]) / 2 for b in s["blocks"]], [b["quality"] for b in s["blocks"]], "-", color=color,
+                  label=f"{Path(name).name or name} (blocks of {summary['block']}, as the table)")
+        right.plot(its, [r["score"] for r in s["per_iteration"]], "o-", color=color, markersize=3, label=Path(name).name or name)
     left.set_xlabel("iteration")
     left.set_ylabel("oracle quality of the rollouts (mean)")
     left.legend(fontsize=7)

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from redline import RedlineError
+from redline.evaluate import percent
 from redline.train.critic import CriticConfig
 
 
@@ -257,8 +258,8 @@ def write_results(results: dict[str, Any], out: Path) -> None:
                 failures = row.get("failures") or {}
                 quality, original = row.get("mean_quality"), curve.get("original_quality")
                 lines.append(
-                    f"| {name} | {size} | {row['iteration']} | {_pct(row['win_rate'])} | "
-                    f"{'–' if not ci else f'{_pct(ci[0])} – {_pct(ci[1])}'} | "
+                    f"| {name} | {size} | {row['iteration']} | {percent(row['win_rate'])} | "
+                    f"{'–' if not ci else f'{percent(ci[0])} – {percent(ci[1])}'} | "
                     f"{row['wins']} / {row['ties']} / {row['losses']} | {row.get('changed', '–')} | "
                     f"{failures.get('parse', 0)} / {failures.get('budget', 0)} / {failures.get('loop', 0)} | "
                     f"{'–' if quality is None else f'{quality:.3f}'}"
@@ -266,10 +267,6 @@ def write_results(results: dict[str, Any], out: Path) -> None:
                 )
     (out / "results.md").write_text("\n".join(lines) + "\n")
     plot_win_rates(results, out / "win_rates.png")
-
-
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}%"
 
 
 def plot_win_rates(results: dict[str, Any], path: Path) -> Path:

@@ -132,35 +132,26 @@ def read_groups(paths: list[str]) -> list[_Group]:
     return list(groups.values())
 
 
-def iteration_range(spec: str | None) -> tuple[int, int] | None:
-    if spec is None:
-        return None
-    first, sep, last = spec.partition("-")
-    if not sep or not first.strip().isdigit() or not last.strip().isdigit() or int(first) > int(last):
-        raise RedlineError(f"--iterations {spec!r}: expected FIRST-LAST, two iteration numbers, the first not above the last")
-    return int(first), int(last)
-
-
 def read_rollout_groups(config: RankConfig) -> list[_Group]:
     """Step 1 for ``--rollouts``: each run's episodes (``rollouts``' reader: a bad line refused by number), grouped
     by (iteration, prompt) for a policy's samples, or as (reference, rewrite) for a PIT stage's; each group's prompt,
-    id and task from the prompt record the episode's request came from."""
-    from redline.rollouts import ROLLOUTS, prompt_file, read_oracle_records, read_rollouts, resolve_requests
+    id and task from the prompt record the episode's request came from. A run is named by its folder, or by its
+    path as given where two runs' folders share a name, so two runs' episodes are never ranked together."""
+    from redline.rollouts import ROLLOUTS, iteration_range, oracle_records, read_rollouts, resolve_requests
 
     span = iteration_range(config.iterations)
+    runs = [r.strip() for r in config.rollouts.split(",") if r.strip()]
+    names = Counter(Path(run).name for run in runs)
     groups: dict[str, _Group] = {}
-    for run in (r.strip() for r in config.rollouts.split(",") if r.strip()):
-        data = prompt_file(run, config.data)
-        records = read_oracle_records(data)
-        names = {text: r["id"] if r["id"] is not None else f"prompt-{i}" for i, (text, r) in enumerate(records.items())}
-        episodes = read_rollouts(run)
+    for run in runs:
+        data, records = oracle_records(run, config.data)
+        record_names = {text: r["id"] if r["id"] is not None else f"prompt-{i}" for i, (text, r) in enumerate(records.items())}
+        episodes = read_rollouts(run, span)
         resolve_requests(episodes, records, run, data)
-        tag, rewrites = Path(run).name, Counter()
-        for number, e in enumerate(episodes, start=1):
-            if span and not span[0] <= e.iteration <= span[1]:
-                continue
+        tag, rewrites = Path(run).name if names[Path(run).name] == 1 else run, Counter()
+        for e in episodes:
             record, source = records[e.request], f"{tag}-it{e.iteration}"
-            key = f"{names[e.request]}@{source}"
+            key = f"{record_names[e.request]}@{source}"
             if e.reference is not None:  # a rewrite: ranked against the reference it rewrote, alone
                 rewrites[key] += 1
                 key = f"{key}-{rewrites[key]}"
@@ -168,14 +159,12 @@ def read_rollout_groups(config: RankConfig) -> list[_Group]:
             if group is None:
                 meta = record["meta"]
                 groups[key] = group = _Group(key, record["prompt"], {name: meta[name] for name in TASK_FIELDS if name in meta},
-                                             record_task(meta), [], [], f"{Path(run) / ROLLOUTS}:{number}")
+                                             record_task(meta), [], [], f"{Path(run) / ROLLOUTS}:{e.line}")
                 if e.reference is not None:
                     group.responses.append(e.reference)
                     group.sources.append("reference")
             group.responses.append(e.response)
             group.sources.append(source)
-    if not groups:
-        raise RedlineError(f"no episode of {config.rollouts} in --iterations {config.iterations}")
     return list(groups.values())
 
 
@@ -214,8 +203,10 @@ def rank(config: RankConfig, out: str | Path) -> dict:
     groups = read_groups(paths) if paths else read_rollout_groups(config)
     rankings, dropped = rank_groups(groups, config)
     if not rankings:
-        advice = ("a run of --advantage gae samples each prompt once an iteration: nothing to rank"
-                  if config.rollouts else "rank several samples of each prompt, from separate files")
+        alone = dropped["fewer than 2 non-empty responses"] == sum(dropped.values())
+        advice = ("a run of --advantage gae samples each prompt once an iteration: nothing to rank" if config.rollouts
+                  and alone else "rank several samples of each prompt, from separate files" if alone
+                  else "the annotators tied every group")
         raise RedlineError(f"no prompt of {config.rollouts or ', '.join(paths)} has two responses the annotators tell "
                            f"apart ({dict(dropped)}): {advice}")
     write_records(out, rankings)

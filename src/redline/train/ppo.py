@@ -99,7 +99,7 @@ What a run folder holds::
 
     RUN/train_config.json        the resolved PPOConfig (``--config`` repeats the run)
     RUN/ppo_log.jsonl            one row per iteration: reward, KL, entropy, losses, β, time split
-    RUN/rollouts.jsonl           every episode: iteration, prompt, response, score, KL, tokens
+    RUN/rollouts.jsonl           every episode: iteration, prompt, response, score, KL, tokens, truncated
     RUN/ppo_curve.png            score, KL and response length against the iteration
     RUN/adapter_model.safetensors  the policy (or model.safetensors), tokenizer, README.md, redline.json
     RUN/value/                   the value model (GAE only)
@@ -791,9 +791,9 @@ def run_ppo(
                "score_s": round(t_scored - t_generated, 3), "evaluate_s": round(t_evaluated - t_scored, 3),
                "train_s": round(t_trained - t_evaluated, 3)}
         episodes = [{"iteration": it + 1, "prompt": prompt, "response": text, "score": round(s, 6), "kl": round(kl, 6),
-                     "tokens": n}
-                    for prompt, text, s, kl, n in zip(samples.prompts, samples.texts, scores.tolist(), kl_per_episode,
-                                                      samples.tokens)]
+                     "tokens": n, "truncated": cut}
+                    for prompt, text, s, kl, n, cut in zip(samples.prompts, samples.texts, scores.tolist(), kl_per_episode,
+                                                           samples.tokens, samples.truncated)]
         if accelerator.num_processes > 1:  # every process's episodes, in the main process's file
             from accelerate.utils import gather_object
 
