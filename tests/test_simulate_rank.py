@@ -184,3 +184,24 @@ def test_two_runs_with_one_folder_name_are_never_ranked_together(prompts, tmp_pa
     runs = [_rollout_run(tmp_path / "a", "ppo", tasks, once(0), data), _rollout_run(tmp_path / "b", "ppo", tasks, once(1), data)]
     with pytest.raises(RedlineError, match="samples each prompt once an iteration"):  # one sample each: nothing to rank
         rank(RankConfig(rollouts=",".join(runs)), tmp_path / "r.jsonl")
+
+
+def test_pairs_are_each_rankings_decisive_comparisons(three_files, tmp_path, capsys):
+    """--pairs: what DPO and the gap model read; noise-free, fixed beats raw beats "No." in every group."""
+    from redline.train.dpo import read_pairs
+
+    tasks, files = three_files
+    out = tmp_path / "pairs.jsonl"
+    assert main(["simulate", "rank", "--responses", ",".join(files), "--noise-scale", "0", "--pairs", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    prefs = read_records(out, "preference")
+    assert f"wrote {len(prefs)} preference pairs from" in printed
+    by_task = {t.id: t for t in tasks}
+    for p in prefs:
+        task_id, pair = p.id.split(":")
+        w, l = p.meta["pair"]
+        assert pair == f"{w}>{l}" and p.meta["oracle_quality"][0] > p.meta["oracle_quality"][1]
+        assert quality(by_task[task_id].meta(), p.chosen, p.prompt) == pytest.approx(p.meta["oracle_quality"][0], abs=1e-4)
+        assert p.meta["policy"][0] != p.meta["policy"][1]
+    pairs, identical = read_pairs(str(out))
+    assert len(pairs) == len(prefs) and identical == 0  # DPO reads them as they are

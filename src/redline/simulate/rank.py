@@ -27,8 +27,9 @@ Steps:
      chooses one per prompt) ranks the non-empty responses from their oracle quality with its own noise:
      jitter, ties within its resolution, neighbouring groups swapped; copies of one text tie;
   3. write a ``ranking`` record per group (``meta``: the instructions, the annotator, each response's
-     oracle quality and source), and report what the labels teach, as ``build`` does: labelled ties,
-     oracle ties broken by noise, decisive labels right. A group of fewer than two non-empty responses,
+     oracle quality and source), or with ``--pairs`` a ``preference`` record per decisive comparison
+     (for DPO and the reward-gap model), and report what the labels teach, as ``build`` does: labelled
+     ties, oracle ties broken by noise, decisive labels right. A group of fewer than two non-empty responses,
      or whose responses all tie, gives no comparison and is counted, not written.
 
 Deviations from the paper: the labellers are ``simulate.annotators``' noisy oracle, not people; the paper
@@ -43,7 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from redline import RedlineError
-from redline.records import FieldError, Ranking, RecordError, Response, iter_raw, prompt_key, prompt_text, write_records
+from redline.records import (FieldError, Preference, Ranking, RecordError, Response, iter_raw, prompt_key, prompt_text,
+                             write_records)
 from redline.simulate.annotators import make_pool
 from redline.simulate.build import label_figures, record_task
 from redline.simulate.oracle import check_all
@@ -63,6 +65,8 @@ class RankConfig:
         "meta.instructions (default: the prompt file each run trained on; for a PIT stage give the preference file)"})
     iterations: str | None = field(default=None, metadata={"help": "with --rollouts: FIRST-LAST, the iterations whose "
         "episodes are ranked (default: all)"})
+    pairs: bool = field(default=False, metadata={"help": "write preference pairs (prompt, chosen, rejected), one per "
+        "decisive comparison of each ranking, in place of rankings: what `train dpo` and `train gap-reward` read"})
     seed: int = field(default=0, metadata={"help": "chooses each prompt's annotator and its noise"})
     annotators: int = field(default=5, metadata={"min": 1, "help": "annotators in the pool (simulate build's default)"})
     noise_scale: float = field(default=1.0, metadata={"min": 0, "help": "their default noise times this (0: noise-free)"})
@@ -193,6 +197,20 @@ def rank_groups(groups: list[_Group], config: RankConfig) -> tuple[list[Ranking]
     return rankings, dropped
 
 
+def as_pairs(rankings: list[Ranking]) -> list[Preference]:
+    """Each decisive comparison of each ranking as a preference pair (InstructGPT's K-choose-2, ties left out), its
+    meta the ranking's with the pair's positions, policies and oracle qualities."""
+    pairs = []
+    for r in rankings:
+        for w, l in r.comparisons():
+            pairs.append(Preference(
+                prompt=r.prompt, chosen=r.responses[w], rejected=r.responses[l],
+                id=None if r.id is None else f"{r.id}:{w}>{l}",
+                meta={**r.meta, "pair": [w, l], "policy": [r.meta["policy"][w], r.meta["policy"][l]],
+                      "oracle_quality": [r.meta["oracle_quality"][w], r.meta["oracle_quality"][l]]}))
+    return pairs
+
+
 def rank(config: RankConfig, out: str | Path) -> dict:
     """Steps 1-3: write the rankings to ``out`` (JSONL); return what was written and what the labels teach."""
     paths = [p.strip() for p in config.responses.split(",") if p.strip()]
@@ -209,8 +227,9 @@ def rank(config: RankConfig, out: str | Path) -> dict:
                   else "the annotators tied every group")
         raise RedlineError(f"no prompt of {config.rollouts or ', '.join(paths)} has two responses the annotators tell "
                            f"apart ({dict(dropped)}): {advice}")
-    write_records(out, rankings)
+    pairs = as_pairs(rankings) if config.pairs else None
+    write_records(out, pairs if pairs is not None else rankings)
     sizes = Counter(len(r.responses) for r in rankings)
-    return {"rankings": len(rankings), "responses_per_ranking": dict(sorted(sizes.items())), "dropped": dict(dropped),
+    return {"rankings": len(rankings), **({"pairs": len(pairs)} if pairs is not None else {}), "responses_per_ranking": dict(sorted(sizes.items())), "dropped": dict(dropped),
             "labels": label_figures(rankings), "mean_oracle_quality_ranked": round(  # of the responses ranked, not dropped
                 sum(q for r in rankings for q in r.meta["oracle_quality"]) / sum(len(r.responses) for r in rankings), 4)}

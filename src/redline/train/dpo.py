@@ -82,7 +82,7 @@ def read_pairs(path: str, *, limit: int | None = None, skip_invalid: bool = Fals
         if not (isinstance(obj, dict) and "chosen" in obj and "rejected" in obj):
             keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
             raise RedlineError(f"{path}:{number}: DPO needs preference pairs (prompt, chosen, rejected); this record "
-                               f"has {keys} (convert rankings or responses to pairs first)")
+                               f"has {keys} (for simulated answers, `redline simulate rank --pairs` writes a pair per decisive comparison)")
         break
     report = ReadReport(str(path))
     prefs = read_records(path, "preference", limit=limit, skip_invalid=skip_invalid, report=report)
