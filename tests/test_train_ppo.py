@@ -311,6 +311,8 @@ def test_rloo_samples_k_per_prompt_changes_the_adapter_logs_kl_and_resumes_exact
     for it in (1, 2):
         prompts = [r["prompt"][-1]["content"] for r in rollouts if r["iteration"] == it]
         assert len(prompts) == 4 and prompts[0] == prompts[1] and prompts[2] == prompts[3] and prompts[0] != prompts[2]
+    # each episode says whether it ran into the cap (8 new tokens); one that did holds all 8
+    assert all(isinstance(r["truncated"], bool) and (r["tokens"] == 8 or not r["truncated"]) for r in rollouts)
     adapter = load_file(str(run / "adapter_model.safetensors"))
     assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in adapter.items())
     assert not (run / "value").exists() and not (run / "checkpoints" / "iter-000001" / "value.safetensors").exists()
