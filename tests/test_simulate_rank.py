@@ -148,13 +148,19 @@ def test_a_pit_stages_rewrites_are_ranked_against_their_references(prompts, tmp_
     tasks, data, answers = prompts
     episodes = [{"iteration": 1, "prompt": pit_messages(t.prompt, answers[t.id][0]), "response": answers[t.id][1],
                  "score": 1.0} for t in tasks]
-    run = _rollout_run(tmp_path, "rl-0", tasks, episodes * 2, "references.jsonl")  # each rewrite twice: two rankings
+    # each reference rewritten twice (RLOO's K = 2), and a second reference of each request (the fixed answer, rewritten
+    # into the poor one), as round 0 rewrites a pair's y_l and y_w
+    worse = [{**e, "prompt": pit_messages(t.prompt, answers[t.id][1]), "response": answers[t.id][0]}
+             for e, t in zip(episodes, tasks)]
+    run = _rollout_run(tmp_path, "rl-0", tasks, episodes * 2 + worse, "references.jsonl")
     out = tmp_path / "rankings.jsonl"
     result = rank(RankConfig(rollouts=run, data=data, noise_scale=0), out)
-    rankings = read_records(out, "ranking")
-    assert result["rankings"] == 12 and {r.id for r in rankings} == {f"{t.id}@rl-0-it1-{n}" for t in tasks for n in (1, 2)}
-    for r in rankings:
-        assert r.meta["policy"] == ["reference", "rl-0-it1"] and r.ranks == [1, 0]  # every rewrite fixed its reference
+    rankings = {r.id: r for r in read_records(out, "ranking")}
+    assert result["rankings"] == 12 and set(rankings) == {f"{t.id}@rl-0-it1-{n}" for t in tasks for n in (1, 2)}
+    for t in tasks:
+        improved, spoiled = rankings[f"{t.id}@rl-0-it1-1"], rankings[f"{t.id}@rl-0-it1-2"]
+        assert improved.meta["policy"] == ["reference", "rl-0-it1", "rl-0-it1"] and improved.ranks == [1, 0, 0]
+        assert spoiled.responses == list(answers[t.id])[::-1] and spoiled.ranks == [0, 1]  # the reference was better
 
 
 def test_rollouts_bad_settings_are_one_clear_error(prompts, three_files, tmp_path):

@@ -13,8 +13,8 @@ trained on them (``train reward --model models/reward --data THESE`` goes on fro
     redline simulate rank --responses s0.jsonl,s1.jsonl --out runs/ppo_ptx_rankings.jsonl
 
 or straight from what an RL run trained on (RUN/rollouts.jsonl: with ``--advantage rloo`` each iteration holds K
-samples of each of its prompts, ranked together; a `train pit` stage's rewrites, each ranked against the reference
-it rewrote, for a reward-gap model on the policy's own rewrites)::
+samples of each of its prompts, ranked together; a `train pit` stage's rewrites, ranked with the reference they
+rewrote, for a reward-gap model on the policy's own rewrites, ``--pairs``)::
 
     redline simulate rank --rollouts runs/ppo_ptx --iterations 1-19 --out runs/ppo_ptx_rankings.jsonl
 
@@ -22,7 +22,8 @@ Steps:
   1. read the response records of every file (``generate`` writes them; each needs the instructions
      in ``meta``, as the simulated prompts carry them), and group them by ``id`` (by prompt for records
      without one) across the files, in the order first seen; or with ``--rollouts``, each run's episodes
-     by (iteration, prompt), a PIT rewrite with its reference, the prompt and task from ``--data``;
+     by (iteration, prompt), a PIT stage's rewrites by (iteration, reference) with the reference, the
+     prompt and task from ``--data``;
   2. for each group, one annotator of the pool (chosen by ``--seed`` and the group's key, as ``build``
      chooses one per prompt) ranks the non-empty responses from their oracle quality with its own noise:
      jitter, ties within its resolution, neighbouring groups swapped; copies of one text tie;
@@ -60,7 +61,7 @@ class RankConfig:
         "prompt) across them are ranked together (this or --rollouts)")})
     rollouts: str | None = field(default=None, metadata={"help": (
         "RL run folders (their rollouts.jsonl), comma-separated, in place of --responses: an iteration's samples of "
-        "one prompt are ranked together (RLOO's K), a `train pit` stage's rewrite with the reference it rewrote")})
+        "one prompt are ranked together (RLOO's K), a `train pit` stage's rewrites with the reference they rewrote")})
     data: str | None = field(default=None, metadata={"help": "with --rollouts: the prompt records with "
         "meta.instructions (default: the prompt file each run trained on; for a PIT stage give the preference file)"})
     iterations: str | None = field(default=None, metadata={"help": "with --rollouts: FIRST-LAST, the iterations whose "
@@ -138,7 +139,8 @@ def read_groups(paths: list[str]) -> list[_Group]:
 
 def read_rollout_groups(config: RankConfig) -> list[_Group]:
     """Step 1 for ``--rollouts``: each run's episodes (``rollouts``' reader: a bad line refused by number), grouped
-    by (iteration, prompt) for a policy's samples, or as (reference, rewrite) for a PIT stage's; each group's prompt,
+    by (iteration, prompt) for a policy's samples, or by (iteration, reference) for a PIT stage's rewrites, the
+    reference first; each group's prompt,
     id and task from the prompt record the episode's request came from. A run is named by its folder, or by its
     path as given where two runs' folders share a name, so two runs' episodes are never ranked together."""
     from redline.rollouts import ROLLOUTS, iteration_range, oracle_records, read_rollouts, resolve_requests
@@ -152,13 +154,18 @@ def read_rollout_groups(config: RankConfig) -> list[_Group]:
         record_names = {text: r["id"] if r["id"] is not None else f"prompt-{i}" for i, (text, r) in enumerate(records.items())}
         episodes = read_rollouts(run, span)
         resolve_requests(episodes, records, run, data)
-        tag, rewrites = Path(run).name if names[Path(run).name] == 1 else run, Counter()
+        tag = Path(run).name if names[Path(run).name] == 1 else run
+        reference_number: dict[tuple, int] = {}  # (iteration, request, reference) -> its number among the request's
+        per_request: Counter = Counter()
         for e in episodes:
             record, source = records[e.request], f"{tag}-it{e.iteration}"
             key = f"{record_names[e.request]}@{source}"
-            if e.reference is not None:  # a rewrite: ranked against the reference it rewrote, alone
-                rewrites[key] += 1
-                key = f"{key}-{rewrites[key]}"
+            if e.reference is not None:  # rewrites: ranked with the reference they rewrote (RLOO: its K rewrites)
+                which = (e.iteration, e.request, e.reference)
+                if which not in reference_number:
+                    per_request[which[:2]] += 1
+                    reference_number[which] = per_request[which[:2]]
+                key = f"{key}-{reference_number[which]}"
             group = groups.get(key)
             if group is None:
                 meta = record["meta"]
