@@ -211,3 +211,23 @@ def test_pairs_are_each_rankings_decisive_comparisons(three_files, tmp_path, cap
         assert p.meta["policy"][0] != p.meta["policy"][1]
     pairs, identical = read_pairs(str(out))
     assert len(pairs) == len(prefs) and identical == 0  # DPO reads them as they are
+
+
+def test_a_gap_model_goes_on_from_another_on_a_pit_stages_rewrites(prompts, tmp_path):
+    """PIT's counterpart of the on-policy reward model: a stage's rewrites, ranked against their references and
+    written as pairs, train a gap model that starts from another."""
+    from redline.prompts import pit_messages
+
+    tasks, data, answers = prompts
+    episodes = [{"iteration": 1, "prompt": pit_messages(t.prompt, answers[t.id][0]), "response": answers[t.id][1],
+                 "score": 1.0} for t in tasks]
+    run = _rollout_run(tmp_path, "rl-1", tasks, episodes, "references.jsonl")
+    pairs = tmp_path / "pairs.jsonl"
+    assert rank(RankConfig(rollouts=run, data=data, noise_scale=0, pairs=True), pairs)["pairs"] == 6
+    train = ["train", "gap-reward", "--data", str(pairs), "--max-steps", "2", "--batch-size", "2", "--eval-split", "0",
+             "--device", "cpu"]
+    assert main([*train, "--model", "tiny-random", "--out", str(tmp_path / "gap")]) == 0
+    assert main([*train, "--model", str(tmp_path / "gap"), "--out", str(tmp_path / "gap2")]) == 0
+    info = json.loads((tmp_path / "gap2" / "redline.json").read_text())
+    assert info["kind"] == "gap-reward" and info["metrics"]["train_pairs"] == 6
+    assert info["base_model"] == str(tmp_path / "gap")  # went on from the first gap model
