@@ -186,3 +186,20 @@ def test_pit_rewrites_are_read_with_their_reference(world, tmp_path):
     assert "| reference's quality | better than it |" in (tmp_path / "out" / "rollouts.md").read_text()
     episode = json.loads((tmp_path / "out" / "episodes.jsonl").read_text().splitlines()[0])
     assert episode["prompt"] == answers[0][0].prompt and episode["reference_quality"] == 0
+
+
+def test_within_a_prompts_samples_the_reward_is_read_pair_by_pair(world, tmp_path):
+    """RLOO's signal: two samples of a prompt, the poor and the fixed answer; the reward orders three prompts' pairs
+    as the oracle does and the fourth's the other way (a reward tie would count half)."""
+    data, answers = world
+    rows = []
+    for n, (t, texts, q) in enumerate(answers):
+        sign = -1 if n == 3 else 1
+        rows += [{"iteration": 1, "prompt": t.prompt, "response": texts[k], "score": sign * q[k]} for k in (POOR, FIXED)]
+    run = _run(tmp_path, "rloo", data, rows, advantage="rloo", rloo_k=2)
+    summary = evaluate_rollouts(RolloutsConfig(out=str(tmp_path / "out"), run=run))
+    assert summary["within_prompt_agreement"] == 0.75 and summary["within_prompt_pairs"] == 4
+    tied = _run(tmp_path, "tied", data, [{**r, "score": 0.0} for r in rows])
+    assert evaluate_rollouts(RolloutsConfig(out=str(tmp_path / "o2"), run=tied))["within_prompt_agreement"] == 0.5
+    once = _run(tmp_path, "once", data, rows[::2])  # one sample a prompt: nothing to compare within
+    assert evaluate_rollouts(RolloutsConfig(out=str(tmp_path / "o3"), run=once))["within_prompt_agreement"] is None

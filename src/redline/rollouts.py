@@ -6,7 +6,8 @@ A `redline train ppo` run logs every episode it trained on (RUN/rollouts.jsonl: 
 the reward's score, tokens). On simulated data the oracle (the annotators' own quality, ``simulate.oracle``) can
 read the same answers, so the reader sees whether the score the policy climbed is the quality it stands for:
 the reward model's over-optimisation that InstructGPT (Ouyang et al. 2022, §4 and Figure 13's held-out labelers)
-and Gao et al. 2023 measured, here per iteration, with the share of answers cut at the token cap beside it.
+and Gao et al. 2023 measured, here per iteration, with the share of answers cut at the token cap beside it, and
+how often the reward orders two samples of one prompt as the oracle does (the signal RLOO's baseline leaves).
 Where the run's reward was the oracle itself (``--score oracle``) score and quality agree, as they should.
 The RL stages of `redline train pit` (RUN/rl-0, rl-0-1, ...) log rewrites: each episode's prompt holds a request
 and the reference answer to improve (``prompts.pit_parts`` reads them back), so the oracle reads both and the table
@@ -191,9 +192,26 @@ def correlation(x: Sequence[float], y: Sequence[float]) -> float | None:
     return round(float(np.corrcoef(x, y)[0, 1]), 4)
 
 
+def within_prompt_agreement(episodes: Sequence[Episode]) -> tuple[float | None, int]:
+    """How often the reward orders two samples of one prompt (same iteration, same prompt: RLOO's K) as the oracle
+    does, over the pairs the oracle tells apart (a tie in reward counts half): the part of the reward an RLOO
+    baseline leaves, which says nothing of prompts' own difficulty. (None, 0) when no prompt has two such samples."""
+    groups: dict[tuple, list[Episode]] = defaultdict(list)
+    for e in episodes:
+        groups[(e.iteration, e.prompt)].append(e)
+    agree, pairs = 0.0, 0
+    for group in groups.values():
+        for i, a in enumerate(group):
+            for b in group[i + 1:]:
+                if a.quality != b.quality:
+                    pairs += 1
+                    agree += 1.0 if (a.score - b.score) * (a.quality - b.quality) > 0 else 0.5 if a.score == b.score else 0.0
+    return (round(agree / pairs, 4) if pairs else None), pairs
+
+
 def summarize_episodes(episodes: Sequence[Episode], cap: int | None) -> dict[str, Any]:
     """Mean reward and oracle quality, the share at quality 1, the share cut at the token cap, and how well the
-    reward tracks the oracle (Pearson's r over the episodes)."""
+    reward tracks the oracle: Pearson's r over the episodes, and within a prompt's samples (``within_prompt_agreement``)."""
     scores, qualities = [e.score for e in episodes], [e.quality for e in episodes]
     cut = [e.truncated if e.truncated is not None else e.tokens >= cap  # older runs logged tokens only
            for e in episodes if e.truncated is not None or (cap and e.tokens is not None)]
@@ -202,6 +220,7 @@ def summarize_episodes(episodes: Sequence[Episode], cap: int | None) -> dict[str
            "perfect": round(float(np.mean([q == 1.0 for q in qualities])), 4),
            "cut": round(float(np.mean(cut)), 4) if cut else None,
            "score_quality_r": correlation(scores, qualities)}
+    row["within_prompt_agreement"], row["within_prompt_pairs"] = within_prompt_agreement(episodes)
     rewrites = [e for e in episodes if e.reference_quality is not None]
     if rewrites:  # PIT: the references' quality, how often the rewrite beats or loses to its reference, and how
         # well the reward (a gap: better than the reference by how much) tracks the oracle's gain
@@ -333,7 +352,8 @@ def rollout_lines(summary: dict[str, Any]) -> list[str]:
         columns += [("reference's quality", "reference_quality", _num), ("better than it", "better", percent),
                     ("worse", "worse", percent), ("reward–gain r", "score_gain_r", _signed)]
     columns += [("at quality 1", "perfect", percent), ("cut at the cap", "cut", percent),
-                ("reward–oracle r", "score_quality_r", _signed)]
+                ("reward–oracle r", "score_quality_r", _signed),
+                ("reward orders a prompt's samples as the oracle", "within_prompt_agreement", percent)]
     if "against" in summary:
         columns.append(("--against's quality", "against_quality", _num))
     lines = [f"# rollouts of {summary['run']}, read by the oracle", "",
