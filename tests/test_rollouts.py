@@ -181,9 +181,10 @@ def test_pit_rewrites_are_read_with_their_reference(world, tmp_path):
     summary = evaluate_rollouts(RolloutsConfig(out=str(tmp_path / "out"), run=run, block=1))
     first, second = summary["blocks"]
     assert first["better"] == 0.5 and first["worse"] == 0.0 and first["reference_quality"] == 0.5  # two already met all
+    assert first["gain"] == 0.5 and second["gain"] == -1.0
     assert second["better"] == 0.0 and second["worse"] == 1.0
     assert summary["score_gain_r"] == pytest.approx(1.0)  # the reward is the gain
-    assert "| reference's quality | better than it |" in (tmp_path / "out" / "rollouts.md").read_text()
+    assert "| reference's quality | gain | better than it |" in (tmp_path / "out" / "rollouts.md").read_text()
     episode = json.loads((tmp_path / "out" / "episodes.jsonl").read_text().splitlines()[0])
     assert episode["prompt"] == answers[0][0].prompt and episode["reference_quality"] == 0
 

@@ -225,6 +225,7 @@ def summarize_episodes(episodes: Sequence[Episode], cap: int | None) -> dict[str
     if rewrites:  # PIT: the references' quality, how often the rewrite beats or loses to its reference, and how
         # well the reward (a gap: better than the reference by how much) tracks the oracle's gain
         row.update(reference_quality=round(float(np.mean([e.reference_quality for e in rewrites])), 4),
+                   gain=round(float(np.mean([e.quality - e.reference_quality for e in rewrites])), 4),
                    better=round(float(np.mean([e.quality > e.reference_quality for e in rewrites])), 4),
                    worse=round(float(np.mean([e.quality < e.reference_quality for e in rewrites])), 4),
                    score_gain_r=correlation([e.score for e in rewrites], [e.quality - e.reference_quality for e in rewrites]))
@@ -340,6 +341,10 @@ def _num(x: float | None) -> str:
     return "–" if x is None else f"{x:.3f}"
 
 
+def _signed3(x: float | None) -> str:
+    return "–" if x is None else f"{x:+.3f}"
+
+
 def _signed(x: float | None) -> str:
     return "–" if x is None else f"{x:+.2f}"
 
@@ -349,7 +354,8 @@ def rollout_lines(summary: dict[str, Any]) -> list[str]:
     difference under it."""
     columns = [("episodes", "episodes", str), ("reward", "score", _num), ("oracle quality", "quality", _num)]
     if "reference_quality" in summary:
-        columns += [("reference's quality", "reference_quality", _num), ("better than it", "better", percent),
+        columns += [("reference's quality", "reference_quality", _num), ("gain", "gain", _signed3),
+                    ("better than it", "better", percent),
                     ("worse", "worse", percent), ("reward–gain r", "score_gain_r", _signed)]
     columns += [("at quality 1", "perfect", percent), ("cut at the cap", "cut", percent),
                 ("reward–oracle r", "score_quality_r", _signed),
@@ -378,7 +384,8 @@ def _span(iterations: list[int]) -> str:
 
 
 def plot_rollouts(summary: dict[str, Any], path: Path) -> Path:
-    """Left: the oracle's quality per iteration (dots) and per block of the table (line), the --against run beside it;
+    """Left: the oracle's quality per iteration (dots) and per block of the table (line), the --against run beside it
+    (a PIT stage's: the rewrite's quality minus its reference's);
     right: each run's own reward per iteration (their scales differ when their reward models do)."""
     import matplotlib
 
@@ -388,14 +395,18 @@ def plot_rollouts(summary: dict[str, Any], path: Path) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), dpi=120)
     runs = [(summary["run"], summary, "C0")] + ([(summary["against"]["run"], summary["against"], "C1")]
                                                 if "against" in summary else [])
+    measure = "gain" if "gain" in summary else "quality"  # PIT: the rewrite's quality over its reference's
     for name, s, color in runs:
         its = [r["iteration"] for r in s["per_iteration"]]
-        left.plot(its, [r["quality"] for r in s["per_iteration"]], "o", color=color, alpha=0.35, markersize=3)
-        left.plot([sum(b["iterations"]) / 2 for b in s["blocks"]], [b["quality"] for b in s["blocks"]], "-", color=color,
+        left.plot(its, [r[measure] for r in s["per_iteration"]], "o", color=color, alpha=0.35, markersize=3)
+        left.plot([sum(b["iterations"]) / 2 for b in s["blocks"]], [b[measure] for b in s["blocks"]], "-", color=color,
                   label=f"{Path(name).name or name} (blocks of {summary['block']}, as the table)")
         right.plot(its, [r["score"] for r in s["per_iteration"]], "o-", color=color, markersize=3, label=Path(name).name or name)
     left.set_xlabel("iteration")
-    left.set_ylabel("oracle quality of the rollouts (mean)")
+    left.set_ylabel("oracle quality of the rollouts (mean)" if measure == "quality"
+                    else "oracle gain: rewrite − reference (mean)")
+    if measure == "gain":
+        left.axhline(0, color="grey", linestyle=":", linewidth=1)
     left.legend(fontsize=7)
     right.set_xlabel("iteration")
     right.set_ylabel("the run's own reward (mean)")
