@@ -122,6 +122,19 @@ def test_a_lora_sft_run_starts_a_reward_model_and_another_run(jsonl, tmp_path):
     assert torch.allclose(again, expected, atol=1e-4)
 
 
+def test_a_classifier_head_goes_on_the_language_models_own_body():
+    """No second copy of the weights: the classifier's body is the language model's modules, the head fresh."""
+    from transformers import AutoModelForSequenceClassification
+
+    from redline.models import head_on_body
+
+    lm = load_causal_lm("tiny-random", dtype="bfloat16", device="cpu")
+    model = head_on_body(AutoModelForSequenceClassification, lm, num_labels=1)
+    assert model.base_model is lm.base_model and model.config.num_labels == 1
+    assert model.score.weight.shape == (1, lm.config.hidden_size) and model.score.weight.dtype == torch.bfloat16
+    assert not any(p.is_meta for p in model.parameters()) and 0 < model.score.weight.float().std() < 0.1
+
+
 def test_a_reward_run_is_refused_where_a_language_model_is_expected(tmp_path):
     model = load_reward_model("tiny-random", device="cpu")
     save_model(model, load_tokenizer("tiny-random"), tmp_path / "rm", ModelCard(kind="reward", base_model="tiny-random"))

@@ -214,16 +214,14 @@ def _load(auto_cls, name: str, dtype: str, device: str, merge_lora: bool = False
     if info.get("adapter"):
         from peft import PeftModel
 
-        base = _load(auto_cls, info["base_model"], dtype, device, merge_lora=True, **kwargs)  # itself a LoRA run: folded in
         task = json.loads((Path(path) / "adapter_config.json").read_text()).get("task_type")
         if task == "CAUSAL_LM" and not auto_cls.__name__.endswith("CausalLM"):
             # A reward model that starts from a LoRA SFT run (the paper's start): the SFT adapter folded into
             # the language model, whose body then carries the new head (PEFT cannot put a causal-LM adapter on it).
             from transformers import AutoModelForCausalLM
 
-            body = _load(AutoModelForCausalLM, name, dtype, device, merge_lora=True).base_model
-            base.base_model.load_state_dict(body.state_dict())
-            return base
+            return head_on_body(auto_cls, _load(AutoModelForCausalLM, name, dtype, device, merge_lora=True), **kwargs)
+        base = _load(auto_cls, info["base_model"], dtype, device, merge_lora=True, **kwargs)  # itself a LoRA run: folded in
         model = PeftModel.from_pretrained(base, path, is_trainable=False)
         # Merged weights generate as fast as the base model; unmerged ones keep the adapter switchable.
         return model.merge_and_unload() if merge_lora else model
@@ -234,6 +232,27 @@ def _load(auto_cls, name: str, dtype: str, device: str, merge_lora: bool = False
         raise RedlineError(f"cannot load model {name!r}: {e}") from e
     report_loading(name, loading)
     return model.to(pick_device(device))
+
+
+def head_on_body(auto_cls, lm, **config_changes):
+    """``auto_cls`` (a sequence classifier) whose body is ``lm``'s own modules under a fresh head: the language
+    model's weights are used in place, never loaded or copied a second time (a 7B reward model from SFT holds one
+    7B body, not two while it starts). ``config_changes``: the classifier's settings (``num_labels``)."""
+    import copy
+
+    import torch
+
+    config = copy.deepcopy(lm.config)
+    for key, value in config_changes.items():
+        setattr(config, key, value)
+    with torch.device("meta"):  # the classifier's own body is never allocated
+        model = auto_cls.from_config(config, dtype=lm.dtype)
+    setattr(model, model.base_model_prefix, lm.base_model)
+    for name, module in model.named_children():  # the head: allocated where the body is, initialised as transformers does
+        if name != model.base_model_prefix:
+            module.to_empty(device=lm.device)
+            model._init_weights(module)
+    return model
 
 
 def report_loading(name: str, loading: dict) -> None:
