@@ -182,6 +182,7 @@ def test_pit_rewrites_are_read_with_their_reference(world, tmp_path):
     first, second = summary["blocks"]
     assert first["better"] == 0.5 and first["worse"] == 0.0 and first["reference_quality"] == 0.5  # two already met all
     assert first["gain"] == 0.5 and second["gain"] == -1.0
+    assert summary["better_worse_auc"] == 1.0  # every better rewrite outscores every worse one (the reward is the gain)
     assert second["better"] == 0.0 and second["worse"] == 1.0
     assert summary["score_gain_r"] == pytest.approx(1.0)  # the reward is the gain
     assert "| reference's quality | gain | better than it |" in (tmp_path / "out" / "rollouts.md").read_text()

@@ -192,6 +192,15 @@ def correlation(x: Sequence[float], y: Sequence[float]) -> float | None:
     return round(float(np.corrcoef(x, y)[0, 1]), 4)
 
 
+def separation(higher: Sequence[float], lower: Sequence[float]) -> float | None:
+    """The chance that a score drawn from ``higher`` exceeds one drawn from ``lower`` (ties half): the area under the
+    ROC curve of the score as a test of which group an episode is in; None when a group is empty."""
+    if not higher or not lower:
+        return None
+    a, b = np.asarray(higher, dtype=float)[:, None], np.asarray(lower, dtype=float)[None, :]
+    return round(float(((a > b) + 0.5 * (a == b)).mean()), 4)
+
+
 def within_prompt_agreement(episodes: Sequence[Episode]) -> tuple[float | None, int]:
     """How often the reward orders two samples of one prompt (same iteration, same prompt: RLOO's K) as the oracle
     does, over the pairs the oracle tells apart (a tie in reward counts half): the part of the reward an RLOO
@@ -223,12 +232,15 @@ def summarize_episodes(episodes: Sequence[Episode], cap: int | None) -> dict[str
     row["within_prompt_agreement"], row["within_prompt_pairs"] = within_prompt_agreement(episodes)
     rewrites = [e for e in episodes if e.reference_quality is not None]
     if rewrites:  # PIT: the references' quality, how often the rewrite beats or loses to its reference, and how
-        # well the reward (a gap: better than the reference by how much) tracks the oracle's gain
+        # well the reward (a gap: better than the reference by how much) tracks the oracle's gain: as a correlation, and
+        # as how often a rewrite the oracle finds better outscores one it finds worse
         row.update(reference_quality=round(float(np.mean([e.reference_quality for e in rewrites])), 4),
                    gain=round(float(np.mean([e.quality - e.reference_quality for e in rewrites])), 4),
                    better=round(float(np.mean([e.quality > e.reference_quality for e in rewrites])), 4),
                    worse=round(float(np.mean([e.quality < e.reference_quality for e in rewrites])), 4),
-                   score_gain_r=correlation([e.score for e in rewrites], [e.quality - e.reference_quality for e in rewrites]))
+                   score_gain_r=correlation([e.score for e in rewrites], [e.quality - e.reference_quality for e in rewrites]),
+                   better_worse_auc=separation([e.score for e in rewrites if e.quality > e.reference_quality],
+                                               [e.score for e in rewrites if e.quality < e.reference_quality]))
     return row
 
 
@@ -356,7 +368,8 @@ def rollout_lines(summary: dict[str, Any]) -> list[str]:
     if "reference_quality" in summary:
         columns += [("reference's quality", "reference_quality", _num), ("gain", "gain", _signed3),
                     ("better than it", "better", percent),
-                    ("worse", "worse", percent), ("reward–gain r", "score_gain_r", _signed)]
+                    ("worse", "worse", percent), ("reward–gain r", "score_gain_r", _signed),
+                    ("reward separates better from worse (AUC)", "better_worse_auc", percent)]
     columns += [("at quality 1", "perfect", percent), ("cut at the cap", "cut", percent),
                 ("reward–oracle r", "score_quality_r", _signed),
                 ("reward orders a prompt's samples as the oracle", "within_prompt_agreement", percent)]
