@@ -3,7 +3,7 @@
     redline evaluate rollouts --run runs/ppo --out runs/ppo-rollouts [--against runs/ppo2] [--block 5]
 
 A `redline train ppo` run logs every episode it trained on (RUN/rollouts.jsonl: iteration, prompt, response,
-the reward's score, tokens). On simulated data the oracle (the annotators' own quality, ``simulate.oracle``) can
+the reward's score, tokens, whether it ran into the token cap). On simulated data the oracle (the annotators' own quality, ``simulate.oracle``) can
 read the same answers, so the reader sees whether the score the policy climbed is the quality it stands for:
 the reward model's over-optimisation that InstructGPT (Ouyang et al. 2022, §4 and Figure 13's held-out labelers)
 and Gao et al. 2023 measured, here per iteration, with the share of answers cut at the token cap beside it, and
@@ -41,8 +41,7 @@ import numpy as np
 from redline import RedlineError
 from redline.evaluate import percent
 from redline.records import prompt_text, read_prompt_records, write_records
-
-ROLLOUTS = "rollouts.jsonl"  # as train.ppo writes it (not imported: that module loads torch)
+from redline.train.ppo import ROLLOUTS
 
 
 @dataclass
