@@ -71,6 +71,9 @@ def test_round0_improves_both_responses_of_a_pair_and_an_identical_one_once():
     records = round0_records([Preference(prompt="x", chosen="W", rejected="L", id="a"), Preference(prompt="y", chosen="S", rejected="S")])
     assert [(r["id"], r["reference"]) for r in records] == [("a:l", "L"), ("a:w", "W"), ("1:l", "S")]
     assert build_prompt(records[0])[0]["content"] == PIT_TEMPLATE.format(prompt="x", response="L")
+    rejected = round0_records([Preference(prompt="x", chosen="W", rejected="L", id="a"), Preference(prompt="y", chosen="S",
+                                                                                                   rejected="S")], "rejected")
+    assert [(r["id"], r["reference"]) for r in rejected] == [("a:l", "L"), ("1:l", "S")]  # y_w left out
 
 
 def config(gap_run, data, **changes) -> PITConfig:

@@ -53,7 +53,9 @@ Deviations from the paper:
   2. Round 1's references come from BASE, the policy PIT SFT starts from (the paper: "the ordinary
      RLHF policy"); pass a PPO run as ``--policy`` to match the paper exactly.
   3. Round 0 uses both references of a pair as separate episodes (the paper: "y_l and y_w"; the mix
-     is not stated). A pair whose chosen equals rejected gives one episode.
+     is not stated). A pair whose chosen equals rejected gives one episode. ``--round0-references
+     rejected`` keeps y_l only: on the simulated world a third of round 0's references were already at
+     the oracle's top, which a rewrite can only tie or spoil (RESULTS "PIT").
   4. Round 1 keeps the KL to PIT SFT, so its reference is a frozen copy of the SFT model (round 0
      shares the policy's weights with its adapter off); the value model starts from the gap model
      again in each round rather than from round 0's value model, since its rewards change.
@@ -78,6 +80,7 @@ REFERENCES = "references.jsonl"
 ROUNDS = (0, 1)
 POLICY_KINDS = ("pit", "pit-sft")
 SFT_PAIRS = ("all", "edits", "no-edits")
+ROUND0_REFERENCES = ("both", "rejected")
 
 
 @dataclass
@@ -101,6 +104,9 @@ class PITConfig(RLSettings):
     skip_invalid: bool = field(default=False, metadata={"help": "skip bad records instead of stopping"})
     # --- stages
     rounds: str = field(default="0,1", metadata={"help": "RL rounds in curriculum order: 0,1 (the paper), 0, 1, or none (PIT SFT only)"})
+    round0_references: str = field(default="both", metadata={"choices": ROUND0_REFERENCES, "help": (
+        "the answers round 0 improves: both of each pair (y_l and y_w, the paper's) or the rejected ones only (an "
+        "answer that already meets everything can only be tied or spoiled)")})
     # --- PIT SFT
     epochs: float = field(default=1.0, metadata={"help": "passes over the data in the PIT SFT stage (RL runs --iterations)"})
     max_steps: int | None = field(default=None, metadata={"min": 1, "help": "stop the PIT SFT stage after N optimiser steps (RL runs --iterations)"})
@@ -182,11 +188,12 @@ def select_sft_pairs(prefs, which: str, source: str) -> list:
     return [p for p in prefs if p.meta["edit"] == (which == "edits")]
 
 
-def round0_records(prefs) -> list[dict]:
-    """Round 0's episodes: each pair's prompt with y_l, and with y_w, as the reference to improve."""
+def round0_records(prefs, which: str = "both") -> list[dict]:
+    """Round 0's episodes: each pair's prompt with y_l, and with y_w unless ``which`` is "rejected", as the
+    reference to improve."""
     records = []
     for i, p in enumerate(prefs):
-        refs = [("l", p.rejected)] + ([] if p.identical else [("w", p.chosen)])
+        refs = [("l", p.rejected)] + ([] if p.identical or which == "rejected" else [("w", p.chosen)])
         for side, ref in refs:
             records.append({"id": f"{p.id or i}:{side}", "prompt": p.prompt, "reference": ref})
     return records
@@ -320,7 +327,7 @@ def train_pit(config: PITConfig, out: str | os.PathLike) -> dict[str, Any]:
         raise RedlineError(f"{config.data}: no preference pair with chosen different from rejected for PIT SFT{which}")
     if n_identical:
         print(f"redline: PIT SFT skips {n_identical} pairs whose chosen equals rejected", file=sys.stderr)
-    first = round0_records(rl_prefs)
+    first = round0_records(rl_prefs, config.round0_references)
     if 0 in rounds:
         fit_prompts(tokenizer, [build_prompt(r) for r in first], config.max_prompt_length, config.truncate_prompts)
     if rounds:
