@@ -567,9 +567,10 @@ def _add_evaluate(sub) -> None:
         "oracle and print, by blocks of iterations, the run's mean reward beside the rollouts' oracle quality, the "
         "share at quality 1, the share cut at the token cap and the reward-oracle correlation: whether the score the "
         "policy climbed is the quality it stands for. --against RUN2 (same prompts and --seed) pairs the two runs' "
-        "episodes and gives the quality difference with a 95% interval. A `train pit` RL stage's rewrites are read beside "
-        "the references they rewrite (better, worse, the reward's correlation with the oracle's gain). Writes OUT/rollouts.json, rollouts.md, "
-        "episodes.jsonl and rollouts.png. Simulated data only (the prompts need meta.instructions).",
+        "episodes and gives the quality difference with a 95% interval. A `train pit` RL stage's rewrites are read "
+        "beside the references they rewrite (better, worse, the reward's correlation with the oracle's gain). Writes "
+        "OUT/rollouts.json, rollouts.md, episodes.jsonl and rollouts.png. Simulated data only (the prompts need "
+        "meta.instructions).",
     )
     _settings_parser(
         more, "table", TableConfig, _evaluate_table, True,
@@ -755,7 +756,8 @@ def _add_simulate(sub) -> None:
         "each group from the oracle's quality with its own noise (as `simulate build` does), and write ranking "
         "records: a reward model then learns on a policy's own answers, as InstructGPT's later comparisons were "
         "collected on its policies' outputs. --rollouts RUN ranks what an RL run trained on instead (an iteration's "
-        "samples of one prompt together; a PIT stage's rewrites against their references). Prints what the labels teach (ties, noise, decisive labels right).",
+        "samples of one prompt together; a PIT stage's rewrites against their references). Prints what the labels "
+        "teach (ties, noise, decisive labels right).",
     )
     add_settings_arguments(p, RankConfig)
     add_out(p, help="the rankings file to write (JSONL)")

@@ -3,9 +3,9 @@
     redline evaluate rollouts --run runs/ppo --out runs/ppo-rollouts [--against runs/ppo2] [--block 5]
 
 A `redline train ppo` run logs every episode it trained on (RUN/rollouts.jsonl: iteration, prompt, response,
-the reward's score, tokens, whether it ran into the token cap). On simulated data the oracle (the annotators' own quality, ``simulate.oracle``) can
-read the same answers, so the reader sees whether the score the policy climbed is the quality it stands for:
-the reward model's over-optimisation that InstructGPT (Ouyang et al. 2022, §4 and Figure 13's held-out labelers)
+the reward's score, tokens, whether it ran into the token cap). On simulated data the oracle (the annotators' own
+quality, ``simulate.oracle``) can read the same answers, so the reader sees whether the score the policy climbed is
+the quality it stands for: the reward model's over-optimisation that InstructGPT (Ouyang et al. 2022, §4 and Figure 13's held-out labelers)
 and Gao et al. 2023 measured, here per iteration, with the share of answers cut at the token cap beside it, and
 how often the reward orders two samples of one prompt as the oracle does (the signal RLOO's baseline leaves).
 Where the run's reward was the oracle itself (``--score oracle``) score and quality agree, as they should.
@@ -290,13 +290,12 @@ PAIRING = ("seed", "batch_size", "advantage", "rloo_k")  # with the prompt file,
 
 def check_pairable(run: str, against: str, data: str, their_data: str) -> None:
     """Refuse two runs whose iterations drew other prompts: their episodes would pair by chance, not by design."""
-    import hashlib
+    from redline.config import input_digest
 
     mine, theirs = run_settings(run), run_settings(against)
     keys = [k for k in PAIRING if k != "rloo_k" or mine.get("advantage") == "rloo"]  # K groups prompts with RLOO only
     differ = [f"--{k.replace('_', '-')} {mine.get(k)} against {theirs.get(k)}" for k in keys if mine.get(k) != theirs.get(k)]
-    digest = [hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in (data, their_data)]
-    if digest[0] != digest[1]:
+    if their_data != data and input_digest(data) != input_digest(their_data):  # the same content under two paths is fine
         differ.append(f"prompt files {data} against {their_data}")
     if differ:
         raise RedlineError(f"--against {against}: {'; '.join(differ)}: the two runs drew other prompts at each iteration, "
@@ -317,7 +316,8 @@ def evaluate_rollouts(config: RolloutsConfig) -> dict[str, Any]:
                "blocks": [{"iterations": [lo, hi], **summarize_episodes(b, cap)}
                           for lo, hi, b in grouped(episodes, config.block)]}
     if config.against:
-        their_data, their_records = oracle_records(config.against, config.data)
+        # one --data serves both runs; without it each run's own prompt file
+        their_data, their_records = (data, records) if config.data else oracle_records(config.against, None)
         check_pairable(config.run, config.against, data, their_data)
         other = read_rollouts(config.against, span)
         score_episodes(other, their_records, config.against, their_data)

@@ -140,17 +140,18 @@ def read_groups(paths: list[str]) -> list[_Group]:
 def read_rollout_groups(config: RankConfig) -> list[_Group]:
     """Step 1 for ``--rollouts``: each run's episodes (``rollouts``' reader: a bad line refused by number), grouped
     by (iteration, prompt) for a policy's samples, or by (iteration, reference) for a PIT stage's rewrites, the
-    reference first; each group's prompt,
-    id and task from the prompt record the episode's request came from. A run is named by its folder, or by its
-    path as given where two runs' folders share a name, so two runs' episodes are never ranked together."""
+    reference first; each group's prompt, id and task from the prompt record the episode's request came from. A run
+    is named by its folder, or by its path as given where two runs' folders share a name, so two runs' episodes are
+    never ranked together."""
     from redline.rollouts import ROLLOUTS, iteration_range, oracle_records, read_rollouts, resolve_requests
 
     span = iteration_range(config.iterations)
     runs = [r.strip() for r in config.rollouts.split(",") if r.strip()]
     names = Counter(Path(run).name for run in runs)
+    shared = oracle_records(runs[0], config.data) if config.data else None  # one --data: read once for every run
     groups: dict[str, _Group] = {}
     for run in runs:
-        data, records = oracle_records(run, config.data)
+        data, records = shared or oracle_records(run, None)
         record_names = {text: r["id"] if r["id"] is not None else f"prompt-{i}" for i, (text, r) in enumerate(records.items())}
         episodes = read_rollouts(run, span)
         resolve_requests(episodes, records, run, data)
@@ -237,6 +238,7 @@ def rank(config: RankConfig, out: str | Path) -> dict:
     pairs = as_pairs(rankings) if config.pairs else None
     write_records(out, pairs if pairs is not None else rankings)
     sizes = Counter(len(r.responses) for r in rankings)
-    return {"rankings": len(rankings), **({"pairs": len(pairs)} if pairs is not None else {}), "responses_per_ranking": dict(sorted(sizes.items())), "dropped": dict(dropped),
+    return {"rankings": len(rankings), **({"pairs": len(pairs)} if pairs is not None else {}),
+            "responses_per_ranking": dict(sorted(sizes.items())), "dropped": dict(dropped),
             "labels": label_figures(rankings), "mean_oracle_quality_ranked": round(  # of the responses ranked, not dropped
                 sum(q for r in rankings for q in r.meta["oracle_quality"]) / sum(len(r.responses) for r in rankings), 4)}
