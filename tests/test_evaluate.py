@@ -354,3 +354,27 @@ def test_a_table_keeps_a_smaller_limits_numbers_and_names_an_unlabelled_iteratio
     assert rows[0].summary["pairs"] == 4 and rows[0].summary["win_rate"] == limited["win_rate"]
     assert "8 verdicts, 4 summarised (a smaller --limit)" in capsys.readouterr().err
     assert rows[1].label == "curve, iteration 2"
+
+
+def test_a_table_carries_an_earlier_tables_rows_after_their_folders_are_gone(response_files, tmp_path):
+    import shutil
+
+    from redline.evaluate import TableConfig, evaluate_table
+
+    a, b, tasks = response_files
+    evaluate(EvaluateConfig(a=a, b=b, judge="oracle", out=str(tmp_path / "first"), bootstrap=50, progress=False))
+    evaluate_table(TableConfig(out=str(tmp_path / "old"), runs=f"{tmp_path / 'first'}=the first arm"))
+    shutil.rmtree(tmp_path / "first")  # the runs folder the old table was built from is gone
+    evaluate(EvaluateConfig(a=b, b=a, judge="oracle", out=str(tmp_path / "second"), bootstrap=50, progress=False))
+    old = json.loads((tmp_path / "old" / "table.json").read_text())
+    rows = evaluate_table(TableConfig(out=str(tmp_path / "new"), runs=f"{tmp_path / 'old' / 'table.json'},{tmp_path / 'second'}=swapped"))
+    assert [r.label for r in rows] == ["the first arm", "swapped"]
+    assert rows[0].summary == old[0]["summary"] and rows[0].a == a
+    assert rows[1].summary["win_rate"] == pytest.approx(1 - rows[0].summary["win_rate"])
+    assert "| the first arm |" in (tmp_path / "new" / "table.md").read_text()
+    with pytest.raises(RedlineError, match="keep their labels and iterations"):
+        evaluate_table(TableConfig(out=str(tmp_path / "t"), runs=f"{tmp_path / 'old' / 'table.json'}=renamed"))
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps([{"label": "x", "judge": "oracle", "a": "a", "b": "b"}]))
+    with pytest.raises(RedlineError, match=r"broken.json: row 1 is not a row of `redline evaluate table` \(missing summary\)"):
+        evaluate_table(TableConfig(out=str(tmp_path / "t"), runs=str(broken)))

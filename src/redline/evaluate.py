@@ -65,7 +65,7 @@ import re
 import sys
 import tempfile
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -907,7 +907,8 @@ class TableConfig:
     runs: str = field(default="", metadata={"required": True, "help": (
         "output folders of `redline evaluate`, comma-separated, one row each (a folder of iterations: a row per "
         "iteration); FOLDER=LABEL names the row (no comma in it; default: the folder's name), FOLDER#K keeps iteration "
-        "K only (a folder whose own name holds = or # is read as it is)")})
+        "K only (a folder whose own name holds = or # is read as it is); an earlier table's table.json brings its rows as "
+        "they were summarised (their evaluation folders need not exist any more)")})
     title: str = field(default="win rates", metadata={"help": "the plot's title"})
 
 
@@ -930,9 +931,34 @@ def _parse_table_entry(entry: str) -> tuple[Path, int | None, str | None]:
     return Path(folder.strip()), int(k) if k else None, label.strip() or None
 
 
+def _rows_of_table(path: Path) -> list[TableRow]:
+    """The rows of an earlier ``evaluate table`` (its table.json) as they were summarised: a table goes on growing
+    after the evaluation folders it was built from are gone (a moved or cleaned runs folder, another machine)."""
+    try:
+        rows = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RedlineError(f"--runs {path}: not readable as an earlier table's table.json ({exc})") from None
+    if not isinstance(rows, list):
+        raise RedlineError(f"--runs {path}: an earlier table's table.json holds a list of rows, this holds "
+                           f"{type(rows).__name__}")
+    known = {f.name for f in fields(TableRow)}
+    out = []
+    for i, row in enumerate(rows, 1):
+        missing = known - set(row) if isinstance(row, dict) else known
+        if missing or not isinstance(row.get("summary"), dict) or "win_rate" not in row["summary"]:
+            raise RedlineError(f"{path}: row {i} is not a row of `redline evaluate table` (missing "
+                               f"{', '.join(sorted(missing)) or 'summary.win_rate'})")
+        out.append(TableRow(**{k: row[k] for k in known}))
+    return out
+
+
 def _rows_of(folder: Path, only: int | None, label: str | None) -> list[TableRow]:
     """An evaluation folder's rows, summarised again from its judgments with the folder's own seed and resamples
     (so the numbers equal its summary.json's, and evaluations older than a column of the table gain it)."""
+    if folder.is_file() and folder.suffix == ".json":
+        if only is not None or label is not None:
+            raise RedlineError(f"--runs {folder}: an earlier table's rows keep their labels and iterations (no =LABEL or #K)")
+        return _rows_of_table(folder)
     if not (folder / "summary.json").is_file():
         raise RedlineError(f"{folder} is not a finished evaluation (no summary.json): run `redline evaluate --out "
                            f"{folder}` (a rerun resumes) first")
