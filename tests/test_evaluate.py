@@ -378,3 +378,16 @@ def test_a_table_carries_an_earlier_tables_rows_after_their_folders_are_gone(res
     broken.write_text(json.dumps([{"label": "x", "judge": "oracle", "a": "a", "b": "b"}]))
     with pytest.raises(RedlineError, match=r"broken.json: row 1 is not a row of `redline evaluate table` \(missing summary\)"):
         evaluate_table(TableConfig(out=str(tmp_path / "t"), runs=str(broken)))
+
+
+def test_a_table_grows_in_place_from_its_own_table_json(response_files, tmp_path, capsys):
+    a, b, tasks = response_files
+    assert main(["evaluate", "--a", a, "--b", b, "--judge", "oracle", "--out", str(tmp_path / "one"), "--bootstrap", "50"]) == 0
+    assert main(["evaluate", "--a", b, "--b", a, "--judge", "oracle", "--out", str(tmp_path / "two"), "--bootstrap", "50"]) == 0
+    table = tmp_path / "table"
+    assert main(["evaluate", "table", "--runs", f"{tmp_path / 'one'}=first", "--out", str(table)]) == 0
+    # The same OUT again, its own table.json among the inputs: read before --overwrite clears the folder.
+    assert main(["evaluate", "table", "--runs", f"{table / 'table.json'},{tmp_path / 'two'}=second", "--out", str(table),
+                 "--overwrite"]) == 0
+    capsys.readouterr()
+    assert [r["label"] for r in json.loads((table / "table.json").read_text())] == ["first", "second"]

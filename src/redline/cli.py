@@ -625,10 +625,12 @@ def _evaluate_agreement(args) -> int:
 
 
 def _evaluate_table(args) -> int:
-    from redline.evaluate import TableConfig, evaluate_table, table_lines
+    from redline.config import settings_from_args
+    from redline.evaluate import TableConfig, evaluate_table, table_lines, table_rows
 
+    rows = table_rows(settings_from_args(TableConfig, args))  # before --overwrite clears OUT: its table.json may be read
     config = configured(TableConfig, args, "evaluate table")
-    print("\n".join(table_lines(evaluate_table(config), config.title)))
+    print("\n".join(table_lines(evaluate_table(config, rows), config.title)))
     print(f"\nwrote {config.out}/table.md, table.json and win_rates.png", file=sys.stderr)
     return 0
 

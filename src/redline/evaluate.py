@@ -997,13 +997,19 @@ def _rows_of(folder: Path, only: int | None, label: str | None) -> list[TableRow
     return rows
 
 
-def evaluate_table(config: TableConfig) -> list[TableRow]:
-    """Read every evaluation named in ``config.runs`` and write OUT/table.md, OUT/table.json and OUT/win_rates.png
-    (each row's win rate with its interval and, where the judge keeps scores, the paired score difference)."""
+def table_rows(config: TableConfig) -> list[TableRow]:
+    """The rows of every evaluation (or earlier table) named in ``config.runs``, in order."""
     entries = [e for e in (x.strip() for x in config.runs.split(",")) if e]
     if not entries:
         raise RedlineError("--runs names no evaluation folder")
-    rows = [row for entry in entries for row in _rows_of(*_parse_table_entry(entry))]
+    return [row for entry in entries for row in _rows_of(*_parse_table_entry(entry))]
+
+
+def evaluate_table(config: TableConfig, rows: list[TableRow] | None = None) -> list[TableRow]:
+    """Read every evaluation named in ``config.runs`` (or take ``rows``, read before OUT was claimed: an earlier
+    table in OUT may be one of them) and write OUT/table.md, OUT/table.json and OUT/win_rates.png (each row's win
+    rate with its interval and, where the judge keeps scores, the paired score difference)."""
+    rows = table_rows(config) if rows is None else rows
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     resamples = {row.summary.get("bootstrap_resamples") for row in rows}
