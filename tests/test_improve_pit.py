@@ -4,7 +4,6 @@ feedback, parse failures, resuming, stopping, the PIT-policy check, and the CLI 
 import json
 
 import pytest
-import torch
 
 from redline import RedlineError
 from redline.cli import main
@@ -15,13 +14,7 @@ from redline.prompts import PIT_TEMPLATE
 from redline.records import Response, read_jsonl_prefix
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared 2-core machine its waits cost."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def add_detail(prompt, seed):

@@ -14,7 +14,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import torch
 
 from redline import RedlineError
 
@@ -76,12 +75,7 @@ def planted(tmp_path_factory):
     return planted_set(tmp_path_factory.mktemp("planted"))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(data: Path, **changes) -> "lc.Settings":

@@ -5,7 +5,6 @@ stage, the manifest `improve` reads, and bad input refused before any work."""
 import json
 
 import pytest
-import torch
 
 from redline import RedlineError
 from redline.cli import main
@@ -16,13 +15,7 @@ from redline.train.pit import (PITConfig, build_prompt, pit_policy, pit_sft_exam
                                train_pit)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared 2-core machine its waits cost."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 PREFS = [{"prompt": f"Write about topic {i}.", "chosen": f"Topic {i} is good, and here is why.", "rejected": "no", "id": f"p{i}"}

@@ -5,7 +5,6 @@ the CLI on tiny-random."""
 import json
 
 import pytest
-import torch
 
 from redline import RedlineError
 from redline.cli import main
@@ -16,13 +15,7 @@ from redline.prompts import FEEDBACK_TEMPLATE, ITERATE_TEMPLATE, parse_feedback
 from redline.records import Response, read_jsonl_prefix
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared 2-core machine its waits cost."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def lowercase_model(prompt, seed):

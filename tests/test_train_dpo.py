@@ -16,12 +16,7 @@ PAIRS = [{"prompt": f"Write about topic {i}.", "chosen": f"Topic {i} is good, an
           "rejected": "no", "id": f"p{i}"} for i in range(6)] + [{"prompt": "Say hi.", "chosen": "hi", "rejected": "hi"}]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def settings(data, **changes) -> DPOSettings:

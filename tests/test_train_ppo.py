@@ -35,14 +35,7 @@ PROMPTS = [{"prompt": f"Write a sentence about topic {i}.", "id": str(i)} for i 
 PTX = [{"text": f"Topic {i} is a fine thing to write about, and here is why."} for i in range(8)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared 2-core machine its waits make each
-    run 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def count_e(prompts, responses, records):
