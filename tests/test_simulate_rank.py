@@ -231,3 +231,24 @@ def test_a_gap_model_goes_on_from_another_on_a_pit_stages_rewrites(prompts, tmp_
     info = json.loads((tmp_path / "gap2" / "redline.json").read_text())
     assert info["kind"] == "gap-reward" and info["metrics"]["train_pairs"] == 6
     assert info["base_model"] == str(tmp_path / "gap")  # went on from the first gap model
+
+
+def test_limit_and_skip_invalid_read_the_response_files_as_every_reader_does(three_files, tmp_path, capsys):
+    tasks, files = three_files
+    rows = [json.loads(line) for line in open(files[0])]
+    del rows[1]["meta"]["instructions"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "r.jsonl"
+    # Skipped: the bad line is named on stderr and its prompt ranks without that file's sample.
+    assert main(["simulate", "rank", "--responses", f"{bad},{files[1]},{files[2]}", "--skip-invalid",
+                 "--noise-scale", "0", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"{bad}: 11 records, skipped 1 invalid" in err and f"skipped {bad}:2: meta.instructions: missing" in err
+    sizes = {r.id: len(r.responses) for r in read_records(out, "ranking")}
+    assert sizes[rows[1]["id"]] == 2 and all(n == 3 for i, n in sizes.items() if i != rows[1]["id"])
+    # The first N of each file: N groups.
+    rank(RankConfig(responses=",".join(files), limit=5, noise_scale=0), tmp_path / "five.jsonl")
+    assert {r.id for r in read_records(tmp_path / "five.jsonl", "ranking")} <= {t.id for t in tasks[:5]}
+    with pytest.raises(RedlineError, match="--limit and --skip-invalid read --responses"):
+        rank(RankConfig(rollouts=str(tmp_path), skip_invalid=True), tmp_path / "x.jsonl")

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from redline import RedlineError
-from redline.records import (FieldError, Preference, Ranking, RecordError, Response, iter_raw, prompt_key, prompt_text,
+from redline.records import (FieldError, Preference, Ranking, Response, _parse_rows, prompt_key, prompt_text,
                              write_records)
 from redline.simulate.annotators import make_pool
 from redline.simulate.build import label_figures, record_task
@@ -71,6 +71,10 @@ class RankConfig:
     seed: int = field(default=0, metadata={"help": "chooses each prompt's annotator and its noise"})
     annotators: int = field(default=5, metadata={"min": 1, "help": "annotators in the pool (simulate build's default)"})
     noise_scale: float = field(default=1.0, metadata={"min": 0, "help": "their default noise times this (0: noise-free)"})
+    limit: int | None = field(default=None, metadata={"min": 1, "help": "with --responses: rank only the first N records "
+                                                                           "of each file (as `generate --limit N` wrote them)"})
+    skip_invalid: bool = field(default=False, metadata={"help": "with --responses: skip bad records (counted, the first "
+                                                                 "named on stderr) instead of stopping"})
 
 
 TASK_FIELDS = ("topic", "form", "instructions")  # what a prompt's meta says of its task; the rest was another ranking's
@@ -88,52 +92,43 @@ class _Group:
     has_id: bool = True
 
 
-def read_groups(paths: list[str]) -> list[_Group]:
-    """Step 1: every file's response records, checked (FILE:LINE: FIELD: reason for each bad one), grouped."""
+def read_groups(paths: list[str], *, limit: int | None = None, skip_invalid: bool = False) -> list[_Group]:
+    """Step 1: every file's response records (the first ``limit`` of each), checked (FILE:LINE: FIELD: reason for
+    each bad one, or skipped and counted with ``skip_invalid``), grouped."""
     groups: dict[str, _Group] = {}
-    errors: list[str] = []
-    n_errors = 0
     for path in paths:
         if not Path(path).is_file():
             raise RedlineError(f"no such response file: {path}")
         ids: dict[str, int] = {}
-        for number, obj in iter_raw(path):
-            try:
-                if isinstance(obj, FieldError):
-                    raise obj
-                record = Response.from_dict(obj)
-                meta = record.meta or {}
-                task = record_task(meta)  # the annotators rank by the instructions the prompt carries
-                if record.id is not None:
-                    if record.id in ids:
-                        raise FieldError("id", f"duplicate id {record.id!r} in one file (first on line {ids[record.id]}): "
-                                               "samples of one prompt go in separate files")
-                    ids[record.id] = number
-            except FieldError as e:
-                n_errors += 1
-                if len(errors) < 20:
-                    errors.append(f"{path}:{number}: {e.field}: {e.reason}")
-                continue
+
+        def parse(obj, number: int, path: str = path, ids: dict[str, int] = ids) -> Response:
+            """Checks a record against its file and the groups so far, and joins it to its group."""
+            if not isinstance(obj, dict):
+                raise FieldError("<record>", f"expected a JSON object, got {type(obj).__name__}")
+            record = Response.from_dict(obj)
+            meta = record.meta or {}
+            task = record_task(meta)  # the annotators rank by the instructions the prompt carries
+            if record.id is not None and record.id in ids:
+                raise FieldError("id", f"duplicate id {record.id!r} in one file (first on line {ids[record.id]}): "
+                                       "samples of one prompt go in separate files")
             key = record.id if record.id is not None else prompt_key(record.prompt)
             group = groups.get(key)
+            if group is not None and prompt_key(group.prompt) != prompt_key(record.prompt):
+                raise FieldError("prompt", f"differs from the prompt of id {key!r} at {group.first}")
+            if group is not None and any(meta.get(name) != group.meta.get(name) for name in TASK_FIELDS):
+                raise FieldError("meta.instructions", f"another task than the one of id {key!r} at {group.first}")
+            if record.id is not None:
+                ids[record.id] = number
             if group is None:
                 groups[key] = _Group(key, record.prompt, {name: meta[name] for name in TASK_FIELDS if name in meta}, task,
                                      [record.response], [record.source], f"{path}:{number}", has_id=record.id is not None)
-            elif prompt_key(group.prompt) != prompt_key(record.prompt):
-                n_errors += 1
-                if len(errors) < 20:
-                    errors.append(f"{path}:{number}: prompt: differs from the prompt of id {key!r} at {group.first}")
-            elif any(meta.get(name) != group.meta.get(name) for name in TASK_FIELDS):
-                n_errors += 1
-                if len(errors) < 20:
-                    errors.append(f"{path}:{number}: meta.instructions: another task than the one of id {key!r} at {group.first}")
             else:
                 group.responses.append(record.response)
                 group.sources.append(record.source)
-    if n_errors:
-        raise RecordError(errors, n_errors)
-    if not groups:
-        raise RedlineError(f"no response records in {', '.join(paths)}")
+            return record
+
+        # A bad file stops the read before anything is ranked; groups joined so far are then never used.
+        _parse_rows(path, parse, skip_invalid=skip_invalid, limit=limit, report=None, what="response records")
     return list(groups.values())
 
 
@@ -226,7 +221,10 @@ def rank(config: RankConfig, out: str | Path) -> dict:
         raise RedlineError("give --responses (response files) or --rollouts (RL run folders), one of the two")
     if not config.rollouts and (config.data or config.iterations):
         raise RedlineError("--data and --iterations read --rollouts; response files carry their own meta")
-    groups = read_groups(paths) if paths else read_rollout_groups(config)
+    if config.rollouts and (config.limit is not None or config.skip_invalid):
+        raise RedlineError("--limit and --skip-invalid read --responses; with --rollouts, --iterations chooses what is ranked")
+    groups = (read_groups(paths, limit=config.limit, skip_invalid=config.skip_invalid) if paths
+              else read_rollout_groups(config))
     rankings, dropped = rank_groups(groups, config)
     if not rankings:
         alone = dropped["fewer than 2 non-empty responses"] == sum(dropped.values())
