@@ -237,3 +237,41 @@ def test_a_required_field_missing_from_the_config_file_is_one_line_naming_it(com
     err = capsys.readouterr().err
     assert err.startswith(f"redline: error: {message}") and len(err.strip().splitlines()) == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]  # nothing written
+
+
+def test_a_model_card_edited_after_a_run_began_does_not_stop_it_resuming(tmp_path, capsys):
+    from dataclasses import dataclass
+
+    from redline import RedlineError
+    from redline.config import FINGERPRINT, _digest_folder, claim_output
+
+    @dataclass
+    class Job:
+        model: str = ""
+        steps: int = 1
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "adapter_model.safetensors").write_bytes(b"w" * 64)
+    (model / "README.md").write_text("card\n")
+    out = tmp_path / "run"
+    claim_output(out, Job(str(model)), command="job")
+    (out / "result.txt").write_text("half done")  # a run with results: the next claim is a resume
+    (model / "README.md").write_text("card, with the figures measured since\n")
+    claim_output(out, Job(str(model)), command="job")  # resumes
+    (model / "adapter_model.safetensors").write_bytes(b"w" * 65)  # the weights themselves changed: refused
+    with pytest.raises(RedlineError, match="--model: .* is not what the run read"):
+        claim_output(out, Job(str(model)), command="job")
+    # A run begun under the older digest (which counted the card) resumes while the folder is as it read it,
+    # and from then on carries the new form.
+    stamp = out / FINGERPRINT
+    older = json.loads(stamp.read_text())
+    older["inputs"]["model"]["digest"] = _digest_folder(model, legacy=True)
+    stamp.write_text(json.dumps(older))
+    claim_output(out, Job(str(model)), command="job")
+    assert json.loads(stamp.read_text())["inputs"]["model"]["digest"].startswith("folder-sha256/2:")
+    older["inputs"]["model"]["digest"] = _digest_folder(model, legacy=True)
+    stamp.write_text(json.dumps(older))
+    (model / "README.md").write_text("card edited again\n")  # the older digest cannot leave the card out
+    with pytest.raises(RedlineError, match="not what the run read"):
+        claim_output(out, Job(str(model)), command="job")

@@ -266,18 +266,36 @@ def _digest_file(path: Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def _digest_folder(folder: Path) -> str:
+# What a folder's digest leaves out: a model card describes the model (its figures, how it is used) and is edited
+# after training; editing it must not make a run that read the model refuse to resume.
+DOCUMENTATION = frozenset({"README.md"})
+FOLDER_DIGEST = "folder-sha256/2:"  # "folder-sha256:" (before the twentieth session) counted the card too
+
+
+def _digest_folder(folder: Path, *, legacy: bool = False) -> str:
     """A folder (a model run, a datasets folder): every file's name and size, and the content of its small
-    JSON files (a run's redline.json changes with every training). Checkpoints and hidden files are left out."""
+    JSON files (a run's redline.json changes with every training). Checkpoints, hidden files and the model card
+    (``DOCUMENTATION``; ``legacy``: counted, as the first form of the digest did) are left out."""
     h = hashlib.sha256()
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder)
         if not path.is_file() or rel.parts[0] in ("checkpoints",) or any(p.startswith(".") for p in rel.parts):
             continue
+        if not legacy and rel.as_posix() in DOCUMENTATION:
+            continue
         h.update(f"{rel.as_posix()}\0{path.stat().st_size}\0".encode())
         if path.suffix == ".json" and path.stat().st_size < 1 << 20:
             h.update(path.read_bytes())
-    return "folder-sha256:" + h.hexdigest()
+    return ("folder-sha256:" if legacy else FOLDER_DIGEST) + h.hexdigest()
+
+
+def same_input(now: dict[str, str], then: dict[str, str]) -> bool:
+    """Whether an input (``{"path", "digest"}``) is what a run read; a run begun before the card was left out of
+    folder digests recorded the older form, which is recomputed for it."""
+    if now["digest"] == then["digest"]:
+        return True
+    path = Path(now["path"])
+    return then["digest"].startswith("folder-sha256:") and path.is_dir() and _digest_folder(path, legacy=True) == then["digest"]
 
 
 def input_digest(value: Any) -> str | None:
@@ -325,7 +343,7 @@ def differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
             continue
         if name in now["inputs"] or name in old_inputs:
             a, b = now["inputs"].get(name), old_inputs.get(name)
-            if a and b and a["digest"] == b["digest"]:
+            if a and b and same_input(a, b):
                 continue
             if a and b:
                 out.append(f"{flag_name(name)}: {a['path']} is not what the run read ({b['path']}, other content)")
