@@ -234,6 +234,8 @@ def test_a_gap_model_goes_on_from_another_on_a_pit_stages_rewrites(prompts, tmp_
 
 
 def test_limit_and_skip_invalid_read_the_response_files_as_every_reader_does(three_files, tmp_path, capsys):
+    from redline.records import RecordError
+
     tasks, files = three_files
     rows = [json.loads(line) for line in open(files[0])]
     del rows[1]["meta"]["instructions"]
@@ -250,5 +252,13 @@ def test_limit_and_skip_invalid_read_the_response_files_as_every_reader_does(thr
     # The first N of each file: N groups.
     rank(RankConfig(responses=",".join(files), limit=5, noise_scale=0), tmp_path / "five.jsonl")
     assert {r.id for r in read_records(tmp_path / "five.jsonl", "ranking")} <= {t.id for t in tasks[:5]}
+    # Without --skip-invalid, one error names the bad lines of every file.
+    other = [json.loads(line) for line in open(files[1])]
+    other[3]["response"] = 7
+    worse = tmp_path / "worse.jsonl"
+    worse.write_text("".join(json.dumps(r) + "\n" for r in other))
+    with pytest.raises(RecordError) as e:
+        rank(RankConfig(responses=f"{bad},{worse}"), tmp_path / "y.jsonl")
+    assert f"{bad}:2: meta.instructions" in str(e.value) and f"{worse}:4: response" in str(e.value)
     with pytest.raises(RedlineError, match="--limit and --skip-invalid read --responses"):
         rank(RankConfig(rollouts=str(tmp_path), skip_invalid=True), tmp_path / "x.jsonl")

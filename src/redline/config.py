@@ -294,7 +294,7 @@ def same_input(now: dict[str, str], then: dict[str, str]) -> bool:
     folder digests recorded the older form, which is recomputed for it."""
     if now["digest"] == then["digest"]:
         return True
-    path = Path(now["path"])
+    path = Path(now["path"].split("?")[0])
     return then["digest"].startswith("folder-sha256:") and path.is_dir() and _digest_folder(path, legacy=True) == then["digest"]
 
 

@@ -45,8 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from redline import RedlineError
-from redline.records import (FieldError, Preference, Ranking, Response, _parse_rows, prompt_key, prompt_text,
-                             write_records)
+from redline.records import (MAX_ERRORS, FieldError, Preference, Ranking, RecordError, Response, _parse_rows, prompt_key,
+                             prompt_text, write_records)
 from redline.simulate.annotators import make_pool
 from redline.simulate.build import label_figures, record_task
 from redline.simulate.oracle import check_all
@@ -94,8 +94,11 @@ class _Group:
 
 def read_groups(paths: list[str], *, limit: int | None = None, skip_invalid: bool = False) -> list[_Group]:
     """Step 1: every file's response records (the first ``limit`` of each), checked (FILE:LINE: FIELD: reason for
-    each bad one, or skipped and counted with ``skip_invalid``), grouped."""
+    each bad one, or skipped and counted with ``skip_invalid``), grouped. An empty file is refused, as every
+    reader of records refuses one: a sample file that came out empty is a failed run, not a smaller group."""
     groups: dict[str, _Group] = {}
+    errors: list[str] = []
+    n_errors = 0
     for path in paths:
         if not Path(path).is_file():
             raise RedlineError(f"no such response file: {path}")
@@ -127,8 +130,15 @@ def read_groups(paths: list[str], *, limit: int | None = None, skip_invalid: boo
                 group.sources.append(record.source)
             return record
 
-        # A bad file stops the read before anything is ranked; groups joined so far are then never used.
-        _parse_rows(path, parse, skip_invalid=skip_invalid, limit=limit, report=None, what="response records")
+        # Every file is read before a bad one stops the run, so one error lists the bad lines of all of them; the
+        # groups joined meanwhile are then never used.
+        try:
+            _parse_rows(path, parse, skip_invalid=skip_invalid, limit=limit, report=None, what="response records")
+        except RecordError as e:
+            errors += e.errors[:MAX_ERRORS - len(errors)]
+            n_errors += e.total
+    if n_errors:
+        raise RecordError(errors, n_errors)
     return list(groups.values())
 
 
