@@ -1,0 +1,121 @@
+"""What a reward model pays for the surface of an instruction, asked for or not (RESULTS "InstructGPT", twentieth session).
+
+The habits are the three whose look is cheap to copy: an answer wrapped in double quotes, all lowercase, all capitals.
+Four readings, each on simulated data (records whose meta carries the instructions):
+
+    python scripts/reward_habits.py rewrite runs/test_sft.jsonl runs/probe      # SFT's answers, each rewritten 3 ways
+    redline evaluate --a runs/probe/quoted.jsonl --b runs/test_sft.jsonl --judge reward:models/reward --out runs/probe/quoted_reward
+    redline evaluate --a runs/probe/quoted.jsonl --b runs/test_sft.jsonl --judge oracle --out runs/probe/quoted_oracle
+    ...                                                                          # and lower, upper
+    python scripts/reward_habits.py probe runs/probe                             # the table, split by asked / not asked
+    python scripts/reward_habits.py answers runs/test_sft.jsonl runs/test_ppo.jsonl   # the oracle's reading, habits worn
+    python scripts/reward_habits.py rankings data/simulated/rankings.jsonl      # where the habits sit in the rankings
+
+Our own few lines: the oracle (redline.simulate.oracle) reads each answer; nothing here is a library's job.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+from redline.simulate.oracle import check_all
+
+REWRITES = {"quoted": ("quotes", lambda t: f'"{t}"'), "lower": ("lowercase", str.lower), "upper": ("uppercase", str.upper)}
+
+
+def wears(text: str) -> dict[str, bool]:
+    """Which habits an answer wears (quotes: it opens with one, as a cut-off answer may not close it; wrapped: opens
+    and closes with one)."""
+    s = text.strip()
+    letters = [c for c in s if c.isalpha()]
+    return {"quotes": s.startswith('"'), "wrapped": len(s) > 1 and s.startswith('"') and s.endswith('"'), "lowercase": bool(letters) and all(c.islower() for c in letters),
+            "uppercase": bool(letters) and all(c.isupper() for c in letters)}
+
+
+def asked(record: dict, habit: str) -> bool:
+    return {"wrapped": "quotes"}.get(habit, habit) in {i["type"] for i in record["meta"]["instructions"]}
+
+
+def read(path: str | Path) -> list[dict]:
+    return [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
+
+
+def text_of(prompt) -> str:
+    return prompt if isinstance(prompt, str) else prompt[-1]["content"]
+
+
+def rewrite(answers: str, out: str) -> None:
+    Path(out).mkdir(parents=True, exist_ok=True)
+    rows = read(answers)
+    for name, (_, change) in REWRITES.items():
+        with open(Path(out) / f"{name}.jsonl", "w", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps({**r, "response": change(r["response"]), "source": f"{r.get('source')}-{name}"}) + "\n")
+    print(f"wrote {', '.join(REWRITES)} (.jsonl) into {out}: {len(rows)} answers each")
+
+
+def interval(xs: list[float], n: int = 2000) -> tuple[float, float, float]:
+    rng = random.Random(0)
+    means = sorted(sum(rng.choice(xs) for _ in xs) / len(xs) for _ in range(n))
+    return sum(xs) / len(xs), means[int(0.025 * n)], means[int(0.975 * n)]
+
+
+def probe(folder: str) -> None:
+    """Each rewrite's reward-model and oracle judgments (NAME_reward/, NAME_oracle/), split by whether the prompt asked."""
+    out = {}
+    print("| rewrite | prompts | reward A − B [95% CI] | reward model prefers the rewrite | oracle win rate of the rewrite |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, (habit, _) in REWRITES.items():
+        reward = read(Path(folder) / f"{name}_reward" / "judgments.jsonl")
+        oracle = {j["id"]: j for j in read(Path(folder) / f"{name}_oracle" / "judgments.jsonl")}
+        rewritten = {r["id"]: r for r in read(Path(folder) / f"{name}.jsonl")}
+        for wanted in (False, True):
+            rows = [j for j in reward if asked(rewritten[j["id"]], habit) == wanted]
+            # meta.scores are in the order shown: "ba" showed B first
+            diffs = [(s[1] - s[0]) if j["order"] == "ba" else (s[0] - s[1]) for j in rows for s in [j["meta"]["scores"]]]
+            mean, lo, hi = interval(diffs)
+            prefers = sum(j["winner"] == "a" for j in rows) / len(rows)
+            oracle_rate = sum({"a": 1, "tie": 0.5}.get(oracle[j["id"]]["winner"], 0) for j in rows) / len(rows)
+            key = f"{name} ({'asked' if wanted else 'not asked'})"
+            out[key] = {"n": len(rows), "reward_diff": round(mean, 3), "ci": [round(lo, 3), round(hi, 3)],
+                        "reward_prefers_rewrite": round(prefers, 3), "oracle_win_rate_rewrite": round(oracle_rate, 3)}
+            print(f"| {key} | {len(rows)} | {mean:+.3f} [{lo:+.3f}, {hi:+.3f}] | {100 * prefers:.1f}% | {100 * oracle_rate:.1f}% |")
+    (Path(folder) / "probe.json").write_text(json.dumps(out, indent=1) + "\n")
+
+
+def answers(paths: list[str]) -> None:
+    """The oracle's reading of answer files: quality, instructions met, each fault, and the habits worn (asked)."""
+    for path in paths:
+        rows = read(path)
+        reports = [check_all(r["meta"], r["response"], text_of(r["prompt"])) for r in rows]
+        line = {"answers": len(rows), "quality": round(sum(x.quality for x in reports) / len(rows), 3),
+                "at_quality_1": sum(x.quality >= 0.999 for x in reports), "every_one_met": sum(x.all_met for x in reports),
+                "met": f"{sum(len(x.met) for x in reports)} of {sum(len(x.checks) for x in reports)}",
+                **{f: sum(f in x.faults for x in reports) for f in ("off_topic", "repetition", "short", "copied")}}
+        for habit in ("quotes", "lowercase", "uppercase"):
+            worn = [r for r in rows if wears(r["response"])[habit]]
+            line[habit] = f"{len(worn)} ({sum(asked(r, habit) for r in worn)} asked)"
+        print(path, json.dumps(line))
+
+
+def rankings(path: str) -> None:
+    """Where the habits sit in ranking records: how many answers wear each, asked or not, at what mean rank (0 best)."""
+    rows = read(path)
+    for habit in ("quotes", "wrapped", "lowercase", "uppercase"):
+        for wanted in (False, True):
+            for worn in (False, True):
+                ranks = [rank / (len(r["ranks"]) - 1) for r in rows if asked(r, habit) == wanted
+                         for text, rank in zip(r["responses"], r["ranks"])
+                         if wears(text)[habit] == worn]
+                if ranks:
+                    print(f"{habit:9s} {'asked' if wanted else 'not asked':9s} {'worn' if worn else 'plain':5s} "
+                          f"{len(ranks):5d} answers, mean normalised rank {sum(ranks) / len(ranks):.3f}")
+
+
+if __name__ == "__main__":
+    command, args = sys.argv[1], sys.argv[2:]
+    {"rewrite": lambda: rewrite(*args), "probe": lambda: probe(*args), "answers": lambda: answers(args),
+     "rankings": lambda: rankings(*args)}[command]()
