@@ -74,6 +74,8 @@ def probe(folder: str) -> None:
         rewritten = {r["id"]: r for r in read(Path(folder) / f"{name}.jsonl")}
         for wanted in (False, True):
             rows = [j for j in reward if asked(rewritten[j["id"]], habit) == wanted]
+            if not rows:
+                continue
             # meta.scores are in the order shown: "ba" showed B first
             diffs = [(s[1] - s[0]) if j["order"] == "ba" else (s[0] - s[1]) for j in rows for s in [j["meta"]["scores"]]]
             mean, lo, hi = interval(diffs)
