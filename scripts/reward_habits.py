@@ -11,6 +11,12 @@ Four readings, each on simulated data (records whose meta carries the instructio
     python scripts/reward_habits.py answers runs/test_sft.jsonl runs/test_ppo.jsonl   # the oracle's reading, habits worn
     python scripts/reward_habits.py rankings data/simulated/rankings.jsonl      # where the habits sit in the rankings
 
+And a remedy: rankings in which the habits sit on answers of every quality, for a reward model to go on with:
+
+    python scripts/reward_habits.py augment data/simulated/rankings.jsonl models/reward 300 runs/aug
+    redline simulate rank --responses runs/aug/responses_0.jsonl,...,runs/aug/responses_6.jsonl --out runs/aug/rankings.jsonl
+    redline train reward --model models/reward --data runs/aug/rankings.jsonl --eval-data runs/aug/held_out.jsonl ...
+
 Our own few lines: the oracle (redline.simulate.oracle) reads each answer; nothing here is a library's job.
 """
 
@@ -103,6 +109,57 @@ def answers(paths: list[str]) -> None:
         print(path, json.dumps(line))
 
 
+TASK = ("topic", "form", "instructions")
+
+
+def augment(path: str, reward_run: str, count: str, out: str, seed: int = 0) -> None:
+    """Response files for `redline simulate rank`: ``count`` of the rankings a reward run trained on, each prompt's
+    answers as they were plus two of them rewritten with a habit the prompt did not ask for (two habits, two members
+    drawn at random, so a habit lands on answers of every quality); and that run's held-out rankings, as they were.
+
+    The split is the run's own (its train_config's --eval-split and --seed, over what `train reward` read), so a
+    model that goes on from it never trains on a prompt it held out.
+    """
+    from redline.train.reward import read_comparisons, split_by_prompt
+
+    trained = json.loads((Path(reward_run) / "train_config.json").read_text())
+    if Path(trained["data"]).resolve() != Path(path).resolve() or trained.get("eval_data") or trained.get("limit"):
+        raise SystemExit(f"{reward_run} did not hold out prompts of all of {path}: its split cannot be recomputed here")
+    train, held = split_by_prompt(read_comparisons(path), trained["eval_split"], trained["seed"])
+    rows = {r["id"]: r for r in read(path)}
+    rng = random.Random(seed)
+    chosen = rng.sample(sorted(r.id for r in train), int(count))
+    opposite = {"lowercase": "uppercase", "uppercase": "lowercase"}
+    files: dict[int, list[dict]] = {}
+    added = {habit: 0 for habit, _ in REWRITES.values()}
+    for key in chosen:
+        row = rows[key]
+        task = {name: row["meta"][name] for name in TASK if name in row["meta"]}
+        members = [dict(id=key, prompt=row["prompt"], response=text, source=policy, meta=task)
+                   for text, policy in zip(row["responses"], row["meta"]["policy"])]
+        # a habit the prompt did not ask for, and not the opposite of one it did (capitals where lowercase was asked)
+        free = [name for name, (habit, _) in REWRITES.items()
+                if not asked(row, habit) and not asked(row, opposite.get(habit, habit))]
+        for name in rng.sample(free, min(2, len(free))):
+            habit, change = REWRITES[name]
+            plain = [i for i, text in enumerate(row["responses"]) if not wears(text)[habit]]
+            if plain:
+                i = rng.choice(plain)
+                members.append({**members[i], "response": change(row["responses"][i]), "source": f"{members[i]['source']}-{name}"})
+                added[habit] += 1
+        for position, member in enumerate(members):
+            files.setdefault(position, []).append(member)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    for position, members in files.items():
+        with open(Path(out) / f"responses_{position}.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(m) + "\n" for m in members)
+    with open(Path(out) / "held_out.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(rows[r.id]) + "\n" for r in held)
+    names = ",".join(str(Path(out) / f"responses_{i}.jsonl") for i in sorted(files))
+    print(f"{len(chosen)} prompts of {len(train)} trained on, habits added: {added}; {len(held)} held-out rankings in "
+          f"{out}/held_out.jsonl\nnext: redline simulate rank --responses {names} --out {out}/rankings.jsonl")
+
+
 def rankings(path: str) -> None:
     """Where the habits sit in ranking records: how many answers wear each, asked or not, at what mean rank (0 best)."""
     rows = read(path)
@@ -120,4 +177,4 @@ def rankings(path: str) -> None:
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
     {"rewrite": lambda: rewrite(*args), "probe": lambda: probe(*args), "answers": lambda: answers(args),
-     "rankings": lambda: rankings(*args)}[command]()
+     "rankings": lambda: rankings(*args), "augment": lambda: augment(*args)}[command]()

@@ -57,3 +57,44 @@ def test_rankings_report_each_habit_by_asked_and_worn_at_its_mean_rank(tmp_path,
     assert "uppercase not asked worn      1 answers, mean normalised rank 0.500" in out
     assert "lowercase not asked worn      1 answers, mean normalised rank 0.000" in out
     assert "lowercase asked" not in out  # no prompt asked for it
+
+
+def test_augment_adds_unasked_habits_to_the_runs_training_prompts_only_and_keeps_its_held_out_rankings(tmp_path, capsys):
+    lowercase = {"topic": "owls", "instructions": [{"type": "lowercase"}]}
+    rows = [{"id": f"r{i}", "prompt": f"Write about owls, take {i}.", "responses": [f"Owls hunt {i}.", f"Owls sleep {i}."],
+             "ranks": [0, 1], "meta": {**(lowercase if i % 2 else NONE), "policy": ["fixed", "sample"], "annotator": "a"}}
+            for i in range(10)]
+    data = lines(tmp_path / "rankings.jsonl", rows)
+    run = tmp_path / "rm"
+    run.mkdir()
+    (run / "train_config.json").write_text(json.dumps({"data": str(data), "eval_data": None, "limit": None,
+                                                       "eval_split": 0.2, "seed": 0}))
+    reward_habits.augment(str(data), str(run), "6", str(tmp_path / "aug"))
+    held = [json.loads(x) for x in open(tmp_path / "aug" / "held_out.jsonl")]
+    assert len(held) == 2 and held[0] in rows  # the run's own held-out rankings, unchanged
+    files = sorted((tmp_path / "aug").glob("responses_*.jsonl"))
+    members = [json.loads(x) for f in files for x in open(f)]
+    assert {m["id"] for m in members}.isdisjoint({h["id"] for h in held})  # nothing it held out is trained on
+    assert len({m["id"] for m in members}) == 6
+    originals = {(r["id"], t) for r in rows for t in r["responses"]}
+    added = [m for m in members if (m["id"], m["response"]) not in originals]
+    # two habits where none was asked; where lowercase was, only quotes are free (capitals would break it)
+    assert len(added) == sum(1 if int(i[1:]) % 2 else 2 for i in {m["id"] for m in members})
+    for m in added:
+        habit = m["source"].rsplit("-", 1)[1]
+        asks_lowercase = m["meta"]["instructions"] == lowercase["instructions"]
+        assert habit != "upper" or not asks_lowercase  # never capitals where lowercase was asked
+        assert habit != "lower" or not asks_lowercase  # nor a habit the prompt asked for
+        assert m["meta"] == {k: v for k, v in rows[int(m["id"][1:])]["meta"].items() if k in ("topic", "instructions")}
+    assert "next: redline simulate rank --responses" in capsys.readouterr().out
+
+
+def test_augment_refuses_a_run_that_did_not_hold_out_prompts_of_this_file(tmp_path):
+    import pytest
+
+    data = lines(tmp_path / "rankings.jsonl", [])
+    (tmp_path / "rm").mkdir()
+    (tmp_path / "rm" / "train_config.json").write_text(json.dumps({"data": str(tmp_path / "other.jsonl"), "eval_split": 0.1,
+                                                                   "seed": 0}))
+    with pytest.raises(SystemExit, match="did not hold out prompts of all of"):
+        reward_habits.augment(str(data), str(tmp_path / "rm"), "1", str(tmp_path / "aug"))
