@@ -10,6 +10,7 @@ Four readings, each on simulated data (records whose meta carries the instructio
     python scripts/reward_habits.py probe runs/probe                             # the table, split by asked / not asked
     python scripts/reward_habits.py answers runs/test_sft.jsonl runs/test_ppo.jsonl   # the oracle's reading, habits worn
     python scripts/reward_habits.py rankings data/simulated/rankings.jsonl      # where the habits sit in the rankings
+    python scripts/reward_habits.py rollouts runs/ppo data/simulated/rankings.jsonl  # the habits an RL run's rollouts took up
 
 And a remedy: rankings in which the habits sit on answers of every quality, for a reward model to go on with:
 
@@ -109,6 +110,27 @@ def answers(paths: list[str]) -> None:
         print(path, json.dumps(line))
 
 
+def rollouts(run: str, prompts: str, block: str = "5") -> None:
+    """The habits an RL run's rollouts wear, by blocks of iterations: how many of its episodes wear each, and how
+    many of those the prompt asked for (the prompts' instructions from the file the run trained on)."""
+    task = {text_of(r["prompt"]): r for r in read(prompts)}
+    episodes = read(Path(run) / "rollouts.jsonl")
+    missing = {text_of(e["prompt"]) for e in episodes} - task.keys()
+    if missing:
+        raise SystemExit(f"{len(missing)} of the run's prompts are not in {prompts}, e.g. {sorted(missing)[0][:80]!r}")
+    size, habits = int(block), ("quotes", "lowercase", "uppercase")
+    print(f"| iterations | episodes | {' | '.join(f'{h} (asked)' for h in habits)} |")
+    print(f"| --- | ---: | {' | '.join('---:' for _ in habits)} |")
+    last = max(e["iteration"] for e in episodes)
+    for start in range(1, last + 1, size):
+        rows = [e for e in episodes if start <= e["iteration"] < start + size]
+        cells = []
+        for habit in habits:
+            worn = [e for e in rows if wears(e["response"])[habit]]
+            cells.append(f"{len(worn)} ({sum(asked(task[text_of(e['prompt'])], habit) for e in worn)})")
+        print(f"| {start}–{min(start + size - 1, last)} | {len(rows)} | {' | '.join(cells)} |")
+
+
 TASK = ("topic", "form", "instructions")
 
 
@@ -177,4 +199,5 @@ def rankings(path: str) -> None:
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
     {"rewrite": lambda: rewrite(*args), "probe": lambda: probe(*args), "answers": lambda: answers(args),
-     "rankings": lambda: rankings(*args), "augment": lambda: augment(*args)}[command]()
+     "rankings": lambda: rankings(*args), "augment": lambda: augment(*args),
+     "rollouts": lambda: rollouts(*args)}[command]()

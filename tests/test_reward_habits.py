@@ -98,3 +98,27 @@ def test_augment_refuses_a_run_that_did_not_hold_out_prompts_of_this_file(tmp_pa
                                                                    "seed": 0}))
     with pytest.raises(SystemExit, match="did not hold out prompts of all of"):
         reward_habits.augment(str(data), str(tmp_path / "rm"), "1", str(tmp_path / "aug"))
+
+
+def test_rollouts_count_each_habit_by_block_and_whether_the_prompt_asked(tmp_path, capsys):
+    prompts = lines(tmp_path / "prompts.jsonl", [{"prompt": "Write about owls.", "meta": QUOTES},
+                                                 {"prompt": "Write about bats.", "meta": NONE}])
+    (tmp_path / "run").mkdir()
+    episodes = [(1, "Write about owls.", '"Owls."'), (2, "Write about bats.", '"bats."'), (2, "Write about bats.", "Bats."),
+                (3, "Write about owls.", "OWLS")]
+    lines(tmp_path / "run" / "rollouts.jsonl", [{"iteration": i, "prompt": [{"role": "user", "content": p}], "response": r}
+                                                for i, p, r in episodes])
+    reward_habits.rollouts(str(tmp_path / "run"), str(prompts), "2")
+    out = capsys.readouterr().out
+    assert "| 1–2 | 3 | 2 (1) | 1 (0) | 0 (0) |" in out  # two quoted, one of them asked; one lowercase, not asked
+    assert "| 3–3 | 1 | 0 (0) | 0 (0) | 1 (0) |" in out
+
+
+def test_rollouts_refuse_a_prompt_file_the_run_did_not_train_on(tmp_path):
+    import pytest
+
+    prompts = lines(tmp_path / "prompts.jsonl", [{"prompt": "Write about owls.", "meta": QUOTES}])
+    (tmp_path / "run").mkdir()
+    lines(tmp_path / "run" / "rollouts.jsonl", [{"iteration": 1, "prompt": "Write about bats.", "response": "Bats."}])
+    with pytest.raises(SystemExit, match="1 of the run's prompts are not in"):
+        reward_habits.rollouts(str(tmp_path / "run"), str(prompts))
