@@ -1,7 +1,7 @@
 """What a reward model pays for the surface of an instruction, asked for or not (RESULTS "InstructGPT", twentieth session).
 
 The habits are the three whose look is cheap to copy: an answer wrapped in double quotes, all lowercase, all capitals.
-Four readings, each on simulated data (records whose meta carries the instructions):
+Five readings, each on simulated data (records whose meta carries the instructions):
 
     python scripts/reward_habits.py rewrite runs/test_sft.jsonl runs/probe      # SFT's answers, each rewritten 3 ways
     redline evaluate --a runs/probe/quoted.jsonl --b runs/test_sft.jsonl --judge reward:models/reward --out runs/probe/quoted_reward
