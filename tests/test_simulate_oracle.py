@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from redline.simulate import topics as T
@@ -80,6 +80,7 @@ def test_meta_a_task_and_a_list_of_instructions_are_all_accepted():
 
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 10**6), st.integers(0, 10**6))
+@example(243607, 44)  # two keyword fixes once filled one sentence frame twice: the oracle's repetition penalty
 def test_quality_is_always_in_the_unit_interval(task_seed, seed):
     task = make_tasks(1, task_seed)[0]
     response = template_response(task, random.Random(seed))

@@ -229,13 +229,13 @@ def _insert(core: str, sentence: str, ctx: _Ctx) -> str | None:
 
 
 def _fresh(templates: tuple[str, ...], core: str, topic: str, keyword: str = "", *keys) -> list[str]:
-    """The templates not yet used in ``core``, filled in, in an order that varies by topic."""
+    """The templates not yet used in ``core`` with any keyword (the same frame twice with two keywords reads as
+    repetition to the oracle), filled in, in an order that varies by topic."""
     out = []
-    lowered = core.lower()
     for template in T.rotated(templates, topic, keyword, *keys):
-        sentence = T.fill(template, topic or "it", keyword)
-        if sentence.lower() not in lowered:
-            out.append(sentence)
+        frame = re.escape(T.fill(template, topic or "it", "\x00")).replace("\x00", r"[\w'-]+(?: [\w'-]+)*?")
+        if not re.search(frame, core, flags=re.IGNORECASE):
+            out.append(T.fill(template, topic or "it", keyword))
     return out
 
 
