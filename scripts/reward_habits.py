@@ -131,9 +131,6 @@ def rollouts(run: str, prompts: str, block: str = "5") -> None:
         print(f"| {start}–{min(start + size - 1, last)} | {len(rows)} | {' | '.join(cells)} |")
 
 
-TASK = ("topic", "form", "instructions")
-
-
 def augment(path: str, reward_run: str, count: str, out: str, seed: int = 0) -> None:
     """Response files for `redline simulate rank`: ``count`` of the rankings a reward run trained on, each prompt's
     answers as they were plus two of them rewritten with a habit the prompt did not ask for (two habits, two members
@@ -142,6 +139,7 @@ def augment(path: str, reward_run: str, count: str, out: str, seed: int = 0) -> 
     The split is the run's own (its train_config's --eval-split and --seed, over what `train reward` read), so a
     model that goes on from it never trains on a prompt it held out.
     """
+    from redline.simulate.rank import TASK_FIELDS
     from redline.train.reward import read_comparisons, split_by_prompt
 
     trained = json.loads((Path(reward_run) / "train_config.json").read_text())
@@ -156,7 +154,7 @@ def augment(path: str, reward_run: str, count: str, out: str, seed: int = 0) -> 
     added = {habit: 0 for habit, _ in REWRITES.values()}
     for key in chosen:
         row = rows[key]
-        task = {name: row["meta"][name] for name in TASK if name in row["meta"]}
+        task = {name: row["meta"][name] for name in TASK_FIELDS if name in row["meta"]}
         members = [dict(id=key, prompt=row["prompt"], response=text, source=policy, meta=task)
                    for text, policy in zip(row["responses"], row["meta"]["policy"])]
         # a habit the prompt did not ask for, and not the opposite of one it did (capitals where lowercase was asked)

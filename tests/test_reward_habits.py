@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("reward_habits", ROOT / "scripts" / "reward_habits.py")
 reward_habits = importlib.util.module_from_spec(_spec)
@@ -90,8 +92,6 @@ def test_augment_adds_unasked_habits_to_the_runs_training_prompts_only_and_keeps
 
 
 def test_augment_refuses_a_run_that_did_not_hold_out_prompts_of_this_file(tmp_path):
-    import pytest
-
     data = lines(tmp_path / "rankings.jsonl", [])
     (tmp_path / "rm").mkdir()
     (tmp_path / "rm" / "train_config.json").write_text(json.dumps({"data": str(tmp_path / "other.jsonl"), "eval_split": 0.1,
@@ -115,8 +115,6 @@ def test_rollouts_count_each_habit_by_block_and_whether_the_prompt_asked(tmp_pat
 
 
 def test_rollouts_refuse_a_prompt_file_the_run_did_not_train_on(tmp_path):
-    import pytest
-
     prompts = lines(tmp_path / "prompts.jsonl", [{"prompt": "Write about owls.", "meta": QUOTES}])
     (tmp_path / "run").mkdir()
     lines(tmp_path / "run" / "rollouts.jsonl", [{"iteration": 1, "prompt": "Write about bats.", "response": "Bats."}])
