@@ -22,6 +22,7 @@ from redline.train.ppo import (
     response_logits,
     run_ppo,
     stream_indices,
+    _gradient_parts,
     trainable,
 )
 from redline.train.sft import as_chat
@@ -29,8 +30,10 @@ from redline.train.sft import as_chat
 LOG_FIELDS = {
     "iteration", "episodes", "reward", "reward_std", "kl", "kl_k3", "non_score_reward", "entropy", "response_length",
     "truncated", "value_mean", "return_mean", "policy_loss", "clipfrac", "approx_kl", "value_loss", "value_clipfrac",
-    "ptx_loss", "beta", "lr", "generate_s", "score_s", "evaluate_s", "train_s",
+    "ptx_loss", "grad_norm", "policy_grad_norm", "ptx_grad_norm", "grad_cosine", "beta", "lr", "generate_s", "score_s",
+    "evaluate_s", "train_s",
 }
+SPLIT = {"ptx_loss", "policy_grad_norm", "ptx_grad_norm", "grad_cosine"}  # measured only with a pretraining mix
 PROMPTS = [{"prompt": f"Write a sentence about topic {i}.", "id": str(i)} for i in range(8)]
 PTX = [{"text": f"Topic {i} is a fine thing to write about, and here is why."} for i in range(8)]
 
@@ -81,7 +84,8 @@ def test_two_iterations_train_log_every_field_and_save_a_loadable_policy(straigh
     assert [r["iteration"] for r in rows] == [1, 2]
     for row in rows:
         assert set(row) == LOG_FIELDS
-        assert all(row[k] is not None for k in LOG_FIELDS - {"ptx_loss"}) and row["ptx_loss"] is None
+        assert all(row[k] is not None for k in LOG_FIELDS - SPLIT) and all(row[k] is None for k in SPLIT)
+        assert row["grad_norm"] > 0
         assert 1 <= row["response_length"] <= 8 and row["beta"] == 0.02 and row["entropy"] > 0
     assert rows[0]["kl"] == 0  # LoRA starts as the identity: the first rollout is the SFT policy's
     assert rows[1]["kl"] != 0  # ... and the update moved it
@@ -134,6 +138,18 @@ def test_ptx_loss_is_computed_and_coefficient_zero_disables_it(straight, rm_run,
     assert not all(torch.allclose(plain[k], on[k]) for k in plain)
     assert log(tmp_path / "off")[0]["ptx_loss"] is None
     assert log(tmp_path / "on")[0]["ptx_loss"] > 1.0  # a random model's LM loss is near log(49152) ≈ 10.8
+    on_row = log(tmp_path / "on")[0]
+    assert on_row["policy_grad_norm"] > 0 and on_row["ptx_grad_norm"] > 0 and -1 <= on_row["grad_cosine"] <= 1
+    # the logging leaves the step alone: γ = 0's run logs the same total gradient norm as the plain run
+    assert log(tmp_path / "off")[0]["grad_norm"] == log(straight)[0]["grad_norm"]
+
+
+def test_gradient_parts_are_the_norms_of_each_part_and_their_cosine():
+    first = [torch.tensor([3.0, 0.0]), torch.tensor([0.0])]
+    assert _gradient_parts(first, [torch.tensor([3.0, 4.0]), torch.tensor([0.0])]) == (3.0, 4.0, 0.0)  # orthogonal
+    a, b, cos = _gradient_parts(first, [torch.tensor([1.0, 0.0]), torch.tensor([0.0])])  # the rest: (−2, 0)
+    assert (a, b) == (3.0, 2.0) and cos == pytest.approx(-1.0)  # pulling straight against the first
+    assert _gradient_parts(first, first)[1:] == (0.0, 0.0)  # no second part: no cosine
 
 
 def test_shared_reference_is_the_sft_policy_and_shared_reward_is_the_reward_model(rm_run):

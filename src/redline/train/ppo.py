@@ -98,7 +98,9 @@ Deviations from the paper (each setting is a flag; the paper's value is in its h
 What a run folder holds::
 
     RUN/train_config.json        the resolved PPOConfig (``--config`` repeats the run)
-    RUN/ppo_log.jsonl            one row per iteration: reward, KL, entropy, losses, β, time split
+    RUN/ppo_log.jsonl            one row per iteration: reward, KL, entropy, losses, β, time split, the
+                                 policy step's gradient norm before clipping and, for PPO-ptx with LoRA,
+                                 its two parts (policy loss, γ_ptx × LM loss) and their cosine
     RUN/rollouts.jsonl           every episode: iteration, prompt, response, score, KL, tokens, truncated
     RUN/ppo_curve.png            score, KL and response length against the iteration
     RUN/adapter_model.safetensors  the policy (or model.safetensors), tokenizer, README.md, redline.json
@@ -393,6 +395,12 @@ class UpdateStats:
     value_weight: int = 0
     ptx_loss: float = 0.0  # LM loss on pretraining texts
     ptx_weight: int = 0
+    grad_norm: float = 0.0  # the policy step's gradient norm before clipping
+    policy_grad_norm: float = 0.0  # of it, the clipped policy loss's part alone (PPO-ptx under LoRA)
+    ptx_grad_norm: float = 0.0  # and the LM loss's part alone
+    grad_cosine: float = 0.0  # cosine between the two parts: below 0, the LM loss pulls against the policy loss
+    grad_weight: int = 0  # policy steps
+    split_weight: int = 0  # policy steps whose gradient was split into its parts
 
     def add_policy(self, loss: float, clipfrac: float, approx_kl: float, n: int) -> None:
         self.policy_loss += loss * n
@@ -409,6 +417,16 @@ class UpdateStats:
         self.ptx_loss += loss * n
         self.ptx_weight += n
 
+    def add_grad(self, norm: float, parts: tuple[float, float, float] | None) -> None:
+        """One policy step's gradient norm and, where measured, (policy part, LM part, their cosine)."""
+        self.grad_norm += norm
+        self.grad_weight += 1
+        if parts is not None:
+            self.policy_grad_norm += parts[0]
+            self.ptx_grad_norm += parts[1]
+            self.grad_cosine += parts[2]
+            self.split_weight += 1
+
     def means(self) -> dict[str, float | None]:
         """Each statistic's mean, or None when nothing was measured (no policy step in the value warm-up ...)."""
         def mean(total: float, weight: int) -> float | None:
@@ -416,7 +434,11 @@ class UpdateStats:
 
         return {"policy_loss": mean(self.policy_loss, self.policy_weight), "clipfrac": mean(self.clipfrac, self.policy_weight),
                 "approx_kl": mean(self.approx_kl, self.policy_weight), "value_loss": mean(self.value_loss, self.value_weight),
-                "value_clipfrac": mean(self.value_clipfrac, self.value_weight), "ptx_loss": mean(self.ptx_loss, self.ptx_weight)}
+                "value_clipfrac": mean(self.value_clipfrac, self.value_weight), "ptx_loss": mean(self.ptx_loss, self.ptx_weight),
+                "grad_norm": mean(self.grad_norm, self.grad_weight),
+                "policy_grad_norm": mean(self.policy_grad_norm, self.split_weight),
+                "ptx_grad_norm": mean(self.ptx_grad_norm, self.split_weight),
+                "grad_cosine": mean(self.grad_cosine, self.split_weight)}
 
 
 # ----------------------------------------------------------------------------- prompts and texts
@@ -1021,13 +1043,17 @@ def update(config: RLSettings, learner: Learner, rollout: Rollout, it: int, ptx_
                                                                           part.response_mask, config.clip_range)
                         acc.backward(loss * len(idx) / len(mb))
                     stats.add_policy(loss.item(), clipfrac.item(), approx_kl.item(), len(idx))
+                # the policy loss's gradient alone, kept to split the step's gradient into its two parts
+                # (LoRA only: a copy of every trainable weight's gradient is small there)
+                policy_grads = _grads(learner.policy) if ptx_chunks and config.lora else None
                 for k, rows in enumerate(ptx_chunks):
                     ids, mask = (t.to(acc.device) for t in _pad(rows, pad, left=False))
                     with _sync_on_last(acc, learner.policy_model, len(chunks) + k == backwards - 1):
                         ptx = lm_loss(learner.policy_model, ids, mask)
                         acc.backward(ptx_coef * ptx * len(rows) / len(texts))
                     stats.add_ptx(ptx.item(), len(rows))
-                _optimizer_step(acc, learner.policy_opt, learner.policy, config.max_grad_norm)
+                parts = _gradient_parts(policy_grads, _grads(learner.policy)) if policy_grads is not None else None
+                stats.add_grad(_optimizer_step(acc, learner.policy_opt, learner.policy, config.max_grad_norm), parts)
                 if learner.ema is not None:
                     with torch.no_grad():
                         for name, p in trainable(learner.policy).items():
@@ -1094,11 +1120,35 @@ def plot_log(log: Path, path: Path, title: str) -> Path:
     return path
 
 
-def _optimizer_step(accelerator, optimizer, model, max_grad_norm: float) -> None:
-    if max_grad_norm > 0:
-        accelerator.clip_grad_norm_(list(trainable(model).values()), max_grad_norm)
+def _optimizer_step(accelerator, optimizer, model, max_grad_norm: float) -> float:
+    """Clip, step and clear; returns the gradient's norm before clipping."""
+    params = list(trainable(model).values())
+    norm = accelerator.clip_grad_norm_(params, max_grad_norm) if max_grad_norm > 0 else None
+    norm = float(norm) if norm is not None else _norm([p.grad for p in params if p.grad is not None])
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+    return norm
+
+
+def _grads(model) -> list:
+    """A copy of each trainable weight's gradient (zeros where none was written yet)."""
+    import torch
+
+    return [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in trainable(model).values()]
+
+
+def _norm(tensors) -> float:
+    import torch
+
+    return float(torch.linalg.vector_norm(torch.stack([t.float().norm() for t in tensors]))) if tensors else 0.0
+
+
+def _gradient_parts(first: list, total: list) -> tuple[float, float, float]:
+    """Norms of the first part and of the rest (total − first) of a gradient, and the cosine between them."""
+    rest = [t - f for f, t in zip(first, total)]
+    a, b = _norm(first), _norm(rest)
+    dot = sum(float((f.float() * r.float()).sum()) for f, r in zip(first, rest))
+    return a, b, dot / (a * b) if a > 0 and b > 0 else 0.0
 
 
 def _sync_on_last(accelerator, model, last: bool):
