@@ -1098,7 +1098,8 @@ def _iteration_stats(samples: Samples, evaluation: Evaluation, batch: Rollout, u
 
 
 def plot_log(log: Path, path: Path, title: str) -> Path:
-    """The iterations of a run at a glance: score, KL to the reference and response length."""
+    """The iterations of a run at a glance: score, KL to the reference, response length and the policy
+    step's gradient norm (with PPO-ptx, its policy-loss and LM-loss parts beside the total)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1106,10 +1107,21 @@ def plot_log(log: Path, path: Path, title: str) -> Path:
 
     rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     x = [row["iteration"] for row in rows]
-    panels = (("reward", "score (mean)"), ("kl", "KL to reference (nats/episode)"), ("response_length", "response tokens"))
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
-    for ax, (key, label) in zip(axes, panels):
-        ax.plot(x, [row[key] for row in rows], marker="o", markersize=3)
+
+    def series(key):  # None (not measured, or a log written before the key existed) is a gap
+        return [float("nan") if row.get(key) is None else row[key] for row in rows]
+
+    panels = (("score (mean)", ("reward",)), ("KL to reference (nats/episode)", ("kl",)),
+              ("response tokens", ("response_length",)),
+              ("policy step's gradient norm", ("grad_norm", "policy_grad_norm", "ptx_grad_norm")))
+    names = {"grad_norm": "total", "policy_grad_norm": "policy loss", "ptx_grad_norm": "γ_ptx × LM loss"}
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.2), sharex=True)
+    for ax, (label, keys) in zip(axes, panels):
+        drawn = [key for key in keys if any(row.get(key) is not None for row in rows)]
+        for key in drawn:
+            ax.plot(x, series(key), marker="o", markersize=3, label=names.get(key, key))
+        if len(drawn) > 1:
+            ax.legend(fontsize=8)
         ax.set_xlabel("iteration")
         ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3)
