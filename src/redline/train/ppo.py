@@ -102,7 +102,7 @@ What a run folder holds::
                                  policy step's gradient norm before clipping and, for PPO-ptx with LoRA,
                                  its two parts (policy loss, γ_ptx × LM loss) and their cosine
     RUN/rollouts.jsonl           every episode: iteration, prompt, response, score, KL, tokens, truncated
-    RUN/ppo_curve.png            score, KL and response length against the iteration
+    RUN/ppo_curve.png            score, KL, response length and the gradient norm against the iteration
     RUN/adapter_model.safetensors  the policy (or model.safetensors), tokenizer, README.md, redline.json
     RUN/value/                   the value model (GAE only)
     RUN/checkpoints/iter-NNNNNN/ trainable weights, optimizer and RNG states, β, iteration; a rerun
