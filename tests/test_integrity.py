@@ -408,3 +408,18 @@ def test_a_checkpoint_cut_short_by_a_kill_is_passed_over_on_resume(tmp_path):
             (folder / "trainer_state.json").write_text("{}")
     (tmp_path / "checkpoints" / "checkpoint-x").mkdir()  # not a checkpoint of ours
     assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoints" / "checkpoint-4")
+
+
+def test_a_checkpoint_killed_before_its_progress_file_is_passed_over_on_resume(tmp_path):
+    from redline.train.sft import PROGRESS, last_checkpoint
+
+    for step in (4, 6):
+        folder = tmp_path / "checkpoints" / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        (folder / "trainer_state.json").write_text("{}")
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoints" / "checkpoint-6")  # a run without the file
+    # killed after the Trainer wrote checkpoint-6 and before redline counted its time and tokens into it
+    (tmp_path / "checkpoints" / "checkpoint-4" / PROGRESS).write_text('{"seconds": 0.4, "tokens": 1099}')
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoints" / "checkpoint-4")
+    (tmp_path / "checkpoints" / "checkpoint-6" / PROGRESS).write_text('{"seconds": 0.6, "tokens": 1650}')
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoints" / "checkpoint-6")

@@ -59,7 +59,7 @@ Deviations from the paper (each setting is a flag; the paper's value is in its h
      γ_ptx 1 the LM loss's gradient was already 2.2 times the policy loss's (orthogonal to it), so
      Adam's per-weight scale followed the LM loss and the policy moved a third as far per update as
      without the mix; at 0.3 PPO-ptx reached in 27 iterations the win rate over SFT that 1 reached in
-     48, at the same LM loss on the demonstrations (RESULTS "InstructGPT"). At 27.8 the update is
+     48, at nearly the same LM loss on the demonstrations (RESULTS "InstructGPT"). At 27.8 the update is
      supervised learning on the demonstrations.
   3. The EMA is off by default (``--ema-decay 0.992`` is the paper's): over a few dozen iterations an
      EMA that slow stays close to the SFT weights. When on, the saved policy is the EMA.
@@ -105,8 +105,8 @@ What a run folder holds::
 
     RUN/train_config.json        the resolved PPOConfig (``--config`` repeats the run)
     RUN/ppo_log.jsonl            one row per iteration: reward, KL, entropy, losses, β, time split, the
-                                 policy step's gradient norm before clipping and, for PPO-ptx with LoRA,
-                                 its two parts (policy loss, γ_ptx × LM loss) and their cosine
+                                 policy step's gradient norm before clipping and, for PPO-ptx with LoRA on
+                                 one process, its two parts (policy loss, γ_ptx × LM loss) and their cosine
     RUN/rollouts.jsonl           every episode: iteration, prompt, response, score, KL, tokens, truncated
     RUN/ppo_curve.png            score, KL, response length and the gradient norm against the iteration
     RUN/adapter_model.safetensors  the policy (or model.safetensors), tokenizer, README.md, redline.json
@@ -1050,8 +1050,10 @@ def update(config: RLSettings, learner: Learner, rollout: Rollout, it: int, ptx_
                         acc.backward(loss * len(idx) / len(mb))
                     stats.add_policy(loss.item(), clipfrac.item(), approx_kl.item(), len(idx))
                 # the policy loss's gradient alone, kept to split the step's gradient into its two parts
-                # (LoRA only: a copy of every trainable weight's gradient is small there)
-                policy_grads = _grads(learner.policy) if ptx_chunks and config.lora else None
+                # (LoRA only: a copy of every trainable weight's gradient is small there; one process only:
+                # under DDP this copy is unsynced and the total synced, so their difference is no part)
+                split = ptx_chunks and config.lora and acc.num_processes == 1
+                policy_grads = _grads(learner.policy) if split else None
                 for k, rows in enumerate(ptx_chunks):
                     ids, mask = (t.to(acc.device) for t in _pad(rows, pad, left=False))
                     with _sync_on_last(acc, learner.policy_model, len(chunks) + k == backwards - 1):

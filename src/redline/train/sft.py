@@ -104,14 +104,18 @@ def check_report_to(report_to: str) -> None:
 def last_checkpoint(out: Path) -> str | None:
     """The newest complete checkpoint of a run: one whose ``trainer_state.json`` (the Trainer writes
     it after the weights, optimizer and RNG states) exists. A checkpoint a kill cut short is passed
-    over, where transformers' ``get_last_checkpoint`` would pick it by its name and the resume fail."""
+    over, where transformers' ``get_last_checkpoint`` would pick it by its name and the resume fail.
+    Where the run writes redline's progress file (training time and tokens so far, written just after
+    the Trainer's files), a checkpoint killed between the two is passed over too: resuming there would
+    count the stretches before it as no time at all."""
     folder = out / "checkpoints"
     if not folder.is_dir():
         return None
     steps = [(int(p.name.split("-")[1]), p) for p in folder.glob("checkpoint-*")
              if p.is_dir() and p.name.split("-")[1].isdigit()]
     complete = [p for _, p in sorted(steps, reverse=True) if (p / "trainer_state.json").exists()]
-    return str(complete[0]) if complete else None
+    counted = [p for p in complete if (p / PROGRESS).exists()]  # none in runs from before the progress file
+    return str((counted or complete)[0]) if complete else None
 
 
 def save_training_curve(log_history: list[dict], out: Path, title: str) -> Path | None:
