@@ -423,3 +423,16 @@ def test_a_checkpoint_killed_before_its_progress_file_is_passed_over_on_resume(t
     assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoints" / "checkpoint-4")
     (tmp_path / "checkpoints" / "checkpoint-6" / PROGRESS).write_text('{"seconds": 0.6, "tokens": 1650}')
     assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoints" / "checkpoint-6")
+
+
+def test_a_run_killed_before_its_first_progress_file_starts_over(tmp_path):
+    from redline.train.sft import COUNTED, PROGRESS, last_checkpoint
+
+    folder = tmp_path / "checkpoints" / "checkpoint-2"
+    folder.mkdir(parents=True)
+    (folder / "trainer_state.json").write_text("{}")
+    assert last_checkpoint(tmp_path) == str(folder)  # a run from before the progress file resumes as it was
+    (tmp_path / "checkpoints" / COUNTED).touch()  # a run that counts its progress, killed before the first count
+    assert last_checkpoint(tmp_path) is None
+    (folder / PROGRESS).write_text('{"seconds": 0.2, "tokens": 548}')
+    assert last_checkpoint(tmp_path) == str(folder)

@@ -106,16 +106,18 @@ def last_checkpoint(out: Path) -> str | None:
     it after the weights, optimizer and RNG states) exists. A checkpoint a kill cut short is passed
     over, where transformers' ``get_last_checkpoint`` would pick it by its name and the resume fail.
     Where the run writes redline's progress file (training time and tokens so far, written just after
-    the Trainer's files), a checkpoint killed between the two is passed over too: resuming there would
-    count the stretches before it as no time at all."""
+    the Trainer's files; ``run_trainer`` marks such runs with ``COUNTED``), a checkpoint killed between
+    the two is passed over too: resuming there would count the stretches before it as no time at all."""
     folder = out / "checkpoints"
     if not folder.is_dir():
         return None
     steps = [(int(p.name.split("-")[1]), p) for p in folder.glob("checkpoint-*")
              if p.is_dir() and p.name.split("-")[1].isdigit()]
     complete = [p for _, p in sorted(steps, reverse=True) if (p / "trainer_state.json").exists()]
-    counted = [p for p in complete if (p / PROGRESS).exists()]  # none in runs from before the progress file
-    return str((counted or complete)[0]) if complete else None
+    counted = [p for p in complete if (p / PROGRESS).exists()]
+    if (folder / COUNTED).exists():
+        return str(counted[0]) if counted else None
+    return str((counted or complete)[0]) if complete else None  # a run from before the progress file
 
 
 def save_training_curve(log_history: list[dict], out: Path, title: str) -> Path | None:
@@ -395,6 +397,8 @@ def run_trainer(trainer, out: Path):
     from accelerate.state import AcceleratorState
 
     resume = last_checkpoint(out)
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (out / "checkpoints" / COUNTED).touch()  # this run's checkpoints carry the progress file
     carried = {"seconds": 0.0, "tokens": 0}
     if resume:
         print(f"redline: resuming from {resume}", file=sys.stderr)
@@ -412,6 +416,7 @@ def run_trainer(trainer, out: Path):
 
 
 PROGRESS = "redline_progress.json"
+COUNTED = ".redline_progress"  # in RUN/checkpoints: every checkpoint of this run carries PROGRESS
 
 
 def _progress_callback(trainer, carried_seconds: float):
