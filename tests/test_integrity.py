@@ -436,3 +436,28 @@ def test_a_run_killed_before_its_first_progress_file_starts_over(tmp_path):
     assert last_checkpoint(tmp_path) is None
     (folder / PROGRESS).write_text('{"seconds": 0.2, "tokens": 548}')
     assert last_checkpoint(tmp_path) == str(folder)
+
+
+def test_only_a_run_that_starts_under_progress_counting_is_marked_as_counting(tmp_path):
+    from types import SimpleNamespace
+
+    from redline.train.sft import COUNTED, last_checkpoint, run_trainer
+
+    class Trainer:  # the two calls run_trainer makes of a transformers Trainer
+        def add_callback(self, callback):
+            pass
+
+        def train(self, resume_from_checkpoint=None):
+            self.resumed = resume_from_checkpoint
+            return SimpleNamespace(metrics={"train_runtime": 1.0})
+
+    fresh, old = tmp_path / "fresh", tmp_path / "old"
+    run_trainer(Trainer(), fresh)
+    assert (fresh / "checkpoints" / COUNTED).exists()
+    (old / "checkpoints" / "checkpoint-2").mkdir(parents=True)  # a run from before the progress file
+    (old / "checkpoints" / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    trainer = Trainer()
+    run_trainer(trainer, old)
+    assert trainer.resumed == str(old / "checkpoints" / "checkpoint-2")
+    assert not (old / "checkpoints" / COUNTED).exists()  # so a later resume still finds its checkpoints
+    assert last_checkpoint(old) == str(old / "checkpoints" / "checkpoint-2")
