@@ -1052,7 +1052,7 @@ def update(config: RLSettings, learner: Learner, rollout: Rollout, it: int, ptx_
                 # the policy loss's gradient alone, kept to split the step's gradient into its two parts
                 # (LoRA only: a copy of every trainable weight's gradient is small there; one process only:
                 # under DDP this copy is unsynced and the total synced, so their difference is no part)
-                split = ptx_chunks and config.lora and acc.num_processes == 1
+                split = bool(ptx_chunks) and config.lora and acc.num_processes == 1
                 policy_grads = _grads(learner.policy) if split else None
                 for k, rows in enumerate(ptx_chunks):
                     ids, mask = (t.to(acc.device) for t in _pad(rows, pad, left=False))
