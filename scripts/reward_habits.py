@@ -1,12 +1,14 @@
 """What a reward model pays for the surface of an instruction, asked for or not (RESULTS "InstructGPT", twentieth session).
 
-The habits are the three whose look is cheap to copy: an answer wrapped in double quotes, all lowercase, all capitals.
+The habits are the three whose look is cheap to copy: an answer wrapped in double quotes, all lowercase, all capitals;
+and two the embedded model's own chat habits offer (twenty-third session): a title in double angular brackets opening
+the answer (the rewrite titles it with its topic), and its closing line "I hope this helps! Let me know if you have any other questions." (never asked for).
 Five readings, each on simulated data (records whose meta carries the instructions):
 
-    python scripts/reward_habits.py rewrite runs/test_sft.jsonl runs/probe      # SFT's answers, each rewritten 3 ways
+    python scripts/reward_habits.py rewrite runs/test_sft.jsonl runs/probe      # SFT's answers, each rewritten 5 ways
     redline evaluate --a runs/probe/quoted.jsonl --b runs/test_sft.jsonl --judge reward:models/reward --out runs/probe/quoted_reward
     redline evaluate --a runs/probe/quoted.jsonl --b runs/test_sft.jsonl --judge oracle --out runs/probe/quoted_oracle
-    ...                                                                          # and lower, upper
+    ...                                                                          # and lower, upper, titled, signoff
     python scripts/reward_habits.py probe runs/probe                             # the table, split by asked / not asked
     python scripts/reward_habits.py answers runs/test_sft.jsonl runs/test_ppo.jsonl   # the oracle's reading, habits worn
     python scripts/reward_habits.py rankings data/simulated/rankings.jsonl      # where the habits sit in the rankings
@@ -30,7 +32,14 @@ from pathlib import Path
 
 from redline.simulate.oracle import check_all
 
-REWRITES = {"quoted": ("quotes", lambda t: f'"{t}"'), "lower": ("lowercase", str.lower), "upper": ("uppercase", str.upper)}
+SIGNOFF = "I hope this helps! Let me know if you have any other questions."
+# name: (habit, rewrite(answer, the record's meta)); an answer already titled keeps its one title
+REWRITES = {"quoted": ("quotes", lambda t, m: f'"{t}"'), "lower": ("lowercase", lambda t, m: t.lower()),
+            "upper": ("uppercase", lambda t, m: t.upper()),
+            "titled": ("title", lambda t, m: t if t.lstrip().startswith("<<") else f"<<{m['topic'].capitalize()}>>\n\n{t}"),
+            "signoff": ("signoff", lambda t, m: f"{t.rstrip()}\n\n{SIGNOFF}")}
+HABITS = ("quotes", "lowercase", "uppercase", "title", "signoff")
+AUGMENTED = ("quoted", "lower", "upper")  # the remedy's rewrites, as runs/aug was built (RESULTS "Closing the habit shortcut")
 
 
 def wears(text: str) -> dict[str, bool]:
@@ -39,7 +48,8 @@ def wears(text: str) -> dict[str, bool]:
     s = text.strip()
     letters = [c for c in s if c.isalpha()]
     return {"quotes": s.startswith('"'), "wrapped": len(s) > 1 and s.startswith('"') and s.endswith('"'), "lowercase": bool(letters) and all(c.islower() for c in letters),
-            "uppercase": bool(letters) and all(c.isupper() for c in letters)}
+            "uppercase": bool(letters) and all(c.isupper() for c in letters), "title": s.startswith("<<"),
+            "signoff": "let me know if you have any other questions" in s.lower()}
 
 
 def asked(record: dict, habit: str) -> bool:
@@ -55,13 +65,16 @@ def text_of(prompt) -> str:
 
 
 def rewrite(answers: str, out: str) -> None:
+    """Each answer rewritten with each habit; an answer the rewrite leaves as it was (already titled, already all
+    lowercase) is left out, as a pair of equal answers measures nothing (judge with --skip-invalid then)."""
     Path(out).mkdir(parents=True, exist_ok=True)
     rows = read(answers)
     for name, (_, change) in REWRITES.items():
+        changed = [{**r, "response": text, "source": f"{r.get('source')}-{name}"} for r in rows
+                   for text in [change(r["response"], r["meta"])] if text != r["response"]]
         with open(Path(out) / f"{name}.jsonl", "w", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps({**r, "response": change(r["response"]), "source": f"{r.get('source')}-{name}"}) + "\n")
-    print(f"wrote {', '.join(REWRITES)} (.jsonl) into {out}: {len(rows)} answers each")
+            f.writelines(json.dumps(r) + "\n" for r in changed)
+        print(f"{out}/{name}.jsonl: {len(changed)} of {len(rows)} answers ({len(rows) - len(changed)} already wore it)")
 
 
 def interval(xs: list[float], n: int = 2000) -> tuple[float, float, float]:
@@ -76,6 +89,8 @@ def probe(folder: str) -> None:
     print("| rewrite | prompts | reward A − B [95% CI] | reward model prefers the rewrite | oracle win rate of the rewrite |")
     print("| --- | --- | --- | --- | --- |")
     for name, (habit, _) in REWRITES.items():
+        if not (Path(folder) / f"{name}_reward").is_dir():
+            continue  # a rewrite not judged in this folder
         reward = read(Path(folder) / f"{name}_reward" / "judgments.jsonl")
         oracle = {j["id"]: j for j in read(Path(folder) / f"{name}_oracle" / "judgments.jsonl")}
         rewritten = {r["id"]: r for r in read(Path(folder) / f"{name}.jsonl")}
@@ -104,7 +119,7 @@ def answers(paths: list[str]) -> None:
                 "at_quality_1": sum(x.quality >= 0.999 for x in reports), "every_one_met": sum(x.all_met for x in reports),
                 "met": f"{sum(len(x.met) for x in reports)} of {sum(len(x.checks) for x in reports)}",
                 **{f: sum(f in x.faults for x in reports) for f in ("off_topic", "repetition", "short", "copied")}}
-        for habit in ("quotes", "lowercase", "uppercase"):
+        for habit in HABITS:
             worn = [r for r in rows if wears(r["response"])[habit]]
             line[habit] = f"{len(worn)} ({sum(asked(r, habit) for r in worn)} asked)"
         print(path, json.dumps(line))
@@ -118,7 +133,7 @@ def rollouts(run: str, prompts: str, block: str = "5") -> None:
     missing = {text_of(e["prompt"]) for e in episodes} - task.keys()
     if missing:
         raise SystemExit(f"{len(missing)} of the run's prompts are not in {prompts}, e.g. {sorted(missing)[0][:80]!r}")
-    size, habits = int(block), ("quotes", "lowercase", "uppercase")
+    size, habits = int(block), HABITS
     print(f"| iterations | episodes | {' | '.join(f'{h} (asked)' for h in habits)} |")
     print(f"| --- | ---: | {' | '.join('---:' for _ in habits)} |")
     last = max(e["iteration"] for e in episodes)
@@ -151,21 +166,21 @@ def augment(path: str, reward_run: str, count: str, out: str, seed: int = 0) -> 
     chosen = rng.sample(sorted(r.id for r in train), int(count))
     opposite = {"lowercase": "uppercase", "uppercase": "lowercase"}
     files: dict[int, list[dict]] = {}
-    added = {habit: 0 for habit, _ in REWRITES.values()}
+    added = {REWRITES[name][0]: 0 for name in AUGMENTED}
     for key in chosen:
         row = rows[key]
         task = {name: row["meta"][name] for name in TASK_FIELDS if name in row["meta"]}
         members = [dict(id=key, prompt=row["prompt"], response=text, source=policy, meta=task)
                    for text, policy in zip(row["responses"], row["meta"]["policy"])]
         # a habit the prompt did not ask for, and not the opposite of one it did (capitals where lowercase was asked)
-        free = [name for name, (habit, _) in REWRITES.items()
+        free = [name for name in AUGMENTED for habit in [REWRITES[name][0]]
                 if not asked(row, habit) and not asked(row, opposite.get(habit, habit))]
         for name in rng.sample(free, min(2, len(free))):
             habit, change = REWRITES[name]
             plain = [i for i, text in enumerate(row["responses"]) if not wears(text)[habit]]
             if plain:
                 i = rng.choice(plain)
-                members.append({**members[i], "response": change(row["responses"][i]), "source": f"{members[i]['source']}-{name}"})
+                members.append({**members[i], "response": change(row["responses"][i], row["meta"]), "source": f"{members[i]['source']}-{name}"})
                 added[habit] += 1
         for position, member in enumerate(members):
             files.setdefault(position, []).append(member)

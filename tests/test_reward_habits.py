@@ -30,8 +30,18 @@ def test_rewrites_wear_their_habit_and_the_probe_splits_by_whether_the_prompt_as
     quoted = [json.loads(x) for x in open(tmp_path / "p" / "quoted.jsonl")]
     assert [r["response"] for r in quoted] == ['"Owls Hunt"'] * 5 and quoted[0]["source"] == "sft-quoted"
     assert all(reward_habits.wears(json.loads(x)["response"])["lowercase"] for x in open(tmp_path / "p" / "lower.jsonl"))
+    signed = [json.loads(x)["response"] for x in open(tmp_path / "p" / "signoff.jsonl")]
+    assert signed[0] == "Owls Hunt\n\n" + reward_habits.SIGNOFF and reward_habits.wears(signed[0])["signoff"]
+    titled = [json.loads(x)["response"] for x in open(tmp_path / "p" / "titled.jsonl")]
+    assert titled[0] == "<<Owls>>\n\nOwls Hunt" and reward_habits.REWRITES["titled"][1]("<<Mine>> Owls", {"topic": "owls"}) == "<<Mine>> Owls"
+    # an answer the rewrite would leave as it was is left out of the probe
+    again = lines(tmp_path / "b.jsonl", [{"id": "t0", "prompt": "Write about owls.", "response": "<<Owls>> owls hunt",
+                                          "meta": NONE, "source": "sft"}])
+    reward_habits.rewrite(str(again), str(tmp_path / "q"))
+    assert (tmp_path / "q" / "titled.jsonl").read_text() == "" and (tmp_path / "q" / "lower.jsonl").read_text() != ""
+    assert not reward_habits.wears("Owls Hunt")["signoff"] and not reward_habits.asked({"meta": QUOTES}, "signoff")
     # Judgments as `redline evaluate` writes them: scores in the order shown, "ba" showing B first.
-    for name in reward_habits.REWRITES:
+    for name in [n for n in reward_habits.REWRITES if n != "signoff"]:  # a rewrite not judged is passed over
         folder = tmp_path / "p" / f"{name}_reward"
         folder.mkdir()
         lines(folder / "judgments.jsonl", [{"id": f"t{i}", "order": "ba" if i % 2 else "ab", "winner": "a",
@@ -45,6 +55,7 @@ def test_rewrites_wear_their_habit_and_the_probe_splits_by_whether_the_prompt_as
                                          "oracle_win_rate_rewrite": 1.0}
     assert figures["quoted (not asked)"]["n"] == 3 and figures["quoted (not asked)"]["oracle_win_rate_rewrite"] == 0.5
     assert figures["lower (not asked)"]["n"] == 5 and "lower (asked)" not in figures  # no prompt here asks for lowercase
+    assert not any(key.startswith("signoff") for key in figures)
 
 
 def test_rankings_report_each_habit_by_asked_and_worn_at_its_mean_rank(tmp_path, capsys):
@@ -84,6 +95,7 @@ def test_augment_adds_unasked_habits_to_the_runs_training_prompts_only_and_keeps
     assert len(added) == sum(1 if int(i[1:]) % 2 else 2 for i in {m["id"] for m in members})
     for m in added:
         habit = m["source"].rsplit("-", 1)[1]
+        assert habit in reward_habits.AUGMENTED  # the remedy's three rewrites only, as runs/aug was built
         asks_lowercase = m["meta"]["instructions"] == lowercase["instructions"]
         assert habit != "upper" or not asks_lowercase  # never capitals where lowercase was asked
         assert habit != "lower" or not asks_lowercase  # nor a habit the prompt asked for
@@ -105,13 +117,13 @@ def test_rollouts_count_each_habit_by_block_and_whether_the_prompt_asked(tmp_pat
                                                  {"prompt": "Write about bats.", "meta": NONE}])
     (tmp_path / "run").mkdir()
     episodes = [(1, "Write about owls.", '"Owls."'), (2, "Write about bats.", '"bats."'), (2, "Write about bats.", "Bats."),
-                (3, "Write about owls.", "OWLS")]
+                (3, "Write about owls.", "OWLS"), (3, "Write about bats.", "<<Bats>>\n\nBats fly.\n\n" + reward_habits.SIGNOFF)]
     lines(tmp_path / "run" / "rollouts.jsonl", [{"iteration": i, "prompt": [{"role": "user", "content": p}], "response": r}
                                                 for i, p, r in episodes])
     reward_habits.rollouts(str(tmp_path / "run"), str(prompts), "2")
     out = capsys.readouterr().out
-    assert "| 1–2 | 3 | 2 (1) | 1 (0) | 0 (0) |" in out  # two quoted, one of them asked; one lowercase, not asked
-    assert "| 3–3 | 1 | 0 (0) | 0 (0) | 1 (0) |" in out
+    assert "| 1–2 | 3 | 2 (1) | 1 (0) | 0 (0) | 0 (0) | 0 (0) |" in out  # two quoted, one of them asked; one lowercase
+    assert "| 3–3 | 2 | 0 (0) | 0 (0) | 1 (0) | 1 (0) | 1 (0) |" in out  # capitals; a title and the sign-off, unasked
 
 
 def test_rollouts_refuse_a_prompt_file_the_run_did_not_train_on(tmp_path):
