@@ -17,6 +17,8 @@ Five readings, each on simulated data (records whose meta carries the instructio
 And a remedy: rankings in which the habits sit on answers of every quality, for a reward model to go on with:
 
     python scripts/reward_habits.py augment data/simulated/rankings.jsonl models/reward 300 runs/aug
+    # the same for the two chat habits, with 100 of the run's other training rankings to mix back in (twenty-third session):
+    python scripts/reward_habits.py augment data/simulated/rankings.jsonl models/reward 150 runs/aug2 titled,signoff 100
     redline simulate rank --responses runs/aug/responses_0.jsonl,...,runs/aug/responses_6.jsonl --out runs/aug/rankings.jsonl
     redline train reward --model models/reward --data runs/aug/rankings.jsonl --eval-data runs/aug/held_out.jsonl ...
 
@@ -146,10 +148,13 @@ def rollouts(run: str, prompts: str, block: str = "5") -> None:
         print(f"| {start}–{min(start + size - 1, last)} | {len(rows)} | {' | '.join(cells)} |")
 
 
-def augment(path: str, reward_run: str, count: str, out: str, seed: int = 0) -> None:
+def augment(path: str, reward_run: str, count: str, out: str, habits: str = ",".join(AUGMENTED), originals: str = "0",
+            seed: int = 0) -> None:
     """Response files for `redline simulate rank`: ``count`` of the rankings a reward run trained on, each prompt's
-    answers as they were plus two of them rewritten with a habit the prompt did not ask for (two habits, two members
-    drawn at random, so a habit lands on answers of every quality); and that run's held-out rankings, as they were.
+    answers as they were plus two of them rewritten with a habit the prompt did not ask for (two of ``habits``, the
+    rewrites' names, two members drawn at random, so a habit lands on answers of every quality); that run's held-out
+    rankings, as they were; and ``originals`` more of its training rankings, as they were (OUT/originals.jsonl), to
+    mix in so a model going on from it keeps what it knew.
 
     The split is the run's own (its train_config's --eval-split and --seed, over what `train reward` read), so a
     model that goes on from it never trains on a prompt it held out.
@@ -162,18 +167,24 @@ def augment(path: str, reward_run: str, count: str, out: str, seed: int = 0) -> 
         raise SystemExit(f"{reward_run} did not hold out prompts of all of {path}: its split cannot be recomputed here")
     train, held = split_by_prompt(read_comparisons(path), trained["eval_split"], trained["seed"])
     rows = {r["id"]: r for r in read(path)}
+    names = habits.split(",")
+    unknown = [n for n in names if n not in REWRITES]
+    if unknown:
+        raise SystemExit(f"unknown habit rewrite {unknown[0]!r}: choose from {', '.join(REWRITES)}")
     rng = random.Random(seed)
     chosen = rng.sample(sorted(r.id for r in train), int(count))
+    rest = sorted({r.id for r in train} - set(chosen))
+    kept = rng.sample(rest, min(int(originals), len(rest))) if int(originals) else []
     opposite = {"lowercase": "uppercase", "uppercase": "lowercase"}
     files: dict[int, list[dict]] = {}
-    added = {REWRITES[name][0]: 0 for name in AUGMENTED}
+    added = {REWRITES[name][0]: 0 for name in names}
     for key in chosen:
         row = rows[key]
         task = {name: row["meta"][name] for name in TASK_FIELDS if name in row["meta"]}
         members = [dict(id=key, prompt=row["prompt"], response=text, source=policy, meta=task)
                    for text, policy in zip(row["responses"], row["meta"]["policy"])]
         # a habit the prompt did not ask for, and not the opposite of one it did (capitals where lowercase was asked)
-        free = [name for name in AUGMENTED for habit in [REWRITES[name][0]]
+        free = [name for name in names for habit in [REWRITES[name][0]]
                 if not asked(row, habit) and not asked(row, opposite.get(habit, habit))]
         for name in rng.sample(free, min(2, len(free))):
             habit, change = REWRITES[name]
@@ -190,15 +201,19 @@ def augment(path: str, reward_run: str, count: str, out: str, seed: int = 0) -> 
             f.writelines(json.dumps(m) + "\n" for m in members)
     with open(Path(out) / "held_out.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(rows[r.id]) + "\n" for r in held)
-    names = ",".join(str(Path(out) / f"responses_{i}.jsonl") for i in sorted(files))
+    if kept:
+        with open(Path(out) / "originals.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(rows[key]) + "\n" for key in kept)
+    listed = ",".join(str(Path(out) / f"responses_{i}.jsonl") for i in sorted(files))
+    mixed = f"; {len(kept)} more training rankings as they were in {out}/originals.jsonl" if kept else ""
     print(f"{len(chosen)} prompts of {len(train)} trained on, habits added: {added}; {len(held)} held-out rankings in "
-          f"{out}/held_out.jsonl\nnext: redline simulate rank --responses {names} --out {out}/rankings.jsonl")
+          f"{out}/held_out.jsonl{mixed}\nnext: redline simulate rank --responses {listed} --out {out}/rankings.jsonl")
 
 
 def rankings(path: str) -> None:
     """Where the habits sit in ranking records: how many answers wear each, asked or not, at what mean rank (0 best)."""
     rows = read(path)
-    for habit in ("quotes", "wrapped", "lowercase", "uppercase"):
+    for habit in ("quotes", "wrapped", *HABITS[1:]):
         for wanted in (False, True):
             for worn in (False, True):
                 ranks = [rank / (len(r["ranks"]) - 1) for r in rows if asked(r, habit) == wanted

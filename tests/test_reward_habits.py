@@ -132,3 +132,26 @@ def test_rollouts_refuse_a_prompt_file_the_run_did_not_train_on(tmp_path):
     lines(tmp_path / "run" / "rollouts.jsonl", [{"iteration": 1, "prompt": "Write about bats.", "response": "Bats."}])
     with pytest.raises(SystemExit, match="1 of the run's prompts are not in"):
         reward_habits.rollouts(str(tmp_path / "run"), str(prompts))
+
+
+def test_augment_with_chosen_habits_mixes_back_other_training_rankings_and_refuses_an_unknown_habit(tmp_path, capsys):
+    rows = [{"id": f"r{i}", "prompt": f"Write about owls, take {i}.", "responses": [f"Owls hunt {i}.", f"Owls sleep {i}."],
+             "ranks": [0, 1], "meta": {**NONE, "policy": ["fixed", "sample"], "annotator": "a"}} for i in range(10)]
+    data = lines(tmp_path / "rankings.jsonl", rows)
+    run = tmp_path / "rm"
+    run.mkdir()
+    (run / "train_config.json").write_text(json.dumps({"data": str(data), "eval_data": None, "limit": None,
+                                                       "eval_split": 0.2, "seed": 0}))
+    reward_habits.augment(str(data), str(run), "4", str(tmp_path / "aug"), "titled,signoff", "3")
+    members = [json.loads(x) for f in sorted((tmp_path / "aug").glob("responses_*.jsonl")) for x in open(f)]
+    added = [m for m in members if "-" in m["source"]]
+    assert sorted(m["source"].rsplit("-", 1)[1] for m in added) == ["signoff"] * 4 + ["titled"] * 4
+    assert all(m["response"].startswith("<<Owls>>") for m in added if m["source"].endswith("titled"))
+    held = {json.loads(x)["id"] for x in open(tmp_path / "aug" / "held_out.jsonl")}
+    kept = [json.loads(x) for x in open(tmp_path / "aug" / "originals.jsonl")]
+    # three more training rankings, as they were: none of them augmented, none held out
+    assert len(kept) == 3 and all(k in rows for k in kept)
+    assert {k["id"] for k in kept}.isdisjoint(held | {m["id"] for m in members})
+    assert "3 more training rankings as they were" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="unknown habit rewrite 'bold'"):
+        reward_habits.augment(str(data), str(run), "4", str(tmp_path / "aug2"), "titled,bold")
