@@ -2,7 +2,8 @@
 
 The habits are the three whose look is cheap to copy: an answer wrapped in double quotes, all lowercase, all capitals;
 and two the embedded model's own chat habits offer (twenty-third session): a title in double angular brackets opening
-the answer (the rewrite titles it with its topic), and its closing line "I hope this helps! Let me know if you have any other questions." (never asked for).
+the answer (the rewrite titles it with its topic), and its closing line "I hope this helps! Let me know if you have
+any other questions." (never asked for).
 Five readings, each on simulated data (records whose meta carries the instructions):
 
     python scripts/reward_habits.py rewrite runs/test_sft.jsonl runs/probe      # SFT's answers, each rewritten 5 ways
@@ -17,8 +18,8 @@ Five readings, each on simulated data (records whose meta carries the instructio
 And a remedy: rankings in which the habits sit on answers of every quality, for a reward model to go on with:
 
     python scripts/reward_habits.py augment data/simulated/rankings.jsonl models/reward 300 runs/aug
-    # the same for the two chat habits, with 100 of the run's other training rankings to mix back in (twenty-third session):
-    python scripts/reward_habits.py augment data/simulated/rankings.jsonl models/reward 150 runs/aug2 titled,signoff 100
+    # the same for the two chat habits, with 60 of the run's other training rankings to mix back in (twenty-third session):
+    python scripts/reward_habits.py augment data/simulated/rankings.jsonl models/reward 120 runs/aug2 titled,signoff 60
     redline simulate rank --responses runs/aug/responses_0.jsonl,...,runs/aug/responses_6.jsonl --out runs/aug/rankings.jsonl
     redline train reward --model models/reward --data runs/aug/rankings.jsonl --eval-data runs/aug/held_out.jsonl ...
 
