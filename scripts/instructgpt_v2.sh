@@ -104,7 +104,7 @@ ppo() {  # RUN flags...
 }
 arms=(
   "ppo --ptx-coef 0"
-  "ppo-ptx --ptx-data $D/demonstrations.jsonl"   # γ_ptx 0.3, one text per 4 episodes (the defaults; the paper: 27.8 and 8)
+  "ppo-ptx --ptx-data $D/demonstrations.jsonl"   # γ_ptx 1, one text per 4 episodes (the defaults; the paper: 27.8 and 8)
   "ppo-oracle --score oracle --ptx-coef 0"
   "rloo-oracle --score oracle --advantage rloo --rloo-k 4 --ptx-coef 0"
 )

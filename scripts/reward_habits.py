@@ -41,7 +41,7 @@ REWRITES = {"quoted": ("quotes", lambda t, m: f'"{t}"'), "lower": ("lowercase", 
             "upper": ("uppercase", lambda t, m: t.upper()),
             "titled": ("title", lambda t, m: t if t.lstrip().startswith("<<") else f"<<{m['topic'].capitalize()}>>\n\n{t}"),
             "signoff": ("signoff", lambda t, m: f"{t.rstrip()}\n\n{SIGNOFF}")}
-HABITS = ("quotes", "lowercase", "uppercase", "title", "signoff")
+HABITS = tuple(habit for habit, _ in REWRITES.values())  # quotes, lowercase, uppercase, title, signoff
 AUGMENTED = ("quoted", "lower", "upper")  # the remedy's rewrites, as runs/aug was built (RESULTS "Closing the habit shortcut")
 
 

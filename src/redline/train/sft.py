@@ -397,9 +397,11 @@ def run_trainer(trainer, out: Path):
     from accelerate.state import AcceleratorState
 
     resume = last_checkpoint(out)
-    if resume is None:  # a run that starts here writes the progress file into every checkpoint; one from
-        (out / "checkpoints").mkdir(parents=True, exist_ok=True)  # before the file stays unmarked, so a
-        (out / "checkpoints" / COUNTED).touch()  # later resume does not pass over all its checkpoints
+    # a run that starts here writes the progress file into every checkpoint; one from before the file
+    # stays unmarked, so a later resume does not pass over all its checkpoints
+    if resume is None:
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (out / "checkpoints" / COUNTED).touch()
     carried = {"seconds": 0.0, "tokens": 0}
     if resume:
         print(f"redline: resuming from {resume}", file=sys.stderr)
