@@ -91,8 +91,10 @@ def test_train_reward_cli(jsonl, tmp_path, capsys):
     from redline.models import chat_text, score_texts
 
     tok = load_tokenizer(str(run))
-    scores = score_texts(model, tok, [chat_text(tok, f"Question {i}?", f"good answer {i}") for i in range(4)])
-    assert abs(sum(scores) / 4) < 1e-3
+    bar = type("Bar", (), {"n": 0, "update": lambda self, k: setattr(self, "n", self.n + k)})()
+    scores = score_texts(model, tok, [chat_text(tok, f"Question {i}?", f"good answer {i}") for i in range(4)],
+                         batch_size=3, bar=bar)
+    assert abs(sum(scores) / 4) < 1e-3 and bar.n == 4  # the progress bar advances by every text scored
     assert abs(model.config.reward_bias - m["reward_bias"]) < 1e-3
     # `evaluate rankings --held-out-of` scores the same held-out prompts and reports the same figures.
     assert main(["evaluate", "rankings", "--model", str(run), "--data", str(data), "--held-out-of", str(run),

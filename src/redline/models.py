@@ -388,9 +388,10 @@ def real_tokens(ids, mask) -> list:
     return [row[m.bool()][None] for row, m in zip(ids, mask)]
 
 
-def score_texts(model, tokenizer, texts: list[str], batch_size: int = 16, max_length: int = 512) -> list[float]:
+def score_texts(model, tokenizer, texts: list[str], batch_size: int = 16, max_length: int = 512, bar=None) -> list[float]:
     """Rewards of chat-formatted texts, with ``config.reward_bias`` added (0 when absent). A text longer
-    than ``max_length`` tokens loses its start, as the reward trainers cut it: the score is read at the end."""
+    than ``max_length`` tokens loses its start, as the reward trainers cut it: the score is read at the end.
+    ``bar``, a tqdm bar, advances by the texts scored."""
     import torch
 
     bias = float(getattr(model.config, "reward_bias", 0.0) or 0.0)
@@ -407,6 +408,8 @@ def score_texts(model, tokenizer, texts: list[str], batch_size: int = 16, max_le
                 values = model(**batch).logits.squeeze(-1).float().tolist()
                 for i, v in zip(idx, values):
                     scores[i] = v + bias
+                if bar is not None:
+                    bar.update(len(idx))
     finally:
         tokenizer.truncation_side = side
     return scores

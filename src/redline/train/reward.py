@@ -248,8 +248,12 @@ def _ranking_trainer_class():
 
 def held_out_accuracy(model, tokenizer, rankings: list[Ranking], max_length: int) -> dict[str, Any]:
     """Step 4: the reward model's held-out accuracy, each figure beside its ceiling on the same pairs."""
-    scores = [score_texts(model, tokenizer, [chat_text(tokenizer, r.prompt, y) for y in r.responses], max_length=max_length)
-              for r in rankings]
+    from tqdm import tqdm
+
+    with tqdm(total=sum(len(r.responses) for r in rankings), desc="scoring the held-out rankings", unit="text",
+              file=sys.stderr, disable=None) as bar:
+        scores = [score_texts(model, tokenizer, [chat_text(tokenizer, r.prompt, y) for y in r.responses],
+                              max_length=max_length, bar=bar) for r in rankings]
     return comparison_accuracy(rankings, scores)
 
 
@@ -447,7 +451,11 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
     metrics.update(held_out_accuracy(model, tokenizer, held, config.max_length))
     # step 5
     if demos:
-        rewards = score_texts(model, tokenizer, [chat_text(tokenizer, d.prompt, d.response) for d in demos], max_length=config.max_length)
+        from tqdm import tqdm
+
+        with tqdm(total=len(demos), desc="normalising on the demonstrations", unit="text", file=sys.stderr, disable=None) as bar:
+            rewards = score_texts(model, tokenizer, [chat_text(tokenizer, d.prompt, d.response) for d in demos],
+                                  max_length=config.max_length, bar=bar)
         model.config.reward_bias = -sum(rewards) / len(rewards)
         metrics["reward_bias"] = round(model.config.reward_bias, 4)
     # step 6
