@@ -216,9 +216,11 @@ def _gap_trainer_class():
 def gap_scores(model, tokenizer, prefs: list[Preference], max_length: int = 512):
     """(P, 4) r_gap of (w,l), (w,w), (l,l), (l,w) for each pair, in one batched scoring pass."""
     import torch
+    from tqdm import tqdm
 
     texts = [t for p in prefs for t in gap_quad(tokenizer, p)]
-    return torch.tensor(score_texts(model, tokenizer, texts, max_length=max_length)).reshape(-1, 4)
+    with tqdm(total=len(texts), desc="scoring the held-out pairs", unit="text", file=sys.stderr, disable=None) as bar:
+        return torch.tensor(score_texts(model, tokenizer, texts, max_length=max_length, bar=bar)).reshape(-1, 4)
 
 
 def held_out_accuracies(model, tokenizer, prefs: list[Preference], max_length: int) -> dict[str, Any]:
