@@ -18,6 +18,14 @@ on the same pairs (the ceiling of learning from them):
 - by how the two answers were made (the world's policies: sample, hot, partial, fixed; "edit" when one is the
   other's repair).
 
+And the planted check behind the reading (can the model learn one such check at all, given only pairs it separates?):
+
+    python scripts/reward_errors.py pairs data/simulated/rankings.jsonl keyword_include,keyword_avoid runs/kw
+    redline train reward --model embedded --data runs/kw/train.jsonl --eval-data runs/kw/eval.jsonl --epochs 3 ...
+
+writes, as preference records, every pair of a ranking's answers that the oracle orders and that exactly one of the
+named checks separates (the better answer chosen, whatever the annotator said), 30% of the prompts held out.
+
 Our own few lines over the oracle; nothing here is a library's job.
 """
 
@@ -25,6 +33,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -109,7 +118,37 @@ def main(scores_path: str, out: str | None = None) -> None:
         Path(out).write_text(json.dumps({"scores": scores_path, **result}, indent=2, ensure_ascii=False) + "\n")
 
 
+def write_pairs(rankings: str, checks: str, out: str, held_out: float = 0.3, seed: int = 0) -> None:
+    """Preference records of the pairs exactly one of ``checks`` (comma-separated) separates, the oracle's better
+    answer chosen; the prompts split ``held_out`` / rest by ``seed`` into OUT/eval.jsonl and OUT/train.jsonl."""
+    from redline.simulate.oracle import quality
+    from redline.train.reward import read_comparisons
+
+    wanted, rows = set(checks.split(",")), []
+    for r in read_comparisons(rankings):
+        q = (r.meta or {}).get("oracle_quality")
+        if q is None:
+            raise SystemExit(f"{rankings}: ranking {r.id} has no meta.oracle_quality; this reads simulated rankings")
+        for i, j in itertools.combinations(range(len(r.responses)), 2):
+            sep = separators(r.meta, r.prompt, r.responses[i], r.responses[j]) if q[i] != q[j] else []
+            if len(sep) == 1 and sep[0] in wanted:
+                w, l = (i, j) if q[i] > q[j] else (j, i)
+                meta = {"topic": r.meta["topic"], "instructions": r.meta["instructions"], "separator": sep[0],
+                        "oracle_quality": [round(quality(r.meta, r.responses[k], r.prompt), 4) for k in (w, l)]}
+                rows.append({"prompt": r.prompt, "chosen": r.responses[w], "rejected": r.responses[l], "meta": meta})
+    prompts = sorted({row["prompt"] for row in rows})
+    random.Random(seed).shuffle(prompts)
+    test = set(prompts[: int(held_out * len(prompts))])
+    Path(out).mkdir(parents=True, exist_ok=True)
+    for name, part in (("train", [x for x in rows if x["prompt"] not in test]), ("eval", [x for x in rows if x["prompt"] in test])):
+        Path(out, f"{name}.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in part))
+        print(f"{out}/{name}.jsonl: {len(part)} pairs on {len({x['prompt'] for x in part})} prompts")
+
+
 if __name__ == "__main__":
-    if len(sys.argv) not in (2, 3):
+    if len(sys.argv) == 5 and sys.argv[1] == "pairs":
+        write_pairs(*sys.argv[2:])
+    elif len(sys.argv) in (2, 3) and sys.argv[1] != "pairs":
+        main(*sys.argv[1:])
+    else:
         raise SystemExit(__doc__)
-    main(*sys.argv[1:])

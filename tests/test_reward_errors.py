@@ -44,3 +44,20 @@ def test_rankings_without_the_simulated_meta_are_refused_with_their_line(tmp_pat
                                                                              "ranks": [0, 1], "scores": [1, 2]}) + "\n")
     with pytest.raises(SystemExit, match="scores.jsonl:2: meta has no oracle_quality"):
         reward_errors.main(str(scores))
+
+
+def test_pairs_keep_only_those_one_named_check_separates_with_the_oracles_better_answer_chosen(tmp_path):
+    meta = {**{k: META[k] for k in ("topic", "instructions")}, "oracle_quality": [1.0, 0.5, 0.5]}
+    rankings = tmp_path / "rankings.jsonl"
+    rankings.write_text("".join(json.dumps({"id": f"r{n}", "prompt": f"Write about owls, {n}.", "meta": meta,
+                                            # the annotator ranked the broken answer first: the oracle decides
+                                            "responses": [BODY.upper(), BODY, BODY.upper().replace(" AND ", ", AND ")],
+                                            "ranks": [2, 0, 1]}) + "\n" for n in range(10)))
+    reward_errors.write_pairs(str(rankings), "uppercase", str(tmp_path / "out"))
+    train = [json.loads(x) for x in open(tmp_path / "out" / "train.jsonl")]
+    held = [json.loads(x) for x in open(tmp_path / "out" / "eval.jsonl")]
+    assert len(train) == 7 and len(held) == 3 and not {r["prompt"] for r in train} & {r["prompt"] for r in held}
+    for r in train + held:  # only the uppercase pair (0 against 1); 0 against 2 is separated by no_commas,
+        # and the oracle ties 1 with 2
+        assert r["chosen"] == BODY.upper() and r["rejected"] == BODY and r["meta"]["separator"] == "uppercase"
+        assert r["meta"]["oracle_quality"][0] > r["meta"]["oracle_quality"][1]
