@@ -38,7 +38,9 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from redline.records import Ranking
 from redline.simulate.oracle import check_all
+from redline.train.reward import oracle_qualities, read_comparisons, score_hit
 
 PENALTY_STEP = 0.05  # a penalty "differs" when its multipliers differ by more than this
 
@@ -71,10 +73,9 @@ def pairs(path: str):
         for n, line in enumerate(f, 1):
             record = json.loads(line)
             meta, ranks, scores = record.get("meta") or {}, record["ranks"], record["scores"]
-            q = meta.get("oracle_quality")
-            if q is None or "instructions" not in meta:
+            q = oracle_qualities(Ranking(prompt=record["prompt"], responses=record["responses"], ranks=ranks, meta=meta))
+            if q is None:
                 raise SystemExit(f"{path}:{n}: meta has no oracle_quality or instructions; this reads simulated rankings")
-            hit = lambda better, worse: 1.0 if scores[better] > scores[worse] else 0.5 if scores[better] == scores[worse] else 0.0
             for i, j in itertools.combinations(range(len(ranks)), 2):
                 if ranks[i] == ranks[j]:
                     continue
@@ -85,7 +86,7 @@ def pairs(path: str):
                         "oracle gap": gap_bin(abs(q[w] - q[l])), "made": made(meta, w, l)}
                 decisive = q[w] != q[l]
                 better, worse = (w, l) if q[w] >= q[l] else (l, w)
-                yield keys, hit(w, l), decisive, hit(better, worse) if decisive else None, float(better == w)
+                yield keys, score_hit(scores, w, l), decisive, score_hit(scores, better, worse) if decisive else None, float(better == w)
 
 
 def main(scores_path: str, out: str | None = None) -> None:
@@ -121,20 +122,17 @@ def main(scores_path: str, out: str | None = None) -> None:
 def write_pairs(rankings: str, checks: str, out: str, held_out: float = 0.3, seed: int = 0) -> None:
     """Preference records of the pairs exactly one of ``checks`` (comma-separated) separates, the oracle's better
     answer chosen; the prompts split ``held_out`` / rest by ``seed`` into OUT/eval.jsonl and OUT/train.jsonl."""
-    from redline.simulate.oracle import quality
-    from redline.train.reward import read_comparisons
-
     wanted, rows = set(checks.split(",")), []
     for r in read_comparisons(rankings):
-        q = (r.meta or {}).get("oracle_quality")
+        q = oracle_qualities(r)
         if q is None:
-            raise SystemExit(f"{rankings}: ranking {r.id} has no meta.oracle_quality; this reads simulated rankings")
+            raise SystemExit(f"{rankings}: ranking {r.id} has no meta.instructions; this reads simulated rankings")
         for i, j in itertools.combinations(range(len(r.responses)), 2):
             sep = separators(r.meta, r.prompt, r.responses[i], r.responses[j]) if q[i] != q[j] else []
             if len(sep) == 1 and sep[0] in wanted:
                 w, l = (i, j) if q[i] > q[j] else (j, i)
                 meta = {"topic": r.meta["topic"], "instructions": r.meta["instructions"], "separator": sep[0],
-                        "oracle_quality": [round(quality(r.meta, r.responses[k], r.prompt), 4) for k in (w, l)]}
+                        "oracle_quality": [round(q[w], 4), round(q[l], 4)]}
                 rows.append({"prompt": r.prompt, "chosen": r.responses[w], "rejected": r.responses[l], "meta": meta})
     prompts = sorted({row["prompt"] for row in rows})
     random.Random(seed).shuffle(prompts)

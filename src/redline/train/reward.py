@@ -270,6 +270,11 @@ def oracle_qualities(r: Ranking) -> list[float] | None:
     return [quality(r.meta, y, prompt_text(r.prompt)) for y in r.responses]
 
 
+def score_hit(scores, better: int, worse: int) -> float:
+    """1 when ``scores`` put ``better`` above ``worse``, a half when they are equal, else 0."""
+    return 1.0 if scores[better] > scores[worse] else 0.5 if scores[better] == scores[worse] else 0.0
+
+
 # Columns of ``prompt_counts``' rows: what the model got right, out of what, and the ceilings' counts.
 RIGHT, DECISIVE, ORACLE_RIGHT, ORACLE_PAIRS, LABEL_VS_ORACLE, ANNOTATOR_RIGHT, TIES = range(7)
 
@@ -280,7 +285,6 @@ def prompt_counts(rankings: list[Ranking], scores: list[list[float]]) -> tuple[d
     ranking is simulated (carries what the oracle needs)."""
     per_prompt: dict[str, list[float]] = {}
     simulated = True
-    hit = lambda s, better, worse: 1.0 if s[better] > s[worse] else 0.5 if s[better] == s[worse] else 0.0
     for r, s in zip(rankings, scores):
         q = oracle_qualities(r)
         simulated &= q is not None
@@ -291,14 +295,14 @@ def prompt_counts(rankings: list[Ranking], scores: list[list[float]]) -> tuple[d
                 continue
             w, l = (i, j) if r.ranks[i] < r.ranks[j] else (j, i)
             row[DECISIVE] += 1
-            row[RIGHT] += hit(s, w, l)
+            row[RIGHT] += score_hit(s, w, l)
             if q is None:
                 continue
-            row[LABEL_VS_ORACLE] += hit(q, w, l)
+            row[LABEL_VS_ORACLE] += score_hit(q, w, l)
             if q[w] != q[l]:
                 better, worse = (w, l) if q[w] > q[l] else (l, w)
                 row[ORACLE_PAIRS] += 1
-                row[ORACLE_RIGHT] += hit(s, better, worse)
+                row[ORACLE_RIGHT] += score_hit(s, better, worse)
                 row[ANNOTATOR_RIGHT] += better == w
     return per_prompt, simulated
 
