@@ -225,8 +225,22 @@ def rankings(path: str) -> None:
                           f"{len(ranks):5d} answers, mean normalised rank {sum(ranks) / len(ranks):.3f}")
 
 
+# each command: its function, and the fewest and most arguments it takes (None: any number from the fewest)
+COMMANDS = {"rewrite": (rewrite, 2, 2), "probe": (probe, 1, 1), "answers": (lambda *paths: answers(list(paths)), 1, None),
+            "rankings": (rankings, 1, 1), "augment": (augment, 4, 6), "rollouts": (rollouts, 2, 3)}
+
+
+def main(argv: list[str]) -> None:
+    """Run one command; a missing or unknown command, or a wrong number of arguments, exits with the usage."""
+    command, args = (argv[0], argv[1:]) if argv else ("", [])
+    if command not in COMMANDS:
+        raise SystemExit(__doc__)
+    function, fewest, most = COMMANDS[command]
+    if len(args) < fewest or (most is not None and len(args) > most):
+        raise SystemExit(f"{command} takes {fewest}{'' if most == fewest else f' to {most}' if most else ' or more'} "
+                         f"argument(s), got {len(args)}\n\n{__doc__}")
+    function(*args)
+
+
 if __name__ == "__main__":
-    command, args = sys.argv[1], sys.argv[2:]
-    {"rewrite": lambda: rewrite(*args), "probe": lambda: probe(*args), "answers": lambda: answers(args),
-     "rankings": lambda: rankings(*args), "augment": lambda: augment(*args),
-     "rollouts": lambda: rollouts(*args)}[command]()
+    main(sys.argv[1:])

@@ -155,3 +155,25 @@ def test_augment_with_chosen_habits_mixes_back_other_training_rankings_and_refus
     assert "3 more training rankings as they were" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="unknown habit rewrite 'bold'"):
         reward_habits.augment(str(data), str(run), "4", str(tmp_path / "aug2"), "titled,bold")
+
+
+def test_the_command_line_gives_its_usage_for_a_missing_or_unknown_command_or_a_wrong_count_and_runs_answers(tmp_path, capsys):
+    for argv in ([], ["--help"], ["nope", "x"]):
+        with pytest.raises(SystemExit) as stop:
+            reward_habits.main(argv)
+        assert "Five readings" in str(stop.value)  # the module's docstring: every command and its arguments
+    with pytest.raises(SystemExit, match=r"rewrite takes 2 argument\(s\), got 1"):
+        reward_habits.main(["rewrite", "only-one"])
+    with pytest.raises(SystemExit, match=r"rollouts takes 2 to 3 argument\(s\), got 4"):
+        reward_habits.main(["rollouts", "a", "b", "c", "d"])
+    with pytest.raises(SystemExit, match=r"answers takes 1 or more argument\(s\), got 0"):
+        reward_habits.main(["answers"])
+    first = lines(tmp_path / "a.jsonl", [{"id": "t0", "prompt": "Write about owls.", "response": '"owls hunt at night"',
+                                          "meta": QUOTES, "source": "sft"}])
+    second = lines(tmp_path / "b.jsonl", [{"id": "t0", "prompt": "Write about owls.", "response": "Owls hunt at night.",
+                                           "meta": NONE, "source": "sft"}])
+    reward_habits.main(["answers", str(first), str(second)])  # any number of files, one line each
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split(" ", 1)[0] for line in printed] == [str(first), str(second)]
+    assert json.loads(printed[0].split(" ", 1)[1])["quotes"] == "1 (1 asked)"
+    assert json.loads(printed[1].split(" ", 1)[1])["quotes"] == "0 (0 asked)"
