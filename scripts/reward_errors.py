@@ -75,7 +75,7 @@ def pairs(path: str):
             meta, ranks, scores = record.get("meta") or {}, record["ranks"], record["scores"]
             q = oracle_qualities(Ranking(prompt=record["prompt"], responses=record["responses"], ranks=ranks, meta=meta))
             if q is None:
-                raise SystemExit(f"{path}:{n}: meta has no oracle_quality or instructions; this reads simulated rankings")
+                raise SystemExit(f"{path}:{n}: meta has no instructions (what the oracle reads); this reads simulated rankings")
             for i, j in itertools.combinations(range(len(ranks)), 2):
                 if ranks[i] == ranks[j]:
                     continue

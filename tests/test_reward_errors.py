@@ -42,7 +42,7 @@ def test_rankings_without_the_simulated_meta_are_refused_with_their_line(tmp_pat
     scores.write_text(json.dumps({"prompt": "p", "meta": META, "responses": ["a", "b", "c"], "ranks": [0, 1, 2],
                                   "scores": [1, 2, 3]}) + "\n" + json.dumps({"prompt": "p", "responses": ["a", "b"],
                                                                              "ranks": [0, 1], "scores": [1, 2]}) + "\n")
-    with pytest.raises(SystemExit, match="scores.jsonl:2: meta has no oracle_quality"):
+    with pytest.raises(SystemExit, match=r"scores.jsonl:2: meta has no instructions \(what the oracle reads\)"):
         reward_errors.main(str(scores))
 
 
