@@ -1,0 +1,139 @@
+#!/bin/bash
+# PPO-ptx and PPO on the habit-remedied reward model, to ITERS (>= 100) iterations, judged on the 200 test
+# prompts against SFT (issue 15, item 5; RESULTS "InstructGPT", twenty-first to twenty-seventh sessions).
+# Everything from nothing on a fresh machine, by the commands RESULTS gives:
+#
+#   1. SFT on the first 950 demonstrations (lr 5e-4, one epoch; ~30 min on a core) and its 200 test answers;
+#   2. runs/rm_aug: models/reward gone on with 150 rankings whose unasked habits (quotes, lowercase, capitals)
+#      sit on answers of every quality (scripts/reward_habits.py augment, `redline simulate rank`; ~31 min);
+#   3. PPO-ptx (γ_ptx 1, one demonstration per 4 episodes) and PPO without the mix, RLOO K 4, 32 episodes an
+#      iteration, lr 3e-4, both on runs/rm_aug, a checkpoint every iteration (~3.5 min an iteration each,
+#      the two beside each other on the two cores);
+#   4. each run judged at every iteration of JUDGE_AT that it has passed (a copy of the run finished at that
+#      checkpoint while the run goes on) and at ITERS: 200 test answers (T 0.7, top-p 0.95, 256 tokens), the
+#      oracle and the reward-model judge (models/reward) against SFT's, and the habits each answer wears.
+#
+# Resumable: a step whose output is complete is skipped, a PPO run resumes from its last checkpoint; after an
+# interruption (a session's end) rerun the same command. Lost with the machine, it starts over from step 1.
+#
+#   scripts/instructgpt_ppo_aug.sh                      # both runs beside each other, then judged at ITERS
+#   PROCS=2 scripts/instructgpt_ppo_aug.sh              # one run at a time over both cores (torchrun, gloo)
+#   JUDGE_AT="48 76" scripts/instructgpt_ppo_aug.sh judge    # beside the runs: judge a copy of each at 48 and at 76
+#                                                            # (it waits for the checkpoint; the runs keep their last two)
+set -e
+cd "$(dirname "$0")/.."
+export OMP_NUM_THREADS=1 TRANSFORMERS_VERBOSITY=error
+REDLINE=${REDLINE:-.venv/bin/redline}
+TORCHRUN=${TORCHRUN:-.venv/bin/torchrun}
+PROCS=${PROCS:-1}  # 2: each run over two processes (one a core), PPO-ptx first, then the other
+PYTHON=${PYTHON:-.venv/bin/python}
+R=${RUNS:-runs}
+D=${DATA:-data/simulated}
+ITERS=${ITERS:-100}
+JUDGE_AT=${JUDGE_AT:-}
+MODE=${1:-all}
+mkdir -p $R
+stamp() { echo "=== $(date +%T) $*"; }
+done_run() { [ -f "$1/redline.json" ]; }
+generate() {  # POLICY OUT
+  [ -f "$2" ] && [ "$(wc -l < "$2")" -ge 200 ] && return
+  stamp generate "$1"
+  $REDLINE generate --model "$1" --prompts $D/test.jsonl --limit 200 --temperature 0.7 --top-p 0.95 \
+    --max-new-tokens 256 --dtype bfloat16 --threads 1 --source "$(basename "$1")" --out "$2"
+}
+
+# 1. SFT, and its test answers (every arm is judged against them).
+sft() {
+  if ! done_run $R/sft; then stamp sft
+    $REDLINE train sft --model embedded --data $D/demonstrations.jsonl --limit 950 --learning-rate 5e-4 --epochs 1 \
+      --bf16-base --threads 1 --out $R/sft > $R/sft.log 2>&1
+  fi
+  generate $R/sft $R/test_sft.jsonl
+}
+
+# 2. The remedied reward model.
+rm_aug() {
+  done_run $R/rm_aug && return
+  stamp rm_aug
+  $PYTHON scripts/reward_habits.py augment $D/rankings.jsonl models/reward 300 $R/aug
+  $REDLINE simulate rank --responses "$(ls $R/aug/responses_*.jsonl | paste -sd,)" --out $R/aug/rankings.jsonl --overwrite
+  $REDLINE train reward --model models/reward --data $R/aug/rankings.jsonl --limit 150 --eval-data $R/aug/held_out.jsonl \
+    --epochs 1 --learning-rate 1e-3 --max-length 384 --batch-size 2 --normalize-with $D/demonstrations.jsonl \
+    --threads 1 --out $R/rm_aug > $R/rm_aug.log 2>&1
+}
+sft & first=$!  # beside each other, one a core
+rm_aug & second=$!
+wait $first
+wait $second
+
+# 3. The two runs. ppo_flags NAME: the run's flags, less --iterations and --out.
+ppo_flags() {
+  local flags="--policy $R/sft --reward $R/rm_aug --advantage rloo --rloo-k 4 --batch-size 32 --learning-rate 3e-4
+    --threads 1 --save-every 1 --bf16-base --prompts $D/rankings.jsonl"
+  case $1 in
+    ppo_ptx_aug) echo "$flags --ptx-data $D/demonstrations.jsonl --ptx-coef 1 --ptx-ratio 0.25" ;;
+    ppo_noptx_aug) echo "$flags --ptx-coef 0" ;;
+    *) echo "unknown run $1" >&2; return 1 ;;
+  esac
+}
+RUNS_RL="ppo_ptx_aug ppo_noptx_aug"
+ppo() {  # NAME ITERATIONS OUT [PROCESSES]
+  done_run "$3" && return
+  stamp "$1 to $2 iterations: $3"
+  local launch=$REDLINE port
+  if [ "${4:-1}" -gt 1 ]; then  # one job over several processes (gloo): see the README's "torchrun"
+    port=$($PYTHON -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+    launch="$TORCHRUN --nproc_per_node $4 --master_port $port $REDLINE"
+  fi
+  $launch train ppo $(ppo_flags $1) --iterations $2 --out "$3" >> "$3.log" 2>&1
+}
+
+last_iteration() {  # RUN: the iteration of its last complete checkpoint (0: none)
+  local last
+  last=$(ls -d $1/checkpoints/iter-*/state.json 2> /dev/null | tail -1)
+  [ -n "$last" ] && echo $((10#$(basename $(dirname $last) | cut -d- -f2))) || echo 0
+}
+
+# 4. A run judged at N: a copy finished at its iteration-N checkpoint (the run itself when N is ITERS).
+judge() {  # NAME N
+  local name=$1 n=$2 run=$R/$1 tag=${1}_it$2
+  if [ "$n" != "$ITERS" ]; then
+    local copy=$R/copies/$tag ckpt
+    ckpt=$run/checkpoints/$(printf 'iter-%06d' $n)
+    if ! done_run $copy; then
+      # the run keeps its last two checkpoints: wait while it is short of N, give up once N is pruned
+      while [ ! -f $ckpt/state.json ] && [ "$(last_iteration $run)" -lt $n ] && pgrep -f "train ppo.*--out $run\b" > /dev/null; do
+        sleep 30
+      done
+      [ -f $ckpt/state.json ] || { echo "$run holds no checkpoint at $n (pruned, or not there yet): not judged at $n"; return 0; }
+      rm -rf $copy && mkdir -p $copy/checkpoints
+      cp -r $ckpt $copy/checkpoints/  # first, before the run prunes it
+      find $run -mindepth 1 -maxdepth 1 ! -name checkpoints -exec cp -r {} $copy/ \;
+      ppo $name $n $copy
+    fi
+    run=$copy
+  fi
+  done_run $run || return 0
+  generate $run $R/test_$tag.jsonl
+  for judge in oracle reward:models/reward; do
+    local out=$R/eval_${tag}_${judge%%:*}
+    [ -f $out/summary.json ] && continue
+    stamp evaluate $tag $judge
+    $REDLINE evaluate --a $R/test_$tag.jsonl --b $R/test_sft.jsonl --judge $judge --out $out
+  done
+  $PYTHON scripts/reward_habits.py answers $R/test_sft.jsonl $R/test_$tag.jsonl > $R/habits_$tag.md
+}
+
+if [ "$MODE" = all ] && [ "$PROCS" -gt 1 ]; then
+  for name in $RUNS_RL; do ppo $name $ITERS $R/$name $PROCS; done
+elif [ "$MODE" = all ]; then
+  pids=()
+  for name in $RUNS_RL; do ppo $name $ITERS $R/$name & pids+=($!); done
+  for pid in "${pids[@]}"; do wait $pid; done
+fi
+pids=()
+for name in $RUNS_RL; do  # each run's judging beside the other's, so neither waits while its checkpoints are pruned
+  (for n in $JUDGE_AT $ITERS; do judge $name $n; done) & pids+=($!)
+done
+for pid in "${pids[@]}"; do wait $pid; done
+stamp done
