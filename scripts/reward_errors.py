@@ -26,20 +26,33 @@ And the planted check behind the reading (can the model learn one such check at 
 writes, as preference records, every pair of a ranking's answers that the oracle orders and that exactly one of the
 named checks separates (the better answer chosen, whatever the annotator said), 30% of the prompts held out.
 
+And a remedy (twenty-seventh session): rankings whose answers differ by one content check, for a reward model to go
+on with, as scripts/reward_habits.py's augment did for the habits. COUNT of the rankings the run trained on, each with
+up to two of its answers copied with one broken content check fixed alone (a keyword, a word or sentence count,
+paragraphs, sections, bullets, highlights, placeholders), and for a keyword a decoy beside it (the fixer's sentence
+naming a word the task does not), ORIGINALS more of its training rankings as they were, its held-out ones untouched:
+
+    python scripts/reward_errors.py augment data/simulated/rankings.jsonl models/reward COUNT runs/caug ORIGINALS
+    redline simulate rank --responses runs/caug/responses_0.jsonl,... --out runs/caug/rankings.jsonl
+
 Our own few lines over the oracle; nothing here is a library's job.
 """
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import json
 import random
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 from redline.records import Ranking
+from redline.simulate.instructions import _same_case
 from redline.simulate.oracle import check_all
+from redline.simulate.text import count_word
 from redline.train.reward import oracle_qualities, read_comparisons, score_hit
 
 PENALTY_STEP = 0.05  # a penalty "differs" when its multipliers differ by more than this
@@ -143,10 +156,97 @@ def write_pairs(rankings: str, checks: str, out: str, held_out: float = 0.3, see
         print(f"{out}/{name}.jsonl: {len(part)} pairs on {len({x['prompt'] for x in part})} prompts")
 
 
+# the checks the model must read a word or a count of the prompt for (RESULTS: 67.2% right where one of them alone
+# separates two answers, against 92–100% for an answer's look)
+CONTENT = ("keyword_include", "keyword_avoid", "keyword_frequency", "words_at_most", "words_at_least",
+           "sentences_at_most", "sentences_at_least", "paragraphs_exact", "sections", "bullets_exact",
+           "highlights_at_least", "placeholders")
+KEYWORD_FIXES = ("keyword_include", "keyword_frequency")  # fixes that add sentences naming the keyword
+
+
+def named_words(meta: dict) -> set[str]:
+    """Every keyword a task's instructions name, lowercased."""
+    out = set()
+    for inst in meta["instructions"]:
+        out.update(k.lower() for k in inst.get("keywords") or [])
+        if inst.get("keyword"):
+            out.add(inst["keyword"].lower())
+    return out
+
+
+def swap_added(before: str, after: str, word: str, other: str) -> str:
+    """``after`` with ``word`` replaced by ``other`` (its case kept) where ``after`` added text to ``before`` only."""
+    a, b = re.split(r"(\s+)", before), re.split(r"(\s+)", after)
+    out = []
+    for tag, _, _, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        part = "".join(b[j1:j2])
+        if tag in ("insert", "replace"):
+            part = re.sub(rf"\b{re.escape(word)}\b", lambda m: _same_case(m.group(0), other), part, flags=re.IGNORECASE)
+        out.append(part)
+    return "".join(out)
+
+
+def content_edits(pool: list[str]):
+    """``edits`` for reward_habits.augment_with: up to two of a ranking's answers that break a content check, each
+    copied with that check alone fixed (the oracle's fixer, told to keep every other instruction as it was; kept only
+    where the oracle finds that check and nothing else between the copy and its answer). Where the fix added
+    sentences naming a keyword, a decoy too: the same copy with that keyword swapped for one the task does not name
+    (drawn from ``pool``), which the oracle must find no different from the answer it was made from, so a reward
+    model cannot learn the fixer's sentences in place of the keyword."""
+    from redline.simulate.instructions import fix_all, parse_instructions
+
+    added: dict[str, int] = defaultdict(int)
+
+    def edits(row: dict, rng: random.Random) -> list[tuple[int, str, str]]:
+        meta, prompt, texts = row["meta"], row["prompt"], row["responses"]
+        instructions = parse_instructions(meta["instructions"])
+        broken = [(i, c.instruction) for i, text in enumerate(texts) for c in check_all(meta, text, prompt).checks
+                  if not c.met and c.instruction.type in CONTENT]
+        rng.shuffle(broken)
+        out, used = [], set()
+        for i, inst in broken:
+            if i in used or len(used) == 2:
+                continue
+            fixed = fix_all(instructions, texts[i], meta["topic"], only=[inst])
+            if separators(meta, prompt, fixed, texts[i]) != [inst.type]:
+                continue
+            used.add(i)
+            out.append((i, fixed, f"fix_{inst.type}"))
+            added[f"fix_{inst.type}"] += 1
+            if inst.type in KEYWORD_FIXES:
+                named = named_words(meta)
+                words = [w for w in pool if w not in named and not count_word(texts[i], w)]
+                for word in inst.keywords or (inst.keyword,):
+                    if words:
+                        other = rng.choice(words)
+                        fixed = swap_added(texts[i], fixed, word, other)
+                decoy = fixed
+                if not separators(meta, prompt, decoy, texts[i]) and separators(meta, prompt, out[-1][1], decoy) == [inst.type]:
+                    out.append((i, decoy, f"decoy_{inst.type}"))
+                    added[f"decoy_{inst.type}"] += 1
+        return out
+
+    return edits, lambda: "content edits added: " + ", ".join(f"{k} {v}" for k, v in sorted(added.items()))
+
+
+def augment(rankings: str, reward_run: str, count: str, out: str, originals: str = "0") -> None:
+    """Rankings whose answers differ by one content check, for a reward model to go on with (the next thing RESULTS'
+    twenty-fifth session named): reward_habits.augment_with over ``content_edits``; then `redline simulate rank`."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from reward_habits import augment_with
+
+    pool = sorted({w for r in read_comparisons(rankings) for w in named_words(r.meta or {"instructions": []})})
+    edits, described = content_edits(pool)
+    augment_with(rankings, reward_run, count, out, edits, described, originals)
+
+
+COMMANDS = {"pairs": (write_pairs, 3, 3), "augment": (augment, 4, 5)}
+
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "pairs":
-        write_pairs(*sys.argv[2:])
-    elif len(sys.argv) in (2, 3) and sys.argv[1] != "pairs":
+    command = sys.argv[1] if len(sys.argv) > 1 else ""
+    if command in COMMANDS and COMMANDS[command][1] <= len(sys.argv) - 2 <= COMMANDS[command][2]:
+        COMMANDS[command][0](*sys.argv[2:])
+    elif len(sys.argv) in (2, 3) and command not in COMMANDS:
         main(*sys.argv[1:])
     else:
         raise SystemExit(__doc__)

@@ -153,9 +153,40 @@ def augment(path: str, reward_run: str, count: str, out: str, habits: str = ",".
             seed: int = 0) -> None:
     """Response files for `redline simulate rank`: ``count`` of the rankings a reward run trained on, each prompt's
     answers as they were plus two of them rewritten with a habit the prompt did not ask for (two of ``habits``, the
-    rewrites' names, two members drawn at random, so a habit lands on answers of every quality); that run's held-out
-    rankings, as they were; and ``originals`` more of its training rankings, as they were (OUT/originals.jsonl), to
-    mix in so a model going on from it keeps what it knew.
+    rewrites' names, two members drawn at random, so a habit lands on answers of every quality); the rest as
+    ``augment_with`` says.
+    """
+    names = habits.split(",")
+    unknown = [n for n in names if n not in REWRITES]
+    if unknown:
+        raise SystemExit(f"unknown habit rewrite {unknown[0]!r}: choose from {', '.join(REWRITES)}")
+    opposite = {"lowercase": "uppercase", "uppercase": "lowercase"}
+    added = {REWRITES[name][0]: 0 for name in names}
+
+    def rewrites(row: dict, rng: random.Random) -> list[tuple[int, str, str]]:
+        # a habit the prompt did not ask for, and not the opposite of one it did (capitals where lowercase was asked)
+        free = [name for name in names for habit in [REWRITES[name][0]]
+                if not asked(row, habit) and not asked(row, opposite.get(habit, habit))]
+        out = []
+        for name in rng.sample(free, min(2, len(free))):
+            habit, change = REWRITES[name]
+            plain = [i for i, text in enumerate(row["responses"]) if not wears(text)[habit]]
+            if plain:
+                i = rng.choice(plain)
+                out.append((i, change(row["responses"][i], row["meta"]), name))
+                added[habit] += 1
+        return out
+
+    augment_with(path, reward_run, count, out, rewrites, lambda: f"habits added: {added}", originals, seed)
+
+
+def augment_with(path: str, reward_run: str, count: str, out: str, edits, described, originals: str = "0",
+                 seed: int = 0) -> None:
+    """Response files for `redline simulate rank`: ``count`` of the rankings a reward run trained on, each prompt's
+    answers as they were plus those ``edits(row, rng)`` adds (each an answer's index, its edited text and the edit's
+    name, which ends the copy's source); that run's held-out rankings, as they were; and ``originals`` more of its
+    training rankings, as they were (OUT/originals.jsonl), to mix in so a model going on from it keeps what it knew.
+    ``described()`` says what was added, for the closing line.
 
     The split is the run's own (its train_config's --eval-split and --seed, over what `train reward` read), so a
     model that goes on from it never trains on a prompt it held out.
@@ -168,32 +199,18 @@ def augment(path: str, reward_run: str, count: str, out: str, habits: str = ",".
         raise SystemExit(f"{reward_run} did not hold out prompts of all of {path}: its split cannot be recomputed here")
     train, held = split_by_prompt(read_comparisons(path), trained["eval_split"], trained["seed"])
     rows = {r["id"]: r for r in read(path)}
-    names = habits.split(",")
-    unknown = [n for n in names if n not in REWRITES]
-    if unknown:
-        raise SystemExit(f"unknown habit rewrite {unknown[0]!r}: choose from {', '.join(REWRITES)}")
     rng = random.Random(seed)
     chosen = rng.sample(sorted(r.id for r in train), int(count))
     rest = sorted({r.id for r in train} - set(chosen))
     kept = rng.sample(rest, min(int(originals), len(rest))) if int(originals) else []
-    opposite = {"lowercase": "uppercase", "uppercase": "lowercase"}
     files: dict[int, list[dict]] = {}
-    added = {REWRITES[name][0]: 0 for name in names}
     for key in chosen:
         row = rows[key]
         task = {name: row["meta"][name] for name in TASK_FIELDS if name in row["meta"]}
         members = [dict(id=key, prompt=row["prompt"], response=text, source=policy, meta=task)
                    for text, policy in zip(row["responses"], row["meta"]["policy"])]
-        # a habit the prompt did not ask for, and not the opposite of one it did (capitals where lowercase was asked)
-        free = [name for name in names for habit in [REWRITES[name][0]]
-                if not asked(row, habit) and not asked(row, opposite.get(habit, habit))]
-        for name in rng.sample(free, min(2, len(free))):
-            habit, change = REWRITES[name]
-            plain = [i for i, text in enumerate(row["responses"]) if not wears(text)[habit]]
-            if plain:
-                i = rng.choice(plain)
-                members.append({**members[i], "response": change(row["responses"][i], row["meta"]), "source": f"{members[i]['source']}-{name}"})
-                added[habit] += 1
+        members += [{**members[i], "response": text, "source": f"{members[i]['source']}-{name}"}
+                    for i, text, name in edits(row, rng)]
         for position, member in enumerate(members):
             files.setdefault(position, []).append(member)
     Path(out).mkdir(parents=True, exist_ok=True)
@@ -207,7 +224,7 @@ def augment(path: str, reward_run: str, count: str, out: str, habits: str = ",".
             f.writelines(json.dumps(rows[key]) + "\n" for key in kept)
     listed = ",".join(str(Path(out) / f"responses_{i}.jsonl") for i in sorted(files))
     mixed = f"; {len(kept)} more training rankings as they were in {out}/originals.jsonl" if kept else ""
-    print(f"{len(chosen)} prompts of {len(train)} trained on, habits added: {added}; {len(held)} held-out rankings in "
+    print(f"{len(chosen)} prompts of {len(train)} trained on, {described()}; {len(held)} held-out rankings in "
           f"{out}/held_out.jsonl{mixed}\nnext: redline simulate rank --responses {listed} --out {out}/rankings.jsonl")
 
 

@@ -61,3 +61,57 @@ def test_pairs_keep_only_those_one_named_check_separates_with_the_oracles_better
         # and the oracle ties 1 with 2
         assert r["chosen"] == BODY.upper() and r["rejected"] == BODY and r["meta"]["separator"] == "uppercase"
         assert r["meta"]["oracle_quality"][0] > r["meta"]["oracle_quality"][1]
+
+
+OWLS = ("Owls hunt at night over the quiet fields. Their soft feathers let them fly without a sound. "
+        "They eat mice and voles in the dark. Many owls live for years in the same woods.")
+KEYWORD = {"topic": "owls", "instructions": [{"type": "keyword_include", "keywords": ["patience"]}]}
+
+
+def test_content_edits_fix_one_check_alone_and_add_a_decoy_the_oracle_finds_no_better():
+    import random
+
+    row = {"prompt": "Write about owls. Include the keyword patience.", "meta": KEYWORD,
+           "responses": [OWLS, OWLS.replace("Owls hunt", "At dusk owls hunt")]}
+    edits, described = reward_errors.content_edits(["garden", "patience"])
+    out = edits(row, random.Random(0))
+    assert sorted(name for _, _, name in out) == ["decoy_keyword_include"] * 2 + ["fix_keyword_include"] * 2
+    for i, text, name in out:
+        before = row["responses"][i]
+        assert text.startswith(before[:-1])  # the answer kept, a sentence added
+        sep = reward_errors.separators(KEYWORD, row["prompt"], text, before)
+        if name.startswith("fix"):
+            assert "patience" in text and sep == ["keyword_include"]  # that check, and nothing else, now differs
+        else:  # the same added sentence naming an unasked word: the oracle sees no difference from the answer
+            assert "patience" not in text and "garden" in text and sep == []
+    assert described() == "content edits added: decoy_keyword_include 2, fix_keyword_include 2"
+
+
+def test_swap_added_leaves_the_words_the_answer_had_and_keeps_case():
+    before = "Patience is a virtue. Owls wait."
+    after = "Patience is a virtue. Owls wait. Patience wins and patience pays."
+    assert reward_errors.swap_added(before, after, "patience", "garden") == \
+        "Patience is a virtue. Owls wait. Garden wins and garden pays."
+
+
+def test_content_augment_trains_on_the_runs_training_prompts_only_and_says_how_to_rank(tmp_path, capsys):
+    rows = [{"id": f"r{i}", "prompt": f"Write about owls, take {i}. Include the keyword patience.", "meta":
+             {**KEYWORD, "policy": ["sample", "sample"], "annotator": "a"},
+             "responses": [OWLS, OWLS.replace("Owls hunt", f"Owls hunt {i}")], "ranks": [0, 1]} for i in range(10)]
+    data = tmp_path / "rankings.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = tmp_path / "rm"
+    run.mkdir()
+    (run / "train_config.json").write_text(json.dumps({"data": str(data), "eval_data": None, "limit": None,
+                                                       "eval_split": 0.2, "seed": 0}))
+    reward_errors.augment(str(data), str(run), "5", str(tmp_path / "aug"), "2")
+    members = [json.loads(x) for f in sorted((tmp_path / "aug").glob("responses_*.jsonl")) for x in open(f)]
+    held = {json.loads(x)["id"] for x in open(tmp_path / "aug" / "held_out.jsonl")}
+    kept = {json.loads(x)["id"] for x in open(tmp_path / "aug" / "originals.jsonl")}
+    assert len(held) == 2 and len(kept) == 2 and len({m["id"] for m in members}) == 5
+    assert not ({m["id"] for m in members} | kept) & held  # nothing it held out is trained on
+    # each prompt: its two answers and each one fixed; no decoys, as the decoys' words are those the file's tasks
+    # name and this file names none but the asked keyword
+    sources = sorted(m["source"] for m in members)
+    assert sources == ["sample"] * 10 + ["sample-fix_keyword_include"] * 10
+    assert "next: redline simulate rank --responses" in capsys.readouterr().out
