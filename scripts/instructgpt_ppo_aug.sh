@@ -76,7 +76,7 @@ ppo_flags() {
     *) echo "unknown run $1" >&2; return 1 ;;
   esac
 }
-RUNS_RL="ppo_ptx_aug ppo_noptx_aug"
+RUNS_RL=${RUNS_RL:-"ppo_ptx_aug ppo_noptx_aug"}  # RUNS_RL=ppo_ptx_aug: that run alone
 ppo() {  # NAME ITERATIONS OUT [PROCESSES]
   done_run "$3" && return
   stamp "$1 to $2 iterations: $3"
