@@ -1,0 +1,74 @@
+"""scripts/instructgpt_ppo_aug.sh's bookkeeping, with `redline` and python stubbed out: which checkpoint a judged copy
+holds, what it is finished and judged with, and what it skips. The models themselves are the trainers' tests."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STUB = """#!/bin/bash
+echo "$*" >> "{log}"
+out=""; prev=""
+for a in "$@"; do [ "$prev" = --out ] && out=$a; prev=$a; done
+case "$1 $2" in
+  "train ppo") mkdir -p "$out" && echo '{{}}' > "$out/redline.json" ;;
+  generate*) for i in $(seq 200); do echo '{{}}'; done > "$out" ;;
+  evaluate*) mkdir -p "$out" && echo '{{}}' > "$out/summary.json" ;;
+esac
+"""
+
+
+def run_script(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    log = tmp_path / "calls.log"
+    for name in ("redline", "python"):
+        stub = tmp_path / f"stub-{name}"
+        stub.write_text(STUB.format(log=log))
+        stub.chmod(0o755)
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "instructgpt_ppo_aug.sh"), "judge"], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "REDLINE": str(tmp_path / "stub-redline"),
+                                                      "PYTHON": str(tmp_path / "stub-python"), **env})
+    assert done.returncode == 0, done.stderr
+    return done, log.read_text().splitlines() if log.exists() else []
+
+
+def a_world(tmp_path: Path, checkpoints: list[int]) -> Path:
+    runs = tmp_path / "runs"
+    for done in ("sft", "rm_aug"):
+        (runs / done).mkdir(parents=True)
+        (runs / done / "redline.json").write_text("{}")
+    (runs / "test_sft.jsonl").write_text("{}\n" * 200)
+    run = runs / "ppo_ptx_aug"
+    for n in checkpoints:
+        (run / "checkpoints" / f"iter-{n:06d}").mkdir(parents=True)
+        (run / "checkpoints" / f"iter-{n:06d}" / "state.json").write_text(json.dumps({"iteration": n}))
+    (run / "checkpoints" / ".iter-000005.tmp").mkdir()  # one being written
+    (run / "train_config.json").write_text("{}")
+    (run / "ppo_log.jsonl").write_text("")
+    return runs
+
+
+def test_a_judged_copy_holds_only_its_checkpoint_and_is_finished_there_then_judged_by_both_judges(tmp_path):
+    runs = a_world(tmp_path, [3, 4])
+    done, calls = run_script(tmp_path, RUNS=str(runs), JUDGE_AT="3", RUNS_RL="ppo_ptx_aug")
+    copy = runs / "copies" / "ppo_ptx_aug_it3"
+    assert sorted(p.name for p in (copy / "checkpoints").iterdir()) == ["iter-000003"]
+    assert (copy / "train_config.json").is_file() and (copy / "ppo_log.jsonl").is_file()
+    ppo = [c for c in calls if c.startswith("train ppo")]
+    assert len(ppo) == 1 and ppo[0].endswith(f"--iterations 3 --out {copy}") and "--ptx-coef 1" in ppo[0]
+    assert any(c.startswith(f"generate --model {copy} ") and "--top-p 0.95" in c for c in calls)
+    judges = [c for c in calls if c.startswith("evaluate")]
+    assert [j.split("--judge ")[1].split()[0] for j in judges] == ["oracle", "reward:models/reward"]
+    assert all(f"--b {runs}/test_sft.jsonl" in j for j in judges)
+    assert (runs / "habits_ppo_ptx_aug_it3.md").exists()
+    # nothing judged at 100: the run has not finished; rerun, nothing is done twice
+    assert not any("it100" in c for c in calls)
+    _, again = run_script(tmp_path, RUNS=str(runs), JUDGE_AT="3", RUNS_RL="ppo_ptx_aug")
+    assert [c for c in again[len(calls):] if not c.startswith("scripts/reward_habits.py answers")] == []
+
+
+def test_a_checkpoint_already_pruned_is_reported_and_nothing_is_copied(tmp_path):
+    runs = a_world(tmp_path, [3, 4])
+    done, calls = run_script(tmp_path, RUNS=str(runs), JUDGE_AT="2", RUNS_RL="ppo_ptx_aug")
+    assert f"{runs}/ppo_ptx_aug holds no checkpoint at 2" in done.stdout
+    assert not (runs / "copies").exists() and not [c for c in calls if c.startswith(("train", "generate"))]
