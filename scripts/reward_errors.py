@@ -216,12 +216,11 @@ def content_edits(pool: list[str]):
             if inst.type in KEYWORD_FIXES:
                 named = named_words(meta)
                 words = [w for w in pool if w not in named and not count_word(texts[i], w)]
+                decoy = fixed
                 for word in inst.keywords or (inst.keyword,):
                     if words:
-                        other = rng.choice(words)
-                        fixed = swap_added(texts[i], fixed, word, other)
-                decoy = fixed
-                if not separators(meta, prompt, decoy, texts[i]) and separators(meta, prompt, out[-1][1], decoy) == [inst.type]:
+                        decoy = swap_added(texts[i], decoy, word, rng.choice(words))
+                if not separators(meta, prompt, decoy, texts[i]) and separators(meta, prompt, fixed, decoy) == [inst.type]:
                     out.append((i, decoy, f"decoy_{inst.type}"))
                     added[f"decoy_{inst.type}"] += 1
         return out
