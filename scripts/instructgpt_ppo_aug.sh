@@ -61,6 +61,10 @@ rm_aug() {
     --epochs 1 --learning-rate 1e-3 --max-length 384 --batch-size 2 --normalize-with $D/demonstrations.jsonl \
     --threads 1 --out $R/rm_aug > $R/rm_aug.log 2>&1
 }
+if [ "$MODE" = judge ] && ! { done_run $R/sft && done_run $R/rm_aug; }; then
+  echo "judge: SFT and runs/rm_aug are not built yet in $R; run the script without 'judge' first" >&2
+  exit 1
+fi
 sft & first=$!  # beside each other, one a core
 rm_aug & second=$!
 wait $first
@@ -95,23 +99,27 @@ last_iteration() {  # RUN: the iteration of its last complete checkpoint (0: non
 }
 
 # 4. A run judged at N: a copy finished at its iteration-N checkpoint (the run itself when N is ITERS).
+copy_at() {  # NAME N: copy the run's iteration-N checkpoint and its settings and logs (not a finished run's model)
+  local run=$R/$1 copy=$R/copies/${1}_it$2 ckpt
+  [ "$2" = "$ITERS" ] && return  # judged on the run itself
+  ckpt=$(printf 'iter-%06d' $2)
+  done_run $copy || [ -f $copy/checkpoints/$ckpt/state.json ] && return  # copied before (a rerun resumes it)
+  # the run keeps its last two checkpoints: wait while it is short of N, give up once N is pruned
+  while [ ! -f $run/checkpoints/$ckpt/state.json ] && [ "$(last_iteration $run)" -lt $2 ] \
+      && pgrep -f "train ppo.*--out $run\b" > /dev/null; do
+    sleep 30
+  done
+  [ -f $run/checkpoints/$ckpt/state.json ] || { echo "$run holds no checkpoint at $2 (pruned, or not there yet): not judged at $2"; return 0; }
+  rm -rf $copy && mkdir -p $copy/checkpoints
+  cp -r $run/checkpoints/$ckpt $copy/checkpoints/.$ckpt.tmp  # first, before the run prunes it; complete once renamed
+  find $run -mindepth 1 -maxdepth 1 -type f \( -name "*.jsonl" -o -name "*.json" \) ! -name redline.json -exec cp {} $copy/ \;
+  mv $copy/checkpoints/.$ckpt.tmp $copy/checkpoints/$ckpt
+}
 judge() {  # NAME N
   local name=$1 n=$2 run=$R/$1 tag=${1}_it$2
   if [ "$n" != "$ITERS" ]; then
-    local copy=$R/copies/$tag ckpt
-    ckpt=$run/checkpoints/$(printf 'iter-%06d' $n)
-    if ! done_run $copy; then
-      # the run keeps its last two checkpoints: wait while it is short of N, give up once N is pruned
-      while [ ! -f $ckpt/state.json ] && [ "$(last_iteration $run)" -lt $n ] && pgrep -f "train ppo.*--out $run\b" > /dev/null; do
-        sleep 30
-      done
-      [ -f $ckpt/state.json ] || { echo "$run holds no checkpoint at $n (pruned, or not there yet): not judged at $n"; return 0; }
-      rm -rf $copy && mkdir -p $copy/checkpoints
-      cp -r $ckpt $copy/checkpoints/  # first, before the run prunes it
-      find $run -mindepth 1 -maxdepth 1 ! -name checkpoints -exec cp -r {} $copy/ \;
-      ppo $name $n $copy
-    fi
-    run=$copy
+    run=$R/copies/$tag
+    [ -d $run/checkpoints ] && ppo $name $n $run
   fi
   done_run $run || return 0
   generate $run $R/test_$tag.jsonl
@@ -133,7 +141,8 @@ elif [ "$MODE" = all ]; then
 fi
 pids=()
 for name in $RUNS_RL; do  # each run's judging beside the other's, so neither waits while its checkpoints are pruned
-  (for n in $JUDGE_AT $ITERS; do judge $name $n; done) & pids+=($!)
+  # every copy first (a checkpoint is kept for two iterations), then each finished and judged
+  (for n in $JUDGE_AT; do copy_at $name $n; done; for n in $JUDGE_AT $ITERS; do judge $name $n; done) & pids+=($!)
 done
 for pid in "${pids[@]}"; do wait $pid; done
 stamp done

@@ -3,6 +3,7 @@ holds, what it is finished and judged with, and what it skips. The models themse
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -72,3 +73,28 @@ def test_a_checkpoint_already_pruned_is_reported_and_nothing_is_copied(tmp_path)
     done, calls = run_script(tmp_path, RUNS=str(runs), JUDGE_AT="2", RUNS_RL="ppo_ptx_aug")
     assert f"{runs}/ppo_ptx_aug holds no checkpoint at 2" in done.stdout
     assert not (runs / "copies").exists() and not [c for c in calls if c.startswith(("train", "generate"))]
+
+
+def test_a_copy_of_a_finished_run_leaves_its_model_behind_and_an_interrupted_copy_resumes(tmp_path):
+    runs = a_world(tmp_path, [99, 100])
+    (runs / "ppo_ptx_aug" / "redline.json").write_text("{}")  # finished: its model beside the checkpoints
+    (runs / "ppo_ptx_aug" / "adapter_model.safetensors").write_text("weights at 100")
+    _, calls = run_script(tmp_path, RUNS=str(runs), JUDGE_AT="99", RUNS_RL="ppo_ptx_aug")
+    copy = runs / "copies" / "ppo_ptx_aug_it99"
+    assert not (copy / "adapter_model.safetensors").exists()
+    assert any(c.startswith("train ppo") and c.endswith(f"--iterations 99 --out {copy}") for c in calls)
+    assert any(c.startswith(f"generate --model {copy} ") for c in calls)  # and the run at 100 itself
+    assert any(c.startswith(f"generate --model {runs}/ppo_ptx_aug ") for c in calls)
+    # a copy cut off while it was finished, after the run pruned 99: finished from the copy's own checkpoint
+    (copy / "redline.json").unlink()
+    shutil.rmtree(runs / "ppo_ptx_aug" / "checkpoints" / "iter-000099")
+    _, again = run_script(tmp_path, RUNS=str(runs), JUDGE_AT="99", RUNS_RL="ppo_ptx_aug")
+    assert any(c.endswith(f"--iterations 99 --out {copy}") for c in again[len(calls):])
+
+
+def test_judging_refuses_before_sft_and_the_reward_model_are_built(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "instructgpt_ppo_aug.sh"), "judge"], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "RUNS": str(runs), "REDLINE": "false", "PYTHON": "false"})
+    assert done.returncode == 1 and "SFT and runs/rm_aug are not built yet" in done.stderr
