@@ -34,6 +34,7 @@ naming a word the task does not), ORIGINALS more of its training rankings as the
 
     python scripts/reward_errors.py augment data/simulated/rankings.jsonl models/reward COUNT runs/caug ORIGINALS
     redline simulate rank --responses runs/caug/responses_0.jsonl,... --out runs/caug/rankings.jsonl
+    cat runs/caug/rankings.jsonl runs/caug/originals.jsonl > runs/caug/train.jsonl     # what to go on with
 
 Our own few lines over the oracle; nothing here is a library's job.
 """

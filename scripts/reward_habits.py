@@ -225,7 +225,8 @@ def augment_with(path: str, reward_run: str, count: str, out: str, edits, descri
     listed = ",".join(str(Path(out) / f"responses_{i}.jsonl") for i in sorted(files))
     mixed = f"; {len(kept)} more training rankings as they were in {out}/originals.jsonl" if kept else ""
     print(f"{len(chosen)} prompts of {len(train)} trained on, {described()}; {len(held)} held-out rankings in "
-          f"{out}/held_out.jsonl{mixed}\nnext: redline simulate rank --responses {listed} --out {out}/rankings.jsonl")
+          f"{out}/held_out.jsonl{mixed}\nnext: redline simulate rank --responses {listed} --out {out}/rankings.jsonl"
+          + (f"\nthen: cat {out}/rankings.jsonl {out}/originals.jsonl > {out}/train.jsonl (what to go on with)" if kept else ""))
 
 
 def rankings(path: str) -> None:
