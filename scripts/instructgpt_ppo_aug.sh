@@ -33,14 +33,8 @@ ITERS=${ITERS:-100}
 JUDGE_AT=${JUDGE_AT:-}
 MODE=${1:-all}
 mkdir -p $R
-stamp() { echo "=== $(date +%T) $*"; }
-done_run() { [ -f "$1/redline.json" ]; }
-generate() {  # POLICY OUT
-  [ -f "$2" ] && [ "$(wc -l < "$2")" -ge 200 ] && return
-  stamp generate "$1"
-  $REDLINE generate --model "$1" --prompts $D/test.jsonl --limit 200 --temperature 0.7 --top-p 0.95 \
-    --max-new-tokens 256 --dtype bfloat16 --threads 1 --source "$(basename "$1")" --out "$2"
-}
+. scripts/lib.sh  # stamp, done_run, generate, judge_against
+test_answers() { generate "$1" $D/test.jsonl 200 "$2" --temperature 0.7 --top-p 0.95; }  # POLICY OUT
 
 # 1. SFT, and its test answers (every arm is judged against them).
 sft() {
@@ -48,7 +42,7 @@ sft() {
     $REDLINE train sft --model embedded --data $D/demonstrations.jsonl --limit 950 --learning-rate 5e-4 --epochs 1 \
       --bf16-base --threads 1 --out $R/sft > $R/sft.log 2>&1
   fi
-  generate $R/sft $R/test_sft.jsonl
+  test_answers $R/sft $R/test_sft.jsonl
 }
 
 # 2. The remedied reward model.
@@ -84,10 +78,9 @@ RUNS_RL=${RUNS_RL:-"ppo_ptx_aug ppo_noptx_aug"}  # RUNS_RL=ppo_ptx_aug: that run
 ppo() {  # NAME ITERATIONS OUT [PROCESSES]
   done_run "$3" && return
   stamp "$1 to $2 iterations: $3"
-  local launch=$REDLINE port
+  local launch=$REDLINE
   if [ "${4:-1}" -gt 1 ]; then  # one job over several processes (gloo): see the README's "torchrun"
-    port=$($PYTHON -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
-    launch="$TORCHRUN --nproc_per_node $4 --master_port $port $REDLINE"
+    launch="$TORCHRUN --standalone --nproc_per_node $4 $REDLINE"  # --standalone: a free port of its own
   fi
   $launch train ppo $(ppo_flags $1) --iterations $2 --out "$3" >> "$3.log" 2>&1
 }
@@ -122,13 +115,8 @@ judge() {  # NAME N
     [ -d $run/checkpoints ] && ppo $name $n $run
   fi
   done_run $run || return 0
-  generate $run $R/test_$tag.jsonl
-  for judge in oracle reward:models/reward; do
-    local out=$R/eval_${tag}_${judge%%:*}
-    [ -f $out/summary.json ] && continue
-    stamp evaluate $tag $judge
-    $REDLINE evaluate --a $R/test_$tag.jsonl --b $R/test_sft.jsonl --judge $judge --out $out
-  done
+  test_answers $run $R/test_$tag.jsonl
+  judge_against $R/test_$tag.jsonl $R/test_sft.jsonl $R/eval_$tag oracle reward:models/reward
   $PYTHON scripts/reward_habits.py answers $R/test_sft.jsonl $R/test_$tag.jsonl > $R/habits_$tag.md
 }
 

@@ -38,8 +38,7 @@ PARALLEL=${PARALLEL:-0}
 MODEL=${MODEL:-embedded}  # the base model (tiny-random for a smoke run of the whole plan)
 RM=${RM:-$R/rm}           # RM=models/reward: the shipped reward model, step 1's output on another machine
 mkdir -p $R
-stamp() { echo "=== $(date +%T) $*"; }
-done_run() { [ -f "$1/redline.json" ]; }
+. scripts/lib.sh  # stamp, done_run, generate, judge_against
 
 # 1. The reward model, on all the rankings; 10% of the prompts held out (accuracy beside the annotators').
 if ! done_run $RM; then stamp rm
@@ -61,12 +60,6 @@ sft() {  # NAME flags...
 sft sft-lr2e-4 --learning-rate 2e-4 --epochs 1
 sft sft-lr5e-4 --learning-rate 5e-4 --epochs 1
 sft sft-lr5e-4-e2 --learning-rate 5e-4 --epochs 2
-generate() {  # MODEL_DIR PROMPTS N OUT
-  [ -f "$4" ] && [ "$(wc -l < "$4")" -ge "$3" ] && return
-  stamp generate "$1" "$(basename "$4")"
-  $REDLINE generate --model "$1" --prompts "$2" --limit "$3" --max-new-tokens 256 --dtype bfloat16 --threads 1 \
-    --source "$(basename "$1")" --out "$4"
-}
 for cand in sft-lr2e-4 sft-lr5e-4 sft-lr5e-4-e2; do generate $R/$cand $R/val_prompts.jsonl $N_VAL $R/val_$cand.jsonl; done
 generate $MODEL $R/val_prompts.jsonl $N_VAL $R/val_base.jsonl
 if [ ! -f $R/sft_choice.json ]; then stamp choose sft
@@ -126,12 +119,7 @@ n_test=$(wc -l < $D/test.jsonl)
 generate $SFT $D/test.jsonl $n_test $R/test_sft.jsonl
 for run in ppo ppo-ptx ppo-oracle rloo-oracle dpo; do generate $R/$run $D/test.jsonl $n_test $R/test_$run.jsonl; done
 for run in ppo ppo-ptx ppo-oracle rloo-oracle dpo; do
-  for judge in oracle reward:$RM; do
-    name=$(echo $judge | cut -d: -f1)
-    [ -f $R/eval_${run}_$name/summary.json ] && continue
-    stamp evaluate $run $judge
-    $REDLINE evaluate --a $R/test_$run.jsonl --b $R/test_sft.jsonl --judge $judge --out $R/eval_${run}_$name
-  done
+  judge_against $R/test_$run.jsonl $R/test_sft.jsonl $R/eval_$run oracle reward:$RM
 done
 # 7. Every arm side by side (judges nothing; rebuilt on every rerun): table.md, table.json, win_rates.png.
 runs=""

@@ -35,8 +35,7 @@ RL_ITERS=${RL_ITERS:-12}  # PPO iterations per curriculum round
 MODEL=${MODEL:-embedded}  # BASE (tiny-random for a smoke run of the whole plan)
 N=$(wc -l < $D/test.jsonl)
 mkdir -p $P
-stamp() { echo "=== $(date +%T) $*"; }
-done_run() { [ -f "$1/redline.json" ]; }
+. scripts/lib.sh  # stamp, done_run, generate
 complete() { [ -f "$1" ] && [ "$(wc -l < "$1")" -ge "$N" ]; }  # FILE holds all N answers (written as they go)
 copy_once() { [ -e "$2" ] || { rm -rf "$2.tmp"; cp -r "$1" "$2.tmp"; mv "$2.tmp" "$2"; }; }  # never half a copy
 
@@ -92,10 +91,7 @@ if ! complete $P/refine/iteration_$ITERS.jsonl; then stamp refine
 fi
 
 # 4. DPO's policy answering afresh (once scripts/instructgpt_v2.sh has trained it).
-if done_run $IGPT/dpo && ! complete $P/dpo_answers.jsonl; then stamp dpo answers
-  $REDLINE generate --model $IGPT/dpo --prompts $D/test.jsonl --limit $N --max-new-tokens 256 --dtype bfloat16 --threads 1 \
-    --source dpo --out $P/dpo_answers.jsonl
-fi
+done_run $IGPT/dpo && generate $IGPT/dpo $D/test.jsonl $N $P/dpo_answers.jsonl
 
 # 5. Judges: the oracle now; the reward model of scripts/instructgpt_v2.sh once it is trained.
 JUDGES=oracle

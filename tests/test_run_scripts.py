@@ -20,15 +20,24 @@ esac
 """
 
 
-def run_script(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+# torchrun: the launch logged, then the command after its three flags (--standalone --nproc_per_node N) run
+TORCHRUN = """#!/bin/bash
+echo "torchrun $*" >> "{log}"
+shift 3
+exec "$@"
+"""
+
+
+def run_script(tmp_path: Path, mode: str = "judge", **env: str) -> tuple[subprocess.CompletedProcess, list[str]]:
     log = tmp_path / "calls.log"
-    for name in ("redline", "python"):
+    for name, text in (("redline", STUB), ("python", STUB), ("torchrun", TORCHRUN)):
         stub = tmp_path / f"stub-{name}"
-        stub.write_text(STUB.format(log=log))
+        stub.write_text(text.format(log=log))
         stub.chmod(0o755)
-    done = subprocess.run(["bash", str(ROOT / "scripts" / "instructgpt_ppo_aug.sh"), "judge"], capture_output=True,
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "instructgpt_ppo_aug.sh"), mode], capture_output=True,
                           text=True, timeout=60, env={**os.environ, "REDLINE": str(tmp_path / "stub-redline"),
-                                                      "PYTHON": str(tmp_path / "stub-python"), **env})
+                                                      "PYTHON": str(tmp_path / "stub-python"),
+                                                      "TORCHRUN": str(tmp_path / "stub-torchrun"), **env})
     assert done.returncode == 0, done.stderr
     return done, log.read_text().splitlines() if log.exists() else []
 
@@ -43,7 +52,7 @@ def a_world(tmp_path: Path, checkpoints: list[int]) -> Path:
     for n in checkpoints:
         (run / "checkpoints" / f"iter-{n:06d}").mkdir(parents=True)
         (run / "checkpoints" / f"iter-{n:06d}" / "state.json").write_text(json.dumps({"iteration": n}))
-    (run / "checkpoints" / ".iter-000005.tmp").mkdir()  # one being written
+    (run / "checkpoints" / ".iter-000005.tmp").mkdir(parents=True)  # one being written
     (run / "train_config.json").write_text("{}")
     (run / "ppo_log.jsonl").write_text("")
     return runs
@@ -98,3 +107,18 @@ def test_judging_refuses_before_sft_and_the_reward_model_are_built(tmp_path):
     done = subprocess.run(["bash", str(ROOT / "scripts" / "instructgpt_ppo_aug.sh"), "judge"], capture_output=True,
                           text=True, timeout=60, env={**os.environ, "RUNS": str(runs), "REDLINE": "false", "PYTHON": "false"})
     assert done.returncode == 1 and "SFT and runs/rm_aug are not built yet" in done.stderr
+
+
+def test_over_two_processes_each_run_is_launched_by_torchrun_one_after_the_other_then_judged(tmp_path):
+    runs = a_world(tmp_path, [])
+    _, calls = run_script(tmp_path, "all", RUNS=str(runs), PROCS="2", ITERS="5")
+    launches = [c for c in calls if c.startswith("torchrun")]
+    assert [c.split("--out ")[1] for c in launches] == [f"{runs}/ppo_ptx_aug", f"{runs}/ppo_noptx_aug"]
+    assert all(c.startswith(f"torchrun --standalone --nproc_per_node 2 {tmp_path}/stub-redline train ppo ")
+               and "--iterations 5" in c for c in launches)
+    assert "--ptx-coef 1" in launches[0] and "--ptx-coef 0" in launches[1]
+    # SFT's answers were there: answers only from the two finished runs (judged beside each other), by both judges
+    assert sorted(c.split("--out ")[1] for c in calls if c.startswith("generate")) == [
+        f"{runs}/test_ppo_noptx_aug_it5.jsonl", f"{runs}/test_ppo_ptx_aug_it5.jsonl"]
+    assert sorted(c.split("--out ")[1] for c in calls if c.startswith("evaluate")) == sorted(
+        f"{runs}/eval_{run}_it5_{judge}" for run in ("ppo_ptx_aug", "ppo_noptx_aug") for judge in ("oracle", "reward"))

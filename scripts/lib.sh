@@ -1,0 +1,24 @@
+# The steps the run scripts share (sourced by instructgpt_v2.sh, instructgpt_ppo_aug.sh and pit_v2.sh after they set
+# REDLINE): a stamped step line, a finished run, test answers written once, one policy judged against another.
+
+stamp() { echo "=== $(date +%T) $*"; }
+done_run() { [ -f "$1/redline.json" ]; }  # a run folder a trainer finished
+
+generate() {  # MODEL PROMPTS N OUT [flags...]: N answers (256 new tokens, bf16, one thread); skipped once OUT holds N
+  local model=$1 prompts=$2 n=$3 out=$4
+  shift 4
+  [ -f "$out" ] && [ "$(wc -l < "$out")" -ge "$n" ] && return
+  stamp generate "$model" "$(basename "$out")"
+  $REDLINE generate --model "$model" --prompts "$prompts" --limit "$n" --max-new-tokens 256 --dtype bfloat16 --threads 1 \
+    --source "$(basename "$model")" "$@" --out "$out"
+}
+
+judge_against() {  # A B OUT JUDGE...: A's answers against B's by each judge into OUT_<judge's name>; skipped where summarised
+  local a=$1 b=$2 out=$3 judge
+  shift 3
+  for judge in "$@"; do
+    [ -f "${out}_${judge%%:*}/summary.json" ] && continue
+    stamp evaluate "$(basename "$a")" "$judge"
+    $REDLINE evaluate --a "$a" --b "$b" --judge "$judge" --out "${out}_${judge%%:*}"
+  done
+}
