@@ -26,11 +26,13 @@ def settings(data, **changes) -> DPOSettings:
     return DPOSettings(**values)
 
 
-def test_dpo_trains_and_saves_a_run_that_peft_loads(jsonl, tmp_path):
+def test_dpo_trains_and_saves_a_run_that_peft_loads(jsonl, tmp_path, capsys):
     run = tmp_path / "dpo"
     metrics = train_dpo(settings(jsonl(PAIRS)), run)
     assert metrics["steps"] == 3 and metrics["pairs"] == 6 and metrics["identical_pairs_skipped"] == 1
-    assert metrics["final_reward_accuracy"] is not None and metrics["first_loss"] == pytest.approx(0.6931, abs=1e-3)
+    # it learnt the preference: the loss fell from log 2 and the chosen answers now out-score the rejected
+    assert metrics["first_loss"] == pytest.approx(0.6931, abs=1e-3) and metrics["final_loss"] < metrics["first_loss"]
+    assert metrics["final_reward_margin"] > 0
     # the adapter moved: LoRA B starts at zero
     adapter = load_file(str(run / "adapter_model.safetensors"))
     assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in adapter.items())
@@ -58,8 +60,12 @@ def test_dpo_trains_and_saves_a_run_that_peft_loads(jsonl, tmp_path):
 
     # A second run of the same command with more steps resumes from the last checkpoint; --push-to-hub with a
     # local folder publishes the finished run there (no checkpoints).
+    logged = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    capsys.readouterr()
     more = train_dpo(settings(jsonl(PAIRS), max_steps=4, push_to_hub=str(tmp_path / "published")), run)
     assert more["steps"] == 4
+    assert f"resuming from {run / 'checkpoints'}" in capsys.readouterr().err  # not started over
+    assert [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()][:2] == logged[:2]
     assert (tmp_path / "published" / "adapter_model.safetensors").is_file()
     assert not (tmp_path / "published" / "checkpoints").exists()
 

@@ -107,10 +107,14 @@ def test_two_iterations_train_log_every_field_and_save_a_loadable_policy(straigh
     assert load_reward_model(str(straight / "value"), device="cpu").config.num_labels == 1
 
 
-def test_resume_continues_as_if_never_stopped(straight, rm_run, tmp_path):
+def test_resume_continues_as_if_never_stopped(straight, rm_run, tmp_path, capsys):
     run = tmp_path / "run"
     ppo(config(rm_run, iterations=1), run)  # stopped after one iteration ...
+    first = log(run)[0]  # its timings too: a run started over would log iteration 1 again, in other seconds
+    capsys.readouterr()
     ppo(config(rm_run, iterations=2), run)  # ... and started again: resumes from iter-000001
+    assert f"resuming from {run / 'checkpoints' / 'iter-000001'} (iteration 1)" in capsys.readouterr().err
+    assert log(run)[0] == first
     a = load_file(str(straight / "adapter_model.safetensors"))
     b = load_file(str(run / "adapter_model.safetensors"))
     assert a.keys() == b.keys()
@@ -196,10 +200,15 @@ def test_cli_end_to_end_with_separate_reference_and_ptx(rm_run, jsonl, tmp_path,
                  "--out", str(run), "--device", "cpu", "--iterations", "1", "--batch-size", "2",
                  "--minibatch-size", "2", "--micro-batch-size", "1", "--max-new-tokens", "4", "--lora-r", "4",
                  "--no-shared-reference", "--ptx-data", str(ptx), "--ptx-coef", "0.5", "--adaptive-kl",
-                 "--value-warmup-iterations", "0", "--push-to-hub", str(tmp_path / "published")]) == 0
+                 "--kl-horizon", "10", "--value-warmup-iterations", "0",
+                 "--push-to-hub", str(tmp_path / "published")]) == 0
     row = log(run)[0]
     assert row["ptx_loss"] > 0 and row["response_length"] <= 4
+    # the separate reference is a second copy of the policy it started from: no KL before the first update
+    assert row["kl"] == pytest.approx(0, abs=1e-4)
     info = json.loads((run / "redline.json").read_text())
+    # --adaptive-kl moved β: KL 0 against a target of 6 shrinks it by 0.2 · 2 episodes / a horizon of 10
+    assert info["metrics"]["beta"] == pytest.approx(0.02 * (1 - 0.2 * 2 / 10))
     assert info["kind"] == "ppo" and str(ptx) in info["data"]
     assert json.loads((run / "train_config.json").read_text())["shared_reference"] is False
     # --push-to-hub (a local folder here): the final policy, less its checkpoints, its card naming where it went
@@ -309,7 +318,7 @@ def test_oracle_score_refuses_prompts_without_instructions_before_loading(rm_run
     assert not (tmp_path / "run").exists()
 
 
-def test_rloo_samples_k_per_prompt_changes_the_adapter_logs_kl_and_resumes_exactly(rm_run, tmp_path):
+def test_rloo_samples_k_per_prompt_changes_the_adapter_logs_kl_and_resumes_exactly(rm_run, tmp_path, capsys):
     run = tmp_path / "rloo"
     ppo(config(rm_run, advantage="rloo", rloo_k=2), run)  # 4 episodes: 2 prompts × 2 samples
     rows = log(run)
@@ -329,7 +338,9 @@ def test_rloo_samples_k_per_prompt_changes_the_adapter_logs_kl_and_resumes_exact
     # Stopped after one iteration and started again: the same weights, to the bit.
     again = tmp_path / "again"
     ppo(config(rm_run, advantage="rloo", rloo_k=2, iterations=1), again)
+    capsys.readouterr()
     ppo(config(rm_run, advantage="rloo", rloo_k=2), again)
+    assert "(iteration 1)" in capsys.readouterr().err  # resumed, not started over
     b = load_file(str(again / "adapter_model.safetensors"))
     assert all(torch.equal(adapter[k], b[k]) for k in adapter)
 
