@@ -9,17 +9,19 @@
 #   3. PPO-ptx (γ_ptx 1, one demonstration per 4 episodes) and PPO without the mix, RLOO K 4, 32 episodes an
 #      iteration, lr 3e-4, both on runs/rm_aug, a checkpoint every iteration (~3.5 min an iteration each,
 #      the two beside each other on the two cores);
-#   4. each run judged at every iteration of JUDGE_AT that it has passed (a copy of the run finished at that
-#      checkpoint while the run goes on) and at ITERS: 200 test answers (T 0.7, top-p 0.95, 256 tokens), the
-#      oracle and the reward-model judge (models/reward) against SFT's, and the habits each answer wears.
+#   4. each run judged at every iteration of JUDGE_AT (a copy of its checkpoint taken as the run passes it,
+#      finished there while the run goes on) and at ITERS: 200 test answers (T 0.7, top-p 0.95, 256 tokens),
+#      the oracle and the reward-model judge (models/reward) against SFT's, and the habits each answer wears.
 #
 # Resumable: a step whose output is complete is skipped, a PPO run resumes from its last checkpoint; after an
 # interruption (a session's end) rerun the same command. Lost with the machine, it starts over from step 1.
 #
 #   scripts/instructgpt_ppo_aug.sh                      # both runs beside each other, then judged at ITERS
+#   JUDGE_AT="48 76" scripts/instructgpt_ppo_aug.sh     # and judged at 48 and 76 on the way (ascending)
 #   PROCS=2 scripts/instructgpt_ppo_aug.sh              # one run at a time over both cores (torchrun, gloo)
-#   JUDGE_AT="48 76" scripts/instructgpt_ppo_aug.sh judge    # beside the runs: judge a copy of each at 48 and at 76
-#                                                            # (it waits for the checkpoint; the runs keep their last two)
+#   JUDGE_AT="48 76" scripts/instructgpt_ppo_aug.sh judge    # beside runs already going: a copy of each at 48 and
+#       # 76, judged (it waits for a checkpoint while that run's trainer runs; a run keeps its last two checkpoints).
+#       # The runs at ITERS are judged by the command that trains them.
 set -e
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 TRANSFORMERS_VERBOSITY=error
@@ -31,6 +33,7 @@ R=${RUNS:-runs}
 D=${DATA:-data/simulated}
 ITERS=${ITERS:-100}
 JUDGE_AT=${JUDGE_AT:-}
+POLL=${POLL:-30}  # seconds between looks for a checkpoint to copy
 MODE=${1:-all}
 mkdir -p $R
 . scripts/lib.sh  # stamp, done_run, generate, judge_against
@@ -61,8 +64,7 @@ if [ "$MODE" = judge ] && ! { done_run $R/sft && done_run $R/rm_aug; }; then
 fi
 sft & first=$!  # beside each other, one a core
 rm_aug & second=$!
-wait $first
-wait $second
+wait_all $first $second
 
 # 3. The two runs. ppo_flags NAME: the run's flags, less --iterations and --out.
 ppo_flags() {
@@ -75,8 +77,11 @@ ppo_flags() {
   esac
 }
 RUNS_RL=${RUNS_RL:-"ppo_ptx_aug ppo_noptx_aug"}  # RUNS_RL=ppo_ptx_aug: that run alone
+finished_at() {  # RUN N: the run finished, at iteration N (a finished run rerun with more iterations goes on)
+  done_run "$1" && grep -q "\"iterations\": $2," "$1/train_config.json"
+}
 ppo() {  # NAME ITERATIONS OUT [PROCESSES]
-  done_run "$3" && return
+  finished_at "$3" $2 && return
   stamp "$1 to $2 iterations: $3"
   local launch=$REDLINE
   if [ "${4:-1}" -gt 1 ]; then  # one job over several processes (gloo): see the README's "torchrun"
@@ -92,15 +97,18 @@ last_iteration() {  # RUN: the iteration of its last complete checkpoint (0: non
 }
 
 # 4. A run judged at N: a copy finished at its iteration-N checkpoint (the run itself when N is ITERS).
-copy_at() {  # NAME N: copy the run's iteration-N checkpoint and its settings and logs (not a finished run's model)
+trainer_alive() {  # RUN [PID]: its trainer runs now, or (PID) the job that trains it is still going
+  if [ -n "$2" ]; then kill -0 $2 2> /dev/null; else pgrep -f "train ppo.*--out $1\b" > /dev/null; fi
+}
+copy_at() {  # NAME N [PID]: copy the run's iteration-N checkpoint, its settings and logs (not a finished run's model)
   local run=$R/$1 copy=$R/copies/${1}_it$2 ckpt
   [ "$2" = "$ITERS" ] && return  # judged on the run itself
   ckpt=$(printf 'iter-%06d' $2)
   done_run $copy || [ -f $copy/checkpoints/$ckpt/state.json ] && return  # copied before (a rerun resumes it)
   # the run keeps its last two checkpoints: wait while it is short of N, give up once N is pruned
   while [ ! -f $run/checkpoints/$ckpt/state.json ] && [ "$(last_iteration $run)" -lt $2 ] \
-      && pgrep -f "train ppo.*--out $run\b" > /dev/null; do
-    sleep 30
+      && ! done_run $run && trainer_alive $run $3; do
+    sleep $POLL
   done
   [ -f $run/checkpoints/$ckpt/state.json ] || { echo "$run holds no checkpoint at $2 (pruned, or not there yet): not judged at $2"; return 0; }
   rm -rf $copy && mkdir -p $copy/checkpoints
@@ -114,23 +122,35 @@ judge() {  # NAME N
     run=$R/copies/$tag
     [ -d $run/checkpoints ] && ppo $name $n $run
   fi
-  done_run $run || return 0
+  finished_at $run $n || return 0
   test_answers $run $R/test_$tag.jsonl
   judge_against $R/test_$tag.jsonl $R/test_sft.jsonl $R/eval_$tag oracle reward:models/reward
   $PYTHON scripts/reward_habits.py answers $R/test_sft.jsonl $R/test_$tag.jsonl > $R/habits_$tag.md
 }
 
-if [ "$MODE" = all ] && [ "$PROCS" -gt 1 ]; then
-  for name in $RUNS_RL; do ppo $name $ITERS $R/$name $PROCS; done
-elif [ "$MODE" = all ]; then
+judge_each() {  # N...: each run judged at every N, the runs beside each other
+  local pids=() name n
+  for name in $RUNS_RL; do (for n in "$@"; do judge $name $n; done) & pids+=($!); done
+  wait_all "${pids[@]}"
+}
+if [ "$MODE" = all ]; then
+  declare -A trainer
+  if [ "$PROCS" -gt 1 ]; then  # one run after the other, each over PROCS processes
+    (for name in $RUNS_RL; do ppo $name $ITERS $R/$name $PROCS; done) & started=($!)
+    for name in $RUNS_RL; do trainer[$name]=$!; done
+  else
+    started=()
+    for name in $RUNS_RL; do ppo $name $ITERS $R/$name & started+=($!); trainer[$name]=$!; done
+  fi
+  # each run's JUDGE_AT checkpoints copied as it passes them (it keeps its last two)
+  for name in $RUNS_RL; do (for n in $JUDGE_AT; do copy_at $name $n ${trainer[$name]}; done) & started+=($!); done
+  wait_all "${started[@]}"
+  judge_each $JUDGE_AT $ITERS
+else  # judge: beside runs going on; each run's copies taken (every one first), then finished and judged
   pids=()
-  for name in $RUNS_RL; do ppo $name $ITERS $R/$name & pids+=($!); done
-  for pid in "${pids[@]}"; do wait $pid; done
+  for name in $RUNS_RL; do
+    (for n in $JUDGE_AT; do copy_at $name $n; done; for n in $JUDGE_AT; do judge $name $n; done) & pids+=($!)
+  done
+  wait_all "${pids[@]}"
 fi
-pids=()
-for name in $RUNS_RL; do  # each run's judging beside the other's, so neither waits while its checkpoints are pruned
-  # every copy first (a checkpoint is kept for two iterations), then each finished and judged
-  (for n in $JUDGE_AT; do copy_at $name $n; done; for n in $JUDGE_AT $ITERS; do judge $name $n; done) & pids+=($!)
-done
-for pid in "${pids[@]}"; do wait $pid; done
 stamp done

@@ -103,7 +103,9 @@ arms=(
 )
 if [ "$PARALLEL" = 1 ]; then
   for ((i = 0; i < ${#arms[@]}; i += 2)); do
-    ppo ${arms[i]} & ppo ${arms[i + 1]} & wait
+    ppo ${arms[i]} & first=$!
+    ppo ${arms[i + 1]} & second=$!
+    wait_all $first $second  # a failed arm stops the script, once its twin is done
   done
 else
   for arm in "${arms[@]}"; do ppo $arm; done

@@ -1,8 +1,14 @@
 # The steps the run scripts share (sourced by instructgpt_v2.sh, instructgpt_ppo_aug.sh and pit_v2.sh after they set
-# REDLINE): a stamped step line, a finished run, test answers written once, one policy judged against another.
+# REDLINE): a stamped step line, a finished run, jobs waited for together, test answers written once, one policy
+# judged against another.
 
 stamp() { echo "=== $(date +%T) $*"; }
 done_run() { [ -f "$1/redline.json" ]; }  # a run folder a trainer finished
+wait_all() {  # PID...: wait for every one (none left running behind a failure), then fail if any failed
+  local rc=0 pid
+  for pid in "$@"; do wait $pid || rc=$?; done
+  return $rc
+}
 
 generate() {  # MODEL PROMPTS N OUT [flags...]: N answers (256 new tokens, bf16, one thread); skipped once OUT holds N
   local model=$1 prompts=$2 n=$3 out=$4

@@ -8,12 +8,16 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# a run folder named in $FAIL fails; one named in $SLOW takes two seconds
 STUB = """#!/bin/bash
 echo "$*" >> "{log}"
-out=""; prev=""
-for a in "$@"; do [ "$prev" = --out ] && out=$a; prev=$a; done
+out=""; prev=""; iterations=""
+for a in "$@"; do [ "$prev" = --out ] && out=$a; [ "$prev" = --iterations ] && iterations=$a; prev=$a; done
+[ -n "$FAIL" ] && [ "$out" = "$FAIL" ] && exit 3
+[ -n "$SLOW" ] && [ "$out" = "$SLOW" ] && sleep 2
 case "$1 $2" in
-  "train ppo") mkdir -p "$out" && echo '{{}}' > "$out/redline.json" ;;
+  "train ppo") mkdir -p "$out" && echo '{{}}' > "$out/redline.json"
+               printf '{{\n  "iterations": %s,\n  "seed": 0\n}}\n' "$iterations" > "$out/train_config.json" ;;
   generate*) for i in $(seq 200); do echo '{{}}'; done > "$out" ;;
   evaluate*) mkdir -p "$out" && echo '{{}}' > "$out/summary.json" ;;
 esac
@@ -34,11 +38,17 @@ def run_script(tmp_path: Path, mode: str = "judge", **env: str) -> tuple[subproc
         stub = tmp_path / f"stub-{name}"
         stub.write_text(text.format(log=log))
         stub.chmod(0o755)
-    done = subprocess.run(["bash", str(ROOT / "scripts" / "instructgpt_ppo_aug.sh"), mode], capture_output=True,
-                          text=True, timeout=60, env={**os.environ, "REDLINE": str(tmp_path / "stub-redline"),
-                                                      "PYTHON": str(tmp_path / "stub-python"),
-                                                      "TORCHRUN": str(tmp_path / "stub-torchrun"), **env})
-    assert done.returncode == 0, done.stderr
+    settings = ("RUNS", "RUNS_RL", "ITERS", "JUDGE_AT", "PROCS", "FAIL", "SLOW")  # none from the caller's shell
+    # output to files, not pipes: the call returns when the script exits, not when the last job it left closes a pipe
+    with open(tmp_path / "out.txt", "w") as out, open(tmp_path / "err.txt", "w") as err:
+        code = subprocess.Popen(["bash", str(ROOT / "scripts" / "instructgpt_ppo_aug.sh"), mode], stdout=out,
+                                stderr=err, env={**{k: v for k, v in os.environ.items() if k not in settings},
+                                                 "REDLINE": str(tmp_path / "stub-redline"),
+                                                 "PYTHON": str(tmp_path / "stub-python"),
+                                                 "TORCHRUN": str(tmp_path / "stub-torchrun"), "POLL": "0.1", **env},
+                                ).wait(timeout=60)
+    done = subprocess.CompletedProcess([], code, (tmp_path / "out.txt").read_text(), (tmp_path / "err.txt").read_text())
+    assert done.returncode == (3 if "FAIL" in env else 0), done.stderr
     return done, log.read_text().splitlines() if log.exists() else []
 
 
@@ -86,12 +96,14 @@ def test_a_checkpoint_already_pruned_is_reported_and_nothing_is_copied(tmp_path)
 
 def test_a_copy_of_a_finished_run_leaves_its_model_behind_and_an_interrupted_copy_resumes(tmp_path):
     runs = a_world(tmp_path, [99, 100])
-    (runs / "ppo_ptx_aug" / "redline.json").write_text("{}")  # finished: its model beside the checkpoints
+    (runs / "ppo_ptx_aug" / "redline.json").write_text("{}")  # finished at 100: its model beside the checkpoints
+    (runs / "ppo_ptx_aug" / "train_config.json").write_text('{\n  "iterations": 100,\n  "seed": 0\n}\n')
     (runs / "ppo_ptx_aug" / "adapter_model.safetensors").write_text("weights at 100")
-    _, calls = run_script(tmp_path, RUNS=str(runs), JUDGE_AT="99", RUNS_RL="ppo_ptx_aug")
+    _, calls = run_script(tmp_path, "all", RUNS=str(runs), JUDGE_AT="99", RUNS_RL="ppo_ptx_aug")
     copy = runs / "copies" / "ppo_ptx_aug_it99"
     assert not (copy / "adapter_model.safetensors").exists()
-    assert any(c.startswith("train ppo") and c.endswith(f"--iterations 99 --out {copy}") for c in calls)
+    trained = [c for c in calls if c.startswith("train ppo")]
+    assert len(trained) == 1 and trained[0].endswith(f"--iterations 99 --out {copy}")  # the run itself was done
     assert any(c.startswith(f"generate --model {copy} ") for c in calls)  # and the run at 100 itself
     assert any(c.startswith(f"generate --model {runs}/ppo_ptx_aug ") for c in calls)
     # a copy cut off while it was finished, after the run pruned 99: finished from the copy's own checkpoint
@@ -99,6 +111,26 @@ def test_a_copy_of_a_finished_run_leaves_its_model_behind_and_an_interrupted_cop
     shutil.rmtree(runs / "ppo_ptx_aug" / "checkpoints" / "iter-000099")
     _, again = run_script(tmp_path, RUNS=str(runs), JUDGE_AT="99", RUNS_RL="ppo_ptx_aug")
     assert any(c.endswith(f"--iterations 99 --out {copy}") for c in again[len(calls):])
+    # judge mode judges copies only: the run at 100 was judged by the command that trained it, not again
+    assert not any(c.startswith(f"generate --model {runs}/ppo_ptx_aug ") for c in again[len(calls):])
+
+
+def test_a_run_finished_at_fewer_iterations_goes_on_and_is_not_judged_as_the_longer_run(tmp_path):
+    runs = a_world(tmp_path, [75, 76])
+    (runs / "ppo_ptx_aug" / "redline.json").write_text("{}")  # stopped and finished at 76
+    (runs / "ppo_ptx_aug" / "train_config.json").write_text('{\n  "iterations": 76,\n  "seed": 0\n}\n')
+    _, calls = run_script(tmp_path, "all", RUNS=str(runs), RUNS_RL="ppo_ptx_aug", FAIL=f"{runs}/ppo_ptx_aug")
+    assert [c for c in calls if c.startswith("train ppo")][0].endswith(f"--iterations 100 --out {runs}/ppo_ptx_aug")
+    assert not any(c.startswith(("generate", "evaluate")) for c in calls)  # the trainer failed: 76 is not 100
+
+
+def test_runs_beside_each_other_are_both_waited_for_when_one_fails_and_copied_as_they_pass_judge_at(tmp_path):
+    runs = a_world(tmp_path, [3, 4])
+    done, calls = run_script(tmp_path, "all", RUNS=str(runs), ITERS="5", JUDGE_AT="3",
+                             FAIL=f"{runs}/ppo_ptx_aug", SLOW=f"{runs}/ppo_noptx_aug")
+    assert (runs / "ppo_noptx_aug" / "redline.json").is_file()  # the other run finished before the script failed
+    assert (runs / "copies" / "ppo_ptx_aug_it3" / "checkpoints" / "iter-000003" / "state.json").is_file()
+    assert not any(c.startswith(("generate", "evaluate")) for c in calls)  # nothing judged after a failure
 
 
 def test_judging_refuses_before_sft_and_the_reward_model_are_built(tmp_path):
