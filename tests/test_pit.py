@@ -8,7 +8,7 @@ import pytest
 
 from redline import RedlineError
 from redline.cli import main
-from redline.models import ModelCard, load_reward_model, load_tokenizer, run_info, save_model
+from redline.models import ModelCard, chat_text, load_reward_model, load_tokenizer, run_info, save_model, score_texts
 from redline.prompts import PIT_TEMPLATE
 from redline.records import Preference, read_jsonl_prefix
 from redline.train.pit import (PITConfig, build_prompt, pit_policy, pit_sft_examples, round0_records, select_sft_pairs,
@@ -84,11 +84,16 @@ def test_the_curriculum_runs_round0_then_round1_and_a_rerun_skips_every_stage(ga
     manifest = train_pit(config(gap_run, data), run)
     assert manifest["policy"] == "rl-0-1" and manifest["rounds"] == [0, 1]
     assert run_info(run / "sft")["kind"] == "pit-sft" and manifest["stages"]["sft"]["identical_pairs_skipped"] == 1
+    gap, tok = load_reward_model(gap_run, device="cpu"), load_tokenizer(gap_run)
     for stage in ("rl-0", "rl-0-1"):
         info = run_info(run / stage)
         assert info["kind"] == "pit" and info["metrics"]["iterations"] == 1
         row = json.loads((run / stage / "ppo_log.jsonl").read_text().splitlines()[0])
-        assert row["ptx_loss"] is None and row["reward"] == row["reward"]  # the gap reward scored the episodes
+        assert row["ptx_loss"] is None
+        # the gap model scored the episodes: r_gap(x, y, y_ref) read again from each rollout's PIT chat
+        episodes = [json.loads(line) for line in (run / stage / "rollouts.jsonl").read_text().splitlines()]
+        texts = [chat_text(tok, e["prompt"], e["response"]) for e in episodes]
+        assert [e["score"] for e in episodes] == pytest.approx(score_texts(gap, tok, texts, max_length=768), abs=1e-3)
     # round 1's references: one per prompt, sampled from BASE, and round 1's card names them
     refs = read_jsonl_prefix(run / "references.jsonl")
     assert len(refs) == 5 and all(r["source"] == "tiny-random" for r in refs)
