@@ -186,11 +186,18 @@ def test_bad_settings_and_data_are_refused(jsonl, tmp_path, capsys):
 def test_lora_is_merged_and_identical_pairs_feed_the_anchor_term_when_asked(jsonl, tmp_path):
     from redline.train.gap_reward import GapRewardConfig, train_gap_reward
 
+    def train(weight: float, run):
+        return train_gap_reward(GapRewardConfig(data=str(jsonl(preferences(6))), model="tiny-random", max_steps=2,
+                                                batch_size=4, anchor_weight=weight, eval_split=0.0, device="cpu",
+                                                logging_steps=1, save_steps=100), run)
+
     run = tmp_path / "gap"
-    m = train_gap_reward(GapRewardConfig(data=str(jsonl(preferences(6))), model="tiny-random", max_steps=2, batch_size=4,
-                                         anchor_weight=1.0, eval_split=0.0, device="cpu", logging_steps=1,
-                                         save_steps=100), run)
+    m = train(1.0, run)
     assert m["anchors"] == 1 and m["identical_pairs"] == 1 and m["train_pairs"] == 6 and m["eval_pairs"] == 0
+    # the anchor term reaches the loss: the same elements and first batch with a vanishing weight lose it (it is a
+    # square, so the loss with it is the larger)
+    faint = train(1e-9, tmp_path / "faint")
+    assert faint["anchors"] == 1 and m["first_loss"] > faint["first_loss"] + 1e-6
     info = json.loads((run / "redline.json").read_text())
     assert info["kind"] == "gap-reward" and not info["adapter"]  # a plain classifier, LoRA folded in
     assert load_reward_model(str(run), device="cpu").config.num_labels == 1
