@@ -78,7 +78,7 @@ def test_train_reward_cli(jsonl, tmp_path, capsys):
     info = json.loads((run / "redline.json").read_text())
     m = info["metrics"]
     assert info["kind"] == "reward" and m["mode"] == "groups" and m["eval_comparisons"] == 6 * 3
-    assert m["eval_accuracy"] >= 0.5
+    assert m["eval_accuracy"] >= 0.9  # learnt: the held-out prompts ordered as their labels (an untrained head: ~0.5)
     ci = m["eval_accuracy_ci95"]
     assert (f"held-out: {m['eval_accuracy']:.1%} [{ci[0]:.1%}, {ci[1]:.1%}] right on 18 decisive comparisons "
             "(0 labelled ties not scored)") in capsys.readouterr().err
