@@ -61,7 +61,10 @@ def test_revisions_and_demonstrations_meet_their_instructions(built):
     for f in read_records(out / "feedback.jsonl", "feedback"):
         assert (f.revision == f.response) == f.meta["all_met"]
     for p in read_records(out / "preferences.jsonl", "preference"):
-        assert check_all(p.meta, p.chosen, p.prompt).quality >= 0  # scorable from the record alone
+        # scorable from the record alone: the oracle reads both answers as the build scored them
+        chosen, rejected = p.meta["oracle_quality"]
+        assert check_all(p.meta, p.chosen, p.prompt).quality == pytest.approx(chosen, abs=1e-3)
+        assert check_all(p.meta, p.rejected, p.prompt).quality == pytest.approx(rejected, abs=1e-3)
 
 
 def test_splits_are_by_prompt(built):
