@@ -203,7 +203,7 @@ def test_noisy_oracle_is_seeded_and_sometimes_disagrees(response_files):
     first = [v.winner for v in noisy.judge_many(items)]
     assert first == [v.winner for v in noisy.judge_many(items)]  # seeded by the pair: reproducible
     assert first != exact
-    assert parse_judge("oracle?noise=0").judge_many(items)[0].winner == exact[0]
+    assert [v.winner for v in parse_judge("oracle?noise=0").judge_many(items)] == exact
     assert noisy.name.startswith("oracle:noisy")
 
 
@@ -268,7 +268,11 @@ def test_agreement_cli_runs_both_judges(response_files, tmp_path):
     assert main(["evaluate", "agreement", "--judges", "oracle,oracle:noisy", "--a", a, "--b", b, "--out", str(out)]) == 0
     result = json.loads((out / "agreement.json").read_text())
     assert result["judges"][0] == "oracle" and result["judges"][1].startswith("oracle:noisy")
-    assert result["pairs"] == 8 and 0 <= result["agreement"] <= 1
+    assert result["pairs"] == 8
+    # the share of pairs whose two verdicts (each judge's own judgments file) are the same
+    first, second = ({j.id: j.winner for j in read_judgments(out / f"judge_{i}" / "judgments.jsonl")} for i in (1, 2))
+    assert first.keys() == second.keys() and len(first) == 8
+    assert result["agreement"] == pytest.approx(sum(first[i] == second[i] for i in first) / 8)
 
 
 def test_evaluate_with_a_reward_model_judge(response_files, tmp_path):
