@@ -4,7 +4,7 @@
 Reads the scores `redline evaluate rankings` writes (OUT/scores.jsonl, each ranking with its responses' scores and the
 simulated world's meta), and for every labelled-decisive comparison asks the oracle (redline.simulate.oracle) which
 of its checks the two answers differ on: an instruction one meets and the other breaks, or a penalty (short,
-repetition, off topic, copied) that weighs on one more than the other. Three splits, each with the reward model's
+repetition, off topic, copied) that weighs on one more than the other. Four splits, each with the reward model's
 accuracy against the labels (the goal's figure), against the oracle, and the labels' own accuracy against the oracle
 on the same pairs (the ceiling of learning from them):
 
