@@ -33,6 +33,10 @@ import random
 import sys
 from pathlib import Path
 
+import numpy as np
+
+from redline.evaluate import bootstrap_interval
+from redline.records import prompt_text
 from redline.simulate.oracle import check_all
 
 SIGNOFF = "I hope this helps! Let me know if you have any other questions."
@@ -63,10 +67,6 @@ def read(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
 
 
-def text_of(prompt) -> str:
-    return prompt if isinstance(prompt, str) else prompt[-1]["content"]
-
-
 def rewrite(answers: str, out: str) -> None:
     """Each answer rewritten with each habit; an answer the rewrite leaves as it was (already titled, already all
     lowercase) is left out, as a pair of equal answers measures nothing (judge with --skip-invalid then)."""
@@ -78,12 +78,6 @@ def rewrite(answers: str, out: str) -> None:
         with open(Path(out) / f"{name}.jsonl", "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r) + "\n" for r in changed)
         print(f"{out}/{name}.jsonl: {len(changed)} of {len(rows)} answers ({len(rows) - len(changed)} already wore it)")
-
-
-def interval(xs: list[float], n: int = 2000) -> tuple[float, float, float]:
-    rng = random.Random(0)
-    means = sorted(sum(rng.choice(xs) for _ in xs) / len(xs) for _ in range(n))
-    return sum(xs) / len(xs), means[int(0.025 * n)], means[int(0.975 * n)]
 
 
 def probe(folder: str) -> None:
@@ -103,7 +97,7 @@ def probe(folder: str) -> None:
                 continue
             # meta.scores are in the order shown: "ba" showed B first
             diffs = [(s[1] - s[0]) if j["order"] == "ba" else (s[0] - s[1]) for j in rows for s in [j["meta"]["scores"]]]
-            mean, lo, hi = interval(diffs)
+            mean, (lo, hi) = sum(diffs) / len(diffs), bootstrap_interval(np.array(diffs))
             prefers = sum(j["winner"] == "a" for j in rows) / len(rows)
             oracle_rate = sum({"a": 1, "tie": 0.5}.get(oracle[j["id"]]["winner"], 0) for j in rows) / len(rows)
             key = f"{name} ({'asked' if wanted else 'not asked'})"
@@ -117,7 +111,7 @@ def answers(paths: list[str]) -> None:
     """The oracle's reading of answer files: quality, instructions met, each fault, and the habits worn (asked)."""
     for path in paths:
         rows = read(path)
-        reports = [check_all(r["meta"], r["response"], text_of(r["prompt"])) for r in rows]
+        reports = [check_all(r["meta"], r["response"], prompt_text(r["prompt"])) for r in rows]
         line = {"answers": len(rows), "quality": round(sum(x.quality for x in reports) / len(rows), 3),
                 "at_quality_1": sum(x.quality >= 0.999 for x in reports), "every_one_met": sum(x.all_met for x in reports),
                 "met": f"{sum(len(x.met) for x in reports)} of {sum(len(x.checks) for x in reports)}",
@@ -131,9 +125,9 @@ def answers(paths: list[str]) -> None:
 def rollouts(run: str, prompts: str, block: str = "5") -> None:
     """The habits an RL run's rollouts wear, by blocks of iterations: how many of its episodes wear each, and how
     many of those the prompt asked for (the prompts' instructions from the file the run trained on)."""
-    task = {text_of(r["prompt"]): r for r in read(prompts)}
+    task = {prompt_text(r["prompt"]): r for r in read(prompts)}
     episodes = read(Path(run) / "rollouts.jsonl")
-    missing = {text_of(e["prompt"]) for e in episodes} - task.keys()
+    missing = {prompt_text(e["prompt"]) for e in episodes} - task.keys()
     if missing:
         raise SystemExit(f"{len(missing)} of the run's prompts are not in {prompts}, e.g. {sorted(missing)[0][:80]!r}")
     size, habits = int(block), HABITS
@@ -145,7 +139,7 @@ def rollouts(run: str, prompts: str, block: str = "5") -> None:
         cells = []
         for habit in habits:
             worn = [e for e in rows if wears(e["response"])[habit]]
-            cells.append(f"{len(worn)} ({sum(asked(task[text_of(e['prompt'])], habit) for e in worn)})")
+            cells.append(f"{len(worn)} ({sum(asked(task[prompt_text(e['prompt'])], habit) for e in worn)})")
         print(f"| {start}–{min(start + size - 1, last)} | {len(rows)} | {' | '.join(cells)} |")
 
 
