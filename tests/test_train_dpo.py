@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from redline import RedlineError
 from redline.cli import main
-from redline.models import ModelCard, load_reward_model, load_tokenizer, save_model
+from redline.models import ModelCard, load_causal_lm, load_reward_model, load_tokenizer, save_model
 from redline.train.dpo import DPOSettings, read_pairs, train_dpo
 
 PAIRS = [{"prompt": f"Write about topic {i}.", "chosen": f"Topic {i} is good, and here is why: it helps.",
@@ -94,3 +94,21 @@ def test_read_pairs_builds_chat_pairs_and_counts_identical_ones(jsonl):
                         "rejected": [{"role": "assistant", "content": "no"}]}
     with pytest.raises(RedlineError, match="DPO needs preference pairs"):
         read_pairs(str(jsonl([{"prompt": "p", "response": "r"}], "demos.jsonl")))
+
+
+def test_dpo_without_lora_from_a_lora_sft_run_trains_the_whole_model_and_saves_it_on_the_sft_base(jsonl, tmp_path):
+    """The paper's setting (no LoRA) on redline's default SFT run (a LoRA adapter): the SFT run is merged on load,
+    so the model trained and saved is whole, its card naming the SFT's own base."""
+    demos = jsonl([{"prompt": p["prompt"], "response": p["chosen"]} for p in PAIRS[:4]], "demos.jsonl")
+    sft = tmp_path / "sft"
+    assert main(["train", "sft", "--model", "tiny-random", "--data", str(demos), "--max-steps", "1", "--device", "cpu",
+                 "--out", str(sft)]) == 0
+    assert json.loads((sft / "redline.json").read_text())["adapter"]
+    run = tmp_path / "dpo"
+    metrics = train_dpo(settings(jsonl(PAIRS), model=str(sft), lora=False, max_steps=2, learning_rate=1e-3), run)
+    assert metrics["steps"] == 2  # the first at a warm-up learning rate of 0, the second moves the weights
+    info = json.loads((run / "redline.json").read_text())
+    assert info["base_model"] == "tiny-random" and not info["adapter"]
+    trained = load_causal_lm(str(run), device="cpu")
+    merged = load_causal_lm(str(sft), device="cpu", merge_lora=True)
+    assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), merged.state_dict().values()))

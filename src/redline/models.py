@@ -223,8 +223,9 @@ def _load(auto_cls, name: str, dtype: str, device: str, merge_lora: bool = False
             return head_on_body(auto_cls, _load(AutoModelForCausalLM, name, dtype, device, merge_lora=True), **kwargs)
         base = _load(auto_cls, info["base_model"], dtype, device, merge_lora=True, **kwargs)  # itself a LoRA run: folded in
         model = PeftModel.from_pretrained(base, path, is_trainable=False)
-        # Merged weights generate as fast as the base model; unmerged ones keep the adapter switchable.
-        return model.merge_and_unload() if merge_lora else model
+        # Merged weights generate as fast as the base model; unmerged ones keep the adapter switchable. Merged, the
+        # model is trainable as one loaded from a folder is (PEFT froze the base under its adapter).
+        return model.merge_and_unload().requires_grad_(True) if merge_lora else model
     try:
         model, loading = auto_cls.from_pretrained(path, dtype=_torch_dtype(dtype), trust_remote_code=False,
                                                   use_safetensors=True, output_loading_info=True, **kwargs)

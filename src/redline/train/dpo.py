@@ -147,8 +147,10 @@ def train_dpo(config: DPOSettings, out) -> dict[str, Any]:
     }
     model, base = trainer.model, config.model
     info = run_info(config.model) if Path(config.model).is_dir() else {}
-    if info.get("adapter"):  # the adapter sits on a merged SFT model that exists nowhere on disk: save it merged
-        model, base = model.merge_and_unload(), info["base_model"]
+    if info.get("adapter"):  # it sits on a merged SFT model that exists nowhere on disk: saved whole, on the SFT's base
+        base = info["base_model"]
+        if config.lora:  # the DPO adapter merged in (with --no-lora the model trained whole already is)
+            model = model.merge_and_unload()
     card = ModelCard(kind="dpo", base_model=base, data=[config.data], command=command_line(), metrics=metrics,
                      notes="Trained with `redline train dpo` (DPO, Rafailov et al. 2023); the log is train_log.jsonl.")
     save_model(model, tokenizer, out, card, hub_repo=config.push_to_hub)
