@@ -8,7 +8,7 @@ import redline.models
 import torch
 
 from redline.cli import main
-from redline.models import load_tokenizer
+from redline.models import load_reward_model, load_tokenizer
 from redline.records import Ranking
 from redline.train.reward import GroupCollator, encode_groups, split_by_prompt
 
@@ -96,6 +96,15 @@ def test_train_reward_cli(jsonl, tmp_path, capsys):
                          batch_size=3, bar=bar)
     assert abs(sum(scores) / 4) < 1e-3 and bar.n == 4  # the progress bar advances by every text scored
     assert abs(model.config.reward_bias - m["reward_bias"]) < 1e-3
+    # Gone on with (this run as the start, as runs/rm_aug went on from models/reward): normalised afresh, not on top
+    # of the start's own bias, so the demonstrations again average 0.
+    more = tmp_path / "more"
+    assert main(["train", "reward", "--data", str(data), "--model", str(run), "--out", str(more), "--max-steps", "2",
+                 "--batch-size", "4", "--eval-split", "0.25", "--normalize-with", str(demos), "--save-steps", "100"]) == 0
+    again = load_reward_model(str(more), device="cpu")
+    scores = score_texts(again, tok, [chat_text(tok, f"Question {i}?", f"good answer {i}") for i in range(4)])
+    assert abs(sum(scores) / 4) < 1e-3
+    capsys.readouterr()
     # `evaluate rankings --held-out-of` scores the same held-out prompts and reports the same figures.
     assert main(["evaluate", "rankings", "--model", str(run), "--data", str(data), "--held-out-of", str(run),
                  "--out", str(tmp_path / "ev")]) == 0
