@@ -92,6 +92,12 @@ def test_reward_then_ppo_share_each_iteration_between_the_processes(data):
     prompts = [json.loads(line)["prompt"][-1]["content"] for line in (data / "rloo" / "rollouts.jsonl").open()]
     assert len(prompts) == 4 and len(set(prompts)) == 2 and all(prompts.count(p) == 2 for p in prompts)
     assert not (data / "rloo" / "value").exists()
+    # 6 episodes in minibatches of 3 do not share evenly between 2 processes (one would run a minibatch the other
+    # never syncs with): refused, with what to change
+    with pytest.raises(AssertionError, match="must both share evenly between the 2 processes"):
+        torchrun(["train", "ppo", "--policy", "tiny-random", "--reward", "rm", "--prompts", "demos.jsonl",
+                  "--iterations", "1", "--batch-size", "6", "--minibatch-size", "3", "--max-new-tokens", "6",
+                  "--lora-r", "4", "--out", "uneven"], data)
 
 
 @pytest.mark.skipif(shutil.which("torchrun", path=str(BIN)) is None, reason="torchrun is not installed")

@@ -85,9 +85,10 @@ Deviations from the paper (each setting is a flag; the paper's value is in its h
  10. Rollouts sample at temperature 0.7 (the paper: 1, ``--temperature 1``); log-probs are taken
      at the same temperature, so the policy trained is the one that samples. At 1 the embedded
      model's rollouts ran at 1.7–3.3 nats of entropy per token: noise, not exploration.
- 11. 256 new tokens per response (the paper does not state its cap). The simulated instructions ask
-     for up to 250 words and check closing phrases and P.S. at the end; at 96 tokens 63–81% of
-     rollouts were cut, so those instructions could never be met.
+ 11. 256 new tokens per response (the paper: 1k, with prompts over 1k tokens filtered out; its
+     appendix C). The simulated instructions ask for up to 250 words and check closing phrases and
+     P.S. at the end; at 96 tokens 63–81% of rollouts were cut, so those instructions could never
+     be met.
  12. 2 PPO epochs of 4 minibatches (the paper: 1 epoch, ``--ppo-epochs 1``): with 1 epoch of 2
      minibatches the clip fraction stayed 0 and the approximate KL per update 5e-5–1e-4; the policy
      barely moved. An update's cost grows with the epochs, not the minibatches, so the 8 steps come
@@ -176,9 +177,9 @@ class RLSettings:
     iterations: int = field(default=20, metadata={"min": 1, "result": False, "help": "PPO iterations (rollout + update)"})
     batch_size: int = field(default=16, metadata={"help": "episodes per iteration, all processes together (the paper: 512)"})
     max_new_tokens: int = field(default=256, metadata={
-        "help": "tokens per response (the paper: not stated); the simulated instructions ask for up to 250 words"})
+        "help": "tokens per response (the paper: 1k, its appendix C); the simulated instructions ask for up to 250 words"})
     temperature: float = field(default=0.7, metadata={"help": "rollout sampling temperature (the paper: 1)"})
-    top_p: float = field(default=1.0, metadata={"help": "rollout nucleus sampling (the paper: 1)"})
+    top_p: float = field(default=1.0, metadata={"help": "rollout nucleus sampling (the paper: not stated; it samples at temperature 1)"})
     beta: float = field(default=0.02, metadata={"help": "per-token KL penalty coefficient (the paper: 0.02)"})
     adaptive_kl: bool = field(default=False, metadata={"help": "drive beta toward kl_target (Ziegler et al. 2019; the paper: fixed)"})
     kl_target: float = field(default=6.0, metadata={"help": "adaptive KL: target KL per episode, in nats"})
@@ -187,7 +188,7 @@ class RLSettings:
     # --- advantages
     advantage: str = field(default="gae", metadata={
         "choices": ADVANTAGES, "help": "gae (a value model, the paper's) or rloo (REINFORCE leave-one-out: --rloo-k samples per prompt, each "
-                "one's baseline the mean score of the others; no value model)"})
+                "one's baseline the mean KL-penalised reward of the others; no value model)"})
     rloo_k: int = field(default=4, metadata={"help": "rloo: samples per prompt (at least 2; --batch-size must be a multiple)"})
     gamma: float = field(default=1.0, metadata={"help": "GAE discount (the paper: 1, no discount)"})
     lam: float = field(default=1.0, metadata={
@@ -200,7 +201,8 @@ class RLSettings:
     # --- PPO
     ppo_epochs: int = field(default=2, metadata={"help": "passes over each iteration's episodes (the paper: 1)"})
     minibatch_size: int = field(default=4, metadata={"help": "episodes per optimizer step, all processes together (the paper: 64 of 512)"})
-    micro_batch_size: int = field(default=4, metadata={"help": "sequences per forward pass (gradients accumulate)"})
+    micro_batch_size: int = field(default=4, metadata={"help": "sequences per forward pass (gradients accumulate; "
+        "each pass's loss is its tokens' mean, weighed by its share of the minibatch's episodes)"})
     clip_range: float = field(default=0.2, metadata={"help": "PPO ratio clip ε (the paper: 0.2)"})
     value_clip: float = field(default=0.2, metadata={"help": "value clip around the rollout's values"})
     learning_rate: float | None = field(default=None, metadata={"help": "policy lr (default: 2e-4 LoRA, 1e-6 full)"})
@@ -254,7 +256,7 @@ class RLSettings:
         if self.advantage == "rloo":
             if self.rloo_k < 2:
                 raise RedlineError(f"--advantage rloo needs at least 2 samples per prompt (--rloo-k), got {self.rloo_k}: "
-                                   "each sample's baseline is the mean score of the others")
+                                   "each sample's baseline is the mean reward of the others")
             if self.batch_size % self.rloo_k:
                 raise RedlineError(f"--batch-size {self.batch_size} is not a multiple of --rloo-k {self.rloo_k}")
         if self.value_warmup_iterations < 0 or self.warmup_iterations < 0:
@@ -783,11 +785,15 @@ def run_ppo(
 
     # The engine wraps the live policy object: every rollout samples from the current weights with no
     # copy or reload. A completion depends only on its prompt, its seed and the weights (seeds follow
-    # the episode's place in the run), so a resumed run and any number of processes sample the same.
+    # the episode's place in the run), so a resumed run samples as the run it resumes (over another number of
+    # processes, up to float rounding: the engine batches inexactly, and the batches differ).
     engine = TransformersEngine(learner.policy, tokenizer, max_batch=max(1, config.batch_size), exact=False)
-    if config.batch_size // config.group_size() < accelerator.num_processes:
-        raise RedlineError(f"--batch-size {config.batch_size} gives some of the {accelerator.num_processes} processes "
-                           "no prompts")
+    world = accelerator.num_processes
+    if (config.batch_size // config.group_size()) % world or config.minibatch_size % world:
+        # uneven shards give the processes different numbers of minibatches: one would wait for a sync forever
+        raise RedlineError(f"--batch-size {config.batch_size} ({config.batch_size // config.group_size()} prompts) and "
+                           f"--minibatch-size {config.minibatch_size} must both share evenly between the {world} "
+                           "processes")
 
     for it in range(state["iteration"], config.iterations):
         t_start = time.perf_counter()
