@@ -63,7 +63,9 @@ Deviations from the paper (each setting is a flag; the paper's value is in its h
      the simulated world. At 0.3 it moved twice as far, reached 62.5% at 27, then took up a sign-off
      the reward model paid +5.3 for and fell back to 57.5% at 34 (RESULTS "InstructGPT").
   3. The EMA is off by default (``--ema-decay 0.992`` is the paper's): over a few dozen iterations an
-     EMA that slow stays close to the SFT weights. When on, the saved policy is the EMA.
+     EMA that slow stays close to the SFT weights. When on, the saved policy is the EMA. Under LoRA it
+     is an EMA of the trainable weights, the adapter's two factors, so the saved update is the product
+     of their averages, not the average of their product (the two differ by how the factors co-vary).
   4. λ = 1 (``--lam``): the paper states "no discount" (γ = 1) and not λ; we read it as λ = 1 too,
      so every token's advantage is the episode's return less its value. At λ = 0.95, with a value
      head that starts from the reward model, the final score's weight on the first quarter of a
