@@ -3,9 +3,10 @@ normalises demonstrations, and the result loads as a plain sequence-classificati
 
 import json
 
-import redline.models
-
+import pytest
 import torch
+
+import redline.models
 
 from redline.cli import main
 from redline.models import load_reward_model, load_tokenizer
@@ -280,3 +281,20 @@ def test_scores_a_row_at_a_time_equal_the_padded_batch_and_so_do_their_gradients
     assert scores[0].shape == scores[1].shape == (3,)
     torch.testing.assert_close(scores[1], scores[0], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-6)
+
+
+def test_eval_data_is_scored_as_given_and_must_hold_other_prompts(jsonl, tmp_path, capsys):
+    data, held = jsonl(rankings(8)), jsonl(rankings(12)[8:], "held.jsonl")
+    run = tmp_path / "rm"
+    assert main(["train", "reward", "--data", str(data), "--eval-data", str(held), "--model", "tiny-random",
+                 "--out", str(run), "--max-steps", "1", "--batch-size", "4", "--save-steps", "100"]) == 0
+    assert json.loads((run / "redline.json").read_text())["metrics"]["eval_comparisons"] == 4 * 3  # its 4 prompts
+    # held-out rankings that share prompts with the training data would not be held out: refused before any model
+    overlap = jsonl(rankings(10)[6:], "overlap.jsonl")
+    args = ["train", "reward", "--data", str(data), "--model", "tiny-random", "--max-steps", "1"]
+    capsys.readouterr()
+    assert main(args + ["--eval-data", str(overlap), "--out", str(tmp_path / "b")]) == 2
+    assert "overlap.jsonl: 2 of its prompts are also in" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # argparse's own refusal of a share outside [0, 1]
+        main(args + ["--eval-split", "-0.1", "--out", str(tmp_path / "c")])
+    assert refused.value.code == 2 and "--eval-split: must be at least 0" in capsys.readouterr().err

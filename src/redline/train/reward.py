@@ -3,7 +3,8 @@
 Ouyang et al. 2022, "Training language models to follow instructions with human feedback",
 arXiv 2203.02155, §3.5: labelers rank K = 4…9 responses to a prompt. All C(K,2) comparisons of
 one prompt form ONE batch element, each completion gets one forward pass, and the element's loss
-is −1/C(K,2) · Σ log σ(r(x, y_w) − r(x, y_l)); ties are dropped. Shuffling the comparisons as
+is −1/C(K,2) · Σ log σ(r(x, y_w) − r(x, y_l)); ties are dropped (and the mean is then over the
+comparisons kept, not C(K,2)). Shuffling the comparisons as
 independent pairs instead made the model overfit within an epoch (``--pairs`` does that, so the
 claim can be checked). One epoch, lr 9e-6, cosine decay to 10%. Before RL a bias is added so that
 labelers' demonstrations score a mean of 0 (``--normalize-with demonstrations.jsonl``).
@@ -63,7 +64,7 @@ class RewardConfig(SFTSettings):
     learning_rate: float | None = field(default=None, metadata={"min": 0, "help": "peak lr (default: 1e-3 LoRA, 9e-6 full)"})
     data: str = field(default="", metadata={"required": True, "help": "ranking or preference records"})
     eval_data: str | None = field(default=None, metadata={"help": "held-out rankings (default: split from --data)"})
-    eval_split: float = field(default=0.1, metadata={"help": "share of prompts held out when --eval-data is not given"})
+    eval_split: float = field(default=0.1, metadata={"min": 0, "max": 1, "help": "share of prompts held out when --eval-data is not given"})
     normalize_with: str | None = field(default=None, metadata={"help": "demonstrations whose mean reward is set to 0"})
     pairs: bool = field(default=False, metadata={"help": "train on comparisons shuffled as independent pairs (the ablation)"})
     limit: int | None = field(default=None, metadata={"min": 1, "help": "train on the first N records"})
@@ -412,7 +413,13 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
     # step 1
     rankings = read_comparisons(config.data, limit=config.limit, skip_invalid=config.skip_invalid)
     if config.eval_data:
-        train, held = rankings, read_comparisons(config.eval_data)
+        from redline.records import prompt_key
+
+        train, held = rankings, read_comparisons(config.eval_data, skip_invalid=config.skip_invalid)
+        shared = {prompt_key(r.prompt) for r in train} & {prompt_key(r.prompt) for r in held}
+        if shared:  # its accuracy would not be held out
+            raise RedlineError(f"{config.eval_data}: {len(shared)} of its prompts are also in {config.data}; held-out "
+                               "rankings must be of other prompts")
     else:
         train, held = split_by_prompt(rankings, config.eval_split, config.seed)
     if not train:
