@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from redline import RedlineError
 from redline.cli import main
 from redline.models import ModelCard, load_causal_lm, load_reward_model, load_tokenizer, save_model
+from redline.records import RecordError
 from redline.train.dpo import DPOSettings, read_pairs, train_dpo
 
 PAIRS = [{"prompt": f"Write about topic {i}.", "chosen": f"Topic {i} is good, and here is why: it helps.",
@@ -84,6 +85,15 @@ def test_cli_refuses_a_file_without_pairs_and_a_reward_run_before_loading(jsonl,
     assert main(["train", "dpo", "--model", str(rm), "--data", str(jsonl(PAIRS)), "--out", str(tmp_path / "run")]) == 2
     assert "is a reward model, not a policy" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_first_line_that_is_not_json_is_reported_as_such_or_skipped(tmp_path):
+    path = tmp_path / "prefs.jsonl"
+    path.write_text("{not json\n" + "".join(json.dumps(p) + "\n" for p in PAIRS))
+    with pytest.raises(RecordError, match="prefs.jsonl:1: <line>: not JSON"):  # its own fault, not the file's kind
+        read_pairs(str(path))
+    pairs, _ = read_pairs(str(path), skip_invalid=True)
+    assert len(pairs) == 6
 
 
 def test_read_pairs_builds_chat_pairs_and_counts_identical_ones(jsonl):

@@ -76,9 +76,11 @@ def read_pairs(path: str, *, limit: int | None = None, skip_invalid: bool = Fals
 
     A file that is not made of preference pairs (rankings, demonstrations ...) is refused with one line.
     """
-    from redline.records import ReadReport, iter_raw, read_records
+    from redline.records import FieldError, ReadReport, iter_raw, read_records
 
-    for number, obj in iter_raw(path):
+    for number, obj in iter_raw(path):  # the first record that parses says what the file holds
+        if isinstance(obj, FieldError):
+            continue  # a line that is not JSON: read_records reports it (or skips it with --skip-invalid) below
         if not (isinstance(obj, dict) and "chosen" in obj and "rejected" in obj):
             keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
             raise RedlineError(f"{path}:{number}: DPO needs preference pairs (prompt, chosen, rejected); this record "
