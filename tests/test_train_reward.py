@@ -143,9 +143,9 @@ def test_preferences_train_as_k_equals_2(jsonl, tmp_path):
     data = jsonl([{"prompt": f"q{i}", "chosen": "good good good", "rejected": "bad"} for i in range(8)])
     run = tmp_path / "rm"
     assert main(["train", "reward", "--data", str(data), "--model", "tiny-random", "--out", str(run),
-                 "--max-steps", "2", "--batch-size", "4", "--pairs"]) == 0
+                 "--max-steps", "2", "--batch-size", "4"]) == 0
     m = json.loads((run / "redline.json").read_text())["metrics"]
-    assert m["mode"] == "pairs" and m["train_comparisons"] == 7 and m["eval_comparisons"] == 1
+    assert m["mode"] == "pairs" and m["train_comparisons"] == 7 and m["eval_comparisons"] == 1  # without --pairs
     # `evaluate rankings` on a preferences file with two pairs a prompt counts prompts, not records, and
     # reads at the length the run trained at
     twice = jsonl([{"prompt": f"q{i}", "chosen": "good good good", "rejected": r} for i in range(3) for r in ("bad", "worse")],

@@ -12,7 +12,9 @@ labelers' demonstrations score a mean of 0 (``--normalize-with demonstrations.js
     redline train reward --data rankings.jsonl --model embedded --out runs/rm
 
 Steps:
-  1. read rankings (or preferences, as K = 2) and split off held-out prompts (``--eval-split``);
+  1. read rankings (or preferences, each pair its own K = 2 group: several pairs of one prompt are
+     not merged into one ranking, as pairs need not agree on one order) and split off held-out
+     prompts (``--eval-split``);
   2. format each completion as the chat (prompt, response) and tokenise it once; a chat longer than
      ``--max-length`` loses its prompt's start, never the response's end (the score is read there),
      one whose response alone does not fit is dropped, and both are counted and reported;
@@ -455,7 +457,8 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
     metrics: dict[str, Any] = {
         "train_prompts": len(train),
         "train_comparisons": sum(len(g["pairs"]) for g in groups),
-        "mode": "pairs" if config.pairs else "groups",
+        # two answers a prompt (preferences, K = 2): each group one pair, the same training either way
+        "mode": "pairs" if config.pairs or all(len(r.responses) == 2 for r in train) else "groups",
         **cuts,
         "steps": trainer.state.global_step,
         "train_seconds": round(result.metrics.get("train_runtime", 0.0), 1),
