@@ -53,7 +53,8 @@ Deviations from the paper (each setting is a flag; the paper's value is in its h
      on the value model. ``--batch-size 512 --minibatch-size 64`` are the paper's: 8 optimizer
      steps per iteration, as here (4 minibatches × 2 epochs).
   2. One pretraining text per four episodes by default (the paper: 8 per episode), since each costs an
-     LM forward and backward; ``--ptx-ratio 8`` is the paper's. The paper mixed GPT-3's pretraining
+     LM forward and backward; ``--ptx-ratio 8`` is the paper's. They are drawn with each minibatch
+     (at least one), so each PPO epoch draws its own: 2 epochs draw twice the ratio per episode. The paper mixed GPT-3's pretraining
      data; here ``--ptx-data`` is any text (``{"text": ...}``) or demonstrations (prompt + response,
      chat-formatted). γ_ptx is 1 (the paper: 27.8): both losses here are per-token means, so at 27.8
      the update is supervised learning on the demonstrations (the reward stays flat). At 1 the LM
@@ -284,7 +285,8 @@ class PPOConfig(RLSettings):
     skip_invalid: bool = field(default=False, metadata={"help": "skip bad prompt records instead of stopping"})
     ptx_data: str | None = field(default=None, metadata={"help": "pretraining-mix texts: {\"text\"} or demonstration records"})
     ptx_coef: float = field(default=1.0, metadata={"help": "γ_ptx, the LM loss's weight (the paper: 27.8; 0 = plain PPO)"})
-    ptx_ratio: float = field(default=0.25, metadata={"help": "pretraining texts per RL episode (the paper: 8)"})
+    ptx_ratio: float = field(default=0.25, metadata={"help": "pretraining texts per RL episode, drawn with each minibatch, "
+        "so per episode per PPO epoch (the paper: 8, one epoch); at least one per minibatch"})
     ptx_max_length: int = field(default=256, metadata={"help": "tokens per pretraining text; longer ones are cut"})
 
     def check(self) -> None:
