@@ -122,3 +122,13 @@ def test_dpo_without_lora_from_a_lora_sft_run_trains_the_whole_model_and_saves_i
     trained = load_causal_lm(str(run), device="cpu")
     merged = load_causal_lm(str(sft), device="cpu", merge_lora=True)
     assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), merged.state_dict().values()))
+
+
+def test_what_truncation_cuts_drops_and_empties_is_counted_and_said(jsonl, tmp_path, capsys):
+    long_prompt = {"prompt": "tell me " * 80, "chosen": "yes, gladly", "rejected": "no"}  # fills 64 tokens alone
+    same_start = {"prompt": "Say it.", "chosen": "word " * 60 + "good", "rejected": "word " * 60 + "bad"}
+    metrics = train_dpo(settings(jsonl(PAIRS + [long_prompt, same_start]), max_steps=1), tmp_path / "dpo")
+    assert metrics["pairs"] == 8 and metrics["dropped_pairs"] == 1  # the long prompt: TRL drops it
+    assert metrics["cut_pairs"] == 1 and metrics["identical_after_cut"] == 1  # the two answers differ past the cut
+    err = capsys.readouterr().err
+    assert "--max-length 64: 1 of 8 pairs lost their answers' ends; 1 whose prompt alone fills it were dropped" in err

@@ -98,6 +98,22 @@ def read_pairs(path: str, *, limit: int | None = None, skip_invalid: bool = Fals
     return pairs, len(prefs) - len(pairs)
 
 
+def truncation_counts(dataset, n_pairs: int, max_length: int | None) -> dict[str, int]:
+    """What TRL's ``keep_start`` truncation does to the pairs (its tokenized ``prompt_ids``, ``chosen_ids``,
+    ``rejected_ids``), which it does not say: pairs cut, pairs dropped (the prompt alone fills ``max_length``)
+    and pairs whose answers are the same within what is kept (a loss of log 2, no gradient)."""
+    counts = {"cut_pairs": 0, "dropped_pairs": n_pairs - len(dataset), "identical_after_cut": 0}
+    if max_length is None:
+        return counts
+    for row in dataset:
+        room = max_length - len(row["prompt_ids"])
+        chosen, rejected = row["chosen_ids"], row["rejected_ids"]
+        if max(len(chosen), len(rejected)) > room:
+            counts["cut_pairs"] += 1
+            counts["identical_after_cut"] += chosen[:room] == rejected[:room]
+    return counts
+
+
 def train_dpo(config: DPOSettings, out) -> dict[str, Any]:
     """Steps 1–4 of the module docstring; returns the metrics written into the model card."""
     import torch
@@ -131,6 +147,11 @@ def train_dpo(config: DPOSettings, out) -> dict[str, Any]:
     args = DPOConfig(**trl_arguments(config, out, device), beta=config.beta, loss_type=[config.loss_type])
     trainer = DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=Dataset.from_list(pairs),
                          processing_class=tokenizer, peft_config=peft_config)
+    cuts = truncation_counts(trainer.train_dataset, len(pairs), config.max_length)
+    if any(cuts.values()) and trainer.accelerator.is_main_process:
+        print(f"redline: --max-length {config.max_length}: {cuts['cut_pairs']} of {len(pairs)} pairs lost their "
+              f"answers' ends; {cuts['dropped_pairs']} whose prompt alone fills it were dropped; "
+              f"{cuts['identical_after_cut']} whose two answers are the same once cut teach nothing", file=sys.stderr)
     result = run_trainer(trainer, out)
 
     # Step 4: the policy as a redline run.
@@ -140,6 +161,7 @@ def train_dpo(config: DPOSettings, out) -> dict[str, Any]:
     metrics = {
         "pairs": len(pairs),
         "identical_pairs_skipped": n_identical,
+        **cuts,
         "steps": trainer.state.global_step,
         "first_loss": round(logged[0]["loss"], 4) if logged else None,
         "final_loss": round(last["loss"], 4) if logged else None,
