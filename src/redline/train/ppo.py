@@ -521,12 +521,13 @@ def stream_indices(n: int, start: int, count: int, seed: int) -> list[int]:
     A pure function of its arguments, so an iteration's prompts depend only on its number: a resumed
     run draws exactly what the uninterrupted one did.
     """
-    out = []
+    out, orders = [], {}  # each pass's shuffle made once, however many of its items are drawn
     for k in range(start, start + count):
         epoch, offset = divmod(k, n)
-        order = list(range(n))
-        random.Random(seed * 1_000_003 + epoch).shuffle(order)
-        out.append(order[offset])
+        if epoch not in orders:
+            orders[epoch] = list(range(n))
+            random.Random(seed * 1_000_003 + epoch).shuffle(orders[epoch])
+        out.append(orders[epoch][offset])
     return out
 
 
