@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 
 pytest.importorskip("sqlalchemy")
 pytest.importorskip("fastapi")
@@ -25,7 +26,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from redline import RedlineError  # noqa: E402
 from redline.app import projects as P  # noqa: E402
-from redline.app.db import open_database  # noqa: E402
+from redline.app.db import Item, open_database  # noqa: E402
 from redline.app.web import make_app  # noqa: E402
 from redline.generation import ScriptedEngine  # noqa: E402
 from redline.records import read_records  # noqa: E402
@@ -138,7 +139,14 @@ def test_a_critics_drafts_prefill_the_form_and_the_export_records_their_use(sess
     rows = [{"id": f"c{i}", "prompt": f"Describe {i}.", "response": f"It is thing {i}."} for i in range(2)]
     make_project(sessions, tmp_path, "crit", "critique", rows)
     reply = "Critique: The answer is too short.\n\nRevision:\nIt is thing, and a fine one."
-    app = make_app(sessions, engine_loader=scripted_loader(lambda prompt, seed: reply))
+    seen = []
+
+    def critic(prompt, seed):  # while the critic writes, the app's database is open to everyone else
+        with sessions.begin() as db:  # (every SQLite transaction takes the write lock: it would wait 30 s, then fail)
+            seen.append(db.scalar(select(func.count()).select_from(Item).where(Item.draft.is_not(None))))
+        return reply
+
+    app = make_app(sessions, engine_loader=scripted_loader(critic))
     admin = client_for(app, "root")
     csrf = csrf_of(admin.get("/admin/projects/1").text)
     r = admin.post("/admin/projects/1/drafts", data={"csrf": csrf, "critic": "runs/critic"}, follow_redirects=False)
@@ -146,6 +154,7 @@ def test_a_critics_drafts_prefill_the_form_and_the_export_records_their_use(sess
     app.state.wait_jobs()
     page = admin.get("/admin/projects/1").text
     assert "2 of 2 items have a draft by <code>runs/critic</code>" in page and "2 with a revision" in page
+    assert seen == [0, 0]  # the drafts are written together once the critic is done
     assert admin.post("/admin/projects/1/drafts", data={"csrf": csrf, "critic": ""}).status_code == 422
 
     ann = client_for(app, "ann")

@@ -245,8 +245,7 @@ def _drafts(args) -> int:
     with sessions() as db:
         P.get_project(db, args.project)  # fail before loading a model
     engine = load_engine(args.critic)
-    with sessions.begin() as db:
-        result = P.make_drafts(db, P.get_project(db, args.project), engine, args.critic, max_new_tokens=args.max_new_tokens)
+    result = P.make_drafts(sessions.begin, args.project, engine, args.critic, max_new_tokens=args.max_new_tokens)
     print(f"drafts for {result['items']} items of {args.project} ({result['parsed']} with a revision)")
     return 0
 

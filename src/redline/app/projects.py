@@ -629,31 +629,40 @@ def import_records(db: DBSession, project: Project, path: str | Path, default_an
 # ----------------------------------------------------------------------------- model-assisted drafts
 
 
-def make_drafts(db: DBSession, project: Project, engine, model: str, *, max_new_tokens: int = 512, seed: int = 0) -> dict:
+def make_drafts(transaction, project_name: str, engine, model: str, *, max_new_tokens: int = 512, seed: int = 0) -> dict:
     """A critic's critique and revision for every critique item that has none: the form's pre-fill.
 
-    The critic reads the same prompt it was trained on (``prompts.critic_messages``), greedily. An
-    output without a revision part keeps its critique and leaves the revision to start from the
-    answer. Returns {"items", "parsed"}.
+    ``transaction()`` opens one (a context manager yielding a session that commits on leaving). The
+    items are read in one and the drafts written in another; the critic writes them in between, in
+    no transaction, so annotators keep working while it runs (on SQLite every transaction holds the
+    write lock). An item given a draft meanwhile keeps it. The critic reads the same prompt it was
+    trained on (``prompts.critic_messages``), greedily. An output without a revision part keeps its
+    critique and leaves the revision to start from the answer. Returns {"items", "parsed"}.
     """
     from redline.generation import SamplingParams
     from redline.prompts import critic_messages, parse_critic_output
 
-    if project.task_type != "critique":
-        raise RedlineError(f"project {project.name!r} is a {project.task_type} project; drafts are for critique projects")
-    items = db.scalars(select(Item).where(Item.project_id == project.id, Item.draft.is_(None)).order_by(Item.position)).all()
-    parsed = 0
-    if items:
-        prompts = [critic_messages(item.prompt, item.answers[0]["text"]) for item in items]
-        completions = engine.generate(prompts, SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens, seed=seed),
-                                      progress=False)
-        for item, completion in zip(items, completions):
+    with transaction() as db:
+        project = get_project(db, project_name)
+        if project.task_type != "critique":
+            raise RedlineError(f"project {project.name!r} is a {project.task_type} project; drafts are for critique projects")
+        items = db.scalars(select(Item).where(Item.project_id == project.id, Item.draft.is_(None))
+                           .order_by(Item.position)).all()
+        todo = [(item.id, critic_messages(item.prompt, item.answers[0]["text"])) for item in items]
+    completions = engine.generate([prompt for _, prompt in todo], SamplingParams(
+        temperature=0.0, max_new_tokens=max_new_tokens, seed=seed), progress=False) if todo else []
+    parsed = written = 0
+    with transaction() as db:
+        for (item_id, _), completion in zip(todo, completions):
+            item = db.get(Item, item_id)
+            if item is None or item.draft is not None:
+                continue
             out = parse_critic_output(completion.text)
             parsed += out.parsed
+            written += 1
             item.draft = {"critique": out.critique, "revision": out.revision, "model": model}
-    project.critic = model
-    db.flush()
-    return {"items": len(items), "parsed": parsed}
+        get_project(db, project_name).critic = model
+    return {"items": written, "parsed": parsed}
 
 
 # ----------------------------------------------------------------------------- API tokens

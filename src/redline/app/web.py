@@ -437,10 +437,9 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
         try:
             engine = engine_for(model)
             with database() as db:
-                project = db.get(Project, pid)
-                result = P.make_drafts(db, project, engine, model, max_new_tokens=max_new_tokens)
-                project.status = "ready"
-                project.status_detail = f"drafts by {model}: {result['items']} items, {result['parsed']} with a revision"
+                name = db.get(Project, pid).name
+            result = P.make_drafts(database, name, engine, model, max_new_tokens=max_new_tokens)  # no lock held meanwhile
+            finish(pid, "ready", f"drafts by {model}: {result['items']} items, {result['parsed']} with a revision")
         except Exception as e:
             finish(pid, "ready", f"drafts by {model} failed: {e}")
 
