@@ -180,6 +180,19 @@ def test_torn_last_line_is_cut_so_appends_resume_cleanly(tmp_path):
     assert [json.loads(line)["i"] for line in out.read_text().splitlines()] == [0, 1, 2]
 
 
+def test_a_blank_line_is_kept_and_a_bad_line_before_the_last_is_refused_not_cut_away(tmp_path):
+    from redline import RedlineError
+
+    out = tmp_path / "run.jsonl"
+    out.write_text('{"i": 0}\n\n{"i": 1}\n{"i": 2, "torn')
+    assert read_jsonl_prefix(out) == [{"i": 0}, {"i": 1}]
+    assert out.read_text() == '{"i": 0}\n\n{"i": 1}\n'  # only the torn end went
+    out.write_text('{"i": 0}\nnot json\n{"i": 1}\n')
+    with pytest.raises(RedlineError, match="run.jsonl:2: not JSON, and not the file's last line"):
+        read_jsonl_prefix(out)
+    assert out.read_text() == '{"i": 0}\nnot json\n{"i": 1}\n'  # nothing cut
+
+
 def test_spread_over_prompts_takes_one_record_per_prompt_first():
     from redline import RedlineError
     from redline.records import Feedback, spread_over_prompts

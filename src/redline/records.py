@@ -720,20 +720,31 @@ def append_records(dest: str | os.PathLike, records: Iterable[Record | dict]) ->
 def read_jsonl_prefix(path: str | os.PathLike) -> list[dict]:
     """The complete lines of a JSONL file that a killed run may have left half-written.
 
-    A torn last line (no newline, or not JSON) is cut off the file, so appending goes on cleanly.
+    A torn last line (no newline, or not JSON) is cut off the file, so appending goes on cleanly. A
+    blank line is passed over, as the readers do; a line that is not JSON before the last is no run's
+    torn write, and is refused with its line number rather than cut away with all that follows it.
     """
+    from redline import RedlineError
+
     path = Path(path)
     if not path.exists():
         return []
     data = path.read_bytes()
+    lines = data.splitlines(keepends=True)
     rows, good = [], 0
-    for line in data.splitlines(keepends=True):
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            good += len(line)
+            continue
         if not line.endswith(b"\n"):
             break
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
-            break
+            if number == len(lines):
+                break
+            raise RedlineError(f"{path}:{number}: not JSON, and not the file's last line: not a torn write to cut "
+                               "off; mend or remove the line, then run again") from None
         good += len(line)
     if good != len(data):
         with open(path, "r+b") as f:
