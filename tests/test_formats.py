@@ -8,7 +8,7 @@ import pytest
 
 from redline.cli import main
 from redline.formats import FORMATS, ImportReport, hh_rlhf, import_file, trl, ultrafeedback
-from redline.records import RecordError, read_records
+from redline.records import FieldError, RecordError, read_records
 
 
 def write_jsonl(path, rows):
@@ -271,6 +271,15 @@ def test_ultrafeedback_scores():
     assert ranking.ranks == [1, 0]
     # by the critique's overall grade instead
     assert ultrafeedback.convert(row, score="overall")[0].ranks == [0, 1]
+    # a score that is not a finite number (JSON's NaN parses in Python; so does the rating "nan") is refused by field
+    nan = uf_row("q", [completion("a", "x", ["3", "3", "3", "3"], 9.0), completion("b", "y", ["5", "5", "5", "5"], 2.0)])
+    nan["completions"][0]["fine-grained_score"] = float("nan")
+    with pytest.raises(FieldError, match=r"completions\[0\]\.fine-grained_score: not a finite number"):
+        ultrafeedback.convert(nan)
+    inf = uf_row("q", [completion("a", "x", ["inf", "3", "3", "3"], 9.0), completion("b", "y", ["5", "5", "5", "5"], 2.0)],
+                 fill_fine_grained=False)
+    with pytest.raises(FieldError, match="Rating: not a finite number: 'inf'"):
+        ultrafeedback.convert(inf)
 
 
 def test_ultrafeedback_binarized_rows_are_preferences(tmp_path):

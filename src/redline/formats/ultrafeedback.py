@@ -44,6 +44,7 @@ The binarized variant ``HuggingFaceH4/ultrafeedback_binarized`` (splits ``train_
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 from redline.records import FieldError, Feedback, Preference, Ranking, Record, meta_field, prompt_field, text_field
@@ -153,6 +154,8 @@ def mean_rating(annotations: object, where: str) -> float | None:
             ratings.append(float(rating))
         except (TypeError, ValueError):
             raise FieldError(f"{where}.annotations.{aspect}.Rating", f"not a number: {rating!r}") from None
+        if not math.isfinite(ratings[-1]):  # "nan" and "inf" parse, and would order the ranks at random
+            raise FieldError(f"{where}.annotations.{aspect}.Rating", f"not a finite number: {rating!r}")
     return sum(ratings) / len(ratings) if ratings else None
 
 
@@ -164,6 +167,8 @@ def _score(completion: dict, field: str, where: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise FieldError(f"{where}.{field}", f"expected a number, got {type(value).__name__}")
+    if not math.isfinite(value):  # JSON's NaN and Infinity parse in Python, and would order the ranks at random
+        raise FieldError(f"{where}.{field}", f"not a finite number: {value!r}")
     return float(value)
 
 
