@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from redline import RedlineError
 from redline.cli import main
 from redline.formats import FORMATS, ImportReport, hh_rlhf, import_file, trl, ultrafeedback
 from redline.records import FieldError, RecordError, read_records
@@ -392,6 +393,14 @@ def test_skip_invalid_goes_on_and_counts(tmp_path, capsys):
     kept = read_records(out, "preference")
     assert sum(p.chosen == p.rejected for p in kept) == 1  # kept, for PIT's anchors
     assert f"skipped {src}:2: rejected: diverges from chosen at turn 2" in err
+    # every row skipped, or none there: refused, with why, and no empty file an importer's user must debug later
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"chosen": 3, "rejected": "x"}])
+    with pytest.raises(RedlineError, match=r"bad.jsonl: nothing to import: all 1 rows were skipped \(first: "):
+        import_file("hh-rlhf", str(bad), tmp_path / "none.jsonl", skip_invalid=True)
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(RedlineError, match="empty.jsonl: nothing to import: it holds no row"):
+        import_file("hh-rlhf", str(tmp_path / "empty.jsonl"), tmp_path / "none.jsonl")
+    assert not (tmp_path / "none.jsonl").exists()
 
 
 def test_duplicate_ids_are_refused(tmp_path):
