@@ -91,6 +91,14 @@ def test_ranks_that_do_not_fit_are_refused(row, field, reason, jsonl):
     assert reason in str(err.value)
 
 
+def test_a_judgment_shown_in_an_order_redline_does_not_know_is_refused(jsonl):
+    row = {"prompt": "Q", "a": "x", "b": "y", "winner": "a", "judge": "oracle", "order": "BA"}
+    path = jsonl([row])
+    with pytest.raises(RecordError, match=f"{path}:1: order: 'BA' is not one of ab, ba, both"):
+        read_records(path, "judgment")
+    assert read_records(jsonl([{**row, "order": "ba"}], "ok.jsonl"), "judgment")[0].order == "ba"
+
+
 def test_duplicate_id_names_both_lines(jsonl):
     path = jsonl([{**GOOD["response"], "id": "a"}, {**GOOD["response"], "id": "b"}, {**GOOD["response"], "id": "a"}])
     with pytest.raises(RecordError, match=r":3: id: duplicate id 'a' \(first on line 1\)"):

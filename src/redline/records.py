@@ -109,6 +109,9 @@ def prompt_field(obj: dict, name: str = "prompt") -> Prompt:
     raise FieldError(name, f"expected a string or a list of messages, got {type(value).__name__}")
 
 
+ORDERS = ("ab", "ba", "both")  # how a judge was shown a pair: A first, B first, or both ways
+
+
 def optional_id(obj: dict) -> str | None:
     value = obj.get("id")
     if value is None:
@@ -335,8 +338,8 @@ class Judgment(Record):
         if winner not in WINNERS:
             raise FieldError("winner", f"{winner!r} is not one of {', '.join(WINNERS)}")
         order = obj.get("order", "ab")
-        if not isinstance(order, str):
-            raise FieldError("order", "expected a string")
+        if order not in ORDERS:  # "BA" would read as "ab" and swap the scores a judge gave
+            raise FieldError("order", f"{order!r} is not one of {', '.join(ORDERS)}")
         raw = obj.get("raw", "")
         if not isinstance(raw, str):
             raise FieldError("raw", "expected a string")
