@@ -365,8 +365,14 @@ def test_admin_adds_users_with_a_generated_password_shown_once(sessions):
 
 def test_admin_export_downloads_jsonl_and_import_adds_existing_records(sessions, tmp_path, jsonl):
     pid = make_project(sessions, tmp_path, "r", "rank", RANK_ROWS[:1])
+    admin = client_for(sessions, "root")
+    r = admin.get(f"/admin/projects/{pid}/export?kind=ranking")  # nothing submitted: no empty file, as the CLI
+    assert r.status_code == 409 and "has no submitted ranking annotations yet" in r.text
     c = client_for(sessions, "ann")
     url, page = open_task(c, pid)
+    # a rank in digits int() does not read ("²" is a digit to str.isdigit) is a form error, not a server error
+    r = c.post(url, data={"csrf": csrf_of(page.text), "rank_0": "\u00b2", "rank_1": "1", "rank_2": "2", "rank_3": "3"})
+    assert r.status_code == 422 and "rank of answer 1 must be a whole number from 1 to 4" in r.text
     c.post(url, data={"csrf": csrf_of(page.text), "rank_0": "1", "rank_1": "1", "rank_2": "2", "rank_3": "3"})
     admin = client_for(sessions, "root")
     r = admin.get(f"/admin/projects/{pid}/export?kind=ranking")
@@ -382,10 +388,15 @@ def test_admin_export_downloads_jsonl_and_import_adds_existing_records(sessions,
     exported = export(sessions, "r", "ranking", tmp_path)
     assert [e.meta["annotator"] for e in exported] == ["ann", "carol"] and exported[1].meta["imported"] is True
     assert exported[1].ranks == [2, 0, 1] and exported[1].meta["seconds"] == 12
+    # an imported ranking all tied has no best-vs-worst pair: left out of the preferences, not exported as chosen = rejected
+    tied = jsonl([{"prompt": "Tied?", "responses": ["x", "y"], "ranks": [0, 0], "meta": {"annotator": "dan"}}], "tied.jsonl")
+    r = admin.post(f"/admin/projects/{pid}/import", data={"csrf": csrf}, files={"records": ("tied.jsonl", tied.read_bytes())})
+    assert r.status_code == 200
+    assert [p.meta["annotator"] for p in export(sessions, "r", "preference", tmp_path)] == ["ann", "carol"]
     bad = jsonl([{"prompt": "x", "responses": ["a"], "ranks": [0]}], "badrank.jsonl")
     r = admin.post(f"/admin/projects/{pid}/import", data={"csrf": csrf}, files={"records": ("badrank.jsonl", bad.read_bytes())})
     assert r.status_code == 422 and "badrank.jsonl:1: responses: a ranking needs at least 2" in r.text
-    assert len(export(sessions, "r", "ranking", tmp_path)) == 2
+    assert len(export(sessions, "r", "ranking", tmp_path)) == 3
 
 
 # ----------------------------------------------------------------------------- the database

@@ -473,7 +473,7 @@ def parse_answer(project: Project, item: Item, form: dict) -> tuple[dict, dict]:
         raw = str(form.get(f"rank_{i}") or "").strip()
         if not raw:
             raise FormError(f"rank_{i}", f"rank of answer {i + 1} is missing")
-        if not raw.isdigit() or not 1 <= int(raw) <= k:
+        if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= k:  # "²" is a digit int() refuses
             raise FormError(f"rank_{i}", f"rank of answer {i + 1} must be a whole number from 1 to {k}, got {raw!r}")
         ranks.append(int(raw))
     if len(set(ranks)) < 2:
@@ -569,6 +569,8 @@ def export_records(db: DBSession, project: Project, kind: str) -> list[Record]:
                              meta={**meta, "sources": _sources(item)})
         else:  # a ranking project's best-vs-worst pair
             ranks = payload["ranks"]
+            if len(set(ranks)) < 2:  # an imported ranking all tied: no pair to prefer (the form refuses one)
+                continue
             best = min(range(len(ranks)), key=lambda i: (ranks[i], i))
             worst = max(range(len(ranks)), key=lambda i: (ranks[i], -i))
             record = Preference(prompt=item.prompt, chosen=item.answers[best]["text"], rejected=item.answers[worst]["text"],

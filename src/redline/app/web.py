@@ -372,7 +372,7 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
         """The project, and the job that will write its answers (not started) when a model writes them."""
         task_type = str(form.get("task_type") or "")
         overlap_raw = str(form.get("overlap") or "1").strip()
-        if not overlap_raw.isdigit():
+        if not (overlap_raw.isascii() and overlap_raw.isdigit()):
             raise P.FormError("overlap", f"annotators per item must be a whole number >= 1, got {overlap_raw!r}")
         prompts = [f for f in form.get("prompts", []) if f.filename]
         if not prompts:
@@ -505,7 +505,7 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
                 error = P.FormError("critic", "drafts are for critique projects")
             elif not model:
                 error = P.FormError("critic", "name a critic run folder or model")
-            elif not raw_tokens.isdigit() or int(raw_tokens) < 1:
+            elif not (raw_tokens.isascii() and raw_tokens.isdigit()) or int(raw_tokens) < 1:
                 error = P.FormError("max_new_tokens", f"a whole number >= 1, got {raw_tokens!r}")
             if error:
                 return page(request, "project.html", 422, **project_context(db, user, row, project, error=error))
@@ -542,6 +542,9 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
             records = P.export_records(db, project, kind)
         except RedlineError as e:
             return PlainTextResponse(str(e), status_code=400)
+        if not records:  # an empty file is one no reader accepts, as the CLI says
+            return PlainTextResponse(f"nothing to export: project {project.name!r} has no submitted {kind} annotations "
+                                     "yet", status_code=409)
         body = "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in records)
         filename = f"{project.name}-{kind}.jsonl"
         return Response(body, media_type="application/x-ndjson",
