@@ -275,6 +275,23 @@ def test_overlap_hands_each_item_to_n_annotators_and_then_to_nobody(sessions, tm
     assert len(export(sessions, "r", "ranking", tmp_path)) == 2
 
 
+def test_an_item_left_open_past_its_time_gets_no_label_past_the_overlap(sessions, tmp_path):
+    pid = make_project(sessions, tmp_path, "r", "rank", RANK_ROWS[:1])  # one item, one answer wanted
+    ann, bob = client_for(sessions, "ann"), client_for(sessions, "bob")
+    url_a, page_a = open_task(ann, pid)
+    with sessions.begin() as db:  # ann leaves it open past the time an assignment holds a place
+        for assignment in db.scalars(P.select(P.Assignment)):
+            assignment.started_at -= P.ASSIGNMENT_TTL * 2
+    url_b, page_b = open_task(bob, pid)
+    assert url_b == url_a  # the place went to bob
+    ranks = {"rank_0": "1", "rank_1": "2", "rank_2": "3", "rank_3": "4"}
+    assert bob.post(url_b, data={**ranks, "csrf": csrf_of(page_b.text)}, follow_redirects=False).status_code == 303
+    r = ann.post(url_a, data={**ranks, "csrf": csrf_of(page_a.text)})
+    assert r.status_code == 422 and "this item has its 1 answer(s) already" in r.text
+    assert "Nothing left for you" in ann.get(f"/projects/{pid}/next").text
+    assert [row.meta["annotator"] for row in export(sessions, "r", "ranking", tmp_path)] == ["bob"]
+
+
 def test_one_overlap_gives_two_annotators_different_items(sessions, tmp_path):
     pid = make_project(sessions, tmp_path, "r", "rank", RANK_ROWS)
     ann, bob = client_for(sessions, "ann"), client_for(sessions, "bob")

@@ -377,13 +377,19 @@ def next_item(db: DBSession, user: User, project: Project) -> Item | None:
     # serialise writers already and ignore FOR UPDATE.
     db.execute(select(Project.id).where(Project.id == project.id).with_for_update())
     done = select(Annotation.item_id).where(Annotation.user_id == user.id)
-    mine = db.scalar(
-        select(Item).join(Assignment, Assignment.item_id == Item.id)
-        .where(Item.project_id == project.id, Assignment.user_id == user.id, Item.id.not_in(done))
-        .order_by(Assignment.started_at, Item.position).limit(1)
-    )
-    if mine is not None:
-        return mine
+    while True:
+        mine = db.scalar(
+            select(Item).join(Assignment, Assignment.item_id == Item.id)
+            .where(Item.project_id == project.id, Assignment.user_id == user.id, Item.id.not_in(done))
+            .order_by(Assignment.started_at, Item.position).limit(1)
+        )
+        if mine is None:
+            break
+        if not is_full(db, project, mine):
+            return mine
+        # left open past ASSIGNMENT_TTL, its place went to others, who gave it all the answers it needs
+        db.delete(db.get(Assignment, (user.id, mine.id)))
+        db.flush()
     fresh = now() - ASSIGNMENT_TTL
     submitted = (select(func.count()).select_from(Annotation)
                  .where(Annotation.item_id == Item.id, Annotation.status == "submitted").scalar_subquery())
@@ -400,6 +406,15 @@ def next_item(db: DBSession, user: User, project: Project) -> Item | None:
         return None
     assign(db, user, item)
     return item
+
+
+def is_full(db: DBSession, project: Project, item: Item) -> bool:
+    """Whether the item holds the project's ``overlap`` submitted answers (a gold item never is)."""
+    if item.gold is not None:
+        return False
+    submitted = db.scalar(select(func.count()).select_from(Annotation)
+                          .where(Annotation.item_id == item.id, Annotation.status == "submitted"))
+    return submitted >= project.overlap
 
 
 def assign(db: DBSession, user: User, item: Item) -> Assignment:
@@ -522,6 +537,13 @@ def submit(db: DBSession, user: User, project: Project, item: Item, form: dict) 
     if action != "submit":
         raise FormError("action", f"unknown action {action!r}")
     payload, info = parse_answer(project, item, form)
+    if is_full(db, project, item):  # held past ASSIGNMENT_TTL while others answered it: no label past the overlap
+        assignment = db.get(Assignment, (user.id, item.id))
+        if assignment is not None:
+            db.delete(assignment)
+            db.flush()
+        raise FormError("item", f"this item has its {project.overlap} answer(s) already: it was given to others while "
+                                "yours stood open; take the next one")
     return record_annotation(db, user, item, "submitted", payload, info)
 
 
