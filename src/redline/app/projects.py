@@ -26,7 +26,9 @@ answers at once.
 Assignment (``next_item``) gives an annotator their open item if they have one, else the first
 item they have not answered whose submitted answers plus open assignments to others are fewer than
 the project's overlap. An annotator answers an item at most once (a unique key): a second,
-repeated submission is recognised and stored nowhere.
+repeated submission is recognised and stored nowhere. An assignment left open past
+``ASSIGNMENT_TTL`` holds no place; if others fill the item meanwhile, its holder's submission is
+refused and the item no longer offered to them, so no item gets more answers than the overlap.
 """
 
 from __future__ import annotations
