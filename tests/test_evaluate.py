@@ -196,14 +196,26 @@ def test_oracle_needs_instructions_in_meta(tmp_path):
 
 def test_noisy_oracle_is_seeded_and_sometimes_disagrees(response_files):
     _, _, tasks = response_files
-    items = [Item(t.prompt, template_response(t, random.Random(i)), template_response(t, random.Random(-i)), t.meta())
+
+    def cut(text: str, i: int) -> str:  # the answer cut to i/11 of its words: pairs of every quality gap
+        words = text.split()
+        return " ".join(words[:max(3, len(words) * i // 11)])
+
+    items = [Item(t.prompt, template_response(t, random.Random(i)), cut(template_response(t, random.Random(i)), i), t.meta())
              for t in tasks for i in range(1, 11)]
+    assert not any(i.a == i.b for i in items)  # (a template answer and itself would be a tie to any annotator)
     exact = [v.winner for v in parse_judge("oracle").judge_many(items)]
     noisy = parse_judge("oracle:noisy")
     first = [v.winner for v in noisy.judge_many(items)]
     assert first == [v.winner for v in noisy.judge_many(items)]  # seeded by the pair: reproducible
     assert first != exact
     assert [v.winner for v in parse_judge("oracle?noise=0").judge_many(items)] == exact
+    # the same text twice is a tie to a noisy annotator too (an unchanged revision beside its original)
+    same = [Item(i.prompt, i.a, i.a, i.meta) for i in items]
+    assert {v.winner for v in noisy.judge_many(same)} == {"tie"}
+    # a reward judge's margin changes its verdicts, so it is in the name its judgments keep
+    assert parse_judge("reward:tiny-random?margin=0.2").name == "reward:tiny-random?margin=0.2"
+    assert parse_judge("reward:tiny-random").name == "reward:tiny-random"
     assert noisy.name.startswith("oracle:noisy")
 
 

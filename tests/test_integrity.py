@@ -144,7 +144,7 @@ def test_item4_skip_invalid_is_reported_on_stderr_and_in_redline_json(jsonl, tmp
 
 def test_item4_every_reader_reports_skips_evaluate_and_prompt_records(jsonl, capsys):
     from redline.evaluate import read_iteration, read_responses
-    from redline.records import read_prompt_records
+    from redline.records import RecordError, read_prompt_records
 
     bad = jsonl([RESPONSES[0], {"id": "x", "prompt": 3, "response": "r"}, RESPONSES[1]], "bad.jsonl")
     assert len(read_responses(str(bad), skip_invalid=True)) == 2
@@ -155,6 +155,10 @@ def test_item4_every_reader_reports_skips_evaluate_and_prompt_records(jsonl, cap
     responses, originals = read_iteration(Path(iteration), skip_invalid=True)
     assert [r.id for r in responses] == ["r0"] and originals[0].response == "o"
     assert "response_0: missing" in capsys.readouterr().err
+    # a second row with an id already read would take the first's place in the pairing: refused with both lines
+    twice = jsonl([{**RESPONSES[0], "response_0": "o"}, {**RESPONSES[0], "response_0": "p"}], "iteration_2.jsonl")
+    with pytest.raises(RecordError, match=r"iteration_2.jsonl:2: id: 'r0' again \(first on line 1\)"):
+        read_iteration(Path(twice))
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 300) -> None:

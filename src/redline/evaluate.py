@@ -471,10 +471,14 @@ def read_iteration(path: Path, skip_invalid: bool = False) -> tuple[list[Respons
     """(the iteration's responses, the originals) of one ``iteration_K.jsonl`` (layout: module docstring)."""
     from redline.records import _parse_rows
 
+    first_line: dict[str, int] = {}
+
     def parse(obj: Any, number: int) -> tuple[Response, Response]:
         record = Response.from_dict(obj)
         if record.id is None:
             raise FieldError("id", "missing (every record of an iteration file needs one)")
+        if first_line.setdefault(record.id, number) != number:  # pairs are matched by id: a second would take its place
+            raise FieldError("id", f"{record.id!r} again (first on line {first_line[record.id]})")
         original = obj.get("response_0", record.meta.get("response_0"))
         if not isinstance(original, str):
             raise FieldError("response_0", "missing: the original response goes in response_0 or meta.response_0")

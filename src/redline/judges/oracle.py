@@ -57,7 +57,7 @@ class OracleJudge:
             qa, qb = quality(item.meta, item.a, text), quality(item.meta, item.b, text)
             winner = "tie" if qa == qb else ("a" if qa > qb else "b")
             detail: dict = {"quality": [qa, qb]}
-            if pool:
+            if pool and item.a != item.b:  # the same text twice is a tie to any annotator (Annotator.prefer's rule)
                 key = json.dumps([self.seed, prompt_key(item.prompt), item.a, item.b])
                 rng = random.Random(hashlib.sha256(key.encode()).hexdigest())
                 annotator = rng.choice(pool)
