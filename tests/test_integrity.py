@@ -83,14 +83,6 @@ def test_item3_generate_refuses_another_models_partial_file_and_a_file_it_did_no
     assert main(["generate", "--prompts", str(prompts), "--out", str(foreign), "--model", "tiny-random",
                  "--max-new-tokens", "3", "--overwrite"]) == 0
     assert len(foreign.read_text().splitlines()) == 4
-    # and a folder this redline did not write (a model's, say) is not taken over as a run to resume
-    folder = tmp_path / "model"
-    folder.mkdir()
-    (folder / "config.json").write_text("{}")
-    (folder / "model.safetensors").write_text("weights")
-    assert main(["train", "sft", "--model", "tiny-random", "--data", str(prompts), "--out", str(folder)]) == 2
-    assert "has no fingerprint.json in it" in capsys.readouterr().err
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
 
 
 def test_item3_revise_refuses_old_iterations_under_new_sampling_settings(jsonl, tmp_path, capsys):

@@ -379,7 +379,7 @@ def claim_output(out: str | os.PathLike, config, *, command: str, overwrite: boo
     (which removes it and starts over); then write the fingerprint and the resolved config beside it.
 
     A rerun with the same fingerprint resumes. An output with results but no fingerprint (an older
-    redline) is compared by the resolved config it holds, when it holds one, and refused when not. ``file``: ``out`` is one
+    redline) is compared by the resolved config it holds, when it holds one. ``file``: ``out`` is one
     file (``generate``), and the two are written beside it as ``OUT.fingerprint.json``, ``OUT.config.json``.
     """
     out = Path(out)
@@ -393,10 +393,11 @@ def claim_output(out: str | os.PathLike, config, *, command: str, overwrite: boo
             # An older run recorded no digests and perhaps fewer fields: compare the settings it did record.
             recorded = json.loads(config_path.read_text())
             before = {**now, "settings": {k: recorded.get(k, v) for k, v in now["settings"].items()}}
-        else:  # a file or folder redline did not write (a model folder, say): nothing is written into it
-            raise RedlineError(f"{out} exists and has no {stamp.name} {'beside' if file else 'in'} it (not written by "
-                               "this redline, or by an older one): choose another --out, or pass --overwrite to "
-                               "replace it")
+        else:
+            before = None if file else now
+            if before is None:
+                raise RedlineError(f"{out} exists and has no {stamp.name} beside it (not written by this redline, "
+                                   "or by an older one): choose another --out, or pass --overwrite to replace it")
         diff = differences(before, now)
         if diff:
             raise RedlineError(f"{out} holds a run with other settings or inputs: {'; '.join(diff)}. Rerun with the "
