@@ -77,8 +77,9 @@ ppo_flags() {
   esac
 }
 RUNS_RL=${RUNS_RL:-"ppo_ptx_aug ppo_noptx_aug"}  # RUNS_RL=ppo_ptx_aug: that run alone
-finished_at() {  # RUN N: the run finished, at iteration N (a finished run rerun with more iterations goes on)
-  done_run "$1" && grep -q "\"iterations\": $2," "$1/train_config.json"
+finished_at() {  # RUN N: the run finished at iteration N: its card, written as it finishes, says so (its
+  # train_config.json says what a rerun asks for from its start; a finished run rerun with more iterations goes on)
+  done_run "$1" && grep -Eq "\"iterations\": $2,?\$" "$1/redline.json"
 }
 ppo() {  # NAME ITERATIONS OUT [PROCESSES]
   finished_at "$3" $2 && return
@@ -107,7 +108,7 @@ copy_at() {  # NAME N [PID]: copy the run's iteration-N checkpoint, its settings
   done_run $copy || [ -f $copy/checkpoints/$ckpt/state.json ] && return  # copied before (a rerun resumes it)
   # the run keeps its last two checkpoints: wait while it is short of N, give up once N is pruned
   while [ ! -f $run/checkpoints/$ckpt/state.json ] && [ "$(last_iteration $run)" -lt $2 ] \
-      && ! done_run $run && trainer_alive $run $3; do
+      && ! finished_at $run $ITERS && trainer_alive $run $3; do
     sleep $POLL
   done
   [ -f $run/checkpoints/$ckpt/state.json ] || { echo "$run holds no checkpoint at $2 (pruned, or not there yet): not judged at $2"; return 0; }

@@ -13,11 +13,14 @@ STUB = """#!/bin/bash
 echo "$*" >> "{log}"
 out=""; prev=""; iterations=""
 for a in "$@"; do [ "$prev" = --out ] && out=$a; [ "$prev" = --iterations ] && iterations=$a; prev=$a; done
+# train ppo: its settings written as it starts (as claim_output does), its card with the iterations run as it ends
+[ "$1 $2" = "train ppo" ] && mkdir -p "$out" && printf '{{\n  "iterations": %s,\n  "seed": 0\n}}\n' "$iterations" \
+  > "$out/train_config.json"
 [ -n "$FAIL" ] && [ "$out" = "$FAIL" ] && exit 3
 [ -n "$SLOW" ] && [ "$out" = "$SLOW" ] && sleep 2
 case "$1 $2" in
-  "train ppo") mkdir -p "$out" && echo '{{}}' > "$out/redline.json"
-               printf '{{\n  "iterations": %s,\n  "seed": 0\n}}\n' "$iterations" > "$out/train_config.json" ;;
+  "train ppo") printf '{{\n  "kind": "ppo",\n  "metrics": {{\n    "iterations": %s,\n    "episodes": 0\n  }}\n}}\n' \
+               "$iterations" > "$out/redline.json" ;;
   generate*) for i in $(seq 200); do echo '{{}}'; done > "$out" ;;
   evaluate*) mkdir -p "$out" && echo '{{}}' > "$out/summary.json" ;;
 esac
@@ -50,6 +53,11 @@ def run_script(tmp_path: Path, mode: str = "judge", **env: str) -> tuple[subproc
     done = subprocess.CompletedProcess([], code, (tmp_path / "out.txt").read_text(), (tmp_path / "err.txt").read_text())
     assert done.returncode == (3 if "FAIL" in env else 0), done.stderr
     return done, log.read_text().splitlines() if log.exists() else []
+
+
+def card(iterations: int) -> str:
+    """A finished PPO run's redline.json, as the trainer writes it (indent 2)."""
+    return json.dumps({"kind": "ppo", "metrics": {"iterations": iterations, "episodes": 0}}, indent=2) + "\n"
 
 
 def a_world(tmp_path: Path, checkpoints: list[int]) -> Path:
@@ -96,7 +104,7 @@ def test_a_checkpoint_already_pruned_is_reported_and_nothing_is_copied(tmp_path)
 
 def test_a_copy_of_a_finished_run_leaves_its_model_behind_and_an_interrupted_copy_resumes(tmp_path):
     runs = a_world(tmp_path, [99, 100])
-    (runs / "ppo_ptx_aug" / "redline.json").write_text("{}")  # finished at 100: its model beside the checkpoints
+    (runs / "ppo_ptx_aug" / "redline.json").write_text(card(100))  # finished at 100: its model beside the checkpoints
     (runs / "ppo_ptx_aug" / "train_config.json").write_text('{\n  "iterations": 100,\n  "seed": 0\n}\n')
     (runs / "ppo_ptx_aug" / "adapter_model.safetensors").write_text("weights at 100")
     _, calls = run_script(tmp_path, "all", RUNS=str(runs), JUDGE_AT="99", RUNS_RL="ppo_ptx_aug")
@@ -117,11 +125,17 @@ def test_a_copy_of_a_finished_run_leaves_its_model_behind_and_an_interrupted_cop
 
 def test_a_run_finished_at_fewer_iterations_goes_on_and_is_not_judged_as_the_longer_run(tmp_path):
     runs = a_world(tmp_path, [75, 76])
-    (runs / "ppo_ptx_aug" / "redline.json").write_text("{}")  # stopped and finished at 76
+    (runs / "ppo_ptx_aug" / "redline.json").write_text(card(76))  # stopped and finished at 76
     (runs / "ppo_ptx_aug" / "train_config.json").write_text('{\n  "iterations": 76,\n  "seed": 0\n}\n')
     _, calls = run_script(tmp_path, "all", RUNS=str(runs), RUNS_RL="ppo_ptx_aug", FAIL=f"{runs}/ppo_ptx_aug")
     assert [c for c in calls if c.startswith("train ppo")][0].endswith(f"--iterations 100 --out {runs}/ppo_ptx_aug")
     assert not any(c.startswith(("generate", "evaluate")) for c in calls)  # the trainer failed: 76 is not 100
+    # its settings now say 100 (a trainer writes them as it starts) and its card still 76: interrupted on the way, a
+    # rerun neither takes it for finished nor judges the 76-iteration model as the 100-iteration one
+    assert '"iterations": 100,' in (runs / "ppo_ptx_aug" / "train_config.json").read_text()
+    _, again = run_script(tmp_path, "all", RUNS=str(runs), RUNS_RL="ppo_ptx_aug", FAIL=f"{runs}/ppo_ptx_aug")
+    assert sum(c.startswith("train ppo") for c in again[len(calls):]) == 1
+    assert not any(c.startswith(("generate", "evaluate")) for c in again)
 
 
 def test_runs_beside_each_other_are_both_waited_for_when_one_fails_and_copied_as_they_pass_judge_at(tmp_path):
