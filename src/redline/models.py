@@ -289,9 +289,15 @@ def load_reward_model(name: str, dtype: str = "float32", device: str = "auto", m
     from transformers import AutoModelForSequenceClassification
 
     model = _load(AutoModelForSequenceClassification, name, dtype, device, merge_lora=merge_lora, num_labels=1)
-    bias = run_info(resolve(name)).get("metrics", {}).get("reward_bias")
-    if bias is not None and getattr(model.config, "reward_bias", None) is None:
-        model.config.reward_bias = bias  # an adapter run (scripts/ship_model.py): its base's config lacks the bias
+    info = run_info(resolve(name))
+    if info.get("kind") == REWARD and info.get("adapter"):
+        # an adapter run (scripts/ship_model.py, a LoRA run on a reward run): its base's config holds no bias, or the
+        # base's own; the run's card holds its own (none without --normalize-with)
+        bias = info.get("metrics", {}).get("reward_bias")
+        if bias is not None:
+            model.config.reward_bias = bias
+        elif hasattr(model.config, "reward_bias"):
+            del model.config.reward_bias
     if model.config.pad_token_id is None:
         # Sequence classification reads the last non-pad token; it must know which token pads.
         model.config.pad_token_id = load_tokenizer(name).pad_token_id

@@ -433,7 +433,8 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
     tokenizer = load_tokenizer(config.model)
     # a LoRA run as the start (SFT, or a shipped model) is folded into plain weights under the new adapter
     model = load_reward_model(config.model, dtype=base_dtype(config), device=device, merge_lora=True).train()
-    model.config.reward_bias = None  # a reward run as the start: its bias was its own; this model's is step 5's
+    if hasattr(model.config, "reward_bias"):  # a reward run as the start: its bias was its own; this one's is step 5's
+        del model.config.reward_bias  # (absent, not None: a card's `getattr(config, "reward_bias", 0.0)` reads 0)
     if config.lora:
         lora = LoraSettings(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
         model = float32_adapters(add_lora(model, lora, task_type="SEQ_CLS"))
