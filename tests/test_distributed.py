@@ -92,11 +92,11 @@ def test_reward_then_ppo_share_each_iteration_between_the_processes(data):
     prompts = [json.loads(line)["prompt"][-1]["content"] for line in (data / "rloo" / "rollouts.jsonl").open()]
     assert len(prompts) == 4 and len(set(prompts)) == 2 and all(prompts.count(p) == 2 for p in prompts)
     assert not (data / "rloo" / "value").exists()
-    # 6 episodes in minibatches of 3 do not share evenly between 2 processes (one would run a minibatch the other
-    # never syncs with): refused, with what to change
+    # 5 prompts do not share evenly between 2 processes (3 and 2 episodes: the first would run a minibatch the other
+    # never syncs with, and the run would hang): refused, with what to change
     with pytest.raises(AssertionError, match="must both share evenly between the 2 processes"):
         torchrun(["train", "ppo", "--policy", "tiny-random", "--reward", "rm", "--prompts", "demos.jsonl",
-                  "--iterations", "1", "--batch-size", "6", "--minibatch-size", "3", "--max-new-tokens", "6",
+                  "--iterations", "1", "--batch-size", "5", "--minibatch-size", "2", "--max-new-tokens", "6",
                   "--lora-r", "4", "--out", "uneven"], data)
 
 

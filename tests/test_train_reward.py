@@ -294,7 +294,8 @@ def test_eval_data_is_scored_as_given_and_must_hold_other_prompts(jsonl, tmp_pat
     args = ["train", "reward", "--data", str(data), "--model", "tiny-random", "--max-steps", "1"]
     capsys.readouterr()
     assert main(args + ["--eval-data", str(overlap), "--out", str(tmp_path / "b")]) == 2
-    assert "overlap.jsonl: 2 of its prompts are also in" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "overlap.jsonl: 2 of its prompts are also in" in err and "(the first: 'Question 6?')" in err
     with pytest.raises(SystemExit) as refused:  # argparse's own refusal of a share outside [0, 1]
         main(args + ["--eval-split", "-0.1", "--out", str(tmp_path / "c")])
     assert refused.value.code == 2 and "--eval-split: must be at least 0" in capsys.readouterr().err

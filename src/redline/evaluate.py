@@ -477,11 +477,11 @@ def read_iteration(path: Path, skip_invalid: bool = False) -> tuple[list[Respons
         record = Response.from_dict(obj)
         if record.id is None:
             raise FieldError("id", "missing (every record of an iteration file needs one)")
-        if first_line.setdefault(record.id, number) != number:  # pairs are matched by id: a second would take its place
-            raise FieldError("id", f"{record.id!r} again (first on line {first_line[record.id]})")
         original = obj.get("response_0", record.meta.get("response_0"))
         if not isinstance(original, str):
             raise FieldError("response_0", "missing: the original response goes in response_0 or meta.response_0")
+        if first_line.setdefault(record.id, number) != number:  # pairs are matched by id: a second would take its place
+            raise FieldError("id", f"{record.id!r} again (first on line {first_line[record.id]})")
         return record, Response(prompt=record.prompt, response=original, id=record.id, meta=record.meta)
 
     rows = _parse_rows(path, parse, skip_invalid=skip_invalid, limit=None, report=None)

@@ -415,12 +415,14 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
     # step 1
     rankings = read_comparisons(config.data, limit=config.limit, skip_invalid=config.skip_invalid)
     if config.eval_data:
-        from redline.records import prompt_key
+        from redline.records import prompt_key, prompt_text
 
         train, held = rankings, read_comparisons(config.eval_data, skip_invalid=config.skip_invalid)
-        shared = {prompt_key(r.prompt) for r in train} & {prompt_key(r.prompt) for r in held}
+        trained = {prompt_key(r.prompt) for r in train}
+        shared = [r for r in held if prompt_key(r.prompt) in trained]
         if shared:  # its accuracy would not be held out
-            raise RedlineError(f"{config.eval_data}: {len(shared)} of its prompts are also in {config.data}; held-out "
+            raise RedlineError(f"{config.eval_data}: {len({prompt_key(r.prompt) for r in shared})} of its prompts are "
+                               f"also in {config.data} (the first: {prompt_text(shared[0].prompt)[:60]!r}); held-out "
                                "rankings must be of other prompts")
     else:
         train, held = split_by_prompt(rankings, config.eval_split, config.seed)
