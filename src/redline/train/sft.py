@@ -121,10 +121,13 @@ def last_checkpoint(out: Path) -> str | None:
 
 
 def save_training_curve(log_history: list[dict], out: Path, title: str) -> Path | None:
-    """Write every logged step to train_log.jsonl and the loss curve to training_curve.png."""
-    with open(out / "train_log.jsonl", "w") as f:
-        for row in log_history:
-            f.write(json.dumps(row) + "\n")
+    """Write every logged step to train_log.jsonl and the loss curve to training_curve.png.
+
+    Each file is written whole beside itself and then renamed into place: every process of a
+    multi-process run calls this, and two writers of one file could leave it torn."""
+    log = out / f".train_log.jsonl.{os.getpid()}"
+    log.write_text("".join(json.dumps(row) + "\n" for row in log_history))
+    os.replace(log, out / "train_log.jsonl")
     points = [(row["step"], row["loss"]) for row in log_history if "loss" in row and "step" in row]
     if not points:
         return None
@@ -140,9 +143,10 @@ def save_training_curve(log_history: list[dict], out: Path, title: str) -> Path 
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = out / "training_curve.png"
-    fig.savefig(path, dpi=120)
+    path, mine = out / "training_curve.png", out / f".training_curve.{os.getpid()}.png"
+    fig.savefig(mine, dpi=120)
     plt.close(fig)
+    os.replace(mine, path)
     return path
 
 
