@@ -285,6 +285,10 @@ def test_agreement_cli_runs_both_judges(response_files, tmp_path):
     first, second = ({j.id: j.winner for j in read_judgments(out / f"judge_{i}" / "judgments.jsonl")} for i in (1, 2))
     assert first.keys() == second.keys() and len(first) == 8
     assert result["agreement"] == pytest.approx(sum(first[i] == second[i] for i in first) / 8)
+    # rerun into the same folder on fewer pairs: those pairs only, not what the longer run left in its files
+    assert main(["evaluate", "agreement", "--judges", "oracle,oracle:noisy", "--a", a, "--b", b, "--limit", "3",
+                 "--out", str(out)]) == 0
+    assert json.loads((out / "agreement.json").read_text())["pairs"] == 3
 
 
 def test_evaluate_with_a_reward_model_judge(response_files, tmp_path):

@@ -800,6 +800,11 @@ def evaluate_agreement(
             evaluate(config)
             (name, by_id), = judgments_by_judge([Path(config.out) / "judgments.jsonl"]).items()
             results.append((name, by_id))
+        # this run's pairs only: a judgments file that an earlier, longer run (a larger --limit) left holds more
+        pairs, _ = match_pairs(read_responses(a, skip_invalid), read_responses(b, skip_invalid), a_name=a, b_name=b,
+                               skip_invalid=skip_invalid)
+        ids = {p.id if p.id is not None else prompt_key(p.prompt) for p in pairs[:limit]}
+        results = [(name, {k: j for k, j in by_id.items() if k in ids}) for name, by_id in results]
         (n1, first), (n2, second) = results
     result = {"judges": [n1, n2], **agreement_of(first, second)}
     out.mkdir(parents=True, exist_ok=True)
