@@ -1,6 +1,7 @@
 """`redline evaluate` end to end: the oracle judge, matching, order, resuming, iterations, agreement."""
 
 import json
+from pathlib import Path
 import random
 
 import pytest
@@ -170,6 +171,17 @@ def test_mismatched_files_list_the_first_mismatches(tmp_path, capsys):
     # --skip-invalid judges the pairs that do match (and the oracle then wants its meta)
     pairs, problems = match_pairs(read_records(a, "response"), read_records(b, "response"), skip_invalid=True)
     assert [p.id for p in pairs] == [f"q{i}" for i in range(2, 8)] and len(problems) == 4
+
+
+def test_unmatched_records_skipped_are_counted_in_the_summary_and_the_report(response_files, tmp_path):
+    a, b, _ = response_files
+    fewer = tmp_path / "fewer.jsonl"
+    fewer.write_text("".join(Path(b).read_text().splitlines(keepends=True)[2:]))  # the first two of B gone
+    out = tmp_path / "o"
+    assert main(["evaluate", "--a", a, "--b", str(fewer), "--judge", "oracle", "--skip-invalid", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["pairs"] == 6 and summary["unmatched"] == 2 and "is in" in summary["unmatched_first"]
+    assert "unmatched records skipped: 2 (first: id " in (out / "report.md").read_text()
 
 
 def test_records_without_ids_match_by_prompt(tmp_path):

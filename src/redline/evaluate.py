@@ -600,9 +600,12 @@ def _evaluate_files(config: EvaluateConfig, judge: Judge) -> dict[str, Any]:
     out = _start(config)
     judgments = judge_pairs(pairs, judge, out / "judgments.jsonl", seed=config.seed, progress=config.progress)
     summary = {"judge": judge.name, "a": config.a, "b": config.b, "seed": config.seed,
-               **summarize(judgments, config.bootstrap, config.seed), "reads": read_reports([config.a, config.b])}
+               **summarize(judgments, config.bootstrap, config.seed), "reads": read_reports([config.a, config.b]),
+               "unmatched": len(problems), "unmatched_first": problems[0] if problems else None}
     lines = [f"A: `{config.a}`", f"B: `{config.b}`", f"judge: `{judge.name}`",
              f"pairs: {summary['pairs']} (invalid: {summary['invalid']}, {percent(summary['invalid_rate'])})"]
+    if problems:  # --skip-invalid: what was not judged, kept beside the figures it did not enter
+        lines.append(f"unmatched records skipped: {len(problems)} (first: {problems[0]})")
     _write_outputs(out, summary, _report("Win rate of A against B", lines, [table_row("A vs B", summary)], summary))
     if config.export_alpaca_eval:
         write_alpaca_eval(config.export_alpaca_eval,
