@@ -360,6 +360,8 @@ def test_a_table_names_what_it_cannot_read(response_files, tmp_path):
         evaluate_table(TableConfig(out=str(tmp_path / "t"), runs=str(tmp_path / "nowhere")))
     evaluate(EvaluateConfig(a=str(_iteration_folder(tmp_path, tasks)), judge="oracle", out=str(tmp_path / "curve"),
                             bootstrap=50, progress=False))
+    # the curve's notes give no one iteration's position check as if it were the whole curve's
+    assert "(first-shown win rate: per iteration, in iteration_K/summary.json)" in (tmp_path / "curve" / "report.md").read_text()
     with pytest.raises(RedlineError, match=r"curve#5: no iteration 5 \(it has 1, 2\)"):
         evaluate_table(TableConfig(out=str(tmp_path / "t"), runs=f"{tmp_path / 'curve'}#5"))
     evaluate_rankings_folder = tmp_path / "rm-eval"

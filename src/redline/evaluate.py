@@ -542,8 +542,10 @@ column gives their means and the paired difference A − B, with a bootstrap int
 """
 
 
-def _report(title: str, lines: list[str], rows: list[str], summary: dict[str, Any]) -> str:
-    notes = REPORT_NOTES.format(resamples=summary["bootstrap_resamples"], first=percent(summary.get("first_shown_win_rate")))
+def _report(title: str, lines: list[str], rows: list[str], summary: dict[str, Any], first: str | None = None) -> str:
+    """``first``: the first-shown win rate as the notes give it (default: ``summary``'s own)."""
+    first = percent(summary.get("first_shown_win_rate")) if first is None else first
+    notes = REPORT_NOTES.format(resamples=summary["bootstrap_resamples"], first=first)
     return f"# {title}\n\n" + "".join(f"- {line}\n" for line in lines) + f"\n{TABLE_HEAD}\n" + "\n".join(rows) + "\n" + notes
 
 
@@ -648,7 +650,8 @@ def _evaluate_curve(config: EvaluateConfig, judge: Judge) -> dict[str, Any]:
     lines = [f"iterations: `{config.a}` ({len(curve)} files)", f"against: {against}", f"judge: `{judge.name}`",
              "curve: `win_rate_curve.png`"]
     rows = [table_row(f"iteration {s['iteration']}", s) for s in curve]
-    _write_outputs(out, summary, _report("Win rate of each iteration against the original", lines, rows, curve[-1]))
+    _write_outputs(out, summary, _report("Win rate of each iteration against the original", lines, rows, curve[-1],
+                                         first="per iteration, in iteration_K/summary.json"))
     if config.export_alpaca_eval:
         write_alpaca_eval(config.export_alpaca_eval, annotations)
     return summary
