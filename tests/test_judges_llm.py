@@ -190,8 +190,11 @@ def test_spec_options_reach_the_judge(tmp_path):
     judge = parse_judge(f"openai:gpt-4o-mini@http://localhost:9/v1?concurrency=2&retries=1&timeout=5&cache={tmp_path / 'c'}&max_tokens=8")
     assert (judge.model, judge.base_url, judge.concurrency, judge.retries, judge.max_tokens) == (
         "gpt-4o-mini", "http://localhost:9/v1", 2, 1, 8)
-    assert judge.name == "openai:gpt-4o-mini@http://localhost:9/v1"
+    assert judge.name == "openai:gpt-4o-mini@http://localhost:9/v1?max_tokens=8"  # it changes verdicts; the rest do not
     judge.close()
+    plain = parse_judge("openai:gpt-4o-mini@http://localhost:9/v1?concurrency=2")
+    assert plain.name == "openai:gpt-4o-mini@http://localhost:9/v1"
+    plain.close()
 
 
 class SlowFirstEngine:

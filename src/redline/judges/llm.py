@@ -118,7 +118,11 @@ class OpenAIJudge:
 
         self.model = model
         self.base_url = base_url.rstrip("/")
-        self.name = f"openai:{model}@{self.base_url}"
+        # sampling settings change verdicts, so they are in the name a judgments file keeps (and a rerun compares);
+        # at their defaults the name is as it always was
+        settings = "&".join(f"{k}={v:g}" for k, v, default in (("temperature", temperature, 0.0),
+                                                              ("max_tokens", max_tokens, 32)) if v != default)
+        self.name = f"openai:{model}@{self.base_url}" + (f"?{settings}" if settings else "")
         if urlparse(self.base_url).scheme not in ("http", "https"):
             raise RedlineError(f"judge {self.name!r}: the base URL must start with http:// or https://")
         if concurrency < 1 or retries < 0 or timeout <= 0:
