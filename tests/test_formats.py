@@ -395,10 +395,10 @@ def test_skip_invalid_goes_on_and_counts(tmp_path, capsys):
     assert f"skipped {src}:2: rejected: diverges from chosen at turn 2" in err
     # every row skipped, or none there: refused, with why, and no empty file an importer's user must debug later
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"chosen": 3, "rejected": "x"}])
-    with pytest.raises(RedlineError, match=r"bad.jsonl: nothing to import: all 1 rows were skipped \(first: "):
+    with pytest.raises(RedlineError, match="bad.jsonl: every one of its 1 rows is invalid: nothing left to use"):
         import_file("hh-rlhf", str(bad), tmp_path / "none.jsonl", skip_invalid=True)
     (tmp_path / "empty.jsonl").write_text("")
-    with pytest.raises(RedlineError, match="empty.jsonl: nothing to import: it holds no row"):
+    with pytest.raises(RedlineError, match=r"empty.jsonl: no rows \(the file is empty or holds only blank lines\)"):
         import_file("hh-rlhf", str(tmp_path / "empty.jsonl"), tmp_path / "none.jsonl")
     assert not (tmp_path / "none.jsonl").exists()
 

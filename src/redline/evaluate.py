@@ -587,15 +587,20 @@ def _start(config: EvaluateConfig) -> Path:
     return out
 
 
+def files_pairs(a_path: str, b_path: str, skip_invalid: bool, limit: int | None
+                ) -> tuple[list[Response], list[Response], list[Pair], list[str]]:
+    """A's and B's records, the first ``limit`` pairs matched between them, and what did not match."""
+    a, b = read_responses(a_path, skip_invalid), read_responses(b_path, skip_invalid)
+    pairs, problems = match_pairs(a, b, a_name=a_path, b_name=b_path, skip_invalid=skip_invalid)
+    return a, b, pairs[:limit] if limit is not None else pairs, problems
+
+
 def _evaluate_files(config: EvaluateConfig, judge: Judge) -> dict[str, Any]:
     if config.b is None:
         raise RedlineError("--b is needed unless --a is a folder of iteration_K.jsonl files")
-    a = read_responses(config.a, config.skip_invalid)
-    b = read_responses(config.b, config.skip_invalid)
-    pairs, problems = match_pairs(a, b, a_name=config.a, b_name=config.b, skip_invalid=config.skip_invalid)
+    a, b, pairs, problems = files_pairs(config.a, config.b, config.skip_invalid, config.limit)
     if problems:
         print(f"skipped {len(problems)} unmatched records (first: {problems[0]})", file=sys.stderr)
-    pairs = pairs[: config.limit] if config.limit is not None else pairs
     if not pairs:
         raise RedlineError(f"no pairs to judge between {config.a} and {config.b}")
     judge.check()
@@ -807,9 +812,7 @@ def evaluate_agreement(
             (name, by_id), = judgments_by_judge([Path(config.out) / "judgments.jsonl"]).items()
             results.append((name, by_id))
         # this run's pairs only: a judgments file that an earlier, longer run (a larger --limit) left holds more
-        pairs, _ = match_pairs(read_responses(a, skip_invalid), read_responses(b, skip_invalid), a_name=a, b_name=b,
-                               skip_invalid=skip_invalid)
-        ids = {p.id if p.id is not None else prompt_key(p.prompt) for p in pairs[:limit]}
+        ids = {p.id for p in files_pairs(a, b, skip_invalid, limit)[2]}  # every pair has one (match_pairs)
         results = [(name, {k: j for k, j in by_id.items() if k in ids}) for name, by_id in results]
         (n1, first), (n2, second) = results
     result = {"judges": [n1, n2], **agreement_of(first, second)}

@@ -620,10 +620,15 @@ def _parse_rows(source: str | os.PathLike, parse: Callable[[Any, int], Any], *, 
         for example in report.examples[:5]:
             print(f"  skipped {example}", file=sys.stderr)
     if not items:
-        if report.skipped:
-            raise RedlineError(f"{source}: every one of its {report.skipped} {what} is invalid: nothing left to use")
-        raise RedlineError(f"{source}: no {what} (the file is empty or holds only blank lines)")
+        refuse_empty(source, report, what)
     return items
+
+
+def refuse_empty(source, report: ReadReport, what: str) -> None:
+    """The one error for a file that gave nothing to use: every one of its records skipped, or none there."""
+    if report.skipped:
+        raise RedlineError(f"{source}: every one of its {report.skipped} {what} is invalid: nothing left to use")
+    raise RedlineError(f"{source}: no {what} (the file is empty or holds only blank lines)")
 
 
 # ----------------------------------------------------------------------------- writing
@@ -727,8 +732,6 @@ def read_jsonl_prefix(path: str | os.PathLike) -> list[dict]:
     blank line is passed over, as the readers do; a line that is not JSON before the last is no run's
     torn write, and is refused with its line number rather than cut away with all that follows it.
     """
-    from redline import RedlineError
-
     path = Path(path)
     if not path.exists():
         return []

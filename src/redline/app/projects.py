@@ -389,12 +389,9 @@ def next_item(db: DBSession, user: User, project: Project) -> Item | None:
             break
         if not is_full(db, project, mine):
             return mine
-        # left open past ASSIGNMENT_TTL, its place went to others, who gave it all the answers it needs
-        db.delete(db.get(Assignment, (user.id, mine.id)))
-        db.flush()
+        release(db, user, mine)  # left open past ASSIGNMENT_TTL, its place went to others, who filled it
     fresh = now() - ASSIGNMENT_TTL
-    submitted = (select(func.count()).select_from(Annotation)
-                 .where(Annotation.item_id == Item.id, Annotation.status == "submitted").scalar_subquery())
+    submitted = _submitted(Item.id).scalar_subquery()
     held = (select(func.count()).select_from(Assignment)
             .where(Assignment.item_id == Item.id, Assignment.user_id != user.id, Assignment.started_at > fresh,
                    Assignment.item_id.not_in(select(Annotation.item_id).where(Annotation.user_id == Assignment.user_id)))
@@ -410,13 +407,23 @@ def next_item(db: DBSession, user: User, project: Project) -> Item | None:
     return item
 
 
+def _submitted(item_id):
+    """How many submitted answers the item ``item_id`` (a value, or a column for a correlated subquery) holds."""
+    return select(func.count()).select_from(Annotation).where(Annotation.item_id == item_id,
+                                                             Annotation.status == "submitted")
+
+
 def is_full(db: DBSession, project: Project, item: Item) -> bool:
     """Whether the item holds the project's ``overlap`` submitted answers (a gold item never is)."""
-    if item.gold is not None:
-        return False
-    submitted = db.scalar(select(func.count()).select_from(Annotation)
-                          .where(Annotation.item_id == item.id, Annotation.status == "submitted"))
-    return submitted >= project.overlap
+    return item.gold is None and db.scalar(_submitted(item.id)) >= project.overlap
+
+
+def release(db: DBSession, user: User, item: Item) -> None:
+    """Drop the user's assignment to the item, if they hold one."""
+    assignment = db.get(Assignment, (user.id, item.id))
+    if assignment is not None:
+        db.delete(assignment)
+        db.flush()
 
 
 def assign(db: DBSession, user: User, item: Item) -> Assignment:
@@ -540,10 +547,7 @@ def submit(db: DBSession, user: User, project: Project, item: Item, form: dict) 
         raise FormError("action", f"unknown action {action!r}")
     payload, info = parse_answer(project, item, form)
     if is_full(db, project, item):  # held past ASSIGNMENT_TTL while others answered it: no label past the overlap
-        assignment = db.get(Assignment, (user.id, item.id))
-        if assignment is not None:
-            db.delete(assignment)
-            db.flush()
+        release(db, user, item)
         raise FormError("item", f"this item has its {project.overlap} answer(s) already: it was given to others while "
                                 "yours stood open; take the next one")
     return record_annotation(db, user, item, "submitted", payload, info)

@@ -41,7 +41,8 @@ from typing import Any, Iterable
 
 from redline import RedlineError
 from redline.formats import hh_rlhf, shepherd, summarize_from_feedback, trl, ultrafeedback
-from redline.records import MAX_ERRORS, FieldError, ReadReport, Record, RecordError, iter_raw, write_records
+from redline.records import (MAX_ERRORS, FieldError, ReadReport, Record, RecordError, iter_raw, refuse_empty,
+                              write_records)
 
 # The format name -> its module, which holds ``convert(row) -> list[Record]`` and ``KINDS``.
 FORMATS = {
@@ -151,9 +152,9 @@ def import_file(
     if n_errors:
         raise RecordError(errors, n_errors)
     if not by_kind:  # an empty file no reader accepts: said here, where the cause is known
-        why = f"all {report.skipped} rows were skipped (first: {report.examples[0]})" if report.skipped else \
-            "it holds no row" if not report.read else f"its {report.read} rows gave no record ({dict(report.left_out)})"
-        raise RedlineError(f"{source}: nothing to import: {why}")
+        if report.read:  # UltraFeedback rows that all left their parts out (ties, unscored completions)
+            raise RedlineError(f"{source}: its {report.read} rows gave no record ({dict(report.left_out)})")
+        refuse_empty(source, report, "rows")
 
     kinds = [kind for kind in module.KINDS if kind in by_kind] or [module.KINDS[0]]
     written = {}

@@ -54,8 +54,8 @@ Deviations from the paper (each setting is a flag; the paper's value is in its h
      steps per iteration, as here (4 minibatches × 2 epochs).
   2. One pretraining text per four episodes by default (the paper: 8 per episode), since each costs an
      LM forward and backward; ``--ptx-ratio 8`` is the paper's. They are drawn with each minibatch
-     (at least one), so each PPO epoch draws its own: 2 epochs draw twice the ratio per episode. The paper mixed GPT-3's pretraining
-     data; here ``--ptx-data`` is any text (``{"text": ...}``) or demonstrations (prompt + response,
+     (at least one), so each PPO epoch draws its own: 2 epochs draw twice the ratio per episode.
+     The paper mixed GPT-3's pretraining data; here ``--ptx-data`` is any text (``{"text": ...}``) or demonstrations (prompt + response,
      chat-formatted). γ_ptx is 1 (the paper: 27.8): both losses here are per-token means, so at 27.8
      the update is supervised learning on the demonstrations (the reward stays flat). At 1 the LM
      loss's gradient is 2.2 times the policy loss's (orthogonal to it) and the policy moves a half to
