@@ -3,6 +3,7 @@ the four task types, bad input, security, export that the record readers accept.
 
 from __future__ import annotations
 
+import html
 import json
 
 import pytest
@@ -413,6 +414,11 @@ def test_admin_export_downloads_jsonl_and_import_adds_existing_records(sessions,
     bad = jsonl([{"prompt": "x", "responses": ["a"], "ranks": [0]}], "badrank.jsonl")
     r = admin.post(f"/admin/projects/{pid}/import", data={"csrf": csrf}, files={"records": ("badrank.jsonl", bad.read_bytes())})
     assert r.status_code == 422 and "badrank.jsonl:1: responses: a ranking needs at least 2" in r.text
+    # two people whose names become one user name: refused before anything is added, not merged into one annotator
+    two = jsonl([{"prompt": f"Who {i}?", "id": f"w{i}", "responses": ["x", "y"], "ranks": [0, 1], "meta": {"annotator": name}}
+                 for i, name in enumerate(["Ann B", "Ann-B"])], "two.jsonl")
+    r = admin.post(f"/admin/projects/{pid}/import", data={"csrf": csrf}, files={"records": ("two.jsonl", two.read_bytes())})
+    assert r.status_code == 422 and "two.jsonl: id w1: meta.annotator: 'Ann-B' and 'Ann B' both become the user name 'Ann-B'" in html.unescape(r.text)
     assert len(export(sessions, "r", "ranking", tmp_path)) == 3
 
 

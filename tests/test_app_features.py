@@ -232,6 +232,12 @@ def test_gold_items_go_to_everyone_and_score_each_annotator(sessions, tmp_path, 
     assert item["answers"]["ab".index(chosen_letter)]["text"] == "good"
     with pytest.raises(P.RecordError, match="meta.gold: a critique project takes no gold items"):
         P.plan_items("critique", P.read_prompts(pairs))
+    # a responses file that adds an answer to a gold item: its known answer would no longer cover what it shows
+    for kind, path in (("rank", jsonl(rows[:1], "gold_rank.jsonl")), ("pair", pairs)):
+        gold_rows = P.read_prompts(path)
+        P.attach_responses(gold_rows, [jsonl([{"prompt": gold_rows[0].prompt, "response": "another"}], "more.jsonl")])
+        with pytest.raises(P.RecordError, match=r":1: meta.gold: .* covers its own \d answers, and it has \d"):
+            P.plan_items(kind, gold_rows)
 
 
 # ----------------------------------------------------------------------------- simulated annotators as bots

@@ -216,11 +216,16 @@ def plan_items(task_type: str, rows: list[PromptRow], prompts_name: str = "the p
             errors.append(f"{prompts_name}:{row.line}: meta.gold: a {task_type} project takes no gold items of this record "
                           "(gold: a ranking record in a rank project, a preference record in a pair project)")
             continue
+        expected = len(row.gold["ranks"]) if row.gold is not None and "ranks" in row.gold else 2
+        if row.gold is not None and len(answers) != expected:  # its known answer ranks its own answers only
+            errors.append(f"{prompts_name}:{row.line}: meta.gold: a gold item's known answer covers its own {expected} "
+                          f"answers, and it has {len(answers)} (a responses file adds answers to it)")
+            continue
         if task_type == "rank" and row.gold is not None:
             items.append({**base, "answers": answers, "gold": row.gold})
         elif task_type == "pair" and row.gold is not None:
             flip = int(hashlib.sha256(prompt_key(row.prompt).encode()).hexdigest(), 16) % 2 == 1  # chosen not always A
-            pair = [answers[1], answers[0]] if flip else answers[:2]
+            pair = [answers[1], answers[0]] if flip else answers
             items.append({**base, "answers": pair, "gold": {"choice": "b" if flip else "a"}})
         elif task_type == "demonstration":
             items.append({**base, "answers": []})
@@ -624,14 +629,19 @@ def import_records(db: DBSession, project: Project, path: str | Path, default_an
 
     kind = IMPORT_KINDS[project.task_type]
     records = read_records(path, kind)
-    users: dict[str, User] = {}
+    given: dict[str, str] = {}  # a user's name: the annotator name in the file it comes from
+    for record in records:  # every name checked before anything is added
+        raw = str(record.meta.get("annotator") or default_annotator)
+        name = re.sub(r"[^A-Za-z0-9._-]", "-", raw)[:80] or default_annotator
+        if given.setdefault(name, raw) != raw:  # two people's labels would become one annotator's
+            raise RecordError([f"{path}: id {record.id}: meta.annotator: {raw!r} and {given[name]!r} both become the "
+                               f"user name {name!r} (letters, digits, '.', '_' and '-', at most 80): rename one"])
+    users = {name: db.scalar(select(User).where(User.name == name)) or add_user(db, name, "annotator", None)
+             for name in given}
+    user_of = {raw: users[name] for name, raw in given.items()}
 
     def annotator(record: Record) -> User:
-        name = str(record.meta.get("annotator") or default_annotator)
-        name = re.sub(r"[^A-Za-z0-9._-]", "-", name)[:80] or default_annotator
-        if name not in users:
-            users[name] = db.scalar(select(User).where(User.name == name)) or add_user(db, name, "annotator", None)
-        return users[name]
+        return user_of[str(record.meta.get("annotator") or default_annotator)]
 
     for record in records:
         meta = {k: v for k, v in record.meta.items() if k not in ("annotator", "seconds")}
