@@ -85,6 +85,32 @@ def test_item3_generate_refuses_another_models_partial_file_and_a_file_it_did_no
     assert len(foreign.read_text().splitlines()) == 4
 
 
+def test_a_folder_of_other_files_is_refused_as_an_output_and_a_seeded_stage_is_taken(jsonl, tmp_path, capsys):
+    from redline.config import claim_output
+    from redline.train.pit import PITConfig
+
+    responses = jsonl(RESPONSES, "responses.jsonl")
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    argv = ["revise", "--critic", "tiny-random", "--input", str(responses), "--out", str(folder), "--max-new-tokens", "4"]
+    assert main(argv) == 2
+    assert "notes exists and has no fingerprint.json beside it (not written by this redline, or by an older one; it holds notes.txt)" \
+        in capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]  # nothing written into it
+    # a stage a script placed to start from (PIT's SFT, copied from another run) is taken as the run's own
+    seeded = tmp_path / "pit-r1"
+    (seeded / "sft").mkdir(parents=True)
+    config = PITConfig(policy="tiny-random", gap_reward="gap", data=str(responses))
+    claim_output(seeded, config, command="train pit", config_name="train_config.json", seeded=("sft", "references.jsonl"))
+    assert (seeded / "fingerprint.json").is_file()
+    (seeded / "notes.txt").write_text("mine")
+    for name in ("fingerprint.json", "train_config.json"):  # as before the claim, with a file of another kind beside
+        (seeded / name).unlink()
+    with pytest.raises(RedlineError, match="it holds notes.txt"):
+        claim_output(seeded, config, command="train pit", config_name="train_config.json", seeded=("sft", "references.jsonl"))
+
+
 def test_item3_revise_refuses_old_iterations_under_new_sampling_settings(jsonl, tmp_path, capsys):
     responses = jsonl(RESPONSES, "responses.jsonl")
     out = tmp_path / "revised"

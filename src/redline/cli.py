@@ -51,7 +51,8 @@ def _launched_worker() -> bool:
     return os.environ.get("RANK", "0") != "0"
 
 
-def configured(cls, args: argparse.Namespace, command: str, *, config_name: str = "config.json", file: bool = False):
+def configured(cls, args: argparse.Namespace, command: str, *, config_name: str = "config.json", file: bool = False,
+               seeded: tuple[str, ...] = ()):
     """The command's config (flags over ``--config FILE``, required fields checked), with ``--out`` claimed
     for it: a rerun with another fingerprint is refused unless ``--overwrite``; the resolved config and
     the fingerprint are written beside the outputs."""
@@ -62,7 +63,7 @@ def configured(cls, args: argparse.Namespace, command: str, *, config_name: str 
     if _launched_worker():  # under torchrun/accelerate launch the main process claims OUT
         return config
     created = not out.exists()
-    claim_output(out, config, command=command, overwrite=args.overwrite, config_name=config_name, file=file)
+    claim_output(out, config, command=command, overwrite=args.overwrite, config_name=config_name, file=file, seeded=seeded)
     args.claimed = (out, config_name, created, file)  # released by main() if the run fails before writing anything
     return config
 
@@ -242,7 +243,8 @@ def _add_train(sub) -> None:
 def _train_pit(args) -> int:
     from redline.train.pit import PITConfig, train_pit
 
-    manifest = train_pit(configured(PITConfig, args, "train pit", config_name="train_config.json"), args.out)
+    manifest = train_pit(configured(PITConfig, args, "train pit", config_name="train_config.json",
+                                     seeded=("sft", "references.jsonl")), args.out)
     print(json.dumps({"policy": str(args.out / manifest["policy"]), "stages": manifest["stages"]}, default=str))
     return 0
 

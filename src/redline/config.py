@@ -374,13 +374,16 @@ def _holds_results(out: Path, config_name: str, file: bool) -> bool:
 
 
 def claim_output(out: str | os.PathLike, config, *, command: str, overwrite: bool = False,
-                 config_name: str = "config.json", file: bool = False) -> None:
+                 config_name: str = "config.json", file: bool = False, seeded: tuple[str, ...] = ()) -> None:
     """Make ``out`` this run's: refuse one that holds a run with another fingerprint, unless ``overwrite``
     (which removes it and starts over); then write the fingerprint and the resolved config beside it.
 
     A rerun with the same fingerprint resumes. An output with results but no fingerprint (an older
-    redline) is compared by the resolved config it holds, when it holds one. ``file``: ``out`` is one
-    file (``generate``), and the two are written beside it as ``OUT.fingerprint.json``, ``OUT.config.json``.
+    redline) is compared by the resolved config it holds, when it holds one; with neither, it is taken
+    only when it holds nothing but ``seeded`` names (stages of this command placed there to start from,
+    as scripts do with PIT's SFT), and refused otherwise, so no run writes into a folder of other files.
+    ``file``: ``out`` is one file (``generate``), and the two are written beside it as
+    ``OUT.fingerprint.json``, ``OUT.config.json``.
     """
     out = Path(out)
     now = fingerprint(config, command)
@@ -394,10 +397,13 @@ def claim_output(out: str | os.PathLike, config, *, command: str, overwrite: boo
             recorded = json.loads(config_path.read_text())
             before = {**now, "settings": {k: recorded.get(k, v) for k, v in now["settings"].items()}}
         else:
-            before = None if file else now
-            if before is None:
-                raise RedlineError(f"{out} exists and has no {stamp.name} beside it (not written by this redline, "
-                                   "or by an older one): choose another --out, or pass --overwrite to replace it")
+            others = [] if file else sorted(p.name for p in out.iterdir() if p.name not in {*seeded, config_name})
+            if file or others:
+                holding = f"; it holds {', '.join(others[:3])}{', ...' if len(others) > 3 else ''}" if others else ""
+                what = "pass --overwrite to replace it" if file else "--overwrite if it is a redline run to replace"
+                raise RedlineError(f"{out} exists and has no {stamp.name} beside it (not written by this redline, or by "
+                                   f"an older one{holding}): choose another --out, or {what}")
+            before = now  # only what a script placed to start from
         diff = differences(before, now)
         if diff:
             raise RedlineError(f"{out} holds a run with other settings or inputs: {'; '.join(diff)}. Rerun with the "
