@@ -9,8 +9,8 @@
 #   3. PPO-ptx (γ_ptx 1, one demonstration per 4 episodes) and PPO without the mix, RLOO K 4, 32 episodes an
 #      iteration, lr 3e-4, both on runs/rm_aug, a checkpoint every iteration (~3.5 min an iteration each,
 #      the two beside each other on the two cores);
-#   4. each run judged at every iteration of JUDGE_AT (a copy of its checkpoint taken as the run passes it,
-#      finished there while the run goes on) and at ITERS: 200 test answers (T 0.7, top-p 0.95, 256 tokens),
+#   4. each run judged at ITERS, then at every iteration of JUDGE_AT (a copy of its checkpoint taken as the run
+#      passes it, finished there once the run is): 200 test answers (T 0.7, top-p 0.95, 256 tokens),
 #      the oracle and the reward-model judge (models/reward) against SFT's, and the habits each answer wears.
 #
 # Resumable: a step whose output is complete is skipped, a PPO run resumes from its last checkpoint; after an
@@ -146,7 +146,7 @@ if [ "$MODE" = all ]; then
   # each run's JUDGE_AT checkpoints copied as it passes them (it keeps its last two)
   for name in $RUNS_RL; do (for n in $JUDGE_AT; do copy_at $name $n ${trainer[$name]}; done) & started+=($!); done
   wait_all "${started[@]}"
-  judge_each $JUDGE_AT $ITERS
+  judge_each $ITERS $JUDGE_AT  # the runs themselves first: a session's end cuts the copies' judgments, not theirs
 else  # judge: beside runs going on; each run's copies taken (every one first), then finished and judged
   pids=()
   for name in $RUNS_RL; do

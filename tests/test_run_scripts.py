@@ -168,3 +168,10 @@ def test_over_two_processes_each_run_is_launched_by_torchrun_one_after_the_other
         f"{runs}/test_ppo_noptx_aug_it5.jsonl", f"{runs}/test_ppo_ptx_aug_it5.jsonl"]
     assert sorted(c.split("--out ")[1] for c in calls if c.startswith("evaluate")) == sorted(
         f"{runs}/eval_{run}_it5_{judge}" for run in ("ppo_ptx_aug", "ppo_noptx_aug") for judge in ("oracle", "reward"))
+
+
+def test_the_runs_themselves_are_judged_before_their_copies(tmp_path):
+    runs = a_world(tmp_path, [3, 4])
+    _, calls = run_script(tmp_path, "all", RUNS=str(runs), ITERS="5", JUDGE_AT="3", RUNS_RL="ppo_ptx_aug")
+    answers = [c.split("--out ")[1] for c in calls if c.startswith("generate")]
+    assert answers == [f"{runs}/test_ppo_ptx_aug_it5.jsonl", f"{runs}/test_ppo_ptx_aug_it3.jsonl"]
