@@ -97,8 +97,8 @@ def test_collator_and_identical_pairs_as_anchors_or_skipped():
     tok = load_tokenizer("tiny-random")
     prefs = [Preference(prompt="p", chosen="good", rejected="bad"), Preference(prompt="q", chosen="same", rejected=" same")]
     items, counts = encode_pairs(prefs, tok, 512, anchors=True)
-    assert counts == {"pairs": 1, "identical_pairs": 1, "anchors": 1, "cut_sequences": 0, "dropped_sequences": 0,
-                      "dropped_pairs": 0}
+    assert counts == {"pairs": 1, "identical_pairs": 1, "anchors": 1, "sequences": 5, "cut_sequences": 0,
+                      "dropped_sequences": 0, "dropped_pairs": 0}
     assert [len(it["input_ids"]) for it in items] == [4, 1]
     batch = GapCollator(tok.pad_token_id)(items)
     assert batch["input_ids"].shape[0] == 5
@@ -111,6 +111,7 @@ def test_collator_and_identical_pairs_as_anchors_or_skipped():
     assert tok.decode(items[0]["input_ids"][3]).rstrip().endswith("bad<|im_end|>")
     items, counts = encode_pairs(prefs[:1], tok, 3, anchors=False)  # the response alone fills 3 tokens
     assert items == [] and counts["dropped_pairs"] == 1 and counts["dropped_sequences"] == 4
+    assert counts["sequences"] == 4  # a dropped pair's four texts were encoded too: the report's total counts them
 
 
 def test_thirds_are_equal_disjoint_and_the_same_for_both_commands():
@@ -181,6 +182,31 @@ def test_bad_settings_and_data_are_refused(jsonl, tmp_path, capsys):
     assert main(["train", "gap-reward", "--data", str(same), "--model", "tiny-random", "--out", str(tmp_path / "b")]) == 2
     assert "no preference pair" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_held_out_pairs_must_be_held_out(jsonl, tmp_path, capsys):
+    data = jsonl(preferences(4))
+    args = ["train", "gap-reward", "--data", str(data), "--model", "tiny-random", "--device", "cpu"]
+    for share in ("-0.3", "1.5"):  # a negative share held out most prompts; one over 1 all of them
+        with pytest.raises(SystemExit):
+            main([*args, "--out", str(tmp_path / "a"), "--eval-split", share])
+        assert "--eval-split: must be at" in capsys.readouterr().err
+    # --eval-data with prompts the model trains on: its "held-out" accuracy would be on training pairs
+    other = jsonl([{"prompt": "Another?", "chosen": "yes, another", "rejected": "no"}, preferences(4)[2]], "eval.jsonl")
+    assert main([*args, "--out", str(tmp_path / "b"), "--eval-data", str(other)]) == 2
+    assert "eval.jsonl: 1 of its prompts are also in the training pairs" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_the_cut_report_counts_every_sequence_encoded(jsonl, tmp_path, capsys):
+    from redline.train.gap_reward import GapRewardConfig, train_gap_reward
+
+    rows = [{"prompt": "p", "chosen": "good", "rejected": "bad"}, {"prompt": "q", "chosen": "a long answer " * 10, "rejected": "no"}]
+    train_gap_reward(GapRewardConfig(data=str(jsonl(rows)), model="tiny-random", max_steps=1, batch_size=1, max_length=20,
+                                     eval_split=0.0, device="cpu", save_steps=100), tmp_path / "gap")
+    # pair q's long answer alone overflows 20 tokens: its four texts were encoded (two cut, two dropped), then dropped
+    err = capsys.readouterr().err
+    assert "6 of 8 sequences lost their prompt's start" in err and "2 whose response alone does not fit" in err
 
 
 def test_lora_is_merged_and_identical_pairs_feed_the_anchor_term_when_asked(jsonl, tmp_path):

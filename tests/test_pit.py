@@ -107,9 +107,12 @@ def test_the_curriculum_runs_round0_then_round1_and_a_rerun_skips_every_stage(ga
     assert pit_policy(run) == str(run / "rl-0-1") and pit_policy(run / "sft") == str(run / "sft")
 
     capsys.readouterr()
-    train_pit(config(gap_run, data), run)  # every stage is complete: nothing trains again
+    again = train_pit(config(gap_run, data, iterations=3), run)  # every stage is complete: nothing trains again
     err = capsys.readouterr().err
     assert "skipping PIT SFT" in err and "skipping RL round 0" in err and "skipping RL round 1" in err
+    # a finished round is not extended by a larger --iterations (free to change for an unfinished one): it says so
+    assert f"{run / 'rl-0'} is done after 1 iterations (not --iterations 3); skipping RL round 0" in err
+    assert again == manifest  # the manifest of a resumed run is the straight run's, every stage's metrics included
 
 
 def test_round1_alone_starts_from_sft_in_its_own_folder(gap_run, jsonl, tmp_path):
@@ -152,6 +155,35 @@ def test_bad_input_is_refused_before_any_work(gap_run, jsonl, tmp_path):
     assert not (tmp_path / "a").exists()
     with pytest.raises(RedlineError, match="is a reward run, not a PIT policy"):
         pit_policy(rm)
+
+
+def test_round1_prompts_that_do_not_fit_are_refused_before_round0_trains(gap_run, jsonl, tmp_path):
+    from redline.train.ppo import encode_prompt
+
+    data = jsonl(PREFS)
+    tok = load_tokenizer("tiny-random")
+    longest = max(len(encode_prompt(tok, build_prompt(r))) for r in round0_records([Preference(**p) for p in PREFS]))
+    # round 0's prompts fit; BASE's references (tiny-random writes all 40 tokens) make round 1's longer
+    with pytest.raises(RedlineError, match=r"round 1 .*references.jsonl.* prompts have more than"):
+        train_pit(config(gap_run, data, max_prompt_length=longest + 2, reference_max_new_tokens=40), tmp_path / "run")
+    assert (tmp_path / "run" / "references.jsonl").is_file() and not (tmp_path / "run" / "rl-0").exists()
+
+
+def test_a_torn_or_foreign_manifest_is_refused_naming_it(tmp_path):
+    (tmp_path / "pit.json").write_text('{"policy": "rl-')  # a run killed while writing it (before it was atomic)
+    with pytest.raises(RedlineError, match=r"pit.json: not a `train pit` manifest .*rerun `redline train pit`"):
+        pit_policy(tmp_path)
+    (tmp_path / "pit.json").write_text('{"rounds": [0]}')
+    with pytest.raises(RedlineError, match=r"pit.json: not a `train pit` manifest \(KeyError"):
+        pit_policy(tmp_path)
+
+
+@pytest.mark.parametrize("flag", ["--sft-batch-size", "--sft-max-length", "--reference-max-new-tokens"])
+def test_pit_sizes_below_one_are_refused_at_parse_time(flag, capsys):
+    # --sft-batch-size 0 was a ZeroDivisionError inside the Trainer; the reference flags failed only after PIT SFT
+    with pytest.raises(SystemExit):
+        main(["train", "pit", "--policy", "p", "--data", "d", "--out", "o", flag, "0"])
+    assert f"{flag}: must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_pit_sft_alone_needs_no_gap_model_and_rl_rounds_are_refused_without_one(jsonl, tmp_path):

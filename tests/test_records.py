@@ -15,6 +15,7 @@ from redline.records import (
     read_records,
     write_hf_dataset,
     write_records,
+    write_text_atomic,
 )
 
 GOOD = {
@@ -166,6 +167,23 @@ def test_write_is_atomic_no_partial_file_on_failure(tmp_path):
     with pytest.raises(RuntimeError):
         write_records(out, rows())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_text_written_atomically_is_whole_or_the_old_one_stays(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    card = write_text_atomic(tmp_path / "run" / "redline.json", '{"kind": "sft"}\n')
+    assert card.read_text() == '{"kind": "sft"}\n'
+    real = Path.write_text
+
+    def torn(self, text, **kwargs):  # the write dies halfway (a kill, a full disk)
+        real(self, text[: len(text) // 2], **kwargs)
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", torn)
+    with pytest.raises(OSError, match="No space"):
+        write_text_atomic(card, '{"kind": "reward", "metrics": {}}\n')
+    assert card.read_text() == '{"kind": "sft"}\n' and [p.name for p in card.parent.iterdir()] == ["redline.json"]
 
 
 def test_written_file_gets_the_usual_permissions_not_mkstemps_0600(tmp_path):

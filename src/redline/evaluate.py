@@ -63,7 +63,6 @@ import os
 import random
 import re
 import sys
-import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -84,6 +83,7 @@ from redline.records import (
     read_records,
     read_reports,
     write_records,
+    write_text_atomic,
 )
 
 SCORE = {"a": 1.0, "tie": 0.5, "b": 0.0}  # the win of A; invalid has no score
@@ -692,12 +692,7 @@ def generator_name(responses: Sequence[Response], path: str) -> str:
 
 def write_alpaca_eval(path: str | Path, rows: list[dict[str, Any]]) -> None:
     """Write atomically (a temporary file renamed into place), as AlpacaEval writes annotations: a JSON list."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(rows, f, indent=2, ensure_ascii=False)
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(rows, indent=2, ensure_ascii=False))
 
 
 def plot_curve(curve: Sequence[dict[str, Any]], path: Path, title: str = "win rate") -> Path:

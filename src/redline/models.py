@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from redline import RedlineError
+from redline.records import write_text_atomic
 
 EMBEDDED = "embedded"
 TINY_RANDOM = "tiny-random"
@@ -594,8 +595,9 @@ def save_model(model, tokenizer, out: str | os.PathLike, card: ModelCard, hub_re
     model.save_pretrained(out, safe_serialization=True, **extra)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
-    (out / "README.md").write_text(card.markdown(hub_repo or str(out)))
-    (out / RUN_INFO).write_text(json.dumps(asdict(card), indent=2) + "\n")
+    # whole or absent: a stage is complete once its card is there (a kill -9 mid-write must not leave half of one)
+    write_text_atomic(out / "README.md", card.markdown(hub_repo or str(out)))
+    write_text_atomic(out / RUN_INFO, json.dumps(asdict(card), indent=2) + "\n")
     return out
 
 

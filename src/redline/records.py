@@ -668,24 +668,40 @@ def write_records(dest: str | os.PathLike, records: Iterable[Record | dict]) -> 
     A crash or a bad record leaves no partial file behind. Returns how many were written.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     rows = [r.to_dict() if isinstance(r, Record) else r for r in records]
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
+
+    def write(tmp: str) -> None:
         if dest.suffix == ".parquet":
-            os.close(fd)
             _write_parquet(tmp, rows)
         else:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
+            with open(tmp, "w", encoding="utf-8") as f:
                 for row in rows:
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    _atomically(dest, write)
+    return len(rows)
+
+
+def write_text_atomic(dest: str | os.PathLike, text: str) -> Path:
+    """``text`` in ``dest``, whole or not at all: written beside it, then renamed into place, so neither a
+    reader nor a kill -9 meets half a file, and two processes writing one file leave one of theirs whole."""
+    return _atomically(Path(dest), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def _atomically(dest: Path, write: Callable[[str], None]) -> Path:
+    """``write(tmp)`` fills a temporary file of its own beside ``dest``, which is then renamed onto it."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)  # unique to this process
+    os.close(fd)
+    try:
+        write(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file what open() would
         os.replace(tmp, dest)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return len(rows)
+    return dest
 
 
 PARQUET_JSON_COLUMNS = b"redline.json_columns"

@@ -11,7 +11,8 @@ improve; no rubric is ever written down.
 Steps:
   1. read preference records; with ``--split-thirds`` keep the reward-model third (``split_thirds``:
      the paper splits each data set in three equal parts, SFT / reward model / RL); hold out a share
-     of prompts (``--eval-split``) or read ``--eval-data``; count pairs whose chosen equals rejected;
+     of prompts (``--eval-split``) or read ``--eval-data`` (refused if it shares a prompt with the
+     training pairs); count pairs whose chosen equals rejected;
   2. write each pair as four texts — (w,l), (w,w), (l,l), (l,w) — each the PIT chat (prompts.py:
      the request and the reference as the user turn, the candidate as the assistant turn), and
      tokenise them once;
@@ -70,7 +71,8 @@ class GapRewardConfig(SFTSettings):
     learning_rate: float | None = field(default=None, metadata={"min": 0, "help": "peak lr (default: 1e-3 LoRA, 9e-6 full)"})
     data: str = field(default="", metadata={"required": True, "help": "preference records (prompt, chosen, rejected)"})
     eval_data: str | None = field(default=None, metadata={"help": "held-out preferences (default: split from --data)"})
-    eval_split: float = field(default=0.1, metadata={"help": "share of prompts held out when --eval-data is not given"})
+    eval_split: float = field(default=0.1, metadata={"min": 0, "max": 1,
+                                                     "help": "share of prompts held out when --eval-data is not given"})
     split_thirds: bool = field(default=False, metadata={
         "help": "train on the reward-model third of --data (the paper's SFT / reward / RL split; "
                 "`train pit --split-thirds` with the same --split-seed takes the other two)"})
@@ -135,13 +137,13 @@ def gap_quad(tokenizer, p: Preference) -> list[str]:
 def encode_pairs(prefs: list[Preference], tokenizer, max_length: int, anchors: bool) -> tuple[list[dict], dict[str, int]]:
     """Step 2: one element per pair (four token lists), and with ``anchors`` one per identical pair.
 
-    Returns the elements and counts: pairs, identical pairs, anchors used, sequences cut (they lose
-    their prompt's start, as in the reward trainer's ``encode_chats``), sequences whose response alone
-    does not fit, and pairs dropped for them (all four texts or none).
+    Returns the elements and counts: pairs, identical pairs, anchors used, sequences encoded, sequences
+    cut (they lose their prompt's start, as in the reward trainer's ``encode_chats``), sequences whose
+    response alone does not fit, and pairs dropped for them (all four texts or none).
     """
     items = []
-    counts = {"pairs": 0, "identical_pairs": 0, "anchors": 0, "cut_sequences": 0, "dropped_sequences": 0,
-              "dropped_pairs": 0}
+    counts = {"pairs": 0, "identical_pairs": 0, "anchors": 0, "sequences": 0, "cut_sequences": 0,
+              "dropped_sequences": 0, "dropped_pairs": 0}
     for p in prefs:
         if p.identical:
             counts["identical_pairs"] += 1
@@ -152,6 +154,7 @@ def encode_pairs(prefs: list[Preference], tokenizer, max_length: int, anchors: b
             w, l = p.chosen, p.rejected
             chats, anchor = [(pit_messages(p.prompt, ref), y) for y, ref in ((w, l), (w, w), (l, l), (l, w))], False
         ids, cut = encode_chats(tokenizer, chats, max_length)
+        counts["sequences"] += len(ids)
         counts["cut_sequences"] += cut
         if any(x is None for x in ids):
             counts["dropped_sequences"] += sum(x is None for x in ids)
@@ -294,7 +297,15 @@ def train_gap_reward(config: GapRewardConfig, out: str | os.PathLike) -> dict[st
     if config.split_thirds:
         prefs = split_thirds(prefs, config.split_seed)[1]
     if config.eval_data:
-        train, held = prefs, read_preferences(config.eval_data)
+        from redline.records import prompt_key, prompt_text
+
+        train, held = prefs, read_preferences(config.eval_data, skip_invalid=config.skip_invalid)
+        trained = {prompt_key(p.prompt) for p in train}
+        shared = [p for p in held if prompt_key(p.prompt) in trained]
+        if shared:  # its accuracy would not be held out
+            raise RedlineError(f"{config.eval_data}: {len({prompt_key(p.prompt) for p in shared})} of its prompts are "
+                               f"also in the training pairs of {config.data} (the first: "
+                               f"{prompt_text(shared[0].prompt)[:60]!r}); held-out pairs must be of other prompts")
     else:
         train, held = split_by_prompt(prefs, config.eval_split, config.seed)
 
@@ -310,7 +321,7 @@ def train_gap_reward(config: GapRewardConfig, out: str | os.PathLike) -> dict[st
     if counts["identical_pairs"]:
         use = "used as (y, y) anchors" if config.anchor_weight > 0 else "skipped (no ordering to learn; see --anchor-weight)"
         print(f"redline: {counts['identical_pairs']} pairs with chosen identical to rejected: {use}", file=sys.stderr)
-    report_cuts(counts, config.max_length, 4 * counts["pairs"] + counts["anchors"] + counts["dropped_pairs"], "pairs")
+    report_cuts(counts, config.max_length, counts["sequences"], "pairs")
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")

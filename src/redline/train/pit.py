@@ -22,7 +22,8 @@ Steps (the same numbers mark ``train_pit``):
      chosen is (or is not) an edit of the rejected (``meta.edit``): "better given the worse" is an
      edit in the one and an independent sample in the other.
   3. Round-1 references: one response per RL prompt, sampled from BASE (``--policy``) with the
-     generation engine; kept in RUN/references.jsonl.
+     generation engine; kept in RUN/references.jsonl. Round 1's prompts are built and checked against
+     ``--max-prompt-length`` here, before any RL round trains.
   4. RL, round by round with the shared ``run_ppo``: the prompt of an episode is the PIT template
      with (x, y_ref); the reward is r_gap(x, y, y_ref); the KL is to the PIT SFT model in every round;
      the value model starts from the gap model. Each round starts from the previous round's policy.
@@ -35,11 +36,15 @@ What a run folder holds::
     RUN/sft/                PIT SFT (kind pit-sft)
     RUN/references.jsonl    round 1's references, sampled from BASE
     RUN/rl-0/  RUN/rl-0-1/  the policy after the rounds it has been through (kind pit); ``--rounds 1``
-    RUN/rl-1/               alone gives rl-1 (round 1 straight from SFT), so ablations share one RUN
+    RUN/rl-1/               alone gives rl-1 (round 1 straight from SFT)
     RUN/pit.json            the final policy's folder and the metrics of every stage
 
 Resuming: a stage whose folder holds its redline.json is done and is skipped; an unfinished RL
-round resumes from its own checkpoints (``run_ppo``); the SFT stage from its Trainer checkpoints.
+round resumes from its own checkpoints (``run_ppo``), under the ``--iterations`` given now; the SFT
+stage from its Trainer checkpoints. A finished round is never extended (a note says when
+``--iterations`` now differs from its count). The command line refuses a RUN begun with other
+settings, ``--rounds`` included: an ablation (say ``--rounds 1``) gets a RUN of its own, into which
+a copy of sft/ and references.jsonl may be placed first to share them (scripts/pit_simulated.sh).
 
 Splitting the data: the paper splits each data set in three equal parts (SFT, reward model, RL).
 ``--split-thirds`` (here and in ``train gap-reward``, with the same ``--split-seed``) does that on one
@@ -73,6 +78,7 @@ from pathlib import Path
 from typing import Any
 
 from redline import RedlineError
+from redline.records import write_text_atomic
 from redline.train.ppo import RLSettings
 
 MANIFEST = "pit.json"
@@ -110,9 +116,9 @@ class PITConfig(RLSettings):
     # --- PIT SFT
     epochs: float = field(default=1.0, metadata={"help": "passes over the data in the PIT SFT stage (RL runs --iterations)"})
     max_steps: int | None = field(default=None, metadata={"min": 1, "help": "stop the PIT SFT stage after N optimiser steps (RL runs --iterations)"})
-    sft_batch_size: int = field(default=8, metadata={"help": "PIT SFT sequences per optimiser step (one per forward pass)"})
-    sft_learning_rate: float | None = field(default=None, metadata={"help": "PIT SFT peak lr (default: 2e-4 LoRA, 2e-5 full)"})
-    sft_max_length: int = field(default=1024, metadata={"help": "PIT SFT tokens per sequence (prompt, y_l and y_w); longer ones are cut"})
+    sft_batch_size: int = field(default=8, metadata={"min": 1, "help": "PIT SFT sequences per optimiser step (one per forward pass)"})
+    sft_learning_rate: float | None = field(default=None, metadata={"min": 0, "help": "PIT SFT peak lr (default: 2e-4 LoRA, 2e-5 full)"})
+    sft_max_length: int = field(default=1024, metadata={"min": 1, "help": "PIT SFT tokens per sequence (prompt, y_l and y_w); longer ones are cut"})
     lora_dropout: float = field(default=0.0, metadata={"min": 0, "max": 0.99, "help": (
         "dropout on the LoRA path in the PIT SFT stage (the RL rounds run without: their log-probabilities "
         "must be the sampler's)")})
@@ -120,8 +126,8 @@ class PITConfig(RLSettings):
         "PIT SFT on every pair, on the edits only (pairs whose meta.edit is true: the chosen answer is the "
         "rejected one corrected, as `simulate build` marks them) or on the other pairs only (the ablation)")})
     # --- round 1's references
-    reference_temperature: float = field(default=0.7, metadata={"help": "sampling temperature of BASE's references"})
-    reference_max_new_tokens: int = field(default=256, metadata={"help": "tokens per reference"})
+    reference_temperature: float = field(default=0.7, metadata={"min": 0, "help": "sampling temperature of BASE's references"})
+    reference_max_new_tokens: int = field(default=256, metadata={"min": 1, "help": "tokens per reference"})
     # --- PIT SFT bookkeeping
     logging_steps: int = field(default=5, metadata={"min": 1, "result": False, "help": "PIT SFT: log every N steps"})
     save_steps: int = field(default=50, metadata={"min": 1, "result": False, "help": "PIT SFT: checkpoint every N steps"})
@@ -232,7 +238,11 @@ def pit_policy(path: str | os.PathLike) -> str:
 
     path = Path(path)
     if (path / MANIFEST).is_file():
-        return str(path / json.loads((path / MANIFEST).read_text())["policy"])
+        try:
+            return str(path / json.loads((path / MANIFEST).read_text())["policy"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise RedlineError(f"{path / MANIFEST}: not a `train pit` manifest ({type(e).__name__}: {e}); rerun "
+                               "`redline train pit` into this folder to write it again") from None
     kind = run_info(path).get("kind") if path.is_dir() else None
     if kind in POLICY_KINDS:
         return str(path)
@@ -261,9 +271,7 @@ def sample_references(config: PITConfig, prompts: list, path: Path) -> list[dict
             for i, (p, c) in enumerate(zip(prompts, completions))]
     del engine
     gc.collect()
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # one per process under `accelerate launch`
-    write_records(tmp, rows)
-    os.replace(tmp, path)
+    write_records(path, rows)  # atomically, each process through a file of its own
     return rows
 
 
@@ -345,21 +353,30 @@ def train_pit(config: PITConfig, out: str | os.PathLike) -> dict[str, Any]:
         stages["sft"] = run_info(sft).get("metrics", {})
     else:
         stages["sft"] = train_sft(examples, config.sft_settings(), sft, kind="pit-sft", data=[config.data])
-        stages["sft"]["identical_pairs_skipped"] = n_identical
         gc.collect()
+    stages["sft"]["identical_pairs_skipped"] = n_identical  # not in the stage's card: a resumed run counts it again
 
     # Step 3: round 1's references, sampled from BASE.
     references = []
     if 1 in rounds and not is_complete(out / stage_name(rounds)):
         references = sample_references(config, unique_prompts(rl_prefs), out / REFERENCES)
+        try:  # now, not after round 0 has trained
+            fit_prompts(tokenizer, [build_prompt({"prompt": row["prompt"], "reference": row["response"]})
+                                    for row in references], config.max_prompt_length, config.truncate_prompts)
+        except RedlineError as e:
+            raise RedlineError(f"round 1 ({out / REFERENCES}, BASE's answers of up to --reference-max-new-tokens "
+                               f"{config.reference_max_new_tokens} tokens): {e}") from None
 
     # Step 4: the RL curriculum, each round from the last one's policy, the KL to PIT SFT.
     start = str(sft)
     for k, r in enumerate(rounds):
         stage = out / stage_name(rounds[: k + 1])
         if is_complete(stage):
-            print(f"redline: {stage} is done; skipping RL round {r}", file=sys.stderr)
             stages[stage.name] = run_info(stage).get("metrics", {})
+            done = stages[stage.name].get("iterations", config.iterations)
+            # --iterations may change on a rerun (it extends an unfinished round), never a finished one
+            other = f" after {done} iterations (not --iterations {config.iterations})" if done != config.iterations else ""
+            print(f"redline: {stage} is done{other}; skipping RL round {r}", file=sys.stderr)
         else:
             if r == 0:
                 records = first
@@ -372,7 +389,7 @@ def train_pit(config: PITConfig, out: str | os.PathLike) -> dict[str, Any]:
     # Step 5: the manifest `redline improve` reads.
     final = Path(start).name
     manifest = {"policy": final, "rounds": rounds, "stages": stages, "base": config.policy, "gap_reward": config.gap_reward}
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    write_text_atomic(out / MANIFEST, json.dumps(manifest, indent=2, default=str) + "\n")  # `redline improve` reads it
     print(f"redline: PIT policy in {out / final}", file=sys.stderr)
     if config.push_to_hub:
         from accelerate import PartialState

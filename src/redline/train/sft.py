@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from redline import RedlineError
+from redline.records import write_text_atomic
 
 
 def threads_field():
@@ -125,9 +126,7 @@ def save_training_curve(log_history: list[dict], out: Path, title: str) -> Path 
 
     Each file is written whole beside itself and then renamed into place: every process of a
     multi-process run calls this, and two writers of one file could leave it torn."""
-    log = out / f".train_log.jsonl.{os.getpid()}"
-    log.write_text("".join(json.dumps(row) + "\n" for row in log_history))
-    os.replace(log, out / "train_log.jsonl")
+    write_text_atomic(out / "train_log.jsonl", "".join(json.dumps(row) + "\n" for row in log_history))
     points = [(row["step"], row["loss"]) for row in log_history if "loss" in row and "step" in row]
     if not points:
         return None
