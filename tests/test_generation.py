@@ -345,6 +345,26 @@ def test_continuous_batching_refuses_a_request_over_its_limits_alone_and_cancels
         batcher.stop()
 
 
+def test_a_fault_in_a_newcomers_prefill_answers_it_and_the_loop_goes_on(engine, monkeypatch):
+    batcher = engine.continuous(max_prompt_tokens=16, max_new_tokens=8).start()
+    try:
+        with pytest.raises(RedlineError, match="the prompt has no tokens"):
+            batcher.submit([], SAMPLED, 1, lambda r: None)
+        prefill = engine._prefill
+
+        def fails(*args, **kwargs):  # the first prefill dies (out of memory, say), later ones work
+            monkeypatch.setattr(engine, "_prefill", prefill)
+            raise RuntimeError("prefill failed")
+
+        monkeypatch.setattr(engine, "_prefill", fails)
+        _, done, result, _ = _collect(batcher, batcher.encode("Hello"), SamplingParams(max_new_tokens=4), 1)
+        assert done.wait(30) and isinstance(result[0], RuntimeError)  # answered with the fault, not left waiting
+        _, done, result, _ = _collect(batcher, batcher.encode("Hello"), SamplingParams(max_new_tokens=4), 1)
+        assert done.wait(30) and result[0].completion_tokens <= 4
+    finally:
+        batcher.stop()
+
+
 def _repeated_ngrams(ids, n):
     grams = [tuple(ids[i : i + n]) for i in range(len(ids) - n + 1)]
     return len(grams) - len(set(grams))

@@ -104,6 +104,16 @@ def test_malformed_or_unsupported_requests_get_a_clear_error(echo_server, body, 
     assert engine.calls == []
 
 
+@pytest.mark.parametrize("logprobs", [0, 2])
+def test_completions_logprobs_are_refused_even_at_0(echo_server, logprobs):
+    """On /v1/completions, logprobs=0 still asks for each chosen token's log-probability (OpenAI, vLLM)."""
+    server, engine = echo_server
+    r = httpx.post(f"{server.url}/completions", json={"model": "m", "prompt": "x", "logprobs": logprobs},
+                   headers={"Authorization": "Bearer sesame"}, timeout=10)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "logprobs", r.text
+    assert engine.calls == []
+
+
 def test_parameters_that_ask_for_nothing_are_accepted(echo_server):
     server, _ = echo_server
     quiet = {"logprobs": False, "tools": [], "response_format": {"type": "text"}, "presence_penalty": 0, "user": "u",
@@ -227,6 +237,17 @@ def test_openai_client_gets_n_choices_each_with_its_own_seed(echo_server):
     assert r.usage.prompt_tokens == 1 and r.usage.completion_tokens == 9  # the prompt counts once
 
 
+def test_a_conversation_can_send_a_reply_back_as_it_came(echo_server):
+    """A chat loop appends the reply's message object, ``refusal: null`` included, to its next request."""
+    server, engine = echo_server
+    client, messages = _client(server), [{"role": "user", "content": "hi"}]
+    messages.append(client.chat.completions.create(model="m", messages=messages).choices[0].message)
+    messages.append({"role": "user", "content": "again"})
+    r = client.chat.completions.create(model="m", messages=messages)
+    assert r.choices[0].message.content == "you said again"
+    assert [m["content"] for m in engine.calls[-1][0]] == ["hi", "you said hi", "again"]
+
+
 def test_openai_client_streams_chunks_per_choice_with_usage():
     engine = ScriptedEngine(lambda prompt, seed: f"reply with seed {seed}")
     with start_server(make_app(engine, "m")) as server:
@@ -296,6 +317,24 @@ def test_a_bad_request_fails_alone_in_a_batch():
     assert "200031 tokens" in replies[3].json()["error"]["message"]
 
 
+def test_messages_the_chat_template_refuses_are_400():
+    """Gemma's template has no system role, Mistral's wants roles to alternate: the request's fault, not a 500."""
+    jinja2 = pytest.importorskip("jinja2")
+
+    def reply(prompt, seed):
+        if prompt[0]["role"] == "system":  # what a template's raise_exception raises while the engine encodes
+            raise jinja2.exceptions.TemplateError("System role not supported")
+        return "fine"
+
+    with start_server(make_app(ScriptedEngine(reply), "m", batch_wait_ms=100)) as server, ThreadPoolExecutor(3) as pool:
+        system = {**CHAT, "messages": [{"role": "system", "content": "Be brief."}, *CHAT["messages"]]}
+        replies = list(pool.map(lambda b: _post(server, b, key=None), [CHAT, system, CHAT]))
+    assert [r.status_code for r in replies] == [200, 400, 200]
+    error = replies[1].json()["error"]
+    assert error["param"] == "messages" and error["type"] == "invalid_request_error"
+    assert "chat template refuses them: System role not supported" in error["message"]
+
+
 # ----------------------------------------------------------------------------- the command
 
 
@@ -328,6 +367,23 @@ def test_api_key_from_the_environment_or_a_file(tmp_path, monkeypatch):
     assert e.value.code == 2
 
 
+def test_a_model_the_decode_loop_cannot_serve_is_one_line(monkeypatch, capsys):
+    """The engine refuses its continuous loop (a sliding window): exit 2 with its reason, before anything listens."""
+    import redline.generation
+    from redline.cli import main
+
+    class Windowed(ScriptedEngine):
+        def continuous(self, max_prompt_tokens, max_new_tokens):
+            raise RedlineError("mistral attends within a sliding window of 4096 tokens, and this batch needs 8256")
+
+    monkeypatch.setattr(redline.generation, "load_engine", lambda *args, **kwargs: Windowed(["x"]))
+    assert main(["serve", "--model", "m", "--port", "0"]) == 2
+    out = capsys.readouterr()
+    assert out.err.strip().splitlines() == [
+        "redline: error: mistral attends within a sliding window of 4096 tokens, and this batch needs 8256"]
+    assert "redline serve:" not in out.out  # no banner for a server that never listened
+
+
 @pytest.fixture(scope="module")
 def tiny_server(tmp_path_factory):
     """`redline serve` as a user starts it: tiny-random, a key from a file, a 1000-token limit."""
@@ -356,7 +412,11 @@ def tiny_server(tmp_path_factory):
         yield base
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # a request that never ends keeps uvicorn from stopping
+            proc.kill()
+            proc.wait()
 
 
 def _tiny(base):
@@ -411,6 +471,16 @@ def test_tiny_random_completions(tiny_server):
     assert "".join(c.choices[0].text for c in chunks) == r.choices[2].text
 
 
+def test_tiny_random_an_empty_prompt_is_400_not_a_request_that_never_ends(tiny_server):
+    """An empty prompt has no tokens: the decode loop cannot start it, and once lost it held its slot forever."""
+    for body in ({"prompt": ""}, {"prompt": ["The fox", ""]}, {"prompt": "", "stream": True}):
+        r = httpx.post(f"{tiny_server}/v1/completions", json={"model": "tiny-random", "max_tokens": 4, **body},
+                       headers={"Authorization": "Bearer sesame"}, timeout=30)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "prompt", r.text
+        assert "prompt is empty" in r.json()["error"]["message"]
+    assert _tiny(tiny_server).completions.create(model="tiny-random", prompt="The fox", max_tokens=4).choices
+
+
 def test_tiny_random_a_bad_request_among_16_fails_alone(tiny_server):
     """Issue 20: a 1 MB prompt and an oversized seed among 16 concurrent valid requests, all alike."""
     valid = [{"model": "tiny-random", "messages": [{"role": "user", "content": f"number {i}"}], "max_tokens": 8,
@@ -429,6 +499,23 @@ def test_tiny_random_a_bad_request_among_16_fails_alone(tiny_server):
     assert "this server takes at most 1024" in replies[8].json()["error"]["message"]
     assert replies[9].json()["error"]["param"] == "seed"
     assert all(r.json()["choices"][0]["message"]["content"] is not None for r in replies[:8] + replies[10:])
+
+
+def test_a_request_whose_client_gave_up_stops_generating():
+    """A client that times out on a whole (not streamed) reply frees its rows, as a stream's does, not after 4000 tokens."""
+    from redline.generation import load_engine
+
+    engine = load_engine("tiny-random", device="cpu", threads=1)
+    app = make_app(engine, "m", max_prompt_tokens=64, max_tokens_limit=4000)
+    with start_server(app) as server:
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(f"{server.url}/chat/completions", json={**CHAT, "max_tokens": 4000, "n": 2}, timeout=1)
+        loop = app.state.scheduler.batcher
+        deadline = time.monotonic() + 3
+        while loop.batch.n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert loop.batch.n == 0 and app.state.stats["abandoned"] == 1
+        assert _post(server, CHAT, key=None).json()["choices"][0]["finish_reason"] in ("stop", "length")
 
 
 def test_tiny_random_a_short_request_is_not_held_behind_a_long_one(tiny_server):

@@ -681,7 +681,7 @@ class ServeConfig:
     max_tokens_limit: int = field(default=1024, metadata={"min": 1, "help":
         "the most tokens a request may ask for per choice; more is a 400"})
     max_prompt_tokens: int = field(default=2048, metadata={"min": 1, "help":
-        "the longest prompt accepted, cut to the model's context; longer is a 400"})
+        "transformers backend: the longest prompt accepted, cut to the model's context; longer is a 400"})
     batch_wait_ms: float = field(default=5.0, metadata={"min": 0, "help": "vllm backend: how long a request waits for others to batch with"})
     served_name: str | None = field(default=None, metadata={"help": "the model name clients ask for (default: --model)"})
     backend: str = field(default="transformers", metadata={"choices": ("transformers", "vllm"), "help": "generation backend"})

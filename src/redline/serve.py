@@ -17,7 +17,8 @@ What it does, in the order a request meets it:
    redline does not implement (``logprobs``, ``tools``, ``response_format``, penalties, ...) are
    refused by name unless they ask for nothing, and unknown ones are refused as OpenAI does, never
    silently ignored. ``max_tokens`` above ``max_tokens_limit``, a prompt above
-   ``max_prompt_tokens`` and a seed outside 0..2**63-1 are a 400 for that request alone;
+   ``max_prompt_tokens`` (engines with ``continuous()``), an empty prompt, messages the model's chat
+   template refuses and a seed outside 0..2**63-1 are a 400 for that request alone;
 4. **scheduling** — each choice (``n`` per prompt) is one item for the engine:
 
    - an engine that offers ``continuous()`` (the transformers engine) gets **continuous batching by
@@ -40,7 +41,7 @@ What it does, in the order a request meets it:
    ``stream_options.include_usage``, then ``data: [DONE]``). A streamed choice never sends part of
    a stop string. An engine that raises ``EngineUnavailable`` gives 503; a ``RedlineError`` about
    one request 400; any other error 500 (inside a stream: an ``error`` event, which the ``openai``
-   client raises).
+   client raises). A client that goes away (a closed stream, a timeout) stops its choices' generation.
 
 ``make_app(engine, ...)`` takes a ready engine (a ``ScriptedEngine`` in tests), and
 ``FlakyEngine`` wraps one to fail its first N calls: the retry paths of clients are tested
@@ -131,6 +132,7 @@ class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant"]
     content: Union[str, list[TextPart]]
     name: str | None = None  # accepted; chat templates have no place for it
+    refusal: str | None = None  # accepted: every reply carries it, and a client sends a reply back as it came
 
     def text(self) -> str:
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
@@ -217,6 +219,8 @@ _NOTHING: dict[str, tuple] = {
 
 def _refused(body: _Common) -> RequestError | None:
     """The first parameter of ``body`` that asks for something redline does not implement."""
+    if isinstance(body, CompletionRequest) and body.logprobs is not None:  # 0 too: it asks for each chosen token's
+        return RequestError(400, "logprobs is not supported by redline serve", param="logprobs")
     for name, nothing in _NOTHING.items():
         if name in body.model_fields_set and getattr(body, name) not in nothing:
             return RequestError(400, f"{name} is not supported by redline serve", param=name)
@@ -331,6 +335,8 @@ class Stepper:
     async def prepare(self, prompt, params: SamplingParams) -> list[int]:
         """Token ids, in a worker thread (a long prompt never stalls the decode loop), checked against the limits."""
         ids = await asyncio.to_thread(self.batcher.encode, prompt)
+        if not ids:  # the decode loop has no position to start an empty prompt from
+            raise RequestError(400, "prompt is empty: it has no tokens to continue", param="prompt")
         self.batcher.check(ids, params)  # a RedlineError: a 400, before any stream starts
         return ids
 
@@ -398,6 +404,9 @@ def _as_request_error(e: BaseException) -> RequestError:
     """How an engine's exception reaches a client: 400 for a fault of the request, else 503 or 500."""
     if isinstance(e, RequestError):
         return e
+    if (type(e).__module__, type(e).__name__) == ("jinja2.exceptions", "TemplateError"):
+        # the model's chat template refused the messages (its raise_exception: no system role, roles must alternate)
+        return RequestError(400, f"messages: the model's chat template refuses them: {e}", param="messages")
     if isinstance(e, (RedlineError, ValueError, OverflowError)):
         return RequestError(400, str(e))
     if isinstance(e, EngineUnavailable):
@@ -465,12 +474,18 @@ def make_app(
     stats: Counter = Counter()
     created = int(time.time())
 
+    def new_scheduler():
+        if hasattr(engine, "continuous"):
+            return Stepper(engine, max_prompt_tokens, max_tokens_limit, stats)
+        return Batcher(engine, max_batch, batch_wait_ms / 1000, stats)
+
+    # The first one is built now, not at startup: a model the decode loop cannot serve (a sliding window)
+    # is a RedlineError before the server starts, rather than a traceback from uvicorn's lifespan.
+    first = [new_scheduler()]
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        if hasattr(engine, "continuous"):
-            scheduler = Stepper(engine, max_prompt_tokens, max_tokens_limit, stats)
-        else:
-            scheduler = Batcher(engine, max_batch, batch_wait_ms / 1000, stats)
+        scheduler = first.pop() if first else new_scheduler()  # a decode thread starts once: a restart gets a new one
         app.state.scheduler = scheduler
         await scheduler.start()
         yield
@@ -517,18 +532,18 @@ def make_app(
         return {"object": "list", "data": [{"id": model_name, "object": "model", "created": created, "owned_by": "redline"}]}
 
     @app.post("/v1/chat/completions")
-    async def chat(body: ChatRequest):
+    async def chat(body: ChatRequest, request: Request):
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
-        return await answer(body, [messages], chat=True)
+        return await answer(body, [messages], chat=True, request=request)
 
     @app.post("/v1/completions")
-    async def completions(body: CompletionRequest):
+    async def completions(body: CompletionRequest, request: Request):
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         if not prompts:
             return _error(400, "prompt: give a string or a non-empty list of strings", param="prompt")
-        return await answer(body, prompts, chat=False)
+        return await answer(body, prompts, chat=False, request=request)
 
-    async def answer(body: _Common, prompts: list, chat: bool):
+    async def answer(body: _Common, prompts: list, chat: bool, request: Request):
         """Both endpoints: check, prepare every prompt, then run n choices of each (OpenAI's order)."""
         stats["requests"] += 1
         scheduler = app.state.scheduler
@@ -556,12 +571,20 @@ def make_app(
             events = _stream(scheduler, jobs, body.n, params, reply, stats)
             return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         tasks = [asyncio.create_task(scheduler.run(p, params, s, None)) for p, s in jobs]
+        gathered, gone = asyncio.gather(*tasks), asyncio.create_task(_disconnected(request))
+        gathered.add_done_callback(lambda f: f.cancelled() or f.exception())  # read, so a cancel logs no warning
         try:
-            results = await asyncio.gather(*tasks)
+            await asyncio.wait([gathered, gone], return_when=asyncio.FIRST_COMPLETED)
+            if not gathered.done():  # a client that went away (a timeout): its choices stop generating, as in a stream
+                stats["abandoned"] += 1
+                return _error(499, "the client closed the connection")
+            results = gathered.result()
         except Exception as e:
+            return _failure(_as_request_error(e))
+        finally:
+            gone.cancel()
             for t in tasks:
                 t.cancel()
-            return _failure(_as_request_error(e))
         return reply.whole(results, prompts_count=len(prompts))
 
     def _failure(e: RequestError) -> JSONResponse:
@@ -611,6 +634,12 @@ class _Reply:
 
     def usage_chunk(self, results: list[Completion], n: int) -> str:
         return _event({**self._head(True), "choices": [], "usage": self.usage(results, n)})
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client has gone: its body is read, so the next message is the disconnect."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _event(data: dict) -> str:

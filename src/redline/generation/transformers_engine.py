@@ -573,6 +573,7 @@ class _DecodeBatch:
         self.prompt_ids = torch.full((slots, width), -1, dtype=torch.long)  # for finding shared prefixes
         self.eos = torch.tensor(engine.eos_ids, dtype=torch.long)
         self.row_item: list[_Item | None] = [None] * slots
+        self.admitting: list[_Item] = []  # taken from pending, not yet in a row: a fault in their prefill fails them too
         self.n = 0  # active rows are 0..n-1
         self.steps = self.generated = self.decoded = 0  # decoded: rows decoded by the last step
         self.prefill_seconds = 0.0
@@ -616,6 +617,7 @@ class _DecodeBatch:
             admitted.append((item, shared))
         if not admitted:
             return []
+        self.admitting = [item for item, _ in admitted]
         t0 = time.perf_counter()
         for item, _ in admitted:
             item.start = t0
@@ -634,6 +636,7 @@ class _DecodeBatch:
         self.last[n : n + len(admitted)] = first.to(self.dev)
         self.pos[n : n + len(admitted)] = torch.tensor([len(item.ids) for item, _ in admitted], device=self.dev)
         self.n += len(admitted)
+        self.admitting = []
         # Rows whose first token already finishes them (EOS, or max_new == 1).
         return [n + i for i, t in enumerate(first.tolist()) if t in engine.eos_ids or admitted[i][0].max_new == 1]
 
@@ -802,6 +805,8 @@ class ContinuousBatcher:
 
     def check(self, ids: list[int], params: SamplingParams) -> None:
         """Refuse a request this loop cannot take (a ``RedlineError`` naming the limit)."""
+        if not ids:
+            raise RedlineError("the prompt has no tokens")
         if len(ids) > self.max_prompt_tokens:
             raise RedlineError(f"the prompt has {len(ids)} tokens; this server takes at most {self.max_prompt_tokens}")
         if params.max_new_tokens > self.max_new_tokens:
@@ -852,9 +857,9 @@ class ContinuousBatcher:
                     if not pending and not batch.n:
                         continue
                     finished = batch.step(pending)
-                except Exception as e:  # an engine fault: fail the rows of this step, start afresh
-                    for b in range(batch.n):
-                        _call(batch.row_item[b].on_done, e)
+                except Exception as e:  # an engine fault: fail the rows of this step and its newcomers, start afresh
+                    for item in [batch.row_item[b] for b in range(batch.n)] + batch.admitting:
+                        _call(item.on_done, e)
                     batch = self.batch = _DecodeBatch(engine, self.rows, self.width, self.max_new_tokens)
                     continue
                 self.steps += 1
