@@ -186,6 +186,13 @@ def test_pit_sizes_below_one_are_refused_at_parse_time(flag, capsys):
     assert f"{flag}: must be at least 1, got 0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", [["train", "pit", "--policy", "p"], ["train", "sft", "--model", "p"]])
+def test_negative_epochs_are_refused_not_trained_as_none(command, capsys):
+    with pytest.raises(SystemExit):  # -1 passes over the data trained 0 steps and saved the start as trained
+        main(command + ["--data", "d", "--out", "o", "--epochs", "-1"])
+    assert "--epochs: must be at least 0.01, got -1" in capsys.readouterr().err
+
+
 def test_pit_sft_alone_needs_no_gap_model_and_rl_rounds_are_refused_without_one(jsonl, tmp_path):
     data = jsonl(PREFS)
     with pytest.raises(RedlineError, match="--gap-reward is required for RL rounds"):

@@ -114,7 +114,7 @@ class PITConfig(RLSettings):
         "the answers round 0 improves: both of each pair (y_l and y_w, the paper's) or the rejected ones only (an "
         "answer that already meets everything can only be tied or spoiled)")})
     # --- PIT SFT
-    epochs: float = field(default=1.0, metadata={"help": "passes over the data in the PIT SFT stage (RL runs --iterations)"})
+    epochs: float = field(default=1.0, metadata={"min": 0.01, "help": "passes over the data in the PIT SFT stage (RL runs --iterations)"})
     max_steps: int | None = field(default=None, metadata={"min": 1, "help": "stop the PIT SFT stage after N optimiser steps (RL runs --iterations)"})
     sft_batch_size: int = field(default=8, metadata={"min": 1, "help": "PIT SFT sequences per optimiser step (one per forward pass)"})
     sft_learning_rate: float | None = field(default=None, metadata={"min": 0, "help": "PIT SFT peak lr (default: 2e-4 LoRA, 2e-5 full)"})

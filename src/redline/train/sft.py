@@ -63,7 +63,7 @@ class SFTSettings:
     threads: int | None = threads_field()
     # --- optimisation
     learning_rate: float | None = field(default=None, metadata={"min": 0, "help": "peak lr (default: 2e-4 LoRA, 2e-5 full)"})
-    epochs: float = field(default=1.0, metadata={"help": "passes over the data"})
+    epochs: float = field(default=1.0, metadata={"min": 0.01, "help": "passes over the data"})
     max_steps: int | None = field(default=None, metadata={"min": 1, "help": "stop after N optimiser steps (overrides epochs)"})
     # One sequence per forward pass and 8 accumulated per optimiser step: on a CPU a padded batch of 4
     # trains at 1/1.6 the tokens/s of 4 single sequences, with 3x the memory (RESULTS.md, "Training").
