@@ -194,7 +194,7 @@ def test_held_out_pairs_must_be_held_out(jsonl, tmp_path, capsys):
     # --eval-data with prompts the model trains on: its "held-out" accuracy would be on training pairs
     other = jsonl([{"prompt": "Another?", "chosen": "yes, another", "rejected": "no"}, preferences(4)[2]], "eval.jsonl")
     assert main([*args, "--out", str(tmp_path / "b"), "--eval-data", str(other)]) == 2
-    assert "eval.jsonl: 1 of its prompts are also in the training pairs" in capsys.readouterr().err
+    assert "eval.jsonl: 1 of its prompts are also in the training records" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 

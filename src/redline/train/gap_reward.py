@@ -54,8 +54,8 @@ from redline import RedlineError
 from redline.prompts import pit_messages
 from redline.records import Preference, Ranking, read_records
 from redline.models import GAP_REWARD, chat_text, score_texts
-from redline.train.reward import (GroupCollator, completion_scores, encode_chats, report_cuts, split_by_prompt,
-                                  training_arguments)
+from redline.train.reward import (GroupCollator, completion_scores, encode_chats, refuse_shared_prompts, report_cuts,
+                                  split_by_prompt, training_arguments)
 from redline.train.sft import (
     SFTSettings, base_dtype, check_report_to, float32_adapters, publish, run_trainer, save_training_curve, training_device,
 )
@@ -297,15 +297,8 @@ def train_gap_reward(config: GapRewardConfig, out: str | os.PathLike) -> dict[st
     if config.split_thirds:
         prefs = split_thirds(prefs, config.split_seed)[1]
     if config.eval_data:
-        from redline.records import prompt_key, prompt_text
-
         train, held = prefs, read_preferences(config.eval_data, skip_invalid=config.skip_invalid)
-        trained = {prompt_key(p.prompt) for p in train}
-        shared = [p for p in held if prompt_key(p.prompt) in trained]
-        if shared:  # its accuracy would not be held out
-            raise RedlineError(f"{config.eval_data}: {len({prompt_key(p.prompt) for p in shared})} of its prompts are "
-                               f"also in the training pairs of {config.data} (the first: "
-                               f"{prompt_text(shared[0].prompt)[:60]!r}); held-out pairs must be of other prompts")
+        refuse_shared_prompts(train, held, config.data, config.eval_data)
     else:
         train, held = split_by_prompt(prefs, config.eval_split, config.seed)
 

@@ -52,7 +52,7 @@ from typing import Any
 
 from redline import RedlineError
 from redline.models import REWARD, chat_text, score_texts
-from redline.records import Preference, Ranking, Record, iter_raw, prompt_key, read_records
+from redline.records import Preference, Ranking, Record, iter_raw, prompt_key, prompt_text, read_records
 from redline.train.sft import (
     SFTSettings, base_dtype, check_report_to, float32_adapters, publish, run_trainer, save_training_curve, training_device,
     trainer_arguments,
@@ -113,6 +113,16 @@ def split_by_prompt(rankings: list[Ranking], share: float, seed: int) -> tuple[l
     random.Random(seed).shuffle(prompts)
     held = set(prompts[: round(share * len(prompts))])
     return [r for r in rankings if prompt_key(r.prompt) not in held], [r for r in rankings if prompt_key(r.prompt) in held]
+
+
+def refuse_shared_prompts(train: list, held: list, data: str, eval_data: str) -> None:
+    """``--eval-data`` must hold other prompts than ``--data``'s training records: else its accuracy is not held out."""
+    trained = {prompt_key(r.prompt) for r in train}
+    shared = [r for r in held if prompt_key(r.prompt) in trained]
+    if shared:
+        raise RedlineError(f"{eval_data}: {len({prompt_key(r.prompt) for r in shared})} of its prompts are also in the "
+                           f"training records of {data} (the first: {prompt_text(shared[0].prompt)[:60]!r}); held-out "
+                           "records must be of other prompts")
 
 
 def encode_chats(tokenizer, chats: list[tuple[Any, str]], max_length: int) -> tuple[list[list[int] | None], int]:
@@ -415,15 +425,8 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
     # step 1
     rankings = read_comparisons(config.data, limit=config.limit, skip_invalid=config.skip_invalid)
     if config.eval_data:
-        from redline.records import prompt_key, prompt_text
-
         train, held = rankings, read_comparisons(config.eval_data, skip_invalid=config.skip_invalid)
-        trained = {prompt_key(r.prompt) for r in train}
-        shared = [r for r in held if prompt_key(r.prompt) in trained]
-        if shared:  # its accuracy would not be held out
-            raise RedlineError(f"{config.eval_data}: {len({prompt_key(r.prompt) for r in shared})} of its prompts are "
-                               f"also in {config.data} (the first: {prompt_text(shared[0].prompt)[:60]!r}); held-out "
-                               "rankings must be of other prompts")
+        refuse_shared_prompts(train, held, config.data, config.eval_data)
     else:
         train, held = split_by_prompt(rankings, config.eval_split, config.seed)
     if not train:
