@@ -277,7 +277,6 @@ def oracle_qualities(r: Ranking) -> list[float] | None:
     stored = r.meta.get("oracle_quality")
     if isinstance(stored, list) and len(stored) == len(r.responses):
         return [float(q) for q in stored]
-    from redline.records import prompt_text
     from redline.simulate.oracle import quality
 
     return [quality(r.meta, y, prompt_text(r.prompt)) for y in r.responses]
