@@ -111,6 +111,35 @@ def test_a_folder_of_other_files_is_refused_as_an_output_and_a_seeded_stage_is_t
         claim_output(seeded, config, command="train pit", config_name="train_config.json", seeded=("sft", "references.jsonl"))
 
 
+def test_a_models_config_json_is_never_taken_for_a_runs_and_an_older_run_still_resumes(jsonl, tmp_path):
+    from redline.config import claim_output
+    from redline.improve.revise import ReviseConfig
+
+    config = ReviseConfig(critic="tiny-random", input=str(jsonl(RESPONSES, "responses.jsonl")))
+    model = {"hidden_size": 64, "model_type": "llama"}
+    for extra in ({}, {"redline.json": "{}"}):  # a model folder of a config.json alone, and a redline model run
+        folder = tmp_path / f"model{len(extra)}"
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(model))
+        for name, text in extra.items():
+            (folder / name).write_text(text)
+        with pytest.raises(RedlineError, match="it holds config.json"):
+            claim_output(folder, config, command="revise")
+        assert json.loads((folder / "config.json").read_text()) == model and not (folder / "fingerprint.json").exists()
+    # an older redline's revise run (no fingerprint, no config) resumes as it did; so does a folder with a .gitkeep
+    for name in ("iteration_0.jsonl", ".gitkeep"):
+        folder = tmp_path / f"older-{name.strip('.')}"
+        folder.mkdir()
+        (folder / name).write_text("")
+        claim_output(folder, config, command="revise")
+        assert (folder / "fingerprint.json").is_file()
+    # a fingerprint torn by a kill is named, not a bare JSON error
+    (folder / "fingerprint.json").write_text('{"command": "revi')
+    (folder / "iteration_0.jsonl").write_text("{}\n")
+    with pytest.raises(RedlineError, match=r"fingerprint.json: not JSON .*--overwrite"):
+        claim_output(folder, config, command="revise")
+
+
 def test_item3_revise_refuses_old_iterations_under_new_sampling_settings(jsonl, tmp_path, capsys):
     responses = jsonl(RESPONSES, "responses.jsonl")
     out = tmp_path / "revised"

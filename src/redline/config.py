@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from redline import RedlineError
+from redline.records import write_text_atomic
 
 FINGERPRINT = "fingerprint.json"
 
@@ -250,9 +251,7 @@ def config_dict(config) -> dict[str, Any]:
 def write_config(path: str | os.PathLike, config) -> Path:
     """The resolved config, for ``--config`` to repeat the run."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(config_dict(config), indent=2) + "\n")
-    return path
+    return write_text_atomic(path, json.dumps(config_dict(config), indent=2) + "\n")
 
 
 # ----------------------------------------------------------------------------- fingerprints
@@ -369,7 +368,7 @@ def _holds_results(out: Path, config_name: str, file: bool) -> bool:
         return out.exists() and out.stat().st_size > 0
     if not out.is_dir():
         return False
-    ours = {FINGERPRINT, config_name}
+    ours = {FINGERPRINT, config_name} if (out / FINGERPRINT).exists() else {FINGERPRINT}  # else whose config is it?
     return any(p.name not in ours for p in out.iterdir())
 
 
@@ -390,20 +389,21 @@ def claim_output(out: str | os.PathLike, config, *, command: str, overwrite: boo
     stamp = sidecar(out, FINGERPRINT, file)
     config_path = sidecar(out, config_name, file)
     if _holds_results(out, config_name, file) and not overwrite:
+        recorded = _read_json(config_path) if config_path.is_file() and not stamp.is_file() else None
         if stamp.is_file():
-            before = json.loads(stamp.read_text())
-        elif config_path.is_file():
+            before = _read_json(stamp)
+        elif isinstance(recorded, dict) and set(recorded) & set(now["settings"]):
             # An older run recorded no digests and perhaps fewer fields: compare the settings it did record.
-            recorded = json.loads(config_path.read_text())
             before = {**now, "settings": {k: recorded.get(k, v) for k, v in now["settings"].items()}}
         else:
-            others = [] if file else sorted(p.name for p in out.iterdir() if p.name not in {*seeded, config_name})
-            if file or others:
+            others = [] if file else sorted(p.name for p in out.iterdir() if p.name not in {*seeded, *NOT_CONTENT})
+            older = not file and recorded is None and any((out / m).exists() for m in RUN_MARKERS)
+            if file or (others and not older):  # a config.json not ours (a model's) is never written over
                 holding = f"; it holds {', '.join(others[:3])}{', ...' if len(others) > 3 else ''}" if others else ""
                 what = "pass --overwrite to replace it" if file else "--overwrite if it is a redline run to replace"
                 raise RedlineError(f"{out} exists and has no {stamp.name} beside it (not written by this redline, or by "
                                    f"an older one{holding}): choose another --out, or {what}")
-            before = now  # only what a script placed to start from
+            before = now  # an older redline's run that recorded no config, or what a script placed to start from
         diff = differences(before, now)
         if diff:
             raise RedlineError(f"{out} holds a run with other settings or inputs: {'; '.join(diff)}. Rerun with the "
@@ -412,8 +412,21 @@ def claim_output(out: str | os.PathLike, config, *, command: str, overwrite: boo
         _remove_run(out, stamp, config_path, file)
         print(f"redline: --overwrite: removed the earlier run in {out}", file=sys.stderr)
     (out.parent if file else out).mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps(now, indent=2, default=str) + "\n")
+    write_text_atomic(stamp, json.dumps(now, indent=2, default=str) + "\n")  # rewritten on every resume: never torn
     write_config(config_path, config)
+
+
+# an older redline's run folder holds one of these (and `--overwrite` removes only a folder that does)
+RUN_MARKERS = ("train_config.json", "redline.json", "summary.json", "iteration_0.jsonl", "judgments.jsonl",
+               "manifest.json", "pit.json", "results.json")
+NOT_CONTENT = (".DS_Store", ".gitkeep")  # what a file browser or a repository leaves in an empty folder
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise RedlineError(f"{path}: not JSON ({e}): torn, or not redline's; pass --overwrite to start over") from None
 
 
 def release_output(out: str | os.PathLike, *, config_name: str = "config.json", created: bool = False,
@@ -434,8 +447,7 @@ def _remove_run(out: Path, stamp: Path, config_path: Path, file: bool) -> None:
         for path in (out, stamp, config_path):
             path.unlink(missing_ok=True)
         return
-    markers = (FINGERPRINT, config_path.name, "train_config.json", "redline.json", "summary.json", "iteration_0.jsonl",
-               "judgments.jsonl", "manifest.json", "pit.json", "results.json")
+    markers = (FINGERPRINT, config_path.name, *RUN_MARKERS)
     if not any((out / m).exists() for m in markers):
         raise RedlineError(f"{out} holds files that no redline run wrote: --overwrite removes only a redline run; "
                            "choose another --out")

@@ -404,7 +404,7 @@ def _as_request_error(e: BaseException) -> RequestError:
     """How an engine's exception reaches a client: 400 for a fault of the request, else 503 or 500."""
     if isinstance(e, RequestError):
         return e
-    if (type(e).__module__, type(e).__name__) == ("jinja2.exceptions", "TemplateError"):
+    if any((c.__module__, c.__name__) == ("jinja2.exceptions", "TemplateError") for c in type(e).__mro__):
         # the model's chat template refused the messages (its raise_exception: no system role, roles must alternate)
         return RequestError(400, f"messages: the model's chat template refuses them: {e}", param="messages")
     if isinstance(e, (RedlineError, ValueError, OverflowError)):

@@ -594,6 +594,7 @@ class _DecodeBatch:
         """
         engine, cache, n = self.engine, self.cache, self.n
         admitted: list[tuple[_Item, int]] = []  # (item, tokens shared)
+        self.admitting = []
         while pending and n + len(admitted) < self.rows_cap:
             item = pending[-1]
             ids = torch.tensor(item.ids)
@@ -609,7 +610,7 @@ class _DecodeBatch:
                 shared = 0
             else:
                 cache.copy_prefix(source, n + len(admitted), shared)
-            pending.pop()
+            self.admitting.append(pending.pop())
             row = n + len(admitted)
             self.prompt_ids[row] = -1
             self.prompt_ids[row, : len(ids)] = ids
@@ -617,7 +618,6 @@ class _DecodeBatch:
             admitted.append((item, shared))
         if not admitted:
             return []
-        self.admitting = [item for item, _ in admitted]
         t0 = time.perf_counter()
         for item, _ in admitted:
             item.start = t0

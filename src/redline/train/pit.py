@@ -365,7 +365,9 @@ def train_pit(config: PITConfig, out: str | os.PathLike) -> dict[str, Any]:
                                     for row in references], config.max_prompt_length, config.truncate_prompts)
         except RedlineError as e:
             raise RedlineError(f"round 1 ({out / REFERENCES}, BASE's answers of up to --reference-max-new-tokens "
-                               f"{config.reference_max_new_tokens} tokens): {e}") from None
+                               f"{config.reference_max_new_tokens} tokens): {e}. Those settings are the run's: to keep "
+                               f"PIT SFT and the references, copy {out / 'sft'} and {out / REFERENCES} into a new --out "
+                               "and run there with them") from None
 
     # Step 4: the RL curriculum, each round from the last one's policy, the KL to PIT SFT.
     start = str(sft)
