@@ -111,6 +111,18 @@ def test_a_folder_of_other_files_is_refused_as_an_output_and_a_seeded_stage_is_t
         claim_output(seeded, config, command="train pit", config_name="train_config.json", seeded=("sft", "references.jsonl"))
 
 
+def test_a_run_refused_on_a_seeded_folder_leaves_no_fingerprint_to_refuse_the_corrected_rerun(jsonl, tmp_path, capsys):
+    prefs = jsonl([{"prompt": f"Q{i}?", "chosen": "good", "rejected": "bad"} for i in range(6)], "prefs.jsonl")
+    run = tmp_path / "pit-r1"
+    (run / "sft").mkdir(parents=True)
+    (run / "sft" / "redline.json").write_text("{}")  # a stage copied in by a script
+    argv = ["train", "pit", "--policy", "tiny-random", "--data", str(prefs), "--rounds", "1", "--out", str(run)]
+    assert main(argv + ["--gap-reward", str(tmp_path / "nowhere")]) == 2
+    capsys.readouterr()
+    assert sorted(p.name for p in run.iterdir()) == ["sft"]  # nothing of the refused run is left
+    assert (run / "sft" / "redline.json").read_text() == "{}"
+
+
 def test_a_models_config_json_is_never_taken_for_a_runs_and_an_older_run_still_resumes(jsonl, tmp_path):
     from redline.config import claim_output
     from redline.improve.revise import ReviseConfig

@@ -63,8 +63,9 @@ def configured(cls, args: argparse.Namespace, command: str, *, config_name: str 
     if _launched_worker():  # under torchrun/accelerate launch the main process claims OUT
         return config
     created = not out.exists()
-    claim_output(out, config, command=command, overwrite=args.overwrite, config_name=config_name, file=file, seeded=seeded)
-    args.claimed = (out, config_name, created, file)  # released by main() if the run fails before writing anything
+    found = claim_output(out, config, command=command, overwrite=args.overwrite, config_name=config_name, file=file,
+                         seeded=seeded)
+    args.claimed = (out, config_name, created, file, found)  # released by main() if the run fails before writing anything
     return config
 
 
@@ -859,8 +860,8 @@ def _release(args: argparse.Namespace) -> None:
     if getattr(args, "claimed", None):
         from redline.config import release_output
 
-        out, config_name, created, file = args.claimed
-        release_output(out, config_name=config_name, created=created, file=file)
+        out, config_name, created, file, found = args.claimed
+        release_output(out, config_name=config_name, created=created, file=file, found=found)
 
 
 def main(argv: list[str] | None = None) -> int:

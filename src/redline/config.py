@@ -373,7 +373,7 @@ def _holds_results(out: Path, config_name: str, file: bool) -> bool:
 
 
 def claim_output(out: str | os.PathLike, config, *, command: str, overwrite: bool = False,
-                 config_name: str = "config.json", file: bool = False, seeded: tuple[str, ...] = ()) -> None:
+                 config_name: str = "config.json", file: bool = False, seeded: tuple[str, ...] = ()) -> list | None:
     """Make ``out`` this run's: refuse one that holds a run with another fingerprint, unless ``overwrite``
     (which removes it and starts over); then write the fingerprint and the resolved config beside it.
 
@@ -382,12 +382,14 @@ def claim_output(out: str | os.PathLike, config, *, command: str, overwrite: boo
     only when it holds nothing but ``seeded`` names (stages of this command placed there to start from,
     as scripts do with PIT's SFT), and refused otherwise, so no run writes into a folder of other files.
     ``file``: ``out`` is one file (``generate``), and the two are written beside it as
-    ``OUT.fingerprint.json``, ``OUT.config.json``.
+    ``OUT.fingerprint.json``, ``OUT.config.json``. Returns, for a folder claimed afresh, what it held
+    (``release_output`` compares it, to release a run that wrote nothing into a seeded folder).
     """
     out = Path(out)
     now = fingerprint(config, command)
     stamp = sidecar(out, FINGERPRINT, file)
     config_path = sidecar(out, config_name, file)
+    found = None if file or stamp.exists() else _contents(out, config_name)
     if _holds_results(out, config_name, file) and not overwrite:
         recorded = _read_json(config_path) if config_path.is_file() and not stamp.is_file() else None
         if stamp.is_file():
@@ -414,6 +416,15 @@ def claim_output(out: str | os.PathLike, config, *, command: str, overwrite: boo
     (out.parent if file else out).mkdir(parents=True, exist_ok=True)
     write_text_atomic(stamp, json.dumps(now, indent=2, default=str) + "\n")  # rewritten on every resume: never torn
     write_config(config_path, config)
+    return found
+
+
+def _contents(out: Path, config_name: str) -> list:
+    """Every file under ``out`` but the two sidecars, with its size and time: what a run found, or has written."""
+    if not out.is_dir():
+        return []
+    return sorted((str(p.relative_to(out)), p.stat().st_size, p.stat().st_mtime_ns) for p in out.rglob("*")
+                  if p.is_file() and p.relative_to(out).parts[0] not in (FINGERPRINT, config_name))
 
 
 # an older redline's run folder holds one of these (and `--overwrite` removes only a folder that does)
@@ -430,11 +441,13 @@ def _read_json(path: Path) -> Any:
 
 
 def release_output(out: str | os.PathLike, *, config_name: str = "config.json", created: bool = False,
-                   file: bool = False) -> None:
+                   file: bool = False, found: list | None = None) -> None:
     """Undo ``claim_output`` for a run that failed before it wrote anything (a bad input, a wrong model
-    kind): no fingerprint is left to refuse the corrected rerun, and no empty folder."""
+    kind): no fingerprint is left to refuse the corrected rerun, and no empty folder. ``found``: what a
+    folder claimed afresh held (a seeded stage); unchanged, the run wrote nothing."""
     out = Path(out)
-    if _holds_results(out, config_name, file):
+    unchanged = found is not None and _contents(out, config_name) == found
+    if not unchanged and _holds_results(out, config_name, file):
         return
     for path in (sidecar(out, FINGERPRINT, file), sidecar(out, config_name, file)):
         path.unlink(missing_ok=True)
