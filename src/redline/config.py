@@ -40,6 +40,10 @@ from redline import RedlineError
 from redline.records import write_text_atomic
 
 FINGERPRINT = "fingerprint.json"
+# an older redline's run folder holds one of these (and `--overwrite` removes only a folder that does)
+RUN_MARKERS = ("train_config.json", "redline.json", "summary.json", "iteration_0.jsonl", "judgments.jsonl",
+               "manifest.json", "pit.json", "results.json")
+NOT_CONTENT = (".DS_Store", ".gitkeep")  # what a file browser or a repository leaves in an empty folder
 
 
 # ----------------------------------------------------------------------------- flags
@@ -250,7 +254,6 @@ def config_dict(config) -> dict[str, Any]:
 
 def write_config(path: str | os.PathLike, config) -> Path:
     """The resolved config, for ``--config`` to repeat the run."""
-    path = Path(path)
     return write_text_atomic(path, json.dumps(config_dict(config), indent=2) + "\n")
 
 
@@ -425,12 +428,6 @@ def _contents(out: Path, config_name: str) -> list:
         return []
     return sorted((str(p.relative_to(out)), p.stat().st_size, p.stat().st_mtime_ns) for p in out.rglob("*")
                   if p.is_file() and p.relative_to(out).parts[0] not in (FINGERPRINT, config_name))
-
-
-# an older redline's run folder holds one of these (and `--overwrite` removes only a folder that does)
-RUN_MARKERS = ("train_config.json", "redline.json", "summary.json", "iteration_0.jsonl", "judgments.jsonl",
-               "manifest.json", "pit.json", "results.json")
-NOT_CONTENT = (".DS_Store", ".gitkeep")  # what a file browser or a repository leaves in an empty folder
 
 
 def _read_json(path: Path) -> Any:

@@ -357,12 +357,12 @@ def train_pit(config: PITConfig, out: str | os.PathLike) -> dict[str, Any]:
     stages["sft"]["identical_pairs_skipped"] = n_identical  # not in the stage's card: a resumed run counts it again
 
     # Step 3: round 1's references, sampled from BASE.
-    references = []
+    second = []  # round 1's records: each RL prompt with BASE's answer as its reference
     if 1 in rounds and not is_complete(out / stage_name(rounds)):
-        references = sample_references(config, unique_prompts(rl_prefs), out / REFERENCES)
+        second = [{"id": row["id"], "prompt": row["prompt"], "reference": row["response"]}
+                  for row in sample_references(config, unique_prompts(rl_prefs), out / REFERENCES)]
         try:  # now, not after round 0 has trained
-            fit_prompts(tokenizer, [build_prompt({"prompt": row["prompt"], "reference": row["response"]})
-                                    for row in references], config.max_prompt_length, config.truncate_prompts)
+            fit_prompts(tokenizer, [build_prompt(r) for r in second], config.max_prompt_length, config.truncate_prompts)
         except RedlineError as e:
             raise RedlineError(f"round 1 ({out / REFERENCES}, BASE's answers of up to --reference-max-new-tokens "
                                f"{config.reference_max_new_tokens} tokens): {e}. Those settings are the run's: to keep "
@@ -380,10 +380,7 @@ def train_pit(config: PITConfig, out: str | os.PathLike) -> dict[str, Any]:
             other = f" after {done} iterations (not --iterations {config.iterations})" if done != config.iterations else ""
             print(f"redline: {stage} is done{other}; skipping RL round {r}", file=sys.stderr)
         else:
-            if r == 0:
-                records = first
-            else:
-                records = [{"id": row["id"], "prompt": row["prompt"], "reference": row["response"]} for row in references]
+            records = first if r == 0 else second
             source = str(out / REFERENCES) if r == 1 else rl_source
             stages[stage.name] = run_round(config, start, str(sft), records, stage, source, final=k == len(rounds) - 1)
         start = str(stage)
