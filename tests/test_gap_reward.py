@@ -202,11 +202,13 @@ def test_the_cut_report_counts_every_sequence_encoded(jsonl, tmp_path, capsys):
     from redline.train.gap_reward import GapRewardConfig, train_gap_reward
 
     rows = [{"prompt": "p", "chosen": "good", "rejected": "bad"}, {"prompt": "q", "chosen": "a long answer " * 10, "rejected": "no"}]
-    train_gap_reward(GapRewardConfig(data=str(jsonl(rows)), model="tiny-random", max_steps=1, batch_size=1, max_length=20,
+    data = jsonl(rows)  # a Path, as a Python caller may give: the run's train_config.json holds it as text
+    train_gap_reward(GapRewardConfig(data=data, model="tiny-random", max_steps=1, batch_size=1, max_length=20,
                                      eval_split=0.0, device="cpu", save_steps=100), tmp_path / "gap")
     # pair q's long answer alone overflows 20 tokens: its four texts were encoded (two cut, two dropped), then dropped
     err = capsys.readouterr().err
     assert "6 of 8 sequences lost their prompt's start" in err and "2 whose response alone does not fit" in err
+    assert json.loads((tmp_path / "gap" / "train_config.json").read_text())["data"] == str(data)
 
 
 def test_lora_is_merged_and_identical_pairs_feed_the_anchor_term_when_asked(jsonl, tmp_path):

@@ -488,6 +488,8 @@ class ModelCard:
     reads: dict[str, Any] = field(default_factory=dict)  # per data file: records read, skipped and why
 
     def __post_init__(self):
+        self.data = [str(d) for d in self.data]  # a config's Path, as a Python caller may give it
+        self.base_model = str(self.base_model)
         if not self.reads:
             from redline.records import read_reports
 

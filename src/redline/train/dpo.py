@@ -40,14 +40,14 @@ What a run folder holds (as every Trainer-based command's)::
 
 from __future__ import annotations
 
-import json
 import math
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from redline import RedlineError
+from redline.config import write_config
 from redline.train.sft import (
     SFTSettings, as_chat, check_report_to, publish, run_trainer, save_training_curve, training_device, trl_arguments,
 )
@@ -134,7 +134,7 @@ def train_dpo(config: DPOSettings, out) -> dict[str, Any]:
         print(f"redline: DPO skips {n_identical} pairs whose chosen equals rejected", file=sys.stderr)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "train_config.json").write_text(json.dumps(asdict(config), indent=2, default=str) + "\n")
+    write_config(out / "train_config.json", config)
 
     # Steps 2-3: the policy (a LoRA SFT run merged, so that adapter-off is π_ref) and TRL's trainer.
     device = training_device(config)

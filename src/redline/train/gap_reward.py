@@ -43,14 +43,14 @@ Deviations from the paper:
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from redline import RedlineError
+from redline.config import write_config
 from redline.prompts import pit_messages
 from redline.records import Preference, Ranking, read_records
 from redline.models import GAP_REWARD, chat_text, score_texts
@@ -317,7 +317,7 @@ def train_gap_reward(config: GapRewardConfig, out: str | os.PathLike) -> dict[st
     report_cuts(counts, config.max_length, counts["sequences"], "pairs")
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "train_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    write_config(out / "train_config.json", config)
     # a LoRA run as the start (SFT, or a shipped model) is folded into plain weights under the new adapter
     model = load_reward_model(config.model, dtype=base_dtype(config), device=device, merge_lora=True).train()
     if config.lora:

@@ -73,11 +73,12 @@ import gc
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from redline import RedlineError
+from redline.config import write_config
 from redline.records import write_text_atomic
 from redline.train.ppo import RLSettings
 
@@ -342,7 +343,7 @@ def train_pit(config: PITConfig, out: str | os.PathLike) -> dict[str, Any]:
         config.ppo_config(config.policy, prompts="-").check()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "train_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    write_config(out / "train_config.json", config)
     stages: dict[str, Any] = {}
     rl_source = config.rl_data or config.data
 

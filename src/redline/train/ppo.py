@@ -137,6 +137,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from redline import RedlineError
+from redline.config import write_config
 from redline.train.sft import as_chat, check_report_to, publish, set_threads, threads_field
 
 # (prompts as chat messages, response texts, the records they came from) -> one score per response
@@ -764,7 +765,7 @@ def run_ppo(
     accelerator, tokenizer = learner.accelerator, models.tokenizer
     main = accelerator.is_main_process
     if main:
-        (out / "train_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+        write_config(out / "train_config.json", config)
 
     # Before training starts: prompts that fit, tokenized pretraining texts, the run so far.
     prompts, n_cut = fit_prompts(tokenizer, [build_prompt(r) for r in prompt_records], config.max_prompt_length,

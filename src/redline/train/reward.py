@@ -43,14 +43,14 @@ Deviations from the paper:
 from __future__ import annotations
 
 import itertools
-import json
 import random
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from redline import RedlineError
+from redline.config import write_config
 from redline.models import REWARD, chat_text, score_texts
 from redline.records import Preference, Ranking, Record, iter_raw, prompt_key, prompt_text, read_records
 from redline.train.sft import (
@@ -420,7 +420,7 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
     out = Path(out)
     check_report_to(config.report_to)  # before anything loads
     out.mkdir(parents=True, exist_ok=True)
-    (out / "train_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    write_config(out / "train_config.json", config)
     # step 1
     rankings = read_comparisons(config.data, limit=config.limit, skip_invalid=config.skip_invalid)
     if config.eval_data:

@@ -27,11 +27,12 @@ import json
 import math
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from redline import RedlineError
+from redline.config import write_config
 from redline.records import write_text_atomic
 
 
@@ -241,7 +242,7 @@ def train_sft(
     out.mkdir(parents=True, exist_ok=True)
     if not examples:
         raise RedlineError("no training examples")
-    (out / "train_config.json").write_text(json.dumps(asdict(config or settings), indent=2, default=str) + "\n")
+    write_config(out / "train_config.json", config or settings)
 
     device = training_device(settings)
     torch.manual_seed(settings.seed)
