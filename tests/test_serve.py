@@ -87,6 +87,7 @@ def test_a_bad_or_missing_key_is_401(echo_server):
         ({**CHAT, "max_tokens": 10**9}, 400, "max_tokens is 1000000000; this server allows at most 1024"),
         ({**CHAT, "seed": 1180591620717411303424}, 400, "seed: Input should be less than or equal to"),
         ({**CHAT, "n": 17}, 400, "n: Input should be less than or equal to 16"),
+        ({**CHAT, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop.list[str]: List should have at most 4 items"),
         ({**CHAT, "logprobs": True}, 400, "logprobs is not supported by redline serve"),
         ({**CHAT, "tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "tools is not supported"),
         ({**CHAT, "response_format": {"type": "json_object"}}, 400, "response_format is not supported"),
@@ -102,6 +103,23 @@ def test_malformed_or_unsupported_requests_get_a_clear_error(echo_server, body, 
     error = r.json()["error"]
     assert says in error["message"] and error["type"] == "invalid_request_error"
     assert engine.calls == []
+
+
+def test_a_request_carries_at_most_max_choices_choices():
+    """--max-concurrency bounds the requests in flight; one request of 10,000 prompts would get round it."""
+    from redline.serve import MAX_CHOICES
+
+    engine = ScriptedEngine(lambda prompt, seed: f"{prompt}!")
+    with start_server(make_app(engine, "m")) as server:
+        post = lambda n, prompts: httpx.post(f"{server.url}/completions", timeout=10,  # noqa: E731
+                                             json={"model": "m", "prompt": prompts, "n": n})
+        r = post(4, [str(i) for i in range(MAX_CHOICES // 4 + 1)])
+        assert r.status_code == 400 and r.json()["error"]["param"] == "prompt", r.text
+        assert f"{MAX_CHOICES // 4 + 1} prompts × n 4 is {MAX_CHOICES + 4} choices" in r.json()["error"]["message"]
+        assert engine.calls == []
+        r = post(4, [str(i) for i in range(MAX_CHOICES // 4)])
+        assert r.status_code == 200, r.text
+        assert [c["text"] for c in r.json()["choices"]] == [f"{k // 4}!" for k in range(MAX_CHOICES)]
 
 
 @pytest.mark.parametrize("logprobs", [0, 2])

@@ -18,7 +18,8 @@ What it does, in the order a request meets it:
    refused by name unless they ask for nothing, and unknown ones are refused as OpenAI does, never
    silently ignored. ``max_tokens`` above ``max_tokens_limit``, a prompt above
    ``max_prompt_tokens`` (engines with ``continuous()``), an empty prompt, messages the model's chat
-   template refuses and a seed outside 0..2**63-1 are a 400 for that request alone;
+   template refuses, a seed outside 0..2**63-1, more than 4 stop strings (``MAX_STOP``, OpenAI's) and
+   more than ``MAX_CHOICES`` choices (prompts × n) in one request are a 400 for that request alone;
 4. **scheduling** — each choice (``n`` per prompt) is one item for the engine:
 
    - an engine that offers ``continuous()`` (the transformers engine) gets **continuous batching by
@@ -63,7 +64,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Union
+from typing import Annotated, Any, Callable, Literal, Union
 
 from redline import RedlineError
 
@@ -81,6 +82,10 @@ except ModuleNotFoundError as e:  # `redline serve` without its extra: one line,
 from redline.generation import Completion, SamplingParams, cut_at_stop
 
 MAX_N = 16  # choices per prompt
+MAX_STOP = 4  # stop strings, as OpenAI allows
+# One request's choices (prompts × n): --max-concurrency bounds the requests in flight, this what each may carry.
+# More prompts go as more requests, which the scheduler batches together just the same.
+MAX_CHOICES = 256
 MAX_SEED = 2**63 - 1  # the engine seeds torch generators, which take 64-bit integers
 
 
@@ -152,7 +157,7 @@ class _Common(BaseModel):
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     max_tokens: int | None = Field(None, ge=1)
-    stop: Union[str, list[str], None] = None
+    stop: Union[str, Annotated[list[str], Field(max_length=MAX_STOP)], None] = None
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     n: int = Field(1, ge=1, le=MAX_N)
     stream: bool | None = False
@@ -541,6 +546,10 @@ def make_app(
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         if not prompts:
             return _error(400, "prompt: give a string or a non-empty list of strings", param="prompt")
+        if len(prompts) * body.n > MAX_CHOICES:
+            return _error(400, f"prompt: {len(prompts)} prompts × n {body.n} is {len(prompts) * body.n} choices; this "
+                          f"server takes at most {MAX_CHOICES} in one request: send the rest as more requests "
+                          "(they are batched together)", param="prompt")
         return await answer(body, prompts, chat=False, request=request)
 
     async def answer(body: _Common, prompts: list, chat: bool, request: Request):
