@@ -418,8 +418,24 @@ def test_admin_export_downloads_jsonl_and_import_adds_existing_records(sessions,
     two = jsonl([{"prompt": f"Who {i}?", "id": f"w{i}", "responses": ["x", "y"], "ranks": [0, 1], "meta": {"annotator": name}}
                  for i, name in enumerate(["Ann B", "Ann-B"])], "two.jsonl")
     r = admin.post(f"/admin/projects/{pid}/import", data={"csrf": csrf}, files={"records": ("two.jsonl", two.read_bytes())})
-    assert r.status_code == 422 and "two.jsonl: id w1: meta.annotator: 'Ann-B' and 'Ann B' both become the user name 'Ann-B'" in html.unescape(r.text)
+    assert r.status_code == 422 and "two.jsonl:2: meta.annotator: 'Ann-B' and 'Ann B' both become the user name 'Ann-B'" in html.unescape(r.text)
     assert len(export(sessions, "r", "ranking", tmp_path)) == 3
+    # ...nor across imports: the user Ann-B made from "Ann B" takes Ann B's later work, never another file's "Ann-B"
+    def one(name, i, file):
+        return jsonl([{"prompt": f"Whose {i}?", "responses": ["x", "y"], "ranks": [0, 1], "meta": {"annotator": name}}], file)
+
+    def upload(file):
+        return admin.post(f"/admin/projects/{pid}/import", data={"csrf": csrf}, files={"records": (file.name, file.read_bytes())})
+
+    assert upload(one("Ann B", 1, "first.jsonl")).status_code == 200
+    r = upload(one("Ann-B", 2, "second.jsonl"))
+    assert r.status_code == 422, r.text
+    assert ("second.jsonl:1: meta.annotator: 'Ann-B' becomes the user name 'Ann-B' (letters, digits, '.', '_' and '-', "
+            "at most 80), an earlier import made from 'Ann B'") in html.unescape(r.text)
+    r = upload(one("root", 3, "root.jsonl"))  # a user's own name is that user: an admin's imported work is the admin's
+    assert r.status_code == 200, r.text
+    assert upload(one("Ann B", 5, "third.jsonl")).status_code == 200
+    assert [e.meta["annotator"] for e in export(sessions, "r", "ranking", tmp_path)][3:] == ["Ann-B", "root", "Ann-B"]
 
 
 # ----------------------------------------------------------------------------- the database

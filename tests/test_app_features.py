@@ -308,7 +308,7 @@ def test_an_older_database_is_migrated_and_keeps_its_data(tmp_path):
     assert database_revision(make_engine(url)) in schema_heads()[1]
     with sessions.begin() as db:
         user = P.get_user(db, "old")
-        assert user.api_token_hash is None
+        assert user.api_token_hash is None and user.imported_as is None
         assert P.new_api_token(db, user)
 
 

@@ -78,6 +78,8 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))
     password_hash: Mapped[str | None] = mapped_column(String(200))  # None: cannot log in (imported work, bots)
     api_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)  # sha256 of the export API token
+    # meta.annotator as an import gave it ("Ann B" for the user Ann-B): a later import's "Ann-B" is someone else
+    imported_as: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=now)
 
 

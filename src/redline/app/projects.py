@@ -621,23 +621,37 @@ IMPORT_KINDS = {"critique": "feedback", "rank": "ranking", "demonstration": "dem
 def import_records(db: DBSession, project: Project, path: str | Path, default_annotator: str = "imported") -> int:
     """Existing records of the project's kind become items with one submitted annotation each.
 
-    The annotator is ``meta.annotator`` (a user without a password is made for a new name), else
-    ``default_annotator``. A preference's two answers are shown in an order fixed by a hash of the
-    prompt, so the chosen one is not always A. Returns how many records were imported.
+    The annotator is ``meta.annotator``, else ``default_annotator``: the user of that name, or the one an
+    earlier import made from that very annotator name ("Ann B" became the user Ann-B); a new name gets a
+    user without a password. Two annotator names that would become one user name, in this file or
+    across imports, are refused before anything is added: two people's labels are never merged. A
+    preference's two answers are shown in an order fixed by a hash of the prompt, so the chosen one is
+    not always A. Returns how many records were imported.
     """
-    from redline.records import read_records
+    from redline.records import iter_raw, read_records
 
     kind = IMPORT_KINDS[project.task_type]
     records = read_records(path, kind)
+    lines = [number for number, _ in iter_raw(path)]  # nothing skipped: record i came from row lines[i]
     given: dict[str, str] = {}  # a user's name: the annotator name in the file it comes from
-    for record in records:  # every name checked before anything is added
+    users: dict[str, User | None] = {}
+    for record, line in zip(records, lines):  # every name checked before anything is added
         raw = str(record.meta.get("annotator") or default_annotator)
         name = re.sub(r"[^A-Za-z0-9._-]", "-", raw)[:80] or default_annotator
+        rule = f"user name {name!r} (letters, digits, '.', '_' and '-', at most 80)"
         if given.setdefault(name, raw) != raw:  # two people's labels would become one annotator's
-            raise RecordError([f"{path}: id {record.id}: meta.annotator: {raw!r} and {given[name]!r} both become the "
-                               f"user name {name!r} (letters, digits, '.', '_' and '-', at most 80): rename one"])
-    users = {name: db.scalar(select(User).where(User.name == name)) or add_user(db, name, "annotator", None)
-             for name in given}
+            raise RecordError([f"{path}:{line}: meta.annotator: {raw!r} and {given[name]!r} both become the {rule}: "
+                               "rename one"])
+        if name not in users:
+            users[name] = user = db.scalar(select(User).where(User.name == name))
+            if user is not None and raw != (user.imported_as if user.imported_as is not None else user.name):
+                made = f"an earlier import made from {user.imported_as!r}" if user.imported_as else "which exists"
+                raise RecordError([f"{path}:{line}: meta.annotator: {raw!r} becomes the {rule}, {made}: rename it, or "
+                                   f"give {name!r} to add to that user's work"])
+    for name, raw in given.items():
+        if users[name] is None:
+            users[name] = add_user(db, name, "annotator", None)
+            users[name].imported_as = raw
     user_of = {raw: users[name] for name, raw in given.items()}
 
     def annotator(record: Record) -> User:
