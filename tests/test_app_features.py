@@ -312,6 +312,19 @@ def test_an_older_database_is_migrated_and_keeps_its_data(tmp_path):
         assert P.new_api_token(db, user)
 
 
+def test_the_migrations_make_the_schema_the_models_describe(tmp_path):
+    """A column added to a model without its migration (or the other way round) is caught here, not by a user."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from redline.app.db import Base, make_engine, upgrade_to
+
+    url = f"sqlite:///{tmp_path / 'head.db'}"
+    upgrade_to(url, "head")
+    with make_engine(url).connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+
+
 def test_a_job_left_unfinished_by_a_stopped_server_is_marked(sessions, tmp_path):
     make_project(sessions, tmp_path, "r", "rank", RANK_ROWS)
     with sessions.begin() as db:

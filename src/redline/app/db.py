@@ -77,7 +77,7 @@ class User(Base):
     name: Mapped[str] = mapped_column(String(80), unique=True)
     role: Mapped[str] = mapped_column(String(16))
     password_hash: Mapped[str | None] = mapped_column(String(200))  # None: cannot log in (imported work, bots)
-    api_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)  # sha256 of the export API token
+    api_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True, index=True)  # sha256 of the export API token
     # meta.annotator as an import gave it ("Ann B" for the user Ann-B): a later import's "Ann-B" is someone else
     imported_as: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=now)
@@ -118,8 +118,8 @@ class Item(Base):
     prompt: Mapped[Any] = mapped_column(JSONText)  # a string or a list of chat messages
     meta: Mapped[Any] = mapped_column(JSONText, default=dict)
     answers: Mapped[Any] = mapped_column(JSONText, default=list)  # [{"text", "source"}]
-    gold: Mapped[Any] = mapped_column(JSONText)  # the known answer: {"ranks": [...]} or {"choice": "a"}; None
-    draft: Mapped[Any] = mapped_column(JSONText)  # {"critique", "revision", "model"} from a critic; None
+    gold: Mapped[Any] = mapped_column(JSONText, nullable=True)  # the known answer: {"ranks": [...]} or {"choice": "a"}; None
+    draft: Mapped[Any] = mapped_column(JSONText, nullable=True)  # {"critique", "revision", "model"} from a critic; None
 
 
 class Assignment(Base):
