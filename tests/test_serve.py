@@ -18,7 +18,7 @@ import pytest
 
 from redline import RedlineError
 from redline.generation import ScriptedEngine
-from redline.serve import EngineUnavailable, FlakyEngine, StreamText, make_app, start_server
+from redline.serve import EngineUnavailable, FlakyEngine, RunningServer, StreamText, make_app, start_server
 
 openai = pytest.importorskip("openai")
 
@@ -400,6 +400,29 @@ def test_a_model_the_decode_loop_cannot_serve_is_one_line(monkeypatch, capsys):
     assert out.err.strip().splitlines() == [
         "redline: error: mistral attends within a sliding window of 4096 tokens, and this batch needs 8256"]
     assert "redline serve:" not in out.out  # no banner for a server that never listened
+
+
+def test_a_port_in_use_is_one_line_before_the_model_loads(monkeypatch, capsys):
+    import redline.generation
+    from redline.cli import main
+
+    loaded = []
+    monkeypatch.setattr(redline.generation, "load_engine", lambda *args, **kwargs: loaded.append(1))
+    with start_server(make_app(ScriptedEngine(["x"]), "m")) as server:
+        assert main(["serve", "--model", "m", "--port", str(server.port)]) == 2
+    assert f"redline: error: cannot listen on 127.0.0.1:{server.port}: Address already in use" in capsys.readouterr().err
+    assert loaded == []
+
+
+def test_a_server_that_does_not_start_gives_its_port_back(monkeypatch):
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)  # returns at once, never started
+    server = RunningServer(make_app(ScriptedEngine(["x"]), "m"))
+    with pytest.raises(RedlineError, match="did not start"):
+        server.start()
+    with socket.socket() as again:  # free again: its socket was closed (a plain bind fails beside one left open)
+        again.bind(("127.0.0.1", server.port))
 
 
 @pytest.fixture(scope="module")

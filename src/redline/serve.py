@@ -711,9 +711,7 @@ class RunningServer:
         import uvicorn
 
         self.app = app
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))  # port 0: the OS picks a free one, and we know it before starting
+        sock = _bound(host, port)  # port 0: the OS picks a free one, and we know it before starting
         self.port = sock.getsockname()[1]
         self.url = f"http://{host}:{self.port}/v1"
         self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
@@ -727,6 +725,7 @@ class RunningServer:
         deadline = time.monotonic() + timeout
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()  # its socket closed: the port is free again
                 raise RedlineError(f"the server on port {self.port} did not start")
             time.sleep(0.01)
         return self
@@ -741,6 +740,18 @@ class RunningServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _bound(host: str, port: int) -> socket.socket:
+    """A socket bound to (host, port), or one line saying why it cannot be."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise RedlineError(f"cannot listen on {host}:{port}: {e.strerror or e}; choose another --port or --host") from None
+    return sock
 
 
 def start_server(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
@@ -769,6 +780,7 @@ def serve(
 
     from redline.generation import load_engine
 
+    _bound(host, port).close()  # a port in use is said before the model loads, not after
     options = {"max_batch": max_batch} if backend == "transformers" else {}
     engine = load_engine(model, backend=backend, dtype=dtype, device=device, **options)
     default_max_tokens = min(256, max_tokens_limit)
