@@ -30,3 +30,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_reward(tmp_path_factory) -> str:
+    """A reward model as the hub holds one (sequence classification, one output, no redline run card): tiny-random's
+    body under a seeded random head. tiny-random itself is a causal LM, which the reward judge refuses."""
+    import torch
+
+    from redline.models import load_reward_model, load_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-reward")
+    torch.manual_seed(0)
+    load_reward_model("tiny-random", device="cpu").save_pretrained(folder)
+    load_tokenizer("tiny-random").save_pretrained(folder)
+    return str(folder)

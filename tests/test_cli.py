@@ -117,3 +117,12 @@ def test_openmp_threads_wait_passively_unless_the_user_chose(jsonl, monkeypatch)
     loaded = subprocess.run([sys.executable, "-c", "import sys; from redline.cli import build_parser; build_parser(); "
                              "print('torch' in sys.modules)"], capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "False"
+
+
+def test_stats_p90_is_the_nearest_rank():
+    # Nearest rank: the ceil(0.9 n)-th smallest. Of 1..10 that is 9 (not the maximum); of 1..100, 90.
+    from redline.stats import _distribution
+
+    assert _distribution(list(range(1, 11)))["p90"] == 9
+    assert _distribution(list(range(1, 101)))["p90"] == 90
+    assert _distribution([7])["p90"] == 7 and _distribution([1, 2, 3, 4, 5])["p90"] == 5

@@ -194,6 +194,14 @@ def test_records_without_ids_match_by_prompt(tmp_path):
         match_pairs(a + a[:1], b)
 
 
+def test_a_repeated_prompt_that_starts_with_a_bracket_is_a_clear_error():
+    # a plain-text prompt such as "[Task] ..." is no chat: the error names it, with no traceback
+    for text in ("[Task] Write a haiku.", "[1, 2]"):
+        a = [Response(prompt=text, response="A1"), Response(prompt=text, response="A2")]
+        with pytest.raises(RedlineError, match=r"A: the prompt '\[.*' appears 2 times"):
+            match_pairs(a, [Response(prompt=text, response="B")])
+
+
 def test_bad_judge_spec_is_one_clear_error(response_files, tmp_path, capsys):
     a, b, _ = response_files
     assert main(["evaluate", "--a", a, "--b", b, "--judge", "gpt4", "--out", str(tmp_path / "o")]) == 2
@@ -303,12 +311,12 @@ def test_agreement_cli_runs_both_judges(response_files, tmp_path):
     assert json.loads((out / "agreement.json").read_text())["pairs"] == 3
 
 
-def test_evaluate_with_a_reward_model_judge(response_files, tmp_path):
+def test_evaluate_with_a_reward_model_judge(response_files, tmp_path, tiny_reward):
     a, b, _ = response_files
     out = tmp_path / "rm"
-    summary = evaluate(EvaluateConfig(a=a, b=b, judge="reward:tiny-random?device=cpu", out=str(out), limit=4,
+    summary = evaluate(EvaluateConfig(a=a, b=b, judge=f"reward:{tiny_reward}?device=cpu", out=str(out), limit=4,
                                       bootstrap=100, progress=False))
-    assert summary["judge"] == "reward:tiny-random" and summary["pairs"] == 4
+    assert summary["judge"] == f"reward:{tiny_reward}" and summary["pairs"] == 4
     for j in read_judgments(out / "judgments.jsonl"):
         first, second = j.meta["scores"]  # in the order shown
         score_a, score_b = (first, second) if j.order == "ab" else (second, first)

@@ -157,3 +157,25 @@ def test_score_difference_reads_the_scores_in_the_order_shown():
     # A judgment that keeps no score (an LLM judge asked both orders) leaves the difference out altogether.
     assert score_difference(shown + [_j("a", "both", meta={"orders": {"ab": "a", "ba": "a"}})]) == {}
     assert "score_difference" not in summarize([_j("a")], 100)
+
+
+def test_one_verdict_gives_no_interval():
+    # One pair has no spread to resample: a bootstrap "interval" of it is the point itself, which reads as certainty.
+    assert bootstrap_interval(np.array([1.0]), 200) is None
+    s = summarize([_j("a", meta={"quality": [1.0, 0.0]}), _j("invalid")], 100)
+    assert s["win_rate"] == 1.0 and s["ci95"] is None and s["lc_ci95"] is None
+    assert s["score_difference"] == 1.0 and s["score_difference_ci95"] is None
+    assert bootstrap_interval(np.array([1.0, 0.0]), 200) is not None
+
+
+def test_the_intervals_do_not_depend_on_the_order_of_the_pairs():
+    # The same judgments in another order (a reordered --a file, a judgments file whose retried pairs come last)
+    # are the same evaluation: every number, intervals included, must come out the same.
+    rng = np.random.default_rng(0)
+    judgments = [_j(str(rng.choice(["a", "b", "tie"])), str(rng.choice(["ab", "ba"])), a="w " * int(rng.integers(1, 9)),
+                    meta={"quality": [float(rng.random()), float(rng.random())]}) for _ in range(60)]
+    for i, j in enumerate(judgments):
+        j.id = f"q{i}"
+    forward, backward = summarize(judgments, 500), summarize(judgments[::-1], 500)
+    for key in ("ci95", "lc_ci95", "score_difference_ci95"):
+        assert forward[key] == backward[key], key

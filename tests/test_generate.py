@@ -59,3 +59,10 @@ def test_bad_id_is_refused_with_its_line(jsonl, tmp_path):
     with pytest.raises(RecordError, match=r"data.jsonl:2: id: expected a string"):
         generate_responses(GenerateConfig(model="tiny-random", prompts=prompts), tmp_path / "out.jsonl")
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_an_output_line_that_is_no_record_is_named_not_a_traceback(jsonl, tmp_path):
+    out = tmp_path / "out.jsonl"
+    out.write_text('["t0", "Write about topic 0."]\n')
+    with pytest.raises(RedlineError, match=r"out.jsonl:1: not a response record \(a JSON list\)"):
+        generate_responses(GenerateConfig(model="tiny-random", prompts=str(jsonl(PROMPTS))), out)

@@ -78,8 +78,8 @@ def test_bad_specs_are_clear_errors(spec, says, monkeypatch):
         parse_judge(spec)
 
 
-def test_reward_judge_on_tiny_random():
-    judge = RewardJudge("tiny-random", device="cpu", batch_size=2)
+def test_reward_judge_on_tiny_random(tiny_reward):
+    judge = RewardJudge(tiny_reward, device="cpu", batch_size=2)
     items = [Item("Say hi.", "Hello there!", "Go away."), Item("Count.", "one two three", "one"),
              Item("Same.", "identical", "identical")]
     verdicts = judge.judge_many(items)
@@ -92,13 +92,25 @@ def test_reward_judge_on_tiny_random():
     swapped = judge.judge_many([Item(it.prompt, it.b, it.a) for it in items])
     assert [v.winner for v in swapped] == [swap_winner(v.winner) for v in verdicts]
     # a margin wider than any gap makes every verdict a tie
-    wide = RewardJudge("tiny-random", device="cpu", margin=1e6)
+    wide = RewardJudge(tiny_reward, device="cpu", margin=1e6)
     assert {v.winner for v in wide.judge_many(items)} == {"tie"}
 
 
 def test_reward_judge_fails_early_on_a_bad_model(tmp_path):
     with pytest.raises(RedlineError, match="is not a folder"):
         RewardJudge(str(tmp_path / "missing" / "run"), device="cpu").check()
+
+
+def test_reward_judge_refuses_a_language_model(capsys, tmp_path):
+    # embedded, tiny-random or a hub chat model would load under a fresh, random head and judge at random
+    with pytest.raises(RedlineError, match=r"tiny-random is not a reward model \(architectures \['LlamaForCausalLM'\]\)"):
+        RewardJudge("tiny-random", device="cpu").check()
+    a = tmp_path / "a.jsonl"
+    a.write_text('{"id": "1", "prompt": "p", "response": "r"}\n')
+    from redline.cli import main
+
+    assert main(["evaluate", "--a", str(a), "--b", str(a), "--judge", "reward:tiny-random", "--out", str(tmp_path / "o")]) == 2
+    assert "is not a reward model" in capsys.readouterr().err and not (tmp_path / "o" / "judgments.jsonl").exists()
 
 
 def test_reward_judge_refuses_a_run_that_is_not_a_plain_reward_model(tmp_path):
@@ -114,7 +126,7 @@ def test_reward_judge_refuses_a_run_that_is_not_a_plain_reward_model(tmp_path):
         judge.check()
 
 
-def test_reward_judge_reads_at_the_length_its_run_trained_at(tmp_path):
+def test_reward_judge_reads_at_the_length_its_run_trained_at(tmp_path, tiny_reward):
     import json
 
     from redline.models import ModelCard, load_reward_model, load_tokenizer, save_model
@@ -132,7 +144,7 @@ def test_reward_judge_reads_at_the_length_its_run_trained_at(tmp_path):
     wider = parse_judge(f"reward:{run}?device=cpu&max_length=2048")  # the spec's option wins
     a, b = wider.score([("Say.", long_a), ("Say.", long_b)])
     assert a != b and wider.max_length == 2048
-    plain = RewardJudge("tiny-random", device="cpu")  # not a redline run: 2048
+    plain = RewardJudge(tiny_reward, device="cpu")  # not a redline run: 2048
     plain.check()
     assert plain.max_length == 2048
     with pytest.raises(RedlineError, match="max_length must be >= 1"):

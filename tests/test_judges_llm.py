@@ -218,3 +218,15 @@ def test_a_timed_out_call_is_retried(serve_engine):
     verdict = judge.judge_many(ITEMS[:1])[0]
     assert verdict.winner == "b"
     assert judge.stats["retries"] >= 1 and judge.stats["failures"] == 0
+
+
+def test_a_cache_path_that_is_no_sqlite_file_is_one_clear_error(tmp_path):
+    # cache=FOLDER or cache=some.jsonl: a RedlineError naming the path, not sqlite3's traceback
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text('{"not": "a database"}\n' * 100)
+    for path in (tmp_path, notes):
+        with pytest.raises(RedlineError, match=f"judge cache {path}: cannot use it as an sqlite file"):
+            ResponseCache(path)
+    assert notes.read_text() == '{"not": "a database"}\n' * 100
+    with pytest.raises(RedlineError, match="cannot use it as an sqlite file"):
+        parse_judge(f"openai:m@http://127.0.0.1:9/v1?cache={tmp_path}")

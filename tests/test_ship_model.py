@@ -46,7 +46,7 @@ def test_a_shipped_critic_loads_and_scores_as_the_run_does(jsonl, tmp_path):
     assert (shipped - base).abs().max() > 10 * (shipped - original).abs().max()  # ... and the adapter is applied
 
 
-def test_a_shipped_reward_model_scores_as_the_merged_run_does(jsonl, tmp_path):
+def test_a_shipped_reward_model_scores_as_the_merged_run_does(jsonl, tmp_path, tiny_reward):
     from redline.judges.reward import RewardJudge
     from redline.models import run_info
 
@@ -66,7 +66,7 @@ def test_a_shipped_reward_model_scores_as_the_merged_run_does(jsonl, tmp_path):
     pairs = [("Write about item 1.", "A fine answer."), ("Write about item 1.", "bad"), ("Say hi.", "Hi there.")]
     merged, shipped = RewardJudge(str(run)).score(pairs), RewardJudge(str(to)).score(pairs)
     assert shipped == pytest.approx(merged, abs=0.05)  # bias included: the adapter in bfloat16, the same scores
-    assert RewardJudge("tiny-random").score(pairs) != pytest.approx(shipped, abs=0.05)
+    assert RewardJudge(tiny_reward).score(pairs) != pytest.approx(shipped, abs=0.05)  # an untrained head
     # PPO's value model starts from the shipped adapter run; with the shared reference its adapter off is the reward
     # model: the shipped one's own adapter must stay on (folded in), not switch off with PPO's
     chats = [[{"role": "user", "content": p}] for p, _ in pairs]

@@ -14,7 +14,7 @@ and writes, in OUT:
 
 The numbers: wins, ties and losses of A, the win rate of A (a tie counts ½, an invalid verdict
 is left out: a judge that could not answer is no evidence either way), the invalid rate, a
-percentile-bootstrap 95% interval over pairs, position consistency (LLM judges ask in both
+percentile-bootstrap 95% interval over pairs (none from a single valid verdict), position consistency (LLM judges ask in both
 orders: the share of pairs whose two answers agree), the mean lengths of A and B in words, and a
 **length-controlled win rate** after AlpacaEval 2 (Dubois et al. 2024, "Length-Controlled
 AlpacaEval", arXiv 2404.04475): a logistic regression of the verdict on the tanh-squashed,
@@ -117,10 +117,10 @@ def bootstrap_interval(
     """Percentile bootstrap interval of ``statistic`` (default: the mean) over resampled pairs.
 
     ``statistic`` takes an array of indices into the data and returns a number, so the same
-    resampling serves the win rate and the length-controlled rate.
+    resampling serves the win rate and the length-controlled rate. None for fewer than two values.
     """
     n = len(scores)
-    if n == 0 or resamples <= 0:
+    if n < 2 or resamples <= 0:  # one pair has no spread to resample: its "interval" would be a point, read as certainty
         return None
     rng = np.random.default_rng(seed)
     values = []
@@ -218,7 +218,12 @@ def word_count(text: str) -> int:
 
 
 def summarize(judgments: Sequence[Judgment], resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """Every number of the report, from judgments (winner in A/B terms)."""
+    """Every number of the report, from judgments (winner in A/B terms).
+
+    The judgments are taken in one fixed order (by id, then texts), so the bootstrap draws the same pairs
+    however they came: a reordered --a file, or a judgments file whose retried pairs come last, gives the
+    same intervals."""
+    judgments = sorted(judgments, key=lambda j: (j.id or "", prompt_key(j.prompt), j.a, j.b, j.order, j.winner))
     winners = [j.winner for j in judgments]
     out: dict[str, Any] = count_verdicts(winners)
     valid = [j for j in judgments if j.winner != "invalid"]
@@ -314,9 +319,10 @@ def match_pairs(
     if not by_id:
         for records, name in ((a, a_name), (b, b_name)):
             seen = Counter(key(r) for r in records)
+            prompts = {key(r): r.prompt for r in records}  # a text prompt may start with "[": the key is no chat to parse
             for k, n in seen.items():
                 if n > 1:
-                    problems.append(f"{name}: the prompt {_short(prompt_text(json.loads(k)) if k.startswith('[') else k)!r} "
+                    problems.append(f"{name}: the prompt {_short(prompt_text(prompts[k]))!r} "
                                     f"appears {n} times; give the records ids to match them")
         if problems:
             raise RedlineError("cannot match records by prompt:\n  " + "\n  ".join(problems[:MAX_MISMATCHES]))
@@ -532,7 +538,8 @@ TABLE_HEAD = f"| | {_HEADS}\n| --- | {_RULE}"
 
 REPORT_NOTES = """
 Win rate = (wins + ½ ties) / valid verdicts; invalid verdicts (the judge could not answer) are left
-out and counted apart. The 95% interval is a percentile bootstrap over pairs ({resamples} resamples).
+out and counted apart. The 95% interval is a percentile bootstrap over pairs ({resamples} resamples; – with
+fewer than two valid verdicts).
 The length-controlled (LC) win rate follows AlpacaEval 2 (arXiv 2404.04475): a logistic regression
 of the verdict on tanh(length difference / its sd), read at zero difference. Position consistency
 (judges that ask in both orders) is the share of pairs whose two answers agree; a disagreement is

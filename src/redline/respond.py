@@ -84,6 +84,9 @@ def check_done(out: Path, records: list[dict], prompts: str) -> int:
         return 0
     rows = read_jsonl_prefix(out)
     for number, (row, record) in enumerate(zip(rows, records), start=1):
+        if not isinstance(row, dict):
+            raise RedlineError(f"{out}:{number}: not a response record (a JSON {type(row).__name__}): another "
+                               "program's file? (remove it or choose another --out)")
         for name in ("id", "prompt"):
             if row.get(name) != record[name]:
                 raise RedlineError(f"{out}:{number}: {name}: differs from record {number} of {prompts}: "

@@ -31,7 +31,7 @@ def _distribution(lengths: list[int]) -> dict[str, float]:
         "min": ordered[0],
         "mean": round(statistics.fmean(ordered), 1),
         "median": statistics.median(ordered),
-        "p90": ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))],
+        "p90": ordered[(9 * len(ordered) + 9) // 10 - 1],  # nearest rank: the ceil(0.9 n)-th smallest
         "max": ordered[-1],
     }
 

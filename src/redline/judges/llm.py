@@ -56,9 +56,13 @@ class ResponseCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
-        with self._lock, self._db:
-            self._db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, text TEXT NOT NULL, at REAL)")
+        try:  # a folder, or a file that is no sqlite database (cache=answers.jsonl), fails here: say so, touch nothing
+            self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+            with self._lock, self._db:
+                self._db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, text TEXT NOT NULL, at REAL)")
+        except sqlite3.DatabaseError as e:
+            raise RedlineError(f"judge cache {self.path}: cannot use it as an sqlite file ({e}); name a new file "
+                               "(cache=PATH.sqlite) or cache=off") from None
 
     def get(self, key: str) -> str | None:
         with self._lock:

@@ -76,13 +76,15 @@ class RewardJudge:
     def check(self) -> None:
         """Load the model now, so a bad path fails before any judging."""
         if self._model is None:
-            from redline.models import REWARD, load_reward_model, load_tokenizer, run_kind
+            from redline.models import REWARD, check_reward_model, load_reward_model, load_tokenizer, run_kind
 
             # A gap-reward or language-model run would score the wrong input without any error.
             kind = run_kind(self.model_name)
             if kind is not None and kind != REWARD:
                 raise RedlineError(f"{self.model_name} is a {kind} model, not a reward model: "
                                    "the reward judge needs a run of `redline train reward` or a hub reward model")
+            if kind is None:  # a causal LM (embedded, a hub chat model) would load under a fresh, random head
+                check_reward_model(self.model_name, "the reward judge's model (reward:RUN)")
             self._model = load_reward_model(self.model_name, dtype=self.dtype, device=self.device)
             self._tokenizer = load_tokenizer(self.model_name)
             self._tokenizer.padding_side = "right"
