@@ -3,6 +3,7 @@ size, revisions of the test responses and of a second responder's, a table, a pl
 that resumes instead of redoing."""
 
 import json
+import re
 
 import pytest
 
@@ -67,6 +68,18 @@ def test_bad_revise_settings_are_refused_before_any_training(data, tmp_path, cap
     assert message in capsys.readouterr().err
     assert not (tmp_path / "exp").exists()
 
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--revise-no-repeat-ngram", "1"], "--no-repeat-ngram must be 0 (off) or at least 2, got 1"),
+    (["--revise-temperature", "-1"], "--temperature must be at least 0, got -1.0"),
+])
+def test_bad_revise_sampling_is_refused_before_any_training(data, tmp_path, flags, message):
+    # these failed at the first revise call, after every critic had been trained
+    with pytest.raises(RedlineError, match=re.escape(message)):
+        main(["--debug", "experiment", "critic", "--data", str(data), "--model", "tiny-random", "--sizes", "2",
+              "--out", str(tmp_path / "exp")] + flags)
+    assert not (tmp_path / "exp").exists()
 
 def test_a_size_larger_than_the_data_is_refused_before_any_training(data, tmp_path):
     with pytest.raises(RedlineError, match="--sizes asks for 999 records"):

@@ -215,3 +215,24 @@ def test_run_method_reuses_only_when_decoding_is_greedy(tmp_path):
         run_method(config, "scripted", lambda engine: deterministic(calls), tmp_path / f"{temperature}-{reuse}",
                    engine=object(), responses=items)
         assert len(calls) == steps, (temperature, reuse)
+
+
+class FailsOnFirstCall(PreferShorter):
+    """A judge that could not say at its first call (an API that failed for good), then prefers the shorter."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def judge_many(self, items):
+        self.calls += 1
+        return [Verdict("invalid") for _ in items] if self.calls == 1 else super().judge_many(items)
+
+
+def test_keep_best_does_not_stop_an_item_on_a_verdict_the_judge_could_not_give(tmp_path):
+    summary = run_iterations(responses(2), shorten, iterations=2, out=tmp_path, stop="best", judge=FailsOnFirstCall(),
+                             progress=False)
+    first, second = rows_of(tmp_path, 1), rows_of(tmp_path, 2)
+    # no verdict is no preference for the current response: it is kept, and the item is tried again
+    assert [(r["response"], r["changed"], r["halted"]) for r in first] == [("x", False, True), ("xx", False, False)]
+    assert [(r["response"], r["changed"]) for r in second] == [("x", False), ("x", True)]
+    assert [it["stopped"] for it in summary["iterations"]] == [0, 1]

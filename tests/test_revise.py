@@ -7,7 +7,7 @@ import pytest
 from redline import RedlineError
 from redline.cli import main
 from redline.generation import ScriptedEngine, per_prompt
-from redline.improve.loop import read_jsonl_prefix
+from redline.improve.loop import StepOutput, read_jsonl_prefix
 from redline.improve.revise import ReviseConfig, revise, revision_budget
 from redline.models import ModelCard, load_causal_lm, load_tokenizer, save_model
 from redline.prompts import CRITIC_TEMPLATE
@@ -205,16 +205,46 @@ def test_bad_settings_are_one_error_before_the_critic_loads(jsonl, tmp_path, cap
         assert not out.exists()
 
 
+
+@pytest.mark.parametrize("flags, message", [
+    (["--no-repeat-ngram", "1"], "--no-repeat-ngram must be 0 (off) or at least 2, got 1"),
+    (["--top-p", "0"], "--top-p must be in (0, 1], got 0.0"),
+    (["--top-p", "1.5"], "--top-p must be in (0, 1], got 1.5"),
+    (["--no-repeat-ngram", "3", "--backend", "vllm"], "--no-repeat-ngram is implemented by the transformers backend only"),
+])
+def test_bad_sampling_settings_are_one_error_before_the_critic_loads(jsonl, tmp_path, capsys, flags, message):
+    # they used to fail at the first generate call, after the critic loaded and iteration_0.jsonl was written:
+    # the corrected rerun was then refused as "a run with other settings"
+    data = jsonl([r.to_dict() for r in inputs(2)], "responses.jsonl")
+    out = tmp_path / "out"
+    assert main(["revise", "--critic", str(tmp_path / "no-critic"), "--input", str(data), "--out", str(out)] + flags) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not out.exists()
+
+
 def test_responses_without_prompts_or_ids_are_refused_before_the_critic_loads(jsonl, tmp_path, capsys):
     no_prompt = jsonl([{"id": "a", "response": "r"}], "no_prompt.jsonl")
     out = tmp_path / "out"
     assert main(["revise", "--critic", str(tmp_path / "no-critic"), "--input", str(no_prompt), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "no_prompt.jsonl:1: prompt: missing" in err
-    no_id = jsonl([{"prompt": "p", "response": "r"}], "no_id.jsonl")
+    no_id = jsonl([{"id": "a", "prompt": "p", "response": "r"}, {"prompt": "p", "response": "r"}], "no_id.jsonl")
     assert main(["revise", "--critic", str(tmp_path / "no-critic"), "--input", str(no_id), "--out", str(out)]) == 2
-    assert "unique id" in capsys.readouterr().err
+    assert "no_id.jsonl:2: id: missing" in capsys.readouterr().err  # the file, the line and the field
     assert not out.exists()
+
+
+def test_a_response_without_an_id_is_skipped_with_skip_invalid(jsonl, tmp_path):
+    from redline.improve.loop import IterateSettings, run_method
+
+    data = jsonl([{"id": "a", "prompt": "p", "response": "r"}, {"prompt": "p", "response": "r"}], "no_id.jsonl")
+    calls = []
+    config = IterateSettings(input=str(data), skip_invalid=True)
+    summary = run_method(config, "scripted", lambda engine: lambda rows, k: calls.append(rows) or [
+        StepOutput("", row["response"] + "!") for row in rows], tmp_path / "out", engine=object())
+    assert [r["id"] for r in calls[0]] == ["a"] and summary["iterations"][0]["items"] == 1
+    assert summary["reads"][str(data)]["skipped"] == 1
 
 
 def test_per_item_budgets_on_tiny_random(tmp_path):

@@ -91,3 +91,34 @@ def test_refine_cli_on_tiny_random_and_a_reward_model_refused(tmp_path, jsonl, c
     with pytest.raises(RedlineError, match="is a reward model"):
         refine(RefineConfig(model=str(rm), input=str(data)), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+
+def test_a_refinement_cut_by_max_new_tokens_or_looping_is_never_applied(tmp_path):
+    # q0's refinement runs past --max-new-tokens (a cut rewrite: a budget failure, as in revise and improve);
+    # q1's repeats one phrase until it ends (a loop its response did not have); q2's is whole, and applied
+    refinements = {"q0": " ".join(f"w{i}" for i in range(40)), "q1": "topic 1 " + "is great " * 12,
+                   "q2": "topic 2 is great."}
+
+    def model(prompt, seed):
+        text = prompt[-1]["content"]
+        if text.startswith("Below is a request and a response to it. Give feedback"):
+            return "- It uses capital letters."
+        return refinements["q" + text.split("topic ", 1)[1][0]]
+
+    summary = refine(RefineConfig(model="scripted", iterations=1, max_new_tokens=30), tmp_path,
+                     engine=ScriptedEngine(model), responses=inputs(3))
+    rows = read_jsonl_prefix(tmp_path / "iteration_1.jsonl")
+    assert [r["failure"] for r in rows] == ["budget", "loop", None]
+    assert [r["response"] for r in rows] == ["Topic 0 Is Great.", "Topic 1 Is Great.", "topic 2 is great."]
+    assert [r["changed"] for r in rows] == [False, False, True]
+    assert rows[0]["revision"].startswith("w0 w1")  # kept in the record, never applied
+    assert summary["iterations"][0]["failures"] == {"parse": 0, "budget": 1, "loop": 1}
+
+
+def test_no_issues_is_recorded_and_counted_as_nothing_to_fix(tmp_path):
+    summary = refine(RefineConfig(model="scripted", iterations=2, stop="fixed"), tmp_path,
+                     engine=ScriptedEngine(lowercase_model), responses=inputs(2))
+    second = read_jsonl_prefix(tmp_path / "iteration_2.jsonl")
+    assert all(r["feedback"] == "NO ISSUES" and r["nothing_to_fix"] and not r["changed"] for r in second)
+    assert [it["nothing_to_fix"] for it in summary["iterations"]] == [0, 2]

@@ -523,11 +523,13 @@ def read_records(
     skip_invalid: bool = False,
     limit: int | None = None,
     report: ReadReport | None = None,
+    require_id: bool = False,
 ) -> list[Record]:
     """Read every record of ``kind`` from ``source``; raise ``RecordError`` listing all bad lines.
 
     With ``skip_invalid`` bad lines are skipped and counted in ``report`` (pass one to see them).
-    ``limit`` keeps the first N valid records. Duplicate ids are an error like any other.
+    ``limit`` keeps the first N valid records. Duplicate ids are an error like any other, and with
+    ``require_id`` (readers that match records by id) so is a missing one.
     """
     from redline.formats.trl import as_kind
 
@@ -536,6 +538,8 @@ def read_records(
 
     def parse(obj: Any, number: int) -> Record:
         record = cls.from_dict(as_kind(obj, kind))  # TRL's layouts are read as they are
+        if record.id is None and require_id:
+            raise FieldError("id", "missing (records are matched by id)")
         if record.id is not None:
             if record.id in seen_ids:
                 raise FieldError("id", f"duplicate id {record.id!r} (first on line {seen_ids[record.id]})")

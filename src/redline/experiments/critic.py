@@ -185,10 +185,11 @@ def run_critic_experiment(config: CriticExperimentConfig, out: str | Path) -> di
             dtype=config.generate_dtype, device=config.device, no_repeat_ngram=config.revise_no_repeat_ngram,
         )
 
-    from redline.improve.loop import check_settings
+    from redline.improve.loop import check_sampling, check_settings
 
     check_settings(config.iterations, "fixed", None)  # --iterations, --apply: before hours of training, not after
     revise_config(data).check()
+    check_sampling(revise_config(data))
     feedback = read_records(feedback_path, "feedback", skip_invalid=config.skip_invalid)
     if max(sizes) > len(feedback):
         raise RedlineError(f"--sizes asks for {max(sizes)} records; {feedback_path} has {len(feedback)}")

@@ -35,7 +35,8 @@ Stop rules (``stop``):
     nothing        an item stops once its step changes nothing (the critic or the feedback finds
                    nothing to fix); it is carried over unchanged;
     best           keep the best response so far by a judge: a new response replaces the current
-                   one only if the judge prefers it; an item stops when it is not replaced.
+                   one only if the judge prefers it; an item stops when it is not replaced (but not
+                   when the judge could not say: an ``invalid`` verdict keeps it and it goes on).
 
 Leaving good responses alone (``leave_above``, with a reward-model judge): before each iteration
 the judge scores every active response; one scoring at least the bar is not rewritten at all (no
@@ -162,8 +163,10 @@ def run_method(
 
     check_settings(config.iterations, config.stop, judge if judge is not None else config.judge,  # before any model loads
                    config.leave_above)
+    check_sampling(config)
     if responses is None:
-        responses = read_records(config.input, "response", skip_invalid=config.skip_invalid, limit=config.limit)
+        responses = read_records(config.input, "response", skip_invalid=config.skip_invalid, limit=config.limit,
+                                 require_id=True)  # the iteration files are matched by id
     check_ids(responses)
     if judge is None and config.judge:
         from redline.judges import parse_judge
@@ -191,6 +194,20 @@ def check_settings(iterations: int, stop: str, judge: Any, leave_above: float | 
                                f"got {judge if isinstance(judge, str) else getattr(judge, 'name', judge)!r}")
     if iterations < 1:
         raise RedlineError(f"--iterations must be at least 1, got {iterations}")
+
+
+def check_sampling(config: IterateSettings) -> None:
+    """What ``SamplingParams`` would refuse only at the first generate call: after the model loaded and
+    ``iteration_0.jsonl`` was written, so that the corrected rerun met "a run with other settings"."""
+    if config.temperature < 0:
+        raise RedlineError(f"--temperature must be at least 0, got {config.temperature}")
+    if not 0 < config.top_p <= 1:
+        raise RedlineError(f"--top-p must be in (0, 1], got {config.top_p}")
+    if config.no_repeat_ngram == 1:
+        raise RedlineError("--no-repeat-ngram must be 0 (off) or at least 2, got 1")
+    if config.no_repeat_ngram and config.backend == "vllm":
+        raise RedlineError("--no-repeat-ngram is implemented by the transformers backend only: use --backend "
+                           "transformers or leave it at 0")
 
 
 def check_ids(responses: Sequence[Response]) -> None:
@@ -312,9 +329,9 @@ def _iterate_chunk(chunk: list[dict], step: Step, k: int, stop: str, judge: Any,
         o = outputs[row["id"]]
         if o.usable and not o.keep and not _same(o.revision, row["response"]):
             candidates[row["id"]] = o.revision
-    accepted = set(candidates)
+    accepted, unjudged = set(candidates), set()
     if stop == "best" and candidates:
-        accepted = _judge_prefers_new(judge, [row for row in active if row["id"] in candidates], candidates)
+        accepted, unjudged = _judge_prefers_new(judge, [row for row in active if row["id"] in candidates], candidates)
 
     rows = []
     for row in chunk:
@@ -333,7 +350,8 @@ def _iterate_chunk(chunk: list[dict], step: Step, k: int, stop: str, judge: Any,
         o = outputs[row["id"]]
         new = o.revision if row["id"] in accepted else row["response"]
         changed = row["id"] in accepted
-        halted = stop != "fixed" and not changed and o.usable  # a failed step is not a verdict: try again
+        # a failed step is not a verdict, nor is a judge's "invalid" (it could not say): try again
+        halted = stop != "fixed" and not changed and o.usable and row["id"] not in unjudged
         rows.append({**base, "response": new, "feedback": o.feedback, "revision": o.revision,
                      "changed": changed, "parsed": o.usable, "failure": o.failure, "nothing_to_fix": o.keep,
                      **({"budget": o.budget} if o.budget is not None else {}),
@@ -342,10 +360,12 @@ def _iterate_chunk(chunk: list[dict], step: Step, k: int, stop: str, judge: Any,
     return rows
 
 
-def _judge_prefers_new(judge, rows: list[dict], candidates: dict[str, str]) -> set[str]:
-    """Ids whose new response the judge prefers to the current one (ties keep the current one)."""
+def _judge_prefers_new(judge, rows: list[dict], candidates: dict[str, str]) -> tuple[set[str], set[str]]:
+    """(ids whose new response the judge prefers to the current one, ids it gave no verdict for); ties
+    and invalid verdicts keep the current one."""
     from redline.judges import Item
 
     items = [Item(prompt=row["prompt"], a=candidates[row["id"]], b=row["response"], meta=row.get("meta", {})) for row in rows]
     verdicts = judge.judge_many(items)
-    return {row["id"] for row, v in zip(rows, verdicts) if v.winner == "a"}
+    return ({row["id"] for row, v in zip(rows, verdicts) if v.winner == "a"},
+            {row["id"] for row, v in zip(rows, verdicts) if v.winner == "invalid"})

@@ -12,10 +12,12 @@ Steps of one iteration (``self_refine_step``):
   1. ask the model for feedback on each (prompt, current response): the feedback prompt
      (prompts.py) asks for one problem per line, or exactly "NO ISSUES";
   2. read the feedback (``parse_feedback``): NO ISSUES on its first or last line means done;
-  3. a done item keeps its response (the revision equals the response, so ``--stop nothing`` ends
-     it); an empty feedback is a parse failure (the response stays, the failure is counted);
+  3. a done item keeps its response (``nothing_to_fix``; ``--stop nothing`` ends it); an empty
+     feedback is a parse failure (the response stays, the failure is counted);
   4. ask the model to refine every other item given its feedback (the iterate prompt);
-  5. an empty refinement is a parse failure; otherwise it is the new response.
+  5. read each refinement as ``improve`` reads a rewrite (``pit.read_rewrite``): one cut by
+     ``--max-new-tokens`` (``budget``), one that loops (``loop``) or an empty one (``parse``) is a
+     failure that leaves the response as it was; otherwise it is the new response.
 The loop, the stop rules, the output layout and resuming are ``revise``'s (``improve/loop.py``).
 
 Deviations from the paper:
@@ -37,7 +39,8 @@ from typing import Any
 
 from redline import RedlineError
 from redline.improve.loop import IterateSettings, StepOutput, item_seed, run_method
-from redline.prompts import feedback_messages, iterate_messages, parse_feedback, parse_rewrite
+from redline.improve.pit import read_rewrite
+from redline.prompts import feedback_messages, iterate_messages, parse_feedback
 
 
 @dataclass
@@ -74,7 +77,7 @@ def self_refine_step(engine, config: RefineConfig):
         todo = []
         for i, (row, f) in enumerate(zip(rows, feedback)):
             if f.done:
-                outputs[i] = StepOutput(feedback=f.feedback, revision=row["response"])
+                outputs[i] = StepOutput(feedback=f.feedback, revision=row["response"], keep=True)
             elif not f.parsed:
                 outputs[i] = StepOutput(feedback="", revision=None)
             else:
@@ -86,7 +89,8 @@ def self_refine_step(engine, config: RefineConfig):
             seeds = [item_seed(config.seed + 1, rows[i]["id"], iteration) for i in todo]
             refined = engine.generate(prompts, iterate_params, seeds=seeds, progress=False)
             for i, c in zip(todo, refined):  # step 5
-                outputs[i] = StepOutput(feedback=feedback[i].feedback, revision=parse_rewrite(c.text))
+                out = read_rewrite(c.text, c.finish_reason, rows[i]["response"])
+                outputs[i] = StepOutput(feedback=feedback[i].feedback, revision=out.revision, failure=out.failure)
         return outputs  # type: ignore[return-value]
 
     return step
