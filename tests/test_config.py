@@ -275,3 +275,39 @@ def test_a_model_card_edited_after_a_run_began_does_not_stop_it_resuming(tmp_pat
     (model / "README.md").write_text("card edited again\n")  # the older digest cannot leave the card out
     with pytest.raises(RedlineError, match="not what the run read"):
         claim_output(out, Job(str(model)), command="job")
+
+
+def test_a_reward_model_judge_retrained_in_place_is_another_judge(tmp_path, monkeypatch):
+    """--judge reward:RUN names a model: a run resumed after RUN was retrained would mix two judges' verdicts."""
+    from dataclasses import dataclass
+
+    from redline import RedlineError
+    from redline.config import FINGERPRINT, claim_output, fingerprint
+
+    @dataclass
+    class Job:
+        judge: str = ""
+        steps: int = 1
+
+    monkeypatch.chdir(tmp_path)
+    Path("rm").mkdir()
+    Path("rm/model.safetensors").write_bytes(b"w" * 64)
+    out = tmp_path / "run"
+    claim_output(out, Job("reward:rm?device=cpu"), command="job")
+    (out / "result.txt").write_text("half done")
+    claim_output(out, Job("reward:rm?device=cuda"), command="job")  # the same model on another device: resumes
+    Path("rm/model.safetensors").write_bytes(b"w" * 65)  # retrained in place
+    with pytest.raises(RedlineError, match="--judge: reward:rm\\?device=cuda is not what the run read"):
+        claim_output(out, Job("reward:rm?device=cuda"), command="job")
+    # a run begun when the spec was recorded as text resumes under the same spec, and is refused another
+    stamp = out / FINGERPRINT
+    older = json.loads(stamp.read_text())
+    del older["inputs"]["judge"]
+    older["settings"]["judge"] = "reward:rm?device=cuda"
+    stamp.write_text(json.dumps(older))
+    claim_output(out, Job("reward:rm?device=cuda"), command="job")
+    stamp.write_text(json.dumps(older))
+    with pytest.raises(RedlineError, match="--judge: 'reward:rm' here, 'reward:rm\\?device=cuda' in the run"):
+        claim_output(out, Job("reward:rm"), command="job")
+    hub = fingerprint(Job("reward:org/hub-model"), "job")  # not on this machine: compared as text
+    assert hub["settings"]["judge"] == "reward:org/hub-model" and "judge" not in hub["inputs"]

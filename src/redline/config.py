@@ -300,11 +300,27 @@ def same_input(now: dict[str, str], then: dict[str, str]) -> bool:
     return then["digest"].startswith("folder-sha256:") and path.is_dir() and _digest_folder(path, legacy=True) == then["digest"]
 
 
-def input_digest(value: Any) -> str | None:
-    """A digest of what a field's value names, when it names a file or folder on this machine; else None."""
+# Judge specs whose body is a model on this machine: its content, not the spec's text, is what a run read
+# (a reward model retrained in place is another judge).
+MODEL_SPECS = ("reward:",)
+
+
+def named_path(value: Any) -> Path | None:
+    """The file or folder a field's value names (a path, or a ``reward:PATH?options`` judge spec), else None."""
     if not isinstance(value, (str, os.PathLike)) or not str(value):
         return None
-    path = Path(str(value).split("?")[0])
+    text = str(value).split("?")[0]
+    for prefix in MODEL_SPECS:
+        if text.startswith(prefix) and Path(text[len(prefix):]).exists():
+            text = text[len(prefix):]
+    return Path(text)
+
+
+def input_digest(value: Any) -> str | None:
+    """A digest of what a field's value names, when it names a file or folder on this machine; else None."""
+    path = named_path(value)
+    if path is None:
+        return None
     try:
         if path.is_file():
             return _digest_file(path)
@@ -326,7 +342,9 @@ def fingerprint(config, command: str) -> dict[str, Any]:
             continue
         digest = input_digest(getattr(config, f.name))
         if digest is not None:
-            inputs[f.name] = {"path": str(Path(str(getattr(config, f.name))).resolve()), "digest": digest}
+            given = str(getattr(config, f.name))
+            path = str(Path(given).resolve()) if named_path(given) == Path(given.split("?")[0]) else given
+            inputs[f.name] = {"path": path, "digest": digest, "given": given}
         else:
             settings[f.name] = values[f.name]
             if f.default is not dataclasses.MISSING and isinstance(f.default, (str, int, float, bool, type(None))):
@@ -347,6 +365,8 @@ def differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
             a, b = now["inputs"].get(name), old_inputs.get(name)
             if a and b and same_input(a, b):
                 continue
+            if a and not b and old_settings.get(name) == a.get("given"):
+                continue  # a judge spec an older redline recorded as text: the same spec
             if a and b:
                 out.append(f"{flag_name(name)}: {a['path']} is not what the run read ({b['path']}, other content)")
             else:
