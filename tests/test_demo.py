@@ -119,3 +119,6 @@ def test_a_critic_path_that_is_not_a_critic_is_refused_before_any_work(tmp_path)
     out = tmp_path / "demo"
     assert main(["demo", "--model", "tiny-random", "--critic", str(reward), "--out", str(out)]) == 2
     assert not (out / "critic").exists() and not (out / "data").exists()
+    # a sampling setting the engine would refuse only at the first revision, after the critic trained
+    assert main(["demo", "--model", "tiny-random", "--no-repeat-ngram", "1", "--out", str(out)]) == 2
+    assert not (out / "critic").exists() and not (out / "data").exists()

@@ -136,6 +136,7 @@ def run_demo(args: DemoConfig, out: str | Path, verbose: bool = False) -> str:
     start = time.perf_counter()
     with contextlib.nullcontext() if verbose else quiet(loading_bars=False):
         from redline.evaluate import EvaluateConfig, evaluate_iterations
+        from redline.improve.loop import check_sampling
         from redline.improve.revise import ReviseConfig, revise
         from redline.models import run_info
         from redline.records import read_records
@@ -148,6 +149,11 @@ def run_demo(args: DemoConfig, out: str | Path, verbose: bool = False) -> str:
         if gate is None and args.leave_above != DemoConfig.leave_above:
             raise RedlineError(f"--leave-above {args.leave_above:g} needs a reward model behind the critic; --gate "
                                f"{args.gate} gives none (the shipped one goes with the embedded model)")
+        settings = dict(critic=str(critic), iterations=args.iterations, max_new_tokens=args.max_new_tokens,
+                        seed=args.seed, dtype=args.generate_dtype, device=args.device, no_repeat_ngram=args.no_repeat_ngram)
+        if gate:
+            settings.update(judge=f"reward:{gate}?device={args.device}", stop="best", leave_above=args.leave_above)
+        check_sampling(ReviseConfig(**settings))  # --no-repeat-ngram 1: now, not after the critic has trained
         data = find_data(out)  # step 1
         say(f"step 1/5: data from {data}")
 
@@ -168,10 +174,7 @@ def run_demo(args: DemoConfig, out: str | Path, verbose: bool = False) -> str:
             say(f"          the revisions use {critic} ({shipped.get('examples', '?')} records, "
                 f"{shipped.get('steps', '?')} steps; its README.md says how it was trained)")
 
-        settings = dict(critic=str(critic), iterations=args.iterations, max_new_tokens=args.max_new_tokens,
-                        seed=args.seed, dtype=args.generate_dtype, device=args.device, no_repeat_ngram=args.no_repeat_ngram)
         if gate:
-            settings.update(judge=f"reward:{gate}?device={args.device}", stop="best", leave_above=args.leave_above)
             say(f"          behind the critic, the reward model {gate}: answers it scores >= {args.leave_above:g} are "
                 "left alone, and a revision is kept only where it scores higher")
         sets = [("revise", "eval", data / "test.jsonl", args.test_items, "held-out responses")]
