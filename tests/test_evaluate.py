@@ -270,6 +270,26 @@ def test_iterations_folder_gives_a_curve(response_files, tmp_path, capsys):
     assert (out / "iteration_2" / "judgments.jsonl").exists()
 
 
+def test_an_unfinished_last_iteration_is_left_out_and_said(response_files, tmp_path, capsys):
+    """A run stopped (or still running) mid-iteration: its part-written file is not judged as if it were the whole."""
+    _, _, tasks = response_files
+    folder = _iteration_folder(tmp_path, tasks, n=3)
+    last = folder / "iteration_3.jsonl"
+    last.write_text("".join(last.read_text().splitlines(keepends=True)[:2]) + '{"id": "torn", "pro')
+    out = tmp_path / "curve"
+    assert main(["evaluate", "--a", str(folder), "--judge", "oracle", "--out", str(out), "--bootstrap", "100"]) == 0
+    n = len(tasks)
+    assert f"iteration 3 is unfinished (3 of {n} records in iteration_3.jsonl): left out" in capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert [s["iteration"] for s in summary["iterations"]] == [1, 2]
+    assert summary["unfinished"] == {"3": {"records": 3, "of": n}} and not (out / "iteration_3").exists()
+    assert "left out, unfinished: iteration 3" in (out / "report.md").read_text()
+    for k in (1, 2):
+        (folder / f"iteration_{k}.jsonl").unlink()
+    with pytest.raises(RedlineError, match="no finished iteration to judge"):
+        evaluate(EvaluateConfig(a=str(folder), judge="oracle", out=str(tmp_path / "o")))
+
+
 def test_iteration_file_without_the_original_names_the_line(tmp_path):
     folder = tmp_path / "revise"
     folder.mkdir()

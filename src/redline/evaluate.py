@@ -36,7 +36,8 @@ one file per iteration, each a JSONL of records with at least ``id``, ``prompt``
 copy of its input, the original itself); ``improve/loop.py`` writes this layout. Every iteration is judged against the original (or against ``--b``
 when given); each gets ``OUT/iteration_K/`` with its judgments and summary, and the top level
 holds ``summary.json``, ``report.md`` and ``win_rate_curve.png``, the win rate by iteration with
-its intervals.
+its intervals. An iteration file with fewer rows than ``iteration_0.jsonl`` (a run stopped, or still
+running, mid-iteration) is left out and said, in the report and in ``summary.json``'s ``unfinished``.
 
 ``--export-alpaca-eval FILE`` also writes the judgments in AlpacaEval's annotation format (a JSON
 list, ``alpaca_eval_annotations``), so its tools read them: ``output_1``/``generator_1`` are B (its
@@ -71,6 +72,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from redline import RedlineError
+from redline.config import write_config
 from redline.judges import Item, Judge, swap_winner
 from redline.records import (
     FieldError,
@@ -590,7 +592,7 @@ def _parse(spec: str) -> Judge:
 def _start(config: EvaluateConfig) -> Path:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(config), indent=2, default=str) + "\n")
+    write_config(out / "config.json", config)
     return out
 
 
@@ -627,8 +629,28 @@ def _evaluate_files(config: EvaluateConfig, judge: Judge) -> dict[str, Any]:
     return summary
 
 
+def unfinished_iterations(folder: str | Path) -> dict[int, tuple[int, int]]:
+    """{k: (rows, rows of the input)} for each ``iteration_K.jsonl`` holding fewer rows than the loop's input
+    (``iteration_0.jsonl``): an iteration a stopped run, or one still running, has not finished."""
+    from redline.records import iter_raw
+
+    given = Path(folder) / "iteration_0.jsonl"
+    if not given.exists():
+        return {}
+    expected = sum(1 for _ in iter_raw(given))
+    counts = {k: sum(1 for _ in iter_raw(path)) for k, path in iteration_files(folder)}
+    return {k: (n, expected) for k, n in counts.items() if n < expected}
+
+
 def _evaluate_curve(config: EvaluateConfig, judge: Judge) -> dict[str, Any]:
-    files = iteration_files(config.a)
+    unfinished = unfinished_iterations(config.a)
+    files = [(k, path) for k, path in iteration_files(config.a) if k not in unfinished]
+    for k, (n, expected) in unfinished.items():
+        print(f"redline: iteration {k} is unfinished ({n} of {expected} records in iteration_{k}.jsonl): left out; "
+              "judge it when its run has finished (--overwrite then)", file=sys.stderr)
+    if not files:
+        raise RedlineError(f"{config.a}: no finished iteration to judge (iteration 1 holds "
+                           f"{unfinished[min(unfinished)][0]} of {unfinished[min(unfinished)][1]} records)")
     baseline = read_responses(config.b, config.skip_invalid) if config.b else None
     plan = []
     for k, path in files:  # read and match everything before judging anything
@@ -656,11 +678,14 @@ def _evaluate_curve(config: EvaluateConfig, judge: Judge) -> dict[str, Any]:
         curve.append(s)
     against = config.b or "the original responses (response_0)"
     summary = {"judge": judge.name, "a": config.a, "b": config.b, "seed": config.seed, "iterations": curve,
-               "reads": read_reports([config.b, *(str(path) for _, path in files)])}
+               "reads": read_reports([config.b, *(str(path) for _, path in files)]),
+               "unfinished": {str(k): {"records": n, "of": expected} for k, (n, expected) in unfinished.items()}}
     plot_curve(curve, out / "win_rate_curve.png",
                title=f"win rate against {Path(config.b).name if config.b else 'the original'}")
     lines = [f"iterations: `{config.a}` ({len(curve)} files)", f"against: {against}", f"judge: `{judge.name}`",
              "curve: `win_rate_curve.png`"]
+    if unfinished:
+        lines.append(f"left out, unfinished: iteration {', '.join(str(k) for k in unfinished)}")
     rows = [table_row(f"iteration {s['iteration']}", s) for s in curve]
     _write_outputs(out, summary, _report("Win rate of each iteration against the original", lines, rows, curve[-1],
                                          first="per iteration, in iteration_K/summary.json"))
