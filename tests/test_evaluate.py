@@ -209,9 +209,17 @@ def test_bad_judge_spec_is_one_clear_error(response_files, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_oracle_needs_instructions_in_meta(tmp_path):
+def test_oracle_needs_instructions_in_meta(response_files, tmp_path, capsys):
     with pytest.raises(RedlineError, match="meta.instructions"):
         parse_judge("oracle").judge_many([Item("p", "a", "b")])
+    a, b, _ = response_files  # a file without them is refused before anything is judged or written
+    bare = tmp_path / "bare.jsonl"
+    bare.write_text("".join(json.dumps({k: v for k, v in json.loads(line).items() if k != "meta"}) + "\n"
+                            for line in Path(a).read_text().splitlines()))
+    assert main(["evaluate", "--a", str(bare), "--b", str(bare), "--judge", "oracle", "--out", str(tmp_path / "o")]) == 2
+    assert f"{bare}: 8 of 8 records cannot be judged by oracle: the oracle reads each record's meta.instructions" in (
+        capsys.readouterr().err)
+    assert not (tmp_path / "o").exists()
 
 
 def test_noisy_oracle_is_seeded_and_sometimes_disagrees(response_files):

@@ -198,6 +198,12 @@ def test_bad_settings_are_one_error_before_the_critic_loads(jsonl, tmp_path, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--leave-above needs a reward-model judge" in err[0] and "'oracle'" in err[0]
     assert not out.exists()
+    # the oracle cannot judge records without their instructions: said before the critic loads, not at iteration 1
+    assert main(["revise", "--critic", str(tmp_path / "no-critic"), "--input", str(data), "--out", str(out),
+                 "--stop", "best", "--judge", "oracle"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{data}: 2 of 2 records cannot be judged by oracle" in err[0] and "id 'q0'" in err[0]
+    assert not out.exists()
     for config, message in ((ReviseConfig(critic="c", apply="never"), "--apply 'never'"),
                             (ReviseConfig(critic="c", iterations=0), "--iterations must be at least 1")):
         with pytest.raises(RedlineError, match=message):

@@ -73,7 +73,7 @@ import numpy as np
 
 from redline import RedlineError
 from redline.config import write_config
-from redline.judges import Item, Judge, swap_winner
+from redline.judges import Item, Judge, check_records, swap_winner
 from redline.records import (
     FieldError,
     Judgment,
@@ -613,6 +613,7 @@ def _evaluate_files(config: EvaluateConfig, judge: Judge) -> dict[str, Any]:
     if not pairs:
         raise RedlineError(f"no pairs to judge between {config.a} and {config.b}")
     judge.check()
+    check_records(judge, pairs, config.a)
     out = _start(config)
     judgments = judge_pairs(pairs, judge, out / "judgments.jsonl", seed=config.seed, progress=config.progress)
     summary = {"judge": judge.name, "a": config.a, "b": config.b, "seed": config.seed,
@@ -665,6 +666,8 @@ def _evaluate_curve(config: EvaluateConfig, judge: Judge) -> dict[str, Any]:
             raise RedlineError(f"{path}: no pairs to judge")
         plan.append((k, pairs))
     judge.check()
+    for k, pairs in plan:
+        check_records(judge, pairs, str(dict(files)[k]))
     out = _start(config)
     curve, annotations = [], []
     for k, pairs in plan:

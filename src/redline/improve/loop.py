@@ -173,6 +173,10 @@ def run_method(
 
         judge = parse_judge(config.judge)
         judge.check()
+    if judge is not None:
+        from redline.judges import check_records
+
+        check_records(judge, responses, config.input or "the responses")
     if engine is None:
         from redline.generation import load_engine
 

@@ -4,6 +4,7 @@ One interface for every judge. A judge has a ``name`` (written into each judgmen
 ``both_orders`` (True when it asks in both orders itself, so the caller must not shuffle), and
 
     judge.check()               # fail early with a RedlineError (a server that does not answer ...)
+    check_records(judge, recs)  # ... and for records it cannot judge (the oracle: no meta.instructions)
     judge.judge_many(items)     # list[Item] -> list[Verdict], one per item, in order
     judge.close()
 
@@ -65,6 +66,20 @@ class Judge(Protocol):
     def judge_many(self, items: Sequence[Item]) -> list[Verdict]: ...
 
     def close(self) -> None: ...
+
+
+def check_records(judge: Judge, records: Sequence[Any], where: str = "") -> None:
+    """Before any model loads: records (anything with ``meta`` and ``id``) the judge cannot judge are one error.
+    A judge says what it needs of a record by a ``needs(meta) -> str | None`` method (the oracle's
+    instructions); judges without one take any record."""
+    needs = getattr(judge, "needs", None)
+    if needs is None:
+        return
+    missing = [(r, why) for r in records if (why := needs(r.meta or {}))]
+    if missing:
+        first, why = missing[0]
+        raise RedlineError(f"{where + ': ' if where else ''}{len(missing)} of {len(records)} records cannot be judged by "
+                           f"{judge.name}: {why} (first: id {first.id!r})")
 
 
 def swap_winner(winner: str) -> str:

@@ -41,6 +41,10 @@ class OracleJudge:
     def check(self) -> None:
         from redline.simulate.oracle import quality  # noqa: F401  (fails here if simulate is missing)
 
+    def needs(self, meta: dict) -> str | None:
+        """Why a record with this meta cannot be judged, or None (``judges.check_records``)."""
+        return None if "instructions" in meta else "the oracle reads each record's meta.instructions, and it has none"
+
     def judge_many(self, items: Sequence[Item]) -> list[Verdict]:
         from redline.simulate.annotators import make_pool
         from redline.simulate.oracle import quality
