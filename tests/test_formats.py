@@ -130,6 +130,8 @@ def test_trl_detects_each_format_by_its_keys():
         ({"prompt": [user("q")], "chosen": [assistant("a"), user("more?")], "rejected": [assistant("b")]},
          "chosen", "expected one assistant message, got 2"),
         ({"messages": [user("q")]}, "messages", "no assistant message"),
+        # a messages column stored as JSON text: one clear error, not a TypeError
+        ({"messages": json.dumps([user("q"), assistant("a")])}, "messages", "expected a list of messages, got str"),
         ({"messages": [user("q"), assistant("a"), user("and?")]}, "messages", "after the last assistant reply"),
         ({"prompt": [{"role": "robot", "content": "q"}], "completion": "a"}, "prompt[0].role", "unknown role"),
     ],
@@ -186,6 +188,33 @@ def test_shepherd_rows_become_critique_only_feedback(tmp_path):
     assert second["id"] == "1"
     (record, _) = read_records(out, "feedback")
     assert record.critique_only
+
+
+# Row 1 of data/human_data_for_model.jsonl in facebookresearch/Shepherd, verbatim (CC BY-NC 4.0,
+# https://github.com/facebookresearch/Shepherd): every real row carries `dataset`, the task it came from.
+SHEPHERD_REAL = {
+    "id": 1, "dataset": "GSM8K",
+    "question": "Ryan has 40 balls. There are twice as many red balls as blue while the rest are green. "
+                "If there are 11 blue balls, how many green balls are there?",
+    "answer": "Ryan has 40 balls. There are twice as many red balls as blue. So there are 20 red balls. "
+              "The rest are green. 40 - 20 - 11 = 19. The answer is 19.\n\n",
+    "feedback": "Saying that there are twice as many red balls as blue doesn't tell us what the total of red balls "
+                "is, so the deduction that there are 20 is wrongly based. From this wrong premise, the rest of the "
+                "answer is wrong",
+}
+
+
+def test_shepherd_keeps_the_source_task_of_a_real_row(tmp_path):
+    src = write_jsonl(tmp_path / "shepherd.jsonl", [SHEPHERD_REAL])
+    out = tmp_path / "critiques.jsonl"
+    report = ImportReport("")
+
+    assert import_file("shepherd", str(src), out, report=report) == {out: ("feedback", 1)}
+
+    (record,) = read_jsonl(out)
+    assert record["meta"] == {"dataset": "GSM8K", "source_format": "shepherd", "critique_only": True}
+    assert record["response"].endswith("The answer is 19.")
+    assert not report.dropped_columns  # nothing of the row is lost
 
 
 # ----------------------------------------------------------------------------- ultrafeedback
@@ -253,6 +282,8 @@ def test_ultrafeedback_ranks_with_ties_and_writes_critiques_beside(tmp_path):
     assert feedback[1]["meta"]["critique_only"] is True
     assert feedback[1]["meta"]["model"] == "alpaca-7b"
     assert feedback[1]["meta"]["overall_score"] == 2.0
+    # the system prompt the response was written under is not in the prompt: the docstring keeps it in meta
+    assert feedback[1]["meta"]["custom_system_prompt"] == "Be helpful."
     assert report.read == 3
     assert report.left_out == {
         "completions with an empty response": 1,
@@ -297,6 +328,28 @@ def test_ultrafeedback_binarized_rows_are_preferences(tmp_path):
         "id": "abc", "prompt": "Name a prime.", "chosen": "2.", "rejected": "9.",
         "meta": {"source_format": "ultrafeedback", "score_chosen": 9.0, "score_rejected": 2.0},
     }]
+
+
+def test_ultrafeedback_binarized_ties_are_left_out_and_counted_not_imported_as_preferences(tmp_path):
+    # HuggingFaceH4/ultrafeedback_binarized drew the rejected reply at random, so some pairs score the same
+    # (its discussion #5): which one is "chosen" is then an accident of order, not an annotator's preference.
+    def row(pid, chosen, rejected, score_chosen, score_rejected):
+        return {"prompt": "Name a prime.", "prompt_id": pid, "chosen": [user("Name a prime."), assistant(chosen)],
+                "rejected": [user("Name a prime."), assistant(rejected)],
+                "score_chosen": score_chosen, "score_rejected": score_rejected}
+
+    rows = [row("a", "2.", "9.", 9.0, 2.0), row("b", "3.", "5.", 7.0, 7.0), row("c", "7.", "7.", 6.0, 6.0)]
+    src = write_jsonl(tmp_path / "bin.jsonl", rows)
+    out = tmp_path / "prefs.jsonl"
+    report = ImportReport("")
+
+    assert import_file("ultrafeedback", str(src), out, report=report) == {out: ("preference", 2)}
+
+    assert [p["id"] for p in read_jsonl(out)] == ["a", "c"]  # the tie is out; the identical pair stays an anchor
+    assert report.read == 3
+    assert report.left_out == {"binarized pairs whose scores tie": 1}
+    assert report.identical_pairs == 1
+    assert "left out 1 binarized pairs whose scores tie" in report.summary()
 
 
 def test_ultrafeedback_from_parquet(tmp_path):
@@ -401,6 +454,15 @@ def test_skip_invalid_goes_on_and_counts(tmp_path, capsys):
     with pytest.raises(RedlineError, match=r"empty.jsonl: no rows \(the file is empty or holds only blank lines\)"):
         import_file("hh-rlhf", str(tmp_path / "empty.jsonl"), tmp_path / "none.jsonl")
     assert not (tmp_path / "none.jsonl").exists()
+
+
+def test_import_help_says_what_happens_to_identical_pairs(capsys):
+    # `data import --help` prints this module's docstring: it must not promise a refusal the import does not make
+    with pytest.raises(SystemExit):
+        main(["data", "import", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "same, and a repeated id, are refused" not in text
+    assert "same is kept and counted" in text
 
 
 def test_duplicate_ids_are_refused(tmp_path):

@@ -126,3 +126,11 @@ def test_two_step_trainers_read_trl_files(tmp_path, layouts):
         assert main(["train", "sft", "--data", str(data), "--out", str(run), "--batch-size", "1", "--grad-accum", "1",
                      *common]) == 0
         assert json.loads((run / "redline.json").read_text())["metrics"]["examples"] == 6
+
+
+def test_a_messages_column_that_is_not_a_list_is_a_bad_line_not_a_traceback(tmp_path, capsys):
+    # Some exports store the conversation as JSON text; it must name the file, line and field.
+    path = write(tmp_path / "d.jsonl", [DEMONSTRATION_LAYOUTS["messages"],
+                                        {"messages": json.dumps(DEMONSTRATION_LAYOUTS["messages"]["messages"])}])
+    assert main(["data", "validate", str(path), "--kind", "demonstration"]) == 2
+    assert capsys.readouterr().err.strip() == f"redline: error: {path}:2: messages: expected a list of messages, got str"

@@ -23,9 +23,10 @@ column the import drops is named with the number of rows it was dropped from.
 A bad row stops the import: every bad row is listed as ``FILE:ROW: FIELD: reason`` (up to 20) and no
 file is written. With ``--skip-invalid`` bad rows are skipped, and how many and why is printed. What a
 valid row holds that no record can carry (UltraFeedback's ties, unscored completions) is counted and
-printed too. ``--limit N`` imports the first N valid rows. A preference whose chosen and rejected
-replies are the same, and a repeated id, are refused like any bad row. Rows of a Parquet file, a data
-set or a JSON array are numbered from 1, like lines.
+printed too. ``--limit N`` imports the first N valid rows. A repeated id is refused like any bad row; a
+preference whose chosen and rejected replies are the same is kept and counted (the trainers skip it;
+``train gap-reward --anchor-weight`` uses it as an anchor). Rows of a Parquet file, a data set or a JSON
+array are numbered from 1, like lines.
 """
 
 from __future__ import annotations

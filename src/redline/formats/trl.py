@@ -92,6 +92,8 @@ def demonstration_fields(row: dict) -> dict:
         if "label" in row:
             raise FieldError("label", "unpaired preference (KTO) rows have no redline record; pair them first")
         return {"prompt": prompt_field(row), "response": _reply(row, "completion")}
+    if "messages" in row and not isinstance(row["messages"], list):  # a string would read as a one-text prompt
+        raise FieldError("messages", f"expected a list of messages, got {type(row['messages']).__name__}")
     messages = prompt_field(row, "messages")
     last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
     if last is None:

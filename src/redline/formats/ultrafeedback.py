@@ -40,6 +40,11 @@ The binarized variant ``HuggingFaceH4/ultrafeedback_binarized`` (splits ``train_
      "rejected": [<user>, <assistant "No.">], "score_chosen": 8.0, "score_rejected": 5.0}
     -> {"id": "0a1b", "prompt": "...", "chosen": "Sure ...", "rejected": "No.",
         "meta": {"source_format": "ultrafeedback", "score_chosen": 8.0, "score_rejected": 5.0}}
+
+H4 drew the rejected completion at random from the other three, so some pairs score the same
+(``score_chosen == score_rejected``; the data set's discussion #5): a tie, not a preference. Such a pair
+is left out and counted in ``left_out``, as a prompt whose completions all tie is; a pair whose two
+replies are the same text is kept (an anchor, counted by the import).
 """
 
 from __future__ import annotations
@@ -63,11 +68,11 @@ def convert(row: dict, *, score: str = "fine-grained", left_out: Counter | None 
 
     ``left_out``, when given, counts what the row held that no record carries (ties, unscored completions).
     """
+    left_out = left_out if left_out is not None else Counter()
     if "completions" not in row and "chosen" in row and "rejected" in row:
-        return [_binarized(row)]
+        return _binarized(row, left_out)
     if score not in SCORES:
         raise ValueError(f"unknown score {score!r} (expected one of {', '.join(SCORES)})")
-    left_out = left_out if left_out is not None else Counter()
     prompt = text_field(row, "instruction").strip()
     completions = row.get("completions")
     if not isinstance(completions, list):
@@ -102,7 +107,7 @@ def convert(row: dict, *, score: str = "fine-grained", left_out: Counter | None 
             left_out["completions with no critique"] += 1
             continue
         feedback_meta = {**meta, "critique_only": True, "completion": i}
-        for key in ("model", "principle", "overall_score", "fine-grained_score"):
+        for key in ("model", "principle", "custom_system_prompt", "overall_score", "fine-grained_score"):
             if completion.get(key) is not None:
                 feedback_meta[key] = completion[key]
         feedback.append(
@@ -184,7 +189,7 @@ def _optional_text(obj: dict, name: str, where: str) -> str:
     return value.strip()
 
 
-def _binarized(row: dict) -> Record:
+def _binarized(row: dict, left_out: Counter) -> list[Record]:
     meta = {**meta_field(row), "source_format": NAME}
     for key in ("score_chosen", "score_rejected"):
         if row.get(key) is not None:
@@ -196,7 +201,15 @@ def _binarized(row: dict) -> Record:
         "id": row.get("id") if row.get("id") is not None else row.get("prompt_id"),
         "meta": meta,
     }
-    return Preference.from_dict(record)
+    preference = Preference.from_dict(record)
+    # H4 took the best completion as chosen and a random other as rejected, which can score the same: a tie,
+    # not a preference (as a prompt whose completions all tie yields no ranking). An identical pair stays an anchor.
+    scores = [row.get("score_chosen"), row.get("score_rejected")]
+    if all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in scores) and scores[0] == scores[1] \
+            and not preference.identical:
+        left_out["binarized pairs whose scores tie"] += 1
+        return []
+    return [preference]
 
 
 def _final_reply(row: dict, name: str) -> str:
