@@ -2,6 +2,8 @@
 the loss from full logits (value and gradient), and a bfloat16 base under float32 adapters trains the
 adapters only."""
 
+import json
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -133,3 +135,67 @@ def test_checkpointing_reaches_the_trainer_without_the_deprecated_name_warning(t
             warnings.simplefilter("error", FutureWarning)
             args = config(**sft.trainer_arguments(settings, tmp_path, "cpu"))
         assert args.gradient_checkpointing is on and args.disable_tqdm is False
+
+
+def small_settings(**changes):
+    return sft.SFTSettings(**{"model": "tiny-random", "grad_accum": 1, "learning_rate": 3e-2, "warmup": 0,
+                              "save_steps": 1000, "device": "cpu", **changes})
+
+
+def test_the_last_step_is_logged_so_the_cards_final_loss_is_the_last(tmp_path):
+    """With --logging-steps 2 and 3 steps the Trainer logs steps 1 and 2 only: the card's final_loss was step 2's."""
+    metrics = sft.train_sft(EXAMPLES, small_settings(max_steps=3, logging_steps=2), tmp_path / "run", kind="sft", data=["x"])
+    rows = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    logged = {row["step"]: row["loss"] for row in rows if "loss" in row}
+    assert sorted(logged) == [1, 2, 3]
+    assert metrics["final_loss"] == round(logged[3], 4)
+    assert json.loads((tmp_path / "run" / "redline.json").read_text())["metrics"]["final_loss"] == round(logged[3], 4)
+
+
+def test_a_lora_run_started_from_a_lora_run_is_saved_whole_and_loads_with_plain_transformers(tmp_path, monkeypatch):
+    """The start's adapter is folded into weights that exist nowhere on disk: an adapter saved on them named the bare
+    base in adapter_config.json, so AutoPeftModelForCausalLM (and vLLM) loaded it without the start's adapter."""
+    from transformers import AutoModelForCausalLM
+
+    from redline.models import load_causal_lm, load_tokenizer
+
+    sft.train_sft(EXAMPLES, small_settings(max_steps=1), tmp_path / "first", kind="sft", data=["x"])
+    trained = {}
+    make = sft.completion_sft_trainer
+
+    def capturing():
+        class Capturing(make()):
+            def train(self, *args, **kwargs):
+                out = super().train(*args, **kwargs)
+                trained["model"] = self.model
+                return out
+
+        return Capturing
+
+    monkeypatch.setattr(sft, "completion_sft_trainer", capturing)
+    second = tmp_path / "second"
+    sft.train_sft(EXAMPLES, small_settings(model=str(tmp_path / "first"), max_steps=1), second, kind="sft", data=["x"])
+    info = json.loads((second / "redline.json").read_text())
+    assert info["adapter"] is False and info["base_model"] == "tiny-random"  # the start's base; its adapter is folded in
+    assert not (second / "adapter_config.json").exists() and (second / "model.safetensors").exists()
+
+    batch = load_tokenizer("tiny-random")(["hello world"], return_tensors="pt")
+    with torch.no_grad():
+        expected = trained["model"].eval()(**batch).logits  # the model that trained: both adapters
+        plain = AutoModelForCausalLM.from_pretrained(second)(**batch).logits
+        first = load_causal_lm(str(tmp_path / "first"), device="cpu")(**batch).logits
+    assert torch.allclose(plain, expected, atol=1e-5)
+    assert not torch.allclose(plain, first, atol=1e-3)  # the second adapter is in it
+
+
+def test_a_conversation_that_opens_with_the_assistant_trains_its_replies_and_keeps_the_greeting_as_context():
+    """The template cannot render the empty chat before an opening assistant turn: every such record stopped the run
+    with "Cannot apply chat template to an empty conversation", naming no file or line."""
+    from redline.models import load_tokenizer
+
+    tokenizer = load_tokenizer("tiny-random")
+    chat = [{"role": "assistant", "content": "Hello, how can I help?"}, {"role": "user", "content": "Say hi."},
+            {"role": "assistant", "content": "Hi there."}]
+    turns = sft.tokenize_turns(tokenizer, chat)
+    learned = tokenizer.decode([t for t, m in zip(turns["input_ids"], turns["completion_mask"]) if m])
+    assert learned == "Hi there.<|im_end|>\n"

@@ -10,7 +10,8 @@ CPU the vocabulary projection covers the completion's positions only (``completi
 What a run folder holds when it is done::
 
     RUN/train_config.json      the resolved config: `redline train ... --config RUN/train_config.json` repeats it
-    RUN/model.safetensors      the weights (or adapter_model.safetensors for LoRA) and the tokenizer
+    RUN/model.safetensors      the weights (or adapter_model.safetensors for LoRA, unless the start is a
+                               LoRA run: then whole) and the tokenizer
     RUN/README.md, redline.json  the model card: base model, data, command, date, metrics
     RUN/train_log.jsonl        every logged step (loss, learning rate, epoch)
     RUN/training_curve.png     the loss against the step
@@ -235,7 +236,8 @@ def train_sft(
     from datasets import Dataset
     from trl import SFTConfig
 
-    from redline.models import LoraSettings, ModelCard, add_lora, command_line, load_causal_lm, load_tokenizer, save_model
+    from redline.models import (LoraSettings, ModelCard, add_lora, command_line, load_causal_lm, load_tokenizer, run_info,
+                                save_model)
 
     out = Path(out)
     check_report_to(settings.report_to)
@@ -286,8 +288,16 @@ def train_sft(
         "dropped_examples": dropped,
         "tokens": max((int(row["num_tokens"]) for row in history if "num_tokens" in row), default=None),
     }
-    card = ModelCard(kind=kind, base_model=settings.model, data=data, command=command_line(), metrics=metrics)
-    save_model(trainer.model, tokenizer, out, card, hub_repo=settings.push_to_hub)
+    model, base = trainer.model, settings.model
+    start = run_info(settings.model) if os.path.isdir(settings.model) else {}
+    if start.get("adapter"):
+        # the start's adapter was folded into weights that exist nowhere on disk, so an adapter saved on them would
+        # load (with PEFT, or vLLM) on the bare base: saved whole, on the start's base, as dpo and ppo save
+        base = start["base_model"]
+        if settings.lora:
+            model = model.merge_and_unload()
+    card = ModelCard(kind=kind, base_model=base, data=data, command=command_line(), metrics=metrics)
+    save_model(model, tokenizer, out, card, hub_repo=settings.push_to_hub)
     save_training_curve(history, out, f"{kind}: {settings.model}")
     publish(out, settings.push_to_hub)
     return metrics
@@ -428,7 +438,7 @@ COUNTED = ".redline_progress"  # in RUN/checkpoints: every checkpoint of this ru
 
 def _progress_callback(trainer, carried_seconds: float):
     """Writes into every checkpoint the training time and tokens of the whole run so far, so that a
-    resumed run's redline.json counts every stretch, not only the last."""
+    resumed run's redline.json counts every stretch, not only the last; and has the last step logged."""
     import time
 
     from transformers import TrainerCallback
@@ -436,6 +446,12 @@ def _progress_callback(trainer, carried_seconds: float):
     class Progress(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
             self.start = time.monotonic()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            # the last step is logged too (the Trainer logs every logging_steps only): the card's final_loss is the
+            # loss at the end, and the curve reaches it
+            if state.global_step >= state.max_steps:
+                control.should_log = True
 
         def on_save(self, args, state, control, **kwargs):
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
@@ -452,6 +468,8 @@ def tokenize_turns(tokenizer, messages: list[dict]) -> dict[str, list[int]]:
 
     Each turn is found as TRL finds a prompt-completion pair's completion: where the chat up to the
     turn (with the generation prompt) and the chat through the turn part from the whole chat's tokens.
+    An assistant turn that opens the chat (a greeting) answers nothing and is context only, as TRL
+    keeps it; the template cannot render the empty chat before it.
     """
     from trl.data_utils import common_prefix_length
 
@@ -462,7 +480,7 @@ def tokenize_turns(tokenizer, messages: list[dict]) -> dict[str, list[int]]:
     full = ids(messages)
     mask = [0] * len(full)
     for i, message in enumerate(messages):
-        if message["role"] == "assistant":
+        if message["role"] == "assistant" and i > 0:
             start = common_prefix_length(ids(messages[:i], True), full)
             end = common_prefix_length(ids(messages[: i + 1]), full)
             mask[start:end] = [1] * (end - start)
