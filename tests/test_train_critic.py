@@ -67,6 +67,7 @@ def test_train_critic_cli_loss_falls_adapter_changes_and_a_rerun_with_other_step
     assert any(("lora_B" in k) and v.abs().sum() > 0 for k, v in adapter.items())  # B starts at zero
     info = json.loads((run / "redline.json").read_text())
     assert info["kind"] == "critic" and info["base_model"] == "tiny-random" and info["adapter"]
+    assert info["metrics"]["critique_only_records"] == 0 and info["metrics"]["examples"] == 16  # the card has both
     assert json.loads((run / "train_config.json").read_text())["max_steps"] == 8
     assert (run / "training_curve.png").stat().st_size > 0
 

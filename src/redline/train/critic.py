@@ -175,6 +175,5 @@ def train_critic(config: CriticConfig, out, records: list[Feedback] | None = Non
 
         marker = load_tokenizer(config.model)(REVISION_MARK, add_special_tokens=False)["input_ids"]
         trainer_class = weighted_trainer_class(config.critique_weight, marker)
-    metrics = train_sft(examples, config, out, kind="critic", data=[config.data], config=config, trainer_class=trainer_class)
-    metrics["critique_only_records"] = sum(r.critique_only for r in records)
-    return metrics
+    return train_sft(examples, config, out, kind="critic", data=[config.data], config=config, trainer_class=trainer_class,
+                     metrics={"critique_only_records": sum(r.critique_only for r in records)})

@@ -223,6 +223,7 @@ def train_sft(
     config: Any = None,
     all_turns: bool = False,
     trainer_class: Any = None,
+    metrics: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``settings.model`` on chat pairs ``{"prompt": [messages], "completion": [messages]}``.
 
@@ -279,6 +280,7 @@ def train_sft(
     history = trainer.state.log_history
     losses = [row["loss"] for row in history if "loss" in row]
     metrics = {
+        **(metrics or {}),  # the caller's own figures about its data, for the card too
         "examples": n_examples,
         "steps": trainer.state.global_step,
         "first_loss": round(losses[0], 4) if losses else None,
