@@ -270,3 +270,44 @@ def test_lengths_are_fixed_around_what_other_fixers_placed():
     assert all(check(i, fixed).met for i in instructions)
     assert len(words(fixed)) <= 100 and count_word(fixed, "season") >= 4
     assert re.search(r"^\* ", fixed, re.M)
+
+
+def test_no_commas_fix_removes_a_json_objects_own_commas():
+    """The commas between a JSON object's fields are in the raw text the checker reads: they go too."""
+    for text, strings in (('{"title": "Coffee", "body": "Coffee is old."}', ("Coffee", "Coffee is old.")),
+                          ('```json\n{\n  "id": "a1",\n  "name": "Sam"\n}\n```', ("a1", "Sam"))):
+        fixed = fix(I("no_commas"), text, "coffee")
+        assert check(I("no_commas"), fixed).met, fixed
+        assert all(x in json.loads(fixed)["response"] for x in strings)  # the strings stay, as one field
+    instructions = (I("no_commas"), I("json_format"))
+    fixed = fix_all(instructions, '{"title": "Coffee", "body": "Coffee is old."}', "coffee")
+    assert all(check(i, fixed).met for i in instructions), fixed
+
+
+def test_length_fixers_shrink_text_written_after_a_section_marker():
+    """'SECTION 1: ...' lines hold sentences (they count): a length fix may cut them, keeping the marker."""
+    text = ("SECTION 1: Coffee is old. It came from the hills of Ethiopia long ago. People drink it every morning.\n\n"
+            "SECTION 2: Tea is older still. It came from the south of China. People love it too.")
+    for inst in (I("words_at_most", n=20), I("sentences_at_most", n=3)):
+        instructions = (inst, I("sections", n=2))
+        fixed = fix_all(instructions, text, "coffee")
+        assert all(check(i, fixed).met for i in instructions), (inst, fixed)
+        assert fixed.startswith("SECTION 1: Coffee is old.")
+
+
+def test_a_line_of_several_section_markers_is_unmarked_whole():
+    """'SECTION 1- SECTION 2- SECTION 3' is one header line; re-sectioning must not leave its inner markers."""
+    text = ("SECTION 1- SECTION 2- SECTION 3\nCoffee is old. It came from Ethiopia.\n\n"
+            "People drink it every morning. Some drink it at night. It keeps them awake.")
+    for n in (1, 3, 4):
+        fixed = fix(I("sections", n=n), text, "coffee")
+        assert check(I("sections", n=n), fixed).met, (n, fixed)
+        assert "Coffee is old." in fixed and "It keeps them awake." in fixed
+
+
+def test_a_blank_title_is_no_title():
+    """IFEval's rule: the brackets must hold something."""
+    assert not check(I("title"), "<< >>\n\nCoffee is old.").met
+    assert not check(I("title"), "<<>> Coffee is old.").met
+    assert check(I("title"), "<<On Coffee>>\n\nCoffee is old.").met
+    assert check(I("title"), fix(I("title"), "<< >>\n\nCoffee is old.", "coffee")).met

@@ -13,13 +13,15 @@ measured, tunable figure:
   instead of a coin flip dressed up as a preference (world v2; before it, 40% of the shipped
   comparisons were oracle ties broken by jitter alone);
 - ``flip``: the probability of reversing a preference (for a ranking: each neighbouring pair of
-  the ranked list is swapped with this probability, pairs taken top to bottom, never two in a row);
+  tie groups in the ranked list is swapped with this probability, pairs taken top to bottom, never
+  two in a row);
 - ``miss``: the probability that a critique overlooks a broken instruction (its revision then
   leaves it broken, so the revision still changes only what the critique names). 0 by default.
 
 The default pool (``make_pool``) has five annotators from careful to careless, each with a
-resolution of twice its jitter, so it ties about 84% of pairs it cannot tell apart and almost never
-ties two answers a third of the quality scale apart. ``measure_agreement`` counts a tie as a label
+resolution of twice its jitter, so each ties about 84% of pairs of equal quality (erf(1)). Of two
+answers a third of the quality scale apart, the three careful ones tie fewer than 1%, the two
+careless ones about 6% and 17% (5% over the pool). ``measure_agreement`` counts a tie as a label
 of its own: two annotators agree on a pair when both tie it or both order it the same way
 (InstructGPT's labelers agreed 72.6%, Ouyang et al. 2022, arXiv 2203.02155).
 ``measure_agreement`` reports the figure for any pool and data. With zero noise every annotator

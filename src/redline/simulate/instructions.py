@@ -36,6 +36,7 @@ How fixers compose (``fix_all``):
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from dataclasses import dataclass, field
@@ -240,12 +241,15 @@ def _fresh(templates: tuple[str, ...], core: str, topic: str, keyword: str = "",
 
 
 def _removals(core: str) -> Iterator[str]:
-    """``core`` less one sentence of a paragraph (last first), then less one bullet (last first)."""
+    """``core`` less one sentence of a paragraph (last first), then less one bullet (last first).
+
+    Text after a "SECTION k:" marker is paragraph text too; the marker stays when its text goes."""
     lines = core.split("\n")
     for i in reversed(range(len(lines))):
-        if line_kind(lines[i]) != "prose":
+        kind = line_kind(lines[i])
+        if kind not in ("prose", "header"):
             continue
-        for start, end in reversed(sentence_spans(lines[i], "prose")):
+        for start, end in reversed(sentence_spans(lines[i], kind)):
             rest = re.sub(r"[ \t]{2,}", " ", lines[i][:start] + lines[i][end:]).rstrip()
             yield tidy(_replace_line(lines, i, rest if rest.strip() else None))
     for i in reversed(bullet_lines(core)):
@@ -256,9 +260,10 @@ def _truncations(core: str, excess: int) -> Iterator[str]:
     """``core`` with one paragraph sentence cut short (to no fewer than 4 words)."""
     lines = core.split("\n")
     for i in reversed(range(len(lines))):
-        if line_kind(lines[i]) != "prose":
+        kind = line_kind(lines[i])
+        if kind not in ("prose", "header"):
             continue
-        for start, end in reversed(sentence_spans(lines[i], "prose")):
+        for start, end in reversed(sentence_spans(lines[i], kind)):
             found = list(WORD_RE.finditer(lines[i], start, end))
             keep = max(4, len(found) - excess)
             if keep >= len(found):
@@ -272,7 +277,7 @@ def _merges(core: str) -> Iterator[str]:
     lines = core.split("\n")
     for i in reversed(range(len(lines))):
         kind = line_kind(lines[i])
-        if kind not in ("prose", "bullet", "ps"):
+        if kind not in ("prose", "header", "bullet", "ps"):
             continue
         spans = sentence_spans(lines[i], kind)
         for start, end in reversed(spans[:-1]):
@@ -618,8 +623,6 @@ def _check_json_format(inst, raw, core):
 
 
 def _fix_json_format(inst, raw, ctx):
-    import json
-
     return json.dumps({"response": raw.strip()}, ensure_ascii=False)
 
 
@@ -629,8 +632,12 @@ def _check_sections(inst, raw, core):
 
 
 def _unhead(line: str) -> str:
-    """A header line without its "SECTION k" marker; text after the marker stays, on its own line."""
-    rest = line[content_start(line, "header") :]
+    """A header line without its "SECTION k" markers; text after them stays, on its own line.
+
+    Every marker goes: "SECTION 1- SECTION 2" less its first marker would still be a header."""
+    rest = line
+    while line_kind(rest) == "header":
+        rest = rest[content_start(rest, "header") :]
     return "\n" + rest if rest.strip() else ""
 
 
@@ -733,10 +740,17 @@ def _check_no_commas(inst, raw, core):
     return count == 0, {"count": count}
 
 
-def _fix_no_commas(inst, core, ctx):
-    core = re.sub(r"(?<=\d),(?=\d{3}\b)", "", core)  # 1,000 → 1000: still one word
+def _fix_no_commas(inst, raw, ctx):
+    # The checker reads the raw text, so a JSON object's own commas (between its fields) count: its
+    # strings are written back as one field, as every edit of a JSON answer's core does.
+    shell = open_shell(raw)
+    core = re.sub(r"(?<=\d),(?=\d{3}\b)", "", shell.core)  # 1,000 → 1000, not "1 000"
     core = re.sub(r"[ \t]*,[ \t]*", " ", core)
-    return re.sub(r"[ \t]+\n", "\n", core).rstrip(" ")
+    core = re.sub(r"[ \t]+\n", "\n", core).rstrip(" ")
+    if shell.json_key is None:
+        return shell.wrap(core)
+    key = shell.json_key if "," not in shell.json_key else "response"
+    return json.dumps({key: f'"{core}"' if shell.quoted else core}, ensure_ascii=False)
 
 
 def _check_placeholders(inst, raw, core):
@@ -979,7 +993,7 @@ SPECS: dict[str, Spec] = {
              "It avoids commas throughout."),
         broken=("It uses {C}; the prompt asked for none.", "There are {C} in it, though commas were not allowed.",
                 "It should have no commas, but it has {count}."),
-        check=_check_no_commas, fix=_fix_no_commas, sample=_plain("no_commas"),
+        check=_check_no_commas, fix=_fix_no_commas, sample=_plain("no_commas"), fixes_raw=True,
     ),
     "postscript": Spec(
         group="detectable", params=(),

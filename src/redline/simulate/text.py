@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass
 
 WORD_RE = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
-TITLE_RE = re.compile(r"<<[^\n<>]+>>")
+TITLE_RE = re.compile(r"<<[^\n<>]*[^\s<>][^\n<>]*>>")  # "<< >>" holds no title (IFEval's rule)
 # Case-blind, so lowercasing keeps the structure; text after the marker ("SECTION 1: Sharks are
 # ...") is part of the section, not of its header.
 HEADER_RE = re.compile(r"^\s*SECTION\s+\d+\b[ \t]*[:.)\-–—]*[ \t]*", re.IGNORECASE)
