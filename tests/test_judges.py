@@ -149,3 +149,27 @@ def test_reward_judge_reads_at_the_length_its_run_trained_at(tmp_path, tiny_rewa
     assert plain.max_length == 2048
     with pytest.raises(RedlineError, match="max_length must be >= 1"):
         parse_judge(f"reward:{run}?max_length=0")
+
+
+def test_an_encoder_reward_model_without_a_chat_template_reads_a_text_pair_with_its_special_tokens(tmp_path):
+    """As a DeBERTa reward model of the hub is documented to be called: tokenizer(question, answer). Its head reads
+    the first token, [CLS]; the text "question\\n\\nanswer" without special tokens would be read at a question word."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "write", "a", "poem", "about", "rain", "drops", "fall", "soft"]
+    (tmp_path / "vocab.txt").write_text("\n".join(words) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"))
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=1,
+                                                     num_attention_heads=2, intermediate_size=32, num_labels=1))
+    folder = tmp_path / "deberta-like"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    pairs = [("write a poem about rain", "drops fall soft"), ("write a poem", "rain rain rain drops")]
+    with torch.no_grad():
+        expected = [model.eval()(**tokenizer(q, a, return_tensors="pt")).logits.item() for q, a in pairs]
+    judge = RewardJudge(str(folder), device="cpu", batch_size=2)
+    assert judge.score(pairs) == pytest.approx(expected, abs=1e-5)
+    short = RewardJudge(str(folder), device="cpu", max_length=6)  # cut to fit, [CLS] and both [SEP] kept
+    assert all(isinstance(s, float) for s in short.score(pairs))

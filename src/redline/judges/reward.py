@@ -3,8 +3,11 @@
 Any redline reward run or Hugging Face sequence-classification model with one output
 (``models.load_reward_model``). A response is scored exactly as ``redline train reward`` trained
 it (``models.chat_text`` and ``models.score_texts``: the prompt and the response through the chat
-template, the run's ``reward_bias`` added), or as ``prompt + blank line + response`` where the
-tokenizer has no chat template. Scores within ``margin`` of each other are a tie. Scoring is
+template, the run's ``reward_bias`` added). A model whose tokenizer has no chat template (an encoder
+reward model of the hub, DeBERTa's ``OpenAssistant/reward-model-deberta-v3-large-v2``) reads the
+(prompt, response) as its model card says: a text pair with the tokenizer's own special tokens
+(``[CLS] prompt [SEP] response [SEP]``; its head reads the first token, so it is never cut away).
+Scores within ``margin`` of each other are a tie. Scoring is
 batched, sorted by length so a batch pads little, and every distinct (prompt, response) is scored
 once per judge, so an original compared with five revisions is not scored five times. Texts
 longer than ``max_length`` tokens lose their start, not their end: the reward is read at the end.
@@ -23,14 +26,23 @@ from redline.judges import Item, Verdict
 from redline.records import Prompt, prompt_key
 
 
-def reward_text(tokenizer, prompt: Prompt, response: str) -> str:
-    """The text a reward model scores for one (prompt, response)."""
-    if getattr(tokenizer, "chat_template", None):
-        from redline.models import chat_text
+def score_pairs(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int, max_length: int) -> list[float]:
+    """Rewards of (prompt text, response) pairs for a model without a chat template: each a text pair with the
+    tokenizer's special tokens, as such models are trained and documented; too long a pair loses the prompt's
+    start first (the special tokens stay)."""
+    import torch
 
-        return chat_text(tokenizer, prompt, response)
-    text = prompt if isinstance(prompt, str) else "\n\n".join(m["content"] for m in prompt)
-    return f"{text}\n\n{response}"
+    device = next(model.parameters()).device
+    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+    scores = [0.0] * len(pairs)
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            batch = tokenizer([pairs[i][0] for i in idx], [pairs[i][1] for i in idx], return_tensors="pt",
+                              padding=True, truncation="longest_first", max_length=max_length).to(device)
+            for i, v in zip(idx, model(**batch).logits.squeeze(-1).float().tolist()):
+                scores[i] = v
+    return scores
 
 
 def trained_length(model: str, default: int = 2048) -> int:
@@ -94,16 +106,22 @@ class RewardJudge:
 
     def score(self, pairs: Sequence[tuple[Prompt, str]]) -> list[float]:
         """The reward of each (prompt, response); each distinct one is computed once."""
-        from redline.models import score_texts
+        from redline.models import chat_text, score_texts
 
         self.check()
         todo = {}
         for prompt, response in pairs:
             key = (prompt_key(prompt), response)
             if key not in self._scores and key not in todo:
-                todo[key] = reward_text(self._tokenizer, prompt, response)
+                todo[key] = (prompt, response)
         keys = list(todo)
-        values = score_texts(self._model, self._tokenizer, [todo[k] for k in keys], self.batch_size, self.max_length)
+        if getattr(self._tokenizer, "chat_template", None):
+            texts = [chat_text(self._tokenizer, *todo[k]) for k in keys]
+            values = score_texts(self._model, self._tokenizer, texts, self.batch_size, self.max_length)
+        else:
+            # a chat's earlier turns stay as context, each message a paragraph
+            texts = [(p if isinstance(p, str) else "\n\n".join(m["content"] for m in p), r) for p, r in map(todo.get, keys)]
+            values = score_pairs(self._model, self._tokenizer, texts, self.batch_size, self.max_length)
         self._scores.update(zip(keys, values))
         return [self._scores[(prompt_key(p), r)] for p, r in pairs]
 
