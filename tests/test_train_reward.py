@@ -299,3 +299,49 @@ def test_eval_data_is_scored_as_given_and_must_hold_other_prompts(jsonl, tmp_pat
     with pytest.raises(SystemExit) as refused:  # argparse's own refusal of a share outside [0, 1]
         main(args + ["--eval-split", "-0.1", "--out", str(tmp_path / "c")])
     assert refused.value.code == 2 and "--eval-split: must be at least 0" in capsys.readouterr().err
+
+
+def test_going_on_from_a_reward_run_refuses_held_out_prompts_it_trained_on(jsonl, tmp_path, capsys):
+    """As README's `train reward --model models/reward --data runs/policy_rankings.jsonl`: new answers to the start's
+    prompts, split afresh, would hold out prompts the start model learnt, and report its memory as held-out accuracy."""
+    data = jsonl(rankings(12))
+    start = tmp_path / "rm"
+    assert main(["train", "reward", "--data", str(data), "--model", "tiny-random", "--out", str(start), "--max-steps", "1",
+                 "--batch-size", "4", "--eval-split", "0.25", "--save-steps", "100"]) == 0
+    _, held = split_by_prompt([Ranking(**r) for r in rankings(12)], 0.25, seed=0)
+    # other answers to the same prompts, split with another seed: some of the start's training prompts held out
+    policy = jsonl([{**r, "responses": [y + " again" for y in r["responses"]]} for r in rankings(12)], "policy.jsonl")
+    args = ["train", "reward", "--model", str(start), "--data", str(policy), "--max-steps", "1", "--batch-size", "4",
+            "--save-steps", "100"]
+    capsys.readouterr()
+    assert main(args + ["--eval-split", "0.25", "--seed", "1", "--out", str(tmp_path / "leak")]) == 2
+    err = capsys.readouterr().err
+    assert "of the held-out prompts were trained on by the start model" in err and str(start) in err
+    assert not (tmp_path / "leak" / "redline.json").exists()
+    # new answers to the start's training prompts, held out on the prompts the start held out: scored as held out
+    held_prompts = {h.prompt for h in held}
+    kept = jsonl([r for r in rankings(12) if r["prompt"] in held_prompts], "kept.jsonl")
+    policy = jsonl([{**r, "responses": [y + " again" for y in r["responses"]]} for r in rankings(12)
+                    if r["prompt"] not in held_prompts], "policy.jsonl")
+    assert main(args + ["--eval-data", str(kept), "--out", str(tmp_path / "ok")]) == 0
+    assert json.loads((tmp_path / "ok" / "redline.json").read_text())["metrics"]["eval_comparisons"] == 3 * 3
+    # the start's data no longer where it was read: not checked, and said so
+    data.rename(tmp_path / "moved.jsonl")
+    capsys.readouterr()
+    assert main(args + ["--eval-split", "0.25", "--seed", "1", "--out", str(tmp_path / "unchecked")]) == 0
+    assert f"could not read what {start} ({data}) trained on from here" in capsys.readouterr().err
+
+
+def test_skip_invalid_covers_the_normalising_demonstrations_too(jsonl, tmp_path, capsys):
+    """--skip-invalid skips bad records wherever the command reads them: a bad line of --normalize-with is skipped
+    and reported, the bias set on the others; without the flag it stops the run naming its file, line and field."""
+    data = jsonl(rankings(8))
+    demos = jsonl([{"prompt": "Question 1?", "response": "good answer 1"}, {"prompt": "Question 2?", "response": ""}],
+                  "demos.jsonl")
+    args = ["train", "reward", "--data", str(data), "--model", "tiny-random", "--max-steps", "1", "--batch-size", "4",
+            "--normalize-with", str(demos), "--save-steps", "100"]
+    assert main(args + ["--out", str(tmp_path / "stop")]) == 2
+    assert "demos.jsonl:2: response: empty string" in capsys.readouterr().err
+    assert main(args + ["--skip-invalid", "--out", str(tmp_path / "rm")]) == 0
+    assert "demos.jsonl: 1 records, skipped 1 invalid" in capsys.readouterr().err
+    assert "reward_bias" in json.loads((tmp_path / "rm" / "redline.json").read_text())["metrics"]

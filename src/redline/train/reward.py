@@ -14,7 +14,8 @@ labelers' demonstrations score a mean of 0 (``--normalize-with demonstrations.js
 Steps:
   1. read rankings (or preferences, each pair its own K = 2 group: several pairs of one prompt are
      not merged into one ranking, as pairs need not agree on one order) and split off held-out
-     prompts (``--eval-split``);
+     prompts (``--eval-split``); a held-out prompt that the start model (a reward run as ``--model``)
+     trained on is refused, as one in both ``--data`` and ``--eval-data`` is;
   2. format each completion as the chat (prompt, response) and tokenise it once; a chat longer than
      ``--max-length`` loses its prompt's start, never the response's end (the score is read there),
      one whose response alone does not fit is dropped, and both are counted and reported;
@@ -42,7 +43,11 @@ Deviations from the paper:
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
+import json
+import os
 import random
 import sys
 from dataclasses import dataclass, field
@@ -52,7 +57,7 @@ from typing import Any
 from redline import RedlineError
 from redline.config import write_config
 from redline.models import REWARD, chat_text, score_texts
-from redline.records import Preference, Ranking, Record, iter_raw, prompt_key, prompt_text, read_records
+from redline.records import Preference, Ranking, Record, RecordError, iter_raw, prompt_key, prompt_text, read_records
 from redline.train.sft import (
     SFTSettings, base_dtype, check_report_to, float32_adapters, publish, run_trainer, save_training_curve, training_device,
     trainer_arguments,
@@ -72,7 +77,8 @@ class RewardConfig(SFTSettings):
     limit: int | None = field(default=None, metadata={"min": 1, "help": "train on the first N records"})
     skip_invalid: bool = field(default=False, metadata={"help": "skip bad records instead of stopping"})
     max_length: int = field(default=512, metadata={"help": "tokens per (prompt, response); longer ones are cut"})
-    batch_size: int = field(default=4, metadata={"min": 1, "help": "prompts per step (each with all its completions)"})
+    batch_size: int = field(default=4, metadata={"min": 1, "help": "prompts per forward pass, per device, each with all its "
+                                                             "completions (--pairs: comparisons); x --grad-accum per step"})
     grad_accum: int = field(default=1, metadata={"min": 1, "help": "forward passes accumulated per optimiser step"})
     lr_scheduler: str = field(default="cosine_with_min_lr", metadata={"help": "transformers scheduler name"})
 
@@ -123,6 +129,52 @@ def refuse_shared_prompts(train: list, held: list, data: str, eval_data: str) ->
         raise RedlineError(f"{eval_data}: {len({prompt_key(r.prompt) for r in shared})} of its prompts are also in the "
                            f"training records of {data} (the first: {prompt_text(shared[0].prompt)[:60]!r}); held-out "
                            "records must be of other prompts")
+
+
+def start_training_prompts(model: str, seen: frozenset = frozenset()) -> tuple[dict[str, str], list[str]]:
+    """The prompts a start model learnt from, when ``--model`` is a `redline train reward` run (and, in turn,
+    its own start's): {prompt key: the run that trained on it}, and the runs whose data is not there to read.
+
+    Its training prompts are those of its ``data`` less the ones it held out (its ``--eval-split`` and
+    ``--seed``, ``split_by_prompt``), or all of them where it was given ``--eval-data``.
+    """
+    from redline.models import run_kind
+
+    config = Path(model) / "train_config.json"
+    if model in seen or run_kind(model) != REWARD or not config.is_file():
+        return {}, []
+    trained = json.loads(config.read_text())
+    found, unread = start_training_prompts(str(trained.get("model", "")), seen | {model})
+    data = trained.get("data")
+    if not data or not os.path.exists(data):
+        return found, [*unread, f"{model} ({data})"]
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # its skipped records were reported when it trained
+            rankings = read_comparisons(data, limit=trained.get("limit"), skip_invalid=bool(trained.get("skip_invalid")))
+    except (RedlineError, RecordError):  # changed since it trained: what it read is not known
+        return found, [*unread, f"{model} ({data})"]
+    if not trained.get("eval_data"):
+        rankings, _ = split_by_prompt(rankings, trained.get("eval_split", 0.0), trained.get("seed", 0))
+    return {**{prompt_key(r.prompt): model for r in rankings}, **found}, unread
+
+
+def refuse_start_prompts(model: str, start: tuple[dict[str, str], list[str]], held: list, where: str) -> None:
+    """A held-out prompt the start model (``--model``, a reward run) trained on would not be held out from the
+    model this run saves: its accuracy there is the start's memory. Refused, before any model loads.
+    ``start``: ``start_training_prompts(model)``."""
+    if not held:
+        return
+    trained, unread = start
+    if unread:
+        print(f"redline: --model {model}: could not read what {', '.join(unread)} trained on from here, so whether "
+              "its training prompts are among the held-out ones is not checked", file=sys.stderr)
+    shared = [r for r in held if prompt_key(r.prompt) in trained]
+    if shared:
+        first = shared[0]
+        raise RedlineError(
+            f"{where}: {len({prompt_key(r.prompt) for r in shared})} of the held-out prompts were trained on by the "
+            f"start model {trained[prompt_key(first.prompt)]} (the first: {prompt_text(first.prompt)[:60]!r}), so its "
+            "accuracy there is not held out; pass --eval-data with rankings of prompts it did not train on")
 
 
 def encode_chats(tokenizer, chats: list[tuple[Any, str]], max_length: int) -> tuple[list[list[int] | None], int]:
@@ -421,7 +473,8 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
     check_report_to(config.report_to)  # before anything loads
     out.mkdir(parents=True, exist_ok=True)
     write_config(out / "train_config.json", config)
-    # step 1
+    # step 1 (the start's data first: this run's own reads are the ones its card reports)
+    start = start_training_prompts(config.model)
     rankings = read_comparisons(config.data, limit=config.limit, skip_invalid=config.skip_invalid)
     if config.eval_data:
         train, held = rankings, read_comparisons(config.eval_data, skip_invalid=config.skip_invalid)
@@ -430,7 +483,9 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
         train, held = split_by_prompt(rankings, config.eval_split, config.seed)
     if not train:
         raise RedlineError(f"{config.data}: no comparisons to train on")
-    demos = read_records(config.normalize_with, "demonstration") if config.normalize_with else None  # before any compute
+    refuse_start_prompts(config.model, start, held, config.eval_data or f"{config.data} (--eval-split {config.eval_split})")
+    demos = (read_records(config.normalize_with, "demonstration", skip_invalid=config.skip_invalid)  # before any compute
+             if config.normalize_with else None)
 
     device = training_device(config)
     torch.manual_seed(config.seed)
