@@ -88,3 +88,77 @@ def test_project_quality_counts_time_gold_and_drafts():
     drafts = project_quality(crit, "critique")["drafts"]
     assert drafts == {"offered": 1, "used": 1, "mean_draft_edit_distance": 5, "mean_revision_edit_distance": 5}
     assert not math.isnan(drafts["mean_revision_edit_distance"])
+
+
+def test_gold_ranks_all_tied_score_nothing():
+    # A gold ranking that ties every answer ([0, 0] after dense ranks) is a known answer the form refuses
+    # ("every answer has the same rank ... or skip"): nobody can give it, so it must not count as a 0
+    # (nor, with no ordered pair to score, as a 1). A partly tied gold still scores: [0, 0, 1] vs [0, 0, 1]
+    # agrees on all 3 pairs; vs [0, 1, 2] on 2 of 3 (the gold tie of answers 1 and 2 is ordered).
+    assert gold_score("rank", {"ranks": [0, 0]}, {"ranks": [0, 1]}) is None
+    assert gold_score("rank", {"ranks": [0, 0, 1]}, {"ranks": [0, 0, 1]}) == 1.0
+    assert gold_score("rank", {"ranks": [0, 0, 1]}, {"ranks": [0, 1, 2]}) == pytest.approx(2 / 3)
+    rows = [(SimpleNamespace(status="submitted", payload={"ranks": [0, 1]}, info={}, seconds=5.0, imported=False),
+             SimpleNamespace(id=1, gold={"ranks": [0, 0]}), "ann"),
+            (SimpleNamespace(status="submitted", payload={"ranks": [0, 1]}, info={}, seconds=5.0, imported=False),
+             SimpleNamespace(id=2, gold={"ranks": [0, 1]}), "ann")]
+    ann = project_quality(rows, "rank")["annotators"]["ann"]
+    assert ann["gold_items"] == 1 and ann["gold_accuracy"] == 1.0  # 1 of 1 scorable gold item, not 1 of 2
+
+
+def test_pair_agreement_with_sparse_overlap():
+    # Three annotators, each pair sharing one item: ann/bob a/a, ann/cat a/b, bob/cat b/b, and ann alone on a 4th.
+    # Cohen's kappa of a pair on one item is undefined when they agree (p_e = 1) and 0 when they differ
+    # (p_o = p_e = 0), so the mean over defined pairs is 0 from 1 of 3 pairs although 2 of 3 double
+    # judgments agree. Krippendorff's alpha (nominal) takes missing values: units (a,a), (a,b), (b,b) are
+    # the hand-worked 4/9 of test_krippendorff_alpha_by_hand_and_its_limits; the lone judgment drops out.
+    items = [{"ann": "a", "bob": "a"}, {"ann": "a", "cat": "b"}, {"bob": "b", "cat": "b"}, {"ann": "b"}]
+    out = pair_agreement_kappa(items)
+    assert out["kappa"] == 0.0 and out["kappa_pairs"] == 1 and len(out["pairs_of_annotators"]) == 3
+    assert out["agreement"] == pytest.approx(2 / 3) and out["judged_twice"] == 3
+    assert out["krippendorff_alpha"] == pytest.approx(4 / 9)
+    assert pair_agreement_kappa([{"ann": "a"}])["krippendorff_alpha"] is None
+
+
+def test_imported_annotations_without_a_time_are_not_timed():
+    # An imported record without meta.seconds is stored with 0 seconds: unknown, not instant. ann's own
+    # answers took 4 and 8 seconds; the imported one must not pull the median to 4 or count in the total.
+    def row(seconds, imported, item_id):
+        return (SimpleNamespace(status="submitted", payload={"choice": "a"}, info={}, seconds=seconds, imported=imported),
+                SimpleNamespace(id=item_id, gold=None), "ann")
+
+    ann = project_quality([row(4.0, False, 1), row(8.0, False, 2), row(0.0, True, 3)], "pair")["annotators"]["ann"]
+    assert ann["submitted"] == 3 and ann["seconds_total"] == 12.0 and ann["seconds_median"] == 6.0
+    only_imported = project_quality([row(0.0, True, 1)], "pair")["annotators"]["ann"]
+    assert only_imported["seconds_total"] is None and only_imported["seconds_median"] is None
+    timed_import = project_quality([row(30.0, True, 1)], "pair")["annotators"]["ann"]  # meta.seconds given: kept
+    assert timed_import["seconds_total"] == 30.0
+
+
+def test_project_page_says_what_its_kappa_averages():
+    # The page of the sparse-overlap example above: the κ headline names how few pairs it averages, α beside it;
+    # an annotator with no timed answer shows a dash, not 0 seconds.
+    pytest.importorskip("fastapi")
+    from pathlib import Path
+
+    from jinja2 import Environment, FileSystemLoader
+
+    import redline.app.web as web
+
+    def row(name, choice, item_id, status="submitted"):
+        return (SimpleNamespace(status=status, payload={"choice": choice}, info={}, seconds=5.0, imported=False),
+                SimpleNamespace(id=item_id, gold=None), name)
+
+    rows = [row("ann", "a", 1), row("bob", "a", 1), row("ann", "a", 2), row("cat", "b", 2), row("bob", "b", 3),
+            row("cat", "b", 3), row("dan", None, 4, status="skipped")]
+    env = Environment(loader=FileSystemLoader(str(Path(web.__file__).parent / "templates")), autoescape=True)
+    env.filters["markdown"] = web.render_markdown
+    project = SimpleNamespace(id=1, name="p", task_type="pair", overlap=2, status="ready", status_detail="", guidelines="",
+                              critic=None)
+    page = env.get_template("project.html").render(
+        request=None, user=SimpleNamespace(name="root", role="admin"), csrf="x", project=project, n_gold=0, n_drafts=0,
+        progress={"items": 4, "submitted": 6, "skipped": 1, "flagged": 0, "complete": 3, "needed": 8},
+        quality=project_quality(rows, "pair"), export_kinds={"pair": ["preference"]}, error=None, notice=None)
+    assert "the 1 of 3 pairs of annotators whose κ is defined): 0.000" in page
+    assert "Krippendorff's α (nominal): 0.444" in page
+    assert "<td>dan</td><td>0</td><td>1</td><td>0</td><td>–</td>" in page

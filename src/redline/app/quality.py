@@ -9,11 +9,17 @@ The measures, each a small pure function with a hand-worked test (tests/test_app
   a value; α = 1 − D_o / D_e from the coincidence matrix (Krippendorff 2011, "Computing
   Krippendorff's alpha-reliability"). 1 is perfect agreement, 0 what chance gives;
 - **Cohen's κ** on pairs: for every two annotators, over the items both judged; the project's
-  figure is their mean (Light's κ), with the raw agreement rate beside it;
+  figure is their mean (Light's κ) over the pairs whose κ is defined, with the raw agreement rate
+  beside it. κ is undefined for two annotators who gave one and the same label to everything they
+  shared (always so when they agree on a single shared item), so with sparse overlap the mean
+  leaves out exactly the agreeing pairs; hence also **Krippendorff's α** (nominal), which takes
+  every item judged twice or more, whoever judged it;
 - **gold accuracy**: per annotator, on items whose answer is known: a pair right or wrong, a
-  ranking scored by its pairwise agreement with the gold ranks;
-- per annotator: submitted, skipped, flagged, total and median time; for critique projects, how
-  often a critic's draft was used and how much it was changed (words).
+  ranking scored by its pairwise agreement with the gold ranks (a gold tie is matched only by a
+  tie); a gold ranking that ties every answer is not scored: the form refuses that answer;
+- per annotator: submitted, skipped, flagged, total and median time (an imported annotation
+  without a time is not timed); for critique projects, how often a critic's draft was used and
+  how much it was changed (words).
 """
 
 from __future__ import annotations
@@ -27,11 +33,12 @@ from redline.evaluate import cohen_kappa
 from redline.simulate.annotators import pair_agreement
 
 
-def krippendorff_alpha(units: Sequence[Sequence[float]], metric: str = "ordinal") -> float | None:
+def krippendorff_alpha(units: Sequence[Sequence], metric: str = "ordinal") -> float | None:
     """Krippendorff's α over units, each the values the coders gave it (missing ones left out).
 
-    Units with fewer than two values cannot be paired and are dropped. ``metric`` is ``nominal``,
-    ``ordinal`` or ``interval``. None when no unit is pairable or the values never vary (D_e = 0).
+    Units with fewer than two values cannot be paired and are dropped. ``metric`` is ``nominal``
+    (values may be any sortable labels, such as 'a' and 'b'), ``ordinal`` or ``interval``. None when
+    no unit is pairable or the values never vary (D_e = 0).
     """
     pairable = [list(u) for u in units if len(u) >= 2]
     if not pairable:
@@ -81,7 +88,7 @@ def ranking_agreement(items: Sequence[dict[str, list[int]]]) -> dict:
 
 
 def pair_agreement_kappa(items: Sequence[dict[str, str]]) -> dict:
-    """items: per item, annotator → 'a' | 'b'. Mean pairwise Cohen's κ (Light's κ) and raw agreement."""
+    """items: per item, annotator → 'a' | 'b'. Mean pairwise Cohen's κ (Light's κ), raw agreement, nominal α."""
     by_pair: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
     for by_annotator in items:
         for x, y in itertools.combinations(sorted(by_annotator), 2):
@@ -94,16 +101,22 @@ def pair_agreement_kappa(items: Sequence[dict[str, str]]) -> dict:
         agree += sum(a == b for a, b in labels)
         total += len(labels)
     defined = [k["kappa"] for k in kappas.values() if k["kappa"] is not None]
-    return {"kappa": statistics.fmean(defined) if defined else None, "agreement": agree / total if total else None,
-            "judged_twice": total, "pairs_of_annotators": kappas}
+    return {"kappa": statistics.fmean(defined) if defined else None, "kappa_pairs": len(defined),
+            "agreement": agree / total if total else None, "judged_twice": total, "pairs_of_annotators": kappas,
+            "krippendorff_alpha": krippendorff_alpha([list(by.values()) for by in items], "nominal")}
 
 
-def gold_score(task_type: str, gold: dict, payload: dict) -> float:
-    """1 or 0 for a pair; for a ranking, the share of answer pairs ordered as the gold ranks order them."""
+def gold_score(task_type: str, gold: dict, payload: dict) -> float | None:
+    """1 or 0 for a pair; for a ranking, the share of answer pairs ordered as the gold ranks order them.
+
+    None (not scored) for a gold ranking that ties every answer: the form refuses that ranking.
+    """
     if task_type == "pair":
         return float(payload["choice"] == gold["choice"])
+    if len(set(gold["ranks"])) < 2:
+        return None
     agree, total = pair_agreement(payload["ranks"], gold["ranks"])
-    return agree / total if total else 1.0
+    return agree / total
 
 
 def project_quality(rows: Sequence[tuple], task_type: str) -> dict:
@@ -118,10 +131,12 @@ def project_quality(rows: Sequence[tuple], task_type: str) -> dict:
         person[annotation.status] += 1
         if annotation.status != "submitted":
             continue
-        person["seconds"].append(annotation.seconds)
+        if annotation.seconds or not annotation.imported:  # an import without meta.seconds holds 0: unknown
+            person["seconds"].append(annotation.seconds)
         payload, info = annotation.payload, annotation.info or {}
-        if item.gold is not None:
-            person["gold"].append(gold_score(task_type, item.gold, payload))
+        score = gold_score(task_type, item.gold, payload) if item.gold is not None else None
+        if score is not None:
+            person["gold"].append(score)
         if task_type == "rank":
             per_item[item.id][name] = payload["ranks"]
         elif task_type == "pair":
@@ -137,7 +152,7 @@ def project_quality(rows: Sequence[tuple], task_type: str) -> dict:
     for name, p in sorted(people.items()):
         seconds = p["seconds"]
         annotators[name] = {"submitted": p["submitted"], "skipped": p["skipped"], "flagged": p["flagged"],
-                            "seconds_total": round(sum(seconds), 1),
+                            "seconds_total": round(sum(seconds), 1) if seconds else None,
                             "seconds_median": round(statistics.median(seconds), 1) if seconds else None,
                             "gold_items": len(p["gold"]),
                             "gold_accuracy": round(statistics.fmean(p["gold"]), 4) if p["gold"] else None}
