@@ -376,3 +376,15 @@ def test_cli_imports_lists_tokens_and_drafts_with_a_model(sessions, tmp_path, js
         assert all(d["model"] == "tiny-random" and "critique" in d for d in drafts)
         assert P.get_project(session, "crit").critic == "tiny-random"
     assert main(["app", "drafts", "--project", "nope", "--critic", "tiny-random", "--db", db]) == 2
+
+
+def test_a_pair_is_shown_in_an_order_the_file_does_not_set(jsonl):
+    """Two models' answers listed model-A-first everywhere: each side of the screen gets both models, and each item
+    the same way every time (the choice is stored against the answers as shown, so the export names the one picked)."""
+    rows = jsonl([{"id": f"q{i}", "prompt": f"Question {i}?", "responses": [f"A says {i}", f"B says {i}"]}
+                  for i in range(40)], "two_models.jsonl")
+    items = P.plan_items("pair", P.read_prompts(rows))
+    a_first = sum(item["answers"][0]["text"].startswith("A") for item in items)
+    assert 10 <= a_first <= 30, a_first  # a fair coin per prompt: 40 draws
+    assert all(sorted(a["text"][0] for a in item["answers"]) == ["A", "B"] for item in items)
+    assert P.plan_items("pair", P.read_prompts(rows)) == items  # fixed, not drawn anew

@@ -20,8 +20,9 @@ Items come from a prompts file (records of any kind with a ``prompt``). Their an
 prompt records themselves (``response``, ``responses``, ``chosen``/``rejected``), from response
 files (matched by ``id``, else by prompt; ``source`` kept), or from a model (``generate_answers``).
 A critique project makes one item per answer; a pair project pairs a prompt's answers in order
-(1st with 2nd, 3rd with 4th, an odd last one with the 1st); a rank project ranks all of a prompt's
-answers at once.
+(1st with 2nd, 3rd with 4th, an odd last one with the 1st), each pair shown in an order fixed by a
+hash of its prompt (so a file that lists one model first reaches neither side of the screen); a rank
+project ranks all of a prompt's answers at once.
 
 Assignment (``next_item``) gives an annotator their open item if they have one, else the first
 item they have not answered whose submitted answers plus open assignments to others are fewer than
@@ -199,6 +200,12 @@ def attach_responses(rows: list[PromptRow], paths: Iterable[str | Path], prompts
             raise RecordError(unmatched[:20], len(unmatched))
 
 
+def _flipped(prompt, salt: str = "") -> bool:
+    """Whether a pair's two answers are shown the other way round: fixed by a hash of the prompt (and ``salt``),
+    so the same item is shown the same way to everyone, and a file's order reaches no side."""
+    return int(hashlib.sha256((prompt_key(prompt) + salt).encode()).hexdigest(), 16) % 2 == 1
+
+
 def plan_items(task_type: str, rows: list[PromptRow], prompts_name: str = "the prompts file") -> list[dict]:
     """The items a project of ``task_type`` makes from these prompts.
 
@@ -224,7 +231,7 @@ def plan_items(task_type: str, rows: list[PromptRow], prompts_name: str = "the p
         if task_type == "rank" and row.gold is not None:
             items.append({**base, "answers": answers, "gold": row.gold})
         elif task_type == "pair" and row.gold is not None:
-            flip = int(hashlib.sha256(prompt_key(row.prompt).encode()).hexdigest(), 16) % 2 == 1  # chosen not always A
+            flip = _flipped(row.prompt)  # chosen not always A
             pair = [answers[1], answers[0]] if flip else answers
             items.append({**base, "answers": pair, "gold": {"choice": "b" if flip else "a"}})
         elif task_type == "demonstration":
@@ -248,7 +255,10 @@ def plan_items(task_type: str, rows: list[PromptRow], prompts_name: str = "the p
                 pairs.append((len(answers) - 1, 0))
             for n, (i, j) in enumerate(pairs):
                 external = f"{row.id}-{n}" if row.id and len(pairs) > 1 else row.id
-                items.append({**base, "external_id": external, "answers": [answers[i], answers[j]]})
+                # which is shown first is fixed by a hash, not by the file: a file listing one model's answer first
+                # everywhere would meet every annotator's leaning to the first (or second) answer on one side
+                shown = [answers[j], answers[i]] if _flipped(row.prompt, f"#{n}") else [answers[i], answers[j]]
+                items.append({**base, "external_id": external, "answers": shown})
     if errors:
         raise RecordError(errors[:20], len(errors))
     return items
@@ -670,7 +680,7 @@ def import_records(db: DBSession, project: Project, path: str | Path, default_an
             answers, payload = [], {"response": record.response}
         else:
             assert isinstance(record, Preference)
-            flip = int(hashlib.sha256(prompt_key(record.prompt).encode()).hexdigest(), 16) % 2 == 1
+            flip = _flipped(record.prompt)
             pair = [record.rejected, record.chosen] if flip else [record.chosen, record.rejected]
             answers, payload = [{"text": t, "source": None} for t in pair], {"choice": "b" if flip else "a"}
         [item] = add_items(db, project, [{"prompt": record.prompt, "meta": meta, "external_id": record.id, "answers": answers}])
