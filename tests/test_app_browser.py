@@ -266,7 +266,10 @@ def test_annotate_in_chromium_with_the_keyboard_export_validate_and_train(browse
     assert all(r["meta"]["seconds"] > 0 for r in ranking + feedback)
     [pair] = [json.loads(line) for line in exported[("pairs", "preference")].read_text().splitlines()]
     source = head(DATA / "preferences.jsonl", 1)[0]
-    assert (pair["chosen"], pair["rejected"]) == (source["rejected"], source["chosen"])  # B is the second answer
+    from redline.app.projects import _flipped
+
+    shown = [source["rejected"], source["chosen"]] if _flipped(source["prompt"], "#0") else [source["chosen"], source["rejected"]]
+    assert (pair["chosen"], pair["rejected"]) == (shown[1], shown[0])  # B, the answer shown second, was picked
 
     if not database_url.startswith("sqlite"):
         return  # the records are the same whatever the database; train once
