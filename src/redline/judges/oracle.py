@@ -52,11 +52,9 @@ class OracleJudge:
         pool = make_pool(noise_scale=self.noise) if self.noise else []
         verdicts = []
         for item in items:
-            if "instructions" not in item.meta:
-                raise RedlineError(
-                    f"the oracle judge needs the instructions in each record's meta (meta.instructions); "
-                    f"the record with prompt {prompt_text(item.prompt)[:60]!r} has none"
-                )
+            why = self.needs(item.meta)
+            if why:
+                raise RedlineError(f"{why}: the record with prompt {prompt_text(item.prompt)[:60]!r}")
             text = prompt_text(item.prompt)
             qa, qb = quality(item.meta, item.a, text), quality(item.meta, item.b, text)
             winner = "tie" if qa == qb else ("a" if qa > qb else "b")
