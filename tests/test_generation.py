@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from redline import RedlineError  # noqa: E402
-from redline.generation import SamplingParams, as_chat, load_engine  # noqa: E402
+from redline.generation import SamplingError, SamplingParams, as_chat, load_engine  # noqa: E402
 
 PROMPTS = [
     "Hello",
@@ -382,9 +382,18 @@ def test_no_repeat_ngram_forbids_repeats_within_a_completion_and_keeps_batch_ind
     assert texts(alone) == texts(out)
 
 
-def test_no_repeat_ngram_below_two_is_refused():
-    with pytest.raises(ValueError, match="no_repeat_ngram"):
-        SamplingParams(no_repeat_ngram=1)
+@pytest.mark.parametrize("settings, field, rule", [
+    ({"no_repeat_ngram": 1}, "no_repeat_ngram", "must be 0 (off) or at least 2, got 1"),
+    ({"temperature": -0.5}, "temperature", "must be at least 0, got -0.5"),
+    ({"top_p": 0.0}, "top_p", "must be in (0, 1], got 0.0"),
+    ({"max_new_tokens": 0}, "max_new_tokens", "must be at least 1, got 0"),
+])
+def test_a_setting_out_of_bounds_is_refused_naming_its_field(settings, field, rule):
+    # the field and rule apart: `revise`'s check_sampling names the flag (--top-p) with the same rule
+    with pytest.raises(SamplingError) as refused:
+        SamplingParams(**settings)
+    assert (refused.value.field, refused.value.rule) == (field, rule)
+    assert isinstance(refused.value, ValueError) and str(refused.value) == f"{field} {rule}"
 
 
 def _forward_logprobs(engine, prompt, token_ids, temperature=1.0):

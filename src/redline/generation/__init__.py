@@ -39,6 +39,15 @@ Prompt = Union[str, list[Message]]
 BACKENDS = ("transformers", "vllm")
 
 
+class SamplingError(ValueError):
+    """A sampling setting out of its bounds: ``field`` names it, so a command can name its own flag."""
+
+    def __init__(self, field_name: str, rule: str):
+        super().__init__(f"{field_name} {rule}")
+        self.field = field_name
+        self.rule = rule
+
+
 @dataclass
 class SamplingParams:
     """How to sample; one set per ``generate`` call, shared by its items."""
@@ -61,14 +70,14 @@ class SamplingParams:
     logprobs: bool = False
 
     def __post_init__(self):
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.no_repeat_ngram and self.no_repeat_ngram < 2:
-            raise ValueError(f"no_repeat_ngram must be 0 (off) or >= 2, got {self.no_repeat_ngram}")
+        for name, ok, rule in (
+            ("temperature", self.temperature >= 0, "must be at least 0"),
+            ("top_p", 0 < self.top_p <= 1, "must be in (0, 1]"),
+            ("max_new_tokens", self.max_new_tokens >= 1, "must be at least 1"),
+            ("no_repeat_ngram", self.no_repeat_ngram == 0 or self.no_repeat_ngram >= 2, "must be 0 (off) or at least 2"),
+        ):
+            if not ok:
+                raise SamplingError(name, f"{rule}, got {getattr(self, name)}")
         if isinstance(self.stop, str):
             self.stop = [self.stop]
         self.stop = [s for s in self.stop if s]
@@ -188,6 +197,7 @@ __all__ = [
     "GenerationStats",
     "Message",
     "Prompt",
+    "SamplingError",
     "SamplingParams",
     "ScriptedEngine",
     "as_chat",

@@ -74,6 +74,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from redline import RedlineError
+from redline.generation import SamplingError, SamplingParams
 from redline.records import Response, append_records, read_jsonl_prefix, write_records
 
 STOP_RULES = ("fixed", "nothing", "best")
@@ -203,12 +204,10 @@ def check_settings(iterations: int, stop: str, judge: Any, leave_above: float | 
 def check_sampling(config: IterateSettings) -> None:
     """What ``SamplingParams`` would refuse only at the first generate call: after the model loaded and
     ``iteration_0.jsonl`` was written, so that the corrected rerun met "a run with other settings"."""
-    if config.temperature < 0:
-        raise RedlineError(f"--temperature must be at least 0, got {config.temperature}")
-    if not 0 < config.top_p <= 1:
-        raise RedlineError(f"--top-p must be in (0, 1], got {config.top_p}")
-    if config.no_repeat_ngram == 1:
-        raise RedlineError("--no-repeat-ngram must be 0 (off) or at least 2, got 1")
+    try:  # SamplingParams' own bounds, named by their flags (--max-new-tokens: its config's minimum, or None)
+        SamplingParams(temperature=config.temperature, top_p=config.top_p, no_repeat_ngram=config.no_repeat_ngram)
+    except SamplingError as bad:
+        raise RedlineError(f"--{bad.field.replace('_', '-')} {bad.rule}") from None
     if config.no_repeat_ngram and config.backend == "vllm":
         raise RedlineError("--no-repeat-ngram is implemented by the transformers backend only: use --backend "
                            "transformers or leave it at 0")
