@@ -132,3 +132,44 @@ def test_what_truncation_cuts_drops_and_empties_is_counted_and_said(jsonl, tmp_p
     assert metrics["cut_pairs"] == 1 and metrics["identical_after_cut"] == 1  # the two answers differ past the cut
     err = capsys.readouterr().err
     assert "--max-length 64: 1 of 8 pairs lost their answers' ends; 1 whose prompt alone fills it were dropped" in err
+
+
+def test_a_wrong_loss_type_or_a_beta_not_above_0_is_refused_before_a_model_loads(jsonl, tmp_path, capsys):
+    # a mistyped --loss-type was named by TRL only at the first step, after the model loaded, and left checkpoints/
+    # behind: the corrected rerun was then refused as "a run with other settings"
+    args = ["train", "dpo", "--model", "tiny-random", "--data", str(jsonl(PAIRS)), "--out", str(tmp_path / "run")]
+    for loss in ("sigmod", "exo_pair"):  # exo_pair needs a label smoothing redline does not pass
+        with pytest.raises(SystemExit):
+            main(args + ["--loss-type", loss])
+        assert f"--loss-type: {loss!r} is not one of sigmoid" in capsys.readouterr().err
+    # --beta 0 trained at a constant log 2 and saved the start as a DPO run (ipo divided by it); below 0 the reverse
+    for beta in ("0", "-0.1"):
+        assert main(args + ["--beta", beta]) == 2
+        assert f"--beta must be above 0, got {float(beta)}" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_first_pair_missing_a_field_is_reported_by_its_field_or_skipped(jsonl):
+    # only a record of another kind (no chosen, no rejected) says the file is not pairs; a pair missing one field is
+    # a bad record like any other: named by its field, or skipped with --skip-invalid
+    path = jsonl([{"prompt": "p", "chosen": "a"}] + PAIRS)
+    with pytest.raises(RecordError, match=r"data.jsonl:1: rejected"):
+        read_pairs(str(path))
+    pairs, identical = read_pairs(str(path), skip_invalid=True)
+    assert len(pairs) == 6 and identical == 1
+
+
+def test_bf16_base_loads_the_policy_in_bfloat16_under_lora(jsonl, tmp_path, monkeypatch):
+    import redline.models
+
+    class Loaded(Exception):
+        pass
+
+    def spy(model, dtype="float32", *args, **kwargs):  # records what the policy is loaded in, and stops there
+        raise Loaded(dtype)
+
+    monkeypatch.setattr(redline.models, "load_causal_lm", spy)
+    with pytest.raises(Loaded, match="bfloat16"):
+        train_dpo(settings(jsonl(PAIRS), bf16_base=True), tmp_path / "a")
+    with pytest.raises(Loaded, match="float32"):  # without LoRA the whole model trains: --dtype as given
+        train_dpo(settings(jsonl(PAIRS), bf16_base=True, lora=False), tmp_path / "b")

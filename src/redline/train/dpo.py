@@ -49,10 +49,15 @@ from typing import Any
 from redline import RedlineError
 from redline.config import write_config
 from redline.train.sft import (
-    SFTSettings, as_chat, check_report_to, publish, run_trainer, save_training_curve, training_device, trl_arguments,
+    SFTSettings, as_chat, base_dtype, check_report_to, publish, run_trainer, save_training_curve, training_device,
+    trl_arguments,
 )
 
 POLICY_ROLE = "a policy: --model wants the SFT run (a causal language model)"
+# TRL's DPOTrainer losses, checked before a model loads (TRL names a wrong one only at the first step). Its
+# 'exo_pair' is left out: it needs a label smoothing > 0, which redline does not pass.
+LOSS_TYPES = ("sigmoid", "hinge", "ipo", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot", "aot_unpaired",
+              "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
 
 
 @dataclass
@@ -65,7 +70,8 @@ class DPOSettings(SFTSettings):
     limit: int | None = field(default=None, metadata={"min": 1, "help": "train on the first N records"})
     skip_invalid: bool = field(default=False, metadata={"help": "skip bad records instead of stopping"})
     beta: float = field(default=0.1, metadata={"help": "β, the strength of the KL to π_ref (the paper: 0.1)"})
-    loss_type: str = field(default="sigmoid", metadata={"help": "TRL's DPO loss: sigmoid (the paper's), ipo, hinge ..."})
+    loss_type: str = field(default="sigmoid", metadata={"choices": LOSS_TYPES,
+                                                        "help": "TRL's DPO loss: sigmoid (the paper's), ipo, hinge ..."})
 
     def lr(self) -> float:
         return self.learning_rate if self.learning_rate is not None else (1e-4 if self.lora else 1e-6)
@@ -81,7 +87,7 @@ def read_pairs(path: str, *, limit: int | None = None, skip_invalid: bool = Fals
     for number, obj in iter_raw(path):  # the first record that parses says what the file holds
         if isinstance(obj, FieldError):
             continue  # a line that is not JSON: read_records reports it (or skips it with --skip-invalid) below
-        if not (isinstance(obj, dict) and "chosen" in obj and "rejected" in obj):
+        if not (isinstance(obj, dict) and ("chosen" in obj or "rejected" in obj)):  # one of them: a bad pair, below
             keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
             raise RedlineError(f"{path}:{number}: DPO needs preference pairs (prompt, chosen, rejected); this record "
                                f"has {keys} (for simulated answers, `redline simulate rank --pairs` writes a pair per decisive comparison)")
@@ -129,6 +135,8 @@ def train_dpo(config: DPOSettings, out) -> dict[str, Any]:
     check_required(config)
     check_report_to(config.report_to)
     check_language_model(config.model, POLICY_ROLE)
+    if config.beta <= 0:  # 0 leaves the loss at log 2 with no gradient (ipo divides by it); below 0 learns the reverse
+        raise RedlineError(f"--beta must be above 0, got {config.beta}")
     pairs, n_identical = read_pairs(config.data, limit=config.limit, skip_invalid=config.skip_invalid)
     if n_identical:
         print(f"redline: DPO skips {n_identical} pairs whose chosen equals rejected", file=sys.stderr)
@@ -140,7 +148,7 @@ def train_dpo(config: DPOSettings, out) -> dict[str, Any]:
     device = training_device(config)
     torch.manual_seed(config.seed)
     tokenizer = load_tokenizer(config.model)
-    policy = load_causal_lm(config.model, config.dtype, device, merge_lora=True).train()
+    policy = load_causal_lm(config.model, base_dtype(config), device, merge_lora=True).train()  # --bf16-base
     reference = None if config.lora else load_causal_lm(config.model, config.dtype, device, merge_lora=True)
     peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                              target_modules="all-linear", task_type="CAUSAL_LM") if config.lora else None
