@@ -246,3 +246,18 @@ def test_every_rl_setting_is_a_flag_of_both_commands_and_reaches_each_pit_rounds
     # the rest of a round comes from PIT itself: the gap model is the reward, no pretraining mix
     round_config = PITConfig(gap_reward="g").ppo_config("start", prompts="x")
     assert round_config.reward == "g" and round_config.policy == "start" and round_config.ptx_coef == 0
+
+
+def test_references_are_reused_only_for_the_same_prompts(tmp_path):
+    from redline.records import write_records
+    from redline.train.pit import sample_references
+
+    path = tmp_path / "references.jsonl"
+    settings = PITConfig(policy="tiny-random", data="d", device="cpu", reference_max_new_tokens=2)
+    # a copy from another split: as many prompts (the thirds are equal), not these ones; it was taken for them
+    write_records(path, [{"id": f"ref-{i}", "prompt": f"other {i}", "response": "old", "source": "tiny-random"}
+                         for i in range(2)])
+    rows = sample_references(settings, ["Say a.", "Say b."], path)
+    assert [r["prompt"] for r in rows] == ["Say a.", "Say b."]
+    assert read_jsonl_prefix(path) == rows  # written in its place
+    assert sample_references(settings, ["Say a.", "Say b."], path) == rows  # this run's own file is reused as is

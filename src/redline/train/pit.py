@@ -256,13 +256,15 @@ def pit_policy(path: str | os.PathLike) -> str:
 
 
 def sample_references(config: PITConfig, prompts: list, path: Path) -> list[dict]:
-    """Step 3: one response per prompt from BASE, written as response records (atomically)."""
+    """Step 3: one response per prompt from BASE, written as response records (atomically). A file already there
+    (a resumed run's, or one copied in to share) is reused when it answers exactly these prompts."""
     from redline.generation import SamplingParams, as_chat, load_engine
-    from redline.records import read_jsonl_prefix, write_records
+    from redline.records import prompt_key, read_jsonl_prefix, write_records
 
     if path.is_file():
         rows = read_jsonl_prefix(path)
-        if len(rows) == len(prompts):
+        # the count alone would pass a copy from another split of the same size (thirds are equal by design)
+        if [prompt_key(r.get("prompt")) for r in rows] == [prompt_key(p) for p in prompts]:
             return rows
     engine = load_engine(config.policy, dtype=config.dtype, device=config.device)
     params = SamplingParams(temperature=config.reference_temperature, max_new_tokens=config.reference_max_new_tokens,
