@@ -483,3 +483,17 @@ def test_each_episode_alone_gives_the_padded_micro_batchs_logits_values_and_grad
     torch.testing.assert_close(out[True][1][mask], out[False][1][mask], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(out[True][2], out[False][2], rtol=1e-3, atol=1e-5)
     assert float(out[True][2].abs().sum()) > 0
+
+
+def test_the_card_names_the_method_that_trained_the_run():
+    from redline.train.pit import PITConfig
+    from redline.train.ppo import method
+
+    mix = {"ptx_data": "demos.jsonl", "ptx_coef": 1.0}
+    assert method(PPOConfig(**mix), "ppo") == "PPO-ptx, Ouyang et al. 2022"
+    assert method(PPOConfig(**{**mix, "ptx_coef": 0.0}), "ppo") == "PPO, Ouyang et al. 2022"
+    assert method(PPOConfig(ptx_coef=1.0), "ppo") == "PPO, Ouyang et al. 2022"  # no texts to mix in
+    assert method(PPOConfig(advantage="rloo", **mix), "ppo") == "RLOO with the PPO clip and the pretraining mix of PPO-ptx"
+    assert method(PPOConfig(advantage="rloo"), "ppo") == "RLOO with the PPO clip"
+    pit_round = PITConfig(gap_reward="g").ppo_config("start", prompts="x")  # the gap model's reward, γ_ptx 0
+    assert method(pit_round, "pit").startswith("PIT's RL on the reward gap") and "ptx" not in method(pit_round, "pit")

@@ -1313,14 +1313,24 @@ def save_final(config: RLSettings, learner: Learner, tokenizer, out: Path, *, ki
     if info.get("adapter"):
         base = info["base_model"]
         policy = policy.merge_and_unload() if hasattr(policy, "merge_and_unload") else policy
-    method = "RLOO with the PPO clip" if config.advantage == "rloo" else "PPO-ptx, Ouyang et al. 2022"
-    notes = f"Trained with `redline train {kind if kind == 'pit' else 'ppo'}` ({method}); the log is ppo_log.jsonl."
+    notes = f"Trained with `redline train {kind if kind == 'pit' else 'ppo'}` ({method(config, kind)}); the log is ppo_log.jsonl."
     card = ModelCard(kind=kind, base_model=base, data=data, command=command_line(), metrics=metrics, notes=notes)
     save_model(policy, tokenizer, out, card, hub_repo=config.push_to_hub)  # the card's snippet names where it goes
     if learner.value is not None:
         value_card = ModelCard(kind="value", base_model=_name(getattr(config, "reward", "")), data=data,
                                command=command_line())
         save_model(learner.value, tokenizer, out / "value", value_card)
+
+
+def method(config: Any, kind: str) -> str:
+    """What the card says trained the run: PIT's rounds are no PPO-ptx (the gap reward, no mix), nor is γ_ptx 0."""
+    estimator = "RLOO with the PPO clip" if config.advantage == "rloo" else "PPO"
+    if kind == "pit":
+        return f"PIT's RL on the reward gap, Wang et al. 2023; {estimator}"
+    mixed = bool(getattr(config, "ptx_data", None)) and getattr(config, "ptx_coef", 0) > 0 and getattr(config, "ptx_ratio", 0) > 0
+    if config.advantage == "rloo":
+        return estimator + (" and the pretraining mix of PPO-ptx" if mixed else "")
+    return ("PPO-ptx" if mixed else "PPO") + ", Ouyang et al. 2022"
 
 
 def _name(model: str) -> str:
