@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 
 import pytest
 
@@ -175,24 +176,32 @@ def test_rank_with_ties_refuses_a_missing_rank_and_exports_rankings_and_pairs(se
     c = client_for(sessions, "ann")
     url, page = open_task(c, pid)
     assert "<strong>helpfulness</strong>" in page.text and page.text.count('class="answer rankable') == 4
+    # the answers are shown in the prompt's hashed order, not the file's ([0, 1, 3, 2] here); each card's field names
+    # its answer's place in the file, so the page's "answer 3" is rank_3
+    shown = P.shown_order(RANK_ROWS[0]["prompt"], 4)
+    assert shown == [0, 1, 3, 2]
+    assert re.findall(r"answer 0\.(\d)", page.text) == [str(i) for i in shown]
+    assert re.findall(r'Rank of answer (\d) <input [^>]* name="rank_(\d)"', page.text) == [(str(n + 1), str(i)) for n, i in enumerate(shown)]
     csrf = csrf_of(page.text)
-    r = c.post(url, data={"csrf": csrf, "rank_0": "1", "rank_1": "2", "rank_3": "3"})
-    assert r.status_code == 422 and "rank of answer 3 is missing" in r.text and 'data-field="rank_2"' in r.text
+    r = c.post(url, data={"csrf": csrf, "rank_0": "1", "rank_1": "2", "rank_2": "3"})
+    assert r.status_code == 422 and "rank of answer 3 is missing" in r.text and 'data-field="rank_3"' in r.text
     r = c.post(url, data={"csrf": csrf, "rank_0": "2", "rank_1": "2", "rank_2": "2", "rank_3": "2"})
     assert r.status_code == 422 and "every answer has the same rank" in r.text
     r = c.post(url, data={"csrf": csrf, "rank_0": "9", "rank_1": "1", "rank_2": "1", "rank_3": "1"})
     assert r.status_code == 422 and "from 1 to 4" in r.text
-    r = c.post(url, data={"csrf": csrf, "rank_0": "2", "rank_1": "1", "rank_2": "2", "rank_3": "4"}, follow_redirects=False)
+    # ranks 2, 1, 2, 4 down the page: stored and exported in the file's order
+    on_page = {f"rank_{i}": rank for i, rank in zip(shown, ["2", "1", "2", "4"])}
+    r = c.post(url, data={"csrf": csrf, **on_page}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == f"/projects/{pid}/next"
     # the same submission again (a double click, a retry) stores nothing more
     assert c.post(url, data={"csrf": csrf, "rank_0": "1", "rank_1": "2", "rank_2": "3", "rank_3": "4"},
                   follow_redirects=False).status_code == 303
     [ranking] = export(sessions, "r", "ranking", tmp_path)
-    assert ranking.ranks == [1, 0, 1, 2] and ranking.responses == RANK_ROWS[0]["responses"]
+    assert ranking.ranks == [1, 0, 2, 1] and ranking.responses == RANK_ROWS[0]["responses"]
     assert ranking.meta["annotator"] == "ann" and ranking.meta["seconds"] >= 0 and ranking.meta["topic"] == "topic 0"
     assert ranking.meta["project"] == "r" and ranking.meta["item"] == "q0"
     [pref] = export(sessions, "r", "preference", tmp_path)
-    assert pref.chosen == "answer 0.1" and pref.rejected == "answer 0.3"
+    assert pref.chosen == "answer 0.1" and pref.rejected == "answer 0.2"  # the page's 2nd (best) and 4th (worst)
 
 
 def test_critique_and_revise_refuses_empty_fields_and_exports_feedback(sessions, tmp_path):
@@ -388,9 +397,11 @@ def test_admin_export_downloads_jsonl_and_import_adds_existing_records(sessions,
     assert r.status_code == 409 and "has no submitted ranking annotations yet" in r.text
     c = client_for(sessions, "ann")
     url, page = open_task(c, pid)
-    # a rank in digits int() does not read ("²" is a digit to str.isdigit) is a form error, not a server error
-    r = c.post(url, data={"csrf": csrf_of(page.text), "rank_0": "\u00b2", "rank_1": "1", "rank_2": "2", "rank_3": "3"})
-    assert r.status_code == 422 and "rank of answer 1 must be a whole number from 1 to 4" in r.text
+    # a rank in digits int() does not read ("²" is a digit to str.isdigit) is a form error, not a server error; it names
+    # the answer as the page numbers it (shown in the order [0, 1, 3, 2]: the file's answer 3 is the page's 3rd)
+    assert P.shown_order(RANK_ROWS[0]["prompt"], 4) == [0, 1, 3, 2]
+    r = c.post(url, data={"csrf": csrf_of(page.text), "rank_0": "1", "rank_1": "1", "rank_2": "2", "rank_3": "\u00b2"})
+    assert r.status_code == 422 and "rank of answer 3 must be a whole number from 1 to 4" in r.text
     c.post(url, data={"csrf": csrf_of(page.text), "rank_0": "1", "rank_1": "1", "rank_2": "2", "rank_3": "3"})
     admin = client_for(sessions, "root")
     r = admin.get(f"/admin/projects/{pid}/export?kind=ranking")

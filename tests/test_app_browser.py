@@ -140,6 +140,7 @@ class Flow:
 
 def test_annotate_in_chromium_with_the_keyboard_export_validate_and_train(browser, database_url, tmp_path, monkeypatch, capsys):
     from redline.app.db import open_database
+    from redline.app.projects import shown_order
     from redline.app.web import make_app
     from redline.cli import main
     from redline.serve import start_server
@@ -149,7 +150,8 @@ def test_annotate_in_chromium_with_the_keyboard_export_validate_and_train(browse
     make_users(sessions, root="admin")
     guidelines = ("Rank by how well an answer follows **every** instruction of the prompt.\n\n"
                   "- 1 is best; give two answers the same number when you cannot tell them apart\n- skip what you cannot judge")
-    make_project(sessions, tmp_path, "ranks", "rank", four_answers(head(DATA / "rankings.jsonl", 2)), guidelines=guidelines)
+    rank_rows = four_answers(head(DATA / "rankings.jsonl", 2))
+    make_project(sessions, tmp_path, "ranks", "rank", rank_rows, guidelines=guidelines)
     make_project(sessions, tmp_path, "pairs", "pair", head(DATA / "preferences.jsonl", 1),
                  guidelines="Pick the answer that follows the prompt's instructions better.")
     prompts = tmp_path / "test-prompts.jsonl"
@@ -185,12 +187,15 @@ def test_annotate_in_chromium_with_the_keyboard_export_validate_and_train(browse
         assert "2 items" in flow.find("#progress").text and "answers by tiny-random" in flow.find("#status").text
         flow.logout()
 
-        # the annotator ranks four answers with number keys (a tie included) and submits with Ctrl+Enter
+        # the annotator ranks four answers with number keys (a tie included), down the page, and submits with
+        # Ctrl+Enter; the page shows them in the prompt's hashed order, each card's id and field its place in the file
         flow.login("ann")
         flow.task("ranks")
-        assert browser.switch_to.active_element.get_attribute("id") == "answer-0"
+        shown = shown_order(rank_rows[0]["prompt"], 4)
+        assert [card.get_attribute("id") for card in browser.find_elements(By.CSS_SELECTOR, ".rankable")] == [f"answer-{i}" for i in shown]
+        assert browser.switch_to.active_element.get_attribute("id") == f"answer-{shown[0]}"
         flow.keys("2", "1", "2", "4")
-        assert [flow.find(f"#rank_{i}").get_attribute("value") for i in range(4)] == ["2", "1", "2", "4"]
+        assert [flow.find(f"#rank_{i}").get_attribute("value") for i in shown] == ["2", "1", "2", "4"]
         flow.shot("rank")
         flow.submit_with_keyboard()
         assert "/items/" in browser.current_url
@@ -262,7 +267,10 @@ def test_annotate_in_chromium_with_the_keyboard_export_validate_and_train(browse
     assert feedback[1]["revision"].endswith("Shorter now.") and feedback[1]["meta"]["revision_edit_distance"] == 2
     assert feedback[0]["meta"]["source"] == "tiny-random"
     ranking = [json.loads(line) for line in exported[("ranks", "ranking")].read_text().splitlines()]
-    assert [r["ranks"] for r in ranking] == [[1, 0, 1, 2], [0, 2, 1, 3]]
+    # typed down the page 2 1 2 4 and 1 3 2 4; shown in the file's places [0, 2, 1, 3] and [2, 1, 0, 3]; stored in the
+    # file's order: [2, 2, 1, 4] and [2, 3, 1, 4], dense
+    assert [shown_order(r["prompt"], 4) for r in rank_rows] == [[0, 2, 1, 3], [2, 1, 0, 3]]
+    assert [r["ranks"] for r in ranking] == [[1, 1, 0, 2], [1, 2, 0, 3]]
     assert all(r["meta"]["seconds"] > 0 for r in ranking + feedback)
     [pair] = [json.loads(line) for line in exported[("pairs", "preference")].read_text().splitlines()]
     source = head(DATA / "preferences.jsonl", 1)[0]

@@ -26,7 +26,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from redline import RedlineError  # noqa: E402
 from redline.app import projects as P  # noqa: E402
-from redline.app.db import Item, open_database  # noqa: E402
+from redline.app.db import Annotation, Item, open_database  # noqa: E402
 from redline.app.web import make_app  # noqa: E402
 from redline.generation import ScriptedEngine  # noqa: E402
 from redline.records import read_records  # noqa: E402
@@ -240,6 +240,26 @@ def test_gold_items_go_to_everyone_and_score_each_annotator(sessions, tmp_path, 
             P.plan_items(kind, gold_rows)
 
 
+def test_an_import_without_a_time_is_stored_and_read_as_untimed(sessions, tmp_path, jsonl):
+    """An imported record without meta.seconds has no known time: stored as None (0.0 would read as instant),
+    exported without meta.seconds as it came in, and a dash on the quality page and the annotator's own page."""
+    pid = make_project(sessions, tmp_path, "p", "pair", [{"prompt": "Q?", "responses": ["x", "y"]}])
+    records = jsonl([{"prompt": "Old?", "chosen": "good", "rejected": "bad", "meta": {"annotator": "ann"}},
+                     {"prompt": "Timed?", "chosen": "good", "rejected": "bad", "meta": {"annotator": "bob", "seconds": 7}}],
+                    "old.jsonl")
+    with sessions.begin() as db:
+        assert P.import_records(db, P.get_project(db, "p"), records) == 2
+    with sessions() as db:
+        assert [a.seconds for a in db.scalars(select(Annotation).order_by(Annotation.id))] == [None, 7.0]
+        untimed, timed = P.export_records(db, P.get_project(db, "p"), "preference")
+    assert "seconds" not in untimed.meta and timed.meta["seconds"] == 7
+    app = make_app(sessions)
+    page = client_for(app, "root").get(f"/admin/projects/{pid}").text
+    assert "<td>ann</td><td>1</td><td>0</td><td>0</td><td>–</td>\n<td>–</td>" in page
+    assert "<td>bob</td><td>1</td><td>0</td><td>0</td><td>7.0</td>\n<td>7.0</td>" in page
+    assert "<td>submitted</td><td>–</td>" in client_for(app, "ann").get("/mywork").text
+
+
 # ----------------------------------------------------------------------------- simulated annotators as bots
 
 
@@ -310,6 +330,26 @@ def test_an_older_database_is_migrated_and_keeps_its_data(tmp_path):
         user = P.get_user(db, "old")
         assert user.api_token_hash is None and user.imported_as is None
         assert P.new_api_token(db, user)
+
+
+def test_imports_that_stored_an_unknown_time_as_0_are_migrated_to_untimed(tmp_path):
+    from sqlalchemy.orm import sessionmaker
+
+    from redline.app.db import make_engine, upgrade_to
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    upgrade_to(url, "0003")
+    with sessionmaker(make_engine(url)).begin() as db:  # as revision 0003 left them: an import without a time held 0.0
+        project = P.create_project(db, "p", "pair", [{"prompt": f"Q{i}?", "answers": [{"text": "x"}, {"text": "y"}]}
+                                                     for i in range(3)])
+        user = P.add_user(db, "carol", "annotator", None)
+        items = db.scalars(select(Item).where(Item.project_id == project.id).order_by(Item.position)).all()
+        for item, seconds, imported in zip(items, (0.0, 12.0, 0.0), (True, True, False)):
+            db.add(Annotation(item_id=item.id, user_id=user.id, status="submitted", payload={"choice": "a"}, info={},
+                              reason="", seconds=seconds, imported=imported, created_at=P.now()))
+    sessions = open_database(url)
+    with sessions() as db:  # a person's time is measured, whatever it is; an import's 0.0 was "unknown"
+        assert [a.seconds for a in db.scalars(select(Annotation).order_by(Annotation.id))] == [None, 12.0, 0.0]
 
 
 def test_the_migrations_make_the_schema_the_models_describe(tmp_path):

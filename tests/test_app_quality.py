@@ -121,16 +121,19 @@ def test_pair_agreement_with_sparse_overlap():
 
 
 def test_imported_annotations_without_a_time_are_not_timed():
-    # An imported record without meta.seconds is stored with 0 seconds: unknown, not instant. ann's own
-    # answers took 4 and 8 seconds; the imported one must not pull the median to 4 or count in the total.
+    # An imported record without meta.seconds is stored with None seconds (before schema revision 0004: 0.0):
+    # unknown, not instant. ann's own answers took 4 and 8 seconds; the imported ones must not pull the median
+    # to 4 or count in the total.
     def row(seconds, imported, item_id):
         return (SimpleNamespace(status="submitted", payload={"choice": "a"}, info={}, seconds=seconds, imported=imported),
                 SimpleNamespace(id=item_id, gold=None), "ann")
 
-    ann = project_quality([row(4.0, False, 1), row(8.0, False, 2), row(0.0, True, 3)], "pair")["annotators"]["ann"]
-    assert ann["submitted"] == 3 and ann["seconds_total"] == 12.0 and ann["seconds_median"] == 6.0
-    only_imported = project_quality([row(0.0, True, 1)], "pair")["annotators"]["ann"]
-    assert only_imported["seconds_total"] is None and only_imported["seconds_median"] is None
+    ann = project_quality([row(4.0, False, 1), row(8.0, False, 2), row(None, True, 3), row(0.0, True, 4)],
+                          "pair")["annotators"]["ann"]
+    assert ann["submitted"] == 4 and ann["seconds_total"] == 12.0 and ann["seconds_median"] == 6.0
+    for untimed in (None, 0.0):
+        only_imported = project_quality([row(untimed, True, 1)], "pair")["annotators"]["ann"]
+        assert only_imported["seconds_total"] is None and only_imported["seconds_median"] is None
     timed_import = project_quality([row(30.0, True, 1)], "pair")["annotators"]["ann"]  # meta.seconds given: kept
     assert timed_import["seconds_total"] == 30.0
 

@@ -143,7 +143,7 @@ class Annotation(Base):
     payload: Mapped[Any] = mapped_column(JSONText, default=dict)  # the answer: critique/revision, ranks, ...
     info: Mapped[Any] = mapped_column(JSONText, default=dict)  # draft use, edit distances
     reason: Mapped[str] = mapped_column(Text, default="")  # why skipped or flagged
-    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    seconds: Mapped[float | None] = mapped_column(Float)  # time spent; None: unknown (an import without meta.seconds)
     imported: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=now)
 

@@ -22,7 +22,8 @@ files (matched by ``id``, else by prompt; ``source`` kept), or from a model (``g
 A critique project makes one item per answer; a pair project pairs a prompt's answers in order
 (1st with 2nd, 3rd with 4th, an odd last one with the 1st), each pair shown in an order fixed by a
 hash of its prompt (so a file that lists one model first reaches neither side of the screen); a rank
-project ranks all of a prompt's answers at once.
+project ranks all of a prompt's answers at once, shown in an order fixed the same way (``shown_order``)
+while the item, its form fields (``rank_i``), gold ranks, imports and exports keep the file's order.
 
 Assignment (``next_item``) gives an annotator their open item if they have one, else the first
 item they have not answered whose submitted answers plus open assignments to others are fewer than
@@ -204,6 +205,18 @@ def _flipped(prompt, salt: str = "") -> bool:
     """Whether a pair's two answers are shown the other way round: fixed by a hash of the prompt (and ``salt``),
     so the same item is shown the same way to everyone, and a file's order reaches no side."""
     return int(hashlib.sha256((prompt_key(prompt) + salt).encode()).hexdigest(), 16) % 2 == 1
+
+
+def shown_order(prompt, k: int) -> list[int]:
+    """The order a rank item's ``k`` answers are shown in, as places in the file's order (``shown[0]`` on top).
+
+    A permutation fixed by a hash of the prompt, like a pair's order: over a project each place in the file lands
+    in every position on the page, so a file that lists one model first meets no leaning to the top (or bottom).
+    The same for every annotator rather than drawn per annotator, so "answer 2" in a flag's reason or on the
+    admin's screen names one answer for everyone.
+    """
+    key = prompt_key(prompt)
+    return sorted(range(k), key=lambda i: hashlib.sha256(f"{key}#{i}".encode()).hexdigest())
 
 
 def plan_items(task_type: str, rows: list[PromptRow], prompts_name: str = "the prompts file") -> list[dict]:
@@ -507,14 +520,14 @@ def parse_answer(project: Project, item: Item, form: dict) -> tuple[dict, dict]:
             raise FormError("choice", "missing: pick answer A or answer B")
         return {"choice": choice}, info
     k = len(item.answers)
-    ranks = []
-    for i in range(k):
+    ranks = [0] * k
+    for n, i in enumerate(shown_order(item.prompt, k), start=1):  # rank_i is the file's answer i, the page's "answer n"
         raw = str(form.get(f"rank_{i}") or "").strip()
         if not raw:
-            raise FormError(f"rank_{i}", f"rank of answer {i + 1} is missing")
+            raise FormError(f"rank_{i}", f"rank of answer {n} is missing")
         if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= k:  # "²" is a digit int() refuses
-            raise FormError(f"rank_{i}", f"rank of answer {i + 1} must be a whole number from 1 to {k}, got {raw!r}")
-        ranks.append(int(raw))
+            raise FormError(f"rank_{i}", f"rank of answer {n} must be a whole number from 1 to {k}, got {raw!r}")
+        ranks[i] = int(raw)
     if len(set(ranks)) < 2:
         raise FormError("ranks", "every answer has the same rank: rank at least one above another, or skip")
     return {"ranks": dense_ranks(ranks)}, info
@@ -579,9 +592,11 @@ def export_records(db: DBSession, project: Project, kind: str) -> list[Record]:
     """The project's submitted annotations as redline records of ``kind``, each validated.
 
     ``meta`` holds the item's own meta (instructions, topic ...) and then: annotator, seconds
-    (time spent), project, item, source(s) of the answers, and for critiques draft_used and
-    edit distances (in words).
+    (time spent; left out where unknown, as an import without it), project, item, source(s) of the
+    answers, and for critiques draft_used and edit distances (in words).
     """
+    from redline.app.quality import seconds_spent
+
     if kind not in EXPORT_KINDS[project.task_type]:
         raise RedlineError(f"project {project.name!r} ({project.task_type}) exports {' or '.join(EXPORT_KINDS[project.task_type])}, not {kind!r}")
     rows = db.execute(
@@ -590,8 +605,11 @@ def export_records(db: DBSession, project: Project, kind: str) -> list[Record]:
     ).all()
     records: list[Record] = []
     for annotation, item, user in rows:
-        meta = {**(item.meta or {}), "annotator": user.name, "seconds": annotation.seconds, "project": project.name,
+        seconds = seconds_spent(annotation)
+        meta = {**(item.meta or {}), "annotator": user.name, "seconds": seconds, "project": project.name,
                 "item": item.external_id or str(item.position), **(annotation.info or {})}
+        if seconds is None:  # not timed: no meta.seconds, as the imported record had none
+            del meta["seconds"]
         if annotation.imported:
             meta["imported"] = True
         if item.gold is not None:
@@ -669,7 +687,8 @@ def import_records(db: DBSession, project: Project, path: str | Path, default_an
 
     for record in records:
         meta = {k: v for k, v in record.meta.items() if k not in ("annotator", "seconds")}
-        seconds = float(record.meta.get("seconds") or 0.0) if isinstance(record.meta.get("seconds"), (int, float)) else 0.0
+        given = record.meta.get("seconds")
+        seconds = float(given) if isinstance(given, (int, float)) else None  # None: not timed, not 0 s
         if isinstance(record, Feedback):
             if record.revision is None:
                 raise RecordError([f"{path}: id {record.id}: revision: a critique-only record has no revision to import"])

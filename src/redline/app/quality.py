@@ -18,8 +18,8 @@ The measures, each a small pure function with a hand-worked test (tests/test_app
   ranking scored by its pairwise agreement with the gold ranks (a gold tie is matched only by a
   tie); a gold ranking that ties every answer is not scored: the form refuses that answer;
 - per annotator: submitted, skipped, flagged, total and median time (an imported annotation
-  without a time is not timed); for critique projects, how often a critic's draft was used and
-  how much it was changed (words).
+  without a time is not timed: ``seconds_spent``); for critique projects, how often a critic's
+  draft was used and how much it was changed (words).
 """
 
 from __future__ import annotations
@@ -119,6 +119,14 @@ def gold_score(task_type: str, gold: dict, payload: dict) -> float | None:
     return agree / total
 
 
+def seconds_spent(annotation) -> float | None:
+    """An annotation's time in seconds; None where nobody timed it: an import without ``meta.seconds`` is
+    stored as None (imports before schema revision 0004 stored 0.0, read as unknown too)."""
+    if annotation.seconds is None or (not annotation.seconds and annotation.imported):
+        return None
+    return annotation.seconds
+
+
 def project_quality(rows: Sequence[tuple], task_type: str) -> dict:
     """rows: (annotation, item, annotator name) for every annotation of one project."""
     people: dict[str, dict] = defaultdict(lambda: {"submitted": 0, "skipped": 0, "flagged": 0, "seconds": [], "gold": []})
@@ -131,8 +139,9 @@ def project_quality(rows: Sequence[tuple], task_type: str) -> dict:
         person[annotation.status] += 1
         if annotation.status != "submitted":
             continue
-        if annotation.seconds or not annotation.imported:  # an import without meta.seconds holds 0: unknown
-            person["seconds"].append(annotation.seconds)
+        seconds = seconds_spent(annotation)
+        if seconds is not None:
+            person["seconds"].append(seconds)
         payload, info = annotation.payload, annotation.info or {}
         score = gold_score(task_type, item.gold, payload) if item.gold is not None else None
         if score is not None:

@@ -276,6 +276,8 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
     def task_context(db, user: User, project: Project, item: Item) -> dict:
         context = {"user": user, "project": project, "item": item, "progress": P.progress(db, project),
                    "mine": P.user_progress(db, project, user), "values": {}, "error": None}
+        if project.task_type == "rank":  # the file's answers in the order shown; each keeps its field rank_<file index>
+            context["shown"] = P.shown_order(item.prompt, len(item.answers))
         if project.task_type == "critique" and item.draft:
             context.update(draft_critique=item.draft.get("critique") or "",
                            draft_revision=item.draft.get("revision") or item.answers[0]["text"])
@@ -319,7 +321,9 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
                 select(Annotation, Item, Project).join(Item, Item.id == Annotation.item_id).join(Project, Project.id == Item.project_id)
                 .where(Annotation.user_id == user.id).order_by(Annotation.created_at.desc()).limit(500)
             ).all()
-            return page(request, "mywork.html", user=user, csrf=row.csrf, rows=rows)
+            from redline.app.quality import seconds_spent
+
+            return page(request, "mywork.html", user=user, csrf=row.csrf, rows=rows, seconds_spent=seconds_spent)
 
     # ------------------------------------------------------------------ admin
 

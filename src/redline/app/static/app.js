@@ -77,7 +77,7 @@
       const digit = parseInt(event.key, 10);
       if (digit >= 1 && digit <= cards.length && i >= 0) {
         event.preventDefault();
-        document.getElementById("rank_" + i).value = String(digit);
+        document.getElementById("rank_" + cards[i].dataset.index).value = String(digit);  // the card's place in the file
         cards[i].classList.add("ranked");
         focusCard(i + 1);
       }
