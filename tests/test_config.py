@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from redline import RedlineError
 from redline.cli import build_parser, main
 from redline.config import _base_type, _sequence_item, settings_from_args, write_config
 
@@ -71,7 +72,9 @@ def other_value(f: dataclasses.Field, annotation):
 @pytest.mark.parametrize("command, cls", commands(), ids=lambda x: " ".join(x) if isinstance(x, list) else "")
 def test_every_command_takes_a_yaml_config_and_its_resolved_config_round_trips(command, cls, tmp_path):
     hints = typing.get_type_hints(cls)
-    values = {f.name: other_value(f, hints[f.name]) for f in dataclasses.fields(cls) if f.name != "out"}
+    # a field moot beside another (--eval-split beside --eval-data) stays at its default: the two are refused together
+    values = {f.name: other_value(f, hints[f.name]) for f in dataclasses.fields(cls)
+              if f.name != "out" and not f.metadata.get("unless")}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(values))
     out = [] if command in NO_OUT else ["--out", str(tmp_path / "out")]
@@ -114,6 +117,42 @@ def test_required_fields_are_checked_whichever_way_the_values_come(tmp_path, cap
     assert "--input is required" in capsys.readouterr().err
     assert main(["evaluate", "--a", "x.jsonl", "--judge", "oracle"]) == 2
     assert "--out is required" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["train", "reward"], ["train", "gap-reward"]], ids=" ".join)
+def test_eval_split_beside_eval_data_is_refused_however_the_two_are_given(command, tmp_path, capsys, monkeypatch):
+    """--eval-split holds out a share of --data only when --eval-data is not given: given with it, it was ignored.
+    Both given are refused before anything loads or is written, whether by flags, in a config file or in Python;
+    a default in a run's resolved config is not given, and a flag of one replaces the file's choice of the other."""
+    from redline.train.gap_reward import GapRewardConfig, train_gap_reward
+    from redline.train.reward import RewardConfig, train_reward
+
+    cls, train = {"reward": (RewardConfig, train_reward), "gap-reward": (GapRewardConfig, train_gap_reward)}[command[1]]
+    monkeypatch.setattr("redline.models.load_reward_model", lambda *a, **k: pytest.fail("a model loaded"))
+    data, held = str(tmp_path / "d.jsonl"), str(tmp_path / "h.jsonl")
+    base = [*command, "--data", data, "--out", str(tmp_path / "o")]
+    for extra in (["--eval-split", "0.1"], ["--eval-split", "0"]):  # even the default, given as a flag
+        assert main([*base, "--eval-data", held, *extra]) == 2
+        assert ("give --eval-data or --eval-split, not both (--eval-data on the command line; --eval-split on the "
+                "command line): --eval-split is the share of prompts held out when --eval-data is not given"
+                in capsys.readouterr().err)
+    (tmp_path / "both.yaml").write_text(f"data: {data}\neval_data: {held}\neval_split: 0.2\n")
+    assert main([*command, "--config", str(tmp_path / "both.yaml"), "--out", str(tmp_path / "o")]) == 2
+    assert f"(--eval-data in {tmp_path / 'both.yaml'}; --eval-split in {tmp_path / 'both.yaml'})" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(RedlineError, match=r"give --eval-data or --eval-split, not both \(--eval-data = '.*h.jsonl'; "
+                                           r"--eval-split = 0.2\)"):
+        train(cls(data=data, eval_data=held, eval_split=0.2), tmp_path / "py")
+
+    parsed = lambda *flags: settings_from_args(cls, build_parser().parse_args([*command, *flags, "--out", "o"]))
+    # a run's resolved config holds every field, eval_split at its default beside its eval_data: not given
+    resolved = write_config(tmp_path / "held.json", cls(data=data, eval_data=held))
+    assert (parsed("--config", str(resolved)).eval_data, parsed("--config", str(resolved)).eval_split) == (held, 0.1)
+    # flags override the file: --eval-split replaces the file's --eval-data, and --eval-data the file's share
+    assert (parsed("--config", str(resolved), "--eval-split", "0.3").eval_data,) == (None,)
+    split = write_config(tmp_path / "split.json", cls(data=data, eval_split=0.3))
+    again = parsed("--config", str(split), "--eval-data", held)
+    assert (again.eval_data, again.eval_split) == (held, 0.1)
 
 
 def test_yaml_numbers_that_pyyaml_reads_as_strings_still_parse(tmp_path):

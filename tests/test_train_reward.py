@@ -70,7 +70,11 @@ def test_split_never_puts_a_prompt_in_both_parts():
 def test_train_reward_cli(jsonl, tmp_path, capsys):
     from transformers import AutoModelForSequenceClassification
 
-    data = jsonl(rankings())
+    # beside them two rankings all tied: one of a held-out prompt, held out with it; one of a prompt of its own
+    _, held = split_by_prompt([Ranking(**r) for r in rankings()], 0.25, seed=0)
+    tied = [{"prompt": held[0].prompt, "responses": ["x", "y", "z"], "ranks": [1, 1, 1]},
+            {"prompt": "Tied?", "responses": ["x", "y"], "ranks": [0, 0]}]
+    data = jsonl(rankings() + tied)
     demos = jsonl([{"prompt": f"Question {i}?", "response": f"good answer {i}"} for i in range(4)], "demos.jsonl")
     run = tmp_path / "rm"
     assert main(["train", "reward", "--data", str(data), "--model", "tiny-random", "--out", str(run), "--no-lora",
@@ -79,10 +83,12 @@ def test_train_reward_cli(jsonl, tmp_path, capsys):
     info = json.loads((run / "redline.json").read_text())
     m = info["metrics"]
     assert info["kind"] == "reward" and m["mode"] == "groups" and m["eval_comparisons"] == 6 * 3
+    assert (m["eval_ties"], m["eval_all_tied_rankings"], m["eval_all_tied_comparisons"]) == (0, 1, 3)
+    assert (m["train_prompts"], m["train_all_tied_rankings"]) == (18, 1)
     assert m["eval_accuracy"] >= 0.9  # learnt: the held-out prompts ordered as their labels (an untrained head: ~0.5)
     ci = m["eval_accuracy_ci95"]
     assert (f"held-out: {m['eval_accuracy']:.1%} [{ci[0]:.1%}, {ci[1]:.1%}] right on 18 decisive comparisons "
-            "(0 labelled ties not scored)") in capsys.readouterr().err
+            "(0 labelled ties not scored; 1 ranking all tied, with 3 comparisons, left out)") in capsys.readouterr().err
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     losses = [row["loss"] for row in log if "loss" in row]
     assert losses[-1] < losses[0]
@@ -148,11 +154,12 @@ def test_preferences_train_as_k_equals_2(jsonl, tmp_path):
     assert m["mode"] == "pairs" and m["train_comparisons"] == 7 and m["eval_comparisons"] == 1  # without --pairs
     # `evaluate rankings` on a preferences file with two pairs a prompt counts prompts, not records, and
     # reads at the length the run trained at
-    twice = jsonl([{"prompt": f"q{i}", "chosen": "good good good", "rejected": r} for i in range(3) for r in ("bad", "worse")],
-                  "twice.jsonl")
+    twice = jsonl([{"prompt": f"q{i}", "chosen": "good good good", "rejected": r} for i in range(3) for r in ("bad", "worse")]
+                  + [{"prompt": "q0", "chosen": "same", "rejected": "same"}], "twice.jsonl")
     assert main(["evaluate", "rankings", "--model", str(run), "--data", str(twice), "--out", str(tmp_path / "ev")]) == 0
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
     assert (summary["prompts"], summary["rankings"], summary["eval_comparisons"]) == (3, 6, 6)
+    assert (summary["eval_all_tied_rankings"], summary["eval_all_tied_comparisons"]) == (1, 1)  # the identical pair
     assert summary["max_length"] == json.loads((run / "train_config.json").read_text())["max_length"]
 
 
@@ -196,8 +203,8 @@ def test_held_out_accuracy_counts_ties_and_sets_each_figure_beside_its_ceiling()
     assert m["eval_annotator_oracle_accuracy"] == round(2 / 3, 4)
     # Without oracle knowledge only the label figures are reported.
     plain = [Ranking(prompt="q", responses=["a", "b"], ranks=[0, 1])]
-    assert set(comparison_accuracy(plain, [[1.0, 0.0]])) == {"eval_comparisons", "eval_ties", "eval_accuracy",
-                                                             "eval_accuracy_ci95"}
+    assert set(comparison_accuracy(plain, [[1.0, 0.0]])) == {"eval_comparisons", "eval_ties", "eval_all_tied_rankings",
+                                                             "eval_all_tied_comparisons", "eval_accuracy", "eval_accuracy_ci95"}
     low, high = m["eval_accuracy_ci95"]
     assert 0 <= low < m["eval_accuracy"] < high <= 1 and m["eval_oracle_accuracy_ci95"] == [1.0, 1.0]
 
@@ -244,6 +251,34 @@ def test_all_tied_rankings_are_skipped_with_a_count(jsonl, capsys):
     assert "skipped 1 of 4 prompts whose responses are all tied" in capsys.readouterr().err
 
 
+def test_held_out_rankings_all_tied_are_counted_so_the_comparisons_add_up(jsonl, capsys):
+    """A held-out ranking whose responses are all tied holds no comparison to score, and is left out of the
+    figures; it is counted and said, so that decisive + labelled ties + all-tied comparisons are all of them."""
+    from redline.cli import accuracy_summary
+    from redline.train.reward import comparison_accuracy, read_comparisons_and_all_tied
+
+    rows = [*(dict(prompt=r.prompt, responses=r.responses, ranks=r.ranks, meta=r.meta) for r in HAND_MADE),
+            {"prompt": "p4", "responses": ["a", "b", "c"], "ranks": [2, 2, 2]}]
+    kept, tied = read_comparisons_and_all_tied(str(jsonl(rows)))
+    assert [r.prompt for r in kept] == ["p1", "p2", "p3"] and [r.prompt for r in tied] == ["p4"]
+    m = comparison_accuracy(kept, HAND_MADE_SCORES, tied)
+    assert (m["eval_comparisons"], m["eval_ties"]) == (4, 1)
+    assert (m["eval_all_tied_rankings"], m["eval_all_tied_comparisons"]) == (1, 3)
+    assert m["eval_comparisons"] + m["eval_ties"] + m["eval_all_tied_comparisons"] == 3 + 1 + 1 + 3  # every C(K, 2)
+    # not scored, and not a prompt the interval resamples: every figure as without it
+    assert {k: v for k, v in m.items() if "all_tied" not in k} == {
+        k: v for k, v in comparison_accuracy(kept, HAND_MADE_SCORES).items() if "all_tied" not in k}
+    assert accuracy_summary(m).startswith(
+        f"held-out: 62.5% [{m['eval_accuracy_ci95'][0]:.1%}, {m['eval_accuracy_ci95'][1]:.1%}] right on 4 decisive "
+        "comparisons (1 labelled tie not scored; 1 ranking all tied, with 3 comparisons, left out); the oracle")
+    assert accuracy_summary(comparison_accuracy([], [], tied)) == (
+        "held-out: no decisive comparison to score (0 labelled ties not scored; 1 ranking all tied, with 3 comparisons, "
+        "left out)")
+    # a preference whose chosen is its rejected is a ranking of two equal texts: one comparison, left out
+    _, same = read_comparisons_and_all_tied(str(jsonl([{"prompt": "q", "chosen": "x", "rejected": "x"}], "p.jsonl")))
+    assert comparison_accuracy([], [], same)["eval_all_tied_comparisons"] == 1
+
+
 def test_the_summary_line_sets_each_figure_beside_its_ceiling():
     from redline.cli import accuracy_summary
     from redline.train.reward import comparison_accuracy
@@ -284,11 +319,14 @@ def test_scores_a_row_at_a_time_equal_the_padded_batch_and_so_do_their_gradients
 
 
 def test_eval_data_is_scored_as_given_and_must_hold_other_prompts(jsonl, tmp_path, capsys):
-    data, held = jsonl(rankings(8)), jsonl(rankings(12)[8:], "held.jsonl")
+    tied = {"prompt": "Tied?", "responses": ["x", "y"], "ranks": [0, 0]}
+    data, held = jsonl(rankings(8)), jsonl(rankings(12)[8:] + [tied], "held.jsonl")
     run = tmp_path / "rm"
     assert main(["train", "reward", "--data", str(data), "--eval-data", str(held), "--model", "tiny-random",
                  "--out", str(run), "--max-steps", "1", "--batch-size", "4", "--save-steps", "100"]) == 0
-    assert json.loads((run / "redline.json").read_text())["metrics"]["eval_comparisons"] == 4 * 3  # its 4 prompts
+    m = json.loads((run / "redline.json").read_text())["metrics"]
+    assert m["eval_comparisons"] == 4 * 3  # its 4 prompts
+    assert (m["eval_all_tied_rankings"], m["eval_all_tied_comparisons"], m["train_all_tied_rankings"]) == (1, 1, 0)
     # held-out rankings that share prompts with the training data would not be held out: refused before any model
     overlap = jsonl(rankings(10)[6:], "overlap.jsonl")
     args = ["train", "reward", "--data", str(data), "--model", "tiny-random", "--max-steps", "1"]

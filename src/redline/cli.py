@@ -305,6 +305,10 @@ def accuracy_summary(m: dict, lead: str | None = None, scope: str = "held-out") 
     if lead is None:
         ties = m.get("eval_ties", 0)
         tied = f"{ties} labelled {'tie' if ties == 1 else 'ties'} not scored"
+        if m.get("eval_all_tied_rankings"):  # rankings with no comparison at all: left out, and said
+            n = m["eval_all_tied_rankings"]
+            tied += (f"; {n} {'ranking' if n == 1 else 'rankings'} all tied, with {m['eval_all_tied_comparisons']} "
+                     "comparisons, left out")
         if not m.get("eval_comparisons"):
             return f"{scope}: no decisive comparison to score ({tied})"
         lead = (f"{scope}: {_percent(m.get('eval_accuracy'))}{_interval(m, 'eval_accuracy_ci95')} right on "

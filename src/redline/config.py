@@ -14,6 +14,11 @@ did not give keep the dataclass defaults. A field's metadata says more:
     result      False for a setting that does not change what the run computes (threads, logging,
                 checkpoint spacing): a resumed run may change it; every other field is part of the
                 run's fingerprint
+    unless      another field that makes this one moot (``eval_split`` applies unless ``eval_data`` is
+                given): the two given together are refused, never settled by one silently winning
+                (``check_unless``). A flag counts as given; a config file's value only where it is not the
+                field's default, as a run's resolved config holds every field. A flag of either one
+                replaces the config file's value of the other, as flags override the file
 
 ``--config FILE`` (YAML or JSON) starts from a file of field values, such as the resolved config a run
 wrote beside its outputs; flags given on the command line override it. ``--overwrite`` starts a
@@ -226,10 +231,14 @@ def settings_from_args(cls, args) -> Any:
                 values[name] = _convert(known[name], hints[name], value)
             except ValueError as e:
                 raise RedlineError(f"{source}: {name}: {e}") from None
-    for name in known:
-        given = getattr(args, name, None)
-        if given is not None:
-            values[name] = given
+    flags = {name for name in known if getattr(args, name, None) is not None}
+    for f in fields(cls):  # a flag of one of two exclusive fields replaces the file's choice of the other
+        other = f.metadata.get("unless")
+        if other and (f.name in flags) != (other in flags):
+            values.pop(other if f.name in flags else f.name, None)
+    values.update({name: getattr(args, name) for name in flags})
+    given = flags | {name for name, value in values.items() if _given(known[name], value)}
+    _refuse_both(cls, given, lambda name: "on the command line" if name in flags else f"in {source}")
     for f in fields(cls):
         if f.metadata.get("required") and not values.get(f.name) and f.default in (dataclasses.MISSING, None, ""):
             raise RedlineError(f"{_shown(f)} is required: {f.metadata.get('help', f.name)}")
@@ -245,6 +254,27 @@ def check_required(config) -> None:
     for f in fields(config):
         if f.metadata.get("required") and not getattr(config, f.name):
             raise RedlineError(f"{_shown(f)} is required: {f.metadata.get('help', f.name)}")
+
+
+def _given(f: dataclasses.Field, value: Any) -> bool:
+    """Whether a field's value says more than its default (a run's resolved config holds every field)."""
+    return value not in (None, "") and (f.default is dataclasses.MISSING or value != f.default)
+
+
+def _refuse_both(cls, given: set[str], where) -> None:
+    for f in fields(cls):
+        other = f.metadata.get("unless")
+        if other and f.name in given and other in given:
+            said = "; ".join(f"{flag_name(n)} {where(n)}" for n in (other, f.name))
+            raise RedlineError(f"give {flag_name(other)} or {flag_name(f.name)}, not both ({said}): "
+                               f"{flag_name(f.name)} is the {f.metadata.get('help', f.name)}")
+
+
+def check_unless(config) -> None:
+    """No field is given beside the one that makes it moot (metadata ``unless``): for configs built in
+    Python, which ``settings_from_args`` did not check; a value other than the default counts as given."""
+    given = {f.name for f in fields(config) if _given(f, getattr(config, f.name))}
+    _refuse_both(type(config), given, lambda name: f"= {getattr(config, name)!r}")
 
 
 def config_dict(config) -> dict[str, Any]:

@@ -881,13 +881,14 @@ def evaluate_rankings(config: RankingsEvalConfig) -> dict[str, Any]:
     its responses' scores (``against_scores`` too), to read beside the figures."""
     from redline.judges.reward import RewardJudge
     from redline.models import check_reward_model, run_info
-    from redline.train.reward import accuracy_difference, comparison_accuracy, read_comparisons, split_by_prompt
+    from redline.train.reward import (accuracy_difference, comparison_accuracy, read_comparisons_and_all_tied,
+                                      split_by_prompt)
 
     check_reward_model(config.model, "--model")
     if config.against:
         check_reward_model(config.against, "--against")
-    max_length, rankings = config.max_length, read_comparisons(config.data, limit=config.limit,
-                                                               skip_invalid=config.skip_invalid)
+    max_length = config.max_length
+    rankings, tied = read_comparisons_and_all_tied(config.data, limit=config.limit, skip_invalid=config.skip_invalid)
     if config.held_out_of:
         train_config = Path(config.held_out_of) / "train_config.json"
         if run_info(config.held_out_of).get("kind") != "reward" or not train_config.is_file():
@@ -903,6 +904,8 @@ def evaluate_rankings(config: RankingsEvalConfig) -> dict[str, Any]:
             raise RedlineError(f"--held-out-of {config.held_out_of}: that run read --limit {trained.get('limit')}, "
                                f"this one {config.limit}; the held-out prompts are chosen from what was read")
         _, rankings = split_by_prompt(rankings, trained["eval_split"], trained["seed"])
+        held = {prompt_key(r.prompt) for r in rankings}
+        tied = [r for r in tied if prompt_key(r.prompt) in held]  # as that run counted its held-out all-tied ones
         max_length = trained["max_length"]
     if not rankings:
         raise RedlineError(f"{config.data}: no ranking to score")
@@ -927,11 +930,11 @@ def evaluate_rankings(config: RankingsEvalConfig) -> dict[str, Any]:
     scores, read_at = scored(config.model, max_length)
     summary = {"model": config.model, "data": config.data, "held_out_of": config.held_out_of,
                "prompts": len({prompt_key(r.prompt) for r in rankings}), "rankings": len(rankings),
-               "max_length": read_at, **comparison_accuracy(rankings, scores)}
+               "max_length": read_at, **comparison_accuracy(rankings, scores, tied)}
     other = None
     if config.against:
         other, _ = scored(config.against, read_at)  # the very texts the first model read
-        summary["against"] = {"model": config.against, **comparison_accuracy(rankings, other)}
+        summary["against"] = {"model": config.against, **comparison_accuracy(rankings, other, tied)}
         summary.update(accuracy_difference(rankings, scores, other))
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)

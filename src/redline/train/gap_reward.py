@@ -71,7 +71,7 @@ class GapRewardConfig(SFTSettings):
     learning_rate: float | None = field(default=None, metadata={"min": 0, "help": "peak lr (default: 1e-3 LoRA, 9e-6 full)"})
     data: str = field(default="", metadata={"required": True, "help": "preference records (prompt, chosen, rejected)"})
     eval_data: str | None = field(default=None, metadata={"help": "held-out preferences (default: split from --data)"})
-    eval_split: float = field(default=0.1, metadata={"min": 0, "max": 1,
+    eval_split: float = field(default=0.1, metadata={"min": 0, "max": 1, "unless": "eval_data",
                                                      "help": "share of prompts held out when --eval-data is not given"})
     split_thirds: bool = field(default=False, metadata={
         "help": "train on the reward-model third of --data (the paper's SFT / reward / RL split; "
@@ -257,7 +257,8 @@ def oracle_accuracy(pairs: list[Preference], wl_lw: list[list[float]]) -> dict[s
     # The intervals are left out: "eval_accuracy_ci95" here would be the (w,l) > (l,w) ordering's, under
     # the name the gap model gives the mean of its five orderings.
     return {k: v for k, v in figures.items()
-            if k not in ("eval_comparisons", "eval_ties", "eval_accuracy") and not k.endswith("_ci95")}
+            if k not in ("eval_comparisons", "eval_ties", "eval_all_tied_rankings", "eval_all_tied_comparisons",
+                         "eval_accuracy") and not k.endswith("_ci95")}
 
 
 def gap_reward(model, tokenizer, max_length: int = 512, adapter_off: bool = False):
@@ -282,10 +283,11 @@ def train_gap_reward(config: GapRewardConfig, out: str | os.PathLike) -> dict[st
     """Steps 1–5 of the module docstring; returns the run's metrics."""
     import torch
 
-    from redline.config import check_required
+    from redline.config import check_required, check_unless
     from redline.models import LoraSettings, ModelCard, add_lora, command_line, load_reward_model, load_tokenizer, save_model
 
     check_required(config)
+    check_unless(config)
     weights = config.weights()
     check_report_to(config.report_to)  # before anything loads
     if config.anchor_weight < 0:

@@ -21,9 +21,10 @@ Steps:
      one whose response alone does not fit is dropped, and both are counted and reported;
   3. train with ``ranking_loss`` (ops/losses.py) in a ``transformers.Trainer`` whose batch is a
      list of prompts, each with all its completions;
-  4. measure held-out accuracy honestly (``comparison_accuracy``): on decisive comparisons (ties
-     counted, never errors), and on simulated data against the oracle, each beside the labels' own
-     accuracy on exactly the same pairs — the ceiling a reward model trained on them can reach;
+  4. measure held-out accuracy honestly (``comparison_accuracy``): on decisive comparisons (labelled
+     ties, and held-out rankings all tied, counted, never errors), and on simulated data against the
+     oracle, each beside the labels' own accuracy on exactly the same pairs — the ceiling a reward model
+     trained on them can reach;
   5. with ``--normalize-with``, set ``config.reward_bias`` so demonstrations score 0 on average;
   6. save a plain sequence-classification model (LoRA merged), loadable by
      ``AutoModelForSequenceClassification``, with its card and training curve.
@@ -55,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from redline import RedlineError
-from redline.config import write_config
+from redline.config import check_unless, write_config
 from redline.models import REWARD, chat_text, score_texts
 from redline.records import Preference, Ranking, Record, RecordError, iter_raw, prompt_key, prompt_text, read_records
 from redline.train.sft import (
@@ -71,7 +72,8 @@ class RewardConfig(SFTSettings):
     learning_rate: float | None = field(default=None, metadata={"min": 0, "help": "peak lr (default: 1e-3 LoRA, 9e-6 full)"})
     data: str = field(default="", metadata={"required": True, "help": "ranking or preference records"})
     eval_data: str | None = field(default=None, metadata={"help": "held-out rankings (default: split from --data)"})
-    eval_split: float = field(default=0.1, metadata={"min": 0, "max": 1, "help": "share of prompts held out when --eval-data is not given"})
+    eval_split: float = field(default=0.1, metadata={"min": 0, "max": 1, "unless": "eval_data",
+                                                     "help": "share of prompts held out when --eval-data is not given"})
     normalize_with: str | None = field(default=None, metadata={"help": "demonstrations whose mean reward is set to 0"})
     pairs: bool = field(default=False, metadata={"help": "train on comparisons shuffled as independent pairs (the ablation)"})
     limit: int | None = field(default=None, metadata={"min": 1, "help": "train on the first N records"})
@@ -88,6 +90,13 @@ class RewardConfig(SFTSettings):
 
 def read_comparisons(path: str, *, limit=None, skip_invalid=False) -> list[Ranking]:
     """Rankings from a file of rankings or of preferences (a preference is a ranking with K = 2)."""
+    return read_comparisons_and_all_tied(path, limit=limit, skip_invalid=skip_invalid)[0]
+
+
+def read_comparisons_and_all_tied(path: str, *, limit=None, skip_invalid=False) -> tuple[list[Ranking], list[Ranking]]:
+    """``read_comparisons``' rankings, and beside them those it skips for holding no comparison: rankings whose
+    responses are all tied, and preferences whose chosen is identical to its rejected (two equal texts, as a
+    ranking of ranks [0, 0]). The held-out report counts them (``comparison_accuracy``)."""
     kind = "ranking"
     for _, obj in iter_raw(path):  # the first record that says which it is: a bad first line does not decide
         if isinstance(obj, dict) and ("chosen" in obj or "responses" in obj):
@@ -96,21 +105,21 @@ def read_comparisons(path: str, *, limit=None, skip_invalid=False) -> list[Ranki
     records: list[Record] = read_records(path, kind, limit=limit, skip_invalid=skip_invalid)
     if kind == "ranking":
         rankings = [r for r in records if isinstance(r, Ranking) and len(set(r.ranks)) > 1]
-        if len(rankings) < len(records):
-            print(f"redline: {path}: skipped {len(records) - len(rankings)} of {len(records)} prompts whose responses are "
+        tied = [r for r in records if isinstance(r, Ranking) and len(set(r.ranks)) == 1]
+        if tied:
+            print(f"redline: {path}: skipped {len(tied)} of {len(records)} prompts whose responses are "
                   "all tied (no comparison to learn from)", file=sys.stderr)
-        return rankings
-    rankings, identical = [], 0
+        return rankings, tied
+    rankings, tied = [], []
     for r in records:
         assert isinstance(r, Preference)
-        if r.identical:
-            identical += 1  # no comparison to learn from
-            continue
-        rankings.append(Ranking(prompt=r.prompt, responses=[r.chosen, r.rejected], ranks=[0, 1], id=r.id, meta=r.meta))
-    if identical:
-        print(f"redline: {path}: {identical} preference(s) with chosen identical to rejected hold no comparison; "
+        ranks = [0, 0] if r.identical else [0, 1]  # identical: no comparison to learn from
+        (tied if r.identical else rankings).append(
+            Ranking(prompt=r.prompt, responses=[r.chosen, r.rejected], ranks=ranks, id=r.id, meta=r.meta))
+    if tied:
+        print(f"redline: {path}: {len(tied)} preference(s) with chosen identical to rejected hold no comparison; "
               "the reward model skips them", file=sys.stderr)
-    return rankings
+    return rankings, tied
 
 
 def split_by_prompt(rankings: list[Ranking], share: float, seed: int) -> tuple[list[Ranking], list[Ranking]]:
@@ -311,15 +320,17 @@ def _ranking_trainer_class():
     return RankingTrainer
 
 
-def held_out_accuracy(model, tokenizer, rankings: list[Ranking], max_length: int) -> dict[str, Any]:
-    """Step 4: the reward model's held-out accuracy, each figure beside its ceiling on the same pairs."""
+def held_out_accuracy(model, tokenizer, rankings: list[Ranking], max_length: int,
+                      all_tied: list[Ranking] = ()) -> dict[str, Any]:
+    """Step 4: the reward model's held-out accuracy, each figure beside its ceiling on the same pairs; ``all_tied``,
+    the held-out rankings with no comparison, are counted, not scored."""
     from tqdm import tqdm
 
     with tqdm(total=sum(len(r.responses) for r in rankings), desc="scoring the held-out rankings", unit="text",
               file=sys.stderr, disable=None) as bar:
         scores = [score_texts(model, tokenizer, [chat_text(tokenizer, r.prompt, y) for y in r.responses],
                               max_length=max_length, bar=bar) for r in rankings]
-    return comparison_accuracy(rankings, scores)
+    return comparison_accuracy(rankings, scores, all_tied)
 
 
 def oracle_qualities(r: Ranking) -> list[float] | None:
@@ -371,11 +382,16 @@ def prompt_counts(rankings: list[Ranking], scores: list[list[float]]) -> tuple[d
     return per_prompt, simulated
 
 
-def comparison_accuracy(rankings: list[Ranking], scores: list[list[float]]) -> dict[str, Any]:
+def comparison_accuracy(rankings: list[Ranking], scores: list[list[float]],
+                        all_tied: list[Ranking] = ()) -> dict[str, Any]:
     """Accuracy of ``scores`` on the rankings' comparisons, honestly counted.
 
     - ``eval_accuracy``: on decisive comparisons (the label is not a tie); labelled ties are
       counted (``eval_ties``), never scored as errors. Equal scores count half.
+    - ``eval_all_tied_rankings``: the rankings left out for holding no comparison (``all_tied``, as
+      ``read_comparisons_and_all_tied`` returns them: all responses tied, or a preference whose chosen is
+      its rejected), and ``eval_all_tied_comparisons`` theirs (ties all), so that ``eval_comparisons +
+      eval_ties + eval_all_tied_comparisons`` is every comparison of the records scored and left out.
     - ``eval_label_ceiling``: on the same comparisons, how often the oracle orders them as the
       labels do (its ties count half) — what a perfect reward model would score against these
       labels. Simulated data only, as is the rest.
@@ -393,6 +409,8 @@ def comparison_accuracy(rankings: list[Ranking], scores: list[list[float]]) -> d
     share = lambda a, b: round(a / b, 4) if b else None
     decisive, oracle_pairs = total[DECISIVE], total[ORACLE_PAIRS]
     result: dict[str, Any] = {"eval_comparisons": int(decisive), "eval_ties": int(total[TIES]),
+                              "eval_all_tied_rankings": len(all_tied),
+                              "eval_all_tied_comparisons": sum(r.n_ties() for r in all_tied),
                               "eval_accuracy": share(total[RIGHT], decisive),
                               "eval_accuracy_ci95": prompt_interval(rows, RIGHT, DECISIVE)}
     if simulated and rankings:
@@ -470,17 +488,23 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
     )
 
     out = Path(out)
-    check_report_to(config.report_to)  # before anything loads
+    check_unless(config)  # before anything loads
+    check_report_to(config.report_to)
     out.mkdir(parents=True, exist_ok=True)
     write_config(out / "train_config.json", config)
     # step 1 (the start's data first: this run's own reads are the ones its card reports)
     start = start_training_prompts(config.model)
-    rankings = read_comparisons(config.data, limit=config.limit, skip_invalid=config.skip_invalid)
+    rankings, tied = read_comparisons_and_all_tied(config.data, limit=config.limit, skip_invalid=config.skip_invalid)
     if config.eval_data:
-        train, held = rankings, read_comparisons(config.eval_data, skip_invalid=config.skip_invalid)
+        train, train_tied = rankings, tied
+        held, held_tied = read_comparisons_and_all_tied(config.eval_data, skip_invalid=config.skip_invalid)
         refuse_shared_prompts(train, held, config.data, config.eval_data)
     else:
         train, held = split_by_prompt(rankings, config.eval_split, config.seed)
+        # the split is of prompts with a comparison (as it always was); an all-tied ranking goes with its prompt
+        held_prompts = {prompt_key(r.prompt) for r in held}
+        train_tied = [r for r in tied if prompt_key(r.prompt) not in held_prompts]
+        held_tied = [r for r in tied if prompt_key(r.prompt) in held_prompts]
     if not train:
         raise RedlineError(f"{config.data}: no comparisons to train on")
     refuse_start_prompts(config.model, start, held, config.eval_data or f"{config.data} (--eval-split {config.eval_split})")
@@ -517,13 +541,14 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
     metrics: dict[str, Any] = {
         "train_prompts": len(train),
         "train_comparisons": sum(len(g["pairs"]) for g in groups),
+        "train_all_tied_rankings": len(train_tied),  # no comparison to train on: left out, and counted
         # two answers a prompt (preferences, K = 2): each group one pair, the same training either way
         "mode": "pairs" if config.pairs or all(len(r.responses) == 2 for r in train) else "groups",
         **cuts,
         "steps": trainer.state.global_step,
         "train_seconds": round(result.metrics.get("train_runtime", 0.0), 1),
     }
-    metrics.update(held_out_accuracy(model, tokenizer, held, config.max_length))
+    metrics.update(held_out_accuracy(model, tokenizer, held, config.max_length, held_tied))
     # step 5
     if demos:
         from tqdm import tqdm
