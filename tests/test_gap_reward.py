@@ -254,3 +254,17 @@ def test_gap_oracle_figures_are_the_reward_model_s_on_the_wl_lw_ordering():
         "scores 50.0% against these labels; against the oracle: 100.0% on the 2 pairs it can tell apart, where the "
         "annotators' labels are 50.0% right")
     assert gap_accuracy_summary({"eval_pairs": 0}) == "held-out: no pair to score"
+
+
+def test_held_out_pairs_with_chosen_identical_to_rejected_are_counted_and_said():
+    from redline.cli import gap_accuracy_summary
+    from redline.train.gap_reward import held_out_accuracies
+
+    same = Preference(prompt="q", chosen="a", rejected="a")
+    m = held_out_accuracies(None, None, [same, same], max_length=16)  # nothing to score: no model is read
+    assert m == {"eval_pairs": 0, "eval_identical_pairs": 2}
+    assert gap_accuracy_summary(m) == ("held-out: no pair to score (2 held-out pairs with chosen identical to "
+                                       "rejected left out: no ordering to score)")
+    m = {"eval_pairs": 3, "eval_identical_pairs": 1, "eval_accuracy_wl>lw": 0.3333, "eval_accuracy": 0.6}
+    assert gap_accuracy_summary(m).startswith("held-out: r_gap(w,l) > r_gap(l,w) on 33.3% of 3 pairs (1 held-out pair "
+                                              "with chosen identical to rejected left out: no ordering to score)")

@@ -342,10 +342,13 @@ def difference_summary(m: dict, model: str, against: str) -> str:
 
 def gap_accuracy_summary(m: dict) -> str:
     """``accuracy_summary`` for the reward-gap model, led by its preference accuracy r_gap(w,l) > r_gap(l,w)."""
+    identical = m.get("eval_identical_pairs", 0)
+    left_out = (f" ({identical} held-out {'pair' if identical == 1 else 'pairs'} with chosen identical to rejected "
+                "left out: no ordering to score)") if identical else ""
     if not m.get("eval_pairs"):
-        return "held-out: no pair to score"
+        return "held-out: no pair to score" + left_out
     return accuracy_summary(m, f"held-out: r_gap(w,l) > r_gap(l,w) on {_percent(m.get('eval_accuracy_wl>lw'))} of "
-                               f"{m['eval_pairs']} pairs (mean of PIT's five orderings {_percent(m.get('eval_accuracy'))})")
+                               f"{m['eval_pairs']} pairs{left_out} (mean of PIT's five orderings {_percent(m.get('eval_accuracy'))})")
 
 
 def _train_critic(args) -> int:

@@ -231,7 +231,7 @@ def held_out_accuracies(model, tokenizer, prefs: list[Preference], max_length: i
     from redline.ops.gap import ordering_accuracies
 
     pairs = [p for p in prefs if not p.identical]
-    result: dict[str, Any] = {"eval_pairs": len(pairs)}
+    result: dict[str, Any] = {"eval_pairs": len(pairs), "eval_identical_pairs": len(prefs) - len(pairs)}  # counted, not scored
     if not pairs:
         return result
     scores = gap_scores(model, tokenizer, pairs, max_length)
