@@ -409,6 +409,10 @@ def test_a_table_names_what_it_cannot_read(response_files, tmp_path):
     judgments.write_text("".join(judgments.read_text().splitlines(keepends=True)[:-1]))
     with pytest.raises(RedlineError, match="holds 7 verdicts where its summary.json counts 8: the file was cut"):
         evaluate_table(TableConfig(out=str(tmp_path / "t"), runs=str(tmp_path / "curve")))
+    summary = tmp_path / "curve" / "summary.json"
+    summary.write_text(summary.read_text()[:100])  # torn: which of the folders, and what to do, not a bare JSON error
+    with pytest.raises(RedlineError, match=r"curve/summary.json: not JSON .*rerun `redline evaluate --config"):
+        evaluate_table(TableConfig(out=str(tmp_path / "t"), runs=str(tmp_path / "curve")))
 
 
 def test_a_table_keeps_a_smaller_limits_numbers_and_names_an_unlabelled_iteration(response_files, tmp_path, capsys):
@@ -461,3 +465,46 @@ def test_a_table_grows_in_place_from_its_own_table_json(response_files, tmp_path
                  "--overwrite"]) == 0
     capsys.readouterr()
     assert [r["label"] for r in json.loads((table / "table.json").read_text())] == ["first", "second"]
+
+
+def test_unlabelled_rows_are_told_apart_when_their_folders_share_a_name(response_files, tmp_path, monkeypatch):
+    """runs/ppo/eval and runs/sft/eval: two rows called "eval" would be told apart by nothing in the table or the
+    plot; each is named by its path as given. A folder's own name where it is the only one, "." included."""
+    from redline.evaluate import TableConfig, evaluate_table
+
+    a, b, tasks = response_files
+    for arm, (x, y) in {"ppo": (a, b), "sft": (b, a)}.items():
+        evaluate(EvaluateConfig(a=x, b=y, judge="oracle", out=str(tmp_path / arm / "eval"), bootstrap=50, progress=False))
+    monkeypatch.chdir(tmp_path)
+    rows = evaluate_table(TableConfig(out="t", runs="ppo/eval,sft/eval,ppo/eval=labelled"))
+    assert [r.label for r in rows] == ["ppo/eval", "sft/eval", "labelled"]
+    monkeypatch.chdir(tmp_path / "ppo" / "eval")
+    assert [r.label for r in evaluate_table(TableConfig(out=str(tmp_path / "t2"), runs="."))] == ["eval"]
+
+
+def test_a_write_cut_short_leaves_the_summary_and_the_table_as_they_were(response_files, tmp_path, monkeypatch):
+    """A disk that fills mid-write (or a kill) leaves the summary.json a table reads, and the table.json that may be
+    all that is left of its rows, whole: the old file until the new one is complete."""
+    from redline.evaluate import TableConfig, evaluate_table
+
+    a, b, tasks = response_files
+    config = EvaluateConfig(a=a, b=b, judge="oracle", out=str(tmp_path / "e"), bootstrap=50, progress=False)
+    evaluate(config)
+    evaluate_table(TableConfig(out=str(tmp_path / "t"), runs=str(tmp_path / "e")))
+    before = {name: path.read_text() for name, path in (("summary", tmp_path / "e" / "summary.json"),
+                                                         ("table", tmp_path / "t" / "table.json"))}
+    write_text = Path.write_text
+
+    def torn(self, text, *args, **kwargs):  # half the text, then the disk is full
+        if self.name.startswith(("summary.json", ".summary.json", "table.json", ".table.json")):
+            write_text(self, text[: len(text) // 2], *args, **kwargs)
+            raise OSError(28, "No space left on device")
+        return write_text(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", torn)
+    with pytest.raises(OSError):
+        evaluate(config)
+    with pytest.raises(OSError):
+        evaluate_table(TableConfig(out=str(tmp_path / "t"), runs=f"{tmp_path / 'e'},{tmp_path / 'e'}=again"))
+    assert (tmp_path / "e" / "summary.json").read_text() == before["summary"]
+    assert (tmp_path / "t" / "table.json").read_text() == before["table"]

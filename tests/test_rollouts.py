@@ -166,6 +166,12 @@ def test_runs_that_drew_other_prompts_cannot_be_paired(world, tmp_path):
     other_seed = _run(tmp_path, "c", data, _episodes(answers, lambda it: FIXED, [1]), seed=1)
     with pytest.raises(RedlineError, match="--seed 0 against 1"):
         evaluate_rollouts(RolloutsConfig(out=str(tmp_path / "o2"), run=first, against=other_seed))
+    # Another order of the same prompts draws others at each iteration; one --data for the oracle changes nothing
+    shuffled = _write(tmp_path / "shuffled.jsonl", [json.loads(line) for line in open(data)][::-1])
+    other_file = _run(tmp_path, "d", shuffled, _episodes(answers, lambda it: FIXED, [1, 2]))
+    for given in (None, data):
+        with pytest.raises(RedlineError, match="prompt files .*prompts.jsonl against .*shuffled.jsonl"):
+            evaluate_rollouts(RolloutsConfig(out=str(tmp_path / "o3"), run=first, against=other_file, data=given))
 
 
 def test_pit_rewrites_are_read_with_their_reference(world, tmp_path):

@@ -498,8 +498,8 @@ def read_iteration(path: Path, skip_invalid: bool = False) -> tuple[list[Respons
 
 def _write_outputs(out: Path, summary: dict[str, Any], report: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "report.md").write_text(report)
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")  # `evaluate table` reads it
+    write_text_atomic(out / "report.md", report)
 
 
 def percent(x: float | None) -> str:
@@ -957,9 +957,10 @@ class TableConfig:
     out: str = field(metadata={"required": True, "result": False, "help": "output folder (table.md, table.json, win_rates.png)"})
     runs: str = field(default="", metadata={"required": True, "help": (
         "output folders of `redline evaluate`, comma-separated, one row each (a folder of iterations: a row per "
-        "iteration); FOLDER=LABEL names the row (no comma in it; default: the folder's name), FOLDER#K keeps iteration "
-        "K only (a folder whose own name holds = or # is read as it is); an earlier table's table.json brings its rows as "
-        "they were summarised (their evaluation folders need not exist any more)")})
+        "iteration); FOLDER=LABEL names the row (no comma in it; default: the folder's name, or its path as given where "
+        "two folders share a name), FOLDER#K keeps iteration K only (a folder whose own name holds = or # is read as it "
+        "is); an earlier table's table.json brings its rows as they were summarised (their evaluation folders need not "
+        "exist any more)")})
     title: str = field(default="win rates", metadata={"help": "the plot's title"})
 
 
@@ -1003,9 +1004,10 @@ def _rows_of_table(path: Path) -> list[TableRow]:
     return out
 
 
-def _rows_of(folder: Path, only: int | None, label: str | None) -> list[TableRow]:
+def _rows_of(folder: Path, only: int | None, label: str | None, name: str | None = None) -> list[TableRow]:
     """An evaluation folder's rows, summarised again from its judgments with the folder's own seed and resamples
-    (so the numbers equal its summary.json's, and evaluations older than a column of the table gain it)."""
+    (so the numbers equal its summary.json's, and evaluations older than a column of the table gain it); an
+    unlabelled row is called ``name`` (default: the folder's name)."""
     if folder.is_file() and folder.suffix == ".json":
         if only is not None or label is not None:
             raise RedlineError(f"--runs {folder}: an earlier table's rows keep their labels and iterations (no =LABEL or #K)")
@@ -1013,11 +1015,16 @@ def _rows_of(folder: Path, only: int | None, label: str | None) -> list[TableRow
     if not (folder / "summary.json").is_file():
         raise RedlineError(f"{folder} is not a finished evaluation (no summary.json): run `redline evaluate --out "
                            f"{folder}` (a rerun resumes) first")
-    saved = json.loads((folder / "summary.json").read_text())
+    try:
+        saved = json.loads((folder / "summary.json").read_text())
+    except json.JSONDecodeError as exc:
+        raise RedlineError(f"{folder / 'summary.json'}: not JSON ({exc.msg} at line {exc.lineno}): rerun `redline "
+                           f"evaluate --config {folder / 'config.json'} --out {folder}` (it judges nothing again) to "
+                           "write it whole") from None
     if not isinstance(saved, dict) or "judge" not in saved or not ("pairs" in saved or "iterations" in saved):
         raise RedlineError(f"{folder / 'summary.json'}: not a summary of `redline evaluate` (no judge and pairs): "
                            "only its output folders go in a table")
-    name = label or folder.name
+    name = label or name or folder.name
     against = saved.get("b") or "the original"
     if only is not None and "iterations" not in saved:
         raise RedlineError(f"{folder}#{only}: not a folder of iterations (one evaluation of two files)")
@@ -1053,7 +1060,13 @@ def table_rows(config: TableConfig) -> list[TableRow]:
     entries = [e for e in (x.strip() for x in config.runs.split(",")) if e]
     if not entries:
         raise RedlineError("--runs names no evaluation folder")
-    return [row for entry in entries for row in _rows_of(*_parse_table_entry(entry))]
+    parsed = [_parse_table_entry(entry) for entry in entries]
+    # an unlabelled row is named by its folder ("." by the folder it is), or by its path as given where two folders
+    # share a name (runs/ppo/eval and runs/sft/eval would be two rows called "eval", told apart by nothing)
+    own = {folder: folder.name or folder.resolve().name for folder, _, _ in parsed}
+    shared = Counter(own[f] for f in {f.resolve(): f for f, _, label in parsed if label is None}.values())
+    return [row for folder, only, label in parsed
+            for row in _rows_of(folder, only, label, own[folder] if shared[own[folder]] < 2 else str(folder))]
 
 
 def evaluate_table(config: TableConfig, rows: list[TableRow] | None = None) -> list[TableRow]:
@@ -1064,9 +1077,10 @@ def evaluate_table(config: TableConfig, rows: list[TableRow] | None = None) -> l
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     resamples = {row.summary.get("bootstrap_resamples") for row in rows}
-    (out / "table.md").write_text("\n".join(table_lines(rows, config.title)) + "\n" + REPORT_NOTES.format(
+    write_text_atomic(out / "table.md", "\n".join(table_lines(rows, config.title)) + "\n" + REPORT_NOTES.format(
         resamples=resamples.pop() if len(resamples) == 1 else "each row's own number of", first="per row in table.json"))
-    (out / "table.json").write_text(json.dumps([asdict(row) for row in rows], indent=2) + "\n")
+    # whole or not at all: a later table reads it, and it may be all that is left of rows whose folders are gone
+    write_text_atomic(out / "table.json", json.dumps([asdict(row) for row in rows], indent=2) + "\n")
     plot_table(rows, out / "win_rates.png", config.title)
     return rows
 

@@ -289,14 +289,18 @@ PAIRING = ("seed", "batch_size", "advantage", "rloo_k")  # with the prompt file,
 
 
 def check_pairable(run: str, against: str, data: str, their_data: str) -> None:
-    """Refuse two runs whose iterations drew other prompts: their episodes would pair by chance, not by design."""
+    """Refuse two runs whose iterations drew other prompts: their episodes would pair by chance, not by design.
+    The prompt files compared are those the runs recorded (``data``, ``their_data`` where they recorded none): one
+    --data the oracle reads for both says nothing of what each run drew."""
     from redline.config import input_digest
 
     mine, theirs = run_settings(run), run_settings(against)
     keys = [k for k in PAIRING if k != "rloo_k" or mine.get("advantage") == "rloo"]  # K groups prompts with RLOO only
     differ = [f"--{k.replace('_', '-')} {mine.get(k)} against {theirs.get(k)}" for k in keys if mine.get(k) != theirs.get(k)]
-    if their_data != data and input_digest(data) != input_digest(their_data):  # the same content under two paths is fine
-        differ.append(f"prompt files {data} against {their_data}")
+    drawn, their_drawn = mine.get("prompts") or data, theirs.get("prompts") or their_data
+    digests = input_digest(drawn), input_digest(their_drawn)  # None: a file gone since, which cannot be compared
+    if drawn != their_drawn and None not in digests and digests[0] != digests[1]:  # one content under two paths is fine
+        differ.append(f"prompt files {drawn} against {their_drawn}")
     if differ:
         raise RedlineError(f"--against {against}: {'; '.join(differ)}: the two runs drew other prompts at each iteration, "
                            "so their episodes cannot be paired")

@@ -86,5 +86,6 @@ def record_stats(records: Sequence[Record], tokenizer: Any = "embedded") -> dict
     feedback = [r for r in records if isinstance(r, Feedback)]
     if feedback:
         stats["critique_only"] = sum(1 for r in feedback if r.critique_only)
-        stats["revision_equals_response"] = sum(1 for r in feedback if r.revision == r.response)
+        # as `train critic --unchanged-share` counts them: whitespace aside (a trailing newline is no edit)
+        stats["revision_equals_response"] = sum(1 for r in feedback if r.unchanged)
     return stats
