@@ -3,6 +3,7 @@ pretraining mix is computed (and off at γ = 0), the shared reference is the SFT
 without a value model, the value warm-up holds the policy, bad input is refused."""
 
 import json
+from pathlib import Path
 
 import redline.models
 
@@ -497,3 +498,25 @@ def test_the_card_names_the_method_that_trained_the_run():
     assert method(PPOConfig(advantage="rloo"), "ppo") == "RLOO with the PPO clip"
     pit_round = PITConfig(gap_reward="g").ppo_config("start", prompts="x")  # the gap model's reward, γ_ptx 0
     assert method(pit_round, "pit").startswith("PIT's RL on the reward gap") and "ptx" not in method(pit_round, "pit")
+
+
+def test_a_resume_cut_short_while_it_trims_the_log_leaves_the_log_whole(tmp_path, monkeypatch):
+    from redline.train.ppo import _truncate_log
+
+    log = tmp_path / "ppo_log.jsonl"
+    rows = [{"iteration": i, "kl": 0.1 * i} for i in (1, 2, 3)]
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    before = log.read_text()
+    write_text = Path.write_text
+
+    def torn(self, text, *args, **kwargs):  # half the text, then the disk is full (or a kill)
+        write_text(self, text[: len(text) // 2], *args, **kwargs)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", torn)
+    with pytest.raises(OSError):
+        _truncate_log(log, 2)
+    assert log.read_text() == before  # not half of it: the iterations it kept are all there for the resume
+    monkeypatch.setattr(Path, "write_text", write_text)
+    _truncate_log(log, 2)
+    assert [json.loads(line) for line in log.read_text().splitlines()] == rows[:2]

@@ -1282,12 +1282,12 @@ def load_checkpoint(path: Path, learner: Learner) -> dict:
 def _truncate_log(log: Path, iteration: int) -> None:
     """Drop log rows past the checkpoint being resumed from (those iterations run again), and a last
     line a kill tore (``read_jsonl_prefix``)."""
-    from redline.records import read_jsonl_prefix
+    from redline.records import read_jsonl_prefix, write_text_atomic
 
     if not log.exists():
         return
     rows = [row for row in read_jsonl_prefix(log) if row["iteration"] <= iteration]
-    log.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    write_text_atomic(log, "".join(json.dumps(row) + "\n" for row in rows))  # a kill here leaves the rows kept whole
 
 
 def save_final(config: RLSettings, learner: Learner, tokenizer, out: Path, *, kind: str, data: list[str],
