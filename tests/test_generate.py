@@ -66,3 +66,15 @@ def test_an_output_line_that_is_no_record_is_named_not_a_traceback(jsonl, tmp_pa
     out.write_text('["t0", "Write about topic 0."]\n')
     with pytest.raises(RedlineError, match=r"out.jsonl:1: not a response record \(a JSON list\)"):
         generate_responses(GenerateConfig(model="tiny-random", prompts=str(jsonl(PROMPTS))), out)
+
+
+def test_a_sampling_setting_out_of_bounds_is_refused_by_its_flag_before_the_model_loads(jsonl, tmp_path, monkeypatch):
+    import redline.generation
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model loaded before the settings were checked")
+
+    monkeypatch.setattr(redline.generation, "load_engine", no_model)
+    with pytest.raises(RedlineError, match=r"^--top-p must be in \(0, 1\], got 0.0$"):
+        generate_responses(GenerateConfig(model="tiny-random", prompts=str(jsonl(PROMPTS)), top_p=0.0), tmp_path / "out.jsonl")
+    assert not (tmp_path / "out.jsonl").exists()

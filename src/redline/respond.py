@@ -43,13 +43,16 @@ class GenerateConfig:
 
 def generate_responses(config: GenerateConfig, out: str | Path) -> Path:
     """Steps 1–3; returns OUT (response records, JSONL, appended chunk by chunk)."""
-    from redline.generation import SamplingParams, as_chat, load_engine
+    from redline.generation import as_chat, load_engine, sampling_from_flags
     from redline.records import Response, append_records, read_prompt_records
 
     out = Path(out)
     records = read_prompt_records(config.prompts, limit=config.limit, skip_invalid=config.skip_invalid)  # step 1
     if config.chunk < 1:
         raise RedlineError(f"--chunk must be at least 1, got {config.chunk}")
+    # SamplingParams' own bounds (--top-p 0), named by their flags before the model loads, not after
+    params = sampling_from_flags(temperature=config.temperature, top_p=config.top_p,
+                                 max_new_tokens=config.max_new_tokens, seed=config.seed)
     done = check_done(out, records, config.prompts)  # step 2
     if done >= len(records):
         print(f"redline: {out} already holds all {len(records)} responses", file=sys.stderr)
@@ -59,7 +62,6 @@ def generate_responses(config: GenerateConfig, out: str | Path) -> Path:
 
     options = {"threads": config.threads} if config.threads and config.backend == "transformers" else {}
     engine = load_engine(config.model, backend=config.backend, dtype=config.dtype, device=config.device, **options)
-    params = SamplingParams(temperature=config.temperature, top_p=config.top_p, max_new_tokens=config.max_new_tokens, seed=config.seed)
     source = config.source or config.model
     out.parent.mkdir(parents=True, exist_ok=True)
     for start in range(done, len(records), config.chunk):  # step 3

@@ -83,6 +83,17 @@ class SamplingParams:
         self.stop = [s for s in self.stop if s]
 
 
+def sampling_from_flags(**settings) -> SamplingParams:
+    """``SamplingParams`` from a command's settings, one out of bounds refused as its flag (``--top-p``): called
+    before a model loads, so a bad setting costs nothing."""
+    try:
+        return SamplingParams(**settings)
+    except SamplingError as bad:
+        from redline import RedlineError
+
+        raise RedlineError(f"--{bad.field.replace('_', '-')} {bad.rule}") from None
+
+
 @dataclass
 class Completion:
     text: str  # the completion only, without the prompt, the EOS token or the stop string
@@ -205,4 +216,5 @@ __all__ = [
     "item_seeds",
     "per_prompt",
     "load_engine",
+    "sampling_from_flags",
 ]

@@ -74,7 +74,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from redline import RedlineError
-from redline.generation import SamplingError, SamplingParams
+from redline.generation import sampling_from_flags
 from redline.records import Response, append_records, read_jsonl_prefix, write_records
 
 STOP_RULES = ("fixed", "nothing", "best")
@@ -204,10 +204,8 @@ def check_settings(iterations: int, stop: str, judge: Any, leave_above: float | 
 def check_sampling(config: IterateSettings) -> None:
     """What ``SamplingParams`` would refuse only at the first generate call: after the model loaded and
     ``iteration_0.jsonl`` was written, so that the corrected rerun met "a run with other settings"."""
-    try:  # SamplingParams' own bounds, named by their flags (--max-new-tokens: its config's minimum, or None)
-        SamplingParams(temperature=config.temperature, top_p=config.top_p, no_repeat_ngram=config.no_repeat_ngram)
-    except SamplingError as bad:
-        raise RedlineError(f"--{bad.field.replace('_', '-')} {bad.rule}") from None
+    # SamplingParams' own bounds, named by their flags (--max-new-tokens: its config's minimum, or None)
+    sampling_from_flags(temperature=config.temperature, top_p=config.top_p, no_repeat_ngram=config.no_repeat_ngram)
     if config.no_repeat_ngram and config.backend == "vllm":
         raise RedlineError("--no-repeat-ngram is implemented by the transformers backend only: use --backend "
                            "transformers or leave it at 0")
