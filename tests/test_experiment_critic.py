@@ -9,6 +9,7 @@ import pytest
 
 from redline import RedlineError
 from redline.cli import main
+from redline.records import RecordError
 from redline.simulate.build import BuildConfig, build
 
 
@@ -120,3 +121,32 @@ def test_unchanged_share_reaches_every_size_s_training_records(data, tmp_path, m
         main(["--debug", "experiment", "critic", "--data", str(data), "--model", "tiny-random", "--sizes", "4",
               "--unchanged-share", "0.5", "--out", str(tmp_path / "exp")])
     assert seen == {4: 2}
+
+
+@pytest.mark.parametrize("change, error, message", [
+    (lambda row: row.update(meta={}), RedlineError, "cannot be judged by oracle: the oracle reads each record's meta"),
+    (lambda row: row.pop("id"), RecordError, "test.jsonl:1: id: missing (records are matched by id)"),
+])
+def test_test_responses_revise_or_the_judge_cannot_read_are_refused_before_any_training(
+        data, tmp_path, monkeypatch, change, error, message):
+    """A user's own data with the default oracle judge, or without ids: found only when the first critic had been
+    trained and had revised everything, and the corrected rerun then met a run it was refused to resume."""
+    import shutil
+
+    import redline.train.critic as critic
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a critic was trained before the test responses were checked")
+
+    monkeypatch.setattr(critic, "train_critic", no_training)
+    own = tmp_path / "own"
+    own.mkdir()
+    shutil.copy(data / "feedback.jsonl", own / "feedback.jsonl")
+    rows = [json.loads(line) for line in (data / "test.jsonl").read_text().splitlines()]
+    for row in rows:
+        change(row)
+    (own / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(error, match=re.escape(message)):
+        main(["--debug", "experiment", "critic", "--data", str(own), "--model", "tiny-random", "--sizes", "2",
+              "--second-model", "none", "--out", str(tmp_path / "exp")])
+    assert not (tmp_path / "exp").exists()

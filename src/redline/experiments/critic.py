@@ -86,7 +86,7 @@ def second_responses(config: CriticExperimentConfig, test_path: Path, n: int, ou
     from redline.records import read_records
 
     if config.second:
-        return read_records(config.second, "response")
+        return read_records(config.second, "response", require_id=True)  # revise matches its iterations by id
     if not config.second_model or config.second_model == "none":
         return None
     from redline.respond import GenerateConfig, generate_responses
@@ -164,7 +164,7 @@ def run_critic_experiment(config: CriticExperimentConfig, out: str | Path) -> di
     """Steps 1–5 of the module docstring; returns what results.json holds."""
     from redline.evaluate import EvaluateConfig, evaluate_iterations
     from redline.improve.revise import ReviseConfig, revise
-    from redline.judges import parse_judge
+    from redline.judges import check_records, parse_judge
     from redline.records import read_records
     from redline.train.critic import select_records, train_critic
 
@@ -195,14 +195,18 @@ def run_critic_experiment(config: CriticExperimentConfig, out: str | Path) -> di
         raise RedlineError(f"--sizes asks for {max(sizes)} records; {feedback_path} has {len(feedback)}")
     judge = parse_judge(config.judge)
     judge.check()  # fail before hours of training, not after
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "experiment_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
 
-    # step 1
-    test = read_records(test_path, "response", limit=config.test_limit)
+    # step 1, and what revise and the judge need of every record (an id, the oracle's meta.instructions), checked
+    # before OUT holds anything: found after the training, it cost the training, and the corrected rerun was refused
+    test = read_records(test_path, "response", limit=config.test_limit, require_id=True)
+    check_records(judge, test, str(test_path))
     second = second_responses(config, test_path, len(test), out)
     sets = {"test": test} | ({"second": second[: len(test)]} if second else {}) | (
         {"good": good_responses(test, data / "test_fixed.jsonl")} if config.good else {})
+    for name, responses in sets.items():
+        check_records(judge, responses, f"the {name} responses")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "experiment_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
 
     results: dict[str, Any] = {"config": asdict(config), "sizes": {}}
     for size in sizes:
