@@ -262,3 +262,19 @@ def test_limit_and_skip_invalid_read_the_response_files_as_every_reader_does(thr
     assert f"{bad}:2: meta.instructions" in str(e.value) and f"{worse}:4: response" in str(e.value)
     with pytest.raises(RedlineError, match="--limit and --skip-invalid read --responses"):
         rank(RankConfig(rollouts=str(tmp_path), skip_invalid=True), tmp_path / "x.jsonl")
+
+
+def test_empty_responses_left_out_of_their_rankings_are_counted_not_dropped_silently(three_files, tmp_path, capsys):
+    """A ranking holds text only, so a policy's empty answers cannot be ranked; the user must be told how many there
+    were, or "every response tied" hides that the worst answer of each group was never shown to the annotator."""
+    tasks, files = three_files
+    rows = [json.loads(line) for line in open(files[2])]
+    for row in rows[:4]:
+        row["response"] = ""
+    silent = tmp_path / "silent.jsonl"
+    silent.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "r.jsonl"
+    assert main(["simulate", "rank", "--responses", f"{files[0]},{files[1]},{silent}", "--noise-scale", "0",
+                 "--out", str(out)]) == 0
+    assert "empty responses left out: 4)" in capsys.readouterr().out
+    assert rank(RankConfig(responses=",".join(files), noise_scale=0), tmp_path / "all.jsonl")["empty_responses_left_out"] == 0

@@ -804,8 +804,9 @@ def _simulate_rank(args) -> int:
     result = rank(config, args.out)
     dropped = ", ".join(f"{n} {why}" for why, n in result["dropped"].items()) or "none"
     pairs = f"{result['pairs']} preference pairs from " if "pairs" in result else ""
+    empty = f"; empty responses left out: {result['empty_responses_left_out']}" if result["empty_responses_left_out"] else ""
     print(f"wrote {pairs}{result['rankings']} rankings to {args.out} (responses per ranking: "
-          f"{', '.join(f'{k}: {n}' for k, n in result['responses_per_ranking'].items())}; groups dropped: {dropped}); "
+          f"{', '.join(f'{k}: {n}' for k, n in result['responses_per_ranking'].items())}; groups dropped: {dropped}{empty}); "
           f"mean oracle quality of the ranked responses {result['mean_oracle_quality_ranked']:.3f}")
     print(_labels_line(result["labels"], "comparisons"))
     return 0

@@ -31,7 +31,8 @@ Steps:
      oracle quality and source), or with ``--pairs`` a ``preference`` record per decisive comparison
      (for DPO and the reward-gap model), and report what the labels teach, as ``build`` does: labelled
      ties, oracle ties broken by noise, decisive labels right. A group of fewer than two non-empty responses,
-     or whose responses all tie, gives no comparison and is counted, not written.
+     or whose responses all tie, gives no comparison and is counted, not written; so are the empty responses
+     left out of their groups (a ranking holds text only), which a policy that falls silent writes.
 
 Deviations from the paper: the labellers are ``simulate.annotators``' noisy oracle, not people; the paper
 ranked 4 to 9 outputs of several models per prompt, here any number from any files.
@@ -246,7 +247,8 @@ def rank(config: RankConfig, out: str | Path) -> dict:
     pairs = as_pairs(rankings) if config.pairs else None
     write_records(out, pairs if pairs is not None else rankings)
     sizes = Counter(len(r.responses) for r in rankings)
+    empty = sum(not text.strip() for group in groups for text in group.responses)  # a ranking holds text only
     return {"rankings": len(rankings), **({"pairs": len(pairs)} if pairs is not None else {}),
-            "responses_per_ranking": dict(sorted(sizes.items())), "dropped": dict(dropped),
+            "responses_per_ranking": dict(sorted(sizes.items())), "dropped": dict(dropped), "empty_responses_left_out": empty,
             "labels": label_figures(rankings), "mean_oracle_quality_ranked": round(  # of the responses ranked, not dropped
                 sum(q for r in rankings for q in r.meta["oracle_quality"]) / sum(len(r.responses) for r in rankings), 4)}
