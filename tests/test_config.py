@@ -282,7 +282,7 @@ def test_a_model_card_edited_after_a_run_began_does_not_stop_it_resuming(tmp_pat
     from dataclasses import dataclass
 
     from redline import RedlineError
-    from redline.config import FINGERPRINT, _digest_folder, claim_output
+    from redline.config import FINGERPRINT, FOLDER_DIGEST, _digest_folder, claim_output
 
     @dataclass
     class Job:
@@ -305,15 +305,47 @@ def test_a_model_card_edited_after_a_run_began_does_not_stop_it_resuming(tmp_pat
     # and from then on carries the new form.
     stamp = out / FINGERPRINT
     older = json.loads(stamp.read_text())
-    older["inputs"]["model"]["digest"] = _digest_folder(model, legacy=True)
+    older["inputs"]["model"]["digest"] = _digest_folder(model, form=1)
     stamp.write_text(json.dumps(older))
     claim_output(out, Job(str(model)), command="job")
-    assert json.loads(stamp.read_text())["inputs"]["model"]["digest"].startswith("folder-sha256/2:")
-    older["inputs"]["model"]["digest"] = _digest_folder(model, legacy=True)
+    assert json.loads(stamp.read_text())["inputs"]["model"]["digest"].startswith(FOLDER_DIGEST)
+    older["inputs"]["model"]["digest"] = _digest_folder(model, form=1)
     stamp.write_text(json.dumps(older))
     (model / "README.md").write_text("card edited again\n")  # the older digest cannot leave the card out
     with pytest.raises(RedlineError, match="not what the run read"):
         claim_output(out, Job(str(model)), command="job")
+
+
+def test_a_data_folder_edited_in_place_is_another_input_even_at_its_size(tmp_path):
+    """`experiment critic --data DIR` reads DIR/test.jsonl: an answer edited to one of the same length is other data
+    (the second form of the folder digest read only JSON files' content). A run that recorded it resumes."""
+    from dataclasses import dataclass
+
+    from redline import RedlineError
+    from redline.config import FINGERPRINT, _digest_folder, claim_output
+
+    @dataclass
+    class Job:
+        data: str = ""
+        steps: int = 1
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "test.jsonl").write_text('{"id": "1", "prompt": "p", "response": "yes"}\n')
+    (data / "adapter_model.safetensors").write_bytes(b"w" * 64)
+    out = tmp_path / "run"
+    claim_output(out, Job(str(data)), command="job")
+    (out / "result.txt").write_text("half done")
+    stamp = out / FINGERPRINT
+    recorded = json.loads(stamp.read_text())
+    older = {**recorded, "inputs": {"data": {**recorded["inputs"]["data"], "digest": _digest_folder(data, form=2)}}}
+    stamp.write_text(json.dumps(older))
+    claim_output(out, Job(str(data)), command="job")  # a run that recorded the second form resumes on the same folder
+    (data / "adapter_model.safetensors").write_bytes(b"v" * 64)  # weights: by name and size, not read whole
+    claim_output(out, Job(str(data)), command="job")
+    (data / "test.jsonl").write_text('{"id": "1", "prompt": "p", "response": "no!"}\n')  # the same size
+    with pytest.raises(RedlineError, match="--data: .* is not what the run read"):
+        claim_output(out, Job(str(data)), command="job")
 
 
 def test_a_reward_model_judge_retrained_in_place_is_another_judge(tmp_path, monkeypatch):

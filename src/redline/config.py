@@ -301,33 +301,43 @@ def _digest_file(path: Path) -> str:
 # What a folder's digest leaves out: a model card describes the model (its figures, how it is used) and is edited
 # after training; editing it must not make a run that read the model refuse to resume.
 DOCUMENTATION = frozenset({"README.md"})
-FOLDER_DIGEST = "folder-sha256/2:"  # "folder-sha256:" (before the twentieth session) counted the card too
+# The digest's forms, oldest first: "folder-sha256:" counted the model card (before the twentieth session),
+# "folder-sha256/2:" read only small JSON files' content (the thirty-first: an edit of DATA/test.jsonl that kept
+# its size went unseen); a run that recorded an older form is compared in that form.
+FOLDER_DIGESTS = ("folder-sha256:", "folder-sha256/2:", "folder-sha256/3:")
+FOLDER_DIGEST = FOLDER_DIGESTS[-1]
+WEIGHTS = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt", ".h5", ".msgpack", ".onnx")
+READ_WHOLE = 64 << 20  # a file under this, not weights, is digested by its content
 
 
-def _digest_folder(folder: Path, *, legacy: bool = False) -> str:
-    """A folder (a model run, a datasets folder): every file's name and size, and the content of its small
-    JSON files (a run's redline.json changes with every training). Checkpoints, hidden files and the model card
-    (``DOCUMENTATION``; ``legacy``: counted, as the first form of the digest did) are left out."""
+def _digest_folder(folder: Path, *, form: int = len(FOLDER_DIGESTS)) -> str:
+    """A folder (a model run, a data folder): every file's name and size, and the content of every file that is
+    not weights and under ``READ_WHOLE`` (data, configs, tokenizers; a run's redline.json changes with every
+    training): weights are known by name and size, as hashing gigabytes on every resume would cost minutes.
+    Checkpoints, hidden files and the model card (``DOCUMENTATION``) are left out. ``form``: 1 and 2, the older
+    digests (``FOLDER_DIGESTS``), for runs that recorded them."""
     h = hashlib.sha256()
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder)
         if not path.is_file() or rel.parts[0] in ("checkpoints",) or any(p.startswith(".") for p in rel.parts):
             continue
-        if not legacy and rel.as_posix() in DOCUMENTATION:
+        if form > 1 and rel.as_posix() in DOCUMENTATION:
             continue
-        h.update(f"{rel.as_posix()}\0{path.stat().st_size}\0".encode())
-        if path.suffix == ".json" and path.stat().st_size < 1 << 20:
+        size = path.stat().st_size
+        h.update(f"{rel.as_posix()}\0{size}\0".encode())
+        if (path.suffix == ".json" and size < 1 << 20) if form < 3 else (path.suffix not in WEIGHTS and size < READ_WHOLE):
             h.update(path.read_bytes())
-    return ("folder-sha256:" if legacy else FOLDER_DIGEST) + h.hexdigest()
+    return FOLDER_DIGESTS[form - 1] + h.hexdigest()
 
 
 def same_input(now: dict[str, str], then: dict[str, str]) -> bool:
-    """Whether an input (``{"path", "digest"}``) is what a run read; a run begun before the card was left out of
-    folder digests recorded the older form, which is recomputed for it."""
+    """Whether an input (``{"path", "digest"}``) is what a run read; a folder digest recorded in an older form
+    (``FOLDER_DIGESTS``) is recomputed in that form."""
     if now["digest"] == then["digest"]:
         return True
     path = Path(now["path"].split("?")[0])
-    return then["digest"].startswith("folder-sha256:") and path.is_dir() and _digest_folder(path, legacy=True) == then["digest"]
+    older = [form for form, prefix in enumerate(FOLDER_DIGESTS[:-1], start=1) if then["digest"].startswith(prefix)]
+    return bool(older) and path.is_dir() and _digest_folder(path, form=older[0]) == then["digest"]
 
 
 # Judge specs whose body is a model on this machine: its content, not the spec's text, is what a run read
