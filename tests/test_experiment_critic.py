@@ -74,6 +74,7 @@ def test_bad_revise_settings_are_refused_before_any_training(data, tmp_path, cap
 @pytest.mark.parametrize("flags, message", [
     (["--revise-no-repeat-ngram", "1"], "--no-repeat-ngram must be 0 (off) or at least 2, got 1"),
     (["--revise-temperature", "-1"], "--temperature must be at least 0, got -1.0"),
+    (["--critique-weight", "0"], "--critique-weight must be above 0 (got 0.0)"),  # refused at the first size's training
 ])
 def test_bad_revise_sampling_is_refused_before_any_training(data, tmp_path, flags, message):
     # these failed at the first revise call, after every critic had been trained

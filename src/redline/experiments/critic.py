@@ -166,7 +166,7 @@ def run_critic_experiment(config: CriticExperimentConfig, out: str | Path) -> di
     from redline.improve.revise import ReviseConfig, revise
     from redline.judges import check_records, parse_judge
     from redline.records import read_records
-    from redline.train.critic import select_records, train_critic
+    from redline.train.critic import check_weight, select_records, train_critic
 
     out = Path(out)
     data = Path(config.data)
@@ -188,6 +188,7 @@ def run_critic_experiment(config: CriticExperimentConfig, out: str | Path) -> di
     from redline.improve.loop import check_sampling, check_settings
 
     check_settings(config.iterations, "fixed", None)  # --iterations, --apply: before hours of training, not after
+    check_weight(config)
     revise_config(data).check()
     check_sampling(revise_config(data))
     feedback = read_records(feedback_path, "feedback", skip_invalid=config.skip_invalid)

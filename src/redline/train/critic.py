@@ -156,6 +156,12 @@ def weighted_trainer_class(weight: float, marker: list[int]):
     return CritiqueWeightedSFTTrainer
 
 
+def check_weight(config: CriticConfig) -> None:
+    """0 would train on the revisions alone (a critic that writes no critique); below 0, away from them."""
+    if config.critique_weight <= 0:
+        raise RedlineError(f"--critique-weight must be above 0 (got {config.critique_weight})")
+
+
 def train_critic(config: CriticConfig, out, records: list[Feedback] | None = None) -> dict:
     """Steps 1–3 of the module docstring; returns the run's metrics."""
     from redline.records import read_records
@@ -167,8 +173,7 @@ def train_critic(config: CriticConfig, out, records: list[Feedback] | None = Non
     # step 2
     examples = critic_examples(records)
     # step 3
-    if config.critique_weight <= 0:
-        raise RedlineError(f"--critique-weight must be above 0 (got {config.critique_weight})")
+    check_weight(config)
     trainer_class = None
     if config.critique_weight != 1:
         from redline.models import load_tokenizer
