@@ -105,6 +105,11 @@ Deviations from the paper (each setting is a flag; the paper's value is in its h
  15. ``--bf16-base`` (off by default) holds the frozen base weights of every model in bfloat16 under
      float32 adapters and value head, for speed on CPUs with bfloat16 units and on GPUs; the
      paper trained in its own precision, unstated (RESULTS "PPO iteration" has the cost and effect).
+ 16. The policy loss is a token mean within each micro-batch, the micro-batches weighted by their episodes
+     (as TRL's gradient accumulation weighs them): micro-batches group similar lengths, so a token of a short
+     response weighs more than a token of a long one in another micro-batch (the paper does not say). A mean
+     over every token of the minibatch would weigh them alike; left as it is while the runs in RESULTS that
+     resume across sessions are under way, since it changes their maths.
 
 What a run folder holds::
 
