@@ -250,8 +250,22 @@ def test_scoring_records_without_instructions_is_an_error(tmp_path, capsys):
     bare.write_text(json.dumps({"prompt": "p", "response": "r"}) + "\n")
     assert main(["simulate", "score", "--input", str(bare)]) == 2
     assert "meta.instructions" in capsys.readouterr().err
-    assert main(["simulate", "score", "--input", str(bare), "--skip-invalid"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"n": 0, "mean_quality": None, "all_met": None}
+    assert main(["simulate", "score", "--input", str(bare), "--skip-invalid"]) == 2  # none left: refused, not n 0
+    assert "nothing left to use" in capsys.readouterr().err
+
+
+def test_score_refuses_an_empty_file_and_names_the_lines_it_skips(tmp_path, capsys):
+    # It read its own way once: an empty file scored {"n": 0} with exit 0, and a skip was a bare count.
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert main(["simulate", "score", "--input", str(empty)]) == 2
+    assert "no records (the file is empty" in capsys.readouterr().err
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(json.dumps({"prompt": "p", "response": "- a", "meta": {"instructions": [{"type": "title"}]}}) + "\nnot json\n")
+    assert main(["simulate", "score", "--input", str(mixed), "--skip-invalid"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {"n": 1, "mean_quality": 0.0, "all_met": 0.0}
+    assert "skipped 1 invalid (1× <line>: not JSON)" in captured.err and f"{mixed}:2: <line>: not JSON" in captured.err
 
 
 def test_rankings_mix_policies_and_derived_responses_edit_their_base(tmp_path):

@@ -818,9 +818,7 @@ def _simulate_score(args) -> int:
 
     config = settings_from_args(ScoreConfig, args)
     result = score_file(config.input, config.field, limit=config.limit, skip_invalid=config.skip_invalid)
-    skipped = result.pop("skipped", 0)
-    if skipped:
-        print(f"{config.input}: skipped {skipped} invalid records", file=sys.stderr)
+    result.pop("skipped", None)  # the read printed what it skipped, and why, on stderr
     print(json.dumps(result))
     return 0
 

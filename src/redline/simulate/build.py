@@ -69,10 +69,10 @@ from redline.records import (
     Feedback,
     Preference,
     Ranking,
-    RecordError,
+    ReadReport,
     Response,
+    _parse_rows,
     append_records,
-    iter_raw,
     prompt_text,
     read_jsonl_prefix,
     write_records,
@@ -709,42 +709,32 @@ def score_file(path: str | Path, field: str = "response", limit: int | None = No
     ``field`` may hold a string (``response``, ``revision``, ``chosen``...) or a list of strings
     (``responses`` of a ranking: each one is scored). Returns ``{"n", "mean_quality", "all_met"}``
     where ``all_met`` is the share of scored texts that meet every instruction (and ``skipped``,
-    with ``skip_invalid``, when records were skipped).
+    with ``skip_invalid``, when records were skipped). Read by ``records._parse_rows``, so an empty
+    file, or one whose every record was skipped, is refused, and a skip is reported with its reasons.
     """
+
+    def parse(obj, number: int) -> tuple[dict, list[str], str | None]:
+        if not isinstance(obj, dict):
+            raise FieldError("<record>", f"expected a JSON object, got {type(obj).__name__}")
+        task = record_task(obj.get("meta"))
+        value = obj.get(field)
+        if field not in obj:
+            raise FieldError(field, "missing")
+        texts = [value] if isinstance(value, str) else value
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise FieldError(field, "expected a string or a list of strings" + (" (null: a critique-only record)" if value is None else ""))
+        prompt = obj.get("prompt")
+        return task, texts, prompt_text(prompt) if isinstance(prompt, (str, list)) and prompt else None
+
+    report = ReadReport(str(path))
     qualities: list[float] = []
     met: list[bool] = []
-    errors: list[str] = []
-    n_errors = n_records = 0
-    for number, obj in iter_raw(path):
-        if limit is not None and n_records >= limit:
-            break
-        try:
-            if isinstance(obj, FieldError):
-                raise obj
-            if not isinstance(obj, dict):
-                raise FieldError("<record>", f"expected a JSON object, got {type(obj).__name__}")
-            task = record_task(obj.get("meta"))
-            value = obj.get(field)
-            if field not in obj:
-                raise FieldError(field, "missing")
-            texts = [value] if isinstance(value, str) else value
-            if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-                raise FieldError(field, "expected a string or a list of strings" + (" (null: a critique-only record)" if value is None else ""))
-            prompt = obj.get("prompt")
-            prompt = prompt_text(prompt) if isinstance(prompt, (str, list)) and prompt else None
-        except FieldError as e:
-            n_errors += 1
-            if not skip_invalid and len(errors) < 20:
-                errors.append(f"{path}:{number}: {e.field}: {e.reason}")
-            continue
-        n_records += 1
+    for task, texts, prompt in _parse_rows(path, parse, skip_invalid=skip_invalid, limit=limit, report=report):
         for text in texts:
-            report = check_all(task, text, prompt)
-            qualities.append(report.quality)
-            met.append(report.all_met)
-    if n_errors and not skip_invalid:
-        raise RecordError(errors, n_errors)
+            checked = check_all(task, text, prompt)
+            qualities.append(checked.quality)
+            met.append(checked.all_met)
     result = {"n": len(qualities), "mean_quality": _mean(qualities), "all_met": _share(met)}
-    if n_errors:
-        result["skipped"] = n_errors
+    if report.skipped:
+        result["skipped"] = report.skipped
     return result
