@@ -96,6 +96,14 @@ def test_a_first_line_that_is_not_json_is_reported_as_such_or_skipped(tmp_path):
     assert len(pairs) == 6
 
 
+def test_a_skipped_line_is_reported_once(tmp_path, capsys):
+    # read_records reports its skips; read_pairs printed the same summary a second time
+    path = tmp_path / "prefs.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in PAIRS) + "{not json\n")
+    read_pairs(str(path), skip_invalid=True)
+    assert capsys.readouterr().err.count("skipped 1 invalid (1× <line>: not JSON)") == 1
+
+
 def test_read_pairs_builds_chat_pairs_and_counts_identical_ones(jsonl):
     pairs, skipped = read_pairs(str(jsonl(PAIRS)))
     assert skipped == 1 and len(pairs) == 6

@@ -82,7 +82,7 @@ def read_pairs(path: str, *, limit: int | None = None, skip_invalid: bool = Fals
 
     A file that is not made of preference pairs (rankings, demonstrations ...) is refused with one line.
     """
-    from redline.records import FieldError, ReadReport, iter_raw, read_records
+    from redline.records import FieldError, iter_raw, read_records
 
     for number, obj in iter_raw(path):  # the first record that parses says what the file holds
         if isinstance(obj, FieldError):
@@ -92,10 +92,7 @@ def read_pairs(path: str, *, limit: int | None = None, skip_invalid: bool = Fals
             raise RedlineError(f"{path}:{number}: DPO needs preference pairs (prompt, chosen, rejected); this record "
                                f"has {keys} (for simulated answers, `redline simulate rank --pairs` writes a pair per decisive comparison)")
         break
-    report = ReadReport(str(path))
-    prefs = read_records(path, "preference", limit=limit, skip_invalid=skip_invalid, report=report)
-    if report.skipped:
-        print(report.summary(), file=sys.stderr)
+    prefs = read_records(path, "preference", limit=limit, skip_invalid=skip_invalid)  # prints what it skipped
     pairs = [{"prompt": as_chat(p.prompt), "chosen": [{"role": "assistant", "content": p.chosen}],
               "rejected": [{"role": "assistant", "content": p.rejected}]} for p in prefs if not p.identical]
     if not pairs:
