@@ -220,7 +220,9 @@ def test_cli_end_to_end_with_separate_reference_and_ptx(rm_run, jsonl, tmp_path,
     assert load_causal_lm(str(published), device="cpu") is not None
 
 
-@pytest.mark.parametrize("kind, message", [("sft", "is a sft run"), ("gap-reward", "is a gap-reward model")])
+@pytest.mark.parametrize("kind, message", [("sft", "is a sft run"),
+                                           ("gap-reward", "is a gap-reward model: it scores a response against a "
+                                                          "reference, r_gap(x, y, y_ref); --reward wants")])
 def test_wrong_reward_model_kind_is_refused_before_training(kind, message, jsonl, tmp_path, capsys):
     wrong = tmp_path / "wrong"
     wrong.mkdir()
@@ -520,3 +522,14 @@ def test_a_resume_cut_short_while_it_trims_the_log_leaves_the_log_whole(tmp_path
     monkeypatch.setattr(Path, "write_text", write_text)
     _truncate_log(log, 2)
     assert [json.loads(line) for line in log.read_text().splitlines()] == rows[:2]
+
+
+def test_a_pretraining_mix_line_that_is_not_json_is_said_so(tmp_path):
+    from redline.train.ppo import read_ptx_texts
+
+    ptx = tmp_path / "ptx.jsonl"
+    ptx.write_text('{"text": "A sentence."}\n{"text": "cut off\n')
+    with pytest.raises(RedlineError) as refused:
+        read_ptx_texts(str(ptx), load_tokenizer("tiny-random"))
+    assert str(refused.value).startswith(f"{ptx}:2: ") and "JSON" in str(refused.value)
+    assert "needs `text`" not in str(refused.value)  # what was said before: as if the line were a record without it

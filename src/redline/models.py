@@ -362,8 +362,8 @@ def check_reward_model(name: str, flag: str = "--reward") -> None:
     kind = run_kind(name)
     if kind == GAP_REWARD:
         raise RedlineError(
-            f"{name} is a gap-reward model: it scores a response against a reference, r_gap(x, y, y_ref). "
-            "PPO-ptx needs a plain reward model from `redline train reward` (PIT's RL uses the gap model)"
+            f"{name} is a gap-reward model: it scores a response against a reference, r_gap(x, y, y_ref); "
+            f"{flag} wants a plain reward model from `redline train reward` (PIT's RL uses the gap model)"
         )
     if kind is not None and kind != REWARD:
         raise RedlineError(f"{name} is a {kind} run (a causal language model), not a reward model; "

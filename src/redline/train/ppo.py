@@ -466,10 +466,12 @@ class UpdateStats:
 def read_ptx_texts(path: str, tokenizer) -> list[str]:
     """Pretraining-mix texts: ``{"text": ...}`` as it is, a demonstration ``{"prompt", "response"}`` as its chat."""
     from redline.models import chat_text
-    from redline.records import iter_raw
+    from redline.records import FieldError, iter_raw
 
     texts = []
     for number, obj in iter_raw(path):
+        if isinstance(obj, FieldError):  # a line that is not JSON: said as such, not as a record missing its fields
+            raise RedlineError(f"{path}:{number}: {obj.field}: {obj.reason}")
         if isinstance(obj, dict) and isinstance(obj.get("text"), str) and obj["text"].strip():
             texts.append(obj["text"])
         elif isinstance(obj, dict) and "prompt" in obj and isinstance(obj.get("response"), str):
