@@ -20,6 +20,8 @@ from redline.prompts import pairwise_messages, parse_pairwise_verdict
         ("I prefer Output 2", "b"), ("Verdict: A", "a"), ("Answer: Output (b)", "b"), ("Assistant A", "a"),
         ("A. It follows every instruction.", "a"), ("Output (a)\n\nOutput (b) misses the keyword.", "a"),
         ("<think>a or b? a, surely</think>Output (b)", "b"), ("Tie", "tie"), ("Both are equally good.", "tie"),
+        ("<think>\nFirst, Output (a) uses", "invalid"),  # reasoning cut before it closed: no verdict yet
+        ("Output (a) is better, at first sight.\n</think>\n\nOutput (b)", "b"),  # the template opened the block
         ("", "invalid"), ("I cannot decide.", "invalid"), ("A good answer needs more.", "invalid"),
         ("Output (a) or Output (b)", "invalid"), ("[[A]] is better than [[B]]", "invalid"),
     ],

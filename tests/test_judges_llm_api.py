@@ -110,3 +110,53 @@ def test_an_answer_cut_before_it_began_says_to_raise_max_tokens(tmp_path):
         judge.close(), roomy.close()
     finally:
         server.shutdown()
+
+
+class ContentServer(ThreadingHTTPServer):
+    """Answers every chat with ``message`` (its ``content`` as it is given) and ``finish_reason``."""
+
+    def __init__(self, content, finish_reason: str = "stop"):
+        super().__init__(("127.0.0.1", 0), ContentHandler)
+        self.content, self.finish_reason = content, finish_reason
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    url = ReasoningServer.url
+
+
+class ContentHandler(Handler):
+    def do_GET(self):
+        self.reply(200, {"object": "list", "data": [{"id": "j", "object": "model"}]})
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["content-length"]))
+        message = {"role": "assistant", "content": self.server.content}
+        self.reply(200, {"choices": [{"index": 0, "message": message, "finish_reason": self.server.finish_reason}]})
+
+
+def test_a_reasoning_trace_cut_inside_its_think_block_is_no_verdict():
+    """A server that keeps the reasoning in the content (vLLM without a reasoning parser): a trace cut at
+    max_tokens that mentions one output was read as choosing it, in both orders, so every pair a tie."""
+    server = ContentServer("<think>\nOkay, let me look at Output (a) first. It", finish_reason="length")
+    try:
+        judge = OpenAIJudge("j", server.url, cache="off")
+        verdict = judge.judge_many([Item("p", "x", "y")])[0]
+        judge.close()
+    finally:
+        server.shutdown()
+    assert verdict.winner == "invalid" and "raise max_tokens" in verdict.detail["error"]
+
+
+def test_content_sent_as_parts_is_read_as_its_text():
+    """Mistral's reasoning models answer with content parts (thinking, then text): the text is the answer."""
+    server = ContentServer([{"type": "thinking", "thinking": [{"type": "text", "text": "Output (b)?"}]},
+                            {"type": "text", "text": "Output (a)"}])
+    try:
+        judge = OpenAIJudge("j", server.url, cache="off")
+        verdict = judge.judge_many([Item("p", "x", "y")])[0]
+        server.content = {"text": "Output (a)"}  # neither a string nor parts: a malformed answer, not a traceback
+        malformed = judge.judge_many([Item("p", "x", "y")])[0]
+        judge.close()
+    finally:
+        server.shutdown()
+    assert verdict.detail["orders"] == {"ab": "a", "ba": "b"} and "error" not in verdict.detail
+    assert malformed.winner == "invalid" and malformed.detail["error"].startswith("malformed answer")

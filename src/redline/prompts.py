@@ -183,7 +183,9 @@ def parse_pairwise_verdict(text: str) -> str:
     Reads "Output (a)", "A", "(b)", "[[B]]", "Response B is better", "I prefer output 2",
     "Tie" ... in any case. Anything that names both or neither is ``invalid``.
     """
-    t = re.sub(r"<think>.*?</think>", "", text.lower(), flags=re.DOTALL)  # reasoning models think first
+    # Reasoning models think first: the answer follows the last </think> (the opening tag may be in the
+    # prompt, as DeepSeek-R1's template puts it), and a block cut before it closed (max_tokens) is no answer.
+    t = re.sub(r"<think>.*", "", text.lower().rpartition("</think>")[2], flags=re.DOTALL)
     t = t.strip().strip("*\"'`").strip()  # markdown bold, quotes
     if not t:
         return "invalid"

@@ -19,7 +19,8 @@ models refuse ``max_tokens``, which it deprecated) and as ``max_tokens`` elsewhe
 llama.cpp and ``redline serve`` have always read); ``token_param=`` forces one, and a server that
 refuses the one sent (HTTP 400 naming it) is asked again with the other, which the judge then keeps.
 Reasoning models spend that budget thinking before they answer: give them ``max_tokens=2048``; an
-empty answer cut by the limit after reasoning tokens says so. The cache key is the same whichever name is sent.
+answer cut by the limit after reasoning tokens, or inside its ``<think>`` block, says so (a reasoning
+trace is never read as a verdict). The cache key is the same whichever name is sent.
 
 We call the API with ``httpx`` rather than the official ``openai`` client: the client's retries
 do not expose the per-call failure we record in each verdict, and the cache sits in front of the
@@ -221,11 +222,15 @@ class OpenAIJudge:
                     try:
                         answer = response.json()
                         choice = answer["choices"][0]
-                        text = choice["message"]["content"] or ""
+                        content = choice["message"]["content"] or ""
+                        # some servers (Mistral's) send content as parts, as a request may: the text parts answer
+                        text = content if isinstance(content, str) else "".join(
+                            p["text"] for p in content if p["type"] == "text")
                     except (ValueError, KeyError, IndexError, TypeError):
                         self._count("failures")
                         return None, f"malformed answer: {response.text[:200]}"
-                    if not text and choice.get("finish_reason") == "length" and _reasoned(answer, choice):
+                    if choice.get("finish_reason") == "length" and (not text and _reasoned(answer, choice)
+                                                                    or _thinking(text)):
                         self._count("failures")
                         return None, (f"the answer was cut at max_tokens={self.max_tokens} before it began "
                                       "(a reasoning model thinks first: raise max_tokens, e.g. 2048)")
@@ -299,6 +304,11 @@ def _reasoned(answer: dict, choice: dict) -> bool:
     details = (answer.get("usage") or {}).get("completion_tokens_details") or {}
     message = choice.get("message") or {}
     return bool(details.get("reasoning_tokens") or message.get("reasoning_content") or message.get("reasoning"))
+
+
+def _thinking(text: str) -> bool:
+    """Whether the answer stops inside a ``<think>`` block (a server that keeps the reasoning in the content)."""
+    return text.rfind("<think>") > text.rfind("</think>")
 
 
 def _renamed(body: dict, token_param: str) -> dict:
