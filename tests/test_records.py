@@ -33,11 +33,26 @@ def test_every_kind_round_trips_through_jsonl_and_parquet(kind, tmp_path, jsonl)
     path = jsonl([GOOD[kind], {**GOOD[kind], "id": "second", "meta": {"k": 1}}])
     records = read_records(path, kind)
     assert len(records) == 2 and records[1].meta == {"k": 1}
-    for suffix in (".jsonl", ".parquet"):
+    for suffix in (".jsonl", ".jsonl.gz", ".parquet"):  # a .gz name is written gzipped, as it is read
         out = tmp_path / f"out{suffix}"
         write_records(out, records)
         again = read_records(out, kind)
         assert [r.to_dict() for r in again] == [r.to_dict() for r in records]
+
+
+def test_a_gz_name_is_written_gzipped_and_the_same_records_give_the_same_bytes(tmp_path):
+    import gzip
+    import time
+
+    records = [Feedback(prompt="Q", response="R", critique="Too short.", revision=None, id="1")]
+    out = tmp_path / "out.jsonl.gz"
+    write_records(out, records)
+    assert json.loads(gzip.decompress(out.read_bytes()))["id"] == "1"
+    assert [r.to_dict() for r in read_records(out, "feedback")] == [r.to_dict() for r in records]
+    first = out.read_bytes()
+    time.sleep(1.1)  # a gzip header's mtime counts seconds
+    write_records(out, records)
+    assert out.read_bytes() == first  # a rewrite of the same records keeps the file's digest
 
 
 def test_hf_dataset_folder_round_trips(tmp_path):
@@ -217,6 +232,9 @@ def test_a_blank_line_is_kept_and_a_bad_line_before_the_last_is_refused_not_cut_
     with pytest.raises(RedlineError, match="run.jsonl:2: not JSON, and not the file's last line"):
         read_jsonl_prefix(out)
     assert out.read_text() == '{"i": 0}\nnot json\n{"i": 1}\n'  # nothing cut
+    out.write_bytes(b'{"i": 0}\n{"i": "\xff"}\n{"i": 1}\n')  # not UTF-8: not JSON either, named by its line
+    with pytest.raises(RedlineError, match="run.jsonl:2: not JSON, and not the file's last line"):
+        read_jsonl_prefix(out)
 
 
 def test_spread_over_prompts_takes_one_record_per_prompt_first():

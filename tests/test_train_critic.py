@@ -214,6 +214,34 @@ def test_critique_mask_by_hand():
                                                      [True, True, False, False, False, False, False]]  # no marker: all critique
 
 
+# Llama 3's (and Qwen2's) pre-tokenizer pattern: punctuation takes the newlines after it, so "Revision:\n" in a
+# target holds a ":\n" token that "Revision:" tokenised alone does not.
+LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def test_the_revision_marker_is_found_where_a_target_holds_it_whatever_the_tokenizer():
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from redline.models import load_tokenizer
+    from redline.train.critic import critique_mask, revision_marker
+
+    targets = [critic_target(f"It is too long {i}.", f"A shorter answer {i}.") for i in range(20)]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated"),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(targets, trainers.BpeTrainer(vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                                         show_progress=False))
+    for tokenizer in (PreTrainedTokenizerFast(tokenizer_object=bpe), load_tokenizer("tiny-random")):
+        ids = tokenizer(targets[3], add_special_tokens=False)["input_ids"]
+        mask = critique_mask(torch.tensor([ids]), revision_marker(tokenizer))[0].tolist()
+        # the critique is every token up to and including the marker, and no more: the weight reaches both parts
+        assert tokenizer.decode([i for i, m in zip(ids, mask) if m]).strip() == "Critique: It is too long 3.\n\nRevision:"
+        assert tokenizer.decode([i for i, m in zip(ids, mask) if not m]).strip() == "A shorter answer 3."
+
+
 def _feedback_mix(n_prompts: int) -> list[Feedback]:
     """Two records per prompt: one with an edit, one whose revision equals the response."""
     out = []

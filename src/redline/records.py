@@ -667,7 +667,8 @@ def spread_over_prompts(records: Sequence[R], n: int | None, source: str = "the 
 
 
 def write_records(dest: str | os.PathLike, records: Iterable[Record | dict]) -> int:
-    """Write records atomically (a temporary file renamed into place): JSONL, or Parquet by suffix.
+    """Write records atomically (a temporary file renamed into place): JSONL (gzipped for a ``.gz`` name,
+    as ``iter_raw`` reads it), or Parquet by suffix.
 
     A crash or a bad record leaves no partial file behind. Returns how many were written.
     """
@@ -677,6 +678,10 @@ def write_records(dest: str | os.PathLike, records: Iterable[Record | dict]) -> 
     def write(tmp: str) -> None:
         if dest.suffix == ".parquet":
             _write_parquet(tmp, rows)
+        elif dest.suffix == ".gz":  # no name or time in the header: the same records give the same bytes (digests)
+            with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as f:
+                for row in rows:
+                    f.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
         else:
             with open(tmp, "w", encoding="utf-8") as f:
                 for row in rows:
@@ -766,7 +771,7 @@ def read_jsonl_prefix(path: str | os.PathLike) -> list[dict]:
             break
         try:
             rows.append(json.loads(line))
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):  # a line that is not UTF-8 is no JSON either
             if number == len(lines):
                 break
             raise RedlineError(f"{path}:{number}: not JSON, and not the file's last line: not a torn write to cut "

@@ -122,6 +122,20 @@ def critique_mask(labels, marker: list[int]):
     return labelled & (position < end[:, None])
 
 
+def revision_marker(tokenizer) -> list[int]:
+    """The token ids of "Revision:" as a critic's target holds it, for ``critique_mask``: the tokens of a
+    target that overlap the marker. Tokenised alone it can differ from the same text in its place (a Llama
+    3 or Qwen tokenizer joins its ":" to the newline after it, a SentencePiece one gives it a leading
+    "▁"), and a marker never found makes every row all critique: the weight silently lost."""
+    if not getattr(tokenizer, "is_fast", False):  # no offsets to read: the marker as tokenised alone
+        return tokenizer(REVISION_MARK, add_special_tokens=False)["input_ids"]
+    target = critic_target("It is clear, but too long.", "A shorter answer.")
+    start = target.index(REVISION_MARK)
+    end = start + len(REVISION_MARK)
+    encoded = tokenizer(target, add_special_tokens=False, return_offsets_mapping=True)
+    return [i for i, (a, b) in zip(encoded["input_ids"], encoded["offset_mapping"]) if a < end and b > start]
+
+
 def critique_token_weights(labels, marker: list[int], weight: float):
     """Loss weights (B, T) for next-token ``labels`` (B, T), -100 where a position is not learned.
 
@@ -178,7 +192,7 @@ def train_critic(config: CriticConfig, out, records: list[Feedback] | None = Non
     if config.critique_weight != 1:
         from redline.models import load_tokenizer
 
-        marker = load_tokenizer(config.model)(REVISION_MARK, add_special_tokens=False)["input_ids"]
+        marker = revision_marker(load_tokenizer(config.model))
         trainer_class = weighted_trainer_class(config.critique_weight, marker)
     return train_sft(examples, config, out, kind="critic", data=[config.data], config=config, trainer_class=trainer_class,
                      metrics={"critique_only_records": sum(r.critique_only for r in records)})
