@@ -78,3 +78,16 @@ def test_a_sampling_setting_out_of_bounds_is_refused_by_its_flag_before_the_mode
     with pytest.raises(RedlineError, match=r"^--top-p must be in \(0, 1\], got 0.0$"):
         generate_responses(GenerateConfig(model="tiny-random", prompts=str(jsonl(PROMPTS)), top_p=0.0), tmp_path / "out.jsonl")
     assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize("name", ["out.jsonl.gz", "out.parquet"])
+def test_an_output_that_cannot_be_appended_to_is_refused_before_the_model_loads(jsonl, tmp_path, monkeypatch, name):
+    import redline.generation
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model loaded before --out was checked")
+
+    monkeypatch.setattr(redline.generation, "load_engine", no_model)
+    with pytest.raises(RedlineError, match=f"--out .*{name}: generate appends JSONL"):  # was plain text under .gz
+        generate_responses(GenerateConfig(model="tiny-random", prompts=str(jsonl(PROMPTS))), tmp_path / name)
+    assert not (tmp_path / name).exists()

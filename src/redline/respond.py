@@ -50,6 +50,10 @@ def generate_responses(config: GenerateConfig, out: str | Path) -> Path:
     records = read_prompt_records(config.prompts, limit=config.limit, skip_invalid=config.skip_invalid)  # step 1
     if config.chunk < 1:
         raise RedlineError(f"--chunk must be at least 1, got {config.chunk}")
+    if out.suffix in (".gz", ".parquet"):  # appended chunk by chunk and resumed from its lines: plain JSONL only
+        raise RedlineError(f"--out {out}: generate appends JSONL as it goes, which a {out.suffix} file cannot take; "
+                           f"write {out.with_suffix('').name if out.suffix == '.gz' else out.stem + '.jsonl'}, then "
+                           "compress or convert it")
     # SamplingParams' own bounds (--top-p 0), named by their flags before the model loads, not after
     params = sampling_from_flags(temperature=config.temperature, top_p=config.top_p,
                                  max_new_tokens=config.max_new_tokens, seed=config.seed)
