@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import shutil
 import sys
@@ -78,7 +79,7 @@ def ship(run: Path, to: Path, notes: str = "") -> Path:
     from safetensors.torch import load_file, save_file
 
     from redline import RedlineError
-    from redline.models import RUN_INFO, ModelCard, hub_id, run_info
+    from redline.models import RUN_INFO, ModelCard, hub_id, local_folder, run_info
 
     info = run_info(run)
     adapter = run
@@ -110,6 +111,8 @@ def ship(run: Path, to: Path, notes: str = "") -> Path:
     if info.get("command"):
         info["command"] = portable_command(info["command"], run)
     info["notes"] = notes or info.get("notes", "")
+    # a base folder's path from the run's folder (models.run_base) is not its path from here: named from `to`
+    info["base_path"] = os.path.relpath(info["base_model"], to.resolve()) if local_folder(info.get("base_model", "")) else ""
     card = ModelCard(**{f.name: info[f.name] for f in fields(ModelCard) if f.name in info})
     (to / RUN_INFO).write_text(json.dumps(info, indent=2) + "\n")
     (to / "README.md").write_text(card.markdown(relative(str(to.resolve()))))

@@ -137,3 +137,20 @@ def test_the_shipped_cards_command_holds_no_machine_path(tmp_path):
         f"--init {tmp_path}/other --out runs/gap")  # a path that is neither the checkout's nor the run's stays
     inside = ROOT / "runs" / "igpt2" / "rm"  # a run inside the checkout keeps its own relative path
     assert ship_model.portable_command(f"redline train reward --out {inside}", inside) == "redline train reward --out runs/igpt2/rm"
+
+
+def test_a_critic_on_a_base_folder_is_shipped_naming_the_base_from_where_it_lands(jsonl, tmp_path, monkeypatch):
+    from redline.models import load_causal_lm, run_info
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "sft", "--data", str(jsonl([{"prompt": "Say hi.", "response": "Hi."}] * 2)), "--model",
+                 "tiny-random", "--no-lora", "--max-steps", "1", "--out", "runs/base"]) == 0
+    assert main(["train", "critic", "--data", str(jsonl(FEEDBACK)), "--model", "runs/base", "--out", "runs/critic",
+                 "--max-steps", "1"]) == 0
+    to = tmp_path / "checkout" / "models" / "critic"
+    assert ship_model.main(["runs/critic", "--to", str(to)]) == 0
+    card = json.loads((to / "redline.json").read_text())
+    assert (to / card["base_path"]).resolve() == (tmp_path / "runs" / "base").resolve()  # was the run's own, from elsewhere
+    monkeypatch.chdir(to)
+    assert run_info(".")["base_model"] == str((tmp_path / "runs" / "base").resolve())
+    assert load_causal_lm(".", device="cpu") is not None
