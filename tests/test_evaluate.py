@@ -322,6 +322,22 @@ def test_agreement_of_two_judgment_files(tmp_path, capsys):
     assert "Cohen's kappa" in capsys.readouterr().out
 
 
+def test_agreement_reads_a_users_judgments_files_without_changing_them(tmp_path, capsys):
+    pairs = _pairs(4)
+    judge_pairs(pairs, FirstShownJudge(), tmp_path / "one.jsonl", seed=1, progress=False)
+    other = FirstShownJudge()
+    other.name = "first-shown-seed-2"
+    judge_pairs(pairs, other, tmp_path / "two.jsonl", seed=2, progress=False)
+    two = tmp_path / "two.jsonl"
+    lines = two.read_text().splitlines(keepends=True)
+    two.write_text("".join(lines[:2]) + "\n" + "".join(lines[2:]) + '{"id": "cut')  # a blank line, a bad last line
+    before = two.read_bytes()
+    files = f"{tmp_path / 'one.jsonl'},{two}"
+    assert main(["evaluate", "agreement", "--judgments", files, "--out", str(tmp_path / "agree")]) == 2
+    assert f"{two}:6: " in capsys.readouterr().err  # its line, counted as the file counts it (the blank line too)
+    assert two.read_bytes() == before  # a user's file: read, never cut
+
+
 def test_agreement_cli_runs_both_judges(response_files, tmp_path):
     a, b, _ = response_files
     out = tmp_path / "agree"

@@ -765,11 +765,20 @@ def plot_curve(curve: Sequence[dict[str, Any]], path: Path, title: str = "win ra
 # ============================================================================ agreement
 
 
-def read_judgments(path: str | Path) -> list[Judgment]:
-    """The judgments of a file; where a pair appears twice (a retried failure), the later line wins."""
+def read_judgments(path: str | Path, *, own: bool = True) -> list[Judgment]:
+    """The judgments of a file; where a pair appears twice (a retried failure), the later line wins.
+
+    ``own``: a file this redline writes as it judges (an evaluation folder's), whose torn last line a kill left is
+    cut off so that judging resumes cleanly; a user's file (``own=False``) is only read, never changed, and a line
+    that is not JSON is refused with its line number."""
+    from redline.records import iter_raw
+
     latest: dict[Any, Judgment] = {}
-    for number, row in enumerate(read_jsonl_prefix(path), start=1):
+    rows = enumerate(read_jsonl_prefix(path), start=1) if own else iter_raw(path)
+    for number, row in rows:
         try:
+            if isinstance(row, FieldError):
+                raise row
             j = Judgment.from_dict(row)
         except FieldError as e:
             raise RedlineError(f"{path}:{number}: {e}") from None
@@ -777,13 +786,14 @@ def read_judgments(path: str | Path) -> list[Judgment]:
     return list(latest.values())
 
 
-def judgments_by_judge(paths: Sequence[str | Path]) -> dict[str, dict[str, Judgment]]:
-    """Judgments from one or more files, grouped by judge, then by pair id (the prompt if none)."""
+def judgments_by_judge(paths: Sequence[str | Path], *, own: bool = False) -> dict[str, dict[str, Judgment]]:
+    """Judgments from one or more files, grouped by judge, then by pair id (the prompt if none); ``own`` as
+    ``read_judgments``'s (a user's files are read, never changed)."""
     grouped: dict[str, dict[str, Judgment]] = {}
     for path in paths:
         if not Path(path).is_file():
             raise RedlineError(f"no such judgments file: {path}")
-        for j in read_judgments(path):
+        for j in read_judgments(path, own=own):
             grouped.setdefault(j.judge, {})[j.id if j.id is not None else prompt_key(j.prompt)] = j
     return grouped
 
@@ -839,7 +849,7 @@ def evaluate_agreement(
             config = EvaluateConfig(a=a, b=b, judge=spec, out=str(out / f"judge_{i}"), seed=seed, limit=limit,
                                     skip_invalid=skip_invalid, bootstrap=0, progress=progress)
             evaluate(config)
-            (name, by_id), = judgments_by_judge([Path(config.out) / "judgments.jsonl"]).items()
+            (name, by_id), = judgments_by_judge([Path(config.out) / "judgments.jsonl"], own=True).items()
             results.append((name, by_id))
         # this run's pairs only: a judgments file that an earlier, longer run (a larger --limit) left holds more
         ids = {p.id for p in files_pairs(a, b, skip_invalid, limit)[2]}  # every pair has one (match_pairs)
