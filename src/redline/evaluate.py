@@ -892,7 +892,7 @@ def evaluate_rankings(config: RankingsEvalConfig) -> dict[str, Any]:
     from redline.judges.reward import RewardJudge
     from redline.models import check_reward_model, run_info
     from redline.train.reward import (accuracy_difference, comparison_accuracy, read_comparisons_and_all_tied,
-                                      split_by_prompt)
+                                      split_by_prompt, tied_beside)
 
     check_reward_model(config.model, "--model")
     if config.against:
@@ -914,8 +914,7 @@ def evaluate_rankings(config: RankingsEvalConfig) -> dict[str, Any]:
             raise RedlineError(f"--held-out-of {config.held_out_of}: that run read --limit {trained.get('limit')}, "
                                f"this one {config.limit}; the held-out prompts are chosen from what was read")
         _, rankings = split_by_prompt(rankings, trained["eval_split"], trained["seed"])
-        held = {prompt_key(r.prompt) for r in rankings}
-        tied = [r for r in tied if prompt_key(r.prompt) in held]  # as that run counted its held-out all-tied ones
+        tied = tied_beside(tied, rankings)[1]  # as that run counted its held-out all-tied ones
         max_length = trained["max_length"]
     if not rankings:
         raise RedlineError(f"{config.data}: no ranking to score")

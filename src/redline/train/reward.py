@@ -122,6 +122,14 @@ def read_comparisons_and_all_tied(path: str, *, limit=None, skip_invalid=False) 
     return rankings, tied
 
 
+def tied_beside(tied: list[Ranking], held: list[Ranking]) -> tuple[list[Ranking], list[Ranking]]:
+    """All-tied rankings split as ``split_by_prompt`` split the others: the split is of prompts with a comparison
+    (as it always was), and an all-tied ranking goes with its prompt. Returns (trained side, held-out side)."""
+    held_prompts = {prompt_key(r.prompt) for r in held}
+    return ([r for r in tied if prompt_key(r.prompt) not in held_prompts],
+            [r for r in tied if prompt_key(r.prompt) in held_prompts])
+
+
 def split_by_prompt(rankings: list[Ranking], share: float, seed: int) -> tuple[list[Ranking], list[Ranking]]:
     """Hold out a share of prompts (never a prompt in both parts)."""
     prompts = sorted({prompt_key(r.prompt) for r in rankings})
@@ -501,10 +509,7 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
         refuse_shared_prompts(train, held, config.data, config.eval_data)
     else:
         train, held = split_by_prompt(rankings, config.eval_split, config.seed)
-        # the split is of prompts with a comparison (as it always was); an all-tied ranking goes with its prompt
-        held_prompts = {prompt_key(r.prompt) for r in held}
-        train_tied = [r for r in tied if prompt_key(r.prompt) not in held_prompts]
-        held_tied = [r for r in tied if prompt_key(r.prompt) in held_prompts]
+        train_tied, held_tied = tied_beside(tied, held)
     if not train:
         raise RedlineError(f"{config.data}: no comparisons to train on")
     refuse_start_prompts(config.model, start, held, config.eval_data or f"{config.data} (--eval-split {config.eval_split})")
