@@ -306,12 +306,17 @@ def test_iteration_file_without_the_original_names_the_line(tmp_path):
         evaluate(EvaluateConfig(a=str(folder), judge="oracle", out=str(tmp_path / "o")))
 
 
-def test_agreement_of_two_judgment_files(tmp_path, capsys):
-    pairs = _pairs(6)
+def _two_judges_files(tmp_path, n: int) -> None:
+    """one.jsonl and two.jsonl: n pairs judged by two first-shown judges under other seeds."""
+    pairs = _pairs(n)
     judge_pairs(pairs, FirstShownJudge(), tmp_path / "one.jsonl", seed=1, progress=False)
     other = FirstShownJudge()
     other.name = "first-shown-seed-2"
     judge_pairs(pairs, other, tmp_path / "two.jsonl", seed=2, progress=False)
+
+
+def test_agreement_of_two_judgment_files(tmp_path, capsys):
+    _two_judges_files(tmp_path, 6)
     out = tmp_path / "agree"
     files = f"{tmp_path / 'one.jsonl'},{tmp_path / 'two.jsonl'}"
     assert main(["evaluate", "agreement", "--judgments", files, "--out", str(out)]) == 0
@@ -323,11 +328,7 @@ def test_agreement_of_two_judgment_files(tmp_path, capsys):
 
 
 def test_agreement_reads_a_users_judgments_files_without_changing_them(tmp_path, capsys):
-    pairs = _pairs(4)
-    judge_pairs(pairs, FirstShownJudge(), tmp_path / "one.jsonl", seed=1, progress=False)
-    other = FirstShownJudge()
-    other.name = "first-shown-seed-2"
-    judge_pairs(pairs, other, tmp_path / "two.jsonl", seed=2, progress=False)
+    _two_judges_files(tmp_path, 4)
     two = tmp_path / "two.jsonl"
     lines = two.read_text().splitlines(keepends=True)
     two.write_text("".join(lines[:2]) + "\n" + "".join(lines[2:]) + '{"id": "cut')  # a blank line, a bad last line
