@@ -52,6 +52,14 @@ outputs differ after 138–354 tokens between one call and one call per budget).
 reproduced by the same calls (a resumed ``run_iterations`` re-forms the same chunks), not by any
 batching; a block-major V cache would make bf16 exact too (not built).
 
+On CUDA none of this is bit-exact: cuBLAS chooses a matmul's kernel (tiles, split-K) by its shape,
+so a row's logits round differently with the batch and prompt blocks it shares (an H200 broke the
+promise in float32 and bf16 on tiny-random, whose near-uniform logits a nucleus sample reorders:
+docs/gpu.md). What holds there, tested in tests/test_gpu.py: the same call gives the same tokens
+again, and a greedy completion alone and in a batch part only at a near-tie of its top two logits.
+So on a GPU a resumed run reproduces an uninterrupted one where it re-forms the same calls, and
+otherwise agrees with it up to rounding, as with ``exact=False``.
+
 Measured and dropped (numbers in benchmarks/RESULTS.md, "## Generation"): SDPA for the attention (slower on this CPU
 and not batch-invariant), ``torch.compile`` of the forward (minutes of recompiles, no faster).
 """
