@@ -98,6 +98,8 @@ def test_a_config_file_with_a_bad_value_an_unknown_field_or_bad_yaml_is_one_line
     cases = {
         "bad.yaml": ("data: f.jsonl\nlora_r: lots\n", "bad.yaml: lora_r: expected an integer, got 'lots'"),
         "range.yaml": ("data: f.jsonl\nmax_steps: 0\n", "range.yaml: max_steps: must be at least 1, got 0"),
+        "inf.yaml": ("data: f.jsonl\ncritique_weight: .inf\n", "inf.yaml: critique_weight: expected a finite number"),
+        "nan.yaml": ("data: f.jsonl\nlearning_rate: nan\n", "nan.yaml: learning_rate: expected a finite number"),
         "unknown.yml": ("data: f.jsonl\nlearning_rat: 0.1\n", "unknown.yml: unknown field 'learning_rat'"),
         "broken.yaml": ("data: [f.jsonl\n", "broken.yaml:2: not valid YAML"),
         "list.json": ("[1, 2]", "list.json: a config file holds a mapping"),
@@ -106,6 +108,15 @@ def test_a_config_file_with_a_bad_value_an_unknown_field_or_bad_yaml_is_one_line
         (tmp_path / name).write_text(text)
         assert main(["train", "critic", "--config", str(tmp_path / name), "--out", str(tmp_path / "o")]) == 2
         assert message in capsys.readouterr().err, name
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_number_flag_refuses_inf_and_nan_which_would_make_every_loss_nan(tmp_path, capsys):
+    for flag, value in (("--critique-weight", "inf"), ("--learning-rate", "nan"), ("--learning-rate", "Infinity")):
+        with pytest.raises(SystemExit) as exit:
+            main(["train", "critic", "--data", "f.jsonl", flag, value, "--out", str(tmp_path / "o")])
+        assert exit.value.code == 2
+        assert f"{flag}: expected a finite number" in capsys.readouterr().err, (flag, value)
     assert not (tmp_path / "o").exists()
 
 

@@ -178,6 +178,10 @@ def test_bad_settings_and_data_are_refused(jsonl, tmp_path, capsys):
     assert main(["train", "gap-reward", "--data", str(data), "--model", "tiny-random", "--out", str(tmp_path / "a"),
                  "--term-weights", "1,1"]) == 2
     assert "--term-weights" in capsys.readouterr().err
+    for weights in ("1,1,nan,1,1", "1,inf,1,1,1"):  # a non-finite weight made every loss nan
+        assert main(["train", "gap-reward", "--data", str(data), "--model", "tiny-random", "--out", str(tmp_path / "a"),
+                     "--term-weights", weights]) == 2
+        assert "--term-weights wants five finite" in capsys.readouterr().err, weights
     same = jsonl([{"prompt": "p", "chosen": "x", "rejected": "x"}], "same.jsonl")
     assert main(["train", "gap-reward", "--data", str(same), "--model", "tiny-random", "--out", str(tmp_path / "b")]) == 2
     assert "no preference pair" in capsys.readouterr().err

@@ -32,6 +32,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 import sys
@@ -114,8 +115,8 @@ def _convert_scalar(f: dataclasses.Field, kind, value: Any) -> Any:
             number = None
         if number is None or (kind is int and isinstance(value, float) and not value.is_integer()):
             raise ValueError(f"expected {'an integer' if kind is int else 'a number'}, got {value!r}")
-        if kind is float and number != number:
-            raise ValueError("expected a number, got nan")
+        if kind is float and not math.isfinite(number):
+            raise ValueError(f"expected a finite number, got {value!r}")  # nan or inf would make every loss nan
         low, high = f.metadata.get("min"), f.metadata.get("max")
         if low is not None and number < low:
             raise ValueError(f"must be at least {low}, got {value}")

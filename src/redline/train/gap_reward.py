@@ -43,6 +43,7 @@ Deviations from the paper:
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -97,8 +98,8 @@ class GapRewardConfig(SFTSettings):
             w = tuple(float(x) for x in self.term_weights.split(","))
         except ValueError:
             w = ()
-        if len(w) != 5 or min(w) < 0 or sum(w) <= 0:
-            raise RedlineError(f"--term-weights wants five non-negative numbers, not all 0, like 1,1,1,1,1; "
+        if len(w) != 5 or not all(map(math.isfinite, w)) or min(w) < 0 or sum(w) <= 0:
+            raise RedlineError(f"--term-weights wants five finite non-negative numbers, not all 0, like 1,1,1,1,1; "
                                f"got {self.term_weights!r}")
         return w
 
