@@ -143,6 +143,22 @@ def test_evaluate_cli_stops_before_judging_when_the_server_is_down(tmp_path, cap
     assert not (tmp_path / "o" / "judgments.jsonl").exists()
 
 
+def test_check_asks_a_busy_server_again_and_says_what_it_answered_last(tmp_path):
+    import httpx
+
+    answers = iter([httpx.Response(503, text="warming up"), httpx.Response(429, headers={"Retry-After": "0"}),
+                    httpx.Response(200, json={"data": [{"id": "judge"}]})])
+    judge = OpenAIJudge("judge", "http://judge.test/v1", cache="off", backoff=0.01)
+    judge._client = httpx.Client(transport=httpx.MockTransport(lambda request: next(answers)))
+    judge.check()  # a server at its concurrency bound or still loading was a failed evaluation
+    assert judge.stats["retries"] == 2
+    always = OpenAIJudge("judge", "http://judge.test/v1", cache="off", backoff=0.01, retries=2)
+    always._client = httpx.Client(transport=httpx.MockTransport(lambda request: httpx.Response(503, text="down")))
+    with pytest.raises(RedlineError, match="answered HTTP 503: down"):
+        always.check()
+    assert always.stats["retries"] == 2
+
+
 def test_check_names_a_refused_key_and_an_unknown_model(serve_engine, tmp_path, monkeypatch):
     server, _ = serve_engine(ScriptedEngine(["A"]), key="sesame", api_key="sesame")
     monkeypatch.setenv("MY_JUDGE_KEY", "wrong")

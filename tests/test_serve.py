@@ -223,9 +223,11 @@ def test_requests_beyond_the_concurrency_bound_get_429():
         held = pool.submit(_post, server, CHAT, None)
         assert engine.entered.wait(10)
         busy = _post(server, CHAT, key=None)
+        models = httpx.get(f"{server.url}/models", timeout=10)  # takes no slot: a judge's check is not refused
         engine.gate.set()
         assert held.result().status_code == 200
     assert busy.status_code == 429 and busy.headers["retry-after"] == "1"
+    assert models.status_code == 200 and models.json()["data"][0]["id"] == "m"
 
 
 def test_a_stream_holds_its_slot_until_its_last_event():

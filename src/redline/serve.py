@@ -8,8 +8,8 @@ What it does, in the order a request meets it:
 
 1. **key** — with ``api_key`` set, every ``/v1`` request needs ``Authorization: Bearer KEY``
    (401 otherwise);
-2. **concurrency** — at most ``max_concurrency`` requests are in flight (a stream counts until its
-   last event); one more gets 429 with ``Retry-After``, which OpenAI clients (and the judge) retry,
+2. **concurrency** — at most ``max_concurrency`` completion requests are in flight (a stream counts
+   until its last event; ``GET /v1/models`` takes no slot); one more gets 429 with ``Retry-After``, which OpenAI clients (and the judge) retry,
    rather than waiting unseen;
 3. **validation** — the body must be a chat (or completions) request; anything wrong is a 400
    naming the field, in OpenAI's ``{"error": {"message", "type", "param", "code"}}`` shape, as is
@@ -441,6 +441,8 @@ class _Gate:
                 refusal = _error(401, "invalid or missing API key (send Authorization: Bearer KEY)",
                                  "authentication_error", code="invalid_api_key")
                 return await refusal(scope, receive, send)
+        if scope["method"] == "GET":  # the model list takes no slot: a judge's check must not wait behind the work
+            return await self.app(scope, receive, send)
         if self.in_flight >= self.max_concurrency:
             self.stats["busy"] += 1
             refusal = _error(429, f"the server is at its limit of {self.max_concurrency} requests in flight; "

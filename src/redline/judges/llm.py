@@ -165,13 +165,18 @@ class OpenAIJudge:
         if self._checked:
             return
         url = f"{self.base_url}/models"
-        try:
-            response = self._client.get(url)
-        except httpx.HTTPError as e:
-            raise RedlineError(
-                f"the judge server at {self.base_url} is not reachable ({type(e).__name__}: {e}); "
-                "start it (redline serve --model MODEL --port PORT) or fix the URL in the judge spec"
-            ) from None
+        for attempt in range(self.retries + 1):  # a busy server (429, 5xx) is asked again, as calls are
+            try:
+                response = self._client.get(url)
+            except httpx.HTTPError as e:  # not retried: a server that is not running should be said at once
+                raise RedlineError(
+                    f"the judge server at {self.base_url} is not reachable ({type(e).__name__}: {e}); "
+                    "start it (redline serve --model MODEL --port PORT) or fix the URL in the judge spec"
+                ) from None
+            if response.status_code not in RETRY_STATUSES or attempt == self.retries:
+                break
+            self._count("retries")
+            self._pause(attempt, _retry_after(response.headers.get("retry-after")))
         if response.status_code in (401, 403):
             raise RedlineError(
                 f"the judge server at {self.base_url} refused the API key (HTTP {response.status_code}); "
@@ -242,10 +247,14 @@ class OpenAIJudge:
                     break  # a 4xx will not change on retry
                 wait = _retry_after(response.headers.get("retry-after"))
             if attempt < self.retries:
-                delay = min(self.max_backoff, self.backoff * 2**attempt) * (0.5 + random.random() / 2)
-                time.sleep(min(self.max_backoff, wait) if wait is not None else delay)
+                self._pause(attempt, wait)
         self._count("failures")
         return None, error
+
+    def _pause(self, attempt: int, wait: float | None) -> None:
+        """Before asking again: the server's Retry-After if it sent one, else a jittered exponential backoff."""
+        delay = min(self.max_backoff, self.backoff * 2**attempt) * (0.5 + random.random() / 2)
+        time.sleep(min(self.max_backoff, wait) if wait is not None else delay)
 
     def _post(self, body: dict):
         """POST a chat completion with the length limit under ``token_param``; a 400 that names it
