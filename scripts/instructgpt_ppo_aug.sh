@@ -13,6 +13,7 @@
 #      passes it, finished there once the run is): 200 test answers (T 0.7, top-p 0.95, 256 tokens),
 #      the oracle and the reward-model judge (models/reward) against SFT's, and the habits each answer wears.
 #
+# bfloat16 (generation, --bf16-base) where the CPU has it natively, else float32 (scripts/lib.sh; BF16=0|1 overrides).
 # Resumable: a step whose output is complete is skipped, a PPO run resumes from its last checkpoint; after an
 # interruption (a session's end) rerun the same command. Lost with the machine, it starts over from step 1.
 #
@@ -43,7 +44,7 @@ test_answers() { generate "$1" $D/test.jsonl 200 "$2" --temperature 0.7 --top-p 
 sft() {
   if ! done_run $R/sft; then stamp sft
     $REDLINE train sft --model embedded --data $D/demonstrations.jsonl --limit 950 --learning-rate 5e-4 --epochs 1 \
-      --bf16-base --threads 1 --out $R/sft > $R/sft.log 2>&1
+      $BF16_BASE --threads 1 --out $R/sft > $R/sft.log 2>&1
   fi
   test_answers $R/sft $R/test_sft.jsonl
 }
@@ -69,7 +70,7 @@ wait_all $first $second
 # 3. The two runs. ppo_flags NAME: the run's flags, less --iterations and --out.
 ppo_flags() {
   local flags="--policy $R/sft --reward $R/rm_aug --advantage rloo --rloo-k 4 --batch-size 32 --learning-rate 3e-4
-    --threads 1 --save-every 1 --bf16-base --prompts $D/rankings.jsonl"
+    --threads 1 --save-every 1 $BF16_BASE --prompts $D/rankings.jsonl"
   case $1 in
     ppo_ptx_aug) echo "$flags --ptx-data $D/demonstrations.jsonl --ptx-coef 1 --ptx-ratio 0.25" ;;
     ppo_noptx_aug) echo "$flags --ptx-coef 0" ;;

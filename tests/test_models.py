@@ -40,6 +40,21 @@ def test_dtype_is_honoured():
     assert next(model.parameters()).dtype == torch.bfloat16
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_dtype_is_bfloat16_only_where_it_runs_natively_and_a_slow_bfloat16_is_said_once(native, monkeypatch, capsys):
+    import redline.models as models
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    monkeypatch.setattr(models, "_SLOW_BF16_SAID", False)
+    assert models.fast_bfloat16("cpu") is native
+    assert models.resolve_dtype("auto", "cpu") == ("bfloat16" if native else "float32")
+    assert models.resolve_dtype("float16", "cpu") == "float16"  # a dtype given is kept
+    load_causal_lm("tiny-random", dtype="bfloat16", device="cpu")
+    load_causal_lm("tiny-random", dtype="bfloat16", device="cpu")
+    said = capsys.readouterr().err.count("this CPU has no native bfloat16")
+    assert said == (0 if native else 1)
+
+
 def test_reward_model_has_one_output_and_knows_its_pad_token():
     model = load_reward_model("tiny-random", device="cpu")
     tokenizer = load_tokenizer("tiny-random")

@@ -41,7 +41,8 @@ def run_script(tmp_path: Path, mode: str = "judge", **env: str) -> tuple[subproc
         stub = tmp_path / f"stub-{name}"
         stub.write_text(text.format(log=log))
         stub.chmod(0o755)
-    settings = ("RUNS", "RUNS_RL", "ITERS", "JUDGE_AT", "PROCS", "FAIL", "SLOW")  # none from the caller's shell
+    settings = ("RUNS", "RUNS_RL", "ITERS", "JUDGE_AT", "PROCS", "FAIL", "SLOW", "BF16")  # none from the caller's shell
+    env = {"BF16": "1", **env}  # as on the AVX-512 CPUs RESULTS' runs had (else the stub python would be asked)
     # output to files, not pipes: the call returns when the script exits, not when the last job it left closes a pipe
     with open(tmp_path / "out.txt", "w") as out, open(tmp_path / "err.txt", "w") as err:
         code = subprocess.Popen(["bash", str(ROOT / "scripts" / "instructgpt_ppo_aug.sh"), mode], stdout=out,
@@ -168,6 +169,17 @@ def test_over_two_processes_each_run_is_launched_by_torchrun_one_after_the_other
         f"{runs}/test_ppo_noptx_aug_it5.jsonl", f"{runs}/test_ppo_ptx_aug_it5.jsonl"]
     assert sorted(c.split("--out ")[1] for c in calls if c.startswith("evaluate")) == sorted(
         f"{runs}/eval_{run}_it5_{judge}" for run in ("ppo_ptx_aug", "ppo_noptx_aug") for judge in ("oracle", "reward"))
+
+
+def test_bfloat16_only_where_the_cpu_has_it_natively(tmp_path):
+    """On an AVX2-only CPU bf16 trained ~12x slower than float32: there the runs and their answers are float32."""
+    for bf16, base, dtype in (("1", True, "bfloat16"), ("0", False, "float32")):
+        runs = a_world(tmp_path / bf16, [])
+        _, calls = run_script(tmp_path / bf16, "all", RUNS=str(runs), ITERS="5", RUNS_RL="ppo_ptx_aug", BF16=bf16)
+        ppo = [c for c in calls if c.startswith("train ppo")]
+        assert len(ppo) == 1 and ("--bf16-base" in ppo[0]) is base
+        generated = [c for c in calls if c.startswith("generate")]
+        assert generated and all(f"--dtype {dtype} " in c for c in generated)
 
 
 def test_the_runs_themselves_are_judged_before_their_copies(tmp_path):
