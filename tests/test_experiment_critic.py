@@ -46,6 +46,8 @@ def test_sizes_iterations_and_both_responders_are_judged_then_a_rerun_resumes(da
     table = (out / "results.md").read_text()
     assert "| test | 2 | 1 |" in table and "| good | 4 | 2 |" in table
     assert (out / "win_rates.png").stat().st_size > 0
+    assert json.loads((out / "config.json").read_text())["sizes"] == "2,4"  # the settings, written once
+    assert not (out / "experiment_config.json").exists()
     for n in (2, 4):  # the revise settings reach every size's revisions
         assert json.loads((out / f"size_{n}" / "revise_test" / "summary.json").read_text())["settings"]["no_repeat_ngram"] == 3
 

@@ -206,8 +206,7 @@ def run_critic_experiment(config: CriticExperimentConfig, out: str | Path) -> di
         {"good": good_responses(test, data / "test_fixed.jsonl")} if config.good else {})
     for name, responses in sets.items():
         check_records(judge, responses, f"the {name} responses")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "experiment_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    out.mkdir(parents=True, exist_ok=True)  # its settings are OUT/config.json, written by the command (`configured`)
 
     results: dict[str, Any] = {"config": asdict(config), "sizes": {}}
     for size in sizes:
