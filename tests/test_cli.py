@@ -126,3 +126,20 @@ def test_stats_p90_is_the_nearest_rank():
     assert _distribution(list(range(1, 11)))["p90"] == 9
     assert _distribution(list(range(1, 101)))["p90"] == 90
     assert _distribution([7])["p90"] == 7 and _distribution([1, 2, 3, 4, 5])["p90"] == 5
+
+
+@pytest.mark.parametrize("before", [["--seed", "5"], ["--overwrite"], ["--judge=oracle:noisy"], ["--a", "x.jsonl"]])
+def test_flags_given_to_evaluate_before_its_subcommand_are_refused_not_dropped(before, tmp_path, capsys):
+    """argparse let the subcommand's defaults overwrite them: `evaluate --seed 5 agreement` ran with seed None."""
+    with pytest.raises(SystemExit) as exit:
+        main(["evaluate", *before, "agreement", "--a", "a.jsonl", "--b", "b.jsonl", "--judges", "oracle,oracle:noisy",
+              "--out", str(tmp_path / "o")])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{before[0].split('=')[0]} given before `evaluate agreement`" in err
+    assert not (tmp_path / "o").exists()
+    # after the subcommand they are its own, as before (here: on to the missing file)
+    assert main(["evaluate", "agreement", "--seed", "5", "--a", str(tmp_path / "a.jsonl"), "--b", "b.jsonl",
+                 "--judges", "oracle,oracle:noisy", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "given before" not in err and "a.jsonl" in err

@@ -870,6 +870,21 @@ def _release(args: argparse.Namespace) -> None:
         release_output(out, config_name=config_name, created=created, file=file, found=found)
 
 
+def _refuse_flags_before_a_subcommand(parser, argv: list[str], args) -> None:
+    """``evaluate`` takes flags of its own and has subcommands that take the same names: argparse lets a
+    subcommand's defaults overwrite what the parent took, so ``evaluate --seed 5 agreement ...`` ran with
+    seed None and ``evaluate --overwrite rankings ...`` did not overwrite. Refused, naming the flags."""
+    sub = getattr(args, "evaluate_command", None)
+    if getattr(args, "command", None) != "evaluate" or not sub:
+        return
+    start = argv.index("evaluate")
+    end = argv.index(sub, start + 1)
+    given = [a.split("=")[0] for a in argv[start + 1 : end] if a.startswith("-")]
+    if given:
+        parser.error(f"{', '.join(given)} given before `evaluate {sub}`, where it would be ignored: "
+                     f"give `evaluate {sub}`'s flags after it (redline evaluate {sub} --help)")
+
+
 def main(argv: list[str] | None = None) -> int:
     from redline.records import RecordError
 
@@ -880,6 +895,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     parser = build_parser()
     args = parser.parse_args(argv)
+    _refuse_flags_before_a_subcommand(parser, sys.argv[1:] if argv is None else argv, args)
     from redline.console import quiet
 
     try:
