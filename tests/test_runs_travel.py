@@ -123,6 +123,39 @@ def test_push_to_hub_refuses_what_is_neither_a_repo_id_nor_a_folder(tmp_path):
         push_to_hub(tmp_path / "run", str(tmp_path / "run"))
 
 
+def test_a_push_over_an_earlier_copy_replaces_it_and_a_folder_of_other_files_is_refused(tmp_path):
+    """A full model's copy over an adapter's kept the adapter's files, and loaders read those."""
+    adapter_run, full_run, dest = tmp_path / "adapter", tmp_path / "full", tmp_path / "pub"
+    for run, files in ((adapter_run, ("adapter_config.json", "adapter_model.safetensors")), (full_run, ("model.safetensors",))):
+        run.mkdir()
+        (run / "redline.json").write_text(json.dumps({"kind": "sft", "from": run.name}))
+        for name in files:
+            (run / name).write_text(run.name)
+    (adapter_run / "checkpoints").mkdir()
+    push_to_hub(adapter_run, str(dest))
+    assert sorted(p.name for p in dest.iterdir()) == ["adapter_config.json", "adapter_model.safetensors", "redline.json"]
+    push_to_hub(full_run, str(dest))
+    assert sorted(p.name for p in dest.iterdir()) == ["model.safetensors", "redline.json"]
+    assert json.loads((dest / "redline.json").read_text())["from"] == "full"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # nothing left beside it
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep")
+    with pytest.raises(RedlineError, match="not a published run"):
+        push_to_hub(full_run, str(other))
+    assert [p.name for p in other.iterdir()] == ["notes.txt"]
+
+
+def test_a_damaged_card_is_named_by_its_file(tmp_path, capsys):
+    run = tmp_path / "broken"
+    run.mkdir()
+    (run / "redline.json").write_text('{"kind": "sft",\n')
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"prompt": "hi"}) + "\n")
+    assert main(["generate", "--model", str(run), "--prompts", str(prompts), "--out", str(tmp_path / "g.jsonl")]) == 2
+    assert f"{run / 'redline.json'}: not JSON" in capsys.readouterr().err  # was a bare "Expecting property name ..."
+
+
 def test_a_run_on_a_base_folder_given_relative_loads_from_any_directory_and_moves_with_it(tmp_path, monkeypatch):
     """`train sft --model base` names a folder from where it ran only: read from another working directory, the
     run found no base. Its card names the folder absolutely (adapter_config.json too, for plain PEFT) and from the

@@ -146,13 +146,24 @@ def tiny_random_dir() -> Path:
     return _atomic_dir(cache_dir() / "tiny-random-llama", _build_tiny_random)
 
 
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object from a run folder, or one error naming the file (a bare JSONDecodeError named none)."""
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RedlineError(f"{path}: not JSON ({e}): {what} is damaged; rerun the command that wrote the run") from None
+    if not isinstance(data, dict):
+        raise RedlineError(f"{path}: {what} should be a JSON object")
+    return data
+
+
 def run_info(path: str | os.PathLike) -> dict[str, Any]:
     """The ``redline.json`` of a run folder, or {} if the path is not one; its ``base_model`` as this
     process finds it (``run_base``)."""
     info = Path(path) / RUN_INFO
     if not info.is_file():
         return {}
-    card = json.loads(info.read_text())
+    card = _read_json(info, "the run's card")
     if card.get("base_model"):
         card["base_model"] = run_base(Path(path), card)
     return card
@@ -286,7 +297,7 @@ def _load(auto_cls, name: str, dtype: str, device: str, merge_lora: bool = False
     if info.get("adapter"):
         from peft import PeftModel
 
-        task = json.loads((Path(path) / "adapter_config.json").read_text()).get("task_type")
+        task = _read_json(Path(path) / "adapter_config.json", "the adapter's config").get("task_type")
         if task == "CAUSAL_LM" and not auto_cls.__name__.endswith("CausalLM"):
             # A reward model that starts from a LoRA SFT run (the paper's start): the SFT adapter folded into
             # the language model, whose body then carries the new head (PEFT cannot put a causal-LM adapter on it).
@@ -692,7 +703,22 @@ def push_to_hub(out: str | os.PathLike, repo: str) -> str:
         dest = Path(local).expanduser()
         if dest.resolve() == out.resolve():
             raise RedlineError(f"--push-to-hub {repo} is the run folder itself")
-        shutil.copytree(out, dest, ignore=shutil.ignore_patterns("checkpoints", "*.tmp"), dirs_exist_ok=True)
+        if dest.exists() and any(dest.iterdir()) and not (dest / RUN_INFO).is_file():
+            raise RedlineError(f"--push-to-hub {repo}: the folder holds files that are not a published run; "
+                               "give a new or empty folder")
+        # Copied beside it, then swapped in: a copy over an earlier one merged the two (a full model's copy over an
+        # adapter's kept the adapter's files, which loaders then read), and a copy cut short left a mix.
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+        shutil.copytree(out, staging, ignore=shutil.ignore_patterns("checkpoints", "*.tmp"), dirs_exist_ok=True)
+        if dest.exists():
+            old = dest.with_name(f".{dest.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            dest.rename(old)
+            staging.rename(dest)
+            shutil.rmtree(old)
+        else:
+            staging.rename(dest)
         return str(dest)
     if not _is_hub_name(repo):
         raise RedlineError(f"--push-to-hub {repo!r} is not a hub repo id (org/name) or a local folder")
