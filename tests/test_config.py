@@ -4,6 +4,7 @@ resolved config a run writes beside its outputs repeats the run."""
 
 import dataclasses
 import json
+from dataclasses import dataclass
 import typing
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import yaml
 
 from redline import RedlineError
 from redline.cli import build_parser, main
-from redline.config import _base_type, _sequence_item, settings_from_args, write_config
+from redline.config import (FINGERPRINT, FOLDER_DIGEST, _base_type, _digest_folder, _sequence_item, claim_output, differences,
+                            fingerprint, input_digest, named_path, settings_from_args, write_config)
 
 
 def commands():
@@ -352,8 +354,6 @@ def test_a_data_folder_edited_in_place_is_another_input_even_at_its_size(tmp_pat
     older = {**recorded, "inputs": {"data": {**recorded["inputs"]["data"], "digest": _digest_folder(data, form=2)}}}
     stamp.write_text(json.dumps(older))
     claim_output(out, Job(str(data)), command="job")  # a run that recorded the second form resumes on the same folder
-    (data / "adapter_model.safetensors").write_bytes(b"v" * 64)  # weights: by name and size, not read whole
-    claim_output(out, Job(str(data)), command="job")
     (data / "test.jsonl").write_text('{"id": "1", "prompt": "p", "response": "no!"}\n')  # the same size
     with pytest.raises(RedlineError, match="--data: .* is not what the run read"):
         claim_output(out, Job(str(data)), command="job")
@@ -393,3 +393,205 @@ def test_a_reward_model_judge_retrained_in_place_is_another_judge(tmp_path, monk
         claim_output(out, Job("reward:rm"), command="job")
     hub = fingerprint(Job("reward:org/hub-model"), "job")  # not on this machine: compared as text
     assert hub["settings"]["judge"] == "reward:org/hub-model" and "judge" not in hub["inputs"]
+
+
+# ----------------------------------------------------------------------------- what a fingerprint reads
+
+
+@dataclass
+class Job:
+    """A command's config as claim_output sees it: inputs by field, one setting."""
+
+    data: str = ""
+    model: str = ""
+    judges: str = ""
+    steps: int = 1
+
+
+def run_folder(path: Path, date: str = "2026-01-01", threads: int = 2) -> Path:
+    """A finished training run as a reader of its model finds it, with what the run writes about itself."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "model.safetensors").write_bytes(b"w" * 64)
+    (path / "redline.json").write_text(json.dumps({"kind": "sft", "date": date, "command": f"redline train --threads {threads}",
+                                                   "metrics": {"final_loss": 1.5}}, indent=2))
+    (path / "train_config.json").write_text(json.dumps({"threads": threads}))
+    (path / "fingerprint.json").write_text(json.dumps({"free": ["threads"], "given": f"./{date}"}))
+    (path / "train_log.jsonl").write_text(f'{{"loss": 1.5, "date": "{date}"}}\n')
+    (path / "training_curve.png").write_bytes(date.encode())
+    return path
+
+
+def test_overwrite_refuses_an_output_that_is_or_holds_the_runs_own_input(jsonl, tmp_path, capsys):
+    """`generate --prompts p.jsonl --out p.jsonl --overwrite` removed p.jsonl, then failed to read it. An OUT that
+    is an input, or a folder holding one, is refused before anything is refused or removed, naming flag and path."""
+    prompts = jsonl([{"id": "a", "prompt": "p"}], "p.jsonl")
+    before = prompts.read_text()
+    assert main(["generate", "--model", "tiny-random", "--prompts", str(prompts), "--out", str(prompts), "--overwrite"]) == 2
+    assert f"--out {prompts} is the run's input --prompts {prompts}: --overwrite would remove it" in capsys.readouterr().err
+    assert prompts.read_text() == before
+
+    out = tmp_path / "run"
+    claim_output(out, Job(data=str(jsonl([{"id": "a"}], "d.jsonl"))), command="job")
+    (out / "result.txt").write_text("done")
+    inside = jsonl([{"id": "b"}], "run/d.jsonl")  # the input now lies inside OUT
+    for overwrite in (True, False):
+        with pytest.raises(RedlineError, match=f"--out {out} holds the run's input --data {inside}"):
+            claim_output(out, Job(data=str(inside)), command="job", overwrite=overwrite)
+    assert inside.is_file() and (out / "result.txt").is_file()
+    with pytest.raises(RedlineError, match="holds the run's input --judges reward:"):  # one of a list of inputs
+        claim_output(tmp_path, Job(judges=f"oracle,reward:{out}"), command="job", overwrite=True)
+    assert (out / "result.txt").is_file()
+
+
+def test_a_noop_rerun_of_an_upstream_run_keeps_its_digest(tmp_path):
+    """A rerun rewrites the run's notes about itself (fingerprint.json and train_config.json with the free --threads
+    and the path as typed, train_log.jsonl, training_curve.png, the card's date and command): the runs that read it
+    must still resume. What the card says of the model, and the model, still count."""
+    upstream = run_folder(tmp_path / "up")
+    digest = input_digest(str(upstream))
+    run_folder(upstream, date="2026-02-02", threads=1)
+    assert input_digest(str(upstream)) == digest
+    card = json.loads((upstream / "redline.json").read_text())
+    (upstream / "redline.json").write_text(json.dumps(card, sort_keys=True))  # rewritten in another layout: the same
+    assert input_digest(str(upstream)) == digest
+    (upstream / "redline.json").write_text(json.dumps({**card, "metrics": {"final_loss": 2.5}}))
+    assert input_digest(str(upstream)) != digest
+
+    # claiming the finished run again, with another --threads and the data spelled otherwise, leaves its digest
+    from redline.train.sft import DemonstrationConfig
+
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"prompt": "p", "response": "r"}\n')
+    run = run_folder(tmp_path / "sft")
+    (run / FINGERPRINT).unlink()  # the first claim writes the run's own
+    (run / "train_config.json").unlink()
+    claim = dict(command="train sft", config_name="train_config.json")
+    claim_output(run, DemonstrationConfig(model="tiny-random", data=str(data), max_steps=2, threads=2), **claim)
+    digest = input_digest(str(run))
+    claim_output(run, DemonstrationConfig(model="tiny-random", data=f"{tmp_path}/./d.jsonl", max_steps=2, threads=1), **claim)
+    assert input_digest(str(run)) == digest
+
+
+def test_a_run_that_recorded_the_third_form_resumes_on_the_unchanged_folder(tmp_path):
+    """Runs begun before the fourth form recorded "folder-sha256/3:" (bookkeeping counted): they resume while the
+    folder they read is as it was, and from then on carry the fourth form; a rewritten fingerprint.json is a change
+    the third form cannot leave out."""
+    model = run_folder(tmp_path / "model")
+    out = tmp_path / "run"
+    claim_output(out, Job(model=str(model)), command="job")
+    (out / "result.txt").write_text("half done")
+    stamp = out / FINGERPRINT
+    older = json.loads(stamp.read_text())
+    older["inputs"]["model"]["digest"] = _digest_folder(model, form=3)
+    assert older["inputs"]["model"]["digest"].startswith("folder-sha256/3:")
+    stamp.write_text(json.dumps(older))
+    claim_output(out, Job(model=str(model)), command="job")
+    assert json.loads(stamp.read_text())["inputs"]["model"]["digest"].startswith(FOLDER_DIGEST)
+    stamp.write_text(json.dumps(older))
+    run_folder(model, threads=1)
+    with pytest.raises(RedlineError, match="--model: .* is not what the run read"):
+        claim_output(out, Job(model=str(model)), command="job")
+
+
+def test_weights_replaced_by_others_of_the_same_size_are_another_input(tmp_path, monkeypatch):
+    """Weights (and any file over READ_WHOLE) are known by a sample of their bytes, not only name and size."""
+    import redline.config
+
+    model = tmp_path / "model"
+    model.mkdir()
+    weights = model / "model.safetensors"
+    size = (3 << 20) + 12345
+    weights.write_bytes(b"a" * size)
+    digest = input_digest(str(model))
+    weights.write_bytes(b"b" * size)  # a retrain: every tensor's bytes change
+    assert input_digest(str(model)) != digest
+    middle = bytearray(weights.read_bytes())
+    at = size * 8 // 17 + 100  # in the eighth of the sixteen blocks between the two ends
+    middle[at: at + 8] = b"12345678"
+    digest = input_digest(str(model))
+    weights.write_bytes(bytes(middle))
+    assert input_digest(str(model)) != digest
+
+    monkeypatch.setattr(redline.config, "READ_WHOLE", 1024)
+    big = model / "corpus.txt"
+    big.write_bytes(b"x" * 4096)
+    digest = input_digest(str(model))
+    big.write_bytes(b"y" * 4096)
+    assert input_digest(str(model)) != digest
+
+
+def test_a_data_folder_with_a_split_is_digested_and_its_split_compared(tmp_path, monkeypatch):
+    """`--data FOLDER:split` (records.split_source) names the folder: its content is compared, and the split."""
+    monkeypatch.chdir(tmp_path)
+    Path("hf/train").mkdir(parents=True)
+    Path("hf/train/data.arrow").write_bytes(b"rows")
+    first = fingerprint(Job(data="hf:train"), "job")
+    assert first["inputs"]["data"]["digest"].startswith(FOLDER_DIGEST) and first["inputs"]["data"]["split"] == "train"
+    assert differences(first, fingerprint(Job(data="./hf:train"), "job")) == []
+    assert differences(first, fingerprint(Job(data="hf:test"), "job")) == ["--data: 'hf:test' here, 'hf:train' in the run"]
+    Path("hf/train/data.arrow").write_bytes(b"other rows")
+    assert differences(first, fingerprint(Job(data="hf:train"), "job")) == [
+        "--data: hf:train is not what the run read (hf:train, other content)"]
+    assert fingerprint(Job(data="gone:train"), "job")["settings"]["data"] == "gone:train"  # no such folder: text
+
+
+def test_the_built_in_model_names_are_never_a_folder_of_that_name(tmp_path, monkeypatch):
+    """models.resolve never reads a folder called tiny-random or embedded: one in the working folder is not the input."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("tiny-random", "embedded"):
+        Path(name).mkdir()
+        Path(name, "model.safetensors").write_bytes(b"w")
+        stamp = fingerprint(Job(model=name), "job")
+        assert named_path(name) is None and stamp["settings"]["model"] == name and "model" not in stamp["inputs"]
+        assert "model" in fingerprint(Job(model=f"./{name}"), "job")["inputs"]  # the folder, spelled as one
+
+
+def test_a_judge_spec_recorded_in_an_older_form_is_compared_on_its_model(tmp_path, monkeypatch):
+    """An older-form digest is recomputed on the folder the value names: for `reward:rm`, rm (not `reward:rm`)."""
+    monkeypatch.chdir(tmp_path)
+    run_folder(Path("rm"))
+    out = tmp_path / "run"
+    claim_output(out, Job(judges="reward:rm"), command="job")
+    (out / "result.txt").write_text("half done")
+    stamp = out / FINGERPRINT
+    older = json.loads(stamp.read_text())
+    older["inputs"]["judges"]["digest"] = _digest_folder(Path("rm"), form=2)
+    stamp.write_text(json.dumps(older))
+    claim_output(out, Job(judges="reward:rm"), command="job")  # resumes
+
+
+def test_a_list_of_inputs_is_digested_item_by_item(tmp_path, monkeypatch):
+    """`--judges reward:rm,oracle`, `--responses a.jsonl,b.jsonl`: each item that names something here is compared by
+    content, the others as text, and the difference names the item. A single path is recorded as before."""
+    monkeypatch.chdir(tmp_path)
+    run_folder(Path("rm"))
+    Path("a.jsonl").write_text("a\n")
+    Path("b.jsonl").write_text("b\n")
+    out = tmp_path / "run"
+    claim_output(out, Job(data="a.jsonl,b.jsonl", judges="reward:rm,oracle"), command="job")
+    (out / "result.txt").write_text("half done")
+    claim_output(out, Job(data=f"{tmp_path}/a.jsonl, b.jsonl", judges="reward:rm,oracle"), command="job")  # resumes
+    Path("rm/model.safetensors").write_bytes(b"v" * 64)  # retrained in place
+    Path("b.jsonl").write_text("c\n")
+    with pytest.raises(RedlineError) as refused:
+        claim_output(out, Job(data="a.jsonl,b.jsonl", judges="reward:rm,oracle"), command="job")
+    assert "--data: b.jsonl is not what the run read (of a.jsonl,b.jsonl)" in str(refused.value)
+    assert "--judges: reward:rm is not what the run read (of reward:rm,oracle)" in str(refused.value)
+    with pytest.raises(RedlineError, match=r"--judges: reward:rm, scripted are not what the run read \(of reward:rm,scr"):
+        claim_output(out, Job(data="a.jsonl,b.jsonl", judges="reward:rm,scripted"), command="job")
+    with pytest.raises(RedlineError, match="--data: 'a.jsonl' here, '.*a.jsonl, b.jsonl' in the run"):
+        claim_output(out, Job(data="a.jsonl", judges="reward:rm,oracle"), command="job")
+
+    # a run that recorded the list as text (before lists were digested) resumes under the same text
+    stamp = out / FINGERPRINT
+    older = json.loads(stamp.read_text())
+    del older["inputs"]["judges"]
+    older["settings"]["judges"] = "reward:rm,oracle"
+    stamp.write_text(json.dumps(older))
+    Path("b.jsonl").write_text("b\n")
+    claim_output(out, Job(data="a.jsonl,b.jsonl", judges="reward:rm,oracle"), command="job")
+
+    single = fingerprint(Job(data="a.jsonl"), "job")["inputs"]["data"]
+    assert single == {"path": str(tmp_path / "a.jsonl"), "digest": input_digest("a.jsonl"), "given": "a.jsonl"}
+    Path("x,y.jsonl").write_text("xy\n")  # a file whose name holds a comma is one input
+    assert set(fingerprint(Job(data="x,y.jsonl"), "job")["inputs"]["data"]) == {"path", "digest", "given"}

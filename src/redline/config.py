@@ -19,11 +19,13 @@ did not give keep the dataclass defaults. A field's metadata says more:
                 (``check_unless``). A flag counts as given; a config file's value only where it is not the
                 field's default, as a run's resolved config holds every field. A flag of either one
                 replaces the config file's value of the other, as flags override the file
+    read_first  the command reads this input before it claims its output, so OUT may hold it (``evaluate
+                table`` grows its own table.json): not refused as an input inside OUT (``claim_output``)
 
 ``--config FILE`` (YAML or JSON) starts from a file of field values, such as the resolved config a run
 wrote beside its outputs; flags given on the command line override it. ``--overwrite`` starts a
 resumable run over instead of refusing an output that holds a run with another fingerprint
-(``claim_output``).
+(``claim_output``); an output that is, or holds, one of the run's inputs is refused either way.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ from pathlib import Path
 from typing import Any
 
 from redline import RedlineError
-from redline.records import write_text_atomic
+from redline.models import EMBEDDED, TINY_RANDOM
+from redline.records import split_source, write_text_atomic
 
 FINGERPRINT = "fingerprint.json"
 # an older redline's run folder holds one of these (and `--overwrite` removes only a folder that does)
@@ -285,7 +288,18 @@ def config_dict(config) -> dict[str, Any]:
 
 def write_config(path: str | os.PathLike, config) -> Path:
     """The resolved config, for ``--config`` to repeat the run."""
-    return write_text_atomic(path, json.dumps(config_dict(config), indent=2) + "\n")
+    return _write_if_changed(Path(path), json.dumps(config_dict(config), indent=2) + "\n")
+
+
+def _write_if_changed(path: Path, text: str) -> Path:
+    """Write ``text`` (atomically: never torn) unless ``path`` holds it already: a rerun that changes nothing
+    leaves a finished run's folder as it was."""
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return path
+    except (OSError, UnicodeDecodeError):
+        pass
+    return write_text_atomic(path, text)
 
 
 # ----------------------------------------------------------------------------- fingerprints
@@ -302,43 +316,106 @@ def _digest_file(path: Path) -> str:
 # What a folder's digest leaves out: a model card describes the model (its figures, how it is used) and is edited
 # after training; editing it must not make a run that read the model refuse to resume.
 DOCUMENTATION = frozenset({"README.md"})
+# What a run writes about itself, not what a reader of its model reads: a rerun rewrites them (free settings such as
+# --threads, the path as typed, another log line), and counting them made a no-op rerun of an upstream run strand
+# every run that read it. Left out from the fourth form on, at any depth (a `train pit` run's stages).
+BOOKKEEPING = frozenset({FINGERPRINT, "train_config.json", "train_log.jsonl", "training_curve.png"})
+RUN_CARD, CARD_STAMP = "redline.json", ("date", "command")  # the card is read without when and how it was written
 # The digest's forms, oldest first: "folder-sha256:" counted the model card (before the twentieth session),
 # "folder-sha256/2:" read only small JSON files' content (the thirty-first: an edit of DATA/test.jsonl that kept
-# its size went unseen); a run that recorded an older form is compared in that form.
-FOLDER_DIGESTS = ("folder-sha256:", "folder-sha256/2:", "folder-sha256/3:")
+# its size went unseen), "folder-sha256/3:" counted BOOKKEEPING and the card's date, and knew weights by name and size
+# only; a run that recorded an older form is compared in that form (``same_input``).
+FOLDER_DIGESTS = ("folder-sha256:", "folder-sha256/2:", "folder-sha256/3:", "folder-sha256/4:")
 FOLDER_DIGEST = FOLDER_DIGESTS[-1]
 WEIGHTS = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt", ".h5", ".msgpack", ".onnx")
 READ_WHOLE = 64 << 20  # a file under this, not weights, is digested by its content
+SAMPLE_ENDS, SAMPLE_BLOCK, SAMPLE_BLOCKS = 1 << 20, 64 << 10, 16  # what a weights file is known by (``_sample``)
 
 
 def _digest_folder(folder: Path, *, form: int = len(FOLDER_DIGESTS)) -> str:
     """A folder (a model run, a data folder): every file's name and size, and the content of every file that is
-    not weights and under ``READ_WHOLE`` (data, configs, tokenizers; a run's redline.json changes with every
-    training): weights are known by name and size, as hashing gigabytes on every resume would cost minutes.
-    Checkpoints, hidden files and the model card (``DOCUMENTATION``) are left out. ``form``: 1 and 2, the older
-    digests (``FOLDER_DIGESTS``), for runs that recorded them."""
+    not weights and under ``READ_WHOLE`` (data, configs, tokenizers, the run's card); weights and larger files by a
+    sample of their bytes (``_sample``), as hashing gigabytes on every resume would cost minutes. Checkpoints,
+    hidden files, the model card (``DOCUMENTATION``) and a run's notes about itself (``BOOKKEEPING``, and the
+    card's ``CARD_STAMP``) are left out. ``form``: 1 to 3, the older digests (``FOLDER_DIGESTS``), for runs that
+    recorded them."""
     h = hashlib.sha256()
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder)
         if not path.is_file() or rel.parts[0] in ("checkpoints",) or any(p.startswith(".") for p in rel.parts):
             continue
-        if form > 1 and rel.as_posix() in DOCUMENTATION:
+        if (form > 1 and rel.as_posix() in DOCUMENTATION) or (form > 3 and path.name in BOOKKEEPING):
             continue
         size = path.stat().st_size
-        h.update(f"{rel.as_posix()}\0{size}\0".encode())
-        if (path.suffix == ".json" and size < 1 << 20) if form < 3 else (path.suffix not in WEIGHTS and size < READ_WHOLE):
+        card = _card(path) if form > 3 and path.name == RUN_CARD and size < READ_WHOLE else None
+        h.update(f"{rel.as_posix()}\0{size if card is None else len(card)}\0".encode())
+        if form < 3:
+            if path.suffix == ".json" and size < 1 << 20:
+                h.update(path.read_bytes())
+        elif card is not None:
+            h.update(card)
+        elif path.suffix not in WEIGHTS and size < READ_WHOLE:
             h.update(path.read_bytes())
+        elif form > 3:
+            h.update(_sample(path, size))
     return FOLDER_DIGESTS[form - 1] + h.hexdigest()
 
 
-def same_input(now: dict[str, str], then: dict[str, str]) -> bool:
-    """Whether an input (``{"path", "digest"}``) is what a run read; a folder digest recorded in an older form
-    (``FOLDER_DIGESTS``) is recomputed in that form."""
+def _card(path: Path) -> bytes:
+    """A run's redline.json as canonical JSON without ``CARD_STAMP``: a rerun that trains nothing new may write
+    it again under another date and command line. Not JSON: its bytes."""
+    data = path.read_bytes()
+    try:
+        card = json.loads(data)
+    except ValueError:
+        return data
+    if not isinstance(card, dict):
+        return data
+    return json.dumps({k: v for k, v in card.items() if k not in CARD_STAMP}, sort_keys=True).encode()
+
+
+def _sample(path: Path, size: int) -> bytes:
+    """A weights file (or any file over ``READ_WHOLE``) by its first and last MiB and 16 evenly spaced 64 KiB blocks
+    between: other weights of the same size (a retrain changes every tensor) differ there, for milliseconds where
+    reading gigabytes whole would cost minutes. A change confined to bytes between the blocks goes unseen."""
+    spots = [(0, SAMPLE_ENDS), (max(size - SAMPLE_ENDS, 0), SAMPLE_ENDS)]
+    spots += [(size * i // (SAMPLE_BLOCKS + 1), SAMPLE_BLOCK) for i in range(1, SAMPLE_BLOCKS + 1)]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for offset, length in spots:
+            f.seek(offset)
+            h.update(f.read(length))
+    return h.digest()
+
+
+def same_input(now: dict[str, Any], then: dict[str, Any]) -> bool:
+    """Whether an input (``{"path", "digest", "given"}``) is what a run read; a folder digest recorded in an older
+    form (``FOLDER_DIGESTS``) is recomputed in that form, on the folder the value names (a judge spec's model too).
+    A data folder's split must be the same; a list of inputs (``items``) is compared item by item."""
+    if now.get("split") != then.get("split"):
+        return False
+    if "items" in now or "items" in then:
+        return not changed_items(now, then)
     if now["digest"] == then["digest"]:
         return True
-    path = Path(now["path"].split("?")[0])
+    path = named_path(now.get("given", now["path"]))
     older = [form for form, prefix in enumerate(FOLDER_DIGESTS[:-1], start=1) if then["digest"].startswith(prefix)]
-    return bool(older) and path.is_dir() and _digest_folder(path, form=older[0]) == then["digest"]
+    return bool(older) and path is not None and path.is_dir() and _digest_folder(path, form=older[0]) == then["digest"]
+
+
+def changed_items(now: dict[str, Any], then: dict[str, Any]) -> list[str]:
+    """The items of a list of inputs (``a.jsonl,b.jsonl``; ``reward:rm,oracle``) that are not what the run read, as
+    given; every item when the two lists differ in length or one is a single input."""
+    a, b = now.get("items"), then.get("items")
+    if a is None or b is None or len(a) != len(b):
+        return [item["given"] for item in a or [now]]
+
+    def same(x: dict[str, Any], y: dict[str, Any]) -> bool:  # by content where both name something here, else as text
+        if "digest" in x and "digest" in y:
+            return same_input(x, y)
+        return "digest" not in x and "digest" not in y and x["given"] == y["given"]
+
+    return [x["given"] for x, y in zip(a, b) if not same(x, y)]
 
 
 # Judge specs whose body is a model on this machine: its content, not the spec's text, is what a run read
@@ -347,13 +424,21 @@ MODEL_SPECS = ("reward:",)
 
 
 def named_path(value: Any) -> Path | None:
-    """The file or folder a field's value names (a path, or a ``reward:PATH?options`` judge spec), else None."""
+    """The file or folder a field's value names (a path, a ``reward:PATH?options`` judge spec, the folder of a
+    ``FOLDER:split`` whose folder exists), else None. The built-in model names are never a folder here, as
+    ``models.resolve`` reads no folder of that name."""
     if not isinstance(value, (str, os.PathLike)) or not str(value):
         return None
-    text = str(value).split("?")[0]
+    text = str(value).split("?")[0]  # os.path's tests, unlike Path's, take a setting too long for a name as False
     for prefix in MODEL_SPECS:
-        if text.startswith(prefix) and Path(text[len(prefix):]).exists():
+        if text.startswith(prefix) and os.path.exists(text[len(prefix):]):
             text = text[len(prefix):]
+    if text in (EMBEDDED, TINY_RANDOM):
+        return None
+    if not os.path.exists(text):
+        folder, split = split_source(text)
+        if split and os.path.isdir(folder):
+            text = folder
     return Path(text)
 
 
@@ -372,20 +457,49 @@ def input_digest(value: Any) -> str | None:
     return None
 
 
+def _input(value: Any) -> dict[str, Any] | None:
+    """What a run records of an input: the path (resolved where the value is one), the digest, the value as given,
+    and the split of a ``FOLDER:split``; None where the value names nothing on this machine."""
+    digest = input_digest(value)
+    if digest is None:
+        return None
+    given = str(value)
+    path = named_path(given)
+    record = {"path": str(Path(given).resolve()) if path == Path(given.split("?")[0]) else given, "digest": digest,
+              "given": given}
+    folder, split = split_source(given.split("?")[0])
+    if split and path == Path(folder):
+        record["split"] = split
+    return record
+
+
+def _inputs(value: Any) -> dict[str, Any] | None:
+    """``_input`` of a value; for a comma-separated one naming several (``--responses a.jsonl,b.jsonl``, ``--judges
+    reward:rm,oracle``), a list: each item as ``_input`` records it, or ``{"given"}`` for one that names nothing here
+    (``oracle``), under one digest of them all. A value that names one path, commas and all, is that path."""
+    record = _input(value)
+    if record is not None or not isinstance(value, str) or "," not in value:
+        return record
+    items = [_input(part) or {"given": part} for part in (p.strip() for p in value.split(",")) if part]
+    if not any("digest" in item for item in items):
+        return None
+    digest = hashlib.sha256(json.dumps([item.get("digest", item["given"]) for item in items]).encode()).hexdigest()
+    return {"path": value, "digest": "list-sha256:" + digest, "given": value, "items": items}
+
+
 def fingerprint(config, command: str) -> dict[str, Any]:
     """What determines a run's outputs: the settings that change results, and a digest of each input
-    (a field whose value is a file or folder is compared by content, not by the path's spelling)."""
+    (a field whose value is a file or folder, or a list of them, is compared by content, not by the path's
+    spelling)."""
     settings, inputs, free, defaults = {}, {}, [], {}
     values = config_dict(config)
     for f in fields(config):
         if f.metadata.get("result", True) is False:
             free.append(f.name)
             continue
-        digest = input_digest(getattr(config, f.name))
-        if digest is not None:
-            given = str(getattr(config, f.name))
-            path = str(Path(given).resolve()) if named_path(given) == Path(given.split("?")[0]) else given
-            inputs[f.name] = {"path": path, "digest": digest, "given": given}
+        record = _inputs(getattr(config, f.name))
+        if record is not None:
+            inputs[f.name] = record
         else:
             settings[f.name] = values[f.name]
             if f.default is not dataclasses.MISSING and isinstance(f.default, (str, int, float, bool, type(None))):
@@ -409,7 +523,7 @@ def differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
             if a and not b and old_settings.get(name) == a.get("given"):
                 continue  # a judge spec an older redline recorded as text: the same spec
             if a and b:
-                out.append(f"{flag_name(name)}: {a['path']} is not what the run read ({b['path']}, other content)")
+                out.append(_input_change(name, a, b))
             else:
                 shown_now = a["path"] if a else now["settings"].get(name)
                 shown_then = b["path"] if b else old_settings.get(name)
@@ -420,6 +534,19 @@ def differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
         if now["settings"].get(name, "<unset>") != old_settings.get(name, "<unset>"):
             out.append(f"{flag_name(name)}: {now['settings'].get(name)!r} here, {old_settings.get(name)!r} in the run")
     return out
+
+
+def _input_change(name: str, now: dict[str, Any], then: dict[str, Any]) -> str:
+    """One phrase for an input that is not what the run read: another split or another list, the items of a list
+    that changed, or other content."""
+    flag = flag_name(name)
+    if len(now.get("items", [now])) != len(then.get("items", [then])) or now.get("split") != then.get("split"):
+        return f"{flag}: {now['given']!r} here, {then.get('given', then['path'])!r} in the run"
+    if "items" in now or "items" in then:
+        changed = changed_items(now, then)
+        return (f"{flag}: {', '.join(changed)} {'is' if len(changed) == 1 else 'are'} not what the run read "
+                f"(of {now['given']})")
+    return f"{flag}: {now['path']} is not what the run read ({then['path']}, other content)"
 
 
 def sidecar(out: Path, name: str, file: bool = False) -> Path:
@@ -441,7 +568,9 @@ def claim_output(out: str | os.PathLike, config, *, command: str, overwrite: boo
     """Make ``out`` this run's: refuse one that holds a run with another fingerprint, unless ``overwrite``
     (which removes it and starts over); then write the fingerprint and the resolved config beside it.
 
-    A rerun with the same fingerprint resumes. An output with results but no fingerprint (an older
+    An ``out`` that is, or is a folder holding, an input of the run is refused first, ``overwrite`` or not: the
+    run would remove or write over what it reads. A rerun with the same fingerprint resumes; the two files are
+    written only where they change. An output with results but no fingerprint (an older
     redline) is compared by the resolved config it holds, when it holds one; with neither, it is taken
     only when it holds nothing but ``seeded`` names (stages of this command placed there to start from,
     as scripts do with PIT's SFT), and refused otherwise, so no run writes into a folder of other files.
@@ -451,6 +580,7 @@ def claim_output(out: str | os.PathLike, config, *, command: str, overwrite: boo
     """
     out = Path(out)
     now = fingerprint(config, command)
+    _refuse_own_input(out, config, now, overwrite)
     stamp = sidecar(out, FINGERPRINT, file)
     config_path = sidecar(out, config_name, file)
     found = None if file or stamp.exists() else _contents(out, config_name)
@@ -478,9 +608,28 @@ def claim_output(out: str | os.PathLike, config, *, command: str, overwrite: boo
         _remove_run(out, stamp, config_path, file)
         print(f"redline: --overwrite: removed the earlier run in {out}", file=sys.stderr)
     (out.parent if file else out).mkdir(parents=True, exist_ok=True)
-    write_text_atomic(stamp, json.dumps(now, indent=2, default=str) + "\n")  # rewritten on every resume: never torn
+    _write_if_changed(stamp, json.dumps(now, indent=2, default=str) + "\n")  # a resume may change free settings
     write_config(config_path, config)
     return found
+
+
+def _refuse_own_input(out: Path, config, now: dict[str, Any], overwrite: bool) -> None:
+    """Refuse an ``out`` that is, or is a folder holding, one of the run's inputs, before anything is refused or
+    removed: ``--overwrite`` would remove what the run is about to read (``generate --prompts p.jsonl --out
+    p.jsonl``), and a run would write over it. A field marked ``read_first`` is read before OUT is claimed."""
+    target = out.resolve()
+    first = {f.name for f in fields(config) if f.metadata.get("read_first")}
+    for name, record in now["inputs"].items():
+        if name in first:
+            continue
+        for item in record.get("items", [record]):
+            path = named_path(item["given"]) if "digest" in item else None
+            if path is None or (path.resolve() != target and target not in path.resolve().parents):
+                continue
+            what = "is" if path.resolve() == target else "holds"
+            harm = "--overwrite would remove it before it is read" if overwrite else "the run would write over it"
+            raise RedlineError(f"--out {out} {what} the run's input {flag_name(name)} {item['given']}: {harm}; "
+                               "choose another --out")
 
 
 def _contents(out: Path, config_name: str) -> list:

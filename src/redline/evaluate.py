@@ -964,7 +964,7 @@ class TableConfig:
     """`redline evaluate table`: finished evaluations side by side, as a table and a plot."""
 
     out: str = field(metadata={"required": True, "result": False, "help": "output folder (table.md, table.json, win_rates.png)"})
-    runs: str = field(default="", metadata={"required": True, "help": (
+    runs: str = field(default="", metadata={"required": True, "read_first": True, "help": (
         "output folders of `redline evaluate`, comma-separated, one row each (a folder of iterations: a row per "
         "iteration); FOLDER=LABEL names the row (no comma in it; default: the folder's name, or its path as given where "
         "two folders share a name), FOLDER#K keeps iteration K only (a folder whose own name holds = or # is read as it "

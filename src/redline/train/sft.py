@@ -15,7 +15,8 @@ What a run folder holds when it is done::
     RUN/README.md, redline.json  the model card: base model, data, command, date, metrics
     RUN/train_log.jsonl        every logged step (loss, learning rate, epoch)
     RUN/training_curve.png     the loss against the step
-    RUN/checkpoints/           checkpoints; an interrupted run resumes from the last one
+    RUN/checkpoints/           checkpoints; an interrupted run resumes from the last one, a finished one
+                               (its redline.json written) is not trained again
 
 InstructGPT's SFT (arXiv 2203.02155) trained 16 epochs with cosine decay and residual dropout 0.2
 on 175B-scale models; the defaults here are for a 135M model on a CPU (1 epoch, LoRA, no dropout
@@ -229,7 +230,8 @@ def train_sft(
 
     The loss covers only the completion; with ``all_turns`` it also covers every assistant turn of
     the prompt (a multi-turn conversation trains each reply; ``tokenize_turns``). ``config`` (the command's resolved config dataclass) is
-    written to RUN/train_config.json. Resumes from RUN/checkpoints when a checkpoint is there. Returns
+    written to RUN/train_config.json. Resumes from RUN/checkpoints when a checkpoint is there; a finished run (its
+    card written) is left as it is, and its card's metrics returned (``--push-to-hub`` still publishes it). Returns
     the metrics written into the model card. ``trainer_class``: an ``SFTTrainer`` subclass with its
     own loss (the critic's critique weight).
     """
@@ -237,11 +239,17 @@ def train_sft(
     from datasets import Dataset
     from trl import SFTConfig
 
-    from redline.models import (LoraSettings, ModelCard, add_lora, command_line, load_causal_lm, load_tokenizer, run_info,
-                                save_model)
+    from redline.models import (RUN_INFO, LoraSettings, ModelCard, add_lora, command_line, load_causal_lm, load_tokenizer,
+                                run_info, save_model)
 
     out = Path(out)
     check_report_to(settings.report_to)
+    if (out / RUN_INFO).is_file():
+        # save_model writes the card last: the run is finished. A rerun (claim_output refused other settings) would
+        # resume from the last checkpoint, train nothing, and save it all again under a new date.
+        print(f"redline: {out} is finished; nothing to train (--overwrite trains it again)", file=sys.stderr)
+        publish(out, settings.push_to_hub)
+        return run_info(out).get("metrics", {})
     out.mkdir(parents=True, exist_ok=True)
     if not examples:
         raise RedlineError("no training examples")
