@@ -345,6 +345,66 @@ def test_continuous_batching_refuses_a_request_over_its_limits_alone_and_cancels
         batcher.stop()
 
 
+def test_rows_that_their_first_token_finishes_do_not_stop_the_long_rows(engine):
+    """A step decoded only when no newcomer finished at admission: a stream of one-token requests froze every long
+    row of `redline serve` (300 of them moved a 1024-token request by one token)."""
+    from redline.generation.transformers_engine import _DecodeBatch
+
+    long = engine._item(0, engine.encode("Hello"), SamplingParams(temperature=0, max_new_tokens=200), 1)
+    batch = _DecodeBatch(engine, 8, 256, 200)
+    batch.step([long])
+    for i in range(6):
+        before = int(batch.n_gen[0])
+        short = engine._item(1 + i, engine.encode("Hi"), SamplingParams(temperature=0, max_new_tokens=1), 2)
+        finished = batch.step([short])
+        assert [item.index for item, _ in finished] == [1 + i]  # the one-token request is answered at once
+        assert batch.row_item[0] is long and int(batch.n_gen[0]) == before + 1  # and the long row went on
+
+
+def test_an_empty_prompt_is_refused_by_generate_not_a_type_error(engine):
+    with pytest.raises(RedlineError, match="a prompt has no tokens"):
+        engine.generate(["", "Hello"], SamplingParams(max_new_tokens=2), progress=False)
+
+
+def test_a_stop_string_of_multi_token_characters_stops_the_row_early(engine, monkeypatch):
+    """The check read as many tokens as the stop string has characters: an emoji is two tokens here, so a
+    ten-emoji stop string was never seen and the row decoded to its cap (the text was cut right afterwards)."""
+    import redline.generation.transformers_engine as te
+
+    stop = "\U0001f642" * 20
+    script = engine.tokenizer.encode("Sure, here it is " + stop + " and more" * 60, add_special_tokens=False)
+    assert len(engine.tokenizer.encode(stop, add_special_tokens=False)) > len(stop) + 4 + engine.stop_every
+
+    def scripted(logits, temperature, top_p, uniforms):  # the row's next token from the script, whatever the model says
+        return torch.tensor([script[min(int(g), len(script) - 1)] for g in steps], device=logits.device)
+
+    steps, decoded = [0], []
+    original = te._DecodeBatch._decode
+
+    def decode(self):
+        steps[0] = int(self.n_gen[0])
+        decoded.append(1)
+        return original(self)
+
+    monkeypatch.setattr(te, "sample", scripted)
+    monkeypatch.setattr(te._DecodeBatch, "_decode", decode)
+    out = engine.generate(["Hello"], SamplingParams(temperature=1.0, max_new_tokens=200, stop=[stop]), progress=False)[0]
+    assert out.text == "Sure, here it is " and out.finish_reason == "stop"
+    assert len(decoded) < 60  # stopped within a check or two of the string, not decoded on to 200
+
+
+def test_stopping_the_loop_answers_every_request_not_yet_finished(engine):
+    batcher = engine.continuous(max_prompt_tokens=16, max_new_tokens=2000).start()
+    running = [_collect(batcher, batcher.encode("Hello"), SamplingParams(temperature=0, max_new_tokens=2000), i)
+               for i in range(12)]  # 8 in rows, 4 waiting
+    time.sleep(0.5)
+    batcher.stop()
+    assert all(done.wait(10) for _, done, _, _ in running)
+    assert all(isinstance(result[0], RuntimeError) and "stopped" in str(result[0]) for _, _, result, _ in running)
+    with pytest.raises(RuntimeError, match="not running"):
+        batcher.submit(batcher.encode("Hi"), SamplingParams(max_new_tokens=2), 1, lambda r: None)
+
+
 def test_a_fault_in_a_newcomers_prefill_answers_it_and_the_loop_goes_on(engine, monkeypatch):
     batcher = engine.continuous(max_prompt_tokens=16, max_new_tokens=8).start()
     try:

@@ -15,6 +15,19 @@ def test_inverse_cdf_picks_by_cumulative_weight_and_never_a_zero_weight():
     assert inverse_cdf(w, u).tolist() == [0, 0, 2, 2, 3, 3]
 
 
+def test_a_uniform_that_rounds_to_one_never_picks_a_zero_weight_tail():
+    """u = 1 - 2^-30 is below 1 in float64 and 1.0 in float32: the target was the total, which only the zero tail
+    after a nucleus reached, and the last token of the vocabulary (the least likely) came out."""
+    w = torch.zeros(1, 2048)
+    w[0, 0] = 1.0  # the nucleus: one token; every block after the first holds zeros
+    u = torch.tensor([1 - 2**-30], dtype=torch.float64)
+    assert float(u.float()) == 1.0
+    assert inverse_cdf(w, u).tolist() == [0]
+    probs = torch.full((1, 2048), 0.1 / 2047)
+    probs[0, 0] = 0.9
+    assert sample(torch.log(probs), 1.0, 0.5, u).tolist() == [0]  # only token 0 is in the top-p 0.5 nucleus
+
+
 def test_inverse_cdf_normalizes_by_the_row_total():
     w = torch.tensor([[2.0, 2.0], [1.0, 3.0]])
     u = torch.tensor([0.49, 0.26], dtype=torch.float64)

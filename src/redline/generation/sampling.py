@@ -45,7 +45,10 @@ def inverse_cdf(weights: torch.Tensor, uniforms: torch.Tensor, block: int = 1024
     pad = -vocab % block
     blocks = F.pad(weights, (0, pad)).view(n, -1, block) if pad else weights.view(n, -1, block)
     block_cdf = blocks.sum(dim=-1).cumsum(dim=-1)  # (n, blocks)
-    target = uniforms.to(block_cdf.dtype).unsqueeze(-1) * block_cdf[:, -1:]  # (n, 1)
+    total = block_cdf[:, -1:]
+    # A uniform within 2^-25 of 1 rounds to 1.0 in float32 and made the target the total, which only a zero-weight
+    # tail block reaches (a token outside the nucleus); kept strictly below the total.
+    target = torch.minimum(uniforms.to(block_cdf.dtype).unsqueeze(-1) * total, torch.nextafter(total, torch.zeros_like(total)))
     chosen = torch.searchsorted(block_cdf, target, right=True).clamp_(max=block_cdf.shape[1] - 1)
     before = torch.where(chosen > 0, block_cdf.gather(1, (chosen - 1).clamp_(min=0)), 0.0)
     local = blocks[torch.arange(n, device=weights.device), chosen.squeeze(-1)]  # (n, block)

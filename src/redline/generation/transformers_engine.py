@@ -510,6 +510,8 @@ class TransformersEngine:
     def _item(self, index: int, ids: list[int], params: SamplingParams, seed: int) -> _Item:
         """An item to generate; a prompt that leaves the model no room for one token is refused."""
         max_positions = getattr(self.config, "max_position_embeddings", None) or 1 << 30
+        if not ids:  # nothing to prefill: its first token had no logits (a TypeError that failed the whole call)
+            raise RedlineError("a prompt has no tokens (an empty prompt, with a tokenizer that adds no BOS)")
         if len(ids) + 1 > max_positions:
             raise RedlineError(f"a prompt has {len(ids)} tokens; the model takes at most {max_positions}")
         return _Item(index, ids, seed, params, min(params.max_new_tokens, max_positions - len(ids)))
@@ -587,11 +589,13 @@ class _DecodeBatch:
         self.prefill_seconds = 0.0
 
     def step(self, pending: list[_Item]) -> list[tuple[_Item, list[int]]]:
-        done = self._admit(pending)
+        # Rows that their first token finishes are retired, and the rest decode in the same step: decoding only
+        # when no admitted row finished let a stream of one-token requests stop every long row (serve).
+        finished = self.retire(self._admit(pending))
         self.decoded = 0
-        if not done and self.n:
-            done = self._decode()
-        return self.retire(done)
+        if self.n:
+            finished += self.retire(self._decode())
+        return finished
 
     def _admit(self, pending: list[_Item]) -> list[int]:
         """Step 2: admit items into free rows; returns the rows that their first token already finishes.
@@ -680,8 +684,9 @@ class _DecodeBatch:
             if with_stop:
                 tails = []
                 for b in with_stop:
-                    # tokens decoded per check: enough to hold the longest stop string
-                    tail = engine.stop_every + max(len(s) for s in self.row_item[b].params.stop) + 4
+                    # tokens decoded per check: enough to hold the longest stop string, counted in UTF-8 bytes (at
+                    # least its tokens under a byte-level or byte-fallback tokenizer; an emoji is 2 tokens here)
+                    tail = engine.stop_every + max(len(s.encode()) for s in self.row_item[b].params.stop) + 4
                     g = int(self.n_gen[b])
                     tails.append(self.out_tokens[b, max(0, g - tail) : g].tolist())
                 texts = engine.tokenizer.batch_decode(tails, skip_special_tokens=True)
@@ -824,7 +829,7 @@ class ContinuousBatcher:
 
     def submit(self, ids: list[int], params: SamplingParams, seed: int, on_done, on_text=None) -> _Item:
         """Queue a request; the returned handle's ``cancelled = True`` drops it at the next step."""
-        if not self._thread.is_alive():
+        if self._stopping or not self._thread.is_alive():
             raise RuntimeError("the decode loop is not running")
         self.check(ids, params)
         item = self.engine._item(0, ids, params, seed)
@@ -837,16 +842,35 @@ class ContinuousBatcher:
         return self
 
     def stop(self) -> None:
+        """End the loop; every request not yet answered gets ``on_done(RuntimeError)`` (a caller waiting on it
+        would wait forever)."""
         self._stopping = True
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
+        pending: list[_Item] = []  # popped from the end: oldest last
+        try:
+            self._loop(pending)
+        finally:  # stopped, or the loop itself failed: answer what is left, in rows, pending or still in the inbox
+            import queue
+
+            left = pending + ([self.batch.row_item[b] for b in range(self.batch.n)] + self.batch.admitting
+                              if self.batch is not None else [])
+            while True:
+                try:
+                    left.append(self.inbox.get_nowait())
+                except queue.Empty:
+                    break
+            for item in left:
+                if not item.cancelled:
+                    _call(item.on_done, RuntimeError("the decode loop stopped before this request finished"))
+
+    def _loop(self, pending: list[_Item]) -> None:
         import queue
 
         engine = self.engine
         engine.model.eval()
         batch = self.batch = _DecodeBatch(engine, self.rows, self.width, self.max_new_tokens)
-        pending: list[_Item] = []  # popped from the end: oldest last
         with torch.inference_mode(), _attention_of(engine.model, ATTENTION):
             while not self._stopping:
                 try:  # wait for work only when there is none
