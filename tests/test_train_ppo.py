@@ -88,7 +88,7 @@ def test_two_iterations_train_log_every_field_and_save_a_loadable_policy(straigh
         assert all(row[k] is not None for k in LOG_FIELDS - SPLIT) and all(row[k] is None for k in SPLIT)
         assert row["grad_norm"] > 0
         assert 1 <= row["response_length"] <= 8 and row["beta"] == 0.02 and row["entropy"] > 0
-    assert rows[0]["kl"] == 0  # LoRA starts as the identity: the first rollout is the SFT policy's
+    assert abs(rows[0]["kl"]) <= 1e-5  # LoRA starts as the identity: the first rollout is the SFT policy's (to ~1e-6)
     assert rows[1]["kl"] != 0  # ... and the update moved it
     # The trained adapter is no longer the fresh one (LoRA B starts at zero).
     adapter = load_file(str(straight / "adapter_model.safetensors"))
@@ -326,7 +326,9 @@ def test_rloo_samples_k_per_prompt_changes_the_adapter_logs_kl_and_resumes_exact
     ppo(config(rm_run, advantage="rloo", rloo_k=2), run)  # 4 episodes: 2 prompts × 2 samples
     rows = log(run)
     assert [r["iteration"] for r in rows] == [1, 2]
-    assert rows[0]["kl"] == 0 and rows[1]["kl"] != 0  # the first update moved the policy away from SFT
+    # the first update moved the policy away from SFT; at the first, π_old is the sampler's log-probabilities, equal to
+    # the reference's forward pass to ~1e-6 (an AVX2 CPU logged -1e-06 where an AVX-512 one logged 0)
+    assert abs(rows[0]["kl"]) <= 1e-5 and abs(rows[1]["kl"]) > 1e-5
     assert all(r["value_loss"] is None and r["value_mean"] is None and r["policy_loss"] is not None for r in rows)
     rollouts = [json.loads(line) for line in (run / "rollouts.jsonl").read_text().splitlines()]
     for it in (1, 2):
@@ -363,6 +365,10 @@ def test_value_warmup_trains_the_value_model_and_holds_the_policy(rm_run, tmp_pa
     (["--advantage", "rloo", "--rloo-k", "1"], "needs at least 2 samples per prompt"),
     (["--advantage", "rloo", "--rloo-k", "3", "--batch-size", "4"], "not a multiple of --rloo-k 3"),
     (["--lam", "1.5"], "--lam and --gamma must be in [0, 1]"),
+    # each of these loaded the models and failed at the first rollout, or after a whole iteration
+    (["--top-p", "0"], "--top-p must be in (0, 1]"),
+    (["--adaptive-kl", "--kl-horizon", "0"], "--adaptive-kl needs --kl-target above 0 and --kl-horizon at least 1"),
+    (["--clip-range", "-0.2"], "--clip-range cannot be negative"),
 ])
 def test_bad_rl_settings_are_refused_before_models_load(flags, message, rm_run, jsonl, tmp_path, capsys):
     prompts = jsonl(PROMPTS, "prompts.jsonl")
@@ -371,6 +377,19 @@ def test_bad_rl_settings_are_refused_before_models_load(flags, message, rm_run, 
     assert main(args + flags) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_missing_eos_penalty_lowers_the_score_of_a_cut_response_only():
+    import torch
+
+    from redline.train.ppo import Samples, score
+
+    samples = Samples.__new__(Samples)
+    samples.prompts, samples.texts, samples.records = ["p"] * 3, ["a", "b", "c"], [{}] * 3
+    samples.truncated = [False, True, False]
+    reward = lambda prompts, texts, records: [1.0, 2.0, 3.0]  # noqa: E731
+    assert score(reward, samples, "cpu").tolist() == [1.0, 2.0, 3.0]  # off by default: the runs in RESULTS
+    assert score(reward, samples, "cpu", missing_eos_penalty=1.5).tolist() == [1.0, 0.5, 3.0]
 
 
 def test_an_unknown_advantage_estimator_is_refused_when_the_flags_are_read(capsys):

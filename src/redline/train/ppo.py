@@ -110,6 +110,13 @@ Deviations from the paper (each setting is a flag; the paper's value is in its h
      response weighs more than a token of a long one in another micro-batch (the paper does not say). A mean
      over every token of the minibatch would weigh them alike; left as it is while the runs in RESULTS that
      resume across sessions are under way, since it changes their maths.
+ 17. The reward model scores a response cut at ``--max-new-tokens`` as if it had ended: the reward text is the
+     chat template's (prompt, response), which closes the turn the policy never closed, and the response is
+     decoded and tokenized again rather than scored on the sampled ids. The reward model was trained on
+     finished answers only. The paper does not say how it scored cut responses; TRL subtracts a
+     ``missing_eos_penalty``, here ``--missing-eos-penalty`` (0, off, by default, as the runs in RESULTS ran:
+     in the thirty-second session's PPO-ptx rebuild 18 of 32 and 11 of 32 rollouts of its first two
+     iterations were cut at 256 tokens).
 
 What a run folder holds::
 
@@ -193,7 +200,10 @@ class RLSettings:
     adaptive_kl: bool = field(default=False, metadata={"help": "drive beta toward kl_target (Ziegler et al. 2019; the paper: fixed)"})
     kl_target: float = field(default=6.0, metadata={"help": "adaptive KL: target KL per episode, in nats"})
     kl_horizon: int = field(default=10000, metadata={"help": "adaptive KL: episodes over which beta adapts"})
-    reward_max_length: int = field(default=512, metadata={"help": "tokens per (prompt, response) the reward model reads"})
+    reward_max_length: int = field(default=512, metadata={"min": 1, "help": "tokens per (prompt, response) the reward model reads"})
+    missing_eos_penalty: float = field(default=0.0, metadata={"min": 0, "help": (
+        "subtracted from the score of a response cut at --max-new-tokens (TRL's missing_eos_penalty; 0 = off, the "
+        "paper's reading): the reward model reads a cut response as finished (deviation 17)")})
     # --- advantages
     advantage: str = field(default="gae", metadata={
         "choices": ADVANTAGES, "help": "gae (a value model, the paper's) or rloo (REINFORCE leave-one-out: --rloo-k samples per prompt, each "
@@ -274,6 +284,14 @@ class RLSettings:
             raise RedlineError(f"--lam and --gamma must be in [0, 1], got {self.lam} and {self.gamma}")
         if self.temperature <= 0:
             raise RedlineError(f"--temperature must be above 0 for rollouts, got {self.temperature}")
+        if not 0 < self.top_p <= 1:  # else the first rollout, after the models loaded, refused it
+            raise RedlineError(f"--top-p must be in (0, 1], got {self.top_p}")
+        for name in ("beta", "clip_range", "value_clip", "max_grad_norm"):
+            if getattr(self, name) < 0:
+                raise RedlineError(f"--{name.replace('_', '-')} cannot be negative, got {getattr(self, name)}")
+        if self.adaptive_kl and (self.kl_target <= 0 or self.kl_horizon < 1):  # else a ZeroDivisionError after iteration 1
+            raise RedlineError(f"--adaptive-kl needs --kl-target above 0 and --kl-horizon at least 1, got "
+                               f"{self.kl_target} and {self.kl_horizon}")
 
 
 @dataclass
@@ -293,7 +311,7 @@ class PPOConfig(RLSettings):
     ptx_coef: float = field(default=1.0, metadata={"help": "γ_ptx, the LM loss's weight (the paper: 27.8; 0 = plain PPO)"})
     ptx_ratio: float = field(default=0.25, metadata={"help": "pretraining texts per RL episode, drawn with each minibatch, "
         "so per episode per PPO epoch (the paper: 8, one epoch); at least one per minibatch"})
-    ptx_max_length: int = field(default=256, metadata={"help": "tokens per pretraining text; longer ones are cut"})
+    ptx_max_length: int = field(default=256, metadata={"min": 1, "help": "tokens per pretraining text; longer ones are cut"})
 
     def check(self) -> None:
         super().check()
@@ -801,12 +819,7 @@ def run_ppo(
     # the episode's place in the run), so a resumed run samples as the run it resumes (over another number of
     # processes, up to float rounding: the engine batches inexactly, and the batches differ).
     engine = TransformersEngine(learner.policy, tokenizer, max_batch=max(1, config.batch_size), exact=False)
-    world = accelerator.num_processes
-    if (config.batch_size // config.group_size()) % world or config.minibatch_size % world:
-        # uneven shards give the processes different numbers of minibatches: one would wait for a sync forever
-        raise RedlineError(f"--batch-size {config.batch_size} ({config.batch_size // config.group_size()} prompts) and "
-                           f"--minibatch-size {config.minibatch_size} must both share evenly between the {world} "
-                           "processes")
+    check_processes(config, accelerator.num_processes)
 
     for it in range(state["iteration"], config.iterations):
         t_start = time.perf_counter()
@@ -815,7 +828,7 @@ def run_ppo(
 
         samples = rollout(config, engine, prompts, prompt_records, it, accelerator)  # step 1
         t_generated = time.perf_counter()
-        scores = score(reward_fn, samples, accelerator.device)  # step 2
+        scores = score(reward_fn, samples, accelerator.device, config.missing_eos_penalty)  # step 2
         t_scored = time.perf_counter()
         evaluation = evaluate(config, learner, samples)  # step 3
         t_evaluated = time.perf_counter()
@@ -951,11 +964,24 @@ def rollout(config: RLSettings, engine, prompts: list[list[dict]], records: list
 
 
 
-def score(reward_fn: RewardFn, samples: Samples, device) -> Any:
-    """Step 2: the reward function's score of each whole response, (B,)."""
+def check_processes(config: RLSettings, world: int) -> None:
+    """The episodes and minibatches share evenly between ``world`` processes: uneven shards give the processes
+    different numbers of minibatches, and one would wait for a sync forever."""
+    if (config.batch_size // config.group_size()) % world or config.minibatch_size % world:
+        raise RedlineError(f"--batch-size {config.batch_size} ({config.batch_size // config.group_size()} prompts) and "
+                           f"--minibatch-size {config.minibatch_size} must both share evenly between the {world} "
+                           "processes")
+
+
+def score(reward_fn: RewardFn, samples: Samples, device, missing_eos_penalty: float = 0.0) -> Any:
+    """Step 2: the reward function's score of each whole response, (B,), less ``missing_eos_penalty`` for a
+    response cut at the token cap (deviation 17)."""
     import torch
 
-    return torch.tensor(reward_fn(samples.prompts, samples.texts, samples.records), dtype=torch.float32, device=device)
+    scores = torch.tensor(reward_fn(samples.prompts, samples.texts, samples.records), dtype=torch.float32, device=device)
+    if missing_eos_penalty:
+        scores -= missing_eos_penalty * torch.tensor(samples.truncated, dtype=torch.float32, device=device)
+    return scores
 
 
 def evaluate(config: RLSettings, learner: Learner, samples: Samples) -> Evaluation:
@@ -1372,6 +1398,7 @@ def train_ppo(config: PPOConfig, out: str | os.PathLike) -> dict[str, Any]:
 
     # accelerate decides the device, so that each process of `accelerate launch` gets its own
     state = PartialState(cpu=on_cpu(config.device))
+    check_processes(config, state.num_processes)  # before the models load, not after
     device = str(state.device)
     models = load_ppo_models(config, device)
     if oracle is None:
