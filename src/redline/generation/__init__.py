@@ -103,7 +103,8 @@ class Completion:
     seconds: float  # wall-clock time from this item's start (its prefill) to its last token
     seed: int
     # The generated ids behind completion_tokens (EOS included); empty where the engine has no
-    # tokenizer (ScriptedEngine). PPO scores exactly these, since re-tokenizing text is not exact.
+    # tokenizer (ScriptedEngine). PPO trains on exactly these, since re-tokenizing text is not exact (its reward
+    # model reads the decoded text in the chat template: train/ppo.py, deviation 17).
     token_ids: list[int] = field(default_factory=list)
     # With ``SamplingParams.logprobs``: one float per token of ``token_ids`` (see there); else empty.
     logprobs: list[float] = field(default_factory=list)
