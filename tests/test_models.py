@@ -199,3 +199,14 @@ def test_a_checkpoint_that_does_not_fit_its_model_says_so_in_one_line(tmp_path, 
     load_causal_lm(str(run), device="cpu")
     line = [e for e in capsys.readouterr().err.splitlines() if e.startswith("redline:")]
     assert line == [f"redline: {run}: 1 weights not in the checkpoint start random ({lost})"]
+
+
+def test_a_cuda_device_where_there_is_none_is_one_error(monkeypatch):
+    from redline.models import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RedlineError, match="--device cuda:1: torch finds no CUDA device"):
+        pick_device("cuda:1")
+    with pytest.raises(RedlineError, match="no CUDA device"):
+        load_causal_lm("tiny-random", device="cuda")
+    assert pick_device("cpu") == "cpu"

@@ -214,9 +214,14 @@ def resolve(name: str) -> str:
 
 
 def pick_device(device: str = "auto") -> str:
-    if device != "auto":
-        return device
+    """``auto``: CUDA, else MPS, else the CPU. A CUDA device asked for where torch finds none is refused here, in
+    one line (torch's own AssertionError came as a traceback after the settings were written)."""
     import torch
+
+    if device != "auto":
+        if device.split(":")[0] == "cuda" and not torch.cuda.is_available():
+            raise RedlineError(f"--device {device}: torch finds no CUDA device on this machine (--device cpu or auto)")
+        return device
 
     if torch.cuda.is_available():
         return "cuda"
