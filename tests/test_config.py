@@ -105,6 +105,9 @@ def test_a_config_file_with_a_bad_value_an_unknown_field_or_bad_yaml_is_one_line
         "unknown.yml": ("data: f.jsonl\nlearning_rat: 0.1\n", "unknown.yml: unknown field 'learning_rat'"),
         "broken.yaml": ("data: [f.jsonl\n", "broken.yaml:2: not valid YAML"),
         "list.json": ("[1, 2]", "list.json: a config file holds a mapping"),
+        "twice.yaml": ("data: f.jsonl\nmodel: tiny-random\nlora_r: 4\nmodel: embedded\n",
+                       "twice.yaml:4: not valid YAML: the field 'model' is given twice"),
+        "twice.json": ('{"data": "f.jsonl", "lora_r": 4, "lora_r": 8}', "twice.json: the field 'lora_r' is given twice"),
     }
     for name, (text, message) in cases.items():
         (tmp_path / name).write_text(text)

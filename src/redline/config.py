@@ -187,6 +187,35 @@ def add_settings_arguments(parser, cls, skip: tuple[str, ...] = (), *, resumable
                             help="start over when the output holds a run with other settings or inputs (default: refuse)")
 
 
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different: a key given twice took its last value silently."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise KeyError(key)
+        out[key] = value
+    return out
+
+
+def _unique_keys_loader():
+    """yaml's SafeLoader refusing a key given twice in one mapping (it kept the last value silently: a second
+    ``model:`` line trained another model than the one the reader saw first)."""
+    import yaml
+
+    class UniqueKeys(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"the field {key!r} is given twice (which one holds?)", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeys
+
+
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """The mapping of a YAML (``.yaml``/``.yml``) or JSON file; one clear error naming the file otherwise."""
     path = Path(path)
@@ -200,16 +229,18 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
         import yaml
 
         try:
-            values = yaml.safe_load(text)
+            values = yaml.load(text, Loader=_unique_keys_loader())
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f":{mark.line + 1}" if mark is not None else ""
             raise RedlineError(f"{path}{where}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
     else:
         try:
-            values = json.loads(text)
+            values = json.loads(text, object_pairs_hook=_unique_pairs)
         except json.JSONDecodeError as e:
             raise RedlineError(f"{path}:{e.lineno}: not valid JSON: {e.msg} (a .yaml or .yml file is read as YAML)") from None
+        except KeyError as e:
+            raise RedlineError(f"{path}: the field {e.args[0]!r} is given twice (which one holds?)") from None
     if values is None:
         values = {}
     if not isinstance(values, dict):
