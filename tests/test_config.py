@@ -125,6 +125,14 @@ def test_a_number_flag_refuses_inf_and_nan_which_would_make_every_loss_nan(tmp_p
     assert not (tmp_path / "o").exists()
 
 
+def test_a_yaml_merge_key_is_not_a_field_given_twice(tmp_path):
+    from redline.config import load_config_file
+
+    (tmp_path / "m.yaml").write_text("base: &b {model: tiny-random, seed: 1}\n<<: *b\nseed: 3\n")
+    assert load_config_file(tmp_path / "m.yaml") == {"base": {"model": "tiny-random", "seed": 1}, "model": "tiny-random",
+                                                     "seed": 3}
+
+
 def test_required_fields_are_checked_whichever_way_the_values_come(tmp_path, capsys):
     assert main(["train", "critic", "--out", str(tmp_path / "o")]) == 2
     assert "--data is required: feedback records" in capsys.readouterr().err

@@ -405,6 +405,48 @@ def test_stopping_the_loop_answers_every_request_not_yet_finished(engine):
         batcher.submit(batcher.encode("Hi"), SamplingParams(max_new_tokens=2), 1, lambda r: None)
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the loop ends on the second fault
+def test_a_fault_in_the_decode_answers_every_request_once_and_those_already_finished_with_their_text(engine, monkeypatch):
+    """A request finished at its first token was retired, then the same step's decode failed: nobody answered it.
+    And a fault while making the fresh batch answered the failed rows a second time on the way out."""
+    import redline.generation.transformers_engine as te
+
+    batcher = engine.continuous(max_prompt_tokens=16, max_new_tokens=200).start()
+    try:
+        _, long_done, long_result, _ = _collect(batcher, batcher.encode("Hello"), SamplingParams(temperature=0, max_new_tokens=200), 1)
+        deadline = time.monotonic() + 30
+        while not (batcher.batch and batcher.batch.n) and time.monotonic() < deadline:  # the long one decoding
+            time.sleep(0.01)
+        decode, init = te._DecodeBatch._decode, te._DecodeBatch.__init__
+        faults = {"decode": 1, "init": 1}
+
+        def failing_decode(self):
+            if faults["decode"] and self.retired:  # the step that admitted the one-token request
+                faults["decode"] -= 1
+                raise RuntimeError("decode fault")
+            return decode(self)
+
+        def failing_init(self, *args, **kwargs):
+            if not faults["decode"] and faults["init"]:
+                faults["init"] -= 1
+                raise RuntimeError("no memory for a fresh batch")
+            return init(self, *args, **kwargs)
+
+        monkeypatch.setattr(te._DecodeBatch, "_decode", failing_decode)
+        monkeypatch.setattr(te._DecodeBatch, "__init__", failing_init)
+        answers = []
+        short = batcher.submit(batcher.encode("Hi"), SamplingParams(temperature=0, max_new_tokens=1), 2, answers.append)
+        assert long_done.wait(30)
+        deadline = time.monotonic() + 30
+        while not answers and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [type(a).__name__ for a in answers] == ["Completion"] and answers[0].completion_tokens == 1
+        assert short.on_done is not None
+    finally:
+        batcher.stop()
+    assert [str(r) for r in long_result] == ["decode fault"]  # once: not again when the loop ended
+
+
 def test_a_fault_in_a_newcomers_prefill_answers_it_and_the_loop_goes_on(engine, monkeypatch):
     batcher = engine.continuous(max_prompt_tokens=16, max_new_tokens=8).start()
     try:

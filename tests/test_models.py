@@ -210,3 +210,13 @@ def test_a_cuda_device_where_there_is_none_is_one_error(monkeypatch):
     with pytest.raises(RedlineError, match="no CUDA device"):
         load_causal_lm("tiny-random", device="cuda")
     assert pick_device("cpu") == "cpu"
+
+
+def test_bfloat16_a_gpu_only_emulates_is_not_native_and_a_numbered_cuda_device_is_a_gpu(monkeypatch):
+    import redline.models as models
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)  # a T4
+    assert models.fast_bfloat16("cuda:1") is False and models.resolve_dtype("auto", "cuda") == "float32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # an H200
+    assert models.fast_bfloat16("cuda:1") is True

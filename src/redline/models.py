@@ -242,9 +242,9 @@ def fast_bfloat16(device: str = "auto") -> bool:
     a 256x576x1536 bf16 matmul ran 60x slower than float32, and the engine generated 3x slower."""
     import torch
 
-    device = pick_device(device)
-    if device == "cuda":
-        return torch.cuda.is_bf16_supported()
+    device = pick_device(device).split(":")[0]
+    if device == "cuda":  # emulated on GPUs before Ampere (V100, T4): not native
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     if device == "cpu":
         try:
             return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

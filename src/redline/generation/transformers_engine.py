@@ -584,6 +584,7 @@ class _DecodeBatch:
         self.eos = torch.tensor(engine.eos_ids, dtype=torch.long)
         self.row_item: list[_Item | None] = [None] * slots
         self.admitting: list[_Item] = []  # taken from pending, not yet in a row: a fault in their prefill fails them too
+        self.retired: list[tuple[_Item, list[int]]] = []  # finished at this step's admission (``step``)
         self.n = 0  # active rows are 0..n-1
         self.steps = self.generated = self.decoded = 0  # decoded: rows decoded by the last step
         self.prefill_seconds = 0.0
@@ -591,7 +592,8 @@ class _DecodeBatch:
     def step(self, pending: list[_Item]) -> list[tuple[_Item, list[int]]]:
         # Rows that their first token finishes are retired, and the rest decode in the same step: decoding only
         # when no admitted row finished let a stream of one-token requests stop every long row (serve).
-        finished = self.retire(self._admit(pending))
+        self.retired = []  # finished this step: a fault in the step's decode must not lose them (ContinuousBatcher)
+        self.retired = finished = self.retire(self._admit(pending))
         self.decoded = 0
         if self.n:
             finished += self.retire(self._decode())
@@ -890,23 +892,29 @@ class ContinuousBatcher:
                         continue
                     finished = batch.step(pending)
                 except Exception as e:  # an engine fault: fail the rows of this step and its newcomers, start afresh
+                    self._answer(batch.retired)  # finished at admission, before the fault: answered as they are
                     for item in [batch.row_item[b] for b in range(batch.n)] + batch.admitting:
                         _call(item.on_done, e)
+                    # answered: out of reach of the final answers, and the old cache freed before the new one is made
+                    batch = self.batch = None
                     batch = self.batch = _DecodeBatch(engine, self.rows, self.width, self.max_new_tokens)
                     continue
                 self.steps += 1
-                for item, ids in finished:
-                    try:
-                        completion = engine._completion(item, ids)
-                    except Exception as e:
-                        completion = e
-                    _call(item.on_done, completion)
+                self._answer(finished)
                 for b in range(batch.n):
                     item = batch.row_item[b]
                     if item.on_text is not None:
                         delta = self._delta(item, batch.tokens(b))
                         if delta:
                             _call(item.on_text, delta)
+
+    def _answer(self, finished: list[tuple[_Item, list[int]]]) -> None:
+        for item, ids in finished:
+            try:
+                completion = self.engine._completion(item, ids)
+            except Exception as e:
+                completion = e
+            _call(item.on_done, completion)
 
     def _delta(self, item: _Item, ids: list[int]) -> str:
         """The text that ``ids`` adds since the last call, in whole characters (TGI's incremental decode)."""
