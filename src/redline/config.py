@@ -657,9 +657,10 @@ def _refuse_own_input(out: Path, config, now: dict[str, Any], overwrite: bool) -
             continue
         for item in record.get("items", [record]):
             path = named_path(item["given"]) if "digest" in item else None
-            if path is None or (path.resolve() != target and target not in path.resolve().parents):
+            read = path.resolve() if path is not None else None
+            if read is None or (read != target and target not in read.parents):
                 continue
-            what = "is" if path.resolve() == target else "holds"
+            what = "is" if read == target else "holds"
             harm = "--overwrite would remove it before it is read" if overwrite else "the run would write over it"
             raise RedlineError(f"--out {out} {what} the run's input {flag_name(name)} {item['given']}: {harm}; "
                                "choose another --out")

@@ -63,14 +63,22 @@ def embedded_gguf_path() -> Path:
     return path
 
 
-def _atomic_dir(final: Path, build) -> Path:
-    """Build a folder in a temporary sibling and rename it into place, so a killed build leaves nothing."""
-    if final.exists():
+def _atomic_dir(final: Path, build, replace: bool = False) -> Path:
+    """Build a folder in a temporary sibling and rename it into place, so a killed build leaves nothing. With
+    ``replace``, a folder already there is swapped out for the new one (and removed) instead of kept."""
+    if final.exists() and not replace:
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         build(tmp)
+        if replace and final.exists():
+            old = final.with_name(f".{final.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            final.rename(old)
+            os.replace(tmp, final)
+            shutil.rmtree(old)
+            return final
         try:
             os.replace(tmp, final)
         except OSError:  # another process finished first: theirs is as good as ours
@@ -713,17 +721,8 @@ def push_to_hub(out: str | os.PathLike, repo: str) -> str:
                                "give a new or empty folder")
         # Copied beside it, then swapped in: a copy over an earlier one merged the two (a full model's copy over an
         # adapter's kept the adapter's files, which loaders then read), and a copy cut short left a mix.
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-        shutil.copytree(out, staging, ignore=shutil.ignore_patterns("checkpoints", "*.tmp"), dirs_exist_ok=True)
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            dest.rename(old)
-            staging.rename(dest)
-            shutil.rmtree(old)
-        else:
-            staging.rename(dest)
+        _atomic_dir(dest, lambda tmp: shutil.copytree(out, tmp, ignore=shutil.ignore_patterns("checkpoints", "*.tmp"),
+                                                      dirs_exist_ok=True), replace=True)
         return str(dest)
     if not _is_hub_name(repo):
         raise RedlineError(f"--push-to-hub {repo!r} is not a hub repo id (org/name) or a local folder")

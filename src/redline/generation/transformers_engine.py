@@ -854,15 +854,8 @@ class ContinuousBatcher:
         try:
             self._loop(pending)
         finally:  # stopped, or the loop itself failed: answer what is left, in rows, pending or still in the inbox
-            import queue
-
             left = pending + ([self.batch.row_item[b] for b in range(self.batch.n)] + self.batch.admitting
-                              if self.batch is not None else [])
-            while True:
-                try:
-                    left.append(self.inbox.get_nowait())
-                except queue.Empty:
-                    break
+                              if self.batch is not None else []) + self._take_inbox()
             for item in left:
                 if not item.cancelled:
                     _call(item.on_done, RuntimeError("the decode loop stopped before this request finished"))
@@ -879,12 +872,7 @@ class ContinuousBatcher:
                     new = [self.inbox.get(timeout=0.05)] if not pending and not batch.n else []
                 except queue.Empty:
                     continue
-                while True:
-                    try:
-                        new.append(self.inbox.get_nowait())
-                    except queue.Empty:
-                        break
-                pending[:0] = reversed(new)
+                pending[:0] = reversed(new + self._take_inbox())
                 pending[:] = [it for it in pending if not it.cancelled]
                 try:
                     batch.retire([b for b in range(batch.n) if batch.row_item[b].cancelled])
@@ -907,6 +895,17 @@ class ContinuousBatcher:
                         delta = self._delta(item, batch.tokens(b))
                         if delta:
                             _call(item.on_text, delta)
+
+    def _take_inbox(self) -> list[_Item]:
+        """Every request queued so far, oldest first, without waiting."""
+        import queue
+
+        taken = []
+        while True:
+            try:
+                taken.append(self.inbox.get_nowait())
+            except queue.Empty:
+                return taken
 
     def _answer(self, finished: list[tuple[_Item, list[int]]]) -> None:
         for item, ids in finished:
