@@ -221,3 +221,26 @@ def test_a_finished_run_rerun_with_its_settings_is_left_as_it_is(tmp_path, capsy
     printed = capsys.readouterr()
     assert f"redline: {out} is finished; nothing to train" in printed.err
     assert json.loads(printed.out) == json.loads((out / "redline.json").read_text())["metrics"]
+
+
+@pytest.mark.parametrize("command", ["reward", "gap-reward", "dpo"])
+def test_a_finished_reward_gap_or_dpo_run_rerun_is_left_as_it_is(command, tmp_path, capsys):
+    """The same for the trainers that end in `save_model` beside SFT: rerun on a finished run they resumed from the last
+    checkpoint and saved it all again, recomputing the card's held-out figures."""
+    from redline.cli import main
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Question {i}?", "chosen": f"good answer {i}", "rejected": "no"}) + "\n"
+                            for i in range(8)))
+    out = tmp_path / "run"
+    argv = ["train", command, "--model", "tiny-random", "--data", str(data), "--max-steps", "1", "--batch-size", "2",
+            "--save-steps", "1", "--device", "cpu", "--threads", "1", "--out", str(out)]
+    assert main(argv) == 0
+    files = lambda: {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
+    before = files()
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert files() == before
+    printed = capsys.readouterr()
+    assert f"redline: {out} is finished; nothing to train" in printed.err
+    assert json.loads(printed.out) == json.loads((out / "redline.json").read_text())["metrics"]

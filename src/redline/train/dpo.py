@@ -49,7 +49,7 @@ from typing import Any
 from redline import RedlineError
 from redline.config import write_config
 from redline.train.sft import (
-    SFTSettings, as_chat, base_dtype, check_report_to, publish, run_trainer, save_training_curve, training_device,
+    SFTSettings, as_chat, base_dtype, check_report_to, finished_run, publish, run_trainer, save_training_curve, training_device,
     trl_arguments,
 )
 
@@ -134,10 +134,13 @@ def train_dpo(config: DPOSettings, out) -> dict[str, Any]:
     check_language_model(config.model, POLICY_ROLE)
     if config.beta <= 0:  # 0 leaves the loss at log 2 with no gradient (ipo divides by it); below 0 learns the reverse
         raise RedlineError(f"--beta must be above 0, got {config.beta}")
+    out = Path(out)
+    finished = finished_run(out, config.push_to_hub)
+    if finished is not None:
+        return finished
     pairs, n_identical = read_pairs(config.data, limit=config.limit, skip_invalid=config.skip_invalid)
     if n_identical:
         print(f"redline: DPO skips {n_identical} pairs whose chosen equals rejected", file=sys.stderr)
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_config(out / "train_config.json", config)
 

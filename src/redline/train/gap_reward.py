@@ -58,7 +58,7 @@ from redline.models import GAP_REWARD, chat_text, score_texts
 from redline.train.reward import (GroupCollator, completion_scores, encode_chats, refuse_shared_prompts, report_cuts,
                                   split_by_prompt, training_arguments)
 from redline.train.sft import (
-    SFTSettings, base_dtype, check_report_to, float32_adapters, publish, run_trainer, save_training_curve, training_device,
+    SFTSettings, base_dtype, check_report_to, finished_run, float32_adapters, publish, run_trainer, save_training_curve, training_device,
 )
 
 KIND = GAP_REWARD
@@ -294,6 +294,9 @@ def train_gap_reward(config: GapRewardConfig, out: str | os.PathLike) -> dict[st
     if config.anchor_weight < 0:
         raise RedlineError(f"--anchor-weight must be >= 0, got {config.anchor_weight}")
     out = Path(out)
+    finished = finished_run(out, config.push_to_hub)
+    if finished is not None:
+        return finished
 
     # Step 1: the data, its reward-model third, the held-out prompts.
     prefs = read_preferences(config.data, limit=config.limit, skip_invalid=config.skip_invalid)

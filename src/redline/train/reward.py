@@ -60,7 +60,7 @@ from redline.config import check_unless, write_config
 from redline.models import REWARD, chat_text, score_texts
 from redline.records import Preference, Ranking, Record, RecordError, iter_raw, prompt_key, prompt_text, read_records
 from redline.train.sft import (
-    SFTSettings, base_dtype, check_report_to, float32_adapters, publish, run_trainer, save_training_curve, training_device,
+    SFTSettings, base_dtype, check_report_to, finished_run, float32_adapters, publish, run_trainer, save_training_curve, training_device,
     trainer_arguments,
 )
 
@@ -498,6 +498,9 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
     out = Path(out)
     check_unless(config)  # before anything loads
     check_report_to(config.report_to)
+    finished = finished_run(out, config.push_to_hub)
+    if finished is not None:
+        return finished
     out.mkdir(parents=True, exist_ok=True)
     write_config(out / "train_config.json", config)
     # step 1 (the start's data first: this run's own reads are the ones its card reports)

@@ -239,17 +239,14 @@ def train_sft(
     from datasets import Dataset
     from trl import SFTConfig
 
-    from redline.models import (RUN_INFO, LoraSettings, ModelCard, add_lora, command_line, load_causal_lm, load_tokenizer,
-                                run_info, save_model)
+    from redline.models import (LoraSettings, ModelCard, add_lora, command_line, load_causal_lm, load_tokenizer,
+                                save_model)
 
     out = Path(out)
     check_report_to(settings.report_to)
-    if (out / RUN_INFO).is_file():
-        # save_model writes the card last: the run is finished. A rerun (claim_output refused other settings) would
-        # resume from the last checkpoint, train nothing, and save it all again under a new date.
-        print(f"redline: {out} is finished; nothing to train (--overwrite trains it again)", file=sys.stderr)
-        publish(out, settings.push_to_hub)
-        return run_info(out).get("metrics", {})
+    finished = finished_run(out, settings.push_to_hub)
+    if finished is not None:
+        return finished
     out.mkdir(parents=True, exist_ok=True)
     if not examples:
         raise RedlineError("no training examples")
@@ -319,6 +316,23 @@ def publish(out: Path, repo: str | None) -> None:
         from redline.models import push_to_hub
 
         print(f"redline: pushed {out} to {push_to_hub(out, repo)}", file=sys.stderr)
+
+
+def finished_run(out: Path, repo: str | None) -> dict[str, Any] | None:
+    """A finished run (its card, which ``save_model`` writes last, is there) rerun with its settings: said so,
+    published again under ``--push-to-hub``, and its card's metrics returned; None when OUT is not finished.
+
+    Without it a rerun (``claim_output`` refuses other settings) resumed from the last checkpoint, trained nothing, and
+    saved it all again under a new date, recomputing the card's metrics. Every trainer that ends in ``save_model``
+    (SFT and the critic, the reward, gap-reward and DPO models) asks this before anything loads.
+    """
+    from redline.models import RUN_INFO, run_info
+
+    if not (out / RUN_INFO).is_file():
+        return None
+    print(f"redline: {out} is finished; nothing to train (--overwrite trains it again)", file=sys.stderr)
+    publish(out, repo)
+    return run_info(out).get("metrics", {})
 
 
 def base_dtype(settings: SFTSettings) -> str:
