@@ -3,6 +3,7 @@ pretraining mix is computed (and off at γ = 0), the shared reference is the SFT
 without a value model, the value warm-up holds the policy, bad input is refused."""
 
 import json
+import shutil
 from pathlib import Path
 
 import redline.models
@@ -130,6 +131,22 @@ def test_resume_continues_as_if_never_stopped(straight, rm_run, tmp_path, capsys
     assert responses == [(json.loads(line)["iteration"], json.loads(line)["response"]) for line in (straight / "rollouts.jsonl").open()]
     assert len(responses) == 2 * 4
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["iter-000001", "iter-000002"]
+
+
+def test_a_resumed_run_logs_each_iteration_to_tensorboard_once(rm_run, tmp_path):
+    """Stopped after logging iteration 2 but before its checkpoint, a run resumes from iteration 1 and logs iteration 2
+    again: TensorBoard showed that step twice (both event files read) until the resumed run purged it."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    ppo(config(rm_run, report_to="tensorboard"), run)
+    shutil.rmtree(run / "checkpoints" / "iter-000002")  # killed between logging iteration 2 and saving it
+    ppo(config(rm_run, report_to="tensorboard"), run)
+    events = EventAccumulator(str(run / "redline-ppo"))  # both runs' event files (the settings in folders below)
+    events.Reload()
+    assert [e.step for e in events.Scalars("reward")] == [1, 2]
+    assert events.Scalars("reward")[1].value == pytest.approx(log(run)[1]["reward"])  # the resumed run's, not the first's
 
 
 def test_ptx_loss_is_computed_and_coefficient_zero_disables_it(straight, rm_run, tmp_path):
