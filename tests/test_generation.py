@@ -292,6 +292,21 @@ def test_embedded_greedy_equals_generate_and_batches_do_not_matter():
     assert texts(engine.generate(prompts * 3, sampled, seeds=[0, 1, 2] * 3, progress=False)) == alone * 3
 
 
+def test_a_sliding_window_refuses_only_rows_longer_than_it_not_the_padded_width(engine, monkeypatch):
+    """The check compared the batch's padded width (a multiple of 64, beyond the prefill rows) with the window: a model
+    with a 4096-token window was refused a 4090-token row that it attends to whole."""
+    prompt = "one two three four five six seven"
+    window = len(engine.encode(prompt)) + 10  # far under the padded width of 64
+    monkeypatch.setattr(engine.config, "sliding_window", window, raising=False)
+    monkeypatch.setattr(engine.config, "use_sliding_window", True, raising=False)
+    assert engine.generate([prompt], SamplingParams(max_new_tokens=10), progress=False)[0].completion_tokens >= 1
+    with pytest.raises(RedlineError, match=f"sliding window of {window} tokens, and this batch needs {window + 1}"):
+        engine.generate([prompt], SamplingParams(max_new_tokens=11), progress=False)
+    engine.continuous(max_prompt_tokens=window - 10, max_new_tokens=10)
+    with pytest.raises(RedlineError, match=f"needs {window + 1}"):
+        engine.continuous(max_prompt_tokens=window - 9, max_new_tokens=10)
+
+
 # ----------------------------------------------------------------------------- continuous batching (redline serve)
 
 

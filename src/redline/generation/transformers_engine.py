@@ -358,14 +358,16 @@ class TransformersEngine:
         if getattr(c, "attn_logit_softcapping", None):
             raise RedlineError(f"the transformers engine does not implement attention softcapping ({c.model_type})")
 
-    def _check_window(self, width: int) -> None:
-        """``slot_attention`` attends to every earlier token: refuse where a sliding window would cut some."""
+    def _check_window(self, tokens: int) -> None:
+        """``slot_attention`` attends to every earlier token: refuse where a sliding window would cut some.
+        ``tokens``: the longest row's prompt and new tokens (a row's padding is never attended to, so the batch's
+        padded width is not what the window limits)."""
         c = self.config
         window = getattr(c, "sliding_window", None) if getattr(c, "use_sliding_window", True) else None
-        if window and width > window:
+        if window and tokens > window:
             raise RedlineError(
                 f"{c.model_type} attends within a sliding window of {window} tokens, and this batch needs "
-                f"{width}; the transformers engine does not implement sliding windows (use backend='vllm')"
+                f"{tokens}; the transformers engine does not implement sliding windows (use backend='vllm')"
             )
 
     # ------------------------------------------------------------------ helpers
@@ -481,8 +483,9 @@ class TransformersEngine:
         max_new = max(it.max_new for it in items)
         pending = sorted(items, key=lambda it: len(it.ids))
         # Room for the longest item, its generated tokens and the padding rows of its last prefill block.
-        width = _round_up(max(len(it.ids) + it.max_new for it in items) + ROW_MULTIPLE, SPAN_MULTIPLE)
-        self._check_window(width)
+        longest = max(len(it.ids) + it.max_new for it in items)
+        self._check_window(longest)
+        width = _round_up(longest + ROW_MULTIPLE, SPAN_MULTIPLE)
         batch = _DecodeBatch(self, self._rows_cap(width, len(items)), width, max_new)
         results: list[Completion | None] = [None] * len(items)
 
@@ -799,8 +802,9 @@ class ContinuousBatcher:
         self.engine = engine
         self.max_prompt_tokens = min(max_prompt_tokens, max_positions - 1)
         self.max_new_tokens = max_new_tokens
-        self.width = _round_up(min(self.max_prompt_tokens + max_new_tokens, max_positions) + ROW_MULTIPLE, SPAN_MULTIPLE)
-        engine._check_window(self.width)
+        longest = min(self.max_prompt_tokens + max_new_tokens, max_positions)
+        engine._check_window(longest)
+        self.width = _round_up(longest + ROW_MULTIPLE, SPAN_MULTIPLE)
         self.rows = engine._rows_cap(self.width, engine.max_batch)
         self.inbox: queue.Queue[_Item] = queue.Queue()
         self._tokenizer, self._encode_lock = copy.deepcopy(engine.tokenizer), threading.Lock()
