@@ -4,6 +4,7 @@ A random model's text is gibberish, but it is deterministic gibberish: every tes
 engine with itself (alone vs. batched, with vs. without a stop string) or with ``model.generate``.
 """
 
+import concurrent.futures
 import contextlib
 import threading
 import time
@@ -347,15 +348,14 @@ def test_continuous_batching_refuses_a_request_over_its_limits_alone_and_cancels
             batcher.submit(list(range(10, 40)), SAMPLED, 1, lambda r: None)
         with pytest.raises(RedlineError, match="max_tokens 2001 is over this server's limit of 2000"):
             batcher.submit([10, 11], SamplingParams(max_new_tokens=2001), 1, lambda r: None)
-        long, long_done, _, _ = _collect(batcher, batcher.encode("Hello"), SamplingParams(temperature=0, max_new_tokens=2000), 1)
+        long, long_done, long_result, _ = _collect(batcher, batcher.encode("Hello"),
+                                                   SamplingParams(temperature=0, max_new_tokens=2000), 1)
         _, short_done, short_result, _ = _collect(batcher, batcher.encode("Hi"), SamplingParams(max_new_tokens=4), 2)
         assert short_done.wait(60) and short_result[0].completion_tokens <= 4  # not behind the long one
         assert not long_done.is_set()
-        long.cancelled = True  # a client that went away: its row is freed, and nothing is answered
-        deadline = time.monotonic() + 30
-        while batcher.batch.n and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert batcher.batch.n == 0 and not long_done.is_set()
+        long.cancelled = True  # a client that went away: its row is freed, and the request answered as cancelled
+        assert long_done.wait(30) and batcher.batch.n == 0
+        assert isinstance(long_result[0], concurrent.futures.CancelledError)
     finally:
         batcher.stop()
 
@@ -418,6 +418,38 @@ def test_stopping_the_loop_answers_every_request_not_yet_finished(engine):
     assert all(isinstance(result[0], RuntimeError) and "stopped" in str(result[0]) for _, _, result, _ in running)
     with pytest.raises(RuntimeError, match="not running"):
         batcher.submit(batcher.encode("Hi"), SamplingParams(max_new_tokens=2), 1, lambda r: None)
+
+
+def test_a_request_cancelled_before_it_takes_a_row_is_answered_as_cancelled(engine):
+    """A cancelled request was dropped without an answer: a caller waiting on it (all but the server) waited forever."""
+    batcher = engine.continuous(max_prompt_tokens=16, max_new_tokens=2000).start()
+    try:
+        busy = [_collect(batcher, batcher.encode("Hello"), SamplingParams(temperature=0, max_new_tokens=2000), i)
+                for i in range(batcher.rows)]  # every row taken: the next waits
+        waiting, done, result, _ = _collect(batcher, batcher.encode("Hi"), SamplingParams(max_new_tokens=4), 99)
+        waiting.cancelled = True
+        assert done.wait(30) and isinstance(result[0], concurrent.futures.CancelledError)
+        for handle, *_ in busy:
+            handle.cancelled = True
+        assert all(d.wait(30) and isinstance(r[0], concurrent.futures.CancelledError) for _, d, r, _ in busy)
+    finally:
+        batcher.stop()
+
+
+def test_a_request_submitted_as_the_loop_stops_is_answered(engine, monkeypatch):
+    """`submit` checked that the loop ran, then queued: a stop between the two drained the inbox first, and the
+    request queued after it was never answered."""
+    batcher = engine.continuous(max_prompt_tokens=16, max_new_tokens=8).start()
+    put = batcher.inbox.put
+
+    def put_as_the_loop_stops(item):
+        threading.Thread(target=batcher.stop).start()
+        time.sleep(0.5)  # the loop sees the stop and drains its inbox meanwhile, unless it must wait for this put
+        put(item)
+
+    monkeypatch.setattr(batcher.inbox, "put", put_as_the_loop_stops)
+    _, done, result, _ = _collect(batcher, batcher.encode("Hi"), SamplingParams(max_new_tokens=4), 1)
+    assert done.wait(10) and isinstance(result[0], RuntimeError) and "stopped" in str(result[0])
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the loop ends on the second fault

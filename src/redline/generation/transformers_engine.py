@@ -787,10 +787,11 @@ class ContinuousBatcher:
     long one to finish (it waits at most one step, plus its own prefill, while rows are free). Every
     row is ``max_prompt_tokens + max_new_tokens`` wide, so the K/V budget fixes the rows at start.
     ``on_text`` gets the text as it is decoded (deltas, whole characters only); ``on_done`` gets the
-    ``Completion`` or the exception that ended the request. A request whose prompt is too long fails
-    alone; an error inside a step fails the requests in that step (the rows are reset) and the loop
-    goes on. ``cancel`` frees a request's row at the next step (a client that went away).
-    ``engine.generate`` must not be called while the loop runs: both would use the one model.
+    ``Completion`` or the exception that ended the request, once for every request submitted. A request
+    whose prompt is too long fails alone; an error inside a step fails the requests in that step (the rows
+    are reset) and the loop goes on. A handle's ``cancelled = True`` frees the request's row at the next
+    step (a client that went away) and answers it with ``concurrent.futures.CancelledError``, unless it
+    finished first. ``engine.generate`` must not be called while the loop runs: both would use the one model.
     """
 
     def __init__(self, engine: TransformersEngine, max_prompt_tokens: int, max_new_tokens: int):
@@ -811,6 +812,9 @@ class ContinuousBatcher:
         self.steps = 0
         self.batch: _DecodeBatch | None = None  # the rows now decoding (set by the loop's thread)
         self._stopping = False
+        # submit's check and queueing, and the final drain of the inbox, one at a time: a request queued after the
+        # drain would never be answered
+        self._closing = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="redline-decode", daemon=True)
 
     def encode(self, prompt: Prompt) -> list[int]:
@@ -835,12 +839,13 @@ class ContinuousBatcher:
 
     def submit(self, ids: list[int], params: SamplingParams, seed: int, on_done, on_text=None) -> _Item:
         """Queue a request; the returned handle's ``cancelled = True`` drops it at the next step."""
-        if self._stopping or not self._thread.is_alive():
-            raise RuntimeError("the decode loop is not running")
         self.check(ids, params)
         item = self.engine._item(0, ids, params, seed)
         item.on_done, item.on_text = on_done, on_text
-        self.inbox.put(item)
+        with self._closing:
+            if self._stopping or not self._thread.is_alive():
+                raise RuntimeError("the decode loop is not running")
+            self.inbox.put(item)
         return item
 
     def start(self) -> "ContinuousBatcher":
@@ -858,11 +863,13 @@ class ContinuousBatcher:
         try:
             self._loop(pending)
         finally:  # stopped, or the loop itself failed: answer what is left, in rows, pending or still in the inbox
-            left = pending + ([self.batch.row_item[b] for b in range(self.batch.n)] + self.batch.admitting
-                              if self.batch is not None else []) + self._take_inbox()
+            with self._closing:
+                self._stopping = True  # no request queued after this drain
+                left = pending + ([self.batch.row_item[b] for b in range(self.batch.n)] + self.batch.admitting
+                                  if self.batch is not None else []) + self._take_inbox()
+            stopped = RuntimeError("the decode loop stopped before this request finished")
             for item in left:
-                if not item.cancelled:
-                    _call(item.on_done, RuntimeError("the decode loop stopped before this request finished"))
+                _call(item.on_done, _cancelled() if item.cancelled else stopped)
 
     def _loop(self, pending: list[_Item]) -> None:
         import queue
@@ -877,9 +884,12 @@ class ContinuousBatcher:
                 except queue.Empty:
                     continue
                 pending[:0] = reversed(new + self._take_inbox())
+                for item in [it for it in pending if it.cancelled]:
+                    _call(item.on_done, _cancelled())
                 pending[:] = [it for it in pending if not it.cancelled]
                 try:
-                    batch.retire([b for b in range(batch.n) if batch.row_item[b].cancelled])
+                    for item, _ in batch.retire([b for b in range(batch.n) if batch.row_item[b].cancelled]):
+                        _call(item.on_done, _cancelled())
                     if not pending and not batch.n:
                         continue
                     finished = batch.step(pending)
@@ -936,6 +946,12 @@ def _encode(tokenizer, prompt: Prompt) -> list[int]:
         return tokenizer(prompt)["input_ids"]
     text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
     return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _cancelled() -> Exception:
+    import concurrent.futures
+
+    return concurrent.futures.CancelledError("the request was cancelled")
 
 
 def _call(callback, value) -> None:
