@@ -41,6 +41,25 @@ def test_a_broken_gzip_is_one_clear_error(tmp_path):
         read_records(path, "demonstration")
 
 
+def test_a_broken_gzipped_json_array_is_one_clear_error_naming_the_file(tmp_path):
+    for name, data in (("not.json.gz", b"not gzip at all"),
+                       ("cut.json.gz", gzip.compress(json.dumps(DEMOS * 50).encode())[:40])):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(RecordError, match=f"{name}:0: <file>: cannot read"):
+            import_file("trl", str(tmp_path / name), tmp_path / "out.jsonl")
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_json_array_that_opens_with_a_byte_order_mark_is_read(tmp_path):
+    prefs = [{"prompt": "q", "chosen": "a", "rejected": "b"}]
+    (tmp_path / "p.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(prefs, indent=2).encode())
+    with gzip.open(tmp_path / "p.json.gz", "wb") as f:
+        f.write(b"\xef\xbb\xbf" + json.dumps(prefs).encode())
+    for name in ("p.json", "p.json.gz"):
+        written = import_file("trl", str(tmp_path / name), tmp_path / "out.jsonl")
+        assert list(written.values()) == [("preference", 1)]
+
+
 @pytest.fixture
 def splits(tmp_path):
     import datasets

@@ -31,10 +31,12 @@ array are numbered from 1, like lines.
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import json
 import os
 import sys
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,17 +190,17 @@ def _rows(source: str | os.PathLike) -> Iterable[tuple[int, Any]]:
     gzipped = path.suffix == ".gz"
     if (path.suffixes[-2:] != [".json", ".gz"] if gzipped else path.suffix != ".json") or not path.is_file():
         return iter_raw(source)
-    with gzip.open(path, "rb") if gzipped else open(path, "rb") as f:
-        head = f.read(4096).lstrip()
-    if not head.startswith(b"["):
-        return iter_raw(source)
     try:
-        with gzip.open(path, "rt", encoding="utf-8") if gzipped else open(path, encoding="utf-8") as f:
+        with gzip.open(path, "rb") if gzipped else open(path, "rb") as f:
+            head = f.read(4096).removeprefix(codecs.BOM_UTF8).lstrip()  # a BOM, as the JSONL reader allows
+        if not head.startswith(b"["):
+            return iter_raw(source)
+        with gzip.open(path, "rt", encoding="utf-8-sig") if gzipped else open(path, encoding="utf-8-sig") as f:
             items = json.load(f)
     except json.JSONDecodeError as e:
         raise RecordError([f"{source}:{e.lineno}: <file>: not JSON: {e.msg} at column {e.colno}"]) from e
     except UnicodeDecodeError as e:
         raise RecordError([f"{source}:0: <file>: not UTF-8 text: {e}"]) from e
-    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
         raise RecordError([f"{source}:0: <file>: cannot read: {e}"]) from e
     return enumerate(items, start=1)
