@@ -8,7 +8,7 @@ import pytest
 
 from redline import RedlineError
 from redline.cli import main
-from redline.formats import FORMATS, ImportReport, hh_rlhf, import_file, trl, ultrafeedback
+from redline.formats import FORMATS, ImportReport, beside, hh_rlhf, import_file, trl, ultrafeedback
 from redline.records import FieldError, RecordError, read_records
 
 
@@ -479,6 +479,15 @@ def test_limit_keeps_the_first_valid_rows_and_json_arrays_are_read(tmp_path):
 
     assert import_file("hh-rlhf", str(src), out, limit=2) == {out: ("preference", 2)}
     assert read_jsonl(out)[0]["chosen"] == "Why did the chicken cross the road?"
+
+
+def test_a_second_kind_beside_a_gzipped_output_keeps_its_jsonl_gz_suffix(tmp_path):
+    src = write_jsonl(tmp_path / "uf.jsonl", [UF_RANKED])
+    out = tmp_path / "rm.v1.jsonl.gz"
+    written = import_file("ultrafeedback", str(src), out)
+    assert written == {out: ("ranking", 1), tmp_path / "rm.v1.feedback.jsonl.gz": ("feedback", 3)}
+    assert len(read_records(tmp_path / "rm.v1.feedback.jsonl.gz", "feedback")) == 3
+    assert beside(tmp_path / "rm.parquet", "feedback") == tmp_path / "rm.feedback.parquet"
 
 
 def test_unknown_format():

@@ -173,8 +173,9 @@ def import_file(
 
 
 def beside(output: Path, kind: str) -> Path:
-    """Where a second kind of record goes: ``out.jsonl`` -> ``out.feedback.jsonl``."""
-    return output.with_name(f"{output.stem}.{kind}{output.suffix}")
+    """Where a second kind of record goes: ``out.jsonl`` -> ``out.feedback.jsonl`` (``.jsonl.gz`` kept whole)."""
+    suffix = "".join(output.suffixes[-2:]) if output.suffix == ".gz" else output.suffix
+    return output.with_name(f"{output.name[: len(output.name) - len(suffix)]}.{kind}{suffix}")
 
 
 def _check(record: Record, seen_ids: dict[tuple[str, str], int], number: int) -> None:
