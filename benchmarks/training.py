@@ -76,19 +76,22 @@ print(json.dumps(m))
 """
 
 # The reward model's workload (``--workload reward``): K-way rankings, BATCH prompts a forward pass. Tokens are
-# the real (unpadded) tokens of the completions read; ``+padded`` scores the padded batch in one pass on the
+# the real (unpadded) tokens of the completions trained on, counted where the loss is computed (the data loader
+# collates one batch ahead, which is never trained on); ``+padded`` scores the padded batch in one pass on the
 # CPU too (the way before the eighth session; ``models.UNPADDED_ON_CPU``).
 REWARD_CHILD = PRELUDE + r"""
 import redline.models
 from redline.train import reward
 redline.models.UNPADDED_ON_CPU = "padded" not in extras
 tokens = [0]
-collate = reward.GroupCollator.__call__
-def counting(self, groups):
-    batch = collate(self, groups)
-    tokens[0] += int(batch["attention_mask"].sum())
-    return batch
-reward.GroupCollator.__call__ = counting
+trainer_class = reward._ranking_trainer_class
+def counting_trainer_class():
+    class Counting(trainer_class()):
+        def compute_loss(self, model, inputs, *args, **kwargs):
+            tokens[0] += int(inputs["attention_mask"].sum())
+            return super().compute_loss(model, inputs, *args, **kwargs)
+    return Counting
+reward._ranking_trainer_class = counting_trainer_class
 config = reward.RewardConfig(model=model, data=sys.argv[7], limit=steps * batch * accum + 4, eval_split=0.1, max_steps=steps,
                              batch_size=batch, grad_accum=accum, max_length=384, bf16_base=precision == "bf16-base",
                              logging_steps=1, save_steps=10_000, seed=0, lora_dropout=0.05 if "drop" in extras else 0.0)

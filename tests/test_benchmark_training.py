@@ -64,3 +64,21 @@ def test_threads_and_a_competitor_beside_each_case(tmp_path):
         assert all(abs(a - b) < 1e-4 for a, b in zip(row["losses"], rows[0]["losses"]))
     refused, _ = _run(tmp_path, "fp32+sliced:1x2@two")
     assert refused.returncode != 0 and "'fp32+sliced:1x2@two'" in refused.stderr and "@THREADS" in refused.stderr
+
+
+def test_the_reward_workload_counts_the_tokens_of_the_steps_it_trains_only(tmp_path):
+    # every ranking the same length (two-digit items, the same answers): each trained batch holds the same tokens,
+    # so twice the steps read twice the tokens; the data loader's batch collated ahead and never trained must not count
+    rankings = tmp_path / "rankings.jsonl"
+    rankings.write_text("".join(json.dumps({"prompt": f"Write about item {i}.", "responses": ["A fine answer.", "bad"],
+                                            "ranks": [0, 1]}) + "\n" for i in range(10, 30)))
+    tokens = []
+    for steps in (1, 2):
+        out = tmp_path / f"reward-{steps}.json"
+        done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "training.py"), "--workload", "reward", "--model",
+                               "tiny-random", "--data", str(rankings), "--steps", str(steps), "--threads", "1",
+                               "--cases", "fp32:2x1", "--out", str(out)], capture_output=True, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        tokens.append(json.loads(out.read_text())["rows"][0]["tokens"])
+    assert tokens[0] > 0 and tokens[1] == 2 * tokens[0]
