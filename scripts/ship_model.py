@@ -90,6 +90,11 @@ def ship(run: Path, to: Path, notes: str = "") -> Path:
         raise RedlineError(f"{run}: not a LoRA critic, reward or gap-reward run (redline.json says kind "
                            f"{info.get('kind')!r}, adapter {info.get('adapter')!r})")
     if to.exists():
+        if to.resolve() == run.resolve() or run.resolve().is_relative_to(to.resolve()):
+            raise RedlineError(f"--to {to}: it holds the run {run}, which replacing it would delete")
+        if any(to.iterdir()) and not (to / RUN_INFO).is_file():
+            raise RedlineError(f"--to {to}: a folder that is not a shipped model (no {RUN_INFO}); replacing it would "
+                               "delete what it holds: name the model's own folder, e.g. models/critic")
         shutil.rmtree(to)
     to.mkdir(parents=True)
     weights = load_file(str(adapter / "adapter_model.safetensors"))

@@ -154,3 +154,19 @@ def test_a_critic_on_a_base_folder_is_shipped_naming_the_base_from_where_it_land
     monkeypatch.chdir(to)
     assert run_info(".")["base_model"] == str((tmp_path / "runs" / "base").resolve())
     assert load_causal_lm(".", device="cpu") is not None
+
+
+def test_a_destination_that_holds_the_run_or_other_files_is_refused_and_left_as_it_was(tmp_path, capsys):
+    run = tmp_path / "models" / "critic"
+    run.mkdir(parents=True)
+    (run / "redline.json").write_text(json.dumps({"kind": "critic", "adapter": True}))
+    (run / "adapter_model.safetensors").write_bytes(b"weights")
+    for to in (run, tmp_path / "models"):  # the run itself, and the folder above it
+        assert ship_model.main([str(run), "--to", str(to)]) == 2
+        assert "which replacing it would delete" in capsys.readouterr().err
+        assert (run / "adapter_model.safetensors").read_bytes() == b"weights"
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "todo.txt").write_text("keep me")
+    assert ship_model.main([str(run), "--to", str(other)]) == 2
+    assert "not a shipped model" in capsys.readouterr().err and (other / "todo.txt").read_text() == "keep me"
