@@ -149,3 +149,33 @@ def test_vllm_engine_generates_in_order_with_seeds_and_stops():
     if stop:
         cut = engine.generate([prompts[0]], SamplingParams(temperature=1.0, max_new_tokens=16, stop=[stop]), seeds=[5], progress=False)[0]
         assert cut.finish_reason == "stop" and stop not in cut.text
+
+
+def test_a_damaged_adapter_config_is_named_by_its_file_and_field(tmp_path):
+    (tmp_path / "redline.json").write_text(json.dumps({"adapter": True, "base_model": "tiny-random", "kind": "sft"}))
+    (tmp_path / "adapter_config.json").write_text("[8]")  # was an AttributeError that named no file
+    with pytest.raises(RedlineError, match="adapter_config.json: the LoRA adapter's config should be a JSON object"):
+        vllm_load_kwargs(str(tmp_path), "bfloat16", {})
+    for rank in ("16", None, True, 0):  # were a ValueError or TypeError from int(), or rank 0 taken as fitting 8
+        with pytest.raises(RedlineError, match=r"adapter_config.json: field r: the LoRA rank should be a positive integer"):
+            vllm_load_kwargs(run_folder(tmp_path, {"r": rank}), "bfloat16", {})
+
+
+def test_a_lora_run_on_a_lora_run_is_refused_naming_its_base(tmp_path):
+    (tmp_path / "inner").mkdir()
+    (outer := tmp_path / "outer").mkdir()
+    inner = run_folder(tmp_path / "inner", {"r": 8})
+    (outer / "redline.json").write_text(json.dumps({"adapter": True, "base_model": inner, "kind": "sft"}))
+    (outer / "adapter_config.json").write_text(json.dumps({"r": 8}))
+    # vLLM was handed the inner run's folder as the model: no config.json there
+    with pytest.raises(RedlineError, match=r"outer/redline.json: field base_model: .*inner is itself a LoRA run"):
+        vllm_load_kwargs(str(outer), "bfloat16", {})
+
+
+def test_an_empty_prompt_is_refused_before_vllm_takes_any_of_the_batch(tokenizer):
+    llm = RecordingLLM([("one", 1, "stop"), ("two", 1, "stop")])
+    engine = VLLMEngine(llm, tokenizer, sampling_params=dict)
+    assert tokenizer("")["input_ids"] == []  # a tokenizer that adds no BOS
+    with pytest.raises(RedlineError, match=r"a prompt has no tokens \(prompt 1"):
+        engine.generate(["Hello", ""], SamplingParams(), progress=False)
+    assert llm.calls == []

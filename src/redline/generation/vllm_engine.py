@@ -63,17 +63,26 @@ def vllm_load_kwargs(path: str, dtype: str, options: dict[str, Any]) -> tuple[di
         adapter = json.loads(config_file.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise RedlineError(f"{config_file}: cannot read the LoRA adapter's config ({e})") from e
+    if not isinstance(adapter, dict):  # a damaged file was an AttributeError that named none
+        raise RedlineError(f"{config_file}: the LoRA adapter's config should be a JSON object")
     if adapter.get("modules_to_save"):
         raise RedlineError(
             f"{config_file}: modules_to_save {adapter['modules_to_save']} are trained whole, which vLLM's LoRA "
             "does not load; merge the adapter into its base model to serve it with vLLM"
         )
-    rank = int(adapter.get("r", 0))
+    rank = adapter.get("r")
+    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
+        raise RedlineError(f"{config_file}: field r: the LoRA rank should be a positive integer, got {rank!r}")
     fits = [r for r in VLLM_LORA_RANKS if r >= rank]
     if not fits:
         raise RedlineError(f"{config_file}: field r: LoRA rank {rank} is above vLLM's largest, {VLLM_LORA_RANKS[-1]}")
+    base = resolve(info["base_model"])
+    if run_info(base).get("adapter"):  # vLLM was handed a folder with no model in it
+        raise RedlineError(f"{Path(path) / 'redline.json'}: field base_model: {info['base_model']} is itself a LoRA "
+                           "run, and vLLM serves one adapter on a whole model: use backend='transformers' (it merges "
+                           "both), or a run saved whole")
     kwargs = {
-        "model": resolve(info["base_model"]),
+        "model": base,
         "dtype": dtype,
         "trust_remote_code": False,
         "enable_lora": True,
@@ -157,6 +166,12 @@ class VLLMEngine:
             self.last_stats = GenerationStats()
             return []
         requests = [{"prompt_token_ids": self.encode(p)} for p in prompts]
+        # Refused here, as the transformers engine does, before vLLM holds any of the batch: vLLM raised its own error
+        # mid-batch, and until its PR 27420 (October 2025) kept the requests taken before it for the next call.
+        empty = [i for i, r in enumerate(requests) if not r["prompt_token_ids"]]
+        if empty:
+            raise RedlineError(f"a prompt has no tokens (prompt {empty[0]}: an empty prompt, with a tokenizer that "
+                               "adds no BOS)")
         sampling = [self.sampling_params(**vllm_sampling_kwargs(q, s)) for q, s in zip(params, seeds)]
         outputs = self.llm.generate(requests, sampling, use_tqdm=progress, lora_request=self.lora_request)
         if len(outputs) != len(requests):
