@@ -42,7 +42,15 @@ def validation_sets(data: str, reward: str) -> tuple[list[dict], list[dict]]:
     from redline.train.reward import read_comparisons, split_by_prompt
 
     trained = json.loads((Path(reward) / "train_config.json").read_text())
-    _, held = split_by_prompt(read_comparisons(data, limit=trained.get("limit")), trained["eval_split"], trained["seed"])
+    # the split is recomputed as `train reward` made it: only from the file it split, and only if it split one
+    if trained.get("eval_data"):
+        raise SystemExit(f"{reward} held out the rankings of --eval-data {trained['eval_data']} and trained on every "
+                         f"prompt of its --data: no prompt of {data} is held out from it")
+    if trained.get("data") and Path(trained["data"]).resolve() != Path(data).resolve():
+        raise SystemExit(f"--data {data}: {reward} split {trained['data']}, so its held-out prompts cannot be found "
+                         "in another file (give --data the file it trained on)")
+    rankings = read_comparisons(data, limit=trained.get("limit"), skip_invalid=bool(trained.get("skip_invalid")))
+    _, held = split_by_prompt(rankings, trained["eval_split"], trained["seed"])
     held_keys = {prompt_key(r.prompt) for r in held}
     answers, good = [], []
     with open(data) as f:

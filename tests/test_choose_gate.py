@@ -77,3 +77,24 @@ def test_validation_sets_are_the_held_out_prompts_sample_and_perfect_fixed_answe
     assert len(answers) == 4 and {prompt_key(a["prompt"]) for a in answers} == held_prompts
     assert all(a["response"] == "A B" and a["meta"] == {**LOWER, "topic": "things"} for a in answers)
     assert [g["id"] for g in good] == [a["id"].replace("sample", "fixed") for a in answers if int(a["id"].split("-")[1]) % 2]
+
+
+def test_validation_sets_are_refused_where_the_reward_run_held_out_nothing_of_the_file(tmp_path):
+    import pytest
+
+    rankings = tmp_path / "rankings.jsonl"
+    rankings.write_text(json.dumps({"id": "r0", "prompt": "Write about thing 0.", "responses": ["a", "b"],
+                                    "ranks": [0, 1], "meta": {**LOWER, "policy": ["sample", "fixed"],
+                                                              "oracle_quality": [0.0, 1.0]}}) + "\n")
+    run = tmp_path / "rm"
+    run.mkdir()
+    # trained on every prompt of this file, held out another file's: a "validation" split of it was trained on
+    (run / "train_config.json").write_text(json.dumps({"data": str(rankings), "eval_data": str(tmp_path / "held.jsonl"),
+                                                       "eval_split": 0.1, "seed": 0, "limit": None}))
+    with pytest.raises(SystemExit, match="trained on every prompt of its --data"):
+        choose_gate.validation_sets(str(rankings), str(run))
+    # split another file than the one given: its held-out prompts are not these
+    (run / "train_config.json").write_text(json.dumps({"data": str(tmp_path / "other.jsonl"), "eval_data": None,
+                                                       "eval_split": 0.1, "seed": 0, "limit": None}))
+    with pytest.raises(SystemExit, match="give --data the file it trained on"):
+        choose_gate.validation_sets(str(rankings), str(run))
