@@ -153,3 +153,37 @@ def test_test_responses_revise_or_the_judge_cannot_read_are_refused_before_any_t
         main(["--debug", "experiment", "critic", "--data", str(own), "--model", "tiny-random", "--sizes", "2",
               "--second-model", "none", "--out", str(tmp_path / "exp")])
     assert not (tmp_path / "exp").exists()
+
+
+def test_a_second_file_is_matched_to_the_test_prompts_by_id_not_by_line(data, tmp_path, monkeypatch):
+    """A --second file in another order (or longer, or missing an id: test_partial.jsonl has no edit of an empty
+    answer) gave its first lines, answers to other prompts than the test responses beside them."""
+    import redline.generation as generation
+    import redline.improve.revise as revise_module
+    import redline.train.critic as critic
+
+    seen = {}
+
+    def fake_revise(config, out, engine=None, judge=None, responses=None, progress=False):
+        seen[out.name] = [r.id for r in responses]
+        if out.name == "revise_second":
+            raise RedlineError("stop after the sets")
+        return {"iterations": []}
+
+    monkeypatch.setattr(critic, "train_critic", lambda *args, **kwargs: None)
+    monkeypatch.setattr(generation, "load_engine", lambda *args, **kwargs: object())
+    monkeypatch.setattr(revise_module, "revise", fake_revise)
+    monkeypatch.setattr("redline.evaluate.evaluate_iterations", lambda *args, **kwargs: {"iterations": []})
+    rows = [json.loads(line) for line in (data / "test.jsonl").read_text().splitlines()]
+    second = tmp_path / "second.jsonl"
+    second.write_text("".join(json.dumps({**row, "response": "other " + row["response"]}) + "\n"
+                              for row in reversed(rows[1:])))  # no answer to the first test prompt
+    argv = ["--debug", "experiment", "critic", "--data", str(data), "--model", "tiny-random", "--sizes", "2",
+            "--test-limit", "3", "--second", str(second)]
+    with pytest.raises(RedlineError, match="stop after the sets"):
+        main(argv + ["--out", str(tmp_path / "exp")])
+    assert seen == {"revise_test": [r["id"] for r in rows[:3]], "revise_second": [r["id"] for r in rows[1:3]]}
+
+    second.write_text("".join(json.dumps({**row, "id": "x" + row["id"]}) + "\n" for row in rows))
+    with pytest.raises(RedlineError, match="has no response for any of the 3 test ids"):
+        main(argv + ["--out", str(tmp_path / "exp2")])

@@ -9,8 +9,8 @@ set in ``data/simulated/`` by default: ``feedback.jsonl`` to train, ``test.jsonl
         --judge oracle --out runs/critic-experiment
 
 Steps (each resumes: a finished step is skipped when the command is run again):
-  1. read the test responses; get the second responder's responses (``--second FILE``, or
-     generate them with ``--second-model`` at ``--second-temperature`` on the same prompts; with
+  1. read the test responses; get the second responder's responses to the same prompts, matched by
+     id (``--second FILE``, or generate them with ``--second-model`` at ``--second-temperature``; with
      ``--second-best-of K`` it samples K per prompt and keeps the one the oracle scores best, a
      stronger responder; or ``--second DATA/test_partial.jsonl``, the annotators' partly fixed
      answers of world v2); with ``--good`` also the test responses with every problem fixed
@@ -56,7 +56,7 @@ class CriticExperimentConfig(CriticConfig):
     iterations: int = field(default=5, metadata={"min": 1, "help": "revision rounds"})
     judge: str = field(default="oracle", metadata={"help": "judge spec (oracle, reward:RUN, openai:MODEL@URL)"})
     test_limit: int | None = field(default=None, metadata={"min": 1, "help": "revise only the first N test responses"})
-    second: str | None = field(default=None, metadata={"help": "a JSONL of another model's responses to the test prompts"})
+    second: str | None = field(default=None, metadata={"help": "a JSONL of another model's responses to the test prompts (matched by id)"})
     second_model: str | None = field(default="embedded", metadata={"help": "model that writes the second responses when --second is not given ('none' to skip)"})
     second_temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the second responder"})
     second_best_of: int = field(default=1, metadata={"min": 1, "help": "the second responder samples K responses per prompt and keeps the oracle's best"})
@@ -107,6 +107,19 @@ def second_responses(config: CriticExperimentConfig, test_path: Path, n: int, ou
         return replace(chosen, source=f"{chosen.source} best of {len(candidates)} by the oracle")
 
     return [best(candidates) for candidates in zip(*samples)]
+
+
+def on_test_prompts(second: list, test: list, source: str) -> list:
+    """Step 1: the second responses to the test prompts, matched by id in the test's order: a ``--second``
+    file may hold them in another order, hold more, or miss some (``test_partial.jsonl`` has no edit of
+    an empty answer), where taking its first lines revised answers to other prompts."""
+    by_id = {r.id: r for r in second}
+    matched = [by_id[r.id] for r in test if r.id in by_id]
+    if not matched:
+        raise RedlineError(f"{source} has no response for any of the {len(test)} test ids (matched by id)")
+    if len(matched) < len(test):
+        print(f"redline: {source} has responses for {len(matched)} of the {len(test)} test prompts", file=sys.stderr)
+    return matched
 
 
 def good_responses(test: list, fixed: Path) -> list:
@@ -202,7 +215,8 @@ def run_critic_experiment(config: CriticExperimentConfig, out: str | Path) -> di
     test = read_records(test_path, "response", limit=config.test_limit, require_id=True)
     check_records(judge, test, str(test_path))
     second = second_responses(config, test_path, len(test), out)
-    sets = {"test": test} | ({"second": second[: len(test)]} if second else {}) | (
+    sets = {"test": test} | ({"second": on_test_prompts(second, test, config.second or "the second responses")}
+                             if second else {}) | (
         {"good": good_responses(test, data / "test_fixed.jsonl")} if config.good else {})
     for name, responses in sets.items():
         check_records(judge, responses, f"the {name} responses")
