@@ -37,19 +37,18 @@ def part_losses(run: Path, records, max_length: int) -> dict:
     import torch
 
     from redline.models import load_causal_lm, load_tokenizer
-    from redline.prompts import REVISION_MARK
-    from redline.train.critic import critic_examples, critique_mask
+    from redline.train.critic import critic_examples, critique_mask, revision_marker
 
     tokenizer = load_tokenizer(str(run))
     model = load_causal_lm(str(run), device="cpu", merge_lora=True).eval()
-    marker = tokenizer(REVISION_MARK, add_special_tokens=False)["input_ids"]
+    marker = revision_marker(tokenizer)  # as the weighted trainer finds it (tokenised alone it may never match)
     sums = {"critique": [0.0, 0], "revision": [0.0, 0]}
     for ex in critic_examples(records):
         prompt = tokenizer.apply_chat_template(ex["prompt"], tokenize=False, add_generation_prompt=True)
         whole = tokenizer.apply_chat_template(ex["prompt"] + ex["completion"], tokenize=False)
         ids = tokenizer(whole, add_special_tokens=False)["input_ids"][:max_length]
         start = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
-        labels = torch.tensor([[-100] * start + ids[start:]])
+        labels = torch.tensor([[-100] * min(start, len(ids)) + ids[start:]])  # a prompt past max_length: no label
         with torch.no_grad():
             logits = model(input_ids=torch.tensor([ids])).logits[:, :-1]
         target = labels[:, 1:]
