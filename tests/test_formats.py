@@ -106,6 +106,9 @@ def test_trl_detects_each_format_by_its_keys():
         # implicit prompt, identical replies: kept (an anchor pair for PIT), the prompt ends before the reply
         ({"chosen": q + [assistant("Blue.")], "rejected": q + [assistant("Blue.")]}, "preference",
          {"prompt": q, "chosen": "Blue.", "rejected": "Blue."}),
+        # a chat prompt beside string replies: redline's own layout (what `--from hh-rlhf` writes), read as it is
+        ({"prompt": q, "chosen": "Blue.", "rejected": "Green."}, "preference",
+         {"prompt": q, "chosen": "Blue.", "rejected": "Green."}),
         # standard and conversational prompt-completion
         ({"prompt": "The sky is", "completion": " blue."}, "demonstration",
          {"prompt": "The sky is", "response": " blue."}),
