@@ -117,6 +117,9 @@ def test_lora_adapters_vllm_cannot_load_are_refused_naming_the_file(tmp_path):
 def test_vllm_backend_refuses_cpu_devices_before_importing_vllm():
     with pytest.raises(RedlineError, match="GPU"):
         load_engine("tiny-random", backend="vllm", device="cpu")
+    # a GPU by index is a GPU: the error says how vLLM is given one (it said to use backend='transformers')
+    with pytest.raises(RedlineError, match=r"^device 'cuda:1': vLLM takes no GPU index; run with CUDA_VISIBLE_DEVICES=1"):
+        load_engine("tiny-random", backend="vllm", device="cuda:1")
 
 
 def test_without_vllm_installed_the_error_says_how_to_get_it(monkeypatch):

@@ -127,6 +127,9 @@ class VLLMEngine:
     def load(cls, model: str, dtype: str = "float32", device: str = "auto", **options) -> "VLLMEngine":
         from redline.models import load_tokenizer, resolve
 
+        if device.startswith("cuda:"):  # a GPU all the same (the error below sent it to transformers)
+            raise RedlineError(f"device {device!r}: vLLM takes no GPU index; run with CUDA_VISIBLE_DEVICES="
+                               f"{device[len('cuda:'):]} and device 'cuda'")
         if device not in ("auto", "cuda"):
             raise RedlineError(f"the vllm backend runs on a GPU; device {device!r} is not supported (use backend='transformers')")
         kwargs, adapter = vllm_load_kwargs(resolve(model), dtype, options)
