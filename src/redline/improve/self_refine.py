@@ -27,7 +27,9 @@ Deviations from the paper:
      per task, with few-shot examples, and scores named traits in the feedback.
   3. The iterate prompt sees the current response and its feedback only, not the whole history of
      earlier responses and feedback (the loop carries one response per item).
-  4. ``--stop nothing`` (the paper's rule) is the default; ``fixed`` and ``best`` are the loop's.
+  4. ``--stop nothing`` (the paper's rule) is the default; ``fixed`` and ``best`` are the loop's. Under
+     it an item also stops when its refinement comes back the same as the response (the loop's
+     rule), not only when its feedback says NO ISSUES.
   5. Sampling at temperature 0.7 by default, inside the paper-comparison's best range for
      Self-Refine (0.6–0.8, PIT's §5), with a seed per (item, iteration, call).
 """
