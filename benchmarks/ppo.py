@@ -46,8 +46,9 @@ for name, text in overrides.items():
     if name not in known:
         sys.exit(f"this commit's PPOConfig has no field {name!r}")
     extra[name] = field_value(PPOConfig, name, text)
-config = PPOConfig(policy=model, reward=rm, prompts=prompts, device="cpu", threads=1, iterations=iterations,
-                   batch_size=16, max_new_tokens=new_tokens, value_warmup_iterations=0, save_every=1000, **extra)
+settings = dict(policy=model, reward=rm, prompts=prompts, device="cpu", threads=1, iterations=iterations,
+                batch_size=16, max_new_tokens=new_tokens, value_warmup_iterations=0, save_every=1000)
+config = PPOConfig(**{**settings, **extra})  # a case's FIELD=VALUE replaces these too (batch_size=32)
 models = load_ppo_models(config, "cpu")
 scorer, adapter_off = models.scorer()
 reward = instructgpt_reward(scorer, models.tokenizer, adapter_off=adapter_off)

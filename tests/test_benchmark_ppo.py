@@ -30,3 +30,13 @@ def test_an_unknown_setting_fails_the_case_by_name(tmp_path):
                            "--iterations", "1", "--max-new-tokens", "2", "--out", str(tmp_path / "x.json"),
                            "--cases", "bad:no_such_field=1"], capture_output=True, text=True, timeout=600)
     assert done.returncode != 0 and "no field 'no_such_field'" in done.stderr
+
+
+def test_a_case_may_change_a_setting_the_benchmark_sets_for_every_case(tmp_path):
+    out = tmp_path / "ppo.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ppo.py"), "--model", "tiny-random",
+                           "--iterations", "1", "--max-new-tokens", "2", "--out", str(out),
+                           "--cases", "small:batch_size=4,minibatch_size=4,micro_batch_size=2"],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(out.read_text())["rows"][0]["iterations"][0]["episodes"] == 4
