@@ -16,7 +16,9 @@ Steps (each resumes: a finished step is skipped when the command is run again):
      answers of world v2); with ``--good`` also the test responses with every problem fixed
      (``DATA/test_fixed.jsonl``, or fixed here by a simulated annotator): answers a critic should
      leave at least as good, the no-harm check;
-  2. for each size N: train a critic on the first N feedback records (OUT/size_N/critic);
+  2. for each size N: train a critic on N feedback records spread over prompts, one per prompt first
+     (``train critic --limit``'s selection, with ``--unchanged-share``), not the first N lines
+     (OUT/size_N/critic);
   3. revise every set of responses for ``--iterations`` rounds (OUT/size_N/revise_test,
      OUT/size_N/revise_second, OUT/size_N/revise_good);
   4. judge every iteration against the original (OUT/size_N/eval_*): win rate with its 95%
