@@ -114,6 +114,8 @@ def main(scores_path: str, out: str | None = None) -> None:
                 row[2] += 1
                 row[3] += oracle_right
                 row[4] += labels_right
+    if not table:
+        raise SystemExit(f"{scores_path}: no comparison the labels decide (every ranking all tied, or none): nothing to split")
     result = {}
     for split, rows in table.items():
         result[split] = {key: {"comparisons": int(r[0]), "accuracy": round(r[1] / r[0], 4),

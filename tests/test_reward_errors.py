@@ -37,6 +37,16 @@ def test_errors_are_counted_by_the_one_check_that_separates_the_answers(tmp_path
     assert "| no_commas | 1 | 0.0% |" in capsys.readouterr().out
 
 
+def test_a_scores_file_with_no_decisive_comparison_is_refused_by_name(tmp_path):
+    record = {"prompt": "Write about owls in capitals with no commas.", "meta": META,
+              "responses": [BODY.upper(), BODY, BODY], "ranks": [0, 0, 0], "scores": [2.0, 1.0, 3.0]}
+    scores = tmp_path / "scores.jsonl"
+    scores.write_text(json.dumps(record) + "\n")
+    with pytest.raises(SystemExit, match="no comparison the labels decide"):
+        reward_errors.main(str(scores), str(tmp_path / "out.json"))
+    assert not (tmp_path / "out.json").exists()
+
+
 def test_rankings_without_the_simulated_meta_are_refused_with_their_line(tmp_path):
     scores = tmp_path / "scores.jsonl"
     scores.write_text(json.dumps({"prompt": "p", "meta": META, "responses": ["a", "b", "c"], "ranks": [0, 1, 2],
