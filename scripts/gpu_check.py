@@ -144,6 +144,8 @@ def main(argv=None) -> int:
     if unknown:
         ap.error(f"unknown parts: {', '.join(sorted(unknown))}")
     sizes = args.sizes.split(",") if args.sizes else (["tiny"] if args.tiny else list(SIZES))
+    if set(sizes) - {*SIZES, "tiny"}:  # else every speed part would start, build nothing and fail
+        ap.error(f"unknown sizes: {', '.join(sorted(set(sizes) - {*SIZES, 'tiny'}))} (choose from {', '.join(SIZES)}, tiny)")
     results: dict = {"started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                      "command": " ".join(sys.argv), "device": "cpu" if args.cpu else "cuda", "tiny": args.tiny,
                      "budget_s": args.budget, "parts": {}}

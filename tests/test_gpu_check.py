@@ -87,3 +87,10 @@ def test_a_hung_part_is_killed_at_its_timeout(gpu_check, tmp_path):
     with open(tmp_path / "log", "w") as log:
         code, seconds = gpu_check.run_child([sys.executable, "-c", "import time; time.sleep(60)"], dict(os.environ), 1, log)
     assert code is None and seconds < 30
+
+
+def test_an_unknown_size_is_refused_before_any_part_runs(gpu_check, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        gpu_check.main([str(tmp_path / "out"), "--cpu", "--sizes", "smollm2-135m,llama1b", "--parts", "engine"])
+    assert e.value.code == 2 and "unknown sizes: llama1b" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "results.json").exists()
