@@ -57,6 +57,8 @@ def test_the_rule_takes_the_best_answers_rate_among_bars_that_spare_good_answers
     assert choose_gate.choose(answers, good) == -2.0  # a tie goes to the lower bar
     answers, good = rates((-2.0, 0.60, 0.48), (-1.0, 0.65, 0.46))
     assert choose_gate.choose(answers, good) == -2.0  # no bar spares them: the one that harms them least
+    assert choose_gate.rule(good).startswith("no bar kept")  # and gate.json says that rule chose it
+    assert choose_gate.rule(rates((-2.0, 0.60, 0.50))[1]).startswith("highest validation-answers win rate")
 
 
 def test_validation_sets_are_the_held_out_prompts_sample_and_perfect_fixed_answers(tmp_path):
