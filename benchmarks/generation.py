@@ -132,7 +132,8 @@ def run_hf_generate(model_name: str, prompts, settings, batch: int) -> dict:
     model = load_causal_lm(model_name, "float32", "cpu")
     tok = load_tokenizer(model_name)
     tok.padding_side = "left"
-    eos = {tok.eos_token_id} | {model.generation_config.eos_token_id}
+    stops = model.generation_config.eos_token_id  # an int, or a list (Llama 3 ends a turn on either of two)
+    eos = {tok.eos_token_id} | set(stops if isinstance(stops, (list, tuple)) else [stops])
     texts = [tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
     m = settings["max_new_tokens"]
     kwargs = dict(do_sample=True, temperature=TEMPERATURE, top_p=1.0, max_new_tokens=m, pad_token_id=tok.pad_token_id)

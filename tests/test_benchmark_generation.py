@@ -26,3 +26,20 @@ def test_budgets_in_one_call_and_one_call_per_budget_give_the_same_completions(t
     assert batched["skipped"] == "the budgets workload is the engines'"
     row = next(line for line in done.stdout.splitlines() if line.startswith("| budgets | engine | 4 |"))
     assert row.endswith(f"| {one['tokens_per_s'] / grouped['tokens_per_s']:.2f}× |")  # against the grouped way
+
+
+def test_batched_generate_counts_to_the_first_of_several_end_tokens(monkeypatch):
+    import importlib.util
+
+    import redline.models
+    from redline.models import load_causal_lm
+
+    spec = importlib.util.spec_from_file_location("generation_benchmark", ROOT / "benchmarks" / "generation.py")
+    generation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generation)
+    model = load_causal_lm("tiny-random", "float32", "cpu")
+    model.generation_config.eos_token_id = [2, 7]  # as a model that ends a turn on either of two tokens says it
+    monkeypatch.setattr(redline.models, "load_causal_lm", lambda *a, **k: model)
+    prompts, settings = generation.workload("rollout", 2)
+    result = generation.run_hf_generate("tiny-random", prompts, {**settings, "max_new_tokens": 4}, batch=2)
+    assert result["items"] == 2 and 2 <= result["tokens"] <= 8
