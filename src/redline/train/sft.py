@@ -240,7 +240,7 @@ def train_sft(
     from trl import SFTConfig
 
     from redline.models import (LoraSettings, ModelCard, add_lora, command_line, load_causal_lm, load_tokenizer,
-                                save_model)
+                                run_info, save_model)
 
     out = Path(out)
     check_report_to(settings.report_to)
