@@ -122,12 +122,26 @@ def rule(good: list[dict]) -> str:
             "most (tie: the lower bar)")
 
 
+def read_cache(path: Path, reward: str, digest: str | None) -> dict:
+    """The scores WORK/scores.json holds, keyed by (prompt, text), when the reward model that gave them is ``reward``
+    as it is now (``digest``); none when there is no file. Scores of another or a retrained reward model are refused:
+    read as this one's, they chose the bar by the wrong model's opinion."""
+    if not path.is_file():
+        return {}
+    held = json.loads(path.read_text())
+    if "scores" not in held or held.get("reward_digest") != digest:
+        given = f"{held['reward']}, as it was then" if "reward" in held else "a reward model it does not name"
+        raise SystemExit(f"{path} holds the scores of {given}, not of --reward {reward} as it is now: give another "
+                         "WORK folder, or remove the file to score again")
+    return held["scores"]
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("work", help="folder for the validation sets, their revisions and gate.json")
     ap.add_argument("--critic", default="models/critic")
     ap.add_argument("--reward", default="models/reward", help="a `redline train reward` run (its held-out prompts); "
-                    "its scores are cached in WORK/scores.json, so give another WORK for another reward model")
+                    "its scores are cached in WORK/scores.json, which another (or a retrained) reward model is refused")
     ap.add_argument("--data", default="data/simulated/rankings.jsonl", help="the rankings that run read")
     ap.add_argument("--replay", action="append", default=[], metavar="NAME=FOLDER",
                     help="an ungated `revise --iterations 1` output to replay the bars on (not used to choose)")
@@ -139,6 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
             ap.error(f"--replay {spec}: expected NAME=FOLDER with FOLDER/iteration_1.jsonl (a `redline revise` output)")
         replays[name] = folder
 
+    from redline.config import input_digest
     from redline.judges.reward import RewardJudge
     from redline.records import prompt_key
 
@@ -149,7 +164,8 @@ def main(argv: list[str] | None = None) -> dict:
             **{name: Path(folder) / "iteration_1.jsonl" for name, folder in replays.items()}}
     judge = RewardJudge(args.reward)
     cache_path = work / "scores.json"  # a rerun (another --replay) scores only what is new
-    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    reward_digest = input_digest(args.reward)
+    cache = read_cache(cache_path, args.reward, reward_digest)
     table = {}
     for name, path in sets.items():
         rows = [json.loads(line) for line in open(path)]
@@ -157,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
                  for r in rows for t in (r["response_0"], r["response"])}
         todo = dict(v for v in keyed.values() if v[0] not in cache)
         cache.update(zip(todo, judge.score(list(todo.values()))))
-        cache_path.write_text(json.dumps(cache))
+        cache_path.write_text(json.dumps({"reward": args.reward, "reward_digest": reward_digest, "scores": cache}))
         scores = {k: cache[key] for k, (key, _) in keyed.items()}
         table[name] = [replay(rows, scores, bar) for bar in BARS]
     bar = choose(table["validation answers"], table["validation good"])

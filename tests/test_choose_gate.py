@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("choose_gate", ROOT / "scripts" / "choose_gate.py")
 choose_gate = importlib.util.module_from_spec(_spec)
@@ -100,3 +102,23 @@ def test_validation_sets_are_refused_where_the_reward_run_held_out_nothing_of_th
                                                        "eval_split": 0.1, "seed": 0, "limit": None}))
     with pytest.raises(SystemExit, match="give --data the file it trained on"):
         choose_gate.validation_sets(str(rankings), str(run))
+
+
+def test_scores_of_another_or_a_retrained_reward_model_are_refused(tmp_path):
+    """WORK/scores.json was read whatever --reward was: a rerun with another reward model chose the bar by the first
+    model's scores. The file names the model and its digest; a mismatch is refused, naming the file."""
+    from redline.config import input_digest
+
+    rm = tmp_path / "rm"
+    rm.mkdir()
+    (rm / "model.safetensors").write_bytes(b"weights one")
+    cache = tmp_path / "scores.json"
+    assert choose_gate.read_cache(cache, str(rm), input_digest(str(rm))) == {}  # no file yet
+    cache.write_text(json.dumps({"reward": str(rm), "reward_digest": input_digest(str(rm)), "scores": {"k": 1.5}}))
+    assert choose_gate.read_cache(cache, str(rm), input_digest(str(rm))) == {"k": 1.5}
+    (rm / "model.safetensors").write_bytes(b"weights two")  # retrained in place
+    with pytest.raises(SystemExit, match=f"{cache} holds the scores of {rm}, as it was then, not of --reward {rm}"):
+        choose_gate.read_cache(cache, str(rm), input_digest(str(rm)))
+    cache.write_text(json.dumps({"k": 1.5}))  # an older file: which model, it does not say
+    with pytest.raises(SystemExit, match="a reward model it does not name"):
+        choose_gate.read_cache(cache, str(rm), input_digest(str(rm)))
