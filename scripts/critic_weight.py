@@ -62,6 +62,30 @@ def part_losses(run: Path, records, max_length: int) -> dict:
         f"{name}_tokens": n for name, (_, n) in sums.items()}
 
 
+MADE_OF = "critic_weight.json"  # in each weight_* run: the settings and records it was trained on
+
+
+def run_inputs(config, records) -> dict:
+    """What a weight's run is made of: its settings and a digest of its training records."""
+    import hashlib
+
+    from redline.config import config_dict
+
+    text = json.dumps([r.to_dict() for r in records], sort_keys=True, ensure_ascii=False)
+    return {"config": config_dict(config), "records": len(records),
+            "records_sha256": hashlib.sha256(text.encode()).hexdigest()}
+
+
+def check_reused(run: Path, made_of: dict) -> None:
+    """A finished run is reused only when it was trained on these settings and records (a rerun with another
+    --train, --epochs, --data or --max-length reused the first run's critics)."""
+    path = run / MADE_OF
+    then = json.loads(path.read_text()) if path.is_file() else None
+    if then != made_of:
+        what = "no record of what trained it" if then is None else "other settings or records than these"
+        raise SystemExit(f"{run} is a finished run with {what}: give another OUT, or remove {run} to train it again")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
@@ -84,10 +108,14 @@ def main() -> int:
     results = {"command": " ".join(sys.argv), "train": len(train), "held_out": len(held_out), "runs": {}}
     for w in [float(x) for x in args.weights.split(",")]:
         run = args.out / f"weight_{w:g}"
+        config = CriticConfig(model=args.model, data=args.data, epochs=args.epochs, critique_weight=w,
+                              max_length=args.max_length, device="cpu")
+        made_of = run_inputs(config, train)
         if not (run / "redline.json").exists():
-            config = CriticConfig(model=args.model, data=args.data, epochs=args.epochs, critique_weight=w,
-                                  max_length=args.max_length, device="cpu")
             train_critic(replace(config), run, records=train)
+            (run / MADE_OF).write_text(json.dumps(made_of, indent=2) + "\n")
+        else:
+            check_reused(run, made_of)
         results["runs"][f"{w:g}"] = part_losses(run, held_out, args.max_length)
         (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         print(json.dumps({f"{w:g}": results["runs"][f"{w:g}"]}), flush=True)

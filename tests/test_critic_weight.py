@@ -2,6 +2,7 @@
 trainer splits them, whatever the tokenizer, and a prompt longer than --max-length is measured, not a crash."""
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -58,3 +59,25 @@ def test_a_prompt_longer_than_max_length_leaves_nothing_to_measure_rather_than_c
     _use(monkeypatch, load_tokenizer("tiny-random"))
     losses = critic_weight.part_losses(Path("unused"), RECORDS, max_length=8)
     assert losses["critique_tokens"] == losses["revision_tokens"] == 0
+
+
+def test_a_finished_weight_run_is_reused_only_for_the_settings_and_records_that_trained_it(tmp_path):
+    """A rerun with another --train, --epochs or --data found weight_1/redline.json and reused the first run's critic."""
+    import pytest
+
+    from redline.train.critic import CriticConfig
+
+    config = CriticConfig(model="tiny-random", data="f.jsonl", epochs=1.0, critique_weight=1.0)
+    run = tmp_path / "weight_1"
+    run.mkdir()
+    made_of = critic_weight.run_inputs(config, RECORDS[:2])
+    (run / critic_weight.MADE_OF).write_text(json.dumps(made_of))
+    critic_weight.check_reused(run, made_of)  # the same: reused
+    with pytest.raises(SystemExit, match="other settings or records than these"):
+        critic_weight.check_reused(run, critic_weight.run_inputs(config, RECORDS[:3]))  # --train 3
+    with pytest.raises(SystemExit, match="other settings or records"):
+        critic_weight.check_reused(run, critic_weight.run_inputs(CriticConfig(model="tiny-random", data="f.jsonl",
+                                                                              epochs=2.0, critique_weight=1.0), RECORDS[:2]))
+    (run / critic_weight.MADE_OF).unlink()  # a run from before the record
+    with pytest.raises(SystemExit, match="no record of what trained it"):
+        critic_weight.check_reused(run, made_of)
