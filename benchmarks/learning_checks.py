@@ -460,7 +460,8 @@ def check_ppo(s: Settings, work: Path, reward_fn: Callable | None = None, prompt
 
 
 def completion_losses(model, tokenizer, rows: list[dict], max_length: int) -> list[float]:
-    """Mean token loss of each demonstration's response given its prompt (chat template, as SFT trains)."""
+    """Mean token loss of each demonstration's response given its prompt (chat template, as SFT trains); nan for a
+    row whose prompt leaves no response token within ``max_length`` (nothing to measure)."""
     import torch
 
     from redline.train.sft import as_chat
@@ -474,6 +475,9 @@ def completion_losses(model, tokenizer, rows: list[dict], max_length: int) -> li
             full = tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": r["response"]}], tokenize=False)
             n_head = len(tokenizer(head, add_special_tokens=False)["input_ids"])
             ids = tokenizer(full, add_special_tokens=False)["input_ids"][:max_length]
+            if len(ids) <= n_head:  # labels longer than the ids crashed; none at all gave nan
+                losses.append(math.nan)
+                continue
             labels = [-100] * n_head + ids[n_head:]
             out = model(input_ids=torch.tensor([ids], device=device), labels=torch.tensor([labels], device=device))
             losses.append(out.loss.item())
@@ -505,12 +509,15 @@ def check_sft(s: Settings, work: Path, held_out: list[dict] | None = None) -> di
     metrics = train_demonstrations(config, work / "run")
     after = completion_losses(load_causal_lm(str(work / "run"), device=s.device).eval(), tokenizer, held,
                               s.sft_max_length)
-    drops = [b - a for b, a in zip(before, after)]
+    drops = [b - a for b, a in zip(before, after) if not math.isnan(b)]  # a prompt that fills --sft-max-length: unmeasured
+    _enough(drops, min(s.sft_eval, 2), f"held-out demonstrations with a response token within {s.sft_max_length}",
+            str(path))
     se = math.sqrt(_var(drops) / len(drops))
     drop, bar = _mean(drops), s.z * se
     return result("sft", "SFT", "held-out demonstrations", "held-out loss drop (nats/token)", drop, bar,
-                  drop > bar, f"> {s.z:g} SE ({bar:.3f})", train_examples=len(train), eval_examples=len(held),
-                  loss_before=round(_mean(before), 4), loss_after=round(_mean(after), 4), se=round(se, 4),
+                  drop > bar, f"> {s.z:g} SE ({bar:.3f})", train_examples=len(train), eval_examples=len(drops),
+                  loss_before=round(_mean([b for b in before if not math.isnan(b)]), 4),
+                  loss_after=round(_mean([a for a in after if not math.isnan(a)]), 4), se=round(se, 4),
                   steps=metrics.get("steps"), lr=s.sft_lr, seconds=round(time.perf_counter() - start, 1),
                   cpu_seconds=round(time.process_time() - cpu, 1))
 

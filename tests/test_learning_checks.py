@@ -277,3 +277,15 @@ def test_set_overrides_cast_to_the_field_type_and_refuse_unknown_fields():
     for bad in ("critic_stepz=3", "critic_steps", "critic_steps=many", "lora=maybe"):
         with pytest.raises(SystemExit):
             lc.overrides([bad], ap)
+
+
+def test_a_held_out_prompt_that_fills_max_length_is_unmeasured_not_a_crash():
+    """Its labels (-100 for each prompt token) outgrew the cut ids: a shape error, or nan where it filled it exactly."""
+    import math
+
+    from redline.models import load_causal_lm, load_tokenizer
+
+    tokenizer, model = load_tokenizer("tiny-random"), load_causal_lm("tiny-random", device="cpu").eval()
+    rows = [{"prompt": " ".join(WORDS * 4), "response": "river stone"}, {"prompt": "Say hi.", "response": "hi there"}]
+    long, short = lc.completion_losses(model, tokenizer, rows, max_length=60)
+    assert math.isnan(long) and math.isfinite(short)
