@@ -24,6 +24,10 @@ from redline.prompts import pairwise_messages, parse_pairwise_verdict
         ("Output (a) is better, at first sight.\n</think>\n\nOutput (b)", "b"),  # the template opened the block
         ("", "invalid"), ("I cannot decide.", "invalid"), ("A good answer needs more.", "invalid"),
         ("Output (a) or Output (b)", "invalid"), ("[[A]] is better than [[B]]", "invalid"),
+        # the loser named: the other wins (read as the loser's win before)
+        ("Output (b) is worse.", "a"), ("Response A is clearly worse than Response B.", "b"),
+        ("Output (a) is less helpful: it misses the keyword.", "b"),
+        ("Output (a) is better; Output (b) is worse.", "a"), ("Output (a) is worse and Output (b) is worse", "invalid"),
     ],
 )
 def test_verdict_parser(text, verdict):

@@ -170,9 +170,13 @@ _VERDICT_PATTERNS = [
     re.compile(rf"(?:output|response|answer|assistant)\s*{_LETTER}\s*(?:is|was|seems|appears)\s+(?:clearly\s+|slightly\s+|much\s+)?(?:the\s+)?(?:better|best|preferred|superior|stronger)"),
     re.compile(rf"(?:better|best|preferred|winning|superior)\s+(?:output|response|answer)\s*(?:is|:)\s*(?:output|response|answer)?\s*{_LETTER}(?![a-z])"),
     re.compile(rf"(?:i\s+(?:would\s+)?(?:prefer|choose|pick|select)|verdict\s*:|winner\s*(?:is|:)|answer\s*:|choice\s*:)\s*(?:output|response|answer)?\s*{_LETTER}(?![a-z])"),
+    # "Output (b) is worse": the other one wins (the next pattern, which names one output, read it as b's win)
+    re.compile(rf"(?:output|response|answer|assistant)\s*{_LETTER}\s*(?:is|was|seems|appears)\s+(?:clearly\s+|slightly\s+|much\s+|far\s+)?(?:the\s+)?(?:worse|worst|inferior|weaker|less\s+(?:helpful|accurate|correct|relevant|complete|good))"),
     re.compile(rf"(?:output|response)\s*{_LETTER}(?![a-z])"),  # names one output somewhere, and only one
     re.compile(r"^[\(\[]?(a|b)[\)\]]?(?:[.:,!\n]|$)"),  # starts with "A." or "B:" or "(b)"
 ]
+_LOSER = _VERDICT_PATTERNS[4]  # names the output that lost
+_OTHER = {"a": "b", "b": "a"}
 _TIE_RE = re.compile(r"\b(?:it'?s a tie|tie|equally good|equally bad|both (?:are|outputs are) equal(?:ly good)?|neither is better)\b")
 _LETTER_VERDICT = {"a": "a", "1": "a", "b": "b", "2": "b", "c": "tie", "tie": "tie"}
 
@@ -180,8 +184,8 @@ _LETTER_VERDICT = {"a": "a", "1": "a", "b": "b", "2": "b", "c": "tie", "tie": "t
 def parse_pairwise_verdict(text: str) -> str:
     """``a``, ``b``, ``tie`` or ``invalid`` from what a judge wrote.
 
-    Reads "Output (a)", "A", "(b)", "[[B]]", "Response B is better", "I prefer output 2",
-    "Tie" ... in any case. Anything that names both or neither is ``invalid``.
+    Reads "Output (a)", "A", "(b)", "[[B]]", "Response B is better", "I prefer output 2", "Output (b) is
+    worse" (a), "Tie" ... in any case. Anything that names both or neither is ``invalid``.
     """
     # Reasoning models think first: the answer follows the last </think> (the opening tag may be in the
     # prompt, as DeepSeek-R1's template puts it), and a block cut before it closed (max_tokens) is no answer.
@@ -196,6 +200,8 @@ def parse_pairwise_verdict(text: str) -> str:
             return _LETTER_VERDICT[whole.group(1)]
     for pattern in _VERDICT_PATTERNS:
         found = {_LETTER_VERDICT[m] for m in pattern.findall(t)}
+        if pattern is _LOSER:
+            found = {_OTHER[v] for v in found}
         if len(found) == 1:
             return found.pop()
         if len(found) > 1:
