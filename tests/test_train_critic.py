@@ -138,6 +138,9 @@ def test_a_limit_beyond_the_file_names_the_file_before_the_model_loads(jsonl, tm
     ("It does not follow every instruction: the title is missing.", False),
     ("The response is too short; nothing else to fix after that.", False),
     ("It uses commas, which the prompt forbids.", False),
+    ("It follows every instruction except the word limit: 130 words.", False),  # was read as nothing to fix
+    ("It meets every instruction, but the title is missing.", False),
+    ("Nothing needs to change except the title.", False),
 ])
 def test_finds_nothing_to_fix(critique, nothing):
     assert finds_nothing_to_fix(critique) is nothing

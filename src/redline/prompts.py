@@ -84,14 +84,15 @@ def parse_critic_output(text: str) -> CriticOutput:
 # everything the prompt asked", "I would not change anything.", "It needs no revision."), the
 # target's NOTHING_TO_FIX and the plain forms. Checked on the shipped feedback set (world v2, 3981
 # records): 397 of its 599 critiques of answers that meet every instruction say so, and none of the
-# 3382 others does. A negated form ("does not follow every instruction") is no match.
+# 3382 others does. A negated form ("does not follow every instruction") is no match, nor is one with an
+# exception ("follows every instruction except the word limit").
 _NOTHING_TO_FIX = re.compile(
     r"(?<!not )(?<!n't )\b(?:"
     r"nothing (?:needs to|to) (?:change|fix|be (?:fixed|changed))|nothing needs (?:fixing|changing)"
     r"|(?:would|need|should) not change anything|needs? no (?:revision|changes?|fix(?:es|ing)?)"
     r"|no (?:changes?|revision|fix(?:es)?) (?:is |are )?needed"
     r"|does everything the prompt asked|follows every instruction|meets every instruction"
-    r")",
+    r")(?![,;:]?\s+(?:except|but|apart from|save for|other than|besides)\b)",  # "... except the word limit": a fix
     re.IGNORECASE,
 )
 
