@@ -135,7 +135,7 @@ def train_dpo(config: DPOSettings, out) -> dict[str, Any]:
     if config.beta <= 0:  # 0 leaves the loss at log 2 with no gradient (ipo divides by it); below 0 learns the reverse
         raise RedlineError(f"--beta must be above 0, got {config.beta}")
     out = Path(out)
-    finished = finished_run(out, config.push_to_hub)
+    finished = finished_run(out, config.push_to_hub, config)
     if finished is not None:
         return finished
     pairs, n_identical = read_pairs(config.data, limit=config.limit, skip_invalid=config.skip_invalid)

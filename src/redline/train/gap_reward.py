@@ -294,7 +294,7 @@ def train_gap_reward(config: GapRewardConfig, out: str | os.PathLike) -> dict[st
     if config.anchor_weight < 0:
         raise RedlineError(f"--anchor-weight must be >= 0, got {config.anchor_weight}")
     out = Path(out)
-    finished = finished_run(out, config.push_to_hub)
+    finished = finished_run(out, config.push_to_hub, config)
     if finished is not None:
         return finished
 

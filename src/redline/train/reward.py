@@ -498,7 +498,7 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
     out = Path(out)
     check_unless(config)  # before anything loads
     check_report_to(config.report_to)
-    finished = finished_run(out, config.push_to_hub)
+    finished = finished_run(out, config.push_to_hub, config)
     if finished is not None:
         return finished
     out.mkdir(parents=True, exist_ok=True)

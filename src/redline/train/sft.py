@@ -242,9 +242,12 @@ def train_sft(
     from redline.models import (LoraSettings, ModelCard, add_lora, command_line, load_causal_lm, load_tokenizer,
                                 run_info, save_model)
 
+    from redline.config import check_values
+
     out = Path(out)
+    check_values(settings)  # built in Python: flags and config files were checked as they were read
     check_report_to(settings.report_to)
-    finished = finished_run(out, settings.push_to_hub)
+    finished = finished_run(out, settings.push_to_hub, config or settings)
     if finished is not None:
         return finished
     out.mkdir(parents=True, exist_ok=True)
@@ -318,18 +321,29 @@ def publish(out: Path, repo: str | None) -> None:
         print(f"redline: pushed {out} to {push_to_hub(out, repo)}", file=sys.stderr)
 
 
-def finished_run(out: Path, repo: str | None) -> dict[str, Any] | None:
+def finished_run(out: Path, repo: str | None, config=None) -> dict[str, Any] | None:
     """A finished run (its card, which ``save_model`` writes last, is there) rerun with its settings: said so,
-    published again under ``--push-to-hub``, and its card's metrics returned; None when OUT is not finished.
+    published again under ``--push-to-hub``, and its card's metrics returned; None when OUT is not finished, or when
+    ``config`` (the command's resolved config) differs from the run's train_config.json in a setting that changes
+    results (a Python caller giving more ``max_steps`` resumes the run and trains on; the command line refuses
+    other settings before this).
 
     Without it a rerun (``claim_output`` refuses other settings) resumed from the last checkpoint, trained nothing, and
     saved it all again under a new date, recomputing the card's metrics. Every trainer that ends in ``save_model``
     (SFT and the critic, the reward, gap-reward and DPO models) asks this before anything loads.
     """
+    from dataclasses import fields
+
+    from redline.config import config_dict
     from redline.models import RUN_INFO, run_info
 
     if not (out / RUN_INFO).is_file():
         return None
+    recorded = out / "train_config.json"
+    if config is not None and recorded.is_file():
+        then, now = json.loads(recorded.read_text()), config_dict(config)
+        if any(then.get(f.name) != now[f.name] for f in fields(config) if f.metadata.get("result", True)):
+            return None
     print(f"redline: {out} is finished; nothing to train (--overwrite trains it again)", file=sys.stderr)
     publish(out, repo)
     return run_info(out).get("metrics", {})
@@ -537,8 +551,10 @@ class DemonstrationConfig(SFTSettings):
 def train_demonstrations(config: DemonstrationConfig, out) -> dict[str, Any]:
     """InstructGPT step 1: the prompt as the user turn, the demonstration as the assistant turn. A chat
     prompt's own assistant turns (a multi-turn conversation) are trained too, unless ``all_turns`` is off."""
+    from redline.config import check_values
     from redline.records import read_records
 
+    check_values(config)  # before the data is read
     records = read_records(config.data, "demonstration", skip_invalid=config.skip_invalid, limit=config.limit)
     examples = [
         {"prompt": as_chat(r.prompt), "completion": [{"role": "assistant", "content": r.response}]} for r in records
