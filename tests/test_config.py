@@ -606,3 +606,25 @@ def test_a_list_of_inputs_is_digested_item_by_item(tmp_path, monkeypatch):
     assert single == {"path": str(tmp_path / "a.jsonl"), "digest": input_digest("a.jsonl"), "given": "a.jsonl"}
     Path("x,y.jsonl").write_text("xy\n")  # a file whose name holds a comma is one input
     assert set(fingerprint(Job(data="x,y.jsonl"), "job")["inputs"]["data"]) == {"path", "digest", "given"}
+
+
+def test_a_config_built_in_python_is_held_to_its_fields_ranges_and_choices(tmp_path):
+    """Flags and config files were checked as they were read; a config built in Python was not: ImproveConfig with
+    max_new_tokens=0 gave every item a one-token budget, and every trainer took a learning rate of nan."""
+    import math
+
+    from redline.config import check_values
+    from redline.improve.loop import run_method
+    from redline.improve.pit import ImproveConfig
+    from redline.train.sft import DemonstrationConfig, train_demonstrations
+
+    with pytest.raises(RedlineError, match="--max-new-tokens must be at least 1, got 0"):  # revise, improve, refine
+        run_method(ImproveConfig(model="tiny-random", input=str(tmp_path / "r.jsonl"), max_new_tokens=0), "tiny-random",
+                   lambda engine: None, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(RedlineError, match="--learning-rate must be .*got nan"):
+        train_demonstrations(DemonstrationConfig(model="tiny-random", data="d.jsonl", learning_rate=math.nan),
+                             tmp_path / "sft")
+    with pytest.raises(RedlineError, match="--stop: 'never' is not one of"):
+        check_values(ImproveConfig(model="tiny-random", input="r.jsonl", stop="never"))
+    check_values(ImproveConfig(model="tiny-random", input="r.jsonl"))  # the defaults pass

@@ -286,11 +286,31 @@ def settings_from_args(cls, args) -> Any:
 
 
 def check_required(config) -> None:
-    """Every field its metadata marks ``required`` has a value: for configs built in Python, which
-    ``settings_from_args`` did not check."""
+    """Every field its metadata marks ``required`` has a value, and every value is in its range and choices
+    (``check_values``): for configs built in Python, which ``settings_from_args`` did not check."""
     for f in fields(config):
         if f.metadata.get("required") and not getattr(config, f.name):
             raise RedlineError(f"{_shown(f)} is required: {f.metadata.get('help', f.name)}")
+    check_values(config)
+
+
+def check_values(config) -> None:
+    """Each number within its field's ``min``/``max`` (and finite), each value among its ``choices``: what a flag or a
+    config file is held to, for a config built in Python (``ImproveConfig(max_new_tokens=0)`` gave every item a
+    one-token budget). Types are left alone: Python callers pass paths and lists where a flag gives strings."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        numbers = value if isinstance(value, (list, tuple)) else [value]
+        for number in numbers:
+            if isinstance(number, bool) or not isinstance(number, (int, float)):
+                continue
+            low, high = f.metadata.get("min"), f.metadata.get("max")
+            if not math.isfinite(number) or (low is not None and number < low) or (high is not None and number > high):
+                bounds = " and ".join(b for b in (low is not None and f"at least {low}", high is not None and f"at most {high}") if b)
+                raise RedlineError(f"{_shown(f)} must be {bounds or 'finite'}, got {number}")
+        choices = f.metadata.get("choices")
+        if choices and value is not None and value not in choices:
+            raise RedlineError(f"{_shown(f)}: {value!r} is not one of {', '.join(map(str, choices))}")
 
 
 def _given(f: dataclasses.Field, value: Any) -> bool:
@@ -312,6 +332,7 @@ def check_unless(config) -> None:
     Python, which ``settings_from_args`` did not check; a value other than the default counts as given."""
     given = {f.name for f in fields(config) if _given(f, getattr(config, f.name))}
     _refuse_both(type(config), given, lambda name: f"= {getattr(config, name)!r}")
+    check_values(config)
 
 
 def config_dict(config) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from redline import RedlineError
+from redline.models import DTYPES as DTYPE_CHOICES
 
 
 @dataclass
@@ -36,17 +37,19 @@ class GenerateConfig:
     seed: int = field(default=0, metadata={"help": "prompt i samples with seed + i"})
     chunk: int = field(default=64, metadata={"min": 1, "result": False, "help": "prompts per engine call (each chunk is saved at once)"})
     backend: str = field(default="transformers", metadata={"choices": ("transformers", "vllm"), "help": "transformers or vllm"})
-    dtype: str = field(default="float32", metadata={"help": "weights dtype"})
+    dtype: str = field(default="float32", metadata={"choices": DTYPE_CHOICES, "help": "weights dtype"})
     device: str = field(default="auto", metadata={"result": False, "help": "cpu, cuda or auto"})
     threads: int | None = field(default=None, metadata={"min": 1, "result": False, "help": "torch threads (CPU)"})
 
 
 def generate_responses(config: GenerateConfig, out: str | Path) -> Path:
     """Steps 1–3; returns OUT (response records, JSONL, appended chunk by chunk)."""
+    from redline.config import check_values
     from redline.generation import as_chat, load_engine, sampling_from_flags
     from redline.records import Response, append_records, read_prompt_records
 
     out = Path(out)
+    check_values(config)  # built in Python: flags and config files were checked as they were read
     records = read_prompt_records(config.prompts, limit=config.limit, skip_invalid=config.skip_invalid)  # step 1
     if config.chunk < 1:
         raise RedlineError(f"--chunk must be at least 1, got {config.chunk}")

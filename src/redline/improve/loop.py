@@ -75,6 +75,7 @@ from typing import Any, Callable, Sequence
 
 from redline import RedlineError
 from redline.generation import sampling_from_flags
+from redline.models import DTYPES as DTYPE_CHOICES
 from redline.records import Response, append_records, read_jsonl_prefix, write_records
 
 STOP_RULES = ("fixed", "nothing", "best")
@@ -135,7 +136,7 @@ class IterateSettings:
         "repeat, so a rewrite that copies an answer which restates a phrase copies it whole (loops of new text stay "
         "banned); off by default, as the runs measured before it were"})
     backend: str = field(default="transformers", metadata={"choices": ("transformers", "vllm"), "help": "generation backend: transformers or vllm"})
-    dtype: str = field(default="float32", metadata={"help": "weights dtype"})
+    dtype: str = field(default="float32", metadata={"choices": DTYPE_CHOICES, "help": "weights dtype"})
     device: str = field(default="auto", metadata={"result": False, "help": "cpu, cuda or auto"})
     limit: int | None = field(default=None, metadata={"min": 1, "help": "rewrite the first N responses"})
     skip_invalid: bool = field(default=False, metadata={"help": "skip bad records instead of stopping"})
@@ -160,8 +161,10 @@ def run_method(
     Each method checks its model first (a critic, a PIT policy ...), then calls this with its step.
     Every setting and the inputs are checked here, before the model loads.
     """
+    from redline.config import check_values
     from redline.records import read_records
 
+    check_values(config)  # a config built in Python: flags and config files were checked as they were read
     check_settings(config.iterations, config.stop, judge if judge is not None else config.judge,  # before any model loads
                    config.leave_above)
     check_sampling(config)

@@ -150,6 +150,7 @@ from typing import Any, Callable
 
 from redline import RedlineError
 from redline.config import write_config
+from redline.models import DTYPES as DTYPE_CHOICES
 from redline.train.sft import as_chat, check_report_to, publish, set_threads, threads_field
 
 # (prompts as chat messages, response texts, the records they came from) -> one score per response
@@ -179,7 +180,7 @@ class RLSettings:
     shared_reference: bool = field(default=True, metadata={
         "help": "LoRA only: the SFT reference is the policy with its adapter off and the reward model the value "
                 "model with its adapter off (one copy of each base); --no-shared-reference loads frozen copies"})
-    dtype: str = field(default="float32", metadata={"help": "weights dtype"})
+    dtype: str = field(default="float32", metadata={"choices": DTYPE_CHOICES, "help": "weights dtype"})
     bf16_base: bool = field(default=False, metadata={
         "help": "with LoRA, hold every model's frozen base weights in bfloat16 under float32 adapters and value head "
                 "(RESULTS 'PPO iteration')"})
