@@ -141,6 +141,8 @@ def test_a_limit_beyond_the_file_names_the_file_before_the_model_loads(jsonl, tm
     ("It follows every instruction except the word limit: 130 words.", False),  # was read as nothing to fix
     ("It meets every instruction, but the title is missing.", False),
     ("Nothing needs to change except the title.", False),
+    ("It needs no changes except the title.", False),  # not "needs no change" with "s except" after it
+    ("The answer needs no fixes, but the title is missing.", False),
 ])
 def test_finds_nothing_to_fix(critique, nothing):
     assert finds_nothing_to_fix(critique) is nothing

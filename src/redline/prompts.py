@@ -92,7 +92,8 @@ _NOTHING_TO_FIX = re.compile(
     r"|(?:would|need|should) not change anything|needs? no (?:revision|changes?|fix(?:es|ing)?)"
     r"|no (?:changes?|revision|fix(?:es)?) (?:is |are )?needed"
     r"|does everything the prompt asked|follows every instruction|meets every instruction"
-    r")(?![,;:]?\s+(?:except|but|apart from|save for|other than|besides)\b)",  # "... except the word limit": a fix
+    # \b first: else "needs no changes except ..." backtracked to "needs no change" and the exception went unseen
+    r")\b(?![,;:]?\s+(?:except|but|apart from|save for|other than|besides)\b)",  # "... except the word limit": a fix
     re.IGNORECASE,
 )
 
