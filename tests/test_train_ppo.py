@@ -133,15 +133,17 @@ def test_resume_continues_as_if_never_stopped(straight, rm_run, tmp_path, capsys
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["iter-000001", "iter-000002"]
 
 
-def test_a_resumed_run_logs_each_iteration_to_tensorboard_once(rm_run, tmp_path):
+@pytest.mark.parametrize("lost", ["iter-000002", "."])
+def test_a_resumed_run_logs_each_iteration_to_tensorboard_once(rm_run, tmp_path, lost):
     """Stopped after logging iteration 2 but before its checkpoint, a run resumes from iteration 1 and logs iteration 2
-    again: TensorBoard showed that step twice (both event files read) until the resumed run purged it."""
+    again: TensorBoard showed that step twice (both event files read) until the resumed run purged it. Stopped before
+    its first checkpoint (``.``: none kept), it starts over and logs both again: purged as well."""
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run = tmp_path / "run"
     ppo(config(rm_run, report_to="tensorboard"), run)
-    shutil.rmtree(run / "checkpoints" / "iter-000002")  # killed between logging iteration 2 and saving it
+    shutil.rmtree(run / "checkpoints" / lost)  # killed between logging an iteration and saving it
     ppo(config(rm_run, report_to="tensorboard"), run)
     events = EventAccumulator(str(run / "redline-ppo"))  # both runs' event files (the settings in folders below)
     events.Reload()

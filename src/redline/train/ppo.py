@@ -812,10 +812,11 @@ def run_ppo(
         _truncate_log(out / LOG, state["iteration"])
         _truncate_log(out / ROLLOUTS, state["iteration"])
     if trackers:
-        # A resumed run logs again the iterations after its checkpoint that the stopped one had logged. TensorBoard
-        # reads every event file of the folder, so those steps showed twice: purge_step hides the stopped run's
-        # events from the first re-logged step on (each start of a wandb run is a run of its own).
-        purge = {"tensorboard": {"purge_step": state["iteration"] + 1}} if resume is not None else {}
+        # A resumed run logs again the iterations after its checkpoint that the stopped one had logged (a run stopped
+        # before its first checkpoint, all of them). TensorBoard reads every event file of the folder, so those steps
+        # showed twice: purge_step hides the stopped run's events from the first re-logged step on (each start of a
+        # wandb run is a run of its own).
+        purge = {"tensorboard": {"purge_step": state["iteration"] + 1}}
         accelerator.init_trackers("redline-ppo", config={k: v if isinstance(v, (int, float, str, bool)) else str(v)
                                                           for k, v in asdict(config).items()}, init_kwargs=purge)
 
