@@ -244,3 +244,30 @@ def test_a_finished_reward_gap_or_dpo_run_rerun_is_left_as_it_is(command, tmp_pa
     printed = capsys.readouterr()
     assert f"redline: {out} is finished; nothing to train" in printed.err
     assert json.loads(printed.out) == json.loads((out / "redline.json").read_text())["metrics"]
+
+
+def test_a_finished_run_is_finished_under_a_setting_added_since_it_and_its_data_spelt_another_way(tmp_path, capsys,
+                                                                                                  monkeypatch):
+    """finished_run compared train_config.json key by key: a run recorded before a setting existed (at its default now),
+    or its data named by another relative path (which `claim_output` takes as the same file), read as other settings,
+    so the finished run resumed from its last checkpoint and saved it all again, as before the check."""
+    from dataclasses import replace
+
+    from redline.train.sft import DemonstrationConfig, train_demonstrations
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"p{i}", "response": f"r{i}"}) + "\n" for i in range(2)))
+    out = tmp_path / "run"
+    config = DemonstrationConfig(model="tiny-random", data=str(data), max_steps=1, grad_accum=1, save_steps=1,
+                                 device="cpu", threads=1)
+    train_demonstrations(config, out)
+    recorded = json.loads((out / "train_config.json").read_text())
+    del recorded["bf16"]  # a run from before --bf16
+    (out / "train_config.json").write_text(json.dumps(recorded))
+    files = lambda: {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
+    before = files()
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    metrics = train_demonstrations(replace(config, data="d.jsonl"), out)
+    assert f"redline: {out} is finished; nothing to train" in capsys.readouterr().err
+    assert files() == before and metrics == json.loads((out / "redline.json").read_text())["metrics"]

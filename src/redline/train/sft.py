@@ -332,17 +332,27 @@ def finished_run(out: Path, repo: str | None, config=None) -> dict[str, Any] | N
     saved it all again under a new date, recomputing the card's metrics. Every trainer that ends in ``save_model``
     (SFT and the critic, the reward, gap-reward and DPO models) asks this before anything loads.
     """
-    from dataclasses import fields
+    from dataclasses import MISSING, fields
 
-    from redline.config import config_dict
+    from redline.config import config_dict, input_digest
     from redline.models import RUN_INFO, run_info
+
+    def same(f, then: dict, now: dict) -> bool:
+        if f.name not in then:  # a setting added since the run was made: at its default, what the run did
+            default = f.default_factory() if f.default_factory is not MISSING else f.default
+            return default is not MISSING and now[f.name] == json.loads(json.dumps(default, default=str))
+        if then[f.name] == now[f.name]:
+            return True
+        # an input spelt another way (a relative path from another folder): the same file, as claim_output reads it
+        digest = input_digest(now[f.name]) if isinstance(now[f.name], str) and isinstance(then[f.name], str) else None
+        return digest is not None and digest == input_digest(then[f.name])
 
     if not (out / RUN_INFO).is_file():
         return None
     recorded = out / "train_config.json"
     if config is not None and recorded.is_file():
         then, now = json.loads(recorded.read_text()), config_dict(config)
-        if any(then.get(f.name) != now[f.name] for f in fields(config) if f.metadata.get("result", True)):
+        if not all(same(f, then, now) for f in fields(config) if f.metadata.get("result", True)):
             return None
     print(f"redline: {out} is finished; nothing to train (--overwrite trains it again)", file=sys.stderr)
     publish(out, repo)
