@@ -77,8 +77,9 @@ def run_inputs(config, records) -> dict:
 
 
 def check_reused(run: Path, made_of: dict) -> None:
-    """A finished run is reused only when it was trained on these settings and records (a rerun with another
-    --train, --epochs, --data or --max-length reused the first run's critics)."""
+    """A finished run is reused, and one stopped part-way resumed, only when it was trained on these settings and
+    records (a rerun with another --train, --epochs, --data or --max-length reused the first run's critics, or resumed
+    its checkpoints on other records)."""
     path = run / MADE_OF
     then = json.loads(path.read_text()) if path.is_file() else None
     if then != made_of:
@@ -111,11 +112,14 @@ def main() -> int:
         config = CriticConfig(model=args.model, data=args.data, epochs=args.epochs, critique_weight=w,
                               max_length=args.max_length, device="cpu")
         made_of = run_inputs(config, train)
-        if not (run / "redline.json").exists():
-            train_critic(replace(config), run, records=train)
-            (run / MADE_OF).write_text(json.dumps(made_of, indent=2) + "\n")
-        else:
+        # a finished run is reused, and one stopped after a checkpoint resumed, only as itself (one that failed before
+        # any checkpoint starts afresh)
+        if (run / "redline.json").exists() or ((run / "checkpoints").is_dir() and (run / MADE_OF).exists()):
             check_reused(run, made_of)
+        if not (run / "redline.json").exists():
+            run.mkdir(parents=True, exist_ok=True)
+            (run / MADE_OF).write_text(json.dumps(made_of, indent=2) + "\n")  # before its first checkpoint
+            train_critic(replace(config), run, records=train)
         results["runs"][f"{w:g}"] = part_losses(run, held_out, args.max_length)
         (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         print(json.dumps({f"{w:g}": results["runs"][f"{w:g}"]}), flush=True)

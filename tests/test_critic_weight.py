@@ -81,3 +81,32 @@ def test_a_finished_weight_run_is_reused_only_for_the_settings_and_records_that_
     (run / critic_weight.MADE_OF).unlink()  # a run from before the record
     with pytest.raises(SystemExit, match="no record of what trained it"):
         critic_weight.check_reused(run, made_of)
+
+
+def test_a_run_stopped_part_way_is_not_resumed_on_other_records(tmp_path, monkeypatch):
+    """Only a finished run was checked: one killed before its redline.json was resumed from its checkpoints on
+    another --train's records, and then recorded as trained on those."""
+    import pytest
+
+    import redline.train.critic as critic
+
+    data = tmp_path / "feedback.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in FEEDBACK[:4]))
+    trained = []
+
+    def stopped(config, run, records):  # killed after its first checkpoint
+        trained.append(len(records))
+        (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+
+    monkeypatch.setattr(critic, "train_critic", stopped)
+    argv = ["critic_weight.py", str(tmp_path / "out"), "--data", str(data), "--model", "tiny-random", "--weights", "1",
+            "--held-out", "1"]
+    monkeypatch.setattr(sys, "argv", argv + ["--train", "2"])
+    from redline import RedlineError
+
+    with pytest.raises(RedlineError, match="has not finished"):  # nothing to measure: the stand-in stopped it
+        critic_weight.main()
+    monkeypatch.setattr(sys, "argv", argv + ["--train", "3"])
+    with pytest.raises(SystemExit, match="other settings or records than these"):
+        critic_weight.main()
+    assert trained == [2]
