@@ -28,6 +28,7 @@ from redline.prompts import pairwise_messages, parse_pairwise_verdict
         ("Output (b) is worse.", "a"), ("Response A is clearly worse than Response B.", "b"),
         ("Output (a) is less helpful: it misses the keyword.", "b"),
         ("Output (a) is better; Output (b) is worse.", "a"), ("Output (a) is worse and Output (b) is worse", "invalid"),
+        ("Neither Output (a) nor Output (b) is worse.", "invalid"),  # a tie in words, not a's win
     ],
 )
 def test_verdict_parser(text, verdict):

@@ -172,8 +172,9 @@ _VERDICT_PATTERNS = [
     re.compile(rf"(?:output|response|answer|assistant)\s*{_LETTER}\s*(?:is|was|seems|appears)\s+(?:clearly\s+|slightly\s+|much\s+)?(?:the\s+)?(?:better|best|preferred|superior|stronger)"),
     re.compile(rf"(?:better|best|preferred|winning|superior)\s+(?:output|response|answer)\s*(?:is|:)\s*(?:output|response|answer)?\s*{_LETTER}(?![a-z])"),
     re.compile(rf"(?:i\s+(?:would\s+)?(?:prefer|choose|pick|select)|verdict\s*:|winner\s*(?:is|:)|answer\s*:|choice\s*:)\s*(?:output|response|answer)?\s*{_LETTER}(?![a-z])"),
-    # "Output (b) is worse": the other one wins (the next pattern, which names one output, read it as b's win)
-    re.compile(rf"(?:output|response|answer|assistant)\s*{_LETTER}\s*(?:is|was|seems|appears)\s+(?:clearly\s+|slightly\s+|much\s+|far\s+)?(?:the\s+)?(?:worse|worst|inferior|weaker|less\s+(?:helpful|accurate|correct|relevant|complete|good))"),
+    # "Output (b) is worse": the other one wins (the next pattern, which names one output, read it as b's win); not
+    # "neither output (a) nor output (b) is worse", a tie
+    re.compile(rf"(?<!nor )(?:output|response|answer|assistant)\s*{_LETTER}\s*(?:is|was|seems|appears)\s+(?:clearly\s+|slightly\s+|much\s+|far\s+)?(?:the\s+)?(?:worse|worst|inferior|weaker|less\s+(?:helpful|accurate|correct|relevant|complete|good))"),
     re.compile(rf"(?:output|response)\s*{_LETTER}(?![a-z])"),  # names one output somewhere, and only one
     re.compile(r"^[\(\[]?(a|b)[\)\]]?(?:[.:,!\n]|$)"),  # starts with "A." or "B:" or "(b)"
 ]
