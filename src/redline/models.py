@@ -278,7 +278,7 @@ def _say_if_bfloat16_is_slow(dtype: str, device: str) -> None:
         return
     _SLOW_BF16_SAID = True
     print("redline: this CPU has no native bfloat16 (no AVX-512 or AMX): bfloat16 weights run several times slower "
-          "than float32 here; --dtype float32 (or auto), and no --bf16-base, are faster", file=sys.stderr)
+          "than float32 here; --dtype float32 (the demo's --generate-dtype auto picks it), and no --bf16-base, are faster", file=sys.stderr)
 
 
 def _torch_dtype(dtype: str):
