@@ -201,39 +201,21 @@ def test_a_conversation_that_opens_with_the_assistant_trains_its_replies_and_kee
     assert learned == "Hi there.<|im_end|>\n"
 
 
-def test_a_finished_run_rerun_with_its_settings_is_left_as_it_is(tmp_path, capsys):
-    """`redline train sft` rerun on a finished run resumed from its last checkpoint, trained nothing and saved it all
-    again (a new date in the card, another line in train_log.jsonl), so every run that read it refused to resume. It
-    says the run is finished, prints the card's metrics, and writes nothing."""
+@pytest.mark.parametrize("command", ["sft", "reward", "gap-reward", "dpo"])
+def test_a_finished_run_rerun_with_its_settings_is_left_as_it_is(command, tmp_path, capsys):
+    """`redline train sft` (and the other trainers that end in `save_model`) rerun on a finished run resumed from its
+    last checkpoint, trained nothing and saved it all again (a new date in the card, another line in train_log.jsonl,
+    the reward models' held-out figures recomputed), so every run that read it refused to resume. It says the run is
+    finished, prints the card's metrics, and writes nothing."""
     from redline.cli import main
 
     data = tmp_path / "d.jsonl"
-    data.write_text("".join(json.dumps({"prompt": f"p{i}", "response": f"r{i}"}) + "\n" for i in range(2)))
+    rows = ([{"prompt": f"p{i}", "response": f"r{i}"} for i in range(2)] if command == "sft" else
+            [{"prompt": f"Question {i}?", "chosen": f"good answer {i}", "rejected": "no"} for i in range(8)])
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
     out = tmp_path / "run"
-    argv = ["train", "sft", "--model", "tiny-random", "--data", str(data), "--max-steps", "1", "--grad-accum", "1",
-            "--save-steps", "1", "--device", "cpu", "--threads", "1", "--out", str(out)]
-    assert main(argv) == 0
-    files = lambda: {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
-    before = files()
-    capsys.readouterr()
-    assert main(argv) == 0
-    assert files() == before
-    printed = capsys.readouterr()
-    assert f"redline: {out} is finished; nothing to train" in printed.err
-    assert json.loads(printed.out) == json.loads((out / "redline.json").read_text())["metrics"]
-
-
-@pytest.mark.parametrize("command", ["reward", "gap-reward", "dpo"])
-def test_a_finished_reward_gap_or_dpo_run_rerun_is_left_as_it_is(command, tmp_path, capsys):
-    """The same for the trainers that end in `save_model` beside SFT: rerun on a finished run they resumed from the last
-    checkpoint and saved it all again, recomputing the card's held-out figures."""
-    from redline.cli import main
-
-    data = tmp_path / "pairs.jsonl"
-    data.write_text("".join(json.dumps({"prompt": f"Question {i}?", "chosen": f"good answer {i}", "rejected": "no"}) + "\n"
-                            for i in range(8)))
-    out = tmp_path / "run"
-    argv = ["train", command, "--model", "tiny-random", "--data", str(data), "--max-steps", "1", "--batch-size", "2",
+    argv = ["train", command, "--model", "tiny-random", "--data", str(data), "--max-steps", "1",
+            *(["--grad-accum", "1"] if command == "sft" else ["--batch-size", "2"]),
             "--save-steps", "1", "--device", "cpu", "--threads", "1", "--out", str(out)]
     assert main(argv) == 0
     files = lambda: {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
