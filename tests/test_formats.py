@@ -406,6 +406,18 @@ def test_summarize_from_feedback_comparisons(tmp_path):
     assert news["prompt"] == "TITLE: Storm hits\n\nA storm hit the coast on Monday.\n\nTL;DR:"
     assert (news["chosen"], news["rejected"]) == ("storm hit coast", "weather")
     assert "confidence" not in news["meta"]
+    assert news["meta"]["info"] == {"site": "cnn"}  # what no step reads is kept (it was dropped without a word)
+
+
+def test_summarize_from_feedback_keeps_a_summarys_note_and_extras_in_meta(tmp_path):
+    row = {**TLDR_REDDIT, "extra": {"confidence": 8, "axis": "coverage"},
+           "summaries": [{"text": " cat sad", "policy": "sup2", "note": "too short"},
+                         {"text": " my cat hides all day", "policy": "ref", "note": None}]}
+    out = tmp_path / "out.jsonl"
+    import_file("summarize-from-feedback", str(write_jsonl(tmp_path / "c.jsonl", [row])), out)
+    (meta,) = [r["meta"] for r in read_jsonl(out)]
+    assert meta["rejected_summary"] == {"note": "too short"} and "chosen_summary" not in meta  # a null note: nothing
+    assert meta["extra"] == {"axis": "coverage"} and meta["confidence"] == 8
 
 
 # ----------------------------------------------------------------------------- bad input, skips, limits

@@ -23,6 +23,9 @@ becomes::
    the space that followed ``TL;DR:``).
 3. ``info.id`` names the post, which several comparisons share, so it goes to ``meta.post_id``, not to
    the record's id (which must be unique in a file); a row's own ``id``, if any, is kept as the id.
+   What no step reads is kept in meta, not dropped (nulls left out): ``info``'s other keys (the news rows'
+   ``site``) in ``meta.info``, ``extra``'s other than confidence in ``meta.extra``, and each summary's other
+   keys (its ``note``) in ``meta.chosen_summary`` / ``meta.rejected_summary``.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ COLUMNS = ("info", "summaries", "choice", "worker", "batch", "split", "extra", "
 
 REDDIT_PROMPT = "SUBREDDIT: r/{subreddit}\n\nTITLE: {title}\n\nPOST: {post}\n\nTL;DR:"
 NEWS_PROMPT = "TITLE: {title}\n\n{article}\n\nTL;DR:"
+INFO_READ = ("id", "post", "title", "subreddit", "article")  # the rest of info goes to meta.info
 
 
 def convert(row: dict) -> list[Record]:
@@ -81,12 +85,18 @@ def convert(row: dict) -> list[Record]:
         "rejected_policy": summaries[1 - choice].get("policy"),
         "confidence": extra.get("confidence"),
     }
+    # what the steps above did not read is kept, not dropped: the news rows' info.site, a summary's note, extra.*
+    rest = {"info": {k: v for k, v in info.items() if k not in INFO_READ},
+            "extra": {k: v for k, v in extra.items() if k != "confidence"},
+            "chosen_summary": {k: v for k, v in summaries[choice].items() if k not in ("text", "policy")},
+            "rejected_summary": {k: v for k, v in summaries[1 - choice].items() if k not in ("text", "policy")}}
+    meta.update({name: {k: v for k, v in kept.items() if v is not None} for name, kept in rest.items()})
     record = {
         "prompt": prompt,
         "chosen": texts[choice],
         "rejected": texts[1 - choice],
         "id": row.get("id"),
-        "meta": {**meta_field(row), **{k: v for k, v in meta.items() if v is not None}, "source_format": NAME},
+        "meta": {**meta_field(row), **{k: v for k, v in meta.items() if v not in (None, {})}, "source_format": NAME},
     }
     return [Preference.from_dict(record)]
 
