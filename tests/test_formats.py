@@ -159,6 +159,11 @@ def test_trl_files_of_two_kinds_go_to_two_files(tmp_path):
     assert written == {out: ("preference", 1), tmp_path / "out.demonstration.jsonl": ("demonstration", 1)}
     assert read_jsonl(out)[0]["id"] == "p1"
 
+    # Imported again to the same OUTPUT from a file of preferences alone: the earlier import's demonstrations
+    # stayed beside the new preferences, to be read as theirs.
+    assert import_file("trl", str(write_jsonl(tmp_path / "prefs.jsonl", rows[:1])), out) == {out: ("preference", 1)}
+    assert not (tmp_path / "out.demonstration.jsonl").exists()
+
 
 # ----------------------------------------------------------------------------- shepherd
 

@@ -164,6 +164,11 @@ def import_file(
     for i, kind in enumerate(kinds):
         path = Path(output) if i == 0 else beside(Path(output), kind)
         written[path] = (kind, write_records(path, by_kind.get(kind, [])))
+    for kind in module.KINDS[1:]:  # an earlier import to OUTPUT wrote a kind this one has none of: not left to mix in
+        stale = beside(Path(output), kind)
+        if kind not in kinds and stale.is_file():
+            stale.unlink()
+            print(f"redline: removed {stale}, an earlier import's {kind} records (this import has none)", file=sys.stderr)
     report.identical_pairs += sum(1 for r in by_kind.get("preference", []) if r.identical)
     if printing and (report.skipped or report.left_out or report.identical_pairs or report.dropped_columns):
         print(report.summary(), file=sys.stderr)
