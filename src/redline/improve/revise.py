@@ -31,6 +31,9 @@ Deviations from the paper:
   3. Budgets per item, the failure causes and ``--apply when-critiqued`` are ours: a small critic
      that rewrites answers it calls good, or whose revision is cut, does harm the paper's 40B
      critic was not measured for.
+  4. A multi-turn chat prompt is shown to the critic by its last user message (``critic_messages``), in
+     training and here alike: the critic does not see the earlier turns (an imported HH-RLHF dialogue),
+     where PIT and Self-Refine show the whole chat. The paper's data were single-turn.
 """
 
 from __future__ import annotations

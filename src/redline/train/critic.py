@@ -31,6 +31,7 @@ Deviations from the paper:
   6. ``--unchanged-share`` is ours: the share of records whose answer needed nothing (the paper's data
      had no such control). At 0.4 the embedded critic stopped harming good answers and stopped helping
      (RESULTS "Critic": its "nothing to fix" is a prior, not a judgement, at this size).
+  7. A multi-turn chat prompt is shown by its last user message (``critic_messages``), as ``revise`` shows it.
 """
 
 from __future__ import annotations
