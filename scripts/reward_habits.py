@@ -64,7 +64,11 @@ def asked(record: dict, habit: str) -> bool:
 
 
 def read(path: str | Path) -> list[dict]:
-    return [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
+    """The records of a JSONL file; an empty one is refused by name (every command divides by its count)."""
+    rows = [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
+    if not rows:
+        raise SystemExit(f"{path}: no records")
+    return rows
 
 
 def rewrite(answers: str, out: str) -> None:

@@ -177,3 +177,11 @@ def test_the_command_line_gives_its_usage_for_a_missing_or_unknown_command_or_a_
     assert [line.split(" ", 1)[0] for line in printed] == [str(first), str(second)]
     assert json.loads(printed[0].split(" ", 1)[1])["quotes"] == "1 (1 asked)"
     assert json.loads(printed[1].split(" ", 1)[1])["quotes"] == "0 (0 asked)"
+
+
+def test_an_empty_answers_file_is_refused_by_name(tmp_path):
+    """`answers` on an empty file divided by its zero rows (ZeroDivisionError)."""
+    empty = tmp_path / "none.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(SystemExit, match=f"{empty}: no records"):
+        reward_habits.answers([str(empty)])
