@@ -571,3 +571,30 @@ def test_a_pretraining_mix_line_that_is_not_json_is_said_so(tmp_path):
         read_ptx_texts(str(ptx), load_tokenizer("tiny-random"))
     assert str(refused.value).startswith(f"{ptx}:2: ") and "JSON" in str(refused.value)
     assert "needs `text`" not in str(refused.value)  # what was said before: as if the line were a record without it
+
+
+def test_the_reward_model_reads_the_chat_in_its_own_template(jsonl, tmp_path, monkeypatch):
+    """The reward was the score of the chat written in the policy's template, which need not be the one the reward
+    model was trained on (a base and an instruct model share a vocabulary, not a template)."""
+    import redline.train.ppo as ppo_module
+    from redline.train.ppo import train_ppo
+
+    tokenizer = load_tokenizer("tiny-random")
+    tokenizer.chat_template = "{% for m in messages %}<<{{ m['role'] }}>> {{ m['content'] }}\n{% endfor %}"
+    rm = tmp_path / "rm"
+    save_model(load_reward_model("tiny-random", device="cpu"), tokenizer, rm, ModelCard(kind="reward", base_model="tiny-random"))
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def reward(scorer, tok, max_length, adapter_off=False):
+        seen.append(tok)
+        raise Stop
+
+    monkeypatch.setattr(ppo_module, "instructgpt_reward", reward)
+    cfg = config(rm, prompts=str(jsonl(PROMPTS)), advantage="rloo", rloo_k=2)
+    with pytest.raises(Stop):
+        train_ppo(cfg, tmp_path / "run")
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+    assert seen[0].apply_chat_template(messages, tokenize=False) == "<<user>> hi\n<<assistant>> yo\n"

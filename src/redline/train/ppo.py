@@ -334,6 +334,9 @@ class PPOModels:
     reference: Any | None  # frozen SFT policy; None when shared: the policy with its adapter off
     reward_model: Any | None  # frozen reward model; None when the value model with its adapter off scores, or an oracle does
     tokenizer: Any
+    # the reward model's own (its chat template is the one it was trained on; the vocabularies are checked equal);
+    # None: the policy's
+    reward_tokenizer: Any = None
 
     @property
     def shared_reference(self) -> bool:
@@ -602,7 +605,8 @@ def load_ppo_models(config: PPOConfig, device: str) -> PPOModels:
         reward_model = _frozen(load_reward_model(config.reward, dtype, device, merge_lora=True))
     if value is not None:
         value = float32_adapters(add_lora(value, lora, task_type="SEQ_CLS")) if config.lora else value.requires_grad_(True)
-    return PPOModels(policy=policy, value=value, reference=reference, reward_model=reward_model, tokenizer=tokenizer)
+    return PPOModels(policy=policy, value=value, reference=reference, reward_model=reward_model, tokenizer=tokenizer,
+                     reward_tokenizer=value_tokenizer)
 
 
 def _frozen(model):
@@ -1409,7 +1413,9 @@ def train_ppo(config: PPOConfig, out: str | os.PathLike) -> dict[str, Any]:
     models = load_ppo_models(config, device)
     if oracle is None:
         scorer, adapter_off = models.scorer()
-        reward_fn = instructgpt_reward(scorer, models.tokenizer, config.reward_max_length, adapter_off=adapter_off)
+        # the chat as the reward model was trained to read it: its own template, which may not be the policy's
+        reward_fn = instructgpt_reward(scorer, models.reward_tokenizer or models.tokenizer, config.reward_max_length,
+                                       adapter_off=adapter_off)
     else:
         reward_fn = oracle
     data = [config.prompts] + ([config.ptx_data] if config.ptx_data else [])
