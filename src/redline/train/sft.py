@@ -239,10 +239,9 @@ def train_sft(
     from datasets import Dataset
     from trl import SFTConfig
 
+    from redline.config import check_values
     from redline.models import (LoraSettings, ModelCard, add_lora, command_line, load_causal_lm, load_tokenizer,
                                 run_info, save_model)
-
-    from redline.config import check_values
 
     out = Path(out)
     check_values(settings)  # built in Python: flags and config files were checked as they were read
