@@ -377,8 +377,18 @@ def test_rows_that_their_first_token_finishes_do_not_stop_the_long_rows(engine):
 
 
 def test_an_empty_prompt_is_refused_by_generate_not_a_type_error(engine):
-    with pytest.raises(RedlineError, match="a prompt has no tokens"):
+    with pytest.raises(RedlineError, match="a prompt has no tokens.*: prompt 1 of 2, ''"):
         engine.generate(["", "Hello"], SamplingParams(max_new_tokens=2), progress=False)
+
+
+def test_a_prompt_too_long_for_the_model_is_named_by_its_place_and_first_words(engine, monkeypatch):
+    """One prompt too long failed a whole revise/improve/refine call saying only 'a prompt has N tokens'."""
+    monkeypatch.setattr(engine.config, "max_position_embeddings", 24)
+    long = [{"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Write about rivers " + "and the sea " * 20}]
+    with pytest.raises(RedlineError, match=r"the model takes at most 24: prompt 2 of 3, "
+                                           r"'Write about rivers and the sea and the sea and the sea \.\.\.'"):
+        engine.generate(["Hi", long, "Hello"], SamplingParams(max_new_tokens=2), progress=False)
 
 
 def test_a_stop_string_of_multi_token_characters_stops_the_row_early(engine, monkeypatch):

@@ -479,7 +479,12 @@ class TransformersEngine:
             self.last_stats = GenerationStats()
             return []
         # Step 1: tokenize; longest prompt first (pending is popped from the end).
-        items = [self._item(i, self.encode(p), q, s) for i, (p, q, s) in enumerate(zip(prompts, params, seeds))]
+        items = []
+        for i, (p, q, s) in enumerate(zip(prompts, params, seeds)):
+            try:
+                items.append(self._item(i, self.encode(p), q, s))
+            except RedlineError as e:  # which of a batch's prompts: a loop's caller holds only the batch
+                raise RedlineError(f"{e}: prompt {i + 1} of {len(prompts)}, {_beginning(p)!r}") from None
         max_new = max(it.max_new for it in items)
         pending = sorted(items, key=lambda it: len(it.ids))
         # Room for the longest item, its generated tokens and the padding rows of its last prefill block.
@@ -946,6 +951,14 @@ def _encode(tokenizer, prompt: Prompt) -> list[int]:
         return tokenizer(prompt)["input_ids"]
     text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
     return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _beginning(prompt: Prompt, words: int = 12) -> str:
+    """The first words of a prompt's text (its last user message, for a chat), to name it in an error."""
+    if not isinstance(prompt, str):
+        prompt = next((m.get("content", "") for m in reversed(prompt) if m.get("role") == "user"), "")
+    head = prompt.split()
+    return " ".join(head[:words]) + (" ..." if len(head) > words else "")
 
 
 def _cancelled() -> Exception:

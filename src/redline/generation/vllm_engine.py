@@ -173,8 +173,8 @@ class VLLMEngine:
         # mid-batch, and until its PR 27420 (October 2025) kept the requests taken before it for the next call.
         empty = [i for i, r in enumerate(requests) if not r["prompt_token_ids"]]
         if empty:
-            raise RedlineError(f"a prompt has no tokens (prompt {empty[0]}: an empty prompt, with a tokenizer that "
-                               "adds no BOS)")
+            raise RedlineError("a prompt has no tokens (an empty prompt, with a tokenizer that adds no BOS): prompt "
+                               f"{empty[0] + 1} of {len(prompts)}")  # as the transformers engine names it
         sampling = [self.sampling_params(**vllm_sampling_kwargs(q, s)) for q, s in zip(params, seeds)]
         outputs = self.llm.generate(requests, sampling, use_tqdm=progress, lora_request=self.lora_request)
         if len(outputs) != len(requests):
