@@ -211,3 +211,23 @@ def test_within_a_prompts_samples_the_reward_is_read_pair_by_pair(world, tmp_pat
     assert evaluate_rollouts(RolloutsConfig(out=str(tmp_path / "o2"), run=tied))["within_prompt_agreement"] == 0.5
     once = _run(tmp_path, "once", data, rows[::2])  # one sample a prompt: nothing to compare within
     assert evaluate_rollouts(RolloutsConfig(out=str(tmp_path / "o3"), run=once))["within_prompt_agreement"] is None
+
+
+def test_runs_that_read_another_limit_of_the_prompt_file_cannot_be_paired(world, tmp_path):
+    """--limit changes how many records each pass is shuffled from, so the same seed draws other prompts."""
+    data, answers = world
+    first = _run(tmp_path, "a", data, _episodes(answers, lambda it: FIXED, [1, 2]))
+    second = _run(tmp_path, "b", data, _episodes(answers, lambda it: PLAIN, [1, 2]), limit=3)
+    with pytest.raises(RedlineError, match="--limit None against 3"):
+        evaluate_rollouts(RolloutsConfig(out=str(tmp_path / "o"), run=first, against=second))
+
+
+def test_one_paired_group_gives_no_interval(world, tmp_path):
+    """One (iteration, prompt) group has no spread to resample: no interval, not a point read as certainty."""
+    data, answers = world
+    first = _run(tmp_path, "a", data, _episodes(answers[:1], lambda it: FIXED, [1]))
+    second = _run(tmp_path, "b", data, _episodes(answers[:1], lambda it: POOR, [1]))
+    summary = evaluate_rollouts(RolloutsConfig(out=str(tmp_path / "o"), run=first, against=second))
+    assert summary["paired"]["pairs"] == 1 and summary["paired"]["difference"] == 1.0
+    assert summary["paired"]["difference_ci95"] is None
+    assert "difference +1.000\n" in (tmp_path / "o" / "rollouts.md").read_text() + "\n"

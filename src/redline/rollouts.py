@@ -14,8 +14,8 @@ and the reference answer to improve (``prompts.pit_parts`` reads them back), so 
 adds the references' quality and how often the rewrite is better or worse than its reference: what the reward-gap
 model's score stands for.
 
-Two runs with the same ``--seed``, prompts, batch size and samples per prompt draw the same prompts at each
-iteration (``train.ppo.stream_indices`` is a pure function of the iteration), so ``--against`` pairs their episodes
+Two runs with the same ``--seed``, prompts (and ``--limit``), batch size and samples per prompt draw the same prompts
+at each iteration (``train.ppo.stream_indices`` is a pure function of the iteration), so ``--against`` pairs their episodes
 (iteration, prompt, k-th sample) and gives the difference in oracle quality with a 95% bootstrap interval that
 resamples (iteration, prompt) groups (for PIT the prompt holds the reference, so round 0's rewrites of a pair's y_l
 and y_w are two groups). Runs that differ in those settings are refused: their episodes would pair by chance.
@@ -282,10 +282,12 @@ def paired_difference(first: Sequence[Episode], second: Sequence[Episode]) -> di
     iterations = sorted({k[0] for k in shared})
     return {"pairs": int(n), "iterations": [iterations[0], iterations[-1]], "quality": round(qa, 4),
             "against_quality": round(qb, 4), "difference": round(qa - qb, 4),
-            "difference_ci95": prompt_interval(rows, hits=0, total=2, minus=1)}
+            # one group has no spread to resample: its "interval" would be a point, read as certainty
+            "difference_ci95": prompt_interval(rows, hits=0, total=2, minus=1) if len(rows) > 1 else None}
 
 
-PAIRING = ("seed", "batch_size", "advantage", "rloo_k")  # with the prompt file, what decides an iteration's prompts
+# with the prompt file, what decides an iteration's prompts (--limit: how many of its records are drawn from)
+PAIRING = ("seed", "batch_size", "advantage", "rloo_k", "limit")
 
 
 def check_pairable(run: str, against: str, data: str, their_data: str) -> None:
