@@ -525,3 +525,13 @@ def test_a_write_cut_short_leaves_the_summary_and_the_table_as_they_were(respons
         evaluate_table(TableConfig(out=str(tmp_path / "t"), runs=f"{tmp_path / 'e'},{tmp_path / 'e'}=again"))
     assert (tmp_path / "e" / "summary.json").read_text() == before["summary"]
     assert (tmp_path / "t" / "table.json").read_text() == before["table"]
+
+
+def test_a_rerun_on_another_prompt_with_the_same_responses_is_refused(tmp_path):
+    """A verdict answers a prompt as well as two responses: the same id and texts under another prompt (regenerated
+    data, a short answer such as "Yes." on both sides) is another question, not one already judged."""
+    judge_pairs(_pairs(2), FirstShownJudge(), tmp_path / "j.jsonl", progress=False)
+    a = [Response(prompt=f"another p{i}", response=f"a{i}", id=str(i)) for i in range(2)]
+    b = [Response(prompt=f"another p{i}", response=f"b{i}", id=str(i)) for i in range(2)]
+    with pytest.raises(RedlineError, match="pair '0' was judged on another prompt"):
+        judge_pairs(match_pairs(a, b)[0], FirstShownJudge(), tmp_path / "j.jsonl", progress=False)

@@ -385,9 +385,11 @@ def _read_done(path: Path, judge: Judge, pairs: Sequence[Pair]) -> dict[str, Jud
         pair = wanted.get(j.id)
         if pair is None:
             continue  # a pair of an earlier, larger run (--limit): kept in the file, left out here
-        if (j.a, j.b) != (pair.a, pair.b):
+        # a verdict answers its prompt as well as its two responses
+        if (prompt_key(j.prompt), j.a, j.b) != (prompt_key(pair.prompt), pair.a, pair.b):
             raise RedlineError(
-                f"{path}: pair {j.id!r} was judged on other responses than these: use another --out, or delete it"
+                f"{path}: pair {j.id!r} was judged on another prompt or other responses than these: use another --out, "
+                "or delete it"
             )
         done[j.id] = j  # a later line (a retried failure) replaces an earlier one
     return done
