@@ -244,6 +244,9 @@ def test_noisy_oracle_is_seeded_and_sometimes_disagrees(response_files):
     # a reward judge's margin changes its verdicts, so it is in the name its judgments keep
     assert parse_judge("reward:tiny-random?margin=0.2").name == "reward:tiny-random?margin=0.2"
     assert parse_judge("reward:tiny-random").name == "reward:tiny-random"
+    # a narrower dtype moves scores, so close verdicts: a judgments file of float32 is not resumed in bfloat16
+    assert parse_judge("reward:tiny-random?dtype=bfloat16&margin=0.2").name == "reward:tiny-random?margin=0.2&dtype=bfloat16"
+    assert parse_judge("reward:tiny-random?dtype=float32").name == "reward:tiny-random"
     assert noisy.name.startswith("oracle:noisy")
 
 

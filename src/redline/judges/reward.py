@@ -79,9 +79,10 @@ class RewardJudge:
             raise RedlineError(f"reward judge max_length must be >= 1, got {max_length}")
         self.model_name, self.margin, self.batch_size = model, margin, batch_size
         self.device, self.dtype, self.max_length = device, dtype, max_length
-        # a margin changes verdicts, so it is in the name a judgments file keeps (and a rerun compares); the default
-        # leaves the name as it always was
-        self.name = f"reward:{model}" + (f"?margin={margin:g}" if margin else "")
+        # a margin or a narrower dtype changes verdicts, so they are in the name a judgments file keeps (and a rerun
+        # compares); the defaults leave the name as it always was
+        settings = [f"margin={margin:g}"] * bool(margin) + [f"dtype={dtype}"] * (dtype != "float32")
+        self.name = f"reward:{model}" + (f"?{'&'.join(settings)}" if settings else "")
         self._model = self._tokenizer = None
         self._scores: dict[tuple[str, str], float] = {}
 
