@@ -8,7 +8,8 @@ import pytest
 
 from redline import RedlineError
 from redline.cli import main
-from redline.evaluate import EvaluateConfig, evaluate, judge_pairs, match_pairs, pair_order, read_judgments
+from redline.evaluate import (EvaluateConfig, evaluate, evaluate_agreement, judge_pairs, match_pairs, pair_order,
+                              read_judgments)
 from redline.judges import Item, Verdict, parse_judge
 from redline.records import Response, read_records
 from redline.simulate.instructions import fix_all
@@ -538,3 +539,16 @@ def test_a_rerun_on_another_prompt_with_the_same_responses_is_refused(tmp_path):
     b = [Response(prompt=f"another p{i}", response=f"b{i}", id=str(i)) for i in range(2)]
     with pytest.raises(RedlineError, match="pair '0' was judged on another prompt"):
         judge_pairs(match_pairs(a, b)[0], FirstShownJudge(), tmp_path / "j.jsonl", progress=False)
+
+
+def test_agreement_refuses_one_id_over_other_pairs(tmp_path):
+    """Two judgments files that number their pairs alike (q1, q2 ...) but judged other responses share ids, not pairs."""
+    judge_pairs(_pairs(3), FirstShownJudge(), tmp_path / "one.jsonl", progress=False)
+    a = [Response(prompt=f"p{i}", response=f"other a{i}", id=str(i)) for i in range(3)]
+    b = [Response(prompt=f"p{i}", response=f"b{i}", id=str(i)) for i in range(3)]
+    other = FirstShownJudge()
+    other.name = "another"
+    judge_pairs(match_pairs(a, b)[0], other, tmp_path / "two.jsonl", progress=False)
+    files = [str(tmp_path / "one.jsonl"), str(tmp_path / "two.jsonl")]
+    with pytest.raises(RedlineError, match="3 of the 3 ids .* other prompts or responses .*first: '0'"):
+        evaluate_agreement(judgments=files, out=tmp_path / "agree")

@@ -805,6 +805,12 @@ def agreement_of(first: dict[str, Judgment], second: dict[str, Judgment]) -> dic
     ids = [i for i in first if i in second]
     if not ids:
         raise RedlineError("the two judges share no pairs (no id in common)")
+    # one id over other texts (two evaluations of other files, both numbered q1, q2 ...) is two questions, not one
+    other = [i for i in ids if (prompt_key(first[i].prompt), first[i].a, first[i].b)
+             != (prompt_key(second[i].prompt), second[i].a, second[i].b)]
+    if other:
+        raise RedlineError(f"{len(other)} of the {len(ids)} ids the two judges share name other prompts or responses "
+                           f"in each (first: {other[0]!r}): agreement is measured on the same pairs")
     return agreement([first[i].winner for i in ids], [second[i].winner for i in ids])
 
 
