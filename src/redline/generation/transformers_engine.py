@@ -954,10 +954,11 @@ def _encode(tokenizer, prompt: Prompt) -> list[int]:
 
 
 def _beginning(prompt: Prompt, words: int = 12) -> str:
-    """The first words of a prompt's text (its last user message, for a chat), to name it in an error."""
-    if not isinstance(prompt, str):
-        prompt = next((m.get("content", "") for m in reversed(prompt) if m.get("role") == "user"), "")
-    head = prompt.split()
+    """The first words of a prompt's text (``prompt_text``: its last user message, for a chat), to name it in an
+    error."""
+    from redline.records import prompt_text
+
+    head = (prompt_text(prompt) if prompt else "").split()
     return " ".join(head[:words]) + (" ..." if len(head) > words else "")
 
 
