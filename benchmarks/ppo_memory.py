@@ -46,7 +46,7 @@ t0 = time.perf_counter()
 models = load_ppo_models(config, "cpu")
 load_s = time.perf_counter() - t0
 scorer, adapter_off = models.scorer()
-reward = instructgpt_reward(scorer, models.tokenizer, adapter_off=adapter_off)
+reward = instructgpt_reward(scorer, models.scorer_tokenizer, adapter_off=adapter_off)
 records = read_prompt_records(config.prompts)
 run_ppo(config, models, records, reward, lambda r: as_chat(r["prompt"]), f"{work}/run-{model}-{sys.argv[2]}")
 rows = [json.loads(l) for l in open(f"{work}/run-{model}-{sys.argv[2]}/ppo_log.jsonl")]

@@ -412,7 +412,7 @@ def part_ppo(args) -> dict:
     b.reset_peak()
     models = load_ppo_models(config, b.device)
     scorer, adapter_off = models.scorer()
-    reward = instructgpt_reward(scorer, models.tokenizer, adapter_off=adapter_off)
+    reward = instructgpt_reward(scorer, models.scorer_tokenizer, adapter_off=adapter_off)
     run_ppo(config, models, records, reward, lambda r: as_chat(r["prompt"]), b.work / "ppo")
     rows = [json.loads(line) for line in (b.work / "ppo" / "ppo_log.jsonl").read_text().splitlines()]
     phases = ("generate_s", "score_s", "evaluate_s", "train_s")

@@ -297,8 +297,7 @@ def run_round(config: PITConfig, start: str, sft: str, records: list[dict], out:
     if start != sft:  # the KL anchor stays PIT SFT after round 0
         models.reference = load_causal_lm(sft, config.base_dtype(), device, merge_lora=True).requires_grad_(False)  # eval mode already
     scorer, adapter_off = models.scorer()
-    reward_fn = gap_reward(scorer, models.reward_tokenizer or models.tokenizer, config.reward_max_length,  # its template
-                           adapter_off=adapter_off)
+    reward_fn = gap_reward(scorer, models.scorer_tokenizer, config.reward_max_length, adapter_off=adapter_off)
     metrics = run_ppo(ppo, models, records, reward_fn, build_prompt, out, kind="pit", data=[source, config.gap_reward])
     del models
     gc.collect()

@@ -342,6 +342,11 @@ class PPOModels:
     def shared_reference(self) -> bool:
         return self.reference is None
 
+    @property
+    def scorer_tokenizer(self) -> Any:
+        """The tokenizer whose chat template the reward is read in: the reward model's own, else the policy's."""
+        return self.reward_tokenizer or self.tokenizer
+
     def scorer(self) -> tuple[Any, bool]:
         """(the model whose score is the reward, whether its LoRA adapter must be switched off to read it)."""
         if self.reward_model is not None:
@@ -1414,8 +1419,7 @@ def train_ppo(config: PPOConfig, out: str | os.PathLike) -> dict[str, Any]:
     if oracle is None:
         scorer, adapter_off = models.scorer()
         # the chat as the reward model was trained to read it: its own template, which may not be the policy's
-        reward_fn = instructgpt_reward(scorer, models.reward_tokenizer or models.tokenizer, config.reward_max_length,
-                                       adapter_off=adapter_off)
+        reward_fn = instructgpt_reward(scorer, models.scorer_tokenizer, config.reward_max_length, adapter_off=adapter_off)
     else:
         reward_fn = oracle
     data = [config.prompts] + ([config.ptx_data] if config.ptx_data else [])
