@@ -167,18 +167,18 @@ def pairwise_messages(prompt: Prompt, first: str, second: str) -> list[dict[str,
 # (an answer that names both outputs says nothing a parser can trust).
 _LETTER = r"[\(\[\"'*]*\s*(a|b|1|2)\s*[\)\]\"'*]*"
 _WHOLE = re.compile(rf"^(?:output|response|answer|assistant)?\s*{_LETTER}\s*[.!]?$")
+# Names the output that lost: "Output (b) is worse" is a's win (the pattern after it in _VERDICT_PATTERNS, which
+# takes the one output named, read it as b's); "neither output (a) nor output (b) is worse" is no verdict of it.
+_LOSER = re.compile(rf"(?<!nor )(?:output|response|answer|assistant)\s*{_LETTER}\s*(?:is|was|seems|appears)\s+(?:clearly\s+|slightly\s+|much\s+|far\s+)?(?:the\s+)?(?:worse|worst|inferior|weaker|less\s+(?:helpful|accurate|correct|relevant|complete|good))")
 _VERDICT_PATTERNS = [
     re.compile(r"\[\[\s*(a|b|c|tie)\s*\]\]"),  # MT-Bench: [[A]], [[B]], [[C]] = tie
     re.compile(rf"(?:output|response|answer|assistant)\s*{_LETTER}\s*(?:is|was|seems|appears)\s+(?:clearly\s+|slightly\s+|much\s+)?(?:the\s+)?(?:better|best|preferred|superior|stronger)"),
     re.compile(rf"(?:better|best|preferred|winning|superior)\s+(?:output|response|answer)\s*(?:is|:)\s*(?:output|response|answer)?\s*{_LETTER}(?![a-z])"),
     re.compile(rf"(?:i\s+(?:would\s+)?(?:prefer|choose|pick|select)|verdict\s*:|winner\s*(?:is|:)|answer\s*:|choice\s*:)\s*(?:output|response|answer)?\s*{_LETTER}(?![a-z])"),
-    # "Output (b) is worse": the other one wins (the next pattern, which names one output, read it as b's win); not
-    # "neither output (a) nor output (b) is worse", a tie
-    re.compile(rf"(?<!nor )(?:output|response|answer|assistant)\s*{_LETTER}\s*(?:is|was|seems|appears)\s+(?:clearly\s+|slightly\s+|much\s+|far\s+)?(?:the\s+)?(?:worse|worst|inferior|weaker|less\s+(?:helpful|accurate|correct|relevant|complete|good))"),
+    _LOSER,
     re.compile(rf"(?:output|response)\s*{_LETTER}(?![a-z])"),  # names one output somewhere, and only one
     re.compile(r"^[\(\[]?(a|b)[\)\]]?(?:[.:,!\n]|$)"),  # starts with "A." or "B:" or "(b)"
 ]
-_LOSER = _VERDICT_PATTERNS[4]  # names the output that lost
 _OTHER = {"a": "b", "b": "a"}
 _TIE_RE = re.compile(r"\b(?:it'?s a tie|tie|equally good|equally bad|both (?:are|outputs are) equal(?:ly good)?|neither is better)\b")
 _LETTER_VERDICT = {"a": "a", "1": "a", "b": "b", "2": "b", "c": "tie", "tie": "tie"}
