@@ -299,6 +299,11 @@ class Pair:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+def pair_texts(pair) -> tuple[str, str, str]:
+    """What a verdict answers: its prompt and its two responses (a ``Pair`` or a ``Judgment``)."""
+    return prompt_key(pair.prompt), pair.a, pair.b
+
+
 def _short(text: str, n: int = 60) -> str:
     text = " ".join(text.split())
     return text if len(text) <= n else text[: n - 1] + "…"
@@ -386,7 +391,7 @@ def _read_done(path: Path, judge: Judge, pairs: Sequence[Pair]) -> dict[str, Jud
         if pair is None:
             continue  # a pair of an earlier, larger run (--limit): kept in the file, left out here
         # a verdict answers its prompt as well as its two responses
-        if (prompt_key(j.prompt), j.a, j.b) != (prompt_key(pair.prompt), pair.a, pair.b):
+        if pair_texts(j) != pair_texts(pair):
             raise RedlineError(
                 f"{path}: pair {j.id!r} was judged on another prompt or other responses than these: use another --out, "
                 "or delete it"
@@ -806,8 +811,7 @@ def agreement_of(first: dict[str, Judgment], second: dict[str, Judgment]) -> dic
     if not ids:
         raise RedlineError("the two judges share no pairs (no id in common)")
     # one id over other texts (two evaluations of other files, both numbered q1, q2 ...) is two questions, not one
-    other = [i for i in ids if (prompt_key(first[i].prompt), first[i].a, first[i].b)
-             != (prompt_key(second[i].prompt), second[i].a, second[i].b)]
+    other = [i for i in ids if pair_texts(first[i]) != pair_texts(second[i])]
     if other:
         raise RedlineError(f"{len(other)} of the {len(ids)} ids the two judges share name other prompts or responses "
                            f"in each (first: {other[0]!r}): agreement is measured on the same pairs")
