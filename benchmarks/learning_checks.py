@@ -509,15 +509,16 @@ def check_sft(s: Settings, work: Path, held_out: list[dict] | None = None) -> di
     metrics = train_demonstrations(config, work / "run")
     after = completion_losses(load_causal_lm(str(work / "run"), device=s.device).eval(), tokenizer, held,
                               s.sft_max_length)
-    drops = [b - a for b, a in zip(before, after) if not math.isnan(b)]  # a prompt that fills --sft-max-length: unmeasured
-    _enough(drops, min(s.sft_eval, 2), f"held-out demonstrations with a response token within {s.sft_max_length}",
+    measured = [(b, a) for b, a in zip(before, after) if not math.isnan(b)]  # a prompt filling --sft-max-length: none
+    _enough(measured, min(s.sft_eval, 2), f"held-out demonstrations with a response token within {s.sft_max_length}",
             str(path))
+    before, after = [b for b, _ in measured], [a for _, a in measured]
+    drops = [b - a for b, a in measured]
     se = math.sqrt(_var(drops) / len(drops))
     drop, bar = _mean(drops), s.z * se
     return result("sft", "SFT", "held-out demonstrations", "held-out loss drop (nats/token)", drop, bar,
                   drop > bar, f"> {s.z:g} SE ({bar:.3f})", train_examples=len(train), eval_examples=len(drops),
-                  loss_before=round(_mean([b for b in before if not math.isnan(b)]), 4),
-                  loss_after=round(_mean([a for a in after if not math.isnan(a)]), 4), se=round(se, 4),
+                  loss_before=round(_mean(before), 4), loss_after=round(_mean(after), 4), se=round(se, 4),
                   steps=metrics.get("steps"), lr=s.sft_lr, seconds=round(time.perf_counter() - start, 1),
                   cpu_seconds=round(time.process_time() - cpu, 1))
 
