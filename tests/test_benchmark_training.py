@@ -49,19 +49,18 @@ def test_the_reward_workload_scores_a_row_at_a_time_to_the_padded_losses(tmp_pat
 
 
 def test_threads_and_a_competitor_beside_each_case(tmp_path):
+    # two children, not the four of "--beside 0,1": each pays ~20 s of imports, the training itself is a second
     out = tmp_path / "threads.json"
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "training.py"), "--model", "tiny-random",
-                           "--steps", "2", "--threads", "1", "--beside", "0,1",
+                           "--steps", "2", "--threads", "1", "--beside", "1",
                            "--cases", "fp32+sliced:1x2,fp32+sliced+passive:1x2@2", "--out", str(out)],
                           capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = json.loads(out.read_text())["rows"]
-    assert [(r["case"], r["beside"]) for r in rows] == [
-        ("fp32+sliced:1x2", 0), ("fp32+sliced+passive:1x2@2", 0), ("fp32+sliced:1x2", 1), ("fp32+sliced+passive:1x2@2", 1)]
-    assert [r["competitor_gflops"] is None for r in rows] == [True, True, False, False]
-    assert all(r["competitor_gflops"] > 0 for r in rows[2:])  # the competitor ran, and said what it got
-    for row in rows[1:]:  # threads and the wait policy change the speed, not what is learnt
-        assert all(abs(a - b) < 1e-4 for a, b in zip(row["losses"], rows[0]["losses"]))
+    assert [(r["case"], r["beside"]) for r in rows] == [("fp32+sliced:1x2", 1), ("fp32+sliced+passive:1x2@2", 1)]
+    assert all(r["competitor_gflops"] > 0 for r in rows)  # the competitor ran, and said what it got
+    # threads and the wait policy change the speed, not what is learnt
+    assert rows[0]["losses"] and all(abs(a - b) < 1e-4 for a, b in zip(rows[1]["losses"], rows[0]["losses"]))
     refused, _ = _run(tmp_path, "fp32+sliced:1x2@two")
     assert refused.returncode != 0 and "'fp32+sliced:1x2@two'" in refused.stderr and "@THREADS" in refused.stderr
 

@@ -122,7 +122,7 @@ def test_unchanged_share_reaches_every_size_s_training_records(data, tmp_path, m
     assert unchanged >= 2  # the template world has answers with nothing to fix
     with pytest.raises(RedlineError, match="stop after the selection"):
         main(["--debug", "experiment", "critic", "--data", str(data), "--model", "tiny-random", "--sizes", "4",
-              "--unchanged-share", "0.5", "--out", str(tmp_path / "exp")])
+              "--unchanged-share", "0.5", "--second-model", "none", "--out", str(tmp_path / "exp")])
     assert seen == {4: 2}
 
 
