@@ -28,7 +28,12 @@ from redline.prompts import pairwise_messages, parse_pairwise_verdict
         ("Output (b) is worse.", "a"), ("Response A is clearly worse than Response B.", "b"),
         ("Output (a) is less helpful: it misses the keyword.", "b"),
         ("Output (a) is better; Output (b) is worse.", "a"), ("Output (a) is worse and Output (b) is worse", "invalid"),
-        ("Neither Output (a) nor Output (b) is worse.", "invalid"),  # a tie in words, not a's win
+        # a claim the words before it deny is no verdict (each read as a win before)
+        ("Neither Output (a) nor Output (b) is worse.", "tie"), ("Neither Output (a) nor Output (b) is better.", "tie"),
+        ("Neither response is better than the other.", "tie"), ("I do not think Output (b) is worse.", "invalid"),
+        ("I don't think Response A is better.", "invalid"), ("It is not true that Output (a) is better.", "invalid"),
+        ("I don't think Output (a) is better; Output (b) is better.", "b"),  # the claim not denied decides
+        ("Output (a) is not perfect, nor is it short; Output (b) is better.", "b"),
     ],
 )
 def test_verdict_parser(text, verdict):

@@ -168,17 +168,26 @@ def pairwise_messages(prompt: Prompt, first: str, second: str) -> list[dict[str,
 _LETTER = r"[\(\[\"'*]*\s*(a|b|1|2)\s*[\)\]\"'*]*"
 _WHOLE = re.compile(rf"^(?:output|response|answer|assistant)?\s*{_LETTER}\s*[.!]?$")
 # Names the output that lost: "Output (b) is worse" is a's win (the pattern after it in _VERDICT_PATTERNS, which
-# takes the one output named, read it as b's); "neither output (a) nor output (b) is worse" is no verdict of it.
-_LOSER = re.compile(rf"(?<!nor )(?:output|response|answer|assistant)\s*{_LETTER}\s*(?:is|was|seems|appears)\s+(?:clearly\s+|slightly\s+|much\s+|far\s+)?(?:the\s+)?(?:worse|worst|inferior|weaker|less\s+(?:helpful|accurate|correct|relevant|complete|good))")
+# takes the one output named, read it as b's).
+_LOSER = re.compile(rf"(?:output|response|answer|assistant)\s*{_LETTER}\s*(?:is|was|seems|appears)\s+(?:clearly\s+|slightly\s+|much\s+|far\s+)?(?:the\s+)?(?:worse|worst|inferior|weaker|less\s+(?:helpful|accurate|correct|relevant|complete|good))")
+# Names one output somewhere, and only one: the loosest reading, after every claim.
+_MENTION = re.compile(rf"(?:output|response)\s*{_LETTER}(?![a-z])")
 _VERDICT_PATTERNS = [
     re.compile(r"\[\[\s*(a|b|c|tie)\s*\]\]"),  # MT-Bench: [[A]], [[B]], [[C]] = tie
     re.compile(rf"(?:output|response|answer|assistant)\s*{_LETTER}\s*(?:is|was|seems|appears)\s+(?:clearly\s+|slightly\s+|much\s+)?(?:the\s+)?(?:better|best|preferred|superior|stronger)"),
     re.compile(rf"(?:better|best|preferred|winning|superior)\s+(?:output|response|answer)\s*(?:is|:)\s*(?:output|response|answer)?\s*{_LETTER}(?![a-z])"),
     re.compile(rf"(?:i\s+(?:would\s+)?(?:prefer|choose|pick|select)|verdict\s*:|winner\s*(?:is|:)|answer\s*:|choice\s*:)\s*(?:output|response|answer)?\s*{_LETTER}(?![a-z])"),
     _LOSER,
-    re.compile(rf"(?:output|response)\s*{_LETTER}(?![a-z])"),  # names one output somewhere, and only one
+    _MENTION,
     re.compile(r"^[\(\[]?(a|b)[\)\]]?(?:[.:,!\n]|$)"),  # starts with "A." or "B:" or "(b)"
 ]
+# Claims ("X is better", "I prefer X", "X is worse") that words just before them deny: "neither X nor Y is better",
+# "I do not think X is worse", "it is not true that X is better". A denied claim is no verdict, and once one is
+# denied a bare mention of an output is none either ("I don't think Output (b) is worse" is not b's win).
+_CLAIMS = tuple(_VERDICT_PATTERNS[1:5])
+_DENIED = re.compile(r"(?:\b(?:neither|nor)|(?:\bnot|n't|\bnever)\s+(?:think|believe|say|feel|agree|find|consider|claim)"
+                     r"(?:\s+that)?|\bnot\s+(?:true|the\s+case|clear)\s+that)\s*$")
+_NEITHER = re.compile(rf"\bneither\s+(?:of\s+)?(?:the\s+)?(?:outputs?|responses?|answers?)?\s*(?:{_LETTER}\s*nor\s+(?:output|response|answer)?\s*{_LETTER}\s*)?(?:is|was|seems)\s+(?:clearly\s+|much\s+)?(?:better|worse|preferred|superior|inferior)")
 _OTHER = {"a": "b", "b": "a"}
 _TIE_RE = re.compile(r"\b(?:it'?s a tie|tie|equally good|equally bad|both (?:are|outputs are) equal(?:ly good)?|neither is better)\b")
 _LETTER_VERDICT = {"a": "a", "1": "a", "b": "b", "2": "b", "c": "tie", "tie": "tie"}
@@ -188,7 +197,8 @@ def parse_pairwise_verdict(text: str) -> str:
     """``a``, ``b``, ``tie`` or ``invalid`` from what a judge wrote.
 
     Reads "Output (a)", "A", "(b)", "[[B]]", "Response B is better", "I prefer output 2", "Output (b) is
-    worse" (a), "Tie" ... in any case. Anything that names both or neither is ``invalid``.
+    worse" (a), "Tie", "Neither output is better" (tie) ... in any case. Anything that names both or neither, or
+    only denies ("I don't think Output (b) is worse"), is ``invalid``.
     """
     # Reasoning models think first: the answer follows the last </think> (the opening tag may be in the
     # prompt, as DeepSeek-R1's template puts it), and a block cut before it closed (max_tokens) is no answer.
@@ -201,15 +211,23 @@ def parse_pairwise_verdict(text: str) -> str:
         whole = _WHOLE.match(candidate)
         if whole:
             return _LETTER_VERDICT[whole.group(1)]
+    denied = False
     for pattern in _VERDICT_PATTERNS:
-        found = {_LETTER_VERDICT[m] for m in pattern.findall(t)}
+        if pattern is _MENTION and denied:
+            break
+        matches = list(pattern.finditer(t))
+        if pattern in _CLAIMS:
+            kept = [m for m in matches if not _DENIED.search(t, 0, m.start())]
+            denied = denied or len(kept) < len(matches)
+            matches = kept
+        found = {_LETTER_VERDICT[m.group(1)] for m in matches}
         if pattern is _LOSER:
             found = {_OTHER[v] for v in found}
         if len(found) == 1:
             return found.pop()
         if len(found) > 1:
             return "invalid"
-    if _TIE_RE.search(t):
+    if _TIE_RE.search(t) or _NEITHER.search(t):
         return "tie"
     return "invalid"
 
