@@ -145,6 +145,23 @@ def test_unreadable_and_non_utf8_files_are_clear_errors(tmp_path):
         read_records(bad, "demonstration")
 
 
+def test_half_a_surrogate_pair_is_refused_by_line_and_field_and_a_whole_pair_is_text(tmp_path):
+    """json reads "\\ud800" into a string that UTF-8 cannot write: it crashed far from the file (the pair order's
+    hash of an id, a tokenizer, the writer of the run's outputs)."""
+    path = tmp_path / "surrogates.jsonl"
+    path.write_text('{"id": "ok", "prompt": "smile \\ud83d\\ude00", "response": "r"}\n'
+                    '{"id": "x\\ud800", "prompt": "p", "response": "r"}\n'
+                    '{"prompt": "p", "response": "r", "meta": {"tags": ["fine", "\\udc00"]}}\n')
+    with pytest.raises(RecordError) as err:
+        read_records(path, "demonstration")
+    assert err.value.errors == [
+        f"{path}:2: id: holds half of a UTF-16 surrogate pair (\\ud800 at character 2), which is not text: mend the escape",
+        f"{path}:3: meta.tags[1]: holds half of a UTF-16 surrogate pair (\\udc00 at character 1), which is not text: "
+        "mend the escape"]
+    path.write_text(path.read_text().splitlines()[0] + "\n")
+    assert read_records(path, "demonstration")[0].prompt == "smile \U0001f600"
+
+
 def test_skip_invalid_goes_on_and_reports_how_many_and_why(jsonl):
     path = jsonl([GOOD["demonstration"], {"prompt": "p"}, {"prompt": "p"}, "{", GOOD["demonstration"]])
     report = ReadReport(str(path))

@@ -456,10 +456,15 @@ def iter_raw(source: str | os.PathLike) -> Iterable[tuple[int, Any]]:
             bad = None
             for k in json_columns:
                 if isinstance(row.get(k), str):
+                    raw = row[k]
                     try:
-                        row[k] = json.loads(row[k])
+                        row[k] = json.loads(raw)
                     except json.JSONDecodeError as e:
                         bad = FieldError(k, f"not JSON (a JSON column of this Parquet file): {e.msg} at column {e.colno}")
+                        break
+                    checked = _refuse_lone_surrogates({k: row[k]}, raw)
+                    if isinstance(checked, FieldError):
+                        bad = checked
                         break
             yield number, bad if bad is not None else row
         return
@@ -484,11 +489,49 @@ def iter_raw(source: str | os.PathLike) -> Iterable[tuple[int, Any]]:
                 if not line.strip():
                     continue
                 try:
-                    yield number, json.loads(line)
+                    obj = json.loads(line)
                 except json.JSONDecodeError as e:
                     yield number, FieldError("<line>", f"not JSON: {e.msg} at column {e.colno}")
+                    continue
+                yield number, _refuse_lone_surrogates(obj, line)
         except (gzip.BadGzipFile, EOFError, zlib.error) as e:
             raise RecordError([f"{source}:0: <file>: not a whole gzip file: {e}"]) from e
+
+
+def _refuse_lone_surrogates(obj: Any, line: str) -> Any:
+    """``obj``, or a ``FieldError`` naming its first string that holds half of a UTF-16 pair ("\\ud800" in the
+    JSON): Python reads it, but it is no text, and it failed far from the file, when a tokenizer, a hash or a
+    writer met it. Only a line with such an escape is walked."""
+    if "\\ud" not in line.lower():
+        return obj
+    found = _lone_surrogate(obj, "")
+    if found is None:
+        return obj
+    where, text, at = found
+    return FieldError(where or "<line>", f"holds half of a UTF-16 surrogate pair (\\u{ord(text[at]):04x} at character "
+                      f"{at + 1}), which is not text: mend the escape")
+
+
+def _lone_surrogate(value: Any, where: str) -> tuple[str, str, int] | None:
+    """(field, string, index) of the first string under ``value`` that UTF-8 cannot write, or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            return where, value, e.start
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            field = f"{where}.{key}" if where else key
+            found = _lone_surrogate(key, f"{field} (the key)") or _lone_surrogate(item, field)
+            if found:
+                return found
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _lone_surrogate(item, f"{where}[{i}]")
+            if found:
+                return found
+    return None
 
 
 def _read_hf_dataset(source: str) -> list[dict]:
