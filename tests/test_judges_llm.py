@@ -213,6 +213,20 @@ def test_spec_options_reach_the_judge(tmp_path):
     plain.close()
 
 
+def test_a_new_template_is_in_the_judge_s_name(monkeypatch):
+    """A judgments file written under one template is not resumed under another (its answer cache was keyed by the
+    template, its judgments file by the name only); the first template's files keep their names."""
+    import redline.judges.llm as llm
+
+    monkeypatch.setattr(llm, "PAIRWISE_VERSION", "pairwise-v2")
+    judge = parse_judge("openai:gpt-4o-mini@http://localhost:9/v1?max_tokens=8")
+    assert judge.name == "openai:gpt-4o-mini@http://localhost:9/v1?max_tokens=8&template=pairwise-v2"
+    judge.close()
+    plain = parse_judge("openai:gpt-4o-mini@http://localhost:9/v1")
+    assert plain.name == "openai:gpt-4o-mini@http://localhost:9/v1?template=pairwise-v2"
+    plain.close()
+
+
 class SlowFirstEngine:
     """Takes ``delay`` seconds over its first call only: the judge's first ask times out."""
 

@@ -46,6 +46,8 @@ from redline import RedlineError
 from redline.judges import Item, Verdict, swap_winner
 from redline.prompts import PAIRWISE_VERSION, pairwise_messages, parse_pairwise_verdict
 
+FIRST_PAIRWISE_VERSION = "pairwise-v1"  # judgments files written under it name no template
+
 RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
 TOKEN_PARAMS = ("max_tokens", "max_completion_tokens")
 
@@ -123,10 +125,12 @@ class OpenAIJudge:
 
         self.model = model
         self.base_url = base_url.rstrip("/")
-        # sampling settings change verdicts, so they are in the name a judgments file keeps (and a rerun compares);
-        # at their defaults the name is as it always was
+        # sampling settings and the template change verdicts, so they are in the name a judgments file keeps (and a
+        # rerun compares); at their defaults (the first template) the name is as it always was
         settings = "&".join(f"{k}={v:g}" for k, v, default in (("temperature", temperature, 0.0),
                                                               ("max_tokens", max_tokens, 32)) if v != default)
+        if PAIRWISE_VERSION != FIRST_PAIRWISE_VERSION:
+            settings = "&".join(filter(None, (settings, f"template={PAIRWISE_VERSION}")))
         self.name = f"openai:{model}@{self.base_url}" + (f"?{settings}" if settings else "")
         if urlparse(self.base_url).scheme not in ("http", "https"):
             raise RedlineError(f"judge {self.name!r}: the base URL must start with http:// or https://")
