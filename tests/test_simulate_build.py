@@ -227,6 +227,29 @@ def test_a_bad_tasks_file_names_its_lines(tmp_path, capsys):
     assert f"{tasks}:3: conflicting instructions: 'lowercase' and 'uppercase' conflict" in err
 
 
+def test_a_tasks_file_with_a_repeated_id_or_a_field_not_text_names_its_lines(tmp_path):
+    # A repeated id shared its responses: the tea task was ranked on the answers to the coffee one
+    # (the cache is keyed by id); a prompt given as a number crashed with an AttributeError.
+    lines = [
+        {"topic": "coffee", "instructions": [{"type": "title"}], "id": "a"},
+        {"topic": "tea", "instructions": [{"type": "postscript"}], "id": "a"},
+        {"topic": "chess", "instructions": [{"type": "title"}], "prompt": 123},
+        {"topic": "jazz", "instructions": [{"type": "title"}], "form": ["poem"]},
+        {"topic": "owls", "instructions": [{"type": "title"}], "id": {"n": 1}},
+        {"topic": "cats", "instructions": [{"type": "title"}]},
+    ]
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    with pytest.raises(RedlineError) as e:
+        build(_config(tmp_path / "t", tasks=tasks, test_prompts=1, prompts=2))
+    message = str(e.value)
+    assert f"{tasks}:2: id: duplicate id 'a' (first on line 1)" in message
+    assert f"{tasks}:3: prompt: expected a non-empty string, got 123" in message
+    assert f"{tasks}:4: form: expected a non-empty string" in message
+    assert f"{tasks}:5: id: expected a non-empty string" in message
+    assert f"{tasks}:6" not in message
+
+
 def test_a_good_tasks_file_is_used_as_given(tmp_path):
     tasks = tmp_path / "tasks.jsonl"
     lines = [{"topic": "tea", "form": "haiku", "instructions": [{"type": "bullets_exact", "n": i}]} for i in range(1, 5)]

@@ -96,10 +96,12 @@ def make_tasks(n: int, seed: int, split: str = "train", types: Iterable[str] | N
 def load_tasks(path: str | Path, split: str = "train") -> list[Task]:
     """Tasks from a JSONL file of ``{"topic", "instructions"[, "form"][, "prompt"][, "id"]}``.
 
-    Every line is checked before any is used; an unknown instruction type, a bad parameter or a
-    conflicting set is an error that names the line.
+    Every line is checked before any is used; an unknown instruction type, a bad parameter, a
+    conflicting set, a ``form``, ``prompt`` or ``id`` that is not text, or an id given twice is an
+    error that names the line (a repeated id shared its responses: one task was ranked on another's).
     """
     tasks, errors = [], []
+    ids: dict[str, int] = {}
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as e:
@@ -112,10 +114,20 @@ def load_tasks(path: str | Path, split: str = "train") -> list[Task]:
             if not isinstance(obj, dict) or not isinstance(obj.get("topic"), str) or not obj["topic"].strip():
                 raise InstructionError("each task needs a 'topic' string and an 'instructions' list")
             instructions = parse_instructions(obj.get("instructions"))
+            for name in ("form", "prompt"):
+                if obj.get(name) not in (None, "") and (not isinstance(obj[name], str) or not obj[name].strip()):
+                    raise InstructionError(f"{name}: expected a non-empty string, got {obj[name]!r}")
+            if obj.get("id") is not None and (isinstance(obj["id"], bool) or not isinstance(obj["id"], (str, int))
+                                              or not str(obj["id"]).strip()):
+                raise InstructionError(f"id: expected a non-empty string, got {obj['id']!r}")
             form = obj.get("form") or "piece of writing"
             rng = random.Random(f"redline-simulate:tasks:{number}")
             prompt = obj.get("prompt") or render_prompt(obj["topic"], form, instructions, rng)
-            tasks.append(Task(str(obj.get("id") or f"{split}-{len(tasks):05d}"), obj["topic"], form, instructions, prompt))
+            task_id = str(obj["id"]) if obj.get("id") is not None else f"{split}-{len(tasks):05d}"
+            if task_id in ids:
+                raise InstructionError(f"id: duplicate id {task_id!r} (first on line {ids[task_id]})")
+            ids[task_id] = number
+            tasks.append(Task(task_id, obj["topic"], form, instructions, prompt))
         except (ValueError, InstructionError) as e:
             errors.append(f"{path}:{number}: {e}")
     if errors:
