@@ -110,8 +110,9 @@ def test_wrong_password_is_401_and_the_sixth_failure_is_rate_limited(client):
 
 def test_login_without_its_csrf_token_is_refused(client):
     client.get("/login")
-    r = client.post("/login", data={"name": "ann", "password": PASSWORD, "csrf": "forged"}, follow_redirects=False)
-    assert r.status_code == 403 and "CSRF" in r.text
+    for forged in ("forged", "forgé"):  # a non-ASCII token is refused too, not a 500
+        r = client.post("/login", data={"name": "ann", "password": PASSWORD, "csrf": forged}, follow_redirects=False)
+        assert r.status_code == 403 and "CSRF" in r.text
 
 
 def test_login_refuses_to_redirect_off_site(client):
@@ -153,7 +154,7 @@ def test_every_post_needs_the_session_csrf_token(sessions, tmp_path):
     c = client_for(sessions, "ann")
     url, _ = open_task(c, pid)
     data = {"rank_0": "1", "rank_1": "2", "rank_2": "3", "rank_3": "4"}
-    for csrf in (None, "forged"):
+    for csrf in (None, "forged", "forgé"):  # a non-ASCII token too (compare_digest raises on a non-ASCII str)
         r = c.post(url, data=data if csrf is None else {**data, "csrf": csrf})
         assert r.status_code == 403 and "CSRF" in r.text
     admin = client_for(sessions, "root")

@@ -50,8 +50,14 @@ def token_hash(token: str) -> str:
 
 
 def same(a: str | None, b: str | None) -> bool:
-    """Constant-time equality of two tokens; a missing one never matches."""
-    return bool(a) and bool(b) and hmac.compare_digest(str(a), str(b))
+    """Constant-time equality of two tokens; a missing one never matches.
+
+    Compared as UTF-8 bytes: ``compare_digest`` raises on a str with non-ASCII characters, and a forged
+    token is whatever a client sends.
+    """
+    if not a or not b:
+        return False
+    return hmac.compare_digest(str(a).encode("utf-8", "surrogatepass"), str(b).encode("utf-8", "surrogatepass"))
 
 
 def generate_password() -> str:
