@@ -138,6 +138,16 @@ def test_parse_errors_are_clear():
     assert issubclass(InstructionError, RedlineError)
 
 
+@pytest.mark.parametrize("keyword", ["budget.", "budget,", "C++", "#budget", "co-op", "two words", ""])
+def test_a_keyword_with_punctuation_is_refused_not_left_unmatchable(keyword):
+    # "budget." was taken as a word, and no answer could meet it: the checkers count whole words.
+    for obj in ({"type": "keyword_include", "keywords": [keyword]}, {"type": "keyword_avoid", "keywords": [keyword]},
+                {"type": "keyword_frequency", "keyword": keyword, "n": 2}):
+        with pytest.raises(InstructionError, match="must be a single word"):
+            parse_instruction(obj)
+    assert parse_instruction({"type": "keyword_include", "keywords": [" don't "]}).keywords == ("don't",)
+
+
 def test_drawn_sets_never_conflict_and_use_every_type():
     rng = random.Random(1)
     seen = set()

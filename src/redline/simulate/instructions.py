@@ -1108,8 +1108,10 @@ def _positive_int(kind: str, value: Any) -> int:
 
 
 def _word(kind: str, name: str, value: Any) -> str:
-    if not isinstance(value, str) or not value.strip() or len(words(value)) != 1:
-        raise InstructionError(f"instruction '{kind}': {name} must be a single word, got {value!r}")
+    # The whole value must be the word: "budget." was taken, and no text could ever contain it as a word
+    # (the checkers match whole words), so it could never be included, and an avoided one never found.
+    if not isinstance(value, str) or not WORD_RE.fullmatch(value.strip()):
+        raise InstructionError(f"instruction '{kind}': {name} must be a single word (letters and digits), got {value!r}")
     return value.strip()
 
 
