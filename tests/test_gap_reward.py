@@ -272,3 +272,19 @@ def test_held_out_pairs_with_chosen_identical_to_rejected_are_counted_and_said()
     m = {"eval_pairs": 3, "eval_identical_pairs": 1, "eval_accuracy_wl>lw": 0.3333, "eval_accuracy": 0.6}
     assert gap_accuracy_summary(m).startswith("held-out: r_gap(w,l) > r_gap(l,w) on 33.3% of 3 pairs (1 held-out pair "
                                               "with chosen identical to rejected left out: no ordering to score)")
+
+
+def test_a_reward_run_as_the_start_leaves_no_bias_on_the_gap_model(jsonl, tmp_path):
+    """A normalised reward run's bias centres r(x, y) on its demonstrations; kept in the gap model's config, every
+    r_gap that score_texts reads (PIT's RL reward, the card's snippet) was shifted by it, r_gap(y, y) no longer at 0."""
+    from redline.train.gap_reward import GapRewardConfig, train_gap_reward
+
+    rm = tmp_path / "rm"
+    model = load_reward_model("tiny-random", device="cpu")
+    model.config.reward_bias = 5.0
+    save_model(model, load_tokenizer("tiny-random"), rm,
+               ModelCard(kind="reward", base_model="tiny-random", metrics={"reward_bias": 5.0}))
+    run = tmp_path / "gap"
+    train_gap_reward(GapRewardConfig(data=str(jsonl(preferences(4))), model=str(rm), max_steps=1, batch_size=2,
+                                     eval_split=0.0, device="cpu", save_steps=100), run)
+    assert not hasattr(load_reward_model(str(run), device="cpu").config, "reward_bias")

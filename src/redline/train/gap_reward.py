@@ -326,6 +326,8 @@ def train_gap_reward(config: GapRewardConfig, out: str | os.PathLike) -> dict[st
     write_config(out / "train_config.json", config)
     # a LoRA run as the start (SFT, or a shipped model) is folded into plain weights under the new adapter
     model = load_reward_model(config.model, dtype=base_dtype(config), device=device, merge_lora=True).train()
+    if hasattr(model.config, "reward_bias"):  # a reward run as the start: its bias centres r(x, y), not r_gap, and
+        del model.config.reward_bias  # score_texts would add it to every gap (r_gap(y, y) no longer read at 0)
     if config.lora:
         lora = LoraSettings(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
         model = float32_adapters(add_lora(model, lora, task_type="SEQ_CLS"))
