@@ -149,6 +149,16 @@ def test_an_annotator_sees_no_admin_page(sessions, tmp_path):
         assert c.post(url, data={"csrf": csrf}).status_code == 403, url
 
 
+def test_an_id_past_an_integer_column_is_a_404_not_a_500(sessions, tmp_path):
+    pid = make_project(sessions, tmp_path, "r", "rank", RANK_ROWS)
+    huge = 10**20  # SQLite cannot bind it (OverflowError); PostgreSQL's Integer stops at 2**31 - 1
+    ann, admin = client_for(sessions, "ann"), client_for(sessions, "root")
+    for url in (f"/projects/{huge}/next", f"/projects/{pid}/items/{huge}", f"/projects/{huge}/items/1"):
+        assert ann.get(url).status_code == 404, url
+    for url in (f"/admin/projects/{huge}", f"/admin/projects/{huge}/export?kind=ranking"):
+        assert admin.get(url).status_code == 404, url
+
+
 def test_every_post_needs_the_session_csrf_token(sessions, tmp_path):
     pid = make_project(sessions, tmp_path, "r", "rank", RANK_ROWS)
     c = client_for(sessions, "ann")
