@@ -277,6 +277,18 @@ def test_scoring_records_without_instructions_is_an_error(tmp_path, capsys):
     assert "nothing left to use" in capsys.readouterr().err
 
 
+def test_scoring_a_record_whose_topic_is_not_text_names_the_line_and_field(tmp_path, capsys):
+    # It crashed in the oracle with an AttributeError ('int' object has no attribute 'split').
+    bad = tmp_path / "bad.jsonl"
+    meta = {"instructions": [{"type": "title"}]}
+    bad.write_text("".join(json.dumps({"prompt": "p", "response": "a short answer about tea", "meta": {**meta, "topic": t}})
+                           + "\n" for t in ("tea", 5, ["tea"])))
+    assert main(["simulate", "score", "--input", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert ":2: meta.topic: expected a string, got int" in err and ":3: meta.topic: expected a string, got list" in err
+    assert "Traceback" not in err
+
+
 def test_score_refuses_an_empty_file_and_names_the_lines_it_skips(tmp_path, capsys):
     # It read its own way once: an empty file scored {"n": 0} with exit 0, and a skip was a bare count.
     empty = tmp_path / "empty.jsonl"

@@ -693,14 +693,18 @@ class ScoreConfig:
 
 def record_task(meta) -> dict:
     """The task a record's ``meta`` carries, as ``check_all`` takes it (topic, parsed instructions); a
-    ``FieldError`` on ``meta.instructions`` when it has none or they do not parse."""
+    ``FieldError`` on ``meta.instructions`` when it has none or they do not parse, on ``meta.topic`` when it is
+    not a string."""
     if not isinstance(meta, dict) or "instructions" not in meta:
         raise FieldError("meta.instructions", "missing (only records that carry their instructions can be scored)")
     try:
         instructions = parse_instructions(meta["instructions"])
     except InstructionError as e:
         raise FieldError("meta.instructions", str(e)) from None
-    return {"topic": meta.get("topic"), "instructions": [i.to_dict() for i in instructions]}
+    topic = meta.get("topic")
+    if topic is not None and not isinstance(topic, str):  # the oracle reads its words (it crashed on a number)
+        raise FieldError("meta.topic", f"expected a string, got {type(topic).__name__}")
+    return {"topic": topic, "instructions": [i.to_dict() for i in instructions]}
 
 
 def score_file(path: str | Path, field: str = "response", limit: int | None = None, skip_invalid: bool = False) -> dict:
