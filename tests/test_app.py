@@ -383,9 +383,15 @@ def test_a_bad_upload_is_refused_with_file_line_field_and_nothing_is_imported(se
     assert r.status_code == 422 and "name:" in r.text
     r = upload(admin, csrf, name="ok", task_type="demonstration", overlap="two", prompts=good)
     assert r.status_code == 422 and "overlap:" in r.text
+    # a file field sent as text (a hand-made request) is no file: a 422 naming it, not a 500
+    r = admin.post("/admin/projects", data={"csrf": csrf, "name": "ok", "task_type": "demonstration", "prompts": "p.jsonl"})
+    assert r.status_code == 422 and "prompts:" in r.text
+    pid = make_project(sessions, tmp_path, "r", "rank", RANK_ROWS)
+    r = admin.post(f"/admin/projects/{pid}/import", data={"csrf": csrf, "records": "r.jsonl"})
+    assert r.status_code == 422 and "records:" in r.text
     with sessions() as db:
-        assert db.scalar(P.select(P.func.count()).select_from(P.Project)) == 0
-        assert db.scalar(P.select(P.func.count()).select_from(P.Item)) == 0
+        assert db.scalar(P.select(P.func.count()).select_from(P.Project)) == 1  # "r", made above
+        assert db.scalar(P.select(P.func.count()).select_from(P.Item)) == len(RANK_ROWS)  # nothing imported
 
 
 def test_admin_adds_users_with_a_generated_password_shown_once(sessions):

@@ -379,7 +379,7 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
         overlap_raw = str(form.get("overlap") or "1").strip()
         if not (overlap_raw.isascii() and overlap_raw.isdigit()):
             raise P.FormError("overlap", f"annotators per item must be a whole number >= 1, got {overlap_raw!r}")
-        prompts = [f for f in form.get("prompts", []) if f.filename]
+        prompts = uploads(form, "prompts")
         if not prompts:
             raise P.FormError("prompts", "choose a file of prompts (JSONL)")
         model = str(form.get("generate") or "").strip()
@@ -394,7 +394,7 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
                 project.generator = model
                 db.flush()
                 return project, new_job(generate_job, project.id, rows, model, settings)
-            response_paths = [save_upload(f, tmp) for f in form.get("responses", []) if f.filename]
+            response_paths = [save_upload(f, tmp) for f in uploads(form, "responses")]
             P.attach_responses(rows, response_paths, prompts_path.name)
             items = P.plan_items(task_type, rows, prompts_path.name)
         return P.create_project(db, str(form.get("name") or ""), task_type, items,
@@ -487,7 +487,7 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
         with database() as db:
             user, row = login_required(request, db, role="admin", form=form)
             project = project_or_404(db, pid)
-            files = [f for f in form.get("records", []) if f.filename]
+            files = uploads(form, "records")
             try:
                 if not files:
                     raise P.FormError("records", "choose a file of records (JSONL)")
@@ -557,6 +557,12 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
 
     app.state.export_response = export_response
     return app
+
+
+def uploads(form: dict, name: str) -> list:
+    """The files chosen in the form's field ``name``; none if it came as text (a hand-made request), not a file."""
+    value = form.get(name)
+    return [f for f in value if f.filename] if isinstance(value, list) else []
 
 
 def str_values(form: dict) -> dict:
