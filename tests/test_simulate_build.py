@@ -289,6 +289,18 @@ def test_scoring_a_record_whose_topic_is_not_text_names_the_line_and_field(tmp_p
     assert "Traceback" not in err
 
 
+def test_scoring_a_record_with_a_malformed_chat_prompt_names_the_line_and_field(tmp_path, capsys):
+    # The prompt is optional (it enables the copy penalty); a malformed chat crashed prompt_text with a traceback.
+    bad = tmp_path / "bad.jsonl"
+    meta = {"topic": "tea", "instructions": [{"type": "title"}]}
+    prompts = ["Write about tea.", [1], [{"role": "user"}], ["a"]]
+    bad.write_text("".join(json.dumps({"prompt": p, "response": "a short answer about tea", "meta": meta}) + "\n" for p in prompts))
+    assert main(["simulate", "score", "--input", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert ":2: prompt[0]:" in err and ":3: prompt[0].content:" in err and ":4: prompt[0]:" in err and ":1:" not in err
+    assert "Traceback" not in err
+
+
 def test_score_refuses_an_empty_file_and_names_the_lines_it_skips(tmp_path, capsys):
     # It read its own way once: an empty file scored {"n": 0} with exit 0, and a skip was a bare count.
     empty = tmp_path / "empty.jsonl"

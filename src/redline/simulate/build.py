@@ -73,6 +73,7 @@ from redline.records import (
     Response,
     _parse_rows,
     append_records,
+    prompt_field,
     prompt_text,
     read_jsonl_prefix,
     write_records,
@@ -727,8 +728,8 @@ def score_file(path: str | Path, field: str = "response", limit: int | None = No
         texts = [value] if isinstance(value, str) else value
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             raise FieldError(field, "expected a string or a list of strings" + (" (null: a critique-only record)" if value is None else ""))
-        prompt = obj.get("prompt")
-        return task, texts, prompt_text(prompt) if isinstance(prompt, (str, list)) and prompt else None
+        # Optional (it enables the copy penalty), but checked where given: a malformed chat crashed prompt_text.
+        return task, texts, prompt_text(prompt_field(obj)) if obj.get("prompt") else None
 
     report = ReadReport(str(path))
     qualities: list[float] = []
