@@ -381,8 +381,9 @@ def test_a_bad_upload_is_refused_with_file_line_field_and_nothing_is_imported(se
     assert r.status_code == 422 and "prompts.jsonl:1: responses: 0 answer(s); ranking needs at least 2" in r.text
     r = upload(admin, csrf, name="has space", task_type="demonstration", prompts=good)
     assert r.status_code == 422 and "name:" in r.text
-    r = upload(admin, csrf, name="ok", task_type="demonstration", overlap="two", prompts=good)
-    assert r.status_code == 422 and "overlap:" in r.text
+    for overlap in ("two", str(10**20)):  # past an Integer column too: a 422, not a 500 from the database
+        r = upload(admin, csrf, name="ok", task_type="demonstration", overlap=overlap, prompts=good)
+        assert r.status_code == 422 and "overlap:" in r.text
     # a file field sent as text (a hand-made request) is no file: a 422 naming it, not a 500
     r = admin.post("/admin/projects", data={"csrf": csrf, "name": "ok", "task_type": "demonstration", "prompts": "p.jsonl"})
     assert r.status_code == 422 and "prompts:" in r.text
