@@ -131,6 +131,25 @@ def test_a_cache_from_another_build_is_refused(built):
         build(_config(out, seed=99))
 
 
+def test_a_model_cache_made_under_another_dtype_is_refused(tmp_path, monkeypatch):
+    # The cache's identity left out --dtype: a build resumed under bfloat16 mixed in float32 samples.
+    import redline.generation as generation
+
+    monkeypatch.setattr(generation, "load_engine", lambda model, backend="transformers", dtype="float32", device="auto":
+                        generation.ScriptedEngine(lambda prompt, seed: f"Coffee in {dtype}, seed {seed}."))
+    config = _config(tmp_path / "m", responder="some/model", prompts=2, test_prompts=1, k=2)
+    build(config)
+    with pytest.raises(RedlineError, match="different build"):
+        build(_config(tmp_path / "m", responder="some/model", prompts=2, test_prompts=1, k=2, dtype="bfloat16"))
+    # a cache written before the identity held the dtype (the shipped data set's) is still resumed
+    cache = tmp_path / "m" / ".responses.jsonl"
+    lines = cache.read_text().splitlines()
+    header = json.loads(lines[0])
+    del header["header"]["dtype"]
+    cache.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    build(config)
+
+
 def test_a_model_responder_goes_through_the_engine(tmp_path, monkeypatch):
     import redline.generation as generation
 

@@ -294,12 +294,20 @@ def load_responder(cfg: BuildConfig) -> Respond:
 
 
 def _identity(cfg: BuildConfig) -> dict:
-    """What the cached responses depend on; a cache made under another identity is refused."""
+    """What the cached responses depend on; a cache made under another identity is refused (``_same_build``)."""
     tasks_sha = hashlib.sha256(Path(cfg.tasks).read_bytes()).hexdigest()[:16] if cfg.tasks else None
     sampling = {} if cfg.responder == "template" else {
-        "temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens}
+        "temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens, "dtype": cfg.dtype}
     return {"version": SIMULATE_VERSION, "responder": cfg.responder, "seed": cfg.seed,
             "types": list(cfg.types) if cfg.types else None, "tasks_sha": tasks_sha, **sampling}
+
+
+def _same_build(header, identity: dict) -> bool:
+    """Whether a cache's header is this build's identity. A header without ``dtype`` was written before the
+    identity held it (the shipped data set's cache): it is compared on what it recorded."""
+    if not isinstance(header, dict):
+        return False
+    return header == {k: v for k, v in identity.items() if k != "dtype" or "dtype" in header}
 
 
 def _key(task: Task, j: int | str) -> str:
@@ -342,7 +350,7 @@ def generate_responses(cfg: BuildConfig, requests: list[tuple[Task, int | str, f
     path = cfg.out / ".responses.jsonl"
     identity = _identity(cfg)
     rows = read_jsonl_prefix(path)
-    if rows and rows[0].get("header") != identity:
+    if rows and not _same_build(rows[0].get("header"), identity):
         raise RedlineError(
             f"{path} holds responses of a different build ({rows[0].get('header')}); use another --out or delete it"
         )
