@@ -177,6 +177,24 @@ def test_a_critics_drafts_prefill_the_form_and_the_export_records_their_use(sess
     assert "Drafts offered 2, kept 1" in page
 
 
+def test_drafts_are_refused_for_a_project_that_is_not_ready(sessions, tmp_path):
+    """The drafts job ends by marking its project ready: a failed project, one still generating its answers, or one
+    whose drafts are being written must not be marked ready by it (a failed one then showed as ready, with no items)."""
+    make_project(sessions, tmp_path, "crit", "critique", [{"prompt": "Describe it.", "response": "It is red."}])
+    app = make_app(sessions, engine_loader=scripted_loader(["Critique: short.\n\nRevision:\nIt is red and round."]))
+    admin = client_for(app, "root")
+    csrf = csrf_of(admin.get("/admin/projects/1").text)
+    for status in ("failed", "generating", "drafting"):
+        with sessions.begin() as db:
+            P.get_project(db, "crit").status = status
+        r = admin.post("/admin/projects/1/drafts", data={"csrf": csrf, "critic": "runs/critic"}, follow_redirects=False)
+        assert r.status_code == 409 and f"the project is {status}" in r.text
+        app.state.wait_jobs()
+        with sessions() as db:
+            assert P.get_project(db, "crit").status == status
+            assert db.scalar(select(func.count()).select_from(Item).where(Item.draft.is_not(None))) == 0
+
+
 # ----------------------------------------------------------------------------- the export API
 
 
