@@ -163,6 +163,16 @@ def test_preferences_train_as_k_equals_2(jsonl, tmp_path):
     assert summary["max_length"] == json.loads((run / "train_config.json").read_text())["max_length"]
 
 
+def test_train_prompts_counts_prompts_not_records(jsonl, tmp_path):
+    """A preferences file holds several pairs a prompt: train_prompts counted the records (8 here, of 4 prompts)."""
+    data = jsonl([{"prompt": f"q{i}", "chosen": "good good good", "rejected": r} for i in range(4) for r in ("bad", "worse")])
+    run = tmp_path / "rm"
+    assert main(["train", "reward", "--data", str(data), "--model", "tiny-random", "--out", str(run), "--eval-split", "0",
+                 "--max-steps", "1", "--batch-size", "4", "--save-steps", "100"]) == 0
+    m = json.loads((run / "redline.json").read_text())["metrics"]
+    assert (m["train_prompts"], m["train_rankings"], m["train_comparisons"]) == (4, 8, 8)
+
+
 def test_identical_preferences_are_counted_and_skipped(jsonl, capsys):
     from redline.train.reward import read_comparisons
 

@@ -547,7 +547,8 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
     model.eval()
     # step 4
     metrics: dict[str, Any] = {
-        "train_prompts": len(train),
+        "train_prompts": len({prompt_key(r.prompt) for r in train}),  # a preferences file has several records a prompt
+        "train_rankings": len(train),
         "train_comparisons": sum(len(g["pairs"]) for g in groups),
         "train_all_tied_rankings": len(train_tied),  # no comparison to train on: left out, and counted
         # two answers a prompt (preferences, K = 2): each group one pair, the same training either way
