@@ -495,6 +495,21 @@ def test_sqlite_runs_in_wal_mode(sessions):
 # ----------------------------------------------------------------------------- the command line
 
 
+def test_serving_prints_the_database_url_without_its_password(tmp_path, monkeypatch, capsys):
+    import uvicorn
+
+    from redline.app import commands
+    from redline.cli import main
+
+    served = []
+    monkeypatch.setattr(commands, "_open", lambda args: open_database(f"sqlite:///{tmp_path / 'app.db'}"))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(kw))
+    assert main(["app", "--db", "postgresql+psycopg://ann:s3cret-pw@db.example:5432/feedback", "--port", "8090"]) == 0
+    out = capsys.readouterr().out
+    assert served and "http://127.0.0.1:8090/" in out
+    assert "s3cret-pw" not in out and "postgresql+psycopg://ann:***@db.example:5432/feedback" in out
+
+
 def test_cli_adds_a_user_creates_a_project_and_exports(tmp_path, jsonl, monkeypatch, capsys):
     import io
 

@@ -114,6 +114,7 @@ def _open(args):
 def _serve(args) -> int:
     import uvicorn
     from sqlalchemy import func, select
+    from sqlalchemy.engine import make_url
 
     from redline.app.db import User
     from redline.app.projects import recover_unfinished
@@ -124,7 +125,8 @@ def _serve(args) -> int:
         n_users = db.scalar(select(func.count()).select_from(User))
         recover_unfinished(db)
     app = make_app(sessions, secure_cookies=args.secure_cookies)
-    print(f"redline app: http://{args.host}:{args.port}/ (database {database_url(args.db)})", flush=True)
+    shown = make_url(database_url(args.db)).render_as_string(hide_password=True)  # a password stays off screens and logs
+    print(f"redline app: http://{args.host}:{args.port}/ (database {shown})", flush=True)
     if not n_users:
         print("redline app: no users yet; add one with: redline app user add NAME --role admin", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
