@@ -58,6 +58,8 @@ def test_sft_pairs_keeps_the_edits_or_the_others_and_refuses_pairs_that_do_not_s
 def test_the_sft_stage_takes_the_lora_settings_given_to_pit():
     sft = PITConfig(policy="p", gap_reward="g", data="d", lora_r=4, lora_alpha=8, lora_dropout=0.1, bf16_base=True).sft_settings()
     assert (sft.lora_r, sft.lora_alpha, sft.lora_dropout, sft.bf16_base) == (4, 8, 0.1, True)
+    # --report-to logs the SFT stage too (it reached the RL rounds only: SFT went unlogged under wandb)
+    assert PITConfig(policy="p", data="d", report_to="tensorboard").sft_settings().report_to == "tensorboard"
 
 
 def test_round0_improves_both_responses_of_a_pair_and_an_identical_one_once():

@@ -154,7 +154,7 @@ class PITConfig(RLSettings):
                            learning_rate=self.sft_learning_rate,
                            epochs=self.epochs, max_steps=self.max_steps, batch_size=1, grad_accum=self.sft_batch_size,
                            max_length=self.sft_max_length, seed=self.seed, logging_steps=self.logging_steps,
-                           save_steps=self.save_steps)
+                           save_steps=self.save_steps, report_to=self.report_to)
 
     def ppo_config(self, start: str, prompts: str, final: bool = True):
         """The PPOConfig of one round: every RLSettings field as given, the policy starting from ``start``,
