@@ -477,6 +477,11 @@ def test_an_unreachable_database_and_a_newer_schema_are_one_clear_error(tmp_path
         open_database(f"sqlite:///{tmp_path}/no-such-dir/app.db")
     with pytest.raises(RedlineError, match="not usable"):
         open_database("nosuchdialect://x")
+    not_a_db = tmp_path / "prompts.jsonl"  # --db pointed at the wrong file
+    not_a_db.write_text('{"prompt": "x"}\n')
+    with pytest.raises(RedlineError, match="cannot open database sqlite:///.*prompts.jsonl: file is not a database"):
+        open_database(f"sqlite:///{not_a_db}")
+    assert not_a_db.read_text() == '{"prompt": "x"}\n'
     url = f"sqlite:///{tmp_path / 'new.db'}"
     sessions = open_database(url)
     with sessions.begin() as db:

@@ -33,7 +33,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -214,13 +214,14 @@ def database_revision(engine: Engine) -> str | None:
 def open_database(url: str, upgrade: bool = True) -> sessionmaker:
     """Connect, refuse a newer schema, migrate an older one to ours; a sessionmaker for it.
 
-    Every failure is one ``RedlineError`` line: an unreachable URL, a schema newer than this redline.
+    Every failure is one ``RedlineError`` line: an unreachable URL, a file that is not a database, a schema
+    newer than this redline.
     """
     engine = make_engine(url)
     safe_url = engine.url.render_as_string(hide_password=True)
     try:
         current = database_revision(engine)
-    except OperationalError as e:
+    except DBAPIError as e:  # unreachable (OperationalError), or a file that is no database (DatabaseError)
         reason = str(e.orig).strip().splitlines()[0] if getattr(e, "orig", None) else str(e).splitlines()[0]
         raise RedlineError(f"cannot open database {safe_url}: {reason}") from None
     known, heads = schema_heads()
