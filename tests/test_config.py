@@ -628,3 +628,18 @@ def test_a_config_built_in_python_is_held_to_its_fields_ranges_and_choices(tmp_p
     with pytest.raises(RedlineError, match="--stop: 'never' is not one of"):
         check_values(ImproveConfig(model="tiny-random", input="r.jsonl", stop="never"))
     check_values(ImproveConfig(model="tiny-random", input="r.jsonl"))  # the defaults pass
+
+
+def test_a_help_text_that_names_its_default_is_not_followed_by_another():
+    # "--types ... (default: all) (default: None)": argparse's suffix contradicted the help's own default.
+    import argparse
+
+    from redline.config import add_settings_arguments
+    from redline.simulate.build import BuildConfig
+
+    parser = argparse.ArgumentParser()
+    add_settings_arguments(parser, BuildConfig)
+    helps = {a.dest: a.help for a in parser._actions}
+    assert helps["types"].endswith("(default: all)") and helps["types"].count("default") == 1
+    assert helps["policies"].count("(default:") == 1
+    assert helps["prompts"].endswith("(default: 600)")  # a help that does not name its default gets the field's

@@ -176,7 +176,9 @@ def add_settings_arguments(parser, cls, skip: tuple[str, ...] = (), *, resumable
                                 help=help_text.replace("%", "%%"))
             continue
         default = f.default if f.default is not dataclasses.MISSING else None
-        shown = "" if f.metadata.get("required") else f" (default: {default})"
+        # A help text that says its own default ("peak lr (default: 2e-4 LoRA, 2e-5 full)") is not contradicted
+        # by the field's placeholder: "(default: None)" after it read as a second, other default.
+        shown = "" if f.metadata.get("required") or "(default:" in help_text else f" (default: {default})"
         parser.add_argument(flag, *f.metadata.get("aliases", ()), dest=f.name, type=parse, default=None,
                             help=f"{help_text}{shown}".replace("%", "%%"))
     if config:
