@@ -552,3 +552,32 @@ def test_agreement_refuses_one_id_over_other_pairs(tmp_path):
     files = [str(tmp_path / "one.jsonl"), str(tmp_path / "two.jsonl")]
     with pytest.raises(RedlineError, match="3 of the 3 ids .* other prompts or responses .*first: '0'"):
         evaluate_agreement(judgments=files, out=tmp_path / "agree")
+
+
+def _entries():
+    from redline.demo import DemoConfig, run_demo
+    from redline.evaluate import RankingsEvalConfig, evaluate_rankings
+    from redline.experiments.critic import CriticExperimentConfig, run_critic_experiment
+    from redline.rollouts import RolloutsConfig, evaluate_rollouts
+
+    return [
+        (lambda out: evaluate(EvaluateConfig(a="a.jsonl", b="b.jsonl", judge="oracle", out=str(out), bootstrap=-1)),
+         "--bootstrap must be at least 0 and at most 1000000, got -1"),
+        (lambda out: evaluate(EvaluateConfig(a="a.jsonl", b="b.jsonl", judge="", out=str(out))), "--judge is required"),
+        (lambda out: evaluate_rankings(RankingsEvalConfig(model="rm", data="r.jsonl", out=str(out), limit=0)),
+         "--limit must be at least 1, got 0"),
+        (lambda out: evaluate_rollouts(RolloutsConfig(run="ppo", out=str(out), block=0)), "--block must be at least 1, got 0"),
+        (lambda out: run_critic_experiment(CriticExperimentConfig(data="d", unchanged_share=2.0), out),
+         "--unchanged-share must be .*got 2.0"),
+        (lambda out: run_demo(DemoConfig(test_items=0), out), "--test-items must be at least 1, got 0"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_a_config_built_in_python_is_checked_by_evaluate_rollouts_the_experiment_and_the_demo(tmp_path, case):
+    """As revise and the trainers were (test_config.py): a config built in Python skipped the fields' ranges, choices
+    and required values that flags and config files are held to (bootstrap=-1 reached the resampling)."""
+    run, message = _entries()[case]
+    with pytest.raises(RedlineError, match=message):
+        run(tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from redline import RedlineError
+from redline.config import check_values
 from redline.console import quiet
 
 SHIPPED = Path(__file__).resolve().parents[2] / "data" / "simulated"
@@ -134,6 +135,7 @@ def pick_gate(args: DemoConfig) -> str | None:
 def run_demo(args: DemoConfig, out: str | Path, verbose: bool = False) -> str:
     """Steps 1–5 into ``out``; returns the reports printed at the end. The libraries' notices and the
     weight-loading bars are hidden unless ``verbose`` (``redline --verbose demo``)."""
+    check_values(args)  # built in Python: flags and config files were checked as they were read
     start = time.perf_counter()
     with contextlib.nullcontext() if verbose else quiet(loading_bars=False):
         from redline.evaluate import EvaluateConfig, evaluate_iterations

@@ -72,7 +72,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from redline import RedlineError
-from redline.config import write_config
+from redline.config import check_required, write_config
 from redline.judges import Item, Judge, check_records, swap_winner
 from redline.records import (
     FieldError,
@@ -572,6 +572,7 @@ def evaluate(config: EvaluateConfig, judge: Judge | None = None) -> dict[str, An
     checked (a server that does not answer fails here), and only then does judging start; nothing
     is judged twice across reruns. A judge passed in is the caller's: it is not closed here.
     """
+    check_required(config)  # built in Python: flags and config files were checked as they were read
     owned = judge is None
     judge = judge if judge is not None else _parse(config.judge)
     try:
@@ -906,6 +907,7 @@ def evaluate_rankings(config: RankingsEvalConfig) -> dict[str, Any]:
     from redline.train.reward import (accuracy_difference, comparison_accuracy, read_comparisons_and_all_tied,
                                       split_by_prompt, tied_beside)
 
+    check_required(config)  # built in Python: flags and config files were checked as they were read
     check_reward_model(config.model, "--model")
     if config.against:
         check_reward_model(config.against, "--against")

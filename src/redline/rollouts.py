@@ -39,6 +39,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from redline import RedlineError
+from redline.config import check_required
 from redline.evaluate import percent
 from redline.records import prompt_text, read_prompt_records, write_records
 from redline.train.ppo import ROLLOUTS
@@ -310,6 +311,7 @@ def check_pairable(run: str, against: str, data: str, their_data: str) -> None:
 
 def evaluate_rollouts(config: RolloutsConfig) -> dict[str, Any]:
     """Read the run's (and ``against``'s) rollouts with the oracle and write the outputs of the module docstring."""
+    check_required(config)  # built in Python: flags and config files were checked as they were read
     span = iteration_range(config.iterations)
     data, records = oracle_records(config.run, config.data)
     episodes = read_rollouts(config.run, span)

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from redline import RedlineError
+from redline.config import check_required
 from redline.evaluate import percent
 from redline.models import DTYPES as DTYPE_CHOICES
 from redline.train.critic import CriticConfig
@@ -184,6 +185,7 @@ def run_critic_experiment(config: CriticExperimentConfig, out: str | Path) -> di
     from redline.records import read_records
     from redline.train.critic import check_weight, select_records, train_critic
 
+    check_required(config)  # built in Python: flags and config files were checked as they were read
     out = Path(out)
     data = Path(config.data)
     feedback_path, test_path = data / "feedback.jsonl", data / "test.jsonl"
