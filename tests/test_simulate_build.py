@@ -217,6 +217,7 @@ def test_the_cli_builds_and_scores(tmp_path, capsys):
     [
         (["--k", "1"], "argument --k: must be at least 2, got 1"),  # ranges: refused by the parser (usage above it)
         (["--types", "lowercase,haiku"], "unknown instruction type(s) 'haiku'"),
+        (["--types", ","], "--types names no instruction type"),
         (["--prompts", "0"], "argument --prompts: must be at least 1, got 0"),
         (["--top-p", "0"], "0 < --top-p <= 1"),
     ],

@@ -233,8 +233,10 @@ class BuildConfig:
         if self.batch_size < 1:
             raise RedlineError(f"batch size must be at least 1, got {self.batch_size}")
         if self.types is not None:
+            if not self.types:  # "--types ''" or ",": it said "unknown instruction type(s)  (known: ...)", naming none
+                raise RedlineError(f"--types names no instruction type (known: {', '.join(TYPES)}); leave it out to draw from all")
             unknown = [t for t in self.types if t not in TYPES]
-            if unknown or not self.types:
+            if unknown:
                 raise RedlineError(f"unknown instruction type(s) {', '.join(map(repr, unknown))} (known: {', '.join(TYPES)})")
         if self.out.exists() and not self.out.is_dir():
             raise RedlineError(f"--out {self.out} exists and is not a folder")
