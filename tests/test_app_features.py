@@ -132,6 +132,17 @@ def test_cli_generates_answers_with_the_tiny_random_model(tmp_path, jsonl, capsy
     assert all(len(it.answers) == 2 and {a["source"] for a in it.answers} == {"tiny-random"} for it in items)
 
 
+def test_cli_refuses_k_0_rather_than_reading_it_as_the_default(tmp_path, jsonl, capsys):
+    from redline.cli import main
+
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    prompts = jsonl([{"prompt": "Name a colour."}], "p.jsonl")
+    # refused before any model loads (0 was falsy, so it became the default 4 and the project was made)
+    assert main(["app", "project", "create", "gen", "--type", "rank", "--prompts", str(prompts), "--generate", "no-such-model",
+                 "--k", "0", "--db", db]) == 2
+    assert "k: must be >= 1, got '0'" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------- drafts from a critic
 
 

@@ -173,7 +173,7 @@ def _project_create(args) -> int:
     if args.generate:
         from redline.generation import load_engine
 
-        settings = P.generation_settings({"k": str(args.k or ""), "max_new_tokens": str(args.max_new_tokens),
+        settings = P.generation_settings({"k": "" if args.k is None else str(args.k), "max_new_tokens": str(args.max_new_tokens),
                                         "temperature": str(args.temperature), "seed": str(args.seed)}, args.task_type)
         P.generate_answers(rows, load_engine(args.generate), settings["k"], source=args.generate, temperature=settings["temperature"],
                            max_new_tokens=settings["max_new_tokens"], seed=settings["seed"])
