@@ -420,7 +420,7 @@ def test_the_embedded_model_writes_a_projects_answers(tmp_path, jsonl, capsys):
     assert len(items) == 2 and all(len(it.answers) == 2 and it.answers[0]["text"] != it.answers[1]["text"] for it in items)
 
 
-def test_cli_imports_lists_tokens_and_drafts_with_a_model(sessions, tmp_path, jsonl, capsys):
+def test_cli_imports_lists_tokens_and_drafts_with_a_model(sessions, tmp_path, jsonl, capsys, monkeypatch):
     from redline.cli import main
 
     db = str(sessions.kw["bind"].url)
@@ -445,6 +445,11 @@ def test_cli_imports_lists_tokens_and_drafts_with_a_model(sessions, tmp_path, js
         assert all(d["model"] == "tiny-random" and "critique" in d for d in drafts)
         assert P.get_project(session, "crit").critic == "tiny-random"
     assert main(["app", "drafts", "--project", "nope", "--critic", "tiny-random", "--db", db]) == 2
+    make_project(sessions, tmp_path, "ranked", "rank", RANK_ROWS)
+    loaded = []
+    monkeypatch.setattr("redline.generation.load_engine", lambda *a, **k: loaded.append(a) or 1 / 0)
+    assert main(["app", "drafts", "--project", "ranked", "--critic", "runs/critic", "--db", db]) == 2
+    assert "drafts are for critique projects" in capsys.readouterr().err and loaded == []  # said before a model loads
 
 
 def test_a_pair_is_shown_in_an_order_the_file_does_not_set(jsonl):

@@ -245,7 +245,9 @@ def _drafts(args) -> int:
 
     sessions = _open(args)
     with sessions() as db:
-        P.get_project(db, args.project)  # fail before loading a model
+        project = P.get_project(db, args.project)  # fail before loading a model: no such project, or not a critique one
+        if project.task_type != "critique":
+            raise RedlineError(f"project {project.name!r} is a {project.task_type} project; drafts are for critique projects")
     engine = load_engine(args.critic)
     result = P.make_drafts(sessions.begin, args.project, engine, args.critic, max_new_tokens=args.max_new_tokens)
     print(f"drafts for {result['items']} items of {args.project} ({result['parsed']} with a revision)")
