@@ -1,6 +1,7 @@
 """Model loading and saving on tiny-random: no network, seconds."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -220,3 +221,34 @@ def test_bfloat16_a_gpu_only_emulates_is_not_native_and_a_numbered_cuda_device_i
     assert models.fast_bfloat16("cuda:1") is False and models.resolve_dtype("auto", "cuda") == "float32"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # an H200
     assert models.fast_bfloat16("cuda:1") is True
+
+
+def test_a_damaged_run_file_is_refused_naming_the_file_and_what_it_is(tmp_path):
+    """A torn or hand-edited train_config.json, fingerprint or checkpoint file gave a bare JSONDecodeError (or an
+    AttributeError on a list) that named no file: every run file is read by one reader that names it."""
+    from redline.config import claim_output
+    from redline.judges.reward import trained_length
+    from redline.models import run_config
+    from redline.train.sft import DemonstrationConfig
+
+    run = tmp_path / "rm"
+    run.mkdir()
+    assert run_config(run) == {} and trained_length(str(run), 77) == 77  # no settings file: nothing recorded
+    (run / "train_config.json").write_text('{"max_length": 300}')
+    assert run_config(run) == {"max_length": 300} and trained_length(str(run)) == 300
+    (run / "train_config.json").write_text('{"max_length": 3')
+    with pytest.raises(RedlineError, match=re.escape(f"{run / 'train_config.json'}: not JSON (") +
+                       ".*the run's settings is damaged; rerun the command that wrote the run"):
+        trained_length(str(run))
+    (run / "train_config.json").write_text("[300]")
+    with pytest.raises(RedlineError, match="the run's settings should be a JSON object"):
+        run_config(run)
+    out = tmp_path / "sft"
+    config = DemonstrationConfig(model="tiny-random", data=str(tmp_path / "d.jsonl"))
+    (tmp_path / "d.jsonl").write_text('{"prompt": "p", "response": "r"}\n')
+    claim_output(out, config, command="train sft", config_name="train_config.json")
+    (out / "redline.json").write_text("{}")  # the run holds results: a rerun compares its fingerprint
+    (out / "fingerprint.json").write_text("{torn")
+    with pytest.raises(RedlineError, match=re.escape(f"{out / 'fingerprint.json'}: not JSON (") +
+                       ".*the run's fingerprint is damaged; torn, or not redline's; pass --overwrite to start over"):
+        claim_output(out, config, command="train sft", config_name="train_config.json")

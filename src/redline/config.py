@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from redline import RedlineError
-from redline.models import EMBEDDED, TINY_RANDOM
+from redline.models import EMBEDDED, TINY_RANDOM, read_json_object
 from redline.records import split_source, write_text_atomic
 
 FINGERPRINT = "fingerprint.json"
@@ -641,10 +641,11 @@ def claim_output(out: str | os.PathLike, config, *, command: str, overwrite: boo
     config_path = sidecar(out, config_name, file)
     found = None if file or stamp.exists() else _contents(out, config_name)
     if _holds_results(out, config_name, file) and not overwrite:
-        recorded = _read_json(config_path) if config_path.is_file() and not stamp.is_file() else None
+        torn = "torn, or not redline's; pass --overwrite to start over"
+        recorded = read_json_object(config_path, "the run's settings", torn) if config_path.is_file() and not stamp.is_file() else None
         if stamp.is_file():
-            before = _read_json(stamp)
-        elif isinstance(recorded, dict) and set(recorded) & set(now["settings"]):
+            before = read_json_object(stamp, "the run's fingerprint", torn)
+        elif recorded and set(recorded) & set(now["settings"]):
             # An older run recorded no digests and perhaps fewer fields: compare the settings it did record.
             before = {**now, "settings": {k: recorded.get(k, v) for k, v in now["settings"].items()}}
         else:
@@ -695,13 +696,6 @@ def _contents(out: Path, config_name: str) -> list:
         return []
     return sorted((str(p.relative_to(out)), p.stat().st_size, p.stat().st_mtime_ns) for p in out.rglob("*")
                   if p.is_file() and p.relative_to(out).parts[0] not in (FINGERPRINT, config_name))
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except ValueError as e:
-        raise RedlineError(f"{path}: not JSON ({e}): torn, or not redline's; pass --overwrite to start over") from None
 
 
 def release_output(out: str | os.PathLike, *, config_name: str = "config.json", created: bool = False,

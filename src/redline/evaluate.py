@@ -903,7 +903,7 @@ def evaluate_rankings(config: RankingsEvalConfig) -> dict[str, Any]:
     (``train.reward.accuracy_difference``). Writes OUT/summary.json, and OUT/scores.jsonl: each ranking with
     its responses' scores (``against_scores`` too), to read beside the figures."""
     from redline.judges.reward import RewardJudge
-    from redline.models import check_reward_model, run_info
+    from redline.models import check_reward_model, run_config, run_info
     from redline.train.reward import (accuracy_difference, comparison_accuracy, read_comparisons_and_all_tied,
                                       split_by_prompt, tied_beside)
 
@@ -914,10 +914,9 @@ def evaluate_rankings(config: RankingsEvalConfig) -> dict[str, Any]:
     max_length = config.max_length
     rankings, tied = read_comparisons_and_all_tied(config.data, limit=config.limit, skip_invalid=config.skip_invalid)
     if config.held_out_of:
-        train_config = Path(config.held_out_of) / "train_config.json"
-        if run_info(config.held_out_of).get("kind") != "reward" or not train_config.is_file():
+        trained = run_config(config.held_out_of) if run_info(config.held_out_of).get("kind") == "reward" else {}
+        if not trained:
             raise RedlineError(f"--held-out-of {config.held_out_of}: not a `redline train reward` run folder")
-        trained = json.loads(train_config.read_text())
         if not Path(trained["data"]).exists():
             raise RedlineError(f"--held-out-of {config.held_out_of}: that run read {trained['data']}, which is not there "
                                "from here; run this where that run was trained (its data path is relative to it)")

@@ -154,15 +154,25 @@ def tiny_random_dir() -> Path:
     return _atomic_dir(cache_dir() / "tiny-random-llama", _build_tiny_random)
 
 
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    """A JSON object from a run folder, or one error naming the file (a bare JSONDecodeError named none)."""
+TRAIN_CONFIG = "train_config.json"  # a run's resolved settings, as its trainer wrote them (``--config`` repeats it)
+
+
+def read_json_object(path: Path, what: str, remedy: str = "rerun the command that wrote the run") -> dict[str, Any]:
+    """A JSON object from a run folder, or one error naming the file, what it is and what to do (a bare
+    JSONDecodeError named none)."""
     try:
         data = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as e:
-        raise RedlineError(f"{path}: not JSON ({e}): {what} is damaged; rerun the command that wrote the run") from None
+        raise RedlineError(f"{path}: not JSON ({e}): {what} is damaged; {remedy}") from None
     if not isinstance(data, dict):
-        raise RedlineError(f"{path}: {what} should be a JSON object")
+        raise RedlineError(f"{path}: {what} should be a JSON object; {remedy}")
     return data
+
+
+def run_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The settings a run folder was trained with (its train_config.json), or {} if it has none."""
+    config = Path(path) / TRAIN_CONFIG
+    return read_json_object(config, "the run's settings") if config.is_file() else {}
 
 
 def run_info(path: str | os.PathLike) -> dict[str, Any]:
@@ -171,7 +181,7 @@ def run_info(path: str | os.PathLike) -> dict[str, Any]:
     info = Path(path) / RUN_INFO
     if not info.is_file():
         return {}
-    card = _read_json(info, "the run's card")
+    card = read_json_object(info, "the run's card")
     if card.get("base_model"):
         card["base_model"] = run_base(Path(path), card)
     return card
@@ -310,7 +320,7 @@ def _load(auto_cls, name: str, dtype: str, device: str, merge_lora: bool = False
     if info.get("adapter"):
         from peft import PeftModel
 
-        task = _read_json(Path(path) / "adapter_config.json", "the adapter's config").get("task_type")
+        task = read_json_object(Path(path) / "adapter_config.json", "the adapter's config").get("task_type")
         if task == "CAUSAL_LM" and not auto_cls.__name__.endswith("CausalLM"):
             # A reward model that starts from a LoRA SFT run (the paper's start): the SFT adapter folded into
             # the language model, whose body then carries the new head (PEFT cannot put a causal-LM adapter on it).

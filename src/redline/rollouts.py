@@ -41,6 +41,7 @@ import numpy as np
 from redline import RedlineError
 from redline.config import check_required
 from redline.evaluate import percent
+from redline.models import run_config
 from redline.records import prompt_text, read_prompt_records, write_records
 from redline.train.ppo import ROLLOUTS
 
@@ -125,11 +126,6 @@ def read_rollouts(run: str | Path, iterations: tuple[int, int] | None = None) ->
     return episodes
 
 
-def run_settings(run: str | Path) -> dict[str, Any]:
-    path = Path(run) / "train_config.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def read_oracle_records(data: str, run: str | Path | None = None) -> dict[str, dict]:
     """Each prompt's text → its first record carrying meta.instructions (as `redline simulate` writes them);
     ``run``: the run whose train_config.json named ``data`` (the error then says to give --data)."""
@@ -177,7 +173,7 @@ def oracle_records(run: str | Path, data: str | None) -> tuple[str, dict[str, di
     """The prompt file (``data``, else the one the run recorded in its train_config.json) and its records by text."""
     if data:
         return data, read_oracle_records(data)
-    recorded = run_settings(run).get("prompts")
+    recorded = run_config(run).get("prompts")
     if not recorded:
         raise RedlineError(f"{run}: its train_config.json names no prompt file: give --data")
     if not Path(recorded).is_file():
@@ -297,7 +293,7 @@ def check_pairable(run: str, against: str, data: str, their_data: str) -> None:
     --data the oracle reads for both says nothing of what each run drew."""
     from redline.config import input_digest
 
-    mine, theirs = run_settings(run), run_settings(against)
+    mine, theirs = run_config(run), run_config(against)
     keys = [k for k in PAIRING if k != "rloo_k" or mine.get("advantage") == "rloo"]  # K groups prompts with RLOO only
     differ = [f"--{k.replace('_', '-')} {mine.get(k)} against {theirs.get(k)}" for k in keys if mine.get(k) != theirs.get(k)]
     drawn, their_drawn = mine.get("prompts") or data, theirs.get("prompts") or their_data
@@ -316,7 +312,7 @@ def evaluate_rollouts(config: RolloutsConfig) -> dict[str, Any]:
     data, records = oracle_records(config.run, config.data)
     episodes = read_rollouts(config.run, span)
     score_episodes(episodes, records, config.run, data)
-    cap = run_settings(config.run).get("max_new_tokens")
+    cap = run_config(config.run).get("max_new_tokens")
     summary = {"run": config.run, "data": data, "max_new_tokens": cap, "block": config.block,
                "iterations": [min(e.iteration for e in episodes), max(e.iteration for e in episodes)],
                **summarize_episodes(episodes, cap),
@@ -329,7 +325,7 @@ def evaluate_rollouts(config: RolloutsConfig) -> dict[str, Any]:
         check_pairable(config.run, config.against, data, their_data)
         other = read_rollouts(config.against, span)
         score_episodes(other, their_records, config.against, their_data)
-        their_cap = run_settings(config.against).get("max_new_tokens")
+        their_cap = run_config(config.against).get("max_new_tokens")
         mine = {e.iteration for e in episodes}
         for row in summary["blocks"]:  # the other run's quality beside each row, over the same iterations
             lo, hi = row["iterations"]

@@ -48,20 +48,10 @@ def score_pairs(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int,
 def trained_length(model: str, default: int = 2048) -> int:
     """The ``max_length`` a local redline run folder (or one shipped from a run, ``scripts/ship_model.py``)
     trained at; ``default`` for anything else, a hub id included."""
-    import json
-    from pathlib import Path
+    from redline.models import resolve, run_config
 
-    from redline.models import resolve
-
-    config = Path(resolve(model)) / "train_config.json"
-    if config.is_file():
-        try:
-            length = json.loads(config.read_text()).get("max_length")
-        except (json.JSONDecodeError, AttributeError):
-            raise RedlineError(f"{config}: not the JSON object of settings a redline run writes") from None
-        if isinstance(length, int) and length > 0:
-            return length
-    return default
+    length = run_config(resolve(model)).get("max_length")
+    return length if isinstance(length, int) and not isinstance(length, bool) and length > 0 else default
 
 
 class RewardJudge:

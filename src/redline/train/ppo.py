@@ -151,6 +151,7 @@ from typing import Any, Callable
 from redline import RedlineError
 from redline.config import write_config
 from redline.models import DTYPES as DTYPE_CHOICES
+from redline.models import read_json_object
 from redline.train.sft import as_chat, check_report_to, publish, set_threads, threads_field
 
 # (prompts as chat messages, response texts, the records they came from) -> one score per response
@@ -1324,7 +1325,7 @@ def load_checkpoint(path: Path, learner: Learner) -> dict:
     if learner.value_opt is not None:
         learner.value_opt.load_state_dict(states["value"])
     torch.set_rng_state(states["torch_rng"])
-    return json.loads((path / "state.json").read_text())
+    return read_json_object(path / "state.json", "the checkpoint's state")
 
 
 def _truncate_log(log: Path, iteration: int) -> None:

@@ -47,7 +47,6 @@ from __future__ import annotations
 import contextlib
 import io
 import itertools
-import json
 import os
 import random
 import sys
@@ -155,12 +154,11 @@ def start_training_prompts(model: str, seen: frozenset = frozenset()) -> tuple[d
     Its training prompts are those of its ``data`` less the ones it held out (its ``--eval-split`` and
     ``--seed``, ``split_by_prompt``), or all of them where it was given ``--eval-data``.
     """
-    from redline.models import run_kind
+    from redline.models import run_config, run_kind
 
-    config = Path(model) / "train_config.json"
-    if model in seen or run_kind(model) != REWARD or not config.is_file():
+    trained = run_config(model) if model not in seen and run_kind(model) == REWARD else {}
+    if not trained:
         return {}, []
-    trained = json.loads(config.read_text())
     found, unread = start_training_prompts(str(trained.get("model", "")), seen | {model})
     data = trained.get("data")
     if not data or not os.path.exists(data):

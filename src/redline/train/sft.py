@@ -334,7 +334,7 @@ def finished_run(out: Path, repo: str | None, config=None) -> dict[str, Any] | N
     from dataclasses import MISSING, fields
 
     from redline.config import config_dict, input_digest
-    from redline.models import RUN_INFO, run_info
+    from redline.models import RUN_INFO, run_config, run_info
 
     def same(f, then: dict, now: dict) -> bool:
         if f.name not in then:  # a setting added since the run was made: at its default, what the run did
@@ -348,9 +348,9 @@ def finished_run(out: Path, repo: str | None, config=None) -> dict[str, Any] | N
 
     if not (out / RUN_INFO).is_file():
         return None
-    recorded = out / "train_config.json"
-    if config is not None and recorded.is_file():
-        then, now = json.loads(recorded.read_text()), config_dict(config)
+    then = run_config(out) if config is not None else {}
+    if then:
+        now = config_dict(config)
         if not all(same(f, then, now) for f in fields(config) if f.metadata.get("result", True)):
             return None
     print(f"redline: {out} is finished; nothing to train (--overwrite trains it again)", file=sys.stderr)
@@ -457,6 +457,8 @@ def run_trainer(trainer, out: Path):
     """
     from accelerate.state import AcceleratorState
 
+    from redline.models import read_json_object
+
     resume = last_checkpoint(out)
     # a run that starts here writes the progress file into every checkpoint; one from before the file
     # stays unmarked, so a later resume does not pass over all its checkpoints
@@ -468,7 +470,7 @@ def run_trainer(trainer, out: Path):
         print(f"redline: resuming from {resume}", file=sys.stderr)
         progress = Path(resume) / PROGRESS
         if progress.is_file():
-            carried.update(json.loads(progress.read_text()))
+            carried.update(read_json_object(progress, "the checkpoint's progress"))
         if hasattr(trainer, "_total_train_tokens"):  # TRL counts tokens from 0 in every process
             trainer._total_train_tokens = carried["tokens"]
     trainer.add_callback(_progress_callback(trainer, carried["seconds"]))
