@@ -83,6 +83,7 @@ def test_train_reward_cli(jsonl, tmp_path, capsys):
     info = json.loads((run / "redline.json").read_text())
     m = info["metrics"]
     assert info["kind"] == "reward" and m["mode"] == "groups" and m["eval_comparisons"] == 6 * 3
+    assert info["data"] == [str(data), str(demos)]  # every file it read (the demonstrations set its bias)
     assert (m["eval_ties"], m["eval_all_tied_rankings"], m["eval_all_tied_comparisons"]) == (0, 1, 3)
     assert (m["train_prompts"], m["train_all_tied_rankings"]) == (18, 1)
     assert m["eval_accuracy"] >= 0.9  # learnt: the held-out prompts ordered as their labels (an untrained head: ~0.5)

@@ -567,7 +567,8 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
         metrics["reward_bias"] = round(model.config.reward_bias, 4)
     # step 6
     model.config.redline_kind = REWARD
-    card = ModelCard(kind=REWARD, base_model=config.model, data=[config.data], command=command_line(), metrics=metrics)
+    data = [str(d) for d in (config.data, config.eval_data, config.normalize_with) if d]  # every file it read, as gap-reward's
+    card = ModelCard(kind=REWARD, base_model=config.model, data=data, command=command_line(), metrics=metrics)
     from redline.models import save_model
 
     save_model(model, tokenizer, out, card, hub_repo=config.push_to_hub)
