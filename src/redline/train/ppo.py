@@ -288,9 +288,12 @@ class RLSettings:
             raise RedlineError(f"--temperature must be above 0 for rollouts, got {self.temperature}")
         if not 0 < self.top_p <= 1:  # else the first rollout, after the models loaded, refused it
             raise RedlineError(f"--top-p must be in (0, 1], got {self.top_p}")
-        for name in ("beta", "clip_range", "value_clip", "max_grad_norm"):
-            if getattr(self, name) < 0:
+        for name in ("beta", "clip_range", "value_clip", "max_grad_norm", "learning_rate", "value_learning_rate"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:  # else Adam refused it once the models loaded
                 raise RedlineError(f"--{name.replace('_', '-')} cannot be negative, got {getattr(self, name)}")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise RedlineError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
         if self.adaptive_kl and (self.kl_target <= 0 or self.kl_horizon < 1):  # else a ZeroDivisionError after iteration 1
             raise RedlineError(f"--adaptive-kl needs --kl-target above 0 and --kl-horizon at least 1, got "
                                f"{self.kl_target} and {self.kl_horizon}")
