@@ -91,3 +91,18 @@ def test_an_output_that_cannot_be_appended_to_is_refused_before_the_model_loads(
     with pytest.raises(RedlineError, match=f"--out .*{name}: generate appends JSONL"):  # was plain text under .gz
         generate_responses(GenerateConfig(model="tiny-random", prompts=str(jsonl(PROMPTS))), tmp_path / name)
     assert not (tmp_path / name).exists()
+
+
+def test_an_out_that_is_a_folder_is_refused_as_one_not_offered_overwrite(jsonl, tmp_path, capsys):
+    """generate writes one file: a folder was 'exists ... pass --overwrite to replace it', and --overwrite then
+    failed with '[Errno 21] Is a directory'."""
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    for extra in ([], ["--overwrite"]):
+        assert main(["generate", "--model", "tiny-random", "--prompts", str(jsonl(PROMPTS)), "--out", str(folder),
+                     *extra]) == 2
+        err = capsys.readouterr().err
+        assert f"--out {folder} is a folder" in err and "--overwrite" not in err and "Errno" not in err
+    assert [p.name for p in folder.iterdir()] == ["keep.txt"]
+    assert not list(tmp_path.glob("runs.*"))  # no fingerprint or config left beside it

@@ -60,6 +60,9 @@ def configured(cls, args: argparse.Namespace, command: str, *, config_name: str 
 
     config = settings_from_args(cls, args)
     out = Path(args.out if args.out is not None else getattr(config, "out"))  # evaluate may take it from --config
+    if file and out.is_dir():  # else "pass --overwrite to replace it", and --overwrite then failed on the folder
+        raise RedlineError(f"--out {out} is a folder: `redline {command}` writes one JSONL file; give its path "
+                           f"(such as --out {out / 'out.jsonl'})")
     if _launched_worker():  # under torchrun/accelerate launch the main process claims OUT
         return config
     created = not out.exists()
