@@ -122,3 +122,17 @@ def test_a_critic_path_that_is_not_a_critic_is_refused_before_any_work(tmp_path)
     # a sampling setting the engine would refuse only at the first revision, after the critic trained
     assert main(["demo", "--model", "tiny-random", "--no-repeat-ngram", "1", "--out", str(out)]) == 2
     assert not (out / "critic").exists() and not (out / "data").exists()
+
+
+def test_a_critic_or_gate_path_that_is_missing_or_no_run_says_so(tmp_path):
+    """A mistyped --critic or --gate path read 'its redline.json says kind None': there is no redline.json."""
+    from redline import RedlineError
+    from redline.demo import DemoConfig, pick_critic, pick_gate
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for flag, pick in (("critic", lambda c: pick_critic(c, tmp_path / "trained")), ("gate", pick_gate)):
+        with pytest.raises(RedlineError, match=rf"^--{flag} \S*missing: not a \w+ run folder \(no such folder\)"):
+            pick(DemoConfig(**{flag: str(tmp_path / "missing")}))
+        with pytest.raises(RedlineError, match=rf"\(no redline.json in it: not a redline run\)"):
+            pick(DemoConfig(**{flag: str(plain)}))

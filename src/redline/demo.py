@@ -111,9 +111,20 @@ def pick_critic(args: DemoConfig, trained: Path) -> Path:
         return SHIPPED_CRITIC if shipped else trained
     kind = run_info(args.critic).get("kind")
     if kind != "critic":
-        raise RedlineError(f"--critic {args.critic}: not a critic run folder (its redline.json says kind {kind!r}); "
+        raise RedlineError(f"--critic {args.critic}: not a critic run folder ({what_is(args.critic, kind)}); "
                            "give 'auto', 'train' or a `redline train critic` run")
     return Path(args.critic)
+
+
+def what_is(path: str, kind: str | None) -> str:
+    """Why ``path`` is not the run a flag wants: a typo'd path is not 'a run of kind None'."""
+    from redline.models import RUN_INFO
+
+    if not Path(path).exists():
+        return "no such folder"
+    if not (Path(path) / RUN_INFO).is_file():
+        return "no redline.json in it: not a redline run"
+    return f"its redline.json says kind {kind!r}"
 
 
 def pick_gate(args: DemoConfig) -> str | None:
@@ -127,7 +138,7 @@ def pick_gate(args: DemoConfig) -> str | None:
         return str(SHIPPED_REWARD) if shipped else None
     kind = run_info(args.gate).get("kind")
     if kind != "reward":
-        raise RedlineError(f"--gate {args.gate}: not a reward run folder (its redline.json says kind {kind!r}); "
+        raise RedlineError(f"--gate {args.gate}: not a reward run folder ({what_is(args.gate, kind)}); "
                            "give 'auto', 'none' or a `redline train reward` run")
     return args.gate
 
