@@ -133,6 +133,28 @@ def test_resume_continues_as_if_never_stopped(straight, rm_run, tmp_path, capsys
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["iter-000001", "iter-000002"]
 
 
+def test_a_checkpoint_resumes_only_over_the_number_of_processes_that_wrote_it(rm_run, tmp_path):
+    """Whitening, minibatch shares and pretraining draws are per process: a checkpoint of a run on 2 processes resumed
+    on 1 went on with other maths, silently. A checkpoint that does not say (an older redline's) resumes as before."""
+    from redline.train.ppo import check_resume_processes
+
+    run = tmp_path / "run"
+    ppo(config(rm_run, iterations=1), run)
+    state_file = run / "checkpoints" / "iter-000001" / "state.json"
+    assert json.loads(state_file.read_text())["processes"] == 1
+    check_resume_processes(run, 1)
+    state_file.write_text(json.dumps({**json.loads(state_file.read_text()), "processes": 2}))
+    with pytest.raises(RedlineError, match="written by a run on 2 processes; this one has 1"):
+        check_resume_processes(run, 1)
+    with pytest.raises(RedlineError, match="written by a run on 2 processes"):
+        ppo(config(rm_run, iterations=2), run)
+    assert [r["iteration"] for r in log(run)] == [1]  # refused before it logged or trained anything
+    older = {k: v for k, v in json.loads(state_file.read_text()).items() if k != "processes"}
+    state_file.write_text(json.dumps(older))
+    ppo(config(rm_run, iterations=2), run)
+    assert [r["iteration"] for r in log(run)] == [1, 2]
+
+
 @pytest.mark.parametrize("lost", ["iter-000002", "."])
 def test_a_resumed_run_logs_each_iteration_to_tensorboard_once(rm_run, tmp_path, lost):
     """Stopped after logging iteration 2 but before its checkpoint, a run resumes from iteration 1 and logs iteration 2

@@ -818,6 +818,7 @@ def run_ppo(
     state = {"iteration": 0, "episodes": 0, "beta": config.beta}
     resume = last_checkpoint(out)
     if resume is not None:
+        check_resume_processes(out, accelerator.num_processes)
         state = load_checkpoint(resume, learner)
         if main:
             print(f"redline: resuming from {resume} (iteration {state['iteration']})", file=sys.stderr)
@@ -835,8 +836,8 @@ def run_ppo(
 
     # The engine wraps the live policy object: every rollout samples from the current weights with no
     # copy or reload. A completion depends only on its prompt, its seed and the weights (seeds follow
-    # the episode's place in the run), so a resumed run samples as the run it resumes (over another number of
-    # processes, up to float rounding: the engine batches inexactly, and the batches differ).
+    # the episode's place in the run), so a resumed run samples as the run it resumes (it resumes over the number of
+    # processes that wrote the checkpoint only: check_resume_processes).
     engine = TransformersEngine(learner.policy, tokenizer, max_batch=max(1, config.batch_size), exact=False)
     check_processes(config, accelerator.num_processes)
 
@@ -1295,12 +1296,29 @@ def save_checkpoint(out: Path, state: dict, learner: Learner) -> Path:
     if learner.ema is not None:
         save_file({n: t.cpu().contiguous() for n, t in learner.ema.items()}, str(tmp / "ema.safetensors"))
     torch.save(optimizers, tmp / "optimizer.pt")
-    (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")  # written last: marks it complete
+    # written last: marks it complete; with the processes that wrote it, which a resume must match
+    saved_state = {**state, "processes": learner.accelerator.num_processes}
+    (tmp / "state.json").write_text(json.dumps(saved_state, indent=2) + "\n")
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     for old in sorted(folder.glob("iter-*"))[:-KEEP_CHECKPOINTS]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def check_resume_processes(out: str | os.PathLike, world: int) -> None:
+    """Refuse to resume a run's last checkpoint over another number of processes than wrote it: each process whitens
+    its own episodes (deviation 9), steps on its share of each minibatch and draws its own pretraining texts (at least
+    one), so the run would go on with other maths than it began with. A checkpoint that does not say (an older
+    redline's) is resumed as before."""
+    resume = last_checkpoint(Path(out))
+    if resume is None:
+        return
+    wrote = read_json_object(resume / "state.json", "the checkpoint's state").get("processes")
+    if wrote is not None and wrote != world:
+        raise RedlineError(f"{resume} was written by a run on {wrote} process{'es' if wrote != 1 else ''}; this one has "
+                           f"{world}: advantages are whitened, minibatches split and pretraining texts drawn per process, "
+                           f"so it would not go on as it ran. Resume it on {wrote}, or pass --overwrite to start over")
 
 
 def load_checkpoint(path: Path, learner: Learner) -> dict:
@@ -1418,6 +1436,7 @@ def train_ppo(config: PPOConfig, out: str | os.PathLike) -> dict[str, Any]:
     # accelerate decides the device, so that each process of `accelerate launch` gets its own
     state = PartialState(cpu=on_cpu(config.device))
     check_processes(config, state.num_processes)  # before the models load, not after
+    check_resume_processes(out, state.num_processes)
     device = str(state.device)
     models = load_ppo_models(config, device)
     if oracle is None:
