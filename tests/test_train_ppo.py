@@ -391,6 +391,24 @@ def test_rloo_samples_k_per_prompt_changes_the_adapter_logs_kl_and_resumes_exact
     assert all(torch.equal(adapter[k], b[k]) for k in adapter)
 
 
+def test_rloo_takes_a_reward_model_of_another_vocabulary_and_gae_refuses_it(tmp_path):
+    """RLOO trains no value model, and its reward model reads each text in its own tokens: a reward model whose
+    vocabulary differs from the policy's was refused with a message about per-token values there are none of."""
+    tokenizer = load_tokenizer("tiny-random")
+    tokenizer.add_tokens(["<an-extra-reward-token>"])
+    model = load_reward_model("tiny-random", device="cpu")
+    model.resize_token_embeddings(len(tokenizer))
+    run = tmp_path / "rm"
+    save_model(model, tokenizer, run, ModelCard(kind="reward", base_model="tiny-random"))
+    models = load_ppo_models(config(run, advantage="rloo", rloo_k=2), "cpu")
+    assert models.value is None and models.reward_model is not None
+    assert len(models.scorer_tokenizer) == len(models.tokenizer) + 1
+    reward_fn = instructgpt_reward(models.reward_model, models.scorer_tokenizer)
+    assert len(reward_fn([as_chat("Say hi.")], ["Hi <an-extra-reward-token>"], [{}])) == 1
+    with pytest.raises(RedlineError, match="per-token values need the policy's tokens"):
+        load_ppo_models(config(run), "cpu")
+
+
 def test_value_warmup_trains_the_value_model_and_holds_the_policy(rm_run, tmp_path):
     run = tmp_path / "run"
     ppo(config(rm_run, iterations=1, value_warmup_iterations=1), run)

@@ -591,7 +591,8 @@ def load_ppo_models(config: PPOConfig, device: str) -> PPOModels:
     torch.manual_seed(config.seed)  # LoRA's A matrices start random: the same seed, the same run
     tokenizer = load_tokenizer(config.policy)
     value_tokenizer = load_tokenizer(config.reward)
-    if value_tokenizer.get_vocab() != tokenizer.get_vocab():
+    # RLOO has no value model: its reward model reads the text in its own tokens, whatever the policy's
+    if config.advantage == "gae" and value_tokenizer.get_vocab() != tokenizer.get_vocab():
         raise RedlineError(f"the value model starts from {config.reward}, whose tokenizer differs from the policy's: "
                            "per-token values need the policy's tokens (train the reward model on the same base)")
     lora = LoraSettings(r=config.lora_r, alpha=config.lora_alpha, dropout=0.0)
