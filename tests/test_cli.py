@@ -143,3 +143,21 @@ def test_flags_given_to_evaluate_before_its_subcommand_are_refused_not_dropped(b
                  "--judges", "oracle,oracle:noisy", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "given before" not in err and "a.jsonl" in err
+
+
+def test_out_may_come_from_the_config_a_run_wrote(tmp_path, monkeypatch, capsys):
+    """simulate build and evaluate rankings/rollouts/table write `out` into their config.json, but argparse
+    required --out: `--config RUN/config.json` did not repeat the run (evaluate itself took it from the file)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["simulate", "build", "--responder", "template", "--prompts", "4", "--test-prompts", "2",
+                 "--no-progress", "--out", "sim"]) == 0
+    first = (tmp_path / "sim" / "test.jsonl").read_text()
+    capsys.readouterr()
+    assert main(["simulate", "build", "--config", "sim/config.json"]) == 0  # the same run: resumed, nothing new
+    assert "wrote 2 records to sim/test.jsonl" in capsys.readouterr().out
+    assert (tmp_path / "sim" / "test.jsonl").read_text() == first
+    for command in (["simulate", "build"], ["evaluate", "rankings", "--model", "m", "--data", "d.jsonl"],
+                    ["evaluate", "table", "--runs", "e"]):
+        assert main(command) == 2  # neither --out nor a config's out: one line, as before
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("redline: error: --out is required"), err

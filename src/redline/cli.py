@@ -59,7 +59,7 @@ def configured(cls, args: argparse.Namespace, command: str, *, config_name: str 
     from redline.config import claim_output, settings_from_args
 
     config = settings_from_args(cls, args)
-    out = Path(args.out if args.out is not None else getattr(config, "out"))  # evaluate may take it from --config
+    out = Path(args.out if args.out is not None else getattr(config, "out"))  # evaluate, simulate build: maybe from --config
     if file and out.is_dir():  # else "pass --overwrite to replace it", and --overwrite then failed on the folder
         raise RedlineError(f"--out {out} is a folder: `redline {command}` writes one JSONL file; give its path "
                            f"(such as --out {out / 'out.jsonl'})")
@@ -534,13 +534,14 @@ def _demo(args) -> int:
 # ----------------------------------------------------------------------------- evaluate
 
 
-def _settings_parser(parent, name: str, settings, func, out_required: bool, **texts):
-    """A (sub)command whose flags are a settings dataclass's fields, plus --out."""
+def _settings_parser(parent, name: str, settings, func, **texts):
+    """A (sub)command whose flags are a settings dataclass's fields, plus --out. The dataclass has an ``out`` field,
+    so ``--config`` (the config a run wrote) may give it instead; ``settings_from_args`` requires one or the other."""
     from redline.config import add_settings_arguments
 
     p = parent.add_parser(name, **texts)
     add_settings_arguments(p, settings, skip=("out",))
-    add_out(p, required=out_required, help="output folder")
+    add_out(p, required=False, help="output folder (required, here or as out in --config)")
     p.set_defaults(func=func)
     return p
 
@@ -550,7 +551,7 @@ def _add_evaluate(sub) -> None:
     from redline.rollouts import RolloutsConfig
 
     p = _settings_parser(
-        sub, "evaluate", EvaluateConfig, _evaluate, False,
+        sub, "evaluate", EvaluateConfig, _evaluate,
         help="judge two sets of responses: win rate, 95%% interval, length-controlled rate, report",
         description="Judge response records of A against B, pair by pair (matched by id, else by prompt). "
         "OUT gets judgments.jsonl (rerun to resume), summary.json and report.md. --a may be a revise/improve/"
@@ -559,14 +560,14 @@ def _add_evaluate(sub) -> None:
     )
     more = p.add_subparsers(dest="evaluate_command", required=False, metavar="COMMAND")
     _settings_parser(
-        more, "agreement", AgreementConfig, _evaluate_agreement, False,
+        more, "agreement", AgreementConfig, _evaluate_agreement,
         help="how often two judges agree on the same pairs (rate and Cohen's kappa)",
         description="Judge A against B with two judges (OUT/judge_1, OUT/judge_2; rerun to resume), or read "
         "judgments files by two judges, and write OUT/agreement.json: agreement rate and Cohen's kappa "
         "over a/b/tie on the pairs both judged validly.",
     )
     _settings_parser(
-        more, "rankings", RankingsEvalConfig, _evaluate_rankings, True,
+        more, "rankings", RankingsEvalConfig, _evaluate_rankings,
         help="a reward model's accuracy on rankings or preferences, beside the labels' ceilings",
         description="Score every response of every ranking with a reward model and print how often it orders "
         "the decisive labelled pairs as the labels do (and, on simulated data, as the oracle does), each beside "
@@ -574,7 +575,7 @@ def _add_evaluate(sub) -> None:
         "out. Writes OUT/summary.json.",
     )
     _settings_parser(
-        more, "rollouts", RolloutsConfig, _evaluate_rollouts, True,
+        more, "rollouts", RolloutsConfig, _evaluate_rollouts,
         help="an RL run's rollouts read by the oracle, iteration by iteration, beside the reward it climbed",
         description="Read RUN/rollouts.jsonl (every episode a `redline train ppo` run trained on) with the simulated "
         "oracle and print, by blocks of iterations, the run's mean reward beside the rollouts' oracle quality, the "
@@ -586,7 +587,7 @@ def _add_evaluate(sub) -> None:
         "meta.instructions).",
     )
     _settings_parser(
-        more, "table", TableConfig, _evaluate_table, True,
+        more, "table", TableConfig, _evaluate_table,
         help="finished evaluations side by side: one table (markdown, JSON) and one plot of the win rates",
         description="Read the output folders of `redline evaluate` (each row summarised again from its judgments, "
         "with the folder's own seed and resamples) and write OUT/table.md, OUT/table.json and OUT/win_rates.png: "
@@ -754,7 +755,7 @@ def _add_simulate(sub) -> None:
     from redline.simulate.build import BuildConfig
 
     add_settings_arguments(p, BuildConfig, skip=("out",))
-    add_out(p, help="output folder")
+    add_out(p, required=False, help="output folder (required, here or as out in --config)")
     p.set_defaults(func=_simulate_build)
 
     from redline.simulate.build import ScoreConfig
@@ -783,10 +784,11 @@ def _simulate_build(args) -> int:
     from redline.simulate.build import BuildConfig, build
 
     config = configured(BuildConfig, args, "simulate build")
+    out = Path(config.out)  # --out, or the out of --config
     manifest = build(config)
     counts, quality, met = manifest["counts"], manifest["quality"], manifest["all_met"]
     for name in ("demonstrations", "rankings", "preferences", "feedback", "test", "test_partial", "test_fixed"):
-        print(f"wrote {counts[name]} records to {args.out / (name + '.jsonl')}")
+        print(f"wrote {counts[name]} records to {out / (name + '.jsonl')}")
     print(f"annotator agreement {manifest['agreement']['mean']:.3f}; oracle quality of responses {quality['responses'] or 0:.3f} "
           f"(all instructions met {met['responses'] or 0:.1%}), of revisions {quality['revisions'] or 0:.3f} ({met['revisions'] or 0:.1%})")
     print(_labels_line(manifest["labels"], "comparisons in the rankings"))
