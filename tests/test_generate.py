@@ -106,3 +106,17 @@ def test_an_out_that_is_a_folder_is_refused_as_one_not_offered_overwrite(jsonl, 
         assert f"--out {folder} is a folder" in err and "--overwrite" not in err and "Errno" not in err
     assert [p.name for p in folder.iterdir()] == ["keep.txt"]
     assert not list(tmp_path.glob("runs.*"))  # no fingerprint or config left beside it
+
+
+def test_the_evaluate_command_generate_help_gives_runs():
+    """--help said `redline evaluate --a OUT --b OTHER`, which evaluate refuses: --judge and --out are required."""
+    import re
+
+    from redline.cli import build_parser
+    from redline.config import settings_from_args
+    from redline.evaluate import EvaluateConfig
+
+    parser = build_parser()
+    generate = parser._subparsers._group_actions[0].choices["generate"]
+    command = re.search(r"`redline (evaluate [^`]*)`", generate.description).group(1).split()
+    settings_from_args(EvaluateConfig, parser.parse_args(command))  # raised '--judge is required'

@@ -409,7 +409,7 @@ def _add_generate(sub) -> None:
         "generate",
         help="sample any model's responses to the prompts of a record file (to judge a policy)",
         description="Writes response records (id and meta kept from the prompts' records) to OUT, chunk by chunk; "
-        "rerun the same command to resume. Judge them with `redline evaluate --a OUT --b OTHER`.",
+        "rerun the same command to resume. Judge them with `redline evaluate --a OUT --b OTHER --judge oracle --out DIR`.",
     )
     add_settings_arguments(p, GenerateConfig)
     add_out(p, help="response records (JSONL)")
