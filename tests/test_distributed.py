@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 BIN = Path(sys.executable).parent
 
@@ -85,6 +86,9 @@ def test_reward_then_ppo_share_each_iteration_between_the_processes(data):
     assert [row["episodes"] for row in log] == [4, 8]  # 4 episodes per iteration in all, 2 per process
     rollouts = (data / "ppo" / "rollouts.jsonl").read_text().splitlines()
     assert len(rollouts) == 8  # every process's episodes, written once
+    for row in log:  # the spread of all the iteration's scores, not the mean of each process's own
+        scores = torch.tensor([json.loads(line)["score"] for line in rollouts if json.loads(line)["iteration"] == row["iteration"]])
+        assert row["reward_std"] == pytest.approx(scores.std().item(), abs=1e-4)
     # RLOO: 2 prompts × 2 samples, a prompt's samples on one process (each baseline needs both)
     torchrun(["train", "ppo", "--policy", "tiny-random", "--reward", "rm", "--prompts", "demos.jsonl", "--iterations", "1",
               "--batch-size", "4", "--minibatch-size", "2", "--micro-batch-size", "2", "--max-new-tokens", "6",

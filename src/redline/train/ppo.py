@@ -84,7 +84,11 @@ Deviations from the paper (each setting is a flag; the paper's value is in its h
      and lasts 1 iteration (the paper: 10, ``--warmup-iterations 10``). At 2e-5 with the paper's
      warm-up, 12 iterations left the embedded model's policy where it started (KL 0.01 nats per
      episode); at 2e-4 it moved (KL ~1 nat by iteration 10; RESULTS "InstructGPT").
-  9. Advantages are whitened over each process's own episodes (no gather across processes).
+  9. Advantages are whitened over each process's own episodes (no gather across processes), and each
+     process draws its own pretraining texts, at least one per minibatch: over two processes a minibatch
+     of 4 draws 2 texts where ``--ptx-ratio 0.25`` reads 1 (deviation 2; the PPO-ptx runs of RESULTS
+     "InstructGPT" made with ``PROCS=2`` drew 32 an iteration, not 16). The LM loss is a mean over texts, so
+     its gradient's expected size is the same; its variance is halved and its cost doubled.
  10. Rollouts sample at temperature 0.7 (the paper: 1, ``--temperature 1``); log-probs are taken
      at the same temperature, so the policy trained is the one that samples. At 1 the embedded
      model's rollouts ran at 1.7–3.3 nats of entropy per token: noise, not exploration.
@@ -862,6 +866,8 @@ def run_ppo(
         stats = _iteration_stats(samples, evaluation, batch, update_stats, beta)
         kl_per_episode = stats.pop("_kl_per_episode")
         stats = _mean_across(accelerator, stats)
+        if accelerator.num_processes > 1:  # the spread of all the iteration's scores (a mean of each process's own
+            stats["reward_std"] = accelerator.gather(scores).std().item()  # leaves out the spread between them)
         state["iteration"], state["episodes"] = it + 1, state["episodes"] + config.batch_size
         if config.adaptive_kl:
             state["beta"] = adaptive_kl_beta(beta, stats["kl"], config.kl_target, config.kl_horizon, config.batch_size)
@@ -1244,7 +1250,9 @@ def _sync_on_last(accelerator, model, last: bool):
 
 
 def _mean_across(accelerator, stats: dict[str, float | None]) -> dict[str, float | None]:
-    """The mean of each statistic over processes (a no-op on one); None stays None."""
+    """The mean of each statistic over processes (a no-op on one); None stays None. Each process holds as many
+    episodes, so a mean of means is the mean; ``entropy``, a mean over tokens, weighs each process's tokens by
+    its share of the episodes, not of the tokens; ``reward_std`` is taken over the gathered scores instead."""
     if accelerator.num_processes == 1:
         return stats
     import torch
