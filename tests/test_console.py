@@ -42,3 +42,18 @@ def test_quiet_hides_the_libraries_deprecations_not_ours_and_puts_everything_bac
         warnings.warn_explicit("after", FutureWarning, "x.py", 1, module="transformers.training_args")
     assert [str(w.message) for w in seen] == ["ours", "after"]
     assert {name: os.environ.get(name) for name in ENV} == saved
+
+
+def test_a_bar_in_a_log_is_redrawn_every_few_seconds_not_ten_times_a_second(tmp_path):
+    """stderr to a file or pipe: tqdm's 0.1 s redraws were each a line in a CI or kubectl log."""
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(f'{{"id": "p{i}", "prompt": "Write about {i}."}}\n' for i in range(8)))
+    done = subprocess.run([sys.executable, "-m", "redline.cli", "generate", "--model", "tiny-random", "--prompts",
+                           str(prompts), "--out", str(tmp_path / "out.jsonl"), "--max-new-tokens", "160",
+                           "--temperature", "0", "--chunk", "8"], capture_output=True, text=True, timeout=600,
+                          env={k: v for k, v in os.environ.items() if k not in ENV and k != "TQDM_MININTERVAL"}
+                          | {"OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    redraws = [part for part in done.stderr.replace("\n", "\r").split("\r") if part.startswith("generate:")]
+    assert redraws[-1].startswith("generate: 100%") and "8/8" in redraws[-1]  # the end is always drawn
+    assert len(redraws) <= 4, redraws  # its start, its end, and at most a redraw every ten seconds between

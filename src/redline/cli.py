@@ -901,10 +901,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _refuse_flags_before_a_subcommand(parser, sys.argv[1:] if argv is None else argv, args)
-    from redline.console import quiet
+    from redline.console import log_bars, quiet
 
     try:
-        with contextlib.nullcontext() if args.verbose else quiet():
+        with log_bars(), contextlib.nullcontext() if args.verbose else quiet():
             if _launched_worker():  # under a launcher one result line, the main process's
                 with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
                     return args.func(args) or 0

@@ -7,7 +7,8 @@ one line of its own where a checkpoint does not fit, ``models.report_loading``) 
 of dataset preparation are hidden. The bars of
 downloading and loading weights, training, generating, revising and judging stay, and so does every
 error. ``quiet(loading_bars=False)`` (the demo, whose models are on disk) hides the weight-loading bars
-too. ``import redline.console`` imports none of those libraries: the settings go through the
+too. Where stderr is not a terminal (a log), a bar is redrawn every ten seconds and when it ends (``log_bars``).
+``import redline.console`` imports none of those libraries: the settings go through the
 environment for a library imported later, and through its API for one already in.
 """
 
@@ -23,6 +24,9 @@ LIBRARIES = r"(transformers|trl|peft|accelerate|datasets|huggingface_hub|torch)(
 # Read by the libraries when they are imported: transformers' log level, datasets' bars.
 ENV = {"TRANSFORMERS_VERBOSITY": "error", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
 ERROR, WARNING = 40, 30  # transformers' (logging's) levels: the quiet one and its default
+# A bar redrawn ten times a second is redrawn in place on a terminal, but in a log (`2> run.log`, `| tee`, CI,
+# `kubectl logs`, which split lines on \r) each redraw is one more line: ten a second, all through a long `generate`.
+LOG_BAR_SECONDS = "10"
 
 
 @contextlib.contextmanager
@@ -54,6 +58,22 @@ def quiet(loading_bars: bool = True):
                     os.environ[name] = value
             _set_hf(*(hf_before or (WARNING, None if loading_bars else True)))  # imported inside: its defaults
             _set_datasets(True if datasets_before is None else datasets_before)
+
+
+@contextlib.contextmanager
+def log_bars():
+    """Where stderr is not a terminal, every progress bar (redline's, the trainer's, the loader's) is redrawn at
+    most every LOG_BAR_SECONDS, and when it ends; ``$TQDM_MININTERVAL`` set by the user wins. tqdm reads it when
+    it is imported, which the commands do inside this block; it is put back after."""
+    isatty = getattr(sys.stderr, "isatty", None)
+    if (isatty is not None and isatty()) or "TQDM_MININTERVAL" in os.environ:
+        yield
+        return
+    os.environ["TQDM_MININTERVAL"] = LOG_BAR_SECONDS
+    try:
+        yield
+    finally:
+        os.environ.pop("TQDM_MININTERVAL", None)
 
 
 def _hf_state():
