@@ -153,6 +153,10 @@ def test_a_checkpoint_resumes_only_over_the_number_of_processes_that_wrote_it(rm
     state_file.write_text(json.dumps(older))
     ppo(config(rm_run, iterations=2), run)
     assert [r["iteration"] for r in log(run)] == [1, 2]
+    # past the iterations asked for: it saved the policy as it stood at 2 as if at 1, without a word
+    with pytest.raises(RedlineError, match=r"is at iteration 2, past --iterations 1: .* Give --iterations 2 or more"):
+        ppo(config(rm_run, iterations=1), run)
+    ppo(config(rm_run, iterations=2), run)  # a finished run rerun as it was: nothing to train, no error
 
 
 @pytest.mark.parametrize("lost", ["iter-000002", "."])

@@ -823,7 +823,7 @@ def run_ppo(
     state = {"iteration": 0, "episodes": 0, "beta": config.beta}
     resume = last_checkpoint(out)
     if resume is not None:
-        check_resume_processes(out, accelerator.num_processes)
+        check_resume_processes(out, accelerator.num_processes, config.iterations)
         state = load_checkpoint(resume, learner)
         if main:
             print(f"redline: resuming from {resume} (iteration {state['iteration']})", file=sys.stderr)
@@ -1315,15 +1315,22 @@ def save_checkpoint(out: Path, state: dict, learner: Learner) -> Path:
     return final
 
 
-def check_resume_processes(out: str | os.PathLike, world: int) -> None:
+def check_resume_processes(out: str | os.PathLike, world: int, iterations: int | None = None) -> None:
     """Refuse to resume a run's last checkpoint over another number of processes than wrote it: each process whitens
     its own episodes (deviation 9), steps on its share of each minibatch and draws its own pretraining texts (at least
     one), so the run would go on with other maths than it began with. A checkpoint that does not say (an older
-    redline's) is resumed as before."""
+    redline's) is resumed as before. Refused too: a checkpoint past ``iterations`` (the run was saved as it stood
+    there, not at ``iterations``, and its card said so without a word)."""
     resume = last_checkpoint(Path(out))
     if resume is None:
         return
-    wrote = read_json_object(resume / "state.json", "the checkpoint's state").get("processes")
+    state = read_json_object(resume / "state.json", "the checkpoint's state")
+    at = state.get("iteration")
+    if iterations is not None and isinstance(at, int) and at > iterations:
+        raise RedlineError(f"{out} is at iteration {at}, past --iterations {iterations}: a run keeps only its last "
+                           f"checkpoints, so its policy at {iterations} is not there to save. Give --iterations {at} or more "
+                           "to go on, or pass --overwrite to start over")
+    wrote = state.get("processes")
     if wrote is not None and wrote != world:
         raise RedlineError(f"{resume} was written by a run on {wrote} process{'es' if wrote != 1 else ''}; this one has "
                            f"{world}: advantages are whitened, minibatches split and pretraining texts drawn per process, "
@@ -1445,7 +1452,7 @@ def train_ppo(config: PPOConfig, out: str | os.PathLike) -> dict[str, Any]:
     # accelerate decides the device, so that each process of `accelerate launch` gets its own
     state = PartialState(cpu=on_cpu(config.device))
     check_processes(config, state.num_processes)  # before the models load, not after
-    check_resume_processes(out, state.num_processes)
+    check_resume_processes(out, state.num_processes, config.iterations)
     device = str(state.device)
     models = load_ppo_models(config, device)
     if oracle is None:
