@@ -211,6 +211,13 @@ def test_a_cuda_device_where_there_is_none_is_one_error(monkeypatch):
     with pytest.raises(RedlineError, match="no CUDA device"):
         load_causal_lm("tiny-random", device="cuda")
     assert pick_device("cpu") == "cpu"
+    # a device torch does not know was a RuntimeError traceback (exit 1), not the README's one line
+    for bogus in ("bogus", "cpu:x", "gpu"):
+        with pytest.raises(RedlineError, match=f"--device {bogus}: not a device"):
+            pick_device(bogus)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(RedlineError, match="--device mps: torch finds no MPS device"):
+        pick_device("mps")
 
 
 def test_bfloat16_a_gpu_only_emulates_is_not_native_and_a_numbered_cuda_device_is_a_gpu(monkeypatch):

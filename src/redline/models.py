@@ -237,8 +237,14 @@ def pick_device(device: str = "auto") -> str:
     import torch
 
     if device != "auto":
-        if device.split(":")[0] == "cuda" and not torch.cuda.is_available():
+        try:
+            kind = torch.device(device).type
+        except (RuntimeError, ValueError):  # torch's message lists some thirty device types
+            raise RedlineError(f"--device {device}: not a device (cpu, cuda, cuda:N, mps or auto)") from None
+        if kind == "cuda" and not torch.cuda.is_available():
             raise RedlineError(f"--device {device}: torch finds no CUDA device on this machine (--device cpu or auto)")
+        if kind == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+            raise RedlineError(f"--device {device}: torch finds no MPS device on this machine (--device cpu or auto)")
         return device
 
     if torch.cuda.is_available():
