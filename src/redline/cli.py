@@ -1,8 +1,9 @@
 """The ``redline`` command.
 
 Every command has ``--help``. Shared options are spelled the same everywhere: ``--model``,
-``--out``, ``--seed``, ``--limit N`` on every command that reads records, ``--max-steps N`` and
-``--epochs E`` on every trainer, ``--skip-invalid`` wherever records are read. An error is one
+``--out``, ``--seed``, ``--limit N`` on the commands that read records file by file (not ``evaluate rollouts``
+or ``table``, which read runs, nor ``simulate build``, which writes them), ``--max-steps N`` and ``--epochs E`` on
+every supervised trainer (PPO and PIT count ``--iterations``), ``--skip-invalid`` wherever records are read. An error is one
 clear line on stderr (the lines of a bad file, one per bad record) and exit code 2; ``--debug``
 shows the full traceback. The libraries' deprecation warnings and notices are hidden (``console.quiet``);
 ``--verbose`` shows them.

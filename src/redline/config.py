@@ -186,7 +186,8 @@ def add_settings_arguments(parser, cls, skip: tuple[str, ...] = (), *, resumable
                             help="a YAML or JSON file of settings (such as the config a run wrote beside its outputs); flags override it")
     if resumable:
         parser.add_argument("--overwrite", action="store_true",
-                            help="start over when the output holds a run with other settings or inputs (default: refuse)")
+                            help="delete what the output holds and start over, a finished or part-way run with the same settings too "
+                                 "(default: resume a run with these settings, refuse one with others)")
 
 
 def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """`redline generate`: any model's responses to the prompts of a record file, as response records.
 
 This is how a policy is put in front of a judge: sample the SFT, PPO or PIT policy (or any hub
-model) on held-out prompts, then ``redline evaluate --a ppo.jsonl --b sft.jsonl --judge oracle``.
+model) on held-out prompts, then ``redline evaluate --a ppo.jsonl --b sft.jsonl --judge oracle --out ppo_vs_sft``.
 
     redline generate --model runs/ppo --prompts data/simulated/test.jsonl --out ppo.jsonl
 
