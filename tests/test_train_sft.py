@@ -253,3 +253,17 @@ def test_a_finished_run_is_finished_under_a_setting_added_since_it_and_its_data_
     metrics = train_demonstrations(replace(config, data="d.jsonl"), out)
     assert f"redline: {out} is finished; nothing to train" in capsys.readouterr().err
     assert files() == before and metrics == json.loads((out / "redline.json").read_text())["metrics"]
+
+
+def test_stdout_is_the_result_json_alone_the_logged_steps_go_to_stderr(tmp_path, capfd):
+    """The Trainer wrote each logged step's numbers to stdout (tqdm.write) before the result JSON, so
+    `redline train sft ... > metrics.json` held Python dicts and `| jq` failed."""
+    from redline.cli import main
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Say {i}.", "response": f"{i}."}) + "\n" for i in range(4)))
+    assert main(["train", "sft", "--model", "tiny-random", "--data", str(data), "--max-steps", "2", "--logging-steps", "1",
+                 "--out", str(tmp_path / "sft")]) == 0
+    out, err = capfd.readouterr()
+    assert json.loads(out)["steps"] == 2  # one JSON document, nothing else
+    assert "'loss'" in err  # the steps' numbers, where the bar is

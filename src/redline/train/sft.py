@@ -25,6 +25,7 @@ change) and every one is a config field.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -474,7 +475,10 @@ def run_trainer(trainer, out: Path):
         if hasattr(trainer, "_total_train_tokens"):  # TRL counts tokens from 0 in every process
             trainer._total_train_tokens = carried["tokens"]
     trainer.add_callback(_progress_callback(trainer, carried["seconds"]))
-    result = trainer.train(resume_from_checkpoint=resume)
+    # the Trainer writes each logged step's numbers to stdout (tqdm.write): stdout is the command's result, one JSON
+    # line that `> metrics.json` or `| jq` reads, so they go where the bar goes
+    with contextlib.redirect_stdout(sys.stderr):
+        result = trainer.train(resume_from_checkpoint=resume)
     # train_runtime covers this stretch only: add the stretches before the checkpoint resumed from.
     result.metrics["train_runtime"] = carried["seconds"] + result.metrics.get("train_runtime", 0.0)
     AcceleratorState._reset_state()
