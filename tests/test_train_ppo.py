@@ -159,6 +159,25 @@ def test_a_checkpoint_resumes_only_over_the_number_of_processes_that_wrote_it(rm
     ppo(config(rm_run, iterations=2), run)  # a finished run rerun as it was: nothing to train, no error
 
 
+def test_a_checkpoint_of_several_processes_copied_and_finished_at_its_iteration_saves_its_policy(rm_run, tmp_path):
+    """scripts/instructgpt_ppo_aug.sh judges a run at iteration N by copying its iteration-N checkpoint into a folder
+    and finishing it with --iterations N on one process: nothing is left to train, so the number of processes that
+    wrote it does not matter (it was refused, and a run made with PROCS=2 was judged at none of its JUDGE_AT)."""
+    run, copy = tmp_path / "run", tmp_path / "copy"
+    ppo(config(rm_run, iterations=1), run)
+    (copy / "checkpoints").mkdir(parents=True)
+    shutil.copytree(run / "checkpoints" / "iter-000001", copy / "checkpoints" / "iter-000001")
+    for kept in [*run.glob("*.jsonl"), *run.glob("*.json")]:  # its settings and logs, as the script's copy_at
+        if kept.name != "redline.json":
+            shutil.copy(kept, copy)
+    state_file = copy / "checkpoints" / "iter-000001" / "state.json"
+    state_file.write_text(json.dumps({**json.loads(state_file.read_text()), "processes": 2}))
+    ppo(config(rm_run, iterations=1), copy)
+    assert json.loads((copy / "redline.json").read_text())["kind"] == "ppo"
+    with pytest.raises(RedlineError, match="written by a run on 2 processes"):  # with iterations left, refused
+        ppo(config(rm_run, iterations=2), copy)
+
+
 @pytest.mark.parametrize("lost", ["iter-000002", "."])
 def test_a_resumed_run_logs_each_iteration_to_tensorboard_once(rm_run, tmp_path, lost):
     """Stopped after logging iteration 2 but before its checkpoint, a run resumes from iteration 1 and logs iteration 2
@@ -436,6 +455,8 @@ def test_value_warmup_trains_the_value_model_and_holds_the_policy(rm_run, tmp_pa
     (["--learning-rate=-1e-4"], "--learning-rate cannot be negative"),
     (["--advantage", "gae", "--value-learning-rate=-1e-4"], "--value-learning-rate cannot be negative"),
     (["--adam-beta2", "1"], "--adam-beta2 must be in [0, 1), got 1.0"),
+    # an alpha of 0 scales the adapter to nothing: a run that trains nothing, without a word
+    (["--lora-alpha", "0"], "--lora-alpha must be at least 1, got 0"),
 ])
 def test_bad_rl_settings_are_refused_before_models_load(flags, message, rm_run, jsonl, tmp_path, capsys):
     prompts = jsonl(PROMPTS, "prompts.jsonl")

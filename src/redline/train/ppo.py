@@ -1319,8 +1319,10 @@ def check_resume_processes(out: str | os.PathLike, world: int, iterations: int |
     """Refuse to resume a run's last checkpoint over another number of processes than wrote it: each process whitens
     its own episodes (deviation 9), steps on its share of each minibatch and draws its own pretraining texts (at least
     one), so the run would go on with other maths than it began with. A checkpoint that does not say (an older
-    redline's) is resumed as before. Refused too: a checkpoint past ``iterations`` (the run was saved as it stood
-    there, not at ``iterations``, and its card said so without a word)."""
+    redline's) is resumed as before, and so is one at ``iterations``: nothing is left to train, the run only saves
+    its policy (a copy of a run's iteration-N checkpoint finished with ``--iterations N``, as
+    scripts/instructgpt_ppo_aug.sh judges a run made over several processes). Refused too: a checkpoint past
+    ``iterations`` (the run was saved as it stood there, not at ``iterations``, and its card said so without a word)."""
     resume = last_checkpoint(Path(out))
     if resume is None:
         return
@@ -1331,6 +1333,8 @@ def check_resume_processes(out: str | os.PathLike, world: int, iterations: int |
                            f"checkpoints, so its policy at {iterations} is not there to save. Give --iterations {at} or more "
                            "to go on, or pass --overwrite to start over")
     wrote = state.get("processes")
+    if iterations is not None and at == iterations:  # nothing to train: no maths to go on with
+        return
     if wrote is not None and wrote != world:
         raise RedlineError(f"{resume} was written by a run on {wrote} process{'es' if wrote != 1 else ''}; this one has "
                            f"{world}: advantages are whitened, minibatches split and pretraining texts drawn per process, "
