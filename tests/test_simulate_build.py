@@ -257,6 +257,7 @@ def test_a_tasks_file_with_a_repeated_id_or_a_field_not_text_names_its_lines(tmp
         {"topic": "jazz", "instructions": [{"type": "title"}], "form": ["poem"]},
         {"topic": "owls", "instructions": [{"type": "title"}], "id": {"n": 1}},
         {"topic": "cats", "instructions": [{"type": "title"}]},
+        {"topic": "dogs", "instructions": [{"type": "title"}], "id": "", "form": "", "prompt": ""},  # "": not given
     ]
     tasks = tmp_path / "tasks.jsonl"
     tasks.write_text("".join(json.dumps(x) + "\n" for x in lines))
@@ -267,7 +268,7 @@ def test_a_tasks_file_with_a_repeated_id_or_a_field_not_text_names_its_lines(tmp
     assert f"{tasks}:3: prompt: expected a non-empty string, got 123" in message
     assert f"{tasks}:4: form: expected a non-empty string" in message
     assert f"{tasks}:5: id: expected a non-empty string" in message
-    assert f"{tasks}:6" not in message
+    assert f"{tasks}:6" not in message and f"{tasks}:7" not in message
 
 
 def test_a_good_tasks_file_is_used_as_given(tmp_path):

@@ -117,13 +117,13 @@ def load_tasks(path: str | Path, split: str = "train") -> list[Task]:
             for name in ("form", "prompt"):
                 if obj.get(name) not in (None, "") and (not isinstance(obj[name], str) or not obj[name].strip()):
                     raise InstructionError(f"{name}: expected a non-empty string, got {obj[name]!r}")
-            if obj.get("id") is not None and (isinstance(obj["id"], bool) or not isinstance(obj["id"], (str, int))
-                                              or not str(obj["id"]).strip()):
+            given = obj.get("id") not in (None, "")  # "" is no id, as for form and prompt: one is drawn (as it was)
+            if given and (isinstance(obj["id"], bool) or not isinstance(obj["id"], (str, int)) or not str(obj["id"]).strip()):
                 raise InstructionError(f"id: expected a non-empty string, got {obj['id']!r}")
             form = obj.get("form") or "piece of writing"
             rng = random.Random(f"redline-simulate:tasks:{number}")
             prompt = obj.get("prompt") or render_prompt(obj["topic"], form, instructions, rng)
-            task_id = str(obj["id"]) if obj.get("id") is not None else f"{split}-{len(tasks):05d}"
+            task_id = str(obj["id"]) if given else f"{split}-{len(tasks):05d}"
             if task_id in ids:
                 raise InstructionError(f"id: duplicate id {task_id!r} (first on line {ids[task_id]})")
             ids[task_id] = number
