@@ -211,7 +211,10 @@ def parse_pairwise_verdict(text: str) -> str:
         whole = _WHOLE.match(candidate)
         if whole:
             return _LETTER_VERDICT[whole.group(1)]
-    denied = False
+    # "Neither Output A nor B is better" names both outputs to deny both: no claim matches its short second name,
+    # so the bare mention of A would read as A's win
+    neither = _NEITHER.search(t)
+    denied = bool(neither and neither.group(1))
     for pattern in _VERDICT_PATTERNS:
         if pattern is _MENTION and denied:
             break
@@ -227,7 +230,7 @@ def parse_pairwise_verdict(text: str) -> str:
             return found.pop()
         if len(found) > 1:
             return "invalid"
-    if _TIE_RE.search(t) or _NEITHER.search(t):
+    if _TIE_RE.search(t) or neither:
         return "tie"
     return "invalid"
 
