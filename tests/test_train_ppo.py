@@ -455,8 +455,6 @@ def test_value_warmup_trains_the_value_model_and_holds_the_policy(rm_run, tmp_pa
     (["--learning-rate=-1e-4"], "--learning-rate cannot be negative"),
     (["--advantage", "gae", "--value-learning-rate=-1e-4"], "--value-learning-rate cannot be negative"),
     (["--adam-beta2", "1"], "--adam-beta2 must be in [0, 1), got 1.0"),
-    # an alpha of 0 scales the adapter to nothing: a run that trains nothing, without a word
-    (["--lora-alpha", "0"], "--lora-alpha must be at least 1, got 0"),
 ])
 def test_bad_rl_settings_are_refused_before_models_load(flags, message, rm_run, jsonl, tmp_path, capsys):
     prompts = jsonl(PROMPTS, "prompts.jsonl")
@@ -465,6 +463,15 @@ def test_bad_rl_settings_are_refused_before_models_load(flags, message, rm_run, 
     assert main(args + flags) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_lora_alpha_of_0_is_refused(rm_run, tmp_path):
+    """An alpha of 0 scales the adapter to nothing: a run that trained nothing, without a word."""
+    with pytest.raises(RedlineError, match="--lora-alpha must be at least 1, got 0"):
+        ppo(config(rm_run, iterations=1, lora_alpha=0), tmp_path / "run")
+    with pytest.raises(SystemExit):  # the flag, as every ranged flag, is checked as it is read
+        main(["train", "ppo", "--policy", "tiny-random", "--reward", str(rm_run), "--prompts", "p.jsonl", "--lora-alpha", "0",
+              "--out", str(tmp_path / "cli")])
 
 
 def test_missing_eos_penalty_lowers_the_score_of_a_cut_response_only():
@@ -484,7 +491,7 @@ def test_an_unknown_advantage_estimator_is_refused_when_the_flags_are_read(capsy
     with pytest.raises(SystemExit) as e:
         main(["train", "ppo", "--policy", "p", "--reward", "r", "--prompts", "x", "--out", "o", "--advantage", "reinforce"])
     assert e.value.code == 2 and "'reinforce' is not one of gae, rloo" in capsys.readouterr().err
-    with pytest.raises(RedlineError, match="--advantage must be gae or rloo"):  # a config built in Python
+    with pytest.raises(RedlineError, match="--advantage: 'reinforce' is not one of gae, rloo"):  # built in Python
         PPOConfig(advantage="reinforce").check()
 
 

@@ -153,7 +153,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from redline import RedlineError
-from redline.config import write_config
+from redline.config import check_values, write_config
 from redline.models import DTYPES as DTYPE_CHOICES
 from redline.models import read_json_object
 from redline.train.sft import as_chat, check_report_to, publish, set_threads, threads_field
@@ -181,7 +181,7 @@ class RLSettings:
     # --- models
     lora: bool = field(default=True, metadata={"help": "train LoRA adapters on policy and value (False: all weights)"})
     lora_r: int = field(default=16, metadata={"min": 1, "max": 4096, "help": "LoRA rank"})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator"})
+    lora_alpha: int = field(default=32, metadata={"min": 1, "help": "LoRA scaling numerator"})
     shared_reference: bool = field(default=True, metadata={
         "help": "LoRA only: the SFT reference is the policy with its adapter off and the reward model the value "
                 "model with its adapter off (one copy of each base); --no-shared-reference loads frozen copies"})
@@ -267,7 +267,9 @@ class RLSettings:
         return self.rloo_k if self.advantage == "rloo" else 1
 
     def check(self) -> None:
-        """Settings that cannot work, refused before anything loads."""
+        """Settings that cannot work, refused before anything loads; every field in its range and choices too
+        (``check_values``: a config built in Python, as ``run_ppo``'s callers build it, skipped them)."""
+        check_values(self)
         positive = ("iterations", "batch_size", "max_new_tokens", "minibatch_size", "micro_batch_size",
                     "ppo_epochs", "max_prompt_length", "save_every")
         for name in positive:
@@ -276,8 +278,6 @@ class RLSettings:
         if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
             raise RedlineError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         check_report_to(self.report_to)
-        if self.advantage not in ADVANTAGES:
-            raise RedlineError(f"--advantage must be gae or rloo, got {self.advantage!r}")
         if self.advantage == "rloo":
             if self.rloo_k < 2:
                 raise RedlineError(f"--advantage rloo needs at least 2 samples per prompt (--rloo-k), got {self.rloo_k}: "
