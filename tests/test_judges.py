@@ -34,6 +34,7 @@ from redline.prompts import pairwise_messages, parse_pairwise_verdict
         ("I don't think Response A is better.", "invalid"), ("It is not true that Output (a) is better.", "invalid"),
         ("I don't think Output (a) is better; Output (b) is better.", "b"),  # the claim not denied decides
         ("Output (a) is not perfect, nor is it short; Output (b) is better.", "b"),
+        ("A. I don't think Output (b) is better.", "a"),  # the opening label decides; the denial names no winner
         # the second output named short: no claim matched it, and the bare mention of the first read as its win
         ("Neither Output A nor B is better.", "tie"), ("Neither response 1 nor 2 is better", "tie"),
         ("Neither output (a) nor (b) is better, but I prefer Output (a).", "a"),

@@ -217,7 +217,7 @@ def parse_pairwise_verdict(text: str) -> str:
     denied = bool(neither and neither.group(1))
     for pattern in _VERDICT_PATTERNS:
         if pattern is _MENTION and denied:
-            break
+            continue  # an answer that opens "A." still says so
         matches = list(pattern.finditer(t))
         if pattern in _CLAIMS:
             kept = [m for m in matches if not _DENIED.search(t, 0, m.start())]
