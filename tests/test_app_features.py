@@ -107,6 +107,9 @@ def test_generation_settings_are_checked_and_a_failed_model_is_reported(sessions
     assert r.status_code == 422 and "generate: a demonstration project shows no answers" in r.text
     r = create(name="a", task_type="rank", generate="m", temperature="hot")
     assert r.status_code == 422 and "temperature: expected a number" in r.text
+    for bad in ("nan", "inf"):  # nan failed once the model had loaded; inf was taken
+        r = create(name="a", task_type="rank", generate="m", temperature=bad)
+        assert r.status_code == 422 and f"temperature: must be a finite number &gt;= 0.0, got &#39;{bad}&#39;" in r.text
     r = create(name="b", task_type="critique", generate="broken")
     assert r.status_code == 303
     app.state.wait_jobs()
@@ -140,7 +143,7 @@ def test_cli_refuses_k_0_rather_than_reading_it_as_the_default(tmp_path, jsonl, 
     # refused before any model loads (0 was falsy, so it became the default 4 and the project was made)
     assert main(["app", "project", "create", "gen", "--type", "rank", "--prompts", str(prompts), "--generate", "no-such-model",
                  "--k", "0", "--db", db]) == 2
-    assert "k: must be >= 1, got '0'" in capsys.readouterr().err
+    assert "k: must be a finite number >= 1, got '0'" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- drafts from a critic

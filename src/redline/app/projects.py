@@ -36,6 +36,7 @@ refused and the item no longer offered to them, so no item gets more answers tha
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -309,8 +310,8 @@ def generation_settings(form: dict, task_type: str) -> dict:
             value = cast(raw) if raw else default
         except ValueError:
             raise FormError(name, f"expected a number, got {raw!r}") from None
-        if value < low:
-            raise FormError(name, f"must be >= {low}, got {raw!r}")
+        if not math.isfinite(value) or value < low:  # nan passed `< low` and failed once the model had loaded; inf ran
+            raise FormError(name, f"must be a finite number >= {low}, got {raw!r}")
         out[name] = value
     if task_type in ("rank", "pair") and out["k"] < 2:
         raise FormError("k", f"a {task_type} project needs at least 2 answers per prompt")
