@@ -40,6 +40,8 @@ from sqlalchemy.types import TypeDecorator
 from redline import RedlineError
 
 TASK_TYPES = ("critique", "rank", "demonstration", "pair")
+# The largest value an Integer column holds (PostgreSQL's is 32-bit): an id or a count past it fails to bind, a 500
+INTEGER_MAX = 2**31 - 1
 # The record kind each task type exports (a ranking project also exports its best-vs-worst pairs).
 EXPORT_KINDS = {
     "critique": ("feedback",),

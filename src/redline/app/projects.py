@@ -50,6 +50,7 @@ from sqlalchemy.orm import Session as DBSession
 from redline import RedlineError
 from redline.app.db import (
     EXPORT_KINDS,
+    INTEGER_MAX,
     ROLES,
     TASK_TYPES,
     Annotation,
@@ -76,7 +77,6 @@ from redline.records import (
 )
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
-MAX_OVERLAP = 2**31 - 1  # an Integer column's range (PostgreSQL's is 32-bit): more failed to store, with a 500
 ASSIGNMENT_TTL = timedelta(minutes=30)  # an open assignment older than this no longer holds a place
 
 
@@ -335,8 +335,8 @@ def create_project(db: DBSession, name: str, task_type: str, items: list[dict], 
     name = check_name(name, "project")
     if task_type not in TASK_TYPES:
         raise FormError("task_type", f"{task_type!r} is not one of {', '.join(TASK_TYPES)}")
-    if not isinstance(overlap, int) or not 1 <= overlap <= MAX_OVERLAP:
-        raise FormError("overlap", f"annotators per item must be a whole number from 1 to {MAX_OVERLAP}, got {overlap!r}")
+    if not isinstance(overlap, int) or not 1 <= overlap <= INTEGER_MAX:
+        raise FormError("overlap", f"annotators per item must be a whole number from 1 to {INTEGER_MAX}, got {overlap!r}")
     if db.scalar(select(Project).where(Project.name == name)) is not None:
         raise FormError("name", f"a project named {name!r} exists")
     project = Project(name=name, task_type=task_type, guidelines=guidelines or "", overlap=overlap, status=status,

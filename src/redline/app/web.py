@@ -53,7 +53,7 @@ from sqlalchemy.orm import sessionmaker
 from redline import RedlineError
 from redline.app import projects as P
 from redline.app import security as S
-from redline.app.db import EXPORT_KINDS, TASK_TYPES, Annotation, Assignment, Item, Project, User, now
+from redline.app.db import EXPORT_KINDS, INTEGER_MAX, TASK_TYPES, Annotation, Assignment, Item, Project, User, now
 from redline.app.db import Session as DBSessionRow
 from redline.records import RecordError
 
@@ -61,7 +61,6 @@ HERE = Path(__file__).parent
 SESSION_COOKIE = "redline_session"
 LOGIN_CSRF_COOKIE = "redline_login_csrf"
 SESSION_TTL = timedelta(days=7)
-MAX_ID = 2**31 - 1  # an id in a URL past an Integer column's range (PostgreSQL's is 32-bit) is no row, not a 500
 CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
@@ -189,7 +188,7 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
                     user=getattr(request.state, "user", None), csrf=getattr(request.state, "csrf", None))
 
     def project_or_404(db, pid: int) -> Project:
-        project = db.get(Project, pid) if 0 < pid <= MAX_ID else None
+        project = db.get(Project, pid) if 0 < pid <= INTEGER_MAX else None  # past it: no row, not a 500
         if project is None:
             raise NotFound(f"no project {pid}")
         return project
@@ -285,7 +284,7 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
         return context
 
     def assigned_item(db, user: User, project: Project, iid: int) -> Item:
-        item = db.get(Item, iid) if 0 < iid <= MAX_ID else None
+        item = db.get(Item, iid) if 0 < iid <= INTEGER_MAX else None  # past it: no row, not a 500
         if item is None or item.project_id != project.id or db.get(Assignment, (user.id, item.id)) is None:
             raise NotFound("this item is not assigned to you")
         return item
