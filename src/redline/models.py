@@ -243,15 +243,20 @@ def pick_device(device: str = "auto") -> str:
             raise RedlineError(f"--device {device}: not a device (cpu, cuda, cuda:N, mps or auto)") from None
         if kind == "cuda" and not torch.cuda.is_available():
             raise RedlineError(f"--device {device}: torch finds no CUDA device on this machine (--device cpu or auto)")
-        if kind == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        if kind == "mps" and not _has_mps(torch):
             raise RedlineError(f"--device {device}: torch finds no MPS device on this machine (--device cpu or auto)")
         return device
 
     if torch.cuda.is_available():
         return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    if _has_mps(torch):
         return "mps"
     return "cpu"
+
+
+def _has_mps(torch) -> bool:
+    """Whether torch has an MPS (Apple GPU) device here."""
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
 def on_cpu(device: str = "auto") -> bool:

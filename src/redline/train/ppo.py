@@ -154,8 +154,7 @@ from typing import Any, Callable
 
 from redline import RedlineError
 from redline.config import check_values, write_config
-from redline.models import DTYPES as DTYPE_CHOICES
-from redline.models import read_json_object
+from redline.models import DTYPES as DTYPE_CHOICES, read_json_object
 from redline.train.sft import as_chat, check_report_to, publish, set_threads, threads_field
 
 # (prompts as chat messages, response texts, the records they came from) -> one score per response
