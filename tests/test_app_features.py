@@ -465,3 +465,20 @@ def test_a_pair_is_shown_in_an_order_the_file_does_not_set(jsonl):
     assert 10 <= a_first <= 30, a_first  # a fair coin per prompt: 40 draws
     assert all(sorted(a["text"][0] for a in item["answers"]) == ["A", "B"] for item in items)
     assert P.plan_items("pair", P.read_prompts(rows)) == items  # fixed, not drawn anew
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--k", "3"], "--k only set how --generate writes answers"),
+    (["--temperature", "0.2", "--seed", "4"], "--temperature, --seed only set how --generate writes answers"),
+    (["--generate", "no-such-model", "--responses", "r.jsonl"], "--responses and --generate both give the answers"),
+])
+def test_cli_refuses_generation_flags_it_would_ignore(tmp_path, jsonl, capsys, flags, message):
+    from redline.cli import main
+
+    db = tmp_path / "cli.db"
+    prompts = jsonl([{"prompt": "Name a colour.", "responses": ["Red.", "Blue."]}], "p.jsonl")
+    # they were ignored: the project was made from the file's answers, or --generate's, and nothing said so
+    assert main(["app", "project", "create", "p", "--type", "rank", "--prompts", str(prompts), *flags,
+                 "--db", f"sqlite:///{db}"]) == 2
+    assert message in capsys.readouterr().err
+    assert not db.exists()

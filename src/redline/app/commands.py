@@ -24,6 +24,9 @@ from pathlib import Path
 from redline import RedlineError
 
 DEFAULT_DB = "sqlite:///feedback.db"
+# project create's flags that only --generate reads: (flag, type, the default projects.generation_settings applies);
+# None unless given, so that one given without --generate is refused rather than ignored
+GENERATE_FLAGS = [("--max-new-tokens", int, 256), ("--temperature", float, 0.7), ("--seed", int, 0)]
 
 
 def database_url(value: str) -> str:
@@ -72,9 +75,8 @@ def add_app_commands(sub) -> None:
     q.add_argument("--generate", metavar="MODEL", help="let MODEL write the answers ('embedded', 'tiny-random', a hub id "
                    "or run folder) instead of taking them from the files")
     q.add_argument("--k", type=int, help="answers per prompt with --generate (default: 4 to rank, 2 for a pair, 1 to critique)")
-    q.add_argument("--max-new-tokens", type=int, default=256, help="with --generate (default: %(default)s)")
-    q.add_argument("--temperature", type=float, default=0.7, help="with --generate (default: %(default)s)")
-    q.add_argument("--seed", type=int, default=0, help="with --generate (default: %(default)s)")
+    for flag, kind, default in GENERATE_FLAGS:
+        q.add_argument(flag, type=kind, help=f"with --generate (default: {default})")
     q.set_defaults(func=_project_create)
     q = with_db(projects.add_parser("list", help="projects with their progress"))
     q.set_defaults(func=_project_list)
@@ -163,9 +165,20 @@ def _user_add(args) -> int:
     return 0
 
 
+def _generate_flags(args) -> dict[str, object]:
+    """Project create's flags that only --generate reads, by setting name: None where not given."""
+    return {flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_")) for flag in ["--k", *(f for f, _, _ in GENERATE_FLAGS)]}
+
+
 def _project_create(args) -> int:
     from redline.app import projects as P
 
+    given = _generate_flags(args)
+    if not args.generate and (ignored := ["--" + name.replace("_", "-") for name, value in given.items() if value is not None]):
+        raise RedlineError(f"{', '.join(ignored)} only set how --generate writes answers; without --generate the answers "
+                           "come from --prompts and --responses")
+    if args.generate and args.responses:
+        raise RedlineError("--responses and --generate both give the answers: pass one")
     guidelines = args.guidelines.read_text(encoding="utf-8") if args.guidelines else ""
     sessions = _open(args)
     rows = P.read_prompts(args.prompts, with_answers=not args.generate)
@@ -173,8 +186,7 @@ def _project_create(args) -> int:
     if args.generate:
         from redline.generation import load_engine
 
-        settings = P.generation_settings({"k": "" if args.k is None else str(args.k), "max_new_tokens": str(args.max_new_tokens),
-                                        "temperature": str(args.temperature), "seed": str(args.seed)}, args.task_type)
+        settings = P.generation_settings({name: "" if value is None else str(value) for name, value in given.items()}, args.task_type)
         P.generate_answers(rows, load_engine(args.generate), settings["k"], source=args.generate, temperature=settings["temperature"],
                            max_new_tokens=settings["max_new_tokens"], seed=settings["seed"])
         rows, notes = P.drop_short(args.task_type, rows)
