@@ -331,6 +331,17 @@ def test_agreement_of_two_judgment_files(tmp_path, capsys):
     assert "Cohen's kappa" in capsys.readouterr().out
 
 
+def test_agreement_strips_the_spaces_around_judgments_files_and_refuses_flags_it_would_ignore(tmp_path, capsys):
+    _two_judges_files(tmp_path, 4)
+    files = f" {tmp_path / 'one.jsonl'} , {tmp_path / 'two.jsonl'} ,"  # as typed: a space after each comma, one too many
+    assert main(["evaluate", "agreement", "--judgments", files, "--out", str(tmp_path / "agree")]) == 0
+    assert json.loads((tmp_path / "agree" / "agreement.json").read_text())["pairs"] == 4
+    # --judges, --a, --b and --limit judge anew: beside --judgments they went unused without a word
+    with pytest.raises(RedlineError, match="--judges, --a, --limit are for judging anew"):
+        evaluate_agreement(["oracle", "oracle:noisy"], a="a.jsonl", judgments=[str(tmp_path / "one.jsonl")], limit=2,
+                           out=tmp_path / "mixed")
+
+
 def test_agreement_reads_a_users_judgments_files_without_changing_them(tmp_path, capsys):
     _two_judges_files(tmp_path, 4)
     two = tmp_path / "two.jsonl"

@@ -847,9 +847,16 @@ def evaluate_agreement(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Agreement of two judges: judge A vs B with each (``out/judge_1``, ``out/judge_2``, resumable),
-    or read existing judgments files; write ``out/agreement.json``."""
+    or read existing judgments files (each path stripped of the spaces around it: ``--judgments "a, b"``);
+    write ``out/agreement.json``."""
     out = Path(out)
+    judgments = [p for p in (str(x).strip() for x in judgments or ()) if p]
     if judgments:
+        given = [flag for flag, value in (("--judges", judges), ("--a", a), ("--b", b), ("--limit", limit),
+                                          ("--skip-invalid", skip_invalid)) if value]
+        if given:  # they judge anew; read beside files of verdicts already made, they were left unused without a word
+            raise RedlineError(f"--judgments reads verdicts already made; {', '.join(given)} "
+                               f"{'is' if len(given) == 1 else 'are'} for judging anew: give one or the other")
         grouped = judgments_by_judge(judgments)
         if len(grouped) != 2:
             raise RedlineError(f"agreement needs judgments by exactly two judges; found {len(grouped)}: {', '.join(grouped)}")
