@@ -87,6 +87,13 @@ def test_specs_parse_to_judges():
         ("openai:@http://x/v1", "name the model"),
         ("openai:m@ftp://x", "http:// or https://"),
         ("openai:gpt-4o", "needs a key"),
+        # nan passed every range check: the oracle gave B every verdict, a reward margin of nan no tie at all
+        ("oracle?noise=nan", "noise='nan' is not a finite number"),
+        ("oracle?noise=inf", "not a finite number"),
+        ("reward:x?margin=nan", "not a finite number"),
+        ("openai:m@http://x/v1?timeout=nan&cache=off", "not a finite number"),
+        ("openai:m@http://x/v1?backoff=-1&cache=off", "backoff >= 0"),  # a retry's sleep failed mid-run
+        ("openai:m@http://x/v1?max_tokens=0&cache=off", "max_tokens >= 1"),
     ],
 )
 def test_bad_specs_are_clear_errors(spec, says, monkeypatch):
@@ -190,3 +197,10 @@ def test_an_encoder_reward_model_without_a_chat_template_reads_a_text_pair_with_
     assert judge.score(pairs) == pytest.approx(expected, abs=1e-5)
     short = RewardJudge(str(folder), device="cpu", max_length=6)  # cut to fit, [CLS] and both [SEP] kept
     assert all(isinstance(s, float) for s in short.score(pairs))
+
+
+def test_a_judge_built_in_python_refuses_a_noise_or_margin_of_nan():
+    with pytest.raises(RedlineError, match="must be a number >= 0"):
+        OracleJudge(noise=float("nan"))
+    with pytest.raises(RedlineError, match="must be a number >= 0"):
+        RewardJudge("tiny-random", margin=float("nan"))

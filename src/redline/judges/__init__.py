@@ -26,6 +26,7 @@ Judges, built from a spec string by ``parse_judge`` (options after ``?``, joined
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
@@ -102,6 +103,8 @@ def _split_options(rest: str, spec: str, allowed: dict[str, type]) -> tuple[str,
             options[key] = allowed[key](value)
         except ValueError:
             raise RedlineError(f"judge {spec!r}: option {key}={value!r} is not a {allowed[key].__name__}") from None
+        if allowed[key] is float and not math.isfinite(options[key]):  # nan passes every range check below it
+            raise RedlineError(f"judge {spec!r}: option {key}={value!r} is not a finite number")
     return body, options
 
 

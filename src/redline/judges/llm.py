@@ -134,8 +134,9 @@ class OpenAIJudge:
         self.name = f"openai:{model}@{self.base_url}" + (f"?{settings}" if settings else "")
         if urlparse(self.base_url).scheme not in ("http", "https"):
             raise RedlineError(f"judge {self.name!r}: the base URL must start with http:// or https://")
-        if concurrency < 1 or retries < 0 or timeout <= 0:
-            raise RedlineError(f"judge {self.name!r}: concurrency >= 1, retries >= 0 and timeout > 0 please")
+        if concurrency < 1 or retries < 0 or not timeout > 0 or not backoff >= 0 or max_tokens < 1:
+            raise RedlineError(f"judge {self.name!r}: concurrency >= 1, retries >= 0, timeout > 0, backoff >= 0 and "
+                               "max_tokens >= 1 please")
         if api_key is None:
             api_key = os.environ.get(key_env or "OPENAI_API_KEY")
             if key_env and not api_key:

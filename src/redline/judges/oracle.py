@@ -33,8 +33,8 @@ class OracleJudge:
 
     def __init__(self, noise: float | None = 0.0, seed: int = 0):
         noise = DEFAULT_NOISE if noise is None else noise
-        if noise < 0:
-            raise RedlineError(f"oracle noise (a scale of the annotators' noise) must be >= 0, got {noise}")
+        if not 0 <= noise < float("inf"):  # nan too: it made every verdict B's
+            raise RedlineError(f"oracle noise (a scale of the annotators' noise) must be a number >= 0, got {noise}")
         self.noise, self.seed = noise, seed
         self.name = "oracle" if noise == 0 else f"oracle:noisy?noise={noise:g}&seed={seed}"
 

@@ -61,8 +61,8 @@ class RewardJudge:
 
     def __init__(self, model: str, margin: float = 0.0, batch_size: int = 16, device: str = "auto",
                  dtype: str = "float32", max_length: int | None = None):
-        if margin < 0:
-            raise RedlineError(f"reward judge margin must be >= 0, got {margin}")
+        if not 0 <= margin < float("inf"):  # nan too: no gap is within it, so there was never a tie
+            raise RedlineError(f"reward judge margin must be a number >= 0, got {margin}")
         if batch_size < 1:
             raise RedlineError(f"reward judge batch_size must be >= 1, got {batch_size}")
         if max_length is not None and max_length < 1:
