@@ -592,3 +592,15 @@ def test_a_config_built_in_python_is_checked_by_evaluate_rollouts_the_experiment
     with pytest.raises(RedlineError, match=message):
         run(tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_an_export_path_that_cannot_be_written_is_refused_before_judging(response_files, tmp_path):
+    a, b, _ = response_files
+    (tmp_path / "folder").mkdir()
+    for export, says in ((tmp_path / "folder", "is a folder: name the file"), (Path(a) / "x.json", "which is a file")):
+        judge = CountingJudge(parse_judge("oracle"))
+        config = EvaluateConfig(a=a, b=b, judge="oracle", out=str(tmp_path / "eval"), progress=False,
+                                export_alpaca_eval=str(export))
+        with pytest.raises(RedlineError, match=says):  # it failed on writing, once every pair was judged
+            evaluate(config, judge=judge)
+        assert judge.calls == 0 and not (tmp_path / "eval" / "judgments.jsonl").exists()

@@ -573,6 +573,8 @@ def evaluate(config: EvaluateConfig, judge: Judge | None = None) -> dict[str, An
     is judged twice across reruns. A judge passed in is the caller's: it is not closed here.
     """
     check_required(config)  # built in Python: flags and config files were checked as they were read
+    if config.export_alpaca_eval:
+        check_export_path(config.export_alpaca_eval)
     owned = judge is None
     judge = judge if judge is not None else _parse(config.judge)
     try:
@@ -731,6 +733,16 @@ def generator_name(responses: Sequence[Response], path: str) -> str:
     """Who wrote a set of responses: their one ``source`` if they agree on it, else the file's name."""
     sources = {r.source for r in responses}
     return sources.pop() if len(sources) == 1 and None not in sources else Path(path).stem
+
+
+def check_export_path(path: str | Path) -> None:
+    """Before judging: a file can be written at ``path`` (not a folder, nor under a file), not after every verdict."""
+    path = Path(path)
+    above = next((p for p in path.absolute().parents if p.exists()), None)
+    if path.is_dir() or (above is not None and not above.is_dir()):
+        where = f"is a folder: name the file to write (such as {path / 'annotations.json'})" if path.is_dir() else \
+            f"is under {above}, which is a file, not a folder"
+        raise RedlineError(f"--export-alpaca-eval {path} {where}")
 
 
 def write_alpaca_eval(path: str | Path, rows: list[dict[str, Any]]) -> None:
