@@ -381,6 +381,15 @@ def test_an_empty_prompt_is_refused_by_generate_not_a_type_error(engine):
         engine.generate(["", "Hello"], SamplingParams(max_new_tokens=2), progress=False)
 
 
+def test_chat_messages_to_a_tokenizer_without_a_chat_template_are_one_clear_error(engine, monkeypatch):
+    """A base model's tokenizer has no chat template: transformers' ValueError was a traceback after the model loaded
+    (generate gives every prompt as messages); raw text still goes through."""
+    monkeypatch.setattr(engine.tokenizer, "chat_template", None)
+    assert engine.generate(["Hello"], SamplingParams(max_new_tokens=2), progress=False)[0].completion_tokens
+    with pytest.raises(RedlineError, match=r"its tokenizer has no chat template.*: prompt 2 of 2, 'Write a haiku"):
+        engine.generate(["Hello", as_chat("Write a haiku.")], SamplingParams(max_new_tokens=2), progress=False)
+
+
 def test_a_prompt_too_long_for_the_model_is_named_by_its_place_and_first_words(engine, monkeypatch):
     """One prompt too long failed a whole revise/improve/refine call saying only 'a prompt has N tokens'."""
     monkeypatch.setattr(engine.config, "max_position_embeddings", 24)

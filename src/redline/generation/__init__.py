@@ -154,6 +154,22 @@ def as_chat(prompt: Prompt) -> list[Message]:
     return list(prompt)
 
 
+def encode_prompt(tokenizer, prompt: Prompt) -> list[int]:
+    """Token ids of a prompt, the same for every engine: raw text as the tokenizer does by default, messages
+    through the chat template with the generation prompt. A tokenizer with no chat template refuses messages
+    in one line (transformers' ValueError came after the model had loaded, as a traceback)."""
+    if isinstance(prompt, str):
+        return tokenizer(prompt)["input_ids"]
+    if not getattr(tokenizer, "chat_template", None):
+        from redline import RedlineError
+
+        raise RedlineError(f"{getattr(tokenizer, 'name_or_path', '') or 'the model'}: its tokenizer has no chat "
+                           "template, so a prompt of chat messages (as redline's commands give theirs) cannot be written "
+                           "out for it: use a chat or instruct model, or a run trained from one")
+    text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
 def per_prompt(params: SamplingParams | Sequence[SamplingParams], n: int) -> list[SamplingParams]:
     """``generate``'s ``params`` as one set per prompt: one set is shared, a sequence must have ``n``."""
     if isinstance(params, SamplingParams):
@@ -214,6 +230,7 @@ __all__ = [
     "ScriptedEngine",
     "as_chat",
     "cut_at_stop",
+    "encode_prompt",
     "item_seeds",
     "per_prompt",
     "load_engine",

@@ -80,7 +80,9 @@ from typing import Callable
 import torch
 
 from redline import RedlineError
-from redline.generation import Completion, GenerationStats, Prompt, SamplingParams, cut_at_stop, item_seeds, per_prompt
+from redline.generation import (
+    Completion, GenerationStats, Prompt, SamplingParams, cut_at_stop, encode_prompt, item_seeds, per_prompt,
+)
 from redline.generation.sampling import sample, uniform_stream
 
 ATTENTION = "redline_slots"
@@ -374,7 +376,7 @@ class TransformersEngine:
 
     def encode(self, prompt: Prompt) -> list[int]:
         """Token ids of a prompt: raw text as the tokenizer does by default, messages through the chat template."""
-        return _encode(self.tokenizer, prompt)
+        return encode_prompt(self.tokenizer, prompt)
 
     def _kv_bytes_per_token(self) -> int:
         c = self.config
@@ -829,7 +831,7 @@ class ContinuousBatcher:
         once can fail with "Already borrowed".
         """
         with self._encode_lock:
-            return _encode(self._tokenizer, prompt)
+            return encode_prompt(self._tokenizer, prompt)
 
     def check(self, ids: list[int], params: SamplingParams) -> None:
         """Refuse a request this loop cannot take (a ``RedlineError`` naming the limit)."""
@@ -944,13 +946,6 @@ class ContinuousBatcher:
             item.decoded = (read, len(ids))
             return now[len(before):]
         return ""
-
-
-def _encode(tokenizer, prompt: Prompt) -> list[int]:
-    if isinstance(prompt, str):
-        return tokenizer(prompt)["input_ids"]
-    text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def _beginning(prompt: Prompt, words: int = 12) -> str:

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from typing import Any, Callable
 
 from redline import RedlineError
-from redline.generation import Completion, GenerationStats, Prompt, SamplingParams, item_seeds, per_prompt
+from redline.generation import Completion, GenerationStats, Prompt, SamplingParams, encode_prompt, item_seeds, per_prompt
 
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # vllm.config.lora.MaxLoRARanks (1 too since 2025)
 
@@ -142,10 +142,7 @@ class VLLMEngine:
         return cls(vllm.LLM(**kwargs), load_tokenizer(model), vllm.SamplingParams, lora)
 
     def encode(self, prompt: Prompt) -> list[int]:
-        if isinstance(prompt, str):
-            return self.tokenizer(prompt)["input_ids"]
-        text = self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return encode_prompt(self.tokenizer, prompt)
 
     def generate(
         self,
