@@ -63,6 +63,12 @@ def test_sizes_iterations_and_both_responders_are_judged_then_a_rerun_resumes(da
     (["--iterations", "0"], "--iterations: must be at least 1"),
     (["--apply", "never"], "--apply: 'never' is not one of"),
     (["--second-best-of", "0"], "--second-best-of: must be at least 1"),
+    # each names this command's flag: revise's own check named --temperature, --critique-tokens, --max-new-tokens
+    (["--revise-temperature", "-1"], "--revise-temperature: must be at least 0"),
+    (["--revise-critique-tokens", "0"], "--revise-critique-tokens: must be at least 1"),
+    (["--revise-max-new-tokens", "0"], "--revise-max-new-tokens: must be at least 1"),
+    (["--second-temperature", "-1"], "--second-temperature: must be at least 0"),
+    (["--response-max-new-tokens", "0"], "--response-max-new-tokens: must be at least 1"),
 ])
 def test_bad_revise_settings_are_refused_before_any_training(data, tmp_path, capsys, flags, message):
     with pytest.raises(SystemExit):
@@ -74,8 +80,7 @@ def test_bad_revise_settings_are_refused_before_any_training(data, tmp_path, cap
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--revise-no-repeat-ngram", "1"], "--no-repeat-ngram must be 0 (off) or at least 2, got 1"),
-    (["--revise-temperature", "-1"], "--temperature must be at least 0, got -1.0"),
+    (["--revise-no-repeat-ngram", "1"], "--revise-no-repeat-ngram must be 0 (off) or at least 2, got 1"),
     (["--critique-weight", "0"], "--critique-weight must be above 0 (got 0.0)"),  # refused at the first size's training
 ])
 def test_bad_revise_sampling_is_refused_before_any_training(data, tmp_path, flags, message):

@@ -62,18 +62,19 @@ class CriticExperimentConfig(CriticConfig):
     test_limit: int | None = field(default=None, metadata={"min": 1, "help": "revise only the first N test responses"})
     second: str | None = field(default=None, metadata={"help": "a JSONL of another model's responses to the test prompts (matched by id)"})
     second_model: str | None = field(default="embedded", metadata={"help": "model that writes the second responses when --second is not given ('none' to skip)"})
-    second_temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the second responder"})
+    second_temperature: float = field(default=1.0, metadata={"min": 0, "help": "sampling temperature of the second responder"})
     second_best_of: int = field(default=1, metadata={"min": 1, "help": "the second responder samples K responses per prompt and keeps the oracle's best"})
     good: bool = field(default=False, metadata={"help": "also revise the test responses with every problem fixed (the no-harm check)"})
-    revise_temperature: float = field(default=0.0, metadata={"help": "the critic's sampling temperature (0 = greedy)"})
-    revise_critique_tokens: int = field(default=256, metadata={"help": "new tokens for a critique (see revise --critique-tokens)"})
-    revise_max_new_tokens: int | None = field(default=None, metadata={"help": "cap on new tokens per item (see revise --max-new-tokens)"})
+    # each revise_ field with its own bounds: revise's checks name revise's flags (--temperature), not these
+    revise_temperature: float = field(default=0.0, metadata={"min": 0, "help": "the critic's sampling temperature (0 = greedy)"})
+    revise_critique_tokens: int = field(default=256, metadata={"min": 1, "help": "new tokens for a critique (see revise --critique-tokens)"})
+    revise_max_new_tokens: int | None = field(default=None, metadata={"min": 1, "help": "cap on new tokens per item (see revise --max-new-tokens)"})
     revise_no_repeat_ngram: int = field(default=0, metadata={"min": 0,
         "help": "forbid a revision to repeat an n-gram of this many tokens (see revise --no-repeat-ngram; 0 = off)"})
     apply: str = field(default="when-critiqued", metadata={"choices": ("when-critiqued", "always"),
                                                            "help": "when-critiqued or always (see revise --apply)"})
     generate_dtype: str = field(default="bfloat16", metadata={"choices": DTYPE_CHOICES, "help": "weights dtype while revising (bfloat16: ~1.7x faster on a CPU)"})
-    response_max_new_tokens: int = field(default=256, metadata={"help": "tokens for one second-responder response"})
+    response_max_new_tokens: int = field(default=256, metadata={"min": 1, "help": "tokens for one second-responder response"})
 
     def size_list(self) -> list[int]:
         try:
@@ -206,6 +207,8 @@ def run_critic_experiment(config: CriticExperimentConfig, out: str | Path) -> di
     from redline.improve.loop import check_sampling, check_settings
 
     check_settings(config.iterations, "fixed", None)  # --iterations, --apply: before hours of training, not after
+    if config.revise_no_repeat_ngram == 1:  # check_sampling would name revise's --no-repeat-ngram, not this command's flag
+        raise RedlineError("--revise-no-repeat-ngram must be 0 (off) or at least 2, got 1")
     check_weight(config)
     revise_config(data).check()
     check_sampling(revise_config(data))
