@@ -550,3 +550,19 @@ def test_cli_adds_a_user_creates_a_project_and_exports(tmp_path, jsonl, monkeypa
     assert "1 valid ranking records" in capsys.readouterr().out
     assert main(["app", "export", "--project", "nope", "--kind", "ranking", str(out_file), "--db", db]) == 2
     assert "no project 'nope'" in capsys.readouterr().err
+
+
+def element_text(page: str, tag: str, element_id: str) -> str:
+    """What a browser reads from <tag id=...>: HTML drops one newline right after a <textarea> or <pre> start tag."""
+    raw = re.search(rf'<{tag}[^>]*id="{element_id}"[^>]*>(.*?)</{tag}>', page, re.S).group(1)
+    return html.unescape(raw.removeprefix("\n"))
+
+
+def test_an_answer_that_starts_with_a_newline_keeps_it_in_the_form(sessions, tmp_path):
+    answer = "\n  indented code\nand a line"
+    pid = make_project(sessions, tmp_path, "nl", "critique", [{"id": "n1", "prompt": "Show code.", "response": answer}])
+    _, page = open_task(client_for(sessions, "ann"), pid)
+    # the revision box starts as the answer; the browser dropped its first newline, so an unchanged revision differed
+    assert element_text(page.text, "textarea", "revision") == answer
+    assert element_text(page.text, "pre", "answer-raw") == answer  # what "start from blank" puts back
+    assert element_text(page.text, "textarea", "critique") == ""
