@@ -555,6 +555,7 @@ def test_no_repeat_ngram_forbids_repeats_within_a_completion_and_keeps_batch_ind
     ({"temperature": -0.5}, "temperature", "must be at least 0, got -0.5"),
     ({"top_p": 0.0}, "top_p", "must be in (0, 1], got 0.0"),
     ({"max_new_tokens": 0}, "max_new_tokens", "must be at least 1, got 0"),
+    ({"seed": 2**64}, "seed", f"must be within -2**63 and 2**64 - 1 (a 64-bit seed), got {2**64}"),  # torch's, late
 ])
 def test_a_setting_out_of_bounds_is_refused_naming_its_field(settings, field, rule):
     # the field and rule apart: `revise`'s check_sampling names the flag (--top-p) with the same rule

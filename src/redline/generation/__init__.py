@@ -75,6 +75,8 @@ class SamplingParams:
             ("top_p", 0 < self.top_p <= 1, "must be in (0, 1]"),
             ("max_new_tokens", self.max_new_tokens >= 1, "must be at least 1"),
             ("no_repeat_ngram", self.no_repeat_ngram == 0 or self.no_repeat_ngram >= 2, "must be 0 (off) or at least 2"),
+            # what torch's generators take (vLLM seeds them too): a wider seed failed once the model had loaded
+            ("seed", -(2**63) <= self.seed < 2**64, "must be within -2**63 and 2**64 - 1 (a 64-bit seed)"),
         ):
             if not ok:
                 raise SamplingError(name, f"{rule}, got {getattr(self, name)}")
