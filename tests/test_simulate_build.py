@@ -484,3 +484,16 @@ def test_an_empty_test_response_is_kept_in_test_and_left_out_of_its_edits(tmp_pa
     by_id = {t.id: t for t in test}
     met = [check_all(by_id[r.id], r.response).all_met for r in fixed]
     assert manifest["all_met"]["test_fixed"] == round(sum(met) / len(met), 4)
+
+
+def test_more_prompts_than_the_settings_can_make_is_an_error_not_a_loop(monkeypatch):
+    from redline.simulate import topics
+    from redline.simulate.tasks import make_tasks
+
+    # one topic, one form and a parameterless instruction allow 15 distinct prompts: asking for 40 looped forever
+    monkeypatch.setattr(topics, "TOPICS", topics.TOPICS[:1])
+    monkeypatch.setattr(topics, "FORMS", topics.FORMS[:1])
+    assert len({t.prompt for t in make_tasks(10, seed=0, types=["lowercase"])}) == 10
+    with pytest.raises(RedlineError, match=r"only \d+ distinct train prompts of the 40 asked could be drawn "
+                                           r"\(instruction types: lowercase; 0 excluded\)"):
+        make_tasks(40, seed=0, types=["lowercase"])

@@ -76,18 +76,29 @@ def render_prompt(topic: str, form: str, instructions: Iterable[Instruction], rn
 
 
 def make_tasks(n: int, seed: int, split: str = "train", types: Iterable[str] | None = None, exclude: Iterable[str] = ()) -> list[Task]:
-    """``n`` tasks with distinct prompts (none of them in ``exclude``), the same for the same seed."""
+    """``n`` tasks with distinct prompts (none of them in ``exclude``), the same for the same seed.
+
+    More than the settings can make (a few instruction types allow tens of thousands) is an error once
+    ten draws for every prompt held so far (at least 10,000) in a row bring none new: it looped forever.
+    """
     rng = random.Random(f"redline-simulate:{seed}:{split}")
     types = list(types) if types is not None else None
     seen = set(exclude)
     tasks: list[Task] = []
+    misses = 0
     while len(tasks) < n:
         topic = rng.choice(T.TOPICS)
         form = rng.choice(T.FORMS)
         instructions = sample_instructions(rng, topic, types=types)
         prompt = render_prompt(topic, form, instructions, rng)
         if prompt in seen:
+            misses += 1
+            if misses > max(10_000, 10 * len(seen)):
+                raise RedlineError(f"only {len(tasks)} distinct {split} prompts of the {n} asked could be drawn "
+                                   f"(instruction types: {', '.join(types) if types else 'all'}; {len(seen) - len(tasks)} "
+                                   f"excluded): ask for fewer prompts or allow more instruction types")
             continue
+        misses = 0
         seen.add(prompt)
         tasks.append(Task(f"{split}-{len(tasks):05d}", topic, form, instructions, prompt))
     return tasks
