@@ -287,15 +287,26 @@ def test_an_unfinished_last_iteration_is_left_out_and_said(response_files, tmp_p
     _, _, tasks = response_files
     folder = _iteration_folder(tmp_path, tasks, n=3)
     last = folder / "iteration_3.jsonl"
-    last.write_text("".join(last.read_text().splitlines(keepends=True)[:2]) + '{"id": "torn", "pro')
+    torn = "".join(last.read_text().splitlines(keepends=True)[:2]) + '{"id": "torn", "pro'
+    last.write_text(torn)
     out = tmp_path / "curve"
     assert main(["evaluate", "--a", str(folder), "--judge", "oracle", "--out", str(out), "--bootstrap", "100"]) == 0
     n = len(tasks)
-    assert f"iteration 3 is unfinished (3 of {n} records in iteration_3.jsonl): left out" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"iteration 3 is unfinished (3 of {n} records in iteration_3.jsonl): left out" in err
     summary = json.loads((out / "summary.json").read_text())
     assert [s["iteration"] for s in summary["iterations"]] == [1, 2]
     assert summary["unfinished"] == {"3": {"records": 3, "of": n}} and not (out / "iteration_3").exists()
     assert "left out, unfinished: iteration 3" in (out / "report.md").read_text()
+    # finished, it is judged by the same command run again, the others read back: the message said --overwrite,
+    # which would have thrown every verdict away
+    assert "rerun this command" in err and "--overwrite" not in err
+    last.write_text((folder / "iteration_2.jsonl").read_text())
+    done = (out / "iteration_1" / "judgments.jsonl").read_text()
+    assert main(["evaluate", "--a", str(folder), "--judge", "oracle", "--out", str(out), "--bootstrap", "0"]) == 0
+    assert [s["iteration"] for s in json.loads((out / "summary.json").read_text())["iterations"]] == [1, 2, 3]
+    assert (out / "iteration_1" / "judgments.jsonl").read_text() == done
+    last.write_text(torn)
     for k in (1, 2):
         (folder / f"iteration_{k}.jsonl").unlink()
     with pytest.raises(RedlineError, match="no finished iteration to judge"):

@@ -658,7 +658,7 @@ def _evaluate_curve(config: EvaluateConfig, judge: Judge) -> dict[str, Any]:
     files = [(k, path) for k, path in iteration_files(config.a) if k not in unfinished]
     for k, (n, expected) in unfinished.items():
         print(f"redline: iteration {k} is unfinished ({n} of {expected} records in iteration_{k}.jsonl): left out; "
-              "judge it when its run has finished (--overwrite then)", file=sys.stderr)
+              "judge it when its run has finished: rerun this command (it judges only what is new)", file=sys.stderr)
     if not files:
         raise RedlineError(f"{config.a}: no finished iteration to judge (iteration 1 holds "
                            f"{unfinished[min(unfinished)][0]} of {unfinished[min(unfinished)][1]} records)")
