@@ -182,3 +182,18 @@ def test_an_empty_prompt_is_refused_before_vllm_takes_any_of_the_batch(tokenizer
     with pytest.raises(RedlineError, match=r"a prompt has no tokens .*: prompt 2 of 2"):
         engine.generate(["Hello", ""], SamplingParams(), progress=False)
     assert llm.calls == []
+
+
+def test_a_prompt_too_long_for_vllm_is_named_by_its_place_before_vllm_takes_any_of_the_batch(tokenizer):
+    """vLLM refuses a prompt with no room for one token mid-batch, naming only its length (VLLMValidationError)."""
+    llm = RecordingLLM([("one", 1, "stop"), ("two", 1, "stop"), ("three", 1, "stop")])
+    engine = VLLMEngine(llm, tokenizer, sampling_params=dict)
+    llm.llm_engine = SimpleNamespace(model_config=SimpleNamespace(max_model_len=8))
+    fits = "one two three four"
+    assert len(tokenizer(fits)["input_ids"]) < 8
+    long = as_chat("Write about rivers " + "and the sea " * 10)
+    with pytest.raises(RedlineError, match=r"tokens; the model takes at most 8 \(vLLM's max_model_len\): prompt 2 of 3, "
+                                           r"'Write about rivers and the sea and the sea and the sea \.\.\.'"):
+        engine.generate([fits, long, "Hello"], SamplingParams(), progress=False)
+    assert llm.calls == []
+    assert [c.text for c in engine.generate([fits, "Hello"], SamplingParams(), progress=False)] == ["one", "two"]

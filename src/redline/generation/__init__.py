@@ -172,6 +172,15 @@ def encode_prompt(tokenizer, prompt: Prompt) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+def prompt_beginning(prompt: Prompt, words: int = 12) -> str:
+    """The first words of a prompt's text (``prompt_text``: its last user message, for a chat), to name it in an
+    engine's error."""
+    from redline.records import prompt_text
+
+    head = (prompt_text(prompt) if prompt else "").split()
+    return " ".join(head[:words]) + (" ..." if len(head) > words else "")
+
+
 def per_prompt(params: SamplingParams | Sequence[SamplingParams], n: int) -> list[SamplingParams]:
     """``generate``'s ``params`` as one set per prompt: one set is shared, a sequence must have ``n``."""
     if isinstance(params, SamplingParams):
@@ -235,6 +244,7 @@ __all__ = [
     "encode_prompt",
     "item_seeds",
     "per_prompt",
+    "prompt_beginning",
     "load_engine",
     "sampling_from_flags",
 ]

@@ -82,6 +82,7 @@ import torch
 from redline import RedlineError
 from redline.generation import (
     Completion, GenerationStats, Prompt, SamplingParams, cut_at_stop, encode_prompt, item_seeds, per_prompt,
+    prompt_beginning,
 )
 from redline.generation.sampling import sample, uniform_stream
 
@@ -486,7 +487,7 @@ class TransformersEngine:
             try:
                 items.append(self._item(i, self.encode(p), q, s))
             except RedlineError as e:  # which of a batch's prompts: a loop's caller holds only the batch
-                raise RedlineError(f"{e}: prompt {i + 1} of {len(prompts)}, {_beginning(p)!r}") from None
+                raise RedlineError(f"{e}: prompt {i + 1} of {len(prompts)}, {prompt_beginning(p)!r}") from None
         max_new = max(it.max_new for it in items)
         pending = sorted(items, key=lambda it: len(it.ids))
         # Room for the longest item, its generated tokens and the padding rows of its last prefill block.
@@ -946,15 +947,6 @@ class ContinuousBatcher:
             item.decoded = (read, len(ids))
             return now[len(before):]
         return ""
-
-
-def _beginning(prompt: Prompt, words: int = 12) -> str:
-    """The first words of a prompt's text (``prompt_text``: its last user message, for a chat), to name it in an
-    error."""
-    from redline.records import prompt_text
-
-    head = (prompt_text(prompt) if prompt else "").split()
-    return " ".join(head[:words]) + (" ..." if len(head) > words else "")
 
 
 def _cancelled() -> Exception:

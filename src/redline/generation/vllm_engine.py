@@ -31,7 +31,9 @@ from collections.abc import Sequence
 from typing import Any, Callable
 
 from redline import RedlineError
-from redline.generation import Completion, GenerationStats, Prompt, SamplingParams, encode_prompt, item_seeds, per_prompt
+from redline.generation import (
+    Completion, GenerationStats, Prompt, SamplingParams, encode_prompt, item_seeds, per_prompt, prompt_beginning,
+)
 
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # vllm.config.lora.MaxLoRARanks (1 too since 2025)
 
@@ -141,6 +143,12 @@ class VLLMEngine:
         lora = LoRARequest("redline-adapter", 1, adapter) if adapter else None
         return cls(vllm.LLM(**kwargs), load_tokenizer(model), vllm.SamplingParams, lora)
 
+    def _max_model_len(self) -> int | None:
+        """The context vLLM serves (``max_model_len``, the model's own unless given smaller); None where the
+        engine does not say (a stand-in)."""
+        config = getattr(getattr(self.llm, "llm_engine", None), "model_config", None)
+        return getattr(config, "max_model_len", None)
+
     def encode(self, prompt: Prompt) -> list[int]:
         return encode_prompt(self.tokenizer, prompt)
 
@@ -172,6 +180,14 @@ class VLLMEngine:
         if empty:
             raise RedlineError("a prompt has no tokens (an empty prompt, with a tokenizer that adds no BOS): prompt "
                                f"{empty[0] + 1} of {len(prompts)}")  # as the transformers engine names it
+        # vLLM refuses a prompt that leaves no room for one token, mid-batch, naming only its length
+        limit = self._max_model_len()
+        long = [i for i, r in enumerate(requests) if limit and len(r["prompt_token_ids"]) >= limit]
+        if long:
+            i = long[0]
+            raise RedlineError(f"a prompt has {len(requests[i]['prompt_token_ids'])} tokens; the model takes at most "
+                               f"{limit} (vLLM's max_model_len): prompt {i + 1} of {len(prompts)}, "
+                               f"{prompt_beginning(prompts[i])!r}")
         sampling = [self.sampling_params(**vllm_sampling_kwargs(q, s)) for q, s in zip(params, seeds)]
         outputs = self.llm.generate(requests, sampling, use_tqdm=progress, lora_request=self.lora_request)
         if len(outputs) != len(requests):
