@@ -78,6 +78,9 @@ def test_ranking_comparisons_drop_ties():
         ({"prompt": "p", "response": "   "}, "response", "empty string"),
         ({"prompt": [{"role": "robot", "content": "x"}], "response": "r"}, "prompt[0].role", "unknown role 'robot'"),
         ({"prompt": [], "response": "r"}, "prompt", "empty list"),
+        # the chat form of "": it was taken, and a model asked nothing but its template
+        ({"prompt": [{"role": "system", "content": ""}, {"role": "user", "content": " "}], "response": "r"}, "prompt",
+         "no message holds any text"),
         ({"prompt": "p", "response": "r", "meta": "x"}, "meta", "expected an object"),
     ],
 )
