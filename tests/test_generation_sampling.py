@@ -83,3 +83,12 @@ def test_inverse_cdf_in_blocks_equals_the_flat_cumulative_sum():
         got = inverse_cdf(w, u, block=block)
         assert (w.gather(1, got[:, None]) > 0).all()
         assert (got == flat).float().mean() > 0.95  # equal but for float rounding at a boundary
+
+
+def test_a_temperature_too_small_to_divide_by_is_greedy_not_the_last_token():
+    """logits / 1e-45 overflowed to inf, softmax gave NaN, and the NaN row picked the vocabulary's last token."""
+    logits = torch.tensor([[1.0, 3.0, 2.0, 0.5], [0.0, -1.0, 4.0, 3.9]])
+    u = torch.tensor([0.3, 0.9], dtype=torch.float64)
+    for t in (1e-45, 1e-30, 1e-6):
+        assert sample(logits, t, 1.0, u).tolist() == [1, 2]
+        assert sample(logits, t, 0.9, u).tolist() == [1, 2]

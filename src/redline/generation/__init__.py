@@ -52,7 +52,7 @@ class SamplingError(ValueError):
 class SamplingParams:
     """How to sample; one set per ``generate`` call, shared by its items."""
 
-    temperature: float = 0.7  # 0 = greedy
+    temperature: float = 0.7  # 0 = greedy (so is one under 1e-5 in the transformers engine: sampling.GREEDY_BELOW)
     top_p: float = 1.0  # nucleus sampling: keep the most likely tokens up to this much probability
     max_new_tokens: int = 256
     stop: list[str] = field(default_factory=list)  # cut before the first of these; finish_reason "stop"
@@ -65,7 +65,7 @@ class SamplingParams:
     # new text stay banned. Off by default (the runs measured before it existed ran without it).
     prompt_ngrams: bool = False
     # Return each generated token's log-probability under the distribution it was drawn from (log
-    # softmax of logits / temperature, before top-p; temperature 0 reads temperature 1) and that
+    # softmax of logits / temperature, before top-p; greedy reads temperature 1) and that
     # distribution's entropy: PPO's π_old without a second forward pass. transformers' engine only.
     logprobs: bool = False
 

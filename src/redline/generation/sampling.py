@@ -12,6 +12,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+# A temperature under this decodes greedily: logits / T overflows float32 to inf for T near 1e-38, inf - inf is NaN,
+# and a NaN row picked the last token of the vocabulary at every step. Below it a sample is all but always the argmax
+# anyway (vLLM raises any temperature under 0.01 to 0.01 instead: vllm_engine's doc).
+GREEDY_BELOW = 1e-5
+
 
 def uniform_stream(seed: int, n: int) -> torch.Tensor:
     """The first ``n`` uniforms in [0, 1) of the stream for ``seed``: token t of a row uses element t."""
@@ -61,8 +66,9 @@ def inverse_cdf(weights: torch.Tensor, uniforms: torch.Tensor, block: int = 1024
 
 
 def sample(logits: torch.Tensor, temperature: float, top_p: float, uniforms: torch.Tensor) -> torch.Tensor:
-    """Next token ids (n,) from logits (n, V); temperature 0 is greedy (argmax, uniforms unused)."""
-    if temperature <= 0:
+    """Next token ids (n,) from logits (n, V); temperature 0 (under ``GREEDY_BELOW``) is greedy (argmax, uniforms
+    unused)."""
+    if temperature < GREEDY_BELOW:
         return logits.argmax(dim=-1)
     scaled = logits.float() if temperature == 1.0 else logits.float() / temperature
     probs = torch.softmax(scaled, dim=-1)

@@ -84,7 +84,7 @@ from redline.generation import (
     Completion, GenerationStats, Prompt, SamplingParams, cut_at_stop, encode_prompt, item_seeds, per_prompt,
     prompt_beginning,
 )
-from redline.generation.sampling import sample, uniform_stream
+from redline.generation.sampling import GREEDY_BELOW, sample, uniform_stream
 
 ATTENTION = "redline_slots"
 ROW_MULTIPLE = 4  # GEMM rows are padded to this: the micro-kernel height of MKL/oneDNN fp32 on AVX-512
@@ -753,7 +753,9 @@ class _DecodeBatch:
         if not wanted:
             return
         pick = torch.tensor(wanted)
-        temps = torch.tensor([items[b].params.temperature or 1.0 for b in wanted], dtype=torch.float32)
+        # a greedy row (temperature under GREEDY_BELOW) reads temperature 1, as SamplingParams.logprobs says
+        temps = torch.tensor([t if (t := items[b].params.temperature) >= GREEDY_BELOW else 1.0 for b in wanted],
+                             dtype=torch.float32)
         logp = torch.log_softmax(logits[pick.to(logits.device)].float() / temps.to(logits.device)[:, None], dim=-1)
         chosen = logp.gather(1, tokens[pick].to(logits.device)[:, None]).squeeze(1)
         entropy = -(logp.exp() * logp).nansum(dim=-1)  # a banned token (-inf) adds nothing
