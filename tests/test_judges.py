@@ -197,6 +197,11 @@ def test_an_encoder_reward_model_without_a_chat_template_reads_a_text_pair_with_
     assert judge.score(pairs) == pytest.approx(expected, abs=1e-5)
     short = RewardJudge(str(folder), device="cpu", max_length=6)  # cut to fit, [CLS] and both [SEP] kept
     assert all(isinstance(s, float) for s in short.score(pairs))
+    # as score_pairs says: the longer side loses its start, so a long response to a short prompt keeps its last
+    # words and the prompt stays whole (its docstring said the prompt's start went first)
+    with torch.no_grad():  # max_length 6: 3 special tokens and 3 words
+        kept = model(**tokenizer("write", "rain drops", return_tensors="pt")).logits.item()
+    assert short.score([("write", "rain drops fall soft rain drops")]) == pytest.approx([kept], abs=1e-5)
 
 
 def test_a_judge_built_in_python_refuses_a_noise_or_margin_of_nan():

@@ -10,7 +10,8 @@ reward model of the hub, DeBERTa's ``OpenAssistant/reward-model-deberta-v3-large
 Scores within ``margin`` of each other are a tie. Scoring is
 batched, sorted by length so a batch pads little, and every distinct (prompt, response) is scored
 once per judge, so an original compared with five revisions is not scored five times. Texts
-longer than ``max_length`` tokens lose their start, not their end: the reward is read at the end.
+longer than ``max_length`` tokens lose their start, not their end: the reward is read at the end (a text pair:
+the start of its longer side, ``score_pairs``).
 ``max_length`` is by default the length a local redline run folder trained at (its ``train_config.json``;
 a model read beyond it scores text it never learnt from), 2048 for any other model; ``?max_length=N``
 sets it. The judge's name does not carry the length: a run resumed across the change of default (tenth
@@ -28,8 +29,9 @@ from redline.records import Prompt, prompt_key
 
 def score_pairs(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int, max_length: int) -> list[float]:
     """Rewards of (prompt text, response) pairs for a model without a chat template: each a text pair with the
-    tokenizer's special tokens, as such models are trained and documented; too long a pair loses the prompt's
-    start first (the special tokens stay)."""
+    tokenizer's special tokens, as such models are trained and documented; too long a pair is cut token by token at
+    the start of whichever side is the longer (``longest_first``: a long response to a short prompt loses its own
+    start, the prompt stays whole), and the special tokens stay."""
     import torch
 
     device = next(model.parameters()).device
