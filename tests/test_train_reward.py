@@ -67,6 +67,14 @@ def test_split_never_puts_a_prompt_in_both_parts():
     assert {r.prompt for r in train}.isdisjoint({r.prompt for r in held}) and len(held) == 8
 
 
+@pytest.mark.parametrize("prompts, share, held_prompts", [(4, 0.1, 1), (2, 0.1, 1), (1, 0.1, 0), (4, 0.0, 0), (20, 0.1, 2)])
+def test_a_share_too_small_to_round_to_a_prompt_still_holds_one_out(prompts, share, held_prompts):
+    # 0.1 of four prompts rounded to none: the held-out accuracy asked for was n/a; one prompt is never all of them
+    rs = [Ranking(prompt=f"p{i % prompts}", responses=["a", "b"], ranks=[0, 1]) for i in range(2 * prompts)]
+    train, held = split_by_prompt(rs, share, seed=0)
+    assert len({r.prompt for r in held}) == held_prompts and len(train) + len(held) == len(rs)
+
+
 def test_train_reward_cli(jsonl, tmp_path, capsys):
     from transformers import AutoModelForSequenceClassification
 

@@ -130,10 +130,15 @@ def tied_beside(tied: list[Ranking], held: list[Ranking]) -> tuple[list[Ranking]
 
 
 def split_by_prompt(rankings: list[Ranking], share: float, seed: int) -> tuple[list[Ranking], list[Ranking]]:
-    """Hold out a share of prompts (never a prompt in both parts)."""
+    """Hold out a share of prompts (never a prompt in both parts): the share rounded, and at least one prompt
+    where the share is not 0 and two or more prompts allow it (a share of 0.1 of four prompts held out none,
+    and the held-out accuracy asked for was n/a)."""
     prompts = sorted({prompt_key(r.prompt) for r in rankings})
     random.Random(seed).shuffle(prompts)
-    held = set(prompts[: round(share * len(prompts))])
+    count = round(share * len(prompts))
+    if count == 0 and share > 0 and len(prompts) >= 2:
+        count = 1
+    held = set(prompts[:count])
     return [r for r in rankings if prompt_key(r.prompt) not in held], [r for r in rankings if prompt_key(r.prompt) in held]
 
 
