@@ -495,6 +495,13 @@ def test_a_table_carries_an_earlier_tables_rows_after_their_folders_are_gone(res
     broken.write_text(json.dumps([{"label": "x", "judge": "oracle", "a": "a", "b": "b"}]))
     with pytest.raises(RedlineError, match=r"broken.json: row 1 is not a row of `redline evaluate table` \(missing summary\)"):
         evaluate_table(TableConfig(out=str(tmp_path / "t"), runs=str(broken)))
+    # an empty list (matplotlib failed: "number sections must be larger than 0"), a row short of a number (KeyError)
+    broken.write_text("[]")
+    with pytest.raises(RedlineError, match="holds a list of rows, this holds no row"):
+        evaluate_table(TableConfig(out=str(tmp_path / "t"), runs=str(broken)))
+    broken.write_text(json.dumps([{**old[0], "summary": {k: v for k, v in old[0]["summary"].items() if k != "ci95"}}]))
+    with pytest.raises(RedlineError, match=r"row 1 is not a row of `redline evaluate table` \(missing summary.ci95\)"):
+        evaluate_table(TableConfig(out=str(tmp_path / "t"), runs=str(broken)))
 
 
 def test_a_table_grows_in_place_from_its_own_table_json(response_files, tmp_path, capsys):

@@ -528,6 +528,11 @@ def _score_cell(s: dict[str, Any]) -> str:
     return f"{s['mean_score_b']:.3f} → {s['mean_score_a']:.3f}, {s['score_difference']:+.3f}{interval}"
 
 
+# the numbers of a table's row (``_cells``): a row of an earlier table.json must hold them
+TABLE_NUMBERS = ("wins", "ties", "losses", "invalid", "win_rate", "ci95", "lc_win_rate", "position_consistency",
+                 "mean_words_a", "mean_words_b")
+
+
 def _cells(s: dict[str, Any]) -> str:
     return (
         f"{s['wins']} | {s['ties']} | {s['losses']} | {s['invalid']} | {percent(s['win_rate'])} | "
@@ -1031,16 +1036,20 @@ def _rows_of_table(path: Path) -> list[TableRow]:
         rows = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise RedlineError(f"--runs {path}: not readable as an earlier table's table.json ({exc})") from None
-    if not isinstance(rows, list):
+    if not isinstance(rows, list) or not rows:
         raise RedlineError(f"--runs {path}: an earlier table's table.json holds a list of rows, this holds "
-                           f"{type(rows).__name__}")
+                           f"{'no row' if isinstance(rows, list) else type(rows).__name__}")
     known = {f.name for f in fields(TableRow)}
     out = []
     for i, row in enumerate(rows, 1):
         missing = known - set(row) if isinstance(row, dict) else known
-        if missing or not isinstance(row.get("summary"), dict) or "win_rate" not in row["summary"]:
+        if not missing:  # the numbers a row of the table shows
+            summary = row["summary"]
+            missing = {f"summary.{k}" for k in TABLE_NUMBERS if k not in summary} if isinstance(summary, dict) \
+                else {"summary"}
+        if missing:
             raise RedlineError(f"{path}: row {i} is not a row of `redline evaluate table` (missing "
-                               f"{', '.join(sorted(missing)) or 'summary.win_rate'})")
+                               f"{', '.join(sorted(missing))})")
         out.append(TableRow(**{k: row[k] for k in known}))
     return out
 
