@@ -197,8 +197,9 @@ def parse_pairwise_verdict(text: str) -> str:
     """``a``, ``b``, ``tie`` or ``invalid`` from what a judge wrote.
 
     Reads "Output (a)", "A", "(b)", "[[B]]", "Response B is better", "I prefer output 2", "Output (b) is
-    worse" (a), "Tie", "Neither output is better" (tie) ... in any case. Anything that names both or neither, or
-    only denies ("I don't think Output (b) is worse"), is ``invalid``.
+    worse" (a), "Tie", "Neither output is better", "Output (a) and Output (b) are equally good" (tie) ... in any
+    case. Anything else that names both or neither, or only denies ("I don't think Output (b) is worse"), is
+    ``invalid``.
     """
     # Reasoning models think first: the answer follows the last </think> (the opening tag may be in the
     # prompt, as DeepSeek-R1's template puts it), and a block cut before it closed (max_tokens) is no answer.
@@ -228,8 +229,8 @@ def parse_pairwise_verdict(text: str) -> str:
             found = {_OTHER[v] for v in found}
         if len(found) == 1:
             return found.pop()
-        if len(found) > 1:
-            return "invalid"
+        if len(found) > 1:  # both named to tie them ("Output (a) and Output (b) are equally good") is a tie
+            return "tie" if pattern is _MENTION and _TIE_RE.search(t) else "invalid"
     if _TIE_RE.search(t) or neither:
         return "tie"
     return "invalid"
