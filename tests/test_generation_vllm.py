@@ -25,6 +25,12 @@ def test_sampling_params_map_to_vllm_per_item():
     assert kw["include_stop_str_in_output"] is False and kw["skip_special_tokens"] is True
 
 
+def test_a_negative_seed_is_a_seed_to_vllm_not_its_unseeded_minus_one():
+    """vllm.SamplingParams turns seed -1 into None: `--seed -1` (or -3, for the third prompt) sampled unseeded."""
+    seeds = [vllm_sampling_kwargs(SamplingParams(), seed=s)["seed"] for s in (-1, -2, 0, 7, 2**64 - 1)]
+    assert seeds == [2**64 - 1, 2**64 - 2, 0, 7, 2**64 - 1] and -1 not in seeds
+
+
 class RecordingLLM:
     """Stands in for ``vllm.LLM``: records what ``generate`` gets and answers each request with the
     text and finish reason the test scripted, in the order vLLM returns them (input order)."""

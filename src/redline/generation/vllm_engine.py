@@ -46,7 +46,7 @@ def vllm_sampling_kwargs(params: SamplingParams, seed: int) -> dict[str, Any]:
         top_p=params.top_p,
         max_tokens=params.max_new_tokens,
         stop=list(params.stop),
-        seed=seed,
+        seed=seed % 2**64,  # vLLM reads a seed of -1 as none (an unseeded, unrepeatable sample): negatives wrap
         include_stop_str_in_output=False,
         skip_special_tokens=True,
     )
