@@ -293,10 +293,10 @@ def test_an_unfinished_last_iteration_is_left_out_and_said(response_files, tmp_p
     assert main(["evaluate", "--a", str(folder), "--judge", "oracle", "--out", str(out), "--bootstrap", "100"]) == 0
     n = len(tasks)
     err = capsys.readouterr().err
-    assert f"iteration 3 is unfinished (3 of {n} records in iteration_3.jsonl): left out" in err
+    assert f"iteration 3 is unfinished (2 of {n} records in iteration_3.jsonl): left out" in err
     summary = json.loads((out / "summary.json").read_text())
     assert [s["iteration"] for s in summary["iterations"]] == [1, 2]
-    assert summary["unfinished"] == {"3": {"records": 3, "of": n}} and not (out / "iteration_3").exists()
+    assert summary["unfinished"] == {"3": {"records": 2, "of": n}} and not (out / "iteration_3").exists()
     assert "left out, unfinished: iteration 3" in (out / "report.md").read_text()
     # finished, it is judged by the same command run again, the others read back: the message said --overwrite,
     # which would have thrown every verdict away
@@ -311,6 +311,22 @@ def test_an_unfinished_last_iteration_is_left_out_and_said(response_files, tmp_p
         (folder / f"iteration_{k}.jsonl").unlink()
     with pytest.raises(RedlineError, match="no finished iteration to judge"):
         evaluate(EvaluateConfig(a=str(folder), judge="oracle", out=str(tmp_path / "o")))
+
+
+def test_an_iteration_whose_last_record_is_torn_is_unfinished(response_files, tmp_path):
+    """The loop killed while appending an iteration's last record: all its lines are there, the last one torn. It
+    was counted a record, so the iteration passed for finished (an error on the torn line; with --skip-invalid, its
+    other pairs summarised as the whole iteration)."""
+    _, _, tasks = response_files
+    folder = _iteration_folder(tmp_path, tasks, n=2)
+    last = folder / "iteration_2.jsonl"
+    lines = last.read_text().splitlines(keepends=True)
+    last.write_text("".join(lines[:-1]) + lines[-1][:40])
+    n = len(tasks)
+    summary = evaluate(EvaluateConfig(a=str(folder), judge="oracle", out=str(tmp_path / "c"), bootstrap=0,
+                                      progress=False, skip_invalid=True))
+    assert [s["iteration"] for s in summary["iterations"]] == [1]
+    assert summary["unfinished"] == {"2": {"records": n - 1, "of": n}}
 
 
 def test_iteration_file_without_the_original_names_the_line(tmp_path):

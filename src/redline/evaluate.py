@@ -650,11 +650,15 @@ def unfinished_iterations(folder: str | Path) -> dict[int, tuple[int, int]]:
     (``iteration_0.jsonl``): an iteration a stopped run, or one still running, has not finished."""
     from redline.records import iter_raw
 
+    def rows(path: Path) -> int:  # a torn last line (the loop killed mid-append) is no record yet
+        raw = [row for _, row in iter_raw(path)]
+        return len(raw) - bool(raw and isinstance(raw[-1], FieldError))
+
     given = Path(folder) / "iteration_0.jsonl"
     if not given.exists():
         return {}
-    expected = sum(1 for _ in iter_raw(given))
-    counts = {k: sum(1 for _ in iter_raw(path)) for k, path in iteration_files(folder)}
+    expected = rows(given)
+    counts = {k: rows(path) for k, path in iteration_files(folder)}
     return {k: (n, expected) for k, n in counts.items() if n < expected}
 
 
