@@ -90,6 +90,20 @@ def test_bad_revise_sampling_is_refused_before_any_training(data, tmp_path, flag
               "--out", str(tmp_path / "exp")] + flags)
     assert not (tmp_path / "exp").exists()
 
+@pytest.mark.parametrize("flags, message", [
+    (["--limit", "3"], "--limit 3: experiment critic does not read it; --sizes gives"),
+    (["--push-to-hub", "me/critic"], "--push-to-hub me/critic: experiment critic trains a critic per size"),
+    (["--second", "other.jsonl", "--second-best-of", "2"], "--second-best-of 2 samples --second-model; with --second"),
+])
+def test_a_flag_the_experiment_would_drop_or_misread_is_refused_before_any_training(data, tmp_path, flags, message):
+    # --limit was replaced by each size, --push-to-hub published every size's critic over the last one's,
+    # --second-best-of was not read beside --second
+    with pytest.raises(RedlineError, match=re.escape(message)):
+        main(["--debug", "experiment", "critic", "--data", str(data), "--model", "tiny-random", "--sizes", "2",
+              "--out", str(tmp_path / "exp")] + flags)
+    assert not (tmp_path / "exp").exists()
+
+
 def test_a_size_larger_than_the_data_is_refused_before_any_training(data, tmp_path):
     with pytest.raises(RedlineError, match="--sizes asks for 999 records"):
         main(["--debug", "experiment", "critic", "--data", str(data), "--model", "tiny-random", "--sizes", "999",

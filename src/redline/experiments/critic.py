@@ -86,6 +86,19 @@ class CriticExperimentConfig(CriticConfig):
         return sizes
 
 
+def refuse_unread(config: CriticExperimentConfig) -> None:
+    """The flags this command takes from ``train critic`` and ``--second-model`` that would be dropped or misread."""
+    if config.limit is not None:  # each size's training replaced it
+        raise RedlineError(f"--limit {config.limit}: experiment critic does not read it; --sizes gives each critic's "
+                           "number of records")
+    if config.push_to_hub:  # every size's critic was published to the one place, each over the last
+        raise RedlineError(f"--push-to-hub {config.push_to_hub}: experiment critic trains a critic per size, and each "
+                           "would replace the last there; leave it out (OUT/size_N/critic holds each one)")
+    if config.second and config.second_best_of > 1:  # it samples the second responder, which --second replaces
+        raise RedlineError(f"--second-best-of {config.second_best_of} samples --second-model; with --second "
+                           f"{config.second} nothing is sampled: leave one out")
+
+
 def second_responses(config: CriticExperimentConfig, test_path: Path, n: int, out: Path) -> list | None:
     """Step 1: the second responder's responses to the first ``n`` test prompts (made once, then reused)."""
     from redline.records import read_records
@@ -194,6 +207,7 @@ def run_critic_experiment(config: CriticExperimentConfig, out: str | Path) -> di
         if not p.exists():
             raise RedlineError(f"{p} is missing: --data must be a folder with feedback.jsonl and test.jsonl (redline simulate build makes one)")
     sizes = config.size_list()
+    refuse_unread(config)
     if config.second_best_of < 1:
         raise RedlineError(f"--second-best-of must be at least 1 (got {config.second_best_of})")
 
