@@ -586,6 +586,23 @@ def test_a_rerun_on_another_prompt_with_the_same_responses_is_refused(tmp_path):
         judge_pairs(match_pairs(a, b)[0], FirstShownJudge(), tmp_path / "j.jsonl", progress=False)
 
 
+def test_agreement_refuses_a_bad_second_judge_before_the_first_judges_anything(response_files, tmp_path, monkeypatch):
+    a, b, _ = response_files
+    out = tmp_path / "agree"
+    with pytest.raises(RedlineError, match="judge 'gpt4' does not parse"):  # it came once the oracle had judged all
+        evaluate_agreement(["oracle", "gpt4"], a, b, out, progress=False)
+    assert not (out / "judge_1").exists()
+    # the second judge (the oracle) cannot judge records without instructions; the first takes any record
+    monkeypatch.setattr("redline.evaluate._parse", lambda spec: FirstShownJudge() if spec == "first" else parse_judge(spec))
+    bare = []
+    for path in (a, b):
+        bare.append(_write(tmp_path / f"bare-{Path(path).name}",
+                           [{k: v for k, v in json.loads(line).items() if k != "meta"} for line in open(path)]))
+    with pytest.raises(RedlineError, match="cannot be judged by oracle"):
+        evaluate_agreement(["first", "oracle"], *bare, out, progress=False)
+    assert not (out / "judge_1").exists()
+
+
 def test_agreement_refuses_one_id_over_other_pairs(tmp_path):
     """Two judgments files that number their pairs alike (q1, q2 ...) but judged other responses share ids, not pairs."""
     judge_pairs(_pairs(3), FirstShownJudge(), tmp_path / "one.jsonl", progress=False)

@@ -885,15 +885,25 @@ def evaluate_agreement(
     else:
         if not judges or len(judges) != 2 or not a or not b:
             raise RedlineError("agreement needs --judges J1,J2 with --a and --b, or --judgments FILE[,FILE]")
-        results = []
-        for i, spec in enumerate(judges, start=1):
-            config = EvaluateConfig(a=a, b=b, judge=spec, out=str(out / f"judge_{i}"), seed=seed, limit=limit,
-                                    skip_invalid=skip_invalid, bootstrap=0, progress=progress)
-            evaluate(config)
-            (name, by_id), = judgments_by_judge([Path(config.out) / "judgments.jsonl"], own=True).items()
-            results.append((name, by_id))
+        pairs = files_pairs(a, b, skip_invalid, limit)[2]
+        built: list[Judge] = []
+        try:  # both judges parsed and checked, and the records checked for both, before the first judges anything
+            for spec in judges:
+                built.append(_parse(spec))
+                built[-1].check()
+                check_records(built[-1], pairs, a)
+            results = []
+            for i, (spec, judge) in enumerate(zip(judges, built), start=1):
+                config = EvaluateConfig(a=a, b=b, judge=spec, out=str(out / f"judge_{i}"), seed=seed, limit=limit,
+                                        skip_invalid=skip_invalid, bootstrap=0, progress=progress)
+                evaluate(config, judge)
+                (name, by_id), = judgments_by_judge([Path(config.out) / "judgments.jsonl"], own=True).items()
+                results.append((name, by_id))
+        finally:
+            for judge in built:
+                judge.close()
         # this run's pairs only: a judgments file that an earlier, longer run (a larger --limit) left holds more
-        ids = {p.id for p in files_pairs(a, b, skip_invalid, limit)[2]}  # every pair has one (match_pairs)
+        ids = {p.id for p in pairs}  # every pair has one (match_pairs)
         results = [(name, {k: j for k, j in by_id.items() if k in ids}) for name, by_id in results]
         (n1, first), (n2, second) = results
     result = {"judges": [n1, n2], **agreement_of(first, second)}
