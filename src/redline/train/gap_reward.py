@@ -55,8 +55,8 @@ from redline.config import write_config
 from redline.prompts import pit_messages
 from redline.records import Preference, Ranking, read_records
 from redline.models import GAP_REWARD, chat_text, score_texts
-from redline.train.reward import (GroupCollator, completion_scores, encode_chats, refuse_shared_prompts, report_cuts,
-                                  split_by_prompt, training_arguments)
+from redline.train.reward import (GroupCollator, completion_scores, encode_chats, refuse_shared_prompts, refuse_start_prompts,
+                                  report_cuts, split_by_prompt, start_training_prompts, training_arguments)
 from redline.train.sft import (
     SFTSettings, base_dtype, check_report_to, finished_run, float32_adapters, publish, run_trainer, save_training_curve, training_device,
 )
@@ -298,7 +298,8 @@ def train_gap_reward(config: GapRewardConfig, out: str | os.PathLike) -> dict[st
     if finished is not None:
         return finished
 
-    # Step 1: the data, its reward-model third, the held-out prompts.
+    # Step 1: the data, its reward-model third, the held-out prompts (the start's data first, as train reward).
+    start = start_training_prompts(config.model)
     prefs = read_preferences(config.data, limit=config.limit, skip_invalid=config.skip_invalid)
     if config.split_thirds:
         prefs = split_thirds(prefs, config.split_seed)[1]
@@ -307,6 +308,7 @@ def train_gap_reward(config: GapRewardConfig, out: str | os.PathLike) -> dict[st
         refuse_shared_prompts(train, held, config.data, config.eval_data)
     else:
         train, held = split_by_prompt(prefs, config.eval_split, config.seed)
+    refuse_start_prompts(config.model, start, held, config.eval_data or f"{config.data} (--eval-split {config.eval_split})")
 
     device = training_device(config)
     torch.manual_seed(config.seed)

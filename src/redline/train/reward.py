@@ -153,15 +153,18 @@ def refuse_shared_prompts(train: list, held: list, data: str, eval_data: str) ->
 
 
 def start_training_prompts(model: str, seen: frozenset = frozenset()) -> tuple[dict[str, str], list[str]]:
-    """The prompts a start model learnt from, when ``--model`` is a `redline train reward` run (and, in turn,
-    its own start's): {prompt key: the run that trained on it}, and the runs whose data is not there to read.
+    """The prompts a start model learnt from, when ``--model`` is a `redline train reward` or `train gap-reward`
+    run (and, in turn, its own start's): {prompt key: the run that trained on it}, and the runs whose data is
+    not there to read.
 
-    Its training prompts are those of its ``data`` less the ones it held out (its ``--eval-split`` and
-    ``--seed``, ``split_by_prompt``), or all of them where it was given ``--eval-data``.
+    Its training prompts are those of its ``data`` (a gap run's third of it, under ``--split-thirds``) less the
+    ones it held out (its ``--eval-split`` and ``--seed``, ``split_by_prompt``), or all of them where it was
+    given ``--eval-data``.
     """
-    from redline.models import run_config, run_kind
+    from redline.models import GAP_REWARD, run_config, run_kind
 
-    trained = run_config(model) if model not in seen and run_kind(model) == REWARD else {}
+    kind = run_kind(model) if model not in seen else None
+    trained = run_config(model) if kind in (REWARD, GAP_REWARD) else {}
     if not trained:
         return {}, []
     found, unread = start_training_prompts(str(trained.get("model", "")), seen | {model})
@@ -170,12 +173,23 @@ def start_training_prompts(model: str, seen: frozenset = frozenset()) -> tuple[d
         return found, [*unread, f"{model} ({data})"]
     try:
         with contextlib.redirect_stderr(io.StringIO()):  # its skipped records were reported when it trained
-            rankings = read_comparisons(data, limit=trained.get("limit"), skip_invalid=bool(trained.get("skip_invalid")))
+            rankings = read_start_data(kind, trained)
     except (RedlineError, RecordError):  # changed since it trained: what it read is not known
         return found, [*unread, f"{model} ({data})"]
     if not trained.get("eval_data"):
         rankings, _ = split_by_prompt(rankings, trained.get("eval_split", 0.0), trained.get("seed", 0))
     return {**{prompt_key(r.prompt): model for r in rankings}, **found}, unread
+
+
+def read_start_data(kind: str, trained: dict) -> list:
+    """The records a reward or gap-reward run read from its ``data`` before its held-out split."""
+    read = dict(limit=trained.get("limit"), skip_invalid=bool(trained.get("skip_invalid")))
+    if kind == REWARD:
+        return read_comparisons(trained["data"], **read)
+    from redline.train.gap_reward import read_preferences, split_thirds
+
+    prefs = read_preferences(trained["data"], **read)
+    return split_thirds(prefs, trained.get("split_seed", 0))[1] if trained.get("split_thirds") else prefs
 
 
 def refuse_start_prompts(model: str, start: tuple[dict[str, str], list[str]], held: list, where: str) -> None:
@@ -194,7 +208,7 @@ def refuse_start_prompts(model: str, start: tuple[dict[str, str], list[str]], he
         raise RedlineError(
             f"{where}: {len({prompt_key(r.prompt) for r in shared})} of the held-out prompts were trained on by the "
             f"start model {trained[prompt_key(first.prompt)]} (the first: {prompt_text(first.prompt)[:60]!r}), so its "
-            "accuracy there is not held out; pass --eval-data with rankings of prompts it did not train on")
+            "accuracy there is not held out; pass --eval-data with records of prompts it did not train on")
 
 
 def encode_chats(tokenizer, chats: list[tuple[Any, str]], max_length: int) -> tuple[list[list[int] | None], int]:
