@@ -14,7 +14,8 @@ hand in tests/test_ops_rl.py; ``train/ppo.py`` composes them and never re-derive
 - ``gae``: generalised advantage estimation (Schulman et al. 2016, arXiv 1506.02438);
 - ``rloo_advantages``: REINFORCE leave-one-out (Kool et al. 2019; Ahmadian et al. 2024, arXiv
   2402.14740): K samples per prompt, each one's baseline the mean reward of the other K − 1;
-- ``masked_mean``, ``masked_var``, ``masked_whiten``: statistics over real tokens only;
+- ``masked_mean``, ``masked_var``, ``masked_whiten``: statistics over real tokens only (the variance is
+  the population's, divided by n; TRL's divides by n − 1: ``train/ppo.py``'s deviation 18);
 - ``clipped_policy_loss``, ``clipped_value_loss``: PPO's objectives (Schulman et al. 2017,
   arXiv 1707.06347), with the clip fractions that show how far an update moved;
 - ``adaptive_kl_beta``: the KL controller of Ziegler et al. 2019 (arXiv 1909.08593, §2.2).

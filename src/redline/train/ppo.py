@@ -121,6 +121,11 @@ Deviations from the paper (each setting is a flag; the paper's value is in its h
      ``missing_eos_penalty``, here ``--missing-eos-penalty`` (0, off, by default, as the runs in RESULTS ran:
      in the thirty-second session's PPO-ptx rebuild 18 of 32 and 11 of 32 rollouts of its first two
      iterations were cut at 256 tokens).
+ 18. Advantages are whitened by the population standard deviation (``ops.rl.masked_var`` divides by n), where
+     TRL's ``masked_var`` divides by n − 1 (Bessel's correction; the paper does not say): whitened over an
+     iteration's 32 episodes on one process, RLOO's advantages come out √(32/31) ≈ 1.6% larger than TRL's
+     would (over two processes, 16 each: 3.2%); over GAE's thousands of tokens, under 0.1%. Left as it is while the runs in RESULTS that
+     resume across sessions are under way.
 
 What a run folder holds::
 
