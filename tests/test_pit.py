@@ -263,3 +263,22 @@ def test_references_are_reused_only_for_the_same_prompts(tmp_path):
     assert [r["prompt"] for r in rows] == ["Say a.", "Say b."]
     assert read_jsonl_prefix(path) == rows  # written in its place
     assert sample_references(settings, ["Say a.", "Say b."], path) == rows  # this run's own file is reused as is
+
+
+def test_a_round_checkpointed_over_other_processes_is_refused_before_its_models_load(gap_run, jsonl, tmp_path, monkeypatch):
+    """As train ppo: a round's checkpoint written by two processes is not resumed on one (whitening, minibatch shares
+    and pretraining draws are per process); the refusal came only after the round's three models had loaded."""
+    from redline.train import ppo, pit
+
+    stage = tmp_path / "rl-0"
+    (stage / "checkpoints" / "iter-000001").mkdir(parents=True)
+    (stage / "checkpoints" / "iter-000001" / "state.json").write_text(json.dumps({"iteration": 1, "processes": 2}))
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("the models loaded before the check")
+
+    monkeypatch.setattr(ppo, "load_ppo_models", loaded)
+    records = [{"prompt": "Say hi.", "reference": "hi", "id": "p0"}]
+    with pytest.raises(RedlineError, match="written by a run on 2 processes; this one has 1"):
+        pit.run_round(config(gap_run, jsonl(PREFS), iterations=3), "tiny-random", "tiny-random", records, stage,
+                      "prefs.jsonl", final=True)

@@ -289,13 +289,14 @@ def run_round(config: PITConfig, start: str, sft: str, records: list[dict], out:
 
     from redline.models import load_causal_lm, on_cpu
     from redline.train.gap_reward import gap_reward
-    from redline.train.ppo import load_ppo_models, run_ppo
+    from redline.train.ppo import check_resume_processes, load_ppo_models, run_ppo
 
     ppo = config.ppo_config(start, prompts=source, final=final)
-    device = str(PartialState(cpu=on_cpu(config.device)).device)
-    models = load_ppo_models(ppo, device)
+    state = PartialState(cpu=on_cpu(config.device))
+    check_resume_processes(out, state.num_processes, ppo.iterations)  # before the models load, as train ppo
+    models = load_ppo_models(ppo, str(state.device))
     if start != sft:  # the KL anchor stays PIT SFT after round 0
-        models.reference = load_causal_lm(sft, config.base_dtype(), device, merge_lora=True).requires_grad_(False)  # eval mode already
+        models.reference = load_causal_lm(sft, config.base_dtype(), str(state.device), merge_lora=True).requires_grad_(False)  # eval mode already
     scorer, adapter_off = models.scorer()
     reward_fn = gap_reward(scorer, models.scorer_tokenizer, config.reward_max_length, adapter_off=adapter_off)
     metrics = run_ppo(ppo, models, records, reward_fn, build_prompt, out, kind="pit", data=[source, config.gap_reward])
