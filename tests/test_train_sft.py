@@ -267,3 +267,17 @@ def test_stdout_is_the_result_json_alone_the_logged_steps_go_to_stderr(tmp_path,
     out, err = capfd.readouterr()
     assert json.loads(out)["steps"] == 2  # one JSON document, nothing else
     assert "'loss'" in err  # the steps' numbers, where the bar is
+
+
+@pytest.mark.parametrize("changes, examples", [({"max_steps": 1}, EXAMPLES), ({"grad_accum": 8}, EXAMPLES[:1])])
+def test_a_run_of_one_step_trains_at_the_peak_rate_under_any_warmup(tmp_path, changes, examples, capsys):
+    """A warm-up starts at learning rate 0: under --warmup 0.03 the one step of --max-steps 1, or of a one-record
+    file, changed no weight (every lora_B stayed zero) and the run was saved as trained."""
+    from safetensors.torch import load_file
+
+    sft.train_sft(examples, small_settings(warmup=0.03, **changes), tmp_path / "run", kind="sft", data=["x"])
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert [row["learning_rate"] for row in log if "learning_rate" in row] == [3e-2]
+    adapter = load_file(tmp_path / "run" / "adapter_model.safetensors")
+    assert all(p.abs().max() > 0 for name, p in adapter.items() if "lora_B" in name)
+    assert "one optimiser step: no warm-up" in capsys.readouterr().err

@@ -53,7 +53,7 @@ class CriticConfig(SFTSettings):
     # steps teach it in tens of steps (at 2e-4 and 8 per step, 16 steps left every output unparsed).
     learning_rate: float | None = field(default=None, metadata={"min": 0, "help": "peak lr (default: 1e-3 LoRA, 2e-5 full)"})
     grad_accum: int = field(default=2, metadata={"min": 1, "help": "forward passes accumulated per optimiser step"})
-    warmup: float = field(default=0.1, metadata={"min": 0, "help": "warm-up steps (int) or share of all steps (<1)"})
+    warmup: float = field(default=0.1, metadata={"min": 0, "help": "warm-up steps (int) or share of all steps (<1); a run of one step has none"})
     max_length: int = field(default=1024, metadata={"min": 1, 
         "help": "tokens per example (the response appears twice: in the prompt and revised); longer ones are cut"})
     limit: int | None = field(default=None, metadata={"min": 1, "help": "train on N records spread over as many prompts as the file holds (one per prompt first)"})

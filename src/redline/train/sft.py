@@ -74,7 +74,7 @@ class SFTSettings:
     batch_size: int = field(default=1, metadata={"min": 1, "help": "sequences per forward pass, per device (raise it on a GPU)"})
     grad_accum: int = field(default=8, metadata={"min": 1, "help": "forward passes accumulated per optimiser step"})
     lr_scheduler: str = field(default="cosine", metadata={"help": "transformers scheduler name"})
-    warmup: float = field(default=0.03, metadata={"min": 0, "help": "warm-up steps (int) or share of all steps (<1)"})
+    warmup: float = field(default=0.03, metadata={"min": 0, "help": "warm-up steps (int) or share of all steps (<1); a run of one step has none"})
     max_length: int = field(default=768, metadata={"min": 1, "help": "tokens per sequence; longer ones are cut"})
     gradient_checkpointing: bool = field(default=False, metadata={"result": False, "help": "trade compute for memory"})
     bf16: bool = field(default=False, metadata={
@@ -466,6 +466,7 @@ def run_trainer(trainer, out: Path):
     if resume is None:
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
         (out / "checkpoints" / COUNTED).touch()
+        no_warmup_for_one_step(trainer)
     carried = {"seconds": 0.0, "tokens": 0}
     if resume:
         print(f"redline: resuming from {resume}", file=sys.stderr)
@@ -483,6 +484,26 @@ def run_trainer(trainer, out: Path):
     result.metrics["train_runtime"] = carried["seconds"] + result.metrics.get("train_runtime", 0.0)
     AcceleratorState._reset_state()
     return result
+
+
+def optimiser_steps(trainer) -> int | None:
+    """The optimiser steps ``trainer.train()`` will take, as the Trainer counts them (None: a dataset of no length)."""
+    args = trainer.args
+    if args.max_steps > 0:
+        return args.max_steps
+    if not hasattr(trainer.train_dataset, "__len__"):
+        return None
+    batches = math.ceil(len(trainer.train_dataset) / (args.per_device_train_batch_size * args.world_size))
+    return math.ceil(args.num_train_epochs * max(math.ceil(batches / args.gradient_accumulation_steps), 1))
+
+
+def no_warmup_for_one_step(trainer) -> None:
+    """A run of one optimiser step takes it at the peak learning rate. A warm-up starts at 0, so under any
+    ``--warmup`` above 0 the one step (``--max-steps 1``, or a file of up to ``--grad-accum`` records) changed no
+    weight, and the run was saved as trained."""
+    if optimiser_steps(trainer) == 1 and trainer.args.get_warmup_steps(1) > 0:
+        trainer.args.warmup_steps = 0
+        print("redline: one optimiser step: no warm-up (its first step is at learning rate 0)", file=sys.stderr)
 
 
 PROGRESS = "redline_progress.json"
