@@ -21,11 +21,12 @@ REFUSAL = {"error": {
 
 class ReasoningServer(ThreadingHTTPServer):
     """Serves one model, ``o-judge``, which answers "Output (a)" and refuses ``max_tokens``; with
-    ``think`` tokens of reasoning first, a limit below them leaves an empty answer cut by length."""
+    ``think`` tokens of reasoning first, a limit below them leaves an empty answer cut by length; ``blank``:
+    an empty answer cut by length after no reasoning at all."""
 
     def __init__(self, think: int = 0):
         super().__init__(("127.0.0.1", 0), Handler)
-        self.think, self.bodies = think, []
+        self.think, self.bodies, self.blank = think, [], False
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
     @property
@@ -53,7 +54,7 @@ class Handler(BaseHTTPRequestHandler):
         self.server.bodies.append(body)
         if "max_tokens" in body:
             return self.reply(400, REFUSAL)
-        cut = body["max_completion_tokens"] <= self.server.think
+        cut = body["max_completion_tokens"] <= self.server.think or self.server.blank
         message = {"role": "assistant", "content": "" if cut else "Output (a)"}
         usage = {"completion_tokens_details": {"reasoning_tokens": min(self.server.think, body["max_completion_tokens"])}}
         self.reply(200, {"choices": [{"index": 0, "message": message, "finish_reason": "length" if cut else "stop"}],
@@ -99,12 +100,12 @@ def test_an_answer_cut_before_it_began_says_to_raise_max_tokens(tmp_path):
         verdict = judge.judge_many([Item("p", "x", "y")])[0]
         assert verdict.winner == "invalid" and "raise max_tokens" in verdict.detail["error"]
         # a model that wrote nothing without reasoning (a random one) is an answer that does not parse
-        server.think = 0
-        blank = OpenAIJudge("o-judge", server.url, cache="off", max_tokens=0, token_param="max_completion_tokens")
+        server.think, server.blank = 0, True
+        blank = OpenAIJudge("o-judge", server.url, cache="off", max_tokens=16, token_param="max_completion_tokens")
         verdict = blank.judge_many([Item("p", "x", "y")])[0]
         assert verdict.winner == "invalid" and "error" not in verdict.detail
         blank.close()
-        server.think = 100
+        server.think, server.blank = 100, False
         roomy = OpenAIJudge("o-judge", server.url, cache="off", max_tokens=2048, token_param="max_completion_tokens")
         assert roomy.judge_many([Item("p", "x", "y")])[0].detail["orders"] == {"ab": "a", "ba": "b"}
         judge.close(), roomy.close()
