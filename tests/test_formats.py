@@ -165,6 +165,17 @@ def test_trl_files_of_two_kinds_go_to_two_files(tmp_path):
     assert not (tmp_path / "out.demonstration.jsonl").exists()
 
 
+def test_a_second_import_whose_only_kind_goes_to_output_removes_the_earlier_file_of_that_kind_beside_it(tmp_path):
+    rows = [{"prompt": "2+2?", "chosen": "4", "rejected": "5"}, {"prompt": "2+3?", "completion": "5"}]
+    out = tmp_path / "out.jsonl"
+    import_file("trl", str(write_jsonl(tmp_path / "both.jsonl", rows)), out)
+    # Demonstrations alone go to OUTPUT itself: the earlier OUT.demonstration.jsonl stayed beside them, to be
+    # read as this import's second file.
+    written = import_file("trl", str(write_jsonl(tmp_path / "demos.jsonl", [{"prompt": "1+1?", "completion": "2"}])), out)
+    assert written == {out: ("demonstration", 1)}
+    assert not (tmp_path / "out.demonstration.jsonl").exists()
+
+
 # ----------------------------------------------------------------------------- shepherd
 
 

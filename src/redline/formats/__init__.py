@@ -164,11 +164,14 @@ def import_file(
     for i, kind in enumerate(kinds):
         path = Path(output) if i == 0 else beside(Path(output), kind)
         written[path] = (kind, write_records(path, by_kind.get(kind, [])))
-    for kind in module.KINDS[1:]:  # an earlier import to OUTPUT wrote a kind this one has none of: not left to mix in
+    # An earlier import to OUTPUT wrote a kind beside it that this one does not write there (it has none, or
+    # its first kind is that one and goes to OUTPUT itself): not left to be read as this import's.
+    for kind in module.KINDS[1:]:  # the first kind, when there, always goes to OUTPUT: never beside it
         stale = beside(Path(output), kind)
-        if kind not in kinds and stale.is_file():
+        if stale not in written and stale.is_file():
             stale.unlink()
-            print(f"redline: removed {stale}, an earlier import's {kind} records (this import has none)", file=sys.stderr)
+            print(f"redline: removed {stale}, an earlier import's {kind} records (this import writes none there)",
+                  file=sys.stderr)
     report.identical_pairs += sum(1 for r in by_kind.get("preference", []) if r.identical)
     if printing and (report.skipped or report.left_out or report.identical_pairs or report.dropped_columns):
         print(report.summary(), file=sys.stderr)
