@@ -655,3 +655,12 @@ def test_an_export_path_that_cannot_be_written_is_refused_before_judging(respons
         with pytest.raises(RedlineError, match=says):  # it failed on writing, once every pair was judged
             evaluate(config, judge=judge)
         assert judge.calls == 0 and not (tmp_path / "eval" / "judgments.jsonl").exists()
+
+
+def test_a_bad_judgment_after_a_blank_line_is_named_by_its_line_in_the_file(tmp_path):
+    path = tmp_path / "judgments.jsonl"
+    good = {"judge": "oracle", "id": "p1", "prompt": "p", "a": "x", "b": "y", "winner": "a"}
+    path.write_text("\n".join([json.dumps(good), "", json.dumps({**good, "id": "p2", "winner": "maybe"}), ""]))
+    # the rows were numbered, not the lines: the error named line 2, the blank one
+    with pytest.raises(RedlineError, match=r"judgments\.jsonl:3: "):
+        read_judgments(path)

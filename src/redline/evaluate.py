@@ -79,9 +79,9 @@ from redline.records import (
     Judgment,
     Response,
     append_records,
+    numbered_jsonl_prefix,
     prompt_key,
     prompt_text,
-    read_jsonl_prefix,
     read_records,
     read_reports,
     write_records,
@@ -378,7 +378,7 @@ def _read_done(path: Path, judge: Judge, pairs: Sequence[Pair]) -> dict[str, Jud
     """Judgments an earlier run of this evaluation left in ``path``, by pair id."""
     wanted = {p.id: p for p in pairs}
     done: dict[str, Judgment] = {}
-    for number, row in enumerate(read_jsonl_prefix(path), start=1):
+    for number, row in numbered_jsonl_prefix(path):
         try:
             j = Judgment.from_dict(row)
         except FieldError as e:
@@ -803,7 +803,7 @@ def read_judgments(path: str | Path, *, own: bool = True) -> list[Judgment]:
     from redline.records import iter_raw
 
     latest: dict[Any, Judgment] = {}
-    rows = enumerate(read_jsonl_prefix(path), start=1) if own else iter_raw(path)
+    rows = numbered_jsonl_prefix(path) if own else iter_raw(path)
     for number, row in rows:
         try:
             if isinstance(row, FieldError):

@@ -802,6 +802,12 @@ def read_jsonl_prefix(path: str | os.PathLike) -> list[dict]:
     blank line is passed over, as the readers do; a line that is not JSON before the last is no run's
     torn write, and is refused with its line number rather than cut away with all that follows it.
     """
+    return [row for _, row in numbered_jsonl_prefix(path)]
+
+
+def numbered_jsonl_prefix(path: str | os.PathLike) -> list[tuple[int, Any]]:
+    """``read_jsonl_prefix``'s rows with their line numbers in the file (blank lines counted), for errors
+    that name a line: numbering the rows instead is off by one after each blank line."""
     path = Path(path)
     if not path.exists():
         return []
@@ -815,7 +821,7 @@ def read_jsonl_prefix(path: str | os.PathLike) -> list[dict]:
         if not line.endswith(b"\n"):
             break
         try:
-            rows.append(json.loads(line))
+            rows.append((number, json.loads(line)))
         except (json.JSONDecodeError, UnicodeDecodeError):  # a line that is not UTF-8 is no JSON either
             if number == len(lines):
                 break
