@@ -47,6 +47,13 @@ def test_every_trl_preference_layout_reads_as_a_preference(name):
     assert record["prompt"] == ("Sky colour?" if name == "standard" else Q)
 
 
+def test_a_string_prompt_beside_replies_of_one_assistant_message_is_the_prompt(tmp_path):
+    # No turn to split off the replies: it was refused as "prompt: missing" while the row held one.
+    row = {"prompt": "Sky colour?", "chosen": [assistant("Blue.")], "rejected": [assistant("Green.")]}
+    (record,) = read_records(write(tmp_path / "p.jsonl", [row]), "preference")
+    assert (record.prompt, record.chosen, record.rejected) == ("Sky colour?", "Blue.", "Green.")
+
+
 def test_trl_demonstration_layouts_read_as_demonstrations(tmp_path):
     rows = [{**row, "id": name} for name, row in DEMONSTRATION_LAYOUTS.items()]
     records = read_records(write(tmp_path / "d.jsonl", rows), "demonstration")

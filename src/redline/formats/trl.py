@@ -20,7 +20,8 @@ The H4 shape (``HuggingFaceH4/ultrafeedback_binarized``): a string ``prompt`` be
 
 1. ``chosen``/``rejected`` -> preference, by TRL's ``maybe_extract_prompt`` rule: an explicit
    ``prompt`` is used when it and ``chosen`` are of one style (both strings or both conversations),
-   and when it is a conversation beside string replies (redline's own layout, as ``as_kind`` reads it);
+   when it is a conversation beside string replies (redline's own layout, as ``as_kind`` reads it), and
+   when it is a string beside conversational replies that open with the assistant (no turn to split off);
    otherwise (no prompt, or the H4 shape) the prompt is the messages both conversations share, as
    TRL's ``extract_prompt`` splits them, and what follows must be one assistant message on each side.
    A reply is the string itself, or the content of the one assistant message of a conversational reply.
@@ -84,7 +85,9 @@ def preference_fields(row: dict) -> dict:
     """Step 1: prompt, chosen and rejected of a TRL preference row, explicit or implicit prompt."""
     # A chat prompt beside string replies is redline's own layout (``as_kind`` reads it as it is), not TRL's:
     # TRL would split string replies at their common prefix, which step 1 refuses.
-    if "prompt" in row and (is_conversational(row["prompt"]) or not is_conversational(row["chosen"])):
+    # Replies that open with the assistant hold no prompt turn to split off: the prompt is the explicit one.
+    if "prompt" in row and (is_conversational(row["prompt"]) or not is_conversational(row["chosen"])
+                            or row["chosen"][0]["role"] == "assistant"):
         return {"prompt": prompt_field(row), "chosen": _reply(row, "chosen"), "rejected": _reply(row, "rejected")}
     return _split_implicit_prompt(row)
 
