@@ -206,3 +206,22 @@ def test_a_second_file_is_matched_to_the_test_prompts_by_id_not_by_line(data, tm
     second.write_text("".join(json.dumps({**row, "id": "x" + row["id"]}) + "\n" for row in rows))
     with pytest.raises(RedlineError, match="has no response for any of the 3 test ids"):
         main(argv + ["--out", str(tmp_path / "exp2")])
+
+
+@pytest.mark.parametrize("name", ["second.jsonl", "test_fixed.jsonl"])
+def test_a_second_or_fixed_file_whose_ids_name_other_prompts_is_refused_before_any_training(data, tmp_path, name):
+    """Ids recur across data sets ("q0"): another set's answers were revised and judged as answers to the test prompts."""
+    import shutil
+
+    own = tmp_path / "own"
+    own.mkdir()
+    for part in ("feedback.jsonl", "test.jsonl"):
+        shutil.copy(data / part, own / part)
+    rows = [json.loads(line) for line in (data / "test.jsonl").read_text().splitlines()]
+    rows[1]["prompt"] = "Another set's request."
+    (own / name).write_text("".join(json.dumps(row) + "\n" for row in rows))
+    flags = ["--second", str(own / name)] if name == "second.jsonl" else ["--good", "--second-model", "none"]
+    with pytest.raises(RedlineError, match=re.escape(f"id {rows[1]['id']!r} answers another prompt than the test record")):
+        main(["--debug", "experiment", "critic", "--data", str(own), "--model", "tiny-random", "--sizes", "2",
+              "--out", str(tmp_path / "exp")] + flags)
+    assert not (tmp_path / "exp").exists()

@@ -132,12 +132,25 @@ def on_test_prompts(second: list, test: list, source: str) -> list:
     file may hold them in another order, hold more, or miss some (``test_partial.jsonl`` has no edit of
     an empty answer), where taking its first lines revised answers to other prompts."""
     by_id = {r.id: r for r in second}
+    refuse_other_prompts(by_id, test, source)
     matched = [by_id[r.id] for r in test if r.id in by_id]
     if not matched:
         raise RedlineError(f"{source} has no response for any of the {len(test)} test ids (matched by id)")
     if len(matched) < len(test):
         print(f"redline: {source} has responses for {len(matched)} of the {len(test)} test prompts", file=sys.stderr)
     return matched
+
+
+def refuse_other_prompts(by_id: dict, test: list, source: str) -> None:
+    """Step 1: a response matched to a test record by its id answers that record's prompt. Ids alone ("q0", "1")
+    recur across data sets: another set's file was revised and judged as answers to these prompts, without a word."""
+    from redline.records import prompt_key, prompt_text
+
+    for r in test:
+        if r.id in by_id and prompt_key(by_id[r.id].prompt) != prompt_key(r.prompt):
+            raise RedlineError(f"{source}: id {r.id!r} answers another prompt than the test record of that id "
+                               f"({prompt_text(by_id[r.id].prompt)[:60]!r}, not {prompt_text(r.prompt)[:60]!r}): "
+                               "its ids do not name the test prompts")
 
 
 def good_responses(test: list, fixed: Path) -> list:
@@ -150,6 +163,7 @@ def good_responses(test: list, fixed: Path) -> list:
 
     if fixed.exists():
         by_id = {r.id: r for r in read_records(fixed, "response")}
+        refuse_other_prompts(by_id, test, str(fixed))
         missing = [r.id for r in test if r.id not in by_id]
         if missing:
             raise RedlineError(f"{fixed} has no fixed response for test id {missing[0]!r} ({len(missing)} missing)")
