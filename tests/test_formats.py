@@ -349,6 +349,20 @@ def test_ultrafeedback_binarized_rows_are_preferences(tmp_path):
     }]
 
 
+def test_ultrafeedback_binarized_reply_to_another_conversation_than_the_prompt_is_refused():
+    # The last message was taken as the reply to the prompt whatever came before it: here an answer to "Name
+    # an even number." would have been imported as the chosen reply to "Name a prime.".
+    multi = [user("Name a prime."), assistant("2."), user("Name an even number."), assistant("4.")]
+    row = {"prompt": "Name a prime.", "chosen": multi, "rejected": [user("Name a prime."), assistant("9.")]}
+    with pytest.raises(FieldError, match="chosen: the 3 message.* before the reply are not the prompt's user turn"):
+        ultrafeedback.convert(row)
+    other = {**row, "chosen": [user("Name a square."), assistant("4.")]}
+    with pytest.raises(FieldError, match="chosen: .*--from trl"):
+        ultrafeedback.convert(other)
+    (pref,) = ultrafeedback.convert({**row, "chosen": [assistant("2.")]})  # the reply alone is the reply
+    assert (pref.prompt, pref.chosen, pref.rejected) == ("Name a prime.", "2.", "9.")
+
+
 def test_ultrafeedback_binarized_ties_are_left_out_and_counted_not_imported_as_preferences(tmp_path):
     # HuggingFaceH4/ultrafeedback_binarized drew the rejected reply at random, so some pairs score the same
     # (its discussion #5): which one is "chosen" is then an accident of order, not an annotator's preference.

@@ -41,6 +41,9 @@ The binarized variant ``HuggingFaceH4/ultrafeedback_binarized`` (splits ``train_
     -> {"id": "0a1b", "prompt": "...", "chosen": "Sure ...", "rejected": "No.",
         "meta": {"source_format": "ultrafeedback", "score_chosen": 8.0, "score_rejected": 5.0}}
 
+A reply is the last message of its conversation, after the prompt's user turn (or alone); a pair with other
+turns before it (multi-turn) is refused: ``--from trl`` splits off the turns both sides share.
+
 H4 drew the rejected completion at random from the other three, so some pairs score the same
 (``score_chosen == score_rejected``; the data set's discussion #5): a tie, not a preference. Such a pair
 is left out and counted in ``left_out``, as a prompt whose completions all tie is; a pair whose two
@@ -194,10 +197,11 @@ def _binarized(row: dict, left_out: Counter) -> list[Record]:
     for key in ("score_chosen", "score_rejected"):
         if row.get(key) is not None:
             meta[key] = row[key]
+    prompt = text_field(row, "prompt").strip()
     record = {
-        "prompt": text_field(row, "prompt").strip(),
-        "chosen": _final_reply(row, "chosen"),
-        "rejected": _final_reply(row, "rejected"),
+        "prompt": prompt,
+        "chosen": _final_reply(row, "chosen", prompt),
+        "rejected": _final_reply(row, "rejected", prompt),
         "id": row.get("id") if row.get("id") is not None else row.get("prompt_id"),
         "meta": meta,
     }
@@ -212,11 +216,16 @@ def _binarized(row: dict, left_out: Counter) -> list[Record]:
     return [preference]
 
 
-def _final_reply(row: dict, name: str) -> str:
-    """The last message of a conversation, which must be the assistant's (or a plain string)."""
+def _final_reply(row: dict, name: str, prompt: str) -> str:
+    """The reply to ``prompt``: a plain string, or a conversation of the prompt's user turn (or none) and then
+    the assistant's. Other turns before it would make the reply one to another conversation than the prompt."""
     if not isinstance(row.get(name), list):
         return text_field(row, name).strip()
     messages = prompt_field(row, name)
     if messages[-1]["role"] != "assistant":
         raise FieldError(name, f"the last message is the {messages[-1]['role']}'s, not the assistant's")
+    before = messages[:-1]
+    if before and (len(before) > 1 or before[0]["role"] != "user" or before[0]["content"].strip() != prompt):
+        raise FieldError(name, f"the {len(before)} message(s) before the reply are not the prompt's user turn "
+                         "(a multi-turn pair: `redline data import --from trl` splits off the turns both sides share)")
     return messages[-1]["content"].strip()
