@@ -136,6 +136,8 @@ def test_trl_detects_each_format_by_its_keys():
         # a messages column stored as JSON text: one clear error, not a TypeError
         ({"messages": json.dumps([user("q"), assistant("a")])}, "messages", "expected a list of messages, got str"),
         ({"messages": [user("q"), assistant("a"), user("and?")]}, "messages", "after the last assistant reply"),
+        # an empty last reply is named where it is, not as a "response" field the row does not have
+        ({"messages": [user("q"), assistant(" ")]}, "messages[1].content", "empty string"),
         ({"prompt": [{"role": "robot", "content": "q"}], "completion": "a"}, "prompt[0].role", "unknown role"),
     ],
 )

@@ -108,6 +108,8 @@ def demonstration_fields(row: dict) -> dict:
         raise FieldError("messages", "nothing before the assistant message to use as the prompt")
     if last < len(messages) - 1:
         raise FieldError("messages", f"{len(messages) - 1 - last} message(s) after the last assistant reply")
+    if not messages[last]["content"].strip():  # else refused as the "response" field, which the row does not have
+        raise FieldError(f"messages[{last}].content", "empty string where text is needed (the last assistant reply)")
     return {"prompt": messages[:last], "response": messages[last]["content"]}
 
 
