@@ -552,7 +552,9 @@ def test_no_repeat_ngram_forbids_repeats_within_a_completion_and_keeps_batch_ind
 
 @pytest.mark.parametrize("settings, field, rule", [
     ({"no_repeat_ngram": 1}, "no_repeat_ngram", "must be 0 (off) or at least 2, got 1"),
-    ({"temperature": -0.5}, "temperature", "must be at least 0, got -0.5"),
+    ({"temperature": -0.5}, "temperature", "must be a finite number, at least 0, got -0.5"),
+    ({"temperature": float("inf")}, "temperature", "must be a finite number, at least 0, got inf"),  # NaN logits
+    ({"temperature": float("nan")}, "temperature", "must be a finite number, at least 0, got nan"),
     ({"top_p": 0.0}, "top_p", "must be in (0, 1], got 0.0"),
     ({"max_new_tokens": 0}, "max_new_tokens", "must be at least 1, got 0"),
     ({"seed": 2**64}, "seed", f"must be within -2**63 and 2**64 - 1 (a 64-bit seed), got {2**64}"),  # torch's, late

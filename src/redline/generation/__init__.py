@@ -71,7 +71,8 @@ class SamplingParams:
 
     def __post_init__(self):
         for name, ok, rule in (
-            ("temperature", self.temperature >= 0, "must be at least 0"),
+            # inf sampled uniformly, and under no_repeat_ngram turned the banned tokens' logits into NaN
+            ("temperature", 0 <= self.temperature < float("inf"), "must be a finite number, at least 0"),
             ("top_p", 0 < self.top_p <= 1, "must be in (0, 1]"),
             ("max_new_tokens", self.max_new_tokens >= 1, "must be at least 1"),
             ("no_repeat_ngram", self.no_repeat_ngram == 0 or self.no_repeat_ngram >= 2, "must be 0 (off) or at least 2"),
