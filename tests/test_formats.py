@@ -167,6 +167,16 @@ def test_trl_files_of_two_kinds_go_to_two_files(tmp_path):
     assert not (tmp_path / "out.demonstration.jsonl").exists()
 
 
+def test_trl_names_another_layouts_column_beside_a_demonstration_as_dropped(tmp_path):
+    # ultrachat_200k's prompt beside its messages; a messages column beside prompt/completion: neither is read,
+    # and neither was named (both are TRL column names), so a conversation was dropped without a word.
+    rows = [{"prompt": "Hi", "messages": [user("Hi"), assistant("Hello.")]},
+            {"prompt": "q", "completion": "a", "messages": [user("other"), assistant("b")]}]
+    report = ImportReport("")
+    import_file("trl", str(write_jsonl(tmp_path / "in.jsonl", rows)), tmp_path / "out.jsonl", report=report)
+    assert report.dropped_columns == {"prompt": 1, "messages": 1}
+
+
 def test_a_second_import_whose_only_kind_goes_to_output_removes_the_earlier_file_of_that_kind_beside_it(tmp_path):
     rows = [{"prompt": "2+2?", "chosen": "4", "rejected": "5"}, {"prompt": "2+3?", "completion": "5"}]
     out = tmp_path / "out.jsonl"

@@ -49,10 +49,13 @@ COLUMNS = ("prompt", "chosen", "rejected", "completion", "messages", "id", "meta
 
 
 def used_columns(row: dict) -> tuple[str, ...]:
-    """The columns a row's layout reads (``messages`` beside ``chosen``, as in H4's rows, is not read)."""
+    """The columns a row's layout reads; another layout's beside them is not read (``messages`` beside
+    ``chosen``, as in H4's rows; ``prompt`` beside ``messages``, as in ultrachat's)."""
     if "chosen" in row and "rejected" in row:
         return ("prompt", "chosen", "rejected", "id", "meta")
-    return COLUMNS
+    if "prompt" in row and "completion" in row:
+        return ("prompt", "completion", "id", "meta")
+    return ("messages", "id", "meta")
 
 
 def extra_meta(row: dict) -> dict:
