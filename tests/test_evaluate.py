@@ -459,6 +459,8 @@ def test_a_table_names_what_it_cannot_read(response_files, tmp_path):
     assert "(first-shown win rate: per iteration, in iteration_K/summary.json)" in (tmp_path / "curve" / "report.md").read_text()
     with pytest.raises(RedlineError, match=r"curve#5: no iteration 5 \(it has 1, 2\)"):
         evaluate_table(TableConfig(out=str(tmp_path / "t"), runs=f"{tmp_path / 'curve'}#5"))
+    with pytest.raises(RedlineError, match=r"curve#=last'?: the iteration after # must be a number, got ''"):
+        evaluate_table(TableConfig(out=str(tmp_path / "t"), runs=f"{tmp_path / 'curve'}#=last"))  # read every one
     evaluate_rankings_folder = tmp_path / "rm-eval"
     evaluate_rankings_folder.mkdir()
     (evaluate_rankings_folder / "summary.json").write_text(json.dumps({"model": "m", "eval_accuracy": 0.8}))

@@ -1037,10 +1037,10 @@ def _parse_table_entry(entry: str) -> tuple[Path, int | None, str | None]:
     if Path(entry).is_dir():  # a folder whose name holds = or #
         return Path(entry), None, None
     spec, _, label = entry.partition("=")
-    folder, _, k = spec.partition("#")
-    if k and not k.isdigit():
+    folder, hashed, k = spec.partition("#")
+    if hashed and not k.strip().isdecimal():  # "e1#" read every iteration without a word
         raise RedlineError(f"--runs {entry!r}: the iteration after # must be a number, got {k!r}")
-    return Path(folder.strip()), int(k) if k else None, label.strip() or None
+    return Path(folder.strip()), int(k) if hashed else None, label.strip() or None
 
 
 def _rows_of_table(path: Path) -> list[TableRow]:
