@@ -527,6 +527,11 @@ def test_duplicate_ids_are_refused(tmp_path):
     src = write_jsonl(tmp_path / "s.jsonl", rows)
     with pytest.raises(RecordError, match=r":2: id: duplicate id 'a' \(first on row 1\)"):
         import_file("shepherd", str(src), tmp_path / "out.jsonl")
+    # after a bad row, a repeated id is listed with it (it was found only on the run after the first was mended)
+    src = write_jsonl(tmp_path / "s.jsonl", [{"id": "x", "question": "q", "answer": "a"}, *rows])
+    with pytest.raises(RecordError) as e:
+        import_file("shepherd", str(src), tmp_path / "out.jsonl")
+    assert [m.split(": ", 1)[1] for m in e.value.errors] == ["feedback: missing", "id: duplicate id 'a' (first on row 2)"]
 
 
 def test_limit_keeps_the_first_valid_rows_and_json_arrays_are_read(tmp_path):

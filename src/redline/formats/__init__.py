@@ -140,12 +140,13 @@ def import_file(
             if len(errors) < MAX_ERRORS:
                 errors.append(message)
             continue
+        for record in records:  # also after an error: a later repeat of this id is listed with the rest
+            if record.id is not None:
+                seen_ids[record.kind, record.id] = number
         if n_errors:
             continue  # keep looking for errors; nothing will be written
         for record in records:
             by_kind.setdefault(record.kind, []).append(record)
-            if record.id is not None:
-                seen_ids[record.kind, record.id] = number
         report.left_out.update(left_out)
         used = module.used_columns(row) if hasattr(module, "used_columns") else module.COLUMNS
         report.dropped_columns.update(k for k in row if k not in used and not any(k in r.meta for r in records))
