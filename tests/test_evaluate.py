@@ -467,7 +467,11 @@ def test_a_table_names_what_it_cannot_read(response_files, tmp_path):
     with pytest.raises(RedlineError, match=r"rm-eval/summary.json: not a summary of `redline evaluate`"):
         evaluate_table(TableConfig(out=str(tmp_path / "t"), runs=str(evaluate_rankings_folder)))
     judgments = tmp_path / "curve" / "iteration_1" / "judgments.jsonl"
-    judgments.write_text("".join(judgments.read_text().splitlines(keepends=True)[:-1]))
+    kept = judgments.read_text()
+    judgments.unlink()  # read as an empty file, it was "holds 0 verdicts ...: the file was cut or edited"
+    with pytest.raises(RedlineError, match=r"iteration_1/judgments.jsonl is not there \(its summary.json counts 8"):
+        evaluate_table(TableConfig(out=str(tmp_path / "t"), runs=str(tmp_path / "curve")))
+    judgments.write_text("".join(kept.splitlines(keepends=True)[:-1]))
     with pytest.raises(RedlineError, match="holds 7 verdicts where its summary.json counts 8: the file was cut"):
         evaluate_table(TableConfig(out=str(tmp_path / "t"), runs=str(tmp_path / "curve")))
     summary = tmp_path / "curve" / "summary.json"

@@ -1103,6 +1103,10 @@ def _rows_of(folder: Path, only: int | None, label: str | None, name: str | None
                 raise RedlineError(f"{folder}#{only}: no iteration {only} (it has {', '.join(map(str, known))})")
     rows = []
     for k, where, part in parts:
+        if not (where / "judgments.jsonl").is_file():  # read as an empty file: "holds 0 verdicts ... was cut"
+            raise RedlineError(f"{where / 'judgments.jsonl'} is not there (its summary.json counts {part['pairs']} "
+                               "verdicts): the folder was moved or cleaned after the evaluation; put it back or rerun "
+                               "the evaluation into a new folder")
         judgments = read_judgments(where / "judgments.jsonl")
         if len(judgments) < part["pairs"]:
             raise RedlineError(f"{where / 'judgments.jsonl'} holds {len(judgments)} verdicts where its summary.json counts "
