@@ -259,3 +259,17 @@ def test_a_damaged_run_file_is_refused_naming_the_file_and_what_it_is(tmp_path):
     with pytest.raises(RedlineError, match=re.escape(f"{out / 'fingerprint.json'}: not JSON (") +
                        ".*the run's fingerprint is damaged; torn, or not redline's; pass --overwrite to start over"):
         claim_output(out, config, command="train sft", config_name="train_config.json")
+
+
+def test_a_run_killed_while_it_saved_is_unfinished_not_a_model(tmp_path):
+    """save_model writes the card last: a run killed after its weights (perhaps half of them) but before its card held
+    config.json beside its checkpoints, and was loaded as a model (safetensors' 'incomplete metadata' traceback, or
+    the half-written weights themselves). It is a run that has not finished, as one killed before its save is."""
+    run = tmp_path / "sft"
+    (run / "checkpoints" / "checkpoint-5").mkdir(parents=True)
+    load_causal_lm("tiny-random", device="cpu").save_pretrained(run)
+    weights = run / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    for load in (load_causal_lm, load_tokenizer, load_reward_model):
+        with pytest.raises(RedlineError, match=r"has not finished \(checkpoints, no redline.json.*cut short\): rerun"):
+            load(str(run))

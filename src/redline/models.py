@@ -221,10 +221,11 @@ def resolve(name: str) -> str:
         return str(tiny_random_dir())
     if os.path.exists(name):
         folder = Path(name)
-        model_files = ("config.json", "adapter_config.json", RUN_INFO)
-        if folder.is_dir() and (folder / "checkpoints").is_dir() and not any((folder / f).exists() for f in model_files):
-            raise RedlineError(f"{name} is a run that has not finished (checkpoints, no model yet): rerun its "
-                               f"command to resume it (the command is in its train_config.json), then use it")
+        # save_model writes the card last: weights beside checkpoints but no card are a save cut short (a kill -9)
+        if folder.is_dir() and (folder / "checkpoints").is_dir() and not (folder / RUN_INFO).exists():
+            raise RedlineError(f"{name} is a run that has not finished (checkpoints, no {RUN_INFO}: no model yet, or "
+                               f"one whose save was cut short): rerun its command to resume it (the command is in its "
+                               f"train_config.json), then use it")
         return str(name)
     if name.count("/") == 1 and not name.startswith((".", "/", "~")):
         return name  # a hub id; transformers fetches or finds it in the HF cache
