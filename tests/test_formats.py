@@ -573,6 +573,14 @@ def test_cli_imports_end_to_end(tmp_path, capsys):
     assert main(["data", "validate", "--kind", "ranking", str(out)]) == 0
 
 
+def test_cli_split_of_a_file_says_a_file_has_no_splits(tmp_path, capsys):
+    src = write_jsonl(tmp_path / "hh.jsonl", [HH_SINGLE])
+    assert main(["data", "import", "--from", "hh-rlhf", str(src), str(tmp_path / "out.jsonl"), "--split", "test"]) == 2
+    # it said "hh.jsonl:test: cannot read: No such file or directory", of a file that is there
+    assert capsys.readouterr().err.strip() == f"redline: error: --split test: {src} is a file, which has no splits " \
+                                              "(a datasets folder or a hub data set has them)"
+
+
 def test_cli_bad_file_exits_2_with_the_error_on_stderr(tmp_path, capsys):
     src = write_jsonl(tmp_path / "hh.jsonl", [HH_SINGLE, {"chosen": HH_SINGLE["chosen"]}])
     out = tmp_path / "out.jsonl"

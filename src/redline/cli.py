@@ -106,6 +106,9 @@ def _add_data(sub) -> None:
 
 
 def with_split(source: str, split: str | None) -> str:
+    if split and Path(source).is_file():  # else read as the file "SOURCE:SPLIT", and refused as missing
+        raise RedlineError(f"--split {split}: {source} is a file, which has no splits (a datasets folder or a hub "
+                           "data set has them)")
     return f"{source}:{split}" if split else source
 
 
