@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 import random
+import re
 
 import pytest
 
@@ -432,18 +433,21 @@ def test_a_table_sets_evaluations_side_by_side(response_files, tmp_path, capsys)
     assert main(["evaluate", "--a", str(_iteration_folder(tmp_path, tasks)), "--judge", "oracle",
                  "--out", str(tmp_path / "curve"), "--bootstrap", "100"]) == 0
     capsys.readouterr()
-    runs = f"{tmp_path / 'fixed'}=all fixed,{tmp_path / 'curve'}#2=the loop's second pass,{tmp_path / 'curve'}"
+    runs = f"{tmp_path / 'fixed'}=all fixed,{tmp_path / 'curve'}#2=the loop's second | pass,{tmp_path / 'curve'}"
     assert main(["evaluate", "table", "--runs", runs, "--out", str(tmp_path / "table")]) == 0
     printed = capsys.readouterr().out
     rows = json.loads((tmp_path / "table" / "table.json").read_text())
-    assert [r["label"] for r in rows] == ["all fixed", "the loop's second pass", "curve, iteration 1", "curve, iteration 2"]
+    assert [r["label"] for r in rows] == ["all fixed", "the loop's second | pass", "curve, iteration 1", "curve, iteration 2"]
     fixed = json.loads((tmp_path / "fixed" / "summary.json").read_text())
     curve = json.loads((tmp_path / "curve" / "summary.json").read_text())["iterations"]
     # Summarised again from the judgments with each folder's seed and resamples: the same numbers.
     assert rows[0]["summary"]["win_rate"] == fixed["win_rate"] and rows[0]["summary"]["ci95"] == fixed["ci95"]
     assert rows[1]["summary"]["ci95"] == rows[3]["summary"]["ci95"] == curve[1]["ci95"]
     assert rows[2]["b"] == "the original" and rows[0]["b"] == b and rows[1]["a"].endswith("iteration_2.jsonl")
-    assert "| all fixed |" in printed and "| the loop's second pass |" in printed
+    assert "| all fixed |" in printed and "| the loop's second \\| pass |" in printed
+    # a "|" in a label is escaped: every row of table.md has the header's number of cells
+    lines = [line for line in (tmp_path / "table" / "table.md").read_text().splitlines() if line.startswith("|")]
+    assert len({len(re.split(r"(?<!\\)\|", line)) for line in lines}) == 1
     assert (tmp_path / "table" / "win_rates.png").read_bytes()[:4] == b"\x89PNG"
 
 

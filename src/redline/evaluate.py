@@ -1155,8 +1155,11 @@ def evaluate_table(config: TableConfig, rows: list[TableRow] | None = None) -> l
 
 def table_lines(rows: Sequence[TableRow], title: str) -> list[str]:
     """The table of ``evaluate table`` in markdown: a title, then a row an evaluation (or iteration)."""
+    def cell(text: str) -> str:  # a label's "|" ended its cell and shifted the row's numbers under other heads
+        return " ".join(str(text).split()).replace("|", "\\|")
+
     return [f"# {title}", "", f"| A | against B | judge | {_HEADS}", f"| --- | --- | --- | {_RULE}",
-            *(f"| {row.label} | {row.b} | {row.judge} | {_cells(row.summary)}" for row in rows)]
+            *(f"| {cell(row.label)} | {cell(row.b)} | {cell(row.judge)} | {_cells(row.summary)}" for row in rows)]
 
 
 def plot_table(rows: Sequence[TableRow], path: Path, title: str) -> Path:
