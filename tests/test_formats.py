@@ -552,6 +552,18 @@ def test_a_second_kind_beside_a_gzipped_output_keeps_its_jsonl_gz_suffix(tmp_pat
     assert beside(tmp_path / "rm.parquet", "feedback") == tmp_path / "rm.feedback.parquet"
 
 
+def test_an_output_that_is_the_input_is_refused_before_anything_is_written(tmp_path):
+    src = write_jsonl(tmp_path / "hh.jsonl", [HH_SINGLE])
+    with pytest.raises(RedlineError, match="hh.jsonl is the input file: the import would write over"):
+        import_file("hh-rlhf", str(src), src)  # the transcripts were replaced by their preferences
+    assert read_jsonl(src) == [HH_SINGLE]
+    # nor the file beside OUTPUT, which a TRL import writes its demonstrations to (or removes)
+    src = write_jsonl(tmp_path / "out.demonstration.jsonl", [{"prompt": "q", "completion": "a"}])
+    with pytest.raises(RedlineError, match="is the input file"):
+        import_file("trl", str(src), tmp_path / "out.jsonl")
+    assert src.exists()
+
+
 def test_unknown_format():
     with pytest.raises(ValueError, match="unknown format 'anthropic'"):
         import_file("anthropic", "x.jsonl", "out.jsonl")

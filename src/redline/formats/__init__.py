@@ -113,6 +113,7 @@ def import_file(
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r} (expected one of {', '.join(FORMATS)})")
     module = FORMATS[fmt]
+    _refuse_writing_over(source, [Path(output)] + [beside(Path(output), kind) for kind in module.KINDS[1:]])
     printing = report is None
     report = report if report is not None else ImportReport(str(source))
     report.path = str(source)
@@ -185,6 +186,16 @@ def beside(output: Path, kind: str) -> Path:
     """Where a second kind of record goes: ``out.jsonl`` -> ``out.feedback.jsonl`` (``.jsonl.gz`` kept whole)."""
     suffix = "".join(output.suffixes[-2:]) if output.suffix == ".gz" else output.suffix
     return output.with_name(f"{output.name[: len(output.name) - len(suffix)]}.{kind}{suffix}")
+
+
+def _refuse_writing_over(source: str | os.PathLike, paths: list[Path]) -> None:
+    """Before reading: an OUTPUT (or the file beside it, written or removed) that is the input itself would
+    replace the public data with its import."""
+    if not Path(source).is_file():
+        return
+    for path in paths:
+        if path.is_file() and path.samefile(source):
+            raise RedlineError(f"{path} is the input file: the import would write over {source}; name another OUTPUT")
 
 
 def _check(record: Record, seen_ids: dict[tuple[str, str], int], number: int) -> None:
