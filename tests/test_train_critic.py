@@ -196,6 +196,10 @@ def test_critique_weight_trains_and_its_loss_falls(jsonl, tmp_path, capsys):
         return [row["loss"] for row in map(json.loads, (folder / "train_log.jsonl").read_text().splitlines()) if "loss" in row]
 
     assert losses(run)[-1] < losses(run)[0]
+    # the card counts the tokens trained on, and the log has TRL's token metrics, as without a weight (null, absent)
+    assert json.loads((run / "redline.json").read_text())["metrics"]["tokens"] > 0
+    assert all("mean_token_accuracy" in row for row in map(json.loads, (run / "train_log.jsonl").read_text().splitlines())
+               if "loss" in row)
     # the weighted loss is the one trained: its first step, on the same batch, weighs the critique's tokens 4 to 1
     # (rescaled to the same total weight, so on a random model, whose tokens all cost about log V, it moves a
     # little; with the weight ignored the two would be equal to the bit, the same seed and batch)

@@ -166,7 +166,20 @@ def weighted_trainer_class(weight: float, marker: list[int]):
             loss = -(outputs.log_probs * weights).sum() / torch.as_tensor(tokens).clamp(min=1)
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 loss = loss * self.accelerator.num_processes  # as TRL's: DDP averages the gradients
+            self._log_token_metrics(inputs, outputs)
             return (loss, outputs) if return_outputs else loss
+
+        def _log_token_metrics(self, inputs, outputs) -> None:
+            """What TRL's own loss logs (entropy, token accuracy, tokens so far): the card's ``tokens`` and a resumed
+            run's count come from them, and were null and 0 under a critique weight."""
+            mode = "train" if self.model.training else "eval"
+            gather = self.accelerator.gather_for_metrics
+            valid = gather(outputs.label_mask.sum()).sum()
+            for name, values in (("entropy", outputs.entropy.detach()), ("mean_token_accuracy", outputs.is_top1)):
+                self._metrics[mode][name].append((gather(values.sum()).sum() / valid).item() if valid > 0 else 0.0)
+            if mode == "train":
+                self._total_train_tokens += int(gather(inputs["attention_mask"].sum()).sum())
+            self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
 
     return CritiqueWeightedSFTTrainer
 
