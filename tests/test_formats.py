@@ -543,6 +543,17 @@ def test_limit_keeps_the_first_valid_rows_and_json_arrays_are_read(tmp_path):
     assert read_jsonl(out)[0]["chosen"] == "Why did the chicken cross the road?"
 
 
+def test_half_a_surrogate_pair_in_a_json_array_is_a_bad_row_not_a_failure_at_write(tmp_path):
+    # JSON reads "\ud800" alone; writing the records then failed with a bare UnicodeEncodeError naming no row
+    src = tmp_path / "hh.json"
+    src.write_text(json.dumps([HH_SINGLE, {**HH_SINGLE, "chosen": HH_SINGLE["chosen"] + "\ud800"}]), encoding="utf-8")
+    with pytest.raises(RecordError, match=r"hh.json:2: chosen: holds half of a UTF-16 surrogate pair"):
+        import_file("hh-rlhf", str(src), tmp_path / "out.jsonl")
+    report = ImportReport("")
+    assert import_file("hh-rlhf", str(src), tmp_path / "out.jsonl", skip_invalid=True, report=report)
+    assert (report.read, report.skipped) == (1, 1)
+
+
 def test_a_second_kind_beside_a_gzipped_output_keeps_its_jsonl_gz_suffix(tmp_path):
     src = write_jsonl(tmp_path / "uf.jsonl", [UF_RANKED])
     out = tmp_path / "rm.v1.jsonl.gz"

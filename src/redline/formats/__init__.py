@@ -44,8 +44,8 @@ from typing import Any, Iterable
 
 from redline import RedlineError
 from redline.formats import hh_rlhf, shepherd, summarize_from_feedback, trl, ultrafeedback
-from redline.records import (MAX_ERRORS, FieldError, ReadReport, Record, RecordError, iter_raw, refuse_empty,
-                              write_records)
+from redline.records import (MAX_ERRORS, FieldError, ReadReport, Record, RecordError, _refuse_lone_surrogates, iter_raw,
+                              refuse_empty, write_records)
 
 # The format name -> its module, which holds ``convert(row) -> list[Record]`` and ``KINDS``.
 FORMATS = {
@@ -217,11 +217,14 @@ def _rows(source: str | os.PathLike) -> Iterable[tuple[int, Any]]:
         if not head.startswith(b"["):
             return iter_raw(source)
         with gzip.open(path, "rt", encoding="utf-8-sig") if gzipped else open(path, encoding="utf-8-sig") as f:
-            items = json.load(f)
+            text = f.read()
+        items = json.loads(text)
     except json.JSONDecodeError as e:
         raise RecordError([f"{source}:{e.lineno}: <file>: not JSON: {e.msg} at column {e.colno}"]) from e
     except UnicodeDecodeError as e:
         raise RecordError([f"{source}:0: <file>: not UTF-8 text: {e}"]) from e
     except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
         raise RecordError([f"{source}:0: <file>: cannot read: {e}"]) from e
+    if "\\ud" in text.lower():  # a "\ud800" escape may be half a surrogate pair: a bad row, as the JSONL reader has it
+        items = [_refuse_lone_surrogates(item, "\\ud") if isinstance(item, (dict, list)) else item for item in items]
     return enumerate(items, start=1)
