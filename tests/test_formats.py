@@ -543,6 +543,17 @@ def test_limit_keeps_the_first_valid_rows_and_json_arrays_are_read(tmp_path):
     assert read_jsonl(out)[0]["chosen"] == "Why did the chicken cross the road?"
 
 
+def test_a_pretty_printed_json_object_is_one_clear_error_not_one_per_line(tmp_path):
+    src = tmp_path / "squad.json"
+    src.write_text(json.dumps({"version": "1", "data": [HH_SINGLE]}, indent=2), encoding="utf-8")
+    with pytest.raises(RecordError) as e:  # each of its lines was "not JSON"
+        import_file("hh-rlhf", str(src), tmp_path / "out.jsonl")
+    assert e.value.errors == [f"{src}:1: <file>: holds one JSON object, not rows: expected a JSON array of rows "
+                              "or one row per line"]
+    src.write_text(json.dumps(HH_SINGLE) + "\n" + json.dumps(HH_SINGLE) + "\n", encoding="utf-8")  # JSONL named .json
+    assert import_file("hh-rlhf", str(src), tmp_path / "out.jsonl") == {tmp_path / "out.jsonl": ("preference", 2)}
+
+
 def test_half_a_surrogate_pair_in_a_json_array_is_a_bad_row_not_a_failure_at_write(tmp_path):
     # JSON reads "\ud800" alone; writing the records then failed with a bare UnicodeEncodeError naming no row
     src = tmp_path / "hh.json"

@@ -214,6 +214,9 @@ def _rows(source: str | os.PathLike) -> Iterable[tuple[int, Any]]:
     try:
         with gzip.open(path, "rb") if gzipped else open(path, "rb") as f:
             head = f.read(4096).removeprefix(codecs.BOM_UTF8).lstrip()  # a BOM, as the JSONL reader allows
+        if head.startswith(b"{") and _one_object(path, gzipped):
+            raise RecordError([f"{source}:1: <file>: holds one JSON object, not rows: expected a JSON array of rows "
+                               "or one row per line"])
         if not head.startswith(b"["):
             return iter_raw(source)
         with gzip.open(path, "rt", encoding="utf-8-sig") if gzipped else open(path, encoding="utf-8-sig") as f:
@@ -228,3 +231,17 @@ def _rows(source: str | os.PathLike) -> Iterable[tuple[int, Any]]:
     if "\\ud" in text.lower():  # a "\ud800" escape may be half a surrogate pair: a bad row, as the JSONL reader has it
         items = [_refuse_lone_surrogates(item, "\\ud") if isinstance(item, (dict, list)) else item for item in items]
     return enumerate(items, start=1)
+
+
+def _one_object(path: Path, gzipped: bool) -> bool:
+    """The file is one JSON object spread over lines (pretty-printed), whose every line the JSONL reader refused."""
+    with gzip.open(path, "rb") if gzipped else open(path, "rb") as f:
+        try:
+            json.loads(f.readline())
+            return False  # its first line is a row: JSON Lines
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            f.seek(0)
+        try:
+            return isinstance(json.loads(f.read()), dict)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return False
