@@ -586,6 +586,16 @@ def test_an_output_that_is_the_input_is_refused_before_anything_is_written(tmp_p
     assert src.exists()
 
 
+def test_an_output_that_cannot_be_written_is_refused_before_reading(tmp_path):
+    src = write_jsonl(tmp_path / "hh.jsonl", [HH_SINGLE])
+    (tmp_path / "folder").mkdir()
+    # the rows were read and converted, then the write failed naming a temporary file ("Is a directory: .folder.x.tmp")
+    with pytest.raises(RedlineError, match=r"OUTPUT .*folder is a folder: name the file to write \(such as .*out.jsonl"):
+        import_file("hh-rlhf", str(src), tmp_path / "folder")
+    with pytest.raises(RedlineError, match=r"OUTPUT .*hh.jsonl/out.jsonl is under .*hh.jsonl, which is a file"):
+        import_file("hh-rlhf", str(src), src / "out.jsonl")
+
+
 def test_unknown_format():
     with pytest.raises(ValueError, match="unknown format 'anthropic'"):
         import_file("anthropic", "x.jsonl", "out.jsonl")

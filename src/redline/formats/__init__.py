@@ -113,6 +113,7 @@ def import_file(
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r} (expected one of {', '.join(FORMATS)})")
     module = FORMATS[fmt]
+    _check_output(Path(output))
     _refuse_writing_over(source, [Path(output)] + [beside(Path(output), kind) for kind in module.KINDS[1:]])
     printing = report is None
     report = report if report is not None else ImportReport(str(source))
@@ -186,6 +187,15 @@ def beside(output: Path, kind: str) -> Path:
     """Where a second kind of record goes: ``out.jsonl`` -> ``out.feedback.jsonl`` (``.jsonl.gz`` kept whole)."""
     suffix = "".join(output.suffixes[-2:]) if output.suffix == ".gz" else output.suffix
     return output.with_name(f"{output.name[: len(output.name) - len(suffix)]}.{kind}{suffix}")
+
+
+def _check_output(output: Path) -> None:
+    """Before reading: OUTPUT can be written (not a folder, nor under a file), not after every row is converted."""
+    above = next((p for p in output.absolute().parents if p.exists()), None)
+    if output.is_dir():
+        raise RedlineError(f"OUTPUT {output} is a folder: name the file to write (such as {output / 'out.jsonl'})")
+    if above is not None and not above.is_dir():
+        raise RedlineError(f"OUTPUT {output} is under {above}, which is a file, not a folder")
 
 
 def _refuse_writing_over(source: str | os.PathLike, paths: list[Path]) -> None:
