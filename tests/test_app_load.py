@@ -170,3 +170,50 @@ def test_a_killed_server_loses_no_accepted_submission_and_stores_no_half_one(tmp
     restarted = start_app_process(url, port, tmp_path / "server2.log")  # and it opens again
     restarted.terminate()
     restarted.wait(30)
+
+
+def test_two_holders_past_the_time_limit_cannot_both_fill_an_items_last_place(database_url, tmp_path, monkeypatch):
+    """ann held the item past the time limit, so bob was given its one place too. Both submit at once: the second
+    submission waits for the first's transaction and is refused (on PostgreSQL both were stored, overlap 1 exceeded:
+    the last-place check read the committed answers while the first was not committed yet)."""
+    from sqlalchemy import func, select
+
+    from redline.app.db import Assignment, Item, Project, User
+
+    cheap_hashing(monkeypatch)
+    sessions = open_database(database_url)
+    make_users(sessions, ann="annotator", bob="annotator")
+    pid = make_project(sessions, tmp_path, "race", "rank", ROWS[:1])
+
+    def held(db, name):
+        user = db.scalar(select(User).where(User.name == name))
+        return user, db.get(Project, pid), db.scalar(select(Item).where(Item.project_id == pid))
+
+    with sessions.begin() as db:
+        ann, project, item = held(db, "ann")
+        assert P.next_item(db, ann, project).id == item.id
+        db.get(Assignment, (ann.id, item.id)).started_at -= 2 * P.ASSIGNMENT_TTL
+        bob, _, _ = held(db, "bob")
+        assert P.next_item(db, bob, project).id == item.id  # ann's hold lapsed: her place went to bob
+    first = sessions()
+    first.begin()
+    P.submit(first, *held(first, "ann"), dict(RANKS))  # stored, not yet committed
+    outcome = {}
+
+    def second():
+        with sessions.begin() as db:
+            try:
+                outcome["bob"] = P.submit(db, *held(db, "bob"), dict(RANKS))
+            except P.FormError as e:
+                outcome["bob"] = e
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    thread.join(1.0)
+    waited = thread.is_alive()
+    first.commit()
+    first.close()
+    thread.join(30)
+    assert waited and isinstance(outcome["bob"], P.FormError) and "has its 1 answer(s) already" in str(outcome["bob"])
+    with sessions() as db:
+        assert db.scalar(select(func.count()).select_from(Annotation).where(Annotation.status == "submitted")) == 1

@@ -404,10 +404,7 @@ def next_item(db: DBSession, user: User, project: Project) -> Item | None:
     """The item this annotator should do next in ``project`` (an open one first), or None."""
     if project.status != "ready":
         return None
-    # One assignment at a time per project: on PostgreSQL the project row is locked until commit
-    # (so two annotators cannot both take an item's last place); SQLite's IMMEDIATE transactions
-    # serialise writers already and ignore FOR UPDATE.
-    db.execute(select(Project.id).where(Project.id == project.id).with_for_update())
+    lock_assignments(db, project)
     done = select(Annotation.item_id).where(Annotation.user_id == user.id)
     while True:
         mine = db.scalar(
@@ -435,6 +432,13 @@ def next_item(db: DBSession, user: User, project: Project) -> Item | None:
         return None
     assign(db, user, item)
     return item
+
+
+def lock_assignments(db: DBSession, project: Project) -> None:
+    """One assignment or submission at a time per project: on PostgreSQL the project row is locked until
+    commit (so two annotators cannot both take, or both fill, an item's last place); SQLite's IMMEDIATE
+    transactions serialise writers already and ignore FOR UPDATE."""
+    db.execute(select(Project.id).where(Project.id == project.id).with_for_update())
 
 
 def _submitted(item_id):
@@ -576,6 +580,7 @@ def submit(db: DBSession, user: User, project: Project, item: Item, form: dict) 
     if action != "submit":
         raise FormError("action", f"unknown action {action!r}")
     payload, info = parse_answer(project, item, form)
+    lock_assignments(db, project)  # else two holders of the last place both read it free and both submit
     if is_full(db, project, item):  # held past ASSIGNMENT_TTL while others answered it: no label past the overlap
         release(db, user, item)
         raise FormError("item", f"this item has its {project.overlap} answer(s) already: it was given to others while "
