@@ -290,24 +290,20 @@ def test_a_reward_run_as_the_start_leaves_no_bias_on_the_gap_model(jsonl, tmp_pa
     assert not hasattr(load_reward_model(str(run), device="cpu").config, "reward_bias")
 
 
-def test_going_on_from_a_reward_or_gap_run_refuses_held_out_prompts_it_trained_on(jsonl, tmp_path, capsys):
+def test_going_on_from_a_gap_run_refuses_held_out_prompts_it_trained_on(jsonl, tmp_path, capsys):
     """As train reward: a gap model started from a run that trained on some of the held-out prompts would report
-    the start's memory as held-out accuracy. Refused before any model loads, whether the start is a reward run
-    (its rankings) or a gap-reward run (its preferences, its third of them under --split-thirds)."""
+    the start's memory as held-out accuracy. Refused before any model loads (a reward run as the start is read as
+    train reward reads it; a gap-reward run by its preferences, its third of them under --split-thirds)."""
     data = jsonl(preferences(12))
-    rankings = jsonl([{"prompt": p["prompt"], "responses": [p["chosen"], p["rejected"]], "ranks": [0, 1]}
-                      for p in preferences(12)[:12]], "rankings.jsonl")
-    starts = {"gap-reward": (data, tmp_path / "gap"), "reward": (rankings, tmp_path / "rm")}
-    for kind, (start_data, start) in starts.items():
-        assert main(["train", kind, "--data", str(start_data), "--model", "tiny-random", "--out", str(start),
-                     "--max-steps", "1", "--batch-size", "2", "--eval-split", "0.25", "--save-steps", "100"]) == 0
-    args = ["train", "gap-reward", "--data", str(data), "--max-steps", "1", "--batch-size", "2", "--save-steps", "100"]
-    for kind, (_, start) in starts.items():
-        capsys.readouterr()
-        # the same prompts split with another seed: some of the start's training prompts are held out
-        assert main(args + ["--model", str(start), "--seed", "1", "--eval-split", "0.25", "--out", str(tmp_path / f"leak-{kind}")]) == 2
-        err = capsys.readouterr().err
-        assert "of the held-out prompts were trained on by the start model" in err and str(start) in err, kind
-        assert not (tmp_path / f"leak-{kind}").exists()
+    start = tmp_path / "gap"
+    args = ["train", "gap-reward", "--data", str(data), "--max-steps", "1", "--batch-size", "2", "--save-steps", "100",
+            "--eval-split", "0.25"]
+    assert main(args + ["--model", "tiny-random", "--out", str(start)]) == 0
+    capsys.readouterr()
+    # the same prompts split with another seed: some of the start's training prompts are held out
+    assert main(args + ["--model", str(start), "--seed", "1", "--out", str(tmp_path / "leak")]) == 2
+    err = capsys.readouterr().err
+    assert "of the held-out prompts were trained on by the start model" in err and str(start) in err
+    assert not (tmp_path / "leak").exists()
     # the start's own split: its held-out prompts are held out here too
-    assert main(args + ["--model", str(tmp_path / "gap"), "--eval-split", "0.25", "--out", str(tmp_path / "ok")]) == 0
+    assert main(args + ["--model", str(start), "--out", str(tmp_path / "ok")]) == 0
