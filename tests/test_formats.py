@@ -177,6 +177,15 @@ def test_trl_names_another_layouts_column_beside_a_demonstration_as_dropped(tmp_
     assert report.dropped_columns == {"prompt": 1, "messages": 1}
 
 
+def test_a_null_column_is_not_named_as_dropped(tmp_path):
+    # a data set's column missing from some rows is null there: nothing was dropped, and it was counted as dropped
+    rows = [{"prompt": "q", "chosen": "a", "rejected": "b", "source": "x", "tags": None},
+            {"prompt": "q2", "chosen": "a", "rejected": "b", "source": None, "tags": ["t"]}]
+    report = ImportReport("")
+    import_file("trl", str(write_jsonl(tmp_path / "in.jsonl", rows)), tmp_path / "out.jsonl", report=report)
+    assert report.dropped_columns == {"tags": 1}
+
+
 def test_a_second_import_whose_only_kind_goes_to_output_removes_the_earlier_file_of_that_kind_beside_it(tmp_path):
     rows = [{"prompt": "2+2?", "chosen": "4", "rejected": "5"}, {"prompt": "2+3?", "completion": "5"}]
     out = tmp_path / "out.jsonl"

@@ -151,7 +151,8 @@ def import_file(
             by_kind.setdefault(record.kind, []).append(record)
         report.left_out.update(left_out)
         used = module.used_columns(row) if hasattr(module, "used_columns") else module.COLUMNS
-        report.dropped_columns.update(k for k in row if k not in used and not any(k in r.meta for r in records))
+        report.dropped_columns.update(k for k, v in row.items()  # a null (a data set's missing value) held nothing
+                                      if v is not None and k not in used and not any(k in r.meta for r in records))
         report.read += 1
         if limit is not None and report.read >= limit:
             break
