@@ -273,3 +273,22 @@ def test_a_run_killed_while_it_saved_is_unfinished_not_a_model(tmp_path):
     for load in (load_causal_lm, load_tokenizer, load_reward_model):
         with pytest.raises(RedlineError, match=r"has not finished \(checkpoints, no redline.json.*cut short\): rerun"):
             load(str(run))
+
+
+@pytest.mark.parametrize("edit, field, said", [
+    ({"base_model": 5}, "base_model", "should be a string, not 5"),
+    ({"base_path": 3}, "base_path", "should be a string, not 3"),
+    ({"adapter": "false"}, "adapter", 'should be true or false, not "false"'),
+    ({"kind": ["sft"]}, "kind", 'should be a string, not \\["sft"\\]'),
+    ({"metrics": [1]}, "metrics", "should be an object, not \\[1\\]"),
+])
+def test_a_hand_edited_run_card_is_refused_naming_the_file_and_field(tmp_path, edit, field, said):
+    """A card edited by hand gave a TypeError traceback naming no file ('expected str, bytes or
+    os.PathLike object, not int'), or was misread ("false" is a true string: an adapter looked for)."""
+    run = save_model(load_causal_lm("tiny-random", device="cpu"), load_tokenizer("tiny-random"), tmp_path / "run",
+                     ModelCard(kind="sft", base_model="tiny-random"))
+    card = json.loads((run / "redline.json").read_text())
+    (run / "redline.json").write_text(json.dumps({**card, **edit}))
+    for load in (load_causal_lm, load_tokenizer):
+        with pytest.raises(RedlineError, match=f"{re.escape(str(run / 'redline.json'))}: field {field}: {said}; mend it"):
+            load(str(run))

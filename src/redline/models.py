@@ -182,9 +182,26 @@ def run_info(path: str | os.PathLike) -> dict[str, Any]:
     if not info.is_file():
         return {}
     card = read_json_object(info, "the run's card")
+    check_card(info, card)
     if card.get("base_model"):
         card["base_model"] = run_base(Path(path), card)
     return card
+
+
+# The card's fields that redline reads, with their types (save_model writes them so; a hand edit may not).
+CARD_TYPES = {"kind": (str, "a string"), "base_model": (str, "a string"), "base_path": (str, "a string"),
+              "adapter": (bool, "true or false"), "metrics": (dict, "an object")}
+
+
+def check_card(path: Path, card: dict[str, Any]) -> None:
+    """One error naming ``path`` and the field, for a card whose fields redline reads are not of their types (an
+    int as ``base_model``, "false" as ``adapter``)."""
+    for name, (kind, what) in CARD_TYPES.items():
+        if name in card and not isinstance(card[name], kind):
+            raise RedlineError(f"{path}: field {name}: should be {what}, not {json.dumps(card[name])}; {CARD_REMEDY}")
+
+
+CARD_REMEDY = "mend it by hand, or rerun the command that wrote the run"
 
 
 def local_folder(name: str) -> bool:
