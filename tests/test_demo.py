@@ -136,3 +136,38 @@ def test_a_critic_or_gate_path_that_is_missing_or_no_run_says_so(tmp_path):
             pick(DemoConfig(**{flag: str(tmp_path / "missing")}))
         with pytest.raises(RedlineError, match=rf"\(no redline.json in it: not a redline run\)"):
             pick(DemoConfig(**{flag: str(plain)}))
+
+
+def test_steps_whose_inputs_changed_since_out_was_made_start_over(tmp_path, capsys):
+    """The demo's fingerprint holds 'auto', not the critic, reward model and data it chose: after a pull that ships
+    new ones, the finished steps' old results were printed again. Now the steps that read a changed input go."""
+    from redline.demo import start_over_where_changed
+
+    data, out = tmp_path / "data", tmp_path / "demo"
+    data.mkdir()
+    for name in ("feedback.jsonl", "test.jsonl", "test_fixed.jsonl"):
+        (data / name).write_text('{"prompt": "p", "response": "r"}\n')
+    shipped = tmp_path / "critic"
+    shipped.mkdir()
+    (shipped / "adapter_config.json").write_text('{"r": 8}')
+    trained = out / "critic"
+
+    def made(*names):
+        for name in names:
+            (out / name).mkdir(parents=True, exist_ok=True)
+
+    start_over_where_changed(out, shipped, trained, None, data)  # an OUT from before the record: kept as it is
+    made("critic", "revise", "eval")
+    start_over_where_changed(out, shipped, trained, None, data)  # nothing changed: every step kept
+    assert all((out / n).is_dir() for n in ("critic", "revise", "eval")) and "changed" not in capsys.readouterr().err
+    (shipped / "adapter_config.json").write_text('{"r": 16}')  # a pull brings another shipped critic
+    start_over_where_changed(out, shipped, trained, None, data)
+    assert "critic changed since" in capsys.readouterr().err
+    assert not (out / "revise").exists() and not (out / "eval").exists() and (out / "critic").is_dir()
+    # the critic trained here: its feedback records changed, so it trains again too
+    start_over_where_changed(out, trained, trained, None, data)
+    made("revise", "eval")
+    (data / "feedback.jsonl").write_text('{"prompt": "p", "response": "other"}\n')
+    start_over_where_changed(out, trained, trained, None, data)
+    assert "feedback changed since" in capsys.readouterr().err
+    assert not any((out / n).exists() for n in ("critic", "revise", "eval"))

@@ -23,7 +23,10 @@ annotators. It reruns the critic experiment of Jin et al. 2023 (arXiv 2311.14543
   5. judge every iteration of both against their originals with the oracle, and print the win
      rates with their 95% intervals; the curves are drawn to ``OUT/eval*/win_rate_curve.png``.
 
-Every step resumes: run it again and finished steps are skipped. The full-size experiment is
+Every step resumes: run it again and finished steps are skipped, unless what they read has changed since
+(``OUT/inputs.json``: the critic and reward model 'auto' chose, the data; a pull that brings a new shipped
+critic made the demo print its old results): then the steps that read it start over, and say so. The full-size
+experiment is
 ``redline experiment critic``. The output is the steps, their progress bars and the tables: the
 libraries' deprecation warnings, notices and per-step log lines are kept out of it (``console.quiet``).
 """
@@ -143,6 +146,37 @@ def pick_gate(args: DemoConfig) -> str | None:
     return args.gate
 
 
+INPUTS = "inputs.json"  # what OUT's later steps read, by digest (``start_over_where_changed``)
+
+
+def start_over_where_changed(out: Path, critic: Path, trained: Path, gate: str | None, data: Path) -> None:
+    """The demo's fingerprint holds its flags ('auto'), not what they chose: a critic, reward model or data set
+    that changed since OUT was made (a pull that ships new ones) left the finished steps' old results to be
+    printed again. What the steps read is recorded in OUT/inputs.json; where it changed, the steps that read
+    it are removed to run again, and the user is told. An OUT from before the record is taken as it is."""
+    import json
+    import shutil
+
+    from redline.config import input_digest
+    from redline.records import write_text_atomic
+
+    now = {"critic": None if critic == trained else input_digest(str(critic)), "gate": gate and input_digest(gate),
+           "feedback": input_digest(str(data / "feedback.jsonl")) if critic == trained else None,
+           "test": input_digest(str(data / "test.jsonl")), "test_fixed": input_digest(str(data / "test_fixed.jsonl"))}
+    stamp = out / INPUTS
+    before = json.loads(stamp.read_text()) if stamp.is_file() else None
+    changed = [name for name in now if before is not None and before.get(name) != now[name]]
+    if changed:
+        again = [trained] if "feedback" in changed else []
+        again += [out / name for name in ("revise", "revise_good", "eval", "eval_good")]
+        say(f"{', '.join(changed)} changed since {out} was made: the steps that read it run again")
+        for folder in again:
+            shutil.rmtree(folder, ignore_errors=True)
+    if before != now:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(stamp, json.dumps(now, indent=2) + "\n")
+
+
 def run_demo(args: DemoConfig, out: str | Path, verbose: bool = False) -> str:
     """Steps 1–5 into ``out``; returns the reports printed at the end. The libraries' notices and the
     weight-loading bars are hidden unless ``verbose`` (``redline --verbose demo``)."""
@@ -170,6 +204,7 @@ def run_demo(args: DemoConfig, out: str | Path, verbose: bool = False) -> str:
         check_sampling(ReviseConfig(**settings))  # --no-repeat-ngram 1: now, not after the critic has trained
         data = find_data(out)  # step 1
         say(f"step 1/5: data from {data}")
+        start_over_where_changed(out, critic, trained, gate, data)
 
         if (trained / "redline.json").exists():  # step 2
             say(f"step 2/5: the critic in {trained} is trained already")
