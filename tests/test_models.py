@@ -292,3 +292,25 @@ def test_a_hand_edited_run_card_is_refused_naming_the_file_and_field(tmp_path, e
     for load in (load_causal_lm, load_tokenizer):
         with pytest.raises(RedlineError, match=f"{re.escape(str(run / 'redline.json'))}: field {field}: {said}; mend it"):
             load(str(run))
+
+
+def test_an_adapter_run_whose_base_is_gone_or_unnamed_is_refused_naming_its_card(tmp_path):
+    """A LoRA run on a base folder, moved without its base (or the base deleted): the error named the base folder as a
+    model that 'is not a folder, a hub id', not the run or its card; a card with no base_model was a KeyError."""
+    import shutil
+
+    base = save_model(load_causal_lm("tiny-random", device="cpu"), load_tokenizer("tiny-random"), tmp_path / "base",
+                      ModelCard(kind="sft", base_model="tiny-random"))
+    run = save_model(add_lora(load_causal_lm(str(base), device="cpu"), LoraSettings(r=2, alpha=4)), None,
+                     tmp_path / "lora", ModelCard(kind="sft", base_model=str(base)))
+    assert load_causal_lm(str(run), device="cpu") is not None and load_tokenizer(str(run)) is not None
+    shutil.rmtree(base)
+    card = re.escape(str(run / "redline.json"))
+    for load in (load_causal_lm, load_tokenizer, load_reward_model):
+        with pytest.raises(RedlineError, match=f"{card}: field base_model: the adapter's base, the folder "
+                           f"{re.escape(str(base))}, is not there, nor is its base_path ../base there"):
+            load(str(run))
+    info = json.loads((run / "redline.json").read_text())
+    (run / "redline.json").write_text(json.dumps({**info, "base_model": "", "base_path": ""}))
+    with pytest.raises(RedlineError, match=f"{card}: field base_model: an adapter run names the model its adapter sits on"):
+        load_causal_lm(str(run))

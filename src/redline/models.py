@@ -204,6 +204,20 @@ def check_card(path: Path, card: dict[str, Any]) -> None:
 CARD_REMEDY = "mend it by hand, or rerun the command that wrote the run"
 
 
+def adapter_base(run: str | os.PathLike, info: dict[str, Any]) -> str:
+    """The name an adapter run's base loads by (``run_info``'s ``base_model``), or one error naming the card's field:
+    a card that names no base, or a base folder that is not there (moved or deleted without the run)."""
+    card = Path(run) / RUN_INFO
+    base = info.get("base_model")
+    if not base:
+        raise RedlineError(f"{card}: field base_model: an adapter run names the model its adapter sits on; {CARD_REMEDY}")
+    if base not in (EMBEDDED, TINY_RANDOM) and not os.path.exists(base) and not _is_hub_name(base):
+        beside = f", nor is its base_path {info['base_path']} there from the run's folder" if info.get("base_path") else ""
+        raise RedlineError(f"{card}: field base_model: the adapter's base, the folder {base}, is not there{beside}: put "
+                           "the base back, or set base_model to where it is now")
+    return base
+
+
 def local_folder(name: str) -> bool:
     """Whether ``resolve`` takes ``name`` as a folder on this machine (its two names come first)."""
     return name not in (EMBEDDED, TINY_RANDOM) and os.path.isdir(name)
@@ -335,7 +349,7 @@ def load_tokenizer(name: str):
     path = resolve(name)
     info = run_info(path)
     if info.get("adapter") and not (Path(path) / "tokenizer_config.json").exists():
-        path = resolve(info["base_model"])
+        path = resolve(adapter_base(path, info))
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -356,7 +370,7 @@ def _load(auto_cls, name: str, dtype: str, device: str, merge_lora: bool = False
             from transformers import AutoModelForCausalLM
 
             return head_on_body(auto_cls, _load(AutoModelForCausalLM, name, dtype, device, merge_lora=True), **kwargs)
-        base = _load(auto_cls, info["base_model"], dtype, device, merge_lora=True, **kwargs)  # itself a LoRA run: folded in
+        base = _load(auto_cls, adapter_base(path, info), dtype, device, merge_lora=True, **kwargs)  # a LoRA run: folded in
         model = PeftModel.from_pretrained(base, path, is_trainable=False)
         # Merged weights generate as fast as the base model; unmerged ones keep the adapter switchable. Merged, the
         # model is trainable as one loaded from a folder is (PEFT froze the base under its adapter).
