@@ -236,3 +236,22 @@ def test_keep_best_does_not_stop_an_item_on_a_verdict_the_judge_could_not_give(t
     assert [(r["response"], r["changed"], r["halted"]) for r in first] == [("x", False, True), ("xx", False, False)]
     assert [(r["response"], r["changed"]) for r in second] == [("x", False), ("x", True)]
     assert [it["stopped"] for it in summary["iterations"]] == [0, 1]
+
+
+def test_a_rerun_with_fewer_iterations_than_out_holds_is_refused_before_the_model_loads(tmp_path):
+    """It went through: summary.json said 2 iterations while iteration_3.jsonl stayed, and `evaluate --a OUT`
+    judged all three as the run's. More iterations go on from the last; fewer are refused."""
+    from redline.improve.loop import IterateSettings, run_method
+
+    run_iterations(responses(), shorten, iterations=3, out=tmp_path, progress=False)
+    with pytest.raises(RedlineError, match=r"holds 3 iterations, past --iterations 2: .*Pass --iterations 3"):
+        run_iterations(responses(), shorten, iterations=2, out=tmp_path, progress=False)
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("the model loaded before the check")
+
+    config = IterateSettings(input="-", iterations=1)
+    with pytest.raises(RedlineError, match="holds 3 iterations, past --iterations 1"):
+        run_method(config, "scripted", loaded, tmp_path, responses=responses())  # no engine given: it would load one
+    summary = run_iterations(responses(), shorten, iterations=4, out=tmp_path, progress=False)
+    assert [it["iteration"] for it in summary["iterations"]] == [1, 2, 3, 4]

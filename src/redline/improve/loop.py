@@ -76,7 +76,7 @@ from typing import Any, Callable, Sequence
 from redline import RedlineError
 from redline.generation import sampling_from_flags
 from redline.models import DTYPES as DTYPE_CHOICES
-from redline.records import Response, append_records, read_jsonl_prefix, write_records
+from redline.records import Response, append_records, read_jsonl_prefix, write_records, write_text_atomic
 
 STOP_RULES = ("fixed", "nothing", "best")
 
@@ -172,6 +172,7 @@ def run_method(
         responses = read_records(config.input, "response", skip_invalid=config.skip_invalid, limit=config.limit,
                                  require_id=True)  # the iteration files are matched by id
     check_ids(responses)
+    check_iterations_held(out, config.iterations)  # before the model loads
     if judge is None and config.judge:
         from redline.judges import parse_judge
 
@@ -228,6 +229,20 @@ def iteration_path(out: Path, k: int) -> Path:
     return out / f"iteration_{k}.jsonl"
 
 
+def check_iterations_held(out: str | Path, iterations: int) -> None:
+    """A rerun may ask for more iterations than OUT holds (they go on from the last), not fewer: the later
+    iteration files would stay beside a summary of ``iterations``, and ``evaluate --a OUT`` would judge them as
+    this run's."""
+    out = Path(out)
+    if iteration_path(out, iterations + 1).exists():
+        held = iterations + 1
+        while iteration_path(out, held + 1).exists():
+            held += 1
+        raise RedlineError(f"{out} holds {held} iterations, past --iterations {iterations}: `evaluate --a {out}` would "
+                           f"judge them all as this run's. Pass --iterations {held} (the finished ones are read back, "
+                           "not redone), or another --out")
+
+
 def run_iterations(
     responses: Sequence[Response],
     step: Step,
@@ -248,6 +263,7 @@ def run_iterations(
 
     check_settings(iterations, stop, judge, leave_above)
     check_ids(responses)
+    check_iterations_held(out, iterations)
     ids = [r.id for r in responses]
 
     out = Path(out)
@@ -291,7 +307,7 @@ def run_iterations(
             }
         )
         previous = current
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")  # a kill mid-write tore it
     print(f"redline: wrote {iterations} iterations of {len(ids)} responses to {out}", file=sys.stderr)
     return summary
 
