@@ -224,6 +224,7 @@ def test_bfloat16_a_gpu_only_emulates_is_not_native_and_a_numbered_cuda_device_i
     import redline.models as models
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)  # a T4
     assert models.fast_bfloat16("cuda:1") is False and models.resolve_dtype("auto", "cuda") == "float32"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # an H200
@@ -314,3 +315,18 @@ def test_an_adapter_run_whose_base_is_gone_or_unnamed_is_refused_naming_its_card
     (run / "redline.json").write_text(json.dumps({**info, "base_model": "", "base_path": ""}))
     with pytest.raises(RedlineError, match=f"{card}: field base_model: an adapter run names the model its adapter sits on"):
         load_causal_lm(str(run))
+
+
+def test_a_cuda_device_past_the_last_one_is_one_error(monkeypatch):
+    """cuda:1 on a machine with one GPU passed, and failed once the model had loaded ('invalid device ordinal')."""
+    from redline.models import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert pick_device("cuda") == "cuda" and pick_device("cuda:0") == "cuda:0"
+    with pytest.raises(RedlineError, match=re.escape("--device cuda:1: torch finds 1 CUDA device here (cuda:0, or cuda)")):
+        pick_device("cuda:1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert pick_device("cuda:1") == "cuda:1"
+    with pytest.raises(RedlineError, match=re.escape("torch finds 2 CUDA devices here (cuda:0 to cuda:1, or cuda)")):
+        pick_device("cuda:2")

@@ -264,8 +264,9 @@ def resolve(name: str) -> str:
 
 
 def pick_device(device: str = "auto") -> str:
-    """``auto``: CUDA, else MPS, else the CPU. A CUDA device asked for where torch finds none is refused here, in
-    one line (torch's own AssertionError came as a traceback after the settings were written)."""
+    """``auto``: CUDA, else MPS, else the CPU. A CUDA device asked for where torch finds none, or past the last one
+    (``cuda:2`` on a machine with two), is refused here, in one line (torch's own AssertionError came as a traceback
+    after the settings were written)."""
     import torch
 
     if device != "auto":
@@ -275,6 +276,10 @@ def pick_device(device: str = "auto") -> str:
             raise RedlineError(f"--device {device}: not a device (cpu, cuda, cuda:N, mps or auto)") from None
         if kind == "cuda" and not torch.cuda.is_available():
             raise RedlineError(f"--device {device}: torch finds no CUDA device on this machine (--device cpu or auto)")
+        index, count = torch.device(device).index, torch.cuda.device_count() if kind == "cuda" else 0
+        if kind == "cuda" and index is not None and index >= count:  # torch says 'invalid device ordinal' once a model loads
+            raise RedlineError(f"--device {device}: torch finds {count} CUDA device{'s' if count != 1 else ''} here "
+                               f"(cuda:0{f' to cuda:{count - 1}' if count > 1 else ''}, or cuda)")
         if kind == "mps" and not _has_mps(torch):
             raise RedlineError(f"--device {device}: torch finds no MPS device on this machine (--device cpu or auto)")
         return device
