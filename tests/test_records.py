@@ -274,3 +274,10 @@ def test_spread_over_prompts_takes_one_record_per_prompt_first():
         spread_over_prompts(rows, 7, "feedback.jsonl (--limit)")
     with pytest.raises(RedlineError, match="asked for -1 records"):
         spread_over_prompts(rows, -1)
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+def test_a_missing_file_says_so_whatever_its_format(tmp_path, suffix):
+    # a missing Parquet file was "cannot read Parquet: PATH", pyarrow's bare path, as if the file were bad
+    with pytest.raises(RecordError, match=r"nope\.\w+:0: <file>: cannot read: No such file or directory"):
+        read_records(tmp_path / f"nope{suffix}", "response")

@@ -447,6 +447,8 @@ def iter_raw(source: str | os.PathLike) -> Iterable[tuple[int, Any]]:
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
+        if not path.is_file():  # pyarrow's message is the bare path
+            raise RecordError([f"{source}:0: <file>: cannot read: {'Is a directory' if path.is_dir() else 'No such file or directory'}"])
         try:
             table = pq.read_table(path)
         except Exception as e:  # pyarrow raises several unrelated types
