@@ -179,3 +179,20 @@ def test_the_intervals_do_not_depend_on_the_order_of_the_pairs():
     forward, backward = summarize(judgments, 500), summarize(judgments[::-1], 500)
     for key in ("ci95", "lc_ci95", "score_difference_ci95"):
         assert forward[key] == backward[key], key
+
+
+def test_an_accuracy_interval_over_one_prompt_is_none_not_a_point():
+    """Resampling prompts, one prompt (or one that holds a comparison beside ones of ties only) has no spread: its
+    interval was [x, x] (67% [67%, 67%] from one held-out prompt), read as certainty. Two prompts, by hand: one
+    all right, one all wrong, of 3 comparisons each: every resample is 0, 1/2 or 1, so the interval is [0, 1]."""
+    from redline.records import Ranking
+    from redline.train.reward import accuracy_difference, comparison_accuracy, prompt_interval
+
+    three = lambda p: Ranking(prompt=p, responses=list("abc"), ranks=[0, 1, 2])
+    one = comparison_accuracy([three("p")], [[3.0, 1.0, 2.0]])
+    assert one["eval_accuracy"] == round(2 / 3, 4) and one["eval_accuracy_ci95"] is None
+    tied = Ranking(prompt="q", responses=["a", "b"], ranks=[0, 0])  # a prompt of ties only: nothing to count
+    assert comparison_accuracy([three("p"), tied], [[3.0, 1.0, 2.0], [1.0, 0.0]])["eval_accuracy_ci95"] is None
+    assert accuracy_difference([three("p")], [[3.0, 2.0, 1.0]], [[1.0, 2.0, 3.0]])["eval_accuracy_difference_ci95"] is None
+    assert prompt_interval([], 0, 1) is None and prompt_interval([[1.0, 3.0]], 0, 1) is None
+    assert prompt_interval([[3.0, 3.0], [0.0, 3.0]], 0, 1) == [0.0, 1.0]

@@ -244,7 +244,7 @@ def test_two_models_differ_pair_by_pair_with_a_paired_interval():
     assert same["eval_accuracy_difference"] == 0.0 and same["eval_accuracy_difference_ci95"] == [0.0, 0.0]
     plain = [Ranking(prompt="q", responses=["a", "b"], ranks=[0, 1])]  # no oracle: the label figure only
     assert accuracy_difference(plain, [[1.0, 0.0]], [[0.0, 1.0]]) == {"eval_accuracy_difference": 1.0,
-                                                                      "eval_accuracy_difference_ci95": [1.0, 1.0]}
+                                                                      "eval_accuracy_difference_ci95": None}  # one prompt
 
 
 def test_the_interval_resamples_prompts_not_comparisons():
@@ -308,7 +308,7 @@ def test_the_summary_line_sets_each_figure_beside_its_ceiling():
         "comparisons (1 labelled tie not scored); the oracle itself scores 62.5% against these labels; against the "
         "oracle: 100.0% [100.0%, 100.0%] on the 3 pairs it can tell apart, where the annotators' labels are 66.7% right")
     plain = comparison_accuracy([Ranking(prompt="q", responses=["a", "b", "c"], ranks=[0, 1, 1])], [[1.0, 0.0, 0.0]])
-    assert accuracy_summary(plain) == ("held-out: 100.0% [100.0%, 100.0%] right on 2 decisive comparisons "
+    assert accuracy_summary(plain) == ("held-out: 100.0% right on 2 decisive comparisons "  # one prompt: no interval
                                        "(1 labelled tie not scored)")
     assert accuracy_summary(comparison_accuracy([], [])) == "held-out: no decisive comparison to score (0 labelled ties not scored)"
     only_oracle_ties = comparison_accuracy(HAND_MADE[2:], HAND_MADE_SCORES[2:])

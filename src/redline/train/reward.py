@@ -474,13 +474,14 @@ def prompt_interval(per_prompt: list[list[float]], hits: int, total: int, minus:
     """95% percentile-bootstrap interval of sum(hits) / sum(total) over resampled prompts (rows of
     ``per_prompt``, columns ``hits`` and ``total``), or with ``minus`` of (sum(hits) - sum(minus)) / sum(total)
     (two models' hits on the same prompts, resampled together); a resample without a comparison to count is
-    left out, not counted as 0."""
+    left out, not counted as 0. None from fewer than two prompts with a comparison to count: one prompt has no
+    spread to resample, and its "interval" would be a point, read as certainty (as ``evaluate.bootstrap_interval``)."""
     import numpy as np
 
     if not per_prompt:
         return None
     table = np.array(per_prompt, dtype=float)
-    if table[:, total].sum() == 0:
+    if (table[:, total] > 0).sum() < 2:
         return None
     idx = np.random.default_rng(0).integers(0, len(table), size=(resamples, len(table)))
     got, out_of = table[idx, hits].sum(axis=1), table[idx, total].sum(axis=1)
