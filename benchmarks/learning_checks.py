@@ -409,12 +409,26 @@ def ppo_prompts(path: str | Path, types: list[str]) -> list[dict]:
 
 def rise(rollouts: list[dict], window: int) -> dict[str, float]:
     """Mean score of the last ``window`` iterations minus the first ``window``, and its standard error
-    (two independent samples of episodes)."""
+    (two independent samples). A prompt's samples in one iteration (RLOO draws ``--rloo-k`` of each) share
+    the prompt, so they are one unit of the error, not independent episodes (which understated it)."""
     last = max(r["iteration"] for r in rollouts)
-    first = [r["score"] for r in rollouts if r["iteration"] <= window]
-    final = [r["score"] for r in rollouts if r["iteration"] > last - window]
-    se = math.sqrt(_var(first) / len(first) + _var(final) / len(final))
-    return {"first": _mean(first), "last": _mean(final), "rise": _mean(final) - _mean(first), "se": se}
+    first, se_first = _clustered_mean([r for r in rollouts if r["iteration"] <= window])
+    final, se_final = _clustered_mean([r for r in rollouts if r["iteration"] > last - window])
+    return {"first": first, "last": final, "rise": final - first, "se": math.sqrt(se_first ** 2 + se_final ** 2)}
+
+
+def _clustered_mean(episodes: list[dict]) -> tuple[float, float]:
+    """Mean score of the episodes and its standard error with each (iteration, prompt) one cluster: the
+    sample variance of cluster means over their number where clusters are equal, of episodes where each is alone."""
+    clusters: dict[tuple, list[float]] = {}
+    for r in episodes:
+        clusters.setdefault((r["iteration"], json.dumps(r["prompt"], sort_keys=True)), []).append(r["score"])
+    n, total = len(clusters), len(episodes)
+    mean = sum(r["score"] for r in episodes) / total
+    if n < 2:
+        return mean, 0.0
+    spread = sum((sum(c) - len(c) * mean) ** 2 for c in clusters.values())
+    return mean, math.sqrt(n / (n - 1) * spread) / total
 
 
 def check_ppo(s: Settings, work: Path, reward_fn: Callable | None = None, prompts: list[dict] | None = None,

@@ -132,10 +132,21 @@ def test_shuffled_labels_swap_about_half():
 
 
 def test_rise_is_last_minus_first_with_the_standard_error_of_two_samples():
-    rollouts = [{"iteration": it, "score": s} for it, scores in ((1, [0, 1]), (2, [1, 1]), (3, [2, 4])) for s in scores]
+    rollouts = [{"iteration": it, "prompt": f"p{k}", "score": s}
+                for it, scores in ((1, [0, 1]), (2, [1, 1]), (3, [2, 4])) for k, s in enumerate(scores)]
     r = lc.rise(rollouts, window=1)
     # first: [0, 1], mean 0.5, var 0.5; last: [2, 4], mean 3, var 2; se = sqrt(0.5/2 + 2/2) = sqrt(1.25)
     assert r["rise"] == 2.5 and abs(r["se"] - 1.25 ** 0.5) < 1e-12
+
+
+def test_rise_counts_the_samples_of_one_prompt_in_one_iteration_as_one_unit():
+    # RLOO's two samples of a prompt: first window a: [0, 0], b: [1, 1]. Two units with means 0 and 1, mean 0.5,
+    # var 0.5, se = sqrt(0.5 / 2) = 0.5 (as four independent episodes: sqrt((1/3) / 4) = 0.289); the last window
+    # scores 1 everywhere (se 0). A rise of 0.5 is one SE, not 1.7.
+    rollouts = [{"iteration": it, "prompt": p, "score": s}
+                for it, scores in ((1, {"a": 0, "b": 1}), (2, {"a": 1, "b": 1})) for p, s in scores.items() for _ in range(2)]
+    r = lc.rise(rollouts, window=1)
+    assert r["rise"] == 0.5 and abs(r["se"] - 0.5) < 1e-12
 
 
 def test_critic_records_train_on_one_broken_type_whose_revision_fixes_it(planted):
