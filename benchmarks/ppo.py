@@ -113,6 +113,12 @@ def main() -> None:
     args = parser.parse_args()
 
     cases = [parse_case(c) for c in args.cases.split(";") if c.strip()]
+    names = [name for name, _, _ in cases]
+    if not cases:
+        sys.exit(f"--cases {args.cases!r}: no case (NAME[@GITREF]:[FIELD=VALUE,...], separated by ';')")
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:  # a case's name is its run folder: the second one resumed the first's finished run and reported its log
+        sys.exit(f"--cases: {', '.join(map(repr, twice))} names more than one case; each case needs its own NAME")
     for _, ref, _ in cases:
         if ref:
             check_ref(ref)

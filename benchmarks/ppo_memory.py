@@ -65,7 +65,9 @@ def make_reward_run(model: str, work: Path) -> None:
         "ModelCard(kind='reward', base_model=sys.argv[1]))"
     )
     if not (work / f"rm-{model}").exists():
-        subprocess.run([sys.executable, "-c", code, model, str(work / f"rm-{model}")], check=True, capture_output=True)
+        done = subprocess.run([sys.executable, "-c", code, model, str(work / f"rm-{model}")], capture_output=True, text=True)
+        if done.returncode:  # a model that does not load: say why, not a CalledProcessError naming no reason
+            sys.exit(f"{model}: its reward run could not be made:\n{done.stderr[-3000:]}")
 
 
 def main() -> None:

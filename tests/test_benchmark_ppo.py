@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -39,3 +41,25 @@ def test_a_case_may_change_a_setting_the_benchmark_sets_for_every_case(tmp_path)
     done = benchmark(out, "2", "small:batch_size=4,minibatch_size=4,micro_batch_size=2")
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(out.read_text())["rows"][0]["iterations"][0]["episodes"] == 4
+
+
+def test_two_cases_of_one_name_are_refused_before_anything_runs(tmp_path):
+    # a name is the case's run folder: the second case resumed the first's finished run and reported its timings
+    done = benchmark(tmp_path / "x.json", "2", "a:;b:;a:bf16_base=true")
+    assert done.returncode != 0 and "'a' names more than one case" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "x.json").exists()
+    empty = benchmark(tmp_path / "x.json", "2", " ; ")
+    assert empty.returncode != 0 and "no case" in empty.stderr and "Traceback" not in empty.stderr
+
+
+def test_a_model_that_does_not_load_names_the_reason_not_a_called_process_error(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ppo_memory", ROOT / "benchmarks" / "ppo_memory.py")
+    ppo_memory = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ppo_memory)
+    failed = subprocess.CompletedProcess([], 1, stdout="", stderr="redline: no-such-model: no such model or path\n")
+    monkeypatch.setattr(ppo_memory.subprocess, "run", lambda *a, **k: failed)
+    with pytest.raises(SystemExit) as stop:
+        ppo_memory.make_reward_run("no-such-model", tmp_path)
+    assert "no-such-model: its reward run could not be made" in str(stop.value) and "no such model" in str(stop.value)
