@@ -42,7 +42,9 @@ print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "first_forward_s": t3 
 
 def measure(how: str, cache: str) -> dict:
     env = {**os.environ, "REDLINE_CACHE": cache, "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-c", CHILD, how], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", CHILD, how], env=env, capture_output=True, text=True)
+    if out.returncode:  # say why (a missing GGUF, a model that does not load), not a CalledProcessError naming no reason
+        sys.exit(f"loading {how!r} failed:\n{out.stderr[-3000:]}")
     row = json.loads(out.stdout.strip().splitlines()[-1])
     row["ready_s"] = row["load_s"] + row["first_forward_s"]
     return row
@@ -53,6 +55,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/load_times.json"))
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error(f"--repeats {args.repeats}: a row needs at least one load")
 
     rows = []
     with tempfile.TemporaryDirectory() as cache:

