@@ -330,3 +330,26 @@ def test_a_cuda_device_past_the_last_one_is_one_error(monkeypatch):
     assert pick_device("cuda:1") == "cuda:1"
     with pytest.raises(RedlineError, match=re.escape("torch finds 2 CUDA devices here (cuda:0 to cuda:1, or cuda)")):
         pick_device("cuda:2")
+
+
+def test_a_local_push_inside_the_run_or_over_a_folder_that_holds_it_is_refused_and_nothing_moves(tmp_path):
+    """--push-to-hub RUN/pub copied the run into itself (the copy held its own half-built temporary folder, and the
+    next push a copy of the copy); --push-to-hub PARENT over a parent that was itself a run (RUN/value pushed to RUN)
+    swapped the copy in and deleted PARENT, the run being published with it."""
+    from redline.models import push_to_hub
+
+    parent = tmp_path / "ppo"
+    run = parent / "value"
+    run.mkdir(parents=True)
+    for folder in (parent, run):
+        (folder / "redline.json").write_text(json.dumps({"kind": "sft", "base_model": "tiny-random"}))
+        (folder / "model.safetensors").write_text(folder.name)
+    with pytest.raises(RedlineError, match=re.escape(f"--push-to-hub {run / 'pub'} is inside the run folder {run}")):
+        push_to_hub(run, str(run / "pub"))
+    with pytest.raises(RedlineError, match=re.escape(f"--push-to-hub {parent} is a folder that holds the run folder")):
+        push_to_hub(run, str(parent))
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "ppo", "ppo/model.safetensors", "ppo/redline.json", "ppo/value", "ppo/value/model.safetensors",
+        "ppo/value/redline.json"]
+    assert push_to_hub(run, str(tmp_path / "pub")) == str(tmp_path / "pub")  # beside it: copied
+    assert (tmp_path / "pub" / "model.safetensors").read_text() == "value"

@@ -774,6 +774,10 @@ def push_to_hub(out: str | os.PathLike, repo: str) -> str:
         dest = Path(local).expanduser()
         if dest.resolve() == out.resolve():
             raise RedlineError(f"--push-to-hub {repo} is the run folder itself")
+        # a copy inside the run copied itself into itself; a copy swapped in over a folder that holds the run deleted it
+        if out.resolve() in dest.resolve().parents or dest.resolve() in out.resolve().parents:
+            where = "inside the run folder" if out.resolve() in dest.resolve().parents else "a folder that holds the run folder"
+            raise RedlineError(f"--push-to-hub {repo} is {where} {out}: give a folder beside it")
         if dest.exists() and any(dest.iterdir()) and not (dest / RUN_INFO).is_file():
             raise RedlineError(f"--push-to-hub {repo}: the folder holds files that are not a published run; "
                                "give a new or empty folder")
