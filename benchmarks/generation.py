@@ -26,7 +26,8 @@ Workloads, ``--items`` each (64 by default):
   calls on N items at a time, as revise's chunks do (``engine-bf16@32``, ``engine-bf16-grouped@32``).
 
 Sampling is temperature 0.7, top-p 1. tokens/s counts generated tokens over wall time (model loading
-and a short warm-up excluded; prefill included). The ceiling is the CPU's fp32 matmul peak over the
+and a short warm-up excluded; prefill included). A method that crashes is a FAILED row, its error above the
+table, and the run exits 1. The ceiling is the CPU's fp32 matmul peak over the
 FLOPs of one token of the embedded model: about 700 tokens/s (``--ceiling``).
 
     .venv/bin/python benchmarks/generation.py --out benchmarks/results/generation.json
@@ -289,8 +290,8 @@ def run_method(method: str, workload_name: str, args) -> dict:
            "--naive-items", str(args.naive_items), "--batched-items", str(args.batched_items),
            "--model", args.model, "--threads", str(args.threads)]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
-    if proc.returncode != 0:
-        return dict(method=method, workload=workload_name, skipped=f"failed with exit code {proc.returncode}")
+    if proc.returncode != 0:  # a crash, not a skip: its error is above in stderr, and the run exits 1
+        return dict(method=method, workload=workload_name, failed=f"exit code {proc.returncode}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -299,8 +300,9 @@ def table(runs: list[dict], ceiling: float) -> str:
             "| vs batched (budgets: vs grouped) |")
     lines = [head, "|" + " --- |" * 10]
     for r in runs:
-        if "skipped" in r:
-            lines.append(f"| {r['workload']} | {r['method']} | skipped: {r['skipped']} |" + " |" * 7)
+        if "skipped" in r or "failed" in r:
+            why = f"skipped: {r['skipped']}" if "skipped" in r else f"FAILED: {r['failed']}"
+            lines.append(f"| {r['workload']} | {r['method']} | {why} |" + " |" * 7)
             continue
         name, _, chunk = r["method"].partition("@")
         base = "batched" if r["workload"] != "budgets" else name.removesuffix("-grouped") + "-grouped" + (f"@{chunk}" if chunk else "")
@@ -352,7 +354,7 @@ def main(argv=None) -> None:
         for m in methods:
             print(f"--- {w} / {m}", file=sys.stderr)
             r = run_method(m, w, args)
-            if "skipped" not in r:
+            if "skipped" not in r and "failed" not in r:
                 r["tokens_per_s"] = r["tokens"] / r["seconds"]
                 r["items_per_s"] = r["items"] / r["seconds"]
             print(json.dumps(r), file=sys.stderr)
@@ -364,6 +366,9 @@ def main(argv=None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(dict(command=" ".join(["python", *sys.argv]), machine=machine, ceiling=args.ceiling, runs=runs, table=report), indent=2) + "\n")
     print(f"wrote {out}", file=sys.stderr)
+    failed = [f"{r['workload']}/{r['method']}" for r in runs if "failed" in r]
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)} (each one's error is above)")
 
 
 def _cpu_name() -> str:

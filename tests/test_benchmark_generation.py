@@ -43,3 +43,27 @@ def test_batched_generate_counts_to_the_first_of_several_end_tokens(monkeypatch)
     prompts, settings = generation.workload("rollout", 2)
     result = generation.run_hf_generate("tiny-random", prompts, {**settings, "max_new_tokens": 4}, batch=2)
     assert result["items"] == 2 and 2 <= result["tokens"] <= 8
+
+
+def _module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("generation_benchmark", ROOT / "benchmarks" / "generation.py")
+    generation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generation)
+    return generation
+
+
+def test_a_method_that_crashes_is_a_failed_row_and_the_run_exits_1(tmp_path, monkeypatch, capsys):
+    import pytest
+
+    generation = _module()
+    crashed = subprocess.CompletedProcess([], 1, stdout="")
+    monkeypatch.setattr(generation.subprocess, "run", lambda *a, **k: crashed)
+    out = tmp_path / "g.json"
+    with pytest.raises(SystemExit) as stop:
+        generation.main(["--workload", "rollout", "--methods", "engine", "--out", str(out)])
+    assert "failed: rollout/engine" in str(stop.value)
+    [run] = json.loads(out.read_text())["runs"]
+    assert run["failed"] == "exit code 1" and "skipped" not in run  # a crash is not a skip
+    assert "| rollout | engine | FAILED: exit code 1 |" in capsys.readouterr().out
