@@ -274,9 +274,7 @@ def worker(args) -> dict:
 
 
 def run_method(method: str, workload_name: str, args) -> dict:
-    base, at, chunk = method.partition("@")
-    if at and not (chunk.isdigit() and int(chunk) > 0):
-        raise SystemExit(f"--methods: {method!r}: the items per call after @ must be a positive integer")
+    base, at, _ = method.partition("@")
     if workload_name == "budgets" and base not in (*GROUPED, "engine", "engine-bf16"):
         return dict(method=method, workload=workload_name, skipped="the budgets workload is the engines'")
     if workload_name != "budgets" and (base in GROUPED or at):
@@ -332,6 +330,7 @@ def main(argv=None) -> None:
     if args.worker:
         print(json.dumps(worker(args)))
         return
+    check_args(parser, args)
 
     import torch
     import transformers
@@ -369,6 +368,22 @@ def main(argv=None) -> None:
     failed = [f"{r['workload']}/{r['method']}" for r in runs if "failed" in r]
     if failed:
         sys.exit(f"failed: {', '.join(failed)} (each one's error is above)")
+
+
+def check_args(parser: argparse.ArgumentParser, args) -> None:
+    """Refuse what every method would only fail on, one subprocess each, before any of them starts."""
+    for name in ("items", "naive_items"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} {getattr(args, name)}: at least 1")
+    if args.batched_items < 0 or args.threads < 0:
+        parser.error("--batched-items and --threads: 0 or more")
+    if not any(args.methods.split(",")):
+        parser.error("--methods: no method")
+    for method in filter(None, args.methods.split(",")):
+        base, at, chunk = method.partition("@")
+        if base not in METHODS or (at and not (chunk.isdigit() and int(chunk) > 0)):
+            parser.error(f"--methods: {method!r} is not METHOD[@N] with METHOD one of {', '.join(METHODS)} "
+                         f"and N a positive number of items per call")
 
 
 def _cpu_name() -> str:

@@ -67,3 +67,18 @@ def test_a_method_that_crashes_is_a_failed_row_and_the_run_exits_1(tmp_path, mon
     [run] = json.loads(out.read_text())["runs"]
     assert run["failed"] == "exit code 1" and "skipped" not in run  # a crash is not a skip
     assert "| rollout | engine | FAILED: exit code 1 |" in capsys.readouterr().out
+
+
+def test_bad_methods_and_sizes_are_refused_before_any_method_runs(tmp_path, monkeypatch, capsys):
+    import pytest
+
+    generation = _module()
+    monkeypatch.setattr(generation.subprocess, "run", lambda *a, **k: pytest.fail("a method ran"))
+    for argv, said in ((["--methods", "engine,engin"], "'engin' is not METHOD[@N]"),
+                       (["--methods", "engine@0"], "'engine@0' is not METHOD[@N]"),
+                       (["--items", "0"], "--items 0: at least 1"), (["--naive-items", "0"], "--naive-items 0"),
+                       (["--methods", ","], "--methods: no method")):
+        with pytest.raises(SystemExit):
+            generation.main([*argv, "--out", str(tmp_path / "g.json")])
+        assert said in capsys.readouterr().err
+    assert not (tmp_path / "g.json").exists()
