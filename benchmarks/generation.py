@@ -215,7 +215,11 @@ def run_llamacpp(model_name: str, prompts, settings, threads: int) -> dict:
     if model_name != "embedded":
         raise SystemExit("llama.cpp runs the embedded GGUF only")
     tok = load_tokenizer(model_name)
-    llm = llama_cpp.Llama(model_path=str(embedded_gguf_path()), n_ctx=1024, n_threads=threads or os.cpu_count(), verbose=False, seed=0)
+    import torch
+
+    # --threads 0: torch's default, as the other methods get (os.cpu_count() counted every SMT thread)
+    llm = llama_cpp.Llama(model_path=str(embedded_gguf_path()), n_ctx=1024, n_threads=threads or torch.get_num_threads(),
+                          verbose=False, seed=0)
     m = settings["max_new_tokens"]
     bias = {tok.eos_token_id: -1e9} if settings["ignore_eos"] else None
     texts = [tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]

@@ -82,3 +82,28 @@ def test_bad_methods_and_sizes_are_refused_before_any_method_runs(tmp_path, monk
             generation.main([*argv, "--out", str(tmp_path / "g.json")])
         assert said in capsys.readouterr().err
     assert not (tmp_path / "g.json").exists()
+
+
+def test_llamacpp_gets_torchs_default_threads_as_every_other_method(monkeypatch):
+    import types
+
+    import torch
+
+    import redline.models
+
+    generation, made = _module(), {}
+
+    class Llama:
+        def __init__(self, **kwargs):
+            made.update(kwargs)
+
+        def create_completion(self, text, max_tokens, **kwargs):
+            return {"usage": {"completion_tokens": max_tokens, "prompt_tokens": 3}}
+
+    monkeypatch.setitem(sys.modules, "llama_cpp", types.SimpleNamespace(Llama=Llama))
+    monkeypatch.setattr(redline.models, "embedded_gguf_path", lambda: Path("model.gguf"))
+    real = redline.models.load_tokenizer
+    monkeypatch.setattr(redline.models, "load_tokenizer", lambda name: real("tiny-random"))  # the embedded one's
+    prompts, settings = generation.workload("rollout", 2)
+    result = generation.run_llamacpp("embedded", prompts, settings, threads=0)
+    assert made["n_threads"] == torch.get_num_threads() and result["tokens"] == 2 * 128
