@@ -353,3 +353,17 @@ def test_a_local_push_inside_the_run_or_over_a_folder_that_holds_it_is_refused_a
         "ppo/value/redline.json"]
     assert push_to_hub(run, str(tmp_path / "pub")) == str(tmp_path / "pub")  # beside it: copied
     assert (tmp_path / "pub" / "model.safetensors").read_text() == "value"
+
+
+def test_a_model_whose_weights_are_cut_short_is_one_error(tmp_path):
+    """A folder whose safetensors file was cut short (a copy or download interrupted) gave safetensors' own
+    'incomplete metadata' traceback; so did a LoRA run's adapter weights."""
+    model = save_model(load_causal_lm("tiny-random", device="cpu"), load_tokenizer("tiny-random"), tmp_path / "full",
+                       ModelCard(kind="sft", base_model="tiny-random"))
+    adapter, _ = lora_sft_run(tmp_path)
+    for folder, weights, what in ((model, "model.safetensors", "its weights"),
+                                  (adapter, "adapter_model.safetensors", "its adapter's weights")):
+        (folder / weights).write_bytes((folder / weights).read_bytes()[:1000])
+        for load in (load_causal_lm, load_reward_model):
+            with pytest.raises(RedlineError, match=f"cannot load model {re.escape(repr(str(folder)))}: {what} are damaged"):
+                load(str(folder), device="cpu")

@@ -362,6 +362,8 @@ def load_tokenizer(name: str):
 
 
 def _load(auto_cls, name: str, dtype: str, device: str, merge_lora: bool = False, **kwargs):
+    from safetensors import SafetensorError
+
     _say_if_bfloat16_is_slow(dtype, device)
     path = resolve(name)
     info = run_info(path)
@@ -376,7 +378,11 @@ def _load(auto_cls, name: str, dtype: str, device: str, merge_lora: bool = False
 
             return head_on_body(auto_cls, _load(AutoModelForCausalLM, name, dtype, device, merge_lora=True), **kwargs)
         base = _load(auto_cls, adapter_base(path, info), dtype, device, merge_lora=True, **kwargs)  # a LoRA run: folded in
-        model = PeftModel.from_pretrained(base, path, is_trainable=False)
+        try:
+            model = PeftModel.from_pretrained(base, path, is_trainable=False)
+        except SafetensorError as e:
+            raise RedlineError(f"cannot load model {name!r}: its adapter's weights are damaged ({e}); copy or "
+                               "train them again") from None
         # Merged weights generate as fast as the base model; unmerged ones keep the adapter switchable. Merged, the
         # model is trainable as one loaded from a folder is (PEFT froze the base under its adapter).
         return model.merge_and_unload().requires_grad_(True) if merge_lora else model
@@ -385,6 +391,9 @@ def _load(auto_cls, name: str, dtype: str, device: str, merge_lora: bool = False
                                                   use_safetensors=True, output_loading_info=True, **kwargs)
     except OSError as e:
         raise RedlineError(f"cannot load model {name!r}: {e}") from e
+    except SafetensorError as e:  # a file cut short (a copy or a download interrupted): safetensors' own traceback
+        raise RedlineError(f"cannot load model {name!r}: its weights are damaged ({e}); copy or download them "
+                           "again") from None
     report_loading(name, loading)
     return model.to(pick_device(device))
 
