@@ -602,6 +602,21 @@ def overrides(pairs: list[str], ap: argparse.ArgumentParser) -> dict[str, Any]:
     return out
 
 
+def earlier_rows(out: Path, ap: argparse.ArgumentParser) -> list[dict]:
+    """The rows already in ``--out`` ([] where there is none); a file that is not this script's JSON (another
+    benchmark's, a torn write) is refused in one line, not a JSONDecodeError or KeyError traceback."""
+    if not out.exists():
+        return []
+    try:
+        rows = json.loads(out.read_text(encoding="utf-8"))["checks"]
+        if not (isinstance(rows, list) and all(isinstance(r, dict) and "check" in r for r in rows)):
+            raise TypeError
+    except (OSError, ValueError, KeyError, TypeError):
+        ap.error(f"--out {out}: not a learning checks JSON (an object whose checks are rows); "
+                 "give another path or remove it")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checks", default=",".join(CHECKS), help=f"comma-separated, of: {', '.join(CHECKS)}")
@@ -619,6 +634,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default=None, help="folder for the checks' runs (default: a temporary one)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "learning_checks.json"))
     args = ap.parse_args(argv)
+    names = [c.strip() for c in args.checks.split(",") if c.strip()]
+    unknown = [c for c in names if c not in CHECKS]
+    if unknown or not names:
+        ap.error(f"unknown check(s) {', '.join(unknown) or '(none given)'}; the checks: {', '.join(CHECKS)}")
+    out = Path(args.out)
+    previous = earlier_rows(out, ap)
 
     import tempfile
 
@@ -627,10 +648,6 @@ def main(argv: list[str] | None = None) -> int:
     from redline import RedlineError
 
     torch.set_num_threads(args.threads)
-    names = [c.strip() for c in args.checks.split(",") if c.strip()]
-    unknown = [c for c in names if c not in CHECKS]
-    if unknown:
-        ap.error(f"unknown check(s) {', '.join(unknown)}; the checks: {', '.join(CHECKS)}")
     s = replace(Settings(model=args.model, data=args.data, device=args.device), **SCALES[args.scale]).scaled(args.lr_scale)
     if args.critic_type:
         s = replace(s, critic_type=args.critic_type)
@@ -638,11 +655,9 @@ def main(argv: list[str] | None = None) -> int:
         s = replace(s, ppo_types=args.ppo_types)
     s = replace(s, **overrides(args.set, ap))
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="redline-checks-"))
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     command = " ".join(["python benchmarks/learning_checks.py"] + (argv if argv is not None else sys.argv[1:]))
     # Rows of other checks already in --out stay (checks can run one process at a time); this run's replace theirs.
-    previous = json.loads(out.read_text())["checks"] if out.exists() else []
     report: dict[str, Any] = {"checks": [r for r in previous if r["check"] not in names]}
     for name in names:
         print(f"== {name}", file=sys.stderr, flush=True)

@@ -300,3 +300,17 @@ def test_a_held_out_prompt_that_fills_max_length_is_unmeasured_not_a_crash():
     rows = [{"prompt": " ".join(WORDS * 4), "response": "river stone"}, {"prompt": "Say hi.", "response": "hi there"}]
     long, short = lc.completion_losses(model, tokenizer, rows, max_length=60)
     assert math.isnan(long) and math.isfinite(short)
+
+
+def test_an_out_file_that_is_not_a_checks_json_and_no_check_are_refused_in_one_line(tmp_path, capsys):
+    for text in ("{\"runs\": []}\n", "{\"checks\": [1]}\n", "{\"checks\": [\n"):  # another benchmark's; torn
+        out = tmp_path / "other.json"
+        out.write_text(text)
+        with pytest.raises(SystemExit):
+            lc.main(["--checks", "sft", "--out", str(out)])
+        err = capsys.readouterr().err
+        assert f"--out {out}: not a learning checks JSON" in err and "Traceback" not in err
+        assert out.read_text() == text  # left as it was
+    with pytest.raises(SystemExit):  # ran nothing and exited 0
+        lc.main(["--checks", " , ", "--out", str(tmp_path / "x.json")])
+    assert "(none given)" in capsys.readouterr().err
