@@ -576,11 +576,14 @@ def run_check(name: str, s: Settings, work: Path) -> dict[str, Any]:
     raise ValueError(f"unknown check {name!r}; the checks: {', '.join(CHECKS)}")
 
 
-def table(rows: list[dict]) -> str:
+def table(rows: list[dict], ran: list[str] | None = None) -> str:
+    """The rows as Markdown; a row of a check not in ``ran`` (kept from an earlier run in --out) says so, with its
+    command, so it is not read as this run's."""
     lines = ["| check | learner | signal | metric | value | threshold | passed | seconds (CPU) |", "|" + " --- |" * 8]
     for r in rows:
         value = f"{r['value']:.3f}" if isinstance(r["value"], float) else str(r["value"])
-        lines.append(f"| {r['check']} | {r['learner']} | {r['signal']} | {r['metric']} | {value} | {r['rule']} | "
+        check = r["check"] if ran is None or r["check"] in ran else f"{r['check']} (earlier run: `{r.get('command', '?')}`)"
+        lines.append(f"| {check} | {r['learner']} | {r['signal']} | {r['metric']} | {value} | {r['rule']} | "
                      f"{'yes' if r['passed'] else 'NO'} | {r['details'].get('seconds', '')} ({r['details'].get('cpu_seconds', '')}) |")
     return "\n".join(lines)
 
@@ -671,7 +674,7 @@ def main(argv: list[str] | None = None) -> int:
         out.write_text(json.dumps(report, indent=2) + "\n")  # after each check: a long run keeps what it has
         print(f"{name}: {row['metric']} = {row['value']} (threshold {row['rule']}): "
               f"{'passed' if row['passed'] else 'FAILED'}", flush=True)
-    print(table(report["checks"]))
+    print(table(report["checks"], names))
     print(f"wrote {out}")
     return 0 if all(r["passed"] for r in report["checks"] if r["check"] in names) else 1
 

@@ -314,3 +314,12 @@ def test_an_out_file_that_is_not_a_checks_json_and_no_check_are_refused_in_one_l
     with pytest.raises(SystemExit):  # ran nothing and exited 0
         lc.main(["--checks", " , ", "--out", str(tmp_path / "x.json")])
     assert "(none given)" in capsys.readouterr().err
+
+
+def test_the_table_marks_the_rows_kept_from_an_earlier_run():
+    kept = lc.result("sft", "SFT", "s", "m", 0.07, 0.01, True, "> 2 SE (0.010)")
+    kept["command"] = "python benchmarks/learning_checks.py --checks sft --scale reduced"
+    now = lc.result("critic", "critic + revise", "s", "m", 0.5, 0.5, True, ">= 0.50")
+    lines = lc.table([kept, now], ["critic"]).splitlines()
+    assert lines[2].startswith("| sft (earlier run: `python benchmarks/learning_checks.py --checks sft --scale reduced`) |")
+    assert lines[3].startswith("| critic | critic + revise |")
