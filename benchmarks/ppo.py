@@ -4,7 +4,8 @@ commit (the naive way it ran) and against today's options.
 Each case is a fresh Python process that runs `run_ppo` for a few iterations on the embedded model
 with the settings of RESULTS "InstructGPT" (16 episodes, up to 96 new tokens, GAE with a value model
 started from the reward model, LoRA r 16, one torch thread) on the shipped test prompts, and reads
-the phase timings every iteration logs (generate / score / evaluate / train). The reward model is the
+the phase timings every iteration logs (generate / score / evaluate / train), averaged over every iteration, the
+first (with its one-time costs) included alike in every case. The reward model is the
 embedded base with a fresh score head: its weights do not change the work. A case is
 `NAME[@GITREF]:[FIELD=VALUE,...]`, cases separated by ";": with `@GITREF` the child imports redline from that commit
 (`git archive` into a temporary folder), so "before" is the code as it was, not a flag that imitates it.

@@ -7,7 +7,8 @@ is the mean per-step training-loss difference against the first case, with its s
 Each case is a fresh process that trains a LoRA critic (the `redline train critic` defaults) on the
 shipped simulated feedback for a few optimiser steps, and reports tokens per second (tokens the
 model read, prompt included, from TRL's count), the peak resident memory and the loss, so a faster
-mode that learns worse shows.
+mode that learns worse shows. Seconds are the Trainer's ``train_runtime``: every step, the first (with its
+one-time costs) included alike in every case, model loading not.
 
     python benchmarks/training.py --steps 6 --out benchmarks/results/training.json
 
