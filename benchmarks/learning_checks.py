@@ -437,9 +437,13 @@ def check_ppo(s: Settings, work: Path, reward_fn: Callable | None = None, prompt
 
     ``reward_fn`` defaults to the oracle's quality (``--score oracle``); the tiny tests pass planted ones.
     """
+    from redline import RedlineError
     from redline.train.ppo import PPOConfig, load_ppo_models, oracle_reward, run_ppo
     from redline.train.sft import as_chat
 
+    if not 1 <= s.ppo_window <= s.ppo_iterations // 2:  # 0: a division by zero after training; more: the ends overlap
+        raise RedlineError(f"ppo_window {s.ppo_window}: the iterations averaged at each end must be 1 to half of "
+                           f"ppo_iterations ({s.ppo_iterations}), so the first and last do not overlap")
     types = [t.strip() for t in s.ppo_types.split(",") if t.strip()]
     if prompts is None:
         path = Path(s.data) / "rankings.jsonl"

@@ -323,3 +323,12 @@ def test_the_table_marks_the_rows_kept_from_an_earlier_run():
     lines = lc.table([kept, now], ["critic"]).splitlines()
     assert lines[2].startswith("| sft (earlier run: `python benchmarks/learning_checks.py --checks sft --scale reduced`) |")
     assert lines[3].startswith("| critic | critic + revise |")
+
+
+@pytest.mark.parametrize("window", [0, 4])
+def test_a_ppo_window_that_is_empty_or_overlaps_is_refused_before_training(tmp_path, window):
+    # 0 divided by zero once PPO had run; 4 of 6 iterations compared iterations 3-4 with themselves
+    s = replace(tiny(tmp_path), ppo_iterations=6, ppo_window=window)
+    with pytest.raises(RedlineError, match=f"ppo_window {window}: .* 1 to half of ppo_iterations \\(6\\)"):
+        lc.check_ppo(s, tmp_path / "w", reward_fn=noise_reward(), prompts=[{"prompt": "Hi."}] * 4)
+    assert not (tmp_path / "w").exists()
