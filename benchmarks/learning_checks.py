@@ -645,6 +645,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [c for c in names if c not in CHECKS]
     if unknown or not names:
         ap.error(f"unknown check(s) {', '.join(unknown) or '(none given)'}; the checks: {', '.join(CHECKS)}")
+    if args.threads < 1:
+        ap.error(f"--threads {args.threads}: at least 1")
     out = Path(args.out)
     previous = earlier_rows(out, ap)
 

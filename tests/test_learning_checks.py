@@ -302,7 +302,7 @@ def test_a_held_out_prompt_that_fills_max_length_is_unmeasured_not_a_crash():
     assert math.isnan(long) and math.isfinite(short)
 
 
-def test_an_out_file_that_is_not_a_checks_json_and_no_check_are_refused_in_one_line(tmp_path, capsys):
+def test_an_out_file_that_is_not_a_checks_json_no_check_and_no_threads_are_refused_in_one_line(tmp_path, capsys):
     for text in ("{\"runs\": []}\n", "{\"checks\": [1]}\n", "{\"checks\": [\n"):  # another benchmark's; torn
         out = tmp_path / "other.json"
         out.write_text(text)
@@ -314,6 +314,9 @@ def test_an_out_file_that_is_not_a_checks_json_and_no_check_are_refused_in_one_l
     with pytest.raises(SystemExit):  # ran nothing and exited 0
         lc.main(["--checks", " , ", "--out", str(tmp_path / "x.json")])
     assert "(none given)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # was torch's RuntimeError traceback
+        lc.main(["--checks", "sft", "--threads", "0", "--out", str(tmp_path / "x.json")])
+    assert "--threads 0: at least 1" in capsys.readouterr().err
 
 
 def test_the_table_marks_the_rows_kept_from_an_earlier_run():
