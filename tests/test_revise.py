@@ -268,3 +268,21 @@ def test_per_item_budgets_on_tiny_random(tmp_path):
     # random weights never write a whole critique and revision: every output fails, none is applied
     assert all(r["failure"] in ("budget", "loop", "parse") and not r["changed"] for r in rows.values())
     assert sum(summary["iterations"][0]["failures"].values()) == 2
+
+
+def test_a_prompt_past_the_models_context_fails_alone_as_a_budget_failure(tmp_path):
+    """It stopped the whole iteration once the critic had loaded (the engine refuses a prompt with no room for a token,
+    and with it the call's other items); now that item is kept as it was, budget 0, and the others are revised."""
+    from redline.generation import load_engine
+
+    engine = load_engine("tiny-random", device="cpu")
+    context = engine.config.max_position_embeddings
+    huge = " ".join(f"word{i}" for i in range(context))  # its critic prompt alone is past the context
+    responses = [Response(id="fits", prompt="Say hi.", response="Hi."), Response(id="huge", prompt="Say a lot.", response=huge)]
+    config = ReviseConfig(critic="tiny-random", iterations=1, critique_tokens=8, max_new_tokens=16)
+    summary = revise(config, tmp_path, engine=engine, responses=responses)
+    rows = {r["id"]: r for r in read_jsonl_prefix(tmp_path / "iteration_1.jsonl")}
+    assert rows["huge"]["budget"] == 0 and rows["huge"]["failure"] == "budget" and rows["huge"]["response"] == huge
+    assert rows["fits"]["budget"] == 16  # the other item was sent, with its budget
+    assert summary["iterations"][0]["failures"]["budget"] >= 1 and summary["iterations"][0]["items"] == 2
+    assert revision_budget(10, context, 8, context=context) == 0 and revision_budget(10, context - 1, 8, context=context) == 1

@@ -79,10 +79,13 @@ class ReviseConfig(IterateSettings):
 def revision_budget(response_tokens: int, prompt_tokens: int, critique_tokens: int,
                     context: int | None = None, cap: int | None = None) -> int:
     """New tokens for one critique and a full revision of a response of ``response_tokens``
-    (step 2), rounded up to a multiple of BUDGET_STEP, never past the context or ``cap``."""
+    (step 2), rounded up to a multiple of BUDGET_STEP, never past the context or ``cap``; 0 where the
+    prompt leaves the model no room (``generate_by_budget`` writes nothing for it: a budget failure)."""
     wanted = critique_tokens + max(MIN_REVISION_TOKENS, math.ceil(REVISION_FACTOR * response_tokens))
     budget = math.ceil(wanted / BUDGET_STEP) * BUDGET_STEP
     if context is not None:
+        if prompt_tokens >= context:
+            return 0
         budget = min(budget, context - prompt_tokens)
     if cap is not None:
         budget = min(budget, cap)
@@ -112,12 +115,20 @@ def generate_by_budget(engine, prompts: list, budgets: list[int], seeds: list[in
     """Each prompt's completion under its own new-token budget, in the prompts' order, in one call:
     the engine decodes rows with other budgets together (one call per budget decoded 3–5 small
     groups of rows one after another). ``config`` gives the sampling settings (temperature, top_p,
-    seed, no_repeat_ngram, copy_ngrams)."""
-    from redline.generation import SamplingParams
+    seed, no_repeat_ngram, copy_ngrams). A prompt with a budget of 0 (one longer than the model's context) is
+    not sent: the engine refuses it, and with it every other item of the call; its completion is empty and cut
+    by length, which the steps read as a budget failure (the response kept as it was)."""
+    from redline.generation import Completion, SamplingParams
 
-    params = [SamplingParams(temperature=config.temperature, top_p=config.top_p, max_new_tokens=budget, seed=config.seed,
-                             no_repeat_ngram=config.no_repeat_ngram, prompt_ngrams=config.copy_ngrams) for budget in budgets]
-    return engine.generate(prompts, params, seeds=seeds, progress=progress)
+    fits = [i for i, budget in enumerate(budgets) if budget > 0]
+    params = [SamplingParams(temperature=config.temperature, top_p=config.top_p, max_new_tokens=budgets[i], seed=config.seed,
+                             no_repeat_ngram=config.no_repeat_ngram, prompt_ngrams=config.copy_ngrams) for i in fits]
+    done = engine.generate([prompts[i] for i in fits], params, seeds=[seeds[i] for i in fits], progress=progress) if fits else []
+    completions = [Completion(text="", prompt_tokens=0, completion_tokens=0, finish_reason="length", seconds=0.0, seed=seed)
+                   for seed in seeds]
+    for i, completion in zip(fits, done):
+        completions[i] = completion
+    return completions
 
 
 def critic_step(engine, config: ReviseConfig, progress: bool = False):
