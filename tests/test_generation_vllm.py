@@ -203,3 +203,15 @@ def test_a_prompt_too_long_for_vllm_is_named_by_its_place_before_vllm_takes_any_
         engine.generate([fits, long, "Hello"], SamplingParams(), progress=False)
     assert llm.calls == []
     assert [c.text for c in engine.generate([fits, "Hello"], SamplingParams(), progress=False)] == ["one", "two"]
+
+
+def test_a_lora_run_whose_base_is_gone_or_unnamed_is_refused_naming_its_card(tmp_path):
+    # as the transformers backend refuses it: a KeyError, or resolve's "not a folder" naming no run, before
+    path = run_folder(tmp_path, {"r": 8})
+    card = json.loads((tmp_path / "redline.json").read_text())
+    (tmp_path / "redline.json").write_text(json.dumps({**card, "base_model": str(tmp_path / "moved-base")}))
+    with pytest.raises(RedlineError, match=r"redline.json: field base_model: the adapter's base, the folder .*moved-base, is not there"):
+        vllm_load_kwargs(path, "bfloat16", {})
+    (tmp_path / "redline.json").write_text(json.dumps({k: v for k, v in card.items() if k != "base_model"}))
+    with pytest.raises(RedlineError, match=r"redline.json: field base_model: an adapter run names the model"):
+        vllm_load_kwargs(path, "bfloat16", {})

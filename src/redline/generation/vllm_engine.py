@@ -55,7 +55,7 @@ def vllm_sampling_kwargs(params: SamplingParams, seed: int) -> dict[str, Any]:
 def vllm_load_kwargs(path: str, dtype: str, options: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     """The ``vllm.LLM`` arguments for a resolved model path, and the adapter folder to request per
     prompt (None for a full model). ``options`` (any ``vllm.LLM`` argument) win over ours."""
-    from redline.models import resolve, run_info
+    from redline.models import adapter_base, resolve, run_info
 
     info = run_info(path)
     if not info.get("adapter"):
@@ -78,7 +78,7 @@ def vllm_load_kwargs(path: str, dtype: str, options: dict[str, Any]) -> tuple[di
     fits = [r for r in VLLM_LORA_RANKS if r >= rank]
     if not fits:
         raise RedlineError(f"{config_file}: field r: LoRA rank {rank} is above vLLM's largest, {VLLM_LORA_RANKS[-1]}")
-    base = resolve(info["base_model"])
+    base = resolve(adapter_base(path, info))  # a card with no base, or a base folder gone: one error naming the field
     if run_info(base).get("adapter"):  # vLLM was handed a folder with no model in it
         raise RedlineError(f"{Path(path) / 'redline.json'}: field base_model: {info['base_model']} is itself a LoRA "
                            "run, and vLLM serves one adapter on a whole model: use backend='transformers' (it merges "
