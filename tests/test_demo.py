@@ -6,6 +6,7 @@ import warnings
 import pytest
 
 import redline.demo
+from redline import RedlineError
 from redline.cli import main
 
 
@@ -171,3 +172,6 @@ def test_steps_whose_inputs_changed_since_out_was_made_start_over(tmp_path, caps
     start_over_where_changed(out, trained, trained, None, data)
     assert "feedback changed since" in capsys.readouterr().err
     assert not any((out / n).exists() for n in ("critic", "revise", "eval"))
+    (out / "inputs.json").write_text('{"critic": ')  # torn by hand: one error naming it, not a JSONDecodeError
+    with pytest.raises(RedlineError, match=r"inputs.json: not JSON .*rerun with --overwrite"):
+        start_over_where_changed(out, trained, trained, None, data)

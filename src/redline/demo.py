@@ -158,13 +158,15 @@ def start_over_where_changed(out: Path, critic: Path, trained: Path, gate: str |
     import shutil
 
     from redline.config import input_digest
+    from redline.models import read_json_object
     from redline.records import write_text_atomic
 
     now = {"critic": None if critic == trained else input_digest(str(critic)), "gate": gate and input_digest(gate),
            "feedback": input_digest(str(data / "feedback.jsonl")) if critic == trained else None,
            "test": input_digest(str(data / "test.jsonl")), "test_fixed": input_digest(str(data / "test_fixed.jsonl"))}
     stamp = out / INPUTS
-    before = json.loads(stamp.read_text()) if stamp.is_file() else None
+    before = read_json_object(stamp, "the demo's record of what its steps read",
+                              "rerun with --overwrite to start the demo over") if stamp.is_file() else None
     changed = [name for name in now if before is not None and before.get(name) != now[name]]
     if changed:
         again = [trained] if "feedback" in changed else []

@@ -161,7 +161,7 @@ def read_json_object(path: Path, what: str, remedy: str = "rerun the command tha
     """A JSON object from a run folder, or one error naming the file, what it is and what to do (a bare
     JSONDecodeError named none)."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_bytes())  # UTF-8 (or -16/-32) whatever the locale's encoding
     except (ValueError, UnicodeDecodeError) as e:
         raise RedlineError(f"{path}: not JSON ({e}): {what} is damaged; {remedy}") from None
     if not isinstance(data, dict):
