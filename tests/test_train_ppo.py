@@ -674,3 +674,12 @@ def test_the_reward_model_reads_the_chat_in_its_own_template(jsonl, tmp_path, mo
         train_ppo(cfg, tmp_path / "run")
     messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
     assert seen[0].apply_chat_template(messages, tokenize=False) == "<<user>> hi\n<<assistant>> yo\n"
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1e-6])
+def test_a_temperature_the_engine_decodes_greedily_is_refused_for_rollouts(temperature):
+    """Under sampling.GREEDY_BELOW the engine takes the argmax and records log-probs at temperature 1, while the
+    learner reads the policy at --temperature: π_old and π would be of two temperatures (ratios far from 1)."""
+    with pytest.raises(RedlineError, match=f"--temperature must be at least 1e-05 for rollouts .*got {temperature}"):
+        PPOConfig(temperature=temperature).check()
+    PPOConfig(temperature=1e-5).check()  # sampled, as the learner reads it

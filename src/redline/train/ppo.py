@@ -292,8 +292,11 @@ class RLSettings:
             raise RedlineError("--warmup-iterations and --value-warmup-iterations cannot be negative")
         if not 0 <= self.lam <= 1 or not 0 <= self.gamma <= 1:
             raise RedlineError(f"--lam and --gamma must be in [0, 1], got {self.lam} and {self.gamma}")
-        if self.temperature <= 0:
-            raise RedlineError(f"--temperature must be above 0 for rollouts, got {self.temperature}")
+        from redline.generation.sampling import GREEDY_BELOW
+
+        if self.temperature < GREEDY_BELOW:  # the engine decodes greedily there, its log-probs at temperature 1
+            raise RedlineError(f"--temperature must be at least {GREEDY_BELOW:g} for rollouts (below it the engine "
+                               f"decodes greedily and records log-probs at temperature 1), got {self.temperature}")
         if not 0 < self.top_p <= 1:  # else the first rollout, after the models loaded, refused it
             raise RedlineError(f"--top-p must be in (0, 1], got {self.top_p}")
         for name in ("beta", "clip_range", "value_clip", "max_grad_norm", "learning_rate", "value_learning_rate"):
