@@ -402,3 +402,25 @@ def test_skip_invalid_covers_the_normalising_demonstrations_too(jsonl, tmp_path,
     assert main(args + ["--skip-invalid", "--out", str(tmp_path / "rm")]) == 0
     assert "demos.jsonl: 1 records, skipped 1 invalid" in capsys.readouterr().err
     assert "reward_bias" in json.loads((tmp_path / "rm" / "redline.json").read_text())["metrics"]
+
+
+@pytest.mark.parametrize("train_prompts, trained", [(4, 4), (3, 3)])
+def test_a_run_made_before_a_small_share_held_out_a_prompt_is_read_as_it_split(tmp_path, capsys, train_prompts, trained):
+    """0.1 of four prompts held out none before split_by_prompt held out at least one: such a run's card counts every
+    prompt trained on (4). Its held-out prompt is none, so a start model's training prompts are all four, and
+    evaluate --held-out-of scores none of them as held out; a run made since (3 trained on) held one out."""
+    from redline.train.reward import start_training_prompts
+
+    data = tmp_path / "rankings.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rankings(4)))
+    run = tmp_path / "rm"
+    run.mkdir()
+    (run / "redline.json").write_text(json.dumps({"kind": "reward", "base_model": "tiny-random",
+                                                  "metrics": {"train_prompts": train_prompts}}))
+    (run / "train_config.json").write_text(json.dumps({"model": "tiny-random", "data": str(data), "eval_split": 0.1,
+                                                       "seed": 0, "limit": None, "max_length": 64}))
+    assert len(start_training_prompts(str(run))[0]) == trained
+    if trained == 4:  # before the model loads (this run has no weights)
+        assert main(["evaluate", "rankings", "--model", str(run), "--data", str(data), "--held-out-of", str(run),
+                     "--out", str(tmp_path / "eval")]) == 2
+        assert "that run held out no prompt of" in capsys.readouterr().err

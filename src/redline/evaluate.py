@@ -943,7 +943,7 @@ def evaluate_rankings(config: RankingsEvalConfig) -> dict[str, Any]:
     from redline.judges.reward import RewardJudge
     from redline.models import check_reward_model, run_config, run_info
     from redline.train.reward import (accuracy_difference, comparison_accuracy, read_comparisons_and_all_tied,
-                                      split_by_prompt, tied_beside)
+                                      split_of_run, tied_beside)
 
     check_required(config)  # built in Python: flags and config files were checked as they were read
     check_reward_model(config.model, "--model")
@@ -964,7 +964,10 @@ def evaluate_rankings(config: RankingsEvalConfig) -> dict[str, Any]:
         if trained.get("limit") != config.limit:
             raise RedlineError(f"--held-out-of {config.held_out_of}: that run read --limit {trained.get('limit')}, "
                                f"this one {config.limit}; the held-out prompts are chosen from what was read")
-        _, rankings = split_by_prompt(rankings, trained["eval_split"], trained["seed"])
+        _, rankings = split_of_run(rankings, trained, run_info(config.held_out_of).get("metrics", {}))
+        if not rankings:
+            raise RedlineError(f"--held-out-of {config.held_out_of}: that run held out no prompt of {config.data} (its "
+                               f"--eval-split {trained['eval_split']}): there is no held-out ranking to score")
         tied = tied_beside(tied, rankings)[1]  # as that run counted its held-out all-tied ones
         max_length = trained["max_length"]
     if not rankings:

@@ -142,6 +142,20 @@ def split_by_prompt(rankings: list[Ranking], share: float, seed: int) -> tuple[l
     return [r for r in rankings if prompt_key(r.prompt) not in held], [r for r in rankings if prompt_key(r.prompt) in held]
 
 
+def split_of_run(records: list, trained: dict, metrics: dict) -> tuple[list, list]:
+    """The split a finished reward or gap-reward run (its ``train_config.json``, its card's ``metrics``) made of the
+    records it read: ``split_by_prompt`` at its ``--eval-split`` and ``--seed``. A run made before that held out at
+    least one prompt held out none where the share rounded to none (0.1 of four prompts); its card counts none held
+    out (every prompt trained on, or no held-out pair), and so none is taken as held out here."""
+    train, held = split_by_prompt(records, trained.get("eval_split", 0.0), trained.get("seed", 0))
+    every = len({prompt_key(r.prompt) for r in records})
+    none_held = metrics.get("train_prompts") == every or (metrics.get("eval_pairs") == 0  # a reward run's card; a gap run's
+                                                          and not metrics.get("eval_identical_pairs"))
+    if held and none_held:
+        return records, []
+    return train, held
+
+
 def refuse_shared_prompts(train: list, held: list, data: str, eval_data: str) -> None:
     """``--eval-data`` must hold other prompts than ``--data``'s training records: else its accuracy is not held out."""
     trained = {prompt_key(r.prompt) for r in train}
@@ -161,7 +175,7 @@ def start_training_prompts(model: str, seen: frozenset = frozenset()) -> tuple[d
     ones it held out (its ``--eval-split`` and ``--seed``, ``split_by_prompt``), or all of them where it was
     given ``--eval-data``.
     """
-    from redline.models import GAP_REWARD, run_config, run_kind
+    from redline.models import GAP_REWARD, run_config, run_info, run_kind
 
     kind = run_kind(model) if model not in seen else None
     trained = run_config(model) if kind in (REWARD, GAP_REWARD) else {}
@@ -177,7 +191,7 @@ def start_training_prompts(model: str, seen: frozenset = frozenset()) -> tuple[d
     except (RedlineError, RecordError):  # changed since it trained: what it read is not known
         return found, [*unread, f"{model} ({data})"]
     if not trained.get("eval_data"):
-        rankings, _ = split_by_prompt(rankings, trained.get("eval_split", 0.0), trained.get("seed", 0))
+        rankings, _ = split_of_run(rankings, trained, run_info(model).get("metrics", {}))
     return {**{prompt_key(r.prompt): model for r in rankings}, **found}, unread
 
 
