@@ -148,6 +148,13 @@ def test_trl_refuses_rows_it_cannot_convert(row, field, reason):
     assert reason in e.value.reason
 
 
+def test_a_blank_conversational_reply_is_not_called_an_empty_prompt():
+    # prompt_field reads replies too: "chosen: ... an empty prompt" named a field that is no prompt
+    with pytest.raises(ValueError) as e:
+        trl.convert({"prompt": "q", "chosen": [assistant(" ")], "rejected": [assistant("b")]})
+    assert (e.value.field, e.value.reason) == ("chosen", "no message holds any text")
+
+
 def test_trl_files_of_two_kinds_go_to_two_files(tmp_path):
     rows = [
         {"id": "p1", "prompt": "2+2?", "chosen": "4", "rejected": "5"},

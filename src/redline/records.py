@@ -106,7 +106,7 @@ def prompt_field(obj: dict, name: str = "prompt") -> Prompt:
             if not isinstance(content, str):
                 raise FieldError(f"{where}.content", "expected a string")
         if not any(m["content"].strip() for m in value):  # as empty as "": a model was asked nothing
-            raise FieldError(name, "no message holds any text, an empty prompt")
+            raise FieldError(name, "no message holds any text" + (", an empty prompt" if name == "prompt" else ""))  # or a reply
         return [{"role": m["role"], "content": m["content"]} for m in value]
     raise FieldError(name, f"expected a string or a list of messages, got {type(value).__name__}")
 
