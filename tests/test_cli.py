@@ -161,3 +161,20 @@ def test_out_may_come_from_the_config_a_run_wrote(tmp_path, monkeypatch, capsys)
         assert main(command) == 2  # neither --out nor a config's out: one line, as before
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("redline: error: --out is required"), err
+
+
+@pytest.mark.parametrize("command", [["train", "sft"], ["train", "reward"], ["train", "ppo", "--policy", "tiny-random", "--reward", "oracle"]])
+def test_a_push_target_that_cannot_take_the_run_is_refused_before_it_trains(command, tmp_path, capsys):
+    # it was checked when the finished run was published: after the training it could not be published from
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"prompt": "p", "response": "r"}\n')
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (stray / "notes.txt").write_text("mine")
+    flags = {"sft": ["--data", str(data)], "reward": ["--data", str(data)], "ppo": ["--prompts", str(data)]}[command[1]]
+    for target, message in ((str(stray), "the folder holds files that are not a published run"),
+                            ("not a repo!", "is not a hub repo id")):
+        out = tmp_path / f"run-{command[1]}"
+        assert main([*command, *flags, "--out", str(out), "--push-to-hub", target]) == 2
+        assert message in capsys.readouterr().err
+        assert not out.exists()

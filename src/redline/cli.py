@@ -66,6 +66,10 @@ def configured(cls, args: argparse.Namespace, command: str, *, config_name: str 
                            f"(such as --out {out / 'out.jsonl'})")
     if _launched_worker():  # under torchrun/accelerate launch the main process claims OUT
         return config
+    if getattr(config, "push_to_hub", None):  # now, not once the run has trained
+        from redline.models import check_push_target
+
+        check_push_target(out, config.push_to_hub)
     created = not out.exists()
     found = claim_output(out, config, command=command, overwrite=args.overwrite, config_name=config_name, file=file,
                          seeded=seeded)

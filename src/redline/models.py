@@ -778,25 +778,13 @@ def push_to_hub(out: str | os.PathLike, repo: str) -> str:
     """Publish a finished run folder (less its checkpoints) to ``repo``: a hub repo id, or a local
     folder (``./x``, ``/x`` or ``file://x``: a copy, for machines that reach no hub). Returns where."""
     out = Path(out)
-    local = repo[len("file://"):] if repo.startswith("file://") else repo
-    if local.startswith((".", "/", "~")) or os.path.isdir(local):
-        dest = Path(local).expanduser()
-        if dest.resolve() == out.resolve():
-            raise RedlineError(f"--push-to-hub {repo} is the run folder itself")
-        # a copy inside the run copied itself into itself; a copy swapped in over a folder that holds the run deleted it
-        if out.resolve() in dest.resolve().parents or dest.resolve() in out.resolve().parents:
-            where = "inside the run folder" if out.resolve() in dest.resolve().parents else "a folder that holds the run folder"
-            raise RedlineError(f"--push-to-hub {repo} is {where} {out}: give a folder beside it")
-        if dest.exists() and any(dest.iterdir()) and not (dest / RUN_INFO).is_file():
-            raise RedlineError(f"--push-to-hub {repo}: the folder holds files that are not a published run; "
-                               "give a new or empty folder")
+    dest = check_push_target(out, repo)
+    if dest is not None:
         # Copied beside it, then swapped in: a copy over an earlier one merged the two (a full model's copy over an
         # adapter's kept the adapter's files, which loaders then read), and a copy cut short left a mix.
         _atomic_dir(dest, lambda tmp: shutil.copytree(out, tmp, ignore=shutil.ignore_patterns("checkpoints", "*.tmp"),
                                                       dirs_exist_ok=True), replace=True)
         return str(dest)
-    if not _is_hub_name(repo):
-        raise RedlineError(f"--push-to-hub {repo!r} is not a hub repo id (org/name) or a local folder")
     try:
         from huggingface_hub import HfApi
 
@@ -808,3 +796,25 @@ def push_to_hub(out: str | os.PathLike, repo: str) -> str:
         raise RedlineError(f"--push-to-hub {repo}: the run is saved in {out} but was not pushed: "
                            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
     return f"https://huggingface.co/{repo}"
+
+
+def check_push_target(out: str | os.PathLike, repo: str) -> Path | None:
+    """``--push-to-hub``'s target checked, as it can be before the run trains (the CLI asks at once, so a bad one
+    costs no training): the local folder to copy the run to, or None for a hub repo id."""
+    out = Path(out)
+    local = repo[len("file://"):] if repo.startswith("file://") else repo
+    if local.startswith((".", "/", "~")) or os.path.isdir(local):
+        dest = Path(local).expanduser()
+        if dest.resolve() == out.resolve():
+            raise RedlineError(f"--push-to-hub {repo} is the run folder itself")
+        # a copy inside the run copied itself into itself; a copy swapped in over a folder that holds the run deleted it
+        if out.resolve() in dest.resolve().parents or dest.resolve() in out.resolve().parents:
+            where = "inside the run folder" if out.resolve() in dest.resolve().parents else "a folder that holds the run folder"
+            raise RedlineError(f"--push-to-hub {repo} is {where} {out}: give a folder beside it")
+        if dest.exists() and (not dest.is_dir() or (any(dest.iterdir()) and not (dest / RUN_INFO).is_file())):
+            what = "a file" if not dest.is_dir() else "the folder holds files that are not a published run"
+            raise RedlineError(f"--push-to-hub {repo}: {what}; give a new or empty folder")
+        return dest
+    if not _is_hub_name(repo):
+        raise RedlineError(f"--push-to-hub {repo!r} is not a hub repo id (org/name) or a local folder")
+    return None
