@@ -567,6 +567,14 @@ def test_a_setting_out_of_bounds_is_refused_naming_its_field(settings, field, ru
     assert isinstance(refused.value, ValueError) and str(refused.value) == f"{field} {rule}"
 
 
+def test_the_top_seed_samples_every_prompt_its_seed_plus_i_wrapping_as_torch_reads_negatives(engine):
+    """SamplingParams takes seeds up to 2**64 - 1, but prompt i samples with seed + i: the second prompt's 2**64 was
+    torch's 'Overflow when unpacking long long' once the model had loaded. It wraps to 0, as -1 is 2**64 - 1."""
+    top = SamplingParams(temperature=1.0, max_new_tokens=6, seed=2**64 - 1)
+    out = engine.generate(["Hello", "Hello"], top)
+    assert [c.text for c in out] == [c.text for c in engine.generate(["Hello", "Hello"], top, seeds=[-1, 0])]
+
+
 def _forward_logprobs(engine, prompt, token_ids, temperature=1.0):
     """log softmax(logits / temperature) at each completion position, from one forward pass of prompt + completion."""
     import torch.nn.functional as F

@@ -19,8 +19,10 @@ GREEDY_BELOW = 1e-5
 
 
 def uniform_stream(seed: int, n: int) -> torch.Tensor:
-    """The first ``n`` uniforms in [0, 1) of the stream for ``seed``: token t of a row uses element t."""
-    generator = torch.Generator(device="cpu").manual_seed(seed)
+    """The first ``n`` uniforms in [0, 1) of the stream for ``seed``: token t of a row uses element t. The seed is
+    taken modulo 2**64, as torch reads a negative one (-1 is 2**64 - 1), so an item's ``seed + i`` past the top wraps
+    (torch refused it once the model had loaded)."""
+    generator = torch.Generator(device="cpu").manual_seed(seed % 2**64)
     return torch.rand(n, generator=generator, dtype=torch.float64)
 
 
