@@ -120,3 +120,14 @@ def test_the_evaluate_command_generate_help_gives_runs():
     generate = parser._subparsers._group_actions[0].choices["generate"]
     command = re.search(r"`redline (evaluate [^`]*)`", generate.description).group(1).split()
     settings_from_args(EvaluateConfig, parser.parse_args(command))  # raised '--judge is required'
+
+
+def test_a_prompt_too_long_for_the_model_is_refused_before_any_chunk_is_generated(jsonl, tmp_path):
+    # the engine refused it when its chunk came: the chunks before it had been generated and written
+    huge = " ".join(f"word{i}" for i in range(2100))  # past tiny-random's 2048 positions
+    prompts = jsonl(PROMPTS[:2] + [{"id": "huge", "prompt": huge}])
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(RedlineError, match=r"record 3 \(id huge\): prompt: \d+ tokens in the model's chat template, "
+                                           r"past the 2047 it takes"):
+        generate_responses(GenerateConfig(model="tiny-random", prompts=str(prompts), max_new_tokens=4, chunk=1), out)
+    assert not out.exists()

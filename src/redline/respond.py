@@ -69,6 +69,7 @@ def generate_responses(config: GenerateConfig, out: str | Path) -> Path:
 
     options = {"threads": config.threads} if config.threads and config.backend == "transformers" else {}
     engine = load_engine(config.model, backend=config.backend, dtype=config.dtype, device=config.device, **options)
+    refuse_too_long(engine, records, done, config.prompts)
     source = config.source or config.model
     out.parent.mkdir(parents=True, exist_ok=True)
     for start in range(done, len(records), config.chunk):  # step 3
@@ -82,6 +83,23 @@ def generate_responses(config: GenerateConfig, out: str | Path) -> Path:
         print(f"redline: {start + len(chunk)} of {len(records)} responses in {out} "
               f"({engine.last_stats.tokens_per_s:.0f} tokens/s)", file=sys.stderr)
     return out
+
+
+def refuse_too_long(engine, records: list[dict], done: int, prompts: str) -> None:
+    """A prompt left to answer that leaves the model no room for one token, refused before any is generated: the
+    engine refused it only when its chunk came, the chunks before it generated and written."""
+    from redline.generation import as_chat
+    from redline.improve.revise import token_counter
+
+    _, count_prompt, context = token_counter(engine)
+    if context is None:
+        return
+    for number, record in enumerate(records[done:], start=done + 1):
+        tokens = count_prompt(as_chat(record["prompt"]))
+        if tokens >= context:
+            raise RedlineError(f"{prompts}: record {number} (id {record['id']}): prompt: {tokens} tokens in the model's "
+                               f"chat template, past the {context - 1} it takes with room for one new token; shorten it "
+                               "or leave it out (nothing was generated)")
 
 
 def check_done(out: Path, records: list[dict], prompts: str) -> int:
