@@ -122,3 +122,18 @@ def test_no_issues_is_recorded_and_counted_as_nothing_to_fix(tmp_path):
     second = read_jsonl_prefix(tmp_path / "iteration_2.jsonl")
     assert all(r["feedback"] == "NO ISSUES" and r["nothing_to_fix"] and not r["changed"] for r in second)
     assert [it["nothing_to_fix"] for it in summary["iterations"]] == [0, 2]
+
+
+def test_an_item_past_the_models_context_fails_alone_as_a_budget_failure(tmp_path):
+    """It stopped the whole iteration once the model had loaded (the engine refuses a prompt with no room for a token,
+    and with it the call's other items); now that item is kept as it was, budget 0, and the other is refined."""
+    from redline.generation import load_engine
+
+    engine = load_engine("tiny-random", device="cpu")
+    huge = " ".join(f"word{i}" for i in range(engine.config.max_position_embeddings))
+    items = [Response(id="fits", prompt="Say hi.", response="Hi."), Response(id="huge", prompt="Say a lot.", response=huge)]
+    summary = refine(RefineConfig(model="tiny-random", iterations=1, max_new_tokens=4, feedback_max_new_tokens=4),
+                     tmp_path, engine=engine, responses=items)
+    rows = {r["id"]: r for r in read_jsonl_prefix(tmp_path / "iteration_1.jsonl")}
+    assert rows["huge"]["failure"] == "budget" and rows["huge"]["budget"] == 0 and rows["huge"]["response"] == huge
+    assert rows["fits"].get("budget") != 0 and summary["iterations"][0]["items"] == 2

@@ -42,6 +42,7 @@ from typing import Any
 from redline import RedlineError
 from redline.improve.loop import IterateSettings, StepOutput, item_seed, run_method
 from redline.improve.pit import read_rewrite
+from redline.improve.revise import generate_by_budget, token_counter
 from redline.prompts import feedback_messages, iterate_messages, parse_feedback
 
 
@@ -58,27 +59,27 @@ class RefineConfig(IterateSettings):
 
 
 def self_refine_step(engine, config: RefineConfig):
-    """The step function for ``run_iterations``: steps 1–5 of the module docstring."""
-    from redline.generation import SamplingParams
+    """The step function for ``run_iterations``: steps 1–5 of the module docstring. An item whose feedback or
+    refine prompt leaves the model no room fails alone, as a budget failure (its response kept as it was)."""
+    _, count_prompt, context = token_counter(engine)
 
-    feedback_params = SamplingParams(temperature=config.temperature, top_p=config.top_p,
-                                     max_new_tokens=config.feedback_max_new_tokens, seed=config.seed,
-                                     no_repeat_ngram=config.no_repeat_ngram, prompt_ngrams=config.copy_ngrams)
-    iterate_params = SamplingParams(temperature=config.temperature, top_p=config.top_p,
-                                    max_new_tokens=config.max_new_tokens, seed=config.seed,
-                                    no_repeat_ngram=config.no_repeat_ngram, prompt_ngrams=config.copy_ngrams)
+    def budgets(prompts: list, tokens: int) -> list[int]:  # 0: no room (``generate_by_budget`` sends it nowhere)
+        return [0 if context is not None and count_prompt(p) >= context else tokens for p in prompts]
 
     def step(rows: list[dict], iteration: int) -> list[StepOutput]:
         # Step 1: feedback on every current response.
         prompts = [feedback_messages(row["prompt"], row["response"]) for row in rows]
         seeds = [item_seed(config.seed, row["id"], iteration) for row in rows]
-        feedback = [parse_feedback(c.text) for c in engine.generate(prompts, feedback_params, seeds=seeds, progress=False)]  # step 2
+        room = budgets(prompts, config.feedback_max_new_tokens)
+        feedback = [parse_feedback(c.text) for c in generate_by_budget(engine, prompts, room, seeds, config)]  # step 2
 
         # Step 3: done items keep their response; empty feedback is a parse failure.
         outputs: list[StepOutput | None] = [None] * len(rows)
         todo = []
         for i, (row, f) in enumerate(zip(rows, feedback)):
-            if f.done:
+            if not room[i]:
+                outputs[i] = StepOutput(feedback="", revision=None, failure="budget", budget=0)
+            elif f.done:
                 outputs[i] = StepOutput(feedback=f.feedback, revision=row["response"], keep=True)
             elif not f.parsed:
                 outputs[i] = StepOutput(feedback="", revision=None)
@@ -89,10 +90,12 @@ def self_refine_step(engine, config: RefineConfig):
         if todo:
             prompts = [iterate_messages(rows[i]["prompt"], rows[i]["response"], feedback[i].feedback) for i in todo]
             seeds = [item_seed(config.seed + 1, rows[i]["id"], iteration) for i in todo]
-            refined = engine.generate(prompts, iterate_params, seeds=seeds, progress=False)
-            for i, c in zip(todo, refined):  # step 5
-                out = read_rewrite(c.text, c.finish_reason, rows[i]["response"])
-                outputs[i] = StepOutput(feedback=feedback[i].feedback, revision=out.revision, failure=out.failure)
+            room = budgets(prompts, config.max_new_tokens)
+            refined = generate_by_budget(engine, prompts, room, seeds, config)
+            for i, c, budget in zip(todo, refined, room):  # step 5
+                out = read_rewrite(c.text, c.finish_reason, rows[i]["response"], None if budget else 0)  # 0: no room
+                outputs[i] = StepOutput(feedback=feedback[i].feedback, revision=out.revision, failure=out.failure,
+                                        budget=out.budget)
         return outputs  # type: ignore[return-value]
 
     return step
