@@ -514,7 +514,9 @@ def test_only_a_run_that_starts_under_progress_counting_is_marked_as_counting(tm
 
     from redline.train.sft import COUNTED, last_checkpoint, run_trainer
 
-    class Trainer:  # the two calls run_trainer makes of a transformers Trainer
+    class Trainer:  # what run_trainer reads of a transformers Trainer: its step count, and two calls
+        args = SimpleNamespace(max_steps=5)
+
         def add_callback(self, callback):
             pass
 
