@@ -104,8 +104,10 @@ def test_the_curriculum_runs_round0_then_round1_and_a_rerun_skips_every_stage(ga
     saved = json.loads((run / "rl-0-1" / "train_config.json").read_text())
     assert saved["policy"] == str(run / "rl-0") and saved["ptx_coef"] == 0
     first_kl = [json.loads((run / s / "ppo_log.jsonl").read_text().splitlines()[0])["kl"] for s in ("rl-0", "rl-0-1")]
-    assert first_kl[0] == 0  # round 0 starts at PIT SFT, its reference
-    assert first_kl[1] != 0  # round 1 starts at round 0's policy, and its KL is still measured against PIT SFT
+    # round 0 starts at PIT SFT, its reference: 0 but for the sampler's and the learner's numerics (since a one-step
+    # PIT SFT trains at its peak rate, 721f711, its merged weights are not the base's and the two differ by ~1e-6)
+    assert abs(first_kl[0]) < 1e-4
+    assert abs(first_kl[1]) > 1e-4  # round 1 starts at round 0's policy, and its KL is still measured against PIT SFT
     assert pit_policy(run) == str(run / "rl-0-1") and pit_policy(run / "sft") == str(run / "sft")
 
     capsys.readouterr()
