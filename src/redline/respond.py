@@ -99,7 +99,7 @@ def refuse_too_long(engine, records: list[dict], done: int, prompts: str) -> Non
         if tokens >= context:
             raise RedlineError(f"{prompts}: record {number} (id {record['id']}): prompt: {tokens} tokens in the model's "
                                f"chat template, past the {context - 1} it takes with room for one new token; shorten it "
-                               "or leave it out (nothing was generated)")
+                               "or leave it out (nothing more was generated)")
 
 
 def check_done(out: Path, records: list[dict], prompts: str) -> int:
