@@ -400,6 +400,21 @@ def test_a_prompt_too_long_for_the_model_is_named_by_its_place_and_first_words(e
         engine.generate(["Hi", long, "Hello"], SamplingParams(max_new_tokens=2), progress=False)
 
 
+def test_a_prompt_one_token_short_of_the_context_is_generated_and_one_of_the_context_is_refused(engine, monkeypatch):
+    """The engines and the token-budgeting steps share one rule (``has_room``): a prompt of ``context - 1`` tokens
+    leaves room for one new token, a prompt of ``context`` tokens none."""
+    from redline.generation import has_room
+
+    ids = engine.encode(as_chat("Write about rivers and the sea."))
+    monkeypatch.setattr(engine.config, "max_position_embeddings", len(ids) + 1)
+    [out] = engine.generate([as_chat("Write about rivers and the sea.")], SamplingParams(max_new_tokens=5), progress=False)
+    assert out.completion_tokens == 1  # the one position left
+    monkeypatch.setattr(engine.config, "max_position_embeddings", len(ids))
+    with pytest.raises(RedlineError, match=f"a prompt has {len(ids)} tokens; the model takes at most {len(ids)}"):
+        engine.generate([as_chat("Write about rivers and the sea.")], SamplingParams(max_new_tokens=5), progress=False)
+    assert has_room(len(ids), len(ids) + 1) and not has_room(len(ids), len(ids)) and has_room(10**9, None)
+
+
 def test_a_stop_string_of_multi_token_characters_stops_the_row_early(engine, monkeypatch):
     """The check read as many tokens as the stop string has characters: an emoji is two tokens here, so a
     ten-emoji stop string was never seen and the row decoded to its cap (the text was cut right afterwards)."""

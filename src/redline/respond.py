@@ -88,7 +88,7 @@ def generate_responses(config: GenerateConfig, out: str | Path) -> Path:
 def refuse_too_long(engine, records: list[dict], done: int, prompts: str) -> None:
     """A prompt left to answer that leaves the model no room for one token, refused before any is generated: the
     engine refused it only when its chunk came, the chunks before it generated and written."""
-    from redline.generation import as_chat
+    from redline.generation import as_chat, has_room
     from redline.improve.revise import token_counter
 
     _, count_prompt, context = token_counter(engine)
@@ -96,7 +96,7 @@ def refuse_too_long(engine, records: list[dict], done: int, prompts: str) -> Non
         return
     for number, record in enumerate(records[done:], start=done + 1):
         tokens = count_prompt(as_chat(record["prompt"]))
-        if tokens >= context:
+        if not has_room(tokens, context):
             raise RedlineError(f"{prompts}: record {number} (id {record['id']}): prompt: {tokens} tokens in the model's "
                                f"chat template, past the {context - 1} it takes with room for one new token; shorten it "
                                "or leave it out (nothing more was generated)")

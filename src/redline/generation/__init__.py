@@ -173,6 +173,12 @@ def encode_prompt(tokenizer, prompt: Prompt) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+def has_room(prompt_tokens: int, context: int | None) -> bool:
+    """Whether a prompt of ``prompt_tokens`` leaves a model of ``context`` positions room for one new token (None:
+    no known limit): the one rule the engines refuse a prompt by and the steps that budget tokens skip one by."""
+    return context is None or prompt_tokens < context
+
+
 def prompt_beginning(prompt: Prompt, words: int = 12) -> str:
     """The first words of a prompt's text (``prompt_text``: its last user message, for a chat), to name it in an
     engine's error."""

@@ -81,8 +81,8 @@ import torch
 
 from redline import RedlineError
 from redline.generation import (
-    Completion, GenerationStats, Prompt, SamplingParams, cut_at_stop, encode_prompt, item_seeds, per_prompt,
-    prompt_beginning,
+    Completion, GenerationStats, Prompt, SamplingParams, cut_at_stop, encode_prompt, has_room, item_seeds,
+    per_prompt, prompt_beginning,
 )
 from redline.generation.sampling import GREEDY_BELOW, sample, uniform_stream
 
@@ -523,7 +523,7 @@ class TransformersEngine:
         max_positions = getattr(self.config, "max_position_embeddings", None) or 1 << 30
         if not ids:  # nothing to prefill: its first token had no logits (a TypeError that failed the whole call)
             raise RedlineError("a prompt has no tokens (an empty prompt, with a tokenizer that adds no BOS)")
-        if len(ids) + 1 > max_positions:
+        if not has_room(len(ids), max_positions):
             raise RedlineError(f"a prompt has {len(ids)} tokens; the model takes at most {max_positions}")
         return _Item(index, ids, seed, params, min(params.max_new_tokens, max_positions - len(ids)))
 

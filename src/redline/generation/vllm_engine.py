@@ -32,7 +32,8 @@ from typing import Any, Callable
 
 from redline import RedlineError
 from redline.generation import (
-    Completion, GenerationStats, Prompt, SamplingParams, encode_prompt, item_seeds, per_prompt, prompt_beginning,
+    Completion, GenerationStats, Prompt, SamplingParams, encode_prompt, has_room, item_seeds, per_prompt,
+    prompt_beginning,
 )
 
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # vllm.config.lora.MaxLoRARanks (1 too since 2025)
@@ -182,7 +183,7 @@ class VLLMEngine:
                                f"{empty[0] + 1} of {len(prompts)}")  # as the transformers engine names it
         # vLLM refuses a prompt that leaves no room for one token, mid-batch, naming only its length
         limit = self._max_model_len()
-        long = [i for i, r in enumerate(requests) if limit and len(r["prompt_token_ids"]) >= limit]
+        long = [i for i, r in enumerate(requests) if not has_room(len(r["prompt_token_ids"]), limit or None)]
         if long:
             i = long[0]
             raise RedlineError(f"a prompt has {len(requests[i]['prompt_token_ids'])} tokens; the model takes at most "

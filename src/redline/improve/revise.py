@@ -83,9 +83,11 @@ def revision_budget(response_tokens: int, prompt_tokens: int, critique_tokens: i
     prompt leaves the model no room (``generate_by_budget`` writes nothing for it: a budget failure)."""
     wanted = critique_tokens + max(MIN_REVISION_TOKENS, math.ceil(REVISION_FACTOR * response_tokens))
     budget = math.ceil(wanted / BUDGET_STEP) * BUDGET_STEP
+    from redline.generation import has_room
+
+    if not has_room(prompt_tokens, context):
+        return 0
     if context is not None:
-        if prompt_tokens >= context:
-            return 0
         budget = min(budget, context - prompt_tokens)
     if cap is not None:
         budget = min(budget, cap)

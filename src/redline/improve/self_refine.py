@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redline import RedlineError
+from redline.generation import has_room
 from redline.improve.loop import IterateSettings, StepOutput, item_seed, run_method
 from redline.improve.pit import read_rewrite
 from redline.improve.revise import generate_by_budget, token_counter
@@ -64,7 +65,7 @@ def self_refine_step(engine, config: RefineConfig):
     _, count_prompt, context = token_counter(engine)
 
     def budgets(prompts: list, tokens: int) -> list[int]:  # 0: no room (``generate_by_budget`` sends it nowhere)
-        return [0 if context is not None and count_prompt(p) >= context else tokens for p in prompts]
+        return [tokens if has_room(count_prompt(p), context) else 0 for p in prompts]
 
     def step(rows: list[dict], iteration: int) -> list[StepOutput]:
         # Step 1: feedback on every current response.
