@@ -482,3 +482,13 @@ def test_cli_refuses_generation_flags_it_would_ignore(tmp_path, jsonl, capsys, f
                  "--db", f"sqlite:///{db}"]) == 2
     assert message in capsys.readouterr().err
     assert not db.exists()
+
+
+def test_project_create_help_states_the_defaults_generation_settings_applies():
+    """The CLI's help writes the --generate defaults out itself (the command module stays light, without SQLAlchemy):
+    each must be the one ``generation_settings`` applies when the flag is left out."""
+    from redline.app.commands import GENERATE_FLAGS
+
+    applied = P.generation_settings({}, "rank")
+    assert {flag[2:].replace("-", "_"): default for flag, _, default in GENERATE_FLAGS} == \
+        {name: value for name, value in applied.items() if name != "k"}

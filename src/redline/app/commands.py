@@ -25,7 +25,8 @@ from redline import RedlineError
 
 DEFAULT_DB = "sqlite:///feedback.db"
 # project create's flags that only --generate reads: (flag, type, the default projects.generation_settings applies);
-# None unless given, so that one given without --generate is refused rather than ignored
+# None unless given, so that one given without --generate is refused rather than ignored. The defaults are written
+# here for the help only: projects (which applies them) imports SQLAlchemy, and this module stays light.
 GENERATE_FLAGS = [("--max-new-tokens", int, 256), ("--temperature", float, 0.7), ("--seed", int, 0)]
 
 
@@ -167,7 +168,8 @@ def _user_add(args) -> int:
 
 def _generate_flags(args) -> dict[str, object]:
     """Project create's flags that only --generate reads, by setting name: None where not given."""
-    return {flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_")) for flag in ["--k", *(f for f, _, _ in GENERATE_FLAGS)]}
+    names = [flag[2:].replace("-", "_") for flag in ["--k", *(f for f, _, _ in GENERATE_FLAGS)]]  # argparse's dests
+    return {name: getattr(args, name) for name in names}
 
 
 def _project_create(args) -> int:
