@@ -165,6 +165,21 @@ def test_half_a_surrogate_pair_is_refused_by_line_and_field_and_a_whole_pair_is_
     assert read_records(path, "demonstration")[0].prompt == "smile \U0001f600"
 
 
+def test_a_key_given_twice_in_one_object_is_refused_by_line_and_key_not_read_as_its_last_value(tmp_path):
+    """json.loads keeps the last of two "prompt"s silently: the record trained on another text than the first a
+    reader of the file sees."""
+    path = tmp_path / "twice.jsonl"
+    path.write_text('{"prompt": "p", "response": "r"}\n'
+                    '{"prompt": "first", "response": "r", "prompt": "second"}\n'
+                    '{"prompt": "p", "response": "r", "meta": {"k": 1, "k": 2}}\n')
+    with pytest.raises(RecordError) as err:
+        read_records(path, "demonstration")
+    assert err.value.errors == [f"{path}:2: prompt: the key is given twice in one object: keep one",
+                                f"{path}:3: k: the key is given twice in one object: keep one"]
+    report = ReadReport(str(path))
+    assert len(read_records(path, "demonstration", skip_invalid=True, report=report)) == 1 and report.skipped == 2
+
+
 def test_skip_invalid_goes_on_and_reports_how_many_and_why(jsonl):
     path = jsonl([GOOD["demonstration"], {"prompt": "p"}, {"prompt": "p"}, "{", GOOD["demonstration"]])
     report = ReadReport(str(path))

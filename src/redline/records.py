@@ -462,9 +462,12 @@ def iter_raw(source: str | os.PathLike) -> Iterable[tuple[int, Any]]:
                 if isinstance(row.get(k), str):
                     raw = row[k]
                     try:
-                        row[k] = json.loads(raw)
+                        row[k] = UNIQUE_KEYS.decode(raw)
                     except json.JSONDecodeError as e:
                         bad = FieldError(k, f"not JSON (a JSON column of this Parquet file): {e.msg} at column {e.colno}")
+                        break
+                    except DuplicateKey as e:
+                        bad = json_value_error(e)
                         break
                     checked = _refuse_lone_surrogates({k: row[k]}, raw)
                     if isinstance(checked, FieldError):
@@ -492,14 +495,43 @@ def iter_raw(source: str | os.PathLike) -> Iterable[tuple[int, Any]]:
                     continue
                 if not line.strip():
                     continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    yield number, FieldError("<line>", f"not JSON: {e.msg} at column {e.colno}")
-                    continue
-                yield number, _refuse_lone_surrogates(obj, line)
+                yield number, parse_json_row(line)
         except (gzip.BadGzipFile, EOFError, zlib.error) as e:
             raise RecordError([f"{source}:0: <file>: not a whole gzip file: {e}"]) from e
+
+
+class DuplicateKey(ValueError):
+    """A JSON object names one key twice (``args[0]``); ``json.loads`` alone keeps the last value silently."""
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json``'s ``object_pairs_hook`` that refuses a key given twice in one object."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        raise DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))  # type: ignore[func-returns-value]
+    return obj
+
+
+UNIQUE_KEYS = json.JSONDecoder(object_pairs_hook=unique_keys)  # one decoder: json.loads(hook=) builds one a call
+
+
+def json_value_error(e: ValueError) -> FieldError:
+    """The ``FieldError`` of a row that is JSON but no value redline can hold: a key given twice in one object
+    (which value holds?)."""
+    return FieldError(e.args[0], "the key is given twice in one object: keep one")
+
+
+def parse_json_row(line: str) -> Any:
+    """One line of JSON Lines, or the ``FieldError`` that says why it is no row (not JSON, a key given twice,
+    half a surrogate pair)."""
+    try:
+        obj = UNIQUE_KEYS.decode(line)
+    except json.JSONDecodeError as e:
+        return FieldError("<line>", f"not JSON: {e.msg} at column {e.colno}")
+    except DuplicateKey as e:
+        return json_value_error(e)
+    return _refuse_lone_surrogates(obj, line)
 
 
 def _refuse_lone_surrogates(obj: Any, line: str) -> Any:
