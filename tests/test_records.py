@@ -180,6 +180,17 @@ def test_a_key_given_twice_in_one_object_is_refused_by_line_and_key_not_read_as_
     assert len(read_records(path, "demonstration", skip_invalid=True, report=report)) == 1 and report.skipped == 2
 
 
+def test_an_integer_longer_than_python_reads_is_a_bad_line_not_a_bare_valueerror(tmp_path):
+    """json.loads raises a plain ValueError (Python's 4300-digit limit) for it: the error named no file or line."""
+    path = tmp_path / "huge.jsonl"
+    path.write_text('{"prompt": "p", "response": "r"}\n{"prompt": "p", "response": "r", "meta": {"n": ' + "9" * 5000 + "}}\n")
+    with pytest.raises(RecordError) as err:
+        read_records(path, "demonstration")
+    assert err.value.errors == [f"{path}:2: <line>: holds an integer of more than 4300 digits, which Python does not read"]
+    report = ReadReport(str(path))
+    assert len(read_records(path, "demonstration", skip_invalid=True, report=report)) == 1 and report.skipped == 1
+
+
 def test_skip_invalid_goes_on_and_reports_how_many_and_why(jsonl):
     path = jsonl([GOOD["demonstration"], {"prompt": "p"}, {"prompt": "p"}, "{", GOOD["demonstration"]])
     report = ReadReport(str(path))

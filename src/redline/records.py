@@ -466,8 +466,8 @@ def iter_raw(source: str | os.PathLike) -> Iterable[tuple[int, Any]]:
                     except json.JSONDecodeError as e:
                         bad = FieldError(k, f"not JSON (a JSON column of this Parquet file): {e.msg} at column {e.colno}")
                         break
-                    except DuplicateKey as e:
-                        bad = json_value_error(e)
+                    except ValueError as e:
+                        bad = json_value_error(e, k)
                         break
                     checked = _refuse_lone_surrogates({k: row[k]}, raw)
                     if isinstance(checked, FieldError):
@@ -516,20 +516,23 @@ def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 UNIQUE_KEYS = json.JSONDecoder(object_pairs_hook=unique_keys)  # one decoder: json.loads(hook=) builds one a call
 
 
-def json_value_error(e: ValueError) -> FieldError:
+def json_value_error(e: ValueError, where: str = "<line>") -> FieldError:
     """The ``FieldError`` of a row that is JSON but no value redline can hold: a key given twice in one object
-    (which value holds?)."""
-    return FieldError(e.args[0], "the key is given twice in one object: keep one")
+    (which value holds?), or an integer longer than Python reads."""
+    if isinstance(e, DuplicateKey):
+        return FieldError(e.args[0], "the key is given twice in one object: keep one")
+    return FieldError(where, f"holds an integer of more than {sys.get_int_max_str_digits()} digits, which Python "
+                      "does not read")
 
 
 def parse_json_row(line: str) -> Any:
     """One line of JSON Lines, or the ``FieldError`` that says why it is no row (not JSON, a key given twice,
-    half a surrogate pair)."""
+    an integer too long, half a surrogate pair)."""
     try:
         obj = UNIQUE_KEYS.decode(line)
     except json.JSONDecodeError as e:
         return FieldError("<line>", f"not JSON: {e.msg} at column {e.colno}")
-    except DuplicateKey as e:
+    except ValueError as e:  # the hook's DuplicateKey, or int()'s digit limit
         return json_value_error(e)
     return _refuse_lone_surrogates(obj, line)
 
