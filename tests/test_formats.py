@@ -581,6 +581,26 @@ def test_half_a_surrogate_pair_in_a_json_array_is_a_bad_row_not_a_failure_at_wri
     assert (report.read, report.skipped) == (1, 1)
 
 
+def test_a_json_arrays_row_with_a_key_twice_or_a_huge_integer_is_a_bad_row(tmp_path):
+    """json.loads of the whole array kept a repeated key's last value silently, and raised a bare ValueError (no
+    file, no row) for an integer of over 4300 digits."""
+    src = tmp_path / "hh.json"
+    twice = json.dumps(HH_SINGLE)[:-1] + ', "chosen": "\\n\\nHuman: What is 2+2?\\n\\nAssistant: 22."}'
+    huge = json.dumps(HH_SINGLE)[:-1] + ', "score": ' + "9" * 5000 + "}"
+    src.write_text(f"[{json.dumps(HH_SINGLE)},\n {twice},\n {huge}]", encoding="utf-8")
+    with pytest.raises(RecordError) as e:
+        import_file("hh-rlhf", str(src), tmp_path / "out.jsonl")
+    assert e.value.errors == [f"{src}:2: chosen: the key is given twice in one object: keep one",
+                              f"{src}:3: <row>: holds an integer of more than 4300 digits, which Python does not read"]
+    report = ImportReport("")
+    assert import_file("hh-rlhf", str(src), tmp_path / "out.jsonl", skip_invalid=True, report=report)
+    assert (report.read, report.skipped) == (1, 2)
+    for bad in ("[1,]", "[1 2]", "[1] x", "["):  # what json.loads refuses, the row by row reader refuses too
+        src.write_text(bad, encoding="utf-8")
+        with pytest.raises(RecordError, match="<file>: not JSON"):
+            import_file("hh-rlhf", str(src), tmp_path / "out.jsonl")
+
+
 def test_a_second_kind_beside_a_gzipped_output_keeps_its_jsonl_gz_suffix(tmp_path):
     src = write_jsonl(tmp_path / "uf.jsonl", [UF_RANKED])
     out = tmp_path / "rm.v1.jsonl.gz"

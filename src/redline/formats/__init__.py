@@ -44,8 +44,8 @@ from typing import Any, Iterable
 
 from redline import RedlineError
 from redline.formats import hh_rlhf, shepherd, summarize_from_feedback, trl, ultrafeedback
-from redline.records import (MAX_ERRORS, FieldError, ReadReport, Record, RecordError, _refuse_lone_surrogates, iter_raw,
-                              refuse_empty, write_records)
+from redline.records import (MAX_ERRORS, UNIQUE_KEYS, FieldError, ReadReport, Record, RecordError, _refuse_lone_surrogates,
+                              iter_raw, json_value_error, refuse_empty, write_records)
 
 # The format name -> its module, which holds ``convert(row) -> list[Record]`` and ``KINDS``.
 FORMATS = {
@@ -232,7 +232,7 @@ def _rows(source: str | os.PathLike) -> Iterable[tuple[int, Any]]:
             return iter_raw(source)
         with gzip.open(path, "rt", encoding="utf-8-sig") if gzipped else open(path, encoding="utf-8-sig") as f:
             text = f.read()
-        items = json.loads(text)
+        items = _array_rows(text)
     except json.JSONDecodeError as e:
         raise RecordError([f"{source}:{e.lineno}: <file>: not JSON: {e.msg} at column {e.colno}"]) from e
     except UnicodeDecodeError as e:
@@ -244,15 +244,49 @@ def _rows(source: str | os.PathLike) -> Iterable[tuple[int, Any]]:
     return enumerate(items, start=1)
 
 
+_LENIENT = json.JSONDecoder(parse_int=len)  # reads past any row to find its end (its values are not kept)
+_WHITESPACE = json.decoder.WHITESPACE
+
+
+def _array_rows(text: str) -> list:
+    """The rows of a JSON array, read one by one: a row with a key given twice or an integer longer than
+    Python reads is that row's ``FieldError`` (json.loads of the whole kept the key's last value, or raised
+    a bare ValueError for the file); JSON that does not parse raises ``JSONDecodeError`` for the file."""
+    rows: list = []
+    i = _WHITESPACE.match(text, 0).end()
+    if not text.startswith("[", i):
+        raise json.JSONDecodeError("Expecting '['", text, i)
+    i = _WHITESPACE.match(text, i + 1).end()
+    while not text.startswith("]", i):
+        try:
+            row, end = UNIQUE_KEYS.raw_decode(text, i)
+        except json.JSONDecodeError:
+            raise
+        except ValueError as e:  # DuplicateKey, or int()'s digit limit
+            row, end = json_value_error(e, "<row>"), _LENIENT.raw_decode(text, i)[1]
+        rows.append(row)
+        i = _WHITESPACE.match(text, end).end()
+        if text.startswith(",", i):
+            i = _WHITESPACE.match(text, i + 1).end()
+            if text.startswith("]", i):  # a trailing comma, which json refuses
+                raise json.JSONDecodeError("Expecting value", text, i)
+        elif not text.startswith("]", i):
+            raise json.JSONDecodeError("Expecting ',' delimiter", text, i)
+    end = _WHITESPACE.match(text, i + 1).end()
+    if end != len(text):
+        raise json.JSONDecodeError("Extra data", text, end)
+    return rows
+
+
 def _one_object(path: Path, gzipped: bool) -> bool:
     """The file is one JSON object spread over lines (pretty-printed), whose every line the JSONL reader refused."""
     with gzip.open(path, "rb") if gzipped else open(path, "rb") as f:
         try:
             json.loads(f.readline())
             return False  # its first line is a row: JSON Lines
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except ValueError:  # not JSON, not UTF-8, or an integer longer than Python reads
             f.seek(0)
         try:
             return isinstance(json.loads(f.read()), dict)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except ValueError:
             return False
