@@ -191,6 +191,28 @@ def test_an_integer_longer_than_python_reads_is_a_bad_line_not_a_bare_valueerror
     assert len(read_records(path, "demonstration", skip_invalid=True, report=report)) == 1 and report.skipped == 1
 
 
+@pytest.mark.parametrize("name", ["alpaca.json", "alpaca.json.gz", "pretty.jsonl"])
+def test_records_pretty_printed_over_lines_are_one_error_for_the_file_not_one_per_line(name, tmp_path):
+    """Alpaca's data is one JSON array over many lines: each line was "not JSON", 20 errors and "N more"."""
+    import gzip
+
+    rows = [GOOD["demonstration"], GOOD["demonstration"]]
+    text = "\n" + (json.dumps(rows, indent=2) if ".json" in name and "jsonl" not in name
+                   else "\n".join(json.dumps(r, indent=2) for r in rows))
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(text.encode()) if name.endswith(".gz") else text.encode())
+    with pytest.raises(RecordError) as err:
+        read_records(path, "demonstration")
+    what = "several JSON values" if name == "pretty.jsonl" else "one JSON array"
+    assert err.value.errors == [f"{path}:2: <file>: {what} spread over lines, not one record a line: write the "
+                                "records as JSON Lines, one object a line"]
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"prompt": "p",\n"response": "r"\n')  # not JSON as a whole: its lines, one by one
+    with pytest.raises(RecordError) as err:
+        read_records(broken, "demonstration")
+    assert [e.split(": ")[1] for e in err.value.errors] == ["<line>", "<line>"]
+
+
 def test_skip_invalid_goes_on_and_reports_how_many_and_why(jsonl):
     path = jsonl([GOOD["demonstration"], {"prompt": "p"}, {"prompt": "p"}, "{", GOOD["demonstration"]])
     report = ReadReport(str(path))

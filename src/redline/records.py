@@ -484,6 +484,7 @@ def iter_raw(source: str | os.PathLike) -> Iterable[tuple[int, Any]]:
         handle = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
     except OSError as e:
         raise RecordError([f"{source}:0: <file>: cannot read: {e.strerror or e}"]) from e
+    seen_row = False
     with handle:
         # Bytes, decoded line by line: a line that is not UTF-8 is one bad line (with its number), not a bad file.
         try:
@@ -495,9 +496,33 @@ def iter_raw(source: str | os.PathLike) -> Iterable[tuple[int, Any]]:
                     continue
                 if not line.strip():
                     continue
-                yield number, parse_json_row(line)
+                row = parse_json_row(line)
+                if isinstance(row, FieldError) and row.reason.startswith("not JSON") and not seen_row:
+                    _refuse_spread_json(path, source, number)
+                seen_row = True
+                yield number, row
         except (gzip.BadGzipFile, EOFError, zlib.error) as e:
             raise RecordError([f"{source}:0: <file>: not a whole gzip file: {e}"]) from e
+
+
+def _refuse_spread_json(path: Path, source: str, number: int) -> None:
+    """A file whose first row (on line ``number``) is not JSON, but whose whole is one JSON array or object
+    or a run of objects, pretty-printed (as Alpaca's data is published): one error for the file, not "not
+    JSON" for each of its lines."""
+    decoder = json.JSONDecoder()
+    try:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
+            text = f.read().decode("utf-8-sig")
+        values, i = [], json.decoder.WHITESPACE.match(text, 0).end()
+        while i < len(text) and len(values) < 2:
+            value, i = decoder.raw_decode(text, i)
+            values.append(value)
+            i = json.decoder.WHITESPACE.match(text, i).end()
+    except ValueError:  # not JSON as a whole either: its lines are reported one by one
+        return
+    what = "several JSON values" if len(values) > 1 else f"one JSON {'array' if isinstance(values[0], list) else 'object'}"
+    raise RecordError([f"{source}:{number}: <file>: {what} spread over lines, not one record a line: write the "
+                       "records as JSON Lines, one object a line"])
 
 
 class DuplicateKey(ValueError):
