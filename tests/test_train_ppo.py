@@ -649,6 +649,24 @@ def test_a_pretraining_mix_line_that_is_not_json_is_said_so(tmp_path):
     assert "needs `text`" not in str(refused.value)  # what was said before: as if the line were a record without it
 
 
+@pytest.mark.parametrize("row, field, reason", [
+    ({"prompt": 5, "response": "b"}, "prompt", "expected a string or a list of messages, got int"),  # was a TypeError
+    ({"prompt": [{"role": "user"}], "response": "b"}, "prompt[0].content", "expected a string"),  # jinja's UndefinedError
+    ({"prompt": [{"role": "robot", "content": "x"}], "response": "b"}, "prompt[0].role",
+     "unknown role 'robot' (expected one of system, user, assistant)"),
+    ({"prompt": "", "response": ""}, "prompt", "empty string where text is needed"),  # an empty chat, trained on
+    ({"text": 5}, "text", "expected a string, got int"),
+])
+def test_a_pretraining_mix_demonstration_is_checked_as_any_demonstration(row, field, reason, tmp_path):
+    from redline.train.ppo import read_ptx_texts
+
+    ptx = tmp_path / "ptx.jsonl"
+    ptx.write_text('{"text": "A sentence."}\n' + json.dumps(row) + "\n")
+    with pytest.raises(RedlineError) as refused:
+        read_ptx_texts(str(ptx), load_tokenizer("tiny-random"))
+    assert str(refused.value) == f"{ptx}:2: {field}: {reason}"
+
+
 def test_the_reward_model_reads_the_chat_in_its_own_template(jsonl, tmp_path, monkeypatch):
     """The reward was the score of the chat written in the policy's template, which need not be the one the reward
     model was trained on (a base and an instruct model share a vocabulary, not a template)."""

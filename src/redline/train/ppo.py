@@ -508,18 +508,22 @@ class UpdateStats:
 def read_ptx_texts(path: str, tokenizer) -> list[str]:
     """Pretraining-mix texts: ``{"text": ...}`` as it is, a demonstration ``{"prompt", "response"}`` as its chat."""
     from redline.models import chat_text
-    from redline.records import FieldError, iter_raw
+    from redline.records import Demonstration, FieldError, iter_raw, text_field
 
     texts = []
     for number, obj in iter_raw(path):
-        if isinstance(obj, FieldError):  # a line that is not JSON: said as such, not as a record missing its fields
-            raise RedlineError(f"{path}:{number}: {obj.field}: {obj.reason}")
-        if isinstance(obj, dict) and isinstance(obj.get("text"), str) and obj["text"].strip():
-            texts.append(obj["text"])
-        elif isinstance(obj, dict) and "prompt" in obj and isinstance(obj.get("response"), str):
-            texts.append(chat_text(tokenizer, obj["prompt"], obj["response"]))
-        else:
-            raise RedlineError(f"{path}:{number}: a pretraining-mix record needs `text`, or `prompt` and `response`")
+        try:
+            if isinstance(obj, FieldError):  # a line that is not JSON: said as such, not as a record missing its fields
+                raise obj
+            if isinstance(obj, dict) and "text" in obj:
+                texts.append(text_field(obj, "text"))
+            elif isinstance(obj, dict) and "prompt" in obj:  # checked as any demonstration: a bad prompt broke the template
+                demo = Demonstration.from_dict(obj)
+                texts.append(chat_text(tokenizer, demo.prompt, demo.response))
+            else:
+                raise FieldError("<record>", "a pretraining-mix record needs `text`, or `prompt` and `response`")
+        except FieldError as e:
+            raise RedlineError(f"{path}:{number}: {e.field}: {e.reason}") from None
     if not texts:
         raise RedlineError(f"{path}: no pretraining texts")
     return texts
