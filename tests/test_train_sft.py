@@ -281,3 +281,30 @@ def test_a_run_of_one_step_trains_at_the_peak_rate_under_any_warmup(tmp_path, ch
     adapter = load_file(tmp_path / "run" / "adapter_model.safetensors")
     assert all(p.abs().max() > 0 for name, p in adapter.items() if "lora_B" in name)
     assert "one optimiser step: no warm-up" in capsys.readouterr().err
+
+
+def test_a_run_killed_while_it_saved_its_model_resumes_without_a_step_past_the_end(tmp_path, capsys):
+    """Every run ends with a checkpoint at its last step; killed after it, while the model or card was being written,
+    the rerun resumed there and the Trainer (which looks for the end only after a step) took one step past
+    --max-steps: another update under a schedule that had not decayed to 0, a step 3 of 2 in train_log.jsonl, and
+    the card's steps and final loss from it. It loads the checkpoint and takes no step."""
+    from safetensors.torch import load_file
+
+    from redline.train.sft import DemonstrationConfig, train_demonstrations
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"p{i}", "response": f"r{i}"}) + "\n" for i in range(4)))
+    out = tmp_path / "run"
+    config = DemonstrationConfig(model="tiny-random", data=str(data), max_steps=2, grad_accum=1, save_steps=2,
+                                 lr_scheduler="constant", logging_steps=1, device="cpu", threads=1)
+    whole = train_demonstrations(config, out)
+    adapter = load_file(out / "adapter_model.safetensors")
+    (out / "redline.json").unlink()  # killed before the card, which save_model writes last
+    capsys.readouterr()
+    resumed = train_demonstrations(config, out)
+    assert f"resuming from {out / 'checkpoints' / 'checkpoint-2'}" in capsys.readouterr().err
+    assert resumed["steps"] == 2 and resumed["final_loss"] == whole["final_loss"]
+    again = load_file(out / "adapter_model.safetensors")
+    assert all(adapter[k].equal(again[k]) for k in adapter)
+    steps = [json.loads(line).get("step") for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert max(steps) == 2

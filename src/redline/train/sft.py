@@ -479,7 +479,12 @@ def run_trainer(trainer, out: Path):
     # the Trainer writes each logged step's numbers to stdout (tqdm.write): stdout is the command's result, one JSON
     # line that `> metrics.json` or `| jq` reads, so they go where the bar goes
     with contextlib.redirect_stdout(sys.stderr):
-        result = trainer.train(resume_from_checkpoint=resume)
+        try:
+            result = trainer.train(resume_from_checkpoint=resume)
+        except _Trained:  # resumed from the last step's checkpoint: its weights and log loaded, no step taken
+            from transformers.trainer_utils import TrainOutput
+
+            result = TrainOutput(trainer.state.global_step, math.nan, {"train_runtime": 0.0})
     # train_runtime covers this stretch only: add the stretches before the checkpoint resumed from.
     result.metrics["train_runtime"] = carried["seconds"] + result.metrics.get("train_runtime", 0.0)
     AcceleratorState._reset_state()
@@ -510,9 +515,16 @@ PROGRESS = "redline_progress.json"
 COUNTED = ".redline_progress"  # in RUN/checkpoints: every checkpoint of this run carries PROGRESS
 
 
+class _Trained(Exception):
+    """A resume from a checkpoint at the run's last step (a kill while the finished run saved its model): the
+    Trainer looks for the end only after a step, so it would take one past ``--max-steps`` (another update, another
+    row in the log, the card's steps and final loss from it). Raised once the checkpoint is loaded, before any step."""
+
+
 def _progress_callback(trainer, carried_seconds: float):
     """Writes into every checkpoint the training time and tokens of the whole run so far, so that a
-    resumed run's redline.json counts every stretch, not only the last; and has the last step logged."""
+    resumed run's redline.json counts every stretch, not only the last; has the last step logged; and stops a
+    resume from the last step's checkpoint before it steps (``_Trained``)."""
     import time
 
     from transformers import TrainerCallback
@@ -520,6 +532,8 @@ def _progress_callback(trainer, carried_seconds: float):
     class Progress(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
             self.start = time.monotonic()
+            if state.global_step >= state.max_steps > 0:
+                raise _Trained
 
         def on_step_end(self, args, state, control, **kwargs):
             # the last step is logged too (the Trainer logs every logging_steps only): the card's final_loss is the
