@@ -271,6 +271,20 @@ def test_a_tasks_file_with_a_repeated_id_or_a_field_not_text_names_its_lines(tmp
     assert f"{tasks}:6" not in message and f"{tasks}:7" not in message
 
 
+def test_a_tasks_file_is_read_as_the_record_files_are(tmp_path):
+    """A BOM was 'Unexpected UTF-8 BOM', a line not UTF-8 a bare UnicodeDecodeError naming no file, and a key
+    given twice took its last value silently."""
+    tasks = tmp_path / "tasks.jsonl"
+    good = json.dumps({"topic": "tea", "instructions": [{"type": "title"}]}).encode()
+    tasks.write_bytes(b"\xef\xbb\xbf" + good + b"\r\n"
+                      + b'{"topic": "caf\xe9", "instructions": [{"type": "title"}]}\n'
+                      + b'{"topic": "tea", "instructions": [{"type": "title"}], "topic": "coffee"}\n')
+    with pytest.raises(RedlineError) as e:
+        build(_config(tmp_path / "t", tasks=tasks, test_prompts=1, prompts=1))
+    assert str(e.value).splitlines() == ["bad tasks file:", f"{tasks}:2: <line>: not UTF-8 text (byte 15: b'\\xe9')",
+                                         f"{tasks}:3: topic: the key is given twice in one object: keep one"]
+
+
 def test_a_good_tasks_file_is_used_as_given(tmp_path):
     tasks = tmp_path / "tasks.jsonl"
     lines = [{"topic": "tea", "form": "haiku", "instructions": [{"type": "bullets_exact", "n": i}]} for i in range(1, 5)]

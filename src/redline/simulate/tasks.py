@@ -16,7 +16,6 @@ a small edit that breaks each of those 0–2 (``_break``). A few responses are d
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from dataclasses import dataclass
@@ -111,17 +110,15 @@ def load_tasks(path: str | Path, split: str = "train") -> list[Task]:
     conflicting set, a ``form``, ``prompt`` or ``id`` that is not text, or an id given twice is an
     error that names the line (a repeated id shared its responses: one task was ranked on another's).
     """
+    from redline.records import FieldError, iter_raw
+
     tasks, errors = [], []
     ids: dict[str, int] = {}
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise RedlineError(f"cannot read tasks file {path}: {e.strerror or e}") from e
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    # the records' reader: a BOM, a line that is not UTF-8 (one bad line, not the file), a key given twice
+    for number, obj in iter_raw(path):
         try:
-            obj = json.loads(line)
+            if isinstance(obj, FieldError):
+                raise obj
             if not isinstance(obj, dict) or not isinstance(obj.get("topic"), str) or not obj["topic"].strip():
                 raise InstructionError("each task needs a 'topic' string and an 'instructions' list")
             instructions = parse_instructions(obj.get("instructions"))
