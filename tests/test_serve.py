@@ -387,6 +387,25 @@ def test_api_key_from_the_environment_or_a_file(tmp_path, monkeypatch):
     assert e.value.code == 2
 
 
+def test_an_api_key_file_with_a_bom_gives_the_key_and_an_unreadable_one_is_one_line(tmp_path, monkeypatch, capsys):
+    """Notepad's BOM was kept as the key's first character, so every client's key was refused; a file not UTF-8
+    was a bare UnicodeDecodeError naming no file, a folder '[Errno 21] Is a directory'."""
+    import redline.serve
+    from redline.cli import main
+
+    seen = {}
+    monkeypatch.setattr(redline.serve, "serve", lambda model, **kw: seen.update(kw))
+    monkeypatch.delenv("REDLINE_API_KEY", raising=False)
+    key = tmp_path / "key"
+    key.write_bytes(b"\xef\xbb\xbfsecret\r\n")
+    assert main(["serve", "--model", "m", "--api-key-file", str(key)]) == 0 and seen["api_key"] == "secret"
+    key.write_bytes(b"caf\xe9\n")
+    assert main(["serve", "--model", "m", "--api-key-file", str(key)]) == 2
+    assert capsys.readouterr().err == f"redline: error: {key}: line 1: the API key file is not UTF-8 text\n"
+    assert main(["serve", "--model", "m", "--api-key-file", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"redline: error: {tmp_path}: cannot read the API key file: Is a directory\n"
+
+
 def test_a_model_the_decode_loop_cannot_serve_is_one_line(monkeypatch, capsys):
     """The engine refuses its continuous loop (a sliding window): exit 2 with its reason, before anything listens."""
     import redline.generation

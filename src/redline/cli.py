@@ -734,15 +734,30 @@ def _serve(args) -> int:
         raise RedlineError("give --api-key or --api-key-file, not both")
     api_key = args.api_key or os.environ.get("REDLINE_API_KEY") or None
     if config.api_key_file is not None:
-        lines = config.api_key_file.read_text(encoding="utf-8").splitlines()
-        api_key = lines[0].strip() if lines else ""
-        if not api_key:
-            raise RedlineError(f"{config.api_key_file}: line 1: the API key is empty")
+        api_key = _read_api_key(config.api_key_file)
     serve(config.model, host=config.host, port=config.port, api_key=api_key, max_batch=config.max_batch,
           max_concurrency=config.max_concurrency, batch_wait_ms=config.batch_wait_ms,
           max_tokens_limit=config.max_tokens_limit, max_prompt_tokens=config.max_prompt_tokens,
           served_name=config.served_name, backend=config.backend, dtype=config.dtype, device=config.device)
     return 0
+
+
+def _read_api_key(path: Path) -> str:
+    """The first line of ``path``, stripped; a BOM (Notepad writes one) is no part of the key: kept, it made every
+    client's key wrong."""
+    try:
+        data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    except OSError as e:
+        raise RedlineError(f"{path}: cannot read the API key file: {e.strerror or e}") from None
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise RedlineError(f"{path}: line {line}: the API key file is not UTF-8 text") from None
+    api_key = lines[0].strip() if lines else ""
+    if not api_key:
+        raise RedlineError(f"{path}: line 1: the API key is empty")
+    return api_key
 
 
 # ----------------------------------------------------------------------------- simulate
