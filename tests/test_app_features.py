@@ -292,6 +292,31 @@ def test_an_import_without_a_time_is_stored_and_read_as_untimed(sessions, tmp_pa
     assert "<td>submitted</td><td>–</td>" in client_for(app, "ann").get("/mywork").text
 
 
+@pytest.mark.parametrize("meta, field, reason", [
+    ({"seconds": True}, "meta.seconds", "got True"),  # was stored as 1 s
+    ({"seconds": "12"}, "meta.seconds", "got '12'"),  # was stored as untimed
+    ({"seconds": -3}, "meta.seconds", "got -3"),  # was a time of the quality page
+    ({"annotator": True}, "meta.annotator", "got bool"),  # was the user 'True'
+    ({"annotator": ["ann"]}, "meta.annotator", "got list"),  # was add_user's refusal of '--ann--', naming no line
+    ({"annotator": "!!!"}, "meta.annotator", "which must start with a letter or digit"),  # add_user's, naming no line
+])
+def test_an_imported_records_annotator_and_time_are_checked_by_line(meta, field, reason, sessions, tmp_path, jsonl):
+    make_project(sessions, tmp_path, "p", "pair", [{"prompt": "Q?", "responses": ["x", "y"]}])
+    records = jsonl([{"prompt": "A?", "chosen": "good", "rejected": "bad", "meta": {"annotator": 17, "seconds": 0}},
+                     {"prompt": "B?", "chosen": "good", "rejected": "bad", "meta": meta}], "old.jsonl")
+    with sessions.begin() as db, pytest.raises(P.RecordError) as e:
+        P.import_records(db, P.get_project(db, "p"), records)
+    assert str(e.value).startswith(f"{records}:2: {field}: ") and reason in str(e.value)
+    with sessions() as db:
+        assert db.scalar(select(func.count()).select_from(Annotation)) == 0
+    records.write_text(records.read_text().splitlines()[0] + "\n")  # an id given as a number is a name
+    with sessions.begin() as db:
+        assert P.import_records(db, P.get_project(db, "p"), records) == 1
+    with sessions() as db:
+        assert db.execute(select(P.User.name, Annotation.seconds).join(P.User, P.User.id == Annotation.user_id)).all() == \
+            [("17", 0.0)]
+
+
 # ----------------------------------------------------------------------------- simulated annotators as bots
 
 

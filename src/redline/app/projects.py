@@ -653,6 +653,24 @@ def export_records(db: DBSession, project: Project, kind: str) -> list[Record]:
 IMPORT_KINDS = {"critique": "feedback", "rank": "ranking", "demonstration": "demonstration", "pair": "preference"}
 
 
+def _check_import_meta(meta: dict, where: str) -> None:
+    """An imported record's ``meta.annotator`` is a name and its ``meta.seconds`` a time: a bool was the user 'True'
+    or 1 s, "12" was taken as untimed, a list became a user name of dashes, -3 or nan a time of the quality page."""
+    annotator = meta.get("annotator")
+    if annotator is not None and (isinstance(annotator, bool) or not isinstance(annotator, (str, int))):
+        raise RecordError([f"{where}: meta.annotator: expected a name (a string), got {type(annotator).__name__}"])
+    seconds = meta.get("seconds")
+    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+                                or not 0 <= seconds < math.inf):
+        raise RecordError([f"{where}: meta.seconds: expected the seconds spent (a number, 0 or more), got {seconds!r}"])
+
+
+def _annotator(meta: dict, default: str) -> str:
+    """The annotator name an imported record gives (an id such as 17 read as "17"), else ``default``."""
+    given = meta.get("annotator")
+    return default if given is None or given == "" else str(given)
+
+
 def import_records(db: DBSession, project: Project, path: str | Path, default_annotator: str = "imported") -> int:
     """Existing records of the project's kind become items with one submitted annotation each.
 
@@ -671,9 +689,13 @@ def import_records(db: DBSession, project: Project, path: str | Path, default_an
     given: dict[str, str] = {}  # a user's name: the annotator name in the file it comes from
     users: dict[str, User | None] = {}
     for record, line in zip(records, lines):  # every name checked before anything is added
-        raw = str(record.meta.get("annotator") or default_annotator)
+        _check_import_meta(record.meta, f"{path}:{line}")
+        raw = _annotator(record.meta, default_annotator)
         name = re.sub(r"[^A-Za-z0-9._-]", "-", raw)[:80] or default_annotator
         rule = f"user name {name!r} (letters, digits, '.', '_' and '-', at most 80)"
+        if not NAME.match(name):  # add_user's refusal below named neither the file nor the line
+            raise RecordError([f"{path}:{line}: meta.annotator: {raw!r} becomes the {rule}, which must start with a "
+                               "letter or digit: rename it"])
         if given.setdefault(name, raw) != raw:  # two people's labels would become one annotator's
             raise RecordError([f"{path}:{line}: meta.annotator: {raw!r} and {given[name]!r} both become the {rule}: "
                                "rename one"])
@@ -690,7 +712,7 @@ def import_records(db: DBSession, project: Project, path: str | Path, default_an
     user_of = {raw: users[name] for name, raw in given.items()}
 
     def annotator(record: Record) -> User:
-        return user_of[str(record.meta.get("annotator") or default_annotator)]
+        return user_of[_annotator(record.meta, default_annotator)]
 
     for record in records:
         meta = {k: v for k, v in record.meta.items() if k not in ("annotator", "seconds")}
