@@ -317,6 +317,15 @@ def test_an_imported_records_annotator_and_time_are_checked_by_line(meta, field,
             [("17", 0.0)]
 
 
+def test_a_critique_only_record_given_to_import_is_named_by_line(sessions, tmp_path, jsonl):
+    make_project(sessions, tmp_path, "c", "critique", [{"prompt": "Q?", "response": "x"}])
+    records = jsonl([{"prompt": "A?", "response": "r", "critique": "c", "revision": "v"},
+                     {"prompt": "B?", "response": "r", "critique": "c", "revision": None}], "fb.jsonl")
+    with sessions.begin() as db, pytest.raises(P.RecordError) as e:  # it said "id None" for a record without one
+        P.import_records(db, P.get_project(db, "c"), records)
+    assert str(e.value) == f"{records}:2: revision: a critique-only record has no revision to import"
+
+
 # ----------------------------------------------------------------------------- simulated annotators as bots
 
 

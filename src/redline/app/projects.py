@@ -690,6 +690,8 @@ def import_records(db: DBSession, project: Project, path: str | Path, default_an
     users: dict[str, User | None] = {}
     for record, line in zip(records, lines):  # every name checked before anything is added
         _check_import_meta(record.meta, f"{path}:{line}")
+        if isinstance(record, Feedback) and record.revision is None:  # was named by id only ("id None" without one)
+            raise RecordError([f"{path}:{line}: revision: a critique-only record has no revision to import"])
         raw = _annotator(record.meta, default_annotator)
         name = re.sub(r"[^A-Za-z0-9._-]", "-", raw)[:80] or default_annotator
         rule = f"user name {name!r} (letters, digits, '.', '_' and '-', at most 80)"
@@ -719,8 +721,6 @@ def import_records(db: DBSession, project: Project, path: str | Path, default_an
         given = record.meta.get("seconds")
         seconds = float(given) if isinstance(given, (int, float)) else None  # None: not timed, not 0 s
         if isinstance(record, Feedback):
-            if record.revision is None:
-                raise RecordError([f"{path}: id {record.id}: revision: a critique-only record has no revision to import"])
             answers, payload = [{"text": record.response, "source": meta.get("source")}], {"critique": record.critique, "revision": record.revision}
         elif isinstance(record, Ranking):
             answers, payload = [{"text": t, "source": None} for t in record.responses], {"ranks": dense_ranks(record.ranks)}
