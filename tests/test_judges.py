@@ -75,6 +75,14 @@ def test_specs_parse_to_judges():
     assert parse_judge("reward:tiny-random", margin=0.5).margin == 0.5  # an option from the CLI wins
 
 
+def test_a_reward_judges_length_given_is_in_its_name():
+    # the length moves verdicts, so a judgments file made at ?max_length=64 is not resumed by `reward:RUN` (and
+    # reported under its name) at the run's own length; the default keeps the name every earlier run recorded
+    assert parse_judge("reward:tiny-random?max_length=64").name == "reward:tiny-random?max_length=64"
+    assert parse_judge("reward:tiny-random?margin=0.2&max_length=64").name == "reward:tiny-random?margin=0.2&max_length=64"
+    assert parse_judge("reward:tiny-random").name == "reward:tiny-random"
+
+
 @pytest.mark.parametrize(
     "spec, says",
     [

@@ -14,8 +14,9 @@ longer than ``max_length`` tokens lose their start, not their end: the reward is
 the start of its longer side, ``score_pairs``).
 ``max_length`` is by default the length a local redline run folder trained at (its ``train_config.json``;
 a model read beyond it scores text it never learnt from), 2048 for any other model; ``?max_length=N``
-sets it. The judge's name does not carry the length: a run resumed across the change of default (tenth
-session) judged its earlier items at 2048.
+sets it, and a length set so is in the judge's name (``reward:RUN?max_length=N``), so a judgments file
+made at one length is never resumed at another. The default length is not in the name: a run resumed
+across the change of default (tenth session) judged its earlier items at 2048.
 """
 
 from __future__ import annotations
@@ -71,9 +72,10 @@ class RewardJudge:
             raise RedlineError(f"reward judge max_length must be >= 1, got {max_length}")
         self.model_name, self.margin, self.batch_size = model, margin, batch_size
         self.device, self.dtype, self.max_length = device, dtype, max_length
-        # a margin or a narrower dtype changes verdicts, so they are in the name a judgments file keeps (and a rerun
-        # compares); the defaults leave the name as it always was
-        settings = [f"margin={margin:g}"] * bool(margin) + [f"dtype={dtype}"] * (dtype != "float32")
+        # a margin, a narrower dtype or a length given changes verdicts, so they are in the name a judgments file
+        # keeps (and a rerun compares); the defaults leave the name as it always was
+        settings = ([f"margin={margin:g}"] * bool(margin) + [f"dtype={dtype}"] * (dtype != "float32")
+                    + [f"max_length={max_length}"] * (max_length is not None))
         self.name = f"reward:{model}" + (f"?{'&'.join(settings)}" if settings else "")
         self._model = self._tokenizer = None
         self._scores: dict[tuple[str, str], float] = {}
