@@ -284,6 +284,36 @@ def test_cli_end_to_end_with_separate_reference_and_ptx(rm_run, jsonl, tmp_path,
     assert load_causal_lm(str(published), device="cpu") is not None
 
 
+def test_a_finished_run_rerun_with_its_settings_is_left_as_it_is(rm_run, jsonl, tmp_path, capsys, monkeypatch):
+    """A finished run rerun with its command resumed from its last checkpoint, trained nothing and saved the policy
+    again: PEFT writes adapter_config.json's target modules in hash order, so the folder's digest changed and every
+    run that read the policy refused to resume. It says the run is finished and writes nothing; more --iterations
+    go on."""
+    import redline.train.ppo
+
+    prompts = jsonl(PROMPTS, "prompts.jsonl")
+    run = tmp_path / "ppo"
+    args = ["train", "ppo", "--policy", "tiny-random", "--reward", str(rm_run), "--prompts", str(prompts),
+            "--out", str(run), "--device", "cpu", "--iterations", "1", "--batch-size", "2", "--minibatch-size", "2",
+            "--micro-batch-size", "2", "--max-new-tokens", "4", "--lora-r", "4", "--threads", "1"]
+    assert main(args) == 0
+    files = lambda: {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.rglob("*") if p.is_file()}
+    before = files()
+    capsys.readouterr()
+    assert main(args) == 0
+    assert files() == before
+    printed = capsys.readouterr()
+    assert f"redline: {run} is finished; nothing to train" in printed.err
+    assert json.loads(printed.out) == json.loads((run / "redline.json").read_text())["metrics"]
+
+    def loaded(*a, **k):
+        raise RuntimeError("went on to train")
+
+    monkeypatch.setattr(redline.train.ppo, "load_ppo_models", loaded)
+    with pytest.raises(RuntimeError, match="went on to train"):
+        main([*args, "--iterations", "2"])
+
+
 @pytest.mark.parametrize("kind, message", [("sft", "is a sft run"),
                                            ("gap-reward", "is a gap-reward model: it scores a response against a "
                                                           "reference, r_gap(x, y, y_ref); --reward wants")])

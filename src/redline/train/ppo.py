@@ -138,7 +138,8 @@ What a run folder holds::
     RUN/adapter_model.safetensors  the policy (or model.safetensors), tokenizer, README.md, redline.json
     RUN/value/                   the value model (GAE only)
     RUN/checkpoints/iter-NNNNNN/ trainable weights, optimizer and RNG states, β, iteration; a rerun
-                                 of the same command resumes from the last one as if never stopped
+                                 of the same command resumes from the last one as if never stopped (a
+                                 finished run, its card at --iterations, is left as it is)
 
 ``--push-to-hub REPO`` publishes RUN, the final policy, less its checkpoints, once the run is done.
 """
@@ -1442,6 +1443,21 @@ def _name(model: str) -> str:
 # ----------------------------------------------------------------------------- the command
 
 
+def finished_ppo(config: PPOConfig, out: str | os.PathLike) -> dict[str, Any] | None:
+    """A finished run (its card written at ``--iterations``) rerun with its settings: ``finished_run`` says so,
+    publishes it under ``--push-to-hub`` and returns the card's metrics; None otherwise (more ``--iterations`` go on).
+    Without it the rerun resumed from the last checkpoint, trained nothing and saved the policy again: another
+    adapter_config.json (PEFT writes the target modules in hash order) and tokenizer.json, so the folder's digest
+    changed and every run that read the policy (generate, evaluate, train pit) refused to resume."""
+    from redline.models import RUN_INFO, run_info
+    from redline.train.sft import finished_run
+
+    out = Path(out)
+    if not (out / RUN_INFO).is_file() or run_info(out).get("metrics", {}).get("iterations") != config.iterations:
+        return None
+    return finished_run(out, config.push_to_hub, config)
+
+
 def train_ppo(config: PPOConfig, out: str | os.PathLike) -> dict[str, Any]:
     """`redline train ppo`: InstructGPT's PPO-ptx, with the reward model's score as the reward.
 
@@ -1464,6 +1480,9 @@ def train_ppo(config: PPOConfig, out: str | os.PathLike) -> dict[str, Any]:
     ptx_texts = read_ptx_texts(config.ptx_data, tokenizer) if config.ptx_data else None
     oracle = oracle_reward(records) if config.score == "oracle" else None
 
+    finished = finished_ppo(config, out)
+    if finished is not None:
+        return finished
     # accelerate decides the device, so that each process of `accelerate launch` gets its own
     state = PartialState(cpu=on_cpu(config.device))
     check_processes(config, state.num_processes)  # before the models load, not after
