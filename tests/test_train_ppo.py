@@ -668,6 +668,21 @@ def test_a_resume_cut_short_while_it_trims_the_log_leaves_the_log_whole(tmp_path
     assert [json.loads(line) for line in log.read_text().splitlines()] == rows[:2]
 
 
+def test_a_resume_keeps_the_rows_before_its_checkpoint_byte_for_byte(tmp_path):
+    """The rows a resume keeps were written again with \\u escapes, where the iterations after them are appended as
+    UTF-8: a resumed run's rollouts.jsonl (a response with any accent, dash or emoji) was not the file one run
+    writes, and mixed two encodings."""
+    from redline.records import append_records
+    from redline.train.ppo import _truncate_log
+
+    rollouts = tmp_path / "rollouts.jsonl"
+    for i, text in enumerate(["café — ok", "naïve 😀", "later"], start=1):
+        append_records(rollouts, [{"iteration": i, "response": text}])
+    whole = rollouts.read_bytes()
+    _truncate_log(rollouts, 2)
+    assert rollouts.read_bytes() == whole[: whole.index(b'{"iteration": 3')]
+
+
 def test_a_pretraining_mix_line_that_is_not_json_is_said_so(tmp_path):
     from redline.train.ppo import read_ptx_texts
 

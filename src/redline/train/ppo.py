@@ -1389,7 +1389,9 @@ def _truncate_log(log: Path, iteration: int) -> None:
     if not log.exists():
         return
     rows = [row for row in read_jsonl_prefix(log) if row["iteration"] <= iteration]
-    write_text_atomic(log, "".join(json.dumps(row) + "\n" for row in rows))  # a kill here leaves the rows kept whole
+    # as append_records wrote them (UTF-8, not \u escapes): the rows kept are the bytes an uninterrupted run holds
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    write_text_atomic(log, text)  # a kill here leaves the rows kept whole
 
 
 def save_final(config: RLSettings, learner: Learner, tokenizer, out: Path, *, kind: str, data: list[str],
