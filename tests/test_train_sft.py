@@ -308,3 +308,33 @@ def test_a_run_killed_while_it_saved_its_model_resumes_without_a_step_past_the_e
     assert all(adapter[k].equal(again[k]) for k in adapter)
     steps = [json.loads(line).get("step") for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert max(steps) == 2
+
+
+def test_a_kill_while_a_checkpoint_counts_its_progress_leaves_no_torn_file_to_resume_from(tmp_path, monkeypatch):
+    """The progress file was written in place: killed mid-write, a checkpoint held a torn one, was taken as complete,
+    and every resume stopped on it ('not JSON ... rerun the command'), however often it was rerun. It is written
+    whole or not at all, so the checkpoint is passed over as one killed before its count."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from redline.train.sft import COUNTED, PROGRESS, _progress_callback, last_checkpoint
+
+    folder = tmp_path / "checkpoints" / "checkpoint-2"
+    folder.mkdir(parents=True)
+    (folder / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoints" / COUNTED).touch()
+    callback = _progress_callback(SimpleNamespace(_total_train_tokens=548), 0.0)
+    callback.on_train_begin(None, SimpleNamespace(global_step=0, max_steps=4), None)
+    write_text = Path.write_text
+
+    def torn(self, text, *args, **kwargs):  # half the text, then the kill (or a full disk)
+        write_text(self, text[: len(text) // 2], *args, **kwargs)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", torn)
+    with pytest.raises(OSError):
+        callback.on_save(SimpleNamespace(output_dir=str(tmp_path / "checkpoints")),
+                         SimpleNamespace(global_step=2, is_world_process_zero=True), None)
+    monkeypatch.setattr(Path, "write_text", write_text)
+    assert not (folder / PROGRESS).exists()
+    assert last_checkpoint(tmp_path) is None

@@ -546,7 +546,8 @@ def _progress_callback(trainer, carried_seconds: float):
             if folder.is_dir() and state.is_world_process_zero:
                 seconds = carried_seconds + time.monotonic() - self.start
                 tokens = int(getattr(trainer, "_total_train_tokens", 0))
-                (folder / PROGRESS).write_text(json.dumps({"seconds": round(seconds, 3), "tokens": tokens}) + "\n")
+                # whole or absent: a torn one was chosen as complete and refused on every resume after
+                write_text_atomic(folder / PROGRESS, json.dumps({"seconds": round(seconds, 3), "tokens": tokens}) + "\n")
 
     return Progress()
 
