@@ -181,3 +181,20 @@ def test_bf16_base_loads_the_policy_in_bfloat16_under_lora(jsonl, tmp_path, monk
         train_dpo(settings(jsonl(PAIRS), bf16_base=True), tmp_path / "a")
     with pytest.raises(Loaded, match="float32"):  # without LoRA the whole model trains: --dtype as given
         train_dpo(settings(jsonl(PAIRS), bf16_base=True, lora=False), tmp_path / "b")
+
+
+def test_every_trainers_learning_rate_help_states_the_default_it_trains_at():
+    # train dpo's help said SFT's "2e-4 LoRA, 2e-5 full" (the field was inherited) while it trains at 1e-4 and 1e-6
+    import re
+    from dataclasses import fields
+
+    from redline.train.critic import CriticConfig
+    from redline.train.dpo import DPOSettings
+    from redline.train.gap_reward import GapRewardConfig
+    from redline.train.reward import RewardConfig
+    from redline.train.sft import SFTSettings
+
+    for cls in (SFTSettings, CriticConfig, RewardConfig, GapRewardConfig, DPOSettings):
+        help_text = next(f.metadata["help"] for f in fields(cls) if f.name == "learning_rate")
+        lora, full = map(float, re.search(r"default: (\S+) LoRA, (\S+) full", help_text).groups())
+        assert (cls(lora=True).lr(), cls(lora=False).lr()) == (lora, full), cls.__name__

@@ -66,6 +66,7 @@ class DPOSettings(SFTSettings):
 
     model: str = field(default="embedded", metadata={
         "help": "the policy to start from, also the frozen reference π_ref: the SFT run, or any causal LM"})
+    learning_rate: float | None = field(default=None, metadata={"min": 0, "help": "peak lr (default: 1e-4 LoRA, 1e-6 full)"})
     data: str = field(default="", metadata={"required": True, "help": "preference records (prompt, chosen, rejected)"})
     limit: int | None = field(default=None, metadata={"min": 1, "help": "train on the first N records"})
     skip_invalid: bool = field(default=False, metadata={"help": "skip bad records instead of stopping"})
