@@ -511,3 +511,20 @@ def test_more_prompts_than_the_settings_can_make_is_an_error_not_a_loop(monkeypa
     with pytest.raises(RedlineError, match=r"only \d+ distinct train prompts of the 40 asked could be drawn "
                                            r"\(instruction types: lowercase; 0 excluded\)"):
         make_tasks(40, seed=0, types=["lowercase"])
+
+
+def test_a_rerun_that_builds_nothing_new_leaves_the_folders_digest(tmp_path, monkeypatch):
+    """A rerun rewrote manifest.json with its new time (and --out as now spelt): the folder's digest changed, so a run
+    that read the folder (`experiment critic --data`) refused to resume, as if the data had changed. What the
+    manifest says of the data still counts."""
+    from redline.config import input_digest
+
+    out = tmp_path / "w"
+    build(_config(out, prompts=4, test_prompts=2))
+    digest, manifest = input_digest(str(out)), (out / "manifest.json").read_bytes()
+    monkeypatch.chdir(tmp_path)
+    build(_config(Path("w"), prompts=4, test_prompts=2))
+    assert input_digest(str(out)) == digest and (out / "manifest.json").read_bytes() == manifest
+    build(_config(Path("w"), prompts=4, test_prompts=2, annotators=3))
+    assert json.loads((out / "manifest.json").read_text())["config"]["annotators"] == 3
+    assert input_digest(str(out)) != digest

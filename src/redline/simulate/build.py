@@ -43,7 +43,7 @@ Steps (numbered the same in ``build``):
    ``DIR/.responses.jsonl`` as it is made, so a killed build resumes where it stopped;
 5. annotate: rank, compare, critique, revise, demonstrate (one annotator per prompt, chosen by a
    seeded RNG, which is why the same seed gives the same files);
-6. write the record files (each atomically) and the manifest.
+6. write the record files (each atomically) and the manifest (kept as it is where a rerun built the same set).
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ from redline.records import (
     prompt_text,
     read_jsonl_prefix,
     write_records,
+    write_text_atomic,
 )
 from redline.simulate.annotators import make_pool, measure_agreement
 from redline.simulate.instructions import TYPES, InstructionError, check, fix_all, parse_instructions
@@ -684,8 +685,27 @@ def build(cfg: BuildConfig) -> dict:
         "build_seconds": round(time.time() - started, 2),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    (cfg.out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_manifest(cfg.out / "manifest.json", manifest)
     return manifest
+
+
+def write_manifest(path: Path, manifest: dict) -> None:
+    """Step 6's manifest, left as it is where it already says the same but for when and how long the build ran and
+    how ``--out`` was spelt: a rerun that builds nothing new (a script run again to resume the steps after it)
+    rewrote it, which changed the folder's digest, so every run that read the folder (``experiment critic --data``)
+    refused to resume as if the data had changed."""
+    def lasting(m: dict) -> dict:
+        kept = {k: v for k, v in m.items() if k not in ("created", "build_seconds", "command")}
+        return {**kept, "config": {k: v for k, v in kept.get("config", {}).items() if k != "out"}}
+
+    text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
+    try:
+        before = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        before = None
+    if isinstance(before, dict) and isinstance(before.get("config"), dict) and lasting(before) == lasting(json.loads(text)):
+        return
+    write_text_atomic(path, text)
 
 
 # ----------------------------------------------------------------------------- scoring
