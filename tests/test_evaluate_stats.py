@@ -54,6 +54,23 @@ def test_bootstrap_interval_of_constant_scores_is_a_point():
     assert bootstrap_interval(np.array([]), 200) is None
 
 
+def test_a_win_rate_of_one_verdict_throughout_has_an_interval_not_a_point():
+    """20 wins of 20 gave [100, 100] (a bootstrap of one value), read as certainty: the Wilson score interval there."""
+    from redline.evaluate import summarize, win_rate_interval
+
+    low, high = win_rate_interval(np.ones(20))
+    assert high == 1.0 and 0.83 < low < 0.84  # 20 / (20 + 1.96²) = 0.839
+    low, high = win_rate_interval(np.zeros(200))
+    assert low == 0.0 and 0.018 < high < 0.020
+    low, high = win_rate_interval(np.full(20, 0.5))  # all ties: a half each
+    assert low < 0.5 < high and high - low > 0.3
+    mixed = np.array([1.0] * 15 + [0.0] * 5)  # any spread: the bootstrap, as before
+    assert win_rate_interval(mixed, 500, 3) == bootstrap_interval(mixed, 500, 3)
+    assert win_rate_interval(np.ones(1)) is None
+    wins = [Judgment(id=str(i), prompt="p", a="x", b="y", winner="a", judge="t", order="ab") for i in range(20)]
+    assert summarize(wins)["ci95"][0] < 0.84
+
+
 def test_cohen_kappa_on_a_small_table():
     # Judge 1 vs judge 2 on 10 pairs:      j2=a  j2=b
     #                              j1=a      4     1

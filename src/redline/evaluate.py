@@ -14,7 +14,8 @@ and writes, in OUT:
 
 The numbers: wins, ties and losses of A, the win rate of A (a tie counts ½, an invalid verdict
 is left out: a judge that could not answer is no evidence either way), the invalid rate, a
-percentile-bootstrap 95% interval over pairs (none from a single valid verdict), position consistency (LLM judges ask in both
+percentile-bootstrap 95% interval over pairs (none from a single valid verdict; a Wilson score interval where every
+verdict is the same, whose bootstrap is a point), position consistency (LLM judges ask in both
 orders: the share of pairs whose two answers agree), the mean lengths of A and B in words, and a
 **length-controlled win rate** after AlpacaEval 2 (Dubois et al. 2024, "Length-Controlled
 AlpacaEval", arXiv 2404.04475): a logistic regression of the verdict on the tanh-squashed,
@@ -137,6 +138,19 @@ def bootstrap_interval(
     return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
 
 
+def win_rate_interval(scores: np.ndarray, resamples: int = 2000, seed: int = 0) -> tuple[float, float] | None:
+    """The win rate's 95% interval: the percentile bootstrap over pairs, except where every verdict is the same (all
+    wins, all losses or all ties), whose resamples are all one value and whose bootstrap is a point ([100, 100] from
+    20 wins, read as certainty). There it is the Wilson score interval of that rate over the n verdicts (a tie a
+    half), which 20 wins puts at [83.9, 100]."""
+    n = len(scores)
+    if n < 2 or resamples <= 0 or scores.min() != scores.max():
+        return bootstrap_interval(scores, resamples, seed)
+    p, z = float(scores[0]), 1.959963984540054
+    centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(np.clip(round(centre - half, 12), 0, 1)), float(np.clip(round(centre + half, 12), 0, 1))  # 1e-18 is 0
+
+
 def cohen_kappa(x: Sequence[str], y: Sequence[str]) -> float | None:
     """Cohen's kappa of two raters on the same items: (p_o - p_e) / (1 - p_e).
 
@@ -231,7 +245,7 @@ def summarize(judgments: Sequence[Judgment], resamples: int = 2000, seed: int = 
     valid = [j for j in judgments if j.winner != "invalid"]
     scores = scores_of(winners)
     out["win_rate"] = win_rate(winners)
-    out["ci95"] = bootstrap_interval(scores, resamples, seed)
+    out["ci95"] = win_rate_interval(scores, resamples, seed)
     out["invalid_rate"] = out["invalid"] / len(winners) if winners else None
     len_a = np.array([word_count(j.a) for j in valid], float)
     len_b = np.array([word_count(j.b) for j in valid], float)
@@ -553,7 +567,7 @@ TABLE_HEAD = f"| | {_HEADS}\n| --- | {_RULE}"
 REPORT_NOTES = """
 Win rate = (wins + ½ ties) / valid verdicts; invalid verdicts (the judge could not answer) are left
 out and counted apart. The 95% interval is a percentile bootstrap over pairs ({resamples} resamples; – with
-fewer than two valid verdicts).
+fewer than two valid verdicts; a Wilson score interval where every verdict is the same, whose bootstrap is a point).
 The length-controlled (LC) win rate follows AlpacaEval 2 (arXiv 2404.04475): a logistic regression
 of the verdict on tanh(length difference / its sd), read at zero difference. Position consistency
 (judges that ask in both orders) is the share of pairs whose two answers agree; a disagreement is
