@@ -8,8 +8,8 @@ oracle of the simulated environment, so an item must carry its writing instructi
 (``meta.instructions``, ``meta.topic``), as every prompt of ``redline simulate build`` does.
 
 Uses: to demonstrate the app without people, and to calibrate its quality page: with
-``noise_scale`` 0 every bot agrees with every other (α = 1, κ = 1); the default pool disagrees
-about as often as InstructGPT's labelers did.
+``noise_scale`` 0 every bot agrees with every other (α = 1, κ = 1); the default pool agrees more
+often than InstructGPT's labelers did (85.2% on the shipped rankings against their 72.6%, data/README.md).
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ def add_app_commands(sub) -> None:
         q.add_argument("--db", default=argparse.SUPPRESS, help=db_help.replace("%(default)s", DEFAULT_DB))
         return q
 
-    users = more.add_parser("user", help="add users").add_subparsers(dest="user_command", required=True, metavar="COMMAND")
+    users = more.add_parser("user", help="add users, hand out API tokens").add_subparsers(dest="user_command", required=True, metavar="COMMAND")
     q = with_db(users.add_parser("add", help="add an admin or an annotator"))
     q.add_argument("name")
     q.add_argument("--role", required=True, choices=["admin", "annotator"])
