@@ -246,6 +246,9 @@ COMMANDS = {"pairs": (write_pairs, 3, 3), "augment": (augment, 4, 5)}
 
 if __name__ == "__main__":
     command = sys.argv[1] if len(sys.argv) > 1 else ""
+    if command in ("-h", "--help"):  # it was read as the scores file: a FileNotFoundError traceback
+        print(__doc__)
+        raise SystemExit(0)
     if command in COMMANDS and COMMANDS[command][1] <= len(sys.argv) - 2 <= COMMANDS[command][2]:
         COMMANDS[command][0](*sys.argv[2:])
     elif len(sys.argv) in (2, 3) and command not in COMMANDS:

@@ -125,3 +125,12 @@ def test_content_augment_trains_on_the_runs_training_prompts_only_and_says_how_t
     sources = sorted(m["source"] for m in members)
     assert sources == ["sample"] * 10 + ["sample-fix_keyword_include"] * 10
     assert "next: redline simulate rank --responses" in capsys.readouterr().out
+
+
+def test_help_prints_the_usage_and_exits_0():
+    """--help was read as the scores file to open: a FileNotFoundError traceback."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "reward_errors.py"), "--help"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and "Where a reward model errs" in done.stdout and "Traceback" not in done.stderr
