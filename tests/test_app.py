@@ -179,6 +179,17 @@ def test_pages_carry_a_strict_content_security_policy(client):
     assert r.headers["x-frame-options"] == "DENY" and r.headers["x-content-type-options"] == "nosniff"
 
 
+def test_no_page_title_holds_markup_or_the_csrf_token(sessions, tmp_path):
+    # the admin page's title once held its API-token form: the session's CSRF token went to tabs and browser history
+    pid = make_project(sessions, tmp_path, "r", "rank", RANK_ROWS)
+    admin = client_for(sessions, "root")
+    for url in ("/admin", f"/admin/projects/{pid}", "/tasks", "/mywork"):
+        page = admin.get(url).text
+        title = re.search(r"<title>(.*?)</title>", page, re.S).group(1)
+        assert csrf_of(page) not in title and "<" not in title and "\n" not in title, (url, title)
+    assert admin.get("/admin").text.count('action="/admin/token"') == 1
+
+
 # ----------------------------------------------------------------------------- the four task types
 
 
