@@ -108,6 +108,40 @@ def test_wrong_password_is_401_and_the_sixth_failure_is_rate_limited(client):
     assert login(client, "bob").status_code == 303  # another name from the same address still may
 
 
+def test_concurrent_wrong_passwords_are_limited_like_sequential_ones(client, monkeypatch):
+    # the limit was checked before the (slow) password check and counted after it: tries sent at once all passed it
+    import threading
+    import time
+
+    from redline.app import security
+
+    checked = []
+
+    def slow_verify(password_hash, password):
+        checked.append(password)
+        time.sleep(0.3)  # argon2 at its real cost takes a while; every try is in flight before any has failed
+        return False
+
+    monkeypatch.setattr(security, "verify_password", slow_verify)
+    csrf = csrf_of(client.get("/login").text)
+    statuses = []
+
+    def guess(n):
+        r = client.post("/login", data={"name": "ann", "password": f"guess {n}", "csrf": csrf}, follow_redirects=False)
+        statuses.append(r.status_code)
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(checked) == 5 and sorted(statuses) == [401] * 5 + [429] * 5
+    limiter = security.LoginLimiter(per_name=5, per_address=20)
+    for _ in range(25):  # a try that succeeds is taken back: logins that work never meet the address's limit
+        assert limiter.attempt("10.0.0.1", "ann") == 0
+        limiter.succeeded("10.0.0.1", "ann")
+
+
 def test_login_without_its_csrf_token_is_refused(client):
     client.get("/login")
     for forged in ("forged", "forgé"):  # a non-ASCII token is refused too, not a 500

@@ -10,7 +10,9 @@
   carry enough entropy that a slow hash adds nothing.
 - ``LoginLimiter``: at most ``per_name`` failed logins for one name from one address, and
   ``per_address`` from one address, in a sliding window; past that the login answers 429 with the
-  seconds to wait. It lives in the server's memory (one process serves the app).
+  seconds to wait. A try is counted as it starts (and taken back if it succeeds), so tries sent
+  at once cannot all pass the check before the first has failed. It lives in the server's memory
+  (one process serves the app).
 """
 
 from __future__ import annotations
@@ -76,16 +78,29 @@ class LoginLimiter:
             q.popleft()
         return q
 
+    def _wait(self, address: str, name: str, at: float) -> float:
+        waits = []
+        for key, limit in (((address, name.lower()), self.per_name), ((address,), self.per_address)):
+            q = self._recent(key, at)
+            if len(q) >= limit:
+                waits.append(q[0] + self.window_s - at)
+        return max(waits, default=0.0)
+
     def wait_s(self, address: str, name: str) -> float:
         """0 if a login may be tried now, else the seconds until one may."""
+        with self._lock:
+            return self._wait(address, name, time.monotonic())
+
+    def attempt(self, address: str, name: str) -> float:
+        """Check and count a login try in one step: 0 and the try counts as a failure (until ``succeeded``),
+        else the seconds until one may be tried (and nothing is counted)."""
         at = time.monotonic()
         with self._lock:
-            waits = []
-            for key, limit in (((address, name.lower()), self.per_name), ((address,), self.per_address)):
-                q = self._recent(key, at)
-                if len(q) >= limit:
-                    waits.append(q[0] + self.window_s - at)
-            return max(waits, default=0.0)
+            wait = self._wait(address, name, at)
+            if wait <= 0:
+                self._failures[(address, name.lower())].append(at)
+                self._failures[(address,)].append(at)
+            return wait
 
     def failed(self, address: str, name: str) -> None:
         at = time.monotonic()
@@ -94,5 +109,9 @@ class LoginLimiter:
             self._failures[(address,)].append(at)
 
     def succeeded(self, address: str, name: str) -> None:
+        """The name's failures are forgiven, and the ``attempt`` that succeeded no longer counts against the address."""
         with self._lock:
             self._failures.pop((address, name.lower()), None)
+            q = self._failures.get((address,))
+            if q:
+                q.pop()

@@ -215,7 +215,7 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
             raise Forbidden("the login form's CSRF token is missing or wrong; reload the page and try again")
         address = request.client.host if request.client else "?"
         limiter: S.LoginLimiter = app.state.limiter
-        wait = limiter.wait_s(address, name)
+        wait = limiter.attempt(address, name)  # counted now as a failure: tries sent at once meet the limit too
         if wait > 0:
             response = page(request, "login.html", 429, user=None, csrf=csrf, next=target,
                             error=f"too many failed logins; try again in {int(wait) + 1} s")
@@ -224,7 +224,6 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
         with database() as db:
             user = db.scalar(select(User).where(User.name == name))
             if not S.verify_password(user.password_hash if user else None, password):
-                limiter.failed(address, name)
                 return page(request, "login.html", 401, user=None, csrf=csrf, next=target, error="wrong name or password")
             limiter.succeeded(address, name)
             token = S.new_token()
