@@ -172,6 +172,30 @@ def test_anonymous_visitors_are_sent_to_the_login_page(client, sessions, tmp_pat
     assert client.get("/login").status_code == 200
 
 
+def test_an_anonymous_post_body_is_never_read(client):
+    # the form (an upload spooled to disk, of any size) was read before the login check refused it
+    read = []
+
+    def body():
+        read.append(True)
+        yield b"--b\r\nContent-Disposition: form-data; name=\"prompts\"; filename=\"p.jsonl\"\r\n\r\n"
+        yield b"x" * (1 << 20)
+        yield b"\r\n--b--\r\n"
+
+    for url in ("/admin/projects", "/projects/1/items/1", "/logout"):
+        r = client.post(url, content=body(), headers={"content-type": "multipart/form-data; boundary=b"},
+                        follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"].startswith("/login"), url
+    assert read == []
+    csrf = csrf_of(client.get("/login").text)  # the login form itself: read only when it is small
+    r = client.post("/login", data={"name": "ann", "password": "x" * 20_000, "csrf": csrf}, follow_redirects=False)
+    assert r.status_code == 413
+    r = client.post("/login", content=body(), headers={"content-type": "multipart/form-data; boundary=b"},
+                    follow_redirects=False)  # no Content-Length: its size is not known before reading it
+    assert r.status_code == 413 and read == []
+    assert login(client, "ann").status_code == 303
+
+
 def test_an_annotator_sees_no_admin_page(sessions, tmp_path):
     make_project(sessions, tmp_path, "r", "rank", RANK_ROWS)
     c = client_for(sessions, "ann")

@@ -22,7 +22,9 @@ POST /admin/projects/{p}/import       admin  import records into the project
 GET  /health                          -      liveness
 ====================================  =====  ==============================================
 
-Security: sessions and CSRF as in ``security.py``; pages are sent with a Content-Security-Policy
+Security: sessions and CSRF as in ``security.py``; a POST's body is read only once its session is
+known to be live (the login form's only if its Content-Length is at most ``LOGIN_FORM_MAX``), so an
+anonymous visitor cannot have an upload spooled to disk; pages are sent with a Content-Security-Policy
 that allows only this site's own script and styles (no inline script), so model text that holds
 ``<script>`` is shown as text (Jinja2 escapes it; Markdown is rendered with raw HTML disabled).
 """
@@ -42,6 +44,7 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -61,6 +64,7 @@ HERE = Path(__file__).parent
 SESSION_COOKIE = "redline_session"
 LOGIN_CSRF_COOKIE = "redline_login_csrf"
 SESSION_TTL = timedelta(days=7)
+LOGIN_FORM_MAX = 16 * 1024  # bytes: a name, a password and two tokens; read before anyone is known
 CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
@@ -83,6 +87,18 @@ class Forbidden(Exception):
 class NotFound(Exception):
     def __init__(self, message: str = "no such page"):
         self.message = message
+
+
+class TooLarge(Exception):
+    pass
+
+
+async def login_form(request: Request) -> dict:
+    """The login form, read only if its Content-Length says it is small: no one is logged in yet to send more."""
+    size = request.headers.get("content-length", "")
+    if not (size.isascii() and size.isdigit()) or int(size) > LOGIN_FORM_MAX:
+        raise TooLarge()
+    return await form_data(request)
 
 
 async def form_data(request: Request) -> dict:
@@ -155,6 +171,17 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
             raise Forbidden(f"this page is for {role}s only")
         return user, row
 
+    def logged_in(request: Request) -> bool:
+        with database() as db:
+            return session_of(request, db) is not None
+
+    async def user_form(request: Request) -> dict:
+        """The form of a logged-in user's POST; an anonymous one is sent to log in before its body is read, so
+        no one who is not logged in can have an upload spooled to disk or a form read into memory."""
+        if not await run_in_threadpool(logged_in, request):
+            raise LoginRequired()
+        return await form_data(request)
+
     def page(request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
         return templates.TemplateResponse(request, name, context, status_code=status)
 
@@ -182,6 +209,11 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
         return page(request, "error.html", 403, title="Forbidden", message=exc.message,
                     user=getattr(request.state, "user", None), csrf=getattr(request.state, "csrf", None))
 
+    @app.exception_handler(TooLarge)
+    async def _too_large(request: Request, exc: TooLarge):
+        return PlainTextResponse(f"the login form is at most {LOGIN_FORM_MAX} bytes, sent with its Content-Length",
+                                 status_code=413)
+
     @app.exception_handler(NotFound)
     async def _not_found(request: Request, exc: NotFound):
         return page(request, "error.html", 404, title="Not found", message=exc.message,
@@ -207,7 +239,7 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
         return response
 
     @app.post("/login")
-    def login(request: Request, form: dict = Depends(form_data)):
+    def login(request: Request, form: dict = Depends(login_form)):
         name, password = str(form.get("name") or "").strip(), str(form.get("password") or "")
         target = safe_next(str(form.get("next") or "/"))
         csrf = request.cookies.get(LOGIN_CSRF_COOKIE)
@@ -236,7 +268,7 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
         return response
 
     @app.post("/logout")
-    def logout(request: Request, form: dict = Depends(form_data)):
+    def logout(request: Request, form: dict = Depends(user_form)):
         with database() as db:
             _, row = login_required(request, db, form=form)
             db.delete(row)
@@ -299,7 +331,7 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
             return page(request, "task.html", csrf=row.csrf, **task_context(db, user, project, item))
 
     @app.post("/projects/{pid}/items/{iid}")
-    def task_submit(request: Request, pid: int, iid: int, form: dict = Depends(form_data)):
+    def task_submit(request: Request, pid: int, iid: int, form: dict = Depends(user_form)):
         with database() as db:
             user, row = login_required(request, db, form=form)
             project = project_or_404(db, pid)
@@ -341,7 +373,7 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
             return page(request, "admin.html", **admin_context(db, user, row))
 
     @app.post("/admin/users")
-    def admin_add_user(request: Request, form: dict = Depends(form_data)):
+    def admin_add_user(request: Request, form: dict = Depends(user_form)):
         with database() as db:
             user, row = login_required(request, db, role="admin", form=form)
             password = str(form.get("password") or "") or None
@@ -357,7 +389,7 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
             return page(request, "admin.html", **admin_context(db, user, row, notice=notice))
 
     @app.post("/admin/projects")
-    def admin_create_project(request: Request, form: dict = Depends(form_data)):
+    def admin_create_project(request: Request, form: dict = Depends(user_form)):
         with database() as db:
             user, row = login_required(request, db, role="admin", form=form)
             try:
@@ -481,7 +513,7 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
             return export_response(db, project, kind)
 
     @app.post("/admin/projects/{pid}/import")
-    def admin_import(request: Request, pid: int, form: dict = Depends(form_data)):
+    def admin_import(request: Request, pid: int, form: dict = Depends(user_form)):
         with database() as db:
             user, row = login_required(request, db, role="admin", form=form)
             project = project_or_404(db, pid)
@@ -497,7 +529,7 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
             return page(request, "project.html", **project_context(db, user, row, project, notice=f"imported {n} records"))
 
     @app.post("/admin/projects/{pid}/drafts")
-    def admin_drafts(request: Request, pid: int, form: dict = Depends(form_data)):
+    def admin_drafts(request: Request, pid: int, form: dict = Depends(user_form)):
         with database() as db:
             user, row = login_required(request, db, role="admin", form=form)
             project = project_or_404(db, pid)
@@ -521,7 +553,7 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
         return redirect(f"/admin/projects/{pid}")
 
     @app.post("/admin/token")
-    def admin_token(request: Request, form: dict = Depends(form_data)):
+    def admin_token(request: Request, form: dict = Depends(user_form)):
         with database() as db:
             user, row = login_required(request, db, role="admin", form=form)
             token = P.new_api_token(db, user)
