@@ -140,7 +140,8 @@ def test_parameters_that_ask_for_nothing_are_accepted(echo_server):
 
 
 @pytest.mark.parametrize("method, path, status", [("GET", "/v1/nowhere", 404), ("POST", "/v1/embeddings", 404),
-                                                  ("GET", "/v1/chat/completions", 405), ("GET", "/nowhere", 404)])
+                                                  ("GET", "/v1/chat/completions", 405), ("GET", "/nowhere", 404),
+                                                  ("GET", "/docs", 404), ("GET", "/openapi.json", 404)])  # no key there
 def test_every_route_answers_errors_in_openai_shape(echo_server, method, path, status):
     server, _ = echo_server
     base = server.url.removesuffix("/v1")

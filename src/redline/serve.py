@@ -498,7 +498,8 @@ def make_app(
         yield
         await scheduler.stop()
 
-    app = FastAPI(title="redline", lifespan=lifespan)
+    # no /docs, /redoc or /openapi.json: they answered without the key, and /docs loaded its script from a CDN
+    app = FastAPI(title="redline", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.stats = stats
     app.state.engine = engine
     app.add_middleware(_Gate, api_key=api_key, max_concurrency=max_concurrency, stats=stats)
