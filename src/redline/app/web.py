@@ -51,6 +51,7 @@ from fastapi.templating import Jinja2Templates
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 from sqlalchemy import select
+from starlette.routing import Match
 from sqlalchemy.orm import sessionmaker
 
 from redline import RedlineError
@@ -202,7 +203,13 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
     @app.exception_handler(LoginRequired)
     async def _login_required(request: Request, exc: LoginRequired):
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        if request.method not in ("GET", "HEAD") and not has_page(request.url.path):  # a form's action (/logout,
+            target = "/"  # /admin/users ...): after the login, a GET there would be a 405
         return redirect(f"/login?next={quote(target)}")
+
+    def has_page(path: str) -> bool:
+        scope = {"type": "http", "path": path, "method": "GET", "root_path": ""}
+        return any(route.matches(scope)[0] == Match.FULL for route in app.routes)
 
     @app.exception_handler(Forbidden)
     async def _forbidden(request: Request, exc: Forbidden):
