@@ -142,6 +142,32 @@ def test_concurrent_wrong_passwords_are_limited_like_sequential_ones(client, mon
         limiter.succeeded("10.0.0.1", "ann")
 
 
+def test_a_logins_password_check_holds_no_database_lock(client, tmp_path, monkeypatch):
+    # it ran inside the login's transaction: on SQLite every annotator's submission waited for each login's argon2
+    import sqlite3
+
+    from redline.app import security
+
+    verify, writable = security.verify_password, []
+
+    def verify_and_try_to_write(password_hash, password):
+        other = sqlite3.connect(tmp_path / "app.db", timeout=0.1, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+            writable.append(True)
+        except sqlite3.OperationalError:  # database is locked
+            writable.append(False)
+        finally:
+            other.close()
+        return verify(password_hash, password)
+
+    monkeypatch.setattr(security, "verify_password", verify_and_try_to_write)
+    assert login(client, "ann", "wrong password").status_code == 401
+    assert login(client, "ann").status_code == 303 and client.get("/tasks").status_code == 200
+    assert writable == [True, True]
+
+
 def test_login_without_its_csrf_token_is_refused(client):
     client.get("/login")
     for forged in ("forged", "forgé"):  # a non-ASCII token is refused too, not a 500

@@ -260,13 +260,15 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
                             error=f"too many failed logins; try again in {int(wait) + 1} s")
             response.headers["Retry-After"] = str(int(wait) + 1)
             return response
-        with database() as db:
+        with database() as db:  # read and let go: on SQLite a transaction holds the write lock, and argon2 is slow
             user = db.scalar(select(User).where(User.name == name))
-            if not S.verify_password(user.password_hash if user else None, password):
-                return page(request, "login.html", 401, user=None, csrf=csrf, next=target, error="wrong name or password")
-            limiter.succeeded(address, name)
-            token = S.new_token()
-            db.add(DBSessionRow(token_hash=S.token_hash(token), user_id=user.id, csrf=S.new_token(), created_at=now(),
+            user_id, password_hash = (user.id, user.password_hash) if user else (None, None)
+        if not S.verify_password(password_hash, password):
+            return page(request, "login.html", 401, user=None, csrf=csrf, next=target, error="wrong name or password")
+        limiter.succeeded(address, name)
+        token = S.new_token()
+        with database() as db:
+            db.add(DBSessionRow(token_hash=S.token_hash(token), user_id=user_id, csrf=S.new_token(), created_at=now(),
                                 expires_at=now() + SESSION_TTL))
         response = redirect(target)
         response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", secure=secure_cookies,
