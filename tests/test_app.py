@@ -201,27 +201,31 @@ def test_anonymous_visitors_are_sent_to_the_login_page(client, sessions, tmp_pat
     assert client.get("/login").status_code == 200
 
 
+READ: list = []
+
+
+def upload_body():
+    """A multipart upload that records whether the server read it."""
+    READ.append(True)
+    yield b"--b\r\nContent-Disposition: form-data; name=\"prompts\"; filename=\"p.jsonl\"\r\n\r\n"
+    yield b"x" * (1 << 20)
+    yield b"\r\n--b--\r\n"
+
+
 def test_an_anonymous_post_body_is_never_read(client):
     # the form (an upload spooled to disk, of any size) was read before the login check refused it
-    read = []
-
-    def body():
-        read.append(True)
-        yield b"--b\r\nContent-Disposition: form-data; name=\"prompts\"; filename=\"p.jsonl\"\r\n\r\n"
-        yield b"x" * (1 << 20)
-        yield b"\r\n--b--\r\n"
-
+    READ.clear()
     for url in ("/admin/projects", "/projects/1/items/1", "/logout"):
-        r = client.post(url, content=body(), headers={"content-type": "multipart/form-data; boundary=b"},
+        r = client.post(url, content=upload_body(), headers={"content-type": "multipart/form-data; boundary=b"},
                         follow_redirects=False)
         assert r.status_code == 303 and r.headers["location"].startswith("/login"), url
-    assert read == []
+    assert READ == []
     csrf = csrf_of(client.get("/login").text)  # the login form itself: read only when it is small
     r = client.post("/login", data={"name": "ann", "password": "x" * 20_000, "csrf": csrf}, follow_redirects=False)
     assert r.status_code == 413
-    r = client.post("/login", content=body(), headers={"content-type": "multipart/form-data; boundary=b"},
+    r = client.post("/login", content=upload_body(), headers={"content-type": "multipart/form-data; boundary=b"},
                     follow_redirects=False)  # no Content-Length: its size is not known before reading it
-    assert r.status_code == 413 and read == []
+    assert r.status_code == 413 and READ == []
     assert login(client, "ann").status_code == 303
 
 
@@ -234,6 +238,9 @@ def test_an_annotator_sees_no_admin_page(sessions, tmp_path):
         assert r.status_code == 403 and "for admins only" in r.text and "ann (annotator)" in r.text, url
     for url in ADMIN_POST:
         assert c.post(url, data={"csrf": csrf}).status_code == 403, url
+    READ.clear()  # refused before its upload is read
+    r = c.post("/admin/projects", content=upload_body(), headers={"content-type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 403 and "for admins only" in r.text and READ == []
 
 
 def test_an_id_past_an_integer_column_is_a_404_not_a_500(sessions, tmp_path):

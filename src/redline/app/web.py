@@ -23,8 +23,8 @@ GET  /health                          -      liveness
 ====================================  =====  ==============================================
 
 Security: sessions and CSRF as in ``security.py``; a POST's body is read only once its session is
-known to be live (the login form's only if its Content-Length is at most ``LOGIN_FORM_MAX``), so an
-anonymous visitor cannot have an upload spooled to disk; pages are sent with a Content-Security-Policy
+known to be live, and an admin's for /admin/ (the login form's only if its Content-Length is at most
+``LOGIN_FORM_MAX``), so no one else can have an upload spooled to disk; pages are sent with a Content-Security-Policy
 that allows only this site's own script and styles (no inline script), so model text that holds
 ``<script>`` is shown as text (Jinja2 escapes it; Markdown is rendered with raw HTML disabled).
 """
@@ -172,15 +172,16 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
             raise Forbidden(f"this page is for {role}s only")
         return user, row
 
-    def logged_in(request: Request) -> bool:
+    def may_post(request: Request) -> None:
+        """``login_required`` as far as it goes without the body (whose CSRF token the route checks)."""
         with database() as db:
-            return session_of(request, db) is not None
+            login_required(request, db, role="admin" if request.url.path.startswith("/admin/") else None)
 
     async def user_form(request: Request) -> dict:
-        """The form of a logged-in user's POST; an anonymous one is sent to log in before its body is read, so
-        no one who is not logged in can have an upload spooled to disk or a form read into memory."""
-        if not await run_in_threadpool(logged_in, request):
-            raise LoginRequired()
+        """The form of a logged-in user's POST (an admin's, under /admin/); anyone else is sent to log in, or
+        refused, before the body is read, so no one else can have an upload spooled to disk or a form read
+        into memory."""
+        await run_in_threadpool(may_post, request)
         return await form_data(request)
 
     def page(request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
