@@ -643,3 +643,27 @@ def test_a_help_text_that_names_its_default_is_not_followed_by_another():
     assert helps["types"].endswith("(default: all)") and helps["types"].count("default") == 1
     assert helps["policies"].count("(default:") == 1
     assert helps["prompts"].endswith("(default: 600)")  # a help that does not name its default gets the field's
+
+
+def seeded_commands():
+    from redline.simulate.rank import RankConfig
+
+    return [(command, cls) for command, cls in [*commands(), (["simulate", "rank"], RankConfig)]
+            if "seed" in {f.name for f in dataclasses.fields(cls)}]
+
+
+@pytest.mark.parametrize("command, cls", seeded_commands(), ids=lambda x: " ".join(x) if isinstance(x, list) else "")
+def test_every_seed_flag_takes_the_same_range_and_refuses_the_rest_at_parse_time(command, cls, tmp_path, capsys):
+    # A seed outside numpy's 0..2**32-1 failed once the model had loaded ('Seed must be between 0 and 2**32 - 1',
+    # transformers.set_seed in every trainer), or, in evaluate, once every pair was judged ('expected non-negative
+    # integer'), each naming no flag; generate took -1 and 2**40. One range, refused naming --seed, everywhere.
+    for value in ("-1", str(2**32)):
+        with pytest.raises(SystemExit) as exit:
+            build_parser().parse_args([*command, "--seed", value])
+        assert exit.value.code == 2
+        assert "argument --seed: must be" in capsys.readouterr().err, value
+    out = [] if command in NO_OUT else ["--out", str(tmp_path / "o")]
+    (tmp_path / "c.json").write_text(json.dumps({"seed": -1}))
+    with pytest.raises(RedlineError, match="seed: must be at least 0"):
+        settings_from_args(cls, build_parser().parse_args([*command, "--config", str(tmp_path / "c.json"), *out]))
+    assert build_parser().parse_args([*command, "--seed", str(2**32 - 1), *out]).seed == 2**32 - 1

@@ -57,6 +57,15 @@ NOT_CONTENT = (".DS_Store", ".gitkeep")  # what a file browser or a repository l
 
 # ----------------------------------------------------------------------------- flags
 
+# Every command's --seed takes numpy's range, which transformers.set_seed (every Trainer) and evaluate's bootstrap
+# need: outside it a trainer failed once its model had loaded, and evaluate once every pair was judged.
+SEED_MAX = 2**32 - 1
+
+
+def seed_field(help: str) -> Any:
+    """``--seed``, as every command declares it: 0 (the default) to ``SEED_MAX``."""
+    return dataclasses.field(default=0, metadata={"min": 0, "max": SEED_MAX, "help": help})
+
 
 def _hints(cls) -> dict[str, Any]:
     return typing.get_type_hints(cls)

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from redline import RedlineError
-from redline.config import check_values
+from redline.config import check_values, seed_field
 from redline.console import quiet
 
 SHIPPED = Path(__file__).resolve().parents[2] / "data" / "simulated"
@@ -57,7 +57,7 @@ class DemoConfig:
     """`redline demo`: the model, the sizes of the miniature experiment, and how to generate."""
 
     model: str = field(default="embedded", metadata={"help": "hub id, local path, 'embedded' (SmolLM2-135M-Instruct) or 'tiny-random'"})
-    seed: int = field(default=0, metadata={"help": "random seed"})
+    seed: int = seed_field("random seed")
     critic: str = field(default="auto", metadata={"help": "the critic that revises: 'auto' (the shipped models/critic "
         "with the embedded model in a checkout, else one trained here), 'train' (the one trained here) or a critic run folder"})
     gate: str = field(default="auto", metadata={"help": "a reward model behind the critic: 'auto' (the shipped "

@@ -73,7 +73,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from redline import RedlineError
-from redline.config import check_required, write_config
+from redline.config import check_required, seed_field, write_config
 from redline.judges import Item, Judge, check_records, swap_winner
 from redline.records import (
     FieldError,
@@ -471,7 +471,7 @@ class EvaluateConfig:
     judge: str = field(metadata={"required": True, "help": "oracle, oracle:noisy, reward:RUN_OR_MODEL, openai:MODEL@BASE_URL"})
     out: str = field(metadata={"required": True, "result": False, "help": "output folder"})
     b: str | None = field(default=None, metadata={"result": False, "help": "response records to compare with (optional for a folder)"})
-    seed: int = field(default=0, metadata={"help": "order of each pair, bootstrap resamples"})
+    seed: int = seed_field("order of each pair, bootstrap resamples")
     limit: int | None = field(default=None, metadata={"min": 1, "result": False, "help": "judge only the first N pairs"})
     skip_invalid: bool = field(default=False, metadata={"result": False, "help": "skip bad records and unmatched pairs"})
     bootstrap: int = field(default=2000, metadata={"min": 0, "max": 1_000_000, "result": False,
@@ -864,7 +864,7 @@ class AgreementConfig:
     b: str | None = field(default=None, metadata={"result": False, "help": "response records to compare with"})
     judgments: str | None = field(default=None, metadata={
         "help": "instead of judging: judgments file(s), FILE[,FILE], by exactly two judges"})
-    seed: int = field(default=0, metadata={"help": "order of each pair"})
+    seed: int = seed_field("order of each pair")
     limit: int | None = field(default=None, metadata={"min": 1, "result": False, "help": "judge only the first N pairs"})
     skip_invalid: bool = field(default=False, metadata={"result": False, "help": "skip bad records and unmatched pairs"})
 

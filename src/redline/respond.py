@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from redline import RedlineError
+from redline.config import seed_field
 from redline.models import DTYPES as DTYPE_CHOICES
 
 
@@ -34,7 +35,7 @@ class GenerateConfig:
     temperature: float = field(default=0.7, metadata={"min": 0, "help": "sampling temperature (0 = greedy)"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling"})
     max_new_tokens: int = field(default=256, metadata={"min": 1, "help": "tokens per response"})
-    seed: int = field(default=0, metadata={"help": "prompt i samples with seed + i"})
+    seed: int = seed_field("prompt i samples with seed + i")
     chunk: int = field(default=64, metadata={"min": 1, "result": False, "help": "prompts per engine call (each chunk is saved at once)"})
     backend: str = field(default="transformers", metadata={"choices": ("transformers", "vllm"), "help": "transformers or vllm"})
     dtype: str = field(default="float32", metadata={"choices": DTYPE_CHOICES, "help": "weights dtype"})

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from redline import RedlineError
-from redline.config import check_required
+from redline.config import SEED_MAX, check_required
 from redline.evaluate import percent
 from redline.models import DTYPES as DTYPE_CHOICES
 from redline.train.critic import CriticConfig
@@ -112,9 +112,10 @@ def second_responses(config: CriticExperimentConfig, test_path: Path, n: int, ou
     samples = []
     for k in range(config.second_best_of):  # sample k of each prompt: its own file and seeds
         name = "second_responses.jsonl" if k == 0 else f"second_responses_{k}.jsonl"
+        # seed + 100_003 k wrapped into --seed's range, which GenerateConfig holds its seed to
         settings = GenerateConfig(model=config.second_model, prompts=str(test_path), source=f"{config.second_model}@T={config.second_temperature}",
                                   limit=n, temperature=config.second_temperature, max_new_tokens=config.response_max_new_tokens,
-                                  seed=config.seed + 100_003 * k, dtype=config.dtype, device=config.device)
+                                  seed=(config.seed + 100_003 * k) % (SEED_MAX + 1), dtype=config.dtype, device=config.device)
         samples.append(read_records(generate_responses(settings, out / name), "response"))
     if len(samples) == 1:
         return samples[0]

@@ -74,6 +74,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from redline import RedlineError
+from redline.config import seed_field
 from redline.generation import sampling_from_flags
 from redline.models import DTYPES as DTYPE_CHOICES
 from redline.records import Response, append_records, read_jsonl_prefix, write_records, write_text_atomic
@@ -128,7 +129,7 @@ class IterateSettings:
     temperature: float = field(default=0.0, metadata={"min": 0, "help": "sampling temperature (0 = greedy)"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling"})
     max_new_tokens: int = field(default=512, metadata={"min": 1, "help": "tokens per generation"})
-    seed: int = field(default=0, metadata={"help": "sampling seed"})
+    seed: int = seed_field("sampling seed")
     no_repeat_ngram: int = field(default=0, metadata={"min": 0, "help": "forbid repeating any n-gram of this many "
         "tokens within one output (a guard against greedy loops; the input is not counted, so copying it is "
         "allowed); 0 = off; transformers backend only"})

@@ -63,6 +63,7 @@ from statistics import mean
 from typing import Callable, Sequence
 
 from redline import RedlineError, __version__
+from redline.config import seed_field
 from redline.records import (
     Demonstration,
     FieldError,
@@ -145,7 +146,7 @@ class BuildConfig:
         "who writes each prompt's K responses, 'name:count,...' over sample (the model at --temperature), hot (at "
         "--hot-temperature), partial (a sample with half its problems fixed), fixed (a sample with all fixed); K is the "
         "sum (default: sample:2,hot:1,partial:1,fixed:1)"})
-    seed: int = field(default=0, metadata={"help": "one seed for tasks, sampling and annotators"})
+    seed: int = seed_field("one seed for tasks, sampling and annotators")
     tasks: Path | None = field(default=None, metadata={"help": "JSONL of tasks {topic, instructions[, form, prompt, id]} instead of drawing them"})
     types: tuple[str, ...] | None = field(default=None, metadata={"help": "comma-separated instruction types to draw from (default: all)"})
     temperature: float = field(default=0.7, metadata={"min": 0, "help": "sampling temperature"})

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from redline import RedlineError
+from redline.config import seed_field
 from redline.records import (MAX_ERRORS, FieldError, Preference, Ranking, RecordError, Response, _parse_rows, prompt_key,
                              prompt_text, write_records)
 from redline.simulate.annotators import make_pool
@@ -69,7 +70,7 @@ class RankConfig:
         "episodes are ranked (default: all)"})
     pairs: bool = field(default=False, metadata={"help": "write preference pairs (prompt, chosen, rejected), one per "
         "decisive comparison of each ranking, in place of rankings: what `train dpo` and `train gap-reward` read"})
-    seed: int = field(default=0, metadata={"help": "chooses each prompt's annotator and its noise"})
+    seed: int = seed_field("chooses each prompt's annotator and its noise")
     annotators: int = field(default=5, metadata={"min": 1, "help": "annotators in the pool (simulate build's default)"})
     noise_scale: float = field(default=1.0, metadata={"min": 0, "help": "their default noise times this (0: noise-free)"})
     limit: int | None = field(default=None, metadata={"min": 1, "help": "with --responses: rank only the first N records "

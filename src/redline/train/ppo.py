@@ -159,7 +159,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from redline import RedlineError
-from redline.config import check_values, write_config
+from redline.config import check_values, seed_field, write_config
 from redline.models import DTYPES as DTYPE_CHOICES, read_json_object
 from redline.train.sft import as_chat, check_report_to, publish, set_threads, threads_field
 
@@ -245,7 +245,7 @@ class RLSettings:
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping (0 = off)"})
     ema_decay: float | None = field(default=None, metadata={"help": "EMA of the policy weights, saved as the final policy (the paper: 0.992)"})
     # --- bookkeeping
-    seed: int = field(default=0, metadata={"help": "seed of prompt order, rollouts and minibatches"})
+    seed: int = seed_field("seed of prompt order, rollouts and minibatches")
     save_every: int = field(default=5, metadata={"min": 1, "result": False, "help": "checkpoint every N iterations (and after the last)"})
     report_to: str = field(default="none", metadata={"result": False, "help": "none, tensorboard or wandb (through accelerate's trackers)"})
     push_to_hub: str | None = field(default=None, metadata={"result": False, "help":

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from redline import RedlineError
-from redline.config import write_config
+from redline.config import seed_field, write_config
 from redline.records import write_text_atomic
 
 
@@ -80,7 +80,7 @@ class SFTSettings:
     bf16: bool = field(default=False, metadata={
         "help": "bfloat16 autocast for forward and backward, float32 master weights (CPU or GPU; see RESULTS 'Training')"})
     # --- bookkeeping
-    seed: int = field(default=0, metadata={"help": "random seed"})
+    seed: int = seed_field("random seed")
     logging_steps: int = field(default=5, metadata={"min": 1, "result": False, "help": "log every N steps"})
     save_steps: int = field(default=50, metadata={"min": 1, "result": False, "help": "checkpoint every N steps"})
     report_to: str = field(default="none", metadata={"choices": ("none", "tensorboard", "wandb"), "result": False, "help": "none, tensorboard or wandb"})
