@@ -213,3 +213,21 @@ def test_an_accuracy_interval_over_one_prompt_is_none_not_a_point():
     assert accuracy_difference([three("p")], [[3.0, 2.0, 1.0]], [[1.0, 2.0, 3.0]])["eval_accuracy_difference_ci95"] is None
     assert prompt_interval([], 0, 1) is None and prompt_interval([[1.0, 3.0]], 0, 1) is None
     assert prompt_interval([[3.0, 3.0], [0.0, 3.0]], 0, 1) == [0.0, 1.0]
+
+
+def test_the_length_controlled_interval_of_one_verdict_throughout_is_not_a_point():
+    """After the plain rate's interval became Wilson's for 20 wins of 20, the LC rate beside it (the same 100%: a fit
+    of one verdict is that verdict) kept the bootstrap's point, [100, 100], in the report's table and the curve."""
+    from redline.evaluate import summarize
+
+    def judged(winner, n=20):
+        return [Judgment(id=str(i), prompt="p", a="x " * (i % 5 + 1), b="y " * (i % 3 + 1), winner=winner, judge="t",
+                         order="ab") for i in range(n)]
+
+    for winner in ("a", "b", "tie"):
+        summary = summarize(judged(winner))
+        assert summary["lc_win_rate"] == summary["win_rate"]
+        assert summary["lc_ci95"] == summary["ci95"] and summary["ci95"][1] - summary["ci95"][0] > 0.1
+    assert summarize(judged("a"), resamples=0)["lc_ci95"] is None  # --bootstrap 0: no intervals, as before
+    mixed = judged("a")[:15] + judged("b")[15:]
+    assert summarize(mixed)["lc_ci95"] != summarize(mixed)["ci95"]  # any spread: its own bootstrap, as before

@@ -261,8 +261,11 @@ def summarize(judgments: Sequence[Judgment], resamples: int = 2000, seed: int = 
                 return float(s[0])
             return 1 / (1 + np.exp(-fit_logistic(feats[idx], s)[0]))
 
-        # Fewer resamples than the plain rate: each is a fit, and an interval to 2 digits needs few.
-        out["lc_ci95"] = bootstrap_interval(scores, min(resamples, 500), seed, statistic=lc_of)
+        # Fewer resamples than the plain rate: each is a fit, and an interval to 2 digits needs few. Every verdict the
+        # same: every resample's fit is that verdict, a point ([100, 100] from 20 wins); the LC rate is the plain one
+        # there, and so is its interval (Wilson's)
+        same = scores.min() == scores.max()
+        out["lc_ci95"] = out["ci95"] if same else bootstrap_interval(scores, min(resamples, 500), seed, statistic=lc_of)
     else:
         out["lc_ci95"] = None
     out["mean_words_a"] = float(np.mean([word_count(j.a) for j in judgments])) if judgments else None
