@@ -439,8 +439,11 @@ def split_source(source: str) -> tuple[str, str | None]:
 def iter_raw(source: str | os.PathLike) -> Iterable[tuple[int, Any]]:
     """Yield (line number, raw object) from a JSONL file (gzipped or not), a Parquet file or a HF dataset.
 
-    JSON that does not parse is yielded as a ``FieldError`` in place of the object, so the caller
-    can count it with the others. Parquet and dataset rows are numbered from 1 like lines.
+    A line that is no row (not JSON, not UTF-8, a key given twice, an integer longer than Python
+    reads) is yielded as a ``FieldError`` in place of the object, so the caller can count it with
+    the others; a file whose first row is not JSON but whose whole is JSON pretty-printed over lines
+    (Alpaca's array) is one ``RecordError`` for the file. Parquet and dataset rows are numbered from
+    1 like lines.
     """
     source = str(source)
     path = Path(source)
