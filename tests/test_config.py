@@ -667,3 +667,18 @@ def test_every_seed_flag_takes_the_same_range_and_refuses_the_rest_at_parse_time
     with pytest.raises(RedlineError, match="seed: must be at least 0"):
         settings_from_args(cls, build_parser().parse_args([*command, "--config", str(tmp_path / "c.json"), *out]))
     assert build_parser().parse_args([*command, "--seed", str(2**32 - 1), *out]).seed == 2**32 - 1
+
+
+def test_a_switch_says_which_of_its_two_flags_is_the_default():
+    # `--lora` and `--no-lora`, `--progress` and `--no-progress`: neither said which one a run gets unless given.
+    import argparse
+
+    from redline.config import add_settings_arguments
+    from redline.train.ppo import PPOConfig
+
+    parser = argparse.ArgumentParser()
+    add_settings_arguments(parser, PPOConfig)
+    helps = {a.option_strings[0]: a.help for a in parser._actions if a.option_strings}
+    assert helps["--lora"].endswith("(default)") and "(default" not in helps["--no-lora"]
+    assert helps["--no-adaptive-kl"].endswith("(default)") and "(default" not in helps["--adaptive-kl"]
+    assert sum("(default)" in helps[f] for f in ("--whiten-advantages", "--no-whiten-advantages")) == 1

@@ -168,9 +168,11 @@ def add_settings_arguments(parser, cls, skip: tuple[str, ...] = (), *, resumable
         if f.metadata.get("required"):
             help_text += " (required)"
         kind, _ = _base_type(hints[f.name])
-        if kind is bool:
-            parser.add_argument(flag, dest=f.name, action="store_true", default=None, help=help_text)
-            parser.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false", help=f"do not: {help_text}")
+        if kind is bool:  # the flag a run gets unless told otherwise says so
+            on, off = {True: (" (default)", ""), False: ("", " (default)")}.get(f.default, ("", ""))
+            parser.add_argument(flag, dest=f.name, action="store_true", default=None, help=help_text + on)
+            parser.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false",
+                                help=f"do not: {help_text}{off}")
             continue
 
         def parse(text: str, f=f, annotation=hints[f.name]) -> Any:
