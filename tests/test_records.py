@@ -329,3 +329,16 @@ def test_a_missing_file_says_so_whatever_its_format(tmp_path, suffix):
     # a missing Parquet file was "cannot read Parquet: PATH", pyarrow's bare path, as if the file were bad
     with pytest.raises(RecordError, match=r"nope\.\w+:0: <file>: cannot read: No such file or directory"):
         read_records(tmp_path / f"nope{suffix}", "response")
+
+
+def test_two_rows_run_together_on_the_first_line_are_one_bad_line_not_a_file_spread_over_lines(tmp_path):
+    """Two records on line 1 (a newline lost between them) made the whole file "several JSON values spread over lines"
+    and refused it, --skip-invalid or not: the file is JSON Lines but for that line, which is one bad line."""
+    path = tmp_path / "joined.jsonl"
+    row = json.dumps(GOOD["demonstration"])
+    path.write_text(row + row + "\n" + row + "\n" + row + "\n")
+    with pytest.raises(RecordError) as err:
+        read_records(path, "demonstration")
+    assert err.value.errors == [f"{path}:1: <line>: not JSON: Extra data at column {len(row) + 1}"]
+    report = ReadReport(str(path))
+    assert len(read_records(path, "demonstration", skip_invalid=True, report=report)) == 2 and report.skipped == 1

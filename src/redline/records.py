@@ -518,9 +518,11 @@ def _refuse_spread_json(path: Path, source: str, number: int) -> None:
             text = f.read().decode("utf-8-sig")
         values, i = [], json.decoder.WHITESPACE.match(text, 0).end()
         while i < len(text) and len(values) < 2:
-            value, i = decoder.raw_decode(text, i)
+            value, end = decoder.raw_decode(text, i)
+            if not values and "\n" not in text[i:end]:  # the first ends on its line: two rows on one line, not spread
+                return
             values.append(value)
-            i = json.decoder.WHITESPACE.match(text, i).end()
+            i = json.decoder.WHITESPACE.match(text, end).end()
     except ValueError:  # not JSON as a whole either: its lines are reported one by one
         return
     what = "several JSON values" if len(values) > 1 else f"one JSON {'array' if isinstance(values[0], list) else 'object'}"
