@@ -342,3 +342,23 @@ def test_two_rows_run_together_on_the_first_line_are_one_bad_line_not_a_file_spr
     assert err.value.errors == [f"{path}:1: <line>: not JSON: Extra data at column {len(row) + 1}"]
     report = ReadReport(str(path))
     assert len(read_records(path, "demonstration", skip_invalid=True, report=report)) == 2 and report.skipped == 1
+
+
+def test_a_row_nested_deeper_than_python_reads_is_a_bad_line_not_a_recursion_error(tmp_path):
+    """json raised a RecursionError (no file, no line: a traceback through the CLI) for arrays nested ~1000 deep."""
+    from redline.formats import import_file
+
+    deep = "[" * 100_000 + "]" * 100_000
+    path = tmp_path / "deep.jsonl"
+    path.write_text(json.dumps(GOOD["demonstration"]) + '\n{"prompt": "p", "response": "r", "meta": {"x": ' + deep + "}}\n")
+    with pytest.raises(RecordError) as err:
+        read_records(path, "demonstration")
+    assert err.value.errors == [f"{path}:2: <line>: holds arrays or objects nested deeper than Python reads"]
+    report = ReadReport(str(path))
+    assert len(read_records(path, "demonstration", skip_invalid=True, report=report)) == 1 and report.skipped == 1
+    array = tmp_path / "deep.json"  # a .json array (data import): one error for the file, naming the row's line
+    array.write_text("[\n" + json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}) + ",\n" + deep + "\n]")
+    with pytest.raises(RecordError) as err:
+        import_file("trl", str(array), tmp_path / "out.jsonl")
+    assert err.value.errors == [f"{array}:3: <file>: not JSON: arrays or objects nested deeper than Python reads "
+                                "at column 1"]

@@ -469,7 +469,7 @@ def iter_raw(source: str | os.PathLike) -> Iterable[tuple[int, Any]]:
                     except json.JSONDecodeError as e:
                         bad = FieldError(k, f"not JSON (a JSON column of this Parquet file): {e.msg} at column {e.colno}")
                         break
-                    except ValueError as e:
+                    except (ValueError, RecursionError) as e:
                         bad = json_value_error(e, k)
                         break
                     checked = _refuse_lone_surrogates({k: row[k]}, raw)
@@ -523,7 +523,7 @@ def _refuse_spread_json(path: Path, source: str, number: int) -> None:
                 return
             values.append(value)
             i = json.decoder.WHITESPACE.match(text, end).end()
-    except ValueError:  # not JSON as a whole either: its lines are reported one by one
+    except (ValueError, RecursionError):  # not JSON as a whole either: its lines are reported one by one
         return
     what = "several JSON values" if len(values) > 1 else f"one JSON {'array' if isinstance(values[0], list) else 'object'}"
     raise RecordError([f"{source}:{number}: <file>: {what} spread over lines, not one record a line: write the "
@@ -546,23 +546,26 @@ def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 UNIQUE_KEYS = json.JSONDecoder(object_pairs_hook=unique_keys)  # one decoder: json.loads(hook=) builds one a call
 
 
-def json_value_error(e: ValueError, where: str = "<line>") -> FieldError:
+def json_value_error(e: ValueError | RecursionError, where: str = "<line>") -> FieldError:
     """The ``FieldError`` of a row that is JSON but no value redline can hold: a key given twice in one object
-    (which value holds?), or an integer longer than Python reads."""
+    (which value holds?), arrays or objects nested deeper than Python reads (json's RecursionError, a traceback),
+    or an integer longer than Python reads."""
     if isinstance(e, DuplicateKey):
         return FieldError(e.args[0], "the key is given twice in one object: keep one")
+    if isinstance(e, RecursionError):
+        return FieldError(where, "holds arrays or objects nested deeper than Python reads")
     return FieldError(where, f"holds an integer of more than {sys.get_int_max_str_digits()} digits, which Python "
                       "does not read")
 
 
 def parse_json_row(line: str) -> Any:
     """One line of JSON Lines, or the ``FieldError`` that says why it is no row (not JSON, a key given twice,
-    an integer too long, half a surrogate pair)."""
+    an integer too long, nesting too deep, half a surrogate pair)."""
     try:
         obj = UNIQUE_KEYS.decode(line)
     except json.JSONDecodeError as e:
         return FieldError("<line>", f"not JSON: {e.msg} at column {e.colno}")
-    except ValueError as e:  # the hook's DuplicateKey, or int()'s digit limit
+    except (ValueError, RecursionError) as e:  # the hook's DuplicateKey, int()'s digit limit, or the nesting
         return json_value_error(e)
     return _refuse_lone_surrogates(obj, line)
 

@@ -262,6 +262,8 @@ def _array_rows(text: str) -> list:
             row, end = UNIQUE_KEYS.raw_decode(text, i)
         except json.JSONDecodeError:
             raise
+        except RecursionError:  # nested too deep: the lenient reader cannot find the row's end either
+            raise json.JSONDecodeError("arrays or objects nested deeper than Python reads", text, i) from None
         except ValueError as e:  # DuplicateKey, or int()'s digit limit
             row, end = json_value_error(e, "<row>"), _LENIENT.raw_decode(text, i)[1]
         rows.append(row)
@@ -284,9 +286,9 @@ def _one_object(path: Path, gzipped: bool) -> bool:
         try:
             json.loads(f.readline())
             return False  # its first line is a row: JSON Lines
-        except ValueError:  # not JSON, not UTF-8, or an integer longer than Python reads
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, an integer longer or nesting deeper than Python reads
             f.seek(0)
         try:
             return isinstance(json.loads(f.read()), dict)
-        except ValueError:
+        except (ValueError, RecursionError):
             return False
