@@ -296,6 +296,7 @@ def test_an_import_without_a_time_is_stored_and_read_as_untimed(sessions, tmp_pa
     ({"seconds": True}, "meta.seconds", "got True"),  # was stored as 1 s
     ({"seconds": "12"}, "meta.seconds", "got '12'"),  # was stored as untimed
     ({"seconds": -3}, "meta.seconds", "got -3"),  # was a time of the quality page
+    ({"seconds": 10**400}, "meta.seconds", "got 1000"),  # no float holds it: float() raised OverflowError, a traceback
     ({"annotator": True}, "meta.annotator", "got bool"),  # was the user 'True'
     ({"annotator": ["ann"]}, "meta.annotator", "got list"),  # was add_user's refusal of '--ann--', naming no line
     ({"annotator": "!!!"}, "meta.annotator", "which must start with a letter or digit"),  # add_user's, naming no line

@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -661,7 +662,7 @@ def _check_import_meta(meta: dict, where: str) -> None:
         raise RecordError([f"{where}: meta.annotator: expected a name (a string), got {type(annotator).__name__}"])
     seconds = meta.get("seconds")
     if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
-                                or not 0 <= seconds < math.inf):
+                                or not 0 <= seconds <= sys.float_info.max):  # 10**400: float() overflows
         raise RecordError([f"{where}: meta.seconds: expected the seconds spent (a number, 0 or more), got {seconds!r}"])
 
 
