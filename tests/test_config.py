@@ -682,3 +682,20 @@ def test_a_switch_says_which_of_its_two_flags_is_the_default():
     assert helps["--lora"].endswith("(default)") and "(default" not in helps["--no-lora"]
     assert helps["--no-adaptive-kl"].endswith("(default)") and "(default" not in helps["--adaptive-kl"]
     assert sum("(default)" in helps[f] for f in ("--whiten-advantages", "--no-whiten-advantages")) == 1
+
+
+def test_a_flag_that_several_commands_share_takes_the_same_range_in_each():
+    # `train reward --max-length 0` loaded the model, then found no comparison that fits, where every other trainer
+    # refuses it at parse time; `train ppo --batch-size 0` or `--max-new-tokens 0` was refused only once torch had
+    # loaded, `generate`'s at parse time. A flag several commands take is held to one range.
+    from redline.simulate.rank import RankConfig
+
+    ranges: dict[str, dict[tuple, list[str]]] = {}
+    for command, cls in [*commands(), (["simulate", "rank"], RankConfig)]:
+        for f in dataclasses.fields(cls):
+            kind, _ = _base_type(typing.get_type_hints(cls)[f.name])
+            if kind in (int, float) and not f.metadata.get("choices"):
+                bounds = (f.metadata.get("min"), f.metadata.get("max"))
+                ranges.setdefault(f.name, {}).setdefault(bounds, []).append(" ".join(command))
+    differing = {name: found for name, found in ranges.items() if len(found) > 1}
+    assert differing == {}, differing

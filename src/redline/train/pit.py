@@ -98,7 +98,7 @@ class PITConfig(RLSettings):
     # --- RL settings whose default differs from PPO's: PIT's prompts hold a reference answer too
     iterations: int = field(default=4, metadata={"min": 1, "result": False, "help": "PPO iterations per round"})
     max_prompt_length: int = field(default=512, metadata={"help": "tokens per RL prompt (template, request and reference)"})
-    reward_max_length: int = field(default=768, metadata={"help": "tokens the gap model reads per (prompt, reference, response)"})
+    reward_max_length: int = field(default=768, metadata={"min": 1, "help": "tokens the gap model reads per (prompt, reference, response)"})
     # --- models
     policy: str = field(default="", metadata={"required": True, "help": "BASE: the policy PIT SFT starts from (an SFT or PPO run, or any causal LM); round 1's references are its samples"})
     gap_reward: str = field(default="", metadata={"help": "the reward-gap model (redline train gap-reward): the RL reward, and the value model's start (needed by every --rounds but none)"})

@@ -202,10 +202,10 @@ class RLSettings:
         "help": "cut longer prompts to their last max_prompt_length tokens (counted) instead of refusing them"})
     # --- rollouts and reward
     iterations: int = field(default=20, metadata={"min": 1, "result": False, "help": "PPO iterations (rollout + update)"})
-    batch_size: int = field(default=16, metadata={"help": "episodes per iteration, all processes together (the paper: 512)"})
-    max_new_tokens: int = field(default=256, metadata={
+    batch_size: int = field(default=16, metadata={"min": 1, "help": "episodes per iteration, all processes together (the paper: 512)"})
+    max_new_tokens: int = field(default=256, metadata={"min": 1,
         "help": "tokens per response (the paper: 1k, its appendix C); the simulated instructions ask for up to 250 words"})
-    temperature: float = field(default=0.7, metadata={"help": "rollout sampling temperature (the paper: 1)"})
+    temperature: float = field(default=0.7, metadata={"min": 0, "help": "rollout sampling temperature (the paper: 1)"})
     top_p: float = field(default=1.0, metadata={"help": "rollout nucleus sampling (the paper: not stated; it samples at temperature 1)"})
     beta: float = field(default=0.02, metadata={"help": "per-token KL penalty coefficient (the paper: 0.02)"})
     adaptive_kl: bool = field(default=False, metadata={"help": "drive beta toward kl_target (Ziegler et al. 2019; the paper: fixed)"})
@@ -235,8 +235,8 @@ class RLSettings:
         "each pass's loss is its tokens' mean, weighed by its share of the minibatch's episodes)"})
     clip_range: float = field(default=0.2, metadata={"help": "PPO ratio clip ε (the paper: 0.2)"})
     value_clip: float = field(default=0.2, metadata={"help": "value clip around the rollout's values"})
-    learning_rate: float | None = field(default=None, metadata={"help": "policy lr (default: 2e-4 LoRA, 1e-6 full)"})
-    value_learning_rate: float | None = field(default=None, metadata={"help": "value lr (default: 1e-4 LoRA, 5e-6 full)"})
+    learning_rate: float | None = field(default=None, metadata={"min": 0, "help": "policy lr (default: 2e-4 LoRA, 1e-6 full)"})
+    value_learning_rate: float | None = field(default=None, metadata={"min": 0, "help": "value lr (default: 1e-4 LoRA, 5e-6 full)"})
     adam_beta1: float = field(default=0.9, metadata={"help": "Adam β1 (the paper: 0.9)"})
     adam_beta2: float = field(default=0.95, metadata={"help": "Adam β2 (the paper: 0.95)"})
     warmup_iterations: int = field(default=1, metadata={"help": "linear policy lr warm-up, in iterations (the paper: 10)"})

@@ -77,7 +77,7 @@ class RewardConfig(SFTSettings):
     pairs: bool = field(default=False, metadata={"help": "train on comparisons shuffled as independent pairs (the ablation)"})
     limit: int | None = field(default=None, metadata={"min": 1, "help": "train on the first N records"})
     skip_invalid: bool = field(default=False, metadata={"help": "skip bad records instead of stopping"})
-    max_length: int = field(default=512, metadata={"help": "tokens per (prompt, response); longer ones are cut"})
+    max_length: int = field(default=512, metadata={"min": 1, "help": "tokens per (prompt, response); longer ones are cut"})
     batch_size: int = field(default=4, metadata={"min": 1, "help": "prompts per forward pass, per device, each with all its "
                                                              "completions (--pairs: comparisons); x --grad-accum per step"})
     grad_accum: int = field(default=1, metadata={"min": 1, "help": "forward passes accumulated per optimiser step"})
