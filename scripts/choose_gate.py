@@ -84,7 +84,7 @@ def revise(critic: str, records: list[dict], folder: Path) -> Path:
 
 def replay(rows: list[dict], scores: dict[tuple[str, str], float], bar: float) -> dict:
     """The gate at ``bar`` over one ungated iteration: wins/ties/losses against the originals by the oracle."""
-    from redline.evaluate import bootstrap_interval, scores_of, win_rate
+    from redline.evaluate import scores_of, win_rate, win_rate_interval
     from redline.judges import Item
     from redline.judges.oracle import OracleJudge
 
@@ -100,7 +100,7 @@ def replay(rows: list[dict], scores: dict[tuple[str, str], float], bar: float) -
         items.append(Item(prompt=row["prompt"], a=final, b=original, meta=row["meta"]))
     verdicts = [v.winner for v in OracleJudge().judge_many(items)]  # evaluate's oracle verdicts
     wins, losses = verdicts.count("a"), verdicts.count("b")
-    low, high = bootstrap_interval(scores_of(verdicts))  # evaluate's interval: the same seed and resamples
+    low, high = win_rate_interval(scores_of(verdicts))  # evaluate's interval: the same seed and resamples
     return {"bar": bar, "items": len(rows), "wins": wins, "ties": len(rows) - wins - losses, "losses": losses,
             "win_rate": win_rate(verdicts), "ci95": [low, high], "changed": changed, "left": left}
 
