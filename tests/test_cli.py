@@ -178,3 +178,25 @@ def test_a_push_target_that_cannot_take_the_run_is_refused_before_it_trains(comm
         assert main([*command, *flags, "--out", str(out), "--push-to-hub", target]) == 2
         assert message in capsys.readouterr().err
         assert not out.exists()
+
+
+@pytest.mark.parametrize("command", [["generate", "--model", "tiny-random", "--prompts"],
+                                     ["revise", "--critic", "tiny-random", "--input"],
+                                     ["refine", "--model", "tiny-random", "--input"],
+                                     ["train", "sft", "--model", "tiny-random", "--data"]])
+def test_a_device_that_is_not_here_is_refused_before_a_model_loads(command, tmp_path, monkeypatch, capsys):
+    # generate, revise, improve, refine, simulate build and serve loaded the model's weights (a hub model: downloaded
+    # them) and only then were told that --device foo is not a device, or that this machine has no cuda:99
+    import redline.models
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("a model loaded")
+
+    monkeypatch.setattr(redline.models, "_load", loaded)
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"id": "1", "prompt": "p", "response": "r"}\n')
+    out = tmp_path / ("out.jsonl" if command[0] == "generate" else "out")
+    for device in ("foo", "cuda:99"):
+        assert main([*command, str(data), "--device", device, "--out", str(out)]) == 2
+        assert f"--device {device}: " in capsys.readouterr().err
+        assert not out.exists()

@@ -52,6 +52,15 @@ def _launched_worker() -> bool:
     return os.environ.get("RANK", "0") != "0"
 
 
+def check_device(config) -> None:
+    """A config's ``--device``, refused now if it is not a device of this machine: the engines found out once the
+    model's weights had loaded (or downloaded). ``auto`` always is one, and needs no torch to say so."""
+    if getattr(config, "device", "auto") != "auto":
+        from redline.models import pick_device
+
+        pick_device(config.device)
+
+
 def configured(cls, args: argparse.Namespace, command: str, *, config_name: str = "config.json", file: bool = False,
                seeded: tuple[str, ...] = ()):
     """The command's config (flags over ``--config FILE``, required fields checked), with ``--out`` claimed
@@ -60,6 +69,7 @@ def configured(cls, args: argparse.Namespace, command: str, *, config_name: str 
     from redline.config import claim_output, settings_from_args
 
     config = settings_from_args(cls, args)
+    check_device(config)
     out = Path(args.out if args.out is not None else getattr(config, "out"))  # evaluate, simulate build: maybe from --config
     if file and out.is_dir():  # else "pass --overwrite to replace it", and --overwrite then failed on the folder
         raise RedlineError(f"--out {out} is a folder: `redline {command}` writes one JSONL file; give its path "
@@ -730,6 +740,7 @@ def _serve(args) -> int:
     from redline.serve import serve  # first: without fastapi, one line naming the extra
 
     config = settings_from_args(ServeConfig, args)
+    check_device(config)
     if args.api_key and config.api_key_file is not None:
         raise RedlineError("give --api-key or --api-key-file, not both")
     api_key = args.api_key or os.environ.get("REDLINE_API_KEY") or None
