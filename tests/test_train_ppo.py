@@ -314,6 +314,25 @@ def test_a_finished_run_rerun_with_its_settings_is_left_as_it_is(rm_run, jsonl, 
         main([*args, "--iterations", "2"])
 
 
+def test_a_finished_run_gone_on_past_its_card_is_not_taken_for_finished(rm_run, jsonl, tmp_path, capsys):
+    """Finished at 1, gone on to 2 and stopped before its card: rerun with --iterations 1 it was 'finished' while its
+    folder held iteration 2's checkpoint and log rows; it is refused as any run past --iterations is."""
+    import shutil
+
+    prompts = jsonl(PROMPTS, "prompts.jsonl")
+    run = tmp_path / "ppo"
+    args = ["train", "ppo", "--policy", "tiny-random", "--reward", str(rm_run), "--prompts", str(prompts),
+            "--out", str(run), "--device", "cpu", "--iterations", "1", "--batch-size", "2", "--minibatch-size", "2",
+            "--micro-batch-size", "2", "--max-new-tokens", "4", "--lora-r", "4", "--threads", "1"]
+    assert main(args) == 0
+    card = (run / "redline.json").read_bytes()
+    assert main([*args, "--iterations", "2"]) == 0
+    (run / "redline.json").write_bytes(card)  # as if killed after iteration 2's checkpoint, before its card
+    capsys.readouterr()
+    assert main(args) != 0
+    assert "is at iteration 2, past --iterations 1" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("kind, message", [("sft", "is a sft run"),
                                            ("gap-reward", "is a gap-reward model: it scores a response against a "
                                                           "reference, r_gap(x, y, y_ref); --reward wants")])

@@ -1457,6 +1457,9 @@ def finished_ppo(config: PPOConfig, out: str | os.PathLike) -> dict[str, Any] | 
     out = Path(out)
     if not (out / RUN_INFO).is_file() or run_info(out).get("metrics", {}).get("iterations") != config.iterations:
         return None
+    resume = last_checkpoint(out)  # gone on past its card (more --iterations, then stopped): not finished at N, refused
+    if resume is not None and read_json_object(resume / "state.json", "the checkpoint's state").get("iteration") != config.iterations:
+        return None
     return finished_run(out, config.push_to_hub, config)
 
 
