@@ -200,3 +200,21 @@ def test_a_device_that_is_not_here_is_refused_before_a_model_loads(command, tmp_
         assert main([*command, str(data), "--device", device, "--out", str(out)]) == 2
         assert f"--device {device}: " in capsys.readouterr().err
         assert not out.exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["app", "--port", "-1"], "argument --port: must be from 0 to 65535, got -1"),  # a traceback once the database opened
+    (["app", "--port", "99999"], "argument --port: must be from 0 to 65535, got 99999"),
+    (["app", "simulate", "--project", "p", "--noise-scale", "nan"], "argument --noise-scale: expected a finite number"),
+    (["app", "simulate", "--project", "p", "--noise-scale", "-1"], "argument --noise-scale: must be at least 0"),
+    (["app", "simulate", "--project", "p", "--annotators", "0"], "argument --annotators: must be at least 1"),
+    (["app", "simulate", "--project", "p", "--max-submissions", "-2"], "argument --max-submissions: must be at least 1"),
+    (["app", "simulate", "--project", "p", "--seed", "-1"], "argument --seed: must be from 0 to 4294967295"),
+])
+def test_the_app_commands_numbers_are_refused_as_they_are_read(flags, message, capsys):
+    # the bots ranked with a noise of nan (rankings in arbitrary order) and --max-submissions -2 submitted nothing,
+    # without a word; --port -1 was an OverflowError traceback once the app had opened its database
+    with pytest.raises(SystemExit) as exit:
+        build_parser().parse_args(flags)
+    assert exit.value.code == 2
+    assert message in capsys.readouterr().err

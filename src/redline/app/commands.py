@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -28,6 +29,25 @@ DEFAULT_DB = "sqlite:///feedback.db"
 # None unless given, so that one given without --generate is refused rather than ignored. The defaults are written
 # here for the help only: projects (which applies them) imports SQLAlchemy, and this module stays light.
 GENERATE_FLAGS = [("--max-new-tokens", int, 256), ("--temperature", float, 0.7), ("--seed", int, 0)]
+
+
+def number(kind, low: float, high: float | None = None):
+    """An argparse type: a finite ``kind`` from ``low`` (to ``high``), refused as the flag is read, as the other
+    commands' numbers are (``redline.config``): nan noise ranked at random, a port out of range was a traceback."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {text}" if high is None else
+                                             f"must be from {low} to {high}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
 
 
 def database_url(value: str) -> str:
@@ -45,7 +65,7 @@ def add_app_commands(sub) -> None:
     db_help = "database URL or SQLite path (default: $REDLINE_APP_DB or %(default)s)"
     p.add_argument("--db", default=os.environ.get("REDLINE_APP_DB", DEFAULT_DB), help=db_help)
     p.add_argument("--host", default="127.0.0.1", help="(default: %(default)s; 0.0.0.0 to listen beyond this machine)")
-    p.add_argument("--port", type=int, default=8080, help="(default: %(default)s)")
+    p.add_argument("--port", type=number(int, 0, 65535), default=8080, help="(default: %(default)s)")
     p.add_argument("--secure-cookies", action="store_true", help="mark cookies Secure (behind an HTTPS proxy)")
     p.set_defaults(func=_serve)
     more = p.add_subparsers(dest="app_command", required=False, metavar="COMMAND")
@@ -96,15 +116,15 @@ def add_app_commands(sub) -> None:
     q = with_db(more.add_parser("drafts", help="a critic writes a draft critique and revision for every item of a critique project"))
     q.add_argument("--project", required=True)
     q.add_argument("--critic", required=True, help="a `redline train critic` run folder, or any model that writes Critique:/Revision:")
-    q.add_argument("--max-new-tokens", type=int, default=512, help="(default: %(default)s)")
+    q.add_argument("--max-new-tokens", type=number(int, 1), default=512, help="(default: %(default)s)")
     q.set_defaults(func=_drafts)
 
     q = with_db(more.add_parser("simulate", help="simulated annotators fill a project as bots (items need meta.instructions)"))
     q.add_argument("--project", required=True)
-    q.add_argument("--annotators", type=int, default=5, help="bots, careful to careless (default: %(default)s)")
-    q.add_argument("--noise-scale", type=float, default=1.0, help="their noise times this; 0 = they always agree (default: %(default)s)")
-    q.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
-    q.add_argument("--max-submissions", type=int, default=None, metavar="N", help="stop after N submissions")
+    q.add_argument("--annotators", type=number(int, 1), default=5, help="bots, careful to careless (default: %(default)s)")
+    q.add_argument("--noise-scale", type=number(float, 0), default=1.0, help="their noise times this; 0 = they always agree (default: %(default)s)")
+    q.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=0, help="(default: %(default)s)")  # as every --seed
+    q.add_argument("--max-submissions", type=number(int, 1), default=None, metavar="N", help="stop after N submissions")
     q.set_defaults(func=_simulate)
 
 
