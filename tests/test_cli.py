@@ -218,3 +218,13 @@ def test_the_app_commands_numbers_are_refused_as_they_are_read(flags, message, c
         build_parser().parse_args(flags)
     assert exit.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_experiment_critic_help_does_not_offer_what_it_refuses(capsys):
+    # its --help took train critic's texts ('train on N records ...', 'publish the finished run ...') for two flags
+    # it always refuses (refuse_unread)
+    with pytest.raises(SystemExit):
+        main(["experiment", "critic", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "train on N records" not in text and "publish the finished run" not in text
+    assert "--limit LIMIT refused here" in text and "--push-to-hub PUSH_TO_HUB refused here" in text

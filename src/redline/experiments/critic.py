@@ -75,6 +75,11 @@ class CriticExperimentConfig(CriticConfig):
                                                            "help": "when-critiqued or always (see revise --apply)"})
     generate_dtype: str = field(default="bfloat16", metadata={"choices": DTYPE_CHOICES, "help": "weights dtype while revising (bfloat16: ~1.7x faster on a CPU)"})
     response_max_new_tokens: int = field(default=256, metadata={"min": 1, "help": "tokens for one second-responder response"})
+    # train critic's flags that this command refuses (refuse_unread): their help says so, not what train critic does
+    limit: int | None = field(default=None, metadata={"min": 1, "help": "refused here: --sizes gives each critic's "
+                                                                        "number of records"})
+    push_to_hub: str | None = field(default=None, metadata={"result": False, "help": "refused here: each size's critic "
+                                                            "stays in OUT/size_N/critic"})
 
     def size_list(self) -> list[int]:
         try:
