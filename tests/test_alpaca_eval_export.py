@@ -32,7 +32,7 @@ def test_export_holds_every_pair_with_b_as_alpaca_evals_reference(tmp_path, caps
         paths.append(str(tmp_path / name))
     out, export = tmp_path / "eval", tmp_path / "annotations.json"
     assert main(["evaluate", "--a", paths[0], "--b", paths[1], "--judge", "oracle", "--out", str(out),
-                 "--bootstrap", "50", "--export-alpaca-eval", str(export)]) == 0
+                 "--bootstrap", "100", "--export-alpaca-eval", str(export)]) == 0
     rows = json.loads(export.read_text())
     judgments = {j.id: j for j in read_records(out / "judgments.jsonl", "judgment")}
     assert len(rows) == 8

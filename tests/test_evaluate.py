@@ -59,7 +59,7 @@ def test_evaluate_cli_with_the_oracle(response_files, tmp_path, capsys):
 
 def test_rerun_resumes_without_judging_again(response_files, tmp_path):
     a, b, _ = response_files
-    config = EvaluateConfig(a=a, b=b, judge="oracle", out=str(tmp_path / "eval"), bootstrap=50, progress=False)
+    config = EvaluateConfig(a=a, b=b, judge="oracle", out=str(tmp_path / "eval"), bootstrap=100, progress=False)
     evaluate(config)
     lines = (tmp_path / "eval" / "judgments.jsonl").read_text()
     counter = CountingJudge(parse_judge("oracle"))
@@ -674,3 +674,13 @@ def test_a_bad_judgment_after_a_blank_line_is_named_by_its_line_in_the_file(tmp_
     # the rows were numbered, not the lines: the error named line 2, the blank one
     with pytest.raises(RedlineError, match=r"judgments\.jsonl:3: "):
         read_judgments(path)
+
+
+@pytest.mark.parametrize("resamples", ["1", "49"])
+def test_too_few_bootstrap_resamples_are_refused_before_judging(response_files, tmp_path, capsys, resamples):
+    """--bootstrap 1 printed a '95% interval' of one resample ([50.0, 50.0] beside a 33.3% win rate)."""
+    a, b, _ = response_files
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--a", a, "--b", b, "--judge", "oracle", "--out", str(out), "--bootstrap", resamples]) != 0
+    assert f"--bootstrap {resamples}: a 95% interval needs at least 50 resamples (0 for none)" in capsys.readouterr().err
+    assert not out.exists()

@@ -284,7 +284,7 @@ def test_item6_evaluate_fails_when_too_many_verdicts_are_invalid(jsonl, tmp_path
     try:
         spec = f"openai:judge@{server.url}?cache=off"
         assert main(["evaluate", "--a", str(a), "--b", str(b), "--judge", spec, "--out", str(tmp_path / "e"),
-                     "--bootstrap", "10"]) == code
+                     "--bootstrap", "100"]) == code
     finally:
         server.stop()
     err = capsys.readouterr().err

@@ -89,6 +89,7 @@ from redline.records import (
     write_text_atomic,
 )
 
+MIN_RESAMPLES = 50  # fewer: a 95% interval's ends are little more than the most extreme resamples (one gave a point)
 SCORE = {"a": 1.0, "tie": 0.5, "b": 0.0}  # the win of A; invalid has no score
 ITERATION_RE = re.compile(r"^iteration_(\d+)\.jsonl$")
 MAX_MISMATCHES = 5
@@ -478,7 +479,8 @@ class EvaluateConfig:
     limit: int | None = field(default=None, metadata={"min": 1, "result": False, "help": "judge only the first N pairs"})
     skip_invalid: bool = field(default=False, metadata={"result": False, "help": "skip bad records and unmatched pairs"})
     bootstrap: int = field(default=2000, metadata={"min": 0, "max": 1_000_000, "result": False,
-                                                   "help": "bootstrap resamples for the 95% interval"})
+                                                   "help": "bootstrap resamples for the 95% interval (0: none; "
+                                                           f"else at least {MIN_RESAMPLES})"})
     max_invalid: float = field(default=0.1, metadata={"min": 0, "max": 1, "result": False, "help":
         "the largest share of invalid verdicts (a judge that failed or answered nothing usable) that still exits 0"})
     progress: bool = field(default=True, metadata={"result": False, "help": "show a progress bar"})
@@ -595,6 +597,9 @@ def evaluate(config: EvaluateConfig, judge: Judge | None = None) -> dict[str, An
     is judged twice across reruns. A judge passed in is the caller's: it is not closed here.
     """
     check_required(config)  # built in Python: flags and config files were checked as they were read
+    if 0 < config.bootstrap < MIN_RESAMPLES:  # one resample's "95% interval" was a point beside another win rate
+        raise RedlineError(f"--bootstrap {config.bootstrap}: a 95% interval needs at least {MIN_RESAMPLES} resamples "
+                           "(0 for none)")
     if config.export_alpaca_eval:
         check_export_path(config.export_alpaca_eval)
     owned = judge is None
