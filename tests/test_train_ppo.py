@@ -284,6 +284,13 @@ def test_cli_end_to_end_with_separate_reference_and_ptx(rm_run, jsonl, tmp_path,
     assert load_causal_lm(str(published), device="cpu") is not None
 
 
+def one_iteration_args(rm_run, prompts, run) -> list[str]:
+    """`train ppo` of one tiny iteration (the finished-run tests' command)."""
+    return ["train", "ppo", "--policy", "tiny-random", "--reward", str(rm_run), "--prompts", str(prompts),
+            "--out", str(run), "--device", "cpu", "--iterations", "1", "--batch-size", "2", "--minibatch-size", "2",
+            "--micro-batch-size", "2", "--max-new-tokens", "4", "--lora-r", "4", "--threads", "1"]
+
+
 def test_a_finished_run_rerun_with_its_settings_is_left_as_it_is(rm_run, jsonl, tmp_path, capsys, monkeypatch):
     """A finished run rerun with its command resumed from its last checkpoint, trained nothing and saved the policy
     again: PEFT writes adapter_config.json's target modules in hash order, so the folder's digest changed and every
@@ -293,9 +300,7 @@ def test_a_finished_run_rerun_with_its_settings_is_left_as_it_is(rm_run, jsonl, 
 
     prompts = jsonl(PROMPTS, "prompts.jsonl")
     run = tmp_path / "ppo"
-    args = ["train", "ppo", "--policy", "tiny-random", "--reward", str(rm_run), "--prompts", str(prompts),
-            "--out", str(run), "--device", "cpu", "--iterations", "1", "--batch-size", "2", "--minibatch-size", "2",
-            "--micro-batch-size", "2", "--max-new-tokens", "4", "--lora-r", "4", "--threads", "1"]
+    args = one_iteration_args(rm_run, prompts, run)
     assert main(args) == 0
     files = lambda: {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.rglob("*") if p.is_file()}
     before = files()
@@ -321,9 +326,7 @@ def test_a_finished_run_gone_on_past_its_card_is_not_taken_for_finished(rm_run, 
 
     prompts = jsonl(PROMPTS, "prompts.jsonl")
     run = tmp_path / "ppo"
-    args = ["train", "ppo", "--policy", "tiny-random", "--reward", str(rm_run), "--prompts", str(prompts),
-            "--out", str(run), "--device", "cpu", "--iterations", "1", "--batch-size", "2", "--minibatch-size", "2",
-            "--micro-batch-size", "2", "--max-new-tokens", "4", "--lora-r", "4", "--threads", "1"]
+    args = one_iteration_args(rm_run, prompts, run)
     assert main(args) == 0
     card = (run / "redline.json").read_bytes()
     assert main([*args, "--iterations", "2"]) == 0
