@@ -225,3 +225,26 @@ def test_a_second_or_fixed_file_whose_ids_name_other_prompts_is_refused_before_a
         main(["--debug", "experiment", "critic", "--data", str(own), "--model", "tiny-random", "--sizes", "2",
               "--out", str(tmp_path / "exp")] + flags)
     assert not (tmp_path / "exp").exists()
+
+
+def test_test_prompts_that_are_also_in_the_feedback_are_refused_before_any_training(data, tmp_path, monkeypatch):
+    """A critic trained on the prompts it then revises measures recall, not improvement: feedback.jsonl and test.jsonl
+    must hold other prompts, as a reward model's --eval-data must."""
+    import shutil
+
+    import redline.train.critic as critic
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a critic was trained on the test prompts")
+
+    monkeypatch.setattr(critic, "train_critic", no_training)
+    own = tmp_path / "own"
+    own.mkdir()
+    shutil.copy(data / "test.jsonl", own / "test.jsonl")
+    feedback = [json.loads(line) for line in (data / "feedback.jsonl").read_text().splitlines()]
+    feedback[0]["prompt"] = json.loads((data / "test.jsonl").read_text().splitlines()[1])["prompt"]
+    (own / "feedback.jsonl").write_text("".join(json.dumps(row) + "\n" for row in feedback))
+    with pytest.raises(RedlineError, match=r"test\.jsonl: 1 of its prompts are also in the training records of .*feedback\.jsonl"):
+        main(["--debug", "experiment", "critic", "--data", str(own), "--model", "tiny-random", "--sizes", "2",
+              "--second-model", "none", "--out", str(tmp_path / "exp")])
+    assert not (tmp_path / "exp").exists()

@@ -9,8 +9,8 @@ set in ``data/simulated/`` by default: ``feedback.jsonl`` to train, ``test.jsonl
         --judge oracle --out runs/critic-experiment
 
 Steps (each resumes: a finished step is skipped when the command is run again):
-  1. read the test responses; get the second responder's responses to the same prompts, matched by
-     id (``--second FILE``, or generate them with ``--second-model`` at ``--second-temperature``; with
+  1. read the test responses (refused if one shares a prompt with feedback.jsonl: they are held out);
+     get the second responder's responses to the same prompts, matched by id (``--second FILE``, or generate them with ``--second-model`` at ``--second-temperature``; with
      ``--second-best-of K`` it samples K per prompt and keeps the one the oracle scores best, a
      stronger responder; or ``--second DATA/test_partial.jsonl``, the annotators' partly fixed
      answers of world v2); with ``--good`` also the test responses with every problem fixed
@@ -218,6 +218,7 @@ def run_critic_experiment(config: CriticExperimentConfig, out: str | Path) -> di
     from redline.judges import check_records, parse_judge
     from redline.records import read_records
     from redline.train.critic import check_weight, select_records, train_critic
+    from redline.train.reward import refuse_shared_prompts
 
     check_required(config)  # built in Python: flags and config files were checked as they were read
     out = Path(out)
@@ -255,6 +256,7 @@ def run_critic_experiment(config: CriticExperimentConfig, out: str | Path) -> di
     # step 1, and what revise and the judge need of every record (an id, the oracle's meta.instructions), checked
     # before OUT holds anything: found after the training, it cost the training, and the corrected rerun was refused
     test = read_records(test_path, "response", limit=config.test_limit, require_id=True)
+    refuse_shared_prompts(feedback, test, str(feedback_path), str(test_path))  # a critic revising its training prompts
     check_records(judge, test, str(test_path))
     second = second_responses(config, test_path, len(test), out)
     sets = {"test": test} | ({"second": on_test_prompts(second, test, config.second or "the second responses")}
