@@ -283,6 +283,22 @@ def test_iterations_folder_gives_a_curve(response_files, tmp_path, capsys):
     assert (out / "iteration_2" / "judgments.jsonl").exists()
 
 
+def test_the_curve_draws_no_bar_where_there_is_no_interval_and_no_line_across_a_missing_rate(tmp_path):
+    """A missing interval was drawn as a zero-width bar with caps (read as a certain point), and a missing LC rate was
+    bridged by the line from the iteration before to the one after."""
+    import math
+    from redline.evaluate import curve_series, plot_curve
+
+    curve = [{"iteration": 1, "win_rate": 0.6, "ci95": [0.4, 0.8], "lc_win_rate": 0.55, "lc_ci95": [0.35, 0.75]},
+             {"iteration": 2, "win_rate": 1.0, "ci95": None, "lc_win_rate": None, "lc_ci95": None}]
+    y, lo, hi = curve_series(curve, "win_rate", "ci95")
+    assert y == pytest.approx([60, 100]) and lo[0] == pytest.approx(20) and hi[0] == pytest.approx(20)
+    assert math.isnan(lo[1]) and math.isnan(hi[1])
+    y, lo, hi = curve_series(curve, "lc_win_rate", "lc_ci95")
+    assert y[0] == pytest.approx(55) and math.isnan(y[1]) and math.isnan(lo[1])
+    assert plot_curve(curve, tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_an_unfinished_last_iteration_is_left_out_and_said(response_files, tmp_path, capsys):
     """A run stopped (or still running) mid-iteration: its part-written file is not judged as if it were the whole."""
     _, _, tasks = response_files

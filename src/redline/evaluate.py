@@ -781,6 +781,18 @@ def write_alpaca_eval(path: str | Path, rows: list[dict[str, Any]]) -> None:
     write_text_atomic(path, json.dumps(rows, indent=2, ensure_ascii=False))
 
 
+def curve_series(curve: Sequence[dict[str, Any]], key: str, ci_key: str) -> tuple[list[float], list[float], list[float]]:
+    """One series of the curve in percent: the values, and the distances down and up to their 95% interval's ends.
+
+    NaN where there is nothing to draw: a missing value breaks the line (not bridged to the next iteration), a missing
+    interval draws no bar (a zero-width bar with its caps read as a certain point)."""
+    nan = float("nan")
+    y = [nan if s[key] is None else 100 * s[key] for s in curve]
+    lo = [100 * (s[key] - s[ci_key][0]) if s[key] is not None and s[ci_key] else nan for s in curve]
+    hi = [100 * (s[ci_key][1] - s[key]) if s[key] is not None and s[ci_key] else nan for s in curve]
+    return y, lo, hi
+
+
 def plot_curve(curve: Sequence[dict[str, Any]], path: Path, title: str = "win rate") -> Path:
     """The win rate (and the length-controlled rate) by iteration, with 95% intervals, as a PNG."""
     import matplotlib
@@ -792,14 +804,10 @@ def plot_curve(curve: Sequence[dict[str, Any]], path: Path, title: str = "win ra
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     series = (("win_rate", "ci95", "win rate", "o-", 0.0), ("lc_win_rate", "lc_ci95", "length-controlled", "s--", 0.06))
     for key, ci_key, label, style, shift in series:  # shifted a little so the two intervals stay apart
-        points = [(k, s[key], s[ci_key]) for k, s in zip(ks, curve) if s[key] is not None]
-        if not points:
+        y, lo, hi = curve_series(curve, key, ci_key)
+        if np.isnan(y).all():
             continue
-        x = [p[0] + shift for p in points]
-        y = [100 * p[1] for p in points]
-        lo = [100 * (p[1] - p[2][0]) if p[2] else 0 for p in points]
-        hi = [100 * (p[2][1] - p[1]) if p[2] else 0 for p in points]
-        ax.errorbar(x, y, yerr=[lo, hi], fmt=style, capsize=4, label=label)
+        ax.errorbar([k + shift for k in ks], y, yerr=[lo, hi], fmt=style, capsize=4, label=label)
     ax.axhline(50, color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("iteration")
     ax.set_ylabel("win rate (%)")
