@@ -284,3 +284,17 @@ def test_a_round_checkpointed_over_other_processes_is_refused_before_its_models_
     with pytest.raises(RedlineError, match="written by a run on 2 processes; this one has 1"):
         pit.run_round(config(gap_run, jsonl(PREFS), iterations=3), "tiny-random", "tiny-random", records, stage,
                       "prefs.jsonl", final=True)
+
+
+def test_a_pit_run_folder_or_an_empty_one_as_base_is_refused_naming_it(jsonl, tmp_path):
+    """A `train pit` folder holds its models in its stages: as --policy (or any command's --model) it met a
+    transformers error about sentencepiece and tiktoken instead of one line naming the folder."""
+    run = tmp_path / "pit run"
+    run.mkdir()
+    (run / "pit.json").write_text('{"policy": "rl-0-1"}')
+    with pytest.raises(RedlineError, match=r"pit run is a folder that holds no model \(a `train pit` run: its models are its stages"):
+        train_pit(PITConfig(policy=str(run), data=jsonl(PREFS), rounds="none"), tmp_path / "a")
+    (run / "pit.json").unlink()
+    with pytest.raises(RedlineError, match="holds no model .no config.json or adapter_config.json"):
+        load_tokenizer(str(run))
+    assert not (tmp_path / "a").exists()

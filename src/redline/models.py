@@ -347,11 +347,22 @@ def _torch_dtype(dtype: str):
     return getattr(torch, dtype)
 
 
+def holding_a_model(path: str) -> str:
+    """``path`` (resolved), or one clear error for a folder with no model in it: transformers' own blames a
+    tokenizer ("sentencepiece or tiktoken"), and came after the run had begun."""
+    folder = Path(path)
+    if folder.is_dir() and not any((folder / f).is_file() for f in ("config.json", "adapter_config.json")):
+        what = ("a `train pit` run: its models are its stages, sft/ and rl-*/ (pit.json names the final one)"
+                if (folder / "pit.json").is_file() else "no config.json or adapter_config.json in it")
+        raise RedlineError(f"{path} is a folder that holds no model ({what})")
+    return path
+
+
 def load_tokenizer(name: str):
     """The tokenizer of a model name; a pad token is set (to EOS) where the model has none."""
     from transformers import AutoTokenizer
 
-    path = resolve(name)
+    path = holding_a_model(resolve(name))
     info = run_info(path)
     if info.get("adapter") and not (Path(path) / "tokenizer_config.json").exists():
         path = resolve(adapter_base(path, info))
@@ -365,7 +376,7 @@ def _load(auto_cls, name: str, dtype: str, device: str, merge_lora: bool = False
     from safetensors import SafetensorError
 
     _say_if_bfloat16_is_slow(dtype, device)
-    path = resolve(name)
+    path = holding_a_model(resolve(name))
     info = run_info(path)
     if info.get("adapter"):
         from peft import PeftModel
