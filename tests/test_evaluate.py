@@ -299,6 +299,14 @@ def test_the_curve_draws_no_bar_where_there_is_no_interval_and_no_line_across_a_
     assert plot_curve(curve, tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_missing_mean_word_count_is_a_dash_in_the_table_not_zero():
+    from redline.evaluate import table_row
+
+    row = {"wins": 0, "ties": 0, "losses": 0, "invalid": 0, "win_rate": None, "ci95": None, "lc_win_rate": None,
+           "position_consistency": None, "mean_words_a": None, "mean_words_b": 12.5}
+    assert table_row("x", row) == "| x | 0 | 0 | 0 | 0 | – | – | – | – | – / 12 | – |"
+
+
 def test_an_unfinished_last_iteration_is_left_out_and_said(response_files, tmp_path, capsys):
     """A run stopped (or still running) mid-iteration: its part-written file is not judged as if it were the whole."""
     _, _, tasks = response_files

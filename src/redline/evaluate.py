@@ -556,8 +556,13 @@ def _cells(s: dict[str, Any]) -> str:
     return (
         f"{s['wins']} | {s['ties']} | {s['losses']} | {s['invalid']} | {percent(s['win_rate'])} | "
         f"{_ci(s['ci95'])} | {percent(s['lc_win_rate'])} | {percent(s['position_consistency'])} | "
-        f"{s['mean_words_a'] or 0:.0f} / {s['mean_words_b'] or 0:.0f} | {_score_cell(s)} |"
+        f"{_words(s['mean_words_a'])} / {_words(s['mean_words_b'])} | {_score_cell(s)} |"
     )
+
+
+def _words(x: float | None) -> str:
+    """A mean word count, "–" when there is none (not 0: no response measured is not an empty one)."""
+    return "–" if x is None else f"{x:.0f}"
 
 
 def table_row(label: str, s: dict[str, Any]) -> str:
