@@ -298,3 +298,25 @@ def test_a_pit_run_folder_or_an_empty_one_as_base_is_refused_naming_it(jsonl, tm
     with pytest.raises(RedlineError, match="holds no model .no config.json or adapter_config.json"):
         load_tokenizer(str(run))
     assert not (tmp_path / "a").exists()
+
+
+def test_split_thirds_refuses_a_gap_model_that_trained_on_pit_s_thirds(gap_run, jsonl, tmp_path):
+    """`--split-thirds` promises the gap model's third is its own: a gap run split with another --split-seed (or not
+    split) had trained on PIT's SFT and RL prompts, and PIT ran on, its reward scoring prompts it had learnt."""
+    import shutil
+
+    from redline.train.gap_reward import read_preferences, split_thirds
+    from redline.train.pit import refuse_gap_model_prompts
+
+    data = str(jsonl([{"prompt": f"Question {i}?", "chosen": f"Answer {i}.", "rejected": "no"} for i in range(12)]))
+    gap = tmp_path / "gap"
+    shutil.copytree(gap_run, gap)
+    (gap / "train_config.json").write_text(json.dumps({"data": data, "split_thirds": True, "split_seed": 0, "eval_split": 0.0}))
+    with pytest.raises(RedlineError, match=r"--split-seed 1\): \d+ of the PIT SFT and RL prompts were trained on by the gap model"):
+        train_pit(config(str(gap), data, split_thirds=True, split_seed=1, rounds="none"), tmp_path / "a")
+    assert not (tmp_path / "a").exists()
+    sft, _, rl = split_thirds(read_preferences(data), 0)
+    refuse_gap_model_prompts(config(str(gap), data, split_thirds=True), sft + rl)  # the same seed: disjoint thirds
+    (gap / "train_config.json").write_text(json.dumps({"data": data, "eval_split": 0.0}))  # trained on all of it
+    with pytest.raises(RedlineError, match="of the PIT SFT and RL prompts were trained on"):
+        refuse_gap_model_prompts(config(str(gap), data, split_thirds=True), sft + rl)

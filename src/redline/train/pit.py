@@ -14,7 +14,8 @@ arXiv 2310.00898 (ICLR 2024). From pairs (x, y_w, y_l) and a reward-gap model r_
 
 Steps (the same numbers mark ``train_pit``):
   1. Check everything before a model loads: the gap model's kind, the policy's kind, their
-     tokenizers, the rounds, the records; split the data (``--split-thirds``) and build every
+     tokenizers, the rounds, the records; split the data (``--split-thirds``: refused if the gap model
+     trained on a prompt of the other two thirds) and build every
      round-0 prompt, refusing the run if one does not fit ``--max-prompt-length``.
   2. PIT SFT (``train_sft``, kind ``pit-sft``) on chat pairs: the PIT template (prompts.py) with
      (x, y_l) as the user turn, y_w as the completion. Pairs whose chosen equals rejected are skipped
@@ -252,6 +253,22 @@ def pit_policy(path: str | os.PathLike) -> str:
                        "(a `train pit` folder, or one of its sft/ or rl-*/ stages)")
 
 
+def refuse_gap_model_prompts(config: PITConfig, prefs) -> None:
+    """Under ``--split-thirds`` the gap model's third is its own: PIT SFT or RL prompts that it trained on (its
+    ``--split-seed`` another, its run not split, or another file's limit) are refused before a model loads."""
+    from redline.records import prompt_key, prompt_text
+    from redline.train.reward import start_training_prompts
+
+    trained, _ = start_training_prompts(config.gap_reward)  # a run whose data is gone cannot be checked
+    shared = [p for p in prefs if prompt_key(p.prompt) in trained]
+    if shared:
+        raise RedlineError(
+            f"{config.data} (--split-thirds, --split-seed {config.split_seed}): {len({prompt_key(p.prompt) for p in shared})} "
+            f"of the PIT SFT and RL prompts were trained on by the gap model {config.gap_reward} (the first: "
+            f"{prompt_text(shared[0].prompt)[:60]!r}); train it with `train gap-reward --split-thirds` and the same "
+            "--data, --limit and --split-seed")
+
+
 # ----------------------------------------------------------------------------- stages
 
 
@@ -333,6 +350,8 @@ def train_pit(config: PITConfig, out: str | os.PathLike) -> dict[str, Any]:
         sft_prefs, _, rl_prefs = split_thirds(prefs, config.split_seed)  # the middle third is the gap model's
     if config.rl_data:
         rl_prefs = read_preferences(config.rl_data, limit=config.limit, skip_invalid=config.skip_invalid)
+    if config.split_thirds and config.gap_reward:
+        refuse_gap_model_prompts(config, sft_prefs + rl_prefs)
     examples, n_identical = pit_sft_examples(select_sft_pairs(sft_prefs, config.sft_pairs, config.data))
     if not examples:
         which = "" if config.sft_pairs == "all" else f" among --sft-pairs {config.sft_pairs}"
