@@ -188,6 +188,14 @@ def test_bad_settings_and_data_are_refused(jsonl, tmp_path, capsys):
     assert not (tmp_path / "b").exists()
 
 
+def test_pairs_all_dropped_for_their_length_are_said_to_be_not_blamed_on_identical_pairs(jsonl, tmp_path, capsys):
+    data = jsonl(preferences(2))
+    assert main(["train", "gap-reward", "--data", str(data), "--model", "tiny-random", "--out", str(tmp_path / "c"),
+                 "--eval-split", "0", "--max-length", "3"]) == 2
+    assert "to train on (2 dropped: a response alone does not fit --max-length 3)" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
 def test_held_out_pairs_must_be_held_out(jsonl, tmp_path, capsys):
     data = jsonl(preferences(4))
     args = ["train", "gap-reward", "--data", str(data), "--model", "tiny-random", "--device", "cpu"]

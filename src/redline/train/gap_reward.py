@@ -318,7 +318,9 @@ def train_gap_reward(config: GapRewardConfig, out: str | os.PathLike) -> dict[st
     tokenizer.truncation_side = "left"  # scoring cuts as training does: the prompt's start, never the response
     items, counts = encode_pairs(train, tokenizer, config.max_length, anchors=config.anchor_weight > 0)
     if not counts["pairs"]:
-        raise RedlineError(f"{config.data}: no preference pair with chosen different from rejected to train on")
+        dropped = (f" ({counts['dropped_pairs']} dropped: a response alone does not fit --max-length {config.max_length})"
+                   if counts["dropped_pairs"] else "")
+        raise RedlineError(f"{config.data}: no preference pair with chosen different from rejected to train on{dropped}")
     if counts["identical_pairs"]:
         use = "used as (y, y) anchors" if config.anchor_weight > 0 else "skipped (no ordering to learn; see --anchor-weight)"
         print(f"redline: {counts['identical_pairs']} pairs with chosen identical to rejected: {use}", file=sys.stderr)
