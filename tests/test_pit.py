@@ -267,6 +267,19 @@ def test_references_are_reused_only_for_the_same_prompts(tmp_path):
     assert sample_references(settings, ["Say a.", "Say b."], path) == rows  # this run's own file is reused as is
 
 
+def test_references_another_base_wrote_are_sampled_again(tmp_path):
+    """A copy from a run with another --policy (the same prompts, another BASE's answers) was taken as this BASE's."""
+    from redline.records import write_records
+    from redline.train.pit import sample_references
+
+    path = tmp_path / "references.jsonl"
+    settings = PITConfig(policy="tiny-random", data="d", device="cpu", reference_max_new_tokens=2)
+    write_records(path, [{"id": f"ref-{i}", "prompt": p, "response": "old", "source": "another-base"}
+                         for i, p in enumerate(["Say a.", "Say b."])])
+    assert [r["source"] for r in sample_references(settings, ["Say a.", "Say b."], path)] == ["tiny-random"] * 2
+    assert [r["source"] for r in read_jsonl_prefix(path)] == ["tiny-random"] * 2
+
+
 def test_a_round_checkpointed_over_other_processes_is_refused_before_its_models_load(gap_run, jsonl, tmp_path, monkeypatch):
     """As train ppo: a round's checkpoint written by two processes is not resumed on one (whitening, minibatch shares
     and pretraining draws are per process); the refusal came only after the round's three models had loaded."""

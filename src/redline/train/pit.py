@@ -274,14 +274,15 @@ def refuse_gap_model_prompts(config: PITConfig, prefs) -> None:
 
 def sample_references(config: PITConfig, prompts: list, path: Path) -> list[dict]:
     """Step 3: one response per prompt from BASE, written as response records (atomically). A file already there
-    (a resumed run's, or one copied in to share) is reused when it answers exactly these prompts."""
+    (a resumed run's, or one copied in to share) is reused when it answers exactly these prompts and BASE wrote it."""
     from redline.generation import SamplingParams, as_chat, load_engine
     from redline.records import prompt_key, read_jsonl_prefix, write_records
 
     if path.is_file():
         rows = read_jsonl_prefix(path)
         # the count alone would pass a copy from another split of the same size (thirds are equal by design)
-        if [prompt_key(r.get("prompt")) for r in rows] == [prompt_key(p) for p in prompts]:
+        if ([prompt_key(r.get("prompt")) for r in rows] == [prompt_key(p) for p in prompts]
+                and all(same_model(r.get("source"), config.policy) for r in rows)):  # a copy from another BASE: resampled
             return rows
     engine = load_engine(config.policy, dtype=config.dtype, device=config.device)
     params = SamplingParams(temperature=config.reference_temperature, max_new_tokens=config.reference_max_new_tokens,
@@ -293,6 +294,11 @@ def sample_references(config: PITConfig, prompts: list, path: Path) -> list[dict
     gc.collect()
     write_records(path, rows)  # atomically, each process through a file of its own
     return rows
+
+
+def same_model(a, b: str) -> bool:
+    """Two spellings of one model: the same name, or paths to the same folder."""
+    return a == b or (isinstance(a, str) and os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b))
 
 
 def run_round(config: PITConfig, start: str, sft: str, records: list[dict], out: Path, source: str,
