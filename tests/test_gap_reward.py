@@ -315,3 +315,19 @@ def test_going_on_from_a_gap_run_refuses_held_out_prompts_it_trained_on(jsonl, t
     assert not (tmp_path / "leak").exists()
     # the start's own split: its held-out prompts are held out here too
     assert main(args + ["--model", str(start), "--out", str(tmp_path / "ok")]) == 0
+
+
+def test_split_thirds_of_fewer_than_three_prompts_is_refused_naming_the_file(jsonl, tmp_path, capsys):
+    """Two prompts left the reward third empty (one, the SFT third too): the error then said no pair had chosen
+    different from rejected."""
+    from redline.train.pit import PITConfig, train_pit
+
+    data = jsonl(preferences(1))  # two prompts
+    assert main(["train", "gap-reward", "--data", str(data), "--model", "tiny-random", "--out", str(tmp_path / "a"),
+                 "--split-thirds"]) == 2
+    assert f"{data} (--split-thirds): 2 records leave a third empty (SFT 1, reward model 0, RL 1)" in capsys.readouterr().err
+    with pytest.raises(RedlineError, match=r"leave a third empty \(SFT 0, reward model 0, RL 1\)"):
+        train_pit(PITConfig(policy="tiny-random", data=str(jsonl(preferences(1)[:1], "one.jsonl")), split_thirds=True,
+                            rounds="none"), tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert [len(part) for part in split_thirds([Preference(**r) for r in preferences(2)])] == [1, 1, 1]  # three prompts

@@ -113,14 +113,19 @@ def read_preferences(path: str, *, limit: int | None = None, skip_invalid: bool 
     return records  # type: ignore[return-value]
 
 
-def split_thirds(records: list, seed: int = 0) -> tuple[list, list, list]:
+def split_thirds(records: list, seed: int = 0, source: str = "the records") -> tuple[list, list, list]:
     """(SFT, reward model, RL): three parts of near-equal numbers of prompts, never a prompt in two.
 
     A pure function of the records and the seed, so `train gap-reward` and `train pit` given the same
-    file and ``--split-seed`` agree on who gets which third.
+    file and ``--split-seed`` agree on who gets which third. Fewer than three prompts are refused, naming
+    ``source``: a third would be empty (and the run's error then blamed its pairs).
     """
     rest, sft = split_by_prompt(records, 1 / 3, seed)
     rl, reward = split_by_prompt(rest, 1 / 2, seed + 1)
+    if not (sft and reward and rl):
+        n = len(sft) + len(reward) + len(rl)
+        raise RedlineError(f"{source} (--split-thirds): {n} records leave a third empty (SFT {len(sft)}, reward model "
+                           f"{len(reward)}, RL {len(rl)}); the split needs records of at least three prompts")
     return sft, reward, rl
 
 
@@ -302,7 +307,7 @@ def train_gap_reward(config: GapRewardConfig, out: str | os.PathLike) -> dict[st
     start = start_training_prompts(config.model)
     prefs = read_preferences(config.data, limit=config.limit, skip_invalid=config.skip_invalid)
     if config.split_thirds:
-        prefs = split_thirds(prefs, config.split_seed)[1]
+        prefs = split_thirds(prefs, config.split_seed, config.data)[1]
     if config.eval_data:
         train, held = prefs, read_preferences(config.eval_data, skip_invalid=config.skip_invalid)
         refuse_shared_prompts(train, held, config.data, config.eval_data)

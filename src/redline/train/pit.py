@@ -353,7 +353,7 @@ def train_pit(config: PITConfig, out: str | os.PathLike) -> dict[str, Any]:
     prefs = read_preferences(config.data, limit=config.limit, skip_invalid=config.skip_invalid)
     sft_prefs, rl_prefs = prefs, prefs
     if config.split_thirds:
-        sft_prefs, _, rl_prefs = split_thirds(prefs, config.split_seed)  # the middle third is the gap model's
+        sft_prefs, _, rl_prefs = split_thirds(prefs, config.split_seed, config.data)  # the middle third is the gap model's
     if config.rl_data:
         rl_prefs = read_preferences(config.rl_data, limit=config.limit, skip_invalid=config.skip_invalid)
     if config.split_thirds and config.gap_reward:
