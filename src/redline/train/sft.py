@@ -508,7 +508,7 @@ def no_warmup_for_one_step(trainer) -> None:
     weight, and the run was saved as trained."""
     if optimiser_steps(trainer) == 1 and trainer.args.get_warmup_steps(1) > 0:
         trainer.args.warmup_steps = 0
-        print("redline: one optimiser step: no warm-up (its first step is at learning rate 0)", file=sys.stderr)
+        print("redline: one optimiser step: no warm-up (a warm-up would take that one step at learning rate 0, and train nothing)", file=sys.stderr)
 
 
 PROGRESS = "redline_progress.json"
