@@ -367,3 +367,11 @@ def test_a_model_whose_weights_are_cut_short_is_one_error(tmp_path):
         for load in (load_causal_lm, load_reward_model):
             with pytest.raises(RedlineError, match=f"cannot load model {re.escape(repr(str(folder)))}: {what} are damaged"):
                 load(str(folder), device="cpu")
+
+
+def test_a_cards_missing_metric_reads_as_a_dash_not_none():
+    """DPO's final_reward_accuracy, absent when nothing logged it, printed 'None' in the card's table."""
+    from redline.models import ModelCard
+
+    text = ModelCard(kind="dpo", base_model="tiny-random", metrics={"final_reward_accuracy": None, "steps": 3}).markdown()
+    assert "| final_reward_accuracy | – |" in text and "| steps | 3 |" in text and "None" not in text

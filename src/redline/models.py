@@ -732,7 +732,7 @@ print(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_to
         import yaml
 
         data = "\n".join(f"- `{d}`" for d in self.data) or "- (none recorded)"
-        metrics = "\n".join(f"| {k} | {v} |" for k, v in self.metrics.items())
+        metrics = "\n".join(f"| {k} | {'–' if v is None else v} |" for k, v in self.metrics.items())  # None: –, as the reports
         table = f"\n## Metrics\n| metric | value |\n| --- | --- |\n{metrics}\n" if metrics else ""
         base = hub_id(self.base_model)
         return (
