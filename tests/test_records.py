@@ -362,3 +362,22 @@ def test_a_row_nested_deeper_than_python_reads_is_a_bad_line_not_a_recursion_err
         import_file("trl", str(array), tmp_path / "out.jsonl")
     assert err.value.errors == [f"{array}:3: <file>: not JSON: arrays or objects nested deeper than Python reads "
                                 "at column 1"]
+
+
+def test_a_file_of_another_kind_says_which_kind_its_first_record_reads_as(tmp_path):
+    """Preferences given where rankings go gave one 'responses: missing' a record, naming no kind."""
+    path = tmp_path / "prefs.jsonl"
+    path.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "q", "chosen": "c", "rejected": "d"}\n')
+    with pytest.raises(RecordError) as err:
+        read_records(path, "ranking")
+    assert err.value.errors == [f"{path}:1: responses: missing", f"{path}:2: responses: missing",
+                                f"{path}: its first record reads as a preference record, not a ranking: is it the right file?"]
+    feedback = tmp_path / "feedback.jsonl"
+    feedback.write_text('{"prompt": "p", "response": "r", "critique": "c", "revision": "v"}\n')
+    with pytest.raises(RecordError, match="reads as a feedback record, not a preference"):
+        read_records(feedback, "preference")
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"prompt": "p"}\n')  # no kind it could be: the errors alone
+    with pytest.raises(RecordError) as err:
+        read_records(broken, "ranking")
+    assert err.value.errors == [f"{broken}:1: responses: missing"]

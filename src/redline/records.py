@@ -661,7 +661,36 @@ def read_records(
             seen_ids[record.id] = number
         return record
 
-    return _parse_rows(source, parse, skip_invalid=skip_invalid, limit=limit, report=report)
+    try:
+        return _parse_rows(source, parse, skip_invalid=skip_invalid, limit=limit, report=report)
+    except RecordError as err:
+        other = other_kind(source, kind, err)
+        if other is None:
+            raise
+        raise RecordError([*err.errors, f"{source}: its first record reads as a {other} record, not a {kind}: is it "
+                                        "the right file?"], err.total + 1) from None
+
+
+def other_kind(source: str | os.PathLike, kind: str, err: RecordError) -> str | None:
+    """The kind a file's first row reads as, where every error of reading it as ``kind`` is a missing field (a
+    preferences file given where rankings go gave one 'ranking: missing' a record, naming no kind); None otherwise."""
+    from redline.formats.trl import as_kind
+
+    if not err.errors or not all(e.endswith(": missing") for e in err.errors):  # not where a hint names it already
+        return None
+    try:
+        number, obj = next(iter(iter_raw(source)))
+    except (StopIteration, RecordError, OSError, ValueError):
+        return None
+    for other in ("feedback", "judgment", "ranking", "preference", "demonstration", "response"):  # the most fields first
+        if other == kind or isinstance(obj, FieldError):
+            continue
+        try:
+            KINDS[other].from_dict(as_kind(obj, other))
+        except (FieldError, ValueError, TypeError, KeyError):
+            continue
+        return other
+    return None
 
 
 @dataclass
