@@ -484,7 +484,7 @@ def iter_raw(source: str | os.PathLike) -> Iterable[tuple[int, Any]]:
         yield from enumerate(_read_hf_dataset(source), start=1)
         return
     try:
-        handle = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+        handle = open_bytes(path)
     except OSError as e:
         raise RecordError([f"{source}:0: <file>: cannot read: {e.strerror or e}"]) from e
     seen_row = False
@@ -508,13 +508,19 @@ def iter_raw(source: str | os.PathLike) -> Iterable[tuple[int, Any]]:
             raise RecordError([f"{source}:0: <file>: not a whole gzip file: {e}"]) from e
 
 
+def open_bytes(path: Path):
+    """A JSON Lines file's bytes, gunzipped where it ends in .gz (``iter_raw`` reads it line by line, and
+    ``_refuse_spread_json`` whole)."""
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
 def _refuse_spread_json(path: Path, source: str, number: int) -> None:
     """A file whose first row (on line ``number``) is not JSON, but whose whole is one JSON array or object
     or a run of objects, pretty-printed (as Alpaca's data is published): one error for the file, not "not
     JSON" for each of its lines."""
     decoder = json.JSONDecoder()
     try:
-        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
+        with open_bytes(path) as f:
             text = f.read().decode("utf-8-sig")
         values, i = [], json.decoder.WHITESPACE.match(text, 0).end()
         while i < len(text) and len(values) < 2:
@@ -673,7 +679,7 @@ def read_records(
 
 def other_kind(source: str | os.PathLike, kind: str, err: RecordError) -> str | None:
     """The kind a file's first row reads as, where every error of reading it as ``kind`` is a missing field (a
-    preferences file given where rankings go gave one 'ranking: missing' a record, naming no kind); None otherwise."""
+    preferences file given where rankings go gave one 'responses: missing' a record, naming no kind); None otherwise."""
     from redline.formats.trl import as_kind
 
     if not err.errors or not all(e.endswith(": missing") for e in err.errors):  # not where a hint names it already
