@@ -215,6 +215,23 @@ def test_an_accuracy_interval_over_one_prompt_is_none_not_a_point():
     assert prompt_interval([[3.0, 3.0], [0.0, 3.0]], 0, 1) == [0.0, 1.0]
 
 
+def test_an_accuracy_interval_with_every_comparison_right_is_not_a_point():
+    """A reward model right on every held-out comparison had the interval [100, 100] (each resampled prompt is 100%),
+    read as certainty: the Wilson score interval over the prompts counted, as the win rate's."""
+    from redline.evaluate import wilson_interval
+    from redline.records import Ranking
+    from redline.train.reward import comparison_accuracy, prompt_interval
+
+    rankings = [Ranking(prompt=f"p{i}", responses=list("abc"), ranks=[0, 1, 2]) for i in range(20)]
+    right = [[3.0, 2.0, 1.0]] * 20
+    low, high = comparison_accuracy(rankings, right)["eval_accuracy_ci95"]
+    assert high == 1.0 and 0.83 < low < 0.84  # 20 prompts: 20 / (20 + 1.96²), not 60 comparisons' 0.94
+    assert prompt_interval([[0.0, 3.0], [0.0, 2.0]], 0, 1) == [0.0, round(wilson_interval(0.0, 2)[1], 4)]
+    assert prompt_interval([[1.0, 2.0], [2.0, 4.0]], 0, 1)[0] < 0.5 < prompt_interval([[1.0, 2.0], [2.0, 4.0]], 0, 1)[1]
+    mixed = [[3.0, 2.0, 1.0]] * 10 + [[1.0, 2.0, 3.0]] * 10  # any spread: the bootstrap, as before
+    assert comparison_accuracy(rankings, mixed)["eval_accuracy_ci95"] == prompt_interval([[3, 3]] * 10 + [[0, 3]] * 10, 0, 1)
+
+
 def test_the_length_controlled_interval_of_one_verdict_throughout_is_not_a_point():
     """After the plain rate's interval became Wilson's for 20 wins of 20, the LC rate beside it (the same 100%: a fit
     of one verdict is that verdict) kept the bootstrap's point, [100, 100], in the report's table and the curve."""

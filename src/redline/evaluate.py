@@ -147,7 +147,13 @@ def win_rate_interval(scores: np.ndarray, resamples: int = 2000, seed: int = 0) 
     n = len(scores)
     if n < 2 or resamples <= 0 or scores.min() != scores.max():
         return bootstrap_interval(scores, resamples, seed)
-    p, z = float(scores[0]), 1.959963984540054
+    return wilson_interval(float(scores[0]), n)
+
+
+def wilson_interval(p: float, n: int) -> tuple[float, float]:
+    """The 95% Wilson score interval of a rate ``p`` observed over ``n`` independent trials: where a bootstrap's
+    resamples are all one value (every verdict or comparison the same), the interval the bootstrap cannot give."""
+    z = 1.959963984540054
     centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return float(np.clip(round(centre - half, 12), 0, 1)), float(np.clip(round(centre + half, 12), 0, 1))  # 1e-18 is 0
 

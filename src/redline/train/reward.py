@@ -489,14 +489,27 @@ def prompt_interval(per_prompt: list[list[float]], hits: int, total: int, minus:
     ``per_prompt``, columns ``hits`` and ``total``), or with ``minus`` of (sum(hits) - sum(minus)) / sum(total)
     (two models' hits on the same prompts, resampled together); a resample without a comparison to count is
     left out, not counted as 0. None from fewer than two prompts with a comparison to count: one prompt has no
-    spread to resample, and its "interval" would be a point, read as certainty (as ``evaluate.bootstrap_interval``)."""
+    spread to resample, and its "interval" would be a point, read as certainty (as ``evaluate.bootstrap_interval``).
+    Where every prompt has the same rate (every comparison right, or every one wrong), each resample is that rate
+    and the bootstrap a point ([100, 100]): there it is the Wilson score interval of the rate over the prompts
+    counted, as the win rate's (``evaluate.win_rate_interval``); over prompts, not comparisons, as a prompt's
+    comparisons are not independent (the wider of the two). A difference (``minus``) the same on every prompt keeps
+    its point: of a run paired with itself it is exact, and no one interval serves that and two models both right
+    on every comparison, which look the same here."""
     import numpy as np
+
+    from redline.evaluate import wilson_interval
 
     if not per_prompt:
         return None
     table = np.array(per_prompt, dtype=float)
-    if (table[:, total] > 0).sum() < 2:
+    counted = table[:, total] > 0
+    if counted.sum() < 2:
         return None
+    rates = table[counted, hits] / table[counted, total]
+    if minus is None and rates.min() == rates.max():  # every resample the same: no spread for the bootstrap to show
+        low, high = wilson_interval(float(rates[0]), int(counted.sum()))
+        return [round(low, 4), round(high, 4)]
     idx = np.random.default_rng(0).integers(0, len(table), size=(resamples, len(table)))
     got, out_of = table[idx, hits].sum(axis=1), table[idx, total].sum(axis=1)
     if minus is not None:
