@@ -228,3 +228,21 @@ def test_experiment_critic_help_does_not_offer_what_it_refuses(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "train on N records" not in text and "publish the finished run" not in text
     assert "--limit LIMIT refused here" in text and "--push-to-hub PUSH_TO_HUB refused here" in text
+
+
+def _option_helps(parser):
+    formatter = parser._get_formatter()
+    return [(a.option_strings or [a.dest], formatter._expand_help(a)) for a in parser._actions
+            if a.help and a.help is not argparse.SUPPRESS]
+
+
+def test_no_option_of_any_command_says_its_default_is_none():
+    # "(default: None)" on --limit, --max-steps, --push-to-hub ... and "(default: )" on train pit --gap-reward named
+    # no value a user could give: an unset option says nothing, or its help says what unset means ("default: all")
+    bad = [(" ".join(path), flags, text) for path, sub in [((), build_parser()), *_all_subparsers(build_parser())]
+           for flags, text in _option_helps(sub)
+           if "default: None" in text or "(default: )" in text or text.count("default:") > 1]
+    assert not bad
+    helps = dict((tuple(f), t) for f, t in _option_helps(dict(_leaf_commands())[("train", "pit")]))
+    assert helps[("--limit",)] == "use the first N records of each file"  # unset says nothing
+    assert helps[("--rounds",)].endswith("(default: 0,1)")  # a set default is still shown

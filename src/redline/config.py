@@ -188,8 +188,11 @@ def add_settings_arguments(parser, cls, skip: tuple[str, ...] = (), *, resumable
             continue
         default = f.default if f.default is not dataclasses.MISSING else None
         # A help text that says its own default ("peak lr (default: 2e-4 LoRA, 2e-5 full)") is not contradicted
-        # by the field's placeholder: "(default: None)" after it read as a second, other default.
-        shown = "" if f.metadata.get("required") or "(default:" in help_text else f" (default: {default})"
+        # by the field's placeholder: "(default: None)" after it read as a second, other default. An unset
+        # field (None, "") says nothing: "(default: None)" or "(default: )" named no value a user could give;
+        # a help text says what unset means where the flag's own words do not.
+        unset = default is None or default == ""
+        shown = "" if f.metadata.get("required") or unset or "default:" in help_text else f" (default: {default})"
         parser.add_argument(flag, *f.metadata.get("aliases", ()), dest=f.name, type=parse, default=None,
                             help=f"{help_text}{shown}".replace("%", "%%"))
     if config:

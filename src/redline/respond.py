@@ -40,7 +40,7 @@ class GenerateConfig:
     backend: str = field(default="transformers", metadata={"choices": ("transformers", "vllm"), "help": "transformers or vllm"})
     dtype: str = field(default="float32", metadata={"choices": DTYPE_CHOICES, "help": "weights dtype"})
     device: str = field(default="auto", metadata={"result": False, "help": "cpu, cuda or auto"})
-    threads: int | None = field(default=None, metadata={"min": 1, "result": False, "help": "torch threads (CPU)"})
+    threads: int | None = field(default=None, metadata={"min": 1, "result": False, "help": "torch threads (CPU) (default: torch's choice)"})
 
 
 def generate_responses(config: GenerateConfig, out: str | Path) -> Path:

@@ -59,7 +59,7 @@ class CriticConfig(SFTSettings):
     limit: int | None = field(default=None, metadata={"min": 1, "help": "train on N records spread over as many prompts as the file holds (one per prompt first)"})
     unchanged_share: float | None = field(default=None, metadata={"min": 0, "max": 1,
         "help": "with --limit, this share of the N records are ones whose revision equals the response "
-                "(nothing to fix), each part spread over prompts; teaches the critic to leave good answers alone"})
+                "(nothing to fix), each part spread over prompts; teaches the critic to leave good answers alone (default: none, the records as the spread over prompts picks them)"})
     critique_weight: float = field(default=1.0, metadata={"min": 0,
         "help": "loss weight of a critique token against a revision token (1: plain SFT loss)"})
     skip_invalid: bool = field(default=False, metadata={"help": "skip bad records instead of stopping"})

@@ -243,7 +243,7 @@ class RLSettings:
     value_warmup_iterations: int = field(default=1, metadata={
         "help": "gae: iterations at the start in which only the value model learns (the paper: 0)"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping (0 = off)"})
-    ema_decay: float | None = field(default=None, metadata={"help": "EMA of the policy weights, saved as the final policy (the paper: 0.992)"})
+    ema_decay: float | None = field(default=None, metadata={"help": "EMA of the policy weights, saved as the final policy (the paper: 0.992; default: none, the last weights are saved)"})
     # --- bookkeeping
     seed: int = seed_field("seed of prompt order, rollouts and minibatches")
     save_every: int = field(default=5, metadata={"min": 1, "result": False, "help": "checkpoint every N iterations (and after the last)"})
