@@ -699,3 +699,18 @@ def test_a_flag_that_several_commands_share_takes_the_same_range_in_each():
                 ranges.setdefault(f.name, {}).setdefault(bounds, []).append(" ".join(command))
     differing = {name: found for name, found in ranges.items() if len(found) > 1}
     assert differing == {}, differing
+
+
+def test_a_list_flag_refuses_an_item_given_twice(capsys):
+    # one rule for every list flag, as --rounds 0,0 is refused: --types a,a drew a twice as often without a word
+    import argparse
+
+    from redline.config import add_settings_arguments
+    from redline.simulate.build import BuildConfig
+
+    parser = argparse.ArgumentParser()
+    add_settings_arguments(parser, BuildConfig)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--types", "title,word_limit,title"])
+    assert "argument --types: title is given twice in 'title,word_limit,title'" in capsys.readouterr().err
+    assert parser.parse_args(["--types", "title,word_limit"]).types == ("title", "word_limit")

@@ -104,6 +104,24 @@ def test_a_flag_the_experiment_would_drop_or_misread_is_refused_before_any_train
     assert not (tmp_path / "exp").exists()
 
 
+def test_a_size_given_twice_is_refused_as_the_flag_is_read(tmp_path, capsys):
+    # --sizes 2,4,2 ran size 2 twice (the second pass resumed the first) and reported it once, without a word
+    with pytest.raises(SystemExit) as exit:
+        main(["experiment", "critic", "--data", str(tmp_path / "none"), "--sizes", "2,4,2", "--out", str(tmp_path / "exp")])
+    assert exit.value.code == 2
+    assert "argument --sizes: 2 is given twice in '2,4,2'" in capsys.readouterr().err
+    (tmp_path / "c.yaml").write_text("sizes: '3, 3'\n")  # a config file's value too, naming the file
+    with pytest.raises(RedlineError, match=re.escape("c.yaml: sizes: 3 is given twice in '3, 3'")):
+        main(["--debug", "experiment", "critic", "--config", str(tmp_path / "c.yaml"), "--data", str(tmp_path),
+              "--out", str(tmp_path / "exp")])
+    from redline.experiments.critic import CriticExperimentConfig
+
+    with pytest.raises(RedlineError, match=re.escape("--sizes '5,5': 5 is given twice")):  # built in Python
+        CriticExperimentConfig(data="d", sizes="5,5").size_list()
+    assert CriticExperimentConfig(data="d", sizes="4, 2").size_list() == [4, 2]
+    assert not (tmp_path / "exp").exists()
+
+
 def test_a_size_larger_than_the_data_is_refused_before_any_training(data, tmp_path):
     with pytest.raises(RedlineError, match="--sizes asks for 999 records"):
         main(["--debug", "experiment", "critic", "--data", str(data), "--model", "tiny-random", "--sizes", "999",

@@ -8,6 +8,8 @@ did not give keep the dataclass defaults. A field's metadata says more:
     required    the run cannot start without it (checked here, whichever way the value came)
     min, max    the range of a number, refused at parse time (``--limit 0``, ``--lora-r 10**30``)
     choices     the values allowed
+    list_of     a string field that holds a comma-separated list of this type (``--sizes 100,250``): each item is
+                checked (type, range) as the flag is read, and the string is kept as given
     aliases     other spellings of the flag
     positional  given as a positional argument (``data validate FILE``) rather than a flag; optional to
                 argparse, so that a ``--config`` file may give it instead, and checked here if required
@@ -97,11 +99,27 @@ def _convert(f: dataclasses.Field, annotation, value: Any) -> Any:
         raise ValueError("may not be null")
     item = _sequence_item(kind)
     if item is not None:
-        parts = [p.strip() for p in value.split(",") if p.strip()] if isinstance(value, str) else value
-        if not isinstance(parts, (list, tuple)):
-            raise ValueError(f"expected a list or a comma-separated string, got {value!r}")
-        return tuple(_convert_scalar(f, item, p) for p in parts)
+        return tuple(_list_items(f, item, value))
+    if f.metadata.get("list_of") and isinstance(value, str):
+        if not _list_items(f, f.metadata["list_of"], value):  # checked; kept as given (the run's config, fingerprint)
+            raise ValueError(f"names nothing, got {value!r}")
+        return value
     return _convert_scalar(f, kind, value)
+
+
+def _list_items(f: dataclasses.Field, item, value: Any) -> list:
+    """The items of a list value (a comma-separated string, or a config file's list), each converted and checked.
+    An item given twice is refused, as ``--rounds 0,0`` is: ``--sizes 2,2`` ran the one size twice and reported it
+    once, and ``--types a,a`` drew ``a`` twice as often, each without a word."""
+    parts = [p.strip() for p in value.split(",") if p.strip()] if isinstance(value, str) else value
+    if not isinstance(parts, (list, tuple)):
+        raise ValueError(f"expected a list or a comma-separated string, got {value!r}")
+    items = [_convert_scalar(f, item, p) for p in parts]
+    for i, x in enumerate(items):
+        if x in items[:i]:
+            raise ValueError(f"{x} is given twice in {value if isinstance(value, str) else ','.join(map(str, value))!r}"
+                             " (name each once)")
+    return items
 
 
 def field_value(cls, name: str, value: Any) -> Any:

@@ -56,7 +56,8 @@ class CriticExperimentConfig(CriticConfig):
 
     data: str = field(default="", metadata={"required": True, "help": "a folder holding feedback.jsonl and test.jsonl "
                                             "(a simulated set, such as data/simulated)"})
-    sizes: str = field(default="100,250,500,1000", metadata={"help": "training-set sizes, comma-separated"})
+    sizes: str = field(default="100,250,500,1000", metadata={"list_of": int, "min": 1,
+                                                             "help": "training-set sizes, comma-separated, each once"})
     iterations: int = field(default=5, metadata={"min": 1, "help": "revision rounds"})
     judge: str = field(default="oracle", metadata={"help": "judge spec (oracle, reward:RUN, openai:MODEL@URL)"})
     test_limit: int | None = field(default=None, metadata={"min": 1, "help": "revise only the first N test responses"})
@@ -88,6 +89,9 @@ class CriticExperimentConfig(CriticConfig):
             raise RedlineError(f"--sizes {self.sizes!r}: expected integers separated by commas") from None
         if not sizes or any(s < 1 for s in sizes):
             raise RedlineError(f"--sizes {self.sizes!r}: every size must be at least 1")
+        repeated = [s for i, s in enumerate(sizes) if s in sizes[:i]]
+        if repeated:  # as the flag refuses it: the size ran twice and its results were reported once
+            raise RedlineError(f"--sizes {self.sizes!r}: {repeated[0]} is given twice (name each size once)")
         return sizes
 
 
