@@ -128,6 +128,17 @@ def test_reward_judge_on_tiny_random(tiny_reward):
     assert {v.winner for v in wide.judge_many(items)} == {"tie"}
 
 
+def test_a_reward_judge_score_that_is_no_number_is_an_invalid_verdict(tiny_reward, monkeypatch):
+    """A model overflowing in bf16 scores NaN (or inf); NaN compares false both ways, which made every such verdict B's."""
+    judge = RewardJudge(tiny_reward, device="cpu")
+    nan, inf = float("nan"), float("inf")
+    monkeypatch.setattr(judge, "score", lambda pairs: [nan, 1.0, inf, 2.0, 2.0, nan, inf, 0.5])
+    items = [Item("p", f"a{i}", f"b{i}") for i in range(4)]
+    verdicts = judge.judge_many(items)  # A's scores first, then B's: (nan, 2), (1, nan), (inf, inf), (2, 0.5)
+    assert [v.winner for v in verdicts] == ["invalid", "invalid", "invalid", "a"]
+    assert verdicts[0].raw == "nan vs 2"
+
+
 def test_reward_judge_fails_early_on_a_bad_model(tmp_path):
     with pytest.raises(RedlineError, match="is not a folder"):
         RewardJudge(str(tmp_path / "missing" / "run"), device="cpu").check()

@@ -7,7 +7,8 @@ template, the run's ``reward_bias`` added). A model whose tokenizer has no chat 
 reward model of the hub, DeBERTa's ``OpenAssistant/reward-model-deberta-v3-large-v2``) reads the
 (prompt, response) as its model card says: a text pair with the tokenizer's own special tokens
 (``[CLS] prompt [SEP] response [SEP]``; its head reads the first token, so it is never cut away).
-Scores within ``margin`` of each other are a tie. Scoring is
+Scores within ``margin`` of each other are a tie; a score that is not a number (NaN, infinite: a model that
+overflowed, in bf16 say) makes the verdict invalid, never a win of either side. Scoring is
 batched, sorted by length so a batch pads little, and every distinct (prompt, response) is scored
 once per judge, so an original compared with five revisions is not scored five times. Texts
 longer than ``max_length`` tokens lose their start, not their end: the reward is read at the end (a text pair:
@@ -21,6 +22,7 @@ across the change of default (tenth session) judged its earlier items at 2048.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 from redline import RedlineError
@@ -125,7 +127,10 @@ class RewardJudge:
         verdicts = []
         for i in range(len(items)):
             a, b = scores[i], scores[len(items) + i]
-            winner = "tie" if abs(a - b) <= self.margin else ("a" if a > b else "b")
+            if not (math.isfinite(a) and math.isfinite(b)):  # a model overflowing (bf16): no evidence either way
+                winner = "invalid"
+            else:
+                winner = "tie" if abs(a - b) <= self.margin else ("a" if a > b else "b")
             verdicts.append(Verdict(winner, raw=f"{a:.6g} vs {b:.6g}", detail={"scores": [a, b]}))
         return verdicts
 
