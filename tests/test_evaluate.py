@@ -299,6 +299,18 @@ def test_the_curve_draws_no_bar_where_there_is_no_interval_and_no_line_across_a_
     assert plot_curve(curve, tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_curve_with_no_valid_verdict_is_drawn_without_a_warning(tmp_path):
+    """Every verdict invalid (a reward model scoring NaN): the legend of nothing was a matplotlib UserWarning."""
+    import warnings
+
+    from redline.evaluate import plot_curve
+
+    curve = [{"iteration": k, "win_rate": None, "ci95": None, "lc_win_rate": None, "lc_ci95": None} for k in (1, 2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert plot_curve(curve, tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_a_missing_mean_word_count_is_a_dash_in_the_table_not_zero():
     from redline.evaluate import table_row
 

@@ -814,18 +814,23 @@ def plot_curve(curve: Sequence[dict[str, Any]], path: Path, title: str = "win ra
     ks = [s["iteration"] for s in curve]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     series = (("win_rate", "ci95", "win rate", "o-", 0.0), ("lc_win_rate", "lc_ci95", "length-controlled", "s--", 0.06))
+    drawn = False
     for key, ci_key, label, style, shift in series:  # shifted a little so the two intervals stay apart
         y, lo, hi = curve_series(curve, key, ci_key)
         if np.isnan(y).all():
             continue
         ax.errorbar([k + shift for k in ks], y, yerr=[lo, hi], fmt=style, capsize=4, label=label)
+        drawn = True
     ax.axhline(50, color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("iteration")
     ax.set_ylabel("win rate (%)")
     ax.set_xticks(ks)
     ax.set_ylim(0, 100)
     ax.set_title(title)
-    ax.legend()
+    if drawn:
+        ax.legend()
+    else:  # every verdict invalid: an empty legend was a matplotlib warning, and the blank plot said nothing of why
+        ax.text(0.5, 0.75, "no valid verdict: no win rate to draw", transform=ax.transAxes, ha="center", color="grey")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
