@@ -596,3 +596,41 @@ def test_tiny_random_a_short_request_is_not_held_behind_a_long_one(tiny_server):
     assert finish == ["length"]  # the long one did run to its 500 tokens
     assert short.usage.completion_tokens <= 8
     assert short_seconds < 10 and short_seconds < long_seconds / 3, (short_seconds, long_seconds)
+
+
+def test_a_body_over_the_limit_is_413_before_it_is_read_whole():
+    """No cap: one client could post gigabytes, read into memory. Past --max-body-bytes: a 413 in OpenAI's shape,
+    from the Content-Length before a byte is read, or from the bytes of a chunked body as soon as they pass it."""
+    engine = ScriptedEngine(lambda prompt, seed: "ok")
+    app = make_app(engine, "m", max_body_bytes=4096)
+    read = []
+
+    async def counting(scope, receive, send):  # the bytes the server's app took from the connection
+        async def counted():
+            message = await receive()
+            read.append(len(message.get("body", b"")))
+            return message
+        await app(scope, counted if scope["type"] == "http" else receive, send)
+
+    def chunked(n_chunks):
+        yield b'{"model": "m", "prompt": "x"}'
+        for _ in range(n_chunks):
+            yield b" " * 1024
+
+    with start_server(counting) as server:
+        url = f"{server.url}/completions"
+        r = httpx.post(url, json={"model": "m", "prompt": "x" * 5000}, timeout=10)
+        assert r.status_code == 413, r.text
+        error = r.json()["error"]
+        assert "larger than this server's limit of 4096 bytes (redline serve --max-body-bytes)" in error["message"]
+        assert error["code"] == "request_too_large" and sum(read) == 0
+        json_type = {"Content-Type": "application/json"}
+        r = httpx.post(url, content=chunked(10_000), headers=json_type, timeout=30)  # 10 MB, with no Content-Length
+        assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+        assert 4096 < sum(read) < 2**18  # read to the message that passed the limit (uvicorn buffers up to 64 KiB)
+        r = httpx.post(url, content=chunked(2), headers=json_type, timeout=10)
+        assert r.json()["choices"][0]["text"] == "ok"  # within it
+        assert httpx.post(url, json={"model": "m", "prompt": "x"}, timeout=10).status_code == 200
+    assert [p for p, _ in engine.calls] == ["x", "x"]  # the refused bodies never reached the engine
+    with pytest.raises(RedlineError, match="--max-body-bytes"):
+        make_app(engine, "m", max_body_bytes=0)

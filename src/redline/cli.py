@@ -712,6 +712,8 @@ class ServeConfig:
         "the most tokens a request may ask for per choice; more is a 400"})
     max_prompt_tokens: int = field(default=2048, metadata={"min": 1, "help":
         "transformers backend: the longest prompt accepted, cut to the model's context; longer is a 400"})
+    max_body_bytes: int = field(default=16 * 2**20, metadata={"min": 1, "help":
+        "the largest request body, in bytes (16777216 is 16 MiB); a larger one is a 413, never read past the limit"})
     batch_wait_ms: float = field(default=5.0, metadata={"min": 0, "help": "vllm backend: how long a request waits for others to batch with"})
     served_name: str | None = field(default=None, metadata={"help": "the model name clients ask for (default: --model)"})
     backend: str = field(default="transformers", metadata={"choices": ("transformers", "vllm"), "help": "generation backend"})
@@ -749,7 +751,8 @@ def _serve(args) -> int:
     serve(config.model, host=config.host, port=config.port, api_key=api_key, max_batch=config.max_batch,
           max_concurrency=config.max_concurrency, batch_wait_ms=config.batch_wait_ms,
           max_tokens_limit=config.max_tokens_limit, max_prompt_tokens=config.max_prompt_tokens,
-          served_name=config.served_name, backend=config.backend, dtype=config.dtype, device=config.device)
+          max_body_bytes=config.max_body_bytes, served_name=config.served_name, backend=config.backend,
+          dtype=config.dtype, device=config.device)
     return 0
 
 

@@ -11,7 +11,9 @@ What it does, in the order a request meets it:
 2. **concurrency** — at most ``max_concurrency`` completion requests are in flight (a stream counts
    until its last event; ``GET /v1/models`` takes no slot); one more gets 429 with ``Retry-After``, which OpenAI clients (and the judge) retry,
    rather than waiting unseen;
-3. **validation** — the body must be a chat (or completions) request; anything wrong is a 400
+3. **size** — a body over ``max_body_bytes`` (16 MiB by default) is a 413: refused from its Content-Length
+   before a byte is read, or, sent chunked, as soon as it passes the limit (``redline.http_body``);
+4. **validation** — the body must be a chat (or completions) request; anything wrong is a 400
    naming the field, in OpenAI's ``{"error": {"message", "type", "param", "code"}}`` shape, as is
    every other error (404 for a route or a model this server does not have, 405, 500). Parameters
    redline does not implement (``logprobs``, ``tools``, ``response_format``, penalties, ...) are
@@ -20,7 +22,7 @@ What it does, in the order a request meets it:
    ``max_prompt_tokens`` (engines with ``continuous()``), an empty prompt, messages the model's chat
    template refuses, a seed outside 0..2**63-1, more than 4 stop strings (``MAX_STOP``, OpenAI's) and
    more than ``MAX_CHOICES`` choices (prompts × n) in one request are a 400 for that request alone;
-4. **scheduling** — each choice (``n`` per prompt) is one item for the engine:
+5. **scheduling** — each choice (``n`` per prompt) is one item for the engine:
 
    - an engine that offers ``continuous()`` (the transformers engine) gets **continuous batching by
      step**: one thread decodes every running item one token per step, and a new item takes a free
@@ -36,7 +38,7 @@ What it does, in the order a request meets it:
    Why by step rather than separate lanes for short and long requests: lanes still queue a long
    request behind another long one, need a threshold that is wrong for someone, and would run two
    forwards at once on one model; by step, every request waits at most one step for a free row;
-5. **answer** — a ``chat.completion`` / ``text_completion`` with ``usage``; or, with
+6. **answer** — a ``chat.completion`` / ``text_completion`` with ``usage``; or, with
    ``stream=true``, server-sent events in OpenAI's chunk format (a role delta, content deltas, a
    last chunk per choice with its ``finish_reason``, a usage chunk with
    ``stream_options.include_usage``, then ``data: [DONE]``). A streamed choice never sends part of
@@ -80,6 +82,7 @@ except ModuleNotFoundError as e:  # `redline serve` without its extra: one line,
     ) from None
 
 from redline.generation import Completion, SamplingParams, cut_at_stop
+from redline.http_body import BodyLimit
 
 MAX_N = 16  # choices per prompt
 MAX_STOP = 4  # stop strings, as OpenAI allows
@@ -87,6 +90,8 @@ MAX_STOP = 4  # stop strings, as OpenAI allows
 # More prompts go as more requests, which the scheduler batches together just the same.
 MAX_CHOICES = 256
 MAX_SEED = 2**63 - 1  # the engine seeds torch generators, which take 64-bit integers
+# A request body's bytes: 256 prompts of 2048 tokens, each token as far as 6 bytes of JSON escape apiece, fit.
+MAX_BODY_BYTES = 16 * 2**20
 
 
 class EngineUnavailable(RuntimeError):
@@ -325,7 +330,7 @@ class Batcher:
 
 
 class Stepper:
-    """For an engine with ``continuous()``: continuous batching by step (module doc, step 4)."""
+    """For an engine with ``continuous()``: continuous batching by step (module doc, step 5)."""
 
     def __init__(self, engine, max_prompt_tokens: int, max_tokens: int, stats: Counter):
         self.batcher = engine.continuous(max_prompt_tokens, max_tokens)
@@ -405,6 +410,11 @@ def _error(status: int, message: str, kind: str = "invalid_request_error", param
     return JSONResponse(_error_body(message, kind, param, code), status_code=status, headers=headers)
 
 
+def _too_large(limit: int) -> JSONResponse:
+    return _error(413, f"the request body is larger than this server's limit of {limit} bytes "
+                  "(redline serve --max-body-bytes)", code="request_too_large")
+
+
 def _as_request_error(e: BaseException) -> RequestError:
     """How an engine's exception reaches a client: 400 for a fault of the request, else 503 or 500."""
     if isinstance(e, RequestError):
@@ -466,15 +476,17 @@ def make_app(
     default_max_tokens: int = 256,
     max_tokens_limit: int = 1024,
     max_prompt_tokens: int = 2048,
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> FastAPI:
     """The server's app over a ready engine; ``app.state.stats`` counts requests and batches.
 
     ``max_tokens_limit``: the most tokens one choice may ask for (more is a 400). ``max_prompt_tokens``:
     the longest prompt (engines with ``continuous()`` only: others count no tokens before they run).
-    ``max_batch`` and ``batch_wait_ms`` shape the ``Batcher`` of other engines.
+    ``max_batch`` and ``batch_wait_ms`` shape the ``Batcher`` of other engines. ``max_body_bytes``: the largest
+    request body (more is a 413, never read into memory).
     """
-    if max_batch < 1 or max_concurrency < 1:
-        raise RedlineError("--max-batch and --max-concurrency must be at least 1")
+    if max_batch < 1 or max_concurrency < 1 or max_body_bytes < 1:
+        raise RedlineError("--max-batch, --max-concurrency and --max-body-bytes must be at least 1")
     if not 1 <= default_max_tokens <= max_tokens_limit or max_prompt_tokens < 1:
         raise RedlineError(f"max tokens: the default ({default_max_tokens}) must be between 1 and the limit "
                            f"({max_tokens_limit}), and the prompt limit ({max_prompt_tokens}) at least 1")
@@ -502,6 +514,7 @@ def make_app(
     app = FastAPI(title="redline", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.stats = stats
     app.state.engine = engine
+    app.add_middleware(BodyLimit, limit=max_body_bytes, refusal=_too_large)  # inside the gate: a 401 reads nothing
     app.add_middleware(_Gate, api_key=api_key, max_concurrency=max_concurrency, stats=stats)
 
     @app.exception_handler(RequestValidationError)
@@ -773,6 +786,7 @@ def serve(
     batch_wait_ms: float = 5.0,
     max_tokens_limit: int = 1024,
     max_prompt_tokens: int = 2048,
+    max_body_bytes: int = MAX_BODY_BYTES,
     served_name: str | None = None,
     backend: str = "transformers",
     dtype: str = "float32",
@@ -789,7 +803,8 @@ def serve(
     default_max_tokens = min(256, max_tokens_limit)
     app = make_app(engine, served_name or model, api_key=api_key, max_batch=max_batch,
                    max_concurrency=max_concurrency, batch_wait_ms=batch_wait_ms, default_max_tokens=default_max_tokens,
-                   max_tokens_limit=max_tokens_limit, max_prompt_tokens=max_prompt_tokens)
+                   max_tokens_limit=max_tokens_limit, max_prompt_tokens=max_prompt_tokens,
+                   max_body_bytes=max_body_bytes)
     name = served_name or model
     how = ("continuous batching by step" if hasattr(engine, "continuous")
            else f"batches of up to {max_batch} requests")

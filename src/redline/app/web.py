@@ -59,6 +59,7 @@ from redline.app import projects as P
 from redline.app import security as S
 from redline.app.db import EXPORT_KINDS, INTEGER_MAX, TASK_TYPES, Annotation, Assignment, Item, Project, User, now
 from redline.app.db import Session as DBSessionRow
+from redline.http_body import declared_length
 from redline.records import RecordError
 
 HERE = Path(__file__).parent
@@ -96,8 +97,8 @@ class TooLarge(Exception):
 
 async def login_form(request: Request) -> dict:
     """The login form, read only if its Content-Length says it is small: no one is logged in yet to send more."""
-    size = request.headers.get("content-length", "")
-    if not (size.isascii() and size.isdigit()) or int(size) > LOGIN_FORM_MAX:
+    size = declared_length(request.scope)
+    if size is None or size > LOGIN_FORM_MAX:
         raise TooLarge()
     return await form_data(request)
 
