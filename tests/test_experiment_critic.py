@@ -266,3 +266,20 @@ def test_test_prompts_that_are_also_in_the_feedback_are_refused_before_any_train
         main(["--debug", "experiment", "critic", "--data", str(own), "--model", "tiny-random", "--sizes", "2",
               "--second-model", "none", "--out", str(tmp_path / "exp")])
     assert not (tmp_path / "exp").exists()
+
+
+def test_results_with_no_valid_verdict_are_written_without_a_warning(tmp_path):
+    """A size whose every verdict was invalid (the judge could not answer): its plot's empty legend was a matplotlib
+    UserWarning; the table says – for the rate."""
+    import warnings
+
+    from redline.experiments.critic import write_results
+
+    row = {"iteration": 1, "win_rate": None, "ci95": None, "wins": 0, "ties": 0, "losses": 0}
+    results = {"config": {"judge": "reward:rm", "model": "tiny-random", "iterations": 1},
+               "sizes": {8: {"test": {"original_quality": None, "iterations": [row]}}}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_results(results, tmp_path)
+    assert (tmp_path / "win_rates.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| test | 8 | 1 | – | – | 0 / 0 / 0 |" in (tmp_path / "results.md").read_text()

@@ -356,7 +356,10 @@ def plot_win_rates(results: dict[str, Any], path: Path) -> Path:
     ax.set_ylabel("win rate against the original (%)")
     ax.set_ylim(0, 100)
     ax.set_title("critic: revised vs original responses")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    else:  # every verdict invalid: an empty legend was a matplotlib warning, and the blank plot said nothing of why
+        ax.text(0.5, 0.75, "no valid verdict: no win rate to draw", transform=ax.transAxes, ha="center", color="grey")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
