@@ -113,6 +113,17 @@ def test_agreement_is_one_without_noise_and_falls_as_noise_grows():
     assert accuracy[pool[0].name] > accuracy[pool[-1].name]  # the careful one agrees with the truth more
 
 
+def test_agreement_with_no_pair_to_count_is_none_not_a_perfect_one():
+    """A pool of one has nobody to agree with, and prompts of one response no pair: the figure was 1.0 from 0 pairs."""
+    alone = measure_agreement(make_pool(1), _items(20))
+    assert alone["pairs"] == 0 and alone["mean"] is None
+    single = measure_agreement(make_pool(2), [[0.5], [1.0]])  # one response a prompt
+    assert single["mean"] is None and single["matrix"]["annotator-1"]["annotator-2"] is None
+    assert set(single["with_oracle"].values()) == {None}
+    tied = measure_agreement(make_pool(2, noise_scale=0.0), [[0.5, 0.5]])  # the oracle tells no pair apart
+    assert tied["mean"] == 1.0 and set(tied["with_oracle"].values()) == {None}
+
+
 def test_the_default_pool_disagrees_like_people_on_template_data():
     """InstructGPT's labelers agreed 72.6% of the time. World v2's pool is cleaner (it ties what it
     cannot tell instead of guessing, and a tie agreed on counts as agreement): 72–92%; twice the

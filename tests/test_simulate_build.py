@@ -212,6 +212,28 @@ def test_the_cli_builds_and_scores(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["n"] == 4
 
 
+def test_a_pool_of_one_annotator_reports_no_agreement_rather_than_a_perfect_one(tmp_path, capsys):
+    """One annotator has nobody to agree with: the manifest said 1.0 over 0 pairs, and the command printed 1.000."""
+    out = tmp_path / "one"
+    assert main(["simulate", "build", "--responder", "template", "--prompts", "4", "--test-prompts", "1", "--k", "2",
+                 "--annotators", "1", "--out", str(out), "--no-progress"]) == 0
+    assert "annotator agreement –;" in capsys.readouterr().out
+    agreement = json.loads((out / "manifest.json").read_text())["agreement"]
+    assert agreement["pairs"] == 0 and agreement["mean"] is None
+
+
+def test_a_labels_share_with_nothing_to_count_is_a_dash_not_zero():
+    """A ranking whose one decided comparison is an oracle tie broken by noise has no decisive label to be right on."""
+    from redline.cli import _labels_line
+    from redline.records import Ranking
+    from redline.simulate.build import label_figures
+
+    broken = Ranking(prompt="p", responses=["x", "y"], ranks=[0, 1], meta={"oracle_quality": [0.5, 0.5]})
+    assert _labels_line(label_figures([broken]), "comparisons").endswith("decisive labels right –")
+    assert _labels_line(label_figures([]), "comparisons") == (
+        "0 comparisons: – labelled ties, – oracle ties broken by noise, decisive labels right –")
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

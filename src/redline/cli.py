@@ -826,17 +826,21 @@ def _simulate_build(args) -> int:
     counts, quality, met = manifest["counts"], manifest["quality"], manifest["all_met"]
     for name in ("demonstrations", "rankings", "preferences", "feedback", "test", "test_partial", "test_fixed"):
         print(f"wrote {counts[name]} records to {out / (name + '.jsonl')}")
-    print(f"annotator agreement {manifest['agreement']['mean']:.3f}; oracle quality of responses {quality['responses'] or 0:.3f} "
+    agreement = manifest["agreement"]["mean"]  # None: a pool of one annotator has nobody to agree with
+    print(f"annotator agreement {'–' if agreement is None else f'{agreement:.3f}'}; oracle quality of responses {quality['responses'] or 0:.3f} "
           f"(all instructions met {met['responses'] or 0:.1%}), of revisions {quality['revisions'] or 0:.3f} ({met['revisions'] or 0:.1%})")
     print(_labels_line(manifest["labels"], "comparisons in the rankings"))
     return 0
 
 
 def _labels_line(labels: dict, what: str) -> str:
-    """What a rankings file's labels teach (``simulate.build.label_figures``), in one line."""
-    return (f"{labels['comparisons']} {what}: {labels['labelled_ties_share'] or 0:.1%} labelled ties, "
-            f"{labels['oracle_ties_broken_by_noise_share'] or 0:.1%} oracle ties broken by noise, decisive labels right "
-            f"{labels['decisive_labels_right'] or 0:.1%}")
+    """What a rankings file's labels teach (``simulate.build.label_figures``), in one line; a share with nothing to
+    count (no decisive label) is –, not 0%."""
+    from redline.evaluate import percent
+
+    return (f"{labels['comparisons']} {what}: {percent(labels['labelled_ties_share'])} labelled ties, "
+            f"{percent(labels['oracle_ties_broken_by_noise_share'])} oracle ties broken by noise, decisive labels right "
+            f"{percent(labels['decisive_labels_right'])}")
 
 
 def _simulate_rank(args) -> int:

@@ -241,7 +241,9 @@ def measure_agreement(pool: Sequence[Annotator], items: Sequence[Sequence[float]
     InstructGPT measured its labelers. ``with_oracle`` is each annotator's accuracy on the pairs
     whose qualities differ and that it did not tie; ``labels`` breaks its labels down: of the
     oracle-decisive pairs, the share right, tied and wrong; of the oracle ties, the share it broke
-    by noise (labels a reward model would learn as signal but that are none).
+    by noise (labels a reward model would learn as signal but that are none). A figure with no pair to
+    count is None, not a perfect 1: ``mean`` of a pool of one annotator, ``with_oracle`` of one that
+    decided no pair the oracle tells apart.
     """
     rankings = {
         a.name: [a.rank_qualities(q, random.Random(f"agreement:{seed}:{k}:{a.name}")) for k, q in enumerate(items)]
@@ -254,8 +256,8 @@ def measure_agreement(pool: Sequence[Annotator], items: Sequence[Sequence[float]
         for ra, rb in zip(rankings[a.name], rankings[b.name]):
             x, y = pair_agreement(ra, rb)
             agree, total = agree + x, total + y
-        share = agree / total if total else 1.0
-        matrix[a.name][b.name] = matrix[b.name][a.name] = round(share, 4)
+        share = round(agree / total, 4) if total else None  # no pair to agree on (one response a prompt): no figure
+        matrix[a.name][b.name] = matrix[b.name][a.name] = share
         agree_all, total_all = agree_all + agree, total_all + total
     with_oracle, labels = {}, {}
     for a in pool:
@@ -272,7 +274,7 @@ def measure_agreement(pool: Sequence[Annotator], items: Sequence[Sequence[float]
                 else:
                     wrong += 1
         # Accuracy on the pairs the annotator decided and the oracle can tell apart: its labels' worth.
-        with_oracle[a.name] = round(right / (right + wrong), 4) if right + wrong else 1.0
+        with_oracle[a.name] = round(right / (right + wrong), 4) if right + wrong else None
         decisive = right + wrong + tied
         labels[a.name] = {
             "oracle_decisive_pairs": decisive,
@@ -283,7 +285,7 @@ def measure_agreement(pool: Sequence[Annotator], items: Sequence[Sequence[float]
             "oracle_ties_broken_by_noise": round(ties_broken / ties, 4) if ties else None,
         }
     return {
-        "mean": round(agree_all / total_all, 4) if total_all else 1.0,
+        "mean": round(agree_all / total_all, 4) if total_all else None,  # one annotator: nobody to agree with
         "pairs": total_all,
         "matrix": matrix,
         "with_oracle": with_oracle,
