@@ -86,6 +86,7 @@ def test_the_curriculum_runs_round0_then_round1_and_a_rerun_skips_every_stage(ga
     manifest = train_pit(config(gap_run, data), run)
     assert manifest["policy"] == "rl-0-1" and manifest["rounds"] == [0, 1]
     assert run_info(run / "sft")["kind"] == "pit-sft" and manifest["stages"]["sft"]["identical_pairs_skipped"] == 1
+    assert run_info(run / "sft")["notes"] == ""  # not split: the card's data is all it read, and it says no more
     gap, tok = load_reward_model(gap_run, device="cpu"), load_tokenizer(gap_run)
     for stage in ("rl-0", "rl-0-1"):
         info = run_info(run / stage)
@@ -136,6 +137,23 @@ def test_round1_alone_starts_from_sft_in_its_own_folder(gap_run, jsonl, tmp_path
     assert json.loads((run / "rl-1" / "train_config.json").read_text())["policy"] == str(run / "sft")
     # the RL third: of 5 prompts, SFT gets round(5/3) = 2, the gap model round(3/2) = 2, RL the last one
     assert len(read_jsonl_prefix(run / "references.jsonl")) == 1
+    # and the cards say so: each named the whole --data file, though each stage read one third of it
+    note = run_info(run / "rl-1")["notes"]
+    assert (f"Data: BASE's answers in references.jsonl to the prompts of the last (RL) third of `{jsonl(PREFS)}` "
+            "(--split-thirds, --split-seed 0): 1 of the 5 preference records read, on 1 of their 5 prompts") in note
+    assert "the last (RL) third" in (run / "rl-1" / "README.md").read_text()
+
+
+def test_split_thirds_cards_say_which_third_of_the_data_each_stage_read(jsonl, tmp_path):
+    # under --split-thirds a stage's card named the whole --data file as its data; PIT SFT read the first third
+    data = jsonl(PREFS)
+    train_pit(config("", data, rounds="none", split_thirds=True, limit=4), tmp_path / "run")
+    card = run_info(tmp_path / "run" / "sft")
+    assert card["data"] == [str(data)]
+    assert card["notes"] == (f"Data: the first (PIT SFT) third of `{data}` (--split-thirds, --split-seed 0, --limit 4): "
+                             "1 of the 4 preference records read, on 1 of their 4 prompts; the middle third is the gap "
+                             "model's.")
+    assert card["notes"] in (tmp_path / "run" / "sft" / "README.md").read_text()
 
 
 def test_bad_input_is_refused_before_any_work(gap_run, jsonl, tmp_path):

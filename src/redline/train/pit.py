@@ -269,6 +269,16 @@ def refuse_gap_model_prompts(config: PITConfig, prefs) -> None:
             "--data, --limit and --split-seed")
 
 
+def split_note(config: PITConfig, third: str, part: list, read: list, what: str = "") -> str:
+    """What a stage's card says of its data under ``--split-thirds``: which third of ``--data`` it learnt from, and
+    how much of it (the card's data names the whole file, and its reads count every record of it)."""
+    count = lambda prefs: len(unique_prompts(prefs))
+    limit = f", --limit {config.limit}" if config.limit else ""
+    return (f"Data: {what}the {third} third of `{config.data}` (--split-thirds, --split-seed {config.split_seed}{limit}): "
+            f"{len(part)} of the {len(read)} preference records read, on {count(part)} of their {count(read)} prompts; "
+            "the middle third is the gap model's.")
+
+
 # ----------------------------------------------------------------------------- stages
 
 
@@ -302,11 +312,11 @@ def same_model(a, b: str) -> bool:
 
 
 def run_round(config: PITConfig, start: str, sft: str, records: list[dict], out: Path, source: str,
-              final: bool) -> dict[str, Any]:
+              final: bool, notes: str = "") -> dict[str, Any]:
     """Step 4, one round: PPO from ``start`` with the gap reward, the KL to PIT SFT.
 
-    ``records`` carry ``prompt`` and ``reference``; ``source`` names the file they came from (the card says it);
-    ``final``: this round's policy is the run's.
+    ``records`` carry ``prompt`` and ``reference``; ``source`` names the file they came from (the card says it, with
+    ``notes`` on what part of it they are); ``final``: this round's policy is the run's.
     """
     from accelerate import PartialState
 
@@ -322,7 +332,8 @@ def run_round(config: PITConfig, start: str, sft: str, records: list[dict], out:
         models.reference = load_causal_lm(sft, config.base_dtype(), str(state.device), merge_lora=True).requires_grad_(False)  # eval mode already
     scorer, adapter_off = models.scorer()
     reward_fn = gap_reward(scorer, models.scorer_tokenizer, config.reward_max_length, adapter_off=adapter_off)
-    metrics = run_ppo(ppo, models, records, reward_fn, build_prompt, out, kind="pit", data=[source, config.gap_reward])
+    metrics = run_ppo(ppo, models, records, reward_fn, build_prompt, out, kind="pit", data=[source, config.gap_reward],
+                      notes=notes)
     del models
     gc.collect()
     return metrics
@@ -352,10 +363,15 @@ def train_pit(config: PITConfig, out: str | os.PathLike) -> dict[str, Any]:
                            "model reads the policy's tokens (train the gap model on the same base)")
     prefs = read_preferences(config.data, limit=config.limit, skip_invalid=config.skip_invalid)
     sft_prefs, rl_prefs = prefs, prefs
+    sft_note = rl_note = references_note = ""  # under --split-thirds the cards say which third of --data each stage read
     if config.split_thirds:
         sft_prefs, _, rl_prefs = split_thirds(prefs, config.split_seed, config.data)  # the middle third is the gap model's
+        sft_note = split_note(config, "first (PIT SFT)", sft_prefs, prefs)
+        rl_note = split_note(config, "last (RL)", rl_prefs, prefs)
+        references_note = split_note(config, "last (RL)", rl_prefs, prefs, f"BASE's answers in {REFERENCES} to the prompts of ")
     if config.rl_data:
         rl_prefs = read_preferences(config.rl_data, limit=config.limit, skip_invalid=config.skip_invalid)
+        rl_note = references_note = ""  # RL reads all of --rl-data, which its card names
     if config.split_thirds and config.gap_reward:
         refuse_gap_model_prompts(config, sft_prefs + rl_prefs)
     examples, n_identical = pit_sft_examples(select_sft_pairs(sft_prefs, config.sft_pairs, config.data))
@@ -381,7 +397,7 @@ def train_pit(config: PITConfig, out: str | os.PathLike) -> dict[str, Any]:
         print(f"redline: {sft} is done; skipping PIT SFT", file=sys.stderr)
         stages["sft"] = run_info(sft).get("metrics", {})
     else:
-        stages["sft"] = train_sft(examples, config.sft_settings(), sft, kind="pit-sft", data=[config.data])
+        stages["sft"] = train_sft(examples, config.sft_settings(), sft, kind="pit-sft", data=[config.data], notes=sft_note)
         gc.collect()
     stages["sft"]["identical_pairs_skipped"] = n_identical  # not in the stage's card: a resumed run counts it again
 
@@ -411,7 +427,8 @@ def train_pit(config: PITConfig, out: str | os.PathLike) -> dict[str, Any]:
         else:
             records = first if r == 0 else second
             source = str(out / REFERENCES) if r == 1 else rl_source
-            stages[stage.name] = run_round(config, start, str(sft), records, stage, source, final=k == len(rounds) - 1)
+            stages[stage.name] = run_round(config, start, str(sft), records, stage, source, final=k == len(rounds) - 1,
+                                           notes=references_note if r == 1 else rl_note)
         start = str(stage)
 
     # Step 5: the manifest `redline improve` reads.

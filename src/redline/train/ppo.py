@@ -795,6 +795,7 @@ def run_ppo(
     *,
     kind: str = "ppo",
     data: list[str] | None = None,
+    notes: str = "",
 ) -> dict[str, Any]:
     """PPO(-ptx), steps 1–7 of the module docstring, for ``config.iterations`` iterations; returns the metrics.
 
@@ -803,7 +804,8 @@ def run_ppo(
     whose score head is read at every position (None for RLOO). ``reward_fn(prompts, responses,
     records)`` scores whole responses; ``build_prompt(record)`` gives the messages the policy answers.
     ``config``: a PPOConfig, or any RLSettings (PIT's rounds). Resumes from RUN/checkpoints; saves the
-    final policy (card ``kind``), RUN/value, RUN/ppo_log.jsonl and RUN/train_config.json.
+    final policy (card ``kind``, its ``data`` and ``notes`` on what of it was read), RUN/value, RUN/ppo_log.jsonl and
+    RUN/train_config.json.
     """
     from redline.generation.transformers_engine import TransformersEngine
     from redline.ops.rl import adaptive_kl_beta
@@ -919,7 +921,7 @@ def run_ppo(
     metrics = _final_metrics(out / LOG, state, n_cut)
     if main:
         save_final(config, learner, models.tokenizer, out, kind=kind, data=data or [getattr(config, "prompts", "")],
-                   metrics=metrics)
+                   metrics=metrics, notes=notes)
         plot_log(out / LOG, out / CURVE, f"{kind}: {_name(getattr(config, 'policy', kind))}")
     accelerator.wait_for_everyone()
     return metrics
@@ -1395,7 +1397,7 @@ def _truncate_log(log: Path, iteration: int) -> None:
 
 
 def save_final(config: RLSettings, learner: Learner, tokenizer, out: Path, *, kind: str, data: list[str],
-               metrics: dict[str, Any]) -> None:
+               metrics: dict[str, Any], notes: str = "") -> None:
     """The policy as a redline run (loadable by ``load_causal_lm`` and the engine) and RUN/value (GAE).
 
     The PPO adapter sits on the SFT weights. An SFT run that is a full model is the adapter's base;
@@ -1417,7 +1419,8 @@ def save_final(config: RLSettings, learner: Learner, tokenizer, out: Path, *, ki
     if info.get("adapter"):
         base = info["base_model"]
         policy = policy.merge_and_unload() if hasattr(policy, "merge_and_unload") else policy
-    notes = f"Trained with `redline train {kind if kind == 'pit' else 'ppo'}` ({method(config, kind)}); the log is ppo_log.jsonl."
+    notes = (f"Trained with `redline train {kind if kind == 'pit' else 'ppo'}` ({method(config, kind)}); the log is "
+             f"ppo_log.jsonl.{' ' + notes if notes else ''}")
     card = ModelCard(kind=kind, base_model=base, data=data, command=command_line(), metrics=metrics, notes=notes)
     save_model(policy, tokenizer, out, card, hub_repo=config.push_to_hub)  # the card's snippet names where it goes
     if learner.value is not None:

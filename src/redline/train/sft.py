@@ -226,6 +226,7 @@ def train_sft(
     all_turns: bool = False,
     trainer_class: Any = None,
     metrics: dict[str, Any] | None = None,
+    notes: str = "",
 ) -> dict[str, Any]:
     """Fine-tune ``settings.model`` on chat pairs ``{"prompt": [messages], "completion": [messages]}``.
 
@@ -234,7 +235,7 @@ def train_sft(
     written to RUN/train_config.json. Resumes from RUN/checkpoints when a checkpoint is there; a finished run (its
     card written) is left as it is, and its card's metrics returned (``--push-to-hub`` still publishes it). Returns
     the metrics written into the model card. ``trainer_class``: an ``SFTTrainer`` subclass with its
-    own loss (the critic's critique weight).
+    own loss (the critic's critique weight). ``notes``: the card's (what of ``data`` the examples are, where not all).
     """
     import torch
     from datasets import Dataset
@@ -306,7 +307,7 @@ def train_sft(
         base = start["base_model"]
         if settings.lora:
             model = model.merge_and_unload()
-    card = ModelCard(kind=kind, base_model=base, data=data, command=command_line(), metrics=metrics)
+    card = ModelCard(kind=kind, base_model=base, data=data, command=command_line(), metrics=metrics, notes=notes)
     save_model(model, tokenizer, out, card, hub_repo=settings.push_to_hub)
     save_training_curve(history, out, f"{kind}: {settings.model}")
     publish(out, settings.push_to_hub)
