@@ -720,3 +720,25 @@ def test_too_few_bootstrap_resamples_are_refused_before_judging(response_files, 
     assert main(["evaluate", "--a", a, "--b", b, "--judge", "oracle", "--out", str(out), "--bootstrap", resamples]) != 0
     assert f"--bootstrap {resamples}: a 95% interval needs at least 50 resamples (0 for none)" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_evaluate_rankings_refuses_a_reward_model_that_scores_nan(tmp_path, jsonl, tiny_reward):
+    """NaN compares false both ways: a model whose weights give NaN was 0% accurate on every comparison, with an
+    interval, as if it had ordered each one wrong."""
+    import torch
+
+    from redline import RedlineError
+    from redline.evaluate import RankingsEvalConfig, evaluate_rankings
+    from redline.models import load_reward_model, load_tokenizer
+
+    broken = tmp_path / "broken"
+    model = load_reward_model(tiny_reward, device="cpu")
+    with torch.no_grad():
+        model.score.weight.fill_(float("nan"))
+    model.save_pretrained(broken)
+    load_tokenizer(tiny_reward).save_pretrained(broken)
+    data = jsonl([{"prompt": f"Say {w}.", "responses": [w, f"{w} {w}"], "ranks": [0, 1]} for w in ("hi", "bye")])
+    with pytest.raises(RedlineError, match=r"scored NaN or infinity on 2 of 2 rankings of .*data.jsonl \(first: the "
+                                           r"prompt 'Say hi.'\)"):
+        evaluate_rankings(RankingsEvalConfig(model=str(broken), data=str(data), out=str(tmp_path / "out")))
+    assert not (tmp_path / "out").exists()

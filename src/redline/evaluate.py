@@ -1034,6 +1034,11 @@ def evaluate_rankings(config: RankingsEvalConfig) -> dict[str, Any]:
                     per_ranking.append(flat[:len(r.responses)])
                     flat = flat[len(r.responses):]
                 bar.update(sum(len(r.responses) for r in chunk))
+        bad = [i for i, s in enumerate(per_ranking) if not all(np.isfinite(s))]
+        if bad:  # NaN compares false both ways: each of its comparisons counted wrong, an accuracy that means nothing
+            raise RedlineError(f"{model} scored NaN or infinity on {len(bad)} of {len(rankings)} rankings of {config.data} "
+                               f"(first: the prompt {_short(prompt_text(rankings[bad[0]].prompt))!r}): its weights give no number (a training run that "
+                               "diverged?), so it has no accuracy to measure")
         return per_ranking, judge.max_length
 
     scores, read_at = scored(config.model, max_length)
