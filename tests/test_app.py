@@ -620,6 +620,44 @@ def test_serving_prints_the_database_url_without_its_password(tmp_path, monkeypa
     assert "s3cret-pw" not in out and "postgresql+psycopg://ann:***@db.example:5432/feedback" in out
 
 
+def test_behind_a_trusted_proxy_each_client_has_its_own_login_limit(tmp_path, monkeypatch, capsys):
+    """Behind a proxy on another machine every client shared its address, so one client's failed logins locked
+    everyone out; --forwarded-allow-ips names the proxies whose X-Forwarded-For gives the client."""
+    import uvicorn
+    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+    from redline.app import commands
+    from redline.app.security import LoginLimiter
+    from redline.cli import main
+
+    cheap_hashing(monkeypatch)
+    served = []
+    monkeypatch.setattr(commands, "_open", lambda args: open_database(f"sqlite:///{tmp_path / 'app.db'}"))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append((app, kw)))
+    assert main(["app", "--db", "x.db"]) == 0 and served[-1][1]["forwarded_allow_ips"] is None  # uvicorn's default
+    assert main(["app", "--db", "x.db", "--forwarded-allow-ips", "10.0.0.5, 10.1.2.3/16"]) == 0
+    app, kw = served[-1]
+    assert kw["forwarded_allow_ips"] == ["10.0.0.5", "10.1.0.0/16"]
+    make_users(app.state.sessions, ann="annotator")
+
+    def ann_after_mallory(trusted) -> int:
+        app.state.limiter = LoginLimiter(per_name=5, per_address=2)
+        proxied = ProxyHeadersMiddleware(app, trusted_hosts=trusted)  # what uvicorn.run puts in front of the app
+        via_proxy = {"client": ("10.1.9.9", 40000)}
+        mallory = TestClient(proxied, headers={"X-Forwarded-For": "203.0.113.9"}, **via_proxy)
+        for _ in range(2):
+            assert login(mallory, "nobody", "wrong").status_code == 401
+        assert login(mallory, "nobody", "wrong").status_code == 429
+        return login(TestClient(proxied, headers={"X-Forwarded-For": "198.51.100.7"}, **via_proxy), "ann").status_code
+
+    assert ann_after_mallory("127.0.0.1") == 429  # the proxy untrusted: everyone behind it shares mallory's limit
+    assert ann_after_mallory(kw["forwarded_allow_ips"]) == 303
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # as argparse refuses any flag
+        main(["app", "--db", "x.db", "--forwarded-allow-ips", "10.0.0.256"])
+    assert "'10.0.0.256' is not an IP address, a network (10.0.0.0/8) or '*'" in capsys.readouterr().err
+
+
 def test_cli_adds_a_user_creates_a_project_and_exports(tmp_path, jsonl, monkeypatch, capsys):
     import io
 

@@ -50,6 +50,21 @@ def number(kind, low: float, high: float | None = None):
     return parse
 
 
+def proxy_addresses(text: str) -> list[str]:
+    """An argparse type: comma-separated IP addresses or networks (or '*'), each checked, networks written as
+    uvicorn reads them: uvicorn takes any entry it cannot parse for a name that no client ever has, silently."""
+    import ipaddress
+
+    out = []
+    for entry in (e.strip() for e in text.split(",")):
+        try:
+            out.append(entry if entry == "*" else str(ipaddress.ip_network(entry, strict=False)) if "/" in entry
+                       else str(ipaddress.ip_address(entry)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{entry!r} is not an IP address, a network (10.0.0.0/8) or '*'") from None
+    return out
+
+
 def database_url(value: str) -> str:
     """A URL as given, or a bare path taken as an SQLite file."""
     return value if "://" in value else f"sqlite:///{value}"
@@ -67,6 +82,11 @@ def add_app_commands(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="(default: %(default)s; 0.0.0.0 to listen beyond this machine)")
     p.add_argument("--port", type=number(int, 0, 65535), default=8080, help="(default: %(default)s)")
     p.add_argument("--secure-cookies", action="store_true", help="mark cookies Secure (behind an HTTPS proxy)")
+    p.add_argument("--forwarded-allow-ips", type=proxy_addresses, metavar="ADDRESSES", help="the reverse proxies to "
+                   "trust, as comma-separated IP addresses or networks (10.0.0.0/8; '*' trusts any): their "
+                   "X-Forwarded-For names the client, whose address the login rate limit counts, and X-Forwarded-Proto "
+                   "the scheme. Behind a proxy on another machine, untrusted, every client shares the proxy's address "
+                   "(default: $FORWARDED_ALLOW_IPS, else a proxy on this machine: 127.0.0.1)")
     p.set_defaults(func=_serve)
     more = p.add_subparsers(dest="app_command", required=False, metavar="COMMAND")
 
@@ -143,6 +163,10 @@ def _serve(args) -> int:
     from redline.app.projects import recover_unfinished
     from redline.app.web import make_app
 
+    networks = [a for a in args.forwarded_allow_ips or [] if "/" in a]
+    if networks and tuple(int(x) for x in uvicorn.__version__.split(".")[:2]) < (0, 31):  # older: compared as text, matching no client
+        raise RedlineError(f"--forwarded-allow-ips: networks ({networks[0]}) need uvicorn 0.31 or later (this is "
+                           f"{uvicorn.__version__}): pip install -U uvicorn, or name each proxy's address")
     sessions = _open(args)
     with sessions.begin() as db:
         n_users = db.scalar(select(func.count()).select_from(User))
@@ -152,7 +176,7 @@ def _serve(args) -> int:
     print(f"redline app: http://{args.host}:{args.port}/ (database {shown})", flush=True)
     if not n_users:
         print("redline app: no users yet; add one with: redline app user add NAME --role admin", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", forwarded_allow_ips=args.forwarded_allow_ips)
     return 0
 
 
