@@ -163,6 +163,28 @@ def test_unchanged_share_reaches_every_size_s_training_records(data, tmp_path, m
     assert seen == {4: 2}
 
 
+def test_each_size_s_critic_config_repeats_with_train_critic(data, tmp_path, monkeypatch):
+    # OUT/size_N/critic/train_config.json held the experiment's own fields (sizes, judge ...): `train critic
+    # --config` refused it ("unknown field 'sizes'"), though its help says the file repeats the run
+    import argparse
+
+    import redline.train.critic as critic
+    from redline.config import settings_from_args, write_config
+    from redline.train.critic import CriticConfig
+
+    def fake_train(config, out, records=None):
+        write_config(tmp_path / "train_config.json", config)  # as train_sft writes it into the critic's folder
+        raise RedlineError("stop before training")
+
+    monkeypatch.setattr(critic, "train_critic", fake_train)
+    with pytest.raises(RedlineError, match="stop before training"):
+        main(["--debug", "experiment", "critic", "--data", str(data), "--model", "tiny-random", "--sizes", "4",
+              "--unchanged-share", "0.5", "--lora-r", "4", "--second-model", "none", "--out", str(tmp_path / "exp")])
+    repeated = settings_from_args(CriticConfig, argparse.Namespace(config=str(tmp_path / "train_config.json")))
+    assert (repeated.data, repeated.limit, repeated.unchanged_share, repeated.lora_r) == (
+        str(data / "feedback.jsonl"), 4, 0.5, 4)
+
+
 @pytest.mark.parametrize("change, error, message", [
     (lambda row: row.update(meta={}), RedlineError, "cannot be judged by oracle: the oracle reads each record's meta"),
     (lambda row: row.pop("id"), RecordError, "test.jsonl:1: id: missing (records are matched by id)"),

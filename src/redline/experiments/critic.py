@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,13 @@ class CriticExperimentConfig(CriticConfig):
         if repeated:  # as the flag refuses it: the size ran twice and its results were reported once
             raise RedlineError(f"--sizes {self.sizes!r}: {repeated[0]} is given twice (name each size once)")
         return sizes
+
+
+def critic_config(config: CriticExperimentConfig, data: Path, size: int) -> CriticConfig:
+    """Step 2: the settings of size N's critic, a plain ``CriticConfig`` on ``data`` with ``--limit N``: its
+    train_config.json held the experiment's fields too (sizes, judge ...), which `train critic --config` refused."""
+    critic = CriticConfig(**{f.name: getattr(config, f.name) for f in fields(CriticConfig)})
+    return replace(critic, data=str(data), limit=size)
 
 
 def refuse_unread(config: CriticExperimentConfig) -> None:
@@ -277,7 +284,7 @@ def run_critic_experiment(config: CriticExperimentConfig, out: str | Path) -> di
         critic_dir = folder / "critic"
         if not (critic_dir / "redline.json").exists():
             print(f"redline: training a critic on {size} records", file=sys.stderr)
-            train_critic(replace(config, data=str(feedback_path), limit=size), critic_dir,
+            train_critic(critic_config(config, feedback_path, size), critic_dir,
                          records=select_records(feedback, size, config.unchanged_share, str(feedback_path)))
         engine = None
         results["sizes"][size] = {}
