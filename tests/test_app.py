@@ -142,6 +142,37 @@ def test_concurrent_wrong_passwords_are_limited_like_sequential_ones(client, mon
         limiter.succeeded("10.0.0.1", "ann")
 
 
+def test_expired_sessions_and_old_login_failures_are_forgotten(sessions, monkeypatch):
+    """Expired session rows and the limiter's keys were never removed: both grew with every login ever made."""
+    from datetime import timedelta
+
+    from redline.app import security
+    from redline.app.db import Session as SessionRow
+    from redline.app.db import now
+
+    with sessions.begin() as db:
+        user = P.get_user(db, "ann")
+        for token, expires in (("old", now() - timedelta(seconds=1)), ("live", now() + timedelta(days=1))):
+            db.add(SessionRow(token_hash=security.token_hash(token), user_id=user.id, csrf="c", expires_at=expires))
+    assert login(TestClient(make_app(sessions)), "bob").status_code == 303
+    with sessions() as db:
+        held = {row.token_hash for row in db.query(SessionRow)}
+    assert security.token_hash("old") not in held and security.token_hash("live") in held and len(held) == 2
+
+    clock = [1000.0]
+    monkeypatch.setattr(security.time, "monotonic", lambda: clock[0])
+    limiter = security.LoginLimiter(per_name=5, per_address=20, window_s=300)
+    for n in range(50):  # a scan of names from many addresses
+        limiter.failed(f"10.0.0.{n}", f"name{n}")
+        assert limiter.wait_s("10.9.9.9", f"never-tried-{n}") == 0  # a check stores nothing
+    assert limiter.keys_held() == 100
+    clock[0] += 301  # the window has passed: the next try forgets them
+    assert limiter.attempt("10.0.0.1", "ann") == 0
+    assert limiter.keys_held() == 2
+    limiter.succeeded("10.0.0.1", "ann")
+    assert limiter.keys_held() == 0
+
+
 def test_a_logins_password_check_holds_no_database_lock(client, tmp_path, monkeypatch):
     # it ran inside the login's transaction: on SQLite every annotator's submission waited for each login's argon2
     import sqlite3

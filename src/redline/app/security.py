@@ -12,7 +12,8 @@
   ``per_address`` from one address, in a sliding window; past that the login answers 429 with the
   seconds to wait. A try is counted as it starts (and taken back if it succeeds), so tries sent
   at once cannot all pass the check before the first has failed. It lives in the server's memory
-  (one process serves the app).
+  (one process serves the app), and forgets, once a window, every key whose failures have all left
+  it: it holds the addresses and names of the last two windows at most, not every one ever tried.
 """
 
 from __future__ import annotations
@@ -71,12 +72,25 @@ class LoginLimiter:
         self.per_name, self.per_address, self.window_s = per_name, per_address, window_s
         self._failures: dict[tuple, deque] = defaultdict(deque)
         self._lock = threading.Lock()
+        self._next_sweep = 0.0
+
+    def keys_held(self) -> int:
+        """How many keys it holds: (address, name) and (address,)."""
+        return len(self._failures)
 
     def _recent(self, key: tuple, at: float) -> deque:
-        q = self._failures[key]
+        q = self._failures.get(key, deque())  # a check stores no key
         while q and q[0] <= at - self.window_s:
             q.popleft()
         return q
+
+    def _sweep(self, at: float) -> None:
+        """Forget every key whose failures have all left the window; once a window, so a try costs O(1) on average."""
+        if at < self._next_sweep:
+            return
+        self._next_sweep = at + self.window_s
+        for key in [k for k, q in self._failures.items() if not q or q[-1] <= at - self.window_s]:
+            del self._failures[key]
 
     def _wait(self, address: str, name: str, at: float) -> float:
         waits = []
@@ -96,6 +110,7 @@ class LoginLimiter:
         else the seconds until one may be tried (and nothing is counted)."""
         at = time.monotonic()
         with self._lock:
+            self._sweep(at)
             wait = self._wait(address, name, at)
             if wait <= 0:
                 self._failures[(address, name.lower())].append(at)
@@ -105,6 +120,7 @@ class LoginLimiter:
     def failed(self, address: str, name: str) -> None:
         at = time.monotonic()
         with self._lock:
+            self._sweep(at)
             self._failures[(address, name.lower())].append(at)
             self._failures[(address,)].append(at)
 
@@ -115,3 +131,5 @@ class LoginLimiter:
             q = self._failures.get((address,))
             if q:
                 q.pop()
+            if not q:
+                self._failures.pop((address,), None)

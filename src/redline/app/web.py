@@ -7,7 +7,7 @@ front-end build. fastapi, jinja2 and markdown-it are imported here only.
 Routes (A: any logged-in user, admin: admins only; every POST checks the form's CSRF token):
 
 ====================================  =====  ==============================================
-GET  /login, POST /login              -      log in (rate-limited), POST /logout
+GET  /login, POST /login              -      log in (rate-limited; drops expired sessions), POST /logout
 GET  /                                A      redirect to /tasks
 GET  /tasks                           A      projects open for annotation, with progress
 GET  /projects/{p}/next               A      assign the next item, redirect to it
@@ -50,7 +50,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from markdown_it import MarkdownIt
 from markupsafe import Markup
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from starlette.routing import Match
 from sqlalchemy.orm import sessionmaker
 
@@ -270,6 +270,7 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
         limiter.succeeded(address, name)
         token = S.new_token()
         with database() as db:
+            db.execute(delete(DBSessionRow).where(DBSessionRow.expires_at < now()))  # else they were kept for ever
             db.add(DBSessionRow(token_hash=S.token_hash(token), user_id=user_id, csrf=S.new_token(), created_at=now(),
                                 expires_at=now() + SESSION_TTL))
         response = redirect(target)
