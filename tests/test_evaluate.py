@@ -742,3 +742,17 @@ def test_evaluate_rankings_refuses_a_reward_model_that_scores_nan(tmp_path, json
                                            r"prompt 'Say hi.'\)"):
         evaluate_rankings(RankingsEvalConfig(model=str(broken), data=str(data), out=str(tmp_path / "out")))
     assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_rankings_against_another_model_on_one_prompt_prints_the_difference_without_an_interval(
+        tmp_path, jsonl, tiny_reward, capsys):
+    """One prompt has no spread to resample, so the paired difference has no interval (None): the line unpacked it
+    and the command ended in a TypeError after scoring both models."""
+    from redline.cli import main
+
+    data = jsonl([{"prompt": "Say hi.", "responses": ["hi", "hello there", "go"], "ranks": [0, 1, 2]}])
+    assert main(["evaluate", "rankings", "--model", tiny_reward, "--against", tiny_reward, "--data", str(data),
+                 "--out", str(tmp_path / "vs")]) == 0
+    summary = json.loads((tmp_path / "vs" / "summary.json").read_text())
+    assert summary["eval_accuracy_difference"] == 0.0 and summary["eval_accuracy_difference_ci95"] is None
+    assert f"{tiny_reward} minus {tiny_reward}: +0.0 points on the labels' decisive comparisons" in capsys.readouterr().out

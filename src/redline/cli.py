@@ -354,8 +354,9 @@ def difference_summary(m: dict, model: str, against: str) -> str:
     for key, what in (("eval_accuracy_difference", "on the labels' decisive comparisons"),
                       ("eval_oracle_accuracy_difference", "against the oracle")):
         if m.get(key) is not None:
-            low, high = m[f"{key}_ci95"]
-            parts.append(f"{points(m[key])} points [{points(low)}, {points(high)}] {what}")
+            ci = m.get(f"{key}_ci95")  # None from one prompt: nothing to resample
+            interval = f" [{points(ci[0])}, {points(ci[1])}]" if ci else ""
+            parts.append(f"{points(m[key])} points{interval} {what}")
     if not parts:
         return f"{model} minus {against}: no decisive comparison to tell them apart"
     return f"{model} minus {against}: {'; '.join(parts)} (paired over the same prompts)"
