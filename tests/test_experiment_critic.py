@@ -94,6 +94,8 @@ def test_bad_revise_sampling_is_refused_before_any_training(data, tmp_path, flag
     (["--limit", "3"], "--limit 3: experiment critic does not read it; --sizes gives"),
     (["--push-to-hub", "me/critic"], "--push-to-hub me/critic: experiment critic trains a critic per size"),
     (["--second", "other.jsonl", "--second-best-of", "2"], "--second-best-of 2 samples --second-model; with --second"),
+    (["--second-model", "none", "--second-best-of", "3"],  # no second responder: the 3 was dropped without a word
+     "--second-best-of 3 samples --second-model; with --second-model none there is no second responder"),
 ])
 def test_a_flag_the_experiment_would_drop_or_misread_is_refused_before_any_training(data, tmp_path, flags, message):
     # --limit was replaced by each size, --push-to-hub published every size's critic over the last one's,

@@ -113,6 +113,9 @@ def refuse_unread(config: CriticExperimentConfig) -> None:
     if config.second and config.second_best_of > 1:  # it samples the second responder, which --second replaces
         raise RedlineError(f"--second-best-of {config.second_best_of} samples --second-model; with --second "
                            f"{config.second} nothing is sampled: leave one out")
+    if not config.second and config.second_best_of > 1 and config.second_model in (None, "", "none"):
+        raise RedlineError(f"--second-best-of {config.second_best_of} samples --second-model; with --second-model "
+                           f"{config.second_model or 'none'} there is no second responder: leave one out")
 
 
 def second_responses(config: CriticExperimentConfig, test_path: Path, n: int, out: Path) -> list | None:
