@@ -146,6 +146,32 @@ def test_cli_refuses_k_0_rather_than_reading_it_as_the_default(tmp_path, jsonl, 
     assert "k: must be a finite number >= 1, got '0'" in capsys.readouterr().err
 
 
+def test_project_create_takes_a_seed_in_every_commands_range(sessions, tmp_path, jsonl, capsys):
+    """--seed (and the admin form's seed) took 0..2**64 - 1 and more, where every other command takes 0..2**32 - 1;
+    past 2**64 - 1 it failed once the model had loaded."""
+    from redline.cli import main
+    from redline.config import SEED_MAX
+
+    prompts = jsonl([{"prompt": "Name a colour."}], "p.jsonl")
+    create = ["app", "project", "create", "gen", "--type", "rank", "--prompts", str(prompts), "--generate",
+              "no-such-model", "--db", f"sqlite:///{tmp_path / 'cli.db'}", "--seed"]
+    with pytest.raises(SystemExit):
+        main([*create, str(SEED_MAX + 1)])
+    assert f"argument --seed: must be from 0 to {SEED_MAX}, got {SEED_MAX + 1}" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["app", "simulate", "--project", "p", "--seed", str(SEED_MAX + 1)])  # the same words as the other --seed
+    assert f"argument --seed: must be from 0 to {SEED_MAX}, got {SEED_MAX + 1}" in capsys.readouterr().err
+    assert P.generation_settings({"seed": str(SEED_MAX)}, "rank")["seed"] == SEED_MAX
+    with pytest.raises(P.FormError, match=f"must be from 0 to {SEED_MAX}, got '{2**64}'"):
+        P.generation_settings({"seed": str(2**64)}, "rank")
+    app = make_app(sessions, engine_loader=scripted_loader(["x"]))
+    admin = client_for(app, "root")
+    r = admin.post("/admin/projects", data={"csrf": csrf_of(admin.get("/admin").text), "name": "a", "task_type": "rank",
+                                            "generate": "m", "seed": str(SEED_MAX + 1)},
+                   files={"prompts": ("p.jsonl", prompts.read_bytes())}, follow_redirects=False)
+    assert r.status_code == 422 and f"seed: must be from 0 to {SEED_MAX}" in r.text
+
+
 # ----------------------------------------------------------------------------- drafts from a critic
 
 

@@ -71,6 +71,8 @@ def database_url(value: str) -> str:
 
 
 def add_app_commands(sub) -> None:
+    from redline.config import SEED_MAX  # already loaded: the other commands' flags are built from it
+
     p = sub.add_parser(
         "app",
         help="the feedback web app: people critique and revise, rank, demonstrate, pick the better answer",
@@ -117,6 +119,7 @@ def add_app_commands(sub) -> None:
                    "or run folder) instead of taking them from the files")
     q.add_argument("--k", type=int, help="answers per prompt with --generate (default: 4 to rank, 2 for a pair, 1 to critique)")
     for flag, kind, default in GENERATE_FLAGS:
+        kind = number(int, 0, SEED_MAX) if flag == "--seed" else kind  # as every --seed
         q.add_argument(flag, type=kind, help=f"with --generate (default: {default})")
     q.set_defaults(func=_project_create)
     q = with_db(projects.add_parser("list", help="projects with their progress"))
@@ -143,7 +146,7 @@ def add_app_commands(sub) -> None:
     q.add_argument("--project", required=True)
     q.add_argument("--annotators", type=number(int, 1), default=5, help="bots, careful to careless (default: %(default)s)")
     q.add_argument("--noise-scale", type=number(float, 0), default=1.0, help="their noise times this; 0 = they always agree (default: %(default)s)")
-    q.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=0, help="(default: %(default)s)")  # as every --seed
+    q.add_argument("--seed", type=number(int, 0, SEED_MAX), default=0, help="(default: %(default)s)")  # as every --seed
     q.add_argument("--max-submissions", type=number(int, 1), default=None, metavar="N", help="stop after N submissions")
     q.set_defaults(func=_simulate)
 

@@ -303,6 +303,8 @@ def generation_settings(form: dict, task_type: str) -> dict:
     """K, max_new_tokens, temperature and seed of answers generated in the app, checked."""
     if task_type not in DEFAULT_K:
         raise FormError("generate", f"a {task_type} project shows no answers; leave the model empty")
+    from redline.config import SEED_MAX
+
     out: dict[str, Any] = {}
     for name, default, cast, low in (("k", DEFAULT_K[task_type], int, 1), ("max_new_tokens", 256, int, 1),
                                      ("temperature", 0.7, float, 0.0), ("seed", 0, int, 0)):
@@ -313,6 +315,8 @@ def generation_settings(form: dict, task_type: str) -> dict:
             raise FormError(name, f"expected a number, got {raw!r}") from None
         if not math.isfinite(value) or value < low:  # nan passed `< low` and failed once the model had loaded; inf ran
             raise FormError(name, f"must be a finite number >= {low}, got {raw!r}")
+        if name == "seed" and value > SEED_MAX:  # every command's range; past 2**64 - 1 it failed once the model had loaded
+            raise FormError(name, f"must be from 0 to {SEED_MAX}, got {raw!r}")
         out[name] = value
     if task_type in ("rank", "pair") and out["k"] < 2:
         raise FormError("k", f"a {task_type} project needs at least 2 answers per prompt")
