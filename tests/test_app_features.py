@@ -172,6 +172,18 @@ def test_project_create_takes_a_seed_in_every_commands_range(sessions, tmp_path,
     assert r.status_code == 422 and f"seed: must be from 0 to {SEED_MAX}" in r.text
 
 
+def test_project_create_refuses_a_bad_overlap_before_a_model_writes_the_answers(tmp_path, jsonl, capsys):
+    from redline.app.db import INTEGER_MAX
+    from redline.cli import main
+
+    prompts = jsonl([{"prompt": "Name a colour."}], "p.jsonl")
+    for overlap in ("0", str(INTEGER_MAX + 1)):  # refused by create_project, once the model had written every answer
+        with pytest.raises(SystemExit):
+            main(["app", "project", "create", "gen", "--type", "rank", "--prompts", str(prompts), "--generate",
+                  "no-such-model", "--overlap", overlap, "--db", f"sqlite:///{tmp_path / 'cli.db'}"])
+        assert f"argument --overlap: must be from 1 to {INTEGER_MAX}, got {overlap}" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------- drafts from a critic
 
 

@@ -113,7 +113,8 @@ def add_app_commands(sub) -> None:
     q.add_argument("--type", dest="task_type", required=True, choices=["critique", "rank", "demonstration", "pair"])
     q.add_argument("--prompts", required=True, type=Path, help="JSONL of records with a prompt (their response(s) are answers)")
     q.add_argument("--responses", type=Path, nargs="*", default=[], help="response record files, matched by id or prompt")
-    q.add_argument("--overlap", type=int, default=1, help="annotators per item (default: %(default)s)")
+    # db.INTEGER_MAX (db imports SQLAlchemy); checked as the flag is read, not once --generate has written the answers
+    q.add_argument("--overlap", type=number(int, 1, 2**31 - 1), default=1, help="annotators per item (default: %(default)s)")
     q.add_argument("--guidelines", type=Path, help="a Markdown file shown beside every task")
     q.add_argument("--generate", metavar="MODEL", help="let MODEL write the answers ('embedded', 'tiny-random', a hub id "
                    "or run folder) instead of taking them from the files")
