@@ -158,6 +158,23 @@ def test_a_body_that_is_not_json_is_400(echo_server):
     assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
 
 
+def test_a_body_that_is_no_json_object_says_so_and_names_a_missing_content_type(echo_server):
+    """curl -d sends a form's Content-Type: FastAPI read no JSON and the error said 'body: Input should be a valid
+    dictionary or object to extract fields from', naming neither the header nor the fix."""
+    server, engine = echo_server
+    url, key = f"{server.url}/chat/completions", {"Authorization": "Bearer sesame"}
+    r = httpx.post(url, content=b'{"model": "m"}', timeout=10,
+                   headers={**key, "Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 400 and r.json()["error"]["message"] == (
+        "the request body must be a JSON object, sent with Content-Type: application/json (this one came as "
+        "'application/x-www-form-urlencoded')")
+    r = httpx.post(url, content=b'{"model": "m"}', headers=key, timeout=10)
+    assert r.status_code == 400 and r.json()["error"]["message"].endswith("(this one came with none)")
+    r = httpx.post(url, json=[CHAT], headers=key, timeout=10)
+    assert r.status_code == 400 and r.json()["error"]["message"] == "the request body must be a JSON object"
+    assert engine.calls == []
+
+
 def test_concurrent_requests_are_batched(echo_server):
     server, _ = echo_server
     app = server.app

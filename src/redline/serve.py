@@ -522,6 +522,12 @@ def make_app(
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
             return _error(400, "the request body is not valid JSON")
+        if any(tuple(e.get("loc", ())) == ("body",) and e.get("type") == "model_attributes_type" for e in errors):
+            # not an object: a JSON list, or a body FastAPI did not read as JSON (curl -d sends a form's type)
+            kind = request.headers.get("content-type", "")
+            return _error(400, "the request body must be a JSON object" + (
+                "" if "json" in kind.lower() else f", sent with Content-Type: application/json (this one came "
+                f"{'as ' + repr(kind) if kind else 'with none'})"))
         parts = []
         for e in errors[:5]:
             where = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
