@@ -331,3 +331,11 @@ def test_split_thirds_of_fewer_than_three_prompts_is_refused_naming_the_file(jso
                             rounds="none"), tmp_path / "b")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
     assert [len(part) for part in split_thirds([Preference(**r) for r in preferences(2)])] == [1, 1, 1]  # three prompts
+
+
+def test_an_eval_split_that_holds_out_every_prompt_is_refused_naming_the_file(jsonl, tmp_path, capsys):
+    """The gap model loaded its tokenizer and then said no pair had chosen different from rejected."""
+    data = jsonl([{"prompt": f"p{i}", "chosen": "a good one", "rejected": "no"} for i in range(2)])
+    assert main(["train", "gap-reward", "--data", str(data), "--model", "tiny-random", "--out", str(tmp_path / "gm"),
+                 "--eval-split", "1"]) == 2
+    assert f"{data}: --eval-split 1 holds out every one of its 2 prompts" in capsys.readouterr().err

@@ -75,6 +75,25 @@ def test_a_share_too_small_to_round_to_a_prompt_still_holds_one_out(prompts, sha
     assert len({r.prompt for r in held}) == held_prompts and len(train) + len(held) == len(rs)
 
 
+@pytest.mark.parametrize("prompts, share, held_prompts", [(2, 0.8, 1), (3, 0.9, 2), (10, 0.99, 9)])
+def test_a_share_that_rounds_to_every_prompt_still_leaves_one_to_train_on(prompts, share, held_prompts):
+    # 0.8 of two prompts held out both: the trainers then said the file had no comparison to train on
+    rs = [Ranking(prompt=f"p{i % prompts}", responses=["a", "b"], ranks=[0, 1]) for i in range(2 * prompts)]
+    train, held = split_by_prompt(rs, share, seed=0)
+    assert len({r.prompt for r in held}) == held_prompts and len(train) + len(held) == len(rs)
+
+
+def test_a_share_that_holds_out_every_prompt_is_refused_naming_the_file(jsonl, tmp_path, capsys):
+    data = jsonl(rankings(2))
+    for share, prompts in (("1", "2 prompts"), ("0.6", "1 prompt")):
+        source = data if share == "1" else jsonl(rankings(1), "one.jsonl")
+        assert main(["train", "reward", "--data", str(source), "--model", "tiny-random", "--out", str(tmp_path / "rm"),
+                     "--eval-split", share]) == 2
+        assert (f"{source}: --eval-split {share} holds out every one of its {prompts}, so none is left to train on"
+                in capsys.readouterr().err)
+    assert not (tmp_path / "rm").exists()
+
+
 def test_train_reward_cli(jsonl, tmp_path, capsys):
     from transformers import AutoModelForSequenceClassification
 

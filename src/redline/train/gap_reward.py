@@ -312,7 +312,7 @@ def train_gap_reward(config: GapRewardConfig, out: str | os.PathLike) -> dict[st
         train, held = prefs, read_preferences(config.eval_data, skip_invalid=config.skip_invalid)
         refuse_shared_prompts(train, held, config.data, config.eval_data)
     else:
-        train, held = split_by_prompt(prefs, config.eval_split, config.seed)
+        train, held = split_by_prompt(prefs, config.eval_split, config.seed, config.data)
     refuse_start_prompts(config.model, start, held, config.eval_data or f"{config.data} (--eval-split {config.eval_split})")
 
     device = training_device(config)

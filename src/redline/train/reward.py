@@ -129,15 +129,24 @@ def tied_beside(tied: list[Ranking], held: list[Ranking]) -> tuple[list[Ranking]
             [r for r in tied if prompt_key(r.prompt) in held_prompts])
 
 
-def split_by_prompt(rankings: list[Ranking], share: float, seed: int) -> tuple[list[Ranking], list[Ranking]]:
+def split_by_prompt(rankings: list[Ranking], share: float, seed: int, source: str = "the data"
+                    ) -> tuple[list[Ranking], list[Ranking]]:
     """Hold out a share of prompts (never a prompt in both parts): the share rounded, and at least one prompt
     where the share is not 0 and two or more prompts allow it (a share of 0.1 of four prompts held out none,
-    and the held-out accuracy asked for was n/a)."""
+    and the held-out accuracy asked for was n/a); as much, at least one prompt is left to train on where the share
+    is under 1 (0.8 of two prompts held out both, and the trainers then said there was no comparison in
+    ``source``). A share that holds out every prompt is refused, naming ``source``."""
     prompts = sorted({prompt_key(r.prompt) for r in rankings})
     random.Random(seed).shuffle(prompts)
     count = round(share * len(prompts))
     if count == 0 and share > 0 and len(prompts) >= 2:
         count = 1
+    if count >= len(prompts) and share < 1 and len(prompts) >= 2:
+        count = len(prompts) - 1
+    if prompts and count >= len(prompts):
+        raise RedlineError(f"{source}: --eval-split {share:g} holds out every one of its {len(prompts)} "
+                           f"{'prompt' if len(prompts) == 1 else 'prompts'}, so none is left to train on: give a smaller "
+                           "share, 0 (no held-out accuracy), or --eval-data")
     held = set(prompts[:count])
     return [r for r in rankings if prompt_key(r.prompt) not in held], [r for r in rankings if prompt_key(r.prompt) in held]
 
@@ -556,7 +565,7 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
         held, held_tied = read_comparisons_and_all_tied(config.eval_data, skip_invalid=config.skip_invalid)
         refuse_shared_prompts(train, held, config.data, config.eval_data)
     else:
-        train, held = split_by_prompt(rankings, config.eval_split, config.seed)
+        train, held = split_by_prompt(rankings, config.eval_split, config.seed, config.data)
         train_tied, held_tied = tied_beside(tied, held)
     if not train:
         raise RedlineError(f"{config.data}: no comparisons to train on")
