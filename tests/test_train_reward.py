@@ -8,6 +8,7 @@ import torch
 
 import redline.models
 
+from redline import RedlineError
 from redline.cli import main
 from redline.models import load_reward_model, load_tokenizer
 from redline.records import Ranking
@@ -443,3 +444,21 @@ def test_a_run_made_before_a_small_share_held_out_a_prompt_is_read_as_it_split(t
         assert main(["evaluate", "rankings", "--model", str(run), "--data", str(data), "--held-out-of", str(run),
                      "--out", str(tmp_path / "eval")]) == 2
         assert "that run held out no prompt of" in capsys.readouterr().err
+
+
+def test_normalising_on_demonstrations_scored_nan_is_refused_not_saved_as_a_nan_bias(jsonl, tmp_path, monkeypatch):
+    """A model that overflowed scored a demonstration NaN: the bias, their mean negated, was NaN, saved into the model,
+    and every score the run gave afterwards was NaN."""
+    from types import SimpleNamespace
+
+    import redline.train.reward as reward
+
+    data = jsonl(rankings(4))
+    demos = jsonl([{"prompt": f"Question {i}?", "response": f"good answer {i}"} for i in range(3)], "demos.jsonl")
+    monkeypatch.setattr(reward, "score_texts", lambda model, tok, texts, **k: [0.5, float("nan"), 1.0][:len(texts)])
+    monkeypatch.setattr(reward, "run_trainer", lambda trainer, out: SimpleNamespace(metrics={}))  # the step is not the point
+    with pytest.raises(RedlineError, match=r"demos.jsonl: the trained model scored 1 of the 3 demonstrations NaN or "
+                                           r"infinity \(first: the prompt 'Question 1\?'\)"):
+        reward.train_reward(reward.RewardConfig(data=str(data), model="tiny-random", eval_split=0.0, max_steps=1,
+                                                normalize_with=str(demos), save_steps=100), tmp_path / "rm")
+    assert not (tmp_path / "rm" / "model.safetensors").exists()

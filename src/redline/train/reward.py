@@ -25,7 +25,8 @@ Steps:
      ties, and held-out rankings all tied, counted, never errors), and on simulated data against the
      oracle, each beside the labels' own accuracy on exactly the same pairs — the ceiling a reward model
      trained on them can reach;
-  5. with ``--normalize-with``, set ``config.reward_bias`` so demonstrations score 0 on average;
+  5. with ``--normalize-with``, set ``config.reward_bias`` so demonstrations score 0 on average (a
+     demonstration scored NaN or infinity is refused: the bias would be NaN, and so every score after);
   6. save a plain sequence-classification model (LoRA merged), loadable by
      ``AutoModelForSequenceClassification``, with its card and training curve.
 
@@ -47,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import io
 import itertools
+import math
 import os
 import random
 import sys
@@ -619,6 +621,11 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
         with tqdm(total=len(demos), desc="normalising on the demonstrations", unit="text", file=sys.stderr, disable=None) as bar:
             rewards = score_texts(model, tokenizer, [chat_text(tokenizer, d.prompt, d.response) for d in demos],
                                   max_length=config.max_length, bar=bar)
+        bad = [i for i, r in enumerate(rewards) if not math.isfinite(r)]
+        if bad:  # one NaN made the bias NaN, saved into the model: every score it gave after was NaN
+            raise RedlineError(f"{config.normalize_with}: the trained model scored {len(bad)} of the {len(rewards)} "
+                               f"demonstrations NaN or infinity (first: the prompt {prompt_text(demos[bad[0]].prompt)[:60]!r}), so there is no mean to "
+                               "set to 0; the training diverged or overflowed (--bf16?): nothing was saved")
         model.config.reward_bias = -sum(rewards) / len(rewards)
         metrics["reward_bias"] = round(model.config.reward_bias, 4)
     # step 6
