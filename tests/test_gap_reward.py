@@ -4,6 +4,7 @@ result is a plain classifier of kind gap-reward), identical pairs, and run kinds
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -339,3 +340,19 @@ def test_an_eval_split_that_holds_out_every_prompt_is_refused_naming_the_file(js
     assert main(["train", "gap-reward", "--data", str(data), "--model", "tiny-random", "--out", str(tmp_path / "gm"),
                  "--eval-split", "1"]) == 2
     assert f"{data}: --eval-split 1 holds out every one of its 2 prompts" in capsys.readouterr().err
+
+
+def test_a_split_thirds_gap_models_card_says_it_read_the_middle_third(jsonl, tmp_path):
+    # under --split-thirds the gap model's card named the whole --data file as its data, though it read one third
+    from redline.models import run_info
+    from redline.train.gap_reward import GapRewardConfig, train_gap_reward
+
+    data = str(jsonl(preferences(6)))
+    train_gap_reward(GapRewardConfig(data=data, model="tiny-random", max_steps=1, batch_size=1, eval_split=0.0,
+                                     split_thirds=True, device="cpu", save_steps=100), tmp_path / "gap")
+    card = run_info(tmp_path / "gap")
+    assert card["data"] == [data]
+    assert re.search(re.escape(f"Data: the middle (reward-gap model) third of `{data}` (--split-thirds, --split-seed 0): ")
+                     + r"2 of the 7 preference records read, on 2 of their 7 prompts; PIT SFT learns from the first third "
+                     r"and its RL from the last\.$", card["notes"])  # 6 questions and the identical pair, by three
+    assert "the middle (reward-gap model) third" in (tmp_path / "gap" / "README.md").read_text()

@@ -306,8 +306,13 @@ def train_gap_reward(config: GapRewardConfig, out: str | os.PathLike) -> dict[st
     # Step 1: the data, its reward-model third, the held-out prompts (the start's data first, as train reward).
     start = start_training_prompts(config.model)
     prefs = read_preferences(config.data, limit=config.limit, skip_invalid=config.skip_invalid)
+    third_note = ""
     if config.split_thirds:
-        prefs = split_thirds(prefs, config.split_seed, config.data)[1]
+        from redline.train.pit import split_note
+
+        read, prefs = prefs, split_thirds(prefs, config.split_seed, config.data)[1]
+        third_note = " " + split_note(config, "middle (reward-gap model)", prefs, read, rest="; PIT SFT learns from the "
+                                      "first third and its RL from the last.")
     if config.eval_data:
         train, held = prefs, read_preferences(config.eval_data, skip_invalid=config.skip_invalid)
         refuse_shared_prompts(train, held, config.data, config.eval_data)
@@ -370,7 +375,7 @@ def train_gap_reward(config: GapRewardConfig, out: str | os.PathLike) -> dict[st
     model.config.redline_kind = KIND
     notes = ("Reward-gap model of PIT (Wang et al. 2023): r_gap(x, y, y_ref) is the score of the chat whose user turn is "
              "redline's PIT template with the request x and the reference y_ref, and whose assistant turn is y "
-             "(redline.train.gap_reward.gap_text). Higher: y improves more on y_ref.")
+             "(redline.train.gap_reward.gap_text). Higher: y improves more on y_ref." + third_note)
     data = [config.data] + ([config.eval_data] if config.eval_data else [])
     save_model(model, tokenizer, out, ModelCard(kind=KIND, base_model=config.model, data=data, command=command_line(),
                                                 metrics=metrics, notes=notes), hub_repo=config.push_to_hub)

@@ -269,14 +269,16 @@ def refuse_gap_model_prompts(config: PITConfig, prefs) -> None:
             "--data, --limit and --split-seed")
 
 
-def split_note(config: PITConfig, third: str, part: list, read: list, what: str = "") -> str:
-    """What a stage's card says of its data under ``--split-thirds``: which third of ``--data`` it learnt from, and
-    how much of it (the card's data names the whole file, and its reads count every record of it)."""
+def split_note(config, third: str, part: list, read: list, what: str = "",
+               rest: str = "; the middle third is the gap model's.") -> str:
+    """What a stage's card says of its data under ``--split-thirds`` (a PITConfig or the gap model's config): which
+    third of ``--data`` it learnt from, and how much of it (the card's data names the whole file, and its reads count
+    every record of it)."""
     count = lambda prefs: len(unique_prompts(prefs))
     limit = f", --limit {config.limit}" if config.limit else ""
     return (f"Data: {what}the {third} third of `{config.data}` (--split-thirds, --split-seed {config.split_seed}{limit}): "
-            f"{len(part)} of the {len(read)} preference records read, on {count(part)} of their {count(read)} prompts; "
-            "the middle third is the gap model's.")
+            f"{len(part)} of the {len(read)} preference records read, on {count(part)} of their {count(read)} prompts"
+            f"{rest}")
 
 
 # ----------------------------------------------------------------------------- stages
