@@ -756,3 +756,19 @@ def test_evaluate_rankings_against_another_model_on_one_prompt_prints_the_differ
     summary = json.loads((tmp_path / "vs" / "summary.json").read_text())
     assert summary["eval_accuracy_difference"] == 0.0 and summary["eval_accuracy_difference_ci95"] is None
     assert f"{tiny_reward} minus {tiny_reward}: +0.0 points on the labels' decisive comparisons" in capsys.readouterr().out
+
+
+def test_a_reward_judge_scoring_nan_leaves_judgments_that_are_valid_json(tiny_reward, tmp_path, monkeypatch):
+    """An invalid verdict keeps the judge's two scores in meta; a NaN or infinite one (a model overflowing in bf16)
+    was written as NaN/Infinity, which strict JSON readers refuse: now null, and the file still resumes."""
+    from redline.judges.reward import RewardJudge
+
+    judge = RewardJudge(tiny_reward, device="cpu")
+    monkeypatch.setattr(judge, "score", lambda pairs: [float("nan") if i % 2 else float("inf") for i in range(len(pairs))])
+    path = tmp_path / "j.jsonl"
+    judge_pairs(_pairs(2), judge, path, progress=False)
+    rows = [json.loads(line, parse_constant=lambda name: pytest.fail(f"judgments.jsonl holds {name}"))
+            for line in path.read_text().splitlines()]
+    assert [row["winner"] for row in rows] == ["invalid", "invalid"]
+    assert all(None in row["meta"]["scores"] and re.search("nan|inf", row["raw"]) for row in rows)  # raw says which
+    assert [j.winner for j in judge_pairs(_pairs(2), judge, path, progress=False)] == ["invalid", "invalid"]

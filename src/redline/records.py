@@ -816,9 +816,30 @@ def spread_over_prompts(records: Sequence[R], n: int | None, source: str = "the 
     return chosen
 
 
+def finite_json(value: Any) -> Any:
+    """``value`` with each float that is NaN or infinite (in dicts, lists and tuples, at any depth) as None.
+
+    Python's ``json`` writes those as ``NaN`` and ``Infinity``, which are not JSON: jq, JavaScript's
+    ``JSON.parse`` and most other languages' readers refuse the whole file. A reader of redline's
+    files meets null there (a diverged model's score, a loss that overflowed) instead.
+    """
+    if isinstance(value, float):
+        return value if value - value == 0 else None  # inf - inf and nan - nan are nan
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    return value
+
+
+def json_text(value: Any, **kwargs: Any) -> str:
+    """``json.dumps(value, **kwargs)`` that writes JSON: NaN and infinities as null (``finite_json``)."""
+    return json.dumps(finite_json(value), allow_nan=False, **kwargs)
+
+
 def write_records(dest: str | os.PathLike, records: Iterable[Record | dict]) -> int:
     """Write records atomically (a temporary file renamed into place): JSONL (gzipped for a ``.gz`` name,
-    as ``iter_raw`` reads it), or Parquet by suffix.
+    as ``iter_raw`` reads it; NaN and infinities as null, ``json_text``), or Parquet by suffix.
 
     A crash or a bad record leaves no partial file behind. Returns how many were written.
     """
@@ -831,11 +852,11 @@ def write_records(dest: str | os.PathLike, records: Iterable[Record | dict]) -> 
         elif dest.suffix == ".gz":  # no name or time in the header: the same records give the same bytes (digests)
             with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as f:
                 for row in rows:
-                    f.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+                    f.write((json_text(row, ensure_ascii=False) + "\n").encode("utf-8"))
         else:
             with open(tmp, "w", encoding="utf-8") as f:
                 for row in rows:
-                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    f.write(json_text(row, ensure_ascii=False) + "\n")
 
     _atomically(dest, write)
     return len(rows)
@@ -885,7 +906,8 @@ def _write_parquet(path: str, rows: list[dict]) -> None:
 
 
 def append_records(dest: str | os.PathLike, records: Iterable[Record | dict]) -> None:
-    """Append records to a JSONL file and flush, for runs that write as they go and resume.
+    """Append records to a JSONL file (NaN and infinities as null, ``json_text``) and flush, for runs that write
+    as they go and resume.
 
     All the records go in one ``write`` call and are fsynced, so an interruption leaves the file
     without them or, rarely (a write cut short), with their first lines and a torn one that
@@ -893,7 +915,7 @@ def append_records(dest: str | os.PathLike, records: Iterable[Record | dict]) ->
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    lines = "".join(json.dumps(r.to_dict() if isinstance(r, Record) else r, ensure_ascii=False) + "\n" for r in records)
+    lines = "".join(json_text(r.to_dict() if isinstance(r, Record) else r, ensure_ascii=False) + "\n" for r in records)
     with open(dest, "a", encoding="utf-8") as f:
         f.write(lines)
         f.flush()
