@@ -231,3 +231,24 @@ def test_one_paired_group_gives_no_interval(world, tmp_path):
     assert summary["paired"]["pairs"] == 1 and summary["paired"]["difference"] == 1.0
     assert summary["paired"]["difference_ci95"] is None
     assert "difference +1.000\n" in (tmp_path / "o" / "rollouts.md").read_text() + "\n"
+
+
+def test_a_reward_that_diverged_is_null_in_valid_json_and_counted(world, tmp_path):
+    """A diverged run's NaN scores (as `train ppo` logged them: Python's json writes NaN; now null) made rollouts.json
+    hold NaN, which strict JSON readers refuse; the mean is null there, "nan" in the table, and the episodes counted."""
+    data, answers = world
+    rows = _episodes(answers, lambda it: FIXED, [1, 2])
+    for row in rows[4:]:
+        row["score"] = float("nan")  # iteration 2 diverged
+    rows[-1]["score"] = None  # as redline's own writer now logs a NaN score
+    run = _run(tmp_path, "ppo", data, rows)
+    summary = evaluate_rollouts(RolloutsConfig(out=str(tmp_path / "out"), run=run, block=1))
+    text = (tmp_path / "out" / "rollouts.json").read_text()
+    written = json.loads(text, parse_constant=lambda name: pytest.fail(f"rollouts.json holds {name}"))
+    first, second = written["blocks"]
+    assert first["score"] == 2.0 and first["nonfinite_scores"] == 0
+    assert second["score"] is None and second["nonfinite_scores"] == 4 and second["quality"] == 1.0
+    assert written["nonfinite_scores"] == 4 and written["score"] is None and summary["episodes"] == 8
+    episodes = (tmp_path / "out" / "episodes.jsonl").read_text()
+    assert "NaN" not in episodes and json.loads(episodes.splitlines()[-1])["score"] is None
+    assert "| 2 | 4 | nan | 1.000 |" in (tmp_path / "out" / "rollouts.md").read_text()

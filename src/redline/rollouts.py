@@ -21,7 +21,9 @@ resamples (iteration, prompt) groups (for PIT the prompt holds the reference, so
 and y_w are two groups). Runs that differ in those settings are refused: their episodes would pair by chance.
 
 Writes OUT/rollouts.json (per iteration, per block, the difference), OUT/rollouts.md (the block table),
-OUT/episodes.jsonl (each episode's score and quality) and OUT/rollouts.png.
+OUT/episodes.jsonl (each episode's score and quality) and OUT/rollouts.png. A score that is NaN or infinite (a
+reward model that diverged or overflowed) stays in: the means and correlations over it are null in the JSON ("nan"
+in the table), ``nonfinite_scores`` counts such episodes, and the orderings by reward leave them out.
 
 Our own, not a library's: TRL and OpenRLHF log rollouts' rewards, and nothing but this world's oracle can say
 what they were worth.
@@ -42,7 +44,7 @@ from redline import RedlineError
 from redline.config import check_required
 from redline.evaluate import percent
 from redline.models import run_config
-from redline.records import prompt_text, read_prompt_records, write_records
+from redline.records import json_text, prompt_text, read_prompt_records, write_records
 from redline.train.ppo import ROLLOUTS
 
 
@@ -67,7 +69,7 @@ class Episode:
     iteration: int
     prompt: str  # the episode's prompt text (the last user message): the request, or PIT's request and reference
     response: str
-    score: float  # the run's own reward
+    score: float  # the run's own reward (NaN where it was none: a reward model that diverged or overflowed)
     tokens: int | None
     truncated: bool | None  # ran into the token cap (runs before it was logged: None)
     line: int  # its line in RUN/rollouts.jsonl
@@ -108,6 +110,8 @@ def read_rollouts(run: str | Path, iterations: tuple[int, int] | None = None) ->
             raise RedlineError(f"{where}: not JSON: {e.msg} at column {e.colno}") from None
         if not isinstance(obj, dict):
             raise RedlineError(f"{where}: not a JSON object of an episode")
+        if "score" in obj and obj["score"] is None:  # a NaN or infinite score, as redline's JSON writes it
+            obj["score"] = float("nan")
         for name, kind in (("iteration", int), ("response", str), ("score", (int, float))):
             if not isinstance(obj.get(name), kind) or isinstance(obj.get(name), bool):
                 raise RedlineError(f"{where}: field `{name}`: missing or not a {getattr(kind, '__name__', 'number')}")
@@ -190,7 +194,9 @@ def correlation(x: Sequence[float], y: Sequence[float]) -> float | None:
 
 def separation(higher: Sequence[float], lower: Sequence[float]) -> float | None:
     """The chance that a score drawn from ``higher`` exceeds one drawn from ``lower`` (ties half): the area under the
-    ROC curve of the score as a test of which group an episode is in; None when a group is empty."""
+    ROC curve of the score as a test of which group an episode is in; a score that is not a number (NaN, infinite)
+    is left out, as it orders nothing; None when a group is then empty."""
+    higher, lower = [x for x in higher if np.isfinite(x)], [x for x in lower if np.isfinite(x)]
     if not higher or not lower:
         return None
     a, b = np.asarray(higher, dtype=float)[:, None], np.asarray(lower, dtype=float)[None, :]
@@ -200,10 +206,12 @@ def separation(higher: Sequence[float], lower: Sequence[float]) -> float | None:
 def within_prompt_agreement(episodes: Sequence[Episode]) -> tuple[float | None, int]:
     """How often the reward orders two samples of one prompt (same iteration, same prompt: RLOO's K) as the oracle
     does, over the pairs the oracle tells apart (a tie in reward counts half): the part of the reward an RLOO
-    baseline leaves, which says nothing of prompts' own difficulty. (None, 0) when no prompt has two such samples."""
+    baseline leaves, which says nothing of prompts' own difficulty. A sample whose score is not a number orders
+    nothing, and is left out. (None, 0) when no prompt has two such samples."""
     groups: dict[tuple, list[Episode]] = defaultdict(list)
     for e in episodes:
-        groups[(e.iteration, e.prompt)].append(e)
+        if np.isfinite(e.score):
+            groups[(e.iteration, e.prompt)].append(e)
     agree, pairs = 0.0, 0
     for group in groups.values():
         for i, a in enumerate(group):
@@ -216,11 +224,14 @@ def within_prompt_agreement(episodes: Sequence[Episode]) -> tuple[float | None, 
 
 def summarize_episodes(episodes: Sequence[Episode], cap: int | None) -> dict[str, Any]:
     """Mean reward and oracle quality, the share at quality 1, the share cut at the token cap, and how well the
-    reward tracks the oracle: Pearson's r over the episodes, and within a prompt's samples (``within_prompt_agreement``)."""
+    reward tracks the oracle: Pearson's r over the episodes, and within a prompt's samples (``within_prompt_agreement``).
+    ``nonfinite_scores`` counts the episodes whose score is NaN or infinite (a reward model that diverged or
+    overflowed): the mean score and the correlations over them are NaN (null in rollouts.json)."""
     scores, qualities = [e.score for e in episodes], [e.quality for e in episodes]
     cut = [e.truncated if e.truncated is not None else e.tokens >= cap  # older runs logged tokens only
            for e in episodes if e.truncated is not None or (cap and e.tokens is not None)]
     row = {"episodes": len(episodes), "score": round(float(np.mean(scores)), 4),
+           "nonfinite_scores": int(np.sum(~np.isfinite(scores))),
            "quality": round(float(np.mean(qualities)), 4),
            "perfect": round(float(np.mean([q == 1.0 for q in qualities])), 4),
            "cut": round(float(np.mean(cut)), 4) if cut else None,
@@ -346,7 +357,7 @@ def evaluate_rollouts(config: RolloutsConfig) -> dict[str, Any]:
          "tokens": e.tokens, "truncated": e.truncated,
          **({"reference_quality": round(e.reference_quality, 4)} if e.reference is not None else {})}
         for e in episodes])
-    (out / "rollouts.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "rollouts.json").write_text(json_text(summary, indent=2) + "\n")  # NaN as null: valid JSON
     (out / "rollouts.md").write_text("\n".join(rollout_lines(summary)) + "\n")
     plot_rollouts(summary, out / "rollouts.png")
     return summary
@@ -376,6 +387,8 @@ def rollout_lines(summary: dict[str, Any]) -> list[str]:
     columns += [("at quality 1", "perfect", percent), ("cut at the cap", "cut", percent),
                 ("reward–oracle r", "score_quality_r", _signed),
                 ("reward orders a prompt's samples as the oracle", "within_prompt_agreement", percent)]
+    if summary.get("nonfinite_scores"):  # a reward that diverged: how many of each row's scores are no number
+        columns.append(("reward not a number", "nonfinite_scores", str))
     if "against" in summary:
         columns.append(("--against's quality", "against_quality", _num))
     lines = [f"# rollouts of {summary['run']}, read by the oracle", "",
