@@ -252,3 +252,16 @@ def test_a_reward_that_diverged_is_null_in_valid_json_and_counted(world, tmp_pat
     episodes = (tmp_path / "out" / "episodes.jsonl").read_text()
     assert "NaN" not in episodes and json.loads(episodes.splitlines()[-1])["score"] is None
     assert "| 2 | 4 | nan | 1.000 |" in (tmp_path / "out" / "rollouts.md").read_text()
+
+
+def test_a_nan_score_orders_no_pair_of_a_prompts_samples(world, tmp_path):
+    """NaN compares false both ways, so a NaN-scored sample counted as a disordering: it is left out instead."""
+    data, answers = world
+    rows = []
+    for n, (t, texts, q) in enumerate(answers):
+        score = (lambda k: float("nan")) if n == 3 else (lambda k: q[k])
+        rows += [{"iteration": 1, "prompt": t.prompt, "response": texts[k], "score": score(k)} for k in (POOR, FIXED)]
+    run = _run(tmp_path, "rloo", data, rows, advantage="rloo", rloo_k=2)
+    summary = evaluate_rollouts(RolloutsConfig(out=str(tmp_path / "out"), run=run))
+    assert summary["within_prompt_agreement"] == 1.0 and summary["within_prompt_pairs"] == 3
+    assert summary["nonfinite_scores"] == 2 and summary["score"] != summary["score"]  # NaN in memory, null on disk
