@@ -338,3 +338,18 @@ def test_a_kill_while_a_checkpoint_counts_its_progress_leaves_no_torn_file_to_re
     monkeypatch.setattr(Path, "write_text", write_text)
     assert not (folder / PROGRESS).exists()
     assert last_checkpoint(tmp_path) is None
+
+
+def test_a_run_that_diverged_logs_its_nan_loss_as_null_not_as_zero(tmp_path, capsys):
+    """At 1e12 full fine-tuning's second step is NaN. transformers' logging_nan_inf_filter logged that loss as the
+    window's mean so far, 0.0 (a "perfect" final_loss on the card), and grad_norm and entropy went into
+    train_log.jsonl as NaN, which strict JSON readers refuse; now the loss is null in the log and on the card, said."""
+    metrics = sft.train_sft(EXAMPLES, small_settings(max_steps=2, logging_steps=1, learning_rate=1e12, lora=False),
+                            tmp_path / "run", kind="sft", data=["x"])
+    refuse = lambda name: pytest.fail(f"holds {name}")  # noqa: E731
+    rows = [json.loads(line, parse_constant=refuse) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    steps = {row["step"]: row for row in rows if "loss" in row}
+    assert steps[1]["loss"] > 1 and steps[2]["loss"] is None and steps[2]["grad_norm"] is None
+    card = json.loads((tmp_path / "run" / "redline.json").read_text(), parse_constant=refuse)
+    assert card["metrics"]["final_loss"] is None and metrics["final_loss"] != metrics["final_loss"]  # NaN
+    assert "the training loss was NaN or infinite at 1 of 2 logged steps, from step 2" in capsys.readouterr().err

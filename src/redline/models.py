@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from redline import RedlineError
-from redline.records import write_text_atomic
+from redline.records import json_text, write_text_atomic
 
 EMBEDDED = "embedded"
 TINY_RANDOM = "tiny-random"
@@ -778,7 +778,7 @@ def save_model(model, tokenizer, out: str | os.PathLike, card: ModelCard, hub_re
         tokenizer.save_pretrained(out)
     # whole or absent: a stage is complete once its card is there (a kill -9 mid-write must not leave half of one)
     write_text_atomic(out / "README.md", card.markdown(hub_repo or str(out)))
-    write_text_atomic(out / RUN_INFO, json.dumps(asdict(card), indent=2) + "\n")
+    write_text_atomic(out / RUN_INFO, json_text(asdict(card), indent=2) + "\n")  # a diverged run's NaN loss as null
     return out
 
 

@@ -36,7 +36,7 @@ from typing import Any
 
 from redline import RedlineError
 from redline.config import seed_field, write_config
-from redline.records import write_text_atomic
+from redline.records import json_text, write_text_atomic
 
 
 def threads_field():
@@ -126,12 +126,18 @@ def last_checkpoint(out: Path) -> str | None:
 
 
 def save_training_curve(log_history: list[dict], out: Path, title: str) -> Path | None:
-    """Write every logged step to train_log.jsonl and the loss curve to training_curve.png.
+    """Write every logged step to train_log.jsonl and the loss curve to training_curve.png; say so where the loss
+    was NaN or infinite (a run that diverged: null in the log, a gap in the curve, null as the card's loss).
 
     Each file is written whole beside itself and then renamed into place: every process of a
     multi-process run calls this, and two writers of one file could leave it torn."""
-    write_text_atomic(out / "train_log.jsonl", "".join(json.dumps(row) + "\n" for row in log_history))
+    write_text_atomic(out / "train_log.jsonl", "".join(json_text(row) + "\n" for row in log_history))
     points = [(row["step"], row["loss"]) for row in log_history if "loss" in row and "step" in row]
+    diverged = [step for step, loss in points if not math.isfinite(loss)]
+    if diverged:
+        print(f"redline: {out}: the training loss was NaN or infinite at {len(diverged)} of {len(points)} logged steps, "
+              f"from step {diverged[0]}: the run diverged (a lower --learning-rate may help); its model is not one to use",
+              file=sys.stderr)
     if not points:
         return None
     import matplotlib
@@ -197,6 +203,7 @@ def trainer_arguments(settings: SFTSettings, out: Path, device: str) -> dict:
         seed=settings.seed,
         logging_steps=settings.logging_steps,
         logging_first_step=True,
+        logging_nan_inf_filter=False,  # its default logs a NaN step's loss as the window's mean so far: 0.0, a diverged run's "perfect" loss
         save_steps=settings.save_steps,
         save_total_limit=2,
         report_to=settings.report_to,
