@@ -772,3 +772,17 @@ def test_a_temperature_the_engine_decodes_greedily_is_refused_for_rollouts(tempe
     with pytest.raises(RedlineError, match=f"--temperature must be at least 1e-05 for rollouts .*got {temperature}"):
         PPOConfig(temperature=temperature).check()
     PPOConfig(temperature=1e-5).check()  # sampled, as the learner reads it
+
+
+def test_a_resume_writes_an_older_logs_nan_rows_as_json(tmp_path):
+    """An older redline logged a diverged iteration's NaN reward as NaN (not JSON); the rows a resume keeps were
+    written back so, beside the null that the rows appended after it hold: now null too, one valid file."""
+    from redline.records import append_records
+    from redline.train.ppo import _truncate_log
+
+    log = tmp_path / "ppo_log.jsonl"
+    log.write_text("".join(json.dumps({"iteration": i, "reward": r}) + "\n" for i, r in ((1, 0.5), (2, float("nan")), (3, 0.1))))
+    _truncate_log(log, 2)
+    append_records(log, [{"iteration": 3, "reward": float("inf")}])
+    rows = [json.loads(line, parse_constant=lambda name: pytest.fail(f"holds {name}")) for line in log.read_text().splitlines()]
+    assert rows == [{"iteration": 1, "reward": 0.5}, {"iteration": 2, "reward": None}, {"iteration": 3, "reward": None}]

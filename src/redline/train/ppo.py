@@ -1386,13 +1386,14 @@ def load_checkpoint(path: Path, learner: Learner) -> dict:
 def _truncate_log(log: Path, iteration: int) -> None:
     """Drop log rows past the checkpoint being resumed from (those iterations run again), and a last
     line a kill tore (``read_jsonl_prefix``)."""
-    from redline.records import read_jsonl_prefix, write_text_atomic
+    from redline.records import json_text, read_jsonl_prefix, write_text_atomic
 
     if not log.exists():
         return
     rows = [row for row in read_jsonl_prefix(log) if row["iteration"] <= iteration]
-    # as append_records wrote them (UTF-8, not \u escapes): the rows kept are the bytes an uninterrupted run holds
-    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    # as append_records writes them (UTF-8, not \u escapes; NaN as null, as an older redline's log did not): the rows
+    # kept are the bytes an uninterrupted run holds
+    text = "".join(json_text(row, ensure_ascii=False) + "\n" for row in rows)
     write_text_atomic(log, text)  # a kill here leaves the rows kept whole
 
 
