@@ -63,9 +63,9 @@ def check_device(config) -> None:
 
 def configured(cls, args: argparse.Namespace, command: str, *, config_name: str = "config.json", file: bool = False,
                seeded: tuple[str, ...] = ()):
-    """The command's config (flags over ``--config FILE``, required fields checked), with ``--out`` claimed
-    for it: a rerun with another fingerprint is refused unless ``--overwrite``; the resolved config and
-    the fingerprint are written beside the outputs."""
+    """The command's config (flags over ``--config FILE``, required fields checked), with ``--out`` locked and
+    claimed for it: another redline process on it is refused (``redline.outlock``), and a rerun with another
+    fingerprint unless ``--overwrite``; the resolved config and the fingerprint are written beside the outputs."""
     from redline.config import claim_output, settings_from_args
 
     config = settings_from_args(cls, args)
@@ -80,6 +80,9 @@ def configured(cls, args: argparse.Namespace, command: str, *, config_name: str 
         from redline.models import check_push_target
 
         check_push_target(out, config.push_to_hub)
+    from redline.outlock import acquire
+
+    args.lock = acquire(out, command)  # before OUT is claimed; main() releases it when the command ends
     created = not out.exists()
     found = claim_output(out, config, command=command, overwrite=args.overwrite, config_name=config_name, file=file,
                          seeded=seeded)
@@ -962,6 +965,9 @@ def main(argv: list[str] | None = None) -> int:
         message = str(e) if not isinstance(e, FileNotFoundError) else f"no such file: {e.filename or e}"
         print(f"redline: error: {message}" if "\n" not in message else message, file=sys.stderr)
         return 2
+    finally:
+        if getattr(args, "lock", None):  # a test's second main() in one process, or an output used after this
+            args.lock.release()
 
 
 if __name__ == "__main__":
