@@ -353,3 +353,16 @@ def test_a_run_that_diverged_logs_its_nan_loss_as_null_not_as_zero(tmp_path, cap
     card = json.loads((tmp_path / "run" / "redline.json").read_text(), parse_constant=refuse)
     assert card["metrics"]["final_loss"] is None and metrics["final_loss"] != metrics["final_loss"]  # NaN
     assert "the training loss was NaN or infinite at 1 of 2 logged steps, from step 2" in capsys.readouterr().err
+
+
+def test_a_diverged_runs_result_on_stdout_is_json_that_jq_reads(tmp_path, capfd):
+    """`redline train sft ... | jq`: a run whose loss went NaN printed "final_loss": NaN, which is not JSON."""
+    from redline.cli import main
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Say {i}.", "response": f"{i}."}) + "\n" for i in range(4)))
+    assert main(["train", "sft", "--model", "tiny-random", "--data", str(data), "--max-steps", "2", "--logging-steps", "1",
+                 "--no-lora", "--learning-rate", "1e12", "--warmup", "0", "--grad-accum", "1", "--out", str(tmp_path / "sft")]) == 0
+    out, err = capfd.readouterr()
+    metrics = json.loads(out, parse_constant=lambda name: pytest.fail(f"stdout holds {name}"))
+    assert metrics["final_loss"] is None and "the run diverged" in err

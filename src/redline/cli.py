@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from redline import RedlineError, __version__
+from redline.records import json_text  # results on stdout as JSON: NaN (a run that diverged) as null
 
 
 # ----------------------------------------------------------------------------- shared options
@@ -152,7 +152,7 @@ def _data_stats(args) -> int:
     from redline.stats import StatsConfig, record_stats
 
     config = settings_from_args(StatsConfig, args)
-    print(json.dumps(record_stats(read_validated(config), tokenizer=config.tokenizer), indent=2))
+    print(json_text(record_stats(read_validated(config), tokenizer=config.tokenizer), indent=2))
     return 0
 
 
@@ -270,7 +270,7 @@ def _train_pit(args) -> int:
 
     manifest = train_pit(configured(PITConfig, args, "train pit", config_name="train_config.json",
                                      seeded=("sft", "references.jsonl")), args.out)
-    print(json.dumps({"policy": str(args.out / manifest["policy"]), "stages": manifest["stages"]}, default=str))
+    print(json_text({"policy": str(args.out / manifest["policy"]), "stages": manifest["stages"]}, default=str))
     return 0
 
 
@@ -280,7 +280,7 @@ def _train_gap_reward(args) -> int:
     config = configured(GapRewardConfig, args, "train gap-reward", config_name="train_config.json")
     metrics = train_gap_reward(config, args.out)
     print(gap_accuracy_summary(metrics), file=sys.stderr)
-    print(json.dumps(metrics))
+    print(json_text(metrics))
     return 0
 
 
@@ -288,7 +288,7 @@ def _train_dpo(args) -> int:
     from redline.train.dpo import DPOSettings, train_dpo
 
     config = configured(DPOSettings, args, "train dpo", config_name="train_config.json")
-    print(json.dumps(train_dpo(config, args.out)))
+    print(json_text(train_dpo(config, args.out)))
     return 0
 
 
@@ -296,7 +296,7 @@ def _train_ppo(args) -> int:
     from redline.train.ppo import PPOConfig, train_ppo
 
     config = configured(PPOConfig, args, "train ppo", config_name="train_config.json")
-    print(json.dumps(train_ppo(config, args.out)))
+    print(json_text(train_ppo(config, args.out)))
     return 0
 
 
@@ -306,7 +306,7 @@ def _train_reward(args) -> int:
     config = configured(RewardConfig, args, "train reward", config_name="train_config.json")
     metrics = train_reward(config, args.out)
     print(accuracy_summary(metrics), file=sys.stderr)
-    print(json.dumps(metrics))
+    print(json_text(metrics))
     return 0
 
 
@@ -381,7 +381,7 @@ def _train_critic(args) -> int:
 
     config = configured(CriticConfig, args, "train critic", config_name="train_config.json")
     metrics = train_critic(config, args.out)
-    print(json.dumps(metrics))
+    print(json_text(metrics))
     return 0
 
 
@@ -389,7 +389,7 @@ def _train_sft(args) -> int:
     from redline.train.sft import DemonstrationConfig, train_demonstrations
 
     config = configured(DemonstrationConfig, args, "train sft", config_name="train_config.json")
-    print(json.dumps(train_demonstrations(config, args.out)))
+    print(json_text(train_demonstrations(config, args.out)))
     return 0
 
 
@@ -416,7 +416,7 @@ def _revise(args) -> int:
 
     config = configured(ReviseConfig, args, "revise")
     summary = revise(config, args.out)
-    print(json.dumps(summary["iterations"]))
+    print(json_text(summary["iterations"]))
     return 0
 
 
@@ -468,7 +468,7 @@ def _improve(args) -> int:
     from redline.improve.pit import ImproveConfig, improve
 
     config = configured(ImproveConfig, args, "improve")
-    print(json.dumps(improve(config, args.out)["iterations"]))
+    print(json_text(improve(config, args.out)["iterations"]))
     return 0
 
 
@@ -492,7 +492,7 @@ def _refine(args) -> int:
     from redline.improve.self_refine import RefineConfig, refine
 
     config = configured(RefineConfig, args, "refine")
-    print(json.dumps(refine(config, args.out)["iterations"]))
+    print(json_text(refine(config, args.out)["iterations"]))
     return 0
 
 
@@ -869,7 +869,7 @@ def _simulate_score(args) -> int:
     config = settings_from_args(ScoreConfig, args)
     result = score_file(config.input, config.field, limit=config.limit, skip_invalid=config.skip_invalid)
     result.pop("skipped", None)  # the read printed what it skipped, and why, on stderr
-    print(json.dumps(result))
+    print(json_text(result))
     return 0
 
 
