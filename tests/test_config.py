@@ -68,6 +68,9 @@ def other_value(f: dataclasses.Field, annotation):
         return next(v for v in ((low + high) / 2, 0.25 * high, high) if v != default)
     if kind is Path:
         return "some/path"
+    if f.metadata.get("list_of") is int:  # a comma-separated list of whole numbers (--sizes), each in range
+        low = f.metadata.get("min", 0)
+        return next(v for v in (f"{low + 1},{low + 2}", f"{low + 2},{low + 3}") if v != default)
     return f"value-of-{f.name}"
 
 
