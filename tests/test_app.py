@@ -710,6 +710,11 @@ def test_cli_adds_a_user_creates_a_project_and_exports(tmp_path, jsonl, monkeypa
     assert "3 items, overlap 2" in capsys.readouterr().out
     assert main(["app", "project", "create", "r", "--type", "rank", "--prompts", str(prompts), "--db", db]) == 2
     assert "a project named 'r' exists" in capsys.readouterr().err
+    # guidelines that are not UTF-8 gave the codec's message alone, naming no file; a BOM is no part of the text
+    (tmp_path / "latin.md").write_bytes("# Rank\nwell, caf\u00e9".encode("latin-1"))
+    assert main(["app", "project", "create", "s", "--type", "rank", "--prompts", str(prompts), "--guidelines",
+                 str(tmp_path / "latin.md"), "--db", db]) == 2
+    assert f"{tmp_path / 'latin.md'}: line 2: the guidelines file is not UTF-8 text" in capsys.readouterr().err
     assert main(["app", "export", "--project", "r", "--kind", "ranking", str(tmp_path / "none.jsonl"), "--db", db]) == 2
     assert "nothing to export" in capsys.readouterr().err and not (tmp_path / "none.jsonl").exists()
     sessions = open_database(db)

@@ -763,15 +763,9 @@ def _serve(args) -> int:
 def _read_api_key(path: Path) -> str:
     """The first line of ``path``, stripped; a BOM (Notepad writes one) is no part of the key: kept, it made every
     client's key wrong."""
-    try:
-        data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
-    except OSError as e:
-        raise RedlineError(f"{path}: cannot read the API key file: {e.strerror or e}") from None
-    try:
-        lines = data.decode("utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise RedlineError(f"{path}: line {line}: the API key file is not UTF-8 text") from None
+    from redline.records import read_text_file
+
+    lines = read_text_file(path, "the API key file").splitlines()
     api_key = lines[0].strip() if lines else ""
     if not api_key:
         raise RedlineError(f"{path}: line 1: the API key is empty")

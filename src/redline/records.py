@@ -508,6 +508,22 @@ def iter_raw(source: str | os.PathLike) -> Iterable[tuple[int, Any]]:
             raise RecordError([f"{source}:0: <file>: not a whole gzip file: {e}"]) from e
 
 
+def read_text_file(path: str | os.PathLike, what: str) -> str:
+    """A plain UTF-8 text file a flag names (an API key, guidelines), its BOM dropped; one error naming the file
+    and ``what`` it is, with the line where the text is not UTF-8 (``str.read_text`` gave the codec's message
+    alone, no file)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    except OSError as e:
+        raise RedlineError(f"{path}: cannot read {what}: {e.strerror or e}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise RedlineError(f"{path}: line {line}: {what} is not UTF-8 text") from None
+
+
 def open_bytes(path: Path):
     """A JSON Lines file's bytes, gunzipped where it ends in .gz (``iter_raw`` reads it line by line, and
     ``_refuse_spread_json`` whole)."""

@@ -229,7 +229,9 @@ def _project_create(args) -> int:
                            "come from --prompts and --responses")
     if args.generate and args.responses:
         raise RedlineError("--responses and --generate both give the answers: pass one")
-    guidelines = args.guidelines.read_text(encoding="utf-8") if args.guidelines else ""
+    from redline.records import read_text_file
+
+    guidelines = read_text_file(args.guidelines, "the guidelines file") if args.guidelines else ""
     sessions = _open(args)
     rows = P.read_prompts(args.prompts, with_answers=not args.generate)
     notes: list[str] = []
