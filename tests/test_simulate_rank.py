@@ -180,6 +180,14 @@ def test_rollouts_bad_settings_are_one_clear_error(prompts, three_files, tmp_pat
         rank(RankConfig(rollouts=run), out)
     with pytest.raises(RedlineError, match="no episode in iterations 5-9"):
         rank(RankConfig(rollouts=run, iterations="5-9"), out)
+    # a file or run named twice (another spelling too): each answer was ranked beside its own copy
+    first, second = three_files[1][:2]
+    again = first.replace("/raw.jsonl", "/./raw.jsonl")
+    with pytest.raises(RedlineError, match=r"--responses: .* is given twice"):
+        rank(RankConfig(responses=f"{first},{second},{again}"), out)
+    with pytest.raises(RedlineError, match=r"--rollouts: .* is given twice"):
+        rank(RankConfig(rollouts=f"{run},{run}/"), out)
+    assert not out.exists()
 
 
 def test_two_runs_with_one_folder_name_are_never_ranked_together(prompts, tmp_path):

@@ -153,7 +153,7 @@ def read_rollout_groups(config: RankConfig) -> list[_Group]:
     from redline.rollouts import ROLLOUTS, iteration_range, oracle_records, read_rollouts, resolve_requests
 
     span = iteration_range(config.iterations)
-    runs = [r.strip() for r in config.rollouts.split(",") if r.strip()]
+    runs = path_list(config.rollouts, "--rollouts")
     names = Counter(Path(run).name for run in runs)
     shared = oracle_records(runs[0], config.data) if config.data else None  # one --data: read once for every run
     groups: dict[str, _Group] = {}
@@ -226,9 +226,23 @@ def as_pairs(rankings: list[Ranking]) -> list[Preference]:
     return pairs
 
 
+def path_list(value: str, flag: str) -> list[str]:
+    """The paths of a comma-separated flag, as given; a path named twice (under any spelling) refused: a response file
+    given twice put each answer beside its own copy in one ranking (a tie the annotators were made to label), and a
+    run folder given twice ranked its episodes twice."""
+    paths = [p.strip() for p in value.split(",") if p.strip()]
+    seen: dict[Path, str] = {}
+    for path in paths:
+        key = Path(path).resolve()
+        if key in seen:
+            raise RedlineError(f"{flag}: {path} is given twice ({seen[key]} and {path}): name each once")
+        seen[key] = path
+    return paths
+
+
 def rank(config: RankConfig, out: str | Path) -> dict:
     """Steps 1-3: write the rankings to ``out`` (JSONL); return what was written and what the labels teach."""
-    paths = [p.strip() for p in config.responses.split(",") if p.strip()]
+    paths = path_list(config.responses, "--responses")
     if bool(paths) == bool(config.rollouts):
         raise RedlineError("give --responses (response files) or --rollouts (RL run folders), one of the two")
     if not config.rollouts and (config.data or config.iterations):
