@@ -90,3 +90,17 @@ def test_a_run_refused_after_the_lock_leaves_no_folder_it_made(tmp_path, capsys)
     assert generate(tmp_path / "missing.jsonl", out) == 2
     assert "missing.jsonl" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
+
+
+def test_a_file_system_that_cannot_lock_runs_unlocked_and_leaves_no_lock_file(tmp_path, monkeypatch):
+    """NFS without lockd answers flock with ENOLCK (some FUSE mounts EOPNOTSUPP): every command was refused with
+    '[Errno 37] No locks available' and left an empty .NAME.lock; it goes on unlocked, as the docstring says."""
+    import errno
+    import fcntl
+
+    def unsupported(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", unsupported)
+    assert acquire(tmp_path / "run", "train sft") is None
+    assert list(tmp_path.iterdir()) == []

@@ -10,8 +10,9 @@ process is refused at once, before any model loads, naming the one that holds it
 The lock is ``flock`` on ``.NAME.lock`` beside OUT (beside, not inside: ``--overwrite`` removes the folder, and
 what a folder holds decides whether it holds a run). The kernel drops a flock when its process ends, however
 it ends, so the file a killed run (kill -9) leaves is a stale lock by construction: the next run takes it over
-and resumes. A run that ends removes the file. Where OUT's folder cannot hold the file (read-only) or the
-platform has no ``flock`` (Windows), the run goes on unlocked, as before.
+and resumes. A run that ends removes the file. Where OUT's folder cannot hold the file (read-only), its file
+system cannot lock it (NFS without lockd: ENOLCK; some FUSE mounts) or the platform has no ``flock`` (Windows), the
+run goes on unlocked, as before.
 """
 
 from __future__ import annotations
@@ -77,6 +78,9 @@ def acquire(out: str | os.PathLike, command: str) -> OutputLock | None:
             raise RedlineError(f"--out {out} is in use by another redline process ({_describe(holder)}; lock {path}): "
                                "two runs on one output would mix their records; wait for it to end, or choose another "
                                "--out") from None
+        except OSError:  # a file system without flock (ENOLCK on NFS without lockd, EOPNOTSUPP, ENOSYS on some FUSE)
+            _leave_unlocked(fd, path)
+            return None
         if _same_file(fd, path):
             break
         os.close(fd)  # its holder ended and removed it between our open and our lock: take the file there now
@@ -85,6 +89,17 @@ def acquire(out: str | os.PathLike, command: str) -> OutputLock | None:
     os.ftruncate(fd, 0)  # a stale lock's holder, replaced
     os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
     return OutputLock(path, fd, made)
+
+
+def _leave_unlocked(fd: int, path: Path) -> None:
+    """Close a lock file that cannot be locked, and remove it where no holder is written in it (this process's
+    new file, or another's that could not lock it either): the run goes on unlocked and leaves nothing behind."""
+    try:
+        if os.fstat(fd).st_size == 0 and _same_file(fd, path):
+            path.unlink()
+    except OSError:
+        pass
+    os.close(fd)
 
 
 def _same_file(fd: int, path: Path) -> bool:
