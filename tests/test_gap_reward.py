@@ -356,3 +356,17 @@ def test_a_split_thirds_gap_models_card_says_it_read_the_middle_third(jsonl, tmp
                      + r"2 of the 7 preference records read, on 2 of their 7 prompts; PIT SFT learns from the first third "
                      r"and its RL from the last\.$", card["notes"])  # 6 questions and the identical pair, by three
     assert "the middle (reward-gap model) third" in (tmp_path / "gap" / "README.md").read_text()
+
+
+def test_held_out_pairs_scored_nan_are_refused_not_counted_wrong(monkeypatch):
+    """NaN compares false both ways: each ordering counted a diverged model's pairs wrong, 0% right on every one."""
+    import redline.train.gap_reward as gap
+
+    pairs = [Preference(prompt=f"q{i}", chosen="a", rejected="b") for i in range(3)]
+    scores = torch.tensor([[1.0, 0.0, 0.0, -1.0], [1.0, 0.0, 0.0, float("nan")], [1.0, 0.0, 0.0, -1.0]])
+    monkeypatch.setattr(gap, "gap_scores", lambda model, tokenizer, prefs, max_length: scores)
+    with pytest.raises(RedlineError, match=r"^held.jsonl: the trained model scored 1 of the 3 held-out pairs NaN or "
+                                           r"infinity \(first: the prompt 'q1'\)"):
+        gap.held_out_accuracies(None, None, pairs, max_length=16, source="held.jsonl")
+    monkeypatch.setattr(gap, "gap_scores", lambda model, tokenizer, prefs, max_length: scores[[0, 2]])
+    assert gap.held_out_accuracies(None, None, pairs[::2], max_length=16)["eval_accuracy_wl>lw"] == 1.0

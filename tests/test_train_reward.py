@@ -463,3 +463,20 @@ def test_normalising_on_demonstrations_scored_nan_is_refused_not_saved_as_a_nan_
         reward.train_reward(reward.RewardConfig(data=str(data), model="tiny-random", eval_split=0.0, max_steps=1,
                                                 normalize_with=str(demos), save_steps=100), tmp_path / "rm")
     assert not (tmp_path / "rm" / "model.safetensors").exists()
+
+
+def test_held_out_rankings_scored_nan_are_refused_not_reported_zero_accurate(jsonl, tmp_path, monkeypatch):
+    """A run that diverged scored every held-out response NaN: NaN compares false both ways, so each comparison counted
+    wrong and the card said 0.0% right [0, 49] (and saved the model), as if it ordered every pair backwards."""
+    from types import SimpleNamespace
+
+    import redline.train.reward as reward
+
+    data = jsonl(rankings(8))
+    monkeypatch.setattr(reward, "score_texts", lambda model, tok, texts, **k: [float("nan")] * len(texts))
+    monkeypatch.setattr(reward, "run_trainer", lambda trainer, out: SimpleNamespace(metrics={}))  # the step is not the point
+    with pytest.raises(RedlineError, match=r"\(--eval-split 0.5\): the trained model scored 4 of the 4 held-out "
+                                           r"rankings NaN or infinity \(first: the prompt 'Question \d\?'\)"):
+        reward.train_reward(reward.RewardConfig(data=str(data), model="tiny-random", eval_split=0.5, max_steps=1,
+                                                save_steps=100), tmp_path / "rm")
+    assert not (tmp_path / "rm" / "model.safetensors").exists()

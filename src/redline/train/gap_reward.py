@@ -21,7 +21,8 @@ Steps:
   4. measure held-out accuracy on each of the five orderings (and their mean), and on simulated
      pairs the reward model's figures for the (w,l) > (l,w) ordering: the labels' ceiling, and on
      the pairs the oracle can tell apart, accuracy against the oracle beside the labels' own on
-     exactly those pairs (``oracle_accuracy``);
+     exactly those pairs (``oracle_accuracy``); a held-out pair scored NaN or infinity is refused (NaN
+     orders nothing: each ordering would count it wrong);
   5. save a plain sequence-classification model (LoRA merged) with ``kind="gap-reward"`` in its card.
 
 Deviations from the paper:
@@ -55,8 +56,9 @@ from redline.config import write_config
 from redline.prompts import pit_messages
 from redline.records import Preference, Ranking, read_records
 from redline.models import GAP_REWARD, chat_text, score_texts
-from redline.train.reward import (GroupCollator, completion_scores, encode_chats, refuse_shared_prompts, refuse_start_prompts,
-                                  report_cuts, split_by_prompt, start_training_prompts, training_arguments)
+from redline.train.reward import (GroupCollator, completion_scores, encode_chats, refuse_nonfinite, refuse_shared_prompts,
+                                  refuse_start_prompts, report_cuts, split_by_prompt, start_training_prompts,
+                                  training_arguments)
 from redline.train.sft import (
     SFTSettings, base_dtype, check_report_to, finished_run, float32_adapters, publish, run_trainer, save_training_curve, training_device,
 )
@@ -232,8 +234,10 @@ def gap_scores(model, tokenizer, prefs: list[Preference], max_length: int = 512)
         return torch.tensor(score_texts(model, tokenizer, texts, max_length=max_length, bar=bar)).reshape(-1, 4)
 
 
-def held_out_accuracies(model, tokenizer, prefs: list[Preference], max_length: int) -> dict[str, Any]:
-    """Step 4: accuracy of each ordering on held-out pairs (identical pairs have none), and the mean."""
+def held_out_accuracies(model, tokenizer, prefs: list[Preference], max_length: int,
+                        source: str = "the held-out pairs") -> dict[str, Any]:
+    """Step 4: accuracy of each ordering on held-out pairs (identical pairs have none), and the mean. A score that
+    is NaN or infinite is refused (``reward.refuse_nonfinite``), naming ``source``."""
     from redline.ops.gap import ordering_accuracies
 
     pairs = [p for p in prefs if not p.identical]
@@ -241,6 +245,8 @@ def held_out_accuracies(model, tokenizer, prefs: list[Preference], max_length: i
     if not pairs:
         return result
     scores = gap_scores(model, tokenizer, pairs, max_length)
+    refuse_nonfinite(scores.tolist(), pairs, source, "held-out pairs",
+                     "which each ordering's accuracy would count wrong (NaN orders nothing)")
     accuracy = ordering_accuracies(scores)
     result.update({f"eval_accuracy_{name}": round(v, 4) for name, v in accuracy.items()})
     result["eval_accuracy"] = round(sum(accuracy.values()) / len(accuracy), 4)
@@ -369,7 +375,8 @@ def train_gap_reward(config: GapRewardConfig, out: str | os.PathLike) -> dict[st
         "final_loss": round(losses[-1], 4) if losses else None,
         "train_seconds": round(result.metrics.get("train_runtime", 0.0), 1),
     }
-    metrics.update(held_out_accuracies(model, tokenizer, held, config.max_length))
+    metrics.update(held_out_accuracies(model, tokenizer, held, config.max_length,
+                                       config.eval_data or f"{config.data} (--eval-split {config.eval_split:g})"))
 
     # Step 5: a plain sequence-classification model that says what it is.
     model.config.redline_kind = KIND

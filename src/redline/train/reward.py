@@ -24,7 +24,8 @@ Steps:
   4. measure held-out accuracy honestly (``comparison_accuracy``): on decisive comparisons (labelled
      ties, and held-out rankings all tied, counted, never errors), and on simulated data against the
      oracle, each beside the labels' own accuracy on exactly the same pairs — the ceiling a reward model
-     trained on them can reach;
+     trained on them can reach (a held-out response scored NaN or infinity is refused: NaN orders nothing, and
+     each of its comparisons counted wrong read as a model right on none);
   5. with ``--normalize-with``, set ``config.reward_bias`` so demonstrations score 0 on average (a
      demonstration scored NaN or infinity is refused: the bias would be NaN, and so every score after);
   6. save a plain sequence-classification model (LoRA merged), loadable by
@@ -371,16 +372,30 @@ def _ranking_trainer_class():
 
 
 def held_out_accuracy(model, tokenizer, rankings: list[Ranking], max_length: int,
-                      all_tied: list[Ranking] = ()) -> dict[str, Any]:
+                      all_tied: list[Ranking] = (), source: str = "the held-out rankings") -> dict[str, Any]:
     """Step 4: the reward model's held-out accuracy, each figure beside its ceiling on the same pairs; ``all_tied``,
-    the held-out rankings with no comparison, are counted, not scored."""
+    the held-out rankings with no comparison, are counted, not scored. A score that is NaN or infinite is refused
+    (``refuse_nonfinite``), naming ``source``."""
     from tqdm import tqdm
 
     with tqdm(total=sum(len(r.responses) for r in rankings), desc="scoring the held-out rankings", unit="text",
               file=sys.stderr, disable=None) as bar:
         scores = [score_texts(model, tokenizer, [chat_text(tokenizer, r.prompt, y) for y in r.responses],
                               max_length=max_length, bar=bar) for r in rankings]
+    refuse_nonfinite(scores, rankings, source, "held-out rankings",
+                     "whose comparisons the held-out accuracy would count wrong (NaN orders nothing)")
     return comparison_accuracy(rankings, scores, all_tied)
+
+
+def refuse_nonfinite(scores: list, records: list, source: str, what: str, why: str) -> None:
+    """A trained model's scores of ``records`` (a number, or a list of them, per record), refused where one is NaN or
+    infinite (a run that diverged, or overflowed in bf16): before the model is saved, naming ``source``, how many of
+    ``what`` and the first one's prompt; ``why`` says what the number would have broken."""
+    bad = [i for i, s in enumerate(scores) if not all(map(math.isfinite, s if isinstance(s, (list, tuple)) else [s]))]
+    if bad:
+        raise RedlineError(f"{source}: the trained model scored {len(bad)} of the {len(scores)} {what} NaN or infinity "
+                           f"(first: the prompt {prompt_text(records[bad[0]].prompt)[:60]!r}), {why}; the training "
+                           "diverged or overflowed (--bf16?): nothing was saved")
 
 
 def oracle_qualities(r: Ranking) -> list[float] | None:
@@ -613,7 +628,8 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
         "steps": trainer.state.global_step,
         "train_seconds": round(result.metrics.get("train_runtime", 0.0), 1),
     }
-    metrics.update(held_out_accuracy(model, tokenizer, held, config.max_length, held_tied))
+    metrics.update(held_out_accuracy(model, tokenizer, held, config.max_length, held_tied,
+                                     config.eval_data or f"{config.data} (--eval-split {config.eval_split:g})"))
     # step 5
     if demos:
         from tqdm import tqdm
@@ -621,11 +637,8 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
         with tqdm(total=len(demos), desc="normalising on the demonstrations", unit="text", file=sys.stderr, disable=None) as bar:
             rewards = score_texts(model, tokenizer, [chat_text(tokenizer, d.prompt, d.response) for d in demos],
                                   max_length=config.max_length, bar=bar)
-        bad = [i for i, r in enumerate(rewards) if not math.isfinite(r)]
-        if bad:  # one NaN made the bias NaN, saved into the model: every score it gave after was NaN
-            raise RedlineError(f"{config.normalize_with}: the trained model scored {len(bad)} of the {len(rewards)} "
-                               f"demonstrations NaN or infinity (first: the prompt {prompt_text(demos[bad[0]].prompt)[:60]!r}), so there is no mean to "
-                               "set to 0; the training diverged or overflowed (--bf16?): nothing was saved")
+        # one NaN made the bias NaN, saved into the model: every score it gave after was NaN
+        refuse_nonfinite(rewards, demos, config.normalize_with, "demonstrations", "so there is no mean to set to 0")
         model.config.reward_bias = -sum(rewards) / len(rewards)
         metrics["reward_bias"] = round(model.config.reward_bias, 4)
     # step 6
