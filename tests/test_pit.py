@@ -351,3 +351,18 @@ def test_split_thirds_refuses_a_gap_model_that_trained_on_pit_s_thirds(gap_run, 
     (gap / "train_config.json").write_text(json.dumps({"data": data, "eval_split": 0.0}))  # trained on all of it
     with pytest.raises(RedlineError, match="of the PIT SFT and RL prompts were trained on"):
         refuse_gap_model_prompts(config(str(gap), data, split_thirds=True), sft + rl)
+
+
+def test_the_manifest_of_a_stage_that_diverged_is_json_with_null_for_its_nan(jsonl, tmp_path, monkeypatch):
+    """PIT SFT's final_loss NaN (a run that diverged) went into OUT/pit.json as NaN, which jq and JSON.parse refuse,
+    while its card and the printed result hold null."""
+    import redline.train.sft as sft
+
+    monkeypatch.setattr(sft, "train_sft", lambda *a, **k: {"final_loss": float("nan"), "steps": 1})
+    train_pit(config("", jsonl(PREFS), rounds="none"), tmp_path / "pit")
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    manifest = json.loads((tmp_path / "pit" / "pit.json").read_text(), parse_constant=refuse)
+    assert manifest["stages"]["sft"]["final_loss"] is None and manifest["stages"]["sft"]["steps"] == 1

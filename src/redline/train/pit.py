@@ -80,7 +80,7 @@ from typing import Any
 
 from redline import RedlineError
 from redline.config import write_config
-from redline.records import write_text_atomic
+from redline.records import json_text, write_text_atomic
 from redline.train.ppo import RLSettings
 
 MANIFEST = "pit.json"
@@ -436,7 +436,8 @@ def train_pit(config: PITConfig, out: str | os.PathLike) -> dict[str, Any]:
     # Step 5: the manifest `redline improve` reads.
     final = Path(start).name
     manifest = {"policy": final, "rounds": rounds, "stages": stages, "base": config.policy, "gap_reward": config.gap_reward}
-    write_text_atomic(out / MANIFEST, json.dumps(manifest, indent=2, default=str) + "\n")  # `redline improve` reads it
+    # `redline improve` reads it; a stage that diverged (NaN loss or reward) is null there, as in its card (json_text)
+    write_text_atomic(out / MANIFEST, json_text(manifest, indent=2, default=str) + "\n")
     print(f"redline: PIT policy in {out / final}", file=sys.stderr)
     if config.push_to_hub:
         from accelerate import PartialState
