@@ -365,6 +365,45 @@ def test_a_critique_only_record_given_to_import_is_named_by_line(sessions, tmp_p
     assert str(e.value) == f"{records}:2: revision: a critique-only record has no revision to import"
 
 
+LONG = "x" * (P.EXTERNAL_ID_MAX + 1)
+
+
+@pytest.mark.parametrize("row, field, reason", [
+    ({"id": LONG}, "id", f"{P.EXTERNAL_ID_MAX + 1} characters long, more than the {P.EXTERNAL_ID_MAX}"),
+    ({"id": "a\x00b"}, "id", "holds a NUL character (U+0000, character 2)"),
+    ({"meta": {"annotator": "A" * (P.IMPORTED_AS_MAX + 1)}}, "meta.annotator", "characters long, more than the 200"),
+    ({"meta": {"annotator": "Ann\x00"}}, "meta.annotator", "holds a NUL character"),
+])
+def test_what_postgresql_cannot_store_is_refused_by_line_on_every_database(row, field, reason, sessions, tmp_path, jsonl):
+    # PostgreSQL refused these at the insert (a String(200) column, a text with U+0000): a DataError traceback, a 500
+    make_project(sessions, tmp_path, "c", "critique", [{"prompt": "Q?", "response": "x"}])
+    records = jsonl([{"prompt": "A?", "response": "r", "critique": "c", "revision": "v"},
+                     {"prompt": "B?", "response": "r", "critique": "c", "revision": "v", **row}], "fb.jsonl")
+    with sessions.begin() as db, pytest.raises(P.RecordError) as e:
+        P.import_records(db, P.get_project(db, "c"), records)
+    assert str(e.value).startswith(f"{records}:2: {field}: ") and reason in str(e.value)
+    if field == "id":  # a project's prompts file too
+        with pytest.raises(P.RecordError, match=rf"fb.jsonl:2: id: .*{re.escape(reason)}"):
+            P.read_prompts(records)
+    with sessions.begin() as db, pytest.raises(P.FormError, match=r"guidelines: the guidelines holds a NUL character"):
+        P.create_project(db, "g", "critique", [], guidelines="U\x00s\x00e\x00")  # UTF-16 read as UTF-8
+    with sessions.begin() as db:
+        user, project = P.get_user(db, "ann"), P.get_project(db, "c")
+        with pytest.raises(P.FormError, match="reason: the reason holds a NUL character"):
+            P.submit(db, user, project, P.next_item(db, user, project), {"action": "skip", "reason": "odd\x00"})
+
+
+def test_guidelines_saved_as_utf16_are_refused_naming_the_file(tmp_path, jsonl, capsys):
+    from redline.cli import main
+
+    guidelines = tmp_path / "g.md"
+    guidelines.write_bytes("Rank well".encode("utf-16-le"))  # no BOM: UTF-8 reads it, a NUL after each letter
+    prompts = jsonl([{"prompt": "Q?", "response": "x"}], "p.jsonl")
+    assert main(["app", "project", "create", "c", "--type", "critique", "--prompts", str(prompts), "--guidelines",
+                 str(guidelines), "--db", f"sqlite:///{tmp_path / 'cli.db'}"]) == 2
+    assert f"{guidelines}: the guidelines file holds a NUL character (U+0000, character 2)" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------- simulated annotators as bots
 
 

@@ -232,6 +232,8 @@ def _project_create(args) -> int:
     from redline.records import read_text_file
 
     guidelines = read_text_file(args.guidelines, "the guidelines file") if args.guidelines else ""
+    if problem := P.unstorable(guidelines):  # before --generate's model writes the answers
+        raise RedlineError(f"{args.guidelines}: the guidelines file {problem} (saved as UTF-16?): save it as UTF-8")
     sessions = _open(args)
     rows = P.read_prompts(args.prompts, with_answers=not args.generate)
     notes: list[str] = []

@@ -79,6 +79,20 @@ from redline.records import (
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 ASSIGNMENT_TTL = timedelta(minutes=30)  # an open assignment older than this no longer holds a place
+# PostgreSQL stores no NUL character in a text column, nor more than N characters in a String(N), and refused them
+# at the insert, a traceback (a 500) naming no file; SQLite takes both. Refused on every database as they are read,
+# so a project SQLite takes PostgreSQL takes too.
+EXTERNAL_ID_MAX = Item.external_id.type.length
+IMPORTED_AS_MAX = User.imported_as.type.length
+
+
+def unstorable(value: str, limit: int | None = None) -> str | None:
+    """Why no database column (of at most ``limit`` characters) can hold ``value``, or None when one can."""
+    if "\x00" in value:
+        return f"holds a NUL character (U+0000, character {value.index(chr(0)) + 1}), which the database cannot store"
+    if limit is not None and len(value) > limit:
+        return f"{len(value)} characters long, more than the {limit} the database stores"
+    return None
 
 
 class FormError(RedlineError):
@@ -173,7 +187,10 @@ def read_prompts(path: str | Path, with_answers: bool = True) -> list[PromptRow]
             raise FieldError("<record>", f"expected a JSON object, got {type(obj).__name__}")
         meta = meta_field(obj)
         answers = _own_answers(obj) if with_answers else []
-        return PromptRow(number, prompt_field(obj), optional_id(obj), meta, answers, _gold(obj, meta) if with_answers else None)
+        given = optional_id(obj)
+        if given is not None and (problem := unstorable(given, EXTERNAL_ID_MAX)):
+            raise FieldError("id", problem)
+        return PromptRow(number, prompt_field(obj), given, meta, answers, _gold(obj, meta) if with_answers else None)
 
     rows = _parse_rows(path, parse, skip_invalid=False, limit=None, report=None)
     if not rows:
@@ -338,6 +355,8 @@ def drop_short(task_type: str, rows: list[PromptRow]) -> tuple[list[PromptRow], 
 def create_project(db: DBSession, name: str, task_type: str, items: list[dict], *, guidelines: str = "",
                    overlap: int = 1, status: str = "ready", status_detail: str = "") -> Project:
     name = check_name(name, "project")
+    if problem := unstorable(guidelines or ""):
+        raise FormError("guidelines", f"the guidelines {problem} (text saved as UTF-16?)")
     if task_type not in TASK_TYPES:
         raise FormError("task_type", f"{task_type!r} is not one of {', '.join(TASK_TYPES)}")
     if not isinstance(overlap, int) or not 1 <= overlap <= INTEGER_MAX:
@@ -575,10 +594,12 @@ def submit(db: DBSession, user: User, project: Project, item: Item, form: dict) 
     action = str(form.get("action") or "submit")
     if already_answered(db, user, item):
         return None
+    reason = str(form.get("reason") or "").strip()
+    if action in ("skip", "flag") and (problem := unstorable(reason)):
+        raise FormError("reason", f"the reason {problem}")
     if action == "skip":
-        return record_annotation(db, user, item, "skipped", reason=str(form.get("reason") or "").strip())
+        return record_annotation(db, user, item, "skipped", reason=reason)
     if action == "flag":
-        reason = str(form.get("reason") or "").strip()
         if not reason:
             raise FormError("reason", "say why you flag this item")
         return record_annotation(db, user, item, "flagged", reason=reason)
@@ -664,6 +685,8 @@ def _check_import_meta(meta: dict, where: str) -> None:
     annotator = meta.get("annotator")
     if annotator is not None and (isinstance(annotator, bool) or not isinstance(annotator, (str, int))):
         raise RecordError([f"{where}: meta.annotator: expected a name (a string), got {type(annotator).__name__}"])
+    if isinstance(annotator, str) and (problem := unstorable(annotator, IMPORTED_AS_MAX)):  # kept as the user's imported_as
+        raise RecordError([f"{where}: meta.annotator: {problem}"])
     seconds = meta.get("seconds")
     if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
                                 or not 0 <= seconds <= sys.float_info.max):  # 10**400: float() overflows
@@ -695,6 +718,8 @@ def import_records(db: DBSession, project: Project, path: str | Path, default_an
     users: dict[str, User | None] = {}
     for record, line in zip(records, lines):  # every name checked before anything is added
         _check_import_meta(record.meta, f"{path}:{line}")
+        if record.id is not None and (problem := unstorable(record.id, EXTERNAL_ID_MAX)):  # the item's external_id
+            raise RecordError([f"{path}:{line}: id: {problem}"])
         if isinstance(record, Feedback) and record.revision is None:  # was named by id only ("id None" without one)
             raise RecordError([f"{path}:{line}: revision: a critique-only record has no revision to import"])
         raw = _annotator(record.meta, default_annotator)
