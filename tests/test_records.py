@@ -148,6 +148,18 @@ def test_unreadable_and_non_utf8_files_are_clear_errors(tmp_path):
         read_records(bad, "demonstration")
 
 
+def test_a_byte_order_mark_that_opens_a_later_line_is_read_as_the_first_lines_is(tmp_path):
+    """Files saved with a BOM (Notepad) and joined with `cat`: line 3 opened with the BOM too, and was 'not JSON:
+    Expecting value at column 1', a line that looks whole."""
+    one = b'\xef\xbb\xbf{"prompt": "p", "response": "r"}\r\n{"prompt": "q", "response": "s"}\r\n'
+    path = tmp_path / "joined.jsonl"
+    path.write_bytes(one + one.replace(b'"p"', b'"p2"').replace(b'"q"', b'"q2"'))
+    assert [r.prompt for r in read_records(path, "demonstration")] == ["p", "q", "p2", "q2"]
+    path.write_bytes(one + b'\xef\xbb\xbf{"prompt": "caf\xe9", "response": "r"}\n')  # the byte counts the BOM's
+    with pytest.raises(RecordError, match=r"joined.jsonl:3: <line>: not UTF-8 text \(byte 19: b'\\xe9'\)"):
+        read_records(path, "demonstration")
+
+
 def test_half_a_surrogate_pair_is_refused_by_line_and_field_and_a_whole_pair_is_text(tmp_path):
     """json reads "\\ud800" into a string that UTF-8 cannot write: it crashed far from the file (the pair order's
     hash of an id, a tokenizer, the writer of the run's outputs)."""

@@ -49,6 +49,7 @@ Prompt = Union[str, list[Message]]
 ROLES = ("system", "user", "assistant")
 WINNERS = ("a", "b", "tie", "invalid")
 MAX_ERRORS = 20
+BOM = b"\xef\xbb\xbf"  # UTF-8's byte order mark, which Notepad and Excel open a file with
 
 
 class RecordError(ValueError):
@@ -492,10 +493,13 @@ def iter_raw(source: str | os.PathLike) -> Iterable[tuple[int, Any]]:
         # Bytes, decoded line by line: a line that is not UTF-8 is one bad line (with its number), not a bad file.
         try:
             for number, raw in enumerate(handle, start=1):
+                # a BOM opens a file, or a line where `cat` joined files that each opened with one
+                bom = len(BOM) if raw.startswith(BOM) else 0
                 try:
-                    line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                    line = raw[bom:].decode("utf-8")
                 except UnicodeDecodeError as e:
-                    yield number, FieldError("<line>", f"not UTF-8 text (byte {e.start + 1}: {raw[e.start:e.start + 1]!r})")
+                    at = bom + e.start
+                    yield number, FieldError("<line>", f"not UTF-8 text (byte {at + 1}: {raw[at:at + 1]!r})")
                     continue
                 if not line.strip():
                     continue
