@@ -40,6 +40,8 @@ def test_examples_put_critique_then_revision_in_the_completion_only():
         ("Critique: no revision follows", "no revision follows", None),
         ("Critique: empty one\nRevision:\n   \n", "empty one", None),
         ("The word Revision: inside a line does not count", "The word Revision: inside a line does not count", None),
+        # a critic trained on CRLF text: the revision opened with "\r\n" and ended with a stray "\r"
+        ("Critique: Too long.\r\n\r\nRevision: \r\nshort\r\none\r\n", "Too long.", "short\r\none"),
     ],
 )
 def test_parse_critic_output(text, critique, revision):
@@ -50,6 +52,7 @@ def test_parse_critic_output(text, critique, revision):
 def test_parse_inverts_the_target():
     out = parse_critic_output(critic_target("Fine, but too long.", "line one\n- bullet\nP.S. end"))
     assert out.critique == "Fine, but too long." and out.revision == "line one\n- bullet\nP.S. end"
+    assert parse_critic_output(critic_target("Fine.", "line one\r\nline two\r\n")).revision == "line one\r\nline two"
 
 
 def test_train_critic_cli_loss_falls_adapter_changes_and_a_rerun_with_other_steps_is_refused(jsonl, tmp_path, capsys):

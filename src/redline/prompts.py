@@ -61,14 +61,15 @@ class CriticOutput:
         return self.revision is not None
 
 
-_REVISION_SPLIT = re.compile(rf"^\s*{re.escape(REVISION_MARK)}[ \t]*\n?", re.MULTILINE)
+_REVISION_SPLIT = re.compile(rf"^\s*{re.escape(REVISION_MARK)}[ \t]*\r?\n?", re.MULTILINE)
 
 
 def parse_critic_output(text: str) -> CriticOutput:
     """Split a critic's generation into critique and revision.
 
-    The revision starts after the first line that begins with "Revision:"; a missing marker or an
-    empty revision is a parse failure (``revision`` None), which callers count and never apply.
+    The revision starts after the first line that begins with "Revision:", less the line breaks around it (LF,
+    or CRLF from a critic trained on such text); a missing marker or an empty revision is a parse failure
+    (``revision`` None), which callers count and never apply.
     """
     parts = _REVISION_SPLIT.split(text, maxsplit=1)
     critique = parts[0].strip()
@@ -76,7 +77,7 @@ def parse_critic_output(text: str) -> CriticOutput:
         critique = critique[len(CRITIQUE_MARK):].strip()
     if len(parts) < 2:
         return CriticOutput(critique=critique, revision=None)
-    revision = parts[1].strip("\n")
+    revision = parts[1].strip("\r\n")  # not strip(): a revision may open with an indented line
     return CriticOutput(critique=critique, revision=revision if revision.strip() else None)
 
 
