@@ -86,6 +86,8 @@ def test_hh_rlhf_transcript_parsing():
         hh_rlhf.parse_transcript("\n\nHuman: a\n\nAssistant: b\n\nHuman: c", "chosen")
     with pytest.raises(ValueError, match="not an HH transcript"):
         hh_rlhf.parse_transcript("just some text", "chosen")
+    # Windows line breaks: the whole chat was one Human turn, refused as "ends with a Human turn"
+    assert hh_rlhf.parse_transcript("\r\n\r\nHuman: a\r\nb\r\n\r\nAssistant: c", "chosen") == [user("a\r\nb"), assistant("c")]
 
 
 # ----------------------------------------------------------------------------- trl

@@ -14,8 +14,9 @@ becomes::
      "chosen": "Why did ...", "rejected": "No.", "meta": {"source_format": "hh-rlhf"}}
 
 Steps, numbered the same in ``convert``:
-1. Split each transcript at ``\n\nHuman:`` / ``\n\nAssistant:`` into messages (user / assistant);
-   the text of each turn is stripped, its surrounding whitespace belongs to the separators.
+1. Split each transcript at ``\n\nHuman:`` / ``\n\nAssistant:`` (``\r\n\r\n`` in a transcript written with
+   Windows line breaks) into messages (user / assistant); the text of each turn is stripped, its surrounding
+   whitespace belongs to the separators.
 2. The prompt is every turn before the final Assistant turn; it must end with a Human turn.
 3. Transcripts that differ before the final Assistant turn are refused (``rejected: diverges from
    chosen at turn N``): the annotator then compared replies in two different conversations, and no
@@ -33,7 +34,7 @@ NAME = "hh-rlhf"
 KINDS = ("preference",)
 COLUMNS = ("chosen", "rejected", "id", "meta")  # what a row may hold; the import names any other it drops
 
-_TURN = re.compile(r"\n\n(Human|Assistant):")
+_TURN = re.compile(r"\r?\n\r?\n(Human|Assistant):")  # CRLF read a whole chat as one Human turn, "ends with a Human turn"
 _ROLES = {"Human": "user", "Assistant": "assistant"}
 
 
