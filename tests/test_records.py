@@ -393,3 +393,19 @@ def test_a_file_of_another_kind_says_which_kind_its_first_record_reads_as(tmp_pa
     with pytest.raises(RecordError) as err:
         read_records(broken, "ranking")
     assert err.value.errors == [f"{broken}:1: responses: missing"]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_a_nan_in_meta_is_written_as_null_whatever_the_format(tmp_path, suffix):
+    """JSONL wrote null for a NaN (json_text) while Parquet's JSON text columns (meta) still held NaN, which a
+    strict JSON reader of that column refuses; both write null, and finite numbers as they were."""
+    from redline.records import write_records
+
+    path = tmp_path / f"r{suffix}"
+    write_records(path, [{"id": "a", "prompt": "p", "response": "r", "meta": {"scores": [float("nan"), 0.25]}}])
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        text = pq.read_table(path).column("meta").to_pylist()[0]
+        assert json.loads(text, parse_constant=lambda name: pytest.fail(f"meta holds {name}")) == {"scores": [None, 0.25]}
+    assert read_records(path, "response")[0].meta == {"scores": [None, 0.25]}

@@ -909,7 +909,8 @@ PARQUET_JSON_COLUMNS = b"redline.json_columns"
 
 def _write_parquet(path: str, rows: list[dict]) -> None:
     """Parquet wants one type a column: ``meta`` (free-form) and columns that mix a string prompt
-    with a chat prompt are stored as JSON text, named in the schema metadata so reading undoes it."""
+    with a chat prompt are stored as JSON text (NaN and infinities as null, ``json_text``, as in JSONL), named in
+    the schema metadata so reading undoes it."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -919,7 +920,7 @@ def _write_parquet(path: str, rows: list[dict]) -> None:
         if k == "meta" or len({type(row[k]) for row in rows if row.get(k) is not None}) > 1
     ]
     table = pa.Table.from_pylist(
-        [{k: json.dumps(row[k]) if k in json_columns and k in row else row.get(k) for k in keys} for row in rows]
+        [{k: json_text(row[k]) if k in json_columns and k in row else row.get(k) for k in keys} for row in rows]
     )
     table = table.replace_schema_metadata({PARQUET_JSON_COLUMNS: json.dumps(json_columns).encode()})
     pq.write_table(table, path)
