@@ -307,3 +307,30 @@ def test_results_with_no_valid_verdict_are_written_without_a_warning(tmp_path):
         write_results(results, tmp_path)
     assert (tmp_path / "win_rates.png").read_bytes()[:4] == b"\x89PNG"
     assert "| test | 8 | 1 | – | – | 0 / 0 / 0 |" in (tmp_path / "results.md").read_text()
+
+
+def test_results_are_written_and_printed_as_utf8_under_a_locale_that_is_not(tmp_path):
+    """results.md was written (and printed back) in the locale's encoding: under LANG=C (PYTHONUTF8=0) its "–" was a
+    UnicodeEncodeError once every size had trained and been judged, and on Windows cp1252 bytes."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import sys
+        from pathlib import Path
+        import redline.cli as cli
+        import redline.experiments.critic as C
+        row = {"iteration": 1, "win_rate": None, "ci95": None, "wins": 0, "ties": 0, "losses": 0}
+        results = {"config": {"judge": "oracle", "model": "tiny-random", "iterations": 1},
+                   "sizes": {8: {"test": {"original_quality": None, "iterations": [row]}}}}
+        C.run_critic_experiment = lambda config, out: C.write_results(results, out)  # the experiment, done
+        cli.configured = lambda *args: None
+        cli._experiment_critic(type("Args", (), {"out": Path(sys.argv[1])}))
+    """)
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0", "PYTHONIOENCODING": "utf-8"}
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-500:]
+    row = "| test | 8 | 1 | \u2013 | \u2013 | 0 / 0 / 0 |"
+    assert row in (tmp_path / "results.md").read_text(encoding="utf-8") and row in done.stdout.decode("utf-8")

@@ -121,6 +121,23 @@ def test_the_cli_prints_the_block_table(world, tmp_path, capsys):
     assert json.loads((tmp_path / "out" / "rollouts.json").read_text())["block"] == 1
 
 
+def test_the_table_is_written_as_utf8_under_a_locale_that_is_not(world, tmp_path):
+    """rollouts.md was written in the locale's encoding: under LANG=C (PYTHONUTF8=0) its "reward–oracle r" was a
+    UnicodeEncodeError after every episode was read, and on Windows cp1252 bytes, not the UTF-8 of every other file."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data, answers = world
+    run = _run(tmp_path, "ppo", data, _episodes(answers, lambda it: PLAIN, range(1, 2)))
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0", "PYTHONIOENCODING": "utf-8"}
+    done = subprocess.run([str(Path(sys.executable).with_name("redline")), "evaluate", "rollouts", "--run", run,
+                           "--out", str(tmp_path / "out")], env=env, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-500:]
+    assert "reward\u2013oracle r" in (tmp_path / "out" / "rollouts.md").read_text(encoding="utf-8")
+
+
 def test_a_run_still_writing_is_read_up_to_its_last_whole_line(world, tmp_path, capsys):
     data, answers = world
     run = _run(tmp_path, "ppo", data, _episodes(answers, lambda it: FIXED, range(1, 3)))

@@ -523,7 +523,7 @@ def _experiment_critic(args) -> int:
 
     config = configured(CriticExperimentConfig, args, "experiment critic")
     run_critic_experiment(config, args.out)
-    print((args.out / "results.md").read_text())
+    print((args.out / "results.md").read_text(encoding="utf-8"))
     return 0
 
 

@@ -358,7 +358,7 @@ def evaluate_rollouts(config: RolloutsConfig) -> dict[str, Any]:
          **({"reference_quality": round(e.reference_quality, 4)} if e.reference is not None else {})}
         for e in episodes])
     (out / "rollouts.json").write_text(json_text(summary, indent=2) + "\n")  # NaN as null: valid JSON
-    (out / "rollouts.md").write_text("\n".join(rollout_lines(summary)) + "\n")
+    (out / "rollouts.md").write_text("\n".join(rollout_lines(summary)) + "\n", encoding="utf-8")  # "–": not the locale's
     plot_rollouts(summary, out / "rollouts.png")
     return summary
 

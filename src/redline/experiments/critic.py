@@ -342,7 +342,7 @@ def write_results(results: dict[str, Any], out: Path) -> None:
                     f"{'–' if quality is None else f'{quality:.3f}'}"
                     f"{'' if original is None else f' ({original:.3f})'} |"
                 )
-    (out / "results.md").write_text("\n".join(lines) + "\n")
+    (out / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")  # "–": not the locale's
     plot_win_rates(results, out / "win_rates.png")
 
 
