@@ -249,6 +249,6 @@ def run_demo(args: DemoConfig, out: str | Path, verbose: bool = False) -> str:
         reports = []
         for folder, evaluation, *_ in sets:
             evaluate_iterations(EvaluateConfig(a=str(out / folder), judge="oracle", out=str(out / evaluation), seed=args.seed))
-            reports.append((out / evaluation / "report.md").read_text())
+            reports.append((out / evaluation / "report.md").read_text(encoding="utf-8"))
     say(f"done in {time.perf_counter() - start:.0f} s; the curves are in {', '.join(str(out / e) for _, e, *_ in sets)}")
     return "\n".join(reports)
