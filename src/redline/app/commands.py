@@ -88,7 +88,7 @@ def add_app_commands(sub) -> None:
                    "trust, as comma-separated IP addresses or networks (10.0.0.0/8; '*' trusts any): their "
                    "X-Forwarded-For names the client, whose address the login rate limit counts, and X-Forwarded-Proto "
                    "the scheme. Behind a proxy on another machine, untrusted, every client shares the proxy's address "
-                   "(default: $FORWARDED_ALLOW_IPS, else a proxy on this machine: 127.0.0.1)")
+                   "(default: $FORWARDED_ALLOW_IPS, else a proxy on this machine: 127.0.0.1 and ::1, as uvicorn has it)")
     p.set_defaults(func=_serve)
     more = p.add_subparsers(dest="app_command", required=False, metavar="COMMAND")
 
