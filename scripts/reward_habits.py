@@ -247,8 +247,12 @@ COMMANDS = {"rewrite": (rewrite, 2, 2), "probe": (probe, 1, 1), "answers": (lamb
 
 
 def main(argv: list[str]) -> None:
-    """Run one command; a missing or unknown command, or a wrong number of arguments, exits with the usage."""
+    """Run one command; --help prints the usage, and a missing or unknown command, or a wrong number of arguments,
+    exits with it."""
     command, args = (argv[0], argv[1:]) if argv else ("", [])
+    if command in ("-h", "--help"):
+        print(__doc__)
+        raise SystemExit(0)
     if command not in COMMANDS:
         raise SystemExit(__doc__)
     function, fewest, most = COMMANDS[command]

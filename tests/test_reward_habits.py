@@ -158,7 +158,7 @@ def test_augment_with_chosen_habits_mixes_back_other_training_rankings_and_refus
 
 
 def test_the_command_line_gives_its_usage_for_a_missing_or_unknown_command_or_a_wrong_count_and_runs_answers(tmp_path, capsys):
-    for argv in ([], ["--help"], ["nope", "x"]):
+    for argv in ([], ["nope", "x"]):
         with pytest.raises(SystemExit) as stop:
             reward_habits.main(argv)
         assert "Five readings" in str(stop.value)  # the module's docstring: every command and its arguments
@@ -185,3 +185,11 @@ def test_an_empty_answers_file_is_refused_by_name(tmp_path):
     empty.write_text("\n")
     with pytest.raises(SystemExit, match=f"{empty}: no records"):
         reward_habits.answers([str(empty)])
+
+
+def test_help_prints_the_usage_and_exits_0(capsys):
+    """--help was an unknown command: the usage on stderr and exit status 1."""
+    with pytest.raises(SystemExit) as stop:
+        reward_habits.main(["--help"])
+    assert stop.value.code == 0 and "Five readings" in capsys.readouterr().out
+
