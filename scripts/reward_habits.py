@@ -63,19 +63,51 @@ def asked(record: dict, habit: str) -> bool:
     return {"wrapped": "quotes"}.get(habit, habit) in {i["type"] for i in record["meta"]["instructions"]}
 
 
-def read(path: str | Path) -> list[dict]:
-    """The records of a JSONL file; an empty one is refused by name (every command divides by its count)."""
-    rows = [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
+def numbered(path: str | Path, *fields: str):
+    """(line number, record) of a JSONL file, each record holding ``fields`` (``meta.topic`` names one inside meta); a
+    file that cannot be read, a line that is no JSON object or lacks a field is refused as FILE:LINE: FIELD: why."""
+    from redline.records import FieldError, RecordError, iter_raw
+
+    try:
+        for number, row in iter_raw(path):
+            if not isinstance(row, dict):
+                raise SystemExit(f"{path}:{number}: {row if isinstance(row, FieldError) else '<line>: not a JSON object'}")
+            for name in fields:
+                value = row
+                for part in name.split("."):
+                    if not isinstance(value, dict) or part not in value:
+                        raise SystemExit(f"{path}:{number}: {name}: missing (is this the file the command reads?)")
+                    value = value[part]
+            yield number, row
+    except RecordError as e:  # the file itself: missing, a folder, not gzip
+        raise SystemExit(str(e)) from None
+
+
+def read(path: str | Path, *fields: str) -> list[dict]:
+    """The records of a JSONL file, as ``numbered`` checks them; an empty one is refused by name (every command
+    divides by its count)."""
+    rows = [row for _, row in numbered(path, *fields)]
     if not rows:
         raise SystemExit(f"{path}: no records")
     return rows
+
+
+def whole(value: str, name: str, least: int = 0) -> int:
+    """A command-line count, refused in one line where it is not a whole number of at least ``least``."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = None
+    if number is None or number < least:
+        raise SystemExit(f"{name} {value!r}: expected a whole number of at least {least}")
+    return number
 
 
 def rewrite(answers: str, out: str) -> None:
     """Each answer rewritten with each habit; an answer the rewrite leaves as it was (already titled, already all
     lowercase) is left out, as a pair of equal answers measures nothing (judge with --skip-invalid then)."""
     Path(out).mkdir(parents=True, exist_ok=True)
-    rows = read(answers)
+    rows = read(answers, "response", "meta.topic")
     for name, (_, change) in REWRITES.items():
         changed = [{**r, "response": text, "source": f"{r.get('source')}-{name}"} for r in rows
                    for text in [change(r["response"], r["meta"])] if text != r["response"]]
@@ -92,9 +124,9 @@ def probe(folder: str) -> None:
     for name, (habit, _) in REWRITES.items():
         if not (Path(folder) / f"{name}_reward").is_dir():
             continue  # a rewrite not judged in this folder
-        reward = read(Path(folder) / f"{name}_reward" / "judgments.jsonl")
-        oracle = {j["id"]: j for j in read(Path(folder) / f"{name}_oracle" / "judgments.jsonl")}
-        rewritten = {r["id"]: r for r in read(Path(folder) / f"{name}.jsonl")}
+        reward = read(Path(folder) / f"{name}_reward" / "judgments.jsonl", "id", "order", "winner", "meta.scores")
+        oracle = {j["id"]: j for j in read(Path(folder) / f"{name}_oracle" / "judgments.jsonl", "id", "winner")}
+        rewritten = {r["id"]: r for r in read(Path(folder) / f"{name}.jsonl", "id", "meta.instructions")}
         for wanted in (False, True):
             rows = [j for j in reward if asked(rewritten[j["id"]], habit) == wanted]
             if not rows:
@@ -114,7 +146,7 @@ def probe(folder: str) -> None:
 def answers(paths: list[str]) -> None:
     """The oracle's reading of answer files: quality, instructions met, each fault, and the habits worn (asked)."""
     for path in paths:
-        rows = read(path)
+        rows = read(path, "prompt", "response", "meta.topic", "meta.instructions")
         reports = [check_all(r["meta"], r["response"], prompt_text(r["prompt"])) for r in rows]
         line = {"answers": len(rows), "quality": round(sum(x.quality for x in reports) / len(rows), 3),
                 "at_quality_1": sum(x.quality >= 0.999 for x in reports), "every_one_met": sum(x.all_met for x in reports),
@@ -129,12 +161,13 @@ def answers(paths: list[str]) -> None:
 def rollouts(run: str, prompts: str, block: str = "5") -> None:
     """The habits an RL run's rollouts wear, by blocks of iterations: how many of its episodes wear each, and how
     many of those the prompt asked for (the prompts' instructions from the file the run trained on)."""
-    task = {prompt_text(r["prompt"]): r for r in read(prompts)}
-    episodes = read(Path(run) / "rollouts.jsonl")
+    size = whole(block, "BLOCK", 1)
+    task = {prompt_text(r["prompt"]): r for r in read(prompts, "prompt", "meta.instructions")}
+    episodes = read(Path(run) / "rollouts.jsonl", "prompt", "response", "iteration")
     missing = {prompt_text(e["prompt"]) for e in episodes} - task.keys()
     if missing:
         raise SystemExit(f"{len(missing)} of the run's prompts are not in {prompts}, e.g. {sorted(missing)[0][:80]!r}")
-    size, habits = int(block), HABITS
+    habits = HABITS
     print(f"| iterations | episodes | {' | '.join(f'{h} (asked)' for h in habits)} |")
     print(f"| --- | ---: | {' | '.join('---:' for _ in habits)} |")
     last = max(e["iteration"] for e in episodes)
@@ -192,15 +225,21 @@ def augment_with(path: str, reward_run: str, count: str, out: str, edits, descri
     from redline.simulate.rank import TASK_FIELDS
     from redline.train.reward import read_comparisons, split_by_prompt
 
-    trained = json.loads((Path(reward_run) / "train_config.json").read_text())
+    wanted, more = whole(count, "COUNT", 1), whole(originals, "ORIGINALS")
+    made = Path(reward_run) / "train_config.json"
+    if not made.is_file():
+        raise SystemExit(f"{reward_run}: not a `redline train reward` run (no {made.name}): its split cannot be read")
+    trained = json.loads(made.read_text())
     if Path(trained["data"]).resolve() != Path(path).resolve() or trained.get("eval_data") or trained.get("limit"):
         raise SystemExit(f"{reward_run} did not hold out prompts of all of {path}: its split cannot be recomputed here")
     train, held = split_by_prompt(read_comparisons(path), trained["eval_split"], trained["seed"])
-    rows = {r["id"]: r for r in read(path)}
+    rows = {r["id"]: r for r in read(path, "id", "responses", "meta.policy")}
+    if wanted > len(train):
+        raise SystemExit(f"COUNT {wanted}: more than the {len(train)} rankings {reward_run} trained on")
     rng = random.Random(seed)
-    chosen = rng.sample(sorted(r.id for r in train), int(count))
+    chosen = rng.sample(sorted(r.id for r in train), wanted)
     rest = sorted({r.id for r in train} - set(chosen))
-    kept = rng.sample(rest, min(int(originals), len(rest))) if int(originals) else []
+    kept = rng.sample(rest, min(more, len(rest))) if more else []
     files: dict[int, list[dict]] = {}
     for key in chosen:
         row = rows[key]
@@ -229,7 +268,7 @@ def augment_with(path: str, reward_run: str, count: str, out: str, edits, descri
 
 def rankings(path: str) -> None:
     """Where the habits sit in ranking records: how many answers wear each, asked or not, at what mean rank (0 best)."""
-    rows = read(path)
+    rows = read(path, "responses", "ranks", "meta.instructions")
     for habit in ("quotes", "wrapped", *HABITS[1:]):
         for wanted in (False, True):
             for worn in (False, True):

@@ -193,3 +193,41 @@ def test_help_prints_the_usage_and_exits_0(capsys):
         reward_habits.main(["--help"])
     assert stop.value.code == 0 and "Five readings" in capsys.readouterr().out
 
+
+def test_bad_input_files_are_refused_by_file_line_and_field(tmp_path):
+    """A missing file, a line that is not JSON, or a record of another kind were tracebacks (FileNotFoundError,
+    JSONDecodeError, KeyError: 'meta')."""
+    with pytest.raises(SystemExit, match=r"none\.jsonl:0: <file>: cannot read: No such file"):
+        reward_habits.main(["answers", str(tmp_path / "none.jsonl")])
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(json.dumps({"prompt": "p", "responses": ["a", "b"], "ranks": [0, 1], "meta": NONE}) + "\n{\"prompt\": \n")
+    with pytest.raises(SystemExit, match=r"broken\.jsonl:2: <line>: not JSON"):
+        reward_habits.main(["rankings", str(broken)])
+    answers = lines(tmp_path / "answers.jsonl", [{"prompt": "p", "response": "r", "meta": {"topic": "owls"}}])
+    with pytest.raises(SystemExit, match=r"answers\.jsonl:1: meta\.instructions: missing"):
+        reward_habits.main(["answers", str(answers)])
+    with pytest.raises(SystemExit, match=r"answers\.jsonl:1: responses: missing"):
+        reward_habits.main(["rankings", str(answers)])  # answers where rankings were wanted
+
+
+def test_counts_on_the_command_line_are_refused_in_one_line(tmp_path):
+    """A block of 0, a COUNT that is no number or more than the run trained on, and a reward run without
+    train_config.json were tracebacks (range() arg 3 must not be zero, int(), Sample larger than population,
+    FileNotFoundError)."""
+    prompts = lines(tmp_path / "prompts.jsonl", [{"prompt": "Write about owls.", "meta": QUOTES}])
+    (tmp_path / "run").mkdir()
+    lines(tmp_path / "run" / "rollouts.jsonl", [{"iteration": 1, "prompt": "Write about owls.", "response": "Owls."}])
+    with pytest.raises(SystemExit, match="BLOCK '0': expected a whole number of at least 1"):
+        reward_habits.main(["rollouts", str(tmp_path / "run"), str(prompts), "0"])
+    rows = [{"id": f"r{i}", "prompt": f"Write about owls, take {i}.", "responses": [f"Owls hunt {i}.", f"Owls sleep {i}."],
+             "ranks": [0, 1], "meta": {**NONE, "policy": ["fixed", "sample"], "annotator": "a"}} for i in range(10)]
+    data = lines(tmp_path / "rankings.jsonl", rows)
+    with pytest.raises(SystemExit, match="not a `redline train reward` run"):
+        reward_habits.main(["augment", str(data), str(tmp_path / "run"), "2", str(tmp_path / "aug")])
+    (tmp_path / "run" / "train_config.json").write_text(json.dumps({"data": str(data), "eval_data": None, "limit": None,
+                                                                    "eval_split": 0.2, "seed": 0}))
+    with pytest.raises(SystemExit, match="COUNT 'two': expected a whole number"):
+        reward_habits.main(["augment", str(data), str(tmp_path / "run"), "two", str(tmp_path / "aug")])
+    with pytest.raises(SystemExit, match="COUNT 9: more than the 8 rankings"):
+        reward_habits.main(["augment", str(data), str(tmp_path / "run"), "9", str(tmp_path / "aug")])
+    assert not (tmp_path / "aug").exists()
