@@ -56,6 +56,9 @@ from redline.simulate.oracle import check_all
 from redline.simulate.text import count_word
 from redline.train.reward import oracle_qualities, read_comparisons, score_hit
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reward_habits import numbered  # noqa: E402  (a file's records by line, each refused by file, line and field)
+
 PENALTY_STEP = 0.05  # a penalty "differs" when its multipliers differ by more than this
 
 
@@ -83,27 +86,27 @@ def made(meta: dict, i: int, j: int) -> str:
 def pairs(path: str):
     """Each labelled-decisive comparison: (its keys by split, model right vs label, oracle-decisive?, model right vs
     oracle, labels right vs oracle)."""
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            record = json.loads(line)
-            meta, ranks, scores = record.get("meta") or {}, record["ranks"], record["scores"]
-            q = oracle_qualities(Ranking(prompt=record["prompt"], responses=record["responses"], ranks=ranks, meta=meta))
-            if q is None:
-                raise SystemExit(f"{path}:{n}: meta has no instructions (what the oracle reads); this reads simulated rankings")
-            for i, j in itertools.combinations(range(len(ranks)), 2):
-                if ranks[i] == ranks[j]:
-                    continue
-                w, l = (i, j) if ranks[i] < ranks[j] else (j, i)
-                sep = separators(meta, record["prompt"], record["responses"][w], record["responses"][l])
-                keys = {"difference": sep[0] if len(sep) == 1 else "none" if not sep else "several",
-                        "differences": str(min(len(sep), 3)).replace("3", "3 or more"),
-                        "oracle gap": gap_bin(abs(q[w] - q[l])), "made": made(meta, w, l)}
-                decisive = q[w] != q[l]
-                better, worse = (w, l) if q[w] >= q[l] else (l, w)
-                yield keys, score_hit(scores, w, l), decisive, score_hit(scores, better, worse) if decisive else None, float(better == w)
+    for n, record in numbered(path, "prompt", "responses", "ranks", "scores"):
+        meta, ranks, scores = record.get("meta") or {}, record["ranks"], record["scores"]
+        q = oracle_qualities(Ranking(prompt=record["prompt"], responses=record["responses"], ranks=ranks, meta=meta))
+        if q is None:
+            raise SystemExit(f"{path}:{n}: meta has no instructions (what the oracle reads); this reads simulated rankings")
+        for i, j in itertools.combinations(range(len(ranks)), 2):
+            if ranks[i] == ranks[j]:
+                continue
+            w, l = (i, j) if ranks[i] < ranks[j] else (j, i)
+            sep = separators(meta, record["prompt"], record["responses"][w], record["responses"][l])
+            keys = {"difference": sep[0] if len(sep) == 1 else "none" if not sep else "several",
+                    "differences": str(min(len(sep), 3)).replace("3", "3 or more"),
+                    "oracle gap": gap_bin(abs(q[w] - q[l])), "made": made(meta, w, l)}
+            decisive = q[w] != q[l]
+            better, worse = (w, l) if q[w] >= q[l] else (l, w)
+            yield keys, score_hit(scores, w, l), decisive, score_hit(scores, better, worse) if decisive else None, float(better == w)
 
 
 def main(scores_path: str, out: str | None = None) -> None:
+    if out and Path(out).is_dir():  # found before the oracle reads every pair, not when writing after it
+        raise SystemExit(f"{out} is a folder: give the path of the JSON file to write")
     table: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(lambda: [0.0] * 5))
     for keys, right, decisive, oracle_right, labels_right in pairs(scores_path):
         for split in list(keys) + ["all"]:
@@ -234,7 +237,6 @@ def content_edits(pool: list[str]):
 def augment(rankings: str, reward_run: str, count: str, out: str, originals: str = "0") -> None:
     """Rankings whose answers differ by one content check, for a reward model to go on with (the next thing RESULTS'
     twenty-fifth session named): reward_habits.augment_with over ``content_edits``; then `redline simulate rank`."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from reward_habits import augment_with
 
     pool = sorted({w for r in read_comparisons(rankings) for w in named_words(r.meta or {"instructions": []})})
@@ -249,9 +251,14 @@ if __name__ == "__main__":
     if command in ("-h", "--help"):  # it was read as the scores file: a FileNotFoundError traceback
         print(__doc__)
         raise SystemExit(0)
-    if command in COMMANDS and COMMANDS[command][1] <= len(sys.argv) - 2 <= COMMANDS[command][2]:
-        COMMANDS[command][0](*sys.argv[2:])
-    elif len(sys.argv) in (2, 3) and command not in COMMANDS:
-        main(*sys.argv[1:])
-    else:
-        raise SystemExit(__doc__)
+    from redline.records import RecordError
+
+    try:  # a rankings file `train reward`'s reader refuses: its one line per bad record, not a traceback
+        if command in COMMANDS and COMMANDS[command][1] <= len(sys.argv) - 2 <= COMMANDS[command][2]:
+            COMMANDS[command][0](*sys.argv[2:])
+        elif len(sys.argv) in (2, 3) and command not in COMMANDS:
+            main(*sys.argv[1:])
+        else:
+            raise SystemExit(__doc__)
+    except RecordError as e:
+        raise SystemExit(str(e)) from None

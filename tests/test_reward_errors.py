@@ -134,3 +134,33 @@ def test_help_prints_the_usage_and_exits_0():
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "reward_errors.py"), "--help"], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0 and "Where a reward model errs" in done.stdout and "Traceback" not in done.stderr
+
+
+def test_bad_scores_files_and_an_output_folder_are_refused_in_one_line(tmp_path):
+    """A missing scores file, a line that is not JSON, a record without scores, and --out a folder (found only after
+    every pair was read) were tracebacks."""
+    with pytest.raises(SystemExit, match=r"none\.jsonl:0: <file>: cannot read: No such file"):
+        reward_errors.main(str(tmp_path / "none.jsonl"))
+    scores = tmp_path / "scores.jsonl"
+    scores.write_text(json.dumps({"prompt": "p", "meta": META, "responses": ["a", "b"], "ranks": [0, 0],
+                                  "scores": [1, 2]}) + "\n{\"prompt\"\n")
+    with pytest.raises(SystemExit, match=r"scores\.jsonl:2: <line>: not JSON"):
+        reward_errors.main(str(scores))
+    scores.write_text(json.dumps({"prompt": "p", "meta": META, "responses": ["a", "b"], "ranks": [0, 1]}) + "\n")
+    with pytest.raises(SystemExit, match=r"scores\.jsonl:1: scores: missing"):
+        reward_errors.main(str(scores))  # the rankings, not `evaluate rankings`' scores of them
+    with pytest.raises(SystemExit, match="is a folder: give the path of the JSON file"):
+        reward_errors.main(str(scores), str(tmp_path))
+
+
+def test_the_command_line_refuses_bad_rankings_with_their_line_not_a_traceback(tmp_path):
+    """`pairs` on a file `train reward`'s reader refuses raised its RecordError as a traceback."""
+    import subprocess
+
+    rankings = tmp_path / "rankings.jsonl"
+    rankings.write_text(json.dumps({"responses": ["a", "b"], "ranks": [0, 1]}) + "\n")
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "reward_errors.py"), "pairs", str(rankings),
+                           "keyword_include", str(tmp_path / "kw")], capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT / "src")})
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert f"{rankings}:1: prompt: missing" in done.stderr
