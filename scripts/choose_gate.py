@@ -54,7 +54,7 @@ def validation_sets(data: str, reward: str) -> tuple[list[dict], list[dict]]:
     _, held = split_by_prompt(rankings, trained["eval_split"], trained["seed"])
     held_keys = {prompt_key(r.prompt) for r in held}
     answers, good = [], []
-    with open(data) as f:
+    with open(data, encoding="utf-8") as f:
         for line in f:
             row = json.loads(line)
             if prompt_key(row["prompt"]) not in held_keys:
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
     cache = read_cache(cache_path, args.reward, reward_digest)
     table = {}
     for name, path in sets.items():
-        rows = [json.loads(line) for line in open(path)]
+        rows = [json.loads(line) for line in open(path, encoding="utf-8")]
         keyed = {(r["id"], t): (json.dumps([prompt_key(r["prompt"]), t]), (r["prompt"], t))
                  for r in rows for t in (r["response_0"], r["response"])}
         todo = dict(v for v in keyed.values() if v[0] not in cache)

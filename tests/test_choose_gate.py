@@ -122,3 +122,25 @@ def test_scores_of_another_or_a_retrained_reward_model_are_refused(tmp_path):
     cache.write_text(json.dumps({"k": 1.5}))  # an older file: which model, it does not say
     with pytest.raises(SystemExit, match="a reward model it does not name"):
         choose_gate.read_cache(cache, str(rm), input_digest(str(rm)))
+
+
+def test_validation_sets_read_the_rankings_as_utf8_whatever_the_locale(tmp_path):
+    """The rankings were opened in the locale's encoding: under LANG=C (PYTHONUTF8=0) a prompt's "–" was a
+    UnicodeDecodeError, after the split was computed."""
+    import os
+    import subprocess
+
+    rankings = tmp_path / "rankings.jsonl"
+    rows = [{"id": f"r{i}", "prompt": f"Write about thing {i} – in lowercase.", "responses": ["a b", "A B"],
+             "ranks": [1, 2], "meta": {**LOWER, "topic": "things", "policy": ["fixed", "sample"],
+                                       "oracle_quality": [1.0, 0.0]}} for i in range(10)]
+    rankings.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    (tmp_path / "rm").mkdir()
+    (tmp_path / "rm" / "train_config.json").write_text(json.dumps({"eval_split": 0.4, "seed": 3, "limit": None}))
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import choose_gate; "
+            "a, g = choose_gate.validation_sets(sys.argv[2], sys.argv[3]); print(len(a), len(g))")
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0", "PYTHONIOENCODING": "utf-8"}
+    done = subprocess.run([sys.executable, "-c", code, str(ROOT / "scripts"), str(rankings), str(tmp_path / "rm")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["4", "4"]
