@@ -42,7 +42,11 @@ def validation_sets(data: str, reward: str) -> tuple[list[dict], list[dict]]:
     from redline.records import prompt_key
     from redline.train.reward import read_comparisons, split_by_prompt
 
-    trained = json.loads((Path(reward) / "train_config.json").read_text())
+    made = Path(reward) / "train_config.json"
+    if not made.is_file():  # before the critic revises anything
+        raise SystemExit(f"--reward {reward}: not a `redline train reward` run (no {made.name}): its held-out prompts "
+                         "cannot be found")
+    trained = json.loads(made.read_text())
     # the split is recomputed as `train reward` made it: only from the file it split, and only if it split one
     if trained.get("eval_data"):
         raise SystemExit(f"{reward} held out the rankings of --eval-data {trained['eval_data']} and trained on every "

@@ -144,3 +144,9 @@ def test_validation_sets_read_the_rankings_as_utf8_whatever_the_locale(tmp_path)
                           capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["4", "4"]
+
+
+def test_a_reward_folder_that_is_no_reward_run_is_refused_in_one_line(tmp_path):
+    """--reward a folder without train_config.json (a typo, a critic) was a FileNotFoundError traceback."""
+    with pytest.raises(SystemExit, match=r"--reward .*nothere: not a `redline train reward` run \(no train_config.json\)"):
+        choose_gate.validation_sets(str(tmp_path / "rankings.jsonl"), str(tmp_path / "nothere"))
