@@ -501,6 +501,11 @@ def test_a_table_names_what_it_cannot_read(response_files, tmp_path):
         evaluate_table(TableConfig(out=str(tmp_path / "t"), runs=f"{tmp_path / 'curve'}#5"))
     with pytest.raises(RedlineError, match=r"curve#=last'?: the iteration after # must be a number, got ''"):
         evaluate_table(TableConfig(out=str(tmp_path / "t"), runs=f"{tmp_path / 'curve'}#=last"))  # read every one
+    curve = tmp_path / "curve"  # one entry twice (another spelling too) gave its rows twice; another label is a row
+    with pytest.raises(RedlineError, match=r"names the rows of .*curve#1=x'? again"):
+        evaluate_table(TableConfig(out=str(tmp_path / "t"), runs=f"{curve}#1=x,{tmp_path}/./curve#1=x"))
+    assert not (tmp_path / "t").exists()
+    assert len(evaluate_table(TableConfig(out=str(tmp_path / "t2"), runs=f"{curve}#1=x,{curve}#1=y"))) == 2
     evaluate_rankings_folder = tmp_path / "rm-eval"
     evaluate_rankings_folder.mkdir()
     (evaluate_rankings_folder / "summary.json").write_text(json.dumps({"model": "m", "eval_accuracy": 0.8}))

@@ -1183,6 +1183,13 @@ def table_rows(config: TableConfig) -> list[TableRow]:
     if not entries:
         raise RedlineError("--runs names no evaluation folder")
     parsed = [_parse_table_entry(entry) for entry in entries]
+    seen: dict[tuple, str] = {}
+    for entry, (folder, only, label) in zip(entries, parsed):  # one entry twice gave its rows twice, without a word
+        key = (folder.resolve(), only, label)
+        if key in seen:
+            raise RedlineError(f"--runs: {entry!r} names the rows of {seen[key]!r} again: name each once (another "
+                               "label, =NAME, or iteration, #K, makes another row)")
+        seen[key] = entry
     # an unlabelled row is named by its folder ("." by the folder it is), or by its path as given where two folders
     # share a name (runs/ppo/eval and runs/sft/eval would be two rows called "eval", told apart by nothing)
     own = {folder: folder.name or folder.resolve().name for folder, _, _ in parsed}
