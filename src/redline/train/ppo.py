@@ -61,7 +61,7 @@ Deviations from the paper (each setting is a flag; the paper's value is in its h
      loss's gradient is 2.2 times the policy loss's (orthogonal to it) and the policy moves a half to
      a quarter as far per update as without the mix, but it climbs without taking up what the
      reward model pays for and the demonstrations never do: 67.5%, 57.8% and 61.3% against SFT at 76
-     iterations in three runs on the simulated world. At 0.3 it moved twice as far, reached 62.5% at 27, then took up a sign-off
+     iterations in three runs on the simulated world, 67.0% at 100 in one. At 0.3 it moved twice as far, reached 62.5% at 27, then took up a sign-off
      the reward model paid +5.3 for and fell back to 57.5% at 34 (RESULTS "InstructGPT").
   3. The EMA is off by default (``--ema-decay 0.992`` is the paper's): over a few dozen iterations an
      EMA that slow stays close to the SFT weights. When on, the saved policy is the EMA. Under LoRA it
