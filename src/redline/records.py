@@ -518,7 +518,7 @@ def read_text_file(path: str | os.PathLike, what: str) -> str:
     alone, no file)."""
     path = Path(path)
     try:
-        data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+        data = path.read_bytes().removeprefix(BOM)
     except OSError as e:
         raise RedlineError(f"{path}: cannot read {what}: {e.strerror or e}") from None
     try:
