@@ -92,6 +92,22 @@ def read(path: str | Path, *fields: str) -> list[dict]:
     return rows
 
 
+def refuse_a_file(out: str) -> None:
+    """OUT refused in one line where it is anything but a folder (a file: mkdir's FileExistsError), before any work."""
+    if Path(out).exists() and not Path(out).is_dir():
+        raise SystemExit(f"{out}: exists and is not a folder: name a folder for the output files")
+
+
+def folder(out: str) -> Path:
+    """OUT as a folder, made where missing; a file, or a path through one, refused in one line."""
+    refuse_a_file(out)
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SystemExit(f"{out}: cannot make the folder: {e.strerror}") from None
+    return Path(out)
+
+
 def whole(value: str, name: str, least: int = 0) -> int:
     """A command-line count, refused in one line where it is not a whole number of at least ``least``."""
     try:
@@ -106,8 +122,9 @@ def whole(value: str, name: str, least: int = 0) -> int:
 def rewrite(answers: str, out: str) -> None:
     """Each answer rewritten with each habit; an answer the rewrite leaves as it was (already titled, already all
     lowercase) is left out, as a pair of equal answers measures nothing (judge with --skip-invalid then)."""
-    Path(out).mkdir(parents=True, exist_ok=True)
+    refuse_a_file(out)
     rows = read(answers, "response", "meta.topic")
+    folder(out)
     for name, (_, change) in REWRITES.items():
         changed = [{**r, "response": text, "source": f"{r.get('source')}-{name}"} for r in rows
                    for text in [change(r["response"], r["meta"])] if text != r["response"]]
@@ -226,6 +243,7 @@ def augment_with(path: str, reward_run: str, count: str, out: str, edits, descri
     from redline.train.reward import read_comparisons, split_by_prompt
 
     wanted, more = whole(count, "COUNT", 1), whole(originals, "ORIGINALS")
+    refuse_a_file(out)
     made = Path(reward_run) / "train_config.json"
     if not made.is_file():
         raise SystemExit(f"{reward_run}: not a `redline train reward` run (no {made.name}): its split cannot be read")
@@ -250,7 +268,7 @@ def augment_with(path: str, reward_run: str, count: str, out: str, edits, descri
                     for i, text, name in edits(row, rng)]
         for position, member in enumerate(members):
             files.setdefault(position, []).append(member)
-    Path(out).mkdir(parents=True, exist_ok=True)
+    folder(out)
     for position, members in files.items():
         with open(Path(out) / f"responses_{position}.jsonl", "w", encoding="utf-8") as f:
             f.writelines(json.dumps(m) + "\n" for m in members)

@@ -231,3 +231,25 @@ def test_counts_on_the_command_line_are_refused_in_one_line(tmp_path):
     with pytest.raises(SystemExit, match="COUNT 9: more than the 8 rankings"):
         reward_habits.main(["augment", str(data), str(tmp_path / "run"), "9", str(tmp_path / "aug")])
     assert not (tmp_path / "aug").exists()
+
+
+def test_an_output_that_is_a_file_is_refused_in_one_line_before_any_work(tmp_path):
+    """rewrite and augment into OUT that is an existing file were FileExistsError tracebacks (augment's after every
+    ranking was read and sampled)."""
+    taken = tmp_path / "taken.txt"
+    taken.write_text("keep me")
+    answers = lines(tmp_path / "a.jsonl", [{"id": "t0", "prompt": "Write about owls.", "response": "Owls hunt.",
+                                            "meta": NONE, "source": "sft"}])
+    with pytest.raises(SystemExit, match=r"taken\.txt: exists and is not a folder"):
+        reward_habits.main(["rewrite", str(answers), str(taken)])
+    with pytest.raises(SystemExit, match=r"taken\.txt/under: cannot make the folder"):
+        reward_habits.main(["rewrite", str(answers), str(taken / "under")])
+    rows = [{"id": f"r{i}", "prompt": f"Write about owls, take {i}.", "responses": [f"Owls hunt {i}.", f"Owls sleep {i}."],
+             "ranks": [0, 1], "meta": {**NONE, "policy": ["fixed", "sample"], "annotator": "a"}} for i in range(10)]
+    data = lines(tmp_path / "rankings.jsonl", rows)
+    (tmp_path / "rm").mkdir()
+    (tmp_path / "rm" / "train_config.json").write_text(json.dumps({"data": str(data), "eval_data": None, "limit": None,
+                                                                   "eval_split": 0.2, "seed": 0}))
+    with pytest.raises(SystemExit, match=r"taken\.txt: exists and is not a folder"):
+        reward_habits.main(["augment", str(data), str(tmp_path / "rm"), "2", str(taken)])
+    assert taken.read_text() == "keep me"
