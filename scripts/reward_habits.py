@@ -134,16 +134,27 @@ def rewrite(answers: str, out: str) -> None:
 
 
 def probe(folder: str) -> None:
-    """Each rewrite's reward-model and oracle judgments (NAME_reward/, NAME_oracle/), split by whether the prompt asked."""
+    """Each rewrite's reward-model and oracle judgments (NAME_reward/, NAME_oracle/), split by whether the prompt asked;
+    a folder with no rewrite judged is refused by name, not printed as an empty table."""
+    if not Path(folder).is_dir():
+        raise SystemExit(f"{folder}: not a folder (the rewrite command's OUT)")
+    judged = [name for name in REWRITES if (Path(folder) / f"{name}_reward").is_dir()]
+    if not judged:
+        raise SystemExit(f"{folder}: no rewrite judged here (no {'_reward/, '.join(REWRITES)}_reward/ folder): "
+                         "run `redline evaluate ... --out FOLDER/NAME_reward` first")
     out = {}
     print("| rewrite | prompts | reward A − B [95% CI] | reward model prefers the rewrite | oracle win rate of the rewrite |")
     print("| --- | --- | --- | --- | --- |")
-    for name, (habit, _) in REWRITES.items():
-        if not (Path(folder) / f"{name}_reward").is_dir():
-            continue  # a rewrite not judged in this folder
+    for name in judged:  # a rewrite not judged in this folder is passed over
+        habit = REWRITES[name][0]
         reward = read(Path(folder) / f"{name}_reward" / "judgments.jsonl", "id", "order", "winner", "meta.scores")
         oracle = {j["id"]: j for j in read(Path(folder) / f"{name}_oracle" / "judgments.jsonl", "id", "winner")}
         rewritten = {r["id"]: r for r in read(Path(folder) / f"{name}.jsonl", "id", "meta.instructions")}
+        for what, found in (("oracle judgments", oracle), (f"{name}.jsonl", rewritten)):
+            lost = [j["id"] for j in reward if j["id"] not in found]
+            if lost:
+                raise SystemExit(f"{folder}/{name}_reward/judgments.jsonl: {len(lost)} of its ids (e.g. {lost[0]!r}) are "
+                                 f"not in the {what} beside it: judged on another file?")
         for wanted in (False, True):
             rows = [j for j in reward if asked(rewritten[j["id"]], habit) == wanted]
             if not rows:

@@ -253,3 +253,27 @@ def test_an_output_that_is_a_file_is_refused_in_one_line_before_any_work(tmp_pat
     with pytest.raises(SystemExit, match=r"taken\.txt: exists and is not a folder"):
         reward_habits.main(["augment", str(data), str(tmp_path / "rm"), "2", str(taken)])
     assert taken.read_text() == "keep me"
+
+
+def test_probe_refuses_a_folder_with_nothing_judged_or_judgments_of_other_answers(tmp_path):
+    """A folder with no NAME_reward/ printed an empty table (and wrote probe.json {}), a missing folder was a
+    FileNotFoundError after the table's head, and a judgment whose id the rewrite or the oracle lacks a KeyError."""
+    with pytest.raises(SystemExit, match=r"nowhere: not a folder"):
+        reward_habits.main(["probe", str(tmp_path / "nowhere")])
+    answers = lines(tmp_path / "a.jsonl", [{"id": f"t{i}", "prompt": "Write about owls.", "response": "Owls Hunt",
+                                            "meta": NONE, "source": "sft"} for i in range(2)])
+    reward_habits.rewrite(str(answers), str(tmp_path / "p"))
+    with pytest.raises(SystemExit, match=r"no rewrite judged here \(no quoted_reward/, lower_reward/"):
+        reward_habits.main(["probe", str(tmp_path / "p")])
+    assert not (tmp_path / "p" / "probe.json").exists()
+    (tmp_path / "p" / "quoted_reward").mkdir()
+    lines(tmp_path / "p" / "quoted_reward" / "judgments.jsonl",
+          [{"id": i, "order": "ab", "winner": "a", "meta": {"scores": [1.0, 0.0]}} for i in ("t0", "t1", "x9")])
+    (tmp_path / "p" / "quoted_oracle").mkdir()
+    lines(tmp_path / "p" / "quoted_oracle" / "judgments.jsonl", [{"id": i, "winner": "a"} for i in ("t0", "t1", "x9")])
+    with pytest.raises(SystemExit, match=r"quoted_reward/judgments\.jsonl: 1 of its ids \(e\.g\. 'x9'\) are not in the "
+                                         r"quoted\.jsonl beside it"):
+        reward_habits.main(["probe", str(tmp_path / "p")])
+    lines(tmp_path / "p" / "quoted_oracle" / "judgments.jsonl", [{"id": "t0", "winner": "a"}])
+    with pytest.raises(SystemExit, match=r"2 of its ids \(e\.g\. 't1'\) are not in the oracle judgments beside it"):
+        reward_habits.main(["probe", str(tmp_path / "p")])
