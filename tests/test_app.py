@@ -108,6 +108,15 @@ def test_wrong_password_is_401_and_the_sixth_failure_is_rate_limited(client):
     assert login(client, "bob").status_code == 303  # another name from the same address still may
 
 
+def test_a_refused_login_shows_its_reason_once_and_no_empty_error(client):
+    # base.html read the login page's error (a string) as a form's: a second, empty red box said ": "
+    for _ in range(6):
+        r = login(client, "ann", "wrong password")
+        errors = re.findall(r'<p class="error"[^>]*>(.*?)</p>', r.text)
+        assert len(errors) == 1 and ("wrong name or password" in errors[0] or "too many failed logins" in errors[0])
+    assert r.status_code == 429
+
+
 def test_concurrent_wrong_passwords_are_limited_like_sequential_ones(client, monkeypatch):
     # the limit was checked before the (slow) password check and counted after it: tries sent at once all passed it
     import threading

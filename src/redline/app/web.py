@@ -243,7 +243,7 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
     @app.get("/login")
     def login_page(request: Request, next: str = "/"):
         token = request.cookies.get(LOGIN_CSRF_COOKIE) or S.new_token()
-        response = page(request, "login.html", user=None, csrf=token, next=safe_next(next), error=None)
+        response = page(request, "login.html", user=None, csrf=token, next=safe_next(next), login_error=None)
         response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", secure=secure_cookies, path="/login")
         return response
 
@@ -259,14 +259,14 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
         wait = limiter.attempt(address, name)  # counted now as a failure: tries sent at once meet the limit too
         if wait > 0:
             response = page(request, "login.html", 429, user=None, csrf=csrf, next=target,
-                            error=f"too many failed logins; try again in {int(wait) + 1} s")
+                            login_error=f"too many failed logins; try again in {int(wait) + 1} s")
             response.headers["Retry-After"] = str(int(wait) + 1)
             return response
         with database() as db:  # read and let go: on SQLite a transaction holds the write lock, and argon2 is slow
             user = db.scalar(select(User).where(User.name == name))
             user_id, password_hash = (user.id, user.password_hash) if user else (None, None)
         if not S.verify_password(password_hash, password):
-            return page(request, "login.html", 401, user=None, csrf=csrf, next=target, error="wrong name or password")
+            return page(request, "login.html", 401, user=None, csrf=csrf, next=target, login_error="wrong name or password")
         limiter.succeeded(address, name)
         token = S.new_token()
         with database() as db:
