@@ -258,7 +258,12 @@ def augment_with(path: str, reward_run: str, count: str, out: str, edits, descri
     made = Path(reward_run) / "train_config.json"
     if not made.is_file():
         raise SystemExit(f"{reward_run}: not a `redline train reward` run (no {made.name}): its split cannot be read")
-    trained = json.loads(made.read_text())
+    try:
+        trained = json.loads(made.read_bytes())
+    except ValueError as e:
+        raise SystemExit(f"{made}: not JSON ({e})") from None
+    if not isinstance(trained, dict) or not {"data", "eval_split", "seed"} <= trained.keys():
+        raise SystemExit(f"{reward_run}: not a `redline train reward` run ({made.name} has no data, eval_split and seed)")
     if Path(trained["data"]).resolve() != Path(path).resolve() or trained.get("eval_data") or trained.get("limit"):
         raise SystemExit(f"{reward_run} did not hold out prompts of all of {path}: its split cannot be recomputed here")
     train, held = split_by_prompt(read_comparisons(path), trained["eval_split"], trained["seed"])

@@ -277,3 +277,15 @@ def test_probe_refuses_a_folder_with_nothing_judged_or_judgments_of_other_answer
     lines(tmp_path / "p" / "quoted_oracle" / "judgments.jsonl", [{"id": "t0", "winner": "a"}])
     with pytest.raises(SystemExit, match=r"2 of its ids \(e\.g\. 't1'\) are not in the oracle judgments beside it"):
         reward_habits.main(["probe", str(tmp_path / "p")])
+
+
+def test_augment_refuses_a_run_of_another_kind_in_one_line(tmp_path):
+    """A PPO run's train_config.json (no data, no eval_split) was a KeyError traceback; a damaged one a JSONDecodeError."""
+    data = lines(tmp_path / "rankings.jsonl", [])
+    (tmp_path / "ppo").mkdir()
+    (tmp_path / "ppo" / "train_config.json").write_text(json.dumps({"prompts": str(data), "seed": 0}))
+    with pytest.raises(SystemExit, match=r"ppo: not a `redline train reward` run \(train_config.json has no data, eval_split"):
+        reward_habits.main(["augment", str(data), str(tmp_path / "ppo"), "1", str(tmp_path / "aug")])
+    (tmp_path / "ppo" / "train_config.json").write_text('{"data": ')
+    with pytest.raises(SystemExit, match=r"train_config\.json: not JSON"):
+        reward_habits.main(["augment", str(data), str(tmp_path / "ppo"), "1", str(tmp_path / "aug")])
