@@ -409,6 +409,35 @@ def test_a_reward_model_judge_retrained_in_place_is_another_judge(tmp_path, monk
     assert hub["settings"]["judge"] == "reward:org/hub-model" and "judge" not in hub["inputs"]
 
 
+def test_a_reward_judges_options_that_change_its_verdicts_are_part_of_the_fingerprint(tmp_path, monkeypatch):
+    """`--judge reward:rm?margin=1` (or dtype, max_length) is another judge than `reward:rm`: a revise run resumed
+    under the other mixed two judges' stop decisions, as the model's digest left the options out."""
+    from dataclasses import dataclass
+
+    from redline import RedlineError
+    from redline.config import claim_output
+
+    @dataclass
+    class Job:
+        judge: str = ""
+        judges: str = ""
+
+    monkeypatch.chdir(tmp_path)
+    Path("rm").mkdir()
+    Path("rm/model.safetensors").write_bytes(b"w" * 64)
+    out = tmp_path / "run"
+    claim_output(out, Job("reward:rm?margin=1&max_length=64", "oracle,reward:rm?margin=1"), command="job")
+    (out / "result.txt").write_text("half done")
+    # the same judge, spelt another way (order, 1.0, the path, a free option): resumes
+    claim_output(out, Job(f"reward:{tmp_path}/rm?max_length=64&margin=1.0&device=cpu", "oracle,reward:./rm?margin=1"),
+                 command="job")
+    for judge, judges in (("reward:rm?max_length=64", "oracle,reward:rm?margin=1"),
+                          ("reward:rm?margin=1&max_length=64&dtype=bfloat16", "oracle,reward:rm?margin=1"),
+                          ("reward:rm?margin=1&max_length=64", "oracle,reward:rm")):
+        with pytest.raises(RedlineError, match="other settings or inputs: --judges?: "):
+            claim_output(out, Job(judge, judges), command="job")
+
+
 # ----------------------------------------------------------------------------- what a fingerprint reads
 
 

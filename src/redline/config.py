@@ -485,6 +485,8 @@ def same_input(now: dict[str, Any], then: dict[str, Any]) -> bool:
         return False
     if "items" in now or "items" in then:
         return not changed_items(now, then)
+    if spec_options(now.get("given", "")) != spec_options(then.get("given", "")):
+        return False
     if now["digest"] == then["digest"]:
         return True
     path = named_path(now.get("given", now["path"]))
@@ -510,6 +512,20 @@ def changed_items(now: dict[str, Any], then: dict[str, Any]) -> list[str]:
 # Judge specs whose body is a model on this machine: its content, not the spec's text, is what a run read
 # (a reward model retrained in place is another judge).
 MODEL_SPECS = ("reward:",)
+
+
+def spec_options(given: str) -> str:
+    """The options of a judge spec on a model here that change its verdicts, as the judge's name writes them
+    (``reward:rm?margin=1&device=cpu`` → ``margin=1``; ``device`` and ``batch_size`` change none); '' for anything
+    else. The model's digest leaves them out: a run resumed under another margin, dtype or length mixed two judges."""
+    if not isinstance(given, str) or not given.startswith(MODEL_SPECS) or "?" not in given:
+        return ""
+    from redline.judges import parse_judge
+
+    try:
+        return parse_judge(given).name.partition("?")[2]
+    except RedlineError:  # not a spec the judge takes: compared as written
+        return given.partition("?")[2]
 
 
 def named_path(value: Any) -> Path | None:
@@ -629,7 +645,8 @@ def _input_change(name: str, now: dict[str, Any], then: dict[str, Any]) -> str:
     """One phrase for an input that is not what the run read: another split or another list, the items of a list
     that changed, or other content."""
     flag = flag_name(name)
-    if len(now.get("items", [now])) != len(then.get("items", [then])) or now.get("split") != then.get("split"):
+    if (len(now.get("items", [now])) != len(then.get("items", [then])) or now.get("split") != then.get("split")
+            or spec_options(now.get("given", "")) != spec_options(then.get("given", ""))):
         return f"{flag}: {now['given']!r} here, {then.get('given', then['path'])!r} in the run"
     if "items" in now or "items" in then:
         changed = changed_items(now, then)
