@@ -161,6 +161,25 @@ def test_a_rerun_with_another_judge_is_refused(tmp_path):
         judge_pairs(pairs, other, tmp_path / "j.jsonl", progress=False)
 
 
+def test_a_reward_judge_spelt_another_way_resumes_its_judgments(tmp_path, monkeypatch):
+    """`--judge reward:rm`, then `--judge reward:/abs/rm`: the fingerprint takes them as one judge (the same folder),
+    and the judgments file refused the resume; it resumes, and the file keeps naming one judge."""
+    monkeypatch.chdir(tmp_path)
+    Path("rm").mkdir()
+    pairs, path = _pairs(4), tmp_path / "j.jsonl"
+    first = FirstShownJudge()
+    first.name = "reward:rm"
+    judge_pairs(pairs[:2], first, path, progress=False)
+    again = FirstShownJudge()
+    again.name = f"reward:{tmp_path}/rm"
+    judgments = judge_pairs(pairs, again, path, progress=False)
+    assert again.calls == 1 and {j.judge for j in read_judgments(path)} == {"reward:rm"} == {j.judge for j in judgments}
+    other = FirstShownJudge()
+    other.name = "reward:./rm?margin=1"  # another margin: another judge
+    with pytest.raises(RedlineError, match="holds judgments by 'reward:rm'"):
+        judge_pairs(pairs, other, path, progress=False)
+
+
 def test_mismatched_files_list_the_first_mismatches(tmp_path, capsys):
     a = _write(tmp_path / "a.jsonl", [{"id": f"q{i}", "prompt": f"p{i}", "response": "x"} for i in range(8)])
     b = _write(tmp_path / "b.jsonl", [{"id": f"q{i}", "prompt": f"p{i}", "response": "y"} for i in range(2, 10)]

@@ -398,19 +398,41 @@ def pair_order(seed: int, pair_id: str) -> str:
 # ============================================================================ judging
 
 
-def _read_done(path: Path, judge: Judge, pairs: Sequence[Pair]) -> dict[str, Judgment]:
-    """Judgments an earlier run of this evaluation left in ``path``, by pair id."""
+def same_judge(recorded: str, name: str) -> bool:
+    """Whether judgments by ``recorded`` are by the judge named ``name``: the same name, or a reward model's folder
+    spelt another way (``reward:rm``, ``reward:./rm``, its absolute path) with the same options (``spec_options``).
+    The run's fingerprint compared the folder's content; the name keeps the path as it was typed."""
+    from redline.config import MODEL_SPECS, named_path, spec_options
+
+    if recorded == name:
+        return True
+    if not (recorded.startswith(MODEL_SPECS) and name.startswith(MODEL_SPECS)):
+        return False
+    if spec_options(recorded) != spec_options(name):
+        return False
+    then, now = named_path(recorded), named_path(name)
+    try:
+        return then is not None and now is not None and os.path.samefile(then, now)
+    except OSError:  # not there (a path relative to another folder): another judge, as far as can be told
+        return False
+
+
+def _read_done(path: Path, judge: Judge, pairs: Sequence[Pair]) -> tuple[dict[str, Judgment], str]:
+    """Judgments an earlier run of this evaluation left in ``path``, by pair id, and the judge's name as the file
+    holds it (``judge.name`` for a new file), which new judgments take so that the file names one judge."""
     wanted = {p.id: p for p in pairs}
     done: dict[str, Judgment] = {}
+    name = judge.name
     for number, row in numbered_jsonl_prefix(path):
         try:
             j = Judgment.from_dict(row)
         except FieldError as e:
             raise RedlineError(f"{path}:{number}: {e}; delete the file to start over") from None
-        if j.judge != judge.name:
+        if not same_judge(j.judge, judge.name):
             raise RedlineError(
                 f"{path} holds judgments by {j.judge!r}, not {judge.name!r}: use another --out, or delete it"
             )
+        name = j.judge
         pair = wanted.get(j.id)
         if pair is None:
             continue  # a pair of an earlier, larger run (--limit): kept in the file, left out here
@@ -421,7 +443,7 @@ def _read_done(path: Path, judge: Judge, pairs: Sequence[Pair]) -> dict[str, Jud
                 "or delete it"
             )
         done[j.id] = j  # a later line (a retried failure) replaces an earlier one
-    return done
+    return done, name
 
 
 def judge_pairs(
@@ -432,7 +454,7 @@ def judge_pairs(
     Pairs an earlier run could not judge because a call failed for good (``meta.error``) are
     tried again; answers that did not parse are kept (asking again would cost and say the same).
     """
-    done = _read_done(out_file, judge, pairs)
+    done, name = _read_done(out_file, judge, pairs)
     todo = [p for p in pairs if p.id not in done or (done[p.id].winner == "invalid" and "error" in done[p.id].meta)]
     if todo:
         judge.check()
@@ -454,7 +476,7 @@ def judge_pairs(
         new = []
         for p, order, v in zip(batch, orders, verdicts):
             winner = swap_winner(v.winner) if order == "ba" else v.winner
-            new.append(Judgment(prompt=p.prompt, a=p.a, b=p.b, winner=winner, judge=judge.name, order=order,
+            new.append(Judgment(prompt=p.prompt, a=p.a, b=p.b, winner=winner, judge=name, order=order,
                                 raw=v.raw, id=p.id, meta=v.detail))
         append_records(out_file, new)
         done.update((j.id, j) for j in new)
