@@ -45,12 +45,12 @@ class GenerateConfig:
 
 def generate_responses(config: GenerateConfig, out: str | Path) -> Path:
     """Steps 1–3; returns OUT (response records, JSONL, appended chunk by chunk)."""
-    from redline.config import check_values
+    from redline.config import check_required
     from redline.generation import as_chat, load_engine, sampling_from_flags
     from redline.records import Response, append_records, read_prompt_records
 
     out = Path(out)
-    check_values(config)  # built in Python: flags and config files were checked as they were read
+    check_required(config)  # built in Python: flags and config files were checked as they were read
     records = read_prompt_records(config.prompts, limit=config.limit, skip_invalid=config.skip_invalid)  # step 1
     if config.chunk < 1:
         raise RedlineError(f"--chunk must be at least 1, got {config.chunk}")

@@ -170,6 +170,8 @@ def run_method(
                    config.leave_above)
     check_sampling(config)
     if responses is None:
+        if not config.input:  # a config built in Python; read_records("") spoke of a datasets folder named ""
+            raise RedlineError("--input is required: response records to rewrite (or pass responses=)")
         responses = read_records(config.input, "response", skip_invalid=config.skip_invalid, limit=config.limit,
                                  require_id=True)  # the iteration files are matched by id
     check_ids(responses)

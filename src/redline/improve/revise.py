@@ -174,6 +174,8 @@ def revise(config: ReviseConfig, out, engine=None, judge=None, responses=None, p
     critic loads."""
     from redline.models import CRITIC, run_kind
 
+    if engine is None and not config.critic:  # a config built in Python: the critic is loaded by its name
+        raise RedlineError("--critic is required: the critic's run folder (or pass engine=)")
     kind = run_kind(config.critic)
     if kind is not None and kind != CRITIC:
         raise RedlineError(f"{config.critic} is a {kind} run, not a critic (train one with `redline train critic`)")

@@ -192,10 +192,14 @@ def check_weight(config: CriticConfig) -> None:
 
 def train_critic(config: CriticConfig, out, records: list[Feedback] | None = None) -> dict:
     """Steps 1–3 of the module docstring; returns the run's metrics."""
-    from redline.config import check_values
+    from redline.config import check_required, check_values
     from redline.records import read_records
 
-    check_values(config)  # built in Python: flags and config files were checked as they were read
+    # built in Python: flags and config files were checked as they were read (--data is needed only to read it)
+    if records is None:
+        check_required(config)
+    else:
+        check_values(config)
     # step 1
     if records is None:
         records = read_records(config.data, "feedback", skip_invalid=config.skip_invalid)

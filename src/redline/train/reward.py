@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from redline import RedlineError
-from redline.config import check_unless, write_config
+from redline.config import check_required, check_unless, write_config
 from redline.models import REWARD, chat_text, score_texts
 from redline.records import Preference, Ranking, Record, RecordError, iter_raw, prompt_key, prompt_text, read_records
 from redline.train.sft import (
@@ -567,7 +567,8 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
     )
 
     out = Path(out)
-    check_unless(config)  # before anything loads
+    check_required(config)  # before anything loads: a config built in Python may name no --data
+    check_unless(config)
     check_report_to(config.report_to)
     finished = finished_run(out, config.push_to_hub, config)
     if finished is not None:

@@ -610,10 +610,10 @@ class DemonstrationConfig(SFTSettings):
 def train_demonstrations(config: DemonstrationConfig, out) -> dict[str, Any]:
     """InstructGPT step 1: the prompt as the user turn, the demonstration as the assistant turn. A chat
     prompt's own assistant turns (a multi-turn conversation) are trained too, unless ``all_turns`` is off."""
-    from redline.config import check_values
+    from redline.config import check_required
     from redline.records import read_records
 
-    check_values(config)  # before the data is read
+    check_required(config)  # before the data is read: a config built in Python may name no --data
     records = read_records(config.data, "demonstration", skip_invalid=config.skip_invalid, limit=config.limit)
     examples = [
         {"prompt": as_chat(r.prompt), "completion": [{"role": "assistant", "content": r.response}]} for r in records

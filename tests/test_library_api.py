@@ -1,0 +1,58 @@
+"""redline used as a library: the documented functions called from Python, with configs built in Python (no
+flags, no config file), refuse what the command line refuses, in one line, before anything loads or is written."""
+
+import pytest
+
+from redline import RedlineError
+
+
+def _configs():
+    from redline.improve.revise import ReviseConfig, revise
+    from redline.respond import GenerateConfig, generate_responses
+    from redline.train.critic import CriticConfig, train_critic
+    from redline.train.reward import RewardConfig, train_reward
+    from redline.train.sft import DemonstrationConfig, train_demonstrations
+
+    return [
+        (lambda out: train_demonstrations(DemonstrationConfig(model="tiny-random"), out), "--data is required"),
+        (lambda out: train_reward(RewardConfig(model="tiny-random"), out), "--data is required"),
+        (lambda out: train_critic(CriticConfig(model="tiny-random"), out), "--data is required"),
+        (lambda out: generate_responses(GenerateConfig(model="tiny-random"), out / "r.jsonl"), "--prompts is required"),
+        (lambda out: revise(ReviseConfig(critic="tiny-random"), out), "--input is required"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(5))
+def test_a_config_built_in_python_without_its_required_input_names_the_field_before_anything_is_written(
+        case, tmp_path, monkeypatch):
+    import redline.models
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(redline.models, "load_causal_lm", no_loading)
+    monkeypatch.setattr(redline.models, "load_reward_model", no_loading)
+    call, message = _configs()[case]
+    with pytest.raises(RedlineError, match=message):
+        call(tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_revise_without_a_critic_or_an_engine_names_the_field(tmp_path, jsonl):
+    from redline.improve.revise import ReviseConfig, revise
+
+    responses = jsonl([{"id": "1", "prompt": "p", "response": "r"}])
+    with pytest.raises(RedlineError, match="--critic is required"):
+        revise(ReviseConfig(input=str(responses)), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_critic_trained_on_records_passed_in_needs_no_data_file(tmp_path, monkeypatch):
+    """``train_critic(config, out, records=...)`` reads no file, so ``data`` may be left empty."""
+    from redline.records import Feedback
+    from redline.train import critic
+
+    seen = {}
+    monkeypatch.setattr(critic, "train_sft", lambda examples, *args, **kwargs: seen.setdefault("n", len(examples)))
+    records = [Feedback(prompt="p", response="R", critique="Use lowercase.", revision="r")]
+    assert critic.train_critic(critic.CriticConfig(model="tiny-random"), tmp_path / "out", records=records) == 1
