@@ -58,7 +58,8 @@ def part_losses(run: Path, records, max_length: int) -> dict:
         for name, mask in (("critique", critique), ("revision", revision)):
             sums[name][0] += float(nll[mask].sum())
             sums[name][1] += int(mask.sum())
-    return {name: round(s / max(n, 1), 4) for name, (s, n) in sums.items()} | {
+    # no token of a part to measure (every prompt past --max-length): null, not a loss of 0.0
+    return {name: round(s / n, 4) if n else None for name, (s, n) in sums.items()} | {
         f"{name}_tokens": n for name, (_, n) in sums.items()}
 
 
@@ -99,12 +100,19 @@ def main() -> int:
     parser.add_argument("--max-length", type=int, default=1024)
     args = parser.parse_args()
 
-    from redline.records import read_records
+    from redline.records import json_text, read_records
     from redline.train.critic import CriticConfig, train_critic
 
     records = read_records(args.data, "feedback")
     train = spread(records, args.train)
     held_out = spread(records, args.held_out, skip=args.train)
+    prompts = len({json.dumps(r.prompt) for r in records})
+    if not held_out:
+        raise SystemExit(f"{args.data}: {prompts} distinct prompts, none left to hold out after --train {args.train}: "
+                         "give a smaller --train")
+    if len(train) < args.train or len(held_out) < args.held_out:
+        print(f"critic_weight: {args.data} has {prompts} distinct prompts: {len(train)} to train on, {len(held_out)} "
+              f"held out (asked for {args.train} and {args.held_out})", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
     results = {"command": " ".join(sys.argv), "train": len(train), "held_out": len(held_out), "runs": {}}
     for w in [float(x) for x in args.weights.split(",")]:
@@ -121,8 +129,9 @@ def main() -> int:
             (run / MADE_OF).write_text(json.dumps(made_of, indent=2) + "\n")  # before its first checkpoint
             train_critic(replace(config), run, records=train)
         results["runs"][f"{w:g}"] = part_losses(run, held_out, args.max_length)
-        (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-        print(json.dumps({f"{w:g}": results["runs"][f"{w:g}"]}), flush=True)
+        # a diverged critic's NaN loss as null, as every JSON file redline writes
+        (args.out / "results.json").write_text(json_text(results, indent=2) + "\n", encoding="utf-8")
+        print(json_text({f"{w:g}": results["runs"][f"{w:g}"]}), flush=True)
     return 0
 
 

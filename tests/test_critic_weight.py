@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from redline.records import Feedback
 from tests.test_train_critic import FEEDBACK, LLAMA3_SPLIT
 
@@ -59,6 +61,7 @@ def test_a_prompt_longer_than_max_length_leaves_nothing_to_measure_rather_than_c
     _use(monkeypatch, load_tokenizer("tiny-random"))
     losses = critic_weight.part_losses(Path("unused"), RECORDS, max_length=8)
     assert losses["critique_tokens"] == losses["revision_tokens"] == 0
+    assert losses["critique"] is None and losses["revision"] is None  # nothing measured: not a loss of 0.0
 
 
 def test_a_finished_weight_run_is_reused_only_for_the_settings_and_records_that_trained_it(tmp_path):
@@ -110,3 +113,39 @@ def test_a_run_stopped_part_way_is_not_resumed_on_other_records(tmp_path, monkey
     with pytest.raises(SystemExit, match="other settings or records than these"):
         critic_weight.main()
     assert trained == [2]
+
+
+def _main(monkeypatch, tmp_path, *args, prompts=4):
+    """critic_weight.main() on ``prompts`` distinct prompts with ``args``; training is refused (nothing may train)."""
+    import redline.train.critic as critic
+
+    data = tmp_path / "feedback.jsonl"
+    data.write_text("".join(json.dumps({**FEEDBACK[0], "prompt": f"Question {i}?"}) + "\n" for i in range(prompts)))
+    monkeypatch.setattr(critic, "train_critic", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr(sys, "argv", ["critic_weight.py", str(tmp_path / "out"), "--data", str(data), *args])
+    return critic_weight.main()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--train", "4"], "4 distinct prompts, none left to hold out after --train 4"),  # losses of 0.0 over no record
+])
+def test_arguments_that_would_train_on_every_prompt_or_measure_nothing_are_refused_before_training(
+        monkeypatch, tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as stop:
+        _main(monkeypatch, tmp_path, *args)
+    assert message in str(stop.value) + capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_results_say_how_many_prompts_there_were_and_write_a_nan_loss_as_null(monkeypatch, tmp_path, capsys):
+    """Fewer prompts than --train and --held-out asked for was silent; a diverged critic's NaN was written as NaN,
+    which strict JSON readers refuse."""
+    run = tmp_path / "out" / "weight_1"
+    run.mkdir(parents=True)
+    (run / "redline.json").write_text("{}")
+    monkeypatch.setattr(critic_weight, "check_reused", lambda run, made_of: None)
+    monkeypatch.setattr(critic_weight, "part_losses", lambda run, records, n: {"critique": float("nan"), "revision": 1.0})
+    assert _main(monkeypatch, tmp_path, "--train", "3", "--weights", "1", prompts=5) == 0
+    assert "5 distinct prompts: 3 to train on, 2 held out (asked for 3 and 32)" in capsys.readouterr().err
+    results = json.loads((tmp_path / "out" / "results.json").read_text(), parse_constant=pytest.fail)
+    assert results["held_out"] == 2 and results["runs"]["1"] == {"critique": None, "revision": 1.0}
