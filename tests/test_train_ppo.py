@@ -786,3 +786,32 @@ def test_a_resume_writes_an_older_logs_nan_rows_as_json(tmp_path):
     append_records(log, [{"iteration": 3, "reward": float("inf")}])
     rows = [json.loads(line, parse_constant=lambda name: pytest.fail(f"holds {name}")) for line in log.read_text().splitlines()]
     assert rows == [{"iteration": 1, "reward": 0.5}, {"iteration": 2, "reward": None}, {"iteration": 3, "reward": None}]
+
+
+def test_a_nan_reward_stops_the_run_before_its_iteration_is_checkpointed(rm_run, tmp_path):
+    """A reward model that scores NaN would give NaN advantages, weights and β to every later iteration (and to
+    the checkpoint a resume reads): the run stops at that iteration, naming it, with the last good checkpoint kept."""
+    calls = []
+
+    def nan_on_second_call(prompts, responses, records):
+        calls.append(1)
+        return [float("nan") if len(calls) == 2 else float(r.count("e")) for r in responses]
+
+    run = tmp_path / "run"
+    cfg = config(rm_run, iterations=3)
+    with pytest.raises(RedlineError, match=r"iteration 2's reward.* NaN or infinite: the reward model .*iter-000001"):
+        run_ppo(cfg, load_ppo_models(cfg, "cpu"), PROMPTS, nan_on_second_call, lambda r: as_chat(r["prompt"]), run)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["iter-000001"]
+    rows = log(run)
+    assert [r["iteration"] for r in rows] == [1, 2] and rows[1]["reward"] is None  # written, to read; null as JSON
+    assert json.loads((run / "checkpoints" / "iter-000001" / "state.json").read_text())["beta"] == 0.02
+    ppo(cfg, run)  # a rerun with a finite reward resumes from the kept checkpoint and finishes
+    assert [r["iteration"] for r in log(run)] == [1, 2, 3]
+
+
+def test_a_diverged_update_is_named_as_the_policy_s_not_the_reward_s(tmp_path):
+    from redline.train.ppo import check_finite
+
+    with pytest.raises(RedlineError, match=r"iteration 5's kl, policy_loss were NaN .*update diverged.*checkpoint: none"):
+        check_finite({"reward": 1.0, "kl": float("nan"), "policy_loss": float("inf"), "value_loss": None}, 5, tmp_path)
+    check_finite({"reward": 1.0, "kl": 0.5, "value_loss": None}, 5, tmp_path)  # finite (None is not measured): no error

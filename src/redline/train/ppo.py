@@ -911,6 +911,7 @@ def run_ppo(
                   f"({row['generate_s']:.1f}s generate, {row['train_s']:.1f}s train)", file=sys.stderr)
         if trackers:
             accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=it + 1)
+        check_finite(stats, it + 1, out)  # before a checkpoint could keep a diverged policy (or a NaN β)
         if (it + 1) % config.save_every == 0 or it + 1 == config.iterations:
             if main:
                 save_checkpoint(out, state, learner)
@@ -1261,6 +1262,25 @@ def _gradient_parts(first: list, total: list) -> tuple[float, float, float]:
 def _sync_on_last(accelerator, model, last: bool):
     """Gradients of a minibatch accumulate over several backward passes; DDP syncs on the last only."""
     return contextlib.nullcontext() if last else accelerator.no_sync(model)
+
+
+def check_finite(stats: dict[str, float | None], iteration: int, out: Path) -> None:
+    """Stop a run whose iteration measured a NaN or infinite statistic, before it is checkpointed: a reward model
+    that scored NaN, or a policy whose update diverged, gives NaN advantages, weights and β from then on, and every
+    later iteration would be spent on them (and a resume would read the NaN β back). ``stats`` are the means over
+    every process, so each process stops at the same iteration. The log row and the rollouts of the iteration are
+    written (null where not finite), to read what went wrong; the last checkpoint is the one a rerun resumes from."""
+    bad = [k for k, v in stats.items() if v is not None and not math.isfinite(v)]
+    if not bad:
+        return
+    last = last_checkpoint(out)
+    cause = ("the reward model (--reward) or the scorer gave a non-finite score (a reward model that overflows in "
+             "bfloat16, or one that diverged in training)" if "reward" in bad else
+             "the policy's update diverged (a lower --learning-rate may help)")
+    raise RedlineError(f"{out}: iteration {iteration}'s {', '.join(bad)} {'was' if len(bad) == 1 else 'were'} NaN or "
+                       f"infinite: {cause}. It was not checkpointed (the last checkpoint: {last or 'none'}); a resume "
+                       f"is exact, so a rerun with the same settings meets it again. Its log row and rollouts are in "
+                       f"{out / LOG} and {out / ROLLOUTS}")
 
 
 def _mean_across(accelerator, stats: dict[str, float | None]) -> dict[str, float | None]:
