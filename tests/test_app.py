@@ -29,7 +29,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from redline import RedlineError  # noqa: E402
 from redline.app import projects as P  # noqa: E402
 from redline.app.db import open_database  # noqa: E402
-from redline.app.web import make_app  # noqa: E402
+from redline.app.web import CARRY_MAX, LOGIN_FORM_MAX, make_app  # noqa: E402
 from redline.records import read_records  # noqa: E402
 
 
@@ -232,11 +232,12 @@ def test_anonymous_visitors_are_sent_to_the_login_page(client, sessions, tmp_pat
     for url in ANNOTATOR_ROUTES + ADMIN_GET:
         r = client.get(url, follow_redirects=False)
         assert r.status_code == 303 and r.headers["location"].startswith("/login?next="), url
-    for url in ADMIN_POST + ["/projects/1/items/1", "/logout"]:
+    for url in ADMIN_POST + ["/logout"]:
         r = client.post(url, data={}, follow_redirects=False)
-        assert r.status_code == 303, url
-        # back to the form's page after the login, or home: a GET of a form's action (/admin/users) was a 405
-        assert r.headers["location"] == ("/login?next=/projects/1/items/1" if "items" in url else "/login?next=/"), url
+        # home after the login: a GET of a form's action (/admin/users) was a 405
+        assert r.status_code == 303 and r.headers["location"] == "/login?next=/", url
+    r = client.post("/projects/1/items/1", data={}, follow_redirects=False)  # a task form: the login page, back to it after
+    assert r.status_code == 401 and 'name="next" value="/projects/1/items/1"' in r.text
     assert client.get("/health").json() == {"ok": True}
     assert client.get("/login").status_code == 200
 
@@ -258,15 +259,84 @@ def test_an_anonymous_post_body_is_never_read(client):
     for url in ("/admin/projects", "/projects/1/items/1", "/logout"):
         r = client.post(url, content=upload_body(), headers={"content-type": "multipart/form-data; boundary=b"},
                         follow_redirects=False)
-        assert r.status_code == 303 and r.headers["location"].startswith("/login"), url
+        if "items" in url:  # the login page, which says the form was not kept
+            assert r.status_code == 401 and "could not be kept through the login" in r.text
+        else:
+            assert r.status_code == 303 and r.headers["location"].startswith("/login"), url
     assert READ == []
     csrf = csrf_of(client.get("/login").text)  # the login form itself: read only when it is small
-    r = client.post("/login", data={"name": "ann", "password": "x" * 20_000, "csrf": csrf}, follow_redirects=False)
+    r = client.post("/login", data={"name": "ann", "password": "x" * LOGIN_FORM_MAX, "csrf": csrf}, follow_redirects=False)
     assert r.status_code == 413
     r = client.post("/login", content=upload_body(), headers={"content-type": "multipart/form-data; boundary=b"},
                     follow_redirects=False)  # no Content-Length: its size is not known before reading it
     assert r.status_code == 413 and READ == []
     assert login(client, "ann").status_code == 303
+
+
+def end_sessions(sessions) -> None:
+    from redline.app.db import Session
+
+    with sessions.begin() as db:
+        for row in db.scalars(P.select(Session)):
+            row.expires_at = P.now() - P.timedelta(seconds=1)
+
+
+def test_a_critique_sent_after_its_session_ended_is_given_back_after_the_login(sessions, tmp_path):
+    # the expired session's POST was sent to the login page unread, and the login led to an empty form: work lost
+    pid = make_project(sessions, tmp_path, "c", "critique", CRITIQUE_ROWS)
+    c = client_for(sessions, "ann")
+    url, page = open_task(c, pid)
+    critique = 'Too vague: "red" <b>and</b> round & \u05e9\u05dc\u05d5\u05dd.\n\nSecond paragraph.'
+    revision = "\nThing 0 is a red, round ball.\n"
+    end_sessions(sessions)
+    r = c.post(url, data={"csrf": csrf_of(page.text), "critique": critique.replace("\n", "\r\n"),
+                          "revision": revision.replace("\n", "\r\n"), "action": "submit"}, follow_redirects=False)
+    assert r.status_code == 401 and "your session ended before your answer was saved" in r.text
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', r.text))
+    assert html.unescape(fields["carried:critique"]) == critique
+    with sessions() as db:
+        assert P.progress(db, P.get_project(db, "c"))["submitted"] == 0  # nothing was submitted for her
+    data = {k: html.unescape(v).replace("\n", "\r\n") for k, v in fields.items()}  # as a browser sends them
+    data |= {"name": "ann", "password": "wrong password"}
+    r = c.post("/login", data=data, follow_redirects=False)
+    assert r.status_code == 401 and "carried:revision" in r.text  # a mistyped password keeps them too
+    r = c.post("/login", data=data | {"password": PASSWORD}, follow_redirects=False)
+    assert r.status_code == 200 and "here it is again" in r.text and f'action="{url}"' in r.text
+    assert element_text(r.text, "textarea", "critique") == critique and element_text(r.text, "textarea", "revision") == revision
+    form = {"csrf": csrf_of(r.text), "critique": critique, "revision": revision}
+    assert c.post(url, data=form, follow_redirects=False).status_code == 303
+    [record] = export(sessions, "c", "feedback", tmp_path)
+    assert (record.critique, record.revision) == (critique, revision)
+
+
+def test_a_rank_sent_after_a_logout_elsewhere_is_given_back_and_an_unkept_form_is_named(sessions, tmp_path):
+    pid = make_project(sessions, tmp_path, "r", "rank", RANK_ROWS)
+    c = client_for(sessions, "ann")
+    url, page = open_task(c, pid)
+    c.cookies.clear()  # logged out in another tab: the cookie is gone too
+    ranks = {"rank_0": "2", "rank_1": "1", "rank_2": "2", "rank_3": "3"}
+    r = c.post(url, data={"csrf": csrf_of(page.text), **ranks})
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', r.text))
+    r = c.post("/login", data=fields | {"name": "ann", "password": PASSWORD}, follow_redirects=False)
+    assert r.status_code == 200 and all(f'name="{k}" id="{k}" value="{v}"' in r.text for k, v in ranks.items())
+    c.cookies.clear()
+    r = c.post(url, data={"csrf": "x", "reason": "x" * CARRY_MAX})  # too long to carry: said, not dropped silently
+    assert r.status_code == 401 and "could not be kept through the login" in r.text and "carried:" not in r.text
+
+
+def test_a_form_of_an_earlier_session_is_given_back_not_refused_blank(sessions, tmp_path):
+    # logged in again in another tab: the old page's CSRF token was refused with "reload the page", losing the text
+    pid = make_project(sessions, tmp_path, "d", "demonstration", DEMO_ROWS)
+    c = client_for(sessions, "ann")
+    url, page = open_task(c, pid)
+    assert login(c, "ann").status_code == 303  # a new session, a new CSRF token
+    r = c.post(url, data={"csrf": csrf_of(page.text), "response": "Hello, and good day to you."})
+    assert r.status_code == 403 and "CSRF token is of an earlier session" in r.text
+    assert element_text(r.text, "textarea", "response") == "Hello, and good day to you."
+    with sessions() as db:
+        assert P.progress(db, P.get_project(db, "d"))["submitted"] == 0
+    r = c.post(url, data={"csrf": csrf_of(r.text), "response": "Hello, and good day to you."}, follow_redirects=False)
+    assert r.status_code == 303 and len(export(sessions, "d", "demonstration", tmp_path)) == 1
 
 
 def test_an_annotator_sees_no_admin_page(sessions, tmp_path):

@@ -23,10 +23,18 @@ GET  /health                          -      liveness
 ====================================  =====  ==============================================
 
 Security: sessions and CSRF as in ``security.py``; a POST's body is read only once its session is
-known to be live, and an admin's for /admin/ (the login form's only if its Content-Length is at most
-``LOGIN_FORM_MAX``), so no one else can have an upload spooled to disk; pages are sent with a Content-Security-Policy
+known to be live, and an admin's for /admin/ (two bodies are read before anyone is known, each only if its
+Content-Length is small: the login form's, at most ``LOGIN_FORM_MAX``, and a task form's, below), so no one
+else can have an upload spooled to disk; pages are sent with a Content-Security-Policy
 that allows only this site's own script and styles (no inline script), so model text that holds
 ``<script>`` is shown as text (Jinja2 escapes it; Markdown is rendered with raw HTML disabled).
+
+Work is not lost to an ended session: a task form sent after its session ended (expired, or logged out in
+another tab) gets the login page, which keeps the form's fields (a url-encoded form of at most ``CARRY_MAX``
+bytes) and, once its annotator has logged in, gives them back in the task form to submit again; a form it
+cannot keep is named as not saved. A task form sent with the CSRF token of an earlier session of the same
+user (they logged in again in another tab) is shown back to them the same way. Nothing is submitted for
+them: they check and submit.
 """
 
 from __future__ import annotations
@@ -66,7 +74,10 @@ HERE = Path(__file__).parent
 SESSION_COOKIE = "redline_session"
 LOGIN_CSRF_COOKIE = "redline_login_csrf"
 SESSION_TTL = timedelta(days=7)
-LOGIN_FORM_MAX = 16 * 1024  # bytes: a name, a password and two tokens; read before anyone is known
+CARRY_MAX = 128 * 1024  # bytes: a task form sent after its session ended, carried through the login
+LOGIN_FORM_MAX = 16 * 1024 + CARRY_MAX  # a name, a password, two tokens and a carried task form; read before anyone is known
+CARRIED = "carried:"  # the login form's fields that carry a task form's fields
+ITEM_PAGE = re.compile(r"/projects/([0-9]{1,10})/items/([0-9]{1,10})")
 CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
@@ -93,6 +104,19 @@ class NotFound(Exception):
 
 class TooLarge(Exception):
     pass
+
+
+async def carried_form(request: Request) -> dict | None:
+    """The fields of a task form sent after its session ended, to give back once its annotator logs in; None if
+    it is not a url-encoded form of at most ``CARRY_MAX`` bytes by its Content-Length (read only then: no one
+    is known yet)."""
+    size = declared_length(request.scope)
+    if size is None or size > CARRY_MAX:
+        return None
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
+        return None
+    form = await request.form()
+    return {k: v.replace("\r\n", "\n") for k, v in form.items() if isinstance(v, str) and k != "csrf"}  # as a page holds it
 
 
 async def login_form(request: Request) -> dict:
@@ -205,6 +229,13 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
     @app.exception_handler(LoginRequired)
     async def _login_required(request: Request, exc: LoginRequired):
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        if request.method == "POST" and ITEM_PAGE.fullmatch(request.url.path):  # (its cookie ended with the session)
+            carried = await carried_form(request)  # a task form whose session ended: kept through the login, or named lost
+            note = ("your session ended before your answer was saved: log in, and it is given back to you to submit again"
+                    if carried is not None else "your session ended before your answer was saved, and it could not be kept "
+                    f"through the login (only a url-encoded form of at most {CARRY_MAX} bytes is): go back in your browser "
+                    "and copy it, then log in")
+            return login_response(request, target, 401, notice=note, carried=carried or {})
         if request.method not in ("GET", "HEAD") and not has_page(request.url.path):  # a form's action (/logout,
             target = "/"  # /admin/users ...): after the login, a GET there would be a 405
         return redirect(f"/login?next={quote(target)}")
@@ -240,17 +271,25 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
     def health():
         return {"ok": True}
 
-    @app.get("/login")
-    def login_page(request: Request, next: str = "/"):
+    def login_response(request: Request, next: str, status: int = 200, *, notice: str | None = None,
+                       carried: dict | None = None) -> HTMLResponse:
+        """The login page, with its double-submit CSRF cookie and the fields of a task form it carries."""
         token = request.cookies.get(LOGIN_CSRF_COOKIE) or S.new_token()
-        response = page(request, "login.html", user=None, csrf=token, next=safe_next(next), login_error=None)
+        response = page(request, "login.html", status, user=None, csrf=token, next=safe_next(next), login_error=None,
+                        notice=notice, carried=carried or {}, carried_prefix=CARRIED)
         response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", secure=secure_cookies, path="/login")
         return response
+
+    @app.get("/login")
+    def login_page(request: Request, next: str = "/"):
+        return login_response(request, next)
 
     @app.post("/login")
     def login(request: Request, form: dict = Depends(login_form)):
         name, password = str(form.get("name") or "").strip(), str(form.get("password") or "")
         target = safe_next(str(form.get("next") or "/"))
+        carried = {k[len(CARRIED):]: v for k, v in form.items() if k.startswith(CARRIED) and isinstance(v, str)}
+        keep = {"carried": carried, "carried_prefix": CARRIED}  # a failed try keeps them too
         csrf = request.cookies.get(LOGIN_CSRF_COOKIE)
         if not S.same(form.get("csrf"), csrf):
             raise Forbidden("the login form's CSRF token is missing or wrong; reload the page and try again")
@@ -259,21 +298,25 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
         wait = limiter.attempt(address, name)  # counted now as a failure: tries sent at once meet the limit too
         if wait > 0:
             response = page(request, "login.html", 429, user=None, csrf=csrf, next=target,
-                            login_error=f"too many failed logins; try again in {int(wait) + 1} s")
+                            login_error=f"too many failed logins; try again in {int(wait) + 1} s", **keep)
             response.headers["Retry-After"] = str(int(wait) + 1)
             return response
         with database() as db:  # read and let go: on SQLite a transaction holds the write lock, and argon2 is slow
             user = db.scalar(select(User).where(User.name == name))
             user_id, password_hash = (user.id, user.password_hash) if user else (None, None)
         if not S.verify_password(password_hash, password):
-            return page(request, "login.html", 401, user=None, csrf=csrf, next=target, login_error="wrong name or password")
+            return page(request, "login.html", 401, user=None, csrf=csrf, next=target, login_error="wrong name or password",
+                        **keep)
         limiter.succeeded(address, name)
         token = S.new_token()
         with database() as db:
             db.execute(delete(DBSessionRow).where(DBSessionRow.expires_at < now()))  # else they were kept for ever
-            db.add(DBSessionRow(token_hash=S.token_hash(token), user_id=user_id, csrf=S.new_token(), created_at=now(),
-                                expires_at=now() + SESSION_TTL))
-        response = redirect(target)
+            session = DBSessionRow(token_hash=S.token_hash(token), user_id=user_id, csrf=S.new_token(), created_at=now(),
+                                   expires_at=now() + SESSION_TTL)
+            db.add(session)
+            restored = restored_task(request, db, db.get(User, user_id), session, target, carried, notice=(
+                "your session had ended before this was saved: here it is again; check it and submit")) if carried else None
+        response = restored or redirect(target)
         response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", secure=secure_cookies,
                             max_age=int(SESSION_TTL.total_seconds()), path="/")
         response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
@@ -342,10 +385,35 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
                 return redirect(f"/projects/{pid}/next")
             return page(request, "task.html", csrf=row.csrf, **task_context(db, user, project, item))
 
+    def restored_task(request: Request, db, user: User, row: DBSessionRow, target: str, values: dict,
+                      status: int = 200, **message) -> HTMLResponse | None:
+        """The task page of ``target`` with a form's ``values`` given back (not submitted), or None when it is not a
+        task page of this user's, open to them."""
+        match = ITEM_PAGE.fullmatch(target)
+        if match is None:
+            return None
+        pid, iid = (int(g) for g in match.groups())
+        project = db.get(Project, pid) if 0 < pid <= INTEGER_MAX else None
+        item = db.get(Item, iid) if 0 < iid <= INTEGER_MAX else None
+        if (project is None or item is None or item.project_id != pid or db.get(Assignment, (user.id, iid)) is None
+                or P.already_answered(db, user, item)):
+            return None
+        context = task_context(db, user, project, item)
+        context.update(values={k: v.replace("\r\n", "\n") for k, v in values.items() if k != "action"}, **message)
+        return page(request, "task.html", status, csrf=row.csrf, **context)
+
     @app.post("/projects/{pid}/items/{iid}")
     def task_submit(request: Request, pid: int, iid: int, form: dict = Depends(user_form)):
         with database() as db:
-            user, row = login_required(request, db, form=form)
+            user, row = login_required(request, db)
+            if not S.same(form.get("csrf"), row.csrf):  # a page of an earlier session (logged in again since): give it back
+                values = {k: v for k, v in form.items() if isinstance(v, str) and k != "csrf"}
+                error = P.FormError("csrf", "this page's CSRF token is of an earlier session (you logged in again "
+                                            "since), so nothing was saved: what you wrote is below; check it and submit again")
+                restored = restored_task(request, db, user, row, request.url.path, values, 403, error=error)
+                if restored is not None:
+                    return restored
+                login_required(request, db, form=form)  # the Forbidden page, as before
             project = project_or_404(db, pid)
             item = assigned_item(db, user, project, iid)
             try:
