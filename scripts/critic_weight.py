@@ -88,6 +88,23 @@ def check_reused(run: Path, made_of: dict) -> None:
         raise SystemExit(f"{run} is a finished run with {what}: give another OUT, or remove {run} to train it again")
 
 
+def weights(text: str) -> list[float]:
+    """--weights as numbers above 0, each once; anything else refused in one line before any training (a weight of 0
+    was refused by the trainer only after the weights before it had trained)."""
+    import math
+
+    try:
+        values = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise SystemExit(f"--weights {text!r}: expected numbers above 0, comma-separated (e.g. 1,4)") from None
+    bad = [v for v in values if not (math.isfinite(v) and v > 0)]
+    if bad:
+        raise SystemExit(f"--weights {text!r}: {bad[0]:g} is not above 0 (a critique weight multiplies its tokens' loss)")
+    if len({f"{v:g}" for v in values}) < len(values):
+        raise SystemExit(f"--weights {text!r}: a weight named twice (one run, weight_W, each)")
+    return values
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
@@ -99,6 +116,12 @@ def main() -> int:
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--max-length", type=int, default=1024)
     args = parser.parse_args()
+    chosen = weights(args.weights)
+    for name, value in (("--train", args.train), ("--held-out", args.held_out)):
+        if value < 1:  # spread() took 0 as "every prompt"
+            parser.error(f"{name} {value}: expected a number of prompts of at least 1")
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"OUT {args.out}: exists and is not a folder")
 
     from redline.records import json_text, read_records
     from redline.train.critic import CriticConfig, train_critic
@@ -115,7 +138,7 @@ def main() -> int:
               f"held out (asked for {args.train} and {args.held_out})", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
     results = {"command": " ".join(sys.argv), "train": len(train), "held_out": len(held_out), "runs": {}}
-    for w in [float(x) for x in args.weights.split(",")]:
+    for w in chosen:
         run = args.out / f"weight_{w:g}"
         config = CriticConfig(model=args.model, data=args.data, epochs=args.epochs, critique_weight=w,
                               max_length=args.max_length, device="cpu")
@@ -136,4 +159,11 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from redline import RedlineError
+    from redline.records import RecordError
+
+    try:
+        sys.exit(main())
+    except (RedlineError, RecordError) as e:  # a bad --data record, a model that does not load: no traceback
+        print(f"critic_weight: {e}", file=sys.stderr)
+        sys.exit(2)

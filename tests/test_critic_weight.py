@@ -127,6 +127,12 @@ def _main(monkeypatch, tmp_path, *args, prompts=4):
 
 
 @pytest.mark.parametrize("args, message", [
+    (["--train", "0"], "--train 0: expected a number of prompts of at least 1"),  # spread() took 0 as every prompt
+    (["--held-out", "-1"], "--held-out -1: expected a number of prompts of at least 1"),
+    (["--weights", "1,x"], "--weights '1,x': expected numbers above 0"),
+    (["--weights", "1,0"], "--weights '1,0': 0 is not above 0"),  # refused by the trainer after weight 1 trained
+    (["--weights", "nan"], "--weights 'nan': nan is not above 0"),
+    (["--weights", "1,1.0"], "--weights '1,1.0': a weight named twice"),
     (["--train", "4"], "4 distinct prompts, none left to hold out after --train 4"),  # losses of 0.0 over no record
 ])
 def test_arguments_that_would_train_on_every_prompt_or_measure_nothing_are_refused_before_training(
@@ -135,6 +141,14 @@ def test_arguments_that_would_train_on_every_prompt_or_measure_nothing_are_refus
         _main(monkeypatch, tmp_path, *args)
     assert message in str(stop.value) + capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_out_that_is_a_file_is_refused_in_one_line(monkeypatch, tmp_path, capsys):
+    """OUT an existing file was a FileExistsError traceback, after the records were read."""
+    (tmp_path / "out").write_text("keep me")
+    with pytest.raises(SystemExit):
+        _main(monkeypatch, tmp_path)
+    assert "exists and is not a folder" in capsys.readouterr().err and (tmp_path / "out").read_text() == "keep me"
 
 
 def test_results_say_how_many_prompts_there_were_and_write_a_nan_loss_as_null(monkeypatch, tmp_path, capsys):
@@ -149,3 +163,16 @@ def test_results_say_how_many_prompts_there_were_and_write_a_nan_loss_as_null(mo
     assert "5 distinct prompts: 3 to train on, 2 held out (asked for 3 and 32)" in capsys.readouterr().err
     results = json.loads((tmp_path / "out" / "results.json").read_text(), parse_constant=pytest.fail)
     assert results["held_out"] == 2 and results["runs"]["1"] == {"critique": None, "revision": 1.0}
+
+
+def test_a_bad_data_file_is_one_line_not_a_traceback(tmp_path):
+    """A record that is not feedback in --data was a RecordError traceback."""
+    import subprocess
+
+    bad = tmp_path / "feedback.jsonl"
+    bad.write_text('{"prompt": "p"}\n')
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "critic_weight.py"), str(tmp_path / "out"), "--data",
+                           str(bad)], capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT / "src")})
+    assert done.returncode == 2 and done.stderr.startswith("critic_weight: ") and "Traceback" not in done.stderr
+    assert "feedback.jsonl" in done.stderr and not (tmp_path / "out").exists()
