@@ -356,6 +356,19 @@ def test_two_rows_run_together_on_the_first_line_are_one_bad_line_not_a_file_spr
     assert len(read_records(path, "demonstration", skip_invalid=True, report=report)) == 2 and report.skipped == 1
 
 
+@pytest.mark.parametrize("sep, name", [("\r", "carriage return"), ("\u2028", "line separator (U+2028)")])
+def test_two_rows_split_by_a_break_json_lines_does_not_end_a_line_at_say_which_break(tmp_path, sep, name):
+    """A file whose records end in a lone CR (old Mac tools) or U+2028 reads in an editor as one record a line, and
+    was refused as "Extra data at column N", which names the line but not the cause."""
+    path = tmp_path / "cr.jsonl"
+    row = json.dumps(GOOD["demonstration"])
+    path.write_text(row + sep + row + "\n", newline="")
+    with pytest.raises(RecordError) as err:
+        read_records(path, "demonstration")
+    assert err.value.errors[0].startswith(f"{path}:1: <line>: not JSON: Extra data at column ")
+    assert f"two records split by a {name}" in err.value.errors[0] and "ends a record at \\n only" in err.value.errors[0]
+
+
 def test_a_row_nested_deeper_than_python_reads_is_a_bad_line_not_a_recursion_error(tmp_path):
     """json raised a RecursionError (no file, no line: a traceback through the CLI) for arrays nested ~1000 deep."""
     from redline.formats import import_file

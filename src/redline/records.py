@@ -590,10 +590,29 @@ def parse_json_row(line: str) -> Any:
     try:
         obj = UNIQUE_KEYS.decode(line)
     except json.JSONDecodeError as e:
-        return FieldError("<line>", f"not JSON: {e.msg} at column {e.colno}")
+        return FieldError("<line>", f"not JSON: {e.msg} at column {e.colno}{_line_break_note(line, e)}")
     except (ValueError, RecursionError) as e:  # the hook's DuplicateKey, int()'s digit limit, or the nesting
         return json_value_error(e)
     return _refuse_lone_surrogates(obj, line)
+
+
+LINE_BREAKS = {"\r": "carriage return (\\r) alone", "\x0b": "vertical tab", "\x0c": "form feed",
+               "\x1c": "file separator (U+001C)", "\x1d": "group separator (U+001D)", "\x1e": "record separator (U+001E)",
+               "\x85": "next-line character (U+0085)", "\u2028": "line separator (U+2028)",
+               "\u2029": "paragraph separator (U+2029)"}  # the breaks str.splitlines takes, less \n
+
+
+def _line_break_note(line: str, e: json.JSONDecodeError) -> str:
+    """Why a second value follows the first on one line, where a break other tools take for a new line (an editor,
+    Python's splitlines) sits between them: JSON Lines ends a record at \\n only."""
+    if e.msg != "Extra data":
+        return ""
+    before = line[:e.pos]
+    gap = before[len(before.rstrip(" \t\r")):] + line[e.pos:e.pos + 1]
+    found = next((c for c in gap if c in LINE_BREAKS), None)
+    if found is None:
+        return ""
+    return f" (two records split by a {LINE_BREAKS[found]}: JSON Lines ends a record at \\n only)"
 
 
 def _refuse_lone_surrogates(obj: Any, line: str) -> Any:
