@@ -493,6 +493,23 @@ def test_skip_and_flag_need_no_answer_but_a_flag_needs_a_reason(sessions, tmp_pa
         assert P.export_records(db, P.get_project(db, "r"), "ranking") == []
 
 
+def test_another_answer_to_an_answered_item_is_refused_not_dropped_unsaid(sessions, tmp_path):
+    # a second tab (or the back button) sent a changed critique: it was stored nowhere and the app moved on silently
+    pid = make_project(sessions, tmp_path, "c", "critique", CRITIQUE_ROWS)
+    c = client_for(sessions, "ann")
+    url, page = open_task(c, pid)
+    first = {"csrf": csrf_of(page.text), "critique": "Too vague.", "revision": "Thing 0 is a red ball."}
+    assert c.post(url, data=first, follow_redirects=False).status_code == 303
+    assert c.post(url, data=first, follow_redirects=False).status_code == 303  # a double click: the same, stored once
+    r = c.post(url, data={**first, "critique": "Too vague, and wrong."})
+    assert r.status_code == 422 and "you submitted this item already" in r.text and "this one was not saved" in r.text
+    assert element_text(r.text, "textarea", "critique") == "Too vague, and wrong."  # still there to copy
+    r = c.post(url, data={"csrf": first["csrf"], "action": "skip"})
+    assert r.status_code == 422 and "you submitted this item already" in r.text
+    [record] = export(sessions, "c", "feedback", tmp_path)
+    assert record.critique == "Too vague."
+
+
 def test_overlap_hands_each_item_to_n_annotators_and_then_to_nobody(sessions, tmp_path):
     make_users(sessions, cat="annotator")
     pid = make_project(sessions, tmp_path, "r", "rank", RANK_ROWS[:1], overlap=2)

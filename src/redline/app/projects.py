@@ -28,7 +28,8 @@ while the item, its form fields (``rank_i``), gold ranks, imports and exports ke
 Assignment (``next_item``) gives an annotator their open item if they have one, else the first
 item they have not answered whose submitted answers plus open assignments to others are fewer than
 the project's overlap. An annotator answers an item at most once (a unique key): a second,
-repeated submission is recognised and stored nowhere. An assignment left open past
+repeated submission is recognised and stored nowhere, and another answer sent for it later (a page kept
+open in a second tab, or the back button) is refused, not dropped unsaid. An assignment left open past
 ``ASSIGNMENT_TTL`` holds no place; if others fill the item meanwhile, its holder's submission is
 refused and the item no longer offered to them, so no item gets more answers than the overlap.
 """
@@ -587,13 +588,33 @@ def already_answered(db: DBSession, user: User, item: Item) -> bool:
     return db.scalar(select(Annotation.id).where(Annotation.user_id == user.id, Annotation.item_id == item.id)) is not None
 
 
+def repeats(project: Project, item: Item, stored: Annotation, form: dict) -> bool:
+    """Whether ``form`` sends again what ``stored`` holds (a double click, a retry), not another answer."""
+    action = str(form.get("action") or "submit")
+    if {"submit": "submitted", "skip": "skipped", "flag": "flagged"}.get(action) != stored.status:
+        return False
+    if action != "submit":
+        return str(form.get("reason") or "").strip() == stored.reason
+    try:
+        return parse_answer(project, item, form)[0] == stored.payload
+    except FormError:
+        return False
+
+
 def submit(db: DBSession, user: User, project: Project, item: Item, form: dict) -> Annotation | None:
-    """Validate and store a submission (action submit | skip | flag); None if it was already stored."""
+    """Validate and store a submission (action submit | skip | flag); None if this very one was already stored.
+
+    Another answer to an item this annotator answered already is a ``FormError``: the first one stands.
+    """
     if item.project_id != project.id:
         raise FormError("item", "not an item of this project")
     action = str(form.get("action") or "submit")
-    if already_answered(db, user, item):
-        return None
+    stored = db.scalar(select(Annotation).where(Annotation.user_id == user.id, Annotation.item_id == item.id))
+    if stored is not None:
+        if repeats(project, item, stored, form):
+            return None
+        raise FormError("item", f"you {stored.status} this item already ({stored.created_at:%Y-%m-%d %H:%M} UTC): that "
+                                "answer stands, and this one was not saved (a sent answer is not changed)")
     reason = str(form.get("reason") or "").strip()
     if action in ("skip", "flag") and (problem := unstorable(reason)):
         raise FormError("reason", f"the reason {problem}")
