@@ -566,6 +566,30 @@ def test_model_text_is_shown_escaped(sessions, tmp_path):
     assert "<img" not in page.text and 'href="javascript:' not in page.text and "<b>hi</b>" not in page.text
 
 
+@pytest.mark.parametrize("task_type", ["critique", "rank", "pair", "demonstration"])
+def test_right_to_left_text_and_long_words_keep_their_direction_and_box_and_every_field_is_labelled(task_type, sessions, tmp_path):
+    # an Arabic or Hebrew prompt or answer was laid out left to right; a 300-letter word ran past its box (and widened a
+    # pair's column); the reason box had only a placeholder for a name
+    rtl, long_word = "\u05de\u05d4 \u05e9\u05dc\u05d5\u05de\u05da?", "x" * 300
+    rows = [{"id": "h", "prompt": rtl, "responses": [rtl + " " + long_word, "\u0645\u0631\u062d\u0628\u0627"]}]
+    rows = [{"id": "h", "prompt": rtl, "response": long_word}] if task_type == "critique" else rows
+    pid = make_project(sessions, tmp_path, "t", task_type, rows, guidelines="\u05db\u05dc\u05dc\u05d9\u05dd")
+    _, page = open_task(client_for(sessions, "ann"), pid)
+    tags = re.findall(r'<(?:div class="[^"]*\bmd\b[^"]*"|div id="diff"|textarea)[^>]*>', page.text)
+    assert tags and all('dir="auto"' in tag for tag in tags), [t for t in tags if 'dir="auto"' not in t]
+    for match in re.finditer(r'<(input|textarea|select)\b[^>]*>', page.text):  # a label, or a name for a screen reader
+        tag, before = match.group(0), page.text[:match.start()]
+        if 'type="hidden"' in tag:
+            continue
+        field_id = re.search(r'id="([^"]+)"', tag)
+        named = "aria-label=" in tag or (field_id and f'for="{field_id.group(1)}"' in page.text)
+        assert named or before.rfind("<label") > before.rfind("</label>"), tag  # or inside its label
+    from redline.app.web import HERE
+
+    css = (HERE / "static" / "app.css").read_text()
+    assert re.search(r"^\.md, [^{]*\{ overflow-wrap: anywhere; \}", css, re.M)
+
+
 # ----------------------------------------------------------------------------- admin
 
 
