@@ -80,6 +80,7 @@ def ship(run: Path, to: Path, notes: str = "") -> Path:
 
     from redline import RedlineError
     from redline.models import RUN_INFO, ModelCard, hub_id, local_folder, run_info
+    from redline.records import json_text, write_text_atomic
 
     info = run_info(run)
     adapter = run
@@ -119,8 +120,9 @@ def ship(run: Path, to: Path, notes: str = "") -> Path:
     # a base folder's path from the run's folder (models.run_base) is not its path from here: named from `to`
     info["base_path"] = os.path.relpath(info["base_model"], to.resolve()) if local_folder(info.get("base_model", "")) else ""
     card = ModelCard(**{f.name: info[f.name] for f in fields(ModelCard) if f.name in info})
-    (to / RUN_INFO).write_text(json.dumps(info, indent=2) + "\n")
-    (to / "README.md").write_text(card.markdown(relative(str(to.resolve()))))
+    # as save_model writes them: a NaN metric as null, the card in UTF-8 (its '–' for a metric of None)
+    write_text_atomic(to / RUN_INFO, json_text(info, indent=2) + "\n")
+    write_text_atomic(to / "README.md", card.markdown(relative(str(to.resolve()))))
     return to
 
 

@@ -170,3 +170,34 @@ def test_a_destination_that_holds_the_run_or_other_files_is_refused_and_left_as_
     (other / "todo.txt").write_text("keep me")
     assert ship_model.main([str(run), "--to", str(other)]) == 2
     assert "not a shipped model" in capsys.readouterr().err and (other / "todo.txt").read_text() == "keep me"
+
+
+def _adapter_run(folder: Path, metrics: dict) -> Path:
+    """A critic run as ship_model reads one: its card, and an adapter of one tensor."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True)
+    save_file({"w": torch.zeros(2)}, str(folder / "adapter_model.safetensors"))
+    (folder / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "/cache/tiny"}))
+    (folder / "redline.json").write_text(json.dumps({"kind": "critic", "adapter": True, "base_model": "tiny-random",
+                                                     "metrics": metrics}))
+    return folder
+
+
+def test_the_card_is_written_as_utf8_whatever_the_locale(tmp_path):
+    """README.md was written in the locale's encoding: under LANG=C (PYTHONUTF8=0) a metric of None (the card's '–')
+    was a UnicodeEncodeError that left README.md cut short, after the previous shipped model had been removed; a
+    NaN metric of an older card was copied into redline.json as NaN, which strict JSON readers refuse."""
+    import os
+    import subprocess
+
+    run = _adapter_run(tmp_path / "run", {"eval_loss": None, "final_loss": float("nan"), "steps": 2})
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0", "PYTHONIOENCODING": "utf-8",
+           "PYTHONPATH": str(ROOT / "src")}
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "ship_model.py"), str(run), "--to", str(tmp_path / "to")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    card = (tmp_path / "to" / "README.md").read_text(encoding="utf-8")
+    assert "| eval_loss | – |" in card and card.endswith("\n")
+    shipped = json.loads((tmp_path / "to" / "redline.json").read_text(), parse_constant=pytest.fail)  # NaN: null
+    assert shipped["metrics"]["final_loss"] is None
