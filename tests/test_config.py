@@ -464,6 +464,32 @@ def run_folder(path: Path, date: str = "2026-01-01", threads: int = 2) -> Path:
     return path
 
 
+def test_a_data_folder_rerun_with_free_settings_keeps_its_digest(tmp_path, monkeypatch):
+    """`simulate build` writes its config.json into the data folder: a rerun that built nothing new under another
+    --device, --no-progress or --out spelling rewrote it, and every run that read the folder (`experiment critic
+    --data`) refused to resume as if the data had changed. Its settings still count; a model's config.json whole."""
+    from redline.config import input_digest
+    from redline.simulate.build import BuildConfig
+
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "w"
+    claim_output(data, BuildConfig(out=Path("w"), responder="template", prompts=4), command="simulate build")
+    (data / "test.jsonl").write_text('{"id": "1", "prompt": "p", "response": "r"}\n')
+    digest = input_digest("w")
+    claim_output(data, BuildConfig(out=data, responder="template", prompts=4, device="cpu", progress=False),
+                 command="simulate build")
+    assert input_digest("w") == digest and digest.startswith("folder-sha256/5:")
+    claim_output(data, BuildConfig(out=data, responder="template", prompts=5), command="simulate build", overwrite=True)
+    (data / "test.jsonl").write_text('{"id": "1", "prompt": "p", "response": "r"}\n')  # the same data, other settings
+    assert input_digest("w") not in (digest, None)
+
+    model = run_folder(tmp_path / "model")  # its fingerprint.json beside a model's config.json: read whole
+    (model / "config.json").write_text('{"hidden_size": 64}')
+    before = input_digest(str(model))
+    (model / "config.json").write_text('{"hidden_size": 65}')
+    assert before.startswith(FOLDER_DIGEST) and input_digest(str(model)) != before
+
+
 def test_overwrite_refuses_an_output_that_is_or_holds_the_runs_own_input(jsonl, tmp_path, capsys):
     """`generate --prompts p.jsonl --out p.jsonl --overwrite` removed p.jsonl, then failed to read it. An OUT that
     is an input, or a folder holding one, is refused before anything is refused or removed, naming flag and path."""

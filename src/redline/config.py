@@ -413,9 +413,12 @@ RUN_CARD, CARD_STAMP = "redline.json", ("date", "command")  # the card is read w
 # The digest's forms, oldest first: "folder-sha256:" counted the model card (before the twentieth session),
 # "folder-sha256/2:" read only small JSON files' content (the thirty-first: an edit of DATA/test.jsonl that kept
 # its size went unseen), "folder-sha256/3:" counted BOOKKEEPING and the card's date, and knew weights by name and size
-# only; a run that recorded an older form is compared in that form (``same_input``).
-FOLDER_DIGESTS = ("folder-sha256:", "folder-sha256/2:", "folder-sha256/3:", "folder-sha256/4:")
-FOLDER_DIGEST = FOLDER_DIGESTS[-1]
+# only; "folder-sha256/4:" read a command's resolved config.json whole (``_resolved_config``); a run that recorded an
+# older form is compared in that form (``same_input``). A folder without such a config.json (a model run) has the
+# same digest in the fifth form as in the fourth, written as the fourth's, so no recorded digest of it went stale.
+FOLDER_DIGESTS = ("folder-sha256:", "folder-sha256/2:", "folder-sha256/3:", "folder-sha256/4:", "folder-sha256/5:")
+FOLDER_DIGEST = FOLDER_DIGESTS[3]  # what a folder without a resolved config.json is digested as, in the newest form
+RESOLVED_CONFIG = "config.json"  # what ``claim_output`` writes beside a command's outputs (``configured``'s default)
 WEIGHTS = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt", ".h5", ".msgpack", ".onnx")
 READ_WHOLE = 64 << 20  # a file under this, not weights, is digested by its content
 SAMPLE_ENDS, SAMPLE_BLOCK, SAMPLE_BLOCKS = 1 << 20, 64 << 10, 16  # what a weights file is known by (``_sample``)
@@ -426,9 +429,10 @@ def _digest_folder(folder: Path, *, form: int = len(FOLDER_DIGESTS)) -> str:
     not weights and under ``READ_WHOLE`` (data, configs, tokenizers, the run's card); weights and larger files by a
     sample of their bytes (``_sample``), as hashing gigabytes on every resume would cost minutes. Checkpoints,
     hidden files, the model card (``DOCUMENTATION``) and a run's notes about itself (``BOOKKEEPING``, and the
-    card's ``CARD_STAMP``) are left out. ``form``: 1 to 3, the older digests (``FOLDER_DIGESTS``), for runs that
-    recorded them."""
+    card's ``CARD_STAMP``) are left out, and a command's resolved config.json is read for its settings alone
+    (``_resolved_config``). ``form``: 1 to 4, the older digests (``FOLDER_DIGESTS``), for runs that recorded them."""
     h = hashlib.sha256()
+    resolved_seen = False
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder)
         if not path.is_file() or rel.parts[0] in ("checkpoints",) or any(p.startswith(".") for p in rel.parts):
@@ -437,6 +441,9 @@ def _digest_folder(folder: Path, *, form: int = len(FOLDER_DIGESTS)) -> str:
             continue
         size = path.stat().st_size
         card = _card(path) if form > 3 and path.name == RUN_CARD and size < READ_WHOLE else None
+        if form > 4 and path.name == RESOLVED_CONFIG and size < READ_WHOLE:
+            card = _resolved_config(path)
+            resolved_seen = resolved_seen or card is not None
         h.update(f"{rel.as_posix()}\0{size if card is None else len(card)}\0".encode())
         if form < 3:
             if path.suffix == ".json" and size < 1 << 20:
@@ -447,7 +454,25 @@ def _digest_folder(folder: Path, *, form: int = len(FOLDER_DIGESTS)) -> str:
             h.update(path.read_bytes())
         elif form > 3:
             h.update(_sample(path, size))
-    return FOLDER_DIGESTS[form - 1] + h.hexdigest()
+    return (FOLDER_DIGEST if form == len(FOLDER_DIGESTS) and not resolved_seen else FOLDER_DIGESTS[form - 1]) + h.hexdigest()
+
+
+def _resolved_config(path: Path) -> bytes | None:
+    """A command's config.json beside its fingerprint.json (a `simulate build` folder read as ``--data``) as canonical
+    JSON of the settings that change results: a rerun that built nothing new rewrites it with its free settings
+    (``--device``, ``--no-progress``), ``--out`` and the inputs as now spelt, which made every run that read the folder
+    refuse to resume. None for any other config.json (a model's, which its keys tell apart)."""
+    try:
+        config = json.loads(path.read_bytes())
+        stamp = json.loads((path.parent / FINGERPRINT).read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict) or not isinstance(stamp, dict) or not isinstance(stamp.get("settings"), dict):
+        return None
+    names = set(stamp["settings"]) | set(stamp.get("inputs") or ()) | set(stamp.get("free") or ())
+    if set(config) != names:
+        return None
+    return json.dumps({k: config[k] for k in stamp["settings"]}, sort_keys=True).encode()
 
 
 def _card(path: Path) -> bytes:
