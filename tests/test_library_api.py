@@ -56,3 +56,24 @@ def test_a_critic_trained_on_records_passed_in_needs_no_data_file(tmp_path, monk
     monkeypatch.setattr(critic, "train_sft", lambda examples, *args, **kwargs: seen.setdefault("n", len(examples)))
     records = [Feedback(prompt="p", response="R", critique="Use lowercase.", revision="r")]
     assert critic.train_critic(critic.CriticConfig(model="tiny-random"), tmp_path / "out", records=records) == 1
+
+
+@pytest.fixture(scope="module")
+def tiny_engine(one_thread):
+    from redline.generation import load_engine
+
+    return load_engine("tiny-random", device="cpu")
+
+
+@pytest.mark.parametrize("prompts, message", [("Once upon a time", "got one string"),
+                                              ([{"role": "user", "content": "Hi"}], "got a message alone")])
+def test_generate_refuses_one_prompt_not_in_a_list(prompts, message, tiny_engine):
+    """One string was four completions for "abcd", one per character; one chat's messages were prompts of their own
+    (transformers' "Chat messages should be dicts ..., but got 'role'")."""
+    from redline.generation import SamplingParams, ScriptedEngine
+
+    params = SamplingParams(temperature=0, max_new_tokens=2)
+    for engine in (ScriptedEngine(lambda prompt, seed: "x"), tiny_engine):
+        with pytest.raises(TypeError, match=message):
+            engine.generate(prompts, params)
+        assert len(engine.generate([prompts], params)) == 1  # the same prompt in a list is one completion

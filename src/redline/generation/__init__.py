@@ -188,6 +188,16 @@ def prompt_beginning(prompt: Prompt, words: int = 12) -> str:
     return " ".join(head[:words]) + (" ..." if len(head) > words else "")
 
 
+def check_prompts(prompts: Sequence[Prompt]) -> None:
+    """``generate``'s ``prompts`` are a list of prompts: one string was read as a list of one-character prompts (a
+    completion per character), and one chat's messages as prompts of their own; each is refused in one line."""
+    if isinstance(prompts, str):
+        raise TypeError("generate takes a list of prompts, got one string: pass [prompt]")
+    if any(isinstance(p, dict) for p in prompts):
+        raise TypeError("generate takes a list of prompts, each a string or a list of {role, content} messages; got a "
+                        "message alone: pass [messages] for one chat")
+
+
 def per_prompt(params: SamplingParams | Sequence[SamplingParams], n: int) -> list[SamplingParams]:
     """``generate``'s ``params`` as one set per prompt: one set is shared, a sequence must have ``n``."""
     if isinstance(params, SamplingParams):
@@ -247,6 +257,7 @@ __all__ = [
     "SamplingParams",
     "ScriptedEngine",
     "as_chat",
+    "check_prompts",
     "cut_at_stop",
     "encode_prompt",
     "item_seeds",

@@ -24,6 +24,7 @@ from redline.generation import (
     GenerationStats,
     Prompt,
     SamplingParams,
+    check_prompts,
     cut_at_stop,
     item_seeds,
     per_prompt,
@@ -99,6 +100,7 @@ class ScriptedEngine:
     ) -> list[Completion]:
         start = time.perf_counter()
         out = []
+        check_prompts(prompts)
         params = per_prompt(params, len(prompts))
         for prompt, q, seed in zip(prompts, params, item_seeds(len(prompts), params, seeds)):
             t0 = time.perf_counter()

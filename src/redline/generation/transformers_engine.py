@@ -81,8 +81,8 @@ import torch
 
 from redline import RedlineError
 from redline.generation import (
-    Completion, GenerationStats, Prompt, SamplingParams, cut_at_stop, encode_prompt, has_room, item_seeds,
-    per_prompt, prompt_beginning,
+    Completion, GenerationStats, Prompt, SamplingParams, check_prompts, cut_at_stop, encode_prompt, has_room,
+    item_seeds, per_prompt, prompt_beginning,
 )
 from redline.generation.sampling import GREEDY_BELOW, sample, uniform_stream
 
@@ -476,6 +476,7 @@ class TransformersEngine:
 
     def _generate(self, prompts, params, seeds, progress) -> list[Completion]:
         start = time.perf_counter()
+        check_prompts(prompts)
         params = per_prompt(params, len(prompts))
         seeds = item_seeds(len(prompts), params, seeds)
         if not prompts:

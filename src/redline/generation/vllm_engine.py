@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 from redline import RedlineError
 from redline.generation import (
-    Completion, GenerationStats, Prompt, SamplingParams, encode_prompt, has_room, item_seeds, per_prompt,
+    Completion, GenerationStats, Prompt, SamplingParams, check_prompts, encode_prompt, has_room, item_seeds, per_prompt,
     prompt_beginning,
 )
 
@@ -162,6 +162,7 @@ class VLLMEngine:
     ) -> list[Completion]:
         from redline import RedlineError
 
+        check_prompts(prompts)
         params = per_prompt(params, len(prompts))
         if any(q.no_repeat_ngram for q in params):
             raise RedlineError("no_repeat_ngram (--no-repeat-ngram) is implemented by the transformers backend only; "
