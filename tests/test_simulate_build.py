@@ -547,6 +547,8 @@ def test_a_rerun_that_builds_nothing_new_leaves_the_folders_digest(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     build(_config(Path("w"), prompts=4, test_prompts=2))
     assert input_digest(str(out)) == digest and (out / "manifest.json").read_bytes() == manifest
+    build(_config(Path("w"), prompts=4, test_prompts=2, device="cpu", progress=True))  # settings that change no file
+    assert input_digest(str(out)) == digest and (out / "manifest.json").read_bytes() == manifest
     build(_config(Path("w"), prompts=4, test_prompts=2, annotators=3))
     assert json.loads((out / "manifest.json").read_text())["config"]["annotators"] == 3
     assert input_digest(str(out)) != digest

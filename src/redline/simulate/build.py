@@ -692,12 +692,15 @@ def build(cfg: BuildConfig) -> dict:
 
 def write_manifest(path: Path, manifest: dict) -> None:
     """Step 6's manifest, left as it is where it already says the same but for when and how long the build ran and
-    how ``--out`` was spelt: a rerun that builds nothing new (a script run again to resume the steps after it)
-    rewrote it, which changed the folder's digest, so every run that read the folder (``experiment critic --data``)
-    refused to resume as if the data had changed."""
+    how ``--out`` was spelt, and the settings that change no file (``--device``, ``--no-progress``): a rerun that
+    builds nothing new (a script run again to resume the steps after it) rewrote it, which changed the folder's
+    digest, so every run that read the folder (``experiment critic --data``) refused to resume as if the data had
+    changed."""
+    free = {f.name for f in dataclasses.fields(BuildConfig) if f.metadata.get("result", True) is False}  # out too
+
     def lasting(m: dict) -> dict:
         kept = {k: v for k, v in m.items() if k not in ("created", "build_seconds", "command")}
-        return {**kept, "config": {k: v for k, v in kept.get("config", {}).items() if k != "out"}}
+        return {**kept, "config": {k: v for k, v in kept.get("config", {}).items() if k not in free}}
 
     text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
     try:
