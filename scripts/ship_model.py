@@ -82,6 +82,8 @@ def ship(run: Path, to: Path, notes: str = "") -> Path:
     from redline.models import RUN_INFO, ModelCard, hub_id, local_folder, run_info
     from redline.records import json_text, write_text_atomic
 
+    if not (run / RUN_INFO).is_file():
+        raise RedlineError(f"{run}: no {RUN_INFO}: not a finished `redline train` run folder")
     info = run_info(run)
     adapter = run
     if info.get("kind") in SCORING and not info.get("adapter"):
@@ -90,12 +92,19 @@ def ship(run: Path, to: Path, notes: str = "") -> Path:
     elif info.get("kind") not in DESTINATION or not info.get("adapter"):
         raise RedlineError(f"{run}: not a LoRA critic, reward or gap-reward run (redline.json says kind "
                            f"{info.get('kind')!r}, adapter {info.get('adapter')!r})")
+    if to.exists() and not to.is_dir():
+        raise RedlineError(f"--to {to}: a file, not a folder for the shipped model")
     if to.exists():
         if to.resolve() == run.resolve() or run.resolve().is_relative_to(to.resolve()):
             raise RedlineError(f"--to {to}: it holds the run {run}, which replacing it would delete")
         if any(to.iterdir()) and not (to / RUN_INFO).is_file():
             raise RedlineError(f"--to {to}: a folder that is not a shipped model (no {RUN_INFO}); replacing it would "
                                "delete what it holds: name the model's own folder, e.g. models/critic")
+    # what the copy needs, checked before a previous shipped model in ``to`` is removed
+    lacking = [name for name in ("adapter_model.safetensors", "adapter_config.json") if not (adapter / name).is_file()]
+    if lacking:
+        raise RedlineError(f"{adapter}: no {lacking[0]}: the adapter is not all there")
+    if to.exists():
         shutil.rmtree(to)
     to.mkdir(parents=True)
     weights = load_file(str(adapter / "adapter_model.safetensors"))

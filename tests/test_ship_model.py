@@ -201,3 +201,22 @@ def test_the_card_is_written_as_utf8_whatever_the_locale(tmp_path):
     assert "| eval_loss | – |" in card and card.endswith("\n")
     shipped = json.loads((tmp_path / "to" / "redline.json").read_text(), parse_constant=pytest.fail)  # NaN: null
     assert shipped["metrics"]["final_loss"] is None
+
+
+def test_a_missing_run_a_file_as_destination_or_an_adapter_not_all_there_is_refused_before_anything_is_removed(
+        tmp_path, capsys):
+    """A missing run was called a run whose redline.json says kind None; --to a file was a NotADirectoryError
+    traceback; a run without adapter_config.json removed the previous shipped model, then failed (FileNotFoundError)."""
+    assert ship_model.main([str(tmp_path / "nope"), "--to", str(tmp_path / "to")]) == 2
+    assert "nope: no redline.json: not a finished `redline train` run folder" in capsys.readouterr().err
+    run = _adapter_run(tmp_path / "run", {"steps": 2})
+    (tmp_path / "file").write_text("keep me")
+    assert ship_model.main([str(run), "--to", str(tmp_path / "file")]) == 2
+    assert "--to " in (err := capsys.readouterr().err) and "a file, not a folder" in err
+    assert (tmp_path / "file").read_text() == "keep me"
+    to = tmp_path / "models" / "critic"
+    assert ship_model.main([str(run), "--to", str(to)]) == 0  # the previous shipped model
+    (run / "adapter_config.json").unlink()
+    assert ship_model.main([str(run), "--to", str(to)]) == 2
+    assert "no adapter_config.json: the adapter is not all there" in capsys.readouterr().err
+    assert (to / "adapter_config.json").is_file() and (to / "README.md").is_file()  # left as it was
