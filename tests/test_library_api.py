@@ -77,3 +77,33 @@ def test_generate_refuses_one_prompt_not_in_a_list(prompts, message, tiny_engine
         with pytest.raises(TypeError, match=message):
             engine.generate(prompts, params)
         assert len(engine.generate([prompts], params)) == 1  # the same prompt in a list is one completion
+
+
+def _trainers():
+    from redline.train.dpo import DPOSettings, train_dpo
+    from redline.train.gap_reward import GapRewardConfig, train_gap_reward
+    from redline.train.reward import RewardConfig, train_reward
+    from redline.train.sft import DemonstrationConfig, train_demonstrations
+
+    return [(train_demonstrations, DemonstrationConfig, "demonstration"), (train_reward, RewardConfig, "preference"),
+            (train_dpo, DPOSettings, "preference"), (train_gap_reward, GapRewardConfig, "preference")]
+
+
+RECORDS = {"demonstration": {"prompt": "p", "response": "r"},
+           "preference": {"prompt": "p", "chosen": "good", "rejected": "bad"}}
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_an_unknown_lr_scheduler_is_refused_before_the_model_loads(case, jsonl, tmp_path, monkeypatch):
+    """transformers refused it as the trainer's arguments were built, once the model had loaded."""
+    import redline.models
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(redline.models, "load_causal_lm", no_loading)
+    monkeypatch.setattr(redline.models, "load_reward_model", no_loading)
+    train, config, kind = _trainers()[case]
+    data = jsonl([{**RECORDS[kind], "prompt": f"p{i}"} for i in range(6)])
+    with pytest.raises(RedlineError, match="--lr-scheduler 'cosin' is not one of transformers' schedulers: linear, cosine"):
+        train(config(model="tiny-random", data=str(data), lr_scheduler="cosin", max_steps=1), tmp_path / "out")

@@ -49,8 +49,8 @@ from typing import Any
 from redline import RedlineError
 from redline.config import write_config
 from redline.train.sft import (
-    SFTSettings, as_chat, base_dtype, check_report_to, finished_run, publish, run_trainer, save_training_curve, training_device,
-    trl_arguments,
+    SFTSettings, as_chat, base_dtype, check_report_to, check_scheduler, finished_run, publish, run_trainer, save_training_curve,
+    training_device, trl_arguments,
 )
 
 POLICY_ROLE = "a policy: --model wants the SFT run (a causal language model)"
@@ -132,6 +132,7 @@ def train_dpo(config: DPOSettings, out) -> dict[str, Any]:
     # Step 1: every check before a model loads.
     check_required(config)
     check_report_to(config.report_to)
+    check_scheduler(config.lr_scheduler)
     check_language_model(config.model, POLICY_ROLE)
     if config.beta <= 0:  # 0 leaves the loss at log 2 with no gradient (ipo divides by it); below 0 learns the reverse
         raise RedlineError(f"--beta must be above 0, got {config.beta}")

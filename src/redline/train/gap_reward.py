@@ -60,7 +60,8 @@ from redline.train.reward import (GroupCollator, completion_scores, encode_chats
                                   refuse_start_prompts, report_cuts, split_by_prompt, start_training_prompts,
                                   training_arguments)
 from redline.train.sft import (
-    SFTSettings, base_dtype, check_report_to, finished_run, float32_adapters, publish, run_trainer, save_training_curve, training_device,
+    SFTSettings, base_dtype, check_report_to, check_scheduler, finished_run, float32_adapters, publish, run_trainer,
+    save_training_curve, training_device,
 )
 
 KIND = GAP_REWARD
@@ -302,6 +303,7 @@ def train_gap_reward(config: GapRewardConfig, out: str | os.PathLike) -> dict[st
     check_unless(config)
     weights = config.weights()
     check_report_to(config.report_to)  # before anything loads
+    check_scheduler(config.lr_scheduler)
     if config.anchor_weight < 0:
         raise RedlineError(f"--anchor-weight must be >= 0, got {config.anchor_weight}")
     out = Path(out)

@@ -62,8 +62,8 @@ from redline.config import check_required, check_unless, write_config
 from redline.models import REWARD, chat_text, score_texts
 from redline.records import Preference, Ranking, Record, RecordError, iter_raw, prompt_key, prompt_text, read_records
 from redline.train.sft import (
-    SFTSettings, base_dtype, check_report_to, finished_run, float32_adapters, publish, run_trainer, save_training_curve, training_device,
-    trainer_arguments,
+    SFTSettings, base_dtype, check_report_to, check_scheduler, finished_run, float32_adapters, publish, run_trainer,
+    save_training_curve, training_device, trainer_arguments,
 )
 
 
@@ -570,6 +570,7 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
     check_required(config)  # before anything loads: a config built in Python may name no --data
     check_unless(config)
     check_report_to(config.report_to)
+    check_scheduler(config.lr_scheduler)
     finished = finished_run(out, config.push_to_hub, config)
     if finished is not None:
         return finished

@@ -106,6 +106,16 @@ def check_report_to(report_to: str) -> None:
                            "(or --report-to none; every run also writes its log to the run folder)")
 
 
+def check_scheduler(name: str) -> None:
+    """``--lr-scheduler``: a scheduler this transformers knows, refused in one line before a model loads (transformers
+    refused it as its trainer's arguments were built, once the model had loaded)."""
+    from transformers import SchedulerType
+
+    if name not in {t.value for t in SchedulerType}:
+        raise RedlineError(f"--lr-scheduler {name!r} is not one of transformers' schedulers: "
+                           f"{', '.join(t.value for t in SchedulerType)}")
+
+
 def last_checkpoint(out: Path) -> str | None:
     """The newest complete checkpoint of a run: one whose ``trainer_state.json`` (the Trainer writes
     it after the weights, optimizer and RNG states) exists. A checkpoint a kill cut short is passed
@@ -255,6 +265,7 @@ def train_sft(
     out = Path(out)
     check_values(settings)  # built in Python: flags and config files were checked as they were read
     check_report_to(settings.report_to)
+    check_scheduler(settings.lr_scheduler)
     finished = finished_run(out, settings.push_to_hub, config or settings)
     if finished is not None:
         return finished
