@@ -651,6 +651,20 @@ def test_a_bad_upload_is_refused_with_file_line_field_and_nothing_is_imported(se
         assert db.scalar(P.select(P.func.count()).select_from(P.Item)) == len(RANK_ROWS)  # nothing imported
 
 
+def test_an_empty_answer_is_refused_by_line_and_field_not_left_out(tmp_path, jsonl):
+    # ["a", "", "c"] became a ranking of two answers without a word (and a pair or critique lost its answer unsaid)
+    prompts = jsonl([{"id": "q", "prompt": "Q?", "responses": ["a", " ", "c"]}, {"id": "p", "prompt": "P?", "chosen": "x", "rejected": ""}],
+                    "prompts.jsonl")
+    with pytest.raises(P.RecordError) as e:
+        P.plan_items("rank", P.read_prompts(prompts), "prompts.jsonl")
+    assert "prompts.jsonl:1: responses[1]: empty string" in str(e.value) and "prompts.jsonl:2: rejected: empty" in str(e.value)
+    assert len(P.plan_items("demonstration", P.read_prompts(prompts))) == 2  # shows no answers: takes the prompts
+    rows = P.read_prompts(jsonl([{"id": "q", "prompt": "Q?"}], "q.jsonl"))
+    responses = jsonl([{"id": "q", "prompt": "Q?", "response": "fine"}, {"id": "q", "prompt": "Q?", "response": "\n"}], "r.jsonl")
+    with pytest.raises(P.RecordError, match="r.jsonl:2: response: empty string"):
+        P.attach_responses(rows, [responses])
+
+
 def test_admin_adds_users_with_a_generated_password_shown_once(sessions):
     admin = client_for(sessions, "root")
     csrf = csrf_of(admin.get("/admin").text)

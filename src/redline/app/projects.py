@@ -149,23 +149,26 @@ class PromptRow:
     meta: dict
     answers: list[dict] = field(default_factory=list)  # [{"text", "source"}]
     gold: dict | None = None  # {"ranks": [...]} or {"chosen": 0}: the known answer of a gold item
+    empty: list[str] = field(default_factory=list)  # the fields of its empty answers, refused where answers are shown
 
 
-def _own_answers(obj: dict) -> list[dict]:
-    """Answers a prompt record carries itself: response, responses, or chosen and rejected."""
+EMPTY_ANSWER = "empty string where text is needed (an answer for annotators to judge; leave it out of the record)"
+
+
+def _own_answers(obj: dict) -> tuple[list[dict], list[str]]:
+    """Answers a prompt record carries itself (response, responses, or chosen and rejected), and the fields of the
+    empty ones: ``plan_items`` refuses those where answers are shown (every record reader refuses them too), where
+    they were left out unsaid, which shifted a ranking's places."""
     source = obj.get("source") if isinstance(obj.get("source"), str) else None
-    texts: list[str] = []
+    fields: list[tuple[str, Any]] = []
     if isinstance(obj.get("responses"), list):
-        for i, text in enumerate(obj["responses"]):
-            if not isinstance(text, str):
-                raise FieldError(f"responses[{i}]", f"expected a string, got {type(text).__name__}")
-            texts.append(text)
-    for name in ("response", "chosen", "rejected"):
-        if name in obj:
-            if not isinstance(obj[name], str):
-                raise FieldError(name, f"expected a string, got {type(obj[name]).__name__}")
-            texts.append(obj[name])
-    return [{"text": t, "source": source} for t in texts if t.strip()]
+        fields += [(f"responses[{i}]", text) for i, text in enumerate(obj["responses"])]
+    fields += [(name, obj[name]) for name in ("response", "chosen", "rejected") if name in obj]
+    for name, text in fields:
+        if not isinstance(text, str):
+            raise FieldError(name, f"expected a string, got {type(text).__name__}")
+    return [{"text": text, "source": source} for _, text in fields if text.strip()], [name for name, text in fields
+                                                                                         if not text.strip()]
 
 
 def _gold(obj: dict, meta: dict) -> dict | None:
@@ -187,11 +190,12 @@ def read_prompts(path: str | Path, with_answers: bool = True) -> list[PromptRow]
         if not isinstance(obj, dict):
             raise FieldError("<record>", f"expected a JSON object, got {type(obj).__name__}")
         meta = meta_field(obj)
-        answers = _own_answers(obj) if with_answers else []
+        answers, empty = _own_answers(obj) if with_answers else ([], [])
         given = optional_id(obj)
         if given is not None and (problem := unstorable(given, EXTERNAL_ID_MAX)):
             raise FieldError("id", problem)
-        return PromptRow(number, prompt_field(obj), given, meta, answers, _gold(obj, meta) if with_answers else None)
+        return PromptRow(number, prompt_field(obj), given, meta, answers, _gold(obj, meta) if with_answers else None,
+                         empty=empty)
 
     rows = _parse_rows(path, parse, skip_invalid=False, limit=None, report=None)
     if not rows:
@@ -215,8 +219,9 @@ def attach_responses(rows: list[PromptRow], paths: Iterable[str | Path], prompts
             row = row or by_prompt.get(prompt_key(record.prompt))
             if row is None:
                 unmatched.append(f"{path}:{number}: prompt: matches no prompt (by id or text) in {prompts_name}")
-                continue
-            if record.response.strip():
+            elif not record.response.strip():  # was left out unsaid
+                unmatched.append(f"{path}:{number}: response: {EMPTY_ANSWER}")
+            else:
                 row.answers.append({"text": record.response, "source": record.source})
         if unmatched:
             raise RecordError(unmatched[:20], len(unmatched))
@@ -253,6 +258,9 @@ def plan_items(task_type: str, rows: list[PromptRow], prompts_name: str = "the p
     for row in rows:
         base = {"prompt": row.prompt, "meta": row.meta, "external_id": row.id}
         answers = row.answers
+        if row.empty and task_type != "demonstration":  # a demonstration project shows no answers
+            errors += [f"{prompts_name}:{row.line}: {name}: {EMPTY_ANSWER}" for name in row.empty]
+            continue
         if row.gold is not None and not ((task_type == "rank" and "ranks" in row.gold) or (task_type == "pair" and "chosen" in row.gold)):
             errors.append(f"{prompts_name}:{row.line}: meta.gold: a {task_type} project takes no gold items of this record "
                           "(gold: a ranking record in a rank project, a preference record in a pair project)")
