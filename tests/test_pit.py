@@ -366,3 +366,18 @@ def test_the_manifest_of_a_stage_that_diverged_is_json_with_null_for_its_nan(jso
 
     manifest = json.loads((tmp_path / "pit" / "pit.json").read_text(), parse_constant=refuse)
     assert manifest["stages"]["sft"]["final_loss"] is None and manifest["stages"]["sft"]["steps"] == 1
+
+
+def test_a_rerun_naming_the_base_another_way_leaves_the_manifest_as_it_was(jsonl, tmp_path, monkeypatch):
+    """pit.json named BASE and the gap model as typed: a rerun with `--policy ./base` (the same folder) rewrote it,
+    which changed RUN's digest, so an `improve --model RUN` begun before refused to resume. Folders are named whole."""
+    import redline.train.sft as sft
+    from redline.models import load_causal_lm
+
+    monkeypatch.setattr(sft, "train_sft", lambda *a, **k: {"final_loss": 1.0, "steps": 1})
+    base, data = save_tiny(tmp_path / "base", "sft", cls=load_causal_lm), jsonl(PREFS)
+    train_pit(config("", data, rounds="none", policy=base), tmp_path / "pit")
+    before = (tmp_path / "pit" / "pit.json").read_bytes()
+    monkeypatch.chdir(tmp_path)
+    train_pit(config("", data, rounds="none", policy="./base"), tmp_path / "pit")
+    assert (tmp_path / "pit" / "pit.json").read_bytes() == before and json.loads(before)["base"] == base

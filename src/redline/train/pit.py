@@ -343,7 +343,7 @@ def run_round(config: PITConfig, start: str, sft: str, records: list[dict], out:
 
 def train_pit(config: PITConfig, out: str | os.PathLike) -> dict[str, Any]:
     """Steps 1–5 of the module docstring; returns every stage's metrics."""
-    from redline.models import check_gap_reward_model, check_language_model, load_tokenizer, run_info
+    from redline.models import check_gap_reward_model, check_language_model, load_tokenizer, local_folder, run_info
     from redline.train.gap_reward import read_preferences, split_thirds
     from redline.train.ppo import POLICY_ROLE, fit_prompts
     from redline.train.sft import train_sft
@@ -435,7 +435,11 @@ def train_pit(config: PITConfig, out: str | os.PathLike) -> dict[str, Any]:
 
     # Step 5: the manifest `redline improve` reads.
     final = Path(start).name
-    manifest = {"policy": final, "rounds": rounds, "stages": stages, "base": config.policy, "gap_reward": config.gap_reward}
+    # a folder by its absolute path, as the cards name a base: a rerun with `--policy ./runs/sft` wrote another
+    # pit.json, and so another digest of RUN, which every `improve --model RUN` begun before refused to resume on
+    named = {name: os.path.abspath(value) if local_folder(value) else value
+             for name, value in (("base", config.policy), ("gap_reward", config.gap_reward))}
+    manifest = {"policy": final, "rounds": rounds, "stages": stages, **named}
     # `redline improve` reads it; a stage that diverged (NaN loss or reward) is null there, as in its card (json_text)
     write_text_atomic(out / MANIFEST, json_text(manifest, indent=2, default=str) + "\n")
     print(f"redline: PIT policy in {out / final}", file=sys.stderr)
