@@ -552,3 +552,18 @@ def test_a_rerun_that_builds_nothing_new_leaves_the_folders_digest(tmp_path, mon
     build(_config(Path("w"), prompts=4, test_prompts=2, annotators=3))
     assert json.loads((out / "manifest.json").read_text())["config"]["annotators"] == 3
     assert input_digest(str(out)) != digest
+
+
+def test_the_manifests_command_repeats_every_setting_of_a_model_build():
+    """The manifest's command left out --batch-size, a setting of the build's fingerprint (a bfloat16 engine's numbers
+    depend on the batch's shape): run as recorded, it built with 32."""
+    import shlex
+
+    from redline.cli import build_parser
+    from redline.config import settings_from_args
+
+    config = _config(Path("w"), responder="tiny-random", dtype="bfloat16", batch_size=8, top_p=0.9, annotators=3)
+    args = build_parser().parse_args(shlex.split(config.command())[1:])
+    again = settings_from_args(BuildConfig, args)
+    assert {k: v for k, v in again.to_dict().items() if k != "progress"} == \
+        {k: v for k, v in config.to_dict().items() if k != "progress"}

@@ -184,6 +184,8 @@ class BuildConfig:
         if self.responder != "template":
             args += ["--temperature", str(self.temperature), "--top-p", str(self.top_p),
                      "--max-new-tokens", str(self.max_new_tokens), "--dtype", self.dtype, "--device", self.device]
+            if self.batch_size != BuildConfig.batch_size:  # a bfloat16 engine's numbers depend on the batch's shape
+                args += ["--batch-size", str(self.batch_size)]
             if "hot" in self.slots():
                 args += ["--hot-temperature", str(self.hot_temperature)]
         if self.tasks:
