@@ -1,6 +1,8 @@
 """redline used as a library: the documented functions called from Python, with configs built in Python (no
 flags, no config file), refuse what the command line refuses, in one line, before anything loads or is written."""
 
+import re
+
 import pytest
 
 from redline import RedlineError
@@ -107,3 +109,27 @@ def test_an_unknown_lr_scheduler_is_refused_before_the_model_loads(case, jsonl, 
     data = jsonl([{**RECORDS[kind], "prompt": f"p{i}"} for i in range(6)])
     with pytest.raises(RedlineError, match="--lr-scheduler 'cosin' is not one of transformers' schedulers: linear, cosine"):
         train(config(model="tiny-random", data=str(data), lr_scheduler="cosin", max_steps=1), tmp_path / "out")
+
+
+@pytest.mark.parametrize("reward, shape", [(lambda p, r, rec: [1.0], "(1,)"),
+                                           (lambda p, r, rec: [[1.0]] * len(r), "(3, 1)")])
+def test_a_reward_function_that_does_not_give_one_score_a_response_is_named(reward, shape):
+    """``run_ppo``'s ``reward_fn`` is a caller's: a score short was an IndexError deep in the advantages."""
+    from types import SimpleNamespace
+
+    from redline.train.ppo import score
+
+    samples = SimpleNamespace(prompts=[[{"role": "user", "content": "p"}]] * 3, texts=["a", "b", "c"],
+                              records=[{}] * 3, truncated=[False] * 3)
+    assert score(lambda p, r, rec: [0.5] * len(r), samples, "cpu").tolist() == [0.5] * 3
+    with pytest.raises(RedlineError, match=re.escape(f"scores of shape {shape} for 3 responses")):
+        score(reward, samples, "cpu")
+
+
+def test_run_ppo_without_prompts_says_so(tmp_path):
+    """It was a ZeroDivisionError drawing the first iteration's prompts, after the models had loaded."""
+    from redline.train.ppo import PPOConfig, run_ppo
+
+    config = PPOConfig(policy="tiny-random", reward="rm", prompts="-", device="cpu")
+    with pytest.raises(RedlineError, match="no prompt records"):
+        run_ppo(config, None, [], lambda p, r, rec: [0.0] * len(r), lambda record: [], tmp_path / "run")

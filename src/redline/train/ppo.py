@@ -811,6 +811,8 @@ def run_ppo(
     from redline.ops.rl import adaptive_kl_beta
 
     config.check()
+    if not prompt_records:  # else a ZeroDivisionError drawing the first iteration's prompts
+        raise RedlineError("run_ppo: no prompt records to train on")
     set_threads(config.threads)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -1021,6 +1023,9 @@ def score(reward_fn: RewardFn, samples: Samples, device, missing_eos_penalty: fl
     import torch
 
     scores = torch.tensor(reward_fn(samples.prompts, samples.texts, samples.records), dtype=torch.float32, device=device)
+    if scores.shape != (len(samples.texts),):  # else an IndexError (or a broadcast) deep in the advantages
+        raise RedlineError(f"the reward function gave scores of shape {tuple(scores.shape)} for {len(samples.texts)} "
+                           "responses: it must return one number per response, in order")
     if missing_eos_penalty:
         scores -= missing_eos_penalty * torch.tensor(samples.truncated, dtype=torch.float32, device=device)
     return scores
