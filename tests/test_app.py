@@ -419,9 +419,10 @@ def test_rank_with_ties_refuses_a_missing_rank_and_exports_rankings_and_pairs(se
     on_page = {f"rank_{i}": rank for i, rank in zip(shown, ["2", "1", "2", "4"])}
     r = c.post(url, data={"csrf": csrf, **on_page}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == f"/projects/{pid}/next"
-    # the same submission again (a double click, a retry) stores nothing more
+    # the same submission again (a double click, a retry) stores nothing more; another ranking is refused, not dropped
+    assert c.post(url, data={"csrf": csrf, **on_page}, follow_redirects=False).status_code == 303
     assert c.post(url, data={"csrf": csrf, "rank_0": "1", "rank_1": "2", "rank_2": "3", "rank_3": "4"},
-                  follow_redirects=False).status_code == 303
+                  follow_redirects=False).status_code == 422
     [ranking] = export(sessions, "r", "ranking", tmp_path)
     assert ranking.ranks == [1, 0, 2, 1] and ranking.responses == RANK_ROWS[0]["responses"]
     assert ranking.meta["annotator"] == "ann" and ranking.meta["seconds"] >= 0 and ranking.meta["topic"] == "topic 0"
