@@ -50,7 +50,7 @@ class SamplingError(ValueError):
 
 @dataclass
 class SamplingParams:
-    """How to sample; one set per ``generate`` call, shared by its items."""
+    """How to sample: one set shared by a ``generate`` call's items, or one set per prompt (``per_prompt``)."""
 
     temperature: float = 0.7  # 0 = greedy (so is one under 1e-5 in the transformers engine: sampling.GREEDY_BELOW)
     top_p: float = 1.0  # nucleus sampling: keep the most likely tokens up to this much probability
