@@ -38,6 +38,22 @@ def test_a_stopped_run_resumes_to_what_one_run_writes(jsonl, tmp_path):
     assert lines(part) == lines(tmp_path / "whole.jsonl")
 
 
+def test_a_resume_naming_its_model_folder_another_way_keeps_one_source(jsonl, tmp_path, monkeypatch):
+    """`--model runs/ppo`, then `--model ./runs/ppo` (the same folder; the fingerprint lets it resume): the records'
+    source, the model as typed, named one generator two ways in one file."""
+    from dataclasses import replace
+
+    from redline.models import tiny_random_dir
+
+    folder = tiny_random_dir()
+    config = GenerateConfig(model=str(folder), prompts=str(jsonl(PROMPTS)), max_new_tokens=4, chunk=2)
+    part = tmp_path / "part.jsonl"
+    generate_responses(replace(config, limit=2), part)
+    monkeypatch.chdir(folder.parent)
+    generate_responses(replace(config, model=f"./{folder.name}"), part)
+    assert len(lines(part)) == 5 and {r["source"] for r in lines(part)} == {str(folder)}
+
+
 def test_a_file_of_other_prompts_is_refused_and_a_longer_one_of_the_same_is_kept(jsonl, tmp_path):
     prompts = str(jsonl(PROMPTS))
     out = tmp_path / "out.jsonl"

@@ -71,7 +71,7 @@ def generate_responses(config: GenerateConfig, out: str | Path) -> Path:
     options = {"threads": config.threads} if config.threads and config.backend == "transformers" else {}
     engine = load_engine(config.model, backend=config.backend, dtype=config.dtype, device=config.device, **options)
     refuse_too_long(engine, records, done, config.prompts)
-    source = config.source or config.model
+    source = config.source or resumed_source(out, done) or config.model
     out.parent.mkdir(parents=True, exist_ok=True)
     for start in range(done, len(records), config.chunk):  # step 3
         chunk = records[start:start + config.chunk]
@@ -101,6 +101,18 @@ def refuse_too_long(engine, records: list[dict], done: int, prompts: str) -> Non
             raise RedlineError(f"{prompts}: record {number} (id {record['id']}): prompt: {tokens} tokens in the model's "
                                f"chat template, past the {context - 1} it takes with room for one new token; shorten it "
                                "or leave it out (nothing more was generated)")
+
+
+def resumed_source(out: Path, done: int) -> str | None:
+    """The source the responses OUT holds name, where they all name one: a resumed run without ``--source`` takes it,
+    as the model they name is this run's (its fingerprint compared the folder's content), however it is spelt now
+    (``./runs/ppo``): one file named its model two ways, and read as two generators."""
+    from redline.records import read_jsonl_prefix
+
+    if not done:
+        return None
+    sources = {row.get("source") for row in read_jsonl_prefix(out)}
+    return sources.pop() if len(sources) == 1 and isinstance(next(iter(sources)), str) else None
 
 
 def check_done(out: Path, records: list[dict], prompts: str) -> int:
