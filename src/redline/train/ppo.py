@@ -804,8 +804,9 @@ def run_ppo(
     whose score head is read at every position (None for RLOO). ``reward_fn(prompts, responses,
     records)`` scores whole responses; ``build_prompt(record)`` gives the messages the policy answers.
     ``config``: a PPOConfig, or any RLSettings (PIT's rounds). Resumes from RUN/checkpoints; saves the
-    final policy (card ``kind``, its ``data`` and ``notes`` on what of it was read), RUN/value, RUN/ppo_log.jsonl and
-    RUN/train_config.json.
+    final policy (card ``kind``, its ``data`` and ``notes`` on what of it was read), RUN/value (GAE only: RLOO trains
+    no value model), RUN/ppo_log.jsonl, RUN/rollouts.jsonl, RUN/ppo_curve.png and RUN/train_config.json. An iteration
+    with a NaN or infinite statistic stops the run before it is checkpointed (``check_finite``).
     """
     from redline.generation.transformers_engine import TransformersEngine
     from redline.ops.rl import adaptive_kl_beta
