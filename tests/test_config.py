@@ -438,6 +438,31 @@ def test_a_reward_judges_options_that_change_its_verdicts_are_part_of_the_finger
             claim_output(out, Job(judge, judges), command="job")
 
 
+def test_a_judges_options_that_change_no_verdict_may_change_on_resume(tmp_path):
+    """An LLM judge rate-limited at concurrency=8 resumed at 2 (or with a longer timeout, another cache) was refused
+    as a run with other settings, though its judgments file (which keeps the judge's name) takes it; the options
+    that change verdicts (temperature, max_tokens, a reward model's margin) are still compared."""
+    from dataclasses import dataclass
+
+    from redline import RedlineError
+    from redline.config import claim_output
+
+    @dataclass
+    class Job:
+        judge: str = ""
+        judges: str = ""
+
+    url = "openai:gpt@http://127.0.0.1:9/v1"
+    out = tmp_path / "run"
+    claim_output(out, Job(f"{url}?concurrency=8", f"oracle,{url}"), command="job")
+    (out / "result.txt").write_text("half done")
+    claim_output(out, Job(f"{url}?timeout=120&concurrency=2&cache=off", f"oracle, {url}?retries=9"), command="job")
+    for judge, judges in ((f"{url}?temperature=1", f"oracle,{url}"), (url, f"oracle,{url}?max_tokens=64"),
+                          (url, f"oracle:noisy,{url}")):
+        with pytest.raises(RedlineError, match="other settings or inputs: --judges?: "):
+            claim_output(out, Job(judge, judges), command="job")
+
+
 # ----------------------------------------------------------------------------- what a fingerprint reads
 
 

@@ -529,7 +529,7 @@ def changed_items(now: dict[str, Any], then: dict[str, Any]) -> list[str]:
     def same(x: dict[str, Any], y: dict[str, Any]) -> bool:  # by content where both name something here, else as text
         if "digest" in x and "digest" in y:
             return same_input(x, y)
-        return "digest" not in x and "digest" not in y and x["given"] == y["given"]
+        return "digest" not in x and "digest" not in y and same_text(x["given"], y["given"])
 
     return [x["given"] for x, y in zip(a, b) if not same(x, y)]
 
@@ -551,6 +551,31 @@ def spec_options(given: str) -> str:
         return parse_judge(given).name.partition("?")[2]
     except RedlineError:  # not a spec the judge takes: compared as written
         return given.partition("?")[2]
+
+
+# Options of a judge spec that change no verdict: how many calls go at once, how long one waits, where answers are
+# cached, which variable holds the key, how the token cap is sent; the device and batch of a reward model. The judge's
+# name, which its judgments file keeps, leaves them out, and a run may resume under others (a judge rate-limited
+# at concurrency=8 goes on at 2).
+FREE_JUDGE_OPTIONS = frozenset({"concurrency", "retries", "timeout", "backoff", "cache", "key_env", "token_param",
+                                "device", "batch_size"})
+JUDGE_KINDS = ("oracle", "openai:", "reward:")
+
+
+def same_text(a: Any, b: Any) -> bool:
+    """Whether two values of a setting are the same: equal, or the same judge specs (one, or a comma-separated list)
+    but for options in ``FREE_JUDGE_OPTIONS``."""
+    if a == b:
+        return True
+    if not isinstance(a, str) or not isinstance(b, str) or not a.startswith(JUDGE_KINDS):
+        return False
+
+    def judges(text: str) -> list[tuple[str, list[str]]]:
+        specs = [spec.strip().partition("?") for spec in text.split(",")]
+        return [(body, sorted(o for o in query.split("&") if o and o.partition("=")[0] not in FREE_JUDGE_OPTIONS))
+                for body, _, query in specs]
+
+    return judges(a) == judges(b)
 
 
 def named_path(value: Any) -> Path | None:
@@ -661,7 +686,7 @@ def differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
             continue
         if name not in old_settings and name in now.get("defaults", {}) and now["settings"][name] == now["defaults"][name]:
             continue  # a setting added since the run began, at its default: what the run did before it existed
-        if now["settings"].get(name, "<unset>") != old_settings.get(name, "<unset>"):
+        if not same_text(now["settings"].get(name, "<unset>"), old_settings.get(name, "<unset>")):
             out.append(f"{flag_name(name)}: {now['settings'].get(name)!r} here, {old_settings.get(name)!r} in the run")
     return out
 
