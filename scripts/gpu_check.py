@@ -75,6 +75,8 @@ def install_wheels(folder: Path | None, site: Path) -> dict:
     if folder is None or not folder.is_dir():
         return {"status": "skipped", "reason": f"no wheels folder ({folder})" if folder else "no wheels folder given"}
     wheels = sorted(folder.glob("*.whl"))
+    if not wheels:
+        return {"status": "skipped", "folder": str(folder), "reason": f"no wheels in {folder}"}
     present = {w.name: _installed(_dist_name(w)) for w in wheels}
     todo = [w for w in wheels if present[w.name] is None]
     result = {"folder": str(folder), "already_installed": {k: v for k, v in present.items() if v}, "installed": [w.name for w in todo]}
@@ -138,14 +140,24 @@ def main(argv=None) -> int:
 
     deadline = time.monotonic() + args.budget
     out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    # everything checkable here is checked before any part runs: on the GPU machine a mistake costs its budget
+    parts = list(dict.fromkeys(p.strip() for p in args.parts.split(",") if p.strip()))  # once each, in order
     unknown = set(parts) - set(CAPS)
     if unknown:
         ap.error(f"unknown parts: {', '.join(sorted(unknown))}")
-    sizes = args.sizes.split(",") if args.sizes else (["tiny"] if args.tiny else list(SIZES))
+    if not parts:
+        ap.error(f"--parts {args.parts!r}: no part to run (choose from {', '.join(CAPS)})")
+    sizes = list(dict.fromkeys(x.strip() for x in args.sizes.split(",") if x.strip())) if args.sizes else []
+    sizes = sizes or (["tiny"] if args.tiny else list(SIZES))
     if set(sizes) - {*SIZES, "tiny"}:  # else every speed part would start, build nothing and fail
         ap.error(f"unknown sizes: {', '.join(sorted(set(sizes) - {*SIZES, 'tiny'}))} (choose from {', '.join(SIZES)}, tiny)")
+    if args.budget < 15:  # a part starts only with 15 s left: every one would be skipped, and the check exit 0
+        ap.error(f"--budget {args.budget:g}: below the 15 s a part needs to start")
+    if args.wheels is not None and not args.wheels.is_dir():  # else TRL's parts skip as not installed, exit 0
+        ap.error(f"--wheels {args.wheels}: not a folder (leave --wheels out to use .whl/ beside src/ if it is there)")
+    if out.exists() and not out.is_dir():
+        ap.error(f"OUT {args.out}: exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
     results: dict = {"started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                      "command": " ".join(sys.argv), "device": "cpu" if args.cpu else "cuda", "tiny": args.tiny,
                      "budget_s": args.budget, "parts": {}}

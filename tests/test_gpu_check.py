@@ -25,6 +25,7 @@ def gpu_check():
 
 def test_cpu_tiny_run_writes_every_part(tmp_path):
     out = tmp_path / "out"
+    (tmp_path / "none").mkdir()  # a wheels folder with no wheels in it
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, str(SCRIPT), str(out), "--cpu", "--tiny", "--wheels", str(tmp_path / "none")],
                           env=env, capture_output=True, text=True, timeout=600)
@@ -32,7 +33,7 @@ def test_cpu_tiny_run_writes_every_part(tmp_path):
     r = json.loads((out / "results.json").read_text())
     parts = r["parts"]
     assert r["device"] == "cpu" and r["tiny"] and set(parts) == {"wheels", "env", "tests", "engine:tiny", "sft:tiny", "ppo:tiny"}
-    assert parts["wheels"]["status"] == "skipped" and "no wheels folder" in parts["wheels"]["reason"]
+    assert parts["wheels"]["status"] == "skipped" and "no wheels in" in parts["wheels"]["reason"]
     assert parts["env"]["cuda_available"] is False and parts["env"]["libraries"]["torch"]
     # Without CUDA every gpu test is collected and skips, each with its reason.
     tests = parts["tests"]
@@ -81,6 +82,9 @@ def test_wheels_install_what_is_missing_and_leave_installed_packages_alone(gpu_c
     assert "pytest-0.0.1-py3-none-any.whl" in r["already_installed"]
     assert (site / "redline_probe_pkg.py").exists() and not (site / "pytest.py").exists()
     assert gpu_check.install_wheels(tmp_path / "absent", site)["status"] == "skipped"
+    (tmp_path / "empty").mkdir()  # was "ok", installing nothing
+    assert gpu_check.install_wheels(tmp_path / "empty", site) == {"status": "skipped", "folder": str(tmp_path / "empty"),
+                                                                  "reason": f"no wheels in {tmp_path / 'empty'}"}
 
 
 def test_a_hung_part_is_killed_at_its_timeout(gpu_check, tmp_path):
@@ -94,3 +98,36 @@ def test_an_unknown_size_is_refused_before_any_part_runs(gpu_check, tmp_path, ca
         gpu_check.main([str(tmp_path / "out"), "--cpu", "--sizes", "smollm2-135m,llama1b", "--parts", "engine"])
     assert e.value.code == 2 and "unknown sizes: llama1b" in capsys.readouterr().err
     assert not (tmp_path / "out" / "results.json").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--parts", ","], "--parts ',': no part to run"),  # ran nothing and exited 0
+    (["--sizes", "tiny, llama1b"], "unknown sizes: llama1b"),  # each size stripped, as each part is
+    (["--budget", "10"], "--budget 10: below the 15 s a part needs to start"),  # every part skipped, exit 0
+    (["--wheels", "no-such-folder"], "--wheels no-such-folder: not a folder"),  # TRL's parts skipped, exit 0
+])
+def test_arguments_that_would_run_nothing_or_skip_quietly_are_refused_before_any_part_runs(gpu_check, tmp_path, capsys,
+                                                                                          monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        gpu_check.main([str(tmp_path / "out"), "--cpu", *args])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing made before the refusal
+
+
+def test_an_out_that_is_a_file_is_refused_in_one_line(gpu_check, tmp_path, capsys):
+    """OUT an existing file was a FileExistsError traceback."""
+    (tmp_path / "out").write_text("keep me")
+    with pytest.raises(SystemExit) as e:
+        gpu_check.main([str(tmp_path / "out"), "--cpu", "--parts", "env"])
+    assert e.value.code == 2 and "exists and is not a folder" in capsys.readouterr().err
+    assert (tmp_path / "out").read_text() == "keep me"
+
+
+def test_a_size_or_part_named_twice_runs_once(gpu_check, tmp_path, monkeypatch):
+    """--sizes tiny,tiny ran each speed part twice, the second overwriting the first's entry, on the budget."""
+    ran = []
+    monkeypatch.setattr(gpu_check, "run_child", lambda cmd, env, timeout, log: (ran.append(cmd), (1, 0.0))[1])
+    gpu_check.main([str(tmp_path / "out"), "--cpu", "--parts", "engine,engine", "--sizes", "tiny,tiny",
+                    "--wheels", str(tmp_path)])
+    assert len(ran) == 1
