@@ -70,6 +70,21 @@ def _installed(name: str) -> str | None:
         return None
 
 
+def finite(value):
+    """``value`` with NaN and infinities as None, so the JSON written is JSON (a diverged loss is NaN)."""
+    if isinstance(value, float):
+        return value if value - value == 0 else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def write_json(path: Path, value) -> None:
+    path.write_text(json.dumps(finite(value), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+
+
 def install_wheels(folder: Path | None, site: Path) -> dict:
     """Install the wheels in ``folder`` whose package is missing here into ``site`` (no index, no deps)."""
     if folder is None or not folder.is_dir():
@@ -163,7 +178,7 @@ def main(argv=None) -> int:
                      "budget_s": args.budget, "parts": {}}
 
     def save():
-        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        write_json(out / "results.json", results)
 
     # Part 1: wheels, into a folder only the children see.
     site = Path(tempfile.mkdtemp(prefix="redline-gpu-site-"))
@@ -244,8 +259,8 @@ def child(args) -> int:
         result.setdefault("status", "ok")
     except ModuleNotFoundError as e:
         result = {"status": "skipped", "reason": f"{e.name} is not installed (docs/gpu.md: carry it as a wheel)"}
-    args.result.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result), flush=True)
+    write_json(args.result, result)
+    print(json.dumps(finite(result)), flush=True)
     return 0
 
 

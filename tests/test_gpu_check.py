@@ -131,3 +131,13 @@ def test_a_size_or_part_named_twice_runs_once(gpu_check, tmp_path, monkeypatch):
     gpu_check.main([str(tmp_path / "out"), "--cpu", "--parts", "engine,engine", "--sizes", "tiny,tiny",
                     "--wheels", str(tmp_path)])
     assert len(ran) == 1
+
+
+def test_a_nan_is_written_as_null_so_results_json_is_json(gpu_check, tmp_path, monkeypatch):
+    """A part's NaN (a bf16 loss that diverged) was written into results.json as NaN, which strict JSON readers refuse."""
+    import argparse
+
+    monkeypatch.setattr(gpu_check, "part_env", lambda args: {"first_loss": float("nan"), "losses": [1.5, float("inf")]})
+    gpu_check.child(argparse.Namespace(part="env", result=tmp_path / "env.json"))
+    assert json.loads((tmp_path / "env.json").read_text(), parse_constant=pytest.fail) == {
+        "first_loss": None, "losses": [1.5, None], "status": "ok"}
