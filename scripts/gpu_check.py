@@ -33,6 +33,7 @@ import importlib.metadata
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -180,13 +181,23 @@ def main(argv=None) -> int:
     def save():
         write_json(out / "results.json", results)
 
-    # Part 1: wheels, into a folder only the children see.
+    # Part 1: wheels, into a folder only the children see; their temporary files (each part's models, 0.5-4 GB at
+    # the real sizes) go in it too, so that it all goes when the check ends, a part killed at its timeout included.
     site = Path(tempfile.mkdtemp(prefix="redline-gpu-site-"))
+    try:
+        return run_parts(args, parts, sizes, out, deadline, results, save, site)
+    finally:
+        shutil.rmtree(site, ignore_errors=True)
+
+
+def run_parts(args, parts: list[str], sizes: list[str], out: Path, deadline: float, results: dict, save, site: Path) -> int:
+    """Install the wheels into ``site``, then run each part in a child process under its timeout; the exit status."""
     wheels = args.wheels if args.wheels is not None else (ROOT / ".whl" if (ROOT / ".whl").is_dir() else None)
     results["parts"]["wheels"] = install_wheels(wheels, site)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
            "PYTHONUNBUFFERED": "1", "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "REDLINE_CACHE": str(site / "cache"), "MPLBACKEND": "Agg"}
+           "REDLINE_CACHE": str(site / "cache"), "MPLBACKEND": "Agg", "TMPDIR": str(site / "tmp")}
+    (site / "tmp").mkdir()
     if args.cpu:
         env["CUDA_VISIBLE_DEVICES"] = ""
     if args.tests_on_cpu:

@@ -141,3 +141,21 @@ def test_a_nan_is_written_as_null_so_results_json_is_json(gpu_check, tmp_path, m
     gpu_check.child(argparse.Namespace(part="env", result=tmp_path / "env.json"))
     assert json.loads((tmp_path / "env.json").read_text(), parse_constant=pytest.fail) == {
         "first_loss": None, "losses": [1.5, None], "status": "ok"}
+
+
+def test_the_parts_temporary_files_are_removed_when_the_check_ends(gpu_check, tmp_path, monkeypatch):
+    """Each part's models (0.5-4 GB at the real sizes) and the wheels' folder were left in /tmp by every run, the default
+    suite's included; the children's TMPDIR is now inside the check's own folder, removed at the end."""
+    seen = []
+
+    def part(cmd, env, timeout, log):  # a part that leaves a model behind, as a killed one does
+        work = Path(env["TMPDIR"]) / "redline-gpu-ppo-x"
+        work.mkdir()
+        (work / "model.safetensors").write_bytes(b"0" * 10)
+        seen.append(work)
+        return None, 1.0
+
+    monkeypatch.setattr(gpu_check, "run_child", part)
+    assert gpu_check.main([str(tmp_path / "out"), "--cpu", "--tiny", "--parts", "ppo", "--wheels", str(tmp_path)]) == 1
+    assert len(seen) == 1 and not seen[0].exists() and not seen[0].parent.parent.exists()  # TMPDIR and the site: gone
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["parts"]["ppo:tiny"]["status"] == "timeout"
