@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from redline.cli import build_parser, main
+from redline import RedlineError
+from redline.cli import _refuse_a_launch_that_would_repeat, build_parser, main
 
 
 def _all_subparsers(parser, path=()):
@@ -246,3 +247,20 @@ def test_no_option_of_any_command_says_its_default_is_none():
     helps = dict((tuple(f), t) for f, t in _option_helps(dict(_leaf_commands())[("train", "pit")]))
     assert helps[("--limit",)] == "use the first N records of each file"  # unset says nothing
     assert helps[("--rounds",)].endswith("(default: 0,1)")  # a set default is still shown
+
+
+def test_a_command_that_does_not_share_its_work_is_refused_under_a_launcher(jsonl, tmp_path, monkeypatch, capsys):
+    """Under torchrun every process ran `generate` whole into one file: each response written twice."""
+    prompts = jsonl([{"id": "a", "prompt": "Say a."}])
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    out = tmp_path / "out.jsonl"
+    assert main(["generate", "--model", "tiny-random", "--prompts", str(prompts), "--max-new-tokens", "2",
+                 "--out", str(out)]) == 2
+    assert "`redline generate` runs in one process: under a launcher (WORLD_SIZE=2)" in capsys.readouterr().err
+    assert not list(tmp_path.glob("out.jsonl*"))
+    with pytest.raises(RedlineError, match="`redline simulate build` runs in one process"):
+        _refuse_a_launch_that_would_repeat(argparse.Namespace(command="simulate", simulate_command="build"))
+    _refuse_a_launch_that_would_repeat(argparse.Namespace(command="train", train_command="sft"))  # shares its work
+    monkeypatch.setenv("WORLD_SIZE", "1")  # accelerate launch --num_processes 1: one process, as without a launcher
+    _refuse_a_launch_that_would_repeat(argparse.Namespace(command="generate"))

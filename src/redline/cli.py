@@ -52,6 +52,27 @@ def _launched_worker() -> bool:
     return os.environ.get("RANK", "0") != "0"
 
 
+def _launched_processes() -> int:
+    """How many processes a multi-process launch (torchrun, accelerate launch) started; 1 outside one."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
+
+
+def _refuse_a_launch_that_would_repeat(args: argparse.Namespace) -> None:
+    """Only the trainers share their work between the processes of a launch: any other command ran whole in every
+    process, into the same output (`generate` under torchrun --nproc_per_node 2 wrote each response twice, and two
+    progress bars). Refused in every process, before anything loads."""
+    n = _launched_processes()
+    if n > 1 and args.command != "train":
+        command = " ".join([args.command, *(getattr(args, name) for name in sorted(vars(args))
+                                            if name.endswith("_command") and getattr(args, name))])
+        raise RedlineError(f"`redline {command}` runs in one process: under a launcher (WORLD_SIZE={n}) each of the {n} "
+                           "processes would run all of it, into the same output; run it without torchrun or accelerate "
+                           "launch (`redline train ...` alone shares its work between processes)")
+
+
 def check_device(config) -> None:
     """A config's ``--device``, refused now if it is not a device of this machine: the engines found out once the
     model's weights had loaded (or downloaded). ``auto`` always is one, and needs no torch to say so."""
@@ -943,6 +964,7 @@ def main(argv: list[str] | None = None) -> int:
     from redline.console import log_bars, quiet
 
     try:
+        _refuse_a_launch_that_would_repeat(args)
         with log_bars(), contextlib.nullcontext() if args.verbose else quiet():
             if _launched_worker():  # under a launcher one result line, the main process's
                 with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
