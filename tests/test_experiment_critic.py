@@ -106,6 +106,28 @@ def test_a_flag_the_experiment_would_drop_or_misread_is_refused_before_any_train
     assert not (tmp_path / "exp").exists()
 
 
+def test_more_iterations_go_on_and_fewer_than_a_size_revised_are_refused_before_any_training(data, tmp_path):
+    """--iterations was part of the fingerprint: an experiment of 5 rounds rerun with 7 was refused as a run with
+    other settings, though each size's revisions go on from the last (as `revise --iterations` does); fewer than
+    a size revised are refused before anything trains, not once the critic has loaded."""
+    from redline.config import claim_output
+    from redline.experiments.critic import CriticExperimentConfig
+
+    out = tmp_path / "exp"
+    config = CriticExperimentConfig(data=str(data), model="tiny-random", sizes="2", iterations=2)
+    claim_output(out, config, command="experiment critic")
+    revised = out / "size_2" / "revise_test"
+    revised.mkdir(parents=True)
+    for k in range(3):
+        (revised / f"iteration_{k}.jsonl").write_text("")
+    claim_output(out, CriticExperimentConfig(data=str(data), model="tiny-random", sizes="2", iterations=3),
+                 command="experiment critic")
+    with pytest.raises(RedlineError, match="revise_test holds 2 iterations, past --iterations 1"):
+        main(["--debug", "experiment", "critic", "--data", str(data), "--model", "tiny-random", "--sizes", "2",
+              "--iterations", "1", "--out", str(out)])
+    assert not (out / "size_2" / "critic").exists()
+
+
 def test_a_size_given_twice_is_refused_as_the_flag_is_read(tmp_path, capsys):
     # --sizes 2,4,2 ran size 2 twice (the second pass resumed the first) and reported it once, without a word
     with pytest.raises(SystemExit) as exit:

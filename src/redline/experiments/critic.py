@@ -58,7 +58,9 @@ class CriticExperimentConfig(CriticConfig):
                                             "(a simulated set, such as data/simulated)"})
     sizes: str = field(default="100,250,500,1000", metadata={"list_of": int, "min": 1,
                                                              "help": "training-set sizes, comma-separated, each once"})
-    iterations: int = field(default=5, metadata={"min": 1, "help": "revision rounds"})
+    # free: iteration k reads k-1's answers only, so a rerun with more goes on from the last (revise's --iterations)
+    iterations: int = field(default=5, metadata={"min": 1, "result": False,
+                                                 "help": "revision rounds (a rerun with more goes on from the last)"})
     judge: str = field(default="oracle", metadata={"help": "judge spec (oracle, reward:RUN, openai:MODEL@URL)"})
     test_limit: int | None = field(default=None, metadata={"min": 1, "help": "revise only the first N test responses"})
     second: str | None = field(default=None, metadata={"help": "a JSONL of another model's responses to the test prompts (matched by id)"})
@@ -253,9 +255,11 @@ def run_critic_experiment(config: CriticExperimentConfig, out: str | Path) -> di
             dtype=config.generate_dtype, device=config.device, no_repeat_ngram=config.revise_no_repeat_ngram,
         )
 
-    from redline.improve.loop import check_sampling, check_settings
+    from redline.improve.loop import check_iterations_held, check_sampling, check_settings
 
     check_settings(config.iterations, "fixed", None)  # --iterations, --apply: before hours of training, not after
+    for revised in sorted(out.glob("size_*/revise_*")):  # a rerun with fewer --iterations than a size revised
+        check_iterations_held(revised, config.iterations)
     if config.revise_no_repeat_ngram == 1:  # check_sampling would name revise's --no-repeat-ngram, not this command's flag
         raise RedlineError("--revise-no-repeat-ngram must be 0 (off) or at least 2, got 1")
     check_weight(config)
