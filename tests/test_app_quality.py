@@ -52,6 +52,19 @@ def test_ranking_agreement_pools_pairs_of_annotators():
     assert ranking_agreement([{"ann": [0, 1, 1], "bob": [0, 1, 1]}])["pairwise_agreement"] == 1.0  # a tie agrees with a tie
 
 
+def test_ranking_alpha_reads_ties_as_mid_ranks():
+    # ann ties the top two answers, bob orders them; both put the third last. Mid-ranks: ann (0.5, 0.5, 2),
+    # bob (0, 1, 2); units (0.5, 0), (0.5, 1), (2, 2). Coincidences o[0][.5] = o[.5][0] = o[.5][1] = o[1][.5] = 1,
+    # o[2][2] = 2; n_0 = 1, n_.5 = 2, n_1 = 1, n_2 = 2, n = 6. Ordinal delta^2: (0,.5) = (.5,1) = (1,2) = 1.5^2 = 2.25,
+    # (0,1) = 3^2 = 9, (.5,2) = 3^2 = 9, (0,2) = 4.5^2 = 20.25. D_o = 4 * 2.25 / 6 = 1.5;
+    # D_e = 2 (2*2.25 + 9 + 2*20.25 + 2*2.25 + 4*9 + 2*2.25) / 30 = 6.6; alpha = 1 - 1.5 / 6.6.
+    # Dense ranks (0, 0, 1) read the last answer as a disagreement (1 against 2): alpha was 0.528.
+    expected = 1 - 1.5 / 6.6
+    assert ranking_agreement([{"ann": [0, 0, 1], "bob": [0, 1, 2]}])["krippendorff_alpha"] == pytest.approx(expected)
+    # one ranking numbered two legal ways ("equal ints = tie") is one figure
+    assert ranking_agreement([{"ann": [0, 0, 2], "bob": [0, 1, 2]}])["krippendorff_alpha"] == pytest.approx(expected)
+
+
 def test_pair_kappa_by_hand():
     # ann vs bob on 4 items: a/a, b/b, a/b, a/a -> p_o = 3/4; ann: 3 a, 1 b; bob: 2 a, 2 b;
     # p_e = (3*2 + 1*2) / 16 = 1/2; kappa = (3/4 - 1/2) / (1/2) = 1/2.

@@ -6,8 +6,10 @@ The measures, each a small pure function with a hand-worked test (tests/test_app
   answer pairs they order the same way (a tie agrees only with a tie), as InstructGPT measured its
   labelers (72.6% ± 1.5%); pooled over every pair of annotators on every item;
 - **Krippendorff's α** (ordinal) on rankings: each (item, answer) is a unit, each annotator's rank
-  a value; α = 1 − D_o / D_e from the coincidence matrix (Krippendorff 2011, "Computing
-  Krippendorff's alpha-reliability"). 1 is perfect agreement, 0 what chance gives;
+  a value, a tie's answers all at the mean of the places they share (mid-ranks: [0, 0, 1] and [0, 0, 2]
+  are one ranking, whose last answer is third, as in [0, 1, 2]); α = 1 − D_o / D_e from the coincidence
+  matrix (Krippendorff 2011, "Computing Krippendorff's alpha-reliability"). 1 is perfect agreement, 0
+  what chance gives;
 - **Cohen's κ** on pairs: for every two annotators, over the items both judged; the project's
   figure is their mean (Light's κ) over the pairs whose κ is defined, with the raw agreement rate
   beside it. κ is undefined for two annotators who gave one and the same label to everything they
@@ -72,8 +74,15 @@ def _metric(metric: str, values: list[float], n_c: list[float]) -> Callable[[int
     raise ValueError(f"unknown metric {metric!r} (nominal, ordinal or interval)")
 
 
+def mid_ranks(ranks: Sequence[int]) -> list[float]:
+    """Each answer's place, 0 the best, a tie's answers at the mean of the places they share: [0, 0, 1] and
+    [0, 0, 2] (one ranking, numbered two ways) both give [0.5, 0.5, 2.0]."""
+    return [sum(y < x for y in ranks) + (sum(y == x for y in ranks) - 1) / 2 for x in ranks]
+
+
 def ranking_agreement(items: Sequence[dict[str, list[int]]]) -> dict:
-    """items: per item, annotator → ranks. Pooled pairwise agreement and ordinal α."""
+    """items: per item, annotator → ranks. Pooled pairwise agreement and ordinal α (over ``mid_ranks``, so that
+    a tie moves no answer below it: the answer two annotators both put last is one value, tie above it or not)."""
     agree = total = 0
     units: list[list[int]] = []
     for by_annotator in items:
@@ -82,7 +91,8 @@ def ranking_agreement(items: Sequence[dict[str, list[int]]]) -> dict:
             x, y = pair_agreement(a, b)
             agree, total = agree + x, total + y
         if len(rankings) >= 2:
-            units += [[r[i] for r in rankings] for i in range(len(rankings[0]))]
+            places = [mid_ranks(r) for r in rankings]
+            units += [[p[i] for p in places] for i in range(len(places[0]))]
     return {"pairwise_agreement": agree / total if total else None, "answer_pairs": total,
             "krippendorff_alpha": krippendorff_alpha(units, "ordinal")}
 
