@@ -366,3 +366,28 @@ def test_a_diverged_runs_result_on_stdout_is_json_that_jq_reads(tmp_path, capfd)
     out, err = capfd.readouterr()
     metrics = json.loads(out, parse_constant=lambda name: pytest.fail(f"stdout holds {name}"))
     assert metrics["final_loss"] is None and "the run diverged" in err
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_under_a_launcher_the_main_process_alone_saves_and_publishes_the_run_and_every_process_waits(rank, tmp_path,
+                                                                                                    monkeypatch):
+    """Every process of a torchrun job wrote the same weights, card and log at once and pushed the folder: one that went
+    on first (PIT's next stage loads the PIT SFT it saved) could read weights another was rewriting."""
+    import torch.distributed as dist
+
+    from redline.models import ModelCard, load_causal_lm, load_tokenizer
+
+    model, tokenizer = load_causal_lm("tiny-random", "float32", "cpu"), load_tokenizer("tiny-random")
+    waited = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_rank", lambda group=None: rank)
+    monkeypatch.setattr(dist, "barrier", lambda *a, **k: waited.append(rank))
+    out, shipped = tmp_path / "run", tmp_path / "shipped"
+    history = [{"step": 1}]
+    sft.save_run(model, tokenizer, out, ModelCard(kind="sft", base_model="tiny-random"), history, "sft", str(shipped))
+    assert waited == [rank]  # the others wait for the main process's files before they go on
+    if rank == 0:
+        assert (out / "redline.json").is_file() and (out / "train_log.jsonl").is_file() and (out / "model.safetensors").is_file()
+        assert (shipped / "redline.json").is_file()
+    else:
+        assert not out.exists() and not shipped.exists()

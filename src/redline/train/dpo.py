@@ -49,8 +49,8 @@ from typing import Any
 from redline import RedlineError
 from redline.config import write_config
 from redline.train.sft import (
-    SFTSettings, as_chat, base_dtype, check_report_to, check_scheduler, finished_run, publish, run_trainer, save_training_curve,
-    training_device, trl_arguments,
+    SFTSettings, as_chat, base_dtype, check_report_to, check_scheduler, finished_run, run_trainer, save_run, training_device,
+    trl_arguments,
 )
 
 POLICY_ROLE = "a policy: --model wants the SFT run (a causal language model)"
@@ -127,7 +127,7 @@ def train_dpo(config: DPOSettings, out) -> dict[str, Any]:
 
     from redline.config import check_required
     from redline.models import (ModelCard, check_language_model, command_line, load_causal_lm, load_tokenizer,
-                                run_info, save_model)
+                                run_info)
 
     # Step 1: every check before a model loads.
     check_required(config)
@@ -187,7 +187,5 @@ def train_dpo(config: DPOSettings, out) -> dict[str, Any]:
             model = model.merge_and_unload()
     card = ModelCard(kind="dpo", base_model=base, data=[config.data], command=command_line(), metrics=metrics,
                      notes="Trained with `redline train dpo` (DPO, Rafailov et al. 2023); the log is train_log.jsonl.")
-    save_model(model, tokenizer, out, card, hub_repo=config.push_to_hub)
-    save_training_curve(history, out, f"dpo: {config.model}")
-    publish(out, config.push_to_hub)
+    save_run(model, tokenizer, out, card, history, f"dpo: {config.model}", config.push_to_hub)
     return metrics

@@ -60,8 +60,8 @@ from redline.train.reward import (GroupCollator, completion_scores, encode_chats
                                   refuse_start_prompts, report_cuts, split_by_prompt, start_training_prompts,
                                   training_arguments)
 from redline.train.sft import (
-    SFTSettings, base_dtype, check_report_to, check_scheduler, finished_run, float32_adapters, publish, run_trainer,
-    save_training_curve, training_device,
+    SFTSettings, base_dtype, check_report_to, check_scheduler, finished_run, float32_adapters, run_trainer, save_run,
+    training_device,
 )
 
 KIND = GAP_REWARD
@@ -297,7 +297,7 @@ def train_gap_reward(config: GapRewardConfig, out: str | os.PathLike) -> dict[st
     import torch
 
     from redline.config import check_required, check_unless
-    from redline.models import LoraSettings, ModelCard, add_lora, command_line, load_reward_model, load_tokenizer, save_model
+    from redline.models import LoraSettings, ModelCard, add_lora, command_line, load_reward_model, load_tokenizer
 
     check_required(config)
     check_unless(config)
@@ -386,8 +386,6 @@ def train_gap_reward(config: GapRewardConfig, out: str | os.PathLike) -> dict[st
              "redline's PIT template with the request x and the reference y_ref, and whose assistant turn is y "
              "(redline.train.gap_reward.gap_text). Higher: y improves more on y_ref." + third_note)
     data = [config.data] + ([config.eval_data] if config.eval_data else [])
-    save_model(model, tokenizer, out, ModelCard(kind=KIND, base_model=config.model, data=data, command=command_line(),
-                                                metrics=metrics, notes=notes), hub_repo=config.push_to_hub)
-    save_training_curve(trainer.state.log_history, out, f"gap reward model: {config.model}")
-    publish(out, config.push_to_hub)
+    card = ModelCard(kind=KIND, base_model=config.model, data=data, command=command_line(), metrics=metrics, notes=notes)
+    save_run(model, tokenizer, out, card, trainer.state.log_history, f"gap reward model: {config.model}", config.push_to_hub)
     return metrics

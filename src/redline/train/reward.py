@@ -62,8 +62,8 @@ from redline.config import check_required, check_unless, write_config
 from redline.models import REWARD, chat_text, score_texts
 from redline.records import Preference, Ranking, Record, RecordError, iter_raw, prompt_key, prompt_text, read_records
 from redline.train.sft import (
-    SFTSettings, base_dtype, check_report_to, check_scheduler, finished_run, float32_adapters, publish, run_trainer,
-    save_training_curve, training_device, trainer_arguments,
+    SFTSettings, base_dtype, check_report_to, check_scheduler, finished_run, float32_adapters, run_trainer, save_run,
+    training_device, trainer_arguments,
 )
 
 
@@ -647,9 +647,5 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
     model.config.redline_kind = REWARD
     data = [str(d) for d in (config.data, config.eval_data, config.normalize_with) if d]  # every file it read, as gap-reward's
     card = ModelCard(kind=REWARD, base_model=config.model, data=data, command=command_line(), metrics=metrics)
-    from redline.models import save_model
-
-    save_model(model, tokenizer, out, card, hub_repo=config.push_to_hub)
-    save_training_curve(trainer.state.log_history, out, f"reward model: {config.model}")
-    publish(out, config.push_to_hub)
+    save_run(model, tokenizer, out, card, trainer.state.log_history, f"reward model: {config.model}", config.push_to_hub)
     return metrics

@@ -139,8 +139,8 @@ def save_training_curve(log_history: list[dict], out: Path, title: str) -> Path 
     """Write every logged step to train_log.jsonl and the loss curve to training_curve.png; say so where the loss
     was NaN or infinite (a run that diverged: null in the log, a gap in the curve, null as the card's loss).
 
-    Each file is written whole beside itself and then renamed into place: every process of a
-    multi-process run calls this, and two writers of one file could leave it torn."""
+    Each file is written whole beside itself and then renamed into place, so a kill leaves no torn file (under a
+    launcher the main process alone calls this: ``save_run``)."""
     write_text_atomic(out / "train_log.jsonl", "".join(json_text(row) + "\n" for row in log_history))
     points = [(row["step"], row["loss"]) for row in log_history if "loss" in row and "step" in row]
     diverged = [step for step, loss in points if not math.isfinite(loss)]
@@ -260,7 +260,7 @@ def train_sft(
 
     from redline.config import check_values
     from redline.models import (LoraSettings, ModelCard, add_lora, command_line, load_causal_lm, load_tokenizer,
-                                run_info, save_model)
+                                run_info)
 
     out = Path(out)
     check_values(settings)  # built in Python: flags and config files were checked as they were read
@@ -326,15 +326,42 @@ def train_sft(
         if settings.lora:
             model = model.merge_and_unload()
     card = ModelCard(kind=kind, base_model=base, data=data, command=command_line(), metrics=metrics, notes=notes)
-    save_model(model, tokenizer, out, card, hub_repo=settings.push_to_hub)
-    save_training_curve(history, out, f"{kind}: {settings.model}")
-    publish(out, settings.push_to_hub)
+    save_run(model, tokenizer, out, card, history, f"{kind}: {settings.model}", settings.push_to_hub)
     return metrics
 
 
+def main_process() -> bool:
+    """Whether this is the main process of a multi-process run (torchrun, accelerate launch), or the only process."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def wait_for_everyone() -> None:
+    """Every process of a multi-process run waits here for the others (nothing to wait for in one process)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def save_run(model, tokenizer, out: Path, card, history: list[dict], title: str, repo: str | None) -> None:
+    """A finished Trainer run's folder: its model and card (``save_model``), train_log.jsonl and its curve, then
+    ``--push-to-hub``. Under a launcher the main process writes them while the others wait for it, as the Trainer
+    saves its checkpoints: every process wrote the same weights at once, so one that went on first (PIT's next stage
+    loads the PIT SFT it saved) could read a file another was rewriting, and every process pushed the folder."""
+    from redline.models import save_model
+
+    if main_process():
+        save_model(model, tokenizer, out, card, hub_repo=repo)
+        save_training_curve(history, out, title)
+    wait_for_everyone()
+    publish(out, repo)
+
+
 def publish(out: Path, repo: str | None) -> None:
-    """``--push-to-hub``: publish the finished run folder, and say where."""
-    if repo:
+    """``--push-to-hub``: publish the finished run folder, and say where (the main process of a launch alone)."""
+    if repo and main_process():
         from redline.models import push_to_hub
 
         print(f"redline: pushed {out} to {push_to_hub(out, repo)}", file=sys.stderr)
