@@ -567,3 +567,12 @@ def test_the_manifests_command_repeats_every_setting_of_a_model_build():
     again = settings_from_args(BuildConfig, args)
     assert {k: v for k, v in again.to_dict().items() if k != "progress"} == \
         {k: v for k, v in config.to_dict().items() if k != "progress"}
+
+
+def test_the_annotation_step_shows_a_bar_and_no_progress_hides_it(tmp_path, capsys):
+    """Annotating 20k prompts took 20 minutes after the responses' bar ended, with nothing on the terminal."""
+    build(_config(tmp_path / "bar", prompts=3, test_prompts=1, progress=True))
+    err = capsys.readouterr().err
+    assert "annotating" in err and "3/3" in err
+    build(_config(tmp_path / "quiet", prompts=3, test_prompts=1, progress=False))
+    assert "annotating" not in capsys.readouterr().err

@@ -588,6 +588,8 @@ def _mean(values: Sequence[float]) -> float | None:
 
 def build(cfg: BuildConfig) -> dict:
     """Build the data set described by ``cfg`` into ``cfg.out``; return the manifest."""
+    from tqdm.auto import tqdm
+
     started = time.time()
     cfg.check()  # step 1
     train, test = build_tasks(cfg)  # step 2
@@ -600,7 +602,8 @@ def build(cfg: BuildConfig) -> dict:
 
     pool = make_pool(cfg.annotators, cfg.noise_scale)  # step 5
     results = []
-    for t in train:
+    # The annotators' checks and edits take as long as the template responder's answers (minutes for 20k prompts): a bar.
+    for t in tqdm(train, desc="annotating", unit="prompt", disable=not cfg.progress):
         sampled = {"sample": [texts[_key(t, j)] for j in range(slots.count("sample"))],
                    "hot": [texts[_key(t, _hot_slot(j, cfg.hot_temperature))] for j in range(slots.count("hot"))]}
         responses, edit_of = policy_responses(t, slots, sampled, cfg.seed)
