@@ -57,3 +57,23 @@ def test_a_bar_in_a_log_is_redrawn_every_few_seconds_not_ten_times_a_second(tmp_
     redraws = [part for part in done.stderr.replace("\n", "\r").split("\r") if part.startswith("generate:")]
     assert redraws[-1].startswith("generate: 100%") and "8/8" in redraws[-1]  # the end is always drawn
     assert len(redraws) <= 4, redraws  # its start, its end, and at most a redraw every ten seconds between
+
+
+def test_a_scoring_bar_shows_in_a_log_too(tiny_reward, capfd):
+    """stderr to a file (capfd's, as nohup's): the held-out scoring and normalising bars had disable=None, which tqdm
+    reads as 'off where stderr is not a terminal', so a log showed minutes of silence where every other bar shows."""
+    import torch
+
+    from redline.models import load_reward_model, load_tokenizer
+    from redline.records import Preference, Ranking
+    from redline.train.gap_reward import gap_scores
+    from redline.train.reward import held_out_accuracy
+
+    torch.set_num_threads(1)
+    model, tokenizer = load_reward_model(tiny_reward, device="cpu"), load_tokenizer(tiny_reward)
+    capfd.readouterr()
+    held_out_accuracy(model, tokenizer, [Ranking(prompt="Say hi.", responses=["Hi.", "No."], ranks=[0, 1])], 64)
+    gap_scores(model, tokenizer, [Preference(prompt="Say hi.", chosen="Hi.", rejected="No.")], 64)
+    err = capfd.readouterr().err
+    assert "scoring the held-out rankings: 100%" in err and "2/2" in err
+    assert "scoring the held-out pairs: 100%" in err and "4/4" in err

@@ -1048,7 +1048,7 @@ def evaluate_rankings(config: RankingsEvalConfig) -> dict[str, Any]:
         judge.check()
         per_ranking = []
         with tqdm(total=sum(len(r.responses) for r in rankings), desc=f"scoring with {model}", unit="text",
-                  file=sys.stderr, disable=None) as bar:
+                  file=sys.stderr) as bar:
             for start in range(0, len(rankings), 16):
                 chunk = rankings[start:start + 16]
                 flat = judge.score([(r.prompt, y) for r in chunk for y in r.responses])

@@ -231,7 +231,7 @@ def gap_scores(model, tokenizer, prefs: list[Preference], max_length: int = 512)
     from tqdm import tqdm
 
     texts = [t for p in prefs for t in gap_quad(tokenizer, p)]
-    with tqdm(total=len(texts), desc="scoring the held-out pairs", unit="text", file=sys.stderr, disable=None) as bar:
+    with tqdm(total=len(texts), desc="scoring the held-out pairs", unit="text", file=sys.stderr) as bar:
         return torch.tensor(score_texts(model, tokenizer, texts, max_length=max_length, bar=bar)).reshape(-1, 4)
 
 

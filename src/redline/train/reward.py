@@ -379,7 +379,7 @@ def held_out_accuracy(model, tokenizer, rankings: list[Ranking], max_length: int
     from tqdm import tqdm
 
     with tqdm(total=sum(len(r.responses) for r in rankings), desc="scoring the held-out rankings", unit="text",
-              file=sys.stderr, disable=None) as bar:
+              file=sys.stderr) as bar:
         scores = [score_texts(model, tokenizer, [chat_text(tokenizer, r.prompt, y) for y in r.responses],
                               max_length=max_length, bar=bar) for r in rankings]
     refuse_nonfinite(scores, rankings, source, "held-out rankings",
@@ -636,7 +636,7 @@ def train_reward(config: RewardConfig, out: str | Path) -> dict[str, Any]:
     if demos:
         from tqdm import tqdm
 
-        with tqdm(total=len(demos), desc="normalising on the demonstrations", unit="text", file=sys.stderr, disable=None) as bar:
+        with tqdm(total=len(demos), desc="normalising on the demonstrations", unit="text", file=sys.stderr) as bar:
             rewards = score_texts(model, tokenizer, [chat_text(tokenizer, d.prompt, d.response) for d in demos],
                                   max_length=config.max_length, bar=bar)
         # one NaN made the bias NaN, saved into the model: every score it gave after was NaN
