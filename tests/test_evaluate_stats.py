@@ -248,3 +248,29 @@ def test_the_length_controlled_interval_of_one_verdict_throughout_is_not_a_point
     assert summarize(judged("a"), resamples=0)["lc_ci95"] is None  # --bootstrap 0: no intervals, as before
     mixed = judged("a")[:15] + judged("b")[15:]
     assert summarize(mixed)["lc_ci95"] != summarize(mixed)["ci95"]  # any spread: its own bootstrap, as before
+
+
+def test_bootstrap_draws_a_bounded_chunk_of_indices_and_gives_the_interval_of_one_whole_draw(monkeypatch):
+    """200k pairs drew 256 x 200k indices at once (800 MB with their scores); the chunk is bounded by
+    RESAMPLE_CHUNK, and the generator's stream is the same in any chunks, so the interval is that of one draw."""
+    import redline.evaluate as E
+
+    scores = np.random.default_rng(5).choice([0.0, 0.5, 1.0], size=300)
+    whole = np.random.default_rng(7).integers(0, 300, size=(100, 300))
+    means = scores[whole].mean(axis=1)
+    expected = (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
+    sizes = []
+    real = np.random.default_rng
+
+    class Recording:
+        def __init__(self, seed):
+            self.rng = real(seed)
+
+        def integers(self, low, high, size):
+            sizes.append(size)
+            return self.rng.integers(low, high, size=size)
+
+    monkeypatch.setattr(E, "RESAMPLE_CHUNK", 1000)
+    monkeypatch.setattr(E.np.random, "default_rng", Recording)
+    assert bootstrap_interval(scores, resamples=100, seed=7) == expected
+    assert all(rows * n <= 1000 for rows, n in sizes) and sum(rows for rows, _ in sizes) == 100

@@ -90,6 +90,9 @@ from redline.records import (
 )
 
 MIN_RESAMPLES = 50  # fewer: a 95% interval's ends are little more than the most extreme resamples (one gave a point)
+# The resampled indices drawn at once, in all (rows x pairs): 256 rows of 200k pairs were 400 MB of indices and as much
+# again of scores. Drawn in fewer rows a chunk, the generator gives the same indices in the same order.
+RESAMPLE_CHUNK = 1 << 21
 SCORE = {"a": 1.0, "tie": 0.5, "b": 0.0}  # the win of A; invalid has no score
 ITERATION_RE = re.compile(r"^iteration_(\d+)\.jsonl$")
 MAX_MISMATCHES = 5
@@ -128,8 +131,9 @@ def bootstrap_interval(
         return None
     rng = np.random.default_rng(seed)
     values = []
-    for start in range(0, resamples, 256):  # in chunks: resamples x n indices can be large
-        idx = rng.integers(0, n, size=(min(256, resamples - start), n))
+    rows = max(1, min(256, RESAMPLE_CHUNK // n))  # in chunks: resamples x n indices can be large
+    for start in range(0, resamples, rows):
+        idx = rng.integers(0, n, size=(min(rows, resamples - start), n))
         if statistic is None:
             values.append(scores[idx].mean(axis=1))
         else:
