@@ -18,3 +18,13 @@ def test_an_unchanged_revision_is_counted_as_the_critic_trainer_counts_it(jsonl,
     assert main(["data", "stats", str(jsonl(rows)), "--kind", "feedback", "--tokenizer", "tiny-random"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["revision_equals_response"] == 2 and stats["critique_only"] == 1
+
+
+def test_counting_tokens_shows_a_bar_on_stderr_and_the_figures_alone_on_stdout(jsonl, capsys):
+    """200k preferences took five minutes of tokenizing with nothing on the terminal; the bar goes to stderr, so the
+    JSON on stdout is what it was."""
+    rows = [{"prompt": f"p{i}", "chosen": "Yes.", "rejected": "No."} for i in range(3)]
+    assert main(["data", "stats", str(jsonl(rows)), "--kind", "preference", "--tokenizer", "tiny-random"]) == 0
+    captured = capsys.readouterr()
+    assert "counting tokens" in captured.err and "3/3" in captured.err
+    assert json.loads(captured.out)["records"] == 3

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -51,15 +52,18 @@ def _texts(record: Record) -> dict[str, list[str]]:
     return out
 
 
-def record_stats(records: Sequence[Record], tokenizer: Any = "embedded") -> dict[str, Any]:
-    """Numbers that describe ``records``; ``tokenizer`` is a model name or a tokenizer object."""
+def record_stats(records: Sequence[Record], tokenizer: Any = "embedded", progress: bool = True) -> dict[str, Any]:
+    """Numbers that describe ``records``; ``tokenizer`` is a model name or a tokenizer object. Counting the tokens
+    shows a bar on stderr (``progress``): 200k preferences take minutes."""
+    from tqdm.auto import tqdm
+
     if isinstance(tokenizer, str):
         from redline.models import load_tokenizer
 
         tokenizer = load_tokenizer(tokenizer)
     kind = records[0].kind if records else None
     lengths: dict[str, list[int]] = {}
-    for record in records:
+    for record in tqdm(records, desc="counting tokens", unit="record", disable=not progress, file=sys.stderr):
         for name, texts in _texts(record).items():
             ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
             lengths.setdefault(name, []).extend(len(x) for x in ids)
