@@ -815,3 +815,15 @@ def test_a_diverged_update_is_named_as_the_policy_s_not_the_reward_s(tmp_path):
     with pytest.raises(RedlineError, match=r"iteration 5's kl, policy_loss were NaN .*update diverged.*checkpoint: none"):
         check_finite({"reward": 1.0, "kl": float("nan"), "policy_loss": float("inf"), "value_loss": None}, 5, tmp_path)
     check_finite({"reward": 1.0, "kl": 0.5, "value_loss": None}, 5, tmp_path)  # finite (None is not measured): no error
+
+
+def test_each_iteration_line_says_how_long_the_rest_of_the_run_will_take(rm_run, tmp_path, capsys):
+    """An iteration is one line and no bar spans the run: its line said what it took, never what was left."""
+    from redline.train.ppo import time_left
+
+    # 3 iterations in 87 s, 2 left: 58 s; in 300 s, 4 left: 400 s; 1 left after 2 in 7440 s: 62 min
+    assert time_left(87, 3, 2) == "; ~58 s left" and time_left(300, 3, 4) == "; ~7 min left"
+    assert time_left(7440, 2, 1) == "; ~1 h 02 min left" and time_left(30, 3, 0) == ""
+    ppo(config(rm_run, batch_size=2, max_new_tokens=4, save_every=5), tmp_path / "run")
+    lines = [line for line in capsys.readouterr().err.splitlines() if "ppo iteration" in line]
+    assert len(lines) == 2 and lines[0].endswith(" left)") and "left" not in lines[1], lines

@@ -863,6 +863,7 @@ def run_ppo(
     engine = TransformersEngine(learner.policy, tokenizer, max_batch=max(1, config.batch_size), exact=False)
     check_processes(config, accelerator.num_processes)
 
+    first_iteration, t_first = state["iteration"], time.perf_counter()  # this process's pace, for the time left
     for it in range(state["iteration"], config.iterations):
         t_start = time.perf_counter()
         beta = state["beta"]
@@ -911,7 +912,9 @@ def run_ppo(
             print(f"redline: ppo iteration {it + 1}/{config.iterations}: reward {row['reward']:.3f} "
                   f"kl {row['kl']:.3f} length {row['response_length']:.1f}"
                   f"{'' if train_policy else ' (value warm-up)'} "
-                  f"({row['generate_s']:.1f}s generate, {row['train_s']:.1f}s train)", file=sys.stderr)
+                  f"({row['generate_s']:.1f}s generate, {row['train_s']:.1f}s train"
+                  f"{time_left(time.perf_counter() - t_first, it + 1 - first_iteration, config.iterations - it - 1)})",
+                  file=sys.stderr)
         if trackers:
             accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=it + 1)
         check_finite(stats, it + 1, out)  # before a checkpoint could keep a diverged policy (or a NaN β)
@@ -1268,6 +1271,19 @@ def _gradient_parts(first: list, total: list) -> tuple[float, float, float]:
 def _sync_on_last(accelerator, model, last: bool):
     """Gradients of a minibatch accumulate over several backward passes; DDP syncs on the last only."""
     return contextlib.nullcontext() if last else accelerator.no_sync(model)
+
+
+def time_left(seconds: float, done: int, left: int) -> str:
+    """``; ~N min left`` after an iteration's line: ``left`` more iterations at the mean pace of the ``done`` ones
+    that took ``seconds`` (those of this process: a resumed run's earlier ones are not timed); nothing when none is
+    left. An iteration is one line and no bar spans the run, so the line says how long the rest will take."""
+    if left <= 0 or done <= 0:
+        return ""
+    rest = round(seconds / done * left)
+    if rest < 60:
+        return f"; ~{rest} s left"
+    minutes = round(rest / 60)
+    return f"; ~{minutes} min left" if minutes < 60 else f"; ~{minutes // 60} h {minutes % 60:02d} min left"
 
 
 def check_finite(stats: dict[str, float | None], iteration: int, out: Path) -> None:
