@@ -576,3 +576,22 @@ def test_the_annotation_step_shows_a_bar_and_no_progress_hides_it(tmp_path, caps
     assert "annotating" in err and "3/3" in err
     build(_config(tmp_path / "quiet", prompts=3, test_prompts=1, progress=False))
     assert "annotating" not in capsys.readouterr().err
+
+
+def test_a_rerun_naming_its_tasks_file_another_way_leaves_the_folders_digest(tmp_path, monkeypatch):
+    """`--tasks /abs/tasks.jsonl`, then `--tasks tasks.jsonl` (the same file; the fingerprint takes it): the manifest
+    kept the path as typed, so the rerun rewrote it and every run that read the folder refused to resume."""
+    from redline.config import input_digest
+
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("".join(json.dumps({"topic": t, "instructions": [{"type": "title"}]}) + "\n"
+                             for t in ("tea", "owls", "jazz", "cats")))
+    out = tmp_path / "w"
+    build(_config(out, tasks=tasks, prompts=2, test_prompts=1))
+    digest, manifest = input_digest(str(out)), (out / "manifest.json").read_bytes()
+    monkeypatch.chdir(tmp_path)
+    build(_config(Path("w"), tasks=Path("tasks.jsonl"), prompts=2, test_prompts=1))
+    assert input_digest(str(out)) == digest and (out / "manifest.json").read_bytes() == manifest
+    (tmp_path / "other.jsonl").write_bytes(tasks.read_bytes())  # another file: the manifest says so
+    build(_config(Path("w"), tasks=Path("other.jsonl"), prompts=2, test_prompts=1))
+    assert json.loads((out / "manifest.json").read_text())["config"]["tasks"] == "other.jsonl"

@@ -52,6 +52,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import os
 import platform
 import random
 import shlex
@@ -697,15 +698,21 @@ def build(cfg: BuildConfig) -> dict:
 
 def write_manifest(path: Path, manifest: dict) -> None:
     """Step 6's manifest, left as it is where it already says the same but for when and how long the build ran and
-    how ``--out`` was spelt, and the settings that change no file (``--device``, ``--no-progress``): a rerun that
-    builds nothing new (a script run again to resume the steps after it) rewrote it, which changed the folder's
-    digest, so every run that read the folder (``experiment critic --data``) refused to resume as if the data had
-    changed."""
+    how ``--out`` was spelt, the settings that change no file (``--device``, ``--no-progress``), and how a file or
+    folder it read was spelt (``--tasks ./tasks.jsonl``, a responder's folder; the fingerprint compares them by
+    content): a rerun that builds nothing new (a script run again to resume the steps after it) rewrote it, which
+    changed the folder's digest, so every run that read the folder (``experiment critic --data``) refused to resume
+    as if the data had changed."""
     free = {f.name for f in dataclasses.fields(BuildConfig) if f.metadata.get("result", True) is False}  # out too
+
+    def named(value):  # a path that is here, whole: ./tasks.jsonl and /abs/tasks.jsonl are one file
+        return os.path.abspath(value) if isinstance(value, str) and value and os.path.exists(value) else value
 
     def lasting(m: dict) -> dict:
         kept = {k: v for k, v in m.items() if k not in ("created", "build_seconds", "command")}
-        return {**kept, "config": {k: v for k, v in kept.get("config", {}).items() if k not in free}}
+        config = {k: named(v) if k in ("tasks", "responder") else v
+                  for k, v in kept.get("config", {}).items() if k not in free}
+        return {**kept, "responder": named(kept.get("responder")), "config": config}
 
     text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
     try:
