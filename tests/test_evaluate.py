@@ -293,8 +293,12 @@ def test_iterations_folder_gives_a_curve(response_files, tmp_path, capsys):
     folder = _iteration_folder(tmp_path, tasks)
     out = tmp_path / "curve"
     assert main(["evaluate", "--a", str(folder), "--judge", "oracle", "--out", str(out), "--bootstrap", "100"]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "iteration 1" in printed and "iteration 2" in printed
+    # each iteration's bar says which it is (two bars both called 'judging with oracle' did not)
+    assert "iteration 1/2: judging with oracle: 100%" in captured.err
+    assert "iteration 2/2: judging with oracle: 100%" in captured.err
     summary = json.loads((out / "summary.json").read_text())
     assert [s["iteration"] for s in summary["iterations"]] == [1, 2]
     assert summary["iterations"][1]["win_rate"] >= 0.5

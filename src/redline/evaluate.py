@@ -451,9 +451,11 @@ def _read_done(path: Path, judge: Judge, pairs: Sequence[Pair]) -> tuple[dict[st
 
 
 def judge_pairs(
-    pairs: Sequence[Pair], judge: Judge, out_file: Path, *, seed: int = 0, chunk: int = 64, progress: bool = True
+    pairs: Sequence[Pair], judge: Judge, out_file: Path, *, seed: int = 0, chunk: int = 64, progress: bool = True,
+    label: str = "",
 ) -> list[Judgment]:
-    """Judge every pair not already in ``out_file``, appending as it goes; return all, in pair order.
+    """Judge every pair not already in ``out_file``, appending as it goes; return all, in pair order. ``label``
+    opens the bar's description (``iteration 2/5: ``), where one command judges several sets.
 
     Pairs an earlier run could not judge because a call failed for good (``meta.error``) are
     tried again; answers that did not parse are kept (asking again would cost and say the same).
@@ -466,7 +468,7 @@ def judge_pairs(
     if progress and todo:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(todo), desc=f"judging with {judge.name}", unit="pair", file=sys.stderr)
+        bar = tqdm(total=len(todo), desc=f"{label}judging with {judge.name}", unit="pair", file=sys.stderr)
     for start in range(0, len(todo), chunk):
         batch = todo[start:start + chunk]
         orders = ["both" if judge.both_orders else pair_order(seed, p.id) for p in batch]
@@ -750,7 +752,8 @@ def _evaluate_curve(config: EvaluateConfig, judge: Judge) -> dict[str, Any]:
     curve, annotations = [], []
     for k, pairs in plan:
         sub = out / f"iteration_{k}"
-        judgments = judge_pairs(pairs, judge, sub / "judgments.jsonl", seed=config.seed, progress=config.progress)
+        judgments = judge_pairs(pairs, judge, sub / "judgments.jsonl", seed=config.seed, progress=config.progress,
+                                label=f"iteration {k}/{plan[-1][0]}: ")
         b_name = generator_name(baseline, config.b) if baseline else f"{Path(config.a).name}/iteration_0"
         annotations += alpaca_eval_annotations(judgments, f"{Path(config.a).name}/iteration_{k}", b_name)
         s = {"iteration": k, **summarize(judgments, config.bootstrap, config.seed)}
