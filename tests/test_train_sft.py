@@ -391,3 +391,15 @@ def test_under_a_launcher_the_main_process_alone_saves_and_publishes_the_run_and
         assert (shipped / "redline.json").is_file()
     else:
         assert not out.exists() and not shipped.exists()
+
+
+def test_a_finished_run_rerun_under_a_launcher_is_published_by_the_main_process_alone(tmp_path, monkeypatch):
+    """finished_run publishes before any trainer has set up the process group, where every process took itself for
+    the main one: a finished run rerun under torchrun with --push-to-hub pushed the folder once a process."""
+    out, shipped = tmp_path / "run", tmp_path / "shipped"
+    out.mkdir()
+    (out / "redline.json").write_text(json.dumps({"kind": "sft", "metrics": {"steps": 1}}))
+    monkeypatch.setenv("RANK", "1")
+    assert sft.finished_run(out, str(shipped)) == {"steps": 1} and not shipped.exists()
+    monkeypatch.setenv("RANK", "0")
+    assert sft.finished_run(out, str(shipped)) == {"steps": 1} and (shipped / "redline.json").is_file()

@@ -331,10 +331,13 @@ def train_sft(
 
 
 def main_process() -> bool:
-    """Whether this is the main process of a multi-process run (torchrun, accelerate launch), or the only process."""
+    """Whether this is the main process of a multi-process run (torchrun, accelerate launch), or the only process.
+    Before the trainer has set up the process group (``finished_run``'s publish) the launcher's ``RANK`` says."""
     import torch.distributed as dist
 
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return os.environ.get("RANK", "0") == "0"
 
 
 def wait_for_everyone() -> None:
