@@ -20,10 +20,11 @@ pytest.importorskip("sqlalchemy")
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
+from sqlalchemy import event, select  # noqa: E402
 from app_helpers import PASSWORD, cheap_hashing, csrf_of, make_project, make_users, postgres_cluster  # noqa: E402
 
 from redline.app import projects as P  # noqa: E402
-from redline.app.db import Annotation, open_database  # noqa: E402
+from redline.app.db import Annotation, Item, User, open_database  # noqa: E402
 
 N = 20
 ROWS = [{"id": f"q{i}", "prompt": f"Question {i}?", "responses": [f"a{i}", f"b{i}", f"c{i}", f"d{i}"]} for i in range(60)]
@@ -217,3 +218,41 @@ def test_two_holders_past_the_time_limit_cannot_both_fill_an_items_last_place(da
     assert waited and isinstance(outcome["bob"], P.FormError) and "has its 1 answer(s) already" in str(outcome["bob"])
     with sessions() as db:
         assert db.scalar(select(func.count()).select_from(Annotation).where(Annotation.status == "submitted")) == 1
+
+
+def test_an_import_adds_its_records_in_batches_giving_the_rows_one_at_a_time_gave(database_url, tmp_path, monkeypatch, jsonl):
+    # one add_items per record (a max(position) query and a flush each) took 50-90 ms a record: hours for 160k pairs
+    sessions = open_database(database_url)
+    statements: list[str] = []
+    event.listen(sessions.kw["bind"], "before_cursor_execute", lambda conn, cursor, statement, *rest: statements.append(statement))
+    rows = [{"id": f"r{i}", "prompt": f"Old {i}?", "chosen": f"good {i}", "rejected": f"bad {i}",
+             "meta": {"annotator": ["ann", "Bob B"][i % 2], "seconds": i, "topic": i}} for i in range(5)]
+    path = jsonl(rows, "old.jsonl")
+
+    def imported(name: str, batch: int | None) -> tuple[int, list, list]:
+        """How many max(position) queries importing ``path`` into a fresh project with one item took; its rows."""
+        make_project(sessions, tmp_path, name, "pair", [{"prompt": "Seed?", "responses": ["x", "y"]}])
+        if batch is not None:
+            monkeypatch.setattr(P, "IMPORT_BATCH", batch, raising=False)
+        statements.clear()
+        with sessions.begin() as db:
+            assert P.import_records(db, P.get_project(db, name), path) == 5
+        with sessions() as db:
+            items = db.execute(select(Item.id, Item.position, Item.external_id, Item.prompt, Item.meta, Item.answers)
+                               .where(Item.project_id == P.get_project(db, name).id).order_by(Item.id)).all()
+            notes = db.execute(select(Annotation.item_id, User.name, Annotation.status, Annotation.payload, Annotation.seconds,
+                                      Annotation.imported).join(User, User.id == Annotation.user_id)
+                               .where(Annotation.item_id.in_([i.id for i in items])).order_by(Annotation.id)).all()
+        base = items[0].id  # ids relative to the project's first item: the projects' rows compare
+        return (sum("max(items.position)" in s for s in statements),
+                [(i.id - base, *i[1:]) for i in items], [(n.item_id - base, *n[1:]) for n in notes])
+
+    default_queries, default_items, default_notes = imported("default", None)
+    batched_queries, batched_items, batched_notes = imported("batched", 2)
+    one_queries, one_items, one_notes = imported("one-at-a-time", 1)
+    assert (one_queries, batched_queries) == (5, 3)
+    assert default_queries == 1  # five records: one batch
+    assert batched_items == one_items == default_items and batched_notes == one_notes == default_notes
+    assert [(i[0], i[1], i[2]) for i in one_items] == [(n, n, f"r{n - 1}" if n else None) for n in range(6)]
+    assert [n[:2] for n in one_notes] == [(1, "ann"), (2, "Bob-B"), (3, "ann"), (4, "Bob-B"), (5, "ann")]
+    assert [n[4] for n in one_notes] == [0.0, 1.0, 2.0, 3.0, 4.0] and {n[2] for n in one_notes} == {"submitted"}

@@ -706,6 +706,7 @@ def export_records(db: DBSession, project: Project, kind: str) -> list[Record]:
 
 
 IMPORT_KINDS = {"critique": "feedback", "rank": "ranking", "demonstration": "demonstration", "pair": "preference"}
+IMPORT_BATCH = 1000  # records added per add_items call: one query and flush each, not one per record
 
 
 def _check_import_meta(meta: dict, where: str) -> None:
@@ -775,26 +776,38 @@ def import_records(db: DBSession, project: Project, path: str | Path, default_an
     def annotator(record: Record) -> User:
         return user_of[_annotator(record.meta, default_annotator)]
 
-    for record in records:
-        meta = {k: v for k, v in record.meta.items() if k not in ("annotator", "seconds")}
-        given = record.meta.get("seconds")
-        seconds = float(given) if isinstance(given, (int, float)) else None  # None: not timed, not 0 s
-        if isinstance(record, Feedback):
-            answers, payload = [{"text": record.response, "source": meta.get("source")}], {"critique": record.critique, "revision": record.revision}
-        elif isinstance(record, Ranking):
-            answers, payload = [{"text": t, "source": None} for t in record.responses], {"ranks": dense_ranks(record.ranks)}
-        elif isinstance(record, Demonstration):
-            answers, payload = [], {"response": record.response}
-        else:
-            assert isinstance(record, Preference)
-            flip = _flipped(record.prompt)
-            pair = [record.rejected, record.chosen] if flip else [record.chosen, record.rejected]
-            answers, payload = [{"text": t, "source": None} for t in pair], {"choice": "b" if flip else "a"}
-        [item] = add_items(db, project, [{"prompt": record.prompt, "meta": meta, "external_id": record.id, "answers": answers}])
-        db.add(Annotation(item_id=item.id, user_id=annotator(record).id, status="submitted", payload=payload, info={},
-                          reason="", seconds=seconds, imported=True, created_at=now()))
-    db.flush()
+    for start in range(0, len(records), IMPORT_BATCH):  # one max(position) query and two flushes a batch, not a record
+        batch = records[start:start + IMPORT_BATCH]
+        planned = [_imported_item(record) for record in batch]
+        made = add_items(db, project, [item for item, _ in planned])
+        db.add_all([Annotation(item_id=item.id, user_id=annotator(record).id, status="submitted", payload=payload,
+                               info={}, reason="", seconds=_seconds(record.meta), imported=True, created_at=now())
+                    for item, record, (_, payload) in zip(made, batch, planned)])
+        db.flush()
     return len(records)
+
+
+def _seconds(meta: dict) -> float | None:
+    """An imported record's time spent; None: not timed, not 0 s."""
+    given = meta.get("seconds")
+    return float(given) if isinstance(given, (int, float)) else None
+
+
+def _imported_item(record: Record) -> tuple[dict, dict]:
+    """The item (for ``add_items``) and the annotation's payload that an imported record becomes."""
+    meta = {k: v for k, v in record.meta.items() if k not in ("annotator", "seconds")}
+    if isinstance(record, Feedback):
+        answers, payload = [{"text": record.response, "source": meta.get("source")}], {"critique": record.critique, "revision": record.revision}
+    elif isinstance(record, Ranking):
+        answers, payload = [{"text": t, "source": None} for t in record.responses], {"ranks": dense_ranks(record.ranks)}
+    elif isinstance(record, Demonstration):
+        answers, payload = [], {"response": record.response}
+    else:
+        assert isinstance(record, Preference)
+        flip = _flipped(record.prompt)
+        pair = [record.rejected, record.chosen] if flip else [record.chosen, record.rejected]
+        answers, payload = [{"text": t, "source": None} for t in pair], {"choice": "b" if flip else "a"}
+    return {"prompt": record.prompt, "meta": meta, "external_id": record.id, "answers": answers}, payload
 
 
 # ----------------------------------------------------------------------------- model-assisted drafts
