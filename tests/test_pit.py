@@ -381,3 +381,26 @@ def test_a_rerun_naming_the_base_another_way_leaves_the_manifest_as_it_was(jsonl
     monkeypatch.chdir(tmp_path)
     train_pit(config("", data, rounds="none", policy="./base"), tmp_path / "pit")
     assert (tmp_path / "pit" / "pit.json").read_bytes() == before and json.loads(before)["base"] == base
+
+
+def test_a_manifest_an_older_redline_wrote_with_the_base_as_typed_is_left_by_a_rerun_of_that_command(jsonl, tmp_path,
+                                                                                                     monkeypatch):
+    """pit.json now names a local BASE by its absolute path, and an older redline's named it as typed (`base`): the
+    same command rerun on a finished run rewrote it, which changed RUN's digest once, so every `improve --model RUN`
+    begun before refused to resume. A manifest that names the same folders another way is left as it is."""
+    import redline.train.sft as sft
+    from redline.models import load_causal_lm
+
+    monkeypatch.setattr(sft, "train_sft", lambda *a, **k: {"final_loss": 1.0, "steps": 1})
+    save_tiny(tmp_path / "base", "sft", cls=load_causal_lm)
+    data = jsonl(PREFS)
+    monkeypatch.chdir(tmp_path)
+    train_pit(config("", data, rounds="none", policy="base"), tmp_path / "pit")
+    older = json.loads((tmp_path / "pit" / "pit.json").read_text())
+    (tmp_path / "pit" / "pit.json").write_text(json.dumps({**older, "base": "base"}, indent=2) + "\n")
+    before = (tmp_path / "pit" / "pit.json").read_bytes()
+    train_pit(config("", data, rounds="none", policy="base"), tmp_path / "pit")
+    assert (tmp_path / "pit" / "pit.json").read_bytes() == before
+    save_tiny(tmp_path / "other", "sft", cls=load_causal_lm)  # another base: named, whole
+    train_pit(config("", data, rounds="none", policy="other"), tmp_path / "pit")
+    assert json.loads((tmp_path / "pit" / "pit.json").read_text())["base"] == str(tmp_path / "other")

@@ -341,6 +341,27 @@ def run_round(config: PITConfig, start: str, sft: str, records: list[dict], out:
     return metrics
 
 
+def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    """pit.json, which `redline improve` reads (a stage that diverged, NaN loss or reward, is null there, as in its
+    card), left as it is where it already says the same but for how it spelt a local folder: an older redline named
+    BASE and the gap model as typed (``runs/sft``), and the same command rerun on the finished run rewrote it with
+    the absolute path, which changed RUN's digest, so every ``improve --model RUN`` begun before refused to resume."""
+    from redline.models import local_folder
+
+    text = json_text(manifest, indent=2, default=str) + "\n"
+
+    def whole(m: dict) -> dict:
+        return {**m, **{k: os.path.abspath(m[k]) for k in ("base", "gap_reward") if isinstance(m.get(k), str)
+                        and local_folder(m[k])}}
+
+    try:
+        before = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        before = None
+    if not (isinstance(before, dict) and whole(before) == whole(json.loads(text))):
+        write_text_atomic(path, text)
+
+
 def train_pit(config: PITConfig, out: str | os.PathLike) -> dict[str, Any]:
     """Steps 1–5 of the module docstring; returns every stage's metrics."""
     from redline.models import check_gap_reward_model, check_language_model, load_tokenizer, local_folder, run_info
@@ -440,8 +461,7 @@ def train_pit(config: PITConfig, out: str | os.PathLike) -> dict[str, Any]:
     named = {name: os.path.abspath(value) if local_folder(value) else value
              for name, value in (("base", config.policy), ("gap_reward", config.gap_reward))}
     manifest = {"policy": final, "rounds": rounds, "stages": stages, **named}
-    # `redline improve` reads it; a stage that diverged (NaN loss or reward) is null there, as in its card (json_text)
-    write_text_atomic(out / MANIFEST, json_text(manifest, indent=2, default=str) + "\n")
+    write_manifest(out / MANIFEST, manifest)
     print(f"redline: PIT policy in {out / final}", file=sys.stderr)
     if config.push_to_hub:
         from accelerate import PartialState
