@@ -153,6 +153,9 @@ class PromptRow:
 
 
 EMPTY_ANSWER = "empty string where text is needed (an answer for annotators to judge; leave it out of the record)"
+# a response record's empty response is legal (a model that wrote nothing; `generate` writes it and the judges read
+# it), but annotators have nothing in it to rank or critique: the record is what to leave out, not its field
+EMPTY_RESPONSE = "empty string where text is needed (an answer for annotators to judge): remove this line from the file"
 
 
 def _own_answers(obj: dict) -> tuple[list[dict], list[str]]:
@@ -220,7 +223,7 @@ def attach_responses(rows: list[PromptRow], paths: Iterable[str | Path], prompts
             if row is None:
                 unmatched.append(f"{path}:{number}: prompt: matches no prompt (by id or text) in {prompts_name}")
             elif not record.response.strip():  # was left out unsaid
-                unmatched.append(f"{path}:{number}: response: {EMPTY_ANSWER}")
+                unmatched.append(f"{path}:{number}: response: {EMPTY_RESPONSE}")
             else:
                 row.answers.append({"text": record.response, "source": record.source})
         if unmatched:
