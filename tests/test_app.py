@@ -339,6 +339,30 @@ def test_a_form_of_an_earlier_session_is_given_back_not_refused_blank(sessions, 
     assert r.status_code == 303 and len(export(sessions, "d", "demonstration", tmp_path)) == 1
 
 
+def test_a_kept_form_for_an_item_answered_since_elsewhere_is_refused_not_dropped(sessions, tmp_path):
+    # the laptop's critique, kept through the login (or sent with an earlier session's token), for an item answered
+    # meanwhile on the phone (or in another tab): the login led on to the next item without a word, and the old
+    # token's page was refused with "reload the page", the text lost
+    pid = make_project(sessions, tmp_path, "c", "critique", CRITIQUE_ROWS)
+    c = client_for(sessions, "ann")
+    url, page = open_task(c, pid)
+    old = {"csrf": csrf_of(page.text), "critique": "Too vague, laptop.", "revision": "Thing 0 is a ball."}
+    end_sessions(sessions)
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', c.post(url, data=old).text))
+    phone = client_for(sessions, "ann")
+    answer = {"csrf": csrf_of(phone.get(url).text), "critique": "Too vague, phone.", "revision": "Thing 0 is red."}
+    assert phone.post(url, data=answer, follow_redirects=False).status_code == 303
+    r = c.post("/login", data={k: html.unescape(v) for k, v in fields.items()} | {"name": "ann", "password": PASSWORD},
+               follow_redirects=False)
+    assert r.status_code == 422 and "you submitted this item already" in r.text and "this one was not saved" in r.text
+    assert element_text(r.text, "textarea", "critique") == "Too vague, laptop."  # still there to copy
+    r = c.post(url, data=old)  # the ended session's page sent again, under the new session
+    assert r.status_code == 422 and "you submitted this item already" in r.text
+    assert element_text(r.text, "textarea", "critique") == "Too vague, laptop."
+    [record] = export(sessions, "c", "feedback", tmp_path)
+    assert record.critique == "Too vague, phone."
+
+
 def test_an_annotator_sees_no_admin_page(sessions, tmp_path):
     make_project(sessions, tmp_path, "r", "rank", RANK_ROWS)
     c = client_for(sessions, "ann")

@@ -599,6 +599,17 @@ def already_answered(db: DBSession, user: User, item: Item) -> bool:
     return db.scalar(select(Annotation.id).where(Annotation.user_id == user.id, Annotation.item_id == item.id)) is not None
 
 
+def answer_of(db: DBSession, user: User, item: Item) -> Annotation | None:
+    """The answer (submitted, skipped or flagged) this annotator gave this item, if any."""
+    return db.scalar(select(Annotation).where(Annotation.user_id == user.id, Annotation.item_id == item.id))
+
+
+def answered_already(stored: Annotation) -> FormError:
+    """The refusal of another answer to an item answered by ``stored``: it stands."""
+    return FormError("item", f"you {stored.status} this item already ({stored.created_at:%Y-%m-%d %H:%M} UTC): that "
+                             "answer stands, and this one was not saved (a sent answer is not changed)")
+
+
 def repeats(project: Project, item: Item, stored: Annotation, form: dict) -> bool:
     """Whether ``form`` sends again what ``stored`` holds (a double click, a retry), not another answer."""
     action = str(form.get("action") or "submit")
@@ -620,12 +631,11 @@ def submit(db: DBSession, user: User, project: Project, item: Item, form: dict) 
     if item.project_id != project.id:
         raise FormError("item", "not an item of this project")
     action = str(form.get("action") or "submit")
-    stored = db.scalar(select(Annotation).where(Annotation.user_id == user.id, Annotation.item_id == item.id))
+    stored = answer_of(db, user, item)
     if stored is not None:
         if repeats(project, item, stored, form):
             return None
-        raise FormError("item", f"you {stored.status} this item already ({stored.created_at:%Y-%m-%d %H:%M} UTC): that "
-                                "answer stands, and this one was not saved (a sent answer is not changed)")
+        raise answered_already(stored)
     reason = str(form.get("reason") or "").strip()
     if action in ("skip", "flag") and (problem := unstorable(reason)):
         raise FormError("reason", f"the reason {problem}")

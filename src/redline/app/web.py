@@ -388,16 +388,21 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
     def restored_task(request: Request, db, user: User, row: DBSessionRow, target: str, values: dict,
                       status: int = 200, **message) -> HTMLResponse | None:
         """The task page of ``target`` with a form's ``values`` given back (not submitted), or None when it is not a
-        task page of this user's, open to them."""
+        task page of this user's, or when they sent this very answer already. Another answer to an item they have
+        answered since (in another tab) comes back refused, as ``P.submit`` refuses it, where it was dropped unsaid."""
         match = ITEM_PAGE.fullmatch(target)
         if match is None:
             return None
         pid, iid = (int(g) for g in match.groups())
         project = db.get(Project, pid) if 0 < pid <= INTEGER_MAX else None
         item = db.get(Item, iid) if 0 < iid <= INTEGER_MAX else None
-        if (project is None or item is None or item.project_id != pid or db.get(Assignment, (user.id, iid)) is None
-                or P.already_answered(db, user, item)):
+        if project is None or item is None or item.project_id != pid or db.get(Assignment, (user.id, iid)) is None:
             return None
+        stored = P.answer_of(db, user, item)
+        if stored is not None:
+            if P.repeats(project, item, stored, values):
+                return None  # stored: nothing of it is lost
+            status, message = 422, {"error": P.answered_already(stored)}
         context = task_context(db, user, project, item)
         context.update(values={k: v.replace("\r\n", "\n") for k, v in values.items() if k != "action"}, **message)
         return page(request, "task.html", status, csrf=row.csrf, **context)
