@@ -122,3 +122,35 @@ def test_importers_name_the_columns_they_drop_and_keep_scalars_in_meta(tmp_path,
     assert "dropped the source columns extra_column (1 rows)" in capsys.readouterr().err
     (ranking,) = read_records(tmp_path / "uf_out.jsonl", "ranking")
     assert ranking.meta["correct_answers"] == ["No"] and ranking.meta["prompt_source"] == "truthful_qa"
+
+
+@pytest.mark.parametrize("name, rows", [("p.jsonl", 5), ("p.jsonl.gz", 4), ("p.json", 4), ("p.parquet", 4), ("folder", 4)])
+def test_data_import_shows_a_bar_of_the_rows_read_and_writes_the_same_files(name, rows, tmp_path, capsys, monkeypatch):
+    # 160k hh-rlhf rows read and written for 30 s with nothing on the terminal; the totals are known first: time left
+    from redline import formats
+
+    prefs = [{"prompt": f"q{i}", "chosen": "a", "rejected": "b"} for i in range(4)]
+    src = tmp_path / name
+    if name == "p.jsonl":  # a blank line is numbered, and counted, as a row
+        src.write_text("".join(json.dumps(r) + "\n" + ("\n" if i == 1 else "") for i, r in enumerate(prefs)))
+    elif name == "p.parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(prefs), src)
+    elif name == "folder":
+        import datasets
+
+        datasets.Dataset.from_list(prefs).save_to_disk(str(src))
+    else:
+        gz(src, prefs) if name.endswith(".gz") else src.write_text(json.dumps(prefs, indent=2))
+    capsys.readouterr()  # datasets' own bar of saving the folder
+    monkeypatch.setattr(formats, "BAR_DELAY", 3600, raising=False)
+    import_file("trl", str(src), tmp_path / "quiet.jsonl", progress=True)
+    assert capsys.readouterr().err == ""  # done in under BAR_DELAY: no bar
+    monkeypatch.setattr(formats, "BAR_DELAY", 0, raising=False)
+    assert main(["data", "import", "--from", "trl", str(src), str(tmp_path / "out.jsonl")]) == 0
+    err = capsys.readouterr().err
+    assert "importing: 100%" in err and f"| {rows}/{rows} [" in err and "row/s]" in err
+    assert "writing: 100%" in err and "| 4/4 [" in err and "record/s]" in err
+    assert (tmp_path / "out.jsonl").read_bytes() == (tmp_path / "quiet.jsonl").read_bytes()

@@ -183,7 +183,7 @@ def _data_import(args) -> int:
 
     config = settings_from_args(ImportConfig, args)
     written = import_file(config.format, with_split(config.input, config.split), config.output, limit=config.limit,
-                          skip_invalid=config.skip_invalid)
+                          skip_invalid=config.skip_invalid, progress=True)
     for path, (kind, n) in written.items():
         print(f"wrote {n} {kind} records to {path}")
     # Beside the records, so that `--config OUTPUT.config.json` repeats the import; no fingerprint:

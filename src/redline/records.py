@@ -876,25 +876,30 @@ def json_text(value: Any, **kwargs: Any) -> str:
     return json.dumps(finite_json(value), allow_nan=False, **kwargs)
 
 
-def write_records(dest: str | os.PathLike, records: Iterable[Record | dict]) -> int:
+def write_records(dest: str | os.PathLike, records: Iterable[Record | dict], bar_after: float | None = None) -> int:
     """Write records atomically (a temporary file renamed into place): JSONL (gzipped for a ``.gz`` name,
     as ``iter_raw`` reads it; NaN and infinities as null, ``json_text``), or Parquet by suffix.
 
-    A crash or a bad record leaves no partial file behind. Returns how many were written.
+    A crash or a bad record leaves no partial file behind. Returns how many were written. ``bar_after``:
+    writing JSONL for longer than that many seconds shows a bar of the records written on stderr.
     """
+    from tqdm.auto import tqdm
+
     dest = Path(dest)
     rows = [r.to_dict() if isinstance(r, Record) else r for r in records]
 
     def write(tmp: str) -> None:
         if dest.suffix == ".parquet":
             _write_parquet(tmp, rows)
-        elif dest.suffix == ".gz":  # no name or time in the header: the same records give the same bytes (digests)
+            return
+        shown = tqdm(rows, desc="writing", unit="record", disable=bar_after is None, delay=bar_after or 0, file=sys.stderr)
+        if dest.suffix == ".gz":  # no name or time in the header: the same records give the same bytes (digests)
             with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as f:
-                for row in rows:
+                for row in shown:
                     f.write((json_text(row, ensure_ascii=False) + "\n").encode("utf-8"))
         else:
             with open(tmp, "w", encoding="utf-8") as f:
-                for row in rows:
+                for row in shown:
                     f.write(json_text(row, ensure_ascii=False) + "\n")
 
     _atomically(dest, write)

@@ -26,7 +26,8 @@ valid row holds that no record can carry (UltraFeedback's ties, unscored complet
 printed too. ``--limit N`` imports the first N valid rows. A repeated id is refused like any bad row; a
 preference whose chosen and rejected replies are the same is kept and counted (the trainers skip it;
 ``train gap-reward --anchor-weight`` uses it as an anchor). Rows of a Parquet file, a data set or a JSON
-array are numbered from 1, like lines.
+array are numbered from 1, like lines. Reading that takes over a second shows a bar of the rows read on stderr,
+with the rate and the time left, and so does writing JSON Lines (of the records written).
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ from typing import Any, Iterable
 from redline import RedlineError
 from redline.formats import hh_rlhf, shepherd, summarize_from_feedback, trl, ultrafeedback
 from redline.records import (MAX_ERRORS, UNIQUE_KEYS, FieldError, ReadReport, Record, RecordError, _refuse_lone_surrogates,
-                              iter_raw, json_value_error, refuse_empty, write_records)
+                              iter_raw, json_value_error, open_bytes, refuse_empty, write_records)
+
+BAR_DELAY = 1.0  # seconds of reading (or writing) before a bar shows
 
 # The format name -> its module, which holds ``convert(row) -> list[Record]`` and ``KINDS``.
 FORMATS = {
@@ -104,11 +107,14 @@ def import_file(
     limit: int | None = None,
     skip_invalid: bool = False,
     report: ImportReport | None = None,
+    progress: bool = False,
 ) -> dict[Path, tuple[str, int]]:
     """Convert ``source`` from format ``fmt`` and write the records; return {path: (kind, count)}.
 
     Raises ``RecordError`` listing every bad row (and writes nothing) unless ``skip_invalid``. Pass a
     ``report`` to receive the counts; without one, skips and left-out parts are printed to stderr.
+    ``progress`` shows a bar of the rows read, and one of the records written, on stderr (rate, time left) once
+    either takes over BAR_DELAY seconds: 160k rows take a minute.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r} (expected one of {', '.join(FORMATS)})")
@@ -122,7 +128,8 @@ def import_file(
     seen_ids: dict[tuple[str, str], int] = {}  # (kind, id) -> row number
     errors: list[str] = []
     n_errors = 0
-    for number, row in _rows(source):
+    rows, total = _counted_rows(source)
+    for number, row in _with_bar(rows, min(total, limit) if total and limit else total, progress):
         try:
             if isinstance(row, FieldError):
                 raise row
@@ -167,7 +174,7 @@ def import_file(
     written = {}
     for i, kind in enumerate(kinds):
         path = Path(output) if i == 0 else beside(Path(output), kind)
-        written[path] = (kind, write_records(path, by_kind.get(kind, [])))
+        written[path] = (kind, write_records(path, by_kind.get(kind, []), bar_after=BAR_DELAY if progress else None))
     # An earlier import to OUTPUT wrote a kind beside it that this one does not write there (it has none, or
     # its first kind is that one and goes to OUTPUT itself): not left to be read as this import's.
     for kind in module.KINDS[1:]:  # the first kind, when there, always goes to OUTPUT: never beside it
@@ -216,6 +223,41 @@ def _check(record: Record, seen_ids: dict[tuple[str, str], int], number: int) ->
         raise FieldError("id", f"duplicate id {record.id!r} (first on row {seen_ids[record.kind, record.id]})")
 
 
+def _with_bar(rows: Iterable[tuple[int, Any]], total: int | None, show: bool) -> Iterable[tuple[int, Any]]:
+    """``rows``, moving a bar on stderr to each row's number (a blank line counts too, as in the numbering). It
+    shows from BAR_DELAY seconds on: a small file's import prints only its own lines."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, desc="importing", unit="row", disable=not show, file=sys.stderr, delay=BAR_DELAY) as bar:
+        for number, row in rows:
+            bar.update(number - bar.n)
+            yield number, row
+
+
+def _counted_rows(source: str | os.PathLike) -> tuple[Iterable[tuple[int, Any]], int | None]:
+    """``_rows`` and the last row's number, for the bar's time left: a JSON Lines file's lines counted in one
+    pass over its bytes, a Parquet file's rows from its footer; a JSON array, a datasets folder and a hub data
+    set are read whole by the reader anyway, so they are read here. None where the file cannot be counted (the
+    reader names what is wrong with it)."""
+    rows = _rows(source)
+    path = Path(source)
+    if not path.is_file() or isinstance(rows, list):  # a data set, or a JSON array (read already)
+        rows = list(rows)
+        return rows, len(rows)
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return rows, pq.ParquetFile(path).metadata.num_rows
+        lines, last = 0, b"\n"
+        with open_bytes(path) as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                lines, last = lines + block.count(b"\n"), block[-1:]
+        return rows, lines + (last != b"\n")
+    except Exception:  # pyarrow and gzip raise several unrelated types; the reader refuses the file by name
+        return rows, None
+
+
 def _rows(source: str | os.PathLike) -> Iterable[tuple[int, Any]]:
     """``iter_raw``, plus ``.json`` files holding one JSON array (as many data sets are published)."""
     path = Path(source)
@@ -241,7 +283,7 @@ def _rows(source: str | os.PathLike) -> Iterable[tuple[int, Any]]:
         raise RecordError([f"{source}:0: <file>: cannot read: {e}"]) from e
     if "\\ud" in text.lower():  # a "\ud800" escape may be half a surrogate pair: a bad row, as the JSONL reader has it
         items = [_refuse_lone_surrogates(item, "\\ud") if isinstance(item, (dict, list)) else item for item in items]
-    return enumerate(items, start=1)
+    return list(enumerate(items, start=1))
 
 
 _LENIENT = json.JSONDecoder(parse_int=len)  # reads past any row to find its end (its values are not kept)
