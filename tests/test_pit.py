@@ -110,8 +110,13 @@ def test_the_curriculum_runs_round0_then_round1_and_a_rerun_skips_every_stage(ga
     assert abs(first_kl[0]) < 1e-4
     assert abs(first_kl[1]) > 1e-4  # round 1 starts at round 0's policy, and its KL is still measured against PIT SFT
     assert pit_policy(run) == str(run / "rl-0-1") and pit_policy(run / "sft") == str(run / "sft")
+    # each round says which it is (both rounds' PPO lines read 'ppo iteration 1/1'), and round 1's references are
+    # sampled under a bar, not in silence
+    err = capsys.readouterr().err
+    assert f"RL round 0, improving 9 references, in {run / 'rl-0'}" in err  # both answers of each pair, an identical one once
+    assert f"RL round 1, improving 5 references, in {run / 'rl-0-1'}" in err  # BASE's, one a prompt
+    assert "answers to 5 prompts, round 1's references" in err and "generate: 100%" in err
 
-    capsys.readouterr()
     again = train_pit(config(gap_run, data, iterations=3), run)  # every stage is complete: nothing trains again
     err = capsys.readouterr().err
     assert "skipping PIT SFT" in err and "skipping RL round 0" in err and "skipping RL round 1" in err

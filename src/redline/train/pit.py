@@ -289,6 +289,7 @@ def sample_references(config: PITConfig, prompts: list, path: Path) -> list[dict
     (a resumed run's, or one copied in to share) is reused when it answers exactly these prompts and BASE wrote it."""
     from redline.generation import SamplingParams, as_chat, load_engine
     from redline.records import prompt_key, read_jsonl_prefix, write_records
+    from redline.train.sft import main_process
 
     if path.is_file():
         rows = read_jsonl_prefix(path)
@@ -296,10 +297,14 @@ def sample_references(config: PITConfig, prompts: list, path: Path) -> list[dict
         if ([prompt_key(r.get("prompt")) for r in rows] == [prompt_key(p) for p in prompts]
                 and all(same_model(r.get("source"), config.policy) for r in rows)):  # a copy from another BASE: resampled
             return rows
+    main = main_process()  # under a launcher every process samples them; one says so, and draws the bar
+    if main:
+        print(f"redline: sampling {config.policy}'s answers to {len(prompts)} prompts, round 1's references "
+              f"({path})", file=sys.stderr)
     engine = load_engine(config.policy, dtype=config.dtype, device=config.device)
     params = SamplingParams(temperature=config.reference_temperature, max_new_tokens=config.reference_max_new_tokens,
                             seed=config.seed)
-    completions = engine.generate([as_chat(p) for p in prompts], params, progress=False)
+    completions = engine.generate([as_chat(p) for p in prompts], params, progress=main)  # minutes on a CPU
     rows = [{"id": f"ref-{i}", "prompt": p, "response": c.text, "source": config.policy}
             for i, (p, c) in enumerate(zip(prompts, completions))]
     del engine
@@ -367,7 +372,7 @@ def train_pit(config: PITConfig, out: str | os.PathLike) -> dict[str, Any]:
     from redline.models import check_gap_reward_model, check_language_model, load_tokenizer, local_folder, run_info
     from redline.train.gap_reward import read_preferences, split_thirds
     from redline.train.ppo import POLICY_ROLE, fit_prompts
-    from redline.train.sft import train_sft
+    from redline.train.sft import main_process, train_sft
 
     from redline.config import check_required
 
@@ -450,6 +455,8 @@ def train_pit(config: PITConfig, out: str | os.PathLike) -> dict[str, Any]:
         else:
             records = first if r == 0 else second
             source = str(out / REFERENCES) if r == 1 else rl_source
+            if main_process():  # its PPO lines say 'ppo iteration k/N', the same in every round
+                print(f"redline: RL round {r}, improving {len(records)} references, in {stage}", file=sys.stderr)
             stages[stage.name] = run_round(config, start, str(sft), records, stage, source, final=k == len(rounds) - 1,
                                            notes=references_note if r == 1 else rl_note)
         start = str(stage)
