@@ -321,3 +321,27 @@ def test_a_blank_title_is_no_title():
     assert not check(I("title"), "<<>> Coffee is old.").met
     assert check(I("title"), "<<On Coffee>>\n\nCoffee is old.").met
     assert check(I("title"), fix(I("title"), "<< >>\n\nCoffee is old.", "coffee")).met
+
+
+def test_the_worlds_patterns_are_compiled_once_and_find_what_they_found(monkeypatch):
+    # one pattern per topic and template (some 16k) overflowed re's own cache of 512: a 1000-prompt build compiled
+    # 42,801 patterns, each again every time it came back (30% of the build's time)
+    import re._compiler
+
+    from redline.simulate import instructions, text, topics
+    from redline.simulate.instructions import _fresh
+    from redline.simulate.topics import mentions
+
+    def run():
+        return [(_fresh(T.FILLERS, PROSE, topic), _fresh(T.KEYWORD_SENTENCES, PROSE, topic, "ship"), mentions(PROSE, topic),
+                 count_word(f"{topic}, {topic.upper()} and {topic}s", topic)) for topic in ("coffee",) + T.TOPICS[:30]]
+
+    with monkeypatch.context() as m:  # each pattern compiled where it is used, as before
+        for module in (instructions, text, topics):
+            m.setattr(module, "pattern", re.compile, raising=False)
+        uncached = run()
+    assert run() == uncached and uncached[0][2:] == (True, 2)  # PROSE names coffee; "coffees" is another word
+    compiled: list[str] = []
+    real = re._compiler.compile
+    monkeypatch.setattr(re._compiler, "compile", lambda source, flags=0: compiled.append(source) or real(source, flags))
+    assert run() == uncached and compiled == []  # some 1,600 patterns, more than re's cache holds

@@ -63,6 +63,7 @@ from redline.simulate.text import (
     match_case,
     open_shell,
     paragraphs,
+    pattern,
     placeholders,
     sentence_spans,
     sentences,
@@ -235,7 +236,7 @@ def _fresh(templates: tuple[str, ...], core: str, topic: str, keyword: str = "",
     out = []
     for template in T.rotated(templates, topic, keyword, *keys):
         frame = re.escape(T.fill(template, topic or "it", "\x00")).replace("\x00", r"[\w'-]+(?: [\w'-]+)*?")
-        if not re.search(frame, core, flags=re.IGNORECASE):
+        if not pattern(frame, re.IGNORECASE).search(core):
             out.append(T.fill(template, topic or "it", keyword))
     return out
 

@@ -42,6 +42,7 @@ from redline.simulate.text import (
     line_kind,
     open_shell,
     paragraphs,
+    pattern,
     sentence_spans,
     sentences,
     tidy,
@@ -221,7 +222,7 @@ def _break(inst: Instruction, text: str, topic: str, rng: random.Random) -> str:
             return c.rstrip() + "\n\n" + T.fill(rng.choice(T.PROSE), topic)
         return _in_core(text, edit)
     if kind == "keyword_include":
-        return _in_core(text, lambda c: re.sub(rf"\b{re.escape(inst.keywords[0])}\b", "it", c, flags=re.IGNORECASE))
+        return _in_core(text, lambda c: pattern(rf"\b{re.escape(inst.keywords[0])}\b", re.IGNORECASE).sub("it", c))
     if kind == "keyword_avoid":
         word = inst.keywords[0]
         return _in_core(text, lambda c: c.rstrip() + f" Honestly, {word} is the word for it.")
@@ -229,7 +230,7 @@ def _break(inst: Instruction, text: str, topic: str, rng: random.Random) -> str:
         def edit(c):
             keep = rng.randint(0, n - 1)
             seen = iter(range(10**6))
-            return re.sub(rf"\b{re.escape(inst.keyword)}\b", lambda m: m.group() if next(seen) < keep else "that", c, flags=re.IGNORECASE)
+            return pattern(rf"\b{re.escape(inst.keyword)}\b", re.IGNORECASE).sub(lambda m: m.group() if next(seen) < keep else "that", c)
         return _in_core(text, edit)
     if kind == "lowercase":
         return _in_core(text, lambda c: re.sub(r"(^|[.!?]\s+)([a-z])", lambda m: m.group(1) + m.group(2).upper(), c))

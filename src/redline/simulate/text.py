@@ -24,6 +24,7 @@ paragraphs between ``***`` markers, here they are separated by blank lines, as p
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -48,9 +49,16 @@ def words(text: str) -> list[str]:
     return WORD_RE.findall(text)
 
 
+@functools.lru_cache(maxsize=1 << 15)
+def pattern(source: str, flags: int = 0) -> re.Pattern:
+    """``re.compile(source, flags)``, kept: the world builds a pattern per topic, keyword and template (some 16k),
+    which overflowed ``re``'s own cache of 512 and were compiled again and again (30% of a build's time)."""
+    return re.compile(source, flags)
+
+
 def count_word(text: str, word: str) -> int:
     """Occurrences of ``word`` as a whole word, any case (IFEval's keyword rule)."""
-    return len(re.findall(rf"\b{re.escape(word)}\b", text, re.IGNORECASE))
+    return len(pattern(rf"\b{re.escape(word)}\b", re.IGNORECASE).findall(text))
 
 
 # ----------------------------------------------------------------------------- the wrappers

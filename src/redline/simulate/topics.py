@@ -18,6 +18,8 @@ import random
 import re
 import zlib
 
+from redline.simulate.text import pattern
+
 # ----------------------------------------------------------------------------- topics
 
 TOPICS: tuple[str, ...] = (
@@ -94,7 +96,7 @@ def topic_word(topic: str) -> str:
 def mentions(text: str, topic: str) -> bool:
     """Whether ``text`` names the topic: its stem plus at most 4 letters, as a whole word."""
     stem = topic_word(topic)
-    return re.search(rf"\b{re.escape(stem)}\w{{0,4}}\b", text, re.IGNORECASE) is not None
+    return pattern(rf"\b{re.escape(stem)}\w{{0,4}}\b", re.IGNORECASE).search(text) is not None
 
 
 def title_case(text: str) -> str:
