@@ -346,30 +346,33 @@ def run_round(config: PITConfig, start: str, sft: str, records: list[dict], out:
     return metrics
 
 
+def absolute_folders(manifest: dict[str, Any]) -> dict[str, Any]:
+    """``manifest`` with BASE and the gap model by their absolute paths where they are local folders, as the cards
+    name a base: a rerun with `--policy ./runs/sft` wrote another pit.json, and so another digest of RUN, which every
+    ``improve --model RUN`` begun before refused to resume on."""
+    from redline.models import local_folder
+
+    return {**manifest, **{k: os.path.abspath(manifest[k]) for k in ("base", "gap_reward")
+                           if isinstance(manifest.get(k), str) and local_folder(manifest[k])}}
+
+
 def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
     """pit.json, which `redline improve` reads (a stage that diverged, NaN loss or reward, is null there, as in its
     card), left as it is where it already says the same but for how it spelt a local folder: an older redline named
     BASE and the gap model as typed (``runs/sft``), and the same command rerun on the finished run rewrote it with
-    the absolute path, which changed RUN's digest, so every ``improve --model RUN`` begun before refused to resume."""
-    from redline.models import local_folder
-
+    the absolute path (``absolute_folders``), which changed RUN's digest."""
     text = json_text(manifest, indent=2, default=str) + "\n"
-
-    def whole(m: dict) -> dict:
-        return {**m, **{k: os.path.abspath(m[k]) for k in ("base", "gap_reward") if isinstance(m.get(k), str)
-                        and local_folder(m[k])}}
-
     try:
         before = json.loads(path.read_bytes())
     except (OSError, ValueError):
         before = None
-    if not (isinstance(before, dict) and whole(before) == whole(json.loads(text))):
+    if not (isinstance(before, dict) and absolute_folders(before) == absolute_folders(json.loads(text))):
         write_text_atomic(path, text)
 
 
 def train_pit(config: PITConfig, out: str | os.PathLike) -> dict[str, Any]:
     """Steps 1–5 of the module docstring; returns every stage's metrics."""
-    from redline.models import check_gap_reward_model, check_language_model, load_tokenizer, local_folder, run_info
+    from redline.models import check_gap_reward_model, check_language_model, load_tokenizer, run_info
     from redline.train.gap_reward import read_preferences, split_thirds
     from redline.train.ppo import POLICY_ROLE, fit_prompts
     from redline.train.sft import main_process, train_sft
@@ -463,12 +466,8 @@ def train_pit(config: PITConfig, out: str | os.PathLike) -> dict[str, Any]:
 
     # Step 5: the manifest `redline improve` reads.
     final = Path(start).name
-    # a folder by its absolute path, as the cards name a base: a rerun with `--policy ./runs/sft` wrote another
-    # pit.json, and so another digest of RUN, which every `improve --model RUN` begun before refused to resume on
-    named = {name: os.path.abspath(value) if local_folder(value) else value
-             for name, value in (("base", config.policy), ("gap_reward", config.gap_reward))}
-    manifest = {"policy": final, "rounds": rounds, "stages": stages, **named}
-    write_manifest(out / MANIFEST, manifest)
+    manifest = {"policy": final, "rounds": rounds, "stages": stages, "base": config.policy, "gap_reward": config.gap_reward}
+    write_manifest(out / MANIFEST, absolute_folders(manifest))
     print(f"redline: PIT policy in {out / final}", file=sys.stderr)
     if config.push_to_hub:
         from accelerate import PartialState
