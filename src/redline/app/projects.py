@@ -595,13 +595,13 @@ def record_annotation(db: DBSession, user: User, item: Item, status: str, payloa
     return annotation
 
 
-def already_answered(db: DBSession, user: User, item: Item) -> bool:
-    return db.scalar(select(Annotation.id).where(Annotation.user_id == user.id, Annotation.item_id == item.id)) is not None
-
-
 def answer_of(db: DBSession, user: User, item: Item) -> Annotation | None:
     """The answer (submitted, skipped or flagged) this annotator gave this item, if any."""
     return db.scalar(select(Annotation).where(Annotation.user_id == user.id, Annotation.item_id == item.id))
+
+
+def already_answered(db: DBSession, user: User, item: Item) -> bool:
+    return answer_of(db, user, item) is not None
 
 
 def answered_already(stored: Annotation) -> FormError:

@@ -84,7 +84,7 @@ def ranking_agreement(items: Sequence[dict[str, list[int]]]) -> dict:
     """items: per item, annotator → ranks. Pooled pairwise agreement and ordinal α (over ``mid_ranks``, so that
     a tie moves no answer below it: the answer two annotators both put last is one value, tie above it or not)."""
     agree = total = 0
-    units: list[list[int]] = []
+    units: list[list[float]] = []  # mid-ranks
     for by_annotator in items:
         rankings = list(by_annotator.values())
         for a, b in itertools.combinations(rankings, 2):
