@@ -115,8 +115,7 @@ async def carried_form(request: Request) -> dict | None:
         return None
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
         return None
-    form = await request.form()
-    return {k: v.replace("\r\n", "\n") for k, v in form.items() if isinstance(v, str) and k != "csrf"}  # as a page holds it
+    return page_values(await request.form(), "csrf")
 
 
 async def login_form(request: Request) -> dict:
@@ -404,7 +403,7 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
                 return None  # stored: nothing of it is lost
             status, message = 422, {"error": P.answered_already(stored)}
         context = task_context(db, user, project, item)
-        context.update(values={k: v.replace("\r\n", "\n") for k, v in values.items() if k != "action"}, **message)
+        context.update(values=page_values(values, "action"), **message)
         return page(request, "task.html", status, csrf=row.csrf, **context)
 
     @app.post("/projects/{pid}/items/{iid}")
@@ -412,7 +411,7 @@ def make_app(sessions: sessionmaker, *, engine_loader=None, secure_cookies: bool
         with database() as db:
             user, row = login_required(request, db)
             if not S.same(form.get("csrf"), row.csrf):  # a page of an earlier session (logged in again since): give it back
-                values = {k: v for k, v in form.items() if isinstance(v, str) and k != "csrf"}
+                values = str_values(form)  # as sent: P.repeats compares them with what was stored
                 error = P.FormError("csrf", "this page's CSRF token is of an earlier session (you logged in again "
                                             "since), so nothing was saved: what you wrote is below; check it and submit again")
                 restored = restored_task(request, db, user, row, request.url.path, values, 403, error=error)
@@ -685,6 +684,11 @@ def uploads(form: dict, name: str) -> list:
 
 def str_values(form: dict) -> dict:
     return {k: v for k, v in form.items() if isinstance(v, str) and k not in ("csrf", "password")}
+
+
+def page_values(form, without: str) -> dict:
+    """A form's text fields but ``without``, as a page holds them: a browser sends each line end as "\\r\\n"."""
+    return {k: v.replace("\r\n", "\n") for k, v in form.items() if isinstance(v, str) and k != without}
 
 
 def safe_next(target: str) -> str:
