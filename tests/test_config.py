@@ -463,6 +463,41 @@ def test_a_judges_options_that_change_no_verdict_may_change_on_resume(tmp_path):
             claim_output(out, Job(judge, judges), command="job")
 
 
+
+def test_a_judge_option_given_at_its_default_is_the_same_judge_on_resume(tmp_path):
+    """`--judge openai:gpt@URL?temperature=0` resumed a run begun as `--judge openai:gpt@URL` (and `oracle:noisy?seed=0`
+    one of `oracle:noisy`): parse_judge gives the same judge, but the spec's text was compared, so the rerun was
+    refused as a run with other settings. The judge as parsed is compared; one that differs is still refused."""
+    from dataclasses import dataclass
+
+    from redline import RedlineError
+    from redline.config import claim_output
+
+    @dataclass
+    class Job:
+        judge: str = ""
+        judges: str = ""
+
+    url = "openai:gpt@http://127.0.0.1:9/v1"
+    out = tmp_path / "run"
+    claim_output(out, Job(url, "oracle:noisy,reward:org/hub-rm"), command="job")
+    (out / "result.txt").write_text("half done")
+    claim_output(out, Job(f"{url}/?temperature=0&max_tokens=32",
+                          "oracle:noisy?seed=0, reward:org/hub-rm?margin=0&dtype=float32"), command="job")
+    claim_output(out, Job("openai:gpt@http://127.0.0.1:9/v1?key_env=NOT_SET_HERE", "oracle:noisy,reward:org/hub-rm"),
+                 command="job")  # a key named but not set here: a free option, no error from the comparison
+    for judge, judges in ((f"{url}?temperature=0.5", "oracle:noisy,reward:org/hub-rm"),
+                          (url, "oracle:noisy?seed=1,reward:org/hub-rm"),
+                          (url, "oracle:noisy,reward:org/hub-rm?margin=0.5")):
+        with pytest.raises(RedlineError, match="other settings or inputs: --judges?: "):
+            claim_output(out, Job(judge, judges), command="job")
+    from redline.judges import judge_name, parse_judge
+
+    for spec in (f"{url}/?temperature=0.5&max_tokens=64&retries=2", "oracle:noisy?noise=0.5", "reward:rm?margin=0"):
+        overrides = {"api_key": "-", "cache": "off"} if spec.startswith("openai:") else {}
+        assert judge_name(spec) == parse_judge(spec, **overrides).name
+
+
 # ----------------------------------------------------------------------------- what a fingerprint reads
 
 

@@ -563,19 +563,27 @@ JUDGE_KINDS = ("oracle", "openai:", "reward:")
 
 
 def same_text(a: Any, b: Any) -> bool:
-    """Whether two values of a setting are the same: equal, or the same judge specs (one, or a comma-separated list)
-    but for options in ``FREE_JUDGE_OPTIONS``."""
+    """Whether two values of a setting are the same: equal, or the same judge specs (one, or a comma-separated list):
+    the judges ``parse_judge`` makes of them have one name (options in ``FREE_JUDGE_OPTIONS``, and options at their
+    defaults, leave it as it is); a spec it does not take is compared as written, but for its free options."""
     if a == b:
         return True
     if not isinstance(a, str) or not isinstance(b, str) or not a.startswith(JUDGE_KINDS):
         return False
+    return [judge_identity(s) for s in a.split(",")] == [judge_identity(s) for s in b.split(",")]
 
-    def judges(text: str) -> list[tuple[str, list[str]]]:
-        specs = [spec.strip().partition("?") for spec in text.split(",")]
-        return [(body, sorted(o for o in query.split("&") if o and o.partition("=")[0] not in FREE_JUDGE_OPTIONS))
-                for body, _, query in specs]
 
-    return judges(a) == judges(b)
+def judge_identity(spec: str) -> Any:
+    """What one judge spec names: its judge's name (``judge_name``: ``oracle:noisy?seed=0`` and ``oracle:noisy`` are
+    one judge); for a spec that does not parse, the spec as written less its free options."""
+    from redline.judges import judge_name
+
+    spec = spec.strip()
+    try:
+        return judge_name(spec)
+    except RedlineError:
+        body, _, query = spec.partition("?")
+        return body, sorted(o for o in query.split("&") if o and o.partition("=")[0] not in FREE_JUDGE_OPTIONS)
 
 
 def named_path(value: Any) -> Path | None:

@@ -142,18 +142,38 @@ def parse_judge(spec: str, **overrides: Any) -> Judge:
 
         return RewardJudge(body, **{**options, **overrides})
     if kind == "openai":
-        body, options = _split_options(
-            rest,
-            spec,
-            {
-                "key_env": str, "concurrency": int, "retries": int, "timeout": float, "backoff": float,
-                "cache": str, "temperature": float, "max_tokens": int, "token_param": str,
-            },
-        )
-        model, _, base_url = body.partition("@")
-        if not model:
-            raise RedlineError(f"judge {spec!r}: name the model (openai:MODEL@BASE_URL)")
+        model, base_url, options = _openai_spec(rest, spec)
         from redline.judges.llm import OpenAIJudge
 
-        return OpenAIJudge(model, base_url or "https://api.openai.com/v1", **{**options, **overrides})
+        return OpenAIJudge(model, base_url, **{**options, **overrides})
     raise RedlineError(f"judge {spec!r} does not parse; expected one of: {JUDGE_SPECS}")
+
+
+def _openai_spec(rest: str, spec: str) -> tuple[str, str, dict[str, Any]]:
+    """``MODEL@BASE_URL?options`` of an ``openai:`` spec: the model, the base URL and the options."""
+    body, options = _split_options(
+        rest,
+        spec,
+        {
+            "key_env": str, "concurrency": int, "retries": int, "timeout": float, "backoff": float,
+            "cache": str, "temperature": float, "max_tokens": int, "token_param": str,
+        },
+    )
+    model, _, base_url = body.partition("@")
+    if not model:
+        raise RedlineError(f"judge {spec!r}: name the model (openai:MODEL@BASE_URL)")
+    return model, base_url or "https://api.openai.com/v1", options
+
+
+def judge_name(spec: str) -> str:
+    """The name of the judge ``parse_judge(spec)`` builds (what a judgments file keeps and a rerun compares), without
+    the LLM judge's client, cache or key: ``oracle:noisy?seed=0`` and ``oracle:noisy`` name one judge. Raises
+    ``RedlineError`` for a spec that does not parse."""
+    if spec.strip().startswith("openai:"):
+        from redline.judges.llm import openai_name
+
+        model, base_url, options = _openai_spec(spec.strip()[len("openai:"):], spec)
+        return openai_name(model, base_url, **{k: options[k] for k in ("temperature", "max_tokens") if k in options})
+    judge = parse_judge(spec)
+    judge.close()
+    return judge.name

@@ -98,6 +98,17 @@ def combine_orders(ab: str, ba: str) -> str:
     return ab if ab == ba else "tie"
 
 
+def openai_name(model: str, base_url: str, temperature: float = 0.0, max_tokens: int = 32) -> str:
+    """The name of ``OpenAIJudge(model, base_url, ...)``. Sampling settings and the template change verdicts, so they
+    are in the name a judgments file keeps (and a rerun compares); at their defaults (the first template) the name is
+    as it always was."""
+    settings = "&".join(f"{k}={v:g}" for k, v, default in (("temperature", temperature, 0.0),
+                                                          ("max_tokens", max_tokens, 32)) if v != default)
+    if PAIRWISE_VERSION != FIRST_PAIRWISE_VERSION:
+        settings = "&".join(filter(None, (settings, f"template={PAIRWISE_VERSION}")))
+    return f"openai:{model}@{base_url.rstrip('/')}" + (f"?{settings}" if settings else "")
+
+
 class OpenAIJudge:
     """``openai:MODEL@BASE_URL``: an LLM judge behind ``BASE_URL/chat/completions``."""
 
@@ -125,13 +136,7 @@ class OpenAIJudge:
 
         self.model = model
         self.base_url = base_url.rstrip("/")
-        # sampling settings and the template change verdicts, so they are in the name a judgments file keeps (and a
-        # rerun compares); at their defaults (the first template) the name is as it always was
-        settings = "&".join(f"{k}={v:g}" for k, v, default in (("temperature", temperature, 0.0),
-                                                              ("max_tokens", max_tokens, 32)) if v != default)
-        if PAIRWISE_VERSION != FIRST_PAIRWISE_VERSION:
-            settings = "&".join(filter(None, (settings, f"template={PAIRWISE_VERSION}")))
-        self.name = f"openai:{model}@{self.base_url}" + (f"?{settings}" if settings else "")
+        self.name = openai_name(model, base_url, temperature, max_tokens)
         if urlparse(self.base_url).scheme not in ("http", "https"):
             raise RedlineError(f"judge {self.name!r}: the base URL must start with http:// or https://")
         if concurrency < 1 or retries < 0 or not timeout > 0 or not backoff >= 0 or max_tokens < 1:
