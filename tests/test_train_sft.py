@@ -255,9 +255,10 @@ def test_a_finished_run_is_finished_under_a_setting_added_since_it_and_its_data_
     assert files() == before and metrics == json.loads((out / "redline.json").read_text())["metrics"]
 
 
-def test_stdout_is_the_result_json_alone_the_logged_steps_go_to_stderr(tmp_path, capfd):
+def test_stdout_is_the_result_json_alone_and_the_logged_loss_is_on_the_bar(tmp_path, capfd):
     """The Trainer wrote each logged step's numbers to stdout (tqdm.write) before the result JSON, so
-    `redline train sft ... > metrics.json` held Python dicts and `| jq` failed."""
+    `redline train sft ... > metrics.json` held Python dicts and `| jq` failed; on stderr they were a dict line
+    under the bar every --logging-steps. The bar shows the last loss; every logged step is in train_log.jsonl."""
     from redline.cli import main
 
     data = tmp_path / "d.jsonl"
@@ -266,7 +267,10 @@ def test_stdout_is_the_result_json_alone_the_logged_steps_go_to_stderr(tmp_path,
                  "--out", str(tmp_path / "sft")]) == 0
     out, err = capfd.readouterr()
     assert json.loads(out)["steps"] == 2  # one JSON document, nothing else
-    assert "'loss'" in err  # the steps' numbers, where the bar is
+    assert "loss=" in err  # the last logged loss, on the bar
+    assert "{'loss'" not in err and "'train_runtime'" not in err  # no dict lines under it
+    logged = [json.loads(line) for line in (tmp_path / "sft" / "train_log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in logged if "loss" in row] == [1, 2]
 
 
 @pytest.mark.parametrize("changes, examples", [({"max_steps": 1}, EXAMPLES), ({"grad_accum": 8}, EXAMPLES[:1])])

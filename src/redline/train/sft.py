@@ -525,8 +525,9 @@ def run_trainer(trainer, out: Path):
         if hasattr(trainer, "_total_train_tokens"):  # TRL counts tokens from 0 in every process
             trainer._total_train_tokens = carried["tokens"]
     trainer.add_callback(_progress_callback(trainer, carried["seconds"]))
-    # the Trainer writes each logged step's numbers to stdout (tqdm.write): stdout is the command's result, one JSON
-    # line that `> metrics.json` or `| jq` reads, so they go where the bar goes
+    quiet_progress_bar(trainer)
+    # anything else the Trainer prints goes where the bar goes: stdout is the command's result, one JSON line
+    # that `> metrics.json` or `| jq` reads
     with contextlib.redirect_stdout(sys.stderr):
         try:
             result = trainer.train(resume_from_checkpoint=resume)
@@ -538,6 +539,27 @@ def run_trainer(trainer, out: Path):
     result.metrics["train_runtime"] = carried["seconds"] + result.metrics.get("train_runtime", 0.0)
     AcceleratorState._reset_state()
     return result
+
+
+SHOWN_ON_BAR = ("loss", "eval_loss", "eval_accuracy")  # of a logged step's numbers, those the bar shows
+
+
+def quiet_progress_bar(trainer) -> None:
+    """transformers' progress bar, with the last logged loss on it, in place of its ``ProgressCallback``, which
+    writes every logged step's numbers as a dict line under the bar (one every ``--logging-steps``: some ninety
+    lines for a reward model's epoch, and a last one of runtimes). Every logged step is kept, in the run's
+    ``train_log.jsonl`` and its curve."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class BarProgress(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and self.training_bar is not None and logs:
+                shown = {key: f"{logs[key]:.4g}" for key in SHOWN_ON_BAR if isinstance(logs.get(key), float | int)}
+                if shown:
+                    self.training_bar.set_postfix(shown, refresh=False)
+
+    if trainer.pop_callback(ProgressCallback) is not None:  # absent where disable_tqdm is set
+        trainer.add_callback(BarProgress)
 
 
 def optimiser_steps(trainer) -> int | None:
