@@ -9,7 +9,7 @@ import pytest
 from redline import RedlineError
 from redline.cli import main
 from redline.formats import FORMATS, ImportReport, beside, hh_rlhf, import_file, trl, ultrafeedback
-from redline.records import FieldError, RecordError, read_records
+from redline.records import FieldError, RecordError, dense_ranks, read_records
 
 
 def write_jsonl(path, rows):
@@ -343,7 +343,7 @@ def test_ultrafeedback_ranks_with_ties_and_writes_critiques_beside(tmp_path):
 
 
 def test_ultrafeedback_scores():
-    assert ultrafeedback.dense_ranks([4.5, 3.0, 4.5, 2.0]) == [0, 1, 0, 2]
+    assert dense_ranks([4.5, 3.0, 4.5, 2.0], highest_best=True) == [0, 1, 0, 2]
     # fine-grained_score absent: computed from the ratings, "N/A" left out: (3 + 4) / 2
     row = uf_row("q", [completion("a", "x", ["3", "N/A", "4", "N/A"], 9.0),
                        completion("b", "y", ["5", "5", "5", "5"], 2.0)], fill_fine_grained=False)

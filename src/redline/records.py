@@ -238,6 +238,13 @@ class Ranking(Record):
         return sum(c * (c - 1) // 2 for c in counts.values())
 
 
+def dense_ranks(values: list[float], *, highest_best: bool = False) -> list[int]:
+    """A ``Ranking``'s ranks (0 = best, ties shared, no gaps) of ``values``, the lowest best unless ``highest_best``:
+    ``[1, 1, 3] -> [0, 0, 1]``; ``[4.5, 3.0, 4.5, 2.0]`` with ``highest_best`` -> ``[0, 1, 0, 2]``."""
+    order = sorted(set(values), reverse=highest_best)
+    return [order.index(v) for v in values]
+
+
 @dataclass
 class Preference(Record):
     kind: ClassVar[str] = "preference"

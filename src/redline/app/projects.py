@@ -72,6 +72,7 @@ from redline.records import (
     RecordError,
     Response,
     _parse_rows,
+    dense_ranks,
     meta_field,
     optional_id,
     prompt_field,
@@ -523,12 +524,6 @@ def edit_distance(a: str, b: str) -> int:
             current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (wx != wy)))
         previous = current
     return previous[-1]
-
-
-def dense_ranks(values: list[int]) -> list[int]:
-    """Ranks renumbered 0, 1, 2 ... in order, ties kept: [1, 1, 3] -> [0, 0, 1]."""
-    order = sorted(set(values))
-    return [order.index(v) for v in values]
 
 
 def _text(form: dict, name: str, label: str) -> str:

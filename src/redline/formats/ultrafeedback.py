@@ -55,7 +55,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from redline.records import FieldError, Feedback, Preference, Ranking, Record, meta_field, prompt_field, text_field
+from redline.records import FieldError, Feedback, Preference, Ranking, Record, dense_ranks, meta_field, prompt_field, text_field
 
 NAME = "ultrafeedback"
 KINDS = ("ranking", "preference", "feedback")
@@ -134,15 +134,9 @@ def convert(row: dict, *, score: str = "fine-grained", left_out: Counter | None 
         left_out["prompts whose completions all tie"] += 1
     else:
         ranking_meta = {**meta, "score": SCORES[score], "scores": scores, "models": models}
-        record = {"prompt": prompt, "responses": responses, "ranks": dense_ranks(scores), "id": row.get("id")}
+        record = {"prompt": prompt, "responses": responses, "ranks": dense_ranks(scores, highest_best=True), "id": row.get("id")}
         ranking = [Ranking.from_dict({**record, "meta": ranking_meta})]
     return ranking + feedback
-
-
-def dense_ranks(scores: list[float]) -> list[int]:
-    """``[4.5, 3.0, 4.5, 2.0] -> [0, 1, 0, 2]``: 0 for the best score, equal scores share a rank."""
-    order = sorted(set(scores), reverse=True)
-    return [order.index(s) for s in scores]
 
 
 def mean_rating(annotations: object, where: str) -> float | None:
