@@ -75,6 +75,30 @@ def test_a_lock_left_by_a_killed_run_is_taken_over_and_removed_at_the_end(jsonl,
     assert generate(jsonl(PROMPTS), out) == 0  # and the next run in this process takes it again
 
 
+def test_a_run_sent_sigterm_ends_as_an_interrupted_one_its_lock_removed(jsonl, tmp_path, monkeypatch, capsys):
+    """`kill PID` (a scheduler's stop, torchrun ending a failed launch's other processes) killed the command at once:
+    its `.NAME.lock` stayed (held on by any process it had started, which refused the next run) and so did the
+    fingerprint of a run that wrote nothing. It ends as Ctrl-C does, with 143, and the handler is put back after."""
+    from redline import cli
+    from redline.respond import GenerateConfig
+
+    out = tmp_path / "out.jsonl"
+
+    def terminated(args):
+        cli.configured(GenerateConfig, args, "generate", file=True)
+        assert lock_path(out).exists()
+        handler = signal.getsignal(signal.SIGTERM)
+        assert callable(handler), "SIGTERM would kill the process where it stands"
+        handler(signal.SIGTERM, None)  # what the signal does in the main thread, without killing pytest
+        raise AssertionError("SIGTERM did not end the command")
+
+    monkeypatch.setattr(cli, "_generate", terminated)
+    assert generate(jsonl(PROMPTS), out) == 143
+    assert capsys.readouterr().err.splitlines()[-1] == "redline: terminated (SIGTERM)"
+    assert not lock_path(out).exists() and not list(tmp_path.glob("out.jsonl*"))
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
 def test_a_lock_is_refused_to_another_open_in_one_process_until_released(tmp_path):
     out = tmp_path / "a" / "run"
     lock = acquire(out, "revise")

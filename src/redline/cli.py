@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -950,6 +952,30 @@ def _refuse_flags_before_a_subcommand(parser, argv: list[str], args) -> None:
                      f"give `evaluate {sub}`'s flags after it (redline evaluate {sub} --help)")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread (``sigterm_as_interrupt``)."""
+
+
+def _terminated(signum, frame) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (``kill PID``, a scheduler's stop, torchrun ending the other processes of a failed launch) ends the
+    command as Ctrl-C does: its output lock removed, a claim that wrote nothing released. Python's default ended it
+    where it stood, leaving ``.NAME.lock`` (held on by any process it had started, which refused the next run). A
+    handler the caller set, or a thread other than the main one, is left as it is; the default is put back after."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def main(argv: list[str] | None = None) -> int:
     from redline.records import RecordError
 
@@ -965,15 +991,15 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         _refuse_a_launch_that_would_repeat(args)
-        with log_bars(), contextlib.nullcontext() if args.verbose else quiet():
+        with sigterm_as_interrupt(), log_bars(), contextlib.nullcontext() if args.verbose else quiet():
             if _launched_worker():  # under a launcher one result line, the main process's
                 with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
                     return args.func(args) or 0
             return args.func(args) or 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         _release(args)
-        print("redline: interrupted", file=sys.stderr)
-        return 130
+        print("redline: terminated (SIGTERM)" if isinstance(e, Terminated) else "redline: interrupted", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
     except (RedlineError, RecordError, FileNotFoundError, ValueError, OSError) as e:
         _release(args)
         if args.debug:

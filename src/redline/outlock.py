@@ -10,9 +10,9 @@ process is refused at once, before any model loads, naming the one that holds it
 The lock is ``flock`` on ``.NAME.lock`` beside OUT (beside, not inside: ``--overwrite`` removes the folder, and
 what a folder holds decides whether it holds a run). The kernel drops a flock when its process ends, however
 it ends, so the file a killed run (kill -9) leaves is a stale lock by construction: the next run takes it over
-and resumes. A run that ends removes the file. Where OUT's folder cannot hold the file (read-only), its file
-system cannot lock it (NFS without lockd: ENOLCK; some FUSE mounts) or the platform has no ``flock`` (Windows), the
-run goes on unlocked, as before.
+and resumes. A run that ends removes the file, one stopped by Ctrl-C or SIGTERM too (``cli.main``). Where OUT's
+folder cannot hold the file (read-only), its file system cannot lock it (NFS without lockd: ENOLCK; some FUSE
+mounts) or the platform has no ``flock`` (Windows), the run goes on unlocked, as before.
 """
 
 from __future__ import annotations
