@@ -957,6 +957,7 @@ class Terminated(KeyboardInterrupt):
 
 
 def _terminated(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends at once one stuck in C (a hung collective)
     raise Terminated
 
 
