@@ -20,7 +20,7 @@ pytest.importorskip("sqlalchemy")
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from sqlalchemy import event, select  # noqa: E402
+from sqlalchemy import event, func, select  # noqa: E402
 from app_helpers import PASSWORD, cheap_hashing, csrf_of, make_project, make_users, postgres_cluster  # noqa: E402
 
 from redline.app import projects as P  # noqa: E402
@@ -256,3 +256,68 @@ def test_an_import_adds_its_records_in_batches_giving_the_rows_one_at_a_time_gav
     assert [(i[0], i[1], i[2]) for i in one_items] == [(n, n, f"r{n - 1}" if n else None) for n in range(6)]
     assert [n[:2] for n in one_notes] == [(1, "ann"), (2, "Bob-B"), (3, "ann"), (4, "Bob-B"), (5, "ann")]
     assert [n[4] for n in one_notes] == [0.0, 1.0, 2.0, 3.0, 4.0] and {n[2] for n in one_notes} == {"submitted"}
+
+
+def test_an_import_reads_adds_and_reads_on_a_batch_at_a_time(database_url, tmp_path, monkeypatch, jsonl):
+    # the whole file became records before the first was added: 160k records held at once
+    sessions = open_database(database_url)
+    make_project(sessions, tmp_path, "p", "pair", [{"prompt": "Seed?", "responses": ["x", "y"]}])
+    path = jsonl([{"prompt": f"Old {i}?", "chosen": "good", "rejected": "bad"} for i in range(5)], "old.jsonl")
+    events: list = []
+    read, add = P.iter_records, P.add_items
+
+    def logged_read(*args, **kwargs):
+        for line, record in read(*args, **kwargs):
+            events.append(line)
+            yield line, record
+
+    monkeypatch.setattr(P, "iter_records", logged_read)
+    monkeypatch.setattr(P, "add_items", lambda db, project, items: events.append(f"add {len(items)}") or add(db, project, items))
+    monkeypatch.setattr(P, "IMPORT_BATCH", 2)
+    with sessions.begin() as db:
+        assert P.import_records(db, P.get_project(db, "p"), path) == 5
+    assert events == [1, 2, 3, 4, 5, 1, 2, "add 2", 3, 4, "add 2", 5, "add 1"]  # checked whole, then added as read
+
+
+@pytest.mark.parametrize("late", [
+    {"prompt": "Bad?", "chosen": "good"},  # no record: read_records' error
+    {"prompt": "Bad?", "chosen": "good", "rejected": "bad", "meta": {"seconds": -1}},  # a record import refuses
+])
+def test_a_bad_line_late_in_an_import_leaves_the_database_as_it_was(late, database_url, tmp_path, monkeypatch, jsonl):
+    sessions = open_database(database_url)
+    make_project(sessions, tmp_path, "p", "pair", [{"prompt": "Seed?", "responses": ["x", "y"]}])
+    rows = [{"prompt": f"Old {i}?", "chosen": "good", "rejected": "bad", "meta": {"annotator": f"new{i % 2}"}} for i in range(6)]
+    path = jsonl([*rows, late], "old.jsonl")
+    monkeypatch.setattr(P, "IMPORT_BATCH", 2)
+
+    def counts() -> tuple[int, int, int]:
+        with sessions() as db:
+            return tuple(db.scalar(select(func.count()).select_from(table)) for table in (Item, Annotation, User))
+
+    before = counts()
+    with sessions.begin() as db:  # a caller that goes on after the refusal commits what import added
+        with pytest.raises(P.RecordError, match=r"old.jsonl:7: (rejected|meta.seconds): "):
+            P.import_records(db, P.get_project(db, "p"), path)
+    assert counts() == before
+
+
+def test_a_file_changed_between_an_imports_check_and_its_adding_adds_nothing(database_url, tmp_path, monkeypatch, jsonl):
+    sessions = open_database(database_url)
+    make_project(sessions, tmp_path, "p", "pair", [{"prompt": "Seed?", "responses": ["x", "y"]}])
+    rows = [{"prompt": f"Old {i}?", "chosen": "good", "rejected": "bad", "meta": {"annotator": "new"}} for i in range(5)]
+    path = jsonl(rows, "old.jsonl")
+    check = P._import_annotators
+
+    def then_changed(*args):
+        users = check(*args)
+        jsonl([*rows[:4], {**rows[4], "meta": {"annotator": "zed"}}], "old.jsonl")
+        return users
+
+    monkeypatch.setattr(P, "_import_annotators", then_changed)
+    monkeypatch.setattr(P, "IMPORT_BATCH", 2)
+    with sessions.begin() as db:
+        with pytest.raises(P.RecordError, match="old.jsonl:5: meta.annotator: 'zed' was not in the file when it was checked"):
+            P.import_records(db, P.get_project(db, "p"), path)
+    with sessions() as db:
+        assert db.scalar(select(func.count()).select_from(Item)) == 1  # the seed: the first two batches rolled back
+        assert db.scalar(select(User).where(User.name == "new")) is None

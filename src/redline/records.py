@@ -37,7 +37,7 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Sequence, TypeVar, Union
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence, TypeVar, Union
 
 from redline import RedlineError
 
@@ -698,12 +698,28 @@ def read_records(
     ``limit`` keeps the first N valid records. Duplicate ids are an error like any other, and with
     ``require_id`` (readers that match records by id) so is a missing one.
     """
+    return [record for _, record in iter_records(source, kind, skip_invalid=skip_invalid, limit=limit, report=report,
+                                                 require_id=require_id)]
+
+
+def iter_records(
+    source: str | os.PathLike,
+    kind: str,
+    *,
+    skip_invalid: bool = False,
+    limit: int | None = None,
+    report: ReadReport | None = None,
+    require_id: bool = False,
+) -> Iterator[tuple[int, Record]]:
+    """``read_records`` one (line number, record) at a time, for a file too large to hold whole: the records
+    before the first bad line are yielded, and the ``RecordError`` listing every bad line is raised once the
+    whole file is read."""
     from redline.formats.trl import as_kind
 
     cls = record_class(kind)
     seen_ids: dict[str, int] = {}
 
-    def parse(obj: Any, number: int) -> Record:
+    def parse(obj: Any, number: int) -> tuple[int, Record]:
         record = cls.from_dict(as_kind(obj, kind))  # TRL's layouts are read as they are
         if record.id is None and require_id:
             raise FieldError("id", "missing (records are matched by id)")
@@ -711,10 +727,10 @@ def read_records(
             if record.id in seen_ids:
                 raise FieldError("id", f"duplicate id {record.id!r} (first on line {seen_ids[record.id]})")
             seen_ids[record.id] = number
-        return record
+        return number, record
 
     try:
-        return _parse_rows(source, parse, skip_invalid=skip_invalid, limit=limit, report=report)
+        yield from _iter_rows(source, parse, skip_invalid=skip_invalid, limit=limit, report=report)
     except RecordError as err:
         other = other_kind(source, kind, err)
         if other is None:
@@ -785,11 +801,17 @@ def _parse_rows(source: str | os.PathLike, parse: Callable[[Any, int], Any], *, 
     the first few lines) and kept for the run's redline.json or summary (``read_reports``); a source
     with no records at all, or none left after skipping, is refused.
     """
+    return list(_iter_rows(source, parse, skip_invalid=skip_invalid, limit=limit, report=report, what=what))
+
+
+def _iter_rows(source: str | os.PathLike, parse: Callable[[Any, int], Any], *, skip_invalid: bool,
+               limit: int | None, report: ReadReport | None, what: str = "records") -> Iterator:
+    """``_parse_rows`` one item at a time: those before the first bad line are yielded, its errors raised at the end."""
     if limit is not None and limit < 1:
         raise RedlineError(f"--limit must be at least 1, got {limit}")
     report = report if report is not None else ReadReport(str(source))
     report.path = str(source)
-    items: list = []
+    n_read = 0
     errors: list[str] = []
     n_errors = 0
     for number, obj in iter_raw(source):
@@ -807,21 +829,21 @@ def _parse_rows(source: str | os.PathLike, parse: Callable[[Any, int], Any], *, 
                 errors.append(message)
             continue
         if n_errors:
-            continue  # keep looking for errors; nothing will be returned
-        items.append(item)
-        if limit is not None and len(items) >= limit:
+            continue  # keep looking for errors; nothing more will be yielded
+        n_read += 1
+        yield item
+        if limit is not None and n_read >= limit:
             break
     if n_errors:
         raise RecordError(errors, n_errors)
-    report.read = len(items)
+    report.read = n_read
     _READS[str(source)] = report
     if report.skipped:
         print(f"redline: {report.summary()}", file=sys.stderr)
         for example in report.examples[:5]:
             print(f"  skipped {example}", file=sys.stderr)
-    if not items:
+    if not n_read:
         refuse_empty(source, report, what)
-    return items
 
 
 def refuse_empty(source, report: ReadReport, what: str) -> None:

@@ -73,6 +73,7 @@ from redline.records import (
     Response,
     _parse_rows,
     dense_ranks,
+    iter_records,
     meta_field,
     optional_id,
     prompt_field,
@@ -746,53 +747,101 @@ def import_records(db: DBSession, project: Project, path: str | Path, default_an
     across imports, are refused before anything is added: two people's labels are never merged. A
     preference's two answers are shown in an order fixed by a hash of the prompt, so the chosen one is
     not always A. Returns how many records were imported.
-    """
-    from redline.records import iter_raw, read_records
 
+    The file is read a record at a time, twice, so that a large one is never held whole: the first pass
+    checks every record (nothing is added unless all pass), the second adds them IMPORT_BATCH at a time.
+    Both run under a savepoint, so that an error in the second (a file changed since it was checked) adds
+    nothing either, not even a user, whatever the caller does with its transaction then.
+    """
     kind = IMPORT_KINDS[project.task_type]
-    records = read_records(path, kind)
-    lines = [number for number, _ in iter_raw(path)]  # nothing skipped: record i came from row lines[i]
+    n = 0
+    with db.begin_nested():
+        user_of = _import_annotators(db, path, kind, default_annotator)
+        for batch in _batches(iter_records(path, kind), IMPORT_BATCH):
+            users = [_checked_annotator(record, f"{path}:{line}", default_annotator, user_of) for line, record in batch]
+            planned = [_imported_item(record) for _, record in batch]
+            made = add_items(db, project, [item for item, _ in planned])  # one max(position) query and two flushes a batch
+            db.add_all([Annotation(item_id=item.id, user_id=user.id, status="submitted", payload=payload, info={},
+                                   reason="", seconds=_seconds(record.meta), imported=True, created_at=now())
+                        for item, user, (_, record), (_, payload) in zip(made, users, batch, planned)])
+            db.flush()
+            n += len(batch)
+    return n
+
+
+def _batches(rows: Iterable, size: int) -> Iterable[list]:
+    batch = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _import_annotators(db: DBSession, path: str | Path, kind: str, default: str) -> dict[str, User]:
+    """Every record of ``path`` checked, one at a time: the user of each annotator name given (a new name's made).
+
+    A row that is no record is said before a record's import check fails, wherever the two are in the file (as when
+    the whole file was read first), so the first failed check is kept while the rest of the file is read."""
     given: dict[str, str] = {}  # a user's name: the annotator name in the file it comes from
     users: dict[str, User | None] = {}
-    for record, line in zip(records, lines):  # every name checked before anything is added
-        _check_import_meta(record.meta, f"{path}:{line}")
-        if record.id is not None and (problem := unstorable(record.id, EXTERNAL_ID_MAX)):  # the item's external_id
-            raise RecordError([f"{path}:{line}: id: {problem}"])
-        if isinstance(record, Feedback) and record.revision is None:  # was named by id only ("id None" without one)
-            raise RecordError([f"{path}:{line}: revision: a critique-only record has no revision to import"])
-        raw = _annotator(record.meta, default_annotator)
-        name = re.sub(r"[^A-Za-z0-9._-]", "-", raw)[:80] or default_annotator
-        rule = f"user name {name!r} (letters, digits, '.', '_' and '-', at most 80)"
-        if not NAME.match(name):  # add_user's refusal below named neither the file nor the line
-            raise RecordError([f"{path}:{line}: meta.annotator: {raw!r} becomes the {rule}, which must start with a "
-                               "letter or digit: rename it"])
-        if given.setdefault(name, raw) != raw:  # two people's labels would become one annotator's
-            raise RecordError([f"{path}:{line}: meta.annotator: {raw!r} and {given[name]!r} both become the {rule}: "
-                               "rename one"])
-        if name not in users:
-            users[name] = user = db.scalar(select(User).where(User.name == name))
-            if user is not None and raw != (user.imported_as if user.imported_as is not None else user.name):
-                made = f"an earlier import made from {user.imported_as!r}" if user.imported_as else "which exists"
-                raise RecordError([f"{path}:{line}: meta.annotator: {raw!r} becomes the {rule}, {made}: rename it, or "
-                                   f"give {name!r} to add to that user's work"])
+    problem = None
+    for line, record in iter_records(path, kind):
+        if problem is None:
+            try:
+                _check_imported(db, record, f"{path}:{line}", default, given, users)
+            except RecordError as e:
+                problem = e
+    if problem is not None:
+        raise problem
     for name, raw in given.items():
         if users[name] is None:
             users[name] = add_user(db, name, "annotator", None)
             users[name].imported_as = raw
-    user_of = {raw: users[name] for name, raw in given.items()}
+    return {raw: users[name] for name, raw in given.items()}
 
-    def annotator(record: Record) -> User:
-        return user_of[_annotator(record.meta, default_annotator)]
 
-    for start in range(0, len(records), IMPORT_BATCH):  # one max(position) query and two flushes a batch, not a record
-        batch = records[start:start + IMPORT_BATCH]
-        planned = [_imported_item(record) for record in batch]
-        made = add_items(db, project, [item for item, _ in planned])
-        db.add_all([Annotation(item_id=item.id, user_id=annotator(record).id, status="submitted", payload=payload,
-                               info={}, reason="", seconds=_seconds(record.meta), imported=True, created_at=now())
-                    for item, record, (_, payload) in zip(made, batch, planned)])
-        db.flush()
-    return len(records)
+def _check_record(record: Record, where: str) -> None:
+    """What an imported record holds that the database cannot store or the project cannot show."""
+    _check_import_meta(record.meta, where)
+    if record.id is not None and (problem := unstorable(record.id, EXTERNAL_ID_MAX)):  # the item's external_id
+        raise RecordError([f"{where}: id: {problem}"])
+    if isinstance(record, Feedback) and record.revision is None:  # was named by id only ("id None" without one)
+        raise RecordError([f"{where}: revision: a critique-only record has no revision to import"])
+
+
+def _check_imported(db: DBSession, record: Record, where: str, default: str, given: dict[str, str],
+                    users: dict[str, User | None]) -> None:
+    """``record`` checked, its annotator's user name added to ``given`` (name: annotator name) and its user, if one
+    exists, to ``users``."""
+    _check_record(record, where)
+    raw = _annotator(record.meta, default)
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", raw)[:80] or default
+    rule = f"user name {name!r} (letters, digits, '.', '_' and '-', at most 80)"
+    if not NAME.match(name):  # add_user's refusal below named neither the file nor the line
+        raise RecordError([f"{where}: meta.annotator: {raw!r} becomes the {rule}, which must start with a "
+                           "letter or digit: rename it"])
+    if given.setdefault(name, raw) != raw:  # two people's labels would become one annotator's
+        raise RecordError([f"{where}: meta.annotator: {raw!r} and {given[name]!r} both become the {rule}: rename one"])
+    if name not in users:
+        users[name] = user = db.scalar(select(User).where(User.name == name))
+        if user is not None and raw != (user.imported_as if user.imported_as is not None else user.name):
+            made = f"an earlier import made from {user.imported_as!r}" if user.imported_as else "which exists"
+            raise RecordError([f"{where}: meta.annotator: {raw!r} becomes the {rule}, {made}: rename it, or "
+                               f"give {name!r} to add to that user's work"])
+
+
+def _checked_annotator(record: Record, where: str, default: str, user_of: dict[str, User]) -> User:
+    """The user an imported record's annotator became in the checking pass; the record checked again, as the
+    file may have changed since that pass (an error here rolls the import's savepoint back)."""
+    _check_record(record, where)
+    user = user_of.get(_annotator(record.meta, default))
+    if user is None:
+        raise RecordError([f"{where}: meta.annotator: {_annotator(record.meta, default)!r} was not in the file when it "
+                           "was checked: it changed while it was imported; import it again"])
+    return user
 
 
 def _seconds(meta: dict) -> float | None:
