@@ -38,6 +38,21 @@ def test_a_stopped_run_resumes_to_what_one_run_writes(jsonl, tmp_path):
     assert lines(part) == lines(tmp_path / "whole.jsonl")
 
 
+def test_a_file_generated_in_chunks_shows_one_bar_over_the_file_from_what_a_resume_holds(jsonl, tmp_path, capsys):
+    """Each chunk's engine call drew a bar of its own (0/2, 0/2, 0/1 for five prompts), with no time left for the
+    file, and a line after each; one bar now counts the file, from the records a resumed file already holds."""
+    config = GenerateConfig(model="tiny-random", prompts=str(jsonl(PROMPTS)), max_new_tokens=4, chunk=2)
+    out = tmp_path / "out.jsonl"
+    generate_responses(GenerateConfig(**{**config.__dict__, "limit": 1}), out)
+    capsys.readouterr()
+    generate_responses(config, out)
+    bars = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if line.startswith("generate")]
+    counts = [line.split("|")[2].split("[")[0].strip() for line in bars]
+    assert counts[0] == "1/5" and counts[-1] == "5/5", bars  # from the record the file held, to the file's end
+    assert all(count.endswith("/5") for count in counts), bars  # no bar of a chunk's own
+    assert len(lines(out)) == 5
+
+
 def test_a_resume_naming_its_model_folder_another_way_keeps_one_source(jsonl, tmp_path, monkeypatch):
     """`--model runs/ppo`, then `--model ./runs/ppo` (the same folder; the fingerprint lets it resume): the records'
     source, the model as typed, named one generator two ways in one file."""

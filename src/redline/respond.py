@@ -73,17 +73,27 @@ def generate_responses(config: GenerateConfig, out: str | Path) -> Path:
     refuse_too_long(engine, records, done, config.prompts)
     source = config.source or resumed_source(out, done) or config.model
     out.parent.mkdir(parents=True, exist_ok=True)
-    for start in range(done, len(records), config.chunk):  # step 3
-        chunk = records[start:start + config.chunk]
-        seeds = [config.seed + start + i for i in range(len(chunk))]  # the same seed for a prompt on resume
-        completions = engine.generate([as_chat(r["prompt"]) for r in chunk], params, seeds=seeds)
-        append_records(out, [
-            Response(prompt=r["prompt"], response=c.text.strip(), source=source, id=r["id"], meta=r["meta"])
-            for r, c in zip(chunk, completions)
-        ])
-        print(f"redline: {start + len(chunk)} of {len(records)} responses in {out} "
-              f"({engine.last_stats.tokens_per_s:.0f} tokens/s)", file=sys.stderr)
+    with file_bar(len(records), done) as bar:  # one bar for the file, the engine's calls a chunk each under it
+        for start in range(done, len(records), config.chunk):  # step 3
+            chunk = records[start:start + config.chunk]
+            seeds = [config.seed + start + i for i in range(len(chunk))]  # the same seed for a prompt on resume
+            completions = engine.generate([as_chat(r["prompt"]) for r in chunk], params, seeds=seeds, progress=bar)
+            append_records(out, [
+                Response(prompt=r["prompt"], response=c.text.strip(), source=source, id=r["id"], meta=r["meta"])
+                for r, c in zip(chunk, completions)
+            ])
+            bar.n = start + len(chunk)  # whole items written (the engine advances it by fractions of one)
+            bar.set_postfix_str(f"{engine.last_stats.tokens_per_s:.0f} tok/s, {bar.n:.0f} in {out.name}")
+    print(f"redline: {len(records)} responses in {out}", file=sys.stderr)
     return out
+
+
+def file_bar(total: int, done: int):
+    """The bar over a file's prompts, from those a resumed file already holds, with the rate and the time left."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=done, unit="item", desc="generate", file=sys.stderr, dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]")
 
 
 def refuse_too_long(engine, records: list[dict], done: int, prompts: str) -> None:

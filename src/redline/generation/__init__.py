@@ -134,6 +134,9 @@ class GenerationStats:
         return self.items / self.seconds if self.seconds > 0 else 0.0
 
 
+Progress = Any  # bool (a bar of the call's own, or none) or the caller's tqdm bar (see Engine.generate)
+
+
 @runtime_checkable
 class Engine(Protocol):
     last_stats: GenerationStats
@@ -143,10 +146,12 @@ class Engine(Protocol):
         prompts: list[Prompt],
         params: SamplingParams | Sequence[SamplingParams],
         seeds: list[int] | None = None,
-        progress: bool = True,
+        progress: Progress = True,
     ) -> list[Completion]:
         """One completion per prompt, in input order; ``params`` is one set for all or one per prompt
-        (as vLLM takes them: a revision budget that follows each answer needs its own cap)."""
+        (as vLLM takes them: a revision budget that follows each answer needs its own cap). ``progress``: a bar of
+        the call's own, none, or the caller's tqdm bar over a larger whole, advanced by this call's items and left
+        open (`redline generate` calls the engine a chunk at a time under one bar for the file)."""
         ...
 
 

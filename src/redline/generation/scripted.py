@@ -22,6 +22,7 @@ from typing import Callable, Mapping, Sequence
 from redline.generation import (
     Completion,
     GenerationStats,
+    Progress,
     Prompt,
     SamplingParams,
     check_prompts,
@@ -96,7 +97,7 @@ class ScriptedEngine:
         prompts: list[Prompt],
         params: SamplingParams | Sequence[SamplingParams],
         seeds: list[int] | None = None,
-        progress: bool = True,
+        progress: Progress = True,
     ) -> list[Completion]:
         start = time.perf_counter()
         out = []
@@ -107,6 +108,8 @@ class ScriptedEngine:
             self.calls.append((prompt, seed))
             text, n, reason = scripted_completion(self._reply(prompt, seed), q)
             out.append(Completion(text, n_words(prompt_text(prompt)), n, reason, time.perf_counter() - t0, seed))
+        if not isinstance(progress, bool):  # the caller's bar (Engine.generate); scripted replies show none of their own
+            progress.update(len(out))
         self.last_stats = GenerationStats(
             items=len(out),
             prompt_tokens=sum(c.prompt_tokens for c in out),

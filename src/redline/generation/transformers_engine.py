@@ -81,7 +81,7 @@ import torch
 
 from redline import RedlineError
 from redline.generation import (
-    Completion, GenerationStats, Prompt, SamplingParams, check_prompts, cut_at_stop, encode_prompt, has_room,
+    Completion, GenerationStats, Progress, Prompt, SamplingParams, check_prompts, cut_at_stop, encode_prompt, has_room,
     item_seeds, per_prompt, prompt_beginning,
 )
 from redline.generation.sampling import GREEDY_BELOW, sample, uniform_stream
@@ -462,10 +462,10 @@ class TransformersEngine:
         prompts: list[Prompt],
         params: SamplingParams | Sequence[SamplingParams],
         seeds: list[int] | None = None,
-        progress: bool = True,
+        progress: Progress = True,
     ) -> list[Completion]:
         """One completion per prompt, in input order (see the module doc for how); ``params`` one set for
-        all or one per prompt (rows with other settings decode together)."""
+        all or one per prompt (rows with other settings decode together); ``progress`` as ``Engine.generate``."""
         training = self.model.training
         self.model.eval()
         try:
@@ -507,7 +507,8 @@ class TransformersEngine:
                 _advance(bar, 1 - (len(ids) - 1) / max_new)  # what this item had left (see _progress)
             if finished:
                 bar.set_postfix_str(f"{batch.generated / (time.perf_counter() - start):.0f} tok/s", refresh=False)
-        bar.close()
+        if bar is not progress:  # its own; a caller's bar stays open for its next call
+            bar.close()
         out = [r for r in results if r is not None]
         self.last_stats = GenerationStats(
             items=len(out),
@@ -979,8 +980,9 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-def _progress(total: int, enabled: bool):
-    """A tqdm bar over items, with the rate and the time left (a no-op when disabled).
+def _progress(total: int, enabled: Progress):
+    """A tqdm bar over items, with the rate and the time left (a no-op when disabled; the caller's own bar where
+    ``enabled`` is one: see ``Engine.generate``).
 
     Each decode step moves it by 1/max_new_tokens of an item per active row, and a finished item by
     what it had left: items of one batch tend to finish together, and a bar that only counted
@@ -988,6 +990,8 @@ def _progress(total: int, enabled: bool):
     """
     from tqdm.auto import tqdm
 
+    if not isinstance(enabled, bool):
+        return enabled
     return tqdm(
         total=total,
         unit="item",

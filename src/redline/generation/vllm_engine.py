@@ -32,8 +32,8 @@ from typing import Any, Callable
 
 from redline import RedlineError
 from redline.generation import (
-    Completion, GenerationStats, Prompt, SamplingParams, check_prompts, encode_prompt, has_room, item_seeds, per_prompt,
-    prompt_beginning,
+    Completion, GenerationStats, Progress, Prompt, SamplingParams, check_prompts, encode_prompt, has_room, item_seeds,
+    per_prompt, prompt_beginning,
 )
 
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # vllm.config.lora.MaxLoRARanks (1 too since 2025)
@@ -158,7 +158,7 @@ class VLLMEngine:
         prompts: list[Prompt],
         params: SamplingParams | Sequence[SamplingParams],
         seeds: list[int] | None = None,
-        progress: bool = True,
+        progress: Progress = True,
     ) -> list[Completion]:
         from redline import RedlineError
 
@@ -191,9 +191,11 @@ class VLLMEngine:
                                f"{limit} (vLLM's max_model_len): prompt {i + 1} of {len(prompts)}, "
                                f"{prompt_beginning(prompts[i])!r}")
         sampling = [self.sampling_params(**vllm_sampling_kwargs(q, s)) for q, s in zip(params, seeds)]
-        outputs = self.llm.generate(requests, sampling, use_tqdm=progress, lora_request=self.lora_request)
+        outputs = self.llm.generate(requests, sampling, use_tqdm=progress is True, lora_request=self.lora_request)
         if len(outputs) != len(requests):
             raise RedlineError(f"vLLM returned {len(outputs)} outputs for {len(requests)} prompts")
+        if not isinstance(progress, bool):  # the caller's bar (Engine.generate): vLLM's own shows no other
+            progress.update(len(outputs))
         seconds = time.perf_counter() - start
         out = [
             completion_from_output(result, len(request["prompt_token_ids"]), seed, seconds)
