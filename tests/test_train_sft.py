@@ -407,3 +407,33 @@ def test_a_finished_run_rerun_under_a_launcher_is_published_by_the_main_process_
     assert sft.finished_run(out, str(shipped)) == {"steps": 1} and not shipped.exists()
     monkeypatch.setenv("RANK", "0")
     assert sft.finished_run(out, str(shipped)) == {"steps": 1} and (shipped / "redline.json").is_file()
+
+
+def test_under_a_launcher_with_overwrite_every_process_starts_afresh(tmp_path, monkeypatch):
+    """`train sft --overwrite` under torchrun: a process other than the main one could find the finished run before the
+    main process removed it, end ('is finished; nothing to train') and leave the main one hung at its first collective
+    (a finished PIT stage skipped, an old checkpoint refused or resumed, the same). Given --overwrite it starts afresh,
+    as the main process does once it has removed the run; without it, it decides on the run as the main one does."""
+    from redline.cli import build_parser, configured
+    from redline.train.pit import is_complete
+    from redline.train.ppo import check_resume_processes
+
+    out = tmp_path / "run"
+    (out / "checkpoints" / "iter-000001").mkdir(parents=True)
+    (out / "checkpoints" / "iter-000001" / "state.json").write_text(json.dumps({"iteration": 1, "processes": 4}))
+    (out / "redline.json").write_text(json.dumps({"kind": "sft", "metrics": {"steps": 1}}))
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"prompt": "p", "response": "r"}) + "\n")
+    monkeypatch.setenv(sft.OVERWRITE_ENV, "")  # put back as it was after the test
+    monkeypatch.setenv("RANK", "1")
+    argv = ["train", "sft", "--model", "tiny-random", "--data", str(data), "--out", str(out)]
+    for extra, afresh in (([], False), (["--overwrite"], True), ([], False)):
+        config = configured(sft.DemonstrationConfig, build_parser().parse_args(argv + extra), "train sft")
+        assert sft.finished_run(out, None, config) == (None if afresh else {"steps": 1})
+        assert is_complete(out) is not afresh
+        if afresh:
+            check_resume_processes(out, 2, 5)
+        else:
+            with pytest.raises(sft.RedlineError, match="written by a run on 4 processes"):
+                check_resume_processes(out, 2, 5)
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "redline.json"]  # the main process removes it

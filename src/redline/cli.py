@@ -98,6 +98,10 @@ def configured(cls, args: argparse.Namespace, command: str, *, config_name: str 
         raise RedlineError(f"--out {out} is a folder: `redline {command}` writes one JSONL file; give its path "
                            f"(such as --out {out / 'out.jsonl'})")
     if _launched_worker():  # under torchrun/accelerate launch the main process claims OUT
+        from redline.train.sft import OVERWRITE_ENV
+
+        # ... and under --overwrite removes the earlier run, maybe after this process has looked: it starts afresh too
+        os.environ[OVERWRITE_ENV] = "1" if args.overwrite else ""
         return config
     if getattr(config, "push_to_hub", None):  # now, not once the run has trained
         from redline.models import check_push_target

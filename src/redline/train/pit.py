@@ -226,8 +226,11 @@ def build_prompt(record: dict) -> list[dict]:
 
 
 def is_complete(folder: Path) -> bool:
-    """A stage is done when its model card is written (``save_model`` writes it last)."""
-    return (folder / "redline.json").is_file()
+    """A stage is done when its model card is written (``save_model`` writes it last); never in a launched process
+    given --overwrite that may see the earlier run's (``overwriting_worker``)."""
+    from redline.train.sft import overwriting_worker
+
+    return (folder / "redline.json").is_file() and not overwriting_worker()
 
 
 def stage_name(rounds: list[int]) -> str:
@@ -289,9 +292,9 @@ def sample_references(config: PITConfig, prompts: list, path: Path) -> list[dict
     (a resumed run's, or one copied in to share) is reused when it answers exactly these prompts and BASE wrote it."""
     from redline.generation import SamplingParams, as_chat, load_engine
     from redline.records import prompt_key, read_jsonl_prefix, write_records
-    from redline.train.sft import main_process
+    from redline.train.sft import main_process, overwriting_worker
 
-    if path.is_file():
+    if path.is_file() and not overwriting_worker():
         rows = read_jsonl_prefix(path)
         # the count alone would pass a copy from another split of the same size (thirds are equal by design)
         if ([prompt_key(r.get("prompt")) for r in rows] == [prompt_key(p) for p in prompts]

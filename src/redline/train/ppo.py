@@ -161,7 +161,7 @@ from typing import Any, Callable
 from redline import RedlineError
 from redline.config import check_values, seed_field, write_config
 from redline.models import DTYPES as DTYPE_CHOICES, read_json_object
-from redline.train.sft import as_chat, check_report_to, publish, set_threads, threads_field
+from redline.train.sft import as_chat, check_report_to, overwriting_worker, publish, set_threads, threads_field
 
 # (prompts as chat messages, response texts, the records they came from) -> one score per response
 RewardFn = Callable[[list[list[dict]], list[str], list[dict]], list[float]]
@@ -838,7 +838,7 @@ def run_ppo(
     ptx_ids = tokenizer(ptx_texts, add_special_tokens=False, truncation=True,
                         max_length=getattr(config, "ptx_max_length", 256))["input_ids"] if use_ptx else []
     state = {"iteration": 0, "episodes": 0, "beta": config.beta}
-    resume = last_checkpoint(out)
+    resume = None if overwriting_worker() else last_checkpoint(out)
     if resume is not None:
         check_resume_processes(out, accelerator.num_processes, config.iterations)
         state = load_checkpoint(resume, learner)
@@ -1379,7 +1379,7 @@ def check_resume_processes(out: str | os.PathLike, world: int, iterations: int |
     its policy (a copy of a run's iteration-N checkpoint finished with ``--iterations N``, as
     scripts/instructgpt_ppo_aug.sh judges a run made over several processes). Refused too: a checkpoint past
     ``iterations`` (the run was saved as it stood there, not at ``iterations``, and its card said so without a word)."""
-    resume = last_checkpoint(Path(out))
+    resume = None if overwriting_worker() else last_checkpoint(Path(out))
     if resume is None:
         return
     state = read_json_object(resume / "state.json", "the checkpoint's state")
@@ -1501,7 +1501,8 @@ def finished_ppo(config: PPOConfig, out: str | os.PathLike) -> dict[str, Any] | 
     from redline.train.sft import finished_run
 
     out = Path(out)
-    if not (out / RUN_INFO).is_file() or run_info(out).get("metrics", {}).get("iterations") != config.iterations:
+    if (overwriting_worker() or not (out / RUN_INFO).is_file()
+            or run_info(out).get("metrics", {}).get("iterations") != config.iterations):
         return None
     resume = last_checkpoint(out)  # gone on past its card (more --iterations, then stopped): not finished at N, refused
     if resume is not None and read_json_object(resume / "state.json", "the checkpoint's state").get("iteration") != config.iterations:

@@ -340,6 +340,18 @@ def main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+# Set by ``cli.configured`` in a launched process other than the main one, when the command is given --overwrite.
+OVERWRITE_ENV = "REDLINE_OVERWRITE"
+
+
+def overwriting_worker() -> bool:
+    """Whether this is a process of a launch other than the main one, of a command given ``--overwrite``: the main
+    process removes OUT's earlier run as it starts (``claim_output``), perhaps after this one has looked, so what this
+    one finds there (a finished run or stage, a checkpoint) is not the run's, and it starts afresh as the main one
+    does. Taking a finished run for done, it ended while the main process trained and hung at its first collective."""
+    return os.environ.get(OVERWRITE_ENV) == "1" and not main_process()
+
+
 def wait_for_everyone() -> None:
     """Every process of a multi-process run waits here for the others (nothing to wait for in one process)."""
     import torch.distributed as dist
@@ -396,7 +408,7 @@ def finished_run(out: Path, repo: str | None, config=None) -> dict[str, Any] | N
         digest = input_digest(now[f.name]) if isinstance(now[f.name], str) and isinstance(then[f.name], str) else None
         return digest is not None and digest == input_digest(then[f.name])
 
-    if not (out / RUN_INFO).is_file():
+    if not (out / RUN_INFO).is_file() or overwriting_worker():
         return None
     then = run_config(out) if config is not None else {}
     if then:
@@ -509,7 +521,7 @@ def run_trainer(trainer, out: Path):
 
     from redline.models import read_json_object
 
-    resume = last_checkpoint(out)
+    resume = None if overwriting_worker() else last_checkpoint(out)
     # a run that starts here writes the progress file into every checkpoint; one from before the file
     # stays unmarked, so a later resume does not pass over all its checkpoints
     if resume is None:
