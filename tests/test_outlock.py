@@ -97,6 +97,9 @@ def test_a_run_sent_sigterm_ends_as_an_interrupted_one_its_lock_removed(jsonl, t
     assert capsys.readouterr().err.splitlines()[-1] == "redline: terminated (SIGTERM)"
     assert not lock_path(out).exists() and not list(tmp_path.glob("out.jsonl*"))
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    monkeypatch.setenv("RANK", "1")  # a launched process other than the main one holds no lock: the default stays
+    with cli.sigterm_as_interrupt():
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 def test_a_lock_is_refused_to_another_open_in_one_process_until_released(tmp_path):

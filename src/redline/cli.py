@@ -970,8 +970,11 @@ def sigterm_as_interrupt():
     """SIGTERM (``kill PID``, a scheduler's stop, torchrun ending the other processes of a failed launch) ends the
     command as Ctrl-C does: its output lock removed, a claim that wrote nothing released. Python's default ended it
     where it stood, leaving ``.NAME.lock`` (held on by any process it had started, which refused the next run). A
-    handler the caller set, or a thread other than the main one, is left as it is; the default is put back after."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+    handler the caller set, or a thread other than the main one, is left as it is; the default is put back after. A
+    launched process other than the main one holds no lock (nor claim): it is left to the default, so that the
+    launcher ending a failed launch need not wait for one stuck in a collective (in C, where no handler runs)."""
+    if (threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL
+            or _launched_worker()):
         yield
         return
     signal.signal(signal.SIGTERM, _terminated)
