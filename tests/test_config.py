@@ -832,3 +832,36 @@ def test_a_list_flag_refuses_an_item_given_twice(capsys):
         parser.parse_args(["--types", "title,word_limit,title"])
     assert "argument --types: title is given twice in 'title,word_limit,title'" in capsys.readouterr().err
     assert parser.parse_args(["--types", "title,word_limit"]).types == ("title", "word_limit")
+
+
+def test_an_overwrite_cut_short_leaves_no_half_removed_run_that_refuses_the_next(tmp_path, monkeypatch):
+    """Ctrl-C while --overwrite removed a large run (checkpoints: seconds) left OUT with some of its files and
+    perhaps none of the files that mark a redline run: the rerun was refused (no fingerprint: '--overwrite if it is a
+    redline run') and so was --overwrite ('holds files that no redline run wrote'). OUT is moved aside first: the
+    removal cut short leaves no OUT, and what it left beside is removed by the next claim."""
+    import shutil
+
+    @dataclass
+    class Job:
+        steps: int = 1
+
+    out = tmp_path / "run"
+    claim_output(out, Job(1), command="job")
+    for name in ("redline.json", "a.bin", "b.bin"):
+        (out / name).write_text("x")
+    real_rmtree = shutil.rmtree
+
+    def cut_short(path, *args, **kwargs):  # the run's markers go first, then Ctrl-C
+        if kwargs.get("ignore_errors"):
+            return real_rmtree(path, *args, **kwargs)
+        for name in (FINGERPRINT, "config.json", "redline.json"):
+            (Path(path) / name).unlink()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "rmtree", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        claim_output(out, Job(2), command="job", overwrite=True)
+    monkeypatch.setattr(shutil, "rmtree", real_rmtree)
+    claim_output(out, Job(2), command="job")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", FINGERPRINT]

@@ -747,6 +747,8 @@ def claim_output(out: str | os.PathLike, config, *, command: str, overwrite: boo
     _refuse_own_input(out, config, now, overwrite)
     stamp = sidecar(out, FINGERPRINT, file)
     config_path = sidecar(out, config_name, file)
+    if not file and _removing(out).is_dir():  # what a removal cut short left
+        shutil.rmtree(_removing(out), ignore_errors=True)
     found = None if file or stamp.exists() else _contents(out, config_name)
     if _holds_results(out, config_name, file) and not overwrite:
         torn = "torn, or not redline's; pass --overwrite to start over"
@@ -834,4 +836,17 @@ def _remove_run(out: Path, stamp: Path, config_path: Path, file: bool) -> None:
     if folder == here or folder in here.parents or folder == Path.home().resolve():
         raise RedlineError(f"--overwrite would remove {folder}, which holds the current folder or is home: "
                            "choose an --out of its own")
-    shutil.rmtree(out)
+    aside = out
+    if not out.is_symlink():  # OUT gone at once: a removal cut short (Ctrl-C) leaves it whole or gone
+        try:
+            aside = out.rename(_removing(out))
+        except OSError:  # a mount point, or what a removal cut short left there: removed where it is
+            pass
+    shutil.rmtree(aside)
+
+
+def _removing(out: Path) -> Path:
+    """Where ``--overwrite`` moves a run folder to remove it, beside OUT. Removed in place, a removal cut short left
+    OUT with part of its files and perhaps none of its markers, refused as not redline's, and so was --overwrite."""
+    out = out.resolve()
+    return out.with_name(f".{out.name}.removing")
