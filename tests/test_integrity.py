@@ -514,11 +514,14 @@ def test_only_a_run_that_starts_under_progress_counting_is_marked_as_counting(tm
 
     from redline.train.sft import COUNTED, last_checkpoint, run_trainer
 
-    class Trainer:  # what run_trainer reads of a transformers Trainer: its step count, and two calls
+    class Trainer:  # what run_trainer reads of a transformers Trainer: its step count, and three calls
         args = SimpleNamespace(max_steps=5)
 
         def add_callback(self, callback):
             pass
+
+        def pop_callback(self, callback):
+            return None
 
         def train(self, resume_from_checkpoint=None):
             self.resumed = resume_from_checkpoint
