@@ -46,7 +46,7 @@ class GenerateConfig:
 def generate_responses(config: GenerateConfig, out: str | Path) -> Path:
     """Steps 1–3; returns OUT (response records, JSONL, appended chunk by chunk)."""
     from redline.config import check_required
-    from redline.generation import as_chat, load_engine, sampling_from_flags
+    from redline.generation import as_chat, load_engine, progress_bar, sampling_from_flags
     from redline.records import Response, append_records, read_prompt_records
 
     out = Path(out)
@@ -73,7 +73,7 @@ def generate_responses(config: GenerateConfig, out: str | Path) -> Path:
     refuse_too_long(engine, records, done, config.prompts)
     source = config.source or resumed_source(out, done) or config.model
     out.parent.mkdir(parents=True, exist_ok=True)
-    with file_bar(len(records), done) as bar:  # one bar for the file, the engine's calls a chunk each under it
+    with progress_bar(len(records), initial=done) as bar:  # one bar for the file, the engine's calls a chunk each under it
         for start in range(done, len(records), config.chunk):  # step 3
             chunk = records[start:start + config.chunk]
             seeds = [config.seed + start + i for i in range(len(chunk))]  # the same seed for a prompt on resume
@@ -86,14 +86,6 @@ def generate_responses(config: GenerateConfig, out: str | Path) -> Path:
             bar.set_postfix_str(f"{engine.last_stats.tokens_per_s:.0f} tok/s, {bar.n:.0f} in {out.name}")
     print(f"redline: {len(records)} responses in {out}", file=sys.stderr)
     return out
-
-
-def file_bar(total: int, done: int):
-    """The bar over a file's prompts, from those a resumed file already holds, with the rate and the time left."""
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=done, unit="item", desc="generate", file=sys.stderr, dynamic_ncols=True,
-                bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]")
 
 
 def refuse_too_long(engine, records: list[dict], done: int, prompts: str) -> None:

@@ -137,6 +137,18 @@ class GenerationStats:
 Progress = Any  # bool (a bar of the call's own, or none) or the caller's tqdm bar (see Engine.generate)
 
 
+def progress_bar(total: int, *, initial: int = 0, enabled: bool = True):
+    """The "generate" bar over items, with the rate and the time left, its count shown whole (engines advance it
+    by fractions of an item): an engine's own for one call, or `redline generate`'s over a file, from ``initial``."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="item", desc="generate", file=sys.stderr, dynamic_ncols=True,
+                disable=not enabled,
+                bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]")
+
+
 @runtime_checkable
 class Engine(Protocol):
     last_stats: GenerationStats

@@ -70,7 +70,6 @@ import contextlib
 import copy
 import functools
 import inspect
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -82,7 +81,7 @@ import torch
 from redline import RedlineError
 from redline.generation import (
     Completion, GenerationStats, Progress, Prompt, SamplingParams, check_prompts, cut_at_stop, encode_prompt, has_room,
-    item_seeds, per_prompt, prompt_beginning,
+    item_seeds, per_prompt, progress_bar, prompt_beginning,
 )
 from redline.generation.sampling import GREEDY_BELOW, sample, uniform_stream
 
@@ -988,16 +987,4 @@ def _progress(total: int, enabled: Progress):
     what it had left: items of one batch tend to finish together, and a bar that only counted
     finished items would sit at 0 with no estimate until they do.
     """
-    from tqdm.auto import tqdm
-
-    if not isinstance(enabled, bool):
-        return enabled
-    return tqdm(
-        total=total,
-        unit="item",
-        desc="generate",
-        file=sys.stderr,
-        dynamic_ncols=True,
-        disable=not enabled,
-        bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]",
-    )
+    return enabled if not isinstance(enabled, bool) else progress_bar(total, enabled=enabled)
